@@ -1,0 +1,19 @@
+"""Side effects on the outside world: each connector is one async call per action."""
+
+from connectors.base import (
+    Connector,
+    ConnectorError,
+    DataError,
+    PermissionDenied,
+    TransientError,
+)
+from connectors.registry import ConnectorRegistry
+
+__all__ = [
+    "Connector",
+    "ConnectorError",
+    "ConnectorRegistry",
+    "DataError",
+    "PermissionDenied",
+    "TransientError",
+]

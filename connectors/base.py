@@ -1,0 +1,51 @@
+"""The connector contract: one async call per action, raising classified errors.
+
+Retries, idempotency records, timeouts and audit live once, in the guard that wraps
+every connector (``graph.effects``); a connector is only its call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+class ConnectorError(Exception):
+    """An action failed. ``kind`` tells the run what to do about it."""
+
+    kind: ClassVar[str] = "error"
+
+
+class TransientError(ConnectorError):
+    """Worth retrying: a timeout, a refused connection, a 5xx."""
+
+    kind = "transient"
+
+
+class DataError(ConnectorError):
+    """The request itself is wrong (a bad address, a rejected field): ask the operator."""
+
+    kind = "data"
+
+
+class PermissionDenied(ConnectorError):
+    """Credentials or rights are missing: stop and tell the operator what to fix."""
+
+    kind = "permission"
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A way to act on the outside world.
+
+    ``idempotent`` is True when calling ``perform`` twice with the same key has the
+    effect of calling it once (the target dedups by key). Only then may the guard
+    repeat an attempt whose outcome it never recorded.
+    """
+
+    name: str
+    actions: frozenset[str]
+    idempotent: bool
+
+    async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        """Acts once and returns what the outside world answered."""
+        ...

@@ -1,0 +1,1 @@
+"""Everything steward remembers: the ledger, checkpoints, working memory."""

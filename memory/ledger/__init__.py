@@ -1,0 +1,36 @@
+"""The ledger: the durable, append-only record of runs, approvals, effects and audit."""
+
+from memory.ledger.errors import LedgerError, LedgerUnavailable
+from memory.ledger.ledger import Ledger, LedgerTx, utcnow
+from memory.ledger.records import (
+    Approval,
+    ApprovalStatus,
+    AuditEvent,
+    IdempotencyRecord,
+    InboxItem,
+    ModelCall,
+    NewAuditEvent,
+    Run,
+    RunStatus,
+    StepEntry,
+    Timer,
+)
+
+__all__ = [
+    "Approval",
+    "ApprovalStatus",
+    "AuditEvent",
+    "IdempotencyRecord",
+    "InboxItem",
+    "Ledger",
+    "LedgerError",
+    "LedgerTx",
+    "LedgerUnavailable",
+    "ModelCall",
+    "NewAuditEvent",
+    "Run",
+    "RunStatus",
+    "StepEntry",
+    "Timer",
+    "utcnow",
+]

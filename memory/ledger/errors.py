@@ -1,0 +1,9 @@
+"""What can go wrong with the ledger, in words an operator can act on."""
+
+
+class LedgerError(Exception):
+    """The ledger could not do what was asked."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The database cannot be opened or migrated; steward cannot start without it."""

@@ -1,0 +1,598 @@
+"""The ledger: runs, steps, approvals, inbox, audit log, effects, timers and costs.
+
+One implementation over SQLAlchemy Core serves SQLite (aiosqlite) and PostgreSQL
+(psycopg). Every public write is one transaction; ``transaction()`` groups several
+writes when a step must record them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, event, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from memory.database_url import DatabaseURL
+from memory.ledger import schema as t
+from memory.ledger.audit import GENESIS, ChainReport, event_hash, verify_chain
+from memory.ledger.errors import LedgerError, LedgerUnavailable
+from memory.ledger.migrate import upgrade_to_head
+from memory.ledger.records import (
+    Approval,
+    ApprovalStatus,
+    AuditEvent,
+    IdempotencyRecord,
+    InboxItem,
+    ModelCall,
+    NewAuditEvent,
+    Run,
+    RunStatus,
+    StepEntry,
+    Timer,
+)
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerTx:
+    """Writes inside one open transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def audit(self, new: NewAuditEvent, at: datetime | None = None) -> AuditEvent:
+        at = at or utcnow()
+        head_query = select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
+        if self.conn.dialect.name == "postgresql":
+            head_query = head_query.with_for_update()
+        head = (await self.conn.execute(head_query)).one()
+        digest = event_hash(head.hash, at, new.actor, new.kind, new.subject, new.data)
+        seq = (
+            await self.conn.execute(
+                insert(t.audit_events)
+                .values(
+                    at=at,
+                    actor=new.actor,
+                    kind=new.kind,
+                    subject=new.subject,
+                    data=new.data,
+                    prev_hash=head.hash,
+                    hash=digest,
+                )
+                .returning(t.audit_events.c.seq)
+            )
+        ).scalar_one()
+        await self.conn.execute(
+            update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=seq, hash=digest)
+        )
+        return AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
+
+    async def insert_run(self, run: Run) -> None:
+        await self.conn.execute(insert(t.runs).values(_run_values(run)))
+
+    async def update_run(self, run_id: str, **values: Any) -> None:
+        values.setdefault("updated_at", utcnow())
+        await self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
+
+    async def append_steps(self, run_id: str, entries: Sequence[StepEntry]) -> None:
+        if entries:
+            await self.conn.execute(
+                insert(t.steps),
+                [
+                    {
+                        "run_id": run_id,
+                        "seq": e.seq,
+                        "step_id": e.step_id,
+                        "kind": e.kind,
+                        "status": e.status,
+                        "detail": e.detail,
+                        "at": e.at,
+                    }
+                    for e in entries
+                ],
+            )
+
+    async def insert_approval(self, approval: Approval) -> None:
+        await self.conn.execute(insert(t.approvals).values(_approval_values(approval)))
+
+    async def cancel_pending_approvals(self, run_id: str) -> list[str]:
+        rows = await self.conn.execute(
+            update(t.approvals)
+            .where(t.approvals.c.run_id == run_id, t.approvals.c.status == "pending")
+            .values(status=ApprovalStatus.CANCELLED.value, decided_at=utcnow())
+            .returning(t.approvals.c.id)
+        )
+        return list(rows.scalars())
+
+    async def add_timer(
+        self, key: str, kind: str, due_at: datetime, run_id: str | None, payload: dict[str, Any]
+    ) -> None:
+        await self.conn.execute(
+            insert(t.timers).values(
+                key=key, kind=kind, due_at=due_at, run_id=run_id, payload=payload, status="pending"
+            )
+        )
+
+    async def cancel_timers(self, run_id: str) -> None:
+        await self.conn.execute(
+            update(t.timers)
+            .where(t.timers.c.run_id == run_id, t.timers.c.status == "pending")
+            .values(status="cancelled")
+        )
+
+    async def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
+        await self.conn.execute(
+            update(t.inbox).where(t.inbox.c.id == inbox_id).values(status=status, handled_at=utcnow())
+        )
+
+
+class Ledger:
+    """The single source of truth. Open with ``from_url``, then ``await setup()``."""
+
+    def __init__(self, engine: AsyncEngine, url: DatabaseURL) -> None:
+        self.engine = engine
+        self.url = url
+
+    @classmethod
+    def from_url(cls, url: DatabaseURL) -> Ledger:
+        if url.is_sqlite:
+            engine = create_async_engine(url.sqlalchemy, pool_size=1, max_overflow=0)
+            _serialize_sqlite_writes(engine)
+        else:
+            engine = create_async_engine(url.sqlalchemy, pool_size=10, pool_pre_ping=True)
+        return cls(engine, url)
+
+    async def setup(self) -> None:
+        """Creates or migrates the schema. Raises LedgerUnavailable with the cause."""
+        if self.url.is_sqlite:
+            self.url.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(upgrade_to_head)
+                head = await conn.execute(select(t.audit_head.c.id))
+                if head.first() is None:
+                    await conn.execute(insert(t.audit_head).values(id=1, seq=0, hash=GENESIS))
+        except (SQLAlchemyError, OSError) as exc:
+            raise LedgerUnavailable(
+                f"cannot open the ledger at {self.url}: {_cause(exc)} (check STEWARD_DATABASE_URL)"
+            ) from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[LedgerTx]:
+        async with self.engine.begin() as conn:
+            yield LedgerTx(conn)
+
+    # -- definitions -------------------------------------------------------------------
+
+    async def save_definition(self, version: str, name: str, body: dict[str, Any], source: str) -> None:
+        async with self.engine.begin() as conn:
+            known = await conn.execute(
+                select(t.definitions.c.version).where(t.definitions.c.version == version)
+            )
+            if known.first() is None:
+                await conn.execute(
+                    insert(t.definitions).values(
+                        version=version, name=name, body=body, source=source, created_at=utcnow()
+                    )
+                )
+
+    async def get_definition(self, version: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = await conn.execute(
+                select(t.definitions.c.body).where(t.definitions.c.version == version)
+            )
+            body = row.scalar_one_or_none()
+        return dict(body) if body is not None else None
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> Run | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.runs).where(t.runs.c.id == run_id))).first()
+        return _run(row) if row else None
+
+    async def list_runs(
+        self, statuses: Sequence[RunStatus] | None = None, limit: int = 50
+    ) -> list[Run]:
+        query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
+        if statuses:
+            query = query.where(t.runs.c.status.in_([s.value for s in statuses]))
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+        return [_run(r) for r in rows]
+
+    async def run_steps(self, run_id: str) -> list[StepEntry]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.seq)
+            )
+        return [StepEntry(r.seq, r.step_id, r.kind, r.status, r.at, dict(r.detail)) for r in rows]
+
+    # -- approvals ---------------------------------------------------------------------
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(t.approvals).where(t.approvals.c.id == approval_id))
+            ).first()
+        return _approval(row) if row else None
+
+    async def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.approvals).where(
+                        t.approvals.c.run_id == run_id,
+                        t.approvals.c.step_id == step_id,
+                        t.approvals.c.visit == visit,
+                    )
+                )
+            ).first()
+        return _approval(row) if row else None
+
+    async def pending_approvals(self, run_ids: Sequence[str] | None = None) -> list[Approval]:
+        query = (
+            select(t.approvals)
+            .where(t.approvals.c.status == ApprovalStatus.PENDING.value)
+            .order_by(t.approvals.c.created_at)
+        )
+        if run_ids is not None:
+            query = query.where(t.approvals.c.run_id.in_(list(run_ids)))
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+        return [_approval(r) for r in rows]
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        status: ApprovalStatus,
+        decided_by: str,
+        reason: str | None = None,
+        edited_text: str | None = None,
+    ) -> tuple[Approval | None, bool]:
+        """Records a decision if the approval is still pending: the first decision wins.
+
+        Returns the approval as it now stands and whether this call decided it. The
+        decision, the run's return to running and its audit event commit together.
+        """
+        now = utcnow()
+        async with self.transaction() as tx:
+            won = await tx.conn.execute(
+                update(t.approvals)
+                .where(
+                    t.approvals.c.id == approval_id,
+                    t.approvals.c.status == ApprovalStatus.PENDING.value,
+                )
+                .values(
+                    status=status.value,
+                    decided_by=decided_by,
+                    decided_at=now,
+                    reason=reason,
+                    edited_text=edited_text,
+                )
+                .returning(t.approvals.c.run_id)
+            )
+            run_id = won.scalar_one_or_none()
+            if run_id is not None:
+                await tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
+                await tx.audit(
+                    NewAuditEvent(
+                        decided_by,
+                        f"approval.{status.value}",
+                        approval_id,
+                        {"run": run_id, "reason": reason, "edited": edited_text is not None},
+                    ),
+                    at=now,
+                )
+            row = (
+                await tx.conn.execute(select(t.approvals).where(t.approvals.c.id == approval_id))
+            ).first()
+        return (_approval(row) if row else None), run_id is not None
+
+    async def add_reason(self, approval_id: str, reason: str, actor: str) -> None:
+        async with self.transaction() as tx:
+            await tx.conn.execute(
+                update(t.approvals).where(t.approvals.c.id == approval_id).values(reason=reason)
+            )
+            await tx.audit(NewAuditEvent(actor, "approval.reason", approval_id, {"reason": reason}))
+
+    # -- inbox -------------------------------------------------------------------------
+
+    async def accept_inbound(
+        self, channel: str, external_id: str, payload: dict[str, Any]
+    ) -> int | None:
+        """Stores an inbound update; None when this delivery was stored before."""
+        try:
+            async with self.engine.begin() as conn:
+                inbox_id = (
+                    await conn.execute(
+                        insert(t.inbox)
+                        .values(
+                            channel=channel,
+                            external_id=external_id,
+                            payload=payload,
+                            status="new",
+                            received_at=utcnow(),
+                        )
+                        .returning(t.inbox.c.id)
+                    )
+                ).scalar_one()
+        except IntegrityError:
+            return None
+        return int(inbox_id)
+
+    async def finish_inbound(self, inbox_id: int, status: str = "done") -> None:
+        async with self.transaction() as tx:
+            await tx.finish_inbox(inbox_id, status)
+
+    async def unhandled_inbound(self, channel: str | None = None) -> list[InboxItem]:
+        query = select(t.inbox).where(t.inbox.c.status == "new").order_by(t.inbox.c.id)
+        if channel is not None:
+            query = query.where(t.inbox.c.channel == channel)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+        return [
+            InboxItem(r.id, r.channel, r.external_id, dict(r.payload), r.status, r.received_at)
+            for r in rows
+        ]
+
+    # -- audit -------------------------------------------------------------------------
+
+    async def audit(self, new: NewAuditEvent) -> AuditEvent:
+        async with self.transaction() as tx:
+            return await tx.audit(new)
+
+    async def audit_events(self, after_seq: int = 0, limit: int | None = None) -> list[AuditEvent]:
+        query = select(t.audit_events).where(t.audit_events.c.seq > after_seq)
+        query = query.order_by(t.audit_events.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+        return [
+            AuditEvent(r.seq, r.at, r.actor, r.kind, r.subject, dict(r.data), r.prev_hash, r.hash)
+            for r in rows
+        ]
+
+    async def verify_audit(self) -> ChainReport:
+        async with self.engine.connect() as conn:
+            head = (
+                await conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash))
+            ).first()
+        events = await self.audit_events()
+        if head is not None and head.seq == 0 and not events:
+            return ChainReport(0, [])
+        return verify_chain(events, (head.seq, head.hash) if head else None)
+
+    # -- effects (idempotency records) -------------------------------------------------
+
+    async def get_effect(self, key: str) -> IdempotencyRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.idempotency).where(t.idempotency.c.key == key))).first()
+        return _effect(row) if row else None
+
+    async def begin_effect(
+        self, key: str, run_id: str, step_id: str, connector: str, request: dict[str, Any]
+    ) -> IdempotencyRecord:
+        """Durably records an attempt before the effect; returns the record as it stands."""
+        async with self.transaction() as tx:
+            row = (
+                await tx.conn.execute(select(t.idempotency).where(t.idempotency.c.key == key))
+            ).first()
+            if row is None:
+                await tx.conn.execute(
+                    insert(t.idempotency).values(
+                        key=key,
+                        run_id=run_id,
+                        step_id=step_id,
+                        connector=connector,
+                        status="started",
+                        request=request,
+                        attempts=1,
+                        created_at=utcnow(),
+                    )
+                )
+                return IdempotencyRecord(key, run_id, step_id, connector, "started", request, None, None, 1)
+            record = _effect(row)
+            if record.status != "done":
+                await tx.conn.execute(
+                    update(t.idempotency)
+                    .where(t.idempotency.c.key == key)
+                    .values(attempts=record.attempts + 1, status="started")
+                )
+            return record
+
+    async def finish_effect(
+        self,
+        key: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+        audit: NewAuditEvent,
+    ) -> None:
+        async with self.transaction() as tx:
+            await tx.conn.execute(
+                update(t.idempotency)
+                .where(t.idempotency.c.key == key)
+                .values(
+                    status="done" if error is None else "failed",
+                    result=result,
+                    error=error,
+                    finished_at=utcnow(),
+                )
+            )
+            await tx.audit(audit)
+
+    # -- timers ------------------------------------------------------------------------
+
+    async def due_timers(self, now: datetime, limit: int = 100) -> list[Timer]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.timers)
+                .where(t.timers.c.status == "pending", t.timers.c.due_at <= now)
+                .order_by(t.timers.c.due_at)
+                .limit(limit)
+            )
+        return [
+            Timer(r.id, r.key, r.kind, r.due_at, r.run_id, dict(r.payload), r.status) for r in rows
+        ]
+
+    async def claim_timer(self, timer_id: int, worker: str) -> bool:
+        """Atomically takes a due timer; exactly one claimant gets True."""
+        async with self.engine.begin() as conn:
+            claimed = await conn.execute(
+                update(t.timers)
+                .where(t.timers.c.id == timer_id, t.timers.c.status == "pending")
+                .values(status="fired", claimed_by=worker, fired_at=utcnow())
+            )
+        return claimed.rowcount == 1
+
+    # -- model calls -------------------------------------------------------------------
+
+    async def record_model_call(self, call: ModelCall) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.model_calls).values(
+                    at=utcnow(),
+                    run_id=call.run_id,
+                    step_id=call.step_id,
+                    purpose=call.purpose,
+                    model=call.model,
+                    prompt_tokens=call.prompt_tokens,
+                    completion_tokens=call.completion_tokens,
+                    latency_ms=call.latency_ms,
+                    cost_usd=call.cost_usd,
+                )
+            )
+
+    async def model_spend(self, run_id: str | None = None) -> float:
+        query = select(func.coalesce(func.sum(t.model_calls.c.cost_usd), 0.0))
+        if run_id is not None:
+            query = query.where(t.model_calls.c.run_id == run_id)
+        async with self.engine.connect() as conn:
+            return float((await conn.execute(query)).scalar_one())
+
+
+def _serialize_sqlite_writes(engine: AsyncEngine) -> None:
+    """WAL, full fsync, a busy timeout, and BEGIN IMMEDIATE so writers queue, never deadlock."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return str(exc.orig).strip().splitlines()[0]
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _run_values(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "process": run.process,
+        "version": run.version,
+        "status": run.status.value,
+        "inputs": run.inputs,
+        "started_by": run.started_by,
+        "reply_to": run.reply_to,
+        "current_step": run.current_step,
+        "steps_logged": run.steps_logged,
+        "error": run.error,
+        "error_class": run.error_class,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+    }
+
+
+def _run(row: Row[Any]) -> Run:
+    return Run(
+        id=row.id,
+        process=row.process,
+        version=row.version,
+        status=RunStatus(row.status),
+        inputs=dict(row.inputs),
+        started_by=row.started_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        reply_to=dict(row.reply_to) if row.reply_to else None,
+        current_step=row.current_step,
+        steps_logged=row.steps_logged,
+        error=row.error,
+        error_class=row.error_class,
+    )
+
+
+def _approval_values(a: Approval) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "run_id": a.run_id,
+        "step_id": a.step_id,
+        "visit": a.visit,
+        "status": a.status.value,
+        "card": a.card,
+        "editable": a.editable,
+        "created_at": a.created_at,
+        "expires_at": a.expires_at,
+        "on_expiry": a.on_expiry,
+        "decided_by": a.decided_by,
+        "decided_at": a.decided_at,
+        "reason": a.reason,
+        "edited_text": a.edited_text,
+    }
+
+
+def _approval(row: Row[Any]) -> Approval:
+    return Approval(
+        id=row.id,
+        run_id=row.run_id,
+        step_id=row.step_id,
+        visit=row.visit,
+        status=ApprovalStatus(row.status),
+        card=dict(row.card),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        on_expiry=row.on_expiry,
+        editable=row.editable,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+        reason=row.reason,
+        edited_text=row.edited_text,
+    )
+
+
+def _effect(row: Row[Any]) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        key=row.key,
+        run_id=row.run_id,
+        step_id=row.step_id,
+        connector=row.connector,
+        status=row.status,
+        request=dict(row.request),
+        result=dict(row.result) if row.result is not None else None,
+        error=row.error,
+        attempts=row.attempts,
+    )
+
+
+__all__ = ["Ledger", "LedgerError", "LedgerTx", "LedgerUnavailable"]

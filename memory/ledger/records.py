@@ -1,0 +1,148 @@
+"""Plain records the ledger reads and writes; no SQL here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    WAITING = "waiting"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.CANCELLED)
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    process: str
+    version: str
+    status: RunStatus
+    inputs: dict[str, Any]
+    started_by: str
+    created_at: datetime
+    updated_at: datetime
+    reply_to: dict[str, Any] | None = None
+    current_step: str | None = None
+    steps_logged: int = 0
+    error: str | None = None
+    error_class: str | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    run_id: str
+    step_id: str
+    visit: int
+    status: ApprovalStatus
+    card: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    on_expiry: str
+    editable: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+    edited_text: str | None = None
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status is ApprovalStatus.PENDING
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """One executed step of a run, as the run's timeline shows it."""
+
+    seq: int
+    step_id: str
+    kind: str
+    status: str
+    at: datetime
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    at: datetime
+    actor: str
+    kind: str
+    subject: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class NewAuditEvent:
+    """An audit event before the ledger gives it a place in the chain."""
+
+    actor: str
+    kind: str
+    subject: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key: str
+    run_id: str
+    step_id: str
+    connector: str
+    status: str  # "started" | "done" | "failed"
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: int
+    channel: str
+    external_id: str
+    payload: dict[str, Any]
+    status: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Timer:
+    id: int
+    key: str
+    kind: str
+    due_at: datetime
+    run_id: str | None
+    payload: dict[str, Any]
+    status: str
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    run_id: str | None
+    step_id: str | None
+    purpose: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    cost_usd: float

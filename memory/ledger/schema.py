@@ -1,0 +1,197 @@
+"""The ledger's tables: the single source of truth for everything steward did."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the ledger stores timezone-aware datetimes only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Json: Any = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a bigint.
+Serial: Any = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+definitions = Table(
+    "definitions",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("name", String(100), nullable=False, index=True),
+    Column("body", Json, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("process", String(100), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("inputs", Json, nullable=False),
+    Column("started_by", String(200), nullable=False),
+    Column("reply_to", Json, nullable=True),
+    Column("current_step", String(100), nullable=True),
+    Column("steps_logged", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("error_class", String(32), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_runs_status_updated", "status", "updated_at"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("step_id", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Json, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    UniqueConstraint("run_id", "seq", name="uq_steps_run_seq"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_id", String(100), nullable=False),
+    Column("visit", Integer, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("card", Json, nullable=False),
+    Column("editable", String(100), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("on_expiry", String(16), nullable=False),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("edited_text", Text, nullable=True),
+    UniqueConstraint("run_id", "step_id", "visit", name="uq_approvals_gate"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("channel", String(32), nullable=False),
+    Column("external_id", String(200), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("handled_at", UTCDateTime, nullable=True),
+    UniqueConstraint("channel", "external_id", name="uq_inbox_delivery"),
+    Index("ix_inbox_status", "status"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", Serial, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the newest event's seq and hash, so deleting the tail of the log shows too.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("run_id", String(32), nullable=False, index=True),
+    Column("step_id", String(100), nullable=False),
+    Column("connector", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("request", Json, nullable=False),
+    Column("result", Json, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+)
+
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("run_id", String(32), nullable=True, index=True),
+    Column("payload", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("claimed_by", String(100), nullable=True),
+    Column("fired_at", UTCDateTime, nullable=True),
+    Index("ix_timers_status_due", "status", "due_at"),
+)
+
+model_calls = Table(
+    "model_calls",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("run_id", String(32), nullable=True, index=True),
+    Column("step_id", String(100), nullable=True),
+    Column("purpose", String(32), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+)
