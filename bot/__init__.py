@@ -1,1 +1,1 @@
-"""bot"""
+"""The edges of steward: channels, the app that wires everything, the CLI, the scheduler."""

@@ -28,7 +28,9 @@ class OutboxConnector:
 
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         if action not in self.actions:
-            raise DataError(f"the outbox cannot {action!r}; it can {', '.join(sorted(self.actions))}")
+            raise DataError(
+                f"the outbox cannot {action!r}; it can {', '.join(sorted(self.actions))}"
+            )
         return await asyncio.to_thread(self._write, action, params, key)
 
     def _write(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:

@@ -128,9 +128,27 @@ class LedgerTx:
             .values(status="cancelled")
         )
 
+    async def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
+        row = (
+            await self.conn.execute(
+                select(t.approvals).where(
+                    t.approvals.c.run_id == run_id,
+                    t.approvals.c.step_id == step_id,
+                    t.approvals.c.visit == visit,
+                )
+            )
+        ).first()
+        return _approval(row) if row else None
+
+    async def timer(self, key: str) -> Timer | None:
+        row = (await self.conn.execute(select(t.timers).where(t.timers.c.key == key))).first()
+        return _timer(row) if row else None
+
     async def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
         await self.conn.execute(
-            update(t.inbox).where(t.inbox.c.id == inbox_id).values(status=status, handled_at=utcnow())
+            update(t.inbox)
+            .where(t.inbox.c.id == inbox_id)
+            .values(status=status, handled_at=utcnow())
         )
 
 
@@ -175,7 +193,9 @@ class Ledger:
 
     # -- definitions -------------------------------------------------------------------
 
-    async def save_definition(self, version: str, name: str, body: dict[str, Any], source: str) -> None:
+    async def save_definition(
+        self, version: str, name: str, body: dict[str, Any], source: str
+    ) -> None:
         async with self.engine.begin() as conn:
             known = await conn.execute(
                 select(t.definitions.c.version).where(t.definitions.c.version == version)
@@ -230,16 +250,7 @@ class Ledger:
 
     async def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(t.approvals).where(
-                        t.approvals.c.run_id == run_id,
-                        t.approvals.c.step_id == step_id,
-                        t.approvals.c.visit == visit,
-                    )
-                )
-            ).first()
-        return _approval(row) if row else None
+            return await LedgerTx(conn).approval_for_gate(run_id, step_id, visit)
 
     async def pending_approvals(self, run_ids: Sequence[str] | None = None) -> list[Approval]:
         query = (
@@ -367,9 +378,7 @@ class Ledger:
 
     async def verify_audit(self) -> ChainReport:
         async with self.engine.connect() as conn:
-            head = (
-                await conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash))
-            ).first()
+            head = (await conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash))).first()
         events = await self.audit_events()
         if head is not None and head.seq == 0 and not events:
             return ChainReport(0, [])
@@ -379,13 +388,19 @@ class Ledger:
 
     async def get_effect(self, key: str) -> IdempotencyRecord | None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(t.idempotency).where(t.idempotency.c.key == key))).first()
+            row = (
+                await conn.execute(select(t.idempotency).where(t.idempotency.c.key == key))
+            ).first()
         return _effect(row) if row else None
 
     async def begin_effect(
         self, key: str, run_id: str, step_id: str, connector: str, request: dict[str, Any]
-    ) -> IdempotencyRecord:
-        """Durably records an attempt before the effect; returns the record as it stands."""
+    ) -> IdempotencyRecord | None:
+        """Durably records an attempt before the effect.
+
+        Returns the record as it stood before this attempt, or None for a first attempt.
+        A record that is already done is returned untouched.
+        """
         async with self.transaction() as tx:
             row = (
                 await tx.conn.execute(select(t.idempotency).where(t.idempotency.c.key == key))
@@ -403,15 +418,29 @@ class Ledger:
                         created_at=utcnow(),
                     )
                 )
-                return IdempotencyRecord(key, run_id, step_id, connector, "started", request, None, None, 1)
-            record = _effect(row)
-            if record.status != "done":
+                return None
+            previous = _effect(row)
+            if previous.status != "done":
                 await tx.conn.execute(
                     update(t.idempotency)
                     .where(t.idempotency.c.key == key)
-                    .values(attempts=record.attempts + 1, status="started")
+                    .values(attempts=previous.attempts + 1, status="started")
                 )
-            return record
+            return previous
+
+    async def release_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
+        """The operator checked: attempts with no recorded outcome did not happen."""
+        async with self.transaction() as tx:
+            rows = await tx.conn.execute(
+                update(t.idempotency)
+                .where(t.idempotency.c.run_id == run_id, t.idempotency.c.status == "started")
+                .values(status="failed", error="released by the operator", finished_at=utcnow())
+                .returning(t.idempotency.c.key)
+            )
+            keys = list(rows.scalars())
+            for key in keys:
+                await tx.audit(NewAuditEvent(actor, "effect.released", key, {"run": run_id}))
+        return keys
 
     async def finish_effect(
         self,
@@ -443,9 +472,21 @@ class Ledger:
                 .order_by(t.timers.c.due_at)
                 .limit(limit)
             )
-        return [
-            Timer(r.id, r.key, r.kind, r.due_at, r.run_id, dict(r.payload), r.status) for r in rows
-        ]
+        return [_timer(r) for r in rows]
+
+    async def open_wait(self, run_id: str) -> Timer | None:
+        """The pending timer of a run's current wait step, if it is waiting."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.timers).where(
+                        t.timers.c.run_id == run_id,
+                        t.timers.c.kind == "wait",
+                        t.timers.c.status == "pending",
+                    )
+                )
+            ).first()
+        return _timer(row) if row else None
 
     async def claim_timer(self, timer_id: int, worker: str) -> bool:
         """Atomically takes a due timer; exactly one claimant gets True."""
@@ -579,6 +620,10 @@ def _approval(row: Row[Any]) -> Approval:
         reason=row.reason,
         edited_text=row.edited_text,
     )
+
+
+def _timer(row: Row[Any]) -> Timer:
+    return Timer(row.id, row.key, row.kind, row.due_at, row.run_id, dict(row.payload), row.status)
 
 
 def _effect(row: Row[Any]) -> IdempotencyRecord:

@@ -8,7 +8,9 @@ from memory.ledger.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("steward applies migrations itself on start: run `steward run` or call Ledger.setup()")
+    raise RuntimeError(
+        "steward applies migrations itself on start: run `steward run` or call Ledger.setup()"
+    )
 
 context.configure(
     connection=connection,

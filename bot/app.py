@@ -1,0 +1,100 @@
+"""The composition root: settings in, a running steward out.
+
+``async with Steward.open(settings) as steward:`` opens the ledger (migrating it),
+the checkpointer, the catalog and the connectors, and wires the engine and the
+coordinator. Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.settings import Settings
+from connectors import ConnectorRegistry
+from connectors.outbox import OutboxConnector
+from graph.access import Allowlist
+from graph.catalog import Catalog
+from graph.coordinator import Coordinator
+from graph.drafting import Drafter
+from graph.effects import EffectGuard, RetryPolicy
+from graph.engine import Durability, ProcessEngine
+from graph.models import LanguageModels
+from graph.routing import Router
+from memory.checkpoints import open_checkpointer
+from memory.ledger import Ledger
+from memory.working import InProcessWorkingMemory
+from processes import BUILTIN_DIR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Steward:
+    settings: Settings
+    ledger: Ledger
+    catalog: Catalog
+    connectors: ConnectorRegistry
+    engine: ProcessEngine
+    coordinator: Coordinator
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        durability: Durability = "exit",
+        retry: RetryPolicy | None = None,
+        models: LanguageModels | None = None,
+    ) -> AsyncIterator[Steward]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog.load(BUILTIN_DIR, settings.user_processes_dir)
+        for problem in catalog.problems:
+            log.warning("skipped a process definition: %s", problem)
+        ledger = Ledger.from_url(settings.database)
+        try:
+            await ledger.setup()
+            async with open_checkpointer(settings.database) as checkpointer:
+                connectors = ConnectorRegistry()
+                connectors.register(OutboxConnector(settings.outbox_dir))
+                if models is None and settings.model_configured:
+                    assert settings.llm_model is not None
+                    models = LanguageModels.openai(
+                        ledger,
+                        settings.llm_model,
+                        settings.llm_fast_model,
+                        settings.openai_api_key,
+                        settings.openai_base_url,
+                    )
+                engine = ProcessEngine(
+                    ledger=ledger,
+                    checkpointer=checkpointer,
+                    catalog=catalog,
+                    effects=EffectGuard(ledger, connectors, retry),
+                    drafter=Drafter(models),
+                    durability=durability,
+                )
+                await engine.setup()
+                coordinator = Coordinator(
+                    ledger=ledger,
+                    engine=engine,
+                    catalog=catalog,
+                    allowlist=Allowlist(settings.operator_ids),
+                    memory=InProcessWorkingMemory(),
+                    router=Router(catalog, models),
+                )
+                yield cls(settings, ledger, catalog, connectors, engine, coordinator)
+        finally:
+            await ledger.close()
+
+    async def recover(self) -> None:
+        """After a crash: runs that were mid-step continue, stored messages are handled."""
+        views = await self.engine.recover()
+        if views:
+            log.info("recovered %d run(s) that were interrupted", len(views))
+        handled = await self.coordinator.recover_inbox()
+        if handled:
+            log.info("handled %d stored message(s) from before a restart", len(handled))

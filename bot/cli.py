@@ -1,0 +1,294 @@
+"""The ``steward`` command: the product, and the same coordinator for scripts and shells."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from bot.app import Steward
+from bot.console import ConsoleChannel, render
+from bot.scheduler import Scheduler
+from bot.settings import SettingsError, load_settings
+from graph.coordinator import ACTIVE
+from graph.engine import InputProblem
+from graph.errors import StewardError
+from graph.messages import Reply, Sender
+from graph.routing import parse_arguments
+from memory.ledger import LedgerUnavailable, RunStatus
+
+CLI = Sender("cli", "shell", "shell")
+Command = Callable[[Steward, argparse.Namespace], Awaitable[int]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "demo":
+        from bot.demo import play
+
+        sys.exit(asyncio.run(play()))
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"steward: invalid settings\n{exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        code = asyncio.run(_with_steward(settings, COMMANDS[args.command], args))
+    except LedgerUnavailable as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+async def _with_steward(settings: Any, command: Command, args: argparse.Namespace) -> int:
+    async with Steward.open(settings) as steward:
+        try:
+            return await command(steward, args)
+        except InputProblem as exc:
+            print(f"steward: {exc}", file=sys.stderr)
+            return 2
+        except StewardError as exc:
+            print(f"steward: {exc}", file=sys.stderr)
+            return 1
+
+
+# -- the product -------------------------------------------------------------------------
+
+
+async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
+    settings = steward.settings
+    for problem in steward.catalog.problems:
+        print(f"steward: skipped {problem}", file=sys.stderr)
+    for name, value in (
+        ("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),
+        ("SLACK_BOT_TOKEN", settings.slack_bot_token),
+    ):
+        if value:
+            print(
+                f"steward: {name} is set, but this version has no such channel yet; "
+                "opening the terminal chat",
+                file=sys.stderr,
+            )
+    return await cmd_chat(steward, args)
+
+
+async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
+    console = ConsoleChannel(steward.coordinator)
+    await steward.engine.recover()
+    for _, reply in await steward.coordinator.recover_inbox("console"):
+        console.show(reply)
+
+    async def notify(reply: Reply) -> None:
+        console.show(reply)
+
+    scheduler = Scheduler(steward.ledger, steward.engine, steward.coordinator, notify)
+    ticking = asyncio.create_task(scheduler.run())
+    try:
+        await console.run()
+    finally:
+        ticking.cancel()
+        with suppress(asyncio.CancelledError):
+            await ticking
+    return 0
+
+
+# -- for scripts and shells --------------------------------------------------------------
+
+
+async def cmd_processes(steward: Steward, args: argparse.Namespace) -> int:
+    definitions = list(steward.catalog)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "name": d.name,
+                    "title": d.title,
+                    "description": d.description,
+                    "version": d.version,
+                    "inputs": {n: s.model_dump(mode="json") for n, s in d.inputs.items()},
+                }
+                for d in definitions
+            ]
+        )
+    else:
+        for d in definitions:
+            print(f"{d.name:<20} {d.description}")
+    for problem in steward.catalog.problems:
+        print(f"steward: skipped {problem}", file=sys.stderr)
+    return 0
+
+
+async def cmd_start(steward: Steward, args: argparse.Namespace) -> int:
+    positional, named = parse_arguments(" ".join(_quote(a) for a in args.inputs))
+    if positional:
+        print(f"steward: expected key=value, got {positional[0]!r}", file=sys.stderr)
+        return 2
+    view = await steward.engine.start(args.process, named, CLI.key)
+    print(view.run.id)
+    if view.approval is not None:
+        print(
+            f"waiting for approval {view.approval.id}: {view.approval.card['summary']}",
+            file=sys.stderr,
+        )
+    elif view.run.status is RunStatus.FAILED:
+        print(f"run failed: {view.run.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return await _show_run(steward, args)
+    runs = await steward.ledger.list_runs(None if args.all else ACTIVE, limit=args.limit)
+    pending: dict[str, list[str]] = {}
+    for approval in await steward.ledger.pending_approvals([r.id for r in runs]):
+        pending.setdefault(approval.run_id, []).append(approval.id)
+    if args.json:
+        _print_json([_run_json(r, pending.get(r.id, [])) for r in runs])
+        return 0
+    if not runs:
+        print("no runs in progress" if not args.all else "no runs yet")
+    for run in runs:
+        approvals = ",".join(pending.get(run.id, [])) or "-"
+        print(f"{run.id}  {run.process:<18} {run.status.value:<10} approvals: {approvals}")
+    return 0
+
+
+async def _show_run(steward: Steward, args: argparse.Namespace) -> int:
+    if not args.id:
+        print("steward: usage: steward runs show ID", file=sys.stderr)
+        return 2
+    run = await steward.ledger.get_run(args.id)
+    if run is None:
+        print(f"steward: no run {args.id!r}", file=sys.stderr)
+        return 1
+    pending = [a.id for a in await steward.ledger.pending_approvals([run.id])]
+    steps = await steward.ledger.run_steps(run.id)
+    data = _run_json(run, pending) | {
+        "inputs": run.inputs,
+        "steps": [asdict(s) | {"at": s.at.isoformat()} for s in steps],
+    }
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"run {run.id} · {run.process} · {run.status.value}")
+    for key, value in run.inputs.items():
+        print(f"  {key}: {value}")
+    for step in steps:
+        print(f"  {step.seq:>3}. {step.at:%H:%M:%S} {step.step_id} ({step.kind}) {step.status}")
+    if pending:
+        print(f"  pending approvals: {', '.join(pending)}")
+    if run.error:
+        print(f"  {run.error_class or 'outcome'}: {run.error}")
+    return 0
+
+
+async def cmd_approve(steward: Steward, args: argparse.Namespace) -> int:
+    return _print_decision(await steward.coordinator.decide(args.id, True, CLI.key))
+
+
+async def cmd_reject(steward: Steward, args: argparse.Namespace) -> int:
+    return _print_decision(await steward.coordinator.decide(args.id, False, CLI.key, args.reason))
+
+
+async def cmd_audit(steward: Steward, args: argparse.Namespace) -> int:
+    report = await steward.ledger.verify_audit()
+    if report.ok:
+        print(f"audit log intact: {report.checked} events verified")
+        return 0
+    for problem in report.problems:
+        print(f"audit: {problem}")
+    print(f"audit log BROKEN: {len(report.problems)} problem(s) in {report.checked} events")
+    return 1
+
+
+def _print_decision(reply: Reply) -> int:
+    print(render(reply))
+    return 1 if any("Already decided" in t for t in reply.texts) else 0
+
+
+def _run_json(run: Any, approvals: list[str]) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "process": run.process,
+        "status": run.status.value,
+        "version": run.version,
+        "current_step": run.current_step,
+        "pending_approvals": approvals,
+        "error": run.error,
+        "error_class": run.error_class,
+        "created_at": run.created_at.isoformat(),
+        "updated_at": run.updated_at.isoformat(),
+    }
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _quote(arg: str) -> str:
+    key, sep, value = arg.partition("=")
+    return f"{key}={json.dumps(value)}" if sep else json.dumps(arg)
+
+
+COMMANDS: dict[str, Command] = {
+    "run": cmd_run,
+    "chat": cmd_chat,
+    "processes": cmd_processes,
+    "start": cmd_start,
+    "runs": cmd_runs,
+    "approve": cmd_approve,
+    "reject": cmd_reject,
+    "audit": cmd_audit,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steward", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="start every configured channel and the scheduler")
+    sub.add_parser("chat", help="talk to steward in this terminal")
+    sub.add_parser("demo", help="a scripted tour, offline, in a throwaway home")
+    processes = sub.add_parser("processes", help="list the processes steward can run")
+    processes.add_argument("--json", action="store_true")
+    start = sub.add_parser("start", help="start a run; prints its id")
+    start.add_argument("process")
+    start.add_argument("inputs", nargs="*", metavar="key=value")
+    runs = sub.add_parser("runs", help="runs in progress (or `runs show ID`)")
+    runs.add_argument("action", nargs="?", choices=["show"])
+    runs.add_argument("id", nargs="?")
+    runs.add_argument("--json", action="store_true")
+    runs.add_argument("--all", action="store_true", help="finished runs too")
+    runs.add_argument("--limit", type=int, default=50)
+    approve = sub.add_parser("approve", help="approve a pending approval")
+    approve.add_argument("id")
+    reject = sub.add_parser("reject", help="reject a pending approval")
+    reject.add_argument("id")
+    reject.add_argument("--reason")
+    audit = sub.add_parser("audit", help="check the audit log's hash chain")
+    audit.add_argument("action", choices=["verify"])
+    return parser
+
+
+if __name__ == "__main__":
+    main()

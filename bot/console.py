@@ -1,0 +1,114 @@
+"""The terminal channel: the same coordinator, cards with numbered choices."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from typing import TextIO
+
+from graph.coordinator import Coordinator
+from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
+
+PROMPT = "you › "
+
+
+def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
+    """Plain text for a reply; fills ``choices`` with number → button payload."""
+    blocks = []
+    number = itertools.count(1)
+    for item in reply.items:
+        if isinstance(item, str):
+            blocks.append(item)
+        elif isinstance(item, CardOutcome):
+            blocks.append(f"[{item.approval_id}] {item.text}")
+        elif isinstance(item, Card):
+            blocks.append(_card(item, number, choices))
+    return "\n\n".join(blocks)
+
+
+def _card(card: Card, number: itertools.count[int], choices: dict[str, str] | None) -> str:
+    width = 72
+    lines = [f"┌─ {card.title} ".ljust(width, "─"), f"│ {card.summary}"]
+    for label, value in card.fields:
+        first, *rest = str(value).splitlines() or [""]
+        lines.append(f"│   {label}: {first}")
+        lines += [f"│     {more}" for more in rest]
+    if card.text:
+        lines.append("│")
+        for paragraph in card.text.splitlines():
+            wrapped = textwrap.wrap(paragraph, width - 4) or [""]
+            lines += [f"│   {w}" for w in wrapped]
+    lines.append("│")
+    lines.append(f"│ {card.footer}")
+    options = []
+    for button in card.buttons:
+        n = str(next(number))
+        if choices is not None:
+            choices[n] = button.payload
+        options.append(f"[{n}] {button.label}")
+    lines.append("└─ " + "  ".join(options))
+    return "\n".join(lines)
+
+
+class ConsoleChannel:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        user: str = "operator",
+        out: TextIO = sys.stdout,
+        read_line: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> None:
+        self.coordinator = coordinator
+        self.sender = Sender("console", user, user)
+        self.out = out
+        self.choices: dict[str, str] = {}
+        self._read_line = read_line or _stdin_line
+        self._counter = itertools.count(1)
+        self._session = f"{asyncio.get_running_loop().time():.0f}"
+
+    def show(self, reply: Reply) -> None:
+        choices: dict[str, str] = {}
+        text = render(reply, choices)
+        if choices:
+            self.choices = choices
+        if text:
+            print(f"steward › {text}\n", file=self.out, flush=True)
+
+    async def say(self, text: str) -> Reply:
+        """One operator turn: a number presses a button on the last card."""
+        stripped = text.strip()
+        external_id = f"{self._session}-{next(self._counter)}"
+        if stripped in self.choices:
+            inbound = Inbound(self.sender, "terminal", external_id, button=self.choices[stripped])
+        else:
+            inbound = Inbound(self.sender, "terminal", external_id, text=stripped)
+        reply = await self.coordinator.receive(inbound) or Reply()
+        self.show(reply)
+        return reply
+
+    async def run(self) -> None:
+        print(
+            "steward is listening. /help lists commands; Ctrl-D or /quit leaves.\n",
+            file=self.out,
+            flush=True,
+        )
+        while True:
+            line = await self._read_line()
+            if line is None or line.strip() in ("/quit", "/exit"):
+                print("bye.", file=self.out, flush=True)
+                return
+            if line.strip():
+                await self.say(line)
+
+
+async def _stdin_line() -> str | None:
+    def read() -> str | None:
+        try:
+            return input(PROMPT)
+        except EOFError:
+            return None
+
+    return await asyncio.to_thread(read)

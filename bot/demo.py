@@ -1,0 +1,39 @@
+"""``steward demo``: a scripted tour, offline and without input, in a throwaway home."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from bot.app import Steward
+from bot.console import ConsoleChannel
+from bot.settings import load_settings
+
+SCRIPT = [
+    "/processes",
+    "onboard Jane from Acme Corp (jane@acme.com) on the premium package",
+    "1",  # Approve the welcome email
+    "1",  # Approve the project folder
+    "/runs all",
+]
+
+
+async def play(pause: float = 0.0) -> int:
+    with tempfile.TemporaryDirectory(prefix="steward-demo-") as home:
+        settings = load_settings(home=Path(home), database_url=None, llm_model=None)
+        async with Steward.open(settings) as steward:
+            out = sys.stdout
+            console = ConsoleChannel(steward.coordinator, user="demo", out=out)
+            for line in SCRIPT:
+                print(f"you › {line}", file=out, flush=True)
+                await console.say(line)
+                await asyncio.sleep(pause)
+            effects = sorted(p.name for p in settings.outbox_dir.glob("*.json"))
+            print(f"The outbox now holds {len(effects)} effect file(s):", file=out)
+            for name in effects:
+                print(f"  {settings.outbox_dir / name}", file=out)
+            report = await steward.ledger.verify_audit()
+            print(f"Audit log: {report.checked} events, chain intact: {report.ok}", file=out)
+            return 0 if len(effects) == 2 and report.ok else 1

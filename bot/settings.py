@@ -1,0 +1,153 @@
+"""Settings, read once from the environment and a ``.env`` file (pydantic-settings)."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memory.database_url import DatabaseURL
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(default=Path("~/.steward"), validation_alias=_env("STEWARD_HOME"))
+    database_url: str | None = Field(default=None, validation_alias=_env("STEWARD_DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=_env("STEWARD_REDIS_URL"))
+    weaviate_url: str | None = Field(default=None, validation_alias=_env("STEWARD_WEAVIATE_URL"))
+    weaviate_api_key: str | None = Field(
+        default=None, validation_alias=_env("STEWARD_WEAVIATE_API_KEY")
+    )
+    openai_api_key: str | None = Field(default=None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+    llm_model: str | None = Field(default=None, validation_alias=_env("STEWARD_LLM_MODEL"))
+    llm_fast_model: str | None = Field(
+        default=None, validation_alias=_env("STEWARD_LLM_FAST_MODEL")
+    )
+    embedding_model: str | None = Field(
+        default=None, validation_alias=_env("STEWARD_EMBEDDING_MODEL")
+    )
+    telegram_bot_token: str | None = Field(
+        default=None, validation_alias=_env("TELEGRAM_BOT_TOKEN")
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org", validation_alias=_env("STEWARD_TELEGRAM_API_URL")
+    )
+    telegram_webhook_url: str | None = Field(
+        default=None, validation_alias=_env("STEWARD_TELEGRAM_WEBHOOK_URL")
+    )
+    telegram_webhook_secret: str | None = Field(
+        default=None, validation_alias=_env("STEWARD_TELEGRAM_WEBHOOK_SECRET")
+    )
+    slack_bot_token: str | None = Field(default=None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_app_token: str | None = Field(default=None, validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_signing_secret: str | None = Field(
+        default=None, validation_alias=_env("SLACK_SIGNING_SECRET")
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", validation_alias=_env("STEWARD_SLACK_API_URL")
+    )
+    operators: str = Field(default="", validation_alias=_env("STEWARD_OPERATORS"))
+    smtp_url: str | None = Field(default=None, validation_alias=_env("STEWARD_SMTP_URL"))
+    email_from: str | None = Field(default=None, validation_alias=_env("STEWARD_EMAIL_FROM"))
+    timezone: str = Field(default="UTC", validation_alias=_env("STEWARD_TIMEZONE"))
+    digest_at: str = Field(default="08:00", validation_alias=_env("STEWARD_DIGEST_AT"))
+    processes_dir: Path | None = Field(default=None, validation_alias=_env("STEWARD_PROCESSES_DIR"))
+    http_host: str = Field(default="127.0.0.1", validation_alias=_env("STEWARD_HTTP_HOST"))
+    http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=_env("STEWARD_HTTP_PORT"))
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value:
+            DatabaseURL.parse(value)
+        return value or None
+
+    @field_validator("operators")
+    @classmethod
+    def _operators(cls, value: str) -> str:
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            if not re.fullmatch(r"(telegram|slack):[A-Za-z0-9_.-]+", entry):
+                raise ValueError(f"{entry!r} should look like telegram:12345 or slack:U0123")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name like Europe/Berlin") from None
+        return value
+
+    @field_validator("digest_at")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        try:
+            time.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time of day like 08:00") from None
+        return value
+
+    @property
+    def database(self) -> DatabaseURL:
+        if self.database_url:
+            return DatabaseURL.parse(self.database_url)
+        return DatabaseURL.for_sqlite_file(self.home / "steward.db")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def user_processes_dir(self) -> Path:
+        return self.processes_dir.expanduser() if self.processes_dir else self.home / "processes"
+
+    @property
+    def operator_ids(self) -> list[str]:
+        return [e.strip() for e in self.operators.split(",") if e.strip()]
+
+    @property
+    def model_configured(self) -> bool:
+        return bool(self.llm_model)
+
+
+class SettingsError(Exception):
+    """One line per invalid variable, naming it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            variable = _variable(field)
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{variable}: {message}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+def _variable(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field

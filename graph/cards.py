@@ -1,0 +1,76 @@
+"""Approval cards and decision outcomes, rendered once for every channel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from graph.messages import Button, Card, CardOutcome
+from memory.ledger import Approval, ApprovalStatus
+
+VERBS = {
+    ApprovalStatus.APPROVED: "Approved",
+    ApprovalStatus.REJECTED: "Rejected",
+    ApprovalStatus.EXPIRED: "Expired",
+    ApprovalStatus.CANCELLED: "Cancelled",
+}
+
+
+def approval_card(approval: Approval, spent_usd: float = 0.0) -> Card:
+    card = approval.card
+    fields = list(card.get("fields", {}).items())
+    for action in card.get("actions", []):
+        fields.append(("Will do", f"{action['connector']} · {action['action']}"))
+        for name, value in action["params"].items():
+            if value != card.get("text") and (name, value) not in fields:
+                fields.append((name, value))
+        if action.get("compensate"):
+            fields.append(("Undo", action["compensate"]))
+    fields.append(
+        ("Why", f"step {card['step']} of {card['process_title']} (rule: process definition)")
+    )
+    fields.append(("Risk", card.get("risk", "medium")))
+    if spent_usd:
+        fields.append(("Model cost so far", f"${spent_usd:.4f}"))
+    on_expiry = (
+        "it is rejected" if approval.on_expiry == "reject" else "it is escalated to you again"
+    )
+    buttons = [
+        Button("Approve", f"approve:{approval.id}", "primary"),
+        Button("Reject", f"reject:{approval.id}", "danger"),
+    ]
+    if approval.editable:
+        buttons.append(Button("Edit", f"edit:{approval.id}"))
+    buttons.append(Button("Details", f"details:{approval.id}"))
+    return Card(
+        approval_id=approval.id,
+        title=card["title"],
+        summary=card["summary"],
+        fields=fields,
+        text=card.get("text"),
+        footer=(
+            f"Approval {approval.id} · run {approval.run_id} · if nobody answers by "
+            f"{_when(approval.expires_at)}, {on_expiry}"
+        ),
+        buttons=buttons,
+    )
+
+
+def decision_line(approval: Approval) -> str:
+    verb = VERBS.get(approval.status, approval.status.value)
+    who = approval.decided_by or "nobody"
+    when = _when(approval.decided_at) if approval.decided_at else "?"
+    line = f"{verb} by {who} at {when}"
+    if approval.edited_text is not None:
+        line += " (with edits)"
+    if approval.reason:
+        line += f": {approval.reason}"
+    return line
+
+
+def outcome(approval: Approval) -> CardOutcome:
+    summary = approval.card.get("summary", approval.id)
+    return CardOutcome(approval.id, f"{summary}\n{decision_line(approval)}")
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,142 @@
+"""Loads process definitions from YAML folders and reports bad ones precisely.
+
+Built-in definitions must load. A bad definition in the operator's own folder is
+skipped and reported with file, line and field; it never stops steward starting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from graph.definitions import ProcessDefinition
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class DefinitionProblem:
+    file: Path
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class DefinitionError(Exception):
+    def __init__(self, problems: list[DefinitionProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def load_definition(path: Path) -> ProcessDefinition:
+    """Reads one YAML file; raises DefinitionError naming file, line and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError([DefinitionProblem(path, None, "", f"cannot read: {exc}")]) from None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionError(
+            [DefinitionProblem(path, line, "", f"not valid YAML: {problem}")]
+        ) from None
+    if node is None:
+        raise DefinitionError([DefinitionProblem(path, None, "", "the file is empty")])
+    lines: dict[Path_, int] = {}
+    data = _to_python(node, (), lines)
+    if not isinstance(data, dict):
+        raise DefinitionError([DefinitionProblem(path, 1, "", "a definition must be a mapping")])
+    try:
+        return ProcessDefinition.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            known = _known_prefix(loc, lines)
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(
+                DefinitionProblem(
+                    path, lines.get(known, 1), ".".join(str(p) for p in known), message
+                )
+            )
+        raise DefinitionError(problems) from None
+
+
+def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = _to_python(value_node, (*path, key), lines)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _known_prefix(loc: Path_, lines: dict[Path_, int]) -> Path_:
+    """The deepest part of a pydantic error location that is a place in the file."""
+    known: Path_ = ()
+    for part in loc:
+        candidate = (*known, part)
+        if candidate in lines:
+            known = candidate
+    return known
+
+
+@dataclass
+class Catalog:
+    """The definitions steward can run, by name; the newest load wins."""
+
+    definitions: dict[str, ProcessDefinition] = field(default_factory=dict)
+    problems: list[DefinitionProblem] = field(default_factory=list)
+    sources: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, builtin: Path, user: Path | None = None) -> Catalog:
+        catalog = cls()
+        for path in _yaml_files(builtin):
+            catalog.add(load_definition(path), path)  # ours: a bad one is a bug, so it raises
+        if user is not None and user.is_dir():
+            for path in _yaml_files(user):
+                try:
+                    catalog.add(load_definition(path), path)
+                except DefinitionError as exc:
+                    catalog.problems.extend(exc.problems)
+        return catalog
+
+    def add(self, definition: ProcessDefinition, source: Path) -> None:
+        self.definitions[definition.name] = definition
+        self.sources[definition.name] = source
+
+    def get(self, name: str) -> ProcessDefinition | None:
+        return self.definitions.get(name)
+
+    def __iter__(self) -> Iterator[ProcessDefinition]:
+        return iter(sorted(self.definitions.values(), key=lambda d: d.name))
+
+    def __len__(self) -> int:
+        return len(self.definitions)
+
+
+def _yaml_files(folder: Path) -> Iterable[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())

@@ -1,0 +1,253 @@
+"""Compiles a process definition into a LangGraph graph, one node per step.
+
+Nodes are pure until an action: drafts and cards are computed from state, gates and
+waits are ``interrupt()``s, and the only effects go through the guard with the key
+``run id : step id`` (``: visit`` after the first pass through a loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
+
+from graph.conditions import Condition
+from graph.definitions import (
+    END as END_STEP,
+)
+from graph.definitions import (
+    ActionStep,
+    AgentStep,
+    ApprovalStep,
+    BranchStep,
+    ProcessDefinition,
+    Step,
+    WaitStep,
+)
+from graph.errors import GateNotApproved, LoopLimit
+from graph.state import RunState, StepContext
+from graph.templating import render
+
+Node = Callable[[RunState, Runtime[StepContext]], Awaitable[Command[str]]]
+Graph = CompiledStateGraph[RunState, StepContext, RunState, RunState]
+
+
+def compile_definition(
+    definition: ProcessDefinition, checkpointer: BaseCheckpointSaver[str]
+) -> Graph:
+    builder: StateGraph[RunState, StepContext, RunState, RunState] = StateGraph(
+        RunState, context_schema=StepContext
+    )
+    for index, step in enumerate(definition.steps):
+        following = definition.steps[index + 1].id if index + 1 < len(definition.steps) else END
+        builder.add_node(step.id, _node(definition, step, _target(step.next) or following))
+    builder.add_edge(START, definition.steps[0].id)
+    return builder.compile(checkpointer=checkpointer, name=definition.name)
+
+
+def render_card(
+    definition: ProcessDefinition, gate: ApprovalStep, values: dict[str, Any]
+) -> dict[str, Any]:
+    """What the operator is asked to approve: exactly what the gated actions will do."""
+    actions = definition.actions_behind(gate.id)
+    return {
+        "process": definition.name,
+        "process_title": definition.title,
+        "step": gate.id,
+        "title": gate.label,
+        "summary": render(gate.summary, values),
+        "fields": {label: render(tmpl, values) for label, tmpl in gate.fields.items()},
+        "text": render(gate.text, values) if gate.text else None,
+        "risk": gate.risk,
+        "editable": gate.editable is not None,
+        "actions": [
+            {
+                "step": a.id,
+                "connector": a.connector,
+                "action": a.action,
+                "params": {k: render(v, values) for k, v in a.params.items()},
+                "compensate": render(a.compensate, values) if a.compensate else None,
+            }
+            for a in actions
+        ],
+        "on_expiry": gate.on_expiry,
+        "expires_in": gate.expires_in,
+    }
+
+
+def _target(step_id: str | None) -> str | None:
+    if step_id is None:
+        return None
+    return END if step_id == END_STEP else step_id
+
+
+def _values(state: RunState, ctx: StepContext, definition: ProcessDefinition) -> dict[str, Any]:
+    return {
+        **state.get("data", {}),
+        "run_id": ctx.run_id,
+        "process": definition.name,
+        "today": datetime.now(UTC).date().isoformat(),
+    }
+
+
+def _visit(state: RunState, step: Step, definition: ProcessDefinition) -> int:
+    visit = state.get("visits", {}).get(step.id, 0) + 1
+    if visit > definition.max_visits:
+        raise LoopLimit(
+            f"step {step.id!r} ran {definition.max_visits} times; the run stopped to avoid a loop"
+        )
+    return visit
+
+
+def _entry(step: Step, visit: int, status: str, **detail: Any) -> dict[str, Any]:
+    return {
+        "step": step.id,
+        "kind": step.kind,
+        "visit": visit,
+        "status": status,
+        "at": datetime.now(UTC).isoformat(),
+        "detail": detail,
+    }
+
+
+def _node(definition: ProcessDefinition, step: Step, following: str) -> Node:
+    if isinstance(step, AgentStep):
+        return _agent(definition, step, following)
+    if isinstance(step, ApprovalStep):
+        return _approval(definition, step, following)
+    if isinstance(step, ActionStep):
+        return _action(definition, step, following)
+    if isinstance(step, WaitStep):
+        return _wait(definition, step, following)
+    return _branch(definition, step)
+
+
+def _agent(definition: ProcessDefinition, step: AgentStep, following: str) -> Node:
+    async def agent(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
+        ctx = runtime.context
+        visit = _visit(state, step, definition)
+        draft = await ctx.drafter.draft(step, _values(state, ctx, definition), ctx.run_id)
+        return Command(
+            goto=following,
+            update={
+                "data": {step.output: draft.text},
+                "visits": {step.id: visit},
+                "log": [_entry(step, visit, "done", source=draft.source, note=draft.note)],
+            },
+        )
+
+    return agent
+
+
+def _approval(definition: ProcessDefinition, step: ApprovalStep, following: str) -> Node:
+    on_reject = _target(step.on_reject) or END
+
+    async def approval(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
+        ctx = runtime.context
+        visit = _visit(state, step, definition)
+        card = render_card(definition, step, _values(state, ctx, definition))
+        decision: dict[str, Any] = interrupt(
+            {"type": "approval", "step": step.id, "visit": visit, "card": card}
+        )
+        status = decision["status"]
+        update: dict[str, Any] = {
+            "visits": {step.id: visit},
+            "decisions": {step.id: {**decision, "visit": visit}},
+            "log": [
+                _entry(
+                    step,
+                    visit,
+                    status,
+                    by=decision.get("by"),
+                    reason=decision.get("reason"),
+                    edited=decision.get("edited_text") is not None,
+                )
+            ],
+        }
+        if status == "approved":
+            if step.editable and decision.get("edited_text") is not None:
+                update["data"] = {step.editable: decision["edited_text"]}
+            return Command(goto=following, update=update)
+        if on_reject == END:
+            update["outcome"] = f"{status} at {step.id}"
+        return Command(goto=on_reject, update=update)
+
+    return approval
+
+
+def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> Node:
+    async def action(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
+        ctx = runtime.context
+        visit = _visit(state, step, definition)
+        gate = state.get("decisions", {}).get(step.gate)
+        if gate is None or gate.get("status") != "approved":
+            raise GateNotApproved(f"action {step.id!r} reached without approval at {step.gate!r}")
+        values = _values(state, ctx, definition)
+        params = {name: render(template, values) for name, template in step.params.items()}
+        key = f"{ctx.run_id}:{step.id}" + (f":{visit}" if visit > 1 else "")
+        result = await ctx.effects.perform(
+            key=key,
+            run_id=ctx.run_id,
+            step_id=step.id,
+            connector_name=step.connector,
+            action=step.action,
+            params=params,
+        )
+        update: dict[str, Any] = {
+            "visits": {step.id: visit},
+            "log": [_entry(step, visit, "done", key=key, connector=step.connector, result=result)],
+        }
+        if step.output:
+            update["data"] = {step.output: result}
+        return Command(goto=following, update=update)
+
+    return action
+
+
+def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node:
+    async def wait(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
+        visit = _visit(state, step, definition)
+        delay = step.delay
+        woken: dict[str, Any] = interrupt(
+            {
+                "type": "wait",
+                "step": step.id,
+                "visit": visit,
+                "event": step.event,
+                "seconds": delay.total_seconds() if delay else None,
+            }
+        )
+        update: dict[str, Any] = {
+            "visits": {step.id: visit},
+            "log": [_entry(step, visit, "done", woken_by=woken.get("by"))],
+        }
+        if step.output:
+            update["data"] = {step.output: woken.get("data")}
+        return Command(goto=following, update=update)
+
+    return wait
+
+
+def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
+    condition = Condition(step.condition)
+    then, otherwise = _target(step.then) or END, _target(step.otherwise) or END
+
+    async def branch(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
+        visit = _visit(state, step, definition)
+        chosen = condition.evaluate(_values(state, runtime.context, definition))
+        target = then if chosen else otherwise
+        return Command(
+            goto=target,
+            update={
+                "visits": {step.id: visit},
+                "log": [_entry(step, visit, "done", condition=step.condition, went_to=target)],
+            },
+        )
+
+    return branch

@@ -1,0 +1,376 @@
+"""The coordinator: every rule about what a message means lives here, once.
+
+A channel hands over an ``Inbound``; the coordinator stores it in the durable inbox
+(dropping duplicate deliveries), checks who sent it, routes it — tier 0 commands and
+buttons, tier 1 rules, tier 2 a model — and answers with a neutral ``Reply``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from graph.access import Allowlist
+from graph.cards import approval_card, decision_line, outcome
+from graph.catalog import Catalog
+from graph.definitions import ProcessDefinition
+from graph.engine import Decision, InputProblem, ProcessEngine, RunView
+from graph.errors import StewardError
+from graph.inputs import InputError, parse_input
+from graph.messages import Inbound, Reply
+from graph.routing import Router, parse_arguments
+from memory.ledger import Ledger, NewAuditEvent, RunStatus
+from memory.working import WorkingMemory
+
+log = logging.getLogger(__name__)
+
+ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
+QUESTION_TTL = 24 * 3600
+REFUSAL_TTL = 24 * 3600
+
+HELP = """\
+Commands:
+/run PROCESS key=value …  start a process (missing inputs are asked for)
+/runs [all]              runs in progress, with pending approvals
+/approve ID              approve a pending approval
+/reject ID [reason]      reject it
+/cancel RUN              cancel a run (or /cancel the question I asked)
+/pause RUN · /resume RUN pause a waiting run, or let it go on
+/retry RUN               retry a failed run from where it stopped
+/processes               what I can run
+/help                    this list
+Or just say what you need, e.g. "onboard Acme, jane@acme.com, premium"."""
+
+
+@dataclass
+class Coordinator:
+    ledger: Ledger
+    engine: ProcessEngine
+    catalog: Catalog
+    allowlist: Allowlist
+    memory: WorkingMemory
+    router: Router
+
+    async def receive(self, inbound: Inbound) -> Reply | None:
+        """Stores the delivery durably, then handles it. None for a duplicate delivery."""
+        inbox_id = await self.ledger.accept_inbound(
+            inbound.sender.channel, inbound.external_id, inbound.to_payload()
+        )
+        if inbox_id is None:
+            return None
+        reply = await self.handle(inbound)
+        await self.ledger.finish_inbound(inbox_id)
+        return reply
+
+    async def recover_inbox(self, channel: str | None = None) -> list[tuple[Inbound, Reply]]:
+        """Handles every delivery that was stored but not handled before a crash."""
+        handled = []
+        for item in await self.ledger.unhandled_inbound(channel):
+            inbound = Inbound.from_payload(item.payload)
+            reply = await self.handle(inbound)
+            await self.ledger.finish_inbound(item.id)
+            handled.append((inbound, reply))
+        return handled
+
+    async def handle(self, inbound: Inbound) -> Reply:
+        if not self.allowlist.allows(inbound.sender):
+            return await self._refuse(inbound)
+        try:
+            if inbound.button:
+                return await self._button(inbound, inbound.button)
+            text = (inbound.text or "").strip()
+            if text.startswith("/"):
+                return await self._command(inbound, text)
+            pending = await self.memory.get(self._question_key(inbound))
+            if pending is not None:
+                return await self._answer(inbound, pending, text)
+            return await self._free_text(inbound, text)
+        except StewardError as exc:
+            return Reply().say(str(exc))
+
+    # -- identity ----------------------------------------------------------------------
+
+    async def _refuse(self, inbound: Inbound) -> Reply:
+        sender = inbound.sender
+        await self.ledger.audit(
+            NewAuditEvent(
+                sender.key,
+                "access.denied",
+                sender.key,
+                {
+                    "chat": inbound.chat_id,
+                    "button": inbound.button,
+                    "text": (inbound.text or "")[:200],
+                },
+            )
+        )
+        refused_key = f"refused:{sender.key}"
+        if await self.memory.get(refused_key) is not None:
+            return Reply()
+        await self.memory.set(refused_key, {"at": "now"}, REFUSAL_TTL)
+        return Reply().say(
+            "Sorry, I only work for the operator of this account, so I can't help you here."
+        )
+
+    # -- tier 0: commands and buttons --------------------------------------------------
+
+    async def _command(self, inbound: Inbound, text: str) -> Reply:
+        head, _, rest = text.partition(" ")
+        name = head[1:].split("@", 1)[0].lower()
+        rest = rest.strip()
+        actor = inbound.sender.key
+        match name:
+            case "help" | "start":
+                return Reply().say(HELP)
+            case "processes":
+                return Reply().say(self._processes())
+            case "run":
+                return await self._run_command(inbound, rest)
+            case "runs":
+                return await self.runs_reply(show_all=rest == "all")
+            case "approve":
+                return await self.decide(_one_id(rest, "approve"), True, actor)
+            case "reject":
+                approval_id, _, reason = rest.partition(" ")
+                return await self.decide(
+                    _one_id(approval_id, "reject"), False, actor, reason.strip() or None
+                )
+            case "cancel":
+                if not rest:
+                    return await self._cancel_question(inbound)
+                run = await self.engine.cancel(_one_id(rest, "cancel"), actor)
+                return Reply().say(f"Cancelled run {run.id} ({run.process}).")
+            case "skip":
+                await self.memory.delete(self._question_key(inbound))
+                return Reply().say("Okay.")
+            case "pause":
+                run = await self.engine.pause(_one_id(rest, "pause"), actor)
+                return Reply().say(f"Paused run {run.id}. /resume {run.id} to go on.")
+            case "resume":
+                return self.describe(await self.engine.resume(_one_id(rest, "resume"), actor))
+            case "retry":
+                return self.describe(await self.engine.retry(_one_id(rest, "retry"), actor))
+            case _:
+                return Reply().say(f"I don't know /{name}.\n\n{HELP}")
+
+    async def _button(self, inbound: Inbound, payload: str) -> Reply:
+        verb, _, approval_id = payload.partition(":")
+        actor = inbound.sender.key
+        match verb:
+            case "approve":
+                return await self.decide(approval_id, True, actor)
+            case "reject":
+                reply = await self.decide(approval_id, False, actor)
+                approval = await self.ledger.get_approval(approval_id)
+                if approval is not None and approval.decided_by == actor:
+                    await self._ask(inbound, {"type": "reason", "approval": approval_id})
+                    reply.say("Why? Reply with a reason for the record, or /skip.")
+                return reply
+            case "edit":
+                approval = await self.ledger.get_approval(approval_id)
+                if approval is None or not approval.is_pending:
+                    return await self.decide(approval_id, True, actor)  # explains who decided
+                if not approval.editable:
+                    return Reply().say("This step has no text to edit.")
+                await self._ask(inbound, {"type": "edit", "approval": approval_id})
+                current = approval.card.get("text") or ""
+                return Reply().say(
+                    "Send the new text; it replaces the draft and approves it. /cancel to keep "
+                    f"the card as it is.\n\nCurrent text:\n{current}"
+                )
+            case "details":
+                return await self._details(approval_id)
+            case _:
+                return Reply().say("That button has expired. /runs shows what is pending.")
+
+    # -- decisions ---------------------------------------------------------------------
+
+    async def decide(
+        self,
+        approval_id: str,
+        approve: bool,
+        actor: str,
+        reason: str | None = None,
+        edited_text: str | None = None,
+    ) -> Reply:
+        decision = await self.engine.decide(approval_id, approve, actor, reason, edited_text)
+        return self.decision_reply(decision)
+
+    def decision_reply(self, decision: Decision) -> Reply:
+        approval = decision.approval
+        reply = Reply().add(outcome(approval))
+        if not decision.decided_now:
+            return reply.say(f"Already decided — {decision_line(approval)}. Nothing changed.")
+        if decision.view is not None:
+            self._describe(decision.view, reply)
+        return reply
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def start_run(self, inbound: Inbound, process: str, values: dict[str, Any]) -> Reply:
+        view = await self.engine.start(
+            process,
+            values,
+            inbound.sender.key,
+            reply_to={"channel": inbound.sender.channel, "chat_id": inbound.chat_id},
+        )
+        reply = Reply().say(f"Started {view.run.process} as run {view.run.id}.")
+        return self._describe(view, reply)
+
+    def describe(self, view: RunView) -> Reply:
+        return self._describe(view, Reply())
+
+    def _describe(self, view: RunView, reply: Reply) -> Reply:
+        run = view.run
+        if view.approval is not None and view.approval.is_pending:
+            reply.add(approval_card(view.approval))
+        elif run.status is RunStatus.SUCCEEDED:
+            reply.say(f"Run {run.id} ({run.process}) is done.")
+        elif run.status is RunStatus.CANCELLED:
+            reply.say(f"Run {run.id} ({run.process}) ended: {run.error or 'cancelled'}.")
+        elif run.status is RunStatus.FAILED:
+            advice = "/retry " + run.id + " when it is fixed, or /cancel " + run.id
+            reply.say(f"Run {run.id} failed ({run.error_class}): {run.error}\n{advice}")
+        elif run.status is RunStatus.WAITING:
+            reply.say(f"Run {run.id} is waiting at {run.current_step}.")
+        else:
+            reply.say(f"Run {run.id} is {run.status.value}.")
+        return reply
+
+    async def runs_reply(self, show_all: bool = False) -> Reply:
+        runs = await self.ledger.list_runs(None if show_all else ACTIVE, limit=30)
+        if not runs:
+            return Reply().say("No runs in progress." if not show_all else "No runs yet.")
+        pending = {a.run_id: a for a in await self.ledger.pending_approvals([r.id for r in runs])}
+        lines = []
+        for run in runs:
+            line = f"{run.id} · {run.process} · {run.status.value}"
+            approval = pending.get(run.id)
+            if approval is not None:
+                line += f" · approval {approval.id}: {approval.card.get('summary', '')}"
+            elif run.status is RunStatus.FAILED:
+                line += f" · {run.error_class}: {run.error}"
+            elif run.current_step:
+                line += f" · at {run.current_step}"
+            lines.append(line)
+        return Reply().say("\n".join(lines))
+
+    async def _details(self, approval_id: str) -> Reply:
+        approval = await self.ledger.get_approval(approval_id)
+        if approval is None:
+            return Reply().say(f"No approval {approval_id}.")
+        run = await self.ledger.get_run(approval.run_id)
+        steps = await self.ledger.run_steps(approval.run_id)
+        lines = [f"Run {approval.run_id} · {run.process if run else '?'} · inputs:"]
+        lines += [f"  {k}: {v}" for k, v in (run.inputs if run else {}).items()]
+        lines.append("Steps so far:")
+        lines += [f"  {s.seq}. {s.step_id} ({s.kind}) {s.status}" for s in steps] or ["  none"]
+        reply = Reply().say("\n".join(lines))
+        if approval.is_pending:
+            reply.add(approval_card(approval, await self.ledger.model_spend(approval.run_id)))
+        else:
+            reply.say(decision_line(approval))
+        return reply
+
+    def _processes(self) -> str:
+        lines = []
+        for definition in self.catalog:
+            inputs = ", ".join(f"{n} ({s.type.value})" for n, s in definition.inputs.items())
+            lines.append(f"{definition.name} — {definition.description}\n  inputs: {inputs}")
+        return "\n".join(lines) or "No processes are defined."
+
+    # -- tier 1 and 2: free text, and questions in flight ------------------------------
+
+    async def _run_command(self, inbound: Inbound, rest: str) -> Reply:
+        positional, named = parse_arguments(rest)
+        if not positional:
+            return Reply().say("Which process? " + ", ".join(d.name for d in self.catalog))
+        definition = self.engine.definition(positional[0])
+        values, errors = {}, []
+        unknown = sorted(set(named) - set(definition.inputs))
+        if unknown:
+            return Reply().say(
+                f"{definition.name} has no input {unknown[0]!r}; its inputs are "
+                + ", ".join(definition.inputs)
+            )
+        for key, raw in named.items():
+            try:
+                values[key] = parse_input(key, definition.inputs[key], raw)
+            except InputError as exc:
+                errors.append(str(exc))
+        if errors:
+            return Reply().say("\n".join(errors))
+        return await self._continue_form(inbound, definition, values)
+
+    async def _free_text(self, inbound: Inbound, text: str) -> Reply:
+        if not text:
+            return Reply().say(HELP)
+        route = self.router.by_rules(text) or await self.router.by_model(text)
+        if route is None:
+            names = ", ".join(d.name for d in self.catalog)
+            return Reply().say(
+                f"I'm not sure what you need. I can run: {names}.\n"
+                "Say e.g. /run onboarding, or /help for everything I can do."
+            )
+        return await self._continue_form(inbound, route.process, route.values)
+
+    async def _continue_form(
+        self, inbound: Inbound, definition: ProcessDefinition, values: dict[str, Any]
+    ) -> Reply:
+        for name, spec in definition.inputs.items():
+            if name not in values and spec.default is not None:
+                values[name] = spec.default
+            if name not in values and spec.required:
+                await self._ask(
+                    inbound,
+                    {"type": "form", "process": definition.name, "values": values, "asking": name},
+                )
+                question = spec.question or f"What is the {name.replace('_', ' ')}?"
+                intro = "" if values else f"Starting {definition.title}. "
+                return Reply().say(f"{intro}{question} (/cancel to stop)")
+        await self.memory.delete(self._question_key(inbound))
+        try:
+            return await self.start_run(inbound, definition.name, values)
+        except InputProblem as exc:
+            return Reply().say(str(exc))
+
+    async def _answer(self, inbound: Inbound, pending: dict[str, Any], text: str) -> Reply:
+        actor = inbound.sender.key
+        if pending["type"] == "form":
+            definition = self.engine.definition(pending["process"])
+            field = pending["asking"]
+            try:
+                value = parse_input(field, definition.inputs[field], text)
+            except InputError as exc:
+                return Reply().say(f"{exc}. Try again, or /cancel.")
+            values = {**pending["values"], field: value}
+            return await self._continue_form(inbound, definition, values)
+        await self.memory.delete(self._question_key(inbound))
+        if pending["type"] == "reason":
+            await self.ledger.add_reason(pending["approval"], text, actor)
+            return Reply().say("Noted.")
+        if pending["type"] == "edit":
+            return await self.decide(pending["approval"], True, actor, edited_text=text)
+        return await self._free_text(inbound, text)
+
+    async def _cancel_question(self, inbound: Inbound) -> Reply:
+        key = self._question_key(inbound)
+        if await self.memory.get(key) is None:
+            return Reply().say("Nothing to cancel. To cancel a run: /cancel RUN (see /runs).")
+        await self.memory.delete(key)
+        return Reply().say("Okay, dropped it.")
+
+    async def _ask(self, inbound: Inbound, question: dict[str, Any]) -> None:
+        await self.memory.set(self._question_key(inbound), question, QUESTION_TTL)
+
+    @staticmethod
+    def _question_key(inbound: Inbound) -> str:
+        return f"question:{inbound.sender.key}:{inbound.chat_id}"
+
+
+def _one_id(text: str, command: str) -> str:
+    parts = text.split()
+    if len(parts) != 1:
+        raise StewardError(f"Usage: /{command} ID (see /runs for ids)")
+    return parts[0]

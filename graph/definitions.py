@@ -1,0 +1,221 @@
+"""Process definitions: YAML data validated into typed steps.
+
+A definition names its inputs and a list of steps. Each step goes to the next one
+unless it says otherwise (``next``, a branch's ``then``/``else``, a gate's
+``on_reject``); ``end`` finishes the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from graph.conditions import Condition
+from graph.durations import parse_duration
+from graph.inputs import InputSpec
+from graph.templating import placeholders
+
+IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
+END = "end"
+BUILTIN_NAMES = frozenset({"run_id", "process", "today"})
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(pattern=IDENTIFIER)
+    title: str | None = None
+    next: str | None = None
+
+    def templates(self) -> list[str]:
+        return []
+
+    def targets(self) -> list[str]:
+        return [self.next] if self.next else []
+
+    @property
+    def label(self) -> str:
+        return self.title or self.id.replace("_", " ")
+
+
+class AgentStep(_Step):
+    """Produces a text: a model drafts it from ``prompt``, or ``template`` fills it in."""
+
+    kind: Literal["agent"]
+    output: str = Field(pattern=IDENTIFIER)
+    template: str
+    prompt: str | None = None
+    model: Literal["fast", "strong"] = "strong"
+
+    def templates(self) -> list[str]:
+        return [self.template] + ([self.prompt] if self.prompt else [])
+
+
+class ApprovalStep(_Step):
+    """A gate: the run waits here until an operator approves, rejects or edits."""
+
+    kind: Literal["approval"]
+    summary: str
+    fields: dict[str, str] = Field(default_factory=dict)
+    text: str | None = None
+    editable: str | None = Field(default=None, pattern=IDENTIFIER)
+    risk: Literal["low", "medium", "high"] = "medium"
+    expires_in: str = "72h"
+    on_expiry: Literal["reject", "escalate"] = "reject"
+    on_reject: str = END
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def expiry(self) -> timedelta:
+        return parse_duration(self.expires_in)
+
+    def templates(self) -> list[str]:
+        return [self.summary, *self.fields.values()] + ([self.text] if self.text else [])
+
+    def targets(self) -> list[str]:
+        return [*super().targets(), self.on_reject]
+
+
+class ActionStep(_Step):
+    """Acts on the outside world through a connector, once, after its gate approved."""
+
+    kind: Literal["action"]
+    gate: str = Field(pattern=IDENTIFIER)
+    connector: str
+    action: str
+    params: dict[str, str] = Field(default_factory=dict, alias="with")
+    output: str | None = Field(default=None, pattern=IDENTIFIER)
+    compensate: str | None = None
+
+    def templates(self) -> list[str]:
+        return list(self.params.values())
+
+
+class WaitStep(_Step):
+    """Waits durably: for a time (``for``), an external event, or an event with a timeout."""
+
+    kind: Literal["wait"]
+    duration: str | None = Field(default=None, alias="for")
+    event: str | None = Field(default=None, pattern=IDENTIFIER)
+    output: str | None = Field(default=None, pattern=IDENTIFIER)
+
+    @model_validator(mode="after")
+    def _something_to_wait_for(self) -> WaitStep:
+        if self.duration is None and self.event is None:
+            raise ValueError("a wait step needs `for` (a duration), `event`, or both")
+        if self.duration is not None:
+            parse_duration(self.duration)
+        return self
+
+    @property
+    def delay(self) -> timedelta | None:
+        return parse_duration(self.duration) if self.duration else None
+
+
+class BranchStep(_Step):
+    """Chooses the next step from a condition over the run's data."""
+
+    kind: Literal["branch"]
+    condition: str = Field(alias="if")
+    then: str
+    otherwise: str = Field(default=END, alias="else")
+
+    @field_validator("condition")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        Condition(value)
+        return value
+
+    def targets(self) -> list[str]:
+        return [self.then, self.otherwise]
+
+
+Step = Annotated[
+    AgentStep | ApprovalStep | ActionStep | WaitStep | BranchStep, Field(discriminator="kind")
+]
+
+
+class ProcessDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=IDENTIFIER)
+    title: str
+    description: str
+    aliases: list[str] = Field(default_factory=list)
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    max_visits: int = Field(default=20, ge=1, le=1000)
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_names(cls, inputs: dict[str, InputSpec]) -> dict[str, InputSpec]:
+        for name in inputs:
+            if not re.match(IDENTIFIER, name) or name in BUILTIN_NAMES:
+                raise ValueError(f"input name {name!r} must be lower_snake_case and not reserved")
+        return inputs
+
+    @model_validator(mode="after")
+    def _references(self) -> ProcessDefinition:
+        ids = [s.id for s in self.steps]
+        duplicates = {i for i in ids if ids.count(i) > 1}
+        if duplicates:
+            raise ValueError(f"step ids must be unique: {', '.join(sorted(duplicates))}")
+        known_steps = set(ids) | {END}
+        values = set(self.inputs) | BUILTIN_NAMES
+        for step in self.steps:
+            output = getattr(step, "output", None)
+            if output:
+                values.add(output)
+        gates = {s.id for s in self.steps if isinstance(s, ApprovalStep)}
+        for step in self.steps:
+            for target in step.targets():
+                if target not in known_steps:
+                    raise ValueError(f"step {step.id!r} goes to unknown step {target!r}")
+            for template in step.templates():
+                missing = placeholders(template) - values
+                if missing:
+                    raise ValueError(
+                        f"step {step.id!r} uses {{{sorted(missing)[0]}}}, which is not an input "
+                        "or any step's output"
+                    )
+            if isinstance(step, BranchStep):
+                unknown = Condition(step.condition).names - values
+                if unknown:
+                    raise ValueError(f"step {step.id!r} tests unknown value {sorted(unknown)[0]!r}")
+            if isinstance(step, ActionStep):
+                if step.gate not in gates:
+                    raise ValueError(
+                        f"action {step.id!r} names gate {step.gate!r}, which is not an approval step"
+                    )
+                if ids.index(step.gate) > ids.index(step.id):
+                    raise ValueError(f"action {step.id!r} must come after its gate {step.gate!r}")
+            if isinstance(step, ApprovalStep) and step.editable and step.editable not in values:
+                raise ValueError(f"gate {step.id!r} edits {step.editable!r}, which is never set")
+        return self
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def actions_behind(self, gate_id: str) -> list[ActionStep]:
+        return [s for s in self.steps if isinstance(s, ActionStep) and s.gate == gate_id]
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+
+    @property
+    def version(self) -> str:
+        canonical = json.dumps(self.body(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,41 @@
+"""Agent steps: a model drafts from the step's prompt, or its template fills in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graph.definitions import AgentStep
+from graph.models import LanguageModels
+from graph.templating import render
+
+
+@dataclass(frozen=True)
+class Draft:
+    text: str
+    source: str  # "template" or "model:<name>"
+    note: str | None = None
+
+
+class Drafter:
+    def __init__(self, models: LanguageModels | None) -> None:
+        self.models = models
+
+    async def draft(self, step: AgentStep, values: dict[str, Any], run_id: str) -> Draft:
+        if self.models is None or step.prompt is None:
+            return Draft(render(step.template, values), "template")
+        prompt = render(step.prompt, {k: _as_data(v) for k, v in values.items()})
+        try:
+            text = await self.models.complete(
+                prompt, purpose="draft", run_id=run_id, step_id=step.id, fast=step.model == "fast"
+            )
+        except Exception as exc:  # a model outage must not stop the run: fall back
+            return Draft(render(step.template, values), "template", f"model failed: {exc}")
+        if not text:
+            return Draft(render(step.template, values), "template", "model returned nothing")
+        name = self.models.fast_name if step.model == "fast" else self.models.strong_name
+        return Draft(text, f"model:{name}")
+
+
+def _as_data(value: Any) -> str:
+    return f"<data>{value}</data>"

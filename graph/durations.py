@@ -1,0 +1,30 @@
+"""Durations as operators write them in YAML and chat: ``30m``, ``72h``, ``3d``, ``1w``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_PART = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    cleaned = text.strip().lower().replace(" ", "")
+    parts = _PART.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 30m, 72h, 3d or 1w")
+    total = timedelta()
+    for number, unit in parts:
+        total += timedelta(**{_UNITS[unit]: int(number)})
+    if total <= timedelta():
+        raise ValueError(f"{text!r} must be longer than zero")
+    return total
+
+
+def describe_duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

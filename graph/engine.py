@@ -1,0 +1,508 @@
+"""The process engine: starts runs, stops them at gates, resumes them on decisions.
+
+Each run is a LangGraph thread (``thread_id`` = run id) on the durable checkpointer.
+The ledger decides: an approval is resumed only by the one caller whose decision was
+recorded first, and every change of a run's state commits with its audit event.
+
+Durability: nothing before a gate has effects and every effect is guarded by its own
+durable idempotency record, so a run persists its checkpoint when it stops (at a gate,
+a wait, or the end: LangGraph's ``durability="exit"``) instead of after every step.
+After a crash, ``recover()`` continues each run from its last checkpoint, replaying a
+decision the ledger already holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command, Interrupt
+
+from connectors.base import ConnectorError
+from graph.catalog import Catalog
+from graph.compiler import Graph, compile_definition
+from graph.definitions import ApprovalStep, ProcessDefinition
+from graph.drafting import Drafter
+from graph.effects import EffectGuard
+from graph.errors import InvalidState, NotFound, StewardError
+from graph.ids import new_approval_id, new_run_id
+from graph.inputs import InputError, parse_input
+from graph.state import RunState, StepContext
+from memory.ledger import (
+    Approval,
+    ApprovalStatus,
+    Ledger,
+    LedgerTx,
+    NewAuditEvent,
+    Run,
+    RunStatus,
+    StepEntry,
+    Timer,
+    utcnow,
+)
+
+Durability = Literal["exit", "async", "sync"]
+FOREVER = datetime(9999, 1, 1).astimezone()
+RECURSION_LIMIT = 200
+
+
+class InputProblem(StewardError):
+    def __init__(self, process: str, missing: list[str], errors: list[InputError]) -> None:
+        self.missing = missing
+        self.errors = errors
+        parts = [str(e) for e in errors]
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        super().__init__(f"{process}: " + "; ".join(parts))
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run as it stands, with the approval it waits for, if any."""
+
+    run: Run
+    approval: Approval | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    approval: Approval
+    decided_now: bool  # False: someone decided first, and nothing changed
+    view: RunView | None = None
+
+
+@dataclass
+class _Compiled:
+    definition: ProcessDefinition
+    graph: Graph
+
+
+@dataclass
+class ProcessEngine:
+    ledger: Ledger
+    checkpointer: BaseCheckpointSaver[str]
+    catalog: Catalog
+    effects: EffectGuard
+    drafter: Drafter
+    durability: Durability = "exit"
+    _compiled: dict[str, _Compiled] = field(default_factory=dict)
+    _locks: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+
+    async def setup(self) -> None:
+        """Records every loadable definition version, so runs can always reload theirs."""
+        for definition in self.catalog:
+            source = self.catalog.sources.get(definition.name)
+            await self.ledger.save_definition(
+                definition.version, definition.name, definition.body(), str(source or "")
+            )
+
+    def definition(self, name: str) -> ProcessDefinition:
+        definition = self.catalog.get(name)
+        if definition is None:
+            known = ", ".join(d.name for d in self.catalog)
+            raise NotFound(f"no process named {name!r}; try one of: {known}")
+        return definition
+
+    def validate_inputs(self, definition: ProcessDefinition, raw: dict[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        errors: list[InputError] = []
+        unknown = sorted(set(raw) - set(definition.inputs))
+        if unknown:
+            raise InvalidState(
+                f"{definition.name} has no input {unknown[0]!r}; "
+                f"its inputs are {', '.join(definition.inputs)}"
+            )
+        for name, spec in definition.inputs.items():
+            if name in raw:
+                try:
+                    values[name] = parse_input(name, spec, raw[name])
+                except InputError as exc:
+                    errors.append(exc)
+            elif spec.default is not None:
+                values[name] = spec.default
+        missing = [
+            n
+            for n, s in definition.inputs.items()
+            if s.required and n not in values and n not in raw
+        ]
+        if errors or missing:
+            raise InputProblem(definition.name, missing, errors)
+        return values
+
+    # -- starting and deciding ---------------------------------------------------------
+
+    async def start(
+        self,
+        process: str,
+        inputs: dict[str, Any],
+        started_by: str,
+        reply_to: dict[str, Any] | None = None,
+    ) -> RunView:
+        definition = self.definition(process)
+        values = self.validate_inputs(definition, inputs)
+        now = utcnow()
+        run = Run(
+            id=new_run_id(),
+            process=definition.name,
+            version=definition.version,
+            status=RunStatus.RUNNING,
+            inputs=values,
+            started_by=started_by,
+            created_at=now,
+            updated_at=now,
+            reply_to=reply_to,
+        )
+        async with self.ledger.transaction() as tx:
+            await tx.insert_run(run)
+            await tx.audit(
+                NewAuditEvent(
+                    started_by, "run.started", run.id, {"process": run.process, "inputs": values}
+                ),
+                at=now,
+            )
+        async with self._locks[run.id]:
+            return await self._advance(run, {"data": dict(values)})
+
+    async def decide(
+        self,
+        approval_id: str,
+        approve: bool,
+        actor: str,
+        reason: str | None = None,
+        edited_text: str | None = None,
+    ) -> Decision:
+        approval = await self.ledger.get_approval(approval_id)
+        if approval is None:
+            raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
+        if approval.is_pending:
+            run = await self._run(approval.run_id)
+            if run.status is RunStatus.PAUSED:
+                raise InvalidState(f"run {run.id} is paused; /resume {run.id} first")
+            if edited_text is not None and not approval.editable:
+                raise InvalidState(f"approval {approval_id} has no text to edit")
+        status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+        decided, won = await self.ledger.decide_approval(
+            approval_id, status, actor, reason, edited_text
+        )
+        assert decided is not None
+        if not won:
+            return Decision(decided, False)
+        view = await self._resume_gate(decided)
+        return Decision(decided, True, view)
+
+    async def expire(self, approval_id: str) -> Decision | None:
+        approval = await self.ledger.get_approval(approval_id)
+        if approval is None or not approval.is_pending:
+            return None
+        if approval.on_expiry == "escalate":
+            await self.ledger.audit(
+                NewAuditEvent(
+                    "steward", "approval.escalated", approval_id, {"run": approval.run_id}
+                )
+            )
+            return Decision(approval, False)
+        decided, won = await self.ledger.decide_approval(
+            approval_id, ApprovalStatus.EXPIRED, "steward", "nobody answered before it expired"
+        )
+        assert decided is not None
+        if not won:
+            return Decision(decided, False)
+        return Decision(decided, True, await self._resume_gate(decided))
+
+    async def _resume_gate(self, approval: Approval) -> RunView:
+        async with self._locks[approval.run_id]:
+            run = await self._run(approval.run_id)
+            return await self._advance(run, Command(resume=_decision_payload(approval)))
+
+    # -- waits -------------------------------------------------------------------------
+
+    async def fire_timer(self, timer: Timer, worker: str) -> RunView | Decision | None:
+        """Runs a due timer once; None when another worker took it first."""
+        if not await self.ledger.claim_timer(timer.id, worker):
+            return None
+        if timer.kind == "approval_expiry":
+            return await self.expire(str(timer.payload["approval"]))
+        if timer.kind == "wait" and timer.run_id:
+            return await self._wake(timer.run_id, {"by": "timer", "data": None})
+        return None
+
+    async def deliver_event(
+        self, run_id: str, event: str, data: dict[str, Any], actor: str
+    ) -> RunView:
+        """Wakes a run waiting for ``event``; external data never decides anything else."""
+        run = await self._run(run_id)
+        waiting = await self.ledger.open_wait(run_id)
+        if waiting is None or waiting.payload.get("event") != event:
+            raise InvalidState(f"run {run_id} is not waiting for {event!r}")
+        if not await self.ledger.claim_timer(waiting.id, actor):
+            raise InvalidState(f"run {run_id} was already woken")
+        await self.ledger.audit(NewAuditEvent(actor, "run.event", run.id, {"event": event}))
+        return await self._wake(run_id, {"by": f"event:{event}", "data": data})
+
+    async def _wake(self, run_id: str, payload: dict[str, Any]) -> RunView:
+        async with self._locks[run_id]:
+            run = await self._run(run_id)
+            if run.status is not RunStatus.WAITING:
+                return RunView(run)
+            async with self.ledger.transaction() as tx:
+                await tx.update_run(run_id, status=RunStatus.RUNNING.value)
+            return await self._advance(run, Command(resume=payload))
+
+    # -- operator controls -------------------------------------------------------------
+
+    async def cancel(self, run_id: str, actor: str) -> Run:
+        async with self._locks[run_id]:
+            run = await self._run(run_id)
+            if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+                raise InvalidState(f"run {run_id} already {run.status.value}")
+            async with self.ledger.transaction() as tx:
+                cancelled = await tx.cancel_pending_approvals(run_id)
+                await tx.cancel_timers(run_id)
+                await tx.update_run(run_id, status=RunStatus.CANCELLED.value)
+                await tx.audit(
+                    NewAuditEvent(actor, "run.cancelled", run_id, {"approvals": cancelled})
+                )
+            return await self._run(run_id)
+
+    async def pause(self, run_id: str, actor: str) -> Run:
+        async with self._locks[run_id]:
+            run = await self._run(run_id)
+            if run.status is not RunStatus.WAITING:
+                raise InvalidState(
+                    f"only a waiting run can be paused; {run_id} is {run.status.value}"
+                )
+            async with self.ledger.transaction() as tx:
+                await tx.update_run(run_id, status=RunStatus.PAUSED.value)
+                await tx.audit(NewAuditEvent(actor, "run.paused", run_id))
+            return await self._run(run_id)
+
+    async def resume(self, run_id: str, actor: str) -> RunView:
+        async with self._locks[run_id]:
+            run = await self._run(run_id)
+            if run.status is not RunStatus.PAUSED:
+                raise InvalidState(f"run {run_id} is not paused; it is {run.status.value}")
+            async with self.ledger.transaction() as tx:
+                await tx.update_run(run_id, status=RunStatus.WAITING.value)
+                await tx.audit(NewAuditEvent(actor, "run.resumed", run_id))
+            return await self.view(run_id)
+
+    async def retry(self, run_id: str, actor: str) -> RunView:
+        """Continues a failed run from its last checkpoint; done effects are not repeated."""
+        async with self._locks[run_id]:
+            run = await self._run(run_id)
+            if run.status is not RunStatus.FAILED:
+                raise InvalidState(
+                    f"only a failed run can be retried; {run_id} is {run.status.value}"
+                )
+            if run.error_class == "uncertain":
+                await self.ledger.release_unfinished_effects(run_id, actor)
+            async with self.ledger.transaction() as tx:
+                await tx.update_run(
+                    run_id, status=RunStatus.RUNNING.value, error=None, error_class=None
+                )
+                await tx.audit(NewAuditEvent(actor, "run.retried", run_id))
+            return await self._continue(await self._run(run_id))
+
+    async def recover(self) -> list[RunView]:
+        """After a crash: continues every run that was mid-step when the process died."""
+        views = []
+        for run in await self.ledger.list_runs([RunStatus.RUNNING], limit=10_000):
+            async with self._locks[run.id]:
+                views.append(await self._continue(run))
+        return views
+
+    async def view(self, run_id: str) -> RunView:
+        run = await self._run(run_id)
+        pending = await self.ledger.pending_approvals([run_id])
+        return RunView(run, pending[0] if pending else None)
+
+    # -- the one path every run takes --------------------------------------------------
+
+    async def _continue(self, run: Run) -> RunView:
+        compiled = await self._compiled_for(run.version)
+        config = _config(run.id)
+        snapshot = await compiled.graph.aget_state(config)
+        if not snapshot.values:
+            return await self._advance(run, {"data": dict(run.inputs)})
+        if snapshot.interrupts:
+            pending = snapshot.interrupts[0]
+            value = pending.value
+            if value["type"] == "approval":
+                approval = await self.ledger.approval_for_gate(
+                    run.id, value["step"], value["visit"]
+                )
+                if approval is not None and not approval.is_pending:
+                    return await self._advance(run, Command(resume=_decision_payload(approval)))
+            return await self._settle(run, compiled, dict(snapshot.values), [pending])
+        if snapshot.next:
+            return await self._advance(run, None)
+        return await self._settle(run, compiled, dict(snapshot.values), [])
+
+    async def _advance(self, run: Run, command: Any) -> RunView:
+        compiled = await self._compiled_for(run.version)
+        context = StepContext(run_id=run.id, effects=self.effects, drafter=self.drafter)
+        try:
+            result = await compiled.graph.ainvoke(
+                command, _config(run.id), context=context, durability=self.durability
+            )
+        except (ConnectorError, StewardError) as exc:
+            return await self._fail(run, exc, getattr(exc, "kind", "error"))
+        except Exception as exc:  # a bug or an outage: the run fails visibly, nothing is lost
+            return await self._fail(run, exc, "error")
+        interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
+        return await self._settle(run, compiled, result, interrupts)
+
+    async def _settle(
+        self, run: Run, compiled: _Compiled, state: dict[str, Any], interrupts: list[Interrupt]
+    ) -> RunView:
+        """Records where the run stopped: at a gate, a wait, or the end."""
+        now = utcnow()
+        log: list[dict[str, Any]] = list(state.get("log", []))
+        fresh = log[run.steps_logged :]
+        entries = [
+            StepEntry(
+                seq=run.steps_logged + i + 1,
+                step_id=e["step"],
+                kind=e["kind"],
+                status=e["status"],
+                at=datetime.fromisoformat(e["at"]),
+                detail={"visit": e["visit"], **e["detail"]},
+            )
+            for i, e in enumerate(fresh)
+        ]
+        approval: Approval | None = None
+        async with self.ledger.transaction() as tx:
+            await tx.append_steps(run.id, entries)
+            changes: dict[str, Any] = {"steps_logged": len(log), "updated_at": now}
+            if interrupts:
+                value = interrupts[0].value
+                changes |= {"status": RunStatus.WAITING.value, "current_step": value["step"]}
+                if value["type"] == "approval":
+                    approval = await self._open_gate(tx, run, compiled.definition, value, now)
+                else:
+                    await self._open_wait(tx, run, value, now)
+            else:
+                outcome = state.get("outcome")
+                status = RunStatus.CANCELLED if outcome else RunStatus.SUCCEEDED
+                changes |= {"status": status.value, "current_step": None, "error": outcome}
+                await tx.audit(
+                    NewAuditEvent("steward", f"run.{status.value}", run.id, {"outcome": outcome}),
+                    at=now,
+                )
+            await tx.update_run(run.id, **changes)
+        return RunView(await self._run(run.id), approval)
+
+    async def _open_gate(
+        self,
+        tx: LedgerTx,
+        run: Run,
+        definition: ProcessDefinition,
+        value: dict[str, Any],
+        now: datetime,
+    ) -> Approval:
+        existing = await tx.approval_for_gate(run.id, value["step"], value["visit"])
+        if existing is not None:
+            return existing
+        gate = definition.step(value["step"])
+        assert isinstance(gate, ApprovalStep)
+        approval = Approval(
+            id=new_approval_id(),
+            run_id=run.id,
+            step_id=gate.id,
+            visit=value["visit"],
+            status=ApprovalStatus.PENDING,
+            card=value["card"],
+            created_at=now,
+            expires_at=now + gate.expiry,
+            on_expiry=gate.on_expiry,
+            editable=gate.editable,
+        )
+        await tx.insert_approval(approval)
+        await tx.add_timer(
+            f"expire:{approval.id}",
+            "approval_expiry",
+            approval.expires_at,
+            run.id,
+            {"approval": approval.id},
+        )
+        await tx.audit(
+            NewAuditEvent(
+                "steward",
+                "approval.requested",
+                approval.id,
+                {"run": run.id, "step": gate.id, "summary": value["card"]["summary"]},
+            ),
+            at=now,
+        )
+        return approval
+
+    async def _open_wait(
+        self, tx: LedgerTx, run: Run, value: dict[str, Any], now: datetime
+    ) -> None:
+        seconds = value.get("seconds")
+        due = now + timedelta(seconds=seconds) if seconds else FOREVER
+        key = f"wait:{run.id}:{value['step']}:{value['visit']}"
+        if await tx.timer(key) is not None:
+            return
+        await tx.add_timer(
+            key, "wait", due, run.id, {"step": value["step"], "event": value["event"]}
+        )
+        await tx.audit(
+            NewAuditEvent(
+                "steward", "run.waiting", run.id, {"step": value["step"], "until": due.isoformat()}
+            ),
+            at=now,
+        )
+
+    async def _fail(self, run: Run, exc: BaseException, kind: str) -> RunView:
+        message = str(exc) or type(exc).__name__
+        async with self.ledger.transaction() as tx:
+            await tx.update_run(
+                run.id, status=RunStatus.FAILED.value, error=message, error_class=kind
+            )
+            await tx.audit(
+                NewAuditEvent("steward", "run.failed", run.id, {"class": kind, "error": message})
+            )
+        return RunView(await self._run(run.id))
+
+    async def _run(self, run_id: str) -> Run:
+        run = await self.ledger.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}; /runs lists them")
+        return run
+
+    async def _compiled_for(self, version: str) -> _Compiled:
+        compiled = self._compiled.get(version)
+        if compiled is None:
+            definition = next((d for d in self.catalog if d.version == version), None)
+            if definition is None:
+                body = await self.ledger.get_definition(version)
+                if body is None:
+                    raise NotFound(f"definition version {version} is not in the ledger")
+                definition = ProcessDefinition.model_validate(body)
+            compiled = _Compiled(definition, compile_definition(definition, self.checkpointer))
+            self._compiled[version] = compiled
+        return compiled
+
+
+def _config(run_id: str) -> Any:
+    return {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+
+
+def _decision_payload(approval: Approval) -> dict[str, Any]:
+    return {
+        "status": approval.status.value,
+        "by": approval.decided_by,
+        "at": approval.decided_at.isoformat() if approval.decided_at else None,
+        "reason": approval.reason,
+        "edited_text": approval.edited_text,
+    }
+
+
+__all__ = ["Decision", "InputProblem", "ProcessEngine", "RunState", "RunView"]

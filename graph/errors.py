@@ -1,0 +1,38 @@
+"""steward's coordinator errors: each says what happened and what to do about it."""
+
+from __future__ import annotations
+
+
+class StewardError(Exception):
+    """Base for errors the operator should see as a clear sentence."""
+
+
+class NotFound(StewardError):
+    pass
+
+
+class InvalidState(StewardError):
+    """The request does not fit the run's or approval's current state."""
+
+
+class UncertainEffect(StewardError):
+    """An earlier attempt at an effect has no recorded outcome; acting again could repeat it."""
+
+    kind = "uncertain"
+
+    def __init__(self, key: str, connector: str) -> None:
+        self.key = key
+        super().__init__(
+            f"an earlier attempt of {connector} (key {key}) may or may not have reached the "
+            "outside world; check it there, then /retry to try again or /cancel the run"
+        )
+
+
+class GateNotApproved(StewardError):
+    """An action was reached without its gate's approval: a definition or engine bug."""
+
+    kind = "permission"
+
+
+class LoopLimit(StewardError):
+    kind = "data"

@@ -1,0 +1,121 @@
+"""Typed process inputs: parsing what an operator typed into a value, or saying what was expected."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+TRUE = {"yes", "y", "true", "1", "on"}
+FALSE = {"no", "n", "false", "0", "off"}
+
+
+class InputType(StrEnum):
+    STRING = "string"
+    TEXT = "text"
+    EMAIL = "email"
+    INTEGER = "integer"
+    NUMBER = "number"
+    MONEY = "money"
+    DATE = "date"
+    BOOLEAN = "boolean"
+    CHOICE = "choice"
+    URL = "url"
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: InputType = InputType.STRING
+    description: str = ""
+    question: str | None = None
+    required: bool = True
+    default: Any = None
+    choices: list[str] | None = None
+    max_length: int = Field(default=2000, gt=0)
+
+    @model_validator(mode="after")
+    def _choices_for_choice(self) -> InputSpec:
+        if self.type is InputType.CHOICE and not self.choices:
+            raise ValueError("a choice input needs a list of choices")
+        if self.type is not InputType.CHOICE and self.choices:
+            raise ValueError("choices are only for inputs of type choice")
+        return self
+
+    def expected(self) -> str:
+        match self.type:
+            case InputType.EMAIL:
+                return "an email address like jane@example.com"
+            case InputType.INTEGER:
+                return "a whole number"
+            case InputType.NUMBER:
+                return "a number"
+            case InputType.MONEY:
+                return "an amount like 1200 or 1200.50"
+            case InputType.DATE:
+                return "a date as YYYY-MM-DD"
+            case InputType.BOOLEAN:
+                return "yes or no"
+            case InputType.CHOICE:
+                return "one of " + ", ".join(self.choices or [])
+            case InputType.URL:
+                return "a web address starting with http:// or https://"
+            case _:
+                return f"text (up to {self.max_length} characters)"
+
+
+class InputError(ValueError):
+    def __init__(self, field: str, spec: InputSpec, got: str) -> None:
+        self.field = field
+        self.spec = spec
+        shown = got if len(got) <= 40 else got[:37] + "..."
+        super().__init__(f"{field}: expected {spec.expected()}, got {shown!r}")
+
+
+def parse_input(field: str, spec: InputSpec, raw: Any) -> Any:
+    """Turns a typed or given value into the input's type; raises InputError."""
+    text = str(raw).strip()
+    if not text:
+        raise InputError(field, spec, text)
+    try:
+        value = _parse(spec, raw, text)
+    except (ValueError, InvalidOperation):
+        raise InputError(field, spec, text) from None
+    if value is None:
+        raise InputError(field, spec, text)
+    return value
+
+
+def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
+    match spec.type:
+        case InputType.EMAIL:
+            return text.lower() if EMAIL.match(text) else None
+        case InputType.INTEGER:
+            if isinstance(raw, bool):
+                return None
+            return int(text.replace(",", "").replace("_", ""))
+        case InputType.NUMBER:
+            return float(text.replace(",", ""))
+        case InputType.MONEY:
+            amount = Decimal(text.replace(",", "").lstrip("$€£"))
+            if amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+                return None
+            return str(amount.quantize(Decimal("0.01")))
+        case InputType.DATE:
+            return date.fromisoformat(text).isoformat()
+        case InputType.BOOLEAN:
+            lowered = text.lower()
+            return True if lowered in TRUE else False if lowered in FALSE else None
+        case InputType.CHOICE:
+            lowered = text.lower()
+            return next((c for c in spec.choices or [] if c.lower() == lowered), None)
+        case InputType.URL:
+            return text if URL.match(text) else None
+        case _:
+            return text if len(text) <= spec.max_length else None

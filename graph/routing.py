@@ -1,0 +1,166 @@
+"""Tiered routing of free text to a process: rules and keywords first, a model only if unsure."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from graph.catalog import Catalog
+from graph.definitions import ProcessDefinition
+from graph.inputs import EMAIL, InputError, InputType, parse_input
+from graph.models import LanguageModels
+
+WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
+STOPWORDS = frozenset(
+    "a an and the to of for on in at with from by is are be this that it its their they we our "
+    "you your my me i please can could would should will up new next".split()
+)
+KEY_VALUE = re.compile(r"(\b[a-z_][a-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)")
+MONEY = re.compile(
+    r"(?:[$€£]\s?)(\d[\d,]*(?:\.\d{1,2})?)|(\d[\d,]*(?:\.\d{1,2})?)\s?(?:eur|usd|gbp|euros?|dollars?)\b",
+    re.I,
+)
+ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+AFTER_PREPOSITION = re.compile(r"\b(?:from|for|at|with)\s+([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*)")
+CLIENTISH = ("client", "company", "customer")
+
+
+@dataclass(frozen=True)
+class Route:
+    process: ProcessDefinition
+    values: dict[str, Any] = field(default_factory=dict)
+    tier: int = 1
+    confidence: float = 0.0
+
+
+def parse_arguments(text: str) -> tuple[list[str], dict[str, str]]:
+    """``onboarding client="Acme Ltd" email=jane@acme.com`` → (["onboarding"], {...})."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        tokens = text.split()
+    positional, named = [], {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if sep and re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+            named[key] = value
+        else:
+            positional.append(token)
+    return positional, named
+
+
+def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
+    """Inputs that can be read off plain text without a model; wrong guesses are dropped."""
+    found: dict[str, Any] = {}
+    _, named = parse_arguments(text) if "=" in text else ([], {})
+    lowered = text.lower()
+    for name, spec in definition.inputs.items():
+        candidate: str | None = named.get(name)
+        if candidate is None:
+            if spec.type is InputType.EMAIL:
+                emails = [w.strip(".,;()<>") for w in text.split() if "@" in w]
+                emails = [e for e in emails if EMAIL.match(e)]
+                candidate = emails[0] if len(emails) == 1 else None
+            elif spec.type is InputType.CHOICE:
+                hits = [
+                    c
+                    for c in spec.choices or []
+                    if re.search(rf"\b{re.escape(c.lower())}\b", lowered)
+                ]
+                candidate = hits[0] if len(hits) == 1 else None
+            elif spec.type is InputType.MONEY:
+                amounts = [m.group(1) or m.group(2) for m in MONEY.finditer(text)]
+                candidate = amounts[0] if len(amounts) == 1 else None
+            elif spec.type is InputType.DATE:
+                dates = ISO_DATE.findall(text)
+                candidate = dates[0] if len(dates) == 1 else None
+            elif spec.type is InputType.STRING and any(w in name for w in CLIENTISH):
+                names = AFTER_PREPOSITION.findall(text)
+                candidate = names[0] if len(names) == 1 else None
+        if candidate is not None:
+            try:
+                found[name] = parse_input(name, spec, candidate)
+            except InputError:
+                pass
+    return found
+
+
+class Router:
+    def __init__(self, catalog: Catalog, models: LanguageModels | None = None) -> None:
+        self.catalog = catalog
+        self.models = models
+
+    def by_rules(self, text: str) -> Route | None:
+        """Tier 1: names, aliases and description words. None when no clear winner."""
+        lowered = text.lower()
+        words = set(WORD.findall(lowered)) - STOPWORDS
+        scored = sorted(
+            ((self._score(d, lowered, words), d) for d in self.catalog),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )
+        if not scored or scored[0][0] < 2.0:
+            return None
+        best_score, best = scored[0]
+        runner_up = scored[1][0] if len(scored) > 1 else 0.0
+        if best_score < 1.5 * runner_up:
+            return None
+        confidence = min(1.0, best_score / 6)
+        return Route(best, extract_values(best, text), tier=1, confidence=confidence)
+
+    @staticmethod
+    def _score(definition: ProcessDefinition, lowered: str, words: set[str]) -> float:
+        score = 0.0
+        if re.search(rf"\b{re.escape(definition.name.replace('_', ' '))}\b", lowered) or (
+            definition.name in words
+        ):
+            score += 3
+        for alias in definition.aliases:
+            if re.search(rf"\b{re.escape(alias.lower())}\b", lowered):
+                score += 3 if " " in alias else 2.5
+        title_words = set(WORD.findall(definition.title.lower())) - STOPWORDS
+        score += 1.0 * len(words & title_words)
+        described = set(WORD.findall(definition.description.lower())) - STOPWORDS - title_words
+        score += 0.5 * len(words & described)
+        return score
+
+    async def by_model(self, text: str) -> Route | None:
+        """Tier 2: the fast model picks a process and reads inputs; validated like typing."""
+        if self.models is None:
+            return None
+        menu = "\n".join(
+            f"- {d.name}: {d.description} Inputs: "
+            + ", ".join(f"{n} ({s.type.value}: {s.description})" for n, s in d.inputs.items())
+            for d in self.catalog
+        )
+        prompt = (
+            "Which process does the operator want to start, and which inputs did they give? "
+            "Answer with process null if none fits.\n"
+            f"Processes:\n{menu}\n\nOperator: <data>{text}</data>"
+        )
+        try:
+            choice = await self.models.extract(_ModelRoute, prompt, purpose="route")
+        except Exception:
+            return None
+        definition = self.catalog.get(choice.process or "")
+        if definition is None or choice.confidence < 0.5:
+            return None
+        values: dict[str, Any] = {}
+        for name, raw in choice.inputs.items():
+            spec = definition.inputs.get(name)
+            if spec is not None:
+                try:
+                    values[name] = parse_input(name, spec, raw)
+                except InputError:
+                    pass
+        return Route(definition, values, tier=2, confidence=choice.confidence)
+
+
+class _ModelRoute(BaseModel):
+    process: str | None = None
+    inputs: dict[str, str] = Field(default_factory=dict)
+    confidence: float = Field(default=0.0, ge=0.0, le=1.0)

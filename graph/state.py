@@ -1,0 +1,31 @@
+"""What a run carries between steps, and what each step's node can reach."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from graph.drafting import Drafter
+from graph.effects import EffectGuard
+
+
+def merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    return {**(left or {}), **(right or {})}
+
+
+class RunState(TypedDict, total=False):
+    data: Annotated[dict[str, Any], merge]  # inputs and step outputs, by name
+    visits: Annotated[dict[str, int], merge]  # how often each step ran
+    decisions: Annotated[dict[str, dict[str, Any]], merge]  # the latest decision per gate
+    log: Annotated[list[dict[str, Any]], operator.add]  # the timeline, one entry per step
+    outcome: str  # how the run ended when it did not simply succeed
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Passed to every node at run time; nodes reach nothing else."""
+
+    run_id: str
+    effects: EffectGuard
+    drafter: Drafter

@@ -1,0 +1,23 @@
+"""Fills ``{name}`` placeholders from a run's data; nothing else is evaluated."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def placeholders(template: str) -> set[str]:
+    return set(PLACEHOLDER.findall(template))
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    """Replaces each ``{name}``; a missing value renders empty. ``{{``/``}}`` stay literal."""
+
+    def fill(match: re.Match[str]) -> str:
+        value = values.get(match.group(1))
+        return "" if value is None else str(value)
+
+    return PLACEHOLDER.sub(fill, template)
