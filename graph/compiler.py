@@ -46,7 +46,8 @@ def compile_definition(
     )
     for index, step in enumerate(definition.steps):
         following = definition.steps[index + 1].id if index + 1 < len(definition.steps) else END
-        builder.add_node(step.id, _node(definition, step, _target(step.next) or following))
+        node = _node(definition, step, _target(step.next) or following)
+        builder.add_node(step.id, node)  # type: ignore[call-overload]
     builder.add_edge(START, definition.steps[0].id)
     return builder.compile(checkpointer=checkpointer, name=definition.name)
 

@@ -1,0 +1,253 @@
+"""The process engine end to end: gates, effects exactly once, waits, failures, recovery."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Steward
+from bot.settings import load_settings
+from connectors import DataError, TransientError
+from graph.effects import RetryPolicy
+from graph.engine import InputProblem
+from graph.errors import InvalidState, NotFound
+from memory.database_url import DatabaseURL
+from memory.ledger import ApprovalStatus, RunStatus
+
+ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, timeout=5)
+
+
+@pytest.fixture
+async def app(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Steward]:
+    settings = load_settings(
+        home=tmp_path / "home",
+        database_url=str(database_url.url.render_as_string(hide_password=False)),
+    )
+    async with Steward.open(settings, retry=FAST_RETRY) as steward:
+        yield steward
+
+
+def outbox(app: Steward) -> list[dict[str, Any]]:
+    folder = app.settings.outbox_dir
+    return (
+        [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        if folder.exists()
+        else []
+    )
+
+
+async def test_start_stops_at_the_gate_with_nothing_sent(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.run.status is RunStatus.WAITING
+    assert view.approval is not None and view.approval.is_pending
+    assert view.approval.card["summary"] == "Send the welcome email to jane@acme.com"
+    assert view.approval.card["actions"][0]["params"]["to"] == "jane@acme.com"
+    assert outbox(app) == []
+
+
+async def test_approve_performs_the_effect_once_and_finishes(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decision.decided_now and decision.view is not None
+    assert decision.view.run.status is RunStatus.SUCCEEDED  # basic package: no folder step
+    sent = outbox(app)
+    assert len(sent) == 1
+    assert sent[0]["params"]["to"] == "jane@acme.com"
+    assert sent[0]["key"] == f"{view.run.id}:send_welcome"
+    again = await app.engine.decide(view.approval.id, True, "cli:other")
+    assert not again.decided_now and again.approval.decided_by == "cli:shell"
+    assert len(outbox(app)) == 1
+    steps = [s.step_id for s in await app.ledger.run_steps(view.run.id)]
+    assert steps == ["draft_welcome", "approve_welcome", "send_welcome", "premium_extras"]
+    assert (await app.ledger.verify_audit()).ok
+
+
+async def test_edit_sends_exactly_the_edited_text(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:shell", edited_text="Hello Jane!")
+    assert outbox(app)[0]["params"]["body"] == "Hello Jane!"
+
+
+async def test_reject_ends_the_run_without_effect(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    decision = await app.engine.decide(view.approval.id, False, "cli:shell", "wrong client")
+    assert decision.view is not None
+    assert decision.view.run.status is RunStatus.CANCELLED
+    assert decision.approval.status is ApprovalStatus.REJECTED
+    assert decision.approval.reason == "wrong client"
+    assert outbox(app) == []
+
+
+async def test_premium_branch_reaches_a_second_gate(app: Steward) -> None:
+    view = await app.engine.start("onboarding", {**ONBOARD, "package": "premium"}, "cli:shell")
+    assert view.approval is not None
+    first = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert first.view is not None and first.view.approval is not None
+    assert first.view.approval.step_id == "approve_folder"
+    second = await app.engine.decide(first.view.approval.id, True, "cli:shell")
+    assert second.view is not None and second.view.run.status is RunStatus.SUCCEEDED
+    assert sorted(e["action"] for e in outbox(app)) == ["create_folder", "send_email"]
+
+
+async def test_inputs_are_validated_with_field_and_expectation(app: Steward) -> None:
+    with pytest.raises(InputProblem) as problem:
+        await app.engine.start("onboarding", {"client": "Acme", "email": "nope"}, "cli:shell")
+    message = str(problem.value)
+    assert "email: expected an email address" in message
+    assert "missing package" in message
+    with pytest.raises(NotFound, match="no process named 'onbording'"):
+        await app.engine.start("onbording", ONBOARD, "cli:shell")
+    with pytest.raises(InvalidState, match="no input 'colour'"):
+        await app.engine.start("onboarding", {**ONBOARD, "colour": "red"}, "cli:shell")
+    assert await app.ledger.list_runs() == []
+
+
+async def test_unknown_approval_is_reported(app: Steward) -> None:
+    with pytest.raises(NotFound, match="no approval 'azzzzzz'"):
+        await app.engine.decide("azzzzzz", True, "cli:shell")
+
+
+async def test_paused_run_refuses_decisions_until_resumed(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    await app.engine.pause(view.run.id, "cli:shell")
+    with pytest.raises(InvalidState, match="paused"):
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert outbox(app) == []
+    await app.engine.resume(view.run.id, "cli:shell")
+    await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert len(outbox(app)) == 1
+
+
+async def test_cancel_closes_pending_approvals(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    run = await app.engine.cancel(view.run.id, "cli:shell")
+    assert run.status is RunStatus.CANCELLED
+    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert not decision.decided_now
+    assert decision.approval.status is ApprovalStatus.CANCELLED
+    assert outbox(app) == []
+
+
+class Flaky:
+    """A connector that fails as told, then succeeds; counts its calls."""
+
+    name = "flaky"
+    actions = frozenset({"send_email", "create_folder"})
+
+    def __init__(self, failures: list[Exception], idempotent: bool = False) -> None:
+        self.failures = failures
+        self.idempotent = idempotent
+        self.calls = 0
+
+    async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return {"ok": True, "key": key}
+
+
+def use_connector(app: Steward, connector: Flaky) -> None:
+    app.connectors.register(connector)
+    for definition in app.catalog:
+        for step in definition.steps:
+            if getattr(step, "connector", None) == "outbox":
+                object.__setattr__(step, "connector", "flaky")
+    app.engine._compiled.clear()
+
+
+async def test_transient_errors_are_retried_then_succeed(app: Steward) -> None:
+    flaky = Flaky([TransientError("503"), TransientError("503")])
+    use_connector(app, flaky)
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decision.view is not None and decision.view.run.status is RunStatus.SUCCEEDED
+    assert flaky.calls == 3
+
+
+async def test_data_error_fails_the_run_and_retry_continues(app: Steward) -> None:
+    flaky = Flaky([DataError("mailbox does not exist")])
+    use_connector(app, flaky)
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decision.view is not None
+    run = decision.view.run
+    assert run.status is RunStatus.FAILED and run.error_class == "data"
+    assert "mailbox does not exist" in (run.error or "")
+    retried = await app.engine.retry(run.id, "cli:shell")
+    assert retried.run.status is RunStatus.SUCCEEDED
+    assert flaky.calls == 2
+
+
+async def test_unrecorded_attempt_of_a_plain_connector_stops_as_uncertain(app: Steward) -> None:
+    flaky = Flaky([])
+    use_connector(app, flaky)
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    # An attempt recorded as started with no outcome: what a crash mid-send leaves.
+    await app.ledger.begin_effect(
+        f"{view.run.id}:send_welcome", view.run.id, "send_welcome", "flaky", {}
+    )
+    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decision.view is not None
+    assert decision.view.run.status is RunStatus.FAILED
+    assert decision.view.run.error_class == "uncertain"
+    assert flaky.calls == 0
+    retried = await app.engine.retry(view.run.id, "cli:shell")  # the operator checked
+    assert retried.run.status is RunStatus.SUCCEEDED
+    assert flaky.calls == 1
+
+
+async def test_wait_step_resumes_on_event_and_loops_without_payment(app: Steward) -> None:
+    inputs = {
+        "client": "Acme",
+        "email": "ap@acme.com",
+        "invoice": "INV-7",
+        "amount": "1,200",
+        "due_date": "2026-10-01",
+    }
+    view = await app.engine.start("invoice_followup", inputs, "cli:shell")
+    assert view.approval is not None
+    assert view.approval.card["fields"]["Amount"] == "1200.00"
+    waiting = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert waiting.view is not None and waiting.view.run.status is RunStatus.WAITING
+    assert waiting.view.run.current_step == "wait_for_payment"
+    timer = await app.ledger.open_wait(view.run.id)
+    assert timer is not None
+    # The timer fires: no payment came, so a second reminder is drafted for approval.
+    fired = await app.engine.fire_timer(timer, "test")
+    assert fired is not None
+    again = await app.engine.view(view.run.id)
+    assert again.approval is not None and again.approval.visit == 2
+    second = await app.engine.decide(again.approval.id, True, "cli:shell")
+    assert second.view is not None
+    assert len(outbox(app)) == 2  # one reminder per approved visit, distinct keys
+    # Now the payment arrives while waiting.
+    paid = await app.engine.deliver_event(view.run.id, "payment", {"ref": "tx1"}, "webhook:bank")
+    assert paid.run.status is RunStatus.SUCCEEDED
+    assert await app.engine.fire_timer(timer, "late") is None  # a claimed timer never refires
+
+
+async def test_recover_continues_a_run_whose_decision_was_recorded(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    # A crash right after the decision committed, before the run resumed:
+    decided, won = await app.ledger.decide_approval(
+        view.approval.id, ApprovalStatus.APPROVED, "cli:shell"
+    )
+    assert won and outbox(app) == []
+    views = await app.engine.recover()
+    assert [v.run.status for v in views] == [RunStatus.SUCCEEDED]
+    assert len(outbox(app)) == 1
+    assert await app.engine.recover() == []
