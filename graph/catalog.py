@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from graph.definitions import ProcessDefinition
+from graph.definitions import ProcessDefinition, ReferenceProblem
 
 Path_ = tuple[str | int, ...]
 
@@ -65,7 +65,12 @@ def load_definition(path: Path) -> ProcessDefinition:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            loc = tuple(error["loc"])
+            cause = (error.get("ctx") or {}).get("error")
+            loc = (
+                cause.loc
+                if isinstance(cause, ReferenceProblem)
+                else _without_tag(error["loc"], data)
+            )
             known = _known_prefix(loc, lines)
             message = error["msg"].removeprefix("Value error, ")
             problems.append(
@@ -89,6 +94,16 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
     return yaml.safe_load(yaml.serialize(node))
+
+
+def _without_tag(loc: tuple[str | int, ...], data: dict[str, Any]) -> Path_:
+    """Drops the step kind pydantic puts in the location of a tagged union's error."""
+    if len(loc) > 2 and loc[0] == "steps" and isinstance(loc[1], int):
+        steps = data.get("steps")
+        if isinstance(steps, list) and loc[1] < len(steps) and isinstance(steps[loc[1]], dict):
+            if steps[loc[1]].get("kind") == loc[2]:
+                return (*loc[:2], *loc[3:])
+    return tuple(loc)
 
 
 def _known_prefix(loc: Path_, lines: dict[Path_, int]) -> Path_:

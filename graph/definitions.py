@@ -25,6 +25,14 @@ END = "end"
 BUILTIN_NAMES = frozenset({"run_id", "process", "today"})
 
 
+class ReferenceProblem(ValueError):
+    """A mistake that only the whole definition shows, with where in the file it is."""
+
+    def __init__(self, message: str, *loc: str | int) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -98,7 +106,7 @@ class ActionStep(_Step):
     compensate: str | None = None
 
     def templates(self) -> list[str]:
-        return list(self.params.values())
+        return list(self.params.values()) + ([self.compensate] if self.compensate else [])
 
 
 class WaitStep(_Step):
@@ -140,6 +148,14 @@ class BranchStep(_Step):
         return [self.then, self.otherwise]
 
 
+def _target_field(step: _Step, target: str) -> str:
+    if isinstance(step, BranchStep):
+        return "then" if step.then == target else "else"
+    if isinstance(step, ApprovalStep) and step.on_reject == target and step.next != target:
+        return "on_reject"
+    return "next"
+
+
 Step = Annotated[
     AgentStep | ApprovalStep | ActionStep | WaitStep | BranchStep, Field(discriminator="kind")
 ]
@@ -167,41 +183,75 @@ class ProcessDefinition(BaseModel):
     @model_validator(mode="after")
     def _references(self) -> ProcessDefinition:
         ids = [s.id for s in self.steps]
-        duplicates = {i for i in ids if ids.count(i) > 1}
-        if duplicates:
-            raise ValueError(f"step ids must be unique: {', '.join(sorted(duplicates))}")
+        for index, step in enumerate(self.steps):
+            if ids.index(step.id) != index:
+                raise ReferenceProblem(
+                    f"step ids must be unique: {step.id!r} is used twice", "steps", index, "id"
+                )
         known_steps = set(ids) | {END}
         values = set(self.inputs) | BUILTIN_NAMES
-        for step in self.steps:
-            output = getattr(step, "output", None)
-            if output:
-                values.add(output)
+        values |= {o for o in (getattr(s, "output", None) for s in self.steps) if o}
         gates = {s.id for s in self.steps if isinstance(s, ApprovalStep)}
-        for step in self.steps:
-            for target in step.targets():
-                if target not in known_steps:
-                    raise ValueError(f"step {step.id!r} goes to unknown step {target!r}")
-            for template in step.templates():
-                missing = placeholders(template) - values
-                if missing:
-                    raise ValueError(
-                        f"step {step.id!r} uses {{{sorted(missing)[0]}}}, which is not an input "
-                        "or any step's output"
-                    )
-            if isinstance(step, BranchStep):
-                unknown = Condition(step.condition).names - values
-                if unknown:
-                    raise ValueError(f"step {step.id!r} tests unknown value {sorted(unknown)[0]!r}")
-            if isinstance(step, ActionStep):
-                if step.gate not in gates:
-                    raise ValueError(
-                        f"action {step.id!r} names gate {step.gate!r}, which is not an approval step"
-                    )
-                if ids.index(step.gate) > ids.index(step.id):
-                    raise ValueError(f"action {step.id!r} must come after its gate {step.gate!r}")
-            if isinstance(step, ApprovalStep) and step.editable and step.editable not in values:
-                raise ValueError(f"gate {step.id!r} edits {step.editable!r}, which is never set")
+        for index, step in enumerate(self.steps):
+            self._check_step(index, step, known_steps, values, gates, ids)
         return self
+
+    @staticmethod
+    def _check_step(
+        index: int,
+        step: Step,
+        known_steps: set[str],
+        values: set[str],
+        gates: set[str],
+        ids: list[str],
+    ) -> None:
+        for target in step.targets():
+            if target not in known_steps:
+                raise ReferenceProblem(
+                    f"step {step.id!r} goes to unknown step {target!r}",
+                    "steps",
+                    index,
+                    _target_field(step, target),
+                )
+        for template in step.templates():
+            missing = placeholders(template) - values
+            if missing:
+                raise ReferenceProblem(
+                    f"step {step.id!r} uses {{{sorted(missing)[0]}}}, which is not an input or any step's output",
+                    "steps",
+                    index,
+                )
+        if isinstance(step, BranchStep):
+            unknown = Condition(step.condition).names - values
+            if unknown:
+                raise ReferenceProblem(
+                    f"step {step.id!r} tests unknown value {sorted(unknown)[0]!r}",
+                    "steps",
+                    index,
+                    "if",
+                )
+        if isinstance(step, ActionStep):
+            if step.gate not in gates:
+                raise ReferenceProblem(
+                    f"step {step.id!r} names gate {step.gate!r}, which is not an approval step",
+                    "steps",
+                    index,
+                    "gate",
+                )
+            if ids.index(step.gate) > index:
+                raise ReferenceProblem(
+                    f"step {step.id!r} must come after its gate {step.gate!r}",
+                    "steps",
+                    index,
+                    "gate",
+                )
+        if isinstance(step, ApprovalStep) and step.editable and step.editable not in values:
+            raise ReferenceProblem(
+                f"step {step.id!r} edits {step.editable!r}, which is never set",
+                "steps",
+                index,
+                "editable",
+            )
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

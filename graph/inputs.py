@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -80,7 +81,7 @@ class InputError(ValueError):
 
 def parse_input(field: str, spec: InputSpec, raw: Any) -> Any:
     """Turns a typed or given value into the input's type; raises InputError."""
-    text = str(raw).strip()
+    text = "" if raw is None else str(raw).strip()
     if not text:
         raise InputError(field, spec, text)
     try:
@@ -101,10 +102,11 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
                 return None
             return int(text.replace(",", "").replace("_", ""))
         case InputType.NUMBER:
-            return float(text.replace(",", ""))
+            number = float(text.replace(",", ""))
+            return number if math.isfinite(number) else None
         case InputType.MONEY:
             amount = Decimal(text.replace(",", "").lstrip("$€£"))
-            if amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+            if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
                 return None
             return str(amount.quantize(Decimal("0.01")))
         case InputType.DATE:

@@ -6,7 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"(?<!\{)\{([a-z_][a-z0-9_]*)\}(?!\})")
+ESCAPED = re.compile(r"\{\{|\}\}")
 
 
 def placeholders(template: str) -> set[str]:
@@ -20,4 +21,5 @@ def render(template: str, values: Mapping[str, Any]) -> str:
         value = values.get(match.group(1))
         return "" if value is None else str(value)
 
-    return PLACEHOLDER.sub(fill, template)
+    filled = PLACEHOLDER.sub(fill, template)
+    return ESCAPED.sub(lambda m: m.group(0)[0], filled)

@@ -1,0 +1,526 @@
+"""Process definitions: the built-ins, precise problem reports, the catalog, and the helpers.
+
+Covers ``graph.definitions`` and ``graph.catalog`` (loading YAML, reporting file/line/field),
+plus the small languages definitions use: ``graph.conditions``, ``graph.templating`` and
+``graph.durations``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from graph.catalog import Catalog, DefinitionError, DefinitionProblem, load_definition
+from graph.conditions import Condition
+from graph.definitions import ActionStep, ApprovalStep, ProcessDefinition
+from graph.durations import describe_duration, parse_duration
+from graph.inputs import InputSpec
+from graph.templating import placeholders, render
+from processes import BUILTIN_DIR
+
+BUILTIN_FILES = sorted(BUILTIN_DIR.glob("*.yaml"))
+
+GOOD = """\
+name: demo
+title: Demo
+description: A small process for tests.
+inputs:
+  email:
+    type: email
+    question: Who should get it?
+steps:
+  - id: draft
+    kind: agent
+    output: body
+    template: Hello {email}
+  - id: approve
+    kind: approval
+    summary: Send the note to {email}
+    text: "{body}"
+  - id: send
+    kind: action
+    gate: approve
+    connector: outbox
+    action: send_email
+    with:
+      to: "{email}"
+      body: "{body}"
+"""
+
+
+def write(folder: Path, text: str, name: str = "demo.yaml") -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of the only line containing ``needle``."""
+    found = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
+    assert len(found) == 1, f"{needle!r} is on lines {found}"
+    return found[0]
+
+
+def only_problem(path: Path) -> DefinitionProblem:
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(path)
+    problems = caught.value.problems
+    assert len(problems) == 1, problems
+    problem = problems[0]
+    assert problem.file == path
+    assert str(problem) in str(caught.value)
+    return problem
+
+
+def assert_at(problem: DefinitionProblem, path: Path, line: int, field: str) -> None:
+    assert (problem.line, problem.field) == (line, field), problem
+    assert f"{path}:{line}" in str(problem)
+
+
+# --- built-ins --------------------------------------------------------------------------
+
+
+def test_there_are_builtin_definitions() -> None:
+    assert len(BUILTIN_FILES) >= 3
+
+
+@pytest.mark.parametrize("path", BUILTIN_FILES, ids=lambda p: p.stem)
+def test_builtin_loads_with_typed_inputs(path: Path) -> None:
+    definition = load_definition(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert definition.inputs
+    assert all(isinstance(spec, InputSpec) for spec in definition.inputs.values())
+    assert all("type" in spec for spec in raw["inputs"].values()), "every input declares a type"
+
+
+@pytest.mark.parametrize("path", BUILTIN_FILES, ids=lambda p: p.stem)
+def test_builtin_gates_every_action_with_an_earlier_approval(path: Path) -> None:
+    definition = load_definition(path)
+    ids = [step.id for step in definition.steps]
+    actions = [s for s in definition.steps if isinstance(s, ActionStep)]
+    assert any(isinstance(s, ApprovalStep) for s in definition.steps)
+    assert actions
+    for action in actions:
+        assert isinstance(definition.step(action.gate), ApprovalStep)
+        assert ids.index(action.gate) < ids.index(action.id)
+        assert action in definition.actions_behind(action.gate)
+
+
+@pytest.mark.parametrize("path", BUILTIN_FILES, ids=lambda p: p.stem)
+def test_builtin_version_is_stable(path: Path) -> None:
+    first, second = load_definition(path), load_definition(path)
+    assert first.version == second.version
+    assert len(first.version) == 16
+    int(first.version, 16)
+
+
+@pytest.mark.parametrize("path", BUILTIN_FILES, ids=lambda p: p.stem)
+def test_version_changes_when_the_definition_changes(path: Path, tmp_path: Path) -> None:
+    original = load_definition(path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["steps"][0]["title"] = "A different title"
+    changed = load_definition(write(tmp_path, yaml.safe_dump(data)))
+    assert changed.name == original.name
+    assert changed.version != original.version
+
+
+def test_builtins_have_distinct_versions() -> None:
+    versions = {load_definition(p).version for p in BUILTIN_FILES}
+    assert len(versions) == len(BUILTIN_FILES)
+
+
+def test_a_good_definition_loads(tmp_path: Path) -> None:
+    definition = load_definition(write(tmp_path, GOOD))
+    assert isinstance(definition, ProcessDefinition)
+    assert [s.id for s in definition.steps] == ["draft", "approve", "send"]
+    send = definition.step("send")
+    assert isinstance(send, ActionStep)
+    assert send.params == {"to": "{email}", "body": "{body}"}
+    approve = definition.step("approve")
+    assert isinstance(approve, ApprovalStep)
+    assert approve.expiry == timedelta(hours=72)
+
+
+# --- bad definitions: file, line and field ----------------------------------------------
+
+
+def test_invalid_yaml_reports_the_line_of_the_syntax_error(tmp_path: Path) -> None:
+    text = GOOD.replace("description: A small", "description: broken: A small")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "broken:"), "")
+    assert "not valid YAML" in problem.message
+
+
+def test_empty_file_is_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "# nothing here\n")
+    assert "empty" in only_problem(path).message
+
+
+def test_unknown_step_kind(tmp_path: Path) -> None:
+    text = GOOD + "  - id: beam\n    kind: teleport\n"
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "id: beam"), "steps.3")
+    assert "teleport" in problem.message
+
+
+def test_missing_required_field_points_at_the_step(tmp_path: Path) -> None:
+    text = GOOD + "  - id: second_gate\n    kind: approval\n    risk: low\n"
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert problem.field.startswith("steps.3")
+    assert problem.line == line_of(text, "id: second_gate")
+    assert f"{path}:{problem.line}" in str(problem)
+    assert "required" in problem.message.lower()
+
+
+def test_action_without_connector_points_at_the_step(tmp_path: Path) -> None:
+    text = GOOD.replace("    connector: outbox\n", "")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert problem.field in ("steps.2", "steps.2.connector")
+    assert problem.line == line_of(text, "id: send")
+    assert "required" in problem.message.lower()
+
+
+def test_action_without_connector_is_rejected(tmp_path: Path) -> None:
+    text = GOOD.replace("    connector: outbox\n", "")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert problem.field.startswith("steps.2")
+    assert "required" in problem.message.lower()
+
+
+def test_unparseable_branch_condition(tmp_path: Path) -> None:
+    text = GOOD + "  - id: check\n    kind: branch\n    if: \"__import__('os')\"\n    then: end\n"
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "if:"), "steps.3.if")
+    assert "__import__" in problem.message
+
+
+def test_branch_condition_syntax_error(tmp_path: Path) -> None:
+    text = GOOD + "  - id: check\n    kind: branch\n    if: email ==\n    then: end\n"
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "if:"), "steps.3.if")
+    assert "cannot parse" in problem.message
+
+
+def test_bad_duration(tmp_path: Path) -> None:
+    text = GOOD.replace('    text: "{body}"\n', '    text: "{body}"\n    expires_in: soon\n')
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "expires_in:"), "steps.1.expires_in")
+    assert "soon" in problem.message
+
+
+def test_choice_input_without_choices(tmp_path: Path) -> None:
+    text = GOOD.replace("inputs:\n", "inputs:\n  package:\n    type: choice\n")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "package:"), "inputs.package")
+    assert "choices" in problem.message
+
+
+def test_unknown_key_in_a_step(tmp_path: Path) -> None:
+    text = GOOD.replace("    summary:", "    colour: red\n    summary:")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "colour:"), "steps.1.colour")
+
+
+def _gate_after_action() -> str:
+    head = GOOD[: GOOD.index("  - id: approve")]
+    approve = GOOD[GOOD.index("  - id: approve") : GOOD.index("  - id: send")]
+    send = GOOD[GOOD.index("  - id: send") :]
+    return head + send + approve
+
+
+def _changed(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+# Cross-reference mistakes: (name, text, words the message must contain,
+# a line inside the offending step, the index of that step).
+CROSS_REFERENCES: list[tuple[str, str, list[str], str, int]] = [
+    (
+        "unknown_placeholder",
+        _changed("summary: Send the note to {email}", "summary: Send the note to {nope}"),
+        ["{nope}", "approve"],
+        "{nope}",
+        1,
+    ),
+    (
+        "unknown_next",
+        _changed('    text: "{body}"\n', '    text: "{body}"\n    next: nowhere\n'),
+        ["nowhere", "approve"],
+        "next: nowhere",
+        1,
+    ),
+    (
+        "duplicate_ids",
+        _changed("  - id: send\n", "  - id: draft\n"),
+        ["unique", "draft"],
+        "gate: approve",
+        2,
+    ),
+    (
+        "gate_not_an_approval",
+        _changed("    gate: approve", "    gate: draft"),
+        ["not an approval step", "draft"],
+        "gate: draft",
+        2,
+    ),
+    ("action_before_its_gate", _gate_after_action(), ["must come after its gate"], "gate:", 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [(c[1], c[2]) for c in CROSS_REFERENCES],
+    ids=[c[0] for c in CROSS_REFERENCES],
+)
+def test_cross_reference_mistakes_are_reported(tmp_path: Path, text: str, words: list[str]) -> None:
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    for word in words:
+        assert word in problem.message
+    assert str(path) in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle", "index"),
+    [(c[1], c[3], c[4]) for c in CROSS_REFERENCES],
+    ids=[c[0] for c in CROSS_REFERENCES],
+)
+def test_cross_reference_mistakes_point_at_the_step(
+    tmp_path: Path, text: str, needle: str, index: int
+) -> None:
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert problem.field.startswith(f"steps.{index}")
+    expected = line_of(text, needle)
+    step_start = max(
+        n
+        for n, line in enumerate(text.splitlines(), start=1)
+        if line.startswith("  - id:") and n <= expected
+    )
+    # The step's first line, or the offending field's own line where there is one.
+    assert problem.line in (step_start, expected)
+    assert f"{path}:{problem.line}" in str(problem)
+
+
+def test_unknown_placeholder_in_compensate_is_rejected(tmp_path: Path) -> None:
+    text = GOOD.replace("    with:\n", "    compensate: apologise to {nope}\n    with:\n")
+    problem = only_problem(write(tmp_path, text))
+    assert "{nope}" in problem.message
+
+
+def test_reserved_or_badly_named_input_is_rejected(tmp_path: Path) -> None:
+    text = GOOD.replace("inputs:\n", "inputs:\n  today:\n    type: date\n")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert problem.field == "inputs"
+    assert "today" in problem.message
+
+
+# --- the catalog ------------------------------------------------------------------------
+
+
+def test_catalog_loads_the_builtins() -> None:
+    catalog = Catalog.load(BUILTIN_DIR)
+    assert len(catalog) == len(BUILTIN_FILES)
+    assert catalog.problems == []
+    assert {d.name for d in catalog} == {load_definition(p).name for p in BUILTIN_FILES}
+    assert [d.name for d in catalog] == sorted(d.name for d in catalog)
+
+
+def test_catalog_skips_a_broken_user_definition(tmp_path: Path) -> None:
+    user = tmp_path / "processes"
+    user.mkdir()
+    good = write(user, GOOD.replace("name: demo", "name: my_process"), "good.yaml")
+    broken = write(user, GOOD.replace("    connector: outbox\n", ""), "broken.yaml")
+    write(user, "not: a definition\n", "notes.txt")
+
+    catalog = Catalog.load(BUILTIN_DIR, user)
+
+    mine = catalog.get("my_process")
+    assert mine is not None
+    assert catalog.sources["my_process"] == good
+    assert len(catalog) == len(BUILTIN_FILES) + 1
+    assert catalog.problems
+    assert {p.file for p in catalog.problems} == {broken}
+    assert catalog.get("demo") is None
+
+
+def test_user_definition_overrides_a_builtin(tmp_path: Path) -> None:
+    user = tmp_path / "processes"
+    user.mkdir()
+    builtin = load_definition(BUILTIN_DIR / "onboarding.yaml")
+    data: dict[str, Any] = yaml.safe_load(
+        (BUILTIN_DIR / "onboarding.yaml").read_text(encoding="utf-8")
+    )
+    data["title"] = "My own onboarding"
+    path = write(user, yaml.safe_dump(data), "onboarding.yml")
+
+    catalog = Catalog.load(BUILTIN_DIR, user)
+
+    mine = catalog.get("onboarding")
+    assert mine is not None
+    assert mine.title == "My own onboarding"
+    assert mine.version != builtin.version
+    assert catalog.sources["onboarding"] == path
+    assert len(catalog) == len(BUILTIN_FILES)
+
+
+def test_catalog_without_a_user_folder(tmp_path: Path) -> None:
+    catalog = Catalog.load(BUILTIN_DIR, tmp_path / "missing")
+    assert len(catalog) == len(BUILTIN_FILES)
+    assert catalog.problems == []
+
+
+# --- conditions -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "values", "expected"),
+    [
+        ("amount >= 1000", {"amount": 1000}, True),
+        ("amount >= 1000", {"amount": 999}, False),
+        ("amount < 10", {"amount": 3}, True),
+        ("package == 'premium'", {"package": "premium"}, True),
+        ("package != 'premium'", {"package": "premium"}, False),
+        ("1 < amount <= 5", {"amount": 5}, True),
+        ("1 < amount <= 5", {"amount": 6}, False),
+        ("package == 'premium' and amount >= 1000", {"package": "premium", "amount": 5}, False),
+        ("package == 'premium' or amount >= 1000", {"package": "basic", "amount": 5000}, True),
+        ("not paid", {"paid": False}, True),
+        ("not (a == 1 or b == 2)", {"a": 0, "b": 2}, False),
+        ("package in ['standard', 'premium']", {"package": "standard"}, True),
+        ("package in ('standard', 'premium')", {"package": "basic"}, False),
+        ("package not in ['basic']", {"package": "premium"}, True),
+        ("'vip' in tags", {"tags": ["new", "vip"]}, True),
+        ("payment != None", {"payment": {"paid": True}}, True),
+    ],
+)
+def test_condition_evaluates(source: str, values: dict[str, Any], expected: bool) -> None:
+    assert Condition(source).evaluate(values) is expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "__import__('os')",
+        "open('x')",
+        "os.system",
+        "payment.amount > 1",
+        "tags[0] == 'vip'",
+        "lambda: 1",
+        "(lambda: True)()",
+        "amount + 1 > 2",
+        "amount is None",
+        "[x for x in tags]",
+        "amount >",
+    ],
+)
+def test_condition_refuses_unsafe_or_broken_expressions(source: str) -> None:
+    with pytest.raises(ValueError):
+        Condition(source)
+
+
+def test_condition_collects_names() -> None:
+    condition = Condition("package == 'premium' and amount in [low, high] or not paid")
+    assert condition.names == {"package", "amount", "low", "high", "paid"}
+
+
+def test_condition_missing_names_are_none() -> None:
+    assert Condition("payment == None").evaluate({}) is True
+    assert Condition("payment != None").evaluate({}) is False
+    assert Condition("not payment").evaluate({}) is True
+
+
+@pytest.mark.parametrize(
+    ("source", "values"),
+    [
+        ("amount > 5", {}),
+        ("amount > 5", {"amount": "lots"}),
+        ("amount <= 'x'", {"amount": 3}),
+        ("'vip' in tags", {"tags": 7}),
+        ("'vip' in tags", {}),
+    ],
+)
+def test_condition_incompatible_types_are_false(source: str, values: dict[str, Any]) -> None:
+    assert Condition(source).evaluate(values) is False
+
+
+# --- templating -------------------------------------------------------------------------
+
+
+def test_render_fills_placeholders() -> None:
+    values = {"client": "Acme", "amount": "1200.00", "count": 3}
+    rendered = render("Dear {client}, {amount} due ({count} reminders, {client})", values)
+    assert rendered == "Dear Acme, 1200.00 due (3 reminders, Acme)"
+
+
+def test_render_leaves_other_text_alone() -> None:
+    text = "Keep {Client}, { client }, {1st}, {} and a lone { brace"
+    assert render(text, {"client": "Acme", "Client": "no"}) == text
+
+
+def test_render_missing_value_is_empty() -> None:
+    assert render("Hi {client}!", {}) == "Hi !"
+    assert render("Hi {client}!", {"client": None}) == "Hi !"
+
+
+def test_render_does_not_evaluate_values() -> None:
+    assert render("{a}", {"a": "{b}", "b": "nope"}) == "{b}"
+
+
+def test_placeholders_finds_names() -> None:
+    assert placeholders("{a} and {b_2} and {a}, {_x}") == {"a", "b_2", "_x"}
+    assert placeholders("no {Caps}, { spaced }, {9lives} or {}") == set()
+    assert placeholders("") == set()
+
+
+def test_doubled_braces_stay_literal() -> None:
+    assert "Acme" not in render("{{client}}", {"client": "Acme"})
+    assert placeholders("{{client}}") == set()
+
+
+# --- durations --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30m", timedelta(minutes=30)),
+        ("72h", timedelta(hours=72)),
+        ("3d", timedelta(days=3)),
+        ("1w", timedelta(weeks=1)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        (" 2D ", timedelta(days=2)),
+        ("1h 15m", timedelta(hours=1, minutes=15)),
+        ("45s", timedelta(seconds=45)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "   ", "0h", "0m0s", "soon", "3x", "h", "-5m", "1.5h"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_describe_duration_round_trips() -> None:
+    for text in ("30m", "72h", "3d", "90m", "45s"):
+        assert parse_duration(describe_duration(parse_duration(text))) == parse_duration(text)
+    assert describe_duration(timedelta(hours=72)) == "3d"

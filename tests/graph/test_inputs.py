@@ -1,0 +1,183 @@
+"""Typed process inputs: ``parse_input`` turns what an operator typed into a value or an InputError.
+
+Every ``InputType`` is tried with values it must accept (and what they become) and values it
+must refuse; a refusal names the field and says what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from graph.inputs import InputError, InputSpec, InputType, parse_input
+
+CHOICES = ["basic", "standard", "premium"]
+
+
+def spec(kind: InputType, **extra: Any) -> InputSpec:
+    if kind is InputType.CHOICE:
+        extra.setdefault("choices", CHOICES)
+    return InputSpec(type=kind, **extra)
+
+
+GOOD: list[tuple[InputType, Any, Any]] = [
+    (InputType.STRING, "Acme Ltd", "Acme Ltd"),
+    (InputType.STRING, "  padded  ", "padded"),
+    (InputType.TEXT, "line one\nline two", "line one\nline two"),
+    (InputType.EMAIL, "jane@example.com", "jane@example.com"),
+    (InputType.EMAIL, " Jane.Doe@Example.COM ", "jane.doe@example.com"),
+    (InputType.INTEGER, "42", 42),
+    (InputType.INTEGER, "1,200", 1200),
+    (InputType.INTEGER, "-3", -3),
+    (InputType.INTEGER, 7, 7),
+    (InputType.NUMBER, "1.5", 1.5),
+    (InputType.NUMBER, "1,200.5", 1200.5),
+    (InputType.NUMBER, "-2", -2.0),
+    (InputType.MONEY, "1200", "1200.00"),
+    (InputType.MONEY, "1,200.5", "1200.50"),
+    (InputType.MONEY, "$40", "40.00"),
+    (InputType.MONEY, "0.99", "0.99"),
+    (InputType.MONEY, "€15.5", "15.50"),
+    (InputType.DATE, "2026-03-01", "2026-03-01"),
+    (InputType.BOOLEAN, "yes", True),
+    (InputType.BOOLEAN, "no", False),
+    (InputType.BOOLEAN, "true", True),
+    (InputType.BOOLEAN, "false", False),
+    (InputType.BOOLEAN, "YES", True),
+    (InputType.BOOLEAN, True, True),
+    (InputType.CHOICE, "premium", "premium"),
+    (InputType.CHOICE, "Premium", "premium"),
+    (InputType.CHOICE, " STANDARD ", "standard"),
+    (InputType.URL, "https://example.com/invoice/7?x=1", "https://example.com/invoice/7?x=1"),
+    (InputType.URL, "http://example.com", "http://example.com"),
+]
+
+BAD: list[tuple[InputType, Any]] = [
+    (InputType.STRING, ""),
+    (InputType.STRING, "   "),
+    (InputType.TEXT, ""),
+    (InputType.EMAIL, "jane@"),
+    (InputType.EMAIL, "jane"),
+    (InputType.EMAIL, "jane@example"),
+    (InputType.EMAIL, "jane doe@example.com"),
+    (InputType.INTEGER, "1.5"),
+    (InputType.INTEGER, "twelve"),
+    (InputType.INTEGER, True),
+    (InputType.NUMBER, "one"),
+    (InputType.NUMBER, "1.2.3"),
+    (InputType.MONEY, "-5"),
+    (InputType.MONEY, "1.234"),
+    (InputType.MONEY, "lots"),
+    (InputType.MONEY, "NaN"),
+    (InputType.DATE, "March 1"),
+    (InputType.DATE, "2026-02-30"),
+    (InputType.DATE, "01/03/2026"),
+    (InputType.BOOLEAN, "maybe"),
+    (InputType.CHOICE, "gold"),
+    (InputType.CHOICE, "prem"),
+    (InputType.URL, "example.com"),
+    (InputType.URL, "ftp://example.com"),
+    (InputType.URL, "https://"),
+]
+
+
+def _id(case: tuple[Any, ...]) -> str:
+    return f"{case[0].value}-{case[1]!r}"
+
+
+def test_cases_cover_every_input_type() -> None:
+    assert {c[0] for c in GOOD} == set(InputType)
+    assert {c[0] for c in BAD} == set(InputType)
+
+
+@pytest.mark.parametrize(("kind", "raw", "expected"), GOOD, ids=[_id(c) for c in GOOD])
+def test_parse_accepts(kind: InputType, raw: Any, expected: Any) -> None:
+    value = parse_input("field", spec(kind), raw)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("kind", "raw"), BAD, ids=[_id(c) for c in BAD])
+def test_parse_rejects(kind: InputType, raw: Any) -> None:
+    given = spec(kind)
+    with pytest.raises(InputError) as caught:
+        parse_input("field", given, raw)
+    assert caught.value.field == "field"
+    assert caught.value.spec is given
+    assert str(caught.value).startswith(f"field: expected {given.expected()}")
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "words"),
+    [
+        (InputType.EMAIL, "jane@", "expected an email address"),
+        (InputType.INTEGER, "1.5", "expected a whole number"),
+        (InputType.NUMBER, "???", "expected a number"),
+        (InputType.MONEY, "-5", "expected an amount"),
+        (InputType.DATE, "March 1", "expected a date as YYYY-MM-DD"),
+        (InputType.BOOLEAN, "maybe", "expected yes or no"),
+        (InputType.CHOICE, "gold", "expected one of basic, standard, premium"),
+        (InputType.URL, "example.com", "expected a web address"),
+        (InputType.STRING, "", "expected text (up to 2000 characters)"),
+    ],
+)
+def test_error_names_the_field_and_what_was_expected(kind: InputType, raw: str, words: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_input("contact", spec(kind), raw)
+    message = str(caught.value)
+    assert message.startswith("contact: ")
+    assert words in message
+    assert message.endswith(f"got {raw!r}")
+
+
+def test_string_over_max_length_is_rejected() -> None:
+    short = spec(InputType.STRING, max_length=5)
+    assert parse_input("code", short, "abcde") == "abcde"
+    with pytest.raises(InputError, match="up to 5 characters"):
+        parse_input("code", short, "abcdef")
+
+
+def test_text_over_max_length_is_rejected() -> None:
+    with pytest.raises(InputError):
+        parse_input("notes", spec(InputType.TEXT), "x" * 2001)
+
+
+def test_long_values_are_shortened_in_the_message() -> None:
+    with pytest.raises(InputError) as caught:
+        parse_input("email", spec(InputType.EMAIL), "not-an-email-" * 10)
+    message = str(caught.value)
+    assert "..." in message
+    assert len(message) < 120
+
+
+def test_input_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        parse_input("email", spec(InputType.EMAIL), "jane@")
+
+
+def test_choice_spec_needs_choices() -> None:
+    with pytest.raises(ValidationError, match="needs a list of choices"):
+        InputSpec(type=InputType.CHOICE)
+    with pytest.raises(ValidationError, match="only for inputs of type choice"):
+        InputSpec(type=InputType.STRING, choices=["a"])
+
+
+def test_spec_defaults_to_a_required_string() -> None:
+    default = InputSpec()
+    assert default.type is InputType.STRING
+    assert default.required is True
+    assert default.max_length == 2000
+
+
+@pytest.mark.parametrize("raw", ["Infinity", "inf"])
+def test_money_infinity_is_an_input_error(raw: str) -> None:
+    with pytest.raises(InputError):
+        parse_input("amount", spec(InputType.MONEY), raw)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-Infinity"])
+def test_number_rejects_non_finite(raw: str) -> None:
+    with pytest.raises(InputError):
+        parse_input("ratio", spec(InputType.NUMBER), raw)
