@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,13 @@ class DatabaseURL:
 
     @classmethod
     def parse(cls, raw: str) -> DatabaseURL:
-        url = make_url(raw)
+        try:
+            url = make_url(raw)
+        except ArgumentError:
+            raise ValueError(
+                f"{raw!r} is not a database URL; use sqlite:////path/to/file.db "
+                "or postgresql://user@host/db"
+            ) from None
         backend = url.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")

@@ -1,0 +1,93 @@
+"""DatabaseURL parsing and its per-driver spellings, and the ledger's error for a file
+that is not a database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memory.database_url import DatabaseURL
+from memory.ledger import Ledger, LedgerUnavailable
+
+
+def test_parse_sqlite_absolute_path() -> None:
+    url = DatabaseURL.parse("sqlite:////var/lib/steward/steward.db")
+
+    assert url.is_sqlite
+    assert url.sqlite_path == Path("/var/lib/steward/steward.db")
+    assert url.sqlalchemy.drivername == "sqlite+aiosqlite"
+    assert url.sqlalchemy.database == "/var/lib/steward/steward.db"
+
+
+def test_parse_sqlite_with_driver_named() -> None:
+    url = DatabaseURL.parse("sqlite+aiosqlite:////tmp/x.db")
+
+    assert url.is_sqlite
+    assert url.sqlalchemy.drivername == "sqlite+aiosqlite"
+
+
+def test_for_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub dir" / "steward.db"
+    url = DatabaseURL.for_sqlite_file(path)
+
+    assert url.is_sqlite
+    assert url.sqlite_path == path
+    assert str(path) in str(url)
+    assert url.sqlalchemy.drivername == "sqlite+aiosqlite"
+
+
+def test_parse_postgresql() -> None:
+    url = DatabaseURL.parse("postgresql://user@host/db")
+
+    assert not url.is_sqlite
+    assert url.sqlalchemy.drivername == "postgresql+psycopg"
+    assert url.sqlalchemy.username == "user"
+    assert url.sqlalchemy.host == "host"
+    assert url.sqlalchemy.database == "db"
+    assert url.libpq == "postgresql://user@host/db"
+    assert isinstance(url.libpq, str)
+
+
+def test_postgresql_libpq_keeps_password_and_str_hides_it() -> None:
+    url = DatabaseURL.parse("postgresql+psycopg://user:s3cret@host:5433/db?sslmode=require")
+
+    assert url.libpq == "postgresql://user:s3cret@host:5433/db?sslmode=require"
+    assert "s3cret" not in str(url)
+    assert url.sqlalchemy.password == "s3cret"
+    assert url.sqlalchemy.drivername == "postgresql+psycopg"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["mysql://user@host/db", "mysql+pymysql://user:pw@host/db", "oracle://u@h/db"],
+)
+def test_parse_rejects_other_databases(raw: str) -> None:
+    with pytest.raises(ValueError, match="unsupported database"):
+        DatabaseURL.parse(raw)
+
+
+def test_parse_rejects_sqlite_without_a_path() -> None:
+    with pytest.raises(ValueError, match="file path"):
+        DatabaseURL.parse("sqlite://")
+
+
+def test_parse_rejects_garbage_with_value_error() -> None:
+    with pytest.raises(ValueError):
+        DatabaseURL.parse("not a url")
+
+
+async def test_unreadable_database_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"not a database" * 293)  # 4102 bytes, not an SQLite header
+    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(path))
+    try:
+        with pytest.raises(LedgerUnavailable) as raised:
+            await ledger.setup()
+    finally:
+        await ledger.close()
+
+    message = str(raised.value)
+    assert str(path) in message
+    assert "STEWARD_DATABASE_URL" in message
+    assert path.read_bytes().startswith(b"not a database")

@@ -1,0 +1,548 @@
+"""The ledger's contract, run on every backend (SQLite and PostgreSQL) via the ``ledger`` fixture.
+
+Each test talks to the public ``Ledger``/``LedgerTx`` API and checks what comes back out of
+the database, including the behaviour under concurrent callers that steward relies on:
+the first approval decision wins, a timer fires once, and the audit chain stays whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from memory.ledger import (
+    Approval,
+    ApprovalStatus,
+    Ledger,
+    ModelCall,
+    NewAuditEvent,
+    Run,
+    RunStatus,
+)
+from memory.ledger import schema as t
+
+T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+
+
+def make_run(run_id: str = "run1", **overrides: Any) -> Run:
+    values: dict[str, Any] = {
+        "id": run_id,
+        "process": "invoice-chaser",
+        "version": "v1abc",
+        "status": RunStatus.RUNNING,
+        "inputs": {"customer": "Acme", "amount": 120.5, "tags": ["a", "b"]},
+        "started_by": "telegram:42",
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(overrides)
+    return Run(**values)
+
+
+def make_approval(approval_id: str = "ap1", run_id: str = "run1", **overrides: Any) -> Approval:
+    values: dict[str, Any] = {
+        "id": approval_id,
+        "run_id": run_id,
+        "step_id": "confirm",
+        "visit": 1,
+        "status": ApprovalStatus.PENDING,
+        "card": {"title": "Send the reminder?", "body": "Dear Acme…"},
+        "created_at": T0,
+        "expires_at": T0 + timedelta(days=1),
+        "on_expiry": "reject",
+        "editable": "body",
+    }
+    values.update(overrides)
+    return Approval(**values)
+
+
+async def insert_runs(ledger: Ledger, *runs: Run) -> None:
+    async with ledger.transaction() as tx:
+        for run in runs:
+            await tx.insert_run(run)
+
+
+async def insert_approvals(ledger: Ledger, *approvals: Approval) -> None:
+    async with ledger.transaction() as tx:
+        for approval in approvals:
+            await tx.insert_approval(approval)
+
+
+async def count_rows(ledger: Ledger, table: Any) -> int:
+    async with ledger.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+def assert_utc(value: datetime | None) -> None:
+    assert value is not None
+    assert value.tzinfo is not None
+    assert value.utcoffset() == timedelta(0)
+
+
+# -- setup ---------------------------------------------------------------------------------
+
+
+async def test_setup_is_idempotent(ledger: Ledger) -> None:
+    await ledger.audit(NewAuditEvent("operator", "test.before", "x"))
+    await ledger.setup()
+    await ledger.setup()
+    assert await count_rows(ledger, t.audit_head) == 1
+    report = await ledger.verify_audit()
+    assert report.ok, report.problems
+    assert report.checked == 1
+
+
+async def test_fresh_ledger_has_a_valid_empty_audit_log(ledger: Ledger) -> None:
+    report = await ledger.verify_audit()
+    assert report.ok
+    assert report.checked == 0
+    assert report.problems == []
+    assert await ledger.audit_events() == []
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+async def test_get_run_round_trips_every_field(ledger: Ledger) -> None:
+    run = make_run(
+        status=RunStatus.WAITING,
+        reply_to={"channel": "telegram", "chat": 42},
+        current_step="confirm",
+        steps_logged=3,
+        error="boom",
+        error_class="transient",
+        updated_at=T0 + timedelta(minutes=5),
+    )
+    await insert_runs(ledger, run)
+
+    stored = await ledger.get_run("run1")
+
+    assert stored == run
+    assert stored is not None
+    assert stored.status is RunStatus.WAITING
+    assert_utc(stored.created_at)
+    assert_utc(stored.updated_at)
+
+
+async def test_get_run_converts_other_timezones_to_utc(ledger: Ledger) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    local = datetime(2026, 3, 1, 11, 0, tzinfo=plus_two)
+    await insert_runs(ledger, make_run(created_at=local, updated_at=local))
+
+    stored = await ledger.get_run("run1")
+
+    assert stored is not None
+    assert stored.created_at == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    assert_utc(stored.created_at)
+
+
+async def test_get_run_unknown_is_none(ledger: Ledger) -> None:
+    assert await ledger.get_run("nope") is None
+
+
+async def test_list_runs_filters_by_status_and_orders_newest_first(ledger: Ledger) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    await insert_runs(
+        ledger,
+        make_run("old", created_at=T0, status=RunStatus.SUCCEEDED),
+        make_run("mid", created_at=T0 + timedelta(hours=1), status=RunStatus.WAITING),
+        # 11:45+02:00 is 09:45 UTC: newer than "old", older than "mid" despite its wall clock.
+        make_run(
+            "local",
+            created_at=datetime(2026, 3, 1, 11, 45, tzinfo=plus_two),
+            status=RunStatus.RUNNING,
+        ),
+        make_run("new", created_at=T0 + timedelta(hours=2), status=RunStatus.RUNNING),
+    )
+
+    assert [r.id for r in await ledger.list_runs()] == ["new", "mid", "local", "old"]
+    assert [r.id for r in await ledger.list_runs([RunStatus.RUNNING])] == ["new", "local"]
+    waiting_or_done = await ledger.list_runs([RunStatus.WAITING, RunStatus.SUCCEEDED])
+    assert [r.id for r in waiting_or_done] == ["mid", "old"]
+    assert await ledger.list_runs([RunStatus.FAILED]) == []
+    assert [r.id for r in await ledger.list_runs(limit=2)] == ["new", "mid"]
+
+
+async def test_update_run_changes_status_and_touches_updated_at(ledger: Ledger) -> None:
+    await insert_runs(ledger, make_run(), make_run("other"))
+
+    async with ledger.transaction() as tx:
+        await tx.update_run("run1", status=RunStatus.PAUSED.value, current_step="wait")
+
+    stored = await ledger.get_run("run1")
+    assert stored is not None
+    assert stored.status is RunStatus.PAUSED
+    assert stored.current_step == "wait"
+    assert stored.updated_at > T0
+    assert_utc(stored.updated_at)
+    other = await ledger.get_run("other")
+    assert other is not None and other.status is RunStatus.RUNNING
+
+
+async def test_failed_transaction_writes_nothing(ledger: Ledger) -> None:
+    with pytest.raises(RuntimeError, match="abort"):
+        async with ledger.transaction() as tx:
+            await tx.insert_run(make_run())
+            await tx.audit(NewAuditEvent("operator", "run.started", "run1"))
+            raise RuntimeError("abort")
+
+    assert await ledger.get_run("run1") is None
+    assert await ledger.audit_events() == []
+    assert (await ledger.verify_audit()).ok
+
+
+# -- approvals -----------------------------------------------------------------------------
+
+
+async def test_insert_and_get_approval(ledger: Ledger) -> None:
+    approval = make_approval()
+    await insert_approvals(ledger, approval)
+
+    stored = await ledger.get_approval("ap1")
+
+    assert stored == approval
+    assert stored is not None and stored.is_pending
+    assert_utc(stored.expires_at)
+    assert await ledger.approval_for_gate("run1", "confirm", 1) == approval
+    assert await ledger.approval_for_gate("run1", "confirm", 2) is None
+
+
+async def test_decide_approval_first_decision_wins_under_concurrency(ledger: Ledger) -> None:
+    await insert_runs(ledger, make_run(status=RunStatus.WAITING))
+    await insert_approvals(ledger, make_approval())
+
+    results = await asyncio.gather(
+        ledger.decide_approval("ap1", ApprovalStatus.APPROVED, "telegram:1"),
+        ledger.decide_approval("ap1", ApprovalStatus.REJECTED, "telegram:2", reason="no"),
+    )
+
+    winners = [(a, won) for a, won in results if won]
+    losers = [(a, won) for a, won in results if not won]
+    assert len(winners) == 1
+    assert len(losers) == 1
+    winner_index = 0 if results[0][1] else 1
+    expected_status = (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED)[winner_index]
+    expected_by = ("telegram:1", "telegram:2")[winner_index]
+
+    stored = await ledger.get_approval("ap1")
+    assert stored is not None
+    assert stored.status is expected_status
+    assert stored.decided_by == expected_by
+    assert_utc(stored.decided_at)
+    assert winners[0][0] == stored
+    assert losers[0][0] == stored  # the loser sees the approval as the winner decided it
+
+    decisions = [e for e in await ledger.audit_events() if e.kind.startswith("approval.")]
+    assert [e.kind for e in decisions] == [f"approval.{expected_status.value}"]
+    assert (await ledger.verify_audit()).ok
+
+
+async def test_decide_approval_unknown_id(ledger: Ledger) -> None:
+    assert await ledger.decide_approval("missing", ApprovalStatus.APPROVED, "x") == (None, False)
+    assert await ledger.audit_events() == []
+
+
+async def test_decide_approval_resumes_run_and_audits(ledger: Ledger) -> None:
+    await insert_runs(ledger, make_run(status=RunStatus.WAITING))
+    await insert_approvals(ledger, make_approval())
+
+    approval, won = await ledger.decide_approval(
+        "ap1", ApprovalStatus.APPROVED, "slack:U1", reason="fine", edited_text="Dear Acme, hi"
+    )
+
+    assert won
+    assert approval is not None
+    assert approval.status is ApprovalStatus.APPROVED
+    assert approval.decided_by == "slack:U1"
+    assert approval.reason == "fine"
+    assert approval.edited_text == "Dear Acme, hi"
+    run = await ledger.get_run("run1")
+    assert run is not None
+    assert run.status is RunStatus.RUNNING
+    assert run.updated_at == approval.decided_at
+    events = await ledger.audit_events()
+    assert len(events) == 1
+    assert events[0].kind == "approval.approved"
+    assert events[0].actor == "slack:U1"
+    assert events[0].subject == "ap1"
+    assert events[0].data == {"run": "run1", "reason": "fine", "edited": True}
+    assert events[0].at == approval.decided_at
+
+    again, won_again = await ledger.decide_approval("ap1", ApprovalStatus.REJECTED, "slack:U2")
+    assert not won_again
+    assert again == approval
+    assert len(await ledger.audit_events()) == 1
+
+
+async def test_pending_approvals_filters_by_run_ids(ledger: Ledger) -> None:
+    await insert_approvals(
+        ledger,
+        make_approval("a1", "run1", created_at=T0),
+        make_approval("a2", "run2", created_at=T0 + timedelta(seconds=1)),
+        make_approval("a3", "run3", created_at=T0 + timedelta(seconds=2)),
+        make_approval("a4", "run1", step_id="other", created_at=T0 + timedelta(seconds=3)),
+    )
+    await ledger.decide_approval("a4", ApprovalStatus.REJECTED, "x")
+
+    assert [a.id for a in await ledger.pending_approvals()] == ["a1", "a2", "a3"]
+    assert [a.id for a in await ledger.pending_approvals(["run1", "run3"])] == ["a1", "a3"]
+    assert await ledger.pending_approvals(["nobody"]) == []
+    assert await ledger.pending_approvals([]) == []
+
+
+async def test_cancel_pending_approvals(ledger: Ledger) -> None:
+    await insert_approvals(
+        ledger,
+        make_approval("a1", "run1"),
+        make_approval("a2", "run1", step_id="second"),
+        make_approval("a3", "run2"),
+    )
+    await ledger.decide_approval("a2", ApprovalStatus.APPROVED, "x")
+
+    async with ledger.transaction() as tx:
+        cancelled = await tx.cancel_pending_approvals("run1")
+
+    assert cancelled == ["a1"]
+    a1 = await ledger.get_approval("a1")
+    assert a1 is not None and a1.status is ApprovalStatus.CANCELLED
+    a2 = await ledger.get_approval("a2")
+    assert a2 is not None and a2.status is ApprovalStatus.APPROVED
+    assert [a.id for a in await ledger.pending_approvals()] == ["a3"]
+
+
+# -- inbox ---------------------------------------------------------------------------------
+
+
+async def test_accept_inbound_deduplicates_deliveries(ledger: Ledger) -> None:
+    first = await ledger.accept_inbound("telegram", "update-1", {"text": "hi"})
+    assert isinstance(first, int)
+
+    assert await ledger.accept_inbound("telegram", "update-1", {"text": "hi again"}) is None
+    other_channel = await ledger.accept_inbound("slack", "update-1", {"text": "hey"})
+    assert isinstance(other_channel, int)
+    assert other_channel != first
+
+    items = await ledger.unhandled_inbound()
+    assert [(i.id, i.channel, i.payload) for i in items] == [
+        (first, "telegram", {"text": "hi"}),
+        (other_channel, "slack", {"text": "hey"}),
+    ]
+
+
+async def test_unhandled_inbound_until_finished(ledger: Ledger) -> None:
+    one = await ledger.accept_inbound("telegram", "u1", {"n": 1})
+    two = await ledger.accept_inbound("telegram", "u2", {"n": 2})
+    three = await ledger.accept_inbound("slack", "u3", {"n": 3})
+    assert one is not None and two is not None and three is not None
+
+    items = await ledger.unhandled_inbound()
+    assert [i.id for i in items] == [one, two, three]
+    assert all(i.status == "new" for i in items)
+    assert_utc(items[0].received_at)
+    assert [i.external_id for i in await ledger.unhandled_inbound("slack")] == ["u3"]
+
+    await ledger.finish_inbound(one)
+    await ledger.finish_inbound(three, status="ignored")
+
+    assert [i.id for i in await ledger.unhandled_inbound()] == [two]
+    assert await ledger.unhandled_inbound("slack") == []
+    # A finished delivery is still known: redelivery stays a duplicate.
+    assert await ledger.accept_inbound("telegram", "u1", {"n": 1}) is None
+
+
+# -- effects -------------------------------------------------------------------------------
+
+
+async def test_begin_effect_records_attempts(ledger: Ledger) -> None:
+    request = {"to": "acme@example.com", "subject": "Invoice"}
+
+    assert await ledger.begin_effect("k1", "run1", "send", "email", request) is None
+
+    previous = await ledger.begin_effect("k1", "run1", "send", "email", request)
+    assert previous is not None
+    assert previous.status == "started"
+    assert previous.attempts == 1
+    assert previous.request == request
+    assert (previous.run_id, previous.step_id, previous.connector) == ("run1", "send", "email")
+    assert previous.result is None and previous.error is None
+
+    now = await ledger.get_effect("k1")
+    assert now is not None
+    assert now.status == "started"
+    assert now.attempts == 2
+
+
+async def test_finished_effect_is_returned_untouched(ledger: Ledger) -> None:
+    await ledger.begin_effect("k1", "run1", "send", "email", {"to": "a"})
+    await ledger.finish_effect(
+        "k1", {"message_id": "m-1"}, None, NewAuditEvent("run1", "effect.done", "k1")
+    )
+
+    done = await ledger.begin_effect("k1", "run1", "send", "email", {"to": "a"})
+
+    assert done is not None
+    assert done.status == "done"
+    assert done.result == {"message_id": "m-1"}
+    assert done.attempts == 1
+    assert await ledger.get_effect("k1") == done
+    assert await ledger.begin_effect("k1", "run1", "send", "email", {"to": "a"}) == done
+    assert [e.kind for e in await ledger.audit_events()] == ["effect.done"]
+
+
+async def test_failed_effect_can_be_retried(ledger: Ledger) -> None:
+    await ledger.begin_effect("k1", "run1", "send", "email", {})
+    await ledger.finish_effect("k1", None, "smtp 550", NewAuditEvent("run1", "effect.failed", "k1"))
+
+    failed = await ledger.get_effect("k1")
+    assert failed is not None
+    assert failed.status == "failed"
+    assert failed.error == "smtp 550"
+
+    previous = await ledger.begin_effect("k1", "run1", "send", "email", {})
+    assert previous == failed
+    retried = await ledger.get_effect("k1")
+    assert retried is not None
+    assert (retried.status, retried.attempts) == ("started", 2)
+
+
+async def test_release_unfinished_effects(ledger: Ledger) -> None:
+    await ledger.begin_effect("started-1", "run1", "a", "email", {})
+    await ledger.begin_effect("started-2", "run1", "b", "email", {})
+    await ledger.begin_effect("done", "run1", "c", "email", {})
+    await ledger.finish_effect("done", {"ok": True}, None, NewAuditEvent("run1", "effect", "done"))
+    await ledger.begin_effect("other-run", "run2", "a", "email", {})
+
+    released = await ledger.release_unfinished_effects("run1", "telegram:1")
+
+    assert sorted(released) == ["started-1", "started-2"]
+    for key in released:
+        record = await ledger.get_effect(key)
+        assert record is not None
+        assert record.status == "failed"
+        assert record.error == "released by the operator"
+    done = await ledger.get_effect("done")
+    assert done is not None and done.status == "done"
+    other = await ledger.get_effect("other-run")
+    assert other is not None and other.status == "started"
+    released_events = [e for e in await ledger.audit_events() if e.kind == "effect.released"]
+    assert sorted(e.subject for e in released_events) == ["started-1", "started-2"]
+    assert all(e.actor == "telegram:1" for e in released_events)
+    assert await ledger.release_unfinished_effects("run1", "telegram:1") == []
+
+
+# -- timers --------------------------------------------------------------------------------
+
+
+async def test_due_timers_returns_only_due_pending_ones(ledger: Ledger) -> None:
+    now = T0
+    async with ledger.transaction() as tx:
+        await tx.add_timer("late", "wait", now - timedelta(minutes=1), "run1", {"n": 2})
+        await tx.add_timer("later", "expiry", now + timedelta(minutes=1), "run1", {})
+        await tx.add_timer("early", "wait", now - timedelta(hours=1), None, {"n": 1})
+        await tx.add_timer("exact", "wait", now, "run2", {})
+        await tx.add_timer("cancelled", "wait", now - timedelta(hours=2), "run3", {})
+        await tx.cancel_timers("run3")
+
+    due = await ledger.due_timers(now)
+
+    assert [timer.key for timer in due] == ["early", "late", "exact"]
+    assert due[0].payload == {"n": 1}
+    assert due[0].run_id is None
+    assert all(timer.status == "pending" for timer in due)
+    assert_utc(due[0].due_at)
+    assert due[0].due_at == now - timedelta(hours=1)
+    assert [timer.key for timer in await ledger.due_timers(now, limit=1)] == ["early"]
+
+    # The same instant written in another timezone compares the same way.
+    minus_five = timezone(timedelta(hours=-5))
+    assert [timer.key for timer in await ledger.due_timers(now.astimezone(minus_five))] == [
+        "early",
+        "late",
+        "exact",
+    ]
+
+    assert await ledger.claim_timer(due[0].id, "worker-1")
+    assert [timer.key for timer in await ledger.due_timers(now)] == ["late", "exact"]
+    async with ledger.engine.connect() as conn:
+        status = await conn.execute(select(t.timers.c.status).where(t.timers.c.key == "early"))
+        assert status.scalar_one() == "fired"
+
+
+async def test_claim_timer_is_atomic(ledger: Ledger) -> None:
+    async with ledger.transaction() as tx:
+        await tx.add_timer("t1", "wait", T0, "run1", {})
+        timer = await tx.timer("t1")
+    assert timer is not None
+
+    claims = await asyncio.gather(*(ledger.claim_timer(timer.id, f"w{i}") for i in range(10)))
+
+    assert sum(claims) == 1
+    assert claims.count(True) == 1
+    async with ledger.engine.connect() as conn:
+        row = (await conn.execute(select(t.timers).where(t.timers.c.id == timer.id))).one()
+    assert row.status == "fired"
+    assert row.claimed_by == f"w{claims.index(True)}"
+    assert await ledger.claim_timer(timer.id, "late") is False
+
+
+async def test_open_wait(ledger: Ledger) -> None:
+    async with ledger.transaction() as tx:
+        await tx.add_timer("expiry", "expiry", T0, "run1", {})
+        await tx.add_timer("wait", "wait", T0, "run1", {"until": "x"})
+    wait = await ledger.open_wait("run1")
+    assert wait is not None and wait.key == "wait"
+    assert await ledger.open_wait("run2") is None
+
+
+# -- model calls ---------------------------------------------------------------------------
+
+
+def model_call(run_id: str | None, cost: float) -> ModelCall:
+    return ModelCall(
+        run_id=run_id,
+        step_id="draft" if run_id else None,
+        purpose="draft",
+        model="gpt-test",
+        prompt_tokens=100,
+        completion_tokens=20,
+        latency_ms=321.5,
+        cost_usd=cost,
+    )
+
+
+async def test_model_spend_sums_costs(ledger: Ledger) -> None:
+    assert await ledger.model_spend() == 0.0
+    assert await ledger.model_spend("run1") == 0.0
+
+    for call in (
+        model_call("run1", 0.125),
+        model_call("run1", 0.25),
+        model_call("run2", 1.5),
+        model_call(None, 0.0625),
+    ):
+        await ledger.record_model_call(call)
+
+    assert await ledger.model_spend() == pytest.approx(1.9375)
+    assert await ledger.model_spend("run1") == pytest.approx(0.375)
+    assert await ledger.model_spend("run2") == pytest.approx(1.5)
+    assert await ledger.model_spend("run3") == 0.0
+    assert isinstance(await ledger.model_spend(), float)
+
+
+# -- definitions ---------------------------------------------------------------------------
+
+
+async def test_save_definition_keeps_the_first_body_per_version(ledger: Ledger) -> None:
+    body = {"name": "invoice-chaser", "steps": [{"id": "draft", "kind": "llm"}]}
+    await ledger.save_definition("v1abc", "invoice-chaser", body, "name: invoice-chaser\n")
+    await ledger.save_definition("v1abc", "invoice-chaser", {"changed": True}, "changed\n")
+    await ledger.save_definition("v2def", "invoice-chaser", {"name": "v2"}, "v2\n")
+
+    assert await count_rows(ledger, t.definitions) == 2
+    assert await ledger.get_definition("v1abc") == body
+    assert await ledger.get_definition("v2def") == {"name": "v2"}
+    assert await ledger.get_definition("missing") is None
