@@ -24,7 +24,7 @@ from graph.engine import Durability, ProcessEngine
 from graph.models import LanguageModels
 from graph.routing import Router
 from memory.checkpoints import open_checkpointer
-from memory.ledger import Ledger
+from memory.ledger import Ledger, LedgerUnavailable
 from memory.working import InProcessWorkingMemory
 from processes import BUILTIN_DIR
 
@@ -50,7 +50,12 @@ class Steward:
         retry: RetryPolicy | None = None,
         models: LanguageModels | None = None,
     ) -> AsyncIterator[Steward]:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerUnavailable(
+                f"cannot use {settings.home} as steward's home: {exc.strerror} (check STEWARD_HOME)"
+            ) from exc
         catalog = Catalog.load(BUILTIN_DIR, settings.user_processes_dir)
         for problem in catalog.problems:
             log.warning("skipped a process definition: %s", problem)

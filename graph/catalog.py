@@ -100,9 +100,9 @@ def _without_tag(loc: tuple[str | int, ...], data: dict[str, Any]) -> Path_:
     """Drops the step kind pydantic puts in the location of a tagged union's error."""
     if len(loc) > 2 and loc[0] == "steps" and isinstance(loc[1], int):
         steps = data.get("steps")
-        if isinstance(steps, list) and loc[1] < len(steps) and isinstance(steps[loc[1]], dict):
-            if steps[loc[1]].get("kind") == loc[2]:
-                return (*loc[:2], *loc[3:])
+        step = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
+        if isinstance(step, dict) and step.get("kind") == loc[2]:
+            return (*loc[:2], *loc[3:])
     return tuple(loc)
 
 

@@ -161,9 +161,9 @@ class Coordinator:
             case "approve":
                 return await self.decide(approval_id, True, actor)
             case "reject":
-                reply = await self.decide(approval_id, False, actor)
-                approval = await self.ledger.get_approval(approval_id)
-                if approval is not None and approval.decided_by == actor:
+                decision = await self.engine.decide(approval_id, False, actor)
+                reply = self.decision_reply(decision)
+                if decision.decided_now:
                     await self._ask(inbound, {"type": "reason", "approval": approval_id})
                     reply.say("Why? Reply with a reason for the record, or /skip.")
                 return reply
@@ -346,6 +346,8 @@ class Coordinator:
                 return Reply().say(f"{exc}. Try again, or /cancel.")
             values = {**pending["values"], field: value}
             return await self._continue_form(inbound, definition, values)
+        if pending["type"] == "edit" and not text:
+            return Reply().say("Send the new text, or /cancel to keep the card as it is.")
         await self.memory.delete(self._question_key(inbound))
         if pending["type"] == "reason":
             await self.ledger.add_reason(pending["approval"], text, actor)

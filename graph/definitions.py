@@ -217,7 +217,8 @@ class ProcessDefinition(BaseModel):
             missing = placeholders(template) - values
             if missing:
                 raise ReferenceProblem(
-                    f"step {step.id!r} uses {{{sorted(missing)[0]}}}, which is not an input or any step's output",
+                    f"step {step.id!r} uses {{{sorted(missing)[0]}}}, "
+                    "which is not an input or any step's output",
                     "steps",
                     index,
                 )

@@ -44,6 +44,7 @@ from memory.ledger import (
     Timer,
     utcnow,
 )
+from memory.ledger.ledger import decide as record_decision
 
 Durability = Literal["exit", "async", "sync"]
 FOREVER = datetime(9999, 1, 1).astimezone()
@@ -51,10 +52,20 @@ RECURSION_LIMIT = 200
 
 
 class InputProblem(StewardError):
-    def __init__(self, process: str, missing: list[str], errors: list[InputError]) -> None:
+    def __init__(
+        self,
+        process: str,
+        missing: list[str],
+        errors: list[InputError],
+        unknown: str | None = None,
+        known: list[str] | None = None,
+    ) -> None:
         self.missing = missing
         self.errors = errors
-        parts = [str(e) for e in errors]
+        parts = (
+            [f"no input {unknown!r}; its inputs are {', '.join(known or [])}"] if unknown else []
+        )
+        parts += [str(e) for e in errors]
         if missing:
             parts.append("missing " + ", ".join(missing))
         super().__init__(f"{process}: " + "; ".join(parts))
@@ -114,10 +125,7 @@ class ProcessEngine:
         errors: list[InputError] = []
         unknown = sorted(set(raw) - set(definition.inputs))
         if unknown:
-            raise InvalidState(
-                f"{definition.name} has no input {unknown[0]!r}; "
-                f"its inputs are {', '.join(definition.inputs)}"
-            )
+            raise InputProblem(definition.name, [], [], unknown[0], list(definition.inputs))
         for name, spec in definition.inputs.items():
             if name in raw:
                 try:
@@ -158,14 +166,17 @@ class ProcessEngine:
             updated_at=now,
             reply_to=reply_to,
         )
-        async with self.ledger.transaction() as tx:
-            await tx.insert_run(run)
-            await tx.audit(
+
+        def record_start(tx: LedgerTx) -> None:
+            tx.insert_run(run)
+            tx.audit(
                 NewAuditEvent(
                     started_by, "run.started", run.id, {"process": run.process, "inputs": values}
                 ),
                 at=now,
             )
+
+        await self.ledger.write(record_start)
         async with self._locks[run.id]:
             return await self._advance(run, {"data": dict(values)})
 
@@ -177,24 +188,21 @@ class ProcessEngine:
         reason: str | None = None,
         edited_text: str | None = None,
     ) -> Decision:
-        approval = await self.ledger.get_approval(approval_id)
-        if approval is None:
-            raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
-        if approval.is_pending:
-            run = await self._run(approval.run_id)
-            if run.status is RunStatus.PAUSED:
-                raise InvalidState(f"run {run.id} is paused; /resume {run.id} first")
-            if edited_text is not None and not approval.editable:
-                raise InvalidState(f"approval {approval_id} has no text to edit")
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
-        decided, won = await self.ledger.decide_approval(
-            approval_id, status, actor, reason, edited_text
-        )
-        assert decided is not None
-        if not won:
-            return Decision(decided, False)
-        view = await self._resume_gate(decided)
-        return Decision(decided, True, view)
+
+        def check_and_decide(tx: LedgerTx) -> tuple[Approval | None, bool, Run | None]:
+            approval = tx.get_approval(approval_id)
+            if approval is None:
+                raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
+            if approval.is_pending:
+                run = tx.get_run(approval.run_id)
+                if run is not None and run.status is RunStatus.PAUSED:
+                    raise InvalidState(f"run {run.id} is paused; /resume {run.id} first")
+                if edited_text is not None and not approval.editable:
+                    raise InvalidState(f"approval {approval_id} has no text to edit")
+            return record_decision(tx, approval_id, status, actor, reason, edited_text)
+
+        return await self._decided(*await self.ledger.write(check_and_decide))
 
     async def expire(self, approval_id: str) -> Decision | None:
         approval = await self.ledger.get_approval(approval_id)
@@ -207,18 +215,20 @@ class ProcessEngine:
                 )
             )
             return Decision(approval, False)
-        decided, won = await self.ledger.decide_approval(
-            approval_id, ApprovalStatus.EXPIRED, "steward", "nobody answered before it expired"
+        reason = "nobody answered before it expired"
+        decided = await self.ledger.write(
+            lambda tx: record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason)
         )
-        assert decided is not None
-        if not won:
-            return Decision(decided, False)
-        return Decision(decided, True, await self._resume_gate(decided))
+        return await self._decided(*decided)
 
-    async def _resume_gate(self, approval: Approval) -> RunView:
-        async with self._locks[approval.run_id]:
-            run = await self._run(approval.run_id)
-            return await self._advance(run, Command(resume=_decision_payload(approval)))
+    async def _decided(self, approval: Approval | None, won: bool, run: Run | None) -> Decision:
+        """Resumes the run of a decision this caller won; the ledger already holds it."""
+        assert approval is not None and run is not None
+        if not won:
+            return Decision(approval, False)
+        async with self._locks[run.id]:
+            view = await self._advance(run, Command(resume=_decision_payload(approval)))
+        return Decision(approval, True, view)
 
     # -- waits -------------------------------------------------------------------------
 
@@ -250,8 +260,9 @@ class ProcessEngine:
             run = await self._run(run_id)
             if run.status is not RunStatus.WAITING:
                 return RunView(run)
-            async with self.ledger.transaction() as tx:
-                await tx.update_run(run_id, status=RunStatus.RUNNING.value)
+            await self.ledger.write(
+                lambda tx: tx.update_run(run_id, status=RunStatus.RUNNING.value)
+            )
             return await self._advance(run, Command(resume=payload))
 
     # -- operator controls -------------------------------------------------------------
@@ -261,14 +272,15 @@ class ProcessEngine:
             run = await self._run(run_id)
             if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
                 raise InvalidState(f"run {run_id} already {run.status.value}")
-            async with self.ledger.transaction() as tx:
-                cancelled = await tx.cancel_pending_approvals(run_id)
-                await tx.cancel_timers(run_id)
-                await tx.update_run(run_id, status=RunStatus.CANCELLED.value)
-                await tx.audit(
-                    NewAuditEvent(actor, "run.cancelled", run_id, {"approvals": cancelled})
-                )
-            return await self._run(run_id)
+
+            def record_cancel(tx: LedgerTx) -> Run | None:
+                cancelled = tx.cancel_pending_approvals(run_id)
+                tx.cancel_timers(run_id)
+                tx.update_run(run_id, status=RunStatus.CANCELLED.value)
+                tx.audit(NewAuditEvent(actor, "run.cancelled", run_id, {"approvals": cancelled}))
+                return tx.get_run(run_id)
+
+            return _found(await self.ledger.write(record_cancel), run_id)
 
     async def pause(self, run_id: str, actor: str) -> Run:
         async with self._locks[run_id]:
@@ -277,19 +289,14 @@ class ProcessEngine:
                 raise InvalidState(
                     f"only a waiting run can be paused; {run_id} is {run.status.value}"
                 )
-            async with self.ledger.transaction() as tx:
-                await tx.update_run(run_id, status=RunStatus.PAUSED.value)
-                await tx.audit(NewAuditEvent(actor, "run.paused", run_id))
-            return await self._run(run_id)
+            return await self._set_status(run_id, RunStatus.PAUSED, actor, "run.paused")
 
     async def resume(self, run_id: str, actor: str) -> RunView:
         async with self._locks[run_id]:
             run = await self._run(run_id)
             if run.status is not RunStatus.PAUSED:
                 raise InvalidState(f"run {run_id} is not paused; it is {run.status.value}")
-            async with self.ledger.transaction() as tx:
-                await tx.update_run(run_id, status=RunStatus.WAITING.value)
-                await tx.audit(NewAuditEvent(actor, "run.resumed", run_id))
+            await self._set_status(run_id, RunStatus.WAITING, actor, "run.resumed")
             return await self.view(run_id)
 
     async def retry(self, run_id: str, actor: str) -> RunView:
@@ -302,12 +309,10 @@ class ProcessEngine:
                 )
             if run.error_class == "uncertain":
                 await self.ledger.release_unfinished_effects(run_id, actor)
-            async with self.ledger.transaction() as tx:
-                await tx.update_run(
-                    run_id, status=RunStatus.RUNNING.value, error=None, error_class=None
-                )
-                await tx.audit(NewAuditEvent(actor, "run.retried", run_id))
-            return await self._continue(await self._run(run_id))
+            run = await self._set_status(
+                run_id, RunStatus.RUNNING, actor, "run.retried", error=None, error_class=None
+            )
+            return await self._continue(run)
 
     async def recover(self) -> list[RunView]:
         """After a crash: continues every run that was mid-step when the process died."""
@@ -361,10 +366,9 @@ class ProcessEngine:
     async def _settle(
         self, run: Run, compiled: _Compiled, state: dict[str, Any], interrupts: list[Interrupt]
     ) -> RunView:
-        """Records where the run stopped: at a gate, a wait, or the end."""
+        """Records where the run stopped — a gate, a wait, or the end — in one transaction."""
         now = utcnow()
         log: list[dict[str, Any]] = list(state.get("log", []))
-        fresh = log[run.steps_logged :]
         entries = [
             StepEntry(
                 seq=run.steps_logged + i + 1,
@@ -374,108 +378,59 @@ class ProcessEngine:
                 at=datetime.fromisoformat(e["at"]),
                 detail={"visit": e["visit"], **e["detail"]},
             )
-            for i, e in enumerate(fresh)
+            for i, e in enumerate(log[run.steps_logged :])
         ]
-        approval: Approval | None = None
-        async with self.ledger.transaction() as tx:
-            await tx.append_steps(run.id, entries)
+        stop: dict[str, Any] | None = interrupts[0].value if interrupts else None
+        gate = _new_gate(run, compiled.definition, stop, now) if stop else None
+        outcome = state.get("outcome")
+
+        def record(tx: LedgerTx) -> tuple[Run | None, Approval | None]:
+            tx.append_steps(run.id, entries)
             changes: dict[str, Any] = {"steps_logged": len(log), "updated_at": now}
-            if interrupts:
-                value = interrupts[0].value
-                changes |= {"status": RunStatus.WAITING.value, "current_step": value["step"]}
-                if value["type"] == "approval":
-                    approval = await self._open_gate(tx, run, compiled.definition, value, now)
+            approval = None
+            if stop is not None:
+                changes |= {"status": RunStatus.WAITING.value, "current_step": stop["step"]}
+                if gate is not None:
+                    approval = _open_gate(tx, gate, now)
                 else:
-                    await self._open_wait(tx, run, value, now)
+                    _open_wait(tx, run, stop, now)
             else:
-                outcome = state.get("outcome")
                 status = RunStatus.CANCELLED if outcome else RunStatus.SUCCEEDED
                 changes |= {"status": status.value, "current_step": None, "error": outcome}
-                await tx.audit(
+                tx.audit(
                     NewAuditEvent("steward", f"run.{status.value}", run.id, {"outcome": outcome}),
                     at=now,
                 )
-            await tx.update_run(run.id, **changes)
-        return RunView(await self._run(run.id), approval)
+            tx.update_run(run.id, **changes)
+            return tx.get_run(run.id), approval
 
-    async def _open_gate(
-        self,
-        tx: LedgerTx,
-        run: Run,
-        definition: ProcessDefinition,
-        value: dict[str, Any],
-        now: datetime,
-    ) -> Approval:
-        existing = await tx.approval_for_gate(run.id, value["step"], value["visit"])
-        if existing is not None:
-            return existing
-        gate = definition.step(value["step"])
-        assert isinstance(gate, ApprovalStep)
-        approval = Approval(
-            id=new_approval_id(),
-            run_id=run.id,
-            step_id=gate.id,
-            visit=value["visit"],
-            status=ApprovalStatus.PENDING,
-            card=value["card"],
-            created_at=now,
-            expires_at=now + gate.expiry,
-            on_expiry=gate.on_expiry,
-            editable=gate.editable,
-        )
-        await tx.insert_approval(approval)
-        await tx.add_timer(
-            f"expire:{approval.id}",
-            "approval_expiry",
-            approval.expires_at,
-            run.id,
-            {"approval": approval.id},
-        )
-        await tx.audit(
-            NewAuditEvent(
-                "steward",
-                "approval.requested",
-                approval.id,
-                {"run": run.id, "step": gate.id, "summary": value["card"]["summary"]},
-            ),
-            at=now,
-        )
-        return approval
-
-    async def _open_wait(
-        self, tx: LedgerTx, run: Run, value: dict[str, Any], now: datetime
-    ) -> None:
-        seconds = value.get("seconds")
-        due = now + timedelta(seconds=seconds) if seconds else FOREVER
-        key = f"wait:{run.id}:{value['step']}:{value['visit']}"
-        if await tx.timer(key) is not None:
-            return
-        await tx.add_timer(
-            key, "wait", due, run.id, {"step": value["step"], "event": value["event"]}
-        )
-        await tx.audit(
-            NewAuditEvent(
-                "steward", "run.waiting", run.id, {"step": value["step"], "until": due.isoformat()}
-            ),
-            at=now,
-        )
+        settled, approval = await self.ledger.write(record)
+        return RunView(_found(settled, run.id), approval)
 
     async def _fail(self, run: Run, exc: BaseException, kind: str) -> RunView:
         message = str(exc) or type(exc).__name__
-        async with self.ledger.transaction() as tx:
-            await tx.update_run(
-                run.id, status=RunStatus.FAILED.value, error=message, error_class=kind
-            )
-            await tx.audit(
+
+        def record(tx: LedgerTx) -> Run | None:
+            tx.update_run(run.id, status=RunStatus.FAILED.value, error=message, error_class=kind)
+            tx.audit(
                 NewAuditEvent("steward", "run.failed", run.id, {"class": kind, "error": message})
             )
-        return RunView(await self._run(run.id))
+            return tx.get_run(run.id)
+
+        return RunView(_found(await self.ledger.write(record), run.id))
+
+    async def _set_status(
+        self, run_id: str, status: RunStatus, actor: str, event: str, **changes: Any
+    ) -> Run:
+        def record(tx: LedgerTx) -> Run | None:
+            tx.update_run(run_id, status=status.value, **changes)
+            tx.audit(NewAuditEvent(actor, event, run_id))
+            return tx.get_run(run_id)
+
+        return _found(await self.ledger.write(record), run_id)
 
     async def _run(self, run_id: str) -> Run:
-        run = await self.ledger.get_run(run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id!r}; /runs lists them")
-        return run
+        return _found(await self.ledger.get_run(run_id), run_id)
 
     async def _compiled_for(self, version: str) -> _Compiled:
         compiled = self._compiled.get(version)
@@ -489,6 +444,73 @@ class ProcessEngine:
             compiled = _Compiled(definition, compile_definition(definition, self.checkpointer))
             self._compiled[version] = compiled
         return compiled
+
+
+def _found(run: Run | None, run_id: str) -> Run:
+    if run is None:
+        raise NotFound(f"no run {run_id!r}; /runs lists them")
+    return run
+
+
+def _new_gate(
+    run: Run, definition: ProcessDefinition, stop: dict[str, Any], now: datetime
+) -> Approval | None:
+    """The approval a gate's interrupt asks for; None when the run stopped at a wait."""
+    if stop["type"] != "approval":
+        return None
+    gate = definition.step(stop["step"])
+    assert isinstance(gate, ApprovalStep)
+    return Approval(
+        id=new_approval_id(),
+        run_id=run.id,
+        step_id=gate.id,
+        visit=stop["visit"],
+        status=ApprovalStatus.PENDING,
+        card=stop["card"],
+        created_at=now,
+        expires_at=now + gate.expiry,
+        on_expiry=gate.on_expiry,
+        editable=gate.editable,
+    )
+
+
+def _open_gate(tx: LedgerTx, approval: Approval, now: datetime) -> Approval:
+    existing = tx.approval_for_gate(approval.run_id, approval.step_id, approval.visit)
+    if existing is not None:  # recovery settling a stop that was recorded before
+        return existing
+    tx.insert_approval(approval)
+    tx.add_timer(
+        f"expire:{approval.id}",
+        "approval_expiry",
+        approval.expires_at,
+        approval.run_id,
+        {"approval": approval.id},
+    )
+    tx.audit(
+        NewAuditEvent(
+            "steward",
+            "approval.requested",
+            approval.id,
+            {"run": approval.run_id, "step": approval.step_id, "summary": approval.card["summary"]},
+        ),
+        at=now,
+    )
+    return approval
+
+
+def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> None:
+    seconds = stop.get("seconds")
+    due = now + timedelta(seconds=seconds) if seconds else FOREVER
+    key = f"wait:{run.id}:{stop['step']}:{stop['visit']}"
+    if tx.timer(key) is not None:
+        return
+    tx.add_timer(key, "wait", due, run.id, {"step": stop["step"], "event": stop["event"]})
+    tx.audit(
+        NewAuditEvent(
+            "steward", "run.waiting", run.id, {"step": stop["step"], "until": due.isoformat()}
+        ),
+        at=now,
+    )
 
 
 def _config(run_id: str) -> Any:

@@ -1,4 +1,4 @@
-"""Typed process inputs: parsing what an operator typed into a value, or saying what was expected."""
+"""Typed process inputs: what an operator typed, parsed to a value or explained as expected."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,8 @@ from graph.models import LanguageModels
 
 WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 STOPWORDS = frozenset(
-    "a an and the to of for on in at with from by is are be this that it its their they we our "
-    "you your my me i please can could would should will up new next".split()
+    """a an and the to of for on in at with from by is are be this that it its their they
+    we our you your my me i please can could would should will up new next""".split()
 )
 KEY_VALUE = re.compile(r"(\b[a-z_][a-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)")
 MONEY = re.compile(
@@ -82,10 +83,8 @@ def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
                 names = AFTER_PREPOSITION.findall(text)
                 candidate = names[0] if len(names) == 1 else None
         if candidate is not None:
-            try:
+            with suppress(InputError):
                 found[name] = parse_input(name, spec, candidate)
-            except InputError:
-                pass
     return found
 
 
@@ -153,10 +152,8 @@ class Router:
         for name, raw in choice.inputs.items():
             spec = definition.inputs.get(name)
             if spec is not None:
-                try:
+                with suppress(InputError):
                     values[name] = parse_input(name, spec, raw)
-                except InputError:
-                    pass
         return Route(definition, values, tier=2, confidence=choice.confidence)
 
 

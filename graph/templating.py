@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 PLACEHOLDER = re.compile(r"(?<!\{)\{([a-z_][a-z0-9_]*)\}(?!\})")
-ESCAPED = re.compile(r"\{\{|\}\}")
+TOKEN = re.compile(r"\{\{|\}\}|\{([a-z_][a-z0-9_]*)\}")
 
 
 def placeholders(template: str) -> set[str]:
@@ -18,8 +18,9 @@ def render(template: str, values: Mapping[str, Any]) -> str:
     """Replaces each ``{name}``; a missing value renders empty. ``{{``/``}}`` stay literal."""
 
     def fill(match: re.Match[str]) -> str:
+        if match.group(1) is None:  # an escaped brace
+            return match.group(0)[0]
         value = values.get(match.group(1))
         return "" if value is None else str(value)
 
-    filled = PLACEHOLDER.sub(fill, template)
-    return ESCAPED.sub(lambda m: m.group(0)[0], filled)
+    return TOKEN.sub(fill, template)

@@ -12,8 +12,8 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from memory.database_url import DatabaseURL
+from memory.ledger.database import SQLITE_BUSY_TIMEOUT_MS
 from memory.ledger.errors import LedgerUnavailable
-from memory.ledger.ledger import SQLITE_BUSY_TIMEOUT_MS
 
 
 @asynccontextmanager

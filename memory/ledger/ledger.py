@@ -1,24 +1,23 @@
 """The ledger: runs, steps, approvals, inbox, audit log, effects, timers and costs.
 
-One implementation over SQLAlchemy Core serves SQLite (aiosqlite) and PostgreSQL
-(psycopg). Every public write is one transaction; ``transaction()`` groups several
-writes when a step must record them together.
+One implementation over SQLAlchemy Core serves SQLite and PostgreSQL. Each public
+method is one transaction, run in one trip to the database (see ``database.py``);
+``write(fn)`` runs several writes of a caller's as one transaction the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, event, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
 from memory.ledger.audit import GENESIS, ChainReport, event_hash, verify_chain
+from memory.ledger.database import Database, open_database
 from memory.ledger.errors import LedgerError, LedgerUnavailable
 from memory.ledger.migrate import upgrade_to_head
 from memory.ledger.records import (
@@ -35,7 +34,7 @@ from memory.ledger.records import (
     Timer,
 )
 
-SQLITE_BUSY_TIMEOUT_MS = 15_000
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -43,48 +42,54 @@ def utcnow() -> datetime:
 
 
 class LedgerTx:
-    """Writes inside one open transaction."""
+    """Reads and writes inside one open transaction (runs on the database's side)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def audit(self, new: NewAuditEvent, at: datetime | None = None) -> AuditEvent:
+    # -- audit ---------------------------------------------------------------------------
+
+    def audit(self, new: NewAuditEvent, at: datetime | None = None) -> AuditEvent:
         at = at or utcnow()
         head_query = select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
         if self.conn.dialect.name == "postgresql":
-            head_query = head_query.with_for_update()
-        head = (await self.conn.execute(head_query)).one()
+            head_query = head_query.with_for_update()  # appends queue here, one chain
+        head = self.conn.execute(head_query).one()
         digest = event_hash(head.hash, at, new.actor, new.kind, new.subject, new.data)
-        seq = (
-            await self.conn.execute(
-                insert(t.audit_events)
-                .values(
-                    at=at,
-                    actor=new.actor,
-                    kind=new.kind,
-                    subject=new.subject,
-                    data=new.data,
-                    prev_hash=head.hash,
-                    hash=digest,
-                )
-                .returning(t.audit_events.c.seq)
+        seq = self.conn.execute(
+            insert(t.audit_events)
+            .values(
+                at=at,
+                actor=new.actor,
+                kind=new.kind,
+                subject=new.subject,
+                data=new.data,
+                prev_hash=head.hash,
+                hash=digest,
             )
+            .returning(t.audit_events.c.seq)
         ).scalar_one()
-        await self.conn.execute(
+        self.conn.execute(
             update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=seq, hash=digest)
         )
         return AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
 
-    async def insert_run(self, run: Run) -> None:
-        await self.conn.execute(insert(t.runs).values(_run_values(run)))
+    # -- runs and steps ------------------------------------------------------------------
 
-    async def update_run(self, run_id: str, **values: Any) -> None:
+    def insert_run(self, run: Run) -> None:
+        self.conn.execute(insert(t.runs).values(_run_values(run)))
+
+    def get_run(self, run_id: str) -> Run | None:
+        row = self.conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+        return _run(row) if row else None
+
+    def update_run(self, run_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
-        await self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
+        self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
 
-    async def append_steps(self, run_id: str, entries: Sequence[StepEntry]) -> None:
+    def append_steps(self, run_id: str, entries: Sequence[StepEntry]) -> None:
         if entries:
-            await self.conn.execute(
+            self.conn.execute(
                 insert(t.steps),
                 [
                     {
@@ -100,11 +105,27 @@ class LedgerTx:
                 ],
             )
 
-    async def insert_approval(self, approval: Approval) -> None:
-        await self.conn.execute(insert(t.approvals).values(_approval_values(approval)))
+    # -- approvals -----------------------------------------------------------------------
 
-    async def cancel_pending_approvals(self, run_id: str) -> list[str]:
-        rows = await self.conn.execute(
+    def insert_approval(self, approval: Approval) -> None:
+        self.conn.execute(insert(t.approvals).values(_approval_values(approval)))
+
+    def get_approval(self, approval_id: str) -> Approval | None:
+        row = self.conn.execute(select(t.approvals).where(t.approvals.c.id == approval_id)).first()
+        return _approval(row) if row else None
+
+    def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
+        row = self.conn.execute(
+            select(t.approvals).where(
+                t.approvals.c.run_id == run_id,
+                t.approvals.c.step_id == step_id,
+                t.approvals.c.visit == visit,
+            )
+        ).first()
+        return _approval(row) if row else None
+
+    def cancel_pending_approvals(self, run_id: str) -> list[str]:
+        rows = self.conn.execute(
             update(t.approvals)
             .where(t.approvals.c.run_id == run_id, t.approvals.c.status == "pending")
             .values(status=ApprovalStatus.CANCELLED.value, decided_at=utcnow())
@@ -112,40 +133,32 @@ class LedgerTx:
         )
         return list(rows.scalars())
 
-    async def add_timer(
+    # -- timers --------------------------------------------------------------------------
+
+    def add_timer(
         self, key: str, kind: str, due_at: datetime, run_id: str | None, payload: dict[str, Any]
     ) -> None:
-        await self.conn.execute(
+        self.conn.execute(
             insert(t.timers).values(
                 key=key, kind=kind, due_at=due_at, run_id=run_id, payload=payload, status="pending"
             )
         )
 
-    async def cancel_timers(self, run_id: str) -> None:
-        await self.conn.execute(
+    def timer(self, key: str) -> Timer | None:
+        row = self.conn.execute(select(t.timers).where(t.timers.c.key == key)).first()
+        return _timer(row) if row else None
+
+    def cancel_timers(self, run_id: str) -> None:
+        self.conn.execute(
             update(t.timers)
             .where(t.timers.c.run_id == run_id, t.timers.c.status == "pending")
             .values(status="cancelled")
         )
 
-    async def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
-        row = (
-            await self.conn.execute(
-                select(t.approvals).where(
-                    t.approvals.c.run_id == run_id,
-                    t.approvals.c.step_id == step_id,
-                    t.approvals.c.visit == visit,
-                )
-            )
-        ).first()
-        return _approval(row) if row else None
+    # -- inbox ---------------------------------------------------------------------------
 
-    async def timer(self, key: str) -> Timer | None:
-        row = (await self.conn.execute(select(t.timers).where(t.timers.c.key == key))).first()
-        return _timer(row) if row else None
-
-    async def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
-        await self.conn.execute(
+    def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
+        self.conn.execute(
             update(t.inbox)
             .where(t.inbox.c.id == inbox_id)
             .values(status=status, handled_at=utcnow())
@@ -155,72 +168,65 @@ class LedgerTx:
 class Ledger:
     """The single source of truth. Open with ``from_url``, then ``await setup()``."""
 
-    def __init__(self, engine: AsyncEngine, url: DatabaseURL) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, url: DatabaseURL) -> None:
+        self.db = db
         self.url = url
 
     @classmethod
     def from_url(cls, url: DatabaseURL) -> Ledger:
-        if url.is_sqlite:
-            engine = create_async_engine(url.sqlalchemy, pool_size=1, max_overflow=0)
-            _serialize_sqlite_writes(engine)
-        else:
-            engine = create_async_engine(url.sqlalchemy, pool_size=10, pool_pre_ping=True)
-        return cls(engine, url)
+        return cls(open_database(url), url)
 
     async def setup(self) -> None:
         """Creates or migrates the schema. Raises LedgerUnavailable with the cause."""
-        if self.url.is_sqlite:
-            self.url.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(upgrade_to_head)
-                head = await conn.execute(select(t.audit_head.c.id))
-                if head.first() is None:
-                    await conn.execute(insert(t.audit_head).values(id=1, seq=0, hash=GENESIS))
+            if self.url.is_sqlite:
+                self.url.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            await self.db.run(_migrate)
         except (SQLAlchemyError, OSError) as exc:
             raise LedgerUnavailable(
                 f"cannot open the ledger at {self.url}: {_cause(exc)} (check STEWARD_DATABASE_URL)"
             ) from exc
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.db.close()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[LedgerTx]:
-        async with self.engine.begin() as conn:
-            yield LedgerTx(conn)
+    async def write(self, fn: Callable[[LedgerTx], T]) -> T:
+        """Runs ``fn`` as one transaction: all of its writes commit together, or none."""
+        return await self.db.run(lambda conn: fn(LedgerTx(conn)))
 
-    # -- definitions -------------------------------------------------------------------
+    async def read(self, fn: Callable[[LedgerTx], T]) -> T:
+        return await self.db.run(lambda conn: fn(LedgerTx(conn)), write=False)
+
+    # -- definitions ---------------------------------------------------------------------
 
     async def save_definition(
         self, version: str, name: str, body: dict[str, Any], source: str
     ) -> None:
-        async with self.engine.begin() as conn:
-            known = await conn.execute(
+        def save(conn: Connection) -> None:
+            known = conn.execute(
                 select(t.definitions.c.version).where(t.definitions.c.version == version)
-            )
-            if known.first() is None:
-                await conn.execute(
+            ).first()
+            if known is None:
+                conn.execute(
                     insert(t.definitions).values(
                         version=version, name=name, body=body, source=source, created_at=utcnow()
                     )
                 )
 
+        await self.db.run(save)
+
     async def get_definition(self, version: str) -> dict[str, Any] | None:
-        async with self.engine.connect() as conn:
-            row = await conn.execute(
-                select(t.definitions.c.body).where(t.definitions.c.version == version)
-            )
-            body = row.scalar_one_or_none()
+        def get(conn: Connection) -> Any:
+            query = select(t.definitions.c.body).where(t.definitions.c.version == version)
+            return conn.execute(query).scalar_one_or_none()
+
+        body = await self.db.run(get, write=False)
         return dict(body) if body is not None else None
 
-    # -- runs --------------------------------------------------------------------------
+    # -- runs ----------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> Run | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(t.runs).where(t.runs.c.id == run_id))).first()
-        return _run(row) if row else None
+        return await self.read(lambda tx: tx.get_run(run_id))
 
     async def list_runs(
         self, statuses: Sequence[RunStatus] | None = None, limit: int = 50
@@ -228,29 +234,25 @@ class Ledger:
         query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
         if statuses:
             query = query.where(t.runs.c.status.in_([s.value for s in statuses]))
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(query)
-        return [_run(r) for r in rows]
+        return await self.db.run(lambda c: [_run(r) for r in c.execute(query)], write=False)
 
     async def run_steps(self, run_id: str) -> list[StepEntry]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.seq)
-            )
-        return [StepEntry(r.seq, r.step_id, r.kind, r.status, r.at, dict(r.detail)) for r in rows]
+        query = select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.seq)
+        return await self.db.run(
+            lambda c: [
+                StepEntry(r.seq, r.step_id, r.kind, r.status, r.at, dict(r.detail))
+                for r in c.execute(query)
+            ],
+            write=False,
+        )
 
-    # -- approvals ---------------------------------------------------------------------
+    # -- approvals -----------------------------------------------------------------------
 
     async def get_approval(self, approval_id: str) -> Approval | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(t.approvals).where(t.approvals.c.id == approval_id))
-            ).first()
-        return _approval(row) if row else None
+        return await self.read(lambda tx: tx.get_approval(approval_id))
 
     async def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
-        async with self.engine.connect() as conn:
-            return await LedgerTx(conn).approval_for_gate(run_id, step_id, visit)
+        return await self.read(lambda tx: tx.approval_for_gate(run_id, step_id, visit))
 
     async def pending_approvals(self, run_ids: Sequence[str] | None = None) -> list[Approval]:
         query = (
@@ -260,9 +262,7 @@ class Ledger:
         )
         if run_ids is not None:
             query = query.where(t.approvals.c.run_id.in_(list(run_ids)))
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(query)
-        return [_approval(r) for r in rows]
+        return await self.db.run(lambda c: [_approval(r) for r in c.execute(query)], write=False)
 
     async def decide_approval(
         self,
@@ -277,121 +277,96 @@ class Ledger:
         Returns the approval as it now stands and whether this call decided it. The
         decision, the run's return to running and its audit event commit together.
         """
-        now = utcnow()
-        async with self.transaction() as tx:
-            won = await tx.conn.execute(
-                update(t.approvals)
-                .where(
-                    t.approvals.c.id == approval_id,
-                    t.approvals.c.status == ApprovalStatus.PENDING.value,
-                )
-                .values(
-                    status=status.value,
-                    decided_by=decided_by,
-                    decided_at=now,
-                    reason=reason,
-                    edited_text=edited_text,
-                )
-                .returning(t.approvals.c.run_id)
-            )
-            run_id = won.scalar_one_or_none()
-            if run_id is not None:
-                await tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
-                await tx.audit(
-                    NewAuditEvent(
-                        decided_by,
-                        f"approval.{status.value}",
-                        approval_id,
-                        {"run": run_id, "reason": reason, "edited": edited_text is not None},
-                    ),
-                    at=now,
-                )
-            row = (
-                await tx.conn.execute(select(t.approvals).where(t.approvals.c.id == approval_id))
-            ).first()
-        return (_approval(row) if row else None), run_id is not None
+        approval, won, _ = await self.write(
+            lambda tx: decide(tx, approval_id, status, decided_by, reason, edited_text)
+        )
+        return approval, won
 
     async def add_reason(self, approval_id: str, reason: str, actor: str) -> None:
-        async with self.transaction() as tx:
-            await tx.conn.execute(
+        def add(tx: LedgerTx) -> None:
+            tx.conn.execute(
                 update(t.approvals).where(t.approvals.c.id == approval_id).values(reason=reason)
             )
-            await tx.audit(NewAuditEvent(actor, "approval.reason", approval_id, {"reason": reason}))
+            tx.audit(NewAuditEvent(actor, "approval.reason", approval_id, {"reason": reason}))
 
-    # -- inbox -------------------------------------------------------------------------
+        await self.write(add)
+
+    # -- inbox ---------------------------------------------------------------------------
 
     async def accept_inbound(
         self, channel: str, external_id: str, payload: dict[str, Any]
     ) -> int | None:
         """Stores an inbound update; None when this delivery was stored before."""
-        try:
-            async with self.engine.begin() as conn:
-                inbox_id = (
-                    await conn.execute(
-                        insert(t.inbox)
-                        .values(
-                            channel=channel,
-                            external_id=external_id,
-                            payload=payload,
-                            status="new",
-                            received_at=utcnow(),
-                        )
-                        .returning(t.inbox.c.id)
+
+        def accept(conn: Connection) -> int:
+            return int(
+                conn.execute(
+                    insert(t.inbox)
+                    .values(
+                        channel=channel,
+                        external_id=external_id,
+                        payload=payload,
+                        status="new",
+                        received_at=utcnow(),
                     )
+                    .returning(t.inbox.c.id)
                 ).scalar_one()
+            )
+
+        try:
+            return await self.db.run(accept)
         except IntegrityError:
             return None
-        return int(inbox_id)
 
     async def finish_inbound(self, inbox_id: int, status: str = "done") -> None:
-        async with self.transaction() as tx:
-            await tx.finish_inbox(inbox_id, status)
+        await self.write(lambda tx: tx.finish_inbox(inbox_id, status))
 
     async def unhandled_inbound(self, channel: str | None = None) -> list[InboxItem]:
         query = select(t.inbox).where(t.inbox.c.status == "new").order_by(t.inbox.c.id)
         if channel is not None:
             query = query.where(t.inbox.c.channel == channel)
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(query)
-        return [
-            InboxItem(r.id, r.channel, r.external_id, dict(r.payload), r.status, r.received_at)
-            for r in rows
-        ]
+        return await self.db.run(
+            lambda c: [
+                InboxItem(r.id, r.channel, r.external_id, dict(r.payload), r.status, r.received_at)
+                for r in c.execute(query)
+            ],
+            write=False,
+        )
 
-    # -- audit -------------------------------------------------------------------------
+    # -- audit ---------------------------------------------------------------------------
 
     async def audit(self, new: NewAuditEvent) -> AuditEvent:
-        async with self.transaction() as tx:
-            return await tx.audit(new)
+        return await self.write(lambda tx: tx.audit(new))
 
     async def audit_events(self, after_seq: int = 0, limit: int | None = None) -> list[AuditEvent]:
-        query = select(t.audit_events).where(t.audit_events.c.seq > after_seq)
-        query = query.order_by(t.audit_events.c.seq)
+        query = (
+            select(t.audit_events)
+            .where(t.audit_events.c.seq > after_seq)
+            .order_by(t.audit_events.c.seq)
+        )
         if limit is not None:
             query = query.limit(limit)
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(query)
-        return [
-            AuditEvent(r.seq, r.at, r.actor, r.kind, r.subject, dict(r.data), r.prev_hash, r.hash)
-            for r in rows
-        ]
+        return await self.db.run(lambda c: [_audit(r) for r in c.execute(query)], write=False)
 
     async def verify_audit(self) -> ChainReport:
-        async with self.engine.connect() as conn:
-            head = (await conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash))).first()
-        events = await self.audit_events()
+        def read(conn: Connection) -> tuple[Any, list[AuditEvent]]:
+            head = conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash)).first()
+            query = select(t.audit_events).order_by(t.audit_events.c.seq)
+            return head, [_audit(r) for r in conn.execute(query)]
+
+        head, events = await self.db.run(read, write=False)
         if head is not None and head.seq == 0 and not events:
             return ChainReport(0, [])
         return verify_chain(events, (head.seq, head.hash) if head else None)
 
-    # -- effects (idempotency records) -------------------------------------------------
+    # -- effects (idempotency records) ---------------------------------------------------
 
     async def get_effect(self, key: str) -> IdempotencyRecord | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(t.idempotency).where(t.idempotency.c.key == key))
-            ).first()
-        return _effect(row) if row else None
+        def get(conn: Connection) -> IdempotencyRecord | None:
+            row = conn.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
+            return _effect(row) if row else None
+
+        return await self.db.run(get, write=False)
 
     async def begin_effect(
         self, key: str, run_id: str, step_id: str, connector: str, request: dict[str, Any]
@@ -401,12 +376,11 @@ class Ledger:
         Returns the record as it stood before this attempt, or None for a first attempt.
         A record that is already done is returned untouched.
         """
-        async with self.transaction() as tx:
-            row = (
-                await tx.conn.execute(select(t.idempotency).where(t.idempotency.c.key == key))
-            ).first()
+
+        def begin(conn: Connection) -> IdempotencyRecord | None:
+            row = conn.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
             if row is None:
-                await tx.conn.execute(
+                conn.execute(
                     insert(t.idempotency).values(
                         key=key,
                         run_id=run_id,
@@ -421,26 +395,14 @@ class Ledger:
                 return None
             previous = _effect(row)
             if previous.status != "done":
-                await tx.conn.execute(
+                conn.execute(
                     update(t.idempotency)
                     .where(t.idempotency.c.key == key)
                     .values(attempts=previous.attempts + 1, status="started")
                 )
             return previous
 
-    async def release_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
-        """The operator checked: attempts with no recorded outcome did not happen."""
-        async with self.transaction() as tx:
-            rows = await tx.conn.execute(
-                update(t.idempotency)
-                .where(t.idempotency.c.run_id == run_id, t.idempotency.c.status == "started")
-                .values(status="failed", error="released by the operator", finished_at=utcnow())
-                .returning(t.idempotency.c.key)
-            )
-            keys = list(rows.scalars())
-            for key in keys:
-                await tx.audit(NewAuditEvent(actor, "effect.released", key, {"run": run_id}))
-        return keys
+        return await self.db.run(begin)
 
     async def finish_effect(
         self,
@@ -449,8 +411,8 @@ class Ledger:
         error: str | None,
         audit: NewAuditEvent,
     ) -> None:
-        async with self.transaction() as tx:
-            await tx.conn.execute(
+        def finish(tx: LedgerTx) -> None:
+            tx.conn.execute(
                 update(t.idempotency)
                 .where(t.idempotency.c.key == key)
                 .values(
@@ -460,86 +422,128 @@ class Ledger:
                     finished_at=utcnow(),
                 )
             )
-            await tx.audit(audit)
+            tx.audit(audit)
 
-    # -- timers ------------------------------------------------------------------------
+        await self.write(finish)
+
+    async def release_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
+        """The operator checked: attempts with no recorded outcome did not happen."""
+
+        def release(tx: LedgerTx) -> list[str]:
+            rows = tx.conn.execute(
+                update(t.idempotency)
+                .where(t.idempotency.c.run_id == run_id, t.idempotency.c.status == "started")
+                .values(status="failed", error="released by the operator", finished_at=utcnow())
+                .returning(t.idempotency.c.key)
+            )
+            keys = list(rows.scalars())
+            for key in keys:
+                tx.audit(NewAuditEvent(actor, "effect.released", key, {"run": run_id}))
+            return keys
+
+        return await self.write(release)
+
+    # -- timers --------------------------------------------------------------------------
 
     async def due_timers(self, now: datetime, limit: int = 100) -> list[Timer]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(t.timers)
-                .where(t.timers.c.status == "pending", t.timers.c.due_at <= now)
-                .order_by(t.timers.c.due_at)
-                .limit(limit)
-            )
-        return [_timer(r) for r in rows]
+        query = (
+            select(t.timers)
+            .where(t.timers.c.status == "pending", t.timers.c.due_at <= now)
+            .order_by(t.timers.c.due_at)
+            .limit(limit)
+        )
+        return await self.db.run(lambda c: [_timer(r) for r in c.execute(query)], write=False)
 
     async def open_wait(self, run_id: str) -> Timer | None:
         """The pending timer of a run's current wait step, if it is waiting."""
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(t.timers).where(
-                        t.timers.c.run_id == run_id,
-                        t.timers.c.kind == "wait",
-                        t.timers.c.status == "pending",
-                    )
-                )
-            ).first()
-        return _timer(row) if row else None
+        query = select(t.timers).where(
+            t.timers.c.run_id == run_id, t.timers.c.kind == "wait", t.timers.c.status == "pending"
+        )
+
+        def get(conn: Connection) -> Timer | None:
+            row = conn.execute(query).first()
+            return _timer(row) if row else None
+
+        return await self.db.run(get, write=False)
 
     async def claim_timer(self, timer_id: int, worker: str) -> bool:
         """Atomically takes a due timer; exactly one claimant gets True."""
-        async with self.engine.begin() as conn:
-            claimed = await conn.execute(
-                update(t.timers)
-                .where(t.timers.c.id == timer_id, t.timers.c.status == "pending")
-                .values(status="fired", claimed_by=worker, fired_at=utcnow())
-            )
-        return claimed.rowcount == 1
+        statement = (
+            update(t.timers)
+            .where(t.timers.c.id == timer_id, t.timers.c.status == "pending")
+            .values(status="fired", claimed_by=worker, fired_at=utcnow())
+        )
+        return await self.db.run(lambda c: c.execute(statement).rowcount == 1)
 
-    # -- model calls -------------------------------------------------------------------
+    # -- model calls ---------------------------------------------------------------------
 
     async def record_model_call(self, call: ModelCall) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(t.model_calls).values(
-                    at=utcnow(),
-                    run_id=call.run_id,
-                    step_id=call.step_id,
-                    purpose=call.purpose,
-                    model=call.model,
-                    prompt_tokens=call.prompt_tokens,
-                    completion_tokens=call.completion_tokens,
-                    latency_ms=call.latency_ms,
-                    cost_usd=call.cost_usd,
-                )
-            )
+        statement = insert(t.model_calls).values(
+            at=utcnow(),
+            run_id=call.run_id,
+            step_id=call.step_id,
+            purpose=call.purpose,
+            model=call.model,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            latency_ms=call.latency_ms,
+            cost_usd=call.cost_usd,
+        )
+        await self.db.run(lambda c: c.execute(statement))
 
     async def model_spend(self, run_id: str | None = None) -> float:
         query = select(func.coalesce(func.sum(t.model_calls.c.cost_usd), 0.0))
         if run_id is not None:
             query = query.where(t.model_calls.c.run_id == run_id)
-        async with self.engine.connect() as conn:
-            return float((await conn.execute(query)).scalar_one())
+        return float(await self.db.run(lambda c: c.execute(query).scalar_one(), write=False))
 
 
-def _serialize_sqlite_writes(engine: AsyncEngine) -> None:
-    """WAL, full fsync, a busy timeout, and BEGIN IMMEDIATE so writers queue, never deadlock."""
+def decide(
+    tx: LedgerTx,
+    approval_id: str,
+    status: ApprovalStatus,
+    decided_by: str,
+    reason: str | None = None,
+    edited_text: str | None = None,
+) -> tuple[Approval | None, bool, Run | None]:
+    """The first decision wins: (approval as it stands, decided now?, its run as it stands)."""
+    now = utcnow()
+    won = tx.conn.execute(
+        update(t.approvals)
+        .where(
+            t.approvals.c.id == approval_id, t.approvals.c.status == ApprovalStatus.PENDING.value
+        )
+        .values(
+            status=status.value,
+            decided_by=decided_by,
+            decided_at=now,
+            reason=reason,
+            edited_text=edited_text,
+        )
+        .returning(*t.approvals.c)
+    ).first()
+    if won is None:
+        approval = tx.get_approval(approval_id)
+        return approval, False, tx.get_run(approval.run_id) if approval else None
+    decided = _approval(won)
+    tx.update_run(decided.run_id, status=RunStatus.RUNNING.value, updated_at=now)
+    tx.audit(
+        NewAuditEvent(
+            decided_by,
+            f"approval.{status.value}",
+            approval_id,
+            {"run": decided.run_id, "reason": reason, "edited": edited_text is not None},
+        ),
+        at=now,
+    )
+    run = tx.get_run(decided.run_id)
+    return decided, True, run
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _migrate(conn: Connection) -> None:
+    upgrade_to_head(conn)
+    if conn.execute(select(t.audit_head.c.id)).first() is None:
+        conn.execute(insert(t.audit_head).values(id=1, seq=0, hash=GENESIS))
 
 
 def _cause(exc: BaseException) -> str:
@@ -622,6 +626,12 @@ def _approval(row: Row[Any]) -> Approval:
     )
 
 
+def _audit(row: Row[Any]) -> AuditEvent:
+    return AuditEvent(
+        row.seq, row.at, row.actor, row.kind, row.subject, dict(row.data), row.prev_hash, row.hash
+    )
+
+
 def _timer(row: Row[Any]) -> Timer:
     return Timer(row.id, row.key, row.kind, row.due_at, row.run_id, dict(row.payload), row.status)
 
@@ -640,4 +650,4 @@ def _effect(row: Row[Any]) -> IdempotencyRecord:
     )
 
 
-__all__ = ["Ledger", "LedgerError", "LedgerTx", "LedgerUnavailable"]
+__all__ = ["Ledger", "LedgerError", "LedgerTx", "LedgerUnavailable", "decide", "utcnow"]

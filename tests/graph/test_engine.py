@@ -105,7 +105,7 @@ async def test_inputs_are_validated_with_field_and_expectation(app: Steward) -> 
     assert "missing package" in message
     with pytest.raises(NotFound, match="no process named 'onbording'"):
         await app.engine.start("onbording", ONBOARD, "cli:shell")
-    with pytest.raises(InvalidState, match="no input 'colour'"):
+    with pytest.raises(InputProblem, match="no input 'colour'"):
         await app.engine.start("onboarding", {**ONBOARD, "colour": "red"}, "cli:shell")
     assert await app.ledger.list_runs() == []
 
@@ -243,7 +243,7 @@ async def test_recover_continues_a_run_whose_decision_was_recorded(app: Steward)
     view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
     assert view.approval is not None
     # A crash right after the decision committed, before the run resumed:
-    decided, won = await app.ledger.decide_approval(
+    _, won = await app.ledger.decide_approval(
         view.approval.id, ApprovalStatus.APPROVED, "cli:shell"
     )
     assert won and outbox(app) == []

@@ -40,7 +40,7 @@ async def test_appended_events_form_a_verified_chain(ledger: Ledger) -> None:
     assert report.ok, report.problems
     assert report.checked == 5
 
-    async with ledger.engine.connect() as conn:
+    async with ledger.db.connect() as conn:
         head = (await conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash))).one()
     assert (head.seq, head.hash) == (events[-1].seq, events[-1].hash)
     assert [e.seq for e in await ledger.audit_events(after_seq=seqs[2])] == seqs[3:]
@@ -49,7 +49,7 @@ async def test_appended_events_form_a_verified_chain(ledger: Ledger) -> None:
 
 async def test_changed_data_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.engine.begin() as conn:
+    async with ledger.db.begin() as conn:
         await conn.execute(
             update(t.audit_events)
             .where(t.audit_events.c.seq == seqs[2])
@@ -64,7 +64,7 @@ async def test_changed_data_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_middle_event_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.engine.begin() as conn:
+    async with ledger.db.begin() as conn:
         await conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[2]))
 
     report = await ledger.verify_audit()
@@ -76,7 +76,7 @@ async def test_deleted_middle_event_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_first_event_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.engine.begin() as conn:
+    async with ledger.db.begin() as conn:
         await conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[0]))
 
     report = await ledger.verify_audit()
@@ -87,7 +87,7 @@ async def test_deleted_first_event_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_last_event_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.engine.begin() as conn:
+    async with ledger.db.begin() as conn:
         await conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[-1]))
 
     report = await ledger.verify_audit()
@@ -99,7 +99,7 @@ async def test_deleted_last_event_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_whole_log_is_reported(ledger: Ledger) -> None:
     await append_events(ledger)
-    async with ledger.engine.begin() as conn:
+    async with ledger.db.begin() as conn:
         await conn.execute(delete(t.audit_events))
 
     report = await ledger.verify_audit()
@@ -110,7 +110,7 @@ async def test_deleted_whole_log_is_reported(ledger: Ledger) -> None:
 
 async def test_changed_actor_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.engine.begin() as conn:
+    async with ledger.db.begin() as conn:
         await conn.execute(
             update(t.audit_events).where(t.audit_events.c.seq == seqs[1]).values(actor="mallory")
         )
@@ -123,7 +123,7 @@ async def test_changed_actor_is_reported(ledger: Ledger) -> None:
 
 async def test_missing_head_is_reported(ledger: Ledger) -> None:
     await append_events(ledger)
-    async with ledger.engine.begin() as conn:
+    async with ledger.db.begin() as conn:
         await conn.execute(delete(t.audit_head))
 
     report = await ledger.verify_audit()

@@ -18,10 +18,12 @@ from memory.ledger import (
     Approval,
     ApprovalStatus,
     Ledger,
+    LedgerTx,
     ModelCall,
     NewAuditEvent,
     Run,
     RunStatus,
+    Timer,
 )
 from memory.ledger import schema as t
 
@@ -61,19 +63,15 @@ def make_approval(approval_id: str = "ap1", run_id: str = "run1", **overrides: A
 
 
 async def insert_runs(ledger: Ledger, *runs: Run) -> None:
-    async with ledger.transaction() as tx:
-        for run in runs:
-            await tx.insert_run(run)
+    await ledger.write(lambda tx: [tx.insert_run(run) for run in runs])
 
 
 async def insert_approvals(ledger: Ledger, *approvals: Approval) -> None:
-    async with ledger.transaction() as tx:
-        for approval in approvals:
-            await tx.insert_approval(approval)
+    await ledger.write(lambda tx: [tx.insert_approval(a) for a in approvals])
 
 
 async def count_rows(ledger: Ledger, table: Any) -> int:
-    async with ledger.engine.connect() as conn:
+    async with ledger.db.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
@@ -170,8 +168,9 @@ async def test_list_runs_filters_by_status_and_orders_newest_first(ledger: Ledge
 async def test_update_run_changes_status_and_touches_updated_at(ledger: Ledger) -> None:
     await insert_runs(ledger, make_run(), make_run("other"))
 
-    async with ledger.transaction() as tx:
-        await tx.update_run("run1", status=RunStatus.PAUSED.value, current_step="wait")
+    await ledger.write(
+        lambda tx: tx.update_run("run1", status=RunStatus.PAUSED.value, current_step="wait")
+    )
 
     stored = await ledger.get_run("run1")
     assert stored is not None
@@ -185,10 +184,13 @@ async def test_update_run_changes_status_and_touches_updated_at(ledger: Ledger) 
 
 async def test_failed_transaction_writes_nothing(ledger: Ledger) -> None:
     with pytest.raises(RuntimeError, match="abort"):
-        async with ledger.transaction() as tx:
-            await tx.insert_run(make_run())
-            await tx.audit(NewAuditEvent("operator", "run.started", "run1"))
+
+        def start_then_fail(tx: LedgerTx) -> None:
+            tx.insert_run(make_run())
+            tx.audit(NewAuditEvent("operator", "run.started", "run1"))
             raise RuntimeError("abort")
+
+        await ledger.write(start_then_fail)
 
     assert await ledger.get_run("run1") is None
     assert await ledger.audit_events() == []
@@ -303,8 +305,7 @@ async def test_cancel_pending_approvals(ledger: Ledger) -> None:
     )
     await ledger.decide_approval("a2", ApprovalStatus.APPROVED, "x")
 
-    async with ledger.transaction() as tx:
-        cancelled = await tx.cancel_pending_approvals("run1")
+    cancelled = await ledger.write(lambda tx: tx.cancel_pending_approvals("run1"))
 
     assert cancelled == ["a1"]
     a1 = await ledger.get_approval("a1")
@@ -439,13 +440,16 @@ async def test_release_unfinished_effects(ledger: Ledger) -> None:
 
 async def test_due_timers_returns_only_due_pending_ones(ledger: Ledger) -> None:
     now = T0
-    async with ledger.transaction() as tx:
-        await tx.add_timer("late", "wait", now - timedelta(minutes=1), "run1", {"n": 2})
-        await tx.add_timer("later", "expiry", now + timedelta(minutes=1), "run1", {})
-        await tx.add_timer("early", "wait", now - timedelta(hours=1), None, {"n": 1})
-        await tx.add_timer("exact", "wait", now, "run2", {})
-        await tx.add_timer("cancelled", "wait", now - timedelta(hours=2), "run3", {})
-        await tx.cancel_timers("run3")
+
+    def add_timers(tx: LedgerTx) -> None:
+        tx.add_timer("late", "wait", now - timedelta(minutes=1), "run1", {"n": 2})
+        tx.add_timer("later", "expiry", now + timedelta(minutes=1), "run1", {})
+        tx.add_timer("early", "wait", now - timedelta(hours=1), None, {"n": 1})
+        tx.add_timer("exact", "wait", now, "run2", {})
+        tx.add_timer("cancelled", "wait", now - timedelta(hours=2), "run3", {})
+        tx.cancel_timers("run3")
+
+    await ledger.write(add_timers)
 
     due = await ledger.due_timers(now)
 
@@ -467,22 +471,25 @@ async def test_due_timers_returns_only_due_pending_ones(ledger: Ledger) -> None:
 
     assert await ledger.claim_timer(due[0].id, "worker-1")
     assert [timer.key for timer in await ledger.due_timers(now)] == ["late", "exact"]
-    async with ledger.engine.connect() as conn:
+    async with ledger.db.connect() as conn:
         status = await conn.execute(select(t.timers.c.status).where(t.timers.c.key == "early"))
         assert status.scalar_one() == "fired"
 
 
 async def test_claim_timer_is_atomic(ledger: Ledger) -> None:
-    async with ledger.transaction() as tx:
-        await tx.add_timer("t1", "wait", T0, "run1", {})
-        timer = await tx.timer("t1")
+
+    def add_timer(tx: LedgerTx) -> Timer | None:
+        tx.add_timer("t1", "wait", T0, "run1", {})
+        return tx.timer("t1")
+
+    timer = await ledger.write(add_timer)
     assert timer is not None
 
     claims = await asyncio.gather(*(ledger.claim_timer(timer.id, f"w{i}") for i in range(10)))
 
     assert sum(claims) == 1
     assert claims.count(True) == 1
-    async with ledger.engine.connect() as conn:
+    async with ledger.db.connect() as conn:
         row = (await conn.execute(select(t.timers).where(t.timers.c.id == timer.id))).one()
     assert row.status == "fired"
     assert row.claimed_by == f"w{claims.index(True)}"
@@ -490,9 +497,12 @@ async def test_claim_timer_is_atomic(ledger: Ledger) -> None:
 
 
 async def test_open_wait(ledger: Ledger) -> None:
-    async with ledger.transaction() as tx:
-        await tx.add_timer("expiry", "expiry", T0, "run1", {})
-        await tx.add_timer("wait", "wait", T0, "run1", {"until": "x"})
+
+    def add_timers(tx: LedgerTx) -> None:
+        tx.add_timer("expiry", "expiry", T0, "run1", {})
+        tx.add_timer("wait", "wait", T0, "run1", {"until": "x"})
+
+    await ledger.write(add_timers)
     wait = await ledger.open_wait("run1")
     assert wait is not None and wait.key == "wait"
     assert await ledger.open_wait("run2") is None

@@ -1,0 +1,269 @@
+"""The ``steward`` command, called in-process: exit codes, stdout for scripts, stderr for people.
+
+``main`` runs its own event loop with ``asyncio.run``, so these tests are plain functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.cli import main
+
+START = ["start", "onboarding", "client=Acme", "email=jane@acme.com", "package=basic"]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("STEWARD_HOME", str(path))
+    return path
+
+
+def steward(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Runs ``steward ARGV``; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1 if code else 0), out, err
+
+
+def outbox_files(home: Path) -> list[Path]:
+    return sorted((home / "outbox").glob("*.json"))
+
+
+def start(capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """Starts an onboarding run; returns (run id, approval id)."""
+    code, out, err = steward(capsys, *START)
+    assert code == 0, err
+    run_id = out.strip()
+    approval_id = err.split("waiting for approval ", 1)[1].split(":", 1)[0]
+    return run_id, approval_id
+
+
+def test_start_prints_only_the_run_id_and_the_approval_on_stderr(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(capsys, *START)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("r") and " " not in lines[0]
+    assert "waiting for approval a" in err
+    assert "Send the welcome email to jane@acme.com" in err
+    assert outbox_files(home) == []
+
+
+def test_start_runs_approve_show_and_audit(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_id, approval_id = start(capsys)
+
+    code, out, _ = steward(capsys, "runs", "--json")
+    assert code == 0
+    runs: list[dict[str, Any]] = json.loads(out)
+    [run] = [r for r in runs if r["id"] == run_id]
+    assert run["status"] == "waiting"
+    assert run["pending_approvals"] == [approval_id]
+    assert run["process"] == "onboarding"
+
+    code, out, _ = steward(capsys, "approve", approval_id)
+    assert code == 0
+    assert "Approved by cli:shell" in out
+    assert len(outbox_files(home)) == 1
+
+    code, out, _ = steward(capsys, "approve", approval_id)
+    assert code == 1
+    assert "Already decided" in out
+    assert len(outbox_files(home)) == 1
+
+    code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["id"] == run_id and shown["status"] == "succeeded"
+    assert shown["pending_approvals"] == []
+    assert shown["inputs"]["email"] == "jane@acme.com"
+    steps = [s["step_id"] for s in shown["steps"]]
+    assert steps[:3] == ["draft_welcome", "approve_welcome", "send_welcome"]
+
+    code, out, _ = steward(capsys, "runs", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = steward(capsys, "runs", "--all", "--json")
+    assert [r["id"] for r in json.loads(out)] == [run_id]
+
+    code, out, _ = steward(capsys, "audit", "verify")
+    assert code == 0
+    assert "intact" in out
+
+
+def test_runs_as_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = steward(capsys, "runs")
+    assert code == 0 and "no runs in progress" in out
+    run_id, approval_id = start(capsys)
+    code, out, _ = steward(capsys, "runs")
+    assert code == 0
+    assert run_id in out and approval_id in out and "waiting" in out
+
+
+def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = steward(capsys, "runs", "show", "rnope")
+    assert code == 1 and "no run 'rnope'" in err
+    code, _, err = steward(capsys, "runs", "show")
+    assert code == 2 and "usage" in err
+
+
+def test_reject_with_a_reason(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_id, approval_id = start(capsys)
+    code, out, _ = steward(capsys, "reject", approval_id, "--reason", "wrong")
+    assert code == 0
+    assert "Rejected by cli:shell" in out and "wrong" in out
+    assert outbox_files(home) == []
+    code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
+    assert json.loads(out)["status"] == "cancelled"
+
+
+def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = steward(capsys, "approve", "azzzzzz")
+    assert code == 1 and "no approval 'azzzzzz'" in err
+
+
+def test_start_with_a_bad_value_exits_2_and_names_the_field(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(capsys, "start", "onboarding", "email=bad")
+    assert code == 2
+    assert out == ""
+    assert "email" in err and "expected an email address" in err
+
+
+def test_start_with_a_positional_input_exits_2(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(capsys, "start", "onboarding", "Acme")
+    assert code == 2 and out == "" and "key=value" in err
+
+
+def test_start_of_an_unknown_process_exits_1(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(capsys, "start", "nope")
+    assert code == 1
+    assert out == ""
+    assert "no process named 'nope'" in err
+
+
+def test_start_with_an_unknown_input_fails_and_names_it(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(capsys, "start", "onboarding", "colour=red")
+    assert code != 0 and out == ""
+    assert "no input 'colour'" in err
+
+
+def test_start_with_missing_inputs_exits_2_and_lists_them(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(capsys, "start", "onboarding", "client=Acme")
+    assert code == 2 and out == ""
+    assert "missing email, package" in err
+
+
+def test_start_keeps_values_with_spaces_and_quotes(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = 'Acme "Rockets" Ltd'
+    code, out, err = steward(
+        capsys, "start", "onboarding", f"client={client}", "email=j@acme.com", "package=basic"
+    )
+    assert code == 0, err
+    code, out, _ = steward(capsys, "runs", "show", out.strip(), "--json")
+    assert json.loads(out)["inputs"]["client"] == client
+
+
+def test_processes_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = steward(capsys, "processes", "--json")
+    assert code == 0
+    processes = json.loads(out)
+    assert sorted(p["name"] for p in processes) == [
+        "invoice_followup",
+        "newsletter_issue",
+        "onboarding",
+    ]
+    [onboarding] = [p for p in processes if p["name"] == "onboarding"]
+    assert onboarding["inputs"]["package"]["choices"] == ["basic", "standard", "premium"]
+
+
+def test_invalid_digest_time_exits_2_with_one_line_naming_it(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEWARD_DIGEST_AT", "25:99")
+    code, out, err = steward(capsys, "runs")
+    assert code == 2
+    assert out == ""
+    named = [line for line in err.splitlines() if "STEWARD_DIGEST_AT" in line]
+    assert len(named) == 1 and "25:99" in named[0]
+    assert "Traceback" not in err
+    assert not home.exists()
+
+
+def test_invalid_database_url_exits_2(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEWARD_DATABASE_URL", "not a url")
+    code, _, err = steward(capsys, "runs")
+    assert code == 2
+    assert "STEWARD_DATABASE_URL" in err and "Traceback" not in err
+
+
+def test_an_unreadable_database_exits_1_with_one_clear_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a sqlite database, just some bytes\n" * 100)
+    monkeypatch.setenv("STEWARD_DATABASE_URL", f"sqlite:///{garbage}")
+    code, out, err = steward(capsys, "runs")
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "STEWARD_DATABASE_URL" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_a_database_path_under_a_file_exits_1_with_one_clear_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("STEWARD_DATABASE_URL", f"sqlite:///{blocker}/steward.db")
+    code, _, err = steward(capsys, "runs")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "STEWARD_DATABASE_URL" in err
+
+
+def test_an_unusable_home_exits_with_one_clear_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("STEWARD_HOME", str(blocker / "home"))
+    code, _, err = steward(capsys, "runs")
+    assert code in (1, 2)
+    assert len(err.strip().splitlines()) == 1 and "STEWARD_HOME" in err
+
+
+def test_demo_runs_offline_and_the_chain_is_intact(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = steward(capsys, "demo")
+    assert code == 0
+    assert "chain intact: True" in out
+    assert "2 effect file(s)" in out
+    assert not home.exists()
+
+
+def test_no_command_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = steward(capsys)
+    assert code == 2 and "usage" in err

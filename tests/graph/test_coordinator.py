@@ -1,0 +1,566 @@
+"""The coordinator end to end: commands, buttons, slot filling, access, routing.
+
+Every test drives a real ``Steward`` on SQLite through ``Coordinator.receive`` with
+neutral ``Inbound`` messages, as a channel would, and checks the replies, the ledger
+and the outbox (one JSON file per effect).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from bot.app import Steward
+from bot.settings import load_settings
+from graph.catalog import Catalog
+from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
+from graph.models import LanguageModels
+from graph.routing import Router
+from memory.ledger import ApprovalStatus, RunStatus
+from processes import BUILTIN_DIR
+
+OPERATOR = Sender("telegram", "42", "Olivia")
+STRANGER = Sender("telegram", "666", "Mallory")
+START = "/run onboarding client=Acme email=jane@acme.com package=basic"
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Steward]:
+    settings = load_settings(home=tmp_path / "home", operators="telegram:42")
+    async with Steward.open(settings) as steward:
+        yield steward
+
+
+async def send(
+    app: Steward,
+    text: str | None = None,
+    *,
+    button: str | None = None,
+    sender: Sender = OPERATOR,
+    chat: str = "chat-1",
+) -> Reply:
+    inbound = Inbound(sender, chat, f"update-{next(_ids)}", text=text, button=button)
+    reply = await app.coordinator.receive(inbound)
+    assert reply is not None
+    return reply
+
+
+def outbox(app: Steward) -> list[dict[str, Any]]:
+    folder = app.settings.outbox_dir
+    if not folder.exists():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def only_card(reply: Reply) -> Card:
+    assert len(reply.cards) == 1, reply.items
+    return reply.cards[0]
+
+
+def outcomes(reply: Reply) -> list[CardOutcome]:
+    return [i for i in reply.items if isinstance(i, CardOutcome)]
+
+
+def joined(reply: Reply) -> str:
+    return "\n".join(reply.texts)
+
+
+async def start(app: Steward, text: str = START) -> Card:
+    return only_card(await send(app, text))
+
+
+async def run_of(app: Steward, card: Card) -> str:
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None
+    return approval.run_id
+
+
+# -- starting and approving ------------------------------------------------------------
+
+
+async def test_run_with_all_inputs_shows_one_card_and_sends_nothing(app: Steward) -> None:
+    reply = await send(app, START)
+    card = only_card(reply)
+    assert [b.label for b in card.buttons] == ["Approve", "Reject", "Edit", "Details"]
+    assert all(len(b.payload.encode()) <= 64 for b in card.buttons)
+    assert card.buttons[0].payload == f"approve:{card.approval_id}"
+    assert card.summary == "Send the welcome email to jane@acme.com"
+    assert card.text is not None and "Acme" in card.text
+    assert outbox(app) == []
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.is_pending
+
+
+async def test_approve_button_sends_once_and_a_second_press_changes_nothing(
+    app: Steward,
+) -> None:
+    card = await start(app)
+    first = await send(app, button=f"approve:{card.approval_id}")
+    [done] = outcomes(first)
+    assert done.approval_id == card.approval_id
+    assert "Approved by telegram:42" in done.text
+    assert len(outbox(app)) == 1
+    run = await app.ledger.get_run(await run_of(app, card))
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+
+    again = await send(app, button=f"approve:{card.approval_id}")
+    assert any("Already decided" in t for t in again.texts)
+    assert again.cards == []
+    assert len(outbox(app)) == 1
+
+
+async def test_approve_command_by_id(app: Steward) -> None:
+    card = await start(app)
+    reply = await send(app, f"/approve {card.approval_id}")
+    assert "Approved by telegram:42" in outcomes(reply)[0].text
+    assert len(outbox(app)) == 1
+
+
+# -- slot filling ----------------------------------------------------------------------
+
+
+async def test_free_text_asks_for_the_one_missing_input_and_validates_the_answer(
+    app: Steward,
+) -> None:
+    asked = await send(app, "onboard Jane from Acme Corp on the premium package")
+    assert asked.cards == []
+    assert len(asked.texts) == 1
+    assert "email" in asked.texts[0].lower()
+    assert asked.texts[0].count("?") == 1
+    assert await app.ledger.list_runs() == []
+
+    wrong = await send(app, "not-an-email")
+    assert wrong.cards == []
+    assert "expected an email address" in joined(wrong)
+    assert "not-an-email" in joined(wrong)
+    assert "try again" in joined(wrong).lower()
+    assert await app.ledger.list_runs() == []
+
+    card = only_card(await send(app, "jane@acme.com"))
+    [run] = await app.ledger.list_runs()
+    assert run.inputs == {"client": "Acme Corp", "email": "jane@acme.com", "package": "premium"}
+    assert run.id in card.footer
+
+
+async def test_run_command_without_inputs_asks_one_at_a_time(app: Steward) -> None:
+    first = await send(app, "/run onboarding")
+    assert "Which client" in joined(first)
+    second = await send(app, "Acme Ltd")
+    assert "email" in joined(second).lower() and "client" not in joined(second).lower()
+    third = await send(app, "jane@acme.com")
+    assert "basic, standard or premium" in joined(third)
+    card = only_card(await send(app, "Standard"))
+    [run] = await app.ledger.list_runs()
+    assert run.inputs["package"] == "standard"
+    assert card.approval_id
+
+
+async def test_cancel_during_a_form_drops_it(app: Steward) -> None:
+    await send(app, "onboard Jane from Acme Corp on the premium package")
+    dropped = await send(app, "/cancel")
+    assert "dropped" in joined(dropped).lower()
+    after = await send(app, "jane@acme.com")
+    assert after.cards == []
+    assert await app.ledger.list_runs() == []
+    nothing = await send(app, "/cancel")
+    assert "Nothing to cancel" in joined(nothing)
+
+
+async def test_forms_are_kept_per_chat(app: Steward) -> None:
+    await send(app, "onboard Jane from Acme Corp on the premium package", chat="chat-1")
+    other = await send(app, "jane@acme.com", chat="chat-2")
+    assert other.cards == []
+    card = only_card(await send(app, "jane@acme.com", chat="chat-1"))
+    assert card.approval_id
+
+
+# -- commands that explain themselves --------------------------------------------------
+
+
+async def test_run_with_a_bad_value_names_the_field_and_what_was_expected(app: Steward) -> None:
+    reply = await send(app, "/run onboarding client=Acme email=bad package=basic")
+    text = joined(reply)
+    assert "email" in text and "expected an email address" in text and "'bad'" in text
+    assert reply.cards == []
+    assert await app.ledger.list_runs() == []
+
+
+async def test_run_with_an_unknown_input_says_there_is_no_such_input(app: Steward) -> None:
+    text = joined(await send(app, "/run onboarding colour=red"))
+    assert "no input 'colour'" in text
+    assert "client" in text and "email" in text and "package" in text
+
+
+async def test_run_of_an_unknown_process_lists_the_processes(app: Steward) -> None:
+    text = joined(await send(app, "/run nope"))
+    assert "no process named 'nope'" in text
+    for name in ("onboarding", "invoice_followup", "newsletter_issue"):
+        assert name in text
+
+
+async def test_run_without_a_process_asks_which(app: Steward) -> None:
+    text = joined(await send(app, "/run"))
+    assert text.startswith("Which process?") and "onboarding" in text
+
+
+async def test_unknown_command_gets_help(app: Steward) -> None:
+    reply = await send(app, "/frobnicate")
+    text = joined(reply)
+    assert "/frobnicate" in text and "/run" in text
+    assert len(text) < 1000
+
+
+async def test_help_and_processes(app: Steward) -> None:
+    assert "/approve" in joined(await send(app, "/help"))
+    text = joined(await send(app, "/processes"))
+    assert "onboarding" in text and "email (email)" in text
+
+
+async def test_approve_without_an_id_shows_usage(app: Steward) -> None:
+    assert "Usage: /approve ID" in joined(await send(app, "/approve"))
+    assert "Usage: /reject ID" in joined(await send(app, "/reject"))
+    assert "Usage: /pause ID" in joined(await send(app, "/pause a b"))
+
+
+async def test_approve_of_an_unknown_id_says_there_is_no_such_approval(app: Steward) -> None:
+    text = joined(await send(app, "/approve azzzzzz"))
+    assert "no approval 'azzzzzz'" in text
+
+
+async def test_retry_on_a_waiting_run_explains(app: Steward) -> None:
+    run_id = await run_of(app, await start(app))
+    text = joined(await send(app, f"/retry {run_id}"))
+    assert "only a failed run can be retried" in text and "waiting" in text
+
+
+async def test_empty_text_gets_help(app: Steward) -> None:
+    assert "/run" in joined(await send(app, "   "))
+
+
+async def test_unroutable_text_says_what_it_can_run(app: Steward) -> None:
+    text = joined(await send(app, "what's the weather like"))
+    assert "not sure" in text and "onboarding" in text
+    assert await app.ledger.list_runs() == []
+
+
+# -- duplicate deliveries --------------------------------------------------------------
+
+
+async def test_a_duplicate_delivery_is_handled_once(app: Steward) -> None:
+    inbound = Inbound(OPERATOR, "chat-1", "tg-update-777", text=START)
+    first = await app.coordinator.receive(inbound)
+    assert first is not None and len(first.cards) == 1
+    assert await app.coordinator.receive(inbound) is None
+    assert len(await app.ledger.list_runs()) == 1
+
+
+async def test_the_same_external_id_on_another_channel_is_not_a_duplicate(app: Steward) -> None:
+    a = Inbound(OPERATOR, "chat-1", "same-id", text="/help")
+    b = Inbound(Sender("console", "me"), "chat-1", "same-id", text="/help")
+    assert await app.coordinator.receive(a) is not None
+    assert await app.coordinator.receive(b) is not None
+
+
+# -- strangers -------------------------------------------------------------------------
+
+
+async def test_a_stranger_is_refused_once_and_every_attempt_is_audited(app: Steward) -> None:
+    card = await start(app)
+    first = await send(app, "hello?", sender=STRANGER)
+    assert len(first.texts) == 1 and "only work for the operator" in first.texts[0]
+    pressed = await send(app, button=f"approve:{card.approval_id}", sender=STRANGER)
+    assert pressed.items == []
+    again = await send(app, START, sender=STRANGER)
+    assert again.items == []
+
+    denied = [e for e in await app.ledger.audit_events() if e.kind == "access.denied"]
+    assert [e.actor for e in denied] == ["telegram:666"] * 3
+    assert denied[1].data["button"] == f"approve:{card.approval_id}"
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.is_pending
+    assert len(await app.ledger.list_runs()) == 1
+    assert outbox(app) == []
+
+
+async def test_a_refused_stranger_does_not_silence_the_operator(app: Steward) -> None:
+    await send(app, "hi", sender=STRANGER)
+    assert "/run" in joined(await send(app, "/help"))
+    other = Sender("telegram", "777")
+    assert "only work for the operator" in joined(await send(app, "hi", sender=other))
+
+
+async def test_the_local_console_is_always_allowed(app: Steward) -> None:
+    reply = await send(app, START, sender=Sender("console", "me"))
+    assert len(reply.cards) == 1
+
+
+# -- reject, reasons, edits, details ---------------------------------------------------
+
+
+async def test_reject_button_asks_why_and_the_next_text_is_the_reason(app: Steward) -> None:
+    card = await start(app)
+    reply = await send(app, button=f"reject:{card.approval_id}")
+    assert "Rejected by telegram:42" in outcomes(reply)[0].text
+    assert any(t.startswith("Why?") for t in reply.texts)
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.status is ApprovalStatus.REJECTED
+    assert approval.reason is None
+
+    noted = await send(app, "they asked to wait until March")
+    assert "Noted" in joined(noted)
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.reason == "they asked to wait until March"
+    reasons = [e for e in await app.ledger.audit_events() if e.kind == "approval.reason"]
+    assert len(reasons) == 1 and reasons[0].subject == card.approval_id
+    assert outbox(app) == []
+    run = await app.ledger.get_run(approval.run_id)
+    assert run is not None and run.status is RunStatus.CANCELLED
+
+
+async def test_skip_leaves_the_reason_empty(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"reject:{card.approval_id}")
+    assert "Okay" in joined(await send(app, "/skip"))
+    later = await send(app, "what's the weather like")
+    assert "not sure" in joined(later)
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.status is ApprovalStatus.REJECTED
+    assert not approval.reason
+
+
+async def test_reject_command_with_a_reason(app: Steward) -> None:
+    card = await start(app)
+    reply = await send(app, f"/reject {card.approval_id} wrong client")
+    assert "Rejected by telegram:42" in outcomes(reply)[0].text
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.reason == "wrong client"
+
+
+async def test_edit_button_then_text_approves_with_exactly_that_text(app: Steward) -> None:
+    card = await start(app)
+    asked = await send(app, button=f"edit:{card.approval_id}")
+    assert "new text" in joined(asked)
+    assert card.text is not None and card.text in joined(asked)
+    assert outbox(app) == []
+
+    new_text = "Hi Acme,\n\nWelcome aboard — 50% of the work is done: you're here!\n\nOlivia"
+    reply = await send(app, new_text)
+    [done] = outcomes(reply)
+    assert "Approved by telegram:42" in done.text and "(with edits)" in done.text
+    [effect] = outbox(app)
+    assert effect["params"]["body"] == new_text
+    assert effect["params"]["to"] == "jane@acme.com"
+
+
+async def test_edited_text_with_double_braces_is_sent_verbatim(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    new_text = "Hi Acme, our template tag is {{client}} and stays {{as is}}."
+    await send(app, new_text)
+    [effect] = outbox(app)
+    assert effect["params"]["body"] == new_text
+
+
+async def test_an_empty_answer_to_an_edit_does_not_send_an_empty_email(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    await send(app, "   ")
+    assert [e["params"]["body"] for e in outbox(app) if not e["params"]["body"]] == []
+
+
+async def test_cancel_during_an_edit_keeps_the_card(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    await send(app, "/cancel")
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.is_pending
+    assert outbox(app) == []
+
+
+async def test_edit_on_a_decided_approval_explains_who_decided(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"approve:{card.approval_id}")
+    reply = await send(app, button=f"edit:{card.approval_id}")
+    assert any("Already decided" in t for t in reply.texts)
+    assert len(outbox(app)) == 1
+
+
+async def test_a_stale_reject_press_does_not_ask_for_a_reason(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"approve:{card.approval_id}")
+    stale = await send(app, button=f"reject:{card.approval_id}")
+    assert any("Already decided" in t for t in stale.texts)
+    assert not any(t.startswith("Why?") for t in stale.texts)
+    await send(app, "what's the weather like")
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.status is ApprovalStatus.APPROVED
+    assert approval.reason is None
+
+
+async def test_premium_approves_twice_and_the_folder_step_has_no_edit(app: Steward) -> None:
+    first = await start(app, START.replace("basic", "premium"))
+    reply = await send(app, button=f"approve:{first.approval_id}")
+    folder = only_card(reply)
+    assert folder.summary == "Create a shared project folder for Acme"
+    assert [b.label for b in folder.buttons] == ["Approve", "Reject", "Details"]
+    assert len(outbox(app)) == 1
+    assert "no text to edit" in joined(await send(app, button=f"edit:{folder.approval_id}"))
+    await send(app, button=f"approve:{folder.approval_id}")
+    assert sorted(e["action"] for e in outbox(app)) == ["create_folder", "send_email"]
+
+
+async def test_details_button_shows_inputs_and_steps(app: Steward) -> None:
+    card = await start(app)
+    reply = await send(app, button=f"details:{card.approval_id}")
+    text = joined(reply)
+    assert "client: Acme" in text and "email: jane@acme.com" in text
+    assert "draft_welcome" in text
+    assert len(reply.cards) == 1
+
+
+async def test_buttons_for_unknown_approvals_get_a_clear_message(app: Steward) -> None:
+    for payload in ("approve:zzz", "reject:zzz", "edit:zzz"):
+        text = joined(await send(app, button=payload))
+        assert "no approval 'zzz'" in text, payload
+    assert "No approval zzz" in joined(await send(app, button="details:zzz"))
+    assert "expired" in joined(await send(app, button="frobnicate:zzz"))
+    assert "expired" in joined(await send(app, button="garbage"))
+
+
+# -- run controls ----------------------------------------------------------------------
+
+
+async def test_a_paused_run_cannot_be_approved_until_resumed(app: Steward) -> None:
+    card = await start(app)
+    run_id = await run_of(app, card)
+    assert "Paused" in joined(await send(app, f"/pause {run_id}"))
+    refused = await send(app, button=f"approve:{card.approval_id}")
+    assert "paused" in joined(refused) and f"/resume {run_id}" in joined(refused)
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.is_pending
+    assert outbox(app) == []
+
+    resumed = await send(app, f"/resume {run_id}")
+    assert only_card(resumed).approval_id == card.approval_id
+    done = await send(app, button=f"approve:{card.approval_id}")
+    assert "Approved by telegram:42" in outcomes(done)[0].text
+    assert len(outbox(app)) == 1
+
+
+async def test_cancel_a_run(app: Steward) -> None:
+    card = await start(app)
+    run_id = await run_of(app, card)
+    text = joined(await send(app, f"/cancel {run_id}"))
+    assert f"Cancelled run {run_id}" in text
+    run = await app.ledger.get_run(run_id)
+    assert run is not None and run.status is RunStatus.CANCELLED
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and not approval.is_pending
+    late = await send(app, button=f"approve:{card.approval_id}")
+    assert any("Already decided" in t for t in late.texts)
+    assert outbox(app) == []
+    assert "already cancelled" in joined(await send(app, f"/cancel {run_id}"))
+
+
+async def test_runs_lists_active_runs_and_all_includes_finished(app: Steward) -> None:
+    assert "No runs in progress" in joined(await send(app, "/runs"))
+    waiting = await start(app)
+    finished = await start(app)
+    await send(app, button=f"approve:{finished.approval_id}")
+    waiting_run, finished_run = await run_of(app, waiting), await run_of(app, finished)
+
+    active = joined(await send(app, "/runs"))
+    assert waiting_run in active and waiting.approval_id in active
+    assert finished_run not in active
+
+    everything = joined(await send(app, "/runs all"))
+    assert waiting_run in everything and finished_run in everything
+    assert "succeeded" in everything
+
+
+# -- tier 2 routing with a fake model --------------------------------------------------
+
+
+class _ToolCallingFake(GenericFakeChatModel):
+    """Answers with scripted messages; binding tools is accepted and ignored."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+
+def _route_answer(process: str | None, inputs: dict[str, str], confidence: float) -> AIMessage:
+    return AIMessage(
+        content="",
+        tool_calls=[
+            {
+                "name": "_ModelRoute",
+                "args": {"process": process, "inputs": inputs, "confidence": confidence},
+                "id": "call-1",
+                "type": "tool_call",
+            }
+        ],
+        usage_metadata={"input_tokens": 100, "output_tokens": 20, "total_tokens": 120},
+    )
+
+
+def _models(app: Steward, answers: list[AIMessage]) -> LanguageModels:
+    messages: Iterator[AIMessage] = iter(answers)
+    fake = _ToolCallingFake(messages=messages)
+    return LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+
+
+async def test_router_without_models_has_no_tier_2() -> None:
+    router = Router(Catalog.load(BUILTIN_DIR, None))
+    assert await router.by_model("welcome our new customer") is None
+
+
+async def test_tier_2_routes_what_the_rules_cannot(app: Steward) -> None:
+    text = "please greet Globex, the folks at ops@globex.io bought our top tier"
+    assert app.coordinator.router.by_rules(text) is None
+    app.coordinator.router.models = _models(
+        app,
+        [
+            _route_answer(
+                "onboarding",
+                {"client": "Globex", "email": "ops@globex.io", "package": "premium"},
+                0.9,
+            )
+        ],
+    )
+    card = only_card(await send(app, text))
+    [run] = await app.ledger.list_runs()
+    assert run.inputs == {"client": "Globex", "email": "ops@globex.io", "package": "premium"}
+    assert card.summary == "Send the welcome email to ops@globex.io"
+
+
+async def test_tier_2_drops_invalid_values_and_asks_for_them(app: Steward) -> None:
+    app.coordinator.router.models = _models(
+        app,
+        [_route_answer("onboarding", {"client": "Globex", "email": "nope", "package": "x"}, 0.8)],
+    )
+    asked = await send(app, "please greet Globex")
+    assert asked.cards == []
+    assert "email" in joined(asked).lower()
+    assert await app.ledger.list_runs() == []
+
+
+async def test_tier_2_unsure_or_unknown_process_falls_back(app: Steward) -> None:
+    app.coordinator.router.models = _models(
+        app,
+        [
+            _route_answer("onboarding", {}, 0.2),
+            _route_answer("launch_rockets", {}, 0.99),
+            AIMessage(content="I think onboarding?"),
+        ],
+    )
+    for _ in range(3):
+        assert "not sure" in joined(await send(app, "do the thing"))
+    assert await app.ledger.list_runs() == []
