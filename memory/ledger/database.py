@@ -158,7 +158,10 @@ class ThreadedSqlite:
 
     def __init__(self, url: DatabaseURL) -> None:
         self.engine: Engine = create_engine(
-            url.url.set(drivername="sqlite"), pool_size=1, max_overflow=0
+            url.url.set(drivername="sqlite"),
+            pool_size=1,
+            max_overflow=0,
+            pool_reset_on_return=None,  # every transaction ends in its own commit or rollback
         )
         _configure_sqlite(self.engine)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="steward-ledger")

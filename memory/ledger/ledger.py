@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from memory.database_url import DatabaseURL
@@ -41,6 +41,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Hot statements are built once: SQLAlchemy spends more time building a statement with
+# .values(...) than SQLite spends running it.
+_AUDIT_HEAD = select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
+_AUDIT_HEAD_LOCKED = _AUDIT_HEAD.with_for_update()
+_INSERT_AUDIT = insert(t.audit_events).returning(t.audit_events.c.seq)
+_MOVE_HEAD = (
+    update(t.audit_head)
+    .where(t.audit_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+_INSERT_RUN = insert(t.runs)
+_GET_RUN = select(t.runs).where(t.runs.c.id == bindparam("run_id"))
+_UPDATE_RUN = update(t.runs).where(t.runs.c.id == bindparam("run_id"))
+_INSERT_STEP = insert(t.steps)
+_INSERT_APPROVAL = insert(t.approvals)
+_GET_APPROVAL = select(t.approvals).where(t.approvals.c.id == bindparam("approval_id"))
+_GATE_APPROVAL = select(t.approvals).where(
+    t.approvals.c.run_id == bindparam("run_id"),
+    t.approvals.c.step_id == bindparam("step_id"),
+    t.approvals.c.visit == bindparam("visit"),
+)
+_INSERT_TIMER = insert(t.timers)
+_GET_TIMER = select(t.timers).where(t.timers.c.key == bindparam("timer_key"))
+_INSERT_INBOX = insert(t.inbox).returning(t.inbox.c.id)
+_FINISH_INBOX = update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id"))
+
+
 class LedgerTx:
     """Reads and writes inside one open transaction (runs on the database's side)."""
 
@@ -51,46 +78,42 @@ class LedgerTx:
 
     def audit(self, new: NewAuditEvent, at: datetime | None = None) -> AuditEvent:
         at = at or utcnow()
-        head_query = select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
-        if self.conn.dialect.name == "postgresql":
-            head_query = head_query.with_for_update()  # appends queue here, one chain
-        head = self.conn.execute(head_query).one()
+        # On PostgreSQL appends queue on the head row's lock: one chain, never a fork.
+        locked = self.conn.dialect.name == "postgresql"
+        head = self.conn.execute(_AUDIT_HEAD_LOCKED if locked else _AUDIT_HEAD).one()
         digest = event_hash(head.hash, at, new.actor, new.kind, new.subject, new.data)
         seq = self.conn.execute(
-            insert(t.audit_events)
-            .values(
-                at=at,
-                actor=new.actor,
-                kind=new.kind,
-                subject=new.subject,
-                data=new.data,
-                prev_hash=head.hash,
-                hash=digest,
-            )
-            .returning(t.audit_events.c.seq)
+            _INSERT_AUDIT,
+            {
+                "at": at,
+                "actor": new.actor,
+                "kind": new.kind,
+                "subject": new.subject,
+                "data": new.data,
+                "prev_hash": head.hash,
+                "hash": digest,
+            },
         ).scalar_one()
-        self.conn.execute(
-            update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=seq, hash=digest)
-        )
+        self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
         return AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
 
     # -- runs and steps ------------------------------------------------------------------
 
     def insert_run(self, run: Run) -> None:
-        self.conn.execute(insert(t.runs).values(_run_values(run)))
+        self.conn.execute(_INSERT_RUN, _run_values(run))
 
     def get_run(self, run_id: str) -> Run | None:
-        row = self.conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+        row = self.conn.execute(_GET_RUN, {"run_id": run_id}).first()
         return _run(row) if row else None
 
     def update_run(self, run_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
-        self.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
+        self.conn.execute(_UPDATE_RUN, {"run_id": run_id, **values})
 
     def append_steps(self, run_id: str, entries: Sequence[StepEntry]) -> None:
         if entries:
             self.conn.execute(
-                insert(t.steps),
+                _INSERT_STEP,
                 [
                     {
                         "run_id": run_id,
@@ -108,19 +131,15 @@ class LedgerTx:
     # -- approvals -----------------------------------------------------------------------
 
     def insert_approval(self, approval: Approval) -> None:
-        self.conn.execute(insert(t.approvals).values(_approval_values(approval)))
+        self.conn.execute(_INSERT_APPROVAL, _approval_values(approval))
 
     def get_approval(self, approval_id: str) -> Approval | None:
-        row = self.conn.execute(select(t.approvals).where(t.approvals.c.id == approval_id)).first()
+        row = self.conn.execute(_GET_APPROVAL, {"approval_id": approval_id}).first()
         return _approval(row) if row else None
 
     def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
         row = self.conn.execute(
-            select(t.approvals).where(
-                t.approvals.c.run_id == run_id,
-                t.approvals.c.step_id == step_id,
-                t.approvals.c.visit == visit,
-            )
+            _GATE_APPROVAL, {"run_id": run_id, "step_id": step_id, "visit": visit}
         ).first()
         return _approval(row) if row else None
 
@@ -139,13 +158,19 @@ class LedgerTx:
         self, key: str, kind: str, due_at: datetime, run_id: str | None, payload: dict[str, Any]
     ) -> None:
         self.conn.execute(
-            insert(t.timers).values(
-                key=key, kind=kind, due_at=due_at, run_id=run_id, payload=payload, status="pending"
-            )
+            _INSERT_TIMER,
+            {
+                "key": key,
+                "kind": kind,
+                "due_at": due_at,
+                "run_id": run_id,
+                "payload": payload,
+                "status": "pending",
+            },
         )
 
     def timer(self, key: str) -> Timer | None:
-        row = self.conn.execute(select(t.timers).where(t.timers.c.key == key)).first()
+        row = self.conn.execute(_GET_TIMER, {"timer_key": key}).first()
         return _timer(row) if row else None
 
     def cancel_timers(self, run_id: str) -> None:
@@ -159,9 +184,7 @@ class LedgerTx:
 
     def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
         self.conn.execute(
-            update(t.inbox)
-            .where(t.inbox.c.id == inbox_id)
-            .values(status=status, handled_at=utcnow())
+            _FINISH_INBOX, {"inbox_id": inbox_id, "status": status, "handled_at": utcnow()}
         )
 
 
@@ -299,19 +322,14 @@ class Ledger:
         """Stores an inbound update; None when this delivery was stored before."""
 
         def accept(conn: Connection) -> int:
-            return int(
-                conn.execute(
-                    insert(t.inbox)
-                    .values(
-                        channel=channel,
-                        external_id=external_id,
-                        payload=payload,
-                        status="new",
-                        received_at=utcnow(),
-                    )
-                    .returning(t.inbox.c.id)
-                ).scalar_one()
-            )
+            row = {
+                "channel": channel,
+                "external_id": external_id,
+                "payload": payload,
+                "status": "new",
+                "received_at": utcnow(),
+            }
+            return int(conn.execute(_INSERT_INBOX, row).scalar_one())
 
         try:
             return await self.db.run(accept)
