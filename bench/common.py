@@ -56,13 +56,20 @@ async def _gate(state: GateState) -> Command[str]:
 
 
 @asynccontextmanager
-async def bare_gate_loop() -> AsyncIterator[CompiledStateGraph[Any, Any, Any, Any]]:
-    """Bare LangGraph: one node that asks for approval again after each answer."""
+async def bare_saver() -> AsyncIterator[AsyncSqliteSaver]:
+    """The checkpointer steward uses, on a file of its own, as bare LangGraph would."""
     with tempfile.TemporaryDirectory(prefix="langgraph-bench-") as home:
         async with aiosqlite.connect(Path(home) / "bare.db") as conn:
             saver = AsyncSqliteSaver(conn)
             await saver.setup()
-            builder = StateGraph(GateState)
-            builder.add_node("gate", _gate)  # type: ignore[call-overload]
-            builder.add_edge(START, "gate")
-            yield builder.compile(checkpointer=saver)
+            yield saver
+
+
+@asynccontextmanager
+async def bare_gate_loop() -> AsyncIterator[CompiledStateGraph[Any, Any, Any, Any]]:
+    """Bare LangGraph: one node that asks for approval again after each answer."""
+    async with bare_saver() as saver:
+        builder = StateGraph(GateState)
+        builder.add_node("gate", _gate)  # type: ignore[call-overload]
+        builder.add_edge(START, "gate")
+        yield builder.compile(checkpointer=saver)
