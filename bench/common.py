@@ -7,9 +7,10 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import aiosqlite
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -17,6 +18,12 @@ from langgraph.types import Command, interrupt
 
 from bot.app import Steward
 from bot.settings import load_settings
+from memory.checkpoints import open_checkpointer
+from memory.database_url import DatabaseURL
+from memory.ledger import Ledger
+
+# "steward": the checkpointer steward runs on; "stock": LangGraph's AsyncSqliteSaver.
+Saver = Literal["steward", "stock"]
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -56,19 +63,28 @@ async def _gate(state: GateState) -> Command[str]:
 
 
 @asynccontextmanager
-async def bare_saver() -> AsyncIterator[AsyncSqliteSaver]:
-    """The checkpointer steward uses, on a file of its own, as bare LangGraph would."""
+async def bare_saver(kind: Saver) -> AsyncIterator[BaseCheckpointSaver[str]]:
+    """A checkpointer on a file of its own: steward's, or LangGraph's stock async one."""
     with tempfile.TemporaryDirectory(prefix="langgraph-bench-") as home:
-        async with aiosqlite.connect(Path(home) / "bare.db") as conn:
-            saver = AsyncSqliteSaver(conn)
-            await saver.setup()
-            yield saver
+        path = Path(home) / "bare.db"
+        if kind == "stock":
+            async with aiosqlite.connect(path) as conn:
+                stock = AsyncSqliteSaver(conn)
+                await stock.setup()
+                yield stock
+            return
+        ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(path))
+        try:
+            async with open_checkpointer(ledger) as saver:
+                yield saver
+        finally:
+            await ledger.close()
 
 
 @asynccontextmanager
-async def bare_gate_loop() -> AsyncIterator[CompiledStateGraph[Any, Any, Any, Any]]:
+async def bare_gate_loop(kind: Saver) -> AsyncIterator[CompiledStateGraph[Any, Any, Any, Any]]:
     """Bare LangGraph: one node that asks for approval again after each answer."""
-    async with bare_saver() as saver:
+    async with bare_saver(kind) as saver:
         builder = StateGraph(GateState)
         builder.add_node("gate", _gate)  # type: ignore[call-overload]
         builder.add_edge(START, "gate")

@@ -4,7 +4,8 @@ Each turn is an approval pressed in chat: the coordinator stores the delivery in
 durable inbox, checks the sender, records the decision, resumes the run through its
 step and back to a gate, and answers with the next card. The baseline is a bare
 LangGraph graph on the same checkpointer (AsyncSqliteSaver) doing the same step per
-turn: resume one interrupted node, which interrupts again.
+turn: resume one interrupted node, which interrupts again. For context it also runs
+bare LangGraph on its stock AsyncSqliteSaver.
 
     uv run python -m bench.turn_overhead [--turns 1000]
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from langgraph.types import Command
 
-from bench.common import bare_gate_loop, percentile, steward_home, summary
+from bench.common import Saver, bare_gate_loop, percentile, steward_home, summary
 from graph.messages import Inbound, Sender
 
 RUNS = 20
@@ -55,8 +56,8 @@ async def steward_turns(turns: int) -> list[float]:
         return samples
 
 
-async def bare_turns(turns: int, durability: Any) -> list[float]:
-    async with bare_gate_loop() as graph:
+async def bare_turns(turns: int, durability: Any, saver: Saver = "steward") -> list[float]:
+    async with bare_gate_loop(saver) as graph:
         for run in range(RUNS):
             await graph.ainvoke({"turns": 0}, {"configurable": {"thread_id": f"t{run}"}})
         samples = []
@@ -70,21 +71,22 @@ async def bare_turns(turns: int, durability: Any) -> list[float]:
 
 
 async def main(turns: int) -> None:
-    # Warm up both paths, then measure them interleaved so machine noise hits both.
+    # Warm up every path, then measure them one after another in the same process.
     await bare_turns(50, "async")
     await steward_turns(50)
     bare = await bare_turns(turns, "async")
     ours = await steward_turns(turns)
     bare_exit = await bare_turns(turns, "exit")
+    stock = await bare_turns(turns, "async", "stock")
     print(f"turn overhead: {turns} operator turns, each advancing a run by one step")
-    print(f"  steward (inbox, identity, ledger, audit, card) {summary(ours)}")
-    print(f"  bare LangGraph, AsyncSqliteSaver, default durability {summary(bare)}")
-    print(f"  bare LangGraph, AsyncSqliteSaver, durability=exit    {summary(bare_exit)}")
-    ratio50 = percentile(ours, 50) / percentile(bare, 50)
-    ratio99 = percentile(ours, 99) / percentile(bare, 99)
-    print(f"  ratio to bare default: p50 {ratio50:.2f}  p99 {ratio99:.2f}  (target <= 1.3)")
-    ratio_exit = percentile(ours, 50) / percentile(bare_exit, 50)
-    print(f"  ratio to bare durability=exit: p50 {ratio_exit:.2f}")
+    print(f"  steward: inbox, identity, decision, step, audit, card  {summary(ours)}")
+    print(f"  bare LangGraph, same checkpointer, default durability  {summary(bare)}")
+    print(f"  bare LangGraph, same checkpointer, durability=exit     {summary(bare_exit)}")
+    print(f"  bare LangGraph, stock AsyncSqliteSaver, default        {summary(stock)}")
+    for name, baseline in (("same checkpointer", bare), ("stock AsyncSqliteSaver", stock)):
+        p50 = percentile(ours, 50) / percentile(baseline, 50)
+        p99 = percentile(ours, 99) / percentile(baseline, 99)
+        print(f"  ratio to bare LangGraph ({name}): p50 {p50:.2f}  p99 {p99:.2f}  (target <= 1.3)")
 
 
 if __name__ == "__main__":

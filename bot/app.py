@@ -62,7 +62,7 @@ class Steward:
         ledger = Ledger.from_url(settings.database)
         try:
             await ledger.setup()
-            async with open_checkpointer(settings.database) as checkpointer:
+            async with open_checkpointer(ledger) as checkpointer:
                 connectors = ConnectorRegistry()
                 connectors.register(OutboxConnector(settings.outbox_dir))
                 if models is None and settings.model_configured:

@@ -59,17 +59,16 @@ class Coordinator:
         )
         if inbox_id is None:
             return None
-        reply = await self.handle(inbound)
-        await self.ledger.finish_inbound(inbox_id)
-        return reply
+        async with self.ledger.handling(inbox_id):
+            return await self.handle(inbound)
 
     async def recover_inbox(self, channel: str | None = None) -> list[tuple[Inbound, Reply]]:
         """Handles every delivery that was stored but not handled before a crash."""
         handled = []
         for item in await self.ledger.unhandled_inbound(channel):
             inbound = Inbound.from_payload(item.payload)
-            reply = await self.handle(inbound)
-            await self.ledger.finish_inbound(item.id)
+            async with self.ledger.handling(item.id):
+                reply = await self.handle(inbound)
             handled.append((inbound, reply))
         return handled
 

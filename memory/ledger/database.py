@@ -170,6 +170,11 @@ class ThreadedSqlite:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs ``fn`` on the database thread between transactions (for the checkpointer)."""
+        async with self._lock:
+            return await asyncio.shield(self._call(fn, *args))
+
     async def run(self, fn: Callable[[Connection], T], write: bool = True) -> T:
         async with self._lock:
             return await asyncio.shield(self._call(self._run, fn, write))

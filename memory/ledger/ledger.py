@@ -7,7 +7,9 @@ method is one transaction, run in one trip to the database (see ``database.py``)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -35,6 +37,9 @@ from memory.ledger.records import (
 )
 
 T = TypeVar("T")
+
+# Inbox items being handled in this task, to be marked done by its first write.
+_handling: ContextVar[list[int] | None] = ContextVar("steward_inbox_handling", default=None)
 
 
 def utcnow() -> datetime:
@@ -214,8 +219,51 @@ class Ledger:
         await self.db.close()
 
     async def write(self, fn: Callable[[LedgerTx], T]) -> T:
-        """Runs ``fn`` as one transaction: all of its writes commit together, or none."""
-        return await self.db.run(lambda conn: fn(LedgerTx(conn)))
+        """Runs ``fn`` as one transaction: all of its writes commit together, or none.
+
+        Inside ``handling(inbox_id)``, the first write also marks that inbox item done.
+        """
+        pending = _handling.get()
+        finishing = list(pending) if pending else []
+        if pending:
+            pending.clear()
+
+        def transaction(conn: Connection) -> T:
+            tx = LedgerTx(conn)
+            result = fn(tx)
+            for inbox_id in finishing:
+                tx.finish_inbox(inbox_id)
+            return result
+
+        try:
+            return await self.db.run(transaction)
+        except BaseException:
+            if pending is not None:
+                pending.extend(finishing)
+            raise
+
+    @asynccontextmanager
+    async def handling(self, inbox_id: int) -> AsyncIterator[None]:
+        """An inbound is done when its first durable consequence commits.
+
+        The first ``write`` inside this block marks the inbox item done in the same
+        transaction — a crash before it leaves the item to be handled again; a crash
+        after it leaves its consequence for run recovery. If the handling writes
+        nothing, the item is marked done when the block ends.
+        """
+        pending = [inbox_id]
+        token = _handling.set(pending)
+        try:
+            yield
+        except Exception:
+            # A message that breaks its handler is set aside, never replayed in a loop.
+            if pending:
+                await self.finish_inbound(inbox_id, "failed")
+            raise
+        finally:
+            _handling.reset(token)
+        if pending:
+            await self.finish_inbound(inbox_id)
 
     async def read(self, fn: Callable[[LedgerTx], T]) -> T:
         return await self.db.run(lambda conn: fn(LedgerTx(conn)), write=False)
@@ -337,7 +385,7 @@ class Ledger:
             return None
 
     async def finish_inbound(self, inbox_id: int, status: str = "done") -> None:
-        await self.write(lambda tx: tx.finish_inbox(inbox_id, status))
+        await self.db.run(lambda conn: LedgerTx(conn).finish_inbox(inbox_id, status))
 
     async def unhandled_inbound(self, channel: str | None = None) -> list[InboxItem]:
         query = select(t.inbox).where(t.inbox.c.status == "new").order_by(t.inbox.c.id)

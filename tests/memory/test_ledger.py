@@ -556,3 +556,45 @@ async def test_save_definition_keeps_the_first_body_per_version(ledger: Ledger) 
     assert await ledger.get_definition("v1abc") == body
     assert await ledger.get_definition("v2def") == {"name": "v2"}
     assert await ledger.get_definition("missing") is None
+
+
+async def test_handling_marks_the_inbox_item_done_with_the_first_write(ledger: Ledger) -> None:
+    inbox_id = await ledger.accept_inbound("console", "m1", {"text": "/run"})
+    assert inbox_id is not None
+    async with ledger.handling(inbox_id):
+        await ledger.write(lambda tx: tx.insert_run(make_run()))
+        assert await ledger.unhandled_inbound() == []  # done together with the run
+        await ledger.write(lambda tx: tx.update_run("run1", status=RunStatus.WAITING.value))
+    assert await ledger.unhandled_inbound() == []
+
+
+async def test_handling_without_writes_marks_done_at_the_end(ledger: Ledger) -> None:
+    inbox_id = await ledger.accept_inbound("console", "m2", {"text": "/help"})
+    assert inbox_id is not None
+    async with ledger.handling(inbox_id):
+        assert [i.id for i in await ledger.unhandled_inbound()] == [inbox_id]
+    assert await ledger.unhandled_inbound() == []
+
+
+async def test_a_failed_write_leaves_the_item_for_the_next_write(ledger: Ledger) -> None:
+    inbox_id = await ledger.accept_inbound("console", "m3", {"text": "/run"})
+    assert inbox_id is not None
+
+    def boom(tx: LedgerTx) -> None:
+        raise RuntimeError("boom")
+
+    async with ledger.handling(inbox_id):
+        with pytest.raises(RuntimeError):
+            await ledger.write(boom)
+        assert [i.id for i in await ledger.unhandled_inbound()] == [inbox_id]
+        await ledger.write(lambda tx: tx.insert_run(make_run()))
+        assert await ledger.unhandled_inbound() == []
+
+
+async def test_a_handler_that_raises_sets_the_item_aside(ledger: Ledger) -> None:
+    inbox_id = await ledger.accept_inbound("console", "m4", {"text": "poison"})
+    assert inbox_id is not None
+    with pytest.raises(ValueError):
+        async with ledger.handling(inbox_id):
+            raise ValueError("handler bug")
+    assert await ledger.unhandled_inbound() == []
