@@ -134,13 +134,10 @@ def _agent(definition: ProcessDefinition, step: AgentStep, following: str) -> No
         ctx = runtime.context
         visit = _visit(state, step, definition)
         draft = await ctx.drafter.draft(step, _values(state, ctx, definition), ctx.run_id)
+        ctx.log.append(_entry(step, visit, "done", source=draft.source, note=draft.note))
         return Command(
             goto=following,
-            update={
-                "data": {step.output: draft.text},
-                "visits": {step.id: visit},
-                "log": [_entry(step, visit, "done", source=draft.source, note=draft.note)],
-            },
+            update={"data": {step.output: draft.text}, "visits": {step.id: visit}},
         )
 
     return agent
@@ -157,19 +154,19 @@ def _approval(definition: ProcessDefinition, step: ApprovalStep, following: str)
             {"type": "approval", "step": step.id, "visit": visit, "card": card}
         )
         status = decision["status"]
+        ctx.log.append(
+            _entry(
+                step,
+                visit,
+                status,
+                by=decision.get("by"),
+                reason=decision.get("reason"),
+                edited=decision.get("edited_text") is not None,
+            )
+        )
         update: dict[str, Any] = {
             "visits": {step.id: visit},
             "decisions": {step.id: {**decision, "visit": visit}},
-            "log": [
-                _entry(
-                    step,
-                    visit,
-                    status,
-                    by=decision.get("by"),
-                    reason=decision.get("reason"),
-                    edited=decision.get("edited_text") is not None,
-                )
-            ],
         }
         if status == "approved":
             if step.editable and decision.get("edited_text") is not None:
@@ -200,10 +197,10 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
             action=step.action,
             params=params,
         )
-        update: dict[str, Any] = {
-            "visits": {step.id: visit},
-            "log": [_entry(step, visit, "done", key=key, connector=step.connector, result=result)],
-        }
+        ctx.log.append(
+            _entry(step, visit, "done", key=key, connector=step.connector, result=result)
+        )
+        update: dict[str, Any] = {"visits": {step.id: visit}}
         if step.output:
             update["data"] = {step.output: result}
         return Command(goto=following, update=update)
@@ -213,6 +210,7 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
 
 def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node:
     async def wait(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
+        ctx = runtime.context
         visit = _visit(state, step, definition)
         delay = step.delay
         woken: dict[str, Any] = interrupt(
@@ -224,10 +222,8 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
                 "seconds": delay.total_seconds() if delay else None,
             }
         )
-        update: dict[str, Any] = {
-            "visits": {step.id: visit},
-            "log": [_entry(step, visit, "done", woken_by=woken.get("by"))],
-        }
+        ctx.log.append(_entry(step, visit, "done", woken_by=woken.get("by")))
+        update: dict[str, Any] = {"visits": {step.id: visit}}
         if step.output:
             update["data"] = {step.output: woken.get("data")}
         return Command(goto=following, update=update)
@@ -243,12 +239,9 @@ def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
         visit = _visit(state, step, definition)
         chosen = condition.evaluate(_values(state, runtime.context, definition))
         target = then if chosen else otherwise
-        return Command(
-            goto=target,
-            update={
-                "visits": {step.id: visit},
-                "log": [_entry(step, visit, "done", condition=step.condition, went_to=target)],
-            },
+        runtime.context.log.append(
+            _entry(step, visit, "done", condition=step.condition, went_to=target)
         )
+        return Command(goto=target, update={"visits": {step.id: visit}})
 
     return branch

@@ -344,10 +344,10 @@ class ProcessEngine:
                 )
                 if approval is not None and not approval.is_pending:
                     return await self._advance(run, Command(resume=_decision_payload(approval)))
-            return await self._settle(run, compiled, dict(snapshot.values), [pending])
+            return await self._settle(run, compiled, dict(snapshot.values), [pending], [])
         if snapshot.next:
             return await self._advance(run, None)
-        return await self._settle(run, compiled, dict(snapshot.values), [])
+        return await self._settle(run, compiled, dict(snapshot.values), [], [])
 
     async def _advance(self, run: Run, command: Any) -> RunView:
         compiled = await self._compiled_for(run.version)
@@ -361,14 +361,18 @@ class ProcessEngine:
         except Exception as exc:  # a bug or an outage: the run fails visibly, nothing is lost
             return await self._fail(run, exc, "error")
         interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
-        return await self._settle(run, compiled, result, interrupts)
+        return await self._settle(run, compiled, result, interrupts, context.log)
 
     async def _settle(
-        self, run: Run, compiled: _Compiled, state: dict[str, Any], interrupts: list[Interrupt]
+        self,
+        run: Run,
+        compiled: _Compiled,
+        state: dict[str, Any],
+        interrupts: list[Interrupt],
+        log: list[dict[str, Any]],
     ) -> RunView:
         """Records where the run stopped — a gate, a wait, or the end — in one transaction."""
         now = utcnow()
-        log: list[dict[str, Any]] = list(state.get("log", []))
         entries = [
             StepEntry(
                 seq=run.steps_logged + i + 1,
@@ -378,7 +382,7 @@ class ProcessEngine:
                 at=datetime.fromisoformat(e["at"]),
                 detail={"visit": e["visit"], **e["detail"]},
             )
-            for i, e in enumerate(log[run.steps_logged :])
+            for i, e in enumerate(log)
         ]
         stop: dict[str, Any] | None = interrupts[0].value if interrupts else None
         gate = _new_gate(run, compiled.definition, stop, now) if stop else None
@@ -386,7 +390,10 @@ class ProcessEngine:
 
         def record(tx: LedgerTx) -> tuple[Run | None, Approval | None]:
             tx.append_steps(run.id, entries)
-            changes: dict[str, Any] = {"steps_logged": len(log), "updated_at": now}
+            changes: dict[str, Any] = {
+                "steps_logged": run.steps_logged + len(entries),
+                "updated_at": now,
+            }
             approval = None
             if stop is not None:
                 changes |= {"status": RunStatus.WAITING.value, "current_step": stop["step"]}

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from graph.drafting import Drafter
@@ -18,14 +17,19 @@ class RunState(TypedDict, total=False):
     data: Annotated[dict[str, Any], merge]  # inputs and step outputs, by name
     visits: Annotated[dict[str, int], merge]  # how often each step ran
     decisions: Annotated[dict[str, dict[str, Any]], merge]  # the latest decision per gate
-    log: Annotated[list[dict[str, Any]], operator.add]  # the timeline, one entry per step
     outcome: str  # how the run ended when it did not simply succeed
 
 
 @dataclass(frozen=True)
 class StepContext:
-    """Passed to every node at run time; nodes reach nothing else."""
+    """Passed to every node at run time; nodes reach nothing else.
+
+    ``log`` collects one timeline entry per step executed in this invocation; the
+    engine writes them to the ledger when the run stops, so the checkpointed state
+    does not grow with the run's history.
+    """
 
     run_id: str
     effects: EffectGuard
     drafter: Drafter
+    log: list[dict[str, Any]] = field(default_factory=list)
