@@ -5,15 +5,20 @@ the standard library driver on one dedicated worker thread: every statement is o
 hop to that thread, where aiosqlite (the async driver SQLAlchemy offers) makes four
 (cursor, execute, fetch, close) — measured at ~130 hops per operator turn, which made
 the ledger, not LangGraph, the slowest part of a turn. SQLite has one writer anyway,
-so transactions queue on a lock instead of waiting in SQLite's busy handler.
+so transactions queue here instead of waiting in SQLite's busy handler — and the
+transactions queued while the thread was busy run together as one group commit: each
+in a savepoint of its own (one failing rolls back alone), one fsync for all, and no
+caller resumes before the commit that holds its writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event
@@ -153,10 +158,20 @@ def _execute(conn: Connection, statement: Executable, params: Any) -> Rows:
     return Rows(rows, result.rowcount)
 
 
+@dataclass(frozen=True)
+class _Queued:
+    fn: Callable[[Connection], Any]
+    write: bool
+    done: asyncio.Future[Any]
+
+
 class ThreadedSqlite:
     dialect_name = "sqlite"
 
     def __init__(self, url: DatabaseURL) -> None:
+        self._queue: list[_Queued] = []
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
         self.engine: Engine = create_engine(
             url.url.set(drivername="sqlite"),
             pool_size=1,
@@ -176,18 +191,58 @@ class ThreadedSqlite:
             return await asyncio.shield(self._call(fn, *args))
 
     async def run(self, fn: Callable[[Connection], T], write: bool = True) -> T:
-        async with self._lock:
-            return await asyncio.shield(self._call(self._run, fn, write))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Queued(fn, write, done))
+        if not self._draining:
+            self._draining = True
+            self._drainer = loop.create_task(self._drain())
+        return await done  # type: ignore[no-any-return]
 
-    def _run(self, fn: Callable[[Connection], T], write: bool) -> T:
-        conn = self._open(write)
+    async def _drain(self) -> None:
         try:
-            result = fn(conn)
-        except BaseException:
-            self._close(conn, commit=False)
-            raise
-        self._close(conn, commit=write)
-        return result
+            while self._queue:
+                batch, self._queue = self._queue, []
+                async with self._lock:
+                    outcomes = await self._call(self._run_batch, batch)
+                for queued, (ok, value) in zip(batch, outcomes, strict=True):
+                    if queued.done.done():
+                        continue
+                    if ok:
+                        queued.done.set_result(value)
+                    else:
+                        queued.done.set_exception(value)
+        finally:
+            self._draining = False
+
+    def _run_batch(self, batch: list[_Queued]) -> list[tuple[bool, Any]]:
+        """One transaction for the batch, a savepoint for each of its callers."""
+        write = any(q.write for q in batch)
+        try:
+            conn = self._open(write)
+        except Exception as exc:
+            return [(False, exc)] * len(batch)
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            for queued in batch:
+                savepoint = conn.begin_nested() if len(batch) > 1 else None
+                try:
+                    value = queued.fn(conn)
+                except Exception as exc:
+                    if savepoint is None:
+                        raise
+                    savepoint.rollback()
+                    outcomes.append((False, exc))
+                else:
+                    if savepoint is not None:
+                        savepoint.commit()
+                    outcomes.append((True, value))
+            self._close(conn, commit=write)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self._close(conn, commit=False)
+            return [(False, exc)] * len(batch)
+        return outcomes
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[_ThreadedConnection]:
@@ -227,6 +282,8 @@ class ThreadedSqlite:
             conn.close()
 
     async def close(self) -> None:
+        if self._drainer is not None:
+            await self._drainer
         await self._call(self.engine.dispose)
         self._executor.shutdown(wait=True)
 
