@@ -1,17 +1,18 @@
 """LangGraph checkpoints in the ledger's database.
 
 PostgreSQL: LangGraph's AsyncPostgresSaver. SQLite: LangGraph's own SqliteSaver (the
-same tables as AsyncSqliteSaver) run on the ledger's database thread, one trip per
-checkpoint operation. AsyncSqliteSaver goes through aiosqlite, four thread hops per
-statement behind a lock of its own, and was measured as the slowest part of a run.
+same tables as AsyncSqliteSaver) run inside the ledger's queued transactions, one trip
+per checkpoint operation. AsyncSqliteSaver goes through aiosqlite, four thread hops per
+statement behind a lock and a commit of its own, and was measured as the slowest part
+of a run.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any, TypeVar
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
@@ -24,21 +25,48 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from sqlalchemy import Connection
 
 from memory.ledger import Ledger
-from memory.ledger.database import SQLITE_BUSY_TIMEOUT_MS, ThreadedSqlite
+from memory.ledger.database import ThreadedSqlite
 from memory.ledger.errors import LedgerUnavailable
+
+T = TypeVar("T")
 
 
 class ThreadedSqliteSaver(SqliteSaver):
-    """SqliteSaver whose async methods run on the ledger's database thread."""
+    """SqliteSaver writing inside the ledger's transactions on the ledger's thread.
 
-    def __init__(self, conn: sqlite3.Connection, db: ThreadedSqlite) -> None:
-        super().__init__(conn)
+    Its statements run on the ledger connection of the transaction they are queued in,
+    so a checkpoint commits in the same group commit as ledger writes queued with it.
+    """
+
+    def __init__(self, db: ThreadedSqlite) -> None:
+        idle = sqlite3.connect(":memory:", check_same_thread=False)
+        super().__init__(idle)  # replaced by the ledger's connection for each operation
+        idle.close()
         self.db = db
+        self.is_setup = True  # the tables come from create_tables(), once, at open
+
+    @contextmanager
+    def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
+        """A cursor inside the ledger's open transaction; the transaction commits it."""
+        cur = self.conn.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
+        def on_ledger_connection(conn: Connection) -> T:
+            # Only the ledger's one database thread runs this, one operation at a time.
+            self.conn = conn.connection.dbapi_connection  # type: ignore[assignment]
+            return fn(*args)
+
+        return await self.db.run(on_ledger_connection, write=write)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self.db.call(self.get_tuple, config)
+        return await self._run(self.get_tuple, config, write=False)
 
     async def alist(
         self,
@@ -51,7 +79,7 @@ class ThreadedSqliteSaver(SqliteSaver):
         def collect() -> list[CheckpointTuple]:
             return list(self.list(config, filter=filter, before=before, limit=limit))
 
-        for item in await self.db.call(collect):
+        for item in await self._run(collect, write=False):
             yield item
 
     async def aput(
@@ -61,7 +89,7 @@ class ThreadedSqliteSaver(SqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self.db.call(self.put, config, checkpoint, metadata, new_versions)
+        return await self._run(self.put, config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
         self,
@@ -70,13 +98,22 @@ class ThreadedSqliteSaver(SqliteSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self.db.call(self.put_writes, config, writes, task_id, task_path)
+        await self._run(self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self.db.call(self.delete_thread, thread_id)
+        await self._run(self.delete_thread, thread_id)
 
     async def aget_delta_channel_history(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.db.call(lambda: self.get_delta_channel_history(*args, **kwargs))
+        return await self._run(lambda: self.get_delta_channel_history(*args, **kwargs))
+
+    @staticmethod
+    def create_tables(path: str) -> None:
+        """SqliteSaver's own schema, created once, on a connection of its own."""
+        conn = sqlite3.connect(path)
+        try:
+            SqliteSaver(conn).setup()
+        finally:
+            conn.close()
 
 
 @asynccontextmanager
@@ -86,12 +123,9 @@ async def open_checkpointer(ledger: Ledger) -> AsyncIterator[BaseCheckpointSaver
         saver: BaseCheckpointSaver[str]
         try:
             if isinstance(ledger.db, ThreadedSqlite):
-                db = ledger.db
-                conn = await db.call(_connect_sqlite, str(ledger.url.sqlite_path))
-                stack.push_async_callback(db.call, conn.close)
-                sqlite_saver = ThreadedSqliteSaver(conn, db)
-                await db.call(sqlite_saver.setup)
-                saver = sqlite_saver
+                path = str(ledger.url.sqlite_path)
+                await ledger.db.call(ThreadedSqliteSaver.create_tables, path)
+                saver = ThreadedSqliteSaver(ledger.db)
             else:
                 pg_saver = await stack.enter_async_context(
                     AsyncPostgresSaver.from_conn_string(ledger.url.libpq)
@@ -101,10 +135,3 @@ async def open_checkpointer(ledger: Ledger) -> AsyncIterator[BaseCheckpointSaver
         except (OSError, sqlite3.Error, psycopg.Error) as exc:
             raise LedgerUnavailable(f"cannot open checkpoints at {ledger.url}: {exc}") from exc
         yield saver
-
-
-def _connect_sqlite(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn

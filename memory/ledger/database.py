@@ -6,9 +6,9 @@ hop to that thread, where aiosqlite (the async driver SQLAlchemy offers) makes f
 (cursor, execute, fetch, close) — measured at ~130 hops per operator turn, which made
 the ledger, not LangGraph, the slowest part of a turn. SQLite has one writer anyway,
 so transactions queue here instead of waiting in SQLite's busy handler — and the
-transactions queued while the thread was busy run together as one group commit: each
-in a savepoint of its own (one failing rolls back alone), one fsync for all, and no
-caller resumes before the commit that holds its writes.
+transactions queued while the thread was busy run together as one group commit: one
+fsync for all, no caller resumed before the commit that holds its writes, and a
+failing caller's batch re-run one transaction each so the failure stays its own.
 """
 
 from __future__ import annotations
@@ -216,33 +216,26 @@ class ThreadedSqlite:
             self._draining = False
 
     def _run_batch(self, batch: list[_Queued]) -> list[tuple[bool, Any]]:
-        """One transaction for the batch, a savepoint for each of its callers."""
+        """One transaction and one commit for the whole batch.
+
+        If any caller's work raises, the batch rolls back and each caller runs again
+        in a transaction of its own, so one failure never takes the others with it.
+        """
         write = any(q.write for q in batch)
         try:
             conn = self._open(write)
         except Exception as exc:
             return [(False, exc)] * len(batch)
-        outcomes: list[tuple[bool, Any]] = []
         try:
-            for queued in batch:
-                savepoint = conn.begin_nested() if len(batch) > 1 else None
-                try:
-                    value = queued.fn(conn)
-                except Exception as exc:
-                    if savepoint is None:
-                        raise
-                    savepoint.rollback()
-                    outcomes.append((False, exc))
-                else:
-                    if savepoint is not None:
-                        savepoint.commit()
-                    outcomes.append((True, value))
+            outcomes: list[tuple[bool, Any]] = [(True, q.fn(conn)) for q in batch]
             self._close(conn, commit=write)
+            return outcomes
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self._close(conn, commit=False)
-            return [(False, exc)] * len(batch)
-        return outcomes
+            if len(batch) == 1:
+                return [(False, exc)]
+        return [outcome for queued in batch for outcome in self._run_batch([queued])]
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[_ThreadedConnection]:
