@@ -269,49 +269,37 @@ class ProcessEngine:
 
     async def cancel(self, run_id: str, actor: str) -> Run:
         async with self._locks[run_id]:
-            run = await self._run(run_id)
-            if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
-                raise InvalidState(f"run {run_id} already {run.status.value}")
 
-            def record_cancel(tx: LedgerTx) -> Run | None:
+            def record_cancel(tx: LedgerTx) -> Run:
+                run = _found(tx.get_run(run_id), run_id)
+                if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+                    raise InvalidState(f"run {run_id} already {run.status.value}")
                 cancelled = tx.cancel_pending_approvals(run_id)
                 tx.cancel_timers(run_id)
                 tx.update_run(run_id, status=RunStatus.CANCELLED.value)
                 tx.audit(NewAuditEvent(actor, "run.cancelled", run_id, {"approvals": cancelled}))
-                return tx.get_run(run_id)
+                return _found(tx.get_run(run_id), run_id)
 
-            return _found(await self.ledger.write(record_cancel), run_id)
+            return await self.ledger.write(record_cancel)
 
     async def pause(self, run_id: str, actor: str) -> Run:
         async with self._locks[run_id]:
-            run = await self._run(run_id)
-            if run.status is not RunStatus.WAITING:
-                raise InvalidState(
-                    f"only a waiting run can be paused; {run_id} is {run.status.value}"
-                )
-            return await self._set_status(run_id, RunStatus.PAUSED, actor, "run.paused")
+            return await self._transition(run_id, RunStatus.WAITING, RunStatus.PAUSED, actor)
 
     async def resume(self, run_id: str, actor: str) -> RunView:
         async with self._locks[run_id]:
-            run = await self._run(run_id)
-            if run.status is not RunStatus.PAUSED:
-                raise InvalidState(f"run {run_id} is not paused; it is {run.status.value}")
-            await self._set_status(run_id, RunStatus.WAITING, actor, "run.resumed")
+            await self._transition(run_id, RunStatus.PAUSED, RunStatus.WAITING, actor)
             return await self.view(run_id)
 
     async def retry(self, run_id: str, actor: str) -> RunView:
         """Continues a failed run from its last checkpoint; done effects are not repeated."""
         async with self._locks[run_id]:
-            run = await self._run(run_id)
-            if run.status is not RunStatus.FAILED:
-                raise InvalidState(
-                    f"only a failed run can be retried; {run_id} is {run.status.value}"
-                )
-            if run.error_class == "uncertain":
-                await self.ledger.release_unfinished_effects(run_id, actor)
-            run = await self._set_status(
-                run_id, RunStatus.RUNNING, actor, "run.retried", error=None, error_class=None
+            failed = await self._run(run_id)
+            run = await self._transition(
+                run_id, RunStatus.FAILED, RunStatus.RUNNING, actor, error=None, error_class=None
             )
+            if failed.error_class == "uncertain":
+                await self.ledger.release_unfinished_effects(run_id, actor)
             return await self._continue(run)
 
     async def recover(self) -> list[RunView]:
@@ -426,15 +414,27 @@ class ProcessEngine:
 
         return RunView(_found(await self.ledger.write(record), run.id))
 
-    async def _set_status(
-        self, run_id: str, status: RunStatus, actor: str, event: str, **changes: Any
+    async def _transition(
+        self, run_id: str, source: RunStatus, target: RunStatus, actor: str, **changes: Any
     ) -> Run:
-        def record(tx: LedgerTx) -> Run | None:
-            tx.update_run(run_id, status=status.value, **changes)
-            tx.audit(NewAuditEvent(actor, event, run_id))
-            return tx.get_run(run_id)
+        """Moves a run from ``source`` to ``target``, checked and recorded in one transaction."""
+        verb = {
+            RunStatus.PAUSED: "paused",
+            RunStatus.WAITING: "resumed",
+            RunStatus.RUNNING: "retried",
+        }[target]
 
-        return _found(await self.ledger.write(record), run_id)
+        def record(tx: LedgerTx) -> Run:
+            run = _found(tx.get_run(run_id), run_id)
+            if run.status is not source:
+                raise InvalidState(
+                    f"only a {source.value} run can be {verb}; {run_id} is {run.status.value}"
+                )
+            tx.update_run(run_id, status=target.value, **changes)
+            tx.audit(NewAuditEvent(actor, f"run.{verb}", run_id))
+            return _found(tx.get_run(run_id), run_id)
+
+        return await self.ledger.write(record)
 
     async def _run(self, run_id: str) -> Run:
         return _found(await self.ledger.get_run(run_id), run_id)
