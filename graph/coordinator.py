@@ -40,7 +40,7 @@ Commands:
 /retry RUN               retry a failed run from where it stopped
 /processes               what I can run
 /help                    this list
-Or just say what you need, e.g. "onboard Acme, jane@acme.com, premium"."""
+Or just say what you need, e.g. "onboard Jane from Acme (jane@acme.com), premium"."""
 
 
 @dataclass
