@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -190,19 +190,18 @@ class ProcessEngine:
     ) -> Decision:
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
 
-        def check_and_decide(tx: LedgerTx) -> tuple[Approval | None, bool, Run | None]:
-            approval = tx.get_approval(approval_id)
-            if approval is None:
-                raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
-            if approval.is_pending:
-                run = tx.get_run(approval.run_id)
-                if run is not None and run.status is RunStatus.PAUSED:
-                    raise InvalidState(f"run {run.id} is paused; /resume {run.id} first")
-                if edited_text is not None and not approval.editable:
-                    raise InvalidState(f"approval {approval_id} has no text to edit")
-            return record_decision(tx, approval_id, status, actor, reason, edited_text)
+        def check(approval: Approval, run: Run) -> None:
+            if run.status is RunStatus.PAUSED:
+                raise InvalidState(f"run {run.id} is paused; /resume {run.id} first")
+            if edited_text is not None and not approval.editable:
+                raise InvalidState(f"approval {approval_id} has no text to edit")
 
-        return await self._decided(*await self.ledger.write(check_and_decide))
+        decided = await self.ledger.write(
+            lambda tx: record_decision(tx, approval_id, status, actor, reason, edited_text, check)
+        )
+        if decided[0] is None:
+            raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
+        return await self._decided(*decided)
 
     async def expire(self, approval_id: str) -> Decision | None:
         approval = await self.ledger.get_approval(approval_id)
@@ -375,32 +374,42 @@ class ProcessEngine:
         stop: dict[str, Any] | None = interrupts[0].value if interrupts else None
         gate = _new_gate(run, compiled.definition, stop, now) if stop else None
         outcome = state.get("outcome")
+        if stop is not None:
+            status = RunStatus.WAITING
+        else:
+            status = RunStatus.CANCELLED if outcome else RunStatus.SUCCEEDED
+        settled = replace(
+            run,
+            status=status,
+            current_step=stop["step"] if stop else None,
+            steps_logged=run.steps_logged + len(entries),
+            error=run.error if stop else outcome,
+            updated_at=now,
+        )
 
-        def record(tx: LedgerTx) -> tuple[Run | None, Approval | None]:
+        def record(tx: LedgerTx) -> Approval | None:
             tx.append_steps(run.id, entries)
-            changes: dict[str, Any] = {
-                "steps_logged": run.steps_logged + len(entries),
-                "updated_at": now,
-            }
             approval = None
-            if stop is not None:
-                changes |= {"status": RunStatus.WAITING.value, "current_step": stop["step"]}
-                if gate is not None:
-                    approval = _open_gate(tx, gate, now)
-                else:
-                    _open_wait(tx, run, stop, now)
+            if gate is not None:
+                approval = _open_gate(tx, gate, now)
+            elif stop is not None:
+                _open_wait(tx, run, stop, now)
             else:
-                status = RunStatus.CANCELLED if outcome else RunStatus.SUCCEEDED
-                changes |= {"status": status.value, "current_step": None, "error": outcome}
                 tx.audit(
                     NewAuditEvent("steward", f"run.{status.value}", run.id, {"outcome": outcome}),
                     at=now,
                 )
-            tx.update_run(run.id, **changes)
-            return tx.get_run(run.id), approval
+            tx.update_run(
+                run.id,
+                status=status.value,
+                current_step=settled.current_step,
+                steps_logged=settled.steps_logged,
+                error=settled.error,
+                updated_at=now,
+            )
+            return approval
 
-        settled, approval = await self.ledger.write(record)
-        return RunView(_found(settled, run.id), approval)
+        return RunView(settled, await self.ledger.write(record))
 
     async def _fail(self, run: Run, exc: BaseException, kind: str) -> RunView:
         message = str(exc) or type(exc).__name__

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -564,6 +565,14 @@ class Ledger:
         return float(await self.db.run(lambda c: c.execute(query).scalar_one(), write=False))
 
 
+_DECIDE = (
+    update(t.approvals)
+    .where(t.approvals.c.id == bindparam("approval_id"))
+    .where(t.approvals.c.status == ApprovalStatus.PENDING.value)
+    .returning(*t.approvals.c)
+)
+
+
 def decide(
     tx: LedgerTx,
     approval_id: str,
@@ -571,27 +580,31 @@ def decide(
     decided_by: str,
     reason: str | None = None,
     edited_text: str | None = None,
+    check: Callable[[Approval, Run], None] | None = None,
 ) -> tuple[Approval | None, bool, Run | None]:
-    """The first decision wins: (approval as it stands, decided now?, its run as it stands)."""
+    """The first decision wins: (approval as it stands, decided now?, its run as it stands).
+
+    ``check`` may refuse a decision that would win (by raising); nothing is written then.
+    """
     now = utcnow()
     won = tx.conn.execute(
-        update(t.approvals)
-        .where(
-            t.approvals.c.id == approval_id, t.approvals.c.status == ApprovalStatus.PENDING.value
-        )
-        .values(
-            status=status.value,
-            decided_by=decided_by,
-            decided_at=now,
-            reason=reason,
-            edited_text=edited_text,
-        )
-        .returning(*t.approvals.c)
+        _DECIDE,
+        {
+            "approval_id": approval_id,
+            "status": status.value,
+            "decided_by": decided_by,
+            "decided_at": now,
+            "reason": reason,
+            "edited_text": edited_text,
+        },
     ).first()
     if won is None:
         approval = tx.get_approval(approval_id)
         return approval, False, tx.get_run(approval.run_id) if approval else None
     decided = _approval(won)
+    run = tx.get_run(decided.run_id)
+    if check is not None and run is not None:
+        check(decided, run)
     tx.update_run(decided.run_id, status=RunStatus.RUNNING.value, updated_at=now)
     tx.audit(
         NewAuditEvent(
@@ -602,8 +615,8 @@ def decide(
         ),
         at=now,
     )
-    run = tx.get_run(decided.run_id)
-    return decided, True, run
+    resumed = replace(run, status=RunStatus.RUNNING, updated_at=now) if run else None
+    return decided, True, resumed
 
 
 def _migrate(conn: Connection) -> None:
