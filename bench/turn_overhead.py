@@ -3,11 +3,12 @@
 Each turn is an approval pressed in chat: the coordinator stores the delivery in the
 durable inbox, checks the sender, records the decision, resumes the run through its
 step and back to a gate, and answers with the next card. The baseline is a bare
-LangGraph graph on the same checkpointer (AsyncSqliteSaver) doing the same step per
-turn: resume one interrupted node, which interrupts again. For context it also runs
-bare LangGraph on its stock AsyncSqliteSaver.
+LangGraph graph on the same checkpointer doing the same step per turn: resume one
+interrupted node, which interrupts again. For context it also runs bare LangGraph on
+its stock AsyncSqliteSaver. The contenders take turns in rounds, so the machine's
+noise falls on all of them alike.
 
-    uv run python -m bench.turn_overhead [--turns 1000]
+    uv run python -m bench.turn_overhead [--turns 1000] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from langgraph.types import Command
@@ -35,8 +38,11 @@ steps:
 max_visits: 1000
 """
 
+Turn = Callable[[], Awaitable[None]]
 
-async def steward_turns(turns: int) -> list[float]:
+
+@asynccontextmanager
+async def steward_turn() -> AsyncIterator[Turn]:
     async with steward_home({"bench_loop": LOOP}) as steward:
         operator = Sender("console", "bench")
         pending: list[str] = []
@@ -44,45 +50,70 @@ async def steward_turns(turns: int) -> list[float]:
             view = await steward.engine.start("bench_loop", {}, operator.key)
             assert view.approval is not None
             pending.append(view.approval.id)
-        samples = []
-        for turn in range(turns):
-            slot = turn % RUNS
-            inbound = Inbound(operator, "bench", f"turn-{turn}", button=f"approve:{pending[slot]}")
-            started = time.perf_counter()
-            reply = await steward.coordinator.receive(inbound)
-            samples.append((time.perf_counter() - started) * 1000)
+        count = 0
+
+        async def turn() -> None:
+            nonlocal count
+            slot = count % RUNS
+            count += 1
+            press = Inbound(operator, "bench", f"turn-{count}", button=f"approve:{pending[slot]}")
+            reply = await steward.coordinator.receive(press)
             assert reply is not None and reply.cards, reply
             pending[slot] = reply.cards[0].approval_id
-        return samples
+
+        yield turn
 
 
-async def bare_turns(turns: int, durability: Any, saver: Saver = "steward") -> list[float]:
+@asynccontextmanager
+async def bare_turn(durability: Any, saver: Saver = "steward") -> AsyncIterator[Turn]:
     async with bare_gate_loop(saver) as graph:
         for run in range(RUNS):
             await graph.ainvoke({"turns": 0}, {"configurable": {"thread_id": f"t{run}"}})
-        samples = []
-        for turn in range(turns):
-            config = {"configurable": {"thread_id": f"t{turn % RUNS}"}}
-            started = time.perf_counter()
+        count = 0
+
+        async def turn() -> None:
+            nonlocal count
+            config = {"configurable": {"thread_id": f"t{count % RUNS}"}}
+            count += 1
             result = await graph.ainvoke(Command(resume="ok"), config, durability=durability)
-            samples.append((time.perf_counter() - started) * 1000)
             assert "__interrupt__" in result
-        return samples
+
+        yield turn
 
 
-async def main(turns: int) -> None:
-    # Warm up every path, then measure them one after another in the same process.
-    await bare_turns(50, "async")
-    await steward_turns(50)
-    bare = await bare_turns(turns, "async")
-    ours = await steward_turns(turns)
-    bare_exit = await bare_turns(turns, "exit")
-    stock = await bare_turns(turns, "async", "stock")
-    print(f"turn overhead: {turns} operator turns, each advancing a run by one step")
-    print(f"  steward: inbox, identity, decision, step, audit, card  {summary(ours)}")
-    print(f"  bare LangGraph, same checkpointer, default durability  {summary(bare)}")
-    print(f"  bare LangGraph, same checkpointer, durability=exit     {summary(bare_exit)}")
-    print(f"  bare LangGraph, stock AsyncSqliteSaver, default        {summary(stock)}")
+async def timed(turn: Turn, count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await turn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def main(turns: int, rounds: int) -> None:
+    async with AsyncExitStack() as stack:
+        enter = stack.enter_async_context
+        contenders = {
+            "steward: inbox, identity, decision, step, audit, card": await enter(steward_turn()),
+            "bare LangGraph, same checkpointer, default durability": await enter(
+                bare_turn("async")
+            ),
+            "bare LangGraph, same checkpointer, durability=exit": await enter(bare_turn("exit")),
+            "bare LangGraph, stock AsyncSqliteSaver, default": await enter(
+                bare_turn("async", "stock")
+            ),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        for turn in contenders.values():
+            await timed(turn, 20)  # warm up
+        per_round = max(1, turns // rounds)
+        for _ in range(rounds):
+            for name, turn in contenders.items():
+                samples[name] += await timed(turn, per_round)
+    ours, bare, _, stock = samples.values()
+    print(f"turn overhead: {len(ours)} operator turns, each advancing a run by one step")
+    for name, values in samples.items():
+        print(f"  {name:<54} {summary(values)}")
     for name, baseline in (("same checkpointer", bare), ("stock AsyncSqliteSaver", stock)):
         p50 = percentile(ours, 50) / percentile(baseline, 50)
         p99 = percentile(ours, 99) / percentile(baseline, 99)
@@ -92,4 +123,6 @@ async def main(turns: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=1000)
-    asyncio.run(main(parser.parse_args().turns))
+    parser.add_argument("--rounds", type=int, default=10)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.turns, arguments.rounds))

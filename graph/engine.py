@@ -337,18 +337,20 @@ class ProcessEngine:
         return await self._settle(run, compiled, dict(snapshot.values), [], [])
 
     async def _advance(self, run: Run, command: Any) -> RunView:
+        """Runs the graph to its next stop; the checkpoint commits with the stop's record."""
         compiled = await self._compiled_for(run.version)
         context = StepContext(run_id=run.id, effects=self.effects, drafter=self.drafter)
-        try:
-            result = await compiled.graph.ainvoke(
-                command, _config(run.id), context=context, durability=self.durability
-            )
-        except (ConnectorError, StewardError) as exc:
-            return await self._fail(run, exc, getattr(exc, "kind", "error"))
-        except Exception as exc:  # a bug or an outage: the run fails visibly, nothing is lost
-            return await self._fail(run, exc, "error")
-        interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
-        return await self._settle(run, compiled, result, interrupts, context.log)
+        async with self.ledger.batching():
+            try:
+                result = await compiled.graph.ainvoke(
+                    command, _config(run.id), context=context, durability=self.durability
+                )
+            except (ConnectorError, StewardError) as exc:
+                return await self._fail(run, exc, getattr(exc, "kind", "error"))
+            except Exception as exc:  # a bug or an outage: the run fails visibly, nothing is lost
+                return await self._fail(run, exc, "error")
+            interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
+            return await self._settle(run, compiled, result, interrupts, context.log)
 
     async def _settle(
         self,

@@ -27,7 +27,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy import Connection
 
-from memory.ledger import Ledger
+from memory.ledger import Ledger, LedgerTx
 from memory.ledger.database import ThreadedSqlite
 from memory.ledger.errors import LedgerUnavailable
 
@@ -37,14 +37,17 @@ T = TypeVar("T")
 class ThreadedSqliteSaver(SqliteSaver):
     """SqliteSaver writing inside the ledger's transactions on the ledger's thread.
 
-    Its statements run on the ledger connection of the transaction they are queued in,
-    so a checkpoint commits in the same group commit as ledger writes queued with it.
+    Its statements run on the ledger connection of the transaction they are queued in.
+    Inside ``Ledger.batching()`` its writes are deferred to the block's next ledger
+    write, so a run's checkpoint and the ledger record of where it stopped commit
+    together, in one fsync.
     """
 
-    def __init__(self, db: ThreadedSqlite) -> None:
+    def __init__(self, ledger: Ledger, db: ThreadedSqlite) -> None:
         idle = sqlite3.connect(":memory:", check_same_thread=False)
         super().__init__(idle)  # replaced by the ledger's connection for each operation
         idle.close()
+        self.ledger = ledger
         self.db = db
         self.is_setup = True  # the tables come from create_tables(), once, at open
 
@@ -64,6 +67,14 @@ class ThreadedSqliteSaver(SqliteSaver):
             return fn(*args)
 
         return await self.db.run(on_ledger_connection, write=write)
+
+    def _on(self, tx: LedgerTx, fn: Callable[..., Any], *args: Any) -> None:
+        self.conn = tx.conn.connection.dbapi_connection  # type: ignore[assignment]
+        fn(*args)
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> None:
+        if not self.ledger.defer(lambda tx: self._on(tx, fn, *args)):
+            await self._run(fn, *args)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await self._run(self.get_tuple, config, write=False)
@@ -89,7 +100,14 @@ class ThreadedSqliteSaver(SqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self._run(self.put, config, checkpoint, metadata, new_versions)
+        await self._write(self.put, config, checkpoint, metadata, new_versions)
+        return {
+            "configurable": {
+                "thread_id": config["configurable"]["thread_id"],
+                "checkpoint_ns": config["configurable"]["checkpoint_ns"],
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
     async def aput_writes(
         self,
@@ -98,7 +116,7 @@ class ThreadedSqliteSaver(SqliteSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._run(self.put_writes, config, writes, task_id, task_path)
+        await self._write(self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._run(self.delete_thread, thread_id)
@@ -125,7 +143,7 @@ async def open_checkpointer(ledger: Ledger) -> AsyncIterator[BaseCheckpointSaver
             if isinstance(ledger.db, ThreadedSqlite):
                 path = str(ledger.url.sqlite_path)
                 await ledger.db.call(ThreadedSqliteSaver.create_tables, path)
-                saver = ThreadedSqliteSaver(ledger.db)
+                saver = ThreadedSqliteSaver(ledger, ledger.db)
             else:
                 pg_saver = await stack.enter_async_context(
                     AsyncPostgresSaver.from_conn_string(ledger.url.libpq)

@@ -39,8 +39,9 @@ from memory.ledger.records import (
 
 T = TypeVar("T")
 
-# Inbox items being handled in this task, to be marked done by its first write.
-_handling: ContextVar[list[int] | None] = ContextVar("steward_inbox_handling", default=None)
+Deferred = Callable[["LedgerTx"], None]
+# Writes deferred in this task until its next transaction (see Ledger.batching).
+_deferred: ContextVar[list[Deferred] | None] = ContextVar("steward_deferred", default=None)
 
 
 def utcnow() -> datetime:
@@ -222,26 +223,64 @@ class Ledger:
     async def write(self, fn: Callable[[LedgerTx], T]) -> T:
         """Runs ``fn`` as one transaction: all of its writes commit together, or none.
 
-        Inside ``handling(inbox_id)``, the first write also marks that inbox item done.
+        Writes deferred inside ``batching()`` commit in this same transaction.
         """
-        pending = _handling.get()
-        finishing = list(pending) if pending else []
+        pending = _deferred.get()
+        riders = list(pending) if pending else []
         if pending:
             pending.clear()
 
         def transaction(conn: Connection) -> T:
             tx = LedgerTx(conn)
-            result = fn(tx)
-            for inbox_id in finishing:
-                tx.finish_inbox(inbox_id)
-            return result
+            for rider in riders:
+                rider(tx)
+            return fn(tx)
 
         try:
             return await self.db.run(transaction)
         except BaseException:
             if pending is not None:
-                pending.extend(finishing)
+                pending[:0] = riders
             raise
+
+    def defer(self, write: Deferred) -> bool:
+        """Queues ``write`` for the next transaction of this ``batching()`` block.
+
+        Returns False outside such a block: the caller then writes on its own.
+        """
+        pending = _deferred.get()
+        if pending is None:
+            return False
+        pending.append(write)
+        return True
+
+    @asynccontextmanager
+    async def batching(self) -> AsyncIterator[None]:
+        """Writes deferred in this block ride along with its next ``write``.
+
+        What is still deferred when the block ends commits then, on its own. If the
+        block is cancelled, deferred writes are dropped: nothing deferred may be
+        needed for correctness beyond what a crash at that point would lose.
+        """
+        pending = _deferred.get()
+        if pending is not None:  # an enclosing block commits them
+            yield
+            return
+        pending = []
+        token = _deferred.set(pending)
+        try:
+            yield
+        except Exception:
+            await self._flush(pending)
+            raise
+        finally:
+            _deferred.reset(token)
+        await self._flush(pending)
+
+    async def _flush(self, pending: list[Deferred]) -> None:
+        if pending:
+            riders, pending[:] = list(pending), []
+            await self.db.run(lambda conn: [rider(LedgerTx(conn)) for rider in riders] and None)
 
     @asynccontextmanager
     async def handling(self, inbox_id: int) -> AsyncIterator[None]:
@@ -250,21 +289,17 @@ class Ledger:
         The first ``write`` inside this block marks the inbox item done in the same
         transaction — a crash before it leaves the item to be handled again; a crash
         after it leaves its consequence for run recovery. If the handling writes
-        nothing, the item is marked done when the block ends.
+        nothing, the item is marked done when the block ends; if its handler raises,
+        the item is set aside as failed, never replayed in a loop.
         """
-        pending = [inbox_id]
-        token = _handling.set(pending)
-        try:
-            yield
-        except Exception:
-            # A message that breaks its handler is set aside, never replayed in a loop.
-            if pending:
-                await self.finish_inbound(inbox_id, "failed")
-            raise
-        finally:
-            _handling.reset(token)
-        if pending:
-            await self.finish_inbound(inbox_id)
+        outcome = {"status": "done"}
+        async with self.batching():
+            self.defer(lambda tx: tx.finish_inbox(inbox_id, outcome["status"]))
+            try:
+                yield
+            except Exception:
+                outcome["status"] = "failed"
+                raise
 
     async def read(self, fn: Callable[[LedgerTx], T]) -> T:
         return await self.db.run(lambda conn: fn(LedgerTx(conn)), write=False)
