@@ -87,8 +87,7 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
     console = ConsoleChannel(steward.coordinator)
-    await steward.engine.recover()
-    for _, reply in await steward.coordinator.recover_inbox("console"):
+    for reply in await steward.recover("console"):
         console.show(reply)
 
     async def notify(reply: Reply) -> None:

@@ -1,0 +1,43 @@
+"""The composition root: recovery after a crash between storing a message and handling it."""
+
+from __future__ import annotations
+
+from bot.app import Steward
+from graph.messages import Inbound, Sender
+from memory.ledger import RunStatus
+
+
+async def test_a_stored_but_unhandled_message_is_handled_on_restart(steward: Steward) -> None:
+    inbound = Inbound(
+        Sender("console", "me"),
+        "terminal",
+        "m-1",
+        text="/run onboarding client=Acme email=jane@acme.com package=basic",
+    )
+    # What a crash right after the durable receipt leaves behind:
+    assert await steward.ledger.accept_inbound("console", "m-1", inbound.to_payload()) is not None
+    assert await steward.ledger.list_runs() == []
+
+    replies = await steward.recover("console")
+
+    assert len(replies) == 1 and replies[0].cards
+    runs = await steward.ledger.list_runs()
+    assert [r.status for r in runs] == [RunStatus.WAITING]
+    assert await steward.ledger.unhandled_inbound() == []
+    assert await steward.recover("console") == []  # handled once
+    assert await steward.coordinator.receive(inbound) is None  # a redelivery is dropped
+
+
+async def test_a_run_interrupted_mid_step_continues_on_restart(steward: Steward) -> None:
+    view = await steward.engine.start(
+        "onboarding", {"client": "Acme", "email": "jane@acme.com", "package": "basic"}, "cli:x"
+    )
+    assert view.approval is not None
+    # The decision committed, then the process died before the run resumed.
+    await steward.ledger.decide_approval(view.approval.id, view.approval.status.APPROVED, "cli:x")
+
+    await steward.recover("console")
+
+    run = await steward.ledger.get_run(view.run.id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    assert len(list(steward.settings.outbox_dir.glob("*.json"))) == 1
