@@ -186,6 +186,11 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
         gate = state.get("decisions", {}).get(step.gate)
         if gate is None or gate.get("status") != "approved":
             raise GateNotApproved(f"action {step.id!r} reached without approval at {step.gate!r}")
+        if state.get("spent", {}).get(step.id) == gate["visit"]:
+            raise GateNotApproved(
+                f"action {step.id!r} already acted on this approval of {step.gate!r}; "
+                "each approval allows one action"
+            )
         values = _values(state, ctx, definition)
         params = {name: render(template, values) for name, template in step.params.items()}
         key = f"{ctx.run_id}:{step.id}" + (f":{visit}" if visit > 1 else "")
@@ -200,7 +205,7 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
         ctx.log.append(
             _entry(step, visit, "done", key=key, connector=step.connector, result=result)
         )
-        update: dict[str, Any] = {"visits": {step.id: visit}}
+        update: dict[str, Any] = {"visits": {step.id: visit}, "spent": {step.id: gate["visit"]}}
         if step.output:
             update["data"] = {step.output: result}
         return Command(goto=following, update=update)

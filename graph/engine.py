@@ -226,43 +226,80 @@ class ProcessEngine:
         if not won:
             return Decision(approval, False)
         async with self._locks[run.id]:
-            view = await self._advance(run, Command(resume=_decision_payload(approval)))
+            current = await self._run(run.id)
+            if current.status is not RunStatus.RUNNING:  # cancelled before it could resume
+                return Decision(approval, True, RunView(current))
+            view = await self._advance(current, Command(resume=_decision_payload(approval)))
         return Decision(approval, True, view)
 
     # -- waits -------------------------------------------------------------------------
 
     async def fire_timer(self, timer: Timer, worker: str) -> RunView | Decision | None:
-        """Runs a due timer once; None when another worker took it first."""
-        if not await self.ledger.claim_timer(timer.id, worker):
-            return None
-        if timer.kind == "approval_expiry":
-            return await self.expire(str(timer.payload["approval"]))
+        """Runs a due timer once; None when it is not this worker's to run (now)."""
         if timer.kind == "wait" and timer.run_id:
-            return await self._wake(timer.run_id, {"by": "timer", "data": None})
+            woken = {"by": "timer", "data": None}
+            return await self._wake(timer.run_id, timer.id, worker, woken, None)
+        if timer.kind == "approval_expiry":
+
+            def claim(tx: LedgerTx) -> bool:
+                run = tx.get_run(timer.run_id) if timer.run_id else None
+                if run is not None and run.status is RunStatus.PAUSED:
+                    return False  # a paused run's gate does not expire until it resumes
+                return tx.claim_timer(timer.id, worker, None)
+
+            if await self.ledger.write(claim):
+                return await self.expire(str(timer.payload["approval"]))
+            return None
+        await self.ledger.write(lambda tx: tx.claim_timer(timer.id, worker, None))
         return None
 
     async def deliver_event(
         self, run_id: str, event: str, data: dict[str, Any], actor: str
     ) -> RunView:
         """Wakes a run waiting for ``event``; external data never decides anything else."""
-        run = await self._run(run_id)
         waiting = await self.ledger.open_wait(run_id)
         if waiting is None or waiting.payload.get("event") != event:
             raise InvalidState(f"run {run_id} is not waiting for {event!r}")
-        if not await self.ledger.claim_timer(waiting.id, actor):
-            raise InvalidState(f"run {run_id} was already woken")
-        await self.ledger.audit(NewAuditEvent(actor, "run.event", run.id, {"event": event}))
-        return await self._wake(run_id, {"by": f"event:{event}", "data": data})
+        woken = {"by": f"event:{event}", "data": data}
+        audit = NewAuditEvent(actor, "run.event", run_id, {"event": event})
+        view = await self._wake(run_id, waiting.id, actor, woken, audit)
+        if view is None:
+            raise InvalidState(f"run {run_id} is not waiting for {event!r} now")
+        return view
 
-    async def _wake(self, run_id: str, payload: dict[str, Any]) -> RunView:
-        async with self._locks[run_id]:
-            run = await self._run(run_id)
+    async def _wake(
+        self,
+        run_id: str,
+        timer_id: int,
+        worker: str,
+        woken: dict[str, Any],
+        audit: NewAuditEvent | None,
+    ) -> RunView | None:
+        """Claims a wait's timer and moves the run on in one transaction, then resumes it.
+
+        A paused run is not woken (its timer stays due); a crash after the claim is
+        replayed by ``recover()`` from the wake kept with the timer.
+        """
+
+        def claim(tx: LedgerTx) -> Run | None:
+            run = tx.get_run(run_id)
+            if run is None or run.status is RunStatus.PAUSED:
+                return None
             if run.status is not RunStatus.WAITING:
-                return RunView(run)
-            await self.ledger.write(
-                lambda tx: tx.update_run(run_id, status=RunStatus.RUNNING.value)
-            )
-            return await self._advance(run, Command(resume=payload))
+                tx.claim_timer(timer_id, worker, None)  # cancelled or finished: retire it
+                return None
+            if not tx.claim_timer(timer_id, worker, woken):
+                return None
+            tx.update_run(run_id, status=RunStatus.RUNNING.value)
+            if audit is not None:
+                tx.audit(audit)
+            return replace(run, status=RunStatus.RUNNING)
+
+        run = await self.ledger.write(claim)
+        if run is None:
+            return None
+        async with self._locks[run_id]:
+            return await self._advance(run, Command(resume=woken))
 
     # -- operator controls -------------------------------------------------------------
 
@@ -331,6 +368,10 @@ class ProcessEngine:
                 )
                 if approval is not None and not approval.is_pending:
                     return await self._advance(run, Command(resume=_decision_payload(approval)))
+            else:
+                timer = await self.ledger.get_timer(_wait_key(run.id, value))
+                if timer is not None and "woken" in timer.payload:
+                    return await self._advance(run, Command(resume=timer.payload["woken"]))
             return await self._settle(run, compiled, dict(snapshot.values), [pending], [])
         if snapshot.next:
             return await self._advance(run, None)
@@ -389,8 +430,18 @@ class ProcessEngine:
             updated_at=now,
         )
 
-        def record(tx: LedgerTx) -> Approval | None:
+        def record(tx: LedgerTx) -> tuple[Approval | None, Run | None]:
             tx.append_steps(run.id, entries)
+            moved = tx.update_running_run(
+                run.id,
+                status=status.value,
+                current_step=settled.current_step,
+                steps_logged=settled.steps_logged,
+                error=settled.error,
+                updated_at=now,
+            )
+            if not moved:  # cancelled meanwhile: the cancel stands, nothing new opens
+                return None, tx.get_run(run.id)
             approval = None
             if gate is not None:
                 approval = _open_gate(tx, gate, now)
@@ -401,26 +452,22 @@ class ProcessEngine:
                     NewAuditEvent("steward", f"run.{status.value}", run.id, {"outcome": outcome}),
                     at=now,
                 )
-            tx.update_run(
-                run.id,
-                status=status.value,
-                current_step=settled.current_step,
-                steps_logged=settled.steps_logged,
-                error=settled.error,
-                updated_at=now,
-            )
-            return approval
+            return approval, None
 
-        return RunView(settled, await self.ledger.write(record))
+        approval, current = await self.ledger.write(record)
+        return RunView(current or settled, approval)
 
     async def _fail(self, run: Run, exc: BaseException, kind: str) -> RunView:
         message = str(exc) or type(exc).__name__
 
         def record(tx: LedgerTx) -> Run | None:
-            tx.update_run(run.id, status=RunStatus.FAILED.value, error=message, error_class=kind)
-            tx.audit(
-                NewAuditEvent("steward", "run.failed", run.id, {"class": kind, "error": message})
-            )
+            failed = RunStatus.FAILED.value
+            if tx.update_running_run(run.id, status=failed, error=message, error_class=kind):
+                tx.audit(
+                    NewAuditEvent(
+                        "steward", "run.failed", run.id, {"class": kind, "error": message}
+                    )
+                )
             return tx.get_run(run.id)
 
         return RunView(_found(await self.ledger.write(record), run.id))
@@ -519,7 +566,7 @@ def _open_gate(tx: LedgerTx, approval: Approval, now: datetime) -> Approval:
 def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> None:
     seconds = stop.get("seconds")
     due = now + timedelta(seconds=seconds) if seconds else FOREVER
-    key = f"wait:{run.id}:{stop['step']}:{stop['visit']}"
+    key = _wait_key(run.id, stop)
     if tx.timer(key) is not None:
         return
     tx.add_timer(key, "wait", due, run.id, {"step": stop["step"], "event": stop["event"]})
@@ -529,6 +576,10 @@ def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> N
         ),
         at=now,
     )
+
+
+def _wait_key(run_id: str, stop: dict[str, Any]) -> str:
+    return f"wait:{run_id}:{stop['step']}:{stop['visit']}"
 
 
 def _config(run_id: str) -> Any:

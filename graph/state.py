@@ -17,6 +17,7 @@ class RunState(TypedDict, total=False):
     data: Annotated[dict[str, Any], merge]  # inputs and step outputs, by name
     visits: Annotated[dict[str, int], merge]  # how often each step ran
     decisions: Annotated[dict[str, dict[str, Any]], merge]  # the latest decision per gate
+    spent: Annotated[dict[str, int], merge]  # per action: the gate visit it acted on
     outcome: str  # how the run ended when it did not simply succeed
 
 

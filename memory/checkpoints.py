@@ -73,7 +73,7 @@ class ThreadedSqliteSaver(SqliteSaver):
         fn(*args)
 
     async def _write(self, fn: Callable[..., Any], *args: Any) -> None:
-        if not self.ledger.defer(lambda tx: self._on(tx, fn, *args)):
+        if not self.ledger.defer(lambda tx: self._on(tx, fn, *args), droppable=True):
             await self._run(fn, *args)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

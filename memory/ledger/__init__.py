@@ -1,6 +1,6 @@
 """The ledger: the durable, append-only record of runs, approvals, effects and audit."""
 
-from memory.ledger.errors import LedgerError, LedgerUnavailable
+from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled
 from memory.ledger.ledger import Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
     Approval,
@@ -29,6 +29,7 @@ __all__ = [
     "ModelCall",
     "NewAuditEvent",
     "Run",
+    "RunCancelled",
     "RunStatus",
     "StepEntry",
     "Timer",

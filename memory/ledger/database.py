@@ -210,6 +210,8 @@ class ThreadedSqlite:
                         continue
                     if ok:
                         queued.done.set_result(value)
+                    elif isinstance(value, StopIteration):  # a future cannot hold one
+                        queued.done.set_exception(RuntimeError(f"StopIteration: {value}"))
                     else:
                         queued.done.set_exception(value)
         finally:

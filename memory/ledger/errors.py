@@ -7,3 +7,7 @@ class LedgerError(Exception):
 
 class LedgerUnavailable(LedgerError):
     """The database cannot be opened or migrated; steward cannot start without it."""
+
+
+class RunCancelled(LedgerError):
+    """An effect was about to start for a run that the operator has cancelled."""

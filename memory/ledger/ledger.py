@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
 from memory.ledger.audit import GENESIS, ChainReport, event_hash, verify_chain
 from memory.ledger.database import Database, open_database
-from memory.ledger.errors import LedgerError, LedgerUnavailable
+from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled
 from memory.ledger.migrate import upgrade_to_head
 from memory.ledger.records import (
     Approval,
@@ -40,8 +40,16 @@ from memory.ledger.records import (
 T = TypeVar("T")
 
 Deferred = Callable[["LedgerTx"], None]
+
+
+@dataclass(frozen=True)
+class _Rider:
+    write: Deferred
+    droppable: bool  # True: losing it is no worse than a crash at this point
+
+
 # Writes deferred in this task until its next transaction (see Ledger.batching).
-_deferred: ContextVar[list[Deferred] | None] = ContextVar("steward_deferred", default=None)
+_deferred: ContextVar[list[_Rider] | None] = ContextVar("steward_deferred", default=None)
 
 
 def utcnow() -> datetime:
@@ -116,6 +124,28 @@ class LedgerTx:
     def update_run(self, run_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
         self.conn.execute(_UPDATE_RUN, {"run_id": run_id, **values})
+
+    def update_running_run(self, run_id: str, **values: Any) -> bool:
+        """Updates a run only while it is running: a cancel that came first stands."""
+        values.setdefault("updated_at", utcnow())
+        result = self.conn.execute(
+            _UPDATE_RUN.where(t.runs.c.status == RunStatus.RUNNING.value),
+            {"run_id": run_id, **values},
+        )
+        return result.rowcount == 1
+
+    def claim_timer(self, timer_id: int, worker: str, woken: dict[str, Any] | None) -> bool:
+        """Takes a pending timer; ``woken`` is kept with it so recovery can replay the wake."""
+        timer = self.conn.execute(select(t.timers).where(t.timers.c.id == timer_id)).first()
+        if timer is None or timer.status != "pending":
+            return False
+        payload = dict(timer.payload) | ({"woken": woken} if woken is not None else {})
+        claimed = self.conn.execute(
+            update(t.timers)
+            .where(t.timers.c.id == timer_id, t.timers.c.status == "pending")
+            .values(status="fired", claimed_by=worker, fired_at=utcnow(), payload=payload)
+        )
+        return claimed.rowcount == 1
 
     def append_steps(self, run_id: str, entries: Sequence[StepEntry]) -> None:
         if entries:
@@ -233,7 +263,7 @@ class Ledger:
         def transaction(conn: Connection) -> T:
             tx = LedgerTx(conn)
             for rider in riders:
-                rider(tx)
+                rider.write(tx)
             return fn(tx)
 
         try:
@@ -243,15 +273,17 @@ class Ledger:
                 pending[:0] = riders
             raise
 
-    def defer(self, write: Deferred) -> bool:
+    def defer(self, write: Deferred, droppable: bool = False) -> bool:
         """Queues ``write`` for the next transaction of this ``batching()`` block.
 
-        Returns False outside such a block: the caller then writes on its own.
+        A droppable write is one whose loss is no worse than a crash at that point
+        (a checkpoint: the run recovers from the one before). Returns False outside a
+        ``batching()`` block: the caller then writes on its own.
         """
         pending = _deferred.get()
         if pending is None:
             return False
-        pending.append(write)
+        pending.append(_Rider(write, droppable))
         return True
 
     @asynccontextmanager
@@ -259,8 +291,8 @@ class Ledger:
         """Writes deferred in this block ride along with its next ``write``.
 
         What is still deferred when the block ends commits then, on its own. If the
-        block is cancelled, deferred writes are dropped: nothing deferred may be
-        needed for correctness beyond what a crash at that point would lose.
+        block raises, droppable writes are dropped; if it is cancelled, all are: nothing
+        deferred may be needed beyond what a crash at that point would lose.
         """
         pending = _deferred.get()
         if pending is not None:  # an enclosing block commits them
@@ -271,16 +303,23 @@ class Ledger:
         try:
             yield
         except Exception:
-            await self._flush(pending)
+            # What failed may have been the write these rode on: keep only what must stay.
+            await self._flush([rider for rider in pending if not rider.droppable])
             raise
         finally:
             _deferred.reset(token)
         await self._flush(pending)
 
-    async def _flush(self, pending: list[Deferred]) -> None:
-        if pending:
-            riders, pending[:] = list(pending), []
-            await self.db.run(lambda conn: [rider(LedgerTx(conn)) for rider in riders] and None)
+    async def _flush(self, riders: list[_Rider]) -> None:
+        if riders:
+            writes = [rider.write for rider in riders]
+            riders.clear()
+
+            def flush(conn: Connection) -> None:
+                for write in writes:
+                    write(LedgerTx(conn))
+
+            await self.db.run(flush)
 
     @asynccontextmanager
     async def handling(self, inbox_id: int) -> AsyncIterator[None]:
@@ -480,6 +519,9 @@ class Ledger:
         """
 
         def begin(conn: Connection) -> IdempotencyRecord | None:
+            status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)).scalar()
+            if status == RunStatus.CANCELLED.value:
+                raise RunCancelled(f"run {run_id} was cancelled; {key} was not performed")
             row = conn.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
             if row is None:
                 conn.execute(
@@ -555,6 +597,9 @@ class Ledger:
             .limit(limit)
         )
         return await self.db.run(lambda c: [_timer(r) for r in c.execute(query)], write=False)
+
+    async def get_timer(self, key: str) -> Timer | None:
+        return await self.read(lambda tx: tx.timer(key))
 
     async def open_wait(self, run_id: str) -> Timer | None:
         """The pending timer of a run's current wait step, if it is waiting."""

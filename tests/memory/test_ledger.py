@@ -22,6 +22,7 @@ from memory.ledger import (
     ModelCall,
     NewAuditEvent,
     Run,
+    RunCancelled,
     RunStatus,
     Timer,
 )
@@ -598,3 +599,44 @@ async def test_a_handler_that_raises_sets_the_item_aside(ledger: Ledger) -> None
         async with ledger.handling(inbox_id):
             raise ValueError("handler bug")
     assert await ledger.unhandled_inbound() == []
+
+
+async def test_a_running_only_update_leaves_a_cancelled_run_alone(ledger: Ledger) -> None:
+    await insert_runs(ledger, make_run())
+    assert await ledger.write(lambda tx: tx.update_running_run("run1", current_step="x"))
+    await ledger.write(lambda tx: tx.update_run("run1", status=RunStatus.CANCELLED.value))
+    assert not await ledger.write(lambda tx: tx.update_running_run("run1", status="succeeded"))
+    stored = await ledger.get_run("run1")
+    assert stored is not None and stored.status is RunStatus.CANCELLED
+
+
+async def test_an_effect_is_refused_for_a_cancelled_run(ledger: Ledger) -> None:
+    await insert_runs(ledger, make_run(status=RunStatus.CANCELLED))
+    with pytest.raises(RunCancelled):
+        await ledger.begin_effect("run1:send", "run1", "send", "outbox", {})
+    assert await ledger.get_effect("run1:send") is None
+
+
+async def test_a_failed_batch_drops_droppable_riders_and_keeps_the_rest(ledger: Ledger) -> None:
+    inbox_id = await ledger.accept_inbound("console", "m9", {})
+    assert inbox_id is not None
+    with pytest.raises(RuntimeError):
+        async with ledger.batching():
+            ledger.defer(lambda tx: tx.insert_run(make_run("dropped")), droppable=True)
+            ledger.defer(lambda tx: tx.finish_inbox(inbox_id, "failed"))
+            raise RuntimeError("the write these rode on failed")
+    assert await ledger.get_run("dropped") is None
+    assert await ledger.unhandled_inbound() == []
+
+
+async def test_stop_iteration_in_one_write_does_not_stall_the_others(ledger: Ledger) -> None:
+    def broken(tx: LedgerTx) -> None:
+        next(iter([]))
+
+    results = await asyncio.gather(
+        ledger.write(broken),
+        ledger.write(lambda tx: tx.insert_run(make_run("ok"))),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], RuntimeError)
+    assert await ledger.get_run("ok") is not None

@@ -1,0 +1,147 @@
+"""The engine where things happen at once or out of order: cancels, loops, pauses, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import Steward
+from bot.settings import load_settings
+from memory.ledger import ApprovalStatus, LedgerTx, RunStatus
+
+ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+INVOICE = {
+    "client": "Acme",
+    "email": "ap@acme.com",
+    "invoice": "INV-7",
+    "amount": "1200",
+    "due_date": "2026-10-01",
+}
+LOOPING = """
+name: looping_sender
+title: Looping sender
+description: a user-written process whose branch loops back to its action
+inputs:
+  email: {type: email}
+steps:
+  - id: approve
+    kind: approval
+    summary: Send one note to {email}
+  - id: send
+    kind: action
+    gate: approve
+    connector: outbox
+    action: send_email
+    with: {to: "{email}", body: hello}
+  - id: again
+    kind: branch
+    if: email != None
+    then: send
+"""
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Steward]:
+    home = tmp_path / "home"
+    (home / "processes").mkdir(parents=True)
+    (home / "processes" / "looping.yaml").write_text(LOOPING)
+    async with Steward.open(load_settings(home=home)) as steward:
+        yield steward
+
+
+def sent(app: Steward) -> list[dict[str, object]]:
+    folder = app.settings.outbox_dir
+    return [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
+
+
+async def test_a_cancel_that_lands_before_the_resume_stops_the_effect(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    assert view.approval is not None
+    lock = app.engine._locks[view.run.id]
+    await lock.acquire()  # hold the run, so the approval waits after recording its decision
+    deciding = asyncio.create_task(app.engine.decide(view.approval.id, True, "cli:a"))
+    for _ in range(500):  # until the decision is recorded
+        approval = await app.ledger.get_approval(view.approval.id)
+        if approval is not None and not approval.is_pending:
+            break
+        await asyncio.sleep(0.01)
+    # Another process cancels the run now, between the decision and the resume.
+    await app.ledger.write(lambda tx: tx.update_run(view.run.id, status=RunStatus.CANCELLED.value))
+    lock.release()
+    decision = await deciding
+    assert decision.decided_now and decision.view is not None
+    assert decision.view.run.status is RunStatus.CANCELLED
+    assert sent(app) == []
+
+
+async def test_an_effect_never_starts_for_a_cancelled_run(app: Steward) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    assert view.approval is not None
+    await app.ledger.decide_approval(view.approval.id, ApprovalStatus.APPROVED, "cli:a")
+    await app.ledger.write(lambda tx: tx.update_run(view.run.id, status=RunStatus.CANCELLED.value))
+    await app.ledger.write(lambda tx: tx.update_run(view.run.id, status=RunStatus.RUNNING.value))
+    # Resume, and cancel while the run is inside its action, before the effect starts.
+    original = app.ledger.begin_effect
+
+    async def cancel_first(*args: object, **kwargs: object) -> object:
+        await app.ledger.write(
+            lambda tx: tx.update_run(view.run.id, status=RunStatus.CANCELLED.value)
+        )
+        return await original(*args, **kwargs)  # type: ignore[arg-type]
+
+    app.ledger.begin_effect = cancel_first  # type: ignore[method-assign]
+    await app.engine.recover()
+    run = await app.ledger.get_run(view.run.id)
+    assert run is not None and run.status is RunStatus.CANCELLED
+    assert sent(app) == []
+
+
+async def test_one_approval_allows_one_action_even_in_a_loop(app: Steward) -> None:
+    view = await app.engine.start("looping_sender", {"email": "x@y.com"}, "cli:a")
+    assert view.approval is not None
+    decision = await app.engine.decide(view.approval.id, True, "cli:a")
+    assert decision.view is not None
+    run = decision.view.run
+    assert run.status is RunStatus.FAILED and run.error_class == "permission"
+    assert "each approval allows one action" in (run.error or "")
+    assert len(sent(app)) == 1
+
+
+async def test_a_paused_wait_keeps_its_timer_until_resumed(app: Steward) -> None:
+    view = await app.engine.start("invoice_followup", INVOICE, "cli:a")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:a")
+    timer = await app.ledger.open_wait(view.run.id)
+    assert timer is not None
+    await app.engine.pause(view.run.id, "cli:a")
+    assert await app.engine.fire_timer(timer, "w1") is None
+    assert await app.ledger.open_wait(view.run.id) is not None  # still due
+    await app.engine.resume(view.run.id, "cli:a")
+    woken = await app.engine.fire_timer(timer, "w1")
+    assert woken is not None
+    again = await app.engine.view(view.run.id)
+    assert again.approval is not None and again.approval.visit == 2
+
+
+async def test_a_crash_after_a_wake_was_claimed_is_replayed(app: Steward) -> None:
+    view = await app.engine.start("invoice_followup", INVOICE, "cli:a")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:a")
+    timer = await app.ledger.open_wait(view.run.id)
+    assert timer is not None
+    woken = {"by": "event:payment", "data": {"ref": "tx1"}}
+
+    def claim_then_die(tx: LedgerTx) -> None:
+        assert tx.claim_timer(timer.id, "w1", woken)
+        tx.update_run(view.run.id, status=RunStatus.RUNNING.value)
+
+    await app.ledger.write(claim_then_die)
+
+    await app.engine.recover()
+
+    run = await app.ledger.get_run(view.run.id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED  # paid: the loop ended
