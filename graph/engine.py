@@ -225,11 +225,10 @@ class ProcessEngine:
         assert approval is not None and run is not None
         if not won:
             return Decision(approval, False)
+        # A cancel that lands before or during this resume stands: the ledger refuses
+        # effects for a cancelled run and never moves it out of cancelled.
         async with self._locks[run.id]:
-            current = await self._run(run.id)
-            if current.status is not RunStatus.RUNNING:  # cancelled before it could resume
-                return Decision(approval, True, RunView(current))
-            view = await self._advance(current, Command(resume=_decision_payload(approval)))
+            view = await self._advance(run, Command(resume=_decision_payload(approval)))
         return Decision(approval, True, view)
 
     # -- waits -------------------------------------------------------------------------
