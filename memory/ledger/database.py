@@ -172,6 +172,7 @@ class ThreadedSqlite:
         self._queue: list[_Queued] = []
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
+        self._conn: Connection | None = None  # used only on the database thread
         self.engine: Engine = create_engine(
             url.url.set(drivername="sqlite"),
             pool_size=1,
@@ -261,25 +262,34 @@ class ThreadedSqlite:
             await asyncio.shield(self._call(self._close, conn, write))
 
     def _open(self, write: bool) -> Connection:
-        conn = self.engine.connect()
-        conn.info["write"] = write
-        conn.begin()
-        return conn
+        """Begins a transaction on the thread's one connection, kept open between them."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self.engine.connect()
+        self._conn.info["write"] = write
+        self._conn.begin()
+        return self._conn
 
-    @staticmethod
-    def _close(conn: Connection, commit: bool) -> None:
+    def _close(self, conn: Connection, commit: bool) -> None:
         try:
             if commit:
                 conn.commit()
             else:
                 conn.rollback()
-        finally:
-            conn.close()
+        except BaseException:
+            conn.close()  # a connection whose transaction ended badly is not reused
+            self._conn = None
+            raise
+
+    def _dispose(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.engine.dispose()
 
     async def close(self) -> None:
         if self._drainer is not None:
             await self._drainer
-        await self._call(self.engine.dispose)
+        await self._call(self._dispose)
         self._executor.shutdown(wait=True)
 
 
