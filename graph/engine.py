@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -47,7 +47,7 @@ from memory.ledger import (
 from memory.ledger.ledger import decide as record_decision
 
 Durability = Literal["exit", "async", "sync"]
-FOREVER = datetime(9999, 1, 1).astimezone()
+FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # an event wait's timer never falls due
 RECURSION_LIMIT = 200
 
 

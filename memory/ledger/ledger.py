@@ -615,12 +615,7 @@ class Ledger:
 
     async def claim_timer(self, timer_id: int, worker: str) -> bool:
         """Atomically takes a due timer; exactly one claimant gets True."""
-        statement = (
-            update(t.timers)
-            .where(t.timers.c.id == timer_id, t.timers.c.status == "pending")
-            .values(status="fired", claimed_by=worker, fired_at=utcnow())
-        )
-        return await self.db.run(lambda c: c.execute(statement).rowcount == 1)
+        return await self.write(lambda tx: tx.claim_timer(timer_id, worker, None))
 
     # -- model calls ---------------------------------------------------------------------
 

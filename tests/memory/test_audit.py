@@ -40,8 +40,10 @@ async def test_appended_events_form_a_verified_chain(ledger: Ledger) -> None:
     assert report.ok, report.problems
     assert report.checked == 5
 
-    async with ledger.db.connect() as conn:
-        head = (await conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash))).one()
+    head = await ledger.db.run(
+        lambda conn: conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash)).one(),
+        write=False,
+    )
     assert (head.seq, head.hash) == (events[-1].seq, events[-1].hash)
     assert [e.seq for e in await ledger.audit_events(after_seq=seqs[2])] == seqs[3:]
     assert [e.seq for e in await ledger.audit_events(limit=2)] == seqs[:2]
@@ -49,12 +51,13 @@ async def test_appended_events_form_a_verified_chain(ledger: Ledger) -> None:
 
 async def test_changed_data_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.db.begin() as conn:
-        await conn.execute(
+    await ledger.db.run(
+        lambda conn: conn.execute(
             update(t.audit_events)
             .where(t.audit_events.c.seq == seqs[2])
             .values(data={"i": 2, "note": "forged"})
         )
+    )
 
     report = await ledger.verify_audit()
 
@@ -64,8 +67,9 @@ async def test_changed_data_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_middle_event_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.db.begin() as conn:
-        await conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[2]))
+    await ledger.db.run(
+        lambda conn: conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[2]))
+    )
 
     report = await ledger.verify_audit()
 
@@ -76,8 +80,9 @@ async def test_deleted_middle_event_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_first_event_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.db.begin() as conn:
-        await conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[0]))
+    await ledger.db.run(
+        lambda conn: conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[0]))
+    )
 
     report = await ledger.verify_audit()
 
@@ -87,8 +92,9 @@ async def test_deleted_first_event_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_last_event_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.db.begin() as conn:
-        await conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[-1]))
+    await ledger.db.run(
+        lambda conn: conn.execute(delete(t.audit_events).where(t.audit_events.c.seq == seqs[-1]))
+    )
 
     report = await ledger.verify_audit()
 
@@ -99,8 +105,7 @@ async def test_deleted_last_event_is_reported(ledger: Ledger) -> None:
 
 async def test_deleted_whole_log_is_reported(ledger: Ledger) -> None:
     await append_events(ledger)
-    async with ledger.db.begin() as conn:
-        await conn.execute(delete(t.audit_events))
+    await ledger.db.run(lambda conn: conn.execute(delete(t.audit_events)))
 
     report = await ledger.verify_audit()
 
@@ -110,10 +115,11 @@ async def test_deleted_whole_log_is_reported(ledger: Ledger) -> None:
 
 async def test_changed_actor_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
-    async with ledger.db.begin() as conn:
-        await conn.execute(
+    await ledger.db.run(
+        lambda conn: conn.execute(
             update(t.audit_events).where(t.audit_events.c.seq == seqs[1]).values(actor="mallory")
         )
+    )
 
     report = await ledger.verify_audit()
 
@@ -123,8 +129,7 @@ async def test_changed_actor_is_reported(ledger: Ledger) -> None:
 
 async def test_missing_head_is_reported(ledger: Ledger) -> None:
     await append_events(ledger)
-    async with ledger.db.begin() as conn:
-        await conn.execute(delete(t.audit_head))
+    await ledger.db.run(lambda conn: conn.execute(delete(t.audit_head)))
 
     report = await ledger.verify_audit()
 

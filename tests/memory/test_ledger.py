@@ -72,8 +72,8 @@ async def insert_approvals(ledger: Ledger, *approvals: Approval) -> None:
 
 
 async def count_rows(ledger: Ledger, table: Any) -> int:
-    async with ledger.db.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+    query = select(func.count()).select_from(table)
+    return int(await ledger.db.run(lambda conn: conn.execute(query).scalar_one(), write=False))
 
 
 def assert_utc(value: datetime | None) -> None:
@@ -472,9 +472,9 @@ async def test_due_timers_returns_only_due_pending_ones(ledger: Ledger) -> None:
 
     assert await ledger.claim_timer(due[0].id, "worker-1")
     assert [timer.key for timer in await ledger.due_timers(now)] == ["late", "exact"]
-    async with ledger.db.connect() as conn:
-        status = await conn.execute(select(t.timers.c.status).where(t.timers.c.key == "early"))
-        assert status.scalar_one() == "fired"
+    query = select(t.timers.c.status).where(t.timers.c.key == "early")
+    status = await ledger.db.run(lambda conn: conn.execute(query).scalar_one(), write=False)
+    assert status == "fired"
 
 
 async def test_claim_timer_is_atomic(ledger: Ledger) -> None:
@@ -490,8 +490,8 @@ async def test_claim_timer_is_atomic(ledger: Ledger) -> None:
 
     assert sum(claims) == 1
     assert claims.count(True) == 1
-    async with ledger.db.connect() as conn:
-        row = (await conn.execute(select(t.timers).where(t.timers.c.id == timer.id))).one()
+    query = select(t.timers).where(t.timers.c.id == timer.id)
+    row = await ledger.db.run(lambda conn: conn.execute(query).one(), write=False)
     assert row.status == "fired"
     assert row.claimed_by == f"w{claims.index(True)}"
     assert await ledger.claim_timer(timer.id, "late") is False
