@@ -27,7 +27,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy import Connection
 
-from memory.ledger import Ledger, LedgerTx
+from memory.ledger import Ledger
 from memory.ledger.database import ThreadedSqlite
 from memory.ledger.errors import LedgerUnavailable
 
@@ -60,20 +60,16 @@ class ThreadedSqliteSaver(SqliteSaver):
         finally:
             cur.close()
 
+    def _on(self, conn: Connection, fn: Callable[..., T], *args: Any) -> T:
+        # Only the ledger's one database thread runs this, one operation at a time.
+        self.conn = conn.connection.dbapi_connection  # type: ignore[assignment]
+        return fn(*args)
+
     async def _run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
-        def on_ledger_connection(conn: Connection) -> T:
-            # Only the ledger's one database thread runs this, one operation at a time.
-            self.conn = conn.connection.dbapi_connection  # type: ignore[assignment]
-            return fn(*args)
-
-        return await self.db.run(on_ledger_connection, write=write)
-
-    def _on(self, tx: LedgerTx, fn: Callable[..., Any], *args: Any) -> None:
-        self.conn = tx.conn.connection.dbapi_connection  # type: ignore[assignment]
-        fn(*args)
+        return await self.db.run(lambda conn: self._on(conn, fn, *args), write=write)
 
     async def _write(self, fn: Callable[..., Any], *args: Any) -> None:
-        if not self.ledger.defer(lambda tx: self._on(tx, fn, *args), droppable=True):
+        if not self.ledger.defer(lambda tx: self._on(tx.conn, fn, *args), droppable=True):
             await self._run(fn, *args)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
