@@ -24,10 +24,3 @@ class ConnectorRegistry:
         except KeyError:
             known = ", ".join(sorted(self._connectors)) or "none"
             raise UnknownConnector(f"no connector named {name!r} (registered: {known})") from None
-
-    def supports(self, name: str, action: str) -> bool:
-        connector = self._connectors.get(name)
-        return connector is not None and action in connector.actions
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._connectors

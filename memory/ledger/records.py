@@ -16,10 +16,6 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def is_final(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.CANCELLED)
-
 
 class ApprovalStatus(StrEnum):
     PENDING = "pending"
