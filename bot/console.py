@@ -26,6 +26,8 @@ def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
             blocks.append(f"[{item.approval_id}] {item.text}")
         elif isinstance(item, Card):
             blocks.append(_card(item, number, choices))
+    if reply.notice:
+        blocks.append(reply.notice)
     return "\n\n".join(blocks)
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from graph.coordinator import Coordinator
 from graph.engine import Decision, ProcessEngine, RunView
@@ -15,7 +16,9 @@ from memory.ledger import Ledger, utcnow
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[Reply], Awaitable[None]]
+# Where a run's news goes: the reply, and the chat the run was started from (None for a
+# run started from the CLI): {"channel": "telegram", "chat_id": "12345"}.
+Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[None]]
 
 
 class Scheduler:
@@ -48,7 +51,7 @@ class Scheduler:
             fired += 1
             reply = self._reply(result)
             if reply.items:
-                await self.notify(reply)
+                await self.notify(reply, _reply_to(result))
         return fired
 
     def _reply(self, result: RunView | Decision) -> Reply:
@@ -63,3 +66,8 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick failed; trying again")
             await asyncio.sleep(self.interval)
+
+
+def _reply_to(result: RunView | Decision) -> dict[str, Any] | None:
+    view = result.view if isinstance(result, Decision) else result
+    return view.run.reply_to if view is not None else None

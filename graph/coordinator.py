@@ -29,6 +29,20 @@ ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAIL
 QUESTION_TTL = 24 * 3600
 REFUSAL_TTL = 24 * 3600
 
+# The command menu a chat platform shows (Telegram's setMyCommands): name, what it does.
+COMMANDS = (
+    ("run", "start a process: /run PROCESS key=value …"),
+    ("runs", "runs in progress, with pending approvals"),
+    ("approve", "approve a pending approval: /approve ID"),
+    ("reject", "reject it: /reject ID [reason]"),
+    ("cancel", "cancel a run, or the question I asked"),
+    ("pause", "pause a waiting run: /pause RUN"),
+    ("resume", "let a paused run go on: /resume RUN"),
+    ("retry", "retry a failed run: /retry RUN"),
+    ("processes", "what I can run"),
+    ("help", "all commands"),
+)
+
 HELP = """\
 Commands:
 /run PROCESS key=value …  start a process (missing inputs are asked for)
@@ -54,11 +68,22 @@ class Coordinator:
 
     async def receive(self, inbound: Inbound) -> Reply | None:
         """Stores the delivery durably, then handles it. None for a duplicate delivery."""
-        inbox_id = await self.ledger.accept_inbound(
-            inbound.sender.channel, inbound.external_id, inbound.to_payload()
-        )
+        inbox_id = await self.accept(inbound)
         if inbox_id is None:
             return None
+        return await self.handle_stored(inbox_id, inbound)
+
+    async def accept(self, inbound: Inbound) -> int | None:
+        """Stores the delivery in the durable inbox; None when it is a duplicate.
+
+        A channel whose platform must be told "delivered" calls this first, tells the
+        platform, then calls ``handle_stored``; a crash in between is recovered on restart.
+        """
+        return await self.ledger.accept_inbound(
+            inbound.sender.channel, inbound.external_id, inbound.to_payload()
+        )
+
+    async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
         async with self.ledger.handling(inbox_id):
             return await self.handle(inbound)
 
@@ -67,9 +92,7 @@ class Coordinator:
         handled = []
         for item in await self.ledger.unhandled_inbound(channel):
             inbound = Inbound.from_payload(item.payload)
-            async with self.ledger.handling(item.id):
-                reply = await self.handle(inbound)
-            handled.append((inbound, reply))
+            handled.append((inbound, await self.handle_stored(item.id, inbound)))
         return handled
 
     async def handle(self, inbound: Inbound) -> Reply:
@@ -200,7 +223,8 @@ class Coordinator:
         approval = decision.approval
         reply = Reply().add(outcome(approval))
         if not decision.decided_now:
-            return reply.say(f"Already decided — {decision_line(approval)}. Nothing changed.")
+            reply.notice = f"Already decided — {decision_line(approval)}. Nothing changed."
+            return reply
         if decision.view is not None:
             self._describe(decision.view, reply)
         return reply

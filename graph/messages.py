@@ -35,6 +35,9 @@ class Inbound:
     external_id: str  # the platform's own id for this delivery; duplicates are dropped
     text: str | None = None
     button: str | None = None  # a button's payload, e.g. "approve:a3k9m2p"
+    # The channel's own note on how to answer this delivery (which message holds the
+    # pressed button, the press's id); stored with it, never read by the coordinator.
+    context: dict[str, Any] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +81,9 @@ ReplyItem = str | Card | CardOutcome
 @dataclass
 class Reply:
     items: list[ReplyItem] = field(default_factory=list)
+    # One short line answering a button press ("Approved", "Already approved by …"):
+    # a toast where the platform has one, a line of text where it has not.
+    notice: str | None = None
 
     def say(self, text: str) -> Reply:
         self.items.append(text)
