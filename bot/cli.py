@@ -16,7 +16,9 @@ from typing import Any
 from bot.app import Steward
 from bot.console import ConsoleChannel, render
 from bot.scheduler import Scheduler
+from bot.service import Service, configured_channels, wait_for_signal
 from bot.settings import SettingsError, load_settings
+from bot.telegram import TelegramUnavailable
 from graph.coordinator import ACTIVE
 from graph.engine import InputProblem
 from graph.errors import StewardError
@@ -72,17 +74,29 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
     settings = steward.settings
     for problem in steward.catalog.problems:
         print(f"steward: skipped {problem}", file=sys.stderr)
-    for name, value in (
-        ("TELEGRAM_BOT_TOKEN", settings.telegram_bot_token),
-        ("SLACK_BOT_TOKEN", settings.slack_bot_token),
-    ):
-        if value:
-            print(
-                f"steward: {name} is set, but this version has no such channel yet; "
-                "opening the terminal chat",
-                file=sys.stderr,
-            )
-    return await cmd_chat(steward, args)
+    if settings.slack_bot_token:
+        print(
+            "steward: SLACK_BOT_TOKEN is set, but this version has no Slack channel yet",
+            file=sys.stderr,
+        )
+    channels = configured_channels(steward)
+    if not channels:
+        return await cmd_chat(steward, args)
+    service = Service(steward, channels)
+    try:
+        await service.start()
+        print(f"steward is running: {service.summary()}. Ctrl-C stops it.", file=sys.stderr)
+        await wait_for_signal()
+    except TelegramUnavailable as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the HTTP port is taken, say
+        print(f"steward: cannot serve HTTP on {service.http.url}: {exc.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        await service.stop()
+    print("steward stopped.", file=sys.stderr)
+    return 0
 
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
@@ -90,7 +104,7 @@ async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
     for reply in await steward.recover("console"):
         console.show(reply)
 
-    async def notify(reply: Reply) -> None:
+    async def notify(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         console.show(reply)
 
     scheduler = Scheduler(steward.ledger, steward.engine, steward.coordinator, notify)
@@ -216,7 +230,7 @@ async def cmd_audit(steward: Steward, args: argparse.Namespace) -> int:
 
 def _print_decision(reply: Reply) -> int:
     print(render(reply))
-    return 1 if any("Already decided" in t for t in reply.texts) else 0
+    return 1 if reply.notice else 0
 
 
 def _run_json(run: Any, approvals: list[str]) -> dict[str, Any]:

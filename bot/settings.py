@@ -7,7 +7,7 @@ from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memory.database_url import DatabaseURL
@@ -105,6 +105,22 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a time of day like 08:00") from None
         return value
 
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+            raise ValueError("use 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value or None
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        if self.telegram_webhook_url and not self.telegram_webhook_secret:
+            raise ValueError(
+                "STEWARD_TELEGRAM_WEBHOOK_SECRET must be set when STEWARD_TELEGRAM_WEBHOOK_URL "
+                "is, so that only Telegram can post updates"
+            )
+        return self
+
     @property
     def database(self) -> DatabaseURL:
         if self.database_url:
@@ -138,10 +154,11 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            variable = _variable(field)
             message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{variable}: {message}")
+            if not error["loc"]:  # a rule across variables names them itself
+                lines.append(message)
+                continue
+            lines.append(f"{_variable(str(error['loc'][0]))}: {message}")
         raise SettingsError("\n".join(lines)) from None
 
 

@@ -1,0 +1,110 @@
+"""``steward run`` with chat platforms configured: every channel, the HTTP server when
+one needs it, and the scheduler, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+from typing import Any, Protocol
+
+from bot.app import Steward
+from bot.http import HttpServer
+from bot.scheduler import Scheduler
+from bot.telegram import TelegramChannel
+from graph.messages import Reply
+
+log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    name: str
+
+    @property
+    def needs_http(self) -> bool: ...
+
+    def mount(self, http: HttpServer) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, drain_seconds: float = 10.0) -> None: ...
+
+    async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def configured_channels(steward: Steward) -> list[Channel]:
+    settings = steward.settings
+    channels: list[Channel] = []
+    if settings.telegram_bot_token:
+        memory = steward.coordinator.memory
+        channels.append(TelegramChannel.from_settings(settings, steward.coordinator, memory))
+    return channels
+
+
+class Service:
+    def __init__(self, steward: Steward, channels: list[Channel], tick_seconds: float = 5.0):
+        self.steward = steward
+        self.channels = channels
+        self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
+        self.scheduler = Scheduler(
+            steward.ledger, steward.engine, steward.coordinator, self.notify, tick_seconds
+        )
+        self._started: list[Channel] = []
+        self._ticking: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if any(channel.needs_http for channel in self.channels):
+            for channel in self.channels:
+                channel.mount(self.http)
+            await self.http.start()
+            log.info("HTTP server on %s", self.http.url)
+        for channel in self.channels:
+            await channel.start()
+            self._started.append(channel)
+            log.info("%s channel started", channel.name)
+        for view in await self.steward.engine.recover():  # runs a crash left mid-step
+            await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
+        self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._ticking
+        for channel in reversed(self._started):
+            await channel.stop()
+        self._started.clear()
+        await self.http.stop()
+
+    async def notify(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
+        """A run's news goes to the channel it came from; news of a run started
+        elsewhere goes to every channel's operators."""
+        wanted = reply_to.get("channel") if reply_to else None
+        targets = [c for c in self._started if c.name == wanted] or self._started
+        for channel in targets:
+            try:
+                await channel.deliver(reply, reply_to)
+            except Exception:
+                log.exception("could not deliver news to %s", channel.name)
+
+    def summary(self) -> str:
+        parts = [channel.describe() for channel in self._started]
+        if self.http.started:
+            parts.append(f"HTTP on {self.http.url}")
+        return ", ".join(parts)
+
+
+async def wait_for_signal() -> None:
+    """Returns on SIGINT or SIGTERM."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

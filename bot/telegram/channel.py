@@ -1,0 +1,393 @@
+"""The Telegram channel: translates between the Bot API and the neutral message model.
+
+Every update is stored in the durable inbox before Telegram may count it delivered.
+In webhook mode that is before the 200. In polling mode steward runs getUpdates
+itself instead of python-telegram-bot's Updater, which confirms a batch before its
+handlers run: here the offset only moves past updates already in the inbox. Handling
+happens after, in arrival order, on one worker; a crash in between is recovered on
+start, and a delivery Telegram repeats is dropped by the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from telegram import BotCommand, InputFile, LinkPreviewOptions, Message, Update, User
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
+from telegram.ext import ExtBot
+from telegram.request import HTTPXRequest
+
+from bot.http import HttpServer
+from bot.settings import Settings
+from bot.telegram.rate_limit import FloodControl
+from bot.telegram.render import Outgoing, card_messages, outcome_html, text_messages
+from graph.coordinator import COMMANDS, Coordinator
+from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
+from memory.working import WorkingMemory
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+ALLOWED_UPDATES = ("message", "callback_query")
+ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
+CARD_TTL = 30 * 24 * 3600  # how long a card's message is remembered for editing in place
+SEND_ATTEMPTS = 4
+
+
+class TelegramUnavailable(Exception):
+    """The Bot API refused the token or could not be reached at start."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str  # the public URL Telegram posts to; it must reach WEBHOOK_PATH here
+    secret: str
+
+
+@dataclass(frozen=True)
+class Press:
+    """The button press a reply answers."""
+
+    query_id: str
+    message_id: int | None
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        memory: WorkingMemory,
+        bot: ExtBot[None],
+        *,
+        operators: Iterable[str] = (),
+        webhook: Webhook | None = None,
+        poll_timeout: int = 30,
+    ) -> None:
+        self.coordinator = coordinator
+        self.memory = memory
+        self.bot = bot
+        self.webhook = webhook
+        self.poll_timeout = poll_timeout
+        self.operator_chats = [
+            entry.removeprefix("telegram:") for entry in operators if entry.startswith("telegram:")
+        ]
+        self._offset: int | None = None
+        self._queue: asyncio.Queue[tuple[int, Inbound]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, coordinator: Coordinator, memory: WorkingMemory
+    ) -> TelegramChannel:
+        assert settings.telegram_bot_token is not None
+        root = settings.telegram_api_url.rstrip("/")
+        webhook = None
+        if settings.telegram_webhook_url:
+            assert settings.telegram_webhook_secret is not None  # settings insist on it
+            webhook = Webhook(settings.telegram_webhook_url, settings.telegram_webhook_secret)
+        bot: ExtBot[None] = ExtBot(
+            settings.telegram_bot_token,
+            base_url=f"{root}/bot{{token}}",
+            base_file_url=f"{root}/file/bot{{token}}",
+            request=HTTPXRequest(connection_pool_size=8),
+            get_updates_request=HTTPXRequest(connection_pool_size=1),
+            rate_limiter=FloodControl(),
+        )
+        return cls(coordinator, memory, bot, operators=settings.operator_ids, webhook=webhook)
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def mount(self, http: HttpServer) -> None:
+        if self.webhook is not None:
+            http.add_post(WEBHOOK_PATH, self.receive_webhook)
+
+    @property
+    def needs_http(self) -> bool:
+        return self.webhook is not None
+
+    def describe(self) -> str:
+        mode = f"webhook {self.webhook.url}" if self.webhook else "long polling"
+        return f"Telegram ({mode})"
+
+    async def start(self) -> None:
+        """Checks the token, sets the command menu, handles what a crash left stored,
+        then listens: a webhook, or long polling."""
+        try:
+            await self.bot.initialize()
+        except (InvalidToken, Forbidden) as exc:
+            raise TelegramUnavailable(
+                f"TELEGRAM_BOT_TOKEN was refused by the Bot API at {self.bot.base_url}: {exc}"
+            ) from exc
+        except NetworkError as exc:
+            raise TelegramUnavailable(
+                f"cannot reach the Bot API (check STEWARD_TELEGRAM_API_URL): {exc}"
+            ) from exc
+        await self.bot.set_my_commands([BotCommand(name, about) for name, about in COMMANDS])
+        for inbound, reply in await self.coordinator.recover_inbox(self.name):
+            await self.send(inbound.chat_id, reply, _press(inbound))
+        self._tasks.append(asyncio.create_task(self._work(), name="telegram-worker"))
+        if self.webhook is not None:
+            await self.bot.set_webhook(
+                self.webhook.url,
+                secret_token=self.webhook.secret,
+                allowed_updates=list(ALLOWED_UPDATES),
+            )
+        else:
+            await self.bot.delete_webhook()
+            self._tasks.append(asyncio.create_task(self._poll(), name="telegram-poll"))
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stops listening, lets the worker finish what is queued (what it cannot
+        finish stays in the inbox for the next start), and closes the connection."""
+        poller = [t for t in self._tasks if t.get_name() == "telegram-poll"]
+        await _cancel(poller)
+        try:
+            await asyncio.wait_for(self._queue.join(), drain_seconds)
+        except TimeoutError:
+            log.warning("stopping with %d Telegram update(s) queued", self._queue.qsize())
+        await _cancel(self._tasks)
+        self._tasks.clear()
+        if self._offset is not None and self.webhook is None:
+            with suppress(TelegramError):  # confirm what is stored: no resend next start
+                await self.bot.get_updates(offset=self._offset, timeout=0)
+        await self.bot.shutdown()
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=self._offset,
+                    timeout=self.poll_timeout,
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
+                for update in updates:
+                    await self.take(update)
+                    self._offset = update.update_id + 1
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("Telegram polling failed (%s); trying again in %.0f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def receive_webhook(self, request: web.Request) -> web.Response:
+        assert self.webhook is not None
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self.webhook.secret.encode()):
+            log.warning("refused a Telegram webhook call with a wrong or missing secret token")
+            return web.Response(status=403, text="forbidden")
+        try:
+            update = Update.de_json(await request.json(), self.bot)
+        except (ValueError, KeyError, TypeError):
+            return web.Response(status=400, text="not a Telegram update")
+        await self.take(update)  # a failure here is a 500, and Telegram delivers again
+        return web.Response(text="ok")
+
+    async def take(self, update: Update) -> None:
+        """Stores one update in the inbox and queues it for handling."""
+        inbound = inbound_from(update)
+        if inbound is None:
+            return
+        inbox_id = await self.coordinator.accept(inbound)
+        if inbox_id is not None:
+            self._queue.put_nowait((inbox_id, inbound))
+
+    async def _work(self) -> None:
+        while True:
+            inbox_id, inbound = await self._queue.get()
+            try:
+                await self._handle(inbox_id, inbound)
+            except Exception:
+                log.exception("handling Telegram update %s failed", inbound.external_id)
+            finally:
+                self._queue.task_done()
+
+    async def _handle(self, inbox_id: int, inbound: Inbound) -> None:
+        press = _press(inbound)
+        handling = asyncio.ensure_future(self.coordinator.handle_stored(inbox_id, inbound))
+        if press is not None:
+            done, _ = await asyncio.wait({handling}, timeout=ANSWER_WITHIN)
+            if not done:  # the run is still going: stop the button's spinner now
+                await self._answer_press(press.query_id, None)
+                press = Press("", press.message_id)
+        try:
+            reply = await handling
+        except Exception:
+            if press is not None and press.query_id:
+                await self._answer_press(press.query_id, "Something went wrong; it is logged.")
+            raise
+        await self.send(inbound.chat_id, reply, press)
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
+        """News about a run: to the chat it came from, or to every operator's chat."""
+        if reply_to and reply_to.get("channel") == self.name:
+            await self.send(str(reply_to["chat_id"]), reply)
+            return
+        for chat_id in self.operator_chats:
+            await self.send(chat_id, reply)
+
+    async def send(self, chat_id: str, reply: Reply, press: Press | None = None) -> None:
+        if press is not None and press.query_id:
+            await self._answer_press(press.query_id, reply.notice)
+        elif reply.notice:
+            reply = Reply([*reply.items, reply.notice])
+        for item in reply.items:
+            if isinstance(item, str):
+                for outgoing in text_messages(item):
+                    await self._post(chat_id, outgoing)
+            elif isinstance(item, Card):
+                await self._post_card(chat_id, item)
+            elif isinstance(item, CardOutcome):
+                pressed = press.message_id if press is not None else None
+                await self._settle_card(chat_id, item, pressed)
+
+    async def _post_card(self, chat_id: str, card: Card) -> None:
+        for outgoing in card_messages(card):
+            message = await self._post(chat_id, outgoing)
+            if message is not None and outgoing.keyboard is not None:
+                key = _card_key(card.approval_id)
+                known = await self.memory.get(key) or {"messages": []}
+                known["messages"].append([chat_id, message.message_id])
+                await self.memory.set(key, known, CARD_TTL)
+
+    async def _settle_card(self, chat_id: str, outcome: CardOutcome, pressed: int | None) -> None:
+        """Edits every message showing the card: the outcome, and no more buttons."""
+        key = _card_key(outcome.approval_id)
+        known = await self.memory.get(key) or {"messages": []}
+        targets = [(str(c), int(m)) for c, m in known["messages"]]
+        if pressed is not None and (chat_id, pressed) not in targets:
+            targets.append((chat_id, pressed))
+        if not targets:
+            await self._post(chat_id, Outgoing(outcome_html(outcome)))
+            return
+        html = outcome_html(outcome)
+        for target in targets:
+            await self._edit(target, html)
+        await self.memory.delete(key)
+
+    async def _edit(self, target: tuple[str, int], html: str) -> None:
+        """Replaces a message's text; with no markup given, Telegram drops its buttons."""
+        chat_id, message_id = target
+        try:
+            await self._call(
+                lambda: self.bot.edit_message_text(
+                    html, chat_id=chat_id, message_id=message_id, parse_mode=ParseMode.HTML
+                )
+            )
+        except BadRequest as exc:  # "not modified": a second press finds it settled already
+            if "not modified" not in str(exc):
+                log.info("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
+        except TelegramError as exc:
+            log.warning("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
+
+    async def _post(self, chat_id: str, outgoing: Outgoing) -> Message | None:
+        try:
+            if outgoing.document is not None:
+                name, content = outgoing.document
+                document = InputFile(content.encode(), filename=name)
+                return await self._call(
+                    lambda: self.bot.send_document(
+                        chat_id, document, caption=outgoing.html, parse_mode=ParseMode.HTML
+                    )
+                )
+            return await self._call(
+                lambda: self.bot.send_message(
+                    chat_id,
+                    outgoing.html,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=outgoing.keyboard,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+            )
+        except Forbidden as exc:
+            log.warning("Telegram chat %s does not take messages from steward: %s", chat_id, exc)
+        except TelegramError as exc:
+            log.error("could not send a message to Telegram chat %s: %s", chat_id, exc)
+        return None
+
+    async def _answer_press(self, query_id: str, text: str | None) -> None:
+        try:
+            await self.bot.answer_callback_query(query_id, text=text[:200] if text else None)
+        except BadRequest as exc:  # too old after a restart: the card edit still shows it
+            log.info("could not answer a button press: %s", exc)
+
+    @staticmethod
+    async def _call(send: Callable[[], Awaitable[T]]) -> T:
+        """Flood control is the rate limiter's; a dropped connection is tried again."""
+        delay = 0.5
+        attempt = 1
+        while True:
+            try:
+                return await send()
+            except BadRequest:  # the request itself is wrong: sending it again won't help
+                raise
+            except NetworkError:
+                if attempt == SEND_ATTEMPTS:
+                    raise
+            await asyncio.sleep(delay)
+            delay *= 2
+            attempt += 1
+
+
+def inbound_from(update: Update) -> Inbound | None:
+    """The neutral form of a text message or a button press; None for anything else."""
+    update_id = str(update.update_id)
+    query = update.callback_query
+    if query is not None:
+        message = query.message
+        chat_id = message.chat.id if message is not None else query.from_user.id
+        context: dict[str, Any] = {"callback_query_id": query.id}
+        if message is not None:
+            context["message_id"] = message.message_id
+        sender = _sender(query.from_user)
+        return Inbound(sender, str(chat_id), update_id, button=query.data or "", context=context)
+    message = update.message
+    if message is None or message.from_user is None:
+        return None
+    return Inbound(
+        _sender(message.from_user),
+        str(message.chat.id),
+        update_id,
+        text=message.text or message.caption or "",
+    )
+
+
+def _sender(user: User) -> Sender:
+    return Sender("telegram", str(user.id), user.full_name)
+
+
+def _press(inbound: Inbound) -> Press | None:
+    query_id = inbound.context.get("callback_query_id")
+    if query_id is None:
+        return None
+    return Press(str(query_id), inbound.context.get("message_id"))
+
+
+def _card_key(approval_id: str) -> str:
+    return f"telegram:card:{approval_id}"
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,115 @@
+"""Telegram's flood limits, kept without dropping a message.
+
+About one message a second per chat (a short burst allowed) and 30 a second overall.
+A 429 with ``retry_after`` holds the chat — or everything, for calls without a chat —
+for that long, then the same request is sent again; a message is never given up on
+because of flood control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from telegram.error import RetryAfter
+from telegram.ext import BaseRateLimiter
+
+log = logging.getLogger(__name__)
+
+Result = bool | dict[str, Any] | list[dict[str, Any]]
+
+
+class Bucket:
+    """A token bucket: ``rate`` tokens a second, holding at most ``burst``."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._stamp = clock()
+        self._held_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                wait = max(self._held_until - now, (1 - self._tokens) / self.rate)
+                if wait <= 0:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep(wait)
+
+    def hold(self, seconds: float) -> None:
+        """Nothing goes out before ``seconds`` from now (a 429's retry_after)."""
+        self._held_until = max(self._held_until, self._clock() + seconds)
+        self._tokens = 0
+
+
+class FloodControl(BaseRateLimiter[None]):
+    def __init__(
+        self, per_chat: float = 1.0, chat_burst: float = 3.0, overall: float = 30.0
+    ) -> None:
+        self.per_chat = per_chat
+        self.chat_burst = chat_burst
+        self.overall = Bucket(overall, overall)
+        self._chats: dict[str, Bucket] = {}
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, Result]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: None,
+    ) -> Result:
+        chat_id = data.get("chat_id")
+        chat = self._chat(str(chat_id)) if chat_id is not None else None
+        attempt = 0
+        while True:
+            if chat is not None:
+                await chat.take()
+            await self.overall.take()
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                attempt += 1
+                seconds = retry_after_seconds(exc)
+                log.warning(
+                    "Telegram flood control on %s (chat %s): retrying in %.1f s (attempt %d)",
+                    endpoint,
+                    chat_id,
+                    seconds,
+                    attempt,
+                )
+                (chat or self.overall).hold(seconds)
+
+    def _chat(self, chat_id: str) -> Bucket:
+        bucket = self._chats.get(chat_id)
+        if bucket is None:
+            if len(self._chats) > 10_000:
+                self._chats.clear()  # idle buckets are full anyway; a fresh one is the same
+            bucket = self._chats[chat_id] = Bucket(self.per_chat, self.chat_burst)
+        return bucket
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # PTB warns that the int form is going away
+        warnings.simplefilter("ignore", DeprecationWarning)
+        value: int | timedelta = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -1,0 +1,300 @@
+"""The Telegram channel end to end: the real python-telegram-bot against a local Bot API.
+
+Each test runs steward as ``steward run`` would (the service with the Telegram channel
+configured from settings) against ``FakeBotAPI``, which speaks the Bot API's wire
+format, and acts as the operator or a stranger would in the Telegram app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Steward
+from bot.service import Service, configured_channels
+from bot.settings import load_settings
+from bot.telegram import TelegramChannel
+from graph.coordinator import COMMANDS
+from graph.messages import Reply
+from tests.fakes.bot_api import FakeBotAPI
+
+TOKEN = "4242:steward-test-token"
+OPERATOR = 1001
+STRANGER = 6666
+SECRET = "s3cret-token_for-webhooks"
+START = "/run onboarding client=Acme email=jane@acme.com package=basic"
+SENDS = ("sendMessage", "sendDocument", "editMessageText", "answerCallbackQuery")
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeBotAPI]:
+    async with FakeBotAPI(token=TOKEN) as fake:
+        yield fake
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def running(home: Path, api: FakeBotAPI, *, webhook: bool = False) -> AsyncIterator[Steward]:
+    overrides: dict[str, Any] = {
+        "home": home,
+        "telegram_bot_token": TOKEN,
+        "telegram_api_url": api.root,
+        "operators": f"telegram:{OPERATOR}",
+    }
+    if webhook:
+        port = free_port()
+        overrides |= {
+            "http_port": port,
+            "telegram_webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
+            "telegram_webhook_secret": SECRET,
+        }
+    async with Steward.open(load_settings(**overrides)) as steward:
+        service = Service(steward, configured_channels(steward), tick_seconds=0.2)
+        await service.start()
+        try:
+            if not webhook:
+                await api.wait_for(lambda a: a.polls_waiting > 0)
+            yield steward
+        finally:
+            await service.stop()
+
+
+def cards(api: FakeBotAPI, chat: int = OPERATOR) -> list[dict[str, Any]]:
+    return [m for m in api.sent(chat) if "reply_markup" in m]
+
+
+def texts(api: FakeBotAPI, chat: int = OPERATOR) -> list[str]:
+    return [m.get("text") or m.get("caption") or "" for m in api.sent(chat)]
+
+
+def button(card: dict[str, Any], label: str) -> str:
+    for row in card["reply_markup"]["inline_keyboard"]:
+        for key in row:
+            if key["text"] == label:
+                return str(key["callback_data"])
+    raise AssertionError(f"no {label} button on {card}")
+
+
+def outbox(home: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((home / "outbox").glob("*.json"))]
+
+
+def failed_sends(api: FakeBotAPI) -> list[str]:
+    return [f"{c.method}: {c.description}" for c in api.calls if c.method in SENDS and not c.ok]
+
+
+async def test_start_approve_on_the_card_and_the_card_settles(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, api):
+        assert [c["command"] for c in api.commands()] == [name for name, _ in COMMANDS]
+        api.send_text(OPERATOR, START)
+        await api.wait_for(lambda a: cards(a))
+        (card,) = cards(api)
+        assert "jane@acme.com" in card["text"]
+        keys = [key["text"] for key in card["reply_markup"]["inline_keyboard"][0]]
+        assert keys == ["Approve", "Reject", "Edit", "Details"]
+        assert all(len(button(card, k).encode()) <= 64 for k in keys)
+        assert outbox(home) == []
+
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await api.wait_for(
+            lambda a: (
+                "reply_markup" not in a.message(OPERATOR, card["message_id"])
+                and any("is done" in t for t in texts(a))
+            )
+        )
+        settled = api.message(OPERATOR, card["message_id"])
+        assert f"Approved by telegram:{OPERATOR} at" in settled["text"]
+        (answer,) = api.calls_to("answerCallbackQuery")
+        assert answer.ok
+        assert len(outbox(home)) == 1
+        assert failed_sends(api) == []
+
+
+async def test_a_second_press_changes_nothing_and_says_who_decided(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, api):
+        api.send_text(OPERATOR, START)
+        await api.wait_for(lambda a: cards(a))
+        (card,) = cards(api)
+        approve = button(card, "Approve")
+        api.press(OPERATOR, card, approve)
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
+        await api.wait_for(lambda a: any("is done" in t for t in texts(a)))
+        sent_before = len(api.sent(OPERATOR))
+
+        api.press(OPERATOR, card, approve)  # another device still showing the buttons
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 2)
+        second = api.calls_to("answerCallbackQuery")[1]
+        assert second.ok
+        assert f"Already decided — Approved by telegram:{OPERATOR} at" in second.params["text"]
+        assert len(outbox(home)) == 1
+        await asyncio.sleep(0.2)
+        assert len(api.sent(OPERATOR)) == sent_before  # no new messages, only the toast
+
+
+async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, api):
+        api.send_text(OPERATOR, START)
+        await api.wait_for(lambda a: cards(a))
+        (card,) = cards(api)
+        api.press(OPERATOR, card, button(card, "Edit"))
+        await api.wait_for(lambda a: any("Send the new text" in t for t in texts(a)))
+        api.send_text(OPERATOR, "Dear Jane, <welcome> & *thanks*!")
+        await api.wait_for(lambda a: any("is done" in t for t in texts(a)))
+        (effect,) = outbox(home)
+        assert "Dear Jane, <welcome> & *thanks*!" in json.dumps(effect["params"])
+        settled = api.message(OPERATOR, card["message_id"])
+        assert "(with edits)" in settled["text"] and "reply_markup" not in settled
+
+        api.send_text(OPERATOR, START.replace("Acme", "Beta"))
+        await api.wait_for(lambda a: any("Beta" in m["text"] for m in cards(a)))
+        (second,) = cards(api)  # the first card has lost its buttons
+        api.press(OPERATOR, second, button(second, "Reject"))
+        await api.wait_for(lambda a: any("Why?" in t for t in texts(a)))
+        api.send_text(OPERATOR, "wrong client")
+        await api.wait_for(lambda a: any(t == "Noted." for t in texts(a)))
+        assert "Rejected by" in api.message(OPERATOR, second["message_id"])["text"]
+        assert len(outbox(home)) == 1
+        assert failed_sends(api) == []
+
+
+async def test_a_stranger_is_refused_once_audited_and_never_decides(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, api) as steward:
+        api.send_text(OPERATOR, START)
+        await api.wait_for(lambda a: cards(a))
+        (card,) = cards(api)
+
+        api.send_text(STRANGER, "/runs")
+        await api.wait_for(lambda a: a.sent(STRANGER))
+        api.send_text(STRANGER, "/run onboarding client=Evil email=x@evil.com package=basic")
+        api.press(STRANGER, card, button(card, "Approve"))
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
+        await asyncio.sleep(0.3)
+
+        (refusal,) = api.sent(STRANGER)
+        assert "only work for the operator" in refusal["text"]
+        assert "reply_markup" in api.message(OPERATOR, card["message_id"])  # still pending
+        assert outbox(home) == []
+        runs = await steward.ledger.list_runs(None, limit=10)
+        assert [r.inputs["client"] for r in runs] == ["Acme"]
+        denied = [e for e in await steward.ledger.audit_events() if e.kind == "access.denied"]
+        assert len(denied) == 3
+        assert {e.actor for e in denied} == {f"telegram:{STRANGER}"}
+
+
+async def test_flood_control_429_is_waited_out_and_nothing_is_dropped(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api):
+        api.flood("sendMessage", retry_after=1, times=1)
+        api.send_text(OPERATOR, "/processes")
+        await api.wait_for(lambda a: a.sent(OPERATOR), timeout=10)
+        first, second = api.calls_to("sendMessage")[:2]
+        assert first.status == 429 and second.ok
+        assert second.at - first.at >= 1.0
+        assert "onboarding" in texts(api)[0]
+
+
+async def test_ten_thousand_characters_of_markdown_arrive_whole_and_unbroken(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    chunk = "*bold* _it_ [link](http://x.y) `code` <b>tag</b> & ~s~ #1 > q | {x}.!\n\n"
+    long_text = (chunk * (10_000 // len(chunk) + 1))[:10_000].strip()
+    notes = long_text[:1990].strip()
+    async with running(home, api):
+        api.send_text(OPERATOR, "/run newsletter_issue topic=Pricing audience=Friends")
+        await api.wait_for(lambda a: any("points to cover" in t for t in texts(a)))
+        api.send_text(OPERATOR, long_text)  # too long for the notes: said so, escaped
+        await api.wait_for(lambda a: any("up to 2000 characters" in t for t in texts(a)))
+        api.send_text(OPERATOR, notes)
+        await api.wait_for(lambda a: cards(a), timeout=10)
+        (card,) = cards(api)
+        for paragraph in notes.split("\n\n"):
+            assert paragraph in card["text"]
+
+        api.press(OPERATOR, card, button(card, "Edit"))
+        await api.wait_for(lambda a: any("Current text" in t for t in texts(a)), timeout=10)
+        api.send_text(OPERATOR, long_text)  # the operator's 10,000 characters replace the draft
+        await api.wait_for(lambda a: outbox(home), timeout=10)
+        (effect,) = outbox(home)
+        assert long_text in effect["params"].values()
+        await api.wait_for(lambda a: "reply_markup" not in a.message(OPERATOR, card["message_id"]))
+        assert failed_sends(api) == []
+        # about one message a second per chat, after a short burst of three
+        times = api.send_times(OPERATOR)
+        for i in range(len(times)):
+            for j in range(i + 1, len(times)):
+                assert j - i + 1 <= 3 + (times[j] - times[i]) + 0.25
+
+
+async def test_a_long_reply_is_split_at_paragraphs_and_a_huge_one_sent_as_a_file(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    paragraphs = [f"{i}: <b>not a tag</b> & *not bold* " + "word " * 120 for i in range(12)]
+    long_reply = "\n\n".join(p.strip() for p in paragraphs)  # about 8,000 characters
+    async with Steward.open(
+        load_settings(home=tmp_path / "home", telegram_bot_token=TOKEN, telegram_api_url=api.root)
+    ) as steward:
+        (channel,) = configured_channels(steward)
+        assert isinstance(channel, TelegramChannel)
+        await channel.bot.initialize()
+        try:
+            await channel.send(str(OPERATOR), Reply().say(long_reply))
+            parts = texts(api)
+            assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
+            assert "\n\n".join(parts) == long_reply
+            await channel.send(str(OPERATOR), Reply().say(long_reply * 4))
+            (document,) = [m for m in api.sent(OPERATOR) if "document" in m]
+            upload = api.uploads[document["document"]["file_id"]]
+            assert upload.content.decode() == long_reply * 4
+        finally:
+            await channel.bot.shutdown()
+        assert failed_sends(api) == []
+
+
+async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, api, webhook=True):
+        assert api.webhook is not None and api.webhook.secret_token == SECRET
+        assert api.webhook.url.endswith("/telegram/webhook")
+        update = api.send_text(OPERATOR, "/processes")
+
+        assert await api.deliver_webhook(update, secret="wrong") == 403
+        assert await api.deliver_webhook(update, secret=None) == 403
+        await asyncio.sleep(0.2)
+        assert api.sent(OPERATOR) == []
+
+        assert await api.deliver_webhook(update, secret=SECRET) == 200
+        await api.wait_for(lambda a: a.sent(OPERATOR))
+        assert await api.deliver_webhook(update, secret=SECRET) == 200  # Telegram retried
+        await asyncio.sleep(0.3)
+        assert len(api.sent(OPERATOR)) == 1
+    with sqlite3.connect(home / "steward.db") as db:
+        assert db.execute("select count(*), min(status) from inbox").fetchone() == (1, "done")

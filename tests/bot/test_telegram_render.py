@@ -1,0 +1,127 @@
+"""Replies as Telegram messages: escaping, splitting at boundaries, cards that fit."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+from bot.telegram.render import (
+    MESSAGE_LIMIT,
+    card_messages,
+    length,
+    outcome_html,
+    split_text,
+    text_messages,
+)
+from graph.messages import Button, Card, CardOutcome
+
+
+class _Visible(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def visible(html: str) -> tuple[str, list[str]]:
+    parser = _Visible()
+    parser.feed(html)
+    parser.close()
+    return "".join(parser.text), parser.tags
+
+
+def test_user_text_can_never_open_a_tag() -> None:
+    nasty = "<b>bold</b> & <a href='x'>link</a> *stars* _under_ `code` [x](y) &amp;"
+    (message,) = text_messages(nasty)
+    text, tags = visible(message.html)
+    assert tags == []
+    assert text == nasty
+
+
+def test_short_text_is_one_message() -> None:
+    assert split_text("hello") == ["hello"]
+
+
+def test_long_text_splits_at_paragraphs_and_loses_nothing() -> None:
+    paragraphs = [f"Paragraph {i}: " + "word " * 150 for i in range(20)]
+    text = "\n\n".join(p.strip() for p in paragraphs)
+    parts = split_text(text)
+    assert len(parts) > 1
+    assert all(length(part) <= MESSAGE_LIMIT for part in parts)
+    assert all(part.startswith("Paragraph ") for part in parts)  # cut between paragraphs
+    assert "\n\n".join(parts) == text
+
+
+def test_a_line_without_breaks_is_cut_at_spaces_then_anywhere() -> None:
+    spaced = "abc " * 3000
+    assert all(length(part) <= MESSAGE_LIMIT for part in split_text(spaced))
+    assert all(not part.endswith("ab") for part in split_text(spaced))
+    solid = "x" * 10_000
+    parts = split_text(solid)
+    assert [len(p) for p in parts] == [4096, 4096, 1808]
+    assert "".join(parts) == solid
+
+
+def test_length_counts_utf16_units_like_telegram() -> None:
+    emoji = "😀" * 3000  # two UTF-16 units each
+    assert length(emoji) == 6000
+    parts = split_text(emoji)
+    assert all(length(p) <= MESSAGE_LIMIT for p in parts)
+    assert "".join(parts) == emoji
+
+
+def test_very_long_text_goes_as_a_document() -> None:
+    text = "\n\n".join("line " * 800 for _ in range(8))
+    (message,) = text_messages(text)
+    assert message.document is not None
+    name, content = message.document
+    assert name.endswith(".txt") and content == text
+
+
+def _card(text: str | None) -> Card:
+    return Card(
+        approval_id="a2b3c4d",
+        title="Send the welcome email <to> Jane & co",
+        summary="Email jane@acme.com",
+        fields=[("To", "jane@acme.com"), ("Risk", "medium")],
+        text=text,
+        footer="Approval a2b3c4d · run r1",
+        buttons=[
+            Button("Approve", "approve:a2b3c4d", "primary"),
+            Button("Reject", "reject:a2b3c4d", "danger"),
+            Button("Edit", "edit:a2b3c4d"),
+            Button("Details", "details:a2b3c4d"),
+        ],
+    )
+
+
+def test_a_card_is_one_message_with_its_buttons_and_escaped_text() -> None:
+    (message,) = card_messages(_card("Hi <Jane>, *welcome* & thanks"))
+    text, tags = visible(message.html)
+    assert "Send the welcome email <to> Jane & co" in text
+    assert "Hi <Jane>, *welcome* & thanks" in text
+    assert set(tags) <= {"b", "i", "blockquote"}
+    assert message.keyboard is not None
+    (row,) = message.keyboard.inline_keyboard
+    assert [b.text for b in row] == ["Approve", "Reject", "Edit", "Details"]
+    assert all(len(str(b.callback_data).encode()) <= 64 for b in row)
+
+
+def test_a_card_with_a_very_long_text_sends_the_text_as_a_file_first() -> None:
+    draft = "A long draft. " * 1000
+    document, card = card_messages(_card(draft))
+    assert document.document == ("a2b3c4d.txt", draft)
+    assert card.keyboard is not None
+    assert length(visible(card.html)[0]) <= MESSAGE_LIMIT
+
+
+def test_outcome_shows_the_decision_escaped() -> None:
+    html = outcome_html(CardOutcome("a1", "Email <jane>\nApproved by telegram:1 at 2026-11-21"))
+    text, tags = visible(html)
+    assert text == "Email <jane>\nApproved by telegram:1 at 2026-11-21"
+    assert tags == ["b"]
