@@ -28,14 +28,14 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy import Connection
 
 from memory.ledger import Ledger
-from memory.ledger.database import ThreadedSqlite
+from memory.ledger.database import EmbeddedSqlite
 from memory.ledger.errors import LedgerUnavailable
 
 T = TypeVar("T")
 
 
-class ThreadedSqliteSaver(SqliteSaver):
-    """SqliteSaver writing inside the ledger's transactions on the ledger's thread.
+class LedgerSqliteSaver(SqliteSaver):
+    """SqliteSaver writing inside the ledger's transactions, on the ledger's connection.
 
     Its statements run on the ledger connection of the transaction they are queued in.
     Inside ``Ledger.batching()`` its writes are deferred to the block's next ledger
@@ -43,7 +43,7 @@ class ThreadedSqliteSaver(SqliteSaver):
     together, in one fsync.
     """
 
-    def __init__(self, ledger: Ledger, db: ThreadedSqlite) -> None:
+    def __init__(self, ledger: Ledger, db: EmbeddedSqlite) -> None:
         idle = sqlite3.connect(":memory:", check_same_thread=False)
         super().__init__(idle)  # replaced by the ledger's connection for each operation
         idle.close()
@@ -61,7 +61,7 @@ class ThreadedSqliteSaver(SqliteSaver):
             cur.close()
 
     def _on(self, conn: Connection, fn: Callable[..., T], *args: Any) -> T:
-        # Only the ledger's one database thread runs this, one operation at a time.
+        # The ledger runs one transaction at a time, so one connection at a time is here.
         self.conn = conn.connection.dbapi_connection  # type: ignore[assignment]
         return fn(*args)
 
@@ -136,10 +136,10 @@ async def open_checkpointer(ledger: Ledger) -> AsyncIterator[BaseCheckpointSaver
     async with AsyncExitStack() as stack:
         saver: BaseCheckpointSaver[str]
         try:
-            if isinstance(ledger.db, ThreadedSqlite):
+            if isinstance(ledger.db, EmbeddedSqlite):
                 path = str(ledger.url.sqlite_path)
-                await ledger.db.call(ThreadedSqliteSaver.create_tables, path)
-                saver = ThreadedSqliteSaver(ledger, ledger.db)
+                await ledger.db.call(LedgerSqliteSaver.create_tables, path)
+                saver = LedgerSqliteSaver(ledger, ledger.db)
             else:
                 pg_saver = await stack.enter_async_context(
                     AsyncPostgresSaver.from_conn_string(ledger.url.libpq)

@@ -1,14 +1,19 @@
 """How the ledger reaches its database: one small async interface, two ways to run it.
 
 PostgreSQL goes through SQLAlchemy's async engine with psycopg. SQLite goes through
-the standard library driver on one dedicated worker thread: every transaction is one
-hop to that thread, where aiosqlite (the async driver SQLAlchemy offers) makes four per
-statement (cursor, execute, fetch, close) — measured at ~130 hops per operator turn,
-which made the ledger, not LangGraph, the slowest part of a turn. SQLite has one writer anyway,
-so transactions queue here instead of waiting in SQLite's busy handler — and the
-transactions queued while the thread was busy run together as one group commit: one
-fsync for all, no caller resumed before the commit that holds its writes, and a
-failing caller's batch re-run one transaction each so the failure stays its own.
+the standard library driver, and its transactions run on the event loop itself: a
+ledger transaction is a few statements and one WAL commit, a fraction of a millisecond,
+cheaper than any hop to a thread (aiosqlite, the async driver SQLAlchemy offers, makes
+four hops per statement — ~130 per operator turn — and even one hop per transaction to
+a dedicated thread cost more than the transaction under load). SQLite has one writer
+anyway, so transactions queue here instead of waiting in SQLite's busy handler, and
+those queued in the same turn of the loop run together as one group commit: one fsync
+for all, no caller resumed before the commit that holds its writes, and a failing
+caller's batch re-run one transaction each so the failure stays its own.
+
+Only another process (a ``steward approve`` from a shell) can hold the write lock. The
+loop never waits for it: a batch that finds the database locked runs again on a worker
+thread that waits up to the busy timeout, while the loop goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory.database_url import DatabaseURL
@@ -39,7 +45,7 @@ class Database(Protocol):
 
 def open_database(url: DatabaseURL) -> Database:
     if url.is_sqlite:
-        return ThreadedSqlite(url)
+        return EmbeddedSqlite(url)
     return AsyncPostgres(create_async_engine(url.sqlalchemy, pool_size=10, pool_pre_ping=True))
 
 
@@ -58,7 +64,7 @@ class AsyncPostgres:
         await self.engine.dispose()
 
 
-# -- SQLite: the standard driver on one worker thread -------------------------------------
+# -- SQLite: the standard driver, on the loop -------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -68,27 +74,28 @@ class _Queued:
     done: asyncio.Future[Any]
 
 
-class ThreadedSqlite:
+class _Locked(Exception):
+    """Another process holds the database: try again where waiting is harmless."""
+
+
+class EmbeddedSqlite:
     def __init__(self, url: DatabaseURL) -> None:
         self._queue: list[_Queued] = []
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
-        self._conn: Connection | None = None  # used only on the database thread
+        self._conn: Connection | None = None  # one at a time: the loop, or the thread
         self.engine: Engine = create_engine(
             url.url.set(drivername="sqlite"),
             pool_size=1,
             max_overflow=0,
             pool_reset_on_return=None,  # every transaction ends in its own commit or rollback
+            connect_args={"check_same_thread": False},  # handed to the thread when locked
         )
         _configure_sqlite(self.engine)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="steward-ledger")
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs ``fn`` on the database thread, between two of its transactions.
-
-        The thread runs one job at a time, and every transaction is one job, so nothing
-        else is needed to keep transactions apart.
-        """
+        """Runs blocking ``fn`` on the worker thread, off the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def run(self, fn: Callable[[Connection], T], write: bool = True) -> T:
@@ -104,7 +111,10 @@ class ThreadedSqlite:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                outcomes = await self.call(self._run_batch, batch)
+                try:
+                    outcomes = self._run_batch(batch, patient=False)
+                except _Locked:
+                    outcomes = await self.call(self._run_batch, batch, True)
                 for queued, (ok, value) in zip(batch, outcomes, strict=True):
                     if queued.done.done():
                         continue
@@ -114,18 +124,24 @@ class ThreadedSqlite:
                         queued.done.set_exception(RuntimeError(f"StopIteration: {value}"))
                     else:
                         queued.done.set_exception(value)
+                await asyncio.sleep(0)  # let the callers just resumed queue their next work
         finally:
             self._draining = False
 
-    def _run_batch(self, batch: list[_Queued]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, batch: list[_Queued], patient: bool) -> list[tuple[bool, Any]]:
         """One transaction and one commit for the whole batch.
 
         If any caller's work raises, the batch rolls back and each caller runs again
         in a transaction of its own, so one failure never takes the others with it.
+        Impatient (on the loop), a locked database raises ``_Locked`` instead.
         """
         write = any(q.write for q in batch)
         try:
-            conn = self._open(write)
+            conn = self._open(write, patient)
+        except OperationalError as exc:
+            if not patient and _is_locked(exc):
+                raise _Locked from exc
+            return [(False, exc)] * len(batch)
         except Exception as exc:
             return [(False, exc)] * len(batch)
         try:
@@ -135,14 +151,22 @@ class ThreadedSqlite:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self._close(conn, commit=False)
+            if not patient and isinstance(exc, OperationalError) and _is_locked(exc):
+                raise _Locked from exc
             if len(batch) == 1:
                 return [(False, exc)]
-        return [outcome for queued in batch for outcome in self._run_batch([queued])]
+        return [outcome for queued in batch for outcome in self._run_batch([queued], patient)]
 
-    def _open(self, write: bool) -> Connection:
-        """Begins a transaction on the thread's one connection, kept open between them."""
+    def _open(self, write: bool, patient: bool) -> Connection:
+        """Begins a transaction on the one connection, kept open between them."""
         if self._conn is None or self._conn.closed:
             self._conn = self.engine.connect()
+        wait_ms = SQLITE_BUSY_TIMEOUT_MS if patient else 0
+        if self._conn.info.get("busy_timeout") != wait_ms:
+            driver = self._conn.connection.driver_connection  # no transaction for a pragma
+            assert driver is not None
+            driver.execute(f"PRAGMA busy_timeout={wait_ms}")
+            self._conn.info["busy_timeout"] = wait_ms
         self._conn.info["write"] = write
         self._conn.begin()
         return self._conn
@@ -167,8 +191,13 @@ class ThreadedSqlite:
     async def close(self) -> None:
         if self._drainer is not None:
             await self._drainer
-        await self.call(self._dispose)
+        self._dispose()
         self._executor.shutdown(wait=True)
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    message = str(exc.orig)
+    return "database is locked" in message or "database is busy" in message
 
 
 def _configure_sqlite(engine: Engine) -> None:

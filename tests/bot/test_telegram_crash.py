@@ -1,0 +1,134 @@
+"""A real crash between receiving Telegram updates and handling them.
+
+``steward run`` runs in a subprocess against the local Bot API. Its first update is
+stuck in a model call that never answers, so the updates behind it are stored and
+confirmed to Telegram but not handled when the process is SIGKILLed. After a restart
+each of them is handled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.bot.test_telegram import OPERATOR, START, TOKEN, cards, outbox, texts
+from tests.fakes.bot_api import FakeBotAPI
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@asynccontextmanager
+async def model_that_never_answers() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """An OpenAI-compatible endpoint that takes requests and never answers them."""
+    asked = asyncio.Event()
+    never = asyncio.Event()
+
+    async def complete(request: web.Request) -> web.Response:
+        asked.set()
+        await never.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", complete)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", asked
+    finally:
+        never.set()
+        await runner.cleanup()
+
+
+async def start_steward(home: Path, api: FakeBotAPI, **extra: str) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "STEWARD_HOME": str(home),
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "STEWARD_TELEGRAM_API_URL": api.root,
+        "STEWARD_OPERATORS": f"telegram:{OPERATOR}",
+        **extra,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        env=env,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+def inbox(home: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(home / "steward.db") as db:
+        rows = db.execute("select external_id, status from inbox order by id").fetchall()
+    return [(str(e), str(s)) for e, s in rows]
+
+
+async def test_updates_stored_before_a_sigkill_are_handled_once_after_restart(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    async with FakeBotAPI(token=TOKEN) as api, model_that_never_answers() as (model, asked):
+        bot = await start_steward(
+            home, api, STEWARD_LLM_MODEL="stuck", OPENAI_BASE_URL=model, OPENAI_API_KEY="x"
+        )
+        try:
+            await api.wait_for(lambda a: a.polls_waiting > 0, timeout=60)
+            vague = api.send_text(OPERATOR, "hmm, what about the thing")
+            await asyncio.wait_for(asked.wait(), 30)  # handling is stuck in the model call
+            start = api.send_text(OPERATOR, START)
+            runs = api.send_text(OPERATOR, "/runs")
+            last = runs["update_id"]
+            # Telegram is told "delivered" (the offset moves past them) …
+            await api.wait_for(lambda a: bool(a.offsets) and a.offsets[-1] > last, timeout=30)
+            # … because they are in the inbox, though none is handled yet.
+            ids = [str(u["update_id"]) for u in (vague, start, runs)]
+            assert inbox(home) == [(i, "new") for i in ids]
+            assert api.sent(OPERATOR) == []
+        finally:
+            bot.send_signal(signal.SIGKILL)
+            await bot.wait()
+        assert bot.returncode == -signal.SIGKILL
+        assert api.pending == []  # confirmed: Telegram will not send these again
+
+        bot = await start_steward(home, api)
+        try:
+            await api.wait_for(lambda a: len(a.sent(OPERATOR)) >= 4, timeout=60)
+            await api.wait_for(lambda a: a.polls_waiting > 0, timeout=30)
+            await asyncio.sleep(0.5)
+            said = texts(api)
+            assert sum("not sure what you need" in t for t in said) == 1
+            assert sum(t.startswith("Started onboarding") for t in said) == 1
+            assert len(cards(api)) == 1
+            assert sum(" · onboarding · waiting" in t for t in said) == 1
+            assert [status for _, status in inbox(home)] == ["done"] * 3
+
+            (card,) = cards(api)
+            approve = next(
+                k["callback_data"]
+                for k in card["reply_markup"]["inline_keyboard"][0]
+                if k["text"] == "Approve"
+            )
+            api.press(OPERATOR, card, approve)
+            await api.wait_for(lambda a: outbox(home), timeout=30)
+            await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
+        finally:
+            bot.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(bot.wait(), 30)
+        assert bot.returncode == 0
+        assert len(outbox(home)) == 1
