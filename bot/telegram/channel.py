@@ -74,12 +74,14 @@ class TelegramChannel:
         operators: Iterable[str] = (),
         webhook: Webhook | None = None,
         poll_timeout: int = 30,
+        api_root: str = "https://api.telegram.org",
     ) -> None:
         self.coordinator = coordinator
         self.memory = memory
         self.bot = bot
         self.webhook = webhook
         self.poll_timeout = poll_timeout
+        self.api_root = api_root
         self.operator_chats = [
             entry.removeprefix("telegram:") for entry in operators if entry.startswith("telegram:")
         ]
@@ -105,7 +107,14 @@ class TelegramChannel:
             get_updates_request=HTTPXRequest(connection_pool_size=1),
             rate_limiter=FloodControl(),
         )
-        return cls(coordinator, memory, bot, operators=settings.operator_ids, webhook=webhook)
+        return cls(
+            coordinator,
+            memory,
+            bot,
+            operators=settings.operator_ids,
+            webhook=webhook,
+            api_root=root,
+        )
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -126,9 +135,10 @@ class TelegramChannel:
         then listens: a webhook, or long polling."""
         try:
             await self.bot.initialize()
-        except (InvalidToken, Forbidden) as exc:
+        except (InvalidToken, Forbidden) as exc:  # its message holds the token: not shown
             raise TelegramUnavailable(
-                f"TELEGRAM_BOT_TOKEN was refused by the Bot API at {self.bot.base_url}: {exc}"
+                f"the Bot API at {self.api_root} refused TELEGRAM_BOT_TOKEN; check the token "
+                "(from @BotFather) and STEWARD_TELEGRAM_API_URL"
             ) from exc
         except NetworkError as exc:
             raise TelegramUnavailable(
@@ -182,7 +192,8 @@ class TelegramChannel:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("Telegram polling failed (%s); trying again in %.0f s", exc, backoff)
+                reason = str(exc).replace(self.bot.token, "<token>")  # never in a log
+                log.warning("Telegram polling failed (%s); trying again in %.0f s", reason, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 

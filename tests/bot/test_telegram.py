@@ -298,3 +298,28 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
         assert len(api.sent(OPERATOR)) == 1
     with sqlite3.connect(home / "steward.db") as db:
         assert db.execute("select count(*), min(status) from inbox").fetchone() == (1, "done")
+
+
+async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    settings = load_settings(
+        home=tmp_path / "home",
+        telegram_bot_token=TOKEN,
+        telegram_api_url=api.root,
+        operators=f"telegram:{OPERATOR},telegram:{OPERATOR + 1}",
+    )
+    async with Steward.open(settings) as steward:
+        service = Service(steward, configured_channels(steward))
+        await service.start()
+        try:
+            await service.notify(
+                Reply().say("to the run's chat"), {"channel": "telegram", "chat_id": "77"}
+            )
+            await service.notify(
+                Reply().say("from a shell"), {"channel": "cli", "chat_id": "shell"}
+            )
+        finally:
+            await service.stop()
+    assert texts(api, 77) == ["to the run's chat"]
+    assert texts(api, OPERATOR) == texts(api, OPERATOR + 1) == ["from a shell"]
