@@ -17,5 +17,6 @@ RUN uv sync --locked --no-dev
 RUN useradd --create-home steward && mkdir -p /data && chown steward /data
 USER steward
 VOLUME ["/data"]
+EXPOSE 8080
 ENTRYPOINT ["/app/.venv/bin/steward"]
 CMD ["run"]
