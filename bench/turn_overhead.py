@@ -57,7 +57,7 @@ async def steward_turn() -> AsyncIterator[Turn]:
             slot = count % RUNS
             count += 1
             press = Inbound(operator, "bench", f"turn-{count}", button=f"approve:{pending[slot]}")
-            reply = await steward.coordinator.receive(press)
+            reply = await steward.door.receive(press)
             assert reply is not None and reply.cards, reply
             pending[slot] = reply.cards[0].approval_id
 

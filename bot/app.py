@@ -21,6 +21,7 @@ from graph.coordinator import Coordinator
 from graph.drafting import Drafter
 from graph.effects import EffectGuard, RetryPolicy
 from graph.engine import Durability, ProcessEngine
+from graph.front_door import FrontDoor
 from graph.messages import Reply
 from graph.models import LanguageModels
 from graph.routing import Router
@@ -40,6 +41,7 @@ class Steward:
     connectors: ConnectorRegistry
     engine: ProcessEngine
     coordinator: Coordinator
+    door: FrontDoor
 
     @classmethod
     @asynccontextmanager
@@ -84,15 +86,16 @@ class Steward:
                     durability=durability,
                 )
                 await engine.setup()
+                memory = InProcessWorkingMemory()
                 coordinator = Coordinator(
                     ledger=ledger,
                     engine=engine,
                     catalog=catalog,
-                    allowlist=Allowlist(settings.operator_ids),
-                    memory=InProcessWorkingMemory(),
+                    memory=memory,
                     router=Router(catalog, models),
                 )
-                yield cls(settings, ledger, catalog, connectors, engine, coordinator)
+                door = FrontDoor(ledger, Allowlist(settings.operator_ids), memory, coordinator)
+                yield cls(settings, ledger, catalog, connectors, engine, coordinator, door)
         finally:
             await ledger.close()
 
@@ -102,7 +105,7 @@ class Steward:
         views = await self.engine.recover()
         if views:
             log.info("recovered %d run(s) that were interrupted", len(views))
-        handled = await self.coordinator.recover_inbox(channel)
+        handled = await self.door.recover_inbox(channel)
         if handled:
             log.info("handled %d stored message(s) from before a restart", len(handled))
         return [reply for _, reply in handled]

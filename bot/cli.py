@@ -100,7 +100,7 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
-    console = ConsoleChannel(steward.coordinator)
+    console = ConsoleChannel(steward.door)
     for reply in await steward.recover("console"):
         console.show(reply)
 

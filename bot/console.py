@@ -9,7 +9,7 @@ import textwrap
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from graph.coordinator import Coordinator
+from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
 
 PROMPT = "you › "
@@ -58,12 +58,12 @@ def _card(card: Card, number: itertools.count[int], choices: dict[str, str] | No
 class ConsoleChannel:
     def __init__(
         self,
-        coordinator: Coordinator,
+        door: FrontDoor,
         user: str = "operator",
         out: TextIO = sys.stdout,
         read_line: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
-        self.coordinator = coordinator
+        self.door = door
         self.sender = Sender("console", user, user)
         self.out = out
         self.choices: dict[str, str] = {}
@@ -87,7 +87,7 @@ class ConsoleChannel:
             inbound = Inbound(self.sender, "terminal", external_id, button=self.choices[stripped])
         else:
             inbound = Inbound(self.sender, "terminal", external_id, text=stripped)
-        reply = await self.coordinator.receive(inbound) or Reply()
+        reply = await self.door.receive(inbound) or Reply()
         self.show(reply)
         return reply
 

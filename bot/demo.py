@@ -25,7 +25,7 @@ async def play(pause: float = 0.0) -> int:
         settings = load_settings(home=Path(home), database_url=None, llm_model=None)
         async with Steward.open(settings) as steward:
             out = sys.stdout
-            console = ConsoleChannel(steward.coordinator, user="demo", out=out)
+            console = ConsoleChannel(steward.door, user="demo", out=out)
             for line in SCRIPT:
                 print(f"you › {line}", file=out, flush=True)
                 await console.say(line)

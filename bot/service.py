@@ -40,7 +40,7 @@ def configured_channels(steward: Steward) -> list[Channel]:
     channels: list[Channel] = []
     if settings.telegram_bot_token:
         memory = steward.coordinator.memory
-        channels.append(TelegramChannel.from_settings(settings, steward.coordinator, memory))
+        channels.append(TelegramChannel.from_settings(settings, steward.door, memory))
     return channels
 
 

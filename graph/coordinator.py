@@ -1,8 +1,8 @@
 """The coordinator: every rule about what a message means lives here, once.
 
-A channel hands over an ``Inbound``; the coordinator stores it in the durable inbox
-(dropping duplicate deliveries), checks who sent it, routes it — tier 0 commands and
-buttons, tier 1 rules, tier 2 a model — and answers with a neutral ``Reply``.
+The front door hands over an operator's ``Inbound``, stored and checked; the coordinator
+routes it — tier 0 commands and buttons, tier 1 rules, tier 2 a model — and answers
+with a neutral ``Reply``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from graph.access import Allowlist
 from graph.cards import approval_card, decision_line, outcome
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
@@ -20,14 +19,13 @@ from graph.errors import StewardError
 from graph.inputs import InputError, parse_input
 from graph.messages import Inbound, Reply
 from graph.routing import Router, parse_arguments
-from memory.ledger import Ledger, NewAuditEvent, RunStatus
+from memory.ledger import Ledger, RunStatus
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
-REFUSAL_TTL = 24 * 3600
 
 # The command menu a chat platform shows (Telegram's setMyCommands): name, what it does.
 COMMANDS = (
@@ -62,42 +60,12 @@ class Coordinator:
     ledger: Ledger
     engine: ProcessEngine
     catalog: Catalog
-    allowlist: Allowlist
     memory: WorkingMemory
     router: Router
 
-    async def receive(self, inbound: Inbound) -> Reply | None:
-        """Stores the delivery durably, then handles it. None for a duplicate delivery."""
-        inbox_id = await self.accept(inbound)
-        if inbox_id is None:
-            return None
-        return await self.handle_stored(inbox_id, inbound)
-
-    async def accept(self, inbound: Inbound) -> int | None:
-        """Stores the delivery in the durable inbox; None when it is a duplicate.
-
-        A channel whose platform must be told "delivered" calls this first, tells the
-        platform, then calls ``handle_stored``; a crash in between is recovered on restart.
-        """
-        return await self.ledger.accept_inbound(
-            inbound.sender.channel, inbound.external_id, inbound.to_payload()
-        )
-
-    async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
-        async with self.ledger.handling(inbox_id):
-            return await self.handle(inbound)
-
-    async def recover_inbox(self, channel: str | None = None) -> list[tuple[Inbound, Reply]]:
-        """Handles every delivery that was stored but not handled before a crash."""
-        handled = []
-        for item in await self.ledger.unhandled_inbound(channel):
-            inbound = Inbound.from_payload(item.payload)
-            handled.append((inbound, await self.handle_stored(item.id, inbound)))
-        return handled
-
     async def handle(self, inbound: Inbound) -> Reply:
-        if not self.allowlist.allows(inbound.sender):
-            return await self._refuse(inbound)
+        """Answers an operator's message; the front door has stored it and checked who
+        sent it."""
         try:
             if inbound.button:
                 return await self._button(inbound, inbound.button)
@@ -110,30 +78,6 @@ class Coordinator:
             return await self._free_text(inbound, text)
         except StewardError as exc:
             return Reply().say(str(exc))
-
-    # -- identity ----------------------------------------------------------------------
-
-    async def _refuse(self, inbound: Inbound) -> Reply:
-        sender = inbound.sender
-        await self.ledger.audit(
-            NewAuditEvent(
-                sender.key,
-                "access.denied",
-                sender.key,
-                {
-                    "chat": inbound.chat_id,
-                    "button": inbound.button,
-                    "text": (inbound.text or "")[:200],
-                },
-            )
-        )
-        refused_key = f"refused:{sender.key}"
-        if await self.memory.get(refused_key) is not None:
-            return Reply()
-        await self.memory.set(refused_key, {"at": "now"}, REFUSAL_TTL)
-        return Reply().say(
-            "Sorry, I only work for the operator of this account, so I can't help you here."
-        )
 
     # -- tier 0: commands and buttons --------------------------------------------------
 

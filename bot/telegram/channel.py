@@ -29,7 +29,8 @@ from bot.http import HttpServer
 from bot.settings import Settings
 from bot.telegram.rate_limit import FloodControl
 from bot.telegram.render import Outgoing, card_messages, outcome_html, text_messages
-from graph.coordinator import COMMANDS, Coordinator
+from graph.coordinator import COMMANDS
+from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
 from memory.working import WorkingMemory
 
@@ -67,7 +68,7 @@ class TelegramChannel:
 
     def __init__(
         self,
-        coordinator: Coordinator,
+        door: FrontDoor,
         memory: WorkingMemory,
         bot: ExtBot[None],
         *,
@@ -76,7 +77,7 @@ class TelegramChannel:
         poll_timeout: int = 30,
         api_root: str = "https://api.telegram.org",
     ) -> None:
-        self.coordinator = coordinator
+        self.door = door
         self.memory = memory
         self.bot = bot
         self.webhook = webhook
@@ -91,7 +92,7 @@ class TelegramChannel:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, coordinator: Coordinator, memory: WorkingMemory
+        cls, settings: Settings, door: FrontDoor, memory: WorkingMemory
     ) -> TelegramChannel:
         assert settings.telegram_bot_token is not None
         root = settings.telegram_api_url.rstrip("/")
@@ -108,7 +109,7 @@ class TelegramChannel:
             rate_limiter=FloodControl(),
         )
         return cls(
-            coordinator,
+            door,
             memory,
             bot,
             operators=settings.operator_ids,
@@ -145,7 +146,7 @@ class TelegramChannel:
                 f"cannot reach the Bot API (check STEWARD_TELEGRAM_API_URL): {exc}"
             ) from exc
         await self.bot.set_my_commands([BotCommand(name, about) for name, about in COMMANDS])
-        for inbound, reply in await self.coordinator.recover_inbox(self.name):
+        for inbound, reply in await self.door.recover_inbox(self.name):
             await self.send(inbound.chat_id, reply, _press(inbound))
         self._tasks.append(asyncio.create_task(self._work(), name="telegram-worker"))
         if self.webhook is not None:
@@ -215,7 +216,7 @@ class TelegramChannel:
         inbound = inbound_from(update)
         if inbound is None:
             return
-        inbox_id = await self.coordinator.accept(inbound)
+        inbox_id = await self.door.accept(inbound)
         if inbox_id is not None:
             self._queue.put_nowait((inbox_id, inbound))
 
@@ -231,7 +232,7 @@ class TelegramChannel:
 
     async def _handle(self, inbox_id: int, inbound: Inbound) -> None:
         press = _press(inbound)
-        handling = asyncio.ensure_future(self.coordinator.handle_stored(inbox_id, inbound))
+        handling = asyncio.ensure_future(self.door.handle_stored(inbox_id, inbound))
         if press is not None:
             done, _ = await asyncio.wait({handling}, timeout=ANSWER_WITHIN)
             if not done:  # the run is still going: stop the button's spinner now

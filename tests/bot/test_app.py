@@ -25,7 +25,7 @@ async def test_a_stored_but_unhandled_message_is_handled_on_restart(steward: Ste
     assert [r.status for r in runs] == [RunStatus.WAITING]
     assert await steward.ledger.unhandled_inbound() == []
     assert await steward.recover("console") == []  # handled once
-    assert await steward.coordinator.receive(inbound) is None  # a redelivery is dropped
+    assert await steward.door.receive(inbound) is None  # a redelivery is dropped
 
 
 async def test_a_run_interrupted_mid_step_continues_on_restart(steward: Steward) -> None:

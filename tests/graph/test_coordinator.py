@@ -48,7 +48,7 @@ async def send(
     chat: str = "chat-1",
 ) -> Reply:
     inbound = Inbound(sender, chat, f"update-{next(_ids)}", text=text, button=button)
-    reply = await app.coordinator.receive(inbound)
+    reply = await app.door.receive(inbound)
     assert reply is not None
     return reply
 
@@ -256,17 +256,17 @@ async def test_unroutable_text_says_what_it_can_run(app: Steward) -> None:
 
 async def test_a_duplicate_delivery_is_handled_once(app: Steward) -> None:
     inbound = Inbound(OPERATOR, "chat-1", "tg-update-777", text=START)
-    first = await app.coordinator.receive(inbound)
+    first = await app.door.receive(inbound)
     assert first is not None and len(first.cards) == 1
-    assert await app.coordinator.receive(inbound) is None
+    assert await app.door.receive(inbound) is None
     assert len(await app.ledger.list_runs()) == 1
 
 
 async def test_the_same_external_id_on_another_channel_is_not_a_duplicate(app: Steward) -> None:
     a = Inbound(OPERATOR, "chat-1", "same-id", text="/help")
     b = Inbound(Sender("console", "me"), "chat-1", "same-id", text="/help")
-    assert await app.coordinator.receive(a) is not None
-    assert await app.coordinator.receive(b) is not None
+    assert await app.door.receive(a) is not None
+    assert await app.door.receive(b) is not None
 
 
 # -- strangers -------------------------------------------------------------------------

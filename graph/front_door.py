@@ -1,0 +1,79 @@
+"""The front door: every message from every channel comes in here, once.
+
+It stores the delivery in the durable inbox, where a duplicate delivery is dropped,
+then checks who sent it. Operators on the allow-list go on to the coordinator; anyone
+else gets one polite refusal a day, every attempt goes into the audit log, and nothing
+of theirs reaches the coordinator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graph.access import Allowlist
+from graph.coordinator import Coordinator
+from graph.messages import Inbound, Reply
+from memory.ledger import Ledger, NewAuditEvent
+from memory.working import WorkingMemory
+
+REFUSAL_TTL = 24 * 3600
+REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
+
+
+@dataclass
+class FrontDoor:
+    ledger: Ledger
+    allowlist: Allowlist
+    memory: WorkingMemory
+    coordinator: Coordinator
+
+    async def receive(self, inbound: Inbound) -> Reply | None:
+        """Stores the delivery durably, then handles it. None for a duplicate delivery."""
+        inbox_id = await self.accept(inbound)
+        if inbox_id is None:
+            return None
+        return await self.handle_stored(inbox_id, inbound)
+
+    async def accept(self, inbound: Inbound) -> int | None:
+        """Stores the delivery in the durable inbox; None when it is a duplicate.
+
+        A channel whose platform must be told "delivered" calls this first, tells the
+        platform, then calls ``handle_stored``; a crash in between is recovered on restart.
+        """
+        return await self.ledger.accept_inbound(
+            inbound.sender.channel, inbound.external_id, inbound.to_payload()
+        )
+
+    async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
+        async with self.ledger.handling(inbox_id):
+            if not self.allowlist.allows(inbound.sender):
+                return await self._refuse(inbound)
+            return await self.coordinator.handle(inbound)
+
+    async def recover_inbox(self, channel: str | None = None) -> list[tuple[Inbound, Reply]]:
+        """Handles every delivery that was stored but not handled before a crash."""
+        handled = []
+        for item in await self.ledger.unhandled_inbound(channel):
+            inbound = Inbound.from_payload(item.payload)
+            handled.append((inbound, await self.handle_stored(item.id, inbound)))
+        return handled
+
+    async def _refuse(self, inbound: Inbound) -> Reply:
+        sender = inbound.sender
+        await self.ledger.audit(
+            NewAuditEvent(
+                sender.key,
+                "access.denied",
+                sender.key,
+                {
+                    "chat": inbound.chat_id,
+                    "button": inbound.button,
+                    "text": (inbound.text or "")[:200],
+                },
+            )
+        )
+        refused_key = f"refused:{sender.key}"
+        if await self.memory.get(refused_key) is not None:
+            return Reply()
+        await self.memory.set(refused_key, {"at": "now"}, REFUSAL_TTL)
+        return Reply().say(REFUSAL)
