@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "httpcore"):  # they log each request's URL, which holds tokens
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.command == "demo":
         from bot.demo import play
 

@@ -113,11 +113,19 @@ class Settings(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
-    def _webhook_needs_secret(self) -> Settings:
-        if self.telegram_webhook_url and not self.telegram_webhook_secret:
+    def _webhook(self) -> Settings:
+        url = self.telegram_webhook_url
+        if url and not self.telegram_webhook_secret:
             raise ValueError(
                 "STEWARD_TELEGRAM_WEBHOOK_SECRET must be set when STEWARD_TELEGRAM_WEBHOOK_URL "
                 "is, so that only Telegram can post updates"
+            )
+        official = self.telegram_api_url.rstrip("/") == "https://api.telegram.org"
+        if url and official and not url.startswith("https://"):
+            raise ValueError(
+                "STEWARD_TELEGRAM_WEBHOOK_URL must be an https:// URL: Telegram posts only "
+                "to HTTPS (a self-hosted Bot API server, set by STEWARD_TELEGRAM_API_URL, "
+                "may post to http://)"
             )
         return self
 

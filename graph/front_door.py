@@ -50,13 +50,17 @@ class FrontDoor:
                 return await self._refuse(inbound)
             return await self.coordinator.handle(inbound)
 
+    async def stored(self, channel: str | None = None) -> list[tuple[int, Inbound]]:
+        """Deliveries stored but not handled — a crash came between — oldest first."""
+        items = await self.ledger.unhandled_inbound(channel)
+        return [(item.id, Inbound.from_payload(item.payload)) for item in items]
+
     async def recover_inbox(self, channel: str | None = None) -> list[tuple[Inbound, Reply]]:
         """Handles every delivery that was stored but not handled before a crash."""
-        handled = []
-        for item in await self.ledger.unhandled_inbound(channel):
-            inbound = Inbound.from_payload(item.payload)
-            handled.append((inbound, await self.handle_stored(item.id, inbound)))
-        return handled
+        return [
+            (inbound, await self.handle_stored(inbox_id, inbound))
+            for inbox_id, inbound in await self.stored(channel)
+        ]
 
     async def _refuse(self, inbound: Inbound) -> Reply:
         sender = inbound.sender

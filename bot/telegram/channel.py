@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpx
 from aiohttp import web
 from telegram import BotCommand, InputFile, LinkPreviewOptions, Message, Update, User
 from telegram.constants import ParseMode
@@ -28,7 +29,7 @@ from telegram.request import HTTPXRequest
 from bot.http import HttpServer
 from bot.settings import Settings
 from bot.telegram.rate_limit import FloodControl
-from bot.telegram.render import Outgoing, card_messages, outcome_html, text_messages
+from bot.telegram.render import Outgoing, card_messages, fit, outcome_html, text_messages
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
@@ -41,6 +42,7 @@ WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ("message", "callback_query")
 ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
+TOAST_LIMIT = 200  # characters Telegram shows in a press's answer
 CARD_TTL = 30 * 24 * 3600  # how long a card's message is remembered for editing in place
 SEND_ATTEMPTS = 4
 
@@ -89,6 +91,9 @@ class TelegramChannel:
         self._offset: int | None = None
         self._queue: asyncio.Queue[tuple[int, Inbound]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self._unanswered: dict[str, asyncio.TimerHandle] = {}  # press id → its late answer
+        self._answering: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(
@@ -132,8 +137,15 @@ class TelegramChannel:
         return f"Telegram ({mode})"
 
     async def start(self) -> None:
-        """Checks the token, sets the command menu, handles what a crash left stored,
+        """Checks the token, sets the command menu, queues what a crash left stored,
         then listens: a webhook, or long polling."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._shut()
+            raise
+
+    async def _start(self) -> None:
         try:
             await self.bot.initialize()
         except (InvalidToken, Forbidden) as exc:  # its message holds the token: not shown
@@ -143,21 +155,33 @@ class TelegramChannel:
             ) from exc
         except NetworkError as exc:
             raise TelegramUnavailable(
-                f"cannot reach the Bot API (check STEWARD_TELEGRAM_API_URL): {exc}"
+                f"cannot reach the Bot API at {self.api_root} "
+                f"(check STEWARD_TELEGRAM_API_URL): {self._redact(exc)}"
             ) from exc
-        await self.bot.set_my_commands([BotCommand(name, about) for name, about in COMMANDS])
-        for inbound, reply in await self.door.recover_inbox(self.name):
-            await self.send(inbound.chat_id, reply, _press(inbound))
-        self._tasks.append(asyncio.create_task(self._work(), name="telegram-worker"))
-        if self.webhook is not None:
-            await self.bot.set_webhook(
-                self.webhook.url,
-                secret_token=self.webhook.secret,
-                allowed_updates=list(ALLOWED_UPDATES),
-            )
-        else:
-            await self.bot.delete_webhook()
-            self._tasks.append(asyncio.create_task(self._poll(), name="telegram-poll"))
+        try:
+            await self.bot.set_my_commands([BotCommand(n, about) for n, about in COMMANDS])
+            for inbox_id, inbound in await self.door.stored(self.name):
+                self._enqueue(inbox_id, inbound)
+            self._tasks.append(asyncio.create_task(self._work(), name="telegram-worker"))
+            self._ready.set()  # webhook calls waiting for the stored updates to queue go on
+            if self.webhook is not None:
+                await self.bot.set_webhook(
+                    self.webhook.url,
+                    secret_token=self.webhook.secret,
+                    allowed_updates=list(ALLOWED_UPDATES),
+                    max_connections=1,  # one at a time: updates queue in Telegram's order
+                )
+            else:
+                await self.bot.delete_webhook()
+                self._tasks.append(asyncio.create_task(self._poll(), name="telegram-poll"))
+        except TelegramError as exc:
+            raise TelegramUnavailable(
+                f"Telegram refused to start the channel: {self._redact(exc)}"
+            ) from exc
+
+    async def idle(self) -> None:
+        """Returns once every update taken so far is handled and answered."""
+        await self._queue.join()
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
         """Stops listening, lets the worker finish what is queued (what it cannot
@@ -168,11 +192,17 @@ class TelegramChannel:
             await asyncio.wait_for(self._queue.join(), drain_seconds)
         except TimeoutError:
             log.warning("stopping with %d Telegram update(s) queued", self._queue.qsize())
-        await _cancel(self._tasks)
-        self._tasks.clear()
         if self._offset is not None and self.webhook is None:
             with suppress(TelegramError):  # confirm what is stored: no resend next start
                 await self.bot.get_updates(offset=self._offset, timeout=0)
+        await self._shut()
+
+    async def _shut(self) -> None:
+        await _cancel(self._tasks)
+        self._tasks.clear()
+        for timer in self._unanswered.values():
+            timer.cancel()
+        self._unanswered.clear()
         await self.bot.shutdown()
 
     # -- receiving ---------------------------------------------------------------------
@@ -193,8 +223,11 @@ class TelegramChannel:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = str(exc).replace(self.bot.token, "<token>")  # never in a log
-                log.warning("Telegram polling failed (%s); trying again in %.0f s", reason, backoff)
+                log.warning(
+                    "Telegram polling failed (%s); trying again in %.0f s",
+                    self._redact(exc),
+                    backoff,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
@@ -208,6 +241,7 @@ class TelegramChannel:
             update = Update.de_json(await request.json(), self.bot)
         except (ValueError, KeyError, TypeError):
             return web.Response(status=400, text="not a Telegram update")
+        await self._ready.wait()  # what a crash left stored goes first
         await self.take(update)  # a failure here is a 500, and Telegram delivers again
         return web.Response(text="ok")
 
@@ -218,7 +252,18 @@ class TelegramChannel:
             return
         inbox_id = await self.door.accept(inbound)
         if inbox_id is not None:
-            self._queue.put_nowait((inbox_id, inbound))
+            self._enqueue(inbox_id, inbound)
+
+    def _enqueue(self, inbox_id: int, inbound: Inbound) -> None:
+        """Queues a stored update; a press gets its answer within ANSWER_WITHIN, even
+        when the updates before it take longer."""
+        press = _press(inbound)
+        if press is not None:
+            loop = asyncio.get_running_loop()
+            self._unanswered[press.query_id] = loop.call_later(
+                ANSWER_WITHIN, self._answer_late, press.query_id
+            )
+        self._queue.put_nowait((inbox_id, inbound))
 
     async def _work(self) -> None:
         while True:
@@ -232,16 +277,10 @@ class TelegramChannel:
 
     async def _handle(self, inbox_id: int, inbound: Inbound) -> None:
         press = _press(inbound)
-        handling = asyncio.ensure_future(self.door.handle_stored(inbox_id, inbound))
-        if press is not None:
-            done, _ = await asyncio.wait({handling}, timeout=ANSWER_WITHIN)
-            if not done:  # the run is still going: stop the button's spinner now
-                await self._answer_press(press.query_id, None)
-                press = Press("", press.message_id)
         try:
-            reply = await handling
+            reply = await self.door.handle_stored(inbox_id, inbound)
         except Exception:
-            if press is not None and press.query_id:
+            if press is not None:
                 await self._answer_press(press.query_id, "Something went wrong; it is logged.")
             raise
         await self.send(inbound.chat_id, reply, press)
@@ -257,9 +296,8 @@ class TelegramChannel:
             await self.send(chat_id, reply)
 
     async def send(self, chat_id: str, reply: Reply, press: Press | None = None) -> None:
-        if press is not None and press.query_id:
-            await self._answer_press(press.query_id, reply.notice)
-        elif reply.notice:
+        answered = press is not None and await self._answer_press(press.query_id, reply.notice)
+        if reply.notice and not answered:  # no press, or its spinner was stopped already
             reply = Reply([*reply.items, reply.notice])
         for item in reply.items:
             if isinstance(item, str):
@@ -335,11 +373,32 @@ class TelegramChannel:
             log.error("could not send a message to Telegram chat %s: %s", chat_id, exc)
         return None
 
-    async def _answer_press(self, query_id: str, text: str | None) -> None:
+    async def _answer_press(self, query_id: str, text: str | None) -> bool:
+        """Answers a press, once; False when it was answered already."""
+        timer = self._unanswered.pop(query_id, None)
+        if timer is None:
+            return False
+        timer.cancel()
+        await self._answer(query_id, text)
+        return True
+
+    def _answer_late(self, query_id: str) -> None:
+        """The press has waited ANSWER_WITHIN: stop its spinner now, without a text."""
+        if self._unanswered.pop(query_id, None) is not None:
+            task = asyncio.create_task(self._answer(query_id, None))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, query_id: str, text: str | None) -> None:
+        toast = fit(text, TOAST_LIMIT) if text else None
         try:
-            await self.bot.answer_callback_query(query_id, text=text[:200] if text else None)
-        except BadRequest as exc:  # too old after a restart: the card edit still shows it
-            log.info("could not answer a button press: %s", exc)
+            await self._call(lambda: self.bot.answer_callback_query(query_id, text=toast))
+        except TelegramError as exc:  # too old after a restart: the card edit still shows it
+            log.info("could not answer a button press: %s", self._redact(exc))
+
+    def _redact(self, exc: BaseException) -> str:
+        """An error's text without the bot token, which some of them hold."""
+        return str(exc).replace(self.bot.token, "<token>")
 
     @staticmethod
     async def _call(send: Callable[[], Awaitable[T]]) -> T:
@@ -349,10 +408,10 @@ class TelegramChannel:
         while True:
             try:
                 return await send()
-            except BadRequest:  # the request itself is wrong: sending it again won't help
-                raise
-            except NetworkError:
-                if attempt == SEND_ATTEMPTS:
+            except NetworkError as exc:
+                # Again only when the request never left: after that, Telegram may have
+                # the message, and a second one would be a duplicate.
+                if not _never_sent(exc) or attempt == SEND_ATTEMPTS:
                     raise
             await asyncio.sleep(delay)
             delay *= 2
@@ -391,6 +450,12 @@ def _press(inbound: Inbound) -> Press | None:
     if query_id is None:
         return None
     return Press(str(query_id), inbound.context.get("message_id"))
+
+
+def _never_sent(exc: NetworkError) -> bool:
+    return not isinstance(exc, BadRequest) and isinstance(
+        exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+    )
 
 
 def _card_key(approval_id: str) -> str:

@@ -1,6 +1,7 @@
 """Telegram's flood limits, kept without dropping a message.
 
-About one message a second per chat (a short burst allowed) and 30 a second overall.
+About one message a second per chat (a short burst allowed), twenty a minute in a group,
+and 30 a second overall.
 A 429 with ``retry_after`` holds the chat — or everything, for calls without a chat —
 for that long, then the same request is sent again; a message is never given up on
 because of flood control.
@@ -40,8 +41,9 @@ class Bucket:
         async with self._lock:
             while True:
                 now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
+                elapsed = max(0.0, now - self._stamp)  # a hold puts the stamp in the future
+                self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+                self._stamp = max(now, self._stamp)
                 wait = max(self._held_until - now, (1 - self._tokens) / self.rate)
                 if wait <= 0:
                     self._tokens -= 1
@@ -51,14 +53,20 @@ class Bucket:
     def hold(self, seconds: float) -> None:
         """Nothing goes out before ``seconds`` from now (a 429's retry_after)."""
         self._held_until = max(self._held_until, self._clock() + seconds)
-        self._tokens = 0
+        self._tokens = 1  # one goes out when the hold ends, and no burst saves up meanwhile
+        self._stamp = self._held_until
 
 
 class FloodControl(BaseRateLimiter[None]):
     def __init__(
-        self, per_chat: float = 1.0, chat_burst: float = 3.0, overall: float = 30.0
+        self,
+        per_chat: float = 1.0,
+        chat_burst: float = 3.0,
+        per_group: float = 20 / 60,
+        overall: float = 30.0,
     ) -> None:
         self.per_chat = per_chat
+        self.per_group = per_group
         self.chat_burst = chat_burst
         self.overall = Bucket(overall, overall)
         self._chats: dict[str, Bucket] = {}
@@ -104,7 +112,9 @@ class FloodControl(BaseRateLimiter[None]):
         if bucket is None:
             if len(self._chats) > 10_000:
                 self._chats.clear()  # idle buckets are full anyway; a fresh one is the same
-            bucket = self._chats[chat_id] = Bucket(self.per_chat, self.chat_burst)
+            group = chat_id.startswith("-")  # groups and channels have negative ids
+            rate = self.per_group if group else self.per_chat
+            bucket = self._chats[chat_id] = Bucket(rate, self.chat_burst)
         return bucket
 
 

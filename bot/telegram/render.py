@@ -17,7 +17,9 @@ from graph.messages import Card, CardOutcome
 
 MESSAGE_LIMIT = 4096
 MOST_MESSAGES = 4  # beyond this many parts, one document reads better than a flood
-CARD_TEXT_LIMIT = 3000  # leaves room for the card's title, fields and footer
+CARD_LIMIT = MESSAGE_LIMIT - 96  # a margin for what Telegram trims or counts differently
+CARD_TEXT_LIMIT = 2000  # a shortened card's text: room left for its title, fields, footer
+FIELD_LIMIT = 120  # a shortened card's title, summary, each field and footer
 
 
 @dataclass(frozen=True)
@@ -38,29 +40,65 @@ def text_messages(text: str) -> list[Outgoing]:
 
 
 def card_messages(card: Card) -> list[Outgoing]:
-    """The card, with its text attached as a document first when too long to show."""
-    shown = card.text
-    before = []
-    if card.text is not None and length(card.text) > CARD_TEXT_LIMIT:
-        before.append(
-            Outgoing(
-                escape(f"The full text for approval {card.approval_id}:", quote=False),
-                document=(f"{card.approval_id}.txt", card.text),
-            )
-        )
-        shown = _cut(card.text, CARD_TEXT_LIMIT) + "\n… (the full text is in the file above)"
-    lines = [f"<b>{_e(card.title)}</b>", _e(card.summary)]
-    if card.fields:
-        lines.append("")
-        lines += [f"<b>{_e(label)}:</b> {_e(str(value))}" for label, value in card.fields]
-    if shown:
-        lines += ["", f"<blockquote>{_e(shown)}</blockquote>"]
-    if card.footer:
-        lines += ["", f"<i>{_e(card.footer)}</i>"]
+    """The card as one message with its buttons. When the whole card will not fit, the
+    whole card goes first as a document and the message shows it shortened."""
     keyboard = InlineKeyboardMarkup(
         [[InlineKeyboardButton(b.label, callback_data=b.payload) for b in card.buttons]]
     )
-    return [*before, Outgoing("\n".join(lines), keyboard)]
+    whole = _card_lines(card, card.text, shorten=False)
+    if length(_plain(whole)) <= CARD_LIMIT:
+        return [Outgoing(_html(whole), keyboard)]
+    document = Outgoing(
+        escape(f"The whole card for approval {card.approval_id}:", quote=False),
+        document=(f"{card.approval_id}.txt", _plain(whole)),
+    )
+    text = card.text and fit(card.text, CARD_TEXT_LIMIT) + "\n… (all of it is in the file above)"
+    return [document, Outgoing(_html(_card_lines(card, text, shorten=True)), keyboard)]
+
+
+@dataclass(frozen=True)
+class _Line:
+    style: str  # "title", "field", "quote", "footer" or "" for plain
+    text: str
+    label: str = ""
+
+
+def _card_lines(card: Card, text: str | None, shorten: bool) -> list[_Line]:
+    def short(value: str) -> str:
+        if not shorten or length(value) <= FIELD_LIMIT:
+            return value
+        return fit(value, FIELD_LIMIT) + " …"
+
+    lines = [_Line("title", short(card.title)), _Line("", short(card.summary))]
+    if card.fields:
+        lines.append(_Line("", ""))
+        lines += [_Line("field", short(str(value)), short(label)) for label, value in card.fields]
+    if text:
+        lines += [_Line("", ""), _Line("quote", text)]
+    if card.footer:
+        lines += [_Line("", ""), _Line("footer", short(card.footer))]
+    return lines
+
+
+def _html(lines: list[_Line]) -> str:
+    def one(line: _Line) -> str:
+        match line.style:
+            case "title":
+                return f"<b>{_e(line.text)}</b>"
+            case "field":
+                return f"<b>{_e(line.label)}:</b> {_e(line.text)}"
+            case "quote":
+                return f"<blockquote>{_e(line.text)}</blockquote>"
+            case "footer":
+                return f"<i>{_e(line.text)}</i>"
+        return _e(line.text)
+
+    return "\n".join(one(line) for line in lines)
+
+
+def _plain(lines: list[_Line]) -> str:
+    """What Telegram shows of the card once its formatting is parsed."""
+    return "\n".join(f"{line.label}: {line.text}" if line.label else line.text for line in lines)
 
 
 def outcome_html(outcome: CardOutcome) -> str:
@@ -76,10 +114,10 @@ def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     parts = []
     rest = text
     while length(rest) > limit:
-        head = _cut(rest, limit)
+        head = fit(rest, limit)
         for boundary in ("\n\n", "\n", " "):
             at = head.rfind(boundary)
-            if at > 0:
+            if at > len(head) // 2:  # a boundary early on would leave a scrap of a message
                 parts.append(rest[:at].rstrip())
                 rest = rest[at + len(boundary) :].lstrip("\n")
                 break
@@ -96,7 +134,7 @@ def length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def _cut(text: str, limit: int) -> str:
+def fit(text: str, limit: int) -> str:
     """The longest prefix of ``text`` within ``limit`` UTF-16 units."""
     if length(text) <= limit:
         return text

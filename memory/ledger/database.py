@@ -74,8 +74,9 @@ class _Queued:
     done: asyncio.Future[Any]
 
 
-class _Locked(Exception):
-    """Another process holds the database: try again where waiting is harmless."""
+# The outcome of a transaction that found another process holding the database: not
+# run at all, to be run again on the worker thread.
+_LOCKED: tuple[bool, Any] = (False, None)
 
 
 class EmbeddedSqlite:
@@ -111,10 +112,12 @@ class EmbeddedSqlite:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                try:
-                    outcomes = self._run_batch(batch, patient=False)
-                except _Locked:
-                    outcomes = await self.call(self._run_batch, batch, True)
+                outcomes = self._run_batch(batch, patient=False)
+                locked = [i for i, outcome in enumerate(outcomes) if outcome is _LOCKED]
+                if locked:  # wait for the other process off the loop, then run just those
+                    retried = await self.call(self._run_batch, [batch[i] for i in locked], True)
+                    for i, outcome in zip(locked, retried, strict=True):
+                        outcomes[i] = outcome
                 for queued, (ok, value) in zip(batch, outcomes, strict=True):
                     if queued.done.done():
                         continue
@@ -133,16 +136,15 @@ class EmbeddedSqlite:
 
         If any caller's work raises, the batch rolls back and each caller runs again
         in a transaction of its own, so one failure never takes the others with it.
-        Impatient (on the loop), a locked database raises ``_Locked`` instead.
+        Impatient (on the loop), a transaction that finds the database locked rolls back
+        and its callers' outcome is ``_LOCKED``: nothing of theirs ran.
         """
         write = any(q.write for q in batch)
         try:
             conn = self._open(write, patient)
-        except OperationalError as exc:
-            if not patient and _is_locked(exc):
-                raise _Locked from exc
-            return [(False, exc)] * len(batch)
         except Exception as exc:
+            if not patient and _is_locked(exc):
+                return [_LOCKED] * len(batch)
             return [(False, exc)] * len(batch)
         try:
             outcomes: list[tuple[bool, Any]] = [(True, q.fn(conn)) for q in batch]
@@ -151,8 +153,8 @@ class EmbeddedSqlite:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self._close(conn, commit=False)
-            if not patient and isinstance(exc, OperationalError) and _is_locked(exc):
-                raise _Locked from exc
+            if not patient and _is_locked(exc):
+                return [_LOCKED] * len(batch)
             if len(batch) == 1:
                 return [(False, exc)]
         return [outcome for queued in batch for outcome in self._run_batch([queued], patient)]
@@ -195,7 +197,9 @@ class EmbeddedSqlite:
         self._executor.shutdown(wait=True)
 
 
-def _is_locked(exc: OperationalError) -> bool:
+def _is_locked(exc: Exception) -> bool:
+    if not isinstance(exc, OperationalError):
+        return False
     message = str(exc.orig)
     return "database is locked" in message or "database is busy" in message
 

@@ -11,17 +11,22 @@ import asyncio
 import json
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from telegram import Update
 
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.telegram import TelegramChannel
+from bot.telegram.channel import inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Reply
 from tests.fakes.bot_api import FakeBotAPI
@@ -46,8 +51,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class Running:
+    steward: Steward
+    channel: TelegramChannel
+
+    async def settled(self, api: FakeBotAPI, updates: int) -> None:
+        """Waits until ``updates`` updates are stored, then until all are answered."""
+        database = self.steward.settings.home / "steward.db"
+
+        def stored(_: FakeBotAPI) -> bool:
+            with sqlite3.connect(database) as db:
+                return int(db.execute("select count(*) from inbox").fetchone()[0]) >= updates
+
+        await api.wait_for(stored)
+        await self.channel.idle()
+
+
 @asynccontextmanager
-async def running(home: Path, api: FakeBotAPI, *, webhook: bool = False) -> AsyncIterator[Steward]:
+async def running(home: Path, api: FakeBotAPI, *, webhook: bool = False) -> AsyncIterator[Running]:
     overrides: dict[str, Any] = {
         "home": home,
         "telegram_bot_token": TOKEN,
@@ -62,12 +84,14 @@ async def running(home: Path, api: FakeBotAPI, *, webhook: bool = False) -> Asyn
             "telegram_webhook_secret": SECRET,
         }
     async with Steward.open(load_settings(**overrides)) as steward:
-        service = Service(steward, configured_channels(steward), tick_seconds=0.2)
+        (channel,) = configured_channels(steward)
+        assert isinstance(channel, TelegramChannel)
+        service = Service(steward, [channel], tick_seconds=0.2)
         await service.start()
         try:
             if not webhook:
                 await api.wait_for(lambda a: a.polls_waiting > 0)
-            yield steward
+            yield Running(steward, channel)
         finally:
             await service.stop()
 
@@ -93,7 +117,12 @@ def outbox(home: Path) -> list[dict[str, Any]]:
 
 
 def failed_sends(api: FakeBotAPI) -> list[str]:
-    return [f"{c.method}: {c.description}" for c in api.calls if c.method in SENDS and not c.ok]
+    """Failed sends, but for re-settling a card that shows its outcome already."""
+    return [
+        f"{c.method}: {c.description}"
+        for c in api.calls
+        if c.method in SENDS and not c.ok and "not modified" not in (c.description or "")
+    ]
 
 
 async def test_start_approve_on_the_card_and_the_card_settles(
@@ -130,7 +159,7 @@ async def test_a_second_press_changes_nothing_and_says_who_decided(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
     home = tmp_path / "home"
-    async with running(home, api):
+    async with running(home, api) as bot:
         api.send_text(OPERATOR, START)
         await api.wait_for(lambda a: cards(a))
         (card,) = cards(api)
@@ -146,7 +175,7 @@ async def test_a_second_press_changes_nothing_and_says_who_decided(
         assert second.ok
         assert f"Already decided — Approved by telegram:{OPERATOR} at" in second.params["text"]
         assert len(outbox(home)) == 1
-        await asyncio.sleep(0.2)
+        await bot.settled(api, 3)
         assert len(api.sent(OPERATOR)) == sent_before  # no new messages, only the toast
 
 
@@ -183,7 +212,8 @@ async def test_a_stranger_is_refused_once_audited_and_never_decides(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
     home = tmp_path / "home"
-    async with running(home, api) as steward:
+    async with running(home, api) as bot:
+        steward = bot.steward
         api.send_text(OPERATOR, START)
         await api.wait_for(lambda a: cards(a))
         (card,) = cards(api)
@@ -192,10 +222,11 @@ async def test_a_stranger_is_refused_once_audited_and_never_decides(
         await api.wait_for(lambda a: a.sent(STRANGER))
         api.send_text(STRANGER, "/run onboarding client=Evil email=x@evil.com package=basic")
         api.press(STRANGER, card, button(card, "Approve"))
-        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
-        await asyncio.sleep(0.3)
+        await bot.settled(api, 4)
 
         (refusal,) = api.sent(STRANGER)
+        (answer,) = api.calls_to("answerCallbackQuery")
+        assert answer.ok and not answer.params.get("text")
         assert "only work for the operator" in refusal["text"]
         assert "reply_markup" in api.message(OPERATOR, card["message_id"])  # still pending
         assert outbox(home) == []
@@ -281,23 +312,122 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
     home = tmp_path / "home"
-    async with running(home, api, webhook=True):
+    async with running(home, api, webhook=True) as bot:
         assert api.webhook is not None and api.webhook.secret_token == SECRET
         assert api.webhook.url.endswith("/telegram/webhook")
         update = api.send_text(OPERATOR, "/processes")
 
         assert await api.deliver_webhook(update, secret="wrong") == 403
         assert await api.deliver_webhook(update, secret=None) == 403
-        await asyncio.sleep(0.2)
+        assert await bot.steward.door.stored("telegram") == []  # nothing was even stored
         assert api.sent(OPERATOR) == []
 
         assert await api.deliver_webhook(update, secret=SECRET) == 200
         await api.wait_for(lambda a: a.sent(OPERATOR))
         assert await api.deliver_webhook(update, secret=SECRET) == 200  # Telegram retried
-        await asyncio.sleep(0.3)
+        await bot.settled(api, 1)
         assert len(api.sent(OPERATOR)) == 1
     with sqlite3.connect(home / "steward.db") as db:
         assert db.execute("select count(*), min(status) from inbox").fetchone() == (1, "done")
+
+
+async def test_a_slow_press_is_answered_at_once_and_told_the_outcome_after(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        api.send_text(OPERATOR, START)
+        await api.wait_for(lambda a: cards(a))
+        (card,) = cards(api)
+        handle = bot.steward.coordinator.handle
+
+        async def slow(inbound: Any) -> Any:
+            await asyncio.sleep(2.0)  # say, a connector taking its time
+            return await handle(inbound)
+
+        bot.steward.door.coordinator.handle = slow  # type: ignore[method-assign]
+        pressed_at = time.monotonic()
+        api.press(OPERATOR, card, button(card, "Approve"))
+        api.press(OPERATOR, card, button(card, "Approve"))  # impatient: pressed again
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 2, timeout=10)
+        first, second = api.calls_to("answerCallbackQuery")
+        assert first.at - pressed_at < 1.6 and second.at - pressed_at < 1.6  # not 2 s, not 4 s
+        assert not first.params.get("text") and not second.params.get("text")
+        await bot.settled(api, 3)
+        assert "Approved by" in api.message(OPERATOR, card["message_id"])["text"]
+        assert any("Already decided" in t for t in texts(api))  # the toast came too late
+        assert failed_sends(api) == []
+
+
+async def test_polling_goes_on_after_the_bot_api_fails(tmp_path: Path, api: FakeBotAPI) -> None:
+    async with running(tmp_path / "home", api):
+        api.flood("getUpdates", retry_after=0, times=2)
+        api.send_text(OPERATOR, "/processes")
+        await api.wait_for(lambda a: a.sent(OPERATOR), timeout=15)
+        assert [c.status for c in api.calls_to("getUpdates")].count(429) >= 1
+
+
+async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Telegram still has last run's webhook and posts as soon as the port answers,
+    while steward is still queueing what a crash left stored: each is handled once."""
+    home = tmp_path / "home"
+    left = api.send_text(OPERATOR, "/processes")  # stored, then the process died
+    async with Steward.open(load_settings(home=home)) as steward:
+        inbound = inbound_from(Update.de_json(left, None))
+        assert inbound is not None and await steward.door.accept(inbound) is not None
+    update = api.send_text(OPERATOR, START)  # posted by Telegram as steward starts
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/webhook"
+
+    async def telegram_posting() -> list[int]:
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            while not statuses or statuses[-1] != 200:
+                try:
+                    async with session.post(
+                        url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+                    ) as response:
+                        statuses.append(response.status)
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.005)
+        return statuses
+
+    posting = asyncio.create_task(telegram_posting())
+    settings = load_settings(
+        home=home,
+        telegram_bot_token=TOKEN,
+        telegram_api_url=api.root,
+        operators=f"telegram:{OPERATOR}",
+        http_port=port,
+        telegram_webhook_url=url,
+        telegram_webhook_secret=SECRET,
+    )
+    async with Steward.open(settings) as steward:
+        real_stored = steward.door.stored
+
+        async def stored_once_telegram_has_posted(channel: str | None = None) -> Any:
+            with suppress(TimeoutError):  # the post lands first, unless it is held
+                await asyncio.wait_for(asyncio.shield(posting), 1.0)
+            return await real_stored(channel)
+
+        steward.door.stored = stored_once_telegram_has_posted  # type: ignore[method-assign]
+        (channel,) = configured_channels(steward)
+        service = Service(steward, [channel])
+        await service.start()
+        try:
+            assert (await asyncio.wait_for(posting, 10))[-1] == 200
+            await api.wait_for(lambda a: cards(a))
+            assert isinstance(channel, TelegramChannel)
+            await channel.idle()
+            runs = await steward.ledger.list_runs(None, limit=10)
+        finally:
+            await service.stop()
+    assert len(runs) == 1
+    assert len(cards(api)) == 1
+    assert sum("onboarding —" in t for t in texts(api)) == 1  # the /processes answer
+    assert texts(api)[0].startswith("invoice_followup")  # what was stored first goes first
 
 
 async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(

@@ -112,12 +112,32 @@ def test_a_card_is_one_message_with_its_buttons_and_escaped_text() -> None:
     assert all(len(str(b.callback_data).encode()) <= 64 for b in row)
 
 
-def test_a_card_with_a_very_long_text_sends_the_text_as_a_file_first() -> None:
+def test_a_card_with_a_very_long_text_sends_the_whole_card_as_a_file_first() -> None:
     draft = "A long draft. " * 1000
     document, card = card_messages(_card(draft))
-    assert document.document == ("a2b3c4d.txt", draft)
+    assert document.document is not None
+    name, content = document.document
+    assert name == "a2b3c4d.txt" and draft.strip() in content and "jane@acme.com" in content
     assert card.keyboard is not None
-    assert length(visible(card.html)[0]) <= MESSAGE_LIMIT
+    shown, _ = visible(card.html)
+    assert length(shown) <= MESSAGE_LIMIT and "all of it is in the file above" in shown
+
+
+def test_a_card_whose_fields_are_too_long_still_fits_with_its_buttons() -> None:
+    card = _card("Short text")
+    huge = Card(**{**card.__dict__, "fields": [("Notes", "x" * 2500), ("More", "y" * 2500)]})
+    document, message = card_messages(huge)
+    assert document.document is not None and "x" * 2500 in document.document[1]
+    shown, _ = visible(message.html)
+    assert length(shown) <= MESSAGE_LIMIT
+    assert "Short text" in shown and message.keyboard is not None
+
+
+def test_a_split_never_leaves_a_scrap_at_an_early_boundary() -> None:
+    text = "ab\n\n" + "word " * 3000
+    parts = split_text(text)
+    assert all(length(p) > 1000 for p in parts[:-1])
+    assert " ".join(" ".join(parts).split()) == " ".join(text.split())
 
 
 def test_outcome_shows_the_decision_escaped() -> None:

@@ -11,9 +11,15 @@ import asyncio
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from memory.database_url import DatabaseURL
 from memory.ledger import Ledger
+from memory.ledger.database import EmbeddedSqlite
 
 
 async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(
@@ -58,8 +64,60 @@ async def test_a_write_waits_off_the_loop_while_another_process_holds_the_lock(
         assert ticks >= waited / 0.01 * 0.5  # … and the loop kept running meanwhile
         assert [i.id for i in await ledger.unhandled_inbound("telegram")] == [inbox_id]
         # and the fast path is back: the next write needs no thread
+        hops = 0
+        db = ledger.db
+        assert isinstance(db, EmbeddedSqlite)
+        call = db.call
+
+        async def counted(fn: Any, *args: Any) -> Any:
+            nonlocal hops
+            hops += 1
+            return await call(fn, *args)
+
+        db.call = counted  # type: ignore[method-assign]
         assert await ledger.accept_inbound("telegram", "2", {"text": "again"}) is not None
+        assert hops == 0
     finally:
         await ledger.close()
     with sqlite3.connect(path) as db:
         assert db.execute("select count(*) from inbox").fetchone() == (2,)
+
+
+async def test_a_lock_met_while_rerunning_a_failed_batch_runs_each_caller_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch fails on one caller's work; while its callers are re-run one by one, the
+    database is found locked. What already committed stays committed once; only the
+    callers that did not run go to the worker thread."""
+    db = EmbeddedSqlite(DatabaseURL.for_sqlite_file(tmp_path / "x.db"))
+    await db.run(lambda conn: conn.execute(text("create table t (v text unique)")))
+    locked_now = False
+    real_open = db._open
+    opened = 0
+
+    def open_or_locked(write: bool, patient: bool) -> Connection:
+        nonlocal opened
+        opened += 1
+        if locked_now and not patient and opened > 2:  # the second re-run meets the lock
+            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+        return real_open(write, patient)
+
+    monkeypatch.setattr(db, "_open", open_or_locked)
+
+    def insert(value: str) -> Any:
+        return lambda conn: conn.execute(text("insert into t values (:v)"), {"v": value})
+
+    def broken(conn: Connection) -> None:
+        nonlocal locked_now
+        locked_now = True
+        raise ValueError("this caller's own failure")
+
+    results = await asyncio.gather(
+        db.run(insert("a")), db.run(broken), db.run(insert("c")), return_exceptions=True
+    )
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], ValueError)
+    assert not isinstance(results[2], BaseException)
+    rows = await db.run(lambda conn: conn.execute(text("select v from t order by v")).all())
+    assert [r[0] for r in rows] == ["a", "c"]
+    await db.close()

@@ -1,0 +1,50 @@
+"""Settings: one clear line naming the variable when a value is invalid."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+
+
+def problem(**values: object) -> str:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(**values)
+    return str(raised.value)
+
+
+def test_defaults_need_nothing() -> None:
+    settings = load_settings()
+    assert settings.telegram_bot_token is None
+    assert settings.telegram_api_url == "https://api.telegram.org"
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
+
+
+def test_operators_must_name_their_platform() -> None:
+    assert problem(operators="12345").startswith("STEWARD_OPERATORS: '12345' should look like")
+    assert load_settings(operators="telegram:1, slack:U0A").operator_ids == [
+        "telegram:1",
+        "slack:U0A",
+    ]
+
+
+def test_a_webhook_needs_its_secret() -> None:
+    message = problem(telegram_webhook_url="https://bot.example.com/telegram/webhook")
+    assert message.startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET must be set")
+
+
+def test_the_webhook_secret_follows_telegrams_rule() -> None:
+    message = problem(telegram_webhook_secret="has spaces!")
+    assert message.startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET: use 1 to 256 characters")
+    assert problem(telegram_webhook_secret="x" * 257).startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET")
+
+
+def test_telegram_posts_only_to_https_unless_the_bot_api_is_self_hosted() -> None:
+    plain = {"telegram_webhook_url": "http://bot.example.com/hook", "telegram_webhook_secret": "s"}
+    assert problem(**plain).startswith("STEWARD_TELEGRAM_WEBHOOK_URL must be an https:// URL")
+    local = load_settings(**plain, telegram_api_url="http://127.0.0.1:8081")
+    assert local.telegram_webhook_url == "http://bot.example.com/hook"
+
+
+def test_the_http_port_is_checked() -> None:
+    assert problem(http_port=70000).startswith("STEWARD_HTTP_PORT:")
