@@ -71,13 +71,11 @@ async def steward_bot(api: FakeBotAPI) -> AsyncIterator[None]:
             telegram_api_url=api.root,
             operators=f"telegram:{OPERATOR}",
         )
-        async with Steward.open(settings) as steward:
-            service = Service(steward, configured_channels(steward))
-            await service.start()
-            try:
-                yield
-            finally:
-                await service.stop()
+        async with (
+            Steward.open(settings) as steward,
+            Service(steward, configured_channels(steward)),
+        ):
+            yield
 
 
 async def round_trips(api: FakeBotAPI, bot: Bot, text: str, rounds: int) -> list[float]:

@@ -86,17 +86,15 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
         return await cmd_chat(steward, args)
     service = Service(steward, channels)
     try:
-        await service.start()
-        print(f"steward is running: {service.summary()}. Ctrl-C stops it.", file=sys.stderr)
-        await wait_for_signal()
+        async with service:
+            print(f"steward is running: {service.summary()}. Ctrl-C stops it.", file=sys.stderr)
+            await wait_for_signal()
     except TelegramUnavailable as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the HTTP port is taken, say
         print(f"steward: cannot serve HTTP on {service.http.url}: {exc.strerror}", file=sys.stderr)
         return 1
-    finally:
-        await service.stop()
     print("steward stopped.", file=sys.stderr)
     return 0
 

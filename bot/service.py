@@ -69,6 +69,17 @@ class Service:
             await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
         self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
 
+    async def __aenter__(self) -> Service:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         if self._ticking is not None:
             self._ticking.cancel()

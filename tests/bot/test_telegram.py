@@ -54,6 +54,7 @@ def free_port() -> int:
 @dataclass
 class Running:
     steward: Steward
+    service: Service
     channel: TelegramChannel
 
     async def settled(self, api: FakeBotAPI, updates: int) -> None:
@@ -69,12 +70,14 @@ class Running:
 
 
 @asynccontextmanager
-async def running(home: Path, api: FakeBotAPI, *, webhook: bool = False) -> AsyncIterator[Running]:
+async def running(
+    home: Path, api: FakeBotAPI, *, webhook: bool = False, operators: str = f"telegram:{OPERATOR}"
+) -> AsyncIterator[Running]:
     overrides: dict[str, Any] = {
         "home": home,
         "telegram_bot_token": TOKEN,
         "telegram_api_url": api.root,
-        "operators": f"telegram:{OPERATOR}",
+        "operators": operators,
     }
     if webhook:
         port = free_port()
@@ -86,14 +89,10 @@ async def running(home: Path, api: FakeBotAPI, *, webhook: bool = False) -> Asyn
     async with Steward.open(load_settings(**overrides)) as steward:
         (channel,) = configured_channels(steward)
         assert isinstance(channel, TelegramChannel)
-        service = Service(steward, [channel], tick_seconds=0.2)
-        await service.start()
-        try:
+        async with Service(steward, [channel], tick_seconds=0.2) as service:
             if not webhook:
                 await api.wait_for(lambda a: a.polls_waiting > 0)
-            yield Running(steward, channel)
-        finally:
-            await service.stop()
+            yield Running(steward, service, channel)
 
 
 def cards(api: FakeBotAPI, chat: int = OPERATOR) -> list[dict[str, Any]]:
@@ -414,16 +413,12 @@ async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
 
         steward.door.stored = stored_once_telegram_has_posted  # type: ignore[method-assign]
         (channel,) = configured_channels(steward)
-        service = Service(steward, [channel])
-        await service.start()
-        try:
+        async with Service(steward, [channel]):
             assert (await asyncio.wait_for(posting, 10))[-1] == 200
             await api.wait_for(lambda a: cards(a))
             assert isinstance(channel, TelegramChannel)
             await channel.idle()
             runs = await steward.ledger.list_runs(None, limit=10)
-        finally:
-            await service.stop()
     assert len(runs) == 1
     assert len(cards(api)) == 1
     assert sum("onboarding —" in t for t in texts(api)) == 1  # the /processes answer
@@ -433,23 +428,10 @@ async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
 async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
-    settings = load_settings(
-        home=tmp_path / "home",
-        telegram_bot_token=TOKEN,
-        telegram_api_url=api.root,
-        operators=f"telegram:{OPERATOR},telegram:{OPERATOR + 1}",
-    )
-    async with Steward.open(settings) as steward:
-        service = Service(steward, configured_channels(steward))
-        await service.start()
-        try:
-            await service.notify(
-                Reply().say("to the run's chat"), {"channel": "telegram", "chat_id": "77"}
-            )
-            await service.notify(
-                Reply().say("from a shell"), {"channel": "cli", "chat_id": "shell"}
-            )
-        finally:
-            await service.stop()
+    operators = f"telegram:{OPERATOR},telegram:{OPERATOR + 1}"
+    async with running(tmp_path / "home", api, operators=operators) as bot:
+        news = Reply().say("to the run's chat")
+        await bot.service.notify(news, {"channel": "telegram", "chat_id": "77"})
+        await bot.service.notify(Reply().say("from a shell"), {"channel": "cli", "chat_id": "x"})
     assert texts(api, 77) == ["to the run's chat"]
     assert texts(api, OPERATOR) == texts(api, OPERATOR + 1) == ["from a shell"]
