@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.settings import Settings
-from connectors import ConnectorRegistry
+from connectors import Connector, ConnectorRegistry
+from connectors.email import EmailConnector, SmtpServer
 from connectors.outbox import OutboxConnector
 from graph.access import Allowlist
 from graph.catalog import Catalog
@@ -68,6 +69,7 @@ class Steward:
             async with open_checkpointer(ledger) as checkpointer:
                 connectors = ConnectorRegistry()
                 connectors.register(OutboxConnector(settings.outbox_dir))
+                connectors.register(email_connector(settings))
                 if models is None and settings.model_configured:
                     assert settings.llm_model is not None
                     models = LanguageModels.openai(
@@ -109,3 +111,13 @@ class Steward:
         if handled:
             log.info("handled %d stored message(s) from before a restart", len(handled))
         return [reply for _, reply in handled]
+
+
+def email_connector(settings: Settings) -> Connector:
+    """SMTP when STEWARD_SMTP_URL is set; otherwise each email lands in the outbox."""
+    if settings.smtp_url and settings.email_from:
+        return EmailConnector(SmtpServer.parse(settings.smtp_url), settings.email_from)
+    log.info("no STEWARD_SMTP_URL: emails are written to %s", settings.outbox_dir)
+    return OutboxConnector(
+        settings.outbox_dir, "email", EmailConnector.actions, EmailConnector.schemas
+    )

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.email import SmtpServer
 from memory.database_url import DatabaseURL
 
 
@@ -105,12 +106,35 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a time of day like 08:00") from None
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, value: str | None) -> str | None:
+        if value:
+            SmtpServer.parse(value)
+        return value or None
+
+    @field_validator("email_from")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"([^<>]*<)?[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+>?", value):
+            raise ValueError(f"{value!r} is not an address like steward@example.com")
+        return value or None
+
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _webhook_secret(cls, value: str | None) -> str | None:
         if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
             raise ValueError("use 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
         return value or None
+
+    @model_validator(mode="after")
+    def _email(self) -> Settings:
+        if self.smtp_url and not self.email_from:
+            raise ValueError(
+                "STEWARD_EMAIL_FROM must be set when STEWARD_SMTP_URL is: the address "
+                "steward's emails come from"
+            )
+        return self
 
     @model_validator(mode="after")
     def _webhook(self) -> Settings:

@@ -4,6 +4,7 @@ from connectors.base import (
     Connector,
     ConnectorError,
     DataError,
+    OutcomeUnknown,
     PermissionDenied,
     TransientError,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "ConnectorError",
     "ConnectorRegistry",
     "DataError",
+    "OutcomeUnknown",
     "PermissionDenied",
     "TransientError",
 ]

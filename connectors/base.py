@@ -6,7 +6,12 @@ every connector (``graph.effects``); a connector is only its call.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConnectorError(Exception):
@@ -33,6 +38,13 @@ class PermissionDenied(ConnectorError):
     kind = "permission"
 
 
+class OutcomeUnknown(ConnectorError):
+    """The call may or may not have reached the outside world (a connection broke after
+    the request went out). Acting again could repeat it: the operator must look."""
+
+    kind = "uncertain"
+
+
 @runtime_checkable
 class Connector(Protocol):
     """A way to act on the outside world.
@@ -46,6 +58,21 @@ class Connector(Protocol):
     actions: frozenset[str]
     idempotent: bool
 
+    @property
+    def schemas(self) -> Mapping[str, type[BaseModel]]:
+        """Each action's parameters, checked before anything is tried."""
+        ...
+
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         """Acts once and returns what the outside world answered."""
         ...
+
+
+def validated(schema: type[M], action: str, params: dict[str, Any]) -> M:
+    """``params`` as ``schema``; a DataError naming the first wrong field otherwise."""
+    try:
+        return schema.model_validate(params)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "parameters"
+        raise DataError(f"{action} {field}: {problem['msg']}") from None

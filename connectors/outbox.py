@@ -10,26 +10,40 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from connectors.base import DataError
 
-ACTIONS = frozenset({"send_email", "send_invoice_reminder", "publish", "create_folder", "notify"})
+ACTIONS = frozenset({"send_email", "publish", "create_folder", "notify"})
 
 
 class OutboxConnector:
-    name = "outbox"
-    actions = ACTIONS
+    """Also stands in for a connector that is not configured (``email`` without
+    STEWARD_SMTP_URL), under that connector's name: its effects land here, countable."""
+
     idempotent = True
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        name: str = "outbox",
+        actions: frozenset[str] = ACTIONS,
+        schemas: Mapping[str, type[BaseModel]] | None = None,
+    ) -> None:
         self.folder = folder
+        self.name = name
+        self.actions = actions
+        self.schemas: Mapping[str, type[BaseModel]] = schemas or {}
 
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         if action not in self.actions:
             raise DataError(
-                f"the outbox cannot {action!r}; it can {', '.join(sorted(self.actions))}"
+                f"the {self.name} outbox cannot {action!r}; it can "
+                + ", ".join(sorted(self.actions))
             )
         return await asyncio.to_thread(self._write, action, params, key)
 
@@ -37,7 +51,8 @@ class OutboxConnector:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(key.encode()).hexdigest()[:24] + ".json"
         path = self.folder / name
-        body = json.dumps({"action": action, "key": key, "params": params}, indent=2, default=str)
+        effect = {"connector": self.name, "action": action, "key": key, "params": params}
+        body = json.dumps(effect, indent=2, default=str)
         temp = path.with_suffix(f".tmp{os.getpid()}")
         with open(temp, "w", encoding="utf-8") as fh:
             fh.write(body)

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connectors import ConnectorRegistry, TransientError
-from connectors.base import ConnectorError
+from connectors import ConnectorRegistry, OutcomeUnknown, TransientError
+from connectors.base import ConnectorError, validated
 from graph.errors import UncertainEffect
 from memory.ledger import Ledger, NewAuditEvent
 
@@ -57,6 +57,9 @@ class EffectGuard:
         params: dict[str, Any],
     ) -> dict[str, Any]:
         connector = self.connectors.get(connector_name)
+        schema = connector.schemas.get(action)
+        if schema is not None:  # a wrong parameter is the operator's to fix: nothing is tried
+            validated(schema, action, params)
         previous = await self.ledger.begin_effect(key, run_id, step_id, connector_name, params)
         if previous is not None:
             if previous.status == "done":
@@ -75,6 +78,10 @@ class EffectGuard:
                 error: ConnectorError = TransientError(
                     f"{connector_name} did not answer within {self.policy.timeout:g}s"
                 )
+            except OutcomeUnknown as exc:  # the record stays "started": the operator looks
+                if not connector.idempotent:
+                    raise UncertainEffect(key, connector_name, str(exc)) from None
+                error = TransientError(str(exc))
             except TransientError as exc:
                 error = exc
             except ConnectorError as exc:

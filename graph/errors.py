@@ -20,12 +20,13 @@ class UncertainEffect(StewardError):
 
     kind = "uncertain"
 
-    def __init__(self, key: str, connector: str) -> None:
+    def __init__(self, key: str, connector: str, detail: str | None = None) -> None:
         self.key = key
-        super().__init__(
+        what = detail or (
             f"an earlier attempt of {connector} (key {key}) may or may not have reached the "
-            "outside world; check it there, then /retry to try again or /cancel the run"
+            "outside world"
         )
+        super().__init__(f"{what}; check it there, then /retry to try again or /cancel the run")
 
 
 class GateNotApproved(StewardError):

@@ -48,3 +48,13 @@ def test_telegram_posts_only_to_https_unless_the_bot_api_is_self_hosted() -> Non
 
 def test_the_http_port_is_checked() -> None:
     assert problem(http_port=70000).startswith("STEWARD_HTTP_PORT:")
+
+
+def test_smtp_needs_a_sender_and_a_known_scheme() -> None:
+    assert problem(smtp_url="smtp://mail.example.com").startswith("STEWARD_EMAIL_FROM must be set")
+    assert problem(smtp_url="http://mail.example.com", email_from="a@b.co").startswith(
+        "STEWARD_SMTP_URL: 'http' is not smtp://"
+    )
+    assert problem(email_from="not-an-address").startswith("STEWARD_EMAIL_FROM:")
+    ok = load_settings(smtp_url="smtps://u:p%40ss@mail.example.com", email_from="Me <me@x.io>")
+    assert ok.smtp_url is not None

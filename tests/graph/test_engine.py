@@ -143,6 +143,7 @@ class Flaky:
 
     name = "flaky"
     actions = frozenset({"send_email", "create_folder"})
+    schemas: dict[str, Any] = {}  # noqa: RUF012 - nothing to check
 
     def __init__(self, failures: list[Exception], idempotent: bool = False) -> None:
         self.failures = failures
@@ -160,7 +161,7 @@ def use_connector(app: Steward, connector: Flaky) -> None:
     app.connectors.register(connector)
     for definition in app.catalog:
         for step in definition.steps:
-            if getattr(step, "connector", None) == "outbox":
+            if getattr(step, "connector", None) in ("outbox", "email"):
                 object.__setattr__(step, "connector", "flaky")
     app.engine._compiled.clear()
 

@@ -1,0 +1,192 @@
+"""Email over SMTP (aiosmtplib): exactly the approved text, once, or an honest "unknown".
+
+``STEWARD_SMTP_URL`` says where: ``smtp://user:password@host:587`` upgrades with
+STARTTLS when the server offers it, ``smtp+starttls://`` insists on it, ``smtps://``
+speaks TLS from the first byte (port 465). Each message's Message-ID is derived from the
+step's idempotency key, so the operator can look a message up, and a receiving server
+that dedups by Message-ID sees one message however often it is offered.
+
+SMTP cannot take a message back and has no idempotency of its own. Everything before
+the DATA command changes nothing at the server, so a failure there is safe to retry;
+a failure after it — the connection dropped before the server's answer — may or may
+not have delivered the message, and is reported as exactly that, never retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+from pydantic import BaseModel, Field
+
+from connectors.base import (
+    DataError,
+    OutcomeUnknown,
+    PermissionDenied,
+    TransientError,
+    validated,
+)
+
+DEFAULT_PORTS = {"smtp": 587, "smtp+starttls": 587, "smtps": 465}
+
+
+class Attachment(BaseModel):
+    filename: str = Field(min_length=1, max_length=200)
+    content: str
+    mime_type: str = "text/plain"
+
+
+class SendEmail(BaseModel):
+    """What a ``send_email`` action takes."""
+
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    subject: str = Field(min_length=1, max_length=300)
+    body: str
+    cc: list[str] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool  # TLS from the first byte
+    starttls: bool | None  # True: insist; None: when offered
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpServer:
+        parts = urlsplit(url)
+        if parts.scheme not in DEFAULT_PORTS:
+            raise ValueError(
+                f"{url.split('://')[0]!r} is not smtp://, smtp+starttls:// or smtps://"
+            )
+        if not parts.hostname:
+            raise ValueError("the URL has no host, e.g. smtp://user:password@mail.example.com")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or DEFAULT_PORTS[parts.scheme],
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "smtps",
+            starttls=True if parts.scheme == "smtp+starttls" else None,
+        )
+
+
+def message_id(key: str, sender: str) -> str:
+    domain = sender.rsplit("@", 1)[-1].strip(">") or "steward.invalid"
+    return f"<steward.{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+class EmailConnector:
+    name = "email"
+    actions = frozenset({"send_email"})
+    idempotent = False  # SMTP servers do not dedup: an unknown outcome stops the run
+    schemas: ClassVar[Mapping[str, type[BaseModel]]] = {"send_email": SendEmail}
+
+    def __init__(
+        self, server: SmtpServer, sender: str, tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.server = server
+        self.sender = sender
+        self.tls_context = tls_context
+
+    async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        if action not in self.actions:
+            raise DataError(f"email cannot {action!r}; it can send_email")
+        email = validated(SendEmail, action, params)
+        message = self.compose(email, key)
+        await self._send(message, [email.to, *email.cc])
+        return {"message_id": message["Message-ID"], "to": email.to}
+
+    def compose(self, email: SendEmail, key: str) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = email.to
+        if email.cc:
+            message["Cc"] = ", ".join(email.cc)
+        message["Subject"] = email.subject
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = message_id(key, self.sender)
+        message.set_content(email.body)  # the approved text, byte for byte
+        for attachment in email.attachments:
+            maintype, _, subtype = attachment.mime_type.partition("/")
+            message.add_attachment(
+                attachment.content.encode(),
+                maintype=maintype,
+                subtype=subtype or "plain",
+                filename=attachment.filename,
+            )
+        return message
+
+    async def _send(self, message: EmailMessage, recipients: list[str]) -> None:
+        server = self.server
+        client = aiosmtplib.SMTP(
+            hostname=server.host,
+            port=server.port,
+            use_tls=server.tls,
+            start_tls=server.starttls,
+            tls_context=self.tls_context,
+            timeout=20,
+        )
+        try:
+            await self._envelope(client, recipients)
+            try:
+                await client.data(message.as_bytes())
+            except aiosmtplib.SMTPResponseException as exc:  # refused in so many words
+                raise _refusal(
+                    "the SMTP server refused the message", exc.code, exc.message
+                ) from None
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                raise OutcomeUnknown(
+                    f"the connection broke while the server had the message ({exc}); it may "
+                    f"have been sent: look for Message-ID {message['Message-ID']}"
+                ) from None
+        finally:
+            await _close(client)
+
+    async def _envelope(self, client: aiosmtplib.SMTP, recipients: list[str]) -> None:
+        """Everything before DATA: a failure here has sent nothing."""
+        server = self.server
+        try:
+            await client.connect()
+            if server.username and server.password:
+                await client.login(server.username, server.password)
+            await client.mail(self.sender)
+            for recipient in recipients:
+                try:
+                    await client.rcpt(recipient)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    raise _refusal(
+                        f"the server refused {recipient}", exc.code, exc.message
+                    ) from None
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise PermissionDenied(
+                f"the SMTP server refused the login ({exc.code}); check STEWARD_SMTP_URL"
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _refusal("the SMTP server refused the message", exc.code, exc.message) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise TransientError(f"cannot reach the SMTP server: {exc}") from None
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    if not client.is_connected:
+        return
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+def _refusal(what: str, code: int, text: str) -> TransientError | DataError:
+    detail = f"{what}: {code} {text}".strip()
+    return TransientError(detail) if 400 <= code < 500 else DataError(detail)

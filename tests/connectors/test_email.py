@@ -1,0 +1,228 @@
+"""Email through a real local SMTP server (aiosmtpd), driven by real onboarding runs.
+
+The approved text goes out byte for byte, once, under a Message-ID derived from the
+step's idempotency key. A refusal is classified (4xx transient and retried, 5xx data),
+an unreachable server is retried and then reported, and a connection that breaks while
+the server holds the message stops the run as uncertain instead of sending again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bot.app import Steward
+from bot.settings import load_settings
+from connectors import DataError
+from connectors.email import SmtpServer, message_id
+from graph.effects import RetryPolicy
+from memory.ledger import RunStatus
+
+SENDER = "steward@example.com"
+ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, timeout=10)
+
+
+class Inbox:
+    """An SMTP server's handler that keeps what it accepts, and misbehaves as told."""
+
+    def __init__(self) -> None:
+        self.received: list[EmailMessage] = []
+        self.data_attempts = 0
+        self.refuse_data_every_other = False
+        self.refuse_recipient: str | None = None
+        self.drop_after_data = False
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if address == self.refuse_recipient:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_attempts += 1
+        if self.refuse_data_every_other and self.data_attempts % 2 == 1:
+            return "451 4.3.0 try again later"
+        assert isinstance(envelope.content, bytes)
+        parsed = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.received.append(parsed)
+        if self.drop_after_data:  # took it, then the line went dead before "250"
+            assert server.transport is not None
+            server.transport.abort()
+            await asyncio.sleep(0.1)
+        return "250 2.0.0 queued"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+async def open_steward(home: Path, port: int) -> AsyncIterator[Steward]:
+    settings = load_settings(
+        home=home, smtp_url=f"smtp://127.0.0.1:{port}", email_from=f"Steward <{SENDER}>"
+    )
+    async with Steward.open(settings, retry=FAST_RETRY) as steward:
+        yield steward
+
+
+@pytest.fixture
+async def app(tmp_path: Path, smtp: tuple[Inbox, int]) -> AsyncIterator[Steward]:
+    async for steward in open_steward(tmp_path / "home", smtp[1]):
+        yield steward
+
+
+async def approve_onboarding(app: Steward, edited: str | None = None) -> Any:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    decision = await app.engine.decide(view.approval.id, True, "cli:shell", edited_text=edited)
+    assert decision.view is not None
+    return decision.view.run
+
+
+async def test_the_approved_text_goes_out_once_under_a_message_id_from_the_key(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    approved = "Hi Jane,\n\nwelcome — *exactly* this text, <b>as typed</b> & approved.\n"
+    run = await approve_onboarding(app, edited=approved)
+    assert run.status is RunStatus.SUCCEEDED
+    (sent,) = inbox.received
+    assert sent.get_content().replace("\r\n", "\n") == approved  # CRLF: how SMTP carries lines
+    assert sent["To"] == "jane@acme.com" and sent["Subject"] == "Welcome aboard, Acme"
+    assert sent["Message-ID"] == message_id(f"{run.id}:send_welcome", SENDER)
+    assert sent["From"] == f"Steward <{SENDER}>"
+
+    again = await app.engine.effects.perform(  # the step repeated: the stored result
+        key=f"{run.id}:send_welcome",
+        run_id=run.id,
+        step_id="send_welcome",
+        connector_name="email",
+        action="send_email",
+        params={"to": "jane@acme.com", "subject": "x", "body": "y"},
+    )
+    assert again["message_id"] == sent["Message-ID"]
+    assert len(inbox.received) == 1
+
+
+async def test_a_server_that_fails_every_other_attempt_still_gets_each_email_once(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    inbox.refuse_data_every_other = True
+    runs = [await approve_onboarding(app) for _ in range(3)]
+    assert all(run.status is RunStatus.SUCCEEDED for run in runs)
+    assert inbox.data_attempts == 6
+    ids = sorted(str(m["Message-ID"]) for m in inbox.received)
+    assert ids == sorted(message_id(f"{r.id}:send_welcome", SENDER) for r in runs)
+
+
+async def test_a_refused_recipient_is_the_operators_to_fix_and_nothing_is_sent(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    inbox.refuse_recipient = "jane@acme.com"
+    run = await approve_onboarding(app)
+    assert run.status is RunStatus.FAILED and run.error_class == "data"
+    assert "jane@acme.com" in (run.error or "") and "550" in (run.error or "")
+    assert inbox.received == [] and inbox.data_attempts == 0
+    kinds = [e.kind for e in await app.ledger.audit_events()]
+    assert "effect.failed.data" in kinds
+
+
+async def test_an_unreachable_server_is_retried_reported_and_retried_by_the_operator(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # nothing listens here yet
+    async for app in open_steward(tmp_path / "home", port):
+        run = await approve_onboarding(app)
+        assert run.status is RunStatus.FAILED and run.error_class == "transient"
+        assert "cannot reach the SMTP server" in (run.error or "")
+
+        inbox = Inbox()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            view = await app.engine.retry(run.id, "cli:shell")
+        finally:
+            controller.stop()
+        assert view.run.status is RunStatus.SUCCEEDED
+        assert len(inbox.received) == 1
+
+
+async def test_a_line_dead_after_the_server_took_the_message_stops_as_uncertain(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    inbox.drop_after_data = True
+    run = await approve_onboarding(app)
+    assert run.status is RunStatus.FAILED and run.error_class == "uncertain"
+    expected = message_id(f"{run.id}:send_welcome", SENDER)
+    assert expected in (run.error or "")
+    assert len(inbox.received) == 1  # delivered, but steward cannot know: no second try
+    assert inbox.data_attempts == 1
+
+
+async def test_a_bad_address_is_refused_before_anything_is_tried(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    with pytest.raises(DataError, match="send_email to: String should match pattern"):
+        await app.engine.effects.perform(
+            key=f"{view.run.id}:send_welcome",
+            run_id=view.run.id,
+            step_id="send_welcome",
+            connector_name="email",
+            action="send_email",
+            params={"to": "not an address", "subject": "s", "body": "b"},
+        )
+    assert await app.ledger.get_effect(f"{view.run.id}:send_welcome") is None  # not begun
+    assert smtp[0].received == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://mail.example.com", ("mail.example.com", 587, None, None, False, None)),
+        (
+            "smtp+starttls://u@mail.example.com:2525",
+            ("mail.example.com", 2525, "u", None, False, True),
+        ),
+        ("smtps://u:p%40ss@mail.example.com", ("mail.example.com", 465, "u", "p@ss", True, None)),
+    ],
+)
+def test_the_smtp_url_says_how_to_connect(url: str, expected: tuple[Any, ...]) -> None:
+    server = SmtpServer.parse(url)
+    assert (
+        server.host,
+        server.port,
+        server.username,
+        server.password,
+        server.tls,
+        server.starttls,
+    ) == expected
