@@ -207,8 +207,10 @@ class Coordinator:
 
     async def runs_reply(self, show_all: bool = False) -> Reply:
         runs = await self.ledger.list_runs(None if show_all else ACTIVE, limit=30)
+        circuits = [f"⚠ {b.describe()}" for b in self.engine.effects.open_circuits()]
         if not runs:
-            return Reply().say("No runs in progress." if not show_all else "No runs yet.")
+            empty = "No runs in progress." if not show_all else "No runs yet."
+            return Reply().say("\n".join([empty, *circuits]))
         pending = {a.run_id: a for a in await self.ledger.pending_approvals([r.id for r in runs])}
         lines = []
         for run in runs:
@@ -221,7 +223,7 @@ class Coordinator:
             elif run.current_step:
                 line += f" · at {run.current_step}"
             lines.append(line)
-        return Reply().say("\n".join(lines))
+        return Reply().say("\n".join(lines + circuits))
 
     async def _details(self, approval_id: str) -> Reply:
         approval = await self.ledger.get_approval(approval_id)

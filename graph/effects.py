@@ -10,15 +10,79 @@ exponential backoff and jitter, each call under a timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from connectors import ConnectorRegistry, OutcomeUnknown, TransientError
 from connectors.base import ConnectorError, validated
 from graph.errors import UncertainEffect
 from memory.ledger import Ledger, NewAuditEvent
+
+log = logging.getLogger(__name__)
+
+
+class CircuitBreaker:
+    """One per connector: after ``threshold`` transient failures in a row the circuit
+    opens and calls fail at once, without reaching the connector; after ``cool_down``
+    seconds one call goes through as a probe (half-open): its success closes the
+    circuit, its failure opens it again."""
+
+    def __init__(
+        self,
+        name: str,
+        threshold: int = 5,
+        cool_down: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.threshold = threshold
+        self.cool_down = cool_down
+        self._clock = clock
+        self.state: Literal["closed", "open", "half-open"] = "closed"
+        self.failures = 0
+        self.opened_at = 0.0
+
+    def allow(self) -> bool:
+        if self.state == "closed":
+            return True
+        if self.state == "open" and self._clock() - self.opened_at >= self.cool_down:
+            self.state = "half-open"  # this caller is the probe
+            log.info("circuit for %s half-open: probing", self.name)
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        if self.state != "closed":
+            log.warning("circuit for %s closed: it answers again", self.name)
+        self.state, self.failures = "closed", 0
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.state == "half-open" or self.failures >= self.threshold:
+            if self.state != "open":
+                log.warning(
+                    "circuit for %s opened after %d failures in a row; calls wait %gs",
+                    self.name,
+                    self.failures,
+                    self.cool_down,
+                )
+            self.state, self.opened_at = "open", self._clock()
+
+    @property
+    def retry_in(self) -> float:
+        return max(0.0, self.cool_down - (self._clock() - self.opened_at))
+
+    def describe(self) -> str:
+        if self.state == "open":
+            return (
+                f"{self.name}: circuit open after {self.failures} failures in a row; "
+                f"calls wait {self.retry_in:.0f}s more"
+            )
+        return f"{self.name}: circuit {self.state}"
 
 
 @dataclass(frozen=True)
@@ -45,6 +109,15 @@ class EffectGuard:
         self.connectors = connectors
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker(self, connector: str) -> CircuitBreaker:
+        if connector not in self.breakers:
+            self.breakers[connector] = CircuitBreaker(connector)
+        return self.breakers[connector]
+
+    def open_circuits(self) -> list[CircuitBreaker]:
+        return [b for b in self.breakers.values() if b.state != "closed"]
 
     async def perform(
         self,
@@ -66,16 +139,28 @@ class EffectGuard:
                 return previous.result or {}
             if previous.status == "started" and not connector.idempotent:
                 raise UncertainEffect(key, connector_name)
+        breaker = self.breaker(connector_name)
         attempt = 0
         while True:
             attempt += 1
+            if not breaker.allow():
+                error: ConnectorError = TransientError(
+                    f"{connector_name} has failed {breaker.failures} times in a row; "
+                    f"not calling it for {breaker.retry_in:.0f}s more"
+                )
+                if attempt >= self.policy.attempts:
+                    await self._finish(key, run_id, step_id, connector_name, action, None, error)
+                    raise error
+                await self._sleep(self.policy.delay(attempt))
+                continue
             try:
                 async with asyncio.timeout(self.policy.timeout):
                     result = await connector.perform(action, params, key)
             except TimeoutError:
+                breaker.failed()
                 if not connector.idempotent:
                     raise UncertainEffect(key, connector_name) from None
-                error: ConnectorError = TransientError(
+                error = TransientError(
                     f"{connector_name} did not answer within {self.policy.timeout:g}s"
                 )
             except OutcomeUnknown as exc:  # the record stays "started": the operator looks
@@ -83,11 +168,14 @@ class EffectGuard:
                     raise UncertainEffect(key, connector_name, str(exc)) from None
                 error = TransientError(str(exc))
             except TransientError as exc:
+                breaker.failed()
                 error = exc
-            except ConnectorError as exc:
+            except ConnectorError as exc:  # it answered, if only to say no
+                breaker.succeeded()
                 await self._finish(key, run_id, step_id, connector_name, action, None, exc)
                 raise
             else:
+                breaker.succeeded()
                 await self._finish(key, run_id, step_id, connector_name, action, result, None)
                 return result
             if attempt >= self.policy.attempts:
