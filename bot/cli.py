@@ -8,14 +8,12 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from bot.app import Steward
 from bot.console import ConsoleChannel, render
-from bot.scheduler import Scheduler
 from bot.service import Service, configured_channels, wait_for_signal
 from bot.settings import SettingsError, load_settings
 from bot.telegram import TelegramUnavailable
@@ -101,20 +99,21 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
     console = ConsoleChannel(steward.door)
-    for reply in await steward.recover("console"):
+    for _, reply in await steward.door.recover_inbox("console"):
         console.show(reply)
 
-    async def notify(reply: Reply, reply_to: dict[str, Any] | None) -> None:
+    async def news(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         console.show(reply)
 
-    scheduler = Scheduler(steward.ledger, steward.engine, steward.coordinator, notify)
-    ticking = asyncio.create_task(scheduler.run())
+    service = Service(steward, [], fallback=news)  # the scheduler, and webhooks if any
     try:
-        await console.run()
-    finally:
-        ticking.cancel()
-        with suppress(asyncio.CancelledError):
-            await ticking
+        async with service:
+            if service.hooks is not None:
+                print(f"steward: serving {service.summary()}", file=sys.stderr)
+            await console.run()
+    except OSError as exc:  # the HTTP port is taken, say
+        print(f"steward: cannot serve HTTP on {service.http.url}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,9 +10,11 @@ from contextlib import suppress
 from typing import Any, Protocol
 
 from bot.app import Steward
+from bot.hooks import HookEndpoint
 from bot.http import HttpServer
-from bot.scheduler import Scheduler
+from bot.scheduler import Notify, Scheduler
 from bot.telegram import TelegramChannel
+from graph.hooks import HookRouter, load_hooks
 from graph.messages import Reply
 
 log = logging.getLogger(__name__)
@@ -45,20 +47,32 @@ def configured_channels(steward: Steward) -> list[Channel]:
 
 
 class Service:
-    def __init__(self, steward: Steward, channels: list[Channel], tick_seconds: float = 5.0):
+    def __init__(
+        self,
+        steward: Steward,
+        channels: list[Channel],
+        tick_seconds: float = 5.0,
+        fallback: Notify | None = None,
+    ):
         self.steward = steward
         self.channels = channels
+        self.fallback = fallback  # where news goes with no channel to take it: the terminal
         self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
         self.scheduler = Scheduler(
             steward.ledger, steward.engine, steward.coordinator, self.notify, tick_seconds
         )
+        sources = load_hooks(steward.settings.hooks_path, steward.catalog)
+        router = HookRouter(steward.engine, steward.coordinator)
+        self.hooks = HookEndpoint(steward.ledger, router, sources, self.notify) if sources else None
         self._started: list[Channel] = []
         self._ticking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if any(channel.needs_http for channel in self.channels):
+        if self.hooks is not None or any(channel.needs_http for channel in self.channels):
             for channel in self.channels:
                 channel.mount(self.http)
+            if self.hooks is not None:
+                self.hooks.mount(self.http)
             await self.http.start()
             log.info("HTTP server on %s", self.http.url)
         for channel in self.channels:
@@ -67,6 +81,8 @@ class Service:
             log.info("%s channel started", channel.name)
         for view in await self.steward.engine.recover():  # runs a crash left mid-step
             await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
+        if self.hooks is not None:
+            await self.hooks.start()
         self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
 
     async def __aenter__(self) -> Service:
@@ -85,6 +101,8 @@ class Service:
             self._ticking.cancel()
             with suppress(asyncio.CancelledError):
                 await self._ticking
+        if self.hooks is not None:
+            await self.hooks.stop()
         for channel in reversed(self._started):
             await channel.stop()
         self._started.clear()
@@ -95,6 +113,8 @@ class Service:
         elsewhere goes to every channel's operators."""
         wanted = reply_to.get("channel") if reply_to else None
         targets = [c for c in self._started if c.name == wanted] or self._started
+        if not targets and self.fallback is not None:
+            await self.fallback(reply, reply_to)
         for channel in targets:
             try:
                 await channel.deliver(reply, reply_to)
@@ -103,6 +123,8 @@ class Service:
 
     def summary(self) -> str:
         parts = [channel.describe() for channel in self._started]
+        if self.hooks is not None:
+            parts.append("webhooks: " + ", ".join(f"/hooks/{n}" for n in self.hooks.sources))
         if self.http.started:
             parts.append(f"HTTP on {self.http.url}")
         return ", ".join(parts)

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", validation_alias=_env("STEWARD_TIMEZONE"))
     digest_at: str = Field(default="08:00", validation_alias=_env("STEWARD_DIGEST_AT"))
     processes_dir: Path | None = Field(default=None, validation_alias=_env("STEWARD_PROCESSES_DIR"))
+    hooks_file: Path | None = Field(default=None, validation_alias=_env("STEWARD_HOOKS_FILE"))
     http_host: str = Field(default="127.0.0.1", validation_alias=_env("STEWARD_HTTP_HOST"))
     http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=_env("STEWARD_HTTP_PORT"))
 
@@ -166,6 +167,10 @@ class Settings(BaseSettings):
     @property
     def user_processes_dir(self) -> Path:
         return self.processes_dir.expanduser() if self.processes_dir else self.home / "processes"
+
+    @property
+    def hooks_path(self) -> Path:
+        return self.hooks_file.expanduser() if self.hooks_file else self.home / "hooks.yaml"
 
     @property
     def operator_ids(self) -> list[str]:

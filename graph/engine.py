@@ -252,6 +252,16 @@ class ProcessEngine:
         await self.ledger.write(lambda tx: tx.claim_timer(timer.id, worker, None))
         return None
 
+    async def waiting_for(self, event: str) -> list[Run]:
+        """The runs waiting, right now, for ``event``."""
+        runs = []
+        for timer in await self.ledger.open_waits():
+            if timer.payload.get("event") == event and timer.run_id is not None:
+                run = await self.ledger.get_run(timer.run_id)
+                if run is not None and run.status is RunStatus.WAITING:
+                    runs.append(run)
+        return runs
+
     async def deliver_event(
         self, run_id: str, event: str, data: dict[str, Any], actor: str
     ) -> RunView:

@@ -601,6 +601,11 @@ class Ledger:
     async def get_timer(self, key: str) -> Timer | None:
         return await self.read(lambda tx: tx.timer(key))
 
+    async def open_waits(self) -> list[Timer]:
+        """Every pending timer of a wait step: the runs waiting for a time or an event."""
+        query = select(t.timers).where(t.timers.c.kind == "wait", t.timers.c.status == "pending")
+        return await self.db.run(lambda c: [_timer(r) for r in c.execute(query)], write=False)
+
     async def open_wait(self, run_id: str) -> Timer | None:
         """The pending timer of a run's current wait step, if it is waiting."""
         query = select(t.timers).where(

@@ -1,0 +1,109 @@
+"""Incoming webhooks at ``/hooks/{source}``: verified, stored, then handled.
+
+A delivery must carry ``sha256=<hex>``, the HMAC-SHA256 of its body under the source's
+secret, in the source's signature header; one that does not gets 401 and an audit
+event, and nothing else happens. A signed delivery is stored in the ledger's inbox
+(keyed by ``X-Steward-Delivery`` when the sender gives one, else by the body's hash, so
+a retried delivery is handled once) before the 200, and handled after it; what it did
+goes to the operators as news.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.http import HttpServer
+from graph.hooks import HookRouter, HookSource
+from graph.messages import Reply
+from memory.ledger import Ledger, NewAuditEvent
+
+log = logging.getLogger(__name__)
+
+DELIVERY_HEADER = "X-Steward-Delivery"
+Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[None]]
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class HookEndpoint:
+    def __init__(
+        self,
+        ledger: Ledger,
+        router: HookRouter,
+        sources: dict[str, HookSource],
+        notify: Notify,
+    ) -> None:
+        self.ledger = ledger
+        self.router = router
+        self.sources = sources
+        self.notify = notify
+        self._queue: asyncio.Queue[tuple[int, str, dict[str, Any]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def mount(self, http: HttpServer) -> None:
+        http.add_post("/hooks/{source}", self.receive)
+
+    async def start(self) -> None:
+        """Queues what a crash left stored, then handles deliveries as they come."""
+        for name in self.sources:
+            for item in await self.ledger.unhandled_inbound(f"hook:{name}"):
+                self._queue.put_nowait((item.id, name, item.payload))
+        self._worker = asyncio.create_task(self._work(), name="hooks")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+
+    async def idle(self) -> None:
+        await self._queue.join()
+
+    async def receive(self, request: web.Request) -> web.Response:
+        name = request.match_info["source"]
+        source = self.sources.get(name)
+        if source is None:
+            return web.Response(status=404, text="no such hook")
+        body = await request.read()
+        given = request.headers.get(source.signature_header, "")
+        if not hmac.compare_digest(given.encode(), signature(source.secret, body).encode()):
+            await self._audit(name, "hook.refused", {"reason": "bad or missing signature"})
+            return web.Response(status=401, text="bad signature")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        if not isinstance(payload, dict):
+            await self._audit(name, "hook.invalid", {"reason": "not a JSON object"})
+            return web.Response(status=400, text="expected a JSON object")
+        delivery = request.headers.get(DELIVERY_HEADER) or hashlib.sha256(body).hexdigest()
+        inbox_id = await self.ledger.accept_inbound(f"hook:{name}", delivery[:200], payload)
+        if inbox_id is not None:
+            self._queue.put_nowait((inbox_id, name, payload))
+        return web.json_response({"ok": True, "duplicate": inbox_id is None})
+
+    async def _work(self) -> None:
+        while True:
+            inbox_id, name, payload = await self._queue.get()
+            try:
+                async with self.ledger.handling(inbox_id):
+                    reply = await self.router.handle(name, self.sources[name], payload)
+                await self.notify(reply, None)
+            except Exception:
+                log.exception("handling a delivery from hook %s failed", name)
+            finally:
+                self._queue.task_done()
+
+    async def _audit(self, name: str, kind: str, data: dict[str, Any]) -> None:
+        log.warning("hook %s: %s", name, data["reason"])
+        await self.ledger.audit(NewAuditEvent(f"hook:{name}", kind, name, data))

@@ -1,0 +1,121 @@
+"""What an incoming webhook may do: start a process, or wake a run waiting for an event.
+
+Sources are configured in a YAML file (``STEWARD_HOOKS_FILE``, default
+``STEWARD_HOME/hooks.yaml``)::
+
+    form:                        # POST /hooks/form
+      secret: a-long-random-string
+      start: onboarding          # each delivery starts onboarding; its fields fill the inputs
+    payments:
+      secret: another-long-random-string
+      event: payment             # each delivery wakes the run waiting for `payment` …
+      match: {invoice: invoice}  # … whose input `invoice` equals the delivery's `invoice`
+
+A delivery's content is data, never instructions: its fields are checked as the
+process's typed inputs, or handed to the woken run as the event's data. It cannot
+approve, skip a gate or choose an action — a started run stops at its first gate like
+any other, for the operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from graph.catalog import Catalog
+from graph.coordinator import Coordinator
+from graph.engine import ProcessEngine
+from graph.errors import StewardError
+from graph.messages import Reply
+
+SIGNATURE_HEADER = "X-Steward-Signature"
+
+
+class HookSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str = Field(min_length=16)
+    start: str | None = None
+    event: str | None = None
+    match: dict[str, str] = Field(default_factory=dict)
+    signature_header: str = SIGNATURE_HEADER
+
+    @model_validator(mode="after")
+    def _one_thing_to_do(self) -> HookSource:
+        if (self.start is None) == (self.event is None):
+            raise ValueError("a source either starts a process (`start`) or wakes runs (`event`)")
+        if self.event is not None and not self.match:
+            raise ValueError("an `event` source needs `match` to find its run")
+        return self
+
+
+class HookConfigError(StewardError):
+    """The hooks file is unreadable or wrong: one line naming the file and field."""
+
+
+def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise HookConfigError(f"{path}: cannot read it: {exc}") from None
+    if not isinstance(raw, dict):
+        raise HookConfigError(f"{path}: expected sources by name, like `form: {{secret: …}}`")
+    sources = {}
+    for name, body in raw.items():
+        try:
+            source = HookSource.model_validate(body)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in (name, *problem["loc"]))
+            raise HookConfigError(
+                f"{path}: {where}: {problem['msg'].removeprefix('Value error, ')}"
+            ) from None
+        if source.start is not None and catalog.get(source.start) is None:
+            raise HookConfigError(f"{path}: {name}.start: no process {source.start!r}")
+        sources[str(name)] = source
+    return sources
+
+
+@dataclass
+class HookRouter:
+    engine: ProcessEngine
+    coordinator: Coordinator
+
+    async def handle(self, name: str, source: HookSource, payload: dict[str, Any]) -> Reply:
+        """What a stored delivery does; the reply is news for the operators."""
+        actor = f"hook:{name}"
+        if source.start is not None:
+            definition = self.engine.definition(source.start)
+            inputs = {k: v for k, v in payload.items() if k in definition.inputs}
+            try:
+                view = await self.engine.start(source.start, inputs, actor)
+            except StewardError as exc:
+                return Reply().say(f"A delivery from {name} could not start {source.start}: {exc}")
+            reply = Reply().say(f"A delivery from {name} started {source.start}.")
+            reply.items.extend(self.coordinator.describe(view).items)
+            return reply
+        assert source.event is not None
+        wanted = {field: payload.get(key) for field, key in source.match.items()}
+        runs = [
+            run
+            for run in await self.engine.waiting_for(source.event)
+            if all(str(run.inputs.get(f)) == str(v) for f, v in wanted.items() if v is not None)
+        ]
+        described = ", ".join(f"{k}={v}" for k, v in wanted.items())
+        if any(v is None for v in wanted.values()) or not runs:
+            return Reply().say(
+                f"A {source.event} delivery from {name} matched no run waiting for it "
+                f"({described})."
+            )
+        reply = Reply()
+        for run in runs:
+            view = await self.engine.deliver_event(run.id, source.event, payload, actor)
+            reply.say(f"Run {run.id} ({run.process}) got its {source.event} ({described}).")
+            reply.items.extend(self.coordinator.describe(view).items)
+        return reply
