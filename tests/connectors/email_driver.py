@@ -31,6 +31,7 @@ async def drive(home: Path, port: int, total: int) -> None:
     )
     async with Steward.open(settings, retry=RETRY) as steward:
         await steward.engine.recover()
+        print("ready", flush=True)  # the test's kill clock starts here, not at import
         while True:
             for approval in await steward.ledger.pending_approvals():
                 run = await steward.ledger.get_run(approval.run_id)

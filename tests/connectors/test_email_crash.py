@@ -74,11 +74,16 @@ async def test_sigkill_at_random_points_never_sends_twice_or_unapproved(tmp_path
                 str(RUNS),
                 cwd=ROOT,
                 env={**os.environ, "STEWARD_HOME": str(home)},
-                stdout=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
+            assert driver.stdout is not None
+            ready = await asyncio.wait_for(driver.stdout.readline(), 120)
+            if ready != b"ready\n":  # it died starting: say why
+                assert driver.stderr is not None
+                pytest.fail((await driver.stderr.read()).decode()[-3000:])
             try:
-                await asyncio.wait_for(driver.wait(), random.uniform(1.2, 3.0))
+                await asyncio.wait_for(driver.wait(), random.uniform(0.02, 0.4))
             except TimeoutError:
                 driver.send_signal(signal.SIGKILL)
                 await driver.wait()
@@ -86,9 +91,11 @@ async def test_sigkill_at_random_points_never_sends_twice_or_unapproved(tmp_path
                 continue
             assert driver.stderr is not None
             assert driver.returncode == 0, (await driver.stderr.read()).decode()[-3000:]
+            await driver.stdout.read()
             break
         else:
-            pytest.fail("the driver never finished")
+            states = Counter((r["status"], r["error_class"]) for r in runs(home))
+            pytest.fail(f"the driver never finished after {kills} kills: {dict(states)}")
     finally:
         controller.stop()
 
