@@ -16,6 +16,7 @@ from bot.settings import Settings
 from connectors import Connector, ConnectorRegistry
 from connectors.email import EmailConnector, SmtpServer
 from connectors.outbox import OutboxConnector
+from connectors.webhook import WebhookConnector
 from graph.access import Allowlist
 from graph.catalog import Catalog
 from graph.coordinator import Coordinator
@@ -70,6 +71,7 @@ class Steward:
                 connectors = ConnectorRegistry()
                 connectors.register(OutboxConnector(settings.outbox_dir))
                 connectors.register(email_connector(settings))
+                connectors.register(WebhookConnector(settings.webhook_secret))
                 if models is None and settings.model_configured:
                     assert settings.llm_model is not None
                     models = LanguageModels.openai(

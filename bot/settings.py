@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     operators: str = Field(default="", validation_alias=_env("STEWARD_OPERATORS"))
     smtp_url: str | None = Field(default=None, validation_alias=_env("STEWARD_SMTP_URL"))
     email_from: str | None = Field(default=None, validation_alias=_env("STEWARD_EMAIL_FROM"))
+    webhook_secret: str | None = Field(
+        default=None, validation_alias=_env("STEWARD_WEBHOOK_SECRET")
+    )
     timezone: str = Field(default="UTC", validation_alias=_env("STEWARD_TIMEZONE"))
     digest_at: str = Field(default="08:00", validation_alias=_env("STEWARD_DIGEST_AT"))
     processes_dir: Path | None = Field(default=None, validation_alias=_env("STEWARD_PROCESSES_DIR"))
