@@ -118,7 +118,8 @@ class Steward:
 def email_connector(settings: Settings) -> Connector:
     """SMTP when STEWARD_SMTP_URL is set; otherwise each email lands in the outbox."""
     if settings.smtp_url and settings.email_from:
-        return EmailConnector(SmtpServer.parse(settings.smtp_url), settings.email_from)
+        server = SmtpServer.parse(settings.smtp_url)
+        return EmailConnector(server, settings.email_from, settings.timezone)
     log.info("no STEWARD_SMTP_URL: emails are written to %s", settings.outbox_dir)
     return OutboxConnector(
         settings.outbox_dir, "email", EmailConnector.actions, EmailConnector.schemas

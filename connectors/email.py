@@ -18,10 +18,12 @@ import hashlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from pydantic import BaseModel, Field
@@ -33,6 +35,7 @@ from connectors.base import (
     TransientError,
     validated,
 )
+from connectors.calendar import Invitation
 
 DEFAULT_PORTS = {"smtp": 587, "smtp+starttls": 587, "smtps": 465}
 
@@ -51,6 +54,14 @@ class SendEmail(BaseModel):
     body: str
     cc: list[str] = Field(default_factory=list)
     attachments: list[Attachment] = Field(default_factory=list)
+
+
+class SendInvitation(SendEmail):
+    """What a ``send_invitation`` action takes: an email with a meeting attached."""
+
+    title: str = Field(min_length=1, max_length=200)
+    start: str  # YYYY-MM-DD HH:MM, in STEWARD_TIMEZONE
+    minutes: int = Field(default=30, gt=0, le=24 * 60)
 
 
 @dataclass(frozen=True)
@@ -88,24 +99,66 @@ def message_id(key: str, sender: str) -> str:
 
 class EmailConnector:
     name = "email"
-    actions = frozenset({"send_email"})
+    actions = frozenset({"send_email", "send_invitation"})
     idempotent = False  # SMTP servers do not dedup: an unknown outcome stops the run
-    schemas: ClassVar[Mapping[str, type[BaseModel]]] = {"send_email": SendEmail}
+    schemas: ClassVar[Mapping[str, type[BaseModel]]] = {
+        "send_email": SendEmail,
+        "send_invitation": SendInvitation,
+    }
 
     def __init__(
-        self, server: SmtpServer, sender: str, tls_context: ssl.SSLContext | None = None
+        self,
+        server: SmtpServer,
+        sender: str,
+        timezone: str = "UTC",
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.server = server
         self.sender = sender
+        self.timezone = ZoneInfo(timezone)
         self.tls_context = tls_context
 
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         if action not in self.actions:
-            raise DataError(f"email cannot {action!r}; it can send_email")
-        email = validated(SendEmail, action, params)
+            raise DataError(f"email cannot {action!r}; it can " + ", ".join(sorted(self.actions)))
+        email = validated(self.schemas[action], action, params)
+        assert isinstance(email, SendEmail)
         message = self.compose(email, key)
+        result = {"message_id": message["Message-ID"], "to": email.to}
+        if isinstance(email, SendInvitation):
+            invitation = self.invitation(email, key)
+            message.add_attachment(
+                invitation.to_ics().encode(),
+                maintype="text",
+                subtype="calendar",
+                filename="invite.ics",
+                params={"method": "REQUEST"},
+            )
+            result |= {"uid": invitation.uid, "sequence": invitation.sequence}
         await self._send(message, [email.to, *email.cc])
-        return {"message_id": message["Message-ID"], "to": email.to}
+        return result
+
+    def invitation(self, email: SendInvitation, key: str) -> Invitation:
+        """One UID per run and step; the visit of a step that runs again is its SEQUENCE."""
+        run_id, step_id, *visit = key.split(":")
+        try:
+            start = datetime.fromisoformat(email.start.replace(" ", "T", 1))
+        except ValueError:
+            raise DataError(
+                f"send_invitation start: {email.start!r} is not YYYY-MM-DD HH:MM"
+            ) from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=self.timezone)
+        return Invitation(
+            uid=f"{run_id}-{step_id}@steward",
+            sequence=int(visit[0]) - 1 if visit else 0,
+            organizer=self.sender,
+            attendee=email.to,
+            title=email.title,
+            start=start,
+            duration=timedelta(minutes=email.minutes),
+            description=email.body,
+        )
 
     def compose(self, email: SendEmail, key: str) -> EmailMessage:
         message = EmailMessage()

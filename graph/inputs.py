@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -25,6 +25,7 @@ class InputType(StrEnum):
     NUMBER = "number"
     MONEY = "money"
     DATE = "date"
+    DATETIME = "datetime"  # a local time of day on a date, in STEWARD_TIMEZONE
     BOOLEAN = "boolean"
     CHOICE = "choice"
     URL = "url"
@@ -61,6 +62,8 @@ class InputSpec(BaseModel):
                 return "an amount like 1200 or 1200.50"
             case InputType.DATE:
                 return "a date as YYYY-MM-DD"
+            case InputType.DATETIME:
+                return "a date and time as YYYY-MM-DD HH:MM"
             case InputType.BOOLEAN:
                 return "yes or no"
             case InputType.CHOICE:
@@ -111,6 +114,9 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
             return str(amount.quantize(Decimal("0.01")))
         case InputType.DATE:
             return date.fromisoformat(text).isoformat()
+        case InputType.DATETIME:
+            moment = datetime.fromisoformat(text.replace(" ", "T", 1))
+            return None if moment.tzinfo else moment.isoformat(timespec="minutes")
         case InputType.BOOLEAN:
             lowered = text.lower()
             return True if lowered in TRUE else False if lowered in FALSE else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,7 +24,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from bot.app import Steward
 from bot.settings import load_settings
 from connectors import DataError
-from connectors.email import SmtpServer, message_id
+from connectors.calendar import Invitation
+from connectors.email import EmailConnector, SendInvitation, SmtpServer, message_id
 from graph.effects import RetryPolicy
 from memory.ledger import RunStatus
 
@@ -226,3 +228,52 @@ def test_the_smtp_url_says_how_to_connect(url: str, expected: tuple[Any, ...]) -
         server.tls,
         server.starttls,
     ) == expected
+
+
+async def test_a_planned_kickoff_sends_an_invitation_after_its_own_approval(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    view = await app.engine.start(
+        "onboarding", {**ONBOARD, "kickoff": "2026-12-01 15:00"}, "cli:shell"
+    )
+    assert view.approval is not None
+    decided = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decided.view is not None and decided.view.approval is not None
+    assert "kick-off call on 2026-12-01T15:00" in decided.view.approval.card["summary"]
+    assert len(inbox.received) == 1  # the welcome email only: the invitation waits
+    done = await app.engine.decide(decided.view.approval.id, True, "cli:shell")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    welcome, invite = inbox.received
+    assert welcome["Subject"] == "Welcome aboard, Acme"
+    assert invite["Subject"] == "Kick-off call: Acme"
+    (attachment,) = list(invite.iter_attachments())
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "REQUEST"
+    ics = attachment.get_content()
+    ics = ics if isinstance(ics, str) else ics.decode()
+    assert f"UID:{view.run.id}-send_kickoff@steward" in ics
+    assert "SEQUENCE:0" in ics
+    assert "DTSTART:20261201T150000Z" in ics  # STEWARD_TIMEZONE is UTC here
+    assert "DTEND:20261201T154500Z" in ics
+    assert "ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:jane@acme.com" in ics
+
+
+def test_an_invitation_is_escaped_folded_and_keeps_its_uid_across_sends() -> None:
+    connector = EmailConnector(SmtpServer.parse("smtp://x.example"), SENDER, "Europe/Berlin")
+    email = SendInvitation(
+        to="jane@acme.com",
+        subject="s",
+        body="Agenda; goals, risks\nand a very long line " + "x" * 120,
+        title="Kick-off",
+        start="2026-07-01 10:00",
+    )
+    first = connector.invitation(email, "r1:send_kickoff")
+    again = connector.invitation(email, "r1:send_kickoff:2")
+    assert first.uid == again.uid and (first.sequence, again.sequence) == (0, 1)
+    assert first.start.astimezone(UTC).hour == 8  # Berlin summer time is UTC+2
+    ics = first.to_ics(now=datetime(2026, 6, 1, tzinfo=UTC))
+    assert all(len(line.encode()) <= 75 for line in ics.split("\r\n"))
+    unfolded = ics.replace("\r\n ", "")
+    assert "DESCRIPTION:Agenda\\; goals\\, risks\\nand a very long line " + "x" * 120 in unfolded
+    assert isinstance(first, Invitation) and first.duration == timedelta(minutes=30)

@@ -64,7 +64,13 @@ async def test_approve_performs_the_effect_once_and_finishes(app: Steward) -> No
     assert not again.decided_now and again.approval.decided_by == "cli:shell"
     assert len(outbox(app)) == 1
     steps = [s.step_id for s in await app.ledger.run_steps(view.run.id)]
-    assert steps == ["draft_welcome", "approve_welcome", "send_welcome", "premium_extras"]
+    assert steps == [
+        "draft_welcome",
+        "approve_welcome",
+        "send_welcome",
+        "kickoff_planned",
+        "premium_extras",
+    ]
     assert (await app.ledger.verify_audit()).ok
 
 

@@ -41,6 +41,8 @@ GOOD: list[tuple[InputType, Any, Any]] = [
     (InputType.MONEY, "0.99", "0.99"),
     (InputType.MONEY, "€15.5", "15.50"),
     (InputType.DATE, "2026-03-01", "2026-03-01"),
+    (InputType.DATETIME, "2026-03-01 15:30", "2026-03-01T15:30"),
+    (InputType.DATETIME, "2026-03-01T09:05", "2026-03-01T09:05"),
     (InputType.BOOLEAN, "yes", True),
     (InputType.BOOLEAN, "no", False),
     (InputType.BOOLEAN, "true", True),
@@ -74,6 +76,8 @@ BAD: list[tuple[InputType, Any]] = [
     (InputType.DATE, "March 1"),
     (InputType.DATE, "2026-02-30"),
     (InputType.DATE, "01/03/2026"),
+    (InputType.DATETIME, "tomorrow at 3"),
+    (InputType.DATETIME, "2026-03-01 15:30+02:00"),  # a local time: no offset
     (InputType.BOOLEAN, "maybe"),
     (InputType.CHOICE, "gold"),
     (InputType.CHOICE, "prem"),
