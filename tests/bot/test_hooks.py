@@ -8,7 +8,6 @@ audited; a delivery's text is data and can never approve anything.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from bot.settings import load_settings
 from graph.hooks import HookConfigError
 from graph.messages import Reply
 from memory.ledger import RunStatus
+from tests.net import free_port
 
 FORM_SECRET = "form-secret-0123456789"
 PAY_SECRET = "payments-secret-0123456789"
@@ -44,12 +44,6 @@ INVOICE = {
     "amount": "1200",
     "due_date": "2026-11-01",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

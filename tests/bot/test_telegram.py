@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from bot.telegram.channel import inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Reply
 from tests.fakes.bot_api import FakeBotAPI
+from tests.net import free_port
 
 TOKEN = "4242:steward-test-token"
 OPERATOR = 1001
@@ -43,12 +43,6 @@ SENDS = ("sendMessage", "sendDocument", "editMessageText", "answerCallbackQuery"
 async def api() -> AsyncIterator[FakeBotAPI]:
     async with FakeBotAPI(token=TOKEN) as fake:
         yield fake
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

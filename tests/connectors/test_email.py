@@ -9,7 +9,6 @@ the server holds the message stops the run as uncertain instead of sending again
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -28,6 +27,7 @@ from connectors.calendar import Invitation
 from connectors.email import EmailConnector, SendInvitation, SmtpServer, message_id
 from graph.effects import RetryPolicy
 from memory.ledger import RunStatus
+from tests.net import free_port
 
 SENDER = "steward@example.com"
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
@@ -65,12 +65,6 @@ class Inbox:
             server.transport.abort()
             await asyncio.sleep(0.1)
         return "250 2.0.0 queued"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from connectors.email import message_id
 from tests.connectors.email_driver import rejected
-from tests.connectors.test_email import free_port
+from tests.net import free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

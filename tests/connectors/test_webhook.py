@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from bot.app import Steward
 from bot.settings import load_settings
 from connectors import DataError, PermissionDenied, TransientError
 from graph.effects import RetryPolicy
+from tests.net import free_port
 
 SECRET = "outgoing-secret-0123456789"
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, timeout=5)
@@ -42,9 +42,7 @@ async def target() -> AsyncIterator[tuple[Target, str]]:
     app.router.add_post("/hook", endpoint.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield endpoint, f"http://127.0.0.1:{port}/hook"
@@ -104,8 +102,6 @@ async def test_each_refusal_gets_its_class(
 
 
 async def test_an_unreachable_target_is_transient(app: Steward) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with pytest.raises(TransientError, match="cannot reach"):
         await post(app, "hook", {"url": f"http://127.0.0.1:{port}/nothing"})
