@@ -53,11 +53,15 @@ class HookEndpoint:
     def mount(self, http: HttpServer) -> None:
         http.add_post("/hooks/{source}", self.receive)
 
-    async def start(self) -> None:
-        """Queues what a crash left stored, then handles deliveries as they come."""
+    async def queue_stored(self) -> None:
+        """Queues what a crash left stored; before the endpoint takes new deliveries, so
+        that none is queued twice."""
         for name in self.sources:
             for item in await self.ledger.unhandled_inbound(f"hook:{name}"):
                 self._queue.put_nowait((item.id, name, item.payload))
+
+    async def start(self) -> None:
+        """Handles deliveries, the stored ones first, as they come."""
         self._worker = asyncio.create_task(self._work(), name="hooks")
 
     async def stop(self) -> None:
@@ -76,7 +80,8 @@ class HookEndpoint:
             return web.Response(status=404, text="no such hook")
         body = await request.read()
         given = request.headers.get(source.signature_header, "")
-        if not hmac.compare_digest(given.encode(), signature(source.secret, body).encode()):
+        expected = signature(source.secret, body)
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             await self._audit(name, "hook.refused", {"reason": "bad or missing signature"})
             return web.Response(status=401, text="bad signature")
         try:
@@ -99,8 +104,10 @@ class HookEndpoint:
                 async with self.ledger.handling(inbox_id):
                     reply = await self.router.handle(name, self.sources[name], payload)
                 await self.notify(reply, None)
-            except Exception:
+            except Exception as exc:
                 log.exception("handling a delivery from hook %s failed", name)
+                failure = f"A delivery from {name} (inbox {inbox_id}) failed: {exc}. It is kept."
+                await self.notify(Reply().say(failure), None)
             finally:
                 self._queue.task_done()
 

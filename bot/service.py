@@ -73,6 +73,7 @@ class Service:
                 channel.mount(self.http)
             if self.hooks is not None:
                 self.hooks.mount(self.http)
+                await self.hooks.queue_stored()
             await self.http.start()
             log.info("HTTP server on %s", self.http.url)
         for channel in self.channels:

@@ -53,7 +53,8 @@ def _utc(moment: datetime) -> str:
 def _text(value: str) -> str:
     """RFC 5545 TEXT: backslash, semicolon, comma and line breaks escaped."""
     value = value.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,")
-    return value.replace("\r\n", "\\n").replace("\n", "\\n")
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return value.replace("\n", "\\n")
 
 
 def _address(value: str) -> str:

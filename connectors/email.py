@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -46,13 +46,16 @@ class Attachment(BaseModel):
     mime_type: str = "text/plain"
 
 
+ADDRESS = r"^[!-~]+@[!-~]+\.[!-~]+$"  # printable ASCII: what SMTP without SMTPUTF8 carries
+
+
 class SendEmail(BaseModel):
     """What a ``send_email`` action takes."""
 
-    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    subject: str = Field(min_length=1, max_length=300)
+    to: str = Field(pattern=ADDRESS)
+    subject: str = Field(min_length=1, max_length=300, pattern=r"^[^\r\n]*$")
     body: str
-    cc: list[str] = Field(default_factory=list)
+    cc: list[Annotated[str, Field(pattern=ADDRESS)]] = Field(default_factory=list)
     attachments: list[Attachment] = Field(default_factory=list)
 
 
@@ -123,7 +126,10 @@ class EmailConnector:
             raise DataError(f"email cannot {action!r}; it can " + ", ".join(sorted(self.actions)))
         email = validated(self.schemas[action], action, params)
         assert isinstance(email, SendEmail)
-        message = self.compose(email, key)
+        try:
+            message = self.compose(email, key)
+        except (ValueError, TypeError) as exc:  # a header email.message will not take
+            raise DataError(f"{action}: cannot compose this email: {exc}") from None
         result = {"message_id": message["Message-ID"], "to": email.to}
         if isinstance(email, SendInvitation):
             invitation = self.invitation(email, key)
@@ -169,7 +175,7 @@ class EmailConnector:
         message["Subject"] = email.subject
         message["Date"] = formatdate(localtime=False, usegmt=True)
         message["Message-ID"] = message_id(key, self.sender)
-        message.set_content(email.body)  # the approved text, byte for byte
+        message.set_content(email.body, cte="quoted-printable")  # the approved text, exactly
         for attachment in email.attachments:
             maintype, _, subtype = attachment.mime_type.partition("/")
             message.add_attachment(
@@ -194,9 +200,15 @@ class EmailConnector:
             await self._envelope(client, recipients)
             try:
                 await client.data(message.as_bytes())
-            except aiosmtplib.SMTPResponseException as exc:  # refused in so many words
-                raise _refusal(
-                    "the SMTP server refused the message", exc.code, exc.message
+            except aiosmtplib.SMTPResponseException as exc:
+                if 400 <= exc.code < 600:  # refused in so many words: nothing was taken
+                    raise _refusal(
+                        "the SMTP server refused the message", exc.code, exc.message
+                    ) from None
+                raise OutcomeUnknown(
+                    f"the SMTP server answered the message with nonsense ({exc.code} "
+                    f"{exc.message}); it may have been sent: look for Message-ID "
+                    f"{message['Message-ID']}"
                 ) from None
             except (aiosmtplib.SMTPException, OSError) as exc:
                 raise OutcomeUnknown(
@@ -212,6 +224,11 @@ class EmailConnector:
         try:
             await client.connect()
             if server.username and server.password:
+                if client.get_transport_info("ssl_object") is None:
+                    raise PermissionDenied(
+                        "the SMTP server offers no STARTTLS, and steward will not send the "
+                        "password unencrypted; use smtps:// or a server with STARTTLS"
+                    )
                 await client.login(server.username, server.password)
             await client.mail(self.sender)
             for recipient in recipients:
@@ -225,6 +242,8 @@ class EmailConnector:
             raise PermissionDenied(
                 f"the SMTP server refused the login ({exc.code}); check STEWARD_SMTP_URL"
             ) from None
+        except aiosmtplib.SMTPNotSupported as exc:  # no AUTH, or no STARTTLS when insisted on
+            raise PermissionDenied(f"the SMTP server cannot do what is asked: {exc}") from None
         except aiosmtplib.SMTPResponseException as exc:
             raise _refusal("the SMTP server refused the message", exc.code, exc.message) from None
         except (aiosmtplib.SMTPException, OSError) as exc:

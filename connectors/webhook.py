@@ -59,6 +59,6 @@ class WebhookConnector:
             raise PermissionDenied(f"{call.url} refused steward ({status}): {text}")
         if status == 429 or status >= 500:
             raise TransientError(f"{call.url} answered {status}: {text}")
-        if status >= 400:
+        if status >= 300:  # a redirect is not followed: the call was not received
             raise DataError(f"{call.url} rejected the call ({status}): {text}")
         return {"status": status, "body": text}

@@ -164,6 +164,7 @@ class EffectGuard:
                     f"{connector_name} did not answer within {self.policy.timeout:g}s"
                 )
             except OutcomeUnknown as exc:  # the record stays "started": the operator looks
+                breaker.failed()
                 if not connector.idempotent:
                     raise UncertainEffect(key, connector_name, str(exc)) from None
                 error = TransientError(str(exc))
@@ -173,6 +174,9 @@ class EffectGuard:
             except ConnectorError as exc:  # it answered, if only to say no
                 breaker.succeeded()
                 await self._finish(key, run_id, step_id, connector_name, action, None, exc)
+                raise
+            except BaseException:  # a bug, or cancelled: a probe never leaves it half-open
+                breaker.failed()
                 raise
             else:
                 breaker.succeeded()

@@ -186,3 +186,17 @@ async def test_a_wrong_hooks_file_stops_the_start_with_one_line(tmp_path: Path) 
     async with Steward.open(load_settings(home=home)) as steward:
         with pytest.raises(HookConfigError, match=r"hooks.yaml: form.secret: String should"):
             Service(steward, [])
+
+
+async def test_a_delivery_stored_before_a_crash_is_handled_once_on_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    form = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+    async with Steward.open(load_settings(home=home)) as steward:  # stored, then the crash
+        assert await steward.ledger.accept_inbound("hook:form", "d-1", form) is not None
+    async with running(home) as bot:
+        assert bot.service.hooks is not None
+        await bot.service.hooks.idle()
+        assert await bot.post("form", form, secret=FORM_SECRET, delivery="d-1") == 200  # again
+        assert await bot.post("form", form, secret=FORM_SECRET, delivery="d-2") == 200
+        runs = await bot.steward.ledger.list_runs(None)
+        assert len(runs) == 2

@@ -271,3 +271,28 @@ def test_an_invitation_is_escaped_folded_and_keeps_its_uid_across_sends() -> Non
     unfolded = ics.replace("\r\n ", "")
     assert "DESCRIPTION:Agenda\\; goals\\, risks\\nand a very long line " + "x" * 120 in unfolded
     assert isinstance(first, Invitation) and first.duration == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("params", "complaint"),
+    [
+        ({"subject": "Hello\nBcc: everyone@example.com"}, "subject"),
+        ({"cc": ["not an address"]}, "cc.0"),
+        ({"to": "jöns@example.com"}, "to"),
+    ],
+)
+async def test_an_email_that_cannot_be_sent_as_is_is_refused_before_anything(
+    app: Steward, smtp: tuple[Inbox, int], params: dict[str, Any], complaint: str
+) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    with pytest.raises(DataError, match=f"send_email {complaint}"):
+        await app.engine.effects.perform(
+            key=f"{view.run.id}:send_welcome",
+            run_id=view.run.id,
+            step_id="send_welcome",
+            connector_name="email",
+            action="send_email",
+            params={"to": "jane@acme.com", "subject": "s", "body": "b", **params},
+        )
+    assert await app.ledger.get_effect(f"{view.run.id}:send_welcome") is None
+    assert smtp[0].received == []

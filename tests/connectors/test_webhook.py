@@ -88,7 +88,13 @@ async def test_a_call_carries_its_key_and_signature_and_is_made_once(
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(422, DataError), (403, PermissionDenied), (500, TransientError), (429, TransientError)],
+    [
+        (422, DataError),
+        (302, DataError),  # not followed: the receiver never got the call
+        (403, PermissionDenied),
+        (500, TransientError),
+        (429, TransientError),
+    ],
 )
 async def test_each_refusal_gets_its_class(
     app: Steward, target: tuple[Target, str], status: int, error: type[Exception]

@@ -9,7 +9,7 @@ import pytest
 
 from bot.app import Steward
 from bot.settings import load_settings
-from connectors import DataError, TransientError
+from connectors import DataError, OutcomeUnknown, TransientError
 from graph.effects import CircuitBreaker
 from graph.messages import Inbound, Sender
 from memory.ledger import RunStatus
@@ -97,3 +97,23 @@ async def test_a_refusal_is_an_answer_and_never_opens_the_circuit(app: Steward) 
         await app.engine.decide(view.approval.id, True, "cli:shell")
     assert flaky.calls == 8
     assert app.engine.effects.breakers["flaky"].state == "closed"
+
+
+async def test_a_probe_that_ends_any_other_way_gets_a_verdict_too(app: Steward) -> None:
+    clock = Clock()
+    breaker = app.engine.effects.breakers["flaky"] = CircuitBreaker("flaky", 1, 30, clock)
+    flaky = Flaky([TransientError("503")])
+    use_connector(app, flaky)
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert breaker.state == "open"
+    for calls, failure in enumerate(
+        (OutcomeUnknown("line dropped after DATA"), RuntimeError("a bug")), start=2
+    ):
+        clock.now += 30
+        flaky.failures = [failure]
+        view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        assert view.approval is not None
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+        assert flaky.calls == calls and breaker.state == "open"  # not stuck half-open
