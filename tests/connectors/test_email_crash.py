@@ -114,6 +114,7 @@ async def test_sigkill_at_random_points_never_sends_twice_or_unapproved(tmp_path
             assert run["status"] == "failed" and run["error_class"] == "uncertain", run
             assert sent <= 1, run
             uncertain += 1
+    assert statuses["succeeded"] >= RUNS // 4  # most kills miss the send: most runs finish
     known = {message_id(f"{r['id']}:send_welcome", "steward@example.com") for r in final}
     assert set(inbox.message_ids) <= known  # no email that is not one of these runs'
     print(
