@@ -148,40 +148,36 @@ class EffectGuard:
                     f"{connector_name} has failed {breaker.failures} times in a row; "
                     f"not calling it for {breaker.retry_in:.0f}s more"
                 )
-                if attempt >= self.policy.attempts:
-                    await self._finish(key, run_id, step_id, connector_name, action, None, error)
-                    raise error
-                await self._sleep(self.policy.delay(attempt))
-                continue
-            try:
-                async with asyncio.timeout(self.policy.timeout):
-                    result = await connector.perform(action, params, key)
-            except TimeoutError:
-                breaker.failed()
-                if not connector.idempotent:
-                    raise UncertainEffect(key, connector_name) from None
-                error = TransientError(
-                    f"{connector_name} did not answer within {self.policy.timeout:g}s"
-                )
-            except OutcomeUnknown as exc:  # the record stays "started": the operator looks
-                breaker.failed()
-                if not connector.idempotent:
-                    raise UncertainEffect(key, connector_name, str(exc)) from None
-                error = TransientError(str(exc))
-            except TransientError as exc:
-                breaker.failed()
-                error = exc
-            except ConnectorError as exc:  # it answered, if only to say no
-                breaker.succeeded()
-                await self._finish(key, run_id, step_id, connector_name, action, None, exc)
-                raise
-            except BaseException:  # a bug, or cancelled: a probe never leaves it half-open
-                breaker.failed()
-                raise
             else:
-                breaker.succeeded()
-                await self._finish(key, run_id, step_id, connector_name, action, result, None)
-                return result
+                try:
+                    async with asyncio.timeout(self.policy.timeout):
+                        result = await connector.perform(action, params, key)
+                except TimeoutError:
+                    breaker.failed()
+                    if not connector.idempotent:
+                        raise UncertainEffect(key, connector_name) from None
+                    error = TransientError(
+                        f"{connector_name} did not answer within {self.policy.timeout:g}s"
+                    )
+                except OutcomeUnknown as exc:  # the record stays "started": the operator looks
+                    breaker.failed()
+                    if not connector.idempotent:
+                        raise UncertainEffect(key, connector_name, str(exc)) from None
+                    error = TransientError(str(exc))
+                except TransientError as exc:
+                    breaker.failed()
+                    error = exc
+                except ConnectorError as exc:  # it answered, if only to say no
+                    breaker.succeeded()
+                    await self._finish(key, run_id, step_id, connector_name, action, None, exc)
+                    raise
+                except BaseException:  # a bug, or cancelled: a probe never stays half-open
+                    breaker.failed()
+                    raise
+                else:
+                    breaker.succeeded()
+                    await self._finish(key, run_id, step_id, connector_name, action, result, None)
+                    return result
             if attempt >= self.policy.attempts:
                 await self._finish(key, run_id, step_id, connector_name, action, None, error)
                 raise error

@@ -325,10 +325,10 @@ class TelegramChannel:
         targets = [(str(c), int(m)) for c, m in known["messages"]]
         if pressed is not None and (chat_id, pressed) not in targets:
             targets.append((chat_id, pressed))
-        if not targets:
-            await self._post(chat_id, Outgoing(outcome_html(outcome)))
-            return
         html = outcome_html(outcome)
+        if not targets:
+            await self._post(chat_id, Outgoing(html))
+            return
         for target in targets:
             await self._edit(target, html)
         await self.memory.delete(key)
