@@ -24,7 +24,6 @@ from graph.drafting import Drafter
 from graph.effects import EffectGuard, RetryPolicy
 from graph.engine import Durability, ProcessEngine
 from graph.front_door import FrontDoor
-from graph.messages import Reply
 from graph.models import LanguageModels
 from graph.routing import Router
 from memory.checkpoints import open_checkpointer
@@ -102,17 +101,6 @@ class Steward:
                 yield cls(settings, ledger, catalog, connectors, engine, coordinator, door)
         finally:
             await ledger.close()
-
-    async def recover(self, channel: str) -> list[Reply]:
-        """After a crash: runs that were mid-step continue, and the channel's stored
-        messages are handled; returns the replies those messages get."""
-        views = await self.engine.recover()
-        if views:
-            log.info("recovered %d run(s) that were interrupted", len(views))
-        handled = await self.door.recover_inbox(channel)
-        if handled:
-            log.info("handled %d stored message(s) from before a restart", len(handled))
-        return [reply for _, reply in handled]
 
 
 def email_connector(settings: Settings) -> Connector:

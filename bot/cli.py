@@ -99,15 +99,15 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
     console = ConsoleChannel(steward.door)
-    for _, reply in await steward.door.recover_inbox("console"):
-        console.show(reply)
 
     async def news(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         console.show(reply)
 
     service = Service(steward, [], fallback=news)  # the scheduler, and webhooks if any
     try:
-        async with service:
+        async with service:  # runs a crash left mid-step go on first
+            for _, reply in await steward.door.recover_inbox("console"):
+                console.show(reply)
             if service.hooks is not None:
                 print(f"steward: serving {service.summary()}", file=sys.stderr)
             await console.run()

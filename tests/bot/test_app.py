@@ -18,13 +18,13 @@ async def test_a_stored_but_unhandled_message_is_handled_on_restart(steward: Ste
     assert await steward.ledger.accept_inbound("console", "m-1", inbound.to_payload()) is not None
     assert await steward.ledger.list_runs() == []
 
-    replies = await steward.recover("console")
+    replies = [reply for _, reply in await steward.door.recover_inbox("console")]
 
     assert len(replies) == 1 and replies[0].cards
     runs = await steward.ledger.list_runs()
     assert [r.status for r in runs] == [RunStatus.WAITING]
     assert await steward.ledger.unhandled_inbound() == []
-    assert await steward.recover("console") == []  # handled once
+    assert await steward.door.recover_inbox("console") == []  # handled once
     assert await steward.door.receive(inbound) is None  # a redelivery is dropped
 
 
@@ -36,7 +36,7 @@ async def test_a_run_interrupted_mid_step_continues_on_restart(steward: Steward)
     # The decision committed, then the process died before the run resumed.
     await steward.ledger.decide_approval(view.approval.id, view.approval.status.APPROVED, "cli:x")
 
-    await steward.recover("console")
+    await steward.engine.recover()
 
     run = await steward.ledger.get_run(view.run.id)
     assert run is not None and run.status is RunStatus.SUCCEEDED
