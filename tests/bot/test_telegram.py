@@ -93,6 +93,14 @@ def cards(api: FakeBotAPI, chat: int = OPERATOR) -> list[dict[str, Any]]:
     return [m for m in api.sent(chat) if "reply_markup" in m]
 
 
+async def onboarding_card(api: FakeBotAPI) -> dict[str, Any]:
+    """The operator starts an onboarding; its approval card, once it is there."""
+    api.send_text(OPERATOR, START)
+    await api.wait_for(lambda a: cards(a))
+    (card,) = cards(api)
+    return card
+
+
 def texts(api: FakeBotAPI, chat: int = OPERATOR) -> list[str]:
     return [m.get("text") or m.get("caption") or "" for m in api.sent(chat)]
 
@@ -124,9 +132,7 @@ async def test_start_approve_on_the_card_and_the_card_settles(
     home = tmp_path / "home"
     async with running(home, api):
         assert [c["command"] for c in api.commands()] == [name for name, _ in COMMANDS]
-        api.send_text(OPERATOR, START)
-        await api.wait_for(lambda a: cards(a))
-        (card,) = cards(api)
+        card = await onboarding_card(api)
         assert "jane@acme.com" in card["text"]
         keys = [key["text"] for key in card["reply_markup"]["inline_keyboard"][0]]
         assert keys == ["Approve", "Reject", "Edit", "Details"]
@@ -153,9 +159,7 @@ async def test_a_second_press_changes_nothing_and_says_who_decided(
 ) -> None:
     home = tmp_path / "home"
     async with running(home, api) as bot:
-        api.send_text(OPERATOR, START)
-        await api.wait_for(lambda a: cards(a))
-        (card,) = cards(api)
+        card = await onboarding_card(api)
         approve = button(card, "Approve")
         api.press(OPERATOR, card, approve)
         await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
@@ -177,9 +181,7 @@ async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
 ) -> None:
     home = tmp_path / "home"
     async with running(home, api):
-        api.send_text(OPERATOR, START)
-        await api.wait_for(lambda a: cards(a))
-        (card,) = cards(api)
+        card = await onboarding_card(api)
         api.press(OPERATOR, card, button(card, "Edit"))
         await api.wait_for(lambda a: any("Send the new text" in t for t in texts(a)))
         api.send_text(OPERATOR, "Dear Jane, <welcome> & *thanks*!")
@@ -207,9 +209,7 @@ async def test_a_stranger_is_refused_once_audited_and_never_decides(
     home = tmp_path / "home"
     async with running(home, api) as bot:
         steward = bot.steward
-        api.send_text(OPERATOR, START)
-        await api.wait_for(lambda a: cards(a))
-        (card,) = cards(api)
+        card = await onboarding_card(api)
 
         api.send_text(STRANGER, "/runs")
         await api.wait_for(lambda a: a.sent(STRANGER))
@@ -328,9 +328,7 @@ async def test_a_slow_press_is_answered_at_once_and_told_the_outcome_after(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
     async with running(tmp_path / "home", api) as bot:
-        api.send_text(OPERATOR, START)
-        await api.wait_for(lambda a: cards(a))
-        (card,) = cards(api)
+        card = await onboarding_card(api)
         handle = bot.steward.coordinator.handle
 
         async def slow(inbound: Any) -> Any:
