@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from graph.front_door import FrontDoor
-from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
+from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 
 PROMPT = "you › "
 
@@ -26,6 +26,8 @@ def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
             blocks.append(f"[{item.approval_id}] {item.text}")
         elif isinstance(item, Card):
             blocks.append(_card(item, number, choices))
+        elif isinstance(item, EditPrompt):
+            blocks.append(item.as_message)
     if reply.notice:
         blocks.append(reply.notice)
     return "\n\n".join(blocks)

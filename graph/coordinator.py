@@ -17,7 +17,7 @@ from graph.definitions import ProcessDefinition
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
 from graph.errors import StewardError
 from graph.inputs import InputError, parse_input
-from graph.messages import Inbound, Reply
+from graph.messages import EditPrompt, Inbound, Reply
 from graph.routing import Router, parse_arguments
 from memory.ledger import Ledger, RunStatus
 from memory.working import WorkingMemory
@@ -140,11 +140,19 @@ class Coordinator:
                 if not approval.editable:
                     return Reply().say("This step has no text to edit.")
                 await self._ask(inbound, {"type": "edit", "approval": approval_id})
-                current = approval.card.get("text") or ""
-                return Reply().say(
+                prompt = (
                     "Send the new text; it replaces the draft and approves it. /cancel to keep "
-                    f"the card as it is.\n\nCurrent text:\n{current}"
+                    "the card as it is."
                 )
+                return Reply().add(EditPrompt(approval_id, approval.card.get("text") or "", prompt))
+            case "edited":  # the new text from a form the edit prompt opened
+                await self._drop_question(inbound, approval_id)
+                if not (inbound.text or "").strip():
+                    return Reply().say("The new text is empty; the card stays as it is.")
+                return await self.decide(approval_id, True, actor, edited_text=inbound.text)
+            case "keep":  # the form was closed without a new text
+                await self._drop_question(inbound, approval_id)
+                return Reply()
             case "details":
                 return await self._details(approval_id)
             case _:
@@ -331,6 +339,13 @@ class Coordinator:
             return Reply().say("Nothing to cancel. To cancel a run: /cancel RUN (see /runs).")
         await self.memory.delete(key)
         return Reply().say("Okay, dropped it.")
+
+    async def _drop_question(self, inbound: Inbound, approval_id: str) -> None:
+        """Forgets the question about ``approval_id``'s text, and no other."""
+        key = self._question_key(inbound)
+        pending = await self.memory.get(key)
+        if pending is not None and pending.get("approval") == approval_id:
+            await self.memory.delete(key)
 
     async def _ask(self, inbound: Inbound, question: dict[str, Any]) -> None:
         await self.memory.set(self._question_key(inbound), question, QUESTION_TTL)

@@ -78,6 +78,6 @@ class FrontDoor:
         )
         refused_key = f"refused:{sender.key}"
         if await self.memory.get(refused_key) is not None:
-            return Reply()
+            return Reply(private=True)
         await self.memory.set(refused_key, {"at": "now"}, REFUSAL_TTL)
-        return Reply().say(REFUSAL)
+        return Reply(private=True).say(REFUSAL)

@@ -75,7 +75,21 @@ class CardOutcome:
     text: str
 
 
-ReplyItem = str | Card | CardOutcome
+@dataclass(frozen=True)
+class EditPrompt:
+    """Ask for a replacement of an approval's draft: a form holding ``text`` where the
+    platform has forms, else ``prompt`` and the text as a message; the answer approves."""
+
+    approval_id: str
+    text: str
+    prompt: str
+
+    @property
+    def as_message(self) -> str:
+        return f"{self.prompt}\n\nCurrent text:\n{self.text}"
+
+
+ReplyItem = str | Card | CardOutcome | EditPrompt
 
 
 @dataclass
@@ -84,6 +98,9 @@ class Reply:
     # One short line answering a button press ("Approved", "Already approved by …"):
     # a toast where the platform has one, a line of text where it has not.
     notice: str | None = None
+    # Only the person answered should see it (a refusal to a stranger in a shared
+    # channel): an ephemeral message where the platform has them.
+    private: bool = False
 
     def say(self, text: str) -> Reply:
         self.items.append(text)

@@ -32,7 +32,7 @@ from bot.telegram.rate_limit import FloodControl
 from bot.telegram.render import Outgoing, card_messages, fit, outcome_html, text_messages
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
-from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
+from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
@@ -300,8 +300,9 @@ class TelegramChannel:
         if reply.notice and not answered:  # no press, or its spinner was stopped already
             reply = Reply([*reply.items, reply.notice])
         for item in reply.items:
-            if isinstance(item, str):
-                for outgoing in text_messages(item):
+            if isinstance(item, str | EditPrompt):
+                text = item.as_message if isinstance(item, EditPrompt) else item
+                for outgoing in text_messages(text):
                     await self._post(chat_id, outgoing)
             elif isinstance(item, Card):
                 await self._post_card(chat_id, item)

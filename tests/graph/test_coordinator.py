@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.catalog import Catalog
-from graph.messages import Card, CardOutcome, Inbound, Reply, Sender
+from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from graph.models import LanguageModels
 from graph.routing import Router
 from memory.ledger import ApprovalStatus, RunStatus
@@ -347,8 +347,9 @@ async def test_reject_command_with_a_reason(app: Steward) -> None:
 async def test_edit_button_then_text_approves_with_exactly_that_text(app: Steward) -> None:
     card = await start(app)
     asked = await send(app, button=f"edit:{card.approval_id}")
-    assert "new text" in joined(asked)
-    assert card.text is not None and card.text in joined(asked)
+    [prompt] = [item for item in asked.items if isinstance(item, EditPrompt)]
+    assert "new text" in prompt.prompt
+    assert prompt.approval_id == card.approval_id and prompt.text == card.text
     assert outbox(app) == []
 
     new_text = "Hi Acme,\n\nWelcome aboard — 50% of the work is done: you're here!\n\nOlivia"
@@ -358,6 +359,29 @@ async def test_edit_button_then_text_approves_with_exactly_that_text(app: Stewar
     [effect] = outbox(app)
     assert effect["params"]["body"] == new_text
     assert effect["params"]["to"] == "jane@acme.com"
+
+
+async def test_text_from_an_edit_form_approves_with_it_and_drops_the_question(
+    app: Steward,
+) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    reply = await send(app, "Hi Acme, edited in a form.", button=f"edited:{card.approval_id}")
+    [done] = outcomes(reply)
+    assert "(with edits)" in done.text
+    [effect] = outbox(app)
+    assert effect["params"]["body"] == "Hi Acme, edited in a form."
+    assert "not sure" in joined(await send(app, "what's the weather like"))
+
+
+async def test_a_closed_edit_form_keeps_the_card_and_drops_the_question(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    assert (await send(app, button=f"keep:{card.approval_id}")).items == []
+    assert "not sure" in joined(await send(app, "what's the weather like"))
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.is_pending
+    assert outbox(app) == []
 
 
 async def test_edited_text_with_double_braces_is_sent_verbatim(app: Steward) -> None:
