@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.app import Steward
+from bot.channel import ChannelUnavailable
 from bot.console import ConsoleChannel, render
 from bot.service import Service, configured_channels, wait_for_signal
 from bot.settings import SettingsError, load_settings
-from bot.telegram import TelegramUnavailable
 from graph.coordinator import ACTIVE
 from graph.engine import InputProblem
 from graph.errors import StewardError
@@ -71,14 +71,8 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
 
 
 async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
-    settings = steward.settings
     for problem in steward.catalog.problems:
         print(f"steward: skipped {problem}", file=sys.stderr)
-    if settings.slack_bot_token:
-        print(
-            "steward: SLACK_BOT_TOKEN is set, but this version has no Slack channel yet",
-            file=sys.stderr,
-        )
     channels = configured_channels(steward)
     if not channels:
         return await cmd_chat(steward, args)
@@ -87,7 +81,7 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
         async with service:
             print(f"steward is running: {service.summary()}. Ctrl-C stops it.", file=sys.stderr)
             await wait_for_signal()
-    except TelegramUnavailable as exc:
+    except ChannelUnavailable as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the HTTP port is taken, say

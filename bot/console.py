@@ -40,6 +40,8 @@ def _card(card: Card, number: itertools.count[int], choices: dict[str, str] | No
         first, *rest = str(value).splitlines() or [""]
         lines.append(f"│   {label}: {first}")
         lines += [f"│     {more}" for more in rest]
+    if card.risk:
+        lines.append(f"│   Risk: {card.risk}")
     if card.text:
         lines.append("│")
         for paragraph in card.text.splitlines():

@@ -7,34 +7,19 @@ import asyncio
 import logging
 import signal
 from contextlib import suppress
-from typing import Any, Protocol
+from typing import Any
 
 from bot.app import Steward
+from bot.channel import Channel
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
 from bot.scheduler import Notify, Scheduler
+from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import Reply
 
 log = logging.getLogger(__name__)
-
-
-class Channel(Protocol):
-    name: str
-
-    @property
-    def needs_http(self) -> bool: ...
-
-    def mount(self, http: HttpServer) -> None: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self, drain_seconds: float = 10.0) -> None: ...
-
-    async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None: ...
-
-    def describe(self) -> str: ...
 
 
 def configured_channels(steward: Steward) -> list[Channel]:
@@ -43,6 +28,9 @@ def configured_channels(steward: Steward) -> list[Channel]:
     if settings.telegram_bot_token:
         memory = steward.coordinator.memory
         channels.append(TelegramChannel.from_settings(settings, steward.door, memory))
+    if settings.slack_bot_token:
+        memory = steward.coordinator.memory
+        channels.append(SlackChannel.from_settings(settings, steward.door, memory))
     return channels
 
 

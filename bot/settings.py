@@ -131,6 +131,42 @@ class Settings(BaseSettings):
             raise ValueError("use 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
         return value or None
 
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _slack_bot_token(cls, value: str | None) -> str | None:
+        if value and not value.startswith("xoxb-"):
+            raise ValueError("use the app's Bot User OAuth Token, which starts with xoxb-")
+        return value or None
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _slack_app_token(cls, value: str | None) -> str | None:
+        if value and not value.startswith("xapp-"):
+            raise ValueError("use an app-level token (connections:write), which starts with xapp-")
+        return value or None
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_api(cls, value: str) -> str:
+        if not re.match(r"https?://[^/]+", value):
+            raise ValueError(f"{value!r} is not a URL like https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _slack(self) -> Settings:
+        modes = bool(self.slack_app_token or self.slack_signing_secret)
+        if modes and not self.slack_bot_token:
+            raise ValueError(
+                "SLACK_BOT_TOKEN must be set when SLACK_APP_TOKEN or SLACK_SIGNING_SECRET is: "
+                "steward posts with it"
+            )
+        if self.slack_bot_token and not modes:
+            raise ValueError(
+                "SLACK_BOT_TOKEN is set but Slack cannot reach steward: set SLACK_APP_TOKEN "
+                "(Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode, at /slack/events)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _email(self) -> Settings:
         if self.smtp_url and not self.email_from:

@@ -28,7 +28,6 @@ def approval_card(approval: Approval, spent_usd: float = 0.0) -> Card:
     fields.append(
         ("Why", f"step {card['step']} of {card['process_title']} (rule: process definition)")
     )
-    fields.append(("Risk", card.get("risk", "medium")))
     if spent_usd:
         fields.append(("Model cost so far", f"${spent_usd:.4f}"))
     on_expiry = (
@@ -47,6 +46,7 @@ def approval_card(approval: Approval, spent_usd: float = 0.0) -> Card:
         summary=card["summary"],
         fields=fields,
         text=card.get("text"),
+        risk=card.get("risk", "medium"),
         footer=(
             f"Approval {approval.id} · run {approval.run_id} · if nobody answers by "
             f"{_when(approval.expires_at)}, {on_expiry}"

@@ -62,6 +62,15 @@ class FrontDoor:
             for inbox_id, inbound in await self.stored(channel)
         ]
 
+    async def refuse_unverified(self, channel: str, reason: str, details: dict[str, str]) -> None:
+        """Audits a request a channel refused because it could not prove where it came
+        from (a bad signature, a stale timestamp): nothing of it was stored."""
+        await self.ledger.audit(
+            NewAuditEvent(
+                f"{channel}:unverified", "request.refused", channel, {"reason": reason, **details}
+            )
+        )
+
     async def _refuse(self, inbound: Inbound) -> Reply:
         sender = inbound.sender
         await self.ledger.audit(

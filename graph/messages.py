@@ -63,6 +63,7 @@ class Card:
     summary: str
     fields: list[tuple[str, str]] = field(default_factory=list)
     text: str | None = None
+    risk: str = ""  # low, medium or high
     footer: str = ""
     buttons: list[Button] = field(default_factory=list)
 

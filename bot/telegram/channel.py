@@ -26,10 +26,13 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, Te
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
+from bot.card_messages import CardMessages
+from bot.channel import ChannelUnavailable
 from bot.http import HttpServer
 from bot.settings import Settings
+from bot.splitting import fit
 from bot.telegram.rate_limit import FloodControl
-from bot.telegram.render import Outgoing, card_messages, fit, outcome_html, text_messages
+from bot.telegram.render import Outgoing, card_messages, outcome_html, text_messages
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
@@ -43,11 +46,10 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ("message", "callback_query")
 ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
 TOAST_LIMIT = 200  # characters Telegram shows in a press's answer
-CARD_TTL = 30 * 24 * 3600  # how long a card's message is remembered for editing in place
 SEND_ATTEMPTS = 4
 
 
-class TelegramUnavailable(Exception):
+class TelegramUnavailable(ChannelUnavailable):
     """The Bot API refused the token or could not be reached at start."""
 
 
@@ -80,7 +82,7 @@ class TelegramChannel:
         api_root: str = "https://api.telegram.org",
     ) -> None:
         self.door = door
-        self.memory = memory
+        self.cards = CardMessages(memory, self.name)
         self.bot = bot
         self.webhook = webhook
         self.poll_timeout = poll_timeout
@@ -314,16 +316,13 @@ class TelegramChannel:
         for outgoing in card_messages(card):
             message = await self._post(chat_id, outgoing)
             if message is not None and outgoing.keyboard is not None:
-                key = _card_key(card.approval_id)
-                known = await self.memory.get(key) or {"messages": []}
-                known["messages"].append([chat_id, message.message_id])
-                await self.memory.set(key, known, CARD_TTL)
+                await self.cards.remember(card.approval_id, chat_id, str(message.message_id))
 
     async def _settle_card(self, chat_id: str, outcome: CardOutcome, pressed: int | None) -> None:
         """Edits every message showing the card: the outcome, and no more buttons."""
-        key = _card_key(outcome.approval_id)
-        known = await self.memory.get(key) or {"messages": []}
-        targets = [(str(c), int(m)) for c, m in known["messages"]]
+        targets = [
+            (chat, int(message)) for chat, message in await self.cards.take(outcome.approval_id)
+        ]
         if pressed is not None and (chat_id, pressed) not in targets:
             targets.append((chat_id, pressed))
         html = outcome_html(outcome)
@@ -332,7 +331,6 @@ class TelegramChannel:
             return
         for target in targets:
             await self._edit(target, html)
-        await self.memory.delete(key)
 
     async def _edit(self, target: tuple[str, int], html: str) -> None:
         """Replaces a message's text; with no markup given, Telegram drops its buttons."""
@@ -457,10 +455,6 @@ def _never_sent(exc: NetworkError) -> bool:
     return not isinstance(exc, BadRequest) and isinstance(
         exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
     )
-
-
-def _card_key(approval_id: str) -> str:
-    return f"telegram:card:{approval_id}"
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -9,9 +9,7 @@ because of flood control.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import warnings
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -20,41 +18,11 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
+from bot.pacing import Bucket
+
 log = logging.getLogger(__name__)
 
 Result = bool | dict[str, Any] | list[dict[str, Any]]
-
-
-class Bucket:
-    """A token bucket: ``rate`` tokens a second, holding at most ``burst``."""
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = burst
-        self._stamp = clock()
-        self._held_until = 0.0
-        self._lock = asyncio.Lock()
-
-    async def take(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                elapsed = max(0.0, now - self._stamp)  # a hold puts the stamp in the future
-                self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-                self._stamp = max(now, self._stamp)
-                wait = max(self._held_until - now, (1 - self._tokens) / self.rate)
-                if wait <= 0:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep(wait)
-
-    def hold(self, seconds: float) -> None:
-        """Nothing goes out before ``seconds`` from now (a 429's retry_after)."""
-        self._held_until = max(self._held_until, self._clock() + seconds)
-        self._tokens = 1  # one goes out when the hold ends, and no burst saves up meanwhile
-        self._stamp = self._held_until
 
 
 class FloodControl(BaseRateLimiter[None]):

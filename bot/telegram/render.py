@@ -13,6 +13,7 @@ from html import escape
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.splitting import fit, length, split_text
 from graph.messages import Card, CardOutcome
 
 MESSAGE_LIMIT = 4096
@@ -32,7 +33,7 @@ class Outgoing:
 
 
 def text_messages(text: str) -> list[Outgoing]:
-    parts = split_text(text)
+    parts = split_text(text, MESSAGE_LIMIT)
     if len(parts) > MOST_MESSAGES:
         caption = f"My answer is {len(text):,} characters long, so here it is as a file."
         return [Outgoing(escape(caption, quote=False), document=("reply.txt", text))]
@@ -70,9 +71,11 @@ def _card_lines(card: Card, text: str | None, shorten: bool) -> list[_Line]:
         return fit(value, FIELD_LIMIT) + " …"
 
     lines = [_Line("title", short(card.title)), _Line("", short(card.summary))]
-    if card.fields:
+    if card.fields or card.risk:
         lines.append(_Line("", ""))
         lines += [_Line("field", short(str(value)), short(label)) for label, value in card.fields]
+    if card.risk:
+        lines.append(_Line("field", card.risk, "Risk"))
     if text:
         lines += [_Line("", ""), _Line("quote", text)]
     if card.footer:
@@ -106,42 +109,6 @@ def outcome_html(outcome: CardOutcome) -> str:
     if not decision:
         return _e(summary)
     return f"{_e(summary)}\n<b>{_e(decision)}</b>"
-
-
-def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Parts of at most ``limit`` UTF-16 units, cut at the widest boundary that fits:
-    a blank line, then a line break, then a space, and only then mid-word."""
-    parts = []
-    rest = text
-    while length(rest) > limit:
-        head = fit(rest, limit)
-        for boundary in ("\n\n", "\n", " "):
-            at = head.rfind(boundary)
-            if at > len(head) // 2:  # a boundary early on would leave a scrap of a message
-                parts.append(rest[:at].rstrip())
-                rest = rest[at + len(boundary) :].lstrip("\n")
-                break
-        else:
-            parts.append(head)
-            rest = rest[len(head) :]
-    if rest.strip() or not parts:
-        parts.append(rest)
-    return [part for part in parts if part.strip()] or [text]
-
-
-def length(text: str) -> int:
-    """Length as Telegram counts it: UTF-16 code units."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def fit(text: str, limit: int) -> str:
-    """The longest prefix of ``text`` within ``limit`` UTF-16 units."""
-    if length(text) <= limit:
-        return text
-    cut = min(len(text), limit)
-    while length(text[:cut]) > limit:
-        cut -= 1
-    return text[:cut]
 
 
 def _e(text: str) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 
-from bot.telegram.rate_limit import Bucket
+from bot.pacing import Bucket
 
 
 async def takes(bucket: Bucket, count: int) -> list[float]:

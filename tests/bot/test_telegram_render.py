@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from bot.telegram.render import (
-    MESSAGE_LIMIT,
-    card_messages,
-    length,
-    outcome_html,
-    split_text,
-    text_messages,
-)
+from bot.splitting import length
+from bot.splitting import split_text as split_at
+from bot.telegram.render import MESSAGE_LIMIT, card_messages, outcome_html, text_messages
 from graph.messages import Button, Card, CardOutcome
+
+
+def split_text(text: str) -> list[str]:
+    return split_at(text, MESSAGE_LIMIT)
 
 
 class _Visible(HTMLParser):
@@ -88,7 +87,8 @@ def _card(text: str | None) -> Card:
         approval_id="a2b3c4d",
         title="Send the welcome email <to> Jane & co",
         summary="Email jane@acme.com",
-        fields=[("To", "jane@acme.com"), ("Risk", "medium")],
+        fields=[("To", "jane@acme.com")],
+        risk="medium",
         text=text,
         footer="Approval a2b3c4d · run r1",
         buttons=[

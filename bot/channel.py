@@ -1,0 +1,30 @@
+"""What the service needs of a chat channel (Telegram, Slack): a translator between one
+platform and the neutral message model, started and stopped with the service."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bot.http import HttpServer
+from graph.messages import Reply
+
+
+class ChannelUnavailable(Exception):
+    """The platform refused the channel's credentials or could not be reached at start."""
+
+
+class Channel(Protocol):
+    name: str
+
+    @property
+    def needs_http(self) -> bool: ...
+
+    def mount(self, http: HttpServer) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, drain_seconds: float = 10.0) -> None: ...
+
+    async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None: ...
+
+    def describe(self) -> str: ...

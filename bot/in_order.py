@@ -1,0 +1,60 @@
+"""Deliveries already stored, handled one at a time in the order they came.
+
+A channel stores each delivery in the inbox, tells its platform it arrived, and puts it
+here; one worker handles them in arrival order. What is still queued when the process
+stops stays in the inbox, and the channel queues it again at its next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class InOrder(Generic[T]):
+    def __init__(self, name: str, handle: Callable[[T], Awaitable[None]]) -> None:
+        self.name = name
+        self._handle = handle
+        self._queue: asyncio.Queue[T] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def put(self, item: T) -> None:
+        self._queue.put_nowait(item)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work(), name=f"{self.name}-worker")
+
+    async def idle(self) -> None:
+        """Returns once everything put so far is handled."""
+        await self._queue.join()
+
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Lets the worker finish what is queued, for up to ``drain_seconds``, then stops."""
+        if drain_seconds > 0 and self._worker is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), drain_seconds)
+            except TimeoutError:
+                left = self._queue.qsize()
+                log.warning("stopping with %d %s delivery(s) queued", left, self.name)
+        if self._worker is not None:
+            self._worker.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._handle(item)
+            except Exception:
+                log.exception("handling a %s delivery failed", self.name)
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,466 @@
+"""The Slack channel: translates between slack-bolt and the neutral message model.
+
+Requests come in by Socket Mode (``SLACK_APP_TOKEN``) or on ``/slack/events`` in HTTP
+mode (``SLACK_SIGNING_SECRET``; bolt verifies the signature and the timestamp, and a
+refused request is audited). Bolt runs each listener before it acknowledges
+(``process_before_response``): a listener only stores the delivery in the inbox, keyed
+by Slack's own id (an event's ``event_id``, an interaction's ``trigger_id``), so a
+request is acknowledged only once it is stored, a retry Slack sends is dropped there,
+and the handling — resuming a run, say — happens after the acknowledgement, in arrival
+order, on one worker. A crash in between is recovered at the next start.
+
+A conversation is a channel, or a thread in one: replies go where the message came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.card_messages import CardMessages
+from bot.channel import ChannelUnavailable
+from bot.http import HttpServer
+from bot.in_order import InOrder
+from bot.pacing import Bucket
+from bot.settings import Settings
+from bot.slack.render import (
+    EDIT_BLOCK,
+    EDIT_INPUT,
+    EDIT_VIEW,
+    Outgoing,
+    card_message,
+    edit_view,
+    outcome_message,
+    text_messages,
+)
+from graph.coordinator import COMMANDS
+from graph.front_door import FrontDoor
+from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
+from memory.working import WorkingMemory
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SLASH_COMMAND = "/steward"
+PRESSES = re.compile(r"^(approve|reject|edit|details)$")
+MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
+RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
+COMMAND_WORDS = {name for name, _ in COMMANDS} | {"skip", "start"}
+
+
+class SlackUnavailable(ChannelUnavailable):
+    """The Web API refused SLACK_BOT_TOKEN or could not be reached at start."""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A Slack channel (a DM too), or a thread in one: where replies go."""
+
+    channel: str
+    thread_ts: str | None = None
+
+    @property
+    def chat_id(self) -> str:
+        return f"{self.channel}/{self.thread_ts}" if self.thread_ts else self.channel
+
+    @classmethod
+    def of(cls, chat_id: str) -> Conversation:
+        channel, _, thread_ts = chat_id.partition("/")
+        return cls(channel, thread_ts or None)
+
+
+class SlackChannel:
+    name = "slack"
+
+    def __init__(
+        self,
+        door: FrontDoor,
+        memory: WorkingMemory,
+        client: AsyncWebClient,
+        *,
+        signing_secret: str | None = None,
+        app_token: str | None = None,
+        operators: Iterable[str] = (),
+    ) -> None:
+        self.door = door
+        self.client = client
+        self.signing_secret = signing_secret
+        self.app_token = app_token
+        self.cards = CardMessages(memory, self.name)
+        self.operator_users = [
+            entry.removeprefix("slack:") for entry in operators if entry.startswith("slack:")
+        ]
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=signing_secret or "",
+            process_before_response=True,  # stored before acknowledged
+            request_verification_enabled=app_token is None,
+        )
+        self._listen()
+        self.queue: InOrder[tuple[int, Inbound]] = InOrder("slack", self._handle)
+        self._ready = asyncio.Event()
+        self._pacing: dict[str, Bucket] = {}
+        self._socket: AsyncSocketModeHandler | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, door: FrontDoor, memory: WorkingMemory
+    ) -> SlackChannel:
+        client = AsyncWebClient(
+            token=settings.slack_bot_token,
+            base_url=settings.slack_api_url,
+            timeout=30,
+        )
+        client.retry_handlers.append(
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)
+        )
+        return cls(
+            door,
+            memory,
+            client,
+            signing_secret=settings.slack_signing_secret,
+            app_token=settings.slack_app_token,
+            operators=settings.operator_ids,
+        )
+
+    # -- life cycle --------------------------------------------------------------------
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None
+
+    @property
+    def needs_http(self) -> bool:
+        return not self.socket_mode
+
+    def mount(self, http: HttpServer) -> None:
+        if not self.socket_mode:
+            http.add_post(EVENTS_PATH, self.receive)
+
+    def describe(self) -> str:
+        return "Slack (Socket Mode)" if self.socket_mode else f"Slack (HTTP at {EVENTS_PATH})"
+
+    async def start(self) -> None:
+        """Checks the token, queues what a crash left stored, then listens."""
+        self.client.session = aiohttp.ClientSession()  # one pool of connections to Slack
+        try:
+            await self._start()
+        except BaseException:
+            await self._shut()
+            raise
+
+    async def _start(self) -> None:
+        try:
+            await self.client.auth_test()
+        except SlackApiError as exc:
+            raise SlackUnavailable(
+                f"the Slack Web API at {self.client.base_url} refused SLACK_BOT_TOKEN "
+                f"({exc.response.get('error')}); check the token and STEWARD_SLACK_API_URL"
+            ) from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise SlackUnavailable(
+                f"cannot reach the Slack Web API at {self.client.base_url} "
+                f"(check STEWARD_SLACK_API_URL): {exc}"
+            ) from exc
+        for inbox_id, inbound in await self.door.stored(self.name):
+            self.queue.put((inbox_id, inbound))
+        self.queue.start()
+        self._ready.set()  # requests waiting for the stored deliveries to queue go on
+        if self.app_token is not None:
+            self._socket = AsyncSocketModeHandler(self.app, self.app_token)
+            try:
+                await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            except SlackApiError as exc:
+                raise SlackUnavailable(
+                    f"Slack refused SLACK_APP_TOKEN ({exc.response.get('error')}); it needs "
+                    "the connections:write scope"
+                ) from exc
+
+    async def idle(self) -> None:
+        """Returns once every delivery taken so far is handled and answered."""
+        await self.queue.idle()
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stops listening, lets the worker finish what is queued (what it cannot finish
+        stays in the inbox for the next start), and closes the connections."""
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        await self.queue.stop(drain_seconds)
+        await self._shut()
+
+    async def _shut(self) -> None:
+        await self.queue.stop()
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self.client.session is not None:
+            await self.client.session.close()
+            self.client.session = None
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive(self, request: web.Request) -> web.Response:
+        """HTTP mode: events, interactivity and slash commands, all on one endpoint."""
+        bolt_request = await to_bolt_request(request)
+        await self._ready.wait()  # what a crash left stored goes first
+        response = await self.app.async_dispatch(bolt_request)
+        if response.status == 401:
+            await self._refused(request)
+        return await to_aiohttp_response(response)
+
+    async def _refused(self, request: web.Request) -> None:
+        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        try:
+            age = abs(time.time() - int(stamp))
+        except ValueError:
+            age = None
+        if age is not None and age > MAX_AGE:
+            reason = f"request timestamp is {age:.0f} s old (a replay?)"
+        else:
+            reason = "bad or missing signature"
+        details = {"path": request.path, "remote": request.remote or ""}
+        await self.door.refuse_unverified(self.name, reason, details)
+
+    def _listen(self) -> None:
+        self.app.event("message")(self._on_message)
+        self.app.event("app_mention")(self._on_mention)
+        self.app.command(SLASH_COMMAND)(self._on_command)
+        self.app.action(PRESSES)(self._on_press)
+        self.app.view_submission(EDIT_VIEW)(self._on_edit_submitted)
+        self.app.view_closed(EDIT_VIEW)(self._on_edit_closed)
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+            return  # edits, joins, other bots: only what a person writes to steward
+        conversation = Conversation(event["channel"], event.get("thread_ts"))
+        sender = Sender(self.name, event["user"])
+        text = event.get("text") or ""
+        await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
+
+    async def _on_mention(
+        self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
+    ) -> None:
+        bot_user = context.get("bot_user_id") or ""
+        text = re.sub(rf"<@{re.escape(bot_user)}>", "", event.get("text") or "").strip()
+        conversation = Conversation(event["channel"], event.get("thread_ts") or event["ts"])
+        sender = Sender(self.name, event["user"])
+        await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
+
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        sender = Sender(self.name, command["user_id"], command.get("user_name", ""))
+        inbound = Inbound(
+            sender,
+            command["channel_id"],
+            f"command:{command['trigger_id']}",
+            text=_as_command(command.get("text") or ""),
+        )
+        await self._take(inbound, ack)
+
+    async def _on_press(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        container = body.get("container") or {}
+        message = body.get("message") or {}
+        channel = container.get("channel_id") or body["channel"]["id"]
+        thread = message.get("thread_ts")
+        if thread == message.get("ts"):  # the card starts a thread: it is not in one
+            thread = None
+        inbound = Inbound(
+            _sender(body["user"]),
+            Conversation(channel, thread).chat_id,
+            f"action:{body['trigger_id']}",
+            button=action.get("value") or "",
+            context={
+                "channel": channel,
+                "ts": container.get("message_ts"),
+                "trigger_id": body["trigger_id"],
+            },
+        )
+        await self._take(inbound, ack)
+
+    async def _on_edit_submitted(
+        self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        text = view["state"]["values"][EDIT_BLOCK][EDIT_INPUT].get("value") or ""
+        inbound = Inbound(
+            _sender(body["user"]),
+            meta["chat"],
+            f"view:{view['id']}",
+            text=text,
+            button=f"edited:{meta['approval']}",
+        )
+        await self._take(inbound, ack)
+
+    async def _on_edit_closed(
+        self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        inbound = Inbound(
+            _sender(body["user"]),
+            meta["chat"],
+            f"view-closed:{view['id']}",
+            button=f"keep:{meta['approval']}",
+        )
+        await self._take(inbound, ack)
+
+    async def _take(self, inbound: Inbound, ack: AsyncAck | None = None) -> None:
+        """Stores the delivery, then lets bolt acknowledge it; handling comes after."""
+        inbox_id = await self.door.accept(inbound)
+        if ack is not None:
+            await ack()
+        if inbox_id is not None:
+            self.queue.put((inbox_id, inbound))
+
+    async def _handle(self, item: tuple[int, Inbound]) -> None:
+        inbox_id, inbound = item
+        try:
+            reply = await self.door.handle_stored(inbox_id, inbound)
+        except Exception:
+            if inbound.button:
+                failed = Reply(private=True).say("Something went wrong; it is logged.")
+                await self.send(inbound.chat_id, failed, inbound)
+            raise
+        await self.send(inbound.chat_id, reply, inbound)
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
+        """News about a run: to the conversation it came from, or to every operator."""
+        if reply_to and reply_to.get("channel") == self.name:
+            await self.send(str(reply_to["chat_id"]), reply)
+            return
+        for user in self.operator_users:
+            await self.send(user, reply)  # a user id: the DM between steward and them
+
+    async def send(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
+        conversation = Conversation.of(chat_id)
+        user = answering.sender.user_id if answering is not None else None
+        if reply.private and user is not None:
+            for text in reply.texts:
+                await self._whisper(conversation, user, text)
+            return
+        if reply.notice:
+            if answering is not None and answering.button and user is not None:
+                await self._whisper(conversation, user, reply.notice)
+            else:
+                reply = Reply([*reply.items, reply.notice])
+        for item in reply.items:
+            if isinstance(item, str):
+                for outgoing in text_messages(item):
+                    await self._post(conversation, outgoing)
+            elif isinstance(item, Card):
+                posted = await self._post(conversation, card_message(item))
+                if posted is not None:
+                    await self.cards.remember(item.approval_id, posted["channel"], posted["ts"])
+            elif isinstance(item, CardOutcome):
+                await self._settle(conversation, item, answering)
+            elif isinstance(item, EditPrompt):
+                await self._ask_for_text(conversation, item, answering)
+
+    async def _settle(
+        self, conversation: Conversation, outcome: CardOutcome, answering: Inbound | None
+    ) -> None:
+        """Replaces every message showing the card: the outcome, and no more buttons."""
+        targets = await self.cards.take(outcome.approval_id)
+        pressed = answering.context if answering is not None else {}
+        if pressed.get("ts") and (pressed["channel"], pressed["ts"]) not in targets:
+            targets.append((pressed["channel"], pressed["ts"]))
+        settled = outcome_message(outcome)
+        if not targets:
+            await self._post(conversation, settled)
+        for channel, ts in targets:
+            try:
+                await self.client.chat_update(
+                    channel=channel, ts=ts, text=settled.text, blocks=settled.blocks
+                )
+            except SlackApiError as exc:
+                log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
+
+    async def _ask_for_text(
+        self, conversation: Conversation, prompt: EditPrompt, answering: Inbound | None
+    ) -> None:
+        """The Edit modal, holding the draft; a message instead when the press is too
+        old to open one (Slack allows 3 s) or the draft will not fit."""
+        trigger = answering.context.get("trigger_id") if answering is not None else None
+        view = edit_view(prompt, conversation.chat_id)
+        if trigger and view is not None:
+            try:
+                await self.client.views_open(trigger_id=trigger, view=view)
+                return
+            except SlackApiError as exc:
+                log.info("could not open the Edit form (%s); asking in chat", _error(exc))
+        for outgoing in text_messages(prompt.as_message):
+            await self._post(conversation, outgoing)
+
+    async def _post(self, conversation: Conversation, outgoing: Outgoing) -> dict[str, Any] | None:
+        await self._bucket(conversation.channel).take()
+        try:
+            response = await self.client.chat_postMessage(
+                channel=conversation.channel,
+                thread_ts=conversation.thread_ts,
+                text=outgoing.text,
+                blocks=outgoing.blocks,
+                mrkdwn=outgoing.blocks is not None,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            log.error("could not post to Slack %s: %s", conversation.channel, _error(exc))
+            return None
+        return {"channel": response["channel"], "ts": response["ts"]}
+
+    async def _whisper(self, conversation: Conversation, user: str, text: str) -> None:
+        """A message only ``user`` sees (ephemeral), in the conversation they wrote in."""
+        for outgoing in text_messages(text):
+            await self._bucket(conversation.channel).take()
+            try:
+                await self.client.chat_postEphemeral(
+                    channel=conversation.channel,
+                    user=user,
+                    thread_ts=conversation.thread_ts,
+                    text=outgoing.text,
+                )
+            except SlackApiError as exc:
+                log.warning(
+                    "could not answer %s in %s: %s", user, conversation.channel, _error(exc)
+                )
+
+    def _bucket(self, channel: str) -> Bucket:
+        bucket = self._pacing.get(channel)
+        if bucket is None:
+            # about one message a second per channel, as Slack asks; a short burst allowed
+            bucket = self._pacing[channel] = Bucket(rate=1.0, burst=3)
+        return bucket
+
+
+def _sender(user: dict[str, Any]) -> Sender:
+    return Sender("slack", user["id"], user.get("username") or user.get("name") or "")
+
+
+def _as_command(text: str) -> str:
+    """``/steward run onboarding …`` is ``/run onboarding …``; ``/steward`` alone is help;
+    anything else is said in plain words."""
+    text = text.strip()
+    if not text:
+        return "/help"
+    word = text.split()[0].lstrip("/").lower()
+    return "/" + text.lstrip("/") if word in COMMAND_WORDS else text
+
+
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error") or exc)

@@ -1,0 +1,173 @@
+"""Neutral replies as Slack messages: Block Kit cards, escaped text, split to fit.
+
+Text from a person (a draft, a name, a reason) goes into ``plain_text`` objects, which
+Slack shows as written, or is escaped (``&``, ``<``, ``>``) where it sits in ``mrkdwn``,
+so no text can mention @channel, make a link or break a message. A card holds what will
+happen and why in sections, risk and expiry in a context block, and its buttons; a draft
+too long for the blocks a message may hold is shown shortened, with all of it in Details.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bot.splitting import fit, split_text
+from graph.messages import Button, Card, CardOutcome, EditPrompt
+
+Block = dict[str, Any]
+
+MESSAGE_LIMIT = 3900  # characters of text in one message: Slack advises under 4,000
+SECTION_LIMIT = 3000  # a section's text
+FIELD_LIMIT = 2000  # one of a section's fields
+FIELDS_PER_SECTION = 10
+HEADER_LIMIT = 150
+BUTTON_LIMIT = 75
+MOST_BLOCKS = 50
+DRAFT_BLOCKS = 12  # sections of a draft on a card; beyond, Details shows the rest
+INPUT_LIMIT = 3000  # a modal's text input holds at most this much
+
+EDIT_VIEW = "steward_edit"  # the Edit modal's callback_id
+EDIT_BLOCK = "draft"
+EDIT_INPUT = "text"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message: its text (the notification, and all there is without blocks)."""
+
+    text: str
+    blocks: list[Block] | None = None
+
+
+def escape(text: str) -> str:
+    """Text as Slack shows it literally inside ``mrkdwn`` or a message's ``text``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def text_messages(text: str) -> list[Outgoing]:
+    return [Outgoing(escape(part)) for part in split_text(text, MESSAGE_LIMIT)]
+
+
+def card_message(card: Card) -> Outgoing:
+    blocks: list[Block] = [_header(card.title), _section(card.summary)]
+    pairs = [(label, str(value)) for label, value in card.fields]
+    for start in range(0, len(pairs), FIELDS_PER_SECTION // 2):
+        fields: list[Block] = []
+        for label, value in pairs[start : start + FIELDS_PER_SECTION // 2]:
+            fields.append(_mrkdwn(f"*{escape(label.replace('*', ''))}*"))
+            fields.append(_plain(fit(value, FIELD_LIMIT) or " "))
+        blocks.append({"type": "section", "fields": fields})
+    if card.text:
+        blocks.append({"type": "divider"})
+        blocks += _draft(card.text)
+    context = [_mrkdwn(escape(card.footer))] if card.footer else []
+    if card.risk:
+        context.insert(0, _mrkdwn(f"*Risk:* {escape(card.risk)}"))
+    if context:
+        blocks.append({"type": "context", "elements": context})
+    if card.buttons:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"card:{card.approval_id}",
+                "elements": [_button(b) for b in card.buttons],
+            }
+        )
+    return Outgoing(escape(f"{card.title}: {card.summary}"), blocks[:MOST_BLOCKS])
+
+
+def outcome_message(outcome: CardOutcome) -> Outgoing:
+    """The settled card: what it was about and the decision, with no buttons."""
+    summary, _, decision = outcome.text.partition("\n")
+    blocks: list[Block] = [_section(summary)]
+    if decision:
+        blocks.append({"type": "context", "elements": [_mrkdwn(f"*{_people(decision)}*")]})
+    return Outgoing(escape(outcome.text), blocks)
+
+
+def edit_view(prompt: EditPrompt, chat_id: str) -> dict[str, Any] | None:
+    """The Edit modal, holding the draft; None when the draft will not fit its input."""
+    if len(prompt.text) > INPUT_LIMIT:
+        return None
+    return {
+        "type": "modal",
+        "callback_id": EDIT_VIEW,
+        "private_metadata": json.dumps({"approval": prompt.approval_id, "chat": chat_id}),
+        "title": _plain("Edit the draft"),
+        "submit": _plain("Approve"),
+        "close": _plain("Cancel"),
+        "notify_on_close": True,
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": EDIT_BLOCK,
+                "label": _plain("The text that will be sent"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": EDIT_INPUT,
+                    "multiline": True,
+                    "max_length": INPUT_LIMIT,
+                    "initial_value": prompt.text,
+                },
+            },
+            {
+                "type": "context",
+                "elements": [_mrkdwn("Approve sends exactly this text. Cancel keeps the card.")],
+            },
+        ],
+    }
+
+
+def _draft(text: str) -> list[Block]:
+    parts = split_text(text, SECTION_LIMIT)
+    if len(parts) <= DRAFT_BLOCKS:
+        return [_section(part) for part in parts]
+    shown = [_section(part) for part in parts[: DRAFT_BLOCKS - 1]]
+    more = f"… {len(text) - sum(map(len, parts[: DRAFT_BLOCKS - 1])):,} more characters"
+    return [*shown, {"type": "context", "elements": [_mrkdwn(f"{more}: *Details* shows them")]}]
+
+
+def _button(button: Button) -> Block:
+    verb = button.payload.partition(":")[0]
+    element: Block = {
+        "type": "button",
+        "action_id": verb,
+        "text": _plain(fit(button.label, BUTTON_LIMIT)),
+        "value": button.payload,
+    }
+    if button.style != "default":
+        element["style"] = button.style
+    if verb == "reject":
+        element["confirm"] = {
+            "title": _plain("Reject this?"),
+            "text": _plain("Nothing will be done. You can give a reason afterwards."),
+            "confirm": _plain("Reject"),
+            "deny": _plain("Keep it"),
+            "style": "danger",
+        }
+    return element
+
+
+def _header(text: str) -> Block:
+    return {"type": "header", "text": _plain(fit(text, HEADER_LIMIT) or " ")}
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": _plain(fit(text, SECTION_LIMIT) or " ")}
+
+
+def _plain(text: str) -> Block:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _mrkdwn(text: str) -> Block:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _people(line: str) -> str:
+    """A decision line, escaped, with the Slack operator who decided as a mention (and
+    nothing in a reason turned into one)."""
+    return re.sub(r"^(\w+ by )slack:([UW][A-Z0-9]+)\b", r"\1<@\2>", escape(line))
