@@ -10,7 +10,6 @@ goes to the operators as news.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -21,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.http import HttpServer
+from bot.in_order import InOrder
 from graph.hooks import HookRouter, HookSource
 from graph.messages import Reply
 from memory.ledger import Ledger, NewAuditEvent
@@ -47,8 +47,7 @@ class HookEndpoint:
         self.router = router
         self.sources = sources
         self.notify = notify
-        self._queue: asyncio.Queue[tuple[int, str, dict[str, Any]]] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self.queue: InOrder[tuple[int, str, dict[str, Any]]] = InOrder("hooks", self._handle)
 
     def mount(self, http: HttpServer) -> None:
         http.add_post("/hooks/{source}", self.receive)
@@ -58,20 +57,17 @@ class HookEndpoint:
         that none is queued twice."""
         for name in self.sources:
             for item in await self.ledger.unhandled_inbound(f"hook:{name}"):
-                self._queue.put_nowait((item.id, name, item.payload))
+                self.queue.put((item.id, name, item.payload))
 
     async def start(self) -> None:
         """Handles deliveries, the stored ones first, as they come."""
-        self._worker = asyncio.create_task(self._work(), name="hooks")
+        self.queue.start()
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
+        await self.queue.stop()
 
     async def idle(self) -> None:
-        await self._queue.join()
+        await self.queue.idle()
 
     async def receive(self, request: web.Request) -> web.Response:
         name = request.match_info["source"]
@@ -94,22 +90,19 @@ class HookEndpoint:
         delivery = request.headers.get(DELIVERY_HEADER) or hashlib.sha256(body).hexdigest()
         inbox_id = await self.ledger.accept_inbound(f"hook:{name}", delivery[:200], payload)
         if inbox_id is not None:
-            self._queue.put_nowait((inbox_id, name, payload))
+            self.queue.put((inbox_id, name, payload))
         return web.json_response({"ok": True, "duplicate": inbox_id is None})
 
-    async def _work(self) -> None:
-        while True:
-            inbox_id, name, payload = await self._queue.get()
-            try:
-                async with self.ledger.handling(inbox_id):
-                    reply = await self.router.handle(name, self.sources[name], payload)
-                await self.notify(reply, None)
-            except Exception as exc:
-                log.exception("handling a delivery from hook %s failed", name)
-                failure = f"A delivery from {name} (inbox {inbox_id}) failed: {exc}. It is kept."
-                await self.notify(Reply().say(failure), None)
-            finally:
-                self._queue.task_done()
+    async def _handle(self, item: tuple[int, str, dict[str, Any]]) -> None:
+        inbox_id, name, payload = item
+        try:
+            async with self.ledger.handling(inbox_id):
+                reply = await self.router.handle(name, self.sources[name], payload)
+            await self.notify(reply, None)
+        except Exception as exc:
+            log.exception("handling a delivery from hook %s failed", name)
+            failure = f"A delivery from {name} (inbox {inbox_id}) failed: {exc}. It is kept."
+            await self.notify(Reply().say(failure), None)
 
     async def _audit(self, name: str, kind: str, data: dict[str, Any]) -> None:
         log.warning("hook %s: %s", name, data["reason"])

@@ -29,6 +29,7 @@ from telegram.request import HTTPXRequest
 from bot.card_messages import CardMessages
 from bot.channel import ChannelUnavailable
 from bot.http import HttpServer
+from bot.in_order import InOrder
 from bot.settings import Settings
 from bot.splitting import fit
 from bot.telegram.rate_limit import FloodControl
@@ -91,8 +92,8 @@ class TelegramChannel:
             entry.removeprefix("telegram:") for entry in operators if entry.startswith("telegram:")
         ]
         self._offset: int | None = None
-        self._queue: asyncio.Queue[tuple[int, Inbound]] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.queue: InOrder[tuple[int, Inbound]] = InOrder("telegram", self._handle)
+        self._poller: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._unanswered: dict[str, asyncio.TimerHandle] = {}  # press id → its late answer
         self._answering: set[asyncio.Task[None]] = set()
@@ -164,7 +165,7 @@ class TelegramChannel:
             await self.bot.set_my_commands([BotCommand(n, about) for n, about in COMMANDS])
             for inbox_id, inbound in await self.door.stored(self.name):
                 self._enqueue(inbox_id, inbound)
-            self._tasks.append(asyncio.create_task(self._work(), name="telegram-worker"))
+            self.queue.start()
             self._ready.set()  # webhook calls waiting for the stored updates to queue go on
             if self.webhook is not None:
                 await self.bot.set_webhook(
@@ -175,7 +176,7 @@ class TelegramChannel:
                 )
             else:
                 await self.bot.delete_webhook()
-                self._tasks.append(asyncio.create_task(self._poll(), name="telegram-poll"))
+                self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
         except TelegramError as exc:
             raise TelegramUnavailable(
                 f"Telegram refused to start the channel: {self._redact(exc)}"
@@ -183,25 +184,28 @@ class TelegramChannel:
 
     async def idle(self) -> None:
         """Returns once every update taken so far is handled and answered."""
-        await self._queue.join()
+        await self.queue.idle()
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
         """Stops listening, lets the worker finish what is queued (what it cannot
         finish stays in the inbox for the next start), and closes the connection."""
-        poller = [t for t in self._tasks if t.get_name() == "telegram-poll"]
-        await _cancel(poller)
-        try:
-            await asyncio.wait_for(self._queue.join(), drain_seconds)
-        except TimeoutError:
-            log.warning("stopping with %d Telegram update(s) queued", self._queue.qsize())
+        await self._stop_polling()
+        await self.queue.stop(drain_seconds)
         if self._offset is not None and self.webhook is None:
             with suppress(TelegramError):  # confirm what is stored: no resend next start
                 await self.bot.get_updates(offset=self._offset, timeout=0)
         await self._shut()
 
+    async def _stop_polling(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+
     async def _shut(self) -> None:
-        await _cancel(self._tasks)
-        self._tasks.clear()
+        await self._stop_polling()
+        await self.queue.stop()
         for timer in self._unanswered.values():
             timer.cancel()
         self._unanswered.clear()
@@ -265,19 +269,10 @@ class TelegramChannel:
             self._unanswered[press.query_id] = loop.call_later(
                 ANSWER_WITHIN, self._answer_late, press.query_id
             )
-        self._queue.put_nowait((inbox_id, inbound))
+        self.queue.put((inbox_id, inbound))
 
-    async def _work(self) -> None:
-        while True:
-            inbox_id, inbound = await self._queue.get()
-            try:
-                await self._handle(inbox_id, inbound)
-            except Exception:
-                log.exception("handling Telegram update %s failed", inbound.external_id)
-            finally:
-                self._queue.task_done()
-
-    async def _handle(self, inbox_id: int, inbound: Inbound) -> None:
+    async def _handle(self, item: tuple[int, Inbound]) -> None:
+        inbox_id, inbound = item
         press = _press(inbound)
         try:
             reply = await self.door.handle_stored(inbox_id, inbound)
@@ -455,11 +450,3 @@ def _never_sent(exc: NetworkError) -> bool:
     return not isinstance(exc, BadRequest) and isinstance(
         exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
     )
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
