@@ -58,3 +58,25 @@ def test_smtp_needs_a_sender_and_a_known_scheme() -> None:
     assert problem(email_from="not-an-address").startswith("STEWARD_EMAIL_FROM:")
     ok = load_settings(smtp_url="smtps://u:p%40ss@mail.example.com", email_from="Me <me@x.io>")
     assert ok.smtp_url is not None
+
+
+def test_slack_needs_a_bot_token_and_a_way_in() -> None:
+    assert problem(slack_app_token="xapp-1").startswith("SLACK_BOT_TOKEN must be set when")
+    assert problem(slack_signing_secret="abc").startswith("SLACK_BOT_TOKEN must be set when")
+    assert "set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET" in problem(
+        slack_bot_token="xoxb-1"
+    )
+    assert load_settings(slack_bot_token="xoxb-1", slack_signing_secret="abc").slack_bot_token
+
+
+def test_slack_tokens_are_the_right_kind() -> None:
+    wrong_bot = problem(slack_bot_token="xoxp-user-token", slack_signing_secret="abc")
+    assert wrong_bot.startswith("SLACK_BOT_TOKEN: use the app's Bot User OAuth Token")
+    wrong_app = problem(slack_bot_token="xoxb-1", slack_app_token="xoxb-1")
+    assert wrong_app.startswith("SLACK_APP_TOKEN: use an app-level token")
+
+
+def test_the_slack_api_url_gets_its_trailing_slash() -> None:
+    settings = load_settings(slack_api_url="http://127.0.0.1:9/api")
+    assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+    assert problem(slack_api_url="slack.com").startswith("STEWARD_SLACK_API_URL: 'slack.com'")

@@ -1,0 +1,160 @@
+"""Replies as Slack messages: Block Kit cards within Slack's limits, text that stays text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.slack.render import (
+    DRAFT_BLOCKS,
+    EDIT_BLOCK,
+    EDIT_INPUT,
+    MESSAGE_LIMIT,
+    MOST_BLOCKS,
+    SECTION_LIMIT,
+    card_message,
+    edit_view,
+    escape,
+    outcome_message,
+    text_messages,
+)
+from graph.messages import Button, Card, CardOutcome, EditPrompt
+
+DRAFT = "Hi *Jane*,\n\nwelcome <!channel> & <https://evil.example|click here>.\n\n— Olivia"
+
+
+def card(text: str | None = DRAFT) -> Card:
+    return Card(
+        approval_id="a2b3c4d",
+        title="Send the welcome email",
+        summary="Email jane@acme.com <Jane & co>",
+        fields=[("To", "jane@acme.com"), ("Subject", "Welcome *aboard*")],
+        text=text,
+        risk="medium",
+        footer="Approval a2b3c4d · run r1 · if nobody answers by 2026-11-24 08:00 UTC, …",
+        buttons=[
+            Button("Approve", "approve:a2b3c4d", "primary"),
+            Button("Reject", "reject:a2b3c4d", "danger"),
+            Button("Edit", "edit:a2b3c4d"),
+            Button("Details", "details:a2b3c4d"),
+        ],
+    )
+
+
+def of_type(blocks: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [block for block in blocks if block["type"] == kind]
+
+
+def test_text_is_escaped_so_it_cannot_mention_or_link() -> None:
+    [message] = text_messages("tell <!channel> & <@U123> about <https://x.example|this>")
+    assert message.blocks is None
+    assert "<" not in message.text and ">" not in message.text
+    assert message.text == (
+        "tell &lt;!channel&gt; &amp; &lt;@U123&gt; about &lt;https://x.example|this&gt;"
+    )
+    assert escape("a & b") == "a &amp; b"
+
+
+def test_long_text_is_split_at_paragraphs() -> None:
+    paragraphs = [f"paragraph {n}: " + "word " * 150 for n in range(20)]
+    messages = text_messages("\n\n".join(paragraphs))
+    assert len(messages) > 1
+    assert all(len(m.text) <= MESSAGE_LIMIT for m in messages)
+    assert all(m.text.startswith("paragraph") for m in messages)
+
+
+def test_a_card_says_what_why_risk_and_expiry_with_its_buttons() -> None:
+    message = card_message(card())
+    blocks = message.blocks
+    assert blocks is not None
+    header, summary = blocks[0], blocks[1]
+    assert header == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "Send the welcome email", "emoji": True},
+    }
+    assert summary["text"] == {
+        "type": "plain_text",
+        "text": "Email jane@acme.com <Jane & co>",
+        "emoji": True,
+    }
+    [fields] = [b for b in of_type(blocks, "section") if "fields" in b]
+    assert [f["text"] for f in fields["fields"]] == [
+        "*To*",
+        "jane@acme.com",
+        "*Subject*",
+        "Welcome *aboard*",
+    ]
+    assert [f["type"] for f in fields["fields"]] == ["mrkdwn", "plain_text"] * 2
+    [context] = of_type(blocks, "context")
+    risk, footer = (e["text"] for e in context["elements"])
+    assert risk == "*Risk:* medium" and footer.startswith("Approval a2b3c4d")
+    [actions] = of_type(blocks, "actions")
+    buttons = {b["action_id"]: b for b in actions["elements"]}
+    assert list(buttons) == ["approve", "reject", "edit", "details"]
+    assert (
+        buttons["approve"]["style"] == "primary"
+        and buttons["approve"]["value"] == "approve:a2b3c4d"
+    )
+    assert buttons["reject"]["style"] == "danger"
+    assert set(buttons["reject"]["confirm"]) >= {"title", "text", "confirm", "deny"}
+    assert "style" not in buttons["edit"] and "confirm" not in buttons["edit"]
+
+
+def test_a_draft_is_shown_as_written() -> None:
+    blocks = card_message(card()).blocks or []
+    draft = [b["text"] for b in of_type(blocks, "section") if "text" in b][1:]
+    assert [t["type"] for t in draft] == ["plain_text"]
+    assert draft[0]["text"] == DRAFT
+
+
+def test_a_long_draft_fits_slacks_limits_and_points_to_details() -> None:
+    long = "\n\n".join(f"Paragraph {n}. " + "lorem ipsum " * 200 for n in range(40))
+    blocks = card_message(card(long)).blocks or []
+    assert len(blocks) <= MOST_BLOCKS
+    sections = [b["text"]["text"] for b in of_type(blocks, "section") if "text" in b]
+    assert all(len(text) <= SECTION_LIMIT for text in sections)
+    assert len(sections) == 1 + DRAFT_BLOCKS - 1
+    notes = [e["text"] for b in of_type(blocks, "context") for e in b["elements"]]
+    assert any("Details" in note and "more characters" in note for note in notes)
+    assert of_type(blocks, "actions")  # the buttons are never cut
+
+
+def test_a_short_draft_is_split_into_sections_that_fit() -> None:
+    text = "\n\n".join("x" * 1000 for _ in range(7))
+    sections = [
+        b["text"]["text"]
+        for b in of_type(card_message(card(text)).blocks or [], "section")
+        if "text" in b
+    ]
+    assert "\n\n".join(sections[1:]) == text
+
+
+def test_an_outcome_has_no_buttons_and_names_who_decided() -> None:
+    settled = outcome_message(
+        CardOutcome(
+            "a2b3c4d",
+            "Email jane@acme.com\n"
+            "Rejected by slack:U0OPS at 2026-11-21 10:00 UTC: not slack:U0EVIL <!here>",
+        )
+    )
+    blocks = settled.blocks or []
+    assert not of_type(blocks, "actions")
+    [context] = of_type(blocks, "context")
+    line = context["elements"][0]["text"]
+    assert line.startswith("*Rejected by <@U0OPS> at")
+    assert "slack:U0EVIL &lt;!here&gt;" in line
+
+
+def test_the_edit_form_holds_the_draft_and_says_where_it_goes() -> None:
+    prompt = EditPrompt("a2b3c4d", DRAFT, "Send the new text")
+    view = edit_view(prompt, "D0OPS/1700000000.000100")
+    assert view is not None
+    assert len(view["title"]["text"]) <= 24
+    [field] = [b for b in view["blocks"] if b.get("block_id") == EDIT_BLOCK]
+    assert field["element"]["action_id"] == EDIT_INPUT
+    assert field["element"]["initial_value"] == DRAFT
+    assert json.loads(view["private_metadata"]) == {
+        "approval": "a2b3c4d",
+        "chat": "D0OPS/1700000000.000100",
+    }
+    assert edit_view(EditPrompt("a2b3c4d", "x" * 3001, "…"), "D0OPS") is None
