@@ -1,0 +1,404 @@
+"""The Slack channel end to end: the real slack-bolt app against a local Slack.
+
+Each test runs steward as ``steward run`` would (the service with the Slack channel
+configured from settings) against ``FakeSlackAPI``, which speaks the Web API and plays
+Slack's side: events, button presses, slash commands and modal submissions, signed as
+Slack signs them over HTTP, or sent over Socket Mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Steward
+from bot.service import Service, configured_channels
+from bot.settings import load_settings
+from bot.slack import SlackChannel
+from graph.front_door import REFUSAL
+from graph.messages import Reply
+from tests.fakes.slack_api import FakeSlackAPI
+from tests.net import free_port
+
+OPERATOR = "U0OPS"
+STRANGER = "U0EVIL"
+START = "/run onboarding client=Acme email=jane@acme.com package=basic"
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlackAPI]:
+    async with FakeSlackAPI(bot_token="xoxb-test", app_token="xapp-test") as fake:
+        yield fake
+
+
+@dataclass
+class Running:
+    steward: Steward
+    service: Service
+    channel: SlackChannel
+    url: str  # the app's /slack/events, in HTTP mode
+
+    @property
+    def home(self) -> Path:
+        return self.steward.settings.home
+
+    def inbox(self) -> int:
+        with sqlite3.connect(self.home / "steward.db") as db:
+            return int(db.execute("select count(*) from inbox").fetchone()[0])
+
+    def audit_kinds(self) -> list[str]:
+        with sqlite3.connect(self.home / "steward.db") as db:
+            return [row[0] for row in db.execute("select kind from audit_events order by seq")]
+
+
+@asynccontextmanager
+async def running(
+    home: Path,
+    slack: FakeSlackAPI,
+    *,
+    socket_mode: bool = False,
+    operators: str = f"slack:{OPERATOR}",
+) -> AsyncIterator[Running]:
+    port = free_port()
+    overrides: dict[str, Any] = {
+        "home": home,
+        "slack_bot_token": slack.bot_token,
+        "slack_api_url": slack.base_url,
+        "operators": operators,
+        "http_port": port,
+    }
+    if socket_mode:
+        overrides["slack_app_token"] = slack.app_token
+    else:
+        overrides["slack_signing_secret"] = slack.signing_secret
+    async with Steward.open(load_settings(**overrides)) as steward:
+        (channel,) = configured_channels(steward)
+        assert isinstance(channel, SlackChannel)
+        async with Service(steward, [channel], tick_seconds=0.2) as service:
+            if socket_mode:
+                await slack.wait_socket()
+            yield Running(steward, service, channel, f"http://127.0.0.1:{port}/slack/events")
+
+
+def posted(slack: FakeSlackAPI, channel: str) -> list[dict[str, Any]]:
+    return slack.messages(channel)
+
+
+def bot_texts(slack: FakeSlackAPI, channel: str) -> list[str]:
+    return [m.get("text", "") for m in slack.messages(channel) if m.get("bot_id")]
+
+
+def cards(slack: FakeSlackAPI, channel: str) -> list[dict[str, Any]]:
+    return [m for m in slack.messages(channel) if actions(m)]
+
+
+def actions(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for b in message.get("blocks") or [] if b["type"] == "actions" for e in b["elements"]]
+
+
+def value(card: dict[str, Any], action_id: str) -> str:
+    for element in actions(card):
+        if element["action_id"] == action_id:
+            return str(element["value"])
+    raise AssertionError(f"no {action_id} button on {card}")
+
+
+def outbox(home: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((home / "outbox").glob("*.json"))]
+
+
+def ephemerals(slack: FakeSlackAPI, user: str) -> list[str]:
+    return [e["text"] for e in slack.ephemerals if e["user"] == user]
+
+
+async def say(slack: FakeSlackAPI, bot: Running, text: str, user: str = OPERATOR) -> None:
+    status, _ = await slack.post_event(bot.url, slack.message_event(user, text))
+    assert status == 200
+
+
+async def press(
+    slack: FakeSlackAPI, bot: Running, card: dict[str, Any], action_id: str, user: str = OPERATOR
+) -> float:
+    """Presses a button as Slack posts it; the seconds until Slack had its ack."""
+    channel = slack.dm_channel(OPERATOR)
+    payload = slack.block_action(user, channel, card["ts"], action_id, value(card, action_id))
+    began = time.monotonic()
+    status, _ = await slack.post_interaction(bot.url, payload)
+    assert status == 200
+    return time.monotonic() - began
+
+
+async def onboarding_card(slack: FakeSlackAPI, bot: Running) -> dict[str, Any]:
+    dm = slack.dm_channel(OPERATOR)
+    await say(slack, bot, START)
+    await slack.wait_for(lambda s: cards(s, dm))
+    (card,) = cards(slack, dm)
+    return card
+
+
+def failed(slack: FakeSlackAPI) -> list[str]:
+    return [f"{c.method}: {c.error}" for c in slack.calls if not c.ok]
+
+
+async def test_start_approve_and_the_card_is_updated_in_place(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        assert [e["action_id"] for e in actions(card)] == ["approve", "reject", "edit", "details"]
+        assert "jane@acme.com" in json.dumps(card["blocks"])
+        assert outbox(bot.home) == []
+
+        acked_in = await press(slack, bot, card, "approve")
+        assert acked_in < 3.0
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        settled = slack.message(dm, card["ts"])
+        assert not actions(settled)
+        assert f"Approved by <@{OPERATOR}> at" in json.dumps(settled["blocks"])
+        assert len(outbox(bot.home)) == 1
+        assert failed(slack) == []
+
+
+async def test_a_double_click_resumes_once_and_says_who_decided(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await asyncio.gather(press(slack, bot, card, "approve"), press(slack, bot, card, "approve"))
+        await slack.wait_for(lambda s: ephemerals(s, OPERATOR))
+        await bot.channel.idle()
+        assert len(outbox(bot.home)) == 1
+        [already] = ephemerals(slack, OPERATOR)
+        assert already.startswith(f"Already decided — Approved by slack:{OPERATOR} at")
+        assert sum("is done" in t for t in bot_texts(slack, dm)) == 1
+        assert failed(slack) == []
+
+
+async def test_a_stranger_gets_an_ephemeral_refusal_and_an_audit_event(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        card = await onboarding_card(slack, bot)
+        await say(slack, bot, START, user=STRANGER)
+        await press(slack, bot, card, "approve", user=STRANGER)
+        await bot.channel.idle()
+        assert ephemerals(slack, STRANGER) == [REFUSAL]  # once a day, however often they try
+        assert bot.audit_kinds().count("access.denied") == 2
+        assert bot_texts(slack, slack.dm_channel(STRANGER)) == []
+        assert outbox(bot.home) == []
+        assert actions(slack.message(slack.dm_channel(OPERATOR), card["ts"]))  # still open
+
+
+async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: FakeSlackAPI) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        event = slack.message_event(OPERATOR, START)
+        assert (await slack.post_event(bot.url, event))[0] == 200
+        for attempt in (1, 2):
+            status, _ = await slack.post_event(bot.url, event, retry_num=attempt)
+            assert status == 200
+        await bot.channel.idle()
+        assert len(cards(slack, dm)) == 1
+        assert bot.inbox() == 1
+
+
+async def test_a_bad_signature_or_a_stale_timestamp_gets_401_and_an_audit_event(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        event = slack.message_event(OPERATOR, START)
+        forged = await slack.post_event(bot.url, event, signature="v0=" + "0" * 64)
+        stale = await slack.post_event(bot.url, event, timestamp=int(time.time()) - 6 * 60)
+        assert forged[0] == 401 and stale[0] == 401
+        await bot.channel.idle()
+        assert bot.inbox() == 0
+        assert bot_texts(slack, slack.dm_channel(OPERATOR)) == []
+        assert bot.audit_kinds() == ["request.refused", "request.refused"]
+        with sqlite3.connect(bot.home / "steward.db") as db:
+            reasons = [
+                json.loads(r[0])["reason"]
+                for r in db.execute("select data from audit_events order by seq")
+            ]
+        assert reasons[0] == "bad or missing signature"
+        assert "old" in reasons[1]
+
+
+async def test_edit_opens_a_modal_holding_the_draft_and_its_text_is_sent(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: s.calls_to("views.open"))
+        (opened,) = slack.calls_to("views.open")
+        assert opened.ok, opened.error
+        view = opened.response["view"]
+        [field] = [b for b in view["blocks"] if b["type"] == "input"]
+        assert "Acme" in field["element"]["initial_value"]
+
+        new_text = "Dear Jane, <welcome> & *thanks*!"
+        values = {field["block_id"]: {field["element"]["action_id"]: new_text}}
+        status, _ = await slack.post_interaction(
+            bot.url, slack.view_submission(OPERATOR, view["id"], values)
+        )
+        assert status == 200
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        (effect,) = outbox(bot.home)
+        assert new_text in json.dumps(effect["params"], ensure_ascii=False)
+        settled = slack.message(dm, card["ts"])
+        assert "(with edits)" in json.dumps(settled["blocks"]) and not actions(settled)
+        assert failed(slack) == []
+
+
+async def test_a_closed_edit_modal_keeps_the_card(tmp_path: Path, slack: FakeSlackAPI) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: s.calls_to("views.open"))
+        view = slack.calls_to("views.open")[0].response["view"]
+        await slack.post_interaction(bot.url, slack.view_closed(OPERATOR, view["id"]))
+        await bot.channel.idle()
+        await say(slack, bot, "what's the weather like")  # not taken as the new text
+        await slack.wait_for(lambda s: any("not sure" in t for t in bot_texts(s, dm)))
+        assert outbox(bot.home) == []
+        assert actions(slack.message(dm, card["ts"]))
+
+
+async def test_reject_confirms_then_asks_for_a_reason(tmp_path: Path, slack: FakeSlackAPI) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        [reject] = [e for e in actions(card) if e["action_id"] == "reject"]
+        assert reject["style"] == "danger" and reject["confirm"]["confirm"]["text"] == "Reject"
+        await press(slack, bot, card, "reject")
+        await slack.wait_for(lambda s: any(t.startswith("Why?") for t in bot_texts(s, dm)))
+        assert "Rejected by" in json.dumps(slack.message(dm, card["ts"])["blocks"])
+        await say(slack, bot, "wrong client")
+        await slack.wait_for(lambda s: "Noted." in bot_texts(s, dm))
+        assert outbox(bot.home) == []
+
+
+async def test_slash_command_and_mentions_reply_where_they_were_said(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        help_call = slack.slash_command(OPERATOR, channel, "")
+        assert (await slack.post_command(bot.url, help_call))[0] == 200
+        run_call = slack.slash_command(OPERATOR, channel, START.removeprefix("/"))
+        assert (await slack.post_command(bot.url, run_call))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        top_level = [m for m in posted(slack, channel) if not m.get("thread_ts")]
+        assert any("Commands:" in m.get("text", "") for m in top_level)
+        assert len(cards(slack, channel)) == 1
+
+        mention = slack.mention_event(OPERATOR, f"<@{slack.bot_user_id}> /runs", channel)
+        assert (await slack.post_event(bot.url, mention))[0] == 200
+        thread = mention["event"]["ts"]
+        await slack.wait_for(
+            lambda s: any(
+                m.get("thread_ts") == thread and m.get("bot_id") for m in posted(s, channel)
+            )
+        )
+        [answer] = [
+            m for m in posted(slack, channel) if m.get("thread_ts") == thread and m.get("bot_id")
+        ]
+        assert "onboarding" in answer["text"]
+
+
+async def test_a_429_is_waited_out_and_nothing_is_dropped(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        slack.rate_limit("chat.postMessage", retry_after_seconds=1, times=2)
+        for n in range(3):
+            await say(slack, bot, f"/cancel r{n}")
+        await slack.wait_for(lambda s: len(bot_texts(s, dm)) == 3, timeout=15)
+        assert [c.status for c in slack.calls_to("chat.postMessage")].count(429) == 2
+        assert all("r0" in t or "r1" in t or "r2" in t for t in bot_texts(slack, dm))
+
+
+async def test_messages_to_one_channel_are_paced_at_about_one_a_second(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        for n in range(6):
+            await say(slack, bot, f"/cancel r{n}")
+        await slack.wait_for(lambda s: len(bot_texts(s, dm)) == 6, timeout=15)
+        times = slack.send_times(dm)
+        assert times[-1] - times[0] >= 2.5  # three in a burst, then one a second
+
+
+async def test_socket_mode_acks_events_and_presses_and_drops_a_retry(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack, socket_mode=True) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        event = slack.message_event(OPERATOR, START)
+        ack = await slack.socket_send("events_api", event)
+        assert "envelope_id" in ack
+        await slack.socket_send("events_api", event, retry_attempt=1, retry_reason="timeout")
+        await slack.wait_for(lambda s: cards(s, dm))
+        (card,) = cards(slack, dm)
+
+        payload = slack.block_action(OPERATOR, dm, card["ts"], "approve", value(card, "approve"))
+        began = time.monotonic()
+        await slack.socket_send("interactive", payload)
+        assert time.monotonic() - began < 3.0
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        await bot.channel.idle()
+        assert len(cards(slack, dm)) == 0 and len(outbox(bot.home)) == 1
+        assert bot.inbox() == 2
+
+
+async def test_what_was_stored_but_not_handled_is_handled_after_a_restart(
+    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        hang = asyncio.Event()
+
+        async def never(*args: object) -> Reply:
+            await hang.wait()
+            return Reply()
+
+        monkeypatch.setattr(bot.steward.door, "handle_stored", never)
+        await say(slack, bot, START)  # acknowledged: stored, then the process "dies"
+        bot.channel.queue._worker.cancel()  # type: ignore[union-attr]
+    monkeypatch.undo()
+    assert cards(slack, dm) == []
+    async with running(home, slack) as bot:
+        await slack.wait_for(lambda s: cards(s, dm))
+        await bot.channel.idle()
+        assert len(cards(slack, dm)) == 1 and bot.inbox() == 1
+
+
+async def test_news_goes_to_the_runs_thread_or_else_to_every_operator(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack, operators=f"slack:{OPERATOR},slack:U0TWO") as bot:
+        await bot.service.notify(Reply().say("to everyone"), None)
+        await bot.service.notify(
+            Reply().say("to the thread"),
+            {"channel": "slack", "chat_id": "C0TEAM/1700000000.000100"},
+        )
+        assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["to everyone"]
+        assert bot_texts(slack, slack.dm_channel("U0TWO")) == ["to everyone"]
+        [threaded] = [m for m in posted(slack, "C0TEAM") if m.get("bot_id")]
+        assert threaded["thread_ts"] == "1700000000.000100"
