@@ -30,7 +30,6 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.card_messages import CardMessages
 from bot.channel import ChannelUnavailable
@@ -91,14 +90,14 @@ class SlackChannel:
         self,
         door: FrontDoor,
         memory: WorkingMemory,
-        client: AsyncWebClient,
         *,
+        token: str,
+        api_url: str = "https://slack.com/api/",
         signing_secret: str | None = None,
         app_token: str | None = None,
         operators: Iterable[str] = (),
     ) -> None:
         self.door = door
-        self.client = client
         self.signing_secret = signing_secret
         self.app_token = app_token
         self.cards = CardMessages(memory, self.name)
@@ -106,10 +105,18 @@ class SlackChannel:
             entry.removeprefix("slack:") for entry in operators if entry.startswith("slack:")
         ]
         self.app = AsyncApp(
-            client=client,
+            token=token,
             signing_secret=signing_secret or "",
             process_before_response=True,  # stored before acknowledged
             request_verification_enabled=app_token is None,
+        )
+        # Bolt builds its own client from the token (given one too, it warns when
+        # SLACK_BOT_TOKEN is in the environment); every request's client copies this one.
+        self.client = self.app.client
+        self.client.base_url = api_url
+        self.client.timeout = 30
+        self.client.retry_handlers.append(
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)
         )
         self._listen()
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("slack", self._handle)
@@ -121,18 +128,12 @@ class SlackChannel:
     def from_settings(
         cls, settings: Settings, door: FrontDoor, memory: WorkingMemory
     ) -> SlackChannel:
-        client = AsyncWebClient(
-            token=settings.slack_bot_token,
-            base_url=settings.slack_api_url,
-            timeout=30,
-        )
-        client.retry_handlers.append(
-            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)
-        )
+        assert settings.slack_bot_token is not None
         return cls(
             door,
             memory,
-            client,
+            token=settings.slack_bot_token,
+            api_url=settings.slack_api_url,
             signing_secret=settings.slack_signing_secret,
             app_token=settings.slack_app_token,
             operators=settings.operator_ids,

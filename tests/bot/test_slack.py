@@ -23,7 +23,7 @@ import pytest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
-from bot.slack import SlackChannel
+from bot.slack import SlackChannel, SlackUnavailable
 from graph.front_door import REFUSAL
 from graph.messages import Reply
 from tests.fakes.slack_api import FakeSlackAPI
@@ -402,3 +402,24 @@ async def test_news_goes_to_the_runs_thread_or_else_to_every_operator(
         assert bot_texts(slack, slack.dm_channel("U0TWO")) == ["to everyone"]
         [threaded] = [m for m in posted(slack, "C0TEAM") if m.get("bot_id")]
         assert threaded["thread_ts"] == "1700000000.000100"
+
+
+async def test_a_refused_token_or_an_unreachable_slack_stops_the_start_clearly(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    for token, url, expected in (
+        ("xoxb-wrong", slack.base_url, "refused SLACK_BOT_TOKEN (invalid_auth)"),
+        (slack.bot_token, f"http://127.0.0.1:{free_port()}/api/", "cannot reach the Slack Web API"),
+    ):
+        settings = load_settings(
+            home=tmp_path / "home",
+            slack_bot_token=token,
+            slack_api_url=url,
+            slack_app_token=slack.app_token,
+        )
+        async with Steward.open(settings) as steward:
+            with pytest.raises(SlackUnavailable) as raised:
+                async with Service(steward, configured_channels(steward)):
+                    pass
+            assert expected in str(raised.value)
+            assert token not in str(raised.value)
