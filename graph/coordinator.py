@@ -340,6 +340,10 @@ class Coordinator:
         await self.memory.delete(key)
         return Reply().say("Okay, dropped it.")
 
+    async def form_opened(self, inbound: Inbound, approval_id: str) -> None:
+        """An edit prompt went out as a form: its text comes as ``edited:``, not in chat."""
+        await self._drop_question(inbound, approval_id)
+
     async def _drop_question(self, inbound: Inbound, approval_id: str) -> None:
         """Forgets the question about ``approval_id``'s text, and no other."""
         key = self._question_key(inbound)

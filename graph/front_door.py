@@ -50,6 +50,11 @@ class FrontDoor:
                 return await self._refuse(inbound)
             return await self.coordinator.handle(inbound)
 
+    async def form_opened(self, inbound: Inbound, approval_id: str) -> None:
+        """The channel showed an edit prompt as a form, which brings its own answer: the
+        next message in the chat is not the new text."""
+        await self.coordinator.form_opened(inbound, approval_id)
+
     async def stored(self, channel: str | None = None) -> list[tuple[int, Inbound]]:
         """Deliveries stored but not handled — a crash came between — oldest first."""
         items = await self.ledger.unhandled_inbound(channel)

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,13 @@ SLASH_COMMAND = "/steward"
 PRESSES = re.compile(r"^(approve|reject|edit|details)$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
-COMMAND_WORDS = {name for name, _ in COMMANDS} | {"skip", "start"}
+COMMAND_WORDS = {name for name, _ in COMMANDS} | {"skip"}
+WRITTEN = {None, "file_share", "thread_broadcast"}
+NO_ENTRY = {
+    "not_in_channel",
+    "channel_not_found",
+    "is_archived",
+}  # post to a DM instead  # message subtypes a person writes
 
 
 class SlackUnavailable(ChannelUnavailable):
@@ -171,7 +177,7 @@ class SlackChannel:
         except SlackApiError as exc:
             raise SlackUnavailable(
                 f"the Slack Web API at {self.client.base_url} refused SLACK_BOT_TOKEN "
-                f"({exc.response.get('error')}); check the token and STEWARD_SLACK_API_URL"
+                f"({_error(exc)}); check the token and STEWARD_SLACK_API_URL"
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise SlackUnavailable(
@@ -183,14 +189,15 @@ class SlackChannel:
         self.queue.start()
         self._ready.set()  # requests waiting for the stored deliveries to queue go on
         if self.app_token is not None:
-            self._socket = AsyncSocketModeHandler(self.app, self.app_token)
-            try:
-                await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            try:  # the Socket Mode client retries a refused token forever: ask first
+                await self.client.apps_connections_open(app_token=self.app_token)
             except SlackApiError as exc:
                 raise SlackUnavailable(
-                    f"Slack refused SLACK_APP_TOKEN ({exc.response.get('error')}); it needs "
-                    "the connections:write scope"
+                    f"Slack refused SLACK_APP_TOKEN ({_error(exc)}); use an app-level token "
+                    "with the connections:write scope, from the app's Basic Information page"
                 ) from exc
+            self._socket = AsyncSocketModeHandler(self.app, self.app_token)
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def idle(self) -> None:
         """Returns once every delivery taken so far is handled and answered."""
@@ -247,18 +254,21 @@ class SlackChannel:
         self.app.view_closed(EDIT_VIEW)(self._on_edit_closed)
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
-            return  # edits, joins, other bots: only what a person writes to steward
+        if event.get("channel_type") != "im" or event.get("bot_id") or "user" not in event:
+            return  # only what a person writes to steward in its DM
+        if event.get("subtype") not in WRITTEN:
+            return  # an edit, a deletion, a join
         conversation = Conversation(event["channel"], event.get("thread_ts"))
         sender = Sender(self.name, event["user"])
-        text = event.get("text") or ""
+        text = _as_command(from_slack(event.get("text") or ""))
         await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
 
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
     ) -> None:
         bot_user = context.get("bot_user_id") or ""
-        text = re.sub(rf"<@{re.escape(bot_user)}>", "", event.get("text") or "").strip()
+        text = re.sub(rf"<@{re.escape(bot_user)}>", "", event.get("text") or "")
+        text = _as_command(from_slack(text))
         conversation = Conversation(event["channel"], event.get("thread_ts") or event["ts"])
         sender = Sender(self.name, event["user"])
         await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
@@ -269,7 +279,7 @@ class SlackChannel:
             sender,
             command["channel_id"],
             f"command:{command['trigger_id']}",
-            text=_as_command(command.get("text") or ""),
+            text=_as_command(from_slack(command.get("text") or "")) or "/help",
         )
         await self._take(inbound, ack)
 
@@ -360,21 +370,28 @@ class SlackChannel:
                 await self._whisper(conversation, user, reply.notice)
             else:
                 reply = Reply([*reply.items, reply.notice])
+        # Where replies go when steward may not post in the conversation (a slash command
+        # in a channel it is not in): the DM of whoever wrote, or of every operator.
+        fallback = [user] if user is not None else self.operator_users
         for item in reply.items:
             if isinstance(item, str):
                 for outgoing in text_messages(item):
-                    await self._post(conversation, outgoing)
+                    await self._post(conversation, outgoing, fallback)
             elif isinstance(item, Card):
-                posted = await self._post(conversation, card_message(item))
+                posted = await self._post(conversation, card_message(item), fallback)
                 if posted is not None:
                     await self.cards.remember(item.approval_id, posted["channel"], posted["ts"])
             elif isinstance(item, CardOutcome):
-                await self._settle(conversation, item, answering)
+                await self._settle(conversation, item, answering, fallback)
             elif isinstance(item, EditPrompt):
-                await self._ask_for_text(conversation, item, answering)
+                await self._ask_for_text(conversation, item, answering, fallback)
 
     async def _settle(
-        self, conversation: Conversation, outcome: CardOutcome, answering: Inbound | None
+        self,
+        conversation: Conversation,
+        outcome: CardOutcome,
+        answering: Inbound | None,
+        fallback: list[str],
     ) -> None:
         """Replaces every message showing the card: the outcome, and no more buttons."""
         targets = await self.cards.take(outcome.approval_id)
@@ -383,7 +400,7 @@ class SlackChannel:
             targets.append((pressed["channel"], pressed["ts"]))
         settled = outcome_message(outcome)
         if not targets:
-            await self._post(conversation, settled)
+            await self._post(conversation, settled, fallback)
         for channel, ts in targets:
             try:
                 await self.client.chat_update(
@@ -393,22 +410,31 @@ class SlackChannel:
                 log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
 
     async def _ask_for_text(
-        self, conversation: Conversation, prompt: EditPrompt, answering: Inbound | None
+        self,
+        conversation: Conversation,
+        prompt: EditPrompt,
+        answering: Inbound | None,
+        fallback: list[str],
     ) -> None:
         """The Edit modal, holding the draft; a message instead when the press is too
         old to open one (Slack allows 3 s) or the draft will not fit."""
         trigger = answering.context.get("trigger_id") if answering is not None else None
         view = edit_view(prompt, conversation.chat_id)
-        if trigger and view is not None:
+        if answering is not None and trigger and view is not None:
             try:
                 await self.client.views_open(trigger_id=trigger, view=view)
-                return
             except SlackApiError as exc:
                 log.info("could not open the Edit form (%s); asking in chat", _error(exc))
+            else:  # the form brings the new text: the next message in chat is not it
+                await self.door.form_opened(answering, prompt.approval_id)
+                return
         for outgoing in text_messages(prompt.as_message):
-            await self._post(conversation, outgoing)
+            await self._post(conversation, outgoing, fallback)
 
-    async def _post(self, conversation: Conversation, outgoing: Outgoing) -> dict[str, Any] | None:
+    async def _post(
+        self, conversation: Conversation, outgoing: Outgoing, fallback: Sequence[str] = ()
+    ) -> dict[str, Any] | None:
+        """Posts one message; where steward may not post, to the fallback users' DMs."""
         await self._bucket(conversation.channel).take()
         try:
             response = await self.client.chat_postMessage(
@@ -421,7 +447,12 @@ class SlackChannel:
                 unfurl_media=False,
             )
         except SlackApiError as exc:
-            log.error("could not post to Slack %s: %s", conversation.channel, _error(exc))
+            error = _error(exc)
+            if error in NO_ENTRY and fallback:
+                log.info("cannot post in %s (%s): to the DM instead", conversation.channel, error)
+                posted = [await self._post(Conversation(user), outgoing) for user in fallback]
+                return next((p for p in posted if p is not None), None)
+            log.error("could not post to Slack %s: %s", conversation.channel, error)
             return None
         return {"channel": response["channel"], "ts": response["ts"]}
 
@@ -454,13 +485,30 @@ def _sender(user: dict[str, Any]) -> Sender:
 
 
 def _as_command(text: str) -> str:
-    """``/steward run onboarding …`` is ``/run onboarding …``; ``/steward`` alone is help;
-    anything else is said in plain words."""
+    """A command without its slash is still a command — ``/steward run onboarding …``,
+    or ``cancel`` in a DM, where Slack would take ``/cancel`` for a slash command of its
+    own; anything else is said in plain words."""
     text = text.strip()
     if not text:
-        return "/help"
+        return text
     word = text.split()[0].lstrip("/").lower()
     return "/" + text.lstrip("/") if word in COMMAND_WORDS else text
+
+
+def from_slack(text: str) -> str:
+    """Text as the person wrote it: Slack sends links, addresses and mentions wrapped
+    (``<mailto:jane@acme.com|jane@acme.com>``) and ``&``, ``<``, ``>`` escaped."""
+
+    def unwrap(match: re.Match[str]) -> str:
+        target, _, label = match.group(1).partition("|")
+        if target.startswith(("@", "#")):  # a person or a channel: its name where given
+            return target[0] + label if label else target
+        if target.startswith("!"):  # @here, @channel, a date
+            return label or "@" + target[1:].split("^")[0]
+        return label or target.removeprefix("mailto:")
+
+    text = re.sub(r"<([^<>]*)>", unwrap, text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _error(exc: SlackApiError) -> str:

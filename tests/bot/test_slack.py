@@ -277,6 +277,46 @@ async def test_a_closed_edit_modal_keeps_the_card(tmp_path: Path, slack: FakeSla
         assert actions(slack.message(dm, card["ts"]))
 
 
+async def test_once_the_edit_modal_is_open_the_next_message_is_not_the_new_text(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: s.calls_to("views.open"))
+        await bot.channel.idle()  # the modal is open, and then the operator's app reloads
+        await say(slack, bot, "what's the weather like")
+        await slack.wait_for(lambda s: any("not sure" in t for t in bot_texts(s, dm)))
+        assert outbox(bot.home) == [] and actions(slack.message(dm, card["ts"]))
+
+
+async def test_an_edit_press_too_old_for_a_modal_asks_in_chat(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    slack.trigger_ttl = 0.0  # every trigger has expired by the time steward uses it
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
+        await say(slack, bot, "Dear Jane, &lt;welcome&gt; &amp; thanks!")  # as Slack sends it
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        (effect,) = outbox(bot.home)
+        assert "Dear Jane, <welcome> & thanks!" in json.dumps(effect["params"], ensure_ascii=False)
+
+
+async def test_commands_without_their_slash_work_in_a_dm(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        await say(slack, bot, "run onboarding client=Acme")
+        await slack.wait_for(lambda s: any("email" in t for t in bot_texts(s, dm)))
+        await say(slack, bot, "cancel")
+        await slack.wait_for(lambda s: any("dropped it" in t for t in bot_texts(s, dm)))
+
+
 async def test_reject_confirms_then_asks_for_a_reason(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
@@ -407,19 +447,54 @@ async def test_news_goes_to_the_runs_thread_or_else_to_every_operator(
 async def test_a_refused_token_or_an_unreachable_slack_stops_the_start_clearly(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
-    for token, url, expected in (
-        ("xoxb-wrong", slack.base_url, "refused SLACK_BOT_TOKEN (invalid_auth)"),
-        (slack.bot_token, f"http://127.0.0.1:{free_port()}/api/", "cannot reach the Slack Web API"),
+    unreachable = f"http://127.0.0.1:{free_port()}/api/"
+    for token, app_token, url, expected in (
+        ("xoxb-wrong", slack.app_token, slack.base_url, "refused SLACK_BOT_TOKEN (invalid_auth)"),
+        (slack.bot_token, "xapp-wrong", slack.base_url, "refused SLACK_APP_TOKEN (invalid_auth)"),
+        (slack.bot_token, slack.app_token, unreachable, "cannot reach the Slack Web API"),
     ):
         settings = load_settings(
             home=tmp_path / "home",
             slack_bot_token=token,
             slack_api_url=url,
-            slack_app_token=slack.app_token,
+            slack_app_token=app_token,
         )
         async with Steward.open(settings) as steward:
             with pytest.raises(SlackUnavailable) as raised:
                 async with Service(steward, configured_channels(steward)):
                     pass
             assert expected in str(raised.value)
-            assert token not in str(raised.value)
+            assert token not in str(raised.value) and app_token not in str(raised.value)
+
+
+async def test_a_command_where_steward_may_not_post_is_answered_in_the_dm(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    slack.outside.add("C0OTHER")
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(OPERATOR, "C0OTHER", START.removeprefix("/"))
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        dm = slack.dm_channel(OPERATOR)
+        await slack.wait_for(lambda s: cards(s, dm))
+        assert posted(slack, "C0OTHER") == []
+        (card,) = cards(slack, dm)
+        await press(slack, bot, card, "approve")
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        assert not actions(slack.message(dm, card["ts"]))
+
+
+async def test_text_from_slack_arrives_as_written(tmp_path: Path, slack: FakeSlackAPI) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        wrapped = (
+            'run onboarding client="&lt;Acme&gt; &amp; Co" '
+            "email=<mailto:jane@acme.com|jane@acme.com> package=basic"
+        )
+        await say(slack, bot, wrapped)
+        await slack.wait_for(lambda s: cards(s, dm))
+        card = json.dumps(cards(slack, dm)[0]["blocks"])
+        assert "jane@acme.com" in card and "mailto" not in card
+        await bot.channel.idle()
+        runs = await bot.steward.ledger.list_runs(None, limit=5)
+        assert runs[0].inputs["email"] == "jane@acme.com"
+        assert runs[0].inputs["client"] == "<Acme> & Co"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bot.slack.channel import from_slack
 from bot.slack.render import (
     DRAFT_BLOCKS,
     EDIT_BLOCK,
@@ -158,3 +159,16 @@ def test_the_edit_form_holds_the_draft_and_says_where_it_goes() -> None:
         "chat": "D0OPS/1700000000.000100",
     }
     assert edit_view(EditPrompt("a2b3c4d", "x" * 3001, "…"), "D0OPS") is None
+
+
+def test_text_from_slack_is_unwrapped_and_unescaped() -> None:
+    assert from_slack("mail <mailto:jane@acme.com|jane@acme.com> &lt;now&gt; &amp;c") == (
+        "mail jane@acme.com <now> &c"
+    )
+    assert from_slack("see <https://acme.example/q?a=1&amp;b=2>") == (
+        "see https://acme.example/q?a=1&b=2"
+    )
+    assert from_slack("<https://acme.example|acme.example> <#C01|general> <@U0A> <!here>") == (
+        "acme.example #general @U0A @here"
+    )
+    assert from_slack("&amp;lt; stays &amp;lt;") == "&lt; stays &lt;"

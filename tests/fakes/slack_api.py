@@ -473,6 +473,8 @@ class FakeSlackAPI:
         self.bot_name = bot_name
         self.app_id = app_id
         self.trigger_ttl = TRIGGER_TTL
+        # Channels the bot is not a member of: chat.postMessage there is not_in_channel.
+        self.outside: set[str] = set()
         """Seconds a trigger_id stays valid (Slack: 3); tests may shorten it."""
         self.user_names: dict[str, str] = {}
         """Display names of users in payloads (default: the id in lower case)."""
@@ -1367,6 +1369,8 @@ class FakeSlackAPI:
 
     async def _chat_post_message(self, params: JSONDict) -> JSONDict:
         channel = self._resolve_channel(params.get("channel"))
+        if channel in self.outside:
+            raise SlackAPIError("not_in_channel")
         text, blocks = self._content(params, required=True)
         message = self._bot_message(channel, text, blocks, params.get("thread_ts"))
         answer = copy.deepcopy(message)
