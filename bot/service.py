@@ -4,6 +4,7 @@ one needs it, and the scheduler, until SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from contextlib import suppress
@@ -17,7 +18,7 @@ from bot.scheduler import Notify, Scheduler
 from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
 from graph.hooks import HookRouter, load_hooks
-from graph.messages import Reply
+from graph.messages import CardOutcome, Reply
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class Service:
         router = HookRouter(steward.engine, steward.coordinator)
         self.hooks = HookEndpoint(steward.ledger, router, sources, self.notify) if sources else None
         self._started: list[Channel] = []
+        for channel in channels:
+            channel.settled_here = functools.partial(self._settle_elsewhere, channel.name)
         self._ticking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -109,6 +112,16 @@ class Service:
                 await channel.deliver(reply, reply_to)
             except Exception:
                 log.exception("could not deliver news to %s", channel.name)
+
+    async def _settle_elsewhere(self, here: str, outcome: CardOutcome) -> None:
+        """A card decided in one channel loses its buttons in the others too."""
+        for channel in self._started:
+            if channel.name != here:
+                try:
+                    await channel.settle(outcome)
+                except Exception:
+                    where = (outcome.approval_id, channel.name)
+                    log.exception("could not settle card %s in %s", *where)
 
     def summary(self) -> str:
         parts = [channel.describe() for channel in self._started]

@@ -32,7 +32,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 
 from bot.card_messages import CardMessages
-from bot.channel import ChannelUnavailable
+from bot.channel import ChannelUnavailable, Settled
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from bot.pacing import Bucket
@@ -107,6 +107,7 @@ class SlackChannel:
         self.signing_secret = signing_secret
         self.app_token = app_token
         self.cards = CardMessages(memory, self.name)
+        self.settled_here: Settled | None = None
         self.operator_users = [
             entry.removeprefix("slack:") for entry in operators if entry.startswith("slack:")
         ]
@@ -393,21 +394,34 @@ class SlackChannel:
         answering: Inbound | None,
         fallback: list[str],
     ) -> None:
-        """Replaces every message showing the card: the outcome, and no more buttons."""
-        targets = await self.cards.take(outcome.approval_id)
+        """Updates every message showing the card — the pressed one, those in other
+        conversations, those on other platforms: the outcome, and no more buttons."""
+        updated = await self._update_all(outcome)
         pressed = answering.context if answering is not None else {}
-        if pressed.get("ts") and (pressed["channel"], pressed["ts"]) not in targets:
-            targets.append((pressed["channel"], pressed["ts"]))
+        if pressed.get("ts") and (pressed["channel"], pressed["ts"]) not in updated:
+            await self._update(pressed["channel"], pressed["ts"], outcome_message(outcome))
+        elif not updated and not pressed.get("ts"):
+            await self._post(conversation, outcome_message(outcome), fallback)
+        if self.settled_here is not None:
+            await self.settled_here(outcome)
+
+    async def settle(self, outcome: CardOutcome) -> None:
+        await self._update_all(outcome)
+
+    async def _update_all(self, outcome: CardOutcome) -> list[tuple[str, str]]:
+        targets = await self.cards.take(outcome.approval_id)
         settled = outcome_message(outcome)
-        if not targets:
-            await self._post(conversation, settled, fallback)
         for channel, ts in targets:
-            try:
-                await self.client.chat_update(
-                    channel=channel, ts=ts, text=settled.text, blocks=settled.blocks
-                )
-            except SlackApiError as exc:
-                log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
+            await self._update(channel, ts, settled)
+        return targets
+
+    async def _update(self, channel: str, ts: str, settled: Outgoing) -> None:
+        try:
+            await self.client.chat_update(
+                channel=channel, ts=ts, text=settled.text, blocks=settled.blocks
+            )
+        except SlackApiError as exc:
+            log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
 
     async def _ask_for_text(
         self,

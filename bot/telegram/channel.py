@@ -27,7 +27,7 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.card_messages import CardMessages
-from bot.channel import ChannelUnavailable
+from bot.channel import ChannelUnavailable, Settled
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from bot.settings import Settings
@@ -84,6 +84,7 @@ class TelegramChannel:
     ) -> None:
         self.door = door
         self.cards = CardMessages(memory, self.name)
+        self.settled_here: Settled | None = None
         self.bot = bot
         self.webhook = webhook
         self.poll_timeout = poll_timeout
@@ -314,18 +315,27 @@ class TelegramChannel:
                 await self.cards.remember(card.approval_id, chat_id, str(message.message_id))
 
     async def _settle_card(self, chat_id: str, outcome: CardOutcome, pressed: int | None) -> None:
-        """Edits every message showing the card: the outcome, and no more buttons."""
-        targets = [
-            (chat, int(message)) for chat, message in await self.cards.take(outcome.approval_id)
-        ]
-        if pressed is not None and (chat_id, pressed) not in targets:
-            targets.append((chat_id, pressed))
+        """Edits every message showing the card — the pressed one, those in other chats,
+        those on other platforms: the outcome, and no more buttons."""
         html = outcome_html(outcome)
-        if not targets:
+        edited = await self._edit_all(outcome)
+        if pressed is not None and (chat_id, pressed) not in edited:
+            await self._edit((chat_id, pressed), html)
+        elif not edited and pressed is None:
             await self._post(chat_id, Outgoing(html))
-            return
+        if self.settled_here is not None:
+            await self.settled_here(outcome)
+
+    async def settle(self, outcome: CardOutcome) -> None:
+        await self._edit_all(outcome)
+
+    async def _edit_all(self, outcome: CardOutcome) -> list[tuple[str, int]]:
+        shown = await self.cards.take(outcome.approval_id)
+        targets = [(chat, int(message)) for chat, message in shown]
+        html = outcome_html(outcome)
         for target in targets:
             await self._edit(target, html)
+        return targets
 
     async def _edit(self, target: tuple[str, int], html: str) -> None:
         """Replaces a message's text; with no markup given, Telegram drops its buttons."""
