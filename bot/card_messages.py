@@ -7,6 +7,8 @@ message showing the card, in working memory, and edits them all when it is decid
 
 from __future__ import annotations
 
+import asyncio
+
 from memory.working import WorkingMemory
 
 CARD_TTL = 30 * 24 * 3600  # how long a card's messages are remembered for editing
@@ -16,20 +18,27 @@ class CardMessages:
     def __init__(self, memory: WorkingMemory, channel: str) -> None:
         self.memory = memory
         self.channel = channel
+        self._lock = asyncio.Lock()  # one read-and-write at a time, or an entry is lost
 
-    async def remember(self, approval_id: str, chat_id: str, message_id: str) -> None:
+    async def remember(self, approval_id: str, chat_id: str, message_id: str) -> str | None:
+        """Notes a message showing the card. When the card was decided while the message
+        was on its way, returns the outcome text to show on it at once."""
         key = self._key(approval_id)
-        known = await self.memory.get(key) or {"messages": []}
-        known["messages"].append([chat_id, message_id])
-        await self.memory.set(key, known, CARD_TTL)
+        async with self._lock:
+            known = await self.memory.get(key) or {"messages": []}
+            if known.get("outcome") is not None:
+                return str(known["outcome"])
+            known["messages"].append([chat_id, message_id])
+            await self.memory.set(key, known, CARD_TTL)
+        return None
 
-    async def take(self, approval_id: str) -> list[tuple[str, str]]:
-        """Every message showing the card, forgotten as they are handed out."""
+    async def take(self, approval_id: str, outcome: str) -> list[tuple[str, str]]:
+        """Every message showing the card, handed out once; a message posted later is
+        told ``outcome`` by ``remember``."""
         key = self._key(approval_id)
-        known = await self.memory.get(key)
-        if known is None:
-            return []
-        await self.memory.delete(key)
+        async with self._lock:
+            known = await self.memory.get(key) or {"messages": []}
+            await self.memory.set(key, {"messages": [], "outcome": outcome}, CARD_TTL)
         return [(str(chat), str(message)) for chat, message in known["messages"]]
 
     def _key(self, approval_id: str) -> str:

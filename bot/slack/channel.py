@@ -43,6 +43,7 @@ from bot.slack.render import (
     EDIT_VIEW,
     Outgoing,
     card_message,
+    draft_overflow,
     edit_view,
     outcome_message,
     text_messages,
@@ -379,13 +380,23 @@ class SlackChannel:
                 for outgoing in text_messages(item):
                     await self._post(conversation, outgoing, fallback)
             elif isinstance(item, Card):
-                posted = await self._post(conversation, card_message(item), fallback)
-                if posted is not None:
-                    await self.cards.remember(item.approval_id, posted["channel"], posted["ts"])
+                await self._post_card(conversation, item, fallback)
             elif isinstance(item, CardOutcome):
                 await self._settle(conversation, item, answering, fallback)
             elif isinstance(item, EditPrompt):
                 await self._ask_for_text(conversation, item, answering, fallback)
+
+    async def _post_card(self, conversation: Conversation, card: Card, fallback: list[str]) -> None:
+        posted = await self._post(conversation, card_message(card), fallback)
+        if posted is None:
+            return
+        channel, ts = posted["channel"], posted["ts"]
+        decided = await self.cards.remember(card.approval_id, channel, ts)
+        if decided is not None:  # while it was on its way
+            await self._update(channel, ts, outcome_message(CardOutcome(card.approval_id, decided)))
+            return
+        for outgoing in draft_overflow(card):  # all of a draft too long for the card
+            await self._post(Conversation(channel, conversation.thread_ts or ts), outgoing)
 
     async def _settle(
         self,
@@ -409,7 +420,7 @@ class SlackChannel:
         await self._update_all(outcome)
 
     async def _update_all(self, outcome: CardOutcome) -> list[tuple[str, str]]:
-        targets = await self.cards.take(outcome.approval_id)
+        targets = await self.cards.take(outcome.approval_id, outcome.text)
         settled = outcome_message(outcome)
         for channel, ts in targets:
             await self._update(channel, ts, settled)

@@ -4,7 +4,8 @@ Text from a person (a draft, a name, a reason) goes into ``plain_text`` objects,
 Slack shows as written, or is escaped (``&``, ``<``, ``>``) where it sits in ``mrkdwn``,
 so no text can mention @channel, make a link or break a message. A card holds what will
 happen and why in sections, risk and expiry in a context block, and its buttons; a draft
-too long for the blocks a message may hold is shown shortened, with all of it in Details.
+too long for the blocks a message may hold is shown shortened, and whole in the card's
+thread.
 """
 
 from __future__ import annotations
@@ -121,13 +122,22 @@ def edit_view(prompt: EditPrompt, chat_id: str) -> dict[str, Any] | None:
     }
 
 
+def draft_overflow(card: Card) -> list[Outgoing]:
+    """A draft too long for the card's blocks, whole, as messages in the card's thread."""
+    if not card.text or len(split_text(card.text, SECTION_LIMIT)) <= DRAFT_BLOCKS:
+        return []
+    heading = Outgoing(escape(f"The whole text for approval {card.approval_id}:"))
+    return [heading, *text_messages(card.text)]
+
+
 def _draft(text: str) -> list[Block]:
     parts = split_text(text, SECTION_LIMIT)
     if len(parts) <= DRAFT_BLOCKS:
         return [_section(part) for part in parts]
     shown = [_section(part) for part in parts[: DRAFT_BLOCKS - 1]]
     more = f"… {len(text) - sum(map(len, parts[: DRAFT_BLOCKS - 1])):,} more characters"
-    return [*shown, {"type": "context", "elements": [_mrkdwn(f"{more}: *Details* shows them")]}]
+    note = f"{more}: the whole text is in this card's thread"
+    return [*shown, {"type": "context", "elements": [_mrkdwn(note)]}]
 
 
 def _button(button: Button) -> Block:

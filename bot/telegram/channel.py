@@ -312,7 +312,10 @@ class TelegramChannel:
         for outgoing in card_messages(card):
             message = await self._post(chat_id, outgoing)
             if message is not None and outgoing.keyboard is not None:
-                await self.cards.remember(card.approval_id, chat_id, str(message.message_id))
+                where = (chat_id, message.message_id)
+                decided = await self.cards.remember(card.approval_id, *map(str, where))
+                if decided is not None:  # while it was on its way
+                    await self._edit(where, outcome_html(CardOutcome(card.approval_id, decided)))
 
     async def _settle_card(self, chat_id: str, outcome: CardOutcome, pressed: int | None) -> None:
         """Edits every message showing the card — the pressed one, those in other chats,
@@ -330,7 +333,7 @@ class TelegramChannel:
         await self._edit_all(outcome)
 
     async def _edit_all(self, outcome: CardOutcome) -> list[tuple[str, int]]:
-        shown = await self.cards.take(outcome.approval_id)
+        shown = await self.cards.take(outcome.approval_id, outcome.text)
         targets = [(chat, int(message)) for chat, message in shown]
         html = outcome_html(outcome)
         for target in targets:

@@ -14,6 +14,7 @@ from bot.slack.render import (
     MOST_BLOCKS,
     SECTION_LIMIT,
     card_message,
+    draft_overflow,
     edit_view,
     escape,
     outcome_message,
@@ -116,8 +117,12 @@ def test_a_long_draft_fits_slacks_limits_and_points_to_details() -> None:
     assert all(len(text) <= SECTION_LIMIT for text in sections)
     assert len(sections) == 1 + DRAFT_BLOCKS - 1
     notes = [e["text"] for b in of_type(blocks, "context") for e in b["elements"]]
-    assert any("Details" in note and "more characters" in note for note in notes)
+    assert any("thread" in note and "more characters" in note for note in notes)
     assert of_type(blocks, "actions")  # the buttons are never cut
+    heading, *parts = draft_overflow(card(long))
+    assert "a2b3c4d" in heading.text
+    assert "".join("".join(p.text for p in parts).split()) == "".join(escape(long).split())
+    assert draft_overflow(card()) == []
 
 
 def test_a_short_draft_is_split_into_sections_that_fit() -> None:
