@@ -17,6 +17,7 @@ from memory.ledger import Ledger, NewAuditEvent
 from memory.working import WorkingMemory
 
 REFUSAL_TTL = 24 * 3600
+UNVERIFIED_TTL = 60
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
 
 
@@ -69,11 +70,15 @@ class FrontDoor:
 
     async def refuse_unverified(self, channel: str, reason: str, details: dict[str, str]) -> None:
         """Audits a request a channel refused because it could not prove where it came
-        from (a bad signature, a stale timestamp): nothing of it was stored."""
+        from (a bad signature, a stale timestamp): nothing of it was stored. One event a
+        minute per address and reason, so that a flood cannot grow the log."""
+        seen = f"unverified:{channel}:{details.get('remote', '')}:{reason}"
+        if await self.memory.get(seen) is not None:
+            return
+        await self.memory.set(seen, {"at": "now"}, UNVERIFIED_TTL)
+        data = {"reason": reason, **details}
         await self.ledger.audit(
-            NewAuditEvent(
-                f"{channel}:unverified", "request.refused", channel, {"reason": reason, **details}
-            )
+            NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data)
         )
 
     async def _refuse(self, inbound: Inbound) -> Reply:

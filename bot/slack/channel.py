@@ -241,9 +241,10 @@ class SlackChannel:
         except ValueError:
             age = None
         if age is not None and age > MAX_AGE:
-            reason = f"request timestamp is {age:.0f} s old (a replay?)"
+            reason = "request timestamp more than 5 minutes off (a replay?)"
         else:
             reason = "bad or missing signature"
+        log.warning("refused a Slack request from %s: %s", request.remote, reason)
         details = {"path": request.path, "remote": request.remote or ""}
         await self.door.refuse_unverified(self.name, reason, details)
 
