@@ -24,7 +24,8 @@ def approval_card(approval: Approval, spent_usd: float = 0.0) -> Card:
             if value != card.get("text") and (name, value) not in fields:
                 fields.append((name, value))
         if action.get("compensate"):
-            fields.append(("Undo", action["compensate"]))
+            how = f" (afterwards: /undo {approval.run_id} {action['step']})"
+            fields.append(("Undo", action["compensate"] + (how if action.get("undoable") else "")))
     fields.append(
         ("Why", f"step {card['step']} of {card['process_title']} (rule: process definition)")
     )

@@ -26,6 +26,7 @@ from graph.definitions import (
     AgentStep,
     ApprovalStep,
     BranchStep,
+    Compensation,
     ProcessDefinition,
     Step,
     WaitStep,
@@ -73,7 +74,8 @@ def render_card(
                 "connector": a.connector,
                 "action": a.action,
                 "params": {k: render(v, values) for k, v in a.params.items()},
-                "compensate": render(a.compensate, values) if a.compensate else None,
+                "compensate": render(a.undo_summary, values) if a.undo_summary else None,
+                "undoable": isinstance(a.compensate, Compensation),
             }
             for a in actions
         ],

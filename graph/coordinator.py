@@ -37,6 +37,7 @@ COMMANDS = (
     ("pause", "pause a waiting run: /pause RUN"),
     ("resume", "let a paused run go on: /resume RUN"),
     ("retry", "retry a failed run: /retry RUN"),
+    ("undo", "undo a step that acted, after approval: /undo RUN STEP"),
     ("processes", "what I can run"),
     ("help", "all commands"),
 )
@@ -50,6 +51,7 @@ Commands:
 /cancel RUN              cancel a run (or /cancel the question I asked)
 /pause RUN · /resume RUN pause a waiting run, or let it go on
 /retry RUN               retry a failed run from where it stopped
+/undo RUN STEP           undo a step that acted (a correction email, say), after approval
 /processes               what I can run
 /help                    this list
 Or just say what you need, e.g. "onboard Jane from Acme (jane@acme.com), premium"."""
@@ -117,6 +119,13 @@ class Coordinator:
                 return self.describe(await self.engine.resume(_one_id(rest, "resume"), actor))
             case "retry":
                 return self.describe(await self.engine.retry(_one_id(rest, "retry"), actor))
+            case "undo":
+                parts = rest.split()
+                if len(parts) != 2:
+                    raise StewardError("Usage: /undo RUN STEP (the card of a step says if it can)")
+                reply_to = {"channel": inbound.sender.channel, "chat_id": inbound.chat_id}
+                view = await self.engine.compensate(parts[0], parts[1], actor, reply_to)
+                return self.describe(view)
             case _:
                 return Reply().say(f"I don't know /{name}.\n\n{HELP}")
 

@@ -94,6 +94,26 @@ class ApprovalStep(_Step):
         return [*super().targets(), self.on_reject]
 
 
+CORRECTION = "correction"  # the value a compensation's editable text is known by
+
+
+class Compensation(BaseModel):
+    """What undoes an action, where something can: a correction email, a cancellation.
+    ``/undo RUN STEP`` runs it after its own approval; ``text`` is the draft the operator
+    edits there, known to ``with`` as ``{correction}``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    summary: str
+    connector: str | None = None  # the step's own connector unless named
+    action: str
+    params: dict[str, str] = Field(default_factory=dict, alias="with")
+    text: str | None = None
+
+    def templates(self) -> list[str]:
+        return [self.summary, *self.params.values()] + ([self.text] if self.text else [])
+
+
 class ActionStep(_Step):
     """Acts on the outside world through a connector, once, after its gate approved."""
 
@@ -103,10 +123,19 @@ class ActionStep(_Step):
     action: str
     params: dict[str, str] = Field(default_factory=dict, alias="with")
     output: str | None = Field(default=None, pattern=IDENTIFIER)
-    compensate: str | None = None
+    # What undoes it: a description only, or an action /undo can run.
+    compensate: str | Compensation | None = None
 
     def templates(self) -> list[str]:
-        return list(self.params.values()) + ([self.compensate] if self.compensate else [])
+        if isinstance(self.compensate, str):
+            return [*self.params.values(), self.compensate]
+        return list(self.params.values())
+
+    @property
+    def undo_summary(self) -> str | None:
+        if isinstance(self.compensate, Compensation):
+            return self.compensate.summary
+        return self.compensate
 
 
 class WaitStep(_Step):
@@ -231,6 +260,17 @@ class ProcessDefinition(BaseModel):
                     index,
                     "if",
                 )
+        if isinstance(step, ActionStep) and isinstance(step.compensate, Compensation):
+            for template in step.compensate.templates():
+                missing = placeholders(template) - values - {CORRECTION}
+                if missing:
+                    raise ReferenceProblem(
+                        f"step {step.id!r} undoes with {{{sorted(missing)[0]}}}, "
+                        "which is not an input or any step's output",
+                        "steps",
+                        index,
+                        "compensate",
+                    )
         if isinstance(step, ActionStep):
             if step.gate not in gates:
                 raise ReferenceProblem(

@@ -24,14 +24,16 @@ from langgraph.types import Command, Interrupt
 
 from connectors.base import ConnectorError
 from graph.catalog import Catalog
+from graph.compensation import undo_definition, undo_run_id
 from graph.compiler import Graph, compile_definition
-from graph.definitions import ApprovalStep, ProcessDefinition
+from graph.definitions import CORRECTION, ActionStep, ApprovalStep, Compensation, ProcessDefinition
 from graph.drafting import Drafter
 from graph.effects import EffectGuard
 from graph.errors import InvalidState, NotFound, StewardError
 from graph.ids import new_approval_id, new_run_id
 from graph.inputs import InputError, parse_input
 from graph.state import RunState, StepContext
+from graph.templating import render
 from memory.ledger import (
     Approval,
     ApprovalStatus,
@@ -311,6 +313,67 @@ class ProcessEngine:
             return await self._advance(run, Command(resume=woken))
 
     # -- operator controls -------------------------------------------------------------
+
+    async def compensate(
+        self,
+        run_id: str,
+        step_id: str,
+        actor: str,
+        reply_to: dict[str, Any] | None = None,
+    ) -> RunView:
+        """Starts the run that undoes an action which has happened: its own gate first.
+        A step is undone once: a second call finds the first undo run."""
+        run = await self._run(run_id)
+        compiled = await self._compiled_for(run.version)
+        definition = compiled.definition
+        try:
+            step = definition.step(step_id)
+        except KeyError:
+            raise NotFound(f"run {run_id} ({run.process}) has no step {step_id!r}") from None
+        if not isinstance(step, ActionStep) or not isinstance(step.compensate, Compensation):
+            by_hand = step.undo_summary if isinstance(step, ActionStep) else None
+            raise InvalidState(
+                f"step {step_id} has no compensating action I can run"
+                + (f"; to undo it by hand: {by_hand}" if by_hand else "")
+            )
+        effect = await self.ledger.get_effect(f"{run_id}:{step_id}")
+        if effect is None or effect.status != "done":
+            raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
+        undo_id = undo_run_id(run_id, step_id)
+        if await self.ledger.get_run(undo_id) is not None:
+            raise InvalidState(f"step {step_id} of run {run_id} is undone already: run {undo_id}")
+        undo = undo_definition(definition, step)
+        await self.ledger.save_definition(
+            undo.version, undo.name, undo.body(), f"compensation of {definition.name}.{step_id}"
+        )
+        snapshot = await compiled.graph.aget_state(_config(run_id))
+        data = {**run.inputs, **snapshot.values.get("data", {}), "run_id": run_id}
+        values = {name: data[name] for name in undo.inputs if data.get(name) is not None}
+        if step.compensate.text is not None:
+            values[CORRECTION] = render(step.compensate.text, data)
+        now = utcnow()
+        undo_run = Run(
+            id=undo_id,
+            process=undo.name,
+            version=undo.version,
+            status=RunStatus.RUNNING,
+            inputs={**values, "undoes": f"{run_id}:{step_id}"},
+            started_by=actor,
+            created_at=now,
+            updated_at=now,
+            reply_to=reply_to,
+        )
+
+        def record_start(tx: LedgerTx) -> None:
+            tx.insert_run(undo_run)
+            tx.audit(
+                NewAuditEvent(actor, "run.compensating", run_id, {"step": step_id, "run": undo_id}),
+                at=now,
+            )
+
+        await self.ledger.write(record_start)
+        async with self._locks[undo_id]:
+            return await self._advance(undo_run, {"data": values})
 
     async def cancel(self, run_id: str, actor: str) -> Run:
         async with self._locks[run_id]:

@@ -1,0 +1,67 @@
+"""Undoing an action that has happened, where the definition says how.
+
+``/undo RUN STEP`` starts a run of its own, generated from the step's ``compensate``:
+an approval gate showing what the compensating action will do (its text editable), then
+the action, with the same guard as every effect — idempotency key, retries, breaker. The
+run's id is derived from the step it undoes, so a step is undone once, however often
+``/undo`` is said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from graph.definitions import CORRECTION, ActionStep, Compensation, ProcessDefinition
+from graph.templating import placeholders
+
+GATE = "approve_undo"
+ACTION = "undo"
+
+
+def undo_run_id(run_id: str, step_id: str) -> str:
+    return "u" + hashlib.sha256(f"{run_id}:{step_id}".encode()).hexdigest()[:11]
+
+
+def undo_definition(definition: ProcessDefinition, step: ActionStep) -> ProcessDefinition:
+    """The process that undoes ``step``: its inputs are the values its templates use."""
+    compensation = step.compensate
+    assert isinstance(compensation, Compensation)
+    used = set().union(*(placeholders(t) for t in compensation.templates()))
+    inputs = {name: {"type": "text", "required": False} for name in sorted(used)}
+    fields = {
+        name.replace("_", " ").capitalize(): template
+        for name, template in compensation.params.items()
+        if f"{{{CORRECTION}}}" not in template
+    }
+    gate: dict[str, object] = {
+        "id": GATE,
+        "kind": "approval",
+        "title": f"Undo: {step.label}",
+        "summary": compensation.summary,
+        "fields": fields,
+        "risk": "high",
+    }
+    if compensation.text is not None:
+        inputs[CORRECTION] = {"type": "text", "required": False}
+        gate |= {"text": f"{{{CORRECTION}}}", "editable": CORRECTION}
+    name = f"undo_{definition.name}_{step.id}"[:63]
+    return ProcessDefinition.model_validate(
+        {
+            "name": name,
+            "title": f"Undo {step.label} ({definition.title})",
+            "description": f"Compensates step {step.id} of {definition.name}",
+            "inputs": inputs,
+            "steps": [
+                gate,
+                {
+                    "id": ACTION,
+                    "kind": "action",
+                    "title": compensation.summary,
+                    "gate": GATE,
+                    "connector": compensation.connector or step.connector,
+                    "action": compensation.action,
+                    "with": compensation.params,
+                },
+            ],
+        }
+    )

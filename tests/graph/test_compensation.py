@@ -1,0 +1,129 @@
+"""Undo: a step that acted is compensated by its declared action, after its own approval,
+once."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.app import Steward
+from graph.catalog import load_definition
+from graph.compensation import undo_definition
+from graph.definitions import ActionStep
+from graph.messages import Card
+from memory.ledger import RunStatus
+from processes import BUILTIN_DIR
+from tests.graph.test_coordinator import (
+    START,
+    app,  # noqa: F401 - the fixture
+    joined,
+    only_card,
+    outbox,
+    outcomes,
+    run_of,
+    send,
+    start,
+)
+
+
+async def sent_welcome(app: Steward) -> str:  # noqa: F811
+    card = await start(app)
+    run_id = await run_of(app, card)
+    await send(app, button=f"approve:{card.approval_id}")
+    assert len(outbox(app)) == 1
+    return run_id
+
+
+async def test_the_welcome_card_says_how_to_undo_it(app: Steward) -> None:  # noqa: F811
+    card = await start(app)
+    run_id = await run_of(app, card)
+    undo = dict(card.fields)["Undo"]
+    assert undo.startswith("Send a correction of the welcome email to jane@acme.com")
+    assert f"/undo {run_id} send_welcome" in undo
+
+
+async def test_undo_asks_first_then_sends_the_correction_once(app: Steward) -> None:  # noqa: F811
+    run_id = await sent_welcome(app)
+    reply = await send(app, f"/undo {run_id} send_welcome")
+    card: Card = only_card(reply)
+    assert card.title == "Undo: Send the welcome email"
+    assert card.risk == "high"
+    assert card.text is not None and "Please disregard my previous email" in card.text
+    assert [b.label for b in card.buttons] == ["Approve", "Reject", "Edit", "Details"]
+    assert len(outbox(app)) == 1  # nothing until it is approved
+
+    again = await send(app, f"/undo {run_id} send_welcome")
+    assert "undone already" in joined(again)
+
+    correction = "Hi Acme, sorry: ignore my last email. Jane, we start next week."
+    await send(app, button=f"edit:{card.approval_id}")
+    done = await send(app, correction)
+    assert "(with edits)" in outcomes(done)[0].text
+    first, second = sorted(outbox(app), key=lambda e: e["key"])  # r… before u…
+    assert second["action"] == "send_email"
+    assert second["params"] == {
+        "to": "jane@acme.com",
+        "subject": "Correction: Welcome aboard, Acme",
+        "body": correction,
+    }
+    assert first["params"]["subject"] == "Welcome aboard, Acme"
+    undo_run = await app.ledger.get_run(second["key"].split(":")[0])
+    assert undo_run is not None and undo_run.status is RunStatus.SUCCEEDED
+    assert undo_run.inputs["undoes"] == f"{run_id}:send_welcome"
+    assert "undone already" in joined(await send(app, f"/undo {run_id} send_welcome"))
+    assert len(outbox(app)) == 2
+
+
+async def test_nothing_to_undo_before_the_step_acted(app: Steward) -> None:  # noqa: F811
+    card = await start(app)
+    run_id = await run_of(app, card)
+    reply = await send(app, f"/undo {run_id} send_welcome")
+    assert "has not acted" in joined(reply)
+    assert "no step 'nope'" in joined(await send(app, f"/undo {run_id} nope"))
+    assert "Usage: /undo RUN STEP" in joined(await send(app, f"/undo {run_id}"))
+    assert outbox(app) == []
+
+
+async def test_a_step_described_but_not_undoable_says_how_to_undo_by_hand(
+    app: Steward,  # noqa: F811
+) -> None:
+    first = await start(app, START.replace("basic", "premium"))
+    run_id = await run_of(app, first)
+    folder = only_card(await send(app, button=f"approve:{first.approval_id}"))
+    await send(app, button=f"approve:{folder.approval_id}")
+    reply = await send(app, f"/undo {run_id} approve_welcome")
+    assert "no compensating action" in joined(reply)
+
+
+def test_the_undo_process_takes_only_what_its_templates_use() -> None:
+    onboarding = load_definition(BUILTIN_DIR / "onboarding.yaml")
+    step = onboarding.step("send_welcome")
+    assert isinstance(step, ActionStep)
+    undo = undo_definition(onboarding, step)
+    assert sorted(undo.inputs) == ["client", "correction", "email"]
+    assert [s.kind for s in undo.steps] == ["approval", "action"]
+    assert undo.version == undo_definition(onboarding, step).version
+
+
+@pytest.mark.parametrize("bad", ["{nobody}", "Dear {nobody}"])
+def test_a_compensation_using_unknown_values_is_refused(bad: str) -> None:
+    from graph.definitions import ProcessDefinition
+
+    body = {
+        "name": "p",
+        "title": "P",
+        "description": "d",
+        "inputs": {"email": {"type": "email"}},
+        "steps": [
+            {"id": "gate", "kind": "approval", "summary": "s"},
+            {
+                "id": "act",
+                "kind": "action",
+                "gate": "gate",
+                "connector": "outbox",
+                "action": "x",
+                "compensate": {"summary": "undo", "action": "y", "with": {"to": bad}},
+            },
+        ],
+    }
+    with pytest.raises(ValueError, match="undoes with"):
+        ProcessDefinition.model_validate(body)
