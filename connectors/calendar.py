@@ -2,7 +2,8 @@
 
 An invitation's UID is fixed for its step of its run, and its SEQUENCE counts the
 times it was sent again: a changed invitation updates the one in the attendee's
-calendar instead of adding a second meeting.
+calendar instead of adding a second meeting, and a cancellation (the same UID, a higher
+SEQUENCE, METHOD:CANCEL) removes it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ class Invitation:
     start: datetime  # aware
     duration: timedelta
     description: str = ""
+    cancelled: bool = False
+
+    @property
+    def method(self) -> str:
+        return "CANCEL" if self.cancelled else "REQUEST"
 
     def to_ics(self, now: datetime | None = None) -> str:
         stamp = _utc(now or datetime.now(UTC))
@@ -28,7 +34,7 @@ class Invitation:
             "BEGIN:VCALENDAR",
             "VERSION:2.0",
             "PRODID:-//steward//invitations//EN",
-            "METHOD:REQUEST",
+            f"METHOD:{self.method}",
             "BEGIN:VEVENT",
             f"UID:{_text(self.uid)}",
             f"SEQUENCE:{self.sequence}",
@@ -39,7 +45,7 @@ class Invitation:
             f"DESCRIPTION:{_text(self.description)}",
             f"ORGANIZER:mailto:{_address(self.organizer)}",
             f"ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:{_address(self.attendee)}",
-            "STATUS:CONFIRMED",
+            "STATUS:CANCELLED" if self.cancelled else "STATUS:CONFIRMED",
             "END:VEVENT",
             "END:VCALENDAR",
         ]

@@ -67,6 +67,13 @@ class SendInvitation(SendEmail):
     minutes: int = Field(default=30, gt=0, le=24 * 60)
 
 
+class CancelInvitation(SendInvitation):
+    """What a ``cancel_invitation`` action takes: the invitation again, and ``of``, the
+    idempotency key (``RUN:STEP``) of the step that sent it."""
+
+    of: str = Field(pattern=r"^[A-Za-z0-9_]+:[a-z][a-z0-9_]*(:\d+)?$")
+
+
 @dataclass(frozen=True)
 class SmtpServer:
     host: str
@@ -102,11 +109,12 @@ def message_id(key: str, sender: str) -> str:
 
 class EmailConnector:
     name = "email"
-    actions = frozenset({"send_email", "send_invitation"})
+    actions = frozenset({"send_email", "send_invitation", "cancel_invitation"})
     idempotent = False  # SMTP servers do not dedup: an unknown outcome stops the run
     schemas: ClassVar[Mapping[str, type[BaseModel]]] = {
         "send_email": SendEmail,
         "send_invitation": SendInvitation,
+        "cancel_invitation": CancelInvitation,
     }
 
     def __init__(
@@ -138,15 +146,19 @@ class EmailConnector:
                 maintype="text",
                 subtype="calendar",
                 filename="invite.ics",
-                params={"method": "REQUEST"},
+                params={"method": invitation.method},
             )
             result |= {"uid": invitation.uid, "sequence": invitation.sequence}
         await self._send(message, [email.to, *email.cc])
         return result
 
     def invitation(self, email: SendInvitation, key: str) -> Invitation:
-        """One UID per run and step; the visit of a step that runs again is its SEQUENCE."""
-        run_id, step_id, *visit = key.split(":")
+        """One UID per run and step; the visit of a step that runs again is its SEQUENCE.
+        A cancellation takes the UID of the invitation it cancels, one SEQUENCE on."""
+        cancelled = isinstance(email, CancelInvitation)
+        run_id, step_id, *visit = (email.of if isinstance(email, CancelInvitation) else key).split(
+            ":"
+        )
         try:
             start = datetime.fromisoformat(email.start.replace(" ", "T", 1))
         except ValueError:
@@ -157,13 +169,14 @@ class EmailConnector:
             start = start.replace(tzinfo=self.timezone)
         return Invitation(
             uid=f"{run_id}-{step_id}@steward",
-            sequence=int(visit[0]) - 1 if visit else 0,
+            sequence=(int(visit[0]) - 1 if visit else 0) + (1 if cancelled else 0),
             organizer=self.sender,
             attendee=email.to,
             title=email.title,
             start=start,
             duration=timedelta(minutes=email.minutes),
             description=email.body,
+            cancelled=cancelled,
         )
 
     def compose(self, email: SendEmail, key: str) -> EmailMessage:

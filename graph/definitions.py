@@ -95,12 +95,14 @@ class ApprovalStep(_Step):
 
 
 CORRECTION = "correction"  # the value a compensation's editable text is known by
+UNDOES = "undoes"  # what a compensation knows the step it undoes by: its key, RUN:STEP
 
 
 class Compensation(BaseModel):
     """What undoes an action, where something can: a correction email, a cancellation.
     ``/undo RUN STEP`` runs it after its own approval; ``text`` is the draft the operator
-    edits there, known to ``with`` as ``{correction}``."""
+    edits there, known to ``with`` as ``{correction}``; ``{undoes}`` is the undone step's
+    idempotency key (``RUN:STEP``)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -262,7 +264,7 @@ class ProcessDefinition(BaseModel):
                 )
         if isinstance(step, ActionStep) and isinstance(step.compensate, Compensation):
             for template in step.compensate.templates():
-                missing = placeholders(template) - values - {CORRECTION}
+                missing = placeholders(template) - values - {CORRECTION, UNDOES}
                 if missing:
                     raise ReferenceProblem(
                         f"step {step.id!r} undoes with {{{sorted(missing)[0]}}}, "

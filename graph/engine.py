@@ -26,7 +26,14 @@ from connectors.base import ConnectorError
 from graph.catalog import Catalog
 from graph.compensation import undo_definition, undo_run_id
 from graph.compiler import Graph, compile_definition
-from graph.definitions import CORRECTION, ActionStep, ApprovalStep, Compensation, ProcessDefinition
+from graph.definitions import (
+    CORRECTION,
+    UNDOES,
+    ActionStep,
+    ApprovalStep,
+    Compensation,
+    ProcessDefinition,
+)
 from graph.drafting import Drafter
 from graph.effects import EffectGuard
 from graph.errors import InvalidState, NotFound, StewardError
@@ -348,6 +355,7 @@ class ProcessEngine:
         )
         snapshot = await compiled.graph.aget_state(_config(run_id))
         data = {**run.inputs, **snapshot.values.get("data", {}), "run_id": run_id}
+        data[UNDOES] = f"{run_id}:{step_id}"
         values = {name: data[name] for name in undo.inputs if data.get(name) is not None}
         if step.compensate.text is not None:
             values[CORRECTION] = render(step.compensate.text, data)
@@ -357,7 +365,7 @@ class ProcessEngine:
             process=undo.name,
             version=undo.version,
             status=RunStatus.RUNNING,
-            inputs={**values, "undoes": f"{run_id}:{step_id}"},
+            inputs={**values, UNDOES: data[UNDOES]},
             started_by=actor,
             created_at=now,
             updated_at=now,

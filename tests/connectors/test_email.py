@@ -242,6 +242,38 @@ async def test_a_planned_kickoff_sends_an_invitation_after_its_own_approval(
     assert "ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:jane@acme.com" in ics
 
 
+async def test_undoing_the_kickoff_cancels_that_invitation_in_the_calendar(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    view = await app.engine.start(
+        "onboarding", {**ONBOARD, "kickoff": "2026-12-01 15:00"}, "cli:shell"
+    )
+    assert view.approval is not None
+    decided = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decided.view is not None and decided.view.approval is not None
+    await app.engine.decide(decided.view.approval.id, True, "cli:shell")
+    assert len(inbox.received) == 2
+
+    undo = await app.engine.compensate(view.run.id, "send_kickoff", "cli:shell")
+    assert undo.approval is not None
+    assert undo.approval.card["summary"] == (
+        "Cancel the kick-off call with jane@acme.com on 2026-12-01T15:00"
+    )
+    assert len(inbox.received) == 2  # nothing before its approval
+    done = await app.engine.decide(undo.approval.id, True, "cli:shell")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    cancel = inbox.received[2]
+    assert cancel["Subject"] == "Cancelled: kick-off call, Acme"
+    assert "our kick-off call on 2026-12-01T15:00 is cancelled" in cancel.get_body().get_content()
+    (attachment,) = list(cancel.iter_attachments())
+    assert attachment.get_param("method") == "CANCEL"
+    ics = attachment.get_content()
+    ics = ics if isinstance(ics, str) else ics.decode()
+    assert f"UID:{view.run.id}-send_kickoff@steward" in ics  # the same meeting
+    assert "SEQUENCE:1" in ics and "METHOD:CANCEL" in ics and "STATUS:CANCELLED" in ics
+
+
 def test_an_invitation_is_escaped_folded_and_keeps_its_uid_across_sends() -> None:
     connector = EmailConnector(SmtpServer.parse("smtp://x.example"), SENDER, "Europe/Berlin")
     email = SendInvitation(
