@@ -210,6 +210,17 @@ async def cmd_reject(steward: Steward, args: argparse.Namespace) -> int:
     return _print_decision(await steward.coordinator.decide(args.id, False, CLI.key, args.reason))
 
 
+async def cmd_undo(steward: Steward, args: argparse.Namespace) -> int:
+    view = await steward.engine.compensate(args.run, args.step, CLI.key)
+    print(view.run.id)
+    if view.approval is not None:
+        print(
+            f"waiting for approval {view.approval.id}: {view.approval.card['summary']}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 async def cmd_audit(steward: Steward, args: argparse.Namespace) -> int:
     report = await steward.ledger.verify_audit()
     if report.ok:
@@ -263,6 +274,7 @@ COMMANDS: dict[str, Command] = {
     "start": cmd_start,
     "runs": cmd_runs,
     "approve": cmd_approve,
+    "undo": cmd_undo,
     "reject": cmd_reject,
     "audit": cmd_audit,
 }
@@ -291,6 +303,9 @@ def _parser() -> argparse.ArgumentParser:
     reject = sub.add_parser("reject", help="reject a pending approval")
     reject.add_argument("id")
     reject.add_argument("--reason")
+    undo = sub.add_parser("undo", help="undo a step that acted; prints the undo run's id")
+    undo.add_argument("run")
+    undo.add_argument("step")
     audit = sub.add_parser("audit", help="check the audit log's hash chain")
     audit.add_argument("action", choices=["verify"])
     return parser

@@ -124,6 +124,24 @@ def test_reject_with_a_reason(home: Path, capsys: pytest.CaptureFixture[str]) ->
     assert json.loads(out)["status"] == "cancelled"
 
 
+def test_undo_asks_for_approval_then_sends_the_correction_once(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id, approval_id = start(capsys)
+    code, _, err = steward(capsys, "undo", run_id, "send_welcome")
+    assert code == 1 and "has not acted" in err
+    assert steward(capsys, "approve", approval_id)[0] == 0
+    code, out, err = steward(capsys, "undo", run_id, "send_welcome")
+    assert code == 0 and out.strip().startswith("u")
+    assert "Send a correction of the welcome email to jane@acme.com" in err
+    assert len(outbox_files(home)) == 1
+    undo_approval = err.split("waiting for approval ", 1)[1].split(":", 1)[0]
+    assert steward(capsys, "approve", undo_approval)[0] == 0
+    assert len(outbox_files(home)) == 2
+    code, _, err = steward(capsys, "undo", run_id, "send_welcome")
+    assert code == 1 and "undone already" in err
+
+
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "approve", "azzzzzz")
     assert code == 1 and "no approval 'azzzzzz'" in err
