@@ -41,6 +41,7 @@ async def drive(home: Path, port: int, total: int) -> None:
             runs = await steward.ledger.list_runs(None, limit=10_000)
             if len(runs) >= total:
                 if all(r.status is not RunStatus.WAITING for r in runs):
+                    print("done", flush=True)  # the work is over: the test stops killing
                     return
                 continue
             client = f"client-{len(runs) + 1}"
