@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.settings import Settings
-from connectors import Connector, ConnectorRegistry
+from connectors import Connector, ConnectorRegistry, load_user_connectors
 from connectors.email import EmailConnector, SmtpServer
 from connectors.outbox import OutboxConnector
 from connectors.webhook import WebhookConnector
@@ -71,6 +71,7 @@ class Steward:
                 connectors.register(OutboxConnector(settings.outbox_dir))
                 connectors.register(email_connector(settings))
                 connectors.register(WebhookConnector(settings.webhook_secret))
+                load_user_connectors(connectors)
                 if models is None and settings.model_configured:
                     assert settings.llm_model is not None
                     models = LanguageModels.openai(

@@ -8,7 +8,7 @@ from connectors.base import (
     PermissionDenied,
     TransientError,
 )
-from connectors.registry import ConnectorRegistry
+from connectors.registry import ConnectorRegistry, load_user_connectors
 
 __all__ = [
     "Connector",
@@ -18,4 +18,5 @@ __all__ = [
     "OutcomeUnknown",
     "PermissionDenied",
     "TransientError",
+    "load_user_connectors",
 ]
