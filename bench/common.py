@@ -32,6 +32,23 @@ def percentile(samples: list[float], pct: float) -> float:
     return ordered[index]
 
 
+def print_round_trips(
+    heading: str, baseline: tuple[str, list[float]], steward: dict[str, list[float]]
+) -> None:
+    """Each contender's percentiles, then steward's ratios to the baseline (target 1.5)."""
+    name, base = baseline
+    print(heading)
+    print(f"  {name:<28}{summary(base)}")
+    for command, samples in steward.items():
+        print(f"  {'steward, ' + command:<28}{summary(samples)}")
+    base50, base99 = percentile(base, 50), percentile(base, 99)
+    for command, samples in steward.items():
+        print(
+            f"  ratio {command:<22} p50 {percentile(samples, 50) / base50:.2f}  "
+            f"p99 {percentile(samples, 99) / base99:.2f}   (target ≤ 1.5)"
+        )
+
+
 def summary(samples_ms: list[float]) -> str:
     return (
         f"p50 {percentile(samples_ms, 50):6.2f} ms  p99 {percentile(samples_ms, 99):6.2f} ms  "

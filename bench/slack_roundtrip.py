@@ -31,7 +31,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncSay
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench.common import percentile, summary
+from bench.common import print_round_trips
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -132,16 +132,11 @@ async def main(rounds: int, blocks: int) -> None:
                 "/run onboarding client=Acme email=jane@acme.com package=basic",
                 rounds // 4,
             )
-    print(f"slack round trip: event in → first Web API call out, {len(echo)} events each")
-    print(f"  bare slack-bolt echo app    {summary(echo)}")
-    print(f"  steward, /runs              {summary(runs)}")
-    print(f"  steward, /run onboarding …  {summary(starts)}  (starts a run to its gate)")
-    base50, base99 = percentile(echo, 50), percentile(echo, 99)
-    for name, samples in (("/runs", runs), ("/run onboarding", starts)):
-        print(
-            f"  ratio {name:<16} p50 {percentile(samples, 50) / base50:.2f}  "
-            f"p99 {percentile(samples, 99) / base99:.2f}   (target ≤ 1.5)"
-        )
+    print_round_trips(
+        f"slack round trip: event in → first Web API call out, {len(echo)} events each",
+        ("bare slack-bolt echo app", echo),
+        {"/runs": runs, "/run onboarding …": starts},
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bench.common import percentile, summary
+from bench.common import print_round_trips
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -111,16 +111,11 @@ async def main(rounds: int, blocks: int) -> None:
                 "/run onboarding client=Acme email=jane@acme.com package=basic",
                 rounds // 4,
             )
-    print(f"telegram round trip: message in → first reply out, {len(echo)} messages each")
-    print(f"  bare PTB echo bot           {summary(echo)}")
-    print(f"  steward, /runs              {summary(runs)}")
-    print(f"  steward, /run onboarding …  {summary(starts)}  (starts a run to its gate)")
-    base50, base99 = percentile(echo, 50), percentile(echo, 99)
-    for name, samples in (("/runs", runs), ("/run onboarding", starts)):
-        print(
-            f"  ratio {name:<16} p50 {percentile(samples, 50) / base50:.2f}  "
-            f"p99 {percentile(samples, 99) / base99:.2f}   (target ≤ 1.5)"
-        )
+    print_round_trips(
+        f"telegram round trip: message in → first reply out, {len(echo)} messages each",
+        ("bare PTB echo bot", echo),
+        {"/runs": runs, "/run onboarding …": starts},
+    )
 
 
 if __name__ == "__main__":
