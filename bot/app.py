@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from bot.settings import Settings
 from connectors import Connector, ConnectorRegistry, load_user_connectors
@@ -97,6 +98,7 @@ class Steward:
                     catalog=catalog,
                     memory=memory,
                     router=Router(catalog, models),
+                    zone=ZoneInfo(settings.timezone),
                 )
                 door = FrontDoor(ledger, Allowlist(settings.operator_ids), memory, coordinator)
                 yield cls(settings, ledger, catalog, connectors, engine, coordinator, door)

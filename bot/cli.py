@@ -210,6 +210,11 @@ async def cmd_reject(steward: Steward, args: argparse.Namespace) -> int:
     return _print_decision(await steward.coordinator.decide(args.id, False, CLI.key, args.reason))
 
 
+async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
+    print(render(await steward.coordinator.today_reply(show_all=args.all)))
+    return 0
+
+
 async def cmd_undo(steward: Steward, args: argparse.Namespace) -> int:
     view = await steward.engine.compensate(args.run, args.step, CLI.key)
     print(view.run.id)
@@ -275,6 +280,7 @@ COMMANDS: dict[str, Command] = {
     "runs": cmd_runs,
     "approve": cmd_approve,
     "undo": cmd_undo,
+    "today": cmd_today,
     "reject": cmd_reject,
     "audit": cmd_audit,
 }
@@ -303,6 +309,8 @@ def _parser() -> argparse.ArgumentParser:
     reject = sub.add_parser("reject", help="reject a pending approval")
     reject.add_argument("id")
     reject.add_argument("--reason")
+    today = sub.add_parser("today", help="what needs you today, ranked")
+    today.add_argument("--all", action="store_true", help="every item, not the top ten")
     undo = sub.add_parser("undo", help="undo a step that acted; prints the undo run's id")
     undo.add_argument("run")
     undo.add_argument("step")

@@ -47,8 +47,9 @@ def _card(card: Card, number: itertools.count[int], choices: dict[str, str] | No
         for paragraph in card.text.splitlines():
             wrapped = textwrap.wrap(paragraph, width - 4) or [""]
             lines += [f"│   {w}" for w in wrapped]
-    lines.append("│")
-    lines.append(f"│ {card.footer}")
+    if card.footer:
+        lines.append("│")
+        lines.append(f"│ {card.footer}")
     options = []
     for button in card.buttons:
         n = str(next(number))

@@ -1,4 +1,11 @@
-"""The scheduler: fires due timers (waits, approval expiry) and reports what changed."""
+"""The scheduler: fires due timers (waits, approval expiry, the daily list) and reports
+what changed.
+
+Every timer is in the ledger and is claimed atomically before it fires, so it fires
+once however many schedulers share the database, and a time missed while steward was
+down fires at the next start. The daily list is a timer too: one for each day, due at
+STEWARD_DIGEST_AT on the operator's clock (STEWARD_TIMEZONE, daylight saving included).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,29 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from graph.coordinator import Coordinator
+from graph.digest import next_digest_at
 from graph.engine import Decision, ProcessEngine, RunView
 from graph.messages import Reply
-from memory.ledger import Ledger, utcnow
+from memory.ledger import Ledger, Timer, utcnow
 
 log = logging.getLogger(__name__)
+
+DIGEST = "digest"
+
+
+@dataclass(frozen=True)
+class DigestTime:
+    """When the daily list goes out: ``at`` on the clock of ``zone``."""
+
+    at: time
+    zone: ZoneInfo
+
 
 # Where a run's news goes: the reply, and the chat the run was started from (None for a
 # run started from the CLI): {"channel": "telegram", "chat_id": "12345"}.
@@ -29,18 +51,28 @@ class Scheduler:
         coordinator: Coordinator,
         notify: Notify,
         interval: float = 5.0,
+        digest: DigestTime | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.ledger = ledger
         self.engine = engine
         self.coordinator = coordinator
         self.notify = notify
         self.interval = interval
+        self.digest = digest
+        self.clock = clock
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._next_digest: str | None = None
 
     async def tick(self) -> int:
         """Fires every due timer once; returns how many this worker fired."""
+        now = self.clock()
+        await self._plan_digest(now)
         fired = 0
-        for timer in await self.ledger.due_timers(utcnow()):
+        for timer in await self.ledger.due_timers(now):
+            if timer.kind == DIGEST:
+                fired += await self._send_digest(timer, now)
+                continue
             try:
                 result = await self.engine.fire_timer(timer, self.worker)
             except Exception:
@@ -53,6 +85,27 @@ class Scheduler:
             if reply.items:
                 await self.notify(reply, _reply_to(result))
         return fired
+
+    async def _plan_digest(self, now: datetime) -> None:
+        """Makes sure the next daily list has its timer."""
+        if self.digest is None:
+            return
+        due = next_digest_at(now, self.digest.zone, self.digest.at)
+        key = f"{DIGEST}:{due.astimezone(self.digest.zone).date().isoformat()}"
+        if key != self._next_digest:
+            await self.ledger.ensure_timer(key, DIGEST, due, {})
+            self._next_digest = key
+
+    async def _send_digest(self, timer: Timer, now: datetime) -> int:
+        if not await self.ledger.claim_timer(timer.id, self.worker):
+            return 0  # another scheduler sent it
+        try:
+            reply = await self.coordinator.today_reply(now=now)
+        except Exception:
+            log.exception("the daily list for %s failed", timer.key)
+            reply = Reply().say("I could not put today's list together; it is logged. /today")
+        await self.notify(reply, None)
+        return 1
 
     def _reply(self, result: RunView | Decision) -> Reply:
         if isinstance(result, Decision):

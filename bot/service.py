@@ -8,13 +8,15 @@ import functools
 import logging
 import signal
 from contextlib import suppress
+from datetime import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.app import Steward
 from bot.channel import Channel
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
-from bot.scheduler import Notify, Scheduler
+from bot.scheduler import DigestTime, Notify, Scheduler
 from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
 from graph.hooks import HookRouter, load_hooks
@@ -47,8 +49,15 @@ class Service:
         self.channels = channels
         self.fallback = fallback  # where news goes with no channel to take it: the terminal
         self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
+        settings = steward.settings
+        digest = DigestTime(time.fromisoformat(settings.digest_at), ZoneInfo(settings.timezone))
         self.scheduler = Scheduler(
-            steward.ledger, steward.engine, steward.coordinator, self.notify, tick_seconds
+            steward.ledger,
+            steward.engine,
+            steward.coordinator,
+            self.notify,
+            tick_seconds,
+            digest=digest,
         )
         sources = load_hooks(steward.settings.hooks_path, steward.catalog)
         router = HookRouter(steward.engine, steward.coordinator)

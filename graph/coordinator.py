@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from graph.cards import approval_card, decision_line, outcome
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
+from graph.digest import daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
 from graph.errors import StewardError
 from graph.inputs import InputError, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.routing import Router, parse_arguments
-from memory.ledger import Ledger, RunStatus
+from memory.ledger import Ledger, RunStatus, utcnow
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
+UTC_ZONE = ZoneInfo("UTC")
 
 # The command menu a chat platform shows (Telegram's setMyCommands): name, what it does.
 COMMANDS = (
@@ -38,6 +42,7 @@ COMMANDS = (
     ("resume", "let a paused run go on: /resume RUN"),
     ("retry", "retry a failed run: /retry RUN"),
     ("undo", "undo a step that acted, after approval: /undo RUN STEP"),
+    ("today", "what needs you today, ranked: /today [all]"),
     ("processes", "what I can run"),
     ("help", "all commands"),
 )
@@ -52,6 +57,7 @@ Commands:
 /pause RUN · /resume RUN pause a waiting run, or let it go on
 /retry RUN               retry a failed run from where it stopped
 /undo RUN STEP           undo a step that acted (a correction email, say), after approval
+/today [all]             what needs you today, ranked (it also comes every morning)
 /processes               what I can run
 /help                    this list
 Or just say what you need, e.g. "onboard Jane from Acme (jane@acme.com), premium"."""
@@ -64,6 +70,7 @@ class Coordinator:
     catalog: Catalog
     memory: WorkingMemory
     router: Router
+    zone: ZoneInfo = UTC_ZONE  # STEWARD_TIMEZONE: the operator's day
 
     async def handle(self, inbound: Inbound) -> Reply:
         """Answers an operator's message; the front door has stored it and checked who
@@ -97,6 +104,8 @@ class Coordinator:
                 return await self._run_command(inbound, rest)
             case "runs":
                 return await self.runs_reply(show_all=rest == "all")
+            case "today":
+                return await self.today_reply(show_all=rest == "all")
             case "approve":
                 return await self.decide(_one_id(rest, "approve"), True, actor)
             case "reject":
@@ -164,6 +173,8 @@ class Coordinator:
                 return Reply()
             case "details":
                 return await self._details(approval_id)
+            case "retry":  # on a failed run in the daily list; the payload holds its id
+                return self.describe(await self.engine.retry(approval_id, actor))
             case _:
                 return Reply().say("That button has expired. /runs shows what is pending.")
 
@@ -221,6 +232,11 @@ class Coordinator:
         else:
             reply.say(f"Run {run.id} is {run.status.value}.")
         return reply
+
+    async def today_reply(self, show_all: bool = False, now: datetime | None = None) -> Reply:
+        """The daily action list, on the operator's clock."""
+        found = await daily_list(self.ledger, self.catalog, now or utcnow(), self.zone)
+        return found.reply(show_all)
 
     async def runs_reply(self, show_all: bool = False) -> Reply:
         runs = await self.ledger.list_runs(None if show_all else ACTIVE, limit=30)

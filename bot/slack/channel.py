@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SLASH_COMMAND = "/steward"
-PRESSES = re.compile(r"^(approve|reject|edit|details)$")
+PRESSES = re.compile(r"^(approve|reject|edit|details|retry)$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
 COMMAND_WORDS = {name for name, _ in COMMANDS} | {"skip"}

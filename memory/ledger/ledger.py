@@ -618,6 +618,22 @@ class Ledger:
 
         return await self.db.run(get, write=False)
 
+    async def ensure_timer(
+        self, key: str, kind: str, due_at: datetime, payload: dict[str, Any]
+    ) -> bool:
+        """Adds a timer with no run unless one with ``key`` exists; True when added."""
+
+        def add(tx: LedgerTx) -> bool:
+            if tx.timer(key) is not None:
+                return False
+            tx.add_timer(key, kind, due_at, None, payload)
+            return True
+
+        try:
+            return await self.write(add)
+        except IntegrityError:  # another process added it between the look and the insert
+            return False
+
     async def claim_timer(self, timer_id: int, worker: str) -> bool:
         """Atomically takes a due timer; exactly one claimant gets True."""
         return await self.write(lambda tx: tx.claim_timer(timer_id, worker, None))

@@ -501,3 +501,17 @@ async def test_text_from_slack_arrives_as_written(tmp_path: Path, slack: FakeSla
         runs = await bot.steward.ledger.list_runs(None, limit=5)
         assert runs[0].inputs["email"] == "jane@acme.com"
         assert runs[0].inputs["client"] == "<Acme> & Co"
+
+
+async def test_the_daily_list_acts_right_on_its_items(tmp_path: Path, slack: FakeSlackAPI) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await say(slack, bot, "today")
+        await slack.wait_for(lambda s: len(cards(s, dm)) == 2)
+        listed = cards(slack, dm)[1]
+        assert "1. Send the welcome email" in json.dumps(listed["blocks"])
+        await press(slack, bot, listed, "approve")
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        assert cards(slack, dm) == []  # the card and its entry in the list both settled
+        assert len(outbox(bot.home)) == 1 and card["ts"] != listed["ts"]

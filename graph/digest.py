@@ -1,0 +1,245 @@
+"""The daily action list: what needs the operator today, ranked, each in one line.
+
+It holds pending approvals (with Approve and Reject on the item), failed runs and runs
+stuck mid-step (with Retry), and the follow-ups and waits due today. Each item gets a
+score, and the list is sorted by it, highest first:
+
+    score = 10 * risk                      low 1, medium 2, high 3; a failed run 2.5,
+                                           a stuck one 2, a follow-up due today 1
+          + 5 * log10(1 + money at stake)  the run's money inputs: 1,200 adds 15
+          + urgency                        expires or is due within a day +20, within
+                                           three days +10, is overdue +30
+          + 2 * days waiting               at most 20
+
+and it is explained in one line: "waiting 3 days · 1,200.00 at stake · expires tomorrow
+at 09:00".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+from graph.catalog import Catalog
+from graph.inputs import InputType
+from graph.messages import Button, Card, Reply
+from memory.ledger import Approval, Ledger, Run, RunStatus, Timer
+
+MOST = 20  # more items than this: the top ones, the count, and how to see the rest
+TOP = 10
+STUCK_AFTER = timedelta(hours=1)  # a running run not moved for this long is stuck
+RISK = {"low": 1.0, "medium": 2.0, "high": 3.0}
+
+
+@dataclass(frozen=True)
+class Item:
+    score: float
+    kind: str  # approval, failed, stuck, due
+    title: str
+    why: str
+    buttons: list[Button] = field(default_factory=list)
+    key: str = ""  # what the item is about: an approval id, a run id, a timer key
+
+
+@dataclass(frozen=True)
+class DailyList:
+    items: list[Item]
+    day: str  # the operator's date, e.g. "Sunday 22 November"
+
+    def reply(self, show_all: bool = False) -> Reply:
+        if not self.items:
+            return Reply().say(f"{self.day}: nothing needs you today.")
+        shown = self.items if show_all or len(self.items) <= MOST else self.items[:TOP]
+        kinds = _counted(self.items)
+        count = len(self.items)
+        things = "1 thing needs" if count == 1 else f"{count} things need"
+        reply = Reply().say(f"{self.day}: {things} you — {kinds}.")
+        for rank, item in enumerate(shown, 1):
+            if item.buttons:
+                reply.add(
+                    Card(
+                        approval_id=item.key,
+                        title=f"{rank}. {item.title}",
+                        summary=item.why,
+                        buttons=item.buttons,
+                    )
+                )
+            else:
+                reply.say(f"{rank}. {item.title}\n   {item.why}")
+        if len(shown) < len(self.items):
+            rest = len(self.items) - len(shown)
+            reply.say(f"…and {rest} more, ranked lower. /today all shows every one.")
+        return reply
+
+
+async def daily_list(ledger: Ledger, catalog: Catalog, now: datetime, zone: ZoneInfo) -> DailyList:
+    """Everything that needs the operator on their day ``now`` falls in, ranked."""
+    local = now.astimezone(zone)
+    end_of_day = datetime.combine(local.date() + timedelta(days=1), time(), zone)
+    items: list[Item] = []
+    runs = {r.id: r for r in await ledger.list_runs(None, limit=1000)}
+    for approval in await ledger.pending_approvals():
+        items.append(_approval_item(approval, runs.get(approval.run_id), catalog, now, local))
+    for run in runs.values():
+        if run.status is RunStatus.FAILED:
+            items.append(_run_item(run, "failed", catalog, now))
+        elif run.status is RunStatus.RUNNING and now - run.updated_at > STUCK_AFTER:
+            items.append(_run_item(run, "stuck", catalog, now))
+    for timer in await ledger.due_timers(end_of_day, limit=1000):
+        if timer.kind == "wait" and timer.run_id in runs:
+            items.append(_timer_item(timer, runs[timer.run_id], catalog, now, local))
+    items.sort(key=lambda item: (-item.score, item.title))
+    return DailyList(items, f"{local:%A} {local.day} {local:%B}")
+
+
+def next_digest_at(now: datetime, zone: ZoneInfo, at: time) -> datetime:
+    """The first moment after ``now`` when the clock in ``zone`` shows ``at``: a day's
+    digest keeps its local time across daylight-saving changes."""
+    local_day = now.astimezone(zone).date()
+    for offset in range(3):
+        moment = datetime.combine(local_day + timedelta(days=offset), at, zone)
+        if moment > now:
+            return moment
+    raise AssertionError("a day has passed")  # pragma: no cover
+
+
+# -- items -------------------------------------------------------------------------------
+
+
+def _approval_item(
+    approval: Approval, run: Run | None, catalog: Catalog, now: datetime, local: datetime
+) -> Item:
+    card = approval.card
+    money = _money(run, catalog)
+    waiting = now - approval.created_at
+    left = approval.expires_at - now
+    parts = [_waiting(waiting), *_amount(money), _expires(approval.expires_at, local, left)]
+    return Item(
+        score=_score(RISK.get(str(card.get("risk")), 2.0), money, left, waiting),
+        kind="approval",
+        title=str(card.get("summary") or card.get("title") or approval.id),
+        why=" · ".join(parts) + f" · {approval.id} in run {approval.run_id}",
+        buttons=[
+            Button("Approve", f"approve:{approval.id}", "primary"),
+            Button("Reject", f"reject:{approval.id}", "danger"),
+            Button("Details", f"details:{approval.id}"),
+        ],
+        key=approval.id,
+    )
+
+
+def _run_item(run: Run, kind: str, catalog: Catalog, now: datetime) -> Item:
+    money = _money(run, catalog)
+    stopped = now - run.updated_at
+    if kind == "failed":
+        reason = f"failed ({run.error_class}): {run.error}"
+        risk = 2.5
+    else:
+        reason = f"has not moved for {_duration(stopped)} at {run.current_step or 'its start'}"
+        risk = 2.0
+    return Item(
+        score=_score(risk, money, None, stopped),
+        kind=kind,
+        title=f"{_process_title(run, catalog)} {run.id} {reason}",
+        why=" · ".join([f"since {_duration(stopped)}", *_amount(money)]),
+        buttons=[Button("Retry", f"retry:{run.id}", "primary")] if kind == "failed" else [],
+        key=run.id,
+    )
+
+
+def _timer_item(timer: Timer, run: Run, catalog: Catalog, now: datetime, local: datetime) -> Item:
+    money = _money(run, catalog)
+    left = timer.due_at - now
+    when = "now" if left <= timedelta() else f"at {timer.due_at.astimezone(local.tzinfo):%H:%M}"
+    return Item(
+        score=_score(1.0, money, left, timedelta()),
+        kind="due",
+        title=f"{_process_title(run, catalog)} {run.id} goes on {when} ({run.current_step})",
+        why=" · ".join(["due today", *_amount(money)]),
+        key=timer.key,
+    )
+
+
+def _score(risk: float, money: Decimal, left: timedelta | None, waiting: timedelta) -> float:
+    urgency = 0.0
+    if left is not None:
+        if left <= timedelta():
+            urgency = 30.0
+        elif left <= timedelta(days=1):
+            urgency = 20.0
+        elif left <= timedelta(days=3):
+            urgency = 10.0
+    days = min(waiting / timedelta(days=1), 10.0)
+    return 10 * risk + 5 * math.log10(1 + float(money)) + urgency + 2 * days
+
+
+def _money(run: Run | None, catalog: Catalog) -> Decimal:
+    """The money a run is about: the sum of its money inputs."""
+    if run is None:
+        return Decimal(0)
+    definition = catalog.get(run.process)
+    if definition is None:
+        return Decimal(0)
+    total = Decimal(0)
+    for name, spec in definition.inputs.items():
+        if spec.type is InputType.MONEY and run.inputs.get(name) is not None:
+            try:
+                total += Decimal(str(run.inputs[name]))
+            except InvalidOperation:
+                continue
+    return total
+
+
+def _amount(money: Decimal) -> list[str]:
+    return [f"{money:,.2f} at stake"] if money else []
+
+
+def _waiting(waited: timedelta) -> str:
+    if waited < timedelta(days=1):
+        return "new today" if waited < timedelta(hours=1) else f"waiting {_duration(waited)}"
+    return f"waiting {_duration(waited)}"
+
+
+def _expires(expires_at: datetime, local: datetime, left: timedelta) -> str:
+    if left <= timedelta():
+        return "expired, waiting for its timer"
+    day = (expires_at.astimezone(local.tzinfo).date() - local.date()).days
+    clock = f"{expires_at.astimezone(local.tzinfo):%H:%M}"
+    if day == 0:
+        return f"expires today at {clock}"
+    if day == 1:
+        return f"expires tomorrow at {clock}"
+    return f"expires in {day} days"
+
+
+def _duration(span: timedelta) -> str:
+    if span >= timedelta(days=1):
+        days = span.days
+        return f"{days} day{'s' if days != 1 else ''}"
+    hours = int(span / timedelta(hours=1))
+    if hours >= 1:
+        return f"{hours} h"
+    return f"{max(1, int(span / timedelta(minutes=1)))} min"
+
+
+def _process_title(run: Run, catalog: Catalog) -> str:
+    definition = catalog.get(run.process)
+    return definition.title if definition is not None else run.process
+
+
+def _counted(items: list[Item]) -> str:
+    names = {"approval": "approval", "failed": "failed run", "stuck": "stuck run", "due": "due"}
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.kind] = counts.get(item.kind, 0) + 1
+    parts = []
+    for kind, count in counts.items():
+        name = names[kind]
+        if kind == "due":
+            parts.append(f"{count} due today")
+        else:
+            parts.append(f"{count} {name}{'s' if count != 1 else ''}")
+    return ", ".join(parts)

@@ -1,0 +1,191 @@
+"""The daily action list: what it holds, how it ranks and explains, and when it comes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.app import Steward
+from bot.scheduler import DigestTime, Scheduler
+from bot.settings import load_settings
+from graph.digest import daily_list, next_digest_at
+from graph.messages import Card, Inbound, Reply, Sender
+from memory.ledger import utcnow
+
+FAILING = """
+name: broken_sync
+title: Broken sync
+description: acts through a connector that is not there
+steps:
+  - id: gate
+    kind: approval
+    summary: Sync it
+  - id: act
+    kind: action
+    gate: gate
+    connector: nowhere
+    action: sync
+"""
+INVOICE = {
+    "client": "Acme",
+    "email": "billing@acme.com",
+    "invoice": "INV-7",
+    "amount": "1200",
+    "due_date": "2026-11-01",
+}
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Steward]:
+    processes = tmp_path / "processes"
+    processes.mkdir()
+    (processes / "broken_sync.yaml").write_text(FAILING)
+    settings = load_settings(home=tmp_path / "home", processes_dir=processes)
+    async with Steward.open(settings) as steward:
+        yield steward
+
+
+def onboarding(client: str) -> dict[str, str]:
+    return {"client": client, "email": f"{client.lower()}@example.com", "package": "basic"}
+
+
+def texts(reply: Reply) -> str:
+    return "\n".join(reply.texts)
+
+
+async def test_an_empty_day_is_one_short_line(app: Steward) -> None:
+    reply = await app.coordinator.today_reply()
+    assert len(reply.items) == 1 and reply.texts[0].endswith("nothing needs you today.")
+
+
+async def test_items_are_ranked_by_the_documented_score_and_explained(app: Steward) -> None:
+    welcome = await app.engine.start("onboarding", onboarding("Beta"), "cli:shell")
+    invoice = await app.engine.start("invoice_followup", INVOICE, "cli:shell")
+    broken = await app.engine.start("broken_sync", {}, "cli:shell")
+    assert broken.approval is not None
+    failed = await app.engine.decide(broken.approval.id, True, "cli:shell")
+    assert failed.view is not None and failed.view.run.status.value == "failed"
+
+    later = utcnow() + timedelta(days=2, hours=12)  # every gate expires within a day
+    found = await daily_list(app.ledger, app.catalog, later, ZoneInfo("UTC"))
+    kinds = [item.kind for item in found.items]
+    assert kinds == ["approval", "approval", "failed"]
+    first, second, third = found.items
+    assert invoice.approval is not None and first.key == invoice.approval.id  # money
+    assert welcome.approval is not None and second.key == welcome.approval.id
+    assert first.score > second.score > third.score
+    assert first.why.startswith("waiting 2 days · 1,200.00 at stake · expires tomorrow at ")
+    assert second.why.startswith("waiting 2 days · expires tomorrow at ")
+    assert [b.payload for b in first.buttons] == [
+        f"approve:{first.key}",
+        f"reject:{first.key}",
+        f"details:{first.key}",
+    ]
+    assert f"Broken sync {broken.run.id} failed (" in third.title
+    assert [b.payload for b in third.buttons] == [f"retry:{broken.run.id}"]
+
+    reply = found.reply()
+    assert reply.texts[0].endswith("3 things need you — 2 approvals, 1 failed run.")
+    assert reply.cards[0].title.startswith("1. Send a payment reminder")
+
+
+async def test_approve_right_on_the_item(app: Steward) -> None:
+    view = await app.engine.start("onboarding", onboarding("Beta"), "cli:shell")
+    reply = await app.coordinator.today_reply()
+    [card] = reply.cards
+    approve = next(b for b in card.buttons if b.label == "Approve")
+    press = Inbound(Sender("cli", "shell"), "terminal", "press-1", button=approve.payload)
+    await app.coordinator.handle(press)
+    assert view.approval is not None
+    decided = await app.ledger.get_approval(view.approval.id)
+    assert decided is not None and not decided.is_pending
+
+
+async def test_over_twenty_items_show_the_top_ten_and_the_count(app: Steward) -> None:
+    for n in range(22):
+        await app.engine.start("onboarding", onboarding(f"Client{n}"), "cli:shell")
+    short = await app.coordinator.today_reply()
+    assert len(short.cards) == 10
+    assert "…and 12 more" in texts(short) and "/today all" in texts(short)
+    every = await app.coordinator.today_reply(show_all=True)
+    assert len(every.cards) == 22
+    assert [c.title.split(".")[0] for c in every.cards] == [str(n) for n in range(1, 23)]
+
+
+def test_the_digest_keeps_its_local_time_across_daylight_saving() -> None:
+    eight = time(8, 0)
+    saturday = datetime(2026, 10, 24, 7, 0, tzinfo=UTC)  # 09:00 in Berlin, summer time
+    sunday = next_digest_at(saturday, BERLIN, eight)
+    assert sunday == datetime(2026, 10, 25, 7, 0, tzinfo=UTC)  # 08:00 CET, winter time
+    before = next_digest_at(datetime(2026, 10, 24, 5, 0, tzinfo=UTC), BERLIN, eight)
+    assert before == datetime(2026, 10, 24, 6, 0, tzinfo=UTC)  # 08:00 CEST
+    spring = next_digest_at(datetime(2026, 3, 28, 12, 0, tzinfo=UTC), BERLIN, eight)
+    assert spring == datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # 08:00 CEST again
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_the_digest_fires_once_a_day_across_two_schedulers_and_a_dst_change(
+    app: Steward,
+) -> None:
+    await app.engine.start("onboarding", onboarding("Beta"), "cli:shell")
+    sent: list[tuple[str, Reply]] = []
+    clock = Clock(datetime(2026, 10, 24, 5, 0, tzinfo=UTC))  # 07:00 in Berlin
+    digest = DigestTime(time(8, 0), BERLIN)
+
+    def scheduler(name: str) -> Scheduler:
+        async def notify(reply: Reply, reply_to: object) -> None:
+            sent.append((name, reply))
+
+        return Scheduler(
+            app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock
+        )
+
+    one, two = scheduler("one"), scheduler("two")
+    await one.tick()
+    await two.tick()
+    assert sent == []
+    clock.now = datetime(2026, 10, 24, 6, 0, 1, tzinfo=UTC)  # 08:00:01 CEST
+    await one.tick()
+    await two.tick()
+    assert [name for name, _ in sent] == ["one"]
+    assert isinstance(sent[0][1].cards[0], Card)
+    assert "Saturday 24 October" in sent[0][1].texts[0]
+
+    clock.now = datetime(2026, 10, 25, 6, 30, tzinfo=UTC)  # 07:30 CET: not yet
+    await two.tick()
+    await one.tick()
+    assert len(sent) == 1
+    clock.now = datetime(2026, 10, 25, 7, 0, 1, tzinfo=UTC)  # 08:00:01 CET
+    await two.tick()
+    await one.tick()
+    assert [name for name, _ in sent] == ["one", "two"]
+
+
+async def test_a_digest_missed_while_down_comes_at_start(app: Steward) -> None:
+    sent: list[Reply] = []
+
+    async def notify(reply: Reply, reply_to: object) -> None:
+        sent.append(reply)
+
+    digest = DigestTime(time(8, 0), BERLIN)
+    clock = Clock(datetime(2026, 10, 23, 12, 0, tzinfo=UTC))
+    before = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await before.tick()  # plans the 24th's digest, then steward is down over 08:00
+    clock.now = datetime(2026, 10, 24, 9, 30, tzinfo=UTC)
+    after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await after.tick()
+    assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
+    await after.tick()
+    assert len(sent) == 1
