@@ -32,6 +32,7 @@ MOST = 20  # more items than this: the top ones, the count, and how to see the r
 TOP = 10
 STUCK_AFTER = timedelta(hours=1)  # a running run not moved for this long is stuck
 RISK = {"low": 1.0, "medium": 2.0, "high": 3.0}
+OPEN = [RunStatus.WAITING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.PAUSED]
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ async def daily_list(ledger: Ledger, catalog: Catalog, now: datetime, zone: Zone
     local = now.astimezone(zone)
     end_of_day = datetime.combine(local.date() + timedelta(days=1), time(), zone)
     items: list[Item] = []
-    runs = {r.id: r for r in await ledger.list_runs(None, limit=1000)}
+    runs = {r.id: r for r in await ledger.list_runs(OPEN, limit=None)}
     for approval in await ledger.pending_approvals():
         items.append(_approval_item(approval, runs.get(approval.run_id), catalog, now, local))
     for run in runs.values():
@@ -88,7 +89,7 @@ async def daily_list(ledger: Ledger, catalog: Catalog, now: datetime, zone: Zone
             items.append(_run_item(run, "failed", catalog, now))
         elif run.status is RunStatus.RUNNING and now - run.updated_at > STUCK_AFTER:
             items.append(_run_item(run, "stuck", catalog, now))
-    for timer in await ledger.due_timers(end_of_day, limit=1000):
+    for timer in await ledger.due_timers(end_of_day, limit=None):
         if timer.kind == "wait" and timer.run_id in runs:
             items.append(_timer_item(timer, runs[timer.run_id], catalog, now, local))
     items.sort(key=lambda item: (-item.score, item.title))

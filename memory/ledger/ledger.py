@@ -375,7 +375,7 @@ class Ledger:
         return await self.read(lambda tx: tx.get_run(run_id))
 
     async def list_runs(
-        self, statuses: Sequence[RunStatus] | None = None, limit: int = 50
+        self, statuses: Sequence[RunStatus] | None = None, limit: int | None = 50
     ) -> list[Run]:
         query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
         if statuses:
@@ -589,7 +589,7 @@ class Ledger:
 
     # -- timers --------------------------------------------------------------------------
 
-    async def due_timers(self, now: datetime, limit: int = 100) -> list[Timer]:
+    async def due_timers(self, now: datetime, limit: int | None = 100) -> list[Timer]:
         query = (
             select(t.timers)
             .where(t.timers.c.status == "pending", t.timers.c.due_at <= now)
