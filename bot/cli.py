@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bot.app import Steward
@@ -22,6 +23,7 @@ from graph.engine import InputProblem
 from graph.errors import StewardError
 from graph.messages import Reply, Sender
 from graph.routing import parse_arguments
+from memory import archive
 from memory.ledger import LedgerUnavailable, RunStatus
 
 CLI = Sender("cli", "shell", "shell")
@@ -210,6 +212,45 @@ async def cmd_reject(steward: Steward, args: argparse.Namespace) -> int:
     return _print_decision(await steward.coordinator.decide(args.id, False, CLI.key, args.reason))
 
 
+async def cmd_export(steward: Steward, args: argparse.Namespace) -> int:
+    folder = Path(args.folder or f"steward-export-{datetime.now():%Y%m%d-%H%M%S}")
+    try:
+        summary = await archive.export(
+            steward.ledger, steward.engine.checkpointer, folder, _progress("exporting")
+        )
+    except archive.ArchiveError as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {summary.total:,} records to {folder}")
+    return 0
+
+
+async def cmd_import(steward: Steward, args: argparse.Namespace) -> int:
+    try:
+        summary = await archive.import_(
+            steward.ledger, steward.engine.checkpointer, Path(args.folder), _progress("importing")
+        )
+    except archive.ArchiveError as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {summary.total:,} records from {args.folder}")
+    return 0
+
+
+def _progress(verb: str) -> archive.Progress:
+    """A bar on a terminal; nothing when stderr is a file or a pipe."""
+
+    def show(what: str, done: int, of: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        filled = round(24 * done / of)
+        bar = "█" * filled + "·" * (24 - filled)
+        end = "\n" if done == of else ""
+        print(f"\r{verb} {bar} {done}/{of} {what:<16}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
 async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
     print(render(await steward.coordinator.today_reply(show_all=args.all)))
     return 0
@@ -281,6 +322,8 @@ COMMANDS: dict[str, Command] = {
     "approve": cmd_approve,
     "undo": cmd_undo,
     "today": cmd_today,
+    "export": cmd_export,
+    "import": cmd_import,
     "reject": cmd_reject,
     "audit": cmd_audit,
 }
@@ -309,6 +352,10 @@ def _parser() -> argparse.ArgumentParser:
     reject = sub.add_parser("reject", help="reject a pending approval")
     reject.add_argument("id")
     reject.add_argument("--reason")
+    export = sub.add_parser("export", help="everything, as JSON Lines in a new folder")
+    export.add_argument("folder", nargs="?", help="default: steward-export-DATE-TIME")
+    restore = sub.add_parser("import", help="restore an export into an empty home")
+    restore.add_argument("folder")
     today = sub.add_parser("today", help="what needs you today, ranked")
     today.add_argument("--all", action="store_true", help="every item, not the top ten")
     undo = sub.add_parser("undo", help="undo a step that acted; prints the undo run's id")

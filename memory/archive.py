@@ -1,0 +1,253 @@
+"""Export and import: everything steward knows, as JSON Lines in one folder.
+
+``export`` writes each ledger table (runs, steps, approvals, inbox, audit log and its
+head, idempotency records, timers, model costs, definitions) to ``<table>.jsonl``, a row
+a line, and every LangGraph checkpoint with its pending writes to ``checkpoints.jsonl``,
+through the checkpointer's own API (so an export from SQLite imports into PostgreSQL
+too). ``manifest.json`` says what is there and how many rows.
+
+``import`` restores a folder into an empty home: rows go back exactly as they were
+(ids, timestamps, the audit chain's hashes), so the chain still verifies and a run that
+was waiting at a gate can be approved after the import and goes on from its checkpoint,
+without repeating an effect that was already done.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy import Connection, Table, delete, func, insert, select, text
+
+from memory.ledger import Ledger
+from memory.ledger import schema as t
+from memory.ledger.schema import UTCDateTime
+
+FORMAT = "steward-export/1"
+CHECKPOINTS = "checkpoints"
+# Tables a new home fills at its start (the audit chain's head, the built-in definitions):
+# their rows that the export has too are replaced by the export's.
+SEEDED = {"audit_head", "definitions"}
+Progress = Callable[[str, int, int], None]  # what, done, of
+
+
+class ArchiveError(Exception):
+    """The folder is not an export, or the home is not empty."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _tables() -> list[Table]:
+    return list(t.metadata.sorted_tables)
+
+
+async def export(
+    ledger: Ledger,
+    checkpointer: BaseCheckpointSaver[str],
+    folder: Path,
+    progress: Progress | None = None,
+) -> Summary:
+    _new_folder(folder)
+    report = progress or (lambda what, done, of: None)
+    counts: dict[str, int] = {}
+    tables = _tables()
+    for index, table in enumerate(tables):
+        rows = await ledger.db.run(lambda c, tb=table: _rows(c, tb), write=False)  # type: ignore[misc]
+        _write_lines(folder / f"{table.name}.jsonl", rows)
+        counts[table.name] = len(rows)
+        report(table.name, index + 1, len(tables) + 1)
+    checkpoints = await _export_checkpoints(checkpointer)
+    _write_lines(folder / f"{CHECKPOINTS}.jsonl", checkpoints)
+    counts[CHECKPOINTS] = len(checkpoints)
+    report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
+    exported_at = datetime.now().astimezone().isoformat()
+    manifest = {"format": FORMAT, "exported_at": exported_at, "counts": counts}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Summary(counts)
+
+
+async def import_(
+    ledger: Ledger,
+    checkpointer: BaseCheckpointSaver[str],
+    folder: Path,
+    progress: Progress | None = None,
+) -> Summary:
+    manifest = _manifest(folder)
+    report = progress or (lambda what, done, of: None)
+    if not await ledger.db.run(_empty, write=False):
+        raise ArchiveError("this home has runs or an audit log already: import into a new one")
+    tables = _tables()
+    counts: dict[str, int] = {}
+    rows = {table.name: list(_read(folder / f"{table.name}.jsonl", table)) for table in tables}
+    entries = _read_lines(folder / f"{CHECKPOINTS}.jsonl")
+
+    def restore(conn: Connection) -> None:
+        for index, table in enumerate(tables):
+            these = rows[table.name]
+            if table.name in SEEDED:  # what the new home wrote itself gives way to the export
+                (key,) = table.primary_key.columns
+                conn.execute(delete(table).where(key.in_([row[key.name] for row in these])))
+            for start in range(0, len(these), 500):
+                conn.execute(insert(table), these[start : start + 500])
+            counts[table.name] = len(these)
+            report(table.name, index + 1, len(tables) + 1)
+        if conn.dialect.name == "postgresql":
+            _reset_sequences(conn, tables)
+
+    await ledger.db.run(restore)
+    counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, entries)
+    report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
+    expected = manifest.get("counts", {})
+    wrong = {k: (v, expected.get(k)) for k, v in counts.items() if expected.get(k) != v}
+    if wrong:
+        raise ArchiveError(f"rows read do not match the manifest: {wrong}")
+    return Summary(counts)
+
+
+# -- ledger rows ---------------------------------------------------------------------------
+
+
+def _rows(conn: Connection, table: Table) -> list[dict[str, Any]]:
+    primary = list(table.primary_key.columns)
+    rows = conn.execute(select(table).order_by(*primary)).mappings()
+    return [{key: _plain(value) for key, value in row.items()} for row in rows]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
+    return value
+
+
+def _read(path: Path, table: Table) -> Iterator[dict[str, Any]]:
+    times = {c.name for c in table.columns if isinstance(c.type, UTCDateTime)}
+    for row in _read_lines(path):
+        for name in times:
+            if row.get(name) is not None:
+                row[name] = datetime.fromisoformat(row[name])
+        yield row
+
+
+def _new_folder(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise ArchiveError(f"{folder} is not empty: export into a new folder")
+
+
+def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise ArchiveError(f"{path.name} is missing from the export")
+    rows = []
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise ArchiveError(f"{path.name} line {number} is not JSON") from None
+    return rows
+
+
+def _empty(conn: Connection) -> bool:
+    runs = conn.execute(select(func.count()).select_from(t.runs)).scalar_one()
+    events = conn.execute(select(func.count()).select_from(t.audit_events)).scalar_one()
+    return bool(runs == 0 and events == 0)
+
+
+def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
+    """Rows came with their ids: PostgreSQL's sequences move past them."""
+    for table in tables:
+        for column in table.primary_key.columns:
+            if column.autoincrement is True:
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column.name}'), "
+                        f"COALESCE((SELECT MAX({column.name}) FROM {table.name}), 0) + 1, false)"
+                    )
+                )
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        raise ArchiveError(
+            f"{folder} holds no steward export (no readable manifest.json)"
+        ) from None
+    if manifest.get("format") != FORMAT:
+        raise ArchiveError(f"{folder} is a {manifest.get('format')!r} export, not {FORMAT}")
+    return dict(manifest)
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+async def _export_checkpoints(checkpointer: BaseCheckpointSaver[str]) -> list[dict[str, Any]]:
+    serde = checkpointer.serde
+    saved = [tup async for tup in checkpointer.alist(None)]
+    return [
+        {
+            "config": tup.config,
+            "parent_config": tup.parent_config,
+            "checkpoint": _typed(serde.dumps_typed(tup.checkpoint)),
+            "metadata": _typed(serde.dumps_typed(tup.metadata)),
+            "writes": [
+                [task, channel, _typed(serde.dumps_typed(value))]
+                for task, channel, value in tup.pending_writes or []
+            ],
+        }
+        for tup in reversed(saved)  # oldest first: a parent before its children
+    ]
+
+
+async def _import_checkpoints(
+    checkpointer: BaseCheckpointSaver[str], entries: list[dict[str, Any]]
+) -> int:
+    serde = checkpointer.serde
+    for entry in entries:
+        checkpoint = serde.loads_typed(_untyped(entry["checkpoint"]))
+        metadata = serde.loads_typed(_untyped(entry["metadata"]))
+        own = entry["config"]["configurable"]
+        root = {"thread_id": own["thread_id"], "checkpoint_ns": own.get("checkpoint_ns", "")}
+        parent = RunnableConfig(
+            configurable=(entry["parent_config"] or {}).get("configurable", root)
+        )
+        stored = await checkpointer.aput(
+            parent, checkpoint, metadata, checkpoint["channel_versions"]
+        )
+        by_task: dict[str, list[tuple[str, Any]]] = {}
+        for task, channel, value in entry["writes"]:
+            by_task.setdefault(task, []).append((channel, serde.loads_typed(_untyped(value))))
+        for task, writes in by_task.items():
+            await checkpointer.aput_writes(stored, writes, task)
+    return len(entries)
+
+
+def _typed(pair: tuple[str, bytes]) -> list[str]:
+    kind, data = pair
+    return [kind, base64.b64encode(data).decode()]
+
+
+def _untyped(pair: list[str]) -> tuple[str, bytes]:
+    return pair[0], base64.b64decode(pair[1])

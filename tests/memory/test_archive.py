@@ -1,0 +1,119 @@
+"""Export and import: a round trip loses nothing, the audit chain still verifies, and a
+run waiting at a gate goes on after the import without repeating a done effect — into
+SQLite, and into PostgreSQL where a server answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection
+
+from bot.app import Steward
+from bot.settings import load_settings
+from graph.messages import Inbound, Sender
+from memory import archive
+from memory.database_url import DatabaseURL
+from memory.ledger import RunStatus
+
+INVOICE = {
+    "client": "Acme",
+    "email": "billing@acme.com",
+    "invoice": "INV-7",
+    "amount": "1200",
+    "due_date": "2026-11-01",
+}
+
+
+def onboarding(client: str) -> dict[str, str]:
+    return {"client": client, "email": f"{client.lower()}@example.com", "package": "basic"}
+
+
+async def seed(app: Steward) -> dict[str, str]:
+    """Runs in every state worth keeping: done with an effect, waiting at a gate,
+    rejected, waiting on a timer, plus chat messages in the inbox."""
+    done = await app.engine.start("onboarding", onboarding("Done"), "cli:shell")
+    waiting = await app.engine.start("onboarding", onboarding("Waiting"), "cli:shell")
+    rejected = await app.engine.start("onboarding", onboarding("Rejected"), "cli:shell")
+    invoice = await app.engine.start("invoice_followup", INVOICE, "cli:shell")
+    for view, approve, reason in (
+        (done, True, None),
+        (rejected, False, "no"),
+        (invoice, True, None),
+    ):
+        assert view.approval is not None
+        await app.engine.decide(view.approval.id, approve, "cli:shell", reason)
+    await app.door.receive(Inbound(Sender("console", "me"), "terminal", "m-1", text="/runs"))
+    assert waiting.approval is not None
+    return {"waiting_approval": waiting.approval.id, "waiting_run": waiting.run.id}
+
+
+async def tables(app: Steward) -> dict[str, list[dict[str, Any]]]:
+    def read(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+        return {table.name: archive._rows(conn, table) for table in archive._tables()}
+
+    return await app.ledger.db.run(read, write=False)
+
+
+def outbox(home: Path) -> list[str]:
+    return sorted(json.loads(p.read_text())["key"] for p in (home / "outbox").glob("*.json"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseURL | None:
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_database")  # type: ignore[no-any-return]
+
+
+async def test_a_round_trip_loses_nothing(tmp_path: Path, target: DatabaseURL | None) -> None:
+    folder = tmp_path / "export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        ids = await seed(old)
+        before = await tables(old)
+        summary = await archive.export(old.ledger, old.engine.checkpointer, folder)
+        assert summary.counts["runs"] == 4 and summary.counts["checkpoints"] > 0
+        assert summary.counts["inbox"] == 1 and summary.counts["timers"] >= 1
+        with pytest.raises(archive.ArchiveError, match="not empty"):
+            await archive.export(old.ledger, old.engine.checkpointer, folder)
+    sent_before = outbox(tmp_path / "old")
+    assert len(sent_before) == 2  # the welcome email and the first reminder
+
+    overrides: dict[str, Any] = {"home": tmp_path / "new"}
+    if target is not None:
+        overrides["database_url"] = str(target)
+    async with Steward.open(load_settings(**overrides)) as new:
+        seen: list[str] = []
+        await archive.import_(
+            new.ledger,
+            new.engine.checkpointer,
+            folder,
+            lambda what, done, of: seen.append(what),
+        )
+        assert seen[-1] == "checkpoints" and "runs" in seen
+        after = await tables(new)
+        for name, rows in before.items():
+            assert after[name] == rows, name
+        report = await new.ledger.verify_audit()
+        assert report.ok and report.checked == len(before["audit_events"])
+
+        decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
+        assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
+        assert outbox(tmp_path / "new") == [f"{ids['waiting_run']}:send_welcome"]
+        later = await new.engine.start("onboarding", onboarding("Later"), "cli:shell")
+        assert later.approval is not None  # new rows take ids after the imported ones
+        with pytest.raises(archive.ArchiveError, match="import into a new one"):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder)
+
+
+async def test_not_an_export_is_refused_clearly(tmp_path: Path) -> None:
+    async with Steward.open(load_settings(home=tmp_path / "home")) as app:
+        with pytest.raises(archive.ArchiveError, match="no steward export"):
+            await archive.import_(app.ledger, app.engine.checkpointer, tmp_path / "nothing")
+        folder = tmp_path / "half"
+        folder.mkdir()
+        (folder / "manifest.json").write_text('{"format": "steward-export/1", "counts": {}}')
+        with pytest.raises(archive.ArchiveError, match="missing from the export"):
+            await archive.import_(app.ledger, app.engine.checkpointer, folder)
