@@ -19,6 +19,7 @@ from connectors.email import EmailConnector, SmtpServer
 from connectors.outbox import OutboxConnector
 from connectors.webhook import WebhookConnector
 from graph.access import Allowlist
+from graph.budget import PRICES, Budgets, parse_prices, parse_process_budgets
 from graph.catalog import Catalog
 from graph.coordinator import Coordinator
 from graph.drafting import Drafter
@@ -73,6 +74,13 @@ class Steward:
                 connectors.register(email_connector(settings))
                 connectors.register(WebhookConnector(settings.webhook_secret))
                 load_user_connectors(connectors)
+                budgets = Budgets(
+                    ledger,
+                    ZoneInfo(settings.timezone),
+                    settings.budget_daily,
+                    parse_process_budgets(settings.process_budgets),
+                    {**PRICES, **parse_prices(settings.model_prices)},
+                )
                 if models is None and settings.model_configured:
                     assert settings.llm_model is not None
                     models = LanguageModels.openai(
@@ -81,7 +89,10 @@ class Steward:
                         settings.llm_fast_model,
                         settings.openai_api_key,
                         settings.openai_base_url,
+                        budgets,
                     )
+                elif models is not None and models.budgets is None:
+                    models.budgets = budgets
                 engine = ProcessEngine(
                     ledger=ledger,
                     checkpointer=checkpointer,
@@ -99,6 +110,7 @@ class Steward:
                     memory=memory,
                     router=Router(catalog, models),
                     zone=ZoneInfo(settings.timezone),
+                    budgets=budgets,
                 )
                 door = FrontDoor(ledger, Allowlist(settings.operator_ids), memory, coordinator)
                 yield cls(settings, ledger, catalog, connectors, engine, coordinator, door)

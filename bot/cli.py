@@ -251,6 +251,11 @@ def _progress(verb: str) -> archive.Progress:
     return show
 
 
+async def cmd_budget(steward: Steward, args: argparse.Namespace) -> int:
+    print(await steward.coordinator.budget_report())
+    return 0
+
+
 async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
     print(render(await steward.coordinator.today_reply(show_all=args.all)))
     return 0
@@ -322,6 +327,7 @@ COMMANDS: dict[str, Command] = {
     "approve": cmd_approve,
     "undo": cmd_undo,
     "today": cmd_today,
+    "budget": cmd_budget,
     "export": cmd_export,
     "import": cmd_import,
     "reject": cmd_reject,
@@ -352,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     reject = sub.add_parser("reject", help="reject a pending approval")
     reject.add_argument("id")
     reject.add_argument("--reason")
+    sub.add_parser("budget", help="model spend by day, month and process")
     export = sub.add_parser("export", help="everything, as JSON Lines in a new folder")
     export.add_argument("folder", nargs="?", help="default: steward-export-DATE-TIME")
     restore = sub.add_parser("import", help="restore an export into an empty home")

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.email import SmtpServer
+from graph.budget import parse_prices, parse_process_budgets
 from memory.database_url import DatabaseURL
 
 
@@ -65,6 +66,11 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(
         default=None, validation_alias=_env("STEWARD_WEBHOOK_SECRET")
     )
+    budget_daily: float | None = Field(
+        default=None, ge=0, validation_alias=_env("STEWARD_BUDGET_DAILY")
+    )
+    process_budgets: str = Field(default="", validation_alias=_env("STEWARD_PROCESS_BUDGETS"))
+    model_prices: str = Field(default="", validation_alias=_env("STEWARD_MODEL_PRICES"))
     timezone: str = Field(default="UTC", validation_alias=_env("STEWARD_TIMEZONE"))
     digest_at: str = Field(default="08:00", validation_alias=_env("STEWARD_DIGEST_AT"))
     processes_dir: Path | None = Field(default=None, validation_alias=_env("STEWARD_PROCESSES_DIR"))
@@ -90,6 +96,18 @@ class Settings(BaseSettings):
         for entry in filter(None, (e.strip() for e in value.split(","))):
             if not re.fullmatch(r"(telegram|slack):[A-Za-z0-9_.-]+", entry):
                 raise ValueError(f"{entry!r} should look like telegram:12345 or slack:U0123")
+        return value
+
+    @field_validator("process_budgets")
+    @classmethod
+    def _process_budgets(cls, value: str) -> str:
+        parse_process_budgets(value)
+        return value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        parse_prices(value)
         return value
 
     @field_validator("timezone")

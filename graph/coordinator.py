@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from graph.budget import Budgets
 from graph.cards import approval_card, decision_line, outcome
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
@@ -43,6 +44,7 @@ COMMANDS = (
     ("retry", "retry a failed run: /retry RUN"),
     ("undo", "undo a step that acted, after approval: /undo RUN STEP"),
     ("today", "what needs you today, ranked: /today [all]"),
+    ("budget", "model spend by day, month and process, against the budgets"),
     ("processes", "what I can run"),
     ("help", "all commands"),
 )
@@ -58,6 +60,7 @@ Commands:
 /retry RUN               retry a failed run from where it stopped
 /undo RUN STEP           undo a step that acted (a correction email, say), after approval
 /today [all]             what needs you today, ranked (it also comes every morning)
+/budget                  model spend, by day, month and process
 /processes               what I can run
 /help                    this list
 Or just say what you need, e.g. "onboard Jane from Acme (jane@acme.com), premium"."""
@@ -71,6 +74,7 @@ class Coordinator:
     memory: WorkingMemory
     router: Router
     zone: ZoneInfo = UTC_ZONE  # STEWARD_TIMEZONE: the operator's day
+    budgets: Budgets | None = None
 
     async def handle(self, inbound: Inbound) -> Reply:
         """Answers an operator's message; the front door has stored it and checked who
@@ -106,6 +110,8 @@ class Coordinator:
                 return await self.runs_reply(show_all=rest == "all")
             case "today":
                 return await self.today_reply(show_all=rest == "all")
+            case "budget":
+                return Reply().say(await self.budget_report())
             case "approve":
                 return await self.decide(_one_id(rest, "approve"), True, actor)
             case "reject":
@@ -237,6 +243,9 @@ class Coordinator:
         """The daily action list, on the operator's clock."""
         found = await daily_list(self.ledger, self.catalog, now or utcnow(), self.zone)
         return found.reply(show_all)
+
+    async def budget_report(self) -> str:
+        return await (self.budgets or Budgets(self.ledger, self.zone)).report()
 
     async def runs_reply(self, show_all: bool = False) -> Reply:
         runs = await self.ledger.list_runs(None if show_all else ACTIVE, limit=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from graph.budget import BudgetExceeded
 from graph.definitions import AgentStep
 from graph.models import LanguageModels
 from graph.templating import render
@@ -29,6 +30,8 @@ class Drafter:
             text = await self.models.complete(
                 prompt, purpose="draft", run_id=run_id, step_id=step.id, fast=step.model == "fast"
             )
+        except BudgetExceeded:  # spent: the run stops and waits for the operator
+            raise
         except Exception as exc:  # a model outage must not stop the run: fall back
             return Draft(render(step.template, values), "template", f"model failed: {exc}")
         if not text:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from graph.budget import BudgetExceeded
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.inputs import EMAIL, InputError, InputType, parse_input
@@ -143,6 +144,8 @@ class Router:
         )
         try:
             choice = await self.models.extract(_ModelRoute, prompt, purpose="route")
+        except BudgetExceeded:
+            raise  # the operator hears why plain words are not understood today
         except Exception:
             return None
         definition = self.catalog.get(choice.process or "")

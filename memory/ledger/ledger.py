@@ -654,6 +654,34 @@ class Ledger:
         )
         await self.db.run(lambda c: c.execute(statement))
 
+    async def model_spend_since(self, start: datetime, process: str | None = None) -> float:
+        """Model spend from ``start`` on: all of it, or one process's runs'."""
+        query = select(func.coalesce(func.sum(t.model_calls.c.cost_usd), 0.0)).where(
+            t.model_calls.c.at >= start
+        )
+        if process is not None:
+            query = query.join(t.runs, t.runs.c.id == t.model_calls.c.run_id).where(
+                t.runs.c.process == process
+            )
+        return float(await self.db.run(lambda c: c.execute(query).scalar_one(), write=False))
+
+    async def model_calls_since(self, start: datetime) -> list[tuple[datetime, str | None, float]]:
+        """Each model call from ``start`` on: when, its run's process (None: no run), cost."""
+        query = (
+            select(t.model_calls.c.at, t.runs.c.process, t.model_calls.c.cost_usd)
+            .select_from(t.model_calls.outerjoin(t.runs, t.runs.c.id == t.model_calls.c.run_id))
+            .where(t.model_calls.c.at >= start)
+            .order_by(t.model_calls.c.at)
+        )
+        return await self.db.run(
+            lambda c: [(r.at, r.process, float(r.cost_usd)) for r in c.execute(query)],
+            write=False,
+        )
+
+    async def models_used_since(self, start: datetime) -> list[str]:
+        query = select(t.model_calls.c.model).where(t.model_calls.c.at >= start).distinct()
+        return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
+
     async def model_spend(self, run_id: str | None = None) -> float:
         query = select(func.coalesce(func.sum(t.model_calls.c.cost_usd), 0.0))
         if run_id is not None:

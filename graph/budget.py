@@ -1,0 +1,133 @@
+"""Model spend: the price table, the budgets that stop model calls, the spend report.
+
+Every model call's tokens, latency and cost are in the ledger (``graph.models``). A
+daily budget (``STEWARD_BUDGET_DAILY``, US dollars, the operator's day) caps all model
+spend; a process budget (``STEWARD_PROCESS_BUDGETS``, dollars a calendar month) caps one
+process's runs. A call that would go over is not made: the run stops, failed as
+``budget``, and tells the operator; ``/retry`` goes on from that step once there is
+room (a new day or month, or a raised budget). Nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+from graph.errors import StewardError
+from memory.ledger import Ledger, utcnow
+
+# US dollars per million tokens (input, output); unknown models are recorded at zero.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+}
+ROUTING = "(routing)"  # model calls that belong to no run: choosing a process
+
+
+class BudgetExceeded(StewardError):
+    kind = "budget"
+
+
+def parse_prices(text: str) -> dict[str, tuple[float, float]]:
+    """``model=IN/OUT,…`` in dollars per million tokens, e.g. ``llama3=0/0``."""
+    prices = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, _, pair = entry.partition("=")
+        given, _, taken = pair.partition("/")
+        try:
+            prices[name.strip()] = (float(given), float(taken))
+        except ValueError:
+            raise ValueError(f"{entry!r} should look like gpt-4o=2.50/10.00") from None
+        if not name.strip() or min(prices[name.strip()]) < 0:
+            raise ValueError(f"{entry!r} should look like gpt-4o=2.50/10.00")
+    return prices
+
+
+def parse_process_budgets(text: str) -> dict[str, float]:
+    """``process=DOLLARS,…``: each process's model spend a month."""
+    budgets = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, _, amount = entry.partition("=")
+        try:
+            budgets[name.strip()] = float(amount)
+        except ValueError:
+            raise ValueError(f"{entry!r} should look like onboarding=10.00") from None
+        if not name.strip() or budgets[name.strip()] < 0:
+            raise ValueError(f"{entry!r} should look like onboarding=10.00")
+    return budgets
+
+
+@dataclass
+class Budgets:
+    ledger: Ledger
+    zone: ZoneInfo
+    daily: float | None = None
+    per_process: dict[str, float] = field(default_factory=dict)
+    prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PRICES))
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        price_in, price_out = self.prices.get(model, (0.0, 0.0))
+        return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+
+    async def check(self, process: str | None, now: datetime | None = None) -> None:
+        """Raises BudgetExceeded when a budget that applies is spent."""
+        now = now or utcnow()
+        if self.daily is not None:
+            spent = await self.ledger.model_spend_since(self.day_start(now))
+            if spent >= self.daily:
+                raise BudgetExceeded(
+                    f"the daily model budget is spent (${spent:.2f} of ${self.daily:.2f} "
+                    "today), so no model call was made; raise STEWARD_BUDGET_DAILY, or "
+                    "/retry tomorrow"
+                )
+        limit = self.per_process.get(process or "")
+        if process is not None and limit is not None:
+            spent = await self.ledger.model_spend_since(self.month_start(now), process)
+            if spent >= limit:
+                raise BudgetExceeded(
+                    f"{process}'s model budget for the month is spent (${spent:.2f} of "
+                    f"${limit:.2f}), so no model call was made; raise it in "
+                    "STEWARD_PROCESS_BUDGETS, or /retry next month"
+                )
+
+    def day_start(self, now: datetime) -> datetime:
+        return datetime.combine(now.astimezone(self.zone).date(), time(), self.zone)
+
+    def month_start(self, now: datetime) -> datetime:
+        return datetime.combine(now.astimezone(self.zone).date().replace(day=1), time(), self.zone)
+
+    async def report(self, now: datetime | None = None) -> str:
+        now = now or utcnow()
+        month = self.month_start(now)
+        calls = await self.ledger.model_calls_since(month)
+        today = self.day_start(now)
+        by_day: dict[str, float] = defaultdict(float)
+        by_process: dict[str, float] = defaultdict(float)
+        for at, process, cost in calls:
+            by_day[at.astimezone(self.zone).date().isoformat()] += cost
+            by_process[process or ROUTING] += cost
+        spent_today = sum(cost for at, _, cost in calls if at >= today)
+        lines = ["Model spend (US dollars):"]
+        daily = f" of {self.daily:.4f} (STEWARD_BUDGET_DAILY)" if self.daily is not None else ""
+        lines.append(f"  today       {spent_today:.4f}{daily}")
+        lines.append(f"  this month  {sum(by_process.values()):.4f} in {len(calls)} call(s)")
+        if by_process:
+            lines.append("  by process this month:")
+            for name, cost in sorted(by_process.items(), key=lambda item: -item[1]):
+                limit = self.per_process.get(name)
+                of = f" of {limit:.4f}" if limit is not None else ""
+                lines.append(f"    {name:<20} {cost:.4f}{of}")
+        if by_day:
+            lines.append("  by day:")
+            lines += [f"    {day}  {cost:.4f}" for day, cost in sorted(by_day.items())[-7:]]
+        unpriced = sorted(set(await self.ledger.models_used_since(month)) - set(self.prices))
+        if unpriced:
+            lines.append(
+                "  no price for " + ", ".join(unpriced) + ": counted at 0 (STEWARD_MODEL_PRICES)"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Model spend: prices, the report, and budgets that stop model calls — the run stops
+and waits for the operator, nothing is lost, and /retry goes on once there is room."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from bot.app import Steward
+from bot.settings import SettingsError, load_settings
+from graph.budget import Budgets, parse_prices
+from graph.models import LanguageModels
+from memory.ledger import RunStatus
+
+ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+
+
+def drafts(count: int) -> Iterator[AIMessage]:
+    for n in range(count):
+        yield AIMessage(
+            content=f"Dear Acme, draft {n}.",
+            usage_metadata={"input_tokens": 1000, "output_tokens": 500, "total_tokens": 1500},
+        )
+
+
+async def open_steward(tmp_path: Path, **budget: object) -> AsyncIterator[Steward]:
+    settings = load_settings(
+        home=tmp_path / "home",
+        llm_model="house-model",
+        model_prices="house-model=2.00/10.00",
+        **budget,
+    )
+    fake = GenericFakeChatModel(messages=drafts(50))
+    models = LanguageModels(fake, fake, ledger=None, names=("house-model", "house-model"))  # type: ignore[arg-type]
+    async with Steward.open(settings, models=models) as steward:
+        models.ledger = steward.ledger
+        yield steward
+
+
+@pytest.fixture
+async def spend_limited(tmp_path: Path) -> AsyncIterator[Steward]:
+    # each draft costs 1000 * 2 + 500 * 10 = 7,000 micro-dollars: $0.007
+    async for steward in open_steward(tmp_path, budget_daily=0.01):
+        yield steward
+
+
+async def test_each_call_is_priced_from_the_table(tmp_path: Path) -> None:
+    async for app in open_steward(tmp_path):
+        view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        assert view.approval is not None and "draft 0" in (view.approval.card["text"] or "")
+        assert await app.ledger.model_spend(view.run.id) == pytest.approx(0.007)
+        report = await app.coordinator.budget_report()
+        assert "this month  0.0070 in 1 call(s)" in report
+        assert "onboarding" in report
+
+
+async def test_over_the_daily_budget_the_run_stops_and_retry_goes_on(
+    spend_limited: Steward,
+) -> None:
+    app = spend_limited
+    first = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    second = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert first.approval is not None and second.approval is not None  # $0.014 spent
+    third = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert third.run.status is RunStatus.FAILED and third.run.error_class == "budget"
+    assert "daily model budget is spent ($0.01 of $0.01 today)" in (third.run.error or "")
+    assert await app.ledger.model_spend() == pytest.approx(0.014)  # no call was made
+    reply = app.coordinator.describe(third)
+    assert "/retry" in reply.texts[0]
+
+    app.coordinator.budgets.daily = 1.0  # type: ignore[union-attr]  # the operator raises it
+    retried = await app.engine.retry(third.run.id, "cli:shell")
+    assert retried.approval is not None and retried.run.status is RunStatus.WAITING
+
+
+async def test_a_process_budget_stops_only_that_process(tmp_path: Path) -> None:
+    async for app in open_steward(tmp_path, process_budgets="onboarding=0.005"):
+        first = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        assert first.approval is not None
+        second = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        assert second.run.error_class == "budget"
+        assert "onboarding's model budget for the month is spent" in (second.run.error or "")
+        invoice = {
+            "client": "Acme",
+            "email": "billing@acme.com",
+            "invoice": "INV-7",
+            "amount": "1200",
+            "due_date": "2026-11-01",
+        }
+        other = await app.engine.start("invoice_followup", invoice, "cli:shell")
+        assert other.approval is not None  # another process's model calls go on
+        report = await app.coordinator.budget_report()
+        assert "onboarding           0.0070 of 0.0050" in report
+
+
+async def test_months_and_days_are_the_operators(tmp_path: Path) -> None:
+    async for app in open_steward(tmp_path):
+        budgets = Budgets(app.ledger, ZoneInfo("America/New_York"))
+        late = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)  # still 30 November in New York
+        assert budgets.day_start(late) == datetime(2026, 11, 30, 5, 0, tzinfo=UTC)
+        assert budgets.month_start(late) == datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
+
+
+def test_prices_and_budgets_are_checked_in_settings() -> None:
+    assert parse_prices("a=1/2, b=0/0") == {"a": (1.0, 2.0), "b": (0.0, 0.0)}
+    with pytest.raises(SettingsError, match="STEWARD_MODEL_PRICES: 'gpt-4o=cheap'"):
+        load_settings(model_prices="gpt-4o=cheap")
+    with pytest.raises(SettingsError, match="STEWARD_PROCESS_BUDGETS: 'onboarding'"):
+        load_settings(process_budgets="onboarding")
+    with pytest.raises(SettingsError, match="STEWARD_BUDGET_DAILY"):
+        load_settings(budget_daily=-1)
