@@ -241,7 +241,9 @@ class Coordinator:
 
     async def today_reply(self, show_all: bool = False, now: datetime | None = None) -> Reply:
         """The daily action list, on the operator's clock."""
-        found = await daily_list(self.ledger, self.catalog, now or utcnow(), self.zone)
+        found = await daily_list(
+            self.ledger, self.catalog, now or utcnow(), self.zone, self.budgets
+        )
         return found.reply(show_all)
 
     async def budget_report(self) -> str:

@@ -1,7 +1,8 @@
 """The daily action list: what needs the operator today, ranked, each in one line.
 
 It holds pending approvals (with Approve and Reject on the item), failed runs and runs
-stuck mid-step (with Retry), and the follow-ups and waits due today. Each item gets a
+stuck mid-step (with Retry), the follow-ups and waits due today, and budgets at 80 % or
+more of their limit (scored 25, or 45 once spent). Each item gets a
 score, and the list is sorted by it, highest first:
 
     score = 10 * risk                      low 1, medium 2, high 3; a failed run 2.5,
@@ -23,6 +24,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
+from graph.budget import Budgets
 from graph.catalog import Catalog
 from graph.inputs import InputType
 from graph.messages import Button, Card, Reply
@@ -76,7 +78,13 @@ class DailyList:
         return reply
 
 
-async def daily_list(ledger: Ledger, catalog: Catalog, now: datetime, zone: ZoneInfo) -> DailyList:
+async def daily_list(
+    ledger: Ledger,
+    catalog: Catalog,
+    now: datetime,
+    zone: ZoneInfo,
+    budgets: Budgets | None = None,
+) -> DailyList:
     """Everything that needs the operator on their day ``now`` falls in, ranked."""
     local = now.astimezone(zone)
     end_of_day = datetime.combine(local.date() + timedelta(days=1), time(), zone)
@@ -92,6 +100,8 @@ async def daily_list(ledger: Ledger, catalog: Catalog, now: datetime, zone: Zone
     for timer in await ledger.due_timers(end_of_day, limit=None):
         if timer.kind == "wait" and timer.run_id in runs:
             items.append(_timer_item(timer, runs[timer.run_id], catalog, now, local))
+    if budgets is not None:
+        items += await _budget_items(budgets, now)
     items.sort(key=lambda item: (-item.score, item.title))
     return DailyList(items, f"{local:%A} {local.day} {local:%B}")
 
@@ -164,6 +174,34 @@ def _timer_item(timer: Timer, run: Run, catalog: Catalog, now: datetime, local: 
     )
 
 
+async def _budget_items(budgets: Budgets, now: datetime) -> list[Item]:
+    """A budget at 80 % or more of its limit: model calls are about to stop, or have."""
+    checks: list[tuple[str, float, float, str]] = []
+    if budgets.daily is not None:
+        spent = await budgets.ledger.model_spend_since(budgets.day_start(now))
+        checks.append(("today's model spend", spent, budgets.daily, "STEWARD_BUDGET_DAILY"))
+    for process, limit in budgets.per_process.items():
+        spent = await budgets.ledger.model_spend_since(budgets.month_start(now), process)
+        checks.append((f"{process}'s model spend this month", spent, limit, process))
+    items = []
+    for what, spent, limit, key in checks:
+        if spent < 0.8 * limit:
+            continue
+        over = spent >= limit
+        items.append(
+            Item(
+                score=45.0 if over else 25.0,
+                kind="budget",
+                title=f"{what[0].upper()}{what[1:]}: ${spent:.2f} of ${limit:.2f}",
+                why="model calls are stopped: runs that need one wait for /retry"
+                if over
+                else f"{spent / limit:.0%} used: model calls stop at the limit",
+                key=f"budget:{key}",
+            )
+        )
+    return items
+
+
 def _score(risk: float, money: Decimal, left: timedelta | None, waiting: timedelta) -> float:
     urgency = 0.0
     if left is not None:
@@ -232,7 +270,13 @@ def _process_title(run: Run, catalog: Catalog) -> str:
 
 
 def _counted(items: list[Item]) -> str:
-    names = {"approval": "approval", "failed": "failed run", "stuck": "stuck run", "due": "due"}
+    names = {
+        "approval": "approval",
+        "failed": "failed run",
+        "stuck": "stuck run",
+        "due": "due",
+        "budget": "budget alert",
+    }
     counts: dict[str, int] = {}
     for item in items:
         counts[item.kind] = counts.get(item.kind, 0) + 1

@@ -74,6 +74,10 @@ async def test_over_the_daily_budget_the_run_stops_and_retry_goes_on(
     reply = app.coordinator.describe(third)
     assert "/retry" in reply.texts[0]
 
+    listed = await app.coordinator.today_reply()
+    assert "Today's model spend: $0.01 of $0.01" in "\n".join(listed.texts)
+    assert "model calls are stopped" in "\n".join(listed.texts)
+
     app.coordinator.budgets.daily = 1.0  # type: ignore[union-attr]  # the operator raises it
     retried = await app.engine.retry(third.run.id, "cli:shell")
     assert retried.approval is not None and retried.run.status is RunStatus.WAITING
