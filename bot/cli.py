@@ -23,6 +23,7 @@ from graph.engine import InputProblem
 from graph.errors import StewardError
 from graph.messages import Reply, Sender
 from graph.routing import parse_arguments
+from graph.timeline import render_timeline, timeline
 from memory import archive
 from memory.ledger import LedgerUnavailable, RunStatus
 
@@ -185,22 +186,18 @@ async def _show_run(steward: Steward, args: argparse.Namespace) -> int:
         return 1
     pending = [a.id for a in await steward.ledger.pending_approvals([run.id])]
     steps = await steward.ledger.run_steps(run.id)
+    rows = await timeline(steward.ledger, run)
     data = _run_json(run, pending) | {
         "inputs": run.inputs,
         "steps": [asdict(s) | {"at": s.at.isoformat()} for s in steps],
+        "timeline": [row.to_json() for row in rows],
     }
     if args.json:
         _print_json(data)
         return 0
-    print(f"run {run.id} · {run.process} · {run.status.value}")
-    for key, value in run.inputs.items():
-        print(f"  {key}: {value}")
-    for step in steps:
-        print(f"  {step.seq:>3}. {step.at:%H:%M:%S} {step.step_id} ({step.kind}) {step.status}")
+    print(render_timeline(run, rows))
     if pending:
         print(f"  pending approvals: {', '.join(pending)}")
-    if run.error:
-        print(f"  {run.error_class or 'outcome'}: {run.error}")
     return 0
 
 

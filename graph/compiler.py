@@ -205,7 +205,16 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
             params=params,
         )
         ctx.log.append(
-            _entry(step, visit, "done", key=key, connector=step.connector, result=result)
+            _entry(
+                step,
+                visit,
+                "done",
+                key=key,
+                connector=step.connector,
+                action=step.action,
+                params=params,
+                result=result,
+            )
         )
         update: dict[str, Any] = {"visits": {step.id: visit}, "spent": {step.id: gate["visit"]}}
         if step.output:

@@ -23,6 +23,7 @@ from graph.errors import StewardError
 from graph.inputs import InputError, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.routing import Router, parse_arguments
+from graph.timeline import render_timeline, timeline
 from memory.ledger import Ledger, RunStatus, utcnow
 from memory.working import WorkingMemory
 
@@ -53,6 +54,7 @@ HELP = """\
 Commands:
 /run PROCESS key=value …  start a process (missing inputs are asked for)
 /runs [all]              runs in progress, with pending approvals
+/runs RUN                a run's timeline: each step, who or what decided, cost, time
 /approve ID              approve a pending approval
 /reject ID [reason]      reject it
 /cancel RUN              cancel a run (or /cancel the question I asked)
@@ -107,6 +109,11 @@ class Coordinator:
             case "run":
                 return await self._run_command(inbound, rest)
             case "runs":
+                if rest and rest != "all":
+                    run = await self.ledger.get_run(_one_id(rest, "runs"))
+                    if run is None:
+                        return Reply().say(f"No run {rest!r}; /runs lists them.")
+                    return Reply().say(render_timeline(run, await timeline(self.ledger, run)))
                 return await self.runs_reply(show_all=rest == "all")
             case "today":
                 return await self.today_reply(show_all=rest == "all")
@@ -274,12 +281,9 @@ class Coordinator:
         if approval is None:
             return Reply().say(f"No approval {approval_id}.")
         run = await self.ledger.get_run(approval.run_id)
-        steps = await self.ledger.run_steps(approval.run_id)
-        lines = [f"Run {approval.run_id} · {run.process if run else '?'} · inputs:"]
-        lines += [f"  {k}: {v}" for k, v in (run.inputs if run else {}).items()]
-        lines.append("Steps so far:")
-        lines += [f"  {s.seq}. {s.step_id} ({s.kind}) {s.status}" for s in steps] or ["  none"]
-        reply = Reply().say("\n".join(lines))
+        if run is None:
+            return Reply().say(f"No run {approval.run_id}.")
+        reply = Reply().say(render_timeline(run, await timeline(self.ledger, run)))
         if approval.is_pending:
             reply.add(approval_card(approval, await self.ledger.model_spend(approval.run_id)))
         else:

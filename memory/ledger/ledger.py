@@ -682,6 +682,17 @@ class Ledger:
         query = select(t.model_calls.c.model).where(t.model_calls.c.at >= start).distinct()
         return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
 
+    async def step_costs(self, run_id: str) -> dict[str, float]:
+        """A run's model spend by step."""
+        query = (
+            select(t.model_calls.c.step_id, func.sum(t.model_calls.c.cost_usd))
+            .where(t.model_calls.c.run_id == run_id)
+            .group_by(t.model_calls.c.step_id)
+        )
+        return await self.db.run(
+            lambda c: {str(step): float(cost) for step, cost in c.execute(query)}, write=False
+        )
+
     async def model_spend(self, run_id: str | None = None) -> float:
         query = select(func.coalesce(func.sum(t.model_calls.c.cost_usd), 0.0))
         if run_id is not None:

@@ -1,0 +1,122 @@
+"""A run's timeline: each step with what went in, what was decided and by what (a rule,
+a model, a person), with what confidence, at what cost, and how long it took."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from memory.ledger import Ledger, Run, StepEntry
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    seq: int
+    step: str
+    kind: str
+    status: str
+    at: datetime
+    took_seconds: float  # since the step before it ended (for a gate: the wait for a person)
+    inputs: str
+    decision: str
+    by: str  # the rule, the model or the person
+    confidence: str
+    cost_usd: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"at": self.at.isoformat()}
+
+
+async def timeline(ledger: Ledger, run: Run) -> list[TimelineRow]:
+    steps = await ledger.run_steps(run.id)
+    costs = await ledger.step_costs(run.id)
+    rows = []
+    previous = run.created_at
+    for entry in steps:
+        inputs, decision, by, confidence = _explain(entry)
+        rows.append(
+            TimelineRow(
+                seq=entry.seq,
+                step=entry.step_id,
+                kind=entry.kind,
+                status=entry.status,
+                at=entry.at,
+                took_seconds=max(0.0, (entry.at - previous).total_seconds()),
+                inputs=inputs,
+                decision=decision,
+                by=by,
+                confidence=confidence,
+                cost_usd=costs.get(entry.step_id, 0.0),
+            )
+        )
+        previous = entry.at
+    return rows
+
+
+def render_timeline(run: Run, rows: list[TimelineRow]) -> str:
+    lines = [f"Run {run.id} · {run.process} · {run.status.value}"]
+    lines += [f"  {name}: {value}" for name, value in run.inputs.items()]
+    if not rows:
+        lines.append("  no steps yet")
+    for row in rows:
+        cost = f" · ${row.cost_usd:.4f}" if row.cost_usd else ""
+        lines.append(
+            f"  {row.seq}. {row.at:%Y-%m-%d %H:%M:%S} {row.step} ({row.kind}) {row.status}"
+            f" · {_took(row.took_seconds)}{cost}"
+        )
+        if row.inputs:
+            lines.append(f"     in: {row.inputs}")
+        lines.append(
+            f"     {row.decision} — by {row.by}" + (f", {row.confidence}" if row.confidence else "")
+        )
+    if run.error:
+        lines.append(f"  stopped: {run.error_class}: {run.error}")
+    return "\n".join(lines)
+
+
+def _explain(entry: StepEntry) -> tuple[str, str, str, str]:
+    """What went in, what came out, who or what decided, how sure."""
+    d = entry.detail
+    match entry.kind:
+        case "agent":
+            source = str(d.get("source") or "template")
+            by = source.replace("model:", "model ") if source.startswith("model:") else "template"
+            note = f" ({d['note']})" if d.get("note") else ""
+            return "", f"drafted the text{note}", by, ""
+        case "approval":
+            decision = entry.status + (" with edits" if d.get("edited") else "")
+            if d.get("reason"):
+                decision += f": {d['reason']}"
+            return "", decision, str(d.get("by") or "?"), ""
+        case "action":
+            params = d.get("params") or {}
+            shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+            what = (
+                f"{d.get('connector')}.{d.get('action')}"
+                if d.get("action")
+                else str(d.get("connector"))
+            )
+            return shown, f"{what} done, key {d.get('key')}", "its approval", ""
+        case "branch":
+            target = str(d.get("went_to"))
+            target = "the end" if target == "__end__" else target
+            return "", f"went to {target}", f"rule: {d.get('condition')}", "certain"
+        case "wait":
+            return "", "woke", str(d.get("woken_by") or "?"), ""
+    return "", entry.status, "?", ""
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _took(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
