@@ -32,7 +32,12 @@ Command = Callable[[Steward, argparse.Namespace], Awaitable[int]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "replay":  # key=value after --from STEP
+        args.inputs = [*args.inputs, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -258,6 +263,16 @@ async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_replay(steward: Steward, args: argparse.Namespace) -> int:
+    positional, named = parse_arguments(" ".join(_quote(a) for a in args.inputs))
+    if positional:
+        print(f"steward: expected key=value, got {positional[0]!r}", file=sys.stderr)
+        return 2
+    view = await steward.engine.replay(args.id, args.from_step, named, CLI.key)
+    print(render(steward.coordinator.describe(view)))
+    return 1 if view.run.status is RunStatus.FAILED else 0
+
+
 async def cmd_undo(steward: Steward, args: argparse.Namespace) -> int:
     view = await steward.engine.compensate(args.run, args.step, CLI.key)
     print(view.run.id)
@@ -323,6 +338,7 @@ COMMANDS: dict[str, Command] = {
     "runs": cmd_runs,
     "approve": cmd_approve,
     "undo": cmd_undo,
+    "replay": cmd_replay,
     "today": cmd_today,
     "budget": cmd_budget,
     "export": cmd_export,
@@ -362,6 +378,10 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("folder")
     today = sub.add_parser("today", help="what needs you today, ranked")
     today.add_argument("--all", action="store_true", help="every item, not the top ten")
+    replay = sub.add_parser("replay", help="run a run again from a step, inputs changed")
+    replay.add_argument("id")
+    replay.add_argument("--from", dest="from_step", required=True, metavar="STEP")
+    replay.add_argument("inputs", nargs="*", metavar="key=value")
     undo = sub.add_parser("undo", help="undo a step that acted; prints the undo run's id")
     undo.add_argument("run")
     undo.add_argument("step")

@@ -43,6 +43,7 @@ COMMANDS = (
     ("pause", "pause a waiting run: /pause RUN"),
     ("resume", "let a paused run go on: /resume RUN"),
     ("retry", "retry a failed run: /retry RUN"),
+    ("replay", "run a run again from a step: /replay RUN STEP [key=value …]"),
     ("undo", "undo a step that acted, after approval: /undo RUN STEP"),
     ("today", "what needs you today, ranked: /today [all]"),
     ("budget", "model spend by day, month and process, against the budgets"),
@@ -60,6 +61,7 @@ Commands:
 /cancel RUN              cancel a run (or /cancel the question I asked)
 /pause RUN · /resume RUN pause a waiting run, or let it go on
 /retry RUN               retry a failed run from where it stopped
+/replay RUN STEP [k=v …] run it again from a step, inputs changed; gates ask again
 /undo RUN STEP           undo a step that acted (a correction email, say), after approval
 /today [all]             what needs you today, ranked (it also comes every morning)
 /budget                  model spend, by day, month and process
@@ -141,6 +143,13 @@ class Coordinator:
                 return self.describe(await self.engine.resume(_one_id(rest, "resume"), actor))
             case "retry":
                 return self.describe(await self.engine.retry(_one_id(rest, "retry"), actor))
+            case "replay":
+                positional, named = parse_arguments(rest)
+                if len(positional) != 2:
+                    raise StewardError("Usage: /replay RUN STEP [key=value …]")
+                view = await self.engine.replay(positional[0], positional[1], named, actor)
+                reply = Reply().say(f"Replaying run {view.run.id} from {positional[1]}.")
+                return self._describe(view, reply)
             case "undo":
                 parts = rest.split()
                 if len(parts) != 2:

@@ -383,6 +383,62 @@ class ProcessEngine:
         async with self._locks[undo_id]:
             return await self._advance(undo_run, {"data": values})
 
+    async def replay(
+        self, run_id: str, from_step: str, changes: dict[str, str], actor: str
+    ) -> RunView:
+        """Runs a run again from ``from_step``, with changed inputs, on its own thread:
+        the earlier checkpoints stay in its history. Every step from there runs as a new
+        visit, so a gate asks again before its action acts again, and an action that
+        already acted on its approval is refused rather than repeated."""
+        async with self._locks[run_id]:
+            run = await self._run(run_id)
+            if run.status is RunStatus.RUNNING:
+                raise InvalidState(f"run {run_id} is running; replay it once it stops")
+            compiled = await self._compiled_for(run.version)
+            definition = compiled.definition
+            if from_step not in {step.id for step in definition.steps}:
+                known = ", ".join(step.id for step in definition.steps)
+                raise NotFound(f"{run.process} has no step {from_step!r}; its steps: {known}")
+            values = self._changed_inputs(definition, changes)
+            snapshot = await compiled.graph.aget_state(_config(run_id))
+            visits: dict[str, int] = {}
+            for pending in snapshot.interrupts:  # the open gate or wait is left behind
+                visits[pending.value["step"]] = pending.value["visit"]
+            inputs = {**run.inputs, **values}
+
+            def record(tx: LedgerTx) -> Run:
+                cancelled = tx.cancel_pending_approvals(run_id)
+                tx.cancel_timers(run_id)
+                tx.update_run(
+                    run_id,
+                    status=RunStatus.RUNNING.value,
+                    inputs=inputs,
+                    current_step=from_step,
+                    error=None,
+                    error_class=None,
+                )
+                detail = {"from": from_step, "changes": values, "approvals": cancelled}
+                tx.audit(NewAuditEvent(actor, "run.replayed", run_id, detail))
+                return _found(tx.get_run(run_id), run_id)
+
+            replayed = await self.ledger.write(record)
+            command = Command(goto=from_step, update={"data": values, "visits": visits})
+            return await self._advance(replayed, command)
+
+    def _changed_inputs(
+        self, definition: ProcessDefinition, changes: dict[str, str]
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, raw in changes.items():
+            spec = definition.inputs.get(name)
+            if spec is None:
+                raise InputProblem(definition.name, [], [], name, list(definition.inputs))
+            try:
+                values[name] = parse_input(name, spec, raw)
+            except InputError as exc:
+                raise InvalidState(str(exc)) from None
+        return values
+
     async def cancel(self, run_id: str, actor: str) -> Run:
         async with self._locks[run_id]:
 
