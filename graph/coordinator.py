@@ -54,19 +54,14 @@ COMMANDS = (
 HELP = """\
 Commands:
 /run PROCESS key=value …  start a process (missing inputs are asked for)
-/runs [all]              runs in progress, with pending approvals
-/runs RUN                a run's timeline: each step, who or what decided, cost, time
-/approve ID              approve a pending approval
-/reject ID [reason]      reject it
+/runs [all] · /runs RUN  runs in progress · one run's timeline
+/approve ID · /reject ID [reason]
 /cancel RUN              cancel a run (or /cancel the question I asked)
-/pause RUN · /resume RUN pause a waiting run, or let it go on
-/retry RUN               retry a failed run from where it stopped
-/replay RUN STEP [k=v …] run it again from a step, inputs changed; gates ask again
-/undo RUN STEP           undo a step that acted (a correction email, say), after approval
-/today [all]             what needs you today, ranked (it also comes every morning)
-/budget                  model spend, by day, month and process
-/processes               what I can run
-/help                    this list
+/pause RUN · /resume RUN · /retry RUN
+/replay RUN STEP [k=v …] run it again from a step; gates ask again
+/undo RUN STEP           undo a step that acted, after approval
+/today [all] · /budget   what needs you today · model spend
+/processes · /help
 Or just say what you need, e.g. "onboard Jane from Acme (jane@acme.com), premium"."""
 
 
