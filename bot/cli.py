@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -87,6 +88,9 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
     service = Service(steward, channels)
     try:
         async with service:
+            # What start-up built lives as long as the process: out of the collector's
+            # way, so that a full collection never pauses a reply for it.
+            gc.freeze()
             print(f"steward is running: {service.summary()}. Ctrl-C stops it.", file=sys.stderr)
             await wait_for_signal()
     except ChannelUnavailable as exc:

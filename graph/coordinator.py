@@ -253,9 +253,9 @@ class Coordinator:
     async def today_reply(self, show_all: bool = False, now: datetime | None = None) -> Reply:
         """The daily action list, on the operator's clock."""
         found = await daily_list(
-            self.ledger, self.catalog, now or utcnow(), self.zone, self.budgets
+            self.ledger, self.catalog, now or utcnow(), self.zone, self.budgets, show_all
         )
-        return found.reply(show_all)
+        return found.reply()
 
     async def budget_report(self) -> str:
         return await (self.budgets or Budgets(self.ledger, self.zone)).report()

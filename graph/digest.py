@@ -18,10 +18,13 @@ at 09:00".
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from graph.budget import Budgets
@@ -34,7 +37,9 @@ MOST = 20  # more items than this: the top ones, the count, and how to see the r
 TOP = 10
 STUCK_AFTER = timedelta(hours=1)  # a running run not moved for this long is stuck
 RISK = {"low": 1.0, "medium": 2.0, "high": 3.0}
-OPEN = [RunStatus.WAITING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.PAUSED]
+ZERO = Decimal(0)
+DAY = 86_400.0
+FAILED, RUNNING = RunStatus.FAILED.value, RunStatus.RUNNING.value
 
 
 @dataclass(frozen=True)
@@ -49,18 +54,17 @@ class Item:
 
 @dataclass(frozen=True)
 class DailyList:
-    items: list[Item]
+    items: list[Item]  # the ones to show, ranked: all of them, or the top ones of many
     day: str  # the operator's date, e.g. "Sunday 22 November"
+    total: int = 0  # how many there are in all
+    kinds: dict[str, int] = field(default_factory=dict)
 
-    def reply(self, show_all: bool = False) -> Reply:
-        if not self.items:
+    def reply(self) -> Reply:
+        if not self.total:
             return Reply().say(f"{self.day}: nothing needs you today.")
-        shown = self.items if show_all or len(self.items) <= MOST else self.items[:TOP]
-        kinds = _counted(self.items)
-        count = len(self.items)
-        things = "1 thing needs" if count == 1 else f"{count} things need"
-        reply = Reply().say(f"{self.day}: {things} you — {kinds}.")
-        for rank, item in enumerate(shown, 1):
+        things = "1 thing needs" if self.total == 1 else f"{self.total} things need"
+        reply = Reply().say(f"{self.day}: {things} you — {_counted(self.kinds)}.")
+        for rank, item in enumerate(self.items, 1):
             if item.buttons:
                 reply.add(
                     Card(
@@ -72,8 +76,8 @@ class DailyList:
                 )
             else:
                 reply.say(f"{rank}. {item.title}\n   {item.why}")
-        if len(shown) < len(self.items):
-            rest = len(self.items) - len(shown)
+        if len(self.items) < self.total:
+            rest = self.total - len(self.items)
             reply.say(f"…and {rest} more, ranked lower. /today all shows every one.")
         return reply
 
@@ -84,26 +88,67 @@ async def daily_list(
     now: datetime,
     zone: ZoneInfo,
     budgets: Budgets | None = None,
+    show_all: bool = False,
 ) -> DailyList:
-    """Everything that needs the operator on their day ``now`` falls in, ranked."""
+    """Everything that needs the operator on their day ``now`` falls in, ranked. All of
+    it is scored from lean rows; only the items shown are written out."""
     local = now.astimezone(zone)
     end_of_day = datetime.combine(local.date() + timedelta(days=1), time(), zone)
-    items: list[Item] = []
-    runs = {r.id: r for r in await ledger.list_runs(OPEN, limit=None)}
-    for approval in await ledger.pending_approvals():
-        items.append(_approval_item(approval, runs.get(approval.run_id), catalog, now, local))
-    for run in runs.values():
-        if run.status is RunStatus.FAILED:
-            items.append(_run_item(run, "failed", catalog, now))
-        elif run.status is RunStatus.RUNNING and now - run.updated_at > STUCK_AFTER:
-            items.append(_run_item(run, "stuck", catalog, now))
-    for timer in await ledger.due_timers(end_of_day, limit=None):
-        if timer.kind == "wait" and timer.run_id in runs:
-            items.append(_timer_item(timer, runs[timer.run_id], catalog, now, local))
-    if budgets is not None:
-        items += await _budget_items(budgets, now)
-    items.sort(key=lambda item: (-item.score, item.title))
-    return DailyList(items, f"{local:%A} {local.day} {local:%B}")
+    work = await ledger.open_work(end_of_day, _money_fields(catalog))
+    money = {run: worth for run, _, _, _, worth in work.runs}
+    at = now.timestamp()
+    # (-score, kind, key, run id): sorted as they are, highest score first
+    candidates: list[tuple[float, str, str, str]] = []
+    add = candidates.append
+    for approval_id, run_id, created, expires, risk in work.approvals:
+        score = _points(RISK.get(risk, 2.0), money.get(run_id, 0.0), expires - at, at - created)
+        add((-score, "approval", approval_id, run_id))
+    stuck = STUCK_AFTER.total_seconds()
+    for run_id, _, status, updated, worth in work.runs:
+        if status == FAILED:
+            add((-_points(2.5, worth, None, at - updated), "failed", run_id, run_id))
+        elif status == RUNNING and at - updated > stuck:
+            add((-_points(2.0, worth, None, at - updated), "stuck", run_id, run_id))
+    for key, run_id, due in work.timers:
+        if run_id in money:
+            add((-_points(1.0, money[run_id], due - at, 0.0), "due", key, run_id))
+    budget_items = await _budget_items(budgets, now) if budgets is not None else []
+    candidates += [(-i.score, i.kind, i.key, "") for i in budget_items]
+    candidates.sort()
+    shown = candidates if show_all or len(candidates) <= MOST else candidates[:TOP]
+    budget_by_key = {item.key: item for item in budget_items}
+    items = [await _written(c, ledger, catalog, now, local, budget_by_key) for c in shown]
+    kinds = dict(Counter(kind for _, kind, _, _ in candidates))
+    return DailyList(
+        [item for item in items if item is not None],
+        f"{local:%A} {local.day} {local:%B}",
+        len(candidates),
+        kinds,
+    )
+
+
+async def _written(
+    candidate: tuple[float, str, str, str],
+    ledger: Ledger,
+    catalog: Catalog,
+    now: datetime,
+    local: datetime,
+    budget_items: dict[str, Item],
+) -> Item | None:
+    """The item with its title, line and buttons, from its full records."""
+    _, kind, key, run_id = candidate
+    if kind == "budget":
+        return budget_items[key]
+    run = await ledger.get_run(run_id)
+    if kind == "approval":
+        approval = await ledger.get_approval(key)
+        return _approval_item(approval, run, catalog, now, local) if approval else None
+    if run is None:
+        return None
+    if kind == "due":
+        timer = await ledger.get_timer(key)
+        return _timer_item(timer, run, catalog, now, local) if timer else None
+    return _run_item(run, kind, catalog, now)
 
 
 def next_digest_at(now: datetime, zone: ZoneInfo, at: time) -> datetime:
@@ -203,30 +248,50 @@ async def _budget_items(budgets: Budgets, now: datetime) -> list[Item]:
 
 
 def _score(risk: float, money: Decimal, left: timedelta | None, waiting: timedelta) -> float:
+    seconds = left.total_seconds() if left is not None else None
+    return _points(risk, float(money), seconds, waiting.total_seconds())
+
+
+def _points(risk: float, money: float, left: float | None, waiting: float) -> float:
+    """The documented score, from seconds: ``left`` until due or expiry, ``waiting``."""
     urgency = 0.0
     if left is not None:
-        if left <= timedelta():
+        if left <= 0:
             urgency = 30.0
-        elif left <= timedelta(days=1):
+        elif left <= DAY:
             urgency = 20.0
-        elif left <= timedelta(days=3):
+        elif left <= 3 * DAY:
             urgency = 10.0
-    days = min(waiting / timedelta(days=1), 10.0)
-    return 10 * risk + 5 * math.log10(1 + float(money)) + urgency + 2 * days
+    days = min(waiting / DAY, 10.0)
+    return 10 * risk + 5 * math.log10(1 + money) + urgency + 2 * days
 
 
 def _money(run: Run | None, catalog: Catalog) -> Decimal:
     """The money a run is about: the sum of its money inputs."""
     if run is None:
-        return Decimal(0)
-    definition = catalog.get(run.process)
-    if definition is None:
-        return Decimal(0)
-    total = Decimal(0)
-    for name, spec in definition.inputs.items():
-        if spec.type is InputType.MONEY and run.inputs.get(name) is not None:
+        return ZERO
+    return _money_of(_money_fields(catalog).get(run.process), run.inputs)
+
+
+def _money_fields(catalog: Catalog) -> dict[str, list[str]]:
+    """Each process's money inputs, where it has any."""
+    fields = {}
+    for definition in catalog:
+        names = [n for n, spec in definition.inputs.items() if spec.type is InputType.MONEY]
+        if names:
+            fields[definition.name] = names
+    return fields
+
+
+def _money_of(names: list[str] | None, inputs: str | dict[str, Any]) -> Decimal:
+    if not names:
+        return ZERO
+    values = json.loads(inputs) if isinstance(inputs, str) else inputs
+    total = ZERO
+    for name in names:
+        if values.get(name) is not None:
             try:
-                total += Decimal(str(run.inputs[name]))
+                total += Decimal(str(values[name]))
             except InvalidOperation:
                 continue
     return total
@@ -269,7 +334,7 @@ def _process_title(run: Run, catalog: Catalog) -> str:
     return definition.title if definition is not None else run.process
 
 
-def _counted(items: list[Item]) -> str:
+def _counted(counts: dict[str, int]) -> str:
     names = {
         "approval": "approval",
         "failed": "failed run",
@@ -277,9 +342,6 @@ def _counted(items: list[Item]) -> str:
         "due": "due",
         "budget": "budget alert",
     }
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.kind] = counts.get(item.kind, 0) + 1
     parts = []
     for kind, count in counts.items():
         name = names[kind]

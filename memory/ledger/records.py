@@ -142,3 +142,14 @@ class ModelCall:
     completion_tokens: int
     latency_ms: float
     cost_usd: float
+
+
+@dataclass(frozen=True)
+class OpenWork:
+    """The open work the daily list ranks, as lean rows, times in seconds since the
+    epoch: approvals (id, run id, created, expires, risk), runs (id, process, status,
+    updated, money at stake), waits (timer key, run id, due)."""
+
+    approvals: list[tuple[str, str, float, float, str]]
+    runs: list[tuple[str, str, str, float, float]]
+    timers: list[tuple[str, str, float]]

@@ -90,6 +90,7 @@ async def test_items_are_ranked_by_the_documented_score_and_explained(app: Stewa
     assert [b.payload for b in third.buttons] == [f"retry:{broken.run.id}"]
 
     reply = found.reply()
+    assert found.total == 3
     assert reply.texts[0].endswith("3 things need you — 2 approvals, 1 failed run.")
     assert reply.cards[0].title.startswith("1. Send a payment reminder")
 
