@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -91,10 +92,12 @@ async def seed(steward: Steward, items: int) -> None:
         await steward.ledger.write(batch(start, min(items, start + 1000)))
 
 
-async def main(items: int, builds: int) -> None:
+async def main(items: int, builds: int, freeze: bool) -> None:
     zone = ZoneInfo("Europe/Berlin")
     async with steward_home({}) as steward:
         await seed(steward, items)
+        if freeze:
+            gc.freeze()  # as `steward run` does once it has started
         ledger = steward.ledger
         built: list[float] = []
         reads: list[float] = []
@@ -107,7 +110,8 @@ async def main(items: int, builds: int) -> None:
             await ledger.open_work(utcnow() + timedelta(days=1))
             reads.append((time.perf_counter() - began) * 1000)
         assert found.total == items and len(found.items) == 10, (found.total, len(found.items))
-    print(f"daily list over {items:,} open items, {builds} builds, SQLite")
+    state = "start-up objects frozen, as in steward run" if freeze else "nothing frozen"
+    print(f"daily list over {items:,} open items, {builds} builds, SQLite ({state})")
     for name, samples in (("the list (read, rank, render)", built), ("the bare reads", reads)):
         p50, p95 = percentile(samples, 50), percentile(samples, 95)
         print(f"  {name:<30} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms")
@@ -118,5 +122,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--builds", type=int, default=50)
+    parser.add_argument("--no-freeze", action="store_true", help="leave gc.freeze() out")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.items, arguments.builds))
+    asyncio.run(main(arguments.items, arguments.builds, not arguments.no_freeze))

@@ -39,7 +39,7 @@ STUCK_AFTER = timedelta(hours=1)  # a running run not moved for this long is stu
 RISK = {"low": 1.0, "medium": 2.0, "high": 3.0}
 ZERO = Decimal(0)
 DAY = 86_400.0
-FAILED, RUNNING = RunStatus.FAILED.value, RunStatus.RUNNING.value
+FAILED = RunStatus.FAILED.value
 
 
 @dataclass(frozen=True)
@@ -95,23 +95,21 @@ async def daily_list(
     local = now.astimezone(zone)
     end_of_day = datetime.combine(local.date() + timedelta(days=1), time(), zone)
     work = await ledger.open_work(end_of_day, _money_fields(catalog))
-    money = {run: worth for run, _, _, _, worth in work.runs}
     at = now.timestamp()
     # (-score, kind, key, run id): sorted as they are, highest score first
     candidates: list[tuple[float, str, str, str]] = []
     add = candidates.append
-    for approval_id, run_id, created, expires, risk in work.approvals:
-        score = _points(RISK.get(risk, 2.0), money.get(run_id, 0.0), expires - at, at - created)
+    for approval_id, run_id, created, expires, risk, worth in work.approvals:
+        score = _points(RISK.get(risk, 2.0), worth, expires - at, at - created)
         add((-score, "approval", approval_id, run_id))
     stuck = STUCK_AFTER.total_seconds()
-    for run_id, _, status, updated, worth in work.runs:
+    for run_id, status, updated, worth in work.runs:
         if status == FAILED:
             add((-_points(2.5, worth, None, at - updated), "failed", run_id, run_id))
-        elif status == RUNNING and at - updated > stuck:
+        elif at - updated > stuck:  # running, and has not moved
             add((-_points(2.0, worth, None, at - updated), "stuck", run_id, run_id))
-    for key, run_id, due in work.timers:
-        if run_id in money:
-            add((-_points(1.0, money[run_id], due - at, 0.0), "due", key, run_id))
+    for key, run_id, due, worth in work.timers:
+        add((-_points(1.0, worth, due - at, 0.0), "due", key, run_id))
     budget_items = await _budget_items(budgets, now) if budgets is not None else []
     candidates += [(-i.score, i.kind, i.key, "") for i in budget_items]
     candidates.sort()

@@ -691,36 +691,46 @@ class Ledger:
     async def open_work(
         self, until: datetime, money: dict[str, list[str]] | None = None
     ) -> OpenWork:
-        """What the daily list ranks, lean: every pending approval, every run not yet
-        over with the sum of its money inputs (``money``: each process's money input
-        names), every wait due before ``until``. Times come as seconds since the epoch,
-        computed by the database, and JSON fields are read there too: one trip, no
-        per-row parsing."""
+        """What the daily list ranks, lean: every pending approval and every wait due
+        before ``until``, each with its run's money at stake (``money``: each process's
+        money input names), and every failed or running run. Times come as seconds since
+        the epoch, computed by the database, and JSON fields are read there too: one
+        trip, no per-row parsing."""
         money = money or {}
         names = sorted({name for fields in money.values() for name in fields})
-        approvals = select(
-            t.approvals.c.id,
-            t.approvals.c.run_id,
-            _Epoch(t.approvals.c.created_at),
-            _Epoch(t.approvals.c.expires_at),
-            t.approvals.c.card["risk"].as_string(),
-        ).where(t.approvals.c.status == ApprovalStatus.PENDING.value)
-        runs = select(
-            t.runs.c.id,
-            t.runs.c.process,
-            t.runs.c.status,
-            _Epoch(t.runs.c.updated_at),
-            *(t.runs.c.inputs[name].as_string() for name in names),
-        ).where(t.runs.c.status.in_([s.value for s in OPEN_STATUSES]))
-        timers = select(t.timers.c.key, t.timers.c.run_id, _Epoch(t.timers.c.due_at)).where(
-            t.timers.c.status == "pending", t.timers.c.kind == "wait", t.timers.c.due_at < until
+        at_stake = [t.runs.c.process, *(t.runs.c.inputs[name].as_string() for name in names)]
+        approvals = (
+            select(
+                t.approvals.c.id,
+                t.approvals.c.run_id,
+                _Epoch(t.approvals.c.created_at),
+                _Epoch(t.approvals.c.expires_at),
+                t.approvals.c.card["risk"].as_string(),
+                *at_stake,
+            )
+            .select_from(t.approvals.outerjoin(t.runs, t.runs.c.id == t.approvals.c.run_id))
+            .where(t.approvals.c.status == ApprovalStatus.PENDING.value)
         )
-        position = {name: 4 + index for index, name in enumerate(names)}
+        runs = select(t.runs.c.id, t.runs.c.status, _Epoch(t.runs.c.updated_at), *at_stake).where(
+            t.runs.c.status.in_([RunStatus.FAILED.value, RunStatus.RUNNING.value])
+        )
+        timers = (
+            select(t.timers.c.key, t.timers.c.run_id, _Epoch(t.timers.c.due_at), *at_stake)
+            .select_from(t.timers.join(t.runs, t.runs.c.id == t.timers.c.run_id))
+            .where(
+                t.timers.c.status == "pending",
+                t.timers.c.kind == "wait",
+                t.timers.c.due_at < until,
+                t.runs.c.status.in_([s.value for s in OPEN_STATUSES]),
+            )
+        )
+        position = {name: 1 + index for index, name in enumerate(names)}
 
-        def worth(row: Any) -> float:
+        def worth(row: Any, start: int) -> float:
+            """The run's money inputs, summed: its process is at ``start``, then inputs."""
             total = 0.0
-            for name in money.get(row[1], ()):
-                value = row[position[name]]
+            for name in money.get(row[start], ()):
+                value = row[start + position[name]]
                 if value:
                     with contextlib.suppress(ValueError):
                         total += float(value)
@@ -738,11 +748,11 @@ class Ledger:
         def read(conn: Connection) -> OpenWork:
             return OpenWork(
                 approvals=[
-                    (a, r, float(c), float(e), risk or "medium")
-                    for a, r, c, e, risk in rows(conn, approvals)
+                    (r[0], r[1], float(r[2]), float(r[3]), r[4] or "medium", worth(r, 5))
+                    for r in rows(conn, approvals)
                 ],
-                runs=[(r[0], r[1], r[2], float(r[3]), worth(r)) for r in rows(conn, runs)],
-                timers=[(k, r, float(d)) for k, r, d in rows(conn, timers)],
+                runs=[(r[0], r[1], float(r[2]), worth(r, 3)) for r in rows(conn, runs)],
+                timers=[(r[0], r[1], float(r[2]), worth(r, 3)) for r in rows(conn, timers)],
             )
 
         return await self.db.run(read, write=False)

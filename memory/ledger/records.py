@@ -147,9 +147,10 @@ class ModelCall:
 @dataclass(frozen=True)
 class OpenWork:
     """The open work the daily list ranks, as lean rows, times in seconds since the
-    epoch: approvals (id, run id, created, expires, risk), runs (id, process, status,
-    updated, money at stake), waits (timer key, run id, due)."""
+    epoch and money at stake summed from the run's inputs: approvals (id, run id,
+    created, expires, risk, money), failed or running runs (id, status, updated, money),
+    waits due (timer key, run id, due, money)."""
 
-    approvals: list[tuple[str, str, float, float, str]]
-    runs: list[tuple[str, str, str, float, float]]
-    timers: list[tuple[str, str, float]]
+    approvals: list[tuple[str, str, float, float, str, float]]
+    runs: list[tuple[str, str, float, float]]
+    timers: list[tuple[str, str, float, float]]

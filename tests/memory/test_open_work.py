@@ -48,12 +48,12 @@ async def test_open_work_reads_lean_and_right(ledger: Ledger) -> None:
 
     await ledger.write(seed)
     work = await ledger.open_work(CREATED + timedelta(days=1), {"invoice_followup": ["amount"]})
-    [(approval_id, run_id, created, expires, risk)] = work.approvals
+    [(approval_id, run_id, created, expires, risk, worth)] = work.approvals
     assert (approval_id, run_id, risk) == ("a1", "r1", "high")
+    assert worth == pytest.approx(1200.50)
     assert created == pytest.approx(CREATED.timestamp(), abs=1e-3)
     assert expires - created == pytest.approx(72 * 3600, abs=1e-3)
-    runs = {r[0]: r for r in work.runs}
-    assert set(runs) == {"r1", "r2"}  # a succeeded run is not open work
-    assert runs["r1"][2] == "waiting" and runs["r1"][4] == pytest.approx(1200.50)
-    assert runs["r2"][4] == 0.0  # what is not a number counts nothing
-    assert [(k, r) for k, r, _ in work.timers] == [("wait:r1", "r1")]
+    assert [(r[0], r[1], r[3]) for r in work.runs] == [("r2", "failed", 0.0)]  # not a number
+    [(key, timer_run, due, timer_worth)] = work.timers  # the late one is not due today
+    assert (key, timer_run, timer_worth) == ("wait:r1", "r1", pytest.approx(1200.50))
+    assert due - created == pytest.approx(3600, abs=1e-3)
