@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -30,6 +30,29 @@ def percentile(samples: list[float], pct: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+START_RUN = "/run onboarding client=Acme email=jane@acme.com package=basic"
+
+
+async def round_trip_contest(
+    measure: Callable[[Any, str, int], Awaitable[list[float]]],
+    baseline: Any,
+    steward: Any,
+    rounds: int,
+    blocks: int,
+) -> tuple[list[float], dict[str, list[float]]]:
+    """The baseline echo app and steward take turns in blocks, warmed up first:
+    ``measure(app, text, count)`` gives each message's round trip in ms."""
+    await measure(baseline, "warm up", 20)
+    await measure(steward, "/runs", 20)
+    echo: list[float] = []
+    ours: dict[str, list[float]] = {"/runs": [], "/run onboarding …": []}
+    for _ in range(blocks):
+        echo += await measure(baseline, "hello there", rounds)
+        ours["/runs"] += await measure(steward, "/runs", rounds)
+        ours["/run onboarding …"] += await measure(steward, START_RUN, rounds // 4)
+    return echo, ours
 
 
 def print_round_trips(

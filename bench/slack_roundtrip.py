@@ -31,7 +31,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncSay
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench.common import print_round_trips
+from bench.common import print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -118,24 +118,15 @@ def _first_post(slack: FakeSlackAPI, channel: str) -> float | None:
 
 async def main(rounds: int, blocks: int) -> None:
     async with FakeSlackAPI() as slack:
-        await round_trips(slack, echo_app, "warm up", 20)
-        await round_trips(slack, steward_app, "/runs", 20)
-        echo: list[float] = []
-        runs: list[float] = []
-        starts: list[float] = []
-        for _ in range(blocks):
-            echo += await round_trips(slack, echo_app, "hello there", rounds)
-            runs += await round_trips(slack, steward_app, "/runs", rounds)
-            starts += await round_trips(
-                slack,
-                steward_app,
-                "/run onboarding client=Acme email=jane@acme.com package=basic",
-                rounds // 4,
-            )
+
+        async def measure(app: App, text: str, count: int) -> list[float]:
+            return await round_trips(slack, app, text, count)
+
+        echo, ours = await round_trip_contest(measure, echo_app, steward_app, rounds, blocks)
     print_round_trips(
         f"slack round trip: event in → first Web API call out, {len(echo)} events each",
         ("bare slack-bolt echo app", echo),
-        {"/runs": runs, "/run onboarding …": starts},
+        ours,
     )
 
 

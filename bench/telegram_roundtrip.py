@@ -27,7 +27,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bench.common import print_round_trips
+from bench.common import print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -97,24 +97,15 @@ async def round_trips(api: FakeBotAPI, bot: Bot, text: str, rounds: int) -> list
 
 async def main(rounds: int, blocks: int) -> None:
     async with FakeBotAPI(token=TOKEN) as api:
-        await round_trips(api, echo_bot, "warm up", 20)
-        await round_trips(api, steward_bot, "/runs", 20)
-        echo: list[float] = []
-        runs: list[float] = []
-        starts: list[float] = []
-        for _ in range(blocks):
-            echo += await round_trips(api, echo_bot, "hello there", rounds)
-            runs += await round_trips(api, steward_bot, "/runs", rounds)
-            starts += await round_trips(
-                api,
-                steward_bot,
-                "/run onboarding client=Acme email=jane@acme.com package=basic",
-                rounds // 4,
-            )
+
+        async def measure(bot: Bot, text: str, count: int) -> list[float]:
+            return await round_trips(api, bot, text, count)
+
+        echo, ours = await round_trip_contest(measure, echo_bot, steward_bot, rounds, blocks)
     print_round_trips(
         f"telegram round trip: message in → first reply out, {len(echo)} messages each",
         ("bare PTB echo bot", echo),
-        {"/runs": runs, "/run onboarding …": starts},
+        ours,
     )
 
 

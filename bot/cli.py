@@ -20,7 +20,7 @@ from bot.console import ConsoleChannel, render
 from bot.service import Service, configured_channels, wait_for_signal
 from bot.settings import SettingsError, load_settings
 from graph.coordinator import ACTIVE
-from graph.engine import InputProblem
+from graph.engine import InputProblem, RunView
 from graph.errors import StewardError
 from graph.messages import Reply, Sender
 from graph.routing import parse_arguments
@@ -149,19 +149,32 @@ async def cmd_processes(steward: Steward, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_start(steward: Steward, args: argparse.Namespace) -> int:
-    positional, named = parse_arguments(" ".join(_quote(a) for a in args.inputs))
+def _named(inputs: list[str]) -> dict[str, str] | None:
+    """``key=value`` arguments; None, and a line on stderr, for anything else."""
+    positional, named = parse_arguments(" ".join(_quote(a) for a in inputs))
     if positional:
         print(f"steward: expected key=value, got {positional[0]!r}", file=sys.stderr)
-        return 2
-    view = await steward.engine.start(args.process, named, CLI.key)
+        return None
+    return named
+
+
+def _print_started(view: RunView) -> None:
+    """The run's id on stdout; the approval it waits for on stderr."""
     print(view.run.id)
     if view.approval is not None:
         print(
             f"waiting for approval {view.approval.id}: {view.approval.card['summary']}",
             file=sys.stderr,
         )
-    elif view.run.status is RunStatus.FAILED:
+
+
+async def cmd_start(steward: Steward, args: argparse.Namespace) -> int:
+    named = _named(args.inputs)
+    if named is None:
+        return 2
+    view = await steward.engine.start(args.process, named, CLI.key)
+    _print_started(view)
+    if view.approval is None and view.run.status is RunStatus.FAILED:
         print(f"run failed: {view.run.error}", file=sys.stderr)
         return 1
     return 0
@@ -268,9 +281,8 @@ async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_replay(steward: Steward, args: argparse.Namespace) -> int:
-    positional, named = parse_arguments(" ".join(_quote(a) for a in args.inputs))
-    if positional:
-        print(f"steward: expected key=value, got {positional[0]!r}", file=sys.stderr)
+    named = _named(args.inputs)
+    if named is None:
         return 2
     view = await steward.engine.replay(args.id, args.from_step, named, CLI.key)
     print(render(steward.coordinator.describe(view)))
@@ -278,13 +290,7 @@ async def cmd_replay(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_undo(steward: Steward, args: argparse.Namespace) -> int:
-    view = await steward.engine.compensate(args.run, args.step, CLI.key)
-    print(view.run.id)
-    if view.approval is not None:
-        print(
-            f"waiting for approval {view.approval.id}: {view.approval.card['summary']}",
-            file=sys.stderr,
-        )
+    _print_started(await steward.engine.compensate(args.run, args.step, CLI.key))
     return 0
 
 
