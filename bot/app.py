@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ from graph.models import LanguageModels
 from graph.routing import Router
 from memory.checkpoints import open_checkpointer
 from memory.ledger import Ledger, LedgerUnavailable
-from memory.working import InProcessWorkingMemory
+from memory.working import InProcessWorkingMemory, RedisWorkingMemory, WorkingMemory
 from processes import BUILTIN_DIR
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Steward:
         ledger = Ledger.from_url(settings.database)
         try:
             await ledger.setup()
-            async with open_checkpointer(ledger) as checkpointer:
+            async with open_checkpointer(ledger) as checkpointer, AsyncExitStack() as stack:
                 connectors = ConnectorRegistry()
                 connectors.register(OutboxConnector(settings.outbox_dir))
                 connectors.register(email_connector(settings))
@@ -102,7 +102,8 @@ class Steward:
                     durability=durability,
                 )
                 await engine.setup()
-                memory = InProcessWorkingMemory()
+                memory = await open_working_memory(settings)
+                stack.push_async_callback(memory.close)
                 coordinator = Coordinator(
                     ledger=ledger,
                     engine=engine,
@@ -127,3 +128,11 @@ def email_connector(settings: Settings) -> Connector:
     return OutboxConnector(
         settings.outbox_dir, "email", EmailConnector.actions, EmailConnector.schemas
     )
+
+
+async def open_working_memory(settings: Settings) -> WorkingMemory:
+    """Redis when STEWARD_REDIS_URL is set (shared by every steward process, kept across
+    restarts); in-process otherwise."""
+    if settings.redis_url:
+        return await RedisWorkingMemory.connect(settings.redis_url)
+    return InProcessWorkingMemory()

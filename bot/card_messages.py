@@ -2,12 +2,11 @@
 
 A card can show in several chats (every operator's, a thread and the Details view), and
 the press that decides it may come from any of them: each channel remembers every
-message showing the card, in working memory, and edits them all when it is decided.
+message showing the card, in working memory (Redis, with STEWARD_REDIS_URL: shared by
+every steward process and kept across restarts), and edits them all when it is decided.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from memory.working import WorkingMemory
 
@@ -18,13 +17,12 @@ class CardMessages:
     def __init__(self, memory: WorkingMemory, channel: str) -> None:
         self.memory = memory
         self.channel = channel
-        self._lock = asyncio.Lock()  # one read-and-write at a time, or an entry is lost
 
     async def remember(self, approval_id: str, chat_id: str, message_id: str) -> str | None:
         """Notes a message showing the card. When the card was decided while the message
         was on its way, returns the outcome text to show on it at once."""
         key = self._key(approval_id)
-        async with self._lock:
+        async with self.memory.lock(key):  # one read-and-write at a time, or one is lost
             known = await self.memory.get(key) or {"messages": []}
             if known.get("outcome") is not None:
                 return str(known["outcome"])
@@ -36,7 +34,7 @@ class CardMessages:
         """Every message showing the card, handed out once; a message posted later is
         told ``outcome`` by ``remember``."""
         key = self._key(approval_id)
-        async with self._lock:
+        async with self.memory.lock(key):
             known = await self.memory.get(key) or {"messages": []}
             await self.memory.set(key, {"messages": [], "outcome": outcome}, CARD_TTL)
         return [(str(chat), str(message)) for chat, message in known["messages"]]

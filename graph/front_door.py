@@ -73,9 +73,8 @@ class FrontDoor:
         from (a bad signature, a stale timestamp): nothing of it was stored. One event a
         minute per address and reason, so that a flood cannot grow the log."""
         seen = f"unverified:{channel}:{details.get('remote', '')}:{reason}"
-        if await self.memory.get(seen) is not None:
+        if not await self.memory.add(seen, {"at": "now"}, UNVERIFIED_TTL):
             return
-        await self.memory.set(seen, {"at": "now"}, UNVERIFIED_TTL)
         data = {"reason": reason, **details}
         await self.ledger.audit(
             NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data)
@@ -96,7 +95,6 @@ class FrontDoor:
             )
         )
         refused_key = f"refused:{sender.key}"
-        if await self.memory.get(refused_key) is not None:
-            return Reply(private=True)
-        await self.memory.set(refused_key, {"at": "now"}, REFUSAL_TTL)
+        if not await self.memory.add(refused_key, {"at": "now"}, REFUSAL_TTL):
+            return Reply(private=True)  # refused once today already
         return Reply(private=True).say(REFUSAL)

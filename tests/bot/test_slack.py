@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from bot.app import Steward
 from bot.service import Service, configured_channels
@@ -67,6 +68,7 @@ async def running(
     *,
     socket_mode: bool = False,
     operators: str = f"slack:{OPERATOR}",
+    redis_url: str | None = None,
 ) -> AsyncIterator[Running]:
     port = free_port()
     overrides: dict[str, Any] = {
@@ -75,6 +77,7 @@ async def running(
         "slack_api_url": slack.base_url,
         "operators": operators,
         "http_port": port,
+        "redis_url": redis_url,
     }
     if socket_mode:
         overrides["slack_app_token"] = slack.app_token
@@ -515,3 +518,27 @@ async def test_the_daily_list_acts_right_on_its_items(tmp_path: Path, slack: Fak
         await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
         assert cards(slack, dm) == []  # the card and its entry in the list both settled
         assert len(outbox(bot.home)) == 1 and card["ts"] != listed["ts"]
+
+
+@pytest.mark.redis
+async def test_with_redis_a_card_is_updated_in_place_after_a_restart(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    from tests.memory.test_working_memory import REDIS_URL, _redis_reason
+
+    reason = await _redis_reason()
+    if reason:
+        pytest.skip(reason)
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack, redis_url=REDIS_URL) as bot:
+        card = await onboarding_card(slack, bot)
+    async with running(home, slack, redis_url=REDIS_URL) as bot:  # a new process
+        await say(slack, bot, "approve " + value(card, "approve").split(":")[1])
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        assert not actions(slack.message(dm, card["ts"]))  # the old card, edited in place
+    client = Redis.from_url(REDIS_URL)
+    keys = [k async for k in client.scan_iter("steward:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
