@@ -163,31 +163,20 @@ class ProcessEngine:
     ) -> RunView:
         definition = self.definition(process)
         values = self.validate_inputs(definition, inputs)
-        now = utcnow()
-        run = Run(
-            id=new_run_id(),
-            process=definition.name,
-            version=definition.version,
-            status=RunStatus.RUNNING,
-            inputs=values,
-            started_by=started_by,
-            created_at=now,
-            updated_at=now,
-            reply_to=reply_to,
-        )
+        run = _new_run(new_run_id(), definition, values, started_by, reply_to)
+        started = {"process": run.process, "inputs": values}
+        return await self._begin(run, NewAuditEvent(started_by, "run.started", run.id, started))
+
+    async def _begin(self, run: Run, audit: NewAuditEvent) -> RunView:
+        """Records a new run and its audit event together, then runs it to its first stop."""
 
         def record_start(tx: LedgerTx) -> None:
             tx.insert_run(run)
-            tx.audit(
-                NewAuditEvent(
-                    started_by, "run.started", run.id, {"process": run.process, "inputs": values}
-                ),
-                at=now,
-            )
+            tx.audit(audit, at=run.created_at)
 
         await self.ledger.write(record_start)
         async with self._locks[run.id]:
-            return await self._advance(run, {"data": dict(values)})
+            return await self._advance(run, {"data": dict(run.inputs)})
 
     async def decide(
         self,
@@ -357,31 +346,12 @@ class ProcessEngine:
         data = {**run.inputs, **snapshot.values.get("data", {}), "run_id": run_id}
         data[UNDOES] = f"{run_id}:{step_id}"
         values = {name: data[name] for name in undo.inputs if data.get(name) is not None}
+        values[UNDOES] = data[UNDOES]  # the run says what it undoes
         if step.compensate.text is not None:
             values[CORRECTION] = render(step.compensate.text, data)
-        now = utcnow()
-        undo_run = Run(
-            id=undo_id,
-            process=undo.name,
-            version=undo.version,
-            status=RunStatus.RUNNING,
-            inputs={**values, UNDOES: data[UNDOES]},
-            started_by=actor,
-            created_at=now,
-            updated_at=now,
-            reply_to=reply_to,
-        )
-
-        def record_start(tx: LedgerTx) -> None:
-            tx.insert_run(undo_run)
-            tx.audit(
-                NewAuditEvent(actor, "run.compensating", run_id, {"step": step_id, "run": undo_id}),
-                at=now,
-            )
-
-        await self.ledger.write(record_start)
-        async with self._locks[undo_id]:
-            return await self._advance(undo_run, {"data": values})
+        undo_run = _new_run(undo_id, undo, values, actor, reply_to)
+        audit = NewAuditEvent(actor, "run.compensating", run_id, {"step": step_id, "run": undo_id})
+        return await self._begin(undo_run, audit)
 
     async def replay(
         self, run_id: str, from_step: str, changes: dict[str, str], actor: str
@@ -645,6 +615,27 @@ class ProcessEngine:
             compiled = _Compiled(definition, compile_definition(definition, self.checkpointer))
             self._compiled[version] = compiled
         return compiled
+
+
+def _new_run(
+    run_id: str,
+    definition: ProcessDefinition,
+    values: dict[str, Any],
+    started_by: str,
+    reply_to: dict[str, Any] | None,
+) -> Run:
+    now = utcnow()
+    return Run(
+        id=run_id,
+        process=definition.name,
+        version=definition.version,
+        status=RunStatus.RUNNING,
+        inputs=values,
+        started_by=started_by,
+        created_at=now,
+        updated_at=now,
+        reply_to=reply_to,
+    )
 
 
 def _found(run: Run | None, run_id: str) -> Run:
