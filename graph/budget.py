@@ -33,6 +33,14 @@ class BudgetExceeded(StewardError):
     kind = "budget"
 
 
+@dataclass(frozen=True)
+class Usage:
+    what: str  # "today's model spend"
+    spent: float
+    limit: float
+    key: str  # the setting, or the process, it belongs to
+
+
 def parse_prices(text: str) -> dict[str, tuple[float, float]]:
     """``model=IN/OUT,…`` in dollars per million tokens, e.g. ``llama3=0/0``."""
     prices = {}
@@ -73,6 +81,18 @@ class Budgets:
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         price_in, price_out = self.prices.get(model, (0.0, 0.0))
         return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+
+    async def usage(self, now: datetime | None = None) -> list[Usage]:
+        """Every budget set, with what is spent against it."""
+        now = now or utcnow()
+        found = []
+        if self.daily is not None:
+            spent = await self.ledger.model_spend_since(self.day_start(now))
+            found.append(Usage("today's model spend", spent, self.daily, "STEWARD_BUDGET_DAILY"))
+        for process, limit in self.per_process.items():
+            spent = await self.ledger.model_spend_since(self.month_start(now), process)
+            found.append(Usage(f"{process}'s model spend this month", spent, limit, process))
+        return found
 
     async def check(self, process: str | None, now: datetime | None = None) -> None:
         """Raises BudgetExceeded when a budget that applies is spent."""

@@ -18,7 +18,6 @@ at 09:00".
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -94,7 +93,8 @@ async def daily_list(
     it is scored from lean rows; only the items shown are written out."""
     local = now.astimezone(zone)
     end_of_day = datetime.combine(local.date() + timedelta(days=1), time(), zone)
-    work = await ledger.open_work(end_of_day, _money_fields(catalog))
+    fields = _money_fields(catalog)
+    work = await ledger.open_work(end_of_day, fields)
     at = now.timestamp()
     # (-score, kind, key, run id): sorted as they are, highest score first
     candidates: list[tuple[float, str, str, str]] = []
@@ -115,7 +115,8 @@ async def daily_list(
     candidates.sort()
     shown = candidates if show_all or len(candidates) <= MOST else candidates[:TOP]
     budget_by_key = {item.key: item for item in budget_items}
-    items = [await _written(c, ledger, catalog, now, local, budget_by_key) for c in shown]
+    context = _Context(ledger, catalog, fields, now, local)
+    items = [await _written(c, context, budget_by_key) for c in shown]
     kinds = dict(Counter(kind for _, kind, _, _ in candidates))
     return DailyList(
         [item for item in items if item is not None],
@@ -125,28 +126,42 @@ async def daily_list(
     )
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What writing an item out needs: where to read, and the operator's now."""
+
+    ledger: Ledger
+    catalog: Catalog
+    money_fields: dict[str, list[str]]
+    now: datetime
+    local: datetime
+
+    def money(self, run: Run | None) -> Decimal:
+        """The money a run is about: the sum of its money inputs."""
+        if run is None:
+            return ZERO
+        return _money_of(self.money_fields.get(run.process), run.inputs)
+
+
 async def _written(
-    candidate: tuple[float, str, str, str],
-    ledger: Ledger,
-    catalog: Catalog,
-    now: datetime,
-    local: datetime,
-    budget_items: dict[str, Item],
+    candidate: tuple[float, str, str, str], context: _Context, budget_items: dict[str, Item]
 ) -> Item | None:
-    """The item with its title, line and buttons, from its full records."""
-    _, kind, key, run_id = candidate
+    """The item with its title, line and buttons, from its full records; its score is
+    the one it was ranked by."""
+    negated, kind, key, run_id = candidate
     if kind == "budget":
         return budget_items[key]
+    ledger, score = context.ledger, -negated
     run = await ledger.get_run(run_id)
     if kind == "approval":
         approval = await ledger.get_approval(key)
-        return _approval_item(approval, run, catalog, now, local) if approval else None
+        return _approval_item(approval, run, score, context) if approval else None
     if run is None:
         return None
     if kind == "due":
         timer = await ledger.get_timer(key)
-        return _timer_item(timer, run, catalog, now, local) if timer else None
-    return _run_item(run, kind, catalog, now)
+        return _timer_item(timer, run, score, context) if timer else None
+    return _run_item(run, kind, score, context)
 
 
 def next_digest_at(now: datetime, zone: ZoneInfo, at: time) -> datetime:
@@ -163,16 +178,17 @@ def next_digest_at(now: datetime, zone: ZoneInfo, at: time) -> datetime:
 # -- items -------------------------------------------------------------------------------
 
 
-def _approval_item(
-    approval: Approval, run: Run | None, catalog: Catalog, now: datetime, local: datetime
-) -> Item:
+def _approval_item(approval: Approval, run: Run | None, score: float, context: _Context) -> Item:
     card = approval.card
-    money = _money(run, catalog)
-    waiting = now - approval.created_at
-    left = approval.expires_at - now
-    parts = [_waiting(waiting), *_amount(money), _expires(approval.expires_at, local, left)]
+    money = context.money(run)
+    left = approval.expires_at - context.now
+    parts = [
+        _waiting(context.now - approval.created_at),
+        *_amount(money),
+        _expires(approval.expires_at, context.local, left),
+    ]
     return Item(
-        score=_score(RISK.get(str(card.get("risk")), 2.0), money, left, waiting),
+        score=score,
         kind="approval",
         title=str(card.get("summary") or card.get("title") or approval.id),
         why=" · ".join(parts) + f" · {approval.id} in run {approval.run_id}",
@@ -185,69 +201,55 @@ def _approval_item(
     )
 
 
-def _run_item(run: Run, kind: str, catalog: Catalog, now: datetime) -> Item:
-    money = _money(run, catalog)
-    stopped = now - run.updated_at
+def _run_item(run: Run, kind: str, score: float, context: _Context) -> Item:
+    stopped = context.now - run.updated_at
     if kind == "failed":
         reason = f"failed ({run.error_class}): {run.error}"
-        risk = 2.5
     else:
         reason = f"has not moved for {_duration(stopped)} at {run.current_step or 'its start'}"
-        risk = 2.0
     return Item(
-        score=_score(risk, money, None, stopped),
+        score=score,
         kind=kind,
-        title=f"{_process_title(run, catalog)} {run.id} {reason}",
-        why=" · ".join([f"since {_duration(stopped)}", *_amount(money)]),
+        title=f"{_process_title(run, context.catalog)} {run.id} {reason}",
+        why=" · ".join([f"since {_duration(stopped)}", *_amount(context.money(run))]),
         buttons=[Button("Retry", f"retry:{run.id}", "primary")] if kind == "failed" else [],
         key=run.id,
     )
 
 
-def _timer_item(timer: Timer, run: Run, catalog: Catalog, now: datetime, local: datetime) -> Item:
-    money = _money(run, catalog)
-    left = timer.due_at - now
-    when = "now" if left <= timedelta() else f"at {timer.due_at.astimezone(local.tzinfo):%H:%M}"
+def _timer_item(timer: Timer, run: Run, score: float, context: _Context) -> Item:
+    due = timer.due_at.astimezone(context.local.tzinfo)
+    when = "now" if due <= context.now else f"at {due:%H:%M}"
+    process = _process_title(run, context.catalog)
     return Item(
-        score=_score(1.0, money, left, timedelta()),
+        score=score,
         kind="due",
-        title=f"{_process_title(run, catalog)} {run.id} goes on {when} ({run.current_step})",
-        why=" · ".join(["due today", *_amount(money)]),
+        title=f"{process} {run.id} goes on {when} ({run.current_step})",
+        why=" · ".join(["due today", *_amount(context.money(run))]),
         key=timer.key,
     )
 
 
 async def _budget_items(budgets: Budgets, now: datetime) -> list[Item]:
     """A budget at 80 % or more of its limit: model calls are about to stop, or have."""
-    checks: list[tuple[str, float, float, str]] = []
-    if budgets.daily is not None:
-        spent = await budgets.ledger.model_spend_since(budgets.day_start(now))
-        checks.append(("today's model spend", spent, budgets.daily, "STEWARD_BUDGET_DAILY"))
-    for process, limit in budgets.per_process.items():
-        spent = await budgets.ledger.model_spend_since(budgets.month_start(now), process)
-        checks.append((f"{process}'s model spend this month", spent, limit, process))
     items = []
-    for what, spent, limit, key in checks:
-        if spent < 0.8 * limit:
+    for usage in await budgets.usage(now):
+        if usage.spent < 0.8 * usage.limit:
             continue
-        over = spent >= limit
+        over = usage.spent >= usage.limit
+        what = usage.what[0].upper() + usage.what[1:]
         items.append(
             Item(
                 score=45.0 if over else 25.0,
                 kind="budget",
-                title=f"{what[0].upper()}{what[1:]}: ${spent:.2f} of ${limit:.2f}",
+                title=f"{what}: ${usage.spent:.2f} of ${usage.limit:.2f}",
                 why="model calls are stopped: runs that need one wait for /retry"
                 if over
-                else f"{spent / limit:.0%} used: model calls stop at the limit",
-                key=f"budget:{key}",
+                else f"{usage.spent / usage.limit:.0%} used: model calls stop at the limit",
+                key=f"budget:{usage.key}",
             )
         )
     return items
-
-
-def _score(risk: float, money: Decimal, left: timedelta | None, waiting: timedelta) -> float:
-    seconds = left.total_seconds() if left is not None else None
-    return _points(risk, float(money), seconds, waiting.total_seconds())
 
 
 def _points(risk: float, money: float, left: float | None, waiting: float) -> float:
@@ -264,13 +266,6 @@ def _points(risk: float, money: float, left: float | None, waiting: float) -> fl
     return 10 * risk + 5 * math.log10(1 + money) + urgency + 2 * days
 
 
-def _money(run: Run | None, catalog: Catalog) -> Decimal:
-    """The money a run is about: the sum of its money inputs."""
-    if run is None:
-        return ZERO
-    return _money_of(_money_fields(catalog).get(run.process), run.inputs)
-
-
 def _money_fields(catalog: Catalog) -> dict[str, list[str]]:
     """Each process's money inputs, where it has any."""
     fields = {}
@@ -281,15 +276,12 @@ def _money_fields(catalog: Catalog) -> dict[str, list[str]]:
     return fields
 
 
-def _money_of(names: list[str] | None, inputs: str | dict[str, Any]) -> Decimal:
-    if not names:
-        return ZERO
-    values = json.loads(inputs) if isinstance(inputs, str) else inputs
+def _money_of(names: list[str] | None, inputs: dict[str, Any]) -> Decimal:
     total = ZERO
-    for name in names:
-        if values.get(name) is not None:
+    for name in names or ():
+        if inputs.get(name) is not None:
             try:
-                total += Decimal(str(values[name]))
+                total += Decimal(str(inputs[name]))
             except InvalidOperation:
                 continue
     return total
@@ -300,9 +292,7 @@ def _amount(money: Decimal) -> list[str]:
 
 
 def _waiting(waited: timedelta) -> str:
-    if waited < timedelta(days=1):
-        return "new today" if waited < timedelta(hours=1) else f"waiting {_duration(waited)}"
-    return f"waiting {_duration(waited)}"
+    return "new today" if waited < timedelta(hours=1) else f"waiting {_duration(waited)}"
 
 
 def _expires(expires_at: datetime, local: datetime, left: timedelta) -> str:
@@ -337,14 +327,9 @@ def _counted(counts: dict[str, int]) -> str:
         "approval": "approval",
         "failed": "failed run",
         "stuck": "stuck run",
-        "due": "due",
         "budget": "budget alert",
     }
-    parts = []
-    for kind, count in counts.items():
-        name = names[kind]
-        if kind == "due":
-            parts.append(f"{count} due today")
-        else:
-            parts.append(f"{count} {name}{'s' if count != 1 else ''}")
-    return ", ".join(parts)
+    return ", ".join(
+        f"{count} due today" if kind == "due" else f"{count} {names[kind]}{'s' * (count != 1)}"
+        for kind, count in counts.items()
+    )
