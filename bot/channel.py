@@ -3,7 +3,7 @@ platform and the neutral message model, started and stopped with the service."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from bot.http import HttpServer
@@ -37,3 +37,17 @@ class Channel(Protocol):
         without its buttons; posts nothing new."""
 
     def describe(self) -> str: ...
+
+
+def operator_ids(channel: str, operators: Iterable[str]) -> list[str]:
+    """This channel's operators, from STEWARD_OPERATORS entries like ``telegram:12345``."""
+    prefix = f"{channel}:"
+    return [entry.removeprefix(prefix) for entry in operators if entry.startswith(prefix)]
+
+
+def news_chats(channel: str, reply_to: dict[str, Any] | None, operators: list[str]) -> list[str]:
+    """Where a run's news goes in ``channel``: the chat the run came from, or, for a run
+    started elsewhere, every operator's (a user id is their chat with steward)."""
+    if reply_to and reply_to.get("channel") == channel:
+        return [str(reply_to["chat_id"])]
+    return operators

@@ -32,7 +32,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 
 from bot.card_messages import CardMessages
-from bot.channel import ChannelUnavailable, Settled
+from bot.channel import ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from bot.pacing import Bucket
@@ -109,9 +109,7 @@ class SlackChannel:
         self.app_token = app_token
         self.cards = CardMessages(memory, self.name)
         self.settled_here: Settled | None = None
-        self.operator_users = [
-            entry.removeprefix("slack:") for entry in operators if entry.startswith("slack:")
-        ]
+        self.operator_users = operator_ids(self.name, operators)
         self.app = AsyncApp(
             token=token,
             signing_secret=signing_secret or "",
@@ -355,11 +353,8 @@ class SlackChannel:
 
     async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
         """News about a run: to the conversation it came from, or to every operator."""
-        if reply_to and reply_to.get("channel") == self.name:
-            await self.send(str(reply_to["chat_id"]), reply)
-            return
-        for user in self.operator_users:
-            await self.send(user, reply)  # a user id: the DM between steward and them
+        for chat_id in news_chats(self.name, reply_to, self.operator_users):
+            await self.send(chat_id, reply)
 
     async def send(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
         conversation = Conversation.of(chat_id)

@@ -27,7 +27,7 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.card_messages import CardMessages
-from bot.channel import ChannelUnavailable, Settled
+from bot.channel import ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from bot.settings import Settings
@@ -89,9 +89,7 @@ class TelegramChannel:
         self.webhook = webhook
         self.poll_timeout = poll_timeout
         self.api_root = api_root
-        self.operator_chats = [
-            entry.removeprefix("telegram:") for entry in operators if entry.startswith("telegram:")
-        ]
+        self.operator_chats = operator_ids(self.name, operators)
         self._offset: int | None = None
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("telegram", self._handle)
         self._poller: asyncio.Task[None] | None = None
@@ -287,10 +285,7 @@ class TelegramChannel:
 
     async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
         """News about a run: to the chat it came from, or to every operator's chat."""
-        if reply_to and reply_to.get("channel") == self.name:
-            await self.send(str(reply_to["chat_id"]), reply)
-            return
-        for chat_id in self.operator_chats:
+        for chat_id in news_chats(self.name, reply_to, self.operator_chats):
             await self.send(chat_id, reply)
 
     async def send(self, chat_id: str, reply: Reply, press: Press | None = None) -> None:
