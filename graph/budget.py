@@ -128,10 +128,10 @@ class Budgets:
         today = self.day_start(now)
         by_day: dict[str, float] = defaultdict(float)
         by_process: dict[str, float] = defaultdict(float)
-        for at, process, cost in calls:
+        for at, process, _, cost in calls:
             by_day[at.astimezone(self.zone).date().isoformat()] += cost
             by_process[process or ROUTING] += cost
-        spent_today = sum(cost for at, _, cost in calls if at >= today)
+        spent_today = sum(cost for at, _, _, cost in calls if at >= today)
         lines = ["Model spend (US dollars):"]
         daily = f" of {self.daily:.4f} (STEWARD_BUDGET_DAILY)" if self.daily is not None else ""
         lines.append(f"  today       {spent_today:.4f}{daily}")
@@ -145,7 +145,7 @@ class Budgets:
         if by_day:
             lines.append("  by day:")
             lines += [f"    {day}  {cost:.4f}" for day, cost in sorted(by_day.items())[-7:]]
-        unpriced = sorted(set(await self.ledger.models_used_since(month)) - set(self.prices))
+        unpriced = sorted({model for _, _, model, _ in calls} - set(self.prices))
         if unpriced:
             lines.append(
                 "  no price for " + ", ".join(unpriced) + ": counted at 0 (STEWARD_MODEL_PRICES)"

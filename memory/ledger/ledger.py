@@ -671,22 +671,22 @@ class Ledger:
             )
         return float(await self.db.run(lambda c: c.execute(query).scalar_one(), write=False))
 
-    async def model_calls_since(self, start: datetime) -> list[tuple[datetime, str | None, float]]:
-        """Each model call from ``start`` on: when, its run's process (None: no run), cost."""
+    async def model_calls_since(
+        self, start: datetime
+    ) -> list[tuple[datetime, str | None, str, float]]:
+        """Each model call from ``start`` on: when, its run's process (None: no run), the
+        model, its cost."""
+        calls = t.model_calls.c
         query = (
-            select(t.model_calls.c.at, t.runs.c.process, t.model_calls.c.cost_usd)
-            .select_from(t.model_calls.outerjoin(t.runs, t.runs.c.id == t.model_calls.c.run_id))
-            .where(t.model_calls.c.at >= start)
-            .order_by(t.model_calls.c.at)
+            select(calls.at, t.runs.c.process, calls.model, calls.cost_usd)
+            .select_from(t.model_calls.outerjoin(t.runs, t.runs.c.id == calls.run_id))
+            .where(calls.at >= start)
+            .order_by(calls.at)
         )
         return await self.db.run(
-            lambda c: [(r.at, r.process, float(r.cost_usd)) for r in c.execute(query)],
+            lambda c: [(r.at, r.process, r.model, float(r.cost_usd)) for r in c.execute(query)],
             write=False,
         )
-
-    async def models_used_since(self, start: datetime) -> list[str]:
-        query = select(t.model_calls.c.model).where(t.model_calls.c.at >= start).distinct()
-        return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
 
     async def open_work(
         self, until: datetime, money: dict[str, list[str]] | None = None
