@@ -39,5 +39,16 @@ class CardMessages:
             await self.memory.set(key, {"messages": [], "outcome": outcome}, CARD_TTL)
         return [(str(chat), str(message)) for chat, message in known["messages"]]
 
+    async def to_settle(
+        self, approval_id: str, outcome: str, pressed: tuple[str, str] | None
+    ) -> list[tuple[str, str]]:
+        """Every message to show ``outcome`` on: those showing the card, and the one whose
+        button was pressed (if it is not among them). Empty: the card shows nowhere, and
+        the outcome goes out as a message of its own."""
+        targets = await self.take(approval_id, outcome)
+        if pressed is not None and pressed not in targets:
+            targets.append(pressed)
+        return targets
+
     def _key(self, approval_id: str) -> str:
         return f"{self.channel}:card:{approval_id}"

@@ -403,24 +403,21 @@ class SlackChannel:
     ) -> None:
         """Updates every message showing the card — the pressed one, those in other
         conversations, those on other platforms: the outcome, and no more buttons."""
-        updated = await self._update_all(outcome)
+        settled = outcome_message(outcome)
         pressed = answering.context if answering is not None else {}
-        if pressed.get("ts") and (pressed["channel"], pressed["ts"]) not in updated:
-            await self._update(pressed["channel"], pressed["ts"], outcome_message(outcome))
-        elif not updated and not pressed.get("ts"):
-            await self._post(conversation, outcome_message(outcome), fallback)
+        where = (pressed["channel"], pressed["ts"]) if pressed.get("ts") else None
+        targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
+        for channel, ts in targets:
+            await self._update(channel, ts, settled)
+        if not targets:
+            await self._post(conversation, settled, fallback)
         if self.settled_here is not None:
             await self.settled_here(outcome)
 
     async def settle(self, outcome: CardOutcome) -> None:
-        await self._update_all(outcome)
-
-    async def _update_all(self, outcome: CardOutcome) -> list[tuple[str, str]]:
-        targets = await self.cards.take(outcome.approval_id, outcome.text)
         settled = outcome_message(outcome)
-        for channel, ts in targets:
+        for channel, ts in await self.cards.take(outcome.approval_id, outcome.text):
             await self._update(channel, ts, settled)
-        return targets
 
     async def _update(self, channel: str, ts: str, settled: Outgoing) -> None:
         try:

@@ -316,24 +316,19 @@ class TelegramChannel:
         """Edits every message showing the card — the pressed one, those in other chats,
         those on other platforms: the outcome, and no more buttons."""
         html = outcome_html(outcome)
-        edited = await self._edit_all(outcome)
-        if pressed is not None and (chat_id, pressed) not in edited:
-            await self._edit((chat_id, pressed), html)
-        elif not edited and pressed is None:
+        where = (chat_id, str(pressed)) if pressed is not None else None
+        targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
+        for chat, message in targets:
+            await self._edit((chat, int(message)), html)
+        if not targets:
             await self._post(chat_id, Outgoing(html))
         if self.settled_here is not None:
             await self.settled_here(outcome)
 
     async def settle(self, outcome: CardOutcome) -> None:
-        await self._edit_all(outcome)
-
-    async def _edit_all(self, outcome: CardOutcome) -> list[tuple[str, int]]:
-        shown = await self.cards.take(outcome.approval_id, outcome.text)
-        targets = [(chat, int(message)) for chat, message in shown]
         html = outcome_html(outcome)
-        for target in targets:
-            await self._edit(target, html)
-        return targets
+        for chat, message in await self.cards.take(outcome.approval_id, outcome.text):
+            await self._edit((chat, int(message)), html)
 
     async def _edit(self, target: tuple[str, int], html: str) -> None:
         """Replaces a message's text; with no markup given, Telegram drops its buttons."""

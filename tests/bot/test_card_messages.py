@@ -17,3 +17,12 @@ async def test_messages_are_handed_out_once_and_late_ones_get_the_outcome() -> N
     assert await cards.take("a1", "Approved by slack:U1") == []
     assert await cards.remember("a1", "D99", "99.0") == "Approved by slack:U1"
     assert await cards.remember("a2", "D1", "1.0") is None
+
+
+async def test_the_pressed_message_is_settled_once_with_the_others() -> None:
+    cards = CardMessages(InProcessWorkingMemory(), "telegram")
+    await cards.remember("a1", "42", "7")
+    assert await cards.to_settle("a1", "Approved", ("42", "7")) == [("42", "7")]
+    await cards.remember("a2", "42", "8")
+    assert await cards.to_settle("a2", "Approved", ("99", "1")) == [("42", "8"), ("99", "1")]
+    assert await cards.to_settle("a3", "Approved", None) == []  # shown nowhere: post it
