@@ -18,6 +18,7 @@ at 09:00".
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -112,8 +113,10 @@ async def daily_list(
         add((-_points(1.0, worth, due - at, 0.0), "due", key, run_id))
     budget_items = await _budget_items(budgets, now) if budgets is not None else []
     candidates += [(-i.score, i.kind, i.key, "") for i in budget_items]
-    candidates.sort()
-    shown = candidates if show_all or len(candidates) <= MOST else candidates[:TOP]
+    if show_all or len(candidates) <= MOST:
+        shown = sorted(candidates)
+    else:  # the top ones only: no need to order the thousands below them
+        shown = heapq.nsmallest(TOP, candidates)
     budget_by_key = {item.key: item for item in budget_items}
     context = _Context(ledger, catalog, fields, now, local)
     items = [await _written(c, context, budget_by_key) for c in shown]
