@@ -26,10 +26,16 @@ from graph.drafting import Drafter
 from graph.effects import EffectGuard, RetryPolicy
 from graph.engine import Durability, ProcessEngine
 from graph.front_door import FrontDoor
+from graph.history import History
 from graph.models import LanguageModels
+from graph.remembering import records_for_event
 from graph.routing import Router
 from memory.checkpoints import open_checkpointer
+from memory.embeddings import choose_embedder
 from memory.ledger import Ledger, LedgerUnavailable
+from memory.longterm import LongTermMemory
+from memory.longterm.embedded import EmbeddedMemory
+from memory.longterm.sync import MemorySync
 from memory.working import InProcessWorkingMemory, RedisWorkingMemory, WorkingMemory
 from processes import BUILTIN_DIR
 
@@ -45,6 +51,7 @@ class Steward:
     engine: ProcessEngine
     coordinator: Coordinator
     door: FrontDoor
+    history: History
 
     @classmethod
     @asynccontextmanager
@@ -104,17 +111,27 @@ class Steward:
                 await engine.setup()
                 memory = await open_working_memory(settings)
                 stack.push_async_callback(memory.close)
+                ledger.remember = records_for_event  # audit events land in memory too
+                store = await open_long_term_memory(settings)
+                stack.push_async_callback(store.close)
+                embedder = choose_embedder(
+                    settings.embedding_model, settings.openai_base_url, settings.openai_api_key
+                )
+                sync = MemorySync(ledger, store, embedder)
+                zone = ZoneInfo(settings.timezone)
+                history = History(ledger, store, sync, embedder, models, zone)
                 coordinator = Coordinator(
                     ledger=ledger,
                     engine=engine,
                     catalog=catalog,
                     memory=memory,
                     router=Router(catalog, models),
-                    zone=ZoneInfo(settings.timezone),
+                    zone=zone,
                     budgets=budgets,
+                    history=history,
                 )
                 door = FrontDoor(ledger, Allowlist(settings.operator_ids), memory, coordinator)
-                yield cls(settings, ledger, catalog, connectors, engine, coordinator, door)
+                yield cls(settings, ledger, catalog, connectors, engine, coordinator, door, history)
         finally:
             await ledger.close()
 
@@ -136,3 +153,14 @@ async def open_working_memory(settings: Settings) -> WorkingMemory:
     if settings.redis_url:
         return await RedisWorkingMemory.connect(settings.redis_url)
     return InProcessWorkingMemory()
+
+
+async def open_long_term_memory(settings: Settings) -> LongTermMemory:
+    """Weaviate when STEWARD_WEAVIATE_URL is set; the embedded SQLite store otherwise."""
+    if settings.weaviate_url:
+        from memory.longterm.weaviate import WeaviateMemory
+
+        return await WeaviateMemory.connect(
+            settings.weaviate_url, settings.weaviate_api_key, settings.weaviate_vectorizer
+        )
+    return EmbeddedMemory(settings.home / "memory.db")

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +294,36 @@ async def cmd_undo(steward: Steward, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_history(steward: Steward, args: argparse.Namespace) -> int:
+    question = " ".join(args.question)
+    if args.json:
+        hits = await steward.history.search(question, datetime.now(UTC), args.limit)
+        _print_json([{**hit.record.to_dict(), "score": hit.score} for hit in hits])
+        return 0
+    print(await steward.history.answer(question, datetime.now(UTC)))
+    return 0
+
+
+async def cmd_memory(steward: Steward, args: argparse.Namespace) -> int:
+    sync = steward.history.sync
+    if args.action == "rebuild":
+        fed = await sync.rebuild()
+        print(f"rebuilt {sync.store.name} from the ledger: {fed} records")
+        return 0
+    behind = await sync.behind()
+    status = {
+        "store": sync.store.name,
+        "embeddings": sync.embedder.name if sync.embedder else "none (keywords only)",
+        "records": await sync.store.count(),
+        "waiting_in_ledger": behind,
+    }
+    if args.json:
+        _print_json(status)
+    else:
+        print("\n".join(f"{key.replace('_', ' ')}: {value}" for key, value in status.items()))
+    return 0
+
+
 async def cmd_audit(steward: Steward, args: argparse.Namespace) -> int:
     report = await steward.ledger.verify_audit()
     if report.ok:
@@ -355,6 +385,8 @@ COMMANDS: dict[str, Command] = {
     "import": cmd_import,
     "reject": cmd_reject,
     "audit": cmd_audit,
+    "history": cmd_history,
+    "memory": cmd_memory,
 }
 
 
@@ -395,6 +427,13 @@ def _parser() -> argparse.ArgumentParser:
     undo = sub.add_parser("undo", help="undo a step that acted; prints the undo run's id")
     undo.add_argument("run")
     undo.add_argument("step")
+    history = sub.add_parser("history", help="ask about anything that happened, with sources")
+    history.add_argument("question", nargs="+")
+    history.add_argument("--json", action="store_true", help="the matching records, scored")
+    history.add_argument("--limit", type=int, default=8)
+    memory = sub.add_parser("memory", help="long-term memory: status, or rebuild from the ledger")
+    memory.add_argument("action", choices=["status", "rebuild"])
+    memory.add_argument("--json", action="store_true")
     audit = sub.add_parser("audit", help="check the audit log's hash chain")
     audit.add_argument("action", choices=["verify"])
     return parser

@@ -66,6 +66,7 @@ class Service:
         for channel in channels:
             channel.settled_here = functools.partial(self._settle_elsewhere, channel.name)
         self._ticking: asyncio.Task[None] | None = None
+        self._feeding: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.hooks is not None or any(channel.needs_http for channel in self.channels):
@@ -85,6 +86,7 @@ class Service:
         if self.hooks is not None:
             await self.hooks.start()
         self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        self._feeding = asyncio.create_task(self.steward.history.sync.run(), name="memory")
 
     async def __aenter__(self) -> Service:
         try:
@@ -98,10 +100,11 @@ class Service:
         await self.stop()
 
     async def stop(self) -> None:
-        if self._ticking is not None:
-            self._ticking.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._ticking
+        for task in (self._ticking, self._feeding):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
         if self.hooks is not None:
             await self.hooks.stop()
         for channel in reversed(self._started):

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     weaviate_api_key: str | None = Field(
         default=None, validation_alias=_env("STEWARD_WEAVIATE_API_KEY")
     )
+    weaviate_vectorizer: str | None = Field(
+        default=None, validation_alias=_env("STEWARD_WEAVIATE_VECTORIZER")
+    )
     openai_api_key: str | None = Field(default=None, validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
     llm_model: str | None = Field(default=None, validation_alias=_env("STEWARD_LLM_MODEL"))
@@ -182,6 +185,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SLACK_BOT_TOKEN is set but Slack cannot reach steward: set SLACK_APP_TOKEN "
                 "(Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode, at /slack/events)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _embeddings(self) -> Settings:
+        model = self.embedding_model
+        endpoint = self.openai_base_url or self.openai_api_key
+        if model and model not in ("local", "none") and not endpoint:
+            raise ValueError(
+                f"STEWARD_EMBEDDING_MODEL={model} needs OPENAI_BASE_URL or OPENAI_API_KEY to "
+                "say where it runs (or use local, or none for keywords only)"
             )
         return self
 

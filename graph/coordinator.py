@@ -8,6 +8,7 @@ with a neutral ``Reply``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,17 +21,21 @@ from graph.definitions import ProcessDefinition
 from graph.digest import daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
 from graph.errors import StewardError
+from graph.history import UNAVAILABLE, History, looks_like_a_question, read_question
 from graph.inputs import InputError, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
+from graph.remembering import conversation_records
 from graph.routing import Router, parse_arguments
 from graph.timeline import render_timeline, timeline
 from memory.ledger import Ledger, RunStatus, utcnow
+from memory.longterm import MemoryUnavailable
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
+ENTITIES_TTL = 60.0  # how long the list of known clients is reused before it is read again
 UTC_ZONE = ZoneInfo("UTC")
 
 # The command menu a chat platform shows (Telegram's setMyCommands): name, what it does.
@@ -47,6 +52,7 @@ COMMANDS = (
     ("undo", "undo a step that acted, after approval: /undo RUN STEP"),
     ("today", "what needs you today, ranked: /today [all]"),
     ("budget", "model spend by day, month and process, against the budgets"),
+    ("history", "ask about anything that happened: /history what did we quote Acme?"),
     ("processes", "what I can run"),
     ("help", "all commands"),
 )
@@ -61,6 +67,7 @@ Commands:
 /replay RUN STEP [k=v …] run it again from a step; gates ask again
 /undo RUN STEP           undo a step that acted, after approval
 /today [all] · /budget   what needs you today · model spend
+/history QUESTION        what happened, with sources ("what did we quote Acme in March?")
 /processes · /help
 Or just say what you need, e.g. "onboard Jane from Acme (jane@acme.com), premium"."""
 
@@ -74,10 +81,15 @@ class Coordinator:
     router: Router
     zone: ZoneInfo = UTC_ZONE  # STEWARD_TIMEZONE: the operator's day
     budgets: Budgets | None = None
+    history: History | None = None
+
+    def __post_init__(self) -> None:
+        self._entities: tuple[float, list[str]] = (0.0, [])
 
     async def handle(self, inbound: Inbound) -> Reply:
         """Answers an operator's message; the front door has stored it and checked who
         sent it."""
+        text = ""
         try:
             if inbound.button:
                 return await self._button(inbound, inbound.button)
@@ -85,11 +97,58 @@ class Coordinator:
             if text.startswith("/"):
                 return await self._command(inbound, text)
             pending = await self.memory.get(self._question_key(inbound))
-            if pending is not None:
-                return await self._answer(inbound, pending, text)
-            return await self._free_text(inbound, text)
+            if pending is None and self.history is not None and looks_like_a_question(text):
+                answered = await self._history_question(text)
+                if answered is not None:
+                    return answered
+            reply = await (
+                self._answer(inbound, pending, text)
+                if pending is not None
+                else self._free_text(inbound, text)
+            )
         except StewardError as exc:
-            return Reply().say(str(exc))
+            reply = Reply().say(str(exc))
+        if text:
+            await self._remember(inbound, text, reply)
+        return reply
+
+    async def _history_question(self, text: str) -> Reply | None:
+        """An answer from memory, or None when memory holds nothing about it: the
+        question may be a request ("what about onboarding Jane?")."""
+        assert self.history is not None
+        try:
+            hits = await self.history.search(text, utcnow())
+        except MemoryUnavailable as exc:
+            return Reply().say(UNAVAILABLE.format(exc))
+        if not hits:
+            return None
+        return Reply().say(await self.history.compose(text, hits, utcnow()))
+
+    async def _remember(self, inbound: Inbound, text: str, reply: Reply) -> None:
+        """Keeps the operator's words and the answer in long-term memory's journal, in
+        the transaction that finishes this message where there is one."""
+        entities = await self._known_entities()
+        reading = read_question(text, utcnow(), self.zone, entities)
+        records = conversation_records(
+            f"inbound:{inbound.sender.channel}:{inbound.external_id}",
+            utcnow(),
+            inbound.sender.key,
+            f"{inbound.sender.channel}/{inbound.chat_id}",
+            text,
+            reply.texts,
+            reading.filters.entity,
+        )
+        if not self.ledger.defer(lambda tx: tx.journal(records)):
+            await self.ledger.journal(records)
+        if self.history is not None:
+            self.history.sync.wake()
+
+    async def _known_entities(self) -> list[str]:
+        read_at, entities = self._entities
+        if time.monotonic() - read_at > ENTITIES_TTL:
+            entities = await self.ledger.journal_entities()
+            self._entities = (time.monotonic(), entities)
+        return entities
 
     # -- tier 0: commands and buttons --------------------------------------------------
 
@@ -116,6 +175,10 @@ class Coordinator:
                 return await self.today_reply(show_all=rest == "all")
             case "budget":
                 return Reply().say(await self.budget_report())
+            case "history":
+                if self.history is None:
+                    return Reply().say("Long-term memory is not set up here.")
+                return Reply().say(await self.history.answer(rest, utcnow()))
             case "approve":
                 return await self.decide(_one_id(rest, "approve"), True, actor)
             case "reject":

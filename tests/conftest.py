@@ -32,6 +32,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith(("STEWARD_", "TELEGRAM_", "SLACK_", "OPENAI_")):
             monkeypatch.delenv(name, raising=False)
+    # Where the local-embeddings extra is installed it would load torch in every test:
+    # tests that want vectors say so.
+    monkeypatch.setenv("STEWARD_EMBEDDING_MODEL", "none")
     monkeypatch.chdir(tmp_path)
 
 

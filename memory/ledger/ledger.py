@@ -1,4 +1,5 @@
-"""The ledger: runs, steps, approvals, inbox, audit log, effects, timers and costs.
+"""The ledger: runs, steps, approvals, inbox, audit log, effects, timers, costs and
+long-term memory's journal.
 
 One implementation over SQLAlchemy Core serves SQLite and PostgreSQL. Each public
 method is one transaction, run in one trip to the database (see ``database.py``);
@@ -16,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Float, Row, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -44,6 +47,8 @@ from memory.ledger.records import (
 T = TypeVar("T")
 
 Deferred = Callable[["LedgerTx"], None]
+# Turns an audit event into long-term memory records (as dicts), in its transaction.
+Remember = Callable[["LedgerTx", AuditEvent], Sequence[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,9 @@ _FINISH_INBOX = update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id"))
 class LedgerTx:
     """Reads and writes inside one open transaction (runs on the database's side)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, remember: Remember | None = None) -> None:
         self.conn = conn
+        self.remember = remember
 
     # -- audit ---------------------------------------------------------------------------
 
@@ -116,7 +122,32 @@ class LedgerTx:
             },
         ).scalar_one()
         self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
-        return AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
+        event = AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
+        if self.remember is not None:
+            self.journal(self.remember(self, event))
+        return event
+
+    # -- long-term memory's journal --------------------------------------------------------
+
+    def journal(self, records: Sequence[dict[str, Any]]) -> None:
+        """Adds memory records (``MemoryRecord.to_dict()``) to the journal; a record whose
+        id is there already is left as it is."""
+        if not records:
+            return
+        rows = [
+            {
+                "record_id": record["id"],
+                "entity": record.get("entity"),
+                "at": datetime.fromisoformat(record["at"]),
+                "body": record,
+            }
+            for record in records
+        ]
+        if self.conn.dialect.name == "postgresql":
+            statement: Any = postgresql_insert(t.memory_journal).on_conflict_do_nothing()
+        else:
+            statement = sqlite_insert(t.memory_journal).on_conflict_do_nothing()
+        self.conn.execute(statement, rows)
 
     # -- runs and steps ------------------------------------------------------------------
 
@@ -223,6 +254,10 @@ class LedgerTx:
             .values(status="cancelled")
         )
 
+    def get_effect(self, key: str) -> IdempotencyRecord | None:
+        row = self.conn.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
+        return _effect(row) if row else None
+
     # -- inbox ---------------------------------------------------------------------------
 
     def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
@@ -237,6 +272,8 @@ class Ledger:
     def __init__(self, db: Database, url: DatabaseURL) -> None:
         self.db = db
         self.url = url
+        # Set by the coordinator's side: which audit events long-term memory keeps.
+        self.remember: Remember | None = None
 
     @classmethod
     def from_url(cls, url: DatabaseURL) -> Ledger:
@@ -267,7 +304,7 @@ class Ledger:
             pending.clear()
 
         def transaction(conn: Connection) -> T:
-            tx = LedgerTx(conn)
+            tx = LedgerTx(conn, self.remember)
             for rider in riders:
                 rider.write(tx)
             return fn(tx)
@@ -323,7 +360,7 @@ class Ledger:
 
             def flush(conn: Connection) -> None:
                 for write in writes:
-                    write(LedgerTx(conn))
+                    write(LedgerTx(conn, self.remember))
 
             await self.db.run(flush)
 
@@ -480,6 +517,50 @@ class Ledger:
             write=False,
         )
 
+    # -- long-term memory's journal --------------------------------------------------------
+
+    async def journal(self, records: Sequence[dict[str, Any]]) -> None:
+        await self.write(lambda tx: tx.journal(records))
+
+    async def journal_after(self, seq: int, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
+        """Journal entries after ``seq``, in order: (seq, record as a dict)."""
+        query = (
+            select(t.memory_journal.c.seq, t.memory_journal.c.body)
+            .where(t.memory_journal.c.seq > seq)
+            .order_by(t.memory_journal.c.seq)
+            .limit(limit)
+        )
+        return await self.db.run(
+            lambda c: [(int(r.seq), dict(r.body)) for r in c.execute(query)], write=False
+        )
+
+    async def journal_end(self) -> int:
+        """The journal's last sequence number (0 when it is empty)."""
+        query = select(func.coalesce(func.max(t.memory_journal.c.seq), 0))
+        return await self.db.run(lambda c: int(c.execute(query).scalar_one()), write=False)
+
+    async def journal_entities(self) -> list[str]:
+        """Every entity the journal has records about, e.g. ``client:Acme Bakery``."""
+        column = t.memory_journal.c.entity
+        query = select(column).where(column.is_not(None)).distinct().order_by(column)
+        return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
+
+    async def journal_cursor(self, store: str) -> int:
+        """How far ``store`` has been fed from the journal (0: not at all)."""
+        query = select(t.memory_cursors.c.seq).where(t.memory_cursors.c.store == store)
+        return await self.db.run(
+            lambda c: int(c.execute(query).scalar_one_or_none() or 0), write=False
+        )
+
+    async def move_journal_cursor(self, store: str, seq: int) -> None:
+        def move(conn: Connection) -> None:
+            cursor = t.memory_cursors
+            moved = conn.execute(update(cursor).where(cursor.c.store == store).values(seq=seq))
+            if moved.rowcount == 0:
+                conn.execute(insert(cursor).values(store=store, seq=seq))
+
+        await self.db.run(move)
+
     # -- audit ---------------------------------------------------------------------------
 
     async def audit(self, new: NewAuditEvent) -> AuditEvent:
@@ -509,11 +590,7 @@ class Ledger:
     # -- effects (idempotency records) ---------------------------------------------------
 
     async def get_effect(self, key: str) -> IdempotencyRecord | None:
-        def get(conn: Connection) -> IdempotencyRecord | None:
-            row = conn.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
-            return _effect(row) if row else None
-
-        return await self.db.run(get, write=False)
+        return await self.read(lambda tx: tx.get_effect(key))
 
     async def begin_effect(
         self, key: str, run_id: str, step_id: str, connector: str, request: dict[str, Any]

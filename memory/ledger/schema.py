@@ -195,3 +195,23 @@ model_calls = Table(
     Column("latency_ms", Float, nullable=False),
     Column("cost_usd", Float, nullable=False),
 )
+
+# Long-term memory's journal: every record as it happened, kept for good, so that the
+# long-term store can be rebuilt from here and a store that is down loses nothing.
+memory_journal = Table(
+    "memory_journal",
+    metadata,
+    Column("seq", Serial, primary_key=True, autoincrement=True),
+    Column("record_id", String(36), nullable=False, unique=True),
+    Column("entity", String(200), nullable=True, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("body", Json, nullable=False),
+)
+
+# How far each long-term store has been fed from the journal.
+memory_cursors = Table(
+    "memory_cursors",
+    metadata,
+    Column("store", String(300), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)

@@ -1,0 +1,157 @@
+"""What long-term memory keeps of what happens, and about whom.
+
+Audit events become records in the transaction that writes them (``Ledger.remember``):
+a run started, a draft put up for approval, a decision and its reason, an effect done,
+a run's outcome. The coordinator adds the operator's own words and steward's answers.
+Each record's id comes from its source, so writing it twice keeps one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from memory.ledger import AuditEvent, LedgerTx, Run
+from memory.longterm import MemoryRecord, RecordKind
+
+# Inputs that name what a run is about, most telling first: (input, entity kind).
+ENTITY_INPUTS = (
+    ("client", "client"),
+    ("customer", "client"),
+    ("company", "client"),
+    ("invoice", "invoice"),
+    ("project", "project"),
+    ("topic", "topic"),
+)
+DECIDED = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired"}
+ENDED = {"succeeded": "succeeded", "failed": "failed", "cancelled": "was cancelled"}
+
+
+def entity_of(inputs: dict[str, Any]) -> str | None:
+    """``client:Acme Bakery`` for a run started with client="Acme Bakery"."""
+    for name, kind in ENTITY_INPUTS:
+        value = inputs.get(name)
+        if isinstance(value, str) and value.strip():
+            return f"{kind}:{value.strip()}"
+    return None
+
+
+def entity_name(entity: str) -> str:
+    return entity.partition(":")[2]
+
+
+def records_for_event(tx: LedgerTx, event: AuditEvent) -> list[dict[str, Any]]:
+    """The memory records an audit event makes (most make none)."""
+    found = _describe(tx, event)
+    if found is None:
+        return []
+    kind, text, run = found
+    record = MemoryRecord.create(
+        f"audit:{event.seq}",
+        kind,
+        text,
+        event.at,
+        actor=event.actor,
+        run_id=run.id if run else None,
+        entity=entity_of(run.inputs) if run else None,
+    )
+    return [record.to_dict()]
+
+
+def _describe(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | None] | None:
+    group, _, verb = event.kind.partition(".")
+    data = event.data
+    if group == "run" and verb == "started":
+        run = tx.get_run(event.subject)
+        if run is None:
+            return None
+        given = _fields(run.inputs)
+        return RecordKind.NOTE, f"Started {run.process} (run {run.id}): {given}", run
+    if group == "run" and verb in ENDED:
+        run = tx.get_run(event.subject)
+        if run is None:
+            return None
+        text = f"Run {run.id} ({run.process}, {_about(run)}) {ENDED[verb]}"
+        if verb == "failed" and data.get("error"):
+            text += f": {data['error']}"
+        return RecordKind.OUTCOME, text + ".", run
+    if group == "approval":
+        approval = tx.get_approval(event.subject)
+        if approval is None:
+            return None
+        run = tx.get_run(approval.run_id)
+        summary = approval.card.get("summary", approval.step_id)
+        if verb == "requested":
+            draft = approval.card.get("text")
+            text = f"Asked for approval: {summary}"
+            return RecordKind.ARTIFACT, text + (f"\n{draft}" if draft else ""), run
+        if verb in DECIDED:
+            text = f"{DECIDED[verb]} by {event.actor}: {summary}"
+            if data.get("reason"):
+                text += f". Reason: {data['reason']}"
+            if approval.edited_text and data.get("edited"):
+                text += f"\nWith the text changed to:\n{approval.edited_text}"
+            return RecordKind.DECISION, text, run
+        if verb == "reason":
+            text = f"Reason given by {event.actor} for {summary}: {data.get('reason', '')}"
+            return RecordKind.DECISION, text, run
+        return None
+    if event.kind == "effect.done":
+        run = tx.get_run(str(data.get("run", "")))
+        effect = tx.get_effect(event.subject)
+        what = f"{data.get('connector')}.{data.get('action')}"
+        detail = _fields(effect.request) if effect else ""
+        return RecordKind.ARTIFACT, f"Done: {what} ({data.get('step')}): {detail}", run
+    return None
+
+
+def _about(run: Run) -> str:
+    entity = entity_of(run.inputs)
+    return entity.replace(":", " ", 1) if entity else "no client"
+
+
+def _fields(values: dict[str, Any], limit: int = 1500) -> str:
+    parts = [f"{key}: {value}" for key, value in values.items() if _plain(value)]
+    return "; ".join(parts)[:limit]
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool) and value != ""
+
+
+def conversation_records(
+    source: str,
+    at: datetime,
+    operator: str,
+    chat: str,
+    said: str,
+    answered: Iterable[str],
+    entity: str | None,
+) -> list[dict[str, Any]]:
+    """An operator's message and steward's answer to it, as two records."""
+    records = [
+        MemoryRecord.create(
+            f"{source}:message",
+            RecordKind.MESSAGE,
+            said,
+            at,
+            actor=operator,
+            chat=chat,
+            entity=entity,
+        )
+    ]
+    answer = "\n".join(answered).strip()
+    if answer:
+        records.append(
+            MemoryRecord.create(
+                f"{source}:reply",
+                RecordKind.REPLY,
+                answer,
+                at,
+                actor="steward",
+                chat=chat,
+                entity=entity,
+            )
+        )
+    return [record.to_dict() for record in records]

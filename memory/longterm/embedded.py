@@ -1,0 +1,379 @@
+"""The embedded long-term store: one SQLite file with FTS5 for keywords and sqlite-vec
+for vectors, the default when no Weaviate is configured.
+
+Python's own ``sqlite3`` here cannot load extensions, so this file is opened with
+sqlean-py, a build of SQLite that can; the ledger and LangGraph's checkpointer keep
+their own connections. A vector is kept twice: as float32 beside its record, and
+binary-quantised (one bit per dimension) in a ``vec0`` table. A search without
+filters takes ten times the wanted number of nearest neighbours by Hamming distance
+from the bits, then orders them by cosine distance on the floats; a filtered search
+measures cosine distance on the matching records only.
+
+Nothing here must survive a crash: the ledger's memory journal can rebuild it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlean
+import sqlite_vec
+
+from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKind
+from memory.longterm.store import Vector, fuse
+
+T = TypeVar("T")
+
+# Candidates each side brings to the fusion, and how many bit-vector neighbours are
+# taken per result before the float vectors decide.
+CANDIDATES = 50
+OVERSAMPLE = 10
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    run_id TEXT,
+    entity TEXT,
+    chat TEXT,
+    source TEXT NOT NULL,
+    vector BLOB
+);
+CREATE INDEX IF NOT EXISTS records_at ON records (at);
+CREATE INDEX IF NOT EXISTS records_entity ON records (entity, at);
+CREATE INDEX IF NOT EXISTS records_run ON records (run_id, at);
+CREATE INDEX IF NOT EXISTS records_unembedded ON records (at) WHERE vector IS NULL;
+CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5 (
+    text, content='records', content_rowid='rowid',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# Words too common to help a keyword search find anything.
+STOPWORDS = frozenset(
+    """a about after again all am an and any are as at be been before being but by can
+    could did do does doing for from had has have how i if in into is it its me my of on
+    or our out over so than that the their them then there these they this to too under
+    up us was we were what when where which while who whom why will with would you your
+    did didnt dont""".split()
+)
+_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def keyword_query(text: str) -> str | None:
+    """An FTS5 query that finds records with any of the text's words (each one quoted,
+    so user text can never be read as FTS5 syntax); None when no word is left."""
+    words = [w for w in _WORDS.findall(text.lower()) if w not in STOPWORDS]
+    unique = list(dict.fromkeys(words))
+    return " OR ".join(f'"{word}"' for word in unique) or None
+
+
+class EmbeddedMemory:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else None
+        self.name = f"embedded:{self.path or ':memory:'}"
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlean.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.enable_load_extension(True)
+        sqlite_vec.load(self._conn)
+        self._conn.enable_load_extension(False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # the ledger can rebuild it all
+        self._conn.executescript(SCHEMA)
+        self._dims = self._stored_dims()
+        self._lock = threading.Lock()
+
+    # -- the interface -------------------------------------------------------------------
+
+    async def upsert(
+        self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]
+    ) -> None:
+        if len(records) != len(vectors):
+            raise ValueError("one vector (or None) per record")
+        await self._run(lambda: self._upsert(records, vectors))
+
+    async def search(self, query: Query) -> list[Hit]:
+        return await self._run(lambda: self._search(query))
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        return await self._run(lambda: self._delete(ids))
+
+    async def count(self, filters: Filters | None = None) -> int:
+        where, params = _where(filters or Filters())
+        sql = f"SELECT count(*) FROM records r WHERE {where}"
+        return await self._run(lambda: int(self._conn.execute(sql, params).fetchone()[0]))
+
+    async def unembedded(self, limit: int) -> list[MemoryRecord]:
+        sql = f"SELECT {_COLUMNS} FROM records r WHERE vector IS NULL ORDER BY at LIMIT ?"
+        return await self._run(lambda: [_record(r) for r in self._conn.execute(sql, (limit,))])
+
+    async def set_vectors(self, vectors: dict[str, Vector]) -> None:
+        await self._run(lambda: self._set_vectors(vectors))
+
+    async def clear(self) -> None:
+        def clear() -> None:
+            with self._transaction():
+                self._conn.execute("DELETE FROM records")
+                self._conn.execute("INSERT INTO records_fts (records_fts) VALUES ('delete-all')")
+                self._drop_vectors()
+
+        await self._run(clear)
+
+    async def close(self) -> None:
+        await self._run(self._conn.close)
+
+    # -- on the database's side ----------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn()
+
+        return await asyncio.to_thread(locked)
+
+    def _transaction(self) -> Any:
+        return _Transaction(self._conn)
+
+    def _upsert(self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]) -> None:
+        conn = self._conn
+        with self._transaction():
+            for chunk in _chunks(list(zip(records, vectors, strict=True)), 500):
+                ids = [record.id for record, _ in chunk]
+                marks = ",".join("?" * len(ids))
+                known = {
+                    row[1]: (row[0], row[2])
+                    for row in conn.execute(
+                        f"SELECT rowid, id, text FROM records WHERE id IN ({marks})", ids
+                    )
+                }
+                for record, vector in chunk:
+                    blob = self._blob(vector)
+                    old = known.get(record.id)
+                    if old is not None:
+                        rowid, old_text = old
+                        conn.execute(
+                            "INSERT INTO records_fts (records_fts, rowid, text) "
+                            "VALUES ('delete', ?, ?)",
+                            (rowid, old_text),
+                        )
+                        conn.execute(
+                            "UPDATE records SET kind=?, text=?, at=?, actor=?, run_id=?, "
+                            "entity=?, chat=?, source=?, vector=? WHERE rowid=?",
+                            (*_values(record), blob, rowid),
+                        )
+                        if self._dims is not None:
+                            conn.execute("DELETE FROM vectors WHERE rowid = ?", (rowid,))
+                    else:
+                        rowid = conn.execute(
+                            "INSERT INTO records (id, kind, text, at, actor, run_id, entity, "
+                            "chat, source, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (record.id, *_values(record), blob),
+                        ).lastrowid
+                        known[record.id] = (rowid, record.text)
+                    conn.execute(
+                        "INSERT INTO records_fts (rowid, text) VALUES (?, ?)", (rowid, record.text)
+                    )
+                    if blob is not None:
+                        conn.execute(
+                            "INSERT INTO vectors (rowid, embedding) "
+                            "VALUES (?, vec_quantize_binary(vec_f32(?)))",
+                            (rowid, blob),
+                        )
+
+    def _blob(self, vector: Vector | None) -> bytes | None:
+        """The vector as float32 bytes; the first vector, or one of another size (a new
+        model), sets the dimensions and drops the vectors of the old size."""
+        if vector is None:
+            return None
+        if self._dims != len(vector):
+            if len(vector) % 8:
+                raise ValueError(f"vectors need a multiple of 8 dimensions, not {len(vector)}")
+            self._drop_vectors()
+            self._conn.execute(
+                f"CREATE VIRTUAL TABLE vectors USING vec0 (embedding bit[{len(vector)}])"
+            )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('dims', ?)", (str(len(vector)),)
+            )
+            self._dims = len(vector)
+        return bytes(sqlite_vec.serialize_float32(vector))
+
+    def _drop_vectors(self) -> None:
+        self._conn.execute("DROP TABLE IF EXISTS vectors")
+        self._conn.execute("UPDATE records SET vector = NULL WHERE vector IS NOT NULL")
+        self._conn.execute("DELETE FROM meta WHERE key = 'dims'")
+        self._dims = None
+
+    def _stored_dims(self) -> int | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'dims'").fetchone()
+        return int(row[0]) if row else None
+
+    def _set_vectors(self, vectors: dict[str, Vector]) -> None:
+        with self._transaction():
+            for record_id, vector in vectors.items():
+                blob = self._blob(vector)
+                row = self._conn.execute(
+                    "UPDATE records SET vector = ? WHERE id = ? RETURNING rowid", (blob, record_id)
+                ).fetchone()
+                if row is None:
+                    continue
+                self._conn.execute("DELETE FROM vectors WHERE rowid = ?", (row[0],))
+                self._conn.execute(
+                    "INSERT INTO vectors (rowid, embedding) "
+                    "VALUES (?, vec_quantize_binary(vec_f32(?)))",
+                    (row[0], blob),
+                )
+
+    def _delete(self, ids: Sequence[str]) -> int:
+        removed = 0
+        with self._transaction():
+            for chunk in _chunks(list(ids), 500):
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT rowid, text FROM records WHERE id IN ({marks})", chunk
+                ).fetchall()
+                for rowid, text in rows:
+                    self._conn.execute(
+                        "INSERT INTO records_fts (records_fts, rowid, text) "
+                        "VALUES ('delete', ?, ?)",
+                        (rowid, text),
+                    )
+                    if self._dims is not None:
+                        self._conn.execute("DELETE FROM vectors WHERE rowid = ?", (rowid,))
+                self._conn.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
+                removed += len(rows)
+        return removed
+
+    def _search(self, query: Query) -> list[Hit]:
+        limit = max(query.limit, 1)
+        wanted = max(limit * 4, CANDIDATES)
+        vector = query.vector if self._dims is not None else None
+        if vector is not None and len(vector) != self._dims:
+            vector = None  # a query from another model than the stored vectors
+        alpha = query.alpha if vector is not None else 0.0
+        keyword = self._keyword(query, wanted) if alpha < 1 else []
+        nearest = self._nearest(vector, query.filters, wanted) if vector and alpha > 0 else []
+        ranked = fuse(keyword, nearest, alpha)[:limit]
+        if not ranked:
+            return []
+        rowids = [int(key) for key, _ in ranked]
+        marks = ",".join("?" * len(rowids))
+        rows = self._conn.execute(
+            f"SELECT rowid, {_COLUMNS} FROM records r WHERE rowid IN ({marks})", rowids
+        )
+        found = {row[0]: _record(row[1:]) for row in rows}
+        return [Hit(found[int(key)], score) for key, score in ranked if int(key) in found]
+
+    def _keyword(self, query: Query, wanted: int) -> list[tuple[str, float]]:
+        match = keyword_query(query.text)
+        if match is None:
+            return []
+        where, params = _where(query.filters)
+        sql = (
+            "SELECT f.rowid, -bm25(records_fts) FROM records_fts f "
+            f"JOIN records r ON r.rowid = f.rowid WHERE records_fts MATCH ? AND {where} "
+            "ORDER BY bm25(records_fts) LIMIT ?"
+        )
+        return [
+            (str(rowid), score)
+            for rowid, score in self._conn.execute(sql, (match, *params, wanted))
+        ]
+
+    def _nearest(self, vector: Vector, filters: Filters, wanted: int) -> list[tuple[str, float]]:
+        blob = sqlite_vec.serialize_float32(vector)
+        if filters.empty:
+            sql = (
+                "WITH near AS (SELECT rowid FROM vectors "
+                "WHERE embedding MATCH vec_quantize_binary(vec_f32(?)) AND k = ?) "
+                "SELECT r.rowid, vec_distance_cosine(r.vector, ?) AS d FROM near "
+                "JOIN records r ON r.rowid = near.rowid ORDER BY d LIMIT ?"
+            )
+            params: tuple[Any, ...] = (blob, wanted * OVERSAMPLE, blob, wanted)
+        else:
+            where, filter_params = _where(filters)
+            sql = (
+                "SELECT r.rowid, vec_distance_cosine(r.vector, ?) AS d FROM records r "
+                f"WHERE r.vector IS NOT NULL AND {where} ORDER BY d LIMIT ?"
+            )
+            params = (blob, *filter_params, wanted)
+        return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]
+
+
+class _Transaction:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+
+_COLUMNS = "r.id, r.kind, r.text, r.at, r.actor, r.run_id, r.entity, r.chat, r.source"
+
+
+def _values(record: MemoryRecord) -> tuple[Any, ...]:
+    return (
+        record.kind.value,
+        record.text,
+        record.at.timestamp(),
+        record.actor,
+        record.run_id,
+        record.entity,
+        record.chat,
+        record.source,
+    )
+
+
+def _record(row: Sequence[Any]) -> MemoryRecord:
+    record_id, kind, text, at, actor, run_id, entity, chat, source = row
+    return MemoryRecord(
+        record_id,
+        RecordKind(kind),
+        text,
+        datetime.fromtimestamp(at, UTC),
+        actor,
+        run_id,
+        entity,
+        chat,
+        source,
+    )
+
+
+def _where(filters: Filters) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["1"]
+    params: list[Any] = []
+    if filters.kinds:
+        clauses.append(f"r.kind IN ({','.join('?' * len(filters.kinds))})")
+        params.extend(kind.value for kind in filters.kinds)
+    if filters.entity is not None:
+        clauses.append("r.entity = ?")
+        params.append(filters.entity)
+    if filters.run_id is not None:
+        clauses.append("r.run_id = ?")
+        params.append(filters.run_id)
+    if filters.since is not None:
+        clauses.append("r.at >= ?")
+        params.append(filters.since.timestamp())
+    if filters.until is not None:
+        clauses.append("r.at < ?")
+        params.append(filters.until.timestamp())
+    return " AND ".join(clauses), params
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,140 @@
+"""Feeds the long-term store from the ledger's memory journal.
+
+Records are journaled in the ledger as things happen, in the same transactions as the
+things themselves. This feeds them on, in order, to whichever store is configured, and
+keeps in the ledger how far each store has got. So a store that is down misses nothing
+(its records wait in the journal), a new or emptied store is rebuilt by feeding it from
+the start, and a record whose embedding failed is stored for keyword search at once and
+given its vector later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from memory.embeddings import Embedder, EmbeddingFailed, Vector
+from memory.ledger import Ledger
+from memory.longterm.records import MemoryRecord
+from memory.longterm.store import LongTermMemory, MemoryUnavailable
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+
+
+class MemorySync:
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: LongTermMemory,
+        embedder: Embedder | None,
+        batch: int = BATCH,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.embedder = embedder
+        self.batch = batch
+        # A store fed with another model's vectors is fed again from the start.
+        self.cursor_name = f"{store.name} {embedder.name if embedder else 'keywords'}"
+        self._wake = asyncio.Event()
+        self._store_down: str | None = None
+        self._embedder_down: str | None = None
+        self._feeding = asyncio.Lock()
+
+    async def catch_up(self) -> int:
+        """Feeds the store everything journaled so far; returns how many records.
+
+        Raises MemoryUnavailable when the store does not answer: what is not fed yet
+        stays in the journal for the next try.
+        """
+        async with self._feeding:
+            fed = 0
+            cursor = await self.ledger.journal_cursor(self.cursor_name)
+            while entries := await self.ledger.journal_after(cursor, self.batch):
+                records = [MemoryRecord.from_dict(body) for _, body in entries]
+                await self.store.upsert(records, await self._vectors(records))
+                cursor = entries[-1][0]
+                await self.ledger.move_journal_cursor(self.cursor_name, cursor)
+                fed += len(records)
+            await self._embed_missing()
+            return fed
+
+    async def rebuild(self) -> int:
+        """Empties the store and feeds it the whole journal again."""
+        async with self._feeding:
+            await self.store.clear()
+            await self.ledger.move_journal_cursor(self.cursor_name, 0)
+        return await self.catch_up()
+
+    async def behind(self) -> int:
+        """How many journal entries the store has yet to get."""
+        end = await self.ledger.journal_end()
+        return end - await self.ledger.journal_cursor(self.cursor_name)
+
+    def wake(self) -> None:
+        """Something was journaled: feed it now rather than at the next tick."""
+        self._wake.set()
+
+    async def run(self, every_seconds: float = 5.0, retry_seconds: float = 10.0) -> None:
+        """Keeps the store fed until cancelled; an outage is logged once, and its end."""
+        while True:
+            pause = every_seconds
+            try:
+                await self.catch_up()
+                if self._store_down is not None:
+                    log.warning("long-term memory is back (%s); caught up", self.store.name)
+                    self._store_down = None
+            except MemoryUnavailable as exc:
+                if self._store_down is None:
+                    log.warning("long-term memory is down, records wait in the ledger: %s", exc)
+                self._store_down = str(exc)
+                pause = retry_seconds
+            except Exception:
+                log.exception("could not feed long-term memory; trying again")
+                pause = retry_seconds
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+
+    async def _vectors(self, records: Sequence[MemoryRecord]) -> list[Vector | None]:
+        if self.embedder is None:
+            return [None] * len(records)
+        try:
+            vectors: list[Vector | None] = list(
+                await self.embedder.embed([r.text for r in records])
+            )
+        except EmbeddingFailed as exc:
+            self._embedding_failed(exc)
+            return [None] * len(records)
+        self._embedding_works()
+        return vectors
+
+    async def _embed_missing(self) -> None:
+        """Gives their vectors to records stored while the embedder failed."""
+        if self.embedder is None:
+            return
+        while waiting := await self.store.unembedded(self.batch):
+            try:
+                vectors = await self.embedder.embed([r.text for r in waiting])
+            except EmbeddingFailed as exc:
+                self._embedding_failed(exc)
+                return
+            self._embedding_works()
+            await self.store.set_vectors(
+                {record.id: vector for record, vector in zip(waiting, vectors, strict=True)}
+            )
+            if len(waiting) < self.batch:
+                return
+
+    def _embedding_failed(self, exc: EmbeddingFailed) -> None:
+        if self._embedder_down is None:
+            log.warning("embedding failed; records are kept and embedded later: %s", exc)
+        self._embedder_down = str(exc)
+
+    def _embedding_works(self) -> None:
+        if self._embedder_down is not None:
+            log.warning("embedding works again (%s)", self.embedder and self.embedder.name)
+        self._embedder_down = None

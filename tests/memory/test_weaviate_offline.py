@@ -1,0 +1,115 @@
+"""What the Weaviate backend can show without a server: the filters it would send, the
+URLs it accepts, and that an unreachable server fails fast and says where to look."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from weaviate.collections.filters import _FilterToGRPC, _FilterToREST
+
+from memory.longterm.records import Filters, RecordKind
+from memory.longterm.store import MemoryUnavailable
+from memory.longterm.weaviate import WeaviateAddress, WeaviateMemory, to_weaviate_filter
+
+SINCE = datetime(2025, 3, 1, tzinfo=UTC)
+UNTIL = datetime(2025, 4, 1)  # naive: taken as UTC
+
+COMBINATIONS = [
+    Filters(kinds=kinds, entity=entity, run_id=run_id, since=since, until=until)
+    for kinds, entity, run_id, since, until in itertools.product(
+        [(), (RecordKind.DECISION,), (RecordKind.MESSAGE, RecordKind.REPLY)],
+        [None, "client:Acme Bakery"],
+        [None, "run-7"],
+        [None, SINCE],
+        [None, UNTIL],
+    )
+]
+
+
+def _conditions(rest: dict[str, Any]) -> list[dict[str, Any]]:
+    if rest["operator"] == "And":
+        return [leaf for operand in rest["operands"] for leaf in _conditions(operand)]
+    return [rest]
+
+
+def _expected(filters: Filters) -> list[dict[str, Any]]:
+    expected: list[dict[str, Any]] = []
+    if filters.kinds:
+        values = [kind.value for kind in filters.kinds]
+        expected.append({"path": ["kind"], "operator": "ContainsAny", "valueTextArray": values})
+    if filters.entity is not None:
+        expected.append({"path": ["entity"], "operator": "Equal", "valueText": filters.entity})
+    if filters.run_id is not None:
+        expected.append({"path": ["run_id"], "operator": "Equal", "valueText": filters.run_id})
+    if filters.since is not None:
+        expected.append(
+            {
+                "path": ["at"],
+                "operator": "GreaterThanEqual",
+                "valueDate": "2025-03-01T00:00:00.000000+00:00",
+            }
+        )
+    if filters.until is not None:
+        expected.append(
+            {
+                "path": ["at"],
+                "operator": "LessThan",
+                "valueDate": "2025-04-01T00:00:00.000000+00:00",
+            }
+        )
+    return expected
+
+
+@pytest.mark.parametrize("filters", COMBINATIONS)
+def test_filters_become_valid_weaviate_filters(filters: Filters) -> None:
+    weaviate_filter = to_weaviate_filter(filters)
+
+    if filters.empty:
+        assert weaviate_filter is None
+        return
+    assert weaviate_filter is not None
+    # Both wire forms the client sends (gRPC for queries, REST for batch deletes) accept it.
+    assert _FilterToGRPC.convert(weaviate_filter) is not None
+    rest = _FilterToREST.convert(weaviate_filter)
+    conditions = _conditions(rest)
+    assert conditions == _expected(filters)
+    assert rest["operator"] == ("And" if len(conditions) > 1 else conditions[0]["operator"])
+
+
+def test_address_from_url() -> None:
+    local = WeaviateAddress.parse("http://weaviate:8080")
+    cloud = WeaviateAddress.parse("https://abc.weaviate.cloud?grpc=grpc-abc.weaviate.cloud:443")
+    other_grpc = WeaviateAddress.parse("http://127.0.0.1:8081?grpc=50052")
+
+    assert local == WeaviateAddress("weaviate", 8080, False, "weaviate", 50051)
+    assert cloud == WeaviateAddress("abc.weaviate.cloud", 443, True, "grpc-abc.weaviate.cloud", 443)
+    assert other_grpc == WeaviateAddress("127.0.0.1", 8081, False, "127.0.0.1", 50052)
+    assert str(local) == "weaviate:8080"
+
+
+@pytest.mark.parametrize("url", ["weaviate:8080", "ftp://weaviate", "http://weaviate:http"])
+def test_a_bad_url_names_the_setting(url: str) -> None:
+    with pytest.raises(ValueError, match="STEWARD_WEAVIATE_URL"):
+        WeaviateAddress.parse(url)
+
+
+async def test_an_unknown_vectorizer_is_refused_before_connecting() -> None:
+    with pytest.raises(ValueError, match="text2vec-openai"):
+        await WeaviateMemory.connect("http://127.0.0.1:9", None, vectorizer="text2vec-nonsense")
+
+
+async def test_connect_to_a_closed_port_fails_fast_without_the_key() -> None:
+    started = time.monotonic()
+
+    with pytest.raises(MemoryUnavailable) as raised:
+        await WeaviateMemory.connect("http://127.0.0.1:9", "sekrit-api-key-123")
+
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert "127.0.0.1:9" in message
+    assert "STEWARD_WEAVIATE_URL" in message
+    assert "sekrit-api-key-123" not in message
