@@ -8,7 +8,7 @@ coordinator. Nothing happens at import time.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -33,8 +33,9 @@ from graph.routing import Router
 from memory.checkpoints import open_checkpointer
 from memory.embeddings import choose_embedder
 from memory.ledger import Ledger, LedgerUnavailable
-from memory.longterm import LongTermMemory
+from memory.longterm import LongTermMemory, MemoryUnavailable
 from memory.longterm.embedded import EmbeddedMemory
+from memory.longterm.reconnecting import Reconnecting
 from memory.longterm.sync import MemorySync
 from memory.working import InProcessWorkingMemory, RedisWorkingMemory, WorkingMemory
 from processes import BUILTIN_DIR
@@ -117,6 +118,8 @@ class Steward:
                 embedder = choose_embedder(
                     settings.embedding_model, settings.openai_base_url, settings.openai_api_key
                 )
+                if embedder is not None:
+                    stack.push_async_callback(embedder.close)
                 sync = MemorySync(ledger, store, embedder)
                 zone = ZoneInfo(settings.timezone)
                 history = History(ledger, store, sync, embedder, models, zone)
@@ -157,10 +160,16 @@ async def open_working_memory(settings: Settings) -> WorkingMemory:
 
 async def open_long_term_memory(settings: Settings) -> LongTermMemory:
     """Weaviate when STEWARD_WEAVIATE_URL is set; the embedded SQLite store otherwise."""
-    if settings.weaviate_url:
-        from memory.longterm.weaviate import WeaviateMemory
+    url = settings.weaviate_url
+    if not url:
+        return EmbeddedMemory(settings.home / "memory.db")
+    from memory.longterm.weaviate import WeaviateMemory, weaviate_store_name
 
-        return await WeaviateMemory.connect(
-            settings.weaviate_url, settings.weaviate_api_key, settings.weaviate_vectorizer
-        )
-    return EmbeddedMemory(settings.home / "memory.db")
+    def connect() -> Awaitable[WeaviateMemory]:
+        return WeaviateMemory.connect(url, settings.weaviate_api_key, settings.weaviate_vectorizer)
+
+    try:
+        return await connect()
+    except MemoryUnavailable as exc:
+        log.warning("steward starts without long-term memory; records wait in the ledger: %s", exc)
+        return Reconnecting(weaviate_store_name(url), connect, exc)

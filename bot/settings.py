@@ -101,6 +101,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r} should look like telegram:12345 or slack:U0123")
         return value
 
+    @field_validator("weaviate_url")
+    @classmethod
+    def _weaviate(cls, value: str | None) -> str | None:
+        if value:
+            from memory.longterm.weaviate import WeaviateAddress
+
+            WeaviateAddress.parse(value)
+        return value or None
+
+    @field_validator("weaviate_vectorizer")
+    @classmethod
+    def _vectorizer(cls, value: str | None) -> str | None:
+        if value:
+            from memory.longterm.weaviate import VECTORIZERS
+
+            if value not in VECTORIZERS:
+                raise ValueError(f"{value!r} is not one of {', '.join(VECTORIZERS)}")
+        return value or None
+
     @field_validator("process_budgets")
     @classmethod
     def _process_budgets(cls, value: str) -> str:

@@ -39,16 +39,21 @@ class Embedder(Protocol):
 
     async def embed_query(self, text: str) -> Vector: ...
 
+    async def close(self) -> None: ...
+
 
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM, LM Studio)."""
 
     def __init__(self, model: str, base_url: str | None, api_key: str | None) -> None:
+        import httpx
         from langchain_openai import OpenAIEmbeddings
         from pydantic import SecretStr
 
         self.name = f"openai:{model}"
+        self._http = httpx.AsyncClient()  # ours, so that close() can close it
         self._client = OpenAIEmbeddings(
+            http_async_client=self._http,
             model=model,
             openai_api_base=base_url,
             # Local servers take any key; the client insists on one.
@@ -71,6 +76,9 @@ class OpenAIEmbedder:
             return await self._client.aembed_query(text[:MAX_CHARS])
         except Exception as exc:
             raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
+
+    async def close(self) -> None:
+        await self._http.aclose()
 
 
 class LocalEmbedder:
@@ -105,6 +113,9 @@ class LocalEmbedder:
 
     async def embed_query(self, text: str) -> Vector:
         return (await self.embed([text]))[0]
+
+    async def close(self) -> None:
+        return None
 
 
 def local_model_installed() -> bool:

@@ -43,6 +43,7 @@ class MemorySync:
         self._store_down: str | None = None
         self._embedder_down: str | None = None
         self._feeding = asyncio.Lock()
+        self._checked = False
 
     async def catch_up(self) -> int:
         """Feeds the store everything journaled so far; returns how many records.
@@ -53,6 +54,12 @@ class MemorySync:
         async with self._feeding:
             fed = 0
             cursor = await self.ledger.journal_cursor(self.cursor_name)
+            if not self._checked:
+                # A store that was fed but is empty now was lost or replaced: feed it again.
+                if cursor and await self.store.count() == 0:
+                    log.warning("%s is empty; rebuilding it from the ledger", self.store.name)
+                    cursor = 0
+                self._checked = True
             while entries := await self.ledger.journal_after(cursor, self.batch):
                 records = [MemoryRecord.from_dict(body) for _, body in entries]
                 await self.store.upsert(records, await self._vectors(records))

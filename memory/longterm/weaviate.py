@@ -110,7 +110,7 @@ class WeaviateMemory:
         self._collection_name = collection_name
         self._vectorizer = vectorizer
         self._where = f"Weaviate at {address}" if address else "Weaviate"
-        self.name = f"weaviate:{address}/{collection_name}"
+        self.name = f"weaviate:{address}/{collection_name}"  # as weaviate_store_name() says
 
     @classmethod
     async def connect(
@@ -403,3 +403,8 @@ def _cause(exc: BaseException, secret: str | None = None) -> str:
     if secret:
         text = text.replace(secret, "***")
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def weaviate_store_name(url: str, collection_name: str = DEFAULT_COLLECTION) -> str:
+    """The ``name`` of the store at ``url``, known before it answers."""
+    return f"weaviate:{WeaviateAddress.parse(url)}/{collection_name}"

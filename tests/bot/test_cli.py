@@ -285,3 +285,33 @@ def test_demo_runs_offline_and_the_chain_is_intact(
 def test_no_command_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys)
     assert code == 2 and "usage" in err
+
+
+def test_history_cites_what_happened_and_memory_can_be_rebuilt(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id, approval_id = start(capsys)
+    assert steward(capsys, "reject", approval_id, "--reason", "wrong package")[0] == 0
+    code, out, _ = steward(capsys, "history", "why was the welcome email for Acme rejected?")
+    assert code == 0
+    assert out.startswith("Best matching records:\n[1] ")
+    assert "Reason: wrong package" in out and f"run {run_id}" in out
+
+    code, out, _ = steward(capsys, "history", "welcome email", "--json", "--limit", "2")
+    hits = json.loads(out)
+    assert len(hits) == 2 and all(hit["run_id"] == run_id for hit in hits)
+
+    code, out, _ = steward(capsys, "memory", "status", "--json")
+    status = json.loads(out)
+    assert status["records"] >= 4 and status["waiting_in_ledger"] == 0
+    assert status["embeddings"] == "none (keywords only)"
+
+    (home / "memory.db").unlink()  # long-term memory is lost; the ledger is not
+    for suffix in ("-wal", "-shm"):
+        (home / f"memory.db{suffix}").unlink(missing_ok=True)
+    # An empty store is fed again from the ledger by itself...
+    assert "Reason: wrong package" in steward(capsys, "history", "wrong package")[1]
+    # ... and on request.
+    code, out, _ = steward(capsys, "memory", "rebuild")
+    assert code == 0 and f"{status['records']} records" in out
+    assert "Reason: wrong package" in steward(capsys, "history", "wrong package")[1]

@@ -1,0 +1,244 @@
+"""Answers about history: what lands in memory as it happens, the filters a question
+gives, and answers that cite their sources — with a model and without one."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from bot.app import Steward
+from bot.settings import load_settings
+from graph.history import looks_like_a_question, read_question
+from graph.messages import Inbound, Reply, Sender
+from graph.models import LanguageModels
+from memory.longterm import MemoryRecord, MemoryUnavailable, RecordKind
+
+OPERATOR = Sender("telegram", "42", "Olivia")
+BERLIN = ZoneInfo("Europe/Berlin")
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Steward]:
+    settings = load_settings(home=tmp_path / "home", operators="telegram:42")
+    async with Steward.open(settings) as steward:
+        yield steward
+
+
+async def send(app: Steward, text: str | None = None, button: str | None = None) -> Reply:
+    inbound = Inbound(OPERATOR, "chat-1", f"update-{next(_ids)}", text=text, button=button)
+    reply = await app.door.receive(inbound)
+    assert reply is not None
+    return reply
+
+
+def said(reply: Reply) -> str:
+    return "\n".join(reply.texts)
+
+
+async def start(app: Steward, client: str, email: str) -> tuple[str, str]:
+    reply = await send(app, f"/run onboarding client={client!r} email={email} package=basic")
+    [card] = reply.cards
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None
+    return approval.run_id, card.approval_id
+
+
+# -- reading a question ------------------------------------------------------------------
+
+NOW = datetime(2026, 3, 18, 15, 0, tzinfo=UTC)  # a Wednesday
+ENTITIES = ["client:Acme Bakery", "client:Globex", "client:Acme Legal", "invoice:INV-7"]
+
+
+def local(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=BERLIN)
+
+
+@pytest.mark.parametrize(
+    ("question", "since", "until"),
+    [
+        ("what did Globex say yesterday?", "2026-03-17", "2026-03-18"),
+        ("what happened last week", "2026-03-09", "2026-03-16"),
+        ("anything this week?", "2026-03-16", "2026-03-19"),
+        ("what did we quote in February?", "2026-02-01", "2026-03-01"),
+        ("what did we quote in March 2025", "2025-03-01", "2025-04-01"),
+        ("who paid in November", "2025-11-01", "2025-12-01"),  # the last November
+        ("what came in over the last 3 days", "2026-03-16", "2026-03-19"),
+        ("what did we do last month", "2026-02-01", "2026-03-01"),
+    ],
+)
+def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
+    question: str, since: str, until: str
+) -> None:
+    filters = read_question(question, NOW, BERLIN, ENTITIES).filters
+    assert (filters.since, filters.until) == (local(since), local(until))
+
+
+def test_a_question_without_a_time_has_no_time_filter() -> None:
+    filters = read_question("what did we quote Globex?", NOW, BERLIN, ENTITIES).filters
+    assert filters.since is None and filters.until is None
+
+
+@pytest.mark.parametrize(
+    ("question", "entity"),
+    [
+        ("what did we quote Globex?", "client:Globex"),
+        ("did globex's invoice go out", "client:Globex"),
+        ("what did Acme Bakery order", "client:Acme Bakery"),
+        ("what did Acme order", None),  # two clients start with Acme: no guess
+        ("is INV-7 paid?", "invoice:INV-7"),
+        ("what did we quote Globexia", None),  # a word that only starts like a name
+        ("anything new?", None),
+    ],
+)
+def test_a_known_client_named_in_a_question_becomes_a_filter(
+    question: str, entity: str | None
+) -> None:
+    assert read_question(question, NOW, BERLIN, ENTITIES).filters.entity == entity
+
+
+@pytest.mark.parametrize(
+    ("text", "question"),
+    [
+        ("what did we quote Acme in March?", True),
+        ("When did Globex pay", True),
+        ("remind me what Jane said about the logo", True),
+        ("Acme paid?", True),
+        ("onboard Jane from Acme on the premium package", False),
+        ("do the thing", False),
+    ],
+)
+def test_which_messages_are_questions_about_history(text: str, question: bool) -> None:
+    assert looks_like_a_question(text) is question
+
+
+# -- what lands in memory as it happens --------------------------------------------------
+
+
+async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_the_journal(
+    app: Steward,
+) -> None:
+    run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
+    await send(app, button=f"reject:{approval_id}")
+    await send(app, "they want the premium package, not basic")
+    entries = [MemoryRecord.from_dict(body) for _, body in await app.ledger.journal_after(0)]
+    by_kind = {kind: [e for e in entries if e.kind is kind] for kind in RecordKind}
+    [started] = by_kind[RecordKind.NOTE]
+    assert f"run {run_id}" in started.text and "client: Acme Bakery" in started.text
+    [draft] = by_kind[RecordKind.ARTIFACT]
+    assert "Send the welcome email to jane@acme.com" in draft.text
+    decisions = [d.text for d in by_kind[RecordKind.DECISION]]
+    assert any(t.startswith("Rejected by telegram:42") for t in decisions)
+    assert any("they want the premium package" in t for t in decisions)
+    [ended] = by_kind[RecordKind.OUTCOME]
+    assert run_id in ended.text
+    for entry in entries:
+        if entry.run_id is not None:
+            assert entry.run_id == run_id and entry.entity == "client:Acme Bakery"
+
+
+async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Steward) -> None:
+    await start(app, "Globex", "ops@globex.io")  # makes Globex a known client
+    app.coordinator._entities = (0.0, [])  # read the clients again now
+    reply = await send(app, "Globex wants the kickoff moved to Thursday")
+    entries = [MemoryRecord.from_dict(body) for _, body in await app.ledger.journal_after(0)]
+    message = next(e for e in entries if e.kind is RecordKind.MESSAGE)
+    assert message.text == "Globex wants the kickoff moved to Thursday"
+    assert message.actor == "telegram:42" and message.chat == "telegram/chat-1"
+    assert message.entity == "client:Globex"
+    answer = next(e for e in entries if e.kind is RecordKind.REPLY)
+    assert answer.text == said(reply) and answer.actor == "steward"
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+async def test_history_without_a_model_cites_the_best_records(app: Steward) -> None:
+    run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
+    await send(app, button=f"reject:{approval_id}")
+    await send(app, "they want the premium package, not basic")
+    await start(app, "Globex", "ops@globex.io")
+    reply = await send(app, "/history why did we reject the Acme welcome email?")
+    text = said(reply)
+    assert text.startswith("Best matching records:\n[1] ")
+    first = text.splitlines()[1]
+    assert f"run {run_id}" in first
+    assert datetime.now(UTC).strftime("%Y-%m-%d") in first
+    assert "premium package" in text
+    assert "Globex" not in text.split("[3]")[0]  # the client's records come first
+
+
+async def test_a_plain_question_is_answered_from_memory(app: Steward) -> None:
+    await start(app, "Acme Bakery", "jane@acme.com")
+    reply = await send(app, "what did we send to jane@acme.com?")
+    assert "Send the welcome email to jane@acme.com" in said(reply)
+    assert "not sure" not in said(reply)
+
+
+async def test_a_question_memory_knows_nothing_about_goes_to_the_router(app: Steward) -> None:
+    reply = await send(app, "what's the weather like")
+    assert "not sure what you need" in said(reply)
+
+
+async def test_with_a_model_the_answer_is_short_cites_sources_and_is_costed(
+    app: Steward,
+) -> None:
+    _, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
+    await send(app, button=f"reject:{approval_id}")
+    await send(app, "they want the premium package, not basic")
+    fake = GenericFakeChatModel(
+        messages=iter([AIMessage(content="It was rejected: they want premium [1].")])
+    )
+    app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+    text = said(await send(app, "/history why did we reject the Acme email?"))
+    assert text.startswith("It was rejected: they want premium [1].\n\nSources:\n[1] ")
+    [(_, process, model, _)] = await app.ledger.model_calls_since(
+        datetime.now(UTC) - timedelta(minutes=1)
+    )
+    assert (process, model) == (None, "fake")  # recorded, and counted against the budget
+
+
+async def test_a_failing_model_still_gets_the_records_cited(app: Steward) -> None:
+    await start(app, "Acme Bakery", "jane@acme.com")
+    fake = GenericFakeChatModel(messages=iter([]))  # raises when asked
+    app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+    text = said(await send(app, "/history welcome email for Acme"))
+    assert text.startswith("Best matching records:")
+
+
+async def test_history_says_when_memory_is_away(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await start(app, "Acme Bakery", "jane@acme.com")
+
+    async def down(*args: object) -> None:
+        raise MemoryUnavailable("cannot reach Weaviate at weaviate:8080")
+
+    monkeypatch.setattr(app.history.store, "upsert", down)
+    text = said(await send(app, "/history what did we send to Acme?"))
+    assert "not available right now (cannot reach Weaviate at weaviate:8080)" in text
+    monkeypatch.undo()
+    assert "Send the welcome email" in said(await send(app, "/history what did we send Acme?"))
+
+
+async def test_a_time_in_the_question_keeps_older_records_out(app: Steward) -> None:
+    old = datetime.now(UTC) - timedelta(days=60)
+    await app.ledger.journal(
+        [
+            MemoryRecord.create(
+                "test:old", RecordKind.NOTE, "quoted Globex 900 EUR", old
+            ).to_dict(),
+            MemoryRecord.create(
+                "test:new", RecordKind.NOTE, "quoted Globex 1,400 EUR", datetime.now(UTC)
+            ).to_dict(),
+        ]
+    )
+    text = said(await send(app, "/history what did we quote Globex this week?"))
+    assert "1,400 EUR" in text and "900 EUR" not in text

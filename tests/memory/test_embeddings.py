@@ -1,0 +1,73 @@
+"""Choosing an embedder, and an OpenAI-compatible endpoint driven through the real
+langchain-openai client against a local server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.app import Steward
+from bot.settings import SettingsError, load_settings
+from graph.messages import Inbound, Sender
+from memory.embeddings import EmbeddingFailed, OpenAIEmbedder, choose_embedder
+from memory.ledger import utcnow
+from memory.longterm import MemoryRecord, Query, RecordKind
+from tests.fakes.embeddings import hashed
+from tests.fakes.openai_api import fake_openai
+
+
+def test_with_no_model_named_memory_uses_keywords_alone() -> None:
+    assert choose_embedder("none", "http://localhost:11434/v1", None) is None
+
+
+async def test_a_named_model_needs_an_endpoint() -> None:
+    with pytest.raises(SettingsError, match="STEWARD_EMBEDDING_MODEL=nomic-embed-text needs"):
+        load_settings(embedding_model="nomic-embed-text")
+    embedder = choose_embedder("nomic-embed-text", "http://localhost:11434/v1", None)
+    assert isinstance(embedder, OpenAIEmbedder) and embedder.name == "openai:nomic-embed-text"
+    await embedder.close()
+
+
+async def test_an_openai_compatible_endpoint_embeds_and_its_failure_is_named() -> None:
+    async with fake_openai() as server:
+        embedder = choose_embedder("text-embedding-3-small", server.url, "sk-test")
+        assert embedder is not None
+        vectors = await embedder.embed(["storefront photos", "invoice paid"])
+        assert [round(x, 5) for x in vectors[0]] == [
+            round(x, 5) for x in hashed("storefront photos")
+        ]
+        assert server.requests[0]["model"] == "text-embedding-3-small"
+        server.failing = True
+        with pytest.raises(EmbeddingFailed, match="openai:text-embedding-3-small"):
+            await embedder.embed_query("anything")
+        await embedder.close()
+
+
+async def test_steward_finds_by_meaning_with_an_endpoint_and_catches_up_after_it_fails(
+    tmp_path: Path,
+) -> None:
+    async with fake_openai() as server:
+        settings = load_settings(
+            home=tmp_path / "home",
+            operators="telegram:42",
+            embedding_model="text-embedding-3-small",
+            openai_base_url=server.url,
+        )
+        async with Steward.open(settings) as steward:
+            sync = steward.history.sync
+            server.failing = True
+            record = MemoryRecord.create(
+                "test:1", RecordKind.NOTE, "storefront photos delayed by flu", utcnow()
+            )
+            await steward.ledger.journal([record.to_dict()])
+            await sync.catch_up()  # stored without its vector; nothing lost
+            assert [r.id for r in await sync.store.unembedded(5)] == [record.id]
+            server.failing = False
+            await sync.catch_up()
+            assert await sync.store.unembedded(5) == []
+            query = Query("photos", hashed("storefront photos delayed by flu"), alpha=1)
+            assert (await sync.store.search(query))[0].record.id == record.id
+            inbound = Inbound(Sender("telegram", "42"), "c", "u1", text="/history storefront")
+            reply = await steward.door.receive(inbound)
+            assert reply is not None and "storefront photos delayed" in reply.texts[0]

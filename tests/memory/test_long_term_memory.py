@@ -1,0 +1,228 @@
+"""The contract of long-term memory, run by every backend: the embedded store always;
+Weaviate when STEWARD_TEST_WEAVIATE_URL (default http://localhost:8080) answers."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from memory.longterm import Filters, LongTermMemory, MemoryRecord, Query, RecordKind, record_id
+from memory.longterm.embedded import EmbeddedMemory
+from tests.fakes.embeddings import hashed
+
+WEAVIATE_URL = os.environ.get("STEWARD_TEST_WEAVIATE_URL", "http://localhost:8080")
+T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+
+
+def _weaviate_reason() -> str | None:
+    try:
+        with urllib.request.urlopen(f"{WEAVIATE_URL}/v1/.well-known/ready", timeout=1) as reply:
+            if reply.status == 200:
+                return None
+            return f"{WEAVIATE_URL} answered {reply.status}, not Weaviate's ready check"
+    except OSError as exc:
+        return (
+            f"no Weaviate server at {WEAVIATE_URL} ({exc}); none can run on these machines — "
+            "set STEWARD_TEST_WEAVIATE_URL to run this suite against one"
+        )
+
+
+@pytest.fixture(params=["embedded", "weaviate"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LongTermMemory]:
+    if request.param == "embedded":
+        memory: LongTermMemory = EmbeddedMemory(tmp_path / "memory.db")
+    else:
+        reason = _weaviate_reason()
+        if reason:
+            pytest.skip(reason)
+        from memory.longterm.weaviate import WeaviateMemory
+
+        name = f"StewardTest{uuid.uuid4().hex[:10]}"
+        memory = await WeaviateMemory.connect(
+            WEAVIATE_URL, os.environ.get("STEWARD_TEST_WEAVIATE_API_KEY"), collection_name=name
+        )
+    try:
+        yield memory
+    finally:
+        await memory.clear()
+        await memory.close()
+
+
+def record(n: int, text: str, **fields: object) -> MemoryRecord:
+    at = fields.pop("at", T0 + timedelta(hours=n))
+    return MemoryRecord.create(
+        f"test:{n}", fields.pop("kind", RecordKind.MESSAGE), text, at, **fields
+    )  # type: ignore[arg-type]
+
+
+async def put(store: LongTermMemory, *records: MemoryRecord, vectors: bool = True) -> None:
+    await store.upsert(list(records), [hashed(r.text) if vectors else None for r in records])
+
+
+def texts(hits: list) -> list[str]:  # type: ignore[type-arg]
+    return [hit.record.text for hit in hits]
+
+
+async def test_a_record_written_twice_is_one_record_with_the_latest_text(
+    store: LongTermMemory,
+) -> None:
+    await put(store, record(1, "quote for Acme: 1,200 EUR"), record(2, "invoice INV-7 sent"))
+    await put(store, record(1, "quote for Acme: 1,500 EUR after the scope change"))
+    assert await store.count() == 2
+    hits = await store.search(Query("quote acme", limit=5))
+    assert texts(hits) == ["quote for Acme: 1,500 EUR after the scope change"]
+    assert hits[0].record.id == record_id("test:1")
+
+
+async def test_keywords_find_words_in_other_forms_and_user_text_is_never_syntax(
+    store: LongTermMemory,
+) -> None:
+    await put(store, record(1, "Jane approved the invoices for March"), record(2, "lunch at noon"))
+    assert texts(await store.search(Query("invoice approval", limit=5)))[0].startswith("Jane")
+    for odd in ["acme AND (", '"unbalanced', "NEAR(a b)", "*", "col:val", "-x", "^", "'; DROP"]:
+        await store.search(Query(odd, limit=5))  # no error
+    assert await store.search(Query("the of and", limit=5)) == []
+
+
+async def test_vectors_find_a_record_that_shares_no_word_with_the_question(
+    store: LongTermMemory,
+) -> None:
+    await put(store, record(1, "storefront photos delayed"), record(2, "newsletter draft ready"))
+    # A made-up "meaning": the question's vector is the first record's.
+    query = Query("why were the shop pictures late", hashed("storefront photos delayed"), alpha=1)
+    assert texts(await store.search(query))[0] == "storefront photos delayed"
+    assert await store.search(query.keywords_only()) == []
+
+
+async def test_hybrid_ranks_first_what_both_words_and_meaning_find(store: LongTermMemory) -> None:
+    await put(
+        store,
+        record(1, "Acme paid invoice INV-7"),
+        record(2, "Acme asked about the logo"),
+        record(3, "Globex paid invoice INV-9"),
+    )
+    hits = await store.search(Query("Acme paid", hashed("Acme paid invoice INV-7"), alpha=0.5))
+    assert texts(hits)[0] == "Acme paid invoice INV-7"
+    assert hits[0].score >= hits[-1].score
+
+
+async def test_filters_on_kind_entity_run_and_time(store: LongTermMemory) -> None:
+    await put(
+        store,
+        record(1, "invoice reminder", kind=RecordKind.ARTIFACT, entity="client:Acme", run_id="r1"),
+        record(2, "invoice paid", kind=RecordKind.OUTCOME, entity="client:Acme", run_id="r2"),
+        record(3, "invoice disputed", kind=RecordKind.MESSAGE, entity="client:Globex"),
+    )
+    vector = hashed("invoice")
+
+    async def found(filters: Filters) -> set[str]:
+        hits = await store.search(Query("invoice", vector, filters, limit=10))
+        return set(texts(hits))
+
+    assert await found(Filters(kinds=(RecordKind.ARTIFACT, RecordKind.OUTCOME))) == {
+        "invoice reminder",
+        "invoice paid",
+    }
+    assert await found(Filters(entity="client:Acme")) == {"invoice reminder", "invoice paid"}
+    assert await found(Filters(run_id="r2")) == {"invoice paid"}
+    # since is inclusive, until exclusive
+    window = Filters(since=T0 + timedelta(hours=2), until=T0 + timedelta(hours=3))
+    assert await found(window) == {"invoice paid"}
+    assert await store.count(Filters(entity="client:Acme")) == 2
+    assert await store.count(window) == 1
+
+
+async def test_records_come_back_whole_with_times_in_utc(store: LongTermMemory) -> None:
+    original = record(
+        1,
+        "Approved by telegram:42: send the welcome email",
+        kind=RecordKind.DECISION,
+        actor="telegram:42",
+        run_id="r9",
+        entity="client:Acme Bakery",
+        chat="telegram/42",
+    )
+    await put(store, original)
+    [hit] = await store.search(Query("welcome email", limit=1))
+    assert hit.record == original
+    assert hit.record.at.utcoffset() == timedelta(0)
+
+
+async def test_delete_removes_records_from_every_search(store: LongTermMemory) -> None:
+    await put(store, record(1, "quote for Acme"), record(2, "quote for Globex"))
+    assert await store.delete([record_id("test:1"), record_id("test:404")]) == 1
+    assert await store.count() == 1
+    assert texts(await store.search(Query("quote acme", hashed("quote for Acme"), alpha=0.5))) == [
+        "quote for Globex"
+    ]
+
+
+async def test_a_record_without_a_vector_is_found_by_keywords_then_given_one(
+    store: LongTermMemory,
+) -> None:
+    await put(store, record(1, "storefront photos delayed"), vectors=False)
+    [waiting] = await store.unembedded(10)
+    assert waiting.id == record_id("test:1")
+    assert texts(await store.search(Query("photos", limit=3))) == ["storefront photos delayed"]
+    await store.set_vectors({waiting.id: hashed("storefront photos delayed")})
+    assert await store.unembedded(10) == []
+    query = Query("shop pictures", hashed("storefront photos delayed"), alpha=1)
+    assert texts(await store.search(query)) == ["storefront photos delayed"]
+
+
+async def test_clear_forgets_everything(store: LongTermMemory) -> None:
+    await put(store, *(record(n, f"note number {n}") for n in range(30)))
+    assert await store.count() == 30
+    await store.clear()
+    assert await store.count() == 0
+    assert await store.search(Query("note", limit=5)) == []
+
+
+async def test_search_returns_at_most_the_limit_best_first(store: LongTermMemory) -> None:
+    await put(store, *(record(n, f"invoice reminder {n}") for n in range(40)))
+    await put(store, record(99, "invoice reminder for Acme"))
+    query = Query("acme invoice reminder", hashed("invoice reminder for Acme"), limit=7)
+    hits = await store.search(query)
+    assert len(hits) == 7
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].record.text == "invoice reminder for Acme"
+
+
+# -- the embedded store's own ------------------------------------------------------------
+
+
+async def test_the_embedded_store_keeps_its_records_across_a_reopen(tmp_path: Path) -> None:
+    first = EmbeddedMemory(tmp_path / "memory.db")
+    await put(first, record(1, "quote for Acme"))
+    await first.close()
+    again = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        assert texts(await again.search(Query("acme", hashed("quote for Acme")))) == [
+            "quote for Acme"
+        ]
+    finally:
+        await again.close()
+
+
+async def test_vectors_of_another_size_replace_the_old_model_s(tmp_path: Path) -> None:
+    memory = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        await put(memory, record(1, "quote for Acme"), record(2, "invoice for Globex"))
+        await memory.upsert([record(3, "new model")], [hashed("new model", dims=32)])
+        # The old model's vectors are dropped: those records wait to be embedded again.
+        assert {r.id for r in await memory.unembedded(10)} == {
+            record_id("test:1"),
+            record_id("test:2"),
+        }
+        # A question embedded by the old model is answered by keywords.
+        assert texts(await memory.search(Query("acme", hashed("acme"), alpha=0.5))) == [
+            "quote for Acme"
+        ]
+    finally:
+        await memory.close()

@@ -1,0 +1,136 @@
+"""Feeding long-term memory from the ledger's journal: nothing lost while the store or
+the embedder is down, nothing written twice, everything rebuilt from the ledger."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from memory.ledger import Ledger
+from memory.longterm import Filters, MemoryRecord, MemoryUnavailable, Query, RecordKind
+from memory.longterm.embedded import EmbeddedMemory
+from memory.longterm.store import Vector
+from memory.longterm.sync import MemorySync
+from tests.fakes.embeddings import HashingEmbedder, hashed
+
+T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+
+
+class Flaky(EmbeddedMemory):
+    """The embedded store, made to be down on demand like a Weaviate that went away."""
+
+    down = False
+
+    async def upsert(
+        self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]
+    ) -> None:
+        if self.down:
+            raise MemoryUnavailable("cannot reach the store: connection refused")
+        await super().upsert(records, vectors)
+
+
+def journaled(n: int, text: str) -> dict[str, object]:
+    at = T0 + timedelta(minutes=n)
+    return MemoryRecord.create(f"test:{n}", RecordKind.MESSAGE, text, at).to_dict()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Flaky]:
+    flaky = Flaky(tmp_path / "memory.db")
+    yield flaky
+    await flaky.close()
+
+
+async def test_what_the_ledger_journals_reaches_the_store_once(
+    ledger: Ledger, store: Flaky
+) -> None:
+    sync = MemorySync(ledger, store, HashingEmbedder(), batch=4)
+    await ledger.journal([journaled(n, f"note {n} about Acme") for n in range(10)])
+    assert await sync.behind() == 10
+    assert await sync.catch_up() == 10
+    await ledger.journal([journaled(3, "note 3 again")])  # the same source: kept once
+    assert await sync.catch_up() == 0
+    assert await store.count() == 10 and await sync.behind() == 0
+    hits = await store.search(Query("acme", hashed("note 3 about Acme"), alpha=0.5))
+    assert hits[0].record.text == "note 3 about Acme"
+
+
+async def test_a_store_that_is_down_loses_nothing(
+    ledger: Ledger, store: Flaky, caplog: pytest.LogCaptureFixture
+) -> None:
+    sync = MemorySync(ledger, store, HashingEmbedder())
+    await ledger.journal([journaled(1, "quote sent to Acme")])
+    store.down = True
+    with pytest.raises(MemoryUnavailable):
+        await sync.catch_up()
+    await ledger.journal([journaled(2, "Acme accepted the quote")])
+    assert await sync.behind() == 2  # both wait in the ledger
+    store.down = False
+    assert await sync.catch_up() == 2
+    assert await store.count() == 2
+
+
+async def test_the_feeding_loop_logs_an_outage_once_and_its_end(
+    ledger: Ledger, store: Flaky, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    sync = MemorySync(ledger, store, None)
+    store.down = True
+    await ledger.journal([journaled(1, "quote sent to Acme")])
+    task = asyncio.create_task(sync.run(every_seconds=0.01, retry_seconds=0.01))
+    with caplog.at_level(logging.WARNING, logger="memory.longterm.sync"):
+        await asyncio.sleep(0.2)
+        store.down = False
+        for _ in range(100):
+            if await store.count() == 1:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("is down" in m for m in messages) == 1
+    assert sum("is back" in m for m in messages) == 1
+    assert await store.count() == 1
+
+
+async def test_a_failed_embedding_keeps_the_record_and_embeds_it_later(
+    ledger: Ledger, store: Flaky
+) -> None:
+    embedder = HashingEmbedder()
+    sync = MemorySync(ledger, store, embedder)
+    embedder.failing = True
+    await ledger.journal([journaled(1, "storefront photos delayed")])
+    assert await sync.catch_up() == 1
+    # Stored, found by its words, waiting for a vector.
+    assert [r.text for r in await store.unembedded(10)] == ["storefront photos delayed"]
+    assert (await store.search(Query("photos")))[0].record.text == "storefront photos delayed"
+    embedder.failing = False
+    await sync.catch_up()
+    assert await store.unembedded(10) == []
+    by_meaning = Query("shop pictures", hashed("storefront photos delayed"), alpha=1)
+    assert (await store.search(by_meaning))[0].record.text == "storefront photos delayed"
+
+
+async def test_rebuild_gives_back_everything_from_the_ledger(ledger: Ledger, store: Flaky) -> None:
+    sync = MemorySync(ledger, store, HashingEmbedder())
+    await ledger.journal([journaled(n, f"note {n}") for n in range(25)])
+    await sync.catch_up()
+    await store.delete([(await store.search(Query("note 3")))[0].record.id])
+    assert await store.count() == 24
+    assert await sync.rebuild() == 25
+    assert await store.count() == 25
+
+
+async def test_another_embedding_model_feeds_the_store_again(ledger: Ledger, store: Flaky) -> None:
+    await ledger.journal([journaled(n, f"note {n}") for n in range(5)])
+    await MemorySync(ledger, store, HashingEmbedder("test:a")).catch_up()
+    changed = MemorySync(ledger, store, HashingEmbedder("test:b", dims=32))
+    assert await changed.behind() == 5
+    assert await changed.catch_up() == 5
+    assert await store.count(Filters()) == 5 and await store.unembedded(10) == []
