@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
 ENTITIES_TTL = 60.0  # how long the list of known clients is reused before it is read again
+TURNS_KEPT = 20  # recent turns of a chat in working memory, for a model's context
+TURNS_TTL = 24 * 3600
 UTC_ZONE = ZoneInfo("UTC")
 
 # The command menu a chat platform shows (Telegram's setMyCommands): name, what it does.
@@ -98,7 +100,7 @@ class Coordinator:
                 return await self._command(inbound, text)
             pending = await self.memory.get(self._question_key(inbound))
             if pending is None and self.history is not None and looks_like_a_question(text):
-                answered = await self._history_question(text)
+                answered = await self._history_question(inbound, text)
                 if answered is not None:
                     return answered
             reply = await (
@@ -112,7 +114,7 @@ class Coordinator:
             await self._remember(inbound, text, reply)
         return reply
 
-    async def _history_question(self, text: str) -> Reply | None:
+    async def _history_question(self, inbound: Inbound, text: str) -> Reply | None:
         """An answer from memory, or None when memory holds nothing about it: the
         question may be a request ("what about onboarding Jane?")."""
         assert self.history is not None
@@ -122,7 +124,8 @@ class Coordinator:
             return Reply().say(UNAVAILABLE.format(exc))
         if not hits:
             return None
-        return Reply().say(await self.history.compose(text, hits, utcnow()))
+        recent = await self.memory.recent(self._turns_key(inbound), 6)
+        return Reply().say(await self.history.compose(text, hits, utcnow(), recent))
 
     async def _remember(self, inbound: Inbound, text: str, reply: Reply) -> None:
         """Keeps the operator's words and the answer in long-term memory's journal, in
@@ -140,6 +143,11 @@ class Coordinator:
         )
         if not self.ledger.defer(lambda tx: tx.journal(records)):
             await self.ledger.journal(records)
+        turns = self._turns_key(inbound)
+        await self.memory.push(turns, {"who": "operator", "text": text}, TURNS_KEPT, TURNS_TTL)
+        if reply.texts:
+            answer = {"who": "steward", "text": "\n".join(reply.texts)}
+            await self.memory.push(turns, answer, TURNS_KEPT, TURNS_TTL)
         if self.history is not None:
             self.history.sync.wake()
 
@@ -178,7 +186,8 @@ class Coordinator:
             case "history":
                 if self.history is None:
                     return Reply().say("Long-term memory is not set up here.")
-                return Reply().say(await self.history.answer(rest, utcnow()))
+                recent = await self.memory.recent(self._turns_key(inbound), 6)
+                return Reply().say(await self.history.answer(rest, utcnow(), recent))
             case "approve":
                 return await self.decide(_one_id(rest, "approve"), True, actor)
             case "reject":
@@ -464,6 +473,10 @@ class Coordinator:
     @staticmethod
     def _question_key(inbound: Inbound) -> str:
         return f"question:{inbound.sender.key}:{inbound.chat_id}"
+
+    @staticmethod
+    def _turns_key(inbound: Inbound) -> str:
+        return f"turns:{inbound.sender.key}:{inbound.chat_id}"
 
 
 def _one_id(text: str, command: str) -> str:

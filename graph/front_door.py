@@ -82,6 +82,7 @@ class FrontDoor:
 
     async def _refuse(self, inbound: Inbound) -> Reply:
         sender = inbound.sender
+        attempt = await self.memory.count(f"attempts:{sender.key}", REFUSAL_TTL)
         await self.ledger.audit(
             NewAuditEvent(
                 sender.key,
@@ -91,6 +92,7 @@ class FrontDoor:
                     "chat": inbound.chat_id,
                     "button": inbound.button,
                     "text": (inbound.text or "")[:200],
+                    "attempt": attempt,  # of this sender's today, as working memory counts
                 },
             )
         )

@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from graph.models import LanguageModels
@@ -164,7 +165,9 @@ class History:
             hits += [h for h in await self.store.search(wider) if h.record.id not in seen]
         return hits[:limit]
 
-    async def answer(self, question: str, now: datetime) -> str:
+    async def answer(
+        self, question: str, now: datetime, recent: list[dict[str, Any]] | None = None
+    ) -> str:
         question = question.strip()
         if not question:
             return "Ask me about anything that happened, e.g. /history what did we quote Acme?"
@@ -172,21 +175,31 @@ class History:
             hits = await self.search(question, now)
         except MemoryUnavailable as exc:
             return UNAVAILABLE.format(exc)
-        return await self.compose(question, hits, now) if hits else NOTHING
+        return await self.compose(question, hits, now, recent) if hits else NOTHING
 
-    async def compose(self, question: str, hits: list[Hit], now: datetime) -> str:
+    async def compose(
+        self,
+        question: str,
+        hits: list[Hit],
+        now: datetime,
+        recent: list[dict[str, Any]] | None = None,
+    ) -> str:
         """A short answer citing ``hits`` by number, with a model; the hits, without."""
         sources = "\n".join(self.cite(number, hit) for number, hit in enumerate(hits, 1))
         if self.models is not None:
             try:
-                said = await self._compose(question, hits, now)
+                said = await self._compose(question, hits, now, recent or [])
                 return f"{said}\n\nSources:\n{sources}"
             except Exception as exc:  # the records still answer
                 log.warning("answering from records only: %s", exc)
         return f"Best matching records:\n{sources}"
 
-    async def _compose(self, question: str, hits: list[Hit], now: datetime) -> str:
+    async def _compose(
+        self, question: str, hits: list[Hit], now: datetime, recent: list[dict[str, Any]]
+    ) -> str:
         assert self.models is not None
+        chat = "\n".join(f"{turn['who']}: {turn['text'][:500]}" for turn in recent)
+        context = f"The conversation so far:\n<data>\n{chat}\n</data>\n\n" if chat else ""
         numbered = "\n".join(
             f"[{n}] {self._when(hit)} · {hit.record.actor or 'steward'}"
             f"{' · run ' + hit.record.run_id if hit.record.run_id else ''}: {hit.record.text}"
@@ -196,7 +209,8 @@ class History:
             f"Today is {now.astimezone(self.zone):%A %d %B %Y}. Answer the operator's question "
             "from these records of their business only, in at most three sentences. Cite "
             "each fact's record as [n]. If the records do not say, answer that you do not "
-            f"know.\n\nRecords:\n<data>\n{numbered}\n</data>\n\nQuestion: <data>{question}</data>"
+            f"know.\n\nRecords:\n<data>\n{numbered}\n</data>\n\n{context}"
+            f"Question: <data>{question}</data>"
         )
         return await self.models.complete(prompt, purpose="history")
 

@@ -1,16 +1,19 @@
-"""Working memory: short-lived state with a time to live — questions in flight, which
-messages show a card, who was refused today — and locks.
+"""Working memory: short-lived state with a time to live — questions in flight, the
+recent turns of each chat, which messages show a card, counters of attempts — and locks.
 
 It may be lost without losing anything that matters: the ledger holds the truth. Two
 backends with one contract (``tests/memory/test_working_memory.py``): in-process, the
 embedded default, and Redis (``STEWARD_REDIS_URL``), which several steward processes
-share and which outlives a restart.
+share and which outlives a restart. ``Degrading`` keeps steward working in-process
+while Redis is down, and goes back to it when it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import secrets
 import time
 from collections import defaultdict
@@ -22,6 +25,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from memory.ledger.errors import LedgerUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class LockTimeout(Exception):
@@ -42,6 +47,20 @@ class WorkingMemory(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def push(self, key: str, value: dict[str, Any], keep: int, ttl_seconds: float) -> None:
+        """Appends to the list at ``key``, keeping its last ``keep`` items; the list
+        expires ``ttl_seconds`` after its last push."""
+        ...
+
+    async def recent(self, key: str, count: int) -> list[dict[str, Any]]:
+        """The last ``count`` items pushed to ``key``, oldest first."""
+        ...
+
+    async def count(self, key: str, ttl_seconds: float) -> int:
+        """Adds one to the counter at ``key`` and returns it; the counter starts at 1 and
+        expires ``ttl_seconds`` after it started. Atomic."""
+        ...
 
     def lock(self, name: str, hold_seconds: float = 10.0) -> AbstractAsyncContextManager[None]:
         """Held by one holder at a time (across processes, where the backend is shared);
@@ -82,6 +101,22 @@ class InProcessWorkingMemory:
     async def delete(self, key: str) -> None:
         self._items.pop(key, None)
 
+    async def push(self, key: str, value: dict[str, Any], keep: int, ttl_seconds: float) -> None:
+        items = (await self.get(key) or {"items": []})["items"]
+        await self.set(key, {"items": [*items, value][-keep:]}, ttl_seconds)
+
+    async def recent(self, key: str, count: int) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await self.get(key) or {"items": []})["items"]
+        return items[-count:] if count > 0 else []
+
+    async def count(self, key: str, ttl_seconds: float) -> int:
+        item = self._items.get(key)
+        if item is None or item[0] <= self._clock():
+            self._items[key] = (self._clock() + ttl_seconds, {"n": 1})
+            return 1
+        item[1]["n"] += 1
+        return int(item[1]["n"])
+
     @asynccontextmanager
     async def lock(self, name: str, hold_seconds: float = 10.0) -> AsyncIterator[None]:
         async with self._locks[name]:
@@ -90,6 +125,13 @@ class InProcessWorkingMemory:
     async def close(self) -> None:
         return None
 
+
+# Counts, starting the expiry with the first count only.
+_COUNT = """
+local n = redis.call('incr', KEYS[1])
+if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end
+return n
+"""
 
 # Deletes the lock only if this holder still holds it.
 _RELEASE = """
@@ -138,6 +180,24 @@ class RedisWorkingMemory:
     async def delete(self, key: str) -> None:
         await self.client.delete(self.prefix + key)
 
+    async def push(self, key: str, value: dict[str, Any], keep: int, ttl_seconds: float) -> None:
+        name = self.prefix + key
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(name, json.dumps(value))
+            pipe.ltrim(name, -keep, -1)
+            pipe.pexpire(name, _ms(ttl_seconds))
+            await pipe.execute()
+
+    async def recent(self, key: str, count: int) -> list[dict[str, Any]]:
+        if count <= 0:
+            return []
+        return [
+            dict(json.loads(raw)) for raw in await self.client.lrange(self.prefix + key, -count, -1)
+        ]
+
+    async def count(self, key: str, ttl_seconds: float) -> int:
+        return int(await self.client.eval(_COUNT, 1, self.prefix + key, _ms(ttl_seconds)))
+
     @asynccontextmanager
     async def lock(self, name: str, hold_seconds: float = 10.0) -> AsyncIterator[None]:
         key = f"{self.prefix}lock:{name}"
@@ -160,3 +220,108 @@ class RedisWorkingMemory:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+class Degrading:
+    """Redis while it answers; in-process while it does not.
+
+    Redis going away is logged once, and its return; in between every call is served
+    in-process (so locks hold within this process only) and Redis is tried again every
+    ``retry_seconds``. What was kept in-process meanwhile is not copied back: working
+    memory may be lost.
+    """
+
+    def __init__(self, redis: RedisWorkingMemory, retry_seconds: float = 5.0) -> None:
+        self.redis = redis
+        self.local = InProcessWorkingMemory()
+        self.retry_seconds = retry_seconds
+        self._down_since: float | None = None
+
+    @classmethod
+    async def connect(cls, url: str, retry_seconds: float = 5.0) -> Degrading:
+        """Connects to Redis; when it does not answer, starts in-process and says so."""
+        try:
+            return cls(await RedisWorkingMemory.connect(url), retry_seconds)
+        except WorkingMemoryUnavailable as exc:
+            client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            degrading = cls(RedisWorkingMemory(client), retry_seconds)
+            degrading._went_down(str(exc))
+            return degrading
+
+    @property
+    def degraded(self) -> bool:
+        return self._down_since is not None
+
+    def _backend(self) -> WorkingMemory:
+        if self._down_since is None:
+            return self.redis
+        if time.monotonic() - self._down_since >= self.retry_seconds:
+            return self.redis  # worth another try
+        return self.local
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        backend = self._backend()
+        if backend is self.local:
+            return await getattr(self.local, method)(*args)
+        try:
+            result = await getattr(self.redis, method)(*args)
+        except (RedisError, OSError) as exc:
+            self._went_down(str(exc))
+            return await getattr(self.local, method)(*args)
+        self._came_back()
+        return result
+
+    def _went_down(self, cause: str) -> None:
+        if self._down_since is None:
+            log.warning(
+                "working memory: Redis is down, working in-process until it is back: %s", cause
+            )
+        self._down_since = time.monotonic()
+
+    def _came_back(self) -> None:
+        if self._down_since is not None:
+            log.warning("working memory: Redis is back")
+            self._down_since = None
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        return await self._call("get", key)  # type: ignore[no-any-return]
+
+    async def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        await self._call("set", key, value, ttl_seconds)
+
+    async def add(self, key: str, value: dict[str, Any], ttl_seconds: float) -> bool:
+        return bool(await self._call("add", key, value, ttl_seconds))
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete", key)
+
+    async def push(self, key: str, value: dict[str, Any], keep: int, ttl_seconds: float) -> None:
+        await self._call("push", key, value, keep, ttl_seconds)
+
+    async def recent(self, key: str, count: int) -> list[dict[str, Any]]:
+        return await self._call("recent", key, count)  # type: ignore[no-any-return]
+
+    async def count(self, key: str, ttl_seconds: float) -> int:
+        return int(await self._call("count", key, ttl_seconds))
+
+    @asynccontextmanager
+    async def lock(self, name: str, hold_seconds: float = 10.0) -> AsyncIterator[None]:
+        if self._backend() is self.redis:
+            held = self.redis.lock(name, hold_seconds)
+            try:
+                await held.__aenter__()
+            except (RedisError, OSError) as exc:
+                self._went_down(str(exc))
+            else:
+                self._came_back()
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(RedisError, OSError):  # it expires by itself
+                        await held.__aexit__(None, None, None)
+                return
+        async with self.local.lock(name, hold_seconds):
+            yield
+
+    async def close(self) -> None:
+        await self.redis.close()

@@ -7,11 +7,13 @@ import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from pydantic import Field
 
 from bot.app import Steward
 from bot.settings import load_settings
@@ -160,6 +162,16 @@ async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Ste
 # -- answers -----------------------------------------------------------------------------
 
 
+class Recording(GenericFakeChatModel):
+    """Scripted answers; keeps the prompts it was given."""
+
+    prompts: list[str] = Field(default_factory=list)
+
+    async def _agenerate(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+        self.prompts.append(str(messages[-1].content))
+        return await super()._agenerate(messages, *args, **kwargs)
+
+
 async def test_history_without_a_model_cites_the_best_records(app: Steward) -> None:
     run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
     await send(app, button=f"reject:{approval_id}")
@@ -193,12 +205,14 @@ async def test_with_a_model_the_answer_is_short_cites_sources_and_is_costed(
     _, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
     await send(app, button=f"reject:{approval_id}")
     await send(app, "they want the premium package, not basic")
-    fake = GenericFakeChatModel(
-        messages=iter([AIMessage(content="It was rejected: they want premium [1].")])
-    )
+    fake = Recording(messages=iter([AIMessage(content="It was rejected: they want premium [1].")]))
     app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
     text = said(await send(app, "/history why did we reject the Acme email?"))
     assert text.startswith("It was rejected: they want premium [1].\n\nSources:\n[1] ")
+    [prompt] = fake.prompts
+    assert "[1] " in prompt and "premium package" in prompt
+    # The chat's recent turns (working memory) come along, for follow-up questions.
+    assert "operator: they want the premium package, not basic" in prompt
     [(_, process, model, _)] = await app.ledger.model_calls_since(
         datetime.now(UTC) - timedelta(minutes=1)
     )

@@ -4,9 +4,14 @@ one answers (STEWARD_TEST_REDIS_URL, default redis://localhost:6379/15)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import secrets
+import shutil
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -14,8 +19,8 @@ from redis.exceptions import RedisError
 
 from bot.app import Steward
 from bot.settings import load_settings
-from memory.ledger import LedgerUnavailable
-from memory.working import InProcessWorkingMemory, RedisWorkingMemory, WorkingMemory
+from graph.messages import Inbound, Sender
+from memory.working import Degrading, InProcessWorkingMemory, RedisWorkingMemory, WorkingMemory
 
 REDIS_URL = os.environ.get("STEWARD_TEST_REDIS_URL", "redis://localhost:6379/15")
 
@@ -110,9 +115,112 @@ async def test_a_dead_holders_lock_frees_itself_and_two_processes_share_values()
         await two.close()
 
 
-async def test_an_unreachable_redis_stops_the_start_with_one_line(tmp_path: object) -> None:
-    settings = load_settings(home=f"{tmp_path}/home", redis_url="redis://:secret@127.0.0.1:1/0")
-    with pytest.raises(LedgerUnavailable, match=r"cannot reach Redis at 127.0.0.1:1/0") as raised:
-        async with Steward.open(settings):
-            pass
-    assert "secret" not in str(raised.value)
+async def test_recent_turns_keep_the_last_few_in_order(memory: WorkingMemory) -> None:
+    for n in range(25):
+        await memory.push("turns:telegram:42:c1", {"n": n}, keep=20, ttl_seconds=60)
+    assert await memory.recent("turns:telegram:42:c1", 3) == [{"n": 22}, {"n": 23}, {"n": 24}]
+    assert len(await memory.recent("turns:telegram:42:c1", 100)) == 20
+    assert await memory.recent("turns:nobody", 5) == []
+    await memory.push("turns:short", {"n": 1}, keep=5, ttl_seconds=0.05)
+    await asyncio.sleep(0.1)
+    assert await memory.recent("turns:short", 5) == []
+
+
+async def test_counters_count_atomically_and_expire_from_their_start(
+    memory: WorkingMemory,
+) -> None:
+    counts = await asyncio.gather(*(memory.count("attempts:x", 60) for _ in range(30)))
+    assert sorted(counts) == list(range(1, 31))
+    assert await memory.count("attempts:short", 0.1) == 1
+    await asyncio.sleep(0.05)
+    assert await memory.count("attempts:short", 0.1) == 2  # a count does not extend it
+    await asyncio.sleep(0.08)
+    assert await memory.count("attempts:short", 0.1) == 1
+
+
+async def test_an_unreachable_redis_does_not_stop_steward(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(
+        home=f"{tmp_path}/home", redis_url="redis://:secret@127.0.0.1:1/0", operators="telegram:42"
+    )
+    with caplog.at_level(logging.WARNING, logger="memory.working"):
+        async with Steward.open(settings) as steward:
+            assert isinstance(steward.coordinator.memory, Degrading)
+            # A question in flight is kept in-process: the form still works.
+            me = Sender("telegram", "42")
+            asked = await steward.door.receive(Inbound(me, "c", "1", text="/run onboarding"))
+            assert asked is not None and "Which client" in asked.texts[0]
+            named = await steward.door.receive(Inbound(me, "c", "2", text="Acme"))
+            assert named is not None and "email" in named.texts[0]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "cannot reach Redis at 127.0.0.1:1/0" in warnings[0]
+    assert "secret" not in warnings[0]
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_redis_going_away_and_coming_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis server of the test's own, stopped and started again under steward."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no redis-server binary to start a Redis of the test's own")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
+
+    async def start() -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                return process
+            await asyncio.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    process = await start()
+    memory = await Degrading.connect(f"redis://127.0.0.1:{port}/0", retry_seconds=0.2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="memory.working"):
+            await memory.set("question:a", {"step": 1}, 60)
+            assert not memory.degraded
+            process.terminate()
+            await process.wait()
+            for n in range(5):  # every call still answers, from in-process memory
+                await memory.set(f"k{n}", {"n": n}, 60)
+                assert await memory.get(f"k{n}") == {"n": n}
+                async with memory.lock("card:a1"):
+                    pass
+            assert memory.degraded
+            process = await start()
+            await asyncio.sleep(0.25)
+            assert await memory.get("question:a") is None  # a fresh Redis: nothing kept
+            assert not memory.degraded
+            await memory.set("after", {"ok": True}, 60)
+            assert await memory.redis.get("after") == {"ok": True}
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("Redis is down" in m for m in messages) == 1
+        assert sum("Redis is back" in m for m in messages) == 1
+    finally:
+        await memory.close()
+        process.terminate()
+        await process.wait()
