@@ -27,6 +27,7 @@ from graph.routing import parse_arguments
 from graph.timeline import render_timeline, timeline
 from memory import archive
 from memory.ledger import LedgerUnavailable, RunStatus
+from memory.longterm import MemoryUnavailable
 
 CLI = Sender("cli", "shell", "shell")
 Command = Callable[[Steward, argparse.Namespace], Awaitable[int]]
@@ -310,12 +311,15 @@ async def cmd_memory(steward: Steward, args: argparse.Namespace) -> int:
         fed = await sync.rebuild()
         print(f"rebuilt {sync.store.name} from the ledger: {fed} records")
         return 0
-    behind = await sync.behind()
+    try:
+        records: int | str = await sync.store.count()
+    except MemoryUnavailable as exc:
+        records = f"unknown: {exc}"
     status = {
         "store": sync.store.name,
         "embeddings": sync.embedder.name if sync.embedder else "none (keywords only)",
-        "records": await sync.store.count(),
-        "waiting_in_ledger": behind,
+        "records": records,
+        "waiting_in_ledger": await sync.behind(),
     }
     if args.json:
         _print_json(status)

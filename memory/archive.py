@@ -1,8 +1,9 @@
 """Export and import: everything steward knows, as JSON Lines in one folder.
 
 ``export`` writes each ledger table (runs, steps, approvals, inbox, audit log and its
-head, idempotency records, timers, model costs, definitions) to ``<table>.jsonl``, a row
-a line, and every LangGraph checkpoint with its pending writes to ``checkpoints.jsonl``,
+head, idempotency records, timers, model costs, definitions, and every long-term memory
+record in the memory journal) to ``<table>.jsonl``, a row a line, and every LangGraph
+checkpoint with its pending writes to ``checkpoints.jsonl``,
 through the checkpointer's own API (so an export from SQLite imports into PostgreSQL
 too). ``manifest.json`` says what is there and how many rows.
 
@@ -51,8 +52,13 @@ class Summary:
         return sum(self.counts.values())
 
 
+# How far a long-term store was fed is the store's, not the data's: a new home's store
+# is fed from the start.
+NOT_EXPORTED = {"memory_cursors"}
+
+
 def _tables() -> list[Table]:
-    return list(t.metadata.sorted_tables)
+    return [table for table in t.metadata.sorted_tables if table.name not in NOT_EXPORTED]
 
 
 async def export(

@@ -3,11 +3,12 @@ for vectors, the default when no Weaviate is configured.
 
 Python's own ``sqlite3`` here cannot load extensions, so this file is opened with
 sqlean-py, a build of SQLite that can; the ledger and LangGraph's checkpointer keep
-their own connections. A vector is kept twice: as float32 beside its record, and
-binary-quantised (one bit per dimension) in a ``vec0`` table. A search without
-filters takes ten times the wanted number of nearest neighbours by Hamming distance
-from the bits, then orders them by cosine distance on the floats; a filtered search
-measures cosine distance on the matching records only.
+their own connections. A vector is kept twice: as float32 (``floats``), and
+binary-quantised, one bit per dimension, in a sqlite-vec ``vec0`` table (``bits``). A
+search without filters takes the nearest neighbours by Hamming distance from the bits,
+a few times more than it needs, and orders them by cosine distance on the floats; a
+filtered search measures cosine distance on the matching records only. Vectors live
+apart from the records so that a keyword search reads small rows.
 
 Nothing here must survive a crash: the ledger's memory journal can rebuild it.
 """
@@ -30,10 +31,13 @@ from memory.longterm.store import Vector, fuse
 
 T = TypeVar("T")
 
-# Candidates each side brings to the fusion, and how many bit-vector neighbours are
-# taken per result before the float vectors decide.
-CANDIDATES = 50
-OVERSAMPLE = 10
+# Candidates each side brings to the fusion (at least, and per result wanted), and how
+# many bit-vector neighbours are taken per candidate before the float vectors decide.
+# sqlite-vec's top-k costs grow faster than k: at 100k records k=100 takes ~10 ms, k=500
+# ~60 ms.
+CANDIDATES = 30
+PER_RESULT = 3
+OVERSAMPLE = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -47,12 +51,13 @@ CREATE TABLE IF NOT EXISTS records (
     entity TEXT,
     chat TEXT,
     source TEXT NOT NULL,
-    vector BLOB
+    embedded INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS records_at ON records (at);
 CREATE INDEX IF NOT EXISTS records_entity ON records (entity, at);
 CREATE INDEX IF NOT EXISTS records_run ON records (run_id, at);
-CREATE INDEX IF NOT EXISTS records_unembedded ON records (at) WHERE vector IS NULL;
+CREATE INDEX IF NOT EXISTS records_unembedded ON records (at) WHERE embedded = 0;
+CREATE TABLE IF NOT EXISTS floats (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5 (
     text, content='records', content_rowid='rowid',
     tokenize='porter unicode61 remove_diacritics 2'
@@ -66,7 +71,7 @@ STOPWORDS = frozenset(
     could did do does doing for from had has have how i if in into is it its me my of on
     or our out over so than that the their them then there these they this to too under
     up us was we were what when where which while who whom why will with would you your
-    did didnt dont""".split()
+    didn don""".split()
 )
 _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -74,7 +79,7 @@ _WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 def keyword_query(text: str) -> str | None:
     """An FTS5 query that finds records with any of the text's words (each one quoted,
     so user text can never be read as FTS5 syntax); None when no word is left."""
-    words = [w for w in _WORDS.findall(text.lower()) if w not in STOPWORDS]
+    words = [w for w in _WORDS.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS]
     unique = list(dict.fromkeys(words))
     return " OR ".join(f'"{word}"' for word in unique) or None
 
@@ -116,7 +121,7 @@ class EmbeddedMemory:
         return await self._run(lambda: int(self._conn.execute(sql, params).fetchone()[0]))
 
     async def unembedded(self, limit: int) -> list[MemoryRecord]:
-        sql = f"SELECT {_COLUMNS} FROM records r WHERE vector IS NULL ORDER BY at LIMIT ?"
+        sql = f"SELECT {_COLUMNS} FROM records r WHERE embedded = 0 ORDER BY at LIMIT ?"
         return await self._run(lambda: [_record(r) for r in self._conn.execute(sql, (limit,))])
 
     async def set_vectors(self, vectors: dict[str, Vector]) -> None:
@@ -170,27 +175,35 @@ class EmbeddedMemory:
                         )
                         conn.execute(
                             "UPDATE records SET kind=?, text=?, at=?, actor=?, run_id=?, "
-                            "entity=?, chat=?, source=?, vector=? WHERE rowid=?",
-                            (*_values(record), blob, rowid),
+                            "entity=?, chat=?, source=?, embedded=? WHERE rowid=?",
+                            (*_values(record), blob is not None, rowid),
                         )
-                        if self._dims is not None:
-                            conn.execute("DELETE FROM vectors WHERE rowid = ?", (rowid,))
+                        self._forget_vector(rowid)
+                        known[record.id] = (rowid, record.text)  # the same id again, later
                     else:
                         rowid = conn.execute(
                             "INSERT INTO records (id, kind, text, at, actor, run_id, entity, "
-                            "chat, source, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (record.id, *_values(record), blob),
+                            "chat, source, embedded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (record.id, *_values(record), blob is not None),
                         ).lastrowid
                         known[record.id] = (rowid, record.text)
                     conn.execute(
                         "INSERT INTO records_fts (rowid, text) VALUES (?, ?)", (rowid, record.text)
                     )
                     if blob is not None:
-                        conn.execute(
-                            "INSERT INTO vectors (rowid, embedding) "
-                            "VALUES (?, vec_quantize_binary(vec_f32(?)))",
-                            (rowid, blob),
-                        )
+                        self._keep_vector(rowid, blob)
+
+    def _keep_vector(self, rowid: int, blob: bytes) -> None:
+        self._conn.execute("INSERT INTO floats (rowid, vector) VALUES (?, ?)", (rowid, blob))
+        self._conn.execute(
+            "INSERT INTO bits (rowid, embedding) VALUES (?, vec_quantize_binary(vec_f32(?)))",
+            (rowid, blob),
+        )
+
+    def _forget_vector(self, rowid: int) -> None:
+        self._conn.execute("DELETE FROM floats WHERE rowid = ?", (rowid,))
+        if self._dims is not None:
+            self._conn.execute("DELETE FROM bits WHERE rowid = ?", (rowid,))
 
     def _blob(self, vector: Vector | None) -> bytes | None:
         """The vector as float32 bytes; the first vector, or one of another size (a new
@@ -202,7 +215,7 @@ class EmbeddedMemory:
                 raise ValueError(f"vectors need a multiple of 8 dimensions, not {len(vector)}")
             self._drop_vectors()
             self._conn.execute(
-                f"CREATE VIRTUAL TABLE vectors USING vec0 (embedding bit[{len(vector)}])"
+                f"CREATE VIRTUAL TABLE bits USING vec0 (embedding bit[{len(vector)}])"
             )
             self._conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('dims', ?)", (str(len(vector)),)
@@ -211,8 +224,9 @@ class EmbeddedMemory:
         return bytes(sqlite_vec.serialize_float32(vector))
 
     def _drop_vectors(self) -> None:
-        self._conn.execute("DROP TABLE IF EXISTS vectors")
-        self._conn.execute("UPDATE records SET vector = NULL WHERE vector IS NOT NULL")
+        self._conn.execute("DROP TABLE IF EXISTS bits")
+        self._conn.execute("DELETE FROM floats")
+        self._conn.execute("UPDATE records SET embedded = 0 WHERE embedded = 1")
         self._conn.execute("DELETE FROM meta WHERE key = 'dims'")
         self._dims = None
 
@@ -225,16 +239,12 @@ class EmbeddedMemory:
             for record_id, vector in vectors.items():
                 blob = self._blob(vector)
                 row = self._conn.execute(
-                    "UPDATE records SET vector = ? WHERE id = ? RETURNING rowid", (blob, record_id)
+                    "UPDATE records SET embedded = 1 WHERE id = ? RETURNING rowid", (record_id,)
                 ).fetchone()
-                if row is None:
+                if row is None or blob is None:
                     continue
-                self._conn.execute("DELETE FROM vectors WHERE rowid = ?", (row[0],))
-                self._conn.execute(
-                    "INSERT INTO vectors (rowid, embedding) "
-                    "VALUES (?, vec_quantize_binary(vec_f32(?)))",
-                    (row[0], blob),
-                )
+                self._forget_vector(row[0])
+                self._keep_vector(row[0], blob)
 
     def _delete(self, ids: Sequence[str]) -> int:
         removed = 0
@@ -250,15 +260,14 @@ class EmbeddedMemory:
                         "VALUES ('delete', ?, ?)",
                         (rowid, text),
                     )
-                    if self._dims is not None:
-                        self._conn.execute("DELETE FROM vectors WHERE rowid = ?", (rowid,))
+                    self._forget_vector(rowid)
                 self._conn.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
                 removed += len(rows)
         return removed
 
     def _search(self, query: Query) -> list[Hit]:
         limit = max(query.limit, 1)
-        wanted = max(limit * 4, CANDIDATES)
+        wanted = max(limit * PER_RESULT, CANDIDATES)
         vector = query.vector if self._dims is not None else None
         if vector is not None and len(vector) != self._dims:
             vector = None  # a query from another model than the stored vectors
@@ -280,12 +289,19 @@ class EmbeddedMemory:
         match = keyword_query(query.text)
         if match is None:
             return []
-        where, params = _where(query.filters)
-        sql = (
-            "SELECT f.rowid, -bm25(records_fts) FROM records_fts f "
-            f"JOIN records r ON r.rowid = f.rowid WHERE records_fts MATCH ? AND {where} "
-            "ORDER BY bm25(records_fts) LIMIT ?"
-        )
+        if query.filters.empty:  # the index alone answers
+            sql = (
+                "SELECT rowid, -bm25(records_fts) FROM records_fts WHERE records_fts MATCH ? "
+                "ORDER BY bm25(records_fts) LIMIT ?"
+            )
+            params: list[Any] = []
+        else:
+            where, params = _where(query.filters)
+            sql = (
+                "SELECT f.rowid, -bm25(records_fts) FROM records_fts f "
+                f"JOIN records r ON r.rowid = f.rowid WHERE records_fts MATCH ? AND {where} "
+                "ORDER BY bm25(records_fts) LIMIT ?"
+            )
         return [
             (str(rowid), score)
             for rowid, score in self._conn.execute(sql, (match, *params, wanted))
@@ -295,17 +311,17 @@ class EmbeddedMemory:
         blob = sqlite_vec.serialize_float32(vector)
         if filters.empty:
             sql = (
-                "WITH near AS (SELECT rowid FROM vectors "
+                "WITH near AS (SELECT rowid FROM bits "
                 "WHERE embedding MATCH vec_quantize_binary(vec_f32(?)) AND k = ?) "
-                "SELECT r.rowid, vec_distance_cosine(r.vector, ?) AS d FROM near "
-                "JOIN records r ON r.rowid = near.rowid ORDER BY d LIMIT ?"
+                "SELECT f.rowid, vec_distance_cosine(f.vector, ?) AS d FROM near "
+                "JOIN floats f ON f.rowid = near.rowid ORDER BY d LIMIT ?"
             )
             params: tuple[Any, ...] = (blob, wanted * OVERSAMPLE, blob, wanted)
         else:
             where, filter_params = _where(filters)
             sql = (
-                "SELECT r.rowid, vec_distance_cosine(r.vector, ?) AS d FROM records r "
-                f"WHERE r.vector IS NOT NULL AND {where} ORDER BY d LIMIT ?"
+                "SELECT r.rowid, vec_distance_cosine(f.vector, ?) AS d FROM records r "
+                f"JOIN floats f ON f.rowid = r.rowid WHERE {where} ORDER BY d LIMIT ?"
             )
             params = (blob, *filter_params, wanted)
         return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]

@@ -16,7 +16,7 @@ from bot.settings import load_settings
 from graph.messages import Inbound, Sender
 from memory import archive
 from memory.database_url import DatabaseURL
-from memory.ledger import RunStatus
+from memory.ledger import RunStatus, utcnow
 
 INVOICE = {
     "client": "Acme",
@@ -76,6 +76,7 @@ async def test_a_round_trip_loses_nothing(tmp_path: Path, target: DatabaseURL | 
         summary = await archive.export(old.ledger, old.engine.checkpointer, folder)
         assert summary.counts["runs"] == 4 and summary.counts["checkpoints"] > 0
         assert summary.counts["inbox"] == 1 and summary.counts["timers"] >= 1
+        assert summary.counts["memory_journal"] >= 10  # long-term memory's records
         with pytest.raises(archive.ArchiveError, match="not empty"):
             await archive.export(old.ledger, old.engine.checkpointer, folder)
     sent_before = outbox(tmp_path / "old")
@@ -98,6 +99,9 @@ async def test_a_round_trip_loses_nothing(tmp_path: Path, target: DatabaseURL | 
             assert after[name] == rows, name
         report = await new.ledger.verify_audit()
         assert report.ok and report.checked == len(before["audit_events"])
+        # The new home's long-term memory is fed from the imported journal.
+        found = await new.history.search("welcome email", utcnow())
+        assert found and all(hit.record.run_id for hit in found)
 
         decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
         assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED

@@ -80,6 +80,14 @@ async def test_a_record_written_twice_is_one_record_with_the_latest_text(
     assert hits[0].record.id == record_id("test:1")
 
 
+async def test_the_same_record_twice_in_one_write_keeps_the_last(store: LongTermMemory) -> None:
+    await put(store, record(1, "alpha"))
+    await put(store, record(1, "beta"), record(1, "gamma"), record(2, "delta"))
+    assert await store.count() == 2
+    assert texts(await store.search(Query("gamma", limit=5))) == ["gamma"]
+    assert await store.search(Query("alpha beta", limit=5)) == []
+
+
 async def test_keywords_find_words_in_other_forms_and_user_text_is_never_syntax(
     store: LongTermMemory,
 ) -> None:

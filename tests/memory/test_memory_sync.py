@@ -3,6 +3,7 @@ the embedder is down, nothing written twice, everything rebuilt from the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -77,8 +78,6 @@ async def test_a_store_that_is_down_loses_nothing(
 async def test_the_feeding_loop_logs_an_outage_once_and_its_end(
     ledger: Ledger, store: Flaky, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import asyncio
-
     sync = MemorySync(ledger, store, None)
     store.down = True
     await ledger.journal([journaled(1, "quote sent to Acme")])
@@ -134,3 +133,63 @@ async def test_another_embedding_model_feeds_the_store_again(ledger: Ledger, sto
     assert await changed.behind() == 5
     assert await changed.catch_up() == 5
     assert await store.count(Filters()) == 5 and await store.unembedded(10) == []
+
+
+async def test_steward_starts_while_weaviate_is_down_and_records_wait_in_the_ledger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.app import Steward
+    from bot.settings import load_settings
+    from graph.messages import Inbound, Sender
+
+    settings = load_settings(
+        home=tmp_path / "home",
+        operators="telegram:42",
+        weaviate_url="http://127.0.0.1:9",
+        weaviate_api_key="wv-secret",
+    )
+    with caplog.at_level(logging.WARNING, logger="bot.app"):
+        async with Steward.open(settings) as steward:
+            me = Sender("telegram", "42")
+            started = await steward.door.receive(
+                Inbound(
+                    me, "c", "1", text="/run onboarding client=Acme email=j@acme.com package=basic"
+                )
+            )
+            assert started is not None and "Started onboarding" in started.texts[0]
+            asked = await steward.door.receive(Inbound(me, "c", "2", text="/history acme"))
+            assert asked is not None
+            assert "not available right now (cannot reach Weaviate at 127.0.0.1:9" in asked.texts[0]
+            assert await steward.history.sync.behind() >= 2
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "records wait in the ledger" in warning and "wv-secret" not in warning
+
+
+async def test_a_store_that_comes_back_gets_what_waited(ledger: Ledger, tmp_path: Path) -> None:
+    from memory.longterm.reconnecting import Reconnecting
+
+    attempts = 0
+    real = EmbeddedMemory(tmp_path / "memory.db")
+
+    async def connect() -> EmbeddedMemory:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 2:
+            raise MemoryUnavailable("cannot reach Weaviate at weaviate:8080: refused")
+        return real
+
+    store = Reconnecting(
+        "weaviate:weaviate:8080/StewardMemory", connect, MemoryUnavailable("down"), 0.05
+    )
+    sync = MemorySync(ledger, store, None)
+    await ledger.journal([journaled(n, f"note {n}") for n in range(3)])
+    with pytest.raises(MemoryUnavailable):
+        await sync.catch_up()  # within the retry pause: not even tried
+    assert attempts == 0
+    await asyncio.sleep(0.06)
+    with pytest.raises(MemoryUnavailable):
+        await sync.catch_up()
+    await asyncio.sleep(0.06)
+    assert await sync.catch_up() == 3
+    assert attempts == 2 and await real.count() == 3
+    await store.close()
