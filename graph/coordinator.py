@@ -38,6 +38,7 @@ QUESTION_TTL = 24 * 3600
 ENTITIES_TTL = 60.0  # how long the list of known clients is reused before it is read again
 TURNS_KEPT = 20  # recent turns of a chat in working memory, for a model's context
 TURNS_TTL = 24 * 3600
+TOPIC_SECONDS = 30 * 60  # a message naming no client is about the chat's last one, this fresh
 UTC_ZONE = ZoneInfo("UTC")
 
 # The command menu a chat platform shows (Telegram's setMyCommands): name, what it does.
@@ -129,24 +130,32 @@ class Coordinator:
 
     async def _remember(self, inbound: Inbound, text: str, reply: Reply) -> None:
         """Keeps the operator's words and the answer in long-term memory's journal, in
-        the transaction that finishes this message where there is one."""
-        entities = await self._known_entities()
-        reading = read_question(text, utcnow(), self.zone, entities)
+        the transaction that finishes this message where there is one.
+
+        A message that names no client is about the one the chat was just talking
+        about ("send it to Tomasz, he signs off on budget"), if that was recent."""
+        now = utcnow()
+        turns = self._turns_key(inbound)
+        entity = read_question(text, now, self.zone, await self._known_entities()).filters.entity
+        if entity is None:
+            last = await self.memory.recent(turns, 1)
+            if last and now.timestamp() - float(last[0].get("at", 0)) < TOPIC_SECONDS:
+                entity = last[0].get("entity")
         records = conversation_records(
             f"inbound:{inbound.sender.channel}:{inbound.external_id}",
-            utcnow(),
+            now,
             inbound.sender.key,
             f"{inbound.sender.channel}/{inbound.chat_id}",
             text,
             reply.texts,
-            reading.filters.entity,
+            entity,
         )
         if not self.ledger.defer(lambda tx: tx.journal(records)):
             await self.ledger.journal(records)
-        turns = self._turns_key(inbound)
-        await self.memory.push(turns, {"who": "operator", "text": text}, TURNS_KEPT, TURNS_TTL)
+        said = {"who": "operator", "text": text, "entity": entity, "at": now.timestamp()}
+        await self.memory.push(turns, said, TURNS_KEPT, TURNS_TTL)
         if reply.texts:
-            answer = {"who": "steward", "text": "\n".join(reply.texts)}
+            answer = {**said, "who": "steward", "text": "\n".join(reply.texts)}
             await self.memory.push(turns, answer, TURNS_KEPT, TURNS_TTL)
         if self.history is not None:
             self.history.sync.wake()

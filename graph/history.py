@@ -63,7 +63,7 @@ def read_question(question: str, now: datetime, zone: ZoneInfo, entities: list[s
     filters = Filters(
         since=_start_of(since, zone) if since else None,
         until=_start_of(until, zone) if until else None,
-        entity=_named_entity(question, entities),
+        entity=named_entity(question, entities),
     )
     return Reading(question, filters, period)
 
@@ -112,7 +112,7 @@ def _start_of(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), zone)
 
 
-def _named_entity(question: str, entities: list[str]) -> str | None:
+def named_entity(question: str, entities: list[str]) -> str | None:
     """The one known entity the question names: in full ("Acme Bakery"), or by a
     first word no other entity shares ("Acme")."""
     lowered = f" {question.lower()} "

@@ -59,11 +59,17 @@ CREATE INDEX IF NOT EXISTS records_run ON records (run_id, at);
 CREATE INDEX IF NOT EXISTS records_unembedded ON records (at) WHERE embedded = 0;
 CREATE TABLE IF NOT EXISTS floats (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5 (
-    text, content='records', content_rowid='rowid',
+    text, entity, content='records', content_rowid='rowid',
     tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# A record's words count fully, the name of what it is about by half.
+BM25 = "bm25(records_fts, 1.0, 0.5)"
+# Bumped when the tables change: a store of another version is emptied and, being empty,
+# fed again from the ledger's journal.
+VERSION = "2"
 
 # Words too common to help a keyword search find anything.
 STOPWORDS = frozenset(
@@ -97,6 +103,7 @@ class EmbeddedMemory:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # the ledger can rebuild it all
         self._conn.executescript(SCHEMA)
+        self._upgrade()
         self._dims = self._stored_dims()
         self._lock = threading.Lock()
 
@@ -158,20 +165,20 @@ class EmbeddedMemory:
                 ids = [record.id for record, _ in chunk]
                 marks = ",".join("?" * len(ids))
                 known = {
-                    row[1]: (row[0], row[2])
+                    row[1]: (row[0], row[2], row[3])
                     for row in conn.execute(
-                        f"SELECT rowid, id, text FROM records WHERE id IN ({marks})", ids
+                        f"SELECT rowid, id, text, entity FROM records WHERE id IN ({marks})", ids
                     )
                 }
                 for record, vector in chunk:
                     blob = self._blob(vector)
                     old = known.get(record.id)
                     if old is not None:
-                        rowid, old_text = old
+                        rowid, old_text, old_entity = old
                         conn.execute(
-                            "INSERT INTO records_fts (records_fts, rowid, text) "
-                            "VALUES ('delete', ?, ?)",
-                            (rowid, old_text),
+                            "INSERT INTO records_fts (records_fts, rowid, text, entity) "
+                            "VALUES ('delete', ?, ?, ?)",
+                            (rowid, old_text, old_entity),
                         )
                         conn.execute(
                             "UPDATE records SET kind=?, text=?, at=?, actor=?, run_id=?, "
@@ -179,16 +186,17 @@ class EmbeddedMemory:
                             (*_values(record), blob is not None, rowid),
                         )
                         self._forget_vector(rowid)
-                        known[record.id] = (rowid, record.text)  # the same id again, later
+                        known[record.id] = (rowid, record.text, record.entity)  # again, later
                     else:
                         rowid = conn.execute(
                             "INSERT INTO records (id, kind, text, at, actor, run_id, entity, "
                             "chat, source, embedded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (record.id, *_values(record), blob is not None),
                         ).lastrowid
-                        known[record.id] = (rowid, record.text)
+                        known[record.id] = (rowid, record.text, record.entity)
                     conn.execute(
-                        "INSERT INTO records_fts (rowid, text) VALUES (?, ?)", (rowid, record.text)
+                        "INSERT INTO records_fts (rowid, text, entity) VALUES (?, ?, ?)",
+                        (rowid, record.text, record.entity),
                     )
                     if blob is not None:
                         self._keep_vector(rowid, blob)
@@ -230,6 +238,19 @@ class EmbeddedMemory:
         self._conn.execute("DELETE FROM meta WHERE key = 'dims'")
         self._dims = None
 
+    def _upgrade(self) -> None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        if row is not None and row[0] == VERSION:
+            return
+        empty = self._conn.execute("SELECT count(*) FROM records").fetchone()[0] == 0
+        if row is not None or not empty:  # an older layout: start again
+            for table in ("records_fts", "bits", "floats", "records", "meta"):
+                self._conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self._conn.executescript(SCHEMA)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('version', ?)", (VERSION,)
+        )
+
     def _stored_dims(self) -> int | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'dims'").fetchone()
         return int(row[0]) if row else None
@@ -252,13 +273,13 @@ class EmbeddedMemory:
             for chunk in _chunks(list(ids), 500):
                 marks = ",".join("?" * len(chunk))
                 rows = self._conn.execute(
-                    f"SELECT rowid, text FROM records WHERE id IN ({marks})", chunk
+                    f"SELECT rowid, text, entity FROM records WHERE id IN ({marks})", chunk
                 ).fetchall()
-                for rowid, text in rows:
+                for rowid, text, entity in rows:
                     self._conn.execute(
-                        "INSERT INTO records_fts (records_fts, rowid, text) "
-                        "VALUES ('delete', ?, ?)",
-                        (rowid, text),
+                        "INSERT INTO records_fts (records_fts, rowid, text, entity) "
+                        "VALUES ('delete', ?, ?, ?)",
+                        (rowid, text, entity),
                     )
                     self._forget_vector(rowid)
                 self._conn.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
@@ -291,16 +312,16 @@ class EmbeddedMemory:
             return []
         if query.filters.empty:  # the index alone answers
             sql = (
-                "SELECT rowid, -bm25(records_fts) FROM records_fts WHERE records_fts MATCH ? "
-                "ORDER BY bm25(records_fts) LIMIT ?"
+                f"SELECT rowid, -{BM25} FROM records_fts WHERE records_fts MATCH ? "
+                f"ORDER BY {BM25} LIMIT ?"
             )
             params: list[Any] = []
         else:
             where, params = _where(query.filters)
             sql = (
-                "SELECT f.rowid, -bm25(records_fts) FROM records_fts f "
+                f"SELECT f.rowid, -{BM25} FROM records_fts f "
                 f"JOIN records r ON r.rowid = f.rowid WHERE records_fts MATCH ? AND {where} "
-                "ORDER BY bm25(records_fts) LIMIT ?"
+                f"ORDER BY {BM25} LIMIT ?"
             )
         return [
             (str(rowid), score)

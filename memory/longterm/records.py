@@ -43,6 +43,13 @@ class MemoryRecord:
     def create(cls, source: str, kind: RecordKind, text: str, at: datetime, **fields: Any) -> Any:
         return cls(record_id(source), kind, text, at, source=source, **fields)
 
+    @property
+    def indexed_text(self) -> str:
+        """What is embedded: the text, led by the name of what it is about, so that a
+        message that does not name its client is still near questions that do."""
+        about = self.entity.partition(":")[2] if self.entity else ""
+        return f"{about}: {self.text}" if about else self.text
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -111,7 +111,7 @@ class MemorySync:
             return [None] * len(records)
         try:
             vectors: list[Vector | None] = list(
-                await self.embedder.embed([r.text for r in records])
+                await self.embedder.embed([r.indexed_text for r in records])
             )
         except EmbeddingFailed as exc:
             self._embedding_failed(exc)
@@ -125,7 +125,7 @@ class MemorySync:
             return
         while waiting := await self.store.unembedded(self.batch):
             try:
-                vectors = await self.embedder.embed([r.text for r in waiting])
+                vectors = await self.embedder.embed([r.indexed_text for r in waiting])
             except EmbeddingFailed as exc:
                 self._embedding_failed(exc)
                 return

@@ -157,6 +157,11 @@ async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Ste
     assert message.entity == "client:Globex"
     answer = next(e for e in entries if e.kind is RecordKind.REPLY)
     assert answer.text == said(reply) and answer.actor == "steward"
+    # The next message names no client: it is about the one the chat is talking about.
+    await send(app, "and Tomasz signs off on the budget, not Rita")
+    entries = [MemoryRecord.from_dict(body) for _, body in await app.ledger.journal_after(0)]
+    follow_up = next(e for e in entries if e.text.startswith("and Tomasz"))
+    assert follow_up.entity == "client:Globex"
 
 
 # -- answers -----------------------------------------------------------------------------

@@ -234,3 +234,29 @@ async def test_vectors_of_another_size_replace_the_old_model_s(tmp_path: Path) -
         ]
     finally:
         await memory.close()
+
+
+async def test_the_embedded_store_finds_a_record_by_the_name_of_what_it_is_about(
+    tmp_path: Path,
+) -> None:
+    memory = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        about = record(1, "he signs off on the budget", entity="client:Northwind Legal")
+        await put(memory, about, record(2, "budget for the bakery"))
+        assert texts(await memory.search(Query("northwind budget")))[0] == about.text
+    finally:
+        await memory.close()
+
+
+async def test_a_store_of_an_older_layout_starts_empty(tmp_path: Path) -> None:
+    memory = EmbeddedMemory(tmp_path / "memory.db")
+    await put(memory, record(1, "quote for Acme"))
+    memory._conn.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
+    await memory.close()
+    again = EmbeddedMemory(tmp_path / "memory.db")  # empty: the sync feeds it again
+    try:
+        assert await again.count() == 0
+        await put(again, record(1, "quote for Acme"))
+        assert await again.count() == 1
+    finally:
+        await again.close()
