@@ -202,6 +202,12 @@ async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
         assert len(outbox(home)) == 1
         assert failed_sends(api) == []
 
+        # What happened is in memory, with its reason, and answers a plain question.
+        api.send_text(OPERATOR, "why did we reject the Beta welcome email?")
+        await api.wait_for(lambda a: any("Best matching records" in t for t in texts(a)))
+        answer = next(t for t in texts(api) if "Best matching records" in t)
+        assert "Reason: wrong client" in answer or "wrong client" in answer
+
 
 async def test_a_stranger_is_refused_once_audited_and_never_decides(
     tmp_path: Path, api: FakeBotAPI
