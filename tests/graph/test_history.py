@@ -3,10 +3,7 @@ gives, and answers that cite their sources — with a model and without one."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,29 +13,15 @@ from langchain_core.messages import AIMessage
 from pydantic import Field
 
 from bot.app import Steward
-from bot.settings import load_settings
 from graph.history import looks_like_a_question, read_question
-from graph.messages import Inbound, Reply, Sender
+from graph.messages import Reply
 from graph.models import LanguageModels
 from memory.longterm import MemoryRecord, MemoryUnavailable, RecordKind
+from tests.graph.test_coordinator import app, send
 
-OPERATOR = Sender("telegram", "42", "Olivia")
+__all__ = ["app"]  # the coordinator tests' fixture: a Steward on SQLite, operator telegram:42
+
 BERLIN = ZoneInfo("Europe/Berlin")
-_ids = itertools.count(1)
-
-
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[Steward]:
-    settings = load_settings(home=tmp_path / "home", operators="telegram:42")
-    async with Steward.open(settings) as steward:
-        yield steward
-
-
-async def send(app: Steward, text: str | None = None, button: str | None = None) -> Reply:
-    inbound = Inbound(OPERATOR, "chat-1", f"update-{next(_ids)}", text=text, button=button)
-    reply = await app.door.receive(inbound)
-    assert reply is not None
-    return reply
 
 
 def said(reply: Reply) -> str:
@@ -51,6 +34,14 @@ async def start(app: Steward, client: str, email: str) -> tuple[str, str]:
     approval = await app.ledger.get_approval(card.approval_id)
     assert approval is not None
     return approval.run_id, card.approval_id
+
+
+async def rejected_for_premium(app: Steward) -> str:
+    """An Acme Bakery onboarding, its email rejected with a reason; returns the run id."""
+    run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
+    await send(app, button=f"reject:{approval_id}")
+    await send(app, "they want the premium package, not basic")
+    return run_id
 
 
 # -- reading a question ------------------------------------------------------------------
@@ -127,9 +118,7 @@ def test_which_messages_are_questions_about_history(text: str, question: bool) -
 async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_the_journal(
     app: Steward,
 ) -> None:
-    run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
-    await send(app, button=f"reject:{approval_id}")
-    await send(app, "they want the premium package, not basic")
+    run_id = await rejected_for_premium(app)
     entries = [MemoryRecord.from_dict(body) for _, body in await app.ledger.journal_after(0)]
     by_kind = {kind: [e for e in entries if e.kind is kind] for kind in RecordKind}
     [started] = by_kind[RecordKind.NOTE]
@@ -178,9 +167,7 @@ class Recording(GenericFakeChatModel):
 
 
 async def test_history_without_a_model_cites_the_best_records(app: Steward) -> None:
-    run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
-    await send(app, button=f"reject:{approval_id}")
-    await send(app, "they want the premium package, not basic")
+    run_id = await rejected_for_premium(app)
     await start(app, "Globex", "ops@globex.io")
     reply = await send(app, "/history why did we reject the Acme welcome email?")
     text = said(reply)
@@ -207,9 +194,7 @@ async def test_a_question_memory_knows_nothing_about_goes_to_the_router(app: Ste
 async def test_with_a_model_the_answer_is_short_cites_sources_and_is_costed(
     app: Steward,
 ) -> None:
-    _, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
-    await send(app, button=f"reject:{approval_id}")
-    await send(app, "they want the premium package, not basic")
+    await rejected_for_premium(app)
     fake = Recording(messages=iter([AIMessage(content="It was rejected: they want premium [1].")]))
     app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
     text = said(await send(app, "/history why did we reject the Acme email?"))
