@@ -26,7 +26,7 @@ from graph.drafting import Drafter
 from graph.effects import EffectGuard, RetryPolicy
 from graph.engine import Durability, ProcessEngine
 from graph.front_door import FrontDoor
-from graph.history import History
+from graph.history import Entities, History
 from graph.models import LanguageModels
 from graph.remembering import records_for_event
 from graph.routing import Router
@@ -112,17 +112,21 @@ class Steward:
                 await engine.setup()
                 memory = await open_working_memory(settings)
                 stack.push_async_callback(memory.close)
-                ledger.remember = records_for_event  # audit events land in memory too
                 store = await open_long_term_memory(settings)
                 stack.push_async_callback(store.close)
-                embedder = choose_embedder(
-                    settings.embedding_model, settings.openai_base_url, settings.openai_api_key
+                embedder = (
+                    None  # Weaviate embeds with its own module
+                    if settings.weaviate_url and settings.weaviate_vectorizer
+                    else choose_embedder(
+                        settings.embedding_model, settings.openai_base_url, settings.openai_api_key
+                    )
                 )
                 if embedder is not None:
                     stack.push_async_callback(embedder.close)
-                sync = MemorySync(ledger, store, embedder)
+                sync = MemorySync(ledger, store, embedder, records_for_event)
                 zone = ZoneInfo(settings.timezone)
-                history = History(ledger, store, sync, embedder, models, zone)
+                entities = Entities(ledger)
+                history = History(ledger, store, sync, entities, embedder, models, zone)
                 coordinator = Coordinator(
                     ledger=ledger,
                     engine=engine,
@@ -172,4 +176,5 @@ async def open_long_term_memory(settings: Settings) -> LongTermMemory:
         return await connect()
     except MemoryUnavailable as exc:
         log.warning("steward starts without long-term memory; records wait in the ledger: %s", exc)
-        return Reconnecting(weaviate_store_name(url), connect, exc)
+        name = weaviate_store_name(url)
+        return Reconnecting(name, connect, exc, embeds_queries=bool(settings.weaviate_vectorizer))

@@ -8,7 +8,6 @@ with a neutral ``Reply``.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,21 +20,20 @@ from graph.definitions import ProcessDefinition
 from graph.digest import daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
 from graph.errors import StewardError
-from graph.history import UNAVAILABLE, History, looks_like_a_question, read_question
+from graph.history import UNAVAILABLE, History, looks_like_a_question
 from graph.inputs import InputError, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
-from graph.remembering import conversation_records
+from graph.remembering import said_record
 from graph.routing import Router, parse_arguments
 from graph.timeline import render_timeline, timeline
 from memory.ledger import Ledger, RunStatus, utcnow
-from memory.longterm import MemoryUnavailable
+from memory.longterm import MemoryUnavailable, RecordKind
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
-ENTITIES_TTL = 60.0  # how long the list of known clients is reused before it is read again
 TURNS_KEPT = 20  # recent turns of a chat in working memory, for a model's context
 TURNS_TTL = 24 * 3600
 TOPIC_SECONDS = 30 * 60  # a message naming no client is about the chat's last one, this fresh
@@ -86,13 +84,10 @@ class Coordinator:
     budgets: Budgets | None = None
     history: History | None = None
 
-    def __post_init__(self) -> None:
-        self._entities: tuple[float, list[str]] = (0.0, [])
-
     async def handle(self, inbound: Inbound) -> Reply:
         """Answers an operator's message; the front door has stored it and checked who
         sent it."""
-        text = ""
+        text, about, remembered = "", None, False
         try:
             if inbound.button:
                 return await self._button(inbound, inbound.button)
@@ -100,10 +95,13 @@ class Coordinator:
             if text.startswith("/"):
                 return await self._command(inbound, text)
             pending = await self.memory.get(self._question_key(inbound))
-            if pending is None and self.history is not None and looks_like_a_question(text):
+            if pending is None and self._asks_history(text):
                 answered = await self._history_question(inbound, text)
                 if answered is not None:
                     return answered
+            if text:
+                about = await self._remember_said(inbound, text)
+                remembered = True
             reply = await (
                 self._answer(inbound, pending, text)
                 if pending is not None
@@ -111,61 +109,100 @@ class Coordinator:
             )
         except StewardError as exc:
             reply = Reply().say(str(exc))
-        if text:
-            await self._remember(inbound, text, reply)
+        if remembered:
+            await self._remember_answer(inbound, about, reply)
         return reply
 
+    def _asks_history(self, text: str) -> bool:
+        """A question, and not a request the rules recognise ("can you onboard Jane?")."""
+        return (
+            self.history is not None
+            and looks_like_a_question(text)
+            and self.router.by_rules(text) is None
+        )
+
     async def _history_question(self, inbound: Inbound, text: str) -> Reply | None:
-        """An answer from memory, or None when memory holds nothing about it: the
-        question may be a request ("what about onboarding Jane?")."""
+        """An answer from memory, or None when memory holds nothing about it (the
+        question may be a request: "what about onboarding Jane?") or fails."""
         assert self.history is not None
         try:
             hits = await self.history.search(text, utcnow())
         except MemoryUnavailable as exc:
             return Reply().say(UNAVAILABLE.format(exc))
+        except Exception:
+            log.exception("could not search long-term memory; taking it as a request")
+            return None
         if not hits:
             return None
-        recent = await self.memory.recent(self._turns_key(inbound), 6)
-        return Reply().say(await self.history.compose(text, hits, utcnow(), recent))
+        turns = self._turns_key(inbound)
+        recent = await self.memory.recent(turns, 6)
+        answer = await self.history.compose(text, hits, utcnow(), recent)
+        # Kept for follow-up questions, not in long-term memory: answers about history
+        # would come back as history.
+        await self._keep_turn(turns, "operator", text, None)
+        await self._keep_turn(turns, "steward", answer, None)
+        return Reply().say(answer)
 
-    async def _remember(self, inbound: Inbound, text: str, reply: Reply) -> None:
-        """Keeps the operator's words and the answer in long-term memory's journal, in
-        the transaction that finishes this message where there is one.
+    async def _remember_said(self, inbound: Inbound, text: str) -> str | None:
+        """Journals the operator's words before handling them, so that they ride with
+        the handling's first write; returns the client they are about.
 
-        A message that names no client is about the one the chat was just talking
-        about ("send it to Tomasz, he signs off on budget"), if that was recent."""
+        Words that name no client are about the one the chat was just talking about
+        ("send it to Tomasz, he signs off on budget"), if that was recent."""
         now = utcnow()
         turns = self._turns_key(inbound)
-        entity = read_question(text, now, self.zone, await self._known_entities()).filters.entity
-        if entity is None:
+        about = None
+        if self.history is not None:
+            about = (await self.history.entities.known()).named(text)
+        if about is None:
             last = await self.memory.recent(turns, 1)
             if last and now.timestamp() - float(last[0].get("at", 0)) < TOPIC_SECONDS:
-                entity = last[0].get("entity")
-        records = conversation_records(
-            f"inbound:{inbound.sender.channel}:{inbound.external_id}",
+                about = last[0].get("entity")
+        record = said_record(
+            self._source(inbound) + ":message",
+            RecordKind.MESSAGE,
+            text,
             now,
             inbound.sender.key,
-            f"{inbound.sender.channel}/{inbound.chat_id}",
-            text,
-            reply.texts,
-            entity,
+            self._chat(inbound),
+            about,
         )
-        if not self.ledger.defer(lambda tx: tx.journal(records)):
-            await self.ledger.journal(records)
-        said = {"who": "operator", "text": text, "entity": entity, "at": now.timestamp()}
-        await self.memory.push(turns, said, TURNS_KEPT, TURNS_TTL)
-        if reply.texts:
-            answer = {**said, "who": "steward", "text": "\n".join(reply.texts)}
-            await self.memory.push(turns, answer, TURNS_KEPT, TURNS_TTL)
+        await self._journal(record)
+        await self._keep_turn(turns, "operator", text, about)
+        return about
+
+    async def _remember_answer(self, inbound: Inbound, about: str | None, reply: Reply) -> None:
+        answer = "\n".join(reply.texts).strip()
+        if answer:
+            record = said_record(
+                self._source(inbound) + ":reply",
+                RecordKind.REPLY,
+                answer,
+                utcnow(),
+                "steward",
+                self._chat(inbound),
+                about,
+            )
+            await self._journal(record)
+            await self._keep_turn(self._turns_key(inbound), "steward", answer, about)
         if self.history is not None:
             self.history.sync.wake()
 
-    async def _known_entities(self) -> list[str]:
-        read_at, entities = self._entities
-        if time.monotonic() - read_at > ENTITIES_TTL:
-            entities = await self.ledger.journal_entities()
-            self._entities = (time.monotonic(), entities)
-        return entities
+    async def _journal(self, record: dict[str, Any]) -> None:
+        if not self.ledger.defer(lambda tx: tx.journal([record])):
+            await self.ledger.journal([record])
+
+    async def _keep_turn(self, turns: str, who: str, text: str, about: str | None) -> None:
+        turn = {"who": who, "text": text[:2000], "entity": about, "at": utcnow().timestamp()}
+        await self.memory.push(turns, turn, TURNS_KEPT, TURNS_TTL)
+
+    @staticmethod
+    def _source(inbound: Inbound) -> str:
+        return f"inbound:{inbound.sender.channel}:{inbound.external_id}"
+
+    @staticmethod
+    def _chat(inbound: Inbound) -> str:
+        return f"{inbound.sender.channel}/{inbound.chat_id}"
 
     # -- tier 0: commands and buttons --------------------------------------------------
 
@@ -195,8 +232,12 @@ class Coordinator:
             case "history":
                 if self.history is None:
                     return Reply().say("Long-term memory is not set up here.")
-                recent = await self.memory.recent(self._turns_key(inbound), 6)
-                return Reply().say(await self.history.answer(rest, utcnow(), recent))
+                turns = self._turns_key(inbound)
+                recent = await self.memory.recent(turns, 6)
+                answer = await self.history.answer(rest, utcnow(), recent)
+                await self._keep_turn(turns, "operator", rest, None)
+                await self._keep_turn(turns, "steward", answer, None)
+                return Reply().say(answer)
             case "approve":
                 return await self.decide(_one_id(rest, "approve"), True, actor)
             case "reject":

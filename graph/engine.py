@@ -39,6 +39,7 @@ from graph.effects import EffectGuard
 from graph.errors import InvalidState, NotFound, StewardError
 from graph.ids import new_approval_id, new_run_id
 from graph.inputs import InputError, parse_input
+from graph.remembering import entity_of
 from graph.state import RunState, StepContext
 from graph.templating import render
 from memory.ledger import (
@@ -170,9 +171,13 @@ class ProcessEngine:
     async def _begin(self, run: Run, audit: NewAuditEvent) -> RunView:
         """Records a new run and its audit event together, then runs it to its first stop."""
 
+        about = entity_of(run.inputs)
+
         def record_start(tx: LedgerTx) -> None:
             tx.insert_run(run)
             tx.audit(audit, at=run.created_at)
+            if about is not None:
+                tx.note_entity(about)
 
         await self.ledger.write(record_start)
         async with self._locks[run.id]:

@@ -8,16 +8,17 @@ none, or when the model fails, it is the best matching records, each cited.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import logging
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from time import monotonic as _monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from graph.models import LanguageModels
-from graph.remembering import entity_name
 from memory.embeddings import Embedder, EmbeddingFailed
 from memory.ledger import Ledger
 from memory.longterm import Filters, Hit, LongTermMemory, MemoryUnavailable, Query
@@ -29,12 +30,14 @@ UTC = ZoneInfo("UTC")
 SOURCES = 8  # records an answer draws on
 ALPHA = 0.5  # hybrid weight of meaning against keywords (0: keywords only)
 NOTHING = "I found nothing about that in my memory."
+CATCH_UP_SECONDS = 2.0
 UNAVAILABLE = "My long-term memory is not available right now ({}). Try again soon."
 
 MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 MONTHS |= {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
 _MONTH = "|".join(sorted(MONTHS, key=len, reverse=True))
-_IN_MONTH = re.compile(rf"\b(?:in|during|from|of)\s+({_MONTH})\b\.?(?:\s+(\d{{4}}))?", re.I)
+# "in March", "during Sep 2025" — not "from May", which is more often a name.
+_IN_MONTH = re.compile(rf"\b(?:in|during)\s+({_MONTH})\b\.?(?:\s+(\d{{4}}))?", re.I)
 _LAST_DAYS = re.compile(r"\b(?:last|past)\s+(\d{1,3})\s+(day|week|month)s?\b", re.I)
 _QUESTION_WORDS = re.compile(
     r"^(what|what's|when|who|whom|which|why|how|did|didn't|remind me|tell me|show me)\b",
@@ -56,14 +59,17 @@ def looks_like_a_question(text: str) -> bool:
     return stripped.endswith("?") or bool(_QUESTION_WORDS.match(stripped))
 
 
-def read_question(question: str, now: datetime, zone: ZoneInfo, entities: list[str]) -> Reading:
+def read_question(
+    question: str, now: datetime, zone: ZoneInfo, entities: KnownEntities | list[str]
+) -> Reading:
     """Takes the time and the client out of ``question`` as filters."""
+    known = entities if isinstance(entities, KnownEntities) else KnownEntities(entities)
     today = now.astimezone(zone).date()
     since, until, period = _period(question, today)
     filters = Filters(
         since=_start_of(since, zone) if since else None,
         until=_start_of(until, zone) if until else None,
-        entity=named_entity(question, entities),
+        entity=known.named(question),
     )
     return Reading(question, filters, period)
 
@@ -112,28 +118,79 @@ def _start_of(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), zone)
 
 
-def named_entity(question: str, entities: list[str]) -> str | None:
-    """The one known entity the question names: in full ("Acme Bakery"), or by a
-    first word no other entity shares ("Acme")."""
-    lowered = f" {question.lower()} "
-    named = [e for e in entities if _says(lowered, entity_name(e).lower())]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        return max(named, key=lambda e: len(entity_name(e)))
-    by_first: dict[str, list[str]] = {}
-    for entity in entities:
-        words = entity_name(entity).lower().split()
-        if words and len(words[0]) >= 3:
-            by_first.setdefault(words[0], []).append(entity)
-    found = [
-        group[0] for word, group in by_first.items() if len(group) == 1 and _says(lowered, word)
-    ]
-    return found[0] if len(found) == 1 else None
+# Words that never name a client on their own, however a client's name begins.
+COMMON = frozenset(
+    """the a an and new my our your this that their his her its old big little good best
+    first last next one two three four five mr mrs ms dr""".split()
+)
+# Entity kinds a name's first word alone may stand for ("Acme" for "Acme Bakery").
+BY_FIRST_WORD = ("client", "project")
 
 
-def _says(lowered: str, name: str) -> bool:
-    return bool(name) and re.search(rf"(?<!\w){re.escape(name)}(?:'s)?(?!\w)", lowered) is not None
+class KnownEntities:
+    """The entities runs were about, and which one a text names: in full ("Acme
+    Bakery", "INV-7"), or by a first word no other one shares ("Acme"). A bare number
+    or a name under three characters counts only after its kind ("invoice 7")."""
+
+    def __init__(self, entities: list[str]) -> None:
+        self.entities = entities
+        full: dict[str, str] = {}
+        for entity in entities:
+            kind, _, name = entity.partition(":")
+            name = name.strip().lower()
+            if not name:
+                continue
+            if name.isdigit() or len(name) < 3:
+                name = f"{kind} {name}"
+            full.setdefault(name, entity)
+        by_first: dict[str, list[str]] = {}
+        for entity in entities:
+            kind, _, name = entity.partition(":")
+            words = name.lower().split()
+            first = words[0] if len(words) > 1 else ""
+            plain = len(first) >= 4 and first.isalpha() and first not in COMMON
+            if kind in BY_FIRST_WORD and plain:
+                by_first.setdefault(first, []).append(entity)
+        self._full = full
+        self._first = {word: group[0] for word, group in by_first.items() if len(group) == 1}
+        self._full_pattern = _alternation(full)
+        self._first_pattern = _alternation(self._first)
+
+    def named(self, text: str) -> str | None:
+        found = {m.lower() for m in self._full_pattern.findall(text)} if self._full else set()
+        if found:
+            return self._full[max(found, key=len)]
+        firsts = {m.lower() for m in self._first_pattern.findall(text)} if self._first else set()
+        return self._first[firsts.pop()] if len(firsts) == 1 else None
+
+
+def _alternation(names: dict[str, str]) -> re.Pattern[str]:
+    choices = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)({choices or '(?!)'})(?:'s)?(?!\w)", re.I)
+
+
+def named_entity(text: str, entities: list[str]) -> str | None:
+    return KnownEntities(entities).named(text)
+
+
+class Entities:
+    """The entities the ledger knows, read again at most once a minute."""
+
+    def __init__(self, ledger: Ledger, ttl_seconds: float = 60.0) -> None:
+        self.ledger = ledger
+        self.ttl_seconds = ttl_seconds
+        self._read_at = float("-inf")
+        self._known = KnownEntities([])
+
+    async def known(self) -> KnownEntities:
+        if _monotonic() - self._read_at > self.ttl_seconds:
+            self._known = KnownEntities(await self.ledger.entities())
+            self._read_at = _monotonic()
+        return self._known
+
+    def forget(self) -> None:
+        """The next ``known()`` reads the ledger again."""
+        self._read_at = float("-inf")
 
 
 @dataclass
@@ -141,6 +198,7 @@ class History:
     ledger: Ledger
     store: LongTermMemory
     sync: MemorySync
+    entities: Entities
     embedder: Embedder | None = None
     models: LanguageModels | None = None
     zone: ZoneInfo = UTC
@@ -149,21 +207,34 @@ class History:
         """The records that best answer ``question``, within the filters it gives. A
         client's filter is widened when it leaves too few records: not every message
         about a client names it."""
-        await self.sync.catch_up()
-        reading = read_question(question, now, self.zone, await self.ledger.journal_entities())
+        await self._catch_up()
+        reading = read_question(question, now, self.zone, await self.entities.known())
         vector = None
         if self.embedder is not None:
             try:
                 vector = await self.embedder.embed_query(question)
             except EmbeddingFailed as exc:
                 log.warning("searching by keywords only: %s", exc)
-        query = Query(question, vector, reading.filters, limit, ALPHA if vector else 0.0)
+        meaning = vector is not None or self.store.embeds_queries
+        query = Query(question, vector, reading.filters, limit, ALPHA if meaning else 0.0)
         hits = await self.store.search(query)
         if reading.filters.entity is not None and len(hits) < limit:
             wider = replace(query, filters=replace(reading.filters, entity=None))
             seen = {hit.record.id for hit in hits}
             hits += [h for h in await self.store.search(wider) if h.record.id not in seen]
         return hits[:limit]
+
+    async def _catch_up(self) -> None:
+        """Feeds the store what is new before a search, for a while at most: an answer
+        from what the store holds beats none (the feeder keeps trying)."""
+        try:
+            await asyncio.wait_for(self.sync.catch_up(), CATCH_UP_SECONDS)
+        except TimeoutError:
+            log.warning("searching before long-term memory caught up (%s s)", CATCH_UP_SECONDS)
+        except MemoryUnavailable:
+            raise
+        except Exception:
+            log.exception("could not feed long-term memory before a search")
 
     async def answer(
         self, question: str, now: datetime, recent: list[dict[str, Any]] | None = None

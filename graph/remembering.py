@@ -1,14 +1,13 @@
 """What long-term memory keeps of what happens, and about whom.
 
-Audit events become records in the transaction that writes them (``Ledger.remember``):
-a run started, a draft put up for approval, a decision and its reason, an effect done,
-a run's outcome. The coordinator adds the operator's own words and steward's answers.
-Each record's id comes from its source, so writing it twice keeps one.
+Audit events become records as long-term memory is fed from the audit log
+(``MemorySync``): a run started, a draft put up for approval, a decision and its reason,
+an effect done, a run's outcome. The coordinator journals the operator's own words and
+steward's answers. Each record's id comes from its source, so writing it twice keeps one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -28,12 +27,15 @@ DECIDED = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired"}
 ENDED = {"succeeded": "succeeded", "failed": "failed", "cancelled": "was cancelled"}
 
 
+MAX_ENTITY = 200
+
+
 def entity_of(inputs: dict[str, Any]) -> str | None:
     """``client:Acme Bakery`` for a run started with client="Acme Bakery"."""
     for name, kind in ENTITY_INPUTS:
         value = inputs.get(name)
         if isinstance(value, str) and value.strip():
-            return f"{kind}:{value.strip()}"
+            return f"{kind}:{' '.join(value.split())}"[:MAX_ENTITY]
     return None
 
 
@@ -120,38 +122,15 @@ def _plain(value: Any) -> bool:
     return isinstance(value, str | int | float) and not isinstance(value, bool) and value != ""
 
 
-def conversation_records(
+def said_record(
     source: str,
+    kind: RecordKind,
+    text: str,
     at: datetime,
-    operator: str,
+    actor: str,
     chat: str,
-    said: str,
-    answered: Iterable[str],
     entity: str | None,
-) -> list[dict[str, Any]]:
-    """An operator's message and steward's answer to it, as two records."""
-    records = [
-        MemoryRecord.create(
-            f"{source}:message",
-            RecordKind.MESSAGE,
-            said,
-            at,
-            actor=operator,
-            chat=chat,
-            entity=entity,
-        )
-    ]
-    answer = "\n".join(answered).strip()
-    if answer:
-        records.append(
-            MemoryRecord.create(
-                f"{source}:reply",
-                RecordKind.REPLY,
-                answer,
-                at,
-                actor="steward",
-                chat=chat,
-                entity=entity,
-            )
-        )
-    return [record.to_dict() for record in records]
+) -> dict[str, Any]:
+    """What an operator said (MESSAGE) or steward answered (REPLY) in a chat."""
+    record = MemoryRecord.create(source, kind, text, at, actor=actor, chat=chat, entity=entity)
+    return record.to_dict()

@@ -176,9 +176,8 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _empty(conn: Connection) -> bool:
-    runs = conn.execute(select(func.count()).select_from(t.runs)).scalar_one()
-    events = conn.execute(select(func.count()).select_from(t.audit_events)).scalar_one()
-    return bool(runs == 0 and events == 0)
+    filled = (t.runs, t.audit_events, t.memory_journal)
+    return all(conn.execute(select(func.count()).select_from(f)).scalar_one() == 0 for f in filled)
 
 
 def _reset_sequences(conn: Connection, tables: list[Table]) -> None:

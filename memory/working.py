@@ -306,22 +306,25 @@ class Degrading:
 
     @asynccontextmanager
     async def lock(self, name: str, hold_seconds: float = 10.0) -> AsyncIterator[None]:
-        if self._backend() is self.redis:
-            held = self.redis.lock(name, hold_seconds)
-            try:
-                await held.__aenter__()
-            except (RedisError, OSError) as exc:
-                self._went_down(str(exc))
-            else:
-                self._came_back()
+        """This process's lock always, and Redis's too while it answers: a holder that
+        took it while Redis was down still keeps out one that comes after it is back."""
+        async with self.local.lock(name, hold_seconds):
+            held: AbstractAsyncContextManager[None] | None = None
+            if self._backend() is self.redis:
+                held = self.redis.lock(name, hold_seconds)
                 try:
-                    yield
-                finally:
+                    await held.__aenter__()
+                except (RedisError, OSError) as exc:
+                    self._went_down(str(exc))
+                    held = None
+                else:
+                    self._came_back()
+            try:
+                yield
+            finally:
+                if held is not None:
                     with contextlib.suppress(RedisError, OSError):  # it expires by itself
                         await held.__aexit__(None, None, None)
-                return
-        async with self.local.lock(name, hold_seconds):
-            yield
 
     async def close(self) -> None:
         await self.redis.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Float, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Float, Row, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -47,8 +47,6 @@ from memory.ledger.records import (
 T = TypeVar("T")
 
 Deferred = Callable[["LedgerTx"], None]
-# Turns an audit event into long-term memory records (as dicts), in its transaction.
-Remember = Callable[["LedgerTx", AuditEvent], Sequence[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -91,15 +89,31 @@ _GATE_APPROVAL = select(t.approvals).where(
 _INSERT_TIMER = insert(t.timers)
 _GET_TIMER = select(t.timers).where(t.timers.c.key == bindparam("timer_key"))
 _INSERT_INBOX = insert(t.inbox).returning(t.inbox.c.id)
+_AUDIT_AFTER = (
+    select(t.audit_events)
+    .where(t.audit_events.c.seq > bindparam("after_seq"))
+    .order_by(t.audit_events.c.seq)
+)
+# A record whose id is in the journal already stays as it is.
+_JOURNAL_SQLITE = sqlite_insert(t.memory_journal).on_conflict_do_nothing(
+    index_elements=["record_id"]
+)
+_JOURNAL_POSTGRESQL = postgresql_insert(t.memory_journal).on_conflict_do_nothing(
+    index_elements=["record_id"]
+)
+# Journal writers take turns on PostgreSQL, so that entries commit in the order of their
+# numbers and a reader never moves past one that commits later.
+_JOURNAL_TURN = text("SELECT pg_advisory_xact_lock(7410235)")
+_ENTITY_SQLITE = sqlite_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
+_ENTITY_POSTGRESQL = postgresql_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
 _FINISH_INBOX = update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id"))
 
 
 class LedgerTx:
     """Reads and writes inside one open transaction (runs on the database's side)."""
 
-    def __init__(self, conn: Connection, remember: Remember | None = None) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.remember = remember
 
     # -- audit ---------------------------------------------------------------------------
 
@@ -122,10 +136,11 @@ class LedgerTx:
             },
         ).scalar_one()
         self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
-        event = AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
-        if self.remember is not None:
-            self.journal(self.remember(self, event))
-        return event
+        return AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
+
+    def audit_after(self, seq: int, limit: int) -> list[AuditEvent]:
+        query = _AUDIT_AFTER.limit(limit)
+        return [_audit(row) for row in self.conn.execute(query, {"after_seq": seq})]
 
     # -- long-term memory's journal --------------------------------------------------------
 
@@ -144,10 +159,16 @@ class LedgerTx:
             for record in records
         ]
         if self.conn.dialect.name == "postgresql":
-            statement: Any = postgresql_insert(t.memory_journal).on_conflict_do_nothing()
+            self.conn.execute(_JOURNAL_TURN)
+            self.conn.execute(_JOURNAL_POSTGRESQL, rows)
         else:
-            statement = sqlite_insert(t.memory_journal).on_conflict_do_nothing()
-        self.conn.execute(statement, rows)
+            self.conn.execute(_JOURNAL_SQLITE, rows)
+
+    def note_entity(self, entity: str) -> None:
+        """Records that a run was about ``entity``; known ones stay as they were."""
+        postgresql = self.conn.dialect.name == "postgresql"
+        statement = _ENTITY_POSTGRESQL if postgresql else _ENTITY_SQLITE
+        self.conn.execute(statement, {"entity": entity, "first_seen": utcnow()})
 
     # -- runs and steps ------------------------------------------------------------------
 
@@ -272,8 +293,6 @@ class Ledger:
     def __init__(self, db: Database, url: DatabaseURL) -> None:
         self.db = db
         self.url = url
-        # Set by the coordinator's side: which audit events long-term memory keeps.
-        self.remember: Remember | None = None
 
     @classmethod
     def from_url(cls, url: DatabaseURL) -> Ledger:
@@ -304,7 +323,7 @@ class Ledger:
             pending.clear()
 
         def transaction(conn: Connection) -> T:
-            tx = LedgerTx(conn, self.remember)
+            tx = LedgerTx(conn)
             for rider in riders:
                 rider.write(tx)
             return fn(tx)
@@ -360,7 +379,7 @@ class Ledger:
 
             def flush(conn: Connection) -> None:
                 for write in writes:
-                    write(LedgerTx(conn, self.remember))
+                    write(LedgerTx(conn))
 
             await self.db.run(flush)
 
@@ -539,10 +558,16 @@ class Ledger:
         query = select(func.coalesce(func.max(t.memory_journal.c.seq), 0))
         return await self.db.run(lambda c: int(c.execute(query).scalar_one()), write=False)
 
-    async def journal_entities(self) -> list[str]:
-        """Every entity the journal has records about, e.g. ``client:Acme Bakery``."""
-        column = t.memory_journal.c.entity
-        query = select(column).where(column.is_not(None)).distinct().order_by(column)
+    async def audit_end(self) -> int:
+        """The audit log's last sequence number (0 when it is empty)."""
+        query = select(t.audit_head.c.seq).where(t.audit_head.c.id == 1)
+        return await self.db.run(
+            lambda c: int(c.execute(query).scalar_one_or_none() or 0), write=False
+        )
+
+    async def entities(self) -> list[str]:
+        """Every entity runs were about, e.g. ``client:Acme Bakery``."""
+        query = select(t.entities.c.entity).order_by(t.entities.c.entity)
         return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
 
     async def journal_cursor(self, store: str) -> int:
@@ -554,10 +579,10 @@ class Ledger:
 
     async def move_journal_cursor(self, store: str, seq: int) -> None:
         def move(conn: Connection) -> None:
-            cursor = t.memory_cursors
-            moved = conn.execute(update(cursor).where(cursor.c.store == store).values(seq=seq))
-            if moved.rowcount == 0:
-                conn.execute(insert(cursor).values(store=store, seq=seq))
+            upsert: Any = (
+                postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            )(t.memory_cursors).values(store=store, seq=seq)
+            conn.execute(upsert.on_conflict_do_update(index_elements=["store"], set_={"seq": seq}))
 
         await self.db.run(move)
 

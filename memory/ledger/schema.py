@@ -203,12 +203,21 @@ memory_journal = Table(
     metadata,
     Column("seq", Serial, primary_key=True, autoincrement=True),
     Column("record_id", String(36), nullable=False, unique=True),
-    Column("entity", String(200), nullable=True, index=True),
+    Column("entity", Text, nullable=True, index=True),
     Column("at", UTCDateTime, nullable=False),
     Column("body", Json, nullable=False),
 )
 
-# How far each long-term store has been fed from the journal.
+# What runs were about: clients, invoices, topics ("client:Acme Bakery"), as their
+# inputs named them; a question that names one is filtered by it.
+entities = Table(
+    "entities",
+    metadata,
+    Column("entity", Text, primary_key=True),
+    Column("first_seen", UTCDateTime, nullable=False),
+)
+
+# How far each long-term store has been fed from the journal and the audit log.
 memory_cursors = Table(
     "memory_cursors",
     metadata,

@@ -65,11 +65,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5 (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# A record's words count fully, the name of what it is about by half.
+# A record's words count fully, the name of what it is about (its client, say) by half.
 BM25 = "bm25(records_fts, 1.0, 0.5)"
 # Bumped when the tables change: a store of another version is emptied and, being empty,
 # fed again from the ledger's journal.
-VERSION = "2"
+VERSION = "3"
 
 # Words too common to help a keyword search find anything.
 STOPWORDS = frozenset(
@@ -91,6 +91,8 @@ def keyword_query(text: str) -> str | None:
 
 
 class EmbeddedMemory:
+    embeds_queries = False
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
         self.name = f"embedded:{self.path or ':memory:'}"
@@ -155,8 +157,13 @@ class EmbeddedMemory:
 
         return await asyncio.to_thread(locked)
 
-    def _transaction(self) -> Any:
-        return _Transaction(self._conn)
+    def _transaction(self) -> _Transaction:
+        # The vectors' size is read again after every transaction: a rolled-back one, or
+        # another process's rebuild, may have changed it.
+        return _Transaction(self._conn, self._reread_dims)
+
+    def _reread_dims(self) -> None:
+        self._dims = self._stored_dims()
 
     def _upsert(self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]) -> None:
         conn = self._conn
@@ -178,7 +185,7 @@ class EmbeddedMemory:
                         conn.execute(
                             "INSERT INTO records_fts (records_fts, rowid, text, entity) "
                             "VALUES ('delete', ?, ?, ?)",
-                            (rowid, old_text, old_entity),
+                            (rowid, old_text, _name(old_entity)),
                         )
                         conn.execute(
                             "UPDATE records SET kind=?, text=?, at=?, actor=?, run_id=?, "
@@ -196,7 +203,7 @@ class EmbeddedMemory:
                         known[record.id] = (rowid, record.text, record.entity)
                     conn.execute(
                         "INSERT INTO records_fts (rowid, text, entity) VALUES (?, ?, ?)",
-                        (rowid, record.text, record.entity),
+                        (rowid, record.text, _name(record.entity)),
                     )
                     if blob is not None:
                         self._keep_vector(rowid, blob)
@@ -279,7 +286,7 @@ class EmbeddedMemory:
                     self._conn.execute(
                         "INSERT INTO records_fts (records_fts, rowid, text, entity) "
                         "VALUES ('delete', ?, ?, ?)",
-                        (rowid, text, entity),
+                        (rowid, text, _name(entity)),
                     )
                     self._forget_vector(rowid)
                 self._conn.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
@@ -349,17 +356,40 @@ class EmbeddedMemory:
 
 
 class _Transaction:
-    def __init__(self, conn: Any) -> None:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an error (and on a failed COMMIT), so
+    that no transaction is left open; ``after`` runs once it is over, either way."""
+
+    def __init__(self, conn: Any, after: Callable[[], None]) -> None:
         self.conn = conn
+        self.after = after
 
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, *rest: object) -> None:
-        self.conn.execute("ROLLBACK" if kind is not None else "COMMIT")
+        try:
+            if kind is None:
+                try:
+                    self.conn.execute("COMMIT")
+                    return
+                except Exception:
+                    self._roll_back()
+                    raise
+            self._roll_back()
+        finally:
+            self.after()
+
+    def _roll_back(self) -> None:
+        if self.conn.in_transaction:  # SQLite may have rolled back by itself
+            self.conn.execute("ROLLBACK")
 
 
 _COLUMNS = "r.id, r.kind, r.text, r.at, r.actor, r.run_id, r.entity, r.chat, r.source"
+
+
+def _name(entity: str | None) -> str | None:
+    """What the keyword index keeps of an entity: its name, not its kind ("client:")."""
+    return entity.partition(":")[2] if entity else None
 
 
 def _values(record: MemoryRecord) -> tuple[Any, ...]:

@@ -21,8 +21,10 @@ class Reconnecting:
         connect: Callable[[], Awaitable[LongTermMemory]],
         first_error: MemoryUnavailable,
         retry_seconds: float = 10.0,
+        embeds_queries: bool = False,
     ) -> None:
         self.name = name
+        self.embeds_queries = embeds_queries
         self._connect = connect
         self._error = first_error
         self._tried_at = time.monotonic()

@@ -40,7 +40,9 @@ class MemoryRecord:
     source: str = ""  # where in the ledger it came from, for the citation
 
     @classmethod
-    def create(cls, source: str, kind: RecordKind, text: str, at: datetime, **fields: Any) -> Any:
+    def create(
+        cls, source: str, kind: RecordKind, text: str, at: datetime, **fields: Any
+    ) -> MemoryRecord:
         return cls(record_id(source), kind, text, at, source=source, **fields)
 
     @property

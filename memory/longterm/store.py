@@ -20,6 +20,8 @@ Vector = list[float]
 class LongTermMemory(Protocol):
     # Names the store (backend and place), so the ledger knows how far it has been fed.
     name: str
+    # True when the store embeds a query's text itself (Weaviate with a vectorizer).
+    embeds_queries: bool
 
     async def upsert(
         self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]

@@ -1,11 +1,14 @@
-"""Feeds the long-term store from the ledger's memory journal.
+"""Feeds the long-term store from the ledger.
 
-Records are journaled in the ledger as things happen, in the same transactions as the
-things themselves. This feeds them on, in order, to whichever store is configured, and
-keeps in the ledger how far each store has got. So a store that is down misses nothing
-(its records wait in the journal), a new or emptied store is rebuilt by feeding it from
-the start, and a record whose embedding failed is stored for keyword search at once and
-given its vector later.
+Two streams in the ledger hold what long-term memory keeps, both written as things
+happen, in the same transactions as the things themselves: the audit log (a run
+started, a draft put up for approval, a decision, an effect, an outcome — turned into
+records here, by ``from_audit``, so that the hot path pays nothing for memory) and the
+memory journal (the operator's words and steward's answers). This feeds both on, in
+order, to whichever store is configured, and keeps in the ledger how far each store has
+got in each. So a store that is down misses nothing (its records wait in the ledger), a
+new or emptied store is rebuilt by feeding it from the start, and a record whose
+embedding failed is stored for keyword search at once and given its vector later.
 """
 
 from __future__ import annotations
@@ -13,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from memory.embeddings import Embedder, EmbeddingFailed, Vector
-from memory.ledger import Ledger
+from memory.ledger import AuditEvent, Ledger, LedgerTx
 from memory.longterm.records import MemoryRecord
 from memory.longterm.store import LongTermMemory, MemoryUnavailable
 
 log = logging.getLogger(__name__)
 
 BATCH = 256
+
+# The records an audit event makes (most make none), read in a transaction of the ledger.
+FromAudit = Callable[[LedgerTx, AuditEvent], Sequence[dict[str, Any]]]
 
 
 class MemorySync:
@@ -31,14 +38,17 @@ class MemorySync:
         ledger: Ledger,
         store: LongTermMemory,
         embedder: Embedder | None,
+        from_audit: FromAudit | None = None,
         batch: int = BATCH,
     ) -> None:
         self.ledger = ledger
         self.store = store
         self.embedder = embedder
+        self.from_audit = from_audit
         self.batch = batch
         # A store fed with another model's vectors is fed again from the start.
         self.cursor_name = f"{store.name} {embedder.name if embedder else 'keywords'}"
+        self.audit_cursor_name = f"{self.cursor_name} audit"
         self._wake = asyncio.Event()
         self._store_down: str | None = None
         self._embedder_down: str | None = None
@@ -46,40 +56,88 @@ class MemorySync:
         self._checked = False
 
     async def catch_up(self) -> int:
-        """Feeds the store everything journaled so far; returns how many records.
+        """Feeds the store everything the ledger holds for it so far; returns how many
+        records.
 
         Raises MemoryUnavailable when the store does not answer: what is not fed yet
-        stays in the journal for the next try.
+        stays in the ledger for the next try.
         """
         async with self._feeding:
-            fed = 0
-            cursor = await self.ledger.journal_cursor(self.cursor_name)
             if not self._checked:
-                # A store that was fed but is empty now was lost or replaced: feed it again.
-                if cursor and await self.store.count() == 0:
-                    log.warning("%s is empty; rebuilding it from the ledger", self.store.name)
-                    cursor = 0
+                await self._check_store()
                 self._checked = True
-            while entries := await self.ledger.journal_after(cursor, self.batch):
-                records = [MemoryRecord.from_dict(body) for _, body in entries]
-                await self.store.upsert(records, await self._vectors(records))
-                cursor = entries[-1][0]
-                await self.ledger.move_journal_cursor(self.cursor_name, cursor)
-                fed += len(records)
+            fed = await self._feed_audit() + await self._feed_journal()
             await self._embed_missing()
             return fed
 
+    async def _check_store(self) -> None:
+        """A store that was fed but is empty now was lost or replaced: it is fed again.
+        One that holds records this feeder never gave it (another embedding model's
+        vectors, of another size maybe) is emptied first."""
+        fed = await self.ledger.journal_cursor(self.cursor_name)
+        fed += await self.ledger.journal_cursor(self.audit_cursor_name)
+        held = await self.store.count()
+        if fed and held == 0:
+            log.warning("%s is empty; rebuilding it from the ledger", self.store.name)
+            await self._rewind()
+        elif not fed and held:
+            log.warning("%s holds records fed otherwise; rebuilding it", self.store.name)
+            await self.store.clear()
+
+    async def _rewind(self) -> None:
+        await self.ledger.move_journal_cursor(self.cursor_name, 0)
+        await self.ledger.move_journal_cursor(self.audit_cursor_name, 0)
+
+    async def _feed_journal(self) -> int:
+        fed = 0
+        cursor = await self.ledger.journal_cursor(self.cursor_name)
+        while entries := await self.ledger.journal_after(cursor, self.batch):
+            records = [MemoryRecord.from_dict(body) for _, body in entries]
+            await self.store.upsert(records, await self._vectors(records))
+            cursor = entries[-1][0]
+            await self.ledger.move_journal_cursor(self.cursor_name, cursor)
+            fed += len(records)
+        return fed
+
+    async def _feed_audit(self) -> int:
+        convert = self.from_audit
+        if convert is None:
+            return 0
+        fed = 0
+        cursor = await self.ledger.journal_cursor(self.audit_cursor_name)
+
+        def read(tx: LedgerTx) -> tuple[int, list[dict[str, Any]]]:
+            events = tx.audit_after(cursor, self.batch)
+            made = [record for event in events for record in convert(tx, event)]
+            return (events[-1].seq if events else cursor), made
+
+        while True:
+            last, made = await self.ledger.read(read)
+            if last == cursor:
+                return fed
+            if made:
+                records = [MemoryRecord.from_dict(body) for body in made]
+                await self.store.upsert(records, await self._vectors(records))
+                fed += len(records)
+            cursor = last
+            await self.ledger.move_journal_cursor(self.audit_cursor_name, cursor)
+
     async def rebuild(self) -> int:
-        """Empties the store and feeds it the whole journal again."""
+        """Empties the store and feeds it everything again."""
         async with self._feeding:
             await self.store.clear()
-            await self.ledger.move_journal_cursor(self.cursor_name, 0)
+            await self._rewind()
+            self._checked = True
         return await self.catch_up()
 
     async def behind(self) -> int:
-        """How many journal entries the store has yet to get."""
-        end = await self.ledger.journal_end()
-        return end - await self.ledger.journal_cursor(self.cursor_name)
+        """How many journal entries and audit events the store has yet to get."""
+        journal = await self.ledger.journal_end()
+        journal -= await self.ledger.journal_cursor(self.cursor_name)
+        if self.from_audit is None:
+            return journal
+        audit = await self.ledger.audit_end()
+        return journal + audit - await self.ledger.journal_cursor(self.audit_cursor_name)
 
     def wake(self) -> None:
         """Something was journaled: feed it now rather than at the next tick."""

@@ -109,6 +109,7 @@ class WeaviateMemory:
         self._client = client
         self._collection_name = collection_name
         self._vectorizer = vectorizer
+        self.embeds_queries = vectorizer is not None
         self._where = f"Weaviate at {address}" if address else "Weaviate"
         self.name = f"weaviate:{address}/{collection_name}"  # as weaviate_store_name() says
 

@@ -16,12 +16,25 @@ from bot.app import Steward
 from graph.history import looks_like_a_question, read_question
 from graph.messages import Reply
 from graph.models import LanguageModels
+from graph.remembering import records_for_event
+from memory.ledger import LedgerTx
 from memory.longterm import MemoryRecord, MemoryUnavailable, RecordKind
 from tests.graph.test_coordinator import app, send
 
 __all__ = ["app"]  # the coordinator tests' fixture: a Steward on SQLite, operator telegram:42
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+async def remembered(app: Steward) -> list[MemoryRecord]:
+    """Every record memory keeps so far: from the audit log, then from the journal."""
+
+    def from_audit(tx: LedgerTx) -> list[dict[str, Any]]:
+        return [r for event in tx.audit_after(0, 10_000) for r in records_for_event(tx, event)]
+
+    made = await app.ledger.read(from_audit)
+    made += [body for _, body in await app.ledger.journal_after(0)]
+    return [MemoryRecord.from_dict(body) for body in made]
 
 
 def said(reply: Reply) -> str:
@@ -47,7 +60,15 @@ async def rejected_for_premium(app: Steward) -> str:
 # -- reading a question ------------------------------------------------------------------
 
 NOW = datetime(2026, 3, 18, 15, 0, tzinfo=UTC)  # a Wednesday
-ENTITIES = ["client:Acme Bakery", "client:Globex", "client:Acme Legal", "invoice:INV-7"]
+ENTITIES = [
+    "client:Acme Bakery",
+    "client:Globex",
+    "client:Acme Legal",
+    "invoice:INV-7",
+    "client:The Corner Shop",
+    "invoice:7",
+    "topic:spring campaign",
+]
 
 
 def local(day: str) -> datetime:
@@ -74,8 +95,11 @@ def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
     assert (filters.since, filters.until) == (local(since), local(until))
 
 
-def test_a_question_without_a_time_has_no_time_filter() -> None:
-    filters = read_question("what did we quote Globex?", NOW, BERLIN, ENTITIES).filters
+@pytest.mark.parametrize(
+    "question", ["what did we quote Globex?", "what did we hear from Jan about the logo?"]
+)
+def test_a_question_without_a_time_has_no_time_filter(question: str) -> None:
+    filters = read_question(question, NOW, BERLIN, ENTITIES).filters
     assert filters.since is None and filters.until is None
 
 
@@ -86,6 +110,9 @@ def test_a_question_without_a_time_has_no_time_filter() -> None:
         ("did globex's invoice go out", "client:Globex"),
         ("what did Acme Bakery order", "client:Acme Bakery"),
         ("what did Acme order", None),  # two clients start with Acme: no guess
+        ("call the bank on friday", None),  # "The Corner Shop" is not named by "the"
+        ("we need 7 more chairs", None),  # nor invoice 7 by a 7
+        ("is invoice 7 paid?", "invoice:7"),
         ("is INV-7 paid?", "invoice:INV-7"),
         ("what did we quote Globexia", None),  # a word that only starts like a name
         ("anything new?", None),
@@ -115,11 +142,11 @@ def test_which_messages_are_questions_about_history(text: str, question: bool) -
 # -- what lands in memory as it happens --------------------------------------------------
 
 
-async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_the_journal(
+async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_memory(
     app: Steward,
 ) -> None:
     run_id = await rejected_for_premium(app)
-    entries = [MemoryRecord.from_dict(body) for _, body in await app.ledger.journal_after(0)]
+    entries = await remembered(app)
     by_kind = {kind: [e for e in entries if e.kind is kind] for kind in RecordKind}
     [started] = by_kind[RecordKind.NOTE]
     assert f"run {run_id}" in started.text and "client: Acme Bakery" in started.text
@@ -139,7 +166,7 @@ async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Ste
     await start(app, "Globex", "ops@globex.io")  # makes Globex a known client
     app.coordinator._entities = (0.0, [])  # read the clients again now
     reply = await send(app, "Globex wants the kickoff moved to Thursday")
-    entries = [MemoryRecord.from_dict(body) for _, body in await app.ledger.journal_after(0)]
+    entries = await remembered(app)
     message = next(e for e in entries if e.kind is RecordKind.MESSAGE)
     assert message.text == "Globex wants the kickoff moved to Thursday"
     assert message.actor == "telegram:42" and message.chat == "telegram/chat-1"
@@ -148,7 +175,7 @@ async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Ste
     assert answer.text == said(reply) and answer.actor == "steward"
     # The next message names no client: it is about the one the chat is talking about.
     await send(app, "and Tomasz signs off on the budget, not Rita")
-    entries = [MemoryRecord.from_dict(body) for _, body in await app.ledger.journal_after(0)]
+    entries = await remembered(app)
     follow_up = next(e for e in entries if e.text.startswith("and Tomasz"))
     assert follow_up.entity == "client:Globex"
 
@@ -184,6 +211,22 @@ async def test_a_plain_question_is_answered_from_memory(app: Steward) -> None:
     reply = await send(app, "what did we send to jane@acme.com?")
     assert "Send the welcome email to jane@acme.com" in said(reply)
     assert "not sure" not in said(reply)
+
+
+async def test_a_request_phrased_as_a_question_is_carried_out(app: Steward) -> None:
+    await rejected_for_premium(app)  # memory holds plenty about onboarding
+    reply = await send(
+        app, "can you onboard Jane from Globex (jane@globex.io) on the premium package?"
+    )
+    assert "Best matching records" not in said(reply)
+    [card] = reply.cards
+    assert "jane@globex.io" in card.summary
+
+
+async def test_commands_are_not_remembered_even_when_they_fail(app: Steward) -> None:
+    await send(app, "/approve nope")
+    await send(app, "/runs")
+    assert await app.ledger.journal_after(0) == []
 
 
 async def test_a_question_memory_knows_nothing_about_goes_to_the_router(app: Steward) -> None:

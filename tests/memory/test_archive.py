@@ -76,7 +76,7 @@ async def test_a_round_trip_loses_nothing(tmp_path: Path, target: DatabaseURL | 
         summary = await archive.export(old.ledger, old.engine.checkpointer, folder)
         assert summary.counts["runs"] == 4 and summary.counts["checkpoints"] > 0
         assert summary.counts["inbox"] == 1 and summary.counts["timers"] >= 1
-        assert summary.counts["memory_journal"] >= 10  # long-term memory's records
+        assert "memory_journal" in summary.counts and summary.counts["entities"] >= 1
         with pytest.raises(archive.ArchiveError, match="not empty"):
             await archive.export(old.ledger, old.engine.checkpointer, folder)
     sent_before = outbox(tmp_path / "old")

@@ -260,3 +260,22 @@ async def test_a_store_of_an_older_layout_starts_empty(tmp_path: Path) -> None:
         assert await again.count() == 1
     finally:
         await again.close()
+
+
+async def test_a_failed_write_leaves_the_embedded_store_as_it_was(tmp_path: Path) -> None:
+    memory = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        await put(memory, record(1, "quote for Acme"))
+        # The first vector changes the size (dropping the old ones), the second cannot
+        # be stored: the whole write is rolled back, sizes and all.
+        with pytest.raises(ValueError, match="multiple of 8"):
+            await memory.upsert(
+                [record(2, "new size"), record(3, "bad size")],
+                [hashed("new size", dims=32), hashed("bad size", dims=12)],
+            )
+        assert await memory.count() == 1 and await memory.unembedded(5) == []
+        await put(memory, record(4, "invoice for Globex"))
+        found = await memory.search(Query("globex", hashed("invoice for Globex"), alpha=0.5))
+        assert texts(found)[0] == "invoice for Globex"
+    finally:
+        await memory.close()

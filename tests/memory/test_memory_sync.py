@@ -193,3 +193,42 @@ async def test_a_store_that_comes_back_gets_what_waited(ledger: Ledger, tmp_path
     assert await sync.catch_up() == 3
     assert attempts == 2 and await real.count() == 3
     await store.close()
+
+
+@pytest.mark.postgres
+def test_journal_writers_on_postgresql_commit_in_the_order_of_their_numbers(
+    postgres_database: object,
+) -> None:
+    """Else a reader could move past an entry that commits after a later one."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    from memory.ledger import LedgerTx
+
+    url = postgres_database.url.set(drivername="postgresql+psycopg")  # type: ignore[attr-defined]
+    ledger_setup = Ledger.from_url(postgres_database)  # type: ignore[arg-type]
+    asyncio.run(ledger_setup.setup())
+    asyncio.run(ledger_setup.close())
+    engine = create_engine(url)
+    first, second = engine.connect(), engine.connect()
+    try:
+        first.begin()
+        LedgerTx(first).journal([journaled(1, "first")])  # takes seq 1, and the turn
+        done = threading.Event()
+
+        def later() -> None:
+            with second.begin():
+                LedgerTx(second).journal([journaled(2, "second")])
+            done.set()
+
+        thread = threading.Thread(target=later)
+        thread.start()
+        assert not done.wait(0.5)  # waits for the first to commit
+        first.commit()
+        assert done.wait(5)
+        thread.join()
+    finally:
+        first.close()
+        second.close()
+        engine.dispose()

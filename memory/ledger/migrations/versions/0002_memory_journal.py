@@ -1,4 +1,4 @@
-"""long-term memory's journal and its cursors
+"""long-term memory's journal, its cursors, and the entities runs are about
 
 Revision ID: 0002
 Revises: 0001
@@ -27,7 +27,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("record_id", sa.String(length=36), nullable=False),
-        sa.Column("entity", sa.String(length=200), nullable=True),
+        sa.Column("entity", sa.Text(), nullable=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column(
             "body",
@@ -41,6 +41,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_memory_journal_entity"), ["entity"], unique=False)
 
     op.create_table(
+        "entities",
+        sa.Column("entity", sa.Text(), nullable=False),
+        sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("entity"),
+    )
+    op.create_table(
         "memory_cursors",
         sa.Column("store", sa.String(length=300), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
@@ -50,6 +56,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("memory_cursors")
+    op.drop_table("entities")
     with op.batch_alter_table("memory_journal", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_memory_journal_entity"))
     op.drop_table("memory_journal")
