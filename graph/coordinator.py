@@ -20,7 +20,7 @@ from graph.definitions import ProcessDefinition
 from graph.digest import daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
 from graph.errors import StewardError
-from graph.history import UNAVAILABLE, History, looks_like_a_question
+from graph.history import UNAVAILABLE, History, looks_like_a_question, plainly_a_question
 from graph.inputs import InputError, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import said_record
@@ -114,12 +114,11 @@ class Coordinator:
         return reply
 
     def _asks_history(self, text: str) -> bool:
-        """A question, and not a request the rules recognise ("can you onboard Jane?")."""
-        return (
-            self.history is not None
-            and looks_like_a_question(text)
-            and self.router.by_rules(text) is None
-        )
+        """A question ("why did we reject the Acme email?"); one that only ends with a
+        question mark must not be a request the rules recognise ("onboard Jane?")."""
+        if self.history is None or not looks_like_a_question(text):
+            return False
+        return plainly_a_question(text) or self.router.by_rules(text) is None
 
     async def _history_question(self, inbound: Inbound, text: str) -> Reply | None:
         """An answer from memory, or None when memory holds nothing about it (the
@@ -349,6 +348,8 @@ class Coordinator:
             inbound.sender.key,
             reply_to={"channel": inbound.sender.channel, "chat_id": inbound.chat_id},
         )
+        if self.history is not None:
+            self.history.entities.forget()  # the run may be about a new client
         reply = Reply().say(f"Started {view.run.process} as run {view.run.id}.")
         return self._describe(view, reply)
 

@@ -54,9 +54,21 @@ class Reading:
     period: str = ""  # "in March 2026", as understood
 
 
+_REQUEST = re.compile(r"^(?:(?:can|could|would|will)\s+(?:you|we)|please|let's|lets)\b", re.I)
+
+
 def looks_like_a_question(text: str) -> bool:
+    """Asked about what happened: it starts as a question does ("what", "when did",
+    "remind me"), or ends with a question mark and is not a request ("can you …?")."""
     stripped = text.strip()
+    if _REQUEST.match(stripped):
+        return False
     return stripped.endswith("?") or bool(_QUESTION_WORDS.match(stripped))
+
+
+def plainly_a_question(text: str) -> bool:
+    """Starts as a question does: not a request, whatever words it uses."""
+    return bool(_QUESTION_WORDS.match(text.strip()))
 
 
 def read_question(

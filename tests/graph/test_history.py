@@ -132,6 +132,8 @@ def test_a_known_client_named_in_a_question_becomes_a_filter(
         ("remind me what Jane said about the logo", True),
         ("Acme paid?", True),
         ("onboard Jane from Acme on the premium package", False),
+        ("can you onboard Jane from Acme?", False),
+        ("please onboard Jane?", False),
         ("do the thing", False),
     ],
 )
@@ -163,8 +165,7 @@ async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_memory(
 
 
 async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Steward) -> None:
-    await start(app, "Globex", "ops@globex.io")  # makes Globex a known client
-    app.coordinator._entities = (0.0, [])  # read the clients again now
+    await start(app, "Globex", "ops@globex.io")  # makes Globex a known client at once
     reply = await send(app, "Globex wants the kickoff moved to Thursday")
     entries = await remembered(app)
     message = next(e for e in entries if e.kind is RecordKind.MESSAGE)
@@ -215,12 +216,16 @@ async def test_a_plain_question_is_answered_from_memory(app: Steward) -> None:
 
 async def test_a_request_phrased_as_a_question_is_carried_out(app: Steward) -> None:
     await rejected_for_premium(app)  # memory holds plenty about onboarding
-    reply = await send(
-        app, "can you onboard Jane from Globex (jane@globex.io) on the premium package?"
-    )
-    assert "Best matching records" not in said(reply)
-    [card] = reply.cards
-    assert "jane@globex.io" in card.summary
+    for request in (
+        "can you onboard Jane from Globex (jane@globex.io) on the premium package?",
+        "onboard Jane from Initech (jane@initech.io) on the premium package?",
+    ):
+        reply = await send(app, request)
+        assert "Best matching records" not in said(reply)
+        [card] = reply.cards
+        assert "jane@" in card.summary
+    # A plain question about the same process is still a question.
+    assert "Best matching records" in said(await send(app, "why did we reject the welcome email?"))
 
 
 async def test_commands_are_not_remembered_even_when_they_fail(app: Steward) -> None:
