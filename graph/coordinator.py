@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
+NOT_SURE = "If you meant me to do something, I'm not sure what you need."
 TURNS_KEPT = 20  # recent turns of a chat in working memory, for a model's context
 TURNS_TTL = 24 * 3600
 TOPIC_SECONDS = 30 * 60  # a message naming no client is about the chat's last one, this fresh
@@ -172,7 +173,7 @@ class Coordinator:
 
     async def _remember_answer(self, inbound: Inbound, about: str | None, reply: Reply) -> None:
         answer = "\n".join(reply.texts).strip()
-        if answer:
+        if answer and NOT_SURE not in answer:  # saying what it can do is not worth finding
             record = said_record(
                 self._source(inbound) + ":reply",
                 RecordKind.REPLY,
@@ -453,8 +454,9 @@ class Coordinator:
         route = self.router.by_rules(text) or await self.router.by_model(text)
         if route is None:
             names = ", ".join(d.name for d in self.catalog)
+            noted = "Noted; ask me about it any time. " if self.history is not None else ""
             return Reply().say(
-                f"I'm not sure what you need. I can run: {names}.\n"
+                f"{noted}{NOT_SURE} I can run: {names}.\n"
                 "Say e.g. /run onboarding, or /help for everything I can do."
             )
         return await self._continue_form(inbound, route.process, route.values)

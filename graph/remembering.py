@@ -75,8 +75,9 @@ def _describe(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | N
         if run is None:
             return None
         text = f"Run {run.id} ({run.process}, {_about(run)}) {ENDED[verb]}"
-        if verb == "failed" and data.get("error"):
-            text += f": {data['error']}"
+        why = data.get("error") or run.error
+        if verb != "succeeded" and why:
+            text += f": {why}"
         return RecordKind.OUTCOME, text + ".", run
     if group == "approval":
         approval = tx.get_approval(event.subject)

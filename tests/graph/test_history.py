@@ -166,19 +166,24 @@ async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_memory(
 
 async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Steward) -> None:
     await start(app, "Globex", "ops@globex.io")  # makes Globex a known client at once
-    reply = await send(app, "Globex wants the kickoff moved to Thursday")
-    entries = await remembered(app)
-    message = next(e for e in entries if e.kind is RecordKind.MESSAGE)
-    assert message.text == "Globex wants the kickoff moved to Thursday"
-    assert message.actor == "telegram:42" and message.chat == "telegram/chat-1"
-    assert message.entity == "client:Globex"
-    answer = next(e for e in entries if e.kind is RecordKind.REPLY)
-    assert answer.text == said(reply) and answer.actor == "steward"
+    noted = await send(app, "Globex prefers calls on Tuesdays")
+    assert said(noted).startswith("Noted; ask me about it any time.")
     # The next message names no client: it is about the one the chat is talking about.
     await send(app, "and Tomasz signs off on the budget, not Rita")
     entries = await remembered(app)
+    message = next(e for e in entries if e.kind is RecordKind.MESSAGE)
+    assert message.text == "Globex prefers calls on Tuesdays"
+    assert message.actor == "telegram:42" and message.chat == "telegram/chat-1"
+    assert message.entity == "client:Globex"
     follow_up = next(e for e in entries if e.text.startswith("and Tomasz"))
     assert follow_up.entity == "client:Globex"
+    # Saying what steward can do is not kept; a real answer is.
+    assert [e for e in entries if e.kind is RecordKind.REPLY] == []
+    await send(app, "/run onboarding")
+    asked = await send(app, "Initech")
+    entries = await remembered(app)
+    answer = next(e for e in entries if e.kind is RecordKind.REPLY)
+    assert answer.text == said(asked) and answer.actor == "steward"
 
 
 # -- answers -----------------------------------------------------------------------------
