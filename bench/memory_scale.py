@@ -107,6 +107,12 @@ def corpus(rng: np.random.Generator, words: list[str], size: int) -> Corpus:
     )
 
 
+def client_name(n: int) -> str:
+    """A client's entity: a name of its own, as real clients have, not a word that every
+    question about clients holds ("client")."""
+    return f"client:Firm {chr(65 + n % 26)}{n:03d}"
+
+
 def records(data: Corpus, start: int, stop: int) -> list[MemoryRecord]:
     return [
         MemoryRecord.create(
@@ -115,7 +121,7 @@ def records(data: Corpus, start: int, stop: int) -> list[MemoryRecord]:
             data.texts[n],
             START + timedelta(seconds=int(data.at[n])),
             actor=ACTORS[data.actor[n]],
-            entity=f"client:Client {data.entity[n]}" if data.entity[n] >= 0 else None,
+            entity=client_name(int(data.entity[n])) if data.entity[n] >= 0 else None,
         )
         for n in range(start, stop)
     ]
@@ -154,7 +160,7 @@ def questions(rng: np.random.Generator, words: list[str], count: int) -> list[As
                 text=" ".join(chosen),
                 vector=vectors[n].tolist(),
                 window=Filters(since=since, until=since + timedelta(seconds=YEAR // 10)),
-                client=Filters(entity=f"client:Client {int(rng.integers(0, CLIENTS))}"),
+                client=Filters(entity=client_name(int(rng.integers(0, CLIENTS)))),
             )
         )
     return asked
