@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from graph.history import named_entity
+from graph.history import KnownEntities
 from memory.embeddings import Embedder, Vector, choose_embedder
 from memory.longterm.embedded import EmbeddedMemory
 from memory.longterm.records import MemoryRecord, Query, RecordKind
@@ -80,7 +80,7 @@ def load(path: Path, tag: bool) -> list[Sample]:
     samples: list[Sample] = []
     for raw in json.loads(path.read_text()):
         sample_id = str(raw["sample_id"])
-        entities: list[str] = list(raw.get("entities", [])) if tag else []
+        known = KnownEntities(list(raw.get("entities", [])) if tag else [])
         conversation: dict[str, Any] = raw["conversation"]
         records: list[MemoryRecord] = []
         dia_ids: dict[str, str] = {}
@@ -93,7 +93,7 @@ def load(path: Path, tag: bool) -> list[Sample]:
             at = parse_when(conversation[f"session_{number}_date_time"])
             about: str | None = None
             for turn in turns:
-                about = named_entity(turn["text"], entities) or about if entities else None
+                about = known.named(turn["text"]) or about if known.entities else None
                 record = MemoryRecord.create(
                     f"{sample_id}:{turn['dia_id']}",
                     RecordKind.MESSAGE,

@@ -8,6 +8,7 @@ with a neutral ``Reply``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,14 +135,25 @@ class Coordinator:
             return None
         if not hits:
             return None
+        history = self.history
+        return await self._history_reply(
+            inbound, text, lambda recent: history.compose(text, hits, utcnow(), recent)
+        )
+
+    async def _history_reply(
+        self,
+        inbound: Inbound,
+        question: str,
+        answer: Callable[[list[dict[str, Any]]], Awaitable[str]],
+    ) -> Reply:
+        """``answer`` given the chat's recent turns; the question and the answer are kept
+        as turns for follow-up questions, not in long-term memory: answers about history
+        would come back as history."""
         turns = self._turns_key(inbound)
-        recent = await self.memory.recent(turns, 6)
-        answer = await self.history.compose(text, hits, utcnow(), recent)
-        # Kept for follow-up questions, not in long-term memory: answers about history
-        # would come back as history.
-        await self._keep_turn(turns, "operator", text, None)
-        await self._keep_turn(turns, "steward", answer, None)
-        return Reply().say(answer)
+        said = await answer(await self.memory.recent(turns, 6))
+        await self._keep_turn(turns, "operator", question, None)
+        await self._keep_turn(turns, "steward", said, None)
+        return Reply().say(said)
 
     async def _remember_said(self, inbound: Inbound, text: str) -> str | None:
         """Journals the operator's words before handling them, so that they ride with
@@ -232,12 +244,10 @@ class Coordinator:
             case "history":
                 if self.history is None:
                     return Reply().say("Long-term memory is not set up here.")
-                turns = self._turns_key(inbound)
-                recent = await self.memory.recent(turns, 6)
-                answer = await self.history.answer(rest, utcnow(), recent)
-                await self._keep_turn(turns, "operator", rest, None)
-                await self._keep_turn(turns, "steward", answer, None)
-                return Reply().say(answer)
+                history = self.history
+                return await self._history_reply(
+                    inbound, rest, lambda recent: history.answer(rest, utcnow(), recent)
+                )
             case "approve":
                 return await self.decide(_one_id(rest, "approve"), True, actor)
             case "reject":

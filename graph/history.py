@@ -12,7 +12,7 @@ import asyncio
 import calendar
 import logging
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from time import monotonic as _monotonic
 from typing import Any
@@ -45,15 +45,6 @@ _QUESTION_WORDS = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Reading:
-    """What a question asks, once its filters are taken out of it."""
-
-    text: str
-    filters: Filters = field(default_factory=Filters)
-    period: str = ""  # "in March 2026", as understood
-
-
 _REQUEST = re.compile(r"^(?:(?:can|could|would|will)\s+(?:you|we)|please|let's|lets)\b", re.I)
 
 
@@ -73,35 +64,33 @@ def plainly_a_question(text: str) -> bool:
 
 def read_question(
     question: str, now: datetime, zone: ZoneInfo, entities: KnownEntities | list[str]
-) -> Reading:
+) -> Filters:
     """Takes the time and the client out of ``question`` as filters."""
     known = entities if isinstance(entities, KnownEntities) else KnownEntities(entities)
     today = now.astimezone(zone).date()
-    since, until, period = _period(question, today)
-    filters = Filters(
+    since, until = _period(question, today)
+    return Filters(
         since=_start_of(since, zone) if since else None,
         until=_start_of(until, zone) if until else None,
         entity=known.named(question),
     )
-    return Reading(question, filters, period)
 
 
-def _period(question: str, today: date) -> tuple[date | None, date | None, str]:
+def _period(question: str, today: date) -> tuple[date | None, date | None]:
     lowered = question.lower()
     monday = today - timedelta(days=today.weekday())
     first = today.replace(day=1)
     if match := _LAST_DAYS.search(lowered):
         count, unit = int(match.group(1)), match.group(2)
         days = count * {"day": 1, "week": 7, "month": 30}[unit]
-        return today - timedelta(days=days - 1), today + timedelta(days=1), match.group(0)
+        return today - timedelta(days=days - 1), today + timedelta(days=1)
     if match := _IN_MONTH.search(lowered):
         month = MONTHS[match.group(1).lower()]
         year = int(match.group(2)) if match.group(2) else today.year
         if not match.group(2) and month > today.month:
             year -= 1  # "in November", asked in March: the last one
         start = date(year, month, 1)
-        end = _next_month(start)
-        return start, end, f"in {calendar.month_name[month]} {year}"
+        return start, _next_month(start)
     phrases: list[tuple[str, date, date]] = [
         ("today", today, today + timedelta(days=1)),
         ("yesterday", today - timedelta(days=1), today),
@@ -114,8 +103,8 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, str]:
     ]
     for phrase, start, end in phrases:
         if re.search(rf"\b{phrase}\b", lowered):
-            return start, end, phrase
-    return None, None, ""
+            return start, end
+    return None, None
 
 
 def _next_month(first: date) -> date:
@@ -181,10 +170,6 @@ def _alternation(names: dict[str, str]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)({choices or '(?!)'})(?:'s)?(?!\w)", re.I)
 
 
-def named_entity(text: str, entities: list[str]) -> str | None:
-    return KnownEntities(entities).named(text)
-
-
 class Entities:
     """The entities the ledger knows, read again at most once a minute."""
 
@@ -220,7 +205,7 @@ class History:
         client's filter is widened when it leaves too few records: not every message
         about a client names it."""
         await self._catch_up()
-        reading = read_question(question, now, self.zone, await self.entities.known())
+        filters = read_question(question, now, self.zone, await self.entities.known())
         vector = None
         if self.embedder is not None:
             try:
@@ -228,10 +213,10 @@ class History:
             except EmbeddingFailed as exc:
                 log.warning("searching by keywords only: %s", exc)
         meaning = vector is not None or self.store.embeds_queries
-        query = Query(question, vector, reading.filters, limit, ALPHA if meaning else 0.0)
+        query = Query(question, vector, filters, limit, ALPHA if meaning else 0.0)
         hits = await self.store.search(query)
-        if reading.filters.entity is not None and len(hits) < limit:
-            wider = replace(query, filters=replace(reading.filters, entity=None))
+        if filters.entity is not None and len(hits) < limit:
+            wider = replace(query, filters=replace(filters, entity=None))
             seen = {hit.record.id for hit in hits}
             hits += [h for h in await self.store.search(wider) if h.record.id not in seen]
         return hits[:limit]

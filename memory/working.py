@@ -153,7 +153,7 @@ class RedisWorkingMemory:
     @classmethod
     async def connect(cls, url: str) -> RedisWorkingMemory:
         """Connects and checks that Redis answers; WorkingMemoryUnavailable if not."""
-        client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        client = _client(url)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
@@ -218,6 +218,10 @@ class RedisWorkingMemory:
         await self.client.aclose()
 
 
+def _client(url: str) -> Redis:
+    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -243,8 +247,7 @@ class Degrading:
         try:
             return cls(await RedisWorkingMemory.connect(url), retry_seconds)
         except WorkingMemoryUnavailable as exc:
-            client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-            degrading = cls(RedisWorkingMemory(client), retry_seconds)
+            degrading = cls(RedisWorkingMemory(_client(url)), retry_seconds)
             degrading._went_down(str(exc))
             return degrading
 

@@ -89,15 +89,6 @@ class Filters:
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
 
-    def matches(self, record: MemoryRecord) -> bool:
-        return (
-            (not self.kinds or record.kind in self.kinds)
-            and (self.entity is None or record.entity == self.entity)
-            and (self.run_id is None or record.run_id == self.run_id)
-            and (self.since is None or record.at >= self.since)
-            and (self.until is None or record.at < self.until)
-        )
-
     @property
     def empty(self) -> bool:
         return self == Filters()

@@ -28,10 +28,8 @@ class HashingEmbedder:
         self.name = name
         self.dims = dims
         self.failing = False
-        self.calls = 0
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        self.calls += 1
         if self.failing:
             raise EmbeddingFailed(f"{self.name}: the model is down")
         return [hashed(text, self.dims) for text in texts]

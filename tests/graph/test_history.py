@@ -91,7 +91,7 @@ def local(day: str) -> datetime:
 def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
     question: str, since: str, until: str
 ) -> None:
-    filters = read_question(question, NOW, BERLIN, ENTITIES).filters
+    filters = read_question(question, NOW, BERLIN, ENTITIES)
     assert (filters.since, filters.until) == (local(since), local(until))
 
 
@@ -99,7 +99,7 @@ def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
     "question", ["what did we quote Globex?", "what did we hear from Jan about the logo?"]
 )
 def test_a_question_without_a_time_has_no_time_filter(question: str) -> None:
-    filters = read_question(question, NOW, BERLIN, ENTITIES).filters
+    filters = read_question(question, NOW, BERLIN, ENTITIES)
     assert filters.since is None and filters.until is None
 
 
@@ -121,7 +121,7 @@ def test_a_question_without_a_time_has_no_time_filter(question: str) -> None:
 def test_a_known_client_named_in_a_question_becomes_a_filter(
     question: str, entity: str | None
 ) -> None:
-    assert read_question(question, NOW, BERLIN, ENTITIES).filters.entity == entity
+    assert read_question(question, NOW, BERLIN, ENTITIES).entity == entity
 
 
 @pytest.mark.parametrize(
