@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -89,6 +90,7 @@ async def steward_home(processes: dict[str, str] | None = None) -> AsyncIterator
             (user_dir / f"{name}.yaml").write_text(text)
         settings = load_settings(home=Path(home), database_url=None, llm_model=None)
         async with Steward.open(settings) as steward:
+            gc.freeze()  # as `steward run` does once it has started
             yield steward
 
 

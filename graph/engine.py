@@ -14,7 +14,8 @@ decision the ledger already holds.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -102,6 +103,31 @@ class _Compiled:
     graph: Graph
 
 
+class RunLocks:
+    """One lock per run, kept only while someone holds it or waits for it: a steward
+    that has run a million runs keeps no million locks."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, run_id: str) -> AsyncIterator[None]:
+        lock, users = self._held.get(run_id) or (asyncio.Lock(), 0)
+        self._held[run_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._held[run_id]
+            if users == 1:
+                del self._held[run_id]
+            else:
+                self._held[run_id] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
 @dataclass
 class ProcessEngine:
     ledger: Ledger
@@ -111,9 +137,7 @@ class ProcessEngine:
     drafter: Drafter
     durability: Durability = "exit"
     _compiled: dict[str, _Compiled] = field(default_factory=dict)
-    _locks: defaultdict[str, asyncio.Lock] = field(
-        default_factory=lambda: defaultdict(asyncio.Lock)
-    )
+    _locks: RunLocks = field(default_factory=lambda: RunLocks())
 
     async def setup(self) -> None:
         """Records every loadable definition version, so runs can always reload theirs."""
@@ -180,7 +204,7 @@ class ProcessEngine:
                 tx.note_entity(about)
 
         await self.ledger.write(record_start)
-        async with self._locks[run.id]:
+        async with self._locks.hold(run.id):
             return await self._advance(run, {"data": dict(run.inputs)})
 
     async def decide(
@@ -230,7 +254,7 @@ class ProcessEngine:
             return Decision(approval, False)
         # A cancel that lands before or during this resume stands: the ledger refuses
         # effects for a cancelled run and never moves it out of cancelled.
-        async with self._locks[run.id]:
+        async with self._locks.hold(run.id):
             view = await self._advance(run, Command(resume=_decision_payload(approval)))
         return Decision(approval, True, view)
 
@@ -310,7 +334,7 @@ class ProcessEngine:
         run = await self.ledger.write(claim)
         if run is None:
             return None
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
             return await self._advance(run, Command(resume=woken))
 
     # -- operator controls -------------------------------------------------------------
@@ -365,7 +389,7 @@ class ProcessEngine:
         the earlier checkpoints stay in its history. Every step from there runs as a new
         visit, so a gate asks again before its action acts again, and an action that
         already acted on its approval is refused rather than repeated."""
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
             run = await self._run(run_id)
             if run.status is RunStatus.RUNNING:
                 raise InvalidState(f"run {run_id} is running; replay it once it stops")
@@ -415,7 +439,7 @@ class ProcessEngine:
         return values
 
     async def cancel(self, run_id: str, actor: str) -> Run:
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
 
             def record_cancel(tx: LedgerTx) -> Run:
                 run = _found(tx.get_run(run_id), run_id)
@@ -430,17 +454,17 @@ class ProcessEngine:
             return await self.ledger.write(record_cancel)
 
     async def pause(self, run_id: str, actor: str) -> Run:
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
             return await self._transition(run_id, RunStatus.WAITING, RunStatus.PAUSED, actor)
 
     async def resume(self, run_id: str, actor: str) -> RunView:
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
             await self._transition(run_id, RunStatus.PAUSED, RunStatus.WAITING, actor)
             return await self.view(run_id)
 
     async def retry(self, run_id: str, actor: str) -> RunView:
         """Continues a failed run from its last checkpoint; done effects are not repeated."""
-        async with self._locks[run_id]:
+        async with self._locks.hold(run_id):
             failed = await self._run(run_id)
             run = await self._transition(
                 run_id, RunStatus.FAILED, RunStatus.RUNNING, actor, error=None, error_class=None
@@ -453,7 +477,7 @@ class ProcessEngine:
         """After a crash: continues every run that was mid-step when the process died."""
         views = []
         for run in await self.ledger.list_runs([RunStatus.RUNNING], limit=10_000):
-            async with self._locks[run.id]:
+            async with self._locks.hold(run.id):
                 views.append(await self._continue(run))
         return views
 

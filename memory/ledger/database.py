@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory.database_url import DatabaseURL
@@ -218,4 +219,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write", True) else "BEGIN")
+        begin = "BEGIN IMMEDIATE" if conn.info.get("write", True) else "BEGIN"
+        driver = conn.connection.driver_connection  # a BEGIN needs nothing SQLAlchemy adds
+        assert driver is not None
+        try:
+            driver.execute(begin)
+        except sqlite3.Error as exc:  # as SQLAlchemy would raise it: "locked" is recognised
+            raise DBAPIError.instance(begin, None, exc, sqlite3.Error) from exc

@@ -29,6 +29,7 @@ from memory.ledger.audit import GENESIS, ChainReport, event_hash, verify_chain
 from memory.ledger.database import Database, open_database
 from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled
 from memory.ledger.migrate import upgrade_to_head
+from memory.ledger.prepared import Prepared
 from memory.ledger.records import (
     Approval,
     ApprovalStatus,
@@ -66,47 +67,62 @@ def utcnow() -> datetime:
 # Hot statements are built once: SQLAlchemy spends more time building a statement with
 # .values(...) than SQLite spends running it.
 _AUDIT_HEAD = select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
-_AUDIT_HEAD_LOCKED = _AUDIT_HEAD.with_for_update()
-_INSERT_AUDIT = insert(t.audit_events).returning(t.audit_events.c.seq)
-_MOVE_HEAD = (
+_READ_HEAD = Prepared(_AUDIT_HEAD)
+_READ_HEAD_LOCKED = Prepared(_AUDIT_HEAD.with_for_update())
+_INSERT_AUDIT = Prepared(insert(t.audit_events).returning(t.audit_events.c.seq))
+_MOVE_HEAD = Prepared(
     update(t.audit_head)
     .where(t.audit_head.c.id == 1)
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 )
-_INSERT_RUN = insert(t.runs)
-_GET_RUN = select(t.runs).where(t.runs.c.id == bindparam("run_id"))
+_INSERT_RUN = Prepared(insert(t.runs))
+_GET_RUN = Prepared(select(t.runs).where(t.runs.c.id == bindparam("run_id")))
+_RUN_STATUS = Prepared(select(t.runs.c.status).where(t.runs.c.id == bindparam("run_id")))
 # Runs the daily list looks at: not yet over.
 OPEN_STATUSES = (RunStatus.WAITING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.PAUSED)
 _UPDATE_RUN = update(t.runs).where(t.runs.c.id == bindparam("run_id"))
-_INSERT_STEP = insert(t.steps)
-_INSERT_APPROVAL = insert(t.approvals)
-_GET_APPROVAL = select(t.approvals).where(t.approvals.c.id == bindparam("approval_id"))
-_GATE_APPROVAL = select(t.approvals).where(
-    t.approvals.c.run_id == bindparam("run_id"),
-    t.approvals.c.step_id == bindparam("step_id"),
-    t.approvals.c.visit == bindparam("visit"),
+_MOVE_RUN = Prepared(_UPDATE_RUN)
+_MOVE_RUNNING_RUN = Prepared(_UPDATE_RUN.where(t.runs.c.status == RunStatus.RUNNING.value))
+_INSERT_STEP = Prepared(insert(t.steps))
+_INSERT_APPROVAL = Prepared(insert(t.approvals))
+_GET_APPROVAL = Prepared(select(t.approvals).where(t.approvals.c.id == bindparam("approval_id")))
+_GATE_APPROVAL = Prepared(
+    select(t.approvals).where(
+        t.approvals.c.run_id == bindparam("run_id"),
+        t.approvals.c.step_id == bindparam("step_id"),
+        t.approvals.c.visit == bindparam("visit"),
+    )
 )
-_INSERT_TIMER = insert(t.timers)
-_GET_TIMER = select(t.timers).where(t.timers.c.key == bindparam("timer_key"))
-_INSERT_INBOX = insert(t.inbox).returning(t.inbox.c.id)
+_INSERT_TIMER = Prepared(insert(t.timers))
+_GET_TIMER = Prepared(select(t.timers).where(t.timers.c.key == bindparam("timer_key")))
+_INSERT_INBOX = Prepared(insert(t.inbox).returning(t.inbox.c.id))
+_GET_EFFECT = Prepared(select(t.idempotency).where(t.idempotency.c.key == bindparam("effect_key")))
+_INSERT_EFFECT = Prepared(insert(t.idempotency))
+_UPDATE_EFFECT = Prepared(
+    update(t.idempotency).where(t.idempotency.c.key == bindparam("effect_key"))
+)
 _AUDIT_AFTER = (
     select(t.audit_events)
     .where(t.audit_events.c.seq > bindparam("after_seq"))
     .order_by(t.audit_events.c.seq)
 )
 # A record whose id is in the journal already stays as it is.
-_JOURNAL_SQLITE = sqlite_insert(t.memory_journal).on_conflict_do_nothing(
-    index_elements=["record_id"]
+_JOURNAL_SQLITE = Prepared(
+    sqlite_insert(t.memory_journal).on_conflict_do_nothing(index_elements=["record_id"])
 )
-_JOURNAL_POSTGRESQL = postgresql_insert(t.memory_journal).on_conflict_do_nothing(
-    index_elements=["record_id"]
+_JOURNAL_POSTGRESQL = Prepared(
+    postgresql_insert(t.memory_journal).on_conflict_do_nothing(index_elements=["record_id"])
 )
 # Journal writers take turns on PostgreSQL, so that entries commit in the order of their
 # numbers and a reader never moves past one that commits later.
 _JOURNAL_TURN = text("SELECT pg_advisory_xact_lock(7410235)")
-_ENTITY_SQLITE = sqlite_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
-_ENTITY_POSTGRESQL = postgresql_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
-_FINISH_INBOX = update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id"))
+_ENTITY_SQLITE = Prepared(
+    sqlite_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
+)
+_ENTITY_POSTGRESQL = Prepared(
+    postgresql_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
+)
+_FINISH_INBOX = Prepared(update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id")))
 
 
 class LedgerTx:
@@ -121,10 +137,10 @@ class LedgerTx:
         at = at or utcnow()
         # On PostgreSQL appends queue on the head row's lock: one chain, never a fork.
         locked = self.conn.dialect.name == "postgresql"
-        head = self.conn.execute(_AUDIT_HEAD_LOCKED if locked else _AUDIT_HEAD).one()
+        head = (_READ_HEAD_LOCKED if locked else _READ_HEAD).one(self.conn)
         digest = event_hash(head.hash, at, new.actor, new.kind, new.subject, new.data)
-        seq = self.conn.execute(
-            _INSERT_AUDIT,
+        seq = _INSERT_AUDIT.scalar(
+            self.conn,
             {
                 "at": at,
                 "actor": new.actor,
@@ -134,8 +150,8 @@ class LedgerTx:
                 "prev_hash": head.hash,
                 "hash": digest,
             },
-        ).scalar_one()
-        self.conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+        )
+        _MOVE_HEAD.run(self.conn, {"new_seq": seq, "new_hash": digest})
         return AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
 
     def audit_after(self, seq: int, limit: int) -> list[AuditEvent]:
@@ -160,37 +176,37 @@ class LedgerTx:
         ]
         if self.conn.dialect.name == "postgresql":
             self.conn.execute(_JOURNAL_TURN)
-            self.conn.execute(_JOURNAL_POSTGRESQL, rows)
+            _JOURNAL_POSTGRESQL.many(self.conn, rows)
         else:
-            self.conn.execute(_JOURNAL_SQLITE, rows)
+            _JOURNAL_SQLITE.many(self.conn, rows)
 
     def note_entity(self, entity: str) -> None:
         """Records that a run was about ``entity``; known ones stay as they were."""
         postgresql = self.conn.dialect.name == "postgresql"
         statement = _ENTITY_POSTGRESQL if postgresql else _ENTITY_SQLITE
-        self.conn.execute(statement, {"entity": entity, "first_seen": utcnow()})
+        statement.run(self.conn, {"entity": entity, "first_seen": utcnow()})
 
     # -- runs and steps ------------------------------------------------------------------
 
     def insert_run(self, run: Run) -> None:
-        self.conn.execute(_INSERT_RUN, _run_values(run))
+        _INSERT_RUN.run(self.conn, _run_values(run))
 
     def get_run(self, run_id: str) -> Run | None:
-        row = self.conn.execute(_GET_RUN, {"run_id": run_id}).first()
+        row = _GET_RUN.first(self.conn, {"run_id": run_id})
         return _run(row) if row else None
+
+    def run_status(self, run_id: str) -> RunStatus | None:
+        status = _RUN_STATUS.scalar(self.conn, {"run_id": run_id})
+        return RunStatus(status) if status is not None else None
 
     def update_run(self, run_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
-        self.conn.execute(_UPDATE_RUN, {"run_id": run_id, **values})
+        _MOVE_RUN.run(self.conn, {"run_id": run_id, **values})
 
     def update_running_run(self, run_id: str, **values: Any) -> bool:
         """Updates a run only while it is running: a cancel that came first stands."""
         values.setdefault("updated_at", utcnow())
-        result = self.conn.execute(
-            _UPDATE_RUN.where(t.runs.c.status == RunStatus.RUNNING.value),
-            {"run_id": run_id, **values},
-        )
-        return result.rowcount == 1
+        return _MOVE_RUNNING_RUN.run(self.conn, {"run_id": run_id, **values}) == 1
 
     def claim_timer(self, timer_id: int, worker: str, woken: dict[str, Any] | None) -> bool:
         """Takes a pending timer; ``woken`` is kept with it so recovery can replay the wake."""
@@ -207,8 +223,8 @@ class LedgerTx:
 
     def append_steps(self, run_id: str, entries: Sequence[StepEntry]) -> None:
         if entries:
-            self.conn.execute(
-                _INSERT_STEP,
+            _INSERT_STEP.many(
+                self.conn,
                 [
                     {
                         "run_id": run_id,
@@ -226,16 +242,16 @@ class LedgerTx:
     # -- approvals -----------------------------------------------------------------------
 
     def insert_approval(self, approval: Approval) -> None:
-        self.conn.execute(_INSERT_APPROVAL, _approval_values(approval))
+        _INSERT_APPROVAL.run(self.conn, _approval_values(approval))
 
     def get_approval(self, approval_id: str) -> Approval | None:
-        row = self.conn.execute(_GET_APPROVAL, {"approval_id": approval_id}).first()
+        row = _GET_APPROVAL.first(self.conn, {"approval_id": approval_id})
         return _approval(row) if row else None
 
     def approval_for_gate(self, run_id: str, step_id: str, visit: int) -> Approval | None:
-        row = self.conn.execute(
-            _GATE_APPROVAL, {"run_id": run_id, "step_id": step_id, "visit": visit}
-        ).first()
+        row = _GATE_APPROVAL.first(
+            self.conn, {"run_id": run_id, "step_id": step_id, "visit": visit}
+        )
         return _approval(row) if row else None
 
     def cancel_pending_approvals(self, run_id: str) -> list[str]:
@@ -252,8 +268,8 @@ class LedgerTx:
     def add_timer(
         self, key: str, kind: str, due_at: datetime, run_id: str | None, payload: dict[str, Any]
     ) -> None:
-        self.conn.execute(
-            _INSERT_TIMER,
+        _INSERT_TIMER.run(
+            self.conn,
             {
                 "key": key,
                 "kind": kind,
@@ -265,7 +281,7 @@ class LedgerTx:
         )
 
     def timer(self, key: str) -> Timer | None:
-        row = self.conn.execute(_GET_TIMER, {"timer_key": key}).first()
+        row = _GET_TIMER.first(self.conn, {"timer_key": key})
         return _timer(row) if row else None
 
     def cancel_timers(self, run_id: str) -> None:
@@ -276,14 +292,14 @@ class LedgerTx:
         )
 
     def get_effect(self, key: str) -> IdempotencyRecord | None:
-        row = self.conn.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
+        row = _GET_EFFECT.first(self.conn, {"effect_key": key})
         return _effect(row) if row else None
 
     # -- inbox ---------------------------------------------------------------------------
 
     def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
-        self.conn.execute(
-            _FINISH_INBOX, {"inbox_id": inbox_id, "status": status, "handled_at": utcnow()}
+        _FINISH_INBOX.run(
+            self.conn, {"inbox_id": inbox_id, "status": status, "handled_at": utcnow()}
         )
 
 
@@ -514,7 +530,7 @@ class Ledger:
                 "status": "new",
                 "received_at": utcnow(),
             }
-            return int(conn.execute(_INSERT_INBOX, row).scalar_one())
+            return int(_INSERT_INBOX.scalar(conn, row))
 
         try:
             return await self.db.run(accept)
@@ -627,30 +643,28 @@ class Ledger:
         """
 
         def begin(conn: Connection) -> IdempotencyRecord | None:
-            status = conn.execute(select(t.runs.c.status).where(t.runs.c.id == run_id)).scalar()
-            if status == RunStatus.CANCELLED.value:
+            tx = LedgerTx(conn)
+            if tx.run_status(run_id) is RunStatus.CANCELLED:
                 raise RunCancelled(f"run {run_id} was cancelled; {key} was not performed")
-            row = conn.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
-            if row is None:
-                conn.execute(
-                    insert(t.idempotency).values(
-                        key=key,
-                        run_id=run_id,
-                        step_id=step_id,
-                        connector=connector,
-                        status="started",
-                        request=request,
-                        attempts=1,
-                        created_at=utcnow(),
-                    )
+            previous = tx.get_effect(key)
+            if previous is None:
+                _INSERT_EFFECT.run(
+                    conn,
+                    {
+                        "key": key,
+                        "run_id": run_id,
+                        "step_id": step_id,
+                        "connector": connector,
+                        "status": "started",
+                        "request": request,
+                        "attempts": 1,
+                        "created_at": utcnow(),
+                    },
                 )
-                return None
-            previous = _effect(row)
-            if previous.status != "done":
-                conn.execute(
-                    update(t.idempotency)
-                    .where(t.idempotency.c.key == key)
-                    .values(attempts=previous.attempts + 1, status="started")
+            elif previous.status != "done":
+                _UPDATE_EFFECT.run(
+                    conn,
+                    {"effect_key": key, "attempts": previous.attempts + 1, "status": "started"},
                 )
             return previous
 
@@ -664,15 +678,15 @@ class Ledger:
         audit: NewAuditEvent,
     ) -> None:
         def finish(tx: LedgerTx) -> None:
-            tx.conn.execute(
-                update(t.idempotency)
-                .where(t.idempotency.c.key == key)
-                .values(
-                    status="done" if error is None else "failed",
-                    result=result,
-                    error=error,
-                    finished_at=utcnow(),
-                )
+            _UPDATE_EFFECT.run(
+                tx.conn,
+                {
+                    "effect_key": key,
+                    "status": "done" if error is None else "failed",
+                    "result": result,
+                    "error": error,
+                    "finished_at": utcnow(),
+                },
             )
             tx.audit(audit)
 
@@ -877,7 +891,7 @@ class Ledger:
         return float(await self.db.run(lambda c: c.execute(query).scalar_one(), write=False))
 
 
-_DECIDE = (
+_DECIDE = Prepared(
     update(t.approvals)
     .where(t.approvals.c.id == bindparam("approval_id"))
     .where(t.approvals.c.status == ApprovalStatus.PENDING.value)
@@ -899,8 +913,8 @@ def decide(
     ``check`` may refuse a decision that would win (by raising); nothing is written then.
     """
     now = utcnow()
-    won = tx.conn.execute(
-        _DECIDE,
+    won = _DECIDE.first(
+        tx.conn,
         {
             "approval_id": approval_id,
             "status": status.value,
@@ -909,7 +923,7 @@ def decide(
             "reason": reason,
             "edited_text": edited_text,
         },
-    ).first()
+    )
     if won is None:
         approval = tx.get_approval(approval_id)
         return approval, False, tx.get_run(approval.run_id) if approval else None

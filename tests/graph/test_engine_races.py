@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from bot.app import Steward
 from bot.settings import load_settings
+from graph.engine import RunLocks
 from memory.ledger import ApprovalStatus, LedgerTx, RunStatus
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
@@ -61,8 +63,8 @@ def sent(app: Steward) -> list[dict[str, object]]:
 async def test_a_cancel_that_lands_before_the_resume_stops_the_effect(app: Steward) -> None:
     view = await app.engine.start("onboarding", ONBOARD, "cli:a")
     assert view.approval is not None
-    lock = app.engine._locks[view.run.id]
-    await lock.acquire()  # hold the run, so the approval waits after recording its decision
+    holding = AsyncExitStack()  # hold the run, so the approval waits after recording its decision
+    await holding.enter_async_context(app.engine._locks.hold(view.run.id))
     deciding = asyncio.create_task(app.engine.decide(view.approval.id, True, "cli:a"))
     for _ in range(500):  # until the decision is recorded
         approval = await app.ledger.get_approval(view.approval.id)
@@ -71,7 +73,7 @@ async def test_a_cancel_that_lands_before_the_resume_stops_the_effect(app: Stewa
         await asyncio.sleep(0.01)
     # Another process cancels the run now, between the decision and the resume.
     await app.ledger.write(lambda tx: tx.update_run(view.run.id, status=RunStatus.CANCELLED.value))
-    lock.release()
+    await holding.aclose()
     decision = await deciding
     assert decision.decided_now and decision.view is not None
     assert decision.view.run.status is RunStatus.CANCELLED
@@ -145,3 +147,31 @@ async def test_a_crash_after_a_wake_was_claimed_is_replayed(app: Steward) -> Non
 
     run = await app.ledger.get_run(view.run.id)
     assert run is not None and run.status is RunStatus.SUCCEEDED  # paid: the loop ended
+
+
+async def test_a_run_lock_lets_one_in_at_a_time_and_is_gone_when_nobody_needs_it() -> None:
+    locks = RunLocks()
+    inside: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with locks.hold("run-1"):
+            inside.append(f"{name} in")
+            await asyncio.sleep(0.01)
+            inside.append(f"{name} out")
+
+    await asyncio.gather(hold("a"), hold("b"), hold("c"))
+    assert inside == ["a in", "a out", "b in", "b out", "c in", "c out"]
+    assert len(locks) == 0
+
+    with pytest.raises(RuntimeError):
+        async with locks.hold("run-2"):
+            raise RuntimeError("the step failed")
+    assert len(locks) == 0
+
+
+async def test_finished_runs_leave_no_locks_behind(app: Steward) -> None:
+    for _ in range(20):
+        view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+        assert view.approval is not None
+        await app.engine.decide(view.approval.id, True, "cli:a")
+    assert len(app.engine._locks) == 0
