@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -87,6 +88,7 @@ async def steward_app(slack: FakeSlackAPI, port: int) -> AsyncIterator[None]:
             Steward.open(settings) as steward,
             Service(steward, configured_channels(steward)),
         ):
+            gc.freeze()  # as `steward run` does once it has started
             yield
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -75,6 +76,7 @@ async def steward_bot(api: FakeBotAPI) -> AsyncIterator[None]:
             Steward.open(settings) as steward,
             Service(steward, configured_channels(steward)),
         ):
+            gc.freeze()  # as `steward run` does once it has started
             yield
 
 
