@@ -137,7 +137,7 @@ class ProcessEngine:
     drafter: Drafter
     durability: Durability = "exit"
     _compiled: dict[str, _Compiled] = field(default_factory=dict)
-    _locks: RunLocks = field(default_factory=lambda: RunLocks())
+    _locks: RunLocks = field(default_factory=RunLocks)
 
     async def setup(self) -> None:
         """Records every loadable definition version, so runs can always reload theirs."""

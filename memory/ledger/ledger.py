@@ -64,8 +64,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# Hot statements are built once: SQLAlchemy spends more time building a statement with
-# .values(...) than SQLite spends running it.
+# Hot statements are built once and prepared (see prepared.py): SQLAlchemy spends more
+# time building and executing a statement than SQLite spends running it.
 _AUDIT_HEAD = select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
 _READ_HEAD = Prepared(_AUDIT_HEAD)
 _READ_HEAD_LOCKED = Prepared(_AUDIT_HEAD.with_for_update())

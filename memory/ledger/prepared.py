@@ -85,7 +85,8 @@ class Prepared:
 
     def rows(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
         """The rows the statement returns (SELECT, or DML with RETURNING)."""
-        plan, cursor = self._execute(conn, params or {})
+        plan = self._plan(conn.dialect, params or {})
+        cursor = _execute(conn, plan, plan.parameters(params or {}))
         try:
             return plan.rows(cursor, conn.dialect)
         finally:
@@ -108,7 +109,8 @@ class Prepared:
 
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> int:
         """Runs a statement that returns no rows; the number of rows it touched."""
-        _, cursor = self._execute(conn, params or {})
+        plan = self._plan(conn.dialect, params or {})
+        cursor = _execute(conn, plan, plan.parameters(params or {}))
         try:
             return int(cursor.rowcount)
         finally:
@@ -116,29 +118,10 @@ class Prepared:
 
     def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Runs the statement once per parameter set (all with the same names)."""
-        if not rows:
-            return
-        plan = self._plan(conn.dialect, rows[0])
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        if rows:
+            plan = self._plan(conn.dialect, rows[0])
             batch = [plan.parameters(row) for row in rows]
-            try:
-                cursor.executemany(plan.sql, batch)
-            except conn.dialect.loaded_dbapi.Error as exc:
-                raise _wrapped(exc, plan.sql, batch, conn.dialect) from exc
-        finally:
-            cursor.close()
-
-    def _execute(self, conn: Connection, params: Mapping[str, Any]) -> tuple[_Plan, Any]:
-        plan = self._plan(conn.dialect, params)
-        values = plan.parameters(params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(plan.sql, values)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            cursor.close()
-            raise _wrapped(exc, plan.sql, values, conn.dialect) from exc
-        return plan, cursor
+            _execute(conn, plan, batch, many=True).close()
 
     def _plan(self, dialect: Dialect, params: Mapping[str, Any]) -> _Plan:
         key = (dialect.name, dialect.driver, tuple(params))
@@ -146,6 +129,17 @@ class Prepared:
         if plan is None:
             plan = self._plans[key] = _compile(self.statement, dialect, tuple(params))
         return plan
+
+
+def _execute(conn: Connection, plan: _Plan, values: Any, many: bool = False) -> Any:
+    """Runs ``plan`` on a new cursor of the transaction's connection; the cursor, open."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        (cursor.executemany if many else cursor.execute)(plan.sql, values)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        cursor.close()
+        raise _wrapped(exc, plan.sql, values, conn.dialect) from exc
+    return cursor
 
 
 def _compile(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]) -> _Plan:
@@ -158,8 +152,9 @@ def _compile(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...])
         for name, bind in compiled.binds.items()
         if name not in names and not bind.required
     }
-    for column in [*compiled.insert_prefetch, *compiled.update_prefetch]:
-        default = column.default if column in compiled.insert_prefetch else column.onupdate
+    prefetched = [(column, column.default) for column in compiled.insert_prefetch]
+    prefetched += [(column, column.onupdate) for column in compiled.update_prefetch]
+    for column, default in prefetched:
         if default is None or not default.is_scalar:
             raise ValueError(f"cannot prepare {column}'s default: pass a value for it")
         defaults[column.key] = default.arg  # type: ignore[attr-defined]
