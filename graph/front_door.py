@@ -29,20 +29,25 @@ class FrontDoor:
     coordinator: Coordinator
 
     async def receive(self, inbound: Inbound) -> Reply | None:
-        """Stores the delivery durably, then handles it. None for a duplicate delivery."""
-        inbox_id = await self.accept(inbound)
+        """Stores the delivery, then handles it. None for a duplicate delivery.
+
+        The sender hears nothing until the handling is over, so the delivery's record
+        need not wait for the disk on its own: the handling's first write, or the reply
+        after a handling that wrote nothing, is what the sender learns of.
+        """
+        inbox_id = await self.accept(inbound, durable=False)
         if inbox_id is None:
             return None
         return await self.handle_stored(inbox_id, inbound)
 
-    async def accept(self, inbound: Inbound) -> int | None:
+    async def accept(self, inbound: Inbound, durable: bool = True) -> int | None:
         """Stores the delivery in the durable inbox; None when it is a duplicate.
 
         A channel whose platform must be told "delivered" calls this first, tells the
         platform, then calls ``handle_stored``; a crash in between is recovered on restart.
         """
         return await self.ledger.accept_inbound(
-            inbound.sender.channel, inbound.external_id, inbound.to_payload()
+            inbound.sender.channel, inbound.external_id, inbound.to_payload(), durable
         )
 
     async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:

@@ -14,6 +14,13 @@ caller's batch re-run one transaction each so the failure stays its own.
 Only another process (a ``steward approve`` from a shell) can hold the write lock. The
 loop never waits for it: a batch that finds the database locked runs again on a worker
 thread that waits up to the busy timeout, while the loop goes on.
+
+A write is durable by default: its commit returns once it is on disk. A caller may ask
+for less (``durable=False``) where nobody outside the process can learn of the write
+before a durable commit comes after it: such a commit survives a crash of this process,
+not a power cut, and the next durable commit, whoever makes it, makes it durable too
+(SQLite's WAL and PostgreSQL's WAL are each one log, flushed in order). On SQLite that
+is ``synchronous=NORMAL`` for the commit, on PostgreSQL ``synchronous_commit = off``.
 """
 
 from __future__ import annotations
@@ -37,8 +44,13 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
 class Database(Protocol):
-    async def run(self, fn: Callable[[Connection], T], write: bool = True) -> T:
-        """Runs ``fn`` in one transaction: committed if it returns, rolled back if it raises."""
+    async def run(
+        self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
+    ) -> T:
+        """Runs ``fn`` in one transaction: committed if it returns, rolled back if it raises.
+
+        ``durable=False``: the commit does not wait for the disk (see the module docstring).
+        """
         ...
 
     async def close(self) -> None: ...
@@ -57,12 +69,22 @@ class AsyncPostgres:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def run(self, fn: Callable[[Connection], T], write: bool = True) -> T:
+    async def run(
+        self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
+    ) -> T:
         async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
+            return await conn.run_sync(fn if durable else _without_waiting_for_disk(fn))
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _without_waiting_for_disk(fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
+    def run(conn: Connection) -> T:
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        return fn(conn)
+
+    return run
 
 
 # -- SQLite: the standard driver, on the loop -------------------------------------------
@@ -72,6 +94,7 @@ class AsyncPostgres:
 class _Queued:
     fn: Callable[[Connection], Any]
     write: bool
+    durable: bool
     done: asyncio.Future[Any]
 
 
@@ -100,10 +123,12 @@ class EmbeddedSqlite:
         """Runs blocking ``fn`` on the worker thread, off the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def run(self, fn: Callable[[Connection], T], write: bool = True) -> T:
+    async def run(
+        self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
+    ) -> T:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Queued(fn, write, done))
+        self._queue.append(_Queued(fn, write, write and durable, done))
         if not self._draining:
             self._draining = True
             self._drainer = loop.create_task(self._drain())
@@ -141,8 +166,9 @@ class EmbeddedSqlite:
         and its callers' outcome is ``_LOCKED``: nothing of theirs ran.
         """
         write = any(q.write for q in batch)
+        durable = any(q.durable for q in batch)
         try:
-            conn = self._open(write, patient)
+            conn = self._open(write, durable, patient)
         except Exception as exc:
             if not patient and _is_locked(exc):
                 return [_LOCKED] * len(batch)
@@ -160,16 +186,14 @@ class EmbeddedSqlite:
                 return [(False, exc)]
         return [outcome for queued in batch for outcome in self._run_batch([queued], patient)]
 
-    def _open(self, write: bool, patient: bool) -> Connection:
+    def _open(self, write: bool, durable: bool, patient: bool) -> Connection:
         """Begins a transaction on the one connection, kept open between them."""
         if self._conn is None or self._conn.closed:
             self._conn = self.engine.connect()
         wait_ms = SQLITE_BUSY_TIMEOUT_MS if patient else 0
-        if self._conn.info.get("busy_timeout") != wait_ms:
-            driver = self._conn.connection.driver_connection  # no transaction for a pragma
-            assert driver is not None
-            driver.execute(f"PRAGMA busy_timeout={wait_ms}")
-            self._conn.info["busy_timeout"] = wait_ms
+        _set_pragma(self._conn, "busy_timeout", wait_ms)
+        if write:
+            _set_pragma(self._conn, "synchronous", "FULL" if durable else "NORMAL")
         self._conn.info["write"] = write
         self._conn.begin()
         return self._conn
@@ -196,6 +220,15 @@ class EmbeddedSqlite:
             await self._drainer
         self._dispose()
         self._executor.shutdown(wait=True)
+
+
+def _set_pragma(conn: Connection, name: str, value: object) -> None:
+    """Sets a connection's pragma between transactions, where it differs."""
+    if conn.info.get(name) != value:
+        driver = conn.connection.driver_connection  # no transaction for a pragma
+        assert driver is not None
+        driver.execute(f"PRAGMA {name}={value}")
+        conn.info[name] = value
 
 
 def _is_locked(exc: Exception) -> bool:

@@ -54,6 +54,7 @@ Deferred = Callable[["LedgerTx"], None]
 class _Rider:
     write: Deferred
     droppable: bool  # True: losing it is no worse than a crash at this point
+    durable: bool  # False: committed on its own, it need not wait for the disk
 
 
 # Writes deferred in this task until its next transaction (see Ledger.batching).
@@ -351,17 +352,19 @@ class Ledger:
                 pending[:0] = riders
             raise
 
-    def defer(self, write: Deferred, droppable: bool = False) -> bool:
+    def defer(self, write: Deferred, droppable: bool = False, durable: bool = True) -> bool:
         """Queues ``write`` for the next transaction of this ``batching()`` block.
 
         A droppable write is one whose loss is no worse than a crash at that point
-        (a checkpoint: the run recovers from the one before). Returns False outside a
+        (a checkpoint: the run recovers from the one before). A write that is not
+        durable, left to commit at the end of the block, commits without waiting for the
+        disk when nothing durable commits with it. Returns False outside a
         ``batching()`` block: the caller then writes on its own.
         """
         pending = _deferred.get()
         if pending is None:
             return False
-        pending.append(_Rider(write, droppable))
+        pending.append(_Rider(write, droppable, durable))
         return True
 
     @asynccontextmanager
@@ -391,13 +394,14 @@ class Ledger:
     async def _flush(self, riders: list[_Rider]) -> None:
         if riders:
             writes = [rider.write for rider in riders]
+            durable = any(rider.durable for rider in riders)
             riders.clear()
 
             def flush(conn: Connection) -> None:
                 for write in writes:
                     write(LedgerTx(conn))
 
-            await self.db.run(flush)
+            await self.db.run(flush, durable=durable)
 
     @asynccontextmanager
     async def handling(self, inbox_id: int) -> AsyncIterator[None]:
@@ -406,12 +410,14 @@ class Ledger:
         The first ``write`` inside this block marks the inbox item done in the same
         transaction — a crash before it leaves the item to be handled again; a crash
         after it leaves its consequence for run recovery. If the handling writes
-        nothing, the item is marked done when the block ends; if its handler raises,
-        the item is set aside as failed, never replayed in a loop.
+        nothing, the item is marked done when the block ends, without waiting for the
+        disk: only a power cut can lose that mark, and then the item is handled again,
+        which repeats an answer that changed nothing. If its handler raises, the item
+        is set aside as failed, never replayed in a loop.
         """
         outcome = {"status": "done"}
         async with self.batching():
-            self.defer(lambda tx: tx.finish_inbox(inbox_id, outcome["status"]))
+            self.defer(lambda tx: tx.finish_inbox(inbox_id, outcome["status"]), durable=False)
             try:
                 yield
             except Exception:
@@ -518,9 +524,13 @@ class Ledger:
     # -- inbox ---------------------------------------------------------------------------
 
     async def accept_inbound(
-        self, channel: str, external_id: str, payload: dict[str, Any]
+        self, channel: str, external_id: str, payload: dict[str, Any], durable: bool = True
     ) -> int | None:
-        """Stores an inbound update; None when this delivery was stored before."""
+        """Stores an inbound update; None when this delivery was stored before.
+
+        Durable unless the caller says its sender was told nothing of the delivery
+        before its handling commits (see ``Database.run``).
+        """
 
         def accept(conn: Connection) -> int:
             row = {
@@ -533,7 +543,7 @@ class Ledger:
             return int(_INSERT_INBOX.scalar(conn, row))
 
         try:
-            return await self.db.run(accept)
+            return await self.db.run(accept, durable=durable)
         except IntegrityError:
             return None
 

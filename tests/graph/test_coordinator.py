@@ -117,6 +117,32 @@ async def test_approve_button_sends_once_and_a_second_press_changes_nothing(
     assert len(outbox(app)) == 1
 
 
+async def test_what_a_reply_reports_is_on_disk_before_the_reply_leaves(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat that hears nothing until the reply lets its delivery's record ride on the
+    handling's first durable write; a read-only handling's done mark need not wait for
+    the disk at all; a decision and everything after it do."""
+    card = await start(app)
+    commits: list[bool] = []
+    run = app.ledger.db.run
+
+    async def recorded(fn: Any, write: bool = True, durable: bool = True) -> Any:
+        if write:
+            commits.append(durable)
+        return await run(fn, write, durable)
+
+    monkeypatch.setattr(app.ledger.db, "run", recorded)
+    await send(app, "/runs")
+    assert commits == [False, False]
+
+    commits.clear()
+    await send(app, button=f"approve:{card.approval_id}")
+    assert len(outbox(app)) == 1
+    assert commits[0] is False and len(commits) > 2  # the delivery, then the run's writes
+    assert all(commits[1:])
+
+
 async def test_approve_command_by_id(app: Steward) -> None:
     card = await start(app)
     reply = await send(app, f"/approve {card.approval_id}")

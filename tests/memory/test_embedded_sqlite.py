@@ -95,12 +95,12 @@ async def test_a_lock_met_while_rerunning_a_failed_batch_runs_each_caller_once(
     real_open = db._open
     opened = 0
 
-    def open_or_locked(write: bool, patient: bool) -> Connection:
+    def open_or_locked(write: bool, durable: bool, patient: bool) -> Connection:
         nonlocal opened
         opened += 1
         if locked_now and not patient and opened > 2:  # the second re-run meets the lock
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
-        return real_open(write, patient)
+        return real_open(write, durable, patient)
 
     monkeypatch.setattr(db, "_open", open_or_locked)
 
@@ -121,3 +121,48 @@ async def test_a_lock_met_while_rerunning_a_failed_batch_runs_each_caller_once(
     rows = await db.run(lambda conn: conn.execute(text("select v from t order by v")).all())
     assert [r[0] for r in rows] == ["a", "c"]
     await db.close()
+
+
+async def test_a_write_that_did_not_wait_for_the_disk_survives_a_crash_of_the_process(
+    tmp_path: Path,
+) -> None:
+    """Only a power cut can take it: SIGKILL right after the commit leaves it in the WAL."""
+    path = tmp_path / "ledger.db"
+    crashing = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import asyncio, os, signal\n"
+        "from memory.database_url import DatabaseURL\n"
+        "from memory.ledger import Ledger\n"
+        "async def main():\n"
+        f"    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file({str(path)!r}))\n"
+        "    await ledger.setup()\n"
+        "    await ledger.accept_inbound('console', 'u1', {'text': '/runs'}, durable=False)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "asyncio.run(main())\n",
+        cwd=Path(__file__).parents[2],
+    )
+    assert await crashing.wait() == -9
+    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(path))
+    await ledger.setup()
+    try:
+        assert [i.external_id for i in await ledger.unhandled_inbound()] == ["u1"]
+    finally:
+        await ledger.close()
+
+
+async def test_a_batch_waits_for_the_disk_when_any_of_its_writes_must(tmp_path: Path) -> None:
+    db = EmbeddedSqlite(DatabaseURL.for_sqlite_file(tmp_path / "x.db"))
+
+    def synchronous(conn: Connection) -> Any:
+        return conn.exec_driver_sql("PRAGMA synchronous").scalar()
+
+    try:
+        together = await asyncio.gather(
+            db.run(synchronous, durable=False), db.run(synchronous), db.run(synchronous, False)
+        )
+        assert together == [2, 2, 2]  # one commit for the three: FULL
+        assert await db.run(synchronous, durable=False) == 1  # NORMAL
+        assert await db.run(synchronous, write=False, durable=True) == 1  # a read commits nothing
+    finally:
+        await db.close()

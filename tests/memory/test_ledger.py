@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from memory.ledger import (
     Approval,
@@ -640,3 +640,44 @@ async def test_stop_iteration_in_one_write_does_not_stall_the_others(ledger: Led
     )
     assert isinstance(results[0], RuntimeError)
     assert await ledger.get_run("ok") is not None
+
+
+def _commit_waits_for_disk(conn: Connection) -> bool:
+    if conn.dialect.name == "sqlite":
+        return bool(conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2)  # FULL
+    return bool(conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on")
+
+
+async def test_a_write_may_commit_without_waiting_for_the_disk(ledger: Ledger) -> None:
+    assert await ledger.db.run(_commit_waits_for_disk) is True
+    assert await ledger.db.run(_commit_waits_for_disk, durable=False) is False
+    assert await ledger.db.run(_commit_waits_for_disk) is True  # that one transaction only
+    inbox_id = await ledger.accept_inbound("console", "m5", {"text": "/runs"}, durable=False)
+    assert [i.id for i in await ledger.unhandled_inbound()] == [inbox_id]  # committed all the same
+
+
+async def test_a_handling_that_writes_nothing_is_marked_done_without_waiting_for_the_disk(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits: list[bool] = []
+    run = ledger.db.run
+
+    async def recorded(fn: Any, write: bool = True, durable: bool = True) -> Any:
+        if write:
+            commits.append(durable)
+        return await run(fn, write, durable)
+
+    monkeypatch.setattr(ledger.db, "run", recorded)
+    quiet = await ledger.accept_inbound("console", "m6", {"text": "/runs"})
+    busy = await ledger.accept_inbound("console", "m7", {"text": "/run"})
+    assert quiet is not None and busy is not None
+    assert commits == [True, True]  # a channel's delivery is on disk before it says so
+
+    async with ledger.handling(quiet):
+        pass
+    assert commits[2:] == [False]  # losing the mark repeats an answer that changed nothing
+
+    async with ledger.handling(busy):
+        await ledger.write(lambda tx: tx.insert_run(make_run()))
+    assert commits[3:] == [True]  # the mark rides with the run, on disk
+    assert await ledger.unhandled_inbound() == []
