@@ -46,6 +46,10 @@ WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ("message", "callback_query")
 ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
+# Seconds the poller gives the worker to finish what just came in before it asks for
+# more: the next getUpdates costs the loop what the reply is waiting for, and what comes
+# meanwhile waits at Telegram, durably, and is handled after this batch anyway.
+CATCH_UP = 0.05
 TOAST_LIMIT = 200  # characters Telegram shows in a press's answer
 SEND_ATTEMPTS = 4
 
@@ -224,6 +228,9 @@ class TelegramChannel:
                 for update in updates:
                     await self.take(update)
                     self._offset = update.update_id + 1
+                if updates:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self.queue.idle(), CATCH_UP)
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise

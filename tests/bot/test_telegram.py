@@ -355,12 +355,58 @@ async def test_a_slow_press_is_answered_at_once_and_told_the_outcome_after(
         assert failed_sends(api) == []
 
 
+async def test_a_reply_goes_out_before_the_poller_asks_for_more(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api):
+        api.send_text(OPERATOR, "/processes")
+        await api.wait_for(lambda a: a.sent(OPERATOR))
+        api.send_text(OPERATOR, "/help")  # answers the poll that came after the reply
+        await api.wait_for(lambda a: len(a.sent(OPERATOR)) == 2)
+        first_reply = api.calls_to("sendMessage")[0]
+        first, second = [c for c in api.calls_to("getUpdates") if c.result]
+        assert first.at < first_reply.at < second.at  # the worker went first
+
+
+async def test_a_long_handling_does_not_stop_the_poller_for_long(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        handle = bot.steward.coordinator.handle
+
+        async def slow(inbound: Any) -> Any:
+            await asyncio.sleep(2.0)  # say, a model drafting an email
+            return await handle(inbound)
+
+        bot.steward.door.coordinator.handle = slow  # type: ignore[method-assign]
+        database = bot.steward.settings.home / "steward.db"
+
+        def stored(count: int) -> Any:
+            def check(_: FakeBotAPI) -> bool:
+                with sqlite3.connect(database) as db:
+                    return int(db.execute("select count(*) from inbox").fetchone()[0]) == count
+
+            return check
+
+        api.send_text(OPERATOR, "/processes")
+        await api.wait_for(stored(1))
+        sent_at = time.monotonic()
+        api.send_text(OPERATOR, "/runs")
+        await api.wait_for(stored(2), timeout=5)
+        assert time.monotonic() - sent_at < 1.0  # stored while the first is still handled
+        await bot.settled(api, 2)
+        assert len(api.sent(OPERATOR)) == 2
+
+
 async def test_polling_goes_on_after_the_bot_api_fails(tmp_path: Path, api: FakeBotAPI) -> None:
     async with running(tmp_path / "home", api):
         api.flood("getUpdates", retry_after=0, times=2)
-        api.send_text(OPERATOR, "/processes")
-        await api.wait_for(lambda a: a.sent(OPERATOR), timeout=15)
-        assert [c.status for c in api.calls_to("getUpdates")].count(429) >= 1
+        api.send_text(OPERATOR, "/processes")  # the poll waiting now is answered; the next fail
+        await api.wait_for(
+            lambda a: [c.status for c in a.calls_to("getUpdates")].count(429) == 2, timeout=15
+        )
+        api.send_text(OPERATOR, "/help")
+        await api.wait_for(lambda a: len(a.sent(OPERATOR)) == 2, timeout=15)
 
 
 async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
