@@ -45,10 +45,16 @@ class FrontDoor:
 
         A channel whose platform must be told "delivered" calls this first, tells the
         platform, then calls ``handle_stored``; a crash in between is recovered on restart.
+        With ``durable=False`` the channel may start handling at once, and tells its
+        platform once ``sync()`` returns.
         """
         return await self.ledger.accept_inbound(
             inbound.sender.channel, inbound.external_id, inbound.to_payload(), durable
         )
+
+    async def sync(self) -> None:
+        """Returns once every delivery accepted so far is on disk."""
+        await self.ledger.sync()
 
     async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
         async with self.ledger.handling(inbox_id):

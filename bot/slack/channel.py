@@ -5,9 +5,10 @@ mode (``SLACK_SIGNING_SECRET``; bolt verifies the signature and the timestamp, a
 refused request is audited). Bolt runs each listener before it acknowledges
 (``process_before_response``): a listener only stores the delivery in the inbox, keyed
 by Slack's own id (an event's ``event_id``, an interaction's ``trigger_id``), so a
-request is acknowledged only once it is stored, a retry Slack sends is dropped there,
-and the handling — resuming a run, say — happens after the acknowledgement, in arrival
-order, on one worker. A crash in between is recovered at the next start.
+request is acknowledged only once it is stored on disk, and a retry Slack sends is
+dropped there. The handling — resuming a run, say — happens in arrival order, on one
+worker, and may start while the disk catches up, before the acknowledgement. A crash
+in between is recovered at the next start.
 
 A conversation is a channel, or a thread in one: replies go where the message came from.
 """
@@ -331,12 +332,14 @@ class SlackChannel:
         await self._take(inbound, ack)
 
     async def _take(self, inbound: Inbound, ack: AsyncAck | None = None) -> None:
-        """Stores the delivery, then lets bolt acknowledge it; handling comes after."""
-        inbox_id = await self.door.accept(inbound)
-        if ack is not None:
-            await ack()
+        """Stores the delivery and queues its handling, then lets bolt acknowledge it
+        once it is on disk; the handling starts meanwhile."""
+        inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
             self.queue.put((inbox_id, inbound))
+        await self.door.sync()
+        if ack is not None:
+            await ack()
 
     async def _handle(self, item: tuple[int, Inbound]) -> None:
         inbox_id, inbound = item

@@ -1,11 +1,12 @@
 """The Telegram channel: translates between the Bot API and the neutral message model.
 
-Every update is stored in the durable inbox before Telegram may count it delivered.
-In webhook mode that is before the 200. In polling mode steward runs getUpdates
-itself instead of python-telegram-bot's Updater, which confirms a batch before its
-handlers run: here the offset only moves past updates already in the inbox. Handling
-happens after, in arrival order, on one worker; a crash in between is recovered on
-start, and a delivery Telegram repeats is dropped by the inbox.
+Every update is in the inbox, on disk, before Telegram may count it delivered. In
+webhook mode that is before the 200. In polling mode steward runs getUpdates itself
+instead of python-telegram-bot's Updater, which confirms a batch before its handlers
+run: here the offset only moves past updates already on disk. Handling happens in
+arrival order, on one worker, and may start as soon as an update is stored, while the
+disk catches up; a crash in between is recovered on start, and a delivery Telegram
+repeats is dropped by the inbox.
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ class TelegramChannel:
         backoff = 1.0
         while True:
             try:
+                await self.door.sync()  # the offset confirms what is on disk, no more
                 updates = await self.bot.get_updates(
                     offset=self._offset,
                     timeout=self.poll_timeout,
@@ -255,14 +257,16 @@ class TelegramChannel:
             return web.Response(status=400, text="not a Telegram update")
         await self._ready.wait()  # what a crash left stored goes first
         await self.take(update)  # a failure here is a 500, and Telegram delivers again
+        await self.door.sync()
         return web.Response(text="ok")
 
     async def take(self, update: Update) -> None:
-        """Stores one update in the inbox and queues it for handling."""
+        """Stores one update in the inbox and queues it for handling; Telegram may be
+        told once ``door.sync()`` returns."""
         inbound = inbound_from(update)
         if inbound is None:
             return
-        inbox_id = await self.door.accept(inbound)
+        inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
             self._enqueue(inbox_id, inbound)
 

@@ -21,16 +21,21 @@ before a durable commit comes after it: such a commit survives a crash of this p
 not a power cut, and the next durable commit, whoever makes it, makes it durable too
 (SQLite's WAL and PostgreSQL's WAL are each one log, flushed in order). On SQLite that
 is ``synchronous=NORMAL`` for the commit, on PostgreSQL ``synchronous_commit = off``.
+``sync()`` puts every such commit made so far on disk, for the moment before the outside
+is told: a channel stores a delivery this way, starts handling it, and tells its platform
+"delivered" once ``sync()`` returns, so the disk and the handling work at the same time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -53,6 +58,10 @@ class Database(Protocol):
         """
         ...
 
+    async def sync(self) -> None:
+        """Returns once every commit this process made so far is on disk."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -68,12 +77,30 @@ def open_database(url: DatabaseURL) -> Database:
 class AsyncPostgres:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._lazy = 0  # commits made without waiting for the disk
+        self._synced = 0  # how many of them are known to be on disk
 
     async def run(
         self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
     ) -> T:
         async with self.engine.begin() as conn:
-            return await conn.run_sync(fn if durable else _without_waiting_for_disk(fn))
+            result = await conn.run_sync(fn if durable else _without_waiting_for_disk(fn))
+        if not durable:
+            self._lazy += 1
+        return result
+
+    async def sync(self) -> None:
+        lazy = self._lazy
+        if self._synced < lazy:
+            # A durable commit flushes the WAL up to itself, but only a transaction that
+            # wrote to the WAL gets one: this one writes a message there (no table, and
+            # any role may), which logical decoding would read as steward's, and nothing
+            # else does.
+            async with self.engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "SELECT pg_logical_emit_message(true, 'steward', 'sync')"
+                )
+            self._synced = max(self._synced, lazy)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -118,10 +145,24 @@ class EmbeddedSqlite:
         )
         _configure_sqlite(self.engine)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="steward-ledger")
+        # Syncs wait on their own thread, never behind a write waiting for a lock.
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="steward-ledger-sync")
+        self._wal = Path(f"{url.sqlite_path.absolute()}-wal")
+        self._lazy = 0  # commits made without waiting for the disk
+        self._synced = 0  # how many of them are known to be on disk
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs blocking ``fn`` on the worker thread, off the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def sync(self) -> None:
+        """The WAL is where commits go; syncing it is what a durable commit does. Off the
+        loop, so that the loop goes on meanwhile."""
+        lazy = self._lazy
+        if self._synced < lazy:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._syncer, _sync_file, self._wal)
+            self._synced = max(self._synced, lazy)
 
     async def run(
         self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
@@ -176,6 +217,10 @@ class EmbeddedSqlite:
         try:
             outcomes: list[tuple[bool, Any]] = [(True, q.fn(conn)) for q in batch]
             self._close(conn, commit=write)
+            if write and durable:
+                self._synced = self._lazy  # the WAL is synced up to here
+            elif write:
+                self._lazy += 1
             return outcomes
         except Exception as exc:
             with contextlib.suppress(Exception):
@@ -220,6 +265,18 @@ class EmbeddedSqlite:
             await self._drainer
         self._dispose()
         self._executor.shutdown(wait=True)
+        self._syncer.shutdown(wait=True)
+
+
+def _sync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # no WAL: everything is in the database file, synced
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _set_pragma(conn: Connection, name: str, value: object) -> None:

@@ -329,6 +329,10 @@ class Ledger:
     async def close(self) -> None:
         await self.db.close()
 
+    async def sync(self) -> None:
+        """Returns once every write so far is on disk, those that did not wait included."""
+        await self.db.sync()
+
     async def write(self, fn: Callable[[LedgerTx], T]) -> T:
         """Runs ``fn`` as one transaction: all of its writes commit together, or none.
 

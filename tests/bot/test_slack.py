@@ -27,6 +27,7 @@ from bot.settings import load_settings
 from bot.slack import SlackChannel, SlackUnavailable
 from graph.front_door import REFUSAL
 from graph.messages import Reply
+from tests.bot.disk import DiskWatch
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
 
@@ -207,7 +208,9 @@ async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: Fak
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
         event = slack.message_event(OPERATOR, START)
+        disk = DiskWatch(bot.steward.ledger)
         assert (await slack.post_event(bot.url, event))[0] == 200
+        assert disk.on_disk_by(time.monotonic()) == {event["event_id"]}  # before the ack
         for attempt in (1, 2):
             status, _ = await slack.post_event(bot.url, event, retry_num=attempt)
             assert status == 200

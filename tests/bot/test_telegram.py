@@ -28,6 +28,7 @@ from bot.telegram import TelegramChannel
 from bot.telegram.channel import inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Reply
+from tests.bot.disk import DiskWatch
 from tests.fakes.bot_api import FakeBotAPI
 from tests.net import free_port
 
@@ -321,7 +322,9 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
         assert await bot.steward.door.stored("telegram") == []  # nothing was even stored
         assert api.sent(OPERATOR) == []
 
+        disk = DiskWatch(bot.steward.ledger)
         assert await api.deliver_webhook(update, secret=SECRET) == 200
+        assert str(update["update_id"]) in disk.on_disk_by(time.monotonic())  # before the 200
         await api.wait_for(lambda a: a.sent(OPERATOR))
         assert await api.deliver_webhook(update, secret=SECRET) == 200  # Telegram retried
         await bot.settled(api, 1)
@@ -396,6 +399,23 @@ async def test_a_long_handling_does_not_stop_the_poller_for_long(
         assert time.monotonic() - sent_at < 1.0  # stored while the first is still handled
         await bot.settled(api, 2)
         assert len(api.sent(OPERATOR)) == 2
+
+
+async def test_the_offset_moves_past_an_update_only_once_it_is_on_disk(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        disk = DiskWatch(bot.steward.ledger)
+        for sent, text in enumerate(("/processes", "/runs", "/help"), start=1):
+            api.send_text(OPERATOR, text)
+            await api.wait_for(lambda a, n=sent: len(a.sent(OPERATOR)) == n)  # type: ignore[misc]
+        api.send_text(OPERATOR, "/runs")  # answers the poll that confirms the last three
+        await bot.settled(api, 4)
+        confirming = [c for c in api.calls_to("getUpdates") if c.params.get("offset")]
+        assert len(confirming) >= 3
+        for call in confirming:
+            confirmed = {u for u in disk.stored if int(u) < call.params["offset"]}
+            assert confirmed and confirmed <= disk.on_disk_by(call.at)
 
 
 async def test_polling_goes_on_after_the_bot_api_fails(tmp_path: Path, api: FakeBotAPI) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from memory.database_url import DatabaseURL
-from memory.ledger import Ledger
+from memory.ledger import Ledger, database
 from memory.ledger.database import EmbeddedSqlite
 
 
@@ -166,3 +166,32 @@ async def test_a_batch_waits_for_the_disk_when_any_of_its_writes_must(tmp_path: 
         assert await db.run(synchronous, write=False, durable=True) == 1  # a read commits nothing
     finally:
         await db.close()
+
+
+async def test_sync_puts_the_commits_that_did_not_wait_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    real = database._sync_file
+
+    def recorded(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(database, "_sync_file", recorded)
+    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(tmp_path / "ledger.db"))
+    await ledger.setup()
+    try:
+        await ledger.sync()
+        assert synced == []  # every commit so far waited for the disk itself
+        await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+        await ledger.sync()
+        assert synced == [tmp_path / "ledger.db-wal"] and synced[0].exists()
+        await ledger.sync()
+        assert len(synced) == 1  # nothing new since
+        await ledger.accept_inbound("slack", "e2", {"text": "hi"}, durable=False)
+        await ledger.accept_inbound("slack", "e3", {"text": "hi"})  # syncs the WAL up to here
+        await ledger.sync()
+        assert len(synced) == 1
+    finally:
+        await ledger.close()

@@ -681,3 +681,19 @@ async def test_a_handling_that_writes_nothing_is_marked_done_without_waiting_for
         await ledger.write(lambda tx: tx.insert_run(make_run()))
     assert commits[3:] == [True]  # the mark rides with the run, on disk
     assert await ledger.unhandled_inbound() == []
+
+
+async def test_sync_flushes_what_did_not_wait_for_the_disk(ledger: Ledger) -> None:
+    await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+    if ledger.url.is_sqlite:
+        await ledger.sync()  # the SQLite side is checked in test_embedded_sqlite
+        return
+
+    def lsn(conn: Connection, function: str) -> int:
+        hi, lo = str(conn.exec_driver_sql(f"SELECT {function}()").scalar()).split("/")
+        return int(hi, 16) << 32 | int(lo, 16)
+
+    written = await ledger.db.run(lambda conn: lsn(conn, "pg_current_wal_insert_lsn"), False)
+    await ledger.sync()
+    flushed = await ledger.db.run(lambda conn: lsn(conn, "pg_current_wal_flush_lsn"), False)
+    assert flushed >= written
