@@ -196,7 +196,8 @@ class TelegramChannel:
         await self._stop_polling()
         await self.queue.stop(drain_seconds)
         if self._offset is not None and self.webhook is None:
-            with suppress(TelegramError):  # confirm what is stored: no resend next start
+            with suppress(TelegramError, OSError):  # confirm what is on disk: no resend
+                await self.door.sync()
                 await self.bot.get_updates(offset=self._offset, timeout=0)
         await self._shut()
 

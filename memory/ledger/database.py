@@ -18,7 +18,8 @@ thread that waits up to the busy timeout, while the loop goes on.
 A write is durable by default: its commit returns once it is on disk. A caller may ask
 for less (``durable=False``) where nobody outside the process can learn of the write
 before a durable commit comes after it: such a commit survives a crash of this process,
-not a power cut, and the next durable commit, whoever makes it, makes it durable too
+not one of the machine (or of the PostgreSQL server), and the next durable commit that
+writes anything, whoever makes it, makes it durable too
 (SQLite's WAL and PostgreSQL's WAL are each one log, flushed in order). On SQLite that
 is ``synchronous=NORMAL`` for the commit, on PostgreSQL ``synchronous_commit = off``.
 ``sync()`` puts every such commit made so far on disk, for the moment before the outside
@@ -62,6 +63,11 @@ class Database(Protocol):
         """Returns once every commit this process made so far is on disk."""
         ...
 
+    @property
+    def durable_commits(self) -> int:
+        """How many write transactions that waited for the disk this process committed."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -79,13 +85,20 @@ class AsyncPostgres:
         self.engine = engine
         self._lazy = 0  # commits made without waiting for the disk
         self._synced = 0  # how many of them are known to be on disk
+        self._durable = 0
+
+    @property
+    def durable_commits(self) -> int:
+        return self._durable
 
     async def run(
         self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
     ) -> T:
         async with self.engine.begin() as conn:
             result = await conn.run_sync(fn if durable else _without_waiting_for_disk(fn))
-        if not durable:
+        if write and durable:
+            self._durable += 1
+        elif write:
             self._lazy += 1
         return result
 
@@ -97,6 +110,7 @@ class AsyncPostgres:
             # any role may), which logical decoding would read as steward's, and nothing
             # else does.
             async with self.engine.begin() as conn:
+                await conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
                 await conn.exec_driver_sql(
                     "SELECT pg_logical_emit_message(true, 'steward', 'sync')"
                 )
@@ -147,9 +161,14 @@ class EmbeddedSqlite:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="steward-ledger")
         # Syncs wait on their own thread, never behind a write waiting for a lock.
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="steward-ledger-sync")
-        self._wal = Path(f"{url.sqlite_path.absolute()}-wal")
+        self._disk = _WalSync(url.sqlite_path.absolute())
         self._lazy = 0  # commits made without waiting for the disk
         self._synced = 0  # how many of them are known to be on disk
+        self._durable = 0
+
+    @property
+    def durable_commits(self) -> int:
+        return self._durable
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs blocking ``fn`` on the worker thread, off the loop."""
@@ -157,11 +176,12 @@ class EmbeddedSqlite:
 
     async def sync(self) -> None:
         """The WAL is where commits go; syncing it is what a durable commit does. Off the
-        loop, so that the loop goes on meanwhile."""
+        loop, so that the loop goes on meanwhile. (A durable commit since is no proof:
+        one that changed nothing wrote nothing and synced nothing.)"""
         lazy = self._lazy
         if self._synced < lazy:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._syncer, _sync_file, self._wal)
+            await loop.run_in_executor(self._syncer, self._disk.sync)
             self._synced = max(self._synced, lazy)
 
     async def run(
@@ -218,7 +238,7 @@ class EmbeddedSqlite:
             outcomes: list[tuple[bool, Any]] = [(True, q.fn(conn)) for q in batch]
             self._close(conn, commit=write)
             if write and durable:
-                self._synced = self._lazy  # the WAL is synced up to here
+                self._durable += 1
             elif write:
                 self._lazy += 1
             return outcomes
@@ -263,20 +283,49 @@ class EmbeddedSqlite:
     async def close(self) -> None:
         if self._drainer is not None:
             await self._drainer
+        await self.sync()  # other processes may keep the WAL from being checkpointed now
         self._dispose()
         self._executor.shutdown(wait=True)
         self._syncer.shutdown(wait=True)
 
 
-def _sync_file(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:  # no WAL: everything is in the database file, synced
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class _WalSync:
+    """Puts a SQLite database's WAL on disk as its own durable commit would: the file
+    SQLite writes (symbolic links followed), and the directory that holds it when the
+    file is new. A failed fsync may have dropped what it was to keep, so after one every
+    sync fails: steward must restart and recover from what is on disk."""
+
+    def __init__(self, database: Path) -> None:
+        self._database = database
+        self._synced_file: int | None = None  # the inode last synced, to see a new file
+        self._failed: OSError | None = None
+
+    def sync(self) -> None:
+        if self._failed is not None:
+            raise OSError(
+                f"an earlier fsync of the ledger failed ({self._failed}); what it held may "
+                "not be on disk: restart steward"
+            ) from self._failed
+        database = Path(os.path.realpath(self._database))
+        try:
+            fd = os.open(database.with_name(f"{database.name}-wal"), os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed into the database file and removed
+            fd = os.open(database, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            inode = os.fstat(fd).st_ino
+            if inode != self._synced_file:
+                directory = os.open(database.parent, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+                self._synced_file = inode
+        except OSError as exc:
+            self._failed = exc
+            raise
+        finally:
+            os.close(fd)
 
 
 def _set_pragma(conn: Connection, name: str, value: object) -> None:

@@ -54,11 +54,15 @@ Deferred = Callable[["LedgerTx"], None]
 class _Rider:
     write: Deferred
     droppable: bool  # True: losing it is no worse than a crash at this point
-    durable: bool  # False: committed on its own, it need not wait for the disk
+    durable: Callable[[], bool]  # committed on its own: whether it waits for the disk
 
 
 # Writes deferred in this task until its next transaction (see Ledger.batching).
 _deferred: ContextVar[list[_Rider] | None] = ContextVar("steward_deferred", default=None)
+
+
+def _always() -> bool:
+    return True
 
 
 def utcnow() -> datetime:
@@ -356,19 +360,21 @@ class Ledger:
                 pending[:0] = riders
             raise
 
-    def defer(self, write: Deferred, droppable: bool = False, durable: bool = True) -> bool:
+    def defer(
+        self, write: Deferred, droppable: bool = False, durable: Callable[[], bool] | None = None
+    ) -> bool:
         """Queues ``write`` for the next transaction of this ``batching()`` block.
 
         A droppable write is one whose loss is no worse than a crash at that point
-        (a checkpoint: the run recovers from the one before). A write that is not
-        durable, left to commit at the end of the block, commits without waiting for the
-        disk when nothing durable commits with it. Returns False outside a
+        (a checkpoint: the run recovers from the one before). Left to commit at the end
+        of the block, a write commits without waiting for the disk when ``durable``
+        says so then, and nothing durable commits with it. Returns False outside a
         ``batching()`` block: the caller then writes on its own.
         """
         pending = _deferred.get()
         if pending is None:
             return False
-        pending.append(_Rider(write, droppable, durable))
+        pending.append(_Rider(write, droppable, durable or _always))
         return True
 
     @asynccontextmanager
@@ -398,7 +404,7 @@ class Ledger:
     async def _flush(self, riders: list[_Rider]) -> None:
         if riders:
             writes = [rider.write for rider in riders]
-            durable = any(rider.durable for rider in riders)
+            durable = any(rider.durable() for rider in riders)
             riders.clear()
 
             def flush(conn: Connection) -> None:
@@ -415,13 +421,21 @@ class Ledger:
         transaction — a crash before it leaves the item to be handled again; a crash
         after it leaves its consequence for run recovery. If the handling writes
         nothing, the item is marked done when the block ends, without waiting for the
-        disk: only a power cut can lose that mark, and then the item is handled again,
-        which repeats an answer that changed nothing. If its handler raises, the item
-        is set aside as failed, never replayed in a loop.
+        disk: only a crash of the machine can lose that mark, and then the item is
+        handled again, which repeats an answer that changed nothing. (A durable commit
+        made meanwhile, such as a model call's cost, makes the mark wait too.) If its
+        handler raises, the item is set aside as failed, never replayed in a loop.
         """
         outcome = {"status": "done"}
+        durable_before = self.db.durable_commits
+
+        def wrote_meanwhile() -> bool:
+            return self.db.durable_commits != durable_before
+
         async with self.batching():
-            self.defer(lambda tx: tx.finish_inbox(inbox_id, outcome["status"]), durable=False)
+            self.defer(
+                lambda tx: tx.finish_inbox(inbox_id, outcome["status"]), durable=wrote_meanwhile
+            )
             try:
                 yield
             except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,9 +10,12 @@ from memory.ledger import Ledger
 
 
 class DiskWatch:
-    """Records when each delivery was stored and when each ``sync`` began and ended."""
+    """Records when each delivery was stored and when each ``sync`` began and ended.
 
-    def __init__(self, ledger: Ledger) -> None:
+    ``slow`` seconds are added to every sync, so that a platform told "delivered"
+    before the sync ended hears it measurably before."""
+
+    def __init__(self, ledger: Ledger, slow: float = 0.0) -> None:
         self.stored: dict[str, float] = {}
         self.syncs: list[tuple[float, float]] = []
         accept, sync = ledger.accept_inbound, ledger.db.sync
@@ -24,6 +28,7 @@ class DiskWatch:
 
         async def recorded_sync() -> None:
             began = time.monotonic()
+            await asyncio.sleep(slow)
             await sync()
             self.syncs.append((began, time.monotonic()))
 

@@ -208,7 +208,7 @@ async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: Fak
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
         event = slack.message_event(OPERATOR, START)
-        disk = DiskWatch(bot.steward.ledger)
+        disk = DiskWatch(bot.steward.ledger, slow=0.2)
         assert (await slack.post_event(bot.url, event))[0] == 200
         assert disk.on_disk_by(time.monotonic()) == {event["event_id"]}  # before the ack
         for attempt in (1, 2):

@@ -8,6 +8,9 @@ and lands as soon as the lock is released.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -168,30 +171,78 @@ async def test_a_batch_waits_for_the_disk_when_any_of_its_writes_must(tmp_path: 
         await db.close()
 
 
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The real paths of the files the ledger fsyncs, in order."""
+    files: list[str] = []
+    real = os.fsync
+
+    def recorded(fd: int) -> None:
+        files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(database.os, "fsync", recorded)
+    return files
+
+
 async def test_sync_puts_the_commits_that_did_not_wait_on_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fsynced: list[str]
 ) -> None:
-    synced: list[Path] = []
-    real = database._sync_file
-
-    def recorded(path: Path) -> None:
-        synced.append(path)
-        real(path)
-
-    monkeypatch.setattr(database, "_sync_file", recorded)
     ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(tmp_path / "ledger.db"))
     await ledger.setup()
+    wal = str(tmp_path / "ledger.db-wal")
     try:
         await ledger.sync()
-        assert synced == []  # every commit so far waited for the disk itself
+        assert fsynced == []  # every commit so far waited for the disk itself
         await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
         await ledger.sync()
-        assert synced == [tmp_path / "ledger.db-wal"] and synced[0].exists()
+        assert fsynced == [wal, str(tmp_path)]  # the directory too, the first time
         await ledger.sync()
-        assert len(synced) == 1  # nothing new since
+        assert len(fsynced) == 2  # nothing new since
         await ledger.accept_inbound("slack", "e2", {"text": "hi"}, durable=False)
-        await ledger.accept_inbound("slack", "e3", {"text": "hi"})  # syncs the WAL up to here
+        await ledger.finish_inbound(-1)  # durable, but it changes nothing: no fsync of its own
         await ledger.sync()
-        assert len(synced) == 1
+        assert fsynced[2:] == [wal]
     finally:
         await ledger.close()
+
+
+async def test_sync_follows_a_symbolic_link_to_the_wal_sqlite_writes(
+    tmp_path: Path, fsynced: list[str]
+) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(tmp_path / "link" / "ledger.db"))
+    await ledger.setup()
+    try:
+        await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+        await ledger.sync()
+        assert fsynced[0] == str(tmp_path / "real" / "ledger.db-wal")
+        assert (tmp_path / "real" / "ledger.db-wal").exists()
+    finally:
+        await ledger.close()
+
+
+async def test_after_a_failed_fsync_every_sync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux may drop the pages a failed fsync was to write, and the next fsync then
+    succeeds: nothing may be told "delivered" on the strength of it."""
+    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(tmp_path / "ledger.db"))
+    await ledger.setup()
+    real = os.fsync
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    try:
+        await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+        monkeypatch.setattr(database.os, "fsync", failing)
+        with pytest.raises(OSError, match="Input/output"):
+            await ledger.sync()
+        monkeypatch.setattr(database.os, "fsync", real)
+        with pytest.raises(OSError, match="restart steward"):
+            await ledger.sync()
+    finally:
+        with contextlib.suppress(OSError):
+            await ledger.close()
