@@ -195,11 +195,14 @@ class TelegramChannel:
         finish stays in the inbox for the next start), and closes the connection."""
         await self._stop_polling()
         await self.queue.stop(drain_seconds)
-        if self._offset is not None and self.webhook is None:
-            with suppress(TelegramError, OSError):  # confirm what is on disk: no resend
-                await self.door.sync()
+        try:
+            if self._offset is not None and self.webhook is None:
+                await self.door.sync()  # confirm what is on disk: no resend next start
                 await self.bot.get_updates(offset=self._offset, timeout=0)
-        await self._shut()
+        except Exception as exc:  # it is resent next start, and the inbox drops it
+            log.warning("could not confirm the last updates (%s)", self._redact(exc))
+        finally:
+            await self._shut()
 
     async def _stop_polling(self) -> None:
         if self._poller is not None:

@@ -245,6 +245,8 @@ class EmbeddedSqlite:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self._close(conn, commit=False)
+            if _is_disk_failure(exc):  # SQLite's own fsync may be what failed
+                self._disk.failed = exc
             if not patient and _is_locked(exc):
                 return [_LOCKED] * len(batch)
             if len(batch) == 1:
@@ -281,51 +283,65 @@ class EmbeddedSqlite:
         self.engine.dispose()
 
     async def close(self) -> None:
-        if self._drainer is not None:
-            await self._drainer
-        await self.sync()  # other processes may keep the WAL from being checkpointed now
-        self._dispose()
-        self._executor.shutdown(wait=True)
-        self._syncer.shutdown(wait=True)
+        try:
+            if self._drainer is not None:
+                await self._drainer
+            await self.sync()  # other processes may keep the WAL from being checkpointed
+        finally:
+            self._dispose()
+            self._executor.shutdown(wait=True)
+            self._syncer.shutdown(wait=True)
+            self._disk.close()
 
 
 class _WalSync:
     """Puts a SQLite database's WAL on disk as its own durable commit would: the file
     SQLite writes (symbolic links followed), and the directory that holds it when the
-    file is new. A failed fsync may have dropped what it was to keep, so after one every
-    sync fails: steward must restart and recover from what is on disk."""
+    file is new. A failed fsync of the file may have dropped what it was to keep, so
+    after one every sync fails: steward must restart and recover from what is on disk.
+    (SQLite itself ignores a directory that cannot be synced, and so does this.)"""
 
     def __init__(self, database: Path) -> None:
         self._database = database
-        self._synced_file: int | None = None  # the inode last synced, to see a new file
-        self._failed: OSError | None = None
+        self._held: int | None = None  # the file last synced, held open: a new one shows
+        self.failed: Exception | None = None
 
     def sync(self) -> None:
-        if self._failed is not None:
+        if self.failed is not None:
             raise OSError(
-                f"an earlier fsync of the ledger failed ({self._failed}); what it held may "
+                f"an earlier fsync of the ledger failed ({self.failed}); what it held may "
                 "not be on disk: restart steward"
-            ) from self._failed
+            ) from self.failed
         database = Path(os.path.realpath(self._database))
         try:
             fd = os.open(database.with_name(f"{database.name}-wal"), os.O_RDONLY)
-        except FileNotFoundError:  # checkpointed into the database file and removed
-            fd = os.open(database, os.O_RDONLY)
+        except FileNotFoundError:
+            # Removed only by a checkpoint when the last connection closed, which synced
+            # the database file first. (Never open and close the database file itself: a
+            # close drops every POSIX lock this process holds on it, SQLite's too.)
+            return
         try:
             os.fsync(fd)
-            inode = os.fstat(fd).st_ino
-            if inode != self._synced_file:
-                directory = os.open(database.parent, os.O_RDONLY)
-                try:
-                    os.fsync(directory)
-                finally:
-                    os.close(directory)
-                self._synced_file = inode
         except OSError as exc:
-            self._failed = exc
-            raise
-        finally:
             os.close(fd)
+            self.failed = exc
+            raise
+        if self._held is not None and os.path.sameopenfile(fd, self._held):
+            os.close(fd)
+            return
+        with contextlib.suppress(OSError):
+            directory = os.open(database.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        self.close()
+        self._held = fd
+
+    def close(self) -> None:
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
 
 
 def _set_pragma(conn: Connection, name: str, value: object) -> None:
@@ -335,6 +351,10 @@ def _set_pragma(conn: Connection, name: str, value: object) -> None:
         assert driver is not None
         driver.execute(f"PRAGMA {name}={value}")
         conn.info[name] = value
+
+
+def _is_disk_failure(exc: Exception) -> bool:
+    return isinstance(exc, OperationalError) and "disk I/O error" in str(exc.orig)
 
 
 def _is_locked(exc: Exception) -> bool:

@@ -211,14 +211,16 @@ async def test_sync_follows_a_symbolic_link_to_the_wal_sqlite_writes(
     tmp_path: Path, fsynced: list[str]
 ) -> None:
     (tmp_path / "real").mkdir()
-    (tmp_path / "link").symlink_to(tmp_path / "real")
-    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(tmp_path / "link" / "ledger.db"))
+    (tmp_path / "real" / "ledger.db").touch()
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "ledger.db").symlink_to(tmp_path / "real" / "ledger.db")
+    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(tmp_path / "home" / "ledger.db"))
     await ledger.setup()
     try:
         await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
         await ledger.sync()
+        assert not (tmp_path / "home" / "ledger.db-wal").exists()
         assert fsynced[0] == str(tmp_path / "real" / "ledger.db-wal")
-        assert (tmp_path / "real" / "ledger.db-wal").exists()
     finally:
         await ledger.close()
 
@@ -230,19 +232,37 @@ async def test_after_a_failed_fsync_every_sync_fails(
     succeeds: nothing may be told "delivered" on the strength of it."""
     ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(tmp_path / "ledger.db"))
     await ledger.setup()
+    db = ledger.db
+    assert isinstance(db, EmbeddedSqlite)
     real = os.fsync
 
     def failing(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    try:
-        await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
-        monkeypatch.setattr(database.os, "fsync", failing)
-        with pytest.raises(OSError, match="Input/output"):
-            await ledger.sync()
-        monkeypatch.setattr(database.os, "fsync", real)
-        with pytest.raises(OSError, match="restart steward"):
-            await ledger.sync()
-    finally:
-        with contextlib.suppress(OSError):
-            await ledger.close()
+    await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+    monkeypatch.setattr(database.os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        await ledger.sync()
+    monkeypatch.setattr(database.os, "fsync", real)
+    with pytest.raises(OSError, match="restart steward"):
+        await ledger.sync()
+    with pytest.raises(OSError, match="restart steward"):
+        await ledger.close()
+    assert db._conn is None  # released all the same
+
+
+async def test_a_disk_error_in_sqlites_own_commit_fails_every_later_sync(tmp_path: Path) -> None:
+    db = EmbeddedSqlite(DatabaseURL.for_sqlite_file(tmp_path / "x.db"))
+    await db.run(lambda conn: conn.execute(text("create table t (v text)")))
+    await db.run(lambda conn: conn.execute(text("insert into t values ('a')")), durable=False)
+
+    def commit_failed(conn: Connection) -> None:
+        cause = sqlite3.OperationalError("disk I/O error")
+        raise OperationalError("COMMIT", {}, cause)
+
+    with pytest.raises(OperationalError):
+        await db.run(commit_failed)
+    with pytest.raises(OSError, match="restart steward"):
+        await db.sync()
+    with contextlib.suppress(OSError):
+        await db.close()
