@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,16 +59,38 @@ class Database(Protocol):
         """
         ...
 
+    commits: Commits
+
     async def sync(self) -> None:
         """Returns once every commit this process made so far is on disk."""
         ...
 
-    @property
-    def durable_commits(self) -> int:
-        """How many write transactions that waited for the disk this process committed."""
-        ...
-
     async def close(self) -> None: ...
+
+
+@dataclass
+class Commits:
+    """This process's write commits: those that waited for the disk, those that did not,
+    and how many of the latter a sync has put on disk since. (A durable commit is no
+    proof for the ones before it: one that changed nothing wrote nothing, synced nothing.)
+    """
+
+    durable: int = 0
+    lazy: int = 0
+    synced: int = 0
+
+    def count(self, durable: bool) -> None:
+        if durable:
+            self.durable += 1
+        else:
+            self.lazy += 1
+
+    async def sync(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """Runs ``flush`` if a commit that did not wait may not be on disk yet."""
+        owed = self.lazy
+        if self.synced < owed:
+            await flush()
+            self.synced = max(self.synced, owed)
 
 
 def open_database(url: DatabaseURL) -> Database:
@@ -83,38 +105,27 @@ def open_database(url: DatabaseURL) -> Database:
 class AsyncPostgres:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._lazy = 0  # commits made without waiting for the disk
-        self._synced = 0  # how many of them are known to be on disk
-        self._durable = 0
-
-    @property
-    def durable_commits(self) -> int:
-        return self._durable
+        self.commits = Commits()
 
     async def run(
         self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
     ) -> T:
         async with self.engine.begin() as conn:
             result = await conn.run_sync(fn if durable else _without_waiting_for_disk(fn))
-        if write and durable:
-            self._durable += 1
-        elif write:
-            self._lazy += 1
+        if write:
+            self.commits.count(durable)
         return result
 
     async def sync(self) -> None:
-        lazy = self._lazy
-        if self._synced < lazy:
-            # A durable commit flushes the WAL up to itself, but only a transaction that
-            # wrote to the WAL gets one: this one writes a message there (no table, and
-            # any role may), which logical decoding would read as steward's, and nothing
-            # else does.
-            async with self.engine.begin() as conn:
-                await conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
-                await conn.exec_driver_sql(
-                    "SELECT pg_logical_emit_message(true, 'steward', 'sync')"
-                )
-            self._synced = max(self._synced, lazy)
+        await self.commits.sync(self._flush)
+
+    async def _flush(self) -> None:
+        # A durable commit flushes the WAL up to itself, but only a transaction that
+        # wrote to the WAL gets one: this one writes a message there (no table, and any
+        # role may), which logical decoding would read as steward's, and nothing else does.
+        async with self.engine.begin() as conn:
+            await conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
+            await conn.exec_driver_sql("SELECT pg_logical_emit_message(true, 'steward', 'sync')")
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -162,27 +173,19 @@ class EmbeddedSqlite:
         # Syncs wait on their own thread, never behind a write waiting for a lock.
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="steward-ledger-sync")
         self._disk = _WalSync(url.sqlite_path.absolute())
-        self._lazy = 0  # commits made without waiting for the disk
-        self._synced = 0  # how many of them are known to be on disk
-        self._durable = 0
-
-    @property
-    def durable_commits(self) -> int:
-        return self._durable
+        self.commits = Commits()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs blocking ``fn`` on the worker thread, off the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def sync(self) -> None:
+        await self.commits.sync(self._fsync_wal)
+
+    async def _fsync_wal(self) -> None:
         """The WAL is where commits go; syncing it is what a durable commit does. Off the
-        loop, so that the loop goes on meanwhile. (A durable commit since is no proof:
-        one that changed nothing wrote nothing and synced nothing.)"""
-        lazy = self._lazy
-        if self._synced < lazy:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._syncer, self._disk.sync)
-            self._synced = max(self._synced, lazy)
+        loop, so that the loop goes on meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(self._syncer, self._disk.sync)
 
     async def run(
         self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
@@ -237,10 +240,8 @@ class EmbeddedSqlite:
         try:
             outcomes: list[tuple[bool, Any]] = [(True, q.fn(conn)) for q in batch]
             self._close(conn, commit=write)
-            if write and durable:
-                self._durable += 1
-            elif write:
-                self._lazy += 1
+            if write:
+                self.commits.count(durable)
             return outcomes
         except Exception as exc:
             with contextlib.suppress(Exception):

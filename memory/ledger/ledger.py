@@ -427,10 +427,10 @@ class Ledger:
         handler raises, the item is set aside as failed, never replayed in a loop.
         """
         outcome = {"status": "done"}
-        durable_before = self.db.durable_commits
+        durable_before = self.db.commits.durable
 
         def wrote_meanwhile() -> bool:
-            return self.db.durable_commits != durable_before
+            return self.db.commits.durable != durable_before
 
         async with self.batching():
             self.defer(
