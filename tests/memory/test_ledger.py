@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, func, select
 
+from memory.database_url import DatabaseURL
 from memory.ledger import (
     Approval,
     ApprovalStatus,
@@ -690,18 +691,26 @@ async def test_a_handling_that_writes_nothing_is_marked_done_without_waiting_for
 
 
 async def test_sync_flushes_what_did_not_wait_for_the_disk(ledger: Ledger) -> None:
-    """On PostgreSQL (SQLite's fsyncs are checked in test_embedded_sqlite). The server's
-    WAL writer flushes on its own too, within wal_writer_delay: the check is that the
-    flush has happened by the time sync returns."""
+    """On PostgreSQL (SQLite's fsyncs are checked in test_embedded_sqlite), even where
+    the server's own default is not to wait: the flush has happened when sync returns.
+    (The server's WAL writer flushes on its own too, but within wal_writer_delay.)"""
     if ledger.url.is_sqlite:
         pytest.skip("SQLite's sync is checked file by file in test_embedded_sqlite")
-    await ledger.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+    careless = DatabaseURL(ledger.url.url.update_query_dict({"options": _NO_WAITING}))
+    other = Ledger.from_url(careless)
+    try:
+        await other.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+        written = await other.db.run(lambda conn: _lsn(conn, "pg_current_wal_insert_lsn"), False)
+        await other.sync()
+        flushed = await other.db.run(lambda conn: _lsn(conn, "pg_current_wal_flush_lsn"), False)
+        assert flushed >= written
+    finally:
+        await other.close()
 
-    def lsn(conn: Connection, function: str) -> int:
-        hi, lo = str(conn.exec_driver_sql(f"SELECT {function}()").scalar()).split("/")
-        return int(hi, 16) << 32 | int(lo, 16)
 
-    written = await ledger.db.run(lambda conn: lsn(conn, "pg_current_wal_insert_lsn"), False)
-    await ledger.sync()
-    flushed = await ledger.db.run(lambda conn: lsn(conn, "pg_current_wal_flush_lsn"), False)
-    assert flushed >= written
+_NO_WAITING = "-c synchronous_commit=off"
+
+
+def _lsn(conn: Connection, function: str) -> int:
+    hi, lo = str(conn.exec_driver_sql(f"SELECT {function}()").scalar()).split("/")
+    return int(hi, 16) << 32 | int(lo, 16)
