@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CATCH_UP = 0.05  # seconds a channel lets the worker go first; see InOrder.catch_up
 
 
 class InOrder(Generic[T]):
@@ -34,6 +35,17 @@ class InOrder(Generic[T]):
     async def idle(self) -> None:
         """Returns once everything put so far is handled."""
         await self._queue.join()
+
+    async def catch_up(self) -> None:
+        """Gives the worker up to CATCH_UP seconds to handle what is queued.
+
+        A channel waits for this before it syncs the ledger and tells its platform
+        "delivered": the reply is what the operator waits for, and the platform gives
+        seconds (Slack 3, Telegram more) where the fsync and the next request would
+        otherwise compete with the reply for the one loop.
+        """
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), CATCH_UP)
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
         """Lets the worker finish what is queued, for up to ``drain_seconds``, then stops."""

@@ -333,10 +333,11 @@ class SlackChannel:
 
     async def _take(self, inbound: Inbound, ack: AsyncAck | None = None) -> None:
         """Stores the delivery and queues its handling, then lets bolt acknowledge it
-        once it is on disk; the handling starts meanwhile."""
+        once it is on disk; the handling goes first."""
         inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
             self.queue.put((inbox_id, inbound))
+            await self.queue.catch_up()
         await self.door.sync()
         if ack is not None:
             await ack()

@@ -47,10 +47,6 @@ WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ("message", "callback_query")
 ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
-# Seconds the poller gives the worker to finish what just came in before it asks for
-# more: the next getUpdates costs the loop what the reply is waiting for, and what comes
-# meanwhile waits at Telegram, durably, and is handled after this batch anyway.
-CATCH_UP = 0.05
 TOAST_LIMIT = 200  # characters Telegram shows in a press's answer
 SEND_ATTEMPTS = 4
 
@@ -234,9 +230,8 @@ class TelegramChannel:
                 for update in updates:
                     await self.take(update)
                     self._offset = update.update_id + 1
-                if updates:
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(self.queue.idle(), CATCH_UP)
+                if updates:  # what comes meanwhile waits at Telegram, and after these
+                    await self.queue.catch_up()
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -261,6 +256,7 @@ class TelegramChannel:
             return web.Response(status=400, text="not a Telegram update")
         await self._ready.wait()  # what a crash left stored goes first
         await self.take(update)  # a failure here is a 500, and Telegram delivers again
+        await self.queue.catch_up()
         await self.door.sync()
         return web.Response(text="ok")
 

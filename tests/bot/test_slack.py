@@ -219,6 +219,35 @@ async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: Fak
         assert bot.inbox() == 1
 
 
+async def test_the_reply_goes_first_and_a_long_handling_does_not_hold_the_ack(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+
+        async def at_once() -> None:  # the disk out of the race: the order is the channel's
+            return None
+
+        bot.steward.ledger.db.sync = at_once  # type: ignore[method-assign]
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, "/processes")))[0]
+        acked = time.monotonic()
+        (reply,) = slack.calls_to("chat.postMessage")
+        assert reply.at < acked  # answered before Slack heard "delivered"
+
+        handle = bot.steward.coordinator.handle
+
+        async def slow(inbound: Any) -> Any:
+            await asyncio.sleep(2.0)  # say, a model drafting an email
+            return await handle(inbound)
+
+        bot.steward.door.coordinator.handle = slow  # type: ignore[method-assign]
+        began = time.monotonic()
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, "/runs")))[0]
+        assert time.monotonic() - began < 1.0  # Slack wants its ack within 3 s
+        await bot.channel.idle()
+        assert len(bot_texts(slack, dm)) == 2
+
+
 async def test_a_bad_signature_or_a_stale_timestamp_gets_401_and_an_audit_event(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
