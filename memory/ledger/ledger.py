@@ -14,9 +14,21 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Float, Row, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Float,
+    Row,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -82,6 +94,18 @@ _MOVE_HEAD = Prepared(
 )
 _INSERT_RUN = Prepared(insert(t.runs))
 _GET_RUN = Prepared(select(t.runs).where(t.runs.c.id == bindparam("run_id")))
+
+
+@cache
+def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Prepared:
+    """Runs in these statuses (any, if none), newest first: one prepared statement for
+    each of the few combinations asked for (/runs, /runs all, recovery)."""
+    query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
+    if statuses:  # equalities, not IN: an IN list is rendered at every execution
+        query = query.where(or_(*(t.runs.c.status == status.value for status in statuses)))
+    return Prepared(query)
+
+
 _RUN_STATUS = Prepared(select(t.runs.c.status).where(t.runs.c.id == bindparam("run_id")))
 # Runs the daily list looks at: not yet over.
 OPEN_STATUSES = (RunStatus.WAITING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.PAUSED)
@@ -479,10 +503,8 @@ class Ledger:
     async def list_runs(
         self, statuses: Sequence[RunStatus] | None = None, limit: int | None = 50
     ) -> list[Run]:
-        query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
-        if statuses:
-            query = query.where(t.runs.c.status.in_([s.value for s in statuses]))
-        return await self.db.run(lambda c: [_run(r) for r in c.execute(query)], write=False)
+        query = _runs_newest_first(tuple(statuses or ()), limit)
+        return await self.db.run(lambda c: [_run(r) for r in query.rows(c)], write=False)
 
     async def run_steps(self, run_id: str) -> list[StepEntry]:
         query = select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.seq)
