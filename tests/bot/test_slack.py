@@ -28,6 +28,7 @@ from bot.slack import SlackChannel, SlackUnavailable
 from graph.front_door import REFUSAL
 from graph.messages import Reply
 from tests.bot.disk import DiskWatch
+from tests.bot.slow import slow_down
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
 
@@ -234,13 +235,7 @@ async def test_the_reply_goes_first_and_a_long_handling_does_not_hold_the_ack(
         (reply,) = slack.calls_to("chat.postMessage")
         assert reply.at < acked  # answered before Slack heard "delivered"
 
-        handle = bot.steward.coordinator.handle
-
-        async def slow(inbound: Any) -> Any:
-            await asyncio.sleep(2.0)  # say, a model drafting an email
-            return await handle(inbound)
-
-        bot.steward.door.coordinator.handle = slow  # type: ignore[method-assign]
+        slow_down(bot.steward, 2.0)  # say, a model drafting an email
         began = time.monotonic()
         assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, "/runs")))[0]
         assert time.monotonic() - began < 1.0  # Slack wants its ack within 3 s

@@ -29,6 +29,7 @@ from bot.telegram.channel import inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Reply
 from tests.bot.disk import DiskWatch
+from tests.bot.slow import slow_down
 from tests.fakes.bot_api import FakeBotAPI
 from tests.net import free_port
 
@@ -338,13 +339,7 @@ async def test_a_slow_press_is_answered_at_once_and_told_the_outcome_after(
 ) -> None:
     async with running(tmp_path / "home", api) as bot:
         card = await onboarding_card(api)
-        handle = bot.steward.coordinator.handle
-
-        async def slow(inbound: Any) -> Any:
-            await asyncio.sleep(2.0)  # say, a connector taking its time
-            return await handle(inbound)
-
-        bot.steward.door.coordinator.handle = slow  # type: ignore[method-assign]
+        slow_down(bot.steward, 2.0)  # say, a connector taking its time
         pressed_at = time.monotonic()
         api.press(OPERATOR, card, button(card, "Approve"))
         api.press(OPERATOR, card, button(card, "Approve"))  # impatient: pressed again
@@ -375,13 +370,7 @@ async def test_a_long_handling_does_not_stop_the_poller_for_long(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
     async with running(tmp_path / "home", api) as bot:
-        handle = bot.steward.coordinator.handle
-
-        async def slow(inbound: Any) -> Any:
-            await asyncio.sleep(2.0)  # say, a model drafting an email
-            return await handle(inbound)
-
-        bot.steward.door.coordinator.handle = slow  # type: ignore[method-assign]
+        slow_down(bot.steward, 2.0)  # say, a model drafting an email
         database = bot.steward.settings.home / "steward.db"
 
         def stored(count: int) -> Any:
