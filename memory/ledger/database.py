@@ -23,8 +23,8 @@ writes anything, whoever makes it, makes it durable too
 (SQLite's WAL and PostgreSQL's WAL are each one log, flushed in order). On SQLite that
 is ``synchronous=NORMAL`` for the commit, on PostgreSQL ``synchronous_commit = off``.
 ``sync()`` puts every such commit made so far on disk, for the moment before the outside
-is told: a channel stores a delivery this way, starts handling it, and tells its platform
-"delivered" once ``sync()`` returns, so the disk and the handling work at the same time.
+is told: a channel stores a delivery this way, lets its handling go first, and tells its
+platform "delivered" once ``sync()`` returns, so the reply never waits for the disk.
 """
 
 from __future__ import annotations

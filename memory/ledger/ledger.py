@@ -94,18 +94,6 @@ _MOVE_HEAD = Prepared(
 )
 _INSERT_RUN = Prepared(insert(t.runs))
 _GET_RUN = Prepared(select(t.runs).where(t.runs.c.id == bindparam("run_id")))
-
-
-@cache
-def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Prepared:
-    """Runs in these statuses (any, if none), newest first: one prepared statement for
-    each of the few combinations asked for (/runs, /runs all, recovery)."""
-    query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
-    if statuses:  # equalities, not IN: an IN list is rendered at every execution
-        query = query.where(or_(*(t.runs.c.status == status.value for status in statuses)))
-    return Prepared(query)
-
-
 _RUN_STATUS = Prepared(select(t.runs.c.status).where(t.runs.c.id == bindparam("run_id")))
 # Runs the daily list looks at: not yet over.
 OPEN_STATUSES = (RunStatus.WAITING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.PAUSED)
@@ -152,6 +140,16 @@ _ENTITY_POSTGRESQL = Prepared(
     postgresql_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
 )
 _FINISH_INBOX = Prepared(update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id")))
+
+
+@cache
+def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Prepared:
+    """Runs in these statuses (any, if none), newest first: one prepared statement for
+    each of the few combinations asked for (/runs, /runs all, recovery)."""
+    query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
+    if statuses:  # equalities, not IN: an IN list is rendered at every execution
+        query = query.where(or_(*(t.runs.c.status == status.value for status in statuses)))
+    return Prepared(query)
 
 
 class LedgerTx:
