@@ -25,6 +25,7 @@ from graph.models import LanguageModels
 from graph.routing import Router
 from memory.ledger import ApprovalStatus, RunStatus
 from processes import BUILTIN_DIR
+from tests.memory.commit_log import record_commits
 
 OPERATOR = Sender("telegram", "42", "Olivia")
 STRANGER = Sender("telegram", "666", "Mallory")
@@ -124,15 +125,7 @@ async def test_what_a_reply_reports_is_on_disk_before_the_reply_leaves(
     handling's first durable write; a read-only handling's done mark need not wait for
     the disk at all; a decision and everything after it do."""
     card = await start(app)
-    commits: list[bool] = []
-    run = app.ledger.db.run
-
-    async def recorded(fn: Any, write: bool = True, durable: bool = True) -> Any:
-        if write:
-            commits.append(durable)
-        return await run(fn, write, durable)
-
-    monkeypatch.setattr(app.ledger.db, "run", recorded)
+    commits = record_commits(app.ledger, monkeypatch)
     await send(app, "/runs")
     assert commits == [False, False]
 

@@ -28,6 +28,7 @@ from memory.ledger import (
     Timer,
 )
 from memory.ledger import schema as t
+from tests.memory.commit_log import record_commits
 
 T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -660,15 +661,7 @@ async def test_a_write_may_commit_without_waiting_for_the_disk(ledger: Ledger) -
 async def test_a_handling_that_writes_nothing_is_marked_done_without_waiting_for_the_disk(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commits: list[bool] = []
-    run = ledger.db.run
-
-    async def recorded(fn: Any, write: bool = True, durable: bool = True) -> Any:
-        if write:
-            commits.append(durable)
-        return await run(fn, write, durable)
-
-    monkeypatch.setattr(ledger.db, "run", recorded)
+    commits = record_commits(ledger, monkeypatch)
     quiet = await ledger.accept_inbound("console", "m6", {"text": "/runs"})
     busy = await ledger.accept_inbound("console", "m7", {"text": "/run"})
     assert quiet is not None and busy is not None
