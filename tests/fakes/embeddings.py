@@ -37,5 +37,9 @@ class HashingEmbedder:
     async def embed_query(self, text: str) -> list[float]:
         return (await self.embed([text]))[0]
 
+    async def warm_up(self) -> None:
+        if self.failing:
+            raise EmbeddingFailed(f"{self.name}: the model is down")
+
     async def close(self) -> None:
         return None

