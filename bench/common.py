@@ -80,6 +80,14 @@ def summary(samples_ms: list[float]) -> str:
     )
 
 
+async def as_after_start(steward: Steward) -> None:
+    """As `steward run` is a while after it started: the embedding model loaded (the
+    service only began loading it) and the objects of the start frozen."""
+    if steward.history.embedder is not None:
+        await steward.history.embedder.warm_up()
+    gc.freeze()
+
+
 @asynccontextmanager
 async def steward_home(processes: dict[str, str] | None = None) -> AsyncIterator[Steward]:
     """A fresh steward on embedded SQLite in a temporary home, with extra definitions."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +31,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncSay
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench.common import print_round_trips, round_trip_contest
+from bench.common import as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -88,7 +87,7 @@ async def steward_app(slack: FakeSlackAPI, port: int) -> AsyncIterator[None]:
             Steward.open(settings) as steward,
             Service(steward, configured_channels(steward)),
         ):
-            gc.freeze()  # as `steward run` does once it has started
+            await as_after_start(steward)
             yield
 
 

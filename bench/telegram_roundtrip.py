@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +27,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bench.common import print_round_trips, round_trip_contest
+from bench.common import as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -76,7 +75,7 @@ async def steward_bot(api: FakeBotAPI) -> AsyncIterator[None]:
             Steward.open(settings) as steward,
             Service(steward, configured_channels(steward)),
         ):
-            gc.freeze()  # as `steward run` does once it has started
+            await as_after_start(steward)
             yield
 
 

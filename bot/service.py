@@ -68,9 +68,10 @@ class Service:
             channel.settled_here = functools.partial(self._settle_elsewhere, channel.name)
         self._ticking: asyncio.Task[None] | None = None
         self._feeding: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._warm_up()
+        self._warming = asyncio.create_task(self._warm_up(), name="embedding model")
         if self.hooks is not None or any(channel.needs_http for channel in self.channels):
             for channel in self.channels:
                 channel.mount(self.http)
@@ -91,8 +92,8 @@ class Service:
         self._feeding = asyncio.create_task(self.steward.history.sync.run(), name="memory")
 
     async def _warm_up(self) -> None:
-        """Readies the embedding model before any channel starts: loading a local one
-        stalls the event loop for seconds, which must not fall on the first replies."""
+        """Readies the embedding model while the channels start, so that the first
+        record or question about history need not wait for it to load."""
         embedder = self.steward.history.embedder
         if embedder is None:
             return
@@ -114,7 +115,7 @@ class Service:
         await self.stop()
 
     async def stop(self) -> None:
-        for task in (self._ticking, self._feeding):
+        for task in (self._warming, self._ticking, self._feeding):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):

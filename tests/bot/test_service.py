@@ -1,7 +1,8 @@
-"""The long-running service: what it readies before its channels take messages."""
+"""The long-running service: what it readies while its channels start."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -16,21 +17,21 @@ from tests.fakes.embeddings import HashingEmbedder
 TOKEN = "4242:steward-test-token"
 
 
-class RecordingEmbedder(HashingEmbedder):
-    """Notes how many Bot API calls the channel had made when the model was ready."""
-
-    def __init__(self, api: FakeBotAPI) -> None:
+class SlowToLoad(HashingEmbedder):
+    def __init__(self) -> None:
         super().__init__()
-        self.api = api
-        self.calls_when_ready: int | None = None
+        self.loading = asyncio.Event()
+        self.loaded = asyncio.Event()
 
     async def warm_up(self) -> None:
+        self.loading.set()
+        await asyncio.sleep(0.3)
         await super().warm_up()
-        self.calls_when_ready = len(self.api.calls)
+        self.loaded.set()
 
 
 @pytest.mark.parametrize("loads", [True, False], ids=["model loads", "model fails to load"])
-async def test_the_embedding_model_is_readied_before_any_channel_starts(
+async def test_the_embedding_model_is_readied_while_the_channels_start(
     tmp_path: Path, loads: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with FakeBotAPI(token=TOKEN) as api:
@@ -41,14 +42,16 @@ async def test_the_embedding_model_is_readied_before_any_channel_starts(
             operators="telegram:1001",
         )
         async with Steward.open(settings) as steward:
-            embedder = RecordingEmbedder(api)
+            embedder = SlowToLoad()
             embedder.failing = not loads
             steward.history.embedder = embedder
             with caplog.at_level(logging.WARNING, logger="bot.service"):
                 async with Service(steward, configured_channels(steward)):
                     await api.wait_for(lambda a: a.polls_waiting > 0, timeout=10)
+                    assert embedder.loading.is_set() and not embedder.loaded.is_set()
+                    await asyncio.sleep(0.5)  # polling went on meanwhile
+    assert embedder.loaded.is_set() is loads
     if loads:
-        assert embedder.calls_when_ready == 0  # not one call to Telegram before it
         assert "not ready" not in caplog.text
-    else:  # steward started all the same (it polled); the records wait for the model
+    else:  # steward runs all the same; the records wait for the model
         assert "embedding model not ready, records wait for it" in caplog.text

