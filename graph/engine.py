@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command, Interrupt
+from langgraph.graph import END
+from langgraph.types import Command, Interrupt, StateSnapshot
 
 from connectors.base import ConnectorError
 from graph.catalog import Catalog
@@ -385,10 +386,11 @@ class ProcessEngine:
     async def replay(
         self, run_id: str, from_step: str, changes: dict[str, str], actor: str
     ) -> RunView:
-        """Runs a run again from ``from_step``, with changed inputs, on its own thread:
-        the earlier checkpoints stay in its history. Every step from there runs as a new
-        visit, so a gate asks again before its action acts again, and an action that
-        already acted on its approval is refused rather than repeated."""
+        """Runs a run again from ``from_step``, with changed inputs; the earlier
+        checkpoints stay in its history. Every step from there runs as a new visit, so a
+        gate asks again before its action acts again; an action that already acted on
+        its approval is refused rather than repeated, and one is never replayed with
+        inputs its approval did not show. A decision that lands first goes first."""
         async with self._locks.hold(run_id):
             run = await self._run(run_id)
             if run.status is RunStatus.RUNNING:
@@ -399,13 +401,25 @@ class ProcessEngine:
                 known = ", ".join(step.id for step in definition.steps)
                 raise NotFound(f"{run.process} has no step {from_step!r}; its steps: {known}")
             values = self._changed_inputs(definition, changes)
+            step = definition.step(from_step)
+            if values and isinstance(step, ActionStep):
+                raise InvalidState(
+                    f"{from_step} would act on inputs its approval never showed: "
+                    f"/replay {run_id} {step.gate} with the changes, so that it asks again"
+                )
             snapshot = await compiled.graph.aget_state(_config(run_id))
+            if _cleared_by_replay(snapshot) and snapshot.parent_config is not None:
+                # a replay cut short cleared the run's stops: they are in the one before
+                snapshot = await compiled.graph.aget_state(snapshot.parent_config)
             visits: dict[str, int] = {}
             for pending in snapshot.interrupts:  # the open gate or wait is left behind
                 visits[pending.value["step"]] = pending.value["visit"]
             inputs = {**run.inputs, **values}
 
             def record(tx: LedgerTx) -> Run:
+                if _found(tx.get_run(run_id), run_id).status is RunStatus.RUNNING:
+                    # a decision won the race since the check above: it goes first
+                    raise InvalidState(f"run {run_id} is running; replay it once it stops")
                 cancelled = tx.cancel_pending_approvals(run_id)
                 tx.cancel_timers(run_id)
                 tx.update_run(
@@ -420,7 +434,12 @@ class ProcessEngine:
                 tx.audit(NewAuditEvent(actor, "run.replayed", run_id, detail))
                 return _found(tx.get_run(run_id), run_id)
 
-            replayed = await self.ledger.write(record)
+            # The steps the run stopped or failed at must not run again beside from_step
+            # (a failed action would act at once, before its gate asks again): cleared in
+            # the checkpoint, in the replay's own transaction.
+            async with self.ledger.batching():
+                await compiled.graph.aupdate_state(_config(run_id), None, as_node=END)
+                replayed = await self.ledger.write(record)
             command = Command(goto=from_step, update={"data": values, "visits": visits})
             return await self._advance(replayed, command)
 
@@ -510,6 +529,9 @@ class ProcessEngine:
             return await self._settle(run, compiled, dict(snapshot.values), [pending], [])
         if snapshot.next:
             return await self._advance(run, None)
+        if _cleared_by_replay(snapshot):  # and the process died before it went on
+            interrupted = StewardError(f"the replay was cut short by a restart; /replay {run.id}")
+            return await self._fail(run, interrupted, "error")
         return await self._settle(run, compiled, dict(snapshot.values), [], [])
 
     async def _advance(self, run: Run, command: Any) -> RunView:
@@ -665,6 +687,12 @@ def _new_run(
         updated_at=now,
         reply_to=reply_to,
     )
+
+
+def _cleared_by_replay(snapshot: StateSnapshot) -> bool:
+    """The checkpoint a replay writes to clear the steps a run stopped or failed at:
+    the only state update steward makes."""
+    return snapshot.metadata is not None and snapshot.metadata.get("source") == "update"
 
 
 def _found(run: Run | None, run_id: str) -> Run:

@@ -4,12 +4,15 @@ already acted on its approval is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
 
 from bot.app import Steward
 from bot.cli import _parser
+from connectors.base import DataError
 from graph.engine import InputProblem
 from graph.errors import InvalidState, NotFound
 from memory.ledger import ApprovalStatus, RunStatus
@@ -94,3 +97,95 @@ async def test_replay_in_chat_shows_the_new_card(app: Steward) -> None:  # noqa:
 def test_replay_is_in_the_cli() -> None:
     args, extra = _parser().parse_known_args(["replay", "r1", "--from", "s", "client=X"])
     assert (args.id, args.from_step, [*args.inputs, *extra]) == ("r1", "s", ["client=X"])
+
+
+def refused_once(app: Steward, address_ending: str) -> None:  # noqa: F811
+    """The email connector refuses addresses that end so, as an SMTP server would (550)."""
+    connector = app.engine.effects.connectors.get("email")
+    perform = connector.perform
+
+    async def smtp(action: str, params: dict[str, Any], key: str) -> Any:
+        if str(params["to"]).endswith(address_ending):
+            raise DataError("550 5.1.1 no such mailbox")
+        return await perform(action, params, key)
+
+    connector.perform = smtp  # type: ignore[method-assign]
+
+
+async def test_a_failed_action_waits_for_the_new_approval_before_acting(app: Steward) -> None:  # noqa: F811
+    refused_once(app, ".cm")
+    view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
+    assert view.approval is not None
+    failed = await app.engine.decide(view.approval.id, True, "cli:a")
+    assert failed.view is not None and failed.view.run.status is RunStatus.FAILED
+
+    replayed = await app.engine.replay(
+        view.run.id, "approve_welcome", {"email": "jane@acme.com"}, "cli:a"
+    )
+    # the failed step stayed behind: it did not run beside the gate, with the new address
+    assert replayed.approval is not None and sent(app) == []
+    done = await app.engine.decide(replayed.approval.id, True, "cli:a")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    assert [(e["params"]["to"], e["key"]) for e in sent(app)] == [  # type: ignore[index]
+        ("jane@acme.com", f"{view.run.id}:send_welcome")  # the refused attempt sent nothing
+    ]
+
+
+async def test_an_action_is_not_replayed_with_inputs_its_approval_never_showed(
+    app: Steward,  # noqa: F811
+) -> None:
+    refused_once(app, ".cm")
+    view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:a")
+    with pytest.raises(InvalidState, match=r"/replay .* approve_welcome with the changes"):
+        await app.engine.replay(view.run.id, "send_welcome", {"email": "x@other.com"}, "cli:a")
+    assert sent(app) == []
+
+
+async def test_a_decision_that_wins_the_race_with_a_replay_goes_first(app: Steward) -> None:  # noqa: F811
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    assert view.approval is not None
+    engine, compiled_for = app.engine, app.engine._compiled_for
+    decided: list[asyncio.Task[Any]] = []
+
+    async def decision_lands_meanwhile(version: str) -> Any:
+        if not decided:  # replay has checked the run and not yet written its record
+            assert view.approval is not None
+            decided.append(asyncio.create_task(engine.decide(view.approval.id, True, "tg:1")))
+            for _ in range(400):  # until the decision is in the ledger
+                run = await app.ledger.get_run(view.run.id)
+                if run is not None and run.status is not RunStatus.WAITING:
+                    break
+                await asyncio.sleep(0.005)
+        return await compiled_for(version)
+
+    engine._compiled_for = decision_lands_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(InvalidState, match="is running; replay it once it stops"):
+        await engine.replay(view.run.id, "draft_welcome", {"email": "mallory@evil.com"}, "cli:b")
+    decision = await decided[0]
+    assert decision.decided_now and decision.view.run.status is RunStatus.SUCCEEDED
+    assert [e["params"]["to"] for e in sent(app)] == ["jane@acme.com"]  # type: ignore[index]
+
+
+async def test_a_replay_cut_short_by_a_crash_fails_and_says_to_replay_again(
+    app: Steward,  # noqa: F811
+) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    engine = app.engine
+
+    async def process_dies(run: Any, command: Any) -> Any:  # after the replay's record
+        raise SystemExit("killed")
+
+    engine._advance = process_dies  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        await engine.replay(view.run.id, "draft_welcome", {"email": "jane@acme.io"}, "cli:a")
+    del engine._advance  # the restarted process
+
+    [recovered] = await engine.recover()
+    assert recovered.run.status is RunStatus.FAILED  # not cancelled, not left waiting
+    assert f"/replay {view.run.id}" in (recovered.run.error or "")
+    again = await engine.replay(view.run.id, "draft_welcome", {"email": "jane@acme.io"}, "cli:a")
+    assert (
+        again.approval is not None and again.approval.card["fields"]["Recipient"] == "jane@acme.io"
+    )
