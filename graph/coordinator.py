@@ -342,6 +342,11 @@ class Coordinator:
 
     def decision_reply(self, decision: Decision) -> Reply:
         approval = decision.approval
+        if approval.is_pending:  # escalated at its expiry: asked again, buttons and all
+            reply = Reply().say(
+                f"Nobody answered this in time, so I'm asking again ({approval.id})."
+            )
+            return reply.add(approval_card(approval))
         reply = Reply().add(outcome(approval))
         if not decision.decided_now:
             reply.notice = f"Already decided — {decision_line(approval)}. Nothing changed."
