@@ -53,8 +53,24 @@ def card_messages(card: Card) -> list[Outgoing]:
         escape(f"The whole card for approval {card.approval_id}:", quote=False),
         document=(f"{card.approval_id}.txt", _plain(whole)),
     )
-    text = card.text and fit(card.text, CARD_TEXT_LIMIT) + "\n… (all of it is in the file above)"
-    return [document, Outgoing(_html(_card_lines(card, text, shorten=True)), keyboard)]
+    return [document, Outgoing(_html(_shortened(card)), keyboard)]
+
+
+def _shortened(card: Card) -> list[_Line]:
+    """The card cut to fit one message: each line to FIELD_LIMIT, the text to
+    CARD_TEXT_LIMIT, and then, while it is still too long, the text shorter and the
+    last fields left to the file."""
+    budget, shown = CARD_TEXT_LIMIT, len(card.fields)
+    while True:
+        text = card.text and fit(card.text, budget) + "\n… (all of it is in the file above)"
+        lines = _card_lines(card, text if budget else None, shorten=True, fields=shown)
+        over = length(_plain(lines)) - CARD_LIMIT
+        if over <= 0 or (not budget and not shown):
+            return lines
+        if card.text and budget:
+            budget = max(0, budget - over)
+        else:
+            shown -= 1
 
 
 @dataclass(frozen=True)
@@ -64,16 +80,24 @@ class _Line:
     label: str = ""
 
 
-def _card_lines(card: Card, text: str | None, shorten: bool) -> list[_Line]:
+def _card_lines(
+    card: Card, text: str | None, shorten: bool, fields: int | None = None
+) -> list[_Line]:
+    """The card's lines, with its first ``fields`` fields (all of them by default)."""
+
     def short(value: str) -> str:
         if not shorten or length(value) <= FIELD_LIMIT:
             return value
         return fit(value, FIELD_LIMIT) + " …"
 
+    shown = card.fields[:fields] if fields is not None else card.fields
     lines = [_Line("title", short(card.title)), _Line("", short(card.summary))]
     if card.fields or card.risk:
         lines.append(_Line("", ""))
-        lines += [_Line("field", short(str(value)), short(label)) for label, value in card.fields]
+        lines += [_Line("field", short(str(value)), short(label)) for label, value in shown]
+        if len(shown) < len(card.fields):
+            left = len(card.fields) - len(shown)
+            lines.append(_Line("", f"… {left} more field{'s' * (left > 1)} in the file above"))
     if card.risk:
         lines.append(_Line("field", card.risk, "Risk"))
     if text:

@@ -133,6 +133,22 @@ def test_a_card_whose_fields_are_too_long_still_fits_with_its_buttons() -> None:
     assert "Short text" in shown and message.keyboard is not None
 
 
+def test_a_card_with_many_long_fields_and_a_long_text_still_fits_with_its_buttons() -> None:
+    card = _card("Dear client, " + "lorem ipsum " * 400)
+    fields = [(f"param {n}", f"{n}-" + "x" * 200) for n in range(16)]  # one per action param
+    shown_of = {}
+    for count in (16, 64):
+        many = Card(**{**card.__dict__, "fields": fields * (count // 16)})
+        document, message = card_messages(many)
+        assert document.document is not None and "15-" + "x" * 200 in document.document[1]
+        shown, _ = visible(message.html)
+        assert length(shown) <= MESSAGE_LIMIT and message.keyboard is not None
+        assert "param 0" in shown
+        shown_of[count] = shown
+    assert "Dear client" in shown_of[16] and "more fields" not in shown_of[16]  # text shorter
+    assert "more fields in the file above" in shown_of[64]  # 64 cannot all be shown
+
+
 def test_a_split_never_leaves_a_scrap_at_an_early_boundary() -> None:
     text = "ab\n\n" + "word " * 3000
     parts = split_text(text)
