@@ -11,6 +11,8 @@ from graph.messages import CardOutcome, Reply
 
 # Told of every card a channel settles, so that the other channels settle it too.
 Settled = Callable[[CardOutcome], Awaitable[None]]
+# What the sender hears when handling their message or press failed.
+FAILED = "Something went wrong; it is logged."
 
 
 class ChannelUnavailable(Exception):

@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 
 from bot.card_messages import CardMessages
-from bot.channel import ChannelUnavailable, Settled, news_chats, operator_ids
+from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from bot.pacing import Bucket
@@ -347,9 +348,8 @@ class SlackChannel:
         try:
             reply = await self.door.handle_stored(inbox_id, inbound)
         except Exception:
-            if inbound.button:
-                failed = Reply(private=True).say("Something went wrong; it is logged.")
-                await self.send(inbound.chat_id, failed, inbound)
+            with suppress(Exception):  # the failure itself is what gets logged
+                await self.send(inbound.chat_id, Reply(private=True).say(FAILED), inbound)
             raise
         await self.send(inbound.chat_id, reply, inbound)
 

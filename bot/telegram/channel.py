@@ -28,7 +28,7 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.card_messages import CardMessages
-from bot.channel import ChannelUnavailable, Settled, news_chats, operator_ids
+from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from bot.settings import Settings
@@ -287,8 +287,8 @@ class TelegramChannel:
         try:
             reply = await self.door.handle_stored(inbox_id, inbound)
         except Exception:
-            if press is not None:
-                await self._answer_press(press.query_id, "Something went wrong; it is logged.")
+            with suppress(Exception):  # the failure itself is what gets logged
+                await self.send(inbound.chat_id, Reply().say(FAILED), press)
             raise
         await self.send(inbound.chat_id, reply, press)
 
@@ -300,6 +300,9 @@ class TelegramChannel:
             await self.send(chat_id, reply)
 
     async def send(self, chat_id: str, reply: Reply, press: Press | None = None) -> None:
+        if reply.private and press is not None:  # for the presser's eyes: the press's answer
+            await self._answer_press(press.query_id, " ".join(reply.texts) or reply.notice)
+            return
         answered = press is not None and await self._answer_press(press.query_id, reply.notice)
         if reply.notice and not answered:  # no press, or its spinner was stopped already
             reply = Reply([*reply.items, reply.notice])

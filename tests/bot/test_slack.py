@@ -205,6 +205,20 @@ async def test_a_stranger_gets_an_ephemeral_refusal_and_an_audit_event(
         assert actions(slack.message(slack.dm_channel(OPERATOR), card["ts"]))  # still open
 
 
+async def test_a_message_whose_handling_fails_is_answered_to_its_sender(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+
+        async def broken(inbound: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        bot.steward.coordinator.handle = broken  # type: ignore[method-assign]
+        await say(slack, bot, "/runs")
+        await bot.channel.idle()
+        assert ephemerals(slack, OPERATOR) == ["Something went wrong; it is logged."]
+
+
 async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)

@@ -238,6 +238,38 @@ async def test_a_stranger_is_refused_once_audited_and_never_decides(
         assert {e.actor for e in denied} == {f"telegram:{STRANGER}"}
 
 
+async def test_a_strangers_first_press_is_refused_in_its_answer_not_in_the_chat(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        before = len(api.sent(OPERATOR))
+        api.press(STRANGER, card, button(card, "Approve"))  # a card in a shared chat, say
+        await bot.settled(api, 2)
+
+        (answer,) = api.calls_to("answerCallbackQuery")
+        assert "only work for the operator" in answer.params["text"]
+        assert len(api.sent(OPERATOR)) == before and api.sent(STRANGER) == []
+        assert "reply_markup" in api.message(OPERATOR, card["message_id"])
+
+
+async def test_a_message_whose_handling_fails_is_answered_and_set_aside(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+
+        async def broken(inbound: Any) -> Reply:
+            raise RuntimeError("a bug")
+
+        bot.steward.coordinator.handle = broken  # type: ignore[method-assign]
+        api.send_text(OPERATOR, "/runs")
+        await bot.settled(api, 1)
+
+        assert texts(api) == ["Something went wrong; it is logged."]
+        [item] = await bot.steward.ledger.unhandled_inbound() or [None]
+        assert item is None  # failed, never replayed in a loop
+
+
 async def test_flood_control_429_is_waited_out_and_nothing_is_dropped(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
