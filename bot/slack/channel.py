@@ -31,7 +31,10 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 
 from bot.card_messages import CardMessages
 from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
@@ -62,6 +65,7 @@ SLASH_COMMAND = "/steward"
 PRESSES = re.compile(r"^(approve|reject|edit|details|retry)$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
+SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
 COMMAND_WORDS = {name for name, _ in COMMANDS} | {"skip"}
 WRITTEN = {None, "file_share", "thread_broadcast"}
 NO_ENTRY = {
@@ -123,9 +127,10 @@ class SlackChannel:
         self.client = self.app.client
         self.client.base_url = api_url
         self.client.timeout = 30
-        self.client.retry_handlers.append(
-            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)
-        )
+        self.client.retry_handlers += [
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
+        ]
         self._listen()
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("slack", self._handle)
         self._ready = asyncio.Event()
@@ -476,6 +481,9 @@ class SlackChannel:
                 return next((p for p in posted if p is not None), None)
             log.error("could not post to Slack %s: %s", conversation.channel, error)
             return None
+        except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
+            log.error("could not reach Slack to post in %s: %r", conversation.channel, exc)
+            return None  # the rest of the reply still goes
         return {"channel": response["channel"], "ts": response["ts"]}
 
     async def _whisper(self, conversation: Conversation, user: str, text: str) -> None:

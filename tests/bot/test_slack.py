@@ -219,6 +219,18 @@ async def test_a_message_whose_handling_fails_is_answered_to_its_sender(
         assert ephemerals(slack, OPERATOR) == ["Something went wrong; it is logged."]
 
 
+async def test_a_server_error_from_slack_is_tried_again_and_the_reply_arrives(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        slack.fail("chat.postMessage", 503, times=2)
+        await say(slack, bot, "/runs")
+        await bot.channel.idle()
+        statuses = [call.status for call in slack.calls if call.method == "chat.postMessage"]
+        assert statuses == [503, 503, 200]
+        assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["No runs in progress."]
+
+
 async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)

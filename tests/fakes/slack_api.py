@@ -49,7 +49,8 @@ What it does, as Slack does:
 
 What it adds for tests: every Web API request is a :class:`Call` in
 :attr:`FakeSlackAPI.calls` (arrival time, decoded parameters, status, the answer);
-:meth:`FakeSlackAPI.rate_limit` makes a method answer 429 with ``Retry-After``;
+:meth:`FakeSlackAPI.rate_limit` makes a method answer 429 with ``Retry-After``, and
+:meth:`FakeSlackAPI.fail` makes it answer a server error;
 payload builders (:meth:`~FakeSlackAPI.message_event`, :meth:`~FakeSlackAPI.mention_event`,
 :meth:`~FakeSlackAPI.block_action`, :meth:`~FakeSlackAPI.slash_command`,
 :meth:`~FakeSlackAPI.view_submission`, :meth:`~FakeSlackAPI.view_closed`) return what Slack
@@ -498,6 +499,7 @@ class FakeSlackAPI:
         self._dms: dict[str, str] = {}
         self._send_times: dict[str, list[float]] = {}
         self._rate_limits: dict[str, tuple[int, int]] = {}
+        self._failures: dict[str, tuple[int, int]] = {}
         self._triggers: dict[str, _Trigger] = {}
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._tickets: set[str] = set()
@@ -628,6 +630,12 @@ class FakeSlackAPI:
         and ``{"ok": false, "error": "ratelimited"}``, taking no effect."""
         self._method(method)
         self._rate_limits[method] = (retry_after_seconds, times)
+
+    def fail(self, method: str, status: int = 503, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` answer HTTP ``status`` (a server
+        error) with ``{"ok": false, "error": "service_unavailable"}``, taking no effect."""
+        self._method(method)
+        self._failures[method] = (status, times)
 
     @property
     def socket_connected(self) -> bool:
@@ -1011,6 +1019,10 @@ class FakeSlackAPI:
                 raise SlackAPIError("unknown_method", status=404, req_method=method)
             self._authenticate(method, token)
             _decode_json_params(params)
+            failing = self._failures.get(method)
+            if failing is not None and failing[1] > 0:
+                self._failures[method] = (failing[0], failing[1] - 1)
+                raise SlackAPIError("service_unavailable", status=failing[0])
             limited = self._rate_limits.get(method)
             if limited is not None and limited[1] > 0:
                 retry_after, times = limited
