@@ -28,7 +28,7 @@ from bot.slack import SlackChannel, SlackUnavailable
 from graph.front_door import REFUSAL
 from graph.messages import Reply
 from tests.bot.disk import DiskWatch
-from tests.bot.slow import slow_down
+from tests.bot.handling import break_down, slow_down
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
 
@@ -209,11 +209,7 @@ async def test_a_message_whose_handling_fails_is_answered_to_its_sender(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     async with running(tmp_path / "home", slack) as bot:
-
-        async def broken(inbound: Any) -> Any:
-            raise RuntimeError("a bug")
-
-        bot.steward.coordinator.handle = broken  # type: ignore[method-assign]
+        break_down(bot.steward)
         await say(slack, bot, "/runs")
         await bot.channel.idle()
         assert ephemerals(slack, OPERATOR) == ["Something went wrong; it is logged."]

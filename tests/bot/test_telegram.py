@@ -29,7 +29,7 @@ from bot.telegram.channel import inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Reply
 from tests.bot.disk import DiskWatch
-from tests.bot.slow import slow_down
+from tests.bot.handling import break_down, slow_down
 from tests.fakes.bot_api import FakeBotAPI
 from tests.net import free_port
 
@@ -257,11 +257,7 @@ async def test_a_message_whose_handling_fails_is_answered_and_set_aside(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
     async with running(tmp_path / "home", api) as bot:
-
-        async def broken(inbound: Any) -> Reply:
-            raise RuntimeError("a bug")
-
-        bot.steward.coordinator.handle = broken  # type: ignore[method-assign]
+        break_down(bot.steward)
         api.send_text(OPERATOR, "/runs")
         await bot.settled(api, 1)
 

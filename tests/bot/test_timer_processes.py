@@ -11,6 +11,7 @@ import pytest
 
 from bot.app import Steward
 from bot.settings import load_settings
+from tests.homes import home_with
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +28,7 @@ steps:
 
 
 async def test_two_scheduler_processes_fire_each_timer_once(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    (home / "processes").mkdir(parents=True)
-    (home / "processes" / "waiter.yaml").write_text(WAITER)
+    home = home_with(tmp_path, {"waiter": WAITER})
     drivers = [
         await asyncio.create_subprocess_exec(
             sys.executable,

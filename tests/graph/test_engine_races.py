@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bot.app import Steward
-from bot.settings import load_settings
 from graph.engine import RunLocks
 from memory.ledger import ApprovalStatus, LedgerTx, RunStatus
+from tests.homes import steward_with
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 INVOICE = {
@@ -48,10 +48,7 @@ steps:
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Steward]:
-    home = tmp_path / "home"
-    (home / "processes").mkdir(parents=True)
-    (home / "processes" / "looping.yaml").write_text(LOOPING)
-    async with Steward.open(load_settings(home=home)) as steward:
+    async with steward_with(tmp_path, {"looping": LOOPING}) as steward:
         yield steward
 
 

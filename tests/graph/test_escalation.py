@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.app import Steward
-from bot.settings import load_settings
 from graph.messages import CardOutcome
 from memory.ledger import ApprovalStatus, RunStatus
+from tests.homes import steward_with
 
 PING = """\
 name: ping
@@ -45,10 +45,7 @@ steps:
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[Steward]:
-    home = tmp_path / "home"
-    (home / "processes").mkdir(parents=True)
-    (home / "processes" / "ping.yaml").write_text(PING)
-    async with Steward.open(load_settings(home=home)) as steward:
+    async with steward_with(tmp_path, {"ping": PING}) as steward:
         yield steward
 
 
