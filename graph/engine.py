@@ -407,13 +407,6 @@ class ProcessEngine:
                     f"{from_step} would act on inputs its approval never showed: "
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
-            snapshot = await compiled.graph.aget_state(_config(run_id))
-            if _cleared_by_replay(snapshot) and snapshot.parent_config is not None:
-                # a replay cut short cleared the run's stops: they are in the one before
-                snapshot = await compiled.graph.aget_state(snapshot.parent_config)
-            visits: dict[str, int] = {}
-            for pending in snapshot.interrupts:  # the open gate or wait is left behind
-                visits[pending.value["step"]] = pending.value["visit"]
             inputs = {**run.inputs, **values}
 
             def record(tx: LedgerTx) -> Run:
@@ -434,14 +427,40 @@ class ProcessEngine:
                 tx.audit(NewAuditEvent(actor, "run.replayed", run_id, detail))
                 return _found(tx.get_run(run_id), run_id)
 
-            # The steps the run stopped or failed at must not run again beside from_step
-            # (a failed action would act at once, before its gate asks again): cleared in
-            # the checkpoint, in the replay's own transaction.
-            async with self.ledger.batching():
-                await compiled.graph.aupdate_state(_config(run_id), None, as_node=END)
-                replayed = await self.ledger.write(record)
-            command = Command(goto=from_step, update={"data": values, "visits": visits})
-            return await self._advance(replayed, command)
+            replayed = await self.ledger.write(record)
+            return await self._replay_from(replayed, values)
+
+    async def _decided_at_replayed_gate(self, run: Run) -> Approval | None:
+        """A replay straight into a gate leaves its stop off LangGraph's state: the
+        decision of that gate's last visit, if it has one."""
+        if run.current_step is None:
+            return None
+        step = run.current_step
+        visits = await self.ledger.read(lambda tx: tx.stop_visits(run.id))
+        if step not in visits:
+            return None
+        approval = await self.ledger.approval_for_gate(run.id, step, visits[step])
+        if approval is None or approval.is_pending:
+            return None
+        return None if approval.status is ApprovalStatus.CANCELLED else approval
+
+    async def _replay_from(self, run: Run, values: dict[str, Any]) -> RunView:
+        """Goes on with a replay the ledger has recorded: from ``run.current_step``, every
+        gate and wait at a visit after any it stopped at before. The steps the run stopped
+        or failed at are cleared first, so that none runs beside it (a failed action would
+        act at once, before its gate asks again). Recovery calls this too, for a replay a
+        crash cut short, and /retry for one whose first step failed."""
+        compiled = await self._compiled_for(run.version)
+        config = _config(run.id)
+        snapshot = await compiled.graph.aget_state(config)
+        visits = await self.ledger.read(lambda tx: tx.stop_visits(run.id))
+        for pending in snapshot.interrupts:  # the open gate or wait is left behind
+            step = pending.value["step"]
+            visits[step] = max(visits.get(step, 0), pending.value["visit"])
+        await compiled.graph.aupdate_state(config, None, as_node=END)
+        assert run.current_step is not None
+        command = Command(goto=run.current_step, update={"data": values, "visits": visits})
+        return await self._advance(run, command)
 
     def _changed_inputs(
         self, definition: ProcessDefinition, changes: dict[str, str]
@@ -520,18 +539,24 @@ class ProcessEngine:
                 approval = await self.ledger.approval_for_gate(
                     run.id, value["step"], value["visit"]
                 )
+                if approval is not None and approval.status is ApprovalStatus.CANCELLED:
+                    return await self._replay_from(run, dict(run.inputs))  # a replay's doing
                 if approval is not None and not approval.is_pending:
                     return await self._advance(run, Command(resume=_decision_payload(approval)))
             else:
                 timer = await self.ledger.get_timer(_wait_key(run.id, value))
+                if timer is not None and timer.status == "cancelled":
+                    return await self._replay_from(run, dict(run.inputs))  # a replay's doing
                 if timer is not None and "woken" in timer.payload:
                     return await self._advance(run, Command(resume=timer.payload["woken"]))
             return await self._settle(run, compiled, dict(snapshot.values), [pending], [])
         if snapshot.next:
             return await self._advance(run, None)
-        if _cleared_by_replay(snapshot):  # and the process died before it went on
-            interrupted = StewardError(f"the replay was cut short by a restart; /replay {run.id}")
-            return await self._fail(run, interrupted, "error")
+        if _cleared_by_replay(snapshot):  # nothing ran after it that LangGraph shows
+            decided = await self._decided_at_replayed_gate(run)
+            if decided is not None:  # the replay stopped at its gate, since decided
+                return await self._advance(run, Command(resume=_decision_payload(decided)))
+            return await self._replay_from(run, dict(run.inputs))  # crashed, or step failed
         return await self._settle(run, compiled, dict(snapshot.values), [], [])
 
     async def _advance(self, run: Run, command: Any) -> RunView:

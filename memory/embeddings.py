@@ -29,6 +29,9 @@ NONE = "none"
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 # Where the ``memory`` package is found, for the local model's own process.
 PROJECT = str(Path(__file__).resolve().parents[1])
+# How long the local model's process may take to answer (loading included) before it
+# is taken for hung and ended.
+ANSWER_SECONDS = 120.0
 # Longer texts are cut before they are embedded: the start says what a record is about.
 MAX_CHARS = 4000
 
@@ -135,11 +138,13 @@ class LocalEmbedder:
             assert process.stdin is not None and process.stdout is not None
             body = json.dumps(texts).encode()
             try:
-                process.stdin.write(REQUEST.pack(len(body)) + body)
-                await process.stdin.drain()
-                count, dims, size = ANSWER.unpack(await process.stdout.readexactly(ANSWER.size))
-                payload = await process.stdout.readexactly(size)
-            except (OSError, asyncio.IncompleteReadError) as exc:
+                async with asyncio.timeout(ANSWER_SECONDS):  # a hung worker is ended
+                    process.stdin.write(REQUEST.pack(len(body)) + body)
+                    await process.stdin.drain()
+                    head = await process.stdout.readexactly(ANSWER.size)
+                    count, dims, size = ANSWER.unpack(head)
+                    payload = await process.stdout.readexactly(size)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 self._process = None
                 await _stop(process)
                 raise EmbeddingFailed(
@@ -185,6 +190,8 @@ async def _stop(process: asyncio.subprocess.Process, patience: float = 5.0) -> N
 
 
 def _ended(process: asyncio.subprocess.Process, exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {ANSWER_SECONDS:g} s"
     if process.returncode is not None:
         return f"exit status {process.returncode}"
     return str(exc) or type(exc).__name__

@@ -65,7 +65,7 @@ def _shortened(card: Card) -> list[_Line]:
         text = card.text and fit(card.text, budget) + "\n… (all of it is in the file above)"
         lines = _card_lines(card, text if budget else None, shorten=True, fields=shown)
         over = length(_plain(lines)) - CARD_LIMIT
-        if over <= 0 or (not budget and not shown):
+        if over <= 0 or not ((card.text and budget) or shown):  # fits, or nothing left to cut
             return lines
         if card.text and budget:
             budget = max(0, budget - over)

@@ -281,6 +281,21 @@ class LedgerTx:
         )
         return _approval(row) if row else None
 
+    def stop_visits(self, run_id: str) -> dict[str, int]:
+        """The last visit of each gate and wait a run has stopped at, cancelled ones too."""
+        visits: dict[str, int] = {}
+        gates = select(t.approvals.c.step_id, func.max(t.approvals.c.visit)).where(
+            t.approvals.c.run_id == run_id
+        )
+        for step_id, visit in self.conn.execute(gates.group_by(t.approvals.c.step_id)):
+            visits[str(step_id)] = int(visit)
+        waits = select(t.timers.c.key).where(t.timers.c.run_id == run_id, t.timers.c.kind == "wait")
+        for (key,) in self.conn.execute(waits):  # wait:RUN:STEP:VISIT
+            step_id, _, visit = str(key).removeprefix(f"wait:{run_id}:").rpartition(":")
+            if visit.isdigit():
+                visits[step_id] = max(visits.get(step_id, 0), int(visit))
+        return visits
+
     def cancel_pending_approvals(self, run_id: str) -> list[str]:
         rows = self.conn.execute(
             update(t.approvals)

@@ -149,6 +149,13 @@ def test_a_card_with_many_long_fields_and_a_long_text_still_fits_with_its_button
     assert "more fields in the file above" in shown_of[64]  # 64 cannot all be shown
 
 
+def test_shortening_a_card_ends_even_when_nothing_it_may_cut_is_enough() -> None:
+    card = _card(None)
+    odd = Card(**{**card.__dict__, "fields": [("Notes", "x" * 200)], "risk": "r" * 5000})
+    document, message = card_messages(odd)  # returns: the whole card is in the file
+    assert document.document is not None and message.keyboard is not None
+
+
 def test_a_split_never_leaves_a_scrap_at_an_early_boundary() -> None:
     text = "ab\n\n" + "word " * 3000
     parts = split_text(text)

@@ -1,7 +1,7 @@
 """A stand-in for the local model's process: the real protocol (``serve``), hashed
 vectors instead of torch. Texts steer it: "die" ends the process, "fail" raises inside
-the model, "slow" takes half a second. It prints on stdout while loading, as libraries
-do, which must not reach the answers.
+the model, "slow" takes half a second, "hang" an hour. It prints on stdout while
+loading, as libraries do, which must not reach the answers.
 
     python -m tests.fakes.embedding_worker
 """
@@ -26,6 +26,8 @@ def _load() -> Encode:
             raise RuntimeError("the model choked")
         if "slow" in texts:
             time.sleep(0.5)
+        if "hang" in texts:
+            time.sleep(3600)
         return [hashed(text) for text in texts]
 
     return encode

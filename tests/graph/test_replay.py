@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.app import Steward
 from bot.cli import _parser
+from bot.settings import load_settings
 from connectors.base import DataError
 from graph.engine import InputProblem
 from graph.errors import InvalidState, NotFound
+from memory.database_url import DatabaseURL
 from memory.ledger import ApprovalStatus, RunStatus
 from tests.graph.test_coordinator import app, send  # noqa: F401 - the fixture
 
@@ -143,7 +147,18 @@ async def test_an_action_is_not_replayed_with_inputs_its_approval_never_showed(
     assert sent(app) == []
 
 
-async def test_a_decision_that_wins_the_race_with_a_replay_goes_first(app: Steward) -> None:  # noqa: F811
+@pytest.fixture
+async def on_either_db(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Steward]:
+    """A steward on SQLite, and on PostgreSQL where a server answers."""
+    url = database_url.url.render_as_string(hide_password=False)
+    async with Steward.open(load_settings(home=tmp_path / "home", database_url=url)) as steward:
+        yield steward
+
+
+async def test_a_decision_that_wins_the_race_with_a_replay_goes_first(
+    on_either_db: Steward,
+) -> None:
+    app = on_either_db  # noqa: F811
     view = await app.engine.start("onboarding", ONBOARD, "cli:a")
     assert view.approval is not None
     engine, compiled_for = app.engine, app.engine._compiled_for
@@ -168,24 +183,67 @@ async def test_a_decision_that_wins_the_race_with_a_replay_goes_first(app: Stewa
     assert [e["params"]["to"] for e in sent(app)] == ["jane@acme.com"]  # type: ignore[index]
 
 
-async def test_a_replay_cut_short_by_a_crash_fails_and_says_to_replay_again(
+@pytest.mark.parametrize("dies", ["after its record", "after clearing the checkpoint"])
+async def test_a_replay_cut_short_by_a_crash_goes_on_after_the_restart(
+    app: Steward,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    dies: str,
+) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    graph = (await app.engine._compiled_for(view.run.version)).graph
+
+    async def process_dies(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as crash:
+        if dies == "after its record":
+            crash.setattr(graph, "aupdate_state", process_dies)
+        else:
+            crash.setattr(app.engine, "_advance", process_dies)
+        with pytest.raises(SystemExit):
+            await app.engine.replay(view.run.id, "draft_welcome", {"email": "x@acme.io"}, "cli:a")
+
+    [recovered] = await app.engine.recover()  # the restarted process
+    assert recovered.run.status is RunStatus.WAITING  # not cancelled, not stuck
+    assert recovered.approval is not None and recovered.approval.visit == 2
+    assert recovered.approval.card["fields"]["Recipient"] == "x@acme.io"
+    done = await app.engine.decide(recovered.approval.id, True, "cli:a")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    assert [e["params"]["to"] for e in sent(app)] == ["x@acme.io"]  # type: ignore[index]
+
+
+async def test_a_gate_replayed_twice_asks_again_each_time(app: Steward) -> None:  # noqa: F811
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    for visit, email in ((2, "a@acme.com"), (3, "b@acme.com")):
+        again = await app.engine.replay(view.run.id, "approve_welcome", {"email": email}, "cli:a")
+        assert again.run.status is RunStatus.WAITING and again.approval is not None
+        assert again.approval.is_pending and again.approval.visit == visit
+    done = await app.engine.decide(again.approval.id, True, "cli:a")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    assert [e["params"]["to"] for e in sent(app)] == ["b@acme.com"]  # type: ignore[index]
+
+
+async def test_a_replay_whose_first_step_fails_is_retried_from_that_step(app: Steward) -> None:  # noqa: F811
+    refused_once(app, ".cm")
+    view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:a")
+    replayed = await app.engine.replay(view.run.id, "send_welcome", {}, "cli:a")
+    assert replayed.run.status is RunStatus.FAILED and "550" in (replayed.run.error or "")
+    retried = await app.engine.retry(view.run.id, "cli:a")
+    assert retried.run.status is RunStatus.FAILED and "550" in (retried.run.error or "")
+    assert sent(app) == []
+
+
+async def test_a_decision_on_a_replayed_gate_survives_a_crash_before_the_run_goes_on(
     app: Steward,  # noqa: F811
 ) -> None:
     view = await app.engine.start("onboarding", ONBOARD, "cli:a")
-    engine = app.engine
+    again = await app.engine.replay(view.run.id, "approve_welcome", {"email": "x@acme.io"}, "cli:a")
+    assert again.approval is not None
+    # the decision committed, then the process died before the run resumed
+    await app.ledger.decide_approval(again.approval.id, ApprovalStatus.APPROVED, "cli:a")
 
-    async def process_dies(run: Any, command: Any) -> Any:  # after the replay's record
-        raise SystemExit("killed")
-
-    engine._advance = process_dies  # type: ignore[method-assign]
-    with pytest.raises(SystemExit):
-        await engine.replay(view.run.id, "draft_welcome", {"email": "jane@acme.io"}, "cli:a")
-    del engine._advance  # the restarted process
-
-    [recovered] = await engine.recover()
-    assert recovered.run.status is RunStatus.FAILED  # not cancelled, not left waiting
-    assert f"/replay {view.run.id}" in (recovered.run.error or "")
-    again = await engine.replay(view.run.id, "draft_welcome", {"email": "jane@acme.io"}, "cli:a")
-    assert (
-        again.approval is not None and again.approval.card["fields"]["Recipient"] == "jane@acme.io"
-    )
+    [recovered] = await app.engine.recover()
+    assert recovered.run.status is RunStatus.SUCCEEDED  # not asked again
+    assert [e["params"]["to"] for e in sent(app)] == ["x@acme.io"]  # type: ignore[index]

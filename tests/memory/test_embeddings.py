@@ -154,3 +154,15 @@ async def test_a_worker_that_cannot_start_is_an_embedding_failure() -> None:
     with pytest.raises(EmbeddingFailed, match="cannot start /nonexistent/python"):
         await embedder.embed(["anything"])
     await embedder.close()
+
+
+async def test_a_worker_that_hangs_is_ended_and_the_next_call_starts_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("memory.embeddings.ANSWER_SECONDS", 1.0)
+    embedder = fake_worker()
+    await embedder.warm_up()
+    with pytest.raises(EmbeddingFailed, match="no answer within 1 s"):
+        await embedder.embed(["hang"])
+    assert close_to((await embedder.embed(["after"]))[0], hashed("after"))
+    await embedder.close()
