@@ -430,30 +430,31 @@ class ProcessEngine:
             replayed = await self.ledger.write(record)
             return await self._replay_from(replayed, values)
 
-    async def _decided_at_replayed_gate(self, run: Run) -> Approval | None:
+    def _decided_at_replayed_gate(self, tx: LedgerTx, run: Run) -> Approval | None:
         """A replay straight into a gate leaves its stop off LangGraph's state: the
         decision of that gate's last visit, if it has one."""
-        if run.current_step is None:
-            return None
         step = run.current_step
-        visits = await self.ledger.read(lambda tx: tx.stop_visits(run.id))
-        if step not in visits:
+        visit = _stop_visits(tx, run.id).get(step) if step is not None else None
+        if step is None or visit is None:
             return None
-        approval = await self.ledger.approval_for_gate(run.id, step, visits[step])
+        approval = tx.approval_for_gate(run.id, step, visit)
         if approval is None or approval.is_pending:
             return None
         return None if approval.status is ApprovalStatus.CANCELLED else approval
 
-    async def _replay_from(self, run: Run, values: dict[str, Any]) -> RunView:
+    async def _replay_from(
+        self, run: Run, values: dict[str, Any], snapshot: StateSnapshot | None = None
+    ) -> RunView:
         """Goes on with a replay the ledger has recorded: from ``run.current_step``, every
         gate and wait at a visit after any it stopped at before. The steps the run stopped
         or failed at are cleared first, so that none runs beside it (a failed action would
-        act at once, before its gate asks again). Recovery calls this too, for a replay a
-        crash cut short, and /retry for one whose first step failed."""
+        act at once, before its gate asks again). Recovery calls this too, with the state
+        it read, for a replay a crash cut short, and /retry for one whose first step
+        failed."""
         compiled = await self._compiled_for(run.version)
         config = _config(run.id)
-        snapshot = await compiled.graph.aget_state(config)
-        visits = await self.ledger.read(lambda tx: tx.stop_visits(run.id))
+        snapshot = snapshot or await compiled.graph.aget_state(config)
+        visits = await self.ledger.read(lambda tx: _stop_visits(tx, run.id))
         for pending in snapshot.interrupts:  # the open gate or wait is left behind
             step = pending.value["step"]
             visits[step] = max(visits.get(step, 0), pending.value["visit"])
@@ -540,23 +541,23 @@ class ProcessEngine:
                     run.id, value["step"], value["visit"]
                 )
                 if approval is not None and approval.status is ApprovalStatus.CANCELLED:
-                    return await self._replay_from(run, dict(run.inputs))  # a replay's doing
+                    return await self._replay_from(run, dict(run.inputs), snapshot)  # replayed
                 if approval is not None and not approval.is_pending:
                     return await self._advance(run, Command(resume=_decision_payload(approval)))
             else:
                 timer = await self.ledger.get_timer(_wait_key(run.id, value))
                 if timer is not None and timer.status == "cancelled":
-                    return await self._replay_from(run, dict(run.inputs))  # a replay's doing
+                    return await self._replay_from(run, dict(run.inputs), snapshot)  # replayed
                 if timer is not None and "woken" in timer.payload:
                     return await self._advance(run, Command(resume=timer.payload["woken"]))
             return await self._settle(run, compiled, dict(snapshot.values), [pending], [])
         if snapshot.next:
             return await self._advance(run, None)
         if _cleared_by_replay(snapshot):  # nothing ran after it that LangGraph shows
-            decided = await self._decided_at_replayed_gate(run)
+            decided = await self.ledger.read(lambda tx: self._decided_at_replayed_gate(tx, run))
             if decided is not None:  # the replay stopped at its gate, since decided
                 return await self._advance(run, Command(resume=_decision_payload(decided)))
-            return await self._replay_from(run, dict(run.inputs))  # crashed, or step failed
+            return await self._replay_from(run, dict(run.inputs), snapshot)  # crashed, or failed
         return await self._settle(run, compiled, dict(snapshot.values), [], [])
 
     async def _advance(self, run: Run, command: Any) -> RunView:
@@ -789,6 +790,16 @@ def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> N
 
 def _wait_key(run_id: str, stop: dict[str, Any]) -> str:
     return f"wait:{run_id}:{stop['step']}:{stop['visit']}"
+
+
+def _stop_visits(tx: LedgerTx, run_id: str) -> dict[str, int]:
+    """The last visit of each gate and wait a run has stopped at, cancelled ones too."""
+    visits = tx.gate_visits(run_id)
+    for key in tx.timer_keys(run_id, "wait"):  # as _wait_key writes them
+        step, _, visit = key.removeprefix(f"wait:{run_id}:").rpartition(":")
+        if visit.isdigit():
+            visits[step] = max(visits.get(step, 0), int(visit))
+    return visits
 
 
 def _config(run_id: str) -> Any:

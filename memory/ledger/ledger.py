@@ -281,20 +281,19 @@ class LedgerTx:
         )
         return _approval(row) if row else None
 
-    def stop_visits(self, run_id: str) -> dict[str, int]:
-        """The last visit of each gate and wait a run has stopped at, cancelled ones too."""
-        visits: dict[str, int] = {}
-        gates = select(t.approvals.c.step_id, func.max(t.approvals.c.visit)).where(
-            t.approvals.c.run_id == run_id
+    def gate_visits(self, run_id: str) -> dict[str, int]:
+        """The last visit of each gate a run has asked at, cancelled ones too."""
+        gates = (
+            select(t.approvals.c.step_id, func.max(t.approvals.c.visit))
+            .where(t.approvals.c.run_id == run_id)
+            .group_by(t.approvals.c.step_id)
         )
-        for step_id, visit in self.conn.execute(gates.group_by(t.approvals.c.step_id)):
-            visits[str(step_id)] = int(visit)
-        waits = select(t.timers.c.key).where(t.timers.c.run_id == run_id, t.timers.c.kind == "wait")
-        for (key,) in self.conn.execute(waits):  # wait:RUN:STEP:VISIT
-            step_id, _, visit = str(key).removeprefix(f"wait:{run_id}:").rpartition(":")
-            if visit.isdigit():
-                visits[step_id] = max(visits.get(step_id, 0), int(visit))
-        return visits
+        return {str(step_id): int(visit) for step_id, visit in self.conn.execute(gates)}
+
+    def timer_keys(self, run_id: str, kind: str) -> list[str]:
+        """The keys of a run's timers of one kind, whatever their status."""
+        keys = select(t.timers.c.key).where(t.timers.c.run_id == run_id, t.timers.c.kind == kind)
+        return [str(key) for key in self.conn.execute(keys).scalars()]
 
     def cancel_pending_approvals(self, run_id: str) -> list[str]:
         rows = self.conn.execute(
