@@ -288,7 +288,7 @@ class TelegramChannel:
             reply = await self.door.handle_stored(inbox_id, inbound)
         except Exception:
             with suppress(Exception):  # the failure itself is what gets logged
-                await self.send(inbound.chat_id, Reply().say(FAILED), press)
+                await self.send(inbound.chat_id, Reply(private=True).say(FAILED), press)
             raise
         await self.send(inbound.chat_id, reply, press)
 

@@ -266,6 +266,21 @@ async def test_a_message_whose_handling_fails_is_answered_and_set_aside(
         assert item is None  # failed, never replayed in a loop
 
 
+async def test_a_press_whose_handling_fails_hears_it_in_its_answer(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        before = len(api.sent(OPERATOR))
+        break_down(bot.steward)
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await bot.settled(api, 2)
+
+        (answer,) = api.calls_to("answerCallbackQuery")
+        assert answer.params["text"] == "Something went wrong; it is logged."
+        assert len(api.sent(OPERATOR)) == before
+
+
 async def test_flood_control_429_is_waited_out_and_nothing_is_dropped(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
