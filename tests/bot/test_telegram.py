@@ -30,7 +30,7 @@ from graph.coordinator import COMMANDS
 from graph.messages import Reply
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
-from tests.fakes.bot_api import FakeBotAPI
+from tests.fakes.bot_api import Call, FakeBotAPI
 from tests.net import free_port
 
 TOKEN = "4242:steward-test-token"
@@ -113,6 +113,17 @@ def button(card: dict[str, Any], label: str) -> str:
             if key["text"] == label:
                 return str(key["callback_data"])
     raise AssertionError(f"no {label} button on {card}")
+
+
+async def only_answered(api: FakeBotAPI, bot: Running, user: int, card: dict[str, Any]) -> Call:
+    """``user`` presses Approve on ``card``: the press's one answer, once it is handled and
+    nothing was posted in the operator's chat."""
+    before = len(api.sent(OPERATOR))
+    api.press(user, card, button(card, "Approve"))
+    await bot.settled(api, 2)
+    assert len(api.sent(OPERATOR)) == before
+    (answer,) = api.calls_to("answerCallbackQuery")
+    return answer
 
 
 def outbox(home: Path) -> list[dict[str, Any]]:
@@ -243,13 +254,9 @@ async def test_a_strangers_first_press_is_refused_in_its_answer_not_in_the_chat(
 ) -> None:
     async with running(tmp_path / "home", api) as bot:
         card = await onboarding_card(api)
-        before = len(api.sent(OPERATOR))
-        api.press(STRANGER, card, button(card, "Approve"))  # a card in a shared chat, say
-        await bot.settled(api, 2)
-
-        (answer,) = api.calls_to("answerCallbackQuery")
+        answer = await only_answered(api, bot, STRANGER, card)  # a card in a shared chat, say
         assert "only work for the operator" in answer.params["text"]
-        assert len(api.sent(OPERATOR)) == before and api.sent(STRANGER) == []
+        assert api.sent(STRANGER) == []
         assert "reply_markup" in api.message(OPERATOR, card["message_id"])
 
 
@@ -271,14 +278,9 @@ async def test_a_press_whose_handling_fails_hears_it_in_its_answer(
 ) -> None:
     async with running(tmp_path / "home", api) as bot:
         card = await onboarding_card(api)
-        before = len(api.sent(OPERATOR))
         break_down(bot.steward)
-        api.press(OPERATOR, card, button(card, "Approve"))
-        await bot.settled(api, 2)
-
-        (answer,) = api.calls_to("answerCallbackQuery")
+        answer = await only_answered(api, bot, OPERATOR, card)
         assert answer.params["text"] == "Something went wrong; it is logged."
-        assert len(api.sent(OPERATOR)) == before
 
 
 async def test_flood_control_429_is_waited_out_and_nothing_is_dropped(
