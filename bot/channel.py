@@ -32,6 +32,9 @@ class Channel(Protocol):
 
     async def stop(self, drain_seconds: float = 10.0) -> None: ...
 
+    async def idle(self) -> None:
+        """Returns once everything taken so far is handled and its replies sent."""
+
     async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None: ...
 
     async def settle(self, outcome: CardOutcome) -> None:

@@ -140,6 +140,11 @@ class Service:
             except Exception:
                 log.exception("could not deliver news to %s", channel.name)
 
+    async def idle(self) -> None:
+        """Returns once every channel has handled what it took and sent its replies."""
+        for channel in self._started:
+            await channel.idle()
+
     async def _settle_elsewhere(self, here: str, outcome: CardOutcome) -> None:
         """A card decided in one channel loses its buttons in the others too."""
         for channel in self._started:

@@ -4,16 +4,22 @@ It stores the delivery in the durable inbox, where a duplicate delivery is dropp
 then checks who sent it. Operators on the allow-list go on to the coordinator; anyone
 else gets one polite refusal a day, every attempt goes into the audit log, and nothing
 of theirs reaches the coordinator.
+
+Replies go out the same way: what a channel owes a chat is kept in the ledger until
+the channel has sent all of it. The reply to a delivery is kept with the delivery's
+handling, in its last write; a crash, a stop or an outage of the platform delays it,
+and the channel sends it when it can.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from graph.access import Allowlist
 from graph.coordinator import Coordinator
-from graph.messages import Inbound, Reply
-from memory.ledger import Ledger, NewAuditEvent
+from graph.messages import Inbound, Owed, Reply
+from memory.ledger import Ledger, NewAuditEvent, OwedReply, utcnow
 from memory.working import WorkingMemory
 
 REFUSAL_TTL = 24 * 3600
@@ -57,10 +63,68 @@ class FrontDoor:
         await self.ledger.sync()
 
     async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
+        """Handles a stored delivery; the caller shows the reply at once (a terminal)."""
         async with self.ledger.handling(inbox_id):
-            if not self.allowlist.allows(inbound.sender):
-                return await self._refuse(inbound)
-            return await self.coordinator.handle(inbound)
+            return await self._handle(inbound)
+
+    async def answer(self, inbox_id: int, inbound: Inbound) -> Owed:
+        """Handles a stored delivery and keeps its reply until the channel has sent it.
+
+        The reply commits with the handling's last write: with the delivery's "done",
+        when the handling wrote nothing else.
+        """
+        async with self.ledger.handling(inbox_id):
+            reply = await self._handle(inbound)
+            owed = _owed(inbound.sender.channel, inbound.chat_id, reply, inbound)
+            self.ledger.defer(lambda tx: tx.owe_reply(_kept(owed)), durable=lambda: False)
+        return owed
+
+    async def owe(
+        self, channel: str, chat_id: str, reply: Reply, answering: Inbound | None = None
+    ) -> Owed:
+        """Keeps a reply that answers no handling — a run's news, word of a failure —
+        until the channel has sent it."""
+        owed = _owed(channel, chat_id, reply, answering)
+        await self.ledger.owe_reply(_kept(owed))
+        return owed
+
+    async def owed(self, channel: str) -> list[Owed]:
+        """What ``channel`` still owes — a crash or a stop came first — oldest first."""
+        owed = []
+        for kept in await self.ledger.owed_replies(channel):
+            answering = kept.payload["answering"]
+            owed.append(
+                Owed(
+                    kept.key,
+                    kept.channel,
+                    kept.chat_id,
+                    Reply.from_payload(kept.payload["reply"]),
+                    Inbound.from_payload(answering) if answering else None,
+                    kept.created_at,
+                    sent=kept.sent_items,
+                )
+            )
+        return owed
+
+    async def sent_part(self, owed: Owed) -> None:
+        """Notes how much of a reply is sent, so that a restart sends only the rest."""
+        await self.ledger.reply_progress(owed.key, owed.sent)
+
+    async def sent(self, owed: Owed) -> None:
+        await self.ledger.reply_sent(owed.key)
+
+    async def give_up(self, owed: Owed, reason: str) -> None:
+        """Forgets a reply that cannot be sent, and says so in the audit log."""
+        data = {"items": len(owed.reply.items), "sent": owed.sent, "reason": reason[:500]}
+        subject = f"{owed.channel}:{owed.chat_id}"
+        await self.ledger.drop_reply(
+            owed.key, NewAuditEvent(owed.channel, "reply.dropped", subject, data)
+        )
+
+    async def _handle(self, inbound: Inbound) -> Reply:
+        if not self.allowlist.allows(inbound.sender):
+            return await self._refuse(inbound)
+        return await self.coordinator.handle(inbound)
 
     async def form_opened(self, inbound: Inbound, approval_id: str) -> None:
         """The channel showed an edit prompt as a form, which brings its own answer: the
@@ -111,3 +175,13 @@ class FrontDoor:
         if not await self.memory.add(refused_key, {"at": "now"}, REFUSAL_TTL):
             return Reply(private=True)  # refused once today already
         return Reply(private=True).say(REFUSAL)
+
+
+def _owed(channel: str, chat_id: str, reply: Reply, answering: Inbound | None) -> Owed:
+    return Owed(uuid.uuid4().hex, channel, chat_id, reply, answering, utcnow())
+
+
+def _kept(owed: Owed) -> OwedReply:
+    return OwedReply(
+        owed.key, owed.channel, owed.chat_id, owed.to_payload(), owed.sent, owed.created_at
+    )

@@ -7,6 +7,7 @@ neither side sees the other's types.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 
@@ -111,6 +112,18 @@ class Reply:
         self.items.append(item)
         return self
 
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "items": [_item_payload(item) for item in self.items],
+            "notice": self.notice,
+            "private": self.private,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Reply:
+        items = [_item(entry) for entry in payload["items"]]
+        return cls(items, payload.get("notice"), bool(payload.get("private")))
+
     @property
     def texts(self) -> list[str]:
         return [i for i in self.items if isinstance(i, str)]
@@ -118,3 +131,45 @@ class Reply:
     @property
     def cards(self) -> list[Card]:
         return [i for i in self.items if isinstance(i, Card)]
+
+
+@dataclass
+class Owed:
+    """A reply a channel owes a chat, kept in the ledger until all of it is sent."""
+
+    key: str
+    channel: str
+    chat_id: str
+    reply: Reply
+    answering: Inbound | None  # the delivery it answers; None for a run's news
+    created_at: datetime
+    sent: int = 0  # items of the reply sent so far
+    attempts: int = 0  # tries to send it in this process
+
+    def to_payload(self) -> dict[str, Any]:
+        answering = self.answering.to_payload() if self.answering is not None else None
+        return {"reply": self.reply.to_payload(), "answering": answering}
+
+
+def _item_payload(item: ReplyItem) -> dict[str, Any]:
+    if isinstance(item, str):
+        return {"text": item}
+    kind = {Card: "card", CardOutcome: "outcome", EditPrompt: "edit"}[type(item)]
+    return {kind: asdict(item)}
+
+
+def _item(entry: dict[str, Any]) -> ReplyItem:
+    if "text" in entry:
+        return str(entry["text"])
+    if "card" in entry:
+        card = entry["card"]
+        return Card(
+            **{
+                **card,
+                "fields": [(str(name), str(value)) for name, value in card["fields"]],
+                "buttons": [Button(**button) for button in card["buttons"]],
+            }
+        )
+    if "outcome" in entry:
+        return CardOutcome(**entry["outcome"])
+    return EditPrompt(**entry["edit"])

@@ -40,6 +40,7 @@ from bot.card_messages import CardMessages
 from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder
+from bot.outbox import Outbox, SendLater
 from bot.pacing import Bucket
 from bot.settings import Settings
 from bot.slack.render import (
@@ -55,7 +56,7 @@ from bot.slack.render import (
 )
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
-from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
+from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class SlackChannel:
         ]
         self._listen()
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("slack", self._handle)
+        self.outbox = Outbox(door, self.name, self._send_owed)
         self._ready = asyncio.Event()
         self._pacing: dict[str, Bucket] = {}
         self._socket: AsyncSocketModeHandler | None = None
@@ -191,6 +193,7 @@ class SlackChannel:
                 f"cannot reach the Slack Web API at {self.client.base_url} "
                 f"(check STEWARD_SLACK_API_URL): {exc}"
             ) from exc
+        await self.outbox.load()  # replies a stop or a crash kept from going out
         for inbox_id, inbound in await self.door.stored(self.name):
             self.queue.put((inbox_id, inbound))
         self.queue.start()
@@ -209,18 +212,23 @@ class SlackChannel:
     async def idle(self) -> None:
         """Returns once every delivery taken so far is handled and answered."""
         await self.queue.idle()
+        await self.outbox.idle()
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
-        """Stops listening, lets the worker finish what is queued (what it cannot finish
-        stays in the inbox for the next start), and closes the connections."""
+        """Stops listening, lets the worker finish what is queued and the replies go out
+        (what is left stays in the ledger for the next start), and closes the
+        connections."""
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
+        deadline = asyncio.get_running_loop().time() + drain_seconds
         await self.queue.stop(drain_seconds)
+        await self.outbox.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         await self._shut()
 
     async def _shut(self) -> None:
         await self.queue.stop()
+        await self.outbox.stop()
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
@@ -351,12 +359,12 @@ class SlackChannel:
     async def _handle(self, item: tuple[int, Inbound]) -> None:
         inbox_id, inbound = item
         try:
-            reply = await self.door.handle_stored(inbox_id, inbound)
+            owed = await self.door.answer(inbox_id, inbound)
         except Exception:
             with suppress(Exception):  # the failure itself is what gets logged
                 await self.send(inbound.chat_id, Reply(private=True).say(FAILED), inbound)
             raise
-        await self.send(inbound.chat_id, reply, inbound)
+        self.outbox.put(owed)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -366,21 +374,33 @@ class SlackChannel:
             await self.send(chat_id, reply)
 
     async def send(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
-        conversation = Conversation.of(chat_id)
+        """Sends ``reply`` to a conversation, by way of the ledger: it goes when Slack
+        takes it."""
+        self.outbox.put(await self.door.owe(self.name, chat_id, reply, answering))
+
+    async def _send_owed(self, owed: Owed) -> None:
+        """Sends what is left of a reply; what only the sender sees goes on the first try
+        only."""
+        conversation = Conversation.of(owed.chat_id)
+        reply, answering = owed.reply, owed.answering
         user = answering.sender.user_id if answering is not None else None
         if reply.private and user is not None:
-            for text in reply.texts:
-                await self._whisper(conversation, user, text)
+            if owed.attempts == 0:
+                for text in reply.texts:
+                    await self._whisper(conversation, user, text)
             return
-        if reply.notice:
+        notice = reply.notice
+        if notice and owed.attempts == 0:
             if answering is not None and answering.button and user is not None:
-                await self._whisper(conversation, user, reply.notice)
+                await self._whisper(conversation, user, notice)
+                owed.reply = reply = Reply(reply.items, private=reply.private)
             else:
-                reply = Reply([*reply.items, reply.notice])
+                owed.reply = reply = Reply([*reply.items, notice], private=reply.private)
         # Where replies go when steward may not post in the conversation (a slash command
         # in a channel it is not in): the DM of whoever wrote, or of every operator.
         fallback = [user] if user is not None else self.operator_users
-        for item in reply.items:
+        for index in range(owed.sent, len(reply.items)):
+            item = reply.items[index]
             if isinstance(item, str):
                 for outgoing in text_messages(item):
                     await self._post(conversation, outgoing, fallback)
@@ -390,6 +410,7 @@ class SlackChannel:
                 await self._settle(conversation, item, answering, fallback)
             elif isinstance(item, EditPrompt):
                 await self._ask_for_text(conversation, item, answering, fallback)
+            owed.sent = index + 1
 
     async def _post_card(self, conversation: Conversation, card: Card, fallback: list[str]) -> None:
         posted = await self._post(conversation, card_message(card), fallback)
@@ -479,11 +500,12 @@ class SlackChannel:
                 log.info("cannot post in %s (%s): to the DM instead", conversation.channel, error)
                 posted = [await self._post(Conversation(user), outgoing) for user in fallback]
                 return next((p for p in posted if p is not None), None)
+            if _server_side(exc):  # after the client's own retries: again later
+                raise SendLater(f"Slack answered {exc.response.status_code}: {error}") from exc
             log.error("could not post to Slack %s: %s", conversation.channel, error)
             return None
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
-            log.error("could not reach Slack to post in %s: %r", conversation.channel, exc)
-            return None  # the rest of the reply still goes
+            raise SendLater(f"cannot reach Slack: {exc!r}") from exc
         return {"channel": response["channel"], "ts": response["ts"]}
 
     async def _whisper(self, conversation: Conversation, user: str, text: str) -> None:
@@ -505,6 +527,8 @@ class SlackChannel:
     def _bucket(self, channel: str) -> Bucket:
         bucket = self._pacing.get(channel)
         if bucket is None:
+            if len(self._pacing) > 10_000:
+                self._pacing.clear()  # idle buckets are full anyway; a fresh one is the same
             # about one message a second per channel, as Slack asks; a short burst allowed
             bucket = self._pacing[channel] = Bucket(rate=1.0, burst=3)
         return bucket
@@ -539,6 +563,12 @@ def from_slack(text: str) -> str:
 
     text = re.sub(r"<([^<>]*)>", unwrap, text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _server_side(exc: SlackApiError) -> bool:
+    """Slack could not take the request now (a 5xx, or still rate limited after the
+    client waited), rather than refusing it."""
+    return exc.response.status_code >= 500 or _error(exc) in {"ratelimited", "internal_error"}
 
 
 def _error(exc: SlackApiError) -> str:

@@ -31,13 +31,14 @@ from bot.card_messages import CardMessages
 from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder
+from bot.outbox import Outbox, SendLater
 from bot.settings import Settings
 from bot.splitting import fit
 from bot.telegram.rate_limit import FloodControl
 from bot.telegram.render import Outgoing, card_messages, outcome_html, text_messages
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
-from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
+from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class TelegramChannel:
         self.operator_chats = operator_ids(self.name, operators)
         self._offset: int | None = None
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("telegram", self._handle)
+        self.outbox = Outbox(door, self.name, self._send_owed)
         self._poller: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._unanswered: dict[str, asyncio.TimerHandle] = {}  # press id → its late answer
@@ -163,6 +165,7 @@ class TelegramChannel:
             ) from exc
         try:
             await self.bot.set_my_commands([BotCommand(n, about) for n, about in COMMANDS])
+            await self.outbox.load()  # replies a stop or a crash kept from going out
             for inbox_id, inbound in await self.door.stored(self.name):
                 self._enqueue(inbox_id, inbound)
             self.queue.start()
@@ -185,12 +188,15 @@ class TelegramChannel:
     async def idle(self) -> None:
         """Returns once every update taken so far is handled and answered."""
         await self.queue.idle()
+        await self.outbox.idle()
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
-        """Stops listening, lets the worker finish what is queued (what it cannot
-        finish stays in the inbox for the next start), and closes the connection."""
+        """Stops listening, lets the worker finish what is queued and the replies go out
+        (what is left stays in the ledger for the next start), and closes the connection."""
         await self._stop_polling()
+        deadline = asyncio.get_running_loop().time() + drain_seconds
         await self.queue.stop(drain_seconds)
+        await self.outbox.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         try:
             if self._offset is not None and self.webhook is None:
                 await self.door.sync()  # confirm what is on disk: no resend next start
@@ -210,6 +216,7 @@ class TelegramChannel:
     async def _shut(self) -> None:
         await self._stop_polling()
         await self.queue.stop()
+        await self.outbox.stop()
         for timer in self._unanswered.values():
             timer.cancel()
         self._unanswered.clear()
@@ -283,14 +290,13 @@ class TelegramChannel:
 
     async def _handle(self, item: tuple[int, Inbound]) -> None:
         inbox_id, inbound = item
-        press = _press(inbound)
         try:
-            reply = await self.door.handle_stored(inbox_id, inbound)
+            owed = await self.door.answer(inbox_id, inbound)
         except Exception:
             with suppress(Exception):  # the failure itself is what gets logged
-                await self.send(inbound.chat_id, Reply(private=True).say(FAILED), press)
+                await self.send(inbound.chat_id, Reply(private=True).say(FAILED), inbound)
             raise
-        await self.send(inbound.chat_id, reply, press)
+        self.outbox.put(owed)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -299,14 +305,24 @@ class TelegramChannel:
         for chat_id in news_chats(self.name, reply_to, self.operator_chats):
             await self.send(chat_id, reply)
 
-    async def send(self, chat_id: str, reply: Reply, press: Press | None = None) -> None:
+    async def send(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
+        """Sends ``reply`` to a chat, by way of the ledger: it goes when Telegram takes it."""
+        self.outbox.put(await self.door.owe(self.name, chat_id, reply, answering))
+
+    async def _send_owed(self, owed: Owed) -> None:
+        """Sends what is left of a reply; a press is answered on the first try only."""
+        reply, chat_id = owed.reply, owed.chat_id
+        press = _press(owed.answering) if owed.answering is not None else None
         if reply.private and press is not None:  # for the presser's eyes: the press's answer
-            await self._answer_press(press.query_id, " ".join(reply.texts) or reply.notice)
+            if owed.attempts == 0:
+                await self._answer_press(press.query_id, " ".join(reply.texts) or reply.notice)
             return
-        answered = press is not None and await self._answer_press(press.query_id, reply.notice)
-        if reply.notice and not answered:  # no press, or its spinner was stopped already
-            reply = Reply([*reply.items, reply.notice])
-        for item in reply.items:
+        if owed.attempts == 0:
+            answered = press is not None and await self._answer_press(press.query_id, reply.notice)
+            if reply.notice and not answered:  # no press, or its spinner was stopped already
+                owed.reply = reply = Reply([*reply.items, reply.notice], private=reply.private)
+        for index in range(owed.sent, len(reply.items)):
+            item = reply.items[index]
             if isinstance(item, str | EditPrompt):
                 text = item.as_message if isinstance(item, EditPrompt) else item
                 for outgoing in text_messages(text):
@@ -316,6 +332,7 @@ class TelegramChannel:
             elif isinstance(item, CardOutcome):
                 pressed = press.message_id if press is not None else None
                 await self._settle_card(chat_id, item, pressed)
+            owed.sent = index + 1
 
     async def _post_card(self, chat_id: str, card: Card) -> None:
         for outgoing in card_messages(card):
@@ -380,6 +397,10 @@ class TelegramChannel:
             )
         except Forbidden as exc:
             log.warning("Telegram chat %s does not take messages from steward: %s", chat_id, exc)
+        except BadRequest as exc:
+            log.error("Telegram refused a message to chat %s: %s", chat_id, exc)
+        except NetworkError as exc:  # unreachable, timed out, a server error: again later
+            raise SendLater(self._redact(exc)) from exc
         except TelegramError as exc:
             log.error("could not send a message to Telegram chat %s: %s", chat_id, exc)
         return None

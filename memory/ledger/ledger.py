@@ -22,6 +22,7 @@ from sqlalchemy import (
     Float,
     Row,
     bindparam,
+    delete,
     func,
     insert,
     or_,
@@ -51,6 +52,7 @@ from memory.ledger.records import (
     ModelCall,
     NewAuditEvent,
     OpenWork,
+    OwedReply,
     Run,
     RunStatus,
     StepEntry,
@@ -140,6 +142,7 @@ _ENTITY_POSTGRESQL = Prepared(
     postgresql_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
 )
 _FINISH_INBOX = Prepared(update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id")))
+_OWE_REPLY = Prepared(insert(t.replies))
 
 
 @cache
@@ -341,6 +344,19 @@ class LedgerTx:
     def finish_inbox(self, inbox_id: int, status: str = "done") -> None:
         _FINISH_INBOX.run(
             self.conn, {"inbox_id": inbox_id, "status": status, "handled_at": utcnow()}
+        )
+
+    def owe_reply(self, reply: OwedReply) -> None:
+        _OWE_REPLY.run(
+            self.conn,
+            {
+                "key": reply.key,
+                "channel": reply.channel,
+                "chat_id": reply.chat_id,
+                "payload": reply.payload,
+                "sent_items": reply.sent_items,
+                "created_at": reply.created_at,
+            },
         )
 
 
@@ -613,6 +629,44 @@ class Ledger:
             ],
             write=False,
         )
+
+    # -- replies owed ----------------------------------------------------------------------
+    # A reply is kept until its channel has sent all of it. Keeping it, and forgetting it
+    # once sent, need not wait for the disk: a crash of the process loses neither, and a
+    # crash of the machine at worst sends a reply again, or loses one it had just made.
+
+    async def owe_reply(self, reply: OwedReply) -> None:
+        await self.db.run(lambda conn: LedgerTx(conn).owe_reply(reply), durable=False)
+
+    async def owed_replies(self, channel: str) -> list[OwedReply]:
+        """The replies ``channel`` still owes, oldest first."""
+        query = select(t.replies).where(t.replies.c.channel == channel).order_by(t.replies.c.seq)
+
+        def read(conn: Connection) -> list[OwedReply]:
+            return [
+                OwedReply(r.key, r.channel, r.chat_id, dict(r.payload), r.sent_items, r.created_at)
+                for r in conn.execute(query)
+            ]
+
+        return await self.db.run(read, write=False)
+
+    async def reply_progress(self, key: str, sent_items: int) -> None:
+        query = update(t.replies).where(t.replies.c.key == key).values(sent_items=sent_items)
+        await self.db.run(lambda conn: conn.execute(query), durable=False)
+
+    async def reply_sent(self, key: str) -> None:
+        query = delete(t.replies).where(t.replies.c.key == key)
+        await self.db.run(lambda conn: conn.execute(query), durable=False)
+
+    async def drop_reply(self, key: str, event: NewAuditEvent) -> None:
+        """Forgets a reply that cannot be sent, with an audit event saying why."""
+        query = delete(t.replies).where(t.replies.c.key == key)
+
+        def drop(tx: LedgerTx) -> None:
+            tx.conn.execute(query)
+            tx.audit(event)
+
+        await self.write(drop)
 
     # -- long-term memory's journal --------------------------------------------------------
 

@@ -122,6 +122,16 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
+class OwedReply:
+    key: str
+    channel: str
+    chat_id: str
+    payload: dict[str, Any]
+    sent_items: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Timer:
     id: int
     key: str

@@ -128,6 +128,20 @@ inbox = Table(
     Index("ix_inbox_status", "status"),
 )
 
+# Replies a channel owes a chat, each kept until all of it is sent: a crash, a stop or
+# an outage of the platform delays a reply and never loses it.
+replies = Table(
+    "replies",
+    metadata,
+    Column("seq", Serial, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("channel", String(32), nullable=False, index=True),
+    Column("chat_id", String(200), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("sent_items", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

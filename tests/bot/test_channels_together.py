@@ -54,6 +54,7 @@ async def test_a_card_decided_in_slack_is_settled_in_telegram(
                 "cli",
             )
             await service.notify(steward.coordinator.describe(view), None)
+            await service.idle()
             dm = slack.dm_channel(SLACK_OPERATOR)
             [slack_card] = [m for m in slack.messages(dm) if m.get("blocks")]
             [telegram_card] = [m for m in telegram.sent(TELEGRAM_OPERATOR) if "reply_markup" in m]

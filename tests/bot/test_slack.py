@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
 
 from bot.app import Steward
 from bot.service import Service, configured_channels
@@ -225,6 +226,27 @@ async def test_a_server_error_from_slack_is_tried_again_and_the_reply_arrives(
         statuses = [call.status for call in slack.calls if call.method == "chat.postMessage"]
         assert statuses == [503, 503, 200]
         assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["No runs in progress."]
+
+
+async def test_a_reply_slack_cannot_take_for_a_while_is_sent_once_it_can(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        bot.channel.client.retry_handlers = [  # the client's own retries, without waiting
+            handler
+            for handler in bot.channel.client.retry_handlers
+            if not isinstance(handler, AsyncServerErrorRetryHandler)
+        ]
+        slack.fail("chat.postMessage", 503, times=3)
+        await say(slack, bot, START)
+        await bot.channel.idle()
+        statuses = [call.status for call in slack.calls if call.method == "chat.postMessage"]
+        assert statuses[:4] == [503, 503, 503, 200] and statuses.count(503) == 3
+        dm = slack.dm_channel(OPERATOR)
+        assert len(cards(slack, dm)) == 1
+        assert sum(t.startswith("Started onboarding") for t in bot_texts(slack, dm)) == 1
+        assert await bot.steward.door.owed("slack") == []
 
 
 async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: FakeSlackAPI) -> None:
@@ -469,11 +491,10 @@ async def test_what_was_stored_but_not_handled_is_handled_after_a_restart(
     async with running(home, slack) as bot:
         hang = asyncio.Event()
 
-        async def never(*args: object) -> Reply:
+        async def never(*args: object) -> None:
             await hang.wait()
-            return Reply()
 
-        monkeypatch.setattr(bot.steward.door, "handle_stored", never)
+        monkeypatch.setattr(bot.steward.door, "answer", never)
         await say(slack, bot, START)  # acknowledged: stored, then the process "dies"
         bot.channel.queue._worker.cancel()  # type: ignore[union-attr]
     monkeypatch.undo()
@@ -493,6 +514,7 @@ async def test_news_goes_to_the_runs_thread_or_else_to_every_operator(
             Reply().say("to the thread"),
             {"channel": "slack", "chat_id": "C0TEAM/1700000000.000100"},
         )
+        await bot.service.idle()
         assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["to everyone"]
         assert bot_texts(slack, slack.dm_channel("U0TWO")) == ["to everyone"]
         [threaded] = [m for m in posted(slack, "C0TEAM") if m.get("bot_id")]

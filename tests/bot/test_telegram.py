@@ -296,6 +296,38 @@ async def test_flood_control_429_is_waited_out_and_nothing_is_dropped(
         assert "onboarding" in texts(api)[0]
 
 
+async def test_a_chat_held_by_flood_control_holds_up_no_other_chat(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    other_chat = 2002  # the operator in a second private chat: paced on its own
+    async with running(tmp_path / "home", api):
+        api.flood("sendMessage", retry_after=3, times=1)
+        api.send_text(OPERATOR, "/processes")
+        await api.wait_for(lambda a: a.calls_to("sendMessage"), timeout=10)
+        api.send_text(OPERATOR, "/help", chat_id=other_chat)
+        await api.wait_for(lambda a: a.sent(other_chat), timeout=10)
+        assert api.sent(OPERATOR) == []  # still waiting out its 429
+        await api.wait_for(lambda a: a.sent(OPERATOR), timeout=10)
+        held, _, released = api.calls_to("sendMessage")
+        assert held.status == 429 and released.at - held.at >= 3.0
+
+
+async def test_a_reply_telegram_cannot_take_is_sent_once_it_can(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        api.fail("sendMessage", status=502, times=3)
+        card = await onboarding_card(api)
+        await bot.channel.idle()
+        statuses = [c.status for c in api.calls_to("sendMessage")]
+        assert statuses[:3] == [502, 502, 502] and statuses.count(502) == 3
+        assert len(cards(api)) == 1 and sum(t.startswith("Started") for t in texts(api)) == 1
+        assert await bot.steward.door.owed("telegram") == []
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await api.wait_for(lambda a: outbox(bot.steward.settings.home), timeout=10)
+
+
 async def test_ten_thousand_characters_of_markdown_arrive_whole_and_unbroken(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
@@ -342,10 +374,12 @@ async def test_a_long_reply_is_split_at_paragraphs_and_a_huge_one_sent_as_a_file
         await channel.bot.initialize()
         try:
             await channel.send(str(OPERATOR), Reply().say(long_reply))
+            await channel.idle()
             parts = texts(api)
             assert len(parts) == 2 and all(len(p) <= 4096 for p in parts)
             assert "\n\n".join(parts) == long_reply
             await channel.send(str(OPERATOR), Reply().say(long_reply * 4))
+            await channel.idle()
             (document,) = [m for m in api.sent(OPERATOR) if "document" in m]
             upload = api.uploads[document["document"]["file_id"]]
             assert upload.content.decode() == long_reply * 4

@@ -132,3 +132,51 @@ async def test_updates_stored_before_a_sigkill_are_handled_once_after_restart(
             await asyncio.wait_for(bot.wait(), 30)
         assert bot.returncode == 0
         assert len(outbox(home)) == 1
+
+
+def replies_owed(home: Path) -> int:
+    with sqlite3.connect(home / "steward.db") as db:
+        return int(db.execute("select count(*) from replies").fetchone()[0])
+
+
+async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path) -> None:
+    """The run reaches its gate and the reply is on its way when the process dies: Telegram
+    never got it. After a restart the reply goes out, card and all; the message is not
+    handled again, and the approval acts once."""
+    home = tmp_path / "home"
+    async with FakeBotAPI(token=TOKEN) as api:
+        bot = await start_steward(home, api)
+        try:
+            await api.wait_for(lambda a: a.polls_waiting > 0, timeout=60)
+            api.stall("sendMessage")
+            api.send_text(OPERATOR, START)
+            await api.wait_for(lambda a: "sendMessage" in a.stalled_calls, timeout=30)
+            assert replies_owed(home) == 1 and inbox(home)[-1][1] == "done"
+        finally:
+            bot.send_signal(signal.SIGKILL)
+            await bot.wait()
+        assert bot.returncode == -signal.SIGKILL
+        await api.wait_for(lambda a: not a.stalled_calls, timeout=10)  # its client is gone
+        api.unstall()
+        assert api.sent(OPERATOR) == []
+
+        bot = await start_steward(home, api)
+        try:
+            await api.wait_for(lambda a: cards(a), timeout=60)
+            await api.wait_for(lambda a: replies_owed(home) == 0, timeout=10)
+            said = texts(api)
+            assert sum(t.startswith("Started onboarding") for t in said) == 1
+            assert len(cards(api)) == 1 and len(inbox(home)) == 1
+            (card,) = cards(api)
+            approve = next(
+                k["callback_data"]
+                for k in card["reply_markup"]["inline_keyboard"][0]
+                if k["text"] == "Approve"
+            )
+            api.press(OPERATOR, card, approve)
+            await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
+        finally:
+            bot.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(bot.wait(), 30)
+        assert bot.returncode == 0
+        assert len(outbox(home)) == 1

@@ -36,7 +36,8 @@ What it does, as the real server does:
 
 What it adds for tests: every request is recorded as a :class:`Call` (arrival time, decoded
 parameters, status) in :attr:`FakeBotAPI.calls`; users are simulated with :meth:`send_text`,
-:meth:`press` and :meth:`inject`; :meth:`flood` makes a method answer 429; send times per
+:meth:`press` and :meth:`inject`; :meth:`flood` makes a method answer 429, :meth:`fail` a
+server error, :meth:`stall` leaves its calls unanswered until :meth:`unstall`; send times per
 chat are kept for rate checks (:meth:`send_times`, :attr:`limit_per_chat`); webhooks are
 recorded and :meth:`deliver_webhook` POSTs an update to the registered URL as Telegram
 would. Updates are never pushed to a webhook on their own: injected updates stay in the
@@ -695,6 +696,10 @@ class FakeBotAPI:
         self._next_query = 0
         self._commands: dict[str, list[JSONDict]] = {}
         self._floods: dict[str, tuple[int, int]] = {}
+        self._failures: dict[str, tuple[int, int]] = {}
+        self._stalled: set[str] = set()
+        self._unstalled = asyncio.Event()
+        self._waiting: list[str] = []
         self._send_times: dict[int, list[float]] = {}
         self._changed_event = asyncio.Event()
         self._closing = False
@@ -745,6 +750,7 @@ class FakeBotAPI:
         """Answer waiting long polls with ``[]`` and shut the server down."""
         self._closing = True
         self._changed()
+        self.unstall()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -849,6 +855,28 @@ class FakeBotAPI:
         """Make the next ``times`` calls of ``method`` answer 429 (and not take effect)."""
         name, _ = self._method(method)
         self._floods[name] = (retry_after, times)
+
+    def fail(self, method: str, status: int = 502, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``status`` (a server
+        error: they do not take effect)."""
+        name, _ = self._method(method)
+        self._failures[name] = (status, times)
+
+    def stall(self, method: str) -> None:
+        """Calls of ``method`` from now on get no answer until ``unstall()`` (they are
+        recorded as they arrive, and take effect only then)."""
+        name, _ = self._method(method)
+        self._stalled.add(name)
+        self._unstalled = asyncio.Event()
+
+    def unstall(self) -> None:
+        self._stalled.clear()
+        self._unstalled.set()
+
+    @property
+    def stalled_calls(self) -> list[str]:
+        """Methods of the calls waiting for ``unstall()`` now."""
+        return list(self._waiting)
 
     @property
     def pending(self) -> list[JSONDict]:
@@ -975,6 +1003,18 @@ class FakeBotAPI:
             params = {key: _decode_param(key, value) for key, value in params.items()}
             if name in _RATED_METHODS:
                 self._note_send(name, params, at)
+            if name in self._stalled:
+                self._waiting.append(name)
+                self._changed()
+                try:
+                    await self._unstalled.wait()
+                finally:
+                    self._waiting.remove(name)
+            failure = self._failures.get(name)
+            if failure is not None and failure[1] > 0:
+                status, times = failure
+                self._failures[name] = (status, times - 1)
+                raise BotAPIError(status, "Bad Gateway" if status == 502 else "Server Error")
             flood = self._floods.get(name)
             if flood is not None and flood[1] > 0:
                 retry_after, times = flood

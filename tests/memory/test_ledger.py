@@ -22,10 +22,12 @@ from memory.ledger import (
     LedgerTx,
     ModelCall,
     NewAuditEvent,
+    OwedReply,
     Run,
     RunCancelled,
     RunStatus,
     Timer,
+    utcnow,
 )
 from memory.ledger import schema as t
 from tests.memory.commit_log import record_commits
@@ -335,6 +337,27 @@ async def test_accept_inbound_deduplicates_deliveries(ledger: Ledger) -> None:
         (first, "telegram", {"text": "hi"}),
         (other_channel, "slack", {"text": "hey"}),
     ]
+
+
+async def test_replies_are_kept_per_channel_in_order_until_sent(ledger: Ledger) -> None:
+    def reply(key: str, channel: str = "telegram") -> OwedReply:
+        return OwedReply(key, channel, "42", {"reply": {"items": [key]}}, 0, utcnow())
+
+    for kept in (reply("r1"), reply("s1", "slack"), reply("r2"), reply("r3")):
+        await ledger.owe_reply(kept)
+    await ledger.reply_progress("r2", 1)
+    await ledger.reply_sent("r1")
+    await ledger.drop_reply("r3", NewAuditEvent("telegram", "reply.dropped", "telegram:42"))
+    (left,) = await ledger.owed_replies("telegram")
+    assert (left.key, left.chat_id, left.payload, left.sent_items) == (
+        "r2",
+        "42",
+        {"reply": {"items": ["r2"]}},
+        1,
+    )
+    assert_utc(left.created_at)
+    assert [r.key for r in await ledger.owed_replies("slack")] == ["s1"]
+    assert [e.kind for e in await ledger.audit_events()] == ["reply.dropped"]
 
 
 async def test_unhandled_inbound_until_finished(ledger: Ledger) -> None:

@@ -1,0 +1,157 @@
+"""Replies on their way out: kept in the ledger, sent in order per chat, tried again
+until they go.
+
+Every reply a channel owes is in the ledger before the channel tries to send it (see
+``FrontDoor.answer``). Each chat has a lane of its own, so a chat that is held up — a
+429, a chat whose messages fail — holds up no other chat; in a chat, replies go out in
+the order they were made. When the platform cannot take a message (it is unreachable,
+or answers with a server error) the channel raises ``SendLater``; the reply is tried
+again later, from the first item not yet sent, for up to GIVE_UP_AFTER, and only then
+given up, with an audit event. A stop leaves what is unsent in the ledger for the next
+start. A message the platform may have taken before the connection broke is sent
+again: a reply arrives at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from datetime import timedelta
+
+from graph.front_door import FrontDoor
+from graph.messages import Owed
+from memory.ledger import utcnow
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = 1.0  # seconds; doubled after every failed try
+LAST_RETRY = 60.0
+GIVE_UP_AFTER = timedelta(days=1)
+
+
+class SendLater(Exception):
+    """The platform cannot take the message now; the reply is tried again later."""
+
+
+class Outbox:
+    def __init__(
+        self,
+        door: FrontDoor,
+        channel: str,
+        send: Callable[[Owed], Awaitable[None]],
+        first_retry: float = FIRST_RETRY,
+    ) -> None:
+        self.door = door
+        self.channel = channel
+        self._send = send
+        self.first_retry = first_retry
+        self._lanes: dict[str, deque[Owed]] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def load(self) -> None:
+        """Queues what was owed when the process last stopped."""
+        for owed in await self.door.owed(self.channel):
+            self.put(owed)
+
+    def put(self, owed: Owed) -> None:
+        lane = self._lanes.setdefault(owed.chat_id, deque())
+        lane.append(owed)
+        if owed.chat_id not in self._senders:
+            name = f"{self.channel}-send-{owed.chat_id}"
+            self._senders[owed.chat_id] = asyncio.create_task(self._drain(owed.chat_id), name=name)
+            self._idle.clear()
+
+    @property
+    def owed_here(self) -> int:
+        """Replies queued in this process and not yet sent."""
+        return sum(len(lane) for lane in self._lanes.values())
+
+    async def idle(self) -> None:
+        """Returns once everything put so far is sent or given up."""
+        await self._idle.wait()
+
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Lets the lanes send for up to ``drain_seconds``, then stops them; what is
+        left stays in the ledger for the next start."""
+        if drain_seconds > 0 and self._senders:
+            try:
+                await asyncio.wait_for(self._idle.wait(), drain_seconds)
+            except TimeoutError:
+                log.warning("stopping with %d %s reply(s) unsent", self.owed_here, self.channel)
+        senders = list(self._senders.values())
+        for sender in senders:
+            sender.cancel()
+        for sender in senders:
+            with suppress(asyncio.CancelledError):
+                await sender
+        self._senders.clear()
+        self._lanes.clear()
+        self._idle.set()
+
+    async def _drain(self, chat_id: str) -> None:
+        lane = self._lanes[chat_id]
+        try:
+            while lane:
+                await self._deliver(lane[0])
+                lane.popleft()
+        finally:
+            if self._senders.get(chat_id) is asyncio.current_task():
+                del self._senders[chat_id]
+                self._lanes.pop(chat_id, None)
+                if not self._senders:
+                    self._idle.set()
+
+    async def _deliver(self, owed: Owed) -> None:
+        """Sends one reply, trying again while the platform cannot take it."""
+        delay = self.first_retry
+        while True:
+            sent_before = owed.sent
+            try:
+                await self._send(owed)
+            except SendLater as exc:
+                owed.attempts += 1
+                if utcnow() - owed.created_at > GIVE_UP_AFTER:
+                    log.error(
+                        "giving up a reply to %s chat %s after %d tries: %s",
+                        self.channel,
+                        owed.chat_id,
+                        owed.attempts,
+                        exc,
+                    )
+                    await self._forget(owed, f"undeliverable: {exc}")
+                    return
+                log.warning(
+                    "could not send a reply to %s chat %s (%s); trying again in %.1f s",
+                    self.channel,
+                    owed.chat_id,
+                    exc,
+                    delay,
+                )
+                if owed.sent != sent_before:
+                    await self._note(self.door.sent_part(owed))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LAST_RETRY)
+            except Exception as exc:
+                log.exception("sending a reply to %s chat %s failed", self.channel, owed.chat_id)
+                await self._forget(owed, f"failed: {exc!r}")
+                return
+            else:
+                owed.attempts += 1
+                await self._note(self.door.sent(owed))
+                return
+
+    async def _forget(self, owed: Owed, reason: str) -> None:
+        await self._note(self.door.give_up(owed, reason))
+
+    async def _note(self, write: Awaitable[None]) -> None:
+        """A note in the ledger on a reply's way; one that fails is logged, and at worst
+        the reply is sent again after a restart."""
+        try:
+            await write
+        except Exception:
+            log.exception("could not note a %s reply's progress in the ledger", self.channel)

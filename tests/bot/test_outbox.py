@@ -1,0 +1,155 @@
+"""Replies on their way out (bot/outbox.py): kept in the ledger until sent, in order per
+chat, tried again while the platform cannot take them, never held up by another chat."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.app import Steward
+from bot.outbox import GIVE_UP_AFTER, Outbox, SendLater
+from bot.settings import load_settings
+from graph.messages import Button, Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
+from memory.ledger import utcnow
+
+
+@pytest.fixture
+async def steward(tmp_path: Path) -> AsyncIterator[Steward]:
+    async with Steward.open(load_settings(home=tmp_path / "home")) as steward:
+        yield steward
+
+
+class Platform:
+    """Takes each reply's items, one message per item; a chat can be made unreachable."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str]] = []  # (chat, item)
+        self.down: set[str] = set()
+        self.broken: set[str] = set()
+        self.tries = 0
+        self._tried = asyncio.Event()
+
+    async def send(self, owed: Owed) -> None:
+        self.tries += 1
+        self._tried.set()
+        self._tried = asyncio.Event()
+        if owed.chat_id in self.broken:
+            raise RuntimeError("a bug in rendering")
+        for index in range(owed.sent, len(owed.reply.items)):
+            if owed.chat_id in self.down:
+                raise SendLater("unreachable")
+            self.got.append((owed.chat_id, str(owed.reply.items[index])))
+            owed.sent = index + 1
+            if owed.reply.items[index] == "and then it goes down":
+                self.down.add(owed.chat_id)
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Returns once ``condition()`` holds, checked after every try to send."""
+        while not condition():
+            await asyncio.wait_for(self._tried.wait(), 5)
+
+    def said(self, chat: str) -> list[str]:
+        return [item for where, item in self.got if where == chat]
+
+
+async def owe(steward: Steward, chat: str, *texts: str) -> Owed:
+    return await steward.door.owe("telegram", chat, Reply(list(texts)))
+
+
+def test_a_reply_with_every_kind_of_item_is_kept_as_it_was() -> None:
+    card = Card(
+        "a1",
+        "Approve the welcome email",
+        "Send the welcome email to jane@acme.com",
+        fields=[("Client", "Acme"), ("Package", "basic")],
+        text="Hi Acme team",
+        risk="medium",
+        footer="Expires in 3 days",
+        buttons=[Button("Approve", "approve:a1", "primary"), Button("Reject", "reject:a1")],
+    )
+    reply = Reply(
+        [
+            "Started onboarding",
+            card,
+            CardOutcome("a0", "Approved by Jo"),
+            EditPrompt("a1", "Hi", "New text?"),
+        ],
+        notice="Approved",
+        private=True,
+    )
+    assert Reply.from_payload(reply.to_payload()) == reply
+
+
+async def test_replies_to_a_chat_go_in_order_and_a_chat_that_is_down_holds_up_no_other(
+    steward: Steward,
+) -> None:
+    platform = Platform()
+    platform.down.add("A")
+    outbox = Outbox(steward.door, "telegram", platform.send, first_retry=0.05)
+    outbox.put(await owe(steward, "A", "a1", "a2"))
+    outbox.put(await owe(steward, "A", "a3"))
+    for n in range(5):
+        outbox.put(await owe(steward, "B", f"b{n}"))
+    await platform.until(lambda: len(platform.said("B")) == 5)
+    assert platform.said("B") == ["b0", "b1", "b2", "b3", "b4"]
+    assert platform.said("A") == []
+    assert [o.chat_id for o in await steward.door.owed("telegram")] == ["A", "A"]
+
+    platform.down.clear()  # the platform takes A's messages again
+    await asyncio.wait_for(outbox.idle(), 5)
+    assert platform.said("A") == ["a1", "a2", "a3"]
+    assert await steward.door.owed("telegram") == []
+
+
+async def test_a_reply_cut_short_goes_on_from_where_it_stopped_after_a_restart(
+    steward: Steward,
+) -> None:
+    platform = Platform()
+    outbox = Outbox(steward.door, "telegram", platform.send, first_retry=0.05)
+    outbox.put(await owe(steward, "A", "first", "and then it goes down", "third"))
+    outbox.put(await owe(steward, "A", "next reply"))
+    await platform.until(lambda: platform.tries >= 2)
+    await outbox.stop()  # the process stops while the platform is down
+    (kept, waiting) = await steward.door.owed("telegram")
+    assert kept.sent == 2 and waiting.sent == 0
+
+    platform.down.clear()
+    restarted = Outbox(steward.door, "telegram", platform.send)
+    await restarted.load()
+    await asyncio.wait_for(restarted.idle(), 5)
+    assert platform.said("A") == ["first", "and then it goes down", "third", "next reply"]
+    assert await steward.door.owed("telegram") == []
+
+
+async def test_a_reply_that_cannot_be_sent_is_given_up_on_the_record(steward: Steward) -> None:
+    platform = Platform()
+    platform.broken.add("A")
+    platform.down.add("B")
+    outbox = Outbox(steward.door, "telegram", platform.send, first_retry=0.05)
+    outbox.put(await owe(steward, "A", "never renders"))
+    old = await owe(steward, "B", "a day old")
+    old.created_at = utcnow() - GIVE_UP_AFTER - timedelta(minutes=1)
+    outbox.put(old)
+    outbox.put(await owe(steward, "A", "after it"))
+    await asyncio.wait_for(outbox.idle(), 5)
+    assert await steward.door.owed("telegram") == []  # not tried again at every start
+    dropped = [e for e in await steward.ledger.audit_events() if e.kind == "reply.dropped"]
+    assert [(e.subject, e.data["reason"][:6]) for e in dropped] == [
+        ("telegram:A", "failed"),
+        ("telegram:B", "undeli"),
+        ("telegram:A", "failed"),
+    ]
+
+
+async def test_a_reply_answering_a_delivery_is_kept_with_its_handling(steward: Steward) -> None:
+    inbound = Inbound(Sender("telegram", "1"), "1", "u1", text="/processes")
+    inbox_id = await steward.door.accept(inbound)
+    assert inbox_id is not None
+    owed = await steward.door.answer(inbox_id, inbound)
+    assert await steward.door.stored("telegram") == []
+    (kept,) = await steward.door.owed("telegram")
+    assert (kept.key, kept.reply, kept.answering) == (owed.key, owed.reply, inbound)
