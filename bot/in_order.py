@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CATCH_UP = 0.05  # seconds a channel lets the worker go first; see InOrder.catch_up
+CATCH_UP = 0.05  # seconds a channel lets the worker go first; see catch_up
 
 
 class InOrder(Generic[T]):
@@ -35,17 +35,6 @@ class InOrder(Generic[T]):
     async def idle(self) -> None:
         """Returns once everything put so far is handled."""
         await self._queue.join()
-
-    async def catch_up(self) -> None:
-        """Gives the worker up to CATCH_UP seconds to handle what is queued.
-
-        A channel waits for this before it syncs the ledger and tells its platform
-        "delivered": the reply is what the operator waits for, and the platform gives
-        seconds (Slack 3, Telegram more) where the fsync and the next request would
-        otherwise compete with the reply for the one loop.
-        """
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), CATCH_UP)
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
         """Lets the worker finish what is queued, for up to ``drain_seconds``, then stops."""
@@ -70,3 +59,16 @@ class InOrder(Generic[T]):
                 log.exception("handling a %s delivery failed", self.name)
             finally:
                 self._queue.task_done()
+
+
+async def catch_up(idle: Coroutine[Any, Any, None]) -> None:
+    """Gives a channel's worker up to CATCH_UP seconds to handle what is queued and send
+    its replies (``idle``, the channel's own).
+
+    A channel waits for this before it syncs the ledger and tells its platform
+    "delivered": the reply is what the operator waits for, and the platform gives
+    seconds (Slack 3, Telegram more) where the fsync and the next request would
+    otherwise compete with the reply for the one loop.
+    """
+    with suppress(TimeoutError):
+        await asyncio.wait_for(idle, CATCH_UP)

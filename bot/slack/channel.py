@@ -39,7 +39,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from bot.card_messages import CardMessages
 from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
-from bot.in_order import InOrder
+from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox, SendLater
 from bot.pacing import Bucket
 from bot.settings import Settings
@@ -351,7 +351,7 @@ class SlackChannel:
         inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
             self.queue.put((inbox_id, inbound))
-            await self.queue.catch_up()
+            await catch_up(self.idle())
         await self.door.sync()
         if ack is not None:
             await ack()

@@ -30,7 +30,7 @@ from telegram.request import HTTPXRequest
 from bot.card_messages import CardMessages
 from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
-from bot.in_order import InOrder
+from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox, SendLater
 from bot.settings import Settings
 from bot.splitting import fit
@@ -238,7 +238,7 @@ class TelegramChannel:
                     await self.take(update)
                     self._offset = update.update_id + 1
                 if updates:  # what comes meanwhile waits at Telegram, and after these
-                    await self.queue.catch_up()
+                    await catch_up(self.idle())
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -263,7 +263,7 @@ class TelegramChannel:
             return web.Response(status=400, text="not a Telegram update")
         await self._ready.wait()  # what a crash left stored goes first
         await self.take(update)  # a failure here is a 500, and Telegram delivers again
-        await self.queue.catch_up()
+        await catch_up(self.idle())
         await self.door.sync()
         return web.Response(text="ok")
 
