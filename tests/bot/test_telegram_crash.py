@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.bot.test_telegram import OPERATOR, START, TOKEN, cards, outbox, texts
+from tests.bot.test_telegram import OPERATOR, START, TOKEN, button, cards, outbox, texts
 from tests.fakes.bot_api import FakeBotAPI
 
 pytestmark = pytest.mark.slow
@@ -119,12 +119,7 @@ async def test_updates_stored_before_a_sigkill_are_handled_once_after_restart(
             assert [status for _, status in inbox(home)] == ["done"] * 3
 
             (card,) = cards(api)
-            approve = next(
-                k["callback_data"]
-                for k in card["reply_markup"]["inline_keyboard"][0]
-                if k["text"] == "Approve"
-            )
-            api.press(OPERATOR, card, approve)
+            api.press(OPERATOR, card, button(card, "Approve"))
             await api.wait_for(lambda a: outbox(home), timeout=30)
             await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
         finally:
@@ -168,12 +163,7 @@ async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path
             assert sum(t.startswith("Started onboarding") for t in said) == 1
             assert len(cards(api)) == 1 and len(inbox(home)) == 1
             (card,) = cards(api)
-            approve = next(
-                k["callback_data"]
-                for k in card["reply_markup"]["inline_keyboard"][0]
-                if k["text"] == "Approve"
-            )
-            api.press(OPERATOR, card, approve)
+            api.press(OPERATOR, card, button(card, "Approve"))
             await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
         finally:
             bot.send_signal(signal.SIGTERM)
