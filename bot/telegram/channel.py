@@ -311,12 +311,17 @@ class TelegramChannel:
 
     async def _send_owed(self, owed: Owed) -> None:
         """Sends what is left of a reply; a press is answered on the first try only."""
-        reply, chat_id = owed.reply, owed.chat_id
-        press = _press(owed.answering) if owed.answering is not None else None
+        reply, chat_id, answering = owed.reply, owed.chat_id, owed.answering
+        press = _press(answering) if answering is not None else None
         if reply.private and press is not None:  # for the presser's eyes: the press's answer
-            if owed.attempts == 0:
-                await self._answer_press(press.query_id, " ".join(reply.texts) or reply.notice)
-            return
+            text = " ".join(reply.texts) or reply.notice
+            if owed.attempts == 0 and await self._answer_press(press.query_id, text):
+                return
+            if answering is None or chat_id != answering.sender.user_id:  # a shared chat
+                log.info("a press in chat %s was answered before its reply was ready", chat_id)
+                return
+            # The press was answered already (it took over ANSWER_WITHIN, or steward
+            # restarted): in the presser's own chat a message is for their eyes too.
         if owed.attempts == 0:
             answered = press is not None and await self._answer_press(press.query_id, reply.notice)
             if reply.notice and not answered:  # no press, or its spinner was stopped already

@@ -283,6 +283,20 @@ async def test_a_press_whose_handling_fails_hears_it_in_its_answer(
         assert answer.params["text"] == "Something went wrong; it is logged."
 
 
+async def test_a_press_that_fails_after_its_answer_went_hears_it_in_a_message(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        break_down(bot.steward)
+        slow_down(bot.steward, 1.5)  # fails only after the press was answered
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await bot.settled(api, 2)
+        (answer,) = api.calls_to("answerCallbackQuery")
+        assert "text" not in answer.params
+        assert texts(api)[-1] == "Something went wrong; it is logged."
+
+
 async def test_flood_control_429_is_waited_out_and_nothing_is_dropped(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
