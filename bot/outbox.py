@@ -109,10 +109,14 @@ class Outbox:
     async def _deliver(self, owed: Owed) -> None:
         """Sends one reply, trying again while the platform cannot take it."""
         delay = self.first_retry
+        noted = owed.sent
         while True:
-            sent_before = owed.sent
             try:
                 await self._send(owed)
+            except asyncio.CancelledError:  # stopping: the next start sends only the rest
+                if owed.sent != noted:
+                    await self._note(self.door.sent_part(owed))
+                raise
             except SendLater as exc:
                 owed.attempts += 1
                 if utcnow() - owed.created_at > GIVE_UP_AFTER:
@@ -132,8 +136,9 @@ class Outbox:
                     exc,
                     delay,
                 )
-                if owed.sent != sent_before:
+                if owed.sent != noted:
                     await self._note(self.door.sent_part(owed))
+                    noted = owed.sent
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY)
             except Exception as exc:

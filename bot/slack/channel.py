@@ -385,14 +385,16 @@ class SlackChannel:
         reply, answering = owed.reply, owed.answering
         user = answering.sender.user_id if answering is not None else None
         if reply.private and user is not None:
-            if owed.attempts == 0:
-                for text in reply.texts:
-                    await self._whisper(conversation, user, text)
+            for text in reply.texts:
+                await self._whisper(conversation, user, text)
             return
         notice = reply.notice
         if notice and owed.attempts == 0:
             if answering is not None and answering.button and user is not None:
-                await self._whisper(conversation, user, notice)
+                try:
+                    await self._whisper(conversation, user, notice)
+                except SendLater as exc:  # the card's update shows the outcome too
+                    log.warning("could not answer %s's press: %s", user, exc)
                 owed.reply = reply = Reply(reply.items, private=reply.private)
             else:
                 owed.reply = reply = Reply([*reply.items, notice], private=reply.private)
@@ -456,6 +458,8 @@ class SlackChannel:
             )
         except SlackApiError as exc:
             log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
+        except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
+            log.warning("could not reach Slack to update card %s in %s: %r", ts, channel, exc)
 
     async def _ask_for_text(
         self,
@@ -473,6 +477,8 @@ class SlackChannel:
                 await self.client.views_open(trigger_id=trigger, view=view)
             except SlackApiError as exc:
                 log.info("could not open the Edit form (%s); asking in chat", _error(exc))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("could not reach Slack to open the Edit form (%r); asking in chat", exc)
             else:  # the form brings the new text: the next message in chat is not it
                 await self.door.form_opened(answering, prompt.approval_id)
                 return
@@ -520,9 +526,13 @@ class SlackChannel:
                     text=outgoing.text,
                 )
             except SlackApiError as exc:
+                if _server_side(exc):
+                    raise SendLater(f"Slack answered {exc.response.status_code}") from exc
                 log.warning(
                     "could not answer %s in %s: %s", user, conversation.channel, _error(exc)
                 )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise SendLater(f"cannot reach Slack: {exc!r}") from exc
 
     def _bucket(self, channel: str) -> Bucket:
         bucket = self._pacing.get(channel)

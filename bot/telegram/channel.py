@@ -373,7 +373,8 @@ class TelegramChannel:
             await self._call(
                 lambda: self.bot.edit_message_text(
                     html, chat_id=chat_id, message_id=message_id, parse_mode=ParseMode.HTML
-                )
+                ),
+                again_if_maybe_sent=True,  # the same edit twice changes nothing
             )
         except BadRequest as exc:  # "not modified": a second press finds it settled already
             if "not modified" not in str(exc):
@@ -438,7 +439,7 @@ class TelegramChannel:
         return str(exc).replace(self.bot.token, "<token>")
 
     @staticmethod
-    async def _call(send: Callable[[], Awaitable[T]]) -> T:
+    async def _call(send: Callable[[], Awaitable[T]], again_if_maybe_sent: bool = False) -> T:
         """Flood control is the rate limiter's; a dropped connection is tried again."""
         delay = 0.5
         attempt = 1
@@ -447,8 +448,12 @@ class TelegramChannel:
                 return await send()
             except NetworkError as exc:
                 # Again only when the request never left: after that, Telegram may have
-                # the message, and a second one would be a duplicate.
-                if not _never_sent(exc) or attempt == SEND_ATTEMPTS:
+                # the message, and a second one would be a duplicate — unless a second
+                # one is harmless (an edit), and then after a server error too.
+                again = _never_sent(exc) or (
+                    again_if_maybe_sent and not isinstance(exc, BadRequest)
+                )
+                if not again or attempt == SEND_ATTEMPTS:
                     raise
             await asyncio.sleep(delay)
             delay *= 2

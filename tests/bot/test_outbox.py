@@ -125,6 +125,35 @@ async def test_a_reply_cut_short_goes_on_from_where_it_stopped_after_a_restart(
     assert await steward.door.owed("telegram") == []
 
 
+async def test_a_stop_mid_reply_notes_what_went_so_the_next_start_sends_only_the_rest(
+    steward: Steward,
+) -> None:
+    got: list[str] = []
+    sent_first = asyncio.Event()
+    never = asyncio.Event()
+
+    async def send(owed: Owed) -> None:
+        for index in range(owed.sent, len(owed.reply.items)):
+            if index == 1 and not never.is_set():
+                sent_first.set()
+                await never.wait()  # waiting out a 429 longer than the stop's drain, say
+            got.append(str(owed.reply.items[index]))
+            owed.sent = index + 1
+
+    outbox = Outbox(steward.door, "telegram", send)
+    outbox.put(await owe(steward, "A", "first", "second"))
+    await asyncio.wait_for(sent_first.wait(), 5)
+    await outbox.stop(drain_seconds=0.1)
+    (kept,) = await steward.door.owed("telegram")
+    assert kept.sent == 1
+
+    never.set()
+    restarted = Outbox(steward.door, "telegram", send)
+    await restarted.load()
+    await asyncio.wait_for(restarted.idle(), 5)
+    assert got == ["first", "second"]
+
+
 async def test_a_reply_that_cannot_be_sent_is_given_up_on_the_record(steward: Steward) -> None:
     platform = Platform()
     platform.broken.add("A")

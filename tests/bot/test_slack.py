@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
@@ -27,7 +28,7 @@ from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel, SlackUnavailable
 from graph.front_door import REFUSAL
-from graph.messages import Reply
+from graph.messages import Inbound, Reply, Sender
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.slack_api import FakeSlackAPI
@@ -247,6 +248,48 @@ async def test_a_reply_slack_cannot_take_for_a_while_is_sent_once_it_can(
         assert len(cards(slack, dm)) == 1
         assert sum(t.startswith("Started onboarding") for t in bot_texts(slack, dm)) == 1
         assert await bot.steward.door.owed("slack") == []
+
+
+def fail_once(client: Any, method: str) -> None:
+    """The client's next call of ``method`` loses its connection, after its own retries."""
+    call = getattr(client, method)
+    failures = [aiohttp.ClientConnectionError("connection reset by peer")]
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await call(*args, **kwargs)
+
+    setattr(client, method, flaky)
+
+
+async def test_a_press_whose_answer_cannot_reach_slack_still_gets_the_rest_of_its_reply(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        fail_once(bot.channel.client, "chat_postEphemeral")
+        press = Inbound(Sender("slack", OPERATOR), dm, "action:1", button="approve:a1")
+        await bot.channel.send(dm, Reply(["Sent the welcome email."], notice="Approved"), press)
+        await bot.channel.idle()
+        assert bot_texts(slack, dm) == ["Sent the welcome email."]
+        assert not [e for e in await bot.steward.ledger.audit_events() if e.kind == "reply.dropped"]
+
+
+async def test_a_private_reply_slack_cannot_take_is_sent_again(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        bot.channel.outbox.first_retry = 0.05
+        bot.channel.client.retry_handlers = []  # as after the client's own retries
+        dm = slack.dm_channel(OPERATOR)
+        press = Inbound(Sender("slack", OPERATOR), dm, "action:1", button="approve:a1")
+        fail_once(bot.channel.client, "chat_postEphemeral")
+        await bot.channel.send(dm, Reply(private=True).say("Something went wrong"), press)
+        slack.fail("chat.postEphemeral", 503, times=1)
+        await bot.channel.send(dm, Reply(private=True).say("Still wrong"), press)
+        await bot.channel.idle()
+        assert ephemerals(slack, OPERATOR) == ["Something went wrong", "Still wrong"]
 
 
 async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: FakeSlackAPI) -> None:

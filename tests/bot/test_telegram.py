@@ -342,6 +342,17 @@ async def test_a_reply_telegram_cannot_take_is_sent_once_it_can(
         await api.wait_for(lambda a: outbox(bot.steward.settings.home), timeout=10)
 
 
+async def test_a_card_edit_telegram_fails_is_made_again(tmp_path: Path, api: FakeBotAPI) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        api.fail("editMessageText", status=502, times=1)
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=10)
+        await bot.channel.idle()
+        assert [c.status for c in api.calls_to("editMessageText")][:2] == [502, 200]
+        assert "reply_markup" not in api.message(OPERATOR, card["message_id"])
+
+
 async def test_ten_thousand_characters_of_markdown_arrive_whole_and_unbroken(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
