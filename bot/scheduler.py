@@ -1,5 +1,5 @@
-"""The scheduler: fires due timers (waits, approval expiry, the daily list) and reports
-what changed.
+"""The scheduler: fires due timers (waits, approval expiry, the daily list), announces
+approval cards no channel was handed, and reports what changed.
 
 Every timer is in the ledger and is claimed atomically before it fires, so it fires
 once however many schedulers share the database, and a time missed while steward was
@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,6 +28,9 @@ from memory.ledger import Ledger, Timer, utcnow
 log = logging.getLogger(__name__)
 
 DIGEST = "digest"
+# A pending card no channel was handed this long after its gate opened is announced: a
+# crash came between the two, or the run was started from a shell or by another process.
+ANNOUNCE_AFTER = timedelta(seconds=30)
 BATCH = 500  # timers taken per tick
 IN_FLIGHT = 16  # fired at once: their ledger writes share commits
 
@@ -82,7 +85,21 @@ class Scheduler:
                 return await self._fire(timer)
 
         results = await asyncio.gather(*(fire(t) for t in due if t.kind != DIGEST))
+        await self._announce_missed(now)
         return fired + sum(results)
+
+    async def _announce_missed(self, now: datetime) -> None:
+        """Sends the card of every pending approval no channel was handed; the claim
+        makes it once however many schedulers share the database."""
+        for approval in await self.ledger.unannounced_approvals(now - ANNOUNCE_AFTER):
+            if not await self.ledger.claim_announcement(approval.id):
+                continue
+            try:
+                view = await self.engine.view(approval.run_id)
+                if view.approval is not None and view.approval.id == approval.id:
+                    await self.notify(self.coordinator.describe(view), view.run.reply_to)
+            except Exception:
+                log.exception("could not announce approval %s", approval.id)
 
     async def _fire(self, timer: Timer) -> int:
         try:

@@ -6,9 +6,13 @@ else gets one polite refusal a day, every attempt goes into the audit log, and n
 of theirs reaches the coordinator.
 
 Replies go out the same way: what a channel owes a chat is kept in the ledger until
-the channel has sent all of it. The reply to a delivery is kept with the delivery's
-handling, in its last write; a crash, a stop or an outage of the platform delays it,
-and the channel sends it when it can.
+the channel has sent all of it, so a stop or an outage of the platform delays a reply,
+and the channel sends it when it can. The reply to a delivery is kept once the handling
+is over, with the delivery's "done" when the handling wrote nothing else, else in a
+write of its own. A crash between the handling's first write and that one loses the
+reply's text; an approval card it held is not lost: each approval notes when its card
+was first handed to a channel, and the scheduler announces a pending card never handed
+out.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from graph.access import Allowlist
 from graph.coordinator import Coordinator
 from graph.messages import Inbound, Owed, Reply
-from memory.ledger import Ledger, NewAuditEvent, OwedReply, utcnow
+from memory.ledger import Ledger, LedgerTx, NewAuditEvent, OwedReply, utcnow
 from memory.working import WorkingMemory
 
 REFUSAL_TTL = 24 * 3600
@@ -65,18 +69,29 @@ class FrontDoor:
     async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
         """Handles a stored delivery; the caller shows the reply at once (a terminal)."""
         async with self.ledger.handling(inbox_id):
-            return await self._handle(inbound)
+            reply = await self._handle(inbound)
+            cards = _card_ids(reply)
+
+            def announce(tx: LedgerTx) -> None:
+                tx.announce(cards)
+
+            if cards:
+                self.ledger.defer(announce, durable=lambda: False)
+            return reply
 
     async def answer(self, inbox_id: int, inbound: Inbound) -> Owed:
-        """Handles a stored delivery and keeps its reply until the channel has sent it.
-
-        The reply commits with the handling's last write: with the delivery's "done",
-        when the handling wrote nothing else.
-        """
+        """Handles a stored delivery and keeps its reply until the channel has sent it;
+        the approvals whose cards it shows are noted as announced in the same write."""
         async with self.ledger.handling(inbox_id):
             reply = await self._handle(inbound)
             owed = _owed(inbound.sender.channel, inbound.chat_id, reply, inbound)
-            self.ledger.defer(lambda tx: tx.owe_reply(_kept(owed)), durable=lambda: False)
+            cards = _card_ids(reply)
+
+            def keep(tx: LedgerTx) -> None:
+                tx.owe_reply(_kept(owed))
+                tx.announce(cards)
+
+            self.ledger.defer(keep, durable=lambda: False)
         return owed
 
     async def owe(
@@ -85,7 +100,7 @@ class FrontDoor:
         """Keeps a reply that answers no handling — a run's news, word of a failure —
         until the channel has sent it."""
         owed = _owed(channel, chat_id, reply, answering)
-        await self.ledger.owe_reply(_kept(owed))
+        await self.ledger.owe_reply(_kept(owed), _card_ids(reply))
         return owed
 
     async def owed(self, channel: str) -> list[Owed]:
@@ -185,3 +200,7 @@ def _kept(owed: Owed) -> OwedReply:
     return OwedReply(
         owed.key, owed.channel, owed.chat_id, owed.to_payload(), owed.sent, owed.created_at
     )
+
+
+def _card_ids(reply: Reply) -> list[str]:
+    return [card.approval_id for card in reply.cards]

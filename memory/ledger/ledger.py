@@ -346,6 +346,16 @@ class LedgerTx:
             self.conn, {"inbox_id": inbox_id, "status": status, "handled_at": utcnow()}
         )
 
+    def announce(self, approval_ids: Sequence[str]) -> bool:
+        """Notes that the cards of these approvals are handed to a channel; False when
+        all of them were before."""
+        query = (
+            update(t.approvals)
+            .where(t.approvals.c.id.in_(list(approval_ids)), t.approvals.c.announced_at.is_(None))
+            .values(announced_at=utcnow())
+        )
+        return bool(approval_ids) and self.conn.execute(query).rowcount > 0
+
     def owe_reply(self, reply: OwedReply) -> None:
         _OWE_REPLY.run(
             self.conn,
@@ -635,8 +645,33 @@ class Ledger:
     # once sent, need not wait for the disk: a crash of the process loses neither, and a
     # crash of the machine at worst sends a reply again, or loses one it had just made.
 
-    async def owe_reply(self, reply: OwedReply) -> None:
-        await self.db.run(lambda conn: LedgerTx(conn).owe_reply(reply), durable=False)
+    async def owe_reply(self, reply: OwedReply, cards: Sequence[str] = ()) -> None:
+        """Keeps a reply, and notes the approvals whose ``cards`` it shows as announced."""
+
+        def owe(conn: Connection) -> None:
+            tx = LedgerTx(conn)
+            tx.owe_reply(reply)
+            tx.announce(cards)
+
+        await self.db.run(owe, durable=False)
+
+    async def unannounced_approvals(self, created_before: datetime) -> list[Approval]:
+        """Pending approvals older than ``created_before`` whose card no channel was
+        handed, oldest first."""
+        query = (
+            select(t.approvals)
+            .where(
+                t.approvals.c.status == ApprovalStatus.PENDING.value,
+                t.approvals.c.announced_at.is_(None),
+                t.approvals.c.created_at < created_before,
+            )
+            .order_by(t.approvals.c.created_at)
+        )
+        return await self.db.run(lambda c: [_approval(r) for r in c.execute(query)], write=False)
+
+    async def claim_announcement(self, approval_id: str) -> bool:
+        """Notes a card as announced; False when another process (or a channel) did first."""
+        return await self.db.run(lambda conn: LedgerTx(conn).announce([approval_id]))
 
     async def owed_replies(self, channel: str) -> list[OwedReply]:
         """The replies ``channel`` still owes, oldest first."""

@@ -111,6 +111,9 @@ approvals = Table(
     Column("decided_at", UTCDateTime, nullable=True),
     Column("reason", Text, nullable=True),
     Column("edited_text", Text, nullable=True),
+    # When its card was first handed to a channel; a pending card never handed out (a
+    # crash came first, or the run was started from a shell) is announced by the scheduler.
+    Column("announced_at", UTCDateTime, nullable=True),
     UniqueConstraint("run_id", "step_id", "visit", name="uq_approvals_gate"),
 )
 

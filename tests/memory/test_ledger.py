@@ -218,6 +218,30 @@ async def test_insert_and_get_approval(ledger: Ledger) -> None:
     assert await ledger.approval_for_gate("run1", "confirm", 2) is None
 
 
+async def test_a_card_is_announced_once(ledger: Ledger) -> None:
+    await insert_runs(ledger, make_run(status=RunStatus.WAITING))
+    later = T0 + timedelta(minutes=1)
+    await insert_approvals(
+        ledger,
+        make_approval("ap1"),
+        make_approval("ap2", step_id="other"),
+        make_approval("ap3", step_id="third", created_at=later),
+        make_approval("ap4", step_id="decided", status=ApprovalStatus.APPROVED),
+    )
+    shown = OwedReply("r1", "telegram", "42", {}, 0, T0)
+    await ledger.owe_reply(shown, cards=["ap2"])
+
+    assert [a.id for a in await ledger.unannounced_approvals(later)] == ["ap1"]
+    assert [a.id for a in await ledger.unannounced_approvals(later + timedelta(1))] == [
+        "ap1",
+        "ap3",
+    ]
+    claims = await asyncio.gather(*(ledger.claim_announcement("ap1") for _ in range(3)))
+    assert sorted(claims) == [False, False, True]
+    assert not await ledger.claim_announcement("ap2")
+    assert [a.id for a in await ledger.unannounced_approvals(later + timedelta(1))] == ["ap3"]
+
+
 async def test_decide_approval_first_decision_wins_under_concurrency(ledger: Ledger) -> None:
     await insert_runs(ledger, make_run(status=RunStatus.WAITING))
     await insert_approvals(ledger, make_approval())

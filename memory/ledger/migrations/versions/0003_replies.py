@@ -1,4 +1,4 @@
-"""replies a channel owes, kept until sent
+"""replies a channel owes, kept until sent; when each approval's card was handed out
 
 Revision ID: 0003
 Revises: 0002
@@ -41,9 +41,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("replies", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_replies_channel"), ["channel"], unique=False)
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("announced_at", sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE approvals SET announced_at = created_at")  # shown before this: as before
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.drop_column("announced_at")
     with op.batch_alter_table("replies", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_replies_channel"))
     op.drop_table("replies")

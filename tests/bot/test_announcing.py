@@ -1,0 +1,93 @@
+"""Every pending approval card reaches a chat once: those a crash kept from going out,
+and those of runs started from a shell, are announced by the scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Steward
+from bot.scheduler import ANNOUNCE_AFTER, Scheduler
+from bot.settings import load_settings
+from graph.messages import Inbound, Reply, Sender
+from memory.ledger import utcnow
+
+START = "/run onboarding client=Acme email=jane@acme.com package=basic"
+ONBOARDING = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+
+
+@pytest.fixture
+async def steward(tmp_path: Path) -> AsyncIterator[Steward]:
+    settings = load_settings(home=tmp_path / "home", operators="telegram:1")
+    async with Steward.open(settings) as steward:
+        yield steward
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after it is written."""
+
+
+class News:
+    def __init__(self) -> None:
+        self.cards: list[tuple[str, Any]] = []
+
+    async def notify(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
+        self.cards += [(card.approval_id, reply_to) for card in reply.cards]
+
+
+def scheduler(steward: Steward, news: News, at: datetime) -> Scheduler:
+    return Scheduler(
+        steward.ledger, steward.engine, steward.coordinator, news.notify, clock=lambda: at
+    )
+
+
+async def test_a_card_from_a_run_started_in_a_shell_is_announced_once(steward: Steward) -> None:
+    view = await steward.engine.start("onboarding", ONBOARDING, "cli")
+    assert view.approval is not None
+    news = News()
+    await scheduler(steward, news, utcnow()).tick()
+    assert news.cards == []  # the shell's own command may still hand it out
+    later = scheduler(steward, news, utcnow() + ANNOUNCE_AFTER)
+    await later.tick()
+    await later.tick()
+    await scheduler(steward, news, utcnow() + ANNOUNCE_AFTER).tick()  # another process
+    assert news.cards == [(view.approval.id, None)]
+
+
+async def test_a_card_handed_to_a_channel_is_not_announced_again(steward: Steward) -> None:
+    inbound = Inbound(Sender("telegram", "1"), "1", "u1", text=START)
+    inbox_id = await steward.door.accept(inbound)
+    assert inbox_id is not None
+    owed = await steward.door.answer(inbox_id, inbound)
+    assert owed.reply.cards
+    news = News()
+    await scheduler(steward, news, utcnow() + ANNOUNCE_AFTER).tick()
+    assert news.cards == []
+
+
+async def test_a_card_a_crash_kept_from_its_chat_is_announced_there(steward: Steward) -> None:
+    """The process dies after the run reached its gate and before the reply was kept."""
+    inbound = Inbound(Sender("telegram", "1"), "1", "u1", text=START)
+    inbox_id = await steward.door.accept(inbound)
+    assert inbox_id is not None
+    describe = steward.coordinator._describe
+
+    def dies(*args: Any) -> Any:  # as the card is put together, the run at its gate
+        raise Crash
+
+    steward.coordinator._describe = dies  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await steward.door.answer(inbox_id, inbound)
+    steward.coordinator._describe = describe  # type: ignore[method-assign]
+    assert await steward.door.stored("telegram") == []  # handled: not handled again
+    assert await steward.door.owed("telegram") == []  # and its reply is gone
+
+    news = News()
+    await scheduler(steward, news, utcnow() + ANNOUNCE_AFTER).tick()
+    ((approval_id, reply_to),) = news.cards
+    (pending,) = await steward.ledger.pending_approvals()
+    assert approval_id == pending.id and reply_to == {"channel": "telegram", "chat_id": "1"}
