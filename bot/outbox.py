@@ -6,10 +6,10 @@ Every reply a channel owes is in the ledger before the channel tries to send it 
 429, a chat whose messages fail — holds up no other chat; in a chat, replies go out in
 the order they were made. When the platform cannot take a message (it is unreachable,
 or answers with a server error) the channel raises ``SendLater``; the reply is tried
-again later, from the first item not yet sent, for up to GIVE_UP_AFTER, and only then
-given up, with an audit event. A stop leaves what is unsent in the ledger for the next
-start. A message the platform may have taken before the connection broke is sent
-again: a reply arrives at least once.
+again later, from the first step not yet done (see ``Steps``), for up to GIVE_UP_AFTER,
+and only then given up, with an audit event. A stop leaves what is unsent in the ledger
+for the next start. A message the platform may have taken before the connection broke
+is sent again: a reply arrives at least once.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import timedelta
+from typing import TypeVar, cast
 
 from graph.front_door import FrontDoor
 from graph.messages import Owed
 from memory.ledger import utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_RETRY = 1.0  # seconds; doubled after every failed try
 LAST_RETRY = 60.0
@@ -34,6 +36,27 @@ GIVE_UP_AFTER = timedelta(days=1)
 
 class SendLater(Exception):
     """The platform cannot take the message now; the reply is tried again later."""
+
+
+class Steps:
+    """A reply's sends in the order a channel makes them — a press's answer, each
+    message, a card's update — counted as they go into ``Owed.sent``, so that a reply
+    tried again skips what went on an earlier try. A skipped step gives what it gave
+    then, if that was in this process (a card's message id), else None."""
+
+    def __init__(self, owed: Owed) -> None:
+        self._owed = owed
+        self._at = 0
+
+    async def take(self, send: Callable[[], Awaitable[T]]) -> T | None:
+        step = self._at
+        self._at += 1
+        if step < self._owed.sent:
+            return cast("T | None", self._owed.results.get(step))
+        result = await send()
+        self._owed.results[step] = result
+        self._owed.sent = self._at
+        return result
 
 
 class Outbox:

@@ -116,7 +116,7 @@ class FrontDoor:
                     Reply.from_payload(kept.payload["reply"]),
                     Inbound.from_payload(answering) if answering else None,
                     kept.created_at,
-                    sent=kept.sent_items,
+                    sent=kept.sent_steps,
                 )
             )
         return owed

@@ -143,8 +143,10 @@ class Owed:
     reply: Reply
     answering: Inbound | None  # the delivery it answers; None for a run's news
     created_at: datetime
-    sent: int = 0  # items of the reply sent so far
+    sent: int = 0  # steps of the reply done so far: messages, edits, a press's answer
     attempts: int = 0  # tries to send it in this process
+    # What each step done in this process gave (a posted message's id, say), by step.
+    results: dict[int, Any] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         answering = self.answering.to_payload() if self.answering is not None else None

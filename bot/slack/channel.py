@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -40,7 +41,7 @@ from bot.card_messages import CardMessages
 from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
-from bot.outbox import Outbox, SendLater
+from bot.outbox import Outbox, SendLater, Steps
 from bot.pacing import Bucket
 from bot.settings import Settings
 from bot.slack.render import (
@@ -379,52 +380,69 @@ class SlackChannel:
         self.outbox.put(await self.door.owe(self.name, chat_id, reply, answering))
 
     async def _send_owed(self, owed: Owed) -> None:
-        """Sends what is left of a reply; what only the sender sees goes on the first try
-        only."""
+        """Sends what is left of a reply: its steps (see ``Steps``) not done before."""
         conversation = Conversation.of(owed.chat_id)
         reply, answering = owed.reply, owed.answering
         user = answering.sender.user_id if answering is not None else None
+        steps = Steps(owed)
         if reply.private and user is not None:
             for text in reply.texts:
-                await self._whisper(conversation, user, text)
+                await steps.take(partial(self._whisper, conversation, user, text))
             return
-        notice = reply.notice
-        if notice and owed.attempts == 0:
+        items = list(reply.items)
+        if reply.notice:
             if answering is not None and answering.button and user is not None:
-                try:
-                    await self._whisper(conversation, user, notice)
-                except SendLater as exc:  # the card's update shows the outcome too
-                    log.warning("could not answer %s's press: %s", user, exc)
-                owed.reply = reply = Reply(reply.items, private=reply.private)
+                await steps.take(partial(self._answer_press, conversation, user, reply.notice))
             else:
-                owed.reply = reply = Reply([*reply.items, notice], private=reply.private)
+                items.append(reply.notice)
         # Where replies go when steward may not post in the conversation (a slash command
         # in a channel it is not in): the DM of whoever wrote, or of every operator.
         fallback = [user] if user is not None else self.operator_users
-        for index in range(owed.sent, len(reply.items)):
-            item = reply.items[index]
+        for item in items:
             if isinstance(item, str):
                 for outgoing in text_messages(item):
-                    await self._post(conversation, outgoing, fallback)
+                    await steps.take(partial(self._post, conversation, outgoing, fallback))
             elif isinstance(item, Card):
-                await self._post_card(conversation, item, fallback)
+                card = partial(self._post_card, conversation, item, fallback)
+                posted = await steps.take(card)
+                for outgoing in draft_overflow(item):  # all of a draft too long for the card
+                    await steps.take(partial(self._post_overflow, conversation, posted, outgoing))
             elif isinstance(item, CardOutcome):
-                await self._settle(conversation, item, answering, fallback)
+                settle = partial(self._settle, conversation, item, answering, fallback)
+                await steps.take(settle)
             elif isinstance(item, EditPrompt):
-                await self._ask_for_text(conversation, item, answering, fallback)
-            owed.sent = index + 1
+                ask = partial(self._ask_for_text, conversation, item, answering, fallback)
+                await steps.take(ask)
 
-    async def _post_card(self, conversation: Conversation, card: Card, fallback: list[str]) -> None:
+    async def _answer_press(self, conversation: Conversation, user: str, notice: str) -> None:
+        try:
+            await self._whisper(conversation, user, notice)
+        except SendLater as exc:  # the card's update shows the outcome too
+            log.warning("could not answer %s's press: %s", user, exc)
+
+    async def _post_card(
+        self, conversation: Conversation, card: Card, fallback: list[str]
+    ) -> dict[str, Any] | None:
+        """Posts a card and remembers it, so that its outcome can replace it; None when
+        it was not posted, or was decided while on its way (and shows that now)."""
         posted = await self._post(conversation, card_message(card), fallback)
         if posted is None:
-            return
+            return None
         channel, ts = posted["channel"], posted["ts"]
         decided = await self.cards.remember(card.approval_id, channel, ts)
         if decided is not None:  # while it was on its way
             await self._update(channel, ts, outcome_message(CardOutcome(card.approval_id, decided)))
-            return
-        for outgoing in draft_overflow(card):  # all of a draft too long for the card
-            await self._post(Conversation(channel, conversation.thread_ts or ts), outgoing)
+            return None
+        return posted
+
+    async def _post_overflow(
+        self, conversation: Conversation, card: dict[str, Any] | None, outgoing: Outgoing
+    ) -> None:
+        """Posts the rest of a card's draft in the card's thread, if the card went up."""
+        if card is not None:
+            await self._post(
+                Conversation(card["channel"], conversation.thread_ts or card["ts"]), outgoing
+            )
 
     async def _settle(
         self,

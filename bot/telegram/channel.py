@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -31,7 +32,7 @@ from bot.card_messages import CardMessages
 from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
-from bot.outbox import Outbox, SendLater
+from bot.outbox import Outbox, SendLater, Steps
 from bot.settings import Settings
 from bot.splitting import fit
 from bot.telegram.rate_limit import FloodControl
@@ -310,43 +311,46 @@ class TelegramChannel:
         self.outbox.put(await self.door.owe(self.name, chat_id, reply, answering))
 
     async def _send_owed(self, owed: Owed) -> None:
-        """Sends what is left of a reply; a press is answered on the first try only."""
+        """Sends what is left of a reply: its steps (see ``Steps``) not done before."""
         reply, chat_id, answering = owed.reply, owed.chat_id, owed.answering
         press = _press(answering) if answering is not None else None
+        steps = Steps(owed)
+        answered: bool | None = False  # None: on an earlier try, before a restart
+        if press is not None:
+            toast = (" ".join(reply.texts) or reply.notice) if reply.private else reply.notice
+            answered = await steps.take(partial(self._answer_press, press.query_id, toast))
         if reply.private and press is not None:  # for the presser's eyes: the press's answer
-            text = " ".join(reply.texts) or reply.notice
-            if owed.attempts == 0 and await self._answer_press(press.query_id, text):
+            if answered is not False:
                 return
             if answering is None or chat_id != answering.sender.user_id:  # a shared chat
                 log.info("a press in chat %s was answered before its reply was ready", chat_id)
                 return
-            # The press was answered already (it took over ANSWER_WITHIN, or steward
-            # restarted): in the presser's own chat a message is for their eyes too.
-        if owed.attempts == 0:
-            answered = press is not None and await self._answer_press(press.query_id, reply.notice)
-            if reply.notice and not answered:  # no press, or its spinner was stopped already
-                owed.reply = reply = Reply([*reply.items, reply.notice], private=reply.private)
-        for index in range(owed.sent, len(reply.items)):
-            item = reply.items[index]
+            # The press was answered already (it took over ANSWER_WITHIN): in the
+            # presser's own chat a message is for their eyes too.
+        items = list(reply.items)
+        if reply.notice and answered is False:  # no press, or its spinner was stopped already
+            items.append(reply.notice)
+        for item in items:
             if isinstance(item, str | EditPrompt):
                 text = item.as_message if isinstance(item, EditPrompt) else item
                 for outgoing in text_messages(text):
-                    await self._post(chat_id, outgoing)
+                    await steps.take(partial(self._post, chat_id, outgoing))
             elif isinstance(item, Card):
-                await self._post_card(chat_id, item)
+                for outgoing in card_messages(item):
+                    await steps.take(partial(self._post_card, chat_id, item, outgoing))
             elif isinstance(item, CardOutcome):
                 pressed = press.message_id if press is not None else None
-                await self._settle_card(chat_id, item, pressed)
-            owed.sent = index + 1
+                await steps.take(partial(self._settle_card, chat_id, item, pressed))
 
-    async def _post_card(self, chat_id: str, card: Card) -> None:
-        for outgoing in card_messages(card):
-            message = await self._post(chat_id, outgoing)
-            if message is not None and outgoing.keyboard is not None:
-                where = (chat_id, message.message_id)
-                decided = await self.cards.remember(card.approval_id, *map(str, where))
-                if decided is not None:  # while it was on its way
-                    await self._edit(where, outcome_html(CardOutcome(card.approval_id, decided)))
+    async def _post_card(self, chat_id: str, card: Card, outgoing: Outgoing) -> None:
+        """Posts a message of a card; the one with its buttons is remembered, so that
+        the card's outcome can replace it."""
+        message = await self._post(chat_id, outgoing)
+        if message is not None and outgoing.keyboard is not None:
+            where = (chat_id, message.message_id)
+            decided = await self.cards.remember(card.approval_id, *map(str, where))
+            if decided is not None:  # while it was on its way
+                await self._edit(where, outcome_html(CardOutcome(card.approval_id, decided)))
 
     async def _settle_card(self, chat_id: str, outcome: CardOutcome, pressed: int | None) -> None:
         """Edits every message showing the card — the pressed one, those in other chats,

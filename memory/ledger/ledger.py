@@ -364,7 +364,7 @@ class LedgerTx:
                 "channel": reply.channel,
                 "chat_id": reply.chat_id,
                 "payload": reply.payload,
-                "sent_items": reply.sent_items,
+                "sent_steps": reply.sent_steps,
                 "created_at": reply.created_at,
             },
         )
@@ -679,14 +679,14 @@ class Ledger:
 
         def read(conn: Connection) -> list[OwedReply]:
             return [
-                OwedReply(r.key, r.channel, r.chat_id, dict(r.payload), r.sent_items, r.created_at)
+                OwedReply(r.key, r.channel, r.chat_id, dict(r.payload), r.sent_steps, r.created_at)
                 for r in conn.execute(query)
             ]
 
         return await self.db.run(read, write=False)
 
-    async def reply_progress(self, key: str, sent_items: int) -> None:
-        query = update(t.replies).where(t.replies.c.key == key).values(sent_items=sent_items)
+    async def reply_progress(self, key: str, sent_steps: int) -> None:
+        query = update(t.replies).where(t.replies.c.key == key).values(sent_steps=sent_steps)
         await self.db.run(lambda conn: conn.execute(query), durable=False)
 
     async def reply_sent(self, key: str) -> None:

@@ -127,7 +127,7 @@ class OwedReply:
     channel: str
     chat_id: str
     payload: dict[str, Any]
-    sent_items: int
+    sent_steps: int
     created_at: datetime
 
 

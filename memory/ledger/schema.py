@@ -141,7 +141,7 @@ replies = Table(
     Column("channel", String(32), nullable=False, index=True),
     Column("chat_id", String(200), nullable=False),
     Column("payload", Json, nullable=False),
-    Column("sent_items", Integer, nullable=False),
+    Column("sent_steps", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
 

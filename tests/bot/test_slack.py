@@ -24,11 +24,13 @@ from redis.asyncio import Redis
 from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
 
 from bot.app import Steward
+from bot.pacing import Bucket
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel, SlackUnavailable
+from bot.slack.render import draft_overflow
 from graph.front_door import REFUSAL
-from graph.messages import Inbound, Reply, Sender
+from graph.messages import Button, Card, Inbound, Reply, Sender
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.slack_api import FakeSlackAPI
@@ -250,14 +252,15 @@ async def test_a_reply_slack_cannot_take_for_a_while_is_sent_once_it_can(
         assert await bot.steward.door.owed("slack") == []
 
 
-def fail_once(client: Any, method: str) -> None:
-    """The client's next call of ``method`` loses its connection, after its own retries."""
+def fail_once(client: Any, method: str, after: int = 0) -> None:
+    """A call of ``method`` by the client loses its connection (after the client's own
+    retries), once ``after`` more calls of it have gone through."""
     call = getattr(client, method)
-    failures = [aiohttp.ClientConnectionError("connection reset by peer")]
+    calls = iter(range(after + 1))
 
     async def flaky(*args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
+        if next(calls, None) == after:
+            raise aiohttp.ClientConnectionError("connection reset by peer")
         return await call(*args, **kwargs)
 
     setattr(client, method, flaky)
@@ -290,6 +293,45 @@ async def test_a_private_reply_slack_cannot_take_is_sent_again(
         await bot.channel.send(dm, Reply(private=True).say("Still wrong"), press)
         await bot.channel.idle()
         assert ephemerals(slack, OPERATOR) == ["Something went wrong", "Still wrong"]
+
+
+async def test_a_card_whose_draft_goes_on_in_its_thread_is_posted_once(
+    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        bot.channel.outbox.first_retry = 0.05
+        unpaced = Bucket(rate=1000.0, burst=1000)  # a dozen messages without waiting a second each
+        monkeypatch.setattr(bot.channel, "_bucket", lambda channel: unpaced)
+        dm = slack.dm_channel(OPERATOR)
+        card = Card("a1", "Approve", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
+        fail_once(bot.channel.client, "chat_postMessage", after=1)  # the draft's rest
+        await bot.channel.send(dm, Reply([card]))
+        await bot.channel.idle()
+        (shown,) = cards(slack, dm)
+        thread = [
+            m
+            for m in posted(slack, dm)
+            if m["ts"] != shown["ts"] and m.get("thread_ts") == shown["ts"]
+        ]
+        assert len(thread) == len(draft_overflow(card)) > 0
+
+
+async def test_a_press_is_answered_once_though_steward_restarts_before_the_rest_goes(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        bot.channel.outbox.first_retry = 5.0
+        bot.channel.client.retry_handlers = []  # as after the client's own retries
+        slack.fail("chat.postMessage", 503, times=1)
+        press = Inbound(Sender("slack", OPERATOR), dm, "action:1", button="approve:a1")
+        await bot.channel.send(dm, Reply(["Sent the welcome email."], notice="Approved"), press)
+        await slack.wait_for(lambda s: s.calls_to("chat.postMessage"))
+        await bot.channel.outbox.stop()  # steward stops while the reply waits to be tried again
+        await bot.channel.outbox.load()  # and starts again
+        await bot.channel.idle()
+        assert ephemerals(slack, OPERATOR) == ["Approved"]
+        assert bot_texts(slack, dm) == ["Sent the welcome email."]
 
 
 async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: FakeSlackAPI) -> None:

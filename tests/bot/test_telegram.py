@@ -27,7 +27,7 @@ from bot.settings import load_settings
 from bot.telegram import TelegramChannel
 from bot.telegram.channel import inbound_from
 from graph.coordinator import COMMANDS
-from graph.messages import Reply
+from graph.messages import Button, Card, Reply
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.bot_api import Call, FakeBotAPI
@@ -351,6 +351,26 @@ async def test_a_card_edit_telegram_fails_is_made_again(tmp_path: Path, api: Fak
         await bot.channel.idle()
         assert [c.status for c in api.calls_to("editMessageText")][:2] == [502, 200]
         assert "reply_markup" not in api.message(OPERATOR, card["message_id"])
+
+
+async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    paragraphs = [f"{i}: " + "word " * 120 for i in range(12)]
+    long_reply = "\n\n".join(p.strip() for p in paragraphs)  # two messages
+    long_card = Card("a1", "Approve", "Send it", text="x " * 5000, buttons=[Button("OK", "ok")])
+    async with running(tmp_path / "home", api) as bot:
+        bot.channel.outbox.first_retry = 0.05
+        api.fail("sendMessage", status=502, after=1)  # the second part
+        await bot.channel.send(str(OPERATOR), Reply().say(long_reply))
+        await bot.channel.idle()
+        assert "\n\n".join(texts(api)) == long_reply
+
+        api.fail("sendMessage", status=502)  # the card, after its draft went as a file
+        await bot.channel.send(str(OPERATOR), Reply([long_card]))
+        await bot.channel.idle()
+        assert len([m for m in api.sent(OPERATOR) if "document" in m]) == 1
+        assert len(cards(api)) == 1
 
 
 async def test_ten_thousand_characters_of_markdown_arrive_whole_and_unbroken(

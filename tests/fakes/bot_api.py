@@ -696,7 +696,7 @@ class FakeBotAPI:
         self._next_query = 0
         self._commands: dict[str, list[JSONDict]] = {}
         self._floods: dict[str, tuple[int, int]] = {}
-        self._failures: dict[str, tuple[int, int]] = {}
+        self._failures: dict[str, tuple[int, int, int]] = {}
         self._stalled: set[str] = set()
         self._unstalled = asyncio.Event()
         self._waiting: list[str] = []
@@ -856,11 +856,11 @@ class FakeBotAPI:
         name, _ = self._method(method)
         self._floods[name] = (retry_after, times)
 
-    def fail(self, method: str, status: int = 502, times: int = 1) -> None:
-        """Make the next ``times`` calls of ``method`` fail with ``status`` (a server
-        error: they do not take effect)."""
+    def fail(self, method: str, status: int = 502, times: int = 1, after: int = 0) -> None:
+        """Make ``times`` calls of ``method`` fail with ``status`` (a server error: they do
+        not take effect), once ``after`` more calls of it have gone through."""
         name, _ = self._method(method)
-        self._failures[name] = (status, times)
+        self._failures[name] = (status, times, after)
 
     def stall(self, method: str) -> None:
         """Calls of ``method`` from now on get no answer until ``unstall()`` (they are
@@ -1012,9 +1012,12 @@ class FakeBotAPI:
                     self._waiting.remove(name)
             failure = self._failures.get(name)
             if failure is not None and failure[1] > 0:
-                status, times = failure
-                self._failures[name] = (status, times - 1)
-                raise BotAPIError(status, "Bad Gateway" if status == 502 else "Server Error")
+                status, times, after = failure
+                if after > 0:
+                    self._failures[name] = (status, times, after - 1)
+                else:
+                    self._failures[name] = (status, times - 1, 0)
+                    raise BotAPIError(status, "Bad Gateway" if status == 502 else "Server Error")
             flood = self._floods.get(name)
             if flood is not None and flood[1] > 0:
                 retry_after, times = flood

@@ -373,7 +373,7 @@ async def test_replies_are_kept_per_channel_in_order_until_sent(ledger: Ledger) 
     await ledger.reply_sent("r1")
     await ledger.drop_reply("r3", NewAuditEvent("telegram", "reply.dropped", "telegram:42"))
     (left,) = await ledger.owed_replies("telegram")
-    assert (left.key, left.chat_id, left.payload, left.sent_items) == (
+    assert (left.key, left.chat_id, left.payload, left.sent_steps) == (
         "r2",
         "42",
         {"reply": {"items": ["r2"]}},
