@@ -24,6 +24,7 @@ from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
 
 log = logging.getLogger(__name__)
+DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
 
 
 def configured_channels(steward: Steward) -> list[Channel]:
@@ -114,7 +115,10 @@ class Service:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def stop(self) -> None:
+    async def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Stops everything; the channels finish what they took and send their replies
+        within ``drain_seconds`` in all, and leave the rest for the next start."""
+        deadline = asyncio.get_running_loop().time() + drain_seconds
         for task in (self._warming, self._ticking, self._feeding):
             if task is not None:
                 task.cancel()
@@ -123,7 +127,7 @@ class Service:
         if self.hooks is not None:
             await self.hooks.stop()
         for channel in reversed(self._started):
-            await channel.stop()
+            await channel.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         self._started.clear()
         await self.http.stop()
 
