@@ -73,6 +73,19 @@ async def start_steward(home: Path, api: FakeBotAPI, **extra: str) -> asyncio.su
     )
 
 
+async def approve_the_card(api: FakeBotAPI) -> None:
+    """The operator approves the one card; the run acts and is done."""
+    (card,) = cards(api)
+    api.press(OPERATOR, card, button(card, "Approve"))
+    await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
+
+
+async def stop(bot: asyncio.subprocess.Process) -> None:
+    bot.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(bot.wait(), 30)
+    assert bot.returncode == 0
+
+
 def inbox(home: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(home / "steward.db") as db:
         rows = db.execute("select external_id, status from inbox order by id").fetchall()
@@ -118,14 +131,9 @@ async def test_updates_stored_before_a_sigkill_are_handled_once_after_restart(
             assert sum(" · onboarding · waiting" in t for t in said) == 1
             assert [status for _, status in inbox(home)] == ["done"] * 3
 
-            (card,) = cards(api)
-            api.press(OPERATOR, card, button(card, "Approve"))
-            await api.wait_for(lambda a: outbox(home), timeout=30)
-            await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
+            await approve_the_card(api)
         finally:
-            bot.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(bot.wait(), 30)
-        assert bot.returncode == 0
+            await stop(bot)
         assert len(outbox(home)) == 1
 
 
@@ -162,11 +170,7 @@ async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path
             said = texts(api)
             assert sum(t.startswith("Started onboarding") for t in said) == 1
             assert len(cards(api)) == 1 and len(inbox(home)) == 1
-            (card,) = cards(api)
-            api.press(OPERATOR, card, button(card, "Approve"))
-            await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
+            await approve_the_card(api)
         finally:
-            bot.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(bot.wait(), 30)
-        assert bot.returncode == 0
+            await stop(bot)
         assert len(outbox(home)) == 1
