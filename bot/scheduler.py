@@ -99,7 +99,8 @@ class Scheduler:
                 if view.approval is not None and view.approval.id == approval.id:
                     await self.notify(self.coordinator.describe(view), view.run.reply_to)
             except Exception:
-                log.exception("could not announce approval %s", approval.id)
+                log.exception("could not announce approval %s; trying again", approval.id)
+                await self.ledger.release_announcement(approval.id)
 
     async def _fire(self, timer: Timer) -> int:
         try:

@@ -138,6 +138,7 @@ class Service:
         targets = [c for c in self._started if c.name == wanted] or self._started
         if not targets and self.fallback is not None:
             await self.fallback(reply, reply_to)
+            await self.steward.door.shown(reply)
         for channel in targets:
             try:
                 await channel.deliver(reply, reply_to)

@@ -103,6 +103,12 @@ class FrontDoor:
         await self.ledger.owe_reply(_kept(owed), _card_ids(reply))
         return owed
 
+    async def shown(self, reply: Reply) -> None:
+        """Notes the cards of a reply shown outside any channel (the terminal), so that
+        the scheduler does not announce them again."""
+        if cards := _card_ids(reply):
+            await self.ledger.shown(cards)
+
     async def owed(self, channel: str) -> list[Owed]:
         """What ``channel`` still owes — a crash or a stop came first — oldest first."""
         owed = []
@@ -117,13 +123,14 @@ class FrontDoor:
                     Inbound.from_payload(answering) if answering else None,
                     kept.created_at,
                     sent=kept.sent_steps,
+                    results={int(k): v for k, v in kept.payload.get("results", {}).items()},
                 )
             )
         return owed
 
     async def sent_part(self, owed: Owed) -> None:
         """Notes how much of a reply is sent, so that a restart sends only the rest."""
-        await self.ledger.reply_progress(owed.key, owed.sent)
+        await self.ledger.reply_progress(owed.key, owed.sent, owed.to_payload())
 
     async def sent(self, owed: Owed) -> None:
         await self.ledger.reply_sent(owed.key)

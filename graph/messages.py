@@ -149,8 +149,14 @@ class Owed:
     results: dict[int, Any] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
+        """The reply, the delivery it answers, and what its steps done gave, where that
+        can be kept (a posted card's place, a press answered or not)."""
         answering = self.answering.to_payload() if self.answering is not None else None
-        return {"reply": self.reply.to_payload(), "answering": answering}
+        results = {str(k): v for k, v in self.results.items() if isinstance(v, _KEPT)}
+        return {"reply": self.reply.to_payload(), "answering": answering, "results": results}
+
+
+_KEPT = (bool, str, int, dict)
 
 
 def _item_payload(item: ReplyItem) -> dict[str, Any]:

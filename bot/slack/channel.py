@@ -411,8 +411,12 @@ class SlackChannel:
                 settle = partial(self._settle, conversation, item, answering, fallback)
                 await steps.take(settle)
             elif isinstance(item, EditPrompt):
-                ask = partial(self._ask_for_text, conversation, item, answering, fallback)
-                await steps.take(ask)
+                form = await steps.take(
+                    partial(self._open_edit_form, conversation, item, answering)
+                )
+                for outgoing in text_messages(item.as_message):  # where no form opened
+                    ask = partial(self._ask_in_chat, form, conversation, outgoing, fallback)
+                    await steps.take(ask)
 
     async def _answer_press(self, conversation: Conversation, user: str, notice: str) -> None:
         try:
@@ -422,27 +426,29 @@ class SlackChannel:
 
     async def _post_card(
         self, conversation: Conversation, card: Card, fallback: list[str]
-    ) -> dict[str, Any] | None:
-        """Posts a card and remembers it, so that its outcome can replace it; None when
-        it was not posted, or was decided while on its way (and shows that now)."""
+    ) -> dict[str, Any]:
+        """Posts a card and remembers it, so that its outcome can replace it: where it
+        went, and whether it was decided while on its way (it shows that now)."""
         posted = await self._post(conversation, card_message(card), fallback)
         if posted is None:
-            return None
+            return {"decided": False}
         channel, ts = posted["channel"], posted["ts"]
         decided = await self.cards.remember(card.approval_id, channel, ts)
         if decided is not None:  # while it was on its way
             await self._update(channel, ts, outcome_message(CardOutcome(card.approval_id, decided)))
-            return None
-        return posted
+        return {"channel": channel, "ts": ts, "decided": decided is not None}
 
     async def _post_overflow(
         self, conversation: Conversation, card: dict[str, Any] | None, outgoing: Outgoing
     ) -> None:
-        """Posts the rest of a card's draft in the card's thread, if the card went up."""
-        if card is not None:
-            await self._post(
-                Conversation(card["channel"], conversation.thread_ts or card["ts"]), outgoing
-            )
+        """Posts the rest of a card's draft in the card's thread; in the conversation
+        when where the card went is not known (it went before a restart)."""
+        if card is not None and card["decided"]:
+            return
+        where = conversation
+        if card is not None and "ts" in card:
+            where = Conversation(card["channel"], conversation.thread_ts or card["ts"])
+        await self._post(where, outgoing)
 
     async def _settle(
         self,
@@ -479,28 +485,33 @@ class SlackChannel:
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
             log.warning("could not reach Slack to update card %s in %s: %r", ts, channel, exc)
 
-    async def _ask_for_text(
-        self,
-        conversation: Conversation,
-        prompt: EditPrompt,
-        answering: Inbound | None,
-        fallback: list[str],
-    ) -> None:
-        """The Edit modal, holding the draft; a message instead when the press is too
-        old to open one (Slack allows 3 s) or the draft will not fit."""
+    async def _open_edit_form(
+        self, conversation: Conversation, prompt: EditPrompt, answering: Inbound | None
+    ) -> bool:
+        """The Edit modal, holding the draft; False when the press is too old to open one
+        (Slack allows 3 s) or the draft will not fit, and the prompt goes to chat."""
         trigger = answering.context.get("trigger_id") if answering is not None else None
         view = edit_view(prompt, conversation.chat_id)
-        if answering is not None and trigger and view is not None:
-            try:
-                await self.client.views_open(trigger_id=trigger, view=view)
-            except SlackApiError as exc:
-                log.info("could not open the Edit form (%s); asking in chat", _error(exc))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.info("could not reach Slack to open the Edit form (%r); asking in chat", exc)
-            else:  # the form brings the new text: the next message in chat is not it
-                await self.door.form_opened(answering, prompt.approval_id)
-                return
-        for outgoing in text_messages(prompt.as_message):
+        if answering is None or not trigger or view is None:
+            return False
+        try:
+            await self.client.views_open(trigger_id=trigger, view=view)
+        except SlackApiError as exc:
+            log.info("could not open the Edit form (%s); asking in chat", _error(exc))
+            return False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("could not reach Slack to open the Edit form (%r); asking in chat", exc)
+            return False
+        # The form brings the new text: the next message in chat is not it.
+        await self.door.form_opened(answering, prompt.approval_id)
+        return True
+
+    async def _ask_in_chat(
+        self, form: bool | None, conversation: Conversation, outgoing: Outgoing, fallback: list[str]
+    ) -> None:
+        """A part of the Edit prompt as a message, unless its form opened (None: not
+        known after a restart, and asked again)."""
+        if not form:
             await self._post(conversation, outgoing, fallback)
 
     async def _post(

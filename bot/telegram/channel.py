@@ -315,12 +315,12 @@ class TelegramChannel:
         reply, chat_id, answering = owed.reply, owed.chat_id, owed.answering
         press = _press(answering) if answering is not None else None
         steps = Steps(owed)
-        answered: bool | None = False  # None: on an earlier try, before a restart
+        answered = False  # not known after a restart: then said again, in a message
         if press is not None:
             toast = (" ".join(reply.texts) or reply.notice) if reply.private else reply.notice
-            answered = await steps.take(partial(self._answer_press, press.query_id, toast))
+            answered = bool(await steps.take(partial(self._answer_press, press.query_id, toast)))
         if reply.private and press is not None:  # for the presser's eyes: the press's answer
-            if answered is not False:
+            if answered:
                 return
             if answering is None or chat_id != answering.sender.user_id:  # a shared chat
                 log.info("a press in chat %s was answered before its reply was ready", chat_id)
@@ -328,7 +328,7 @@ class TelegramChannel:
             # The press was answered already (it took over ANSWER_WITHIN): in the
             # presser's own chat a message is for their eyes too.
         items = list(reply.items)
-        if reply.notice and answered is False:  # no press, or its spinner was stopped already
+        if reply.notice and not answered:  # no press, or its spinner was stopped already
             items.append(reply.notice)
         for item in items:
             if isinstance(item, str | EditPrompt):

@@ -669,6 +669,15 @@ class Ledger:
         )
         return await self.db.run(lambda c: [_approval(r) for r in c.execute(query)], write=False)
 
+    async def release_announcement(self, approval_id: str) -> None:
+        """Takes a claim back: the card did not go out, and is announced again."""
+        query = update(t.approvals).where(t.approvals.c.id == approval_id).values(announced_at=None)
+        await self.db.run(lambda conn: conn.execute(query))
+
+    async def shown(self, approval_ids: Sequence[str]) -> None:
+        """Notes cards shown outside the replies kept for channels (the terminal)."""
+        await self.db.run(lambda conn: LedgerTx(conn).announce(approval_ids), durable=False)
+
     async def claim_announcement(self, approval_id: str) -> bool:
         """Notes a card as announced; False when another process (or a channel) did first."""
         return await self.db.run(lambda conn: LedgerTx(conn).announce([approval_id]))
@@ -685,8 +694,12 @@ class Ledger:
 
         return await self.db.run(read, write=False)
 
-    async def reply_progress(self, key: str, sent_steps: int) -> None:
-        query = update(t.replies).where(t.replies.c.key == key).values(sent_steps=sent_steps)
+    async def reply_progress(self, key: str, sent_steps: int, payload: dict[str, Any]) -> None:
+        query = (
+            update(t.replies)
+            .where(t.replies.c.key == key)
+            .values(sent_steps=sent_steps, payload=payload)
+        )
         await self.db.run(lambda conn: conn.execute(query), durable=False)
 
     async def reply_sent(self, key: str) -> None:

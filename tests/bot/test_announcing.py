@@ -4,7 +4,7 @@ and those of runs started from a shell, are announced by the scheduler."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,11 @@ import pytest
 
 from bot.app import Steward
 from bot.scheduler import ANNOUNCE_AFTER, Scheduler
+from bot.service import Service
 from bot.settings import load_settings
 from graph.messages import Inbound, Reply, Sender
 from memory.ledger import utcnow
+from tests.homes import steward_with
 
 START = "/run onboarding client=Acme email=jane@acme.com package=basic"
 ONBOARDING = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
@@ -91,3 +93,34 @@ async def test_a_card_a_crash_kept_from_its_chat_is_announced_there(steward: Ste
     ((approval_id, reply_to),) = news.cards
     (pending,) = await steward.ledger.pending_approvals()
     assert approval_id == pending.id and reply_to == {"channel": "telegram", "chat_id": "1"}
+
+
+WAIT_THEN_ASK = """\
+name: wait_then_ask
+title: Wait, then ask
+description: waits a second, then asks for approval
+steps:
+  - id: pause
+    kind: wait
+    for: 1s
+  - id: approve_it
+    kind: approval
+    title: Approve it
+    summary: Approve it
+"""
+
+
+async def test_a_card_the_terminal_showed_as_news_is_not_announced_again(tmp_path: Path) -> None:
+    async with steward_with(tmp_path, {"wait_then_ask": WAIT_THEN_ASK}) as steward:
+        news = News()
+        service = Service(steward, [], fallback=news.notify)  # as `steward chat` runs it
+        inbound = Inbound(
+            Sender("console", "operator"), "terminal", "t1", text="/run wait_then_ask"
+        )
+        await steward.door.receive(inbound)
+        service.scheduler.clock = lambda: utcnow() + timedelta(seconds=2)
+        await service.scheduler.tick()  # the wait ends, the gate opens, its card is news
+        assert len(news.cards) == 1
+        service.scheduler.clock = lambda: utcnow() + ANNOUNCE_AFTER + timedelta(seconds=2)
+        await service.scheduler.tick()
+        assert len(news.cards) == 1

@@ -30,7 +30,7 @@ from bot.settings import load_settings
 from bot.slack import SlackChannel, SlackUnavailable
 from bot.slack.render import draft_overflow
 from graph.front_door import REFUSAL
-from graph.messages import Button, Card, Inbound, Reply, Sender
+from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.slack_api import FakeSlackAPI
@@ -314,6 +314,46 @@ async def test_a_card_whose_draft_goes_on_in_its_thread_is_posted_once(
             if m["ts"] != shown["ts"] and m.get("thread_ts") == shown["ts"]
         ]
         assert len(thread) == len(draft_overflow(card)) > 0
+
+
+async def test_a_cards_draft_goes_on_in_its_thread_after_a_restart(
+    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        bot.channel.outbox.first_retry = 5.0
+        unpaced = Bucket(rate=1000.0, burst=1000)
+        monkeypatch.setattr(bot.channel, "_bucket", lambda channel: unpaced)
+        dm = slack.dm_channel(OPERATOR)
+        card = Card("a1", "Approve", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
+        fail_once(bot.channel.client, "chat_postMessage", after=1)  # the draft's rest
+        await bot.channel.send(dm, Reply([card]))
+        await slack.wait_for(lambda s: cards(s, dm))
+        await bot.channel.outbox.stop()  # steward stops while the reply waits to be tried again
+        await bot.channel.outbox.load()  # and starts again
+        await bot.channel.idle()
+        (shown,) = cards(slack, dm)
+        thread = [
+            m
+            for m in posted(slack, dm)
+            if m["ts"] != shown["ts"] and m.get("thread_ts") == shown["ts"]
+        ]
+        assert len(thread) == len(draft_overflow(card))
+
+
+async def test_an_edit_prompt_too_long_for_a_form_is_asked_in_chat_once(
+    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        bot.channel.outbox.first_retry = 0.05
+        unpaced = Bucket(rate=1000.0, burst=1000)
+        monkeypatch.setattr(bot.channel, "_bucket", lambda channel: unpaced)
+        dm = slack.dm_channel(OPERATOR)
+        prompt = EditPrompt("a1", "word " * 8000, "Send the new text.")
+        fail_once(bot.channel.client, "chat_postMessage", after=1)
+        await bot.channel.send(dm, Reply([prompt]))
+        await bot.channel.idle()
+        said = "".join(bot_texts(slack, dm))
+        assert said.count("Send the new text.") == 1 and said.count("word") == 8000
 
 
 async def test_a_press_is_answered_once_though_steward_restarts_before_the_rest_goes(

@@ -373,6 +373,27 @@ async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message
         assert len(cards(api)) == 1
 
 
+async def test_a_reply_cut_short_before_a_restart_keeps_its_late_answer(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A press answered before its reply was ready (over a second of handling) hears
+    the failure in a message, though steward restarts while Telegram is down."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        card = await onboarding_card(api)
+        break_down(bot.steward)
+        slow_down(bot.steward, 1.5)
+        api.fail("sendMessage", status=502, times=10_000)
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await api.wait_for(lambda a: a.calls_to("sendMessage")[-1].status == 502, timeout=10)
+        await bot.service.stop(drain_seconds=0)
+    api.fail("sendMessage", status=502, times=0)
+    async with running(home, api) as bot:
+        await bot.channel.idle()
+        assert texts(api)[-1] == "Something went wrong; it is logged."
+        assert await bot.steward.door.owed("telegram") == []
+
+
 async def test_ten_thousand_characters_of_markdown_arrive_whole_and_unbroken(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

@@ -369,14 +369,14 @@ async def test_replies_are_kept_per_channel_in_order_until_sent(ledger: Ledger) 
 
     for kept in (reply("r1"), reply("s1", "slack"), reply("r2"), reply("r3")):
         await ledger.owe_reply(kept)
-    await ledger.reply_progress("r2", 1)
+    await ledger.reply_progress("r2", 1, {"reply": {"items": ["r2"]}, "results": {"0": True}})
     await ledger.reply_sent("r1")
     await ledger.drop_reply("r3", NewAuditEvent("telegram", "reply.dropped", "telegram:42"))
     (left,) = await ledger.owed_replies("telegram")
     assert (left.key, left.chat_id, left.payload, left.sent_steps) == (
         "r2",
         "42",
-        {"reply": {"items": ["r2"]}},
+        {"reply": {"items": ["r2"]}, "results": {"0": True}},
         1,
     )
     assert_utc(left.created_at)
