@@ -31,6 +31,9 @@ DIGEST = "digest"
 # A pending card no channel was handed this long after its gate opened is announced: a
 # crash came between the two, or the run was started from a shell or by another process.
 ANNOUNCE_AFTER = timedelta(seconds=30)
+# A scheduler's claim to announce a card lapses this long after, unless the card was
+# handed to a channel meanwhile: a crash between the claim and the card loses nothing.
+ANNOUNCE_CLAIM = timedelta(minutes=5)
 BATCH = 500  # timers taken per tick
 IN_FLIGHT = 16  # fired at once: their ledger writes share commits
 
@@ -90,9 +93,11 @@ class Scheduler:
 
     async def _announce_missed(self, now: datetime) -> None:
         """Sends the card of every pending approval no channel was handed; the claim
-        makes it once however many schedulers share the database."""
-        for approval in await self.ledger.unannounced_approvals(now - ANNOUNCE_AFTER):
-            if not await self.ledger.claim_announcement(approval.id):
+        makes it once however many schedulers share the database, and lapses if the
+        card did not reach a channel (it is noted handed out when it does)."""
+        lapsed = now - ANNOUNCE_CLAIM
+        for approval in await self.ledger.unannounced_approvals(now - ANNOUNCE_AFTER, lapsed):
+            if not await self.ledger.claim_announcement(approval.id, now, lapsed):
                 continue
             try:
                 view = await self.engine.view(approval.run_id)

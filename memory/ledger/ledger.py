@@ -655,32 +655,43 @@ class Ledger:
 
         await self.db.run(owe, durable=False)
 
-    async def unannounced_approvals(self, created_before: datetime) -> list[Approval]:
+    async def unannounced_approvals(
+        self, created_before: datetime, claimed_before: datetime
+    ) -> list[Approval]:
         """Pending approvals older than ``created_before`` whose card no channel was
-        handed, oldest first."""
+        handed and no scheduler has claimed since ``claimed_before``, oldest first."""
         query = (
             select(t.approvals)
-            .where(
-                t.approvals.c.status == ApprovalStatus.PENDING.value,
-                t.approvals.c.announced_at.is_(None),
-                t.approvals.c.created_at < created_before,
-            )
+            .where(t.approvals.c.created_at < created_before, *_unannounced(claimed_before))
             .order_by(t.approvals.c.created_at)
         )
         return await self.db.run(lambda c: [_approval(r) for r in c.execute(query)], write=False)
 
+    async def claim_announcement(
+        self, approval_id: str, now: datetime, claimed_before: datetime
+    ) -> bool:
+        """Claims the announcing of a card, until a channel notes it handed out; False
+        when it was handed out, or another scheduler's claim is younger than
+        ``claimed_before``. A claim whose card never went (a crash) lapses then."""
+        query = (
+            update(t.approvals)
+            .where(t.approvals.c.id == approval_id, *_unannounced(claimed_before))
+            .values(announce_claimed_at=now)
+        )
+        return await self.db.run(lambda conn: conn.execute(query).rowcount > 0)
+
     async def release_announcement(self, approval_id: str) -> None:
         """Takes a claim back: the card did not go out, and is announced again."""
-        query = update(t.approvals).where(t.approvals.c.id == approval_id).values(announced_at=None)
+        query = (
+            update(t.approvals)
+            .where(t.approvals.c.id == approval_id)
+            .values(announce_claimed_at=None)
+        )
         await self.db.run(lambda conn: conn.execute(query))
 
     async def shown(self, approval_ids: Sequence[str]) -> None:
         """Notes cards shown outside the replies kept for channels (the terminal)."""
         await self.db.run(lambda conn: LedgerTx(conn).announce(approval_ids), durable=False)
-
-    async def claim_announcement(self, approval_id: str) -> bool:
-        """Notes a card as announced; False when another process (or a channel) did first."""
-        return await self.db.run(lambda conn: LedgerTx(conn).announce([approval_id]))
 
     async def owed_replies(self, channel: str) -> list[OwedReply]:
         """The replies ``channel`` still owes, oldest first."""
@@ -1124,6 +1135,17 @@ def _epoch_sqlite(element: _Epoch, compiler: Any, **kw: Any) -> str:
 @compiles(_Epoch, "postgresql")
 def _epoch_postgresql(element: _Epoch, compiler: Any, **kw: Any) -> str:
     return f"extract(epoch from {compiler.process(element.clauses, **kw)})"
+
+
+def _unannounced(claimed_before: datetime) -> list[Any]:
+    """A pending card no channel was handed, and no claim to announce it younger than
+    ``claimed_before``."""
+    claimed_at = t.approvals.c.announce_claimed_at
+    return [
+        t.approvals.c.status == ApprovalStatus.PENDING.value,
+        t.approvals.c.announced_at.is_(None),
+        or_(claimed_at.is_(None), claimed_at < claimed_before),
+    ]
 
 
 def _migrate(conn: Connection) -> None:

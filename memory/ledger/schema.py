@@ -114,6 +114,7 @@ approvals = Table(
     # When its card was first handed to a channel; a pending card never handed out (a
     # crash came first, or the run was started from a shell) is announced by the scheduler.
     Column("announced_at", UTCDateTime, nullable=True),
+    Column("announce_claimed_at", UTCDateTime, nullable=True),  # a scheduler is announcing it
     UniqueConstraint("run_id", "step_id", "visit", name="uq_approvals_gate"),
 )
 

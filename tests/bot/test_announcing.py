@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.app import Steward
-from bot.scheduler import ANNOUNCE_AFTER, Scheduler
+from bot.scheduler import ANNOUNCE_AFTER, ANNOUNCE_CLAIM, Scheduler
 from bot.service import Service
 from bot.settings import load_settings
 from graph.messages import Inbound, Reply, Sender
@@ -27,6 +27,26 @@ async def steward(tmp_path: Path) -> AsyncIterator[Steward]:
     settings = load_settings(home=tmp_path / "home", operators="telegram:1")
     async with Steward.open(settings) as steward:
         yield steward
+
+
+async def test_a_card_whose_announcing_was_cut_short_is_announced_when_the_claim_lapses(
+    steward: Steward,
+) -> None:
+    view = await steward.engine.start("onboarding", ONBOARDING, "cli")
+    assert view.approval is not None
+
+    async def dies(reply: Reply, reply_to: dict[str, Any] | None) -> None:
+        raise Crash  # the process dies as it hands the card to its channels
+
+    due = utcnow() + ANNOUNCE_AFTER
+    cut = Scheduler(steward.ledger, steward.engine, steward.coordinator, dies, clock=lambda: due)
+    with pytest.raises(Crash):
+        await cut.tick()
+    news = News()
+    await scheduler(steward, news, due).tick()
+    assert news.cards == []  # another scheduler's claim holds for a while
+    await scheduler(steward, news, due + ANNOUNCE_CLAIM + timedelta(seconds=1)).tick()
+    assert [approval for approval, _ in news.cards] == [view.approval.id]
 
 
 class Crash(BaseException):

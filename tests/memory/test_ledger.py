@@ -231,15 +231,28 @@ async def test_a_card_is_announced_once(ledger: Ledger) -> None:
     shown = OwedReply("r1", "telegram", "42", {}, 0, T0)
     await ledger.owe_reply(shown, cards=["ap2"])
 
-    assert [a.id for a in await ledger.unannounced_approvals(later)] == ["ap1"]
-    assert [a.id for a in await ledger.unannounced_approvals(later + timedelta(1))] == [
+    lapsed = T0 - timedelta(minutes=5)  # claims older than this have lapsed
+    assert [a.id for a in await ledger.unannounced_approvals(later, lapsed)] == ["ap1"]
+    everything = later + timedelta(1)
+    assert [a.id for a in await ledger.unannounced_approvals(everything, lapsed)] == [
         "ap1",
         "ap3",
     ]
-    claims = await asyncio.gather(*(ledger.claim_announcement("ap1") for _ in range(3)))
+    claims = await asyncio.gather(*(ledger.claim_announcement("ap1", T0, lapsed) for _ in range(3)))
     assert sorted(claims) == [False, False, True]
-    assert not await ledger.claim_announcement("ap2")
-    assert [a.id for a in await ledger.unannounced_approvals(later + timedelta(1))] == ["ap3"]
+    assert not await ledger.claim_announcement("ap2", T0, lapsed)  # handed out already
+    assert [a.id for a in await ledger.unannounced_approvals(everything, lapsed)] == ["ap3"]
+
+    # The claimed card never reached a channel: once the claim lapses it is claimed again.
+    lapsed_later = T0 + timedelta(seconds=1)
+    assert [a.id for a in await ledger.unannounced_approvals(everything, lapsed_later)] == [
+        "ap1",
+        "ap3",
+    ]
+    assert await ledger.claim_announcement("ap1", later, lapsed_later)
+    await ledger.release_announcement("ap3")  # a claim taken back is no claim
+    await ledger.owe_reply(OwedReply("r2", "telegram", "42", {}, 0, T0), cards=["ap1"])
+    assert [a.id for a in await ledger.unannounced_approvals(everything, later)] == ["ap3"]
 
 
 async def test_decide_approval_first_decision_wins_under_concurrency(ledger: Ledger) -> None:
