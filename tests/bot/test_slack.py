@@ -252,6 +252,17 @@ async def test_a_reply_slack_cannot_take_for_a_while_is_sent_once_it_can(
         assert await bot.steward.door.owed("slack") == []
 
 
+def unpace(bot: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel posts without keeping to a message a second: for tests of a dozen."""
+    unpaced = Bucket(rate=1000.0, burst=1000)
+    monkeypatch.setattr(bot.channel, "_bucket", lambda channel: unpaced)
+
+
+def in_thread(slack: FakeSlackAPI, channel: str, ts: str) -> list[dict[str, Any]]:
+    """The replies in the thread of message ``ts``, without the message itself."""
+    return [m for m in posted(slack, channel) if m["ts"] != ts and m.get("thread_ts") == ts]
+
+
 def fail_once(client: Any, method: str, after: int = 0) -> None:
     """A call of ``method`` by the client loses its connection (after the client's own
     retries), once ``after`` more calls of it have gone through."""
@@ -300,19 +311,14 @@ async def test_a_card_whose_draft_goes_on_in_its_thread_is_posted_once(
 ) -> None:
     async with running(tmp_path / "home", slack) as bot:
         bot.channel.outbox.first_retry = 0.05
-        unpaced = Bucket(rate=1000.0, burst=1000)  # a dozen messages without waiting a second each
-        monkeypatch.setattr(bot.channel, "_bucket", lambda channel: unpaced)
+        unpace(bot, monkeypatch)
         dm = slack.dm_channel(OPERATOR)
         card = Card("a1", "Approve", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
         fail_once(bot.channel.client, "chat_postMessage", after=1)  # the draft's rest
         await bot.channel.send(dm, Reply([card]))
         await bot.channel.idle()
         (shown,) = cards(slack, dm)
-        thread = [
-            m
-            for m in posted(slack, dm)
-            if m["ts"] != shown["ts"] and m.get("thread_ts") == shown["ts"]
-        ]
+        thread = in_thread(slack, dm, shown["ts"])
         assert len(thread) == len(draft_overflow(card)) > 0
 
 
@@ -321,8 +327,7 @@ async def test_a_cards_draft_goes_on_in_its_thread_after_a_restart(
 ) -> None:
     async with running(tmp_path / "home", slack) as bot:
         bot.channel.outbox.first_retry = 5.0
-        unpaced = Bucket(rate=1000.0, burst=1000)
-        monkeypatch.setattr(bot.channel, "_bucket", lambda channel: unpaced)
+        unpace(bot, monkeypatch)
         dm = slack.dm_channel(OPERATOR)
         card = Card("a1", "Approve", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
         fail_once(bot.channel.client, "chat_postMessage", after=1)  # the draft's rest
@@ -332,11 +337,7 @@ async def test_a_cards_draft_goes_on_in_its_thread_after_a_restart(
         await bot.channel.outbox.load()  # and starts again
         await bot.channel.idle()
         (shown,) = cards(slack, dm)
-        thread = [
-            m
-            for m in posted(slack, dm)
-            if m["ts"] != shown["ts"] and m.get("thread_ts") == shown["ts"]
-        ]
+        thread = in_thread(slack, dm, shown["ts"])
         assert len(thread) == len(draft_overflow(card))
 
 
@@ -345,8 +346,7 @@ async def test_an_edit_prompt_too_long_for_a_form_is_asked_in_chat_once(
 ) -> None:
     async with running(tmp_path / "home", slack) as bot:
         bot.channel.outbox.first_retry = 0.05
-        unpaced = Bucket(rate=1000.0, burst=1000)
-        monkeypatch.setattr(bot.channel, "_bucket", lambda channel: unpaced)
+        unpace(bot, monkeypatch)
         dm = slack.dm_channel(OPERATOR)
         prompt = EditPrompt("a1", "word " * 8000, "Send the new text.")
         fail_once(bot.channel.client, "chat_postMessage", after=1)
