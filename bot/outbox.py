@@ -15,6 +15,7 @@ is sent again: a reply arrives at least once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -133,7 +134,7 @@ class Outbox:
         """Sends one reply, trying again while the platform cannot take it."""
         delay = self.first_retry
         noted = owed.sent
-        while True:
+        for tries in itertools.count(1):
             try:
                 await self._send(owed)
             except asyncio.CancelledError:  # stopping: the next start sends only the rest
@@ -141,13 +142,12 @@ class Outbox:
                     await self._note(self.door.sent_part(owed))
                 raise
             except SendLater as exc:
-                owed.attempts += 1
                 if utcnow() - owed.created_at > GIVE_UP_AFTER:
                     log.error(
                         "giving up a reply to %s chat %s after %d tries: %s",
                         self.channel,
                         owed.chat_id,
-                        owed.attempts,
+                        tries,
                         exc,
                     )
                     await self._forget(owed, f"undeliverable: {exc}")
@@ -169,7 +169,6 @@ class Outbox:
                 await self._forget(owed, f"failed: {exc!r}")
                 return
             else:
-                owed.attempts += 1
                 await self._note(self.door.sent(owed))
                 return
 

@@ -70,13 +70,8 @@ class FrontDoor:
         """Handles a stored delivery; the caller shows the reply at once (a terminal)."""
         async with self.ledger.handling(inbox_id):
             reply = await self._handle(inbound)
-            cards = _card_ids(reply)
-
-            def announce(tx: LedgerTx) -> None:
-                tx.announce(cards)
-
-            if cards:
-                self.ledger.defer(announce, durable=lambda: False)
+            if cards := _card_ids(reply):
+                self.ledger.defer(lambda tx: tx.announce(cards), durable=lambda: False)
             return reply
 
     async def answer(self, inbox_id: int, inbound: Inbound) -> Owed:
@@ -111,22 +106,12 @@ class FrontDoor:
 
     async def owed(self, channel: str) -> list[Owed]:
         """What ``channel`` still owes — a crash or a stop came first — oldest first."""
-        owed = []
-        for kept in await self.ledger.owed_replies(channel):
-            answering = kept.payload["answering"]
-            owed.append(
-                Owed(
-                    kept.key,
-                    kept.channel,
-                    kept.chat_id,
-                    Reply.from_payload(kept.payload["reply"]),
-                    Inbound.from_payload(answering) if answering else None,
-                    kept.created_at,
-                    sent=kept.sent_steps,
-                    results={int(k): v for k, v in kept.payload.get("results", {}).items()},
-                )
+        return [
+            Owed.from_payload(
+                kept.key, kept.channel, kept.chat_id, kept.payload, kept.created_at, kept.sent_steps
             )
-        return owed
+            for kept in await self.ledger.owed_replies(channel)
+        ]
 
     async def sent_part(self, owed: Owed) -> None:
         """Notes how much of a reply is sent, so that a restart sends only the rest."""

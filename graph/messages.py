@@ -144,7 +144,6 @@ class Owed:
     answering: Inbound | None  # the delivery it answers; None for a run's news
     created_at: datetime
     sent: int = 0  # steps of the reply done so far: messages, edits, a press's answer
-    attempts: int = 0  # tries to send it in this process
     # What each step done in this process gave (a posted message's id, say), by step.
     results: dict[int, Any] = field(default_factory=dict)
 
@@ -154,6 +153,28 @@ class Owed:
         answering = self.answering.to_payload() if self.answering is not None else None
         results = {str(k): v for k, v in self.results.items() if isinstance(v, _KEPT)}
         return {"reply": self.reply.to_payload(), "answering": answering, "results": results}
+
+    @classmethod
+    def from_payload(
+        cls,
+        key: str,
+        channel: str,
+        chat_id: str,
+        payload: dict[str, Any],
+        created_at: datetime,
+        sent: int,
+    ) -> Owed:
+        answering = payload["answering"]
+        return cls(
+            key,
+            channel,
+            chat_id,
+            Reply.from_payload(payload["reply"]),
+            Inbound.from_payload(answering) if answering else None,
+            created_at,
+            sent=sent,
+            results={int(step): result for step, result in payload.get("results", {}).items()},
+        )
 
 
 _KEPT = (bool, str, int, dict)

@@ -346,15 +346,18 @@ class LedgerTx:
             self.conn, {"inbox_id": inbox_id, "status": status, "handled_at": utcnow()}
         )
 
-    def announce(self, approval_ids: Sequence[str]) -> bool:
-        """Notes that the cards of these approvals are handed to a channel; False when
-        all of them were before."""
-        query = (
-            update(t.approvals)
-            .where(t.approvals.c.id.in_(list(approval_ids)), t.approvals.c.announced_at.is_(None))
-            .values(announced_at=utcnow())
-        )
-        return bool(approval_ids) and self.conn.execute(query).rowcount > 0
+    def announce(self, approval_ids: Sequence[str]) -> None:
+        """Notes that the cards of these approvals are handed to a channel (those not
+        noted before)."""
+        if approval_ids:
+            query = (
+                update(t.approvals)
+                .where(
+                    t.approvals.c.id.in_(list(approval_ids)), t.approvals.c.announced_at.is_(None)
+                )
+                .values(announced_at=utcnow())
+            )
+            self.conn.execute(query)
 
     def owe_reply(self, reply: OwedReply) -> None:
         _OWE_REPLY.run(
