@@ -79,8 +79,12 @@ async def test_items_are_ranked_by_the_documented_score_and_explained(app: Stewa
     assert invoice.approval is not None and first.key == invoice.approval.id  # money
     assert welcome.approval is not None and second.key == welcome.approval.id
     assert first.score > second.score > third.score
-    assert first.why.startswith("waiting 2 days · 1,200.00 at stake · expires tomorrow at ")
-    assert second.why.startswith("waiting 2 days · expires tomorrow at ")
+    expiry = invoice.approval.expires_at  # 12 h after `later`: today or tomorrow by the clock
+    day = "today" if expiry.date() == later.date() else "tomorrow"
+    assert first.why.startswith(
+        f"waiting 2 days · 1,200.00 at stake · expires {day} at {expiry:%H:%M} · "
+    )
+    assert second.why.startswith("waiting 2 days · expires ")
     assert [b.payload for b in first.buttons] == [
         f"approve:{first.key}",
         f"reject:{first.key}",
@@ -93,6 +97,22 @@ async def test_items_are_ranked_by_the_documented_score_and_explained(app: Stewa
     assert found.total == 3
     assert reply.texts[0].endswith("3 things need you — 2 approvals, 1 failed run.")
     assert reply.cards[0].title.startswith("1. Send a payment reminder")
+
+
+async def test_expiry_is_told_by_the_calendar_day(app: Steward) -> None:
+    started = await app.engine.start("onboarding", onboarding("Beta"), "cli:shell")
+    assert started.approval is not None
+    expiry = started.approval.expires_at.astimezone(UTC)
+    midnight = datetime.combine(expiry.date(), time(), UTC)
+
+    async def told_at(at: datetime) -> str:
+        [item] = (await daily_list(app.ledger, app.catalog, at, ZoneInfo("UTC"))).items
+        return item.why
+
+    assert f"expires tomorrow at {expiry:%H:%M}" in await told_at(midnight - timedelta(minutes=1))
+    assert f"expires today at {expiry:%H:%M}" in await told_at(midnight + timedelta(microseconds=1))
+    assert "expires in 2 days" in await told_at(midnight - timedelta(days=1, minutes=1))
+    assert "expired, waiting for its timer" in await told_at(expiry + timedelta(minutes=1))
 
 
 async def test_approve_right_on_the_item(app: Steward) -> None:
