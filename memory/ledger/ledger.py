@@ -143,6 +143,11 @@ _ENTITY_POSTGRESQL = Prepared(
 )
 _FINISH_INBOX = Prepared(update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id")))
 _OWE_REPLY = Prepared(insert(t.replies))
+_ANNOUNCE = Prepared(
+    update(t.approvals)
+    .where(t.approvals.c.id == bindparam("approval_id"), t.approvals.c.announced_at.is_(None))
+    .values(announced_at=bindparam("now"))
+)
 
 
 @cache
@@ -350,14 +355,8 @@ class LedgerTx:
         """Notes that the cards of these approvals are handed to a channel (those not
         noted before)."""
         if approval_ids:
-            query = (
-                update(t.approvals)
-                .where(
-                    t.approvals.c.id.in_(list(approval_ids)), t.approvals.c.announced_at.is_(None)
-                )
-                .values(announced_at=utcnow())
-            )
-            self.conn.execute(query)
+            now = utcnow()
+            _ANNOUNCE.many(self.conn, [{"approval_id": id_, "now": now} for id_ in approval_ids])
 
     def owe_reply(self, reply: OwedReply) -> None:
         _OWE_REPLY.run(
