@@ -9,6 +9,11 @@ durable idempotency record, so a run persists its checkpoint when it stops (at a
 a wait, or the end: LangGraph's ``durability="exit"``) instead of after every step.
 After a crash, ``recover()`` continues each run from its last checkpoint, replaying a
 decision the ledger already holds.
+
+For the same reason a run's start and a decision commit without waiting for the disk:
+the run goes on at once to a durable write — an effect's idempotency record, or the
+record of where it stopped — and that write puts every commit before it on disk too,
+before anything acts on them or anyone hears of them.
 """
 
 from __future__ import annotations
@@ -204,7 +209,7 @@ class ProcessEngine:
             if about is not None:
                 tx.note_entity(about)
 
-        await self.ledger.write(record_start)
+        await self.ledger.write(record_start, durable=False)  # see the module's docstring
         async with self._locks.hold(run.id):
             return await self._advance(run, {"data": dict(run.inputs)})
 
@@ -225,7 +230,8 @@ class ProcessEngine:
                 raise InvalidState(f"approval {approval_id} has no text to edit")
 
         decided = await self.ledger.write(
-            lambda tx: record_decision(tx, approval_id, status, actor, reason, edited_text, check)
+            lambda tx: record_decision(tx, approval_id, status, actor, reason, edited_text, check),
+            durable=False,  # see the module's docstring
         )
         if decided[0] is None:
             raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
@@ -244,7 +250,8 @@ class ProcessEngine:
             return Decision(approval, False)
         reason = "nobody answered before it expired"
         decided = await self.ledger.write(
-            lambda tx: record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason)
+            lambda tx: record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason),
+            durable=False,  # see the module's docstring
         )
         return await self._decided(*decided)
 

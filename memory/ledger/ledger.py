@@ -401,15 +401,19 @@ class Ledger:
         """Returns once every write so far is on disk, those that did not wait included."""
         await self.db.sync()
 
-    async def write(self, fn: Callable[[LedgerTx], T]) -> T:
+    async def write(self, fn: Callable[[LedgerTx], T], durable: bool = True) -> T:
         """Runs ``fn`` as one transaction: all of its writes commit together, or none.
 
-        Writes deferred inside ``batching()`` commit in this same transaction.
+        Writes deferred inside ``batching()`` commit in this same transaction. A write
+        that is not ``durable`` commits without waiting for the disk (unless a rider
+        must): the caller makes a durable write before anyone can learn of it, and that
+        one puts every commit before it on disk too.
         """
         pending = _deferred.get()
         riders = list(pending) if pending else []
         if pending:
             pending.clear()
+        durable = durable or any(rider.durable() for rider in riders)
 
         def transaction(conn: Connection) -> T:
             tx = LedgerTx(conn)
@@ -418,7 +422,7 @@ class Ledger:
             return fn(tx)
 
         try:
-            return await self.db.run(transaction)
+            return await self.db.run(transaction, durable=durable)
         except BaseException:
             if pending is not None:
                 pending[:0] = riders

@@ -123,7 +123,8 @@ async def test_what_a_reply_reports_is_on_disk_before_the_reply_leaves(
 ) -> None:
     """A chat that hears nothing until the reply lets its delivery's record ride on the
     handling's first durable write; a read-only handling's done mark need not wait for
-    the disk at all; a decision and everything after it do."""
+    the disk at all. A decision does not wait either: the effect's record, written
+    before the effect, waits, and puts the decision on disk with it."""
     card = await start(app)
     commits = record_commits(app.ledger, monkeypatch)
     await send(app, "/runs")
@@ -132,8 +133,8 @@ async def test_what_a_reply_reports_is_on_disk_before_the_reply_leaves(
     commits.clear()
     await send(app, button=f"approve:{card.approval_id}")
     assert len(outbox(app)) == 1
-    assert commits[0] is False and len(commits) > 2  # the delivery, then the run's writes
-    assert all(commits[1:])
+    assert commits[:3] == [False, False, True]  # the delivery, the decision, the effect's
+    assert commits[-1] is True  # what the reply reports is on disk before it leaves
 
 
 async def test_approve_command_by_id(app: Steward) -> None:
