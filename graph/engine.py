@@ -13,7 +13,9 @@ decision the ledger already holds.
 For the same reason a run's start and a decision commit without waiting for the disk:
 the run goes on at once to a durable write — an effect's idempotency record, or the
 record of where it stopped — and that write puts every commit before it on disk too,
-before anything acts on them or anyone hears of them.
+before anything acts on them or the operator is answered. Only a read in that moment
+(a /runs elsewhere) can show them early; a decision that lost to one syncs before it
+says so.
 """
 
 from __future__ import annotations
@@ -259,6 +261,9 @@ class ProcessEngine:
         """Resumes the run of a decision this caller won; the ledger already holds it."""
         assert approval is not None and run is not None
         if not won:
+            # The winner's decision may not be on disk yet (it waits for its run's next
+            # durable write), and this caller is about to tell someone of it.
+            await self.ledger.sync(everyone=True)
             return Decision(approval, False)
         # A cancel that lands before or during this resume stands: the ledger refuses
         # effects for a cancelled run and never moves it out of cancelled.

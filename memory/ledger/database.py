@@ -61,8 +61,9 @@ class Database(Protocol):
 
     commits: Commits
 
-    async def sync(self) -> None:
-        """Returns once every commit this process made so far is on disk."""
+    async def sync(self, everyone: bool = False) -> None:
+        """Returns once every commit this process made so far is on disk; with
+        ``everyone``, every commit another process made that this one can read, too."""
         ...
 
     async def close(self) -> None: ...
@@ -85,10 +86,11 @@ class Commits:
         else:
             self.lazy += 1
 
-    async def sync(self, flush: Callable[[], Awaitable[None]]) -> None:
-        """Runs ``flush`` if a commit that did not wait may not be on disk yet."""
+    async def sync(self, flush: Callable[[], Awaitable[None]], everyone: bool = False) -> None:
+        """Runs ``flush`` if a commit that did not wait may not be on disk yet: one of
+        this process's, or with ``everyone``, any (this process cannot count those)."""
         owed = self.lazy
-        if self.synced < owed:
+        if everyone or self.synced < owed:
             await flush()
             self.synced = max(self.synced, owed)
 
@@ -116,8 +118,8 @@ class AsyncPostgres:
             self.commits.count(durable)
         return result
 
-    async def sync(self) -> None:
-        await self.commits.sync(self._flush)
+    async def sync(self, everyone: bool = False) -> None:
+        await self.commits.sync(self._flush, everyone)
 
     async def _flush(self) -> None:
         # A durable commit flushes the WAL up to itself, but only a transaction that
@@ -179,8 +181,8 @@ class EmbeddedSqlite:
         """Runs blocking ``fn`` on the worker thread, off the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def sync(self) -> None:
-        await self.commits.sync(self._fsync_wal)
+    async def sync(self, everyone: bool = False) -> None:
+        await self.commits.sync(self._fsync_wal, everyone)
 
     async def _fsync_wal(self) -> None:
         """The WAL is where commits go; syncing it is what a durable commit does. Off the

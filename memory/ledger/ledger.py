@@ -397,9 +397,10 @@ class Ledger:
     async def close(self) -> None:
         await self.db.close()
 
-    async def sync(self) -> None:
-        """Returns once every write so far is on disk, those that did not wait included."""
-        await self.db.sync()
+    async def sync(self, everyone: bool = False) -> None:
+        """Returns once every write so far is on disk, those that did not wait included;
+        with ``everyone``, those of other processes that this one may have read, too."""
+        await self.db.sync(everyone)
 
     async def write(self, fn: Callable[[LedgerTx], T], durable: bool = True) -> T:
         """Runs ``fn`` as one transaction: all of its writes commit together, or none.

@@ -7,6 +7,7 @@ and the outbox (one JSON file per effect).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -135,6 +136,41 @@ async def test_what_a_reply_reports_is_on_disk_before_the_reply_leaves(
     assert len(outbox(app)) == 1
     assert commits[:3] == [False, False, True]  # the delivery, the decision, the effect's
     assert commits[-1] is True  # what the reply reports is on disk before it leaves
+
+
+async def test_a_press_that_lost_says_so_only_once_the_decision_is_on_disk(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The winning decision waits for its run's next durable write; a second press in
+    that moment hears "already decided" only after a sync has put the decision on disk."""
+    card = await start(app)
+    reached, held = asyncio.Event(), asyncio.Event()
+    begin_effect = app.ledger.begin_effect
+
+    async def holding(*args: Any) -> Any:
+        reached.set()
+        await held.wait()
+        return await begin_effect(*args)
+
+    monkeypatch.setattr(app.ledger, "begin_effect", holding)
+    syncs: list[bool] = []
+    sync = app.ledger.db.sync
+
+    async def recorded(everyone: bool = False) -> None:
+        syncs.append(everyone)
+        await sync(everyone)
+
+    monkeypatch.setattr(app.ledger.db, "sync", recorded)
+    press = f"approve:{card.approval_id}"
+    first = asyncio.create_task(send(app, button=press))
+    await reached.wait()  # the decision is committed, and its effect is about to begin
+    assert syncs == [] and outbox(app) == []
+
+    second = await send(app, button=press, chat="chat-2")
+    assert second.notice and "Already decided" in second.notice
+    assert syncs == [True]
+    held.set()
+    assert outcomes(await first) and len(outbox(app)) == 1
 
 
 async def test_approve_command_by_id(app: Steward) -> None:

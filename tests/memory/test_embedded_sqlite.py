@@ -207,6 +207,28 @@ async def test_sync_puts_the_commits_that_did_not_wait_on_disk(
         await ledger.close()
 
 
+async def test_sync_of_everyone_puts_another_process_commits_on_disk(
+    tmp_path: Path, fsynced: list[str]
+) -> None:
+    """A commit that did not wait, read from another connection (another process), is
+    on disk once this one syncs for everyone: the WAL is one file for all of them."""
+    url = DatabaseURL.for_sqlite_file(tmp_path / "ledger.db")
+    writer, reader = Ledger.from_url(url), Ledger.from_url(url)
+    await writer.setup()
+    await reader.setup()
+    wal = str(tmp_path / "ledger.db-wal")
+    try:
+        await writer.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+        assert [item.external_id for item in await reader.unhandled_inbound()] == ["e1"]
+        await reader.sync()
+        assert fsynced == []  # the reader made no commit of its own to sync
+        await reader.sync(everyone=True)
+        assert fsynced[0] == wal
+    finally:
+        await writer.close()
+        await reader.close()
+
+
 async def test_sync_follows_a_symbolic_link_to_the_wal_sqlite_writes(
     tmp_path: Path, fsynced: list[str]
 ) -> None:

@@ -761,6 +761,25 @@ async def test_sync_flushes_what_did_not_wait_for_the_disk(ledger: Ledger) -> No
         await other.close()
 
 
+async def test_sync_of_everyone_flushes_what_another_process_did_not_wait_for(
+    ledger: Ledger,
+) -> None:
+    """On PostgreSQL: a commit that did not wait, read by another process, is flushed
+    once that one syncs for everyone, though it made no commit of its own."""
+    if ledger.url.is_sqlite:
+        pytest.skip("SQLite's sync is checked file by file in test_embedded_sqlite")
+    careless = DatabaseURL(ledger.url.url.update_query_dict({"options": _NO_WAITING}))
+    other = Ledger.from_url(careless)
+    try:
+        await other.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
+        written = await other.db.run(lambda conn: _lsn(conn, "pg_current_wal_insert_lsn"), False)
+        await ledger.sync(everyone=True)
+        flushed = await ledger.db.run(lambda conn: _lsn(conn, "pg_current_wal_flush_lsn"), False)
+        assert flushed >= written
+    finally:
+        await other.close()
+
+
 _NO_WAITING = "-c synchronous_commit=off"
 
 
