@@ -17,14 +17,17 @@ out.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
 from graph.access import Allowlist
 from graph.coordinator import Coordinator
 from graph.messages import Inbound, Owed, Reply
-from memory.ledger import Ledger, LedgerTx, NewAuditEvent, OwedReply, utcnow
+from memory.ledger import Ledger, LedgerTx, NewAuditEvent, OwedReply, cannot_store, utcnow
 from memory.working import WorkingMemory
+
+log = logging.getLogger(__name__)
 
 REFUSAL_TTL = 24 * 3600
 UNVERIFIED_TTL = 60
@@ -51,16 +54,30 @@ class FrontDoor:
         return await self.handle_stored(inbox_id, inbound)
 
     async def accept(self, inbound: Inbound, durable: bool = True) -> int | None:
-        """Stores the delivery in the durable inbox; None when it is a duplicate.
+        """Stores the delivery in the durable inbox; None when it is a duplicate, or
+        when it cannot be stored at all (it is set aside in the audit log).
 
         A channel whose platform must be told "delivered" calls this first, tells the
         platform, then calls ``handle_stored``; a crash in between is recovered on restart.
         With ``durable=False`` the channel may start handling at once, and tells its
         platform once ``sync()`` returns.
         """
-        return await self.ledger.accept_inbound(
-            inbound.sender.channel, inbound.external_id, inbound.to_payload(), durable
-        )
+        channel = inbound.sender.channel
+        try:
+            return await self.ledger.accept_inbound(
+                channel, inbound.external_id, inbound.to_payload(), durable
+            )
+        except Exception as exc:
+            if not cannot_store(exc):
+                raise  # the ledger failed: the platform delivers it again
+            # It would fail at every delivery, and a platform that delivers in order
+            # (Telegram) would bring nothing after it: it is set aside, in the audit log.
+            log.exception("set aside a %s delivery that cannot be stored", channel)
+            data = {"delivery": inbound.external_id[:200], "error": _first_line(exc)}
+            await self.ledger.audit(
+                NewAuditEvent(inbound.sender.key[:200], "delivery.unstorable", channel, data)
+            )
+            return None
 
     async def sync(self) -> None:
         """Returns once every delivery accepted so far is on disk."""
@@ -182,6 +199,10 @@ class FrontDoor:
         if not await self.memory.add(refused_key, {"at": "now"}, REFUSAL_TTL):
             return Reply(private=True)  # refused once today already
         return Reply(private=True).say(REFUSAL)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]
 
 
 def _owed(channel: str, chat_id: str, reply: Reply, answering: Inbound | None) -> Owed:

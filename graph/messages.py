@@ -6,6 +6,7 @@ neither side sees the other's types.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -29,7 +30,12 @@ class Sender:
 
 @dataclass(frozen=True)
 class Inbound:
-    """A message or a button press from someone in a chat."""
+    """A message or a button press from someone in a chat.
+
+    Its strings hold no NUL character and no lone surrogate (each becomes U+FFFD):
+    PostgreSQL stores neither, and one typed, pasted or forged into a delivery would
+    otherwise fail its storing at every try.
+    """
 
     sender: Sender
     chat_id: str
@@ -40,12 +46,45 @@ class Inbound:
     # pressed button, the press's id); stored with it, never read by the coordinator.
     context: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("sender", "chat_id", "external_id", "text", "button", "context"):
+            value = getattr(self, name)
+            if _unstorable(value):
+                object.__setattr__(self, name, _storable(value))
+
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Inbound:
         return cls(**{**payload, "sender": Sender(**payload["sender"])})
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if isinstance(value, Sender):
+        return _unstorable(value.user_id) or _unstorable(value.name)
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_unstorable(item) for item in value)
+    return False
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, Sender):
+        return Sender(value.channel, _storable(value.user_id), _storable(value.name))
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The ledger: the durable, append-only record of runs, approvals, effects and audit."""
 
-from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled
+from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cannot_store
 from memory.ledger.ledger import Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
     Approval,
@@ -37,5 +37,6 @@ __all__ = [
     "RunStatus",
     "StepEntry",
     "Timer",
+    "cannot_store",
     "utcnow",
 ]

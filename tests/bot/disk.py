@@ -26,10 +26,10 @@ class DiskWatch:
             finally:
                 self.stored[external_id] = time.monotonic()
 
-        async def recorded_sync() -> None:
+        async def recorded_sync(everyone: bool = False) -> None:
             began = time.monotonic()
             await asyncio.sleep(slow)
-            await sync()
+            await sync(everyone)
             self.syncs.append((began, time.monotonic()))
 
         ledger.accept_inbound = accept_inbound  # type: ignore[method-assign]

@@ -395,7 +395,9 @@ async def test_the_reply_goes_first_and_a_long_handling_does_not_hold_the_ack(
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
 
-        async def at_once() -> None:  # the disk out of the race: the order is the channel's
+        async def at_once(
+            everyone: bool = False,
+        ) -> None:  # the disk out of the race: the order is the channel's
             return None
 
         bot.steward.ledger.db.sync = at_once  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy.exc import DataError
 from telegram import Update
 
 from bot.app import Steward
@@ -562,6 +563,27 @@ async def test_polling_goes_on_after_the_bot_api_fails(tmp_path: Path, api: Fake
         )
         api.send_text(OPERATOR, "/help")
         await api.wait_for(lambda a: len(a.sent(OPERATOR)) == 2, timeout=15)
+
+
+async def test_an_update_that_cannot_be_stored_is_set_aside_not_polled_forever(
+    tmp_path: Path, api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        ledger = bot.steward.ledger
+        accept_inbound = ledger.accept_inbound
+
+        async def refusing(channel: str, external_id: str, payload: Any, durable: bool) -> Any:
+            if payload["text"] == "/processes":  # as PostgreSQL refuses a value too long
+                raise DataError("INSERT INTO inbox …", {}, Exception("value too long"))
+            return await accept_inbound(channel, external_id, payload, durable)
+
+        monkeypatch.setattr(ledger, "accept_inbound", refusing)
+        api.send_text(OPERATOR, "/processes")
+        api.send_text(OPERATOR, "/help")
+        await api.wait_for(lambda a: len(a.sent(OPERATOR)) == 1)
+        assert "/processes" in api.sent(OPERATOR)[0]["text"]  # /help's answer lists it
+        kinds = [e.kind for e in await ledger.audit_events()]
+        assert kinds.count("delivery.unstorable") == 1
 
 
 async def test_webhook_updates_that_arrive_while_starting_are_handled_once(

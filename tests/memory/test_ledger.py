@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, func, select
 
+from graph.messages import Inbound, Sender
 from memory.database_url import DatabaseURL
 from memory.ledger import (
     Approval,
@@ -358,6 +359,22 @@ async def test_cancel_pending_approvals(ledger: Ledger) -> None:
 
 
 # -- inbox ---------------------------------------------------------------------------------
+
+
+async def test_a_delivery_with_a_nul_character_is_stored(ledger: Ledger) -> None:
+    """PostgreSQL stores no NUL: the neutral message holds none, whatever the platform
+    sent, so a message or a forged button press with one never fails its storing."""
+    sender = Sender("telegram", "42", "Ol\x00ivia")
+    press = Inbound(sender, "7", "update-nul", text="a\x00b", button="approve:\x00x")
+    inbox_id = await ledger.accept_inbound("telegram", press.external_id, press.to_payload())
+    assert inbox_id is not None
+    [stored] = await ledger.unhandled_inbound("telegram")
+    again = Inbound.from_payload(stored.payload)
+    assert (again.text, again.button, again.sender.name) == (
+        "a\ufffdb",
+        "approve:\ufffdx",
+        "Ol\ufffdivia",
+    )
 
 
 async def test_accept_inbound_deduplicates_deliveries(ledger: Ledger) -> None:
