@@ -72,8 +72,9 @@ class FrontDoor:
                 raise  # the ledger failed: the platform delivers it again
             # It would fail at every delivery, and a platform that delivers in order
             # (Telegram) would bring nothing after it: it is set aside, in the audit log.
-            log.exception("set aside a %s delivery that cannot be stored", channel)
-            data = {"delivery": inbound.external_id[:200], "error": _first_line(exc)}
+            error = _first_line(exc)  # not the statement's parameters: the message's text
+            log.warning("set aside a %s delivery the ledger refuses: %s", channel, error)
+            data = {"delivery": inbound.external_id[:200], "error": error}
             await self.ledger.audit(
                 NewAuditEvent(inbound.sender.key[:200], "delivery.unstorable", channel, data)
             )
