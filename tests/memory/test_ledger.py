@@ -760,10 +760,13 @@ async def test_a_handling_that_writes_nothing_is_marked_done_without_waiting_for
     assert await ledger.unhandled_inbound() == []
 
 
-async def test_sync_flushes_what_did_not_wait_for_the_disk(ledger: Ledger) -> None:
+@pytest.mark.parametrize("synced_by", ["the process", "another process"])
+async def test_sync_flushes_what_did_not_wait_for_the_disk(ledger: Ledger, synced_by: str) -> None:
     """On PostgreSQL (SQLite's fsyncs are checked in test_embedded_sqlite), even where
-    the server's own default is not to wait: the flush has happened when sync returns.
-    (The server's WAL writer flushes on its own too, but within wal_writer_delay.)"""
+    the server's own default is not to wait: the flush has happened when sync returns —
+    the process's own, or another's that read the commit and syncs for everyone, though
+    it made no commit of its own. (The server's WAL writer flushes on its own too, but
+    within wal_writer_delay.)"""
     if ledger.url.is_sqlite:
         pytest.skip("SQLite's sync is checked file by file in test_embedded_sqlite")
     careless = DatabaseURL(ledger.url.url.update_query_dict({"options": _NO_WAITING}))
@@ -771,27 +774,9 @@ async def test_sync_flushes_what_did_not_wait_for_the_disk(ledger: Ledger) -> No
     try:
         await other.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
         written = await other.db.run(lambda conn: _lsn(conn, "pg_current_wal_insert_lsn"), False)
-        await other.sync()
-        flushed = await other.db.run(lambda conn: _lsn(conn, "pg_current_wal_flush_lsn"), False)
-        assert flushed >= written
-    finally:
-        await other.close()
-
-
-async def test_sync_of_everyone_flushes_what_another_process_did_not_wait_for(
-    ledger: Ledger,
-) -> None:
-    """On PostgreSQL: a commit that did not wait, read by another process, is flushed
-    once that one syncs for everyone, though it made no commit of its own."""
-    if ledger.url.is_sqlite:
-        pytest.skip("SQLite's sync is checked file by file in test_embedded_sqlite")
-    careless = DatabaseURL(ledger.url.url.update_query_dict({"options": _NO_WAITING}))
-    other = Ledger.from_url(careless)
-    try:
-        await other.accept_inbound("slack", "e1", {"text": "hi"}, durable=False)
-        written = await other.db.run(lambda conn: _lsn(conn, "pg_current_wal_insert_lsn"), False)
-        await ledger.sync(everyone=True)
-        flushed = await ledger.db.run(lambda conn: _lsn(conn, "pg_current_wal_flush_lsn"), False)
+        syncing = other if synced_by == "the process" else ledger
+        await syncing.sync(everyone=syncing is ledger)
+        flushed = await syncing.db.run(lambda conn: _lsn(conn, "pg_current_wal_flush_lsn"), False)
         assert flushed >= written
     finally:
         await other.close()
