@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from graph.access import Allowlist
 from graph.coordinator import Coordinator
 from graph.messages import Inbound, Owed, Reply
-from memory.ledger import Ledger, LedgerTx, NewAuditEvent, OwedReply, cannot_store, utcnow
+from memory.ledger import Ledger, LedgerTx, NewAuditEvent, OwedReply, cannot_store, cause, utcnow
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class FrontDoor:
                 raise  # the ledger failed: the platform delivers it again
             # It would fail at every delivery, and a platform that delivers in order
             # (Telegram) would bring nothing after it: it is set aside, in the audit log.
-            error = _first_line(exc)  # not the statement's parameters: the message's text
+            error = cause(exc)[:500]  # not the statement's parameters: the message's text
             log.warning("set aside a %s delivery the ledger refuses: %s", channel, error)
             data = {"delivery": inbound.external_id[:200], "error": error}
             await self.ledger.audit(
@@ -200,10 +200,6 @@ class FrontDoor:
         if not await self.memory.add(refused_key, {"at": "now"}, REFUSAL_TTL):
             return Reply(private=True)  # refused once today already
         return Reply(private=True).say(REFUSAL)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:500]
 
 
 def _owed(channel: str, chat_id: str, reply: Reply, answering: Inbound | None) -> Owed:

@@ -1,6 +1,6 @@
 """The ledger: the durable, append-only record of runs, approvals, effects and audit."""
 
-from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cannot_store
+from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cannot_store, cause
 from memory.ledger.ledger import Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
     Approval,
@@ -38,5 +38,6 @@ __all__ = [
     "StepEntry",
     "Timer",
     "cannot_store",
+    "cause",
     "utcnow",
 ]

@@ -1,6 +1,6 @@
 """What can go wrong with the ledger, in words an operator can act on."""
 
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 
 
 class LedgerError(Exception):
@@ -20,3 +20,11 @@ def cannot_store(exc: BaseException) -> bool:
     column, or text it cannot hold — rather than failing: trying the same again would
     fail again."""
     return isinstance(exc, DataError)
+
+
+def cause(exc: BaseException) -> str:
+    """What went wrong, in the first line of the database's own words: never the
+    statement or its parameters, which SQLAlchemy's message goes on to show."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return str(exc.orig).strip().splitlines()[0]
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -40,7 +40,7 @@ from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
 from memory.ledger.audit import GENESIS, ChainReport, event_hash, verify_chain
 from memory.ledger.database import Database, open_database
-from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled
+from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cause
 from memory.ledger.migrate import upgrade_to_head
 from memory.ledger.prepared import Prepared
 from memory.ledger.records import (
@@ -391,7 +391,7 @@ class Ledger:
             await self.db.run(_migrate)
         except (SQLAlchemyError, OSError) as exc:
             raise LedgerUnavailable(
-                f"cannot open the ledger at {self.url}: {_cause(exc)} (check STEWARD_DATABASE_URL)"
+                f"cannot open the ledger at {self.url}: {cause(exc)} (check STEWARD_DATABASE_URL)"
             ) from exc
 
     async def close(self) -> None:
@@ -1159,12 +1159,6 @@ def _migrate(conn: Connection) -> None:
     upgrade_to_head(conn)
     if conn.execute(select(t.audit_head.c.id)).first() is None:
         conn.execute(insert(t.audit_head).values(id=1, seq=0, hash=GENESIS))
-
-
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return str(exc.orig).strip().splitlines()[0]
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _run_values(run: Run) -> dict[str, Any]:
