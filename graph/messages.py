@@ -49,8 +49,8 @@ class Inbound:
     def __post_init__(self) -> None:
         for name in ("sender", "chat_id", "external_id", "text", "button", "context"):
             value = getattr(self, name)
-            if _unstorable(value):
-                object.__setattr__(self, name, _storable(value))
+            if (storable := _storable(value)) != value:
+                object.__setattr__(self, name, storable)
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,19 +63,8 @@ class Inbound:
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _unstorable(value: Any) -> bool:
-    if isinstance(value, str):
-        return _UNSTORABLE.search(value) is not None
-    if isinstance(value, Sender):
-        return _unstorable(value.user_id) or _unstorable(value.name)
-    if isinstance(value, dict):
-        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_unstorable(item) for item in value)
-    return False
-
-
 def _storable(value: Any) -> Any:
+    """``value`` with U+FFFD for each NUL and lone surrogate in its strings."""
     if isinstance(value, str):
         return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, Sender):
@@ -83,7 +72,7 @@ def _storable(value: Any) -> Any:
     if isinstance(value, dict):
         return {_storable(k): _storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_storable(item) for item in value]
+        return type(value)(_storable(item) for item in value)
     return value
 
 
