@@ -306,39 +306,27 @@ async def test_a_private_reply_slack_cannot_take_is_sent_again(
         assert ephemerals(slack, OPERATOR) == ["Something went wrong", "Still wrong"]
 
 
-async def test_a_card_whose_draft_goes_on_in_its_thread_is_posted_once(
-    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("restart", [False, True], ids=["tried again", "after a restart"])
+async def test_a_cards_draft_goes_on_in_its_thread_once(
+    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch, restart: bool
 ) -> None:
+    """A message of a card's long draft that Slack could not take goes to the card's
+    thread when tried again, in the same process or after a restart, and only once."""
     async with running(tmp_path / "home", slack) as bot:
-        bot.channel.outbox.first_retry = 0.05
+        bot.channel.outbox.first_retry = 5.0 if restart else 0.05
         unpace(bot, monkeypatch)
         dm = slack.dm_channel(OPERATOR)
         card = Card("a1", "Approve", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
         fail_once(bot.channel.client, "chat_postMessage", after=1)  # the draft's rest
         await bot.channel.send(dm, Reply([card]))
+        if restart:
+            await slack.wait_for(lambda s: cards(s, dm))
+            await bot.channel.outbox.stop()  # steward stops while the reply waits to be tried
+            await bot.channel.outbox.load()  # again, and starts again
         await bot.channel.idle()
         (shown,) = cards(slack, dm)
         thread = in_thread(slack, dm, shown["ts"])
         assert len(thread) == len(draft_overflow(card)) > 0
-
-
-async def test_a_cards_draft_goes_on_in_its_thread_after_a_restart(
-    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with running(tmp_path / "home", slack) as bot:
-        bot.channel.outbox.first_retry = 5.0
-        unpace(bot, monkeypatch)
-        dm = slack.dm_channel(OPERATOR)
-        card = Card("a1", "Approve", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
-        fail_once(bot.channel.client, "chat_postMessage", after=1)  # the draft's rest
-        await bot.channel.send(dm, Reply([card]))
-        await slack.wait_for(lambda s: cards(s, dm))
-        await bot.channel.outbox.stop()  # steward stops while the reply waits to be tried again
-        await bot.channel.outbox.load()  # and starts again
-        await bot.channel.idle()
-        (shown,) = cards(slack, dm)
-        thread = in_thread(slack, dm, shown["ts"])
-        assert len(thread) == len(draft_overflow(card))
 
 
 async def test_an_edit_prompt_too_long_for_a_form_is_asked_in_chat_once(
