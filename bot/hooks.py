@@ -23,7 +23,7 @@ from bot.http import HttpServer
 from bot.in_order import InOrder
 from graph.hooks import HookRouter, HookSource
 from graph.messages import Reply
-from memory.ledger import Ledger, NewAuditEvent
+from memory.ledger import Ledger, NewAuditEvent, storable
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class HookEndpoint:
             await self._audit(name, "hook.refused", {"reason": "bad or missing signature"})
             return web.Response(status=401, text="bad signature")
         try:
-            payload = json.loads(body)
+            payload = storable(json.loads(body))
         except (ValueError, UnicodeDecodeError):
             payload = None
         if not isinstance(payload, dict):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from connectors import ConnectorRegistry, OutcomeUnknown, TransientError
 from connectors.base import ConnectorError, validated
 from graph.errors import UncertainEffect
-from memory.ledger import Ledger, NewAuditEvent
+from memory.ledger import Ledger, NewAuditEvent, storable
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ class EffectGuard:
                     raise
                 else:
                     breaker.succeeded()
+                    result = storable(result)  # a service's answer may hold what cannot be stored
                     await self._finish(key, run_id, step_id, connector_name, action, result, None)
                     return result
             if attempt >= self.policy.attempts:
@@ -194,15 +195,16 @@ class EffectGuard:
         error: ConnectorError | None,
     ) -> None:
         kind = "effect.done" if error is None else f"effect.failed.{error.kind}"
+        message = None if error is None else storable(str(error))
         await self.ledger.finish_effect(
             key,
             result,
-            None if error is None else str(error),
+            message,
             NewAuditEvent(
                 "steward",
                 kind,
                 key,
                 {"run": run_id, "step": step_id, "connector": connector, "action": action}
-                | ({"error": str(error)} if error else {}),
+                | ({"error": message} if message is not None else {}),
             ),
         )

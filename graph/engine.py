@@ -61,6 +61,7 @@ from memory.ledger import (
     RunStatus,
     StepEntry,
     Timer,
+    storable,
     utcnow,
 )
 from memory.ledger.ledger import decide as record_decision
@@ -183,7 +184,7 @@ class ProcessEngine:
         ]
         if errors or missing:
             raise InputProblem(definition.name, missing, errors)
-        return values
+        return storable(values)
 
     # -- starting and deciding ---------------------------------------------------------
 
@@ -224,6 +225,7 @@ class ProcessEngine:
         edited_text: str | None = None,
     ) -> Decision:
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+        reason, edited_text = storable(reason), storable(edited_text)
 
         def check(approval: Approval, run: Run) -> None:
             if run.status is RunStatus.PAUSED:
@@ -653,7 +655,7 @@ class ProcessEngine:
         return RunView(current or settled, approval)
 
     async def _fail(self, run: Run, exc: BaseException, kind: str) -> RunView:
-        message = str(exc) or type(exc).__name__
+        message = storable(str(exc)) or type(exc).__name__
 
         def record(tx: LedgerTx) -> Run | None:
             failed = RunStatus.FAILED.value

@@ -6,10 +6,11 @@ neither side sees the other's types.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from memory.ledger.storable import storable
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,8 @@ class Sender:
 class Inbound:
     """A message or a button press from someone in a chat.
 
-    Its strings hold no NUL character and no lone surrogate (each becomes U+FFFD):
-    PostgreSQL stores neither, and one typed, pasted or forged into a delivery would
-    otherwise fail its storing at every try.
+    Its strings are storable (``memory.ledger.storable``): a NUL character or a lone
+    surrogate typed, pasted or forged into a delivery becomes U+FFFD.
     """
 
     sender: Sender
@@ -49,8 +49,8 @@ class Inbound:
     def __post_init__(self) -> None:
         for name in ("sender", "chat_id", "external_id", "text", "button", "context"):
             value = getattr(self, name)
-            if (storable := _storable(value)) != value:
-                object.__setattr__(self, name, storable)
+            if (cleaned := storable(value)) is not value:
+                object.__setattr__(self, name, cleaned)
 
     def to_payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,22 +58,6 @@ class Inbound:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Inbound:
         return cls(**{**payload, "sender": Sender(**payload["sender"])})
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _storable(value: Any) -> Any:
-    """``value`` with U+FFFD for each NUL and lone surrogate in its strings."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, Sender):
-        return Sender(value.channel, _storable(value.user_id), _storable(value.name))
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_storable(item) for item in value)
-    return value
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel
 
 from graph.budget import Budgets
-from memory.ledger import Ledger, ModelCall
+from memory.ledger import Ledger, ModelCall, storable
 
 T = TypeVar("T", bound=BaseModel)
 UTC_ZONE = ZoneInfo("UTC")
@@ -81,7 +81,7 @@ class LanguageModels:
         started = time.perf_counter()
         reply = await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
         await self._record(reply, name, purpose, run_id, step_id, started)
-        return _text(reply).strip()
+        return storable(_text(reply).strip())
 
     async def extract(self, schema: type[T], prompt: str, *, purpose: str) -> T:
         """A structured answer from the fast model, validated by pydantic."""

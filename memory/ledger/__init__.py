@@ -17,6 +17,7 @@ from memory.ledger.records import (
     StepEntry,
     Timer,
 )
+from memory.ledger.storable import storable
 
 __all__ = [
     "Approval",
@@ -39,5 +40,6 @@ __all__ = [
     "Timer",
     "cannot_store",
     "cause",
+    "storable",
     "utcnow",
 ]

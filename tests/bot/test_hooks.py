@@ -23,6 +23,7 @@ from bot.service import Service
 from bot.settings import load_settings
 from graph.hooks import HookConfigError
 from graph.messages import Reply
+from memory.database_url import DatabaseURL
 from memory.ledger import RunStatus
 from tests.net import free_port
 
@@ -84,7 +85,7 @@ def write_hooks(home: Path, text: str = HOOKS) -> None:
 
 
 @asynccontextmanager
-async def running(home: Path) -> AsyncIterator[Running]:
+async def running(home: Path, database: DatabaseURL | None = None) -> AsyncIterator[Running]:
     write_hooks(home)
     port = free_port()
     news: list[str] = []
@@ -92,8 +93,9 @@ async def running(home: Path) -> AsyncIterator[Running]:
     async def collect(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         news.extend(reply.texts + [c.summary for c in reply.cards])
 
+    where = {"database_url": database.url.render_as_string(hide_password=False)} if database else {}
     async with (
-        Steward.open(load_settings(home=home, http_port=port)) as steward,
+        Steward.open(load_settings(home=home, http_port=port, **where)) as steward,
         Service(steward, [], fallback=collect) as service,
     ):
         yield Running(steward, service, news, f"http://127.0.0.1:{port}")
@@ -151,6 +153,32 @@ async def test_a_form_missing_an_input_tells_the_operator(tmp_path: Path) -> Non
         assert await bot.post("form", {"client": "Acme"}, secret=FORM_SECRET) == 200
         assert await bot.steward.ledger.list_runs(None) == []
         assert any("could not start onboarding" in n and "email" in n for n in bot.news)
+
+
+async def test_deliveries_with_text_no_database_holds_start_and_wake_runs(
+    database_url: DatabaseURL, tmp_path: Path
+) -> None:
+    """A NUL or a lone surrogate, escaped in the JSON, becomes U+FFFD as it is received:
+    stored in the inbox, a run's inputs and the data that wakes a run, on either database."""
+    home = tmp_path / "home"
+    async with running(home, database_url) as bot:
+        form = (
+            b'{"client": "Acme\\u0000 \\ud800Bakery", "email": "jane@acme.com", "package": "basic"}'
+        )
+        assert await bot.post("form", None, secret=FORM_SECRET, raw=form) == 200
+        (started,) = await bot.steward.ledger.list_runs(None)
+        assert started.status is RunStatus.WAITING
+        assert started.inputs["client"] == "Acme\ufffd \ufffdBakery"
+
+        view = await bot.steward.engine.start("invoice_followup", INVOICE, "cli:x")
+        assert view.approval is not None
+        await bot.steward.engine.decide(view.approval.id, True, "cli:x")
+        paid = b'{"invoice": "INV-7", "note": "paid \\u0000 in full \\udfff"}'
+        assert await bot.post("payments", None, secret=PAY_SECRET, raw=paid) == 200
+        woken = await bot.steward.ledger.get_run(view.run.id)
+        assert woken is not None and woken.status is RunStatus.SUCCEEDED
+        assert await bot.steward.ledger.unhandled_inbound() == []
+        assert (await bot.steward.ledger.verify_audit()).ok
 
 
 async def test_a_payment_wakes_the_follow_up_waiting_for_it_and_no_other(tmp_path: Path) -> None:
