@@ -21,7 +21,13 @@ from graph.definitions import ProcessDefinition
 from graph.digest import daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
 from graph.errors import StewardError
-from graph.history import UNAVAILABLE, History, looks_like_a_question, plainly_a_question
+from graph.history import (
+    NOTHING,
+    UNAVAILABLE,
+    History,
+    looks_like_a_question,
+    plainly_a_question,
+)
 from graph.inputs import InputError, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import said_record
@@ -469,9 +475,12 @@ class Coordinator:
         route = self.router.by_rules(text) or await self.router.by_model(text)
         if route is None:
             names = ", ".join(d.name for d in self.catalog)
-            noted = "Noted; ask me about it any time. " if self.history is not None else ""
+            if self._asks_history(text):  # and memory had nothing on it
+                opening = f"{NOTHING} "
+            else:
+                opening = "Noted; ask me about it any time. " if self.history is not None else ""
             return Reply().say(
-                f"{noted}{NOT_SURE} I can run: {names}.\n"
+                f"{opening}{NOT_SURE} I can run: {names}.\n"
                 "Say e.g. /run onboarding, or /help for everything I can do."
             )
         return await self._continue_form(inbound, route.process, route.values)

@@ -241,6 +241,7 @@ async def test_commands_are_not_remembered_even_when_they_fail(app: Steward) -> 
 
 async def test_a_question_memory_knows_nothing_about_goes_to_the_router(app: Steward) -> None:
     reply = await send(app, "what's the weather like")
+    assert said(reply).startswith("I found nothing about that in my memory. If you meant me")
     assert "not sure what you need" in said(reply)
 
 
