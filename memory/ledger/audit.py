@@ -14,6 +14,21 @@ from memory.ledger.records import AuditEvent
 GENESIS = "0" * 64
 
 
+def as_stored(data: Any) -> Any:
+    """``data`` with its numbers as PostgreSQL's JSON gives them back, so that an event's
+    hash covers what verification will read: a whole float Python writes with an
+    exponent (1e16) comes back as the integer, and -0.0 as 0.0."""
+    if isinstance(data, float):
+        if data == 0.0:
+            return 0.0
+        return int(data) if data.is_integer() and "e" in repr(data) else data
+    if isinstance(data, dict):
+        return {key: as_stored(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [as_stored(item) for item in data]
+    return data
+
+
 def event_hash(
     prev_hash: str, at: datetime, actor: str, kind: str, subject: str, data: dict[str, Any]
 ) -> str:

@@ -38,7 +38,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
-from memory.ledger.audit import GENESIS, ChainReport, event_hash, verify_chain
+from memory.ledger.audit import GENESIS, ChainReport, as_stored, event_hash, verify_chain
 from memory.ledger.database import Database, open_database
 from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cause
 from memory.ledger.migrate import upgrade_to_head
@@ -173,7 +173,8 @@ class LedgerTx:
         # On PostgreSQL appends queue on the head row's lock: one chain, never a fork.
         locked = self.conn.dialect.name == "postgresql"
         head = (_READ_HEAD_LOCKED if locked else _READ_HEAD).one(self.conn)
-        digest = event_hash(head.hash, at, new.actor, new.kind, new.subject, new.data)
+        data = as_stored(new.data)
+        digest = event_hash(head.hash, at, new.actor, new.kind, new.subject, data)
         seq = _INSERT_AUDIT.scalar(
             self.conn,
             {
@@ -181,13 +182,13 @@ class LedgerTx:
                 "actor": new.actor,
                 "kind": new.kind,
                 "subject": new.subject,
-                "data": new.data,
+                "data": data,
                 "prev_hash": head.hash,
                 "hash": digest,
             },
         )
         _MOVE_HEAD.run(self.conn, {"new_seq": seq, "new_hash": digest})
-        return AuditEvent(seq, at, new.actor, new.kind, new.subject, new.data, head.hash, digest)
+        return AuditEvent(seq, at, new.actor, new.kind, new.subject, data, head.hash, digest)
 
     def audit_after(self, seq: int, limit: int) -> list[AuditEvent]:
         query = _AUDIT_AFTER.limit(limit)

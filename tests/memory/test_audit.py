@@ -49,6 +49,26 @@ async def test_appended_events_form_a_verified_chain(ledger: Ledger) -> None:
     assert [e.seq for e in await ledger.audit_events(limit=2)] == seqs[:2]
 
 
+async def test_numbers_the_database_writes_its_own_way_keep_the_chain_whole(
+    ledger: Ledger,
+) -> None:
+    """PostgreSQL gives back 1e16 as 10000000000000000 and -0.0 as 0.0: an event holds
+    its numbers as the database will give them back, so that its hash still matches."""
+    data = {"amount": 1e16, "big": [-2.5e20], "zero": -0.0, "small": 1.5e-7, "plain": 12.5}
+    event = await ledger.audit(NewAuditEvent("cli:shell", "run.started", "r1", data))
+    assert event.data == {
+        "amount": 10_000_000_000_000_000,
+        "big": [-250_000_000_000_000_000_000],
+        "zero": 0.0,
+        "small": 1.5e-7,
+        "plain": 12.5,
+    }
+    [stored] = await ledger.audit_events()
+    assert stored.data == event.data
+    report = await ledger.verify_audit()
+    assert report.ok, report.problems
+
+
 async def test_changed_data_is_reported(ledger: Ledger) -> None:
     seqs = await append_events(ledger)
     await ledger.db.run(
