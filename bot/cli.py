@@ -23,7 +23,7 @@ from graph.coordinator import ACTIVE
 from graph.engine import InputProblem, RunView
 from graph.errors import StewardError
 from graph.messages import Reply, Sender
-from graph.routing import parse_arguments
+from graph.routing import INPUT_NAME
 from graph.timeline import render_timeline, timeline
 from memory import archive
 from memory.ledger import LedgerUnavailable, RunStatus
@@ -151,11 +151,15 @@ async def cmd_processes(steward: Steward, args: argparse.Namespace) -> int:
 
 
 def _named(inputs: list[str]) -> dict[str, str] | None:
-    """``key=value`` arguments; None, and a line on stderr, for anything else."""
-    positional, named = parse_arguments(" ".join(_quote(a) for a in inputs))
-    if positional:
-        print(f"steward: expected key=value, got {positional[0]!r}", file=sys.stderr)
-        return None
+    """``key=value`` arguments, each taken as the shell split it; None, and a line on
+    stderr, for anything else."""
+    named: dict[str, str] = {}
+    for argument in inputs:
+        key, sep, value = argument.partition("=")
+        if not sep or not INPUT_NAME.fullmatch(key):
+            print(f"steward: expected key=value, got {argument!r}", file=sys.stderr)
+            return None
+        named[key] = value
     return named
 
 
@@ -367,11 +371,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
-
-
-def _quote(arg: str) -> str:
-    key, sep, value = arg.partition("=")
-    return f"{key}={json.dumps(value)}" if sep else json.dumps(arg)
 
 
 COMMANDS: dict[str, Command] = {

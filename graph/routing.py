@@ -39,6 +39,9 @@ class Route:
     confidence: float = 0.0
 
 
+INPUT_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
 def parse_arguments(text: str) -> tuple[list[str], dict[str, str]]:
     """``onboarding client="Acme Ltd" email=jane@acme.com`` → (["onboarding"], {...})."""
     try:
@@ -48,7 +51,7 @@ def parse_arguments(text: str) -> tuple[list[str], dict[str, str]]:
     positional, named = [], {}
     for token in tokens:
         key, sep, value = token.partition("=")
-        if sep and re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+        if sep and INPUT_NAME.fullmatch(key):
             named[key] = value
         else:
             positional.append(token)

@@ -188,16 +188,23 @@ def test_start_with_missing_inputs_exits_2_and_lists_them(
     assert "missing email, package" in err
 
 
-def test_start_keeps_values_with_spaces_and_quotes(
-    home: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ('Acme "Rockets" Ltd', 'Acme "Rockets" Ltd'),
+        ("Café Müller\\ 東京", "Café Müller\\ 東京"),
+        ("Ac\udcffme", "Ac\ufffdme"),  # a byte the shell gave that is not UTF-8
+    ],
+)
+def test_start_keeps_each_value_as_the_shell_gave_it(
+    home: Path, capsys: pytest.CaptureFixture[str], given: str, kept: str
 ) -> None:
-    client = 'Acme "Rockets" Ltd'
     code, out, err = steward(
-        capsys, "start", "onboarding", f"client={client}", "email=j@acme.com", "package=basic"
+        capsys, "start", "onboarding", f"client={given}", "email=j@acme.com", "package=basic"
     )
     assert code == 0, err
     code, out, _ = steward(capsys, "runs", "show", out.strip(), "--json")
-    assert json.loads(out)["inputs"]["client"] == client
+    assert json.loads(out)["inputs"]["client"] == kept
 
 
 def test_processes_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
