@@ -82,12 +82,13 @@ class HookEndpoint:
             return web.Response(status=401, text="bad signature")
         try:
             payload = storable(json.loads(body))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested beyond reason
             payload = None
         if not isinstance(payload, dict):
             await self._audit(name, "hook.invalid", {"reason": "not a JSON object"})
             return web.Response(status=400, text="expected a JSON object")
-        delivery = request.headers.get(DELIVERY_HEADER) or hashlib.sha256(body).hexdigest()
+        given_id = request.headers.get(DELIVERY_HEADER)  # a stray byte decodes to a surrogate
+        delivery = storable(given_id) if given_id else hashlib.sha256(body).hexdigest()
         inbox_id = await self.ledger.accept_inbound(f"hook:{name}", delivery[:200], payload)
         if inbox_id is not None:
             self.queue.put((inbox_id, name, payload))

@@ -9,6 +9,7 @@ from graph.budget import BudgetExceeded
 from graph.definitions import AgentStep
 from graph.models import LanguageModels
 from graph.templating import render
+from memory.ledger import storable
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ class Drafter:
         except BudgetExceeded:  # spent: the run stops and waits for the operator
             raise
         except Exception as exc:  # a model outage must not stop the run: fall back
-            return Draft(render(step.template, values), "template", f"model failed: {exc}")
+            note = storable(f"model failed: {exc}")  # a service's words may hold anything
+            return Draft(render(step.template, values), "template", note)
         if not text:
             return Draft(render(step.template, values), "template", "model returned nothing")
         name = self.models.fast_name if step.model == "fast" else self.models.strong_name

@@ -489,7 +489,7 @@ class ProcessEngine:
                 values[name] = parse_input(name, spec, raw)
             except InputError as exc:
                 raise InvalidState(str(exc)) from None
-        return values
+        return storable(values)
 
     async def cancel(self, run_id: str, actor: str) -> Run:
         async with self._locks.hold(run_id):

@@ -40,8 +40,11 @@ def _clean(value: Any) -> Any:
         return UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, dict):
         return {_clean(key): _clean(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_clean(item) for item in value)
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    if isinstance(value, tuple):
+        items = [_clean(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     if is_dataclass(value) and not isinstance(value, type):
         changes = {f.name: _clean(getattr(value, f.name)) for f in fields(value) if f.init}
         return replace(value, **changes)

@@ -134,10 +134,12 @@ async def test_unsigned_or_malformed_deliveries_change_nothing_and_are_audited(
         assert await bot.post("form", form, secret="not-the-secret-at-all") == 401
         assert await bot.post("form", None, secret=FORM_SECRET, raw=b"{not json") == 400
         assert await bot.post("form", ["a", "list"], secret=FORM_SECRET) == 400
+        deep = b'{"client": ' + b"[" * 900 + b"]" * 900 + b"}"  # JSON, if nested beyond reason
+        assert await bot.post("form", None, secret=FORM_SECRET, raw=deep) == 400
         assert await bot.post("nosuch", form, secret=FORM_SECRET) == 404
         assert await bot.steward.ledger.list_runs(None) == []
         kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
-        assert kinds.count("hook.refused") == 2 and kinds.count("hook.invalid") == 2
+        assert kinds.count("hook.refused") == 2 and kinds.count("hook.invalid") == 3
 
 
 async def test_a_retried_delivery_is_handled_once(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -77,6 +77,24 @@ async def test_a_reason_and_an_edit_that_cannot_be_stored_are_kept_replaced(
     assert (await app.ledger.verify_audit()).ok
 
 
+class Failing(GenericFakeChatModel):
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"upstream said {UNSTORABLE}")
+
+
+async def test_a_model_failure_whose_words_cannot_be_stored_falls_back_to_the_template(
+    app: Steward,
+) -> None:
+    models = app.engine.drafter.models
+    assert models is not None
+    models.strong = models.fast = Failing(messages=iter([]))
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.run.status is RunStatus.WAITING and view.approval is not None
+    assert view.approval.card["text"].startswith("Hi Acme team")
+    [draft] = await app.ledger.run_steps(view.run.id)
+    assert draft.detail["note"] == f"model failed: upstream said {REPLACED}"
+
+
 class Answering(Flaky):
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         await super().perform(action, params, key)
@@ -111,6 +129,11 @@ async def test_a_connector_error_that_cannot_be_stored_fails_the_run_visibly(
     assert (await app.ledger.verify_audit()).ok
 
 
+class Point(NamedTuple):
+    name: str
+    size: int
+
+
 def test_storable_keeps_what_holds_nothing_unstorable_as_the_very_object() -> None:
     clean = {"text": "héllo 👋", "list": [1, "two", ("three",)], "none": None}
     assert storable(clean) is clean
@@ -120,3 +143,4 @@ def test_storable_keeps_what_holds_nothing_unstorable_as_the_very_object() -> No
         "list": [1, "\ufffd", ("\ufffd",)],
         REPLACED: 2.5,
     }
+    assert storable(Point("x\x00", 2)) == Point("x\ufffd", 2)
