@@ -16,7 +16,7 @@ from graph.effects import RetryPolicy
 from graph.engine import InputProblem
 from graph.errors import InvalidState, NotFound
 from memory.database_url import DatabaseURL
-from memory.ledger import ApprovalStatus, RunStatus
+from memory.ledger import ApprovalStatus, Run, RunStatus
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, timeout=5)
@@ -172,24 +172,26 @@ def use_connector(app: Steward, connector: Flaky) -> None:
     app.engine._compiled.clear()
 
 
-async def test_transient_errors_are_retried_then_succeed(app: Steward) -> None:
-    flaky = Flaky([TransientError("503"), TransientError("503")])
-    use_connector(app, flaky)
+async def approved_onboarding(app: Steward) -> Run:
+    """An onboarding started and approved at once: the run as its effect left it."""
     view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
     assert view.approval is not None
     decision = await app.engine.decide(view.approval.id, True, "cli:shell")
-    assert decision.view is not None and decision.view.run.status is RunStatus.SUCCEEDED
+    assert decision.view is not None
+    return decision.view.run
+
+
+async def test_transient_errors_are_retried_then_succeed(app: Steward) -> None:
+    flaky = Flaky([TransientError("503"), TransientError("503")])
+    use_connector(app, flaky)
+    assert (await approved_onboarding(app)).status is RunStatus.SUCCEEDED
     assert flaky.calls == 3
 
 
 async def test_data_error_fails_the_run_and_retry_continues(app: Steward) -> None:
     flaky = Flaky([DataError("mailbox does not exist")])
     use_connector(app, flaky)
-    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
-    assert view.approval is not None
-    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
-    assert decision.view is not None
-    run = decision.view.run
+    run = await approved_onboarding(app)
     assert run.status is RunStatus.FAILED and run.error_class == "data"
     assert "mailbox does not exist" in (run.error or "")
     retried = await app.engine.retry(run.id, "cli:shell")

@@ -20,7 +20,7 @@ from graph.effects import RetryPolicy
 from graph.models import LanguageModels
 from memory.database_url import DatabaseURL
 from memory.ledger import RunStatus, storable
-from tests.graph.test_engine import Flaky, outbox, use_connector
+from tests.graph.test_engine import Flaky, approved_onboarding, outbox, use_connector
 
 UNSTORABLE = "\x00\ud800\udcff"
 REPLACED = "\ufffd\ufffd\ufffd"
@@ -103,11 +103,9 @@ class Answering(Flaky):
 
 async def test_a_connector_answer_that_cannot_be_stored_is_kept_replaced(app: Steward) -> None:
     use_connector(app, connector := Answering([]))
-    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
-    assert view.approval is not None
-    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
-    assert decision.view is not None and decision.view.run.status is RunStatus.SUCCEEDED
-    effect = await app.ledger.get_effect(f"{view.run.id}:send_welcome")
+    run = await approved_onboarding(app)
+    assert run.status is RunStatus.SUCCEEDED
+    effect = await app.ledger.get_effect(f"{run.id}:send_welcome")
     assert effect is not None and effect.status == "done"
     assert effect.result == {"message_id": f"<{REPLACED}@mail>", REPLACED: [REPLACED]}
     assert connector.calls == 1
@@ -117,14 +115,10 @@ async def test_a_connector_error_that_cannot_be_stored_fails_the_run_visibly(
     app: Steward,
 ) -> None:
     use_connector(app, Flaky([DataError(f"mailbox {UNSTORABLE} does not exist")]))
-    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
-    assert view.approval is not None
-    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
-    assert decision.view is not None
-    run = decision.view.run
+    run = await approved_onboarding(app)
     assert run.status is RunStatus.FAILED and run.error_class == "data"
     assert run.error == f"mailbox {REPLACED} does not exist"
-    effect = await app.ledger.get_effect(f"{view.run.id}:send_welcome")
+    effect = await app.ledger.get_effect(f"{run.id}:send_welcome")
     assert effect is not None and effect.error == run.error
     assert (await app.ledger.verify_audit()).ok
 
