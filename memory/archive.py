@@ -27,7 +27,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import Connection, Table, delete, func, insert, select, text
 
-from memory.ledger import Ledger
+from memory.ledger import Ledger, cannot_store, cause
 from memory.ledger import schema as t
 from memory.ledger.schema import UTCDateTime
 
@@ -114,7 +114,14 @@ async def import_(
         if conn.dialect.name == "postgresql":
             _reset_sequences(conn, tables)
 
-    await ledger.db.run(restore)
+    try:
+        await ledger.db.run(restore)  # one transaction: all of it, or nothing
+    except Exception as exc:
+        if not cannot_store(exc):
+            raise
+        raise ArchiveError(
+            f"this database refuses a row of the export ({cause(exc)}); nothing was imported"
+        ) from None
     counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, entries)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
     expected = manifest.get("counts", {})

@@ -16,7 +16,7 @@ from bot.settings import load_settings
 from graph.messages import Inbound, Sender
 from memory import archive
 from memory.database_url import DatabaseURL
-from memory.ledger import RunStatus, utcnow
+from memory.ledger import NewAuditEvent, RunStatus, utcnow
 
 INVOICE = {
     "client": "Acme",
@@ -121,3 +121,21 @@ async def test_not_an_export_is_refused_clearly(tmp_path: Path) -> None:
         (folder / "manifest.json").write_text('{"format": "steward-export/1", "counts": {}}')
         with pytest.raises(archive.ArchiveError, match="missing from the export"):
             await archive.import_(app.ledger, app.engine.checkpointer, folder)
+
+
+async def test_an_export_postgresql_cannot_hold_is_refused_whole(
+    tmp_path: Path, postgres_database: DatabaseURL
+) -> None:
+    """A home made before text was cleaned as it came in may hold a NUL, which SQLite
+    keeps and PostgreSQL refuses: one clear line, and nothing half imported."""
+    folder = tmp_path / "export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        await old.engine.start("onboarding", onboarding("Kept"), "cli:shell")
+        await old.ledger.audit(NewAuditEvent("hook:form", "run.started", "r1", {"c": "A\x00"}))
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    url = postgres_database.url.render_as_string(hide_password=False)
+    async with Steward.open(load_settings(home=tmp_path / "new", database_url=url)) as new:
+        with pytest.raises(archive.ArchiveError, match=r"refuses a row .* nothing was imported"):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        assert await new.ledger.list_runs(None) == []
+        assert await new.ledger.audit_events() == []
