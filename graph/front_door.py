@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from graph.access import Allowlist
 from graph.coordinator import Coordinator
 from graph.messages import Inbound, Owed, Reply
-from memory.ledger import Ledger, LedgerTx, NewAuditEvent, OwedReply, cannot_store, cause, utcnow
+from memory.ledger import (
+    Ledger,
+    LedgerTx,
+    NewAuditEvent,
+    OwedReply,
+    cannot_store,
+    cause,
+    storable,
+    utcnow,
+)
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
@@ -140,7 +149,7 @@ class FrontDoor:
 
     async def give_up(self, owed: Owed, reason: str) -> None:
         """Forgets a reply that cannot be sent, and says so in the audit log."""
-        data = {"items": len(owed.reply.items), "sent": owed.sent, "reason": reason[:500]}
+        data = {"items": len(owed.reply.items), "sent": owed.sent, "reason": storable(reason[:500])}
         subject = f"{owed.channel}:{owed.chat_id}"
         await self.ledger.drop_reply(
             owed.key, NewAuditEvent(owed.channel, "reply.dropped", subject, data)

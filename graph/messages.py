@@ -117,7 +117,8 @@ class Reply:
     private: bool = False
 
     def say(self, text: str) -> Reply:
-        self.items.append(text)
+        """Adds a message; made storable, as words from an error or a service may be."""
+        self.items.append(storable(text))
         return self
 
     def add(self, item: ReplyItem) -> Reply:

@@ -17,6 +17,7 @@ from bot.app import Steward
 from bot.settings import load_settings
 from connectors import DataError
 from graph.effects import RetryPolicy
+from graph.messages import Reply
 from graph.models import LanguageModels
 from memory.database_url import DatabaseURL
 from memory.ledger import RunStatus, storable
@@ -93,6 +94,16 @@ async def test_a_model_failure_whose_words_cannot_be_stored_falls_back_to_the_te
     assert view.approval.card["text"].startswith("Hi Acme team")
     [draft] = await app.ledger.run_steps(view.run.id)
     assert draft.detail["note"] == f"model failed: upstream said {REPLACED}"
+
+
+async def test_a_reply_with_an_error_s_words_is_kept_for_its_channel(app: Steward) -> None:
+    await app.door.owe("telegram", "7", Reply().say(f"A delivery failed: {UNSTORABLE}."))
+    [owed] = await app.door.owed("telegram")
+    assert owed.reply.texts == [f"A delivery failed: {REPLACED}."]
+    await app.door.give_up(owed, f"undeliverable: {UNSTORABLE}")
+    assert await app.door.owed("telegram") == []
+    [dropped] = [e for e in await app.ledger.audit_events() if e.kind == "reply.dropped"]
+    assert dropped.data["reason"] == f"undeliverable: {REPLACED}"
 
 
 class Answering(Flaky):
