@@ -20,6 +20,8 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def storable(value: T) -> T:
     """``value`` with U+FFFD for each NUL and lone surrogate in its strings, within
     dicts, lists, tuples and dataclasses; the very same object when it holds none."""
+    # Two walks, not one that rebuilds as it goes: what comes in is nearly always clean,
+    # and the check allocates nothing (half the time of a single rebuilding walk).
     return _clean(value) if _unstorable(value) else value
 
 
