@@ -53,8 +53,8 @@ class Summary:
 
 
 # How far a long-term store was fed is the store's, not the data's: a new home's store
-# is fed from the start.
-NOT_EXPORTED = {"memory_cursors"}
+# is fed from the start. The workers serving a ledger are the processes of its place.
+NOT_EXPORTED = {"memory_cursors", "workers"}
 
 
 def _tables() -> list[Table]:

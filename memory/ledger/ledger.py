@@ -9,18 +9,22 @@ method is one transaction, run in one trip to the database (see ``database.py``)
 from __future__ import annotations
 
 import contextlib
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Float,
     Row,
+    and_,
     bindparam,
     delete,
     func,
@@ -60,6 +64,9 @@ from memory.ledger.records import (
 )
 
 T = TypeVar("T")
+# A worker silent this long is gone, and what it held is taken over; a live one beats
+# far more often (bot/service.py).
+LEASE = timedelta(seconds=30)
 
 Deferred = Callable[["LedgerTx"], None]
 
@@ -359,7 +366,8 @@ class LedgerTx:
             now = utcnow()
             _ANNOUNCE.many(self.conn, [{"approval_id": id_, "now": now} for id_ in approval_ids])
 
-    def owe_reply(self, reply: OwedReply) -> None:
+    def owe_reply(self, reply: OwedReply, owner: str) -> None:
+        """Keeps a reply for ``owner``, the worker that will send it."""
         _OWE_REPLY.run(
             self.conn,
             {
@@ -369,8 +377,16 @@ class LedgerTx:
                 "payload": reply.payload,
                 "sent_steps": reply.sent_steps,
                 "created_at": reply.created_at,
+                "owner": owner,
             },
         )
+
+
+def _orphaned(table: Any, worker: str, now: datetime) -> ColumnElement[bool]:
+    """Rows of ``table`` held by no worker, or by one gone (silent past LEASE), and not
+    by ``worker``."""
+    alive = select(t.workers.c.id).where(t.workers.c.seen_at >= now - LEASE)
+    return or_(table.c.owner.is_(None), and_(table.c.owner != worker, table.c.owner.not_in(alive)))
 
 
 class Ledger:
@@ -379,6 +395,9 @@ class Ledger:
     def __init__(self, db: Database, url: DatabaseURL) -> None:
         self.db = db
         self.url = url
+        # Who keeps the deliveries and replies written here. Until a service registers
+        # this process as a worker, what it keeps is anyone's to take over.
+        self.worker = f"unregistered:{uuid.uuid4().hex}"
 
     @classmethod
     def from_url(cls, url: DatabaseURL) -> Ledger:
@@ -607,6 +626,108 @@ class Ledger:
 
         await self.write(add)
 
+    # -- workers -------------------------------------------------------------------------
+    # A delivery stored but not handled, and a reply kept but not sent, belong to the
+    # worker that took them. Another worker takes them over only once that one is gone:
+    # retired at its stop, or silent for LEASE. So two services on one ledger never
+    # handle one delivery or send one reply twice, and nothing a dead one held is lost.
+
+    async def register_worker(self, worker: str) -> None:
+        """Makes this process ``worker``: what it keeps from now on is its own, and so is
+        what a process of the same id (a crashed one it replaces) left."""
+        now = utcnow()
+
+        def register(conn: Connection) -> None:
+            conn.execute(delete(t.workers).where(t.workers.c.id == worker))
+            conn.execute(
+                insert(t.workers).values(id=worker, pid=os.getpid(), started_at=now, seen_at=now)
+            )
+
+        await self.db.run(register)
+        self.worker = worker
+
+    async def heartbeat(self) -> None:
+        """Notes this worker alive; registers it again if another worker, finding it
+        silent past its lease, retired it."""
+        worker, now = self.worker, utcnow()
+
+        def beat(conn: Connection) -> None:
+            seen = update(t.workers).where(t.workers.c.id == worker).values(seen_at=now)
+            if conn.execute(seen).rowcount == 0:
+                conn.execute(
+                    insert(t.workers).values(
+                        id=worker, pid=os.getpid(), started_at=now, seen_at=now
+                    )
+                )
+
+        await self.db.run(beat, durable=False)
+
+    async def retire_worker(self) -> None:
+        """Gives back what this worker still holds, for the others to take over at once,
+        and forgets it."""
+        worker = self.worker
+
+        def retire(conn: Connection) -> None:
+            conn.execute(
+                update(t.inbox)
+                .where(t.inbox.c.owner == worker, t.inbox.c.status == "new")
+                .values(owner=None)
+            )
+            conn.execute(update(t.replies).where(t.replies.c.owner == worker).values(owner=None))
+            conn.execute(delete(t.workers).where(t.workers.c.id == worker))
+
+        await self.db.run(retire)
+
+    async def take_over_inbound(self, channel: str, own: bool = True) -> list[InboxItem]:
+        """Takes the deliveries of ``channel`` stored but not handled whose worker is gone,
+        and returns them, with (``own``) those this worker already holds; oldest first."""
+        worker, table = self.worker, t.inbox
+
+        def take(conn: Connection) -> list[InboxItem]:
+            pending = (table.c.status == "new", table.c.channel == channel)
+            taken = (
+                conn.execute(
+                    update(table)
+                    .where(*pending, _orphaned(table, worker, utcnow()))
+                    .values(owner=worker)
+                    .returning(table.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            held = table.c.owner == worker if own else table.c.id.in_(list(taken))
+            return [
+                InboxItem(r.id, r.channel, r.external_id, dict(r.payload), r.status, r.received_at)
+                for r in conn.execute(select(table).where(*pending, held).order_by(table.c.id))
+            ]
+
+        return await self.db.run(take)
+
+    async def take_over_replies(self, channel: str, own: bool = True) -> list[OwedReply]:
+        """Takes the replies ``channel`` owes whose worker is gone, and returns them, with
+        (``own``) those this worker already holds; oldest first."""
+        worker, table = self.worker, t.replies
+
+        def take(conn: Connection) -> list[OwedReply]:
+            taken = (
+                conn.execute(
+                    update(table)
+                    .where(table.c.channel == channel, _orphaned(table, worker, utcnow()))
+                    .values(owner=worker)
+                    .returning(table.c.seq)
+                )
+                .scalars()
+                .all()
+            )
+            held = table.c.owner == worker if own else table.c.seq.in_(list(taken))
+            query = select(table).where(table.c.channel == channel, held).order_by(table.c.seq)
+            return [
+                OwedReply(r.key, r.channel, r.chat_id, dict(r.payload), r.sent_steps, r.created_at)
+                for r in conn.execute(query)
+            ]
+
+        return await self.db.run(take, durable=False)
+
     # -- inbox ---------------------------------------------------------------------------
 
     async def accept_inbound(
@@ -625,6 +746,7 @@ class Ledger:
                 "payload": payload,
                 "status": "new",
                 "received_at": utcnow(),
+                "owner": self.worker,
             }
             return int(_INSERT_INBOX.scalar(conn, row))
 
@@ -658,7 +780,7 @@ class Ledger:
 
         def owe(conn: Connection) -> None:
             tx = LedgerTx(conn)
-            tx.owe_reply(reply)
+            tx.owe_reply(reply, self.worker)
             tx.announce(cards)
 
         await self.db.run(owe, durable=False)

@@ -128,6 +128,7 @@ inbox = Table(
     Column("status", String(16), nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("handled_at", UTCDateTime, nullable=True),
+    Column("owner", String(300), nullable=True),  # the worker handling it; see workers
     UniqueConstraint("channel", "external_id", name="uq_inbox_delivery"),
     Index("ix_inbox_status", "status"),
 )
@@ -144,6 +145,19 @@ replies = Table(
     Column("payload", Json, nullable=False),
     Column("sent_steps", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("owner", String(300), nullable=True),  # the worker sending it; see workers
+)
+
+# The processes serving channels (``steward run``, ``steward chat``), each beating while
+# it lives. A delivery or a reply belongs to the worker that took it; another worker
+# takes it over only once its owner is gone: stopped, or silent past its lease.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(300), primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
 )
 
 audit_events = Table(

@@ -1,0 +1,140 @@
+"""Workers sharing one ledger (memory/ledger/ledger.py, "workers"): a delivery stored but
+not handled, and a reply kept but not sent, belong to the worker that took them; another
+takes them over only once that one is gone. Run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import update
+
+from memory.database_url import DatabaseURL
+from memory.ledger import Ledger, OwedReply, utcnow
+from memory.ledger import schema as t
+from memory.ledger.ledger import LEASE
+
+
+@asynccontextmanager
+async def worker(url: DatabaseURL, name: str | None) -> AsyncIterator[Ledger]:
+    """A process on the ledger: registered as ``name``, or not registered at all."""
+    ledger = Ledger.from_url(url)
+    await ledger.setup()
+    if name is not None:
+        await ledger.register_worker(name)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+async def store(ledger: Ledger, update_id: str) -> int:
+    inbox_id = await ledger.accept_inbound("telegram", update_id, {"text": update_id})
+    assert inbox_id is not None
+    return inbox_id
+
+
+async def owe(ledger: Ledger, key: str) -> None:
+    await ledger.owe_reply(OwedReply(key, "telegram", "42", {"reply": key}, 0, utcnow()))
+
+
+async def inbox_of(ledger: Ledger, own: bool = True) -> list[str]:
+    return [item.external_id for item in await ledger.take_over_inbound("telegram", own)]
+
+
+async def replies_of(ledger: Ledger, own: bool = True) -> list[str]:
+    return [reply.key for reply in await ledger.take_over_replies("telegram", own)]
+
+
+async def fall_silent(ledger: Ledger, name: str) -> None:
+    """As if ``name`` died a lease ago: its last beat is that old."""
+    stale = utcnow() - LEASE - LEASE / 10
+    query = update(t.workers).where(t.workers.c.id == name).values(seen_at=stale)
+    await ledger.db.run(lambda conn: conn.execute(query))
+
+
+async def test_a_live_workers_deliveries_and_replies_stay_its_own(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await store(a, "u1")
+        await owe(a, "r1")
+        await store(b, "u2")
+        assert (await inbox_of(b), await replies_of(b)) == (["u2"], [])
+        assert (await inbox_of(a), await replies_of(a)) == (["u1"], ["r1"])
+        await a.heartbeat()
+        assert (await inbox_of(b, own=False), await replies_of(b, own=False)) == ([], [])
+
+
+async def test_a_worker_silent_past_its_lease_is_taken_over_once(
+    database_url: DatabaseURL,
+) -> None:
+    async with (
+        worker(database_url, "a") as a,
+        worker(database_url, "b") as b,
+        worker(database_url, "c") as c,
+    ):
+        await store(a, "u1")
+        await store(a, "u2")
+        await owe(a, "r1")
+        handled = await store(a, "u3")
+        await a.finish_inbound(handled)
+        await fall_silent(b, "a")
+        # Two workers look at once: each delivery and each reply goes to one of them.
+        taken = await asyncio.gather(inbox_of(b, own=False), inbox_of(c, own=False))
+        assert sorted(taken[0] + taken[1]) == ["u1", "u2"]
+        owed = await asyncio.gather(replies_of(b, own=False), replies_of(c, own=False))
+        assert sorted(owed[0] + owed[1]) == ["r1"]
+        # Taken once: a second look finds nothing new, and "a" coming back finds nothing.
+        assert await inbox_of(b, own=False) == await inbox_of(c, own=False) == []
+        await a.heartbeat()
+        assert (await inbox_of(a), await replies_of(a)) == ([], [])
+
+
+async def test_a_retired_worker_leaves_its_work_to_the_others_at_once(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await store(a, "u1")
+        await owe(a, "r1")
+        await a.retire_worker()
+        assert (await inbox_of(b, own=False), await replies_of(b, own=False)) == (["u1"], ["r1"])
+        # What it took it holds: asking again with its own gives the same, once.
+        assert (await inbox_of(b), await replies_of(b)) == (["u1"], ["r1"])
+        assert (await inbox_of(b, own=False), await replies_of(b, own=False)) == ([], [])
+
+
+async def test_a_restarted_worker_takes_up_what_its_crashed_self_held_at_once(
+    database_url: DatabaseURL,
+) -> None:
+    """A process restarted after a crash registers under the crashed one's name (its
+    slot), so it need not wait for the lease: its last beat is seconds old."""
+    async with worker(database_url, "a") as crashed, worker(database_url, "b") as other:
+        await store(crashed, "u1")
+        await owe(crashed, "r1")
+        async with worker(database_url, "a") as restarted:
+            assert (await inbox_of(other), await replies_of(other)) == ([], [])
+            assert (await inbox_of(restarted), await replies_of(restarted)) == (["u1"], ["r1"])
+
+
+async def test_what_no_worker_holds_is_anyones(database_url: DatabaseURL) -> None:
+    """Kept by a process that is no service (a shell command, a test), or by a ledger
+    from before workers existed: the first worker to look takes it."""
+    async with worker(database_url, None) as shell, worker(database_url, "b") as b:
+        await store(shell, "u1")
+        await owe(shell, "r1")
+        assert (await inbox_of(b, own=False), await replies_of(b, own=False)) == (["u1"], ["r1"])
+
+
+async def test_a_heartbeat_registers_a_worker_another_retired_again(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await store(a, "u1")
+        async with worker(database_url, "a") as stand_in:  # another process of that name
+            await stand_in.retire_worker()
+        await a.heartbeat()
+        await store(a, "u2")
+        assert await inbox_of(b, own=False) == ["u1"]  # let go by the retirement
+        assert await inbox_of(a) == ["u2"]  # the live worker's own again
