@@ -32,6 +32,10 @@ class Channel(Protocol):
 
     async def stop(self, drain_seconds: float = 10.0) -> None: ...
 
+    async def take_over(self) -> None:
+        """Takes up what a worker gone (a stopped or dead process on the same ledger)
+        left of this channel: deliveries not handled, replies not sent."""
+
     async def idle(self) -> None:
         """Returns once everything taken so far is handled and its replies sent."""
 

@@ -52,11 +52,11 @@ class HookEndpoint:
     def mount(self, http: HttpServer) -> None:
         http.add_post("/hooks/{source}", self.receive)
 
-    async def queue_stored(self) -> None:
-        """Queues what a crash left stored; before the endpoint takes new deliveries, so
-        that none is queued twice."""
+    async def queue_stored(self, own: bool = True) -> None:
+        """Queues what a crash left stored, and what a worker gone left; at start (with
+        ``own``) before the endpoint takes new deliveries, so that none is queued twice."""
         for name in self.sources:
-            for item in await self.ledger.unhandled_inbound(f"hook:{name}"):
+            for item in await self.ledger.take_over_inbound(f"hook:{name}", own):
                 self.queue.put((item.id, name, item.payload))
 
     async def start(self) -> None:

@@ -19,12 +19,14 @@ from bot.http import HttpServer
 from bot.scheduler import DigestTime, Notify, Scheduler
 from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
+from bot.worker_slot import WorkerSlot
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
+BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gone one left
 
 
 def configured_channels(steward: Steward) -> list[Channel]:
@@ -70,8 +72,15 @@ class Service:
         self._ticking: asyncio.Task[None] | None = None
         self._feeding: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
+        self._beating: asyncio.Task[None] | None = None
+        self._slot: WorkerSlot | None = None
 
     async def start(self) -> None:
+        # Before any channel takes up what is stored or owed: that is this worker's own,
+        # and what a worker gone left, never what a live one beside this one holds.
+        self._slot = WorkerSlot.claim(self.steward.settings.home)
+        await self.steward.ledger.register_worker(self._slot.worker)
+        self._beating = asyncio.create_task(self._beat(), name="worker heartbeat")
         self._warming = asyncio.create_task(self._warm_up(), name="embedding model")
         if self.hooks is not None or any(channel.needs_http for channel in self.channels):
             for channel in self.channels:
@@ -91,6 +100,26 @@ class Service:
             await self.hooks.start()
         self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
         self._feeding = asyncio.create_task(self.steward.history.sync.run(), name="memory")
+
+    async def _beat(self) -> None:
+        """Says this worker lives, and takes up what a worker gone left, every beat."""
+        failing = False
+        while True:
+            await asyncio.sleep(BEAT_SECONDS)
+            try:
+                await self.steward.ledger.heartbeat()
+                for channel in self._started:
+                    await channel.take_over()
+                if self.hooks is not None:
+                    await self.hooks.queue_stored(own=False)
+            except Exception as exc:  # the ledger is down, say: the next beat tries again
+                if not failing:
+                    log.warning(
+                        "worker heartbeat failed, retrying every %ss: %s", BEAT_SECONDS, exc
+                    )
+                failing = True
+            else:
+                failing = False
 
     async def _warm_up(self) -> None:
         """Readies the embedding model while the channels start, so that the first
@@ -130,6 +159,25 @@ class Service:
             await channel.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         self._started.clear()
         await self.http.stop()
+        await self._retire()
+
+    async def _retire(self) -> None:
+        """Hands what this worker leaves undone to the others at once, not after its
+        lease; a failure leaves it to the lease, or to this slot's next start."""
+        if self._beating is not None:
+            self._beating.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._beating
+            self._beating = None
+        if self._slot is None:
+            return
+        try:
+            await self.steward.ledger.retire_worker()
+        except Exception as exc:
+            log.warning("could not retire this worker; its lease will lapse: %s", exc)
+        finally:
+            self._slot.release()
+            self._slot = None
 
     async def notify(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
         """A run's news goes to the channel it came from; news of a run started

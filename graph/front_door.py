@@ -110,7 +110,7 @@ class FrontDoor:
             cards = _card_ids(reply)
 
             def keep(tx: LedgerTx) -> None:
-                tx.owe_reply(_kept(owed))
+                tx.owe_reply(_kept(owed), self.ledger.worker)
                 tx.announce(cards)
 
             self.ledger.defer(keep, durable=lambda: False)
@@ -131,13 +131,14 @@ class FrontDoor:
         if cards := _card_ids(reply):
             await self.ledger.shown(cards)
 
-    async def owed(self, channel: str) -> list[Owed]:
-        """What ``channel`` still owes — a crash or a stop came first — oldest first."""
+    async def owed(self, channel: str, own: bool = True) -> list[Owed]:
+        """What ``channel`` still owes — a crash or a stop came first — oldest first:
+        what a worker gone left, taken over, and with ``own`` what this one holds."""
         return [
             Owed.from_payload(
                 kept.key, kept.channel, kept.chat_id, kept.payload, kept.created_at, kept.sent_steps
             )
-            for kept in await self.ledger.owed_replies(channel)
+            for kept in await self.ledger.take_over_replies(channel, own)
         ]
 
     async def sent_part(self, owed: Owed) -> None:
@@ -165,12 +166,13 @@ class FrontDoor:
         next message in the chat is not the new text."""
         await self.coordinator.form_opened(inbound, approval_id)
 
-    async def stored(self, channel: str | None = None) -> list[tuple[int, Inbound]]:
-        """Deliveries stored but not handled — a crash came between — oldest first."""
-        items = await self.ledger.unhandled_inbound(channel)
+    async def stored(self, channel: str, own: bool = True) -> list[tuple[int, Inbound]]:
+        """Deliveries stored but not handled — a crash came between — oldest first: what
+        a worker gone left, taken over, and with ``own`` what this one holds."""
+        items = await self.ledger.take_over_inbound(channel, own)
         return [(item.id, Inbound.from_payload(item.payload)) for item in items]
 
-    async def recover_inbox(self, channel: str | None = None) -> list[tuple[Inbound, Reply]]:
+    async def recover_inbox(self, channel: str) -> list[tuple[Inbound, Reply]]:
         """Handles every delivery that was stored but not handled before a crash."""
         return [
             (inbound, await self.handle_stored(inbox_id, inbound))

@@ -210,6 +210,13 @@ class SlackChannel:
             self._socket = AsyncSocketModeHandler(self.app, self.app_token)
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
+    async def take_over(self) -> None:
+        """Takes up the stored deliveries and the owed replies of a worker gone."""
+        for owed in await self.door.owed(self.name, own=False):
+            self.outbox.put(owed)
+        for inbox_id, inbound in await self.door.stored(self.name, own=False):
+            self.queue.put((inbox_id, inbound))
+
     async def idle(self) -> None:
         """Returns once every delivery taken so far is handled and answered."""
         await self.queue.idle()

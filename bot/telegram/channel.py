@@ -186,6 +186,13 @@ class TelegramChannel:
                 f"Telegram refused to start the channel: {self._redact(exc)}"
             ) from exc
 
+    async def take_over(self) -> None:
+        """Takes up the stored updates and the owed replies of a worker gone."""
+        for owed in await self.door.owed(self.name, own=False):
+            self.outbox.put(owed)
+        for inbox_id, inbound in await self.door.stored(self.name, own=False):
+            self._enqueue(inbox_id, inbound)
+
     async def idle(self) -> None:
         """Returns once every update taken so far is handled and answered."""
         await self.queue.idle()
