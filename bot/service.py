@@ -23,6 +23,7 @@ from bot.worker_slot import WorkerSlot
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
+from memory.ledger import LEASE
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
@@ -102,24 +103,34 @@ class Service:
         self._feeding = asyncio.create_task(self.steward.history.sync.run(), name="memory")
 
     async def _beat(self) -> None:
-        """Says this worker lives, and takes up what a worker gone left, every beat."""
-        failing = False
+        """Says this worker lives, and takes up what a worker gone left, every beat.
+
+        After beats failed (the ledger was down, for every worker alike), it takes up
+        nothing for a lease: the others' beats were failing too, and they get the time
+        to say they live before anything of theirs looks abandoned."""
+        loop = asyncio.get_running_loop()
+        healthy_since: float | None = loop.time() - LEASE.total_seconds()
         while True:
             await asyncio.sleep(BEAT_SECONDS)
             try:
                 await self.steward.ledger.heartbeat()
+            except Exception as exc:  # the ledger is down, say: the next beat tries again
+                if healthy_since is not None:
+                    log.warning("worker heartbeat failed, retrying each beat: %s", exc)
+                healthy_since = None
+                continue
+            if healthy_since is None:
+                log.info("worker heartbeat works again")
+                healthy_since = loop.time()
+            if loop.time() - healthy_since < LEASE.total_seconds():
+                continue
+            try:
                 for channel in self._started:
                     await channel.take_over()
                 if self.hooks is not None:
                     await self.hooks.queue_stored(own=False)
-            except Exception as exc:  # the ledger is down, say: the next beat tries again
-                if not failing:
-                    log.warning(
-                        "worker heartbeat failed, retrying every %ss: %s", BEAT_SECONDS, exc
-                    )
-                failing = True
-            else:
-                failing = False
+            except Exception:
+                log.exception("could not take up the work of a worker gone; next beat again")
 
     async def _warm_up(self) -> None:
         """Readies the embedding model while the channels start, so that the first
@@ -148,7 +159,8 @@ class Service:
         """Stops everything; the channels finish what they took and send their replies
         within ``drain_seconds`` in all, and leave the rest for the next start."""
         deadline = asyncio.get_running_loop().time() + drain_seconds
-        for task in (self._warming, self._ticking, self._feeding):
+        # Nothing new is taken up while stopping; the lease outlasts the drain.
+        for task in (self._beating, self._warming, self._ticking, self._feeding):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -164,11 +176,6 @@ class Service:
     async def _retire(self) -> None:
         """Hands what this worker leaves undone to the others at once, not after its
         lease; a failure leaves it to the lease, or to this slot's next start."""
-        if self._beating is not None:
-            self._beating.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._beating
-            self._beating = None
         if self._slot is None:
             return
         try:

@@ -1,19 +1,18 @@
-"""This process's place among the workers serving one home's ledger.
+"""This process's place among the workers serving one ledger.
 
-Each ``steward run`` (or ``steward chat``) holds the lowest free slot: an exclusive lock
-on a numbered file under ``STEWARD_HOME/workers``, which the operating system lets go
-when the process ends, however it ends. The slot names the worker in the ledger, so a
-process restarted after a crash is the same worker again and takes up at once what it
-held; a second process beside it is another worker, and takes nothing of the first's
-while that one lives.
+Each ``steward run`` (or ``steward chat``) holds the lowest free slot of its home: an
+exclusive lock on a numbered file under ``STEWARD_HOME/workers``, which the operating
+system lets go when the process ends, however it ends. The file keeps the name the slot
+goes by in the ledger, made once at random, so a process restarted after a crash (in a
+new container too, on the same volume) is the same worker again and takes up at once
+what it held, while a process in another home is never mistaken for it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-import socket
+import uuid
 from pathlib import Path
 
 
@@ -24,7 +23,7 @@ class WorkerSlot:
 
     @classmethod
     def claim(cls, home: Path) -> WorkerSlot:
-        folder = home.absolute() / "workers"
+        folder = home / "workers"
         folder.mkdir(parents=True, exist_ok=True)
         slot = 0
         while True:
@@ -35,12 +34,25 @@ class WorkerSlot:
                 os.close(handle)
                 slot += 1
                 continue
-            place = str(folder.parent)
-            if len(place) > 200:  # the ledger keeps 300 characters of a worker's name
-                place = hashlib.sha256(place.encode()).hexdigest()
-            return cls(f"{socket.gethostname()[:60]}:{place}#{slot}", handle)
+            try:
+                return cls(f"{_name(handle)}#{slot}", handle)
+            except BaseException:
+                os.close(handle)
+                raise
 
     def release(self) -> None:
         if self._handle >= 0:
             os.close(self._handle)  # closing the file lets the lock go
             self._handle = -1
+
+
+def _name(handle: int) -> str:
+    """The slot's name, kept in its file; made when there is none (a new slot)."""
+    kept = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
+    if len(kept) == 32 and all(c in "0123456789abcdef" for c in kept):
+        return kept
+    made = uuid.uuid4().hex
+    os.ftruncate(handle, 0)
+    os.pwrite(handle, made.encode("ascii"), 0)
+    os.fsync(handle)
+    return made

@@ -1,7 +1,7 @@
 """The ledger: the durable, append-only record of runs, approvals, effects and audit."""
 
 from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cannot_store, cause
-from memory.ledger.ledger import Ledger, LedgerTx, utcnow
+from memory.ledger.ledger import LEASE, Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
     Approval,
     ApprovalStatus,
@@ -20,6 +20,7 @@ from memory.ledger.records import (
 from memory.ledger.storable import storable
 
 __all__ = [
+    "LEASE",
     "Approval",
     "ApprovalStatus",
     "AuditEvent",

@@ -382,6 +382,18 @@ class LedgerTx:
         )
 
 
+# Taking work over, and a worker's registering, go one at a time. On PostgreSQL a
+# transaction-scoped advisory lock does it: otherwise an UPDATE that waited on a row would
+# judge it against the list of live workers from before it waited, and two workers could
+# take one row. (SQLite's writes go one at a time anyway.)
+_TAKING_OVER = 0x57_4F_52_4B  # "WORK"
+
+
+def _one_taker_at_a_time(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_TAKING_OVER)))
+
+
 def _orphaned(table: Any, worker: str, now: datetime) -> ColumnElement[bool]:
     """Rows of ``table`` held by no worker, or by one gone (silent past LEASE), and not
     by ``worker``."""
@@ -638,6 +650,7 @@ class Ledger:
         now = utcnow()
 
         def register(conn: Connection) -> None:
+            _one_taker_at_a_time(conn)
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
             conn.execute(
                 insert(t.workers).values(id=worker, pid=os.getpid(), started_at=now, seen_at=now)
@@ -647,8 +660,8 @@ class Ledger:
         self.worker = worker
 
     async def heartbeat(self) -> None:
-        """Notes this worker alive; registers it again if another worker, finding it
-        silent past its lease, retired it."""
+        """Notes this worker alive; registers it again if its row is gone (a process of
+        the same name retired it)."""
         worker, now = self.worker, utcnow()
 
         def beat(conn: Connection) -> None:
@@ -684,6 +697,7 @@ class Ledger:
         worker, table = self.worker, t.inbox
 
         def take(conn: Connection) -> list[InboxItem]:
+            _one_taker_at_a_time(conn)
             pending = (table.c.status == "new", table.c.channel == channel)
             taken = (
                 conn.execute(
@@ -709,6 +723,7 @@ class Ledger:
         worker, table = self.worker, t.replies
 
         def take(conn: Connection) -> list[OwedReply]:
+            _one_taker_at_a_time(conn)
             taken = (
                 conn.execute(
                     update(table)

@@ -8,12 +8,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
+import pytest
 from sqlalchemy import update
 
 from memory.database_url import DatabaseURL
 from memory.ledger import Ledger, OwedReply, utcnow
 from memory.ledger import schema as t
-from memory.ledger.ledger import LEASE
+from memory.ledger.ledger import _TAKING_OVER, LEASE
 
 
 @asynccontextmanager
@@ -138,3 +140,26 @@ async def test_a_heartbeat_registers_a_worker_another_retired_again(
         await store(a, "u2")
         assert await inbox_of(b, own=False) == ["u1"]  # let go by the retirement
         assert await inbox_of(a) == ["u2"]  # the live worker's own again
+
+
+@pytest.mark.postgres
+async def test_a_taker_waiting_on_a_row_sees_the_worker_that_registered_meanwhile(
+    postgres_database: DatabaseURL,
+) -> None:
+    """X registers and takes a gone worker's delivery while Y's take-over waits on it:
+    Y must judge the row against the workers alive once it may go on, and leave it."""
+    async with worker(postgres_database, "gone") as gone, worker(postgres_database, "y") as y:
+        inbox_id = await store(gone, "u1")
+        await fall_silent(y, "gone")
+        with psycopg.connect(postgres_database.libpq) as x:  # X, one statement at a time
+            x.execute("SELECT pg_advisory_xact_lock(%s)", (_TAKING_OVER,))
+            x.execute(
+                "INSERT INTO workers (id, pid, started_at, seen_at) VALUES ('x', 1, now(), now())"
+            )
+            x.execute("UPDATE inbox SET owner = 'x' WHERE id = %s", (inbox_id,))
+            taking = asyncio.create_task(inbox_of(y, own=False))
+            await asyncio.sleep(0.5)
+            assert not taking.done()  # Y waits for X
+            x.commit()
+        assert await taking == []
+        assert await inbox_of(y) == []
