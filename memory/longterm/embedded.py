@@ -4,11 +4,13 @@ for vectors, the default when no Weaviate is configured.
 Python's own ``sqlite3`` here cannot load extensions, so this file is opened with
 sqlean-py, a build of SQLite that can; the ledger and LangGraph's checkpointer keep
 their own connections. A vector is kept twice: as float32 (``floats``), and
-binary-quantised, one bit per dimension, in a sqlite-vec ``vec0`` table (``bits``). A
-search without filters takes the nearest neighbours by Hamming distance from the bits,
-a few times more than it needs, and orders them by cosine distance on the floats; a
-filtered search measures cosine distance on the matching records only. Vectors live
-apart from the records so that a keyword search reads small rows.
+binary-quantised, one bit per dimension, in a sqlite-vec ``vec0`` table (``bits``),
+whose bits are also held in memory (``SignBits``). A search takes the nearest neighbours
+by Hamming distance from the bits in memory — of every record, or of the records the
+filters match — a few times more than it needs, and orders them by cosine distance on
+the floats. Vectors live apart from the records so that a keyword search reads small
+rows. Another process's commit (``PRAGMA data_version`` tells) makes the next search
+read the bits again.
 
 Nothing here must survive a crash: the ledger's memory journal can rebuild it.
 """
@@ -27,14 +29,13 @@ import sqlean
 import sqlite_vec
 
 from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKind
+from memory.longterm.sign_bits import SignBits, sign_bits
 from memory.longterm.store import Vector, fuse
 
 T = TypeVar("T")
 
 # Candidates each side brings to the fusion (at least, and per result wanted), and how
 # many bit-vector neighbours are taken per candidate before the float vectors decide.
-# sqlite-vec's top-k costs grow faster than k: at 100k records k=100 takes ~10 ms, k=500
-# ~60 ms.
 CANDIDATES = 30
 PER_RESULT = 3
 OVERSAMPLE = 3
@@ -108,6 +109,10 @@ class EmbeddedMemory:
         self._upgrade()
         self._dims = self._stored_dims()
         self._lock = threading.Lock()
+        self._signs: SignBits | None = None  # read when a search first needs them
+        self._version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        self._changed_signs: dict[int, bytes | None] = {}  # in the open transaction
+        self._signs_dropped = False  # all vectors dropped in the open transaction
 
     # -- the interface -------------------------------------------------------------------
 
@@ -158,12 +163,36 @@ class EmbeddedMemory:
         return await asyncio.to_thread(locked)
 
     def _transaction(self) -> _Transaction:
-        # The vectors' size is read again after every transaction: a rolled-back one, or
-        # another process's rebuild, may have changed it.
-        return _Transaction(self._conn, self._reread_dims)
+        return _Transaction(self._conn, self._catch_up, self._after)
 
-    def _reread_dims(self) -> None:
+    def _catch_up(self) -> None:
+        """Reads again what another process may have changed since this one last looked
+        (``PRAGMA data_version`` tells): the vectors' size, and the bits held in memory."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._version = version
+            self._dims = self._stored_dims()
+            self._signs = None  # read again when next needed
+
+    def _after(self, committed: bool) -> None:
+        """After a transaction of this process's: the bits in memory change with it, if it
+        committed; the vectors' size is read again either way (a rolled-back one may
+        have changed it on the way)."""
+        changed, self._changed_signs = self._changed_signs, {}
+        dropped, self._signs_dropped = self._signs_dropped, False
+        if self._signs is not None:
+            if committed and not dropped:
+                self._signs.apply(changed)
+            else:
+                self._signs = None
         self._dims = self._stored_dims()
+
+    def _current_signs(self) -> SignBits:
+        if self._signs is None:
+            assert self._dims is not None
+            rows = self._conn.execute("SELECT rowid, embedding FROM bits")
+            self._signs = SignBits.load(self._dims, rows)
+        return self._signs
 
     def _upsert(self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]) -> None:
         conn = self._conn
@@ -205,20 +234,22 @@ class EmbeddedMemory:
                         "INSERT INTO records_fts (rowid, text, entity) VALUES (?, ?, ?)",
                         (rowid, record.text, _name(record.entity)),
                     )
-                    if blob is not None:
-                        self._keep_vector(rowid, blob)
+                    if vector is not None and blob is not None:
+                        self._keep_vector(rowid, vector, blob)
 
-    def _keep_vector(self, rowid: int, blob: bytes) -> None:
+    def _keep_vector(self, rowid: int, vector: Vector, blob: bytes) -> None:
+        bits = sign_bits(vector)
         self._conn.execute("INSERT INTO floats (rowid, vector) VALUES (?, ?)", (rowid, blob))
         self._conn.execute(
-            "INSERT INTO bits (rowid, embedding) VALUES (?, vec_quantize_binary(vec_f32(?)))",
-            (rowid, blob),
+            "INSERT INTO bits (rowid, embedding) VALUES (?, vec_bit(?))", (rowid, bits)
         )
+        self._changed_signs[rowid] = bits
 
     def _forget_vector(self, rowid: int) -> None:
         self._conn.execute("DELETE FROM floats WHERE rowid = ?", (rowid,))
         if self._dims is not None:
             self._conn.execute("DELETE FROM bits WHERE rowid = ?", (rowid,))
+            self._changed_signs[rowid] = None
 
     def _blob(self, vector: Vector | None) -> bytes | None:
         """The vector as float32 bytes; the first vector, or one of another size (a new
@@ -239,6 +270,7 @@ class EmbeddedMemory:
         return bytes(sqlite_vec.serialize_float32(vector))
 
     def _drop_vectors(self) -> None:
+        self._signs_dropped = True
         self._conn.execute("DROP TABLE IF EXISTS bits")
         self._conn.execute("DELETE FROM floats")
         self._conn.execute("UPDATE records SET embedded = 0 WHERE embedded = 1")
@@ -272,7 +304,7 @@ class EmbeddedMemory:
                 if row is None or blob is None:
                     continue
                 self._forget_vector(row[0])
-                self._keep_vector(row[0], blob)
+                self._keep_vector(row[0], vector, blob)
 
     def _delete(self, ids: Sequence[str]) -> int:
         removed = 0
@@ -294,6 +326,7 @@ class EmbeddedMemory:
         return removed
 
     def _search(self, query: Query) -> list[Hit]:
+        self._catch_up()
         limit = max(query.limit, 1)
         wanted = max(limit * PER_RESULT, CANDIDATES)
         vector = query.vector if self._dims is not None else None
@@ -336,35 +369,39 @@ class EmbeddedMemory:
         ]
 
     def _nearest(self, vector: Vector, filters: Filters, wanted: int) -> list[tuple[str, float]]:
-        blob = sqlite_vec.serialize_float32(vector)
-        if filters.empty:
-            sql = (
-                "WITH near AS (SELECT rowid FROM bits "
-                "WHERE embedding MATCH vec_quantize_binary(vec_f32(?)) AND k = ?) "
-                "SELECT f.rowid, vec_distance_cosine(f.vector, ?) AS d FROM near "
-                "JOIN floats f ON f.rowid = near.rowid ORDER BY d LIMIT ?"
-            )
-            params: tuple[Any, ...] = (blob, wanted * OVERSAMPLE, blob, wanted)
-        else:
-            where, filter_params = _where(filters)
-            sql = (
-                "SELECT r.rowid, vec_distance_cosine(f.vector, ?) AS d FROM records r "
-                f"JOIN floats f ON f.rowid = r.rowid WHERE {where} ORDER BY d LIMIT ?"
-            )
-            params = (blob, *filter_params, wanted)
+        among = None
+        if not filters.empty:
+            where, params = _where(filters)
+            sql = f"SELECT r.rowid FROM records r WHERE {where}"
+            among = [rowid for (rowid,) in self._conn.execute(sql, params)]
+        near = self._current_signs().nearest(sign_bits(vector), wanted * OVERSAMPLE, among)
+        if not near:
+            return []
+        sql = (
+            "SELECT rowid, vec_distance_cosine(vector, ?) AS d FROM floats "
+            f"WHERE rowid IN ({','.join('?' * len(near))}) ORDER BY d LIMIT ?"
+        )
+        params = [sqlite_vec.serialize_float32(vector), *near, wanted]
         return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an error (and on a failed COMMIT), so
-    that no transaction is left open; ``after`` runs once it is over, either way."""
+    """BEGIN IMMEDIATE, ``before`` (the write lock held), … COMMIT, or ROLLBACK on an
+    error (and on a failed COMMIT), so that no transaction is left open; ``after`` runs
+    once it is over, either way, told whether it committed."""
 
-    def __init__(self, conn: Any, after: Callable[[], None]) -> None:
+    def __init__(self, conn: Any, before: Callable[[], None], after: Callable[[bool], None]):
         self.conn = conn
+        self.before = before
         self.after = after
 
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.before()
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def __exit__(self, kind: object, *rest: object) -> None:
         try:
@@ -377,7 +414,7 @@ class _Transaction:
                     raise
             self._roll_back()
         finally:
-            self.after()
+            self.after(kind is None and not self.conn.in_transaction)
 
     def _roll_back(self) -> None:
         if self.conn.in_transaction:  # SQLite may have rolled back by itself

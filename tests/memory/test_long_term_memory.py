@@ -279,3 +279,46 @@ async def test_a_failed_write_leaves_the_embedded_store_as_it_was(tmp_path: Path
         assert texts(found)[0] == "invoice for Globex"
     finally:
         await memory.close()
+
+
+async def test_the_embedded_store_sees_what_another_process_wrote(tmp_path: Path) -> None:
+    """Each process holds the vectors' bits in memory; another's commit is read again."""
+    here = EmbeddedMemory(tmp_path / "memory.db")
+    there = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        await put(here, record(1, "quote for Acme"))
+        only_vectors = Query("", hashed("invoice for Globex"), alpha=1.0, limit=1)
+        assert texts(await here.search(only_vectors)) == ["quote for Acme"]  # bits now held
+        await put(there, record(2, "invoice for Globex"))
+        assert texts(await here.search(only_vectors)) == ["invoice for Globex"]
+        await there.delete([record_id("test:2")])
+        assert texts(await here.search(only_vectors)) == ["quote for Acme"]
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def test_a_rolled_back_write_leaves_no_vector_behind_in_memory(tmp_path: Path) -> None:
+    memory = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        await put(memory, record(1, "quote for Acme"), record(2, "invoice for Globex"))
+        only_vectors = Query("", hashed("proposal for Initech"), alpha=1.0, limit=5)
+        before = texts(await memory.search(only_vectors))
+        with pytest.raises(ValueError, match="one vector"):  # fails after the first record
+            await memory.upsert(
+                [record(3, "proposal for Initech"), record(4, "x")], [hashed("proposal")]
+            )
+        with pytest.raises(ValueError, match="multiple of 8"):
+            await memory.upsert(
+                [record(3, "proposal for Initech"), record(4, "bad size")],
+                [hashed("proposal for Initech"), hashed("bad size", dims=12)],
+            )
+        assert texts(await memory.search(only_vectors)) == before
+        await memory.delete([record_id("test:1")])
+        await put(memory, record(3, "proposal for Initech"))
+        assert texts(await memory.search(only_vectors)) == [
+            "proposal for Initech",
+            "invoice for Globex",
+        ]
+    finally:
+        await memory.close()
