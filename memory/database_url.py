@@ -55,6 +55,11 @@ class DatabaseURL:
         return self.url.set(drivername=driver)
 
     @property
+    def setting(self) -> str:
+        """The URL as STEWARD_DATABASE_URL takes it, password and all."""
+        return self.url.render_as_string(hide_password=False)
+
+    @property
     def libpq(self) -> str:
         """A plain ``postgresql://`` conninfo string for psycopg."""
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)

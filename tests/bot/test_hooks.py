@@ -93,7 +93,7 @@ async def running(home: Path, database: DatabaseURL | None = None) -> AsyncItera
     async def collect(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         news.extend(reply.texts + [c.summary for c in reply.cards])
 
-    where = {"database_url": database.url.render_as_string(hide_password=False)} if database else {}
+    where = {"database_url": database.setting} if database else {}
     async with (
         Steward.open(load_settings(home=home, http_port=port, **where)) as steward,
         Service(steward, [], fallback=collect) as service,

@@ -26,7 +26,7 @@ FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, timeout=
 async def app(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Steward]:
     settings = load_settings(
         home=tmp_path / "home",
-        database_url=str(database_url.url.render_as_string(hide_password=False)),
+        database_url=database_url.setting,
     )
     async with Steward.open(settings, retry=FAST_RETRY) as steward:
         yield steward

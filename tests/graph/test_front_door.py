@@ -21,7 +21,7 @@ OPERATOR = Sender("telegram", "42", "Olivia")
 async def app(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Steward]:
     settings = load_settings(
         home=tmp_path / "home",
-        database_url=str(database_url.url.render_as_string(hide_password=False)),
+        database_url=database_url.setting,
         operators=OPERATOR.key,
     )
     async with Steward.open(settings) as steward:

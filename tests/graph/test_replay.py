@@ -150,7 +150,7 @@ async def test_an_action_is_not_replayed_with_inputs_its_approval_never_showed(
 @pytest.fixture
 async def on_either_db(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Steward]:
     """A steward on SQLite, and on PostgreSQL where a server answers."""
-    url = database_url.url.render_as_string(hide_password=False)
+    url = database_url.setting
     async with Steward.open(load_settings(home=tmp_path / "home", database_url=url)) as steward:
         yield steward
 

@@ -32,7 +32,7 @@ ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 async def app(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Steward]:
     settings = load_settings(
         home=tmp_path / "home",
-        database_url=str(database_url.url.render_as_string(hide_password=False)),
+        database_url=database_url.setting,
         llm_model="house-model",
     )
     drafts = iter([AIMessage(f"Dear Jane,{UNSTORABLE} welcome aboard.")])

@@ -133,7 +133,7 @@ async def test_an_export_postgresql_cannot_hold_is_refused_whole(
         await old.engine.start("onboarding", onboarding("Kept"), "cli:shell")
         await old.ledger.audit(NewAuditEvent("hook:form", "run.started", "r1", {"c": "A\x00"}))
         await archive.export(old.ledger, old.engine.checkpointer, folder)
-    url = postgres_database.url.render_as_string(hide_password=False)
+    url = postgres_database.setting
     async with Steward.open(load_settings(home=tmp_path / "new", database_url=url)) as new:
         with pytest.raises(archive.ArchiveError, match=r"refuses a row .* nothing was imported"):
             await archive.import_(new.ledger, new.engine.checkpointer, folder)
