@@ -18,6 +18,7 @@ Nothing here must survive a crash: the ledger's memory journal can rebuild it.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -64,7 +65,15 @@ CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5 (
     tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vector_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    rowid_changed INTEGER NOT NULL
+);
 """
+# How many vector changes the log keeps for other processes to catch up with; one that
+# fell further behind reads all the bits again.
+CHANGES_KEPT = 50_000
+ALL_DROPPED = -1  # logged for a drop of every vector (a new model, a clear)
 
 # A record's words count fully, the name of what it is about (its client, say) by half.
 BM25 = "bm25(records_fts, 1.0, 0.5)"
@@ -111,6 +120,9 @@ class EmbeddedMemory:
         self._lock = threading.Lock()
         self._signs: SignBits | None = None  # read when a search first needs them
         self._version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        self._seen = 0  # the last change in the log the bits in memory hold
+        self._logged = 0  # the last change this process logged
+        self._searched = False  # by vectors, once: the second search reads the bits
         self._changed_signs: dict[int, bytes | None] = {}  # in the open transaction
         self._signs_dropped = False  # all vectors dropped in the open transaction
 
@@ -166,13 +178,34 @@ class EmbeddedMemory:
         return _Transaction(self._conn, self._catch_up, self._after)
 
     def _catch_up(self) -> None:
-        """Reads again what another process may have changed since this one last looked
-        (``PRAGMA data_version`` tells): the vectors' size, and the bits held in memory."""
+        """Takes in what another process changed since this one last looked (``PRAGMA
+        data_version`` tells): the vectors' size, and the bits of the vectors it wrote
+        or removed, from the change log (all of them, after a new size or a long gap)."""
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._version:
-            self._version = version
-            self._dims = self._stored_dims()
-            self._signs = None  # read again when next needed
+        if version == self._version:
+            return
+        self._version = version
+        dims = self._stored_dims()
+        if self._signs is None or dims != self._dims:
+            self._dims, self._signs = dims, None
+            return
+        changed = [
+            row[0]
+            for row in self._conn.execute(
+                "SELECT DISTINCT rowid_changed FROM vector_changes WHERE seq > ?", (self._seen,)
+            )
+        ]
+        oldest = self._conn.execute("SELECT min(seq) FROM vector_changes").fetchone()[0]
+        if ALL_DROPPED in changed or (oldest is not None and oldest > self._seen + 1):
+            self._signs = None  # every vector dropped, or trimmed past what was seen
+            return
+        bits: dict[int, bytes | None] = dict.fromkeys(changed)
+        for chunk in _chunks(changed, 500):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT rowid, embedding FROM bits WHERE rowid IN ({marks})"
+            bits.update(self._conn.execute(sql, chunk))
+        self._signs.apply(bits)
+        self._seen = self._last_change()
 
     def _after(self, committed: bool) -> None:
         """After a transaction of this process's: the bits in memory change with it, if it
@@ -183,16 +216,29 @@ class EmbeddedMemory:
         if self._signs is not None:
             if committed and not dropped:
                 self._signs.apply(changed)
+                self._seen = max(self._seen, self._logged)
             else:
                 self._signs = None
         self._dims = self._stored_dims()
 
-    def _current_signs(self) -> SignBits:
+    def _nearest_bits(self, query: bytes, k: int, among: list[int] | None) -> list[int] | None:
+        """The rowids nearest by the bits in memory; None when they are not read yet. The
+        first search of a process leaves them unread (a one-off question from a shell
+        would pay for reading them all), the second reads them."""
         if self._signs is None:
+            self._searched, searched = True, self._searched
+            if not searched:
+                return None
             assert self._dims is not None
+            self._seen = self._last_change()
             rows = self._conn.execute("SELECT rowid, embedding FROM bits")
             self._signs = SignBits.load(self._dims, rows)
-        return self._signs
+        return self._signs.nearest(query, k, among)
+
+    def _last_change(self) -> int:
+        return int(
+            self._conn.execute("SELECT coalesce(max(seq), 0) FROM vector_changes").fetchone()[0]
+        )
 
     def _upsert(self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]) -> None:
         conn = self._conn
@@ -244,12 +290,22 @@ class EmbeddedMemory:
             "INSERT INTO bits (rowid, embedding) VALUES (?, vec_bit(?))", (rowid, bits)
         )
         self._changed_signs[rowid] = bits
+        self._log_change(rowid)
 
     def _forget_vector(self, rowid: int) -> None:
         self._conn.execute("DELETE FROM floats WHERE rowid = ?", (rowid,))
         if self._dims is not None:
             self._conn.execute("DELETE FROM bits WHERE rowid = ?", (rowid,))
             self._changed_signs[rowid] = None
+            self._log_change(rowid)
+
+    def _log_change(self, rowid: int) -> None:
+        seq = self._conn.execute(
+            "INSERT INTO vector_changes (rowid_changed) VALUES (?)", (rowid,)
+        ).lastrowid
+        self._logged = seq
+        if seq % 1_000 == 0:
+            self._conn.execute("DELETE FROM vector_changes WHERE seq <= ?", (seq - CHANGES_KEPT,))
 
     def _blob(self, vector: Vector | None) -> bytes | None:
         """The vector as float32 bytes; the first vector, or one of another size (a new
@@ -270,7 +326,8 @@ class EmbeddedMemory:
         return bytes(sqlite_vec.serialize_float32(vector))
 
     def _drop_vectors(self) -> None:
-        self._signs_dropped = True
+        self._signs_dropped = True  # every process reads the bits again
+        self._log_change(ALL_DROPPED)
         self._conn.execute("DROP TABLE IF EXISTS bits")
         self._conn.execute("DELETE FROM floats")
         self._conn.execute("UPDATE records SET embedded = 0 WHERE embedded = 1")
@@ -326,7 +383,15 @@ class EmbeddedMemory:
         return removed
 
     def _search(self, query: Query) -> list[Hit]:
-        self._catch_up()
+        """In one read transaction: the bits, the records and the vectors of one moment."""
+        self._conn.execute("BEGIN")
+        try:
+            self._catch_up()
+            return self._search_now(query)
+        finally:
+            self._conn.execute("COMMIT")
+
+    def _search_now(self, query: Query) -> list[Hit]:
         limit = max(query.limit, 1)
         wanted = max(limit * PER_RESULT, CANDIDATES)
         vector = query.vector if self._dims is not None else None
@@ -374,7 +439,9 @@ class EmbeddedMemory:
             where, params = _where(filters)
             sql = f"SELECT r.rowid FROM records r WHERE {where}"
             among = [rowid for (rowid,) in self._conn.execute(sql, params)]
-        near = self._current_signs().nearest(sign_bits(vector), wanted * OVERSAMPLE, among)
+        near = self._nearest_bits(sign_bits(vector), wanted * OVERSAMPLE, among)
+        if near is None:
+            return self._nearest_by_sqlite_vec(vector, among, wanted)
         if not near:
             return []
         sql = (
@@ -382,6 +449,27 @@ class EmbeddedMemory:
             f"WHERE rowid IN ({','.join('?' * len(near))}) ORDER BY d LIMIT ?"
         )
         params = [sqlite_vec.serialize_float32(vector), *near, wanted]
+        return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]
+
+    def _nearest_by_sqlite_vec(
+        self, vector: Vector, among: list[int] | None, wanted: int
+    ) -> list[tuple[str, float]]:
+        """The same search without the bits in memory: sqlite-vec's own top-k over them,
+        or, filtered, cosine on the vectors of the matching records."""
+        blob = sqlite_vec.serialize_float32(vector)
+        if among is None:
+            sql = (
+                "WITH near AS (SELECT rowid FROM bits WHERE embedding MATCH vec_bit(?) AND k = ?) "
+                "SELECT f.rowid, vec_distance_cosine(f.vector, ?) AS d FROM near "
+                "JOIN floats f ON f.rowid = near.rowid ORDER BY d LIMIT ?"
+            )
+            params: list[Any] = [sign_bits(vector), wanted * OVERSAMPLE, blob, wanted]
+        else:
+            sql = (
+                "SELECT rowid, vec_distance_cosine(vector, ?) AS d FROM floats "
+                "WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY d LIMIT ?"
+            )
+            params = [blob, json.dumps(among), wanted]
         return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]
 
 
@@ -404,17 +492,19 @@ class _Transaction:
             raise
 
     def __exit__(self, kind: object, *rest: object) -> None:
+        committed = False
         try:
             if kind is None:
                 try:
                     self.conn.execute("COMMIT")
+                    committed = True
                     return
                 except Exception:
                     self._roll_back()
                     raise
             self._roll_back()
         finally:
-            self.after(kind is None and not self.conn.in_transaction)
+            self.after(committed)
 
     def _roll_back(self) -> None:
         if self.conn.in_transaction:  # SQLite may have rolled back by itself

@@ -79,7 +79,7 @@ class SignBits:
             positions = None
             columns = self._columns[:, : self._count]
         else:
-            found = self._find(np.asarray(among, dtype=np.int64))
+            found = self._find(np.unique(np.asarray(among, dtype=np.int64)))
             positions = found[found >= 0]
             columns = self._columns[:, positions]
         distance = np.zeros(columns.shape[1], dtype=np.uint16)
