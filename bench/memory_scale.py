@@ -250,6 +250,7 @@ async def run(size: int, count: int, seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="steward-memory-bench-") as home:
         path = Path(home) / "memory.db"
         memory = EmbeddedMemory(path)
+        await memory.warm_up()  # as `steward run` does: a long-running process's store
         spent = await ingest(memory, data)
         stored = await memory.count()
         assert stored == size, (stored, size)

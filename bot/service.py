@@ -135,6 +135,7 @@ class Service:
     async def _warm_up(self) -> None:
         """Readies the embedding model while the channels start, so that the first
         record or question about history need not wait for it to load."""
+        await self.steward.history.store.warm_up()
         embedder = self.steward.history.embedder
         if embedder is None:
             return

@@ -5,12 +5,12 @@ Python's own ``sqlite3`` here cannot load extensions, so this file is opened wit
 sqlean-py, a build of SQLite that can; the ledger and LangGraph's checkpointer keep
 their own connections. A vector is kept twice: as float32 (``floats``), and
 binary-quantised, one bit per dimension, in a sqlite-vec ``vec0`` table (``bits``),
-whose bits are also held in memory (``SignBits``). A search takes the nearest neighbours
-by Hamming distance from the bits in memory — of every record, or of the records the
-filters match — a few times more than it needs, and orders them by cosine distance on
-the floats. Vectors live apart from the records so that a keyword search reads small
-rows. Another process's commit (``PRAGMA data_version`` tells) makes the next search
-read the bits again.
+whose bits a long-running process (``warm_up``) also holds in memory (``SignBits``). A
+search takes the nearest neighbours by Hamming distance from the bits — of every record,
+or of the records the filters match — a few times more than it needs, and orders them
+by cosine distance on the floats. Vectors live apart from the records so that a keyword
+search reads small rows. Another process's commits (``PRAGMA data_version`` tells) are
+taken in from a log of the vectors they changed.
 
 Nothing here must survive a crash: the ledger's memory journal can rebuild it.
 """
@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS vector_changes (
 # fell further behind reads all the bits again.
 CHANGES_KEPT = 50_000
 ALL_DROPPED = -1  # logged for a drop of every vector (a new model, a clear)
+RE_READ_AFTER = 20_000  # changes by others past which reading every bit again is quicker
+VEC0_MAX_K = 4_096  # the most neighbours sqlite-vec's vec0 gives in one query
 
 # A record's words count fully, the name of what it is about (its client, say) by half.
 BM25 = "bm25(records_fts, 1.0, 0.5)"
@@ -122,7 +124,7 @@ class EmbeddedMemory:
         self._version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         self._seen = 0  # the last change in the log the bits in memory hold
         self._logged = 0  # the last change this process logged
-        self._searched = False  # by vectors, once: the second search reads the bits
+        self._hold_bits = False  # until warm_up: a one-off search asks sqlite-vec
         self._changed_signs: dict[int, bytes | None] = {}  # in the open transaction
         self._signs_dropped = False  # all vectors dropped in the open transaction
 
@@ -162,6 +164,21 @@ class EmbeddedMemory:
 
         await self._run(clear)
 
+    async def warm_up(self) -> None:
+        """From now on searches scan the bits in memory; they are read now."""
+
+        def read() -> None:
+            self._hold_bits = True
+            self._conn.execute("BEGIN")
+            try:
+                self._catch_up()
+                if self._dims is not None and self._signs is None:
+                    self._read_bits()
+            finally:
+                self._conn.execute("COMMIT")
+
+        await self._run(read)
+
     async def close(self) -> None:
         await self._run(self._conn.close)
 
@@ -184,7 +201,14 @@ class EmbeddedMemory:
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._version:
             return
+        try:
+            self._take_in_others_changes()
+        except BaseException:
+            self._signs = None  # half taken in: read them all again when next needed
+            raise
         self._version = version
+
+    def _take_in_others_changes(self) -> None:
         dims = self._stored_dims()
         if self._signs is None or dims != self._dims:
             self._dims, self._signs = dims, None
@@ -196,14 +220,18 @@ class EmbeddedMemory:
             )
         ]
         oldest = self._conn.execute("SELECT min(seq) FROM vector_changes").fetchone()[0]
-        if ALL_DROPPED in changed or (oldest is not None and oldest > self._seen + 1):
-            self._signs = None  # every vector dropped, or trimmed past what was seen
+        if (
+            ALL_DROPPED in changed
+            or len(changed) > RE_READ_AFTER
+            or (oldest is not None and oldest > self._seen + 1)
+        ):
+            self._signs = None  # dropped, too many to look up, or trimmed past what was seen
             return
         bits: dict[int, bytes | None] = dict.fromkeys(changed)
-        for chunk in _chunks(changed, 500):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT rowid, embedding FROM bits WHERE rowid IN ({marks})"
-            bits.update(self._conn.execute(sql, chunk))
+        for rowid in changed:  # one by one: vec0 scans the whole table for an IN (…)
+            row = self._conn.execute("SELECT embedding FROM bits WHERE rowid = ?", (rowid,))
+            found = row.fetchone()
+            bits[rowid] = found[0] if found else None
         self._signs.apply(bits)
         self._seen = self._last_change()
 
@@ -213,27 +241,31 @@ class EmbeddedMemory:
         have changed it on the way)."""
         changed, self._changed_signs = self._changed_signs, {}
         dropped, self._signs_dropped = self._signs_dropped, False
+        logged, self._logged = self._logged, 0  # a rolled-back seq is given out again
         if self._signs is not None:
             if committed and not dropped:
                 self._signs.apply(changed)
-                self._seen = max(self._seen, self._logged)
+                self._seen = max(self._seen, logged)
             else:
                 self._signs = None
         self._dims = self._stored_dims()
 
     def _nearest_bits(self, query: bytes, k: int, among: list[int] | None) -> list[int] | None:
-        """The rowids nearest by the bits in memory; None when they are not read yet. The
-        first search of a process leaves them unread (a one-off question from a shell
-        would pay for reading them all), the second reads them."""
+        """The rowids nearest by the bits in memory; None when this process does not
+        hold them (no ``warm_up``: a one-off question from a shell would pay more for
+        reading them all than for asking sqlite-vec)."""
+        if not self._hold_bits:
+            return None
         if self._signs is None:
-            self._searched, searched = True, self._searched
-            if not searched:
-                return None
-            assert self._dims is not None
-            self._seen = self._last_change()
-            rows = self._conn.execute("SELECT rowid, embedding FROM bits")
-            self._signs = SignBits.load(self._dims, rows)
+            self._read_bits()
+        assert self._signs is not None
         return self._signs.nearest(query, k, among)
+
+    def _read_bits(self) -> None:
+        assert self._dims is not None
+        self._seen = self._last_change()
+        rows = self._conn.execute("SELECT rowid, embedding FROM bits")
+        self._signs = SignBits.load(self._dims, rows)
 
     def _last_change(self) -> int:
         return int(
@@ -389,7 +421,8 @@ class EmbeddedMemory:
             self._catch_up()
             return self._search_now(query)
         finally:
-            self._conn.execute("COMMIT")
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
 
     def _search_now(self, query: Query) -> list[Hit]:
         limit = max(query.limit, 1)
@@ -463,7 +496,8 @@ class EmbeddedMemory:
                 "SELECT f.rowid, vec_distance_cosine(f.vector, ?) AS d FROM near "
                 "JOIN floats f ON f.rowid = near.rowid ORDER BY d LIMIT ?"
             )
-            params: list[Any] = [sign_bits(vector), wanted * OVERSAMPLE, blob, wanted]
+            k = min(wanted * OVERSAMPLE, VEC0_MAX_K)
+            params: list[Any] = [sign_bits(vector), k, blob, wanted]
         else:
             sql = (
                 "SELECT rowid, vec_distance_cosine(vector, ?) AS d FROM floats "

@@ -67,6 +67,10 @@ class Reconnecting:
     async def clear(self) -> None:
         await (await self._connected()).clear()
 
+    async def warm_up(self) -> None:
+        if self._store is not None:
+            await self._store.warm_up()
+
     async def close(self) -> None:
         if self._store is not None:
             await self._store.close()

@@ -51,6 +51,12 @@ class LongTermMemory(Protocol):
         """Forgets everything, before a rebuild from the ledger."""
         ...
 
+    async def warm_up(self) -> None:
+        """Readies the store for the many questions of a long-running process (the
+        embedded store reads its vectors' bits into memory); a one-off question does
+        without."""
+        ...
+
     async def close(self) -> None: ...
 
 

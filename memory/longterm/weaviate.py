@@ -267,6 +267,9 @@ class WeaviateMemory:
             await self._client.collections.delete(self._collection_name)
         await self.setup()
 
+    async def warm_up(self) -> None:
+        """Nothing to ready: Weaviate holds its indexes itself."""
+
     async def close(self) -> None:
         await self._client.close()
 
