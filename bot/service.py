@@ -133,9 +133,12 @@ class Service:
                 log.exception("could not take up the work of a worker gone; next beat again")
 
     async def _warm_up(self) -> None:
-        """Readies the embedding model while the channels start, so that the first
-        record or question about history need not wait for it to load."""
-        await self.steward.history.store.warm_up()
+        """Readies long-term memory and the embedding model while the channels start, so
+        that the first record or question about history need not wait for them."""
+        try:
+            await self.steward.history.store.warm_up()
+        except Exception as exc:  # searches read what they need themselves
+            log.warning("long-term memory not readied: %s", exc)
         embedder = self.steward.history.embedder
         if embedder is None:
             return

@@ -11,6 +11,8 @@ import pytest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
+from memory.longterm import Query
+from memory.longterm.embedded import EmbeddedMemory
 from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.embeddings import HashingEmbedder
 
@@ -55,3 +57,21 @@ async def test_the_embedding_model_is_readied_while_the_channels_start(
         assert "not ready" not in caplog.text
     else:  # steward runs all the same; the records wait for the model
         assert "embedding model not ready, records wait for it" in caplog.text
+
+
+async def test_the_embedded_store_holds_its_vectors_bits_once_the_service_runs(
+    tmp_path: Path,
+) -> None:
+    """A long-running process scans the bits in memory; a shell command does not read
+    them at all (memory/longterm/embedded.py)."""
+    async with Steward.open(load_settings(home=tmp_path / "home")) as steward:
+        store = steward.history.store
+        assert isinstance(store, EmbeddedMemory)
+        await store.search(Query("acme"))
+        assert not store._hold_bits
+        async with Service(steward, []):
+            for _ in range(100):
+                if store._hold_bits:
+                    break
+                await asyncio.sleep(0.02)
+            assert store._hold_bits
