@@ -401,6 +401,31 @@ def _orphaned(table: Any, worker: str, now: datetime) -> ColumnElement[bool]:
     return or_(table.c.owner.is_(None), and_(table.c.owner != worker, table.c.owner.not_in(alive)))
 
 
+def _take_over(
+    conn: Connection, key: Any, scope: Sequence[ColumnElement[bool]], worker: str, own: bool
+) -> list[Row[Any]]:
+    """Makes ``worker`` the owner of the orphaned rows within ``scope`` of ``key``'s
+    table, and returns them, with (``own``) those it already holds, in ``key`` order."""
+    _one_taker_at_a_time(conn)
+    table = key.table
+    taken = (
+        conn.execute(
+            update(table)
+            .where(*scope, _orphaned(table, worker, utcnow()))
+            .values(owner=worker)
+            .returning(key)
+        )
+        .scalars()
+        .all()
+    )
+    held = table.c.owner == worker if own else key.in_(list(taken))
+    return list(conn.execute(select(table).where(*scope, held).order_by(key)))
+
+
+def _insert_worker(conn: Connection, worker: str, now: datetime) -> None:
+    conn.execute(insert(t.workers).values(id=worker, pid=os.getpid(), started_at=now, seen_at=now))
+
+
 class Ledger:
     """The single source of truth. Open with ``from_url``, then ``await setup()``."""
 
@@ -652,9 +677,7 @@ class Ledger:
         def register(conn: Connection) -> None:
             _one_taker_at_a_time(conn)
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
-            conn.execute(
-                insert(t.workers).values(id=worker, pid=os.getpid(), started_at=now, seen_at=now)
-            )
+            _insert_worker(conn, worker, now)
 
         await self.db.run(register)
         self.worker = worker
@@ -667,11 +690,7 @@ class Ledger:
         def beat(conn: Connection) -> None:
             seen = update(t.workers).where(t.workers.c.id == worker).values(seen_at=now)
             if conn.execute(seen).rowcount == 0:
-                conn.execute(
-                    insert(t.workers).values(
-                        id=worker, pid=os.getpid(), started_at=now, seen_at=now
-                    )
-                )
+                _insert_worker(conn, worker, now)
 
         await self.db.run(beat, durable=False)
 
@@ -694,52 +713,22 @@ class Ledger:
     async def take_over_inbound(self, channel: str, own: bool = True) -> list[InboxItem]:
         """Takes the deliveries of ``channel`` stored but not handled whose worker is gone,
         and returns them, with (``own``) those this worker already holds; oldest first."""
-        worker, table = self.worker, t.inbox
+        scope = (t.inbox.c.status == "new", t.inbox.c.channel == channel)
 
         def take(conn: Connection) -> list[InboxItem]:
-            _one_taker_at_a_time(conn)
-            pending = (table.c.status == "new", table.c.channel == channel)
-            taken = (
-                conn.execute(
-                    update(table)
-                    .where(*pending, _orphaned(table, worker, utcnow()))
-                    .values(owner=worker)
-                    .returning(table.c.id)
-                )
-                .scalars()
-                .all()
-            )
-            held = table.c.owner == worker if own else table.c.id.in_(list(taken))
-            return [
-                InboxItem(r.id, r.channel, r.external_id, dict(r.payload), r.status, r.received_at)
-                for r in conn.execute(select(table).where(*pending, held).order_by(table.c.id))
-            ]
+            rows = _take_over(conn, t.inbox.c.id, scope, self.worker, own)
+            return [_inbox_item(row) for row in rows]
 
         return await self.db.run(take)
 
     async def take_over_replies(self, channel: str, own: bool = True) -> list[OwedReply]:
         """Takes the replies ``channel`` owes whose worker is gone, and returns them, with
         (``own``) those this worker already holds; oldest first."""
-        worker, table = self.worker, t.replies
+        scope = (t.replies.c.channel == channel,)
 
         def take(conn: Connection) -> list[OwedReply]:
-            _one_taker_at_a_time(conn)
-            taken = (
-                conn.execute(
-                    update(table)
-                    .where(table.c.channel == channel, _orphaned(table, worker, utcnow()))
-                    .values(owner=worker)
-                    .returning(table.c.seq)
-                )
-                .scalars()
-                .all()
-            )
-            held = table.c.owner == worker if own else table.c.seq.in_(list(taken))
-            query = select(table).where(table.c.channel == channel, held).order_by(table.c.seq)
-            return [
-                OwedReply(r.key, r.channel, r.chat_id, dict(r.payload), r.sent_steps, r.created_at)
-                for r in conn.execute(query)
-            ]
+            rows = _take_over(conn, t.replies.c.seq, scope, self.worker, own)
+            return [_owed_reply(row) for row in rows]
 
         return await self.db.run(take, durable=False)
 
@@ -777,13 +766,7 @@ class Ledger:
         query = select(t.inbox).where(t.inbox.c.status == "new").order_by(t.inbox.c.id)
         if channel is not None:
             query = query.where(t.inbox.c.channel == channel)
-        return await self.db.run(
-            lambda c: [
-                InboxItem(r.id, r.channel, r.external_id, dict(r.payload), r.status, r.received_at)
-                for r in c.execute(query)
-            ],
-            write=False,
-        )
+        return await self.db.run(lambda c: [_inbox_item(r) for r in c.execute(query)], write=False)
 
     # -- replies owed ----------------------------------------------------------------------
     # A reply is kept until its channel has sent all of it. Keeping it, and forgetting it
@@ -837,18 +820,6 @@ class Ledger:
     async def shown(self, approval_ids: Sequence[str]) -> None:
         """Notes cards shown outside the replies kept for channels (the terminal)."""
         await self.db.run(lambda conn: LedgerTx(conn).announce(approval_ids), durable=False)
-
-    async def owed_replies(self, channel: str) -> list[OwedReply]:
-        """The replies ``channel`` still owes, oldest first."""
-        query = select(t.replies).where(t.replies.c.channel == channel).order_by(t.replies.c.seq)
-
-        def read(conn: Connection) -> list[OwedReply]:
-            return [
-                OwedReply(r.key, r.channel, r.chat_id, dict(r.payload), r.sent_steps, r.created_at)
-                for r in conn.execute(query)
-            ]
-
-        return await self.db.run(read, write=False)
 
     async def reply_progress(self, key: str, sent_steps: int, payload: dict[str, Any]) -> None:
         query = (
@@ -1352,6 +1323,18 @@ def _approval_values(a: Approval) -> dict[str, Any]:
         "reason": a.reason,
         "edited_text": a.edited_text,
     }
+
+
+def _inbox_item(row: Row[Any]) -> InboxItem:
+    return InboxItem(
+        row.id, row.channel, row.external_id, dict(row.payload), row.status, row.received_at
+    )
+
+
+def _owed_reply(row: Row[Any]) -> OwedReply:
+    return OwedReply(
+        row.key, row.channel, row.chat_id, dict(row.payload), row.sent_steps, row.created_at
+    )
 
 
 def _approval(row: Row[Any]) -> Approval:

@@ -402,7 +402,7 @@ async def test_replies_are_kept_per_channel_in_order_until_sent(ledger: Ledger) 
     await ledger.reply_progress("r2", 1, {"reply": {"items": ["r2"]}, "results": {"0": True}})
     await ledger.reply_sent("r1")
     await ledger.drop_reply("r3", NewAuditEvent("telegram", "reply.dropped", "telegram:42"))
-    (left,) = await ledger.owed_replies("telegram")
+    (left,) = await ledger.take_over_replies("telegram")
     assert (left.key, left.chat_id, left.payload, left.sent_steps) == (
         "r2",
         "42",
@@ -410,7 +410,7 @@ async def test_replies_are_kept_per_channel_in_order_until_sent(ledger: Ledger) 
         1,
     )
     assert_utc(left.created_at)
-    assert [r.key for r in await ledger.owed_replies("slack")] == ["s1"]
+    assert [r.key for r in await ledger.take_over_replies("slack")] == ["s1"]
     assert [e.kind for e in await ledger.audit_events()] == ["reply.dropped"]
 
 
