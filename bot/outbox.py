@@ -77,9 +77,10 @@ class Outbox:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def load(self) -> None:
-        """Queues what was owed when the process last stopped."""
-        for owed in await self.door.owed(self.channel):
+    async def load(self, own: bool = True) -> None:
+        """Queues what a worker gone left owed and, with ``own``, what this one held when
+        its process last stopped."""
+        for owed in await self.door.owed(self.channel, own):
             self.put(owed)
 
     def put(self, owed: Owed) -> None:

@@ -194,9 +194,7 @@ class SlackChannel:
                 f"cannot reach the Slack Web API at {self.client.base_url} "
                 f"(check STEWARD_SLACK_API_URL): {exc}"
             ) from exc
-        await self.outbox.load()  # replies a stop or a crash kept from going out
-        for inbox_id, inbound in await self.door.stored(self.name):
-            self.queue.put((inbox_id, inbound))
+        await self._take_up(own=True)  # what a stop or a crash kept from going out
         self.queue.start()
         self._ready.set()  # requests waiting for the stored deliveries to queue go on
         if self.app_token is not None:
@@ -211,10 +209,13 @@ class SlackChannel:
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def take_over(self) -> None:
-        """Takes up the stored deliveries and the owed replies of a worker gone."""
-        for owed in await self.door.owed(self.name, own=False):
-            self.outbox.put(owed)
-        for inbox_id, inbound in await self.door.stored(self.name, own=False):
+        await self._take_up(own=False)
+
+    async def _take_up(self, own: bool) -> None:
+        """Queues the owed replies and the stored deliveries of a worker gone, and with
+        ``own`` this one's."""
+        await self.outbox.load(own)
+        for inbox_id, inbound in await self.door.stored(self.name, own):
             self.queue.put((inbox_id, inbound))
 
     async def idle(self) -> None:

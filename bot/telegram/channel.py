@@ -166,9 +166,7 @@ class TelegramChannel:
             ) from exc
         try:
             await self.bot.set_my_commands([BotCommand(n, about) for n, about in COMMANDS])
-            await self.outbox.load()  # replies a stop or a crash kept from going out
-            for inbox_id, inbound in await self.door.stored(self.name):
-                self._enqueue(inbox_id, inbound)
+            await self._take_up(own=True)  # what a stop or a crash kept from going out
             self.queue.start()
             self._ready.set()  # webhook calls waiting for the stored updates to queue go on
             if self.webhook is not None:
@@ -187,10 +185,13 @@ class TelegramChannel:
             ) from exc
 
     async def take_over(self) -> None:
-        """Takes up the stored updates and the owed replies of a worker gone."""
-        for owed in await self.door.owed(self.name, own=False):
-            self.outbox.put(owed)
-        for inbox_id, inbound in await self.door.stored(self.name, own=False):
+        await self._take_up(own=False)
+
+    async def _take_up(self, own: bool) -> None:
+        """Queues the owed replies and the stored updates of a worker gone, and with
+        ``own`` this one's."""
+        await self.outbox.load(own)
+        for inbox_id, inbound in await self.door.stored(self.name, own):
             self._enqueue(inbox_id, inbound)
 
     async def idle(self) -> None:

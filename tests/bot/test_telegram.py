@@ -627,10 +627,10 @@ async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
     async with Steward.open(settings) as steward:
         real_stored = steward.door.stored
 
-        async def stored_once_telegram_has_posted(channel: str | None = None) -> Any:
+        async def stored_once_telegram_has_posted(channel: str, own: bool = True) -> Any:
             with suppress(TimeoutError):  # the post lands first, unless it is held
                 await asyncio.wait_for(asyncio.shield(posting), 1.0)
-            return await real_stored(channel)
+            return await real_stored(channel, own)
 
         steward.door.stored = stored_once_telegram_has_posted  # type: ignore[method-assign]
         (channel,) = configured_channels(steward)
