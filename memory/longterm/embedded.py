@@ -22,6 +22,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -169,13 +170,9 @@ class EmbeddedMemory:
 
         def read() -> None:
             self._hold_bits = True
-            self._conn.execute("BEGIN")
-            try:
-                self._catch_up()
+            with self._snapshot():
                 if self._dims is not None and self._signs is None:
                     self._read_bits()
-            finally:
-                self._conn.execute("COMMIT")
 
         await self._run(read)
 
@@ -190,6 +187,18 @@ class EmbeddedMemory:
                 return fn()
 
         return await asyncio.to_thread(locked)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction, caught up with other processes: the bits, the records and
+        the vectors of one moment."""
+        self._conn.execute("BEGIN")
+        try:
+            self._catch_up()
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn, self._catch_up, self._after)
@@ -415,14 +424,8 @@ class EmbeddedMemory:
         return removed
 
     def _search(self, query: Query) -> list[Hit]:
-        """In one read transaction: the bits, the records and the vectors of one moment."""
-        self._conn.execute("BEGIN")
-        try:
-            self._catch_up()
+        with self._snapshot():
             return self._search_now(query)
-        finally:
-            if self._conn.in_transaction:
-                self._conn.execute("COMMIT")
 
     def _search_now(self, query: Query) -> list[Hit]:
         limit = max(query.limit, 1)
