@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from bot.http import HttpServer
-from graph.messages import CardOutcome, Reply
+from bot.outbox import Outbox
+from graph.messages import CardOutcome, Inbound, Reply
 
 # Told of every card a channel settles, so that the other channels settle it too.
 Settled = Callable[[CardOutcome], Awaitable[None]]
@@ -46,6 +47,14 @@ class Channel(Protocol):
         without its buttons; posts nothing new."""
 
     def describe(self) -> str: ...
+
+
+async def take_up(outbox: Outbox, enqueue: Callable[[int, Inbound], None], own: bool) -> None:
+    """Queues the replies a worker gone owed in the outbox's channel and hands its stored
+    deliveries to ``enqueue``; with ``own`` (at start) this worker's too."""
+    await outbox.load(own)
+    for inbox_id, inbound in await outbox.door.stored(outbox.channel, own):
+        enqueue(inbox_id, inbound)
 
 
 def operator_ids(channel: str, operators: Iterable[str]) -> list[str]:

@@ -38,7 +38,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 
 from bot.card_messages import CardMessages
-from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
+from bot.channel import (
+    FAILED,
+    ChannelUnavailable,
+    Settled,
+    news_chats,
+    operator_ids,
+    take_up,
+)
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox, SendLater, Steps
@@ -194,7 +201,7 @@ class SlackChannel:
                 f"cannot reach the Slack Web API at {self.client.base_url} "
                 f"(check STEWARD_SLACK_API_URL): {exc}"
             ) from exc
-        await self._take_up(own=True)  # what a stop or a crash kept from going out
+        await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
         self.queue.start()
         self._ready.set()  # requests waiting for the stored deliveries to queue go on
         if self.app_token is not None:
@@ -209,14 +216,10 @@ class SlackChannel:
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def take_over(self) -> None:
-        await self._take_up(own=False)
+        await take_up(self.outbox, self._enqueue, own=False)
 
-    async def _take_up(self, own: bool) -> None:
-        """Queues the owed replies and the stored deliveries of a worker gone, and with
-        ``own`` this one's."""
-        await self.outbox.load(own)
-        for inbox_id, inbound in await self.door.stored(self.name, own):
-            self.queue.put((inbox_id, inbound))
+    def _enqueue(self, inbox_id: int, inbound: Inbound) -> None:
+        self.queue.put((inbox_id, inbound))
 
     async def idle(self) -> None:
         """Returns once every delivery taken so far is handled and answered."""
@@ -359,7 +362,7 @@ class SlackChannel:
         once it is on disk; the handling goes first."""
         inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
-            self.queue.put((inbox_id, inbound))
+            self._enqueue(inbox_id, inbound)
             await catch_up(self.idle())
         await self.door.sync()
         if ack is not None:

@@ -29,7 +29,14 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.card_messages import CardMessages
-from bot.channel import FAILED, ChannelUnavailable, Settled, news_chats, operator_ids
+from bot.channel import (
+    FAILED,
+    ChannelUnavailable,
+    Settled,
+    news_chats,
+    operator_ids,
+    take_up,
+)
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox, SendLater, Steps
@@ -166,7 +173,7 @@ class TelegramChannel:
             ) from exc
         try:
             await self.bot.set_my_commands([BotCommand(n, about) for n, about in COMMANDS])
-            await self._take_up(own=True)  # what a stop or a crash kept from going out
+            await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
             self.queue.start()
             self._ready.set()  # webhook calls waiting for the stored updates to queue go on
             if self.webhook is not None:
@@ -185,14 +192,7 @@ class TelegramChannel:
             ) from exc
 
     async def take_over(self) -> None:
-        await self._take_up(own=False)
-
-    async def _take_up(self, own: bool) -> None:
-        """Queues the owed replies and the stored updates of a worker gone, and with
-        ``own`` this one's."""
-        await self.outbox.load(own)
-        for inbox_id, inbound in await self.door.stored(self.name, own):
-            self._enqueue(inbox_id, inbound)
+        await take_up(self.outbox, self._enqueue, own=False)
 
     async def idle(self) -> None:
         """Returns once every update taken so far is handled and answered."""
