@@ -51,6 +51,7 @@ from graph.inputs import InputError, parse_input
 from graph.remembering import entity_of
 from graph.state import RunState, StepContext
 from graph.templating import render
+from memory.checkpoints import LedgerSqliteSaver
 from memory.ledger import (
     Approval,
     ApprovalStatus,
@@ -67,6 +68,7 @@ from memory.ledger import (
 from memory.ledger.ledger import decide as record_decision
 
 Durability = Literal["exit", "async", "sync"]
+_Decided = tuple[Approval | None, bool, Run | None]  # as the ledger's decide returns it
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # an event wait's timer never falls due
 RECURSION_LIMIT = 200
 
@@ -234,7 +236,9 @@ class ProcessEngine:
                 raise InvalidState(f"approval {approval_id} has no text to edit")
 
         decided = await self.ledger.write(
-            lambda tx: record_decision(tx, approval_id, status, actor, reason, edited_text, check),
+            lambda tx: self._read_ahead(
+                tx, record_decision(tx, approval_id, status, actor, reason, edited_text, check)
+            ),
             durable=False,  # see the module's docstring
         )
         if decided[0] is None:
@@ -254,10 +258,20 @@ class ProcessEngine:
             return Decision(approval, False)
         reason = "nobody answered before it expired"
         decided = await self.ledger.write(
-            lambda tx: record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason),
+            lambda tx: self._read_ahead(
+                tx, record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason)
+            ),
             durable=False,  # see the module's docstring
         )
         return await self._decided(*decided)
+
+    def _read_ahead(self, tx: LedgerTx, decided: _Decided) -> _Decided:
+        """The run of a decision won is resumed next: its checkpoint is read now, in the
+        transaction that decided it, instead of in one of its own."""
+        _, won, run = decided
+        if won and run is not None and isinstance(self.checkpointer, LedgerSqliteSaver):
+            self.checkpointer.read_ahead(tx.conn, run.id)
+        return decided
 
     async def _decided(self, approval: Approval | None, won: bool, run: Run | None) -> Decision:
         """Resumes the run of a decision this caller won; the ledger already holds it."""
@@ -269,8 +283,12 @@ class ProcessEngine:
             return Decision(approval, False)
         # A cancel that lands before or during this resume stands: the ledger refuses
         # effects for a cancelled run and never moves it out of cancelled.
-        async with self._locks.hold(run.id):
-            view = await self._advance(run, Command(resume=_decision_payload(approval)))
+        try:
+            async with self._locks.hold(run.id):
+                view = await self._advance(run, Command(resume=_decision_payload(approval)))
+        finally:
+            if isinstance(self.checkpointer, LedgerSqliteSaver):
+                self.checkpointer.forget(run.id)
         return Decision(approval, True, view)
 
     # -- waits -------------------------------------------------------------------------
