@@ -8,18 +8,19 @@ of theirs reaches the coordinator.
 Replies go out the same way: what a channel owes a chat is kept in the ledger until
 the channel has sent all of it, so a stop or an outage of the platform delays a reply,
 and the channel sends it when it can. The reply to a delivery is kept once the handling
-is over, with the delivery's "done" when the handling wrote nothing else, else in a
-write of its own. A crash between the handling's first write and that one loses the
-reply's text; an approval card it held is not lost: each approval notes when its card
-was first handed to a channel, and the scheduler announces a pending card never handed
-out.
+is over, with the delivery's "done" when the handling wrote nothing else. A handling
+that writes keeps a word in its reply's place with its first write (where the "done"
+goes too), and the reply replaces it: a crash in between leaves the sender that word —
+they were cut off, and what was done stands — instead of silence. An approval card the
+lost reply held is not lost either: each approval notes when its card was first handed
+to a channel, and the scheduler announces a pending card never handed out.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from graph.access import Allowlist
 from graph.coordinator import Coordinator
@@ -103,14 +104,39 @@ class FrontDoor:
 
     async def answer(self, inbox_id: int, inbound: Inbound) -> Owed:
         """Handles a stored delivery and keeps its reply until the channel has sent it;
-        the approvals whose cards it shows are noted as announced in the same write."""
+        the approvals whose cards it shows are noted as announced in the same write.
+        Until the reply is kept, a word that the handling was cut off stands in for it,
+        kept with the handling's first write (see the module's docstring)."""
+        channel, chat_id = inbound.sender.channel, inbound.chat_id
+        cut_off = _owed(channel, chat_id, Reply().say(cut_off_text(inbound)), inbound)
+        worker = self.ledger.worker
+        pledged = False  # the word went into a transaction, which may have committed
+        over = not self.allowlist.allows(inbound.sender)  # a stranger hears no such word
+
+        def pledge(tx: LedgerTx) -> None:
+            nonlocal pledged
+            if not over:  # the handling writes before it is over
+                tx.owe_reply(_kept(cut_off), worker)
+                pledged = True
+
         async with self.ledger.handling(inbox_id):
-            reply = await self._handle(inbound)
-            owed = _owed(inbound.sender.channel, inbound.chat_id, reply, inbound)
+            self.ledger.defer(pledge, durable=lambda: False)
+            try:
+                reply = await self._handle(inbound)
+            except Exception:
+                over = True
+                if pledged:  # the channel says the handling failed, once
+                    self.ledger.defer(lambda tx: tx.forget_reply(cut_off.key))
+                raise
+            over = True
+            owed = replace(cut_off, reply=reply)
             cards = _card_ids(reply)
 
             def keep(tx: LedgerTx) -> None:
-                tx.owe_reply(_kept(owed), self.ledger.worker)
+                if pledged:
+                    tx.replace_reply(_kept(owed), worker)
+                else:
+                    tx.owe_reply(_kept(owed), worker)
                 tx.announce(cards)
 
             self.ledger.defer(keep, durable=lambda: False)
@@ -211,6 +237,20 @@ class FrontDoor:
         if not await self.memory.add(refused_key, {"at": "now"}, REFUSAL_TTL):
             return Reply(private=True)  # refused once today already
         return Reply(private=True).say(REFUSAL)
+
+
+def cut_off_text(inbound: Inbound) -> str:
+    """What the sender hears when steward stopped while handling their message."""
+    said = _quoted(inbound.text) if inbound.text else "your press of a button"
+    return (
+        f"I was cut off while handling {said}: steward stopped before I could answer. "
+        "Whatever I did before that stands; /runs shows where things are."
+    )
+
+
+def _quoted(text: str, most: int = 80) -> str:
+    line = " ".join(text.split())
+    return f"“{line if len(line) <= most else line[: most - 1] + '…'}”"
 
 
 def _owed(channel: str, chat_id: str, reply: Reply, answering: Inbound | None) -> Owed:

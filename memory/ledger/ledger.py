@@ -150,6 +150,12 @@ _ENTITY_POSTGRESQL = Prepared(
 )
 _FINISH_INBOX = Prepared(update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id")))
 _OWE_REPLY = Prepared(insert(t.replies))
+_REPLACE_REPLY = Prepared(
+    update(t.replies)
+    .where(t.replies.c.key == bindparam("reply_key"))
+    .values(payload=bindparam("payload"))
+)
+_FORGET_REPLY = Prepared(delete(t.replies).where(t.replies.c.key == bindparam("reply_key")))
 _ANNOUNCE = Prepared(
     update(t.approvals)
     .where(t.approvals.c.id == bindparam("approval_id"), t.approvals.c.announced_at.is_(None))
@@ -365,6 +371,16 @@ class LedgerTx:
         if approval_ids:
             now = utcnow()
             _ANNOUNCE.many(self.conn, [{"approval_id": id_, "now": now} for id_ in approval_ids])
+
+    def replace_reply(self, reply: OwedReply, owner: str) -> None:
+        """Puts ``reply`` in place of the one kept under its key (a word kept while its
+        handling went on), or keeps it, when there is none."""
+        replaced = _REPLACE_REPLY.run(self.conn, {"reply_key": reply.key, "payload": reply.payload})
+        if not replaced:
+            self.owe_reply(reply, owner)
+
+    def forget_reply(self, key: str) -> None:
+        _FORGET_REPLY.run(self.conn, {"reply_key": key})
 
     def owe_reply(self, reply: OwedReply, owner: str) -> None:
         """Keeps a reply for ``owner``, the worker that will send it."""

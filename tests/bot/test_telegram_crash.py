@@ -174,3 +174,44 @@ async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path
         finally:
             await stop(bot)
         assert len(outbox(home)) == 1
+
+
+async def test_a_handling_cut_off_after_its_first_write_says_so_after_restart(
+    tmp_path: Path,
+) -> None:
+    """The run is started (its first write, which marks the message done) and its draft is
+    stuck in a model call when the process dies, before any reply was made. After a
+    restart the operator hears, once, that steward was cut off; the message is not handled
+    again, the run goes on to its gate, and the approval acts once."""
+    home = tmp_path / "home"
+    async with FakeBotAPI(token=TOKEN) as api, model_that_never_answers() as (model, asked):
+        bot = await start_steward(
+            home, api, STEWARD_LLM_MODEL="stuck", OPENAI_BASE_URL=model, OPENAI_API_KEY="x"
+        )
+        try:
+            await api.wait_for(lambda a: a.polls_waiting > 0, timeout=60)
+            api.send_text(OPERATOR, START)
+            await asyncio.wait_for(asked.wait(), 30)  # the run's draft is stuck
+            assert inbox(home) == [(inbox(home)[0][0], "done")]
+            assert replies_owed(home) == 1  # the word that stands in for the reply
+        finally:
+            bot.send_signal(signal.SIGKILL)
+            await bot.wait()
+        assert bot.returncode == -signal.SIGKILL
+        assert api.sent(OPERATOR) == []
+
+        bot = await start_steward(home, api)
+        try:
+            await api.wait_for(lambda a: cards(a), timeout=60)
+            await api.wait_for(lambda a: replies_owed(home) == 0, timeout=10)
+            said = texts(api)
+            assert said[0] == (
+                f"I was cut off while handling “{START}”: steward stopped before I could "
+                "answer. Whatever I did before that stands; /runs shows where things are."
+            )
+            assert sum("cut off" in t for t in said) == 1
+            assert len(cards(api)) == 1 and len(inbox(home)) == 1
+            await approve_the_card(api)
+        finally:
+            await stop(bot)
+        assert len(outbox(home)) == 1

@@ -1,4 +1,5 @@
-"""The front door: what it does with a delivery it cannot store, on either database."""
+"""The front door, on either database: what it does with a delivery it cannot store,
+and the word it keeps in a reply's place while the handling goes on."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, OperationalError
 
 from bot.app import Steward
 from bot.settings import load_settings
+from graph.front_door import REFUSAL, cut_off_text
 from graph.messages import Inbound, Sender
 from memory.database_url import DatabaseURL
+from memory.ledger import schema
 
 OPERATOR = Sender("telegram", "42", "Olivia")
 
@@ -72,3 +76,84 @@ async def test_a_delivery_longer_than_its_column_is_set_aside(app: Steward) -> N
         assert stored is not None and unstorable == []
     else:
         assert stored is None and len(unstorable) == 1
+
+
+START = "/run onboarding client=Acme email=jane@acme.com package=basic"
+
+
+def kept_texts(app: Steward) -> Any:
+    """The texts of every reply kept, by key, read without taking any over."""
+
+    def read(tx: Any) -> dict[str, list[str]]:
+        rows = tx.conn.execute(select(schema.replies.c.key, schema.replies.c.payload))
+        return {
+            key: [item["text"] for item in payload["reply"]["items"] if "text" in item]
+            for key, payload in rows
+        }
+
+    return app.ledger.read(read)
+
+
+async def test_a_handling_that_writes_keeps_a_word_in_its_replys_place_until_it_is_over(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the run's start was written would leave the operator that word."""
+    seen: list[dict[str, list[str]]] = []
+    advance = app.engine._advance
+
+    async def watched(*args: Any) -> Any:
+        seen.append(await kept_texts(app))  # the run's start is written by now
+        return await advance(*args)
+
+    monkeypatch.setattr(app.engine, "_advance", watched)
+    inbound = Inbound(OPERATOR, "7", "update-1", text=START)
+    inbox_id = await app.door.accept(inbound)
+    assert inbox_id is not None
+    owed = await app.door.answer(inbox_id, inbound)
+
+    [during] = seen
+    assert list(during) == [owed.key]
+    assert during[owed.key] == [cut_off_text(inbound)]
+    assert cut_off_text(inbound).startswith(f"I was cut off while handling “{START}”")
+    after = await kept_texts(app)
+    assert list(after) == [owed.key]
+    assert after[owed.key][0].startswith("Started onboarding")
+
+
+async def test_a_handling_that_fails_after_its_first_write_leaves_no_word(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel tells the sender it failed; the word must not follow at a restart."""
+
+    async def failing(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.engine, "_advance", failing)
+    inbound = Inbound(OPERATOR, "7", "update-1", text=START)
+    inbox_id = await app.door.accept(inbound)
+    assert inbox_id is not None
+    with pytest.raises(RuntimeError, match="a bug"):
+        await app.door.answer(inbox_id, inbound)
+    assert await kept_texts(app) == {}
+
+
+async def test_a_stranger_is_never_kept_a_word(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stranger's refusal writes an audit event first; what they may hear is the
+    refusal, nothing about steward's work."""
+    seen: list[dict[str, list[str]]] = []
+    audit = app.ledger.audit
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        result = await audit(*args, **kwargs)
+        seen.append(await kept_texts(app))
+        return result
+
+    monkeypatch.setattr(app.ledger, "audit", watched)
+    stranger = Inbound(Sender("telegram", "666"), "666", "update-1", text=START)
+    inbox_id = await app.door.accept(stranger)
+    assert inbox_id is not None
+    owed = await app.door.answer(inbox_id, stranger)
+    assert seen == [{}]
+    assert owed.reply.texts == [REFUSAL]
