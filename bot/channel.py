@@ -3,12 +3,17 @@ platform and the neutral message model, started and stopped with the service."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from typing import Any, Protocol
 
 from bot.http import HttpServer
 from bot.outbox import Outbox
 from graph.messages import CardOutcome, Inbound, Reply
+from memory.ledger import TakenOver
+
+log = logging.getLogger(__name__)
 
 # Told of every card a channel settles, so that the other channels settle it too.
 Settled = Callable[[CardOutcome], Awaitable[None]]
@@ -55,6 +60,26 @@ async def take_up(outbox: Outbox, enqueue: Callable[[int, Inbound], None], own: 
     await outbox.load(own)
     for inbox_id, inbound in await outbox.door.stored(outbox.channel, own):
         enqueue(inbox_id, inbound)
+
+
+async def answer(
+    outbox: Outbox,
+    send: Callable[[str, Reply, Inbound], Awaitable[None]],
+    item: tuple[int, Inbound],
+) -> None:
+    """Handles a stored delivery and queues its reply; the sender hears if handling it
+    failed. One another worker took over meanwhile is that worker's to answer."""
+    inbox_id, inbound = item
+    try:
+        owed = await outbox.door.answer(inbox_id, inbound)
+    except TakenOver as exc:
+        log.warning("%s: the worker that took it over answers it", exc)
+        return
+    except Exception:
+        with suppress(Exception):  # the failure itself is what gets logged
+            await send(inbound.chat_id, Reply(private=True).say(FAILED), inbound)
+        raise
+    outbox.put(owed)
 
 
 def operator_ids(channel: str, operators: Iterable[str]) -> list[str]:

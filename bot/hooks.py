@@ -23,7 +23,7 @@ from bot.http import HttpServer
 from bot.in_order import InOrder
 from graph.hooks import HookRouter, HookSource
 from graph.messages import Reply
-from memory.ledger import Ledger, NewAuditEvent, storable
+from memory.ledger import Ledger, NewAuditEvent, TakenOver, storable
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ class HookEndpoint:
             async with self.ledger.handling(inbox_id):
                 reply = await self.router.handle(name, self.sources[name], payload)
             await self.notify(reply, None)
+        except TakenOver as exc:
+            log.warning("%s: the worker that took it over handles it", exc)
         except Exception as exc:
             log.exception("handling a delivery from hook %s failed", name)
             failure = f"A delivery from {name} (inbox {inbox_id}) failed: {exc}. It is kept."

@@ -8,8 +8,10 @@ the order they were made. When the platform cannot take a message (it is unreach
 or answers with a server error) the channel raises ``SendLater``; the reply is tried
 again later, from the first step not yet done (see ``Steps``), for up to GIVE_UP_AFTER,
 and only then given up, with an audit event. A stop leaves what is unsent in the ledger
-for the next start. A message the platform may have taken before the connection broke
-is sent again: a reply arrives at least once.
+for the next start. A worker that may have looked gone to the others (frozen past its
+lease) first asks the ledger whether each reply is still its own to send. A message the
+platform may have taken before the connection broke is sent again: a reply arrives at
+least once.
 """
 
 from __future__ import annotations
@@ -136,6 +138,14 @@ class Outbox:
         delay = self.first_retry
         noted = owed.sent
         for tries in itertools.count(1):
+            if not await self.door.holds(owed):
+                log.warning(
+                    "a %s reply to chat %s was taken over while this worker looked gone; "
+                    "the worker that took it sends it",
+                    self.channel,
+                    owed.chat_id,
+                )
+                return
             try:
                 await self._send(owed)
             except asyncio.CancelledError:  # stopping: the next start sends only the rest

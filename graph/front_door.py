@@ -167,6 +167,19 @@ class FrontDoor:
             for kept in await self.ledger.take_over_replies(channel, own)
         ]
 
+    async def holds(self, owed: Owed) -> bool:
+        """Whether this worker may send ``owed``: yes, unless it may have looked gone to
+        the others (its last beat is old: it was frozen, say); then the ledger says, and
+        a reply another worker took over meanwhile is that one's to send. When the
+        ledger cannot say, the reply goes: at least once."""
+        if not self.ledger.lease_in_doubt():
+            return True
+        try:
+            return await self.ledger.still_holds_reply(owed.key)
+        except Exception:
+            log.exception("could not learn whether this worker still holds a reply; sending")
+            return True
+
     async def sent_part(self, owed: Owed) -> None:
         """Notes how much of a reply is sent, so that a restart sends only the rest."""
         await self.ledger.reply_progress(owed.key, owed.sent, owed.to_payload())

@@ -21,7 +21,6 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -39,9 +38,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 
 from bot.card_messages import CardMessages
 from bot.channel import (
-    FAILED,
     ChannelUnavailable,
     Settled,
+    answer,
     news_chats,
     operator_ids,
     take_up,
@@ -369,14 +368,7 @@ class SlackChannel:
             await ack()
 
     async def _handle(self, item: tuple[int, Inbound]) -> None:
-        inbox_id, inbound = item
-        try:
-            owed = await self.door.answer(inbox_id, inbound)
-        except Exception:
-            with suppress(Exception):  # the failure itself is what gets logged
-                await self.send(inbound.chat_id, Reply(private=True).say(FAILED), inbound)
-            raise
-        self.outbox.put(owed)
+        await answer(self.outbox, self.send, item)
 
     # -- sending -----------------------------------------------------------------------
 

@@ -30,9 +30,9 @@ from telegram.request import HTTPXRequest
 
 from bot.card_messages import CardMessages
 from bot.channel import (
-    FAILED,
     ChannelUnavailable,
     Settled,
+    answer,
     news_chats,
     operator_ids,
     take_up,
@@ -298,14 +298,7 @@ class TelegramChannel:
         self.queue.put((inbox_id, inbound))
 
     async def _handle(self, item: tuple[int, Inbound]) -> None:
-        inbox_id, inbound = item
-        try:
-            owed = await self.door.answer(inbox_id, inbound)
-        except Exception:
-            with suppress(Exception):  # the failure itself is what gets logged
-                await self.send(inbound.chat_id, Reply(private=True).say(FAILED), inbound)
-            raise
-        self.outbox.put(owed)
+        await answer(self.outbox, self.send, item)
 
     # -- sending -----------------------------------------------------------------------
 

@@ -1,6 +1,13 @@
 """The ledger: the durable, append-only record of runs, approvals, effects and audit."""
 
-from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cannot_store, cause
+from memory.ledger.errors import (
+    LedgerError,
+    LedgerUnavailable,
+    RunCancelled,
+    TakenOver,
+    cannot_store,
+    cause,
+)
 from memory.ledger.ledger import LEASE, Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
     Approval,
@@ -38,6 +45,7 @@ __all__ = [
     "RunCancelled",
     "RunStatus",
     "StepEntry",
+    "TakenOver",
     "Timer",
     "cannot_store",
     "cause",

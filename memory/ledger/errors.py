@@ -11,6 +11,12 @@ class LedgerUnavailable(LedgerError):
     """The database cannot be opened or migrated; steward cannot start without it."""
 
 
+class TakenOver(LedgerError):
+    """A delivery this worker was handling was taken over by another worker (this one
+    looked gone: silent past its lease), which handles it instead; nothing of this
+    handling is written."""
+
+
 class RunCancelled(LedgerError):
     """An effect was about to start for a run that the operator has cancelled."""
 

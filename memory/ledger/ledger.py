@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from time import monotonic
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -44,7 +45,7 @@ from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
 from memory.ledger.audit import GENESIS, ChainReport, as_stored, event_hash, verify_chain
 from memory.ledger.database import Database, open_database
-from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, cause
+from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, TakenOver, cause
 from memory.ledger.migrate import upgrade_to_head
 from memory.ledger.prepared import Prepared
 from memory.ledger.records import (
@@ -149,6 +150,13 @@ _ENTITY_POSTGRESQL = Prepared(
     postgresql_insert(t.entities).on_conflict_do_nothing(index_elements=["entity"])
 )
 _FINISH_INBOX = Prepared(update(t.inbox).where(t.inbox.c.id == bindparam("inbox_id")))
+_FINISH_HELD_INBOX = Prepared(
+    update(t.inbox).where(
+        t.inbox.c.id == bindparam("inbox_id"),
+        t.inbox.c.owner == bindparam("worker"),
+        t.inbox.c.status == "new",
+    )
+)
 _OWE_REPLY = Prepared(insert(t.replies))
 _REPLACE_REPLY = Prepared(
     update(t.replies)
@@ -365,6 +373,14 @@ class LedgerTx:
             self.conn, {"inbox_id": inbox_id, "status": status, "handled_at": utcnow()}
         )
 
+    def finish_held_inbox(self, inbox_id: int, status: str, worker: str) -> None:
+        """Marks a delivery ``worker`` holds handled; raises ``TakenOver`` when another
+        worker took it meanwhile (or it is handled already), so that the transaction
+        holding this handling's first write commits nothing."""
+        values = {"inbox_id": inbox_id, "worker": worker, "status": status, "handled_at": utcnow()}
+        if not _FINISH_HELD_INBOX.run(self.conn, values):
+            raise TakenOver(f"delivery {inbox_id} is no longer held by {worker}")
+
     def announce(self, approval_ids: Sequence[str]) -> None:
         """Notes that the cards of these approvals are handed to a channel (those not
         noted before)."""
@@ -438,6 +454,13 @@ def _take_over(
     return list(conn.execute(select(table).where(*scope, held).order_by(key)))
 
 
+def _beat(conn: Connection, worker: str, now: datetime) -> None:
+    """Notes ``worker`` alive at ``now``; registers it again if its row is gone."""
+    seen = update(t.workers).where(t.workers.c.id == worker).values(seen_at=now)
+    if conn.execute(seen).rowcount == 0:
+        _insert_worker(conn, worker, now)
+
+
 def _insert_worker(conn: Connection, worker: str, now: datetime) -> None:
     conn.execute(insert(t.workers).values(id=worker, pid=os.getpid(), started_at=now, seen_at=now))
 
@@ -451,6 +474,8 @@ class Ledger:
         # Who keeps the deliveries and replies written here. Until a service registers
         # this process as a worker, what it keeps is anyone's to take over.
         self.worker = f"unregistered:{uuid.uuid4().hex}"
+        # When this worker last said it lives, by both clocks; None while it holds no lease.
+        self._last_beat: tuple[float, datetime] | None = None
 
     @classmethod
     def from_url(cls, url: DatabaseURL) -> Ledger:
@@ -567,6 +592,10 @@ class Ledger:
         handled again, which repeats an answer that changed nothing. (A durable commit
         made meanwhile, such as a model call's cost, makes the mark wait too.) If its
         handler raises, the item is set aside as failed, never replayed in a loop.
+
+        The item must be this worker's: if another worker took it over meanwhile (this
+        one looked gone), the transaction that would mark it raises ``TakenOver`` and
+        commits nothing of this handling, and the other worker's handling stands alone.
         """
         outcome = {"status": "done"}
         durable_before = self.db.commits.durable
@@ -574,9 +603,12 @@ class Ledger:
         def wrote_meanwhile() -> bool:
             return self.db.commits.durable != durable_before
 
+        worker = self.worker
+
         async with self.batching():
             self.defer(
-                lambda tx: tx.finish_inbox(inbox_id, outcome["status"]), durable=wrote_meanwhile
+                lambda tx: tx.finish_held_inbox(inbox_id, outcome["status"], worker),
+                durable=wrote_meanwhile,
             )
             try:
                 yield
@@ -697,18 +729,40 @@ class Ledger:
 
         await self.db.run(register)
         self.worker = worker
+        self._last_beat = (monotonic(), now)
 
     async def heartbeat(self) -> None:
         """Notes this worker alive; registers it again if its row is gone (a process of
         the same name retired it)."""
-        worker, now = self.worker, utcnow()
+        worker, now, began = self.worker, utcnow(), monotonic()
+        await self.db.run(lambda conn: _beat(conn, worker, now), durable=False)
+        self._last_beat = (began, now)
 
-        def beat(conn: Connection) -> None:
-            seen = update(t.workers).where(t.workers.c.id == worker).values(seen_at=now)
-            if conn.execute(seen).rowcount == 0:
-                _insert_worker(conn, worker, now)
+    def lease_in_doubt(self) -> bool:
+        """Whether this worker's last beat is old enough (it was frozen, say, or the ledger
+        was down) that the others may have judged it gone and taken over its work. A
+        worker that never registered holds no lease, and is never in doubt."""
+        if self._last_beat is None:
+            return False
+        began, at = self._last_beat
+        doubt = (LEASE / 2).total_seconds()
+        return monotonic() - began > doubt or (utcnow() - at).total_seconds() > doubt
 
-        await self.db.run(beat, durable=False)
+    async def still_holds_reply(self, key: str) -> bool:
+        """Says this worker lives, then whether it still holds the reply under ``key`` —
+        in one transaction, one at a time with take-overs, so that no other worker takes
+        the reply after this says it is held (until the lease runs out again)."""
+        worker, now, began = self.worker, utcnow(), monotonic()
+
+        def renew(conn: Connection) -> bool:
+            _one_taker_at_a_time(conn)
+            _beat(conn, worker, now)
+            owner = conn.execute(select(t.replies.c.owner).where(t.replies.c.key == key))
+            return bool(owner.scalar_one_or_none() == worker)
+
+        held = await self.db.run(renew, durable=False)
+        self._last_beat = (began, now)
+        return held
 
     async def retire_worker(self) -> None:
         """Gives back what this worker still holds, for the others to take over at once,
@@ -725,6 +779,7 @@ class Ledger:
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
 
         await self.db.run(retire)
+        self._last_beat = None
 
     async def take_over_inbound(self, channel: str, own: bool = True) -> list[InboxItem]:
         """Takes the deliveries of ``channel`` stored but not handled whose worker is gone,

@@ -182,3 +182,35 @@ async def test_a_reply_answering_a_delivery_is_kept_with_its_handling(steward: S
     assert await steward.door.stored("telegram") == []
     (kept,) = await steward.door.owed("telegram")
     assert (kept.key, kept.reply, kept.answering) == (owed.key, owed.reply, inbound)
+
+
+async def test_a_worker_back_from_a_freeze_sends_only_what_is_still_its_own(
+    tmp_path: Path,
+) -> None:
+    """Frozen past its lease, the worker's reply was taken over by another; back, it asks
+    the ledger before each send, and sends only what it still holds."""
+    settings = load_settings(home=tmp_path / "home")
+    async with Steward.open(settings) as frozen, Steward.open(settings) as other:
+        await frozen.ledger.register_worker("frozen")
+        await other.ledger.register_worker("other")
+        taken = await owe(frozen, "1", "taken while frozen")
+        stale = utcnow() - timedelta(minutes=1)
+        began, _ = frozen.ledger._last_beat or (0.0, stale)
+        frozen.ledger._last_beat = (began - 60, stale)
+        await other.ledger.db.run(
+            lambda conn: conn.exec_driver_sql(
+                "UPDATE workers SET seen_at = ? WHERE id = 'frozen'", (stale,)
+            )
+        )
+        [took] = await other.door.owed("telegram", own=False)
+        assert took.key == taken.key
+        await other.ledger.heartbeat()  # "other" lives; "frozen" says it lives when it asks
+        kept = await owe(frozen, "2", "still its own")  # a handling it finished on waking
+
+        platform = Platform()
+        outbox = Outbox(frozen.door, "telegram", platform.send)
+        outbox.put(taken)
+        outbox.put(kept)
+        await outbox.idle()
+        assert platform.got == [("2", "still its own")]
+        assert not frozen.ledger.lease_in_doubt()

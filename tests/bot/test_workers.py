@@ -13,12 +13,15 @@ import pytest
 
 from bot import service as service_module
 from bot.app import Steward
+from bot.channel import FAILED, answer
 from bot.http import HttpServer
+from bot.outbox import Outbox
 from bot.service import Service
 from bot.settings import load_settings
 from bot.worker_slot import WorkerSlot
 from graph.front_door import FrontDoor
 from graph.messages import CardOutcome, Inbound, Reply, Sender
+from memory.ledger import TakenOver
 
 
 class Keeper:
@@ -105,3 +108,35 @@ async def test_a_slot_is_free_again_once_its_process_lets_go(tmp_path: Path) -> 
     assert again.worker == first.worker
     second.release()
     again.release()
+
+
+class DoorThatRaises:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def answer(self, inbox_id: int, inbound: Inbound) -> Any:
+        raise self.error
+
+
+@pytest.mark.parametrize("taken_over", [True, False])
+async def test_a_delivery_taken_over_mid_handling_is_left_to_its_new_worker(
+    taken_over: bool,
+) -> None:
+    """The worker that took it over answers it; this one says nothing, not even that its
+    handling failed, which it says for any other error."""
+    error = TakenOver("delivery 1 is no longer held by a") if taken_over else RuntimeError("bug")
+    said: list[tuple[str, Reply]] = []
+
+    async def send(chat_id: str, reply: Reply, answering: Inbound) -> None:
+        said.append((chat_id, reply))
+
+    outbox = Outbox(DoorThatRaises(error), "telegram", send)  # type: ignore[arg-type]
+    message = Inbound(Sender("telegram", "42"), "42", "update-1", text="/runs")
+    if taken_over:
+        await answer(outbox, send, (1, message))
+        assert said == []
+    else:
+        with pytest.raises(RuntimeError):
+            await answer(outbox, send, (1, message))
+        assert [reply.texts for _, reply in said] == [[FAILED]]
+    assert outbox.owed_here == 0

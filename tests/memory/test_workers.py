@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import psycopg
 import pytest
 from sqlalchemy import update
 
 from memory.database_url import DatabaseURL
-from memory.ledger import Ledger, OwedReply, utcnow
+from memory.ledger import Ledger, OwedReply, TakenOver, utcnow
 from memory.ledger import schema as t
 from memory.ledger.ledger import _TAKING_OVER, LEASE
 
@@ -163,3 +164,76 @@ async def test_a_taker_waiting_on_a_row_sees_the_worker_that_registered_meanwhil
             x.commit()
         assert await taking == []
         assert await inbox_of(y) == []
+
+
+async def test_a_handling_whose_delivery_was_taken_over_meanwhile_writes_nothing(
+    database_url: DatabaseURL,
+) -> None:
+    """ "a" froze mid-handling past its lease and "b" took the delivery: when "a" wakes, its
+    handling's first write (a run started, say) commits nothing; "b"'s handling stands."""
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        inbox_id = await store(a, "u1")
+        await fall_silent(b, "a")
+        assert await inbox_of(b, own=False) == ["u1"]
+
+        with pytest.raises(TakenOver):
+            async with a.handling(inbox_id):
+                await a.write(lambda tx: tx.note_entity("client:Acme"))
+        assert await a.entities() == []
+        assert await inbox_of(b) == ["u1"]  # still "b"'s to handle
+
+        async with b.handling(inbox_id):
+            await b.write(lambda tx: tx.note_entity("client:Globex"))
+        assert await b.entities() == ["client:Globex"]
+        assert await inbox_of(b) == []
+
+
+async def test_a_handling_that_wrote_nothing_is_not_marked_once_taken_over(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        inbox_id = await store(a, "u1")
+        await fall_silent(b, "a")
+        assert await inbox_of(b, own=False) == ["u1"]
+        with pytest.raises(TakenOver):
+            async with a.handling(inbox_id):
+                pass
+        assert await inbox_of(b) == ["u1"]
+
+
+def freeze(ledger: Ledger, seconds: float) -> None:
+    """As if the process stopped for ``seconds`` after its last beat."""
+    assert ledger._last_beat is not None
+    began, at = ledger._last_beat
+    ledger._last_beat = (began - seconds, at - timedelta(seconds=seconds))
+
+
+async def test_a_worker_in_doubt_of_its_lease_asks_before_it_sends(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await owe(a, "r1")
+        await owe(a, "r2")
+        assert not a.lease_in_doubt()
+        freeze(a, LEASE.total_seconds() * 1.1)
+        assert a.lease_in_doubt()
+        await fall_silent(b, "a")
+        assert await replies_of(b, own=False) == ["r1", "r2"]
+        await b.reply_sent("r2")  # "b" sent it already
+
+        assert not await a.still_holds_reply("r1")
+        assert not await a.still_holds_reply("r2")
+        assert not a.lease_in_doubt()  # asking said it lives
+
+        await owe(a, "r3")
+        freeze(a, LEASE.total_seconds() / 2 + 1)
+        assert a.lease_in_doubt()
+        assert await a.still_holds_reply("r3")
+        assert await replies_of(b, own=False) == []  # its beat is fresh again
+
+
+async def test_a_worker_that_never_registered_holds_no_lease_to_doubt(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, None) as anyone:
+        assert not anyone.lease_in_doubt()
