@@ -14,6 +14,7 @@ from bot.app import Steward
 from bot.scheduler import ANNOUNCE_AFTER, ANNOUNCE_CLAIM, Scheduler
 from bot.service import Service
 from bot.settings import load_settings
+from graph.front_door import cut_off_text
 from graph.messages import Inbound, Reply, Sender
 from memory.ledger import utcnow
 from tests.homes import steward_with
@@ -106,7 +107,9 @@ async def test_a_card_a_crash_kept_from_its_chat_is_announced_there(steward: Ste
         await steward.door.answer(inbox_id, inbound)
     steward.coordinator._describe = describe  # type: ignore[method-assign]
     assert await steward.door.stored("telegram") == []  # handled: not handled again
-    assert await steward.door.owed("telegram") == []  # and its reply is gone
+    # Its reply is gone: what is owed is the word that steward was cut off, no card.
+    (owed,) = await steward.door.owed("telegram")
+    assert owed.reply.texts == [cut_off_text(inbound)] and owed.reply.cards == []
 
     news = News()
     await scheduler(steward, news, utcnow() + ANNOUNCE_AFTER).tick()
