@@ -11,8 +11,13 @@ from typing import TextIO
 
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
+from memory.ledger import TakenOver
 
 PROMPT = "you › "
+TAKEN_OVER = (
+    "This terminal was stopped for so long that another steward took that message over "
+    "and handles it; nothing of it was done here."
+)
 
 
 def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
@@ -92,7 +97,10 @@ class ConsoleChannel:
             inbound = Inbound(self.sender, "terminal", external_id, button=self.choices[stripped])
         else:
             inbound = Inbound(self.sender, "terminal", external_id, text=stripped)
-        reply = await self.door.receive(inbound) or Reply()
+        try:
+            reply = await self.door.receive(inbound) or Reply()
+        except TakenOver:  # stopped (Ctrl-Z) past its lease, another steward chat took it
+            reply = Reply().say(TAKEN_OVER)
         self.show(reply)
         return reply
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.graph import END
 from langgraph.types import Command, Interrupt, StateSnapshot
 
@@ -69,6 +69,7 @@ from memory.ledger.ledger import decide as record_decision
 
 Durability = Literal["exit", "async", "sync"]
 _Decided = tuple[Approval | None, bool, Run | None]  # as the ledger's decide returns it
+_ReadAhead = tuple[CheckpointTuple | None] | None  # the resumed run's checkpoint, if read
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # an event wait's timer never falls due
 RECURSION_LIMIT = 200
 
@@ -241,7 +242,7 @@ class ProcessEngine:
             ),
             durable=False,  # see the module's docstring
         )
-        if decided[0] is None:
+        if decided[0][0] is None:
             raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
         return await self._decided(*decided)
 
@@ -265,16 +266,17 @@ class ProcessEngine:
         )
         return await self._decided(*decided)
 
-    def _read_ahead(self, tx: LedgerTx, decided: _Decided) -> _Decided:
+    def _read_ahead(self, tx: LedgerTx, decided: _Decided) -> tuple[_Decided, _ReadAhead]:
         """The run of a decision won is resumed next: its checkpoint is read now, in the
         transaction that decided it, instead of in one of its own."""
         _, won, run = decided
         if won and run is not None and isinstance(self.checkpointer, LedgerSqliteSaver):
-            self.checkpointer.read_ahead(tx.conn, run.id)
-        return decided
+            return decided, (self.checkpointer.read_latest(tx.conn, run.id),)
+        return decided, None
 
-    async def _decided(self, approval: Approval | None, won: bool, run: Run | None) -> Decision:
+    async def _decided(self, decided: _Decided, ahead: _ReadAhead = None) -> Decision:
         """Resumes the run of a decision this caller won; the ledger already holds it."""
+        approval, won, run = decided
         assert approval is not None and run is not None
         if not won:
             # The winner's decision may not be on disk yet (it waits for its run's next
@@ -283,13 +285,15 @@ class ProcessEngine:
             return Decision(approval, False)
         # A cancel that lands before or during this resume stands: the ledger refuses
         # effects for a cancelled run and never moves it out of cancelled.
-        try:
+        with self._resuming(run.id, ahead):
             async with self._locks.hold(run.id):
                 view = await self._advance(run, Command(resume=_decision_payload(approval)))
-        finally:
-            if isinstance(self.checkpointer, LedgerSqliteSaver):
-                self.checkpointer.forget(run.id)
         return Decision(approval, True, view)
+
+    def _resuming(self, run_id: str, ahead: _ReadAhead) -> AbstractContextManager[None]:
+        if ahead is None or not isinstance(self.checkpointer, LedgerSqliteSaver):
+            return nullcontext()
+        return self.checkpointer.resuming(run_id, ahead[0])
 
     # -- waits -------------------------------------------------------------------------
 

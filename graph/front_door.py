@@ -98,9 +98,9 @@ class FrontDoor:
         """Handles a stored delivery; the caller shows the reply at once (a terminal)."""
         async with self.ledger.handling(inbox_id):
             reply = await self._handle(inbound)
-            if cards := _card_ids(reply):
-                self.ledger.defer(lambda tx: tx.announce(cards), durable=lambda: False)
-            return reply
+        if cards := _card_ids(reply):  # for the scheduler, which announces them after 30 s
+            self.ledger.soon(lambda tx: tx.announce(cards))
+        return reply
 
     async def answer(self, inbox_id: int, inbound: Inbound) -> Owed:
         """Handles a stored delivery and keeps its reply until the channel has sent it;
@@ -108,7 +108,7 @@ class FrontDoor:
         Until the reply is kept, a word that the handling was cut off stands in for it,
         kept with the handling's first write (see the module's docstring)."""
         channel, chat_id = inbound.sender.channel, inbound.chat_id
-        cut_off = _owed(channel, chat_id, Reply().say(cut_off_text(inbound)), inbound)
+        cut_off = _owed(channel, chat_id, Reply(private=True).say(cut_off_text(inbound)), inbound)
         worker = self.ledger.worker
         pledged = False  # the word went into a transaction, which may have committed
         over = not self.allowlist.allows(inbound.sender)  # a stranger hears no such word
@@ -133,9 +133,12 @@ class FrontDoor:
             cards = _card_ids(reply)
 
             def keep(tx: LedgerTx) -> None:
-                if pledged:
-                    tx.replace_reply(_kept(owed), worker)
-                else:
+                # In the word's place, if this worker still keeps it (it may not have been
+                # written, or, while this worker looked gone, another took it over and
+                # sends it); else under a key of its own.
+                if not (pledged and tx.replace_reply(_kept(owed), worker)):
+                    if pledged:
+                        owed.key = uuid.uuid4().hex
                     tx.owe_reply(_kept(owed), worker)
                 tx.announce(cards)
 
@@ -167,12 +170,17 @@ class FrontDoor:
             for kept in await self.ledger.take_over_replies(channel, own)
         ]
 
-    async def holds(self, owed: Owed) -> bool:
-        """Whether this worker may send ``owed``: yes, unless it may have looked gone to
-        the others (its last beat is old: it was frozen, say); then the ledger says, and
-        a reply another worker took over meanwhile is that one's to send. When the
-        ledger cannot say, the reply goes: at least once."""
-        if not self.ledger.lease_in_doubt():
+    def lapses(self) -> int:
+        """How often this worker may have looked gone to the others (``Ledger.lapses``)."""
+        return self.ledger.lapses
+
+    async def holds(self, owed: Owed, lapses: int) -> bool:
+        """Whether this worker may send ``owed``, known to be its own when ``lapses()``
+        was ``lapses``: yes, unless it may have looked gone to the others since (its last
+        beat is old, or came after a lapse: it was frozen, say). Then the ledger says, and
+        a reply another worker took over meanwhile is that one's to send. When the ledger
+        cannot say, the reply goes: at least once."""
+        if not self.ledger.lease_in_doubt() and self.ledger.lapses == lapses:
             return True
         try:
             return await self.ledger.still_holds_reply(owed.key)

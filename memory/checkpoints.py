@@ -9,9 +9,11 @@ of a run.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,6 +35,11 @@ from memory.ledger.database import EmbeddedSqlite
 from memory.ledger.errors import LedgerUnavailable
 
 T = TypeVar("T")
+# A thread's latest checkpoint, read ahead and handed to one task's next read of it
+# (tasks started meanwhile inherit the variable, not the hand-off).
+_handed: ContextVar[tuple[asyncio.Task[Any] | None, str, CheckpointTuple | None] | None] = (
+    ContextVar("steward_checkpoint_handed", default=None)
+)
 
 
 class LedgerSqliteSaver(SqliteSaver):
@@ -42,8 +49,8 @@ class LedgerSqliteSaver(SqliteSaver):
     Inside ``Ledger.batching()`` its writes are deferred to the block's next ledger
     write, so a run's checkpoint and the ledger record of where it stopped commit
     together, in one fsync. A run about to be resumed can have its latest checkpoint
-    read inside the transaction that decided it (``read_ahead``): the resume then
-    takes it instead of a trip of its own.
+    read inside the transaction that decided it (``read_latest``) and handed to the
+    resume (``resuming``), which then takes it instead of reading it on a trip of its own.
     """
 
     def __init__(self, ledger: Ledger, db: EmbeddedSqlite) -> None:
@@ -53,7 +60,6 @@ class LedgerSqliteSaver(SqliteSaver):
         self.ledger = ledger
         self.db = db
         self.is_setup = True  # the tables come from create_tables(), once, at open
-        self._read: dict[str, CheckpointTuple | None] = {}  # by thread, for its next read
 
     @contextmanager
     def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
@@ -73,24 +79,35 @@ class LedgerSqliteSaver(SqliteSaver):
         return await self.db.run(lambda conn: self._on(conn, fn, *args), write=write)
 
     async def _write(self, config: RunnableConfig, fn: Callable[..., Any], *args: Any) -> None:
-        self.forget(config["configurable"]["thread_id"])  # what was read ahead is old now
+        _handed.set(None)  # what was read ahead is old now
         if not self.ledger.defer(lambda tx: self._on(tx.conn, fn, *args), droppable=True):
             await self._run(fn, *args)
 
-    def read_ahead(self, conn: Connection, thread_id: str) -> None:
-        """Reads the thread's latest checkpoint in the caller's transaction, for the
-        thread's next ``aget_tuple`` to take; ``forget`` drops it if none came."""
-        self._read[thread_id] = self._on(conn, self.get_tuple, _latest(thread_id))
+    def read_latest(self, conn: Connection, thread_id: str) -> CheckpointTuple | None:
+        """The thread's latest checkpoint, read in the caller's transaction."""
+        return self._on(conn, self.get_tuple, _latest(thread_id))
 
-    def forget(self, thread_id: str) -> None:
-        self._read.pop(thread_id, None)
+    @contextmanager
+    def resuming(self, thread_id: str, latest: CheckpointTuple | None) -> Iterator[None]:
+        """Hands ``latest`` (from ``read_latest``) to the next read of the thread's latest
+        checkpoint in this task — the resume's first — instead of a trip of its own. Any
+        write of a checkpoint in this task first makes it old; it never outlives the block.
+        """
+        token = _handed.set((asyncio.current_task(), thread_id, latest))
+        try:
+            yield
+        finally:
+            _handed.reset(token)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        configurable = config["configurable"]
-        thread_id = configurable["thread_id"]
-        latest = not get_checkpoint_id(config) and not configurable.get("checkpoint_ns")
-        if latest and thread_id in self._read:
-            return self._read.pop(thread_id)
+        handed = _handed.get()
+        if handed is not None and handed[0] is asyncio.current_task():
+            _handed.set(None)  # taken once
+            _, thread_id, latest = handed
+            configurable = config["configurable"]
+            root = configurable["thread_id"] == thread_id and not configurable.get("checkpoint_ns")
+            if root and not get_checkpoint_id(config):  # the thread's latest, as read ahead
+                return latest
         return await self._run(self.get_tuple, config, write=False)
 
     async def alist(
@@ -133,7 +150,7 @@ class LedgerSqliteSaver(SqliteSaver):
         await self._write(config, self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        self.forget(thread_id)
+        _handed.set(None)
         await self._run(self.delete_thread, thread_id)
 
     async def aget_delta_channel_history(self, *args: Any, **kwargs: Any) -> Any:

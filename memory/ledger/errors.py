@@ -12,9 +12,11 @@ class LedgerUnavailable(LedgerError):
 
 
 class TakenOver(LedgerError):
-    """A delivery this worker was handling was taken over by another worker (this one
-    looked gone: silent past its lease), which handles it instead; nothing of this
-    handling is written."""
+    """A delivery this worker was handling is no longer its own: another worker took it
+    over (this one looked gone, silent past its lease) and handles it instead. The
+    transaction that would have marked it handled — the handling's first ledger write,
+    or its end — commits nothing; what the handling did outside the ledger (working
+    memory, a model call) stays done."""
 
 
 class RunCancelled(LedgerError):

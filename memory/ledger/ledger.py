@@ -8,7 +8,9 @@ method is one transaction, run in one trip to the database (see ``database.py``)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -65,6 +67,7 @@ from memory.ledger.records import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # A worker silent this long is gone, and what it held is taken over; a live one beats
 # far more often (bot/service.py).
 LEASE = timedelta(seconds=30)
@@ -78,6 +81,9 @@ class _Rider:
     droppable: bool  # True: losing it is no worse than a crash at this point
     durable: Callable[[], bool]  # committed on its own: whether it waits for the disk
 
+
+# How long a write that can wait (Ledger.soon) waits for another to ride with.
+SOON_SECONDS = 1.0
 
 # Writes deferred in this task until its next transaction (see Ledger.batching).
 _deferred: ContextVar[list[_Rider] | None] = ContextVar("steward_deferred", default=None)
@@ -160,8 +166,8 @@ _FINISH_HELD_INBOX = Prepared(
 _OWE_REPLY = Prepared(insert(t.replies))
 _REPLACE_REPLY = Prepared(
     update(t.replies)
-    .where(t.replies.c.key == bindparam("reply_key"))
-    .values(payload=bindparam("payload"))
+    .where(t.replies.c.key == bindparam("reply_key"), t.replies.c.owner == bindparam("held_by"))
+    .values(payload=bindparam("payload"), sent_steps=0)
 )
 _FORGET_REPLY = Prepared(delete(t.replies).where(t.replies.c.key == bindparam("reply_key")))
 _ANNOUNCE = Prepared(
@@ -379,7 +385,7 @@ class LedgerTx:
         holding this handling's first write commits nothing."""
         values = {"inbox_id": inbox_id, "worker": worker, "status": status, "handled_at": utcnow()}
         if not _FINISH_HELD_INBOX.run(self.conn, values):
-            raise TakenOver(f"delivery {inbox_id} is no longer held by {worker}")
+            raise TakenOver(f"delivery {inbox_id} is no longer {worker}'s to handle")
 
     def announce(self, approval_ids: Sequence[str]) -> None:
         """Notes that the cards of these approvals are handed to a channel (those not
@@ -388,12 +394,12 @@ class LedgerTx:
             now = utcnow()
             _ANNOUNCE.many(self.conn, [{"approval_id": id_, "now": now} for id_ in approval_ids])
 
-    def replace_reply(self, reply: OwedReply, owner: str) -> None:
-        """Puts ``reply`` in place of the one kept under its key (a word kept while its
-        handling went on), or keeps it, when there is none."""
-        replaced = _REPLACE_REPLY.run(self.conn, {"reply_key": reply.key, "payload": reply.payload})
-        if not replaced:
-            self.owe_reply(reply, owner)
+    def replace_reply(self, reply: OwedReply, owner: str) -> bool:
+        """Puts ``reply`` in place of the one ``owner`` keeps under its key (a word kept
+        while its handling went on); False when ``owner`` keeps none there: it was never
+        kept, or another worker took it over."""
+        values = {"reply_key": reply.key, "held_by": owner, "payload": reply.payload}
+        return bool(_REPLACE_REPLY.run(self.conn, values))
 
     def forget_reply(self, key: str) -> None:
         _FORGET_REPLY.run(self.conn, {"reply_key": key})
@@ -476,6 +482,12 @@ class Ledger:
         self.worker = f"unregistered:{uuid.uuid4().hex}"
         # When this worker last said it lives, by both clocks; None while it holds no lease.
         self._last_beat: tuple[float, datetime] | None = None
+        # How often it said so only after a lapse: silent long enough that the others may
+        # have taken over its work. Work it took up before a lapse is checked before use.
+        self.lapses = 0
+        self._soon: list[Deferred] = []  # writes that ride with the next one (see soon())
+        self._soon_timer: asyncio.TimerHandle | None = None
+        self._soon_writing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: DatabaseURL) -> Ledger:
@@ -493,6 +505,13 @@ class Ledger:
             ) from exc
 
     async def close(self) -> None:
+        if self._soon_timer is not None:
+            self._soon_timer.cancel()
+        if self._soon_writing is not None:
+            with contextlib.suppress(Exception):
+                await self._soon_writing
+        with contextlib.suppress(Exception):  # a crash here would lose them just the same
+            await self._write_soon()
         await self.db.close()
 
     async def sync(self, everyone: bool = False) -> None:
@@ -513,9 +532,12 @@ class Ledger:
         if pending:
             pending.clear()
         durable = durable or any(rider.durable() for rider in riders)
+        soon, self._soon = self._soon, []
 
         def transaction(conn: Connection) -> T:
             tx = LedgerTx(conn)
+            for write in soon:
+                write(tx)
             for rider in riders:
                 rider.write(tx)
             return fn(tx)
@@ -525,6 +547,50 @@ class Ledger:
         except BaseException:
             if pending is not None:
                 pending[:0] = riders
+            self._soon[:0] = soon
+            raise
+
+    def soon(self, write: Deferred) -> None:
+        """Queues a write that can wait, and whose loss in a crash costs only work done
+        again (a card noted as shown, announced again): it rides with this process's next
+        ``write``, or commits on its own within SOON_SECONDS, without waiting for the disk.
+        """
+        self._soon.append(write)
+        self._soon_later()
+
+    def _soon_later(self) -> None:
+        if self._soon_timer is None:
+            self._soon_timer = asyncio.get_running_loop().call_later(SOON_SECONDS, self._due)
+
+    def _due(self) -> None:
+        self._soon_timer = None
+        if self._soon and self._soon_writing is None:
+            self._soon_writing = asyncio.get_running_loop().create_task(self._write_soon_now())
+
+    async def _write_soon_now(self) -> None:
+        try:
+            await self._write_soon()
+        except Exception:
+            log.exception("a write that could wait failed; it is tried again")
+        finally:
+            self._soon_writing = None
+            if self._soon:
+                self._soon_later()
+
+    async def _write_soon(self) -> None:
+        soon, self._soon = self._soon, []
+        if not soon:
+            return
+
+        def write(conn: Connection) -> None:
+            tx = LedgerTx(conn)
+            for each in soon:
+                each(tx)
+
+        try:
+            await self.db.run(write, durable=False)
+        except BaseException:
+            self._soon[:0] = soon
             raise
 
     def defer(
@@ -734,9 +800,9 @@ class Ledger:
     async def heartbeat(self) -> None:
         """Notes this worker alive; registers it again if its row is gone (a process of
         the same name retired it)."""
-        worker, now, began = self.worker, utcnow(), monotonic()
+        worker, now, began, lapsed = self.worker, utcnow(), monotonic(), self.lease_in_doubt()
         await self.db.run(lambda conn: _beat(conn, worker, now), durable=False)
-        self._last_beat = (began, now)
+        self._beaten(began, now, lapsed)
 
     def lease_in_doubt(self) -> bool:
         """Whether this worker's last beat is old enough (it was frozen, say, or the ledger
@@ -752,7 +818,7 @@ class Ledger:
         """Says this worker lives, then whether it still holds the reply under ``key`` —
         in one transaction, one at a time with take-overs, so that no other worker takes
         the reply after this says it is held (until the lease runs out again)."""
-        worker, now, began = self.worker, utcnow(), monotonic()
+        worker, now, began, lapsed = self.worker, utcnow(), monotonic(), self.lease_in_doubt()
 
         def renew(conn: Connection) -> bool:
             _one_taker_at_a_time(conn)
@@ -761,8 +827,14 @@ class Ledger:
             return bool(owner.scalar_one_or_none() == worker)
 
         held = await self.db.run(renew, durable=False)
-        self._last_beat = (began, now)
+        self._beaten(began, now, lapsed)
         return held
+
+    def _beaten(self, began: float, at: datetime, lapsed: bool) -> None:
+        """A beat went through; one that came after a lapse counts it (see ``lapses``)."""
+        self._last_beat = (began, at)
+        if lapsed:
+            self.lapses += 1
 
     async def retire_worker(self) -> None:
         """Gives back what this worker still holds, for the others to take over at once,

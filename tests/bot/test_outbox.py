@@ -184,15 +184,20 @@ async def test_a_reply_answering_a_delivery_is_kept_with_its_handling(steward: S
     assert (kept.key, kept.reply, kept.answering) == (owed.key, owed.reply, inbound)
 
 
+@pytest.mark.parametrize("beat_first", [False, True])
+@pytest.mark.parametrize("taken_first", [True, False])
 async def test_a_worker_back_from_a_freeze_sends_only_what_is_still_its_own(
-    tmp_path: Path,
+    tmp_path: Path, taken_first: bool, beat_first: bool
 ) -> None:
-    """Frozen past its lease, the worker's reply was taken over by another; back, it asks
-    the ledger before each send, and sends only what it still holds."""
+    """Frozen past its lease, the worker's reply was taken over by another. Back, it asks
+    the ledger before it sends each reply it held before it froze, whether its beat or a
+    send comes first, and sends only what it still holds."""
     settings = load_settings(home=tmp_path / "home")
     async with Steward.open(settings) as frozen, Steward.open(settings) as other:
         await frozen.ledger.register_worker("frozen")
         await other.ledger.register_worker("other")
+        platform = Platform()
+        outbox = Outbox(frozen.door, "telegram", platform.send)
         taken = await owe(frozen, "1", "taken while frozen")
         stale = utcnow() - timedelta(minutes=1)
         began, _ = frozen.ledger._last_beat or (0.0, stale)
@@ -204,13 +209,15 @@ async def test_a_worker_back_from_a_freeze_sends_only_what_is_still_its_own(
         )
         [took] = await other.door.owed("telegram", own=False)
         assert took.key == taken.key
-        await other.ledger.heartbeat()  # "other" lives; "frozen" says it lives when it asks
-        kept = await owe(frozen, "2", "still its own")  # a handling it finished on waking
+        await other.ledger.heartbeat()
 
-        platform = Platform()
-        outbox = Outbox(frozen.door, "telegram", platform.send)
-        outbox.put(taken)
-        outbox.put(kept)
+        # Back, its lane holds the reply taken over and one it keeps still (made by a
+        # handling it finished on waking), in either order; its beat may come first.
+        kept = await owe(frozen, "1", "still its own")
+        for owed in (taken, kept) if taken_first else (kept, taken):
+            outbox.put(owed)
+        if beat_first:
+            await frozen.ledger.heartbeat()
         await outbox.idle()
-        assert platform.got == [("2", "still its own")]
+        assert platform.got == [("1", "still its own")]
         assert not frozen.ledger.lease_in_doubt()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DataError, OperationalError
 
 from bot.app import Steward
@@ -16,7 +16,7 @@ from bot.settings import load_settings
 from graph.front_door import REFUSAL, cut_off_text
 from graph.messages import Inbound, Sender
 from memory.database_url import DatabaseURL
-from memory.ledger import schema
+from memory.ledger import LEASE, Ledger, schema, utcnow
 
 OPERATOR = Sender("telegram", "42", "Olivia")
 
@@ -157,3 +157,41 @@ async def test_a_stranger_is_never_kept_a_word(
     owed = await app.door.answer(inbox_id, stranger)
     assert seen == [{}]
     assert owed.reply.texts == [REFUSAL]
+
+
+async def test_a_word_taken_over_while_its_handling_went_on_keeps_the_reply_apart(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This worker froze after the handling's first write, and another took over the word
+    kept in the reply's place (it sends that). The reply, once made, is kept under a key
+    of its own, for this worker to send; the other's word stays as it was."""
+    other = Ledger.from_url(app.ledger.url)
+    await other.setup()
+    try:
+        await app.ledger.register_worker("frozen")
+        await other.register_worker("other")
+        advance = app.engine._advance
+
+        async def frozen_meanwhile(*args: Any) -> Any:
+            stale = utcnow() - LEASE * 2
+            query = update(schema.workers).values(seen_at=stale)
+            await other.db.run(
+                lambda conn: conn.execute(query.where(schema.workers.c.id == "frozen"))
+            )
+            assert len(await other.take_over_replies("telegram", own=False)) == 1
+            return await advance(*args)
+
+        monkeypatch.setattr(app.engine, "_advance", frozen_meanwhile)
+        inbound = Inbound(OPERATOR, "7", "update-1", text=START)
+        inbox_id = await app.door.accept(inbound)
+        assert inbox_id is not None
+        owed = await app.door.answer(inbox_id, inbound)
+
+        kept = await kept_texts(app)
+        assert len(kept) == 2 and owed.key in kept
+        assert kept[owed.key][0].startswith("Started onboarding")
+        [word] = [texts for key, texts in kept.items() if key != owed.key]
+        assert word == [cut_off_text(inbound)]
+        assert [r.key for r in await app.ledger.take_over_replies("telegram")] == [owed.key]
+    finally:
+        await other.close()

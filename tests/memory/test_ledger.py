@@ -30,6 +30,7 @@ from memory.ledger import (
     Timer,
     utcnow,
 )
+from memory.ledger import ledger as ledger_module
 from memory.ledger import schema as t
 from tests.memory.commit_log import record_commits
 
@@ -788,3 +789,58 @@ _NO_WAITING = "-c synchronous_commit=off"
 def _lsn(conn: Connection, function: str) -> int:
     hi, lo = str(conn.exec_driver_sql(f"SELECT {function}()").scalar()).split("/")
     return int(hi, 16) << 32 | int(lo, 16)
+
+
+async def test_a_write_that_can_wait_rides_with_the_next_write(ledger: Ledger) -> None:
+    commits = ledger.db.commits
+    before = commits.durable + commits.lazy
+    ledger.soon(lambda tx: tx.note_entity("client:Acme"))
+    await ledger.write(lambda tx: tx.note_entity("client:Globex"))
+    assert commits.durable + commits.lazy == before + 1
+    assert await ledger.entities() == ["client:Acme", "client:Globex"]
+
+
+async def test_a_write_that_can_wait_commits_on_its_own_soon(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "SOON_SECONDS", 0.01)
+    ledger.soon(lambda tx: tx.note_entity("client:Acme"))
+    for _ in range(100):
+        if await ledger.entities():
+            break
+        await asyncio.sleep(0.01)
+    assert await ledger.entities() == ["client:Acme"]
+
+
+async def test_a_write_that_can_wait_is_tried_again_when_it_fails(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "SOON_SECONDS", 0.01)
+    tries = 0
+
+    def flaky(tx: LedgerTx) -> None:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise RuntimeError("the ledger is down")
+        tx.note_entity("client:Acme")
+
+    ledger.soon(flaky)
+    for _ in range(100):
+        if await ledger.entities():
+            break
+        await asyncio.sleep(0.01)
+    assert await ledger.entities() == ["client:Acme"]
+
+
+async def test_a_write_that_can_wait_is_written_at_close(database_url: DatabaseURL) -> None:
+    first = Ledger.from_url(database_url)
+    await first.setup()
+    first.soon(lambda tx: tx.note_entity("client:Acme"))
+    await first.close()
+    again = Ledger.from_url(database_url)
+    await again.setup()
+    try:
+        assert await again.entities() == ["client:Acme"]
+    finally:
+        await again.close()
