@@ -1,5 +1,6 @@
 """The scheduler: fires due timers (waits, approval expiry, the daily list), announces
-approval cards no channel was handed, and reports what changed.
+approval cards no channel was handed, resumes runs whose stop the ledger failed to
+record, and reports what changed.
 
 Every timer is in the ledger and is claimed atomically before it fires, so it fires
 once however many schedulers share the database, and a time missed while steward was
@@ -89,6 +90,8 @@ class Scheduler:
 
         results = await asyncio.gather(*(fire(t) for t in due if t.kind != DIGEST))
         await self._announce_missed(now)
+        for view in await self.engine.resume_stalled():  # the ledger failed at their stop
+            await self.notify(self.coordinator.describe(view), view.run.reply_to)
         return fired + sum(results)
 
     async def _announce_missed(self, now: datetime) -> None:

@@ -8,7 +8,10 @@ Durability: nothing before a gate has effects and every effect is guarded by its
 durable idempotency record, so a run persists its checkpoint when it stops (at a gate,
 a wait, or the end: LangGraph's ``durability="exit"``) instead of after every step.
 After a crash, ``recover()`` continues each run from its last checkpoint, replaying a
-decision the ledger already holds.
+decision the ledger already holds. A run whose stop the ledger could not record while
+the process lives (the database failed or was down) stays running, its checkpoint
+where it was; ``resume_stalled()`` continues it the same way once the ledger takes
+writes again.
 
 For the same reason a run's start and a decision commit without waiting for the disk:
 the run goes on at once to a durable write — an effect's idempotency record, or the
@@ -21,10 +24,12 @@ says so.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
@@ -71,7 +76,11 @@ Durability = Literal["exit", "async", "sync"]
 _Decided = tuple[Approval | None, bool, Run | None]  # as the ledger's decide returns it
 _ReadAhead = tuple[CheckpointTuple | None] | None  # the resumed run's checkpoint, if read
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # an event wait's timer never falls due
+log = logging.getLogger(__name__)
+
 RECURSION_LIMIT = 200
+STALLED_FIRST_RETRY = 5.0  # seconds; doubled after every failed resume of a stalled run
+STALLED_LAST_RETRY = 300.0
 
 
 class InputProblem(StewardError):
@@ -150,6 +159,8 @@ class ProcessEngine:
     durability: Durability = "exit"
     _compiled: dict[str, _Compiled] = field(default_factory=dict)
     _locks: RunLocks = field(default_factory=RunLocks)
+    # Runs whose stop could not be recorded: when to resume each, and the delay after that.
+    _stalled: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     async def setup(self) -> None:
         """Records every loadable definition version, so runs can always reload theirs."""
@@ -597,20 +608,48 @@ class ProcessEngine:
         return await self._settle(run, compiled, dict(snapshot.values), [], [])
 
     async def _advance(self, run: Run, command: Any) -> RunView:
-        """Runs the graph to its next stop; the checkpoint commits with the stop's record."""
+        """Runs the graph to its next stop; the checkpoint commits with the stop's record.
+        If that record (or the run's failure) cannot be written, the run stays running
+        and is noted stalled, for ``resume_stalled``."""
         compiled = await self._compiled_for(run.version)
         context = StepContext(run_id=run.id, effects=self.effects, drafter=self.drafter)
-        async with self.ledger.batching():
+        try:
+            async with self.ledger.batching():
+                try:
+                    result = await compiled.graph.ainvoke(
+                        command, _config(run.id), context=context, durability=self.durability
+                    )
+                except (ConnectorError, StewardError) as exc:
+                    return await self._fail(run, exc, getattr(exc, "kind", "error"))
+                except Exception as exc:  # a bug or an outage: it fails visibly, nothing lost
+                    return await self._fail(run, exc, "error")
+                interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
+                return await self._settle(run, compiled, result, interrupts, context.log)
+        except Exception:
+            first = STALLED_FIRST_RETRY
+            self._stalled.setdefault(run.id, (monotonic() + first, first * 2))
+            raise
+
+    async def resume_stalled(self) -> list[RunView]:
+        """Continues each run whose stop could not be recorded, from its last checkpoint,
+        as after a crash (its effects are not repeated: each has its idempotency record).
+        A run no longer running is forgotten; one whose resume fails is tried again
+        later, each time twice as late, up to STALLED_LAST_RETRY."""
+        views: list[RunView] = []
+        for run_id, (due, delay) in list(self._stalled.items()):
+            if monotonic() < due:
+                continue
             try:
-                result = await compiled.graph.ainvoke(
-                    command, _config(run.id), context=context, durability=self.durability
-                )
-            except (ConnectorError, StewardError) as exc:
-                return await self._fail(run, exc, getattr(exc, "kind", "error"))
-            except Exception as exc:  # a bug or an outage: the run fails visibly, nothing is lost
-                return await self._fail(run, exc, "error")
-            interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
-            return await self._settle(run, compiled, result, interrupts, context.log)
+                async with self._locks.hold(run_id):
+                    run = await self.ledger.get_run(run_id)
+                    if run is not None and run.status is RunStatus.RUNNING:
+                        views.append(await self._continue(run))
+            except Exception as exc:
+                log.warning("run %s is stalled still (%s); next try in %.0f s", run_id, exc, delay)
+                self._stalled[run_id] = (monotonic() + delay, min(delay * 2, STALLED_LAST_RETRY))
+            else:
+                del self._stalled[run_id]
+        return views
 
     async def _settle(
         self,

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from bot.app import Steward
 from bot.scheduler import ANNOUNCE_AFTER, ANNOUNCE_CLAIM, Scheduler
 from bot.service import Service
 from bot.settings import load_settings
+from graph import engine as engine_module
 from graph.front_door import cut_off_text
 from graph.messages import Inbound, Reply, Sender
 from memory.ledger import utcnow
@@ -147,3 +149,32 @@ async def test_a_card_the_terminal_showed_as_news_is_not_announced_again(tmp_pat
         service.scheduler.clock = lambda: utcnow() + ANNOUNCE_AFTER + timedelta(seconds=2)
         await service.scheduler.tick()
         assert len(news.cards) == 1
+
+
+async def test_the_card_of_a_run_whose_stop_failed_to_be_recorded_comes_once_it_is(
+    steward: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator was told the press failed; when the scheduler resumes the stalled run,
+    the next card reaches the chat the run came from."""
+    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
+    premium = {**ONBOARDING, "package": "premium"}
+    reply_to = {"channel": "telegram", "chat_id": "1"}
+    view = await steward.engine.start("onboarding", premium, "telegram:1", reply_to)
+    assert view.approval is not None
+    write = steward.ledger.write
+    failed = []
+
+    async def fails_once(fn: Any, durable: bool = True) -> Any:
+        if not failed and fn.__qualname__.endswith("_settle.<locals>.record"):
+            failed.append(fn)
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        return await write(fn, durable)
+
+    monkeypatch.setattr(steward.ledger, "write", fails_once)
+    with pytest.raises(OperationalError):
+        await steward.engine.decide(view.approval.id, True, "telegram:1")
+    news = News()
+    await scheduler(steward, news, utcnow()).tick()
+    (pending,) = await steward.ledger.pending_approvals()
+    assert pending.step_id == "approve_folder"
+    assert news.cards == [(pending.id, reply_to)]

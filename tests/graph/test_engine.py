@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from bot.app import Steward
 from bot.settings import load_settings
 from connectors import DataError, TransientError
+from graph import engine as engine_module
 from graph.effects import RetryPolicy
 from graph.engine import InputProblem
 from graph.errors import InvalidState, NotFound
@@ -260,3 +262,70 @@ async def test_recover_continues_a_run_whose_decision_was_recorded(app: Steward)
     assert [v.run.status for v in views] == [RunStatus.SUCCEEDED]
     assert len(outbox(app)) == 1
     assert await app.engine.recover() == []
+
+
+async def test_a_run_whose_stop_the_ledger_failed_to_record_goes_on_once_it_can(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The email went out, then the write of where the run stopped failed (the disk, a
+    restart of the database): the run stays running, and is continued from its last
+    checkpoint later, without sending the email again."""
+    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
+    view = await app.engine.start("onboarding", {**ONBOARD, "package": "premium"}, "cli:shell")
+    assert view.approval is not None
+    write = app.ledger.write
+    failures = [OperationalError("COMMIT", {}, Exception("disk I/O error"))]
+
+    async def failing(fn: Any, durable: bool = True) -> Any:
+        if failures and fn.__qualname__.endswith("_settle.<locals>.record"):
+            raise failures.pop()
+        return await write(fn, durable)
+
+    monkeypatch.setattr(app.ledger, "write", failing)
+    with pytest.raises(OperationalError):
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+    run = await app.ledger.get_run(view.run.id)
+    assert run is not None and run.status is RunStatus.RUNNING
+    assert len(outbox(app)) == 1
+
+    (resumed,) = await app.engine.resume_stalled()
+    assert resumed.run.status is RunStatus.WAITING
+    assert resumed.approval is not None and resumed.approval.step_id == "approve_folder"
+    assert len(outbox(app)) == 1  # the email, once
+    assert await app.engine.resume_stalled() == []  # done with it
+    assert (await app.ledger.verify_audit()).ok
+
+
+async def test_a_stalled_run_that_fails_again_is_tried_later_and_later(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(engine_module, "monotonic", lambda: clock[0])
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    write = app.ledger.write
+    tries = 0
+
+    async def down(fn: Any, durable: bool = True) -> Any:
+        nonlocal tries
+        if fn.__qualname__.endswith("_settle.<locals>.record"):
+            tries += 1
+            raise OperationalError("COMMIT", {}, Exception("the database is down"))
+        return await write(fn, durable)
+
+    monkeypatch.setattr(app.ledger, "write", down)
+    with pytest.raises(OperationalError):
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+    first = engine_module.STALLED_FIRST_RETRY
+    for wait in (first, first * 2, first * 4):
+        clock[0] += wait - 0.1
+        assert await app.engine.resume_stalled() == []  # not due yet
+        clock[0] += 0.1
+        assert await app.engine.resume_stalled() == []  # down still
+    assert tries == 4
+
+    monkeypatch.setattr(app.ledger, "write", write)
+    clock[0] += first * 8
+    (resumed,) = await app.engine.resume_stalled()
+    assert resumed.run.status is RunStatus.SUCCEEDED
+    assert len(outbox(app)) == 1
