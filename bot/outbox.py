@@ -75,9 +75,6 @@ class Outbox:
         self._send = send
         self.first_retry = first_retry
         self._lanes: dict[str, deque[Owed]] = {}
-        # Per reply queued: how many lapses of this worker's lease it is known to have
-        # stayed this worker's through (see ``FrontDoor.holds``).
-        self._held_through: dict[str, int] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -91,7 +88,6 @@ class Outbox:
     def put(self, owed: Owed) -> None:
         lane = self._lanes.setdefault(owed.chat_id, deque())
         lane.append(owed)
-        self._held_through[owed.key] = self.door.lapses()
         if owed.chat_id not in self._senders:
             name = f"{self.channel}-send-{owed.chat_id}"
             self._senders[owed.chat_id] = asyncio.create_task(self._drain(owed.chat_id), name=name)
@@ -122,7 +118,6 @@ class Outbox:
                 await sender
         self._senders.clear()
         self._lanes.clear()
-        self._held_through.clear()
         self._idle.set()
 
     async def _drain(self, chat_id: str) -> None:
@@ -130,7 +125,7 @@ class Outbox:
         try:
             while lane:
                 await self._deliver(lane[0])
-                self._held_through.pop(lane.popleft().key, None)
+                lane.popleft()
         finally:
             if self._senders.get(chat_id) is asyncio.current_task():
                 del self._senders[chat_id]
@@ -143,9 +138,7 @@ class Outbox:
         delay = self.first_retry
         noted = owed.sent
         for tries in itertools.count(1):
-            if await self.door.holds(owed, self._held_through.get(owed.key, -1)):
-                self._held_through[owed.key] = self.door.lapses()
-            else:
+            if not await self.door.holds(owed):
                 log.warning(
                     "a %s reply to chat %s was taken over while this worker looked gone; "
                     "the worker that took it sends it",

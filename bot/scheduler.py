@@ -91,7 +91,10 @@ class Scheduler:
         results = await asyncio.gather(*(fire(t) for t in due if t.kind != DIGEST))
         await self._announce_missed(now)
         for view in await self.engine.resume_stalled():  # the ledger failed at their stop
-            await self.notify(self.coordinator.describe(view), view.run.reply_to)
+            try:
+                await self.notify(self.coordinator.describe(view), view.run.reply_to)
+            except Exception:  # its card is announced in time all the same
+                log.exception("could not tell of run %s, resumed", view.run.id)
         return fired + sum(results)
 
     async def _announce_missed(self, now: datetime) -> None:

@@ -67,6 +67,7 @@ from memory.ledger import (
     RunStatus,
     StepEntry,
     Timer,
+    ledger_down,
     storable,
     utcnow,
 )
@@ -74,7 +75,6 @@ from memory.ledger.ledger import decide as record_decision
 
 Durability = Literal["exit", "async", "sync"]
 _Decided = tuple[Approval | None, bool, Run | None]  # as the ledger's decide returns it
-_ReadAhead = tuple[CheckpointTuple | None] | None  # the resumed run's checkpoint, if read
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # an event wait's timer never falls due
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,28 @@ class RunLocks:
         return len(self._held)
 
 
+@dataclass(frozen=True)
+class _Stalled:
+    """A run whose stop could not be recorded: as the ledger had it then (running, last
+    changed at ``updated_at``), and when to resume it."""
+
+    updated_at: datetime
+    wait: float  # seconds from now until the next try
+    due: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "due", monotonic() + self.wait)
+
+    @property
+    def delay(self) -> float:
+        """The wait before the try after this one, should this one fail."""
+        return min(self.wait * 2, STALLED_LAST_RETRY)
+
+    def left_as(self, run: Run) -> bool:
+        """Whether ``run`` is still as its stall left it: running, unchanged since."""
+        return run.status is RunStatus.RUNNING and run.updated_at == self.updated_at
+
+
 @dataclass
 class ProcessEngine:
     ledger: Ledger
@@ -159,8 +181,7 @@ class ProcessEngine:
     durability: Durability = "exit"
     _compiled: dict[str, _Compiled] = field(default_factory=dict)
     _locks: RunLocks = field(default_factory=RunLocks)
-    # Runs whose stop could not be recorded: when to resume each, and the delay after that.
-    _stalled: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _stalled: dict[str, _Stalled] = field(default_factory=dict)  # by run
 
     async def setup(self) -> None:
         """Records every loadable definition version, so runs can always reload theirs."""
@@ -253,9 +274,10 @@ class ProcessEngine:
             ),
             durable=False,  # see the module's docstring
         )
-        if decided[0][0] is None:
+        (approval, _, _), latest = decided
+        if approval is None:
             raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
-        return await self._decided(*decided)
+        return await self._decided(decided[0], latest)
 
     async def expire(self, approval_id: str) -> Decision | None:
         approval = await self.ledger.get_approval(approval_id)
@@ -277,15 +299,17 @@ class ProcessEngine:
         )
         return await self._decided(*decided)
 
-    def _read_ahead(self, tx: LedgerTx, decided: _Decided) -> tuple[_Decided, _ReadAhead]:
+    def _read_ahead(
+        self, tx: LedgerTx, decided: _Decided
+    ) -> tuple[_Decided, CheckpointTuple | None]:
         """The run of a decision won is resumed next: its checkpoint is read now, in the
         transaction that decided it, instead of in one of its own."""
         _, won, run = decided
         if won and run is not None and isinstance(self.checkpointer, LedgerSqliteSaver):
-            return decided, (self.checkpointer.read_latest(tx.conn, run.id),)
+            return decided, self.checkpointer.read_latest(tx.conn, run.id)
         return decided, None
 
-    async def _decided(self, decided: _Decided, ahead: _ReadAhead = None) -> Decision:
+    async def _decided(self, decided: _Decided, latest: CheckpointTuple | None) -> Decision:
         """Resumes the run of a decision this caller won; the ledger already holds it."""
         approval, won, run = decided
         assert approval is not None and run is not None
@@ -296,15 +320,17 @@ class ProcessEngine:
             return Decision(approval, False)
         # A cancel that lands before or during this resume stands: the ledger refuses
         # effects for a cancelled run and never moves it out of cancelled.
-        with self._resuming(run.id, ahead):
+        with self._resuming(run.id, latest):
             async with self._locks.hold(run.id):
                 view = await self._advance(run, Command(resume=_decision_payload(approval)))
         return Decision(approval, True, view)
 
-    def _resuming(self, run_id: str, ahead: _ReadAhead) -> AbstractContextManager[None]:
-        if ahead is None or not isinstance(self.checkpointer, LedgerSqliteSaver):
-            return nullcontext()
-        return self.checkpointer.resuming(run_id, ahead[0])
+    def _resuming(
+        self, run_id: str, latest: CheckpointTuple | None
+    ) -> AbstractContextManager[None]:
+        if latest is None or not isinstance(self.checkpointer, LedgerSqliteSaver):
+            return nullcontext()  # nothing read ahead: the resume reads it
+        return self.checkpointer.resuming(run_id, latest)
 
     # -- waits -------------------------------------------------------------------------
 
@@ -609,8 +635,9 @@ class ProcessEngine:
 
     async def _advance(self, run: Run, command: Any) -> RunView:
         """Runs the graph to its next stop; the checkpoint commits with the stop's record.
-        If that record (or the run's failure) cannot be written, the run stays running
-        and is noted stalled, for ``resume_stalled``."""
+        If the ledger cannot take that record (or the run's failure), the run stays
+        running and is noted stalled, for ``resume_stalled``; any other error in
+        recording it fails the run, visibly."""
         compiled = await self._compiled_for(run.version)
         context = StepContext(run_id=run.id, effects=self.effects, drafter=self.drafter)
         try:
@@ -624,29 +651,37 @@ class ProcessEngine:
                 except Exception as exc:  # a bug or an outage: it fails visibly, nothing lost
                     return await self._fail(run, exc, "error")
                 interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
-                return await self._settle(run, compiled, result, interrupts, context.log)
-        except Exception:
-            first = STALLED_FIRST_RETRY
-            self._stalled.setdefault(run.id, (monotonic() + first, first * 2))
+                try:
+                    return await self._settle(run, compiled, result, interrupts, context.log)
+                except Exception as exc:
+                    if ledger_down(exc):
+                        raise
+                    return await self._fail(run, exc, "error")
+        except Exception as exc:
+            if ledger_down(exc):
+                first = STALLED_FIRST_RETRY
+                self._stalled.setdefault(run.id, _Stalled(run.updated_at, first))
             raise
 
     async def resume_stalled(self) -> list[RunView]:
         """Continues each run whose stop could not be recorded, from its last checkpoint,
         as after a crash (its effects are not repeated: each has its idempotency record).
-        A run no longer running is forgotten; one whose resume fails is tried again
-        later, each time twice as late, up to STALLED_LAST_RETRY."""
+        A run that moved meanwhile (its stop was recorded after all, and it went on) is
+        forgotten; one whose resume fails is tried again later, each time twice as late,
+        up to STALLED_LAST_RETRY."""
         views: list[RunView] = []
-        for run_id, (due, delay) in list(self._stalled.items()):
-            if monotonic() < due:
+        for run_id, stalled in list(self._stalled.items()):
+            if monotonic() < stalled.due:
                 continue
             try:
                 async with self._locks.hold(run_id):
                     run = await self.ledger.get_run(run_id)
-                    if run is not None and run.status is RunStatus.RUNNING:
+                    if run is not None and stalled.left_as(run):
                         views.append(await self._continue(run))
             except Exception as exc:
+                delay = stalled.delay
                 log.warning("run %s is stalled still (%s); next try in %.0f s", run_id, exc, delay)
-                self._stalled[run_id] = (monotonic() + delay, min(delay * 2, STALLED_LAST_RETRY))
+                self._stalled[run_id] = _Stalled(stalled.updated_at, delay)
             else:
                 del self._stalled[run_id]
         return views

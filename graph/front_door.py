@@ -109,6 +109,7 @@ class FrontDoor:
         kept with the handling's first write (see the module's docstring)."""
         channel, chat_id = inbound.sender.channel, inbound.chat_id
         cut_off = _owed(channel, chat_id, Reply(private=True).say(cut_off_text(inbound)), inbound)
+        cut_off.held_through = self.ledger.lapses  # counted before anything is kept
         worker = self.ledger.worker
         pledged = False  # the word went into a transaction, which may have committed
         over = not self.allowlist.allows(inbound.sender)  # a stranger hears no such word
@@ -126,7 +127,7 @@ class FrontDoor:
             except Exception:
                 over = True
                 if pledged:  # the channel says the handling failed, once
-                    self.ledger.defer(lambda tx: tx.forget_reply(cut_off.key))
+                    self.ledger.defer(lambda tx: tx.forget_reply(cut_off.key, worker))
                 raise
             over = True
             owed = replace(cut_off, reply=reply)
@@ -151,6 +152,7 @@ class FrontDoor:
         """Keeps a reply that answers no handling — a run's news, word of a failure —
         until the channel has sent it."""
         owed = _owed(channel, chat_id, reply, answering)
+        owed.held_through = self.ledger.lapses
         await self.ledger.owe_reply(_kept(owed), _card_ids(reply))
         return owed
 
@@ -163,30 +165,34 @@ class FrontDoor:
     async def owed(self, channel: str, own: bool = True) -> list[Owed]:
         """What ``channel`` still owes — a crash or a stop came first — oldest first:
         what a worker gone left, taken over, and with ``own`` what this one holds."""
-        return [
+        lapses = self.ledger.lapses
+        taken = [
             Owed.from_payload(
                 kept.key, kept.channel, kept.chat_id, kept.payload, kept.created_at, kept.sent_steps
             )
             for kept in await self.ledger.take_over_replies(channel, own)
         ]
+        for owed in taken:
+            owed.held_through = lapses
+        return taken
 
-    def lapses(self) -> int:
-        """How often this worker may have looked gone to the others (``Ledger.lapses``)."""
-        return self.ledger.lapses
-
-    async def holds(self, owed: Owed, lapses: int) -> bool:
-        """Whether this worker may send ``owed``, known to be its own when ``lapses()``
-        was ``lapses``: yes, unless it may have looked gone to the others since (its last
-        beat is old, or came after a lapse: it was frozen, say). Then the ledger says, and
-        a reply another worker took over meanwhile is that one's to send. When the ledger
-        cannot say, the reply goes: at least once."""
-        if not self.ledger.lease_in_doubt() and self.ledger.lapses == lapses:
+    async def holds(self, owed: Owed) -> bool:
+        """Whether this worker may send ``owed``: yes, unless it may have looked gone to
+        the others since the reply was known to be its own (its last beat is old, or came
+        after a lapse: it was frozen, say). Then the ledger says, and a reply another
+        worker took over meanwhile is that one's to send. When the ledger cannot say, the
+        reply goes: at least once."""
+        ledger = self.ledger
+        if not ledger.lease_in_doubt() and ledger.lapses == owed.held_through:
             return True
         try:
-            return await self.ledger.still_holds_reply(owed.key)
+            held = await ledger.still_holds_reply(owed.key)
         except Exception:
             log.exception("could not learn whether this worker still holds a reply; sending")
             return True
+        if held:  # as of the beat it just made, after any lapse counted so far
+            owed.held_through = ledger.lapses
+        return held
 
     async def sent_part(self, owed: Owed) -> None:
         """Notes how much of a reply is sent, so that a restart sends only the rest."""

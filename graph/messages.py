@@ -159,6 +159,9 @@ class Owed:
     sent: int = 0  # steps of the reply done so far: messages, edits, a press's answer
     # What each step done in this process gave (a posted message's id, say), by step.
     results: dict[int, Any] = field(default_factory=dict)
+    # How many lapses of this worker's lease (``Ledger.lapses``) the reply is known to have
+    # stayed this worker's through; after another, the ledger is asked before it is sent.
+    held_through: int = 0
 
     def to_payload(self) -> dict[str, Any]:
         """The reply, the delivery it answers, and what its steps done gave, where that

@@ -7,6 +7,7 @@ from memory.ledger.errors import (
     TakenOver,
     cannot_store,
     cause,
+    ledger_down,
 )
 from memory.ledger.ledger import LEASE, Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
@@ -49,6 +50,7 @@ __all__ = [
     "Timer",
     "cannot_store",
     "cause",
+    "ledger_down",
     "storable",
     "utcnow",
 ]

@@ -1,6 +1,9 @@
 """What can go wrong with the ledger, in words an operator can act on."""
 
-from sqlalchemy.exc import DataError, DBAPIError
+import sqlite3
+
+import psycopg
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 
 
 class LedgerError(Exception):
@@ -36,3 +39,18 @@ def cause(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         return str(exc.orig).strip().splitlines()[0]
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def ledger_down(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot take a write now — down, out of reach,
+    out of disk, locked past waiting — rather than that the write is wrong: the same
+    write may go through later."""
+    down = (
+        OperationalError,
+        InterfaceError,
+        LedgerUnavailable,
+        sqlite3.OperationalError,  # from LangGraph's savers, on the driver itself
+        psycopg.OperationalError,
+        OSError,
+    )
+    return isinstance(exc, down)

@@ -169,7 +169,11 @@ _REPLACE_REPLY = Prepared(
     .where(t.replies.c.key == bindparam("reply_key"), t.replies.c.owner == bindparam("held_by"))
     .values(payload=bindparam("payload"), sent_steps=0)
 )
-_FORGET_REPLY = Prepared(delete(t.replies).where(t.replies.c.key == bindparam("reply_key")))
+_FORGET_REPLY = Prepared(
+    delete(t.replies).where(
+        t.replies.c.key == bindparam("reply_key"), t.replies.c.owner == bindparam("held_by")
+    )
+)
 _ANNOUNCE = Prepared(
     update(t.approvals)
     .where(t.approvals.c.id == bindparam("approval_id"), t.approvals.c.announced_at.is_(None))
@@ -401,8 +405,9 @@ class LedgerTx:
         values = {"reply_key": reply.key, "held_by": owner, "payload": reply.payload}
         return bool(_REPLACE_REPLY.run(self.conn, values))
 
-    def forget_reply(self, key: str) -> None:
-        _FORGET_REPLY.run(self.conn, {"reply_key": key})
+    def forget_reply(self, key: str, owner: str) -> None:
+        """Forgets the reply ``owner`` keeps under ``key``, if it still keeps it."""
+        _FORGET_REPLY.run(self.conn, {"reply_key": key, "held_by": owner})
 
     def owe_reply(self, reply: OwedReply, owner: str) -> None:
         """Keeps a reply for ``owner``, the worker that will send it."""
@@ -485,9 +490,10 @@ class Ledger:
         # How often it said so only after a lapse: silent long enough that the others may
         # have taken over its work. Work it took up before a lapse is checked before use.
         self.lapses = 0
-        self._soon: list[Deferred] = []  # writes that ride with the next one (see soon())
+        self._soon: list[Deferred] = []  # writes that can wait (see soon())
         self._soon_timer: asyncio.TimerHandle | None = None
-        self._soon_writing: asyncio.Task[None] | None = None
+        self._soon_writing: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @classmethod
     def from_url(cls, url: DatabaseURL) -> Ledger:
@@ -505,13 +511,9 @@ class Ledger:
             ) from exc
 
     async def close(self) -> None:
-        if self._soon_timer is not None:
-            self._soon_timer.cancel()
-        if self._soon_writing is not None:
-            with contextlib.suppress(Exception):
-                await self._soon_writing
-        with contextlib.suppress(Exception):  # a crash here would lose them just the same
-            await self._write_soon()
+        self._closing = True
+        self._write_soon()
+        await asyncio.gather(*self._soon_writing)
         await self.db.close()
 
     async def sync(self, everyone: bool = False) -> None:
@@ -532,12 +534,10 @@ class Ledger:
         if pending:
             pending.clear()
         durable = durable or any(rider.durable() for rider in riders)
-        soon, self._soon = self._soon, []
+        self._write_soon()  # queued first, it shares this write's commit (SQLite)
 
         def transaction(conn: Connection) -> T:
             tx = LedgerTx(conn)
-            for write in soon:
-                write(tx)
             for rider in riders:
                 rider.write(tx)
             return fn(tx)
@@ -547,51 +547,42 @@ class Ledger:
         except BaseException:
             if pending is not None:
                 pending[:0] = riders
-            self._soon[:0] = soon
             raise
 
     def soon(self, write: Deferred) -> None:
-        """Queues a write that can wait, and whose loss in a crash costs only work done
-        again (a card noted as shown, announced again): it rides with this process's next
-        ``write``, or commits on its own within SOON_SECONDS, without waiting for the disk.
-        """
-        self._soon.append(write)
-        self._soon_later()
-
-    def _soon_later(self) -> None:
-        if self._soon_timer is None:
-            self._soon_timer = asyncio.get_running_loop().call_later(SOON_SECONDS, self._due)
-
-    def _due(self) -> None:
-        self._soon_timer = None
-        if self._soon and self._soon_writing is None:
-            self._soon_writing = asyncio.get_running_loop().create_task(self._write_soon_now())
-
-    async def _write_soon_now(self) -> None:
-        try:
-            await self._write_soon()
-        except Exception:
-            log.exception("a write that could wait failed; it is tried again")
-        finally:
-            self._soon_writing = None
-            if self._soon:
-                self._soon_later()
-
-    async def _write_soon(self) -> None:
-        soon, self._soon = self._soon, []
-        if not soon:
+        """Queues a write that can wait, and whose loss costs only work done again (a
+        card noted as shown is announced again): it goes with this process's next
+        ``write`` — in a transaction of its own, which on SQLite shares that write's
+        commit — or on its own within SOON_SECONDS, without waiting for the disk. One
+        that fails is dropped, and logged."""
+        if self._closing:
             return
+        self._soon.append(write)
+        if self._soon_timer is None:
+            self._soon_timer = asyncio.get_running_loop().call_later(SOON_SECONDS, self._write_soon)
+
+    def _write_soon(self) -> None:
+        if self._soon_timer is not None:
+            self._soon_timer.cancel()
+            self._soon_timer = None
+        if not self._soon:
+            return
+        writes, self._soon = self._soon, []
 
         def write(conn: Connection) -> None:
             tx = LedgerTx(conn)
-            for each in soon:
+            for each in writes:
                 each(tx)
 
-        try:
-            await self.db.run(write, durable=False)
-        except BaseException:
-            self._soon[:0] = soon
-            raise
+        async def run() -> None:
+            try:
+                await self.db.run(write, durable=False)
+            except Exception as exc:
+                log.warning("dropped %d ledger write(s) that could wait: %s", len(writes), exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._soon_writing.add(task)
+        task.add_done_callback(self._soon_writing.discard)
 
     def defer(
         self, write: Deferred, droppable: bool = False, durable: Callable[[], bool] | None = None

@@ -329,3 +329,57 @@ async def test_a_stalled_run_that_fails_again_is_tried_later_and_later(
     (resumed,) = await app.engine.resume_stalled()
     assert resumed.run.status is RunStatus.SUCCEEDED
     assert len(outbox(app)) == 1
+
+
+async def test_a_stop_recorded_though_its_commit_raised_is_not_resumed_again(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection broke as the stop committed: the run is at its next gate after all,
+    and that gate is decided before the scheduler looks. The run moved, so the scheduler
+    leaves it to the decision (resuming it too would act on a gate nobody approved)."""
+    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
+    view = await app.engine.start("onboarding", {**ONBOARD, "package": "premium"}, "cli:shell")
+    assert view.approval is not None
+    write = app.ledger.write
+    broke: list[Any] = []
+
+    async def commits_then_raises(fn: Any, durable: bool = True) -> Any:
+        result = await write(fn, durable)
+        if not broke and fn.__qualname__.endswith("_settle.<locals>.record"):
+            broke.append(result)
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        return result
+
+    monkeypatch.setattr(app.ledger, "write", commits_then_raises)
+    with pytest.raises(OperationalError):
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+    (folder,) = await app.ledger.pending_approvals([view.run.id])
+    assert folder.step_id == "approve_folder"
+    # Another process records its decision; its resume has not taken the run yet.
+    _, won = await app.ledger.decide_approval(folder.id, ApprovalStatus.APPROVED, "cli:other")
+    assert won
+    assert await app.engine.resume_stalled() == []
+    assert [e["key"] for e in outbox(app)] == [f"{view.run.id}:send_welcome"]
+    (resumed,) = await app.engine.recover()  # as the deciding process's resume would
+    assert resumed.run.status is RunStatus.SUCCEEDED
+    assert len(outbox(app)) == 2
+
+
+async def test_a_bug_in_recording_a_stop_fails_the_run_visibly(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    write = app.ledger.write
+
+    async def buggy(fn: Any, durable: bool = True) -> Any:
+        if fn.__qualname__.endswith("_settle.<locals>.record"):
+            raise KeyError("a bug")
+        return await write(fn, durable)
+
+    monkeypatch.setattr(app.ledger, "write", buggy)
+    decision = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decision.view is not None and decision.view.run.status is RunStatus.FAILED
+    assert "a bug" in (decision.view.run.error or "")
+    assert await app.engine.resume_stalled() == []
