@@ -31,7 +31,7 @@ from graph.definitions import (
     Step,
     WaitStep,
 )
-from graph.errors import GateNotApproved, LoopLimit
+from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit
 from graph.state import RunState, StepContext
 from graph.templating import render
 
@@ -155,6 +155,12 @@ def _approval(definition: ProcessDefinition, step: ApprovalStep, following: str)
         decision: dict[str, Any] = interrupt(
             {"type": "approval", "step": step.id, "visit": visit, "card": card}
         )
+        made_for = (decision.get("step", step.id), decision.get("visit", visit))
+        if made_for != (step.id, visit):
+            raise DecisionForAnotherGate(
+                f"a decision for {made_for[0]} (visit {made_for[1]}) reached {step.id} "
+                f"(visit {visit})"
+            )
         status = decision["status"]
         ctx.log.append(
             _entry(

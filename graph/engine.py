@@ -50,7 +50,7 @@ from graph.definitions import (
 )
 from graph.drafting import Drafter
 from graph.effects import EffectGuard
-from graph.errors import InvalidState, NotFound, StewardError
+from graph.errors import DecisionForAnotherGate, InvalidState, NotFound, StewardError
 from graph.ids import new_approval_id, new_run_id
 from graph.inputs import InputError, parse_input
 from graph.remembering import entity_of
@@ -320,9 +320,13 @@ class ProcessEngine:
             return Decision(approval, False)
         # A cancel that lands before or during this resume stands: the ledger refuses
         # effects for a cancelled run and never moves it out of cancelled.
-        with self._resuming(run.id, latest):
-            async with self._locks.hold(run.id):
-                view = await self._advance(run, Command(resume=_decision_payload(approval)))
+        try:
+            with self._resuming(run.id, latest):
+                async with self._locks.hold(run.id):
+                    view = await self._advance(run, Command(resume=_decision_payload(approval)))
+        except DecisionForAnotherGate as exc:  # another process resumed it first
+            log.warning("run %s: %s; it stays where that resume left it", run.id, exc)
+            view = await self.view(run.id)
         return Decision(approval, True, view)
 
     def _resuming(
@@ -646,6 +650,8 @@ class ProcessEngine:
                     result = await compiled.graph.ainvoke(
                         command, _config(run.id), context=context, durability=self.durability
                     )
+                except DecisionForAnotherGate:
+                    raise  # nothing of it is kept: the run is where the other resume left it
                 except (ConnectorError, StewardError) as exc:
                     return await self._fail(run, exc, getattr(exc, "kind", "error"))
                 except Exception as exc:  # a bug or an outage: it fails visibly, nothing lost
@@ -918,6 +924,8 @@ def _config(run_id: str) -> Any:
 
 def _decision_payload(approval: Approval) -> dict[str, Any]:
     return {
+        "step": approval.step_id,  # the gate it was made for, and no other
+        "visit": approval.visit,
         "status": approval.status.value,
         "by": approval.decided_by,
         "at": approval.decided_at.isoformat() if approval.decided_at else None,

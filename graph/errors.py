@@ -29,6 +29,11 @@ class UncertainEffect(StewardError):
         super().__init__(f"{what}; check it there, then /retry to try again or /cancel the run")
 
 
+class DecisionForAnotherGate(Exception):
+    """A decision reached a gate it was not made for: the run moved on meanwhile (another
+    process resumed it with the same decision). Nothing of this resume is kept."""
+
+
 class GateNotApproved(StewardError):
     """An action was reached without its gate's approval: a definition or engine bug."""
 

@@ -383,3 +383,27 @@ async def test_a_bug_in_recording_a_stop_fails_the_run_visibly(
     assert decision.view is not None and decision.view.run.status is RunStatus.FAILED
     assert "a bug" in (decision.view.run.error or "")
     assert await app.engine.resume_stalled() == []
+
+
+async def test_a_decision_never_acts_on_a_gate_it_was_not_made_for(app: Steward) -> None:
+    """Another process recorded the decision on the welcome email's gate and, starting up,
+    resumed the run through it to the folder's gate. This process's own resume of that
+    decision comes late: it must not approve the folder's gate with it."""
+    view = await app.engine.start("onboarding", {**ONBOARD, "package": "premium"}, "cli:shell")
+    assert view.approval is not None
+    welcome, won = await app.ledger.decide_approval(
+        view.approval.id, ApprovalStatus.APPROVED, "cli:other"
+    )
+    assert won and welcome is not None
+    running = await app.ledger.get_run(view.run.id)
+    assert running is not None and running.status is RunStatus.RUNNING
+    (resumed,) = await app.engine.recover()  # the other process, resuming it first
+    assert resumed.approval is not None and resumed.approval.step_id == "approve_folder"
+
+    late = await app.engine._decided((welcome, True, running), None)
+
+    assert late.view is not None and late.view.approval is not None
+    assert late.view.approval.id == resumed.approval.id and late.view.approval.is_pending
+    assert [e["key"] for e in outbox(app)] == [f"{view.run.id}:send_welcome"]  # no folder
+    steps = [(s.step_id, s.status) for s in await app.ledger.run_steps(view.run.id)]
+    assert steps.count(("approve_welcome", "approved")) == 1
