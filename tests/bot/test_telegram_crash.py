@@ -51,6 +51,11 @@ async def model_that_never_answers() -> AsyncIterator[tuple[str, asyncio.Event]]
         await runner.cleanup()
 
 
+def stuck_on(model: str) -> dict[str, str]:
+    """Settings that point steward's model calls at ``model``, which never answers."""
+    return {"STEWARD_LLM_MODEL": "stuck", "OPENAI_BASE_URL": model, "OPENAI_API_KEY": "x"}
+
+
 async def start_steward(home: Path, api: FakeBotAPI, **extra: str) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
@@ -80,6 +85,12 @@ async def approve_the_card(api: FakeBotAPI) -> None:
     await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=30)
 
 
+async def kill(bot: asyncio.subprocess.Process) -> None:
+    bot.send_signal(signal.SIGKILL)
+    await bot.wait()
+    assert bot.returncode == -signal.SIGKILL
+
+
 async def stop(bot: asyncio.subprocess.Process) -> None:
     bot.send_signal(signal.SIGTERM)
     await asyncio.wait_for(bot.wait(), 30)
@@ -97,9 +108,7 @@ async def test_updates_stored_before_a_sigkill_are_handled_once_after_restart(
 ) -> None:
     home = tmp_path / "home"
     async with FakeBotAPI(token=TOKEN) as api, model_that_never_answers() as (model, asked):
-        bot = await start_steward(
-            home, api, STEWARD_LLM_MODEL="stuck", OPENAI_BASE_URL=model, OPENAI_API_KEY="x"
-        )
+        bot = await start_steward(home, api, **stuck_on(model))
         try:
             await api.wait_for(lambda a: a.polls_waiting > 0, timeout=60)
             vague = api.send_text(OPERATOR, "hmm, what about the thing")
@@ -114,9 +123,7 @@ async def test_updates_stored_before_a_sigkill_are_handled_once_after_restart(
             assert inbox(home) == [(i, "new") for i in ids]
             assert api.sent(OPERATOR) == []
         finally:
-            bot.send_signal(signal.SIGKILL)
-            await bot.wait()
-        assert bot.returncode == -signal.SIGKILL
+            await kill(bot)
         assert api.pending == []  # confirmed: Telegram will not send these again
 
         bot = await start_steward(home, api)
@@ -156,9 +163,7 @@ async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path
             await api.wait_for(lambda a: "sendMessage" in a.stalled_calls, timeout=30)
             assert replies_owed(home) == 1 and inbox(home)[-1][1] == "done"
         finally:
-            bot.send_signal(signal.SIGKILL)
-            await bot.wait()
-        assert bot.returncode == -signal.SIGKILL
+            await kill(bot)
         await api.wait_for(lambda a: not a.stalled_calls, timeout=10)  # its client is gone
         api.unstall()
         assert api.sent(OPERATOR) == []
@@ -185,9 +190,7 @@ async def test_a_handling_cut_off_after_its_first_write_says_so_after_restart(
     again, the run goes on to its gate, and the approval acts once."""
     home = tmp_path / "home"
     async with FakeBotAPI(token=TOKEN) as api, model_that_never_answers() as (model, asked):
-        bot = await start_steward(
-            home, api, STEWARD_LLM_MODEL="stuck", OPENAI_BASE_URL=model, OPENAI_API_KEY="x"
-        )
+        bot = await start_steward(home, api, **stuck_on(model))
         try:
             await api.wait_for(lambda a: a.polls_waiting > 0, timeout=60)
             api.send_text(OPERATOR, START)
@@ -195,9 +198,7 @@ async def test_a_handling_cut_off_after_its_first_write_says_so_after_restart(
             assert inbox(home) == [(inbox(home)[0][0], "done")]
             assert replies_owed(home) == 1  # the word that stands in for the reply
         finally:
-            bot.send_signal(signal.SIGKILL)
-            await bot.wait()
-        assert bot.returncode == -signal.SIGKILL
+            await kill(bot)
         assert api.sent(OPERATOR) == []
 
         bot = await start_steward(home, api)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.front_door import REFUSAL, cut_off_text
-from graph.messages import Inbound, Sender
+from graph.messages import Inbound, Owed, Sender
 from memory.database_url import DatabaseURL
 from memory.ledger import LEASE, Ledger, schema, utcnow
 
@@ -81,6 +81,13 @@ async def test_a_delivery_longer_than_its_column_is_set_aside(app: Steward) -> N
 START = "/run onboarding client=Acme email=jane@acme.com package=basic"
 
 
+async def answer(app: Steward, inbound: Inbound) -> Owed:
+    """Stores the delivery, then handles it as a chat channel does."""
+    inbox_id = await app.door.accept(inbound)
+    assert inbox_id is not None
+    return await app.door.answer(inbox_id, inbound)
+
+
 def kept_texts(app: Steward) -> Any:
     """The texts of every reply kept, by key, read without taking any over."""
 
@@ -107,9 +114,7 @@ async def test_a_handling_that_writes_keeps_a_word_in_its_replys_place_until_it_
 
     monkeypatch.setattr(app.engine, "_advance", watched)
     inbound = Inbound(OPERATOR, "7", "update-1", text=START)
-    inbox_id = await app.door.accept(inbound)
-    assert inbox_id is not None
-    owed = await app.door.answer(inbox_id, inbound)
+    owed = await answer(app, inbound)
 
     [during] = seen
     assert list(during) == [owed.key]
@@ -130,10 +135,8 @@ async def test_a_handling_that_fails_after_its_first_write_leaves_no_word(
 
     monkeypatch.setattr(app.engine, "_advance", failing)
     inbound = Inbound(OPERATOR, "7", "update-1", text=START)
-    inbox_id = await app.door.accept(inbound)
-    assert inbox_id is not None
     with pytest.raises(RuntimeError, match="a bug"):
-        await app.door.answer(inbox_id, inbound)
+        await answer(app, inbound)
     assert await kept_texts(app) == {}
 
 
@@ -152,9 +155,7 @@ async def test_a_stranger_is_never_kept_a_word(
 
     monkeypatch.setattr(app.ledger, "audit", watched)
     stranger = Inbound(Sender("telegram", "666"), "666", "update-1", text=START)
-    inbox_id = await app.door.accept(stranger)
-    assert inbox_id is not None
-    owed = await app.door.answer(inbox_id, stranger)
+    owed = await answer(app, stranger)
     assert seen == [{}]
     assert owed.reply.texts == [REFUSAL]
 
@@ -183,9 +184,7 @@ async def test_a_word_taken_over_while_its_handling_went_on_keeps_the_reply_apar
 
         monkeypatch.setattr(app.engine, "_advance", frozen_meanwhile)
         inbound = Inbound(OPERATOR, "7", "update-1", text=START)
-        inbox_id = await app.door.accept(inbound)
-        assert inbox_id is not None
-        owed = await app.door.answer(inbox_id, inbound)
+        owed = await answer(app, inbound)
 
         kept = await kept_texts(app)
         assert len(kept) == 2 and owed.key in kept
