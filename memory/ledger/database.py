@@ -59,6 +59,12 @@ class Database(Protocol):
         """
         ...
 
+    def run_soon(self, fn: Callable[[Connection], Any]) -> asyncio.Future[Any]:
+        """Runs ``fn`` as a write that need not wait for the disk, along with the next
+        one anybody makes (on SQLite, in the same batch and commit); the future holds
+        its outcome. Starts nothing on its own on SQLite: a ``run`` must follow."""
+        ...
+
     commits: Commits
 
     async def sync(self, everyone: bool = False) -> None:
@@ -117,6 +123,9 @@ class AsyncPostgres:
         if write:
             self.commits.count(durable)
         return result
+
+    def run_soon(self, fn: Callable[[Connection], Any]) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self.run(fn, durable=False))
 
     async def sync(self, everyone: bool = False) -> None:
         await self.commits.sync(self._flush, everyone)
@@ -199,6 +208,11 @@ class EmbeddedSqlite:
             self._draining = True
             self._drainer = loop.create_task(self._drain())
         return await done  # type: ignore[no-any-return]
+
+    def run_soon(self, fn: Callable[[Connection], Any]) -> asyncio.Future[Any]:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(fn, True, False, done))
+        return done
 
     async def _drain(self) -> None:
         try:

@@ -492,7 +492,7 @@ class Ledger:
         self.lapses = 0
         self._soon: list[Deferred] = []  # writes that can wait (see soon())
         self._soon_timer: asyncio.TimerHandle | None = None
-        self._soon_writing: set[asyncio.Task[None]] = set()
+        self._soon_writing: set[asyncio.Future[Any]] = set()
         self._closing = False
 
     @classmethod
@@ -512,8 +512,9 @@ class Ledger:
 
     async def close(self) -> None:
         self._closing = True
-        self._write_soon()
-        await asyncio.gather(*self._soon_writing)
+        if self._soon:
+            await self.write(lambda tx: None, durable=False)  # takes them along
+        await asyncio.gather(*self._soon_writing, return_exceptions=True)
         await self.db.close()
 
     async def sync(self, everyone: bool = False) -> None:
@@ -534,7 +535,7 @@ class Ledger:
         if pending:
             pending.clear()
         durable = durable or any(rider.durable() for rider in riders)
-        self._write_soon()  # queued first, it shares this write's commit (SQLite)
+        self._write_soon()  # queued first, it shares this write's commit on SQLite
 
         def transaction(conn: Connection) -> T:
             tx = LedgerTx(conn)
@@ -559,7 +560,17 @@ class Ledger:
             return
         self._soon.append(write)
         if self._soon_timer is None:
-            self._soon_timer = asyncio.get_running_loop().call_later(SOON_SECONDS, self._write_soon)
+            self._soon_timer = asyncio.get_running_loop().call_later(
+                SOON_SECONDS, self._write_soon_alone
+            )
+
+    def _write_soon_alone(self) -> None:
+        """No write came within SOON_SECONDS: one that writes nothing takes them along."""
+        self._soon_timer = None
+        if self._soon:
+            task = asyncio.get_running_loop().create_task(self.write(lambda tx: None, False))
+            self._soon_writing.add(task)
+            task.add_done_callback(self._soon_done)
 
     def _write_soon(self) -> None:
         if self._soon_timer is not None:
@@ -574,15 +585,14 @@ class Ledger:
             for each in writes:
                 each(tx)
 
-        async def run() -> None:
-            try:
-                await self.db.run(write, durable=False)
-            except Exception as exc:
-                log.warning("dropped %d ledger write(s) that could wait: %s", len(writes), exc)
+        done = self.db.run_soon(write)
+        self._soon_writing.add(done)
+        done.add_done_callback(self._soon_done)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._soon_writing.add(task)
-        task.add_done_callback(self._soon_writing.discard)
+    def _soon_done(self, done: asyncio.Future[Any]) -> None:
+        self._soon_writing.discard(done)
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            log.warning("dropped ledger write(s) that could wait: %s", exc)
 
     def defer(
         self, write: Deferred, droppable: bool = False, durable: Callable[[], bool] | None = None

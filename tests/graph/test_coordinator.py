@@ -127,8 +127,7 @@ async def test_what_a_reply_reports_is_on_disk_before_the_reply_leaves(
     the disk at all. A decision does not wait either: the effect's record, written
     before the effect, waits, and puts the decision on disk with it."""
     card = await start(app)
-    app.ledger._write_soon()  # the card noted as shown, which could wait, goes now
-    await asyncio.gather(*app.ledger._soon_writing)
+    await app.ledger.write(lambda tx: None)  # takes along the card noted as shown
     commits = record_commits(app.ledger, monkeypatch)
     await send(app, "/runs")
     assert commits == [False, False]
