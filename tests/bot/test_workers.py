@@ -92,10 +92,10 @@ async def test_two_services_share_a_home_and_hand_over_at_a_stop(
                 await asyncio.sleep(0.3)  # beats of both: neither takes the other's
                 assert (second.replies, second.deliveries) == ([], [])
                 await service.stop()
-                await until(lambda: second.replies == ["owed by the first"])
-                assert second.deliveries == ["update-1"]
+                handed_over = (["owed by the first"], ["update-1"])
+                await until(lambda: (second.replies, second.deliveries) == handed_over)
                 await asyncio.sleep(0.2)
-                assert second.replies == ["owed by the first"]  # taken once
+                assert (second.replies, second.deliveries) == handed_over  # taken once
         assert first.replies == first.deliveries == []
 
 
