@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -404,10 +404,11 @@ class ProcessEngine:
                 return None
             if not tx.claim_timer(timer_id, worker, woken):
                 return None
-            tx.update_run(run_id, status=RunStatus.RUNNING.value)
+            now = utcnow()
+            tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
             if audit is not None:
                 tx.audit(audit)
-            return replace(run, status=RunStatus.RUNNING)
+            return replace(run, status=RunStatus.RUNNING, updated_at=now)  # as now stored
 
         run = await self.ledger.write(claim)
         if run is None:
@@ -505,7 +506,8 @@ class ProcessEngine:
                 return _found(tx.get_run(run_id), run_id)
 
             replayed = await self.ledger.write(record)
-            return await self._replay_from(replayed, values)
+            with self._stalls_if_the_ledger_fails(replayed):
+                return await self._replay_from(replayed, values)
 
     def _decided_at_replayed_gate(self, tx: LedgerTx, run: Run) -> Approval | None:
         """A replay straight into a gate leaves its stop off LangGraph's state: the
@@ -585,9 +587,10 @@ class ProcessEngine:
             run = await self._transition(
                 run_id, RunStatus.FAILED, RunStatus.RUNNING, actor, error=None, error_class=None
             )
-            if failed.error_class == "uncertain":
-                await self.ledger.release_unfinished_effects(run_id, actor)
-            return await self._continue(run)
+            with self._stalls_if_the_ledger_fails(run):
+                if failed.error_class == "uncertain":
+                    await self.ledger.release_unfinished_effects(run_id, actor)
+                return await self._continue(run)
 
     async def recover(self) -> list[RunView]:
         """After a crash: continues every run that was mid-step when the process died."""
@@ -642,9 +645,9 @@ class ProcessEngine:
         If the ledger cannot take that record (or the run's failure), the run stays
         running and is noted stalled, for ``resume_stalled``; any other error in
         recording it fails the run, visibly."""
-        compiled = await self._compiled_for(run.version)
-        context = StepContext(run_id=run.id, effects=self.effects, drafter=self.drafter)
-        try:
+        with self._stalls_if_the_ledger_fails(run):
+            compiled = await self._compiled_for(run.version)
+            context = StepContext(run_id=run.id, effects=self.effects, drafter=self.drafter)
             async with self.ledger.batching():
                 try:
                     result = await compiled.graph.ainvoke(
@@ -663,10 +666,16 @@ class ProcessEngine:
                     if ledger_down(exc):
                         raise
                     return await self._fail(run, exc, "error")
+
+    @contextmanager
+    def _stalls_if_the_ledger_fails(self, run: Run) -> Iterator[None]:
+        """Notes ``run`` — running, as the ledger has it now — stalled, for
+        ``resume_stalled``, if what this wraps fails because the ledger is down."""
+        try:
+            yield
         except Exception as exc:
             if ledger_down(exc):
-                first = STALLED_FIRST_RETRY
-                self._stalled.setdefault(run.id, _Stalled(run.updated_at, first))
+                self._stalled.setdefault(run.id, _Stalled(run.updated_at, STALLED_FIRST_RETRY))
             raise
 
     async def resume_stalled(self) -> list[RunView]:

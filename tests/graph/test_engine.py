@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,50 @@ async def test_a_decision_never_acts_on_a_gate_it_was_not_made_for(app: Steward)
     assert [e["key"] for e in outbox(app)] == [f"{view.run.id}:send_welcome"]  # no folder
     steps = [(s.step_id, s.status) for s in await app.ledger.run_steps(view.run.id)]
     assert steps.count(("approve_welcome", "approved")) == 1
+
+
+async def test_a_retried_run_whose_stop_the_ledger_failed_to_record_goes_on_later(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
+    flaky = Flaky([DataError("mailbox does not exist")])
+    use_connector(app, flaky)
+    run = await approved_onboarding(app)
+    assert run.status is RunStatus.FAILED
+    write = app.ledger.write
+
+    async def down(fn: Any, durable: bool = True) -> Any:
+        if fn.__qualname__.endswith("_settle.<locals>.record"):
+            raise OperationalError("COMMIT", {}, Exception("the database is down"))
+        return await write(fn, durable)
+
+    monkeypatch.setattr(app.ledger, "write", down)
+    with pytest.raises(OperationalError):
+        await app.engine.retry(run.id, "cli:shell")
+    monkeypatch.setattr(app.ledger, "write", write)
+    (resumed,) = await app.engine.resume_stalled()
+    assert resumed.run.status is RunStatus.SUCCEEDED
+    assert flaky.calls == 2
+
+
+async def test_a_retry_that_cannot_read_its_checkpoint_goes_on_later(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry moved the run to running, then the database failed before it advanced."""
+    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
+    flaky = Flaky([DataError("mailbox does not exist")])
+    use_connector(app, flaky)
+    run = await approved_onboarding(app)
+    saver = app.engine.checkpointer
+    read = saver.aget_tuple
+
+    async def down(config: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(saver, "aget_tuple", down)
+    with pytest.raises(sqlite3.OperationalError):
+        await app.engine.retry(run.id, "cli:shell")
+    monkeypatch.setattr(saver, "aget_tuple", read)
+    (resumed,) = await app.engine.resume_stalled()
+    assert resumed.run.status is RunStatus.SUCCEEDED
+    assert flaky.calls == 2
