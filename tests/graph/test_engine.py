@@ -410,47 +410,35 @@ async def test_a_decision_never_acts_on_a_gate_it_was_not_made_for(app: Steward)
     assert steps.count(("approve_welcome", "approved")) == 1
 
 
-async def test_a_retried_run_whose_stop_the_ledger_failed_to_record_goes_on_later(
-    app: Steward, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("failing", ["its stop", "its checkpoint"])
+async def test_a_retry_the_ledger_failed_goes_on_later(
+    app: Steward, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
+    """The retry moved the run to running, then the database failed: as it read the run's
+    checkpoint, or as it recorded where the run stopped. The run goes on later."""
     monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
     flaky = Flaky([DataError("mailbox does not exist")])
     use_connector(app, flaky)
     run = await approved_onboarding(app)
     assert run.status is RunStatus.FAILED
-    write = app.ledger.write
+    write, saver = app.ledger.write, app.engine.checkpointer
+    read = saver.aget_tuple
 
-    async def down(fn: Any, durable: bool = True) -> Any:
+    async def stop_down(fn: Any, durable: bool = True) -> Any:
         if fn.__qualname__.endswith("_settle.<locals>.record"):
             raise OperationalError("COMMIT", {}, Exception("the database is down"))
         return await write(fn, durable)
 
-    monkeypatch.setattr(app.ledger, "write", down)
-    with pytest.raises(OperationalError):
-        await app.engine.retry(run.id, "cli:shell")
-    monkeypatch.setattr(app.ledger, "write", write)
-    (resumed,) = await app.engine.resume_stalled()
-    assert resumed.run.status is RunStatus.SUCCEEDED
-    assert flaky.calls == 2
-
-
-async def test_a_retry_that_cannot_read_its_checkpoint_goes_on_later(
-    app: Steward, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The retry moved the run to running, then the database failed before it advanced."""
-    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
-    flaky = Flaky([DataError("mailbox does not exist")])
-    use_connector(app, flaky)
-    run = await approved_onboarding(app)
-    saver = app.engine.checkpointer
-    read = saver.aget_tuple
-
-    async def down(config: Any) -> Any:
+    async def checkpoint_down(config: Any) -> Any:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(saver, "aget_tuple", down)
-    with pytest.raises(sqlite3.OperationalError):
+    if failing == "its stop":
+        monkeypatch.setattr(app.ledger, "write", stop_down)
+    else:
+        monkeypatch.setattr(saver, "aget_tuple", checkpoint_down)
+    with pytest.raises((OperationalError, sqlite3.OperationalError)):
         await app.engine.retry(run.id, "cli:shell")
+    monkeypatch.setattr(app.ledger, "write", write)
     monkeypatch.setattr(saver, "aget_tuple", read)
     (resumed,) = await app.engine.resume_stalled()
     assert resumed.run.status is RunStatus.SUCCEEDED
