@@ -155,11 +155,12 @@ class _Stalled:
     changed at ``updated_at``), and when to resume it."""
 
     updated_at: datetime
-    wait: float  # seconds from now until the next try
-    due: float = field(default=0.0)
+    wait: float  # seconds between the noting and the next try
+    due: float  # that try, on the monotonic clock
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "due", monotonic() + self.wait)
+    @classmethod
+    def tried_in(cls, wait: float, updated_at: datetime) -> _Stalled:
+        return cls(updated_at, wait, monotonic() + wait)
 
     @property
     def delay(self) -> float:
@@ -268,16 +269,15 @@ class ProcessEngine:
             if edited_text is not None and not approval.editable:
                 raise InvalidState(f"approval {approval_id} has no text to edit")
 
-        decided = await self.ledger.write(
+        decided, latest = await self.ledger.write(
             lambda tx: self._read_ahead(
                 tx, record_decision(tx, approval_id, status, actor, reason, edited_text, check)
             ),
             durable=False,  # see the module's docstring
         )
-        (approval, _, _), latest = decided
-        if approval is None:
+        if decided[0] is None:
             raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
-        return await self._decided(decided[0], latest)
+        return await self._decided(decided, latest)
 
     async def expire(self, approval_id: str) -> Decision | None:
         approval = await self.ledger.get_approval(approval_id)
@@ -291,13 +291,13 @@ class ProcessEngine:
             )
             return Decision(approval, False)
         reason = "nobody answered before it expired"
-        decided = await self.ledger.write(
+        decided, latest = await self.ledger.write(
             lambda tx: self._read_ahead(
                 tx, record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason)
             ),
             durable=False,  # see the module's docstring
         )
-        return await self._decided(*decided)
+        return await self._decided(decided, latest)
 
     def _read_ahead(
         self, tx: LedgerTx, decided: _Decided
@@ -675,7 +675,8 @@ class ProcessEngine:
             yield
         except Exception as exc:
             if ledger_down(exc):
-                self._stalled.setdefault(run.id, _Stalled(run.updated_at, STALLED_FIRST_RETRY))
+                stalled = _Stalled.tried_in(STALLED_FIRST_RETRY, run.updated_at)
+                self._stalled.setdefault(run.id, stalled)
             raise
 
     async def resume_stalled(self) -> list[RunView]:
@@ -696,7 +697,7 @@ class ProcessEngine:
             except Exception as exc:
                 delay = stalled.delay
                 log.warning("run %s is stalled still (%s); next try in %.0f s", run_id, exc, delay)
-                self._stalled[run_id] = _Stalled(stalled.updated_at, delay)
+                self._stalled[run_id] = _Stalled.tried_in(delay, stalled.updated_at)
             else:
                 del self._stalled[run_id]
         return views

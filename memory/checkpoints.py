@@ -78,7 +78,7 @@ class LedgerSqliteSaver(SqliteSaver):
     async def _run(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
         return await self.db.run(lambda conn: self._on(conn, fn, *args), write=write)
 
-    async def _write(self, config: RunnableConfig, fn: Callable[..., Any], *args: Any) -> None:
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> None:
         _handed.set(None)  # what was read ahead is old now
         if not self.ledger.defer(lambda tx: self._on(tx.conn, fn, *args), droppable=True):
             await self._run(fn, *args)
@@ -131,7 +131,7 @@ class LedgerSqliteSaver(SqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        await self._write(config, self.put, config, checkpoint, metadata, new_versions)
+        await self._write(self.put, config, checkpoint, metadata, new_versions)
         return {
             "configurable": {
                 "thread_id": config["configurable"]["thread_id"],
@@ -147,7 +147,7 @@ class LedgerSqliteSaver(SqliteSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._write(config, self.put_writes, config, writes, task_id, task_path)
+        await self._write(self.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
         _handed.set(None)

@@ -513,7 +513,7 @@ class Ledger:
     async def close(self) -> None:
         self._closing = True
         if self._soon:
-            await self.write(lambda tx: None, durable=False)  # takes them along
+            await self._take_soon_along()
         await asyncio.gather(*self._soon_writing, return_exceptions=True)
         await self.db.close()
 
@@ -565,12 +565,16 @@ class Ledger:
             )
 
     def _write_soon_alone(self) -> None:
-        """No write came within SOON_SECONDS: one that writes nothing takes them along."""
+        """No write came within SOON_SECONDS."""
         self._soon_timer = None
         if self._soon:
-            task = asyncio.get_running_loop().create_task(self.write(lambda tx: None, False))
+            task = asyncio.get_running_loop().create_task(self._take_soon_along())
             self._soon_writing.add(task)
             task.add_done_callback(self._soon_done)
+
+    async def _take_soon_along(self) -> None:
+        """A write of nothing, which takes the writes that can wait along."""
+        await self.write(lambda tx: None, durable=False)
 
     def _write_soon(self) -> None:
         if self._soon_timer is not None:
