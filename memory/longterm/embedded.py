@@ -475,9 +475,10 @@ class EmbeddedMemory:
             where, params = _where(filters)
             sql = f"SELECT r.rowid FROM records r WHERE {where}"
             among = [rowid for (rowid,) in self._conn.execute(sql, params)]
-        near = self._nearest_bits(sign_bits(vector), wanted * OVERSAMPLE, among)
+        bits = sign_bits(vector)
+        near = self._nearest_bits(bits, wanted * OVERSAMPLE, among)
         if near is None:
-            return self._nearest_by_sqlite_vec(vector, among, wanted)
+            return self._nearest_by_sqlite_vec(vector, bits, among, wanted)
         if not near:
             return []
         sql = (
@@ -488,7 +489,7 @@ class EmbeddedMemory:
         return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]
 
     def _nearest_by_sqlite_vec(
-        self, vector: Vector, among: list[int] | None, wanted: int
+        self, vector: Vector, bits: bytes, among: list[int] | None, wanted: int
     ) -> list[tuple[str, float]]:
         """The same search without the bits in memory: sqlite-vec's own top-k over them,
         or, filtered, cosine on the vectors of the matching records."""
@@ -500,7 +501,7 @@ class EmbeddedMemory:
                 "JOIN floats f ON f.rowid = near.rowid ORDER BY d LIMIT ?"
             )
             k = min(wanted * OVERSAMPLE, VEC0_MAX_K)
-            params: list[Any] = [sign_bits(vector), k, blob, wanted]
+            params: list[Any] = [bits, k, blob, wanted]
         else:
             sql = (
                 "SELECT rowid, vec_distance_cosine(vector, ?) AS d FROM floats "
