@@ -57,14 +57,19 @@ async def round_trip_contest(
 
 
 def print_round_trips(
-    heading: str, baseline: tuple[str, list[float]], steward: dict[str, list[float]]
+    heading: str,
+    baseline: tuple[str, list[float]],
+    steward: dict[str, list[float]],
+    cards: list[float],
 ) -> None:
-    """Each contender's percentiles, then steward's ratios to the baseline (target 1.5)."""
+    """Each contender's percentiles, then steward's ratios to the baseline (target 1.5).
+    ``cards``: how long the approval card of each run started took, for the record."""
     name, base = baseline
     print(heading)
     print(f"  {name:<28}{summary(base)}")
     for command, samples in steward.items():
         print(f"  {'steward, ' + command:<28}{summary(samples)}")
+    print(f"  {'  … and to its card':<28}{summary(cards)}")
     base50, base99 = percentile(base, 50), percentile(base, 99)
     for command, samples in steward.items():
         print(

@@ -31,7 +31,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncSay
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench.common import as_after_start, print_round_trips, round_trip_contest
+from bench.common import START_RUN, as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -91,7 +91,10 @@ async def steward_app(slack: FakeSlackAPI, port: int) -> AsyncIterator[None]:
             yield
 
 
-async def round_trips(slack: FakeSlackAPI, app: App, text: str, rounds: int) -> list[float]:
+async def round_trips(
+    slack: FakeSlackAPI, app: App, text: str, rounds: int, cards: list[float] | None = None
+) -> list[float]:
+    """Each event's time to its first post; with ``cards``, to the approval card too."""
     samples = []
     port = free_port()
     url = f"http://127.0.0.1:{port}/slack/events"
@@ -104,30 +107,37 @@ async def round_trips(slack: FakeSlackAPI, app: App, text: str, rounds: int) -> 
             assert status == 200, status
             await slack.wait_for(lambda s, c=channel: _first_post(s, c), timeout=30)  # type: ignore[misc]
             samples.append((_first_post(slack, channel) - began) * 1000)  # type: ignore[operator]
+            if cards is not None:
+                await slack.wait_for(lambda s, c=channel: _first_post(s, c, card=True), timeout=30)  # type: ignore[misc]
+                cards.append((_first_post(slack, channel, card=True) - began) * 1000)  # type: ignore[operator]
             await asyncio.sleep(SPACING)
     return samples
 
 
-def _first_post(slack: FakeSlackAPI, channel: str) -> float | None:
+def _first_post(slack: FakeSlackAPI, channel: str, card: bool = False) -> float | None:
+    """When the first message (``card``: the first with buttons) reached the Web API."""
     times = [
         call.at
         for call in slack.calls_to("chat.postMessage")
         if call.params.get("channel") == channel
+        and (not card or any(b.get("type") == "actions" for b in call.params.get("blocks") or []))
     ]
     return min(times) if times else None
 
 
 async def main(rounds: int, blocks: int) -> None:
+    cards: list[float] = []
     async with FakeSlackAPI() as slack:
 
         async def measure(app: App, text: str, count: int) -> list[float]:
-            return await round_trips(slack, app, text, count)
+            return await round_trips(slack, app, text, count, cards if text == START_RUN else None)
 
         echo, ours = await round_trip_contest(measure, echo_app, steward_app, rounds, blocks)
     print_round_trips(
         f"slack round trip: event in → first Web API call out, {len(echo)} events each",
         ("bare slack-bolt echo app", echo),
         ours,
+        cards,
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bench.common import as_after_start, print_round_trips, round_trip_contest
+from bench.common import START_RUN, as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -79,7 +79,10 @@ async def steward_bot(api: FakeBotAPI) -> AsyncIterator[None]:
             yield
 
 
-async def round_trips(api: FakeBotAPI, bot: Bot, text: str, rounds: int) -> list[float]:
+async def round_trips(
+    api: FakeBotAPI, bot: Bot, text: str, rounds: int, cards: list[float] | None = None
+) -> list[float]:
+    """Each message's time to its first reply; with ``cards``, to the approval card too."""
     samples = []
     async with bot(api):
         await api.wait_for(lambda a: a.polls_waiting > 0, timeout=30)
@@ -92,21 +95,35 @@ async def round_trips(api: FakeBotAPI, bot: Bot, text: str, rounds: int) -> list
                 call.at for call in api.calls_to("sendMessage") if call.params["chat_id"] == chat
             )
             samples.append((first - queued) * 1000)
+            if cards is not None:
+                await api.wait_for(lambda a, c=chat: _card(a, c), timeout=30)  # type: ignore[misc]
+                cards.append((_card(api, chat) - queued) * 1000)  # type: ignore[operator]
             await asyncio.sleep(SPACING)
     return samples
 
 
+def _card(api: FakeBotAPI, chat: int) -> float | None:
+    times = [
+        call.at
+        for call in api.calls_to("sendMessage")
+        if call.params["chat_id"] == chat and "reply_markup" in call.params
+    ]
+    return min(times) if times else None
+
+
 async def main(rounds: int, blocks: int) -> None:
+    cards: list[float] = []
     async with FakeBotAPI(token=TOKEN) as api:
 
         async def measure(bot: Bot, text: str, count: int) -> list[float]:
-            return await round_trips(api, bot, text, count)
+            return await round_trips(api, bot, text, count, cards if text == START_RUN else None)
 
         echo, ours = await round_trip_contest(measure, echo_bot, steward_bot, rounds, blocks)
     print_round_trips(
         f"telegram round trip: message in → first reply out, {len(echo)} messages each",
         ("bare PTB echo bot", echo),
         ours,
+        cards,
     )
 
 

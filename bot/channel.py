@@ -71,7 +71,7 @@ async def answer(
     failed. One another worker took over meanwhile is that worker's to answer."""
     inbox_id, inbound = item
     try:
-        owed = await outbox.door.answer(inbox_id, inbound)
+        owed = await outbox.door.answer(inbox_id, inbound, ahead=outbox.put)
     except TakenOver as exc:
         log.warning("%s: the worker that took it over answers it", exc)
         return

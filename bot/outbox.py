@@ -74,7 +74,7 @@ class Outbox:
         self.channel = channel
         self._send = send
         self.first_retry = first_retry
-        self._lanes: dict[str, deque[Owed]] = {}
+        self._lanes: dict[str, deque[tuple[Owed, asyncio.Future[None]]]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -85,13 +85,17 @@ class Outbox:
         for owed in await self.door.owed(self.channel, own):
             self.put(owed)
 
-    def put(self, owed: Owed) -> None:
+    def put(self, owed: Owed) -> asyncio.Future[None]:
+        """Queues a reply in its chat's lane; the future says when its way is over (sent,
+        given up or left to another worker) or the lane stopped."""
         lane = self._lanes.setdefault(owed.chat_id, deque())
-        lane.append(owed)
+        done = asyncio.get_running_loop().create_future()
+        lane.append((owed, done))
         if owed.chat_id not in self._senders:
             name = f"{self.channel}-send-{owed.chat_id}"
             self._senders[owed.chat_id] = asyncio.create_task(self._drain(owed.chat_id), name=name)
             self._idle.clear()
+        return done
 
     @property
     def owed_here(self) -> int:
@@ -117,6 +121,8 @@ class Outbox:
             with suppress(asyncio.CancelledError):
                 await sender
         self._senders.clear()
+        for lane in self._lanes.values():  # a sender cancelled before it began
+            _stopped(lane)
         self._lanes.clear()
         self._idle.set()
 
@@ -124,12 +130,14 @@ class Outbox:
         lane = self._lanes[chat_id]
         try:
             while lane:
-                await self._deliver(lane[0])
+                owed, done = lane[0]
+                await self._deliver(owed)
                 lane.popleft()
+                done.set_result(None)
         finally:
             if self._senders.get(chat_id) is asyncio.current_task():
                 del self._senders[chat_id]
-                self._lanes.pop(chat_id, None)
+                _stopped(self._lanes.pop(chat_id, deque()))
                 if not self._senders:
                     self._idle.set()
 
@@ -193,3 +201,10 @@ class Outbox:
             await write
         except Exception:
             log.exception("could not note a %s reply's progress in the ledger", self.channel)
+
+
+def _stopped(lane: deque[tuple[Owed, asyncio.Future[None]]]) -> None:
+    """The lane stopped: what waited on its replies goes on."""
+    for _, done in lane:
+        if not done.done():
+            done.set_result(None)

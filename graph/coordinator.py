@@ -33,7 +33,7 @@ from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import said_record
 from graph.routing import Router, parse_arguments
 from graph.timeline import render_timeline, timeline
-from memory.ledger import Ledger, RunStatus, utcnow
+from memory.ledger import Ledger, Run, RunStatus, utcnow
 from memory.longterm import MemoryUnavailable, RecordKind
 from memory.working import WorkingMemory
 
@@ -364,15 +364,22 @@ class Coordinator:
     # -- runs --------------------------------------------------------------------------
 
     async def start_run(self, inbound: Inbound, process: str, values: dict[str, Any]) -> Reply:
+        """Starts a run; the operator hears it started as soon as the run is recorded,
+        and where it stopped (a card, say) when it gets there."""
+        reply = Reply()
+
+        def say_started(run: Run) -> Awaitable[None]:
+            return reply.say(f"Started {run.process} as run {run.id}.").send_ahead()
+
         view = await self.engine.start(
             process,
             values,
             inbound.sender.key,
             reply_to={"channel": inbound.sender.channel, "chat_id": inbound.chat_id},
+            recording=say_started,
         )
         if self.history is not None:
             self.history.entities.forget()  # the run may be about a new client
-        reply = Reply().say(f"Started {view.run.process} as run {view.run.id}.")
         return self._describe(view, reply)
 
     def describe(self, view: RunView) -> Reply:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from datetime import timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -193,7 +194,7 @@ Step = Annotated[
 
 
 class ProcessDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     name: str = Field(pattern=IDENTIFIER)
     title: str
@@ -308,7 +309,7 @@ class ProcessDefinition(BaseModel):
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
 
-    @property
+    @cached_property
     def version(self) -> str:
         canonical = json.dumps(self.body(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

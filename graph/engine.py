@@ -18,14 +18,16 @@ the run goes on at once to a durable write — an effect's idempotency record, o
 record of where it stopped — and that write puts every commit before it on disk too,
 before anything acts on them or the operator is answered. Only a read in that moment
 (a /runs elsewhere) can show them early; a decision that lost to one syncs before it
-says so.
+says so. A chat channel tells the operator that a run started before its first stop
+(graph/front_door.py): the start commits with the delivery's done mark, so a power cut
+that undid it has the message handled again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -230,15 +232,27 @@ class ProcessEngine:
         inputs: dict[str, Any],
         started_by: str,
         reply_to: dict[str, Any] | None = None,
+        recording: Callable[[Run], Awaitable[None]] | None = None,
     ) -> RunView:
+        """Starts a run and runs it to its first stop.
+
+        ``recording`` is called with the run just before its record is written: what it
+        defers in the ledger rides that write, and what it returns is awaited once that
+        has committed, before the run goes on (the word that the run started, on its way).
+        """
         definition = self.definition(process)
         values = self.validate_inputs(definition, inputs)
         run = _new_run(new_run_id(), definition, values, started_by, reply_to)
+        recorded = recording(run) if recording is not None else None
         started = {"process": run.process, "inputs": values}
-        return await self._begin(run, NewAuditEvent(started_by, "run.started", run.id, started))
+        audit = NewAuditEvent(started_by, "run.started", run.id, started)
+        return await self._begin(run, audit, recorded)
 
-    async def _begin(self, run: Run, audit: NewAuditEvent) -> RunView:
-        """Records a new run and its audit event together, then runs it to its first stop."""
+    async def _begin(
+        self, run: Run, audit: NewAuditEvent, recorded: Awaitable[None] | None = None
+    ) -> RunView:
+        """Records a new run and its audit event together, then, once ``recorded`` is
+        done, runs it to its first stop."""
 
         about = entity_of(run.inputs)
 
@@ -249,6 +263,8 @@ class ProcessEngine:
                 tx.note_entity(about)
 
         await self.ledger.write(record_start, durable=False)  # see the module's docstring
+        if recorded is not None:
+            await recorded
         async with self._locks.hold(run.id):
             return await self._advance(run, {"data": dict(run.inputs)})
 

@@ -14,17 +14,28 @@ goes too), and the reply replaces it: a crash in between leaves the sender that 
 they were cut off, and what was done stands — instead of silence. An approval card the
 lost reply held is not lost either: each approval notes when its card was first handed
 to a channel, and the scheduler announces a pending card never handed out.
+
+Part of a reply can go ahead of the rest (``Reply.send_ahead``): the word that a run
+started, kept with the write that records the run and sent once that has committed,
+before the run goes on to its card — which, with a model drafting, takes seconds. That
+write holds the delivery's done mark too, and the platform is told "delivered" only once
+what came before is on disk: a power cut that undid the run undoes the mark, and the
+message is handled again. The operator then hears of a run the cut undid, and of the one
+that replaced it; nothing acts twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 from graph.access import Allowlist
 from graph.coordinator import Coordinator
-from graph.messages import Inbound, Owed, Reply
+from graph.messages import Inbound, Owed, Reply, sending_ahead
 from memory.ledger import (
     Ledger,
     LedgerTx,
@@ -40,6 +51,7 @@ from memory.working import WorkingMemory
 log = logging.getLogger(__name__)
 
 REFUSAL_TTL = 24 * 3600
+AHEAD_WAIT = 0.5  # seconds a handling waits, at most, for what it sent ahead to go
 UNVERIFIED_TTL = 60
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
 
@@ -102,35 +114,72 @@ class FrontDoor:
             self.ledger.soon(lambda tx: tx.announce(cards))
         return reply
 
-    async def answer(self, inbox_id: int, inbound: Inbound) -> Owed:
+    async def answer(
+        self,
+        inbox_id: int,
+        inbound: Inbound,
+        ahead: Callable[[Owed], asyncio.Future[None]] | None = None,
+    ) -> Owed:
         """Handles a stored delivery and keeps its reply until the channel has sent it;
         the approvals whose cards it shows are noted as announced in the same write.
         Until the reply is kept, a word that the handling was cut off stands in for it,
-        kept with the handling's first write (see the module's docstring)."""
+        kept with the handling's first write (see the module's docstring).
+
+        What the handling sends ahead (``Reply.send_ahead``) is kept with its next write,
+        before that word; once that has committed, it goes to ``ahead``, which says when
+        its first try is over. The reply kept at the end is the rest. The first write
+        need not wait for the disk for it: it holds the delivery's done mark too, so a
+        power cut that undid it would have the delivery handled again (see the module's
+        docstring). One sent after the first write makes its write wait."""
         channel, chat_id = inbound.sender.channel, inbound.chat_id
         cut_off = _owed(channel, chat_id, Reply(private=True).say(cut_off_text(inbound)), inbound)
         cut_off.held_through = self.ledger.lapses  # counted before anything is kept
         worker = self.ledger.worker
         pledged = False  # the word went into a transaction, which may have committed
         over = not self.allowlist.allows(inbound.sender)  # a stranger hears no such word
+        failed = False
+        told: list[_Ahead] = []  # sent ahead before the first write
+        kept_ahead: list[_Ahead] = []  # of those, what the first write keeps
 
         def pledge(tx: LedgerTx) -> None:
             nonlocal pledged
+            kept_ahead[:] = [] if failed else told
+            for early in kept_ahead:
+                tx.owe_reply(_kept(early.owed), worker)
             if not over:  # the handling writes before it is over
                 tx.owe_reply(_kept(cut_off), worker)
                 pledged = True
 
+        def pledged_ahead() -> None:
+            for early in kept_ahead:
+                early.send(ahead)
+
+        def send_ahead(said: Reply) -> asyncio.Future[None]:
+            owed = _owed(channel, chat_id, said, inbound)
+            owed.held_through = self.ledger.lapses
+            early = _Ahead(owed, asyncio.get_running_loop().create_future())
+            if not pledged:
+                told.append(early)
+            else:  # after the first write: with the next
+                self.ledger.defer(
+                    lambda tx: tx.owe_reply(_kept(owed), worker),
+                    droppable=True,
+                    then=lambda: early.send(ahead),
+                )
+            return early.gone
+
         async with self.ledger.handling(inbox_id):
-            self.ledger.defer(pledge, durable=lambda: False)
+            self.ledger.defer(pledge, durable=lambda: False, then=pledged_ahead)
             try:
-                reply = await self._handle(inbound)
+                with sending_ahead(send_ahead) if ahead is not None else nullcontext():
+                    reply = await self._handle(inbound)
             except Exception:
-                over = True
+                over = failed = True
                 if pledged:  # the channel says the handling failed, once
                     self.ledger.defer(lambda tx: tx.forget_reply(cut_off.key, worker))
                 raise
             over = True
-            owed = replace(cut_off, reply=reply)
+            owed = replace(cut_off, reply=reply.unsent())
             cards = _card_ids(reply)
 
             def keep(tx: LedgerTx) -> None:
@@ -264,6 +313,31 @@ class FrontDoor:
         if not await self.memory.add(refused_key, {"at": "now"}, REFUSAL_TTL):
             return Reply(private=True)  # refused once today already
         return Reply(private=True).say(REFUSAL)
+
+
+@dataclass
+class _Ahead:
+    """A reply sent ahead of the rest, and when the handling that sent it may go on."""
+
+    owed: Owed
+    gone: asyncio.Future[None]
+
+    def send(self, ahead: Callable[[Owed], asyncio.Future[None]] | None) -> None:
+        """Hands it to the channel; the handling goes on once the first try is over,
+        or after AHEAD_WAIT at most."""
+        assert ahead is not None  # nothing goes ahead without a channel to take it
+        sending = ahead(self.owed)
+        waited = asyncio.get_running_loop().call_later(AHEAD_WAIT, self._go_on)
+
+        def tried(_: object) -> None:
+            waited.cancel()
+            self._go_on()
+
+        sending.add_done_callback(tried)
+
+    def _go_on(self) -> None:
+        if not self.gone.done():
+            self.gone.set_result(None)
 
 
 def cut_off_text(inbound: Inbound) -> str:

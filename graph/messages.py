@@ -6,6 +6,11 @@ neither side sees the other's types.
 
 from __future__ import annotations
 
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -53,7 +58,15 @@ class Inbound:
                 object.__setattr__(self, name, cleaned)
 
     def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        sender = self.sender
+        return {
+            "sender": {"channel": sender.channel, "user_id": sender.user_id, "name": sender.name},
+            "chat_id": self.chat_id,
+            "external_id": self.external_id,
+            "text": self.text,
+            "button": self.button,
+            "context": copy.deepcopy(self.context),
+        }
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Inbound:
@@ -115,6 +128,8 @@ class Reply:
     # Only the person answered should see it (a refusal to a stranger in a shared
     # channel): an ephemeral message where the platform has them.
     private: bool = False
+    # How many of its first items went out already (``send_ahead``).
+    sent_ahead: int = 0
 
     def say(self, text: str) -> Reply:
         """Adds a message; made storable, as words from an error or a service may be."""
@@ -124,6 +139,27 @@ class Reply:
     def add(self, item: ReplyItem) -> Reply:
         self.items.append(item)
         return self
+
+    def send_ahead(self) -> Awaitable[None]:
+        """Sends the items so far ahead of the rest, where the channel sends while the
+        message is handled: they go once the handling's next write commits, so what they
+        say has happened ("Started onboarding as run …"). Elsewhere (a terminal shows the
+        whole reply at once) they stay where they are.
+
+        Awaited after that write, it returns once they are sent, or a moment has passed:
+        the handling goes on then, so that its work does not hold them up."""
+        send = _sending_ahead.get()
+        if send is None or len(self.items) == self.sent_ahead:
+            return _nothing_to_wait_for()
+        ahead = Reply(self.items[self.sent_ahead :], private=self.private)
+        self.sent_ahead = len(self.items)
+        return send(ahead)
+
+    def unsent(self) -> Reply:
+        """What is left to send of it, after what went ahead."""
+        if not self.sent_ahead:
+            return self
+        return Reply(self.items[self.sent_ahead :], self.notice, self.private)
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -144,6 +180,27 @@ class Reply:
     @property
     def cards(self) -> list[Card]:
         return [i for i in self.items if isinstance(i, Card)]
+
+
+# While the front door handles a channel's message: how a reply goes ahead of the rest.
+SendAhead = Callable[[Reply], Awaitable[None]]
+_sending_ahead: ContextVar[SendAhead | None] = ContextVar("steward_sending_ahead", default=None)
+
+
+@contextmanager
+def sending_ahead(send: SendAhead) -> Iterator[None]:
+    """Within it, ``Reply.send_ahead`` hands what goes ahead to ``send``."""
+    token = _sending_ahead.set(send)
+    try:
+        yield
+    finally:
+        _sending_ahead.reset(token)
+
+
+def _nothing_to_wait_for() -> asyncio.Future[None]:
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 @dataclass

@@ -80,6 +80,13 @@ class _Rider:
     write: Deferred
     droppable: bool  # True: losing it is no worse than a crash at this point
     durable: Callable[[], bool]  # committed on its own: whether it waits for the disk
+    then: Callable[[], None] | None = None  # called once it has committed
+
+
+def _committed(riders: list[_Rider]) -> None:
+    for rider in riders:
+        if rider.then is not None:
+            rider.then()
 
 
 # How long a write that can wait (Ledger.soon) waits for another to ride with.
@@ -544,11 +551,13 @@ class Ledger:
             return fn(tx)
 
         try:
-            return await self.db.run(transaction, durable=durable)
+            done = await self.db.run(transaction, durable=durable)
         except BaseException:
             if pending is not None:
                 pending[:0] = riders
             raise
+        _committed(riders)
+        return done
 
     def soon(self, write: Deferred) -> None:
         """Queues a write that can wait, and whose loss costs only work done again (a
@@ -599,9 +608,14 @@ class Ledger:
             log.warning("dropped ledger write(s) that could wait: %s", exc)
 
     def defer(
-        self, write: Deferred, droppable: bool = False, durable: Callable[[], bool] | None = None
+        self,
+        write: Deferred,
+        droppable: bool = False,
+        durable: Callable[[], bool] | None = None,
+        then: Callable[[], None] | None = None,
     ) -> bool:
-        """Queues ``write`` for the next transaction of this ``batching()`` block.
+        """Queues ``write`` for the next transaction of this ``batching()`` block, and
+        ``then`` for when that has committed.
 
         A droppable write is one whose loss is no worse than a crash at that point
         (a checkpoint: the run recovers from the one before). Left to commit at the end
@@ -612,7 +626,7 @@ class Ledger:
         pending = _deferred.get()
         if pending is None:
             return False
-        pending.append(_Rider(write, droppable, durable or _always))
+        pending.append(_Rider(write, droppable, durable or _always, then))
         return True
 
     @asynccontextmanager
@@ -641,15 +655,16 @@ class Ledger:
 
     async def _flush(self, riders: list[_Rider]) -> None:
         if riders:
-            writes = [rider.write for rider in riders]
-            durable = any(rider.durable() for rider in riders)
+            flushed = list(riders)
+            durable = any(rider.durable() for rider in flushed)
             riders.clear()
 
             def flush(conn: Connection) -> None:
-                for write in writes:
-                    write(LedgerTx(conn))
+                for rider in flushed:
+                    rider.write(LedgerTx(conn))
 
             await self.db.run(flush, durable=durable)
+            _committed(flushed)
 
     @asynccontextmanager
     async def handling(self, inbox_id: int) -> AsyncIterator[None]:

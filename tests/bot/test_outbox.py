@@ -105,6 +105,25 @@ async def test_replies_to_a_chat_go_in_order_and_a_chat_that_is_down_holds_up_no
     assert await steward.door.owed("telegram") == []
 
 
+async def test_each_reply_put_says_when_its_way_is_over(steward: Steward) -> None:
+    """Sent, or the lane stopped with it unsent (it stays in the ledger): what waits on a
+    reply (a handling, on what it sent ahead) goes on then, and not before."""
+    platform = Platform()
+    outbox = Outbox(steward.door, "telegram", platform.send, first_retry=0.05)
+    sent = outbox.put(await owe(steward, "A", "a1"))
+    await asyncio.wait_for(sent, 5)
+    assert platform.said("A") == ["a1"]
+
+    platform.down.add("A")
+    tried = outbox.put(await owe(steward, "A", "a2"))
+    queued = outbox.put(await owe(steward, "A", "a3"))
+    await platform.until(lambda: platform.tries >= 3)
+    assert not tried.done() and not queued.done()
+    await outbox.stop()
+    assert tried.done() and queued.done()
+    assert [o.reply.texts for o in await steward.door.owed("telegram")] == [["a2"], ["a3"]]
+
+
 async def test_a_reply_cut_short_goes_on_from_where_it_stopped_after_a_restart(
     steward: Steward,
 ) -> None:

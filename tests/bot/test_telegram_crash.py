@@ -150,9 +150,9 @@ def replies_owed(home: Path) -> int:
 
 
 async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path) -> None:
-    """The run reaches its gate and the reply is on its way when the process dies: Telegram
-    never got it. After a restart the reply goes out, card and all; the message is not
-    handled again, and the approval acts once."""
+    """The run reaches its gate and its replies are on their way when the process dies:
+    Telegram never got them — the word that it started, the card. After a restart they go
+    out, once each; the message is not handled again, and the approval acts once."""
     home = tmp_path / "home"
     async with FakeBotAPI(token=TOKEN) as api:
         bot = await start_steward(home, api)
@@ -161,7 +161,8 @@ async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path
             api.stall("sendMessage")
             api.send_text(OPERATOR, START)
             await api.wait_for(lambda a: "sendMessage" in a.stalled_calls, timeout=30)
-            assert replies_owed(home) == 1 and inbox(home)[-1][1] == "done"
+            await api.wait_for(lambda a: replies_owed(home) == 2, timeout=10)  # the card too
+            assert inbox(home)[-1][1] == "done"
         finally:
             await kill(bot)
         await api.wait_for(lambda a: not a.stalled_calls, timeout=10)  # its client is gone
@@ -184,9 +185,10 @@ async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path
 async def test_a_handling_cut_off_after_its_first_write_says_so_after_restart(
     tmp_path: Path,
 ) -> None:
-    """The run is started (its first write, which marks the message done) and its draft is
-    stuck in a model call when the process dies, before any reply was made. After a
-    restart the operator hears, once, that steward was cut off; the message is not handled
+    """The run is started (its first write, which marks the message done, and keeps the
+    word that it started) and its draft is stuck in a model call when the process dies,
+    before the rest of the reply was made. The operator has heard that the run started;
+    after a restart they hear, once, that steward was cut off; the message is not handled
     again, the run goes on to its gate, and the approval acts once."""
     home = tmp_path / "home"
     async with FakeBotAPI(token=TOKEN) as api, model_that_never_answers() as (model, asked):
@@ -196,17 +198,18 @@ async def test_a_handling_cut_off_after_its_first_write_says_so_after_restart(
             api.send_text(OPERATOR, START)
             await asyncio.wait_for(asked.wait(), 30)  # the run's draft is stuck
             assert inbox(home) == [(inbox(home)[0][0], "done")]
-            assert replies_owed(home) == 1  # the word that stands in for the reply
+            await api.wait_for(lambda a: replies_owed(home) == 1, timeout=10)  # the word
+            started = texts(api)
+            assert len(started) == 1 and started[0].startswith("Started onboarding as run ")
         finally:
             await kill(bot)
-        assert api.sent(OPERATOR) == []
 
         bot = await start_steward(home, api)
         try:
             await api.wait_for(lambda a: cards(a), timeout=60)
             await api.wait_for(lambda a: replies_owed(home) == 0, timeout=10)
             said = texts(api)
-            assert said[0] == (
+            assert said[1] == (
                 f"I was cut off while handling “{START}”: steward stopped before I could "
                 "answer. Whatever I did before that stands; /runs shows where things are."
             )

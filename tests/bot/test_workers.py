@@ -114,7 +114,7 @@ class DoorThatRaises:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    async def answer(self, inbox_id: int, inbound: Inbound) -> Any:
+    async def answer(self, inbox_id: int, inbound: Inbound, ahead: object) -> Any:
         raise self.error
 
 

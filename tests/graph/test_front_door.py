@@ -3,20 +3,23 @@ and the word it keeps in a reply's place while the handling goes on."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import DataError, OperationalError
 
+import graph.front_door
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.front_door import REFUSAL, cut_off_text
 from graph.messages import Inbound, Owed, Sender
 from memory.database_url import DatabaseURL
-from memory.ledger import LEASE, Ledger, schema, utcnow
+from memory.ledger import LEASE, Ledger, LedgerTx, schema, utcnow
 
 OPERATOR = Sender("telegram", "42", "Olivia")
 
@@ -194,3 +197,105 @@ async def test_a_word_taken_over_while_its_handling_went_on_keeps_the_reply_apar
         assert [r.key for r in await app.ledger.take_over_replies("telegram")] == [owed.key]
     finally:
         await other.close()
+
+
+def kept_in_order(app: Steward) -> Any:
+    """The texts of every reply kept, in the order they go out, read without taking any
+    over."""
+
+    def read(tx: Any) -> list[tuple[str, list[str]]]:
+        query = select(schema.replies.c.key, schema.replies.c.payload)
+        rows = tx.conn.execute(query.order_by(schema.replies.c.seq))
+        return [
+            (key, [item["text"] for item in payload["reply"]["items"] if "text" in item])
+            for key, payload in rows
+        ]
+
+    return app.ledger.read(read)
+
+
+async def answer_sending_ahead(
+    app: Steward, inbound: Inbound, ahead: Callable[[Owed], asyncio.Future[None]]
+) -> Owed:
+    inbox_id = await app.door.accept(inbound)
+    assert inbox_id is not None
+    return await app.door.answer(inbox_id, inbound, ahead)
+
+
+async def test_a_run_started_is_said_ahead_once_recorded_and_goes_on_after_the_first_try(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The word that the run started goes to the channel once the write that records the
+    run and marks the delivery done has committed — kept with it, before the word that
+    stands in for the rest — and the run goes on once the channel has tried to send it.
+    The reply kept at the end is the rest: the card."""
+    first_try = asyncio.get_running_loop().create_future()
+    went: list[Owed] = []
+
+    def ahead(owed: Owed) -> asyncio.Future[None]:
+        went.append(owed)
+        return first_try
+
+    advanced: list[bool] = []
+    advance = app.engine._advance
+
+    async def watched(*args: Any) -> Any:
+        advanced.append(first_try.done())
+        return await advance(*args)
+
+    monkeypatch.setattr(app.engine, "_advance", watched)
+    inbound = Inbound(OPERATOR, "7", "update-1", text=START)
+    handling = asyncio.create_task(answer_sending_ahead(app, inbound, ahead))
+    for _ in range(200):
+        if went:
+            break
+        await asyncio.sleep(0.01)
+    [early] = went
+    [run] = await app.ledger.list_runs(None)
+    assert early.reply.texts == [f"Started onboarding as run {run.id}."]
+    assert await app.ledger.unhandled_inbound() == []
+    assert await kept_in_order(app) == [
+        (early.key, early.reply.texts),
+        (ANY, [cut_off_text(inbound)]),
+    ]
+
+    await asyncio.sleep(0.1)  # the run waits for the first try
+    assert not handling.done() and advanced == []
+    first_try.set_result(None)
+    owed = await asyncio.wait_for(handling, 10)
+    assert advanced == [True]
+    assert owed.reply.texts == [] and len(owed.reply.cards) == 1
+    assert [key for key, _ in await kept_in_order(app)] == [early.key, owed.key]
+
+
+async def test_a_run_said_ahead_goes_on_after_a_moment_when_the_first_try_takes_longer(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform is slow or down: the run does not wait for it."""
+    monkeypatch.setattr(graph.front_door, "AHEAD_WAIT", 0.05)
+    never = asyncio.get_running_loop().create_future()
+    inbound = Inbound(OPERATOR, "7", "update-1", text=START)
+    owed = await asyncio.wait_for(answer_sending_ahead(app, inbound, lambda _: never), 10)
+    assert len(owed.reply.cards) == 1 and not never.done()
+
+
+async def test_nothing_goes_ahead_when_the_write_it_rides_fails(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run was not recorded: nothing says it started, then or after a restart."""
+
+    def failing(self: LedgerTx, run: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(LedgerTx, "insert_run", failing)
+    went: list[Owed] = []
+
+    def ahead(owed: Owed) -> asyncio.Future[None]:
+        went.append(owed)
+        return asyncio.get_running_loop().create_future()
+
+    inbound = Inbound(OPERATOR, "7", "update-1", text=START)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await answer_sending_ahead(app, inbound, ahead)
+    assert went == [] and await kept_in_order(app) == []
+    assert await app.ledger.list_runs(None) == []
