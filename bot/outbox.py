@@ -17,6 +17,7 @@ least once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from collections import deque
@@ -93,7 +94,11 @@ class Outbox:
         lane.append((owed, done))
         if owed.chat_id not in self._senders:
             name = f"{self.channel}-send-{owed.chat_id}"
-            self._senders[owed.chat_id] = asyncio.create_task(self._drain(owed.chat_id), name=name)
+            # A context of its own: a lane put from inside a handling must not take part
+            # in that handling's ledger writes (see Ledger.batching).
+            self._senders[owed.chat_id] = asyncio.create_task(
+                self._drain(owed.chat_id), name=name, context=contextvars.Context()
+            )
             self._idle.clear()
         return done
 
@@ -133,7 +138,8 @@ class Outbox:
                 owed, done = lane[0]
                 await self._deliver(owed)
                 lane.popleft()
-                done.set_result(None)
+                if not done.done():  # a stop may have let it go already
+                    done.set_result(None)
         finally:
             if self._senders.get(chat_id) is asyncio.current_task():
                 del self._senders[chat_id]

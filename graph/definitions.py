@@ -11,7 +11,6 @@ import hashlib
 import json
 import re
 from datetime import timedelta
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -194,7 +193,7 @@ Step = Annotated[
 
 
 class ProcessDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(pattern=IDENTIFIER)
     title: str
@@ -309,7 +308,7 @@ class ProcessDefinition(BaseModel):
     def body(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
 
-    @cached_property
+    @property
     def version(self) -> str:
         canonical = json.dumps(self.body(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -263,9 +263,9 @@ class ProcessEngine:
                 tx.note_entity(about)
 
         await self.ledger.write(record_start, durable=False)  # see the module's docstring
-        if recorded is not None:
-            await recorded
         async with self._locks.hold(run.id):
+            if recorded is not None:
+                await recorded
             return await self._advance(run, {"data": dict(run.inputs)})
 
     async def decide(

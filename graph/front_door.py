@@ -51,7 +51,7 @@ from memory.working import WorkingMemory
 log = logging.getLogger(__name__)
 
 REFUSAL_TTL = 24 * 3600
-AHEAD_WAIT = 0.5  # seconds a handling waits, at most, for what it sent ahead to go
+AHEAD_WAIT = 0.5  # seconds a handling waits, at most, for what it sent ahead to be sent
 UNVERIFIED_TTL = 60
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
 
@@ -125,12 +125,12 @@ class FrontDoor:
         Until the reply is kept, a word that the handling was cut off stands in for it,
         kept with the handling's first write (see the module's docstring).
 
-        What the handling sends ahead (``Reply.send_ahead``) is kept with its next write,
-        before that word; once that has committed, it goes to ``ahead``, which says when
-        its first try is over. The reply kept at the end is the rest. The first write
-        need not wait for the disk for it: it holds the delivery's done mark too, so a
-        power cut that undid it would have the delivery handled again (see the module's
-        docstring). One sent after the first write makes its write wait."""
+        What the handling sends ahead (``Reply.send_ahead``) before its first write is
+        kept with that write, before the word; once it has committed, it goes to
+        ``ahead``, which says when it is sent. The reply kept at the end is the rest. The
+        first write need not wait for the disk for it: it holds the delivery's done mark
+        too, so a power cut that undid it would have the delivery handled again (see the
+        module's docstring)."""
         channel, chat_id = inbound.sender.channel, inbound.chat_id
         cut_off = _owed(channel, chat_id, Reply(private=True).say(cut_off_text(inbound)), inbound)
         cut_off.held_through = self.ledger.lapses  # counted before anything is kept
@@ -154,18 +154,13 @@ class FrontDoor:
             for early in kept_ahead:
                 early.send(ahead)
 
-        def send_ahead(said: Reply) -> asyncio.Future[None]:
+        def send_ahead(said: Reply) -> asyncio.Future[None] | None:
+            if pledged:  # what it tells of was written already: it goes with the rest
+                return None
             owed = _owed(channel, chat_id, said, inbound)
             owed.held_through = self.ledger.lapses
             early = _Ahead(owed, asyncio.get_running_loop().create_future())
-            if not pledged:
-                told.append(early)
-            else:  # after the first write: with the next
-                self.ledger.defer(
-                    lambda tx: tx.owe_reply(_kept(owed), worker),
-                    droppable=True,
-                    then=lambda: early.send(ahead),
-                )
+            told.append(early)
             return early.gone
 
         async with self.ledger.handling(inbox_id):
@@ -323,8 +318,8 @@ class _Ahead:
     gone: asyncio.Future[None]
 
     def send(self, ahead: Callable[[Owed], asyncio.Future[None]] | None) -> None:
-        """Hands it to the channel; the handling goes on once the first try is over,
-        or after AHEAD_WAIT at most."""
+        """Hands it to the channel; the handling goes on once it is sent (or given up,
+        or the channel stopped), or after AHEAD_WAIT at most."""
         assert ahead is not None  # nothing goes ahead without a channel to take it
         sending = ahead(self.owed)
         waited = asyncio.get_running_loop().call_later(AHEAD_WAIT, self._go_on)

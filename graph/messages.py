@@ -144,16 +144,19 @@ class Reply:
         """Sends the items so far ahead of the rest, where the channel sends while the
         message is handled: they go once the handling's next write commits, so what they
         say has happened ("Started onboarding as run …"). Elsewhere (a terminal shows the
-        whole reply at once) they stay where they are.
+        whole reply at once), or after the handling's first write, they stay where they
+        are.
 
         Awaited after that write, it returns once they are sent, or a moment has passed:
         the handling goes on then, so that its work does not hold them up."""
         send = _sending_ahead.get()
         if send is None or len(self.items) == self.sent_ahead:
             return _nothing_to_wait_for()
-        ahead = Reply(self.items[self.sent_ahead :], private=self.private)
+        going = send(Reply(self.items[self.sent_ahead :], private=self.private))
+        if going is None:  # too late: they go with the rest
+            return _nothing_to_wait_for()
         self.sent_ahead = len(self.items)
-        return send(ahead)
+        return going
 
     def unsent(self) -> Reply:
         """What is left to send of it, after what went ahead."""
@@ -183,7 +186,7 @@ class Reply:
 
 
 # While the front door handles a channel's message: how a reply goes ahead of the rest.
-SendAhead = Callable[[Reply], Awaitable[None]]
+SendAhead = Callable[[Reply], Awaitable[None] | None]  # None: not taken
 _sending_ahead: ContextVar[SendAhead | None] = ContextVar("steward_sending_ahead", default=None)
 
 

@@ -86,7 +86,10 @@ class _Rider:
 def _committed(riders: list[_Rider]) -> None:
     for rider in riders:
         if rider.then is not None:
-            rider.then()
+            try:
+                rider.then()
+            except Exception:  # what committed stands
+                log.exception("a callback after a ledger write failed")
 
 
 # How long a write that can wait (Ledger.soon) waits for another to ride with.

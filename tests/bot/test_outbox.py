@@ -124,6 +124,23 @@ async def test_each_reply_put_says_when_its_way_is_over(steward: Steward) -> Non
     assert [o.reply.texts for o in await steward.door.owed("telegram")] == [["a2"], ["a3"]]
 
 
+async def test_a_lane_begun_inside_a_handling_takes_no_part_in_its_writes(
+    steward: Steward,
+) -> None:
+    """A reply sent ahead starts its chat's lane from inside the handling; the lane's own
+    writes (here: giving the reply up) must not carry the writes the handling deferred."""
+    platform = Platform()
+    platform.broken.add("A")
+    outbox = Outbox(steward.door, "telegram", platform.send)
+    owed = await owe(steward, "A", "a1")
+    written: list[str] = []
+    async with steward.ledger.batching():
+        steward.ledger.defer(lambda tx: written.append("the handling's"))
+        await asyncio.wait_for(outbox.put(owed), 5)
+        assert written == []
+    assert written == ["the handling's"]
+
+
 async def test_a_reply_cut_short_goes_on_from_where_it_stopped_after_a_restart(
     steward: Steward,
 ) -> None:

@@ -222,25 +222,25 @@ async def answer_sending_ahead(
     return await app.door.answer(inbox_id, inbound, ahead)
 
 
-async def test_a_run_started_is_said_ahead_once_recorded_and_goes_on_after_the_first_try(
+async def test_a_run_started_is_said_ahead_once_recorded_and_goes_on_once_it_is_sent(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The word that the run started goes to the channel once the write that records the
     run and marks the delivery done has committed — kept with it, before the word that
-    stands in for the rest — and the run goes on once the channel has tried to send it.
+    stands in for the rest — and the run goes on once the channel has sent it.
     The reply kept at the end is the rest: the card."""
-    first_try = asyncio.get_running_loop().create_future()
+    sending = asyncio.get_running_loop().create_future()
     went: list[Owed] = []
 
     def ahead(owed: Owed) -> asyncio.Future[None]:
         went.append(owed)
-        return first_try
+        return sending
 
     advanced: list[bool] = []
     advance = app.engine._advance
 
     async def watched(*args: Any) -> Any:
-        advanced.append(first_try.done())
+        advanced.append(sending.done())
         return await advance(*args)
 
     monkeypatch.setattr(app.engine, "_advance", watched)
@@ -259,16 +259,16 @@ async def test_a_run_started_is_said_ahead_once_recorded_and_goes_on_after_the_f
         (ANY, [cut_off_text(inbound)]),
     ]
 
-    await asyncio.sleep(0.1)  # the run waits for the first try
+    await asyncio.sleep(0.1)  # the run waits until it is sent
     assert not handling.done() and advanced == []
-    first_try.set_result(None)
+    sending.set_result(None)
     owed = await asyncio.wait_for(handling, 10)
     assert advanced == [True]
     assert owed.reply.texts == [] and len(owed.reply.cards) == 1
     assert [key for key, _ in await kept_in_order(app)] == [early.key, owed.key]
 
 
-async def test_a_run_said_ahead_goes_on_after_a_moment_when_the_first_try_takes_longer(
+async def test_a_run_said_ahead_goes_on_after_a_moment_when_sending_it_takes_longer(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The platform is slow or down: the run does not wait for it."""
