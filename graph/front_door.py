@@ -138,21 +138,20 @@ class FrontDoor:
         pledged = False  # the word went into a transaction, which may have committed
         over = not self.allowlist.allows(inbound.sender)  # a stranger hears no such word
         failed = False
-        told: list[_Ahead] = []  # sent ahead before the first write
-        kept_ahead: list[_Ahead] = []  # of those, what the first write keeps
+        told: list[_Ahead] = []  # sent ahead before the first write, which keeps them
 
         def pledge(tx: LedgerTx) -> None:
             nonlocal pledged
-            kept_ahead[:] = [] if failed else told
-            for early in kept_ahead:
+            for early in [] if failed else told:
                 tx.owe_reply(_kept(early.owed), worker)
             if not over:  # the handling writes before it is over
                 tx.owe_reply(_kept(cut_off), worker)
                 pledged = True
 
         def pledged_ahead() -> None:
-            for early in kept_ahead:
-                early.send(ahead)
+            if ahead is not None and not failed:
+                for early in told:
+                    early.send(ahead)
 
         def send_ahead(said: Reply) -> asyncio.Future[None] | None:
             if pledged:  # what it tells of was written already: it goes with the rest
@@ -317,10 +316,9 @@ class _Ahead:
     owed: Owed
     gone: asyncio.Future[None]
 
-    def send(self, ahead: Callable[[Owed], asyncio.Future[None]] | None) -> None:
+    def send(self, ahead: Callable[[Owed], asyncio.Future[None]]) -> None:
         """Hands it to the channel; the handling goes on once it is sent (or given up,
         or the channel stopped), or after AHEAD_WAIT at most."""
-        assert ahead is not None  # nothing goes ahead without a channel to take it
         sending = ahead(self.owed)
         waited = asyncio.get_running_loop().call_later(AHEAD_WAIT, self._go_on)
 
