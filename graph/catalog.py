@@ -123,6 +123,9 @@ class Catalog:
     definitions: dict[str, ProcessDefinition] = field(default_factory=dict)
     problems: list[DefinitionProblem] = field(default_factory=list)
     sources: dict[str, Path] = field(default_factory=dict)
+    # Each definition's version as loaded: the one the ledger records and runs start
+    # with (hashing a definition costs more than the rest of starting a run).
+    versions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, builtin: Path, user: Path | None = None) -> Catalog:
@@ -140,6 +143,7 @@ class Catalog:
     def add(self, definition: ProcessDefinition, source: Path) -> None:
         self.definitions[definition.name] = definition
         self.sources[definition.name] = source
+        self.versions[definition.name] = definition.version
 
     def get(self, name: str) -> ProcessDefinition | None:
         return self.definitions.get(name)

@@ -191,7 +191,10 @@ class ProcessEngine:
         for definition in self.catalog:
             source = self.catalog.sources.get(definition.name)
             await self.ledger.save_definition(
-                definition.version, definition.name, definition.body(), str(source or "")
+                self.catalog.versions[definition.name],
+                definition.name,
+                definition.body(),
+                str(source or ""),
             )
 
     def definition(self, name: str) -> ProcessDefinition:
@@ -242,7 +245,8 @@ class ProcessEngine:
         """
         definition = self.definition(process)
         values = self.validate_inputs(definition, inputs)
-        run = _new_run(new_run_id(), definition, values, started_by, reply_to)
+        version = self.catalog.versions[definition.name]
+        run = _new_run(new_run_id(), definition, version, values, started_by, reply_to)
         recorded = recording(run) if recording is not None else None
         started = {"process": run.process, "inputs": values}
         audit = NewAuditEvent(started_by, "run.started", run.id, started)
@@ -463,8 +467,9 @@ class ProcessEngine:
         if await self.ledger.get_run(undo_id) is not None:
             raise InvalidState(f"step {step_id} of run {run_id} is undone already: run {undo_id}")
         undo = undo_definition(definition, step)
+        version = undo.version
         await self.ledger.save_definition(
-            undo.version, undo.name, undo.body(), f"compensation of {definition.name}.{step_id}"
+            version, undo.name, undo.body(), f"compensation of {definition.name}.{step_id}"
         )
         snapshot = await compiled.graph.aget_state(_config(run_id))
         data = {**run.inputs, **snapshot.values.get("data", {}), "run_id": run_id}
@@ -473,7 +478,7 @@ class ProcessEngine:
         values[UNDOES] = data[UNDOES]  # the run says what it undoes
         if step.compensate.text is not None:
             values[CORRECTION] = render(step.compensate.text, data)
-        undo_run = _new_run(undo_id, undo, values, actor, reply_to)
+        undo_run = _new_run(undo_id, undo, version, values, actor, reply_to)
         audit = NewAuditEvent(actor, "run.compensating", run_id, {"step": step_id, "run": undo_id})
         return await self._begin(undo_run, audit)
 
@@ -825,7 +830,8 @@ class ProcessEngine:
     async def _compiled_for(self, version: str) -> _Compiled:
         compiled = self._compiled.get(version)
         if compiled is None:
-            definition = next((d for d in self.catalog if d.version == version), None)
+            versions = self.catalog.versions
+            definition = next((d for d in self.catalog if versions[d.name] == version), None)
             if definition is None:
                 body = await self.ledger.get_definition(version)
                 if body is None:
@@ -839,6 +845,7 @@ class ProcessEngine:
 def _new_run(
     run_id: str,
     definition: ProcessDefinition,
+    version: str,
     values: dict[str, Any],
     started_by: str,
     reply_to: dict[str, Any] | None,
@@ -847,7 +854,7 @@ def _new_run(
     return Run(
         id=run_id,
         process=definition.name,
-        version=definition.version,
+        version=version,
         status=RunStatus.RUNNING,
         inputs=values,
         started_by=started_by,

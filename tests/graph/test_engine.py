@@ -443,3 +443,13 @@ async def test_a_retry_the_ledger_failed_goes_on_later(
     (resumed,) = await app.engine.resume_stalled()
     assert resumed.run.status is RunStatus.SUCCEEDED
     assert flaky.calls == 2
+
+
+async def test_a_run_keeps_the_version_recorded_when_its_definition_was_loaded(
+    app: Steward,
+) -> None:
+    loaded = app.catalog.versions["onboarding"]
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.run.version == loaded
+    body = await app.ledger.get_definition(loaded)
+    assert body == app.catalog.get("onboarding").body()  # type: ignore[union-attr]
