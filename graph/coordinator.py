@@ -413,18 +413,16 @@ class Coordinator:
         return await (self.budgets or Budgets(self.ledger, self.zone)).report()
 
     async def runs_reply(self, show_all: bool = False) -> Reply:
-        runs = await self.ledger.list_runs(None if show_all else ACTIVE, limit=30)
+        runs = await self.ledger.run_lines(None if show_all else ACTIVE, limit=30)
         circuits = [f"⚠ {b.describe()}" for b in self.engine.effects.open_circuits()]
         if not runs:
             empty = "No runs in progress." if not show_all else "No runs yet."
             return Reply().say("\n".join([empty, *circuits]))
-        pending = {a.run_id: a for a in await self.ledger.pending_approvals([r.id for r in runs])}
         lines = []
         for run in runs:
             line = f"{run.id} · {run.process} · {run.status.value}"
-            approval = pending.get(run.id)
-            if approval is not None:
-                line += f" · approval {approval.id}: {approval.card.get('summary', '')}"
+            if run.approval_id is not None:
+                line += f" · approval {run.approval_id}: {run.approval_summary}"
             elif run.status is RunStatus.FAILED:
                 line += f" · {run.error_class}: {run.error}"
             elif run.current_step:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -61,6 +62,7 @@ from memory.ledger.records import (
     OpenWork,
     OwedReply,
     Run,
+    RunLine,
     RunStatus,
     StepEntry,
     Timer,
@@ -198,6 +200,45 @@ def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Pr
     query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
     if statuses:  # equalities, not IN: an IN list is rendered at every execution
         query = query.where(or_(*(t.runs.c.status == status.value for status in statuses)))
+    return Prepared(query)
+
+
+@cache
+def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
+    """The newest runs in these statuses (any, if none), each with its pending approval's
+    id and summary: the columns a list shows, no JSON but the summary, taken out by SQL.
+    Each status's newest come from its own index range, so the cost stays that of the
+    ``limit`` rows however many runs there are."""
+    r, a = t.runs, t.approvals
+    if statuses:
+        each = [
+            select(r.c.id, r.c.created_at)
+            .where(r.c.status == status.value)
+            .order_by(r.c.created_at.desc())
+            .limit(limit)
+            .subquery()
+            for status in statuses
+        ]
+        union = union_all(*(select(s.c.id, s.c.created_at) for s in each)).subquery()
+        runs = select(union.c.id, union.c.created_at).order_by(union.c.created_at.desc())
+    else:
+        runs = select(r.c.id, r.c.created_at).order_by(r.c.created_at.desc())
+    newest = runs.limit(limit).subquery()
+    pending = and_(a.c.run_id == r.c.id, a.c.status == ApprovalStatus.PENDING.value)
+    query = (
+        select(
+            r.c.id,
+            r.c.process,
+            r.c.status,
+            r.c.current_step,
+            r.c.error,
+            r.c.error_class,
+            a.c.id.label("approval_id"),
+            a.c.card["summary"].as_string().label("approval_summary"),
+        )
+        .select_from(newest.join(r, r.c.id == newest.c.id).outerjoin(a, pending))
+        .order_by(newest.c.created_at.desc(), newest.c.id, a.c.created_at)
+    )
     return Prepared(query)
 
 
@@ -744,6 +785,30 @@ class Ledger:
     ) -> list[Run]:
         query = _runs_newest_first(tuple(statuses or ()), limit)
         return await self.db.run(lambda c: [_run(r) for r in query.rows(c)], write=False)
+
+    async def run_lines(
+        self, statuses: Sequence[RunStatus] | None = None, limit: int = 30
+    ) -> list[RunLine]:
+        """The newest runs as a list shows them, in one read: each with the approval it
+        waits for (the newest, should it wait for more than one)."""
+        query = _run_lines(tuple(statuses or ()), limit)
+
+        def read(conn: Connection) -> list[RunLine]:
+            lines: dict[str, RunLine] = {}
+            for row in query.rows(conn):
+                lines[row.id] = RunLine(
+                    row.id,
+                    row.process,
+                    RunStatus(row.status),
+                    row.current_step,
+                    row.error,
+                    row.error_class,
+                    row.approval_id,
+                    row.approval_summary or "",
+                )
+            return list(lines.values())
+
+        return await self.db.run(read, write=False)
 
     async def run_steps(self, run_id: str) -> list[StepEntry]:
         query = select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.seq)

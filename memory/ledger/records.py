@@ -43,6 +43,20 @@ class Run:
 
 
 @dataclass(frozen=True)
+class RunLine:
+    """What a list of runs shows of one: no inputs, no card, but its pending approval."""
+
+    id: str
+    process: str
+    status: RunStatus
+    current_step: str | None = None
+    error: str | None = None
+    error_class: str | None = None
+    approval_id: str | None = None  # the approval it waits for, if any
+    approval_summary: str = ""
+
+
+@dataclass(frozen=True)
 class Approval:
     id: str
     run_id: str

@@ -78,6 +78,8 @@ runs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_runs_status_updated", "status", "updated_at"),
+    Index("ix_runs_created", "created_at"),
+    Index("ix_runs_status_created", "status", "created_at"),
 )
 
 steps = Table(
@@ -116,6 +118,7 @@ approvals = Table(
     Column("announced_at", UTCDateTime, nullable=True),
     Column("announce_claimed_at", UTCDateTime, nullable=True),  # a scheduler is announcing it
     UniqueConstraint("run_id", "step_id", "visit", name="uq_approvals_gate"),
+    Index("ix_approvals_run_status", "run_id", "status"),
 )
 
 inbox = Table(

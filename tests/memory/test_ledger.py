@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import Connection, func, select
 
 from graph.messages import Inbound, Sender
@@ -170,6 +172,53 @@ async def test_list_runs_filters_by_status_and_orders_newest_first(ledger: Ledge
     assert [r.id for r in waiting_or_done] == ["mid", "old"]
     assert await ledger.list_runs([RunStatus.FAILED]) == []
     assert [r.id for r in await ledger.list_runs(limit=2)] == ["new", "mid"]
+
+
+async def test_run_lines_show_the_newest_runs_with_the_approval_each_waits_for(
+    ledger: Ledger,
+) -> None:
+    await insert_runs(
+        ledger,
+        make_run("old", created_at=T0, status=RunStatus.SUCCEEDED),
+        make_run("mid", created_at=T0 + timedelta(hours=1), status=RunStatus.WAITING),
+        make_run(
+            "failed",
+            created_at=T0 + timedelta(hours=2),
+            status=RunStatus.FAILED,
+            error="the mail server said no",
+            error_class="permanent",
+            current_step="send",
+        ),
+        make_run("new", created_at=T0 + timedelta(hours=3), current_step="draft"),
+    )
+    summary = 'Send "the reminder" to Zoë — €120'
+    await insert_approvals(
+        ledger,
+        make_approval("decided", "mid", created_at=T0),
+        make_approval("older", "mid", step_id="a", created_at=T0 + timedelta(seconds=1)),
+        make_approval(
+            "newest",
+            "mid",
+            step_id="b",
+            created_at=T0 + timedelta(seconds=2),
+            card={"summary": summary, "body": "…"},
+        ),
+        make_approval("done", "old", card={"summary": "not pending"}),
+    )
+    await ledger.decide_approval("decided", ApprovalStatus.APPROVED, "x")
+    await ledger.decide_approval("done", ApprovalStatus.REJECTED, "x")
+
+    lines = await ledger.run_lines()
+    assert [line.id for line in lines] == ["new", "failed", "mid", "old"]
+    new, failed, mid, old = lines
+    assert (new.status, new.current_step, new.approval_id) == (RunStatus.RUNNING, "draft", None)
+    assert (failed.error_class, failed.error) == ("permanent", "the mail server said no")
+    assert (mid.approval_id, mid.approval_summary) == ("newest", summary)
+    assert (old.approval_id, old.approval_summary) == (None, "")
+    waiting = await ledger.run_lines([RunStatus.WAITING, RunStatus.RUNNING], limit=1)
+    assert [line.id for line in waiting] == ["new"]
+    assert [line.id for line in await ledger.run_lines([RunStatus.FAILED])] == ["failed"]
+    assert await ledger.run_lines([RunStatus.PAUSED]) == []
 
 
 async def test_update_run_changes_status_and_touches_updated_at(ledger: Ledger) -> None:
@@ -839,3 +888,10 @@ async def test_a_write_that_can_wait_is_written_at_close(database_url: DatabaseU
         assert await again.entities() == ["client:Acme"]
     finally:
         await again.close()
+
+
+async def test_the_migrations_build_the_schema_the_code_declares(ledger: Ledger) -> None:
+    def differences(conn: Any) -> list[Any]:
+        return compare_metadata(MigrationContext.configure(conn), t.metadata)
+
+    assert await ledger.db.run(differences, write=False) == []
