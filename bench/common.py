@@ -36,24 +36,37 @@ def percentile(samples: list[float], pct: float) -> float:
 START_RUN = "/run onboarding client=Acme email=jane@acme.com package=basic"
 
 
+# One message to a running app: its text, and whether to wait for an approval card too;
+# the ms to the first reply, and to the card (None when not waited for).
+Send = Callable[[str, bool], Awaitable[tuple[float, float | None]]]
+WARM_UP = 20  # messages to each app before any is measured
+
+
 async def round_trip_contest(
-    measure: Callable[[Any, str, int], Awaitable[list[float]]],
-    baseline: Any,
-    steward: Any,
-    rounds: int,
-    blocks: int,
-) -> tuple[list[float], dict[str, list[float]]]:
-    """The baseline echo app and steward take turns in blocks, warmed up first:
-    ``measure(app, text, count)`` gives each message's round trip in ms."""
-    await measure(baseline, "warm up", 20)
-    await measure(steward, "/runs", 20)
-    echo: list[float] = []
+    echo: Send, steward: Send, cycles: int
+) -> tuple[list[float], dict[str, list[float]], list[float]]:
+    """The bare echo app and steward, both running, take turns message by message, so
+    that the machine's drift from one second to the next falls on both alike: each
+    cycle sends the echo app a message, steward ``/runs``, the echo app another, and
+    steward a ``/run``. Returns the echo app's round trips, steward's by command, and
+    the time to each started run's card (all in ms)."""
+    for _ in range(WARM_UP):
+        await echo("warm up", False)
+        await steward("/runs", False)
+    for _ in range(WARM_UP // 4):
+        await steward(START_RUN, True)
+    base: list[float] = []
     ours: dict[str, list[float]] = {"/runs": [], "/run onboarding …": []}
-    for _ in range(blocks):
-        echo += await measure(baseline, "hello there", rounds)
-        ours["/runs"] += await measure(steward, "/runs", rounds)
-        ours["/run onboarding …"] += await measure(steward, START_RUN, rounds // 4)
-    return echo, ours
+    cards: list[float] = []
+    for _ in range(cycles):
+        base.append((await echo("hello there", False))[0])
+        ours["/runs"].append((await steward("/runs", False))[0])
+        base.append((await echo("hello there", False))[0])
+        first, card = await steward(START_RUN, True)
+        ours["/run onboarding …"].append(first)
+        assert card is not None
+        cards.append(card)
+    return base, ours, cards
 
 
 def print_round_trips(

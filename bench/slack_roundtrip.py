@@ -5,12 +5,13 @@ p99 ms from the moment a signed ``message.im`` event is posted to the app to the
 its first ``chat.postMessage`` reaches the Web API. Beside it, in the same run and against
 the same Slack, a bare slack-bolt echo app (``AsyncApp``, one ``message`` listener that
 says the text back, served by bolt's aiohttp adapter, with the same pooled Web API
-client). Target: ratio ≤ 1.5. The two apps take turns in blocks.
+client). Target: ratio ≤ 1.5. Both apps run side by side on their own ports and take
+turns message by message (see ``bench.common.round_trip_contest``).
 
 Each message comes from the operator in a DM of its own, 20 a second, so that steward's
 pacing (about one message a second per channel) is in place but never the thing measured.
 
-    uv run python -m bench.slack_roundtrip [--rounds 200] [--blocks 2]
+    uv run python -m bench.slack_roundtrip [--cycles 200]
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncSay
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench.common import START_RUN, as_after_start, print_round_trips, round_trip_contest
+from bench.common import Send, as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -40,7 +41,6 @@ from tests.net import free_port
 
 OPERATOR = "U0OPS"
 SPACING = 0.05  # seconds between messages: 20 a second
-App = Callable[[FakeSlackAPI, int], AbstractAsyncContextManager[None]]
 _channels = count(1)
 
 
@@ -91,27 +91,26 @@ async def steward_app(slack: FakeSlackAPI, port: int) -> AsyncIterator[None]:
             yield
 
 
-async def round_trips(
-    slack: FakeSlackAPI, app: App, text: str, rounds: int, cards: list[float] | None = None
-) -> list[float]:
-    """Each event's time to its first post; with ``cards``, to the approval card too."""
-    samples = []
-    port = free_port()
+def sender(slack: FakeSlackAPI, port: int) -> Send:
+    """Sends one event to the app on ``port`` and times its first post (and card)."""
     url = f"http://127.0.0.1:{port}/slack/events"
-    async with app(slack, port):
-        for _ in range(rounds):
-            channel = f"D{next(_channels):08d}"
-            event = slack.message_event(OPERATOR, text, channel=channel, channel_type="im")
-            began = time.monotonic()
-            status, _ = await slack.post_event(url, event)
-            assert status == 200, status
-            await slack.wait_for(lambda s, c=channel: _first_post(s, c), timeout=30)  # type: ignore[misc]
-            samples.append((_first_post(slack, channel) - began) * 1000)  # type: ignore[operator]
-            if cards is not None:
-                await slack.wait_for(lambda s, c=channel: _first_post(s, c, card=True), timeout=30)  # type: ignore[misc]
-                cards.append((_first_post(slack, channel, card=True) - began) * 1000)  # type: ignore[operator]
-            await asyncio.sleep(SPACING)
-    return samples
+
+    async def send(text: str, card: bool) -> tuple[float, float | None]:
+        channel = f"D{next(_channels):08d}"
+        event = slack.message_event(OPERATOR, text, channel=channel, channel_type="im")
+        began = time.monotonic()
+        status, _ = await slack.post_event(url, event)
+        assert status == 200, status
+        await slack.wait_for(lambda s: _first_post(s, channel) is not None, timeout=30)
+        first = (_first_post(slack, channel) or 0.0) - began
+        shown = None
+        if card:
+            await slack.wait_for(lambda s: _first_post(s, channel, True) is not None, timeout=30)
+            shown = ((_first_post(slack, channel, True) or 0.0) - began) * 1000
+        await asyncio.sleep(SPACING)
+        return first * 1000, shown
+
+    return send
 
 
 def _first_post(slack: FakeSlackAPI, channel: str, card: bool = False) -> float | None:
@@ -125,16 +124,19 @@ def _first_post(slack: FakeSlackAPI, channel: str, card: bool = False) -> float 
     return min(times) if times else None
 
 
-async def main(rounds: int, blocks: int) -> None:
-    cards: list[float] = []
-    async with FakeSlackAPI() as slack:
-
-        async def measure(app: App, text: str, count: int) -> list[float]:
-            return await round_trips(slack, app, text, count, cards if text == START_RUN else None)
-
-        echo, ours = await round_trip_contest(measure, echo_app, steward_app, rounds, blocks)
+async def main(cycles: int) -> None:
+    echo_port, steward_port = free_port(), free_port()
+    async with (
+        FakeSlackAPI() as slack,
+        echo_app(slack, echo_port),
+        steward_app(slack, steward_port),
+    ):
+        echo, ours, cards = await round_trip_contest(
+            sender(slack, echo_port), sender(slack, steward_port), cycles
+        )
     print_round_trips(
-        f"slack round trip: event in → first Web API call out, {len(echo)} events each",
+        f"slack round trip: event in → first Web API call out, {len(echo)} echo events, "
+        f"{cycles} of each steward command",
         ("bare slack-bolt echo app", echo),
         ours,
         cards,
@@ -143,7 +145,5 @@ async def main(rounds: int, blocks: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--blocks", type=int, default=2)
-    arguments = parser.parse_args()
-    asyncio.run(main(arguments.rounds, arguments.blocks))
+    parser.add_argument("--cycles", type=int, default=200)
+    asyncio.run(main(parser.parse_args().cycles))

@@ -4,13 +4,15 @@ Through the real python-telegram-bot and a local Bot API server (tests/fakes), p
 p99 ms from the moment the update is queued on the server to the moment the reply's
 sendMessage reaches it. Beside it, in the same run and against the same server, a bare
 python-telegram-bot echo bot (Application, Updater, one MessageHandler). Target: ratio
-≤ 1.5. The two bots take turns in blocks, since only one client may poll at a time.
+≤ 1.5. Each bot polls a Bot API server of its own (one server lets one client poll at a
+time), both run side by side, and they take turns message by message (see
+``bench.common.round_trip_contest``).
 
 Each message comes from the operator in a chat of its own, 20 a second, so that steward's
 flood control (about one message a second per chat, 30 a second overall) is in place but
 never the thing measured.
 
-    uv run python -m bench.telegram_roundtrip [--rounds 200] [--blocks 2]
+    uv run python -m bench.telegram_roundtrip [--cycles 200]
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from itertools import count
 from pathlib import Path
 
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bench.common import START_RUN, as_after_start, print_round_trips, round_trip_contest
+from bench.common import Send, as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -36,7 +38,6 @@ from tests.fakes.bot_api import FakeBotAPI
 TOKEN = "4242:bench-token"
 OPERATOR = 1001
 SPACING = 0.05  # seconds between messages: 20 a second
-Bot = Callable[[FakeBotAPI], AbstractAsyncContextManager[None]]
 _chats = count(10_000_000)
 
 
@@ -79,27 +80,26 @@ async def steward_bot(api: FakeBotAPI) -> AsyncIterator[None]:
             yield
 
 
-async def round_trips(
-    api: FakeBotAPI, bot: Bot, text: str, rounds: int, cards: list[float] | None = None
-) -> list[float]:
-    """Each message's time to its first reply; with ``cards``, to the approval card too."""
-    samples = []
-    async with bot(api):
-        await api.wait_for(lambda a: a.polls_waiting > 0, timeout=30)
-        for _ in range(rounds):
-            chat = next(_chats)
-            queued = time.monotonic()
-            api.send_text(OPERATOR, text, chat_id=chat)
-            await api.wait_for(lambda a, c=chat: a.sent(c), timeout=30)  # type: ignore[misc]
-            first = min(
-                call.at for call in api.calls_to("sendMessage") if call.params["chat_id"] == chat
-            )
-            samples.append((first - queued) * 1000)
-            if cards is not None:
-                await api.wait_for(lambda a, c=chat: _card(a, c), timeout=30)  # type: ignore[misc]
-                cards.append((_card(api, chat) - queued) * 1000)  # type: ignore[operator]
-            await asyncio.sleep(SPACING)
-    return samples
+async def sender(api: FakeBotAPI) -> Send:
+    """Sends one message to the bot polling ``api`` and times its first reply (and card)."""
+    await api.wait_for(lambda a: a.polls_waiting > 0, timeout=30)
+
+    async def send(text: str, card: bool) -> tuple[float, float | None]:
+        chat = next(_chats)
+        queued = time.monotonic()
+        api.send_text(OPERATOR, text, chat_id=chat)
+        await api.wait_for(lambda a: bool(a.sent(chat)), timeout=30)
+        first = min(
+            call.at for call in api.calls_to("sendMessage") if call.params["chat_id"] == chat
+        )
+        shown = None
+        if card:
+            await api.wait_for(lambda a: _card(a, chat) is not None, timeout=30)
+            shown = ((_card(api, chat) or 0.0) - queued) * 1000
+        await asyncio.sleep(SPACING)
+        return (first - queued) * 1000, shown
+
+    return send
 
 
 def _card(api: FakeBotAPI, chat: int) -> float | None:
@@ -111,16 +111,19 @@ def _card(api: FakeBotAPI, chat: int) -> float | None:
     return min(times) if times else None
 
 
-async def main(rounds: int, blocks: int) -> None:
-    cards: list[float] = []
-    async with FakeBotAPI(token=TOKEN) as api:
-
-        async def measure(bot: Bot, text: str, count: int) -> list[float]:
-            return await round_trips(api, bot, text, count, cards if text == START_RUN else None)
-
-        echo, ours = await round_trip_contest(measure, echo_bot, steward_bot, rounds, blocks)
+async def main(cycles: int) -> None:
+    async with (
+        FakeBotAPI(token=TOKEN) as echo_api,
+        FakeBotAPI(token=TOKEN) as steward_api,
+        echo_bot(echo_api),
+        steward_bot(steward_api),
+    ):
+        echo, ours, cards = await round_trip_contest(
+            await sender(echo_api), await sender(steward_api), cycles
+        )
     print_round_trips(
-        f"telegram round trip: message in → first reply out, {len(echo)} messages each",
+        f"telegram round trip: message in → first reply out, {len(echo)} echo messages, "
+        f"{cycles} of each steward command",
         ("bare PTB echo bot", echo),
         ours,
         cards,
@@ -129,7 +132,5 @@ async def main(rounds: int, blocks: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--blocks", type=int, default=2)
-    arguments = parser.parse_args()
-    asyncio.run(main(arguments.rounds, arguments.blocks))
+    parser.add_argument("--cycles", type=int, default=200)
+    asyncio.run(main(parser.parse_args().cycles))
