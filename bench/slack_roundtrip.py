@@ -32,7 +32,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncSay
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench.common import Send, as_after_start, print_round_trips, round_trip_contest
+from bench.common import Arrivals, Send, as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -91,7 +91,7 @@ async def steward_app(slack: FakeSlackAPI, port: int) -> AsyncIterator[None]:
             yield
 
 
-def sender(slack: FakeSlackAPI, port: int) -> Send:
+def sender(slack: FakeSlackAPI, port: int, arrivals: Arrivals) -> Send:
     """Sends one event to the app on ``port`` and times its first post (and card)."""
     url = f"http://127.0.0.1:{port}/slack/events"
 
@@ -101,27 +101,26 @@ def sender(slack: FakeSlackAPI, port: int) -> Send:
         began = time.monotonic()
         status, _ = await slack.post_event(url, event)
         assert status == 200, status
-        await slack.wait_for(lambda s: _first_post(s, channel) is not None, timeout=30)
-        first = (_first_post(slack, channel) or 0.0) - began
+        await slack.wait_for(lambda _: arrivals.first(channel) is not None, timeout=30)
+        first = (arrivals.first(channel) or 0.0) - began
         shown = None
         if card:
-            await slack.wait_for(lambda s: _first_post(s, channel, True) is not None, timeout=30)
-            shown = ((_first_post(slack, channel, True) or 0.0) - began) * 1000
+            await slack.wait_for(lambda _: arrivals.card(channel) is not None, timeout=30)
+            shown = ((arrivals.card(channel) or 0.0) - began) * 1000
         await asyncio.sleep(SPACING)
         return first * 1000, shown
 
     return send
 
 
-def _first_post(slack: FakeSlackAPI, channel: str, card: bool = False) -> float | None:
-    """When the first message (``card``: the first with buttons) reached the Web API."""
-    times = [
-        call.at
-        for call in slack.calls_to("chat.postMessage")
-        if call.params.get("channel") == channel
-        and (not card or any(b.get("type") == "actions" for b in call.params.get("blocks") or []))
-    ]
-    return min(times) if times else None
+def posts(slack: FakeSlackAPI) -> Arrivals:
+    """Each channel's first post, and its first with buttons (a card)."""
+    return Arrivals(
+        slack.calls,
+        "chat.postMessage",
+        lambda call: call.params.get("channel"),
+        lambda call: any(b.get("type") == "actions" for b in call.params.get("blocks") or []),
+    )
 
 
 async def main(cycles: int) -> None:
@@ -131,8 +130,9 @@ async def main(cycles: int) -> None:
         echo_app(slack, echo_port),
         steward_app(slack, steward_port),
     ):
+        arrivals = posts(slack)
         echo, ours, cards = await round_trip_contest(
-            sender(slack, echo_port), sender(slack, steward_port), cycles
+            sender(slack, echo_port, arrivals), sender(slack, steward_port, arrivals), cycles
         )
     print_round_trips(
         f"slack round trip: event in → first Web API call out, {len(echo)} echo events, "

@@ -29,7 +29,7 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bench.common import Send, as_after_start, print_round_trips, round_trip_contest
+from bench.common import Arrivals, Send, as_after_start, print_round_trips, round_trip_contest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -83,32 +83,27 @@ async def steward_bot(api: FakeBotAPI) -> AsyncIterator[None]:
 async def sender(api: FakeBotAPI) -> Send:
     """Sends one message to the bot polling ``api`` and times its first reply (and card)."""
     await api.wait_for(lambda a: a.polls_waiting > 0, timeout=30)
+    arrivals = Arrivals(
+        api.calls,
+        "sendMessage",
+        lambda call: call.params["chat_id"],
+        lambda call: "reply_markup" in call.params,
+    )
 
     async def send(text: str, card: bool) -> tuple[float, float | None]:
         chat = next(_chats)
         queued = time.monotonic()
         api.send_text(OPERATOR, text, chat_id=chat)
-        await api.wait_for(lambda a: bool(a.sent(chat)), timeout=30)
-        first = min(
-            call.at for call in api.calls_to("sendMessage") if call.params["chat_id"] == chat
-        )
+        await api.wait_for(lambda _: arrivals.first(chat) is not None, timeout=30)
+        first = (arrivals.first(chat) or 0.0) - queued
         shown = None
         if card:
-            await api.wait_for(lambda a: _card(a, chat) is not None, timeout=30)
-            shown = ((_card(api, chat) or 0.0) - queued) * 1000
+            await api.wait_for(lambda _: arrivals.card(chat) is not None, timeout=30)
+            shown = ((arrivals.card(chat) or 0.0) - queued) * 1000
         await asyncio.sleep(SPACING)
-        return (first - queued) * 1000, shown
+        return first * 1000, shown
 
     return send
-
-
-def _card(api: FakeBotAPI, chat: int) -> float | None:
-    times = [
-        call.at
-        for call in api.calls_to("sendMessage")
-        if call.params["chat_id"] == chat and "reply_markup" in call.params
-    ]
-    return min(times) if times else None
 
 
 async def main(cycles: int) -> None:
