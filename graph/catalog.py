@@ -127,6 +127,10 @@ class Catalog:
     # with (hashing a definition costs more than the rest of starting a run).
     versions: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name, definition in self.definitions.items():
+            self.versions.setdefault(name, definition.version)
+
     @classmethod
     def load(cls, builtin: Path, user: Path | None = None) -> Catalog:
         catalog = cls()

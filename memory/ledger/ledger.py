@@ -237,7 +237,7 @@ def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
             a.c.card["summary"].as_string().label("approval_summary"),
         )
         .select_from(newest.join(r, r.c.id == newest.c.id).outerjoin(a, pending))
-        .order_by(newest.c.created_at.desc(), newest.c.id, a.c.created_at)
+        .order_by(newest.c.created_at.desc(), newest.c.id, a.c.created_at, a.c.id)
     )
     return Prepared(query)
 
@@ -791,7 +791,7 @@ class Ledger:
     ) -> list[RunLine]:
         """The newest runs as a list shows them, in one read: each with the approval it
         waits for (the newest, should it wait for more than one)."""
-        query = _run_lines(tuple(statuses or ()), limit)
+        query = _run_lines(tuple(dict.fromkeys(statuses or ())), limit)
 
         def read(conn: Connection) -> list[RunLine]:
             lines: dict[str, RunLine] = {}

@@ -524,3 +524,9 @@ def test_describe_duration_round_trips() -> None:
     for text in ("30m", "72h", "3d", "90m", "45s"):
         assert parse_duration(describe_duration(parse_duration(text))) == parse_duration(text)
     assert describe_duration(timedelta(hours=72)) == "3d"
+
+
+def test_a_catalog_built_from_definitions_knows_their_versions() -> None:
+    definition = load_definition(BUILTIN_FILES[0])
+    catalog = Catalog(definitions={definition.name: definition})
+    assert catalog.versions == {definition.name: definition.version}
