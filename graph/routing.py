@@ -40,14 +40,21 @@ class Route:
 
 
 INPUT_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# What shlex makes of a text without quotes or backslashes: the words between its
+# whitespace (ten times quicker than shlex's own reading, a character at a time).
+SHELL_QUOTING = frozenset("'\"\\")
+SHELL_SPACE = re.compile(r"[ \t\r\n]+")
 
 
 def parse_arguments(text: str) -> tuple[list[str], dict[str, str]]:
     """``onboarding client="Acme Ltd" email=jane@acme.com`` → (["onboarding"], {...})."""
-    try:
-        tokens = shlex.split(text)
-    except ValueError:
-        tokens = text.split()
+    if SHELL_QUOTING.isdisjoint(text):
+        tokens = [token for token in SHELL_SPACE.split(text) if token]
+    else:
+        try:
+            tokens = shlex.split(text)
+        except ValueError:
+            tokens = text.split()
     positional, named = [], {}
     for token in tokens:
         key, sep, value = token.partition("=")

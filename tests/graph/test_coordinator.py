@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shlex
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from bot.settings import load_settings
 from graph.catalog import Catalog
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from graph.models import LanguageModels
-from graph.routing import Router
+from graph.routing import Router, parse_arguments
 from memory.ledger import ApprovalStatus, RunStatus
 from processes import BUILTIN_DIR
 from tests.memory.commit_log import record_commits
@@ -645,3 +646,24 @@ async def test_tier_2_unsure_or_unknown_process_falls_back(app: Steward) -> None
     for _ in range(3):
         assert "not sure" in joined(await send(app, "do the thing"))
     assert await app.ledger.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "onboarding client=Acme email=jane@acme.com package=basic",
+        "  onboarding\tclient=Acme\r\nnote=a#b  ",
+        "invoice amount=€120 client=Zoë\u00a0Ltd due=2026-12-24",
+        'onboarding client="Acme Ltd" email=jane@acme.com',
+        "onboarding client='Acme Ltd' note=it\\'s",
+        'onboarding client="Acme',  # unbalanced: split on whitespace
+        "",
+    ],
+)
+def test_arguments_are_read_as_a_shell_reads_them(text: str) -> None:
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        tokens = text.split()
+    positional, named = parse_arguments(text)
+    assert positional + [f"{key}={value}" for key, value in named.items()] == tokens
