@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import statistics
 import tempfile
@@ -40,6 +41,9 @@ START_RUN = "/run onboarding client=Acme email=jane@acme.com package=basic"
 # the ms to the first reply, and to the card (None when not waited for).
 Send = Callable[[str, bool], Awaitable[tuple[float, float | None]]]
 WARM_UP = 20  # messages to each app before any is measured
+# Seconds between messages, each from a chat of its own: 20 a second, so that steward's
+# pacing (about one message a second per chat) is in place but never the thing measured.
+SPACING = 0.05
 
 
 class Arrivals:
@@ -77,6 +81,22 @@ class Arrivals:
                 if self._is_card(call):
                     self._card.setdefault(chat, call.at)
         self._read = len(self._calls)
+
+
+async def reply_times(
+    fake: Any, arrivals: Arrivals, chat: Any, since: float, card: bool
+) -> tuple[float, float | None]:
+    """ms from ``since`` (``time.monotonic()``) to ``chat``'s first reply and, with
+    ``card``, to its first card, as ``fake`` (a local platform) received them; then the
+    pause between messages."""
+    await fake.wait_for(lambda _: arrivals.first(chat) is not None, timeout=30)
+    first = ((arrivals.first(chat) or 0.0) - since) * 1000
+    shown = None
+    if card:
+        await fake.wait_for(lambda _: arrivals.card(chat) is not None, timeout=30)
+        shown = ((arrivals.card(chat) or 0.0) - since) * 1000
+    await asyncio.sleep(SPACING)
+    return first, shown
 
 
 async def round_trip_contest(

@@ -32,7 +32,14 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp, AsyncSay
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench.common import Arrivals, Send, as_after_start, print_round_trips, round_trip_contest
+from bench.common import (
+    Arrivals,
+    Send,
+    as_after_start,
+    print_round_trips,
+    reply_times,
+    round_trip_contest,
+)
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -40,7 +47,6 @@ from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
 
 OPERATOR = "U0OPS"
-SPACING = 0.05  # seconds between messages: 20 a second
 _channels = count(1)
 
 
@@ -101,14 +107,7 @@ def sender(slack: FakeSlackAPI, port: int, arrivals: Arrivals) -> Send:
         began = time.monotonic()
         status, _ = await slack.post_event(url, event)
         assert status == 200, status
-        await slack.wait_for(lambda _: arrivals.first(channel) is not None, timeout=30)
-        first = (arrivals.first(channel) or 0.0) - began
-        shown = None
-        if card:
-            await slack.wait_for(lambda _: arrivals.card(channel) is not None, timeout=30)
-            shown = ((arrivals.card(channel) or 0.0) - began) * 1000
-        await asyncio.sleep(SPACING)
-        return first * 1000, shown
+        return await reply_times(slack, arrivals, channel, began, card)
 
     return send
 

@@ -29,7 +29,14 @@ from pathlib import Path
 from telegram import Update
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
-from bench.common import Arrivals, Send, as_after_start, print_round_trips, round_trip_contest
+from bench.common import (
+    Arrivals,
+    Send,
+    as_after_start,
+    print_round_trips,
+    reply_times,
+    round_trip_contest,
+)
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
@@ -37,7 +44,6 @@ from tests.fakes.bot_api import FakeBotAPI
 
 TOKEN = "4242:bench-token"
 OPERATOR = 1001
-SPACING = 0.05  # seconds between messages: 20 a second
 _chats = count(10_000_000)
 
 
@@ -94,14 +100,7 @@ async def sender(api: FakeBotAPI) -> Send:
         chat = next(_chats)
         queued = time.monotonic()
         api.send_text(OPERATOR, text, chat_id=chat)
-        await api.wait_for(lambda _: arrivals.first(chat) is not None, timeout=30)
-        first = (arrivals.first(chat) or 0.0) - queued
-        shown = None
-        if card:
-            await api.wait_for(lambda _: arrivals.card(chat) is not None, timeout=30)
-            shown = ((arrivals.card(chat) or 0.0) - queued) * 1000
-        await asyncio.sleep(SPACING)
-        return first * 1000, shown
+        return await reply_times(api, arrivals, chat, queued, card)
 
     return send
 
