@@ -43,6 +43,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.selectable import Subquery
 
 from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
@@ -193,23 +194,12 @@ _ANNOUNCE = Prepared(
 )
 
 
-@cache
-def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Prepared:
-    """Runs in these statuses (any, if none), newest first: one prepared statement for
-    each of the few combinations asked for (/runs, /runs all, recovery)."""
-    query = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
-    if statuses:  # equalities, not IN: an IN list is rendered at every execution
-        query = query.where(or_(*(t.runs.c.status == status.value for status in statuses)))
-    return Prepared(query)
-
-
-@cache
-def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
-    """The newest runs in these statuses (any, if none), each with its pending approval's
-    id and summary: the columns a list shows, no JSON but the summary, taken out by SQL.
-    Each status's newest come from its own index range, so the cost stays that of the
-    ``limit`` rows however many runs there are."""
-    r, a = t.runs, t.approvals
+def _newest_runs(statuses: tuple[RunStatus, ...], limit: int | None) -> Subquery:
+    """The ids and times of the newest runs in these statuses (any, if none). Each
+    status's newest come from its own index range, so the cost stays that of the
+    ``limit`` rows however many runs there are (equalities, not IN: an IN list is
+    rendered at every execution)."""
+    r = t.runs
     if statuses:
         each = [
             select(r.c.id, r.c.created_at)
@@ -223,7 +213,28 @@ def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
         runs = select(union.c.id, union.c.created_at).order_by(union.c.created_at.desc())
     else:
         runs = select(r.c.id, r.c.created_at).order_by(r.c.created_at.desc())
-    newest = runs.limit(limit).subquery()
+    return runs.limit(limit).subquery()
+
+
+@cache
+def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Prepared:
+    """Runs in these statuses (any, if none), newest first: one prepared statement for
+    each of the few combinations asked for (/runs, /runs all, recovery)."""
+    newest = _newest_runs(statuses, limit)
+    query = (
+        select(t.runs)
+        .select_from(newest.join(t.runs, t.runs.c.id == newest.c.id))
+        .order_by(newest.c.created_at.desc(), newest.c.id)
+    )
+    return Prepared(query)
+
+
+@cache
+def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
+    """The newest runs in these statuses (any, if none), each with its pending approval's
+    id and summary: the columns a list shows, no JSON but the summary, taken out by SQL."""
+    r, a = t.runs, t.approvals
+    newest = _newest_runs(statuses, limit)
     pending = and_(a.c.run_id == r.c.id, a.c.status == ApprovalStatus.PENDING.value)
     query = (
         select(
@@ -783,7 +794,7 @@ class Ledger:
     async def list_runs(
         self, statuses: Sequence[RunStatus] | None = None, limit: int | None = 50
     ) -> list[Run]:
-        query = _runs_newest_first(tuple(statuses or ()), limit)
+        query = _runs_newest_first(tuple(dict.fromkeys(statuses or ())), limit)
         return await self.db.run(lambda c: [_run(r) for r in query.rows(c)], write=False)
 
     async def run_lines(
