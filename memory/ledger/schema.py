@@ -100,7 +100,7 @@ approvals = Table(
     "approvals",
     metadata,
     Column("id", String(16), primary_key=True),
-    Column("run_id", String(32), nullable=False, index=True),
+    Column("run_id", String(32), nullable=False),
     Column("step_id", String(100), nullable=False),
     Column("visit", Integer, nullable=False),
     Column("status", String(16), nullable=False, index=True),

@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, func, select
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, func, inspect, select
 
 from graph.messages import Inbound, Sender
 from memory.database_url import DatabaseURL
@@ -34,6 +36,7 @@ from memory.ledger import (
 )
 from memory.ledger import ledger as ledger_module
 from memory.ledger import schema as t
+from memory.ledger.migrate import alembic_config
 from tests.memory.commit_log import record_commits
 
 T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
@@ -895,3 +898,17 @@ async def test_the_migrations_build_the_schema_the_code_declares(ledger: Ledger)
         return compare_metadata(MigrationContext.configure(conn), t.metadata)
 
     assert await ledger.db.run(differences, write=False) == []
+
+
+async def test_every_migration_undoes_itself_and_the_ledger_migrates_again(ledger: Ledger) -> None:
+    def down_one_at_a_time_then_up(conn: Connection) -> tuple[list[str], list[Any]]:
+        config = alembic_config(conn)
+        for _ in ScriptDirectory.from_config(config).walk_revisions():
+            command.downgrade(config, "-1")
+        left = [name for name in inspect(conn).get_table_names() if name != "alembic_version"]
+        command.upgrade(config, "head")
+        return left, compare_metadata(MigrationContext.configure(conn), t.metadata)
+
+    left, differences = await ledger.db.run(down_one_at_a_time_then_up)
+    assert left == []
+    assert differences == []
