@@ -28,6 +28,7 @@ from graph.history import (
     looks_like_a_question,
     plainly_a_question,
 )
+from graph.ids import is_approval_id, is_run_id
 from graph.inputs import InputError, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import said_record
@@ -66,6 +67,22 @@ COMMANDS = (
     ("help", "all commands"),
 )
 
+COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "start"}
+QUESTION_COMMANDS = {"cancel", "skip"}  # a question waiting for its answer: said instead
+# The commands whose first argument is an id, and how many arguments they take: None
+# for any number (a reason, a step and its inputs).
+BY_ID: dict[str, tuple[Callable[[str], bool], int | None]] = {
+    "runs": (is_run_id, 1),
+    "approve": (is_approval_id, 1),
+    "reject": (is_approval_id, None),
+    "cancel": (is_run_id, 1),
+    "pause": (is_run_id, 1),
+    "resume": (is_run_id, 1),
+    "retry": (is_run_id, 1),
+    "replay": (is_run_id, None),
+    "undo": (is_run_id, 2),
+}
+
 HELP = """\
 Commands:
 /run PROCESS key=value …  start a process (missing inputs are asked for)
@@ -103,6 +120,8 @@ class Coordinator:
             if text.startswith("/"):
                 return await self._command(inbound, text)
             pending = await self.memory.get(self._question_key(inbound))
+            if (command := self._unslashed(text, asked=pending is not None)) is not None:
+                return await self._command(inbound, command)
             if pending is None and self._asks_history(text):
                 answered = await self._history_question(inbound, text)
                 if answered is not None:
@@ -120,6 +139,28 @@ class Coordinator:
         if remembered:
             await self._remember_answer(inbound, about, reply)
         return reply
+
+    def _unslashed(self, text: str, asked: bool) -> str | None:
+        """A command typed without its slash, as it must be where the platform takes a
+        leading ``/word`` for a command of its own (a Slack message box); None for words.
+
+        Only the command's shape makes one: ``runs``, ``today all``, ``approve a3k9m2p``,
+        ``run onboarding client=Acme``; "help me onboard Jane" and "run out of budget"
+        stay words. While a question waits for its answer, everything is the answer but
+        ``cancel`` and ``skip`` on their own."""
+        name, *args = text.split() or [""]
+        name = name.lower()
+        if asked:
+            shaped = name in QUESTION_COMMANDS and not args
+        elif not args:
+            shaped = name in COMMAND_NAMES
+        elif name == "run":
+            shaped = self.catalog.get(args[0]) is not None
+        elif name in ("runs", "today") and args == ["all"]:
+            shaped = True
+        else:
+            shaped = _takes_an_id(name, args)
+        return "/" + text if shaped else None
 
     def _asks_history(self, text: str) -> bool:
         """A question ("why did we reject the Acme email?"); one that only ends with a
@@ -559,6 +600,14 @@ class Coordinator:
     @staticmethod
     def _turns_key(inbound: Inbound) -> str:
         return f"turns:{inbound.sender.key}:{inbound.chat_id}"
+
+
+def _takes_an_id(name: str, args: list[str]) -> bool:
+    """``args`` begin with the id command ``name`` takes, and are as many as it takes."""
+    if name not in BY_ID:
+        return False
+    is_id, count = BY_ID[name]
+    return is_id(args[0].lower()) and (count is None or len(args) == count)
 
 
 def _one_id(text: str, command: str) -> str:

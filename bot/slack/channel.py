@@ -61,7 +61,6 @@ from bot.slack.render import (
     outcome_message,
     text_messages,
 )
-from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
 from memory.working import WorkingMemory
@@ -74,7 +73,6 @@ PRESSES = re.compile(r"^(approve|reject|edit|details|retry)$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
-COMMAND_WORDS = {name for name, _ in COMMANDS} | {"skip"}
 WRITTEN = {None, "file_share", "thread_broadcast"}
 NO_ENTRY = {
     "not_in_channel",
@@ -287,15 +285,19 @@ class SlackChannel:
             return  # an edit, a deletion, a join
         conversation = Conversation(event["channel"], event.get("thread_ts"))
         sender = Sender(self.name, event["user"])
-        text = _as_command(from_slack(event.get("text") or ""))
+        text = from_slack(event.get("text") or "").strip()
         await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
 
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
     ) -> None:
+        if event.get("bot_id") or "user" not in event or event.get("subtype") not in WRITTEN:
+            return  # only what a person writes
+        if "edited" in event:
+            return  # Slack mentions steward again when the message is edited: it was heard
         bot_user = context.get("bot_user_id") or ""
         text = re.sub(rf"<@{re.escape(bot_user)}>", "", event.get("text") or "")
-        text = _as_command(from_slack(text))
+        text = from_slack(text).strip()
         conversation = Conversation(event["channel"], event.get("thread_ts") or event["ts"])
         sender = Sender(self.name, event["user"])
         await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
@@ -306,7 +308,7 @@ class SlackChannel:
             sender,
             command["channel_id"],
             f"command:{command['trigger_id']}",
-            text=_as_command(from_slack(command.get("text") or "")) or "/help",
+            text=from_slack(command.get("text") or "").strip() or "/help",
         )
         await self._take(inbound, ack)
 
@@ -578,17 +580,6 @@ class SlackChannel:
 
 def _sender(user: dict[str, Any]) -> Sender:
     return Sender("slack", user["id"], user.get("username") or user.get("name") or "")
-
-
-def _as_command(text: str) -> str:
-    """A command without its slash is still a command — ``/steward run onboarding …``,
-    or ``cancel`` in a DM, where Slack would take ``/cancel`` for a slash command of its
-    own; anything else is said in plain words."""
-    text = text.strip()
-    if not text:
-        return text
-    word = text.split()[0].lstrip("/").lower()
-    return "/" + text.lstrip("/") if word in COMMAND_WORDS else text
 
 
 def from_slack(text: str) -> str:

@@ -551,6 +551,42 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
         assert "onboarding" in answer["text"]
 
 
+async def test_an_edited_mention_starts_nothing_again(tmp_path: Path, slack: FakeSlackAPI) -> None:
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        mention = slack.mention_event(OPERATOR, START.removeprefix("/"), channel)
+        assert (await slack.post_event(bot.url, mention))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        edited = slack.edited_mention(mention, START.removeprefix("/") + " (typo fixed)")
+        assert (await slack.post_event(bot.url, edited))[0] == 200
+        bot_mention = slack.mention_event(OPERATOR, "hello", channel)
+        bot_mention["event"] = {**bot_mention["event"], "bot_id": "B0OTHER"}
+        bot_mention["event"].pop("user")
+        assert (await slack.post_event(bot.url, bot_mention))[0] == 200
+        await bot.channel.idle()
+        assert len(cards(slack, channel)) == 1
+        assert len(await bot.steward.ledger.list_runs(None)) == 1
+
+
+async def test_commands_without_their_slash_are_known_by_their_shape(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    dm = slack.dm_channel(OPERATOR)
+    async with running(tmp_path / "home", slack) as bot:
+        await say(slack, bot, "runs")
+        await slack.wait_for(lambda s: "No runs in progress." in bot_texts(s, dm))
+        await say(slack, bot, "help me onboard Jane from Acme")  # words: a process starts
+        await say(slack, bot, "today we are thrilled to welcome you")  # the answer it asked for
+        await bot.channel.idle()
+        asked, answered = bot_texts(slack, dm)[1:]
+        assert "email address?" in asked
+        assert "got 'today we are thrilled to welcome you'" in answered
+        await say(slack, bot, "cancel")  # on its own, while asked: a command
+        await slack.wait_for(lambda s: len(bot_texts(s, dm)) == 4)
+        await say(slack, bot, "help")
+        await slack.wait_for(lambda s: "Commands:" in bot_texts(s, dm)[-1])
+
+
 async def test_a_429_is_waited_out_and_nothing_is_dropped(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:

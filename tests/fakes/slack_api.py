@@ -725,6 +725,18 @@ class FakeSlackAPI:
             event["thread_ts"] = thread_ts
         return self._event_envelope(event)
 
+    def edited_mention(self, mention: JSONDict, text: str) -> JSONDict:
+        """The ``app_mention`` Slack sends again when the message of ``mention`` (an
+        envelope) is edited to ``text``: the same message, marked ``edited``, under an
+        event id of its own."""
+        first = mention["event"]
+        event: JSONDict = {
+            **first,
+            "text": text,
+            "edited": {"user": first["user"], "ts": self._new_ts()},
+        }
+        return self._event_envelope(event)
+
     def url_verification(self, challenge: str | None = None) -> JSONDict:
         """The ``url_verification`` request Slack sends when an events URL is set."""
         return {

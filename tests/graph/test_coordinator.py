@@ -667,3 +667,35 @@ def test_arguments_are_read_as_a_shell_reads_them(text: str) -> None:
         tokens = text.split()
     positional, named = parse_arguments(text)
     assert positional + [f"{key}={value}" for key, value in named.items()] == tokens
+
+
+@pytest.mark.parametrize(
+    ("text", "asked", "command"),
+    [
+        ("runs", False, "/runs"),
+        ("Runs all", False, "/Runs all"),
+        ("runs rabcdefgh2", False, "/runs rabcdefgh2"),
+        ("today all", False, "/today all"),
+        ("approve a3k9m2pq", False, "/approve a3k9m2pq"),
+        ("reject a3k9m2pq too pricey for them", False, "/reject a3k9m2pq too pricey for them"),
+        ("undo rabcdefgh2 send_welcome", False, "/undo rabcdefgh2 send_welcome"),
+        ("run onboarding client=Acme", False, "/run onboarding client=Acme"),
+        ("help", False, "/help"),
+        ("help me onboard Jane from Acme", False, None),
+        ("run out of budget", False, None),
+        ("today we are thrilled to welcome you", False, None),
+        ("approve it please", False, None),
+        ("cancel the Acme run", False, None),
+        ("undo rabcdefgh2", False, None),
+        ("", False, None),
+        ("cancel", True, "/cancel"),
+        ("skip", True, "/skip"),
+        ("runs", True, None),
+        ("approve a3k9m2pq", True, None),
+        ("Today we are thrilled to welcome you", True, None),
+    ],
+)
+async def test_a_command_without_its_slash_is_known_by_its_shape(
+    app: Steward, text: str, asked: bool, command: str | None
+) -> None:
+    assert app.coordinator._unslashed(text, asked) == command
