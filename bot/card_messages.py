@@ -8,7 +8,12 @@ every steward process and kept across restarts), and edits them all when it is d
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
+from bot.outbox import SendLater
 from memory.working import WorkingMemory
+
+Message = tuple[str, str]  # a chat and a message in it, as the platform names them
 
 CARD_TTL = 30 * 24 * 3600  # how long a card's messages are remembered for editing
 
@@ -30,7 +35,7 @@ class CardMessages:
             await self.memory.set(key, known, CARD_TTL)
         return None
 
-    async def take(self, approval_id: str, outcome: str) -> list[tuple[str, str]]:
+    async def take(self, approval_id: str, outcome: str) -> list[Message]:
         """Every message showing the card, handed out once; a message posted later is
         told ``outcome`` by ``remember``."""
         key = self._key(approval_id)
@@ -40,8 +45,8 @@ class CardMessages:
         return [(str(chat), str(message)) for chat, message in known["messages"]]
 
     async def to_settle(
-        self, approval_id: str, outcome: str, pressed: tuple[str, str] | None
-    ) -> list[tuple[str, str]]:
+        self, approval_id: str, outcome: str, pressed: Message | None
+    ) -> list[Message]:
         """Every message to show ``outcome`` on: those showing the card, and the one whose
         button was pressed (if it is not among them). Empty: the card shows nowhere, and
         the outcome goes out as a message of its own."""
@@ -49,6 +54,36 @@ class CardMessages:
         if pressed is not None and pressed not in targets:
             targets.append(pressed)
         return targets
+
+    async def settle(
+        self,
+        approval_id: str,
+        messages: Sequence[Message],
+        update: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        """Shows the outcome on each of ``messages`` (taken by ``take``) with ``update``.
+        Those the platform cannot take now (``update`` raises ``SendLater``) are given
+        back, to be taken on the next try, and ``SendLater`` is raised after the rest:
+        a card whose update failed keeps no live buttons for good."""
+        later: list[Message] = []
+        failure: SendLater | None = None
+        for message in messages:
+            try:
+                await update(message)
+            except SendLater as exc:
+                later.append(message)
+                failure = exc
+        if failure is not None:
+            await self._give_back(approval_id, later)
+            raise failure
+
+    async def _give_back(self, approval_id: str, messages: list[Message]) -> None:
+        key = self._key(approval_id)
+        async with self.memory.lock(key):
+            known = await self.memory.get(key) or {"messages": []}
+            held = [tuple(map(str, each)) for each in known["messages"]]
+            known["messages"] += [list(each) for each in messages if each not in held]
+            await self.memory.set(key, known, CARD_TTL)
 
     def _key(self, approval_id: str) -> str:
         return f"{self.channel}:card:{approval_id}"

@@ -440,7 +440,13 @@ class SlackChannel:
         channel, ts = posted["channel"], posted["ts"]
         decided = await self.cards.remember(card.approval_id, channel, ts)
         if decided is not None:  # while it was on its way
-            await self._update(channel, ts, outcome_message(CardOutcome(card.approval_id, decided)))
+            settled = outcome_message(CardOutcome(card.approval_id, decided))
+            try:
+                await self.cards.settle(
+                    card.approval_id, [(channel, ts)], partial(self._update, settled)
+                )
+            except SendLater as exc:  # posting the card again would not help: it is posted
+                log.warning("could not show card %s its outcome: %s", card.approval_id, exc)
         return {"channel": channel, "ts": ts, "decided": decided is not None}
 
     async def _post_overflow(
@@ -468,8 +474,7 @@ class SlackChannel:
         pressed = answering.context if answering is not None else {}
         where = (pressed["channel"], pressed["ts"]) if pressed.get("ts") else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
-        for channel, ts in targets:
-            await self._update(channel, ts, settled)
+        await self.cards.settle(outcome.approval_id, targets, partial(self._update, settled))
         if not targets:
             await self._post(conversation, settled, fallback)
         if self.settled_here is not None:
@@ -477,18 +482,23 @@ class SlackChannel:
 
     async def settle(self, outcome: CardOutcome) -> None:
         settled = outcome_message(outcome)
-        for channel, ts in await self.cards.take(outcome.approval_id, outcome.text):
-            await self._update(channel, ts, settled)
+        taken = await self.cards.take(outcome.approval_id, outcome.text)
+        await self.cards.settle(outcome.approval_id, taken, partial(self._update, settled))
 
-    async def _update(self, channel: str, ts: str, settled: Outgoing) -> None:
+    async def _update(self, settled: Outgoing, message: tuple[str, str]) -> None:
+        """Shows ``settled`` in place of a card's message; raises ``SendLater`` when Slack
+        cannot take it now (after the client's own retries)."""
+        channel, ts = message
         try:
             await self.client.chat_update(
                 channel=channel, ts=ts, text=settled.text, blocks=settled.blocks
             )
         except SlackApiError as exc:
+            if _server_side(exc):
+                raise _later(exc) from exc
             log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
-        except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
-            log.warning("could not reach Slack to update card %s in %s: %r", ts, channel, exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendLater(f"cannot reach Slack: {exc!r}") from exc
 
     async def _open_edit_form(
         self, conversation: Conversation, prompt: EditPrompt, answering: Inbound | None
@@ -541,7 +551,7 @@ class SlackChannel:
                 posted = [await self._post(Conversation(user), outgoing) for user in fallback]
                 return next((p for p in posted if p is not None), None)
             if _server_side(exc):  # after the client's own retries: again later
-                raise SendLater(f"Slack answered {exc.response.status_code}: {error}") from exc
+                raise _later(exc) from exc
             log.error("could not post to Slack %s: %s", conversation.channel, error)
             return None
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
@@ -602,6 +612,11 @@ def _server_side(exc: SlackApiError) -> bool:
     """Slack could not take the request now (a 5xx, or still rate limited after the
     client waited), rather than refusing it."""
     return exc.response.status_code >= 500 or _error(exc) in {"ratelimited", "internal_error"}
+
+
+def _later(exc: SlackApiError) -> SendLater:
+    """What a request Slack could not take now (``_server_side``) is: one to try later."""
+    return SendLater(f"Slack answered {exc.response.status_code}: {_error(exc)}")
 
 
 def _error(exc: SlackApiError) -> str:

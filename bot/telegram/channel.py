@@ -348,10 +348,14 @@ class TelegramChannel:
         the card's outcome can replace it."""
         message = await self._post(chat_id, outgoing)
         if message is not None and outgoing.keyboard is not None:
-            where = (chat_id, message.message_id)
-            decided = await self.cards.remember(card.approval_id, *map(str, where))
+            shown = (chat_id, str(message.message_id))
+            decided = await self.cards.remember(card.approval_id, *shown)
             if decided is not None:  # while it was on its way
-                await self._edit(where, outcome_html(CardOutcome(card.approval_id, decided)))
+                html = outcome_html(CardOutcome(card.approval_id, decided))
+                try:
+                    await self.cards.settle(card.approval_id, [shown], partial(self._edit, html))
+                except SendLater as exc:  # posting the card again would not help: it is posted
+                    log.warning("could not show card %s its outcome: %s", card.approval_id, exc)
 
     async def _settle_card(self, chat_id: str, outcome: CardOutcome, pressed: int | None) -> None:
         """Edits every message showing the card — the pressed one, those in other chats,
@@ -359,8 +363,7 @@ class TelegramChannel:
         html = outcome_html(outcome)
         where = (chat_id, str(pressed)) if pressed is not None else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
-        for chat, message in targets:
-            await self._edit((chat, int(message)), html)
+        await self.cards.settle(outcome.approval_id, targets, partial(self._edit, html))
         if not targets:
             await self._post(chat_id, Outgoing(html))
         if self.settled_here is not None:
@@ -368,12 +371,13 @@ class TelegramChannel:
 
     async def settle(self, outcome: CardOutcome) -> None:
         html = outcome_html(outcome)
-        for chat, message in await self.cards.take(outcome.approval_id, outcome.text):
-            await self._edit((chat, int(message)), html)
+        taken = await self.cards.take(outcome.approval_id, outcome.text)
+        await self.cards.settle(outcome.approval_id, taken, partial(self._edit, html))
 
-    async def _edit(self, target: tuple[str, int], html: str) -> None:
-        """Replaces a message's text; with no markup given, Telegram drops its buttons."""
-        chat_id, message_id = target
+    async def _edit(self, html: str, target: tuple[str, str]) -> None:
+        """Replaces a message's text; with no markup given, Telegram drops its buttons.
+        Raises ``SendLater`` when Telegram cannot be reached now."""
+        chat_id, message_id = target[0], int(target[1])
         try:
             await self._call(
                 lambda: self.bot.edit_message_text(
@@ -384,6 +388,8 @@ class TelegramChannel:
         except BadRequest as exc:  # "not modified": a second press finds it settled already
             if "not modified" not in str(exc):
                 log.info("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
+        except NetworkError as exc:  # after _call's tries
+            raise SendLater(f"cannot reach Telegram: {exc}") from exc
         except TelegramError as exc:
             log.warning("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
 

@@ -252,6 +252,31 @@ async def test_a_reply_slack_cannot_take_for_a_while_is_sent_once_it_can(
         assert await bot.steward.door.owed("slack") == []
 
 
+async def test_a_card_update_slack_cannot_take_for_a_while_is_made_once_it_can(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        bot.channel.client.retry_handlers = [  # the client's own retries, without waiting
+            handler
+            for handler in bot.channel.client.retry_handlers
+            if not isinstance(handler, AsyncServerErrorRetryHandler)
+        ]
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        slack.fail("chat.update", 503, times=4)
+        await press(slack, bot, card, "approve")
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        await bot.channel.idle()
+        statuses = [call.status for call in slack.calls if call.method == "chat.update"]
+        assert statuses == [503, 503, 503, 503, 200]
+        settled = slack.message(dm, card["ts"])
+        assert not actions(settled)
+        assert f"Approved by <@{OPERATOR}> at" in json.dumps(settled["blocks"])
+        assert len(bot_texts(slack, dm)) == 3  # started, the card, done: no outcome beside it
+        assert await bot.steward.door.owed("slack") == []
+
+
 def unpace(bot: Running, monkeypatch: pytest.MonkeyPatch) -> None:
     """The channel posts without keeping to a message a second: for tests of a dozen."""
     unpaced = Bucket(rate=1000.0, burst=1000)

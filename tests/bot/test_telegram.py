@@ -26,7 +26,7 @@ from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.telegram import TelegramChannel
-from bot.telegram.channel import inbound_from
+from bot.telegram.channel import SEND_ATTEMPTS, inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Button, Card, Reply
 from tests.bot.disk import DiskWatch
@@ -352,6 +352,23 @@ async def test_a_card_edit_telegram_fails_is_made_again(tmp_path: Path, api: Fak
         await bot.channel.idle()
         assert [c.status for c in api.calls_to("editMessageText")][:2] == [502, 200]
         assert "reply_markup" not in api.message(OPERATOR, card["message_id"])
+
+
+async def test_a_card_edit_telegram_cannot_take_for_a_while_is_made_once_it_can(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        card = await onboarding_card(api)
+        api.fail("editMessageText", status=502, times=SEND_ATTEMPTS + 1)  # all of one try
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=10)
+        await bot.channel.idle()
+        statuses = [c.status for c in api.calls_to("editMessageText")]
+        assert statuses == [502] * (SEND_ATTEMPTS + 1) + [200]
+        assert "reply_markup" not in api.message(OPERATOR, card["message_id"])
+        assert not any("Approved by" in t for t in texts(api)[2:])  # no outcome beside it
+        assert await bot.steward.door.owed("telegram") == []
 
 
 async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message(
