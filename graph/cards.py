@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from graph.messages import Button, Card, CardOutcome
@@ -71,6 +72,16 @@ def decision_line(approval: Approval) -> str:
 def outcome(approval: Approval) -> CardOutcome:
     summary = approval.card.get("summary", approval.id)
     return CardOutcome(approval.id, f"{summary}\n{decision_line(approval)}")
+
+
+def outcome_parts(outcome: CardOutcome) -> tuple[str, str]:
+    """An outcome's summary and its decision line (empty when it has none); a summary
+    or a reason may hold line breaks of its own."""
+    parts = _DECISION.split(outcome.text, maxsplit=1)
+    return (parts[0], parts[1]) if len(parts) == 2 else (outcome.text, "")
+
+
+_DECISION = re.compile(r"\n(?=(?:{}) by )".format("|".join(map(re.escape, VERBS.values()))))
 
 
 def _when(moment: datetime) -> str:

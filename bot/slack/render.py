@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.splitting import fit, split_text
+from bot.splitting import fit, length, split_text
+from graph.cards import outcome_parts
 from graph.messages import Button, Card, CardOutcome, EditPrompt
 
 Block = dict[str, Any]
@@ -82,11 +83,12 @@ def card_message(card: Card) -> Outgoing:
 
 def outcome_message(outcome: CardOutcome) -> Outgoing:
     """The settled card: what it was about and the decision, with no buttons."""
-    summary, _, decision = outcome.text.partition("\n")
+    summary, decision = outcome_parts(outcome)
     blocks: list[Block] = [_section(summary)]
     if decision:
-        blocks.append({"type": "context", "elements": [_mrkdwn(f"*{_people(decision)}*")]})
-    return Outgoing(escape(outcome.text), blocks)
+        line = _people(_escaped_within(decision, SECTION_LIMIT - 2))
+        blocks.append({"type": "context", "elements": [_mrkdwn(f"*{line}*")]})
+    return Outgoing(_escaped_within(outcome.text, MESSAGE_LIMIT), blocks)
 
 
 def edit_view(prompt: EditPrompt, chat_id: str) -> dict[str, Any] | None:
@@ -178,6 +180,15 @@ def _mrkdwn(text: str) -> Block:
 
 
 def _people(line: str) -> str:
-    """A decision line, escaped, with the Slack operator who decided as a mention (and
-    nothing in a reason turned into one)."""
-    return re.sub(r"^(\w+ by )slack:([UW][A-Z0-9]+)\b", r"\1<@\2>", escape(line))
+    """A decision line, escaped already, with the Slack operator who decided as a mention
+    (and nothing in a reason turned into one)."""
+    return re.sub(r"^(\w+ by )slack:([UW][A-Z0-9]+)\b", r"\1<@\2>", line)
+
+
+def _escaped_within(text: str, limit: int) -> str:
+    """``text`` escaped, cut short where its escaped form would pass ``limit``."""
+    escaped = escape(text)
+    while length(escaped) > limit:
+        text = fit(text, length(text) - (length(escaped) - limit))
+        escaped = escape(text)
+    return escaped

@@ -14,6 +14,7 @@ from html import escape
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.splitting import fit, length, split_text
+from graph.cards import outcome_parts
 from graph.messages import Card, CardOutcome
 
 MESSAGE_LIMIT = 4096
@@ -129,7 +130,11 @@ def _plain(lines: list[_Line]) -> str:
 
 
 def outcome_html(outcome: CardOutcome) -> str:
-    summary, _, decision = outcome.text.partition("\n")
+    """The settled card, within a message's length: the decision whole where it can be,
+    a long summary or reason cut short."""
+    summary, decision = outcome_parts(outcome)
+    decision = fit(decision, MESSAGE_LIMIT // 2)
+    summary = fit(summary, MESSAGE_LIMIT - length(decision) - 1)
     if not decision:
         return _e(summary)
     return f"{_e(summary)}\n<b>{_e(decision)}</b>"

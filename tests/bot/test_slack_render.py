@@ -21,6 +21,7 @@ from bot.slack.render import (
     text_messages,
 )
 from graph.messages import Button, Card, CardOutcome, EditPrompt
+from tests.fakes.slack_api import validate_blocks
 
 DRAFT = "Hi *Jane*,\n\nwelcome <!channel> & <https://evil.example|click here>.\n\n— Olivia"
 
@@ -149,6 +150,20 @@ def test_an_outcome_has_no_buttons_and_names_who_decided() -> None:
     line = context["elements"][0]["text"]
     assert line.startswith("*Rejected by <@U0OPS> at")
     assert "slack:U0EVIL &lt;!here&gt;" in line
+
+
+def test_an_outcome_with_a_long_reason_and_a_summary_of_lines_is_valid() -> None:
+    summary = "Send the welcome email\nto jane@acme.com"
+    reason = "too pricey & late\n" * 400  # escaped, it would pass a context's 3,000
+    settled = outcome_message(
+        CardOutcome("a2b3c4d", f"{summary}\nRejected by slack:U0OPS at 2026-11-21: {reason}")
+    )
+    blocks = settled.blocks or []
+    assert validate_blocks(blocks) == []
+    assert blocks[0]["text"]["text"] == summary
+    [context] = of_type(blocks, "context")
+    assert context["elements"][0]["text"].startswith("*Rejected by <@U0OPS> at")
+    assert len(settled.text) <= MESSAGE_LIMIT and "&amp;" in settled.text
 
 
 def test_the_edit_form_holds_the_draft_and_says_where_it_goes() -> None:

@@ -168,3 +168,15 @@ def test_outcome_shows_the_decision_escaped() -> None:
     text, tags = visible(html)
     assert text == "Email <jane>\nApproved by telegram:1 at 2026-11-21"
     assert tags == ["b"]
+
+
+def test_an_outcome_with_a_long_reason_fits_a_message() -> None:
+    summary = "Email <jane>\nat Acme"
+    reason = "too pricey & late " * 400
+    html = outcome_html(
+        CardOutcome("a1", f"{summary}\nRejected by telegram:1 at 2026-11-21: {reason}")
+    )
+    text, tags = visible(html)
+    assert len(text) <= MESSAGE_LIMIT
+    assert text.startswith(summary + "\nRejected by telegram:1")
+    assert tags == ["b"]
