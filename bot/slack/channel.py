@@ -35,6 +35,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.card_messages import CardMessages
 from bot.channel import (
@@ -309,6 +310,9 @@ class SlackChannel:
             command["channel_id"],
             f"command:{command['trigger_id']}",
             text=from_slack(command.get("text") or "").strip() or "/help",
+            # The command's own way back, for 30 minutes: where steward is no member of
+            # the conversation, the only way to tell its sender anything there.
+            context={"response_url": command.get("response_url") or ""},
         )
         await self._take(inbound, ack)
 
@@ -391,8 +395,9 @@ class SlackChannel:
         user = answering.sender.user_id if answering is not None else None
         steps = Steps(owed)
         if reply.private and user is not None:
+            answer_by = answering.context.get("response_url") if answering is not None else None
             for text in reply.texts:
-                await steps.take(partial(self._whisper, conversation, user, text))
+                await steps.take(partial(self._whisper, conversation, user, text, answer_by))
             return
         items = list(reply.items)
         if reply.notice:
@@ -558,8 +563,12 @@ class SlackChannel:
             raise SendLater(f"cannot reach Slack: {exc!r}") from exc
         return {"channel": response["channel"], "ts": response["ts"]}
 
-    async def _whisper(self, conversation: Conversation, user: str, text: str) -> None:
-        """A message only ``user`` sees (ephemeral), in the conversation they wrote in."""
+    async def _whisper(
+        self, conversation: Conversation, user: str, text: str, answer_by: str | None = None
+    ) -> None:
+        """A message only ``user`` sees (ephemeral), in the conversation they wrote in;
+        where steward is no member of it, by the ``response_url`` of the slash command
+        being answered (``answer_by``), if any."""
         for outgoing in text_messages(text):
             await self._bucket(conversation.channel).take()
             try:
@@ -571,12 +580,27 @@ class SlackChannel:
                 )
             except SlackApiError as exc:
                 if _server_side(exc):
-                    raise SendLater(f"Slack answered {exc.response.status_code}") from exc
+                    raise _later(exc) from exc
+                if _error(exc) in NO_ENTRY and answer_by:
+                    await self._respond(answer_by, outgoing.text)
+                    continue
                 log.warning(
                     "could not answer %s in %s: %s", user, conversation.channel, _error(exc)
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise SendLater(f"cannot reach Slack: {exc!r}") from exc
+
+    async def _respond(self, response_url: str, text: str) -> None:
+        """An ephemeral message by a slash command's ``response_url``."""
+        webhook = AsyncWebhookClient(response_url, session=self.client.session)
+        try:
+            response = await webhook.send(text=text, response_type="ephemeral")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendLater(f"cannot reach Slack: {exc!r}") from exc
+        if response.status_code >= 500:
+            raise SendLater(f"Slack answered {response.status_code} at a response_url")
+        if response.status_code != 200:  # expired (30 minutes), or used five times
+            log.warning("could not answer at a response_url: %s", response.body)
 
     def _bucket(self, channel: str) -> Bucket:
         bucket = self._pacing.get(channel)

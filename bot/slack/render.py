@@ -29,6 +29,10 @@ HEADER_LIMIT = 150
 BUTTON_LIMIT = 75
 MOST_BLOCKS = 50
 DRAFT_BLOCKS = 12  # sections of a draft on a card; beyond, Details shows the rest
+# Slack refuses a message whose blocks hold about 12,000 characters of text or more
+# (msg_blocks_too_long, a limit it does not document); a card keeps well under it, and
+# shows a longer draft in part, whole in its thread.
+CARD_TEXT_LIMIT = 10_000
 INPUT_LIMIT = 3000  # a modal's text input holds at most this much
 
 EDIT_VIEW = "steward_edit"  # the Edit modal's callback_id
@@ -64,7 +68,7 @@ def card_message(card: Card) -> Outgoing:
         blocks.append({"type": "section", "fields": fields})
     if card.text:
         blocks.append({"type": "divider"})
-        blocks += _draft(card.text)
+        blocks += _draft(card)
     context = [_mrkdwn(escape(card.footer))] if card.footer else []
     if card.risk:
         context.insert(0, _mrkdwn(f"*Risk:* {escape(card.risk)}"))
@@ -126,20 +130,38 @@ def edit_view(prompt: EditPrompt, chat_id: str) -> dict[str, Any] | None:
 
 def draft_overflow(card: Card) -> list[Outgoing]:
     """A draft too long for the card's blocks, whole, as messages in the card's thread."""
-    if not card.text or len(split_text(card.text, SECTION_LIMIT)) <= DRAFT_BLOCKS:
+    if not card.text or _draft_shown(card)[1]:
         return []
     heading = Outgoing(escape(f"The whole text for approval {card.approval_id}:"))
     return [heading, *text_messages(card.text)]
 
 
-def _draft(text: str) -> list[Block]:
-    parts = split_text(text, SECTION_LIMIT)
-    if len(parts) <= DRAFT_BLOCKS:
-        return [_section(part) for part in parts]
-    shown = [_section(part) for part in parts[: DRAFT_BLOCKS - 1]]
-    more = f"… {len(text) - sum(map(len, parts[: DRAFT_BLOCKS - 1])):,} more characters"
+def _draft(card: Card) -> list[Block]:
+    shown, whole = _draft_shown(card)
+    blocks = [_section(part) for part in shown]
+    if whole:
+        return blocks
+    more = f"… {len(card.text or '') - sum(map(len, shown)):,} more characters"
     note = f"{more}: the whole text is in this card's thread"
-    return [*shown, {"type": "context", "elements": [_mrkdwn(note)]}]
+    return [*blocks, {"type": "context", "elements": [_mrkdwn(note)]}]
+
+
+def _draft_shown(card: Card) -> tuple[list[str], bool]:
+    """The sections of a card's draft that fit on it, and whether that is all of it."""
+    parts = split_text(card.text or "", SECTION_LIMIT)
+    rest = [card.title, card.summary, card.risk or "", card.footer or ""]
+    rest += [f"{label}{value}" for label, value in card.fields]
+    rest += [button.label for button in card.buttons]
+    room = CARD_TEXT_LIMIT - sum(map(length, rest))
+    shown: list[str] = []
+    for part in parts:
+        if len(shown) == DRAFT_BLOCKS or length(part) > room:
+            break
+        shown.append(part)
+        room -= length(part)
+    if len(shown) == len(parts):
+        return shown, True
+    return shown[: DRAFT_BLOCKS - 1], False  # a block is left for the note
 
 
 def _button(button: Button) -> Block:

@@ -736,6 +736,20 @@ async def test_a_command_where_steward_may_not_post_is_answered_in_the_dm(
         assert not actions(slack.message(dm, card["ts"]))
 
 
+async def test_a_stranger_is_refused_where_steward_is_no_member_by_the_commands_response_url(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    slack.outside.add("C0OTHER")
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(STRANGER, "C0OTHER", "runs")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await bot.channel.idle()
+        assert ephemerals(slack, STRANGER) == [REFUSAL]
+        [answer] = slack.responses
+        assert answer.body["response_type"] == "ephemeral"
+        assert bot.audit_kinds().count("access.denied") == 1
+
+
 async def test_text_from_slack_arrives_as_written(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)

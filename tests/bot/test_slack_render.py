@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.slack.channel import from_slack
 from bot.slack.render import (
+    CARD_TEXT_LIMIT,
     DRAFT_BLOCKS,
     EDIT_BLOCK,
     EDIT_INPUT,
@@ -21,7 +22,7 @@ from bot.slack.render import (
     text_messages,
 )
 from graph.messages import Button, Card, CardOutcome, EditPrompt
-from tests.fakes.slack_api import validate_blocks
+from tests.fakes.slack_api import MAX_BLOCK_TEXT, text_in_blocks, validate_blocks
 
 DRAFT = "Hi *Jane*,\n\nwelcome <!channel> & <https://evil.example|click here>.\n\n— Olivia"
 
@@ -116,7 +117,8 @@ def test_a_long_draft_fits_slacks_limits_and_points_to_details() -> None:
     assert len(blocks) <= MOST_BLOCKS
     sections = [b["text"]["text"] for b in of_type(blocks, "section") if "text" in b]
     assert all(len(text) <= SECTION_LIMIT for text in sections)
-    assert len(sections) == 1 + DRAFT_BLOCKS - 1
+    assert 2 < len(sections) <= 1 + DRAFT_BLOCKS - 1
+    assert text_in_blocks(blocks) <= CARD_TEXT_LIMIT < MAX_BLOCK_TEXT
     notes = [e["text"] for b in of_type(blocks, "context") for e in b["elements"]]
     assert any("thread" in note and "more characters" in note for note in notes)
     assert of_type(blocks, "actions")  # the buttons are never cut

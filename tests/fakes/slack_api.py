@@ -102,6 +102,9 @@ Handler: TypeAlias = Callable[[JSONDict], Awaitable[JSONDict]]
 
 MAX_TEXT: Final = 40_000
 MAX_MESSAGE_BLOCKS: Final = 50
+# Of text in a message's blocks, all told: Slack refuses more with msg_blocks_too_long.
+# The limit is undocumented; Slack's staff gave 12,000 (slackapi/bolt-js#2509).
+MAX_BLOCK_TEXT: Final = 12_000
 MAX_MODAL_BLOCKS: Final = 100
 TRIGGER_TTL: Final = 3.0
 SLACKBOT_AGENT: Final = "Slackbot 1.0 (+https://api.slack.com/robots)"
@@ -474,7 +477,8 @@ class FakeSlackAPI:
         self.bot_name = bot_name
         self.app_id = app_id
         self.trigger_ttl = TRIGGER_TTL
-        # Channels the bot is not a member of: chat.postMessage there is not_in_channel.
+        # Channels the bot is not a member of: chat.postMessage and chat.postEphemeral
+        # there are not_in_channel.
         self.outside: set[str] = set()
         """Seconds a trigger_id stays valid (Slack: 3); tests may shorten it."""
         self.user_names: dict[str, str] = {}
@@ -1371,6 +1375,8 @@ class FakeSlackAPI:
                     errors=errors,
                     response_metadata={"messages": [f"[ERROR] {e}" for e in errors]},
                 )
+        if blocks and text_in_blocks(blocks) > MAX_BLOCK_TEXT:
+            raise SlackAPIError("msg_blocks_too_long")
         if required and not text and not blocks:
             raise SlackAPIError("no_text")
         if text is not None and len(text) > MAX_TEXT:
@@ -1433,6 +1439,8 @@ class FakeSlackAPI:
 
     async def _chat_post_ephemeral(self, params: JSONDict) -> JSONDict:
         channel = self._resolve_channel(params.get("channel"))
+        if channel in self.outside:  # only a member may post, ephemeral or not
+            raise SlackAPIError("not_in_channel")
         user = params.get("user")
         if not isinstance(user, str) or not _USER_RE.fullmatch(user):
             raise SlackAPIError("user_not_found")
@@ -1543,6 +1551,18 @@ def _decode_json_params(params: JSONDict) -> None:
             except ValueError:
                 error = "invalid_blocks_format" if name == "blocks" else "invalid_arguments"
                 raise SlackAPIError(error) from None
+
+
+def text_in_blocks(node: Any) -> int:
+    """Characters of text in blocks: every ``text`` string, however deep."""
+    if isinstance(node, list):
+        return sum(text_in_blocks(each) for each in node)
+    if isinstance(node, dict):
+        return sum(
+            len(value) if key == "text" and isinstance(value, str) else text_in_blocks(value)
+            for key, value in node.items()
+        )
+    return 0
 
 
 def _channel_type(channel: str) -> str:
