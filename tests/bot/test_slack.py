@@ -231,16 +231,22 @@ async def test_a_server_error_from_slack_is_tried_again_and_the_reply_arrives(
         assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["No runs in progress."]
 
 
+def retry_soon(bot: Running) -> None:
+    """What Slack cannot take is tried again by the outbox in 0.1 s, without the
+    client's own retries after a server error (which wait)."""
+    bot.channel.outbox.first_retry = 0.1
+    bot.channel.client.retry_handlers = [
+        handler
+        for handler in bot.channel.client.retry_handlers
+        if not isinstance(handler, AsyncServerErrorRetryHandler)
+    ]
+
+
 async def test_a_reply_slack_cannot_take_for_a_while_is_sent_once_it_can(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     async with running(tmp_path / "home", slack) as bot:
-        bot.channel.outbox.first_retry = 0.1
-        bot.channel.client.retry_handlers = [  # the client's own retries, without waiting
-            handler
-            for handler in bot.channel.client.retry_handlers
-            if not isinstance(handler, AsyncServerErrorRetryHandler)
-        ]
+        retry_soon(bot)
         slack.fail("chat.postMessage", 503, times=3)
         await say(slack, bot, START)
         await bot.channel.idle()
@@ -256,12 +262,7 @@ async def test_a_card_update_slack_cannot_take_for_a_while_is_made_once_it_can(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     async with running(tmp_path / "home", slack) as bot:
-        bot.channel.outbox.first_retry = 0.1
-        bot.channel.client.retry_handlers = [  # the client's own retries, without waiting
-            handler
-            for handler in bot.channel.client.retry_handlers
-            if not isinstance(handler, AsyncServerErrorRetryHandler)
-        ]
+        retry_soon(bot)
         dm = slack.dm_channel(OPERATOR)
         card = await onboarding_card(slack, bot)
         slack.fail("chat.update", 503, times=4)
