@@ -506,6 +506,13 @@ class ProcessEngine:
                     f"{from_step} would act on inputs its approval never showed: "
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
+            if isinstance(step, ActionStep):
+                state = (await compiled.graph.aget_state(_config(run_id))).values
+                if _acted(state, step):
+                    raise InvalidState(
+                        f"{from_step} acted on its approval already, and each approval "
+                        f"allows one action: /replay {run_id} {step.gate}, so that it asks again"
+                    )
             inputs = {**run.inputs, **values}
 
             def record(tx: LedgerTx) -> Run:
@@ -559,6 +566,11 @@ class ProcessEngine:
             step = pending.value["step"]
             visits[step] = max(visits.get(step, 0), pending.value["visit"])
         await compiled.graph.aupdate_state(config, None, as_node=END)
+        # A step that failed stays triggered (LangGraph keeps what sent it there, with the
+        # failure): it is let go as if it had run and done nothing, or it would run again
+        # beside the replay — an action would fail again, and fail the replay with it.
+        for stale in (await compiled.graph.aget_state(config)).next:
+            await compiled.graph.aupdate_state(config, None, as_node=stale)
         assert run.current_step is not None
         command = Command(goto=run.current_step, update={"data": values, "visits": visits})
         return await self._advance(run, command)
@@ -868,6 +880,12 @@ def _cleared_by_replay(snapshot: StateSnapshot) -> bool:
     """The checkpoint a replay writes to clear the steps a run stopped or failed at:
     the only state update steward makes."""
     return snapshot.metadata is not None and snapshot.metadata.get("source") == "update"
+
+
+def _acted(state: dict[str, Any], step: ActionStep) -> bool:
+    """Whether ``step`` acted on the approval its gate gave last (as the action checks)."""
+    gate = state.get("decisions", {}).get(step.gate)
+    return gate is not None and state.get("spent", {}).get(step.id) == gate.get("visit")
 
 
 def _found(run: Run | None, run_id: str) -> Run:

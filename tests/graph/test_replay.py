@@ -57,12 +57,19 @@ async def test_a_changed_input_goes_through_the_gate_again(app: Steward) -> None
     assert "run.replayed" in kinds and (await app.ledger.verify_audit()).ok
 
 
-async def test_an_action_that_acted_on_its_approval_is_not_repeated(app: Steward) -> None:  # noqa: F811
+async def test_an_action_that_acted_on_its_approval_is_refused_and_the_run_stays_as_it_was(
+    app: Steward,  # noqa: F811
+) -> None:
     run_id = await done_run(app)
-    view = await app.engine.replay(run_id, "send_welcome", {}, "cli:shell")
-    assert view.run.status is RunStatus.FAILED and view.run.error_class == "permission"
-    assert "already acted on this approval" in (view.run.error or "")
+    with pytest.raises(InvalidState, match=f"acted on its approval already.*{run_id} approve_"):
+        await app.engine.replay(run_id, "send_welcome", {}, "cli:shell")
+    run = await app.ledger.get_run(run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED and run.error is None
     assert len(sent(app)) == 1
+    again = await app.engine.replay(run_id, "approve_welcome", {}, "cli:shell")  # asks again
+    assert again.approval is not None and again.approval.visit == 2
+    await app.engine.decide(again.approval.id, True, "cli:shell")
+    assert [e["key"] for e in sent(app)] == [f"{run_id}:send_welcome", f"{run_id}:send_welcome:2"]
 
 
 async def test_a_waiting_run_leaves_its_open_gate_behind(app: Steward) -> None:  # noqa: F811
@@ -247,3 +254,21 @@ async def test_a_decision_on_a_replayed_gate_survives_a_crash_before_the_run_goe
     [recovered] = await app.engine.recover()
     assert recovered.run.status is RunStatus.SUCCEEDED  # not asked again
     assert [e["params"]["to"] for e in sent(app)] == ["x@acme.io"]  # type: ignore[index]
+
+
+async def test_a_replay_that_failed_at_its_action_is_replayed_from_the_gate(app: Steward) -> None:  # noqa: F811
+    refused_once(app, ".cm")
+    view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:a")
+    replayed = await app.engine.replay(view.run.id, "send_welcome", {}, "cli:a")
+    assert replayed.run.status is RunStatus.FAILED and "550" in (replayed.run.error or "")
+    again = await app.engine.replay(
+        view.run.id, "approve_welcome", {"email": "jane@acme.com"}, "cli:a"
+    )
+    # the action the failed replay was sent to stayed behind: it did not run beside the gate
+    assert again.run.status is RunStatus.WAITING and again.approval is not None
+    assert sent(app) == []
+    done = await app.engine.decide(again.approval.id, True, "cli:a")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    assert [e["params"]["to"] for e in sent(app)] == ["jane@acme.com"]  # type: ignore[index]
