@@ -7,12 +7,16 @@ import asyncio
 import gc
 import json
 import logging
+import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from bot.app import Steward
 from bot.channel import ChannelUnavailable
@@ -26,7 +30,7 @@ from graph.messages import Reply, Sender
 from graph.routing import INPUT_NAME
 from graph.timeline import render_timeline, timeline
 from memory import archive
-from memory.ledger import LedgerUnavailable, RunStatus
+from memory.ledger import LedgerUnavailable, RunStatus, cause
 from memory.longterm import MemoryUnavailable
 
 CLI = Sender("cli", "shell", "shell")
@@ -59,6 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(_with_steward(settings, COMMANDS[args.command], args))
     except LedgerUnavailable as exc:
         print(f"steward: {exc}", file=sys.stderr)
+        code = 1
+    except BrokenPipeError:  # the reader went away (`steward runs | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        code = 1
+    except (DBAPIError, sqlite3.Error) as exc:  # read-only, full, gone meanwhile
+        print(f"steward: the database failed: {cause(exc)} ({settings.database})", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130

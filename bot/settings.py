@@ -93,12 +93,26 @@ class Settings(BaseSettings):
             DatabaseURL.parse(value)
         return value or None
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value:
+            from redis.connection import parse_url
+
+            parse_url(value)  # type: ignore[no-untyped-call]  # ValueError: the schemes it takes
+        return value or None
+
     @field_validator("operators")
     @classmethod
     def _operators(cls, value: str) -> str:
+        """A Telegram user id is a number, a Slack one U or W and capitals and digits: an
+        entry of another shape would match nobody, and lock the operator out."""
         for entry in filter(None, (e.strip() for e in value.split(","))):
-            if not re.fullmatch(r"(telegram|slack):[A-Za-z0-9_.-]+", entry):
-                raise ValueError(f"{entry!r} should look like telegram:12345 or slack:U0123")
+            if not re.fullmatch(r"telegram:\d+|slack:[UW][A-Z0-9]+", entry):
+                raise ValueError(
+                    f"{entry!r} should look like telegram:12345 (a Telegram user id is a "
+                    "number; @ names are not ids) or slack:U0123ABC"
+                )
         return value
 
     @field_validator("weaviate_url")

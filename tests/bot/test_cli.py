@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +324,32 @@ def test_history_cites_what_happened_and_memory_can_be_rebuilt(
     code, out, _ = steward(capsys, "memory", "rebuild")
     assert code == 0 and f"{status['records']} records" in out
     assert "Reason: wrong package" in steward(capsys, "history", "wrong package")[1]
+
+
+def test_a_read_only_ledger_is_one_line_not_a_traceback(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert steward(capsys, "processes")[0] == 0
+    ledger = home / "steward.db"
+    if subprocess.run(["chattr", "+i", str(ledger)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here, so the ledger cannot be made read-only")
+    try:
+        code, _, err = steward(capsys, *START)
+    finally:
+        subprocess.run(["chattr", "-i", str(ledger)], check=True)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("steward: the database failed: attempt to")
+    assert "Traceback" not in err
+
+
+def test_a_reader_that_goes_away_ends_steward_quietly(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start(capsys)
+    gone = (  # stdout is a pipe nobody reads any more, as for `steward runs | head -1`
+        "import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+        "from bot.cli import main; main(['runs', '--all', '--json'])"
+    )
+    done = subprocess.run([sys.executable, "-c", gone], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -22,6 +22,10 @@ def test_defaults_need_nothing() -> None:
 
 def test_operators_must_name_their_platform() -> None:
     assert problem(operators="12345").startswith("STEWARD_OPERATORS: '12345' should look like")
+    for entry in ("telegram:john_doe", "telegram:@john", "slack:u0abc", "slack:C0CHANNEL"):
+        assert problem(operators=f"telegram:1,{entry}").startswith(
+            f"STEWARD_OPERATORS: {entry!r} should look like"
+        )
     assert load_settings(operators="telegram:1, slack:U0A").operator_ids == [
         "telegram:1",
         "slack:U0A",
@@ -80,3 +84,9 @@ def test_the_slack_api_url_gets_its_trailing_slash() -> None:
     settings = load_settings(slack_api_url="http://127.0.0.1:9/api")
     assert settings.slack_api_url == "http://127.0.0.1:9/api/"
     assert problem(slack_api_url="slack.com").startswith("STEWARD_SLACK_API_URL: 'slack.com'")
+
+
+def test_a_redis_url_says_which_schemes_it_takes() -> None:
+    message = problem(redis_url="notaurl")
+    assert message.startswith("STEWARD_REDIS_URL: ") and "redis://" in message
+    assert load_settings(redis_url="redis://localhost:6379/0").redis_url
