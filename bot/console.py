@@ -35,7 +35,14 @@ def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
             blocks.append(item.as_message)
     if reply.notice:
         blocks.append(reply.notice)
-    return "\n\n".join(blocks)
+    return "\n\n".join(blocks).translate(VISIBLE)
+
+
+# Control characters as their escapes, but tab and newline: text from outside (a webhook's
+# field, a client's name) cannot clear the terminal or colour what follows.
+VISIBLE = {
+    code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)] if chr(code) not in "\t\n"
+}
 
 
 def _card(card: Card, number: itertools.count[int], choices: dict[str, str] | None) -> str:

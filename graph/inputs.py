@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+# Characters no input may hold: C0 and C1 controls (a terminal's escape codes among them)
+# but tab and line breaks, and the bidirectional overrides that show text other than it
+# is. (NUL, which no database stores, is replaced where text is stored: see storable.)
+CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x85\u2028\u2029]")  # only a text input may hold one
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
 
@@ -75,11 +80,11 @@ class InputSpec(BaseModel):
 
 
 class InputError(ValueError):
-    def __init__(self, field: str, spec: InputSpec, got: str) -> None:
+    def __init__(self, field: str, spec: InputSpec, got: str, problem: str | None = None) -> None:
         self.field = field
         self.spec = spec
         shown = got if len(got) <= 40 else got[:37] + "..."
-        super().__init__(f"{field}: expected {spec.expected()}, got {shown!r}")
+        super().__init__(f"{field}: {problem or 'expected ' + spec.expected()}, got {shown!r}")
 
 
 def parse_input(field: str, spec: InputSpec, raw: Any) -> Any:
@@ -87,6 +92,10 @@ def parse_input(field: str, spec: InputSpec, raw: Any) -> Any:
     text = "" if raw is None else str(raw).strip()
     if not text:
         raise InputError(field, spec, text)
+    if CONTROL.search(text):
+        raise InputError(field, spec, text, "control characters are not allowed")
+    if spec.type is not InputType.TEXT and LINE_BREAK.search(text):
+        raise InputError(field, spec, text, "one line is expected (a text input takes more)")
     try:
         value = _parse(spec, raw, text)
     except (ValueError, InvalidOperation):

@@ -185,3 +185,22 @@ def test_money_infinity_is_an_input_error(raw: str) -> None:
 def test_number_rejects_non_finite(raw: str) -> None:
     with pytest.raises(InputError):
         parse_input("ratio", spec(InputType.NUMBER), raw)
+
+
+@pytest.mark.parametrize("kind", list(InputType))
+def test_no_input_holds_control_characters(kind: InputType) -> None:
+    given = spec(kind)
+    for raw in ("Evil\x1b[2J\x1b[31mCo", "a\x07b", "paid\u202egnp.exe", "x\x9by"):
+        with pytest.raises(InputError, match="control characters are not allowed"):
+            parse_input("client", given, raw)
+
+
+@pytest.mark.parametrize("kind", [k for k in InputType if k is not InputType.TEXT])
+def test_only_a_text_input_holds_line_breaks(kind: InputType) -> None:
+    given = spec(kind)
+    for raw in ("Acme\nBcc: victim@example.com", "a\rb", "a\u2028b"):
+        with pytest.raises(InputError, match="one line is expected"):
+            parse_input("client", given, raw)
+    assert parse_input("notes", spec(InputType.TEXT), "Dear Jane,\n\n\tthanks") == (
+        "Dear Jane,\n\n\tthanks"
+    )
