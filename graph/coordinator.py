@@ -318,7 +318,7 @@ class Coordinator:
             case "retry":
                 return self.describe(await self.engine.retry(_one_id(rest, "retry"), actor))
             case "replay":
-                positional, named = parse_arguments(rest)
+                positional, named = parse_arguments(rest, strict=True)
                 if len(positional) != 2:
                     raise StewardError("Usage: /replay RUN STEP [key=value …]")
                 view = await self.engine.replay(positional[0], positional[1], named, actor)
@@ -495,7 +495,7 @@ class Coordinator:
     # -- tier 1 and 2: free text, and questions in flight ------------------------------
 
     async def _run_command(self, inbound: Inbound, rest: str) -> Reply:
-        positional, named = parse_arguments(rest)
+        positional, named = parse_arguments(rest, strict=True)
         if not positional:
             return Reply().say("Which process? " + ", ".join(d.name for d in self.catalog))
         definition = self.engine.definition(positional[0])

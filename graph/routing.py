@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from graph.budget import BudgetExceeded
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
+from graph.errors import StewardError
 from graph.inputs import EMAIL, InputError, InputType, parse_input
 from graph.models import LanguageModels
 
@@ -46,15 +47,24 @@ SHELL_QUOTING = frozenset("'\"\\")
 SHELL_SPACE = re.compile(r"[ \t\r\n]+")
 
 
-def parse_arguments(text: str) -> tuple[list[str], dict[str, str]]:
-    """``onboarding client="Acme Ltd" email=jane@acme.com`` → (["onboarding"], {...})."""
+def parse_arguments(text: str, strict: bool = False) -> tuple[list[str], dict[str, str]]:
+    """``onboarding client="Acme Ltd" email=jane@acme.com`` → (["onboarding"], {...}).
+
+    Quotes as a shell takes them; where they do not pair up, an apostrophe is a letter
+    (``client=O'Brien``). A double quote left open is an error when ``strict`` (a command:
+    what it would start is not what was meant), else the text splits on spaces."""
     if SHELL_QUOTING.isdisjoint(text):
         tokens = [token for token in SHELL_SPACE.split(text) if token]
     else:
         try:
             tokens = shlex.split(text)
         except ValueError:
-            tokens = text.split()
+            try:
+                tokens = _split_on_double_quotes(text)
+            except ValueError:
+                if strict:
+                    raise StewardError(f"A quote is left open in: {text}") from None
+                tokens = text.split()
     positional, named = [], {}
     for token in tokens:
         key, sep, value = token.partition("=")
@@ -63,6 +73,15 @@ def parse_arguments(text: str) -> tuple[list[str], dict[str, str]]:
         else:
             positional.append(token)
     return positional, named
+
+
+def _split_on_double_quotes(text: str) -> list[str]:
+    """As ``shlex.split``, but for double quotes and backslashes alone."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.quotes = '"'
+    lexer.commenters = ""
+    return list(lexer)
 
 
 def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.catalog import Catalog
+from graph.errors import StewardError
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from graph.models import LanguageModels
 from graph.routing import Router, parse_arguments
@@ -667,6 +668,21 @@ def test_arguments_are_read_as_a_shell_reads_them(text: str) -> None:
         tokens = text.split()
     positional, named = parse_arguments(text)
     assert positional + [f"{key}={value}" for key, value in named.items()] == tokens
+
+
+def test_an_apostrophe_is_a_letter_and_a_double_quote_left_open_is_an_error() -> None:
+    assert parse_arguments("onboarding client=O'Brien email=o@b.ie", strict=True) == (
+        ["onboarding"],
+        {"client": "O'Brien", "email": "o@b.ie"},
+    )
+    with pytest.raises(StewardError, match="quote is left open"):
+        parse_arguments('onboarding client="Acme email=a@b.co', strict=True)
+
+
+async def test_a_run_with_a_quote_left_open_does_not_start(app: Steward) -> None:
+    reply = await send(app, '/run onboarding client="Acme email=jane@acme.com package=basic')
+    assert "quote is left open" in joined(reply)
+    assert await app.ledger.list_runs() == []
 
 
 @pytest.mark.parametrize(
