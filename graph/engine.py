@@ -519,7 +519,7 @@ class ProcessEngine:
                 if _found(tx.get_run(run_id), run_id).status is RunStatus.RUNNING:
                     # a decision won the race since the check above: it goes first
                     raise InvalidState(f"run {run_id} is running; replay it once it stops")
-                cancelled = tx.cancel_pending_approvals(run_id)
+                cancelled = tx.cancel_pending_approvals(run_id, actor)
                 tx.cancel_timers(run_id)
                 tx.update_run(
                     run_id,
@@ -596,7 +596,7 @@ class ProcessEngine:
                 run = _found(tx.get_run(run_id), run_id)
                 if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
                     raise InvalidState(f"run {run_id} already {run.status.value}")
-                cancelled = tx.cancel_pending_approvals(run_id)
+                cancelled = tx.cancel_pending_approvals(run_id, actor)
                 tx.cancel_timers(run_id)
                 tx.update_run(run_id, status=RunStatus.CANCELLED.value)
                 tx.audit(NewAuditEvent(actor, "run.cancelled", run_id, {"approvals": cancelled}))

@@ -71,7 +71,8 @@ def render_timeline(run: Run, rows: list[TimelineRow]) -> str:
             f"     {row.decision} — by {row.by}" + (f", {row.confidence}" if row.confidence else "")
         )
     if run.error:
-        lines.append(f"  stopped: {run.error_class}: {run.error}")
+        why = f"{run.error_class}: " if run.error_class else ""
+        lines.append(f"  stopped: {why}{run.error}")
     return "\n".join(lines)
 
 

@@ -397,11 +397,13 @@ class LedgerTx:
         keys = select(t.timers.c.key).where(t.timers.c.run_id == run_id, t.timers.c.kind == kind)
         return [str(key) for key in self.conn.execute(keys).scalars()]
 
-    def cancel_pending_approvals(self, run_id: str) -> list[str]:
+    def cancel_pending_approvals(self, run_id: str, by: str) -> list[str]:
+        """Cancels the run's pending approvals, as ``by`` did (cancelling the run, or
+        replaying it); their ids."""
         rows = self.conn.execute(
             update(t.approvals)
             .where(t.approvals.c.run_id == run_id, t.approvals.c.status == "pending")
-            .values(status=ApprovalStatus.CANCELLED.value, decided_at=utcnow())
+            .values(status=ApprovalStatus.CANCELLED.value, decided_by=by, decided_at=utcnow())
             .returning(t.approvals.c.id)
         )
         return list(rows.scalars())
@@ -868,10 +870,32 @@ class Ledger:
         return approval, won
 
     async def add_reason(self, approval_id: str, reason: str, actor: str) -> None:
+        """Notes the reason for a decision, given after it: on the approval, and on its
+        step in the run's timeline (the newest of its gate, which the decision wrote)."""
+
         def add(tx: LedgerTx) -> None:
-            tx.conn.execute(
-                update(t.approvals).where(t.approvals.c.id == approval_id).values(reason=reason)
-            )
+            approval = tx.conn.execute(
+                update(t.approvals)
+                .where(t.approvals.c.id == approval_id)
+                .values(reason=reason)
+                .returning(t.approvals.c.run_id, t.approvals.c.step_id)
+            ).first()
+            if approval is not None:
+                decided = tx.conn.execute(
+                    select(t.steps.c.id, t.steps.c.detail)
+                    .where(
+                        t.steps.c.run_id == approval.run_id,
+                        t.steps.c.step_id == approval.step_id,
+                        t.steps.c.kind == "approval",
+                    )
+                    .order_by(t.steps.c.seq.desc())
+                    .limit(1)
+                ).first()
+                if decided is not None:
+                    detail = {**decided.detail, "reason": reason}
+                    tx.conn.execute(
+                        update(t.steps).where(t.steps.c.id == decided.id).values(detail=detail)
+                    )
             tx.audit(NewAuditEvent(actor, "approval.reason", approval_id, {"reason": reason}))
 
         await self.write(add)

@@ -382,6 +382,9 @@ async def test_reject_button_asks_why_and_the_next_text_is_the_reason(app: Stewa
     assert outbox(app) == []
     run = await app.ledger.get_run(approval.run_id)
     assert run is not None and run.status is RunStatus.CANCELLED
+    shown = joined(await send(app, f"/runs {run.id}"))  # the timeline has it too
+    assert "rejected: they asked to wait until March — by telegram:42" in shown
+    assert "None" not in shown
 
 
 async def test_skip_leaves_the_reason_empty(app: Steward) -> None:
@@ -519,6 +522,16 @@ async def test_buttons_for_unknown_approvals_get_a_clear_message(app: Steward) -
 
 
 # -- run controls ----------------------------------------------------------------------
+
+
+async def test_an_approval_cancelled_with_its_run_says_who_cancelled_it(app: Steward) -> None:
+    card = await start(app)
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None
+    assert "Cancelled run" in joined(await send(app, f"/cancel {approval.run_id}"))
+    late = await send(app, f"/approve {card.approval_id}")
+    assert (late.notice or "").startswith("Already decided — Cancelled by telegram:42 at")
+    assert "Cancelled by telegram:42 at" in outcomes(late)[0].text
 
 
 async def test_a_paused_run_cannot_be_approved_until_resumed(app: Steward) -> None:

@@ -401,11 +401,12 @@ async def test_cancel_pending_approvals(ledger: Ledger) -> None:
     )
     await ledger.decide_approval("a2", ApprovalStatus.APPROVED, "x")
 
-    cancelled = await ledger.write(lambda tx: tx.cancel_pending_approvals("run1"))
+    cancelled = await ledger.write(lambda tx: tx.cancel_pending_approvals("run1", "cli:shell"))
 
     assert cancelled == ["a1"]
     a1 = await ledger.get_approval("a1")
     assert a1 is not None and a1.status is ApprovalStatus.CANCELLED
+    assert a1.decided_by == "cli:shell" and a1.decided_at is not None
     a2 = await ledger.get_approval("a2")
     assert a2 is not None and a2.status is ApprovalStatus.APPROVED
     assert [a.id for a in await ledger.pending_approvals()] == ["a3"]
