@@ -464,7 +464,14 @@ class ProcessEngine:
         if effect is None or effect.status != "done":
             raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
         undo_id = undo_run_id(run_id, step_id)
-        if await self.ledger.get_run(undo_id) is not None:
+        earlier = await self.ledger.get_run(undo_id)
+        if earlier is not None and earlier.status in (RunStatus.CANCELLED, RunStatus.FAILED):
+            raise InvalidState(
+                f"step {step_id} of run {run_id} was not undone: its undo (run {undo_id}) "
+                f"was {earlier.status.value} ({earlier.error or 'no reason given'}), and a "
+                "step's undo is asked for once"
+            )
+        if earlier is not None:
             raise InvalidState(f"step {step_id} of run {run_id} is undone already: run {undo_id}")
         undo = undo_definition(definition, step)
         version = undo.version
@@ -572,7 +579,9 @@ class ProcessEngine:
         for stale in (await compiled.graph.aget_state(config)).next:
             await compiled.graph.aupdate_state(config, None, as_node=stale)
         assert run.current_step is not None
-        command = Command(goto=run.current_step, update={"data": values, "visits": visits})
+        # How the run ended before (rejected at a gate, say) ends with the replay.
+        update = {"data": values, "visits": visits, "outcome": ""}
+        command = Command(goto=run.current_step, update=update)
         return await self._advance(run, command)
 
     def _changed_inputs(
@@ -758,7 +767,7 @@ class ProcessEngine:
         ]
         stop: dict[str, Any] | None = interrupts[0].value if interrupts else None
         gate = _new_gate(run, compiled.definition, stop, now) if stop else None
-        outcome = state.get("outcome")
+        outcome = state.get("outcome") or None  # "" once a replay cleared it
         if stop is not None:
             status = RunStatus.WAITING
         else:

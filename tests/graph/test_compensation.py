@@ -7,7 +7,7 @@ import pytest
 
 from bot.app import Steward
 from graph.catalog import load_definition
-from graph.compensation import undo_definition
+from graph.compensation import undo_definition, undo_run_id
 from graph.definitions import ActionStep
 from graph.messages import Card
 from memory.ledger import RunStatus
@@ -127,3 +127,13 @@ def test_a_compensation_using_unknown_values_is_refused(bad: str) -> None:
     }
     with pytest.raises(ValueError, match="undoes with"):
         ProcessDefinition.model_validate(body)
+
+
+async def test_a_rejected_undo_says_the_step_was_not_undone(app: Steward) -> None:  # noqa: F811
+    run_id = await sent_welcome(app)
+    card = only_card(await send(app, f"/undo {run_id} send_welcome"))
+    await send(app, f"/reject {card.approval_id} not now")
+    again = joined(await send(app, f"/undo {run_id} send_welcome"))
+    undo_id = undo_run_id(run_id, "send_welcome")
+    assert f"was not undone: its undo (run {undo_id}) was cancelled (rejected at" in again
+    assert "undone already" not in again and len(outbox(app)) == 1

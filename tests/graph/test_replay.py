@@ -272,3 +272,17 @@ async def test_a_replay_that_failed_at_its_action_is_replayed_from_the_gate(app:
     done = await app.engine.decide(again.approval.id, True, "cli:a")
     assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
     assert [e["params"]["to"] for e in sent(app)] == ["jane@acme.com"]  # type: ignore[index]
+
+
+async def test_a_rejected_run_replayed_from_its_gate_and_approved_acts(app: Steward) -> None:  # noqa: F811
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, False, "cli:a", "wrong address")
+    again = await app.engine.replay(
+        view.run.id, "approve_welcome", {"email": "j@acme.com"}, "cli:a"
+    )
+    assert again.run.status is RunStatus.WAITING and again.approval is not None
+    done = await app.engine.decide(again.approval.id, True, "cli:a")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    assert done.view.run.error is None
+    assert [e["params"]["to"] for e in sent(app)] == ["j@acme.com"]  # type: ignore[index]
