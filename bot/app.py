@@ -72,7 +72,7 @@ class Steward:
             ) from exc
         catalog = Catalog.load(BUILTIN_DIR, settings.user_processes_dir)
         for problem in catalog.problems:
-            log.warning("skipped a process definition: %s", problem)
+            log.info("skipped a process definition: %s", problem)  # the CLI says so, once
         ledger = Ledger.from_url(settings.database)
         try:
             await ledger.setup()

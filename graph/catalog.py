@@ -73,9 +73,10 @@ def load_definition(path: Path) -> ProcessDefinition:
             )
             known = _known_prefix(loc, lines)
             message = error["msg"].removeprefix("Value error, ")
+            named = loc if error["type"] == "missing" else known  # not in the file: its name
             problems.append(
                 DefinitionProblem(
-                    path, lines.get(known, 1), ".".join(str(p) for p in known), message
+                    path, lines.get(known, 1), ".".join(str(p) for p in named), message
                 )
             )
         raise DefinitionError(problems) from None

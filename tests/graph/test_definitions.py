@@ -179,6 +179,24 @@ def test_missing_required_field_points_at_the_step(tmp_path: Path) -> None:
     assert "required" in problem.message.lower()
 
 
+def test_a_missing_field_is_named(tmp_path: Path) -> None:
+    text = "\n".join(line for line in GOOD.splitlines() if not line.startswith("title:"))
+    path = write(tmp_path, text + "\n")
+    problem = only_problem(path)
+    assert problem.field == "title" and problem.message == "Field required"
+    assert str(problem) == f"{path}:1: title: Field required"
+
+
+def test_the_readmes_example_process_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("## Writing a process", 1)[1].split("```yaml\n", 1)[1]
+    path = tmp_path / "quote_followup.yaml"
+    path.write_text(example.split("```", 1)[0])
+    definition = load_definition(path)
+    assert definition.name == "quote_followup"
+    assert definition.inputs["client"].question == "Which client?"
+
+
 def test_action_without_connector_points_at_the_step(tmp_path: Path) -> None:
     text = GOOD.replace("    connector: outbox\n", "")
     path = write(tmp_path, text)
