@@ -25,7 +25,7 @@ from bot.service import Service, configured_channels, wait_for_signal
 from bot.settings import SettingsError, load_settings
 from graph.coordinator import ACTIVE
 from graph.engine import InputProblem, RunView
-from graph.errors import StewardError
+from graph.errors import NotFound, StewardError
 from graph.messages import Reply, Sender
 from graph.routing import INPUT_NAME
 from graph.timeline import render_timeline, timeline
@@ -79,7 +79,7 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
     async with Steward.open(settings) as steward:
         try:
             return await command(steward, args)
-        except InputProblem as exc:
+        except (InputProblem, NotFound) as exc:  # bad input: no such process, run or approval
             print(f"steward: {exc}", file=sys.stderr)
             return 2
         except StewardError as exc:
@@ -220,7 +220,7 @@ async def _show_run(steward: Steward, args: argparse.Namespace) -> int:
     run = await steward.ledger.get_run(args.id)
     if run is None:
         print(f"steward: no run {args.id!r}", file=sys.stderr)
-        return 1
+        return 2
     pending = [a.id for a in await steward.ledger.pending_approvals([run.id])]
     steps = await steward.ledger.run_steps(run.id)
     rows = await timeline(steward.ledger, run)
@@ -310,7 +310,10 @@ async def cmd_undo(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_history(steward: Steward, args: argparse.Namespace) -> int:
-    question = " ".join(args.question)
+    question = " ".join(args.question).strip()
+    if not question:
+        print('steward: usage: steward history "what did we quote Acme?"', file=sys.stderr)
+        return 2
     if args.json:
         hits = await steward.history.search(question, datetime.now(UTC), args.limit)
         _print_json([{**hit.record.to_dict(), "score": hit.score} for hit in hits])

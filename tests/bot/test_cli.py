@@ -111,7 +111,7 @@ def test_runs_as_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "runs", "show", "rnope")
-    assert code == 1 and "no run 'rnope'" in err
+    assert code == 2 and "no run 'rnope'" in err
     code, _, err = steward(capsys, "runs", "show")
     assert code == 2 and "usage" in err
 
@@ -146,7 +146,7 @@ def test_undo_asks_for_approval_then_sends_the_correction_once(
 
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "approve", "azzzzzz")
-    assert code == 1 and "no approval 'azzzzzz'" in err
+    assert code == 2 and "no approval 'azzzzzz'" in err
 
 
 def test_start_with_a_bad_value_exits_2_and_names_the_field(
@@ -165,11 +165,11 @@ def test_start_with_a_positional_input_exits_2(
     assert code == 2 and out == "" and "key=value" in err
 
 
-def test_start_of_an_unknown_process_exits_1(
+def test_start_of_an_unknown_process_exits_2(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = steward(capsys, "start", "nope")
-    assert code == 1
+    assert code == 2
     assert out == ""
     assert "no process named 'nope'" in err
 
@@ -353,3 +353,10 @@ def test_a_reader_that_goes_away_ends_steward_quietly(
     done = subprocess.run([sys.executable, "-c", gone], capture_output=True, text=True)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_an_empty_history_question_is_bad_input(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(capsys, "history", "  ")
+    assert code == 2 and out == "" and "usage: steward history" in err
