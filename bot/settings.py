@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import time
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -81,10 +82,24 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", validation_alias=_env("STEWARD_HTTP_HOST"))
     http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=_env("STEWARD_HTTP_PORT"))
 
+    @field_validator("home", "processes_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty: unset it for the default, or name a folder")
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("processes_dir", mode="after")
+    @classmethod
+    def _a_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
 
     @field_validator("database_url")
     @classmethod

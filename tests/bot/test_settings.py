@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.settings import SettingsError, load_settings
@@ -90,3 +92,11 @@ def test_a_redis_url_says_which_schemes_it_takes() -> None:
     message = problem(redis_url="notaurl")
     assert message.startswith("STEWARD_REDIS_URL: ") and "redis://" in message
     assert load_settings(redis_url="redis://localhost:6379/0").redis_url
+
+
+def test_a_folder_set_empty_or_missing_is_refused(tmp_path: Path) -> None:
+    assert problem(home="").startswith("STEWARD_HOME: is set but empty")
+    assert problem(processes_dir=str(tmp_path / "nope")).startswith(
+        f"STEWARD_PROCESSES_DIR: {tmp_path / 'nope'} is not a folder"
+    )
+    assert load_settings(processes_dir=str(tmp_path)).user_processes_dir == tmp_path
