@@ -262,7 +262,7 @@ def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
         chosen = condition.evaluate(_values(state, runtime.context, definition))
         target = then if chosen else otherwise
         runtime.context.log.append(
-            _entry(step, visit, "done", condition=step.condition, went_to=target)
+            _entry(step, visit, "done", condition=step.condition, held=chosen, went_to=target)
         )
         return Command(goto=target, update={"visits": {step.id: visit}})
 

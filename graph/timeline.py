@@ -102,7 +102,8 @@ def _explain(entry: StepEntry) -> tuple[str, str, str, str]:
         case "branch":
             target = str(d.get("went_to"))
             target = "the end" if target == "__end__" else target
-            return "", f"went to {target}", f"rule: {d.get('condition')}", "certain"
+            held = "" if "held" not in d else " (true)" if d["held"] else " (false)"
+            return "", f"went to {target}", f"rule: {d.get('condition')}{held}", "certain"
         case "wait":
             return "", "woke", str(d.get("woken_by") or "?"), ""
     return "", entry.status, "?", ""

@@ -28,7 +28,8 @@ async def test_a_runs_timeline_says_who_decided_what_and_what_it_cost(tmp_path: 
         assert "to=jane@acme.com" in sent.inputs and "body=Dear Acme, edited." in sent.inputs
         assert sent.decision == f"email.send_email done, key {run.id}:send_welcome"
         branch = rows["kickoff_planned"]
-        assert branch.by == "rule: kickoff != None" and branch.confidence == "certain"
+        assert branch.by == "rule: kickoff != None (false)" and branch.confidence == "certain"
+        assert branch.decision == "went to premium_extras"  # no kickoff given: the rule is false
         assert all(row.took_seconds >= 0 for row in rows.values())
 
         sender = Sender("cli", "shell")
