@@ -406,6 +406,16 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steward", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -423,7 +433,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("id", nargs="?")
     runs.add_argument("--json", action="store_true")
     runs.add_argument("--all", action="store_true", help="finished runs too")
-    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--limit", type=_at_least_one, default=50)
     approve = sub.add_parser("approve", help="approve a pending approval")
     approve.add_argument("id")
     reject = sub.add_parser("reject", help="reject a pending approval")
@@ -446,7 +456,7 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="ask about anything that happened, with sources")
     history.add_argument("question", nargs="+")
     history.add_argument("--json", action="store_true", help="the matching records, scored")
-    history.add_argument("--limit", type=int, default=8)
+    history.add_argument("--limit", type=_at_least_one, default=8)
     memory = sub.add_parser("memory", help="long-term memory: status, or rebuild from the ledger")
     memory.add_argument("action", choices=["status", "rebuild"])
     memory.add_argument("--json", action="store_true")

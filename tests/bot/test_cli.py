@@ -360,3 +360,14 @@ def test_an_empty_history_question_is_bad_input(
 ) -> None:
     code, out, err = steward(capsys, "history", "  ")
     assert code == 2 and out == "" and "usage: steward history" in err
+
+
+@pytest.mark.parametrize("command", ["runs", "history"])
+def test_a_limit_below_one_is_bad_input(
+    home: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    argv = [command, *(["Acme"] if command == "history" else []), "--limit", "0"]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "is not a whole number of at least 1" in capsys.readouterr().err
