@@ -40,6 +40,7 @@ from langgraph.types import Command, Interrupt, StateSnapshot
 
 from connectors.base import ConnectorError
 from graph.catalog import Catalog
+from graph.compensation import GATE as UNDO_GATE
 from graph.compensation import undo_definition, undo_run_id
 from graph.compiler import Graph, compile_definition
 from graph.definitions import (
@@ -468,8 +469,8 @@ class ProcessEngine:
         if earlier is not None and earlier.status in (RunStatus.CANCELLED, RunStatus.FAILED):
             raise InvalidState(
                 f"step {step_id} of run {run_id} was not undone: its undo (run {undo_id}) "
-                f"was {earlier.status.value} ({earlier.error or 'no reason given'}), and a "
-                "step's undo is asked for once"
+                f"was {earlier.status.value} ({earlier.error or 'no reason given'}); "
+                f"/replay {undo_id} {UNDO_GATE} asks for it again"
             )
         if earlier is not None:
             raise InvalidState(f"step {step_id} of run {run_id} is undone already: run {undo_id}")
@@ -572,12 +573,14 @@ class ProcessEngine:
         for pending in snapshot.interrupts:  # the open gate or wait is left behind
             step = pending.value["step"]
             visits[step] = max(visits.get(step, 0), pending.value["visit"])
-        await compiled.graph.aupdate_state(config, None, as_node=END)
-        # A step that failed stays triggered (LangGraph keeps what sent it there, with the
-        # failure): it is let go as if it had run and done nothing, or it would run again
-        # beside the replay — an action would fail again, and fail the replay with it.
-        for stale in (await compiled.graph.aget_state(config)).next:
-            await compiled.graph.aupdate_state(config, None, as_node=stale)
+        # Committed at once, in a handling too: the replay goes on from this state.
+        with self.ledger.unbatched():
+            await compiled.graph.aupdate_state(config, None, as_node=END)
+            # A step that failed stays triggered (LangGraph keeps what sent it there, with
+            # the failure): it is let go as if it had run and done nothing, or it would run
+            # again beside the replay — an action would fail again, and the replay with it.
+            for stale in (await compiled.graph.aget_state(config)).next:
+                await compiled.graph.aupdate_state(config, None, as_node=stale)
         assert run.current_step is not None
         # How the run ended before (rejected at a gate, say) ends with the replay.
         update = {"data": values, "visits": visits, "outcome": ""}

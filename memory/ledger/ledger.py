@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -709,6 +709,17 @@ class Ledger:
         finally:
             _deferred.reset(token)
         await self._flush(pending)
+
+    @contextlib.contextmanager
+    def unbatched(self) -> Iterator[None]:
+        """Inside a ``batching()`` block: writes go to the database at once, not along
+        with the block's next write — for one the next read must see (a run's state,
+        updated before the run goes on from it)."""
+        token = _deferred.set(None)
+        try:
+            yield
+        finally:
+            _deferred.reset(token)
 
     async def _flush(self, riders: list[_Rider]) -> None:
         if riders:

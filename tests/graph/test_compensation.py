@@ -129,11 +129,17 @@ def test_a_compensation_using_unknown_values_is_refused(bad: str) -> None:
         ProcessDefinition.model_validate(body)
 
 
-async def test_a_rejected_undo_says_the_step_was_not_undone(app: Steward) -> None:  # noqa: F811
+async def test_a_rejected_undo_says_how_to_ask_for_it_again_and_that_works(
+    app: Steward,  # noqa: F811
+) -> None:
     run_id = await sent_welcome(app)
     card = only_card(await send(app, f"/undo {run_id} send_welcome"))
     await send(app, f"/reject {card.approval_id} not now")
     again = joined(await send(app, f"/undo {run_id} send_welcome"))
     undo_id = undo_run_id(run_id, "send_welcome")
     assert f"was not undone: its undo (run {undo_id}) was cancelled (rejected at" in again
-    assert "undone already" not in again and len(outbox(app)) == 1
+    assert f"/replay {undo_id} approve_undo asks for it again" in again
+    asked = only_card(await send(app, f"/replay {undo_id} approve_undo"))  # in chat
+    done = await send(app, f"/approve {asked.approval_id}")
+    assert f"Run {undo_id} (undo_onboarding_send_welcome) is done." in joined(done)
+    assert len(outbox(app)) == 2  # the welcome, and now its correction

@@ -286,3 +286,19 @@ async def test_a_rejected_run_replayed_from_its_gate_and_approved_acts(app: Stew
     assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
     assert done.view.run.error is None
     assert [e["params"]["to"] for e in sent(app)] == ["j@acme.com"]  # type: ignore[index]
+
+
+async def test_in_chat_a_failed_run_replayed_from_its_gate_asks_again_and_acts_once(
+    app: Steward,  # noqa: F811
+) -> None:
+    refused_once(app, ".cm")
+    view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
+    assert view.approval is not None
+    failed = await app.engine.decide(view.approval.id, True, "cli:a")
+    assert failed.view is not None and failed.view.run.status is RunStatus.FAILED
+    reply = await send(app, f"/replay {view.run.id} approve_welcome email=jane@acme.com")
+    card = reply.cards[0]  # the replay's state is the one it goes on from, in a handling too
+    assert sent(app) == []
+    done = await send(app, f"/approve {card.approval_id}")
+    assert f"Run {view.run.id} (onboarding) is done." in "\n".join(done.texts)
+    assert [e["params"]["to"] for e in sent(app)] == ["jane@acme.com"]  # type: ignore[index]
