@@ -158,6 +158,8 @@ class Coordinator:
             shaped = self.catalog.get(args[0]) is not None
         elif name in ("runs", "today") and args == ["all"]:
             shaped = True
+        elif name == "history":
+            shaped = True  # history and a question
         else:
             shaped = _takes_an_id(name, args)
         return "/" + text if shaped else None

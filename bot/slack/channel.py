@@ -62,6 +62,7 @@ from bot.slack.render import (
     outcome_message,
     text_messages,
 )
+from graph.coordinator import COMMAND_NAMES
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
 from memory.working import WorkingMemory
@@ -309,7 +310,7 @@ class SlackChannel:
             sender,
             command["channel_id"],
             f"command:{command['trigger_id']}",
-            text=from_slack(command.get("text") or "").strip() or "/help",
+            text=_as_command(from_slack(command.get("text") or "")),
             # The command's own way back, for 30 minutes: where steward is no member of
             # the conversation, the only way to tell its sender anything there.
             context={"response_url": command.get("response_url") or ""},
@@ -614,6 +615,14 @@ class SlackChannel:
 
 def _sender(user: dict[str, Any]) -> Sender:
     return Sender("slack", user["id"], user.get("username") or user.get("name") or "")
+
+
+def _as_command(text: str) -> str:
+    """What follows ``/steward``: a command when it names one (``/steward runs``), even
+    while steward waits for an answer — the slash was typed; else words (an answer)."""
+    text = text.strip()
+    name = text.split(maxsplit=1)[0].lstrip("/").lower() if text else "help"
+    return "/" + (text.lstrip("/") or "help") if name in COMMAND_NAMES else text
 
 
 def from_slack(text: str) -> str:

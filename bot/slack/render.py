@@ -208,9 +208,16 @@ def _people(line: str) -> str:
 
 
 def _escaped_within(text: str, limit: int) -> str:
-    """``text`` escaped, cut short where its escaped form would pass ``limit``."""
+    """``text`` escaped, cut short where its escaped form would pass ``limit`` (never
+    inside an escape)."""
     escaped = escape(text)
-    while length(escaped) > limit:
-        text = fit(text, length(text) - (length(escaped) - limit))
-        escaped = escape(text)
-    return escaped
+    if length(escaped) <= limit:
+        return escaped
+    kept, used = [], 0
+    for character in text:
+        piece = escape(character)
+        used += length(piece)
+        if used > limit:
+            break
+        kept.append(piece)
+    return "".join(kept)

@@ -612,6 +612,12 @@ async def test_commands_without_their_slash_are_known_by_their_shape(
         await say(slack, bot, "help")
         await slack.wait_for(lambda s: "Commands:" in bot_texts(s, dm)[-1])
 
+        await say(slack, bot, "help me onboard Jane from Acme")  # asks for the email again
+        await slack.wait_for(lambda s: "email address?" in bot_texts(s, dm)[-1])
+        call = slack.slash_command(OPERATOR, dm, "runs")  # typed with its slash: a command
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: "No runs in progress." in bot_texts(s, dm)[-1])
+
 
 async def test_a_429_is_waited_out_and_nothing_is_dropped(
     tmp_path: Path, slack: FakeSlackAPI

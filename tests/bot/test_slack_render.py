@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 from typing import Any
 
 from bot.slack.channel import from_slack
@@ -166,6 +168,24 @@ def test_an_outcome_with_a_long_reason_and_a_summary_of_lines_is_valid() -> None
     [context] = of_type(blocks, "context")
     assert context["elements"][0]["text"].startswith("*Rejected by <@U0OPS> at")
     assert len(settled.text) <= MESSAGE_LIMIT and "&amp;" in settled.text
+
+
+def test_an_outcome_whose_reason_is_mostly_escapes_fits_and_ends() -> None:
+    def stuck(*_: object) -> None:
+        raise TimeoutError("outcome_message did not end")
+
+    signal.signal(signal.SIGALRM, stuck)  # it once looped for good on such a reason
+    signal.alarm(10)
+    try:
+        for reason in ("&" * 800, "<>" * 1000, "a&" * 2000):
+            text = f"Send it\nRejected by slack:U0OPS at 2026-11-21: {reason}"
+            settled = outcome_message(CardOutcome("a2b3c4d", text))
+            assert validate_blocks(settled.blocks or []) == []
+            [context] = of_type(settled.blocks or [], "context")
+            line = context["elements"][0]["text"]
+            assert not re.search(r"&(?!amp;|lt;|gt;)", line)  # no escape cut in two
+    finally:
+        signal.alarm(0)
 
 
 def test_the_edit_form_holds_the_draft_and_says_where_it_goes() -> None:

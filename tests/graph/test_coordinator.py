@@ -710,6 +710,7 @@ async def test_a_run_with_a_quote_left_open_does_not_start(app: Steward) -> None
         ("undo rabcdefgh2 send_welcome", False, "/undo rabcdefgh2 send_welcome"),
         ("run onboarding client=Acme", False, "/run onboarding client=Acme"),
         ("help", False, "/help"),
+        ("history what did we quote Acme?", False, "/history what did we quote Acme?"),
         ("help me onboard Jane from Acme", False, None),
         ("run out of budget", False, None),
         ("today we are thrilled to welcome you", False, None),
