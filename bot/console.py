@@ -35,7 +35,7 @@ def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
             blocks.append(item.as_message)
     if reply.notice:
         blocks.append(reply.notice)
-    return "\n\n".join(blocks).translate(VISIBLE)
+    return "\n\n".join(blocks).replace("\r\n", "\n").translate(VISIBLE)
 
 
 # Control characters as their escapes, but tab and newline: text from outside (a webhook's

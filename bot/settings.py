@@ -112,9 +112,9 @@ class Settings(BaseSettings):
     @classmethod
     def _redis(cls, value: str | None) -> str | None:
         if value:
-            from redis.connection import parse_url
+            from redis.asyncio.connection import parse_url  # as the client steward uses
 
-            parse_url(value)  # type: ignore[no-untyped-call]  # ValueError: the schemes it takes
+            parse_url(value)  # ValueError: the schemes it takes
         return value or None
 
     @field_validator("operators")

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 # Characters no input may hold: C0 and C1 controls (a terminal's escape codes among them)
-# but tab and line breaks, and the bidirectional overrides that show text other than it
-# is. (NUL, which no database stores, is replaced where text is stored: see storable.)
-CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+# but tab and line breaks, and the two bidirectional overrides, which show text reversed
+# (the embeddings and isolates right-to-left text carries are fine). NUL, which no
+# database stores, is replaced where text is stored: see storable.
+CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202d\u202e]")
 LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x85\u2028\u2029]")  # only a text input may hold one
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}

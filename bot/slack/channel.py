@@ -480,7 +480,12 @@ class SlackChannel:
         pressed = answering.context if answering is not None else {}
         where = (pressed["channel"], pressed["ts"]) if pressed.get("ts") else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
-        await self.cards.settle(outcome.approval_id, targets, partial(self._update, settled))
+        try:
+            await self.cards.settle(outcome.approval_id, targets, partial(self._update, settled))
+        except SendLater:
+            if self.settled_here is not None:  # the other platforms need not wait for Slack
+                await self.settled_here(outcome)
+            raise
         if not targets:
             await self._post(conversation, settled, fallback)
         if self.settled_here is not None:

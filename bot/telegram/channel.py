@@ -363,7 +363,12 @@ class TelegramChannel:
         html = outcome_html(outcome)
         where = (chat_id, str(pressed)) if pressed is not None else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
-        await self.cards.settle(outcome.approval_id, targets, partial(self._edit, html))
+        try:
+            await self.cards.settle(outcome.approval_id, targets, partial(self._edit, html))
+        except SendLater:
+            if self.settled_here is not None:  # the other platforms need not wait for Telegram
+                await self.settled_here(outcome)
+            raise
         if not targets:
             await self._post(chat_id, Outgoing(html))
         if self.settled_here is not None:
@@ -389,7 +394,7 @@ class TelegramChannel:
             if "not modified" not in str(exc):
                 log.info("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
         except NetworkError as exc:  # after _call's tries
-            raise SendLater(f"cannot reach Telegram: {exc}") from exc
+            raise SendLater(f"cannot reach Telegram: {self._redact(exc)}") from exc
         except TelegramError as exc:
             log.warning("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
 

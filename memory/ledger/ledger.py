@@ -881,18 +881,18 @@ class Ledger:
         return approval, won
 
     async def add_reason(self, approval_id: str, reason: str, actor: str) -> None:
-        """Notes the reason for a decision, given after it: on the approval, and on its
-        step in the run's timeline (the newest of its gate, which the decision wrote)."""
+        """Notes the reason for a decision, given after it: on the approval, and on the
+        step the decision wrote in the run's timeline (its gate, at its visit)."""
 
         def add(tx: LedgerTx) -> None:
             approval = tx.conn.execute(
                 update(t.approvals)
                 .where(t.approvals.c.id == approval_id)
                 .values(reason=reason)
-                .returning(t.approvals.c.run_id, t.approvals.c.step_id)
+                .returning(t.approvals.c.run_id, t.approvals.c.step_id, t.approvals.c.visit)
             ).first()
             if approval is not None:
-                decided = tx.conn.execute(
+                gate = tx.conn.execute(
                     select(t.steps.c.id, t.steps.c.detail)
                     .where(
                         t.steps.c.run_id == approval.run_id,
@@ -900,9 +900,9 @@ class Ledger:
                         t.steps.c.kind == "approval",
                     )
                     .order_by(t.steps.c.seq.desc())
-                    .limit(1)
-                ).first()
-                if decided is not None:
+                )
+                decided = next((r for r in gate if r.detail.get("visit") == approval.visit), None)
+                if decided is not None:  # its own visit: the gate may have been replayed since
                     detail = {**decided.detail, "reason": reason}
                     tx.conn.execute(
                         update(t.steps).where(t.steps.c.id == decided.id).values(detail=detail)

@@ -19,3 +19,7 @@ def test_text_from_outside_cannot_drive_the_terminal() -> None:
     assert not any((ord(c) < 0x20 and c not in "\t\n") or 0x7F <= ord(c) < 0xA0 for c in shown)
     assert "Evil\\x1b[31mCo\\x9b" in shown and "Email \\x1b[2Jjane@acme.com" in shown
     assert "thanks\\x07" in shown and "Done\\x1b]0;owned\\x07." in shown
+
+
+def test_windows_line_endings_are_line_breaks() -> None:
+    assert render(Reply().say("Dear Jane,\r\nthanks\r")) == "Dear Jane,\nthanks\\x0d"

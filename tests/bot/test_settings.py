@@ -91,7 +91,13 @@ def test_the_slack_api_url_gets_its_trailing_slash() -> None:
 def test_a_redis_url_says_which_schemes_it_takes() -> None:
     message = problem(redis_url="notaurl")
     assert message.startswith("STEWARD_REDIS_URL: ") and "redis://" in message
-    assert load_settings(redis_url="redis://localhost:6379/0").redis_url
+    for url in (
+        "redis://localhost:6379/0",
+        "REDIS://localhost",
+        "rediss://h:6380",
+        "unix:///r.sock",
+    ):
+        assert load_settings(redis_url=url).redis_url == url
 
 
 def test_a_folder_set_empty_or_missing_is_refused(tmp_path: Path) -> None:

@@ -387,6 +387,20 @@ async def test_reject_button_asks_why_and_the_next_text_is_the_reason(app: Stewa
     assert "None" not in shown
 
 
+async def test_a_late_reason_goes_to_its_own_visit_of_a_replayed_gate(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"reject:{card.approval_id}")  # "Why?" waits for the reason
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None
+    again = await app.engine.replay(approval.run_id, approval.step_id, {}, "cli:shell")
+    assert again.approval is not None
+    await app.engine.decide(again.approval.id, True, "cli:shell")  # visit 2, before it
+    await send(app, "they asked to wait until March")
+    rows = [s for s in await app.ledger.run_steps(approval.run_id) if s.kind == "approval"]
+    reasons = {(s.detail["visit"], s.status): s.detail.get("reason") for s in rows}
+    assert reasons == {(1, "rejected"): "they asked to wait until March", (2, "approved"): None}
+
+
 async def test_skip_leaves_the_reason_empty(app: Steward) -> None:
     card = await start(app)
     await send(app, button=f"reject:{card.approval_id}")

@@ -190,7 +190,7 @@ def test_number_rejects_non_finite(raw: str) -> None:
 @pytest.mark.parametrize("kind", list(InputType))
 def test_no_input_holds_control_characters(kind: InputType) -> None:
     given = spec(kind)
-    for raw in ("Evil\x1b[2J\x1b[31mCo", "a\x07b", "paid\u202egnp.exe", "x\x9by"):
+    for raw in ("Evil\x1b[2J\x1b[31mCo", "a\x07b", "paid\u202egnp.exe", "x\u202dy", "x\x9by"):
         with pytest.raises(InputError, match="control characters are not allowed"):
             parse_input("client", given, raw)
 
@@ -203,4 +203,13 @@ def test_only_a_text_input_holds_line_breaks(kind: InputType) -> None:
             parse_input("client", given, raw)
     assert parse_input("notes", spec(InputType.TEXT), "Dear Jane,\n\n\tthanks") == (
         "Dear Jane,\n\n\tthanks"
+    )
+
+
+def test_right_to_left_text_with_its_embeddings_and_isolates_is_taken() -> None:
+    hebrew = "\u05e9\u05dc\u05d5\u05dd"  # shalom
+    for raw in (f"\u202b{hebrew}\u202c", f"Meeting with \u2068{hebrew}\u2069 at 10", "مرحبا 👩‍💻"):
+        assert parse_input("client", spec(InputType.STRING), raw) == raw
+    assert parse_input("notes", spec(InputType.TEXT), "Dear Jane,\r\nthanks") == (
+        "Dear Jane,\r\nthanks"
     )
