@@ -302,3 +302,16 @@ async def test_in_chat_a_failed_run_replayed_from_its_gate_asks_again_and_acts_o
     done = await send(app, f"/approve {card.approval_id}")
     assert f"Run {view.run.id} (onboarding) is done." in "\n".join(done.texts)
     assert [e["params"]["to"] for e in sent(app)] == ["jane@acme.com"]  # type: ignore[index]
+
+
+async def test_in_chat_a_waiting_run_replayed_with_a_change_asks_again_and_acts(
+    app: Steward,  # noqa: F811
+) -> None:
+    view = await app.engine.start("onboarding", ONBOARD, "cli:a")
+    reply = await send(app, f"/replay {view.run.id} draft_welcome client=Globex")
+    card = reply.cards[0]
+    assert card.fields[0] == ("Client", "Globex")
+    done = await send(app, f"/approve {card.approval_id}")
+    assert f"Run {view.run.id} (onboarding) is done." in "\n".join(done.texts)
+    [email] = sent(app)
+    assert email["params"]["subject"] == "Welcome aboard, Globex"  # type: ignore[index]
