@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
 
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
+from bot.slack import SlackChannel
 from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
@@ -27,13 +32,25 @@ async def fakes() -> AsyncIterator[tuple[FakeBotAPI, FakeSlackAPI]]:
         yield telegram, slack
 
 
-async def test_a_card_decided_in_slack_is_settled_in_telegram(
-    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
-) -> None:
-    telegram, slack = fakes
+@dataclass
+class Together:
+    steward: Steward
+    service: Service
+    slack_channel: SlackChannel
+    slack_url: str  # the app's /slack/events
+    slack_card: dict[str, Any]  # a card shown to the operator on both platforms
+    telegram_card: dict[str, Any]
+
+
+@asynccontextmanager
+async def card_on_both(
+    home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI
+) -> AsyncIterator[Together]:
+    """Both channels running, and a run started outside chat (a shell, a webhook), whose
+    card goes to everyone: the operator's on Telegram and on Slack."""
     port = free_port()
     settings = load_settings(
-        home=tmp_path / "home",
+        home=home,
         telegram_bot_token=TELEGRAM_TOKEN,
         telegram_api_url=telegram.root,
         slack_bot_token=slack.bot_token,
@@ -47,7 +64,6 @@ async def test_a_card_decided_in_slack_is_settled_in_telegram(
         assert [c.name for c in channels] == ["telegram", "slack"]
         async with Service(steward, channels, tick_seconds=0.2) as service:
             assert "Telegram" in service.summary() and "Slack" in service.summary()
-            # a run started outside chat (a shell, a webhook): its card goes to everyone
             view = await steward.engine.start(
                 "onboarding",
                 {"client": "Acme", "email": "jane@acme.com", "package": "basic"},
@@ -58,24 +74,51 @@ async def test_a_card_decided_in_slack_is_settled_in_telegram(
             dm = slack.dm_channel(SLACK_OPERATOR)
             [slack_card] = [m for m in slack.messages(dm) if m.get("blocks")]
             [telegram_card] = [m for m in telegram.sent(TELEGRAM_OPERATOR) if "reply_markup" in m]
-
-            approve = next(
-                e
-                for b in slack_card["blocks"]
-                if b["type"] == "actions"
-                for e in b["elements"]
-                if e["action_id"] == "approve"
-            )
-            payload = slack.block_action(SLACK_OPERATOR, dm, slack_card["ts"], "approve")
+            slack_channel = next(c for c in channels if isinstance(c, SlackChannel))
             url = f"http://127.0.0.1:{port}/slack/events"
-            assert (await slack.post_interaction(url, payload))[0] == 200
-            assert approve["value"].startswith("approve:")
+            yield Together(steward, service, slack_channel, url, slack_card, telegram_card)
 
-            def settled_in_telegram(api: FakeBotAPI) -> bool:
-                message = api.message(TELEGRAM_OPERATOR, telegram_card["message_id"])
-                return "reply_markup" not in message
 
-            await telegram.wait_for(settled_in_telegram)
-            edited = telegram.message(TELEGRAM_OPERATOR, telegram_card["message_id"])
-            assert f"Approved by slack:{SLACK_OPERATOR}" in edited["text"]
-            assert "Approved by" in json.dumps(slack.message(dm, slack_card["ts"])["blocks"])
+async def approve_in_slack(slack: FakeSlackAPI, both: Together) -> None:
+    dm = slack.dm_channel(SLACK_OPERATOR)
+    payload = slack.block_action(SLACK_OPERATOR, dm, both.slack_card["ts"], "approve")
+    assert (await slack.post_interaction(both.slack_url, payload))[0] == 200
+
+
+def settled_in_telegram(both: Together) -> Any:
+    def settled(api: FakeBotAPI) -> bool:
+        message = api.message(TELEGRAM_OPERATOR, both.telegram_card["message_id"])
+        return "reply_markup" not in message
+
+    return settled
+
+
+async def test_a_card_decided_in_slack_is_settled_in_telegram(
+    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
+) -> None:
+    telegram, slack = fakes
+    async with card_on_both(tmp_path / "home", telegram, slack) as both:
+        await approve_in_slack(slack, both)
+        await telegram.wait_for(settled_in_telegram(both))
+        edited = telegram.message(TELEGRAM_OPERATOR, both.telegram_card["message_id"])
+        assert f"Approved by slack:{SLACK_OPERATOR}" in edited["text"]
+        dm = slack.dm_channel(SLACK_OPERATOR)
+        assert "Approved by" in json.dumps(slack.message(dm, both.slack_card["ts"])["blocks"])
+
+
+async def test_a_card_slack_cannot_update_now_is_settled_in_telegram_meanwhile(
+    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
+) -> None:
+    telegram, slack = fakes
+    async with card_on_both(tmp_path / "home", telegram, slack) as both:
+        client = both.slack_channel.client
+        client.retry_handlers = [  # the client's own retries, without waiting
+            h for h in client.retry_handlers if not isinstance(h, AsyncServerErrorRetryHandler)
+        ]
+        both.slack_channel.outbox.first_retry = 30.0  # Slack stays down for this test
+        slack.fail("chat.update", 503, times=100)
+        await approve_in_slack(slack, both)
+        await telegram.wait_for(settled_in_telegram(both), timeout=10)
+        dm = slack.dm_channel(SLACK_OPERATOR)
+        assert "Approved by" not in json.dumps(slack.message(dm, both.slack_card["ts"]))
+        await both.slack_channel.outbox.stop()  # what Slack still owes waits for the next start
