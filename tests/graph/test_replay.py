@@ -230,14 +230,20 @@ async def test_a_gate_replayed_twice_asks_again_each_time(app: Steward) -> None:
     assert [e["params"]["to"] for e in sent(app)] == ["b@acme.com"]  # type: ignore[index]
 
 
-async def test_a_replay_whose_first_step_fails_is_retried_from_that_step(app: Steward) -> None:  # noqa: F811
+async def replay_failed_at_its_action(app: Steward) -> str:  # noqa: F811
+    """A run whose action failed (SMTP 550), replayed from that action, which failed again."""
     refused_once(app, ".cm")
     view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
     assert view.approval is not None
     await app.engine.decide(view.approval.id, True, "cli:a")
     replayed = await app.engine.replay(view.run.id, "send_welcome", {}, "cli:a")
     assert replayed.run.status is RunStatus.FAILED and "550" in (replayed.run.error or "")
-    retried = await app.engine.retry(view.run.id, "cli:a")
+    return view.run.id
+
+
+async def test_a_replay_whose_first_step_fails_is_retried_from_that_step(app: Steward) -> None:  # noqa: F811
+    run_id = await replay_failed_at_its_action(app)
+    retried = await app.engine.retry(run_id, "cli:a")
     assert retried.run.status is RunStatus.FAILED and "550" in (retried.run.error or "")
     assert sent(app) == []
 
@@ -257,15 +263,8 @@ async def test_a_decision_on_a_replayed_gate_survives_a_crash_before_the_run_goe
 
 
 async def test_a_replay_that_failed_at_its_action_is_replayed_from_the_gate(app: Steward) -> None:  # noqa: F811
-    refused_once(app, ".cm")
-    view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
-    assert view.approval is not None
-    await app.engine.decide(view.approval.id, True, "cli:a")
-    replayed = await app.engine.replay(view.run.id, "send_welcome", {}, "cli:a")
-    assert replayed.run.status is RunStatus.FAILED and "550" in (replayed.run.error or "")
-    again = await app.engine.replay(
-        view.run.id, "approve_welcome", {"email": "jane@acme.com"}, "cli:a"
-    )
+    run_id = await replay_failed_at_its_action(app)
+    again = await app.engine.replay(run_id, "approve_welcome", {"email": "jane@acme.com"}, "cli:a")
     # the action the failed replay was sent to stayed behind: it did not run beside the gate
     assert again.run.status is RunStatus.WAITING and again.approval is not None
     assert sent(app) == []
