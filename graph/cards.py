@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from graph.messages import Button, Card, CardOutcome
 from memory.ledger import Approval, ApprovalStatus
@@ -16,7 +16,8 @@ VERBS = {
 }
 
 
-def approval_card(approval: Approval, spent_usd: float = 0.0) -> Card:
+def approval_card(approval: Approval, spent_usd: float = 0.0, zone: tzinfo = UTC) -> Card:
+    """The card of a pending approval; its expiry on the operator's clock (``zone``)."""
     card = approval.card
     fields = list(card.get("fields", {}).items())
     for action in card.get("actions", []):
@@ -51,7 +52,7 @@ def approval_card(approval: Approval, spent_usd: float = 0.0) -> Card:
         risk=card.get("risk", "medium"),
         footer=(
             f"Approval {approval.id} · run {approval.run_id} · if nobody answers by "
-            f"{_when(approval.expires_at)}, {on_expiry}"
+            f"{_when(approval.expires_at, zone)}, {on_expiry}"
         ),
         buttons=buttons,
     )
@@ -84,5 +85,5 @@ def outcome_parts(outcome: CardOutcome) -> tuple[str, str]:
 _DECISION = re.compile(r"\n(?=(?:{}) by )".format("|".join(map(re.escape, VERBS.values()))))
 
 
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: datetime, zone: tzinfo = UTC) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -310,6 +310,8 @@ class Coordinator:
                 run = await self.engine.cancel(_one_id(rest, "cancel"), actor)
                 return Reply().say(f"Cancelled run {run.id} ({run.process}).")
             case "skip":
+                if await self.memory.get(self._question_key(inbound)) is None:
+                    return Reply().say("Nothing to skip: I am not waiting for an answer.")
                 await self.memory.delete(self._question_key(inbound))
                 return Reply().say("Okay.")
             case "pause":
@@ -395,7 +397,7 @@ class Coordinator:
             reply = Reply().say(
                 f"Nobody answered this in time, so I'm asking again ({approval.id})."
             )
-            return reply.add(approval_card(approval))
+            return reply.add(approval_card(approval, zone=self.zone))
         reply = Reply().add(outcome(approval))
         if not decision.decided_now:
             reply.notice = f"Already decided — {decision_line(approval)}. Nothing changed."
@@ -431,7 +433,7 @@ class Coordinator:
     def _describe(self, view: RunView, reply: Reply) -> Reply:
         run = view.run
         if view.approval is not None and view.approval.is_pending:
-            reply.add(approval_card(view.approval))
+            reply.add(approval_card(view.approval, zone=self.zone))
         elif run.status is RunStatus.SUCCEEDED:
             reply.say(f"Run {run.id} ({run.process}) is done.")
         elif run.status is RunStatus.CANCELLED:
@@ -482,7 +484,8 @@ class Coordinator:
             return Reply().say(f"No run {approval.run_id}.")
         reply = Reply().say(render_timeline(run, await timeline(self.ledger, run)))
         if approval.is_pending:
-            reply.add(approval_card(approval, await self.ledger.model_spend(approval.run_id)))
+            spent = await self.ledger.model_spend(approval.run_id)
+            reply.add(approval_card(approval, spent, self.zone))
         else:
             reply.say(decision_line(approval))
         return reply

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -743,3 +744,17 @@ async def test_a_command_without_its_slash_is_known_by_its_shape(
     app: Steward, text: str, asked: bool, command: str | None
 ) -> None:
     assert app.coordinator._unslashed(text, asked) == command
+
+
+async def test_a_cards_expiry_is_on_the_operators_clock(app: Steward) -> None:
+    app.coordinator.zone = ZoneInfo("America/New_York")  # STEWARD_TIMEZONE
+    card = await start(app)
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None
+    local = approval.expires_at.astimezone(ZoneInfo("America/New_York"))
+    assert f"if nobody answers by {local:%Y-%m-%d %H:%M %Z}," in (card.footer or "")
+    assert local.strftime("%Z") in ("EST", "EDT")
+
+
+async def test_skip_with_nothing_asked_says_so(app: Steward) -> None:
+    assert "Nothing to skip" in joined(await send(app, "/skip"))
