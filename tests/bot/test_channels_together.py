@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
 
+from bot import service as service_module
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel
+from tests.bot.test_telegram import button
 from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
@@ -122,3 +124,25 @@ async def test_a_card_slack_cannot_update_now_is_settled_in_telegram_meanwhile(
         dm = slack.dm_channel(SLACK_OPERATOR)
         assert "Approved by" not in json.dumps(slack.message(dm, both.slack_card["ts"]))
         await both.slack_channel.outbox.stop()  # what Slack still owes waits for the next start
+
+
+async def test_a_card_decided_in_telegram_is_settled_in_slack_once_slack_can_take_it(
+    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telegram, slack = fakes
+    monkeypatch.setattr(service_module, "FIRST_RETRY", 0.05)
+    async with card_on_both(tmp_path / "home", telegram, slack) as both:
+        client = both.slack_channel.client
+        client.retry_handlers = [  # the client's own retries, without waiting
+            h for h in client.retry_handlers if not isinstance(h, AsyncServerErrorRetryHandler)
+        ]
+        slack.fail("chat.update", 503, times=3)
+        card = both.telegram_card
+        telegram.press(TELEGRAM_OPERATOR, card, button(card, "Approve"))
+        await telegram.wait_for(settled_in_telegram(both))
+        dm = slack.dm_channel(SLACK_OPERATOR)
+        await slack.wait_for(
+            lambda s: "Approved by" in json.dumps(s.message(dm, both.slack_card["ts"])), timeout=10
+        )
+        statuses = [call.status for call in slack.calls if call.method == "chat.update"]
+        assert statuses == [503, 503, 503, 200]
