@@ -7,7 +7,7 @@ waits are ``interrupt()``s, and the only effects go through the guard with the k
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,6 +187,12 @@ def _approval(definition: ProcessDefinition, step: ApprovalStep, following: str)
     return approval
 
 
+def acted_on_its_approval(state: Mapping[str, Any], step: ActionStep) -> bool:
+    """Whether ``step`` acted on the approval its gate gave last: each allows one action."""
+    gate = state.get("decisions", {}).get(step.gate)
+    return gate is not None and state.get("spent", {}).get(step.id) == gate.get("visit")
+
+
 def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> Node:
     async def action(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
         ctx = runtime.context
@@ -194,7 +200,7 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
         gate = state.get("decisions", {}).get(step.gate)
         if gate is None or gate.get("status") != "approved":
             raise GateNotApproved(f"action {step.id!r} reached without approval at {step.gate!r}")
-        if state.get("spent", {}).get(step.id) == gate["visit"]:
+        if acted_on_its_approval(state, step):
             raise GateNotApproved(
                 f"action {step.id!r} already acted on this approval of {step.gate!r}; "
                 "each approval allows one action"

@@ -42,7 +42,7 @@ from connectors.base import ConnectorError
 from graph.catalog import Catalog
 from graph.compensation import GATE as UNDO_GATE
 from graph.compensation import undo_definition, undo_run_id
-from graph.compiler import Graph, compile_definition
+from graph.compiler import Graph, acted_on_its_approval, compile_definition
 from graph.definitions import (
     CORRECTION,
     UNDOES,
@@ -516,7 +516,7 @@ class ProcessEngine:
                 )
             if isinstance(step, ActionStep):
                 state = (await compiled.graph.aget_state(_config(run_id))).values
-                if _acted(state, step):
+                if acted_on_its_approval(state, step):
                     raise InvalidState(
                         f"{from_step} acted on its approval already, and each approval "
                         f"allows one action: /replay {run_id} {step.gate}, so that it asks again"
@@ -892,12 +892,6 @@ def _cleared_by_replay(snapshot: StateSnapshot) -> bool:
     """The checkpoint a replay writes to clear the steps a run stopped or failed at:
     the only state update steward makes."""
     return snapshot.metadata is not None and snapshot.metadata.get("source") == "update"
-
-
-def _acted(state: dict[str, Any], step: ActionStep) -> bool:
-    """Whether ``step`` acted on the approval its gate gave last (as the action checks)."""
-    gate = state.get("decisions", {}).get(step.gate)
-    return gate is not None and state.get("spent", {}).get(step.id) == gate.get("visit")
 
 
 def _found(run: Run | None, run_id: str) -> Run:
