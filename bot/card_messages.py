@@ -60,11 +60,14 @@ class CardMessages:
         approval_id: str,
         messages: Sequence[Message],
         update: Callable[[Message], Awaitable[None]],
+        elsewhere: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Shows the outcome on each of ``messages`` (taken by ``take``) with ``update``.
         Those the platform cannot take now (``update`` raises ``SendLater``) are given
         back, to be taken on the next try, and ``SendLater`` is raised after the rest:
-        a card whose update failed keeps no live buttons for good."""
+        a card whose update failed keeps no live buttons for good. ``elsewhere``, which
+        settles the card on the other platforms, runs either way: none waits for this one.
+        """
         later: list[Message] = []
         failure: SendLater | None = None
         for message in messages:
@@ -75,6 +78,9 @@ class CardMessages:
                 failure = exc
         if failure is not None:
             await self._give_back(approval_id, later)
+        if elsewhere is not None:
+            await elsewhere()
+        if failure is not None:
             raise failure
 
     async def _give_back(self, approval_id: str, messages: list[Message]) -> None:

@@ -480,16 +480,11 @@ class SlackChannel:
         pressed = answering.context if answering is not None else {}
         where = (pressed["channel"], pressed["ts"]) if pressed.get("ts") else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
-        try:
-            await self.cards.settle(outcome.approval_id, targets, partial(self._update, settled))
-        except SendLater:
-            if self.settled_here is not None:  # the other platforms need not wait for Slack
-                await self.settled_here(outcome)
-            raise
+        elsewhere = partial(self.settled_here, outcome) if self.settled_here else None
+        update = partial(self._update, settled)
+        await self.cards.settle(outcome.approval_id, targets, update, elsewhere)
         if not targets:
             await self._post(conversation, settled, fallback)
-        if self.settled_here is not None:
-            await self.settled_here(outcome)
 
     async def settle(self, outcome: CardOutcome) -> None:
         settled = outcome_message(outcome)

@@ -363,16 +363,10 @@ class TelegramChannel:
         html = outcome_html(outcome)
         where = (chat_id, str(pressed)) if pressed is not None else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
-        try:
-            await self.cards.settle(outcome.approval_id, targets, partial(self._edit, html))
-        except SendLater:
-            if self.settled_here is not None:  # the other platforms need not wait for Telegram
-                await self.settled_here(outcome)
-            raise
+        elsewhere = partial(self.settled_here, outcome) if self.settled_here else None
+        await self.cards.settle(outcome.approval_id, targets, partial(self._edit, html), elsewhere)
         if not targets:
             await self._post(chat_id, Outgoing(html))
-        if self.settled_here is not None:
-            await self.settled_here(outcome)
 
     async def settle(self, outcome: CardOutcome) -> None:
         html = outcome_html(outcome)
