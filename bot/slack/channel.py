@@ -504,7 +504,7 @@ class SlackChannel:
                 raise _later(exc) from exc
             log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SendLater(f"cannot reach Slack: {exc!r}") from exc
+            raise _unreachable(exc) from exc
 
     async def _open_edit_form(
         self, conversation: Conversation, prompt: EditPrompt, answering: Inbound | None
@@ -561,7 +561,7 @@ class SlackChannel:
             log.error("could not post to Slack %s: %s", conversation.channel, error)
             return None
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
-            raise SendLater(f"cannot reach Slack: {exc!r}") from exc
+            raise _unreachable(exc) from exc
         return {"channel": response["channel"], "ts": response["ts"]}
 
     async def _whisper(
@@ -589,7 +589,7 @@ class SlackChannel:
                     "could not answer %s in %s: %s", user, conversation.channel, _error(exc)
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise SendLater(f"cannot reach Slack: {exc!r}") from exc
+                raise _unreachable(exc) from exc
 
     async def _respond(self, response_url: str, text: str) -> None:
         """An ephemeral message by a slash command's ``response_url``."""
@@ -597,7 +597,7 @@ class SlackChannel:
         try:
             response = await webhook.send(text=text, response_type="ephemeral")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SendLater(f"cannot reach Slack: {exc!r}") from exc
+            raise _unreachable(exc) from exc
         if response.status_code >= 500:
             raise SendLater(f"Slack answered {response.status_code} at a response_url")
         if response.status_code != 200:  # expired (30 minutes), or used five times
@@ -645,6 +645,11 @@ def _server_side(exc: SlackApiError) -> bool:
     """Slack could not take the request now (a 5xx, or still rate limited after the
     client waited), rather than refusing it."""
     return exc.response.status_code >= 500 or _error(exc) in {"ratelimited", "internal_error"}
+
+
+def _unreachable(exc: Exception) -> SendLater:
+    """What a request that could not reach Slack (after the client's own tries) is."""
+    return SendLater(f"cannot reach Slack: {exc!r}")
 
 
 def _later(exc: SlackApiError) -> SendLater:
