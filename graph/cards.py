@@ -58,10 +58,11 @@ def approval_card(approval: Approval, spent_usd: float = 0.0, zone: tzinfo = UTC
     )
 
 
-def decision_line(approval: Approval) -> str:
+def decision_line(approval: Approval, zone: tzinfo = UTC) -> str:
+    """Who decided and when, on the operator's clock (``zone``), with the reason."""
     verb = VERBS.get(approval.status, approval.status.value)
     who = approval.decided_by or "nobody"
-    when = _when(approval.decided_at) if approval.decided_at else "?"
+    when = _when(approval.decided_at, zone) if approval.decided_at else "?"
     line = f"{verb} by {who} at {when}"
     if approval.edited_text is not None:
         line += " (with edits)"
@@ -70,9 +71,9 @@ def decision_line(approval: Approval) -> str:
     return line
 
 
-def outcome(approval: Approval) -> CardOutcome:
+def outcome(approval: Approval, zone: tzinfo = UTC) -> CardOutcome:
     summary = approval.card.get("summary", approval.id)
-    return CardOutcome(approval.id, f"{summary}\n{decision_line(approval)}")
+    return CardOutcome(approval.id, f"{summary}\n{decision_line(approval, zone)}")
 
 
 def outcome_parts(outcome: CardOutcome) -> tuple[str, str]:

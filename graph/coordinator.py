@@ -398,9 +398,10 @@ class Coordinator:
                 f"Nobody answered this in time, so I'm asking again ({approval.id})."
             )
             return reply.add(approval_card(approval, zone=self.zone))
-        reply = Reply().add(outcome(approval))
+        reply = Reply().add(outcome(approval, self.zone))
         if not decision.decided_now:
-            reply.notice = f"Already decided — {decision_line(approval)}. Nothing changed."
+            decided = decision_line(approval, self.zone)
+            reply.notice = f"Already decided — {decided}. Nothing changed."
             return reply
         if decision.view is not None:
             self._describe(decision.view, reply)
@@ -487,7 +488,7 @@ class Coordinator:
             spent = await self.ledger.model_spend(approval.run_id)
             reply.add(approval_card(approval, spent, self.zone))
         else:
-            reply.say(decision_line(approval))
+            reply.say(decision_line(approval, self.zone))
         return reply
 
     def _processes(self) -> str:

@@ -756,5 +756,19 @@ async def test_a_cards_expiry_is_on_the_operators_clock(app: Steward) -> None:
     assert local.strftime("%Z") in ("EST", "EDT")
 
 
+async def test_a_decision_is_told_on_the_operators_clock(app: Steward) -> None:
+    zone = ZoneInfo("Asia/Tokyo")  # STEWARD_TIMEZONE; never UTC's date and hour at once
+    app.coordinator.zone = zone
+    card = await start(app)
+    decided = outcomes(await send(app, button=f"reject:{card.approval_id}"))
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.decided_at is not None
+    local = f"at {approval.decided_at.astimezone(zone):%Y-%m-%d %H:%M} JST"
+    assert [local in outcome.text for outcome in decided] == [True]
+    again = await send(app, button=f"approve:{card.approval_id}")
+    assert again.notice is not None and local in again.notice
+    assert local in joined(await send(app, button=f"details:{card.approval_id}"))
+
+
 async def test_skip_with_nothing_asked_says_so(app: Steward) -> None:
     assert "Nothing to skip" in joined(await send(app, "/skip"))
