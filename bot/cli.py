@@ -209,7 +209,10 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
         print("no runs in progress" if not args.all else "no runs yet")
     for run in runs:
         approvals = ",".join(pending.get(run.id, [])) or "-"
-        print(f"{run.id}  {run.process:<18} {run.status.value:<10} approvals: {approvals}")
+        line = f"{run.id}  {run.process:<18} {run.status.value:<10} approvals: {approvals}"
+        if run.status in (RunStatus.CANCELLED, RunStatus.FAILED) and run.error:
+            line += f"  ({run.error.splitlines()[0][:120]})"  # "rejected at approve_welcome"
+        print(line)
     return 0
 
 

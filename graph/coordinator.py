@@ -471,6 +471,8 @@ class Coordinator:
                 line += f" · approval {run.approval_id}: {run.approval_summary}"
             elif run.status is RunStatus.FAILED:
                 line += f" · {run.error_class}: {run.error}"
+            elif run.status is RunStatus.CANCELLED and run.error:
+                line = f"{run.id} · {run.process} · ended: {run.error}"  # "rejected at …"
             elif run.current_step:
                 line += f" · at {run.current_step}"
             lines.append(line)

@@ -610,7 +610,10 @@ class ProcessEngine:
                     raise InvalidState(f"run {run_id} already {run.status.value}")
                 cancelled = tx.cancel_pending_approvals(run_id, actor)
                 tx.cancel_timers(run_id)
-                tx.update_run(run_id, status=RunStatus.CANCELLED.value)
+                ended = f"cancelled by {actor}"  # in place of a failure it may have had
+                tx.update_run(
+                    run_id, status=RunStatus.CANCELLED.value, error=ended, error_class=None
+                )
                 tx.audit(NewAuditEvent(actor, "run.cancelled", run_id, {"approvals": cancelled}))
                 return _found(tx.get_run(run_id), run_id)
 

@@ -74,8 +74,11 @@ def _describe(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | N
         run = tx.get_run(event.subject)
         if run is None:
             return None
-        text = f"Run {run.id} ({run.process}, {_about(run)}) {ENDED[verb]}"
         why = data.get("error") or run.error
+        ended = ENDED[verb]
+        if verb == "cancelled" and why and why.startswith("cancelled by "):
+            ended, why = f"was {why}", None  # "was cancelled by telegram:42"
+        text = f"Run {run.id} ({run.process}, {_about(run)}) {ended}"
         if verb != "succeeded" and why:
             text += f": {why}"
         return RecordKind.OUTCOME, text + ".", run

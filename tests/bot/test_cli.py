@@ -109,6 +109,15 @@ def test_runs_as_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_id in out and approval_id in out and "waiting" in out
 
 
+def test_runs_all_says_how_a_run_ended(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rejected, approval_id = start(capsys)
+    assert steward(capsys, "reject", approval_id, "--reason", "wrong")[0] == 0
+    code, out, _ = steward(capsys, "runs", "--all")
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0
+    assert "cancelled" in lines[rejected] and "(rejected at approve_welcome)" in lines[rejected]
+
+
 def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "runs", "show", "rnope")
     assert code == 2 and "no run 'rnope'" in err

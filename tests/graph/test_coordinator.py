@@ -597,6 +597,17 @@ async def test_runs_lists_active_runs_and_all_includes_finished(app: Steward) ->
     assert "succeeded" in everything
 
 
+async def test_runs_all_says_how_a_run_ended(app: Steward) -> None:
+    rejected = await start(app)
+    await send(app, button=f"reject:{rejected.approval_id}")
+    cancelled = await run_of(app, await start(app))
+    await send(app, f"/cancel {cancelled}")
+    listed = joined(await send(app, "/runs all")).split("\n")
+    lines = {line.split(" · ")[0]: line for line in listed}
+    assert lines[await run_of(app, rejected)].endswith(" · ended: rejected at approve_welcome")
+    assert lines[cancelled].endswith(" · ended: cancelled by telegram:42")
+
+
 # -- tier 2 routing with a fake model --------------------------------------------------
 
 

@@ -164,6 +164,13 @@ async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_memory(
             assert entry.run_id == run_id and entry.entity == "client:Acme Bakery"
 
 
+async def test_a_cancelled_run_is_remembered_with_who_cancelled_it(app: Steward) -> None:
+    run_id, _ = await start(app, "Globex", "ops@globex.io")
+    await send(app, f"/cancel {run_id}")
+    [ended] = [e for e in await remembered(app) if e.kind is RecordKind.OUTCOME]
+    assert ended.text == f"Run {run_id} (onboarding, client Globex) was cancelled by telegram:42."
+
+
 async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Steward) -> None:
     await start(app, "Globex", "ops@globex.io")  # makes Globex a known client at once
     noted = await send(app, "Globex prefers calls on Tuesdays")
