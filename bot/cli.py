@@ -34,6 +34,11 @@ from memory.ledger import LedgerUnavailable, RunStatus, cause
 from memory.longterm import MemoryUnavailable
 
 CLI = Sender("cli", "shell", "shell")
+# Where the shell lists what a NotFound was looking for.
+LISTINGS = {
+    "runs": "`steward runs --all` lists them",
+    "approvals": "`steward runs` lists the pending ones",
+}
 Command = Callable[[Steward, argparse.Namespace], Awaitable[int]]
 
 
@@ -79,7 +84,10 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
     async with Steward.open(settings) as steward:
         try:
             return await command(steward, args)
-        except (InputProblem, NotFound) as exc:  # bad input: no such process, run or approval
+        except NotFound as exc:  # bad input: no such process, run or approval
+            print(f"steward: {exc.told(LISTINGS)}", file=sys.stderr)
+            return 2
+        except InputProblem as exc:
             print(f"steward: {exc}", file=sys.stderr)
             return 2
         except StewardError as exc:

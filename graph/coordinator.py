@@ -20,7 +20,7 @@ from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.digest import daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
-from graph.errors import StewardError
+from graph.errors import NotFound, StewardError
 from graph.history import (
     NOTHING,
     UNAVAILABLE,
@@ -47,6 +47,8 @@ TURNS_KEPT = 20  # recent turns of a chat in working memory, for a model's conte
 TURNS_TTL = 24 * 3600
 TOPIC_SECONDS = 30 * 60  # a message naming no client is about the chat's last one, this fresh
 UTC_ZONE = ZoneInfo("UTC")
+# Where the chat lists what a NotFound was looking for.
+LISTINGS = {"runs": "/runs all lists them", "approvals": "/runs lists the pending ones"}
 
 # The command menu a chat platform shows (Telegram's setMyCommands): name, what it does.
 COMMANDS = (
@@ -134,6 +136,8 @@ class Coordinator:
                 if pending is not None
                 else self._free_text(inbound, text)
             )
+        except NotFound as exc:
+            reply = Reply().say(exc.told(LISTINGS))
         except StewardError as exc:
             reply = Reply().say(str(exc))
         if remembered:
@@ -283,7 +287,7 @@ class Coordinator:
                 if rest and rest != "all":
                     run = await self.ledger.get_run(_one_id(rest, "runs"))
                     if run is None:
-                        return Reply().say(f"No run {rest!r}; /runs lists them.")
+                        return Reply().say(f"No run {rest!r}; {LISTINGS['runs']}.")
                     return Reply().say(render_timeline(run, await timeline(self.ledger, run)))
                 return await self.runs_reply(show_all=rest == "all")
             case "today":

@@ -297,7 +297,7 @@ class ProcessEngine:
             durable=False,  # see the module's docstring
         )
         if decided[0] is None:
-            raise NotFound(f"no approval {approval_id!r}; /runs lists the pending ones")
+            raise NotFound(f"no approval {approval_id!r}", "approvals")
         return await self._decided(decided, latest)
 
     async def expire(self, approval_id: str) -> Decision | None:
@@ -899,7 +899,7 @@ def _cleared_by_replay(snapshot: StateSnapshot) -> bool:
 
 def _found(run: Run | None, run_id: str) -> Run:
     if run is None:
-        raise NotFound(f"no run {run_id!r}; /runs lists them")
+        raise NotFound(f"no run {run_id!r}", "runs")
     return run
 
 

@@ -8,7 +8,18 @@ class StewardError(Exception):
 
 
 class NotFound(StewardError):
-    pass
+    """No such process, run or approval. ``listing`` names what lists the right ones
+    ("runs", "approvals"); each surface says how to ask for it in its own words."""
+
+    def __init__(self, what: str, listing: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.listing = listing
+
+    def told(self, listings: dict[str, str]) -> str:
+        """``what``, then where to look: ``listings`` maps a listing to its words."""
+        where = listings.get(self.listing or "")
+        return f"{self.what}; {where}" if where else self.what
 
 
 class InvalidState(StewardError):

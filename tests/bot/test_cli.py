@@ -120,7 +120,7 @@ def test_runs_all_says_how_a_run_ended(home: Path, capsys: pytest.CaptureFixture
 
 def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "runs", "show", "rnope")
-    assert code == 2 and "no run 'rnope'" in err
+    assert code == 2 and "no run 'rnope'; `steward runs --all` lists them" in err
     code, _, err = steward(capsys, "runs", "show")
     assert code == 2 and "usage" in err
 
@@ -155,7 +155,7 @@ def test_undo_asks_for_approval_then_sends_the_correction_once(
 
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "approve", "azzzzzz")
-    assert code == 2 and "no approval 'azzzzzz'" in err
+    assert code == 2 and "no approval 'azzzzzz'; `steward runs` lists the pending ones" in err
 
 
 def test_start_with_a_bad_value_exits_2_and_names_the_field(

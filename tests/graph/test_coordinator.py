@@ -292,7 +292,7 @@ async def test_approve_without_an_id_shows_usage(app: Steward) -> None:
 
 async def test_approve_of_an_unknown_id_says_there_is_no_such_approval(app: Steward) -> None:
     text = joined(await send(app, "/approve azzzzzz"))
-    assert "no approval 'azzzzzz'" in text
+    assert "no approval 'azzzzzz'; /runs lists the pending ones" in text
 
 
 async def test_retry_on_a_waiting_run_explains(app: Steward) -> None:
