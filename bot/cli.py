@@ -230,8 +230,7 @@ async def _show_run(steward: Steward, args: argparse.Namespace) -> int:
         return 2
     run = await steward.ledger.get_run(args.id)
     if run is None:
-        print(f"steward: no run {args.id!r}", file=sys.stderr)
-        return 2
+        raise NotFound(f"no run {args.id!r}", "runs")
     pending = [a.id for a in await steward.ledger.pending_approvals([run.id])]
     steps = await steward.ledger.run_steps(run.id)
     rows = await timeline(steward.ledger, run)
