@@ -76,8 +76,8 @@ def _describe(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | N
             return None
         why = data.get("error") or run.error
         ended = ENDED[verb]
-        if verb == "cancelled" and why and why.startswith("cancelled by "):
-            ended, why = f"was {why}", None  # "was cancelled by telegram:42"
+        if verb == "cancelled" and why and why.startswith(("cancelled by ", "rejected at ")):
+            ended, why = f"was {why}", None  # "was rejected at approve_welcome"
         text = f"Run {run.id} ({run.process}, {_about(run)}) {ended}"
         if verb != "succeeded" and why:
             text += f": {why}"

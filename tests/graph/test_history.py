@@ -158,7 +158,7 @@ async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_memory(
     assert any(t.startswith("Rejected by telegram:42") for t in decisions)
     assert any("they want the premium package" in t for t in decisions)
     [ended] = by_kind[RecordKind.OUTCOME]
-    assert run_id in ended.text
+    assert ended.text.startswith(f"Run {run_id} (onboarding, client Acme Bakery) was rejected at ")
     for entry in entries:
         if entry.run_id is not None:
             assert entry.run_id == run_id and entry.entity == "client:Acme Bakery"
