@@ -602,6 +602,10 @@ class Coordinator:
         if pending is not None and pending.get("approval") == approval_id:
             await self.memory.delete(key)
 
+    async def awaits_answer(self, inbound: Inbound) -> bool:
+        """Whether a question to ``inbound``'s sender in its chat waits for its answer."""
+        return await self.memory.get(self._question_key(inbound)) is not None
+
     async def _ask(self, inbound: Inbound, question: dict[str, Any]) -> None:
         await self.memory.set(self._question_key(inbound), question, QUESTION_TTL)
 

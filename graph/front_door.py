@@ -102,6 +102,14 @@ class FrontDoor:
             )
             return None
 
+    async def awaits_answer(self, inbound: Inbound) -> bool:
+        """Whether steward asked ``inbound``'s sender something in its chat and waits
+        for the answer: a channel that overhears its conversations (a Slack thread)
+        takes only that."""
+        return self.allowlist.allows(inbound.sender) and await self.coordinator.awaits_answer(
+            inbound
+        )
+
     async def sync(self) -> None:
         """Returns once every delivery accepted so far is on disk."""
         await self.ledger.sync()

@@ -280,15 +280,27 @@ class SlackChannel:
         self.app.view_submission(EDIT_VIEW)(self._on_edit_submitted)
         self.app.view_closed(EDIT_VIEW)(self._on_edit_closed)
 
-    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if event.get("channel_type") != "im" or event.get("bot_id") or "user" not in event:
-            return  # only what a person writes to steward in its DM
-        if event.get("subtype") not in WRITTEN:
-            return  # an edit, a deletion, a join
-        conversation = Conversation(event["channel"], event.get("thread_ts"))
-        sender = Sender(self.name, event["user"])
-        text = from_slack(event.get("text") or "").strip()
-        await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
+    async def _on_message(
+        self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
+    ) -> None:
+        if event.get("bot_id") or "user" not in event or event.get("subtype") not in WRITTEN:
+            return  # only what a person writes: not an edit, a deletion, a join
+        said = event.get("text") or ""
+        inbound = Inbound(
+            Sender(self.name, event["user"]),
+            Conversation(event["channel"], event.get("thread_ts")).chat_id,
+            body["event_id"],
+            text=from_slack(said).strip(),
+        )
+        # In a channel, steward hears only the answer to what it asked in a thread there
+        # (a mention comes as app_mention). The rest is not its to read: neither stored
+        # nor answered.
+        in_a_thread = bool(event.get("thread_ts"))
+        mentioned = f"<@{context.get('bot_user_id')}>" in said
+        if event.get("channel_type") == "im" or (
+            in_a_thread and not mentioned and await self.door.awaits_answer(inbound)
+        ):
+            await self._take(inbound)
 
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]

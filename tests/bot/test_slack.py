@@ -577,6 +577,47 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
         assert "onboarding" in answer["text"]
 
 
+async def test_steward_hears_the_answer_to_its_question_in_a_channel_thread_and_nothing_else(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    channel, colleague = "C0TEAM", "U0COLLEAGUE"
+    async with running(tmp_path / "home", slack) as bot:
+        mention = slack.mention_event(OPERATOR, "run onboarding client=Acme package=basic", channel)
+        assert (await slack.post_event(bot.url, mention))[0] == 200
+        thread = mention["event"]["ts"]
+
+        def in_thread(s: FakeSlackAPI) -> list[str]:
+            return [m["text"] for m in posted(s, channel) if m.get("thread_ts") == thread]
+
+        await slack.wait_for(lambda s: any("email" in t for t in in_thread(s)))
+        stored = bot.inbox()
+
+        # Someone else in the thread, and a message outside any thread: neither is
+        # steward's to read, so neither is stored, refused or answered. A message that
+        # mentions steward comes as app_mention too: that one is what it answers.
+        for user, text, where in [
+            (colleague, "jane@acme.com", thread),
+            (OPERATOR, "lunch?", None),
+            (OPERATOR, f"<@{slack.bot_user_id}> jane@acme.com", thread),
+        ]:
+            event = slack.message_event(user, text, channel=channel, thread_ts=where)
+            assert (await slack.post_event(bot.url, event))[0] == 200
+        await bot.channel.idle()
+        assert bot.inbox() == stored and not ephemerals(slack, colleague)
+
+        answer = slack.message_event(OPERATOR, "jane@acme.com", channel=channel, thread_ts=thread)
+        assert (await slack.post_event(bot.url, answer))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
+
+        # Nothing asked any more: the operator talking in the thread is not heard either.
+        chatter = slack.message_event(OPERATOR, "thanks!", channel=channel, thread_ts=thread)
+        assert (await slack.post_event(bot.url, chatter))[0] == 200
+        await bot.channel.idle()
+        assert bot.inbox() == stored + 1
+        assert "access.denied" not in bot.audit_kinds()
+
+
 async def test_an_edited_mention_starts_nothing_again(tmp_path: Path, slack: FakeSlackAPI) -> None:
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
