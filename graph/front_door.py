@@ -283,6 +283,18 @@ class FrontDoor:
             for inbox_id, inbound in await self.stored(channel)
         ]
 
+    async def message_refused(self, channel: str, chat_id: str, reason: str) -> None:
+        """Audits a message its platform refused for good (a chat closed to steward, a
+        request it calls bad): it is not tried again, and the reply's other messages go
+        on. The log line alone would be all an operator could learn of it."""
+        data = {"reason": storable(reason[:500])}
+        try:
+            await self.ledger.audit(
+                NewAuditEvent(channel, "reply.refused", f"{channel}:{chat_id}"[:200], data)
+            )
+        except Exception:
+            log.exception("could not note in the audit log that %s refused a message", channel)
+
     async def refuse_unverified(self, channel: str, reason: str, details: dict[str, str]) -> None:
         """Audits a request a channel refused because it could not prove where it came
         from (a bad signature, a stale timestamp): nothing of it was stored. One event a

@@ -570,7 +570,8 @@ class SlackChannel:
                 return next((p for p in posted if p is not None), None)
             if _server_side(exc):  # after the client's own retries: again later
                 raise _later(exc) from exc
-            log.error("could not post to Slack %s: %s", conversation.channel, error)
+            log.error("Slack refused a message to %s: %s", conversation.channel, error)
+            await self.door.message_refused(self.name, conversation.chat_id, error)
             return None
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
             raise _unreachable(exc) from exc
@@ -598,8 +599,12 @@ class SlackChannel:
                     await self._respond(answer_by, outgoing.text)
                     continue
                 log.warning(
-                    "could not answer %s in %s: %s", user, conversation.channel, _error(exc)
+                    "Slack refused a message to %s in %s: %s",
+                    user,
+                    conversation.channel,
+                    _error(exc),
                 )
+                await self.door.message_refused(self.name, conversation.chat_id, _error(exc))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _unreachable(exc) from exc
 

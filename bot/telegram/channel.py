@@ -411,14 +411,14 @@ class TelegramChannel:
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
                 )
             )
-        except Forbidden as exc:
-            log.warning("Telegram chat %s does not take messages from steward: %s", chat_id, exc)
-        except BadRequest as exc:
-            log.error("Telegram refused a message to chat %s: %s", chat_id, exc)
+        except (Forbidden, BadRequest) as exc:  # a chat closed to steward; a bad request
+            refused = self._redact(exc)
         except NetworkError as exc:  # unreachable, timed out, a server error: again later
             raise SendLater(self._redact(exc)) from exc
         except TelegramError as exc:
-            log.error("could not send a message to Telegram chat %s: %s", chat_id, exc)
+            refused = self._redact(exc)
+        log.error("Telegram refused a message to chat %s: %s", chat_id, refused)
+        await self.door.message_refused(self.name, chat_id, refused)
         return None
 
     async def _answer_press(self, query_id: str, text: str | None) -> bool:

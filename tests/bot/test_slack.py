@@ -618,6 +618,23 @@ async def test_steward_hears_the_answer_to_its_question_in_a_channel_thread_and_
         assert "access.denied" not in bot.audit_kinds()
 
 
+async def test_a_message_slack_refuses_is_audited_and_the_next_goes(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    dm = slack.dm_channel(OPERATOR)
+    async with running(tmp_path / "home", slack) as bot:
+        slack.outside.add(dm)  # as if steward could no longer post in the DM
+        await say(slack, bot, "/runs")
+        await bot.channel.idle()
+        events = await bot.steward.ledger.audit_events()
+        [refused] = [e for e in events if e.kind == "reply.refused"]
+        # Refused in the DM, then in the fallback: the DM by the operator's own id.
+        assert refused.subject == f"slack:{OPERATOR}" and refused.data["reason"] == "not_in_channel"
+        slack.outside.clear()
+        await say(slack, bot, "/runs")
+        await slack.wait_for(lambda s: bot_texts(s, dm))
+
+
 async def test_an_edited_mention_starts_nothing_again(tmp_path: Path, slack: FakeSlackAPI) -> None:
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:

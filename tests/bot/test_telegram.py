@@ -223,6 +223,23 @@ async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
         assert "Reason: wrong client" in answer or "wrong client" in answer
 
 
+async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        api.blocked.add(OPERATOR)
+        api.send_text(OPERATOR, "/runs")
+        await bot.settled(api, 1)
+        [refused] = [
+            e for e in await bot.steward.ledger.audit_events() if e.kind == "reply.refused"
+        ]
+        assert refused.subject == f"telegram:{OPERATOR}"
+        assert refused.data["reason"] == "Forbidden: bot was blocked by the user"
+        api.blocked.clear()
+        api.send_text(OPERATOR, "/runs")
+        await api.wait_for(lambda a: a.sent(OPERATOR))
+
+
 async def test_a_stranger_is_refused_once_audited_and_never_decides(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

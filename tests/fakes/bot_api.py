@@ -697,6 +697,8 @@ class FakeBotAPI:
         self._commands: dict[str, list[JSONDict]] = {}
         self._floods: dict[str, tuple[int, int]] = {}
         self._failures: dict[str, tuple[int, int, int]] = {}
+        # Chats whose user blocked the bot: sending there is 403, as Telegram answers it.
+        self.blocked: set[int] = set()
         self._stalled: set[str] = set()
         self._unstalled = asyncio.Event()
         self._waiting: list[str] = []
@@ -1114,6 +1116,13 @@ class FakeBotAPI:
             raise _bad("chat not found")
         return chat_id
 
+    def _sendable(self, params: JSONDict) -> int:
+        """The chat a new message goes to, unless its user blocked the bot."""
+        chat_id = self._chat_id(params)
+        if chat_id in self.blocked:
+            raise BotAPIError(403, "Forbidden: bot was blocked by the user")
+        return chat_id
+
     def _bot_message(self, params: JSONDict) -> tuple[tuple[int, int], JSONDict]:
         if params.get("inline_message_id") is not None:
             raise _bad("MESSAGE_ID_INVALID")
@@ -1294,7 +1303,7 @@ class FakeBotAPI:
         return info
 
     async def _send_message(self, params: JSONDict) -> JSONDict:
-        chat_id = self._chat_id(params)
+        chat_id = self._sendable(params)
         text, entities = self._formatted(params, "text", MAX_TEXT, required=True)
         message = self._new_bot_message(chat_id, self._markup(params))
         message["text"] = text
@@ -1303,7 +1312,7 @@ class FakeBotAPI:
         return self._store_sent(chat_id, message)
 
     async def _send_document(self, params: JSONDict) -> JSONDict:
-        chat_id = self._chat_id(params)
+        chat_id = self._sendable(params)
         document = params.get("document")
         if isinstance(document, UploadedFile):
             file_id = f"BQACAgIAAxkBAAI{len(self.uploads) + 1:06d}"
