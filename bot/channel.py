@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any, Protocol
 
 from bot.http import HttpServer
@@ -48,10 +49,24 @@ class Channel(Protocol):
     async def deliver(self, reply: Reply, reply_to: dict[str, Any] | None) -> None: ...
 
     async def settle(self, outcome: CardOutcome) -> None:
-        """Shows the outcome on every message of this channel showing the card, if any,
-        without its buttons; posts nothing new."""
+        """Shows the outcome of a card decided on another platform on every message of
+        this channel showing it, if any, without its buttons; posts nothing new. By way
+        of the ledger, as a reply: tried again until the platform takes it, across
+        restarts."""
 
     def describe(self) -> str: ...
+
+
+# The outbox lane, and the chat of the kept reply, of cards decided on another platform:
+# they are settled where they show, posted nowhere.
+SETTLING = "settling"
+
+
+async def settle_by_outbox(outbox: Outbox, outcome: CardOutcome) -> None:
+    """Keeps the settling of a card decided on another platform as a reply of
+    ``outbox``'s channel, and queues it."""
+    quiet = replace(outcome, decided_elsewhere=True)
+    outbox.put(await outbox.door.owe(outbox.channel, SETTLING, Reply().add(quiet)))
 
 
 async def take_up(outbox: Outbox, enqueue: Callable[[int, Inbound], None], own: bool) -> None:

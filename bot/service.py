@@ -16,7 +16,6 @@ from bot.app import Steward
 from bot.channel import Channel
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
-from bot.outbox import FIRST_RETRY, LAST_RETRY, SendLater
 from bot.scheduler import DigestTime, Notify, Scheduler
 from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
@@ -76,7 +75,6 @@ class Service:
         self._warming: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
         self._slot: WorkerSlot | None = None
-        self._settling: set[asyncio.Task[None]] = set()  # cards tried again on a platform
 
     async def start(self) -> None:
         # Before any channel takes up what is stored or owed: that is this worker's own,
@@ -166,7 +164,7 @@ class Service:
         within ``drain_seconds`` in all, and leave the rest for the next start."""
         deadline = asyncio.get_running_loop().time() + drain_seconds
         # Nothing new is taken up while stopping; the lease outlasts the drain.
-        for task in (self._beating, self._warming, self._ticking, self._feeding, *self._settling):
+        for task in (self._beating, self._warming, self._ticking, self._feeding):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -215,25 +213,10 @@ class Service:
         """A card decided in one channel loses its buttons in the others too."""
         for channel in self._started:
             if channel.name != here:
-                await self._settle_in(channel, outcome, FIRST_RETRY)
-
-    async def _settle_in(self, channel: Channel, outcome: CardOutcome, delay: float) -> None:
-        """Settles a card on ``channel``; what the platform cannot take now is tried
-        again after ``delay``, each time twice as late, until it can or steward stops."""
-        try:
-            await channel.settle(outcome)
-        except SendLater as exc:
-            where = (outcome.approval_id, channel.name, exc, delay)
-            log.warning("could not settle card %s in %s (%s); trying again in %.0f s", *where)
-            task = asyncio.create_task(self._settle_later(channel, outcome, delay))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
-        except Exception:
-            log.exception("could not settle card %s in %s", outcome.approval_id, channel.name)
-
-    async def _settle_later(self, channel: Channel, outcome: CardOutcome, delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self._settle_in(channel, outcome, min(delay * 2, LAST_RETRY))
+                try:
+                    await channel.settle(outcome)
+                except Exception:
+                    log.exception("could not settle card %s in %s", outcome.approval_id, channel)
 
     def summary(self) -> str:
         parts = [channel.describe() for channel in self._started]

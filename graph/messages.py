@@ -96,10 +96,13 @@ class Card:
 
 @dataclass(frozen=True)
 class CardOutcome:
-    """Edit the card for ``approval_id`` in place: show the outcome, drop its buttons."""
+    """Edit the card for ``approval_id`` in place: show the outcome, drop its buttons.
+    Where the card shows nowhere, the outcome is a message of its own, unless it was
+    ``decided_elsewhere`` (on another platform, whose chat tells it)."""
 
     approval_id: str
     text: str
+    decided_elsewhere: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from bot.channel import (
     answer,
     news_chats,
     operator_ids,
+    settle_by_outbox,
     take_up,
 )
 from bot.http import HttpServer
@@ -430,6 +431,8 @@ class SlackChannel:
                 posted = await steps.take(card)
                 for outgoing in draft_overflow(item):  # all of a draft too long for the card
                     await steps.take(partial(self._post_overflow, conversation, posted, outgoing))
+            elif isinstance(item, CardOutcome) and item.decided_elsewhere:
+                await steps.take(partial(self._settle_where_shown, item))
             elif isinstance(item, CardOutcome):
                 settle = partial(self._settle, conversation, item, answering, fallback)
                 await steps.take(settle)
@@ -499,6 +502,9 @@ class SlackChannel:
             await self._post(conversation, settled, fallback)
 
     async def settle(self, outcome: CardOutcome) -> None:
+        await settle_by_outbox(self.outbox, outcome)
+
+    async def _settle_where_shown(self, outcome: CardOutcome) -> None:
         settled = outcome_message(outcome)
         taken = await self.cards.take(outcome.approval_id, outcome.text)
         await self.cards.settle(outcome.approval_id, taken, partial(self._update, settled))

@@ -35,6 +35,7 @@ from bot.channel import (
     answer,
     news_chats,
     operator_ids,
+    settle_by_outbox,
     take_up,
 )
 from bot.http import HttpServer
@@ -339,6 +340,8 @@ class TelegramChannel:
             elif isinstance(item, Card):
                 for outgoing in card_messages(item):
                     await steps.take(partial(self._post_card, chat_id, item, outgoing))
+            elif isinstance(item, CardOutcome) and item.decided_elsewhere:
+                await steps.take(partial(self._settle_where_shown, item))
             elif isinstance(item, CardOutcome):
                 pressed = press.message_id if press is not None else None
                 await steps.take(partial(self._settle_card, chat_id, item, pressed))
@@ -369,6 +372,9 @@ class TelegramChannel:
             await self._post(chat_id, Outgoing(html))
 
     async def settle(self, outcome: CardOutcome) -> None:
+        await settle_by_outbox(self.outbox, outcome)
+
+    async def _settle_where_shown(self, outcome: CardOutcome) -> None:
         html = outcome_html(outcome)
         taken = await self.cards.take(outcome.approval_id, outcome.text)
         await self.cards.settle(outcome.approval_id, taken, partial(self._edit, html))

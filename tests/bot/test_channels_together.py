@@ -4,6 +4,7 @@ its buttons on the other."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
 
-from bot import service as service_module
 from bot.app import Steward
+from bot.channel import SETTLING
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel
@@ -44,14 +46,11 @@ class Together:
     telegram_card: dict[str, Any]
 
 
-@asynccontextmanager
-async def card_on_both(
-    home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI
-) -> AsyncIterator[Together]:
-    """Both channels running, and a run started outside chat (a shell, a webhook), whose
-    card goes to everyone: the operator's on Telegram and on Slack."""
-    port = free_port()
-    settings = load_settings(
+def both_configured(
+    home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI, port: int, redis_url: str | None = None
+) -> Any:
+    return load_settings(
+        redis_url=redis_url,
         home=home,
         telegram_bot_token=TELEGRAM_TOKEN,
         telegram_api_url=telegram.root,
@@ -61,6 +60,16 @@ async def card_on_both(
         operators=f"telegram:{TELEGRAM_OPERATOR},slack:{SLACK_OPERATOR}",
         http_port=port,
     )
+
+
+@asynccontextmanager
+async def card_on_both(
+    home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI, redis_url: str | None = None
+) -> AsyncIterator[Together]:
+    """Both channels running, and a run started outside chat (a shell, a webhook), whose
+    card goes to everyone: the operator's on Telegram and on Slack."""
+    port = free_port()
+    settings = both_configured(home, telegram, slack, port, redis_url)
     async with Steward.open(settings) as steward:
         channels = configured_channels(steward)
         assert [c.name for c in channels] == ["telegram", "slack"]
@@ -127,11 +136,11 @@ async def test_a_card_slack_cannot_update_now_is_settled_in_telegram_meanwhile(
 
 
 async def test_a_card_decided_in_telegram_is_settled_in_slack_once_slack_can_take_it(
-    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
 ) -> None:
     telegram, slack = fakes
-    monkeypatch.setattr(service_module, "FIRST_RETRY", 0.05)
     async with card_on_both(tmp_path / "home", telegram, slack) as both:
+        both.slack_channel.outbox.first_retry = 0.05
         client = both.slack_channel.client
         client.retry_handlers = [  # the client's own retries, without waiting
             h for h in client.retry_handlers if not isinstance(h, AsyncServerErrorRetryHandler)
@@ -146,3 +155,51 @@ async def test_a_card_decided_in_telegram_is_settled_in_slack_once_slack_can_tak
         )
         statuses = [call.status for call in slack.calls if call.method == "chat.update"]
         assert statuses == [503, 503, 503, 200]
+
+
+@pytest.mark.redis
+async def test_with_redis_a_card_slack_could_not_update_before_a_stop_is_settled_after_it(
+    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
+) -> None:
+    """Where a card shows is kept in working memory: across a restart, only with Redis."""
+    from tests.memory.test_working_memory import REDIS_URL, _redis_reason
+
+    if reason := await _redis_reason():
+        pytest.skip(reason)
+    telegram, slack = fakes
+    home = tmp_path / "home"
+    async with card_on_both(home, telegram, slack, REDIS_URL) as both:
+        client = both.slack_channel.client
+        client.retry_handlers = [  # the client's own retries, without waiting
+            h for h in client.retry_handlers if not isinstance(h, AsyncServerErrorRetryHandler)
+        ]
+        both.slack_channel.outbox.first_retry = 60.0  # not again before the stop
+        slack.fail("chat.update", 503, times=1_000)  # down until the stop
+        card = both.telegram_card
+        telegram.press(TELEGRAM_OPERATOR, card, button(card, "Approve"))
+        await telegram.wait_for(settled_in_telegram(both))
+        await slack.wait_for(lambda s: any(c.method == "chat.update" for c in s.calls))
+        slack_card = both.slack_card
+    dm = slack.dm_channel(SLACK_OPERATOR)
+    assert "Approved by" not in json.dumps(slack.message(dm, slack_card["ts"]))
+    with sqlite3.connect(home / "steward.db") as db:  # what Slack still owes is kept
+        kept = db.execute("select channel, chat_id from replies").fetchall()
+    assert kept == [("slack", SETTLING)]
+
+    slack.fail("chat.update", 503, times=0)  # up again
+    settings = both_configured(home, telegram, slack, free_port(), REDIS_URL)
+    try:
+        async with (
+            Steward.open(settings) as steward,
+            Service(steward, configured_channels(steward)),
+        ):
+            await slack.wait_for(
+                lambda s: "Approved by" in json.dumps(s.message(dm, slack_card["ts"])), timeout=10
+            )
+        assert "actions" not in json.dumps(slack.message(dm, slack_card["ts"])["blocks"])
+    finally:
+        client = Redis.from_url(REDIS_URL)
+        keys = [k async for k in client.scan_iter("steward:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
