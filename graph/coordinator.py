@@ -7,7 +7,10 @@ with a neutral ``Reply``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -602,12 +605,20 @@ class Coordinator:
         if pending is not None and pending.get("approval") == approval_id:
             await self.memory.delete(key)
 
-    async def awaits_answer(self, inbound: Inbound) -> bool:
-        """Whether a question to ``inbound``'s sender in its chat waits for its answer."""
-        return await self.memory.get(self._question_key(inbound)) is not None
+    async def awaits_answer(self, inbound: Inbound) -> str | None:
+        """The id of the question to ``inbound``'s sender in its chat that waits for its
+        answer (each asking has its own); None when none waits."""
+        pending = await self.memory.get(self._question_key(inbound))
+        if pending is None:
+            return None
+        if "asked" in pending:
+            return str(pending["asked"])
+        kept = json.dumps(pending, sort_keys=True, default=str)  # asked before ids were kept
+        return hashlib.sha256(kept.encode()).hexdigest()[:32]
 
     async def _ask(self, inbound: Inbound, question: dict[str, Any]) -> None:
-        await self.memory.set(self._question_key(inbound), question, QUESTION_TTL)
+        asked = {**question, "asked": uuid.uuid4().hex}
+        await self.memory.set(self._question_key(inbound), asked, QUESTION_TTL)
 
     @staticmethod
     def _question_key(inbound: Inbound) -> str:

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 REFUSAL_TTL = 24 * 3600
 AHEAD_WAIT = 0.5  # seconds a handling waits, at most, for what it sent ahead to be sent
 UNVERIFIED_TTL = 60
+ANSWER_TTL = 24 * 3600  # as long as a question waits
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
 
 
@@ -103,12 +104,15 @@ class FrontDoor:
             return None
 
     async def awaits_answer(self, inbound: Inbound) -> bool:
-        """Whether steward asked ``inbound``'s sender something in its chat and waits
-        for the answer: a channel that overhears its conversations (a Slack thread)
-        takes only that."""
-        return self.allowlist.allows(inbound.sender) and await self.coordinator.awaits_answer(
-            inbound
-        )
+        """Whether ``inbound`` is the answer steward waits for: the first message its
+        sender writes in its chat after a question to them there. A channel that
+        overhears conversations (Slack's channels) takes only that: not what follows
+        while the answer waits to be handled, nor anything once the question is gone."""
+        if not self.allowlist.allows(inbound.sender):
+            return False
+        asked = await self.coordinator.awaits_answer(inbound)
+        claim = {"by": inbound.external_id}
+        return asked is not None and await self.memory.add(f"answered:{asked}", claim, ANSWER_TTL)
 
     async def sync(self) -> None:
         """Returns once every delivery accepted so far is on disk."""

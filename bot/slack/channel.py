@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -293,15 +293,19 @@ class SlackChannel:
             body["event_id"],
             text=from_slack(said).strip(),
         )
-        # In a channel, steward hears only the answer to what it asked in a thread there
-        # (a mention comes as app_mention). The rest is not its to read: neither stored
-        # nor answered.
-        in_a_thread = bool(event.get("thread_ts"))
-        mentioned = f"<@{context.get('bot_user_id')}>" in said
-        if event.get("channel_type") == "im" or (
-            in_a_thread and not mentioned and await self.door.awaits_answer(inbound)
-        ):
+        if event.get("channel_type") == "im":
             await self._take(inbound)
+            return
+        bot_user = context.get("bot_user_id") or ""
+        if _mention(bot_user).search(said):
+            return  # it comes as app_mention too: answered as that
+        # In a channel, steward hears only the answer to what it asked there; the rest is
+        # not its to read: neither stored nor answered.
+        for chat_id in _may_answer(event, bot_user):
+            answer = replace(inbound, chat_id=chat_id)
+            if await self.door.awaits_answer(answer):
+                await self._take(answer)
+                return
 
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
@@ -311,7 +315,7 @@ class SlackChannel:
         if "edited" in event:
             return  # Slack mentions steward again when the message is edited: it was heard
         bot_user = context.get("bot_user_id") or ""
-        text = re.sub(rf"<@{re.escape(bot_user)}>", "", event.get("text") or "")
+        text = _mention(bot_user).sub("", event.get("text") or "")
         text = from_slack(text).strip()
         conversation = Conversation(event["channel"], event.get("thread_ts") or event["ts"])
         sender = Sender(self.name, event["user"])
@@ -678,6 +682,22 @@ def _unreachable(exc: Exception) -> SendLater:
 def _later(exc: SlackApiError) -> SendLater:
     """What a request Slack could not take now (``_server_side``) is: one to try later."""
     return SendLater(f"Slack answered {exc.response.status_code}: {_error(exc)}")
+
+
+def _mention(user: str) -> re.Pattern[str]:
+    """``<@U…>`` for ``user``, with or without a label (``<@U…|name>``)."""
+    return re.compile(rf"<@{re.escape(user)}(?:\|[^>]*)?>")
+
+
+def _may_answer(event: dict[str, Any], bot_user: str) -> list[str]:
+    """The conversations a message in a channel may answer a question of steward's in:
+    where it was written, and, in the thread of one of steward's messages (a question
+    asked in the channel itself), the channel."""
+    channel, thread = event["channel"], event.get("thread_ts")
+    chats = [Conversation(channel, thread).chat_id]
+    if thread and event.get("parent_user_id") == bot_user:
+        chats.append(Conversation(channel).chat_id)
+    return chats
 
 
 def _error(exc: SlackApiError) -> str:

@@ -618,6 +618,56 @@ async def test_steward_hears_the_answer_to_its_question_in_a_channel_thread_and_
         assert "access.denied" not in bot.audit_kinds()
 
 
+async def test_in_a_thread_only_the_first_message_after_a_question_is_taken(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        mention = slack.mention_event(OPERATOR, "run onboarding client=Acme package=basic", channel)
+        assert (await slack.post_event(bot.url, mention))[0] == 200
+        thread = mention["event"]["ts"]
+
+        def in_thread(s: FakeSlackAPI) -> list[str]:
+            return [m["text"] for m in posted(s, channel) if m.get("thread_ts") == thread]
+
+        await slack.wait_for(lambda s: any("email" in t for t in in_thread(s)))
+        stored = bot.inbox()
+        slow_down(bot.steward, 0.5)  # the answer waits to be handled: the question stands
+        for text in ("jane@acme.com", "great, I'll tell Jane"):
+            event = slack.message_event(OPERATOR, text, channel=channel, thread_ts=thread)
+            assert (await slack.post_event(bot.url, event))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        await bot.channel.idle()
+        assert bot.inbox() == stored + 1
+        assert not any("not sure" in t for t in in_thread(slack))
+
+
+async def test_a_question_asked_in_a_channel_itself_is_answered_there_or_in_its_thread(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(OPERATOR, channel, "run onboarding client=Acme")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+
+        def asked(about: str) -> dict[str, Any] | None:
+            found = [m for m in posted(slack, channel) if about in m.get("text", "")]
+            return found[-1] if found else None
+
+        await slack.wait_for(lambda s: asked("email"))
+        question = asked("email")
+        assert question is not None and not question.get("thread_ts")  # the channel's own
+        in_its_thread = slack.message_event(
+            OPERATOR, "jane@acme.com", channel=channel, thread_ts=question["ts"]
+        )
+        assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
+        await slack.wait_for(lambda s: asked("package"))
+        in_the_channel = slack.message_event(OPERATOR, "basic", channel=channel)
+        assert (await slack.post_event(bot.url, in_the_channel))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
+
+
 async def test_a_message_slack_refuses_is_audited_and_the_next_goes(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
