@@ -61,6 +61,7 @@ from graph.state import RunState, StepContext
 from graph.templating import render
 from memory.checkpoints import LedgerSqliteSaver
 from memory.ledger import (
+    ENDINGS,
     Approval,
     ApprovalStatus,
     Ledger,
@@ -469,7 +470,7 @@ class ProcessEngine:
         if earlier is not None and earlier.status in (RunStatus.CANCELLED, RunStatus.FAILED):
             raise InvalidState(
                 f"step {step_id} of run {run_id} was not undone: its undo (run {undo_id}) "
-                f"was {earlier.status.value} ({earlier.error or 'no reason given'}); "
+                f"was {_ended(earlier)}; "
                 f"/replay {undo_id} {UNDO_GATE} asks for it again"
             )
         if earlier is not None:
@@ -610,11 +611,14 @@ class ProcessEngine:
                     raise InvalidState(f"run {run_id} already {run.status.value}")
                 cancelled = tx.cancel_pending_approvals(run_id, actor)
                 tx.cancel_timers(run_id)
-                ended = f"cancelled by {actor}"  # in place of a failure it may have had
+                ended = f"cancelled by {actor}"
+                if run.status is RunStatus.FAILED and run.error:  # its failure stays told
+                    ended += f" after it failed ({run.error_class}: {run.error})"
                 tx.update_run(
                     run_id, status=RunStatus.CANCELLED.value, error=ended, error_class=None
                 )
-                tx.audit(NewAuditEvent(actor, "run.cancelled", run_id, {"approvals": cancelled}))
+                data = {"approvals": cancelled, "error": ended}
+                tx.audit(NewAuditEvent(actor, "run.cancelled", run_id, data))
                 return _found(tx.get_run(run_id), run_id)
 
             return await self.ledger.write(record_cancel)
@@ -895,6 +899,13 @@ def _cleared_by_replay(snapshot: StateSnapshot) -> bool:
     """The checkpoint a replay writes to clear the steps a run stopped or failed at:
     the only state update steward makes."""
     return snapshot.metadata is not None and snapshot.metadata.get("source") == "update"
+
+
+def _ended(run: Run) -> str:
+    """How a run ended, to end a sentence: "rejected at approve_undo", "failed (…)"."""
+    if run.error and run.error.startswith(ENDINGS):
+        return run.error
+    return f"{run.status.value} ({run.error or 'no reason given'})"
 
 
 def _found(run: Run | None, run_id: str) -> Run:

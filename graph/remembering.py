@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from memory.ledger import AuditEvent, LedgerTx, Run
+from memory.ledger import ENDINGS, AuditEvent, LedgerTx, Run
 from memory.longterm import MemoryRecord, RecordKind
 
 # Inputs that name what a run is about, most telling first: (input, entity kind).
@@ -74,9 +74,9 @@ def _describe(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | N
         run = tx.get_run(event.subject)
         if run is None:
             return None
-        why = data.get("error") or run.error
+        why = data.get("error") or data.get("outcome") or run.error  # as it was then
         ended = ENDED[verb]
-        if verb == "cancelled" and why and why.startswith(("cancelled by ", "rejected at ")):
+        if verb == "cancelled" and why and why.startswith(ENDINGS):
             ended, why = f"was {why}", None  # "was rejected at approve_welcome"
         text = f"Run {run.id} ({run.process}, {_about(run)}) {ended}"
         if verb != "succeeded" and why:

@@ -11,6 +11,7 @@ from memory.ledger.errors import (
 )
 from memory.ledger.ledger import LEASE, Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
+    ENDINGS,
     Approval,
     ApprovalStatus,
     AuditEvent,
@@ -29,6 +30,7 @@ from memory.ledger.records import (
 from memory.ledger.storable import storable
 
 __all__ = [
+    "ENDINGS",
     "LEASE",
     "Approval",
     "ApprovalStatus",

@@ -7,6 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+# How a cancelled run's error begins when it tells how the run ended, not what failed.
+ENDINGS = ("cancelled by ", "rejected at ")
+
 
 class RunStatus(StrEnum):
     RUNNING = "running"

@@ -137,7 +137,7 @@ async def test_a_rejected_undo_says_how_to_ask_for_it_again_and_that_works(
     await send(app, f"/reject {card.approval_id} not now")
     again = joined(await send(app, f"/undo {run_id} send_welcome"))
     undo_id = undo_run_id(run_id, "send_welcome")
-    assert f"was not undone: its undo (run {undo_id}) was cancelled (rejected at" in again
+    assert f"was not undone: its undo (run {undo_id}) was rejected at" in again
     assert f"/replay {undo_id} approve_undo asks for it again" in again
     asked = only_card(await send(app, f"/replay {undo_id} approve_undo"))  # in chat
     done = await send(app, f"/approve {asked.approval_id}")

@@ -202,6 +202,16 @@ async def test_data_error_fails_the_run_and_retry_continues(app: Steward) -> Non
     assert flaky.calls == 2
 
 
+async def test_a_failed_run_cancelled_keeps_telling_its_failure(app: Steward) -> None:
+    use_connector(app, Flaky([DataError("mailbox does not exist")]))
+    run = await approved_onboarding(app)
+    cancelled = await app.engine.cancel(run.id, "telegram:42")
+    assert cancelled.status is RunStatus.CANCELLED and cancelled.error_class is None
+    assert cancelled.error is not None
+    assert cancelled.error.startswith("cancelled by telegram:42 after it failed (data: ")
+    assert "mailbox does not exist" in cancelled.error
+
+
 async def test_unrecorded_attempt_of_a_plain_connector_stops_as_uncertain(app: Steward) -> None:
     flaky = Flaky([])
     use_connector(app, flaky)

@@ -171,6 +171,22 @@ async def test_a_cancelled_run_is_remembered_with_who_cancelled_it(app: Steward)
     assert ended.text == f"Run {run_id} (onboarding, client Globex) was cancelled by telegram:42."
 
 
+async def test_a_rejection_replayed_then_cancelled_is_remembered_as_each_was(
+    app: Steward,
+) -> None:
+    run_id, approval_id = await start(app, "Globex", "ops@globex.io")
+    await send(app, button=f"reject:{approval_id}")
+    await send(app, "/skip")
+    await send(app, f"/replay {run_id} approve_welcome")
+    await send(app, f"/cancel {run_id}")
+    ended = [e.text for e in await remembered(app) if e.kind is RecordKind.OUTCOME]
+    about = f"Run {run_id} (onboarding, client Globex)"
+    assert ended == [
+        f"{about} was rejected at approve_welcome.",
+        f"{about} was cancelled by telegram:42.",
+    ]
+
+
 async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Steward) -> None:
     await start(app, "Globex", "ops@globex.io")  # makes Globex a known client at once
     noted = await send(app, "Globex prefers calls on Tuesdays")
