@@ -242,7 +242,7 @@ async def _show_run(steward: Steward, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return 0
-    print(render_timeline(run, rows))
+    print(render_timeline(run, rows, steward.coordinator.zone))
     if pending:
         print(f"  pending approvals: {', '.join(pending)}")
     return 0

@@ -291,7 +291,8 @@ class Coordinator:
                     run = await self.ledger.get_run(_one_id(rest, "runs"))
                     if run is None:
                         return Reply().say(f"No run {rest!r}; {LISTINGS['runs']}.")
-                    return Reply().say(render_timeline(run, await timeline(self.ledger, run)))
+                    rows = await timeline(self.ledger, run)
+                    return Reply().say(render_timeline(run, rows, self.zone))
                 return await self.runs_reply(show_all=rest == "all")
             case "today":
                 return await self.today_reply(show_all=rest == "all")
@@ -492,7 +493,7 @@ class Coordinator:
         run = await self.ledger.get_run(approval.run_id)
         if run is None:
             return Reply().say(f"No run {approval.run_id}.")
-        reply = Reply().say(render_timeline(run, await timeline(self.ledger, run)))
+        reply = Reply().say(render_timeline(run, await timeline(self.ledger, run), self.zone))
         if approval.is_pending:
             spent = await self.ledger.model_spend(approval.run_id)
             reply.add(approval_card(approval, spent, self.zone))

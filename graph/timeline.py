@@ -4,7 +4,7 @@ a model, a person), with what confidence, at what cost, and how long it took."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from memory.ledger import Ledger, Run, StepEntry
@@ -54,7 +54,8 @@ async def timeline(ledger: Ledger, run: Run) -> list[TimelineRow]:
     return rows
 
 
-def render_timeline(run: Run, rows: list[TimelineRow]) -> str:
+def render_timeline(run: Run, rows: list[TimelineRow], zone: tzinfo = UTC) -> str:
+    """The timeline as text, each step's time on the operator's clock (``zone``)."""
     lines = [f"Run {run.id} · {run.process} · {run.status.value}"]
     lines += [f"  {name}: {value}" for name, value in run.inputs.items()]
     if not rows:
@@ -62,7 +63,8 @@ def render_timeline(run: Run, rows: list[TimelineRow]) -> str:
     for row in rows:
         cost = f" · ${row.cost_usd:.4f}" if row.cost_usd else ""
         lines.append(
-            f"  {row.seq}. {row.at:%Y-%m-%d %H:%M:%S} {row.step} ({row.kind}) {row.status}"
+            f"  {row.seq}. {row.at.astimezone(zone):%Y-%m-%d %H:%M:%S %Z} {row.step} ({row.kind})"
+            f" {row.status}"
             f" · {_took(row.took_seconds)}{cost}"
         )
         if row.inputs:

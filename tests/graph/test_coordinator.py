@@ -778,7 +778,10 @@ async def test_a_decision_is_told_on_the_operators_clock(app: Steward) -> None:
     assert [local in outcome.text for outcome in decided] == [True]
     again = await send(app, button=f"approve:{card.approval_id}")
     assert again.notice is not None and local in again.notice
-    assert local in joined(await send(app, button=f"details:{card.approval_id}"))
+    details = joined(await send(app, button=f"details:{card.approval_id}"))
+    assert local in details
+    [gate] = [line for line in details.splitlines() if "(approval) rejected" in line]
+    assert f"{approval.decided_at.astimezone(zone):%Y-%m-%d %H:%M}" in gate and "JST" in gate
 
 
 async def test_skip_with_nothing_asked_says_so(app: Steward) -> None:
