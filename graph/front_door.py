@@ -290,9 +290,14 @@ class FrontDoor:
     async def message_refused(self, channel: str, chat_id: str, reason: str) -> None:
         """Audits a message its platform refused for good (a chat closed to steward, a
         request it calls bad): it is not tried again, and the reply's other messages go
-        on. The log line alone would be all an operator could learn of it."""
+        on. The log line alone would be all an operator could learn of it. One event a
+        day per chat and reason: a chat that blocked steward does not grow the log with
+        every message meant for it."""
         data = {"reason": storable(reason[:500])}
         try:
+            seen = f"refused-message:{channel}:{chat_id}:{reason[:200]}"
+            if not await self.memory.add(seen, {"at": "now"}, REFUSAL_TTL):
+                return
             await self.ledger.audit(
                 NewAuditEvent(channel, "reply.refused", f"{channel}:{chat_id}"[:200], data)
             )

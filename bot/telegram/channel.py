@@ -419,12 +419,12 @@ class TelegramChannel:
             )
         except (Forbidden, BadRequest) as exc:  # a chat closed to steward; a bad request
             refused = self._redact(exc)
+            log.error("Telegram refused a message to chat %s: %s", chat_id, refused)
+            await self.door.message_refused(self.name, chat_id, refused)
         except NetworkError as exc:  # unreachable, timed out, a server error: again later
             raise SendLater(self._redact(exc)) from exc
         except TelegramError as exc:
-            refused = self._redact(exc)
-        log.error("Telegram refused a message to chat %s: %s", chat_id, refused)
-        await self.door.message_refused(self.name, chat_id, refused)
+            log.error("could not send a message to Telegram chat %s: %s", chat_id, exc)
         return None
 
     async def _answer_press(self, query_id: str, text: str | None) -> bool:

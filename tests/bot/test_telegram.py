@@ -229,7 +229,8 @@ async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
     async with running(tmp_path / "home", api) as bot:
         api.blocked.add(OPERATOR)
         api.send_text(OPERATOR, "/runs")
-        await bot.settled(api, 1)
+        api.send_text(OPERATOR, "/runs")  # refused again: one event a day at most
+        await bot.settled(api, 2)
         [refused] = [
             e for e in await bot.steward.ledger.audit_events() if e.kind == "reply.refused"
         ]
@@ -238,6 +239,7 @@ async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
         api.blocked.clear()
         api.send_text(OPERATOR, "/runs")
         await api.wait_for(lambda a: a.sent(OPERATOR))
+        assert len(api.calls_to("sendMessage")) == 3
 
 
 async def test_a_stranger_is_refused_once_audited_and_never_decides(
