@@ -57,6 +57,7 @@ from bot.slack.render import (
     EDIT_INPUT,
     EDIT_VIEW,
     Outgoing,
+    as_typed_in_slack,
     card_message,
     draft_overflow,
     edit_view,
@@ -428,7 +429,7 @@ class SlackChannel:
         fallback = [user] if user is not None else self.operator_users
         for item in items:
             if isinstance(item, str):
-                for outgoing in text_messages(item):
+                for outgoing in text_messages(as_typed_in_slack(item)):
                     await steps.take(partial(self._post, conversation, outgoing, fallback))
             elif isinstance(item, Card):
                 card = partial(self._post_card, conversation, item, fallback)
@@ -444,7 +445,8 @@ class SlackChannel:
                 form = await steps.take(
                     partial(self._open_edit_form, conversation, item, answering)
                 )
-                for outgoing in text_messages(item.as_message):  # where no form opened
+                asked = replace(item, prompt=as_typed_in_slack(item.prompt))
+                for outgoing in text_messages(asked.as_message):  # where no form opened
                     ask = partial(self._ask_in_chat, form, conversation, outgoing, fallback)
                     await steps.take(ask)
 
@@ -593,7 +595,7 @@ class SlackChannel:
         """A message only ``user`` sees (ephemeral), in the conversation they wrote in;
         where steward is no member of it, by the ``response_url`` of the slash command
         being answered (``answer_by``), if any."""
-        for outgoing in text_messages(text):
+        for outgoing in text_messages(as_typed_in_slack(text)):
             await self._bucket(conversation.channel).take()
             try:
                 await self.client.chat_postEphemeral(

@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.splitting import fit, length, split_text
 from graph.cards import outcome_parts
+from graph.coordinator import COMMAND_NAMES
 from graph.messages import Button, Card, CardOutcome, EditPrompt
 
 Block = dict[str, Any]
@@ -57,6 +58,19 @@ def text_messages(text: str) -> list[Outgoing]:
     return [Outgoing(escape(part)) for part in split_text(text, MESSAGE_LIMIT)]
 
 
+def as_typed_in_slack(text: str) -> str:
+    """steward's commands in ``text`` as they are typed in Slack: ``/runs`` would be
+    taken for a Slack command of its own there; ``/steward runs`` reaches steward."""
+    return _COMMAND.sub(r"/steward \1", text)
+
+
+_COMMAND = re.compile(
+    r"(?<![\w/.:<@&-])/({})(?=\s|$|[.,;:!?)])".format(
+        "|".join(map(re.escape, sorted(COMMAND_NAMES, key=len, reverse=True)))
+    )
+)
+
+
 def card_message(card: Card) -> Outgoing:
     blocks: list[Block] = [_header(card.title), _section(card.summary)]
     pairs = [(label, str(value)) for label, value in card.fields]
@@ -64,12 +78,12 @@ def card_message(card: Card) -> Outgoing:
         fields: list[Block] = []
         for label, value in pairs[start : start + FIELDS_PER_SECTION // 2]:
             fields.append(_mrkdwn(f"*{escape(label.replace('*', ''))}*"))
-            fields.append(_plain(fit(value, FIELD_LIMIT) or " "))
+            fields.append(_plain(fit(as_typed_in_slack(value), FIELD_LIMIT) or " "))
         blocks.append({"type": "section", "fields": fields})
     if card.text:
         blocks.append({"type": "divider"})
         blocks += _draft(card)
-    context = [_mrkdwn(escape(card.footer))] if card.footer else []
+    context = [_mrkdwn(escape(as_typed_in_slack(card.footer)))] if card.footer else []
     if card.risk:
         context.insert(0, _mrkdwn(f"*Risk:* {escape(card.risk)}"))
     if context:

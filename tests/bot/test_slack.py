@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -560,7 +561,9 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
         assert (await slack.post_command(bot.url, run_call))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
         top_level = [m for m in posted(slack, channel) if not m.get("thread_ts")]
-        assert any("Commands:" in m.get("text", "") for m in top_level)
+        [help_text] = [m["text"] for m in top_level if "Commands:" in m.get("text", "")]
+        assert "/steward run PROCESS" in help_text  # as it is typed in Slack
+        assert not re.search(r"(?<!steward )/runs\b", help_text)
         assert len(cards(slack, channel)) == 1
 
         mention = slack.mention_event(OPERATOR, f"<@{slack.bot_user_id}> /runs", channel)

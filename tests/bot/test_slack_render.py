@@ -7,6 +7,8 @@ import re
 import signal
 from typing import Any
 
+import pytest
+
 from bot.slack.channel import from_slack
 from bot.slack.render import (
     CARD_TEXT_LIMIT,
@@ -16,6 +18,7 @@ from bot.slack.render import (
     MESSAGE_LIMIT,
     MOST_BLOCKS,
     SECTION_LIMIT,
+    as_typed_in_slack,
     card_message,
     draft_overflow,
     edit_view,
@@ -214,3 +217,20 @@ def test_text_from_slack_is_unwrapped_and_unescaped() -> None:
         "acme.example #general @U0A @here"
     )
     assert from_slack("&amp;lt; stays &amp;lt;") == "&lt; stays &lt;"
+
+
+@pytest.mark.parametrize(
+    ("said", "typed"),
+    [
+        ("/runs lists them", "/steward runs lists them"),
+        ("no run 'x'; /runs all lists them.", "no run 'x'; /steward runs all lists them."),
+        ("(afterwards: /undo r2 send_welcome)", "(afterwards: /steward undo r2 send_welcome)"),
+        ("/processes · /help", "/steward processes · /steward help"),
+        ("Try /approve?", "Try /steward approve?"),
+        ("https://acme.com/runs", "https://acme.com/runs"),  # no command: a path
+        ("see /run/latest", "see /run/latest"),
+        ("/runner and /frobnicate", "/runner and /frobnicate"),
+    ],
+)
+def test_commands_are_told_as_they_are_typed_in_slack(said: str, typed: str) -> None:
+    assert as_typed_in_slack(said) == typed
