@@ -57,16 +57,21 @@ class Channel(Protocol):
     def describe(self) -> str: ...
 
 
-# The outbox lane, and the chat of the kept reply, of cards decided on another platform:
-# they are settled where they show, posted nowhere.
+# The chat of a kept reply that settles a card decided on another platform (``settling:``
+# and the approval): an outbox lane of its own, posted nowhere.
 SETTLING = "settling"
 
 
 async def settle_by_outbox(outbox: Outbox, outcome: CardOutcome) -> None:
     """Keeps the settling of a card decided on another platform as a reply of
-    ``outbox``'s channel, and queues it."""
+    ``outbox``'s channel, and queues it; before the outbox has loaded what this worker
+    owes (the channel is starting), the load queues it. (Kept while the load reads, it
+    may be queued twice: the second finds the card settled.)"""
     quiet = replace(outcome, decided_elsewhere=True)
-    outbox.put(await outbox.door.owe(outbox.channel, SETTLING, Reply().add(quiet)))
+    chat = f"{SETTLING}:{outcome.approval_id}"
+    owed = await outbox.door.owe(outbox.channel, chat, Reply().add(quiet))
+    if outbox.loaded:
+        outbox.put(owed)
 
 
 async def take_up(outbox: Outbox, enqueue: Callable[[int, Inbound], None], own: bool) -> None:

@@ -79,10 +79,13 @@ class Outbox:
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self.loaded = False  # what this worker owes from before is queued
 
     async def load(self, own: bool = True) -> None:
         """Queues what a worker gone left owed and, with ``own``, what this one held when
         its process last stopped."""
+        if own:
+            self.loaded = True
         for owed in await self.door.owed(self.channel, own):
             self.put(owed)
 

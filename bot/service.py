@@ -210,8 +210,9 @@ class Service:
             await channel.idle()
 
     async def _settle_elsewhere(self, here: str, outcome: CardOutcome) -> None:
-        """A card decided in one channel loses its buttons in the others too."""
-        for channel in self._started:
+        """A card decided in one channel loses its buttons in the others too: those
+        started, and those starting (a reply owed from before the start may decide)."""
+        for channel in self.channels:
             if channel.name != here:
                 try:
                     await channel.settle(outcome)

@@ -180,11 +180,13 @@ async def test_with_redis_a_card_slack_could_not_update_before_a_stop_is_settled
         await telegram.wait_for(settled_in_telegram(both))
         await slack.wait_for(lambda s: any(c.method == "chat.update" for c in s.calls))
         slack_card = both.slack_card
+    [actions] = [b for b in slack_card["blocks"] if b["type"] == "actions"]
+    card_id = actions["block_id"].removeprefix("card:")
     dm = slack.dm_channel(SLACK_OPERATOR)
     assert "Approved by" not in json.dumps(slack.message(dm, slack_card["ts"]))
     with sqlite3.connect(home / "steward.db") as db:  # what Slack still owes is kept
         kept = db.execute("select channel, chat_id from replies").fetchall()
-    assert kept == [("slack", SETTLING)]
+    assert kept == [("slack", f"{SETTLING}:{card_id}")]
 
     slack.fail("chat.update", 503, times=0)  # up again
     settings = both_configured(home, telegram, slack, free_port(), REDIS_URL)
@@ -203,3 +205,35 @@ async def test_with_redis_a_card_slack_could_not_update_before_a_stop_is_settled
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def test_a_card_decided_by_a_reply_owed_from_before_a_start_is_settled_on_both(
+    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
+) -> None:
+    """A press's reply kept but not sent when steward stopped goes out as Telegram
+    starts, before Slack has: Slack settles the card once it starts too."""
+    telegram, slack = fakes
+    settings = both_configured(tmp_path / "home", telegram, slack, free_port())
+    async with Steward.open(settings) as steward:  # one working memory: the cards' records
+        async with Service(steward, configured_channels(steward), tick_seconds=0.2) as service:
+            view = await steward.engine.start(
+                "onboarding",
+                {"client": "Acme", "email": "jane@acme.com", "package": "basic"},
+                "cli",
+            )
+            await service.notify(steward.coordinator.describe(view), None)
+            await service.idle()
+        assert view.approval is not None
+        dm = slack.dm_channel(SLACK_OPERATOR)
+        [slack_card] = [m for m in slack.messages(dm) if m.get("blocks")]
+        decided = await steward.coordinator.decide(
+            view.approval.id, True, f"telegram:{TELEGRAM_OPERATOR}"
+        )
+        await steward.door.owe("telegram", str(TELEGRAM_OPERATOR), decided)  # not yet sent
+        async with Service(steward, configured_channels(steward), tick_seconds=0.2) as service:
+            await slack.wait_for(
+                lambda s: "Approved by" in json.dumps(s.message(dm, slack_card["ts"])), timeout=5
+            )
+            await service.idle()
+        updates = [c for c in slack.calls if c.method == "chat.update"]
+        assert len(updates) == 1
