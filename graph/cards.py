@@ -16,6 +16,9 @@ VERBS = {
 }
 
 
+UNDO = "Undo"  # the field that says how to undo what the card's step does
+
+
 def approval_card(approval: Approval, spent_usd: float = 0.0, zone: tzinfo = UTC) -> Card:
     """The card of a pending approval; its expiry on the operator's clock (``zone``)."""
     card = approval.card
@@ -27,7 +30,7 @@ def approval_card(approval: Approval, spent_usd: float = 0.0, zone: tzinfo = UTC
                 fields.append((name, value))
         if action.get("compensate"):
             how = f" (afterwards: /undo {approval.run_id} {action['step']})"
-            fields.append(("Undo", action["compensate"] + (how if action.get("undoable") else "")))
+            fields.append((UNDO, action["compensate"] + (how if action.get("undoable") else "")))
     fields.append(
         ("Why", f"step {card['step']} of {card['process_title']} (rule: process definition)")
     )

@@ -575,10 +575,12 @@ class Coordinator:
             try:
                 value = parse_input(field, definition.inputs[field], text)
             except InputError as exc:
+                await self._ask(inbound, pending)  # anew: the next message may answer it
                 return Reply().say(f"{exc}. Try again, or /cancel.")
             values = {**pending["values"], field: value}
             return await self._continue_form(inbound, definition, values)
         if pending["type"] == "edit" and not text:
+            await self._ask(inbound, pending)  # anew: the next message may answer it
             return Reply().say("Send the new text, or /cancel to keep the card as it is.")
         await self.memory.delete(self._question_key(inbound))
         if pending["type"] == "reason":

@@ -111,8 +111,12 @@ class FrontDoor:
         if not self.allowlist.allows(inbound.sender):
             return False
         asked = await self.coordinator.awaits_answer(inbound)
-        claim = {"by": inbound.external_id}
-        return asked is not None and await self.memory.add(f"answered:{asked}", claim, ANSWER_TTL)
+        if asked is None:
+            return False
+        claim, key = {"by": inbound.external_id}, f"answered:{asked}"
+        if await self.memory.add(key, claim, ANSWER_TTL):
+            return True
+        return await self.memory.get(key) == claim  # the same message, delivered again
 
     async def sync(self) -> None:
         """Returns once every delivery accepted so far is on disk."""
@@ -298,9 +302,13 @@ class FrontDoor:
             seen = f"refused-message:{channel}:{chat_id}:{reason[:200]}"
             if not await self.memory.add(seen, {"at": "now"}, REFUSAL_TTL):
                 return
-            await self.ledger.audit(
-                NewAuditEvent(channel, "reply.refused", f"{channel}:{chat_id}"[:200], data)
-            )
+            try:
+                await self.ledger.audit(
+                    NewAuditEvent(channel, "reply.refused", f"{channel}:{chat_id}"[:200], data)
+                )
+            except Exception:
+                await self.memory.delete(seen)  # the next refusal is told instead
+                raise
         except Exception:
             log.exception("could not note in the audit log that %s refused a message", channel)
 

@@ -78,6 +78,8 @@ MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
 WRITTEN = {None, "file_share", "thread_broadcast"}
+SHARED = ("C", "G")  # the ids of channels, public and private (not a DM's D, a user's U)
+LATEST_TTL = 24 * 3600  # as long as a question waits
 NO_ENTRY = {
     "not_in_channel",
     "channel_not_found",
@@ -123,6 +125,7 @@ class SlackChannel:
         self.door = door
         self.signing_secret = signing_secret
         self.app_token = app_token
+        self.memory = memory
         self.cards = CardMessages(memory, self.name)
         self.settled_here: Settled | None = None
         self.operator_users = operator_ids(self.name, operators)
@@ -302,7 +305,7 @@ class SlackChannel:
             return  # it comes as app_mention too: answered as that
         # In a channel, steward hears only the answer to what it asked there; the rest is
         # not its to read: neither stored nor answered.
-        for chat_id in _may_answer(event, bot_user):
+        for chat_id in await self._may_answer(event, bot_user):
             answer = replace(inbound, chat_id=chat_id)
             if await self.door.awaits_answer(answer):
                 await self._take(answer)
@@ -587,7 +590,25 @@ class SlackChannel:
             return None
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
             raise _unreachable(exc) from exc
+        if conversation.thread_ts is None and conversation.channel.startswith(SHARED):
+            latest = {"ts": response["ts"]}  # a question asked there may be answered in its thread
+            await self.memory.set(self._latest_key(conversation.channel), latest, LATEST_TTL)
         return {"channel": response["channel"], "ts": response["ts"]}
+
+    async def _may_answer(self, event: dict[str, Any], bot_user: str) -> list[str]:
+        """The conversations a message in a channel may answer a question of steward's
+        in: where it was written, and, in the thread of steward's latest message in the
+        channel itself (a question asked there), the channel."""
+        channel, thread = event["channel"], event.get("thread_ts")
+        chats = [Conversation(channel, thread).chat_id]
+        if thread and event.get("parent_user_id") == bot_user:
+            latest = await self.memory.get(self._latest_key(channel))
+            if latest is not None and latest.get("ts") == thread:
+                chats.append(Conversation(channel).chat_id)
+        return chats
+
+    def _latest_key(self, channel: str) -> str:
+        return f"{self.name}:latest:{channel}"
 
     async def _whisper(
         self, conversation: Conversation, user: str, text: str, answer_by: str | None = None
@@ -689,17 +710,6 @@ def _later(exc: SlackApiError) -> SendLater:
 def _mention(user: str) -> re.Pattern[str]:
     """``<@U…>`` for ``user``, with or without a label (``<@U…|name>``)."""
     return re.compile(rf"<@{re.escape(user)}(?:\|[^>]*)?>")
-
-
-def _may_answer(event: dict[str, Any], bot_user: str) -> list[str]:
-    """The conversations a message in a channel may answer a question of steward's in:
-    where it was written, and, in the thread of one of steward's messages (a question
-    asked in the channel itself), the channel."""
-    channel, thread = event["channel"], event.get("thread_ts")
-    chats = [Conversation(channel, thread).chat_id]
-    if thread and event.get("parent_user_id") == bot_user:
-        chats.append(Conversation(channel).chat_id)
-    return chats
 
 
 def _error(exc: SlackApiError) -> str:

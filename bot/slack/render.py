@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.splitting import fit, length, split_text
-from graph.cards import outcome_parts
-from graph.coordinator import COMMAND_NAMES
+from graph.cards import UNDO, outcome_parts
+from graph.coordinator import COMMAND_NAMES, QUESTION_COMMANDS
 from graph.messages import Button, Card, CardOutcome, EditPrompt
 
 Block = dict[str, Any]
@@ -60,10 +60,15 @@ def text_messages(text: str) -> list[Outgoing]:
 
 def as_typed_in_slack(text: str) -> str:
     """steward's commands in ``text`` as they are typed in Slack: ``/runs`` would be
-    taken for a Slack command of its own there; ``/steward runs`` reaches steward."""
-    return _COMMAND.sub(r"/steward \1", text)
+    taken for a Slack command of its own there; ``/steward runs`` reaches steward. A
+    question's own ``/cancel`` and ``/skip`` are the bare words, which work where it was
+    asked, a channel's thread too (a slash command knows no thread)."""
+    return _COMMAND.sub(r"/steward \1", _QUESTION_COMMAND.sub(r"\1", text))
 
 
+_QUESTION_COMMAND = re.compile(
+    r"(?<![\w/.:<@&-])/({})(?=$|[.,;:!?)]| (?:to|or)\b)".format("|".join(QUESTION_COMMANDS))
+)
 _COMMAND = re.compile(
     r"(?<![\w/.:<@&-])/({})(?=\s|$|[.,;:!?)])".format(
         "|".join(map(re.escape, sorted(COMMAND_NAMES, key=len, reverse=True)))
@@ -78,7 +83,8 @@ def card_message(card: Card) -> Outgoing:
         fields: list[Block] = []
         for label, value in pairs[start : start + FIELDS_PER_SECTION // 2]:
             fields.append(_mrkdwn(f"*{escape(label.replace('*', ''))}*"))
-            fields.append(_plain(fit(as_typed_in_slack(value), FIELD_LIMIT) or " "))
+            told = as_typed_in_slack(value) if label == UNDO else value  # the rest is data
+            fields.append(_plain(fit(told, FIELD_LIMIT) or " "))
         blocks.append({"type": "section", "fields": fields})
     if card.text:
         blocks.append({"type": "divider"})

@@ -671,6 +671,93 @@ async def test_a_question_asked_in_a_channel_itself_is_answered_there_or_in_its_
         assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
 
 
+async def asked_for_the_email_in_a_thread(slack: FakeSlackAPI, bot: Running) -> str:
+    """A mention in C0TEAM starts a run whose email steward asks for in its thread."""
+    mention = slack.mention_event(OPERATOR, "run onboarding client=Acme package=basic", "C0TEAM")
+    assert (await slack.post_event(bot.url, mention))[0] == 200
+    thread = str(mention["event"]["ts"])
+    await slack.wait_for(lambda s: any("email" in t for t in thread_texts(s, "C0TEAM", thread)))
+    return thread
+
+
+def thread_texts(slack: FakeSlackAPI, channel: str, thread: str) -> list[str]:
+    return [m["text"] for m in posted(slack, channel) if m.get("thread_ts") == thread]
+
+
+async def test_in_a_thread_the_answer_after_try_again_is_taken(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        thread = await asked_for_the_email_in_a_thread(slack, bot)
+        wrong = slack.message_event(OPERATOR, "not an email", channel="C0TEAM", thread_ts=thread)
+        assert (await slack.post_event(bot.url, wrong))[0] == 200
+        await slack.wait_for(
+            lambda s: any("Try again, or cancel." in t for t in thread_texts(s, "C0TEAM", thread))
+        )
+        right = slack.message_event(OPERATOR, "jane@acme.com", channel="C0TEAM", thread_ts=thread)
+        assert (await slack.post_event(bot.url, right))[0] == 200
+        await slack.wait_for(lambda s: cards(s, "C0TEAM"))
+
+
+async def test_in_a_thread_an_answer_slack_delivers_again_after_a_failed_store_is_taken(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        thread = await asked_for_the_email_in_a_thread(slack, bot)
+        door = bot.channel.door
+        accept = door.accept
+        calls = 0
+
+        async def down_once(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("the ledger is down for a moment")
+            return await accept(*args, **kwargs)
+
+        door.accept = down_once  # type: ignore[method-assign]
+        event = slack.message_event(OPERATOR, "jane@acme.com", channel="C0TEAM", thread_ts=thread)
+        assert (await slack.post_event(bot.url, event))[0] != 200  # Slack delivers it again
+        assert (await slack.post_event(bot.url, event, retry_num=1))[0] == 200
+        await slack.wait_for(lambda s: cards(s, "C0TEAM"))
+        assert calls == 2
+
+
+async def test_a_question_in_a_channel_is_answered_in_its_own_thread_not_another(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(OPERATOR, channel, "help")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: any("Commands:" in m["text"] for m in posted(s, channel)))
+        [older] = [m for m in posted(slack, channel) if "Commands:" in m["text"]]
+        call = slack.slash_command(OPERATOR, channel, "run onboarding client=Acme")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: any("email" in m["text"] for m in posted(s, channel)))
+        stored = bot.inbox()
+        chatter = slack.message_event(
+            OPERATOR, "@alice can you look at this?", channel=channel, thread_ts=older["ts"]
+        )
+        assert (await slack.post_event(bot.url, chatter))[0] == 200
+        await bot.channel.idle()
+        assert bot.inbox() == stored
+
+
+async def test_cancel_in_a_thread_drops_the_question_asked_there(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        thread = await asked_for_the_email_in_a_thread(slack, bot)
+        [question] = [t for t in thread_texts(slack, "C0TEAM", thread) if "email" in t]
+        assert "(cancel to stop)" in question  # as it works there: no slash command does
+        cancel = slack.message_event(OPERATOR, "cancel", channel="C0TEAM", thread_ts=thread)
+        assert (await slack.post_event(bot.url, cancel))[0] == 200
+        await slack.wait_for(
+            lambda s: any("dropped it" in t for t in thread_texts(s, "C0TEAM", thread))
+        )
+
+
 async def test_a_message_slack_refuses_is_audited_and_the_next_goes(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:

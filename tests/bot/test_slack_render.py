@@ -227,6 +227,10 @@ def test_text_from_slack_is_unwrapped_and_unescaped() -> None:
         ("(afterwards: /undo r2 send_welcome)", "(afterwards: /steward undo r2 send_welcome)"),
         ("/processes · /help", "/steward processes · /steward help"),
         ("Try /approve?", "Try /steward approve?"),
+        ("What is the email? (/cancel to stop)", "What is the email? (cancel to stop)"),
+        ("Try again, or /cancel.", "Try again, or cancel."),
+        ("Why? (/skip or /cancel)", "Why? (skip or cancel)"),
+        ("To cancel a run: /cancel RUN", "To cancel a run: /steward cancel RUN"),
         ("https://acme.com/runs", "https://acme.com/runs"),  # no command: a path
         ("see /run/latest", "see /run/latest"),
         ("/runner and /frobnicate", "/runner and /frobnicate"),
@@ -234,3 +238,15 @@ def test_text_from_slack_is_unwrapped_and_unescaped() -> None:
 )
 def test_commands_are_told_as_they_are_typed_in_slack(said: str, typed: str) -> None:
     assert as_typed_in_slack(said) == typed
+
+
+def test_a_cards_data_is_shown_as_it_is_and_its_undo_as_typed_in_slack() -> None:
+    card = Card(
+        "a1",
+        "Run a command",
+        "Run it",
+        fields=[("command", "/start"), ("Undo", "Stop it (afterwards: /undo r1 run_it)")],
+    )
+    shown = json.dumps(card_message(card).blocks)
+    assert '"/start"' in shown and "/steward start" not in shown
+    assert "(afterwards: /steward undo r1 run_it)" in shown
