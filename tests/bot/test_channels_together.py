@@ -20,6 +20,7 @@ from bot.channel import SETTLING
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel
+from graph.engine import RunView
 from tests.bot.test_telegram import button
 from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.slack_api import FakeSlackAPI
@@ -62,6 +63,16 @@ def both_configured(
     )
 
 
+async def card_everywhere(steward: Steward, service: Service) -> RunView:
+    """A run started outside chat (a shell, a webhook): its card goes to every operator."""
+    view = await steward.engine.start(
+        "onboarding", {"client": "Acme", "email": "jane@acme.com", "package": "basic"}, "cli"
+    )
+    await service.notify(steward.coordinator.describe(view), None)
+    await service.idle()
+    return view
+
+
 @asynccontextmanager
 async def card_on_both(
     home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI, redis_url: str | None = None
@@ -75,13 +86,7 @@ async def card_on_both(
         assert [c.name for c in channels] == ["telegram", "slack"]
         async with Service(steward, channels, tick_seconds=0.2) as service:
             assert "Telegram" in service.summary() and "Slack" in service.summary()
-            view = await steward.engine.start(
-                "onboarding",
-                {"client": "Acme", "email": "jane@acme.com", "package": "basic"},
-                "cli",
-            )
-            await service.notify(steward.coordinator.describe(view), None)
-            await service.idle()
+            await card_everywhere(steward, service)
             dm = slack.dm_channel(SLACK_OPERATOR)
             [slack_card] = [m for m in slack.messages(dm) if m.get("blocks")]
             [telegram_card] = [m for m in telegram.sent(TELEGRAM_OPERATOR) if "reply_markup" in m]
@@ -216,13 +221,7 @@ async def test_a_card_decided_by_a_reply_owed_from_before_a_start_is_settled_on_
     settings = both_configured(tmp_path / "home", telegram, slack, free_port())
     async with Steward.open(settings) as steward:  # one working memory: the cards' records
         async with Service(steward, configured_channels(steward), tick_seconds=0.2) as service:
-            view = await steward.engine.start(
-                "onboarding",
-                {"client": "Acme", "email": "jane@acme.com", "package": "basic"},
-                "cli",
-            )
-            await service.notify(steward.coordinator.describe(view), None)
-            await service.idle()
+            view = await card_everywhere(steward, service)
         assert view.approval is not None
         dm = slack.dm_channel(SLACK_OPERATOR)
         [slack_card] = [m for m in slack.messages(dm) if m.get("blocks")]

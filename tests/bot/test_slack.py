@@ -580,19 +580,25 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
         assert "onboarding" in answer["text"]
 
 
+async def asked_for_the_email_in_a_thread(slack: FakeSlackAPI, bot: Running) -> str:
+    """A mention in C0TEAM starts a run whose email steward asks for in its thread."""
+    mention = slack.mention_event(OPERATOR, "run onboarding client=Acme package=basic", "C0TEAM")
+    assert (await slack.post_event(bot.url, mention))[0] == 200
+    thread = str(mention["event"]["ts"])
+    await slack.wait_for(lambda s: any("email" in t for t in thread_texts(s, "C0TEAM", thread)))
+    return thread
+
+
+def thread_texts(slack: FakeSlackAPI, channel: str, thread: str) -> list[str]:
+    return [m["text"] for m in in_thread(slack, channel, thread)]
+
+
 async def test_steward_hears_the_answer_to_its_question_in_a_channel_thread_and_nothing_else(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     channel, colleague = "C0TEAM", "U0COLLEAGUE"
     async with running(tmp_path / "home", slack) as bot:
-        mention = slack.mention_event(OPERATOR, "run onboarding client=Acme package=basic", channel)
-        assert (await slack.post_event(bot.url, mention))[0] == 200
-        thread = mention["event"]["ts"]
-
-        def in_thread(s: FakeSlackAPI) -> list[str]:
-            return [m["text"] for m in posted(s, channel) if m.get("thread_ts") == thread]
-
-        await slack.wait_for(lambda s: any("email" in t for t in in_thread(s)))
+        thread = await asked_for_the_email_in_a_thread(slack, bot)
         stored = bot.inbox()
 
         # Someone else in the thread, and a message outside any thread: neither is
@@ -626,14 +632,7 @@ async def test_in_a_thread_only_the_first_message_after_a_question_is_taken(
 ) -> None:
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
-        mention = slack.mention_event(OPERATOR, "run onboarding client=Acme package=basic", channel)
-        assert (await slack.post_event(bot.url, mention))[0] == 200
-        thread = mention["event"]["ts"]
-
-        def in_thread(s: FakeSlackAPI) -> list[str]:
-            return [m["text"] for m in posted(s, channel) if m.get("thread_ts") == thread]
-
-        await slack.wait_for(lambda s: any("email" in t for t in in_thread(s)))
+        thread = await asked_for_the_email_in_a_thread(slack, bot)
         stored = bot.inbox()
         slow_down(bot.steward, 0.5)  # the answer waits to be handled: the question stands
         for text in ("jane@acme.com", "great, I'll tell Jane"):
@@ -642,7 +641,7 @@ async def test_in_a_thread_only_the_first_message_after_a_question_is_taken(
         await slack.wait_for(lambda s: cards(s, channel))
         await bot.channel.idle()
         assert bot.inbox() == stored + 1
-        assert not any("not sure" in t for t in in_thread(slack))
+        assert not any("not sure" in t for t in thread_texts(slack, channel, thread))
 
 
 async def test_a_question_asked_in_a_channel_itself_is_answered_there_or_in_its_thread(
@@ -669,19 +668,6 @@ async def test_a_question_asked_in_a_channel_itself_is_answered_there_or_in_its_
         assert (await slack.post_event(bot.url, in_the_channel))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
         assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
-
-
-async def asked_for_the_email_in_a_thread(slack: FakeSlackAPI, bot: Running) -> str:
-    """A mention in C0TEAM starts a run whose email steward asks for in its thread."""
-    mention = slack.mention_event(OPERATOR, "run onboarding client=Acme package=basic", "C0TEAM")
-    assert (await slack.post_event(bot.url, mention))[0] == 200
-    thread = str(mention["event"]["ts"])
-    await slack.wait_for(lambda s: any("email" in t for t in thread_texts(s, "C0TEAM", thread)))
-    return thread
-
-
-def thread_texts(slack: FakeSlackAPI, channel: str, thread: str) -> list[str]:
-    return [m["text"] for m in posted(slack, channel) if m.get("thread_ts") == thread]
 
 
 async def test_in_a_thread_the_answer_after_try_again_is_taken(
