@@ -117,6 +117,7 @@ class Outbox:
     async def stop(self, drain_seconds: float = 0.0) -> None:
         """Lets the lanes send for up to ``drain_seconds``, then stops them; what is
         left stays in the ledger for the next start."""
+        self.loaded = False  # what is kept from now on waits for the next start
         if drain_seconds > 0 and self._senders:
             try:
                 await asyncio.wait_for(self._idle.wait(), drain_seconds)

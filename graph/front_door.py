@@ -108,15 +108,25 @@ class FrontDoor:
         sender writes in its chat after a question to them there. A channel that
         overhears conversations (Slack's channels) takes only that: not what follows
         while the answer waits to be handled, nor anything once the question is gone."""
-        if not self.allowlist.allows(inbound.sender):
-            return False
-        asked = await self.coordinator.awaits_answer(inbound)
+        asked = await self.question_to(inbound)
         if asked is None:
             return False
-        claim, key = {"by": inbound.external_id}, f"answered:{asked}"
-        if await self.memory.add(key, claim, ANSWER_TTL):
-            return True
-        return await self.memory.get(key) == claim  # the same message, delivered again
+        # A message claims one asking, once: delivered again, it answers only that one
+        # (stored already or not), never the question asked after it.
+        claimed = await self.memory.get(f"claimed:{inbound.external_id}")
+        if claimed is not None:
+            return claimed.get("asked") == asked
+        if not await self.memory.add(f"answered:{asked}", {"by": inbound.external_id}, ANSWER_TTL):
+            return False
+        await self.memory.set(f"claimed:{inbound.external_id}", {"asked": asked}, ANSWER_TTL)
+        return True
+
+    async def question_to(self, inbound: Inbound) -> str | None:
+        """The id of the question that waits for an answer from ``inbound``'s sender, an
+        operator, in its chat; None when none does."""
+        if not self.allowlist.allows(inbound.sender):
+            return None
+        return await self.coordinator.awaits_answer(inbound)
 
     async def sync(self) -> None:
         """Returns once every delivery accepted so far is on disk."""

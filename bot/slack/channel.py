@@ -79,7 +79,7 @@ RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is giv
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
 WRITTEN = {None, "file_share", "thread_broadcast"}
 SHARED = ("C", "G")  # the ids of channels, public and private (not a DM's D, a user's U)
-LATEST_TTL = 24 * 3600  # as long as a question waits
+ASKED_TTL = 24 * 3600  # as long as a question waits
 NO_ENTRY = {
     "not_in_channel",
     "channel_not_found",
@@ -305,7 +305,7 @@ class SlackChannel:
             return  # it comes as app_mention too: answered as that
         # In a channel, steward hears only the answer to what it asked there; the rest is
         # not its to read: neither stored nor answered.
-        for chat_id in await self._may_answer(event, bot_user):
+        for chat_id in await self._may_answer(inbound, event):
             answer = replace(inbound, chat_id=chat_id)
             if await self.door.awaits_answer(answer):
                 await self._take(answer)
@@ -430,10 +430,12 @@ class SlackChannel:
         # Where replies go when steward may not post in the conversation (a slash command
         # in a channel it is not in): the DM of whoever wrote, or of every operator.
         fallback = [user] if user is not None else self.operator_users
+        posted = None  # the last message posted: where a question asked in a channel is
         for item in items:
             if isinstance(item, str):
                 for outgoing in text_messages(as_typed_in_slack(item)):
-                    await steps.take(partial(self._post, conversation, outgoing, fallback))
+                    post = partial(self._post, conversation, outgoing, fallback)
+                    posted = await steps.take(post) or posted
             elif isinstance(item, Card):
                 card = partial(self._post_card, conversation, item, fallback)
                 posted = await steps.take(card)
@@ -449,9 +451,12 @@ class SlackChannel:
                     partial(self._open_edit_form, conversation, item, answering)
                 )
                 asked = replace(item, prompt=as_typed_in_slack(item.prompt))
-                for outgoing in text_messages(asked.as_message):  # where no form opened
+                for part, outgoing in enumerate(text_messages(asked.as_message)):
                     ask = partial(self._ask_in_chat, form, conversation, outgoing, fallback)
-                    await steps.take(ask)
+                    shown = await steps.take(ask)  # where no form opened
+                    posted = shown if part == 0 and shown else posted  # the prompt's part
+        if answering is not None:
+            await self._note_where_asked(conversation, answering, posted)
 
     async def _answer_press(self, conversation: Conversation, user: str, notice: str) -> None:
         try:
@@ -556,11 +561,10 @@ class SlackChannel:
 
     async def _ask_in_chat(
         self, form: bool | None, conversation: Conversation, outgoing: Outgoing, fallback: list[str]
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """A part of the Edit prompt as a message, unless its form opened (None: not
         known after a restart, and asked again)."""
-        if not form:
-            await self._post(conversation, outgoing, fallback)
+        return None if form else await self._post(conversation, outgoing, fallback)
 
     async def _post(
         self, conversation: Conversation, outgoing: Outgoing, fallback: Sequence[str] = ()
@@ -590,25 +594,35 @@ class SlackChannel:
             return None
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
             raise _unreachable(exc) from exc
-        if conversation.thread_ts is None and conversation.channel.startswith(SHARED):
-            latest = {"ts": response["ts"]}  # a question asked there may be answered in its thread
-            await self.memory.set(self._latest_key(conversation.channel), latest, LATEST_TTL)
         return {"channel": response["channel"], "ts": response["ts"]}
 
-    async def _may_answer(self, event: dict[str, Any], bot_user: str) -> list[str]:
+    async def _note_where_asked(
+        self, conversation: Conversation, answering: Inbound, posted: dict[str, Any] | None
+    ) -> None:
+        """A reply that asks its sender something in a channel itself: its message's
+        thread answers the question too (see ``_may_answer``)."""
+        shared = conversation.thread_ts is None and conversation.channel.startswith(SHARED)
+        if shared and posted is not None and posted["channel"] == conversation.channel:
+            asked = await self.door.question_to(answering)
+            if asked is not None:
+                await self.memory.add(self._asked_key(asked), {"ts": posted["ts"]}, ASKED_TTL)
+
+    async def _may_answer(self, inbound: Inbound, event: dict[str, Any]) -> list[str]:
         """The conversations a message in a channel may answer a question of steward's
-        in: where it was written, and, in the thread of steward's latest message in the
-        channel itself (a question asked there), the channel."""
+        in: where it was written, and, in the thread of the message that asked a
+        question in the channel itself, the channel."""
         channel, thread = event["channel"], event.get("thread_ts")
         chats = [Conversation(channel, thread).chat_id]
-        if thread and event.get("parent_user_id") == bot_user:
-            latest = await self.memory.get(self._latest_key(channel))
-            if latest is not None and latest.get("ts") == thread:
-                chats.append(Conversation(channel).chat_id)
+        if thread:
+            in_channel = Conversation(channel).chat_id
+            asked = await self.door.question_to(replace(inbound, chat_id=in_channel))
+            where = await self.memory.get(self._asked_key(asked)) if asked else None
+            if where is not None and where.get("ts") == thread:
+                chats.append(in_channel)
         return chats
 
-    def _latest_key(self, channel: str) -> str:
-        return f"{self.name}:latest:{channel}"
+    def _asked_key(self, asked: str) -> str:
+        return f"{self.name}:asked-in:{asked}"
 
     async def _whisper(
         self, conversation: Conversation, user: str, text: str, answer_by: str | None = None

@@ -730,6 +730,49 @@ async def test_a_question_in_a_channel_is_answered_in_its_own_thread_not_another
         assert bot.inbox() == stored
 
 
+async def test_an_answer_delivered_again_does_not_answer_the_question_asked_after_it(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        thread = await asked_for_the_email_in_a_thread(slack, bot)
+        wrong = slack.message_event(OPERATOR, "not an email", channel="C0TEAM", thread_ts=thread)
+        assert (await slack.post_event(bot.url, wrong))[0] == 200
+        await slack.wait_for(
+            lambda s: any("Try again" in t for t in thread_texts(s, "C0TEAM", thread))
+        )
+        await bot.channel.idle()
+        assert (await slack.post_event(bot.url, wrong, retry_num=1))[0] == 200  # Slack's retry
+        await bot.channel.idle()
+        right = slack.message_event(OPERATOR, "jane@acme.com", channel="C0TEAM", thread_ts=thread)
+        assert (await slack.post_event(bot.url, right))[0] == 200
+        await slack.wait_for(lambda s: cards(s, "C0TEAM"))
+
+
+async def test_a_question_in_a_channel_is_answered_in_its_thread_after_steward_posts_again(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(OPERATOR, channel, "run onboarding client=Acme")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: any("email" in m["text"] for m in posted(s, channel)))
+        [question] = [m for m in posted(slack, channel) if "email" in m["text"]]
+        call = slack.slash_command(OPERATOR, channel, "help")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: any("Commands:" in m["text"] for m in posted(s, channel)))
+        [later] = [m for m in posted(slack, channel) if "Commands:" in m["text"]]
+        stored = bot.inbox()
+        thanks = slack.message_event(OPERATOR, "thanks!", channel=channel, thread_ts=later["ts"])
+        assert (await slack.post_event(bot.url, thanks))[0] == 200
+        await bot.channel.idle()
+        assert bot.inbox() == stored  # not the question's thread: not its answer
+        answer = slack.message_event(
+            OPERATOR, "jane@acme.com", channel=channel, thread_ts=question["ts"]
+        )
+        assert (await slack.post_event(bot.url, answer))[0] == 200
+        await slack.wait_for(lambda s: any("package" in m["text"] for m in posted(s, channel)))
+
+
 async def test_cancel_in_a_thread_drops_the_question_asked_there(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
