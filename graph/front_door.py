@@ -34,7 +34,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 from graph.access import Allowlist
-from graph.coordinator import Coordinator
+from graph.coordinator import QUESTION_TTL, Coordinator
 from graph.messages import Inbound, Owed, Reply, sending_ahead
 from memory.ledger import (
     Ledger,
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 REFUSAL_TTL = 24 * 3600
 AHEAD_WAIT = 0.5  # seconds a handling waits, at most, for what it sent ahead to be sent
 UNVERIFIED_TTL = 60
-ANSWER_TTL = 24 * 3600  # as long as a question waits
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
 
 
@@ -116,9 +115,10 @@ class FrontDoor:
         claimed = await self.memory.get(f"claimed:{inbound.external_id}")
         if claimed is not None:
             return claimed.get("asked") == asked
-        if not await self.memory.add(f"answered:{asked}", {"by": inbound.external_id}, ANSWER_TTL):
+        claim = {"by": inbound.external_id}
+        if not await self.memory.add(f"answered:{asked}", claim, QUESTION_TTL):
             return False
-        await self.memory.set(f"claimed:{inbound.external_id}", {"asked": asked}, ANSWER_TTL)
+        await self.memory.set(f"claimed:{inbound.external_id}", {"asked": asked}, QUESTION_TTL)
         return True
 
     async def question_to(self, inbound: Inbound) -> str | None:

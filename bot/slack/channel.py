@@ -64,7 +64,7 @@ from bot.slack.render import (
     outcome_message,
     text_messages,
 )
-from graph.coordinator import COMMAND_NAMES
+from graph.coordinator import COMMAND_NAMES, QUESTION_TTL
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
 from memory.working import WorkingMemory
@@ -79,7 +79,6 @@ RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is giv
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
 WRITTEN = {None, "file_share", "thread_broadcast"}
 SHARED = ("C", "G")  # the ids of channels, public and private (not a DM's D, a user's U)
-ASKED_TTL = 24 * 3600  # as long as a question waits
 NO_ENTRY = {
     "not_in_channel",
     "channel_not_found",
@@ -305,7 +304,7 @@ class SlackChannel:
             return  # it comes as app_mention too: answered as that
         # In a channel, steward hears only the answer to what it asked there; the rest is
         # not its to read: neither stored nor answered.
-        for chat_id in await self._may_answer(inbound, event):
+        for chat_id in await self._may_answer(inbound, event, bot_user):
             answer = replace(inbound, chat_id=chat_id)
             if await self.door.awaits_answer(answer):
                 await self._take(answer)
@@ -605,15 +604,18 @@ class SlackChannel:
         if shared and posted is not None and posted["channel"] == conversation.channel:
             asked = await self.door.question_to(answering)
             if asked is not None:
-                await self.memory.add(self._asked_key(asked), {"ts": posted["ts"]}, ASKED_TTL)
+                where = {"ts": posted["ts"]}
+                await self.memory.add(self._asked_key(asked), where, QUESTION_TTL)
 
-    async def _may_answer(self, inbound: Inbound, event: dict[str, Any]) -> list[str]:
+    async def _may_answer(
+        self, inbound: Inbound, event: dict[str, Any], bot_user: str
+    ) -> list[str]:
         """The conversations a message in a channel may answer a question of steward's
         in: where it was written, and, in the thread of the message that asked a
         question in the channel itself, the channel."""
         channel, thread = event["channel"], event.get("thread_ts")
         chats = [Conversation(channel, thread).chat_id]
-        if thread:
+        if thread and event.get("parent_user_id") == bot_user:  # a thread of steward's
             in_channel = Conversation(channel).chat_id
             asked = await self.door.question_to(replace(inbound, chat_id=in_channel))
             where = await self.memory.get(self._asked_key(asked)) if asked else None
