@@ -644,26 +644,28 @@ async def test_in_a_thread_only_the_first_message_after_a_question_is_taken(
         assert not any("not sure" in t for t in thread_texts(slack, channel, thread))
 
 
+async def steward_says(
+    slack: FakeSlackAPI, bot: Running, channel: str, command: str, says: str
+) -> Any:
+    """``/steward COMMAND`` in ``channel``; the message of steward's that ``says``."""
+    call = slack.slash_command(OPERATOR, channel, command)
+    assert (await slack.post_command(bot.url, call))[0] == 200
+    await slack.wait_for(lambda s: any(says in m["text"] for m in posted(s, channel)))
+    return [m for m in posted(slack, channel) if says in m["text"]][-1]
+
+
 async def test_a_question_asked_in_a_channel_itself_is_answered_there_or_in_its_thread(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
-        call = slack.slash_command(OPERATOR, channel, "run onboarding client=Acme")
-        assert (await slack.post_command(bot.url, call))[0] == 200
-
-        def asked(about: str) -> dict[str, Any] | None:
-            found = [m for m in posted(slack, channel) if about in m.get("text", "")]
-            return found[-1] if found else None
-
-        await slack.wait_for(lambda s: asked("email"))
-        question = asked("email")
-        assert question is not None and not question.get("thread_ts")  # the channel's own
+        question = await steward_says(slack, bot, channel, "run onboarding client=Acme", "email")
+        assert not question.get("thread_ts")  # the channel's own
         in_its_thread = slack.message_event(
             OPERATOR, "jane@acme.com", channel=channel, thread_ts=question["ts"]
         )
         assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
-        await slack.wait_for(lambda s: asked("package"))
+        await slack.wait_for(lambda s: any("package" in m["text"] for m in posted(s, channel)))
         in_the_channel = slack.message_event(OPERATOR, "basic", channel=channel)
         assert (await slack.post_event(bot.url, in_the_channel))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
@@ -710,16 +712,6 @@ async def test_after_try_again_the_next_answer_is_taken_not_the_wrong_one_delive
         right = slack.message_event(OPERATOR, "jane@acme.com", channel="C0TEAM", thread_ts=thread)
         assert (await slack.post_event(bot.url, right))[0] == 200
         await slack.wait_for(lambda s: cards(s, "C0TEAM"))
-
-
-async def steward_says(
-    slack: FakeSlackAPI, bot: Running, channel: str, command: str, says: str
-) -> Any:
-    """``/steward COMMAND`` in ``channel``; the message of steward's that ``says``."""
-    call = slack.slash_command(OPERATOR, channel, command)
-    assert (await slack.post_command(bot.url, call))[0] == 200
-    await slack.wait_for(lambda s: any(says in m["text"] for m in posted(s, channel)))
-    return [m for m in posted(slack, channel) if says in m["text"]][-1]
 
 
 async def test_a_question_in_a_channel_is_answered_in_its_own_thread_and_no_other(
