@@ -11,10 +11,13 @@ A sample may list its ``entities`` (the clients steward would know from its runs
 addition to the LoCoMo format that other files simply lack); turns are then tagged
 with their client as steward tags messages, unless ``--untagged``.
 
-Needs the local model: ``uv sync --extra local-embeddings``.
+By default the vectors are the local model's: ``uv sync --extra local-embeddings``.
+``--embedder configured`` takes the embedding model steward is configured with instead
+(STEWARD_EMBEDDING_MODEL with OPENAI_BASE_URL or OPENAI_API_KEY: any OpenAI-compatible
+endpoint), to measure another model on the same questions.
 
     uv run python -m bench.memory_recall [--dataset bench/data/solo_operator.json]
-        [--alpha 0.5] [--alpha-sweep] [--untagged]
+        [--embedder local|configured] [--alpha 0.5] [--alpha-sweep] [--untagged]
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot.settings import load_settings
 from graph.history import KnownEntities
-from memory.embeddings import Embedder, Vector, choose_embedder
+from memory.embeddings import LOCAL, Embedder, Vector, choose_embedder
 from memory.longterm.embedded import EmbeddedMemory
 from memory.longterm.records import MemoryRecord, Query, RecordKind
 
@@ -124,7 +128,7 @@ async def ingest(sample: Sample, embedder: Embedder, timings: Timings) -> Embedd
     began = time.perf_counter()
     vectors = await embed_all(embedder, [record.indexed_text for record in sample.records])
     turns = time.perf_counter()
-    questions = await embed_all(embedder, [question.text for question in sample.questions])
+    questions = [await embedder.embed_query(question.text) for question in sample.questions]
     asked = time.perf_counter()
     for question, vector in zip(sample.questions, questions, strict=True):
         question.vector = vector
@@ -195,11 +199,26 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-async def main(dataset: Path, embedder_name: str, alpha: float, sweep: bool, tag: bool) -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    embedder = choose_embedder(embedder_name, None, None)
+def chosen_embedder(name: str) -> Embedder:
+    """``local``: the model the local-embeddings extra carries; ``configured``: the one
+    steward's settings name."""
+    if name == LOCAL:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        embedder = choose_embedder(LOCAL, None, None)
+    else:
+        settings = load_settings()
+        embedder = choose_embedder(
+            settings.embedding_model, settings.openai_base_url, settings.openai_api_key
+        )
     if embedder is None:
-        raise SystemExit(f"no embedder for --embedder {embedder_name}")
+        raise SystemExit(
+            "no embedding model is configured: set STEWARD_EMBEDDING_MODEL and "
+            "OPENAI_BASE_URL (or OPENAI_API_KEY), or use --embedder local"
+        )
+    return embedder
+
+
+async def main(dataset: Path, embedder: Embedder, alpha: float, sweep: bool, tag: bool) -> None:
     samples = load(dataset, tag)
     timings = Timings()
     began = time.perf_counter()
@@ -245,6 +264,7 @@ async def main(dataset: Path, embedder_name: str, alpha: float, sweep: bool, tag
 
     for memory, _ in stores:
         await memory.close()
+    await embedder.close()
 
     ten, lift = overall[hybrid], overall[hybrid] - overall["keyword-only"]
     print(f"  hybrid recall@10 {ten:.3f} (target ≥ 0.85): {verdict(ten >= 0.85)}")
@@ -257,7 +277,12 @@ async def main(dataset: Path, embedder_name: str, alpha: float, sweep: bool, tag
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", type=Path, default=DATASET)
-    parser.add_argument("--embedder", choices=["local"], default="local")
+    parser.add_argument(
+        "--embedder",
+        choices=[LOCAL, "configured"],
+        default=LOCAL,
+        help="the local model, or the one STEWARD_EMBEDDING_MODEL names",
+    )
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--alpha-sweep", action="store_true", help="hybrid r@10 for 0.1..0.9")
     parser.add_argument(
@@ -269,7 +294,7 @@ if __name__ == "__main__":
     asyncio.run(
         main(
             arguments.dataset,
-            arguments.embedder,
+            chosen_embedder(arguments.embedder),
             arguments.alpha,
             arguments.alpha_sweep,
             not arguments.untagged,
