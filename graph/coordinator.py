@@ -550,10 +550,8 @@ class Coordinator:
     async def _continue_form(
         self, inbound: Inbound, definition: ProcessDefinition, values: dict[str, Any]
     ) -> Reply:
-        for name, spec in definition.inputs.items():
-            if name not in values and spec.default is not None:
-                values[name] = spec.default
-            if name not in values and spec.required:
+        for name, spec in definition.inputs.items():  # a default fills in when it starts
+            if name not in values and spec.required and spec.default is None:
                 await self._ask(
                     inbound,
                     {"type": "form", "process": definition.name, "values": values, "asking": name},

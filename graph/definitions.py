@@ -209,6 +209,15 @@ class ProcessDefinition(BaseModel):
         for name in inputs:
             if not re.match(IDENTIFIER, name) or name in BUILTIN_NAMES:
                 raise ValueError(f"input name {name!r} must be lower_snake_case and not reserved")
+        before: set[str] = set()
+        for name, spec in inputs.items():
+            named = placeholders(spec.default) if isinstance(spec.default, str) else set()
+            if unknown := named - before:
+                raise ValueError(
+                    f"the default of {name!r} uses {{{sorted(unknown)[0]}}}, which is not "
+                    "an input listed before it"
+                )
+            before.add(name)
         return inputs
 
     @model_validator(mode="after")

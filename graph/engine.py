@@ -219,7 +219,7 @@ class ProcessEngine:
                 except InputError as exc:
                     errors.append(exc)
             elif spec.default is not None:
-                values[name] = spec.default
+                values[name] = spec.default_for(values)
         missing = [
             n
             for n, s in definition.inputs.items()

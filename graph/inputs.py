@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from graph.templating import render
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
@@ -55,6 +58,10 @@ class InputSpec(BaseModel):
         if self.type is not InputType.CHOICE and self.choices:
             raise ValueError("choices are only for inputs of type choice")
         return self
+
+    def default_for(self, values: Mapping[str, Any]) -> Any:
+        """The default; in a text one, ``{name}`` is the value of an input before it."""
+        return render(self.default, values) if isinstance(self.default, str) else self.default
 
     def expected(self) -> str:
         match self.type:

@@ -30,6 +30,9 @@ MONEY = re.compile(
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 AFTER_PREPOSITION = re.compile(r"\b(?:from|for|at|with)\s+([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*)")
 CLIENTISH = ("client", "company", "customer")
+# The person before the company: "onboard Jane from Acme", "Sarah of Northwind Legal".
+BEFORE_COMPANY = re.compile(r"((?:\b[^\W\d_a-z][\w'\u2019-]*\s+)+)(?:from|at|of)\s+[A-Z]")
+PERSONISH = ("contact", "person")
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,24 @@ def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
             elif spec.type is InputType.STRING and any(w in name for w in CLIENTISH):
                 names = AFTER_PREPOSITION.findall(text)
                 candidate = names[0] if len(names) == 1 else None
+            elif spec.type is InputType.STRING and any(w in name for w in PERSONISH):
+                candidate = _first_name(definition, text)
         if candidate is not None:
             with suppress(InputError):
                 found[name] = parse_input(name, spec, candidate)
     return found
+
+
+def _first_name(definition: ProcessDefinition, text: str) -> str | None:
+    """The first name of the one person named before a company, not counting the words
+    that name the process ("Onboard Jane Doe from Acme": Jane)."""
+    found = BEFORE_COMPANY.findall(text)
+    if len(found) != 1:
+        return None
+    calling = {definition.name, *definition.aliases, *definition.title.split()}
+    process_words = set(WORD.findall(" ".join(calling).lower()))
+    names = [word for word in found[0].split() if word.lower() not in process_words]
+    return names[0] if names else None
 
 
 class Router:

@@ -99,7 +99,7 @@ def test_the_undo_process_takes_only_what_its_templates_use() -> None:
     step = onboarding.step("send_welcome")
     assert isinstance(step, ActionStep)
     undo = undo_definition(onboarding, step)
-    assert sorted(undo.inputs) == ["client", "correction", "email"]
+    assert sorted(undo.inputs) == ["client", "contact", "correction", "email"]
     assert [s.kind for s in undo.steps] == ["approval", "action"]
     assert undo.version == undo_definition(onboarding, step).version
 

@@ -206,7 +206,13 @@ async def test_free_text_asks_for_the_one_missing_input_and_validates_the_answer
 
     card = only_card(await send(app, "jane@acme.com"))
     [run] = await app.ledger.list_runs()
-    assert run.inputs == {"client": "Acme Corp", "email": "jane@acme.com", "package": "premium"}
+    assert run.inputs == {
+        "client": "Acme Corp",
+        "email": "jane@acme.com",
+        "package": "premium",
+        "contact": "Jane",  # the one named before the company, greeted by the email
+    }
+    assert (card.text or "").startswith("Hi Jane,\n")
     assert run.id in card.footer
 
 
@@ -659,7 +665,13 @@ async def test_tier_2_routes_what_the_rules_cannot(app: Steward) -> None:
     )
     card = only_card(await send(app, text))
     [run] = await app.ledger.list_runs()
-    assert run.inputs == {"client": "Globex", "email": "ops@globex.io", "package": "premium"}
+    assert run.inputs == {
+        "client": "Globex",
+        "email": "ops@globex.io",
+        "package": "premium",
+        "contact": "Globex team",  # its default, as nobody was named
+    }
+    assert (card.text or "").startswith("Hi Globex team,\n")
     assert card.summary == "Send the welcome email to ops@globex.io"
 
 

@@ -349,6 +349,29 @@ def test_reserved_or_badly_named_input_is_rejected(tmp_path: Path) -> None:
     assert "today" in problem.message
 
 
+@pytest.mark.parametrize(
+    ("inputs", "named"),
+    [
+        ("  greeting:\n    default: Dear {email}\n  email:\n    type: email\n", "{email}"),
+        ("  email:\n    type: email\n  greeting:\n    default: Dear {who}\n", "{who}"),
+    ],
+    ids=["an input after it", "no input"],
+)
+def test_a_default_may_name_only_an_input_listed_before_it(
+    tmp_path: Path, inputs: str, named: str
+) -> None:
+    text = GOOD.replace("inputs:\n  email:\n    type: email\n", f"inputs:\n{inputs}")
+    problem = only_problem(write(tmp_path, text))
+    assert problem.field == "inputs"
+    assert named in problem.message and "greeting" in problem.message
+
+
+def test_a_default_fills_in_the_inputs_before_it() -> None:
+    spec = InputSpec(default="{client} team")
+    assert spec.default_for({"client": "Acme Corp"}) == "Acme Corp team"
+    assert InputSpec(type="integer", default=3).default_for({"client": "Acme"}) == 3
+
+
 # --- the catalog ------------------------------------------------------------------------
 
 
