@@ -141,6 +141,13 @@ class EmbeddedMemory:
     async def search(self, query: Query) -> list[Hit]:
         return await self._run(lambda: self._search(query))
 
+    async def latest(self, filters: Filters, limit: int) -> list[MemoryRecord]:
+        where, params = _where(filters)
+        sql = f"SELECT {_COLUMNS} FROM records r WHERE {where} ORDER BY r.at DESC, r.rowid DESC"
+        return await self._run(
+            lambda: [_record(r) for r in self._conn.execute(f"{sql} LIMIT ?", [*params, limit])]
+        )
+
     async def delete(self, ids: Sequence[str]) -> int:
         return await self._run(lambda: self._delete(ids))
 

@@ -52,6 +52,9 @@ class Reconnecting:
     async def search(self, query: Query) -> list[Hit]:
         return await (await self._connected()).search(query)
 
+    async def latest(self, filters: Filters, limit: int) -> list[MemoryRecord]:
+        return await (await self._connected()).latest(filters, limit)
+
     async def delete(self, ids: Sequence[str]) -> int:
         return await (await self._connected()).delete(ids)
 

@@ -35,6 +35,11 @@ class LongTermMemory(Protocol):
         ``query.alpha``, within ``query.filters``."""
         ...
 
+    async def latest(self, filters: Filters, limit: int) -> list[MemoryRecord]:
+        """The newest records within ``filters``, newest first: what a time holds when
+        no word of a question is found in it ("what happened yesterday?")."""
+        ...
+
     async def delete(self, ids: Sequence[str]) -> int:
         """Removes records by id; returns how many there were."""
         ...

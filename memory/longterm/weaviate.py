@@ -219,6 +219,17 @@ class WeaviateMemory:
         ]
         return sorted(hits, key=lambda hit: -hit.score)[: query.limit]
 
+    async def latest(self, filters: Filters, limit: int) -> list[MemoryRecord]:
+        if limit <= 0:
+            return []
+        with self._answering("list the latest records"):
+            response = await self._collection.query.fetch_objects(
+                filters=to_weaviate_filter(filters),
+                sort=Sort.by_property("at", ascending=False),
+                limit=limit,
+            )
+        return [_record(found.properties) for found in response.objects]
+
     async def delete(self, ids: Sequence[str]) -> int:
         deleted = 0
         with self._answering("delete records"):

@@ -146,6 +146,37 @@ async def test_filters_on_kind_entity_run_and_time(store: LongTermMemory) -> Non
     assert await store.count(window) == 1
 
 
+async def test_the_latest_records_within_the_filters_come_newest_first(
+    store: LongTermMemory,
+) -> None:
+    await put(
+        store,
+        record(1, "quote sent", entity="client:Acme"),
+        record(2, "call booked", entity="client:Globex"),
+        record(3, "invoice paid", entity="client:Acme"),
+        record(4, "newsletter drafted"),
+        record(5, "welcome email approved", entity="client:Acme"),
+    )
+    everything = await store.latest(Filters(), 10)
+    assert [r.text for r in everything] == [
+        "welcome email approved",
+        "newsletter drafted",
+        "invoice paid",
+        "call booked",
+        "quote sent",
+    ]
+    assert everything[0] == record(5, "welcome email approved", entity="client:Acme")
+    window = Filters(since=T0 + timedelta(hours=2), until=T0 + timedelta(hours=5))
+    assert [r.text for r in await store.latest(window, 10)] == [
+        "newsletter drafted",
+        "invoice paid",
+        "call booked",
+    ]
+    acme = await store.latest(Filters(entity="client:Acme"), 2)
+    assert [r.text for r in acme] == ["welcome email approved", "invoice paid"]
+    assert await store.latest(Filters(), 0) == []
+
+
 async def test_records_come_back_whole_with_times_in_utc(store: LongTermMemory) -> None:
     original = record(
         1,
