@@ -325,8 +325,8 @@ async def cmd_history(steward: Steward, args: argparse.Namespace) -> int:
         print('steward: usage: steward history "what did we quote Acme?"', file=sys.stderr)
         return 2
     if args.json:
-        hits = await steward.history.search(question, datetime.now(UTC), args.limit)
-        _print_json([{**hit.record.to_dict(), "score": hit.score} for hit in hits])
+        found = await steward.history.search(question, datetime.now(UTC), args.limit)
+        _print_json([{**hit.record.to_dict(), "score": hit.score} for hit in found.hits])
         return 0
     print(await steward.history.answer(question, datetime.now(UTC)))
     return 0

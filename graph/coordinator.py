@@ -127,11 +127,12 @@ class Coordinator:
             pending = await self.memory.get(self._question_key(inbound))
             if (command := self._unslashed(text, asked=pending is not None)) is not None:
                 return await self._command(inbound, command)
-            if pending is None and self._asks_history(text):
+            asks_history = pending is None and self._asks_history(text)
+            if asks_history:
                 answered = await self._history_question(inbound, text)
                 if answered is not None:
                     return answered
-            if text:
+            if text and not asks_history:  # a question memory had nothing on is no news
                 about = await self._remember_said(inbound, text)
                 remembered = True
             reply = await (
@@ -183,17 +184,17 @@ class Coordinator:
         question may be a request: "what about onboarding Jane?") or fails."""
         assert self.history is not None
         try:
-            hits = await self.history.search(text, utcnow())
+            found = await self.history.search(text, utcnow())
         except MemoryUnavailable as exc:
             return Reply().say(UNAVAILABLE.format(exc))
         except Exception:
             log.exception("could not search long-term memory; taking it as a request")
             return None
-        if not hits:
+        if not found.hits:
             return None
         history = self.history
         return await self._history_reply(
-            inbound, text, lambda recent: history.compose(text, hits, utcnow(), recent)
+            inbound, text, lambda recent: history.compose(text, found, utcnow(), recent)
         )
 
     async def _history_reply(

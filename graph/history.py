@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 UTC = ZoneInfo("UTC")
 SOURCES = 8  # records an answer draws on
+WIDER = 3  # a widened search looks this many times as far: some of it is another client's
 ALPHA = 0.5  # hybrid weight of meaning against keywords (0: keywords only)
 NOTHING = "I found nothing about that in my memory."
 CATCH_UP_SECONDS = 2.0
@@ -68,7 +69,7 @@ def read_question(
     """Takes the time and the client out of ``question`` as filters."""
     known = entities if isinstance(entities, KnownEntities) else KnownEntities(entities)
     today = now.astimezone(zone).date()
-    since, until = _period(question, today)
+    since, until, _ = _period(question, today)
     return Filters(
         since=_start_of(since, zone) if since else None,
         until=_start_of(until, zone) if until else None,
@@ -76,35 +77,59 @@ def read_question(
     )
 
 
-def _period(question: str, today: date) -> tuple[date | None, date | None]:
-    lowered = question.lower()
-    monday = today - timedelta(days=today.weekday())
-    first = today.replace(day=1)
-    if match := _LAST_DAYS.search(lowered):
-        count, unit = int(match.group(1)), match.group(2)
+def search_words(question: str) -> str:
+    """The question without the time it names, which is a filter and no word to find
+    ("this week" would find every email that says it)."""
+    _, _, (start, end) = _period(question, date.today())
+    return f"{question[:start]} {question[end:]}".strip() if end else question
+
+
+PHRASES = (
+    "today",
+    "yesterday",
+    "this week",
+    "last week",
+    "this month",
+    "last month",
+    "this year",
+    "last year",
+)
+_PHRASE = re.compile(rf"\b({'|'.join(PHRASES)})\b", re.I)
+
+Span = tuple[int, int]
+
+
+def _period(question: str, today: date) -> tuple[date | None, date | None, Span]:
+    """The days a question asks about, from and until (exclusive), and where it says so."""
+    if match := _LAST_DAYS.search(question):
+        count, unit = int(match.group(1)), match.group(2).lower()
         days = count * {"day": 1, "week": 7, "month": 30}[unit]
-        return today - timedelta(days=days - 1), today + timedelta(days=1)
-    if match := _IN_MONTH.search(lowered):
+        return today - timedelta(days=days - 1), today + timedelta(days=1), match.span()
+    if match := _IN_MONTH.search(question):
         month = MONTHS[match.group(1).lower()]
         year = int(match.group(2)) if match.group(2) else today.year
         if not match.group(2) and month > today.month:
             year -= 1  # "in November", asked in March: the last one
         start = date(year, month, 1)
-        return start, _next_month(start)
-    phrases: list[tuple[str, date, date]] = [
-        ("today", today, today + timedelta(days=1)),
-        ("yesterday", today - timedelta(days=1), today),
-        ("this week", monday, today + timedelta(days=1)),
-        ("last week", monday - timedelta(days=7), monday),
-        ("this month", first, today + timedelta(days=1)),
-        ("last month", _previous_month(first), first),
-        ("this year", date(today.year, 1, 1), today + timedelta(days=1)),
-        ("last year", date(today.year - 1, 1, 1), date(today.year, 1, 1)),
-    ]
-    for phrase, start, end in phrases:
-        if re.search(rf"\b{phrase}\b", lowered):
-            return start, end
-    return None, None
+        return start, _next_month(start), match.span()
+    monday = today - timedelta(days=today.weekday())
+    first = today.replace(day=1)
+    periods: dict[str, tuple[date, date]] = {
+        "today": (today, today + timedelta(days=1)),
+        "yesterday": (today - timedelta(days=1), today),
+        "this week": (monday, today + timedelta(days=1)),
+        "last week": (monday - timedelta(days=7), monday),
+        "this month": (first, today + timedelta(days=1)),
+        "last month": (_previous_month(first), first),
+        "this year": (date(today.year, 1, 1), today + timedelta(days=1)),
+        "last year": (date(today.year - 1, 1, 1), date(today.year, 1, 1)),
+    }
+    named = {m.group(1).lower(): m.span() for m in _PHRASE.finditer(question)}
+    for phrase in PHRASES:  # "today" before "this week", should both be there
+        if phrase in named:
+            start, end = periods[phrase]
+            return start, end, named[phrase]
+    return None, None, (0, 0)
 
 
 def _next_month(first: date) -> date:
@@ -190,6 +215,33 @@ class Entities:
         self._read_at = float("-inf")
 
 
+@dataclass(frozen=True)
+class Found:
+    hits: list[Hit]
+    # False: no word of the question was found; these are the latest of the time it names.
+    matched: bool = True
+
+
+@dataclass(frozen=True)
+class _Entity:
+    """What a question's filter names, as a record's tag may spell it."""
+
+    entity: str
+
+    def may_be(self, tag: str | None) -> bool:
+        """Whether a record so tagged may be about it: one about no such thing (a client
+        for a client), or about it, however its name was typed ("acme corp")."""
+        if tag is None:
+            return True
+        kind, _, name = self.entity.partition(":")
+        other_kind, _, other_name = tag.partition(":")
+        return other_kind != kind or _folded(other_name) == _folded(name)
+
+
+def _folded(name: str) -> str:
+    return " ".join(name.casefold().split())
+
+
 @dataclass
 class History:
     ledger: Ledger
@@ -200,10 +252,13 @@ class History:
     models: LanguageModels | None = None
     zone: ZoneInfo = UTC
 
-    async def search(self, question: str, now: datetime, limit: int = SOURCES) -> list[Hit]:
-        """The records that best answer ``question``, within the filters it gives. A
-        client's filter is widened when it leaves too few records: not every message
-        about a client names it."""
+    async def search(self, question: str, now: datetime, limit: int = SOURCES) -> Found:
+        """The records that best answer ``question``, within the filters it gives.
+
+        A client's filter is widened when it leaves too few records, to those about no
+        client: not every message about a client names it. A question whose words find
+        nothing in the time it names ("what happened yesterday?") gets that time's
+        latest records."""
         await self._catch_up()
         filters = read_question(question, now, self.zone, await self.entities.known())
         vector = None
@@ -213,13 +268,22 @@ class History:
             except EmbeddingFailed as exc:
                 log.warning("searching by keywords only: %s", exc)
         meaning = vector is not None or self.store.embeds_queries
-        query = Query(question, vector, filters, limit, ALPHA if meaning else 0.0)
+        alpha = ALPHA if meaning else 0.0
+        query = Query(search_words(question), vector, filters, limit, alpha)
         hits = await self.store.search(query)
         if filters.entity is not None and len(hits) < limit:
-            wider = replace(query, filters=replace(filters, entity=None))
+            wider = replace(query, filters=replace(filters, entity=None), limit=limit * WIDER)
             seen = {hit.record.id for hit in hits}
-            hits += [h for h in await self.store.search(wider) if h.record.id not in seen]
-        return hits[:limit]
+            about = _Entity(filters.entity)
+            hits += [
+                hit
+                for hit in await self.store.search(wider)
+                if hit.record.id not in seen and about.may_be(hit.record.entity)
+            ]
+        if not hits and (filters.since or filters.until):
+            latest = await self.store.latest(filters, limit)
+            return Found([Hit(record, 0.0) for record in latest], matched=False)
+        return Found(hits[:limit])
 
     async def _catch_up(self) -> None:
         """Feeds the store what is new before a search, for a while at most: an answer
@@ -240,19 +304,21 @@ class History:
         if not question:
             return "Ask me about anything that happened, e.g. /history what did we quote Acme?"
         try:
-            hits = await self.search(question, now)
+            found = await self.search(question, now)
         except MemoryUnavailable as exc:
             return UNAVAILABLE.format(exc)
-        return await self.compose(question, hits, now, recent) if hits else NOTHING
+        return await self.compose(question, found, now, recent) if found.hits else NOTHING
 
     async def compose(
         self,
         question: str,
-        hits: list[Hit],
+        found: Found,
         now: datetime,
         recent: list[dict[str, Any]] | None = None,
     ) -> str:
-        """A short answer citing ``hits`` by number, with a model; the hits, without."""
+        """A short answer citing the records found by number, with a model; the records,
+        without."""
+        hits = found.hits
         sources = "\n".join(self.cite(number, hit) for number, hit in enumerate(hits, 1))
         if self.models is not None:
             try:
@@ -260,7 +326,8 @@ class History:
                 return f"{said}\n\nSources:\n{sources}"
             except Exception as exc:  # the records still answer
                 log.warning("answering from records only: %s", exc)
-        return f"Best matching records:\n{sources}"
+        heading = "Best matching records" if found.matched else "The latest records of that time"
+        return f"{heading}:\n{sources}"
 
     async def _compose(
         self, question: str, hits: list[Hit], now: datetime, recent: list[dict[str, Any]]

@@ -24,6 +24,7 @@ ENTITY_INPUTS = (
     ("topic", "topic"),
 )
 DECIDED = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired"}
+GIVEN_FOR = {"approved": "approving", "rejected": "rejecting"}
 ENDED = {"succeeded": "succeeded", "failed": "failed", "cancelled": "was cancelled"}
 
 
@@ -99,8 +100,11 @@ def _describe(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | N
             if approval.edited_text and data.get("edited"):
                 text += f"\nWith the text changed to:\n{approval.edited_text}"
             return RecordKind.DECISION, text, run
-        if verb == "reason":
-            text = f"Reason given by {event.actor} for {summary}: {data.get('reason', '')}"
+        if verb == "reason":  # given after the decision: "why?" answered
+            decision = GIVEN_FOR.get(approval.status.value, "deciding")
+            text = (
+                f"Reason given by {event.actor} for {decision} {summary}: {data.get('reason', '')}"
+            )
             return RecordKind.DECISION, text, run
         return None
     if event.kind == "effect.done":

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage
 from pydantic import Field
 
 from bot.app import Steward
-from graph.history import looks_like_a_question, read_question
+from graph.history import NOTHING, looks_like_a_question, read_question, search_words
 from graph.messages import Reply
 from graph.models import LanguageModels
 from graph.remembering import records_for_event
@@ -73,6 +73,22 @@ ENTITIES = [
 
 def local(day: str) -> datetime:
     return datetime.fromisoformat(day).replace(tzinfo=BERLIN)
+
+
+@pytest.mark.parametrize(
+    ("question", "words"),
+    [
+        ("what quote did we send Globex this week?", "what quote did we send Globex  ?"),
+        ("What happened Today", "What happened"),
+        ("who paid in November 2025?", "who paid  ?"),
+        ("what came in over the last 3 days", "what came in over the"),
+        ("why did we reject Acme?", "why did we reject Acme?"),
+    ],
+)
+def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
+    question: str, words: str
+) -> None:
+    assert search_words(question) == words
 
 
 @pytest.mark.parametrize(
@@ -156,7 +172,12 @@ async def test_runs_drafts_decisions_reasons_and_outcomes_land_in_memory(
     assert "Send the welcome email to jane@acme.com" in draft.text
     decisions = [d.text for d in by_kind[RecordKind.DECISION]]
     assert any(t.startswith("Rejected by telegram:42") for t in decisions)
-    assert any("they want the premium package" in t for t in decisions)
+    # The reason given after the button carries the decision: "why did we reject …" finds it.
+    assert any(
+        t.startswith("Reason given by telegram:42 for rejecting Send the welcome email")
+        and t.endswith(": they want the premium package, not basic")
+        for t in decisions
+    )
     [ended] = by_kind[RecordKind.OUTCOME]
     assert ended.text.startswith(f"Run {run_id} (onboarding, client Acme Bakery) was rejected at ")
     for entry in entries:
@@ -266,6 +287,10 @@ async def test_a_question_memory_knows_nothing_about_goes_to_the_router(app: Ste
     reply = await send(app, "what's the weather like")
     assert said(reply).startswith("I found nothing about that in my memory. If you meant me")
     assert "not sure what you need" in said(reply)
+    # Nor is it remembered, to come back as the only record the next time it is asked.
+    assert await app.ledger.journal_after(0) == []
+    again = await send(app, "what's the weather like")
+    assert said(again).startswith("I found nothing about that in my memory.")
 
 
 async def test_with_a_model_the_answer_is_short_cites_sources_and_is_costed(
@@ -323,3 +348,48 @@ async def test_a_time_in_the_question_keeps_older_records_out(app: Steward) -> N
     )
     text = said(await send(app, "/history what did we quote Globex this week?"))
     assert "1,400 EUR" in text and "900 EUR" not in text
+
+
+async def journal(app: Steward, *records: tuple[str, str, datetime, str | None]) -> None:
+    await app.ledger.journal(
+        [
+            MemoryRecord.create(f"test:{n}", RecordKind.NOTE, text, at, entity=entity).to_dict()
+            for n, (text, at, entity) in enumerate(records)
+        ]
+    )
+
+
+async def test_a_question_of_a_time_alone_gets_that_time_s_latest_records(app: Steward) -> None:
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        ("sent Globex the spring quote", now - timedelta(minutes=30), "client:Globex"),
+        ("Acme Bakery paid invoice 7", now - timedelta(minutes=10), "client:Acme Bakery"),
+        ("kick-off call with Initech", now - timedelta(days=9), None),
+    )
+    for question in ("/history what happened today?", "what did we do today?"):
+        text = said(await send(app, question))
+        assert text.startswith("The latest records of that time:\n[1] "), text
+        lines = text.splitlines()
+        assert "Acme Bakery paid invoice 7" in lines[1]
+        assert "sent Globex the spring quote" in lines[2]
+        assert "Initech" not in text
+    # Words that are found are searched for, as ever; a time with nothing in it says so.
+    text = said(await send(app, "/history what did we send Globex today?"))
+    assert text.startswith("Best matching records:\n[1] ") and "spring quote" in text
+    assert said(await send(app, "/history what happened in February 2020?")) == NOTHING
+
+
+async def test_a_client_s_search_widened_leaves_other_clients_out(app: Steward) -> None:
+    await start(app, "Globex", "ops@globex.io")
+    await start(app, "Initech", "ops@initech.io")
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        ("the quote went out by courier", now, None),  # about no client: may be Globex's
+        ("the quote for Globex is 1,400 EUR", now, "client:globex"),  # typed another way
+        ("the quote for Initech is 900 EUR", now, "client:Initech"),
+    )
+    text = said(await send(app, "/history what quote did we send Globex?"))
+    assert "1,400 EUR" in text and "courier" in text
+    assert "Initech" not in text and "900 EUR" not in text

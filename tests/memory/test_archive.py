@@ -101,7 +101,7 @@ async def test_a_round_trip_loses_nothing(tmp_path: Path, target: DatabaseURL | 
         assert report.ok and report.checked == len(before["audit_events"])
         # The new home's long-term memory is fed from the imported journal.
         found = await new.history.search("welcome email", utcnow())
-        assert found and all(hit.record.run_id for hit in found)
+        assert found.hits and all(hit.record.run_id for hit in found.hits)
 
         decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
         assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
