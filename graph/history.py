@@ -102,7 +102,7 @@ Span = tuple[int, int]
 def _period(question: str, today: date) -> tuple[date | None, date | None, Span]:
     """The days a question asks about, from and until (exclusive), and where it says so."""
     if match := _LAST_DAYS.search(question):
-        count, unit = int(match.group(1)), match.group(2).lower()
+        count, unit = max(1, int(match.group(1))), match.group(2).lower()
         days = count * {"day": 1, "week": 7, "month": 30}[unit]
         return today - timedelta(days=days - 1), today + timedelta(days=1), match.span()
     if match := _IN_MONTH.search(question):
@@ -169,16 +169,18 @@ class KnownEntities:
             if name.isdigit() or len(name) < 3:
                 name = f"{kind} {name}"
             full.setdefault(name, entity)
-        by_first: dict[str, list[str]] = {}
+        by_first: dict[str, dict[str, str]] = {}  # a first word -> each name it begins
         for entity in entities:
             kind, _, name = entity.partition(":")
             words = name.lower().split()
             first = words[0] if len(words) > 1 else ""
             plain = len(first) >= 4 and first.isalpha() and first not in COMMON
-            if kind in BY_FIRST_WORD and plain:
-                by_first.setdefault(first, []).append(entity)
+            if kind in BY_FIRST_WORD and plain:  # "Acme Corp" and "acme corp" are one name
+                by_first.setdefault(first, {}).setdefault(f"{kind}:{_folded(name)}", entity)
         self._full = full
-        self._first = {word: group[0] for word, group in by_first.items() if len(group) == 1}
+        self._first = {
+            word: next(iter(names.values())) for word, names in by_first.items() if len(names) == 1
+        }
         self._full_pattern = _alternation(full)
         self._first_pattern = _alternation(self._first)
 
@@ -358,4 +360,4 @@ class History:
         return f"[{number}] {self._when(hit)} · {where} · {who}: {text}"
 
     def _when(self, hit: Hit) -> str:
-        return f"{hit.record.at.astimezone(self.zone):%Y-%m-%d %H:%M}"
+        return f"{hit.record.at.astimezone(self.zone):%Y-%m-%d %H:%M %Z}"

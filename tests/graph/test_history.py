@@ -140,6 +140,18 @@ def test_a_known_client_named_in_a_question_becomes_a_filter(
     assert read_question(question, NOW, BERLIN, ENTITIES).entity == entity
 
 
+def test_a_client_typed_two_ways_is_still_named_by_its_first_word() -> None:
+    known = ["client:Northwind Legal", "client:northwind legal", "client:Globex"]
+    assert read_question("what did Northwind say?", NOW, BERLIN, known).entity == (
+        "client:Northwind Legal"
+    )
+
+
+def test_the_last_zero_days_are_today() -> None:
+    filters = read_question("what came in over the last 0 days", NOW, BERLIN, [])
+    assert (filters.since, filters.until) == (local("2026-03-18"), local("2026-03-19"))
+
+
 @pytest.mark.parametrize(
     ("text", "question"),
     [
