@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bot.settings import Settings
@@ -70,6 +71,7 @@ class Steward:
             raise LedgerUnavailable(
                 f"cannot use {settings.home} as steward's home: {exc.strerror} (check STEWARD_HOME)"
             ) from exc
+        _warn_of_data_left_in_home(settings)
         catalog = Catalog.load(BUILTIN_DIR, settings.user_processes_dir)
         for problem in catalog.problems:
             log.info("skipped a process definition: %s", problem)  # the CLI says so, once
@@ -178,3 +180,17 @@ async def open_long_term_memory(settings: Settings) -> LongTermMemory:
         log.warning("steward starts without long-term memory; records wait in the ledger: %s", exc)
         name = weaviate_store_name(url)
         return Reconnecting(name, connect, exc, embeds_queries=bool(settings.weaviate_vectorizer))
+
+
+def _warn_of_data_left_in_home(settings: Settings) -> None:
+    """Versions before 2026-12 read STEWARD_HOME from HOME by mistake, and kept their
+    ledger in the home folder itself: it is not lost, and the operator hears where."""
+    left = Path.home() / "steward.db"
+    if settings.database_url is None and left.exists() and left != settings.database.sqlite_path:
+        log.warning(
+            "an earlier steward kept its data in %s (steward.db and the folders beside it); "
+            "to go on with it, set STEWARD_HOME=%s or move those files into %s",
+            left.parent,
+            left.parent,
+            settings.home,
+        )

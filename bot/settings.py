@@ -21,9 +21,9 @@ def _env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
-    )
+    # Each setting is read from its STEWARD_… variable only: never from its field's bare
+    # name (HOME, DATABASE_URL), which other programs set for their own use.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     home: Path = Field(default=Path("~/.steward"), validation_alias=_env("STEWARD_HOME"))
     database_url: str | None = Field(default=None, validation_alias=_env("STEWARD_DATABASE_URL"))
@@ -305,8 +305,9 @@ class SettingsError(Exception):
 
 
 def load_settings(**overrides: object) -> Settings:
+    """The settings from the environment; ``overrides`` by field name (``home=…``) win."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**{_variable(name): value for name, value in overrides.items()})  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

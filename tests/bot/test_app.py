@@ -1,8 +1,15 @@
-"""The composition root: recovery after a crash between storing a message and handling it."""
+"""The composition root: recovery after a crash between storing a message and handling
+it, and where the data of an earlier version is."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import pytest
+
 from bot.app import Steward
+from bot.settings import load_settings
 from graph.messages import Inbound, Sender
 from memory.ledger import RunStatus
 
@@ -41,3 +48,22 @@ async def test_a_run_interrupted_mid_step_continues_on_restart(steward: Steward)
     run = await steward.ledger.get_run(view.run.id)
     assert run is not None and run.status is RunStatus.SUCCEEDED
     assert len(list(steward.settings.outbox_dir.glob("*.json"))) == 1
+
+
+async def test_the_ledger_an_earlier_version_kept_in_the_home_folder_is_pointed_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "steward.db").write_bytes(b"")  # where STEWARD_HOME came from HOME
+    with caplog.at_level(logging.WARNING, logger="bot.app"):
+        async with Steward.open(load_settings()):
+            pass
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "bot.app"]
+    assert f"set STEWARD_HOME={tmp_path} or move those files into {tmp_path / '.steward'}" in (
+        warning
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bot.app"):
+        async with Steward.open(load_settings(home=tmp_path)):  # it is the home again
+            pass
+    assert [r for r in caplog.records if r.name == "bot.app"] == []

@@ -22,6 +22,29 @@ def test_defaults_need_nothing() -> None:
     assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
 
 
+def test_only_steward_s_own_variables_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not HOME for STEWARD_HOME, nor a platform's DATABASE_URL for steward's."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in {
+        "DATABASE_URL": "postgresql://someone-else@db/app",
+        "OPERATORS": "telegram:1",
+        "TIMEZONE": "Asia/Tokyo",
+        "HTTP_PORT": "5000",
+        "REDIS_URL": "redis://cache:6379/0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.home == tmp_path / ".steward"
+    assert settings.database_url is None and settings.redis_url is None
+    assert settings.operators == ""
+    assert (settings.timezone, settings.http_port) == ("UTC", 8080)
+    monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "elsewhere"))
+    assert load_settings().home == tmp_path / "elsewhere"
+    assert load_settings(home=tmp_path / "given").home == tmp_path / "given"
+
+
 def test_operators_must_name_their_platform() -> None:
     assert problem(operators="12345").startswith("STEWARD_OPERATORS: '12345' should look like")
     for entry in ("telegram:john_doe", "telegram:@john", "slack:u0abc", "slack:C0CHANNEL"):
