@@ -21,8 +21,8 @@ def _env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    # Each setting is read from its STEWARD_… variable only: never from its field's bare
-    # name (HOME, DATABASE_URL), which other programs set for their own use.
+    # Each setting is read from its own variable only (STEWARD_HOME, SLACK_BOT_TOKEN …),
+    # never from its field's bare name (HOME, DATABASE_URL), which others set for theirs.
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     home: Path = Field(default=Path("~/.steward"), validation_alias=_env("STEWARD_HOME"))
