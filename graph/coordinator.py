@@ -516,6 +516,11 @@ class Coordinator:
         if not positional:
             return Reply().say("Which process? " + ", ".join(d.name for d in self.catalog))
         definition = self.engine.definition(positional[0])
+        if len(positional) > 1:  # client=Acme Corp: "Corp" would be lost
+            return Reply().say(
+                f"{positional[1]!r} is not an input: write inputs as key=value, and put a "
+                'value with spaces in quotes (client="Acme Corp").'
+            )
         values, errors = {}, []
         unknown = sorted(set(named) - set(definition.inputs))
         if unknown:

@@ -22,6 +22,7 @@ URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 # database stores, is replaced where text is stored: see storable.
 CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202d\u202e]")
 LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x85\u2028\u2029]")  # only a text input may hold one
+TIME_OF_DAY = re.compile(r"\d[T ]\d{1,2}:\d{2}")  # "2026-12-20 15:00", "2026-12-20T15:00"
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
 
@@ -132,6 +133,8 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
         case InputType.DATE:
             return date.fromisoformat(text).isoformat()
         case InputType.DATETIME:
+            if not TIME_OF_DAY.search(text):  # a date alone is no time: not midnight
+                return None
             moment = datetime.fromisoformat(text.replace(" ", "T", 1))
             return None if moment.tzinfo else moment.isoformat(timespec="minutes")
         case InputType.BOOLEAN:

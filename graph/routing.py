@@ -28,6 +28,7 @@ MONEY = re.compile(
     re.I,
 )
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+ISO_DATE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}\b")
 AFTER_PREPOSITION = re.compile(r"\b(?:from|for|at|with)\s+([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*)")
 CLIENTISH = ("client", "company", "customer")
 # The person before the company: "onboard Jane from Acme", "Sarah of Northwind Legal".
@@ -112,6 +113,9 @@ def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
             elif spec.type is InputType.DATE:
                 dates = ISO_DATE.findall(text)
                 candidate = dates[0] if len(dates) == 1 else None
+            elif spec.type is InputType.DATETIME:
+                moments = ISO_DATE_TIME.findall(text)
+                candidate = moments[0] if len(moments) == 1 else None
             elif spec.type is InputType.STRING and any(w in name for w in CLIENTISH):
                 names = AFTER_PREPOSITION.findall(text)
                 candidate = names[0] if len(names) == 1 else None

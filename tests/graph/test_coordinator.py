@@ -259,6 +259,15 @@ async def test_run_with_a_bad_value_names_the_field_and_what_was_expected(app: S
     assert await app.ledger.list_runs() == []
 
 
+async def test_a_value_with_spaces_and_no_quotes_does_not_start_a_run(app: Steward) -> None:
+    reply = await send(app, "/run onboarding client=Acme Corp email=jane@acme.com package=basic")
+    assert joined(reply).startswith("'Corp' is not an input")
+    assert 'client="Acme Corp"' in joined(reply)
+    assert await app.ledger.list_runs() == []
+    started = await send(app, '/run onboarding client="Acme Corp" email=j@acme.com package=basic')
+    assert started.cards and (await app.ledger.list_runs())[0].inputs["client"] == "Acme Corp"
+
+
 async def test_run_with_an_unknown_input_says_there_is_no_such_input(app: Steward) -> None:
     text = joined(await send(app, "/run onboarding colour=red"))
     assert "no input 'colour'" in text

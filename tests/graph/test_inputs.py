@@ -78,6 +78,7 @@ BAD: list[tuple[InputType, Any]] = [
     (InputType.DATE, "01/03/2026"),
     (InputType.DATETIME, "tomorrow at 3"),
     (InputType.DATETIME, "2026-03-01 15:30+02:00"),  # a local time: no offset
+    (InputType.DATETIME, "2026-03-01"),  # a date alone: not taken as midnight
     (InputType.BOOLEAN, "maybe"),
     (InputType.CHOICE, "gold"),
     (InputType.CHOICE, "prem"),

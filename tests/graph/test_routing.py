@@ -27,6 +27,11 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
         ("onboard the client I met at Acme", {"contact": None, "client": "Acme"}),
         ("Onboard from Acme", {"contact": None, "client": "Acme"}),
         ("onboard Jane from Acme and Sam from Globex", {"contact": None, "client": None}),
+        (
+            "onboard Acme Corp on the basic package with kickoff 2026-12-20 15:00",
+            {"kickoff": "2026-12-20T15:00", "package": "basic"},
+        ),
+        ("onboard Globex, kick-off on 2026-12-20", {"kickoff": None}),  # no time: not midnight
     ],
 )
 def test_the_person_named_before_the_company_is_the_one_greeted(
