@@ -18,8 +18,21 @@ GATE = "approve_undo"
 ACTION = "undo"
 
 
-def undo_run_id(run_id: str, step_id: str) -> str:
-    return "u" + hashlib.sha256(f"{run_id}:{step_id}".encode()).hexdigest()[:11]
+def undo_run_id(run_id: str, step_id: str, visit: int = 1) -> str:
+    """The one run that undoes what a step did on a visit (its effect's key)."""
+    return "u" + hashlib.sha256(effect_key(run_id, step_id, visit).encode()).hexdigest()[:11]
+
+
+def effect_key(run_id: str, step_id: str, visit: int) -> str:
+    """The idempotency key of what an action does on a visit: RUN:STEP, then RUN:STEP:2 …"""
+    return f"{run_id}:{step_id}" + (f":{visit}" if visit > 1 else "")
+
+
+def visit_of(key: str) -> int:
+    """The visit an effect's key was made on."""
+    _, _, rest = key.partition(":")
+    _, _, visit = rest.partition(":")
+    return int(visit) if visit.isdigit() else 1
 
 
 def undo_definition(definition: ProcessDefinition, step: ActionStep) -> ProcessDefinition:

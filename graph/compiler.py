@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
+from graph.compensation import effect_key
 from graph.conditions import Condition
 from graph.definitions import (
     END as END_STEP,
@@ -207,7 +208,7 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
             )
         values = _values(state, ctx, definition)
         params = {name: render(template, values) for name, template in step.params.items()}
-        key = f"{ctx.run_id}:{step.id}" + (f":{visit}" if visit > 1 else "")
+        key = effect_key(ctx.run_id, step.id, visit)
         result = await ctx.effects.perform(
             key=key,
             run_id=ctx.run_id,

@@ -41,7 +41,7 @@ from langgraph.types import Command, Interrupt, StateSnapshot
 from connectors.base import ConnectorError
 from graph.catalog import Catalog
 from graph.compensation import GATE as UNDO_GATE
-from graph.compensation import undo_definition, undo_run_id
+from graph.compensation import effect_key, undo_definition, undo_run_id, visit_of
 from graph.compiler import Graph, acted_on_its_approval, compile_definition
 from graph.definitions import (
     CORRECTION,
@@ -462,27 +462,17 @@ class ProcessEngine:
                 f"step {step_id} has no compensating action I can run"
                 + (f"; to undo it by hand: {by_hand}" if by_hand else "")
             )
-        effect = await self.ledger.get_effect(f"{run_id}:{step_id}")
-        if effect is None or effect.status != "done":
-            raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
-        undo_id = undo_run_id(run_id, step_id)
-        earlier = await self.ledger.get_run(undo_id)
-        if earlier is not None and earlier.status in (RunStatus.CANCELLED, RunStatus.FAILED):
-            raise InvalidState(
-                f"step {step_id} of run {run_id} was not undone: its undo (run {undo_id}) "
-                f"was {_ended(earlier)}; "
-                f"/replay {undo_id} {UNDO_GATE} asks for it again"
-            )
-        if earlier is not None:
-            raise InvalidState(f"step {step_id} of run {run_id} is undone already: run {undo_id}")
+        visit = await self._to_undo(run_id, step_id)
+        undo_id = undo_run_id(run_id, step_id, visit)
         undo = undo_definition(definition, step)
         version = undo.version
         await self.ledger.save_definition(
             version, undo.name, undo.body(), f"compensation of {definition.name}.{step_id}"
         )
-        snapshot = await compiled.graph.aget_state(_config(run_id))
-        data = {**run.inputs, **snapshot.values.get("data", {}), "run_id": run_id}
-        data[UNDOES] = f"{run_id}:{step_id}"
+        # The values the action acted with: a replay since may have changed them.
+        data = {**run.inputs, **await self._data_of_visit(compiled, run_id, step_id, visit)}
+        data["run_id"] = run_id
+        data[UNDOES] = effect_key(run_id, step_id, visit)
         values = {name: data[name] for name in undo.inputs if data.get(name) is not None}
         values[UNDOES] = data[UNDOES]  # the run says what it undoes
         if step.compensate.text is not None:
@@ -490,6 +480,49 @@ class ProcessEngine:
         undo_run = _new_run(undo_id, undo, version, values, actor, reply_to)
         audit = NewAuditEvent(actor, "run.compensating", run_id, {"step": step_id, "run": undo_id})
         return await self._begin(undo_run, audit)
+
+    async def _to_undo(self, run_id: str, step_id: str) -> int:
+        """The visit of the step whose action is undone next: the latest that acted, once
+        the undo of every later one is done (a replay makes a step act again)."""
+        acted = [e for e in await self.ledger.effects_of(run_id, step_id) if e.status == "done"]
+        if not acted:
+            raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
+        undone = None
+        for effect in acted:
+            visit = visit_of(effect.key)
+            undo_id = undo_run_id(run_id, step_id, visit)
+            earlier = await self.ledger.get_run(undo_id)
+            if earlier is None:
+                return visit
+            if earlier.status in (RunStatus.CANCELLED, RunStatus.FAILED):
+                raise InvalidState(
+                    f"step {step_id} of run {run_id} was not undone: its undo (run {undo_id}) "
+                    f"was {_ended(earlier)}; "
+                    f"/replay {undo_id} {UNDO_GATE} asks for it again"
+                )
+            if earlier.status is not RunStatus.SUCCEEDED:
+                raise InvalidState(
+                    f"step {step_id} of run {run_id} is being undone: run {undo_id} is "
+                    f"{earlier.status.value}"
+                )
+            undone = undone or undo_id
+        raise InvalidState(f"step {step_id} of run {run_id} is undone already: run {undone}")
+
+    @staticmethod
+    async def _data_of_visit(
+        compiled: _Compiled, run_id: str, step_id: str, visit: int
+    ) -> dict[str, Any]:
+        """The run's values once ``step_id`` had acted on ``visit``: the first checkpoint
+        that counts that visit (the latest state, should none be found)."""
+        found: dict[str, Any] | None = None
+        async for snapshot in compiled.graph.aget_state_history(_config(run_id)):
+            if snapshot.values.get("visits", {}).get(step_id) == visit:
+                found = snapshot.values.get("data", {})  # newest first: the last is the first
+            elif found is not None:
+                break
+        if found is None:
+            found = (await compiled.graph.aget_state(_config(run_id))).values.get("data", {})
+        return dict(found)
 
     async def replay(
         self, run_id: str, from_step: str, changes: dict[str, str], actor: str

@@ -1201,6 +1201,16 @@ class Ledger:
     async def get_effect(self, key: str) -> IdempotencyRecord | None:
         return await self.read(lambda tx: tx.get_effect(key))
 
+    async def effects_of(self, run_id: str, step_id: str) -> list[IdempotencyRecord]:
+        """Every attempt a step of a run made, one per visit, the newest first."""
+        i = t.idempotency
+        query = (
+            select(i)
+            .where(i.c.run_id == run_id, i.c.step_id == step_id)
+            .order_by(i.c.created_at.desc(), i.c.key.desc())
+        )
+        return await self.db.run(lambda c: [_effect(row) for row in c.execute(query)], write=False)
+
     async def begin_effect(
         self, key: str, run_id: str, step_id: str, connector: str, request: dict[str, Any]
     ) -> IdempotencyRecord | None:

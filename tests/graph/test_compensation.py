@@ -52,7 +52,8 @@ async def test_undo_asks_first_then_sends_the_correction_once(app: Steward) -> N
     assert len(outbox(app)) == 1  # nothing until it is approved
 
     again = await send(app, f"/undo {run_id} send_welcome")
-    assert "undone already" in joined(again)
+    undo_id = undo_run_id(run_id, "send_welcome")
+    assert f"is being undone: run {undo_id} is waiting" in joined(again)
 
     correction = "Hi Acme, sorry: ignore my last email. Jane, we start next week."
     await send(app, button=f"edit:{card.approval_id}")
@@ -68,6 +69,7 @@ async def test_undo_asks_first_then_sends_the_correction_once(app: Steward) -> N
     assert first["params"]["subject"] == "Welcome aboard, Acme"
     undo_run = await app.ledger.get_run(second["key"].split(":")[0])
     assert undo_run is not None and undo_run.status is RunStatus.SUCCEEDED
+    assert "undone already" in joined(await send(app, f"/undo {run_id} send_welcome"))
     assert undo_run.inputs["undoes"] == f"{run_id}:send_welcome"
     assert "undone already" in joined(await send(app, f"/undo {run_id} send_welcome"))
     assert len(outbox(app)) == 2
@@ -143,3 +145,34 @@ async def test_a_rejected_undo_says_how_to_ask_for_it_again_and_that_works(
     done = await send(app, f"/approve {asked.approval_id}")
     assert f"Run {undo_id} (undo_onboarding_send_welcome) is done." in joined(done)
     assert len(outbox(app)) == 2  # the welcome, and now its correction
+
+
+async def test_after_a_replay_undo_takes_back_each_send_as_it_was_sent(
+    app: Steward,  # noqa: F811
+) -> None:
+    """The step acted twice, to the wrong address and then, replayed, to the right one:
+    the first undo corrects the later send, the next one the first, each to its own."""
+    reply = await send(
+        app, "/run onboarding client=Umbrella email=wrong@umbrella.com package=basic"
+    )
+    await send(app, f"/approve {only_card(reply).approval_id}")
+    [run] = await app.ledger.list_runs()
+    replayed = await send(app, f"/replay {run.id} approve_welcome email=right@umbrella.com")
+    await send(app, f"/approve {only_card(replayed).approval_id}")
+    assert [e["params"]["to"] for e in outbox(app)] == [
+        "wrong@umbrella.com",
+        "right@umbrella.com",
+    ]
+
+    later = only_card(await send(app, f"/undo {run.id} send_welcome"))
+    assert later.summary == "Send a correction of the welcome email to right@umbrella.com"
+    await send(app, f"/approve {later.approval_id}")
+    first = only_card(await send(app, f"/undo {run.id} send_welcome"))
+    assert first.summary == "Send a correction of the welcome email to wrong@umbrella.com"
+    await send(app, f"/approve {first.approval_id}")
+    corrections = [e for e in outbox(app) if e["params"]["subject"].startswith("Correction")]
+    assert sorted(e["params"]["to"] for e in corrections) == [
+        "right@umbrella.com",
+        "wrong@umbrella.com",
+    ]
+    assert "undone already" in joined(await send(app, f"/undo {run.id} send_welcome"))
