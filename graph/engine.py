@@ -458,6 +458,9 @@ class ProcessEngine:
             raise NotFound(f"run {run_id} ({run.process}) has no step {step_id!r}") from None
         if not isinstance(step, ActionStep) or not isinstance(step.compensate, Compensation):
             by_hand = step.undo_summary if isinstance(step, ActionStep) else None
+            if by_hand:  # "send a correction to the {audience} list": the run's list
+                state = (await compiled.graph.aget_state(_config(run_id))).values
+                by_hand = render(by_hand, {**run.inputs, **state.get("data", {})})
             raise InvalidState(
                 f"step {step_id} has no compensating action I can run"
                 + (f"; to undo it by hand: {by_hand}" if by_hand else "")

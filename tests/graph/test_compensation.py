@@ -176,3 +176,13 @@ async def test_after_a_replay_undo_takes_back_each_send_as_it_was_sent(
         "wrong@umbrella.com",
     ]
     assert "undone already" in joined(await send(app, f"/undo {run.id} send_welcome"))
+
+
+async def test_a_step_undone_by_hand_says_how_with_the_run_s_values(
+    app: Steward,  # noqa: F811
+) -> None:
+    start = '/run newsletter_issue topic="Spring" audience=Friends notes="new prices"'
+    await send(app, f"/approve {only_card(await send(app, start)).approval_id}")
+    [run] = await app.ledger.list_runs()
+    told = joined(await send(app, f"/undo {run.id} publish_issue"))
+    assert told.endswith("to undo it by hand: send a correction to the Friends list")
