@@ -159,10 +159,11 @@ async def test_after_a_replay_undo_takes_back_each_send_as_it_was_sent(
     [run] = await app.ledger.list_runs()
     replayed = await send(app, f"/replay {run.id} approve_welcome email=right@umbrella.com")
     await send(app, f"/approve {only_card(replayed).approval_id}")
-    assert [e["params"]["to"] for e in outbox(app)] == [
-        "wrong@umbrella.com",
-        "right@umbrella.com",
-    ]
+    sent = {e["key"]: e["params"]["to"] for e in outbox(app)}
+    assert sent == {
+        f"{run.id}:send_welcome": "wrong@umbrella.com",
+        f"{run.id}:send_welcome:2": "right@umbrella.com",
+    }
 
     later = only_card(await send(app, f"/undo {run.id} send_welcome"))
     assert later.summary == "Send a correction of the welcome email to right@umbrella.com"
