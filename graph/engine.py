@@ -885,6 +885,8 @@ class ProcessEngine:
                 raise InvalidState(
                     f"only a {source.value} run can be {verb}; {run_id} is {run.status.value}"
                 )
+            if source is RunStatus.PAUSED:  # since then: its gates' time did not run
+                tx.postpone_expiries(run_id, max(timedelta(0), utcnow() - run.updated_at))
             tx.update_run(run_id, status=target.value, **changes)
             tx.audit(NewAuditEvent(actor, f"run.{verb}", run_id))
             return _found(tx.get_run(run_id), run_id)

@@ -429,6 +429,27 @@ class LedgerTx:
         row = _GET_TIMER.first(self.conn, {"timer_key": key})
         return _timer(row) if row else None
 
+    def postpone_expiries(self, run_id: str, by: timedelta) -> None:
+        """Moves the deadlines of the run's pending approvals ``by`` later (the time it
+        was paused): a gate's time to answer runs only while its run does."""
+        a, timer = t.approvals, t.timers
+        pending = select(a.c.id, a.c.expires_at).where(
+            a.c.run_id == run_id, a.c.status == "pending", a.c.expires_at.is_not(None)
+        )
+        for approval_id, expires_at in self.conn.execute(pending).all():
+            self.conn.execute(
+                update(a).where(a.c.id == approval_id).values(expires_at=expires_at + by)
+            )
+        due = select(timer.c.id, timer.c.due_at).where(
+            timer.c.run_id == run_id,
+            timer.c.kind == "approval_expiry",
+            timer.c.status == "pending",
+        )
+        for timer_id, due_at in self.conn.execute(due).all():
+            self.conn.execute(
+                update(timer).where(timer.c.id == timer_id).values(due_at=due_at + by)
+            )
+
     def cancel_timers(self, run_id: str) -> None:
         self.conn.execute(
             update(t.timers)

@@ -6,13 +6,14 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.app import Steward
 from graph.engine import RunLocks
-from memory.ledger import ApprovalStatus, LedgerTx, RunStatus
+from memory.ledger import ApprovalStatus, LedgerTx, RunStatus, utcnow
 from tests.homes import steward_with
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
@@ -124,6 +125,29 @@ async def test_a_paused_wait_keeps_its_timer_until_resumed(app: Steward) -> None
     assert woken is not None
     again = await app.engine.view(view.run.id)
     assert again.approval is not None and again.approval.visit == 2
+
+
+async def test_a_gate_s_time_to_answer_does_not_run_while_its_run_is_paused(
+    app: Steward,
+) -> None:
+    view = await app.engine.start("invoice_followup", INVOICE, "cli:a")
+    assert view.approval is not None and view.approval.expires_at is not None
+    deadline = view.approval.expires_at
+    await app.engine.pause(view.run.id, "cli:a")
+    # Paused for four days, past the gate's 72 h: as if it were paused back then.
+    four_days = timedelta(days=4)
+    await app.ledger.write(lambda tx: tx.update_run(view.run.id, updated_at=utcnow() - four_days))
+    [expiry] = [t for t in await app.ledger.due_timers(utcnow() + four_days) if t.run_id]
+    assert await app.engine.fire_timer(expiry, "w1") is None  # paused: not now
+    await app.engine.resume(view.run.id, "cli:a")
+
+    approval = await app.ledger.get_approval(view.approval.id)
+    assert approval is not None and approval.status is ApprovalStatus.PENDING
+    assert approval.expires_at is not None
+    assert abs(approval.expires_at - (deadline + four_days)) < timedelta(seconds=5)
+    assert await app.ledger.due_timers(deadline + timedelta(hours=1)) == []
+    [later] = await app.ledger.due_timers(approval.expires_at + timedelta(seconds=1))
+    assert later.key == expiry.key and later.due_at == approval.expires_at
 
 
 async def test_a_crash_after_a_wake_was_claimed_is_replayed(app: Steward) -> None:
