@@ -50,6 +50,7 @@ from graph.definitions import (
     ApprovalStep,
     Compensation,
     ProcessDefinition,
+    WaitStep,
 )
 from graph.drafting import Drafter
 from graph.effects import EffectGuard
@@ -64,6 +65,7 @@ from memory.ledger import (
     ENDINGS,
     Approval,
     ApprovalStatus,
+    KeptEvent,
     Ledger,
     LedgerTx,
     NewAuditEvent,
@@ -80,6 +82,8 @@ from memory.ledger.ledger import decide as record_decision
 Durability = Literal["exit", "async", "sync"]
 _Decided = tuple[Approval | None, bool, Run | None]  # as the ledger's decide returns it
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # an event wait's timer never falls due
+# A run in these may yet wait for an event: one delivered early is kept for it.
+EXPECTING = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED)
 log = logging.getLogger(__name__)
 
 RECURSION_LIMIT = 200
@@ -389,6 +393,49 @@ class ProcessEngine:
                     runs.append(run)
         return runs
 
+    async def expecting(self, event: str) -> list[Run]:
+        """The runs that wait for ``event`` now or may later: those not ended whose
+        process has a wait for it."""
+        runs = []
+        for run in await self.ledger.list_runs(list(EXPECTING), limit=10_000):
+            definition = (await self._compiled_for(run.version)).definition
+            if any(isinstance(s, WaitStep) and s.event == event for s in definition.steps):
+                runs.append(run)
+        return runs
+
+    async def offer_event(
+        self, run_id: str, event: str, data: dict[str, Any], actor: str
+    ) -> RunView | None:
+        """Wakes a run waiting for ``event``; or, when it does not wait for it yet (its
+        reminder waits for approval, say), keeps the event for its wait to take: None.
+        External data never decides anything else."""
+        now = utcnow()
+        woken = {"by": f"event:{event}", "data": data}
+
+        def offer(tx: LedgerTx) -> Run | None:
+            run = tx.lock_run(run_id)
+            if run is None or run.status not in EXPECTING:
+                raise InvalidState(f"run {run_id} has ended: it waits for nothing")
+            waiting = tx.open_wait(run_id)
+            if (
+                run.status is RunStatus.WAITING
+                and waiting is not None
+                and waiting.payload.get("event") == event
+                and tx.claim_timer(waiting.id, actor, woken)
+            ):
+                tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
+                tx.audit(NewAuditEvent(actor, "run.event", run_id, {"event": event}))
+                return replace(run, status=RunStatus.RUNNING, updated_at=now)
+            tx.keep_event(run_id, KeptEvent(event, data, actor, now))
+            tx.audit(NewAuditEvent(actor, "run.event_kept", run_id, {"event": event}), at=now)
+            return None
+
+        async with self._locks.hold(run_id):
+            run = await self.ledger.write(offer)
+            if run is None:
+                return None
+            return await self._advance(run, Command(resume=woken))
+
     async def deliver_event(
         self, run_id: str, event: str, data: dict[str, Any], actor: str
     ) -> RunView:
@@ -665,7 +712,16 @@ class ProcessEngine:
 
     async def resume(self, run_id: str, actor: str) -> RunView:
         async with self._locks.hold(run_id):
-            await self._transition(run_id, RunStatus.PAUSED, RunStatus.WAITING, actor)
+            run = await self._transition(run_id, RunStatus.PAUSED, RunStatus.WAITING, actor)
+            waiting = await self.ledger.open_wait(run_id)
+            if waiting is not None:  # an event came while it was paused: it goes on with it
+
+                def take(tx: LedgerTx) -> bool:
+                    timer = _found_timer(tx.timer(waiting.key), waiting.key)
+                    return _take_kept_event(tx, run_id, timer, utcnow())
+
+                if await self.ledger.write(take):
+                    return await self._continue(replace(run, status=RunStatus.RUNNING))
             return await self.view(run_id)
 
     async def retry(self, run_id: str, actor: str) -> RunView:
@@ -718,7 +774,8 @@ class ProcessEngine:
                     return await self._replay_from(run, dict(run.inputs), snapshot)  # replayed
                 if timer is not None and "woken" in timer.payload:
                     return await self._advance(run, Command(resume=timer.payload["woken"]))
-            return await self._settle(run, compiled, dict(snapshot.values), [pending], [])
+            stopped = await self._settle(run, compiled, dict(snapshot.values), [pending], [])
+            return await self._went_on(stopped)
         if snapshot.next:
             return await self._advance(run, None)
         if _cleared_by_replay(snapshot):  # nothing ran after it that LangGraph shows
@@ -749,11 +806,18 @@ class ProcessEngine:
                     return await self._fail(run, exc, "error")
                 interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
                 try:
-                    return await self._settle(run, compiled, result, interrupts, context.log)
+                    view = await self._settle(run, compiled, result, interrupts, context.log)
                 except Exception as exc:
                     if ledger_down(exc):
                         raise
                     return await self._fail(run, exc, "error")
+        return await self._went_on(view)
+
+    async def _went_on(self, view: RunView) -> RunView:
+        """A run that stopped at a wait and took the event kept for it goes on with it."""
+        if view.run.status is RunStatus.RUNNING:
+            return await self._continue(view.run)
+        return view
 
     @contextmanager
     def _stalls_if_the_ledger_fails(self, run: Run) -> Iterator[None]:
@@ -843,7 +907,9 @@ class ProcessEngine:
             if gate is not None:
                 approval = _open_gate(tx, gate, now)
             elif stop is not None:
-                _open_wait(tx, run, stop, now)
+                waiting = _open_wait(tx, run, stop, now)
+                if _take_kept_event(tx, run.id, waiting, now):
+                    return None, replace(settled, status=RunStatus.RUNNING)
             else:
                 tx.audit(
                     NewAuditEvent("steward", f"run.{status.value}", run.id, {"outcome": outcome}),
@@ -998,12 +1064,12 @@ def _open_gate(tx: LedgerTx, approval: Approval, now: datetime) -> Approval:
     return approval
 
 
-def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> None:
+def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> Timer:
     seconds = stop.get("seconds")
     due = now + timedelta(seconds=seconds) if seconds else FOREVER
     key = _wait_key(run.id, stop)
-    if tx.timer(key) is not None:
-        return
+    if (opened := tx.timer(key)) is not None:
+        return opened
     tx.add_timer(key, "wait", due, run.id, {"step": stop["step"], "event": stop["event"]})
     tx.audit(
         NewAuditEvent(
@@ -1011,6 +1077,31 @@ def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> N
         ),
         at=now,
     )
+    return _found_timer(tx.timer(key), key)
+
+
+def _take_kept_event(tx: LedgerTx, run_id: str, waiting: Timer, now: datetime) -> bool:
+    """Wakes a run that waits for an event delivered before it waited, with the oldest
+    such event, in the transaction that opened the wait (or resumed the run): it is
+    running again, its wake kept with the timer, for ``_continue`` to resume it."""
+    event = waiting.payload.get("event")
+    if not event or waiting.status != "pending" or not tx.has_kept_event(run_id, event):
+        return False
+    kept = tx.take_kept_event(run_id, event)
+    assert kept is not None  # the run's lock is held: nothing else takes it
+    woken = {"by": f"event:{event}", "data": kept.data}
+    if not tx.claim_timer(waiting.id, kept.by, woken):
+        raise InvalidState(f"run {run_id}'s wait for {event} was taken meanwhile")
+    tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
+    since = kept.received_at.isoformat()
+    tx.audit(NewAuditEvent(kept.by, "run.event", run_id, {"event": event, "kept_since": since}))
+    return True
+
+
+def _found_timer(timer: Timer | None, key: str) -> Timer:
+    if timer is None:
+        raise InvalidState(f"no timer {key}")
+    return timer
 
 
 def _wait_key(run_id: str, stop: dict[str, Any]) -> str:

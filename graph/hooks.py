@@ -10,6 +10,7 @@ Sources are configured in a YAML file (``STEWARD_HOOKS_FILE``, default
       secret: another-long-random-string
       event: payment             # each delivery wakes the run waiting for `payment` …
       match: {invoice: invoice}  # … whose input `invoice` equals the delivery's `invoice`
+                                 # (a run that does not wait for it yet keeps it for then)
 
 A delivery's content is data, never instructions: its fields are checked as the
 process's typed inputs, or handed to the woken run as the event's data. It cannot
@@ -100,22 +101,39 @@ class HookRouter:
             reply = Reply().say(f"A delivery from {name} started {source.start}.")
             reply.items.extend(self.coordinator.describe(view).items)
             return reply
-        assert source.event is not None
+        event = source.event
+        assert event is not None
         wanted = {field: payload.get(key) for field, key in source.match.items()}
         runs = [
             run
-            for run in await self.engine.waiting_for(source.event)
+            for run in await self.engine.expecting(event)
             if all(str(run.inputs.get(f)) == str(v) for f, v in wanted.items() if v is not None)
         ]
         described = ", ".join(f"{k}={v}" for k, v in wanted.items())
         if any(v is None for v in wanted.values()) or not runs:
             return Reply().say(
-                f"A {source.event} delivery from {name} matched no run waiting for it "
-                f"({described})."
+                f"A {event} delivery from {name} matched no run waiting for it ({described})."
             )
         reply = Reply()
         for run in runs:
-            view = await self.engine.deliver_event(run.id, source.event, payload, actor)
-            reply.say(f"Run {run.id} ({run.process}) got its {source.event} ({described}).")
-            reply.items.extend(self.coordinator.describe(view).items)
+            try:
+                woken = await self.engine.offer_event(run.id, event, payload, actor)
+            except StewardError as exc:  # it ended meanwhile
+                reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
+                continue
+            if woken is not None:
+                reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
+                reply.items.extend(self.coordinator.describe(woken).items)
+                continue
+            reply.say(
+                f"A {event} delivery from {name} ({described}) came before run {run.id} "
+                f"({run.process}) waits for it: it is kept, and the run takes it when it gets "
+                "there."
+            )
+            for approval in await self.engine.ledger.pending_approvals([run.id]):
+                summary = approval.card.get("summary", approval.step_id)
+                reply.say(
+                    f"Approval {approval.id} still waits ({summary}): reject it if that "
+                    f"should not happen now (/reject {approval.id} {event} received)."
+                )
         return reply

@@ -58,6 +58,7 @@ from memory.ledger.records import (
     AuditEvent,
     IdempotencyRecord,
     InboxItem,
+    KeptEvent,
     ModelCall,
     NewAuditEvent,
     OpenWork,
@@ -428,6 +429,62 @@ class LedgerTx:
     def timer(self, key: str) -> Timer | None:
         row = _GET_TIMER.first(self.conn, {"timer_key": key})
         return _timer(row) if row else None
+
+    def lock_run(self, run_id: str) -> Run | None:
+        """The run, its row locked until the transaction ends (PostgreSQL; on SQLite
+        every write transaction is the only one): whatever else moves it waits."""
+        row = self.conn.execute(
+            select(t.runs).where(t.runs.c.id == run_id).with_for_update()
+        ).first()
+        return _run(row) if row else None
+
+    def open_wait(self, run_id: str) -> Timer | None:
+        """The pending timer of the run's wait, if it is at one."""
+        row = self.conn.execute(
+            select(t.timers).where(
+                t.timers.c.run_id == run_id,
+                t.timers.c.kind == "wait",
+                t.timers.c.status == "pending",
+            )
+        ).first()
+        return _timer(row) if row else None
+
+    def keep_event(self, run_id: str, kept: KeptEvent) -> None:
+        """Keeps an event for a run that does not wait for it yet."""
+        self.conn.execute(
+            insert(t.kept_events).values(
+                run_id=run_id,
+                event=kept.event,
+                data=kept.data,
+                by=kept.by[:200],
+                received_at=kept.received_at,
+            )
+        )
+
+    def has_kept_event(self, run_id: str, event: str) -> bool:
+        k = t.kept_events
+        query = select(k.c.id).where(
+            k.c.run_id == run_id, k.c.event == event, k.c.taken_at.is_(None)
+        )
+        return self.conn.execute(query.limit(1)).first() is not None
+
+    def take_kept_event(self, run_id: str, event: str) -> KeptEvent | None:
+        """The oldest event kept for the run's wait, taken: no other wait takes it."""
+        k = t.kept_events
+        row = self.conn.execute(
+            select(k)
+            .where(k.c.run_id == run_id, k.c.event == event, k.c.taken_at.is_(None))
+            .order_by(k.c.id)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        taken = self.conn.execute(
+            update(k).where(k.c.id == row.id, k.c.taken_at.is_(None)).values(taken_at=utcnow())
+        )
+        if taken.rowcount != 1:
+            return None
+        return KeptEvent(row.event, dict(row.data), row.by, row.received_at)
 
     def postpone_expiries(self, run_id: str, by: timedelta) -> None:
         """Moves the deadlines of the run's pending approvals ``by`` later (the time it

@@ -129,6 +129,16 @@ class IdempotencyRecord:
 
 
 @dataclass(frozen=True)
+class KeptEvent:
+    """An event delivered to a run before it waited for it."""
+
+    event: str
+    data: dict[str, Any]
+    by: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
 class InboxItem:
     id: int
     channel: str

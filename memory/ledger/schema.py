@@ -216,6 +216,21 @@ timers = Table(
     Index("ix_timers_status_due", "status", "due_at"),
 )
 
+# An event a run will wait for, delivered before it waits (a payment while its reminder
+# waits for approval): kept until the run's wait takes it.
+kept_events = Table(
+    "kept_events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False),
+    Column("event", String(100), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("taken_at", UTCDateTime, nullable=True),
+    Index("ix_kept_events_run_event", "run_id", "event"),
+)
+
 model_calls = Table(
     "model_calls",
     metadata,

@@ -210,6 +210,85 @@ async def test_a_payment_wakes_the_follow_up_waiting_for_it_and_no_other(tmp_pat
         assert len(outbox(home)) == 2
 
 
+async def test_a_payment_before_the_reminder_is_approved_is_kept_for_the_wait(
+    tmp_path: Path,
+) -> None:
+    """Paid while the reminder waits for approval: the payment is not lost. The operator
+    hears of it beside the card; approved anyway, the reminder goes once and the run,
+    at its wait, takes the payment and ends, never chasing a client who paid."""
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine = bot.steward.engine
+        view = await engine.start("invoice_followup", INVOICE, "cli:x")
+        assert view.approval is not None
+        other = await engine.start("invoice_followup", {**INVOICE, "invoice": "INV-8"}, "cli:x")
+        paid = {"invoice": "INV-7", "amount": "1200 EUR"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET, delivery="p-1") == 200
+        assert await bot.post("payments", paid, secret=PAY_SECRET, delivery="p-1") == 200
+        kept = [n for n in bot.news if "is kept" in n]
+        assert kept == [
+            "A payment delivery from payments (invoice=INV-7) came before run "
+            f"{view.run.id} (invoice_followup) waits for it: it is kept, and the run takes "
+            "it when it gets there."
+        ]
+        assert any(n.startswith(f"Approval {view.approval.id} still waits") for n in bot.news)
+
+        decided = await engine.decide(view.approval.id, True, "cli:x")
+        assert decided.view is not None
+        run = await bot.steward.ledger.get_run(view.run.id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+        assert len(outbox(home)) == 1  # the one reminder approved, and no second
+        events = [e for e in await bot.steward.ledger.audit_events() if e.subject == run.id]
+        kept_then_taken = [e for e in events if e.kind.startswith("run.event")]
+        assert [e.kind for e in kept_then_taken] == ["run.event_kept", "run.event"]
+        assert kept_then_taken[1].data["kept_since"] == kept_then_taken[0].at.isoformat()
+        # The other invoice's run took nothing.
+        assert other.approval is not None
+        again = await engine.decide(other.approval.id, True, "cli:x")
+        assert again.view is not None and again.view.run.current_step == "wait_for_payment"
+        assert (await bot.steward.ledger.verify_audit()).ok
+
+
+async def test_a_payment_kept_before_a_restart_is_taken_after_it(
+    tmp_path: Path, database_url: DatabaseURL
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, database_url) as bot:
+        view = await bot.steward.engine.start("invoice_followup", INVOICE, "cli:x")
+        assert view.approval is not None
+        assert await bot.post("payments", {"invoice": "INV-7"}, secret=PAY_SECRET) == 200
+    async with running(home, database_url) as bot:
+        decided = await bot.steward.engine.decide(view.approval.id, True, "cli:x")
+        assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
+
+
+async def test_a_run_paused_at_its_wait_takes_the_payment_when_resumed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine = bot.steward.engine
+        view = await engine.start("invoice_followup", INVOICE, "cli:x")
+        assert view.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+        await engine.pause(view.run.id, "cli:x")
+        assert await bot.post("payments", {"invoice": "INV-7"}, secret=PAY_SECRET) == 200
+        run = await bot.steward.ledger.get_run(view.run.id)
+        assert run is not None and run.status is RunStatus.PAUSED  # paused: it waits
+        resumed = await engine.resume(view.run.id, "cli:x")
+        assert resumed.run.status is RunStatus.SUCCEEDED
+
+
+async def test_a_payment_for_an_ended_run_is_kept_for_none(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine = bot.steward.engine
+        view = await engine.start("invoice_followup", INVOICE, "cli:x")
+        await engine.cancel(view.run.id, "cli:x")
+        onboarding = {"client": "Acme", "email": "a@acme.com", "package": "basic"}
+        await engine.start("onboarding", onboarding, "cli:x")  # it waits for no payment
+        assert await bot.post("payments", {"invoice": "INV-7"}, secret=PAY_SECRET) == 200
+        assert any("matched no run waiting for it (invoice=INV-7)" in n for n in bot.news)
+
+
 async def test_a_wrong_hooks_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
     home = tmp_path / "home"
     write_hooks(home, "form:\n  secret: short\n  start: onboarding\n")
