@@ -129,6 +129,10 @@ class EmailConnector:
         self.timezone = ZoneInfo(timezone)
         self.tls_context = tls_context
 
+    def where_to_look(self, key: str) -> str:
+        """What an attempt under ``key`` was sent as, for an operator to search for."""
+        return f"look in the sent mail for Message-ID {message_id(key, self.sender)}"
+
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         if action not in self.actions:
             raise DataError(f"email cannot {action!r}; it can " + ", ".join(sorted(self.actions)))

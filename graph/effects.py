@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from connectors import ConnectorRegistry, OutcomeUnknown, TransientError
-from connectors.base import ConnectorError, validated
+from connectors.base import Connector, ConnectorError, validated
 from graph.errors import UncertainEffect
 from memory.ledger import Ledger, NewAuditEvent, storable
 
@@ -138,7 +138,7 @@ class EffectGuard:
             if previous.status == "done":
                 return previous.result or {}
             if previous.status == "started" and not connector.idempotent:
-                raise UncertainEffect(key, connector_name)
+                raise UncertainEffect(key, connector_name, look=_where_to_look(connector, key))
         breaker = self.breaker(connector_name)
         attempt = 0
         while True:
@@ -155,7 +155,8 @@ class EffectGuard:
                 except TimeoutError:
                     breaker.failed()
                     if not connector.idempotent:
-                        raise UncertainEffect(key, connector_name) from None
+                        look = _where_to_look(connector, key)
+                        raise UncertainEffect(key, connector_name, look=look) from None
                     error = TransientError(
                         f"{connector_name} did not answer within {self.policy.timeout:g}s"
                     )
@@ -208,3 +209,10 @@ class EffectGuard:
                 | ({"error": message} if message is not None else {}),
             ),
         )
+
+
+def _where_to_look(connector: Connector, key: str) -> str | None:
+    """How the operator finds out whether an attempt reached the outside world, where
+    the connector can say (``where_to_look(key)``: the email's Message-ID)."""
+    where = getattr(connector, "where_to_look", None)
+    return str(where(key)) if callable(where) else None

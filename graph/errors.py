@@ -31,11 +31,13 @@ class UncertainEffect(StewardError):
 
     kind = "uncertain"
 
-    def __init__(self, key: str, connector: str, detail: str | None = None) -> None:
+    def __init__(
+        self, key: str, connector: str, detail: str | None = None, look: str | None = None
+    ) -> None:
         self.key = key
         what = detail or (
             f"an earlier attempt of {connector} (key {key}) may or may not have reached the "
-            "outside world"
+            "outside world" + (f": {look}" if look else "")
         )
         super().__init__(f"{what}; check it there, then /retry to try again or /cancel the run")
 

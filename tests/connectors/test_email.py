@@ -190,6 +190,22 @@ async def test_a_line_dead_after_the_server_took_the_message_stops_as_uncertain(
     assert inbox.data_attempts == 1
 
 
+async def test_an_attempt_a_crash_cut_short_names_the_message_id_to_look_for(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    key = f"{view.run.id}:send_welcome"  # begun, then the process died: no outcome
+    await app.ledger.begin_effect(key, view.run.id, "send_welcome", "email", {})
+    decided = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decided.view is not None
+    run = decided.view.run
+    assert run.status is RunStatus.FAILED and run.error_class == "uncertain"
+    assert f"look in the sent mail for Message-ID {message_id(key, SENDER)}" in (run.error or "")
+    assert inbox.received == []  # not sent again on a guess
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
