@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -801,9 +801,10 @@ class ProcessEngine:
                 except DecisionForAnotherGate:
                     raise  # nothing of it is kept: the run is where the other resume left it
                 except (ConnectorError, StewardError) as exc:
-                    return await self._fail(run, exc, getattr(exc, "kind", "error"))
+                    kind = getattr(exc, "kind", "error")
+                    return await self._fail(run, exc, kind, context.log)
                 except Exception as exc:  # a bug or an outage: it fails visibly, nothing lost
-                    return await self._fail(run, exc, "error")
+                    return await self._fail(run, exc, "error", context.log)
                 interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
                 try:
                     view = await self._settle(run, compiled, result, interrupts, context.log)
@@ -864,17 +865,7 @@ class ProcessEngine:
     ) -> RunView:
         """Records where the run stopped — a gate, a wait, or the end — in one transaction."""
         now = utcnow()
-        entries = [
-            StepEntry(
-                seq=run.steps_logged + i + 1,
-                step_id=e["step"],
-                kind=e["kind"],
-                status=e["status"],
-                at=datetime.fromisoformat(e["at"]),
-                detail={"visit": e["visit"], **e["detail"]},
-            )
-            for i, e in enumerate(log)
-        ]
+        entries = _step_entries(run, log)
         stop: dict[str, Any] | None = interrupts[0].value if interrupts else None
         gate = _new_gate(run, compiled.definition, stop, now) if stop else None
         outcome = state.get("outcome") or None  # "" once a replay cleared it
@@ -920,12 +911,20 @@ class ProcessEngine:
         approval, current = await self.ledger.write(record)
         return RunView(current or settled, approval)
 
-    async def _fail(self, run: Run, exc: BaseException, kind: str) -> RunView:
+    async def _fail(
+        self, run: Run, exc: BaseException, kind: str, log: Sequence[dict[str, Any]] = ()
+    ) -> RunView:
+        """Records the run failed, with the steps it took before (its gate's decision)."""
         message = storable(str(exc)) or type(exc).__name__
+        entries = _step_entries(run, log)
 
         def record(tx: LedgerTx) -> Run | None:
             failed = RunStatus.FAILED.value
-            if tx.update_running_run(run.id, status=failed, error=message, error_class=kind):
+            logged = run.steps_logged + len(entries)
+            if tx.update_running_run(
+                run.id, status=failed, error=message, error_class=kind, steps_logged=logged
+            ):
+                tx.append_steps(run.id, entries)
                 tx.audit(
                     NewAuditEvent(
                         "steward", "run.failed", run.id, {"class": kind, "error": message}
@@ -1062,6 +1061,21 @@ def _open_gate(tx: LedgerTx, approval: Approval, now: datetime) -> Approval:
         at=now,
     )
     return approval
+
+
+def _step_entries(run: Run, log: Sequence[dict[str, Any]]) -> list[StepEntry]:
+    """The steps a run took since it last stopped, numbered after those logged."""
+    return [
+        StepEntry(
+            seq=run.steps_logged + i + 1,
+            step_id=e["step"],
+            kind=e["kind"],
+            status=e["status"],
+            at=datetime.fromisoformat(e["at"]),
+            detail={"visit": e["visit"], **e["detail"]},
+        )
+        for i, e in enumerate(log)
+    ]
 
 
 def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> Timer:

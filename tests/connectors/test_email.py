@@ -157,6 +157,24 @@ async def test_a_refused_recipient_is_the_operators_to_fix_and_nothing_is_sent(
     assert "effect.failed.data" in kinds
 
 
+async def test_a_refused_send_keeps_its_approval_in_the_timeline_once_through_a_retry(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    inbox.refuse_recipient = "jane@acme.com"
+    run = await approve_onboarding(app)
+    assert run.status is RunStatus.FAILED
+
+    def approvals(steps: list[Any]) -> list[str]:
+        return [f"{s.step_id} {s.status}" for s in steps if s.step_id == "approve_welcome"]
+
+    assert approvals(await app.ledger.run_steps(run.id)) == ["approve_welcome approved"]
+    inbox.refuse_recipient = None
+    retried = await app.engine.retry(run.id, "cli:shell")
+    assert retried.run.status is RunStatus.SUCCEEDED and len(inbox.received) == 1
+    assert approvals(await app.ledger.run_steps(run.id)) == ["approve_welcome approved"]
+
+
 async def test_an_unreachable_server_is_retried_reported_and_retried_by_the_operator(
     tmp_path: Path,
 ) -> None:
