@@ -47,6 +47,7 @@ from graph.definitions import (
     CORRECTION,
     UNDOES,
     ActionStep,
+    AgentStep,
     ApprovalStep,
     Compensation,
     ProcessDefinition,
@@ -59,7 +60,7 @@ from graph.ids import new_approval_id, new_run_id
 from graph.inputs import InputError, parse_input
 from graph.remembering import entity_of
 from graph.state import RunState, StepContext
-from graph.templating import render
+from graph.templating import placeholders, render
 from memory.checkpoints import LedgerSqliteSaver
 from memory.ledger import (
     ENDINGS,
@@ -598,6 +599,12 @@ class ProcessEngine:
                     f"{from_step} would act on inputs its approval never showed: "
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
+            if stale := _drafted_before(definition, from_step, set(values)):
+                again = " ".join(_argument(k, v) for k, v in changes.items())
+                raise InvalidState(
+                    f"{stale.id} drafted its text with the inputs you change, before "
+                    f"{from_step}: /replay {run_id} {stale.id} {again}, so that it drafts again"
+                )
             if isinstance(step, ActionStep):
                 state = (await compiled.graph.aget_state(_config(run_id))).values
                 if acted_on_its_approval(state, step):
@@ -1061,6 +1068,24 @@ def _open_gate(tx: LedgerTx, approval: Approval, now: datetime) -> Approval:
         at=now,
     )
     return approval
+
+
+def _drafted_before(
+    definition: ProcessDefinition, step_id: str, changed: set[str]
+) -> AgentStep | None:
+    """The first draft made before ``step_id`` from any of the ``changed`` inputs: a
+    replay from there would show the old draft beside the new values."""
+    for step in definition.steps:
+        if step.id == step_id:
+            return None
+        used = set().union(*(placeholders(t) for t in step.templates()))
+        if isinstance(step, AgentStep) and used & changed:
+            return step
+    return None
+
+
+def _argument(name: str, value: str) -> str:
+    return f'{name}="{value}"' if any(c.isspace() for c in value) else f"{name}={value}"
 
 
 def _step_entries(run: Run, log: Sequence[dict[str, Any]]) -> list[StepEntry]:

@@ -314,3 +314,34 @@ async def test_in_chat_a_waiting_run_replayed_with_a_change_asks_again_and_acts(
     assert f"Run {view.run.id} (onboarding) is done." in "\n".join(done.texts)
     [email] = sent(app)
     assert email["params"]["subject"] == "Welcome aboard, Globex"  # type: ignore[index]
+
+
+async def test_a_gate_is_not_replayed_beside_a_draft_made_from_the_old_values(
+    app: Steward,  # noqa: F811
+) -> None:
+    invoice = {
+        "client": "Globex",
+        "email": "ap@globex.io",
+        "invoice": "INV-9",
+        "amount": "1200",
+        "due_date": "2026-11-01",
+    }
+    view = await app.engine.start("invoice_followup", invoice, "cli:a")
+    assert view.approval is not None
+    with pytest.raises(InvalidState) as refused:
+        await app.engine.replay(view.run.id, "approve_reminder", {"amount": "999"}, "cli:a")
+    assert str(refused.value) == (
+        "draft_reminder drafted its text with the inputs you change, before approve_reminder: "
+        f"/replay {view.run.id} draft_reminder amount=999, so that it drafts again"
+    )
+    redrafted = await app.engine.replay(view.run.id, "draft_reminder", {"amount": "999"}, "cli:a")
+    assert redrafted.approval is not None
+    assert (
+        "999.00" in redrafted.approval.card["text"]
+        and "1200" not in redrafted.approval.card["text"]
+    )
+    # A change no draft used goes through the gate as before.
+    changed = await app.engine.replay(
+        view.run.id, "approve_reminder", {"email": "billing@globex.io"}, "cli:a"
+    )
+    assert changed.approval is not None and "billing@globex.io" in changed.approval.card["summary"]
