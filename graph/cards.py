@@ -39,6 +39,9 @@ def approval_card(approval: Approval, spent_usd: float = 0.0, zone: tzinfo = UTC
     on_expiry = (
         "it is rejected" if approval.on_expiry == "reject" else "it is escalated to you again"
     )
+    deadline = f"if nobody answers by {_when(approval.expires_at, zone)}, {on_expiry}"
+    if approval.expires_at is not None and approval.expires_at <= datetime.now(UTC):
+        deadline = f"nobody answered by {_when(approval.expires_at, zone)}: it waits for you"
     buttons = [
         Button("Approve", f"approve:{approval.id}", "primary"),
         Button("Reject", f"reject:{approval.id}", "danger"),
@@ -53,10 +56,7 @@ def approval_card(approval: Approval, spent_usd: float = 0.0, zone: tzinfo = UTC
         fields=fields,
         text=card.get("text"),
         risk=card.get("risk", "medium"),
-        footer=(
-            f"Approval {approval.id} · run {approval.run_id} · if nobody answers by "
-            f"{_when(approval.expires_at, zone)}, {on_expiry}"
-        ),
+        footer=f"Approval {approval.id} · run {approval.run_id} · {deadline}",
         buttons=buttons,
     )
 

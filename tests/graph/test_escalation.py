@@ -4,6 +4,7 @@ its buttons intact, and it can still be decided once."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,8 @@ async def app(tmp_path: Path) -> AsyncIterator[Steward]:
 async def test_an_escalated_approval_is_asked_again_with_its_buttons(app: Steward) -> None:
     view = await app.engine.start("ping", {"email": "jane@acme.com"}, "cli:a")
     assert view.approval is not None
+    run_id = view.run.id
+    await app.ledger.write(lambda tx: tx.postpone_expiries(run_id, -timedelta(days=4)))  # due
 
     escalated = await app.engine.expire(view.approval.id)  # as its timer does
 
@@ -60,6 +63,8 @@ async def test_an_escalated_approval_is_asked_again_with_its_buttons(app: Stewar
     assert "asking again" in reply.texts[0]
     [card] = reply.cards
     assert card.approval_id == view.approval.id and "Approve" in [b.label for b in card.buttons]
+    assert card.footer.endswith(": it waits for you")  # not a deadline already past
+    assert "nobody answered by " in card.footer
     assert not [item for item in reply.items if isinstance(item, CardOutcome)]  # kept its buttons
     kinds = [event.kind for event in await app.ledger.audit_events()]
     assert "approval.escalated" in kinds
