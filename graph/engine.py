@@ -373,7 +373,7 @@ class ProcessEngine:
         if timer.kind == "approval_expiry":
 
             def claim(tx: LedgerTx) -> bool:
-                run = tx.get_run(timer.run_id) if timer.run_id else None
+                run = tx.lock_run(timer.run_id) if timer.run_id else None
                 if run is not None and run.status is RunStatus.PAUSED:
                     return False  # a paused run's gate does not expire until it resumes
                 return tx.claim_timer(timer.id, worker, None)
@@ -466,7 +466,7 @@ class ProcessEngine:
         """
 
         def claim(tx: LedgerTx) -> Run | None:
-            run = tx.get_run(run_id)
+            run = tx.lock_run(run_id)  # before its timer: as every write that moves both
             if run is None or run.status is RunStatus.PAUSED:
                 return None
             if run.status is not RunStatus.WAITING:
@@ -506,9 +506,8 @@ class ProcessEngine:
             raise NotFound(f"run {run_id} ({run.process}) has no step {step_id!r}") from None
         if not isinstance(step, ActionStep) or not isinstance(step.compensate, Compensation):
             by_hand = step.undo_summary if isinstance(step, ActionStep) else None
-            if by_hand:  # "send a correction to the {audience} list": the run's list
-                state = (await compiled.graph.aget_state(_config(run_id))).values
-                by_hand = render(by_hand, {**run.inputs, **state.get("data", {})})
+            if by_hand:  # "send a correction to the {audience} list": each list it went to
+                by_hand = await self._by_hand(compiled, run, step_id, by_hand)
             raise InvalidState(
                 f"step {step_id} has no compensating action I can run"
                 + (f"; to undo it by hand: {by_hand}" if by_hand else "")
@@ -531,6 +530,18 @@ class ProcessEngine:
         undo_run = _new_run(undo_id, undo, version, values, actor, reply_to)
         audit = NewAuditEvent(actor, "run.compensating", run_id, {"step": step_id, "run": undo_id})
         return await self._begin(undo_run, audit)
+
+    async def _by_hand(self, compiled: _Compiled, run: Run, step_id: str, how: str) -> str:
+        """How to undo by hand what a step did, with the values of each time it acted."""
+        acted = [e for e in await self.ledger.effects_of(run.id, step_id) if e.status == "done"]
+        told = []
+        for effect in reversed(acted):  # the first first
+            data = await self._data_of_visit(compiled, run.id, step_id, visit_of(effect.key))
+            told.append(render(how, {**run.inputs, **data}))
+        if not told:
+            state = (await compiled.graph.aget_state(_config(run.id))).values
+            told.append(render(how, {**run.inputs, **state.get("data", {})}))
+        return "; ".join(dict.fromkeys(told))
 
     async def _to_undo(self, run_id: str, step_id: str) -> int:
         """The visit of the step whose action is undone next: the latest that acted, once
@@ -615,7 +626,7 @@ class ProcessEngine:
             inputs = {**run.inputs, **values}
 
             def record(tx: LedgerTx) -> Run:
-                if _found(tx.get_run(run_id), run_id).status is RunStatus.RUNNING:
+                if _found(tx.lock_run(run_id), run_id).status is RunStatus.RUNNING:
                     # a decision won the race since the check above: it goes first
                     raise InvalidState(f"run {run_id} is running; replay it once it stops")
                 cancelled = tx.cancel_pending_approvals(run_id, actor)
@@ -696,7 +707,7 @@ class ProcessEngine:
         async with self._locks.hold(run_id):
 
             def record_cancel(tx: LedgerTx) -> Run:
-                run = _found(tx.get_run(run_id), run_id)
+                run = _found(tx.lock_run(run_id), run_id)
                 if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
                     raise InvalidState(f"run {run_id} already {run.status.value}")
                 cancelled = tx.cancel_pending_approvals(run_id, actor)
@@ -719,16 +730,12 @@ class ProcessEngine:
 
     async def resume(self, run_id: str, actor: str) -> RunView:
         async with self._locks.hold(run_id):
-            run = await self._transition(run_id, RunStatus.PAUSED, RunStatus.WAITING, actor)
-            waiting = await self.ledger.open_wait(run_id)
-            if waiting is not None:  # an event came while it was paused: it goes on with it
-
-                def take(tx: LedgerTx) -> bool:
-                    timer = _found_timer(tx.timer(waiting.key), waiting.key)
-                    return _take_kept_event(tx, run_id, timer, utcnow())
-
-                if await self.ledger.write(take):
-                    return await self._continue(replace(run, status=RunStatus.RUNNING))
+            woken: dict[str, Any] = {}
+            run = await self._transition(
+                run_id, RunStatus.PAUSED, RunStatus.WAITING, actor, woken=woken
+            )
+            if woken:  # an event came while it was paused: it goes on with it
+                return await self._advance(run, Command(resume=woken))
             return await self.view(run_id)
 
     async def retry(self, run_id: str, actor: str) -> RunView:
@@ -782,7 +789,7 @@ class ProcessEngine:
                 if timer is not None and "woken" in timer.payload:
                     return await self._advance(run, Command(resume=timer.payload["woken"]))
             stopped = await self._settle(run, compiled, dict(snapshot.values), [pending], [])
-            return await self._went_on(stopped)
+            return await self._went_on(*stopped)
         if snapshot.next:
             return await self._advance(run, None)
         if _cleared_by_replay(snapshot):  # nothing ran after it that LangGraph shows
@@ -790,7 +797,9 @@ class ProcessEngine:
             if decided is not None:  # the replay stopped at its gate, since decided
                 return await self._advance(run, Command(resume=_decision_payload(decided)))
             return await self._replay_from(run, dict(run.inputs), snapshot)  # crashed, or failed
-        return await self._settle(run, compiled, dict(snapshot.values), [], [])
+        return await self._went_on(
+            *await self._settle(run, compiled, dict(snapshot.values), [], [])
+        )
 
     async def _advance(self, run: Run, command: Any) -> RunView:
         """Runs the graph to its next stop; the checkpoint commits with the stop's record.
@@ -814,17 +823,17 @@ class ProcessEngine:
                     return await self._fail(run, exc, "error", context.log)
                 interrupts: list[Interrupt] = list(result.pop("__interrupt__", []))
                 try:
-                    view = await self._settle(run, compiled, result, interrupts, context.log)
+                    stopped = await self._settle(run, compiled, result, interrupts, context.log)
                 except Exception as exc:
                     if ledger_down(exc):
                         raise
                     return await self._fail(run, exc, "error")
-        return await self._went_on(view)
+        return await self._went_on(*stopped)
 
-    async def _went_on(self, view: RunView) -> RunView:
+    async def _went_on(self, view: RunView, woken: dict[str, Any]) -> RunView:
         """A run that stopped at a wait and took the event kept for it goes on with it."""
-        if view.run.status is RunStatus.RUNNING:
-            return await self._continue(view.run)
+        if woken:
+            return await self._advance(view.run, Command(resume=woken))
         return view
 
     @contextmanager
@@ -869,8 +878,9 @@ class ProcessEngine:
         state: dict[str, Any],
         interrupts: list[Interrupt],
         log: list[dict[str, Any]],
-    ) -> RunView:
-        """Records where the run stopped — a gate, a wait, or the end — in one transaction."""
+    ) -> tuple[RunView, dict[str, Any]]:
+        """Records where the run stopped — a gate, a wait, or the end — in one transaction;
+        with the wake of an event kept for the wait it stopped at, which it took."""
         now = utcnow()
         entries = _step_entries(run, log)
         stop: dict[str, Any] | None = interrupts[0].value if interrupts else None
@@ -906,7 +916,8 @@ class ProcessEngine:
                 approval = _open_gate(tx, gate, now)
             elif stop is not None:
                 waiting = _open_wait(tx, run, stop, now)
-                if _take_kept_event(tx, run.id, waiting, now):
+                if woken := _take_kept_event(tx, run.id, waiting, now):
+                    took.update(woken)
                     return None, replace(settled, status=RunStatus.RUNNING)
             else:
                 tx.audit(
@@ -915,8 +926,9 @@ class ProcessEngine:
                 )
             return approval, None
 
+        took: dict[str, Any] = {}  # the wake of an event kept for the wait it stops at
         approval, current = await self.ledger.write(record)
-        return RunView(current or settled, approval)
+        return RunView(current or settled, approval), took
 
     async def _fail(
         self, run: Run, exc: BaseException, kind: str, log: Sequence[dict[str, Any]] = ()
@@ -942,9 +954,17 @@ class ProcessEngine:
         return RunView(_found(await self.ledger.write(record), run.id))
 
     async def _transition(
-        self, run_id: str, source: RunStatus, target: RunStatus, actor: str, **changes: Any
+        self,
+        run_id: str,
+        source: RunStatus,
+        target: RunStatus,
+        actor: str,
+        woken: dict[str, Any] | None = None,
+        **changes: Any,
     ) -> Run:
-        """Moves a run from ``source`` to ``target``, checked and recorded in one transaction."""
+        """Moves a run from ``source`` to ``target``, checked and recorded in one transaction.
+        Resumed at a wait whose event came meanwhile, it takes the event: running again,
+        the wake in ``woken``."""
         verb = {
             RunStatus.PAUSED: "paused",
             RunStatus.WAITING: "resumed",
@@ -952,7 +972,7 @@ class ProcessEngine:
         }[target]
 
         def record(tx: LedgerTx) -> Run:
-            run = _found(tx.get_run(run_id), run_id)
+            run = _found(tx.lock_run(run_id), run_id)
             if run.status is not source:
                 raise InvalidState(
                     f"only a {source.value} run can be {verb}; {run_id} is {run.status.value}"
@@ -961,6 +981,9 @@ class ProcessEngine:
                 tx.postpone_expiries(run_id, max(timedelta(0), utcnow() - run.updated_at))
             tx.update_run(run_id, status=target.value, **changes)
             tx.audit(NewAuditEvent(actor, f"run.{verb}", run_id))
+            waiting = tx.open_wait(run_id) if woken is not None else None
+            if waiting is not None and woken is not None:
+                woken.update(_take_kept_event(tx, run_id, waiting, utcnow()) or {})
             return _found(tx.get_run(run_id), run_id)
 
         return await self.ledger.write(record)
@@ -1119,13 +1142,15 @@ def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> T
     return _found_timer(tx.timer(key), key)
 
 
-def _take_kept_event(tx: LedgerTx, run_id: str, waiting: Timer, now: datetime) -> bool:
+def _take_kept_event(
+    tx: LedgerTx, run_id: str, waiting: Timer, now: datetime
+) -> dict[str, Any] | None:
     """Wakes a run that waits for an event delivered before it waited, with the oldest
     such event, in the transaction that opened the wait (or resumed the run): it is
-    running again, its wake kept with the timer, for ``_continue`` to resume it."""
+    running again, and the wake, kept with the timer as any wake is, is returned."""
     event = waiting.payload.get("event")
     if not event or waiting.status != "pending" or not tx.has_kept_event(run_id, event):
-        return False
+        return None
     kept = tx.take_kept_event(run_id, event)
     assert kept is not None  # the run's lock is held: nothing else takes it
     woken = {"by": f"event:{event}", "data": kept.data}
@@ -1134,7 +1159,7 @@ def _take_kept_event(tx: LedgerTx, run_id: str, waiting: Timer, now: datetime) -
     tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
     since = kept.received_at.isoformat()
     tx.audit(NewAuditEvent(kept.by, "run.event", run_id, {"event": event, "kept_since": since}))
-    return True
+    return woken
 
 
 def _found_timer(timer: Timer | None, key: str) -> Timer:

@@ -32,6 +32,7 @@ from graph.coordinator import Coordinator
 from graph.engine import ProcessEngine
 from graph.errors import StewardError
 from graph.messages import Reply
+from memory.ledger import RunStatus
 
 SIGNATURE_HEADER = "X-Steward-Signature"
 
@@ -130,6 +131,10 @@ class HookRouter:
                 f"({run.process}) waits for it: it is kept, and the run takes it when it gets "
                 "there."
             )
+            if run.status is RunStatus.FAILED:
+                reply.say(f"Run {run.id} failed: /retry goes on to the steps before its wait.")
+            if run.status is not RunStatus.WAITING:
+                continue
             for approval in await self.engine.ledger.pending_approvals([run.id]):
                 summary = approval.card.get("summary", approval.step_id)
                 reply.say(

@@ -187,3 +187,18 @@ async def test_a_step_undone_by_hand_says_how_with_the_run_s_values(
     [run] = await app.ledger.list_runs()
     told = joined(await send(app, f"/undo {run.id} publish_issue"))
     assert told.endswith("to undo it by hand: send a correction to the Friends list")
+
+
+async def test_by_hand_after_a_replay_names_each_list_the_issue_went_to(
+    app: Steward,  # noqa: F811
+) -> None:
+    start = '/run newsletter_issue topic="Spring" audience=Friends notes="new prices"'
+    await send(app, f"/approve {only_card(await send(app, start)).approval_id}")
+    [run] = await app.ledger.list_runs()
+    again = await send(app, f"/replay {run.id} draft_issue audience=Customers")
+    await send(app, f"/approve {only_card(again).approval_id}")
+    told = joined(await send(app, f"/undo {run.id} publish_issue"))
+    assert told.endswith(
+        "to undo it by hand: send a correction to the Friends list; "
+        "send a correction to the Customers list"
+    )

@@ -196,3 +196,17 @@ async def test_finished_runs_leave_no_locks_behind(app: Steward) -> None:
         assert view.approval is not None
         await app.engine.decide(view.approval.id, True, "cli:a")
     assert len(app.engine._locks) == 0
+
+
+async def test_a_replay_straight_into_the_wait_takes_the_payment_kept_for_it(
+    app: Steward,
+) -> None:
+    """Paid while the reminder waited for approval; the operator skips the reminder by
+    replaying from the wait: the run takes the payment and ends, waiting for nothing."""
+    view = await app.engine.start("invoice_followup", INVOICE, "cli:a")
+    paid = {"invoice": "INV-7"}
+    assert await app.engine.offer_event(view.run.id, "payment", paid, "hook:payments") is None
+    replayed = await app.engine.replay(view.run.id, "wait_for_payment", {}, "cli:a")
+    assert replayed.run.status is RunStatus.SUCCEEDED
+    assert await app.ledger.open_wait(view.run.id) is None
+    assert sent(app) == []  # no reminder: it was skipped, and the client had paid
