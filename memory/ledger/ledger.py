@@ -1569,6 +1569,12 @@ def decide(
     ``check`` may refuse a decision that would win (by raising); nothing is written then.
     """
     now = utcnow()
+    if tx.conn.dialect.name == "postgresql":  # the run before its gate, as every write takes them
+        owner = tx.conn.execute(
+            select(t.approvals.c.run_id).where(t.approvals.c.id == approval_id)
+        ).scalar()
+        if owner is not None:
+            tx.lock_run(owner)
     won = _DECIDE.first(
         tx.conn,
         {

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from bot.app import Steward
+from bot.settings import load_settings
 from graph.engine import RunLocks
+from memory.database_url import DatabaseURL
 from memory.ledger import ApprovalStatus, LedgerTx, RunStatus, utcnow
+from memory.ledger.ledger import decide as record_decision
 from tests.homes import steward_with
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
@@ -210,3 +216,50 @@ async def test_a_replay_straight_into_the_wait_takes_the_payment_kept_for_it(
     assert replayed.run.status is RunStatus.SUCCEEDED
     assert await app.ledger.open_wait(view.run.id) is None
     assert sent(app) == []  # no reminder: it was skipped, and the client had paid
+
+
+@pytest.mark.parametrize("command", ["cancel", "replay"])
+async def test_a_decision_from_another_worker_and_a_cancel_or_replay_never_deadlock(
+    tmp_path: Path, postgres_database: DatabaseURL, command: str
+) -> None:
+    """Another worker approves while this one cancels or replays the run. Each write
+    takes the run's row before its gates' and timers', so one waits for the other: the
+    decision stands, and the command goes after it or is refused, never a deadlock."""
+    settings = load_settings(home=tmp_path / "home", database_url=postgres_database.setting)
+    async with Steward.open(settings) as app:
+        view = await app.engine.start("invoice_followup", INVOICE, "cli:a")
+        assert view.approval is not None
+        approval_id, run_id = view.approval.id, view.run.id
+        deciding = threading.Event()
+        failed: list[BaseException] = []
+        other = create_engine(postgres_database.sqlalchemy)
+
+        def hold(approval: object, run: object) -> None:  # inside its transaction
+            deciding.set()
+            time.sleep(0.5)  # the command starts meanwhile
+
+        def other_worker() -> None:
+            try:
+                with other.begin() as conn:
+                    record_decision(
+                        LedgerTx(conn), approval_id, ApprovalStatus.APPROVED, "tg:2", check=hold
+                    )
+            except BaseException as exc:
+                failed.append(exc)
+                deciding.set()
+
+        worker = threading.Thread(target=other_worker)
+        worker.start()
+        await asyncio.to_thread(deciding.wait, 5)
+        try:
+            if command == "cancel":
+                await app.engine.cancel(run_id, "cli:a")
+            else:
+                await app.engine.replay(run_id, "approve_reminder", {}, "cli:a")
+        except Exception as exc:  # refused after the decision: fine; a deadlock is not
+            assert "deadlock" not in repr(exc).lower(), exc
+        await asyncio.to_thread(worker.join)
+        other.dispose()
+        assert failed == []
+        approval = await app.ledger.get_approval(approval_id)
+        assert approval is not None and approval.status is ApprovalStatus.APPROVED
