@@ -604,6 +604,7 @@ class ProcessEngine:
                 known = ", ".join(step.id for step in definition.steps)
                 raise NotFound(f"{run.process} has no step {from_step!r}; its steps: {known}")
             values = self._changed_inputs(definition, changes)
+            values |= _defaults_again(definition, run.inputs, values)
             step = definition.step(from_step)
             if values and isinstance(step, ActionStep):
                 raise InvalidState(
@@ -1091,6 +1092,24 @@ def _open_gate(tx: LedgerTx, approval: Approval, now: datetime) -> Approval:
         at=now,
     )
     return approval
+
+
+def _defaults_again(
+    definition: ProcessDefinition, inputs: dict[str, Any], changed: dict[str, Any]
+) -> dict[str, Any]:
+    """The inputs that took a default made from others ("{client} team") which a replay
+    changes: made again from the new values, unless the replay sets them itself."""
+    old, new = dict(inputs), {**inputs, **changed}
+    again: dict[str, Any] = {}
+    for name, spec in definition.inputs.items():
+        if name in changed or not isinstance(spec.default, str):
+            continue
+        if not placeholders(spec.default) or inputs.get(name) != spec.default_for(old):
+            continue  # typed in, or a plain default: it stands
+        remade = spec.default_for(new)
+        if remade != inputs.get(name):
+            again[name] = new[name] = remade
+    return again
 
 
 def _drafted_before(

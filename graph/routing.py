@@ -32,7 +32,10 @@ ISO_DATE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}\b")
 AFTER_PREPOSITION = re.compile(r"\b(?:from|for|at|with)\s+([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*)")
 CLIENTISH = ("client", "company", "customer")
 # The person before the company: "onboard Jane from Acme", "Sarah of Northwind Legal".
-BEFORE_COMPANY = re.compile(r"((?:\b[^\W\d_a-z][\w'\u2019-]*\s+)+)(?:from|at|of)\s+[A-Z]")
+BEFORE_COMPANY = re.compile(
+    r"((?:\b[^\W\d_a-z][^\W\d_]*(?:['\u2019-][^\W\d_]+)*\s+){1,4})(?:from|at|of)\s+[A-Z]"
+)
+TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof"})
 PERSONISH = ("contact", "person")
 
 
@@ -129,13 +132,17 @@ def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
 
 def _first_name(definition: ProcessDefinition, text: str) -> str | None:
     """The first name of the one person named before a company, not counting the words
-    that name the process ("Onboard Jane Doe from Acme": Jane)."""
+    that name the process ("Onboard Jane Doe from Acme": Jane); a title with the name
+    after it ("Dr Smith")."""
     found = BEFORE_COMPANY.findall(text)
     if len(found) != 1:
         return None
     calling = {definition.name, *definition.aliases, *definition.title.split()}
     process_words = set(WORD.findall(" ".join(calling).lower()))
-    names = [word for word in found[0].split() if word.lower() not in process_words]
+    words = [word for word in found[0].split() if word.lower() not in process_words]
+    if len(words) > 1 and words[0].lower().rstrip(".") in TITLES:  # "Dr Smith"
+        return f"{words[0]} {words[1]}"
+    names = [word for word in words if not (len(word) > 1 and word.isupper())]  # not ACME
     return names[0] if names else None
 
 

@@ -339,3 +339,18 @@ async def test_a_gate_is_not_replayed_beside_a_draft_made_from_the_old_values(
         view.run.id, "approve_reminder", {"email": "billing@acme.com"}, "cli:a"
     )
     assert changed.approval is not None and "billing@acme.com" in changed.approval.card["summary"]
+
+
+async def test_a_replay_that_corrects_the_client_greets_it_by_its_new_name(
+    app: Steward,  # noqa: F811
+) -> None:
+    view = await app.engine.start("onboarding", {**ONBOARD, "client": "Acmee"}, "cli:a")
+    assert view.approval is not None and view.approval.card["text"].startswith("Hi Acmee team,")
+    fixed = await app.engine.replay(view.run.id, "draft_welcome", {"client": "Acme"}, "cli:a")
+    assert fixed.approval is not None
+    assert fixed.approval.card["text"].startswith("Hi Acme team,")
+    assert fixed.run.inputs["contact"] == "Acme team"
+    # A contact typed in stands, whatever the client becomes.
+    named = await app.engine.start("onboarding", {**ONBOARD, "contact": "Jane"}, "cli:a")
+    again = await app.engine.replay(named.run.id, "draft_welcome", {"client": "Globex"}, "cli:a")
+    assert again.approval is not None and again.approval.card["text"].startswith("Hi Jane,")

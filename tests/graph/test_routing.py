@@ -27,6 +27,10 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
         ("onboard the client I met at Acme", {"contact": None, "client": "Acme"}),
         ("Onboard from Acme", {"contact": None, "client": "Acme"}),
         ("onboard Jane from Acme and Sam from Globex", {"contact": None, "client": None}),
+        ("Please onboard INV-7 from Acme", {"contact": None}),  # no name has a digit
+        ("Welcome Dr Smith of Acme", {"contact": "Dr Smith"}),
+        ("Onboard ACME from Germany", {"contact": None}),  # a company in capitals
+        ("onboard Anne-Marie from Acme", {"contact": "Anne-Marie"}),
         (
             "onboard Acme Corp on the basic package with kickoff 2026-12-20 15:00",
             {"kickoff": "2026-12-20T15:00", "package": "basic"},
