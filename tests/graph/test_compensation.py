@@ -179,25 +179,29 @@ async def test_after_a_replay_undo_takes_back_each_send_as_it_was_sent(
     assert "undone already" in joined(await send(app, f"/undo {run.id} send_welcome"))
 
 
-async def test_a_step_undone_by_hand_says_how_with_the_run_s_values(
-    app: Steward,  # noqa: F811
-) -> None:
+async def published_to_friends(app: Steward) -> str:  # noqa: F811
+    """A newsletter issue published to the Friends list; its run id."""
     start = '/run newsletter_issue topic="Spring" audience=Friends notes="new prices"'
     await send(app, f"/approve {only_card(await send(app, start)).approval_id}")
     [run] = await app.ledger.list_runs()
-    told = joined(await send(app, f"/undo {run.id} publish_issue"))
+    return run.id
+
+
+async def test_a_step_undone_by_hand_says_how_with_the_run_s_values(
+    app: Steward,  # noqa: F811
+) -> None:
+    run_id = await published_to_friends(app)
+    told = joined(await send(app, f"/undo {run_id} publish_issue"))
     assert told.endswith("to undo it by hand: send a correction to the Friends list")
 
 
 async def test_by_hand_after_a_replay_names_each_list_the_issue_went_to(
     app: Steward,  # noqa: F811
 ) -> None:
-    start = '/run newsletter_issue topic="Spring" audience=Friends notes="new prices"'
-    await send(app, f"/approve {only_card(await send(app, start)).approval_id}")
-    [run] = await app.ledger.list_runs()
-    again = await send(app, f"/replay {run.id} draft_issue audience=Customers")
+    run_id = await published_to_friends(app)
+    again = await send(app, f"/replay {run_id} draft_issue audience=Customers")
     await send(app, f"/approve {only_card(again).approval_id}")
-    told = joined(await send(app, f"/undo {run.id} publish_issue"))
+    told = joined(await send(app, f"/undo {run_id} publish_issue"))
     assert told.endswith(
         "to undo it by hand: send a correction to the Friends list; "
         "send a correction to the Customers list"
