@@ -63,6 +63,7 @@ COMMANDS = (
     ("pause", "pause a waiting run: /pause RUN"),
     ("resume", "let a paused run go on: /resume RUN"),
     ("retry", "retry a failed run: /retry RUN"),
+    ("confirm", "an uncertain step did happen: go on without it again: /confirm RUN"),
     ("replay", "run a run again from a step: /replay RUN STEP [key=value …]"),
     ("undo", "undo a step that acted, after approval: /undo RUN STEP"),
     ("today", "what needs you today, ranked: /today [all]"),
@@ -84,6 +85,7 @@ BY_ID: dict[str, tuple[Callable[[str], bool], int | None]] = {
     "pause": (is_run_id, 1),
     "resume": (is_run_id, 1),
     "retry": (is_run_id, 1),
+    "confirm": (is_run_id, 1),
     "replay": (is_run_id, None),
     "undo": (is_run_id, 2),
 }
@@ -95,6 +97,7 @@ Commands:
 /approve ID · /reject ID [reason]
 /cancel RUN              cancel a run (or /cancel the question I asked)
 /pause RUN · /resume RUN · /retry RUN
+/confirm RUN             an uncertain step did happen: go on without it again
 /replay RUN STEP [k=v …] run it again from a step; gates ask again
 /undo RUN STEP           undo a step that acted, after approval
 /today [all] · /budget   what needs you today · model spend
@@ -330,6 +333,8 @@ class Coordinator:
                 return self.describe(await self.engine.resume(_one_id(rest, "resume"), actor))
             case "retry":
                 return self.describe(await self.engine.retry(_one_id(rest, "retry"), actor))
+            case "confirm":
+                return self.describe(await self.engine.confirm(_one_id(rest, "confirm"), actor))
             case "replay":
                 positional, named = parse_arguments(rest, strict=True)
                 if len(positional) != 2:
@@ -449,7 +454,9 @@ class Coordinator:
         elif run.status is RunStatus.CANCELLED:
             reply.say(f"Run {run.id} ({run.process}) ended: {run.error or 'cancelled'}.")
         elif run.status is RunStatus.FAILED:
-            advice = "/retry " + run.id + " when it is fixed, or /cancel " + run.id
+            advice = f"/retry {run.id} when it is fixed, or /cancel {run.id}"
+            if run.error_class == "uncertain":
+                advice = f"/confirm {run.id} if it happened, /retry {run.id} if not, or /cancel"
             reply.say(f"Run {run.id} failed ({run.error_class}): {run.error}\n{advice}")
         elif run.status is RunStatus.WAITING:
             reply.say(f"Run {run.id} is waiting at {run.current_step}.")

@@ -751,6 +751,23 @@ class ProcessEngine:
                     await self.ledger.release_unfinished_effects(run_id, actor)
                 return await self._continue(run)
 
+    async def confirm(self, run_id: str, actor: str) -> RunView:
+        """A run stopped as uncertain goes on as if its attempt succeeded: the operator
+        found it happened (the email was in the sent mail), so it is not made again."""
+        async with self._locks.hold(run_id):
+            stopped = await self._run(run_id)
+            if stopped.status is not RunStatus.FAILED or stopped.error_class != "uncertain":
+                raise InvalidState(
+                    f"run {run_id} did not stop as uncertain: nothing to confirm "
+                    f"(it is {stopped.status.value})"
+                )
+            await self.ledger.confirm_unfinished_effects(run_id, actor)
+            run = await self._transition(
+                run_id, RunStatus.FAILED, RunStatus.RUNNING, actor, error=None, error_class=None
+            )
+            with self._stalls_if_the_ledger_fails(run):
+                return await self._continue(run)
+
     async def recover(self) -> list[RunView]:
         """After a crash: continues every run that was mid-step when the process died."""
         views = []

@@ -39,7 +39,10 @@ class UncertainEffect(StewardError):
             f"an earlier attempt of {connector} (key {key}) may or may not have reached the "
             "outside world" + (f": {look}" if look else "")
         )
-        super().__init__(f"{what}; check it there, then /retry to try again or /cancel the run")
+        super().__init__(
+            f"{what}; check it there, then /confirm the run if it happened, /retry to try "
+            "again, or /cancel the run"
+        )
 
 
 class DecisionForAnotherGate(Exception):

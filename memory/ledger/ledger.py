@@ -1350,20 +1350,30 @@ class Ledger:
 
     async def release_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
         """The operator checked: attempts with no recorded outcome did not happen."""
+        released = {"status": "failed", "error": "released by the operator"}
+        return await self._settle_unfinished(run_id, actor, "effect.released", released)
 
-        def release(tx: LedgerTx) -> list[str]:
+    async def confirm_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
+        """The operator checked: attempts with no recorded outcome did happen."""
+        confirmed = {"status": "done", "result": {"confirmed_by": actor}}
+        return await self._settle_unfinished(run_id, actor, "effect.confirmed", confirmed)
+
+    async def _settle_unfinished(
+        self, run_id: str, actor: str, kind: str, outcome: dict[str, Any]
+    ) -> list[str]:
+        def settle(tx: LedgerTx) -> list[str]:
             rows = tx.conn.execute(
                 update(t.idempotency)
                 .where(t.idempotency.c.run_id == run_id, t.idempotency.c.status == "started")
-                .values(status="failed", error="released by the operator", finished_at=utcnow())
+                .values(**outcome, finished_at=utcnow())
                 .returning(t.idempotency.c.key)
             )
             keys = list(rows.scalars())
             for key in keys:
-                tx.audit(NewAuditEvent(actor, "effect.released", key, {"run": run_id}))
+                tx.audit(NewAuditEvent(actor, kind, key, {"run": run_id}))
             return keys
 
-        return await self.write(release)
+        return await self.write(settle)
 
     # -- timers --------------------------------------------------------------------------
 

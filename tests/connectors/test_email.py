@@ -26,6 +26,7 @@ from connectors import DataError
 from connectors.calendar import Invitation
 from connectors.email import EmailConnector, SendInvitation, SmtpServer, message_id
 from graph.effects import RetryPolicy
+from graph.errors import InvalidState
 from memory.ledger import RunStatus
 from tests.net import free_port
 
@@ -222,6 +223,19 @@ async def test_an_attempt_a_crash_cut_short_names_the_message_id_to_look_for(
     assert run.status is RunStatus.FAILED and run.error_class == "uncertain"
     assert f"look in the sent mail for Message-ID {message_id(key, SENDER)}" in (run.error or "")
     assert inbox.received == []  # not sent again on a guess
+    # It was in the sent mail: the operator says so, and the run goes on without it.
+    advice = app.coordinator.describe(decided.view).texts[0]
+    assert f"/confirm {run.id} if it happened, /retry {run.id} if not" in advice
+    confirmed = await app.engine.confirm(run.id, "cli:shell")
+    assert confirmed.run.status is RunStatus.SUCCEEDED
+    assert inbox.received == []
+    effect = await app.ledger.get_effect(key)
+    assert effect is not None and effect.status == "done"
+    assert effect.result == {"confirmed_by": "cli:shell"}
+    kinds = [e.kind for e in await app.ledger.audit_events()]
+    assert "effect.confirmed" in kinds
+    with pytest.raises(InvalidState, match="did not stop as uncertain"):
+        await app.engine.confirm(run.id, "cli:shell")
 
 
 @pytest.mark.parametrize(
