@@ -389,6 +389,8 @@ class Coordinator:
                 return await self._details(approval_id)
             case "retry":  # on a failed run in the daily list; the payload holds its id
                 return self.describe(await self.engine.retry(approval_id, actor))
+            case "confirm":  # on a run stopped as uncertain in the daily list
+                return self.describe(await self.engine.confirm(approval_id, actor))
             case _:
                 return Reply().say("That button has expired. /runs shows what is pending.")
 

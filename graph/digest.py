@@ -215,9 +215,19 @@ def _run_item(run: Run, kind: str, score: float, context: _Context) -> Item:
         kind=kind,
         title=f"{_process_title(run, context.catalog)} {run.id} {reason}",
         why=" · ".join([f"since {_duration(stopped)}", *_amount(context.money(run))]),
-        buttons=[Button("Retry", f"retry:{run.id}", "primary")] if kind == "failed" else [],
+        buttons=_run_buttons(run) if kind == "failed" else [],
         key=run.id,
     )
+
+
+def _run_buttons(run: Run) -> list[Button]:
+    """Retry; for a run stopped as uncertain, Confirm first: the attempt happened."""
+    if run.error_class == "uncertain":
+        return [
+            Button("Confirm", f"confirm:{run.id}", "primary"),
+            Button("Retry", f"retry:{run.id}"),
+        ]
+    return [Button("Retry", f"retry:{run.id}", "primary")]
 
 
 def _timer_item(timer: Timer, run: Run, score: float, context: _Context) -> Item:

@@ -15,6 +15,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -25,9 +26,10 @@ from bot.settings import load_settings
 from connectors import DataError
 from connectors.calendar import Invitation
 from connectors.email import EmailConnector, SendInvitation, SmtpServer, message_id
+from graph.digest import daily_list
 from graph.effects import RetryPolicy
 from graph.errors import InvalidState
-from memory.ledger import RunStatus
+from memory.ledger import RunStatus, utcnow
 from tests.net import free_port
 
 SENDER = "steward@example.com"
@@ -226,6 +228,8 @@ async def test_an_attempt_a_crash_cut_short_names_the_message_id_to_look_for(
     # It was in the sent mail: the operator says so, and the run goes on without it.
     advice = app.coordinator.describe(decided.view).texts[0]
     assert f"/confirm {run.id} if it happened, /retry {run.id} if not" in advice
+    [item] = (await daily_list(app.ledger, app.catalog, utcnow(), ZoneInfo("UTC"))).items
+    assert [b.payload for b in item.buttons] == [f"confirm:{run.id}", f"retry:{run.id}"]
     confirmed = await app.engine.confirm(run.id, "cli:shell")
     assert confirmed.run.status is RunStatus.SUCCEEDED
     assert inbox.received == []
