@@ -79,6 +79,7 @@ from memory.ledger import (
     utcnow,
 )
 from memory.ledger.ledger import decide as record_decision
+from memory.ledger.ledger import expiry_key
 
 Durability = Literal["exit", "async", "sync"]
 _Decided = tuple[Approval | None, bool, Run | None]  # as the ledger's decide returns it
@@ -375,7 +376,10 @@ class ProcessEngine:
             def claim(tx: LedgerTx) -> bool:
                 run = tx.lock_run(timer.run_id) if timer.run_id else None
                 if run is not None and run.status is RunStatus.PAUSED:
-                    return False  # a paused run's gate does not expire until it resumes
+                    # A paused run's gate does not expire until it resumes, which sets
+                    # its time again: out of the way of the timers due meanwhile.
+                    tx.set_aside_timer(timer.id, FOREVER)
+                    return False
                 return tx.claim_timer(timer.id, worker, None)
 
             if await self.ledger.write(claim):
@@ -1093,7 +1097,7 @@ def _open_gate(tx: LedgerTx, approval: Approval, now: datetime) -> Approval:
         return existing
     tx.insert_approval(approval)
     tx.add_timer(
-        f"expire:{approval.id}",
+        expiry_key(approval.id),
         "approval_expiry",
         approval.expires_at,
         approval.run_id,

@@ -254,6 +254,11 @@ def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
     return Prepared(query)
 
 
+def expiry_key(approval_id: str) -> str:
+    """The key of the timer at which an approval expires."""
+    return f"expire:{approval_id}"
+
+
 class LedgerTx:
     """Reads and writes inside one open transaction (runs on the database's side)."""
 
@@ -497,15 +502,15 @@ class LedgerTx:
             self.conn.execute(
                 update(a).where(a.c.id == approval_id).values(expires_at=expires_at + by)
             )
-        due = select(timer.c.id, timer.c.due_at).where(
-            timer.c.run_id == run_id,
-            timer.c.kind == "approval_expiry",
-            timer.c.status == "pending",
-        )
-        for timer_id, due_at in self.conn.execute(due).all():
-            self.conn.execute(
-                update(timer).where(timer.c.id == timer_id).values(due_at=due_at + by)
+            self.conn.execute(  # set aside while paused (see set_aside_timer): due again
+                update(timer)
+                .where(timer.c.key == expiry_key(approval_id), timer.c.status == "pending")
+                .values(due_at=expires_at + by)
             )
+
+    def set_aside_timer(self, timer_id: int, until: datetime) -> None:
+        """A timer that must not fire yet, due again ``until`` (a paused run's gate)."""
+        self.conn.execute(update(t.timers).where(t.timers.c.id == timer_id).values(due_at=until))
 
     def cancel_timers(self, run_id: str) -> None:
         self.conn.execute(

@@ -145,6 +145,10 @@ async def test_a_gate_s_time_to_answer_does_not_run_while_its_run_is_paused(
     await app.ledger.write(lambda tx: tx.update_run(view.run.id, updated_at=utcnow() - four_days))
     [expiry] = [t for t in await app.ledger.due_timers(utcnow() + four_days) if t.run_id]
     assert await app.engine.fire_timer(expiry, "w1") is None  # paused: not now
+    # … nor at every tick after: it is set aside until the run resumes.
+    assert [
+        t for t in await app.ledger.due_timers(utcnow() + timedelta(days=365)) if t.run_id
+    ] == []
     await app.engine.resume(view.run.id, "cli:a")
 
     approval = await app.ledger.get_approval(view.approval.id)
