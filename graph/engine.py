@@ -388,16 +388,6 @@ class ProcessEngine:
         await self.ledger.write(lambda tx: tx.claim_timer(timer.id, worker, None))
         return None
 
-    async def waiting_for(self, event: str) -> list[Run]:
-        """The runs waiting, right now, for ``event``."""
-        runs = []
-        for timer in await self.ledger.open_waits():
-            if timer.payload.get("event") == event and timer.run_id is not None:
-                run = await self.ledger.get_run(timer.run_id)
-                if run is not None and run.status is RunStatus.WAITING:
-                    runs.append(run)
-        return runs
-
     async def expecting(self, event: str) -> list[Run]:
         """The runs that wait for ``event`` now or may later: those not ended whose
         process has a wait for it."""
@@ -422,14 +412,13 @@ class ProcessEngine:
             if run is None or run.status not in EXPECTING:
                 raise InvalidState(f"run {run_id} has ended: it waits for nothing")
             waiting = tx.open_wait(run_id)
+            audit = NewAuditEvent(actor, "run.event", run_id, {"event": event})
             if (
                 run.status is RunStatus.WAITING
                 and waiting is not None
                 and waiting.payload.get("event") == event
-                and tx.claim_timer(waiting.id, actor, woken)
+                and _claim_wake(tx, run_id, waiting.id, actor, woken, audit, now)
             ):
-                tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
-                tx.audit(NewAuditEvent(actor, "run.event", run_id, {"event": event}))
                 return replace(run, status=RunStatus.RUNNING, updated_at=now)
             tx.keep_event(run_id, KeptEvent(event, data, actor, now))
             tx.audit(NewAuditEvent(actor, "run.event_kept", run_id, {"event": event}), at=now)
@@ -440,20 +429,6 @@ class ProcessEngine:
             if run is None:
                 return None
             return await self._advance(run, Command(resume=woken))
-
-    async def deliver_event(
-        self, run_id: str, event: str, data: dict[str, Any], actor: str
-    ) -> RunView:
-        """Wakes a run waiting for ``event``; external data never decides anything else."""
-        waiting = await self.ledger.open_wait(run_id)
-        if waiting is None or waiting.payload.get("event") != event:
-            raise InvalidState(f"run {run_id} is not waiting for {event!r}")
-        woken = {"by": f"event:{event}", "data": data}
-        audit = NewAuditEvent(actor, "run.event", run_id, {"event": event})
-        view = await self._wake(run_id, waiting.id, actor, woken, audit)
-        if view is None:
-            raise InvalidState(f"run {run_id} is not waiting for {event!r} now")
-        return view
 
     async def _wake(
         self,
@@ -476,12 +451,9 @@ class ProcessEngine:
             if run.status is not RunStatus.WAITING:
                 tx.claim_timer(timer_id, worker, None)  # cancelled or finished: retire it
                 return None
-            if not tx.claim_timer(timer_id, worker, woken):
-                return None
             now = utcnow()
-            tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
-            if audit is not None:
-                tx.audit(audit)
+            if not _claim_wake(tx, run_id, timer_id, worker, woken, audit, now):
+                return None
             return replace(run, status=RunStatus.RUNNING, updated_at=now)  # as now stored
 
         run = await self.ledger.write(claim)
@@ -1003,8 +975,7 @@ class ProcessEngine:
                 tx.postpone_expiries(run_id, max(timedelta(0), utcnow() - run.updated_at))
             tx.update_run(run_id, status=target.value, **changes)
             tx.audit(NewAuditEvent(actor, f"run.{verb}", run_id))
-            waiting = tx.open_wait(run_id) if woken is not None else None
-            if waiting is not None and woken is not None:
+            if woken is not None and (waiting := tx.open_wait(run_id)) is not None:
                 woken.update(_take_kept_event(tx, run_id, waiting, utcnow()) or {})
             return _found(tx.get_run(run_id), run_id)
 
@@ -1189,17 +1160,37 @@ def _take_kept_event(
     such event, in the transaction that opened the wait (or resumed the run): it is
     running again, and the wake, kept with the timer as any wake is, is returned."""
     event = waiting.payload.get("event")
-    if not event or waiting.status != "pending" or not tx.has_kept_event(run_id, event):
+    if not event or waiting.status != "pending":
         return None
     kept = tx.take_kept_event(run_id, event)
-    assert kept is not None  # the run's lock is held: nothing else takes it
+    if kept is None:
+        return None
     woken = {"by": f"event:{event}", "data": kept.data}
-    if not tx.claim_timer(waiting.id, kept.by, woken):
-        raise InvalidState(f"run {run_id}'s wait for {event} was taken meanwhile")
-    tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
     since = kept.received_at.isoformat()
-    tx.audit(NewAuditEvent(kept.by, "run.event", run_id, {"event": event, "kept_since": since}))
+    audit = NewAuditEvent(kept.by, "run.event", run_id, {"event": event, "kept_since": since})
+    if not _claim_wake(tx, run_id, waiting.id, kept.by, woken, audit, now):
+        # The take above rolls back with this transaction: the event stays kept.
+        raise InvalidState(f"run {run_id}'s wait for {event} was taken meanwhile")
     return woken
+
+
+def _claim_wake(
+    tx: LedgerTx,
+    run_id: str,
+    timer_id: int,
+    by: str,
+    woken: dict[str, Any],
+    audit: NewAuditEvent | None,
+    now: datetime,
+) -> bool:
+    """Claims a wait's timer with the wake that ends it, kept with it for recovery, and
+    sets the run running again; False when the timer was claimed already."""
+    if not tx.claim_timer(timer_id, by, woken):
+        return False
+    tx.update_run(run_id, status=RunStatus.RUNNING.value, updated_at=now)
+    if audit is not None:
+        tx.audit(audit, at=now)
+    return True
 
 
 def _found_timer(timer: Timer | None, key: str) -> Timer:

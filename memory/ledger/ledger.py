@@ -466,13 +466,6 @@ class LedgerTx:
             )
         )
 
-    def has_kept_event(self, run_id: str, event: str) -> bool:
-        k = t.kept_events
-        query = select(k.c.id).where(
-            k.c.run_id == run_id, k.c.event == event, k.c.taken_at.is_(None)
-        )
-        return self.conn.execute(query.limit(1)).first() is not None
-
     def take_kept_event(self, run_id: str, event: str) -> KeptEvent | None:
         """The oldest event kept for the run's wait, taken: no other wait takes it."""
         k = t.kept_events
@@ -1394,22 +1387,9 @@ class Ledger:
     async def get_timer(self, key: str) -> Timer | None:
         return await self.read(lambda tx: tx.timer(key))
 
-    async def open_waits(self) -> list[Timer]:
-        """Every pending timer of a wait step: the runs waiting for a time or an event."""
-        query = select(t.timers).where(t.timers.c.kind == "wait", t.timers.c.status == "pending")
-        return await self.db.run(lambda c: [_timer(r) for r in c.execute(query)], write=False)
-
     async def open_wait(self, run_id: str) -> Timer | None:
         """The pending timer of a run's current wait step, if it is waiting."""
-        query = select(t.timers).where(
-            t.timers.c.run_id == run_id, t.timers.c.kind == "wait", t.timers.c.status == "pending"
-        )
-
-        def get(conn: Connection) -> Timer | None:
-            row = conn.execute(query).first()
-            return _timer(row) if row else None
-
-        return await self.db.run(get, write=False)
+        return await self.read(lambda tx: tx.open_wait(run_id))
 
     async def ensure_timer(
         self, key: str, kind: str, due_at: datetime, payload: dict[str, Any]

@@ -256,8 +256,8 @@ async def test_wait_step_resumes_on_event_and_loops_without_payment(app: Steward
     assert second.view is not None
     assert len(outbox(app)) == 2  # one reminder per approved visit, distinct keys
     # Now the payment arrives while waiting.
-    paid = await app.engine.deliver_event(view.run.id, "payment", {"ref": "tx1"}, "webhook:bank")
-    assert paid.run.status is RunStatus.SUCCEEDED
+    paid = await app.engine.offer_event(view.run.id, "payment", {"ref": "tx1"}, "webhook:bank")
+    assert paid is not None and paid.run.status is RunStatus.SUCCEEDED
     assert await app.engine.fire_timer(timer, "late") is None  # a claimed timer never refires
 
 
