@@ -14,7 +14,7 @@ from graph.budget import BudgetExceeded
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.errors import StewardError
-from graph.inputs import EMAIL, InputError, InputType, parse_input
+from graph.inputs import EMAIL, InputError, InputSpec, InputType, parse_input
 from graph.models import LanguageModels
 
 WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
@@ -95,51 +95,53 @@ def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
     """Inputs that can be read off plain text without a model; wrong guesses are dropped."""
     found: dict[str, Any] = {}
     _, named = parse_arguments(text) if "=" in text else ([], {})
-    lowered = text.lower()
     for name, spec in definition.inputs.items():
         candidate: str | None = named.get(name)
         if candidate is None:
-            if spec.type is InputType.EMAIL:
-                emails = [w.strip(".,;()<>") for w in text.split() if "@" in w]
-                emails = [e for e in emails if EMAIL.match(e)]
-                candidate = emails[0] if len(emails) == 1 else None
-            elif spec.type is InputType.CHOICE:
-                hits = [
-                    c
-                    for c in spec.choices or []
-                    if re.search(rf"\b{re.escape(c.lower())}\b", lowered)
-                ]
-                candidate = hits[0] if len(hits) == 1 else None
-            elif spec.type is InputType.MONEY:
-                amounts = [m.group(1) or m.group(2) for m in MONEY.finditer(text)]
-                candidate = amounts[0] if len(amounts) == 1 else None
-            elif spec.type is InputType.DATE:
-                dates = ISO_DATE.findall(text)
-                candidate = dates[0] if len(dates) == 1 else None
-            elif spec.type is InputType.DATETIME:
-                moments = ISO_DATE_TIME.findall(text)
-                candidate = moments[0] if len(moments) == 1 else None
-            elif spec.type is InputType.STRING and any(w in name for w in CLIENTISH):
-                names = AFTER_PREPOSITION.findall(text)
-                candidate = names[0] if len(names) == 1 else None
-            elif spec.type is InputType.STRING and any(w in name for w in PERSONISH):
-                candidate = _first_name(definition, text)
+            candidate = _read_off(definition, name, spec, text)
         if candidate is not None:
             with suppress(InputError):
                 found[name] = parse_input(name, spec, candidate)
     return found
 
 
+def _read_off(definition: ProcessDefinition, name: str, spec: InputSpec, text: str) -> str | None:
+    """The one value of ``spec``'s type that ``text`` holds; None for none, or several."""
+    if spec.type is InputType.EMAIL:
+        emails = [w.strip(".,;()<>") for w in text.split() if "@" in w]
+        return _the_one([e for e in emails if EMAIL.match(e)])
+    if spec.type is InputType.CHOICE:
+        lowered = text.lower()
+        choices = spec.choices or []
+        return _the_one([c for c in choices if re.search(rf"\b{re.escape(c.lower())}\b", lowered)])
+    if spec.type is InputType.MONEY:
+        return _the_one([m.group(1) or m.group(2) for m in MONEY.finditer(text)])
+    if spec.type is InputType.DATE:
+        return _the_one(ISO_DATE.findall(text))
+    if spec.type is InputType.DATETIME:
+        return _the_one(ISO_DATE_TIME.findall(text))
+    if spec.type is InputType.STRING and any(w in name for w in CLIENTISH):
+        return _the_one(AFTER_PREPOSITION.findall(text))
+    if spec.type is InputType.STRING and any(w in name for w in PERSONISH):
+        return _first_name(definition, text)
+    return None
+
+
+def _the_one(found: list[str]) -> str | None:
+    """What was found, if exactly one thing was: two candidates are a guess."""
+    return found[0] if len(found) == 1 else None
+
+
 def _first_name(definition: ProcessDefinition, text: str) -> str | None:
     """The first name of the one person named before a company, not counting the words
     that name the process ("Onboard Jane Doe from Acme": Jane); a title with the name
     after it ("Dr Smith")."""
-    found = BEFORE_COMPANY.findall(text)
-    if len(found) != 1:
+    named = _the_one(BEFORE_COMPANY.findall(text))
+    if named is None:
         return None
     calling = {definition.name, *definition.aliases, *definition.title.split()}
     process_words = set(WORD.findall(" ".join(calling).lower()))
-    words = [word for word in found[0].split() if word.lower() not in process_words]
+    words = [word for word in named.split() if word.lower() not in process_words]
     if len(words) > 1 and words[0].lower().rstrip(".") in TITLES:  # "Dr Smith"
         return f"{words[0]} {words[1]}"
     names = [word for word in words if not (len(word) > 1 and word.isupper())]  # not ACME
