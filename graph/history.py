@@ -224,20 +224,14 @@ class Found:
     matched: bool = True
 
 
-@dataclass(frozen=True)
-class _Entity:
-    """What a question's filter names, as a record's tag may spell it."""
-
-    entity: str
-
-    def may_be(self, tag: str | None) -> bool:
-        """Whether a record so tagged may be about it: one about no such thing (a client
-        for a client), or about it, however its name was typed ("acme corp")."""
-        if tag is None:
-            return True
-        kind, _, name = self.entity.partition(":")
-        other_kind, _, other_name = tag.partition(":")
-        return other_kind != kind or _folded(other_name) == _folded(name)
+def _may_be_about(tag: str | None, entity: str) -> bool:
+    """Whether a record tagged ``tag`` may be about ``entity``: one about no such thing
+    (a client, for a client), or about it, however its name was typed ("acme corp")."""
+    if tag is None:
+        return True
+    kind, _, name = entity.partition(":")
+    other_kind, _, other_name = tag.partition(":")
+    return other_kind != kind or _folded(other_name) == _folded(name)
 
 
 def _folded(name: str) -> str:
@@ -276,11 +270,10 @@ class History:
         if filters.entity is not None and len(hits) < limit:
             wider = replace(query, filters=replace(filters, entity=None), limit=limit * WIDER)
             seen = {hit.record.id for hit in hits}
-            about = _Entity(filters.entity)
             hits += [
                 hit
                 for hit in await self.store.search(wider)
-                if hit.record.id not in seen and about.may_be(hit.record.entity)
+                if hit.record.id not in seen and _may_be_about(hit.record.entity, filters.entity)
             ]
         if not hits and (filters.since or filters.until):
             latest = await self.store.latest(filters, limit)
