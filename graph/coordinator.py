@@ -322,8 +322,11 @@ class Coordinator:
                 run = await self.engine.cancel(_one_id(rest, "cancel"), actor)
                 return Reply().say(f"Cancelled run {run.id} ({run.process}).")
             case "skip":
-                if await self.memory.get(self._question_key(inbound)) is None:
+                pending = await self.memory.get(self._question_key(inbound))
+                if pending is None:
                     return Reply().say("Nothing to skip: I am not waiting for an answer.")
+                if pending["type"] == "form":
+                    return await self._skip_input(inbound, pending)
                 await self.memory.delete(self._question_key(inbound))
                 return Reply().say("Okay.")
             case "pause":
@@ -563,17 +566,21 @@ class Coordinator:
         return await self._continue_form(inbound, route.process, route.values)
 
     async def _continue_form(
-        self, inbound: Inbound, definition: ProcessDefinition, values: dict[str, Any]
+        self,
+        inbound: Inbound,
+        definition: ProcessDefinition,
+        values: dict[str, Any],
+        skipped: list[str] | None = None,
     ) -> Reply:
+        skipped = skipped or []
         for name, spec in definition.inputs.items():  # a default fills in when it starts
-            if name not in values and spec.required and spec.default is None:
-                await self._ask(
-                    inbound,
-                    {"type": "form", "process": definition.name, "values": values, "asking": name},
-                )
+            if name not in values and name not in skipped and spec.asked:
+                form = {"process": definition.name, "values": values, "skipped": skipped}
+                await self._ask(inbound, {"type": "form", **form, "asking": name})
                 question = spec.question or f"What is the {name.replace('_', ' ')}?"
-                intro = "" if values else f"Starting {definition.title}. "
-                return Reply().say(f"{intro}{question} (/cancel to stop)")
+                intro = "" if values or skipped else f"Starting {definition.title}. "
+                way_out = "/cancel to stop" if spec.required else "/skip if none, /cancel to stop"
+                return Reply().say(f"{intro}{question} ({way_out})")
         await self.memory.delete(self._question_key(inbound))
         try:
             return await self.start_run(inbound, definition.name, values)
@@ -591,7 +598,9 @@ class Coordinator:
                 await self._ask(inbound, pending)  # anew: the next message may answer it
                 return Reply().say(f"{exc}. Try again, or /cancel.")
             values = {**pending["values"], field: value}
-            return await self._continue_form(inbound, definition, values)
+            return await self._continue_form(
+                inbound, definition, values, pending.get("skipped", [])
+            )
         if pending["type"] == "edit" and not text:
             await self._ask(inbound, pending)  # anew: the next message may answer it
             return Reply().say("Send the new text, or /cancel to keep the card as it is.")
@@ -602,6 +611,17 @@ class Coordinator:
         if pending["type"] == "edit":
             return await self.decide(pending["approval"], True, actor, edited_text=text)
         return await self._free_text(inbound, text)
+
+    async def _skip_input(self, inbound: Inbound, pending: dict[str, Any]) -> Reply:
+        definition = self.engine.definition(pending["process"])
+        field = pending["asking"]
+        if definition.inputs[field].required:
+            await self._ask(inbound, pending)  # anew: the next message may answer it
+            return Reply().say(
+                f"{definition.title} needs the {field.replace('_', ' ')}: answer it, or /cancel."
+            )
+        skipped = [*pending.get("skipped", []), field]
+        return await self._continue_form(inbound, definition, pending["values"], skipped)
 
     async def _cancel_question(self, inbound: Inbound) -> Reply:
         key = self._question_key(inbound)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,8 @@ from graph.definitions import AgentStep
 from graph.models import LanguageModels
 from graph.templating import render
 from memory.ledger import storable
+
+BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # more than one blank line
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Drafter:
 
     async def draft(self, step: AgentStep, values: dict[str, Any], run_id: str) -> Draft:
         if self.models is None or step.prompt is None:
-            return Draft(render(step.template, values), "template")
+            return Draft(_filled(step.template, values), "template")
         prompt = render(step.prompt, {k: _as_data(v) for k, v in values.items()})
         try:
             text = await self.models.complete(
@@ -35,11 +38,16 @@ class Drafter:
             raise
         except Exception as exc:  # a model outage must not stop the run: fall back
             note = storable(f"model failed: {exc}")  # a service's words may hold anything
-            return Draft(render(step.template, values), "template", note)
+            return Draft(_filled(step.template, values), "template", note)
         if not text:
-            return Draft(render(step.template, values), "template", "model returned nothing")
+            return Draft(_filled(step.template, values), "template", "model returned nothing")
         name = self.models.fast_name if step.model == "fast" else self.models.strong_name
         return Draft(text, f"model:{name}")
+
+
+def _filled(template: str, values: dict[str, Any]) -> str:
+    """The template filled in; a paragraph of an input left out leaves no gap."""
+    return BLANK_LINES.sub("\n\n", render(template, values)).strip()
 
 
 def _as_data(value: Any) -> str:

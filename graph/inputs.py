@@ -60,6 +60,14 @@ class InputSpec(BaseModel):
             raise ValueError("choices are only for inputs of type choice")
         return self
 
+    @property
+    def asked(self) -> bool:
+        """A chat starting its process without it asks for it: a needed input without a
+        default, or an optional one with a question (which may be skipped)."""
+        if self.required:
+            return self.default is None
+        return self.question is not None
+
     def default_for(self, values: Mapping[str, Any]) -> Any:
         """The default; in a text one, ``{name}`` is the value of an input before it."""
         return render(self.default, values) if isinstance(self.default, str) else self.default

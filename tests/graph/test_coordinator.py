@@ -229,6 +229,33 @@ async def test_run_command_without_inputs_asks_one_at_a_time(app: Steward) -> No
     assert card.approval_id
 
 
+async def test_an_optional_question_may_be_skipped_and_leaves_no_gap_in_the_draft(
+    app: Steward,
+) -> None:
+    asked = await send(app, '/run newsletter_issue topic="Spring prices" audience=Friends')
+    assert "Any points to cover?" in joined(asked) and "/skip" in joined(asked)
+    card = only_card(await send(app, "/skip"))
+    assert "none" not in card.text.lower()
+    assert "This issue is about Spring prices.\n\nThanks for reading" in card.text
+    [run] = await app.ledger.list_runs()
+    assert "notes" not in run.inputs
+
+
+async def test_an_optional_question_answered_fills_in_the_draft(app: Steward) -> None:
+    await send(app, "/run newsletter_issue")
+    await send(app, "Spring prices")
+    await send(app, "Friends")
+    card = only_card(await send(app, "New rates from March."))
+    assert "This issue is about Spring prices.\n\nNew rates from March.\n\n" in card.text
+
+
+async def test_a_needed_input_cannot_be_skipped(app: Steward) -> None:
+    await send(app, "/run onboarding client=Acme")
+    refused = await send(app, "/skip")
+    assert "needs the email" in joined(refused)
+    assert "basic, standard or premium" in joined(await send(app, "jane@acme.com"))
+
+
 async def test_cancel_during_a_form_drops_it(app: Steward) -> None:
     await send(app, "onboard Jane from Acme Corp on the premium package")
     dropped = await send(app, "/cancel")
