@@ -110,6 +110,7 @@ class Steward:
                     effects=EffectGuard(ledger, connectors, retry),
                     drafter=Drafter(models),
                     durability=durability,
+                    zone=ZoneInfo(settings.timezone),
                 )
                 await engine.setup()
                 memory = await open_working_memory(settings)

@@ -18,7 +18,7 @@ import hashlib
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Annotated, Any, ClassVar
@@ -145,6 +145,11 @@ class EmailConnector:
         result = {"message_id": message["Message-ID"], "to": email.to}
         if isinstance(email, SendInvitation):
             invitation = self.invitation(email, key)
+            if not invitation.cancelled and invitation.start <= datetime.now(UTC):
+                raise DataError(
+                    f"send_invitation: the meeting at {email.start} has passed; "
+                    "replay the run from its approval with a new time"
+                )
             message.add_attachment(
                 invitation.to_ics().encode(),
                 maintype="text",

@@ -542,7 +542,9 @@ class Coordinator:
             )
         for key, raw in named.items():
             try:
-                values[key] = parse_input(key, definition.inputs[key], raw)
+                values[key] = parse_input(
+                    key, definition.inputs[key], raw, utcnow().astimezone(self.zone)
+                )
             except InputError as exc:
                 errors.append(str(exc))
         if errors:
@@ -593,7 +595,9 @@ class Coordinator:
             definition = self.engine.definition(pending["process"])
             field = pending["asking"]
             try:
-                value = parse_input(field, definition.inputs[field], text)
+                value = parse_input(
+                    field, definition.inputs[field], text, utcnow().astimezone(self.zone)
+                )
             except InputError as exc:
                 await self._ask(inbound, pending)  # anew: the next message may answer it
                 return Reply().say(f"{exc}. Try again, or /cancel.")

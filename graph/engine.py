@@ -30,7 +30,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from time import monotonic
 from typing import Any, Literal
 
@@ -190,9 +190,14 @@ class ProcessEngine:
     effects: EffectGuard
     drafter: Drafter
     durability: Durability = "exit"
+    zone: tzinfo = UTC  # STEWARD_TIMEZONE: the clock a ``future`` input is read on
     _compiled: dict[str, _Compiled] = field(default_factory=dict)
     _locks: RunLocks = field(default_factory=RunLocks)
     _stalled: dict[str, _Stalled] = field(default_factory=dict)  # by run
+
+    def _now(self) -> datetime:
+        """Now on the operator's clock."""
+        return utcnow().astimezone(self.zone)
 
     async def setup(self) -> None:
         """Records every loadable definition version, so runs can always reload theirs."""
@@ -221,7 +226,7 @@ class ProcessEngine:
         for name, spec in definition.inputs.items():
             if name in raw:
                 try:
-                    values[name] = parse_input(name, spec, raw[name])
+                    values[name] = parse_input(name, spec, raw[name], self._now())
                 except InputError as exc:
                     errors.append(exc)
             elif spec.default is not None:
@@ -675,7 +680,7 @@ class ProcessEngine:
             if spec is None:
                 raise InputProblem(definition.name, [], [], name, list(definition.inputs))
             try:
-                values[name] = parse_input(name, spec, raw)
+                values[name] = parse_input(name, spec, raw, self._now())
             except InputError as exc:
                 raise InvalidState(str(exc)) from None
         return storable(values)

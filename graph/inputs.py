@@ -51,6 +51,7 @@ class InputSpec(BaseModel):
     default: Any = None
     choices: list[str] | None = None
     max_length: int = Field(default=2000, gt=0)
+    future: bool = False  # a date or datetime: today or later, or a time still to come
 
     @model_validator(mode="after")
     def _choices_for_choice(self) -> InputSpec:
@@ -58,6 +59,8 @@ class InputSpec(BaseModel):
             raise ValueError("a choice input needs a list of choices")
         if self.type is not InputType.CHOICE and self.choices:
             raise ValueError("choices are only for inputs of type choice")
+        if self.future and self.type not in (InputType.DATE, InputType.DATETIME):
+            raise ValueError("future is only for inputs of type date or datetime")
         return self
 
     @property
@@ -104,8 +107,10 @@ class InputError(ValueError):
         super().__init__(f"{field}: {problem or 'expected ' + spec.expected()}, got {shown!r}")
 
 
-def parse_input(field: str, spec: InputSpec, raw: Any) -> Any:
-    """Turns a typed or given value into the input's type; raises InputError."""
+def parse_input(field: str, spec: InputSpec, raw: Any, now: datetime | None = None) -> Any:
+    """Turns a typed or given value into the input's type; raises InputError. ``now``, on
+    the operator's clock (aware, in STEWARD_TIMEZONE), is what a ``future`` input must
+    not be before; without it that is not checked."""
     text = "" if raw is None else str(raw).strip()
     if not text:
         raise InputError(field, spec, text)
@@ -119,7 +124,17 @@ def parse_input(field: str, spec: InputSpec, raw: Any) -> Any:
         raise InputError(field, spec, text) from None
     if value is None:
         raise InputError(field, spec, text)
+    if spec.future and now is not None and _passed(spec, value, now):
+        if spec.type is InputType.DATE:
+            raise InputError(field, spec, text, f"that has passed (today is {now:%Y-%m-%d})")
+        raise InputError(field, spec, text, f"that has passed (it is {now:%Y-%m-%d %H:%M} now)")
     return value
+
+
+def _passed(spec: InputSpec, value: str, now: datetime) -> bool:
+    if spec.type is InputType.DATE:
+        return date.fromisoformat(value) < now.date()
+    return datetime.fromisoformat(value).replace(tzinfo=now.tzinfo) <= now
 
 
 def _parse(spec: InputSpec, raw: Any, text: str) -> Any:

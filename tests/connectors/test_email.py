@@ -34,6 +34,7 @@ from tests.net import free_port
 
 SENDER = "steward@example.com"
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+KICKOFF = datetime.now(UTC).replace(hour=15, minute=0, second=0, microsecond=0) + timedelta(30)
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, timeout=10)
 
 
@@ -270,12 +271,12 @@ async def test_a_planned_kickoff_sends_an_invitation_after_its_own_approval(
 ) -> None:
     inbox, _ = smtp
     view = await app.engine.start(
-        "onboarding", {**ONBOARD, "kickoff": "2026-12-01 15:00"}, "cli:shell"
+        "onboarding", {**ONBOARD, "kickoff": f"{KICKOFF:%Y-%m-%d %H:%M}"}, "cli:shell"
     )
     assert view.approval is not None
     decided = await app.engine.decide(view.approval.id, True, "cli:shell")
     assert decided.view is not None and decided.view.approval is not None
-    assert "kick-off call on 2026-12-01T15:00" in decided.view.approval.card["summary"]
+    assert f"kick-off call on {KICKOFF:%Y-%m-%dT%H:%M}" in decided.view.approval.card["summary"]
     assert len(inbox.received) == 1  # the welcome email only: the invitation waits
     done = await app.engine.decide(decided.view.approval.id, True, "cli:shell")
     assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
@@ -289,8 +290,8 @@ async def test_a_planned_kickoff_sends_an_invitation_after_its_own_approval(
     ics = ics if isinstance(ics, str) else ics.decode()
     assert f"UID:{view.run.id}-send_kickoff@steward" in ics
     assert "SEQUENCE:0" in ics
-    assert "DTSTART:20261201T150000Z" in ics  # STEWARD_TIMEZONE is UTC here
-    assert "DTEND:20261201T154500Z" in ics
+    assert f"DTSTART:{KICKOFF:%Y%m%dT%H%M%SZ}" in ics  # STEWARD_TIMEZONE is UTC here
+    assert f"DTEND:{KICKOFF + timedelta(minutes=45):%Y%m%dT%H%M%SZ}" in ics
     assert "ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=TRUE:mailto:jane@acme.com" in ics
 
 
@@ -299,7 +300,7 @@ async def test_undoing_the_kickoff_cancels_that_invitation_in_the_calendar(
 ) -> None:
     inbox, _ = smtp
     view = await app.engine.start(
-        "onboarding", {**ONBOARD, "kickoff": "2026-12-01 15:00"}, "cli:shell"
+        "onboarding", {**ONBOARD, "kickoff": f"{KICKOFF:%Y-%m-%d %H:%M}"}, "cli:shell"
     )
     assert view.approval is not None
     decided = await app.engine.decide(view.approval.id, True, "cli:shell")
@@ -310,20 +311,39 @@ async def test_undoing_the_kickoff_cancels_that_invitation_in_the_calendar(
     undo = await app.engine.compensate(view.run.id, "send_kickoff", "cli:shell")
     assert undo.approval is not None
     assert undo.approval.card["summary"] == (
-        "Cancel the kick-off call with jane@acme.com on 2026-12-01T15:00"
+        f"Cancel the kick-off call with jane@acme.com on {KICKOFF:%Y-%m-%dT%H:%M}"
     )
     assert len(inbox.received) == 2  # nothing before its approval
     done = await app.engine.decide(undo.approval.id, True, "cli:shell")
     assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
     cancel = inbox.received[2]
     assert cancel["Subject"] == "Cancelled: kick-off call, Acme"
-    assert "our kick-off call on 2026-12-01T15:00 is cancelled" in cancel.get_body().get_content()
+    body = cancel.get_body().get_content()
+    assert f"our kick-off call on {KICKOFF:%Y-%m-%dT%H:%M} is cancelled" in body
     (attachment,) = list(cancel.iter_attachments())
     assert attachment.get_param("method") == "CANCEL"
     ics = attachment.get_content()
     ics = ics if isinstance(ics, str) else ics.decode()
     assert f"UID:{view.run.id}-send_kickoff@steward" in ics  # the same meeting
     assert "SEQUENCE:1" in ics and "METHOD:CANCEL" in ics and "STATUS:CANCELLED" in ics
+
+
+async def test_an_invitation_to_a_meeting_that_has_passed_is_refused_and_not_sent(
+    smtp: tuple[Inbox, int],
+) -> None:
+    """Approved too late: the kick-off went by while its card waited."""
+    inbox, port = smtp
+    connector = EmailConnector(SmtpServer.parse(f"smtp://127.0.0.1:{port}"), SENDER)
+    gone = datetime.now(UTC) - timedelta(minutes=5)
+    invitation = {"to": "jane@acme.com", "subject": "s", "body": "b", "title": "Kick-off"}
+    with pytest.raises(DataError, match="has passed; replay the run"):
+        await connector.perform(
+            "send_invitation", {**invitation, "start": f"{gone:%Y-%m-%d %H:%M}"}, "r1:send_kickoff"
+        )
+    assert inbox.received == []
+    cancelled = {**invitation, "start": f"{gone:%Y-%m-%d %H:%M}", "of": "r1:send_kickoff"}
+    await connector.perform("cancel_invitation", cancelled, "r1:undo")  # a cancellation goes
+    assert len(inbox.received) == 1
 
 
 def test_an_invitation_is_escaped_folded_and_keeps_its_uid_across_sends() -> None:

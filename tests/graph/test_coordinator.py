@@ -295,6 +295,12 @@ async def test_a_value_with_spaces_and_no_quotes_does_not_start_a_run(app: Stewa
     assert started.cards and (await app.ledger.list_runs())[0].inputs["client"] == "Acme Corp"
 
 
+async def test_a_kickoff_that_has_passed_does_not_start_a_run(app: Steward) -> None:
+    refused = await send(app, f'{START} kickoff="2020-01-06 15:00"')
+    assert "kickoff: that has passed (it is " in joined(refused)
+    assert await app.ledger.list_runs() == []
+
+
 async def test_run_with_an_unknown_input_says_there_is_no_such_input(app: Steward) -> None:
     text = joined(await send(app, "/run onboarding colour=red"))
     assert "no input 'colour'" in text

@@ -116,6 +116,8 @@ async def test_inputs_are_validated_with_field_and_expectation(app: Steward) -> 
         await app.engine.start("onbording", ONBOARD, "cli:shell")
     with pytest.raises(InputProblem, match="no input 'colour'"):
         await app.engine.start("onboarding", {**ONBOARD, "colour": "red"}, "cli:shell")
+    with pytest.raises(InputProblem, match="kickoff: that has passed"):  # a webhook, the CLI
+        await app.engine.start("onboarding", {**ONBOARD, "kickoff": "2020-01-06 15:00"}, "cli")
     assert await app.ledger.list_runs() == []
 
 

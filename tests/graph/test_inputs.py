@@ -6,7 +6,9 @@ must refuse; a refusal names the field and says what was expected.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
@@ -167,6 +169,36 @@ def test_choice_spec_needs_choices() -> None:
         InputSpec(type=InputType.CHOICE)
     with pytest.raises(ValidationError, match="only for inputs of type choice"):
         InputSpec(type=InputType.STRING, choices=["a"])
+
+
+BERLIN_NOON = datetime(2026, 3, 29, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # summer time
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "taken"),
+    [
+        (InputType.DATETIME, "2026-03-29 12:01", True),
+        (InputType.DATETIME, "2026-03-29 12:00", False),  # now is no time still to come
+        (InputType.DATETIME, "2026-03-29 11:30", False),  # UTC's 11:30 is still to come
+        (InputType.DATE, "2026-03-29", True),  # today
+        (InputType.DATE, "2026-03-28", False),
+    ],
+)
+def test_a_future_input_is_read_on_the_operators_clock(
+    kind: InputType, raw: str, taken: bool
+) -> None:
+    future = spec(kind, future=True)
+    if taken:
+        assert parse_input("kickoff", future, raw, BERLIN_NOON) == parse_input("k", future, raw)
+    else:
+        with pytest.raises(InputError, match="kickoff: that has passed"):
+            parse_input("kickoff", future, raw, BERLIN_NOON)
+    assert parse_input("kickoff", spec(kind), raw, BERLIN_NOON)  # not future: any time
+
+
+def test_only_a_date_or_datetime_may_be_future() -> None:
+    with pytest.raises(ValidationError, match="only for inputs of type date or datetime"):
+        InputSpec(type=InputType.STRING, future=True)
 
 
 def test_spec_defaults_to_a_required_string() -> None:
