@@ -59,6 +59,7 @@ from graph.errors import DecisionForAnotherGate, InvalidState, NotFound, Steward
 from graph.ids import new_approval_id, new_run_id
 from graph.inputs import InputError, parse_input
 from graph.remembering import entity_of
+from graph.routing import format_argument
 from graph.state import RunState, StepContext
 from graph.templating import placeholders, render
 from memory.checkpoints import LedgerSqliteSaver
@@ -593,7 +594,7 @@ class ProcessEngine:
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
             if stale := _drafted_before(definition, from_step, set(values)):
-                again = " ".join(_argument(k, v) for k, v in changes.items())
+                again = " ".join(format_argument(k, v) for k, v in changes.items())
                 raise InvalidState(
                     f"{stale.id} drafted its text with the inputs you change, before "
                     f"{from_step}: /replay {run_id} {stale.id} {again}, so that it drafts again"
@@ -1121,10 +1122,6 @@ def _drafted_before(
         if isinstance(step, AgentStep) and used & changed:
             return step
     return None
-
-
-def _argument(name: str, value: str) -> str:
-    return f'{name}="{value}"' if any(c.isspace() for c in value) else f"{name}={value}"
 
 
 def _step_entries(run: Run, log: Sequence[dict[str, Any]]) -> list[StepEntry]:

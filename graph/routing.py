@@ -82,6 +82,15 @@ def parse_arguments(text: str, strict: bool = False) -> tuple[list[str], dict[st
     return positional, named
 
 
+def format_argument(name: str, value: str) -> str:
+    """``name=value`` as ``parse_arguments`` reads it back: in double quotes when it holds
+    a space or a quote, with a backslash before each double quote and backslash."""
+    if SHELL_QUOTING.isdisjoint(value) and not any(c.isspace() for c in value):
+        return f"{name}={value}"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{name}="{escaped}"'
+
+
 def _split_on_double_quotes(text: str) -> list[str]:
     """As ``shlex.split``, but for double quotes and backslashes alone."""
     lexer = shlex.shlex(text, posix=True)

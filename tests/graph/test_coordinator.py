@@ -26,7 +26,7 @@ from graph.catalog import Catalog
 from graph.errors import StewardError
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from graph.models import LanguageModels
-from graph.routing import Router, parse_arguments
+from graph.routing import Router, format_argument, parse_arguments
 from memory.ledger import ApprovalStatus, RunStatus
 from processes import BUILTIN_DIR
 from tests.memory.commit_log import record_commits
@@ -761,6 +761,18 @@ def test_arguments_are_read_as_a_shell_reads_them(text: str) -> None:
         tokens = text.split()
     positional, named = parse_arguments(text)
     assert positional + [f"{key}={value}" for key, value in named.items()] == tokens
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Acme", "Acme Ltd", 'Acme "Best" Co', "O'Brien's", "a\\b c", 'say "hi"', "tab\there", ""],
+)
+def test_an_argument_is_written_as_it_is_read_back(value: str) -> None:
+    written = format_argument("client", value)
+    assert parse_arguments(f"replay r1 draft {written}", strict=True) == (
+        ["replay", "r1", "draft"],
+        {"client": value},
+    )
 
 
 def test_an_apostrophe_is_a_letter_and_a_double_quote_left_open_is_an_error() -> None:
