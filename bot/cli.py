@@ -309,7 +309,37 @@ async def cmd_replay(steward: Steward, args: argparse.Namespace) -> int:
     named = _named(args.inputs)
     if named is None:
         return 2
-    view = await steward.engine.replay(args.id, args.from_step, named, CLI.key)
+    return _print_view(
+        steward, await steward.engine.replay(args.id, args.from_step, named, CLI.key)
+    )
+
+
+async def cmd_cancel(steward: Steward, args: argparse.Namespace) -> int:
+    run = await steward.engine.cancel(args.id, CLI.key)
+    print(f"Cancelled run {run.id} ({run.process}).")
+    return 0
+
+
+async def cmd_pause(steward: Steward, args: argparse.Namespace) -> int:
+    run = await steward.engine.pause(args.id, CLI.key)
+    print(f"Paused run {run.id}. `steward resume {run.id}` to go on.")
+    return 0
+
+
+async def cmd_resume(steward: Steward, args: argparse.Namespace) -> int:
+    return _print_view(steward, await steward.engine.resume(args.id, CLI.key))
+
+
+async def cmd_retry(steward: Steward, args: argparse.Namespace) -> int:
+    return _print_view(steward, await steward.engine.retry(args.id, CLI.key))
+
+
+async def cmd_confirm(steward: Steward, args: argparse.Namespace) -> int:
+    return _print_view(steward, await steward.engine.confirm(args.id, CLI.key))
+
+
+def _print_view(steward: Steward, view: RunView) -> int:
+    """The run where it stopped; 1 when it stopped failed."""
     print(render(steward.coordinator.describe(view)))
     return 1 if view.run.status is RunStatus.FAILED else 0
 
@@ -403,6 +433,11 @@ COMMANDS: dict[str, Command] = {
     "start": cmd_start,
     "runs": cmd_runs,
     "approve": cmd_approve,
+    "cancel": cmd_cancel,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "retry": cmd_retry,
+    "confirm": cmd_confirm,
     "undo": cmd_undo,
     "replay": cmd_replay,
     "today": cmd_today,
@@ -449,6 +484,14 @@ def _parser() -> argparse.ArgumentParser:
     reject = sub.add_parser("reject", help="reject a pending approval")
     reject.add_argument("id")
     reject.add_argument("--reason")
+    for name, what in (
+        ("cancel", "cancel a run"),
+        ("pause", "pause a run: its approvals wait, and their deadlines with them"),
+        ("resume", "go on with a paused run"),
+        ("retry", "try a failed run's step again"),
+        ("confirm", "an uncertain run's attempt did happen: go on without acting again"),
+    ):
+        sub.add_parser(name, help=what).add_argument("id", metavar="RUN")
     sub.add_parser("budget", help="model spend by day, month and process")
     export = sub.add_parser("export", help="everything, as JSON Lines in a new folder")
     export.add_argument("folder", nargs="?", help="default: steward-export-DATE-TIME")

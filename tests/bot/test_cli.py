@@ -153,6 +153,32 @@ def test_undo_asks_for_approval_then_sends_the_correction_once(
     assert code == 1 and "undone already" in err
 
 
+def test_pause_resume_and_cancel_a_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_id, approval_id = start(capsys)
+    code, out, _ = steward(capsys, "pause", run_id)
+    assert code == 0 and f"`steward resume {run_id}`" in out
+    code, _, err = steward(capsys, "approve", approval_id)
+    assert code == 1 and "paused" in err
+    code, out, _ = steward(capsys, "resume", run_id)
+    assert code == 0 and "Send the welcome email to jane@acme.com" in out
+    code, out, _ = steward(capsys, "cancel", run_id)
+    assert code == 0 and f"Cancelled run {run_id} (onboarding)." in out
+    assert outbox_files(home) == []
+    code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
+    assert json.loads(out)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("command", ["retry", "confirm", "resume"])
+def test_retry_confirm_and_resume_say_why_a_run_is_not_theirs(
+    home: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    run_id, _ = start(capsys)
+    code, _, err = steward(capsys, command, run_id)
+    assert code == 1 and run_id in err and "waiting" in err
+    code, _, err = steward(capsys, command, "rnope")
+    assert code == 2 and "no run 'rnope'; `steward runs --all` lists them" in err
+
+
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "approve", "azzzzzz")
     assert code == 2 and "no approval 'azzzzzz'; `steward runs` lists the pending ones" in err
