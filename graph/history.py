@@ -73,7 +73,7 @@ def read_question(
     return Filters(
         since=_start_of(since, zone) if since else None,
         until=_start_of(until, zone) if until else None,
-        entity=known.named(question),
+        entities=known.spellings(known.named(question)),
     )
 
 
@@ -184,6 +184,12 @@ class KnownEntities:
         self._full_pattern = _alternation(full)
         self._first_pattern = _alternation(self._first)
 
+    def spellings(self, entity: str | None) -> tuple[str, ...]:
+        """``entity`` each way its name was typed ("client:Acme Corp", "client:acme corp")."""
+        if entity is None:
+            return ()
+        return tuple(e for e in self.entities if _same(e, entity)) or (entity,)
+
     def named(self, text: str) -> str | None:
         found = {m.lower() for m in self._full_pattern.findall(text)} if self._full else set()
         if found:
@@ -227,11 +233,14 @@ class Found:
 def _may_be_about(tag: str | None, entity: str) -> bool:
     """Whether a record tagged ``tag`` may be about ``entity``: one about no such thing
     (a client, for a client), or about it, however its name was typed ("acme corp")."""
-    if tag is None:
-        return True
+    return tag is None or tag.partition(":")[0] != entity.partition(":")[0] or _same(tag, entity)
+
+
+def _same(entity: str, other: str) -> bool:
+    """One entity, its name typed two ways: "client:Acme Corp" and "client:acme  corp"."""
     kind, _, name = entity.partition(":")
-    other_kind, _, other_name = tag.partition(":")
-    return other_kind != kind or _folded(other_name) == _folded(name)
+    other_kind, _, other_name = other.partition(":")
+    return kind == other_kind and _folded(name) == _folded(other_name)
 
 
 def _folded(name: str) -> str:
@@ -267,13 +276,14 @@ class History:
         alpha = ALPHA if meaning else 0.0
         query = Query(search_words(question), vector, filters, limit, alpha)
         hits = await self.store.search(query)
-        if filters.entity is not None and len(hits) < limit:
-            wider = replace(query, filters=replace(filters, entity=None), limit=limit * WIDER)
+        if filters.entities and len(hits) < limit:
+            wider = replace(query, filters=replace(filters, entities=()), limit=limit * WIDER)
             seen = {hit.record.id for hit in hits}
+            about = filters.entities[0]
             hits += [
                 hit
                 for hit in await self.store.search(wider)
-                if hit.record.id not in seen and _may_be_about(hit.record.entity, filters.entity)
+                if hit.record.id not in seen and _may_be_about(hit.record.entity, about)
             ]
         if not hits and (filters.since or filters.until):
             latest = await self.store.latest(filters, limit)

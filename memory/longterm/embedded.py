@@ -598,9 +598,9 @@ def _where(filters: Filters) -> tuple[str, list[Any]]:
     if filters.kinds:
         clauses.append(f"r.kind IN ({','.join('?' * len(filters.kinds))})")
         params.extend(kind.value for kind in filters.kinds)
-    if filters.entity is not None:
-        clauses.append("r.entity = ?")
-        params.append(filters.entity)
+    if filters.entities:
+        clauses.append(f"r.entity IN ({','.join('?' * len(filters.entities))})")
+        params.extend(filters.entities)
     if filters.run_id is not None:
         clauses.append("r.run_id = ?")
         params.append(filters.run_id)

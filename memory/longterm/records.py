@@ -84,7 +84,7 @@ class MemoryRecord:
 @dataclass(frozen=True)
 class Filters:
     kinds: tuple[RecordKind, ...] = ()
-    entity: str | None = None
+    entities: tuple[str, ...] = ()  # about any of these: a name, each way it was typed
     run_id: str | None = None
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive

@@ -309,8 +309,8 @@ def to_weaviate_filter(filters: Filters) -> FilterReturn | None:
     parts: list[FilterReturn] = []
     if filters.kinds:
         parts.append(Filter.by_property("kind").contains_any([k.value for k in filters.kinds]))
-    if filters.entity is not None:
-        parts.append(Filter.by_property("entity").equal(filters.entity))
+    if filters.entities:
+        parts.append(Filter.by_property("entity").contains_any(list(filters.entities)))
     if filters.run_id is not None:
         parts.append(Filter.by_property("run_id").equal(filters.run_id))
     if filters.since is not None:

@@ -137,14 +137,16 @@ def test_a_question_without_a_time_has_no_time_filter(question: str) -> None:
 def test_a_known_client_named_in_a_question_becomes_a_filter(
     question: str, entity: str | None
 ) -> None:
-    assert read_question(question, NOW, BERLIN, ENTITIES).entity == entity
+    assert read_question(question, NOW, BERLIN, ENTITIES).entities == ((entity,) if entity else ())
 
 
-def test_a_client_typed_two_ways_is_still_named_by_its_first_word() -> None:
+def test_a_client_typed_two_ways_is_still_named_by_its_first_word_and_both_are_asked() -> None:
     known = ["client:Northwind Legal", "client:northwind legal", "client:Globex"]
-    assert read_question("what did Northwind say?", NOW, BERLIN, known).entity == (
-        "client:Northwind Legal"
-    )
+    for question in ("what did Northwind say?", "what did northwind LEGAL say?"):
+        assert read_question(question, NOW, BERLIN, known).entities == (
+            "client:Northwind Legal",
+            "client:northwind legal",
+        )
 
 
 def test_the_last_zero_days_are_today() -> None:
@@ -405,3 +407,18 @@ async def test_a_client_s_search_widened_leaves_other_clients_out(app: Steward) 
     text = said(await send(app, "/history what quote did we send Globex?"))
     assert "1,400 EUR" in text and "courier" in text
     assert "Initech" not in text and "900 EUR" not in text
+
+
+async def test_a_client_typed_two_ways_is_one_client_however_many_records_each_has(
+    app: Steward,
+) -> None:
+    await start(app, "Globex", "ops@globex.io")
+    await start(app, "globex", "ap@globex.io")
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        *[(f"Globex call note {n}", now, "client:Globex") for n in range(12)],
+        ("the quote for globex is 1,400 EUR", now, "client:globex"),
+    )
+    text = said(await send(app, "/history what quote did we send Globex?"))
+    assert "1,400 EUR" in text

@@ -137,12 +137,14 @@ async def test_filters_on_kind_entity_run_and_time(store: LongTermMemory) -> Non
         "invoice reminder",
         "invoice paid",
     }
-    assert await found(Filters(entity="client:Acme")) == {"invoice reminder", "invoice paid"}
+    assert await found(Filters(entities=("client:Acme",))) == {"invoice reminder", "invoice paid"}
+    either = Filters(entities=("client:Globex", "client:Acme"))
+    assert await found(either) == {"invoice reminder", "invoice paid", "invoice disputed"}
     assert await found(Filters(run_id="r2")) == {"invoice paid"}
     # since is inclusive, until exclusive
     window = Filters(since=T0 + timedelta(hours=2), until=T0 + timedelta(hours=3))
     assert await found(window) == {"invoice paid"}
-    assert await store.count(Filters(entity="client:Acme")) == 2
+    assert await store.count(Filters(entities=("client:Acme",))) == 2
     assert await store.count(window) == 1
 
 
@@ -172,7 +174,7 @@ async def test_the_latest_records_within_the_filters_come_newest_first(
         "invoice paid",
         "call booked",
     ]
-    acme = await store.latest(Filters(entity="client:Acme"), 2)
+    acme = await store.latest(Filters(entities=("client:Acme",)), 2)
     assert [r.text for r in acme] == ["welcome email approved", "invoice paid"]
     assert await store.latest(Filters(), 0) == []
 

@@ -19,10 +19,10 @@ SINCE = datetime(2025, 3, 1, tzinfo=UTC)
 UNTIL = datetime(2025, 4, 1)  # naive: taken as UTC
 
 COMBINATIONS = [
-    Filters(kinds=kinds, entity=entity, run_id=run_id, since=since, until=until)
-    for kinds, entity, run_id, since, until in itertools.product(
+    Filters(kinds=kinds, entities=entities, run_id=run_id, since=since, until=until)
+    for kinds, entities, run_id, since, until in itertools.product(
         [(), (RecordKind.DECISION,), (RecordKind.MESSAGE, RecordKind.REPLY)],
-        [None, "client:Acme Bakery"],
+        [(), ("client:Acme Bakery",), ("client:Acme Bakery", "client:acme bakery")],
         [None, "run-7"],
         [None, SINCE],
         [None, UNTIL],
@@ -41,8 +41,9 @@ def _expected(filters: Filters) -> list[dict[str, Any]]:
     if filters.kinds:
         values = [kind.value for kind in filters.kinds]
         expected.append({"path": ["kind"], "operator": "ContainsAny", "valueTextArray": values})
-    if filters.entity is not None:
-        expected.append({"path": ["entity"], "operator": "Equal", "valueText": filters.entity})
+    if filters.entities:
+        values = list(filters.entities)
+        expected.append({"path": ["entity"], "operator": "ContainsAny", "valueTextArray": values})
     if filters.run_id is not None:
         expected.append({"path": ["run_id"], "operator": "Equal", "valueText": filters.run_id})
     if filters.since is not None:
