@@ -79,6 +79,7 @@ RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is giv
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
 WRITTEN = {None, "file_share", "thread_broadcast"}
 SHARED = ("C", "G")  # the ids of channels, public and private (not a DM's D, a user's U)
+DIRECT = "D"  # the id of a direct message
 NO_ENTRY = {
     "not_in_channel",
     "channel_not_found",
@@ -297,7 +298,7 @@ class SlackChannel:
             text=from_slack(said).strip(),
         )
         if event.get("channel_type") == "im":
-            await self._take(inbound)
+            await self._take(await self._in_dm(inbound))
             return
         bot_user = context.get("bot_user_id") or ""
         if _mention(bot_user).search(said):
@@ -599,13 +600,43 @@ class SlackChannel:
         self, conversation: Conversation, answering: Inbound, posted: dict[str, Any] | None
     ) -> None:
         """A reply that asks its sender something in a channel itself: its message's
-        thread answers the question too (see ``_may_answer``)."""
+        thread answers the question too (see ``_may_answer``). One that asks in a thread
+        of a direct message: a message at its top answers it too (see ``_in_dm``)."""
+        if conversation.channel.startswith(DIRECT) and conversation.thread_ts is not None:
+            if await self.door.question_to(answering) is not None:
+                where = {"chat": conversation.chat_id}
+                key = self._dm_asked_key(answering.sender, conversation)
+                await self.memory.set(key, where, QUESTION_TTL)
+            return
         shared = conversation.thread_ts is None and conversation.channel.startswith(SHARED)
         if shared and posted is not None and posted["channel"] == conversation.channel:
             asked = await self.door.question_to(answering)
             if asked is not None:
                 where = {"ts": posted["ts"]}
                 await self.memory.add(self._asked_key(asked), where, QUESTION_TTL)
+
+    async def _in_dm(self, inbound: Inbound) -> Inbound:
+        """A direct message is one conversation with one person: a question steward asked
+        there waits for its answer in a thread or out of it. A reply in a thread answers
+        the question asked at the top, and one at the top the last asked in a thread,
+        when none waits where it was written."""
+        conversation = Conversation.of(inbound.chat_id)
+        elsewhere = []
+        if conversation.thread_ts is not None:
+            elsewhere.append(Conversation(conversation.channel).chat_id)
+        asked_in = await self.memory.get(self._dm_asked_key(inbound.sender, conversation))
+        if asked_in is not None and asked_in["chat"] != inbound.chat_id:
+            elsewhere.append(asked_in["chat"])
+        if not elsewhere or await self.door.awaits_answer(inbound):
+            return inbound
+        for chat_id in elsewhere:
+            answer = replace(inbound, chat_id=chat_id)
+            if await self.door.awaits_answer(answer):
+                return answer
+        return inbound
+
+    def _dm_asked_key(self, sender: Sender, conversation: Conversation) -> str:
+        return f"{self.name}:dm-asked-in:{sender.user_id}:{conversation.channel}"
 
     async def _may_answer(
         self, inbound: Inbound, event: dict[str, Any], bot_user: str

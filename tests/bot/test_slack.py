@@ -525,6 +525,40 @@ async def test_an_edit_press_too_old_for_a_modal_asks_in_chat(
         assert "Dear Jane, <welcome> & thanks!" in json.dumps(effect["params"], ensure_ascii=False)
 
 
+async def test_in_a_dm_a_reply_in_the_thread_of_a_question_answers_it(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Not taken as a new request, which left the question open for the next word."""
+    slack.trigger_ttl = 0.0  # no form: the new text is asked for in chat
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
+        prompt = [m for m in posted(slack, dm) if "Send the new text" in m["text"]][-1]
+        new_text = slack.message_event(OPERATOR, "Hi Jane, welcome aboard!", thread_ts=prompt["ts"])
+        assert (await slack.post_event(bot.url, new_text))[0] == 200
+        await slack.wait_for(lambda s: outbox(bot.home))
+        await say(slack, bot, "runs")
+        await slack.wait_for(lambda s: any("No runs in progress" in t for t in bot_texts(s, dm)))
+        (effect,) = outbox(bot.home)
+        assert effect["params"]["body"] == "Hi Jane, welcome aboard!"
+
+
+async def test_in_a_dm_a_question_asked_in_a_thread_is_answered_at_the_top_too(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        await say(slack, bot, "hello")
+        [hello] = [m for m in posted(slack, dm) if m["text"] == "hello"]
+        start = slack.message_event(OPERATOR, "run onboarding client=Acme", thread_ts=hello["ts"])
+        assert (await slack.post_event(bot.url, start))[0] == 200
+        await slack.wait_for(lambda s: any("email" in t for t in bot_texts(s, dm)))
+        await say(slack, bot, "jane@acme.com")
+        await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, dm)))
+
+
 async def test_commands_without_their_slash_work_in_a_dm(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
