@@ -124,6 +124,8 @@ class Coordinator:
         try:
             if inbound.button:
                 return await self._button(inbound, inbound.button)
+            if inbound.attachment is not None:
+                return await self._attached(inbound)
             text = (inbound.text or "").strip()
             if text.startswith("/"):
                 return await self._command(inbound, text)
@@ -150,6 +152,15 @@ class Coordinator:
         if remembered:
             await self._remember_answer(inbound, about, reply)
         return reply
+
+    async def _attached(self, inbound: Inbound) -> Reply:
+        """A file is neither an answer nor a request: its caption would be taken for its
+        content (an edited draft sent as a file would go out as "here it is")."""
+        waiting = await self.memory.get(self._question_key(inbound)) is not None
+        return Reply().say(
+            f"I read only typed text, not {inbound.attachment}: paste the text into the chat"
+            + ("; I am still waiting for your answer." if waiting else ".")
+        )
 
     def _unslashed(self, text: str, asked: bool) -> str | None:
         """A command typed without its slash, as it must be where the platform takes a

@@ -47,12 +47,15 @@ class Inbound:
     external_id: str  # the platform's own id for this delivery; duplicates are dropped
     text: str | None = None
     button: str | None = None  # a button's payload, e.g. "approve:a3k9m2p"
+    # What came with the message instead of typed text ("notes.txt", "a photo"): steward
+    # reads no files, and a file's caption is not its content.
+    attachment: str | None = None
     # The channel's own note on how to answer this delivery (which message holds the
     # pressed button, the press's id); stored with it, never read by the coordinator.
     context: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("sender", "chat_id", "external_id", "text", "button", "context"):
+        for name in ("sender", "chat_id", "external_id", "text", "button", "attachment", "context"):
             value = getattr(self, name)
             if (cleaned := storable(value)) is not value:
                 object.__setattr__(self, name, cleaned)
@@ -65,6 +68,7 @@ class Inbound:
             "external_id": self.external_id,
             "text": self.text,
             "button": self.button,
+            "attachment": self.attachment,
             "context": copy.deepcopy(self.context),
         }
 

@@ -296,6 +296,7 @@ class SlackChannel:
             Conversation(event["channel"], event.get("thread_ts")).chat_id,
             body["event_id"],
             text=from_slack(said).strip(),
+            attachment=_attachment(event),
         )
         if event.get("channel_type") == "im":
             await self._take(await self._in_dm(inbound))
@@ -323,7 +324,10 @@ class SlackChannel:
         text = from_slack(text).strip()
         conversation = Conversation(event["channel"], event.get("thread_ts") or event["ts"])
         sender = Sender(self.name, event["user"])
-        await self._take(Inbound(sender, conversation.chat_id, body["event_id"], text=text))
+        inbound = Inbound(
+            sender, conversation.chat_id, body["event_id"], text=text, attachment=_attachment(event)
+        )
+        await self._take(inbound)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         sender = Sender(self.name, command["user_id"], command.get("user_name", ""))
@@ -712,6 +716,12 @@ class SlackChannel:
 
 def _sender(user: dict[str, Any]) -> Sender:
     return Sender("slack", user["id"], user.get("username") or user.get("name") or "")
+
+
+def _attachment(event: dict[str, Any]) -> str | None:
+    """The files shared with a message, by name; None for a message of text alone."""
+    names = [f.get("name") or f.get("title") or "a file" for f in event.get("files") or []]
+    return ", ".join(names) or None
 
 
 def _as_command(text: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -22,7 +23,16 @@ from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
-from telegram import BotCommand, InputFile, LinkPreviewOptions, Message, Update, User
+from telegram import (
+    BotCommand,
+    Document,
+    InputFile,
+    LinkPreviewOptions,
+    Message,
+    Update,
+    User,
+    Voice,
+)
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
 from telegram.ext import ExtBot
@@ -496,7 +506,24 @@ def inbound_from(update: Update) -> Inbound | None:
         str(message.chat.id),
         update_id,
         text=message.text or message.caption or "",
+        attachment=_attachment(message),
     )
+
+
+def _attachment(message: Message) -> str | None:
+    """What a message brings instead of typed text: a document by its name, else its kind
+    ("a photo", "a voice message"); None for text."""
+    attached = message.effective_attachment
+    if attached is None:
+        return None
+    if isinstance(attached, Document):
+        return attached.file_name or "a file"
+    if isinstance(attached, list):
+        return "a photo"
+    if isinstance(attached, Voice):
+        return "a voice message"
+    kind = re.sub(r"(?<!^)([A-Z])", r" \1", type(attached).__name__).lower()
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _sender(user: User) -> Sender:

@@ -559,6 +559,22 @@ async def test_in_a_dm_a_question_asked_in_a_thread_is_answered_at_the_top_too(
         await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, dm)))
 
 
+async def test_a_file_shared_as_the_new_text_is_not_read_for_its_message(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    slack.trigger_ttl = 0.0  # no form: the new text is asked for in chat
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
+        shared = slack.message_event(OPERATOR, "corrected version attached")
+        shared["event"] |= {"subtype": "file_share", "files": [{"id": "F1", "name": "v2.txt"}]}
+        assert (await slack.post_event(bot.url, shared))[0] == 200
+        await slack.wait_for(lambda s: any("not v2.txt" in t for t in bot_texts(s, dm)))
+        assert outbox(bot.home) == []
+
+
 async def test_commands_without_their_slash_work_in_a_dm(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:

@@ -223,6 +223,37 @@ async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
         assert "Reason: wrong client" in answer or "wrong client" in answer
 
 
+async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, api):
+        card = await onboarding_card(api)
+        api.press(OPERATOR, card, button(card, "Edit"))
+        await api.wait_for(lambda a: any("Send the new text" in t for t in texts(a)))
+        private = {"id": OPERATOR, "type": "private", "first_name": "Olivia"}
+        document = {"file_id": "F1", "file_unique_id": "U1", "file_name": "welcome-v2.txt"}
+        api.inject(
+            {
+                "message": {
+                    "message_id": 900,
+                    "from": {"id": OPERATOR, "is_bot": False, "first_name": "Olivia"},
+                    "chat": private,
+                    "date": int(time.time()),
+                    "document": document,
+                    "caption": "here is the corrected version",
+                }
+            }
+        )
+        await api.wait_for(lambda a: any("not welcome-v2.txt" in t for t in texts(a)))
+        assert "still waiting for your answer" in texts(api)[-1]
+        assert outbox(home) == []
+        api.send_text(OPERATOR, "Dear Jane, welcome!")  # the question still waits for it
+        await api.wait_for(lambda a: any("is done" in t for t in texts(a)))
+        (effect,) = outbox(home)
+        assert effect["params"]["body"] == "Dear Jane, welcome!"
+
+
 async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
