@@ -21,12 +21,12 @@ from sqlalchemy.exc import DBAPIError
 from bot.app import Steward
 from bot.channel import ChannelUnavailable
 from bot.console import ConsoleChannel, render
-from bot.service import Service, configured_channels, wait_for_signal
+from bot.service import Service, chat_platforms_configured, configured_channels, wait_for_signal
 from bot.settings import SettingsError, load_settings
 from graph.coordinator import ACTIVE
 from graph.engine import InputProblem, RunView
 from graph.errors import NotFound, StewardError
-from graph.messages import Reply, Sender
+from graph.messages import Button, Reply, Sender
 from graph.routing import INPUT_NAME
 from graph.timeline import render_timeline, timeline
 from memory import archive
@@ -128,7 +128,15 @@ async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
     async def news(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         console.show(reply)
 
-    service = Service(steward, [], fallback=news)  # the scheduler, and webhooks if any
+    beside_the_service = chat_platforms_configured(steward.settings)
+    if beside_the_service:
+        print(
+            "steward: Telegram or Slack is configured, so `steward run` sends the daily list "
+            "and fires timers; this terminal does neither.",
+            file=sys.stderr,
+        )
+    # the scheduler (unless `steward run` has it), and webhooks if any
+    service = Service(steward, [], fallback=news, schedules=not beside_the_service)
     try:
         async with service:  # runs a crash left mid-step go on first
             for _, reply in await steward.door.recover_inbox("console"):
@@ -301,8 +309,45 @@ async def cmd_budget(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
-    print(render(await steward.coordinator.today_reply(show_all=args.all)))
+    found = await steward.coordinator.today(show_all=args.all)
+    if args.json:
+        _print_json(
+            {
+                "day": found.day,
+                "total": found.total,
+                "items": [
+                    {
+                        "rank": rank,
+                        "kind": item.kind,
+                        "score": round(item.score, 2),
+                        "title": item.title,
+                        "why": item.why,
+                        "about": item.key,
+                        "commands": _commands_for(item.buttons),
+                    }
+                    for rank, item in enumerate(found.items, 1)
+                ],
+            }
+        )
+        return 0
+    print(found.heading)
+    for rank, item in enumerate(found.items, 1):
+        print(f"{rank}. {item.title}\n   {item.why}")
+        if commands := _commands_for(item.buttons):
+            print("   " + " · ".join(commands))
+    if found.more is not None:
+        print(found.more.replace("/today all", "`steward today --all`"))
     return 0
+
+
+def _commands_for(buttons: list[Button]) -> list[str]:
+    """The shell's commands for an item's buttons, which a shell cannot press."""
+    commands = []
+    for button in buttons:
+        verb, _, about = button.payload.partition(":")
+        if verb in COMMANDS:
+            commands.append(f"steward {verb} {about}")
+    return commands
 
 
 async def cmd_replay(steward: Steward, args: argparse.Namespace) -> int:
@@ -499,6 +544,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("folder")
     today = sub.add_parser("today", help="what needs you today, ranked")
     today.add_argument("--all", action="store_true", help="every item, not the top ten")
+    today.add_argument("--json", action="store_true")
     replay = sub.add_parser("replay", help="run a run again from a step, inputs changed")
     replay.add_argument("id")
     replay.add_argument("--from", dest="from_step", required=True, metavar="STEP")

@@ -71,7 +71,7 @@ class Scheduler:
         self.digest = digest
         self.clock = clock
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._next_digest: str | None = None
+        self._next_digest: tuple[str, datetime] | None = None  # planned: its key and time
 
     async def tick(self) -> int:
         """Fires every due timer once; returns how many this worker fired. Several fire
@@ -79,9 +79,6 @@ class Scheduler:
         now = self.clock()
         await self._plan_digest(now)
         due = await self.ledger.due_timers(now, limit=BATCH)
-        fired = 0
-        for timer in (t for t in due if t.kind == DIGEST):
-            fired += await self._send_digest(timer, now)
         gate = asyncio.Semaphore(IN_FLIGHT)
 
         async def fire(timer: Timer) -> int:
@@ -89,6 +86,9 @@ class Scheduler:
                 return await self._fire(timer)
 
         results = await asyncio.gather(*(fire(t) for t in due if t.kind != DIGEST))
+        fired = 0
+        for timer in (t for t in due if t.kind == DIGEST):  # after what was due: a list
+            fired += await self._send_digest(timer, now)  # sent late holds no expired gate
         await self._announce_missed(now)
         for view in await self.engine.resume_stalled():  # the ledger failed at their stop
             try:
@@ -132,19 +132,26 @@ class Scheduler:
             return
         due = next_digest_at(now, self.digest.zone, self.digest.at)
         key = f"{DIGEST}:{due.astimezone(self.digest.zone).date().isoformat()}"
-        if key != self._next_digest:
-            await self.ledger.ensure_timer(key, DIGEST, due, {})
-            self._next_digest = key
+        if (key, due) != self._next_digest:  # a new day, or STEWARD_DIGEST_AT changed
+            await self.ledger.plan_timer(key, DIGEST, due)
+            self._next_digest = (key, due)
 
     async def _send_digest(self, timer: Timer, now: datetime) -> int:
-        if not await self.ledger.claim_timer(timer.id, self.worker):
-            return 0  # another scheduler sent it
+        """Sends the day's list once, however many schedulers share the ledger; one that
+        could not be handed to the channels is tried again at the next tick."""
         try:
             reply = await self.coordinator.today_reply(now=now)
         except Exception:
             log.exception("the daily list for %s failed", timer.key)
             reply = Reply().say("I could not put today's list together; it is logged. /today")
-        await self.notify(reply, None)
+        if not await self.ledger.claim_timer(timer.id, self.worker):
+            return 0  # another scheduler sent it
+        try:
+            await self.notify(reply, None)
+        except Exception:
+            log.exception("could not send the daily list for %s; trying again", timer.key)
+            await self.ledger.release_timer(timer.id)
+            return 0
         return 1
 
     def _reply(self, result: RunView | Decision) -> Reply:

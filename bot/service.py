@@ -17,6 +17,7 @@ from bot.channel import Channel
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
 from bot.scheduler import DigestTime, Notify, Scheduler
+from bot.settings import Settings
 from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
 from bot.worker_slot import WorkerSlot
@@ -28,6 +29,11 @@ from memory.ledger import LEASE
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
 BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gone one left
+
+
+def chat_platforms_configured(settings: Settings) -> bool:
+    """Whether ``steward run`` serves Telegram or Slack, not the terminal."""
+    return bool(settings.telegram_bot_token or settings.slack_bot_token)
 
 
 def configured_channels(steward: Steward) -> list[Channel]:
@@ -49,10 +55,14 @@ class Service:
         channels: list[Channel],
         tick_seconds: float = 5.0,
         fallback: Notify | None = None,
+        schedules: bool = True,
     ):
         self.steward = steward
         self.channels = channels
         self.fallback = fallback  # where news goes with no channel to take it: the terminal
+        # False: timers and the daily list are another process's (``steward run``), whose
+        # channels their news is for; a terminal beside it must not take them.
+        self.schedules = schedules
         self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
         settings = steward.settings
         digest = DigestTime(time.fromisoformat(settings.digest_at), ZoneInfo(settings.timezone))
@@ -99,7 +109,8 @@ class Service:
             await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
         if self.hooks is not None:
             await self.hooks.start()
-        self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        if self.schedules:
+            self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
         self._feeding = asyncio.create_task(self.steward.history.sync.run(), name="memory")
 
     async def _beat(self) -> None:

@@ -41,6 +41,11 @@ class Usage:
     key: str  # the setting, or the process, it belongs to
 
 
+def dollars(amount: float) -> str:
+    """Cents, or the first figures of a sum under ten cents: "$0.004", not "$0.00"."""
+    return f"${amount:,.2f}" if amount == 0 or amount >= 0.1 else f"${amount:.2g}"
+
+
 def parse_prices(text: str) -> dict[str, tuple[float, float]]:
     """``model=IN/OUT,…`` in dollars per million tokens, e.g. ``llama3=0/0``."""
     prices = {}
@@ -101,7 +106,7 @@ class Budgets:
             spent = await self.ledger.model_spend_since(self.day_start(now))
             if spent >= self.daily:
                 raise BudgetExceeded(
-                    f"the daily model budget is spent (${spent:.2f} of ${self.daily:.2f} "
+                    f"the daily model budget is spent ({dollars(spent)} of {dollars(self.daily)} "
                     "today), so no model call was made; raise STEWARD_BUDGET_DAILY, or "
                     "/retry tomorrow"
                 )
@@ -110,8 +115,8 @@ class Budgets:
             spent = await self.ledger.model_spend_since(self.month_start(now), process)
             if spent >= limit:
                 raise BudgetExceeded(
-                    f"{process}'s model budget for the month is spent (${spent:.2f} of "
-                    f"${limit:.2f}), so no model call was made; raise it in "
+                    f"{process}'s model budget for the month is spent ({dollars(spent)} of "
+                    f"{dollars(limit)}), so no model call was made; raise it in "
                     "STEWARD_PROCESS_BUDGETS, or /retry next month"
                 )
 

@@ -21,7 +21,7 @@ from graph.budget import Budgets
 from graph.cards import approval_card, decision_line, outcome
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
-from graph.digest import daily_list
+from graph.digest import DailyList, daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
 from graph.errors import NotFound, StewardError
 from graph.history import (
@@ -310,7 +310,9 @@ class Coordinator:
                     return Reply().say(render_timeline(run, rows, self.zone))
                 return await self.runs_reply(show_all=rest == "all")
             case "today":
-                return await self.today_reply(show_all=rest == "all")
+                if rest.lower() not in ("", "all"):
+                    return Reply().say("Usage: /today, or /today all for every item")
+                return await self.today_reply(show_all=rest.lower() == "all")
             case "budget":
                 return Reply().say(await self.budget_report())
             case "history":
@@ -405,6 +407,8 @@ class Coordinator:
                 return self.describe(await self.engine.retry(approval_id, actor))
             case "confirm":  # on a run stopped as uncertain in the daily list
                 return self.describe(await self.engine.confirm(approval_id, actor))
+            case "resume":  # on a paused run in the daily list
+                return self.describe(await self.engine.resume(approval_id, actor))
             case _:
                 return Reply().say("That button has expired. /runs shows what is pending.")
 
@@ -482,10 +486,12 @@ class Coordinator:
 
     async def today_reply(self, show_all: bool = False, now: datetime | None = None) -> Reply:
         """The daily action list, on the operator's clock."""
-        found = await daily_list(
+        return (await self.today(show_all, now)).reply()
+
+    async def today(self, show_all: bool = False, now: datetime | None = None) -> DailyList:
+        return await daily_list(
             self.ledger, self.catalog, now or utcnow(), self.zone, self.budgets, show_all
         )
-        return found.reply()
 
     async def budget_report(self) -> str:
         return await (self.budgets or Budgets(self.ledger, self.zone)).report()

@@ -1,12 +1,13 @@
 """The daily action list: what needs the operator today, ranked, each in one line.
 
-It holds pending approvals (with Approve and Reject on the item), failed runs and runs
-stuck mid-step (with Retry), the follow-ups and waits due today, and budgets at 80 % or
-more of their limit (scored 25, or 45 once spent). Each item gets a
-score, and the list is sorted by it, highest first:
+It holds pending approvals (with Approve and Reject on the item), failed runs (with
+Retry), runs stuck mid-step, paused runs (with Resume), the follow-ups and waits due
+today, and budgets at 80 % or more of their limit (scored 25, or 45 once spent). Each
+item gets a score, and the list is sorted by it, highest first:
 
     score = 10 * risk                      low 1, medium 2, high 3; a failed run 2.5,
-                                           a stuck one 2, a follow-up due today 1
+                                           a stuck one 2, a follow-up due today or a
+                                           paused run 1
           + 5 * log10(1 + money at stake)  the run's money inputs: 1,200 adds 15
           + urgency                        expires or is due within a day +20, within
                                            three days +10, is overdue +30
@@ -27,7 +28,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from graph.budget import Budgets
+from graph.budget import Budgets, dollars
 from graph.catalog import Catalog
 from graph.inputs import InputType
 from graph.messages import Button, Card, Reply
@@ -40,12 +41,13 @@ RISK = {"low": 1.0, "medium": 2.0, "high": 3.0}
 ZERO = Decimal(0)
 DAY = 86_400.0
 FAILED = RunStatus.FAILED.value
+PAUSED = RunStatus.PAUSED.value
 
 
 @dataclass(frozen=True)
 class Item:
     score: float
-    kind: str  # approval, failed, stuck, due
+    kind: str  # approval, failed, stuck, paused, due, budget
     title: str
     why: str
     buttons: list[Button] = field(default_factory=list)
@@ -59,11 +61,23 @@ class DailyList:
     total: int = 0  # how many there are in all
     kinds: dict[str, int] = field(default_factory=dict)
 
-    def reply(self) -> Reply:
+    @property
+    def heading(self) -> str:
         if not self.total:
-            return Reply().say(f"{self.day}: nothing needs you today.")
+            return f"{self.day}: nothing needs you today."
         things = "1 thing needs" if self.total == 1 else f"{self.total} things need"
-        reply = Reply().say(f"{self.day}: {things} you — {_counted(self.kinds)}.")
+        return f"{self.day}: {things} you — {_counted(self.kinds)}."
+
+    @property
+    def more(self) -> str | None:
+        """What says how many are left out, if any are."""
+        if len(self.items) >= self.total:
+            return None
+        rest = self.total - len(self.items)
+        return f"…and {rest} more, ranked lower. /today all shows every one."
+
+    def reply(self) -> Reply:
+        reply = Reply().say(self.heading)
         for rank, item in enumerate(self.items, 1):
             if item.buttons:
                 reply.add(
@@ -76,9 +90,8 @@ class DailyList:
                 )
             else:
                 reply.say(f"{rank}. {item.title}\n   {item.why}")
-        if len(self.items) < self.total:
-            rest = self.total - len(self.items)
-            reply.say(f"…and {rest} more, ranked lower. /today all shows every one.")
+        if self.more is not None:
+            reply.say(self.more)
         return reply
 
 
@@ -107,11 +120,13 @@ async def daily_list(
     for run_id, status, updated, worth in work.runs:
         if status == FAILED:
             add((-_points(2.5, worth, None, at - updated), "failed", run_id, run_id))
+        elif status == PAUSED:  # its approvals and waits wait with it, deadlines too
+            add((-_points(1.0, worth, None, at - updated), "paused", run_id, run_id))
         elif at - updated > stuck:  # running, and has not moved
             add((-_points(2.0, worth, None, at - updated), "stuck", run_id, run_id))
     for key, run_id, due, worth in work.timers:
         add((-_points(1.0, worth, due - at, 0.0), "due", key, run_id))
-    budget_items = await _budget_items(budgets, now) if budgets is not None else []
+    budget_items = await _budget_items(budgets, catalog, now) if budgets is not None else []
     candidates += [(-i.score, i.kind, i.key, "") for i in budget_items]
     if show_all or len(candidates) <= MOST:
         shown = sorted(candidates)
@@ -185,11 +200,13 @@ def _approval_item(approval: Approval, run: Run | None, score: float, context: _
     card = approval.card
     money = context.money(run)
     left = approval.expires_at - context.now
-    parts = [
-        _waiting(context.now - approval.created_at),
-        *_amount(money),
-        _expires(approval.expires_at, context.local, left),
-    ]
+    if left > timedelta():
+        deadline = _expires(approval.expires_at, context.local, left)
+    elif approval.on_expiry == "escalate":  # asked again: no timer is coming
+        deadline = f"nobody answered by {_when(approval.expires_at, context.local)}"
+    else:
+        deadline = "expired, waiting for its timer"
+    parts = [_waiting(context.now - approval.created_at), *_amount(money), deadline]
     return Item(
         score=score,
         kind="approval",
@@ -206,22 +223,32 @@ def _approval_item(approval: Approval, run: Run | None, score: float, context: _
 
 def _run_item(run: Run, kind: str, score: float, context: _Context) -> Item:
     stopped = context.now - run.updated_at
+    where = run.current_step or "its start"
+    advice = []
     if kind == "failed":
         reason = f"failed ({run.error_class}): {run.error}"
+    elif kind == "paused":
+        reason = f"is paused at {where}"
     else:
-        reason = f"has not moved for {_duration(stopped)} at {run.current_step or 'its start'}"
+        reason = f"has not moved for {_duration(stopped)} at {where}"
+        advice = [f"/runs {run.id} shows its steps, /cancel {run.id} stops it"]
     return Item(
         score=score,
         kind=kind,
         title=f"{_process_title(run, context.catalog)} {run.id} {reason}",
-        why=" · ".join([f"since {_duration(stopped)}", *_amount(context.money(run))]),
-        buttons=_run_buttons(run) if kind == "failed" else [],
+        why=" · ".join([f"since {_duration(stopped)}", *_amount(context.money(run)), *advice]),
+        buttons=_run_buttons(run, kind),
         key=run.id,
     )
 
 
-def _run_buttons(run: Run) -> list[Button]:
-    """Retry; for a run stopped as uncertain, Confirm first: the attempt happened."""
+def _run_buttons(run: Run, kind: str) -> list[Button]:
+    """Retry; for a run stopped as uncertain, Confirm first: the attempt happened.
+    Resume for a paused run; none for a stuck one (nothing is sure to move it)."""
+    if kind == "paused":
+        return [Button("Resume", f"resume:{run.id}", "primary")]
+    if kind != "failed":
+        return []
     if run.error_class == "uncertain":
         return [
             Button("Confirm", f"confirm:{run.id}", "primary"),
@@ -243,19 +270,22 @@ def _timer_item(timer: Timer, run: Run, score: float, context: _Context) -> Item
     )
 
 
-async def _budget_items(budgets: Budgets, now: datetime) -> list[Item]:
-    """A budget at 80 % or more of its limit: model calls are about to stop, or have."""
+async def _budget_items(budgets: Budgets, catalog: Catalog, now: datetime) -> list[Item]:
+    """A budget at 80 % or more of its limit: model calls are about to stop, or have.
+    A limit of nothing is no alert: it says no model is to be called."""
     items = []
     for usage in await budgets.usage(now):
-        if usage.spent < 0.8 * usage.limit:
+        if usage.limit <= 0 or usage.spent < 0.8 * usage.limit:
             continue
         over = usage.spent >= usage.limit
-        what = usage.what[0].upper() + usage.what[1:]
+        definition = catalog.get(usage.key)  # a process's budget: by its title
+        what = f"{definition.title}'s model spend this month" if definition else usage.what
+        what = what[0].upper() + what[1:]
         items.append(
             Item(
                 score=45.0 if over else 25.0,
                 kind="budget",
-                title=f"{what}: ${usage.spent:.2f} of ${usage.limit:.2f}",
+                title=f"{what}: {dollars(usage.spent)} of {dollars(usage.limit)}",
                 why="model calls are stopped: runs that need one wait for /retry"
                 if over
                 else f"{usage.spent / usage.limit:.0%} used: model calls stop at the limit",
@@ -308,9 +338,17 @@ def _waiting(waited: timedelta) -> str:
     return "new today" if waited < timedelta(hours=1) else f"waiting {_duration(waited)}"
 
 
+def _when(moment: datetime, local: datetime) -> str:
+    """A moment on the operator's clock: "09:00" today, else "Mon 7 Dec 09:00"."""
+    shown = moment.astimezone(local.tzinfo)
+    return (
+        f"{shown:%H:%M}"
+        if shown.date() == local.date()
+        else f"{shown:%a} {shown.day} {shown:%b %H:%M}"
+    )
+
+
 def _expires(expires_at: datetime, local: datetime, left: timedelta) -> str:
-    if left <= timedelta():
-        return "expired, waiting for its timer"
     day = (expires_at.astimezone(local.tzinfo).date() - local.date()).days
     clock = f"{expires_at.astimezone(local.tzinfo):%H:%M}"
     if day == 0:
@@ -340,6 +378,7 @@ def _counted(counts: dict[str, int]) -> str:
         "approval": "approval",
         "failed": "failed run",
         "stuck": "stuck run",
+        "paused": "paused run",
         "budget": "budget alert",
     }
     return ", ".join(

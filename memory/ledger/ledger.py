@@ -1391,25 +1391,32 @@ class Ledger:
         """The pending timer of a run's current wait step, if it is waiting."""
         return await self.read(lambda tx: tx.open_wait(run_id))
 
-    async def ensure_timer(
-        self, key: str, kind: str, due_at: datetime, payload: dict[str, Any]
-    ) -> bool:
-        """Adds a timer with no run unless one with ``key`` exists; True when added."""
+    async def plan_timer(self, key: str, kind: str, due_at: datetime) -> None:
+        """A timer with no run, due at ``due_at``: added, or moved there while it has not
+        fired (a time of day changed in the settings)."""
 
-        def add(tx: LedgerTx) -> bool:
-            if tx.timer(key) is not None:
-                return False
-            tx.add_timer(key, kind, due_at, None, payload)
-            return True
+        def plan(tx: LedgerTx) -> None:
+            timer = tx.timer(key)
+            if timer is None:
+                tx.add_timer(key, kind, due_at, None, {})
+            elif timer.status == "pending" and timer.due_at != due_at:
+                tx.set_aside_timer(timer.id, due_at)
 
-        try:
-            return await self.write(add)
-        except IntegrityError:  # another process added it between the look and the insert
-            return False
+        with contextlib.suppress(IntegrityError):  # another process added it meanwhile
+            await self.write(plan)
 
     async def claim_timer(self, timer_id: int, worker: str) -> bool:
         """Atomically takes a due timer; exactly one claimant gets True."""
         return await self.write(lambda tx: tx.claim_timer(timer_id, worker, None))
+
+    async def release_timer(self, timer_id: int) -> None:
+        """A timer claimed whose work could not be done: due again, for anyone."""
+        statement = (
+            update(t.timers)
+            .where(t.timers.c.id == timer_id, t.timers.c.status == "fired")
+            .values(status="pending", claimed_by=None, fired_at=None)
+        )
+        await self.write(lambda tx: tx.conn.execute(statement))
 
     # -- model calls ---------------------------------------------------------------------
 
@@ -1459,8 +1466,9 @@ class Ledger:
         self, until: datetime, money: dict[str, list[str]] | None = None
     ) -> OpenWork:
         """What the daily list ranks, lean: every pending approval and every wait due
-        before ``until``, each with its run's money at stake (``money``: each process's
-        money input names), and every failed or running run. Times come as seconds since
+        before ``until`` of a run not paused, each with its run's money at stake
+        (``money``: each process's money input names), and every failed, running or
+        paused run. Times come as seconds since
         the epoch, computed by the database, and JSON fields are read there too: one
         trip, no per-row parsing."""
         money = money or {}
@@ -1476,10 +1484,14 @@ class Ledger:
                 *at_stake,
             )
             .select_from(t.approvals.outerjoin(t.runs, t.runs.c.id == t.approvals.c.run_id))
-            .where(t.approvals.c.status == ApprovalStatus.PENDING.value)
+            .where(
+                t.approvals.c.status == ApprovalStatus.PENDING.value,
+                or_(t.runs.c.status.is_(None), t.runs.c.status != RunStatus.PAUSED.value),
+            )
         )
+        stopped = [RunStatus.FAILED.value, RunStatus.RUNNING.value, RunStatus.PAUSED.value]
         runs = select(t.runs.c.id, t.runs.c.status, _Epoch(t.runs.c.updated_at), *at_stake).where(
-            t.runs.c.status.in_([RunStatus.FAILED.value, RunStatus.RUNNING.value])
+            t.runs.c.status.in_(stopped)
         )
         timers = (
             select(t.timers.c.key, t.timers.c.run_id, _Epoch(t.timers.c.due_at), *at_stake)
@@ -1488,7 +1500,7 @@ class Ledger:
                 t.timers.c.status == "pending",
                 t.timers.c.kind == "wait",
                 t.timers.c.due_at < until,
-                t.runs.c.status.in_([s.value for s in OPEN_STATUSES]),
+                t.runs.c.status.in_([s.value for s in OPEN_STATUSES if s is not RunStatus.PAUSED]),
             )
         )
         position = {name: 1 + index for index, name in enumerate(names)}

@@ -185,7 +185,8 @@ class ModelCall:
 class OpenWork:
     """The open work the daily list ranks, as lean rows, times in seconds since the
     epoch and money at stake summed from the run's inputs: approvals (id, run id,
-    created, expires, risk, money), failed or running runs (id, status, updated, money),
+    created, expires, risk, money), failed, running or paused runs (id, status, updated,
+    money),
     waits due (timer key, run id, due, money)."""
 
     approvals: list[tuple[str, str, float, float, str, float]]

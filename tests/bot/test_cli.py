@@ -179,6 +179,23 @@ def test_retry_confirm_and_resume_say_why_a_run_is_not_theirs(
     assert code == 2 and "no run 'rnope'; `steward runs --all` lists them" in err
 
 
+def test_today_names_the_shell_commands_for_each_item_and_has_json(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id, approval_id = start(capsys)
+    code, out, _ = steward(capsys, "today")
+    assert code == 0 and "1 thing needs you — 1 approval." in out
+    assert f"steward approve {approval_id} · steward reject {approval_id}" in out
+    assert "[1]" not in out  # no buttons a shell cannot press
+    code, out, _ = steward(capsys, "today", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    [item] = listed["items"]
+    assert (listed["total"], item["kind"], item["about"]) == (1, "approval", approval_id)
+    assert item["commands"] == [f"steward approve {approval_id}", f"steward reject {approval_id}"]
+    assert run_id in item["why"]
+
+
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "approve", "azzzzzz")
     assert code == 2 and "no approval 'azzzzzz'; `steward runs` lists the pending ones" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from bot.app import Steward
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
+from graph.messages import Reply
 from memory.longterm import Query
 from memory.longterm.embedded import EmbeddedMemory
 from tests.fakes.bot_api import FakeBotAPI
@@ -75,3 +77,26 @@ async def test_the_embedded_store_holds_its_vectors_bits_once_the_service_runs(
                     break
                 await asyncio.sleep(0.02)
             assert store._hold_bits
+
+
+async def test_a_terminal_beside_the_service_leaves_it_the_timers_and_the_daily_list(
+    tmp_path: Path,
+) -> None:
+    """``steward chat`` where Telegram or Slack is configured: their news is for the
+    channels of ``steward run``, which fires them; the terminal would keep them."""
+    settings = load_settings(home=tmp_path / "home", telegram_bot_token=TOKEN)
+    async with Steward.open(settings) as steward:
+        due = datetime.now(UTC) - timedelta(minutes=1)
+        await steward.ledger.plan_timer("digest:2026-10-24", "digest", due)
+        shown: list[Reply] = []
+
+        async def news(reply: Reply, reply_to: object) -> None:
+            shown.append(reply)
+
+        for schedules, fired in ((False, False), (True, True)):
+            service = Service(steward, [], tick_seconds=0.05, fallback=news, schedules=schedules)
+            async with service:
+                await asyncio.sleep(0.5)
+            timer = await steward.ledger.get_timer("digest:2026-10-24")
+            assert timer is not None and (timer.status == "fired") is fired
+            assert bool(shown) is fired

@@ -69,13 +69,13 @@ async def test_over_the_daily_budget_the_run_stops_and_retry_goes_on(
     assert first.approval is not None and second.approval is not None  # $0.014 spent
     third = await app.engine.start("onboarding", ONBOARD, "cli:shell")
     assert third.run.status is RunStatus.FAILED and third.run.error_class == "budget"
-    assert "daily model budget is spent ($0.01 of $0.01 today)" in (third.run.error or "")
+    assert "daily model budget is spent ($0.014 of $0.01 today)" in (third.run.error or "")
     assert await app.ledger.model_spend() == pytest.approx(0.014)  # no call was made
     reply = app.coordinator.describe(third)
     assert "/retry" in reply.texts[0]
 
     listed = await app.coordinator.today_reply()
-    assert "Today's model spend: $0.01 of $0.01" in "\n".join(listed.texts)
+    assert "Today's model spend: $0.014 of $0.01" in "\n".join(listed.texts)
     assert "model calls are stopped" in "\n".join(listed.texts)
 
     app.coordinator.budgets.daily = 1.0  # type: ignore[union-attr]  # the operator raises it

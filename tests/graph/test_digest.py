@@ -12,9 +12,10 @@ import pytest
 from bot.app import Steward
 from bot.scheduler import DigestTime, Scheduler
 from bot.settings import load_settings
+from graph.budget import Budgets
 from graph.digest import daily_list, next_digest_at
 from graph.messages import Card, Inbound, Reply, Sender
-from memory.ledger import utcnow
+from memory.ledger import ModelCall, RunStatus, utcnow
 
 FAILING = """
 name: broken_sync
@@ -29,6 +30,17 @@ steps:
     gate: gate
     connector: nowhere
     action: sync
+"""
+ESCALATING = """
+name: quick_check
+title: Quick check
+description: asks, and asks again when nobody answers
+steps:
+  - id: gate
+    kind: approval
+    summary: Check it
+    expires_in: 1h
+    on_expiry: escalate
 """
 INVOICE = {
     "client": "Acme",
@@ -45,6 +57,7 @@ async def app(tmp_path: Path) -> AsyncIterator[Steward]:
     processes = tmp_path / "processes"
     processes.mkdir()
     (processes / "broken_sync.yaml").write_text(FAILING)
+    (processes / "quick_check.yaml").write_text(ESCALATING)
     settings = load_settings(home=tmp_path / "home", processes_dir=processes)
     async with Steward.open(settings) as steward:
         yield steward
@@ -210,3 +223,136 @@ async def test_a_digest_missed_while_down_comes_at_start(app: Steward) -> None:
     assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
     await after.tick()
     assert len(sent) == 1
+
+
+UTC_ZONE = ZoneInfo("UTC")
+SHELL = Sender("cli", "shell")
+
+
+async def test_a_paused_run_is_one_item_to_resume_not_an_approval_that_expires(
+    app: Steward,
+) -> None:
+    view = await app.engine.start("onboarding", onboarding("Beta"), "cli:shell")
+    await app.engine.pause(view.run.id, "cli:shell")
+    later = utcnow() + timedelta(days=4)  # past the gate's deadline, which waits too
+    [item] = (await daily_list(app.ledger, app.catalog, later, UTC_ZONE)).items
+    assert item.kind == "paused"
+    assert item.title == f"Client onboarding {view.run.id} is paused at approve_welcome"
+    assert "expire" not in item.why and "since 4 days" in item.why
+    assert [b.payload for b in item.buttons] == [f"resume:{view.run.id}"]
+    press = Inbound(SHELL, "terminal", "press-resume", button=item.buttons[0].payload)
+    resumed = await app.coordinator.handle(press)
+    run = await app.ledger.get_run(view.run.id)
+    assert resumed.cards and run is not None and run.status is RunStatus.WAITING
+
+
+async def test_an_escalated_approval_says_nobody_answered_and_no_timer_is_coming(
+    app: Steward,
+) -> None:
+    view = await app.engine.start("quick_check", {}, "cli:shell")
+    assert view.approval is not None
+    await app.engine.expire(view.approval.id)  # asked again, its buttons intact
+    at = view.approval.expires_at.astimezone(UTC)
+    [item] = (await daily_list(app.ledger, app.catalog, at + timedelta(hours=2), UTC_ZONE)).items
+    assert f"nobody answered by {at:%H:%M}" in item.why and "timer" not in item.why
+    assert [b.label for b in item.buttons] == ["Approve", "Reject", "Details"]
+
+
+async def test_a_process_budget_is_named_by_its_title_and_small_sums_show_their_cents(
+    app: Steward,
+) -> None:
+    view = await app.engine.start("invoice_followup", INVOICE, "cli:shell")
+    call = ModelCall(view.run.id, "draft_reminder", "draft", "m", 10, 10, 1.0, 0.0045)
+    await app.ledger.record_model_call(call)
+    budgets = Budgets(app.ledger, UTC_ZONE, daily=0.0, per_process={"invoice_followup": 0.005})
+    found = await daily_list(app.ledger, app.catalog, utcnow(), UTC_ZONE, budgets)
+    [budget] = [item for item in found.items if item.kind == "budget"]  # no alert for 0
+    assert budget.title == "Invoice follow-up's model spend this month: $0.0045 of $0.005"
+
+
+async def test_today_with_anything_but_all_says_how_to_ask(app: Steward) -> None:
+    for asked in ("/today foo", "/today all all"):
+        reply = await app.coordinator.handle(Inbound(SHELL, "t", f"today-{asked}", text=asked))
+        assert texts(reply) == "Usage: /today, or /today all for every item"
+    shown = await app.coordinator.handle(Inbound(SHELL, "t", "today-ALL", text="/today ALL"))
+    assert texts(shown).endswith("nothing needs you today.")
+
+
+async def test_a_list_sent_after_downtime_holds_no_gate_that_expired_meanwhile(
+    app: Steward,
+) -> None:
+    view = await app.engine.start("onboarding", onboarding("Beta"), "cli:shell")
+    assert view.approval is not None
+    sent: list[Reply] = []
+
+    async def notify(reply: Reply, reply_to: object) -> None:
+        sent.append(reply)
+
+    digest = DigestTime(time(8, 0), UTC_ZONE)
+    clock = Clock(utcnow())
+    before = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await before.tick()
+    clock.now = view.approval.expires_at + timedelta(days=1)  # down over both
+    after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await after.tick()
+    expired, listed = sent
+    assert "expired" in texts(expired).lower()
+    assert "nothing needs you today" in texts(listed) and listed.cards == []
+
+
+async def test_a_new_digest_time_moves_the_next_list(app: Steward) -> None:
+    sent: list[Reply] = []
+
+    async def notify(reply: Reply, reply_to: object) -> None:
+        sent.append(reply)
+
+    clock = Clock(datetime(2026, 10, 23, 9, 0, tzinfo=UTC))
+    eight = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(time(8, 0), UTC_ZONE),
+        clock=clock,
+    )
+    await eight.tick()  # plans the 24th at 08:00; then STEWARD_DIGEST_AT=07:00
+    seven = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(time(7, 0), UTC_ZONE),
+        clock=clock,
+    )
+    await seven.tick()
+    clock.now = datetime(2026, 10, 24, 7, 0, 1, tzinfo=UTC)
+    await seven.tick()
+    assert len(sent) == 1
+    clock.now = datetime(2026, 10, 24, 8, 0, 1, tzinfo=UTC)
+    await seven.tick()
+    assert len(sent) == 1  # once
+
+
+async def test_a_list_that_could_not_be_handed_on_is_sent_at_the_next_tick(app: Steward) -> None:
+    sent: list[Reply] = []
+    failing = [True]
+
+    async def notify(reply: Reply, reply_to: object) -> None:
+        if failing.pop() if failing else False:
+            raise RuntimeError("the channel is not there")
+        sent.append(reply)
+
+    clock = Clock(datetime(2026, 10, 24, 8, 0, 1, tzinfo=UTC))
+    scheduler = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(time(8, 0), UTC_ZONE),
+        clock=clock,
+    )
+    await app.ledger.plan_timer("digest:2026-10-24", "digest", clock.now - timedelta(seconds=1))
+    await scheduler.tick()
+    assert sent == []
+    await scheduler.tick()
+    assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
