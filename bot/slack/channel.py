@@ -742,10 +742,18 @@ def from_slack(text: str) -> str:
             return target[0] + label if label else target
         if target.startswith("!"):  # @here, @channel, a date
             return label or "@" + target[1:].split("^")[0]
-        return label or target.removeprefix("mailto:")
+        address = target.removeprefix("mailto:")
+        if not label or label.rstrip("/") in (address.rstrip("/"), _bare(address).rstrip("/")):
+            return label or address  # what was typed, and Slack made a link of it
+        return f"{label} ({address})"  # a link with its own words: both, or the link is lost
 
     text = re.sub(r"<([^<>]*)>", unwrap, text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _bare(address: str) -> str:
+    """An address as typed before Slack made a link of it: without ``http://``."""
+    return re.sub(r"^https?://", "", address, flags=re.IGNORECASE)
 
 
 def _server_side(exc: SlackApiError) -> bool:

@@ -217,6 +217,12 @@ def test_text_from_slack_is_unwrapped_and_unescaped() -> None:
         "acme.example #general @U0A @here"
     )
     assert from_slack("&amp;lt; stays &amp;lt;") == "&lt; stays &lt;"
+    assert from_slack("book <https://cal.example/acme?x=1&amp;y=2|our calendar>") == (
+        "book our calendar (https://cal.example/acme?x=1&y=2)"  # its words, and its link
+    )
+    assert from_slack("<http://acme.example/|acme.example> <mailto:a@b.co|write us>") == (
+        "acme.example write us (a@b.co)"
+    )
 
 
 @pytest.mark.parametrize(
