@@ -109,9 +109,10 @@ def outcome_message(outcome: CardOutcome) -> Outgoing:
     """The settled card: what it was about and the decision, with no buttons."""
     summary, decision = outcome_parts(outcome)
     blocks: list[Block] = [_section(summary)]
-    if decision:
+    if decision:  # who decided, in bold; a reason after it as it was written
         line = _people(_escaped_within(decision, SECTION_LIMIT - 2))
-        blocks.append({"type": "context", "elements": [_mrkdwn(f"*{line}*")]})
+        who, said, reason = line.partition(": ")
+        blocks.append({"type": "context", "elements": [_mrkdwn(f"*{who}*{said}{reason}")]})
     return Outgoing(_escaped_within(outcome.text, MESSAGE_LIMIT), blocks)
 
 

@@ -155,8 +155,15 @@ def test_an_outcome_has_no_buttons_and_names_who_decided() -> None:
     assert not of_type(blocks, "actions")
     [context] = of_type(blocks, "context")
     line = context["elements"][0]["text"]
-    assert line.startswith("*Rejected by <@U0OPS> at")
-    assert "slack:U0EVIL &lt;!here&gt;" in line
+    assert line == "*Rejected by <@U0OPS> at 2026-11-21 10:00 UTC*: not slack:U0EVIL &lt;!here&gt;"
+
+
+def test_a_reason_with_marks_of_its_own_leaves_who_decided_in_bold() -> None:
+    """Not one bold span around a reason whose ``*`` or line break would end it."""
+    text = "Email jane@acme.com\nRejected by slack:U0OPS at 10:00: *wrong* _client_\nsee notes"
+    [context] = of_type(outcome_message(CardOutcome("a2b3c4d", text)).blocks or [], "context")
+    line = context["elements"][0]["text"]
+    assert line == "*Rejected by <@U0OPS> at 10:00*: *wrong* _client_\nsee notes"
 
 
 def test_an_outcome_with_a_long_reason_and_a_summary_of_lines_is_valid() -> None:
