@@ -112,6 +112,7 @@ class TelegramChannel:
         self.api_root = api_root
         self.operator_chats = operator_ids(self.name, operators)
         self._offset: int | None = None
+        self._username = ""  # the bot's own, known once it started: "/help@it" is for it
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("telegram", self._handle)
         self.outbox = Outbox(door, self.name, self._send_owed)
         self._poller: asyncio.Task[None] | None = None
@@ -172,6 +173,7 @@ class TelegramChannel:
     async def _start(self) -> None:
         try:
             await self.bot.initialize()
+            self._username = self.bot.username
         except (InvalidToken, Forbidden) as exc:  # its message holds the token: not shown
             raise TelegramUnavailable(
                 f"the Bot API at {self.api_root} refused TELEGRAM_BOT_TOKEN; check the token "
@@ -291,8 +293,8 @@ class TelegramChannel:
         """Stores one update in the inbox and queues it for handling; Telegram may be
         told once ``door.sync()`` returns."""
         inbound = inbound_from(update)
-        if inbound is None:
-            return
+        if inbound is None or _for_another_bot(inbound.text, self._username):
+            return  # in a group: not steward's to read
         inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
             self._enqueue(inbox_id, inbound)
@@ -524,6 +526,13 @@ def _attachment(message: Message) -> str | None:
         return "a voice message"
     kind = re.sub(r"(?<!^)([A-Z])", r" \1", type(attached).__name__).lower()
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _for_another_bot(text: str | None, username: str) -> bool:
+    """A command addressed to another bot by name, as in a group: ``/help@other_bot``."""
+    head = (text or "").split(maxsplit=1)[0] if text else ""
+    addressed = head.partition("@")[2] if head.startswith("/") else ""
+    return bool(addressed) and addressed.lower() != username.lower()
 
 
 def _sender(user: User) -> Sender:

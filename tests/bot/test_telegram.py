@@ -254,6 +254,23 @@ async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
         assert effect["params"]["body"] == "Dear Jane, welcome!"
 
 
+async def test_in_a_group_a_command_for_another_bot_is_not_steward_s(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    group = -100500
+    async with running(tmp_path / "home", api):
+        api.send_text(OPERATOR, "/run onboarding client=Acme", chat_id=group)
+        await api.wait_for(lambda a: any("email" in t for t in texts(a, group)))
+        api.send_text(OPERATOR, "/cancel@other_bot", chat_id=group)  # not to steward
+        api.send_text(OPERATOR, "/help@Steward_Bot", chat_id=group)  # to steward, any case
+        await api.wait_for(lambda a: any("/runs" in t for t in texts(a, group)))
+        api.send_text(OPERATOR, "jane@acme.com", chat_id=group)  # the form was not dropped
+        await api.wait_for(
+            lambda a: any("basic, standard or premium" in t for t in texts(a, group))
+        )
+        assert not any("dropped" in t for t in texts(api, group))
+
+
 async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
