@@ -327,6 +327,13 @@ class SlackChannel:
         inbound = Inbound(
             sender, conversation.chat_id, body["event_id"], text=text, attachment=_attachment(event)
         )
+        # An answer to what steward asked there, mentioning it; else a request, answered
+        # in the mention's thread.
+        for chat_id in await self._may_answer(inbound, event, bot_user):
+            answer = replace(inbound, chat_id=chat_id)
+            if await self.door.awaits_answer(answer):
+                inbound = answer
+                break
         await self._take(inbound)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
@@ -650,7 +657,8 @@ class SlackChannel:
         question in the channel itself, the channel."""
         channel, thread = event["channel"], event.get("thread_ts")
         chats = [Conversation(channel, thread).chat_id]
-        if thread and event.get("parent_user_id") == bot_user:  # a thread of steward's
+        # A thread of steward's (a message event names whose; an app_mention may not).
+        if thread and event.get("parent_user_id", bot_user) == bot_user:
             in_channel = Conversation(channel).chat_id
             asked = await self.door.question_to(replace(inbound, chat_id=in_channel))
             where = await self.memory.get(self._asked_key(asked)) if asked else None

@@ -722,6 +722,23 @@ async def test_a_question_asked_in_a_channel_itself_is_answered_there_or_in_its_
         assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
 
 
+async def test_a_question_in_a_channel_may_be_answered_mentioning_steward(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        question = await steward_says(slack, bot, channel, "run onboarding client=Acme", "email")
+        in_its_thread = slack.mention_event(
+            OPERATOR, "jane@acme.com", channel, thread_ts=question["ts"]
+        )
+        assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
+        await slack.wait_for(lambda s: any("package" in m["text"] for m in posted(s, channel)))
+        at_the_top = slack.mention_event(OPERATOR, "basic", channel)
+        assert (await slack.post_event(bot.url, at_the_top))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
+
+
 async def test_in_a_thread_an_answer_slack_delivers_again_after_a_failed_store_is_taken(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
