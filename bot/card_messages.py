@@ -35,6 +35,11 @@ class CardMessages:
             await self.memory.set(key, known, CARD_TTL)
         return None
 
+    async def showing(self, approval_id: str) -> bool:
+        """Whether a message of this channel shows the card with its buttons."""
+        known = await self.memory.get(self._key(approval_id))
+        return known is not None and known.get("outcome") is None and bool(known["messages"])
+
     async def take(self, approval_id: str, outcome: str) -> list[Message]:
         """Every message showing the card, handed out once; a message posted later is
         told ``outcome`` by ``remember``."""

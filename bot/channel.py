@@ -54,6 +54,9 @@ class Channel(Protocol):
         of the ledger, as a reply: tried again until the platform takes it, across
         restarts."""
 
+    async def shows(self, approval_id: str) -> bool:
+        """Whether a message of this channel shows the card with its buttons."""
+
     def describe(self) -> str: ...
 
 

@@ -21,6 +21,7 @@ from bot.settings import Settings
 from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
 from bot.worker_slot import WorkerSlot
+from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
@@ -63,6 +64,7 @@ class Service:
         # False: timers and the daily list are another process's (``steward run``), whose
         # channels their news is for; a terminal beside it must not take them.
         self.schedules = schedules
+        self.tick_seconds = tick_seconds
         self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
         settings = steward.settings
         digest = DigestTime(time.fromisoformat(settings.digest_at), ZoneInfo(settings.timezone))
@@ -81,6 +83,7 @@ class Service:
         for channel in channels:
             channel.settled_here = functools.partial(self._settle_elsewhere, channel.name)
         self._ticking: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._feeding: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -111,6 +114,11 @@ class Service:
             await self.hooks.start()
         if self.schedules:
             self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        if self._started:
+            read = await self.steward.ledger.audit_end()
+            self._watching = asyncio.create_task(
+                self._settle_decided_elsewhere(read), name="cards decided elsewhere"
+            )
         self._feeding = asyncio.create_task(self.steward.history.sync.run(), name="memory")
 
     async def _beat(self) -> None:
@@ -142,6 +150,30 @@ class Service:
                     await self.hooks.queue_stored(own=False)
             except Exception:
                 log.exception("could not take up the work of a worker gone; next beat again")
+
+    async def _settle_decided_elsewhere(self, read: int) -> None:
+        """A card decided by another process (``steward approve`` in a shell) loses its
+        buttons in these chats too: each tick, every decision the audit log holds after
+        those read is settled wherever a channel still shows its card with buttons (one
+        settled here shows none)."""
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            try:
+                after, decided = await self.steward.ledger.decided_after(read)
+                for approval_id in decided:
+                    await self._settle_everywhere(approval_id)
+                read = after
+            except Exception:  # the ledger is down, say: the next tick looks again
+                log.exception("could not settle the cards decided elsewhere")
+
+    async def _settle_everywhere(self, approval_id: str) -> None:
+        approval = await self.steward.ledger.get_approval(approval_id)
+        if approval is None or approval.is_pending:
+            return
+        decided = outcome(approval, self.steward.coordinator.zone)
+        for channel in self._started:
+            if await channel.shows(approval_id):
+                await channel.settle(decided)
 
     async def _warm_up(self) -> None:
         """Readies long-term memory and the embedding model while the channels start, so
@@ -175,7 +207,8 @@ class Service:
         within ``drain_seconds`` in all, and leave the rest for the next start."""
         deadline = asyncio.get_running_loop().time() + drain_seconds
         # Nothing new is taken up while stopping; the lease outlasts the drain.
-        for task in (self._beating, self._warming, self._ticking, self._feeding):
+        tasks = (self._beating, self._warming, self._ticking, self._watching, self._feeding)
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):

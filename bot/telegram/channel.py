@@ -386,6 +386,9 @@ class TelegramChannel:
     async def settle(self, outcome: CardOutcome) -> None:
         await settle_by_outbox(self.outbox, outcome)
 
+    async def shows(self, approval_id: str) -> bool:
+        return await self.cards.showing(approval_id)
+
     async def _settle_where_shown(self, outcome: CardOutcome) -> None:
         html = outcome_html(outcome)
         taken = await self.cards.take(outcome.approval_id, outcome.text)

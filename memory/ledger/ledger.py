@@ -1225,6 +1225,27 @@ class Ledger:
             lambda c: int(c.execute(query).scalar_one_or_none() or 0), write=False
         )
 
+    async def decided_after(self, seq: int) -> tuple[int, list[str]]:
+        """The approvals decided after audit event ``seq``, by whoever (a chat, a shell, a
+        timer), oldest first, and the seq to read on from: the audit log is the cursor."""
+        kinds = [f"approval.{s.value}" for s in ApprovalStatus if s is not ApprovalStatus.PENDING]
+        most = 500
+        head = select(t.audit_head.c.seq).where(t.audit_head.c.id == 1)
+
+        def read(conn: Connection) -> tuple[int, list[str]]:
+            end = conn.execute(head).scalar_one_or_none() or 0  # every event to it is there
+            rows = conn.execute(
+                select(t.audit_events.c.seq, t.audit_events.c.subject)
+                .where(t.audit_events.c.seq > seq, t.audit_events.c.seq <= end)
+                .where(t.audit_events.c.kind.in_(kinds))
+                .order_by(t.audit_events.c.seq)
+                .limit(most)
+            ).all()
+            read_to = rows[-1][0] if len(rows) == most else max(seq, end)
+            return read_to, [subject for _, subject in rows]
+
+        return await self.db.run(read, write=False)
+
     async def entities(self) -> list[str]:
         """Every entity runs were about, e.g. ``client:Acme Bakery``."""
         query = select(t.entities.c.entity).order_by(t.entities.c.entity)

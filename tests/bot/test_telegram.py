@@ -271,6 +271,21 @@ async def test_in_a_group_a_command_for_another_bot_is_not_steward_s(
         assert not any("dropped" in t for t in texts(api, group))
 
 
+async def test_a_card_decided_from_a_shell_loses_its_buttons_in_chat(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    home = tmp_path / "home"
+    async with running(home, api):
+        card = await onboarding_card(api)
+        approval_id = button(card, "Approve").partition(":")[2]
+        async with Steward.open(load_settings(home=home)) as shell:  # `steward approve ID`
+            decided = await shell.coordinator.decide(approval_id, True, "cli:shell")
+        assert "is done" in "\n".join(decided.texts)
+        await api.wait_for(lambda a: "reply_markup" not in a.message(OPERATOR, card["message_id"]))
+        assert "Approved by cli:shell" in api.message(OPERATOR, card["message_id"])["text"]
+        assert len(outbox(home)) == 1 and failed_sends(api) == []
+
+
 async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

@@ -309,6 +309,27 @@ async def test_a_card_is_announced_once(ledger: Ledger) -> None:
     assert [a.id for a in await ledger.unannounced_approvals(everything, later)] == ["ap3"]
 
 
+async def test_the_audit_log_says_which_approvals_were_decided_since_it_was_read(
+    ledger: Ledger,
+) -> None:
+    await insert_runs(ledger, make_run(status=RunStatus.WAITING))
+    await insert_approvals(
+        ledger,
+        make_approval("ap1"),
+        make_approval("ap2", step_id="b"),
+        make_approval("ap3", step_id="c"),
+    )
+    start = await ledger.audit_end()
+    await ledger.decide_approval("ap2", ApprovalStatus.REJECTED, "cli:shell")
+    await ledger.audit(NewAuditEvent("x", "run.note", "r1", {}))  # no decision
+    await ledger.decide_approval("ap1", ApprovalStatus.APPROVED, "telegram:1")
+    read, decided = await ledger.decided_after(start)
+    assert decided == ["ap2", "ap1"] and read == await ledger.audit_end()
+    await ledger.audit(NewAuditEvent("x", "run.note", "r1", {}))
+    again, nothing = await ledger.decided_after(read)
+    assert nothing == [] and again == read + 1  # read past what holds no decision
+
+
 async def test_decide_approval_first_decision_wins_under_concurrency(ledger: Ledger) -> None:
     await insert_runs(ledger, make_run(status=RunStatus.WAITING))
     await insert_approvals(ledger, make_approval())
