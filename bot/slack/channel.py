@@ -478,34 +478,38 @@ class SlackChannel:
     async def _post_card(
         self, conversation: Conversation, card: Card, fallback: list[str]
     ) -> dict[str, Any]:
-        """Posts a card and remembers it, so that its outcome can replace it: where it
-        went, and whether it was decided while on its way (it shows that now)."""
-        posted = await self._post(conversation, card_message(card), fallback)
-        if posted is None:
-            return {"decided": False}
-        channel, ts = posted["channel"], posted["ts"]
-        decided = await self.cards.remember(card.approval_id, channel, ts)
-        if decided is not None:  # while it was on its way
-            settled = outcome_message(CardOutcome(card.approval_id, decided))
-            try:
-                await self.cards.settle(
-                    card.approval_id, [(channel, ts)], partial(self._update, settled)
-                )
-            except SendLater as exc:  # posting the card again would not help: it is posted
-                log.warning("could not show card %s its outcome: %s", card.approval_id, exc)
-        return {"channel": channel, "ts": ts, "decided": decided is not None}
+        """Posts a card (in each fallback user's DM, where steward may not post in the
+        conversation) and remembers each copy, so that its outcome can replace them all:
+        where the first went, whether it was decided while on its way (it shows that
+        now), and every copy as ``copies``."""
+        copies = []
+        for posted in await self._post_copies(conversation, card_message(card), fallback):
+            channel, ts = posted["channel"], posted["ts"]
+            decided = await self.cards.remember(card.approval_id, channel, ts)
+            if decided is not None:  # while it was on its way
+                settled = outcome_message(CardOutcome(card.approval_id, decided))
+                try:
+                    await self.cards.settle(
+                        card.approval_id, [(channel, ts)], partial(self._update, settled)
+                    )
+                except SendLater as exc:  # posting it again would not help: it is posted
+                    log.warning("could not show card %s its outcome: %s", card.approval_id, exc)
+            copies.append({"channel": channel, "ts": ts, "decided": decided is not None})
+        return {**copies[0], "copies": copies} if copies else {"decided": False}
 
     async def _post_overflow(
         self, conversation: Conversation, card: dict[str, Any] | None, outgoing: Outgoing
     ) -> None:
-        """Posts the rest of a card's draft in the card's thread; in the conversation
-        when where the card went is not known (it went before a restart)."""
-        if card is not None and card["decided"]:
+        """Posts the rest of a card's draft in the thread of each copy of the card; in
+        the conversation when where the card went is not known (it went before a
+        restart)."""
+        if card is None or "copies" not in card:
+            await self._post(conversation, outgoing)
             return
-        where = conversation
-        if card is not None and "ts" in card:
-            where = Conversation(card["channel"], conversation.thread_ts or card["ts"])
-        await self._post(where, outgoing)
+        for copy in card["copies"]:
+            if not copy["decided"]:
+                thread = conversation.thread_ts or copy["ts"]
+                await self._post(Conversation(copy["channel"], thread), outgoing)
 
     async def _settle(
         self,
@@ -583,7 +587,16 @@ class SlackChannel:
     async def _post(
         self, conversation: Conversation, outgoing: Outgoing, fallback: Sequence[str] = ()
     ) -> dict[str, Any] | None:
-        """Posts one message; where steward may not post, to the fallback users' DMs."""
+        """Posts one message; where steward may not post, to the fallback users' DMs.
+        Where it went (the first DM's), or None where it could not go."""
+        posted = await self._post_copies(conversation, outgoing, fallback)
+        return posted[0] if posted else None
+
+    async def _post_copies(
+        self, conversation: Conversation, outgoing: Outgoing, fallback: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """Posts one message, or, where steward may not post, one to each fallback user's
+        DM; where each went."""
         await self._bucket(conversation.channel).take()
         try:
             response = await self.client.chat_postMessage(
@@ -599,16 +612,19 @@ class SlackChannel:
             error = _error(exc)
             if error in NO_ENTRY and fallback:
                 log.info("cannot post in %s (%s): to the DM instead", conversation.channel, error)
-                posted = [await self._post(Conversation(user), outgoing) for user in fallback]
-                return next((p for p in posted if p is not None), None)
+                return [
+                    posted
+                    for user in fallback
+                    for posted in await self._post_copies(Conversation(user), outgoing)
+                ]
             if _server_side(exc):  # after the client's own retries: again later
                 raise _later(exc) from exc
             log.error("Slack refused a message to %s: %s", conversation.channel, error)
             await self.door.message_refused(self.name, conversation.chat_id, error)
-            return None
+            return []
         except (aiohttp.ClientError, TimeoutError) as exc:  # after the client's own retries
             raise _unreachable(exc) from exc
-        return {"channel": response["channel"], "ts": response["ts"]}
+        return [{"channel": response["channel"], "ts": response["ts"]}]
 
     async def _note_where_asked(
         self, conversation: Conversation, answering: Inbound, posted: dict[str, Any] | None

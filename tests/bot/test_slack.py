@@ -30,6 +30,7 @@ from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel, SlackUnavailable
 from bot.slack.render import draft_overflow
+from graph.cards import approval_card
 from graph.front_door import REFUSAL
 from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
 from tests.bot.disk import DiskWatch
@@ -573,6 +574,26 @@ async def test_a_file_shared_as_the_new_text_is_not_read_for_its_message(
         assert (await slack.post_event(bot.url, shared))[0] == 200
         await slack.wait_for(lambda s: any("not v2.txt" in t for t in bot_texts(s, dm)))
         assert outbox(bot.home) == []
+
+
+async def test_a_card_sent_to_every_operator_s_dm_loses_its_buttons_in_each(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """News of a run whose channel steward may no longer post in goes to each operator's
+    DM; a decision settles every copy, not the first only."""
+    other = "U0TWO"
+    operators = f"slack:{OPERATOR},slack:{other}"
+    async with running(tmp_path / "home", slack, operators=operators) as bot:
+        card = await onboarding_card(slack, bot)
+        approval = await bot.steward.ledger.get_approval(value(card, "approve").split(":")[1])
+        assert approval is not None
+        slack.outside.add("C0GONE")
+        news = Reply().add(approval_card(approval))
+        await bot.channel.deliver(news, {"channel": "slack", "chat_id": "C0GONE"})
+        mine, theirs = slack.dm_channel(OPERATOR), slack.dm_channel(other)
+        await slack.wait_for(lambda s: cards(s, theirs) and len(cards(s, mine)) == 2)
+        await press(slack, bot, card, "approve")
+        await slack.wait_for(lambda s: not cards(s, mine) and not cards(s, theirs))
 
 
 async def test_commands_without_their_slash_work_in_a_dm(
