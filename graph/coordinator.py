@@ -73,8 +73,10 @@ COMMANDS = (
     ("help", "all commands"),
 )
 
-COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "start"}
-QUESTION_COMMANDS = {"cancel", "skip"}  # a question waiting for its answer: said instead
+COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "done", "start"}
+# A question waiting for its answer: said instead of one (done: a text sent in parts is all
+# there).
+QUESTION_COMMANDS = {"cancel", "skip", "done"}
 # The commands whose first argument is an id, and how many arguments they take: None
 # for any number (a reason, a step and its inputs).
 BY_ID: dict[str, tuple[Callable[[str], bool], int | None]] = {
@@ -169,7 +171,7 @@ class Coordinator:
         Only the command's shape makes one: ``runs``, ``today all``, ``approve a3k9m2p``,
         ``run onboarding client=Acme``; "help me onboard Jane" and "run out of budget"
         stay words. While a question waits for its answer, everything is the answer but
-        ``cancel`` and ``skip`` on their own."""
+        ``cancel``, ``skip`` and ``done`` on their own."""
         name, *args = text.split() or [""]
         name = name.lower()
         if asked:
@@ -334,6 +336,13 @@ class Coordinator:
                     return await self._cancel_question(inbound)
                 run = await self.engine.cancel(_one_id(rest, "cancel"), actor)
                 return Reply().say(f"Cancelled run {run.id} ({run.process}).")
+            case "done":
+                pending = await self.memory.get(self._question_key(inbound))
+                if pending is None or not pending.get("parts"):
+                    return Reply().say("Nothing to finish: I am not putting a text together.")
+                await self.memory.delete(self._question_key(inbound))
+                text = "\n\n".join(pending["parts"])
+                return await self.decide(pending["approval"], True, actor, edited_text=text)
             case "skip":
                 pending = await self.memory.get(self._question_key(inbound))
                 if pending is None:
@@ -625,6 +634,8 @@ class Coordinator:
         if pending["type"] == "edit" and not text:
             await self._ask(inbound, pending)  # anew: the next message may answer it
             return Reply().say("Send the new text, or /cancel to keep the card as it is.")
+        if pending["type"] == "edit" and (inbound.may_go_on or pending.get("parts")):
+            return await self._text_in_parts(inbound, pending, text)
         await self.memory.delete(self._question_key(inbound))
         if pending["type"] == "reason":
             await self.ledger.add_reason(pending["approval"], text, actor)
@@ -632,6 +643,22 @@ class Coordinator:
         if pending["type"] == "edit":
             return await self.decide(pending["approval"], True, actor, edited_text=text)
         return await self._free_text(inbound, text)
+
+    async def _text_in_parts(self, inbound: Inbound, pending: dict[str, Any], text: str) -> Reply:
+        """A new text the platform may have split into several messages: its parts are put
+        together, a paragraph each, until one shorter than a part (the last) or /done comes;
+        the first alone would have gone out cut short."""
+        parts = [*pending.get("parts", []), text]
+        if inbound.may_go_on:
+            await self._ask(inbound, {**pending, "parts": parts})
+            got = f"{len(parts)} parts" if len(parts) > 1 else "1 part"
+            return Reply().say(
+                f"Got {got} of the new text, as long as one message gets, so more may come: "
+                "send the next part, or /done if that was all (/cancel keeps the card)."
+            )
+        await self.memory.delete(self._question_key(inbound))
+        edited = "\n\n".join(parts)
+        return await self.decide(pending["approval"], True, inbound.sender.key, edited_text=edited)
 
     async def _skip_input(self, inbound: Inbound, pending: dict[str, Any]) -> Reply:
         definition = self.engine.definition(pending["process"])

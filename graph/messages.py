@@ -50,6 +50,9 @@ class Inbound:
     # What came with the message instead of typed text ("notes.txt", "a photo"): steward
     # reads no files, and a file's caption is not its content.
     attachment: str | None = None
+    # The platform's clients split a longer text into several messages, and this one is
+    # as long as a part gets: the text may go on in the next message.
+    may_go_on: bool = False
     # The channel's own note on how to answer this delivery (which message holds the
     # pressed button, the press's id); stored with it, never read by the coordinator.
     context: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +72,7 @@ class Inbound:
             "text": self.text,
             "button": self.button,
             "attachment": self.attachment,
+            "may_go_on": self.may_go_on,
             "context": copy.deepcopy(self.context),
         }
 

@@ -52,9 +52,15 @@ from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox, SendLater, Steps
 from bot.settings import Settings
-from bot.splitting import fit
+from bot.splitting import fit, length
 from bot.telegram.rate_limit import FloodControl
-from bot.telegram.render import Outgoing, card_messages, outcome_html, text_messages
+from bot.telegram.render import (
+    PART_OF_A_LONGER_TEXT,
+    Outgoing,
+    card_messages,
+    outcome_html,
+    text_messages,
+)
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
@@ -512,6 +518,7 @@ def inbound_from(update: Update) -> Inbound | None:
         update_id,
         text=message.text or message.caption or "",
         attachment=_attachment(message),
+        may_go_on=length(message.text or "") >= PART_OF_A_LONGER_TEXT,
     )
 
 

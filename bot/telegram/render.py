@@ -18,6 +18,9 @@ from graph.cards import outcome_parts
 from graph.messages import Card, CardOutcome
 
 MESSAGE_LIMIT = 4096
+# A text typed or pasted longer than a message reaches steward in parts of about this
+# much or more each (a client cuts between words), the last part shorter.
+PART_OF_A_LONGER_TEXT = MESSAGE_LIMIT - 200
 MOST_MESSAGES = 4  # beyond this many parts, one document reads better than a flood
 CARD_LIMIT = MESSAGE_LIMIT - 96  # a margin for what Telegram trims or counts differently
 CARD_TEXT_LIMIT = 2000  # a shortened card's text: room left for its title, fields, footer

@@ -469,6 +469,33 @@ async def test_reject_command_with_a_reason(app: Steward) -> None:
     assert approval is not None and approval.reason == "wrong client"
 
 
+async def test_a_new_text_that_may_go_on_is_put_together_until_it_ends_or_done(
+    app: Steward,
+) -> None:
+    async def part(text: str, may_go_on: bool = True) -> Reply:
+        inbound = Inbound(OPERATOR, "chat-1", f"part-{next(_ids)}", text, may_go_on=may_go_on)
+        reply = await app.door.receive(inbound)
+        assert reply is not None
+        return reply
+
+    for sent, ending in enumerate(("a last, shorter part", "/done")):
+        card = await start(app)
+        await send(app, button=f"edit:{card.approval_id}")
+        assert "Got 1 part" in joined(await part("Hi Acme,"))
+        assert "Got 2 parts" in joined(await part("welcome aboard."))
+        assert len(outbox(app)) == sent  # nothing is sent from part of a text
+        if ending == "/done":
+            await send(app, "done")
+        else:
+            await part(ending, may_go_on=False)
+        approval = await app.ledger.get_approval(card.approval_id)
+        expected = "Hi Acme,\n\nwelcome aboard." + (
+            "" if ending == "/done" else "\n\na last, shorter part"
+        )
+        assert approval is not None and approval.edited_text == expected
+    assert "Nothing to finish" in joined(await send(app, "/done"))
+
+
 async def test_edit_button_then_text_approves_with_exactly_that_text(app: Steward) -> None:
     card = await start(app)
     asked = await send(app, button=f"edit:{card.approval_id}")
