@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from graph.models import LanguageModels
+from graph.remembering import entity_name
 from memory.embeddings import Embedder, EmbeddingFailed
 from memory.ledger import Ledger
 from memory.longterm import Filters, Hit, LongTermMemory, MemoryUnavailable, Query
@@ -151,6 +152,10 @@ COMMON = frozenset(
 )
 # Entity kinds a name's first word alone may stand for ("Acme" for "Acme Bakery").
 BY_FIRST_WORD = ("client", "project")
+# A capitalised word after the question's first: a name, unless it is one of these.
+_NAME = re.compile(r"(?<=\s)([A-Z][\w&-]*[A-Za-z0-9])(?:'s)?\b")
+NOT_NAMES = frozenset(calendar.day_name) | frozenset(calendar.day_abbr) | {"I", "OK"}
+NAMES_LOOKED_UP = 3  # at most, a question
 
 
 class KnownEntities:
@@ -228,6 +233,13 @@ class Found:
     hits: list[Hit]
     # False: no word of the question was found; these are the latest of the time it names.
     matched: bool = True
+    # Names the question gives that nothing remembered mentions ("Hooli"): whatever was
+    # found is about something else.
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def unknown_note(self) -> str:
+        return f"Nothing I have mentions {' or '.join(self.unknown)}." if self.unknown else ""
 
 
 def _may_be_about(tag: str | None, entity: str) -> bool:
@@ -285,10 +297,26 @@ class History:
                 for hit in await self.store.search(wider)
                 if hit.record.id not in seen and _may_be_about(hit.record.entity, about)
             ]
+        unknown = await self._unknown_names(question, filters)
         if not hits and (filters.since or filters.until):
             latest = await self.store.latest(filters, limit)
-            return Found([Hit(record, 0.0) for record in latest], matched=False)
-        return Found(hits[:limit])
+            return Found([Hit(record, 0.0) for record in latest], False, unknown)
+        return Found(hits[:limit], unknown=unknown)
+
+    async def _unknown_names(self, question: str, filters: Filters) -> tuple[str, ...]:
+        """The names in ``question`` (capitalised words after its first, not a known
+        client's, a month's or a day's) that no record mentions."""
+        named = {name.casefold() for e in filters.entities for name in entity_name(e).split()}
+        names = [
+            word
+            for word in dict.fromkeys(_NAME.findall(question))
+            if word.casefold() not in named and word.lower() not in MONTHS and word not in NOT_NAMES
+        ]
+        unknown = []
+        for word in names[:NAMES_LOOKED_UP]:
+            if not await self.store.search(Query(word, None, Filters(), 1, 0.0)):
+                unknown.append(word)
+        return tuple(unknown)
 
     async def _catch_up(self) -> None:
         """Feeds the store what is new before a search, for a while at most: an answer
@@ -312,7 +340,9 @@ class History:
             found = await self.search(question, now)
         except MemoryUnavailable as exc:
             return UNAVAILABLE.format(exc)
-        return await self.compose(question, found, now, recent) if found.hits else NOTHING
+        if not found.hits:
+            return found.unknown_note or NOTHING
+        return await self.compose(question, found, now, recent)
 
     async def compose(
         self,
@@ -325,13 +355,19 @@ class History:
         without."""
         hits = found.hits
         sources = "\n".join(self.cite(number, hit) for number, hit in enumerate(hits, 1))
+        note = f"{found.unknown_note} " if found.unknown else ""
         if self.models is not None:
             try:
                 said = await self._compose(question, hits, now, recent or [])
-                return f"{said}\n\nSources:\n{sources}"
+                return f"{note}{said}\n\nSources:\n{sources}"
             except Exception as exc:  # the records still answer
                 log.warning("answering from records only: %s", exc)
-        heading = "Best matching records" if found.matched else "The latest records of that time"
+        if found.unknown:
+            heading = f"{found.unknown_note} The closest records"
+        elif found.matched:
+            heading = "Best matching records"
+        else:
+            heading = "The latest records of that time"
         return f"{heading}:\n{sources}"
 
     async def _compose(

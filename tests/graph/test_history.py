@@ -422,3 +422,22 @@ async def test_a_client_typed_two_ways_is_one_client_however_many_records_each_h
     )
     text = said(await send(app, "/history what quote did we send Globex?"))
     assert "1,400 EUR" in text
+
+
+async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_records(
+    app: Steward,
+) -> None:
+    await start(app, "Globex", "ops@globex.io")
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        ("the quote for Globex is 1,400 EUR", now, "client:Globex"),
+        ("Jane from Globex asked for the invoice in March", now, "client:Globex"),
+    )
+    text = said(await send(app, "/history what did we quote Hooli?"))
+    assert text.startswith("Nothing I have mentions Hooli. The closest records:\n[1] "), text
+    for known in ("/history what did we quote Globex?", "/history what did Jane ask on Monday?"):
+        assert "Nothing I have mentions" not in said(await send(app, known))
+    assert said(await send(app, "/history what did Initech say last week?")) == (
+        "Nothing I have mentions Initech."
+    )
