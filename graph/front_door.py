@@ -34,6 +34,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 from graph.access import Allowlist
+from graph.cards import decision_line
 from graph.coordinator import QUESTION_TTL, Coordinator
 from graph.messages import Inbound, Owed, Reply, sending_ahead
 from memory.ledger import (
@@ -120,6 +121,14 @@ class FrontDoor:
             return False
         await self.memory.set(f"claimed:{inbound.external_id}", {"asked": asked}, QUESTION_TTL)
         return True
+
+    async def decided(self, approval_id: str) -> str | None:
+        """Who decided an approval and when ("Approved by … at …"); None while it waits
+        (or when there is no such approval: its handling says so)."""
+        approval = await self.ledger.get_approval(approval_id)
+        if approval is None or approval.is_pending:
+            return None
+        return decision_line(approval, self.coordinator.zone)
 
     async def question_to(self, inbound: Inbound) -> str | None:
         """The id of the question that waits for an answer from ``inbound``'s sender, an

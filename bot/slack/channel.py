@@ -374,6 +374,11 @@ class SlackChannel:
     ) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
         text = view["state"]["values"][EDIT_BLOCK][EDIT_INPUT].get("value") or ""
+        decided = await self.door.decided(meta["approval"])
+        if decided is not None:  # meanwhile: the form stays open, the text in it kept
+            error = f"{decided}, so this text was not sent. Copy it if you need it."
+            await ack(response_action="errors", errors={EDIT_BLOCK: error})
+            return
         inbound = Inbound(
             _sender(body["user"]),
             meta["chat"],

@@ -482,6 +482,29 @@ async def test_edit_opens_a_modal_holding_the_draft_and_its_text_is_sent(
         assert failed(slack) == []
 
 
+async def test_an_edit_form_submitted_after_someone_decided_stays_open_with_its_text(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: s.calls_to("views.open"))
+        view = slack.calls_to("views.open")[0].response["view"]
+        [field] = [b for b in view["blocks"] if b["type"] == "input"]
+        approval_id = value(card, "approve").split(":")[1]
+        await bot.steward.engine.decide(approval_id, True, "cli:shell")  # meanwhile
+        values = {field["block_id"]: {field["element"]["action_id"]: "my long new text"}}
+        status, said = await slack.post_interaction(
+            bot.url, slack.view_submission(OPERATOR, view["id"], values)
+        )
+        body = json.loads(said)
+        assert status == 200 and body["response_action"] == "errors"
+        assert "Approved by cli:shell" in body["errors"][field["block_id"]]
+        assert "not sent" in body["errors"][field["block_id"]]
+        (effect,) = outbox(bot.home)
+        assert "my long new text" not in json.dumps(effect["params"])
+
+
 async def test_a_closed_edit_modal_keeps_the_card(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
