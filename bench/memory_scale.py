@@ -161,7 +161,7 @@ def questions(rng: np.random.Generator, words: list[str], count: int) -> list[As
                 text=" ".join(chosen),
                 vector=vectors[n].tolist(),
                 window=Filters(since=since, until=since + timedelta(seconds=YEAR // 10)),
-                client=Filters(entity=client_name(int(rng.integers(0, CLIENTS)))),
+                client=Filters(entities=(client_name(int(rng.integers(0, CLIENTS))),)),
             )
         )
     return asked
