@@ -350,24 +350,30 @@ class TelegramChannel:
         items = list(reply.items)
         if reply.notice and not answered:  # no press, or its spinner was stopped already
             items.append(reply.notice)
+        posts = 0  # a reply buzzes the operator's phone once, however many messages it is
         for item in items:
             if isinstance(item, str | EditPrompt):
                 text = item.as_message if isinstance(item, EditPrompt) else item
                 for outgoing in text_messages(text):
-                    await steps.take(partial(self._post, chat_id, outgoing))
+                    await steps.take(partial(self._post, chat_id, outgoing, quiet=posts > 0))
+                    posts += 1
             elif isinstance(item, Card):
                 for outgoing in card_messages(item):
-                    await steps.take(partial(self._post_card, chat_id, item, outgoing))
+                    card = partial(self._post_card, chat_id, item, outgoing, quiet=posts > 0)
+                    await steps.take(card)
+                    posts += 1
             elif isinstance(item, CardOutcome) and item.decided_elsewhere:
                 await steps.take(partial(self._settle_where_shown, item))
             elif isinstance(item, CardOutcome):
                 pressed = press.message_id if press is not None else None
                 await steps.take(partial(self._settle_card, chat_id, item, pressed))
 
-    async def _post_card(self, chat_id: str, card: Card, outgoing: Outgoing) -> None:
+    async def _post_card(
+        self, chat_id: str, card: Card, outgoing: Outgoing, quiet: bool = False
+    ) -> None:
         """Posts a message of a card; the one with its buttons is remembered, so that
         the card's outcome can replace it."""
-        message = await self._post(chat_id, outgoing)
+        message = await self._post(chat_id, outgoing, quiet)
         if message is not None and outgoing.keyboard is not None:
             shown = (chat_id, str(message.message_id))
             decided = await self.cards.remember(card.approval_id, *shown)
@@ -419,14 +425,19 @@ class TelegramChannel:
         except TelegramError as exc:
             log.warning("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
 
-    async def _post(self, chat_id: str, outgoing: Outgoing) -> Message | None:
+    async def _post(self, chat_id: str, outgoing: Outgoing, quiet: bool = False) -> Message | None:
+        """Sends one message; ``quiet``: without a notification (a reply's second on)."""
         try:
             if outgoing.document is not None:
                 name, content = outgoing.document
                 document = InputFile(content.encode(), filename=name)
                 return await self._call(
                     lambda: self.bot.send_document(
-                        chat_id, document, caption=outgoing.html, parse_mode=ParseMode.HTML
+                        chat_id,
+                        document,
+                        caption=outgoing.html,
+                        parse_mode=ParseMode.HTML,
+                        disable_notification=quiet,
                     )
                 )
             return await self._call(
@@ -436,6 +447,7 @@ class TelegramChannel:
                     parse_mode=ParseMode.HTML,
                     reply_markup=outgoing.keyboard,
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    disable_notification=quiet,
                 )
             )
         except (Forbidden, BadRequest) as exc:  # a chat closed to steward; a bad request

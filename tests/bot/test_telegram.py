@@ -287,6 +287,22 @@ async def test_a_card_decided_from_a_shell_loses_its_buttons_in_chat(
         assert len(outbox(home)) == 1 and failed_sends(api) == []
 
 
+async def test_a_reply_of_many_messages_buzzes_the_phone_once(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api):
+        for client in ("Acme", "Beta"):
+            api.send_text(OPERATOR, START.replace("Acme", client))
+            await api.wait_for(lambda a, c=client: any(c in m["text"] for m in cards(a)))
+        sent_before = len(api.sent(OPERATOR))
+        api.send_text(OPERATOR, "/today")
+        await api.wait_for(lambda a: len(api.sent(OPERATOR)) == sent_before + 3)
+        listed = [c for c in api.calls if c.method == "sendMessage"][-3:]
+        assert "2 things need you" in listed[0].params["text"]
+        quiet = [str(c.params.get("disable_notification")).lower() == "true" for c in listed]
+        assert quiet == [False, True, True]
+
+
 async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
