@@ -25,6 +25,7 @@ import httpx
 from aiohttp import web
 from telegram import (
     BotCommand,
+    CallbackQuery,
     Document,
     InputFile,
     LinkPreviewOptions,
@@ -55,8 +56,11 @@ from bot.settings import Settings
 from bot.splitting import fit, length
 from bot.telegram.rate_limit import FloodControl
 from bot.telegram.render import (
+    ASK,
+    BACK,
     PART_OF_A_LONGER_TEXT,
     Outgoing,
+    asking,
     card_messages,
     outcome_html,
     text_messages,
@@ -298,12 +302,34 @@ class TelegramChannel:
     async def take(self, update: Update) -> None:
         """Stores one update in the inbox and queues it for handling; Telegram may be
         told once ``door.sync()`` returns."""
+        query = update.callback_query
+        asks = query is not None and (query.data or "").startswith((ASK, BACK))
+        if query is not None and asks and str(query.from_user.id) in self.operator_chats:
+            await self._ask_first(query)  # a stranger's press is refused, as any press
+            return
         inbound = inbound_from(update)
         if inbound is None or _for_another_bot(inbound.text, self._username):
             return  # in a group: not steward's to read
         inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
             self._enqueue(inbox_id, inbound)
+
+    async def _ask_first(self, query: CallbackQuery) -> None:
+        """A danger button's first press (or its Back): the card's buttons change in
+        place; nothing is decided, so nothing is stored."""
+        message = query.message
+        try:
+            if isinstance(message, Message) and message.reply_markup is not None:
+                keyboard = asking(message.reply_markup, query.data or "")
+                await self._call(
+                    lambda: self.bot.edit_message_reply_markup(
+                        message.chat.id, message.message_id, reply_markup=keyboard
+                    ),
+                    again_if_maybe_sent=True,  # the same keyboard twice changes nothing
+                )
+            await self._call(lambda: self.bot.answer_callback_query(query.id))
+        except TelegramError as exc:  # the operator presses again
+            log.info("could not ask before a press: %s", self._redact(exc))
 
     def _enqueue(self, inbox_id: int, inbound: Inbound) -> None:
         """Queues a stored update; a press gets its answer within ANSWER_WITHIN, even

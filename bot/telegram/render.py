@@ -44,11 +44,25 @@ def text_messages(text: str) -> list[Outgoing]:
     return [Outgoing(escape(part, quote=False)) for part in parts]
 
 
+# A danger button (Reject) asks before it acts, as a confirm dialog does in Slack: its
+# first press shows "Yes, Reject" and "Back" in its place, and only "Yes" decides.
+ASK = "ask:"
+BACK = "back:"
+YES = "Yes, "
+
+
 def card_messages(card: Card) -> list[Outgoing]:
     """The card as one message with its buttons. When the whole card will not fit, the
     whole card goes first as a document and the message shows it shortened."""
     keyboard = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(b.label, callback_data=b.payload) for b in card.buttons]]
+        [
+            [
+                InlineKeyboardButton(
+                    b.label, callback_data=ASK + b.payload if b.style == "danger" else b.payload
+                )
+                for b in card.buttons
+            ]
+        ]
     )
     whole = _card_lines(card, card.text, shorten=False)
     if length(_plain(whole)) <= CARD_LIMIT:
@@ -58,6 +72,30 @@ def card_messages(card: Card) -> list[Outgoing]:
         document=(f"{card.approval_id}.txt", _plain(whole)),
     )
     return [document, Outgoing(_html(_shortened(card)), keyboard)]
+
+
+def asking(keyboard: InlineKeyboardMarkup, pressed: str) -> InlineKeyboardMarkup:
+    """``keyboard`` with the danger button pressed (``ask:PAYLOAD``) as "Yes, …" (the
+    payload) and "Back"; with ``back:PAYLOAD`` pressed, as it was."""
+    rows = []
+    for row in keyboard.inline_keyboard:
+        keys: list[InlineKeyboardButton] = []
+        for key in row:
+            data = str(key.callback_data)
+            if pressed.startswith(ASK) and data == pressed:
+                payload = data.removeprefix(ASK)
+                keys.append(InlineKeyboardButton(YES + key.text, callback_data=payload))
+                keys.append(InlineKeyboardButton("Back", callback_data=BACK + payload))
+            elif pressed.startswith(BACK) and data == pressed.removeprefix(BACK):
+                keys.append(
+                    InlineKeyboardButton(key.text.removeprefix(YES), callback_data=ASK + data)
+                )
+            elif pressed.startswith(BACK) and data == pressed:
+                continue
+            else:
+                keys.append(key)
+        rows.append(keys)
+    return InlineKeyboardMarkup(rows)
 
 
 def _shortened(card: Card) -> list[_Line]:

@@ -209,7 +209,22 @@ async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
         api.send_text(OPERATOR, START.replace("Acme", "Beta"))
         await api.wait_for(lambda a: any("Beta" in m["text"] for m in cards(a)))
         (second,) = cards(api)  # the first card has lost its buttons
+
+        # Reject asks first, in place; Back puts the card as it was; only Yes rejects.
+        def labels(a: FakeBotAPI) -> list[str]:
+            keyboard = a.message(OPERATOR, second["message_id"])["reply_markup"]
+            return [key["text"] for row in keyboard["inline_keyboard"] for key in row]
+
         api.press(OPERATOR, second, button(second, "Reject"))
+        await api.wait_for(lambda a: labels(a)[1:3] == ["Yes, Reject", "Back"])
+        shown = api.message(OPERATOR, second["message_id"])
+        api.press(OPERATOR, shown, button(shown, "Back"))
+        await api.wait_for(lambda a: labels(a) == ["Approve", "Reject", "Edit", "Details"])
+        assert not any("Why?" in t for t in texts(api))  # nothing decided
+        api.press(OPERATOR, second, button(second, "Reject"))
+        await api.wait_for(lambda a: "Yes, Reject" in labels(a))
+        shown = api.message(OPERATOR, second["message_id"])
+        api.press(OPERATOR, shown, button(shown, "Yes, Reject"))
         await api.wait_for(lambda a: any("Why?" in t for t in texts(a)))
         api.send_text(OPERATOR, "wrong client")
         await api.wait_for(lambda a: any(t == "Noted." for t in texts(a)))

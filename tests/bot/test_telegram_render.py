@@ -6,7 +6,13 @@ from html.parser import HTMLParser
 
 from bot.splitting import length
 from bot.splitting import split_text as split_at
-from bot.telegram.render import MESSAGE_LIMIT, card_messages, outcome_html, text_messages
+from bot.telegram.render import (
+    MESSAGE_LIMIT,
+    asking,
+    card_messages,
+    outcome_html,
+    text_messages,
+)
 from graph.messages import Button, Card, CardOutcome
 
 
@@ -110,6 +116,14 @@ def test_a_card_is_one_message_with_its_buttons_and_escaped_text() -> None:
     (row,) = message.keyboard.inline_keyboard
     assert [b.text for b in row] == ["Approve", "Reject", "Edit", "Details"]
     assert all(len(str(b.callback_data).encode()) <= 64 for b in row)
+    assert row[1].callback_data == "ask:reject:a2b3c4d"  # a danger button asks first
+    sure = asking(message.keyboard, "ask:reject:a2b3c4d")
+    (keys,) = sure.inline_keyboard
+    assert [(k.text, k.callback_data) for k in keys[1:3]] == [
+        ("Yes, Reject", "reject:a2b3c4d"),
+        ("Back", "back:reject:a2b3c4d"),
+    ]
+    assert asking(sure, "back:reject:a2b3c4d") == message.keyboard
 
 
 def test_a_card_with_a_very_long_text_sends_the_whole_card_as_a_file_first() -> None:
