@@ -35,7 +35,14 @@ from telegram import (
     Voice,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    TelegramError,
+)
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
@@ -123,6 +130,8 @@ class TelegramChannel:
         self.operator_chats = operator_ids(self.name, operators)
         self._offset: int | None = None
         self._username = ""  # the bot's own, known once it started: "/help@it" is for it
+        # Groups upgraded to supergroups, learnt from Telegram's answer: old id -> new.
+        self._moved: dict[str, str] = {}
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("telegram", self._handle)
         self.outbox = Outbox(door, self.name, self._send_owed)
         self._poller: asyncio.Task[None] | None = None
@@ -452,7 +461,9 @@ class TelegramChannel:
             log.warning("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
 
     async def _post(self, chat_id: str, outgoing: Outgoing, quiet: bool = False) -> Message | None:
-        """Sends one message; ``quiet``: without a notification (a reply's second on)."""
+        """Sends one message; ``quiet``: without a notification (a reply's second on). To
+        a group upgraded to a supergroup, it goes to the supergroup."""
+        chat_id = self._moved.get(chat_id, chat_id)
         try:
             if outgoing.document is not None:
                 name, content = outgoing.document
@@ -476,6 +487,11 @@ class TelegramChannel:
                     disable_notification=quiet,
                 )
             )
+        except ChatMigrated as exc:  # Telegram names the supergroup; this chat is no more
+            moved = str(exc.new_chat_id)
+            log.info("Telegram chat %s became chat %s; sending there", chat_id, moved)
+            self._moved[chat_id] = moved
+            return await self._post(moved, outgoing, quiet)
         except (Forbidden, BadRequest) as exc:  # a chat closed to steward; a bad request
             refused = self._redact(exc)
             log.error("Telegram refused a message to chat %s: %s", chat_id, refused)

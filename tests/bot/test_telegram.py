@@ -318,6 +318,21 @@ async def test_a_reply_of_many_messages_buzzes_the_phone_once(
         assert quiet == [False, True, True]
 
 
+async def test_news_for_a_group_upgraded_to_a_supergroup_goes_to_the_supergroup(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    group, supergroup = -100500, -1001234500
+    async with running(tmp_path / "home", api) as bot:
+        api.migrated[group] = supergroup
+        for said in ("the run is done", "and the next one waits"):
+            await bot.channel.send(str(group), Reply().say(said))
+        await api.wait_for(lambda a: len(texts(a, supergroup)) == 2)
+        assert texts(api, supergroup) == ["the run is done", "and the next one waits"]
+        assert texts(api, group) == []
+        tried_old = [c for c in api.calls if c.params.get("chat_id") in (group, str(group))]
+        assert len(tried_old) == 1  # learnt once
+
+
 async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

@@ -699,6 +699,9 @@ class FakeBotAPI:
         self._failures: dict[str, tuple[int, int, int]] = {}
         # Chats whose user blocked the bot: sending there is 403, as Telegram answers it.
         self.blocked: set[int] = set()
+        # Groups upgraded to supergroups, old id -> new: sending to the old id is 400 with
+        # the new id in ``migrate_to_chat_id``, as Telegram answers it.
+        self.migrated: dict[int, int] = {}
         self._stalled: set[str] = set()
         self._unstalled = asyncio.Event()
         self._waiting: list[str] = []
@@ -1121,6 +1124,12 @@ class FakeBotAPI:
         chat_id = self._chat_id(params)
         if chat_id in self.blocked:
             raise BotAPIError(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self.migrated:
+            raise BotAPIError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                {"migrate_to_chat_id": self.migrated[chat_id]},
+            )
         return chat_id
 
     def _bot_message(self, params: JSONDict) -> tuple[tuple[int, int], JSONDict]:
