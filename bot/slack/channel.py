@@ -78,8 +78,6 @@ MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
 WRITTEN = {None, "file_share", "thread_broadcast"}
-SHARED = ("C", "G")  # the ids of channels, public and private (not a DM's D, a user's U)
-DIRECT = "D"  # the id of a direct message
 NO_ENTRY = {
     "not_in_channel",
     "channel_not_found",
@@ -298,10 +296,15 @@ class SlackChannel:
             text=from_slack(said).strip(),
             attachment=_attachment(event),
         )
-        if event.get("channel_type") == "im":
-            await self._take(await self._in_dm(inbound))
-            return
         bot_user = context.get("bot_user_id") or ""
+        if event.get("channel_type") == "im":  # the answer in the question's thread too
+            for chat_id in await self._may_answer(inbound, event, bot_user):
+                answer = replace(inbound, chat_id=chat_id)
+                if await self.door.awaits_answer(answer):
+                    inbound = answer
+                    break
+            await self._take(inbound)
+            return
         if _mention(bot_user).search(said):
             return  # it comes as app_mention too: answered as that
         # In a channel, steward hears only the answer to what it asked there; the rest is
@@ -322,14 +325,15 @@ class SlackChannel:
         bot_user = context.get("bot_user_id") or ""
         text = _mention(bot_user).sub("", event.get("text") or "")
         text = from_slack(text).strip()
-        conversation = Conversation(event["channel"], event.get("thread_ts") or event["ts"])
+        thread = event.get("thread_ts")
+        conversation = Conversation(event["channel"], thread or event["ts"])
         sender = Sender(self.name, event["user"])
         inbound = Inbound(
             sender, conversation.chat_id, body["event_id"], text=text, attachment=_attachment(event)
         )
-        # An answer to what steward asked there, mentioning it; else a request, answered
-        # in the mention's thread.
-        for chat_id in await self._may_answer(inbound, event, bot_user):
+        # In a thread, an answer to what steward asked there, mentioning it; else, and at
+        # the top of the channel always, a request, answered in the mention's thread.
+        for chat_id in await self._may_answer(inbound, event, bot_user) if thread else []:
             answer = replace(inbound, chat_id=chat_id)
             if await self.door.awaits_answer(answer):
                 inbound = answer
@@ -634,51 +638,21 @@ class SlackChannel:
     async def _note_where_asked(
         self, conversation: Conversation, answering: Inbound, posted: dict[str, Any] | None
     ) -> None:
-        """A reply that asks its sender something in a channel itself: its message's
-        thread answers the question too (see ``_may_answer``). One that asks in a thread
-        of a direct message: a message at its top answers it too (see ``_in_dm``)."""
-        if conversation.channel.startswith(DIRECT) and conversation.thread_ts is not None:
-            if await self.door.question_to(answering) is not None:
-                where = {"chat": conversation.chat_id}
-                key = self._dm_asked_key(answering.sender, conversation)
-                await self.memory.set(key, where, QUESTION_TTL)
-            return
-        shared = conversation.thread_ts is None and conversation.channel.startswith(SHARED)
-        if shared and posted is not None and posted["channel"] == conversation.channel:
+        """A reply that asks its sender something at the top of a channel or a DM: its
+        message's thread answers the question too (see ``_may_answer``)."""
+        at_top = conversation.thread_ts is None
+        if at_top and posted is not None and posted["channel"] == conversation.channel:
             asked = await self.door.question_to(answering)
             if asked is not None:
                 where = {"ts": posted["ts"]}
                 await self.memory.add(self._asked_key(asked), where, QUESTION_TTL)
 
-    async def _in_dm(self, inbound: Inbound) -> Inbound:
-        """A direct message is one conversation with one person: a question steward asked
-        there waits for its answer in a thread or out of it. A reply in a thread answers
-        the question asked at the top, and one at the top the last asked in a thread,
-        when none waits where it was written."""
-        conversation = Conversation.of(inbound.chat_id)
-        elsewhere = []
-        if conversation.thread_ts is not None:
-            elsewhere.append(Conversation(conversation.channel).chat_id)
-        asked_in = await self.memory.get(self._dm_asked_key(inbound.sender, conversation))
-        if asked_in is not None and asked_in["chat"] != inbound.chat_id:
-            elsewhere.append(asked_in["chat"])
-        if not elsewhere or await self.door.awaits_answer(inbound):
-            return inbound
-        for chat_id in elsewhere:
-            answer = replace(inbound, chat_id=chat_id)
-            if await self.door.awaits_answer(answer):
-                return answer
-        return inbound
-
-    def _dm_asked_key(self, sender: Sender, conversation: Conversation) -> str:
-        return f"{self.name}:dm-asked-in:{sender.user_id}:{conversation.channel}"
-
     async def _may_answer(
         self, inbound: Inbound, event: dict[str, Any], bot_user: str
     ) -> list[str]:
-        """The conversations a message in a channel may answer a question of steward's
-        in: where it was written, and, in the thread of the message that asked a
-        question in the channel itself, the channel."""
+        """The conversations a message in a channel or a DM may answer a question of
+        steward's in: where it was written, and, in the thread of the message that asked
+        a question at the top, the top."""
         channel, thread = event["channel"], event.get("thread_ts")
         chats = [Conversation(channel, thread).chat_id]
         # A thread of steward's (a message event names whose; an app_mention may not).

@@ -569,9 +569,11 @@ async def test_in_a_dm_a_reply_in_the_thread_of_a_question_answers_it(
         assert effect["params"]["body"] == "Hi Jane, welcome aboard!"
 
 
-async def test_in_a_dm_a_question_asked_in_a_thread_is_answered_at_the_top_too(
+async def test_in_a_dm_a_question_asked_in_a_thread_is_not_answered_at_the_top(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
+    """The top of a DM is where new requests go: a word there is never taken for the
+    answer to a question waiting in some thread (an Edit's would become the email)."""
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
         await say(slack, bot, "hello")
@@ -579,7 +581,10 @@ async def test_in_a_dm_a_question_asked_in_a_thread_is_answered_at_the_top_too(
         start = slack.message_event(OPERATOR, "run onboarding client=Acme", thread_ts=hello["ts"])
         assert (await slack.post_event(bot.url, start))[0] == 200
         await slack.wait_for(lambda s: any("email" in t for t in bot_texts(s, dm)))
-        await say(slack, bot, "jane@acme.com")
+        await say(slack, bot, "runs")
+        await slack.wait_for(lambda s: any("No runs in progress" in t for t in bot_texts(s, dm)))
+        answer = slack.message_event(OPERATOR, "jane@acme.com", thread_ts=hello["ts"])
+        assert (await slack.post_event(bot.url, answer))[0] == 200
         await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, dm)))
 
 
@@ -777,8 +782,13 @@ async def test_a_question_in_a_channel_may_be_answered_mentioning_steward(
         )
         assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
         await slack.wait_for(lambda s: any("package" in m["text"] for m in posted(s, channel)))
-        at_the_top = slack.mention_event(OPERATOR, "basic", channel)
+        package = [m for m in posted(slack, channel) if "package" in m["text"]][-1]
+        # At the top of the channel a mention is a request, never an answer.
+        at_the_top = slack.mention_event(OPERATOR, "runs", channel)
         assert (await slack.post_event(bot.url, at_the_top))[0] == 200
+        await slack.wait_for(lambda s: any("in progress" in t for t in bot_texts(s, channel)))
+        in_its_thread = slack.mention_event(OPERATOR, "basic", channel, thread_ts=package["ts"])
+        assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
         assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
 
