@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
+PARTS_TTL = 10 * 60  # a text in parts, after its last part: the parts come one on another
+ASK_YES = "Say yes to approve the card with it, or /cancel to keep the card as it is."
 NOT_SURE = "If you meant me to do something, I'm not sure what you need."
 TURNS_KEPT = 20  # recent turns of a chat in working memory, for a model's context
 TURNS_TTL = 24 * 3600
@@ -73,10 +75,8 @@ COMMANDS = (
     ("help", "all commands"),
 )
 
-COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "done", "start"}
-# A question waiting for its answer: said instead of one (done: a text sent in parts is all
-# there).
-QUESTION_COMMANDS = {"cancel", "skip", "done"}
+COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "start"}
+QUESTION_COMMANDS = {"cancel", "skip"}  # a question waiting for its answer: said instead
 # The commands whose first argument is an id, and how many arguments they take: None
 # for any number (a reason, a step and its inputs).
 BY_ID: dict[str, tuple[Callable[[str], bool], int | None]] = {
@@ -171,7 +171,7 @@ class Coordinator:
         Only the command's shape makes one: ``runs``, ``today all``, ``approve a3k9m2p``,
         ``run onboarding client=Acme``; "help me onboard Jane" and "run out of budget"
         stay words. While a question waits for its answer, everything is the answer but
-        ``cancel``, ``skip`` and ``done`` on their own."""
+        ``cancel`` and ``skip`` on their own."""
         name, *args = text.split() or [""]
         name = name.lower()
         if asked:
@@ -336,13 +336,11 @@ class Coordinator:
                     return await self._cancel_question(inbound)
                 run = await self.engine.cancel(_one_id(rest, "cancel"), actor)
                 return Reply().say(f"Cancelled run {run.id} ({run.process}).")
-            case "done":
+            case "done":  # a new text sent in parts is all there (typed with its slash)
                 pending = await self.memory.get(self._question_key(inbound))
                 if pending is None or not pending.get("parts"):
                     return Reply().say("Nothing to finish: I am not putting a text together.")
-                await self.memory.delete(self._question_key(inbound))
-                text = "\n\n".join(pending["parts"])
-                return await self.decide(pending["approval"], True, actor, edited_text=text)
+                return await self._text_in_parts(inbound, pending, "done")
             case "skip":
                 pending = await self.memory.get(self._question_key(inbound))
                 if pending is None:
@@ -380,6 +378,8 @@ class Coordinator:
     async def _button(self, inbound: Inbound, payload: str) -> Reply:
         verb, _, approval_id = payload.partition(":")
         actor = inbound.sender.key
+        if verb in ("approve", "reject"):  # a new text asked for it is no longer wanted
+            await self._drop_question(inbound, approval_id)
         match verb:
             case "approve":
                 return await self.decide(approval_id, True, actor)
@@ -645,20 +645,33 @@ class Coordinator:
         return await self._free_text(inbound, text)
 
     async def _text_in_parts(self, inbound: Inbound, pending: dict[str, Any], text: str) -> Reply:
-        """A new text the platform may have split into several messages: its parts are put
-        together, a paragraph each, until one shorter than a part (the last) or /done comes;
-        the first alone would have gone out cut short."""
-        parts = [*pending.get("parts", []), text]
-        if inbound.may_go_on:
-            await self._ask(inbound, {**pending, "parts": parts})
-            got = f"{len(parts)} parts" if len(parts) > 1 else "1 part"
-            return Reply().say(
-                f"Got {got} of the new text, as long as one message gets, so more may come: "
-                "send the next part, or /done if that was all (/cancel keeps the card)."
-            )
-        await self.memory.delete(self._question_key(inbound))
-        edited = "\n\n".join(parts)
-        return await self.decide(pending["approval"], True, inbound.sender.key, edited_text=edited)
+        """A new text the platform may have split into several messages (its first part
+        alone would have gone out cut short). Every message is a part until ``done``;
+        then the parts, a paragraph each, are shown whole, and only ``yes`` approves the
+        card with them: where the platform cut them is not known for sure. The parts
+        are kept for PARTS_TTL after the last; a message later is a message again."""
+        parts: list[str] = pending.get("parts", [])
+        word = text.strip().lower().lstrip("/")
+        whole = "\n\n".join(parts)
+        if pending.get("shown"):
+            if word not in ("yes", "y"):
+                await self._ask(inbound, pending, PARTS_TTL)
+                return Reply().say(ASK_YES)
+            approval_id = pending["approval"]
+            reply = await self.decide(approval_id, True, inbound.sender.key, edited_text=whole)
+            await self._drop_question(inbound, approval_id)  # once decided, not before
+            return reply
+        if parts and word == "done":
+            await self._ask(inbound, {**pending, "shown": True}, PARTS_TTL)
+            size = f"{len(parts)} parts, {len(whole):,} characters"
+            return Reply().say(f"The new text, put together ({size}):").say(whole).say(ASK_YES)
+        parts = [*parts, text]
+        await self._ask(inbound, {**pending, "parts": parts}, PARTS_TTL)
+        got = f"{len(parts)} parts" if len(parts) > 1 else "1 part"
+        return Reply().say(
+            f"Got {got} of the new text: it fills a whole message, so more may come. Send "
+            "the rest, then done to see it whole before it is sent (/cancel keeps the card)."
+        )
 
     async def _skip_input(self, inbound: Inbound, pending: dict[str, Any]) -> Reply:
         definition = self.engine.definition(pending["process"])
@@ -700,9 +713,11 @@ class Coordinator:
         kept = json.dumps(pending, sort_keys=True, default=str)  # asked before ids were kept
         return hashlib.sha256(kept.encode()).hexdigest()[:32]
 
-    async def _ask(self, inbound: Inbound, question: dict[str, Any]) -> None:
+    async def _ask(
+        self, inbound: Inbound, question: dict[str, Any], ttl: float = QUESTION_TTL
+    ) -> None:
         asked = {**question, "asked": uuid.uuid4().hex}
-        await self.memory.set(self._question_key(inbound), asked, QUESTION_TTL)
+        await self.memory.set(self._question_key(inbound), asked, ttl)
 
     @staticmethod
     def _question_key(inbound: Inbound) -> str:

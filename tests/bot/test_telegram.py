@@ -562,15 +562,20 @@ async def test_ten_thousand_characters_of_markdown_arrive_whole_and_unbroken(
         api.press(OPERATOR, card, button(card, "Edit"))
         await api.wait_for(lambda a: any("Current text" in t for t in texts(a)), timeout=10)
         # The operator's 10,000 characters replace the draft; their Telegram app sends
-        # them in parts, each cut at a blank line, and steward puts them together.
+        # them in parts, each cut at a blank line, and steward puts them together and
+        # shows them whole before they go.
         parts = split_text(long_text, 4096)
         assert len(parts) == 3 and all(p.strip() == p for p in parts)
         for part in parts:
             api.send_text(OPERATOR, part)
+        await api.wait_for(lambda a: sum("more may come" in t for t in texts(a)) == 3)
+        api.send_text(OPERATOR, "done")
+        await api.wait_for(lambda a: any("Say yes" in t for t in texts(a)), timeout=10)
+        assert outbox(home) == []
+        api.send_text(OPERATOR, "yes")
         await api.wait_for(lambda a: outbox(home), timeout=10)
         (effect,) = outbox(home)
         assert effect["params"]["body"] == long_text
-        await api.wait_for(lambda a: sum("more may come" in t for t in texts(a)) == 2)
         await api.wait_for(lambda a: "reply_markup" not in a.message(OPERATOR, card["message_id"]))
         assert failed_sends(api) == []
         # about one message a second per chat, after a short burst of three

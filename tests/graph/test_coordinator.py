@@ -469,31 +469,34 @@ async def test_reject_command_with_a_reason(app: Steward) -> None:
     assert approval is not None and approval.reason == "wrong client"
 
 
-async def test_a_new_text_that_may_go_on_is_put_together_until_it_ends_or_done(
-    app: Steward,
-) -> None:
-    async def part(text: str, may_go_on: bool = True) -> Reply:
-        inbound = Inbound(OPERATOR, "chat-1", f"part-{next(_ids)}", text, may_go_on=may_go_on)
+async def test_a_new_text_in_parts_is_shown_whole_and_sent_only_on_yes(app: Steward) -> None:
+    async def part(text: str) -> Reply:
+        inbound = Inbound(OPERATOR, "chat-1", f"part-{next(_ids)}", text, may_go_on=True)
         reply = await app.door.receive(inbound)
         assert reply is not None
         return reply
 
-    for sent, ending in enumerate(("a last, shorter part", "/done")):
-        card = await start(app)
-        await send(app, button=f"edit:{card.approval_id}")
-        assert "Got 1 part" in joined(await part("Hi Acme,"))
-        assert "Got 2 parts" in joined(await part("welcome aboard."))
-        assert len(outbox(app)) == sent  # nothing is sent from part of a text
-        if ending == "/done":
-            await send(app, "done")
-        else:
-            await part(ending, may_go_on=False)
-        approval = await app.ledger.get_approval(card.approval_id)
-        expected = "Hi Acme,\n\nwelcome aboard." + (
-            "" if ending == "/done" else "\n\na last, shorter part"
-        )
-        assert approval is not None and approval.edited_text == expected
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    assert "Got 1 part" in joined(await part("Hi Acme,"))
+    assert "Got 2 parts" in joined(await send(app, "welcome aboard."))  # any message is one
+    shown = await send(app, "done")
+    assert shown.texts[1] == "Hi Acme,\n\nwelcome aboard." and "Say yes" in shown.texts[2]
+    assert "Say yes" in joined(await send(app, "runs"))  # nothing but yes sends it
+    assert outbox(app) == []
+    await send(app, "yes")
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.edited_text == "Hi Acme,\n\nwelcome aboard."
+    assert [e["params"]["body"] for e in outbox(app)] == ["Hi Acme,\n\nwelcome aboard."]
     assert "Nothing to finish" in joined(await send(app, "/done"))
+
+
+async def test_a_press_of_approve_drops_the_new_text_asked_for(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    await send(app, button=f"approve:{card.approval_id}")
+    later = await send(app, "what's the weather like")  # a message again, not the new text
+    assert "not sure" in joined(later) and "Already decided" not in joined(later)
 
 
 async def test_edit_button_then_text_approves_with_exactly_that_text(app: Steward) -> None:
