@@ -32,7 +32,7 @@ from graph.history import (
     plainly_a_question,
 )
 from graph.ids import is_approval_id, is_run_id
-from graph.inputs import InputError, parse_input
+from graph.inputs import InputError, InputType, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import said_record
 from graph.routing import Router, parse_arguments
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
+# An optional input of words answered with one of these is left out, as /skip leaves it.
+NONE = frozenset({"none", "no", "nothing", "n/a", "na", "-", "no thanks", "nope"})
+WORDS = (InputType.STRING, InputType.TEXT)
 PARTS_TTL = 10 * 60  # a text in parts, after its last part: the parts come one on another
 ASK_YES = "Say yes to approve the card with it, or /cancel to keep the card as it is."
 NOT_SURE = "If you meant me to do something, I'm not sure what you need."
@@ -620,6 +623,9 @@ class Coordinator:
         if pending["type"] == "form":
             definition = self.engine.definition(pending["process"])
             field = pending["asking"]
+            spec = definition.inputs[field]
+            if not spec.required and spec.type in WORDS and text.lower().strip(".!") in NONE:
+                return await self._skip_input(inbound, pending)  # "none", as asked
             try:
                 value = parse_input(
                     field, definition.inputs[field], text, utcnow().astimezone(self.zone)

@@ -241,6 +241,13 @@ async def test_an_optional_question_may_be_skipped_and_leaves_no_gap_in_the_draf
     assert "notes" not in run.inputs
 
 
+@pytest.mark.parametrize("none", ["none", "None.", "no", "nothing", "n/a"])
+async def test_an_optional_question_answered_none_is_skipped(app: Steward, none: str) -> None:
+    await send(app, '/run newsletter_issue topic="Spring prices" audience=Friends')
+    card = only_card(await send(app, none))
+    assert "This issue is about Spring prices.\n\nThanks for reading" in (card.text or "")
+
+
 async def test_an_optional_question_answered_fills_in_the_draft(app: Steward) -> None:
     await send(app, "/run newsletter_issue")
     await send(app, "Spring prices")
