@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 # Told of every card a channel settles, so that the other channels settle it too.
 Settled = Callable[[CardOutcome], Awaitable[None]]
+# Hands news to the channels; False when none of them took it (None: not known).
+Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[bool | None]]
 # What the sender hears when handling their message or press failed.
 FAILED = "Something went wrong; it is logged."
 

@@ -14,11 +14,11 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from bot.channel import Notify
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from graph.hooks import HookRouter, HookSource
@@ -28,7 +28,6 @@ from memory.ledger import Ledger, NewAuditEvent, TakenOver, storable
 log = logging.getLogger(__name__)
 
 DELIVERY_HEADER = "X-Steward-Delivery"
-Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[None]]
 
 
 def signature(secret: str, body: bytes) -> str:

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.channel import Notify
 from graph.coordinator import Coordinator
 from graph.digest import next_digest_at
 from graph.engine import Decision, ProcessEngine, RunView
@@ -49,7 +50,6 @@ class DigestTime:
 
 # Where a run's news goes: the reply, and the chat the run was started from (None for a
 # run started from the CLI): {"channel": "telegram", "chat_id": "12345"}.
-Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[None]]
 
 
 class Scheduler:
@@ -147,9 +147,12 @@ class Scheduler:
         if not await self.ledger.claim_timer(timer.id, self.worker):
             return 0  # another scheduler sent it
         try:
-            await self.notify(reply, None)
+            taken = await self.notify(reply, None)
         except Exception:
-            log.exception("could not send the daily list for %s; trying again", timer.key)
+            log.exception("could not send the daily list for %s", timer.key)
+            taken = False
+        if taken is False:  # due again: the next tick tries
+            log.warning("no channel took the daily list for %s; trying again", timer.key)
             await self.ledger.release_timer(timer.id)
             return 0
         return 1

@@ -13,10 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.app import Steward
-from bot.channel import Channel
+from bot.channel import Channel, Notify
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
-from bot.scheduler import DigestTime, Notify, Scheduler
+from bot.scheduler import DigestTime, Scheduler
 from bot.settings import Settings
 from bot.slack import SlackChannel
 from bot.telegram import TelegramChannel
@@ -234,19 +234,24 @@ class Service:
             self._slot.release()
             self._slot = None
 
-    async def notify(self, reply: Reply, reply_to: dict[str, Any] | None) -> None:
+    async def notify(self, reply: Reply, reply_to: dict[str, Any] | None) -> bool:
         """A run's news goes to the channel it came from; news of a run started
-        elsewhere goes to every channel's operators."""
+        elsewhere goes to every channel's operators. False when no channel took it (a
+        channel that could not is logged; the others go on)."""
         wanted = reply_to.get("channel") if reply_to else None
         targets = [c for c in self._started if c.name == wanted] or self._started
         if not targets and self.fallback is not None:
             await self.fallback(reply, reply_to)
             await self.steward.door.shown(reply)
+            return True
+        taken = False
         for channel in targets:
             try:
                 await channel.deliver(reply, reply_to)
+                taken = True
             except Exception:
                 log.exception("could not deliver news to %s", channel.name)
+        return taken
 
     async def idle(self) -> None:
         """Returns once every channel has handled what it took and sent its replies."""

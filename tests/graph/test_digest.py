@@ -333,14 +333,20 @@ async def test_a_new_digest_time_moves_the_next_list(app: Steward) -> None:
     assert len(sent) == 1  # once
 
 
-async def test_a_list_that_could_not_be_handed_on_is_sent_at_the_next_tick(app: Steward) -> None:
+@pytest.mark.parametrize("fails", ["raises", "no channel took it"])
+async def test_a_list_that_could_not_be_handed_on_is_sent_at_the_next_tick(
+    app: Steward, fails: str
+) -> None:
     sent: list[Reply] = []
     failing = [True]
 
-    async def notify(reply: Reply, reply_to: object) -> None:
+    async def notify(reply: Reply, reply_to: object) -> bool:
         if failing.pop() if failing else False:
-            raise RuntimeError("the channel is not there")
+            if fails == "raises":
+                raise RuntimeError("the channel is not there")
+            return False  # as Service.notify says when every channel failed
         sent.append(reply)
+        return True
 
     clock = Clock(datetime(2026, 10, 24, 8, 0, 1, tzinfo=UTC))
     scheduler = Scheduler(
