@@ -8,7 +8,7 @@ import functools
 import logging
 import signal
 from contextlib import suppress
-from datetime import time
+from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +25,7 @@ from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
-from memory.ledger import LEASE
+from memory.ledger import LEASE, utcnow
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
@@ -155,11 +155,13 @@ class Service:
         """A card decided by another process (``steward approve`` in a shell) loses its
         buttons in these chats too: each tick, every decision the audit log holds after
         those read is settled wherever a channel still shows its card with buttons (one
-        settled here shows none)."""
+        settled here shows none). A decision is left two ticks to the chat it was made
+        in, which settles its own card, and says so where it was asked."""
         while True:
             await asyncio.sleep(self.tick_seconds)
             try:
-                after, decided = await self.steward.ledger.decided_after(read)
+                before = utcnow() - timedelta(seconds=2 * self.tick_seconds)
+                after, decided = await self.steward.ledger.decided_after(read, before)
                 for approval_id in decided:
                     await self._settle_everywhere(approval_id)
                 read = after

@@ -1225,24 +1225,40 @@ class Ledger:
             lambda c: int(c.execute(query).scalar_one_or_none() or 0), write=False
         )
 
-    async def decided_after(self, seq: int) -> tuple[int, list[str]]:
-        """The approvals decided after audit event ``seq``, by whoever (a chat, a shell, a
-        timer), oldest first, and the seq to read on from: the audit log is the cursor."""
-        kinds = [f"approval.{s.value}" for s in ApprovalStatus if s is not ApprovalStatus.PENDING]
+    async def decided_after(
+        self, seq: int, before: datetime | None = None
+    ) -> tuple[int, list[str]]:
+        """The approvals decided after audit event ``seq`` (and, given ``before``, before
+        then), by whoever (a chat, a shell, a timer), and those cancelled with their run
+        or by its replay, oldest first; and the seq to read on from: the audit log is
+        the cursor."""
+        decided = [f"approval.{s.value}" for s in ApprovalStatus if s is not ApprovalStatus.PENDING]
+        ended = ["run.cancelled", "run.replayed"]  # their data names the approvals
         most = 500
+        events = t.audit_events
         head = select(t.audit_head.c.seq).where(t.audit_head.c.id == 1)
 
         def read(conn: Connection) -> tuple[int, list[str]]:
             end = conn.execute(head).scalar_one_or_none() or 0  # every event to it is there
+            window = [events.c.seq > seq, events.c.seq <= end]
+            if before is not None:
+                window.append(events.c.at <= before)
             rows = conn.execute(
-                select(t.audit_events.c.seq, t.audit_events.c.subject)
-                .where(t.audit_events.c.seq > seq, t.audit_events.c.seq <= end)
-                .where(t.audit_events.c.kind.in_(kinds))
-                .order_by(t.audit_events.c.seq)
+                select(events.c.seq, events.c.kind, events.c.subject, events.c.data)
+                .where(*window, events.c.kind.in_(decided + ended))
+                .order_by(events.c.seq)
                 .limit(most)
             ).all()
-            read_to = rows[-1][0] if len(rows) == most else max(seq, end)
-            return read_to, [subject for _, subject in rows]
+            if len(rows) == most:
+                read_to = rows[-1][0]
+            else:
+                read_to = conn.execute(select(func.max(events.c.seq)).where(*window)).scalar()
+            approvals = [
+                approval
+                for _, kind, subject, data in rows
+                for approval in (data.get("approvals", []) if kind in ended else [subject])
+            ]
+            return max(seq, read_to or seq), approvals
 
         return await self.db.run(read, write=False)
 

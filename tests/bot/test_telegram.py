@@ -291,7 +291,7 @@ async def test_a_card_decided_from_a_shell_loses_its_buttons_in_chat(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
     home = tmp_path / "home"
-    async with running(home, api):
+    async with running(home, api) as bot:
         card = await onboarding_card(api)
         approval_id = button(card, "Approve").partition(":")[2]
         async with Steward.open(load_settings(home=home)) as shell:  # `steward approve ID`
@@ -300,6 +300,18 @@ async def test_a_card_decided_from_a_shell_loses_its_buttons_in_chat(
         await api.wait_for(lambda a: "reply_markup" not in a.message(OPERATOR, card["message_id"]))
         assert "Approved by cli:shell" in api.message(OPERATOR, card["message_id"])["text"]
         assert len(outbox(home)) == 1 and failed_sends(api) == []
+
+        api.send_text(OPERATOR, START.replace("Acme", "Beta"))
+        await api.wait_for(lambda a: any("Beta" in m["text"] for m in cards(a)))
+        (second,) = cards(api)
+        approval_id = button(second, "Details").partition(":")[2]
+        approval = await bot.steward.ledger.get_approval(approval_id)
+        assert approval is not None
+        async with Steward.open(load_settings(home=home)) as shell:  # `steward cancel RUN`
+            await shell.engine.cancel(approval.run_id, "cli:shell")
+        await api.wait_for(
+            lambda a: "reply_markup" not in a.message(OPERATOR, second["message_id"])
+        )
 
 
 async def test_a_reply_of_many_messages_buzzes_the_phone_once(

@@ -328,6 +328,10 @@ async def test_the_audit_log_says_which_approvals_were_decided_since_it_was_read
     await ledger.audit(NewAuditEvent("x", "run.note", "r1", {}))
     again, nothing = await ledger.decided_after(read)
     assert nothing == [] and again == read + 1  # read past what holds no decision
+    cancelled = {"approvals": ["ap3"], "error": "cancelled by cli:shell"}
+    await ledger.audit(NewAuditEvent("cli:shell", "run.cancelled", "run1", cancelled))
+    assert await ledger.decided_after(again, before=T0) == (again, [])  # not yet: too new
+    assert await ledger.decided_after(again) == (again + 1, ["ap3"])
 
 
 async def test_decide_approval_first_decision_wins_under_concurrency(ledger: Ledger) -> None:
