@@ -327,7 +327,13 @@ class TelegramChannel:
         """A danger button's first press (or its Back): the card's buttons change in
         place; nothing is decided, so nothing is stored."""
         message = query.message
+        approval_id = (query.data or "").rpartition(":")[2]
         try:
+            decided = await self.door.decided(approval_id)
+            if decided is not None:  # meanwhile: the card is settled, or is being
+                toast = fit(decided, TOAST_LIMIT)
+                await self._call(lambda: self.bot.answer_callback_query(query.id, text=toast))
+                return
             if isinstance(message, Message) and message.reply_markup is not None:
                 keyboard = asking(message.reply_markup, query.data or "")
                 await self._call(
