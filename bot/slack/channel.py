@@ -516,8 +516,9 @@ class SlackChannel:
             await self._post(conversation, outgoing)
             return
         for copy in card["copies"]:
-            if not copy["decided"]:
-                thread = conversation.thread_ts or copy["ts"]
+            if not copy["decided"]:  # a DM copy's thread is its own, not the conversation's
+                here = copy["channel"] == conversation.channel and conversation.thread_ts
+                thread = conversation.thread_ts if here else copy["ts"]
                 await self._post(Conversation(copy["channel"], thread), outgoing)
 
     async def _settle(

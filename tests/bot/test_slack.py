@@ -623,6 +623,16 @@ async def test_a_card_sent_to_every_operator_s_dm_loses_its_buttons_in_each(
         await press(slack, bot, card, "approve")
         await slack.wait_for(lambda s: not cards(s, mine) and not cards(s, theirs))
 
+        # A long draft goes on in the thread of each copy, not in the gone thread's ts.
+        long = Card("a2b3c4d", "Long", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
+        await bot.channel.deliver(Reply().add(long), {"channel": "slack", "chat_id": "C0GONE/9.9"})
+        for dm in (mine, theirs):
+            await slack.wait_for(
+                lambda s, dm=dm: any("Long" in json.dumps(m) for m in cards(s, dm))
+            )
+            [copy] = [m for m in cards(slack, dm) if "Long" in json.dumps(m)]
+            await slack.wait_for(lambda s, dm=dm, c=copy: in_thread(s, dm, c["ts"]))
+
 
 async def test_commands_without_their_slash_work_in_a_dm(
     tmp_path: Path, slack: FakeSlackAPI
