@@ -152,9 +152,10 @@ COMMON = frozenset(
 )
 # Entity kinds a name's first word alone may stand for ("Acme" for "Acme Bakery").
 BY_FIRST_WORD = ("client", "project")
-# A capitalised word after the question's first: a name, unless it is one of these.
-_NAME = re.compile(r"(?<=\s)([A-Z][\w&-]*[A-Za-z0-9])(?:'s)?\b")
-NOT_NAMES = frozenset(calendar.day_name) | frozenset(calendar.day_abbr) | {"I", "OK"}
+# A name: a capitalised word of letters (not an acronym, "NDA", nor "Q3") inside a
+# sentence, not at its start ("Globex called. What did we quote them?").
+_NAME = re.compile(r"(?<=\s)(?<![.!?:;]\s)([A-Z][a-z][A-Za-z&-]*[a-z])(?:'s)?\b")
+NOT_NAMES = frozenset(calendar.day_name) | frozenset(calendar.day_abbr)
 NAMES_LOOKED_UP = 3  # at most, a question
 
 
