@@ -48,8 +48,11 @@ QUESTION_TTL = 24 * 3600
 # An optional input of words answered with one of these is left out, as /skip leaves it.
 NONE = frozenset({"none", "no", "nothing", "n/a", "na", "-", "no thanks", "nope"})
 WORDS = (InputType.STRING, InputType.TEXT)
-PARTS_TTL = 10 * 60  # a text in parts, after its last part: the parts come one on another
-ASK_YES = "Say yes to approve the card with it, or /cancel to keep the card as it is."
+PARTS_TTL = 3600  # a new text typed in chat waits this long for its yes
+ASK_YES = (
+    "Say yes to approve the card with it. Anything else you send is added to it; /cancel "
+    "keeps the card as it is."
+)
 NOT_SURE = "If you meant me to do something, I'm not sure what you need."
 TURNS_KEPT = 20  # recent turns of a chat in working memory, for a model's context
 TURNS_TTL = 24 * 3600
@@ -328,12 +331,14 @@ class Coordinator:
                     inbound, rest, lambda recent: history.answer(rest, utcnow(), recent)
                 )
             case "approve":
-                return await self.decide(_one_id(rest, "approve"), True, actor)
+                approval_id = _one_id(rest, "approve")
+                await self._drop_question(inbound, approval_id)  # a new text asked for it
+                return await self.decide(approval_id, True, actor)
             case "reject":
-                approval_id, _, reason = rest.partition(" ")
-                return await self.decide(
-                    _one_id(approval_id, "reject"), False, actor, reason.strip() or None
-                )
+                given, _, reason = rest.partition(" ")
+                approval_id = _one_id(given, "reject")
+                await self._drop_question(inbound, approval_id)
+                return await self.decide(approval_id, False, actor, reason.strip() or None)
             case "cancel":
                 if not rest:
                     return await self._cancel_question(inbound)
@@ -343,7 +348,7 @@ class Coordinator:
                 pending = await self.memory.get(self._question_key(inbound))
                 if pending is None or not pending.get("parts"):
                     return Reply().say("Nothing to finish: I am not putting a text together.")
-                return await self._text_in_parts(inbound, pending, "done")
+                return await self._new_text(inbound, pending, "done")
             case "skip":
                 pending = await self.memory.get(self._question_key(inbound))
                 if pending is None:
@@ -640,44 +645,46 @@ class Coordinator:
         if pending["type"] == "edit" and not text:
             await self._ask(inbound, pending)  # anew: the next message may answer it
             return Reply().say("Send the new text, or /cancel to keep the card as it is.")
-        if pending["type"] == "edit" and (inbound.may_go_on or pending.get("parts")):
-            return await self._text_in_parts(inbound, pending, text)
+        if pending["type"] == "edit":
+            return await self._new_text(inbound, pending, text)
         await self.memory.delete(self._question_key(inbound))
         if pending["type"] == "reason":
             await self.ledger.add_reason(pending["approval"], text, actor)
             return Reply().say("Noted.")
-        if pending["type"] == "edit":
-            return await self.decide(pending["approval"], True, actor, edited_text=text)
         return await self._free_text(inbound, text)
 
-    async def _text_in_parts(self, inbound: Inbound, pending: dict[str, Any], text: str) -> Reply:
-        """A new text the platform may have split into several messages (its first part
-        alone would have gone out cut short). Every message is a part until ``done``;
-        then the parts, a paragraph each, are shown whole, and only ``yes`` approves the
-        card with them: where the platform cut them is not known for sure. The parts
-        are kept for PARTS_TTL after the last; a message later is a message again."""
+    async def _new_text(self, inbound: Inbound, pending: dict[str, Any], text: str) -> Reply:
+        """The new text for an Edit, typed in chat. It is shown whole before it goes, and
+        only ``yes`` approves the card with it: in chat, any message may answer the
+        question (a word meant for a colleague, a command typed without its slash).
+        Every other message is added to it, a paragraph each, as a platform sends a long
+        text in parts; while a part fills a whole message (``may_go_on``), more may
+        come, and it is shown once they stop or on ``done``. Kept PARTS_TTL."""
+        approval_id = pending["approval"]
+        approval = await self.ledger.get_approval(approval_id)
+        if approval is None or not approval.is_pending:  # decided meanwhile, elsewhere
+            await self._drop_question(inbound, approval_id)
+            decided = decision_line(approval, self.zone) if approval else "The card is gone"
+            return Reply().say(f"{decided}, so this text was not used.")
         parts: list[str] = pending.get("parts", [])
-        word = text.strip().lower().lstrip("/")
-        whole = "\n\n".join(parts)
-        if pending.get("shown"):
-            if word not in ("yes", "y"):
-                await self._ask(inbound, pending, PARTS_TTL)
-                return Reply().say(ASK_YES)
-            approval_id = pending["approval"]
+        word = text.lower().rstrip(".!").lstrip("/")
+        if parts and word in ("yes", "y"):
+            whole = "\n\n".join(parts)
             reply = await self.decide(approval_id, True, inbound.sender.key, edited_text=whole)
             await self._drop_question(inbound, approval_id)  # once decided, not before
             return reply
-        if parts and word == "done":
-            await self._ask(inbound, {**pending, "shown": True}, PARTS_TTL)
-            size = f"{len(parts)} parts, {len(whole):,} characters"
-            return Reply().say(f"The new text, put together ({size}):").say(whole).say(ASK_YES)
-        parts = [*parts, text]
+        if not (parts and word == "done"):
+            parts = [*parts, text]
         await self._ask(inbound, {**pending, "parts": parts}, PARTS_TTL)
-        got = f"{len(parts)} parts" if len(parts) > 1 else "1 part"
-        return Reply().say(
-            f"Got {got} of the new text: it fills a whole message, so more may come. Send "
-            "the rest, then done to see it whole before it is sent (/cancel keeps the card)."
-        )
+        if inbound.may_go_on:
+            got = f"{len(parts)} parts" if len(parts) > 1 else "1 part"
+            return Reply().say(
+                f"Got {got} of the new text: it fills a whole message, so more may come. "
+                "Send the rest (done when it is all there)."
+            )
+        whole = "\n\n".join(parts)
+        size = f"{len(whole):,} characters" + (f", {len(parts)} parts" if len(parts) > 1 else "")
+        return Reply().say(f"The new text ({size}):").say(whole).say(ASK_YES)
 
     async def _skip_input(self, inbound: Inbound, pending: dict[str, Any]) -> Reply:
         definition = self.engine.definition(pending["process"])

@@ -544,6 +544,8 @@ async def test_an_edit_press_too_old_for_a_modal_asks_in_chat(
         await press(slack, bot, card, "edit")
         await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
         await say(slack, bot, "Dear Jane, &lt;welcome&gt; &amp; thanks!")  # as Slack sends it
+        await slack.wait_for(lambda s: any("Say yes" in t for t in bot_texts(s, dm)))
+        await say(slack, bot, "yes")
         await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
         (effect,) = outbox(bot.home)
         assert "Dear Jane, <welcome> & thanks!" in json.dumps(effect["params"], ensure_ascii=False)
@@ -562,6 +564,8 @@ async def test_in_a_dm_a_reply_in_the_thread_of_a_question_answers_it(
         prompt = [m for m in posted(slack, dm) if "Send the new text" in m["text"]][-1]
         new_text = slack.message_event(OPERATOR, "Hi Jane, welcome aboard!", thread_ts=prompt["ts"])
         assert (await slack.post_event(bot.url, new_text))[0] == 200
+        await slack.wait_for(lambda s: any("Say yes" in t for t in bot_texts(s, dm)))
+        await say(slack, bot, "yes")
         await slack.wait_for(lambda s: outbox(bot.home))
         await say(slack, bot, "runs")
         await slack.wait_for(lambda s: any("No runs in progress" in t for t in bot_texts(s, dm)))

@@ -57,7 +57,8 @@ async def test_undo_asks_first_then_sends_the_correction_once(app: Steward) -> N
 
     correction = "Hi Acme, sorry: ignore my last email. Jane, we start next week."
     await send(app, button=f"edit:{card.approval_id}")
-    done = await send(app, correction)
+    await send(app, correction)
+    done = await send(app, "yes")
     assert "(with edits)" in outcomes(done)[0].text
     first, second = sorted(outbox(app), key=lambda e: e["key"])  # r… before u…
     assert second["action"] == "send_email"

@@ -486,16 +486,37 @@ async def test_a_new_text_in_parts_is_shown_whole_and_sent_only_on_yes(app: Stew
     card = await start(app)
     await send(app, button=f"edit:{card.approval_id}")
     assert "Got 1 part" in joined(await part("Hi Acme,"))
-    assert "Got 2 parts" in joined(await send(app, "welcome aboard."))  # any message is one
+    assert "Got 2 parts" in joined(await part("welcome aboard."))  # more may come
     shown = await send(app, "done")
     assert shown.texts[1] == "Hi Acme,\n\nwelcome aboard." and "Say yes" in shown.texts[2]
-    assert "Say yes" in joined(await send(app, "runs"))  # nothing but yes sends it
-    assert outbox(app) == []
+    shown = await send(app, "approve " + card.approval_id)  # a command's shape is words here
+    assert shown.texts[1].endswith("\n\napprove " + card.approval_id)
+    assert outbox(app) == []  # nothing but yes sends it
+    await send(app, "/cancel")
+    await send(app, button=f"edit:{card.approval_id}")
+    await part("Hi Acme,")
+    await send(app, "welcome aboard.")  # a part shorter than a message: shown at once
     await send(app, "yes")
     approval = await app.ledger.get_approval(card.approval_id)
     assert approval is not None and approval.edited_text == "Hi Acme,\n\nwelcome aboard."
     assert [e["params"]["body"] for e in outbox(app)] == ["Hi Acme,\n\nwelcome aboard."]
     assert "Nothing to finish" in joined(await send(app, "/done"))
+
+
+async def test_a_new_text_for_a_card_decided_meanwhile_is_not_used(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    await app.engine.decide(card.approval_id, False, "slack:U0OTHER")  # another operator
+    late = await send(app, "Hi Acme, welcome!")
+    assert "Rejected by slack:U0OTHER" in joined(late) and "not used" in joined(late)
+    assert "not sure" in joined(await send(app, "what's the weather like"))  # no question
+
+
+async def test_a_typed_decision_drops_the_new_text_asked_for(app: Steward) -> None:
+    card = await start(app)
+    await send(app, button=f"edit:{card.approval_id}")
+    await send(app, f"/approve {card.approval_id}")
+    assert "not sure" in joined(await send(app, "what's the weather like"))
 
 
 async def test_a_press_of_approve_drops_the_new_text_asked_for(app: Steward) -> None:
@@ -515,7 +536,10 @@ async def test_edit_button_then_text_approves_with_exactly_that_text(app: Stewar
     assert outbox(app) == []
 
     new_text = "Hi Acme,\n\nWelcome aboard — 50% of the work is done: you're here!\n\nOlivia"
-    reply = await send(app, new_text)
+    shown = await send(app, new_text)
+    assert shown.texts[1] == new_text and "Say yes" in shown.texts[2]
+    assert outbox(app) == []  # shown whole first: in chat any message may answer
+    reply = await send(app, "yes")
     [done] = outcomes(reply)
     assert "Approved by telegram:42" in done.text and "(with edits)" in done.text
     [effect] = outbox(app)
@@ -551,6 +575,7 @@ async def test_edited_text_with_double_braces_is_sent_verbatim(app: Steward) -> 
     await send(app, button=f"edit:{card.approval_id}")
     new_text = "Hi Acme, our template tag is {{client}} and stays {{as is}}."
     await send(app, new_text)
+    await send(app, "yes")
     [effect] = outbox(app)
     assert effect["params"]["body"] == new_text
 
