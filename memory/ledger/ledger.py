@@ -1240,25 +1240,26 @@ class Ledger:
 
         def read(conn: Connection) -> tuple[int, list[str]]:
             end = conn.execute(head).scalar_one_or_none() or 0  # every event to it is there
-            window = [events.c.seq > seq, events.c.seq <= end]
-            if before is not None:
-                window.append(events.c.at <= before)
+            if before is not None:  # up to the first too new: times need not rise with seq
+                young = conn.execute(
+                    select(func.min(events.c.seq)).where(
+                        events.c.seq > seq, events.c.seq <= end, events.c.at > before
+                    )
+                ).scalar()
+                end = young - 1 if young is not None else end
             rows = conn.execute(
                 select(events.c.seq, events.c.kind, events.c.subject, events.c.data)
-                .where(*window, events.c.kind.in_(decided + ended))
+                .where(events.c.seq > seq, events.c.seq <= end)
+                .where(events.c.kind.in_(decided + ended))
                 .order_by(events.c.seq)
                 .limit(most)
             ).all()
-            if len(rows) == most:
-                read_to = rows[-1][0]
-            else:
-                read_to = conn.execute(select(func.max(events.c.seq)).where(*window)).scalar()
             approvals = [
                 approval
                 for _, kind, subject, data in rows
                 for approval in (data.get("approvals", []) if kind in ended else [subject])
             ]
-            return max(seq, read_to or seq), approvals
+            return (rows[-1][0] if len(rows) == most else max(seq, end)), approvals
 
         return await self.db.run(read, write=False)
 

@@ -334,6 +334,21 @@ async def test_the_audit_log_says_which_approvals_were_decided_since_it_was_read
     assert await ledger.decided_after(again) == (again + 1, ["ap3"])
 
 
+async def test_a_young_decision_is_read_later_even_with_older_times_after_it(
+    ledger: Ledger,
+) -> None:
+    """Times need not rise with seq (an event written late with its own older time)."""
+    await insert_runs(ledger, make_run(status=RunStatus.WAITING))
+    await insert_approvals(ledger, make_approval("ap1"))
+    start = await ledger.audit_end()
+    await ledger.decide_approval("ap1", ApprovalStatus.APPROVED, "telegram:1")
+    old = utcnow() - timedelta(seconds=30)
+    await ledger.write(lambda tx: tx.audit(NewAuditEvent("x", "run.started", "r2", {}), at=old))
+    read, decided = await ledger.decided_after(start, utcnow() - timedelta(seconds=10))
+    assert (read, decided) == (start, [])  # stopped before the young decision
+    assert (await ledger.decided_after(read))[1] == ["ap1"]
+
+
 async def test_decide_approval_first_decision_wins_under_concurrency(ledger: Ledger) -> None:
     await insert_runs(ledger, make_run(status=RunStatus.WAITING))
     await insert_approvals(ledger, make_approval())
