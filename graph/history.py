@@ -154,7 +154,7 @@ COMMON = frozenset(
 BY_FIRST_WORD = ("client", "project")
 # A name: a capitalised word of letters (not an acronym, "NDA", nor "Q3") inside a
 # sentence, not at its start ("Globex called. What did we quote them?").
-_NAME = re.compile(r"(?<=\s)(?<![.!?:;]\s)([A-Z][a-z][A-Za-z&-]*[a-z])(?:'s)?\b")
+_NAME = re.compile(r"(?<=\s)(?<![.!?:;]\s)(?<![.!?:;]\s\s)([A-Z][a-z][A-Za-z&-]*[a-z])(?:'s)?\b")
 NOT_NAMES = frozenset(calendar.day_name) | frozenset(calendar.day_abbr)
 NAMES_LOOKED_UP = 3  # at most, a question
 
