@@ -156,6 +156,17 @@ async def onboarding_card(slack: FakeSlackAPI, bot: Running) -> dict[str, Any]:
     return card
 
 
+async def edit_asked_in_chat(slack: FakeSlackAPI, bot: Running) -> str:
+    """An onboarding card in the operator's DM, its Edit pressed, and the new text asked
+    for in chat (a test sets ``slack.trigger_ttl = 0.0``, so that no form opens); the
+    DM."""
+    dm = slack.dm_channel(OPERATOR)
+    card = await onboarding_card(slack, bot)
+    await press(slack, bot, card, "edit")
+    await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
+    return dm
+
+
 def failed(slack: FakeSlackAPI) -> list[str]:
     return [f"{c.method}: {c.error}" for c in slack.calls if not c.ok]
 
@@ -539,10 +550,7 @@ async def test_an_edit_press_too_old_for_a_modal_asks_in_chat(
 ) -> None:
     slack.trigger_ttl = 0.0  # every trigger has expired by the time steward uses it
     async with running(tmp_path / "home", slack) as bot:
-        dm = slack.dm_channel(OPERATOR)
-        card = await onboarding_card(slack, bot)
-        await press(slack, bot, card, "edit")
-        await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
+        dm = await edit_asked_in_chat(slack, bot)
         await say(slack, bot, "Dear Jane, &lt;welcome&gt; &amp; thanks!")  # as Slack sends it
         await slack.wait_for(lambda s: any("Say yes" in t for t in bot_texts(s, dm)))
         await say(slack, bot, "yes")
@@ -557,10 +565,7 @@ async def test_in_a_dm_a_reply_in_the_thread_of_a_question_answers_it(
     """Not taken as a new request, which left the question open for the next word."""
     slack.trigger_ttl = 0.0  # no form: the new text is asked for in chat
     async with running(tmp_path / "home", slack) as bot:
-        dm = slack.dm_channel(OPERATOR)
-        card = await onboarding_card(slack, bot)
-        await press(slack, bot, card, "edit")
-        await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
+        dm = await edit_asked_in_chat(slack, bot)
         prompt = [m for m in posted(slack, dm) if "Send the new text" in m["text"]][-1]
         new_text = slack.message_event(OPERATOR, "Hi Jane, welcome aboard!", thread_ts=prompt["ts"])
         assert (await slack.post_event(bot.url, new_text))[0] == 200
@@ -597,10 +602,7 @@ async def test_a_file_shared_as_the_new_text_is_not_read_for_its_message(
 ) -> None:
     slack.trigger_ttl = 0.0  # no form: the new text is asked for in chat
     async with running(tmp_path / "home", slack) as bot:
-        dm = slack.dm_channel(OPERATOR)
-        card = await onboarding_card(slack, bot)
-        await press(slack, bot, card, "edit")
-        await slack.wait_for(lambda s: any("Send the new text" in t for t in bot_texts(s, dm)))
+        dm = await edit_asked_in_chat(slack, bot)
         shared = slack.message_event(OPERATOR, "corrected version attached")
         shared["event"] |= {"subtype": "file_share", "files": [{"id": "F1", "name": "v2.txt"}]}
         assert (await slack.post_event(bot.url, shared))[0] == 200

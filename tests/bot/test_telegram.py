@@ -97,6 +97,21 @@ def cards(api: FakeBotAPI, chat: int = OPERATOR) -> list[dict[str, Any]]:
     return [m for m in api.sent(chat) if "reply_markup" in m]
 
 
+async def edit_pressed(api: FakeBotAPI) -> dict[str, Any]:
+    """An onboarding card with its Edit pressed, once the new text is asked for."""
+    card = await onboarding_card(api)
+    api.press(OPERATOR, card, button(card, "Edit"))
+    await api.wait_for(lambda a: any("Send the new text" in t for t in texts(a)))
+    return card
+
+
+async def said_yes_once_shown(api: FakeBotAPI) -> None:
+    """The new text typed is shown whole; the operator says yes, and the run is done."""
+    await api.wait_for(lambda a: any("Say yes" in t for t in texts(a)))
+    api.send_text(OPERATOR, "yes")
+    await api.wait_for(lambda a: any("is done" in t for t in texts(a)))
+
+
 async def onboarding_card(api: FakeBotAPI) -> dict[str, Any]:
     """The operator starts an onboarding; its approval card, once it is there."""
     api.send_text(OPERATOR, START)
@@ -196,13 +211,9 @@ async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
 ) -> None:
     home = tmp_path / "home"
     async with running(home, api):
-        card = await onboarding_card(api)
-        api.press(OPERATOR, card, button(card, "Edit"))
-        await api.wait_for(lambda a: any("Send the new text" in t for t in texts(a)))
+        card = await edit_pressed(api)
         api.send_text(OPERATOR, "Dear Jane, <welcome> & *thanks*!")
-        await api.wait_for(lambda a: any("Say yes" in t for t in texts(a)))
-        api.send_text(OPERATOR, "yes")
-        await api.wait_for(lambda a: any("is done" in t for t in texts(a)))
+        await said_yes_once_shown(api)
         (effect,) = outbox(home)
         assert "Dear Jane, <welcome> & *thanks*!" in json.dumps(effect["params"])
         settled = api.message(OPERATOR, card["message_id"])
@@ -246,9 +257,7 @@ async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
 ) -> None:
     home = tmp_path / "home"
     async with running(home, api):
-        card = await onboarding_card(api)
-        api.press(OPERATOR, card, button(card, "Edit"))
-        await api.wait_for(lambda a: any("Send the new text" in t for t in texts(a)))
+        await edit_pressed(api)
         private = {"id": OPERATOR, "type": "private", "first_name": "Olivia"}
         document = {"file_id": "F1", "file_unique_id": "U1", "file_name": "welcome-v2.txt"}
         api.inject(
@@ -267,9 +276,7 @@ async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
         assert "still waiting for your answer" in texts(api)[-1]
         assert outbox(home) == []
         api.send_text(OPERATOR, "Dear Jane, welcome!")  # the question still waits for it
-        await api.wait_for(lambda a: any("Say yes" in t for t in texts(a)))
-        api.send_text(OPERATOR, "yes")
-        await api.wait_for(lambda a: any("is done" in t for t in texts(a)))
+        await said_yes_once_shown(api)
         (effect,) = outbox(home)
         assert effect["params"]["body"] == "Dear Jane, welcome!"
 

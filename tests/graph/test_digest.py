@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -229,6 +230,18 @@ UTC_ZONE = ZoneInfo("UTC")
 SHELL = Sender("cli", "shell")
 
 
+def at_clock(app: Steward, notify: Any, clock: Clock, at: time = time(8, 0)) -> Scheduler:
+    """A scheduler sending the list at ``at`` UTC on ``clock``."""
+    return Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(at, UTC_ZONE),
+        clock=clock,
+    )
+
+
 async def test_a_paused_run_is_one_item_to_resume_not_an_approval_that_expires(
     app: Steward,
 ) -> None:
@@ -253,8 +266,10 @@ async def test_an_escalated_approval_says_nobody_answered_and_no_timer_is_coming
     assert view.approval is not None
     await app.engine.expire(view.approval.id)  # asked again, its buttons intact
     at = view.approval.expires_at.astimezone(UTC)
-    [item] = (await daily_list(app.ledger, app.catalog, at + timedelta(hours=2), UTC_ZONE)).items
-    assert f"nobody answered by {at:%H:%M}" in item.why and "timer" not in item.why
+    later = at + timedelta(hours=2)
+    [item] = (await daily_list(app.ledger, app.catalog, later, UTC_ZONE)).items
+    when = f"{at:%H:%M}" if at.date() == later.date() else f"{at:%a} {at.day} {at:%b %H:%M}"
+    assert f"nobody answered by {when}" in item.why and "timer" not in item.why
     assert [b.label for b in item.buttons] == ["Approve", "Reject", "Details"]
 
 
@@ -288,13 +303,10 @@ async def test_a_list_sent_after_downtime_holds_no_gate_that_expired_meanwhile(
     async def notify(reply: Reply, reply_to: object) -> None:
         sent.append(reply)
 
-    digest = DigestTime(time(8, 0), UTC_ZONE)
     clock = Clock(utcnow())
-    before = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
-    await before.tick()
+    await at_clock(app, notify, clock).tick()
     clock.now = view.approval.expires_at + timedelta(days=1)  # down over both
-    after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
-    await after.tick()
+    await at_clock(app, notify, clock).tick()
     expired, listed = sent
     assert "expired" in texts(expired).lower()
     assert "nothing needs you today" in texts(listed) and listed.cards == []
@@ -307,23 +319,9 @@ async def test_a_new_digest_time_moves_the_next_list(app: Steward) -> None:
         sent.append(reply)
 
     clock = Clock(datetime(2026, 10, 23, 9, 0, tzinfo=UTC))
-    eight = Scheduler(
-        app.ledger,
-        app.engine,
-        app.coordinator,
-        notify,
-        digest=DigestTime(time(8, 0), UTC_ZONE),
-        clock=clock,
-    )
+    eight = at_clock(app, notify, clock)
     await eight.tick()  # plans the 24th at 08:00; then STEWARD_DIGEST_AT=07:00
-    seven = Scheduler(
-        app.ledger,
-        app.engine,
-        app.coordinator,
-        notify,
-        digest=DigestTime(time(7, 0), UTC_ZONE),
-        clock=clock,
-    )
+    seven = at_clock(app, notify, clock, time(7, 0))
     await seven.tick()
     clock.now = datetime(2026, 10, 24, 7, 0, 1, tzinfo=UTC)
     await seven.tick()
@@ -349,14 +347,7 @@ async def test_a_list_that_could_not_be_handed_on_is_sent_at_the_next_tick(
         return True
 
     clock = Clock(datetime(2026, 10, 24, 8, 0, 1, tzinfo=UTC))
-    scheduler = Scheduler(
-        app.ledger,
-        app.engine,
-        app.coordinator,
-        notify,
-        digest=DigestTime(time(8, 0), UTC_ZONE),
-        clock=clock,
-    )
+    scheduler = at_clock(app, notify, clock)
     await app.ledger.plan_timer("digest:2026-10-24", "digest", clock.now - timedelta(seconds=1))
     await scheduler.tick()
     assert sent == []
