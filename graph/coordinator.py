@@ -406,8 +406,8 @@ class Coordinator:
                     return Reply().say("This step has no text to edit.")
                 await self._ask(inbound, {"type": "edit", "approval": approval_id})
                 prompt = (
-                    "Send the new text; it replaces the draft and approves it. /cancel to keep "
-                    "the card as it is."
+                    "Send the new text; I show it whole, and yes approves the card with it. "
+                    "/cancel to keep the card as it is."
                 )
                 return Reply().add(EditPrompt(approval_id, approval.card.get("text") or "", prompt))
             case "edited":  # the new text from a form the edit prompt opened
