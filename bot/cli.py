@@ -128,10 +128,14 @@ async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
     async def news(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         console.show(reply)
 
-    beside_the_service = chat_platforms_configured(steward.settings)
+    # Beside a `steward run` that serves Telegram or Slack, timers and the daily list are
+    # its own: their news is for those chats. Alone, this terminal takes them.
+    beside_the_service = chat_platforms_configured(steward.settings) and bool(
+        await steward.ledger.live_workers()
+    )
     if beside_the_service:
         print(
-            "steward: Telegram or Slack is configured, so `steward run` sends the daily list "
+            "steward: `steward run` is serving Telegram or Slack, so it sends the daily list "
             "and fires timers; this terminal does neither.",
             file=sys.stderr,
         )

@@ -1046,6 +1046,11 @@ class Ledger:
         if lapsed:
             self.lapses += 1
 
+    async def live_workers(self) -> list[str]:
+        """The workers that said they live within a lease (this one too, once registered)."""
+        query = select(t.workers.c.id).where(t.workers.c.seen_at >= utcnow() - LEASE)
+        return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
+
     async def retire_worker(self) -> None:
         """Gives back what this worker still holds, for the others to take over at once,
         and forgets it."""

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -13,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from bot.app import Steward
 from bot.cli import main
+from bot.settings import load_settings
 
 START = ["start", "onboarding", "client=Acme", "email=jane@acme.com", "package=basic"]
 
@@ -194,6 +198,24 @@ def test_today_names_the_shell_commands_for_each_item_and_has_json(
     assert (listed["total"], item["kind"], item["about"]) == (1, "approval", approval_id)
     assert item["commands"] == [f"steward approve {approval_id}", f"steward reject {approval_id}"]
     assert run_id in item["why"]
+
+
+def test_chat_leaves_timers_to_a_steward_run_serving_telegram_and_takes_them_alone(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "4242:steward-test-token")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # the chat leaves at once
+    code, _, alone = steward(capsys, "chat")
+    assert code == 0 and "is serving Telegram or Slack" not in alone
+
+    async def a_service_lives() -> None:
+        async with Steward.open(load_settings()) as other:
+            await other.ledger.register_worker("host:4242")
+
+    asyncio.run(a_service_lives())
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, beside = steward(capsys, "chat")
+    assert code == 0 and "`steward run` is serving Telegram or Slack" in beside
 
 
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
