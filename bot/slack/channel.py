@@ -298,22 +298,14 @@ class SlackChannel:
         )
         bot_user = context.get("bot_user_id") or ""
         if event.get("channel_type") == "im":  # the answer in the question's thread too
-            for chat_id in await self._may_answer(inbound, event, bot_user):
-                answer = replace(inbound, chat_id=chat_id)
-                if await self.door.awaits_answer(answer):
-                    inbound = answer
-                    break
-            await self._take(inbound)
+            await self._take(await self._answering(inbound, event, bot_user) or inbound)
             return
         if _mention(bot_user).search(said):
             return  # it comes as app_mention too: answered as that
         # In a channel, steward hears only the answer to what it asked there; the rest is
         # not its to read: neither stored nor answered.
-        for chat_id in await self._may_answer(inbound, event, bot_user):
-            answer = replace(inbound, chat_id=chat_id)
-            if await self.door.awaits_answer(answer):
-                await self._take(answer)
-                return
+        if (answer := await self._answering(inbound, event, bot_user)) is not None:
+            await self._take(answer)
 
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
@@ -333,12 +325,8 @@ class SlackChannel:
         )
         # In a thread, an answer to what steward asked there, mentioning it; else, and at
         # the top of the channel always, a request, answered in the mention's thread.
-        for chat_id in await self._may_answer(inbound, event, bot_user) if thread else []:
-            answer = replace(inbound, chat_id=chat_id)
-            if await self.door.awaits_answer(answer):
-                inbound = answer
-                break
-        await self._take(inbound)
+        answer = await self._answering(inbound, event, bot_user) if thread else None
+        await self._take(answer or inbound)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         sender = Sender(self.name, command["user_id"], command.get("user_name", ""))
@@ -647,6 +635,17 @@ class SlackChannel:
             if asked is not None:
                 where = {"ts": posted["ts"]}
                 await self.memory.add(self._asked_key(asked), where, QUESTION_TTL)
+
+    async def _answering(
+        self, inbound: Inbound, event: dict[str, Any], bot_user: str
+    ) -> Inbound | None:
+        """``inbound`` as the answer to the question steward waits for in one of the
+        conversations it may answer (see ``_may_answer``); None when none waits."""
+        for chat_id in await self._may_answer(inbound, event, bot_user):
+            answer = replace(inbound, chat_id=chat_id)
+            if await self.door.awaits_answer(answer):
+                return answer
+        return None
 
     async def _may_answer(
         self, inbound: Inbound, event: dict[str, Any], bot_user: str
