@@ -27,6 +27,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Row,
+    Select,
     and_,
     bindparam,
     delete,
@@ -114,6 +115,7 @@ def utcnow() -> datetime:
 # Hot statements are built once and prepared (see prepared.py): SQLAlchemy spends more
 # time building and executing a statement than SQLite spends running it.
 _AUDIT_HEAD = select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
+_AUDIT_END = select(t.audit_head.c.seq).where(t.audit_head.c.id == 1)
 _READ_HEAD = Prepared(_AUDIT_HEAD)
 _READ_HEAD_LOCKED = Prepared(_AUDIT_HEAD.with_for_update())
 _INSERT_AUDIT = Prepared(insert(t.audit_events).returning(t.audit_events.c.seq))
@@ -577,10 +579,15 @@ def _one_taker_at_a_time(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(_TAKING_OVER)))
 
 
+def _alive(now: datetime) -> Select[Any]:
+    """The workers that said they live within a lease of ``now``."""
+    return select(t.workers.c.id).where(t.workers.c.seen_at >= now - LEASE)
+
+
 def _orphaned(table: Any, worker: str, now: datetime) -> ColumnElement[bool]:
     """Rows of ``table`` held by no worker, or by one gone (silent past LEASE), and not
     by ``worker``."""
-    alive = select(t.workers.c.id).where(t.workers.c.seen_at >= now - LEASE)
+    alive = _alive(now)
     return or_(table.c.owner.is_(None), and_(table.c.owner != worker, table.c.owner.not_in(alive)))
 
 
@@ -1048,7 +1055,7 @@ class Ledger:
 
     async def live_workers(self) -> list[str]:
         """The workers that said they live within a lease (this one too, once registered)."""
-        query = select(t.workers.c.id).where(t.workers.c.seen_at >= utcnow() - LEASE)
+        query = _alive(utcnow())
         return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
 
     async def retire_worker(self) -> None:
@@ -1225,9 +1232,8 @@ class Ledger:
 
     async def audit_end(self) -> int:
         """The audit log's last sequence number (0 when it is empty)."""
-        query = select(t.audit_head.c.seq).where(t.audit_head.c.id == 1)
         return await self.db.run(
-            lambda c: int(c.execute(query).scalar_one_or_none() or 0), write=False
+            lambda c: int(c.execute(_AUDIT_END).scalar_one_or_none() or 0), write=False
         )
 
     async def decided_after(
@@ -1241,10 +1247,9 @@ class Ledger:
         ended = ["run.cancelled", "run.replayed"]  # their data names the approvals
         most = 500
         events = t.audit_events
-        head = select(t.audit_head.c.seq).where(t.audit_head.c.id == 1)
 
         def read(conn: Connection) -> tuple[int, list[str]]:
-            end = conn.execute(head).scalar_one_or_none() or 0  # every event to it is there
+            end = conn.execute(_AUDIT_END).scalar_one_or_none() or 0  # every event to it is there
             if before is not None:  # up to the first too new: times need not rise with seq
                 young = conn.execute(
                     select(func.min(events.c.seq)).where(
