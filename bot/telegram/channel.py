@@ -600,8 +600,8 @@ def _attachment(message: Message) -> str | None:
 
 def _for_another_bot(text: str | None, username: str) -> bool:
     """A command addressed to another bot by name, as in a group: ``/help@other_bot``."""
-    head = (text or "").split(maxsplit=1)[0] if text else ""
-    addressed = head.partition("@")[2] if head.startswith("/") else ""
+    words = (text or "").split(maxsplit=1)
+    addressed = words[0].partition("@")[2] if words and words[0].startswith("/") else ""
     return bool(addressed) and addressed.lower() != username.lower()
 
 
