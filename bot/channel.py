@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 # Told of every card a channel settles, so that the other channels settle it too.
 Settled = Callable[[CardOutcome], Awaitable[None]]
-# Hands news to the channels; False when none of them took it (None: not known).
+# Hands a run's news to the channels: the reply, and the chat the run was started from
+# (None for a run started from the CLI): {"channel": "telegram", "chat_id": "12345"}.
+# False when none of them took it (None: not known).
 Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[bool | None]]
 # What the sender hears when handling their message or press failed.
 FAILED = "Something went wrong; it is logged."

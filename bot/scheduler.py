@@ -48,10 +48,6 @@ class DigestTime:
     zone: ZoneInfo
 
 
-# Where a run's news goes: the reply, and the chat the run was started from (None for a
-# run started from the CLI): {"channel": "telegram", "chat_id": "12345"}.
-
-
 class Scheduler:
     def __init__(
         self,

@@ -632,9 +632,7 @@ class Coordinator:
             if not spec.required and spec.type in WORDS and text.lower().strip(".!") in NONE:
                 return await self._skip_input(inbound, pending)  # "none", as asked
             try:
-                value = parse_input(
-                    field, definition.inputs[field], text, utcnow().astimezone(self.zone)
-                )
+                value = parse_input(field, spec, text, utcnow().astimezone(self.zone))
             except InputError as exc:
                 await self._ask(inbound, pending)  # anew: the next message may answer it
                 return Reply().say(f"{exc}. Try again, or /cancel.")
