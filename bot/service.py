@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.app import Steward
+from bot.card_messages import CARD_TTL
 from bot.channel import Channel, Notify
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
@@ -30,6 +31,7 @@ from memory.ledger import LEASE, utcnow
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
 BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gone one left
+DECISIONS_READ = "cards:decisions-read"  # how far the audit log's decisions were settled
 
 
 def chat_platforms_configured(settings: Settings) -> bool:
@@ -115,7 +117,7 @@ class Service:
         if self.schedules:
             self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
         if self._started:
-            read = await self.steward.ledger.audit_end()
+            read = await self._decisions_read()
             self._watching = asyncio.create_task(
                 self._settle_decided_elsewhere(read), name="cards decided elsewhere"
             )
@@ -151,12 +153,26 @@ class Service:
             except Exception:
                 log.exception("could not take up the work of a worker gone; next beat again")
 
+    async def _decisions_read(self) -> int:
+        """Where the last watcher stopped reading the audit log, kept in working memory
+        beside the cards' records: with Redis both outlive a restart, and a card decided
+        while steward was down (``steward approve`` in a shell) is settled as it starts.
+        In-process, both are gone, and reading starts at the end of the log."""
+        end = await self.steward.ledger.audit_end()
+        kept = await self.steward.coordinator.memory.get(DECISIONS_READ)
+        read = kept.get("seq") if kept is not None else None
+        if not isinstance(read, int) or not 0 <= read <= end:  # another ledger's, say
+            read = end
+            await self.steward.coordinator.memory.set(DECISIONS_READ, {"seq": read}, CARD_TTL)
+        return read
+
     async def _settle_decided_elsewhere(self, read: int) -> None:
         """A card decided by another process (``steward approve`` in a shell) loses its
         buttons in these chats too: each tick, every decision the audit log holds after
         those read is settled wherever a channel still shows its card with buttons (one
         settled here shows none). A decision is left two ticks to the chat it was made
         in, which settles its own card, and says so where it was asked."""
+        memory = self.steward.coordinator.memory
         while True:
             await asyncio.sleep(self.tick_seconds)
             try:
@@ -164,6 +180,8 @@ class Service:
                 after, decided = await self.steward.ledger.decided_after(read, before)
                 for approval_id in decided:
                     await self._settle_everywhere(approval_id)
+                if after != read:
+                    await memory.set(DECISIONS_READ, {"seq": after}, CARD_TTL)
                 read = after
             except Exception:  # the ledger is down, say: the next tick looks again
                 log.exception("could not settle the cards decided elsewhere")

@@ -325,6 +325,32 @@ async def test_a_card_decided_from_a_shell_loses_its_buttons_in_chat(
         )
 
 
+async def test_a_card_decided_from_a_shell_while_steward_was_down_loses_its_buttons_at_start(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Where the cards show, and how far their decisions were read, are kept in working
+    memory; with Redis both outlive a restart (here one Steward, and its in-process
+    memory, serves both starts)."""
+    home = tmp_path / "home"
+    settings = load_settings(
+        home=home,
+        telegram_bot_token=TOKEN,
+        telegram_api_url=api.root,
+        operators=f"telegram:{OPERATOR}",
+    )
+    async with Steward.open(settings) as steward:
+        async with Service(steward, configured_channels(steward), tick_seconds=0.2):
+            card = await onboarding_card(api)
+        approval_id = button(card, "Approve").partition(":")[2]
+        async with Steward.open(load_settings(home=home)) as shell:  # `steward approve ID`
+            await shell.coordinator.decide(approval_id, True, "cli:shell")
+        async with Service(steward, configured_channels(steward), tick_seconds=0.2):
+            await api.wait_for(
+                lambda a: "reply_markup" not in a.message(OPERATOR, card["message_id"])
+            )
+        assert "Approved by cli:shell" in api.message(OPERATOR, card["message_id"])["text"]
+
+
 async def test_a_reply_of_many_messages_buzzes_the_phone_once(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
