@@ -755,7 +755,13 @@ class ProcessEngine:
         views = []
         for run in await self.ledger.list_runs([RunStatus.RUNNING], limit=10_000):
             async with self._locks.hold(run.id):
-                views.append(await self._continue(run))
+                try:
+                    views.append(await self._continue(run))
+                except Exception as exc:  # one run's failure never stops a start
+                    if ledger_down(exc):
+                        raise
+                    log.exception("run %s could not go on after the crash", run.id)
+                    views.append(await self._fail(run, exc, "error"))
         return views
 
     async def view(self, run_id: str) -> RunView:
@@ -827,6 +833,7 @@ class ProcessEngine:
                 except Exception as exc:
                     if ledger_down(exc):
                         raise
+                    self.ledger.drop_droppable()  # a checkpoint of it may be what failed
                     return await self._fail(run, exc, "error")
         return await self._went_on(*stopped)
 

@@ -793,6 +793,14 @@ class Ledger:
             _deferred.reset(token)
         await self._flush(pending)
 
+    def drop_droppable(self) -> None:
+        """Inside a ``batching()`` block: forgets the droppable writes deferred so far —
+        the checkpoints of a step whose stop could not be recorded, say, one of which may
+        be what failed: the run goes on from the checkpoint before them."""
+        pending = _deferred.get()
+        if pending:
+            pending[:] = [rider for rider in pending if not rider.droppable]
+
     @contextlib.contextmanager
     def unbatched(self) -> Iterator[None]:
         """Inside a ``batching()`` block: writes go to the database at once, not along

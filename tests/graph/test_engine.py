@@ -277,6 +277,50 @@ async def test_recover_continues_a_run_whose_decision_was_recorded(app: Steward)
     assert await app.engine.recover() == []
 
 
+async def test_an_event_no_checkpoint_can_hold_fails_its_run_visibly(app: Steward) -> None:
+    inputs = {
+        "client": "Acme",
+        "email": "ap@acme.com",
+        "invoice": "INV-7",
+        "amount": "1200",
+        "due_date": "2026-10-01",
+    }
+    view = await app.engine.start("invoice_followup", inputs, "cli:shell")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:shell")
+    deep: Any = "paid"
+    for _ in range(300):  # beyond what the checkpoints' serializer nests
+        deep = [deep]
+    woken = await app.engine.offer_event(view.run.id, "payment", {"d": deep}, "hook:x")
+    assert woken is not None and woken.run.status is RunStatus.FAILED
+    assert "Recursion" in (woken.run.error or "")
+    assert await app.engine.recover() == []  # nothing left running to trip a start
+
+
+async def test_a_run_that_cannot_go_on_after_a_crash_fails_and_the_others_go_on(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    approvals = []
+    for client in ("Acme", "Beta"):
+        view = await app.engine.start("onboarding", ONBOARD | {"client": client}, "cli:shell")
+        assert view.approval is not None
+        approvals.append(view.approval)
+        await app.ledger.decide_approval(view.approval.id, ApprovalStatus.APPROVED, "cli:shell")
+    broken = approvals[0].run_id
+    go_on = app.engine._continue
+
+    async def continue_(run: Run) -> Any:
+        if run.id == broken:
+            raise KeyError("a bug")
+        return await go_on(run)
+
+    monkeypatch.setattr(app.engine, "_continue", continue_)
+    views = {v.run.id: v.run for v in await app.engine.recover()}
+    assert views[broken].status is RunStatus.FAILED and "a bug" in (views[broken].error or "")
+    assert views[approvals[1].run_id].status is RunStatus.SUCCEEDED
+    assert len(outbox(app)) == 1
+
+
 async def test_a_run_whose_stop_the_ledger_failed_to_record_goes_on_once_it_can(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
