@@ -2,10 +2,14 @@
 
 A delivery must carry ``sha256=<hex>``, the HMAC-SHA256 of its body under the source's
 secret, in the source's signature header; one that does not gets 401 and an audit
-event, and nothing else happens. A signed delivery is stored in the ledger's inbox
-(keyed by ``X-Steward-Delivery`` when the sender gives one, else by the body's hash, so
-a retried delivery is handled once) before the 200, and handled after it; what it did
-goes to the operators as news.
+event, and nothing else happens. A signed delivery is stored in the ledger's inbox,
+keyed by the hash of its body, before the 200, and handled after it; what it did goes
+to the operators as news. The body is all that is signed, so it is all that tells one
+delivery from another: a retry, or a captured delivery sent again under any header, is
+handled once.
+
+The body must be a JSON object that a run can keep as it is: numbers finite, and
+nested no deeper than MAX_DEPTH; anything else gets 400 and an audit event.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
@@ -27,11 +32,56 @@ from memory.ledger import Ledger, NewAuditEvent, TakenOver, storable
 
 log = logging.getLogger(__name__)
 
-DELIVERY_HEADER = "X-Steward-Delivery"
+MAX_DEPTH = 32  # levels of objects and lists in a delivery; a form or a payment has 3 or 4
 
 
 def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Unfit(ValueError):
+    """A signed body a run cannot keep as it is."""
+
+
+def parse_delivery(body: bytes) -> dict[str, Any]:
+    """The JSON object a delivery carries, as the ledger stores it; ``Unfit`` says why
+    not (not JSON, not an object, a number no JSON store holds, nested too deeply)."""
+    try:
+        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise Unfit(f"nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Unfit(str(exc) if isinstance(exc, Unfit) else "not JSON") from None
+    if not isinstance(payload, dict):
+        raise Unfit("not a JSON object")
+    if _depth(payload) > MAX_DEPTH:
+        raise Unfit(f"nested deeper than {MAX_DEPTH} levels")
+    return storable(payload)
+
+
+def _no_constant(name: str) -> Any:
+    raise Unfit(f"{name} is no number JSON stores")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise Unfit(f"{text[:20]} is too large a number")
+    return number
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and lists in ``value``, counted without recursion."""
+    deepest, waiting = 0, [(value, 1)]
+    while waiting:
+        item, depth = waiting.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:  # one level past the most is enough to know
+                waiting.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 class HookEndpoint:
@@ -80,15 +130,12 @@ class HookEndpoint:
             await self._audit(name, "hook.refused", {"reason": "bad or missing signature"})
             return web.Response(status=401, text="bad signature")
         try:
-            payload = storable(json.loads(body))
-        except (ValueError, UnicodeDecodeError, RecursionError):  # nested beyond reason
-            payload = None
-        if not isinstance(payload, dict):
-            await self._audit(name, "hook.invalid", {"reason": "not a JSON object"})
-            return web.Response(status=400, text="expected a JSON object")
-        given_id = request.headers.get(DELIVERY_HEADER)  # a stray byte decodes to a surrogate
-        delivery = storable(given_id) if given_id else hashlib.sha256(body).hexdigest()
-        inbox_id = await self.ledger.accept_inbound(f"hook:{name}", delivery[:200], payload)
+            payload = parse_delivery(body)
+        except Unfit as exc:
+            await self._audit(name, "hook.invalid", {"reason": str(exc)})
+            return web.Response(status=400, text=f"expected a JSON object: {exc}")
+        delivery = hashlib.sha256(body).hexdigest()
+        inbox_id = await self.ledger.accept_inbound(f"hook:{name}", delivery, payload)
         if inbox_id is not None:
             self.queue.put((inbox_id, name, payload))
         return web.json_response({"ok": True, "duplicate": inbox_id is None})

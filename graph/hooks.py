@@ -20,6 +20,7 @@ any other, for the operator.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from graph.catalog import Catalog
 from graph.coordinator import Coordinator
+from graph.definitions import WaitStep
 from graph.engine import ProcessEngine
 from graph.errors import StewardError
 from graph.messages import Reply
 from memory.ledger import RunStatus
 
 SIGNATURE_HEADER = "X-Steward-Signature"
+# A source's name is a path segment, and with "hook:" before it the ledger's inbox
+# channel, 32 characters at most.
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,26}")
 
 
 class HookSource(BaseModel):
@@ -78,10 +83,39 @@ def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
             raise HookConfigError(
                 f"{path}: {where}: {problem['msg'].removeprefix('Value error, ')}"
             ) from None
-        if source.start is not None and catalog.get(source.start) is None:
-            raise HookConfigError(f"{path}: {name}.start: no process {source.start!r}")
+        if not SOURCE_NAME.fullmatch(str(name)):
+            raise HookConfigError(
+                f"{path}: {name!r}: a source's name is up to 27 letters, digits, _ and -, "
+                "starting with a letter or a digit (it is the URL's last part)"
+            )
+        if cannot := _what_it_cannot_do(source, catalog):
+            raise HookConfigError(f"{path}: {name}.{cannot}")
         sources[str(name)] = source
     return sources
+
+
+def _what_it_cannot_do(source: HookSource, catalog: Catalog) -> str | None:
+    """Why ``source`` could never do what it says with these processes; None if it can."""
+    if source.start is not None:
+        return (
+            None if catalog.get(source.start) is not None else f"start: no process {source.start!r}"
+        )
+    waiting = [
+        definition
+        for definition in catalog
+        if any(isinstance(s, WaitStep) and s.event == source.event for s in definition.steps)
+    ]
+    if not waiting:
+        events = sorted(
+            {s.event for d in catalog for s in d.steps if isinstance(s, WaitStep) and s.event}
+        )
+        known = ", ".join(events) if events else "none"
+        return f"event: no process waits for {source.event!r} (events waited for: {known})"
+    for field in source.match:
+        if not any(field in definition.inputs for definition in waiting):
+            names = ", ".join(sorted({n for d in waiting for n in d.inputs}))
+            return f"match.{field}: no input of a run waiting for {source.event} ({names})"
+    return None
 
 
 @dataclass
@@ -108,7 +142,7 @@ class HookRouter:
         runs = [
             run
             for run in await self.engine.expecting(event)
-            if all(str(run.inputs.get(f)) == str(v) for f, v in wanted.items() if v is not None)
+            if all(f in run.inputs and str(run.inputs[f]) == str(v) for f, v in wanted.items())
         ]
         described = ", ".join(f"{k}={v}" for k, v in wanted.items())
         if any(v is None for v in wanted.values()) or not runs:

@@ -7,6 +7,7 @@ audited; a delivery's text is data and can never approve anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,9 +17,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from bot.app import Steward
-from bot.hooks import signature
+from bot.hooks import MAX_DEPTH, signature
 from bot.service import Service
 from bot.settings import load_settings
 from graph.hooks import HookConfigError
@@ -134,12 +136,33 @@ async def test_unsigned_or_malformed_deliveries_change_nothing_and_are_audited(
         assert await bot.post("form", form, secret="not-the-secret-at-all") == 401
         assert await bot.post("form", None, secret=FORM_SECRET, raw=b"{not json") == 400
         assert await bot.post("form", ["a", "list"], secret=FORM_SECRET) == 400
-        deep = b'{"client": ' + b"[" * 900 + b"]" * 900 + b"}"  # JSON, if nested beyond reason
-        assert await bot.post("form", None, secret=FORM_SECRET, raw=deep) == 400
+        for depth in (MAX_DEPTH, 900):  # JSON, nested beyond what a run can keep
+            deep = b'{"client": ' + b"[" * depth + b"]" * depth + b"}"
+            assert await bot.post("form", None, secret=FORM_SECRET, raw=deep) == 400
+        for number in (b"NaN", b"-Infinity", b"1e999"):  # no JSON store holds these
+            raw = b'{"client": "Acme", "amount": ' + number + b"}"
+            assert await bot.post("form", None, secret=FORM_SECRET, raw=raw) == 400
         assert await bot.post("nosuch", form, secret=FORM_SECRET) == 404
         assert await bot.steward.ledger.list_runs(None) == []
         kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
-        assert kinds.count("hook.refused") == 2 and kinds.count("hook.invalid") == 3
+        assert kinds.count("hook.refused") == 2 and kinds.count("hook.invalid") == 7
+        nested = b'{"a": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
+        assert await bot.post("form", None, secret=FORM_SECRET, raw=nested) == 200  # just fits
+
+
+async def test_a_delivery_sent_again_under_another_delivery_id_is_handled_once(
+    tmp_path: Path,
+) -> None:
+    """The header is not signed: anyone who saw a delivery could send it again under a
+    new one. The body is what is signed, and what tells deliveries apart."""
+    form = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+    async with running(tmp_path / "home") as bot:
+        for delivery in ("d-1", "attacker-1", "attacker-2", None):
+            assert await bot.post("form", form, secret=FORM_SECRET, delivery=delivery) == 200
+        assert len(await bot.steward.ledger.list_runs(None)) == 1
+        again = form | {"submission": "2"}  # another event says so in its body
+        assert await bot.post("form", again, secret=FORM_SECRET) == 200
+        assert len(await bot.steward.ledger.list_runs(None)) == 2
 
 
 async def test_a_retried_delivery_is_handled_once(tmp_path: Path) -> None:
@@ -289,23 +312,49 @@ async def test_a_payment_for_an_ended_run_is_kept_for_none(tmp_path: Path) -> No
         assert any("matched no run waiting for it (invoice=INV-7)" in n for n in bot.news)
 
 
-async def test_a_wrong_hooks_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sources", "says"),
+    [
+        ({"form": {"secret": "short", "start": "onboarding"}}, "form.secret: String should"),
+        ({"form": {"secret": FORM_SECRET, "start": "onbaording"}}, "no process 'onbaording'"),
+        (  # longer than the ledger's channel holds, and not one part of a URL
+            {"stripe_payments_production_eu": {"secret": FORM_SECRET, "start": "onboarding"}},
+            "'stripe_payments_production_eu': a source's name is up to 27",
+        ),
+        ({"a/b": {"secret": FORM_SECRET, "start": "onboarding"}}, "'a/b': a source's name"),
+        (
+            {"payments": {"secret": PAY_SECRET, "event": "paymnet", "match": {"invoice": "id"}}},
+            "payments.event: no process waits for 'paymnet' (events waited for: payment)",
+        ),
+        (
+            {"payments": {"secret": PAY_SECRET, "event": "payment", "match": {"invoce": "id"}}},
+            "payments.match.invoce: no input of a run waiting for payment (",
+        ),
+    ],
+)
+async def test_a_wrong_hooks_file_stops_the_start_with_one_line(
+    tmp_path: Path, sources: dict[str, Any], says: str
+) -> None:
+    """A source that could never do what it says is refused at the start, where it
+    would have answered every delivery 200 and dropped it."""
     home = tmp_path / "home"
-    write_hooks(home, "form:\n  secret: short\n  start: onboarding\n")
+    write_hooks(home, yaml.safe_dump(sources))
     async with Steward.open(load_settings(home=home)) as steward:
-        with pytest.raises(HookConfigError, match=r"hooks.yaml: form.secret: String should"):
+        with pytest.raises(HookConfigError) as refused:
             Service(steward, [])
+    assert str(refused.value).startswith(f"{home / 'hooks.yaml'}: ")
+    assert says in str(refused.value)
 
 
 async def test_a_delivery_stored_before_a_crash_is_handled_once_on_start(tmp_path: Path) -> None:
     home = tmp_path / "home"
     form = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
     async with Steward.open(load_settings(home=home)) as steward:  # stored, then the crash
-        assert await steward.ledger.accept_inbound("hook:form", "d-1", form) is not None
+        delivery = hashlib.sha256(json.dumps(form).encode()).hexdigest()  # as posted below
+        assert await steward.ledger.accept_inbound("hook:form", delivery, form) is not None
     async with running(home) as bot:
         assert bot.service.hooks is not None
         await bot.service.hooks.idle()
-        assert await bot.post("form", form, secret=FORM_SECRET, delivery="d-1") == 200  # again
-        assert await bot.post("form", form, secret=FORM_SECRET, delivery="d-2") == 200
+        assert await bot.post("form", form, secret=FORM_SECRET) == 200  # delivered again
         runs = await bot.steward.ledger.list_runs(None)
-        assert len(runs) == 2
+        assert len(runs) == 1
