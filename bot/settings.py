@@ -82,11 +82,11 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", validation_alias=_env("STEWARD_HTTP_HOST"))
     http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=_env("STEWARD_HTTP_PORT"))
 
-    @field_validator("home", "processes_dir", mode="before")
+    @field_validator("home", "processes_dir", "hooks_file", "http_host", mode="before")
     @classmethod
     def _not_empty(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
-            raise ValueError("is set but empty: unset it for the default, or name a folder")
+            raise ValueError("is set but empty: unset it for the default")
         return value
 
     @field_validator("home", mode="after")
@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     def _a_folder(cls, value: Path | None) -> Path | None:
         if value is not None and not value.expanduser().is_dir():
             raise ValueError(f"{value} is not a folder")
+        return value
+
+    @field_validator("hooks_file", mode="after")
+    @classmethod
+    def _a_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(f"{value} is not a file (unset it for STEWARD_HOME/hooks.yaml)")
         return value
 
     @field_validator("database_url")

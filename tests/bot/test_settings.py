@@ -129,3 +129,17 @@ def test_a_folder_set_empty_or_missing_is_refused(tmp_path: Path) -> None:
         f"STEWARD_PROCESSES_DIR: {tmp_path / 'nope'} is not a folder"
     )
     assert load_settings(processes_dir=str(tmp_path)).user_processes_dir == tmp_path
+
+
+def test_a_hooks_file_or_http_host_set_empty_or_missing_is_refused(tmp_path: Path) -> None:
+    """An explicit hooks file that is not there would turn webhooks off without a word;
+    an empty host would listen on every address."""
+    assert problem(hooks_file="").startswith("STEWARD_HOOKS_FILE: is set but empty")
+    assert problem(hooks_file=str(tmp_path / "nope.yaml")).startswith(
+        f"STEWARD_HOOKS_FILE: {tmp_path / 'nope.yaml'} is not a file"
+    )
+    assert problem(http_host=" ").startswith("STEWARD_HTTP_HOST: is set but empty")
+    (tmp_path / "hooks.yaml").write_text("{}\n")
+    assert load_settings(hooks_file=str(tmp_path / "hooks.yaml")).hooks_path == (
+        tmp_path / "hooks.yaml"
+    )
