@@ -103,7 +103,7 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
         print(f"steward: skipped {problem}", file=sys.stderr)
     channels = configured_channels(steward)
     if not channels:
-        return await cmd_chat(steward, args)
+        return await _terminal(steward, serving=True)
     service = Service(steward, channels)
     try:
         async with service:
@@ -123,31 +123,47 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
+    return await _terminal(steward, serving=False)
+
+
+async def _terminal(steward: Steward, serving: bool) -> int:
+    """The terminal chat, with the scheduler and the webhooks beside it. ``serving``
+    (``steward run`` with no chat platform): once its input ends — a server's is
+    /dev/null — it goes on serving the webhooks until a signal."""
     console = ConsoleChannel(steward.door)
 
     async def news(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         console.show(reply)
 
+    beside = bool(await steward.ledger.live_workers())  # another steward on this ledger
     # Beside a `steward run` that serves Telegram or Slack, timers and the daily list are
     # its own: their news is for those chats. Alone, this terminal takes them.
-    beside_the_service = chat_platforms_configured(steward.settings) and bool(
-        await steward.ledger.live_workers()
-    )
-    if beside_the_service:
+    schedules = not (beside and chat_platforms_configured(steward.settings))
+    if not schedules:
         print(
             "steward: `steward run` is serving Telegram or Slack, so it sends the daily list "
             "and fires timers; this terminal does neither.",
             file=sys.stderr,
         )
-    # the scheduler (unless `steward run` has it), and webhooks if any
-    service = Service(steward, [], fallback=news, schedules=not beside_the_service)
+    service = Service(steward, [], fallback=news, schedules=schedules, serves_hooks=not beside)
+    if beside and steward.settings.hooks_path.exists():
+        print(
+            "steward: the other steward serves the webhooks; this terminal does not.",
+            file=sys.stderr,
+        )
     try:
         async with service:  # runs a crash left mid-step go on first
             for _, reply in await steward.door.recover_inbox("console"):
                 console.show(reply)
             if service.hooks is not None:
                 print(f"steward: serving {service.summary()}", file=sys.stderr)
-            await console.run()
+            ended = await console.run(until=wait_for_signal())
+            if ended == "input" and serving and service.hooks is not None:
+                print(
+                    "steward: no more input; serving the webhooks until SIGTERM or Ctrl-C.",
+                    file=sys.stderr,
+                )
+                await wait_for_signal()
     except OSError as exc:  # the HTTP port is taken, say
         print(f"steward: cannot serve HTTP on {service.http.url}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -6,14 +6,17 @@ import asyncio
 import itertools
 import sys
 import textwrap
+import threading
 from collections.abc import Awaitable, Callable
-from typing import TextIO
+from contextlib import suppress
+from typing import Any, Literal, TextIO
 
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from memory.ledger import TakenOver
 
 PROMPT = "you › "
+Ended = Literal["input", "quit", "stopped"]  # Ctrl-D or no more lines; /quit; a signal
 TAKEN_OVER = (
     "This terminal was stopped for so long that another steward took that message over "
     "and handles it; nothing of it was done here."
@@ -111,26 +114,66 @@ class ConsoleChannel:
         self.show(reply)
         return reply
 
-    async def run(self) -> None:
+    async def run(self, until: Awaitable[None] | None = None) -> Ended:
+        """Answers each line until the input ends, /quit, or ``until`` returns (a
+        signal); a turn under way is finished first."""
         print(
             "steward is listening. /help lists commands; Ctrl-D or /quit leaves.\n",
             file=self.out,
             flush=True,
         )
+        stop = asyncio.ensure_future(until) if until is not None else None
+        try:
+            return await self._converse(stop)
+        finally:
+            print("bye.", file=self.out, flush=True)
+            if stop is not None:
+                stop.cancel()
+                with suppress(asyncio.CancelledError):
+                    await stop
+
+    async def _converse(self, stop: asyncio.Future[None] | None) -> Ended:
         while True:
-            line = await self._read_line()
-            if line is None or line.strip() in ("/quit", "/exit"):
-                print("bye.", file=self.out, flush=True)
-                return
+            reading = asyncio.ensure_future(self._read_line())
+            waits: set[asyncio.Future[Any]] = {reading} if stop is None else {reading, stop}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                print(file=self.out)  # off the prompt
+                return "stopped"
+            line = reading.result()
+            if line is None:
+                return "input"
+            if line.strip() in ("/quit", "/exit"):
+                return "quit"
             if line.strip():
                 await self.say(line)
 
 
 async def _stdin_line() -> str | None:
-    def read() -> str | None:
-        try:
-            return input(PROMPT)
-        except EOFError:
-            return None
+    """The next line typed; None once there are no more. Read on a thread of its own
+    that never holds up the exit: a signal leaves while it waits for a line."""
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str | None] = loop.create_future()
 
-    return await asyncio.to_thread(read)
+    def take(got: str | None, error: Exception | None) -> None:
+        if line.done():
+            return
+        if error is not None:
+            line.set_exception(error)
+        else:
+            line.set_result(got)
+
+    def read() -> None:
+        got, error = None, None
+        try:
+            got = input(PROMPT)
+        except EOFError:
+            pass
+        except Exception as exc:  # stdin closed under it, say: the caller hears of it
+            error = exc
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(take, got, error)
+
+    threading.Thread(target=read, name="terminal", daemon=True).start()
+    return await line

@@ -112,8 +112,9 @@ class HookEndpoint:
         """Handles deliveries, the stored ones first, as they come."""
         self.queue.start()
 
-    async def stop(self) -> None:
-        await self.queue.stop()
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Handles what is queued for up to ``drain_seconds``; the rest stays stored."""
+        await self.queue.stop(drain_seconds)
 
     async def idle(self) -> None:
         await self.queue.idle()

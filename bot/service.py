@@ -59,6 +59,7 @@ class Service:
         tick_seconds: float = 5.0,
         fallback: Notify | None = None,
         schedules: bool = True,
+        serves_hooks: bool = True,
     ):
         self.steward = steward
         self.channels = channels
@@ -80,7 +81,9 @@ class Service:
         )
         sources = load_hooks(steward.settings.hooks_path, steward.catalog)
         router = HookRouter(steward.engine, steward.coordinator)
-        self.hooks = HookEndpoint(steward.ledger, router, sources, self.notify) if sources else None
+        # False: another steward on this ledger serves the webhooks, on the same port.
+        serving = sources and serves_hooks
+        self.hooks = HookEndpoint(steward.ledger, router, sources, self.notify) if serving else None
         self._started: list[Channel] = []
         for channel in channels:
             channel.settled_here = functools.partial(self._settle_elsewhere, channel.name)
@@ -233,12 +236,19 @@ class Service:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
-        if self.hooks is not None:
-            await self.hooks.stop()
-        for channel in reversed(self._started):
-            await channel.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
-        self._started.clear()
+
+        def left() -> float:
+            return max(0.0, deadline - asyncio.get_running_loop().time())
+
+        # Nothing new comes in over HTTP (a sender tries again later; what came is
+        # stored), then what was taken is finished: the webhooks' first, while the
+        # channels are there to take their news.
         await self.http.stop()
+        if self.hooks is not None:
+            await self.hooks.stop(left())
+        for channel in reversed(self._started):
+            await channel.stop(left())
+        self._started.clear()
         await self._retire()
 
     async def _retire(self) -> None:

@@ -8,8 +8,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +23,9 @@ import pytest
 
 from bot.app import Steward
 from bot.cli import main
+from bot.hooks import signature
 from bot.settings import load_settings
+from tests.net import free_port
 
 START = ["start", "onboarding", "client=Acme", "email=jane@acme.com", "package=basic"]
 
@@ -445,3 +453,106 @@ def test_a_limit_below_one_is_bad_input(
         main(argv)
     assert exited.value.code == 2
     assert "is not a whole number of at least 1" in capsys.readouterr().err
+
+
+def _steward_process(
+    home: Path, *argv: str, stdin: int = subprocess.PIPE, **env: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", *argv],
+        env={**os.environ, "STEWARD_HOME": str(home), **env},
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def _until(condition: Callable[[], bool], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _live_workers(home: Path) -> list[str]:
+    async def read() -> list[str]:
+        async with Steward.open(load_settings(home=home)) as steward:
+            return await steward.ledger.live_workers()
+
+    return asyncio.run(read())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_terminal_chat_as_a_stop_should(home: Path, signum: int) -> None:
+    """Ctrl-C left the chat waiting for one more line; SIGTERM killed it where it stood,
+    its worker still on the ledger. Both now stop it: the worker retired, exit 0."""
+    with _steward_process(home, "run") as chat:  # stdin stays open: it waits for a line
+        assert chat.stdout is not None
+        assert "listening" in chat.stdout.readline()
+        _until(lambda: bool(_live_workers(home)))
+        chat.send_signal(signum)
+        out, err = chat.communicate(timeout=20)
+    assert chat.returncode == 0, err
+    assert "bye." in out and "Traceback" not in err
+    assert _live_workers(home) == []
+
+
+@pytest.mark.slow
+def test_a_server_with_webhooks_and_no_terminal_serves_until_stopped(home: Path) -> None:
+    """`steward run` under a process manager: stdin is /dev/null, no chat platform; the
+    webhooks are what it serves, until SIGTERM."""
+    secret = "form-secret-0123456789"
+    home.mkdir(parents=True)
+    (home / "hooks.yaml").write_text(f"form:\n  secret: {secret}\n  start: onboarding\n")
+    port = free_port()
+    with _steward_process(
+        home, "run", stdin=subprocess.DEVNULL, STEWARD_HTTP_PORT=str(port)
+    ) as server:
+        assert server.stderr is not None
+        _until(lambda: "no more input; serving the webhooks" in server.stderr.readline())
+        body = json.dumps({"client": "Acme", "email": "jane@acme.com", "package": "basic"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/hooks/form",
+            data=body.encode(),
+            headers={"X-Steward-Signature": signature(secret, body.encode())},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=20)
+    assert server.returncode == 0, err
+
+    async def started() -> list[str]:
+        async with Steward.open(load_settings(home=home)) as steward:
+            return [run.process for run in await steward.ledger.list_runs(None)]
+
+    assert asyncio.run(started()) == ["onboarding"]
+
+
+def test_a_terminal_beside_another_steward_leaves_the_webhooks_to_it(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both would serve them on the same port: the second could not start at all."""
+    home.mkdir(parents=True)
+    (home / "hooks.yaml").write_text(
+        "form:\n  secret: form-secret-0123456789\n  start: onboarding\n"
+    )
+    with socket.socket() as taken:  # the other steward's HTTP server
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("STEWARD_HTTP_PORT", str(taken.getsockname()[1]))
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        code, _, alone = steward(capsys, "chat")  # nobody serves them: it must, and cannot
+        assert code == 1 and "cannot serve HTTP" in alone
+
+        async def a_steward_lives() -> None:
+            async with Steward.open(load_settings()) as other:
+                await other.ledger.register_worker("host:4242")
+
+        asyncio.run(a_steward_lives())
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        code, _, beside = steward(capsys, "chat")
+    assert code == 0 and "the other steward serves the webhooks" in beside

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from bot.console import render
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+from bot.app import Steward
+from bot.console import ConsoleChannel, render
+from bot.settings import load_settings
 from graph.messages import Button, Card, Reply
 
 
@@ -23,3 +30,36 @@ def test_text_from_outside_cannot_drive_the_terminal() -> None:
 
 def test_windows_line_endings_are_line_breaks() -> None:
     assert render(Reply().say("Dear Jane,\r\nthanks\r")) == "Dear Jane,\nthanks\\x0d"
+
+
+async def test_a_signal_ends_the_chat_after_the_turn_under_way(tmp_path: Path) -> None:
+    """SIGINT or SIGTERM (``until``) ends the chat while it waits for a line, which it
+    never gets; a turn under way is answered first."""
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    out = io.StringIO()
+    async with Steward.open(load_settings(home=tmp_path / "home")) as steward:
+        console = ConsoleChannel(steward.door, out=out, read_line=lines.get)
+        stop = asyncio.Event()
+        answering = console.say
+
+        async def say(text: str) -> Reply:
+            stop.set()  # the signal comes while the turn is under way
+            return await answering(text)
+
+        console.say = say  # type: ignore[method-assign]
+        await lines.put("/runs")
+        ended = await asyncio.wait_for(console.run(until=stop.wait()), 10)
+    assert ended == "stopped"
+    assert "No runs" in out.getvalue() and out.getvalue().rstrip().endswith("bye.")
+
+
+async def test_the_chat_says_how_it_ended(tmp_path: Path) -> None:
+    async with Steward.open(load_settings(home=tmp_path / "home")) as steward:
+        for said, ending in ((["/quit"], "quit"), ([], "input")):
+            lines = iter(said)
+
+            async def read_line(lines: Iterator[str] = lines) -> str | None:
+                return next(lines, None)
+
+            console = ConsoleChannel(steward.door, out=io.StringIO(), read_line=read_line)
+            assert await console.run() == ending

@@ -358,3 +358,21 @@ async def test_a_delivery_stored_before_a_crash_is_handled_once_on_start(tmp_pat
         assert await bot.post("form", form, secret=FORM_SECRET) == 200  # delivered again
         runs = await bot.steward.ledger.list_runs(None)
         assert len(runs) == 1
+
+
+async def test_a_stop_finishes_the_deliveries_taken_before_it(tmp_path: Path) -> None:
+    """A stop handled none of what was queued, and went on taking deliveries meanwhile:
+    now nothing new comes in, and what came is handled within the drain."""
+    home = tmp_path / "home"
+    async with running(home) as bot, aiohttp.ClientSession() as session:
+        bodies = [
+            json.dumps({"client": f"C{i}", "email": f"c{i}@x.com", "package": "basic"}).encode()
+            for i in range(20)
+        ]
+        for body in bodies:  # stored and answered; handled later, one after another
+            headers = {"X-Steward-Signature": signature(FORM_SECRET, body)}
+            async with session.post(f"{bot.url}/hooks/form", data=body, headers=headers) as r:
+                assert r.status == 200
+    async with Steward.open(load_settings(home=home)) as steward:
+        assert len(await steward.ledger.list_runs(None)) == 20
+        assert await steward.ledger.unhandled_inbound() == []
