@@ -151,7 +151,11 @@ class HookEndpoint:
             log.warning("%s: the worker that took it over handles it", exc)
         except Exception as exc:
             log.exception("handling a delivery from hook %s failed", name)
-            failure = f"A delivery from {name} (inbox {inbox_id}) failed: {exc}. It is kept."
+            failure = (
+                f"A delivery from {name} failed: {exc}. It is not tried again (the same "
+                f"body sent again is taken for it); its data is item {inbox_id} of the "
+                "ledger's inbox."
+            )
             await self.notify(Reply().say(failure), None)
 
     async def _audit(self, name: str, kind: str, data: dict[str, Any]) -> None:

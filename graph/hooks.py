@@ -31,9 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from graph.catalog import Catalog
 from graph.coordinator import Coordinator
 from graph.definitions import WaitStep
-from graph.engine import ProcessEngine
+from graph.engine import InputProblem, ProcessEngine
 from graph.errors import StewardError
 from graph.messages import Reply
+from graph.routing import format_argument
 from memory.ledger import RunStatus
 
 SIGNATURE_HEADER = "X-Steward-Signature"
@@ -131,6 +132,13 @@ class HookRouter:
             inputs = {k: v for k, v in payload.items() if k in definition.inputs}
             try:
                 view = await self.engine.start(source.start, inputs, actor)
+            except InputProblem as exc:  # the operator may start it with what came
+                given = " ".join(format_argument(k, str(v)) for k, v in inputs.items())
+                return Reply().say(
+                    f"A delivery from {name} could not start {source.start}: {exc}\n"
+                    f"To start it with what came, add what is missing to: "
+                    f"/run {source.start} {given}".rstrip()
+                )
             except StewardError as exc:
                 return Reply().say(f"A delivery from {name} could not start {source.start}: {exc}")
             reply = Reply().say(f"A delivery from {name} started {source.start}.")

@@ -299,7 +299,10 @@ class TelegramChannel:
             log.warning("refused a Telegram webhook call with a wrong or missing secret token")
             return web.Response(status=403, text="forbidden")
         try:
-            update = Update.de_json(await request.json(), self.bot)
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise TypeError("an update is a JSON object")
+            update = Update.de_json(body, self.bot)
         except (ValueError, KeyError, TypeError):
             return web.Response(status=400, text="not a Telegram update")
         await self._ready.wait()  # what a crash left stored goes first

@@ -178,6 +178,7 @@ async def test_a_form_missing_an_input_tells_the_operator(tmp_path: Path) -> Non
         assert await bot.post("form", {"client": "Acme"}, secret=FORM_SECRET) == 200
         assert await bot.steward.ledger.list_runs(None) == []
         assert any("could not start onboarding" in n and "email" in n for n in bot.news)
+        assert any("add what is missing to: /run onboarding client=Acme" in n for n in bot.news)
 
 
 async def test_deliveries_with_text_no_database_holds_start_and_wake_runs(

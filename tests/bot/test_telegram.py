@@ -671,6 +671,8 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
 
         assert await api.deliver_webhook(update, secret="wrong") == 403
         assert await api.deliver_webhook(update, secret=None) == 403
+        for wrong in ([], "update", 7):  # the secret, but no update: not a 500
+            assert await api.deliver_webhook(wrong, secret=SECRET) == 400  # type: ignore[arg-type]
         assert await bot.steward.door.stored("telegram") == []  # nothing was even stored
         assert api.sent(OPERATOR) == []
 
