@@ -57,9 +57,12 @@ def compile_definition(
 def render_card(
     definition: ProcessDefinition, gate: ApprovalStep, values: dict[str, Any]
 ) -> dict[str, Any]:
-    """What the operator is asked to approve: exactly what the gated actions will do."""
+    """What the operator is asked to approve: exactly what the gated actions will do.
+    ``values`` are kept with it: the actions render their parameters from them (see
+    ``_as_approved``)."""
     actions = definition.actions_behind(gate.id)
     return {
+        "values": values,
         "process": definition.name,
         "process_title": definition.title,
         "step": gate.id,
@@ -206,7 +209,7 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
                 f"action {step.id!r} already acted on this approval of {step.gate!r}; "
                 "each approval allows one action"
             )
-        values = _values(state, ctx, definition)
+        values = _as_approved(state, ctx, definition, step, gate)
         params = {name: render(template, values) for name, template in step.params.items()}
         key = effect_key(ctx.run_id, step.id, visit)
         result = await ctx.effects.perform(
@@ -235,6 +238,30 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
         return Command(goto=following, update=update)
 
     return action
+
+
+def _as_approved(
+    state: RunState,
+    ctx: StepContext,
+    definition: ProcessDefinition,
+    step: ActionStep,
+    decision: dict[str, Any],
+) -> dict[str, Any]:
+    """What an action renders its parameters from: the values its gate's card was
+    rendered from — what the operator saw and approved — with the operator's edit, and
+    what the actions before it behind the same gate gave. A step between the gate and
+    the action (a draft written again, a wait's data) changes nothing the action does,
+    nor does the clock (``{today}`` after midnight)."""
+    shown = decision.get("values")
+    if shown is None:  # approved before cards kept their values
+        return _values(state, ctx, definition)
+    data = state.get("data", {})
+    siblings = definition.actions_behind(step.gate)
+    given = {a.output: data[a.output] for a in siblings if a.output and a.output in data}
+    gate = definition.step(step.gate)
+    edit = decision.get("edited_text")
+    edited = {gate.editable: edit} if isinstance(gate, ApprovalStep) and gate.editable else {}
+    return {**shown, **given, **(edited if edit is not None else {})}
 
 
 def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node:

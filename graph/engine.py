@@ -1235,6 +1235,7 @@ def _decision_payload(approval: Approval) -> dict[str, Any]:
         "at": approval.decided_at.isoformat() if approval.decided_at else None,
         "reason": approval.reason,
         "edited_text": approval.edited_text,
+        "values": approval.card.get("values"),  # what the card showed: the actions act on it
     }
 
 

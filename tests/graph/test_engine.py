@@ -84,6 +84,55 @@ async def test_edit_sends_exactly_the_edited_text(app: Steward) -> None:
     assert outbox(app)[0]["params"]["body"] == "Hello Jane!"
 
 
+REWRITTEN_AFTER_THE_GATE = """
+name: rewritten
+title: A draft written again after its approval
+description: A draft is approved, then written again before the action that sends it.
+inputs:
+  email: {type: email}
+steps:
+  - id: draft
+    kind: agent
+    output: note
+    template: The text the operator approves
+  - id: approve
+    kind: approval
+    title: Approve the note
+    summary: Send the note to {email}
+    text: "{note}"
+    editable: note
+  - id: rewrite
+    kind: agent
+    output: note
+    template: A DIFFERENT TEXT nobody approved
+  - id: send
+    kind: action
+    gate: approve
+    connector: email
+    action: send_email
+    with: {to: "{email}", subject: "A note", body: "{note}"}
+"""
+
+
+@pytest.mark.parametrize("edit", [None, "The operator's own words"])
+async def test_an_action_does_what_its_card_showed_whatever_came_between(
+    database_url: DatabaseURL, tmp_path: Path, edit: str | None
+) -> None:
+    processes = tmp_path / "processes"
+    processes.mkdir()
+    (processes / "rewritten.yaml").write_text(REWRITTEN_AFTER_THE_GATE)
+    settings = load_settings(
+        home=tmp_path / "home", database_url=database_url.setting, processes_dir=processes
+    )
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        view = await app.engine.start("rewritten", {"email": "jane@acme.com"}, "cli:shell")
+        assert view.approval is not None
+        assert view.approval.card["text"] == "The text the operator approves"
+        await app.engine.decide(view.approval.id, True, "cli:shell", edited_text=edit)
+        (sent,) = outbox(app)
+    assert sent["params"]["body"] == (edit or "The text the operator approves")
+
+
 async def test_reject_ends_the_run_without_effect(app: Steward) -> None:
     view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
     assert view.approval is not None
