@@ -8,8 +8,9 @@ to the operators as news. The body is all that is signed, so it is all that tell
 delivery from another: a retry, or a captured delivery sent again under any header, is
 handled once.
 
-The body must be a JSON object that a run can keep as it is: numbers finite, and
-nested no deeper than MAX_DEPTH; anything else gets 400 and an audit event.
+The body must be a JSON object that a run can keep as it is: numbers finite and whole
+ones within 64 bits, nested no deeper than MAX_DEPTH; anything else gets 400 and an
+audit event.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def parse_delivery(body: bytes) -> dict[str, Any]:
     """The JSON object a delivery carries, as the ledger stores it; ``Unfit`` says why
     not (not JSON, not an object, a number no JSON store holds, nested too deeply)."""
     try:
-        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        payload = json.loads(
+            body, parse_constant=_no_constant, parse_float=_finite, parse_int=_within_64_bits
+        )
     except RecursionError:
         raise Unfit(f"nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -67,6 +70,13 @@ def _finite(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):
         raise Unfit(f"{text[:20]} is too large a number")
+    return number
+
+
+def _within_64_bits(text: str) -> int:
+    number = int(text)
+    if not -(2**63) <= number < 2**64:  # what a run's checkpoint keeps
+        raise Unfit(f"{text[:20]}… is too large a number")
     return number
 
 

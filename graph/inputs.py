@@ -22,6 +22,7 @@ URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 # database stores, is replaced where text is stored: see storable.
 CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202d\u202e]")
 LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x85\u2028\u2029]")  # only a text input may hold one
+LARGEST_WHOLE = 10**18  # an integer input stays below it: a run's checkpoint keeps 64 bits
 TIME_OF_DAY = re.compile(r"\d[T ]\d{1,2}:\d{2}")  # "2026-12-20 15:00", "2026-12-20T15:00"
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
@@ -80,7 +81,7 @@ class InputSpec(BaseModel):
             case InputType.EMAIL:
                 return "an email address like jane@example.com"
             case InputType.INTEGER:
-                return "a whole number"
+                return "a whole number of at most 18 digits"
             case InputType.NUMBER:
                 return "a number"
             case InputType.MONEY:
@@ -144,7 +145,8 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
         case InputType.INTEGER:
             if isinstance(raw, bool):
                 return None
-            return int(text.replace(",", "").replace("_", ""))
+            whole = int(text.replace(",", "").replace("_", ""))
+            return whole if abs(whole) < LARGEST_WHOLE else None  # a run keeps 64 bits
         case InputType.NUMBER:
             number = float(text.replace(",", ""))
             return number if math.isfinite(number) else None

@@ -34,6 +34,7 @@ GOOD: list[tuple[InputType, Any, Any]] = [
     (InputType.INTEGER, "1,200", 1200),
     (InputType.INTEGER, "-3", -3),
     (InputType.INTEGER, 7, 7),
+    (InputType.INTEGER, "-999999999999999999", -999_999_999_999_999_999),  # 18 digits
     (InputType.NUMBER, "1.5", 1.5),
     (InputType.NUMBER, "1,200.5", 1200.5),
     (InputType.NUMBER, "-2", -2.0),
@@ -69,6 +70,8 @@ BAD: list[tuple[InputType, Any]] = [
     (InputType.INTEGER, "1.5"),
     (InputType.INTEGER, "twelve"),
     (InputType.INTEGER, True),
+    (InputType.INTEGER, "1000000000000000000"),  # 19 digits: past what a run keeps
+    (InputType.INTEGER, "99999999999999999999999"),
     (InputType.NUMBER, "one"),
     (InputType.NUMBER, "1.2.3"),
     (InputType.MONEY, "-5"),
