@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -33,6 +34,7 @@ from graph.definitions import (
     WaitStep,
 )
 from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit
+from graph.inputs import InputType
 from graph.state import RunState, StepContext
 from graph.templating import render
 
@@ -290,10 +292,11 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
 def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
     condition = Condition(step.condition)
     then, otherwise = _target(step.then) or END, _target(step.otherwise) or END
+    money = [name for name, spec in definition.inputs.items() if spec.type is InputType.MONEY]
 
     async def branch(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
         visit = _visit(state, step, definition)
-        chosen = condition.evaluate(_values(state, runtime.context, definition))
+        chosen = condition.evaluate(_typed(_values(state, runtime.context, definition), money))
         target = then if chosen else otherwise
         runtime.context.log.append(
             _entry(step, visit, "done", condition=step.condition, held=chosen, went_to=target)
@@ -301,3 +304,10 @@ def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
         return Command(goto=target, update={"visits": {step.id: visit}})
 
     return branch
+
+
+def _typed(values: dict[str, Any], money: list[str]) -> dict[str, Any]:
+    """``values`` with each money input as a number (kept as text, "5000.00", so that a
+    card shows it as typed), for a condition to compare with ``>= 1000``."""
+    amounts = {name: Decimal(values[name]) for name in money if isinstance(values.get(name), str)}
+    return {**values, **amounts}

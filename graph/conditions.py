@@ -1,7 +1,10 @@
 """Branch conditions: a small, safe expression language over a run's data.
 
 ``package == 'premium' and amount >= 1000`` — names, literals, comparisons,
-``and``/``or``/``not`` and ``in``. No calls, attributes or subscripts.
+``and``/``or``/``not`` and ``in``. No calls, attributes or subscripts. A money input is
+compared as a number (the compiler hands it over as a ``Decimal``); an input left out
+(None) is neither less nor more than anything; any other pair that has no order (words
+and a number) raises ``ConditionError``, never a silent False.
 """
 
 from __future__ import annotations
@@ -21,6 +24,18 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.In: lambda a, b: a in b,
     ast.NotIn: lambda a, b: a not in b,
 }
+
+
+def _left_out(op: ast.cmpop, left: Any, right: Any) -> bool:
+    """Whether a comparison meets an input left out (None) where it needs a value: on
+    either side of an order, or as what ``in`` looks in."""
+    if isinstance(op, ast.In | ast.NotIn):
+        return right is None
+    return not isinstance(op, ast.Eq | ast.NotEq) and (left is None or right is None)
+
+
+class ConditionError(ValueError):
+    """A condition whose values cannot be compared: the run fails, visibly."""
 
 
 class Condition:
@@ -72,11 +87,18 @@ class Condition:
             left = self._eval(node.left, values)
             for op, right_node in zip(node.ops, node.comparators, strict=True):
                 right = self._eval(right_node, values)
+                if _left_out(op, left, right):  # an input left out: no order, holds nothing
+                    if not isinstance(op, ast.NotIn):
+                        return False
+                    left = right
+                    continue
                 try:
                     if not _COMPARE[type(op)](left, right):
                         return False
-                except TypeError:
-                    return False
+                except TypeError:  # a definition comparing a number with words, say
+                    raise ConditionError(
+                        f"{self.source!r} cannot compare {left!r} with {right!r}"
+                    ) from None
                 left = right
             return True
         if isinstance(node, ast.Name):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from graph.catalog import Catalog, DefinitionError, DefinitionProblem, load_definition
-from graph.conditions import Condition
+from graph.conditions import Condition, ConditionError
 from graph.definitions import ActionStep, ApprovalStep, ProcessDefinition
 from graph.durations import describe_duration, parse_duration
 from graph.inputs import InputSpec
@@ -488,17 +488,34 @@ def test_condition_missing_names_are_none() -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "values"),
+    ("source", "expected"),
     [
-        ("amount > 5", {}),
-        ("amount > 5", {"amount": "lots"}),
-        ("amount <= 'x'", {"amount": 3}),
-        ("'vip' in tags", {"tags": 7}),
-        ("'vip' in tags", {}),
+        ("amount > 5", False),
+        ("amount <= 5", False),
+        ("5 < amount", False),
+        ("'vip' in tags", False),
+        ("'vip' not in tags", True),
+        ("amount == 5", False),
     ],
 )
-def test_condition_incompatible_types_are_false(source: str, values: dict[str, Any]) -> None:
-    assert Condition(source).evaluate(values) is False
+def test_a_condition_on_an_input_left_out_holds_no_order(source: str, expected: bool) -> None:
+    assert Condition(source).evaluate({}) is expected
+
+
+@pytest.mark.parametrize(
+    ("source", "values"),
+    [
+        ("amount > 5", {"amount": "lots"}),
+        ("amount > 1000", {"amount": "5000.00"}),  # money as text: a silent False before
+        ("amount <= 'x'", {"amount": 3}),
+        ("'vip' in tags", {"tags": 7}),
+    ],
+)
+def test_a_condition_on_values_with_no_order_fails_visibly(
+    source: str, values: dict[str, Any]
+) -> None:
+    with pytest.raises(ConditionError, match="cannot compare"):
+        Condition(source).evaluate(values)
 
 
 # --- templating -------------------------------------------------------------------------

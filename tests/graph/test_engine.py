@@ -133,6 +133,50 @@ async def test_an_action_does_what_its_card_showed_whatever_came_between(
     assert sent["params"]["body"] == (edit or "The text the operator approves")
 
 
+MONEY_BRANCH = """
+name: big_quote
+title: A big quote asks first
+description: A quote of 1,000 or more waits for approval; a smaller one ends.
+inputs:
+  email: {type: email}
+  amount: {type: money}
+steps:
+  - id: big
+    kind: branch
+    if: amount >= 1000
+    then: approve
+    else: end
+  - id: approve
+    kind: approval
+    title: Approve the quote
+    summary: Send the quote of {amount} to {email}
+  - id: send
+    kind: action
+    gate: approve
+    connector: email
+    action: send_email
+    with: {to: "{email}", subject: "Our quote", body: "{amount}"}
+"""
+
+
+@pytest.mark.parametrize(("amount", "asks"), [("5,000", True), ("1000", True), ("900", False)])
+async def test_a_branch_compares_a_money_input_as_a_number(
+    database_url: DatabaseURL, tmp_path: Path, amount: str, asks: bool
+) -> None:
+    """Money is kept as text, "5000.00": compared with 1000 it was a silent False."""
+    processes = tmp_path / "processes"
+    processes.mkdir()
+    (processes / "big_quote.yaml").write_text(MONEY_BRANCH)
+    settings = load_settings(
+        home=tmp_path / "home", database_url=database_url.setting, processes_dir=processes
+    )
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        inputs = {"email": "jane@acme.com", "amount": amount}
+        view = await app.engine.start("big_quote", inputs, "cli:shell")
+    assert (view.approval is not None) is asks
+    assert view.run.status is (RunStatus.WAITING if asks else RunStatus.SUCCEEDED)
+
+
 async def test_reject_ends_the_run_without_effect(app: Steward) -> None:
     view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
     assert view.approval is not None
