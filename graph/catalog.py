@@ -6,6 +6,7 @@ skipped and reported with file, line and field; it never stops steward starting.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 from pydantic import ValidationError
 
 from graph.definitions import ProcessDefinition, ReferenceProblem
+
+log = logging.getLogger(__name__)
 
 Path_ = tuple[str | int, ...]
 
@@ -47,6 +50,9 @@ def load_definition(path: Path) -> ProcessDefinition:
         raise DefinitionError([DefinitionProblem(path, None, "", f"cannot read: {exc}")]) from None
     try:
         node = yaml.compose(text)
+    except RecursionError:
+        problem = f"not valid YAML here: nested more than {DEEPEST} levels deep"
+        raise DefinitionError([DefinitionProblem(path, None, "", problem)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -57,7 +63,10 @@ def load_definition(path: Path) -> ProcessDefinition:
     if node is None:
         raise DefinitionError([DefinitionProblem(path, None, "", "the file is empty")])
     lines: dict[Path_, int] = {}
-    data = _to_python(node, (), lines)
+    try:
+        data = _to_python(node, (), lines, [MOST_NODES])
+    except _TooLarge as exc:
+        raise DefinitionError([DefinitionProblem(path, exc.line, "", str(exc))]) from None
     if not isinstance(data, dict):
         raise DefinitionError([DefinitionProblem(path, 1, "", "a definition must be a mapping")])
     try:
@@ -82,18 +91,37 @@ def load_definition(path: Path) -> ProcessDefinition:
         raise DefinitionError(problems) from None
 
 
-def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
+# What a definition may hold, counted as it is read: a few hundred nodes is a large one.
+# Aliases are counted each time they are used, so that a file of aliases of aliases
+# (a "billion laughs") stops here instead of taking the start with it.
+MOST_NODES = 5_000
+DEEPEST = 32
+
+
+class _TooLarge(ValueError):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], left: list[int]) -> Any:
+    line = node.start_mark.line + 1
+    lines[path] = line
+    left[0] -= 1
+    if left[0] < 0:
+        raise _TooLarge(f"the definition holds more than {MOST_NODES} values", line)
+    if len(path) > DEEPEST:
+        raise _TooLarge(f"nested more than {DEEPEST} levels deep", line)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = key_node.value
             lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _to_python(value_node, (*path, key), lines)
+            result[key] = _to_python(value_node, (*path, key), lines, left)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*path, i), lines) for i, item in enumerate(node.value)]
+        return [_to_python(item, (*path, i), lines, left) for i, item in enumerate(node.value)]
     return yaml.safe_load(yaml.serialize(node))
 
 
@@ -143,6 +171,10 @@ class Catalog:
                     catalog.add(load_definition(path), path)
                 except DefinitionError as exc:
                     catalog.problems.extend(exc.problems)
+                except Exception as exc:  # one bad file never stops a start
+                    log.exception("could not load %s", path)
+                    problem = f"could not load it: {type(exc).__name__}: {exc}"
+                    catalog.problems.append(DefinitionProblem(path, None, "", problem))
         return catalog
 
     def add(self, definition: ProcessDefinition, source: Path) -> None:

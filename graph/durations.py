@@ -9,16 +9,24 @@ _PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+LONGEST = timedelta(days=3650)
+
+
 def parse_duration(text: str) -> timedelta:
     cleaned = text.strip().lower().replace(" ", "")
     parts = _PART.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
         raise ValueError(f"{text!r} is not a duration; write e.g. 30m, 72h, 3d or 1w")
     total = timedelta()
-    for number, unit in parts:
-        total += timedelta(**{_UNITS[unit]: int(number)})
+    try:
+        for number, unit in parts:
+            total += timedelta(**{_UNITS[unit]: int(number)})
+    except OverflowError:
+        total = LONGEST + LONGEST
     if total <= timedelta():
         raise ValueError(f"{text!r} must be longer than zero")
+    if total > LONGEST:  # a deadline past it is no deadline, and dates end at year 9999
+        raise ValueError(f"{text!r} is longer than {LONGEST.days // 365} years")
     return total
 
 

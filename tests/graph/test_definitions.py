@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from graph.catalog import Catalog, DefinitionError, DefinitionProblem, load_definition
+from graph import catalog as catalog_module
+from graph.catalog import MOST_NODES, Catalog, DefinitionError, DefinitionProblem, load_definition
 from graph.conditions import Condition, ConditionError
 from graph.definitions import ActionStep, ApprovalStep, ProcessDefinition
 from graph.durations import describe_duration, parse_duration
@@ -383,6 +384,45 @@ def test_catalog_loads_the_builtins() -> None:
     assert [d.name for d in catalog] == sorted(d.name for d in catalog)
 
 
+def test_a_definition_too_large_or_too_deep_is_a_problem_not_a_hang(tmp_path: Path) -> None:
+    """Aliases of aliases (a "billion laughs") and deep nesting took the start with them."""
+    user = tmp_path / "processes"
+    user.mkdir()
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n"
+        for a, b in zip("abcdef", "bcdefg", strict=True)
+    )
+    write(user, laughs, "laughs.yaml")
+    write(user, "name: deep\nsteps: " + "[" * 3000 + "]" * 3000 + "\n", "deep.yaml")
+    write(user, "name: deeper\nsteps: " + "[" * 40 + "]" * 40 + "\n", "deeper.yaml")
+
+    catalog = Catalog.load(BUILTIN_DIR, user)
+
+    said = {p.file.name: p.message for p in catalog.problems}
+    assert said["laughs.yaml"] == f"the definition holds more than {MOST_NODES} values"
+    assert "nested more than" in said["deep.yaml"] and "nested more than" in said["deeper.yaml"]
+    assert len(catalog) == len(BUILTIN_FILES)
+
+
+def test_a_user_definition_that_breaks_the_loader_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = tmp_path / "processes"
+    user.mkdir()
+    write(user, GOOD, "demo.yaml")
+
+    def broken(path: Path) -> ProcessDefinition:
+        if path.parent == user:
+            raise OverflowError("a bug in reading it")
+        return load(path)
+
+    load = catalog_module.load_definition
+    monkeypatch.setattr(catalog_module, "load_definition", broken)
+    catalog = Catalog.load(BUILTIN_DIR, user)
+    (problem,) = catalog.problems
+    assert problem.message == "could not load it: OverflowError: a bug in reading it"
+
+
 def test_catalog_skips_a_broken_user_definition(tmp_path: Path) -> None:
     user = tmp_path / "processes"
     user.mkdir()
@@ -572,7 +612,13 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "   ", "0h", "0m0s", "soon", "3x", "h", "-5m", "1.5h"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", "   ", "0h", "0m0s", "soon", "3x", "h", "-5m", "1.5h"),
+        *("3651d", "99999999d", "9999999999999d"),  # past ten years; past what dates hold
+    ],
+)
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
