@@ -84,6 +84,7 @@ class Steward:
                 connectors.register(email_connector(settings))
                 connectors.register(WebhookConnector(settings.webhook_secret))
                 load_user_connectors(connectors)
+                catalog.refuse_unknown_actions(connectors.actions())
                 budgets = Budgets(
                     ledger,
                     ZoneInfo(settings.timezone),

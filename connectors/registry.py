@@ -31,6 +31,10 @@ class ConnectorRegistry:
             raise ValueError(f"a connector named {connector.name!r} is already registered")
         self._connectors[connector.name] = connector
 
+    def actions(self) -> dict[str, frozenset[str]]:
+        """Each registered connector's actions, by its name."""
+        return {name: connector.actions for name, connector in self._connectors.items()}
+
     def get(self, name: str) -> Connector:
         try:
             return self._connectors[name]

@@ -7,7 +7,7 @@ skipped and reported with file, line and field; it never stops steward starting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from graph.definitions import ProcessDefinition, ReferenceProblem
+from graph.definitions import ActionStep, Compensation, ProcessDefinition, ReferenceProblem
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,23 @@ class Catalog:
         self.sources[definition.name] = source
         self.versions[definition.name] = definition.version
 
+    def refuse_unknown_actions(self, actions: Mapping[str, frozenset[str]]) -> None:
+        """Skips, as problems, the definitions whose steps act through a connector that is
+        not registered (``actions``: each one's actions, by name) or call an action it
+        does not have: they would fail only after their approval, and a /retry runs
+        the version the run began with."""
+        for definition in list(self.definitions.values()):
+            source = self.sources[definition.name]
+            problems = [
+                DefinitionProblem(source, None, where, problem)
+                for where, problem in _unknown_actions(definition, actions)
+            ]
+            if problems:
+                self.problems.extend(problems)
+                del self.definitions[definition.name]
+                del self.sources[definition.name]
+                del self.versions[definition.name]
+
     def get(self, name: str) -> ProcessDefinition | None:
         return self.definitions.get(name)
 
@@ -190,6 +207,29 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.definitions)
+
+
+def _unknown_actions(
+    definition: ProcessDefinition, actions: Mapping[str, frozenset[str]]
+) -> Iterator[tuple[str, str]]:
+    """Where and why a step names a connector or an action nobody registered."""
+    for index, step in enumerate(definition.steps):
+        if not isinstance(step, ActionStep):
+            continue
+        calls = [(f"steps.{index}", step.connector, step.action)]
+        if isinstance(step.compensate, Compensation):
+            undo = step.compensate
+            calls.append(
+                (f"steps.{index}.compensate", undo.connector or step.connector, undo.action)
+            )
+        for where, connector, action in calls:
+            known = actions.get(connector)
+            if known is None:
+                registered = ", ".join(sorted(actions)) or "none"
+                yield f"{where}.connector", f"no connector {connector!r} (registered: {registered})"
+            elif action not in known:
+                have = ", ".join(sorted(known))
+                yield f"{where}.action", f"{connector} has no action {action!r} (it has {have})"
 
 
 def _yaml_files(folder: Path) -> Iterable[Path]:

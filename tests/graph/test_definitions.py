@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.app import Steward
+from bot.settings import load_settings
 from graph import catalog as catalog_module
 from graph.catalog import MOST_NODES, Catalog, DefinitionError, DefinitionProblem, load_definition
 from graph.conditions import Condition, ConditionError
@@ -634,3 +636,26 @@ def test_a_catalog_built_from_definitions_knows_their_versions() -> None:
     definition = load_definition(BUILTIN_FILES[0])
     catalog = Catalog(definitions={definition.name: definition})
     assert catalog.versions == {definition.name: definition.version}
+
+
+async def test_a_definition_acting_through_what_nobody_registered_is_skipped_at_start(
+    tmp_path: Path,
+) -> None:
+    """It loaded, and failed only after its approval; a /retry ran the same version."""
+    user = tmp_path / "processes"
+    user.mkdir()
+    write(user, GOOD.replace("connector: outbox", "connector: crm"), "crm.yaml")
+    wrong = GOOD.replace("name: demo", "name: wrong").replace("send_email", "delete_everything")
+    write(user, wrong, "wrong.yaml")
+    fine = GOOD.replace("name: demo", "name: fine")
+    write(user, fine, "fine.yaml")
+    settings = load_settings(home=tmp_path / "home", processes_dir=user)
+    async with Steward.open(settings) as steward:
+        catalog = steward.catalog
+        assert catalog.get("demo") is None and catalog.get("wrong") is None
+        assert catalog.get("fine") is not None and catalog.get("onboarding") is not None
+        said = {(p.file.name, p.field): p.message for p in catalog.problems}
+    assert said[("crm.yaml", "steps.2.connector")].startswith("no connector 'crm' (registered: ")
+    assert said[("wrong.yaml", "steps.2.action")].startswith(
+        "outbox has no action 'delete_everything' (it has "
+    )
