@@ -64,6 +64,19 @@ class InputSpec(BaseModel):
             raise ValueError("future is only for inputs of type date or datetime")
         return self
 
+    @model_validator(mode="after")
+    def _a_default_of_its_type(self) -> InputSpec:
+        """A default is a value of the input's type, as one typed would be; words may
+        name an input before them (``"{client} team"``), read when a run starts."""
+        words = self.type in (InputType.STRING, InputType.TEXT)
+        if self.default is None or (words and isinstance(self.default, str)):
+            return self
+        try:
+            parse_input("default", self, self.default)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
     @property
     def asked(self) -> bool:
         """A chat starting its process without it asks for it: a needed input without a

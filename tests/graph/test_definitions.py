@@ -659,3 +659,19 @@ async def test_a_definition_acting_through_what_nobody_registered_is_skipped_at_
     assert said[("wrong.yaml", "steps.2.action")].startswith(
         "outbox has no action 'delete_everything' (it has "
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ({"type": "integer", "default": "abc"}, "default: expected a whole number"),
+        ({"type": "choice", "choices": ["a", "b"], "default": "z"}, "default: expected one of"),
+        ({"type": "date", "default": "yesterday"}, "default: expected a date as YYYY-MM-DD"),
+    ],
+)
+def test_a_default_not_of_its_input_s_type_is_a_problem(spec: dict[str, Any], said: str) -> None:
+    """It reached the card as written ("go abc yesterday z")."""
+    with pytest.raises(ValueError, match=said):
+        InputSpec.model_validate(spec)
+    assert InputSpec.model_validate({"type": "integer", "default": 5}).default == 5
+    assert InputSpec.model_validate({"type": "string", "default": "{client} team"}).default

@@ -21,7 +21,7 @@ from memory.ledger import ModelCall, RunStatus, utcnow
 FAILING = """
 name: broken_sync
 title: Broken sync
-description: acts through a connector that is not there
+description: posts to an address that is no address
 steps:
   - id: gate
     kind: approval
@@ -29,8 +29,9 @@ steps:
   - id: act
     kind: action
     gate: gate
-    connector: nowhere
-    action: sync
+    connector: webhook
+    action: post
+    with: {url: nowhere}
 """
 ESCALATING = """
 name: quick_check
