@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from graph.conditions import Condition
 from graph.durations import parse_duration
 from graph.inputs import InputSpec
-from graph.templating import placeholders
+from graph.templating import mistyped, placeholders
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
 END = "end"
@@ -234,6 +234,15 @@ class ProcessDefinition(BaseModel):
         gates = {s.id for s in self.steps if isinstance(s, ApprovalStep)}
         for index, step in enumerate(self.steps):
             self._check_step(index, step, known_steps, values, gates, ids)
+            acting = {a.id for a in self.actions_behind(step.id)}
+            if isinstance(step, ApprovalStep) and step.on_reject in acting:
+                raise ReferenceProblem(
+                    f"step {step.id!r} goes on a rejection to {step.on_reject!r}, which acts "
+                    "only on its approval",
+                    "steps",
+                    index,
+                    "on_reject",
+                )
         return self
 
     @staticmethod
@@ -254,6 +263,14 @@ class ProcessDefinition(BaseModel):
                     _target_field(step, target),
                 )
         for template in step.templates():
+            if wrong := mistyped(template):
+                name = re.sub(r"[^\w]", "", wrong.split(".")[0]).lower()
+                raise ReferenceProblem(
+                    f"step {step.id!r} has {wrong}, which is no placeholder: write "
+                    f"{{{name}}}, lower case and without spaces, or {{{{ and }}}} for a brace",
+                    "steps",
+                    index,
+                )
             missing = placeholders(template) - values
             if missing:
                 raise ReferenceProblem(

@@ -10,8 +10,21 @@ PLACEHOLDER = re.compile(r"(?<!\{)\{([a-z_][a-z0-9_]*)\}(?!\})")
 TOKEN = re.compile(r"\{\{|\}\}|\{([a-z_][a-z0-9_]*)\}")
 
 
+# What looks meant as a placeholder and is none: ``{Client}``, ``{ client }``, ``{client.name}``.
+LOOKALIKE = re.compile(r"(?<!\{)\{\s*[A-Za-z_][\w.]*\s*\}(?!\})")
+
+
 def placeholders(template: str) -> set[str]:
     return set(PLACEHOLDER.findall(template))
+
+
+def mistyped(template: str) -> str | None:
+    """The first ``{…}`` in ``template`` that looks like a placeholder but is none (it
+    would be sent as written); None when there is none."""
+    for match in LOOKALIKE.finditer(template):
+        if not PLACEHOLDER.fullmatch(match.group(0)):
+            return match.group(0)
+    return None
 
 
 def render(template: str, values: Mapping[str, Any]) -> str:

@@ -675,3 +675,23 @@ def test_a_default_not_of_its_input_s_type_is_a_problem(spec: dict[str, Any], sa
         InputSpec.model_validate(spec)
     assert InputSpec.model_validate({"type": "integer", "default": 5}).default == 5
     assert InputSpec.model_validate({"type": "string", "default": "{client} team"}).default
+
+
+@pytest.mark.parametrize("wrong", ["{Email}", "{ email }", "{email.name}"])
+def test_a_placeholder_mistyped_is_a_problem_not_sent_as_written(
+    tmp_path: Path, wrong: str
+) -> None:
+    summary = "summary: Send the note to {email}"
+    problem = only_problem(write(tmp_path, GOOD.replace(summary, f"summary: To {wrong}")))
+    assert problem.message.startswith(f"step 'approve' has {wrong}, which is no placeholder")
+    assert "write {email}, lower case" in problem.message
+    braces = load_definition(write(tmp_path, GOOD.replace(summary, 'summary: "{{Email}} {10}"')))
+    assert braces.steps[1].summary == "{{Email}} {10}"  # type: ignore[union-attr]
+
+
+def test_a_rejection_that_goes_to_the_action_it_gates_is_a_problem(tmp_path: Path) -> None:
+    """The run reached the action, which refused: "reached without approval"."""
+    text = GOOD.replace('    text: "{body}"\n', '    text: "{body}"\n    on_reject: send\n')
+    problem = only_problem(write(tmp_path, text))
+    assert problem.field == "steps.1.on_reject"
+    assert "goes on a rejection to 'send', which acts only on its approval" in problem.message
