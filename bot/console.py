@@ -94,19 +94,18 @@ class ConsoleChannel:
     def show(self, reply: Reply) -> None:
         choices: dict[str, str] = {}
         text = render(reply, choices)
-        if choices:
+        if text:  # numbers press the buttons of what was shown last, and only those
             self.choices = choices
-        if text:
             print(f"steward › {text}\n", file=self.out, flush=True)
 
     async def say(self, text: str) -> Reply:
-        """One operator turn: a number presses a button on the last card."""
+        """One operator turn: a number presses a button shown last, unless steward
+        waits for an answer: then it is the answer (an amount, a choice)."""
         stripped = text.strip()
         external_id = f"{self._session}-{next(self._counter)}"
-        if stripped in self.choices:
+        inbound = Inbound(self.sender, "terminal", external_id, text=stripped)
+        if stripped in self.choices and await self.door.question_to(inbound) is None:
             inbound = Inbound(self.sender, "terminal", external_id, button=self.choices[stripped])
-        else:
-            inbound = Inbound(self.sender, "terminal", external_id, text=stripped)
         try:
             reply = await self.door.receive(inbound) or Reply()
         except TakenOver:  # stopped (Ctrl-Z) past its lease, another steward chat took it

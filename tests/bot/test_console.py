@@ -63,3 +63,22 @@ async def test_the_chat_says_how_it_ended(tmp_path: Path) -> None:
 
             console = ConsoleChannel(steward.door, out=io.StringIO(), read_line=read_line)
             assert await console.run() == ending
+
+
+async def test_a_number_that_answers_a_question_presses_no_button(tmp_path: Path) -> None:
+    """A card shown earlier kept its numbers: "1", the amount due, approved it."""
+    home = tmp_path / "home"
+    async with Steward.open(load_settings(home=home)) as steward:
+        out = io.StringIO()
+        console = ConsoleChannel(steward.door, out=out)
+        await console.say("/run onboarding client=Acme email=jane@acme.com package=basic")
+        assert console.choices  # the welcome card: [1] Approve …
+        start = "/run invoice_followup client=Globex email=b@globex.com invoice=INV-7"
+        asked = await console.say(start)
+        assert "How much is due?" in "\n".join(asked.texts)
+        assert console.choices == {}  # what was shown last has no buttons
+        answered = await console.say("1")  # the amount, not [1] Approve
+        assert "When was it due" in "\n".join(answered.texts)
+        assert not (home / "outbox").exists() or not list((home / "outbox").iterdir())
+        (waiting,) = await steward.ledger.pending_approvals(None)
+        assert waiting.card["process"] == "onboarding"
