@@ -31,6 +31,7 @@ from memory.ledger import LEASE, utcnow
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
 BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gone one left
+FEEDING_SECONDS = 2.0  # a stop waits this long for long-term memory's batch
 DECISIONS_READ = "cards:decisions-read"  # how far the audit log's decisions were settled
 
 
@@ -229,6 +230,10 @@ class Service:
         """Stops everything; the channels finish what they took and send their replies
         within ``drain_seconds`` in all, and leave the rest for the next start."""
         deadline = asyncio.get_running_loop().time() + drain_seconds
+        if self._feeding is not None:  # long-term memory: the batch it feeds, then it stops
+            self.steward.history.sync.stop()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._feeding), FEEDING_SECONDS)
         # Nothing new is taken up while stopping; the lease outlasts the drain.
         tasks = (self._beating, self._warming, self._ticking, self._watching, self._feeding)
         for task in tasks:

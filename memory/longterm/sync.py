@@ -54,6 +54,7 @@ class MemorySync:
         self._embedder_down: str | None = None
         self._feeding = asyncio.Lock()
         self._checked = False
+        self._stopping = False  # ``run`` ends after the batch it feeds
 
     async def catch_up(self) -> int:
         """Feeds the store everything the ledger holds for it so far; returns how many
@@ -97,6 +98,8 @@ class MemorySync:
             cursor = entries[-1][0]
             await self.ledger.move_journal_cursor(self.cursor_name, cursor)
             fed += len(records)
+            if self._stopping:
+                break
         return fed
 
     async def _feed_audit(self) -> int:
@@ -121,6 +124,8 @@ class MemorySync:
                 fed += len(records)
             cursor = last
             await self.ledger.move_journal_cursor(self.audit_cursor_name, cursor)
+            if self._stopping:
+                return fed
 
     async def rebuild(self) -> int:
         """Empties the store and feeds it everything again."""
@@ -143,9 +148,17 @@ class MemorySync:
         """Something was journaled: feed it now rather than at the next tick."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Has ``run`` end once the batch it feeds is fed and noted: cancelled between
+        the two, the next start finds records it was not told of, and feeds it all again."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self, every_seconds: float = 5.0, retry_seconds: float = 10.0) -> None:
-        """Keeps the store fed until cancelled; an outage is logged once, and its end."""
-        while True:
+        """Keeps the store fed until cancelled or stopped; an outage is logged once, and
+        its end."""
+        self._stopping = False
+        while not self._stopping:
             pause = every_seconds
             try:
                 await self.catch_up()
@@ -160,6 +173,8 @@ class MemorySync:
             except Exception:
                 log.exception("could not feed long-term memory; trying again")
                 pause = retry_seconds
+            if self._stopping:
+                return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)

@@ -232,3 +232,40 @@ def test_journal_writers_on_postgresql_commit_in_the_order_of_their_numbers(
         first.close()
         second.close()
         engine.dispose()
+
+
+class Slow(EmbeddedMemory):
+    """A store whose writes take their time, as a remote one's do."""
+
+    started = asyncio.Event()
+
+    async def upsert(
+        self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]
+    ) -> None:
+        self.started.set()
+        await asyncio.sleep(0.2)
+        await super().upsert(records, vectors)
+
+
+async def test_a_stop_lets_the_batch_under_way_be_fed_and_noted(
+    ledger: Ledger, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled between the write and its note, the next start found records it was
+    never told of and fed the store all over again, with a warning, after every short
+    session."""
+    store = Slow(tmp_path / "memory.db")
+    store.started = asyncio.Event()
+    try:
+        sync = MemorySync(ledger, store, None, batch=2)
+        await ledger.journal([journaled(n, f"note {n}") for n in range(6)])
+        task = asyncio.create_task(sync.run(every_seconds=60))
+        await store.started.wait()
+        sync.stop()  # mid-write
+        await asyncio.wait_for(task, 5)
+        assert await store.count() == 2 and await sync.behind() == 4  # fed, and noted
+        again = MemorySync(ledger, store, None, batch=2)
+        with caplog.at_level(logging.WARNING, logger="memory.longterm.sync"):
+            assert await again.catch_up() == 4
+        assert caplog.records == []
+    finally:
+        await store.close()
