@@ -98,9 +98,13 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
 # -- the product -------------------------------------------------------------------------
 
 
-async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
+def _say_skipped(steward: Steward) -> None:
     for problem in steward.catalog.problems:
         print(f"steward: skipped {problem}", file=sys.stderr)
+
+
+async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
+    _say_skipped(steward)
     channels = configured_channels(steward)
     if not channels:
         return await _terminal(steward, serving=True)
@@ -123,6 +127,7 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
+    _say_skipped(steward)
     return await _terminal(steward, serving=False)
 
 

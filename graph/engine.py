@@ -214,6 +214,12 @@ class ProcessEngine:
     def definition(self, name: str) -> ProcessDefinition:
         definition = self.catalog.get(name)
         if definition is None:
+            skipped = [p for p in self.catalog.problems if p.file.stem == name]
+            if skipped:  # the operator's own file, which could not be read
+                raise NotFound(
+                    f"no process named {name!r}: {skipped[0].file.name} was skipped at the "
+                    f"start ({skipped[0]}); steward reads it again at its next start"
+                )
             known = ", ".join(d.name for d in self.catalog)
             raise NotFound(f"no process named {name!r}; try one of: {known}")
         return definition

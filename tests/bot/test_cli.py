@@ -556,3 +556,17 @@ def test_a_terminal_beside_another_steward_leaves_the_webhooks_to_it(
         monkeypatch.setattr(sys, "stdin", io.StringIO(""))
         code, _, beside = steward(capsys, "chat")
     assert code == 0 and "the other steward serves the webhooks" in beside
+
+
+def test_a_skipped_definition_is_told_in_the_chat_and_when_started_by_name(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processes = home / "processes"
+    processes.mkdir(parents=True)
+    (processes / "broken.yaml").write_text("name: broken\ntitle: Broken\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, said = steward(capsys, "chat")
+    assert code == 0 and "steward: skipped " in said and "broken.yaml" in said
+    code, _, said = steward(capsys, "start", "broken")
+    assert code == 2
+    assert "no process named 'broken': broken.yaml was skipped at the start (" in said
