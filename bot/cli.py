@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -88,10 +89,10 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
             print(f"steward: {exc.told(LISTINGS)}", file=sys.stderr)
             return 2
         except InputProblem as exc:
-            print(f"steward: {exc}", file=sys.stderr)
+            print(f"steward: {_in_shell_words(str(exc))}", file=sys.stderr)
             return 2
         except StewardError as exc:
-            print(f"steward: {exc}", file=sys.stderr)
+            print(f"steward: {_in_shell_words(str(exc))}", file=sys.stderr)
             return 1
 
 
@@ -367,12 +368,22 @@ async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
 
 def _commands_for(buttons: list[Button]) -> list[str]:
     """The shell's commands for an item's buttons, which a shell cannot press."""
-    commands = []
-    for button in buttons:
-        verb, _, about = button.payload.partition(":")
-        if verb in COMMANDS:
-            commands.append(f"steward {verb} {about}")
-    return commands
+    return [command for button in buttons if (command := _shell_command(button))]
+
+
+def _shell_command(button: Button) -> str | None:
+    verb, _, about = button.payload.partition(":")
+    return f"steward {verb} {about}" if verb in COMMANDS else None
+
+
+def _for_the_shell(reply: Reply) -> str:
+    """A reply as the shell shows it: a card's buttons as the commands that do what they
+    do, and a chat command the text suggests (``/resume RUN``) as the shell's own."""
+    return _in_shell_words(render(reply, shell=_shell_command))
+
+
+def _in_shell_words(text: str) -> str:
+    return CHAT_COMMAND.sub(lambda m: f"steward {m.group(1)}", text)
 
 
 async def cmd_replay(steward: Steward, args: argparse.Namespace) -> int:
@@ -410,7 +421,7 @@ async def cmd_confirm(steward: Steward, args: argparse.Namespace) -> int:
 
 def _print_view(steward: Steward, view: RunView) -> int:
     """The run where it stopped; 1 when it stopped failed."""
-    print(render(steward.coordinator.describe(view)))
+    print(_for_the_shell(steward.coordinator.describe(view)))
     return 1 if view.run.status is RunStatus.FAILED else 0
 
 
@@ -467,7 +478,7 @@ async def cmd_audit(steward: Steward, args: argparse.Namespace) -> int:
 
 
 def _print_decision(reply: Reply) -> int:
-    print(render(reply))
+    print(_for_the_shell(reply))
     return 1 if reply.notice else 0
 
 
@@ -519,6 +530,10 @@ COMMANDS: dict[str, Command] = {
     "history": cmd_history,
     "memory": cmd_memory,
 }
+
+
+# A chat command in a reply's text — "/resume RUN first" — that the shell has too.
+CHAT_COMMAND = re.compile(r"(?<![\w/.:])/(" + "|".join(COMMANDS) + r")\b")
 
 
 def _at_least_one(text: str) -> int:

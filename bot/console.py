@@ -12,7 +12,7 @@ from contextlib import suppress
 from typing import Any, Literal, TextIO
 
 from graph.front_door import FrontDoor
-from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
+from graph.messages import Button, Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from memory.ledger import TakenOver
 
 PROMPT = "you › "
@@ -23,8 +23,13 @@ TAKEN_OVER = (
 )
 
 
-def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
-    """Plain text for a reply; fills ``choices`` with number → button payload."""
+Press = Callable[[Button], str | None]  # a button as a shell command, None: none does it
+
+
+def render(reply: Reply, choices: dict[str, str] | None = None, shell: Press | None = None) -> str:
+    """Plain text for a reply; fills ``choices`` with number → button payload. With
+    ``shell`` (the command line, where nothing can be pressed) a card names the command
+    for each of its buttons instead of a number."""
     blocks = []
     number = itertools.count(1)
     for item in reply.items:
@@ -33,7 +38,7 @@ def render(reply: Reply, choices: dict[str, str] | None = None) -> str:
         elif isinstance(item, CardOutcome):
             blocks.append(f"[{item.approval_id}] {item.text}")
         elif isinstance(item, Card):
-            blocks.append(_card(item, number, choices))
+            blocks.append(_card(item, number, choices, shell))
         elif isinstance(item, EditPrompt):
             blocks.append(item.as_message)
     if reply.notice:
@@ -48,7 +53,12 @@ VISIBLE = {
 }
 
 
-def _card(card: Card, number: itertools.count[int], choices: dict[str, str] | None) -> str:
+def _card(
+    card: Card,
+    number: itertools.count[int],
+    choices: dict[str, str] | None,
+    shell: Press | None = None,
+) -> str:
     width = 72
     lines = [f"┌─ {card.title} ".ljust(width, "─"), f"│ {card.summary}"]
     for label, value in card.fields:
@@ -67,11 +77,15 @@ def _card(card: Card, number: itertools.count[int], choices: dict[str, str] | No
         lines.append(f"│ {card.footer}")
     options = []
     for button in card.buttons:
+        if shell is not None:
+            if command := shell(button):
+                options.append(f"{button.label}: {command}")
+            continue
         n = str(next(number))
         if choices is not None:
             choices[n] = button.payload
         options.append(f"[{n}] {button.label}")
-    lines.append("└─ " + "  ".join(options))
+    lines.append("└─ " + ("  ".join(options) if shell is None else " · ".join(options)))
     return "\n".join(lines)
 
 

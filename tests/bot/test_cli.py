@@ -570,3 +570,16 @@ def test_a_skipped_definition_is_told_in_the_chat_and_when_started_by_name(
     code, _, said = steward(capsys, "start", "broken")
     assert code == 2
     assert "no process named 'broken': broken.yaml was skipped at the start (" in said
+
+
+def test_the_shell_names_its_own_commands_not_the_chat_s(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "/resume RUN first" and "[1] Approve" cannot be typed or pressed in a shell."""
+    run_id, approval_id = start(capsys)
+    assert steward(capsys, "pause", run_id)[0] == 0
+    code, _, refused = steward(capsys, "approve", approval_id)
+    assert code == 1 and f"steward resume {run_id} first" in refused and "/resume" not in refused
+    code, shown, _ = steward(capsys, "resume", run_id)
+    assert code == 0 and "[1]" not in shown
+    assert f"Approve: steward approve {approval_id} · Reject: steward reject {approval_id}" in shown
