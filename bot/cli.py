@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"steward: the database failed: {cause(exc)} ({settings.database})", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
+        if args.command not in ("run", "chat"):  # those stop as a stop should
+            print(
+                "steward: interrupted. A run it left mid-step goes on, once, when "
+                "`steward run` or `steward chat` next starts.",
+                file=sys.stderr,
+            )
         code = 130
     sys.exit(code)
 
