@@ -7,6 +7,7 @@ import itertools
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Literal, TextIO
@@ -103,7 +104,10 @@ class ConsoleChannel:
         self.choices: dict[str, str] = {}
         self._read_line = read_line or _stdin_line
         self._counter = itertools.count(1)
-        self._session = f"{asyncio.get_running_loop().time():.0f}"
+        # Each terminal session is a chat of its own, whoever else talks to the same
+        # ledger and working memory: its questions, its turns, its messages' ids.
+        self._session = uuid.uuid4().hex[:16]
+        self.chat_id = f"terminal:{self._session}"
 
     def show(self, reply: Reply) -> None:
         choices: dict[str, str] = {}
@@ -117,9 +121,9 @@ class ConsoleChannel:
         waits for an answer: then it is the answer (an amount, a choice)."""
         stripped = text.strip()
         external_id = f"{self._session}-{next(self._counter)}"
-        inbound = Inbound(self.sender, "terminal", external_id, text=stripped)
+        inbound = Inbound(self.sender, self.chat_id, external_id, text=stripped)
         if stripped in self.choices and await self.door.question_to(inbound) is None:
-            inbound = Inbound(self.sender, "terminal", external_id, button=self.choices[stripped])
+            inbound = Inbound(self.sender, self.chat_id, external_id, button=self.choices[stripped])
         try:
             reply = await self.door.receive(inbound) or Reply()
         except TakenOver:  # stopped (Ctrl-Z) past its lease, another steward chat took it

@@ -82,3 +82,22 @@ async def test_a_number_that_answers_a_question_presses_no_button(tmp_path: Path
         assert not (home / "outbox").exists() or not list((home / "outbox").iterdir())
         (waiting,) = await steward.ledger.pending_approvals(None)
         assert waiting.card["process"] == "onboarding"
+
+
+async def test_two_terminals_on_one_working_memory_are_two_conversations(
+    tmp_path: Path,
+) -> None:
+    """With Redis every terminal shared one chat: B's question answered A's form. And a
+    session's message ids came from the clock's whole seconds, shared by every terminal
+    started in the same one (after a reboot too): the later messages were dropped."""
+    async with Steward.open(load_settings(home=tmp_path / "home")) as steward:
+        a = ConsoleChannel(steward.door, out=io.StringIO())
+        b = ConsoleChannel(steward.door, out=io.StringIO())
+        asked = await a.say("/run onboarding email=zed@zeta.com package=basic")
+        assert "Which client" in "\n".join(asked.texts)
+        heard = await b.say("/runs")  # answered as B's own, not as A's client
+        assert heard.texts and not await steward.ledger.list_runs(None)
+        await a.say("Zeta Corp")
+        (run,) = await steward.ledger.list_runs(None)
+        assert run.inputs["client"] == "Zeta Corp"
+        assert (await b.say("/runs")).texts  # not dropped as a message seen before
