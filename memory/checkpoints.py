@@ -28,6 +28,8 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Connection
 
 from memory.ledger import Ledger
@@ -35,6 +37,8 @@ from memory.ledger.database import EmbeddedSqlite
 from memory.ledger.errors import LedgerUnavailable
 
 T = TypeVar("T")
+CHECKPOINT_CONNECTIONS = 10  # as many as the ledger's own pool
+CONNECT_SECONDS = 10.0
 # A thread's latest checkpoint, read ahead and handed to one task's next read of it
 # (tasks started meanwhile inherit the variable, not the hand-off).
 _handed: ContextVar[tuple[asyncio.Task[Any] | None, str, CheckpointTuple | None] | None] = (
@@ -181,11 +185,32 @@ async def open_checkpointer(ledger: Ledger) -> AsyncIterator[BaseCheckpointSaver
                 await ledger.db.call(LedgerSqliteSaver.create_tables, path)
                 saver = LedgerSqliteSaver(ledger, ledger.db)
             else:
-                pg_saver = await stack.enter_async_context(
-                    AsyncPostgresSaver.from_conn_string(ledger.url.libpq)
-                )
+                pool = await _postgres_pool(ledger.url.libpq)
+                stack.push_async_callback(pool.close)
+                pg_saver = AsyncPostgresSaver(pool)
                 await pg_saver.setup()
                 saver = pg_saver
-        except (OSError, sqlite3.Error, psycopg.Error) as exc:
+        except (OSError, sqlite3.Error, psycopg.Error, PoolTimeout) as exc:
             raise LedgerUnavailable(f"cannot open checkpoints at {ledger.url}: {exc}") from exc
         yield saver
+
+
+async def _postgres_pool(conninfo: str) -> AsyncConnectionPool[Any]:
+    """Connections for the checkpoints, as AsyncPostgresSaver.from_conn_string makes its
+    one, each checked before use: after a restart of PostgreSQL (or a connection it
+    dropped) the next checkpoint gets a new one, where the saver's single connection
+    stayed closed and failed every run until steward restarted."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=CHECKPOINT_CONNECTIONS,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+    )
+    try:
+        await pool.open(wait=True, timeout=CONNECT_SECONDS)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
