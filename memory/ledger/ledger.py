@@ -22,6 +22,7 @@ from functools import cache
 from time import monotonic
 from typing import Any, TypeVar
 
+from alembic.util import CommandError
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -652,6 +653,11 @@ class Ledger:
             if self.url.is_sqlite:
                 self.url.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             await self.db.run(_migrate)
+        except CommandError as exc:  # a revision this steward does not know
+            raise LedgerUnavailable(
+                f"the ledger at {self.url} was set up by a newer steward ({exc}); "
+                "upgrade this one to use it"
+            ) from exc
         except (SQLAlchemyError, OSError) as exc:
             raise LedgerUnavailable(
                 f"cannot open the ledger at {self.url}: {cause(exc)} (check STEWARD_DATABASE_URL)"
@@ -1698,7 +1704,14 @@ def _unannounced(claimed_before: datetime) -> list[Any]:
     ]
 
 
+# Processes starting together on a new PostgreSQL database migrate it one at a time:
+# each would create the same tables, and all but one fail.
+_MIGRATING = 0x4D_49_47_52  # "MIGR"
+
+
 def _migrate(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_MIGRATING)))
     upgrade_to_head(conn)
     if conn.execute(select(t.audit_head.c.id)).first() is None:
         conn.execute(insert(t.audit_head).values(id=1, seq=0, hash=GENESIS))

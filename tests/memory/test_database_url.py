@@ -3,9 +3,11 @@ that is not a database."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from memory.database_url import DatabaseURL
 from memory.ledger import Ledger, LedgerUnavailable
@@ -91,3 +93,37 @@ async def test_unreadable_database_gives_a_clear_error(tmp_path: Path) -> None:
     assert str(path) in message
     assert "STEWARD_DATABASE_URL" in message
     assert path.read_bytes().startswith(b"not a database")
+
+
+async def test_a_ledger_a_newer_steward_set_up_gives_a_clear_error(
+    database_url: DatabaseURL,
+) -> None:
+    """An older steward beside a newer one, or after a rollback, met a traceback."""
+    ledger = Ledger.from_url(database_url)
+    try:
+        await ledger.setup()
+        await ledger.db.run(
+            lambda conn: conn.execute(text("update alembic_version set version_num = '0099'"))
+        )
+    finally:
+        await ledger.close()
+    older = Ledger.from_url(database_url)
+    try:
+        with pytest.raises(LedgerUnavailable, match="was set up by a newer steward") as raised:
+            await older.setup()
+    finally:
+        await older.close()
+    assert "'0099'" in str(raised.value) and "upgrade this one" in str(raised.value)
+
+
+@pytest.mark.postgres
+async def test_stewards_starting_together_on_a_new_postgresql_database_all_start(
+    postgres_database: DatabaseURL,
+) -> None:
+    """Each created the same tables at once, and all but one failed to start."""
+    ledgers = [Ledger.from_url(postgres_database) for _ in range(4)]
+    try:
+        await asyncio.gather(*(ledger.setup() for ledger in ledgers))
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
