@@ -14,10 +14,14 @@ from typing import Any, Literal, TextIO
 
 from graph.front_door import FrontDoor
 from graph.messages import Button, Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
-from memory.ledger import TakenOver
+from memory.ledger import TakenOver, cause, ledger_down
 
 PROMPT = "you › "
 Ended = Literal["input", "quit", "stopped"]  # Ctrl-D or no more lines; /quit; a signal
+LEDGER_DOWN = (
+    "The database did not answer ({}). If it kept your message, steward handles it when it "
+    "next starts; /runs shows what stands once the database answers."
+)
 TAKEN_OVER = (
     "This terminal was stopped for so long that another steward took that message over "
     "and handles it; nothing of it was done here."
@@ -128,6 +132,10 @@ class ConsoleChannel:
             reply = await self.door.receive(inbound) or Reply()
         except TakenOver:  # stopped (Ctrl-Z) past its lease, another steward chat took it
             reply = Reply().say(TAKEN_OVER)
+        except Exception as exc:
+            if not ledger_down(exc):
+                raise
+            reply = Reply().say(LEDGER_DOWN.format(cause(exc)))  # the session goes on
         self.show(reply)
         return reply
 

@@ -6,6 +6,10 @@ import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
 
 from bot.app import Steward
 from bot.console import ConsoleChannel, render
@@ -101,3 +105,21 @@ async def test_two_terminals_on_one_working_memory_are_two_conversations(
         (run,) = await steward.ledger.list_runs(None)
         assert run.inputs["client"] == "Zeta Corp"
         assert (await b.say("/runs")).texts  # not dropped as a message seen before
+
+
+async def test_a_database_that_does_not_answer_ends_no_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL out of reach for a moment ended the terminal chat with exit 1."""
+    async with Steward.open(load_settings(home=tmp_path / "home")) as steward:
+        console = ConsoleChannel(steward.door, out=io.StringIO())
+        accept = steward.ledger.accept_inbound
+
+        async def unreachable(*args: Any, **kwargs: Any) -> int | None:
+            raise OperationalError("connect", {}, ConnectionRefusedError("connection refused"))
+
+        monkeypatch.setattr(steward.ledger, "accept_inbound", unreachable)
+        told = await console.say("/runs")
+        assert "The database did not answer" in "\n".join(told.texts)
+        monkeypatch.setattr(steward.ledger, "accept_inbound", accept)
+        assert "No runs" in "\n".join((await console.say("/runs")).texts)
