@@ -6,6 +6,7 @@ import re
 from datetime import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -122,6 +123,11 @@ class Settings(BaseSettings):
             from redis.asyncio.connection import parse_url  # as the client steward uses
 
             parse_url(value)  # ValueError: the schemes it takes
+            database = urlsplit(value).path.strip("/")
+            if value.lower().startswith(("redis", "rediss")) and not (
+                database == "" or database.isdigit()
+            ):
+                raise ValueError(f"{database!r} is no database number: end the URL in one, like /0")
         return value or None
 
     @field_validator("operators")

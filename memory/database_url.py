@@ -28,11 +28,17 @@ class DatabaseURL:
                 f"{raw!r} is not a database URL; use sqlite:////path/to/file.db "
                 "or postgresql://user@host/db"
             ) from None
+        if url.drivername == "postgres":  # libpq's and most hosts' spelling, too
+            url = url.set(drivername="postgresql")
         backend = url.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
         if backend == "sqlite" and not url.database:
             raise ValueError("a SQLite URL needs a file path, e.g. sqlite:////home/me/steward.db")
+        if backend == "postgresql" and not url.database:  # not the server's own `postgres`
+            raise ValueError(
+                "a PostgreSQL URL names its database, e.g. postgresql://steward@db/steward"
+            )
         return cls(url)
 
     @classmethod

@@ -114,6 +114,7 @@ def test_the_slack_api_url_gets_its_trailing_slash() -> None:
 def test_a_redis_url_says_which_schemes_it_takes() -> None:
     message = problem(redis_url="notaurl")
     assert message.startswith("STEWARD_REDIS_URL: ") and "redis://" in message
+    assert "'abc' is no database number" in problem(redis_url="redis://localhost:6379/abc")
     for url in (
         "redis://localhost:6379/0",
         "REDIS://localhost",

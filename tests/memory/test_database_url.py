@@ -127,3 +127,11 @@ async def test_stewards_starting_together_on_a_new_postgresql_database_all_start
     finally:
         for ledger in ledgers:
             await ledger.close()
+
+
+def test_postgres_is_postgresql_and_a_database_must_be_named() -> None:
+    assert DatabaseURL.parse("postgres://steward@db:5432/steward").libpq.startswith(
+        "postgresql://steward@db:5432/steward"
+    )
+    with pytest.raises(ValueError, match="a PostgreSQL URL names its database"):
+        DatabaseURL.parse("postgresql://postgres@localhost:5432/")
