@@ -101,7 +101,7 @@ def _values(state: RunState, ctx: StepContext, definition: ProcessDefinition) ->
         **state.get("data", {}),
         "run_id": ctx.run_id,
         "process": definition.name,
-        "today": datetime.now(UTC).date().isoformat(),
+        "today": datetime.now(ctx.zone).date().isoformat(),  # on the operator's clock
     }
 
 

@@ -820,7 +820,9 @@ class ProcessEngine:
         recording it fails the run, visibly."""
         with self._stalls_if_the_ledger_fails(run):
             compiled = await self._compiled_for(run.version)
-            context = StepContext(run_id=run.id, effects=self.effects, drafter=self.drafter)
+            context = StepContext(
+                run_id=run.id, effects=self.effects, drafter=self.drafter, zone=self.zone
+            )
             async with self.ledger.batching():
                 try:
                     result = await compiled.graph.ainvoke(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Annotated, Any, TypedDict
 
 from graph.drafting import Drafter
@@ -34,3 +35,4 @@ class StepContext:
     effects: EffectGuard
     drafter: Drafter
     log: list[dict[str, Any]] = field(default_factory=list)
+    zone: tzinfo = UTC  # STEWARD_TIMEZONE: what day ``{today}`` is

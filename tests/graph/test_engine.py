@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -175,6 +177,41 @@ async def test_a_branch_compares_a_money_input_as_a_number(
         view = await app.engine.start("big_quote", inputs, "cli:shell")
     assert (view.approval is not None) is asks
     assert view.run.status is (RunStatus.WAITING if asks else RunStatus.SUCCEEDED)
+
+
+TODAY = """
+name: daily_report
+title: Daily report
+description: Sends the day's report.
+inputs:
+  email: {type: email}
+steps:
+  - id: approve
+    kind: approval
+    title: Approve the report
+    summary: Report for {today}
+  - id: send
+    kind: action
+    gate: approve
+    connector: email
+    action: send_email
+    with: {to: "{email}", subject: "Report for {today}", body: "See attached."}
+"""
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])  # +14, -11
+async def test_today_is_the_day_on_the_operator_s_clock(tmp_path: Path, zone: str) -> None:
+    processes = tmp_path / "processes"
+    processes.mkdir()
+    (processes / "daily_report.yaml").write_text(TODAY)
+    settings = load_settings(home=tmp_path / "home", processes_dir=processes, timezone=zone)
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        view = await app.engine.start("daily_report", {"email": "me@x.com"}, "cli:shell")
+        today = datetime.now(ZoneInfo(zone)).date().isoformat()
+        assert view.approval is not None and view.approval.card["summary"] == f"Report for {today}"
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+        (sent,) = outbox(app)
+    assert sent["params"]["subject"] == f"Report for {today}"
 
 
 async def test_reject_ends_the_run_without_effect(app: Steward) -> None:
