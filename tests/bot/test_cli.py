@@ -208,6 +208,16 @@ def test_today_names_the_shell_commands_for_each_item_and_has_json(
     assert run_id in item["why"]
 
 
+def another_steward_lives() -> None:
+    """A worker on the ledger of STEWARD_HOME, as a `steward run` beside is."""
+
+    async def register() -> None:
+        async with Steward.open(load_settings()) as other:
+            await other.ledger.register_worker("host:4242")
+
+    asyncio.run(register())
+
+
 def test_chat_leaves_timers_to_a_steward_run_serving_telegram_and_takes_them_alone(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,11 +226,7 @@ def test_chat_leaves_timers_to_a_steward_run_serving_telegram_and_takes_them_alo
     code, _, alone = steward(capsys, "chat")
     assert code == 0 and "is serving Telegram or Slack" not in alone
 
-    async def a_service_lives() -> None:
-        async with Steward.open(load_settings()) as other:
-            await other.ledger.register_worker("host:4242")
-
-    asyncio.run(a_service_lives())
+    another_steward_lives()
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     code, _, beside = steward(capsys, "chat")
     assert code == 0 and "`steward run` is serving Telegram or Slack" in beside
@@ -548,11 +554,7 @@ def test_a_terminal_beside_another_steward_leaves_the_webhooks_to_it(
         code, _, alone = steward(capsys, "chat")  # nobody serves them: it must, and cannot
         assert code == 1 and "cannot serve HTTP" in alone
 
-        async def a_steward_lives() -> None:
-            async with Steward.open(load_settings()) as other:
-                await other.ledger.register_worker("host:4242")
-
-        asyncio.run(a_steward_lives())
+        another_steward_lives()
         monkeypatch.setattr(sys, "stdin", io.StringIO(""))
         code, _, beside = steward(capsys, "chat")
     assert code == 0 and "the other steward serves the webhooks" in beside

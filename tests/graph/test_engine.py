@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from bot.app import Steward
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 from connectors import DataError, TransientError
 from graph import engine as engine_module
 from graph.effects import RetryPolicy
@@ -24,6 +24,13 @@ from memory.database_url import DatabaseURL
 from memory.ledger import ApprovalStatus, Run, RunStatus
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+INVOICE = {
+    "client": "Acme",
+    "email": "ap@acme.com",
+    "invoice": "INV-7",
+    "amount": "1,200",
+    "due_date": "2026-10-01",
+}
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, timeout=5)
 
 
@@ -35,6 +42,14 @@ async def app(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Stewar
     )
     async with Steward.open(settings, retry=FAST_RETRY) as steward:
         yield steward
+
+
+def with_process(tmp_path: Path, definition: str, **settings: Any) -> Settings:
+    """Settings whose processes folder holds ``definition`` too."""
+    processes = tmp_path / "processes"
+    processes.mkdir()
+    (processes / "process.yaml").write_text(definition)
+    return load_settings(home=tmp_path / "home", processes_dir=processes, **settings)
 
 
 def outbox(app: Steward) -> list[dict[str, Any]]:
@@ -120,12 +135,7 @@ steps:
 async def test_an_action_does_what_its_card_showed_whatever_came_between(
     database_url: DatabaseURL, tmp_path: Path, edit: str | None
 ) -> None:
-    processes = tmp_path / "processes"
-    processes.mkdir()
-    (processes / "rewritten.yaml").write_text(REWRITTEN_AFTER_THE_GATE)
-    settings = load_settings(
-        home=tmp_path / "home", database_url=database_url.setting, processes_dir=processes
-    )
+    settings = with_process(tmp_path, REWRITTEN_AFTER_THE_GATE, database_url=database_url.setting)
     async with Steward.open(settings, retry=FAST_RETRY) as app:
         view = await app.engine.start("rewritten", {"email": "jane@acme.com"}, "cli:shell")
         assert view.approval is not None
@@ -166,12 +176,7 @@ async def test_a_branch_compares_a_money_input_as_a_number(
     database_url: DatabaseURL, tmp_path: Path, amount: str, asks: bool
 ) -> None:
     """Money is kept as text, "5000.00": compared with 1000 it was a silent False."""
-    processes = tmp_path / "processes"
-    processes.mkdir()
-    (processes / "big_quote.yaml").write_text(MONEY_BRANCH)
-    settings = load_settings(
-        home=tmp_path / "home", database_url=database_url.setting, processes_dir=processes
-    )
+    settings = with_process(tmp_path, MONEY_BRANCH, database_url=database_url.setting)
     async with Steward.open(settings, retry=FAST_RETRY) as app:
         inputs = {"email": "jane@acme.com", "amount": amount}
         view = await app.engine.start("big_quote", inputs, "cli:shell")
@@ -201,10 +206,7 @@ steps:
 
 @pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])  # +14, -11
 async def test_today_is_the_day_on_the_operator_s_clock(tmp_path: Path, zone: str) -> None:
-    processes = tmp_path / "processes"
-    processes.mkdir()
-    (processes / "daily_report.yaml").write_text(TODAY)
-    settings = load_settings(home=tmp_path / "home", processes_dir=processes, timezone=zone)
+    settings = with_process(tmp_path, TODAY, timezone=zone)
     async with Steward.open(settings, retry=FAST_RETRY) as app:
         view = await app.engine.start("daily_report", {"email": "me@x.com"}, "cli:shell")
         today = datetime.now(ZoneInfo(zone)).date().isoformat()
@@ -364,14 +366,7 @@ async def test_unrecorded_attempt_of_a_plain_connector_stops_as_uncertain(app: S
 
 
 async def test_wait_step_resumes_on_event_and_loops_without_payment(app: Steward) -> None:
-    inputs = {
-        "client": "Acme",
-        "email": "ap@acme.com",
-        "invoice": "INV-7",
-        "amount": "1,200",
-        "due_date": "2026-10-01",
-    }
-    view = await app.engine.start("invoice_followup", inputs, "cli:shell")
+    view = await app.engine.start("invoice_followup", INVOICE, "cli:shell")
     assert view.approval is not None
     assert view.approval.card["fields"]["Amount"] == "1200.00"
     waiting = await app.engine.decide(view.approval.id, True, "cli:shell")
@@ -408,14 +403,7 @@ async def test_recover_continues_a_run_whose_decision_was_recorded(app: Steward)
 
 
 async def test_an_event_no_checkpoint_can_hold_fails_its_run_visibly(app: Steward) -> None:
-    inputs = {
-        "client": "Acme",
-        "email": "ap@acme.com",
-        "invoice": "INV-7",
-        "amount": "1200",
-        "due_date": "2026-10-01",
-    }
-    view = await app.engine.start("invoice_followup", inputs, "cli:shell")
+    view = await app.engine.start("invoice_followup", INVOICE, "cli:shell")
     assert view.approval is not None
     await app.engine.decide(view.approval.id, True, "cli:shell")
     deep: Any = "paid"
