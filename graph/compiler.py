@@ -36,7 +36,7 @@ from graph.definitions import (
 from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit
 from graph.inputs import InputType
 from graph.state import RunState, StepContext
-from graph.templating import render
+from graph.templating import placeholders, render
 
 Node = Callable[[RunState, Runtime[StepContext]], Awaitable[Command[str]]]
 Graph = CompiledStateGraph[RunState, StepContext, RunState, RunState]
@@ -60,11 +60,14 @@ def render_card(
     definition: ProcessDefinition, gate: ApprovalStep, values: dict[str, Any]
 ) -> dict[str, Any]:
     """What the operator is asked to approve: exactly what the gated actions will do.
-    ``values`` are kept with it: the actions render their parameters from them (see
-    ``_as_approved``)."""
+    The values the actions' parameters name are kept with it: the actions render their
+    parameters from them (see ``_as_approved``)."""
     actions = definition.actions_behind(gate.id)
+    used = {
+        name for a in actions for template in a.params.values() for name in placeholders(template)
+    }
     return {
-        "values": values,
+        "values": {name: value for name, value in values.items() if name in used},
         "process": definition.name,
         "process_title": definition.title,
         "step": gate.id,
