@@ -375,10 +375,12 @@ async def journal(app: Steward, *records: tuple[str, str, datetime, str | None])
 
 async def test_a_question_of_a_time_alone_gets_that_time_s_latest_records(app: Steward) -> None:
     now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    so_far = now - today  # both records today, at any hour the test runs (00:10 too)
     await journal(
         app,
-        ("sent Globex the spring quote", now - timedelta(minutes=30), "client:Globex"),
-        ("Acme Bakery paid invoice 7", now - timedelta(minutes=10), "client:Acme Bakery"),
+        ("sent Globex the spring quote", today + so_far * 0.25, "client:Globex"),
+        ("Acme Bakery paid invoice 7", today + so_far * 0.75, "client:Acme Bakery"),
         ("kick-off call with Initech", now - timedelta(days=9), None),
     )
     for question in ("/history what happened today?", "what did we do today?"):
