@@ -576,8 +576,13 @@ _TAKING_OVER = 0x57_4F_52_4B  # "WORK"
 
 
 def _one_taker_at_a_time(conn: Connection) -> None:
+    _one_at_a_time(conn, _TAKING_OVER)
+
+
+def _one_at_a_time(conn: Connection, key: int) -> None:
+    """Holds ``key`` till the transaction ends, on PostgreSQL (SQLite writes one at a time)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(_TAKING_OVER)))
+        conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def _alive(now: datetime) -> Select[Any]:
@@ -1710,8 +1715,7 @@ _MIGRATING = 0x4D_49_47_52  # "MIGR"
 
 
 def _migrate(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(_MIGRATING)))
+    _one_at_a_time(conn, _MIGRATING)
     upgrade_to_head(conn)
     if conn.execute(select(t.audit_head.c.id)).first() is None:
         conn.execute(insert(t.audit_head).values(id=1, seq=0, hash=GENESIS))
