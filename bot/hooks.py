@@ -53,7 +53,7 @@ def parse_delivery(body: bytes) -> dict[str, Any]:
         )
     except RecursionError:
         raise Unfit(f"nested deeper than {MAX_DEPTH} levels") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # UnicodeDecodeError too
         raise Unfit(str(exc) if isinstance(exc, Unfit) else "not JSON") from None
     if not isinstance(payload, dict):
         raise Unfit("not a JSON object")

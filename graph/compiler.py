@@ -263,10 +263,10 @@ def _as_approved(
     data = state.get("data", {})
     siblings = definition.actions_behind(step.gate)
     given = {a.output: data[a.output] for a in siblings if a.output and a.output in data}
-    gate = definition.step(step.gate)
-    edit = decision.get("edited_text")
-    edited = {gate.editable: edit} if isinstance(gate, ApprovalStep) and gate.editable else {}
-    return {**shown, **given, **(edited if edit is not None else {})}
+    gate, edit = definition.step(step.gate), decision.get("edited_text")
+    if isinstance(gate, ApprovalStep) and gate.editable and edit is not None:
+        given[gate.editable] = edit
+    return {**shown, **given}
 
 
 def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node:

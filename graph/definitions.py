@@ -234,8 +234,9 @@ class ProcessDefinition(BaseModel):
         gates = {s.id for s in self.steps if isinstance(s, ApprovalStep)}
         for index, step in enumerate(self.steps):
             self._check_step(index, step, known_steps, values, gates, ids)
-            acting = {a.id for a in self.actions_behind(step.id)}
-            if isinstance(step, ApprovalStep) and step.on_reject in acting:
+            if isinstance(step, ApprovalStep) and any(
+                action.id == step.on_reject for action in self.actions_behind(step.id)
+            ):
                 raise ReferenceProblem(
                     f"step {step.id!r} goes on a rejection to {step.on_reject!r}, which acts "
                     "only on its approval",

@@ -21,8 +21,8 @@ def parse_duration(text: str) -> timedelta:
     try:
         for number, unit in parts:
             total += timedelta(**{_UNITS[unit]: int(number)})
-    except OverflowError:
-        total = LONGEST + LONGEST
+    except OverflowError:  # past what a timedelta holds: past LONGEST too
+        total = timedelta.max
     if total <= timedelta():
         raise ValueError(f"{text!r} must be longer than zero")
     if total > LONGEST:  # a deadline past it is no deadline, and dates end at year 9999

@@ -98,9 +98,9 @@ def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
 def _what_it_cannot_do(source: HookSource, catalog: Catalog) -> str | None:
     """Why ``source`` could never do what it says with these processes; None if it can."""
     if source.start is not None:
-        return (
-            None if catalog.get(source.start) is not None else f"start: no process {source.start!r}"
-        )
+        if catalog.get(source.start) is None:
+            return f"start: no process {source.start!r}"
+        return None
     waiting = [
         definition
         for definition in catalog

@@ -157,7 +157,12 @@ class MemorySync:
     async def run(self, every_seconds: float = 5.0, retry_seconds: float = 10.0) -> None:
         """Keeps the store fed until cancelled or stopped; an outage is logged once, and
         its end."""
-        self._stopping = False
+        try:
+            await self._feed_until_stopped(every_seconds, retry_seconds)
+        finally:
+            self._stopping = False  # a catch_up() after it feeds everything again
+
+    async def _feed_until_stopped(self, every_seconds: float, retry_seconds: float) -> None:
         while not self._stopping:
             pause = every_seconds
             try:

@@ -267,5 +267,7 @@ async def test_a_stop_lets_the_batch_under_way_be_fed_and_noted(
         with caplog.at_level(logging.WARNING, logger="memory.longterm.sync"):
             assert await again.catch_up() == 4
         assert caplog.records == []
+        await ledger.journal([journaled(n, f"note {n}") for n in range(6, 10)])
+        assert await sync.catch_up() == 4  # the stop was the loop's: not every batch after
     finally:
         await store.close()
