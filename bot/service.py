@@ -167,8 +167,11 @@ class Service:
         read = kept.get("seq") if kept is not None else None
         if not isinstance(read, int) or not 0 <= read <= end:  # another ledger's, say
             read = end
-            await self.steward.coordinator.memory.set(DECISIONS_READ, {"seq": read}, CARD_TTL)
+            await self._note_decisions_read(read)
         return read
+
+    async def _note_decisions_read(self, seq: int) -> None:
+        await self.steward.coordinator.memory.set(DECISIONS_READ, {"seq": seq}, CARD_TTL)
 
     async def _settle_decided_elsewhere(self, read: int) -> None:
         """A card decided by another process (``steward approve`` in a shell) loses its
@@ -176,7 +179,6 @@ class Service:
         those read is settled wherever a channel still shows its card with buttons (one
         settled here shows none). A decision is left two ticks to the chat it was made
         in, which settles its own card, and says so where it was asked."""
-        memory = self.steward.coordinator.memory
         while True:
             await asyncio.sleep(self.tick_seconds)
             try:
@@ -185,7 +187,7 @@ class Service:
                 for approval_id in decided:
                     await self._settle_everywhere(approval_id)
                 if after != read:
-                    await memory.set(DECISIONS_READ, {"seq": after}, CARD_TTL)
+                    await self._note_decisions_read(after)
                 read = after
             except Exception:  # the ledger is down, say: the next tick looks again
                 log.exception("could not settle the cards decided elsewhere")
