@@ -158,7 +158,7 @@ async def _terminal(steward: Steward, serving: bool) -> int:
             file=sys.stderr,
         )
     service = Service(steward, [], fallback=news, schedules=schedules, serves_hooks=not beside)
-    if beside and steward.settings.hooks_path.exists():
+    if beside and service.hook_sources:
         print(
             "steward: the other steward serves the webhooks; this terminal does not.",
             file=sys.stderr,

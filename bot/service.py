@@ -80,11 +80,15 @@ class Service:
             tick_seconds,
             digest=digest,
         )
-        sources = load_hooks(steward.settings.hooks_path, steward.catalog)
+        self.hook_sources = load_hooks(steward.settings.hooks_path, steward.catalog)
         router = HookRouter(steward.engine, steward.coordinator)
         # False: another steward on this ledger serves the webhooks, on the same port.
-        serving = sources and serves_hooks
-        self.hooks = HookEndpoint(steward.ledger, router, sources, self.notify) if serving else None
+        serving = self.hook_sources and serves_hooks
+        self.hooks = (
+            HookEndpoint(steward.ledger, router, self.hook_sources, self.notify)
+            if serving
+            else None
+        )
         self._started: list[Channel] = []
         for channel in channels:
             channel.settled_here = functools.partial(self._settle_elsewhere, channel.name)
