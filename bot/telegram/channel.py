@@ -319,7 +319,7 @@ class TelegramChannel:
         if query is not None and asks and str(query.from_user.id) in self.operator_chats:
             await self._ask_first(query)  # a stranger's press is refused, as any press
             return
-        inbound = inbound_from(update)
+        inbound = inbound_from(update, self.bot.id)
         if inbound is None or _for_another_bot(inbound.text, self._username):
             return  # in a group: not steward's to read
         inbox_id = await self.door.accept(inbound, durable=False)
@@ -560,9 +560,12 @@ class TelegramChannel:
             attempt += 1
 
 
-def inbound_from(update: Update) -> Inbound | None:
-    """The neutral form of a text message or a button press; None for anything else."""
-    update_id = str(update.update_id)
+def inbound_from(update: Update, bot_id: int) -> Inbound | None:
+    """The neutral form of a text message or a button press; None for anything else.
+
+    Its delivery id is the bot's and the update's: update ids count up per bot, so a new
+    bot on the same ledger sends ids another one sent before, each a new update."""
+    update_id = f"{bot_id}:{update.update_id}"
     query = update.callback_query
     if query is not None:
         message = query.message

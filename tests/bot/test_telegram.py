@@ -73,7 +73,7 @@ async def running(
 ) -> AsyncIterator[Running]:
     overrides: dict[str, Any] = {
         "home": home,
-        "telegram_bot_token": TOKEN,
+        "telegram_bot_token": api.token,
         "telegram_api_url": api.root,
         "operators": operators,
     }
@@ -118,6 +118,11 @@ async def onboarding_card(api: FakeBotAPI) -> dict[str, Any]:
     await api.wait_for(lambda a: cards(a))
     (card,) = cards(api)
     return card
+
+
+def update_id(delivery: str) -> int:
+    """The update's own id in a Telegram delivery's id (the bot's id, then it)."""
+    return int(delivery.rpartition(":")[2])
 
 
 def texts(api: FakeBotAPI, chat: int = OPERATOR) -> list[str]:
@@ -678,7 +683,7 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
 
         disk = DiskWatch(bot.steward.ledger, slow=0.2)
         assert await api.deliver_webhook(update, secret=SECRET) == 200
-        assert str(update["update_id"]) in disk.on_disk_by(time.monotonic())  # before the 200
+        assert f"{api.bot_id}:{update['update_id']}" in disk.on_disk_by(time.monotonic())  # 200 after
         await api.wait_for(lambda a: a.sent(OPERATOR))
         assert await api.deliver_webhook(update, secret=SECRET) == 200  # Telegram retried
         await bot.settled(api, 1)
@@ -755,9 +760,11 @@ async def test_the_offset_moves_past_an_update_only_once_it_is_on_disk(
         await api.wait_for(lambda a: len(disk.stored) == 4)  # stopping now: the poller is
         # in a sync, so only the getUpdates that stopping makes confirms this one
     confirming = [c for c in api.calls_to("getUpdates") if c.params.get("offset")]
-    assert len(confirming) >= 4 and confirming[-1].params["offset"] > max(map(int, disk.stored))
+    assert len(confirming) >= 4 and confirming[-1].params["offset"] > max(
+        map(update_id, disk.stored)
+    )
     for call in confirming:
-        confirmed = {u for u in disk.stored if int(u) < call.params["offset"]}
+        confirmed = {u for u in disk.stored if update_id(u) < call.params["offset"]}
         assert confirmed and confirmed <= disk.on_disk_by(call.at)
 
 
@@ -801,7 +808,7 @@ async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
     home = tmp_path / "home"
     left = api.send_text(OPERATOR, "/processes")  # stored, then the process died
     async with Steward.open(load_settings(home=home)) as steward:
-        inbound = inbound_from(Update.de_json(left, None))
+        inbound = inbound_from(Update.de_json(left, None), api.bot_id)
         assert inbound is not None and await steward.door.accept(inbound) is not None
     update = api.send_text(OPERATOR, START)  # posted by Telegram as steward starts
 
@@ -851,6 +858,22 @@ async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
     assert len(cards(api)) == 1
     assert sum("onboarding —" in t for t in texts(api)) == 1  # the /processes answer
     assert texts(api)[0].startswith("invoice_followup")  # what was stored first goes first
+
+
+async def test_a_new_bot_on_the_same_ledger_is_heard_from_its_first_update(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Update ids count per bot: the new bot's first update shares its id with the old
+    bot's first, and is a new update all the same."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        api.send_text(OPERATOR, "/processes")
+        await bot.settled(api, 1)
+    async with FakeBotAPI(token="777:new-bot") as new_api, running(home, new_api) as bot:
+        update = new_api.send_text(OPERATOR, "/processes")
+        assert update["update_id"] == 1
+        await bot.settled(new_api, 2)
+        assert any("onboarding — " in text for text in texts(new_api))
 
 
 async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(
