@@ -22,7 +22,13 @@ from sqlalchemy.exc import DBAPIError
 from bot.app import Steward
 from bot.channel import ChannelUnavailable
 from bot.console import ConsoleChannel, render
-from bot.service import Service, chat_platforms_configured, configured_channels, wait_for_signal
+from bot.service import (
+    Service,
+    chat_platforms_configured,
+    configured_channels,
+    shell_worker,
+    wait_for_signal,
+)
 from bot.settings import SettingsError, load_settings
 from graph.coordinator import ACTIVE
 from graph.engine import InputProblem, RunView
@@ -41,6 +47,10 @@ LISTINGS = {
     "approvals": "`steward runs` lists the pending ones",
 }
 Command = Callable[[Steward, argparse.Namespace], Awaitable[int]]
+# The commands that may move a run on, each a worker while it lasts (see shell_worker).
+MOVES_RUNS = frozenset(
+    ("start", "approve", "reject", "replay", "resume", "retry", "confirm", "undo")
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         if args.command not in ("run", "chat"):  # those stop as a stop should
             print(
-                "steward: interrupted. A run it left mid-step goes on, once, when "
-                "`steward run` or `steward chat` next starts.",
+                "steward: interrupted. A run it left mid-step goes on, once, in the "
+                "`steward run` or `steward chat` beside it, or when one next starts.",
                 file=sys.stderr,
             )
         code = 130
@@ -90,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
 async def _with_steward(settings: Any, command: Command, args: argparse.Namespace) -> int:
     async with Steward.open(settings) as steward:
         try:
+            if args.command in MOVES_RUNS:
+                async with shell_worker(steward.ledger):
+                    return await command(steward, args)
             return await command(steward, args)
         except NotFound as exc:  # bad input: no such process, run or approval
             print(f"steward: {exc.told(LISTINGS)}", file=sys.stderr)

@@ -7,7 +7,9 @@ import asyncio
 import functools
 import logging
 import signal
-from contextlib import suppress
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +28,7 @@ from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
-from memory.ledger import LEASE, utcnow
+from memory.ledger import LEASE, Ledger, utcnow
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
@@ -50,6 +52,34 @@ def configured_channels(steward: Steward) -> list[Channel]:
         memory = steward.coordinator.memory
         channels.append(SlackChannel.from_settings(settings, steward.door, memory))
     return channels
+
+
+@asynccontextmanager
+async def shell_worker(ledger: Ledger) -> AsyncIterator[None]:
+    """A shell command that moves runs is a worker while it lasts: no service takes a run
+    it moves while it lives, and one it leaves mid-step (Ctrl-C, a crash) goes on in a
+    service beside it, at once or once its lease lapses."""
+    await ledger.register_worker(f"shell:{uuid.uuid4().hex}")
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(BEAT_SECONDS)
+            try:
+                await ledger.heartbeat()
+            except Exception as exc:  # the ledger is down: the command fails on its own
+                log.warning("worker heartbeat failed: %s", exc)
+
+    beating = asyncio.create_task(beat(), name="shell worker heartbeat")
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with suppress(asyncio.CancelledError):
+            await beating
+        try:
+            await ledger.retire_worker()
+        except Exception as exc:
+            log.warning("could not retire this worker; its lease will lapse: %s", exc)
 
 
 class Service:
@@ -97,6 +127,7 @@ class Service:
         self._feeding: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
+        self._moving: asyncio.Task[None] | None = None  # runs a worker gone left
         self._slot: WorkerSlot | None = None
 
     async def start(self) -> None:
@@ -160,6 +191,16 @@ class Service:
                     await self.hooks.queue_stored(own=False)
             except Exception:
                 log.exception("could not take up the work of a worker gone; next beat again")
+            if self._moving is None or self._moving.done():  # beats go on while runs move
+                self._moving = asyncio.create_task(self._move_runs_left(), name="runs left")
+
+    async def _move_runs_left(self) -> None:
+        """Moves on the runs a worker gone left mid-step, and tells of each."""
+        try:
+            for view in await self.steward.engine.recover(own=False):
+                await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
+        except Exception:
+            log.exception("could not move on the runs of a worker gone; next beat again")
 
     async def _decisions_read(self) -> int:
         """Where the last watcher stopped reading the audit log, kept in working memory
@@ -257,6 +298,9 @@ class Service:
         await self.http.stop()
         if self.hooks is not None:
             await self.hooks.stop(left())
+        if self._moving is not None:  # what is not done by then, the next worker moves on
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._moving, left())
         for channel in reversed(self._started):
             await channel.stop(left())
         self._started.clear()

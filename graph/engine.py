@@ -74,6 +74,7 @@ from memory.ledger import (
     Run,
     RunStatus,
     StepEntry,
+    TakenOver,
     Timer,
     ledger_down,
     storable,
@@ -756,13 +757,17 @@ class ProcessEngine:
             with self._stalls_if_the_ledger_fails(run):
                 return await self._continue(run)
 
-    async def recover(self) -> list[RunView]:
-        """After a crash: continues every run that was mid-step when the process died."""
+    async def recover(self, own: bool = True) -> list[RunView]:
+        """Continues the runs left mid-step by a worker gone — one that died, or stopped
+        before it could finish them — and (``own``, at a start) those a crashed process of
+        this worker's id left. A run another worker moves while it lives is its own."""
         views = []
-        for run in await self.ledger.list_runs([RunStatus.RUNNING], limit=10_000):
+        for run in await self.ledger.take_over_runs(own):
             async with self._locks.hold(run.id):
                 try:
                     views.append(await self._continue(run))
+                except TakenOver:
+                    continue  # this worker looked gone meanwhile: the run is another's now
                 except Exception as exc:  # one run's failure never stops a start
                     if ledger_down(exc):
                         raise
@@ -839,7 +844,7 @@ class ProcessEngine:
                 try:
                     stopped = await self._settle(run, compiled, result, interrupts, context.log)
                 except Exception as exc:
-                    if ledger_down(exc):
+                    if ledger_down(exc) or isinstance(exc, TakenOver):
                         raise
                     self.ledger.drop_droppable()  # a checkpoint of it may be what failed
                     return await self._fail(run, exc, "error")

@@ -132,7 +132,12 @@ _RUN_STATUS = Prepared(select(t.runs.c.status).where(t.runs.c.id == bindparam("r
 OPEN_STATUSES = (RunStatus.WAITING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.PAUSED)
 _UPDATE_RUN = update(t.runs).where(t.runs.c.id == bindparam("run_id"))
 _MOVE_RUN = Prepared(_UPDATE_RUN)
-_MOVE_RUNNING_RUN = Prepared(_UPDATE_RUN.where(t.runs.c.status == RunStatus.RUNNING.value))
+_MOVE_HELD_RUN = Prepared(  # a running run, by the worker moving it
+    _UPDATE_RUN.where(
+        t.runs.c.status == RunStatus.RUNNING.value,
+        or_(t.runs.c.owner == bindparam("worker"), t.runs.c.owner.is_(None)),
+    )
+)
 _INSERT_STEP = Prepared(insert(t.steps))
 _INSERT_APPROVAL = Prepared(insert(t.approvals))
 _GET_APPROVAL = Prepared(select(t.approvals).where(t.approvals.c.id == bindparam("approval_id")))
@@ -263,10 +268,12 @@ def expiry_key(approval_id: str) -> str:
 
 
 class LedgerTx:
-    """Reads and writes inside one open transaction (runs on the database's side)."""
+    """Reads and writes inside one open transaction (runs on the database's side), for
+    ``worker``: a run it sets running is its own to move (see ``take_over_runs``)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, worker: str | None = None) -> None:
         self.conn = conn
+        self.worker = worker
 
     # -- audit ---------------------------------------------------------------------------
 
@@ -327,7 +334,7 @@ class LedgerTx:
     # -- runs and steps ------------------------------------------------------------------
 
     def insert_run(self, run: Run) -> None:
-        _INSERT_RUN.run(self.conn, _run_values(run))
+        _INSERT_RUN.run(self.conn, self._held(_run_values(run)))
 
     def get_run(self, run_id: str) -> Run | None:
         row = _GET_RUN.first(self.conn, {"run_id": run_id})
@@ -339,12 +346,26 @@ class LedgerTx:
 
     def update_run(self, run_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
-        _MOVE_RUN.run(self.conn, {"run_id": run_id, **values})
+        _MOVE_RUN.run(self.conn, {"run_id": run_id, **self._held(values)})
 
     def update_running_run(self, run_id: str, **values: Any) -> bool:
-        """Updates a run only while it is running: a cancel that came first stands."""
+        """Updates a run only while it is running: a cancel that came first stands.
+        Raises ``TakenOver`` when another worker took the run over meanwhile (this one
+        looked gone): nothing this transaction wrote commits, and that worker's moving
+        of the run stands alone."""
         values.setdefault("updated_at", utcnow())
-        return _MOVE_RUNNING_RUN.run(self.conn, {"run_id": run_id, **values}) == 1
+        held = {"run_id": run_id, "worker": self.worker, **values}
+        if _MOVE_HELD_RUN.run(self.conn, held) == 1:
+            return True
+        if self.run_status(run_id) is RunStatus.RUNNING:
+            raise TakenOver(f"run {run_id} is no longer moved by {self.worker}")
+        return False
+
+    def _held(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` of a run; one that sets it running makes it this worker's."""
+        if values.get("status") == RunStatus.RUNNING.value:
+            return {**values, "owner": self.worker}
+        return values
 
     def claim_timer(self, timer_id: int, worker: str, woken: dict[str, Any] | None) -> bool:
         """Takes a pending timer; ``woken`` is kept with it so recovery can replay the wake."""
@@ -696,7 +717,7 @@ class Ledger:
         self._write_soon()  # queued first, it shares this write's commit on SQLite
 
         def transaction(conn: Connection) -> T:
-            tx = LedgerTx(conn)
+            tx = LedgerTx(conn, self.worker)
             for rider in riders:
                 rider.write(tx)
             return fn(tx)
@@ -745,7 +766,7 @@ class Ledger:
         writes, self._soon = self._soon, []
 
         def write(conn: Connection) -> None:
-            tx = LedgerTx(conn)
+            tx = LedgerTx(conn, self.worker)
             for each in writes:
                 each(tx)
 
@@ -831,7 +852,7 @@ class Ledger:
 
             def flush(conn: Connection) -> None:
                 for rider in flushed:
-                    rider.write(LedgerTx(conn))
+                    rider.write(LedgerTx(conn, self.worker))
 
             await self.db.run(flush, durable=durable)
             _committed(flushed)
@@ -873,7 +894,7 @@ class Ledger:
                 raise
 
     async def read(self, fn: Callable[[LedgerTx], T]) -> T:
-        return await self.db.run(lambda conn: fn(LedgerTx(conn)), write=False)
+        return await self.db.run(lambda conn: fn(LedgerTx(conn, self.worker)), write=False)
 
     # -- definitions ---------------------------------------------------------------------
 
@@ -1014,20 +1035,23 @@ class Ledger:
         await self.write(add)
 
     # -- workers -------------------------------------------------------------------------
-    # A delivery stored but not handled, and a reply kept but not sent, belong to the
-    # worker that took them. Another worker takes them over only once that one is gone:
-    # retired at its stop, or silent for LEASE. So two services on one ledger never
-    # handle one delivery or send one reply twice, and nothing a dead one held is lost.
+    # A delivery stored but not handled, a reply kept but not sent, and a run set running,
+    # belong to the worker that took them. Another worker takes them over only once that
+    # one is gone: retired at its stop, or silent for LEASE. So two services on one ledger
+    # never handle one delivery, send one reply or move one run twice, and nothing a dead
+    # one held is lost.
 
     async def register_worker(self, worker: str) -> None:
         """Makes this process ``worker``: what it keeps from now on is its own, and so is
         what a process of the same id (a crashed one it replaces) left."""
-        now = utcnow()
+        now, unnamed = utcnow(), self.worker
 
         def register(conn: Connection) -> None:
             _one_taker_at_a_time(conn)
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
             _insert_worker(conn, worker, now)
+            # The runs this process set running before it had a name are still its own.
+            conn.execute(update(t.runs).where(t.runs.c.owner == unnamed).values(owner=worker))
 
         await self.db.run(register)
         self.worker = worker
@@ -1089,10 +1113,26 @@ class Ledger:
                 .values(owner=None)
             )
             conn.execute(update(t.replies).where(t.replies.c.owner == worker).values(owner=None))
+            conn.execute(
+                update(t.runs)
+                .where(t.runs.c.owner == worker, t.runs.c.status == RunStatus.RUNNING.value)
+                .values(owner=None)
+            )
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
 
         await self.db.run(retire)
         self._last_beat = None
+
+    async def take_over_runs(self, own: bool = True) -> list[Run]:
+        """Takes the running runs whose worker is gone — it died mid-step, or stopped
+        with a run it could not finish — and returns them, with (``own``) those this
+        worker already holds: a crashed process of the same id left them."""
+        scope = (t.runs.c.status == RunStatus.RUNNING.value,)
+
+        def take(conn: Connection) -> list[Run]:
+            return [_run(row) for row in _take_over(conn, t.runs.c.id, scope, self.worker, own)]
+
+        return await self.db.run(take)
 
     async def take_over_inbound(self, channel: str, own: bool = True) -> list[InboxItem]:
         """Takes the deliveries of ``channel`` stored but not handled whose worker is gone,
@@ -1144,7 +1184,7 @@ class Ledger:
             return None
 
     async def finish_inbound(self, inbox_id: int, status: str = "done") -> None:
-        await self.db.run(lambda conn: LedgerTx(conn).finish_inbox(inbox_id, status))
+        await self.db.run(lambda conn: LedgerTx(conn, self.worker).finish_inbox(inbox_id, status))
 
     async def unhandled_inbound(self, channel: str | None = None) -> list[InboxItem]:
         query = select(t.inbox).where(t.inbox.c.status == "new").order_by(t.inbox.c.id)
@@ -1161,7 +1201,7 @@ class Ledger:
         """Keeps a reply, and notes the approvals whose ``cards`` it shows as announced."""
 
         def owe(conn: Connection) -> None:
-            tx = LedgerTx(conn)
+            tx = LedgerTx(conn, self.worker)
             tx.owe_reply(reply, self.worker)
             tx.announce(cards)
 
@@ -1203,7 +1243,9 @@ class Ledger:
 
     async def shown(self, approval_ids: Sequence[str]) -> None:
         """Notes cards shown outside the replies kept for channels (the terminal)."""
-        await self.db.run(lambda conn: LedgerTx(conn).announce(approval_ids), durable=False)
+        await self.db.run(
+            lambda conn: LedgerTx(conn, self.worker).announce(approval_ids), durable=False
+        )
 
     async def reply_progress(self, key: str, sent_steps: int, payload: dict[str, Any]) -> None:
         query = (
@@ -1364,7 +1406,7 @@ class Ledger:
         """
 
         def begin(conn: Connection) -> IdempotencyRecord | None:
-            tx = LedgerTx(conn)
+            tx = LedgerTx(conn, self.worker)
             if tx.run_status(run_id) is RunStatus.CANCELLED:
                 raise RunCancelled(f"run {run_id} was cancelled; {key} was not performed")
             previous = tx.get_effect(key)

@@ -77,6 +77,7 @@ runs = Table(
     Column("error_class", String(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("owner", String(300), nullable=True),  # the worker moving it while it runs
     Index("ix_runs_status_updated", "status", "updated_at"),
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_status_created", "status", "created_at"),
@@ -151,9 +152,10 @@ replies = Table(
     Column("owner", String(300), nullable=True),  # the worker sending it; see workers
 )
 
-# The processes serving channels (``steward run``, ``steward chat``), each beating while
-# it lives. A delivery or a reply belongs to the worker that took it; another worker
-# takes it over only once its owner is gone: stopped, or silent past its lease.
+# The processes serving channels (``steward run``, ``steward chat``) and the shell
+# commands that move runs, each beating while it lives. A delivery, a reply or a running
+# run belongs to the worker that took it; another worker takes it over only once its
+# owner is gone: stopped, or silent past its lease.
 workers = Table(
     "workers",
     metadata,

@@ -683,7 +683,9 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
 
         disk = DiskWatch(bot.steward.ledger, slow=0.2)
         assert await api.deliver_webhook(update, secret=SECRET) == 200
-        assert f"{api.bot_id}:{update['update_id']}" in disk.on_disk_by(time.monotonic())  # 200 after
+        assert f"{api.bot_id}:{update['update_id']}" in disk.on_disk_by(
+            time.monotonic()
+        )  # 200 after
         await api.wait_for(lambda a: a.sent(OPERATOR))
         assert await api.deliver_webhook(update, secret=SECRET) == 200  # Telegram retried
         await bot.settled(api, 1)

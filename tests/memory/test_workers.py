@@ -1,6 +1,7 @@
 """Workers sharing one ledger (memory/ledger/ledger.py, "workers"): a delivery stored but
-not handled, and a reply kept but not sent, belong to the worker that took them; another
-takes them over only once that one is gone. Run on SQLite and PostgreSQL."""
+not handled, a reply kept but not sent, and a run set running, belong to the worker that
+took them; another takes them over only once that one is gone. Run on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import pytest
 from sqlalchemy import update
 
 from memory.database_url import DatabaseURL
-from memory.ledger import Ledger, OwedReply, TakenOver, utcnow
+from memory.ledger import (
+    Ledger,
+    LedgerTx,
+    NewAuditEvent,
+    OwedReply,
+    Run,
+    RunStatus,
+    TakenOver,
+    utcnow,
+)
 from memory.ledger import schema as t
 from memory.ledger.ledger import _TAKING_OVER, LEASE
 
@@ -48,6 +58,16 @@ async def inbox_of(ledger: Ledger, own: bool = True) -> list[str]:
 
 async def replies_of(ledger: Ledger, own: bool = True) -> list[str]:
     return [reply.key for reply in await ledger.take_over_replies("telegram", own)]
+
+
+async def set_running(ledger: Ledger, run_id: str) -> None:
+    now = utcnow()
+    run = Run(run_id, "onboarding", "v1", RunStatus.RUNNING, {}, "cli:shell", now, now)
+    await ledger.write(lambda tx: tx.insert_run(run))
+
+
+async def runs_of(ledger: Ledger, own: bool = True) -> list[str]:
+    return [run.id for run in await ledger.take_over_runs(own)]
 
 
 async def fall_silent(ledger: Ledger, name: str) -> None:
@@ -227,3 +247,65 @@ async def test_a_worker_that_never_registered_holds_no_lease_to_doubt(
 ) -> None:
     async with worker(database_url, None) as anyone:
         assert not anyone.lease_in_doubt()
+
+
+async def test_a_running_run_is_its_workers_while_it_lives_then_taken_over_once(
+    database_url: DatabaseURL,
+) -> None:
+    async with (
+        worker(database_url, "a") as a,
+        worker(database_url, "b") as b,
+        worker(database_url, "c") as c,
+    ):
+        await set_running(a, "run1")
+        await set_running(a, "run2")
+        await a.write(lambda tx: tx.update_run("run2", status=RunStatus.WAITING.value))
+        assert await runs_of(b) == []
+        assert await runs_of(a) == ["run1"]  # a waiting run is nobody's to move
+        await fall_silent(b, "a")
+        taken = await asyncio.gather(runs_of(b, own=False), runs_of(c, own=False))
+        assert sorted(taken[0] + taken[1]) == ["run1"]
+        assert await runs_of(b, own=False) == await runs_of(c, own=False) == []
+
+
+async def test_a_worker_back_after_its_run_was_taken_over_records_nothing_of_it(
+    database_url: DatabaseURL,
+) -> None:
+    """ "a" froze mid-step past its lease and "b" took the run: the stop "a" records when
+    it wakes commits nothing, and "b"'s stands. A run cancelled meanwhile is no take-over:
+    the stop is not recorded, and says so."""
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await set_running(a, "run1")
+        await fall_silent(b, "a")
+        assert await runs_of(b, own=False) == ["run1"]
+
+        def stop(tx: LedgerTx) -> bool:
+            tx.audit(NewAuditEvent("steward", "run.succeeded", "run1"))
+            return tx.update_running_run("run1", status=RunStatus.SUCCEEDED.value)
+
+        with pytest.raises(TakenOver):
+            await a.write(stop)
+        assert [e.kind for e in await a.audit_events()] == []
+        assert await b.write(stop)
+        await set_running(b, "run2")
+        await b.write(lambda tx: tx.update_run("run2", status=RunStatus.CANCELLED.value))
+        assert not await b.write(lambda tx: tx.update_running_run("run2", current_step="x"))
+
+
+async def test_a_process_keeps_the_runs_it_set_running_before_it_registered(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, None) as a, worker(database_url, "b") as b:
+        await set_running(a, "run1")
+        await a.register_worker("a")
+        assert await runs_of(b, own=False) == []
+        assert await runs_of(a) == ["run1"]
+
+
+async def test_a_retired_worker_leaves_its_running_runs_to_the_others_at_once(
+    database_url: DatabaseURL,
+) -> None:
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await set_running(a, "run1")
+        await a.retire_worker()
+        assert await runs_of(b, own=False) == ["run1"]

@@ -1,0 +1,140 @@
+"""A run moved by a worker that dies mid-step, with a real process and a real SIGKILL:
+no service beside it takes the run while that worker lives, not at its start nor at a
+beat; once the worker is gone, the live service moves the run on, and the step's
+effect goes out again under the same idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from bot import service as service_module
+from bot.app import Steward
+from bot.service import Service
+from bot.settings import load_settings
+from memory.ledger import RunStatus
+from memory.ledger import ledger as ledger_module
+from tests.net import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+LEASE = timedelta(seconds=8)  # longer than a shell's beat (5 s), which is not shortened
+PARTNER = """
+name: notify_partner
+title: Notify the partner
+description: tells the partner's system about a client, once approved
+inputs:
+  client: {{type: string}}
+steps:
+  - id: approve
+    kind: approval
+    summary: Tell the partner about {{client}}
+  - id: post
+    kind: action
+    gate: approve
+    connector: webhook
+    action: post
+    with: {{url: "{url}", client: "{{client}}"}}
+"""
+
+
+class Partner:
+    """A webhook receiver that holds its first call until the test ends, and answers
+    every later one."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.held = asyncio.Event()
+
+    async def receive(self, request: web.Request) -> web.Response:
+        self.keys.append(request.headers["Idempotency-Key"])
+        if len(self.keys) == 1:
+            await self.held.wait()
+        return web.json_response({"ok": True})
+
+
+@asynccontextmanager
+async def partner_at(port: int) -> AsyncIterator[Partner]:
+    partner = Partner()
+    app = web.Application()
+    app.router.add_post("/hook", partner.receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield partner
+    finally:
+        partner.held.set()
+        await runner.cleanup()
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], seconds: float) -> None:
+    for _ in range(int(seconds / 0.05)):
+        met = condition()
+        if await met if inspect.isawaitable(met) else met:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s")
+
+
+async def status(steward: Steward, run_id: str) -> RunStatus | None:
+    run = await steward.ledger.get_run(run_id)
+    return run.status if run is not None else None
+
+
+async def moved_on(steward: Steward, run_id: str) -> bool:
+    return await status(steward, run_id) is not RunStatus.RUNNING
+
+
+async def test_a_run_left_mid_step_by_a_dead_worker_goes_on_in_the_live_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "BEAT_SECONDS", 0.1)
+    monkeypatch.setattr(service_module, "LEASE", LEASE)
+    monkeypatch.setattr(ledger_module, "LEASE", LEASE)
+    home, port = tmp_path / "home", free_port()
+    (home / "processes").mkdir(parents=True)
+    url = f"http://127.0.0.1:{port}/hook"
+    (home / "processes" / "partner.yaml").write_text(PARTNER.format(url=url))
+    settings = load_settings(home=home)
+    async with partner_at(port) as partner, Steward.open(settings) as steward:
+        view = await steward.engine.start("notify_partner", {"client": "Acme"}, "cli:shell")
+        assert view.approval is not None
+        said = tmp_path / "shell.err"
+        with said.open("w") as stderr:
+            shell = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "bot.cli", "approve", view.approval.id),
+                env={**os.environ, "STEWARD_HOME": str(home)},
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=ROOT,
+            )
+        try:
+            await until(lambda: partner.keys or shell.returncode is not None, 60)
+            assert partner.keys, said.read_text()  # the shell is mid-step, in the call
+            async with Service(steward, []):  # its start leaves the shell's run alone
+                await asyncio.sleep(2)  # and so do its beats
+                assert len(partner.keys) == 1
+                assert await status(steward, view.run.id) is RunStatus.RUNNING
+                shell.send_signal(signal.SIGKILL)
+                assert await shell.wait() == -signal.SIGKILL
+                await until(lambda: len(partner.keys) == 2, 3 * LEASE.total_seconds())
+                await until(lambda: moved_on(steward, view.run.id), 10)
+        finally:
+            if shell.returncode is None:
+                shell.kill()
+                await shell.wait()
+        assert await status(steward, view.run.id) is RunStatus.SUCCEEDED
+        assert partner.keys[0] == partner.keys[1]  # the same call, which the partner dedups
+        await asyncio.sleep(0.5)
+        assert len(partner.keys) == 2
