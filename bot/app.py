@@ -38,7 +38,7 @@ from memory.longterm import LongTermMemory, MemoryUnavailable
 from memory.longterm.embedded import EmbeddedMemory
 from memory.longterm.reconnecting import Reconnecting
 from memory.longterm.sync import MemorySync
-from memory.working import Degrading, InProcessWorkingMemory, WorkingMemory
+from memory.working import InProcessWorkingMemory, WorkingMemory
 from processes import BUILTIN_DIR
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ async def open_working_memory(settings: Settings) -> WorkingMemory:
     """Redis when STEWARD_REDIS_URL is set (shared by every steward process, kept across
     restarts; in-process while it is down); in-process otherwise."""
     if settings.redis_url:
+        from memory.working.redis import Degrading  # only where Redis is configured
+
         return await Degrading.connect(settings.redis_url)
     return InProcessWorkingMemory()
 

@@ -21,8 +21,6 @@ from bot.hooks import HookEndpoint
 from bot.http import HttpServer
 from bot.scheduler import DigestTime, Scheduler
 from bot.settings import Settings
-from bot.slack import SlackChannel
-from bot.telegram import TelegramChannel
 from bot.worker_slot import WorkerSlot
 from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks
@@ -43,13 +41,16 @@ def chat_platforms_configured(settings: Settings) -> bool:
 
 
 def configured_channels(steward: Steward) -> list[Channel]:
-    settings = steward.settings
+    """The chat platforms configured; each one's SDK is imported only where it is."""
+    settings, memory = steward.settings, steward.coordinator.memory
     channels: list[Channel] = []
     if settings.telegram_bot_token:
-        memory = steward.coordinator.memory
+        from bot.telegram import TelegramChannel
+
         channels.append(TelegramChannel.from_settings(settings, steward.door, memory))
     if settings.slack_bot_token:
-        memory = steward.coordinator.memory
+        from bot.slack import SlackChannel
+
         channels.append(SlackChannel.from_settings(settings, steward.door, memory))
     return channels
 

@@ -20,7 +20,8 @@ from redis.exceptions import RedisError
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.messages import Inbound, Sender
-from memory.working import Degrading, InProcessWorkingMemory, RedisWorkingMemory, WorkingMemory
+from memory.working import InProcessWorkingMemory, WorkingMemory
+from memory.working.redis import Degrading, RedisWorkingMemory
 
 REDIS_URL = os.environ.get("STEWARD_TEST_REDIS_URL", "redis://localhost:6379/15")
 
