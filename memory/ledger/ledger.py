@@ -22,7 +22,6 @@ from functools import cache
 from time import monotonic
 from typing import Any, TypeVar
 
-from alembic.util import CommandError
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -52,7 +51,7 @@ from memory.ledger import schema as t
 from memory.ledger.audit import GENESIS, ChainReport, as_stored, event_hash, verify_chain
 from memory.ledger.database import Database, open_database
 from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, TakenOver, cause
-from memory.ledger.migrate import upgrade_to_head
+from memory.ledger.migrate import UnknownRevision, upgrade_to_head
 from memory.ledger.prepared import Prepared
 from memory.ledger.records import (
     Approval,
@@ -679,7 +678,7 @@ class Ledger:
             if self.url.is_sqlite:
                 self.url.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             await self.db.run(_migrate)
-        except CommandError as exc:  # a revision this steward does not know
+        except UnknownRevision as exc:
             raise LedgerUnavailable(
                 f"the ledger at {self.url} was set up by a newer steward ({exc}); "
                 "upgrade this one to use it"

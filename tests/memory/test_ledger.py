@@ -36,7 +36,7 @@ from memory.ledger import (
 )
 from memory.ledger import ledger as ledger_module
 from memory.ledger import schema as t
-from memory.ledger.migrate import alembic_config
+from memory.ledger.migrate import HEAD, alembic_config
 from tests.memory.commit_log import record_commits
 
 T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
@@ -939,6 +939,10 @@ async def test_the_migrations_build_the_schema_the_code_declares(ledger: Ledger)
         return compare_metadata(MigrationContext.configure(conn), t.metadata)
 
     assert await ledger.db.run(differences, write=False) == []
+
+
+def test_the_head_a_start_checks_for_is_the_newest_migration() -> None:
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD
 
 
 async def test_every_migration_undoes_itself_and_the_ledger_migrates_again(ledger: Ledger) -> None:
