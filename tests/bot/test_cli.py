@@ -507,6 +507,24 @@ def test_a_signal_stops_the_terminal_chat_as_a_stop_should(home: Path, signum: i
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_a_command_loads_ends_it_without_a_traceback(home: Path) -> None:
+    """The `steward` script's entry (`python -m bot` is the same): its imports take
+    seconds, and Ctrl-C among them printed one."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "bot", "runs"],
+        env={**os.environ, "STEWARD_HOME": str(home)},
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as shell:
+        time.sleep(0.5)  # loading still
+        shell.send_signal(signal.SIGINT)
+        _, err = shell.communicate(timeout=30)
+    assert shell.returncode == 130 and "Traceback" not in err, err
+
+
+@pytest.mark.slow
 def test_a_server_with_webhooks_and_no_terminal_serves_until_stopped(home: Path) -> None:
     """`steward run` under a process manager: stdin is /dev/null, no chat platform; the
     webhooks are what it serves, until SIGTERM."""
