@@ -109,6 +109,23 @@ class InProcessWorkingMemory:
         item[1]["n"] += 1
         return int(item[1]["n"])
 
+    def counted(self, key: str, n: int, ttl_seconds: float) -> None:
+        """Notes a counter at ``n``, as another store counted it: a new one expires
+        ``ttl_seconds`` from now, one counted before keeps its expiry."""
+        item = self._items.get(key)
+        if n == 1 or item is None or item[0] <= self._clock():
+            self._items[key] = (self._clock() + ttl_seconds, {"n": n})
+        else:
+            item[1]["n"] = n
+
+    def kept(self, key: str) -> tuple[dict[str, Any], float] | None:
+        """What ``key`` holds and the seconds it has left; None once it is gone."""
+        item = self._items.get(key)
+        if item is None or item[0] <= self._clock():
+            return None
+        expires, value = item
+        return value, expires - self._clock()
+
     @asynccontextmanager
     async def lock(self, name: str, hold_seconds: float = 10.0) -> AsyncIterator[None]:
         async with self._locks[name]:

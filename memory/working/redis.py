@@ -33,6 +33,10 @@ if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end
 return n
 """
 
+# How a key is stored in Redis, by the call that wrote it.
+VALUE, LIST, COUNTER = "value", "list", "counter"
+_KINDS = {"set": VALUE, "add": VALUE, "delete": VALUE, "push": LIST, "count": COUNTER}
+
 # Deletes the lock only if this holder still holds it.
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -114,6 +118,25 @@ class RedisWorkingMemory:
         finally:
             await self.client.eval(_RELEASE, 1, key, token)
 
+    async def restore(self, key: str, kind: str, kept: tuple[dict[str, Any], float] | None) -> None:
+        """Makes ``key`` hold ``kept`` — a value and the seconds it has left; None for
+        nothing — stored as a ``kind`` is: a value (``set``), a list (``push``) or a
+        counter (``count``)."""
+        name = self.prefix + key
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(name)
+            if kept is not None:
+                value, left = kept
+                if kind == LIST:
+                    if value["items"]:
+                        pipe.rpush(name, *(json.dumps(item) for item in value["items"]))
+                        pipe.pexpire(name, _ms(left))
+                elif kind == COUNTER:
+                    pipe.set(name, int(value["n"]), px=_ms(left))
+                else:
+                    pipe.set(name, json.dumps(value), px=_ms(left))
+            await pipe.execute()
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -129,10 +152,16 @@ def _ms(seconds: float) -> int:
 class Degrading:
     """Redis while it answers; in-process while it does not.
 
-    Redis going away is logged once, and its return; in between every call is served
-    in-process (so locks hold within this process only) and Redis is tried again every
-    ``retry_seconds``. What was kept in-process meanwhile is not copied back: working
-    memory may be lost.
+    Every write goes to in-process memory too, so that it knows what this process kept
+    in Redis before Redis went away: a question asked before an outage and answered
+    during it is answered. Redis going away is logged once, and its return; in between
+    every call is served in-process (so locks hold within this process only) and Redis
+    is tried again every ``retry_seconds``. Before Redis serves again, each key written
+    meanwhile is written back as in-process memory has it, or deleted there: nothing
+    done during the outage is undone by what Redis still held (a question answered
+    meanwhile does not come back to take the next message as its answer). For those keys
+    this process's writes win over another process's made meanwhile; and what another
+    process kept in Redis is unknown here while Redis is down.
     """
 
     def __init__(self, redis: RedisWorkingMemory, retry_seconds: float = 5.0) -> None:
@@ -140,6 +169,8 @@ class Degrading:
         self.local = InProcessWorkingMemory()
         self.retry_seconds = retry_seconds
         self._down_since: float | None = None
+        self._written: dict[str, str] = {}  # in-process while Redis was down: key → kind
+        self._writing_back = asyncio.Lock()
 
     @classmethod
     async def connect(cls, url: str, retry_seconds: float = 5.0) -> Degrading:
@@ -163,16 +194,41 @@ class Degrading:
         return self.local
 
     async def _call(self, method: str, *args: Any) -> Any:
-        backend = self._backend()
-        if backend is self.local:
-            return await getattr(self.local, method)(*args)
-        try:
-            result = await getattr(self.redis, method)(*args)
-        except (RedisError, OSError) as exc:
-            self._went_down(str(exc))
-            return await getattr(self.local, method)(*args)
-        self._came_back()
-        return result
+        if self._backend() is self.redis:
+            try:
+                await self._write_back()
+                result = await getattr(self.redis, method)(*args)
+            except (RedisError, OSError) as exc:
+                self._went_down(str(exc))
+            else:
+                self._came_back()
+                await self._mirror(method, args, result)
+                return result
+        if kind := _KINDS.get(method):
+            self._written[args[0]] = kind
+        return await getattr(self.local, method)(*args)
+
+    async def _mirror(self, method: str, args: tuple[Any, ...], result: Any) -> None:
+        """Keeps in-process what a write kept in Redis."""
+        local = self.local
+        if method == "set" or (method == "add" and result):
+            await local.set(*args)
+        elif method == "delete":
+            await local.delete(*args)
+        elif method == "push":
+            await local.push(*args)
+        elif method == "count":
+            key, ttl_seconds = args
+            local.counted(key, int(result), ttl_seconds)
+
+    async def _write_back(self) -> None:
+        """Writes each key written in-process while Redis was down back to Redis."""
+        if not self._written:
+            return
+        async with self._writing_back:
+            for key, kind in list(self._written.items()):
+                await self.redis.restore(key, kind, self.local.kept(key))
+                self._written.pop(key, None)
 
     def _went_down(self, cause: str) -> None:
         if self._down_since is None:

@@ -225,3 +225,82 @@ async def test_redis_going_away_and_coming_back(
         await memory.close()
         process.terminate()
         await process.wait()
+
+
+class Cable:
+    """A TCP proxy to Redis that the test can cut and mend: Redis keeps its data, as
+    through a network outage or a failover."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def mend(self) -> None:
+        self._server = await asyncio.start_server(self._carry, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        for writer in list(self._writers):
+            writer.close()
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        to_reader, to_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, to_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
+
+
+@pytest.mark.redis
+async def test_what_was_done_while_redis_was_away_stands_once_it_is_back() -> None:
+    """A question asked before a network outage is known during it, and answered; once
+    Redis is back it does not return from Redis to take the next message as its answer.
+    What was written meanwhile is in Redis, each kind as its calls keep it there."""
+    reason = await _redis_reason()
+    if reason:
+        pytest.skip(reason)
+    direct = Redis.from_url(REDIS_URL)
+    where = direct.connection_pool.connection_kwargs
+    cable = Cable(where.get("host", "localhost"), int(where.get("port", 6379)))
+    await cable.mend()
+    memory = await Degrading.connect(
+        f"redis://127.0.0.1:{cable.port}/{where.get('db', 0)}", retry_seconds=0.1
+    )
+    redis = memory.redis
+    redis.prefix = f"steward-test-{secrets.token_hex(4)}:"
+    try:
+        await memory.set("question:42", {"asked": "How much is due?"}, 60)
+        await memory.count("tries", 60)
+        await cable.cut()
+        assert await memory.get("question:42") == {"asked": "How much is due?"}
+        assert memory.degraded
+        await memory.delete("question:42")  # answered
+        await memory.push("turns:42", {"who": "operator", "text": "1200"}, 5, 60)
+        await memory.count("tries", 60)
+        await memory.set("card:a1", {"message": 7}, 60)
+        await cable.mend()
+        await asyncio.sleep(0.15)
+        assert await memory.get("question:42") is None
+        assert not memory.degraded
+        assert await memory.recent("turns:42", 5) == [{"who": "operator", "text": "1200"}]
+        assert await memory.count("tries", 60) == 3
+        assert await redis.get("card:a1") == {"message": 7}
+        assert 0 < await redis.client.pttl(f"{redis.prefix}card:a1") <= 60_000
+    finally:
+        await memory.close()
+        await cable.cut()
+        keys = [k async for k in direct.scan_iter(f"{redis.prefix}*")]
+        if keys:
+            await direct.delete(*keys)
+        await direct.aclose()
