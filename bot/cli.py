@@ -257,8 +257,12 @@ async def cmd_start(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
-    if args.action == "show":
-        return await _show_run(steward, args)
+    if args.action is not None:  # `runs show ID`, or `runs ID`
+        shown = args.id if args.action == "show" else args.action
+        if shown is None or (args.action != "show" and args.id is not None):
+            print("steward: usage: steward runs [show] ID", file=sys.stderr)
+            return 2
+        return await _show_run(steward, shown, args.json)
     runs = await steward.ledger.list_runs(None if args.all else ACTIVE, limit=args.limit)
     pending: dict[str, list[str]] = {}
     for approval in await steward.ledger.pending_approvals([r.id for r in runs]):
@@ -277,13 +281,10 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _show_run(steward: Steward, args: argparse.Namespace) -> int:
-    if not args.id:
-        print("steward: usage: steward runs show ID", file=sys.stderr)
-        return 2
-    run = await steward.ledger.get_run(args.id)
+async def _show_run(steward: Steward, run_id: str, as_json: bool) -> int:
+    run = await steward.ledger.get_run(run_id)
     if run is None:
-        raise NotFound(f"no run {args.id!r}", "runs")
+        raise NotFound(f"no run {run_id!r}", "runs")
     pending = [a.id for a in await steward.ledger.pending_approvals([run.id])]
     steps = await steward.ledger.run_steps(run.id)
     rows = await timeline(steward.ledger, run)
@@ -292,7 +293,7 @@ async def _show_run(steward: Steward, args: argparse.Namespace) -> int:
         "steps": [asdict(s) | {"at": s.at.isoformat()} for s in steps],
         "timeline": [row.to_json() for row in rows],
     }
-    if args.json:
+    if as_json:
         _print_json(data)
         return 0
     print(render_timeline(run, rows, steward.coordinator.zone))
@@ -349,7 +350,11 @@ def _progress(verb: str) -> archive.Progress:
 
 
 async def cmd_budget(steward: Steward, args: argparse.Namespace) -> int:
-    print(await steward.coordinator.budget_report())
+    spending = await steward.coordinator.spending()
+    if args.json:
+        _print_json(spending.to_json())
+    else:
+        print(spending.report())
     return 0
 
 
@@ -487,6 +492,9 @@ async def cmd_memory(steward: Steward, args: argparse.Namespace) -> int:
 
 async def cmd_audit(steward: Steward, args: argparse.Namespace) -> int:
     report = await steward.ledger.verify_audit()
+    if args.json:
+        _print_json({"ok": report.ok, "checked": report.checked, "problems": report.problems})
+        return 0 if report.ok else 1
     if report.ok:
         print(f"audit log intact: {report.checked} events verified")
         return 0
@@ -577,9 +585,9 @@ def _parser() -> argparse.ArgumentParser:
     start = sub.add_parser("start", help="start a run; prints its id")
     start.add_argument("process")
     start.add_argument("inputs", nargs="*", metavar="key=value")
-    runs = sub.add_parser("runs", help="runs in progress (or `runs show ID`)")
-    runs.add_argument("action", nargs="?", choices=["show"])
-    runs.add_argument("id", nargs="?")
+    runs = sub.add_parser("runs", help="runs in progress (or `runs [show] ID`: one run)")
+    runs.add_argument("action", nargs="?", metavar="[show] ID")
+    runs.add_argument("id", nargs="?", help=argparse.SUPPRESS)
     runs.add_argument("--json", action="store_true")
     runs.add_argument("--all", action="store_true", help="finished runs too")
     runs.add_argument("--limit", type=_at_least_one, default=50)
@@ -596,7 +604,8 @@ def _parser() -> argparse.ArgumentParser:
         ("confirm", "an uncertain run's attempt did happen: go on without acting again"),
     ):
         sub.add_parser(name, help=what).add_argument("id", metavar="RUN")
-    sub.add_parser("budget", help="model spend by day, month and process")
+    budget = sub.add_parser("budget", help="model spend by day, month and process")
+    budget.add_argument("--json", action="store_true")
     export = sub.add_parser("export", help="everything, as JSON Lines in a new folder")
     export.add_argument("folder", nargs="?", help="default: steward-export-DATE-TIME")
     restore = sub.add_parser("import", help="restore an export into an empty home")
@@ -620,6 +629,7 @@ def _parser() -> argparse.ArgumentParser:
     memory.add_argument("--json", action="store_true")
     audit = sub.add_parser("audit", help="check the audit log's hash chain")
     audit.add_argument("action", choices=["verify"])
+    audit.add_argument("--json", action="store_true")
     return parser
 
 

@@ -126,33 +126,74 @@ class Budgets:
     def month_start(self, now: datetime) -> datetime:
         return datetime.combine(now.astimezone(self.zone).date().replace(day=1), time(), self.zone)
 
-    async def report(self, now: datetime | None = None) -> str:
+    async def spending(self, now: datetime | None = None) -> Spending:
         now = now or utcnow()
-        month = self.month_start(now)
-        calls = await self.ledger.model_calls_since(month)
+        calls = await self.ledger.model_calls_since(self.month_start(now))
         today = self.day_start(now)
         by_day: dict[str, float] = defaultdict(float)
         by_process: dict[str, float] = defaultdict(float)
         for at, process, _, cost in calls:
             by_day[at.astimezone(self.zone).date().isoformat()] += cost
             by_process[process or ROUTING] += cost
-        spent_today = sum(cost for at, _, _, cost in calls if at >= today)
+        return Spending(
+            today=sum(cost for at, _, _, cost in calls if at >= today),
+            daily_limit=self.daily,
+            month=sum(by_process.values()),
+            calls=len(calls),
+            by_process={
+                name: (cost, self.per_process.get(name))
+                for name, cost in sorted(by_process.items(), key=lambda item: -item[1])
+            },
+            by_day=dict(sorted(by_day.items())),
+            unpriced=sorted({model for _, _, model, _ in calls} - set(self.prices)),
+        )
+
+    async def report(self, now: datetime | None = None) -> str:
+        return (await self.spending(now)).report()
+
+
+@dataclass(frozen=True)
+class Spending:
+    """Model spend in US dollars: today, this calendar month (the operator's), by
+    process this month (with its limit, if it has one) and by day."""
+
+    today: float
+    daily_limit: float | None
+    month: float
+    calls: int
+    by_process: dict[str, tuple[float, float | None]]
+    by_day: dict[str, float]
+    unpriced: list[str]  # models of this month's calls with no price: counted at 0
+
+    def report(self) -> str:
         lines = ["Model spend (US dollars):"]
-        daily = f" of {self.daily:.4f} (STEWARD_BUDGET_DAILY)" if self.daily is not None else ""
-        lines.append(f"  today       {spent_today:.4f}{daily}")
-        lines.append(f"  this month  {sum(by_process.values()):.4f} in {len(calls)} call(s)")
-        if by_process:
+        limit = self.daily_limit
+        daily = f" of {limit:.4f} (STEWARD_BUDGET_DAILY)" if limit is not None else ""
+        lines.append(f"  today       {self.today:.4f}{daily}")
+        lines.append(f"  this month  {self.month:.4f} in {self.calls} call(s)")
+        if self.by_process:
             lines.append("  by process this month:")
-            for name, cost in sorted(by_process.items(), key=lambda item: -item[1]):
-                limit = self.per_process.get(name)
+            for name, (cost, limit) in self.by_process.items():
                 of = f" of {limit:.4f}" if limit is not None else ""
                 lines.append(f"    {name:<20} {cost:.4f}{of}")
-        if by_day:
+        if self.by_day:
             lines.append("  by day:")
-            lines += [f"    {day}  {cost:.4f}" for day, cost in sorted(by_day.items())[-7:]]
-        unpriced = sorted({model for _, _, model, _ in calls} - set(self.prices))
-        if unpriced:
-            lines.append(
-                "  no price for " + ", ".join(unpriced) + ": counted at 0 (STEWARD_MODEL_PRICES)"
-            )
+            lines += [f"    {day}  {cost:.4f}" for day, cost in list(self.by_day.items())[-7:]]
+        if self.unpriced:
+            unpriced = ", ".join(self.unpriced)
+            lines.append(f"  no price for {unpriced}: counted at 0 (STEWARD_MODEL_PRICES)")
         return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "today": self.today,
+            "daily_limit": self.daily_limit,
+            "month": self.month,
+            "calls": self.calls,
+            "by_process": [
+                {"process": name, "spent": cost, "monthly_limit": limit}
+                for name, (cost, limit) in self.by_process.items()
+            ],
+            "by_day": [{"day": day, "spent": cost} for day, cost in self.by_day.items()],
+            "unpriced_models": self.unpriced,
+        }

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from graph.budget import Budgets
+from graph.budget import Budgets, Spending
 from graph.cards import approval_card, decision_line, outcome
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
@@ -511,7 +511,10 @@ class Coordinator:
         )
 
     async def budget_report(self) -> str:
-        return await (self.budgets or Budgets(self.ledger, self.zone)).report()
+        return (await self.spending()).report()
+
+    async def spending(self) -> Spending:
+        return await (self.budgets or Budgets(self.ledger, self.zone)).spending()
 
     async def runs_reply(self, show_all: bool = False) -> Reply:
         runs = await self.ledger.run_lines(None if show_all else ACTIVE, limit=30)

@@ -110,6 +110,9 @@ def test_start_runs_approve_show_and_audit(home: Path, capsys: pytest.CaptureFix
     code, out, _ = steward(capsys, "audit", "verify")
     assert code == 0
     assert "intact" in out
+    code, out, _ = steward(capsys, "audit", "verify", "--json")
+    verified = json.loads(out)
+    assert code == 0 and verified["ok"] and verified["checked"] > 0 and not verified["problems"]
 
 
 def test_runs_as_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,6 +138,24 @@ def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixtu
     assert code == 2 and "no run 'rnope'; `steward runs --all` lists them" in err
     code, _, err = steward(capsys, "runs", "show")
     assert code == 2 and "usage" in err
+    code, _, err = steward(capsys, "runs", "rnope", "rnope")
+    assert code == 2 and "usage: steward runs [show] ID" in err
+
+
+def test_runs_with_an_id_shows_that_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_id, _ = start(capsys)
+    assert steward(capsys, "runs", run_id) == steward(capsys, "runs", "show", run_id)
+    code, out, _ = steward(capsys, "runs", run_id, "--json")
+    assert code == 0 and json.loads(out)["id"] == run_id
+
+
+def test_budget_as_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = steward(capsys, "budget", "--json")
+    spending = json.loads(out)
+    assert code == 0 and spending["today"] == spending["month"] == 0
+    assert spending["calls"] == 0 and spending["by_process"] == spending["by_day"] == []
+    code, out, _ = steward(capsys, "budget")
+    assert code == 0 and out.startswith("Model spend (US dollars):")
 
 
 def test_reject_with_a_reason(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

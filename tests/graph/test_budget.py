@@ -101,6 +101,13 @@ async def test_a_process_budget_stops_only_that_process(tmp_path: Path) -> None:
         assert other.approval is not None  # another process's model calls go on
         report = await app.coordinator.budget_report()
         assert "onboarding           0.0070 of 0.0050" in report
+        spending = await app.coordinator.spending()
+        assert spending.by_process["onboarding"] == (pytest.approx(0.007), 0.005)
+        assert spending.to_json()["by_process"][0] == {  # type: ignore[index]
+            "process": "onboarding",
+            "spent": pytest.approx(0.007),
+            "monthly_limit": 0.005,
+        }
 
 
 async def test_months_and_days_are_the_operators(tmp_path: Path) -> None:
