@@ -119,8 +119,11 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
 
 
 def _say_skipped(steward: Steward) -> None:
+    """The definitions skipped, and the built-ins a definition of the operator's replaces."""
     for problem in steward.catalog.problems:
         print(f"steward: skipped {problem}", file=sys.stderr)
+    for name, source in steward.catalog.replaced.items():
+        print(f"steward: {source} replaces the built-in {name}", file=sys.stderr)
 
 
 async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
@@ -216,8 +219,7 @@ async def cmd_processes(steward: Steward, args: argparse.Namespace) -> int:
     else:
         for d in definitions:
             print(f"{d.name:<20} {d.description}")
-    for problem in steward.catalog.problems:
-        print(f"steward: skipped {problem}", file=sys.stderr)
+    _say_skipped(steward)
     return 0
 
 

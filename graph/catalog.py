@@ -155,6 +155,8 @@ class Catalog:
     # Each definition's version as loaded: the one the ledger records and runs start
     # with (hashing a definition costs more than the rest of starting a run).
     versions: dict[str, str] = field(default_factory=dict)
+    # The built-ins a user definition of the same name replaces: name → its file.
+    replaced: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, definition in self.definitions.items():
@@ -165,10 +167,20 @@ class Catalog:
         catalog = cls()
         for path in _yaml_files(builtin):
             catalog.add(load_definition(path), path)  # ours: a bad one is a bug, so it raises
+        builtins = set(catalog.definitions)
         if user is not None and user.is_dir():
             for path in _yaml_files(user):
                 try:
-                    catalog.add(load_definition(path), path)
+                    definition = load_definition(path)
+                    if (named := definition.name) in catalog.replaced or (
+                        named in catalog.definitions and named not in builtins
+                    ):  # which of the two would run would hang on the files' order
+                        first = catalog.sources[named]
+                        problem = f"{first.name} defines a process named {named!r} already"
+                        raise DefinitionError([DefinitionProblem(path, None, "name", problem)])
+                    if named in builtins:
+                        catalog.replaced[named] = path
+                    catalog.add(definition, path)
                 except DefinitionError as exc:
                     catalog.problems.extend(exc.problems)
                 except Exception as exc:  # one bad file never stops a start
@@ -198,6 +210,7 @@ class Catalog:
                 del self.definitions[definition.name]
                 del self.sources[definition.name]
                 del self.versions[definition.name]
+                self.replaced.pop(definition.name, None)
 
     def get(self, name: str) -> ProcessDefinition | None:
         return self.definitions.get(name)

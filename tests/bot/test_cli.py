@@ -25,6 +25,7 @@ from bot.app import Steward
 from bot.cli import main
 from bot.hooks import signature
 from bot.settings import load_settings
+from processes import BUILTIN_DIR
 from tests.net import free_port
 
 START = ["start", "onboarding", "client=Acme", "email=jane@acme.com", "package=basic"]
@@ -140,6 +141,17 @@ def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixtu
     assert code == 2 and "usage" in err
     code, _, err = steward(capsys, "runs", "rnope", "rnope")
     assert code == 2 and "usage: steward runs [show] ID" in err
+
+
+def test_a_built_in_replaced_by_the_operators_definition_is_said(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (home / "processes").mkdir(parents=True)
+    mine = home / "processes" / "onboarding.yaml"
+    mine.write_text((BUILTIN_DIR / "onboarding.yaml").read_text().replace("Onboard", "My onboard"))
+    code, out, err = steward(capsys, "processes")
+    assert code == 0 and "onboarding" in out
+    assert f"steward: {mine} replaces the built-in onboarding" in err
 
 
 def test_runs_with_an_id_shows_that_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

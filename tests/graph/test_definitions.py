@@ -461,6 +461,30 @@ def test_user_definition_overrides_a_builtin(tmp_path: Path) -> None:
     assert mine.version != builtin.version
     assert catalog.sources["onboarding"] == path
     assert len(catalog) == len(BUILTIN_FILES)
+    assert catalog.replaced == {"onboarding": path}  # said at start, not done in silence
+    assert catalog.problems == []
+
+
+def test_two_user_definitions_of_one_name_keep_the_first_and_report_the_second(
+    tmp_path: Path,
+) -> None:
+    """Which of the two would run hung on the files' order; the second is refused."""
+    user = tmp_path / "processes"
+    user.mkdir()
+    first = write(user, GOOD.replace("name: demo", "name: mine"), "a.yaml")
+    second = write(
+        user, GOOD.replace("name: demo", "name: mine").replace("Demo", "Other"), "b.yaml"
+    )
+    onboarding = (BUILTIN_DIR / "onboarding.yaml").read_text(encoding="utf-8")
+    write(user, onboarding, "c.yaml")
+    again = write(user, onboarding, "d.yaml")
+
+    catalog = Catalog.load(BUILTIN_DIR, user)
+
+    assert catalog.sources["mine"] == first
+    assert catalog.sources["onboarding"] == user / "c.yaml"
+    assert [(p.file, p.field) for p in catalog.problems] == [(second, "name"), (again, "name")]
+    assert "a.yaml defines a process named 'mine' already" in str(catalog.problems[0])
 
 
 def test_catalog_without_a_user_folder(tmp_path: Path) -> None:
