@@ -24,6 +24,7 @@ from bot.channel import ChannelUnavailable
 from bot.console import ConsoleChannel, render
 from bot.service import (
     Service,
+    a_service_lives,
     chat_platforms_configured,
     configured_channels,
     shell_worker,
@@ -37,7 +38,7 @@ from graph.messages import Button, Reply, Sender
 from graph.routing import INPUT_NAME
 from graph.timeline import render_timeline, timeline
 from memory import archive
-from memory.ledger import LedgerUnavailable, RunStatus, cause
+from memory.ledger import LedgerUnavailable, RunStatus, RunTakenOver, cause
 from memory.longterm import MemoryUnavailable
 
 CLI = Sender("cli", "shell", "shell")
@@ -113,6 +114,13 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
         except StewardError as exc:
             print(f"steward: {_in_shell_words(str(exc))}", file=sys.stderr)
             return 1
+        except RunTakenOver:  # stopped (Ctrl-Z, a paused machine) past its lease
+            print(
+                "steward: this command was stopped for so long that the steward beside it "
+                "took its run over; it moves the run on (`steward runs` shows where).",
+                file=sys.stderr,
+            )
+            return 1
 
 
 # -- the product -------------------------------------------------------------------------
@@ -163,7 +171,7 @@ async def _terminal(steward: Steward, serving: bool) -> int:
     async def news(reply: Reply, reply_to: dict[str, Any] | None) -> None:
         console.show(reply)
 
-    beside = bool(await steward.ledger.live_workers())  # another steward on this ledger
+    beside = await a_service_lives(steward.ledger)  # another steward on this ledger
     # Beside a `steward run` that serves Telegram or Slack, timers and the daily list are
     # its own: their news is for those chats. Alone, this terminal takes them.
     schedules = not (beside and chat_platforms_configured(steward.settings))

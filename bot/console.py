@@ -14,7 +14,7 @@ from typing import Any, Literal, TextIO
 
 from graph.front_door import FrontDoor
 from graph.messages import Button, Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
-from memory.ledger import TakenOver, cause, ledger_down
+from memory.ledger import RunTakenOver, TakenOver, cause, ledger_down
 
 PROMPT = "you › "
 Ended = Literal["input", "quit", "stopped"]  # Ctrl-D or no more lines; /quit; a signal
@@ -25,6 +25,10 @@ LEDGER_DOWN = (
 TAKEN_OVER = (
     "This terminal was stopped for so long that another steward took that message over "
     "and handles it; nothing of it was done here."
+)
+RUN_TAKEN_OVER = (
+    "This terminal was stopped for so long that another steward took the run over; it "
+    "moves the run on from there. /runs shows where it is."
 )
 
 
@@ -130,6 +134,8 @@ class ConsoleChannel:
             inbound = Inbound(self.sender, self.chat_id, external_id, button=self.choices[stripped])
         try:
             reply = await self.door.receive(inbound) or Reply()
+        except RunTakenOver:  # stopped past its lease mid-step: another steward took the run
+            reply = Reply().say(RUN_TAKEN_OVER)
         except TakenOver:  # stopped (Ctrl-Z) past its lease, another steward chat took it
             reply = Reply().say(TAKEN_OVER)
         except Exception as exc:

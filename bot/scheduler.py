@@ -25,7 +25,7 @@ from graph.coordinator import Coordinator
 from graph.digest import next_digest_at
 from graph.engine import Decision, ProcessEngine, RunView
 from graph.messages import Reply
-from memory.ledger import Ledger, Timer, utcnow
+from memory.ledger import Ledger, RunTakenOver, Timer, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,9 @@ class Scheduler:
     async def _fire(self, timer: Timer) -> int:
         try:
             result = await self.engine.fire_timer(timer, self.worker)
+        except RunTakenOver as exc:  # this worker looked gone meanwhile: the other tells
+            log.info("timer %s fired; its run went on in another worker: %s", timer.key, exc)
+            return 0
         except Exception:
             log.exception("timer %s failed", timer.key)
             return 0

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
 BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gone one left
 FEEDING_SECONDS = 2.0  # a stop waits this long for long-term memory's batch
+SHELL = "shell:"  # how the name of a shell command's worker begins
 DECISIONS_READ = "cards:decisions-read"  # how far the audit log's decisions were settled
 
 
@@ -55,12 +56,18 @@ def configured_channels(steward: Steward) -> list[Channel]:
     return channels
 
 
+async def a_service_lives(ledger: Ledger) -> bool:
+    """Whether a `steward run` or `steward chat` lives on this ledger: a shell command's
+    worker is none."""
+    return any(not worker.startswith(SHELL) for worker in await ledger.live_workers())
+
+
 @asynccontextmanager
 async def shell_worker(ledger: Ledger) -> AsyncIterator[None]:
     """A shell command that moves runs is a worker while it lasts: no service takes a run
     it moves while it lives, and one it leaves mid-step (Ctrl-C, a crash) goes on in a
     service beside it, at once or once its lease lapses."""
-    await ledger.register_worker(f"shell:{uuid.uuid4().hex}")
+    await ledger.register_worker(f"{SHELL}{uuid.uuid4().hex}")
 
     async def beat() -> None:
         while True:
@@ -183,25 +190,34 @@ class Service:
             if healthy_since is None:
                 log.info("worker heartbeat works again")
                 healthy_since = loop.time()
-            if loop.time() - healthy_since < LEASE.total_seconds():
-                continue
-            try:
-                for channel in self._started:
-                    await channel.take_over()
-                if self.hooks is not None:
-                    await self.hooks.queue_stored(own=False)
-            except Exception:
-                log.exception("could not take up the work of a worker gone; next beat again")
-            if self._moving is None or self._moving.done():  # beats go on while runs move
-                self._moving = asyncio.create_task(self._move_runs_left(), name="runs left")
+            taking_over = loop.time() - healthy_since >= LEASE.total_seconds()
+            if taking_over:
+                try:
+                    for channel in self._started:
+                        await channel.take_over()
+                    if self.hooks is not None:
+                        await self.hooks.queue_stored(own=False)
+                except Exception:
+                    log.exception("could not take up the work of a worker gone; next beat again")
+            stalled_here = self._ticking is None  # no scheduler resumes them here
+            if (taking_over or stalled_here) and (self._moving is None or self._moving.done()):
+                self._moving = asyncio.create_task(  # beats go on while runs move
+                    self._move_runs_on(taking_over), name="runs left"
+                )
 
-    async def _move_runs_left(self) -> None:
-        """Moves on the runs a worker gone left mid-step, and tells of each."""
+    async def _move_runs_on(self, taking_over: bool) -> None:
+        """Moves on the runs a worker gone left mid-step (``taking_over``), and, where no
+        scheduler does (``steward chat`` beside a ``steward run``), those whose stop the
+        ledger failed to record here; tells of each."""
+        engine = self.steward.engine
         try:
-            for view in await self.steward.engine.recover(own=False):
+            views = await engine.recover(own=False) if taking_over else []
+            if self._ticking is None:
+                views += await engine.resume_stalled()
+            for view in views:
                 await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
         except Exception:
-            log.exception("could not move on the runs of a worker gone; next beat again")
+            log.exception("could not move runs on; next beat again")
 
     async def _decisions_read(self) -> int:
         """Where the last watcher stopped reading the audit log, kept in working memory

@@ -73,8 +73,8 @@ from memory.ledger import (
     NewAuditEvent,
     Run,
     RunStatus,
+    RunTakenOver,
     StepEntry,
-    TakenOver,
     Timer,
     ledger_down,
     storable,
@@ -765,14 +765,15 @@ class ProcessEngine:
         for run in await self.ledger.take_over_runs(own):
             async with self._locks.hold(run.id):
                 try:
-                    views.append(await self._continue(run))
-                except TakenOver:
+                    try:
+                        views.append(await self._continue(run))
+                    except Exception as exc:  # one run's failure never stops a start
+                        if ledger_down(exc) or isinstance(exc, RunTakenOver):
+                            raise
+                        log.exception("run %s could not go on after the crash", run.id)
+                        views.append(await self._fail(run, exc, "error"))
+                except RunTakenOver:
                     continue  # this worker looked gone meanwhile: the run is another's now
-                except Exception as exc:  # one run's failure never stops a start
-                    if ledger_down(exc):
-                        raise
-                    log.exception("run %s could not go on after the crash", run.id)
-                    views.append(await self._fail(run, exc, "error"))
         return views
 
     async def view(self, run_id: str) -> RunView:
@@ -844,7 +845,7 @@ class ProcessEngine:
                 try:
                     stopped = await self._settle(run, compiled, result, interrupts, context.log)
                 except Exception as exc:
-                    if ledger_down(exc) or isinstance(exc, TakenOver):
+                    if ledger_down(exc) or isinstance(exc, RunTakenOver):
                         raise
                     self.ledger.drop_droppable()  # a checkpoint of it may be what failed
                     return await self._fail(run, exc, "error")
@@ -871,7 +872,8 @@ class ProcessEngine:
     async def resume_stalled(self) -> list[RunView]:
         """Continues each run whose stop could not be recorded, from its last checkpoint,
         as after a crash (its effects are not repeated: each has its idempotency record).
-        A run that moved meanwhile (its stop was recorded after all, and it went on) is
+        A run that moved meanwhile (its stop was recorded after all, and it went on), or
+        that another worker took over while the ledger was away from this one, is
         forgotten; one whose resume fails is tried again later, each time twice as late,
         up to STALLED_LAST_RETRY."""
         views: list[RunView] = []
@@ -881,8 +883,10 @@ class ProcessEngine:
             try:
                 async with self._locks.hold(run_id):
                     run = await self.ledger.get_run(run_id)
-                    if run is not None and stalled.left_as(run):
+                    if run is not None and stalled.left_as(run) and await self.ledger.moves(run_id):
                         views.append(await self._continue(run))
+            except RunTakenOver:
+                pass  # forgotten: its new worker moves it
             except Exception as exc:
                 delay = stalled.delay
                 log.warning("run %s is stalled still (%s); next try in %.0f s", run_id, exc, delay)

@@ -35,7 +35,7 @@ from graph.engine import InputProblem, ProcessEngine
 from graph.errors import StewardError
 from graph.messages import Reply
 from graph.routing import format_argument
-from memory.ledger import RunStatus
+from memory.ledger import RunStatus, RunTakenOver
 
 SIGNATURE_HEADER = "X-Steward-Signature"
 # A source's name is a path segment, and with "hook:" before it the ledger's inbox
@@ -163,6 +163,9 @@ class HookRouter:
                 woken = await self.engine.offer_event(run.id, event, payload, actor)
             except StewardError as exc:  # it ended meanwhile
                 reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
+                continue
+            except RunTakenOver:  # took it, then looked gone: another worker moves it on
+                reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
                 continue
             if woken is not None:
                 reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")

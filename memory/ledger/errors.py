@@ -22,6 +22,13 @@ class TakenOver(LedgerError):
     memory, a model call) stays done."""
 
 
+class RunTakenOver(TakenOver):
+    """A run this worker was moving is no longer its own: another worker took it over
+    (this one looked gone) and moves it on from its last checkpoint. The transaction
+    that would have recorded the step's stop commits nothing. Only this run's: a
+    delivery that led to it (a decision, an event for several runs) stays handled."""
+
+
 class RunCancelled(LedgerError):
     """An effect was about to start for a run that the operator has cancelled."""
 

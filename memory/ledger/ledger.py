@@ -50,7 +50,14 @@ from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
 from memory.ledger.audit import GENESIS, ChainReport, as_stored, event_hash, verify_chain
 from memory.ledger.database import Database, open_database
-from memory.ledger.errors import LedgerError, LedgerUnavailable, RunCancelled, TakenOver, cause
+from memory.ledger.errors import (
+    LedgerError,
+    LedgerUnavailable,
+    RunCancelled,
+    RunTakenOver,
+    TakenOver,
+    cause,
+)
 from memory.ledger.migrate import UnknownRevision, upgrade_to_head
 from memory.ledger.prepared import Prepared
 from memory.ledger.records import (
@@ -349,7 +356,7 @@ class LedgerTx:
 
     def update_running_run(self, run_id: str, **values: Any) -> bool:
         """Updates a run only while it is running: a cancel that came first stands.
-        Raises ``TakenOver`` when another worker took the run over meanwhile (this one
+        Raises ``RunTakenOver`` when another worker took the run over meanwhile (this one
         looked gone): nothing this transaction wrote commits, and that worker's moving
         of the run stands alone."""
         values.setdefault("updated_at", utcnow())
@@ -357,8 +364,13 @@ class LedgerTx:
         if _MOVE_HELD_RUN.run(self.conn, held) == 1:
             return True
         if self.run_status(run_id) is RunStatus.RUNNING:
-            raise TakenOver(f"run {run_id} is no longer moved by {self.worker}")
+            raise RunTakenOver(f"run {run_id} is no longer moved by {self.worker}")
         return False
+
+    def moves(self, run_id: str) -> bool:
+        """Whether this worker still moves the running run ``run_id``."""
+        owner = self.conn.execute(select(t.runs.c.owner).where(t.runs.c.id == run_id))
+        return owner.scalar_one_or_none() in (self.worker, None)
 
     def _held(self, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` of a run; one that sets it running makes it this worker's."""
@@ -593,6 +605,7 @@ class LedgerTx:
 # judge it against the list of live workers from before it waited, and two workers could
 # take one row. (SQLite's writes go one at a time anyway.)
 _TAKING_OVER = 0x57_4F_52_4B  # "WORK"
+RETIRED = "retired:"  # a run's owner once its worker stopped: no live worker's name
 
 
 def _one_taker_at_a_time(conn: Connection) -> None:
@@ -1050,7 +1063,11 @@ class Ledger:
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
             _insert_worker(conn, worker, now)
             # The runs this process set running before it had a name are still its own.
-            conn.execute(update(t.runs).where(t.runs.c.owner == unnamed).values(owner=worker))
+            conn.execute(
+                update(t.runs)
+                .where(t.runs.c.status == RunStatus.RUNNING.value, t.runs.c.owner == unnamed)
+                .values(owner=worker)
+            )
 
         await self.db.run(register)
         self.worker = worker
@@ -1114,19 +1131,28 @@ class Ledger:
             conn.execute(update(t.replies).where(t.replies.c.owner == worker).values(owner=None))
             conn.execute(
                 update(t.runs)
-                .where(t.runs.c.owner == worker, t.runs.c.status == RunStatus.RUNNING.value)
-                .values(owner=None)
+                .where(t.runs.c.status == RunStatus.RUNNING.value, t.runs.c.owner == worker)
+                .values(owner=f"{RETIRED}{worker}")  # nobody's: any worker takes it at a beat
             )
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
 
         await self.db.run(retire)
         self._last_beat = None
 
+    async def moves(self, run_id: str) -> bool:
+        """Whether this worker still moves the running run ``run_id``: no other worker
+        took it over (this one looked gone)."""
+        return await self.read(lambda tx: tx.moves(run_id))
+
     async def take_over_runs(self, own: bool = True) -> list[Run]:
         """Takes the running runs whose worker is gone — it died mid-step, or stopped
-        with a run it could not finish — and returns them, with (``own``) those this
-        worker already holds: a crashed process of the same id left them."""
-        scope = (t.runs.c.status == RunStatus.RUNNING.value,)
+        with a run it could not finish — and returns them, with (``own``, at a start)
+        those this worker already holds: a crashed process of the same id left them.
+        A run with no owner was set running by a steward from before owners, which may
+        be moving it still: only a start takes it, as such a steward's start did."""
+        scope: tuple[ColumnElement[bool], ...] = (t.runs.c.status == RunStatus.RUNNING.value,)
+        if not own:
+            scope = (*scope, t.runs.c.owner.is_not(None))
 
         def take(conn: Connection) -> list[Run]:
             return [_run(row) for row in _take_over(conn, t.runs.c.id, scope, self.worker, own)]

@@ -24,6 +24,7 @@ import pytest
 from bot.app import Steward
 from bot.cli import main
 from bot.hooks import signature
+from bot.service import SHELL
 from bot.settings import load_settings
 from processes import BUILTIN_DIR
 from tests.net import free_port
@@ -241,12 +242,12 @@ def test_today_names_the_shell_commands_for_each_item_and_has_json(
     assert run_id in item["why"]
 
 
-def another_steward_lives() -> None:
+def another_steward_lives(worker: str = "host:4242") -> None:
     """A worker on the ledger of STEWARD_HOME, as a `steward run` beside is."""
 
     async def register() -> None:
         async with Steward.open(load_settings()) as other:
-            await other.ledger.register_worker("host:4242")
+            await other.ledger.register_worker(worker)
 
     asyncio.run(register())
 
@@ -263,6 +264,18 @@ def test_chat_leaves_timers_to_a_steward_run_serving_telegram_and_takes_them_alo
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     code, _, beside = steward(capsys, "chat")
     assert code == 0 and "`steward run` is serving Telegram or Slack" in beside
+
+
+def test_a_shell_command_in_flight_is_no_steward_beside_the_chat(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `steward approve` moving a run is a worker while it lasts; a chat started then
+    still sends the daily list, fires the timers and serves the webhooks."""
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "4242:steward-test-token")
+    another_steward_lives(f"{SHELL}0123")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = steward(capsys, "chat")
+    assert code == 0 and "is serving Telegram or Slack" not in err
 
 
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

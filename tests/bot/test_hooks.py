@@ -26,7 +26,7 @@ from bot.settings import load_settings
 from graph.hooks import HookConfigError
 from graph.messages import Reply
 from memory.database_url import DatabaseURL
-from memory.ledger import RunStatus
+from memory.ledger import RunStatus, RunTakenOver
 from tests.net import free_port
 
 FORM_SECRET = "form-secret-0123456789"
@@ -233,6 +233,37 @@ async def test_a_payment_wakes_the_follow_up_waiting_for_it_and_no_other(tmp_pat
         assert await bot.post("payments", {"invoice": "INV-404"}, secret=PAY_SECRET) == 200
         assert any("matched no run waiting for it (invoice=INV-404)" in n for n in bot.news)
         assert len(outbox(home)) == 2
+
+
+async def test_a_run_taken_over_as_it_takes_the_payment_leaves_the_others_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two follow-ups of one invoice wait for its payment; this worker, frozen past its
+    lease as the first took it, finds that run another's: the second takes it all the
+    same, where the delivery ended there, done, and the second never got it."""
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine = bot.steward.engine
+        runs = []
+        for _ in range(2):
+            view = await engine.start("invoice_followup", INVOICE, "cli:x")
+            assert view.approval is not None
+            await engine.decide(view.approval.id, True, "cli:x")
+            runs.append(view.run.id)
+        offer = engine.offer_event
+
+        async def taken_over_after_the_first(run_id: str, *args: Any) -> Any:
+            woken = await offer(run_id, *args)
+            if run_id == runs[0]:
+                raise RunTakenOver(f"run {run_id} is no longer moved by this worker")
+            return woken
+
+        monkeypatch.setattr(engine, "offer_event", taken_over_after_the_first)
+        paid = {"invoice": INVOICE["invoice"], "amount": "1200 EUR"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
+        second = await bot.steward.ledger.get_run(runs[1])
+        assert second is not None and second.status is RunStatus.SUCCEEDED
+        assert sum("got its payment" in n for n in bot.news) == 2
 
 
 async def test_a_payment_before_the_reminder_is_approved_is_kept_for_the_wait(

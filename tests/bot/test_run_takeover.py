@@ -49,23 +49,23 @@ steps:
 
 
 class Partner:
-    """A webhook receiver that holds its first call until the test ends, and answers
-    every later one."""
+    """A webhook receiver that holds its first ``held`` calls, each until the test lets
+    it go (or ends), and answers every later one."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: int) -> None:
         self.keys: list[str] = []
-        self.held = asyncio.Event()
+        self.holds = [asyncio.Event() for _ in range(held)]
 
     async def receive(self, request: web.Request) -> web.Response:
         self.keys.append(request.headers["Idempotency-Key"])
-        if len(self.keys) == 1:
-            await self.held.wait()
+        if len(self.keys) <= len(self.holds):
+            await self.holds[len(self.keys) - 1].wait()
         return web.json_response({"ok": True})
 
 
 @asynccontextmanager
-async def partner_at(port: int) -> AsyncIterator[Partner]:
-    partner = Partner()
+async def partner_at(port: int, held: int = 1) -> AsyncIterator[Partner]:
+    partner = Partner(held)
     app = web.Application()
     app.router.add_post("/hook", partner.receive)
     runner = web.AppRunner(app)
@@ -74,7 +74,8 @@ async def partner_at(port: int) -> AsyncIterator[Partner]:
     try:
         yield partner
     finally:
-        partner.held.set()
+        for hold in partner.holds:
+            hold.set()
         await runner.cleanup()
 
 
@@ -137,4 +138,52 @@ async def test_a_run_left_mid_step_by_a_dead_worker_goes_on_in_the_live_one(
         assert await status(steward, view.run.id) is RunStatus.SUCCEEDED
         assert partner.keys[0] == partner.keys[1]  # the same call, which the partner dedups
         await asyncio.sleep(0.5)
+        assert len(partner.keys) == 2
+
+
+async def test_a_shell_stopped_past_its_lease_finds_its_run_moved_on_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP (Ctrl-Z, a paused machine) mid-call: the service takes the run over and
+    finishes it; the shell, woken, records nothing of its step and says what happened."""
+    monkeypatch.setattr(service_module, "BEAT_SECONDS", 0.1)
+    monkeypatch.setattr(service_module, "LEASE", LEASE)
+    monkeypatch.setattr(ledger_module, "LEASE", LEASE)
+    home, port = tmp_path / "home", free_port()
+    (home / "processes").mkdir(parents=True)
+    url = f"http://127.0.0.1:{port}/hook"
+    (home / "processes" / "partner.yaml").write_text(PARTNER.format(url=url))
+    async with (
+        partner_at(port, held=2) as partner,
+        Steward.open(load_settings(home=home)) as steward,
+    ):
+        view = await steward.engine.start("notify_partner", {"client": "Acme"}, "cli:shell")
+        assert view.approval is not None
+        shell = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot.cli", "approve", view.approval.id),
+            env={**os.environ, "STEWARD_HOME": str(home)},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            await until(lambda: partner.keys or shell.returncode is not None, 60)
+            assert partner.keys
+            async with Service(steward, []):
+                shell.send_signal(signal.SIGSTOP)
+                await until(lambda: len(partner.keys) == 2, 3 * LEASE.total_seconds())
+                shell.send_signal(signal.SIGCONT)  # the service is mid-call: its run now
+                partner.holds[0].set()  # the woken shell's call comes back
+                assert shell.stderr is not None
+                said = (await asyncio.wait_for(shell.stderr.read(), 30)).decode()
+                assert await shell.wait() == 1, said
+                assert await status(steward, view.run.id) is RunStatus.RUNNING
+                partner.holds[1].set()
+                await until(lambda: moved_on(steward, view.run.id), 10)
+        finally:
+            if shell.returncode is None:
+                shell.kill()
+                await shell.wait()
+        assert "took its run over; it moves the run on" in said and "Traceback" not in said
+        assert await status(steward, view.run.id) is RunStatus.SUCCEEDED
         assert len(partner.keys) == 2

@@ -119,7 +119,7 @@ async def test_updates_stored_before_a_sigkill_are_handled_once_after_restart(
             # Telegram is told "delivered" (the offset moves past them) …
             await api.wait_for(lambda a: bool(a.offsets) and a.offsets[-1] > last, timeout=30)
             # … because they are in the inbox, though none is handled yet.
-            ids = [str(u["update_id"]) for u in (vague, start, runs)]
+            ids = [f"{api.bot_id}:{u['update_id']}" for u in (vague, start, runs)]
             assert inbox(home) == [(i, "new") for i in ids]
             assert api.sent(OPERATOR) == []
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -11,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from bot.app import Steward
@@ -22,6 +24,7 @@ from graph.engine import InputProblem
 from graph.errors import InvalidState, NotFound
 from memory.database_url import DatabaseURL
 from memory.ledger import ApprovalStatus, Run, RunStatus
+from memory.ledger import schema as t
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 INVOICE = {
@@ -469,6 +472,36 @@ async def test_a_run_whose_stop_the_ledger_failed_to_record_goes_on_once_it_can(
     assert len(outbox(app)) == 1  # the email, once
     assert await app.engine.resume_stalled() == []  # done with it
     assert (await app.ledger.verify_audit()).ok
+
+
+async def test_a_stalled_run_another_worker_took_over_meanwhile_is_left_to_it(
+    app: Steward, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ledger was away from this worker only, past its lease: another worker took
+    the run over and moves it on. Resuming it here too would move it twice."""
+    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
+    view = await app.engine.start("onboarding", {**ONBOARD, "package": "premium"}, "cli:shell")
+    assert view.approval is not None
+    write = app.ledger.write
+    failures = [OperationalError("COMMIT", {}, Exception("the database is down"))]
+
+    async def failing(fn: Any, durable: bool = True) -> Any:
+        if failures and fn.__qualname__.endswith("_settle.<locals>.record"):
+            raise failures.pop()
+        return await write(fn, durable)
+
+    monkeypatch.setattr(app.ledger, "write", failing)
+    with pytest.raises(OperationalError):
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+    taken = update(t.runs).where(t.runs.c.id == view.run.id).values(owner="host#1")
+    await app.ledger.db.run(lambda conn: conn.execute(taken))  # as its take-over does
+
+    with caplog.at_level(logging.WARNING, logger="graph.engine"):
+        assert await app.engine.resume_stalled() == []
+    assert "stalled still" not in caplog.text  # not moved here, nor to be tried again
+    run = await app.ledger.get_run(view.run.id)
+    assert run is not None and run.status is RunStatus.RUNNING  # its new worker's to move
+    assert len(outbox(app)) == 1
 
 
 async def test_a_stalled_run_that_fails_again_is_tried_later_and_later(

@@ -309,3 +309,14 @@ async def test_a_retired_worker_leaves_its_running_runs_to_the_others_at_once(
         await set_running(a, "run1")
         await a.retire_worker()
         assert await runs_of(b, own=False) == ["run1"]
+
+
+async def test_a_run_with_no_owner_is_left_to_a_start(database_url: DatabaseURL) -> None:
+    """Set running by a steward from before owners, which may be moving it still in a
+    rolling upgrade: a start takes it, as that steward's start would; a beat does not."""
+    async with worker(database_url, "b") as b:
+        await set_running(b, "run1")
+        ownerless = update(t.runs).where(t.runs.c.id == "run1").values(owner=None)
+        await b.db.run(lambda conn: conn.execute(ownerless))
+        assert await runs_of(b, own=False) == []
+        assert await runs_of(b) == ["run1"]
