@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from memory.ledger.errors import LedgerUnavailable
 
+PRUNE_ABOVE = 10_000  # items kept before the expired ones are looked for
+
 
 class LockTimeout(Exception):
     """A lock stayed taken for longer than its caller would wait."""
@@ -67,6 +69,7 @@ class InProcessWorkingMemory:
         self._items: dict[str, tuple[float, dict[str, Any]]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._clock = clock
+        self._prune_above = PRUNE_ABOVE
 
     async def get(self, key: str) -> dict[str, Any] | None:
         item = self._items.get(key)
@@ -80,9 +83,10 @@ class InProcessWorkingMemory:
 
     async def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
         self._items[key] = (self._clock() + ttl_seconds, value)
-        if len(self._items) > 10_000:
+        if len(self._items) > self._prune_above:  # the expired go; then, only at twice as many
             now = self._clock()
             self._items = {k: v for k, v in self._items.items() if v[0] > now}
+            self._prune_above = max(PRUNE_ABOVE, 2 * len(self._items))
 
     async def add(self, key: str, value: dict[str, Any], ttl_seconds: float) -> bool:
         if await self.get(key) is not None:

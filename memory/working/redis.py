@@ -33,6 +33,8 @@ if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end
 return n
 """
 
+Kept = tuple[dict[str, Any], float]  # a value, and the seconds it has left
+
 # How a key is stored in Redis, by the call that wrote it.
 VALUE, LIST, COUNTER = "value", "list", "counter"
 _KINDS = {"set": VALUE, "add": VALUE, "delete": VALUE, "push": LIST, "count": COUNTER}
@@ -118,14 +120,16 @@ class RedisWorkingMemory:
         finally:
             await self.client.eval(_RELEASE, 1, key, token)
 
-    async def restore(self, key: str, kind: str, kept: tuple[dict[str, Any], float] | None) -> None:
-        """Makes ``key`` hold ``kept`` — a value and the seconds it has left; None for
-        nothing — stored as a ``kind`` is: a value (``set``), a list (``push``) or a
-        counter (``count``)."""
-        name = self.prefix + key
+    async def restore(self, keys: list[tuple[str, str, Kept | None]]) -> None:
+        """Makes each key hold what it is given — a value and the seconds it has left;
+        None for nothing — stored as its kind is: a value (``set``), a list (``push``)
+        or a counter (``count``). One transaction, one round trip."""
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(name)
-            if kept is not None:
+            for key, kind, kept in keys:
+                name = self.prefix + key
+                pipe.delete(name)
+                if kept is None:
+                    continue
                 value, left = kept
                 if kind == LIST:
                     if value["items"]:
@@ -169,7 +173,9 @@ class Degrading:
         self.local = InProcessWorkingMemory()
         self.retry_seconds = retry_seconds
         self._down_since: float | None = None
-        self._written: dict[str, str] = {}  # in-process while Redis was down: key → kind
+        # Keys written in-process while Redis was down: each one's kind, and which write.
+        self._written: dict[str, tuple[str, int]] = {}
+        self._writes = 0
         self._writing_back = asyncio.Lock()
 
     @classmethod
@@ -196,16 +202,16 @@ class Degrading:
     async def _call(self, method: str, *args: Any) -> Any:
         if self._backend() is self.redis:
             try:
-                await self._write_back()
-                result = await getattr(self.redis, method)(*args)
+                if await self._written_back():
+                    result = await getattr(self.redis, method)(*args)
+                    self._came_back()
+                    await self._mirror(method, args, result)
+                    return result
             except (RedisError, OSError) as exc:
                 self._went_down(str(exc))
-            else:
-                self._came_back()
-                await self._mirror(method, args, result)
-                return result
         if kind := _KINDS.get(method):
-            self._written[args[0]] = kind
+            self._writes += 1
+            self._written[args[0]] = (kind, self._writes)
         return await getattr(self.local, method)(*args)
 
     async def _mirror(self, method: str, args: tuple[Any, ...], result: Any) -> None:
@@ -221,14 +227,23 @@ class Degrading:
             key, ttl_seconds = args
             local.counted(key, int(result), ttl_seconds)
 
-    async def _write_back(self) -> None:
-        """Writes each key written in-process while Redis was down back to Redis."""
+    async def _written_back(self) -> bool:
+        """Writes the keys written in-process while Redis was down back to Redis, all in
+        one round trip; False when Redis went down again while this call waited for
+        another's write-back: it is served in-process, without waiting out a timeout."""
         if not self._written:
-            return
+            return True
         async with self._writing_back:
-            for key, kind in list(self._written.items()):
-                await self.redis.restore(key, kind, self.local.kept(key))
-                self._written.pop(key, None)
+            if self._backend() is not self.redis:
+                return False
+            written = dict(self._written)
+            await self.redis.restore(
+                [(key, kind, self.local.kept(key)) for key, (kind, _) in written.items()]
+            )
+            for key, done in written.items():
+                if self._written.get(key) == done:  # not written again meanwhile
+                    del self._written[key]
+        return True
 
     def _went_down(self, cause: str) -> None:
         if self._down_since is None:

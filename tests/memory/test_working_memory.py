@@ -11,7 +11,9 @@ import secrets
 import shutil
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -304,3 +306,74 @@ async def test_what_was_done_while_redis_was_away_stands_once_it_is_back() -> No
         if keys:
             await direct.delete(*keys)
         await direct.aclose()
+
+
+@asynccontextmanager
+async def through_a_cable() -> AsyncIterator[tuple[Degrading, Cable]]:
+    """Degrading working memory on the test Redis, reached through a cable to cut."""
+    reason = await _redis_reason()
+    if reason:
+        pytest.skip(reason)
+    direct = Redis.from_url(REDIS_URL)
+    where = direct.connection_pool.connection_kwargs
+    cable = Cable(where.get("host", "localhost"), int(where.get("port", 6379)))
+    await cable.mend()
+    memory = await Degrading.connect(
+        f"redis://127.0.0.1:{cable.port}/{where.get('db', 0)}", retry_seconds=0.1
+    )
+    memory.redis.prefix = f"steward-test-{secrets.token_hex(4)}:"
+    try:
+        yield memory, cable
+    finally:
+        await memory.close()
+        await cable.cut()
+        keys = [k async for k in direct.scan_iter(f"{memory.redis.prefix}*")]
+        if keys:
+            await direct.delete(*keys)
+        await direct.aclose()
+
+
+@pytest.mark.redis
+async def test_a_write_made_in_process_while_an_earlier_one_is_written_back_is_not_lost() -> None:
+    async with through_a_cable() as (memory, cable):
+        await cable.cut()
+        await memory.set("question:42", {"v": 1}, 60)
+        await cable.mend()
+        restore = memory.redis.restore
+
+        async def meanwhile(keys: Any) -> None:
+            await cable.cut()
+            async with memory.lock("card:a1"):  # Redis fails it: in-process from here
+                await memory.set("question:42", {"v": 2}, 60)
+            await cable.mend()
+            await restore(keys)  # what was taken before: {"v": 1}
+
+        memory.redis.restore = meanwhile  # type: ignore[method-assign]
+        await asyncio.sleep(0.15)
+        assert await memory.get("question:42") == {"v": 1}  # written back, then read
+        memory.redis.restore = restore  # type: ignore[method-assign]
+        await asyncio.sleep(0.15)
+        assert await memory.get("question:42") == {"v": 2}  # the later write, not lost
+        assert await memory.redis.get("question:42") == {"v": 2}
+
+
+@pytest.mark.redis
+async def test_calls_waiting_on_a_write_back_that_failed_go_on_in_process() -> None:
+    """Each would have tried Redis again, and waited out a timeout of its own."""
+    async with through_a_cable() as (memory, cable):
+        await cable.cut()
+        await memory.set("question:42", {"v": 1}, 60)
+        await cable.mend()
+        tries = 0
+
+        async def failing(keys: Any) -> None:
+            nonlocal tries
+            tries += 1
+            await asyncio.sleep(0.05)  # the others queue behind it
+            raise ConnectionError("Redis went away again")
+
+        memory.redis.restore = failing  # type: ignore[method-assign]
+        await asyncio.sleep(0.15)
+        answers = await asyncio.gather(*(memory.get("question:42") for _ in range(5)))
+        assert answers == [{"v": 1}] * 5
+        assert tries == 1 and memory.degraded
