@@ -103,6 +103,12 @@ class FrontDoor:
             )
             return None
 
+    async def prefix_deliveries(self, channel: str, prefix: str) -> None:
+        """The recent deliveries of ``channel`` stored with bare ids, named as a channel
+        that has since put ``prefix`` before its ids (see ``Ledger.prefix_deliveries``)."""
+        if named := await self.ledger.prefix_deliveries(channel, prefix):
+            log.info("named %d %s deliveries stored before their ids had a prefix", named, channel)
+
     async def awaits_answer(self, inbound: Inbound) -> bool:
         """Whether ``inbound`` is the answer steward waits for: the first message its
         sender writes in its chat after a question to them there. A channel that

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from memory.ledger.errors import LedgerUnavailable
 
 T = TypeVar("T")
 CHECKPOINT_CONNECTIONS = 10  # as many as the ledger's own pool
+_SETTING_UP = 0x43_48_4B_50  # "CHKP": the advisory lock the saver's setup holds
 CONNECT_SECONDS = 10.0
 # A thread's latest checkpoint, read ahead and handed to one task's next read of it
 # (tasks started meanwhile inherit the variable, not the hand-off).
@@ -188,11 +189,33 @@ async def open_checkpointer(ledger: Ledger) -> AsyncIterator[BaseCheckpointSaver
                 pool = await _postgres_pool(ledger.url.libpq)
                 stack.push_async_callback(pool.close)
                 pg_saver = AsyncPostgresSaver(pool)
-                await pg_saver.setup()
+                await _one_setup_at_a_time(pool, pg_saver.setup)
                 saver = pg_saver
         except (OSError, sqlite3.Error, psycopg.Error, PoolTimeout) as exc:
             raise LedgerUnavailable(f"cannot open checkpoints at {ledger.url}: {exc}") from exc
         yield saver
+
+
+async def _one_setup_at_a_time(
+    pool: AsyncConnectionPool[Any], setup: Callable[[], Awaitable[None]]
+) -> None:
+    """Runs ``setup`` holding a session lock, so that stewards starting together on a new
+    database do not create the saver's tables twice (one of them failed its start). The
+    others ask for the lock again and again, never waiting inside a statement: the setup
+    creates an index CONCURRENTLY, which waits for every transaction under way."""
+    async with pool.connection() as conn:
+        while not await _took_lock(conn):  # noqa: ASYNC110 (the other is another process)
+            await asyncio.sleep(0.05)
+        try:
+            await setup()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETTING_UP,))
+
+
+async def _took_lock(conn: psycopg.AsyncConnection[Any]) -> bool:
+    asked = await conn.execute("SELECT pg_try_advisory_lock(%s) AS took", (_SETTING_UP,))
+    taken = await asked.fetchone()
+    return bool(taken and taken["took"])
 
 
 async def _postgres_pool(conninfo: str) -> AsyncConnectionPool[Any]:

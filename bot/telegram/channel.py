@@ -205,6 +205,9 @@ class TelegramChannel:
             ) from exc
         try:
             await self.bot.set_my_commands([BotCommand(n, about) for n, about in COMMANDS])
+            # Stored by a steward from before bot ids began delivery ids: Telegram may
+            # send one of those again, which must be known for what it is.
+            await self.door.prefix_deliveries(self.name, f"{self.bot.id}:")
             await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
             self.queue.start()
             self._ready.set()  # webhook calls waiting for the stored updates to queue go on

@@ -33,6 +33,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -1207,6 +1208,24 @@ class Ledger:
             return await self.db.run(accept, durable=durable)
         except IntegrityError:
             return None
+
+    async def prefix_deliveries(self, channel: str, prefix: str, newest: int = 1000) -> int:
+        """Puts ``prefix`` before the ids of ``channel``'s ``newest`` deliveries that have
+        none (no ``:`` in them), as they were stored before their ids had one; how many.
+        A delivery its platform sends again is then known under its new id."""
+        recent = (
+            select(t.inbox.c.id)
+            .where(t.inbox.c.channel == channel)
+            .order_by(t.inbox.c.id.desc())
+            .limit(newest)
+            .scalar_subquery()
+        )
+        named = (
+            update(t.inbox)
+            .where(t.inbox.c.id.in_(recent), ~t.inbox.c.external_id.contains(":"))
+            .values(external_id=literal(prefix) + t.inbox.c.external_id)
+        )
+        return await self.db.run(lambda conn: conn.execute(named).rowcount)
 
     async def finish_inbound(self, inbox_id: int, status: str = "done") -> None:
         await self.db.run(lambda conn: LedgerTx(conn, self.worker).finish_inbox(inbox_id, status))

@@ -878,6 +878,24 @@ async def test_a_new_bot_on_the_same_ledger_is_heard_from_its_first_update(
         assert any("onboarding — " in text for text in texts(new_api))
 
 
+async def test_an_update_stored_before_the_upgrade_and_sent_again_is_handled_once(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A steward from before bot ids stored it under its bare id, and stopped before it
+    told Telegram: the upgraded one is sent it again, and knows it."""
+    home = tmp_path / "home"
+    async with running(home, api, webhook=True) as bot:
+        update = api.send_text(OPERATOR, "/processes")
+        assert await api.deliver_webhook(update, secret=SECRET) == 200
+        await bot.settled(api, 1)
+    with sqlite3.connect(home / "steward.db") as db:  # as the older steward kept it
+        db.execute("update inbox set external_id = ?", (str(update["update_id"]),))
+    async with running(home, api, webhook=True) as bot:
+        assert await api.deliver_webhook(update, secret=SECRET) == 200
+        await bot.channel.idle()
+    assert len(api.sent(OPERATOR)) == 1
+
+
 async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

@@ -3,6 +3,7 @@ administrator, a network blip): the checkpoints' connections are checked before 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import psycopg
@@ -41,3 +42,21 @@ async def test_runs_go_on_after_postgresql_drops_every_connection(
             assert view.run.status is RunStatus.WAITING, view.run.error
         decided = await steward.engine.decide(before.approval.id, True, "cli:shell")
         assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
+
+
+async def test_stewards_starting_together_on_a_new_database_all_start(
+    postgres_database: DatabaseURL, tmp_path: Path
+) -> None:
+    """The checkpoints' tables were created by each at once, and some failed to start
+    ("duplicate key value violates unique constraint")."""
+
+    async def start(n: int) -> bool:
+        home = tmp_path / f"home{n}"
+        settings = load_settings(home=home, database_url=postgres_database.setting)
+        async with Steward.open(settings):
+            return True
+
+    for _ in range(3):  # each time on a database as new as the first
+        with psycopg.connect(postgres_database.libpq, autocommit=True) as admin:
+            admin.execute("drop schema public cascade; create schema public")
+        assert await asyncio.gather(*(start(n) for n in range(4))) == [True] * 4

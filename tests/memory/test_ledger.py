@@ -957,3 +957,22 @@ async def test_every_migration_undoes_itself_and_the_ledger_migrates_again(ledge
     left, differences = await ledger.db.run(down_one_at_a_time_then_up)
     assert left == []
     assert differences == []
+
+
+async def test_bare_delivery_ids_are_prefixed_among_the_newest_only(ledger: Ledger) -> None:
+    for external_id in ("1", "2", "4242:3"):
+        assert await ledger.accept_inbound("telegram", external_id, {}) is not None
+    assert await ledger.accept_inbound("slack", "Ev1", {}) is not None
+    assert await ledger.prefix_deliveries("telegram", "4242:", newest=2) == 1
+    stored = await ledger.db.run(
+        lambda c: sorted(c.execute(select(t.inbox.c.channel, t.inbox.c.external_id)).all()),
+        write=False,
+    )
+    assert [tuple(row) for row in stored] == [
+        ("slack", "Ev1"),
+        ("telegram", "1"),  # older than the newest two: left
+        ("telegram", "4242:2"),
+        ("telegram", "4242:3"),
+    ]
+    assert await ledger.prefix_deliveries("telegram", "4242:") == 1
+    assert await ledger.prefix_deliveries("telegram", "4242:") == 0
