@@ -10,10 +10,12 @@ import inspect
 import os
 import signal
 import sys
+from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -97,9 +99,9 @@ async def moved_on(steward: Steward, run_id: str) -> bool:
     return await status(steward, run_id) is not RunStatus.RUNNING
 
 
-async def test_a_run_left_mid_step_by_a_dead_worker_goes_on_in_the_live_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def partner_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, int]:
+    """A home whose process calls the partner, and the partner's port; beats and leases
+    short enough for a test, in this process."""
     monkeypatch.setattr(service_module, "BEAT_SECONDS", 0.1)
     monkeypatch.setattr(service_module, "LEASE", LEASE)
     monkeypatch.setattr(ledger_module, "LEASE", LEASE)
@@ -107,19 +109,31 @@ async def test_a_run_left_mid_step_by_a_dead_worker_goes_on_in_the_live_one(
     (home / "processes").mkdir(parents=True)
     url = f"http://127.0.0.1:{port}/hook"
     (home / "processes" / "partner.yaml").write_text(PARTNER.format(url=url))
+    return home, port
+
+
+async def approve_in_a_shell(home: Path, approval_id: str, stderr: Any) -> Process:
+    """`steward approve` in a process of its own."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bot.cli", "approve", approval_id),
+        env={**os.environ, "STEWARD_HOME": str(home)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+        cwd=ROOT,
+    )
+
+
+async def test_a_run_left_mid_step_by_a_dead_worker_goes_on_in_the_live_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, port = partner_home(tmp_path, monkeypatch)
     settings = load_settings(home=home)
     async with partner_at(port) as partner, Steward.open(settings) as steward:
         view = await steward.engine.start("notify_partner", {"client": "Acme"}, "cli:shell")
         assert view.approval is not None
         said = tmp_path / "shell.err"
         with said.open("w") as stderr:
-            shell = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "bot.cli", "approve", view.approval.id),
-                env={**os.environ, "STEWARD_HOME": str(home)},
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=stderr,
-                cwd=ROOT,
-            )
+            shell = await approve_in_a_shell(home, view.approval.id, stderr)
         try:
             await until(lambda: partner.keys or shell.returncode is not None, 60)
             assert partner.keys, said.read_text()  # the shell is mid-step, in the call
@@ -146,26 +160,14 @@ async def test_a_shell_stopped_past_its_lease_finds_its_run_moved_on_and_says_so
 ) -> None:
     """SIGSTOP (Ctrl-Z, a paused machine) mid-call: the service takes the run over and
     finishes it; the shell, woken, records nothing of its step and says what happened."""
-    monkeypatch.setattr(service_module, "BEAT_SECONDS", 0.1)
-    monkeypatch.setattr(service_module, "LEASE", LEASE)
-    monkeypatch.setattr(ledger_module, "LEASE", LEASE)
-    home, port = tmp_path / "home", free_port()
-    (home / "processes").mkdir(parents=True)
-    url = f"http://127.0.0.1:{port}/hook"
-    (home / "processes" / "partner.yaml").write_text(PARTNER.format(url=url))
+    home, port = partner_home(tmp_path, monkeypatch)
     async with (
         partner_at(port, held=2) as partner,
         Steward.open(load_settings(home=home)) as steward,
     ):
         view = await steward.engine.start("notify_partner", {"client": "Acme"}, "cli:shell")
         assert view.approval is not None
-        shell = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "bot.cli", "approve", view.approval.id),
-            env={**os.environ, "STEWARD_HOME": str(home)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-        )
+        shell = await approve_in_a_shell(home, view.approval.id, asyncio.subprocess.PIPE)
         try:
             await until(lambda: partner.keys or shell.returncode is not None, 60)
             assert partner.keys

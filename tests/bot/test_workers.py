@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from bot import service as service_module
 from bot.app import Steward
@@ -20,10 +19,10 @@ from bot.outbox import Outbox
 from bot.service import Service
 from bot.settings import load_settings
 from bot.worker_slot import WorkerSlot
-from graph import engine as engine_module
 from graph.front_door import FrontDoor
 from graph.messages import CardOutcome, Inbound, Reply, Sender
 from memory.ledger import RunStatus, TakenOver
+from tests.stalls import stalled_after_its_email
 
 
 class Keeper:
@@ -150,30 +149,16 @@ async def test_a_service_with_no_scheduler_resumes_a_run_whose_stop_it_failed_to
     """`steward chat` beside a `steward run` has no scheduler: its beats resume such a
     run, which no other worker takes while this one lives."""
     monkeypatch.setattr(service_module, "BEAT_SECONDS", 0.05)
-    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
-    onboard = {"client": "Acme", "email": "jane@acme.com", "package": "premium"}
     async with (
         Steward.open(load_settings(home=tmp_path / "home")) as steward,
         Service(steward, [], schedules=False),
     ):
-        view = await steward.engine.start("onboarding", onboard, "cli:shell")
-        assert view.approval is not None
-        write = steward.ledger.write
-        failures = [OperationalError("COMMIT", {}, Exception("the database is down"))]
-
-        async def failing(fn: Any, durable: bool = True) -> Any:
-            if failures and fn.__qualname__.endswith("_settle.<locals>.record"):
-                raise failures.pop()
-            return await write(fn, durable)
-
-        monkeypatch.setattr(steward.ledger, "write", failing)
-        with pytest.raises(OperationalError):
-            await steward.engine.decide(view.approval.id, True, "cli:shell")
+        run_id = await stalled_after_its_email(steward, monkeypatch)
         statuses: list[RunStatus] = []
 
         async def moved_on() -> None:
             for _ in range(200):
-                run = await steward.ledger.get_run(view.run.id)
+                run = await steward.ledger.get_run(run_id)
                 assert run is not None
                 if run.status is not RunStatus.RUNNING:
                     statuses.append(run.status)

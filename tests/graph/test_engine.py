@@ -25,6 +25,7 @@ from graph.errors import InvalidState, NotFound
 from memory.database_url import DatabaseURL
 from memory.ledger import ApprovalStatus, Run, RunStatus
 from memory.ledger import schema as t
+from tests.stalls import stalled_after_its_email
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 INVOICE = {
@@ -448,21 +449,8 @@ async def test_a_run_whose_stop_the_ledger_failed_to_record_goes_on_once_it_can(
     """The email went out, then the write of where the run stopped failed (the disk, a
     restart of the database): the run stays running, and is continued from its last
     checkpoint later, without sending the email again."""
-    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
-    view = await app.engine.start("onboarding", {**ONBOARD, "package": "premium"}, "cli:shell")
-    assert view.approval is not None
-    write = app.ledger.write
-    failures = [OperationalError("COMMIT", {}, Exception("disk I/O error"))]
-
-    async def failing(fn: Any, durable: bool = True) -> Any:
-        if failures and fn.__qualname__.endswith("_settle.<locals>.record"):
-            raise failures.pop()
-        return await write(fn, durable)
-
-    monkeypatch.setattr(app.ledger, "write", failing)
-    with pytest.raises(OperationalError):
-        await app.engine.decide(view.approval.id, True, "cli:shell")
-    run = await app.ledger.get_run(view.run.id)
+    run_id = await stalled_after_its_email(app, monkeypatch)
+    run = await app.ledger.get_run(run_id)
     assert run is not None and run.status is RunStatus.RUNNING
     assert len(outbox(app)) == 1
 
@@ -479,27 +467,14 @@ async def test_a_stalled_run_another_worker_took_over_meanwhile_is_left_to_it(
 ) -> None:
     """The ledger was away from this worker only, past its lease: another worker took
     the run over and moves it on. Resuming it here too would move it twice."""
-    monkeypatch.setattr(engine_module, "STALLED_FIRST_RETRY", 0.0)
-    view = await app.engine.start("onboarding", {**ONBOARD, "package": "premium"}, "cli:shell")
-    assert view.approval is not None
-    write = app.ledger.write
-    failures = [OperationalError("COMMIT", {}, Exception("the database is down"))]
-
-    async def failing(fn: Any, durable: bool = True) -> Any:
-        if failures and fn.__qualname__.endswith("_settle.<locals>.record"):
-            raise failures.pop()
-        return await write(fn, durable)
-
-    monkeypatch.setattr(app.ledger, "write", failing)
-    with pytest.raises(OperationalError):
-        await app.engine.decide(view.approval.id, True, "cli:shell")
-    taken = update(t.runs).where(t.runs.c.id == view.run.id).values(owner="host#1")
+    run_id = await stalled_after_its_email(app, monkeypatch)
+    taken = update(t.runs).where(t.runs.c.id == run_id).values(owner="host#1")
     await app.ledger.db.run(lambda conn: conn.execute(taken))  # as its take-over does
 
     with caplog.at_level(logging.WARNING, logger="graph.engine"):
         assert await app.engine.resume_stalled() == []
     assert "stalled still" not in caplog.text  # not moved here, nor to be tried again
-    run = await app.ledger.get_run(view.run.id)
+    run = await app.ledger.get_run(run_id)
     assert run is not None and run.status is RunStatus.RUNNING  # its new worker's to move
     assert len(outbox(app)) == 1
 

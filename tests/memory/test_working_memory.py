@@ -269,19 +269,8 @@ async def test_what_was_done_while_redis_was_away_stands_once_it_is_back() -> No
     """A question asked before a network outage is known during it, and answered; once
     Redis is back it does not return from Redis to take the next message as its answer.
     What was written meanwhile is in Redis, each kind as its calls keep it there."""
-    reason = await _redis_reason()
-    if reason:
-        pytest.skip(reason)
-    direct = Redis.from_url(REDIS_URL)
-    where = direct.connection_pool.connection_kwargs
-    cable = Cable(where.get("host", "localhost"), int(where.get("port", 6379)))
-    await cable.mend()
-    memory = await Degrading.connect(
-        f"redis://127.0.0.1:{cable.port}/{where.get('db', 0)}", retry_seconds=0.1
-    )
-    redis = memory.redis
-    redis.prefix = f"steward-test-{secrets.token_hex(4)}:"
-    try:
+    async with through_a_cable() as (memory, cable):
+        redis = memory.redis
         await memory.set("question:42", {"asked": "How much is due?"}, 60)
         await memory.count("tries", 60)
         await cable.cut()
@@ -299,13 +288,6 @@ async def test_what_was_done_while_redis_was_away_stands_once_it_is_back() -> No
         assert await memory.count("tries", 60) == 3
         assert await redis.get("card:a1") == {"message": 7}
         assert 0 < await redis.client.pttl(f"{redis.prefix}card:a1") <= 60_000
-    finally:
-        await memory.close()
-        await cable.cut()
-        keys = [k async for k in direct.scan_iter(f"{redis.prefix}*")]
-        if keys:
-            await direct.delete(*keys)
-        await direct.aclose()
 
 
 @asynccontextmanager
