@@ -102,7 +102,7 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
     async with Steward.open(settings) as steward:
         try:
             if args.command in MOVES_RUNS:
-                async with shell_worker(steward.ledger):
+                async with shell_worker(steward.ledger, steward.settings.home):
                     return await command(steward, args)
             return await command(steward, args)
         except NotFound as exc:  # bad input: no such process, run or approval

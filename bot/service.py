@@ -7,10 +7,10 @@ import asyncio
 import functools
 import logging
 import signal
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import time, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,7 @@ from bot.hooks import HookEndpoint
 from bot.http import HttpServer
 from bot.scheduler import DigestTime, Scheduler
 from bot.settings import Settings
-from bot.worker_slot import WorkerSlot
+from bot.worker_slot import SHELL, ShellSlot, WorkerSlot, gone_shells
 from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
 BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gone one left
 FEEDING_SECONDS = 2.0  # a stop waits this long for long-term memory's batch
-SHELL = "shell:"  # how the name of a shell command's worker begins
 DECISIONS_READ = "cards:decisions-read"  # how far the audit log's decisions were settled
 
 
@@ -63,11 +62,17 @@ async def a_service_lives(ledger: Ledger) -> bool:
 
 
 @asynccontextmanager
-async def shell_worker(ledger: Ledger) -> AsyncIterator[None]:
+async def shell_worker(ledger: Ledger, home: Path) -> AsyncIterator[None]:
     """A shell command that moves runs is a worker while it lasts: no service takes a run
-    it moves while it lives, and one it leaves mid-step (Ctrl-C, a crash) goes on in a
-    service beside it, at once or once its lease lapses."""
-    await ledger.register_worker(f"{SHELL}{uuid.uuid4().hex}")
+    it moves while it lives, and one it leaves mid-step (Ctrl-C, a kill) goes on in a
+    service of its home at once (at the service's start or next beat), or in one
+    elsewhere once its lease lapses."""
+    slot = ShellSlot.claim(home)
+    try:
+        await ledger.register_worker(slot.worker)
+    except BaseException:
+        slot.release()
+        raise
 
     async def beat() -> None:
         while True:
@@ -88,6 +93,15 @@ async def shell_worker(ledger: Ledger) -> AsyncIterator[None]:
             await ledger.retire_worker()
         except Exception as exc:
             log.warning("could not retire this worker; its lease will lapse: %s", exc)
+        finally:
+            slot.release()
+
+
+async def forget_gone_shells(ledger: Ledger, home: Path) -> None:
+    """The shell commands of this home that were killed are gone from the ledger's
+    workers at once: what they held is anyone's to take up."""
+    for worker in gone_shells(home):
+        await ledger.forget_worker(worker)
 
 
 class Service:
@@ -157,6 +171,7 @@ class Service:
             await channel.start()
             self._started.append(channel)
             log.info("%s channel started", channel.name)
+        await forget_gone_shells(self.steward.ledger, self.steward.settings.home)
         for view in await self.steward.engine.recover():  # runs a crash left mid-step
             await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
         if self.hooks is not None:
@@ -182,6 +197,7 @@ class Service:
             await asyncio.sleep(BEAT_SECONDS)
             try:
                 await self.steward.ledger.heartbeat()
+                await forget_gone_shells(self.steward.ledger, self.steward.settings.home)
             except Exception as exc:  # the ledger is down, say: the next beat tries again
                 if healthy_since is not None:
                     log.warning("worker heartbeat failed, retrying each beat: %s", exc)

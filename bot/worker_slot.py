@@ -10,10 +10,14 @@ what it held, while a process in another home is never mistaken for it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import uuid
 from pathlib import Path
+
+SHELL = "shell:"  # how the name of a shell command's worker begins
+SHELL_FILE = "shell-"  # and its slot's file
 
 
 class WorkerSlot:
@@ -56,3 +60,52 @@ def _name(handle: int) -> str:
     os.pwrite(handle, made.encode("ascii"), 0)
     os.fsync(handle)
     return made
+
+
+class ShellSlot:
+    """A shell command's place among the workers while it moves runs: a lock file of its
+    own under ``STEWARD_HOME/workers``, held while it lives. A service that can take the
+    lock knows the command is gone (killed, however), and takes its runs up at once, not
+    a lease later (see ``gone_shells``)."""
+
+    def __init__(self, path: Path, handle: int) -> None:
+        self.worker = f"{SHELL}{path.stem.removeprefix(SHELL_FILE)}"
+        self._path = path
+        self._handle = handle
+
+    @classmethod
+    def claim(cls, home: Path) -> ShellSlot:
+        folder = home / "workers"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{SHELL_FILE}{uuid.uuid4().hex}.lock"
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return cls(path, handle)
+
+    def release(self) -> None:
+        if self._handle >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+            os.close(self._handle)
+            self._handle = -1
+
+
+def gone_shells(home: Path) -> list[str]:
+    """The workers of the shell commands of this home that ended without letting go of
+    their slot (killed); each slot's file is removed."""
+    gone = []
+    for path in (home / "workers").glob(f"{SHELL_FILE}*.lock"):
+        try:
+            handle = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # let go meanwhile
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            continue  # its command lives
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(handle)
+        gone.append(f"{SHELL}{path.stem.removeprefix(SHELL_FILE)}")
+    return gone

@@ -1113,6 +1113,15 @@ class Ledger:
         if lapsed:
             self.lapses += 1
 
+    async def forget_worker(self, worker: str) -> None:
+        """Forgets ``worker``, known to be gone: what it held is anyone's at once."""
+
+        def forget(conn: Connection) -> None:
+            _one_taker_at_a_time(conn)
+            conn.execute(delete(t.workers).where(t.workers.c.id == worker))
+
+        await self.db.run(forget, durable=False)
+
     async def live_workers(self) -> list[str]:
         """The workers that said they live within a lease (this one too, once registered)."""
         query = _alive(utcnow())

@@ -1,7 +1,8 @@
 """A run moved by a worker that dies mid-step, with a real process and a real SIGKILL:
 no service beside it takes the run while that worker lives, not at its start nor at a
-beat; once the worker is gone, the live service moves the run on, and the step's
-effect goes out again under the same idempotency key."""
+beat; once the worker is gone, the live service moves the run on (at its next beat, for
+a shell of its home: the shell's slot tells), and the step's effect goes out again
+under the same idempotency key."""
 
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ async def test_a_run_left_mid_step_by_a_dead_worker_goes_on_in_the_live_one(
                 assert await status(steward, view.run.id) is RunStatus.RUNNING
                 shell.send_signal(signal.SIGKILL)
                 assert await shell.wait() == -signal.SIGKILL
-                await until(lambda: len(partner.keys) == 2, 3 * LEASE.total_seconds())
+                # its slot let go: known gone at the next beat, well within its lease
+                await until(lambda: len(partner.keys) == 2, LEASE.total_seconds() / 2)
                 await until(lambda: moved_on(steward, view.run.id), 10)
         finally:
             if shell.returncode is None:
