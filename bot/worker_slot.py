@@ -27,8 +27,7 @@ class WorkerSlot:
 
     @classmethod
     def claim(cls, home: Path) -> WorkerSlot:
-        folder = home / "workers"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = _slots(home)
         slot = 0
         while True:
             handle = os.open(folder / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -69,15 +68,13 @@ class ShellSlot:
     a lease later (see ``gone_shells``)."""
 
     def __init__(self, path: Path, handle: int) -> None:
-        self.worker = f"{SHELL}{path.stem.removeprefix(SHELL_FILE)}"
+        self.worker = _shell_worker(path)
         self._path = path
         self._handle = handle
 
     @classmethod
     def claim(cls, home: Path) -> ShellSlot:
-        folder = home / "workers"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{SHELL_FILE}{uuid.uuid4().hex}.lock"
+        path = _slots(home) / f"{SHELL_FILE}{uuid.uuid4().hex}.lock"
         handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return cls(path, handle)
@@ -94,7 +91,7 @@ def gone_shells(home: Path) -> list[str]:
     """The workers of the shell commands of this home that ended without letting go of
     their slot (killed); each slot's file is removed."""
     gone = []
-    for path in (home / "workers").glob(f"{SHELL_FILE}*.lock"):
+    for path in _slots(home).glob(f"{SHELL_FILE}*.lock"):
         try:
             handle = os.open(path, os.O_RDWR)
         except FileNotFoundError:
@@ -107,5 +104,17 @@ def gone_shells(home: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.close(handle)
-        gone.append(f"{SHELL}{path.stem.removeprefix(SHELL_FILE)}")
+        gone.append(_shell_worker(path))
     return gone
+
+
+def _slots(home: Path) -> Path:
+    """The folder of the slots' files, made when there is none."""
+    folder = home / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _shell_worker(path: Path) -> str:
+    """The worker a shell command's slot file stands for."""
+    return f"{SHELL}{path.stem.removeprefix(SHELL_FILE)}"
