@@ -15,7 +15,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.app import Steward
-from bot.card_messages import CARD_TTL
 from bot.channel import Channel, Notify
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
@@ -32,7 +31,8 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
 BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gone one left
 FEEDING_SECONDS = 2.0  # a stop waits this long for long-term memory's batch
-DECISIONS_READ = "cards:decisions-read"  # how far the audit log's decisions were settled
+# The reader of the audit log that settles the cards decided in another process.
+DECISIONS_READER = "cards decided elsewhere"
 
 
 def chat_platforms_configured(settings: Settings) -> bool:
@@ -47,7 +47,7 @@ def configured_channels(steward: Steward) -> list[Channel]:
     if settings.telegram_bot_token:
         from bot.telegram import TelegramChannel
 
-        channels.append(TelegramChannel.from_settings(settings, steward.door, memory))
+        channels.append(TelegramChannel.from_settings(settings, steward.door))
     if settings.slack_bot_token:
         from bot.slack import SlackChannel
 
@@ -236,20 +236,15 @@ class Service:
             log.exception("could not move runs on; next beat again")
 
     async def _decisions_read(self) -> int:
-        """Where the last watcher stopped reading the audit log, kept in working memory
-        beside the cards' records: with Redis both outlive a restart, and a card decided
-        while steward was down (``steward approve`` in a shell) is settled as it starts.
-        In-process, both are gone, and reading starts at the end of the log."""
+        """Where the last watcher stopped reading the audit log, kept in the ledger beside
+        the cards' records: a card decided while steward was down (``steward approve`` in
+        a shell) is settled as it starts. A new ledger's reading starts at its end."""
         end = await self.steward.ledger.audit_end()
-        kept = await self.steward.coordinator.memory.get(DECISIONS_READ)
-        read = kept.get("seq") if kept is not None else None
-        if not isinstance(read, int) or not 0 <= read <= end:  # another ledger's, say
+        read = await self.steward.ledger.cursor(DECISIONS_READER, unread=-1)
+        if not 0 <= read <= end:  # never read (a new ledger), or the log was cut back
             read = end
-            await self._note_decisions_read(read)
+            await self.steward.ledger.move_cursor(DECISIONS_READER, read)
         return read
-
-    async def _note_decisions_read(self, seq: int) -> None:
-        await self.steward.coordinator.memory.set(DECISIONS_READ, {"seq": seq}, CARD_TTL)
 
     async def _settle_decided_elsewhere(self, read: int) -> None:
         """A card decided by another process (``steward approve`` in a shell) loses its
@@ -265,7 +260,7 @@ class Service:
                 for approval_id in decided:
                     await self._settle_everywhere(approval_id)
                 if after != read:
-                    await self._note_decisions_read(after)
+                    await self.steward.ledger.move_cursor(DECISIONS_READER, after)
                 read = after
             except Exception:  # the ledger is down, say: the next tick looks again
                 log.exception("could not settle the cards decided elsewhere")

@@ -124,7 +124,7 @@ class SlackChannel:
         self.signing_secret = signing_secret
         self.app_token = app_token
         self.memory = memory
-        self.cards = CardMessages(memory, self.name)
+        self.cards = CardMessages(door.ledger, self.name)
         self.settled_here: Settled | None = None
         self.operator_users = operator_ids(self.name, operators)
         self.app = AsyncApp(

@@ -75,7 +75,6 @@ from bot.telegram.render import (
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
-from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,7 +111,6 @@ class TelegramChannel:
     def __init__(
         self,
         door: FrontDoor,
-        memory: WorkingMemory,
         bot: ExtBot[None],
         *,
         operators: Iterable[str] = (),
@@ -121,7 +119,7 @@ class TelegramChannel:
         api_root: str = "https://api.telegram.org",
     ) -> None:
         self.door = door
-        self.cards = CardMessages(memory, self.name)
+        self.cards = CardMessages(door.ledger, self.name)
         self.settled_here: Settled | None = None
         self.bot = bot
         self.webhook = webhook
@@ -140,9 +138,7 @@ class TelegramChannel:
         self._answering: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, door: FrontDoor, memory: WorkingMemory
-    ) -> TelegramChannel:
+    def from_settings(cls, settings: Settings, door: FrontDoor) -> TelegramChannel:
         assert settings.telegram_bot_token is not None
         root = settings.telegram_api_url.rstrip("/")
         webhook = None
@@ -159,7 +155,6 @@ class TelegramChannel:
         )
         return cls(
             door,
-            memory,
             bot,
             operators=settings.operator_ids,
             webhook=webhook,

@@ -65,6 +65,7 @@ from memory.ledger.records import (
     Approval,
     ApprovalStatus,
     AuditEvent,
+    CardMessage,
     IdempotencyRecord,
     InboxItem,
     KeptEvent,
@@ -272,6 +273,33 @@ def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
 def expiry_key(approval_id: str) -> str:
     """The key of the timer at which an approval expires."""
     return f"expire:{approval_id}"
+
+
+def _locked_card(conn: Connection, channel: str, approval_id: str) -> tuple[list[Any], str | None]:
+    """The messages of ``channel`` showing the card, and its outcome there, with the
+    card's row locked until the transaction ends (made first, if need be)."""
+    upsert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        upsert(t.card_messages)
+        .values(channel=channel, approval_id=approval_id, messages=[], outcome=None)
+        .on_conflict_do_nothing(index_elements=["channel", "approval_id"])
+    )
+    row = conn.execute(
+        select(t.card_messages.c.messages, t.card_messages.c.outcome)
+        .where(t.card_messages.c.channel == channel, t.card_messages.c.approval_id == approval_id)
+        .with_for_update()
+    ).one()
+    return list(row.messages), row.outcome
+
+
+def _keep_card(
+    conn: Connection, channel: str, approval_id: str, messages: list[Any], outcome: str | None
+) -> None:
+    conn.execute(
+        update(t.card_messages)
+        .where(t.card_messages.c.channel == channel, t.card_messages.c.approval_id == approval_id)
+        .values(messages=messages, outcome=outcome)
+    )
 
 
 class LedgerTx:
@@ -1322,6 +1350,58 @@ class Ledger:
 
         await self.write(drop)
 
+    # -- where approval cards show ------------------------------------------------------
+
+    async def remember_card_message(
+        self, channel: str, approval_id: str, message: CardMessage
+    ) -> str | None:
+        """Notes a message of ``channel`` showing the card. When the card was settled
+        there while the message was on its way, returns the outcome to show on it."""
+
+        def remember(conn: Connection) -> str | None:
+            messages, outcome = _locked_card(conn, channel, approval_id)
+            if outcome is not None:
+                return outcome
+            if list(message) not in messages:
+                _keep_card(conn, channel, approval_id, [*messages, list(message)], None)
+            return None
+
+        return await self.db.run(remember, durable=False)
+
+    async def card_shown(self, channel: str, approval_id: str) -> bool:
+        """Whether a message of ``channel`` shows the card with its buttons."""
+        query = select(t.card_messages.c.messages, t.card_messages.c.outcome).where(
+            t.card_messages.c.channel == channel, t.card_messages.c.approval_id == approval_id
+        )
+        row = await self.db.run(lambda conn: conn.execute(query).first(), write=False)
+        return row is not None and row.outcome is None and bool(row.messages)
+
+    async def take_card_messages(
+        self, channel: str, approval_id: str, outcome: str
+    ) -> list[CardMessage]:
+        """Every message of ``channel`` showing the card, handed out once; one noted
+        later learns ``outcome`` (see ``remember_card_message``)."""
+
+        def take(conn: Connection) -> list[CardMessage]:
+            messages, _ = _locked_card(conn, channel, approval_id)
+            _keep_card(conn, channel, approval_id, [], outcome)
+            return [(str(chat), str(message)) for chat, message in messages]
+
+        return await self.db.run(take, durable=False)
+
+    async def give_back_card_messages(
+        self, channel: str, approval_id: str, given: Sequence[CardMessage]
+    ) -> None:
+        """Messages taken whose update the platform could not take now: the next
+        ``take_card_messages`` hands them out again."""
+
+        def give_back(conn: Connection) -> None:
+            messages, outcome = _locked_card(conn, channel, approval_id)
+            messages += [list(each) for each in given if list(each) not in messages]
+            _keep_card(conn, channel, approval_id, messages, outcome)
+
+        await self.db.run(give_back)
+
     # -- long-term memory's journal --------------------------------------------------------
 
     async def journal(self, records: Sequence[dict[str, Any]]) -> None:
@@ -1392,18 +1472,18 @@ class Ledger:
         query = select(t.entities.c.entity).order_by(t.entities.c.entity)
         return await self.db.run(lambda c: list(c.execute(query).scalars()), write=False)
 
-    async def journal_cursor(self, store: str) -> int:
-        """How far ``store`` has been fed from the journal (0: not at all)."""
-        query = select(t.memory_cursors.c.seq).where(t.memory_cursors.c.store == store)
-        return await self.db.run(
-            lambda c: int(c.execute(query).scalar_one_or_none() or 0), write=False
-        )
+    async def cursor(self, reader: str, unread: int = 0) -> int:
+        """How far ``reader`` has read the journal or the audit log; ``unread`` if it
+        never has."""
+        query = select(t.memory_cursors.c.seq).where(t.memory_cursors.c.store == reader)
+        seq = await self.db.run(lambda c: c.execute(query).scalar_one_or_none(), write=False)
+        return unread if seq is None else int(seq)
 
-    async def move_journal_cursor(self, store: str, seq: int) -> None:
+    async def move_cursor(self, reader: str, seq: int) -> None:
         def move(conn: Connection) -> None:
             upsert: Any = (
                 postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            )(t.memory_cursors).values(store=store, seq=seq)
+            )(t.memory_cursors).values(store=reader, seq=seq)
             conn.execute(upsert.on_conflict_do_update(index_elements=["store"], set_={"seq": seq}))
 
         await self.db.run(move)

@@ -9,6 +9,8 @@ from typing import Any
 
 # How a cancelled run's error begins when it tells how the run ended, not what failed.
 ENDINGS = ("cancelled by ", "rejected at ")
+# A message showing an approval card: its chat and its id there, as the platform names them.
+CardMessage = tuple[str, str]
 
 
 class RunStatus(StrEnum):

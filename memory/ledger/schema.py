@@ -165,6 +165,18 @@ workers = Table(
     Column("seen_at", UTCDateTime, nullable=False),
 )
 
+# The messages showing each approval card in a channel (a chat and a message in it, as
+# the platform names them), so that its outcome replaces them in place — however long it
+# waits, and across restarts; ``outcome`` once it has (a message posted later shows it).
+card_messages = Table(
+    "card_messages",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("approval_id", String(16), primary_key=True),
+    Column("messages", Json, nullable=False),
+    Column("outcome", Text, nullable=True),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,
@@ -269,7 +281,8 @@ entities = Table(
     Column("first_seen", UTCDateTime, nullable=False),
 )
 
-# How far each long-term store has been fed from the journal and the audit log.
+# How far each reader of the journal and the audit log has read: each long-term store,
+# fed from both, and the watcher that settles cards decided in another process.
 memory_cursors = Table(
     "memory_cursors",
     metadata,

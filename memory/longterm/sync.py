@@ -75,8 +75,8 @@ class MemorySync:
         """A store that was fed but is empty now was lost or replaced: it is fed again.
         One that holds records this feeder never gave it (another embedding model's
         vectors, of another size maybe) is emptied first."""
-        fed = await self.ledger.journal_cursor(self.cursor_name)
-        fed += await self.ledger.journal_cursor(self.audit_cursor_name)
+        fed = await self.ledger.cursor(self.cursor_name)
+        fed += await self.ledger.cursor(self.audit_cursor_name)
         held = await self.store.count()
         if fed and held == 0:
             log.warning("%s is empty; rebuilding it from the ledger", self.store.name)
@@ -86,17 +86,17 @@ class MemorySync:
             await self.store.clear()
 
     async def _rewind(self) -> None:
-        await self.ledger.move_journal_cursor(self.cursor_name, 0)
-        await self.ledger.move_journal_cursor(self.audit_cursor_name, 0)
+        await self.ledger.move_cursor(self.cursor_name, 0)
+        await self.ledger.move_cursor(self.audit_cursor_name, 0)
 
     async def _feed_journal(self) -> int:
         fed = 0
-        cursor = await self.ledger.journal_cursor(self.cursor_name)
+        cursor = await self.ledger.cursor(self.cursor_name)
         while entries := await self.ledger.journal_after(cursor, self.batch):
             records = [MemoryRecord.from_dict(body) for _, body in entries]
             await self.store.upsert(records, await self._vectors(records))
             cursor = entries[-1][0]
-            await self.ledger.move_journal_cursor(self.cursor_name, cursor)
+            await self.ledger.move_cursor(self.cursor_name, cursor)
             fed += len(records)
             if self._stopping:
                 break
@@ -107,7 +107,7 @@ class MemorySync:
         if convert is None:
             return 0
         fed = 0
-        cursor = await self.ledger.journal_cursor(self.audit_cursor_name)
+        cursor = await self.ledger.cursor(self.audit_cursor_name)
 
         def read(tx: LedgerTx) -> tuple[int, list[dict[str, Any]]]:
             events = tx.audit_after(cursor, self.batch)
@@ -123,7 +123,7 @@ class MemorySync:
                 await self.store.upsert(records, await self._vectors(records))
                 fed += len(records)
             cursor = last
-            await self.ledger.move_journal_cursor(self.audit_cursor_name, cursor)
+            await self.ledger.move_cursor(self.audit_cursor_name, cursor)
             if self._stopping:
                 return fed
 
@@ -138,11 +138,11 @@ class MemorySync:
     async def behind(self) -> int:
         """How many journal entries and audit events the store has yet to get."""
         journal = await self.ledger.journal_end()
-        journal -= await self.ledger.journal_cursor(self.cursor_name)
+        journal -= await self.ledger.cursor(self.cursor_name)
         if self.from_audit is None:
             return journal
         audit = await self.ledger.audit_end()
-        return journal + audit - await self.ledger.journal_cursor(self.audit_cursor_name)
+        return journal + audit - await self.ledger.cursor(self.audit_cursor_name)
 
     def wake(self) -> None:
         """Something was journaled: feed it now rather than at the next tick."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
 
 from bot.app import Steward
@@ -47,11 +46,8 @@ class Together:
     telegram_card: dict[str, Any]
 
 
-def both_configured(
-    home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI, port: int, redis_url: str | None = None
-) -> Any:
+def both_configured(home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI, port: int) -> Any:
     return load_settings(
-        redis_url=redis_url,
         home=home,
         telegram_bot_token=TELEGRAM_TOKEN,
         telegram_api_url=telegram.root,
@@ -75,12 +71,12 @@ async def card_everywhere(steward: Steward, service: Service) -> RunView:
 
 @asynccontextmanager
 async def card_on_both(
-    home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI, redis_url: str | None = None
+    home: Path, telegram: FakeBotAPI, slack: FakeSlackAPI
 ) -> AsyncIterator[Together]:
     """Both channels running, and a run started outside chat (a shell, a webhook), whose
     card goes to everyone: the operator's on Telegram and on Slack."""
     port = free_port()
-    settings = both_configured(home, telegram, slack, port, redis_url)
+    settings = both_configured(home, telegram, slack, port)
     async with Steward.open(settings) as steward:
         channels = configured_channels(steward)
         assert [c.name for c in channels] == ["telegram", "slack"]
@@ -162,18 +158,13 @@ async def test_a_card_decided_in_telegram_is_settled_in_slack_once_slack_can_tak
         assert statuses == [503, 503, 503, 200]
 
 
-@pytest.mark.redis
-async def test_with_redis_a_card_slack_could_not_update_before_a_stop_is_settled_after_it(
+async def test_a_card_slack_could_not_update_before_a_stop_is_settled_after_it(
     tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
 ) -> None:
-    """Where a card shows is kept in working memory: across a restart, only with Redis."""
-    from tests.memory.test_working_memory import REDIS_URL, _redis_reason
-
-    if reason := await _redis_reason():
-        pytest.skip(reason)
+    """Where a card shows is kept in the ledger, across a restart."""
     telegram, slack = fakes
     home = tmp_path / "home"
-    async with card_on_both(home, telegram, slack, REDIS_URL) as both:
+    async with card_on_both(home, telegram, slack) as both:
         client = both.slack_channel.client
         client.retry_handlers = [  # the client's own retries, without waiting
             h for h in client.retry_handlers if not isinstance(h, AsyncServerErrorRetryHandler)
@@ -194,22 +185,15 @@ async def test_with_redis_a_card_slack_could_not_update_before_a_stop_is_settled
     assert kept == [("slack", f"{SETTLING}:{card_id}")]
 
     slack.fail("chat.update", 503, times=0)  # up again
-    settings = both_configured(home, telegram, slack, free_port(), REDIS_URL)
-    try:
-        async with (
-            Steward.open(settings) as steward,
-            Service(steward, configured_channels(steward)),
-        ):
-            await slack.wait_for(
-                lambda s: "Approved by" in json.dumps(s.message(dm, slack_card["ts"])), timeout=10
-            )
-        assert "actions" not in json.dumps(slack.message(dm, slack_card["ts"])["blocks"])
-    finally:
-        client = Redis.from_url(REDIS_URL)
-        keys = [k async for k in client.scan_iter("steward:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    settings = both_configured(home, telegram, slack, free_port())
+    async with (
+        Steward.open(settings) as steward,
+        Service(steward, configured_channels(steward)),
+    ):
+        await slack.wait_for(
+            lambda s: "Approved by" in json.dumps(s.message(dm, slack_card["ts"])), timeout=10
+        )
+    assert "actions" not in json.dumps(slack.message(dm, slack_card["ts"])["blocks"])
 
 
 async def test_a_card_decided_by_a_reply_owed_from_before_a_start_is_settled_on_both(

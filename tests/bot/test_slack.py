@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from redis.asyncio import Redis
 from slack_sdk.http_retry.builtin_async_handlers import AsyncServerErrorRetryHandler
 
 from bot.app import Steward
@@ -76,7 +75,6 @@ async def running(
     *,
     socket_mode: bool = False,
     operators: str = f"slack:{OPERATOR}",
-    redis_url: str | None = None,
 ) -> AsyncIterator[Running]:
     port = free_port()
     overrides: dict[str, Any] = {
@@ -85,7 +83,6 @@ async def running(
         "slack_api_url": slack.base_url,
         "operators": operators,
         "http_port": port,
-        "redis_url": redis_url,
     }
     if socket_mode:
         overrides["slack_app_token"] = slack.app_token
@@ -125,6 +122,12 @@ def value(card: dict[str, Any], action_id: str) -> str:
 
 def outbox(home: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((home / "outbox").glob("*.json"))]
+
+
+def sent_steps(home: Path) -> list[int]:
+    """How far each reply kept is sent, as the ledger holds it."""
+    with sqlite3.connect(home / "steward.db") as db:
+        return [row[0] for row in db.execute("select sent_steps from replies")]
 
 
 def ephemerals(slack: FakeSlackAPI, user: str) -> list[str]:
@@ -358,9 +361,9 @@ async def test_a_cards_draft_goes_on_in_its_thread_once(
         card = Card("a1", "Approve", "Send it", text="word " * 8000, buttons=[Button("OK", "ok")])
         fail_once(bot.channel.client, "chat_postMessage", after=1)  # the draft's rest
         await bot.channel.send(dm, Reply([card]))
-        if restart:
-            await slack.wait_for(lambda s: cards(s, dm))
-            await bot.channel.outbox.stop()  # steward stops while the reply waits to be tried
+        if restart:  # steward stops while the reply waits to be tried again
+            await slack.wait_for(lambda _: sent_steps(bot.home) == [1])
+            await bot.channel.outbox.stop()
             await bot.channel.outbox.load()  # again, and starts again
         await bot.channel.idle()
         (shown,) = cards(slack, dm)
@@ -1116,25 +1119,32 @@ async def test_the_daily_list_acts_right_on_its_items(tmp_path: Path, slack: Fak
         assert len(outbox(bot.home)) == 1 and card["ts"] != listed["ts"]
 
 
-@pytest.mark.redis
-async def test_with_redis_a_card_is_updated_in_place_after_a_restart(
+async def test_a_card_is_updated_in_place_after_a_restart(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
-    from tests.memory.test_working_memory import REDIS_URL, _redis_reason
-
-    reason = await _redis_reason()
-    if reason:
-        pytest.skip(reason)
+    """Where a card shows is kept in the ledger, so a new process finds it."""
     home = tmp_path / "home"
     dm = slack.dm_channel(OPERATOR)
-    async with running(home, slack, redis_url=REDIS_URL) as bot:
+    async with running(home, slack) as bot:
         card = await onboarding_card(slack, bot)
-    async with running(home, slack, redis_url=REDIS_URL) as bot:  # a new process
+    async with running(home, slack) as bot:  # a new process
         await say(slack, bot, "approve " + value(card, "approve").split(":")[1])
         await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
         assert not actions(slack.message(dm, card["ts"]))  # the old card, edited in place
-    client = Redis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter("steward:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+
+
+async def test_a_card_decided_in_a_shell_while_steward_was_down_loses_its_buttons_at_start(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        card = await onboarding_card(slack, bot)
+        settings = bot.steward.settings
+    approval_id = value(card, "approve").split(":")[1]
+    async with Steward.open(settings) as steward:  # `steward approve` in a shell
+        await steward.coordinator.decide(approval_id, True, "cli:operator")
+    async with running(home, slack):
+        await slack.wait_for(lambda s: not actions(s.message(dm, card["ts"])), timeout=5)
+    assert "Approved by" in json.dumps(slack.message(dm, card["ts"]))
+    assert len([c for c in slack.calls if c.method == "chat.update"]) == 1
