@@ -82,6 +82,9 @@ COMMANDS = (
 )
 
 COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "start"}
+# What a button press says it is for (``verb:id``): the buttons of cards and of the
+# daily list. "edited" and "keep" come from the Edit form, not from a button.
+BUTTON_VERBS = ("approve", "reject", "edit", "details", "retry", "confirm", "resume")
 QUESTION_COMMANDS = {"cancel", "skip"}  # a question waiting for its answer: said instead
 # The commands whose first argument is an id, and how many arguments they take: None
 # for any number (a reason, a step and its inputs).

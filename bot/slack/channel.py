@@ -64,7 +64,7 @@ from bot.slack.render import (
     outcome_message,
     text_messages,
 )
-from graph.coordinator import COMMAND_NAMES, QUESTION_TTL
+from graph.coordinator import BUTTON_VERBS, COMMAND_NAMES, QUESTION_TTL
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
 from memory.working import WorkingMemory
@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SLASH_COMMAND = "/steward"
-PRESSES = re.compile(r"^(approve|reject|edit|details|retry)$")
+PRESSES = re.compile(f"^({'|'.join(BUTTON_VERBS)})$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up

@@ -32,6 +32,7 @@ from bot.slack.render import draft_overflow
 from graph.cards import approval_card
 from graph.front_door import REFUSAL
 from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
+from memory.ledger import RunStatus
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.slack_api import FakeSlackAPI
@@ -1117,6 +1118,30 @@ async def test_the_daily_list_acts_right_on_its_items(tmp_path: Path, slack: Fak
         await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
         assert cards(slack, dm) == []  # the card and its entry in the list both settled
         assert len(outbox(bot.home)) == 1 and card["ts"] != listed["ts"]
+
+
+async def test_the_daily_lists_resume_button_resumes_a_paused_run(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Each verb a button carries is listened for (bolt answers 404 to any other)."""
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        await onboarding_card(slack, bot)
+        [run] = await bot.steward.ledger.list_runs(None, limit=5)
+        await say(slack, bot, f"/pause {run.id}")
+        await slack.wait_for(lambda s: any("Paused run" in t for t in bot_texts(s, dm)))
+        await say(slack, bot, "today")
+
+        def resumable(s: FakeSlackAPI) -> list[dict[str, Any]]:
+            return [c for c in cards(s, dm) if '"resume"' in json.dumps(c["blocks"])]
+
+        await slack.wait_for(resumable)
+        [listed] = resumable(slack)
+        payload = slack.block_action(OPERATOR, dm, listed["ts"], "resume", value(listed, "resume"))
+        assert (await slack.post_interaction(bot.url, payload))[0] == 200
+        await bot.channel.idle()
+        resumed = await bot.steward.ledger.get_run(run.id)
+        assert resumed is not None and resumed.status is RunStatus.WAITING
 
 
 async def test_a_card_is_updated_in_place_after_a_restart(
