@@ -65,6 +65,7 @@ from graph.templating import placeholders, render
 from memory.checkpoints import LedgerSqliteSaver
 from memory.ledger import (
     ENDINGS,
+    NEVER,
     Approval,
     ApprovalStatus,
     KeptEvent,
@@ -85,7 +86,9 @@ from memory.ledger.ledger import expiry_key
 
 Durability = Literal["exit", "async", "sync"]
 _Decided = tuple[Approval | None, bool, Run | None]  # as the ledger's decide returns it
-FOREVER = datetime(9999, 1, 1, tzinfo=UTC)  # an event wait's timer never falls due
+# What an expiry did: nothing (the gate was decided), asked again (the approval), or a
+# decision won, its checkpoint read ahead.
+_Expired = Approval | tuple[_Decided, CheckpointTuple | None] | None
 # A run in these may yet wait for an event: one delivered early is kept for it.
 EXPECTING = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED)
 log = logging.getLogger(__name__)
@@ -321,24 +324,31 @@ class ProcessEngine:
         return await self._decided(decided, latest)
 
     async def expire(self, approval_id: str) -> Decision | None:
-        approval = await self.ledger.get_approval(approval_id)
+        """Applies a pending gate's expiry policy, as its timer does: rejects it, or asks
+        again (a decision not won, with its run's view). None when it was decided."""
+        expired = await self.ledger.write(lambda tx: self._expire(tx, approval_id), durable=False)
+        return await self._expired(expired)
+
+    def _expire(self, tx: LedgerTx, approval_id: str) -> _Expired:
+        """In one transaction with what fires it: a crash before it commits leaves the
+        timer due, and one after leaves the run running, which recovery moves on."""
+        approval = tx.get_approval(approval_id)
         if approval is None or not approval.is_pending:
             return None
         if approval.on_expiry == "escalate":
-            await self.ledger.audit(
-                NewAuditEvent(
-                    "steward", "approval.escalated", approval_id, {"run": approval.run_id}
-                )
-            )
-            return Decision(approval, False)
+            data = {"run": approval.run_id}
+            tx.audit(NewAuditEvent("steward", "approval.escalated", approval_id, data))
+            return approval
         reason = "nobody answered before it expired"
-        decided, latest = await self.ledger.write(
-            lambda tx: self._read_ahead(
-                tx, record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason)
-            ),
-            durable=False,  # see the module's docstring
-        )
-        return await self._decided(decided, latest)
+        decided = record_decision(tx, approval_id, ApprovalStatus.EXPIRED, "steward", reason)
+        return self._read_ahead(tx, decided)
+
+    async def _expired(self, expired: _Expired) -> Decision | None:
+        if expired is None:
+            return None
+        if isinstance(expired, Approval):  # escalated: asked again where its run was asked
+            return Decision(expired, False, await self.view(expired.run_id))
+        return await self._decided(*expired)
 
     def _read_ahead(
         self, tx: LedgerTx, decided: _Decided
@@ -386,18 +396,18 @@ class ProcessEngine:
             return await self._wake(timer.run_id, timer.id, worker, woken, None)
         if timer.kind == "approval_expiry":
 
-            def claim(tx: LedgerTx) -> bool:
+            def expire(tx: LedgerTx) -> _Expired:
                 run = tx.lock_run(timer.run_id) if timer.run_id else None
                 if run is not None and run.status is RunStatus.PAUSED:
                     # A paused run's gate does not expire until it resumes, which sets
                     # its time again: out of the way of the timers due meanwhile.
-                    tx.set_aside_timer(timer.id, FOREVER)
-                    return False
-                return tx.claim_timer(timer.id, worker, None)
+                    tx.set_aside_timer(timer.id, NEVER)
+                    return None
+                if not tx.claim_timer(timer.id, worker, None):
+                    return None
+                return self._expire(tx, str(timer.payload["approval"]))
 
-            if await self.ledger.write(claim):
-                return await self.expire(str(timer.payload["approval"]))
-            return None
+            return await self._expired(await self.ledger.write(expire, durable=False))
         await self.ledger.write(lambda tx: tx.claim_timer(timer.id, worker, None))
         return None
 
@@ -1002,7 +1012,7 @@ class ProcessEngine:
                     f"only a {source.value} run can be {verb}; {run_id} is {run.status.value}"
                 )
             if source is RunStatus.PAUSED:  # since then: its gates' time did not run
-                tx.postpone_expiries(run_id, max(timedelta(0), utcnow() - run.updated_at))
+                tx.postpone_deadlines(run_id, max(timedelta(0), utcnow() - run.updated_at))
             tx.update_run(run_id, status=target.value, **changes)
             tx.audit(NewAuditEvent(actor, f"run.{verb}", run_id))
             if woken is not None and (waiting := tx.open_wait(run_id)) is not None:
@@ -1165,7 +1175,7 @@ def _step_entries(run: Run, log: Sequence[dict[str, Any]]) -> list[StepEntry]:
 
 def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> Timer:
     seconds = stop.get("seconds")
-    due = now + timedelta(seconds=seconds) if seconds else FOREVER
+    due = now + timedelta(seconds=seconds) if seconds else NEVER
     key = _wait_key(run.id, stop)
     if (opened := tx.timer(key)) is not None:
         return opened

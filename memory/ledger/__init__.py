@@ -13,6 +13,7 @@ from memory.ledger.errors import (
 from memory.ledger.ledger import LEASE, Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
     ENDINGS,
+    NEVER,
     Approval,
     ApprovalStatus,
     AuditEvent,
@@ -35,6 +36,7 @@ from memory.ledger.storable import storable
 __all__ = [
     "ENDINGS",
     "LEASE",
+    "NEVER",
     "Approval",
     "ApprovalStatus",
     "AuditEvent",

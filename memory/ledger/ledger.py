@@ -62,6 +62,7 @@ from memory.ledger.errors import (
 from memory.ledger.migrate import UnknownRevision, upgrade_to_head
 from memory.ledger.prepared import Prepared
 from memory.ledger.records import (
+    NEVER,
     Approval,
     ApprovalStatus,
     AuditEvent,
@@ -270,9 +271,12 @@ def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
     return Prepared(query)
 
 
+_EXPIRY_PREFIX = "expire:"
+
+
 def expiry_key(approval_id: str) -> str:
     """The key of the timer at which an approval expires."""
-    return f"expire:{approval_id}"
+    return f"{_EXPIRY_PREFIX}{approval_id}"
 
 
 def _locked_card(conn: Connection, channel: str, approval_id: str) -> tuple[list[Any], str | None]:
@@ -548,12 +552,16 @@ class LedgerTx:
             return None
         return KeptEvent(row.event, dict(row.data), row.by, row.received_at)
 
-    def postpone_expiries(self, run_id: str, by: timedelta) -> None:
-        """Moves the deadlines of the run's pending approvals ``by`` later (the time it
-        was paused): a gate's time to answer runs only while its run does."""
+    def postpone_deadlines(self, run_id: str, by: timedelta) -> None:
+        """Moves the run's deadlines ``by`` later (the time it was paused): a gate's time
+        to answer and a wait's time run only while its run does. A gate whose expiry has
+        fired already (it was escalated) keeps the deadline that passed: nothing would
+        fire at a later one."""
         a, timer = t.approvals, t.timers
-        pending = select(a.c.id, a.c.expires_at).where(
-            a.c.run_id == run_id, a.c.status == "pending", a.c.expires_at.is_not(None)
+        pending = (
+            select(a.c.id, a.c.expires_at)
+            .join(timer, timer.c.key == _EXPIRY_PREFIX + a.c.id)
+            .where(a.c.run_id == run_id, a.c.status == "pending", timer.c.status == "pending")
         )
         for approval_id, expires_at in self.conn.execute(pending).all():
             self.conn.execute(
@@ -564,6 +572,14 @@ class LedgerTx:
                 .where(timer.c.key == expiry_key(approval_id), timer.c.status == "pending")
                 .values(due_at=expires_at + by)
             )
+        waits = select(timer.c.id, timer.c.due_at).where(
+            timer.c.run_id == run_id,
+            timer.c.kind == "wait",
+            timer.c.status == "pending",
+            timer.c.due_at < NEVER,
+        )
+        for timer_id, due_at in self.conn.execute(waits).all():
+            self.set_aside_timer(timer_id, due_at + by)
 
     def set_aside_timer(self, timer_id: int, until: datetime) -> None:
         """A timer that must not fire yet, due again ``until`` (a paused run's gate)."""
@@ -1618,9 +1634,16 @@ class Ledger:
     # -- timers --------------------------------------------------------------------------
 
     async def due_timers(self, now: datetime, limit: int | None = 100) -> list[Timer]:
+        """The pending timers due by ``now``, oldest first; not those of a paused run,
+        whose deadlines wait with it (``postpone_deadlines`` moves them at its resume)."""
         query = (
             select(t.timers)
-            .where(t.timers.c.status == "pending", t.timers.c.due_at <= now)
+            .outerjoin(t.runs, t.runs.c.id == t.timers.c.run_id)
+            .where(
+                t.timers.c.status == "pending",
+                t.timers.c.due_at <= now,
+                or_(t.runs.c.status.is_(None), t.runs.c.status != RunStatus.PAUSED.value),
+            )
             .order_by(t.timers.c.due_at)
             .limit(limit)
         )

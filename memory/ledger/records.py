@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 # How a cancelled run's error begins when it tells how the run ended, not what failed.
 ENDINGS = ("cancelled by ", "rejected at ")
+# When a timer falls due that waits for an event, or is set aside while its run is paused.
+NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 # A message showing an approval card: its chat and its id there, as the platform names them.
 CardMessage = tuple[str, str]
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ from memory.ledger import RunStatus
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.graph.test_escalation import PING
+from tests.homes import home_with
 from tests.net import free_port
 
 OPERATOR = "U0OPS"
@@ -697,6 +700,25 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
             m for m in posted(slack, channel) if m.get("thread_ts") == thread and m.get("bot_id")
         ]
         assert "onboarding" in answer["text"]
+
+
+async def test_an_escalated_card_is_asked_again_in_the_thread_its_run_was_started_in(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Not in every operator's DM, as a run started outside chat."""
+    home = home_with(tmp_path, {"ping": PING})
+    async with running(home, slack) as bot:
+        mention = slack.mention_event(OPERATOR, "run ping email=jane@acme.com", "C0TEAM")
+        assert (await slack.post_event(bot.url, mention))[0] == 200
+        thread = str(mention["event"]["ts"])
+        await slack.wait_for(lambda s: cards(s, "C0TEAM"))
+        [run] = await bot.steward.ledger.list_runs(None, limit=5)
+        await bot.steward.ledger.write(lambda tx: tx.postpone_deadlines(run.id, -timedelta(days=4)))
+        await slack.wait_for(
+            lambda s: any("asking again" in t for t in thread_texts(s, "C0TEAM", thread))
+        )
+        await bot.service.idle()
+    assert not any("asking again" in t for t in bot_texts(slack, slack.dm_channel(OPERATOR)))
 
 
 async def asked_for_the_email_in_a_thread(slack: FakeSlackAPI, bot: Running) -> str:

@@ -54,7 +54,7 @@ async def test_an_escalated_approval_is_asked_again_with_its_buttons(app: Stewar
     view = await app.engine.start("ping", {"email": "jane@acme.com"}, "cli:a")
     assert view.approval is not None
     run_id = view.run.id
-    await app.ledger.write(lambda tx: tx.postpone_expiries(run_id, -timedelta(days=4)))  # due
+    await app.ledger.write(lambda tx: tx.postpone_deadlines(run_id, -timedelta(days=4)))  # due
 
     escalated = await app.engine.expire(view.approval.id)  # as its timer does
 

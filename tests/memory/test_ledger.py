@@ -21,6 +21,7 @@ from sqlalchemy import Connection, func, inspect, select
 from graph.messages import Inbound, Sender
 from memory.database_url import DatabaseURL
 from memory.ledger import (
+    NEVER,
     Approval,
     ApprovalStatus,
     Ledger,
@@ -36,6 +37,7 @@ from memory.ledger import (
 )
 from memory.ledger import ledger as ledger_module
 from memory.ledger import schema as t
+from memory.ledger.ledger import expiry_key
 from memory.ledger.migrate import HEAD, alembic_config
 from tests.memory.commit_log import record_commits
 
@@ -648,6 +650,40 @@ async def test_due_timers_returns_only_due_pending_ones(ledger: Ledger) -> None:
     query = select(t.timers.c.status).where(t.timers.c.key == "early")
     status = await ledger.db.run(lambda conn: conn.execute(query).scalar_one(), write=False)
     assert status == "fired"
+
+
+async def test_a_paused_runs_deadlines_are_not_due_and_move_by_the_pause(ledger: Ledger) -> None:
+    """While paused, none of its timers is due; resumed, its waits and the gates whose
+    expiry has not fired move by the time it was paused."""
+    paused = make_run("run1", status=RunStatus.PAUSED)
+    await insert_runs(ledger, paused, make_run("run2", status=RunStatus.WAITING))
+    expires = T0 + timedelta(hours=1)
+    pending = make_approval("ap1", "run1", expires_at=expires)
+    escalated = make_approval("ap2", "run1", step_id="again", expires_at=expires)
+    await insert_approvals(ledger, pending, escalated)
+
+    def add_timers(tx: LedgerTx) -> None:
+        tx.add_timer(expiry_key("ap1"), "approval_expiry", expires, "run1", {"approval": "ap1"})
+        tx.add_timer(expiry_key("ap2"), "approval_expiry", expires, "run1", {"approval": "ap2"})
+        tx.add_timer("wait:run1", "wait", T0 + timedelta(hours=2), "run1", {})
+        tx.add_timer("event:run1", "wait", NEVER, "run1", {"event": "paid"})
+        tx.add_timer("wait:run2", "wait", T0 + timedelta(hours=2), "run2", {})
+
+    await ledger.write(add_timers)
+    assert [t.key for t in await ledger.due_timers(T0 + timedelta(days=1))] == ["wait:run2"]
+    ap2_timer = await ledger.get_timer(expiry_key("ap2"))
+    assert ap2_timer is not None and await ledger.claim_timer(ap2_timer.id, "w")  # escalated
+
+    await ledger.write(lambda tx: tx.postpone_deadlines("run1", timedelta(hours=3)))
+
+    moved = {key: await ledger.get_timer(key) for key in ("wait:run1", "event:run1")}
+    assert moved["wait:run1"] and moved["wait:run1"].due_at == T0 + timedelta(hours=5)
+    assert moved["event:run1"] and moved["event:run1"].due_at == NEVER
+    ap1, ap2 = await ledger.get_approval("ap1"), await ledger.get_approval("ap2")
+    assert ap1 and ap1.expires_at == expires + timedelta(hours=3)
+    assert ap2 and ap2.expires_at == expires  # its expiry fired: no later one would
+    ap1_timer = await ledger.get_timer(expiry_key("ap1"))
+    assert ap1_timer and ap1_timer.due_at == expires + timedelta(hours=3)
 
 
 async def test_claim_timer_is_atomic(ledger: Ledger) -> None:
