@@ -130,14 +130,16 @@ class Scheduler:
         if self.digest is None:
             return
         due = next_digest_at(now, self.digest.zone, self.digest.at)
-        key = f"{DIGEST}:{due.astimezone(self.digest.zone).date().isoformat()}"
+        key = self._digest_key(due)
         if (key, due) != self._next_digest:  # a new day, or STEWARD_DIGEST_AT changed
             await self.ledger.plan_timer(key, DIGEST, due)
             self._next_digest = (key, due)
 
     async def _send_digest(self, timer: Timer, now: datetime) -> int:
         """Sends the day's list once, however many schedulers share the ledger; one that
-        could not be handed to the channels is tried again at the next tick."""
+        could not be handed to the channels is tried again at the next tick, and one a
+        stop cut off at the next start. A list sent late (steward was down) is today's
+        list: today's own does not follow it."""
         try:
             reply = await self.coordinator.today_reply(now=now)
         except Exception:
@@ -147,6 +149,9 @@ class Scheduler:
             return 0  # another scheduler sent it
         try:
             taken = await self.notify(reply, None)
+        except asyncio.CancelledError:
+            await self.ledger.release_timer(timer.id)
+            raise
         except Exception:
             log.exception("could not send the daily list for %s", timer.key)
             taken = False
@@ -154,7 +159,15 @@ class Scheduler:
             log.warning("no channel took the daily list for %s; trying again", timer.key)
             await self.ledger.release_timer(timer.id)
             return 0
+        today = await self.ledger.get_timer(self._digest_key(now))
+        if today is not None and today.id != timer.id:
+            await self.ledger.claim_timer(today.id, self.worker)
         return 1
+
+    def _digest_key(self, at: datetime) -> str:
+        """The key of the list of the day ``at`` falls on, on the operator's clock."""
+        assert self.digest is not None
+        return f"{DIGEST}:{at.astimezone(self.digest.zone).date().isoformat()}"
 
     def _reply(self, result: RunView | Decision) -> Reply:
         if isinstance(result, Decision):

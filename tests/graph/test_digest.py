@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -225,6 +226,56 @@ async def test_a_digest_missed_while_down_comes_at_start(app: Steward) -> None:
     assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
     await after.tick()
     assert len(sent) == 1
+
+
+async def test_a_list_a_stop_cut_off_goes_out_at_the_next_start(app: Steward) -> None:
+    digest = DigestTime(time(8, 0), BERLIN)
+    clock = Clock(datetime(2026, 10, 24, 5, 0, tzinfo=UTC))
+    handing_over = asyncio.Event()
+    sent: list[Reply] = []
+
+    async def cut_off(reply: Reply, reply_to: object) -> bool:
+        handing_over.set()
+        await asyncio.sleep(60)
+        return True
+
+    async def notify(reply: Reply, reply_to: object) -> bool:
+        sent.append(reply)
+        return True
+
+    before = Scheduler(app.ledger, app.engine, app.coordinator, cut_off, digest=digest, clock=clock)
+    await before.tick()  # plans the 24th's list
+    clock.now = datetime(2026, 10, 24, 6, 0, 1, tzinfo=UTC)  # 08:00:01 in Berlin
+    ticking = asyncio.create_task(before.tick())
+    await asyncio.wait_for(handing_over.wait(), 5)
+    ticking.cancel()  # the service stops
+    with pytest.raises(asyncio.CancelledError):
+        await ticking
+    after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await after.tick()
+    assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
+
+
+async def test_a_list_sent_late_is_the_only_one_that_day(app: Steward) -> None:
+    sent: list[Reply] = []
+
+    async def notify(reply: Reply, reply_to: object) -> bool:
+        sent.append(reply)
+        return True
+
+    digest = DigestTime(time(8, 0), BERLIN)
+    clock = Clock(datetime(2026, 10, 23, 4, 0, tzinfo=UTC))
+    before = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await before.tick()  # plans the 23rd's list, then steward is down until 07:00 the 24th
+    clock.now = datetime(2026, 10, 24, 5, 0, tzinfo=UTC)
+    after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await after.tick()  # the list missed goes out: today's
+    clock.now = datetime(2026, 10, 24, 6, 0, 1, tzinfo=UTC)  # 08:00:01
+    await after.tick()
+    assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
+    clock.now = datetime(2026, 10, 25, 7, 0, 1, tzinfo=UTC)  # the next day's comes as ever
+    await after.tick()
+    assert len(sent) == 2 and "Sunday 25 October" in sent[1].texts[0]
 
 
 UTC_ZONE = ZoneInfo("UTC")
