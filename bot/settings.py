@@ -187,9 +187,14 @@ class Settings(BaseSettings):
     @classmethod
     def _clock(cls, value: str) -> str:
         try:
-            time.fromisoformat(value)
+            at = time.fromisoformat(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a time of day like 08:00") from None
+        if at.tzinfo is not None:  # it would be dropped, and the time read on the zone's clock
+            raise ValueError(
+                f"{value!r} carries an offset; write the time on STEWARD_TIMEZONE's clock, "
+                "like 08:00"
+            )
         return value
 
     @field_validator("smtp_url")

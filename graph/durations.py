@@ -13,6 +13,8 @@ LONGEST = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
+    if "M" in text:  # a month, as many write it, would be read as a minute
+        raise ValueError(f"{text!r}: M is minutes or months? write 30m for minutes, 30d or 4w")
     cleaned = text.strip().lower().replace(" ", "")
     parts = _PART.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:

@@ -79,6 +79,13 @@ def test_the_http_port_is_checked() -> None:
     assert problem(http_port=70000).startswith("STEWARD_HTTP_PORT:")
 
 
+def test_the_digest_time_is_a_time_of_day_on_the_operators_clock() -> None:
+    assert load_settings(digest_at="07:30").digest_at == "07:30"
+    assert "not a time of day" in problem(digest_at="8am")
+    for offset in ("08:00Z", "08:00+05:00"):  # it was dropped: 08:00 on the zone's clock
+        assert "offset" in problem(digest_at=offset)
+
+
 def test_smtp_needs_a_sender_and_a_known_scheme() -> None:
     assert problem(smtp_url="smtp://mail.example.com").startswith("STEWARD_EMAIL_FROM must be set")
     assert problem(smtp_url="http://mail.example.com", email_from="a@b.co").startswith(

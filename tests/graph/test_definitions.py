@@ -643,6 +643,7 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
     [
         *("", "   ", "0h", "0m0s", "soon", "3x", "h", "-5m", "1.5h"),
         *("3651d", "99999999d", "9999999999999d"),  # past ten years; past what dates hold
+        "1M",  # a month, as many write it, or a minute?
     ],
 )
 def test_parse_duration_rejects(text: str) -> None:
