@@ -77,9 +77,17 @@ class DailyList:
         return f"…and {rest} more, ranked lower. /today all shows every one."
 
     def reply(self) -> Reply:
+        """The top items with buttons as cards, each a message of its own; the rest as
+        lines, as few messages as they fit in (the commands that do what the buttons
+        would): ``/today all`` of thousands would hold a chat up for hours, a message
+        a second."""
         reply = Reply().say(self.heading)
+        lines: list[str] = []
         for rank, item in enumerate(self.items, 1):
-            if item.buttons:
+            if item.buttons and rank <= MOST:
+                if lines:
+                    reply.say("\n".join(lines))
+                    lines = []
                 reply.add(
                     Card(
                         approval_id=item.key,
@@ -88,11 +96,21 @@ class DailyList:
                         buttons=item.buttons,
                     )
                 )
-            else:
-                reply.say(f"{rank}. {item.title}\n   {item.why}")
+                continue
+            lines.append(f"{rank}. {item.title}\n   {item.why}")
+            if commands := [command for button in item.buttons if (command := _command(button))]:
+                lines.append("   " + " · ".join(commands))
         if self.more is not None:
-            reply.say(self.more)
+            lines.append(self.more)
+        if lines:
+            reply.say("\n".join(lines))
         return reply
+
+
+def _command(button: Button) -> str | None:
+    """The chat command that does what ``button`` does; None for Details, which has none."""
+    verb, _, about = button.payload.partition(":")
+    return None if verb == "details" else f"/{verb} {about}"
 
 
 async def daily_list(

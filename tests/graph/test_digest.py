@@ -150,8 +150,10 @@ async def test_over_twenty_items_show_the_top_ten_and_the_count(app: Steward) ->
     assert len(short.cards) == 10
     assert "…and 12 more" in texts(short) and "/today all" in texts(short)
     every = await app.coordinator.today_reply(show_all=True)
-    assert len(every.cards) == 22
-    assert [c.title.split(".")[0] for c in every.cards] == [str(n) for n in range(1, 23)]
+    assert [c.title.split(".")[0] for c in every.cards] == [str(n) for n in range(1, 21)]
+    [rest] = every.texts[1:]  # below the top twenty: lines in one text, not a message each
+    assert rest.startswith("21. ") and "\n22. " in rest
+    assert rest.count("   /approve ") == rest.count(" · /reject ") == 2  # what buttons do
 
 
 def test_the_digest_keeps_its_local_time_across_daylight_saving() -> None:
