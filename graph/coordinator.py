@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
 QUESTION_TTL = 24 * 3600
+# A rejection's reason comes right after the press or not at all: a message later is
+# something else ("onboard Beta …"), not a reason to note.
+REASON_TTL = 15 * 60
 # An optional input of words answered with one of these is left out, as /skip leaves it.
 NONE = frozenset({"none", "no", "nothing", "n/a", "na", "-", "no thanks", "nope"})
 WORDS = (InputType.STRING, InputType.TEXT)
@@ -398,7 +401,8 @@ class Coordinator:
                 decision = await self.engine.decide(approval_id, False, actor)
                 reply = self.decision_reply(decision)
                 if decision.decided_now:
-                    await self._ask(inbound, {"type": "reason", "approval": approval_id})
+                    reason = {"type": "reason", "approval": approval_id}
+                    await self._ask(inbound, reason, REASON_TTL)
                     reply.say("Why? Reply with a reason for the record, or /skip.")
                 return reply
             case "edit":

@@ -28,6 +28,7 @@ from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
 from graph.models import LanguageModels
 from graph.routing import Router, format_argument, parse_arguments
 from memory.ledger import ApprovalStatus, RunStatus
+from memory.working import InProcessWorkingMemory
 from processes import BUILTIN_DIR
 from tests.memory.commit_log import record_commits
 
@@ -441,6 +442,19 @@ async def test_reject_button_asks_why_and_the_next_text_is_the_reason(app: Stewa
     shown = joined(await send(app, f"/runs {run.id}"))  # the timeline has it too
     assert "rejected: they asked to wait until March — by telegram:42" in shown
     assert "None" not in shown
+
+
+async def test_a_message_long_after_a_reject_is_no_reason(app: Steward) -> None:
+    """Only a message right after the press is taken as its reason."""
+    card = await start(app)
+    await send(app, button=f"reject:{card.approval_id}")
+    memory = app.coordinator.memory
+    assert isinstance(memory, InProcessWorkingMemory)
+    now = memory._clock()
+    memory._clock = lambda: now + 16 * 60
+    assert joined(await send(app, "hello again")) != "Noted."
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.reason is None
 
 
 async def test_a_late_reason_goes_to_its_own_visit_of_a_replayed_gate(app: Steward) -> None:
