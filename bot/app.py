@@ -72,9 +72,6 @@ class Steward:
                 f"cannot use {settings.home} as steward's home: {exc.strerror} (check STEWARD_HOME)"
             ) from exc
         _warn_of_data_left_in_home(settings)
-        catalog = Catalog.load(BUILTIN_DIR, settings.user_processes_dir)
-        for problem in catalog.problems:
-            log.info("skipped a process definition: %s", problem)  # the CLI says so, once
         ledger = Ledger.from_url(settings.database)
         try:
             await ledger.setup()
@@ -84,7 +81,11 @@ class Steward:
                 connectors.register(email_connector(settings))
                 connectors.register(WebhookConnector(settings.webhook_secret))
                 load_user_connectors(connectors)
-                catalog.refuse_unknown_actions(connectors.actions())
+                catalog = Catalog.load(
+                    BUILTIN_DIR, settings.user_processes_dir, connectors.actions()
+                )
+                for problem in catalog.problems:  # the CLI says so, once
+                    log.info("skipped a process definition: %s", problem)
                 budgets = Budgets(
                     ledger,
                     ZoneInfo(settings.timezone),

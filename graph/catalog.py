@@ -163,15 +163,31 @@ class Catalog:
             self.versions.setdefault(name, definition.version)
 
     @classmethod
-    def load(cls, builtin: Path, user: Path | None = None) -> Catalog:
+    def load(
+        cls,
+        builtin: Path,
+        user: Path | None = None,
+        actions: Mapping[str, frozenset[str]] | None = None,
+    ) -> Catalog:
+        """The built-in definitions, and the user's, which replace those of their names.
+
+        With ``actions`` (each registered connector's, by name), a definition whose steps
+        act through a connector nobody registered, or call an action it does not have, is
+        skipped as a problem: it would fail only after its approval, and a /retry runs the
+        version the run began with. A skipped one replaces nothing.
+        """
         catalog = cls()
         for path in _yaml_files(builtin):
-            catalog.add(load_definition(path), path)  # ours: a bad one is a bug, so it raises
+            definition = load_definition(path)  # ours: a bad one is a bug, so it raises
+            if catalog._acts_as_registered(definition, path, actions):
+                catalog.add(definition, path)
         builtins = set(catalog.definitions)
         if user is not None and user.is_dir():
             for path in _yaml_files(user):
                 try:
                     definition = load_definition(path)
+                    if not catalog._acts_as_registered(definition, path, actions):
+                        continue
                     if (named := definition.name) in catalog.replaced or (
                         named in catalog.definitions and named not in builtins
                     ):  # which of the two would run would hang on the files' order
@@ -194,23 +210,21 @@ class Catalog:
         self.sources[definition.name] = source
         self.versions[definition.name] = definition.version
 
-    def refuse_unknown_actions(self, actions: Mapping[str, frozenset[str]]) -> None:
-        """Skips, as problems, the definitions whose steps act through a connector that is
-        not registered (``actions``: each one's actions, by name) or call an action it
-        does not have: they would fail only after their approval, and a /retry runs
-        the version the run began with."""
-        for definition in list(self.definitions.values()):
-            source = self.sources[definition.name]
-            problems = [
-                DefinitionProblem(source, None, where, problem)
-                for where, problem in _unknown_actions(definition, actions)
-            ]
-            if problems:
-                self.problems.extend(problems)
-                del self.definitions[definition.name]
-                del self.sources[definition.name]
-                del self.versions[definition.name]
-                self.replaced.pop(definition.name, None)
+    def _acts_as_registered(
+        self,
+        definition: ProcessDefinition,
+        source: Path,
+        actions: Mapping[str, frozenset[str]] | None,
+    ) -> bool:
+        """Whether every action of ``definition`` is registered; its problems if not."""
+        if actions is None:
+            return True
+        problems = [
+            DefinitionProblem(source, None, where, problem)
+            for where, problem in _unknown_actions(definition, actions)
+        ]
+        self.problems.extend(problems)
+        return not problems
 
     def get(self, name: str) -> ProcessDefinition | None:
         return self.definitions.get(name)

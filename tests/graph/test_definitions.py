@@ -686,6 +686,27 @@ async def test_a_definition_acting_through_what_nobody_registered_is_skipped_at_
     )
 
 
+def test_a_user_definition_refused_for_its_actions_replaces_nothing_and_blocks_no_other(
+    tmp_path: Path,
+) -> None:
+    """The first of two files with one name, refused for an action nobody registered:
+    the second was skipped as its duplicate, and the built-in both replace was gone."""
+    user = tmp_path / "processes"
+    user.mkdir()
+    onboarding = (BUILTIN_DIR / "onboarding.yaml").read_text(encoding="utf-8")
+    assert "action: send_email" in onboarding
+    write(user, onboarding.replace("action: send_email", "action: fax"), "a.yaml")
+    good = write(user, onboarding.replace("Client onboarding", "Our onboarding"), "b.yaml")
+    known = frozenset({"send_email", "send_invitation", "cancel_invitation", "create_folder"})
+    actions = {"outbox": known | {"publish"}, "email": known}
+    plain = Catalog.load(BUILTIN_DIR, None, actions)
+    catalog = Catalog.load(BUILTIN_DIR, user, actions)
+    assert catalog.sources["onboarding"] == good and catalog.replaced["onboarding"] == good
+    assert len(catalog) == len(plain)
+    refused = {p.message for p in catalog.problems if p.file.name == "a.yaml"}
+    assert refused and all("has no action 'fax'" in message for message in refused)
+
+
 @pytest.mark.parametrize(
     ("spec", "said"),
     [
