@@ -48,6 +48,7 @@ LISTINGS = {
     "approvals": "`steward runs` lists the pending ones",
 }
 Command = Callable[[Steward, argparse.Namespace], Awaitable[int]]
+RUNS_LISTED = 50  # `steward runs` lists at most this many, newest first, unless told
 # The commands that may move a run on, each a worker while it lasts (see shell_worker).
 MOVES_RUNS = frozenset(
     ("start", "approve", "reject", "replay", "resume", "retry", "confirm", "undo")
@@ -272,8 +273,14 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
         if shown is None or (args.action != "show" and args.id is not None):
             print("steward: usage: steward runs [show] ID", file=sys.stderr)
             return 2
+        if args.all or args.limit is not None:
+            print(
+                "steward: --all and --limit list runs; steward runs ID shows one", file=sys.stderr
+            )
+            return 2
         return await _show_run(steward, shown, args.json)
-    runs = await steward.ledger.list_runs(None if args.all else ACTIVE, limit=args.limit)
+    limit = RUNS_LISTED if args.limit is None else args.limit
+    runs = await steward.ledger.list_runs(None if args.all else ACTIVE, limit=limit)
     pending: dict[str, list[str]] = {}
     for approval in await steward.ledger.pending_approvals([r.id for r in runs]):
         pending.setdefault(approval.run_id, []).append(approval.id)
@@ -600,7 +607,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("id", nargs="?", help=argparse.SUPPRESS)
     runs.add_argument("--json", action="store_true")
     runs.add_argument("--all", action="store_true", help="finished runs too")
-    runs.add_argument("--limit", type=_at_least_one, default=50)
+    runs.add_argument("--limit", type=_at_least_one, help=f"at most (default {RUNS_LISTED})")
     approve = sub.add_parser("approve", help="approve a pending approval")
     approve.add_argument("id")
     reject = sub.add_parser("reject", help="reject a pending approval")

@@ -142,6 +142,9 @@ def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixtu
     assert code == 2 and "usage" in err
     code, _, err = steward(capsys, "runs", "rnope", "rnope")
     assert code == 2 and "usage: steward runs [show] ID" in err
+    for flags in (["--all"], ["--limit", "5"]):  # they list runs: not for one
+        code, _, err = steward(capsys, "runs", "rnope", *flags)
+        assert code == 2 and "--all and --limit list runs" in err
 
 
 def test_a_built_in_replaced_by_the_operators_definition_is_said(
