@@ -89,5 +89,13 @@ def outcome_parts(outcome: CardOutcome) -> tuple[str, str]:
 _DECISION = re.compile(r"\n(?=(?:{}) by )".format("|".join(map(re.escape, VERBS.values()))))
 
 
+def run_outcome(
+    run_id: str, done: str, actor: str, at: datetime, zone: tzinfo = UTC
+) -> CardOutcome:
+    """A run's item of the daily list, pressed (Retry, Confirm, Resume): what was done
+    to the run, by whom and when, in place of its buttons."""
+    return CardOutcome(run_id, f"Run {run_id}: {done} by {actor} at {_when(at, zone)}")
+
+
 def _when(moment: datetime, zone: tzinfo = UTC) -> str:
     return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from graph.budget import Budgets, Spending
-from graph.cards import approval_card, decision_line, outcome
+from graph.cards import approval_card, decision_line, outcome, run_outcome
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.digest import DailyList, daily_list
@@ -427,12 +427,16 @@ class Coordinator:
                 return Reply()
             case "details":
                 return await self._details(approval_id)
-            case "retry":  # on a failed run in the daily list; the payload holds its id
-                return self.describe(await self.engine.retry(approval_id, actor))
-            case "confirm":  # on a run stopped as uncertain in the daily list
-                return self.describe(await self.engine.confirm(approval_id, actor))
-            case "resume":  # on a paused run in the daily list
-                return self.describe(await self.engine.resume(approval_id, actor))
+            case "retry" | "confirm" | "resume":  # on a run in the daily list: its id
+                move = {
+                    "retry": (self.engine.retry, "retried"),  # a failed run
+                    "confirm": (self.engine.confirm, "confirmed"),  # one stopped as uncertain
+                    "resume": (self.engine.resume, "resumed"),  # a paused one
+                }
+                act, done = move[verb]
+                view = await act(approval_id, actor)
+                pressed = run_outcome(approval_id, done, actor, utcnow(), self.zone)
+                return self._describe(view, Reply().add(pressed))
             case _:
                 return Reply().say("That button has expired. /runs shows what is pending.")
 

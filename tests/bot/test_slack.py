@@ -1164,6 +1164,8 @@ async def test_the_daily_lists_resume_button_resumes_a_paused_run(
         await bot.channel.idle()
         resumed = await bot.steward.ledger.get_run(run.id)
         assert resumed is not None and resumed.status is RunStatus.WAITING
+        settled = slack.message(dm, listed["ts"])  # the item says so, its buttons gone
+        assert not actions(settled) and f"resumed by slack:{OPERATOR}" in json.dumps(settled)
 
 
 async def test_a_card_is_updated_in_place_after_a_restart(
