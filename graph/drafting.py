@@ -8,7 +8,7 @@ from typing import Any
 
 from graph.budget import BudgetExceeded
 from graph.definitions import AgentStep
-from graph.models import LanguageModels
+from graph.models import LanguageModels, as_data
 from graph.templating import render
 from memory.ledger import storable
 
@@ -29,7 +29,7 @@ class Drafter:
     async def draft(self, step: AgentStep, values: dict[str, Any], run_id: str) -> Draft:
         if self.models is None or step.prompt is None:
             return Draft(_filled(step.template, values), "template")
-        prompt = render(step.prompt, {k: _as_data(v) for k, v in values.items()})
+        prompt = render(step.prompt, {k: as_data(v) for k, v in values.items()})
         try:
             text = await self.models.complete(
                 prompt, purpose="draft", run_id=run_id, step_id=step.id, fast=step.model == "fast"
@@ -48,7 +48,3 @@ class Drafter:
 def _filled(template: str, values: dict[str, Any]) -> str:
     """The template filled in; a paragraph of an input left out leaves no gap."""
     return BLANK_LINES.sub("\n\n", render(template, values)).strip()
-
-
-def _as_data(value: Any) -> str:
-    return f"<data>{value}</data>"

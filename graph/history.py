@@ -18,7 +18,7 @@ from time import monotonic as _monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from graph.models import LanguageModels
+from graph.models import LanguageModels, as_data
 from graph.remembering import entity_name
 from memory.embeddings import Embedder, EmbeddingFailed
 from memory.ledger import Ledger
@@ -376,7 +376,7 @@ class History:
     ) -> str:
         assert self.models is not None
         chat = "\n".join(f"{turn['who']}: {turn['text'][:500]}" for turn in recent)
-        context = f"The conversation so far:\n<data>\n{chat}\n</data>\n\n" if chat else ""
+        context = f"The conversation so far:\n{_block(chat)}\n\n" if chat else ""
         numbered = "\n".join(
             f"[{n}] {self._when(hit)} · {hit.record.actor or 'steward'}"
             f"{' · run ' + hit.record.run_id if hit.record.run_id else ''}: {hit.record.text}"
@@ -386,8 +386,8 @@ class History:
             f"Today is {now.astimezone(self.zone):%A %d %B %Y}. Answer the operator's question "
             "from these records of their business only, in at most three sentences. Cite "
             "each fact's record as [n]. If the records do not say, answer that you do not "
-            f"know.\n\nRecords:\n<data>\n{numbered}\n</data>\n\n{context}"
-            f"Question: <data>{question}</data>"
+            f"know.\n\nRecords:\n{_block(numbered)}\n\n{context}"
+            f"Question: {as_data(question)}"
         )
         return await self.models.complete(prompt, purpose="history")
 
@@ -401,3 +401,8 @@ class History:
 
     def _when(self, hit: Hit) -> str:
         return f"{hit.record.at.astimezone(self.zone):%Y-%m-%d %H:%M %Z}"
+
+
+def _block(lines: str) -> str:
+    """``lines`` fenced as data, each tag on a line of its own."""
+    return as_data(f"\n{lines}\n")

@@ -15,7 +15,7 @@ from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.errors import StewardError
 from graph.inputs import EMAIL, InputError, InputSpec, InputType, parse_input
-from graph.models import LanguageModels
+from graph.models import LanguageModels, as_data
 
 WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 STOPWORDS = frozenset(
@@ -208,7 +208,7 @@ class Router:
         prompt = (
             "Which process does the operator want to start, and which inputs did they give? "
             "Answer with process null if none fits.\n"
-            f"Processes:\n{menu}\n\nOperator: <data>{text}</data>"
+            f"Processes:\n{menu}\n\nOperator: {as_data(text)}"
         )
         try:
             choice = await self.models.extract(_ModelRoute, prompt, purpose="route")
