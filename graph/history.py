@@ -34,6 +34,8 @@ ALPHA = 0.5  # hybrid weight of meaning against keywords (0: keywords only)
 NOTHING = "I found nothing about that in my memory."
 CATCH_UP_SECONDS = 2.0
 UNAVAILABLE = "My long-term memory is not available right now ({}). Try again soon."
+# A model's citation: "[2]", "[1, 3]", "[2-4]".
+_CITATION = re.compile(r"\[(\d+(?:\s*[,–-]\s*\d+)*)\]")
 
 MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 MONTHS |= {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
@@ -360,6 +362,7 @@ class History:
         if self.models is not None:
             try:
                 said = await self._compose(question, hits, now, recent or [])
+                _check_citations(said, len(hits))
                 return f"{note}{said}\n\nSources:\n{sources}"
             except Exception as exc:  # the records still answer
                 log.warning("answering from records only: %s", exc)
@@ -406,3 +409,12 @@ class History:
 def _block(lines: str) -> str:
     """``lines`` fenced as data, each tag on a line of its own."""
     return as_data(f"\n{lines}\n")
+
+
+def _check_citations(answer: str, sources: int) -> None:
+    """Raises ValueError when ``answer`` cites a source that is not among the ``sources``
+    listed: a fact said to come from a record that is not there may come from nowhere."""
+    for citation in _CITATION.finditer(answer):
+        cited = [int(n) for n in re.findall(r"\d+", citation.group(1))]
+        if any(not 1 <= n <= sources for n in cited):
+            raise ValueError(f"the answer cites {citation.group(0)}, of {sources} sources")

@@ -350,6 +350,20 @@ async def test_a_failing_model_still_gets_the_records_cited(app: Steward) -> Non
     assert text.startswith("Best matching records:")
 
 
+async def test_an_answer_citing_a_source_that_is_not_listed_gives_way_to_the_records(
+    app: Steward, caplog: pytest.LogCaptureFixture
+) -> None:
+    await start(app, "Globex", "ops@globex.io")
+    answers = ["Globex paid 1,400 EUR [7].", "We sent Globex a welcome [1, 9]."]
+    fake = Recording(messages=iter([AIMessage(content=answer) for answer in answers]))
+    app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+    for _ in answers:
+        text = said(await send(app, "/history what did we send Globex?"))
+        assert text.startswith("Best matching records:\n[1] "), text
+        assert "1,400" not in text and "[7]" not in text and "[9]" not in text
+    assert "answering from records only: the answer cites [7], of " in caplog.text
+
+
 async def test_history_says_when_memory_is_away(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
