@@ -1504,6 +1504,28 @@ class Ledger:
 
         await self.db.run(move)
 
+    async def move_cursor_from(self, reader: str, read: int, seq: int, unread: int = 0) -> bool:
+        """Moves ``reader``'s cursor to ``seq`` only if it is still at ``read`` (at
+        ``unread``: never moved), where this reader read it; returns whether it moved.
+        Another process that moved it meanwhile (a rebuild rewound it) keeps its move."""
+        cursors = t.memory_cursors
+
+        def move(conn: Connection) -> bool:
+            moved = conn.execute(
+                update(cursors)
+                .where(cursors.c.store == reader, cursors.c.seq == read)
+                .values(seq=seq)
+            )
+            if moved.rowcount == 1 or read != unread:
+                return moved.rowcount == 1
+            first: Any = (
+                postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            )(cursors).values(store=reader, seq=seq)
+            first = first.on_conflict_do_nothing(index_elements=["store"]).returning(cursors.c.seq)
+            return conn.execute(first).first() is not None  # (its rowcount is -1 on psycopg)
+
+        return await self.db.run(move)
+
     # -- audit ---------------------------------------------------------------------------
 
     async def audit(self, new: NewAuditEvent) -> AuditEvent:

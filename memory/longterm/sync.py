@@ -95,9 +95,10 @@ class MemorySync:
         while entries := await self.ledger.journal_after(cursor, self.batch):
             records = [MemoryRecord.from_dict(body) for _, body in entries]
             await self.store.upsert(records, await self._vectors(records))
-            cursor = entries[-1][0]
-            await self.ledger.move_cursor(self.cursor_name, cursor)
             fed += len(records)
+            if not await self._move(self.cursor_name, cursor, entries[-1][0]):
+                break
+            cursor = entries[-1][0]
             if self._stopping:
                 break
         return fed
@@ -122,10 +123,21 @@ class MemorySync:
                 records = [MemoryRecord.from_dict(body) for body in made]
                 await self.store.upsert(records, await self._vectors(records))
                 fed += len(records)
+            if not await self._move(self.audit_cursor_name, cursor, last):
+                return fed
             cursor = last
-            await self.ledger.move_cursor(self.audit_cursor_name, cursor)
             if self._stopping:
                 return fed
+
+    async def _move(self, name: str, read: int, fed: int) -> bool:
+        """Notes that the store was fed up to ``fed``, unless another feeder of the store
+        moved the cursor since this one read it at ``read`` (a rebuild in another process
+        rewound it, or a feeder beside this one went on): then its move stands and this
+        feeder stops, to read the cursor afresh next time."""
+        if await self.ledger.move_cursor_from(name, read, fed):
+            return True
+        log.info("%s was moved by another feeder meanwhile; reading it again next time", name)
+        return False
 
     async def rebuild(self) -> int:
         """Empties the store and feeds it everything again."""

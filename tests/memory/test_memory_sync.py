@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memory.ledger import Ledger
+from memory.ledger import Ledger, NewAuditEvent
 from memory.longterm import Filters, MemoryRecord, MemoryUnavailable, Query, RecordKind
 from memory.longterm.embedded import EmbeddedMemory
 from memory.longterm.store import Vector
@@ -124,6 +124,66 @@ async def test_rebuild_gives_back_everything_from_the_ledger(ledger: Ledger, sto
     assert await store.count() == 24
     assert await sync.rebuild() == 25
     assert await store.count() == 25
+
+
+class Gated(HashingEmbedder):
+    """A local model on a busy CPU: a batch waits until it is let through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+        self.open.set()
+        self.asked = asyncio.Event()
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        self.asked.set()
+        await self.open.wait()
+        return await super().embed(texts)
+
+
+class HeldUp(EmbeddedMemory):
+    """Its writes wait until let through: a big audit log takes a while to feed again."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate, self.writing = asyncio.Event(), asyncio.Event()
+
+    async def upsert(
+        self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]
+    ) -> None:
+        self.writing.set()
+        await self.gate.wait()
+        await super().upsert(records, vectors)
+
+
+async def test_a_rebuild_elsewhere_while_the_service_feeds_a_backlog_loses_nothing(
+    ledger: Ledger, store: Flaky, tmp_path: Path
+) -> None:
+    await ledger.journal([journaled(n, f"note {n}") for n in range(30)])
+    embedder = Gated()
+    service = MemorySync(ledger, store, embedder, batch=10)
+    await service.catch_up()
+    await ledger.journal([journaled(n, f"note {n}") for n in range(30, 90)])  # a backlog
+    embedder.open.clear()
+    embedder.asked.clear()
+    serving = asyncio.create_task(service.catch_up())
+    await embedder.asked.wait()  # the service read the cursor and embeds a batch
+
+    # `steward memory rebuild` from a shell: the same store, another process's feeder.
+    shell_store = HeldUp(tmp_path / "memory.db")
+    made = MemoryRecord.create("audit:1", RecordKind.NOTE, "noted", T0).to_dict()
+    shell = MemorySync(ledger, shell_store, HashingEmbedder(), lambda tx, event: [made])
+    await ledger.audit(NewAuditEvent("telegram:42", "run.noted", "r1", {}))
+    rebuilding = asyncio.create_task(shell.rebuild())
+    await shell_store.writing.wait()  # emptied and rewound, feeding the audit log again
+    embedder.open.set()
+    await serving  # the service's moves from its own copy of the cursor are refused
+    shell_store.gate.set()
+    await rebuilding
+    await shell_store.close()
+    assert await store.count() == 91
+    await ledger.journal([journaled(90, "note 90")])
+    assert await service.catch_up() == 1  # and the service reads on from the rebuild's
 
 
 async def test_another_embedding_model_feeds_the_store_again(ledger: Ledger, store: Flaky) -> None:
