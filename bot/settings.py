@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     @field_validator("home", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+        """One home has one name, however it is given ("~/.steward", ".", a link): the
+        ledger keeps how far each store was fed under a name made from its path."""
+        return value.expanduser().resolve()
 
     @field_validator("processes_dir", mode="after")
     @classmethod

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import open_long_term_memory
 from bot.settings import SettingsError, load_settings
 
 
@@ -43,6 +44,25 @@ def test_only_steward_s_own_variables_are_read(
     monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "elsewhere"))
     assert load_settings().home == tmp_path / "elsewhere"
     assert load_settings(home=tmp_path / "given").home == tmp_path / "given"
+
+
+async def test_a_home_named_two_ways_is_one_home_with_one_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    (home / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(home)
+    monkeypatch.chdir(home / "sub")
+    named = [str(home), "..", "../sub/..", str(tmp_path / "link"), "~/home"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in named:
+        monkeypatch.setenv("STEWARD_HOME", name)
+        settings = load_settings()
+        assert settings.home == home, name
+        assert settings.database == load_settings(home=home).database
+        memory = await open_long_term_memory(settings)
+        assert memory.name == f"embedded:{home / 'memory.db'}"  # its feeder's cursors' name
+        await memory.close()
 
 
 def test_operators_must_name_their_platform() -> None:
