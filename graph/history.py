@@ -12,7 +12,7 @@ import asyncio
 import calendar
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from time import monotonic as _monotonic
 from typing import Any
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from graph.models import LanguageModels, as_data
 from graph.remembering import entity_name
-from memory.embeddings import Embedder, EmbeddingFailed
+from memory.embeddings import Embedder, EmbeddingFailed, Vector
 from memory.ledger import Ledger
 from memory.longterm import Filters, Hit, LongTermMemory, MemoryUnavailable, Query
 from memory.longterm.sync import MemorySync
@@ -33,6 +33,9 @@ WIDER = 3  # a widened search looks this many times as far: some of it is anothe
 ALPHA = 0.5  # hybrid weight of meaning against keywords (0: keywords only)
 NOTHING = "I found nothing about that in my memory."
 CATCH_UP_SECONDS = 2.0
+# A question waits no longer for its vector: an embedder that hangs (a remote one retries
+# for up to a minute and a half) leaves the answer to keywords alone.
+EMBED_QUERY_SECONDS = 2.0
 UNAVAILABLE = "My long-term memory is not available right now ({}). Try again soon."
 # A model's citation: "[2]", "[1, 3]", "[2-4]".
 _CITATION = re.compile(r"\[(\d+(?:\s*[,–-]\s*\d+)*)\]")
@@ -271,6 +274,7 @@ class History:
     embedder: Embedder | None = None
     models: LanguageModels | None = None
     zone: ZoneInfo = UTC
+    _keywords_only: bool = field(default=False, init=False, repr=False)
 
     async def search(self, question: str, now: datetime, limit: int = SOURCES) -> Found:
         """The records that best answer ``question``, within the filters it gives.
@@ -281,12 +285,7 @@ class History:
         latest records."""
         await self._catch_up()
         filters = read_question(question, now, self.zone, await self.entities.known())
-        vector = None
-        if self.embedder is not None:
-            try:
-                vector = await self.embedder.embed_query(question)
-            except EmbeddingFailed as exc:
-                log.warning("searching by keywords only: %s", exc)
+        vector = await self._vector(question)
         meaning = vector is not None or self.store.embeds_queries
         alpha = ALPHA if meaning else 0.0
         query = Query(search_words(question), vector, filters, limit, alpha)
@@ -305,6 +304,31 @@ class History:
             latest = await self.store.latest(filters, limit)
             return Found([Hit(record, 0.0) for record in latest], False, unknown)
         return Found(hits[:limit], unknown=unknown)
+
+    async def _vector(self, question: str) -> Vector | None:
+        """The question's vector; None, for keywords alone, when the embedder fails or
+        takes over EMBED_QUERY_SECONDS. Said once until it answers again."""
+        if self.embedder is None:
+            return None
+        try:
+            vector = await asyncio.wait_for(
+                self.embedder.embed_query(question), EMBED_QUERY_SECONDS
+            )
+        except TimeoutError:
+            self._searching_by_keywords(f"{self.embedder.name} took over {EMBED_QUERY_SECONDS:g} s")
+            return None
+        except EmbeddingFailed as exc:
+            self._searching_by_keywords(str(exc))
+            return None
+        if self._keywords_only:
+            log.warning("searching by meaning again (%s answers)", self.embedder.name)
+            self._keywords_only = False
+        return vector
+
+    def _searching_by_keywords(self, reason: str) -> None:
+        if not self._keywords_only:
+            log.warning("searching by keywords only: %s", reason)
+        self._keywords_only = True
 
     async def _unknown_names(self, question: str, filters: Filters) -> tuple[str, ...]:
         """The names in ``question`` (capitalised words after its first, not a known

@@ -3,6 +3,7 @@ gives, and answers that cite their sources — with a model and without one."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,6 +13,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from pydantic import Field
 
+import graph.history as history_module
 from bot.app import Steward
 from graph.history import NOTHING, looks_like_a_question, read_question, search_words
 from graph.messages import Reply
@@ -19,6 +21,7 @@ from graph.models import LanguageModels
 from graph.remembering import records_for_event
 from memory.ledger import LedgerTx
 from memory.longterm import MemoryRecord, MemoryUnavailable, RecordKind
+from tests.fakes.embeddings import HashingEmbedder
 from tests.graph.test_coordinator import app, send
 
 __all__ = ["app"]  # the coordinator tests' fixture: a Steward on SQLite, operator telegram:42
@@ -377,6 +380,34 @@ async def test_history_says_when_memory_is_away(
     assert "not available right now (cannot reach Weaviate at weaviate:8080)" in text
     monkeypatch.undo()
     assert "Send the welcome email" in said(await send(app, "/history what did we send Acme?"))
+
+
+class HangingQueries(HashingEmbedder):
+    """An embedding endpoint that stops answering questions (a remote one retries for a
+    minute and a half before it says it failed)."""
+
+    hanging = True
+
+    async def embed_query(self, text: str) -> list[float]:
+        if self.hanging:
+            await asyncio.sleep(60)
+        return await super().embed_query(text)
+
+
+async def test_an_embedder_that_hangs_leaves_the_answer_to_keywords_at_once(
+    app: Steward, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(history_module, "EMBED_QUERY_SECONDS", 0.05)  # 2 s, in earnest
+    embedder = HangingQueries()
+    app.history.embedder = embedder
+    await journal(app, ("Globex asked for the invoice in PDF", datetime.now(UTC), None))
+    for _ in range(2):
+        text = said(await asyncio.wait_for(send(app, "what did Globex ask for?"), 5))
+        assert "invoice in PDF" in text
+    assert caplog.messages.count("searching by keywords only: test:hashing took over 0.05 s") == 1
+    embedder.hanging = False
+    assert "invoice in PDF" in said(await send(app, "what did Globex ask for?"))
+    assert "searching by meaning again (test:hashing answers)" in caplog.messages
 
 
 async def test_a_time_in_the_question_keeps_older_records_out(app: Steward) -> None:
