@@ -32,7 +32,7 @@ import sqlite_vec
 
 from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKind
 from memory.longterm.sign_bits import SignBits, sign_bits
-from memory.longterm.store import Vector, fuse
+from memory.longterm.store import Vector, fuse, ranking
 
 T = TypeVar("T")
 
@@ -443,16 +443,22 @@ class EmbeddedMemory:
         alpha = query.alpha if vector is not None else 0.0
         keyword = self._keyword(query, wanted) if alpha < 1 else []
         nearest = self._nearest(vector, query.filters, wanted) if vector and alpha > 0 else []
-        ranked = fuse(keyword, nearest, alpha)[:limit]
+        ranked = fuse(keyword, nearest, alpha)
         if not ranked:
             return []
+        cut = ranked[min(limit, len(ranked)) - 1][1]
+        ranked = [(key, score) for key, score in ranked if score >= cut]  # and ties at the cut
         rowids = [int(key) for key, _ in ranked]
         marks = ",".join("?" * len(rowids))
         rows = self._conn.execute(
             f"SELECT rowid, {_COLUMNS} FROM records r WHERE rowid IN ({marks})", rowids
         )
         found = {row[0]: _record(row[1:]) for row in rows}
-        return [Hit(found[int(key)], score) for key, score in ranked if int(key) in found]
+        hits = [
+            (Hit(found[int(key)], score), int(key)) for key, score in ranked if int(key) in found
+        ]
+        hits.sort(key=lambda pair: (ranking(pair[0]), pair[1]))
+        return [hit for hit, _ in hits[:limit]]
 
     def _keyword(self, query: Query, wanted: int) -> list[tuple[str, float]]:
         match = keyword_query(query.text)

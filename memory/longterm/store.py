@@ -71,7 +71,9 @@ def fuse(
     """Relative score fusion, as Weaviate's hybrid search does it: each list's scores
     are scaled to 0..1 (best 1, worst 0), then summed with weights 1 - alpha and alpha.
 
-    Scores are higher-is-better; the result is best first, ties by id for stability.
+    Scores are higher-is-better; the result is best first, ties by id (a number, where
+    the ids are: "9" before "10") for stability. Of records found equally well the
+    newest comes first: see ``ranking``, once the records are read.
     """
     fused: dict[str, float] = {}
     for weight, hits in ((1.0 - alpha, keyword), (alpha, vector)):
@@ -83,4 +85,14 @@ def fuse(
         for key, score in hits:
             scaled = (score - bottom) / spread if spread > 0 else 1.0
             fused[key] = fused.get(key, 0.0) + weight * scaled
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    return sorted(fused.items(), key=lambda item: (-item[1], _as_number(item[0])))
+
+
+def ranking(hit: Hit) -> tuple[float, float]:
+    """Orders hits best first and, of equally good ones, newest first: of two quotes
+    that match as well, the one that stands is the newer."""
+    return (-hit.score, -hit.record.at.timestamp())
+
+
+def _as_number(key: str) -> tuple[int, str]:
+    return (int(key), "") if key.isdigit() else (-1, key)

@@ -29,7 +29,7 @@ from weaviate.collections.classes.config_vectors import _VectorConfigCreate
 from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateBaseError
 
 from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKind
-from memory.longterm.store import MemoryUnavailable, Vector
+from memory.longterm.store import MemoryUnavailable, Vector, ranking
 
 DEFAULT_COLLECTION = "StewardMemory"
 DEFAULT_GRPC_PORT = 50051
@@ -217,7 +217,7 @@ class WeaviateMemory:
             Hit(_record(found.properties), found.metadata.score or 0.0)
             for found in response.objects
         ]
-        return sorted(hits, key=lambda hit: -hit.score)[: query.limit]
+        return sorted(hits, key=ranking)[: query.limit]
 
     async def latest(self, filters: Filters, limit: int) -> list[MemoryRecord]:
         if limit <= 0:

@@ -435,6 +435,17 @@ async def journal(app: Steward, *records: tuple[str, str, datetime, str | None])
     )
 
 
+async def test_of_two_quotes_found_equally_well_the_newer_comes_first(app: Steward) -> None:
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        ("Globex quote: 900 EUR", now - timedelta(days=40), None),
+        ("Globex quote: 1400 EUR", now - timedelta(days=1), None),
+    )
+    lines = said(await send(app, "/history what was the Globex quote?")).splitlines()
+    assert "1400 EUR" in lines[1] and "900 EUR" in lines[2]
+
+
 async def test_a_question_of_a_time_alone_gets_that_time_s_latest_records(app: Steward) -> None:
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)

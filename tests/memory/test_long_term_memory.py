@@ -14,6 +14,7 @@ import pytest
 
 from memory.longterm import Filters, LongTermMemory, MemoryRecord, Query, RecordKind, record_id
 from memory.longterm.embedded import EmbeddedMemory
+from memory.longterm.store import fuse
 from tests.fakes.embeddings import hashed
 
 WEAVIATE_URL = os.environ.get("STEWARD_TEST_WEAVIATE_URL", "http://localhost:8080")
@@ -235,6 +236,20 @@ async def test_search_returns_at_most_the_limit_best_first(store: LongTermMemory
     assert hits[0].record.text == "invoice reminder for Acme"
 
 
+async def test_of_records_found_equally_well_the_newest_comes_first(
+    store: LongTermMemory,
+) -> None:
+    # Written in no order of time, more than nine (ids compared as text put 10 before 9).
+    hours = [3, 11, 0, 7, 12, 1, 9, 5, 10, 2, 8, 4, 6]
+    await put(
+        store,
+        *(record(n, "Globex quote", at=T0 + timedelta(hours=h)) for n, h in enumerate(hours)),
+        vectors=False,
+    )
+    hits = await store.search(Query("what was the Globex quote?", None, limit=len(hours)))
+    assert [hit.record.at for hit in hits] == [T0 + timedelta(hours=h) for h in range(12, -1, -1)]
+
+
 # -- the embedded store's own ------------------------------------------------------------
 
 
@@ -267,6 +282,30 @@ async def test_vectors_of_another_size_replace_the_old_model_s(tmp_path: Path) -
         ]
     finally:
         await memory.close()
+
+
+async def test_the_embedded_store_s_limit_keeps_the_newest_of_records_found_equally_well(
+    tmp_path: Path,
+) -> None:
+    store = EmbeddedMemory(tmp_path / "memory.db")
+    hours = [3, 11, 0, 7, 12, 1, 9, 5, 10, 2, 8, 4, 6]
+    await put(
+        store,
+        *(record(n, "Globex quote", at=T0 + timedelta(hours=h)) for n, h in enumerate(hours)),
+        vectors=False,
+    )
+    await put(store, record(99, "Globex quote: 1,400 EUR", at=T0))  # found less well
+    hits = await store.search(Query("Globex quote", None, limit=3))
+    assert [hit.record.at for hit in hits] == [T0 + timedelta(hours=h) for h in (12, 11, 10)]
+    await store.close()
+
+
+def test_fusion_orders_equal_scores_by_id_as_numbers() -> None:
+    assert [key for key, _ in fuse([("10", 2.0), ("9", 2.0), ("2", 1.0)], [], 0.0)] == [
+        "9",
+        "10",
+        "2",
+    ]
 
 
 async def test_the_embedded_store_finds_a_record_by_the_name_of_what_it_is_about(
