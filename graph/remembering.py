@@ -1,8 +1,9 @@
 """What long-term memory keeps of what happens, and about whom.
 
 Audit events become records as long-term memory is fed from the audit log
-(``MemorySync``): a run started, a draft put up for approval, a decision and its reason,
-an effect done, a run's outcome. The coordinator journals the operator's own words and
+(``MemorySync``): a run started or replayed (with the inputs the event gives, not the
+run's now), a draft put up for approval, a decision and its reason, an effect done, a
+run's outcome. The coordinator journals the operator's own words and
 steward's answers. Each record's id comes from its source, so writing it twice keeps one.
 """
 
@@ -49,7 +50,7 @@ def records_for_event(tx: LedgerTx, event: AuditEvent) -> list[dict[str, Any]]:
     found = _describe(tx, event)
     if found is None:
         return []
-    kind, text, run = found
+    kind, text, run, inputs = found
     record = MemoryRecord.create(
         f"audit:{event.seq}",
         kind,
@@ -57,20 +58,48 @@ def records_for_event(tx: LedgerTx, event: AuditEvent) -> list[dict[str, Any]]:
         event.at,
         actor=event.actor,
         run_id=run.id if run else None,
-        entity=entity_of(run.inputs) if run else None,
+        entity=entity_of(inputs if inputs is not None else run.inputs) if run else None,
     )
     return [record.to_dict()]
 
 
-def _describe(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | None] | None:
+# What an event makes: its record's kind and text, its run, and the inputs the record is
+# about when the event carries them (a run's inputs now may be a replay's, not the event's).
+Described = tuple[RecordKind, str, Run | None, dict[str, Any] | None]
+
+
+def _describe(tx: LedgerTx, event: AuditEvent) -> Described | None:
+    found = _describe_run(tx, event)
+    if found is not None:
+        return found
+    described = _describe_other(tx, event)
+    return None if described is None else (*described, None)
+
+
+def _describe_run(tx: LedgerTx, event: AuditEvent) -> Described | None:
+    """A run started or replayed, from what the event says: not from the run as it is now."""
+    if event.kind not in ("run.started", "run.replayed"):
+        return None
+    run = tx.get_run(event.subject)
+    if run is None:
+        return None
+    data = event.data
+    if event.kind == "run.started":
+        inputs = data.get("inputs")
+        inputs = inputs if isinstance(inputs, dict) else run.inputs
+        text = f"Started {data.get('process', run.process)} (run {run.id}): {_fields(inputs)}"
+        return RecordKind.NOTE, text, run, inputs
+    changes = data.get("changes")
+    changes = changes if isinstance(changes, dict) else {}
+    text = f"Replayed run {run.id} ({run.process}) from {data.get('from')}"
+    if given := _fields(changes):
+        text += f" with {given}"
+    return RecordKind.NOTE, text + ".", run, changes if entity_of(changes) else None
+
+
+def _describe_other(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | None] | None:
     group, _, verb = event.kind.partition(".")
     data = event.data
-    if group == "run" and verb == "started":
-        run = tx.get_run(event.subject)
-        if run is None:
-            return None
-        given = _fields(run.inputs)
-        return RecordKind.NOTE, f"Started {run.process} (run {run.id}): {given}", run
     if group == "run" and verb in ENDED:
         run = tx.get_run(event.subject)
         if run is None:

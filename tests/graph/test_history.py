@@ -225,6 +225,25 @@ async def test_a_rejection_replayed_then_cancelled_is_remembered_as_each_was(
     ]
 
 
+async def test_a_run_replayed_with_other_inputs_is_remembered_as_started_and_as_replayed(
+    app: Steward,
+) -> None:
+    run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
+    await send(app, button=f"reject:{approval_id}")
+    await send(app, "/skip")
+    await send(app, f'/replay {run_id} draft_welcome client="Globex" email=ops@globex.io')
+    # Made after the replay, as a `steward memory rebuild` or a shell-only user makes them.
+    notes = [e for e in await remembered(app) if e.kind is RecordKind.NOTE and e.run_id]
+    started, replayed = sorted(notes, key=lambda note: note.at)
+    assert started.text.startswith(f"Started onboarding (run {run_id}): client: Acme Bakery;")
+    assert "jane@acme.com" in started.text and started.entity == "client:Acme Bakery"
+    assert replayed.text == (
+        f"Replayed run {run_id} (onboarding) from draft_welcome with client: Globex; "
+        "email: ops@globex.io; contact: Globex team."
+    )
+    assert replayed.entity == "client:Globex" and replayed.actor == "telegram:42"
+
+
 async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Steward) -> None:
     await start(app, "Globex", "ops@globex.io")  # makes Globex a known client at once
     noted = await send(app, "Globex prefers calls on Tuesdays")
