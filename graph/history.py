@@ -43,9 +43,19 @@ _CITATION = re.compile(r"\[(\d+(?:\s*[,–-]\s*\d+)*)\]")
 MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 MONTHS |= {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
 _MONTH = "|".join(sorted(MONTHS, key=len, reverse=True))
-# "in March", "during Sep 2025" — not "from May", which is more often a name.
-_IN_MONTH = re.compile(rf"\b(?:in|during)\s+({_MONTH})\b\.?(?:\s+(\d{{4}}))?", re.I)
+# "in March", "during Sep 2025", "in March last year" — not "from May", which is more
+# often a name.
+_IN_MONTH = re.compile(
+    rf"\b(?:in|during)\s+({_MONTH})\b\.?(?:\s+(\d{{4}})|\s+(last|this)\s+year\b)?", re.I
+)
+_IN_YEAR = re.compile(r"\b(?:in|during)\s+((?:19|20)\d\d)\b", re.I)
 _LAST_DAYS = re.compile(r"\b(?:last|past)\s+(\d{1,3})\s+(day|week|month)s?\b", re.I)
+_PAST = re.compile(r"\bpast\s+(24\s+hours|day|week|month|year)\b", re.I)
+_AGO = re.compile(r"\b(\d{1,3}|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re.I)
+_DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
+_SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
+_COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
+_PAST_DAYS = {"24 hours": 2, "day": 2, "week": 7, "month": 30, "year": 365}
 _QUESTION_WORDS = re.compile(
     r"^(what|what's|when|who|whom|which|why|how|did|didn't|remind me|tell me|show me)\b",
     re.I,
@@ -106,28 +116,56 @@ Span = tuple[int, int]
 
 
 def _period(question: str, today: date) -> tuple[date | None, date | None, Span]:
-    """The days a question asks about, from and until (exclusive), and where it says so."""
+    """The days a question asks about, from and until (exclusive), and where it says so;
+    after "since", from then until today."""
+    start, end, (at, to) = _named_period(question, today)
+    if start is not None and (since := _SINCE.search(question[:at])):
+        return start, today + timedelta(days=1), (since.start(), to)
+    return start, end, (at, to)
+
+
+def _named_period(question: str, today: date) -> tuple[date | None, date | None, Span]:
+    tomorrow = today + timedelta(days=1)
     if match := _LAST_DAYS.search(question):
         count, unit = max(1, int(match.group(1))), match.group(2).lower()
         days = count * {"day": 1, "week": 7, "month": 30}[unit]
-        return today - timedelta(days=days - 1), today + timedelta(days=1), match.span()
+        return today - timedelta(days=days - 1), tomorrow, match.span()
+    if match := _PAST.search(question):  # "the past week": the seven days up to today
+        days = _PAST_DAYS[" ".join(match.group(1).lower().split())]
+        return today - timedelta(days=days - 1), tomorrow, match.span()
+    if match := _AGO.search(question):  # "2 days ago": that day; "a week ago": that week
+        number = match.group(1).lower()
+        count = int(number) if number.isdigit() else _COUNTS[number]
+        if match.group(2).lower() == "day":
+            then = today - timedelta(days=count)
+            return then, then + timedelta(days=1), match.span()
+        monday = today - timedelta(days=today.weekday() + 7 * count)
+        return monday, monday + timedelta(days=7), match.span()
     if match := _IN_MONTH.search(question):
         month = MONTHS[match.group(1).lower()]
-        year = int(match.group(2)) if match.group(2) else today.year
-        if not match.group(2) and month > today.month:
-            year -= 1  # "in November", asked in March: the last one
+        if match.group(2):
+            year = int(match.group(2))
+        elif match.group(3):
+            year = today.year - (match.group(3).lower() == "last")
+        else:
+            year = today.year - (month > today.month)  # "in November", asked in March
         start = date(year, month, 1)
         return start, _next_month(start), match.span()
+    if match := _IN_YEAR.search(question):
+        year = int(match.group(1))
+        return date(year, 1, 1), date(year + 1, 1, 1), match.span()
+    if match := _DAY_BEFORE.search(question):
+        return today - timedelta(days=2), today - timedelta(days=1), match.span()
     monday = today - timedelta(days=today.weekday())
     first = today.replace(day=1)
     periods: dict[str, tuple[date, date]] = {
-        "today": (today, today + timedelta(days=1)),
+        "today": (today, tomorrow),
         "yesterday": (today - timedelta(days=1), today),
-        "this week": (monday, today + timedelta(days=1)),
+        "this week": (monday, tomorrow),
         "last week": (monday - timedelta(days=7), monday),
-        "this month": (first, today + timedelta(days=1)),
+        "this month": (first, tomorrow),
         "last month": (_previous_month(first), first),
-        "this year": (date(today.year, 1, 1), today + timedelta(days=1)),
+        "this year": (date(today.year, 1, 1), tomorrow),
         "last year": (date(today.year - 1, 1, 1), date(today.year, 1, 1)),
     }
     named = {m.group(1).lower(): m.span() for m in _PHRASE.finditer(question)}

@@ -86,6 +86,7 @@ def local(day: str) -> datetime:
         ("who paid in November 2025?", "who paid  ?"),
         ("what came in over the last 3 days", "what came in over the"),
         ("why did we reject Acme?", "why did we reject Acme?"),
+        ("what came since last week", "what came"),
     ],
 )
 def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
@@ -105,6 +106,17 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("who paid in November", "2025-11-01", "2025-12-01"),  # the last November
         ("what came in over the last 3 days", "2026-03-16", "2026-03-19"),
         ("what did we do last month", "2026-02-01", "2026-03-01"),
+        # each of these was read as another time (the first as this year's March), or
+        # as none
+        ("what did we quote in March last year?", "2025-03-01", "2025-04-01"),
+        ("what happened the day before yesterday?", "2026-03-16", "2026-03-17"),
+        ("what happened since last week?", "2026-03-09", "2026-03-19"),
+        ("anything since yesterday?", "2026-03-17", "2026-03-19"),
+        ("what did we send in the past week?", "2026-03-12", "2026-03-19"),
+        ("what happened over the past 24 hours?", "2026-03-17", "2026-03-19"),
+        ("what happened 2 days ago?", "2026-03-16", "2026-03-17"),
+        ("who wrote a week ago?", "2026-03-09", "2026-03-16"),
+        ("what did we quote in 2025?", "2025-01-01", "2026-01-01"),
     ],
 )
 def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
