@@ -89,7 +89,9 @@ def read_question(
     return Filters(
         since=_start_of(since, zone) if since else None,
         until=_start_of(until, zone) if until else None,
-        entities=known.spellings(known.named(question)),
+        entities=tuple(
+            spelling for entity in known.all_named(question) for spelling in known.spellings(entity)
+        ),
     )
 
 
@@ -240,11 +242,21 @@ class KnownEntities:
         return tuple(e for e in self.entities if _same(e, entity)) or (entity,)
 
     def named(self, text: str) -> str | None:
+        """The one entity ``text`` is about: the longest name it gives in full, else the
+        one first word it gives; None when it names none, or two by first words only."""
         found = {m.lower() for m in self._full_pattern.findall(text)} if self._full else set()
         if found:
             return self._full[max(found, key=len)]
         firsts = {m.lower() for m in self._first_pattern.findall(text)} if self._first else set()
         return self._first[firsts.pop()] if len(firsts) == 1 else None
+
+    def all_named(self, text: str) -> list[str]:
+        """Every entity ``text`` names, in full or by its first word ("what did we quote
+        Globex and Initech?"), in the order it names them."""
+        names = self._full_pattern.findall(text) if self._full else []
+        firsts = self._first_pattern.findall(text) if self._first else []
+        entities = [self._full[n.lower()] for n in names] + [self._first[n.lower()] for n in firsts]
+        return list(dict.fromkeys(entities))
 
 
 def _alternation(names: dict[str, str]) -> re.Pattern[str]:
@@ -331,11 +343,11 @@ class History:
         if filters.entities and len(hits) < limit:
             wider = replace(query, filters=replace(filters, entities=()), limit=limit * WIDER)
             seen = {hit.record.id for hit in hits}
-            about = filters.entities[0]
             hits += [
                 hit
                 for hit in await self.store.search(wider)
-                if hit.record.id not in seen and _may_be_about(hit.record.entity, about)
+                if hit.record.id not in seen
+                and any(_may_be_about(hit.record.entity, about) for about in filters.entities)
             ]
         unknown = await self._unknown_names(question, filters)
         if not hits and (filters.since or filters.until):

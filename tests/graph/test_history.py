@@ -457,13 +457,28 @@ async def test_a_time_in_the_question_keeps_older_records_out(app: Steward) -> N
     assert "1,400 EUR" in text and "900 EUR" not in text
 
 
-async def journal(app: Steward, *records: tuple[str, str, datetime, str | None]) -> None:
+async def journal(app: Steward, *records: tuple[str, datetime, str | None]) -> None:
     await app.ledger.journal(
         [
             MemoryRecord.create(f"test:{n}", RecordKind.NOTE, text, at, entity=entity).to_dict()
             for n, (text, at, entity) in enumerate(records)
         ]
     )
+
+
+async def test_a_question_about_two_clients_answers_about_both(app: Steward) -> None:
+    """It was filtered to one of them, and the other's records were left out."""
+    await start(app, "Globex", "ops@globex.io")
+    await start(app, "Initech", "ops@initech.io")
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        ("the quote for Globex is 1,400 EUR", now, "client:Globex"),
+        ("the quote for Initech is 900 EUR", now, "client:Initech"),
+        ("the quote for Hooli is 300 EUR", now, "client:Hooli"),
+    )
+    text = said(await send(app, "/history what did we quote Globex and Initech?"))
+    assert "1,400 EUR" in text and "900 EUR" in text and "300 EUR" not in text
 
 
 async def test_of_two_quotes_found_equally_well_the_newer_comes_first(app: Steward) -> None:
