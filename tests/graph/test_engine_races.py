@@ -20,6 +20,7 @@ from graph.engine import RunLocks
 from memory.database_url import DatabaseURL
 from memory.ledger import ApprovalStatus, LedgerTx, RunStatus, utcnow
 from memory.ledger.ledger import decide as record_decision
+from memory.ledger.ledger import expiry_key
 from tests.homes import steward_with
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
@@ -143,12 +144,13 @@ async def test_a_gate_s_time_to_answer_does_not_run_while_its_run_is_paused(
     # Paused for four days, past the gate's 72 h: as if it were paused back then.
     four_days = timedelta(days=4)
     await app.ledger.write(lambda tx: tx.update_run(view.run.id, updated_at=utcnow() - four_days))
-    [expiry] = [t for t in await app.ledger.due_timers(utcnow() + four_days) if t.run_id]
-    assert await app.engine.fire_timer(expiry, "w1") is None  # paused: not now
-    # … nor at every tick after: it is set aside until the run resumes.
+    # None of its timers is due while it is paused, however late it gets …
     assert [
         t for t in await app.ledger.due_timers(utcnow() + timedelta(days=365)) if t.run_id
     ] == []
+    # … and one fetched just before the pause is set aside when it fires, not applied.
+    expiry = await app.ledger.get_timer(expiry_key(view.approval.id))
+    assert expiry is not None and await app.engine.fire_timer(expiry, "w1") is None
     await app.engine.resume(view.run.id, "cli:a")
 
     approval = await app.ledger.get_approval(view.approval.id)
