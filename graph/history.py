@@ -22,7 +22,7 @@ from graph.models import LanguageModels, as_data
 from graph.remembering import entity_name
 from memory.embeddings import Embedder, EmbeddingFailed, Vector
 from memory.ledger import Ledger
-from memory.longterm import Filters, Hit, LongTermMemory, MemoryUnavailable, Query
+from memory.longterm import Filters, Hit, LongTermMemory, MemoryRecord, MemoryUnavailable, Query
 from memory.longterm.sync import MemorySync
 
 log = logging.getLogger(__name__)
@@ -298,10 +298,15 @@ class Found:
         return f"Nothing I have mentions {' or '.join(self.unknown)}." if self.unknown else ""
 
 
-def _may_be_about(tag: str | None, entity: str) -> bool:
-    """Whether a record tagged ``tag`` may be about ``entity``: one about no such thing
-    (a client, for a client), or about it, however its name was typed ("acme corp")."""
-    return tag is None or tag.partition(":")[0] != entity.partition(":")[0] or _same(tag, entity)
+def _may_be_about(record: MemoryRecord, entity: str) -> bool:
+    """Whether ``record`` may be about ``entity``: tagged with no such thing (a client,
+    for a client), or with it, however its name was typed ("acme corp"); or its text
+    names it (a note on a new client, said while the chat was on another one)."""
+    tag = record.entity
+    if tag is None or tag.partition(":")[0] != entity.partition(":")[0] or _same(tag, entity):
+        return True
+    name = re.escape(entity.partition(":")[2].strip())
+    return bool(name) and re.search(rf"(?<!\w){name}(?!\w)", record.text, re.I) is not None
 
 
 def _same(entity: str, other: str) -> bool:
@@ -347,7 +352,7 @@ class History:
                 hit
                 for hit in await self.store.search(wider)
                 if hit.record.id not in seen
-                and any(_may_be_about(hit.record.entity, about) for about in filters.entities)
+                and any(_may_be_about(hit.record, about) for about in filters.entities)
             ]
         unknown = await self._unknown_names(question, filters)
         if not hits and (filters.since or filters.until):

@@ -481,6 +481,19 @@ async def test_a_question_about_two_clients_answers_about_both(app: Steward) -> 
     assert "1,400 EUR" in text and "900 EUR" in text and "300 EUR" not in text
 
 
+async def test_a_note_on_a_new_client_said_while_on_another_is_found_for_the_new_one(
+    app: Steward,
+) -> None:
+    """It is tagged with the client the chat was on (a note names none, mostly), and was
+    left out of a question about the client it names as another client's."""
+    await start(app, "Globex", "ops@globex.io")
+    await send(app, "Globex prefers calls on Tuesdays")
+    await send(app, "Initech wants a 10% discount on the premium package")
+    await start(app, "Initech", "ops@initech.io")  # Initech becomes a known client
+    text = said(await send(app, "/history what discount does Initech want?"))
+    assert "10% discount" in text
+
+
 async def test_of_two_quotes_found_equally_well_the_newer_comes_first(app: Steward) -> None:
     now = datetime.now(UTC)
     await journal(
