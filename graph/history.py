@@ -298,6 +298,18 @@ class Found:
         return f"Nothing I have mentions {' or '.join(self.unknown)}." if self.unknown else ""
 
 
+# Words that ask what happened and name nothing to look for ("what happened today?").
+_VAGUE = frozenset(
+    """a an and anything any did do done else far go going happen happened happening
+    has have is it new news on so the there up was we what whats what's""".split()
+)
+
+
+def _of_a_time_alone(words: str) -> bool:
+    """Whether a question, its time taken out, asks only what happened then."""
+    return all(word in _VAGUE for word in re.findall(r"[^\W_]+(?:'[a-z]+)?", words.lower()))
+
+
 def _may_be_about(record: MemoryRecord, entity: str) -> bool:
     """Whether ``record`` may be about ``entity``: tagged with no such thing (a client,
     for a client), or with it, however its name was typed ("acme corp"); or its text
@@ -355,7 +367,10 @@ class History:
                 and any(_may_be_about(hit.record, about) for about in filters.entities)
             ]
         unknown = await self._unknown_names(question, filters)
-        if not hits and (filters.since or filters.until):
+        timed = filters.since or filters.until
+        if timed and not filters.entities and _of_a_time_alone(search_words(question)):
+            hits = []  # meaning finds the nearest records, however far: not what was asked
+        if not hits and timed:
             latest = await self.store.latest(filters, limit)
             return Found([Hit(record, 0.0) for record in latest], False, unknown)
         return Found(hits[:limit], unknown=unknown)

@@ -21,6 +21,7 @@ from graph.models import LanguageModels
 from graph.remembering import records_for_event
 from memory.ledger import LedgerTx
 from memory.longterm import MemoryRecord, MemoryUnavailable, RecordKind
+from memory.longterm.sync import MemorySync
 from tests.fakes.embeddings import HashingEmbedder
 from tests.graph.test_coordinator import app, send
 
@@ -526,6 +527,26 @@ async def test_a_question_of_a_time_alone_gets_that_time_s_latest_records(app: S
     text = said(await send(app, "/history what did we send Globex today?"))
     assert text.startswith("Best matching records:\n[1] ") and "spring quote" in text
     assert said(await send(app, "/history what happened in February 2020?")) == NOTHING
+
+
+async def test_with_an_embedder_too_a_question_of_a_time_alone_gets_its_latest_records(
+    app: Steward,
+) -> None:
+    """Meaning finds the nearest records, however far from the question: they came
+    instead of the latest, and the newest record of the day was left out."""
+    embedder = HashingEmbedder()
+    app.history.embedder = embedder
+    app.history.sync = MemorySync(app.ledger, app.history.store, embedder, records_for_event)
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    so_far = now - today
+    notes = [
+        (f"call note {n} with the printer", today + so_far * (n / 20), None) for n in range(11)
+    ]
+    await journal(app, *notes, ("Acme Bakery paid invoice 7", now - timedelta(seconds=1), None))
+    text = said(await send(app, "/history what happened today?"))
+    assert text.startswith("The latest records of that time:")
+    assert "Acme Bakery paid invoice 7" in text.splitlines()[1]
 
 
 async def test_a_client_s_search_widened_leaves_other_clients_out(app: Steward) -> None:
