@@ -2,7 +2,8 @@
 
 A delivery must carry ``sha256=<hex>``, the HMAC-SHA256 of its body under the source's
 secret, in the source's signature header; one that does not gets 401 and an audit
-event, and nothing else happens. A signed delivery is stored in the ledger's inbox,
+event (one a minute per address, as for a chat platform's unverified requests), and
+nothing else happens. A signed delivery is stored in the ledger's inbox,
 keyed by the hash of its body, before the 200, and handled after it; what it did goes
 to the operators as news. The body is all that is signed, so it is all that tells one
 delivery from another: a retry, or a captured delivery sent again under any header, is
@@ -27,9 +28,10 @@ from aiohttp import web
 from bot.channel import Notify
 from bot.http import HttpServer
 from bot.in_order import InOrder
+from graph.front_door import FrontDoor
 from graph.hooks import HookRouter, HookSource
 from graph.messages import Reply
-from memory.ledger import Ledger, NewAuditEvent, TakenOver, storable
+from memory.ledger import NewAuditEvent, TakenOver, storable
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +99,13 @@ def _depth(value: Any) -> int:
 class HookEndpoint:
     def __init__(
         self,
-        ledger: Ledger,
+        door: FrontDoor,
         router: HookRouter,
         sources: dict[str, HookSource],
         notify: Notify,
     ) -> None:
-        self.ledger = ledger
+        self.door = door
+        self.ledger = door.ledger
         self.router = router
         self.sources = sources
         self.notify = notify
@@ -138,7 +141,9 @@ class HookEndpoint:
         given = request.headers.get(source.signature_header, "")
         expected = signature(source.secret, body)
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
-            await self._audit(name, "hook.refused", {"reason": "bad or missing signature"})
+            log.warning("hook %s: bad or missing signature", name)
+            refused = {"remote": request.remote or ""}
+            await self.door.refuse_unverified(f"hook:{name}", "bad or missing signature", refused)
             return web.Response(status=401, text="bad signature")
         try:
             payload = parse_delivery(body)

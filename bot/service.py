@@ -137,9 +137,7 @@ class Service:
         # False: another steward on this ledger serves the webhooks, on the same port.
         serving = self.hook_sources and serves_hooks
         self.hooks = (
-            HookEndpoint(steward.ledger, router, self.hook_sources, self.notify)
-            if serving
-            else None
+            HookEndpoint(steward.door, router, self.hook_sources, self.notify) if serving else None
         )
         self._started: list[Channel] = []
         for channel in channels:

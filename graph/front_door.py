@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 REFUSAL_TTL = 24 * 3600
 AHEAD_WAIT = 0.5  # seconds a handling waits, at most, for what it sent ahead to be sent
 UNVERIFIED_TTL = 60
+UNVERIFIED_MOST = 20  # audit events a minute per channel for refused requests, all addresses
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
 
 
@@ -340,9 +341,15 @@ class FrontDoor:
     async def refuse_unverified(self, channel: str, reason: str, details: dict[str, str]) -> None:
         """Audits a request a channel refused because it could not prove where it came
         from (a bad signature, a stale timestamp): nothing of it was stored. One event a
-        minute per address and reason, so that a flood cannot grow the log."""
+        minute per address and reason, and UNVERIFIED_MOST a minute in all, so that a
+        flood, from however many addresses, cannot grow the log; the rest is logged."""
         seen = f"unverified:{channel}:{details.get('remote', '')}:{reason}"
         if not await self.memory.add(seen, {"at": "now"}, UNVERIFIED_TTL):
+            return
+        if await self.memory.count(f"unverified:{channel}", UNVERIFIED_TTL) > UNVERIFIED_MOST:
+            log.warning(
+                "refused an unverified %s request (%s): not audited, a flood", channel, reason
+            )
             return
         data = {"reason": reason, **details}
         await self.ledger.audit(

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, OperationalError
 import graph.front_door
 from bot.app import Steward
 from bot.settings import load_settings
-from graph.front_door import REFUSAL, cut_off_text
+from graph.front_door import REFUSAL, UNVERIFIED_MOST, cut_off_text
 from graph.messages import Inbound, Owed, Sender
 from memory.database_url import DatabaseURL
 from memory.ledger import LEASE, Ledger, LedgerTx, schema, utcnow
@@ -102,6 +102,17 @@ def kept_texts(app: Steward) -> Any:
         }
 
     return app.ledger.read(read)
+
+
+async def test_refused_requests_from_many_addresses_cannot_grow_the_audit_log(
+    app: Steward,
+) -> None:
+    """One event a minute per address and reason, and UNVERIFIED_MOST a minute in all."""
+    for n in range(3 * UNVERIFIED_MOST):
+        await app.door.refuse_unverified("slack", "bad signature", {"remote": f"10.0.0.{n}"})
+        await app.door.refuse_unverified("slack", "bad signature", {"remote": f"10.0.0.{n}"})
+    refused = [e for e in await app.ledger.audit_events() if e.kind == "request.refused"]
+    assert len(refused) == UNVERIFIED_MOST
 
 
 async def test_a_handling_that_writes_keeps_a_word_in_its_replys_place_until_it_is_over(
