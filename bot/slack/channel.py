@@ -686,7 +686,7 @@ class SlackChannel:
                 if _server_side(exc):
                     raise _later(exc) from exc
                 if _error(exc) in NO_ENTRY and answer_by:
-                    await self._respond(answer_by, outgoing.text)
+                    await self._respond(conversation, answer_by, outgoing.text)
                     continue
                 log.warning(
                     "Slack refused a message to %s in %s: %s",
@@ -698,7 +698,7 @@ class SlackChannel:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _unreachable(exc) from exc
 
-    async def _respond(self, response_url: str, text: str) -> None:
+    async def _respond(self, conversation: Conversation, response_url: str, text: str) -> None:
         """An ephemeral message by a slash command's ``response_url``."""
         webhook = AsyncWebhookClient(response_url, session=self.client.session)
         try:
@@ -709,6 +709,8 @@ class SlackChannel:
             raise SendLater(f"Slack answered {response.status_code} at a response_url")
         if response.status_code != 200:  # expired (30 minutes), or used five times
             log.warning("could not answer at a response_url: %s", response.body)
+            refused = f"response_url answered {response.status_code}: {response.body}"
+            await self.door.message_refused(self.name, conversation.chat_id, refused)
 
     def _bucket(self, channel: str) -> Bucket:
         bucket = self._pacing.get(channel)

@@ -1111,6 +1111,20 @@ async def test_a_stranger_is_refused_where_steward_is_no_member_by_the_commands_
         assert bot.audit_kinds().count("access.denied") == 1
 
 
+async def test_an_answer_a_commands_response_url_refuses_is_audited(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Expired (after 30 minutes) or used up: the log line was all there was of it."""
+    slack.outside.add("C0OTHER")
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(STRANGER, "C0OTHER", "runs")
+        call["response_url"] = call["response_url"].rsplit("/", 1)[0] + "/expired"
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await bot.channel.idle()
+        assert slack.responses == []
+        assert bot.audit_kinds().count("reply.refused") == 1
+
+
 async def test_text_from_slack_arrives_as_written(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
