@@ -229,6 +229,17 @@ class ProcessDefinition(BaseModel):
                     f"step ids must be unique: {step.id!r} is used twice", "steps", index, "id"
                 )
         known_steps = set(ids) | {END}
+        for index, step in enumerate(self.steps):
+            output = getattr(step, "output", None)
+            if output in self.inputs or output in BUILTIN_NAMES:
+                what = "an input" if output in self.inputs else "one steward fills in"
+                raise ReferenceProblem(
+                    f"step {step.id!r} puts its output in {output!r}, the name of {what}: it "
+                    "would overwrite it for every step after; name the output otherwise",
+                    "steps",
+                    index,
+                    "output",
+                )
         values = set(self.inputs) | BUILTIN_NAMES
         values |= {o for o in (getattr(s, "output", None) for s in self.steps) if o}
         gates = {s.id for s in self.steps if isinstance(s, ApprovalStep)}

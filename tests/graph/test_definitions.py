@@ -300,6 +300,20 @@ CROSS_REFERENCES: list[tuple[str, str, list[str], str, int]] = [
         2,
     ),
     ("action_before_its_gate", _gate_after_action(), ["must come after its gate"], "gate:", 1),
+    (  # it overwrote the input for every step after: the email went to the draft's text
+        "output_named_as_an_input",
+        GOOD.replace("output: body", "output: email").replace("{body}", "{email}"),
+        ["'email'", "the name of an input", "draft"],
+        "output: email",
+        0,
+    ),
+    (
+        "output_named_as_what_steward_fills_in",
+        GOOD.replace("output: body", "output: today").replace("{body}", "{today}"),
+        ["'today'", "one steward fills in"],
+        "output: today",
+        0,
+    ),
 ]
 
 
