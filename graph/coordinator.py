@@ -696,7 +696,7 @@ class Coordinator:
             )
         whole = "\n\n".join(parts)
         size = f"{len(whole):,} characters" + (f", {len(parts)} parts" if len(parts) > 1 else "")
-        return Reply().say(f"The new text ({size}):").say(whole).say(ASK_YES)
+        return Reply().say(f"The new text ({size}):").quote(whole).say(ASK_YES)
 
     async def _skip_input(self, inbound: Inbound, pending: dict[str, Any]) -> Reply:
         definition = self.engine.definition(pending["process"])

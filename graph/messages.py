@@ -127,6 +127,14 @@ class EditPrompt:
         return f"{self.prompt}\n\nCurrent text:\n{self.text}"
 
 
+class Verbatim(str):
+    """Text that is a person's own words, shown back to them (the new text for an Edit,
+    before it goes): a channel shows it exactly as it is, and rewrites none of it as it
+    may steward's own wording (a command as it is typed there, say)."""
+
+    __slots__ = ()
+
+
 ReplyItem = str | Card | CardOutcome | EditPrompt
 
 
@@ -145,6 +153,11 @@ class Reply:
     def say(self, text: str) -> Reply:
         """Adds a message; made storable, as words from an error or a service may be."""
         self.items.append(storable(text))
+        return self
+
+    def quote(self, text: str) -> Reply:
+        """Adds a person's own words as a message, ``Verbatim``; made storable too."""
+        self.items.append(Verbatim(storable(text)))
         return self
 
     def add(self, item: ReplyItem) -> Reply:
@@ -268,6 +281,8 @@ _KEPT = (bool, str, int, dict)
 
 
 def _item_payload(item: ReplyItem) -> dict[str, Any]:
+    if isinstance(item, Verbatim):
+        return {"text": item, "verbatim": True}
     if isinstance(item, str):
         return {"text": item}
     kind = {Card: "card", CardOutcome: "outcome", EditPrompt: "edit"}[type(item)]
@@ -276,7 +291,7 @@ def _item_payload(item: ReplyItem) -> dict[str, Any]:
 
 def _item(entry: dict[str, Any]) -> ReplyItem:
     if "text" in entry:
-        return str(entry["text"])
+        return Verbatim(entry["text"]) if entry.get("verbatim") else str(entry["text"])
     if "card" in entry:
         card = entry["card"]
         return Card(

@@ -18,7 +18,7 @@ from typing import Any
 from bot.splitting import fit, length, split_text
 from graph.cards import UNDO, outcome_parts
 from graph.coordinator import COMMAND_NAMES, QUESTION_COMMANDS
-from graph.messages import Button, Card, CardOutcome, EditPrompt
+from graph.messages import Button, Card, CardOutcome, EditPrompt, Verbatim
 
 Block = dict[str, Any]
 
@@ -62,7 +62,10 @@ def as_typed_in_slack(text: str) -> str:
     """steward's commands in ``text`` as they are typed in Slack: ``/runs`` would be
     taken for a Slack command of its own there; ``/steward runs`` reaches steward. A
     question's own ``/cancel`` and ``/skip`` are the bare words, which work where it was
-    asked, a channel's thread too (a slash command knows no thread)."""
+    asked, a channel's thread too (a slash command knows no thread). A person's own
+    words (``Verbatim``) are not steward's to rewrite: they stay as they are."""
+    if isinstance(text, Verbatim):
+        return text
     return _COMMAND.sub(r"/steward \1", _QUESTION_COMMAND.sub(r"\1", text))
 
 

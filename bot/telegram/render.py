@@ -15,7 +15,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.splitting import fit, length, split_text
 from graph.cards import outcome_parts
-from graph.messages import Card, CardOutcome
+from graph.messages import Card, CardOutcome, Verbatim
 
 MESSAGE_LIMIT = 4096
 # A text typed or pasted longer than a message reaches steward in parts of about this
@@ -39,7 +39,8 @@ class Outgoing:
 def text_messages(text: str) -> list[Outgoing]:
     parts = split_text(text, MESSAGE_LIMIT)
     if len(parts) > MOST_MESSAGES:
-        caption = f"My answer is {len(text):,} characters long, so here it is as a file."
+        whose = "The text" if isinstance(text, Verbatim) else "My answer"  # a person's own
+        caption = f"{whose} is {len(text):,} characters long, so here it is as a file."
         return [Outgoing(escape(caption, quote=False), document=("reply.txt", text))]
     return [Outgoing(escape(part, quote=False)) for part in parts]
 

@@ -13,7 +13,17 @@ import pytest
 from bot.app import Steward
 from bot.outbox import GIVE_UP_AFTER, Outbox, SendLater
 from bot.settings import load_settings
-from graph.messages import Button, Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
+from graph.messages import (
+    Button,
+    Card,
+    CardOutcome,
+    EditPrompt,
+    Inbound,
+    Owed,
+    Reply,
+    Sender,
+    Verbatim,
+)
 from memory.ledger import utcnow
 
 
@@ -77,11 +87,14 @@ def test_a_reply_with_every_kind_of_item_is_kept_as_it_was() -> None:
             card,
             CardOutcome("a0", "Approved by Jo"),
             EditPrompt("a1", "Hi", "New text?"),
+            Verbatim("Hi Jane, type /help"),
         ],
         notice="Approved",
         private=True,
     )
-    assert Reply.from_payload(reply.to_payload()) == reply
+    kept = Reply.from_payload(reply.to_payload())
+    assert kept == reply
+    assert [type(item) for item in kept.items] == [type(item) for item in reply.items]
 
 
 async def test_replies_to_a_chat_go_in_order_and_a_chat_that_is_down_holds_up_no_other(

@@ -566,6 +566,22 @@ async def test_an_edit_press_too_old_for_a_modal_asks_in_chat(
         assert "Dear Jane, <welcome> & thanks!" in json.dumps(effect["params"], ensure_ascii=False)
 
 
+async def test_the_new_text_typed_in_chat_is_shown_exactly_as_it_will_be_sent(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    slack.trigger_ttl = 0.0  # no form: the new text is typed in chat
+    new_text = "Hi Jane, type /help in our portal, or /cancel or pause any time."
+    async with running(tmp_path / "home", slack) as bot:
+        dm = await edit_asked_in_chat(slack, bot)
+        await say(slack, bot, new_text)
+        await slack.wait_for(lambda s: any("Say yes" in t for t in bot_texts(s, dm)))
+        assert new_text in bot_texts(slack, dm)  # not "/steward help", not "cancel or"
+        await say(slack, bot, "yes")
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        (effect,) = outbox(bot.home)
+        assert new_text in json.dumps(effect["params"])
+
+
 async def test_in_a_dm_a_reply_in_the_thread_of_a_question_answers_it(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:

@@ -13,7 +13,7 @@ from bot.telegram.render import (
     outcome_html,
     text_messages,
 )
-from graph.messages import Button, Card, CardOutcome
+from graph.messages import Button, Card, CardOutcome, Verbatim
 
 
 def split_text(text: str) -> list[str]:
@@ -86,6 +86,13 @@ def test_very_long_text_goes_as_a_document() -> None:
     assert message.document is not None
     name, content = message.document
     assert name.endswith(".txt") and content == text
+
+
+def test_a_persons_own_long_text_goes_as_a_document_of_theirs_as_it_is() -> None:
+    text = Verbatim("\n\n".join("Type /help or /cancel " * 200 for _ in range(8)))
+    (message,) = text_messages(text)
+    assert message.document == ("reply.txt", text)
+    assert "My answer" not in message.html and "The text is" in message.html
 
 
 def _card(text: str | None) -> Card:
