@@ -42,6 +42,7 @@ from memory.ledger import (
     LedgerTx,
     NewAuditEvent,
     OwedReply,
+    RunStatus,
     cannot_store,
     cause,
     storable,
@@ -136,6 +137,25 @@ class FrontDoor:
         if approval is None or approval.is_pending:
             return None
         return decision_line(approval, self.coordinator.zone)
+
+    async def edit_refused(self, approval_id: str) -> str | None:
+        """Why the new text from an Edit form would not be used now, told in the form,
+        which stays open and keeps it: the approval was decided meanwhile, or its run is
+        paused. None when it would be used (or there is no such approval: its handling
+        says so)."""
+        approval = await self.ledger.get_approval(approval_id)
+        if approval is None:
+            return None
+        if not approval.is_pending:
+            decided = decision_line(approval, self.coordinator.zone)
+            return f"{decided}, so this text was not sent. Copy it if you need it."
+        run = await self.ledger.get_run(approval.run_id)
+        if run is not None and run.status is RunStatus.PAUSED:
+            return (
+                f"Run {run.id} is paused, so this text was not sent. Resume it "
+                f"(/resume {run.id}) and press Approve again, or copy the text if you need it."
+            )
+        return None
 
     async def question_to(self, inbound: Inbound) -> str | None:
         """The id of the question that waits for an answer from ``inbound``'s sender, an

@@ -366,9 +366,9 @@ class SlackChannel:
     ) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
         text = view["state"]["values"][EDIT_BLOCK][EDIT_INPUT].get("value") or ""
-        decided = await self.door.decided(meta["approval"])
-        if decided is not None:  # meanwhile: the form stays open, the text in it kept
-            error = f"{decided}, so this text was not sent. Copy it if you need it."
+        refused = await self.door.edit_refused(meta["approval"])
+        if refused is not None:  # decided or paused meanwhile: the form stays open, text kept
+            error = as_typed_in_slack(refused)
             await ack(response_action="errors", errors={EDIT_BLOCK: error})
             return
         inbound = Inbound(

@@ -523,6 +523,34 @@ async def test_an_edit_form_submitted_after_someone_decided_stays_open_with_its_
         assert "my long new text" not in json.dumps(effect["params"])
 
 
+async def test_an_edit_form_submitted_while_the_run_is_paused_stays_open_until_it_resumes(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    new_text = "Dear Jane, a carefully rewritten welcome that took ten minutes to type."
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: s.calls_to("views.open"))
+        view = slack.calls_to("views.open")[0].response["view"]
+        [field] = [b for b in view["blocks"] if b["type"] == "input"]
+        [run] = await bot.steward.ledger.list_runs(None, limit=5)
+        await bot.steward.engine.pause(run.id, "cli:shell")  # meanwhile, from a shell
+        values = {field["block_id"]: {field["element"]["action_id"]: new_text}}
+        submission = slack.view_submission(OPERATOR, view["id"], values)
+        status, said = await slack.post_interaction(bot.url, submission)
+        body = json.loads(said)
+        assert status == 200 and body["response_action"] == "errors"
+        error = body["errors"][field["block_id"]]
+        assert f"Run {run.id} is paused" in error and f"/steward resume {run.id}" in error
+        await bot.steward.engine.resume(run.id, "cli:shell")
+        status, said = await slack.post_interaction(bot.url, submission)  # Approve again
+        assert status == 200 and not said
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        (effect,) = outbox(bot.home)
+        assert new_text in json.dumps(effect["params"])
+
+
 async def test_a_closed_edit_modal_keeps_the_card(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
