@@ -59,7 +59,7 @@ from bot.slack.render import (
     Outgoing,
     as_typed_in_slack,
     card_message,
-    draft_overflow,
+    card_overflow,
     edit_view,
     outcome_message,
     text_messages,
@@ -447,7 +447,7 @@ class SlackChannel:
             elif isinstance(item, Card):
                 card = partial(self._post_card, conversation, item, fallback)
                 posted = await steps.take(card)
-                for outgoing in draft_overflow(item):  # all of a draft too long for the card
+                for outgoing in card_overflow(item):  # what will not fit the card, whole
                     await steps.take(partial(self._post_overflow, conversation, posted, outgoing))
             elif isinstance(item, CardOutcome) and item.decided_elsewhere:
                 await steps.take(partial(self._settle_where_shown, item))
@@ -497,7 +497,7 @@ class SlackChannel:
     async def _post_overflow(
         self, conversation: Conversation, card: dict[str, Any] | None, outgoing: Outgoing
     ) -> None:
-        """Posts the rest of a card's draft in the thread of each copy of the card; in
+        """Posts what will not fit a card in the thread of each copy of the card; in
         the conversation when where the card went is not known (it went before a
         restart)."""
         if card is None or "copies" not in card:

@@ -3,9 +3,9 @@
 Text from a person (a draft, a name, a reason) goes into ``plain_text`` objects, which
 Slack shows as written, or is escaped (``&``, ``<``, ``>``) where it sits in ``mrkdwn``,
 so no text can mention @channel, make a link or break a message. A card holds what will
-happen and why in sections, risk and expiry in a context block, and its buttons; a draft
-too long for the blocks a message may hold is shown shortened, and whole in the card's
-thread.
+happen and why in sections, risk and expiry in a context block, and its buttons; fields
+and a draft too long for the blocks a message may hold are shown shortened, and whole in
+the card's thread.
 """
 
 from __future__ import annotations
@@ -32,8 +32,13 @@ MOST_BLOCKS = 50
 DRAFT_BLOCKS = 12  # sections of a draft on a card; beyond, Details shows the rest
 # Slack refuses a message whose blocks hold about 12,000 characters of text or more
 # (msg_blocks_too_long, a limit it does not document); a card keeps well under it, and
-# shows a longer draft in part, whole in its thread.
+# shows longer fields and a longer draft in part, whole in its thread.
 CARD_TEXT_LIMIT = 10_000
+NOTES = 400  # room on a card for its notes (what is cut short) and Reject's confirmation
+LABEL_LIMIT = HEADER_LIMIT  # a field's label: a name
+# The fields a card's blocks hold: the blocks left by the header, the summary, the
+# fields' note, a divider, the draft, the context and the buttons, two fields to a pair.
+MOST_FIELDS = (MOST_BLOCKS - 6 - DRAFT_BLOCKS) * FIELDS_PER_SECTION // 2
 INPUT_LIMIT = 3000  # a modal's text input holds at most this much
 
 EDIT_VIEW = "steward_edit"  # the Edit modal's callback_id
@@ -80,18 +85,20 @@ _COMMAND = re.compile(
 
 
 def card_message(card: Card) -> Outgoing:
+    shown = _shown(card)
     blocks: list[Block] = [_header(card.title), _section(card.summary)]
-    pairs = [(label, str(value)) for label, value in card.fields]
-    for start in range(0, len(pairs), FIELDS_PER_SECTION // 2):
+    for start in range(0, len(shown.fields), FIELDS_PER_SECTION // 2):
         fields: list[Block] = []
-        for label, value in pairs[start : start + FIELDS_PER_SECTION // 2]:
-            fields.append(_mrkdwn(f"*{escape(label.replace('*', ''))}*"))
-            told = as_typed_in_slack(value) if label == UNDO else value  # the rest is data
-            fields.append(_plain(fit(told, FIELD_LIMIT) or " "))
+        for label, value in shown.fields[start : start + FIELDS_PER_SECTION // 2]:
+            fields.append(_mrkdwn(f"*{escape(label)}*"))
+            fields.append(_plain(value or " "))
         blocks.append({"type": "section", "fields": fields})
+    if shown.cut:
+        note = "Fields cut short or left off here are whole in this card's thread"
+        blocks.append({"type": "context", "elements": [_mrkdwn(note)]})
     if card.text:
         blocks.append({"type": "divider"})
-        blocks += _draft(card)
+        blocks += _draft(card, shown)
     context = [_mrkdwn(escape(as_typed_in_slack(card.footer)))] if card.footer else []
     if card.risk:
         context.insert(0, _mrkdwn(f"*Risk:* {escape(card.risk)}"))
@@ -105,7 +112,7 @@ def card_message(card: Card) -> Outgoing:
                 "elements": [_button(b) for b in card.buttons],
             }
         )
-    return Outgoing(escape(f"{card.title}: {card.summary}"), blocks[:MOST_BLOCKS])
+    return Outgoing(escape(f"{card.title}: {card.summary}"), blocks)
 
 
 def outcome_message(outcome: CardOutcome) -> Outgoing:
@@ -152,40 +159,96 @@ def edit_view(prompt: EditPrompt, chat_id: str) -> dict[str, Any] | None:
     }
 
 
-def draft_overflow(card: Card) -> list[Outgoing]:
-    """A draft too long for the card's blocks, whole, as messages in the card's thread."""
-    if not card.text or _draft_shown(card)[1]:
-        return []
-    heading = Outgoing(escape(f"The whole text for approval {card.approval_id}:"))
-    return [heading, *text_messages(card.text)]
+def card_overflow(card: Card) -> list[Outgoing]:
+    """What of a card will not fit its blocks, whole, as messages in the card's thread:
+    its fields cut short or left off, and a draft too long."""
+    shown = _shown(card)
+    overflow = []
+    if shown.cut:
+        heading = f"The fields cut short on the card for approval {card.approval_id}, whole:"
+        whole = "\n\n".join(f"{label}: {value}" for label, value in shown.cut)
+        overflow += [Outgoing(escape(heading)), *text_messages(whole)]
+    if card.text and not shown.draft_whole:
+        heading = f"The whole text for approval {card.approval_id}:"
+        overflow += [Outgoing(escape(heading)), *text_messages(card.text)]
+    return overflow
 
 
-def _draft(card: Card) -> list[Block]:
-    shown, whole = _draft_shown(card)
-    blocks = [_section(part) for part in shown]
-    if whole:
+@dataclass(frozen=True)
+class _Shown:
+    """What of a card its message holds; the rest goes in the card's thread."""
+
+    fields: list[tuple[str, str]]  # label and value, a value cut short where room is short
+    cut: list[tuple[str, str]]  # the fields cut short or left off, whole
+    draft: list[str]  # the draft's sections on the card
+    draft_whole: bool
+
+
+def _shown(card: Card) -> _Shown:
+    """Fits a card within Slack's limits (``CARD_TEXT_LIMIT`` of text, ``MOST_BLOCKS``
+    blocks), its buttons always kept. Fields come first, but leave a draft the room it
+    needs, or half where it needs more: the longest are cut short to a share each, the
+    shorter kept whole. The draft has the room left."""
+    told = [  # an undo is steward's words; the rest is data, shown as it is
+        (label, as_typed_in_slack(str(value)) if label == UNDO else str(value))
+        for label, value in card.fields
+    ]
+    labels = [fit(label.replace("*", ""), LABEL_LIMIT) for label, _ in told[:MOST_FIELDS]]
+    fixed = [fit(card.title, HEADER_LIMIT), fit(card.summary, SECTION_LIMIT), card.risk]
+    fixed += [escape(as_typed_in_slack(card.footer)), *(b.label for b in card.buttons)]
+    room = CARD_TEXT_LIMIT - NOTES - sum(map(length, fixed))
+    while labels and sum(length(escape(label)) for label in labels) > room // 2:
+        labels.pop()  # labels that would fill the card: the last fields go to the thread
+    room -= sum(length(escape(label)) for label in labels)
+    parts = split_text(card.text, SECTION_LIMIT) if card.text else []
+    sizes = [min(length(value), FIELD_LIMIT) for _, value in told[: len(labels)]]
+    for_fields = max(room - sum(map(length, parts[:DRAFT_BLOCKS])), room // 2)
+    most = min(_cap(sizes, max(0, for_fields)), FIELD_LIMIT)
+    fields, cut = [], []
+    for index, (label, value) in enumerate(told):
+        shown = _cut(value, most) if index < len(labels) else None
+        if shown is not None:
+            fields.append((labels[index], shown))
+            room -= length(shown)
+        if shown != value:
+            cut.append((label, value))
+    draft: list[str] = []
+    for part in parts:
+        if len(draft) == DRAFT_BLOCKS or length(part) > room:
+            break
+        draft.append(part)
+        room -= length(part)
+    if len(draft) == len(parts):
+        return _Shown(fields, cut, draft, True)
+    return _Shown(fields, cut, draft[: DRAFT_BLOCKS - 1], False)  # a block for the note
+
+
+def _cap(sizes: list[int], room: int) -> int:
+    """The most each of ``sizes`` may keep for them all to fit in ``room``: those under
+    it are whole, the rest share what they leave."""
+    left, count = room, len(sizes)
+    for size in sorted(sizes):
+        if size * count > left:
+            return left // count
+        left -= size
+        count -= 1
+    return max(sizes, default=0)
+
+
+def _cut(value: str, most: int) -> str:
+    """``value`` within ``most`` characters, ending in "…" where it is cut."""
+    if length(value) <= most:
+        return value
+    return fit(value, max(0, most - 2)) + " …"
+
+
+def _draft(card: Card, shown: _Shown) -> list[Block]:
+    blocks = [_section(part) for part in shown.draft]
+    if shown.draft_whole:
         return blocks
-    more = f"… {len(card.text or '') - sum(map(len, shown)):,} more characters"
+    more = f"… {len(card.text or '') - sum(map(len, shown.draft)):,} more characters"
     note = f"{more}: the whole text is in this card's thread"
     return [*blocks, {"type": "context", "elements": [_mrkdwn(note)]}]
-
-
-def _draft_shown(card: Card) -> tuple[list[str], bool]:
-    """The sections of a card's draft that fit on it, and whether that is all of it."""
-    parts = split_text(card.text or "", SECTION_LIMIT)
-    rest = [card.title, card.summary, card.risk or "", card.footer or ""]
-    rest += [f"{label}{value}" for label, value in card.fields]
-    rest += [button.label for button in card.buttons]
-    room = CARD_TEXT_LIMIT - sum(map(length, rest))
-    shown: list[str] = []
-    for part in parts:
-        if len(shown) == DRAFT_BLOCKS or length(part) > room:
-            break
-        shown.append(part)
-        room -= length(part)
-    if len(shown) == len(parts):
-        return shown, True
-    return shown[: DRAFT_BLOCKS - 1], False  # a block is left for the note
 
 
 def _button(button: Button) -> Block:

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from bot.pacing import Bucket
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel, SlackUnavailable
-from bot.slack.render import draft_overflow
+from bot.slack.render import card_overflow
 from graph.cards import approval_card
 from graph.front_door import REFUSAL
 from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
@@ -372,7 +372,26 @@ async def test_a_cards_draft_goes_on_in_its_thread_once(
         await bot.channel.idle()
         (shown,) = cards(slack, dm)
         thread = in_thread(slack, dm, shown["ts"])
-        assert len(thread) == len(draft_overflow(card)) > 0
+        assert len(thread) == len(card_overflow(card)) > 0
+
+
+async def test_a_card_with_long_fields_shows_with_its_buttons_and_they_go_on_in_its_thread(
+    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paragraph = "We will review, design and ship the work in small steps. " * 34  # ~1,950
+    names = ("Scope", "Deliverables", "Timeline", "Terms", "Notes", "Risks", "Budget")
+    buttons = [Button("Approve", "approve:a1", "primary"), Button("Reject", "reject:a1")]
+    card = Card("a1", "Approve the proposal", "Send it", [(n, paragraph) for n in names])
+    async with running(tmp_path / "home", slack) as bot:
+        unpace(bot, monkeypatch)
+        dm = slack.dm_channel(OPERATOR)
+        await bot.channel.send(dm, Reply([replace(card, buttons=buttons)]))
+        await bot.channel.idle()
+        assert failed(slack) == []  # not msg_blocks_too_long
+        (shown,) = cards(slack, dm)
+        assert [a["action_id"] for a in actions(shown)] == ["approve", "reject"]
+        thread = "\n\n".join(m["text"] for m in in_thread(slack, dm, shown["ts"]))
+        assert all(f"{name}: {paragraph.strip()}" in thread for name in names)
 
 
 async def test_an_edit_prompt_too_long_for_a_form_is_asked_in_chat_once(

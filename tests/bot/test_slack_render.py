@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from bot.slack.render import (
     SECTION_LIMIT,
     as_typed_in_slack,
     card_message,
-    draft_overflow,
+    card_overflow,
     edit_view,
     escape,
     outcome_message,
@@ -127,10 +128,41 @@ def test_a_long_draft_fits_slacks_limits_and_points_to_details() -> None:
     notes = [e["text"] for b in of_type(blocks, "context") for e in b["elements"]]
     assert any("thread" in note and "more characters" in note for note in notes)
     assert of_type(blocks, "actions")  # the buttons are never cut
-    heading, *parts = draft_overflow(card(long))
+    heading, *parts = card_overflow(card(long))
     assert "a2b3c4d" in heading.text
     assert "".join("".join(p.text for p in parts).split()) == "".join(escape(long).split())
-    assert draft_overflow(card()) == []
+    assert card_overflow(card()) == []
+
+
+def test_a_card_with_long_fields_fits_slacks_limits_and_they_go_on_whole_in_its_thread() -> None:
+    paragraph = "We will review, design and ship the work in small steps. " * 34  # ~1,950
+    names = ("Scope", "Deliverables", "Timeline", "Terms", "Notes")
+    fields = [(name, f"{name}: {paragraph}") for name in names]
+    for text in (None, "word " * 5000):
+        long = replace(card(text), fields=[("To", "jane@acme.com"), *fields])
+        blocks = card_message(long).blocks or []
+        assert validate_blocks(blocks) == [] and len(blocks) <= MOST_BLOCKS
+        assert text_in_blocks(blocks) <= CARD_TEXT_LIMIT < MAX_BLOCK_TEXT
+        buttons = [e["action_id"] for b in of_type(blocks, "actions") for e in b["elements"]]
+        assert buttons == ["approve", "reject", "edit", "details"]
+        shown = [f["text"] for b in of_type(blocks, "section") for f in b.get("fields", [])]
+        assert "jane@acme.com" in shown  # a short field is whole
+        assert all(any(v.startswith(f"{name}: We will") for v in shown) for name, _ in fields)
+        notes = [e["text"] for b in of_type(blocks, "context") for e in b["elements"]]
+        assert any("Fields cut short" in note and "thread" in note for note in notes)
+        said = "\n\n".join(m.text for m in card_overflow(long))
+        assert all(f"{name}: {escape(value.strip())}" in said for name, value in fields)
+        assert "To: jane@acme.com" not in said  # what the card shows whole is not repeated
+        assert ("The whole text" in said) is (text is not None)
+
+
+def test_a_card_with_more_fields_than_its_blocks_hold_keeps_its_buttons() -> None:
+    many = replace(card("word " * 5000), fields=[(f"F{n}", "x" * 300) for n in range(300)])
+    blocks = card_message(many).blocks or []
+    assert validate_blocks(blocks) == [] and len(blocks) <= MOST_BLOCKS
+    assert text_in_blocks(blocks) <= CARD_TEXT_LIMIT and blocks[-1]["type"] == "actions"
+    said = "".join(m.text for m in card_overflow(many))
+    assert all(f"F{n}: {'x' * 300}" in said for n in range(300))
 
 
 def test_a_short_draft_is_split_into_sections_that_fit() -> None:
