@@ -7,6 +7,9 @@ run: here the offset only moves past updates already on disk. Handling happens i
 arrival order, on one worker, and may start as soon as an update is stored, while the
 disk catches up; a crash in between is recovered on start, and a delivery Telegram
 repeats is dropped by the inbox.
+
+A conversation is a chat, or a topic of a forum supergroup: replies go where the message
+came from, into its topic too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from telegram import (
     Document,
     InputFile,
     LinkPreviewOptions,
+    MaybeInaccessibleMessage,
     Message,
     Update,
     User,
@@ -95,6 +99,33 @@ class TelegramUnavailable(ChannelUnavailable):
 class Webhook:
     url: str  # the public URL Telegram posts to; it must reach WEBHOOK_PATH here
     secret: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A Telegram chat, or a topic in a forum supergroup (its ``message_thread_id``):
+    where replies go."""
+
+    chat: str
+    topic: int | None = None
+
+    @property
+    def chat_id(self) -> str:
+        return f"{self.chat}/{self.topic}" if self.topic else self.chat
+
+    @classmethod
+    def of(cls, chat_id: str) -> Conversation:
+        chat, _, topic = chat_id.partition("/")
+        return cls(chat, int(topic) if topic else None)
+
+    @classmethod
+    def where(cls, message: MaybeInaccessibleMessage) -> Conversation:
+        """Where ``message`` is: a topic's messages carry their topic's id (in a group
+        that is no forum, a reply's ``message_thread_id`` names a thread of replies, which
+        is no place to send to)."""
+        if isinstance(message, Message) and message.is_topic_message:
+            return cls(str(message.chat.id), message.message_thread_id)
+        return cls(str(message.chat.id))
 
 
 @dataclass(frozen=True)
@@ -451,7 +482,7 @@ class TelegramChannel:
     async def _edit(self, html: str, target: tuple[str, str]) -> None:
         """Replaces a message's text; with no markup given, Telegram drops its buttons.
         Raises ``SendLater`` when Telegram cannot be reached now."""
-        chat_id, message_id = target[0], int(target[1])
+        chat_id, message_id = Conversation.of(target[0]).chat, int(target[1])
         try:
             await self._call(
                 lambda: self.bot.edit_message_text(
@@ -468,17 +499,20 @@ class TelegramChannel:
             log.warning("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
 
     async def _post(self, chat_id: str, outgoing: Outgoing, quiet: bool = False) -> Message | None:
-        """Sends one message; ``quiet``: without a notification (a reply's second on). To
-        a group upgraded to a supergroup, it goes to the supergroup."""
-        chat_id = self._moved.get(chat_id, chat_id)
+        """Sends one message, into its conversation's topic where it has one; ``quiet``:
+        without a notification (a reply's second on). To a group upgraded to a supergroup,
+        it goes to the supergroup."""
+        where = Conversation.of(chat_id)
+        chat, topic = self._moved.get(where.chat, where.chat), where.topic
         try:
             if outgoing.document is not None:
                 name, content = outgoing.document
                 document = InputFile(content.encode(), filename=name)
                 return await self._call(
                     lambda: self.bot.send_document(
-                        chat_id,
+                        chat,
                         document,
+                        message_thread_id=topic,
                         caption=outgoing.html,
                         parse_mode=ParseMode.HTML,
                         disable_notification=quiet,
@@ -486,8 +520,9 @@ class TelegramChannel:
                 )
             return await self._call(
                 lambda: self.bot.send_message(
-                    chat_id,
+                    chat,
                     outgoing.html,
+                    message_thread_id=topic,
                     parse_mode=ParseMode.HTML,
                     reply_markup=outgoing.keyboard,
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
@@ -496,9 +531,9 @@ class TelegramChannel:
             )
         except ChatMigrated as exc:  # Telegram names the supergroup; this chat is no more
             moved = str(exc.new_chat_id)
-            log.info("Telegram chat %s became chat %s; sending there", chat_id, moved)
-            self._moved[chat_id] = moved
-            return await self._post(moved, outgoing, quiet)
+            log.info("Telegram chat %s became chat %s; sending there", chat, moved)
+            self._moved[where.chat] = moved
+            return await self._post(Conversation(moved, topic).chat_id, outgoing, quiet)
         except (Forbidden, BadRequest) as exc:  # a chat closed to steward; a bad request
             refused = self._redact(exc)
             log.error("Telegram refused a message to chat %s: %s", chat_id, refused)
@@ -567,18 +602,19 @@ def inbound_from(update: Update, bot_id: int) -> Inbound | None:
     query = update.callback_query
     if query is not None:
         message = query.message
-        chat_id = message.chat.id if message is not None else query.from_user.id
+        where = Conversation(str(query.from_user.id))
         context: dict[str, Any] = {"callback_query_id": query.id}
         if message is not None:
+            where = Conversation.where(message)
             context["message_id"] = message.message_id
         sender = _sender(query.from_user)
-        return Inbound(sender, str(chat_id), update_id, button=query.data or "", context=context)
+        return Inbound(sender, where.chat_id, update_id, button=query.data or "", context=context)
     message = update.message
     if message is None or message.from_user is None:
         return None
     return Inbound(
         _sender(message.from_user),
-        str(message.chat.id),
+        Conversation.where(message).chat_id,
         update_id,
         text=message.text or message.caption or "",
         attachment=_attachment(message),

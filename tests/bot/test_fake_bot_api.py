@@ -61,6 +61,19 @@ async def test_send_message_round_trip_with_an_inline_keyboard(api: FakeBotAPI, 
     assert "reply_markup" not in api.sent(USER)[1]
 
 
+async def test_a_message_goes_into_a_forum_topic_of_a_supergroup_only(
+    api: FakeBotAPI, bot: Bot
+) -> None:
+    group, topic = -1001234567890, 77
+    sent = await bot.send_message(group, "In the topic", message_thread_id=topic)
+    assert sent.message_thread_id == topic and sent.is_topic_message
+    assert api.sent(group)[0]["message_thread_id"] == topic
+    with pytest.raises(BadRequest, match=reason("message thread not found")):
+        await bot.send_message(USER, "In a private chat", message_thread_id=topic)
+    update = api.send_text(USER, "hi", chat_id=group, topic=topic)
+    assert update["message"]["message_thread_id"] == topic
+
+
 async def test_get_updates_confirms_by_offset(api: FakeBotAPI, bot: Bot) -> None:
     ids = [api.send_text(USER, text)["update_id"] for text in ("/start", "a", "b")]
 

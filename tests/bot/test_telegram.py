@@ -303,6 +303,25 @@ async def test_in_a_group_a_command_for_another_bot_is_not_steward_s(
         assert not any("dropped" in t for t in texts(api, group))
 
 
+async def test_a_run_started_in_a_forum_topic_asks_and_shows_its_card_in_that_topic(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    group, topic = -1001234567890, 77
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        api.send_text(OPERATOR, START.rpartition(" ")[0], chat_id=group, topic=topic)
+        await api.wait_for(lambda a: any("premium" in t for t in texts(a, group)))
+        api.send_text(OPERATOR, "basic", chat_id=group, topic=topic)  # answered in the topic
+        await api.wait_for(lambda a: cards(a, group))
+        (card,) = cards(api, group)
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await api.wait_for(lambda a: "reply_markup" not in a.message(group, card["message_id"]))
+        await bot.settled(api, 3)
+        assert len(outbox(home)) == 1
+        assert all(m.get("message_thread_id") == topic for m in api.sent(group))
+        assert failed_sends(api) == []
+
+
 async def test_a_card_decided_from_a_shell_loses_its_buttons_in_chat(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

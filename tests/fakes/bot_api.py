@@ -33,6 +33,9 @@ What it does, as the real server does:
   ``reply_markup`` in the edit removes it), ``editMessageReplyMarkup`` replaces the
   keyboard, an edit that changes nothing is 400 "message is not modified".
 * A callback query may be answered once, and only if it was delivered (see :meth:`press`).
+* Forum topics: ``message_thread_id`` sends a message into a topic of a supergroup (else
+  400 "message thread not found"), and the message carries it with ``is_topic_message``,
+  as a user's message in a topic does (``send_text(..., topic=...)``).
 
 What it adds for tests: every request is recorded as a :class:`Call` (arrival time, decoded
 parameters, status) in :attr:`FakeBotAPI.calls`; users are simulated with :meth:`send_text`,
@@ -800,10 +803,17 @@ class FakeBotAPI:
     # -- simulating users ----------------------------------------------------------------
 
     def send_text(
-        self, user_id: int, text: str, *, first_name: str = "Op", chat_id: int | None = None
+        self,
+        user_id: int,
+        text: str,
+        *,
+        first_name: str = "Op",
+        chat_id: int | None = None,
+        topic: int | None = None,
     ) -> JSONDict:
-        """A user writes ``text`` (in their private chat unless ``chat_id``); returns the
-        queued ``message`` update. A leading ``/command`` gets a bot_command entity."""
+        """A user writes ``text`` (in their private chat unless ``chat_id``, in a forum
+        topic of it with ``topic``); returns the queued ``message`` update. A leading
+        ``/command`` gets a bot_command entity."""
         user = self._user(user_id, first_name)
         chat = user_id if chat_id is None else chat_id
         message: JSONDict = {
@@ -813,6 +823,8 @@ class FakeBotAPI:
             "date": int(time.time()),
             "text": text,
         }
+        if topic is not None:
+            message.update(message_thread_id=topic, is_topic_message=True)
         command = text.split(maxsplit=1)[0] if text.startswith("/") else ""
         if len(command) > 1:
             message["entities"] = [
@@ -1159,6 +1171,15 @@ class FakeBotAPI:
             raise _bad("message is too long" if name == "text" else "message caption is too long")
         return text, parsed
 
+    def _topic(self, params: JSONDict) -> int | None:
+        """The forum topic a new message goes to: only a supergroup has topics."""
+        if params.get("message_thread_id") is None:
+            return None
+        topic = _int_param(params, "message_thread_id")
+        if self._chat(self._chat_id(params))["type"] != "supergroup":
+            raise _bad("message thread not found")
+        return topic
+
     def _markup(self, params: JSONDict) -> JSONDict | None:
         """The reply_markup a message shows: inline keyboards only, empty ones dropped."""
         markup = params.get("reply_markup")
@@ -1190,13 +1211,17 @@ class FakeBotAPI:
         self._sent.append(key)
         return copy.deepcopy(message)
 
-    def _new_bot_message(self, chat_id: int, markup: JSONDict | None) -> JSONDict:
+    def _new_bot_message(
+        self, chat_id: int, markup: JSONDict | None, topic: int | None = None
+    ) -> JSONDict:
         message: JSONDict = {
             "message_id": self._new_message_id(chat_id),
             "from": self.bot_user,
             "chat": self._chat(chat_id),
             "date": int(time.time()),
         }
+        if topic is not None:
+            message.update(message_thread_id=topic, is_topic_message=True)
         if markup is not None:
             message["reply_markup"] = markup
         return message
@@ -1314,7 +1339,7 @@ class FakeBotAPI:
     async def _send_message(self, params: JSONDict) -> JSONDict:
         chat_id = self._sendable(params)
         text, entities = self._formatted(params, "text", MAX_TEXT, required=True)
-        message = self._new_bot_message(chat_id, self._markup(params))
+        message = self._new_bot_message(chat_id, self._markup(params), self._topic(params))
         message["text"] = text
         if entities:
             message["entities"] = entities
@@ -1332,7 +1357,7 @@ class FakeBotAPI:
             raise _bad("there is no document in the request")
         upload = self.uploads[file_id]
         caption, entities = self._formatted(params, "caption", MAX_CAPTION, required=False)
-        message = self._new_bot_message(chat_id, self._markup(params))
+        message = self._new_bot_message(chat_id, self._markup(params), self._topic(params))
         message["document"] = {
             "file_id": file_id,
             "file_unique_id": f"AgAD{file_id[-6:]}",
