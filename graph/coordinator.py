@@ -144,6 +144,9 @@ class Coordinator:
             if text.startswith("/"):
                 return await self._command(inbound, text)
             pending = await self.memory.get(self._question_key(inbound))
+            if pending is not None and pending["type"] == "reason" and self._no_reason(text):
+                await self.memory.delete(self._question_key(inbound))
+                pending = None  # the rejection stays without one
             if (command := self._unslashed(text, asked=pending is not None)) is not None:
                 return await self._command(inbound, command)
             asks_history = pending is None and self._asks_history(text)
@@ -199,6 +202,11 @@ class Coordinator:
         else:
             shaped = _takes_an_id(name, args)
         return "/" + text if shaped else None
+
+    def _no_reason(self, text: str) -> bool:
+        """Whether ``text``, said when a rejection's reason was asked for, is something
+        else: a request a rule recognises ("onboard Beta …"), or a question."""
+        return plainly_a_question(text) or self.router.by_rules(text) is not None
 
     def _asks_history(self, text: str) -> bool:
         """A question ("why did we reject the Acme email?"); one that only ends with a

@@ -444,6 +444,19 @@ async def test_reject_button_asks_why_and_the_next_text_is_the_reason(app: Stewa
     assert "None" not in shown
 
 
+async def test_a_request_or_a_question_right_after_a_reject_is_no_reason(app: Steward) -> None:
+    """The operator moves on: each was noted as the reason, and nothing else was done."""
+    card = await start(app)
+    await send(app, button=f"reject:{card.approval_id}")
+    started = await send(app, "onboard Beta from Beta GmbH (ops@beta.de) on the basic package")
+    assert started.cards and "Noted" not in joined(started)
+    await send(app, button=f"reject:{started.cards[0].approval_id}")
+    assert "Noted." not in joined(await send(app, "what did we send Acme?"))
+    for approval_id in (card.approval_id, started.cards[0].approval_id):
+        approval = await app.ledger.get_approval(approval_id)
+        assert approval is not None and approval.reason is None
+
+
 async def test_a_message_long_after_a_reject_is_no_reason(app: Steward) -> None:
     """Only a message right after the press is taken as its reason."""
     card = await start(app)
