@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
@@ -67,7 +66,7 @@ class WorkingMemory(Protocol):
 class InProcessWorkingMemory:
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._items: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # each and its users
         self._clock = clock
         self._prune_above = PRUNE_ABOVE
 
@@ -132,8 +131,17 @@ class InProcessWorkingMemory:
 
     @asynccontextmanager
     async def lock(self, name: str, hold_seconds: float = 10.0) -> AsyncIterator[None]:
-        async with self._locks[name]:
-            yield
+        """Held by one at a time; kept while anyone holds or waits for it, so that a
+        long life of locks by new names (a card's, a chat's) does not grow the store."""
+        lock, users = self._locks.setdefault(name, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[name]
 
     async def close(self) -> None:
         return None

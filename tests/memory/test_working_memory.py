@@ -95,6 +95,15 @@ async def test_a_lock_lets_one_holder_in_at_a_time(memory: WorkingMemory) -> Non
         pass
 
 
+async def test_locks_by_new_names_do_not_pile_up_in_process() -> None:
+    """A long life of locks by new names (a card's, a chat's) kept one each, for good."""
+    memory = InProcessWorkingMemory()
+    for n in range(1_000):
+        async with memory.lock(f"card:{n}"):
+            pass
+    assert memory._locks == {}
+
+
 @pytest.mark.redis
 async def test_a_dead_holders_lock_frees_itself_and_two_processes_share_values() -> None:
     reason = await _redis_reason()
