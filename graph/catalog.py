@@ -15,7 +15,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from graph.definitions import ActionStep, Compensation, ProcessDefinition, ReferenceProblem
+from graph.definitions import (
+    WRITTEN,
+    ActionStep,
+    Compensation,
+    ProcessDefinition,
+    ReferenceProblem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ def load_definition(path: Path) -> ProcessDefinition:
     if not isinstance(data, dict):
         raise DefinitionError([DefinitionProblem(path, 1, "", "a definition must be a mapping")])
     try:
-        return ProcessDefinition.model_validate(data)
+        return ProcessDefinition.model_validate(data, context=WRITTEN)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -13,16 +13,32 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from graph.conditions import Condition
-from graph.durations import parse_duration
+from graph.durations import parse_duration, refuse_months
 from graph.inputs import InputSpec
 from graph.templating import mistyped, placeholders
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
 END = "end"
 BUILTIN_NAMES = frozenset({"run_id", "process", "today"})
+
+
+# The validation context of a definition read from a file (not one the ledger stored):
+# what it must not say any more is refused there alone, and a run goes on as it began.
+WRITTEN = {"written": True}
+
+
+def written(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("written"))
 
 
 class ReferenceProblem(ValueError):
@@ -79,8 +95,10 @@ class ApprovalStep(_Step):
 
     @field_validator("expires_in")
     @classmethod
-    def _duration(cls, value: str) -> str:
+    def _duration(cls, value: str, info: ValidationInfo) -> str:
         parse_duration(value)
+        if written(info):
+            refuse_months(value)
         return value
 
     @property
@@ -149,11 +167,13 @@ class WaitStep(_Step):
     output: str | None = Field(default=None, pattern=IDENTIFIER)
 
     @model_validator(mode="after")
-    def _something_to_wait_for(self) -> WaitStep:
+    def _something_to_wait_for(self, info: ValidationInfo) -> WaitStep:
         if self.duration is None and self.event is None:
             raise ValueError("a wait step needs `for` (a duration), `event`, or both")
         if self.duration is not None:
             parse_duration(self.duration)
+            if written(info):
+                refuse_months(self.duration)
         return self
 
     @property

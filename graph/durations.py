@@ -12,9 +12,14 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 LONGEST = timedelta(days=3650)
 
 
-def parse_duration(text: str) -> timedelta:
-    if "M" in text:  # a month, as many write it, would be read as a minute
+def refuse_months(text: str) -> None:
+    """A duration as written in a definition file: ``M``, a month as many write it, would
+    be read as a minute. (A definition stored with one reads on as it began: minutes.)"""
+    if "M" in text:
         raise ValueError(f"{text!r}: M is minutes or months? write 30m for minutes, 30d or 4w")
+
+
+def parse_duration(text: str) -> timedelta:
     cleaned = text.strip().lower().replace(" ", "")
     parts = _PART.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:

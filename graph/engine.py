@@ -416,7 +416,11 @@ class ProcessEngine:
         process has a wait for it."""
         runs = []
         for run in await self.ledger.list_runs(list(EXPECTING), limit=10_000):
-            definition = (await self._compiled_for(run.version)).definition
+            try:
+                definition = (await self._compiled_for(run.version)).definition
+            except Exception:  # one run's definition unread holds up no other's event
+                log.exception("run %s: its definition %s cannot be read", run.id, run.version)
+                continue
             if any(isinstance(s, WaitStep) and s.event == event for s in definition.steps):
                 runs.append(run)
         return runs

@@ -657,12 +657,31 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
     [
         *("", "   ", "0h", "0m0s", "soon", "3x", "h", "-5m", "1.5h"),
         *("3651d", "99999999d", "9999999999999d"),  # past ten years; past what dates hold
-        "1M",  # a month, as many write it, or a minute?
     ],
 )
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_duration_in_capital_m_is_refused_in_a_file_and_read_on_as_stored(
+    tmp_path: Path,
+) -> None:
+    """``expires_in: 1M``, a month as many write it, was a minute: the gate rejected a
+    minute after it opened. A definition a run began with keeps its meaning."""
+    wrote = GOOD.replace(
+        "    summary: Send the note", "    expires_in: 1M\n    summary: Send the note"
+    )
+    problem = only_problem(write(tmp_path, wrote))
+    assert "M is minutes or months?" in problem.message and problem.line is not None
+    waits = GOOD.replace(
+        "  - id: send\n", "  - id: nap\n    kind: wait\n    for: 2M\n  - id: send\n"
+    )
+    assert "M is minutes or months?" in only_problem(write(tmp_path, waits)).message
+    stored = load_definition(write(tmp_path, wrote.replace("1M", "1m"))).model_dump(by_alias=True)
+    stored["steps"][1]["expires_in"] = "1M"  # as a steward from before stored it
+    gate = ProcessDefinition.model_validate(stored).steps[1]
+    assert isinstance(gate, ApprovalStep) and gate.expiry == timedelta(minutes=1)
 
 
 def test_describe_duration_round_trips() -> None:
