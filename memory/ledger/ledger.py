@@ -272,6 +272,7 @@ def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
 
 
 _EXPIRY_PREFIX = "expire:"
+_LISTED = (RunStatus.FAILED.value, RunStatus.PAUSED.value)  # a run the daily list shows
 
 
 def expiry_key(approval_id: str) -> str:
@@ -386,6 +387,7 @@ class LedgerTx:
     def update_run(self, run_id: str, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
         _MOVE_RUN.run(self.conn, {"run_id": run_id, **self._held(values)})
+        self._listed_anew(run_id, values)
 
     def update_running_run(self, run_id: str, **values: Any) -> bool:
         """Updates a run only while it is running: a cancel that came first stands.
@@ -395,6 +397,7 @@ class LedgerTx:
         values.setdefault("updated_at", utcnow())
         held = {"run_id": run_id, "worker": self.worker, **values}
         if _MOVE_HELD_RUN.run(self.conn, held) == 1:
+            self._listed_anew(run_id, values)
             return True
         if self.run_status(run_id) is RunStatus.RUNNING:
             raise RunTakenOver(f"run {run_id} is no longer moved by {self.worker}")
@@ -404,6 +407,15 @@ class LedgerTx:
         """Whether this worker still moves the running run ``run_id``."""
         owner = self.conn.execute(select(t.runs.c.owner).where(t.runs.c.id == run_id))
         return owner.scalar_one_or_none() in (self.worker, None)
+
+    def _listed_anew(self, run_id: str, values: dict[str, Any]) -> None:
+        """A run that fails or is paused is an item of the daily list again, its card
+        keyed by the run: where the last one showed, and what it was settled with (Resume
+        pressed), are forgotten, or the new one would show that outcome at once."""
+        if values.get("status") in _LISTED:
+            self.conn.execute(
+                delete(t.card_messages).where(t.card_messages.c.approval_id == run_id)
+            )
 
     def _held(self, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` of a run; one that sets it running makes it this worker's."""

@@ -1244,6 +1244,13 @@ async def test_the_daily_lists_resume_button_resumes_a_paused_run(
         settled = slack.message(dm, listed["ts"])  # the item says so, its buttons gone
         assert not actions(settled) and f"resumed by slack:{OPERATOR}" in json.dumps(settled)
 
+        await say(slack, bot, f"/pause {run.id}")  # paused again, the next list has it again
+        await slack.wait_for(lambda s: sum("Paused run" in t for t in bot_texts(s, dm)) == 2)
+        await say(slack, bot, "today")
+        await slack.wait_for(lambda s: sum("1 paused run" in t for t in bot_texts(s, dm)) == 2)
+        await bot.channel.idle()
+        assert resumable(slack)  # with its button, not the outcome of the last one
+
 
 async def test_a_card_is_updated_in_place_after_a_restart(
     tmp_path: Path, slack: FakeSlackAPI
