@@ -98,7 +98,13 @@ async def import_(
         raise ArchiveError("this home has runs or an audit log already: import into a new one")
     tables = _tables()
     counts: dict[str, int] = {}
-    rows = {table.name: list(_read(folder / f"{table.name}.jsonl", table)) for table in tables}
+    expected = manifest.get("counts", {})
+    rows = {
+        table.name: list(_read(folder / f"{table.name}.jsonl", table))
+        if table.name in expected or (folder / f"{table.name}.jsonl").exists()
+        else []  # an export from before the table was there
+        for table in tables
+    }
     entries = _read_lines(folder / f"{CHECKPOINTS}.jsonl")
 
     def restore(conn: Connection) -> None:
@@ -124,8 +130,7 @@ async def import_(
         ) from None
     counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, entries)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
-    expected = manifest.get("counts", {})
-    wrong = {k: (v, expected.get(k)) for k, v in counts.items() if expected.get(k) != v}
+    wrong = {k: (v, expected.get(k)) for k, v in counts.items() if expected.get(k, 0) != v}
     if wrong:
         raise ArchiveError(f"rows read do not match the manifest: {wrong}")
     return Summary(counts)

@@ -123,6 +123,20 @@ async def test_not_an_export_is_refused_clearly(tmp_path: Path) -> None:
             await archive.import_(app.ledger, app.engine.checkpointer, folder)
 
 
+async def test_an_export_from_before_a_table_was_added_is_imported(tmp_path: Path) -> None:
+    """An export of a steward from before card_messages holds no file for it."""
+    async with Steward.open(load_settings(home=tmp_path / "old")) as app:
+        await seed(app)
+        await archive.export(app.ledger, app.engine.checkpointer, tmp_path / "export")
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    del manifest["counts"]["card_messages"]
+    (tmp_path / "export" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "export" / "card_messages.jsonl").unlink()
+    async with Steward.open(load_settings(home=tmp_path / "new")) as app:
+        summary = await archive.import_(app.ledger, app.engine.checkpointer, tmp_path / "export")
+        assert summary.counts["card_messages"] == 0 and summary.counts["runs"] == 4
+
+
 async def test_an_export_postgresql_cannot_hold_is_refused_whole(
     tmp_path: Path, postgres_database: DatabaseURL
 ) -> None:
