@@ -36,6 +36,8 @@ ANNOUNCE_AFTER = timedelta(seconds=30)
 # A scheduler's claim to announce a card lapses this long after, unless the card was
 # handed to a channel meanwhile: a crash between the claim and the card loses nothing.
 ANNOUNCE_CLAIM = timedelta(minutes=5)
+# A list sent late (steward was down) stands for the day's own list due this soon after.
+LATE_LIST_STANDS = timedelta(hours=3)
 BATCH = 500  # timers taken per tick
 IN_FLIGHT = 16  # fired at once: their ledger writes share commits
 
@@ -138,8 +140,9 @@ class Scheduler:
     async def _send_digest(self, timer: Timer, now: datetime) -> int:
         """Sends the day's list once, however many schedulers share the ledger; one that
         could not be handed to the channels is tried again at the next tick, and one a
-        stop cut off at the next start. A list sent late (steward was down) is today's
-        list: today's own does not follow it."""
+        stop cut off at the next start. A list sent late (steward was down) stands for
+        today's own when that is due within LATE_LIST_STANDS: it does not follow an hour
+        later."""
         try:
             reply = await self.coordinator.today_reply(now=now)
         except Exception:
@@ -160,7 +163,7 @@ class Scheduler:
             await self.ledger.release_timer(timer.id)
             return 0
         today = await self.ledger.get_timer(self._digest_key(now))
-        if today is not None and today.id != timer.id:
+        if today is not None and today.id != timer.id and today.due_at - now < LATE_LIST_STANDS:
             await self.ledger.claim_timer(today.id, self.worker)
         return 1
 

@@ -280,6 +280,25 @@ async def test_a_list_sent_late_is_the_only_one_that_day(app: Steward) -> None:
     assert len(sent) == 2 and "Sunday 25 October" in sent[1].texts[0]
 
 
+async def test_a_list_sent_late_in_the_night_leaves_the_morning_its_own(app: Steward) -> None:
+    sent: list[Reply] = []
+
+    async def notify(reply: Reply, reply_to: object) -> bool:
+        sent.append(reply)
+        return True
+
+    digest = DigestTime(time(8, 0), BERLIN)
+    clock = Clock(datetime(2026, 10, 23, 4, 0, tzinfo=UTC))
+    before = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await before.tick()  # plans the 23rd's list; steward is down until 00:30 the 24th
+    clock.now = datetime(2026, 10, 23, 22, 30, tzinfo=UTC)
+    after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
+    await after.tick()
+    clock.now = datetime(2026, 10, 24, 6, 0, 1, tzinfo=UTC)  # 08:00:01
+    await after.tick()
+    assert len(sent) == 2  # the one missed, at 00:30; the morning's own, at 08:00
+
+
 UTC_ZONE = ZoneInfo("UTC")
 SHELL = Sender("cli", "shell")
 
