@@ -253,9 +253,13 @@ class KnownEntities:
     def all_named(self, text: str) -> list[str]:
         """Every entity ``text`` names, in full or by its first word ("what did we quote
         Globex and Initech?"), in the order it names them."""
-        names = self._full_pattern.findall(text) if self._full else []
-        firsts = self._first_pattern.findall(text) if self._first else []
-        entities = [self._full[n.lower()] for n in names] + [self._first[n.lower()] for n in firsts]
+        full = list(self._full_pattern.finditer(text)) if self._full else []
+        taken = [match.span(1) for match in full]
+        entities = [self._full[match.group(1).lower()] for match in full]
+        for match in self._first_pattern.finditer(text) if self._first else []:
+            start, end = match.span(1)  # a word of a name given in full names no other
+            if not any(start < until and since < end for since, until in taken):
+                entities.append(self._first[match.group(1).lower()])
         return list(dict.fromkeys(entities))
 
 

@@ -156,6 +156,14 @@ def test_a_known_client_named_in_a_question_becomes_a_filter(
     assert read_question(question, NOW, BERLIN, ENTITIES).entities == ((entity,) if entity else ())
 
 
+def test_a_client_named_in_full_is_not_also_one_whose_name_begins_with_it() -> None:
+    known = ["client:Globex", "client:Globex Holdings", "client:Initech"]
+    asked = read_question("what did we quote Globex and Initech?", NOW, BERLIN, known)
+    assert asked.entities == ("client:Globex", "client:Initech")
+    held = read_question("what did Globex Holdings say?", NOW, BERLIN, known)
+    assert held.entities == ("client:Globex Holdings",)
+
+
 def test_a_client_typed_two_ways_is_still_named_by_its_first_word_and_both_are_asked() -> None:
     known = ["client:Northwind Legal", "client:northwind legal", "client:Globex"]
     for question in ("what did Northwind say?", "what did northwind LEGAL say?"):
