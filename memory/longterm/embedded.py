@@ -461,13 +461,15 @@ class EmbeddedMemory:
         return [hit for hit, _ in hits[:limit]]
 
     def _keyword(self, query: Query, wanted: int) -> list[tuple[str, float]]:
+        """The best ``wanted`` by keywords; of those scored alike, the newest (records
+        are stored in the order they happened), which the fusion keeps first."""
         match = keyword_query(query.text)
         if match is None:
             return []
         if query.filters.empty:  # the index alone answers
             sql = (
                 f"SELECT rowid, -{BM25} FROM records_fts WHERE records_fts MATCH ? "
-                f"ORDER BY {BM25} LIMIT ?"
+                f"ORDER BY {BM25}, rowid DESC LIMIT ?"
             )
             params: list[Any] = []
         else:
@@ -475,7 +477,7 @@ class EmbeddedMemory:
             sql = (
                 f"SELECT f.rowid, -{BM25} FROM records_fts f "
                 f"JOIN records r ON r.rowid = f.rowid WHERE records_fts MATCH ? AND {where} "
-                f"ORDER BY {BM25} LIMIT ?"
+                f"ORDER BY {BM25}, f.rowid DESC LIMIT ?"
             )
         return [
             (str(rowid), score)
@@ -496,7 +498,7 @@ class EmbeddedMemory:
             return []
         sql = (
             "SELECT rowid, vec_distance_cosine(vector, ?) AS d FROM floats "
-            f"WHERE rowid IN ({','.join('?' * len(near))}) ORDER BY d LIMIT ?"
+            f"WHERE rowid IN ({','.join('?' * len(near))}) ORDER BY d, rowid DESC LIMIT ?"
         )
         params = [sqlite_vec.serialize_float32(vector), *near, wanted]
         return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]
@@ -511,14 +513,14 @@ class EmbeddedMemory:
             sql = (
                 "WITH near AS (SELECT rowid FROM bits WHERE embedding MATCH vec_bit(?) AND k = ?) "
                 "SELECT f.rowid, vec_distance_cosine(f.vector, ?) AS d FROM near "
-                "JOIN floats f ON f.rowid = near.rowid ORDER BY d LIMIT ?"
+                "JOIN floats f ON f.rowid = near.rowid ORDER BY d, f.rowid DESC LIMIT ?"
             )
             k = min(wanted * OVERSAMPLE, VEC0_MAX_K)
             params: list[Any] = [bits, k, blob, wanted]
         else:
             sql = (
                 "SELECT rowid, vec_distance_cosine(vector, ?) AS d FROM floats "
-                "WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY d LIMIT ?"
+                "WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY d, rowid DESC LIMIT ?"
             )
             params = [blob, json.dumps(among), wanted]
         return [(str(rowid), 1.0 - distance) for rowid, distance in self._conn.execute(sql, params)]

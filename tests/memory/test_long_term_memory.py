@@ -300,6 +300,18 @@ async def test_the_embedded_store_s_limit_keeps_the_newest_of_records_found_equa
     await store.close()
 
 
+async def test_of_more_records_found_equally_well_than_it_weighs_the_newest_are_kept(
+    tmp_path: Path,
+) -> None:
+    """Past the candidates a search weighs (30), ties were cut oldest first."""
+    store = EmbeddedMemory(tmp_path / "memory.db")
+    days = [T0 + timedelta(days=n) for n in range(40)]
+    await put(store, *(record(n, "Globex quote sent", at=at) for n, at in enumerate(days)))
+    hits = await store.search(Query("Globex quote", None, limit=3))
+    assert [hit.record.at for hit in hits] == days[:-4:-1]
+    await store.close()
+
+
 def test_fusion_orders_equal_scores_by_id_as_numbers() -> None:
     assert [key for key, _ in fuse([("10", 2.0), ("9", 2.0), ("2", 1.0)], [], 0.0)] == [
         "9",
