@@ -38,7 +38,8 @@ CATCH_UP_SECONDS = 2.0
 EMBED_QUERY_SECONDS = 2.0
 UNAVAILABLE = "My long-term memory is not available right now ({}). Try again soon."
 # A model's citation: "[2]", "[1, 3]", "[2-4]".
-_CITATION = re.compile(r"\[(\d+(?:\s*[,–-]\s*\d+)*)\]")
+# Not "[2026-03-01]", a date: no answer draws on a thousand sources.
+_CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,–-]\s*\d{1,3})*)\]")
 
 MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 MONTHS |= {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
@@ -321,8 +322,12 @@ def _may_be_about(record: MemoryRecord, entity: str) -> bool:
     tag = record.entity
     if tag is None or tag.partition(":")[0] != entity.partition(":")[0] or _same(tag, entity):
         return True
-    name = re.escape(entity.partition(":")[2].strip())
-    return bool(name) and re.search(rf"(?<!\w){name}(?!\w)", record.text, re.I) is not None
+    kind, _, name = entity.partition(":")
+    name = name.strip()
+    if name.isdigit() or len(name) < 3:  # "7" counts only as "invoice 7", as a question
+        name = f"{kind} {name}"
+    said = rf"(?<!\w){re.escape(name)}(?!\w)"
+    return bool(name) and re.search(said, record.text, re.I) is not None
 
 
 def _same(entity: str, other: str) -> bool:

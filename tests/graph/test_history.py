@@ -407,6 +407,17 @@ async def test_an_answer_citing_a_source_that_is_not_listed_gives_way_to_the_rec
     assert "answering from records only: the answer cites [7], of " in caplog.text
 
 
+async def test_an_answer_with_a_date_in_brackets_is_no_citation_out_of_range(
+    app: Steward,
+) -> None:
+    await start(app, "Globex", "ops@globex.io")
+    answer = "We sent Globex the welcome email on [2026-03-01] [1]."
+    fake = Recording(messages=iter([AIMessage(content=answer)]))
+    app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+    text = said(await send(app, "/history what did we send Globex?"))
+    assert text.startswith(answer), text
+
+
 async def test_history_says_when_memory_is_away(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
