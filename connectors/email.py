@@ -46,7 +46,12 @@ class Attachment(BaseModel):
     mime_type: str = "text/plain"
 
 
-ADDRESS = r"^[!-~]+@[!-~]+\.[!-~]+$"  # printable ASCII: what SMTP without SMTPUTF8 carries
+# One bare address of printable ASCII, what SMTP without SMTPUTF8 carries: no list, no
+# display name, no comment ("billing,jane@acme.com" went to "billing" alone).
+ADDRESS = (
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$"
+)
 
 
 class SendEmail(BaseModel):

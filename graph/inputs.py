@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graph.templating import render
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+# One bare address, as SMTP carries it: no list ("billing,jane@acme.com" reached
+# "billing" alone), no display name, no comment, no character outside ASCII.
+EMAIL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$"
+)
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 # Characters no input may hold: C0 and C1 controls (a terminal's escape codes among them)
 # but tab and line breaks, and the two bidirectional overrides, which show text reversed

@@ -373,6 +373,8 @@ def test_an_invitation_is_escaped_folded_and_keeps_its_uid_across_sends() -> Non
         ({"cc": ["not an address"]}, "cc.0"),
         ({"to": "jöns@example.com"}, "to"),
         ({"to": "not an address"}, "to: String should match pattern"),
+        ({"to": "billing,jane@acme.com"}, "to"),  # the envelope held "billing" alone
+        ({"cc": ["Jane <jane@acme.com>"]}, "cc.0"),
     ],
 )
 async def test_an_email_that_cannot_be_sent_as_is_is_refused_before_anything(

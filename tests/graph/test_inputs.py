@@ -123,6 +123,12 @@ def test_parse_rejects(kind: InputType, raw: Any) -> None:
     ("kind", "raw", "words"),
     [
         (InputType.EMAIL, "jane@", "expected an email address"),
+        # each a list or more than one bare address: SMTP carried the first part alone
+        (InputType.EMAIL, "billing,jane@acme.com", "expected an email address"),
+        (InputType.EMAIL, "x@evil.com,jane@acme.com", "expected an email address"),
+        (InputType.EMAIL, "Jane <jane@acme.com>", "expected an email address"),
+        (InputType.EMAIL, "a@b.com(c)", "expected an email address"),
+        (InputType.EMAIL, "jöns@acme.de", "expected an email address"),  # no SMTPUTF8
         (InputType.INTEGER, "1.5", "expected a whole number"),
         (InputType.NUMBER, "???", "expected a number"),
         (InputType.MONEY, "-5", "expected an amount"),
