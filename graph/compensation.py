@@ -23,15 +23,20 @@ def undo_run_id(run_id: str, step_id: str, visit: int = 1) -> str:
     return "u" + hashlib.sha256(effect_key(run_id, step_id, visit).encode()).hexdigest()[:11]
 
 
-def effect_key(run_id: str, step_id: str, visit: int) -> str:
-    """The idempotency key of what an action does on a visit: RUN:STEP, then RUN:STEP:2 …"""
-    return f"{run_id}:{step_id}" + (f":{visit}" if visit > 1 else "")
+def effect_key(run_id: str, step_id: str, visit: int, approved_on: int | None = None) -> str:
+    """The idempotency key of what an action does on a visit: RUN:STEP, then RUN:STEP:2 …
+    One acting on an approval of another visit of its gate than its own (a replay from
+    the gate after its attempt failed, a gate asked again) says which: RUN:STEP@2. A new
+    approval is a new effect: the attempt before it may have gone out, with the old text,
+    and a key of its own it must not share."""
+    key = f"{run_id}:{step_id}" + (f":{visit}" if visit > 1 else "")
+    return key if approved_on in (None, visit) else f"{key}@{approved_on}"
 
 
 def visit_of(key: str) -> int:
-    """The visit an effect's key was made on."""
+    """The visit of its step an effect's key was made on."""
     _, _, rest = key.partition(":")
-    _, _, visit = rest.partition(":")
+    _, _, visit = rest.partition("@")[0].partition(":")
     return int(visit) if visit.isdigit() else 1
 
 

@@ -216,7 +216,7 @@ def _action(definition: ProcessDefinition, step: ActionStep, following: str) -> 
             )
         values = _as_approved(state, ctx, definition, step, gate)
         params = {name: render(template, values) for name, template in step.params.items()}
-        key = effect_key(ctx.run_id, step.id, visit)
+        key = effect_key(ctx.run_id, step.id, visit, gate["visit"])
         result = await ctx.effects.perform(
             key=key,
             run_id=ctx.run_id,

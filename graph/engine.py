@@ -41,7 +41,7 @@ from langgraph.types import Command, Interrupt, StateSnapshot
 from connectors.base import ConnectorError
 from graph.catalog import Catalog
 from graph.compensation import GATE as UNDO_GATE
-from graph.compensation import effect_key, undo_definition, undo_run_id, visit_of
+from graph.compensation import undo_definition, undo_run_id, visit_of
 from graph.compiler import Graph, acted_on_its_approval, compile_definition
 from graph.definitions import (
     CORRECTION,
@@ -515,7 +515,8 @@ class ProcessEngine:
                 f"step {step_id} has no compensating action I can run"
                 + (f"; to undo it by hand: {by_hand}" if by_hand else "")
             )
-        visit = await self._to_undo(run_id, step_id)
+        key = await self._to_undo(run_id, step_id)
+        visit = visit_of(key)
         undo_id = undo_run_id(run_id, step_id, visit)
         undo = undo_definition(definition, step)
         version = undo.version
@@ -525,7 +526,7 @@ class ProcessEngine:
         # The values the action acted with: a replay since may have changed them.
         data = {**run.inputs, **await self._data_of_visit(compiled, run_id, step_id, visit)}
         data["run_id"] = run_id
-        data[UNDOES] = effect_key(run_id, step_id, visit)
+        data[UNDOES] = key
         values = {name: data[name] for name in undo.inputs if data.get(name) is not None}
         values[UNDOES] = data[UNDOES]  # the run says what it undoes
         if step.compensate.text is not None:
@@ -546,9 +547,9 @@ class ProcessEngine:
             told.append(render(how, {**run.inputs, **state.get("data", {})}))
         return "; ".join(dict.fromkeys(told))
 
-    async def _to_undo(self, run_id: str, step_id: str) -> int:
-        """The visit of the step whose action is undone next: the latest that acted, once
-        the undo of every later one is done (a replay makes a step act again)."""
+    async def _to_undo(self, run_id: str, step_id: str) -> str:
+        """The key of the step's effect undone next: the latest that acted, once the
+        undo of every later one is done (a replay makes a step act again)."""
         acted = [e for e in await self.ledger.effects_of(run_id, step_id) if e.status == "done"]
         if not acted:
             raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
@@ -558,7 +559,7 @@ class ProcessEngine:
             undo_id = undo_run_id(run_id, step_id, visit)
             earlier = await self.ledger.get_run(undo_id)
             if earlier is None:
-                return visit
+                return effect.key
             if earlier.status in (RunStatus.CANCELLED, RunStatus.FAILED):
                 raise InvalidState(
                     f"step {step_id} of run {run_id} was not undone: its undo (run {undo_id}) "

@@ -971,15 +971,13 @@ class Ledger:
         self, version: str, name: str, body: dict[str, Any], source: str
     ) -> None:
         def save(conn: Connection) -> None:
-            known = conn.execute(
-                select(t.definitions.c.version).where(t.definitions.c.version == version)
-            ).first()
-            if known is None:
-                conn.execute(
-                    insert(t.definitions).values(
-                        version=version, name=name, body=body, source=source, created_at=utcnow()
-                    )
-                )
+            # Once, however many stewards start together on a new database: the first.
+            upsert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(
+                upsert(t.definitions)
+                .values(version=version, name=name, body=body, source=source, created_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["version"])
+            )
 
         await self.db.run(save)
 

@@ -212,6 +212,27 @@ async def test_a_line_dead_after_the_server_took_the_message_stops_as_uncertain(
     assert inbox.data_attempts == 1
 
 
+async def test_a_text_approved_again_after_an_uncertain_send_goes_out_as_a_new_email(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    """Replayed from its gate and approved with a new text, the step acts on a new
+    approval: it took the uncertain attempt's key, so it stopped as uncertain about
+    the old text, and /retry then sent the new one under the old Message-ID."""
+    inbox, _ = smtp
+    inbox.drop_after_data = True
+    run = await approve_onboarding(app, edited="Hi Jane, version ONE")
+    assert run.status is RunStatus.FAILED and run.error_class == "uncertain"
+    inbox.drop_after_data = False
+    again = await app.engine.replay(run.id, "approve_welcome", {}, "cli:shell")
+    assert again.approval is not None
+    done = await app.engine.decide(again.approval.id, True, "cli:shell", edited_text="version TWO")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    first, second = inbox.received
+    assert second.get_content().strip() == "version TWO"
+    assert second["Message-ID"] == message_id(f"{run.id}:send_welcome@2", SENDER)
+    assert first["Message-ID"] != second["Message-ID"]
+
+
 async def test_an_attempt_a_crash_cut_short_names_the_message_id_to_look_for(
     app: Steward, smtp: tuple[Inbox, int]
 ) -> None:

@@ -84,7 +84,8 @@ async def test_a_waiting_run_leaves_its_open_gate_behind(app: Steward) -> None: 
     late = await app.engine.decide(old, True, "cli:shell")
     assert not late.decided_now and sent(app) == []
     await app.engine.decide(again.approval.id, True, "cli:shell")
-    assert [e["key"] for e in sent(app)] == [f"{view.run.id}:send_welcome"]
+    # acting on the second visit of its gate: a key of its own (see effect_key)
+    assert [e["key"] for e in sent(app)] == [f"{view.run.id}:send_welcome@2"]
 
 
 async def test_bad_replays_say_what_is_wrong(app: Steward) -> None:  # noqa: F811
@@ -139,7 +140,7 @@ async def test_a_failed_action_waits_for_the_new_approval_before_acting(app: Ste
     done = await app.engine.decide(replayed.approval.id, True, "cli:a")
     assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
     assert [(e["params"]["to"], e["key"]) for e in sent(app)] == [  # type: ignore[index]
-        ("jane@acme.com", f"{view.run.id}:send_welcome")  # the refused attempt sent nothing
+        ("jane@acme.com", f"{view.run.id}:send_welcome@2")  # a new approval, a new key
     ]
 
 
