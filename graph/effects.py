@@ -20,7 +20,7 @@ from typing import Any, Literal
 from connectors import ConnectorRegistry, OutcomeUnknown, TransientError
 from connectors.base import Connector, ConnectorError, validated
 from graph.errors import UncertainEffect
-from memory.ledger import Ledger, NewAuditEvent, storable
+from memory.ledger import Ledger, NewAuditEvent, RunCancelled, RunTakenOver, storable
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,11 @@ class EffectGuard:
                 await self._finish(key, run_id, step_id, connector_name, action, None, error)
                 raise error
             await self._sleep(self.policy.delay(attempt))
+            try:  # a cancel from another process, or a take-over, landed while it waited
+                await self.ledger.may_still_act(run_id, key)
+            except (RunCancelled, RunTakenOver):
+                await self._finish(key, run_id, step_id, connector_name, action, None, error)
+                raise
 
     async def _finish(
         self,

@@ -1614,6 +1614,21 @@ class Ledger:
 
         return await self.db.run(begin)
 
+    async def may_still_act(self, run_id: str, key: str) -> None:
+        """Before an effect is tried again: raises ``RunCancelled`` if the run was
+        cancelled meanwhile (in another process: one here waits for the run), and
+        ``RunTakenOver`` if another worker moves it now (this one looked gone)."""
+
+        def check(conn: Connection) -> None:
+            tx = LedgerTx(conn, self.worker)
+            status = tx.run_status(run_id)
+            if status is RunStatus.CANCELLED:
+                raise RunCancelled(f"run {run_id} was cancelled; {key} was not tried again")
+            if status is RunStatus.RUNNING and not tx.moves(run_id):
+                raise RunTakenOver(f"run {run_id} is no longer moved by {self.worker}")
+
+        await self.db.run(check, write=False)
+
     async def finish_effect(
         self,
         key: str,

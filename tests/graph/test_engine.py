@@ -352,6 +352,29 @@ async def test_transient_errors_are_retried_then_succeed(app: Steward) -> None:
     assert flaky.calls == 3
 
 
+async def test_a_cancel_from_another_process_between_tries_stops_the_next(
+    app: Steward, tmp_path: Path
+) -> None:
+    """One in this process waits for the run; one from a shell landed while the guard
+    waited to try again, and the email went out for a run the operator had cancelled."""
+    flaky = Flaky([TransientError("421 try again later")])
+    use_connector(app, flaky)
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    async with Steward.open(app.settings) as shell:
+
+        async def meanwhile(delay: float) -> None:  # `steward cancel RUN` in a shell
+            await shell.engine.cancel(view.run.id, "cli:b")
+
+        app.engine.effects._sleep = meanwhile
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+    run = await app.ledger.get_run(view.run.id)
+    assert run is not None and run.status is RunStatus.CANCELLED
+    assert flaky.calls == 1
+    effect = await app.ledger.get_effect(f"{view.run.id}:send_welcome")
+    assert effect is not None and effect.status == "failed"  # not tried: nothing in doubt
+
+
 async def test_data_error_fails_the_run_and_retry_continues(app: Steward) -> None:
     flaky = Flaky([DataError("mailbox does not exist")])
     use_connector(app, flaky)
