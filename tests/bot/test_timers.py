@@ -16,19 +16,9 @@ from bot.app import Steward
 from bot.scheduler import Scheduler
 from graph.messages import Reply
 from memory.ledger import ApprovalStatus, RunStatus, utcnow
+from tests.graph.test_digest import ESCALATING
 from tests.homes import steward_with
 
-ESCALATING = """
-name: quick_check
-title: Quick check
-description: asks, and asks again when nobody answers
-steps:
-  - id: gate
-    kind: approval
-    summary: Check it
-    expires_in: 1h
-    on_expiry: escalate
-"""
 NAP = """
 name: nap
 title: Nap

@@ -258,7 +258,11 @@ async def test_a_list_a_stop_cut_off_goes_out_at_the_next_start(app: Steward) ->
     assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
 
 
-async def test_a_list_sent_late_is_the_only_one_that_day(app: Steward) -> None:
+async def back_after_missing_a_list(
+    app: Steward, back: datetime
+) -> tuple[Scheduler, Clock, list[Reply]]:
+    """A steward that planned the 23rd's list at 08:00 in Berlin, was down over it, and
+    is back at ``back``, where it sent the list missed: its scheduler, clock and lists."""
     sent: list[Reply] = []
 
     async def notify(reply: Reply, reply_to: object) -> bool:
@@ -268,11 +272,17 @@ async def test_a_list_sent_late_is_the_only_one_that_day(app: Steward) -> None:
     digest = DigestTime(time(8, 0), BERLIN)
     clock = Clock(datetime(2026, 10, 23, 4, 0, tzinfo=UTC))
     before = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
-    await before.tick()  # plans the 23rd's list, then steward is down until 07:00 the 24th
-    clock.now = datetime(2026, 10, 24, 5, 0, tzinfo=UTC)
+    await before.tick()  # plans the 23rd's list
+    clock.now = back
     after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
-    await after.tick()  # the list missed goes out: today's
-    clock.now = datetime(2026, 10, 24, 6, 0, 1, tzinfo=UTC)  # 08:00:01
+    await after.tick()  # the list missed goes out
+    assert len(sent) == 1
+    return after, clock, sent
+
+
+async def test_a_list_sent_late_is_the_only_one_that_day(app: Steward) -> None:
+    after, clock, sent = await back_after_missing_a_list(app, datetime(2026, 10, 24, 5, tzinfo=UTC))
+    clock.now = datetime(2026, 10, 24, 6, 0, 1, tzinfo=UTC)  # 08:00:01, an hour after it
     await after.tick()
     assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
     clock.now = datetime(2026, 10, 25, 7, 0, 1, tzinfo=UTC)  # the next day's comes as ever
@@ -281,19 +291,8 @@ async def test_a_list_sent_late_is_the_only_one_that_day(app: Steward) -> None:
 
 
 async def test_a_list_sent_late_in_the_night_leaves_the_morning_its_own(app: Steward) -> None:
-    sent: list[Reply] = []
-
-    async def notify(reply: Reply, reply_to: object) -> bool:
-        sent.append(reply)
-        return True
-
-    digest = DigestTime(time(8, 0), BERLIN)
-    clock = Clock(datetime(2026, 10, 23, 4, 0, tzinfo=UTC))
-    before = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
-    await before.tick()  # plans the 23rd's list; steward is down until 00:30 the 24th
-    clock.now = datetime(2026, 10, 23, 22, 30, tzinfo=UTC)
-    after = Scheduler(app.ledger, app.engine, app.coordinator, notify, digest=digest, clock=clock)
-    await after.tick()
+    night = datetime(2026, 10, 23, 22, 30, tzinfo=UTC)  # 00:30 on the 24th in Berlin
+    after, clock, sent = await back_after_missing_a_list(app, night)
     clock.now = datetime(2026, 10, 24, 6, 0, 1, tzinfo=UTC)  # 08:00:01
     await after.tick()
     assert len(sent) == 2  # the one missed, at 00:30; the morning's own, at 08:00
