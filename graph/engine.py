@@ -597,7 +597,9 @@ class ProcessEngine:
         checkpoints stay in its history. Every step from there runs as a new visit, so a
         gate asks again before its action acts again; an action that already acted on
         its approval is refused rather than repeated, and one is never replayed with
-        inputs its approval did not show. A decision that lands first goes first."""
+        inputs its approval did not show. A decision that lands first goes first. Until
+        the replay first stops, the run says it replays (``Run.replaying``): cut short,
+        it replays again, and never goes on from the state before it."""
         async with self._locks.hold(run_id):
             run = await self._run(run_id)
             if run.status is RunStatus.RUNNING:
@@ -643,6 +645,7 @@ class ProcessEngine:
                     current_step=from_step,
                     error=None,
                     error_class=None,
+                    replaying=from_step,
                 )
                 detail = {"from": from_step, "changes": values, "approvals": cancelled}
                 tx.audit(NewAuditEvent(actor, "run.replayed", run_id, detail))
@@ -802,6 +805,9 @@ class ProcessEngine:
         compiled = await self._compiled_for(run.version)
         config = _config(run.id)
         snapshot = await compiled.graph.aget_state(config)
+        if run.replaying is not None:  # cut short before it first stopped: from its start,
+            # never from the state before it (a failed action would act on the old approval)
+            return await self._replay_from(run, dict(run.inputs), snapshot)
         if not snapshot.values:
             return await self._advance(run, {"data": dict(run.inputs)})
         if snapshot.interrupts:
@@ -936,6 +942,7 @@ class ProcessEngine:
             steps_logged=run.steps_logged + len(entries),
             error=run.error if stop else outcome,
             updated_at=now,
+            replaying=None,
         )
 
         def record(tx: LedgerTx) -> tuple[Approval | None, Run | None]:
@@ -947,6 +954,7 @@ class ProcessEngine:
                 steps_logged=settled.steps_logged,
                 error=settled.error,
                 updated_at=now,
+                replaying=None,  # a replay's first stop: from here it goes on as any run
             )
             if not moved:  # cancelled meanwhile: the cancel stands, nothing new opens
                 return None, tx.get_run(run.id)

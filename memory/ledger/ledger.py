@@ -1979,6 +1979,7 @@ def _run_values(run: Run) -> dict[str, Any]:
         "steps_logged": run.steps_logged,
         "error": run.error,
         "error_class": run.error_class,
+        "replaying": run.replaying,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
     }
@@ -1999,6 +2000,7 @@ def _run(row: Row[Any]) -> Run:
         steps_logged=row.steps_logged,
         error=row.error,
         error_class=row.error_class,
+        replaying=row.replaying,
     )
 
 

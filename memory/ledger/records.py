@@ -47,6 +47,7 @@ class Run:
     steps_logged: int = 0
     error: str | None = None
     error_class: str | None = None
+    replaying: str | None = None  # the step a replay goes on from, until it first stops
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,9 @@ runs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("owner", String(300), nullable=True),  # the worker moving it while it runs
+    # The step a replay goes on from, from its record until it first stops: recovery
+    # replays again from there, and never goes on from the state before the replay.
+    Column("replaying", String(100), nullable=True),
     Index("ix_runs_status_updated", "status", "updated_at"),
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_status_created", "status", "created_at"),

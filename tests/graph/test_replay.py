@@ -144,6 +144,41 @@ async def test_a_failed_action_waits_for_the_new_approval_before_acting(app: Ste
     ]
 
 
+@pytest.mark.parametrize("cut", ["after its record", "after clearing the failed step"])
+async def test_a_replay_cut_short_asks_again_and_never_acts_on_the_old_approval(
+    app: Steward,
+    monkeypatch: pytest.MonkeyPatch,
+    cut: str,  # noqa: F811
+) -> None:
+    """A crash, or one "database is locked", between the replay's record and its first
+    stop: recovery went on from the state before it, and the failed action sent the old
+    email to the old address, unasked."""
+    refused_once(app, ".cm")
+    view = await app.engine.start("onboarding", {**ONBOARD, "email": "jane@acme.cm"}, "cli:a")
+    assert view.approval is not None
+    failed = await app.engine.decide(view.approval.id, True, "cli:a")
+    assert failed.view is not None and failed.view.run.status is RunStatus.FAILED
+    graph = (await app.engine._compiled_for(view.run.version)).graph
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as crash:
+        if cut == "after its record":
+            crash.setattr(graph, "aupdate_state", dies)
+        else:
+            crash.setattr(app.engine, "_advance", dies)
+        with pytest.raises(SystemExit):
+            await app.engine.replay(view.run.id, "approve_welcome", {"email": "x@acme.io"}, "cli:a")
+    [recovered] = await app.engine.recover()  # the process, restarted
+    assert sent(app) == []
+    assert recovered.run.status is RunStatus.WAITING
+    assert recovered.approval is not None and recovered.approval.visit == 2
+    done = await app.engine.decide(recovered.approval.id, True, "cli:a")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+    assert [e["params"]["to"] for e in sent(app)] == ["x@acme.io"]  # type: ignore[index]
+
+
 async def test_an_action_is_not_replayed_with_inputs_its_approval_never_showed(
     app: Steward,  # noqa: F811
 ) -> None:
