@@ -146,9 +146,9 @@ async def test_a_failed_action_waits_for_the_new_approval_before_acting(app: Ste
 
 @pytest.mark.parametrize("cut", ["after its record", "after clearing the failed step"])
 async def test_a_replay_cut_short_asks_again_and_never_acts_on_the_old_approval(
-    app: Steward,
+    app: Steward,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
-    cut: str,  # noqa: F811
+    cut: str,
 ) -> None:
     """A crash, or one "database is locked", between the replay's record and its first
     stop: recovery went on from the state before it, and the failed action sent the old
