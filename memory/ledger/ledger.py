@@ -1583,13 +1583,18 @@ class Ledger:
         """Durably records an attempt before the effect.
 
         Returns the record as it stood before this attempt, or None for a first attempt.
-        A record that is already done is returned untouched.
+        A record that is already done is returned untouched. Raises ``RunCancelled`` for
+        a cancelled run, and ``RunTakenOver`` when another worker moves the run now (this
+        one was frozen past its lease): it acts there, not here.
         """
 
         def begin(conn: Connection) -> IdempotencyRecord | None:
             tx = LedgerTx(conn, self.worker)
-            if tx.run_status(run_id) is RunStatus.CANCELLED:
+            status = tx.run_status(run_id)
+            if status is RunStatus.CANCELLED:
                 raise RunCancelled(f"run {run_id} was cancelled; {key} was not performed")
+            if status is RunStatus.RUNNING and not tx.moves(run_id):  # it looked gone
+                raise RunTakenOver(f"run {run_id} is moved by another worker; {key} was not")
             previous = tx.get_effect(key)
             if previous is None:
                 _INSERT_EFFECT.run(

@@ -22,6 +22,7 @@ from memory.ledger import (
     OwedReply,
     Run,
     RunStatus,
+    RunTakenOver,
     TakenOver,
     utcnow,
 )
@@ -290,6 +291,21 @@ async def test_a_worker_back_after_its_run_was_taken_over_records_nothing_of_it(
         await set_running(b, "run2")
         await b.write(lambda tx: tx.update_run("run2", status=RunStatus.CANCELLED.value))
         assert not await b.write(lambda tx: tx.update_running_run("run2", current_step="x"))
+
+
+async def test_a_worker_back_after_its_run_was_taken_over_begins_no_effect(
+    database_url: DatabaseURL,
+) -> None:
+    """Woken past its lease, "a" would have acted beside "b", which acts for the run now
+    (an email sent twice, or stopped as uncertain in "b")."""
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await set_running(a, "run1")
+        await fall_silent(b, "a")
+        assert await runs_of(b, own=False) == ["run1"]
+        with pytest.raises(RunTakenOver):
+            await a.begin_effect("run1:send", "run1", "send", "email", {})
+        assert await a.get_effect("run1:send") is None
+        assert await b.begin_effect("run1:send", "run1", "send", "email", {}) is None
 
 
 async def test_a_process_keeps_the_runs_it_set_running_before_it_registered(
