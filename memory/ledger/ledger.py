@@ -137,6 +137,9 @@ _MOVE_HEAD = Prepared(
 _INSERT_RUN = Prepared(insert(t.runs))
 _GET_RUN = Prepared(select(t.runs).where(t.runs.c.id == bindparam("run_id")))
 _RUN_STATUS = Prepared(select(t.runs.c.status).where(t.runs.c.id == bindparam("run_id")))
+_RUN_HELD = Prepared(
+    select(t.runs.c.status, t.runs.c.owner).where(t.runs.c.id == bindparam("run_id"))
+)
 # Runs the daily list looks at: not yet over.
 OPEN_STATUSES = (RunStatus.WAITING, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.PAUSED)
 _UPDATE_RUN = update(t.runs).where(t.runs.c.id == bindparam("run_id"))
@@ -402,6 +405,18 @@ class LedgerTx:
         if self.run_status(run_id) is RunStatus.RUNNING:
             raise RunTakenOver(f"run {run_id} is no longer moved by {self.worker}")
         return False
+
+    def may_act(self, run_id: str, key: str) -> None:
+        """Raises ``RunCancelled`` for a cancelled run, and ``RunTakenOver`` for a running
+        one another worker moves now (this one looked gone): ``key``'s effect is not for
+        this worker to make. One read of the run."""
+        row = _RUN_HELD.first(self.conn, {"run_id": run_id})
+        if row is None:
+            return
+        if row.status == RunStatus.CANCELLED.value:
+            raise RunCancelled(f"run {run_id} was cancelled; {key} was not performed")
+        if row.status == RunStatus.RUNNING.value and row.owner not in (self.worker, None):
+            raise RunTakenOver(f"run {run_id} is moved by another worker; {key} was not")
 
     def moves(self, run_id: str) -> bool:
         """Whether this worker still moves the running run ``run_id``."""
@@ -1590,11 +1605,7 @@ class Ledger:
 
         def begin(conn: Connection) -> IdempotencyRecord | None:
             tx = LedgerTx(conn, self.worker)
-            status = tx.run_status(run_id)
-            if status is RunStatus.CANCELLED:
-                raise RunCancelled(f"run {run_id} was cancelled; {key} was not performed")
-            if status is RunStatus.RUNNING and not tx.moves(run_id):  # it looked gone
-                raise RunTakenOver(f"run {run_id} is moved by another worker; {key} was not")
+            tx.may_act(run_id, key)
             previous = tx.get_effect(key)
             if previous is None:
                 _INSERT_EFFECT.run(
@@ -1623,16 +1634,9 @@ class Ledger:
         """Before an effect is tried again: raises ``RunCancelled`` if the run was
         cancelled meanwhile (in another process: one here waits for the run), and
         ``RunTakenOver`` if another worker moves it now (this one looked gone)."""
-
-        def check(conn: Connection) -> None:
-            tx = LedgerTx(conn, self.worker)
-            status = tx.run_status(run_id)
-            if status is RunStatus.CANCELLED:
-                raise RunCancelled(f"run {run_id} was cancelled; {key} was not tried again")
-            if status is RunStatus.RUNNING and not tx.moves(run_id):
-                raise RunTakenOver(f"run {run_id} is no longer moved by {self.worker}")
-
-        await self.db.run(check, write=False)
+        await self.db.run(
+            lambda conn: LedgerTx(conn, self.worker).may_act(run_id, key), write=False
+        )
 
     async def finish_effect(
         self,
