@@ -28,6 +28,7 @@ from sqlalchemy import (
     Float,
     Row,
     Select,
+    Table,
     and_,
     bindparam,
     delete,
@@ -283,12 +284,17 @@ def expiry_key(approval_id: str) -> str:
     return f"{_EXPIRY_PREFIX}{approval_id}"
 
 
+def _insert_into(conn: Connection, table: Table) -> Any:
+    """An INSERT into ``table`` in the dialect of ``conn``, which knows ON CONFLICT."""
+    insert_of = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return insert_of(table)
+
+
 def _locked_card(conn: Connection, channel: str, approval_id: str) -> tuple[list[Any], str | None]:
     """The messages of ``channel`` showing the card, and its outcome there, with the
     card's row locked until the transaction ends (made first, if need be)."""
-    upsert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
-        upsert(t.card_messages)
+        _insert_into(conn, t.card_messages)
         .values(channel=channel, approval_id=approval_id, messages=[], outcome=None)
         .on_conflict_do_nothing(index_elements=["channel", "approval_id"])
     )
@@ -586,19 +592,15 @@ class LedgerTx:
         fire at a later one."""
         a, timer = t.approvals, t.timers
         pending = (
-            select(a.c.id, a.c.expires_at)
+            select(a.c.id, a.c.expires_at, timer.c.id)
             .join(timer, timer.c.key == _EXPIRY_PREFIX + a.c.id)
             .where(a.c.run_id == run_id, a.c.status == "pending", timer.c.status == "pending")
         )
-        for approval_id, expires_at in self.conn.execute(pending).all():
+        for approval_id, expires_at, timer_id in self.conn.execute(pending).all():
             self.conn.execute(
                 update(a).where(a.c.id == approval_id).values(expires_at=expires_at + by)
             )
-            self.conn.execute(  # set aside while paused (see set_aside_timer): due again
-                update(timer)
-                .where(timer.c.key == expiry_key(approval_id), timer.c.status == "pending")
-                .values(due_at=expires_at + by)
-            )
+            self.set_aside_timer(timer_id, expires_at + by)  # set aside while paused: due again
         waits = select(timer.c.id, timer.c.due_at).where(
             timer.c.run_id == run_id,
             timer.c.kind == "wait",
@@ -987,9 +989,8 @@ class Ledger:
     ) -> None:
         def save(conn: Connection) -> None:
             # Once, however many stewards start together on a new database: the first.
-            upsert: Any = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
             conn.execute(
-                upsert(t.definitions)
+                _insert_into(conn, t.definitions)
                 .values(version=version, name=name, body=body, source=source, created_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["version"])
             )
@@ -1522,9 +1523,7 @@ class Ledger:
 
     async def move_cursor(self, reader: str, seq: int) -> None:
         def move(conn: Connection) -> None:
-            upsert: Any = (
-                postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            )(t.memory_cursors).values(store=reader, seq=seq)
+            upsert = _insert_into(conn, t.memory_cursors).values(store=reader, seq=seq)
             conn.execute(upsert.on_conflict_do_update(index_elements=["store"], set_={"seq": seq}))
 
         await self.db.run(move)
@@ -1543,10 +1542,12 @@ class Ledger:
             )
             if moved.rowcount == 1 or read != unread:
                 return moved.rowcount == 1
-            first: Any = (
-                postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            )(cursors).values(store=reader, seq=seq)
-            first = first.on_conflict_do_nothing(index_elements=["store"]).returning(cursors.c.seq)
+            first = (
+                _insert_into(conn, cursors)
+                .values(store=reader, seq=seq)
+                .on_conflict_do_nothing(index_elements=["store"])
+                .returning(cursors.c.seq)
+            )
             return conn.execute(first).first() is not None  # (its rowcount is -1 on psycopg)
 
         return await self.db.run(move)
