@@ -205,6 +205,15 @@ NOT_NAMES = frozenset(calendar.day_name) | frozenset(calendar.day_abbr)
 NAMES_LOOKED_UP = 3  # at most, a question
 
 
+def _as_said(entity: str) -> str:
+    """How a text names ``entity``: by its name ("Acme Bakery"), or, for a bare number or
+    a name under three characters, after its kind ("invoice 7", never a lone "7");
+    empty for an entity of no name."""
+    kind, _, name = entity.partition(":")
+    name = name.strip()
+    return f"{kind} {name}" if name and (name.isdigit() or len(name) < 3) else name
+
+
 class KnownEntities:
     """The entities runs were about, and which one a text names: in full ("Acme
     Bakery", "INV-7"), or by a first word no other one shares ("Acme"). A bare number
@@ -214,13 +223,8 @@ class KnownEntities:
         self.entities = entities
         full: dict[str, str] = {}
         for entity in entities:
-            kind, _, name = entity.partition(":")
-            name = name.strip().lower()
-            if not name:
-                continue
-            if name.isdigit() or len(name) < 3:
-                name = f"{kind} {name}"
-            full.setdefault(name, entity)
+            if name := _as_said(entity).lower():
+                full.setdefault(name, entity)
         by_first: dict[str, dict[str, str]] = {}  # a first word -> each name it begins
         for entity in entities:
             kind, _, name = entity.partition(":")
@@ -322,10 +326,7 @@ def _may_be_about(record: MemoryRecord, entity: str) -> bool:
     tag = record.entity
     if tag is None or tag.partition(":")[0] != entity.partition(":")[0] or _same(tag, entity):
         return True
-    kind, _, name = entity.partition(":")
-    name = name.strip()
-    if name.isdigit() or len(name) < 3:  # "7" counts only as "invoice 7", as a question
-        name = f"{kind} {name}"
+    name = _as_said(entity)
     said = rf"(?<!\w){re.escape(name)}(?!\w)"
     return bool(name) and re.search(said, record.text, re.I) is not None
 
@@ -364,7 +365,8 @@ class History:
         vector = await self._vector(question)
         meaning = vector is not None or self.store.embeds_queries
         alpha = ALPHA if meaning else 0.0
-        query = Query(search_words(question), vector, filters, limit, alpha)
+        words = search_words(question)
+        query = Query(words, vector, filters, limit, alpha)
         hits = await self.store.search(query)
         if filters.entities and len(hits) < limit:
             wider = replace(query, filters=replace(filters, entities=()), limit=limit * WIDER)
@@ -377,7 +379,7 @@ class History:
             ]
         unknown = await self._unknown_names(question, filters)
         timed = filters.since or filters.until
-        if timed and not filters.entities and _of_a_time_alone(search_words(question)):
+        if timed and not filters.entities and _of_a_time_alone(words):
             hits = []  # meaning finds the nearest records, however far: not what was asked
         if not hits and timed:
             latest = await self.store.latest(filters, limit)
