@@ -13,6 +13,14 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
+# An email address as SMTP without SMTPUTF8 carries it: one bare address of printable
+# ASCII, no list, no display name, no comment ("billing,jane@acme.com" went to "billing"
+# alone). What the email connector sends to, and what an email input takes.
+ADDRESS = (
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$"
+)
+
 
 class ConnectorError(Exception):
     """An action failed. ``kind`` tells the run what to do about it."""

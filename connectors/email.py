@@ -29,6 +29,7 @@ import aiosmtplib
 from pydantic import BaseModel, Field
 
 from connectors.base import (
+    ADDRESS,
     DataError,
     OutcomeUnknown,
     PermissionDenied,
@@ -44,14 +45,6 @@ class Attachment(BaseModel):
     filename: str = Field(min_length=1, max_length=200)
     content: str
     mime_type: str = "text/plain"
-
-
-# One bare address of printable ASCII, what SMTP without SMTPUTF8 carries: no list, no
-# display name, no comment ("billing,jane@acme.com" went to "billing" alone).
-ADDRESS = (
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$"
-)
 
 
 class SendEmail(BaseModel):

@@ -12,14 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.base import ADDRESS
 from graph.templating import render
 
-# One bare address, as SMTP carries it: no list ("billing,jane@acme.com" reached
-# "billing" alone), no display name, no comment, no character outside ASCII.
-EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$"
-)
+EMAIL = re.compile(ADDRESS)  # one bare address, as the email connector sends to
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 # Characters no input may hold: C0 and C1 controls (a terminal's escape codes among them)
 # but tab and line breaks, and the two bidirectional overrides, which show text reversed
