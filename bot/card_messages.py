@@ -68,11 +68,8 @@ class CardMessages:
                 later.append(message)
                 failure = exc
         if failure is not None:
-            await self._give_back(approval_id, later)
+            await self.ledger.give_back_card_messages(self.channel, approval_id, later)
         if elsewhere is not None:
             await elsewhere()
         if failure is not None:
             raise failure
-
-    async def _give_back(self, approval_id: str, messages: list[CardMessage]) -> None:
-        await self.ledger.give_back_card_messages(self.channel, approval_id, messages)
