@@ -54,6 +54,17 @@ def scheduler(app: Steward, clock: Clock, sent: list[Reply] | None = None) -> Sc
     return Scheduler(app.ledger, app.engine, app.coordinator, notify, clock=clock)
 
 
+async def paused_for_three_hours(
+    app: Steward, monkeypatch: pytest.MonkeyPatch, run_id: str
+) -> datetime:
+    """Pauses the run and resumes it on a clock three hours on; when it was paused."""
+    await app.engine.pause(run_id, "cli:shell")
+    paused = utcnow()
+    monkeypatch.setattr(graph.engine, "utcnow", lambda: paused + timedelta(hours=3))
+    await app.engine.resume(run_id, "cli:shell")
+    return paused
+
+
 async def test_a_gate_whose_expiry_failed_midway_expires_at_the_next_tick(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,10 +113,7 @@ async def test_a_resumed_run_waits_out_the_rest_of_its_wait(
 ) -> None:
     """The time a run is paused does not count, for its waits as for its gates."""
     view = await app.engine.start("nap", {}, "cli:shell")  # wakes in an hour
-    await app.engine.pause(view.run.id, "cli:shell")
-    started = utcnow()
-    monkeypatch.setattr(graph.engine, "utcnow", lambda: started + timedelta(hours=3))
-    await app.engine.resume(view.run.id, "cli:shell")  # after three hours
+    started = await paused_for_three_hours(app, monkeypatch, view.run.id)
     ticks = scheduler(app, Clock(started + timedelta(hours=3, minutes=30)))
     assert await ticks.tick() == 0  # half an hour of its wait is left
     ticks.clock = Clock(started + timedelta(hours=4, minutes=1))
@@ -125,9 +133,6 @@ async def test_an_escalated_gate_keeps_its_passed_deadline_through_a_pause(
     sent: list[Reply] = []
     assert await scheduler(app, Clock(deadline + timedelta(minutes=1)), sent).tick() == 1
     assert any("asking again" in text for reply in sent for text in reply.texts)
-    await app.engine.pause(view.run.id, "cli:shell")
-    started = utcnow()
-    monkeypatch.setattr(graph.engine, "utcnow", lambda: started + timedelta(hours=3))
-    await app.engine.resume(view.run.id, "cli:shell")
+    await paused_for_three_hours(app, monkeypatch, view.run.id)
     approval = await app.ledger.get_approval(view.approval.id)
     assert approval is not None and approval.is_pending and approval.expires_at == deadline
