@@ -313,15 +313,35 @@ class ProcessEngine:
             if edited_text is not None and not approval.editable:
                 raise InvalidState(f"approval {approval_id} has no text to edit")
 
-        decided, latest = await self.ledger.write(
-            lambda tx: self._read_ahead(
+        def record(tx: LedgerTx) -> tuple[_Decided, CheckpointTuple | None]:
+            if approve and (lapsed := self._lapsed(tx, approval_id)) is not None:
+                return lapsed
+            return self._read_ahead(
                 tx, record_decision(tx, approval_id, status, actor, reason, edited_text, check)
-            ),
-            durable=False,  # see the module's docstring
-        )
+            )
+
+        # Not durable: see the module's docstring.
+        decided, latest = await self.ledger.write(record, durable=False)
         if decided[0] is None:
             raise NotFound(f"no approval {approval_id!r}", "approvals")
         return await self._decided(decided, latest)
+
+    def _lapsed(
+        self, tx: LedgerTx, approval_id: str
+    ) -> tuple[_Decided, CheckpointTuple | None] | None:
+        """A gate rejected at its expiry, approved after it but before its timer fired
+        (a tick later, or once steward is back up): expired now, as the timer would."""
+        approval = tx.get_approval(approval_id)
+        if approval is None or not approval.is_pending or approval.on_expiry != "reject":
+            return None
+        if approval.expires_at > utcnow():
+            return None
+        run = tx.lock_run(approval.run_id)
+        if run is None or run.status is RunStatus.PAUSED:  # its deadline moves at resume
+            return None
+        expired = self._expire(tx, approval_id)
+        assert isinstance(expired, tuple)  # rejected, not escalated
+        return expired
 
     async def expire(self, approval_id: str) -> Decision | None:
         """Applies a pending gate's expiry policy, as its timer does: rejects it, or asks

@@ -14,7 +14,8 @@ import bot.scheduler
 import graph.engine
 from bot.app import Steward
 from bot.scheduler import Scheduler
-from graph.messages import Reply
+from graph.errors import InvalidState
+from graph.messages import CardOutcome, Reply
 from memory.ledger import ApprovalStatus, RunStatus, utcnow
 from tests.graph.test_digest import ESCALATING
 from tests.homes import steward_with
@@ -136,3 +137,47 @@ async def test_an_escalated_gate_keeps_its_passed_deadline_through_a_pause(
     await paused_for_three_hours(app, monkeypatch, view.run.id)
     approval = await app.ledger.get_approval(view.approval.id)
     assert approval is not None and approval.is_pending and approval.expires_at == deadline
+
+
+async def test_a_gate_approved_past_its_deadline_expires_as_its_timer_would(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before its timer fires (a tick later, or once steward is back up), an Approve
+    came in time for the gate: the run acted on an approval that had lapsed."""
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")  # it rejects on expiry
+    assert view.approval is not None
+    late = view.approval.expires_at + timedelta(minutes=1)
+    monkeypatch.setattr(graph.engine, "utcnow", lambda: late)
+
+    reply = await app.coordinator.decide(view.approval.id, True, "telegram:1")
+
+    approval = await app.ledger.get_approval(view.approval.id)
+    run = await app.ledger.get_run(view.run.id)
+    assert approval is not None and approval.status is ApprovalStatus.EXPIRED
+    assert approval.decided_by == "steward"
+    assert run is not None and run.status is RunStatus.CANCELLED
+    [shown] = [item for item in reply.items if isinstance(item, CardOutcome)]
+    assert "Expired by steward" in shown.text
+    assert await scheduler(app, Clock(late)).tick() == 0  # its timer went with the gate
+    kinds = [event.kind for event in await app.ledger.audit_events()]
+    assert kinds.count("approval.expired") == 1 and "approval.approved" not in kinds
+
+
+async def test_a_gate_rejected_or_paused_past_its_deadline_is_not_expired_by_the_answer(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rejection is what the expiry would do, with a reason; a paused run's deadline
+    moves when it resumes."""
+    rejected = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    paused = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert rejected.approval is not None and paused.approval is not None
+    await app.engine.pause(paused.run.id, "cli:shell")
+    late = paused.approval.expires_at + timedelta(minutes=1)
+    monkeypatch.setattr(graph.engine, "utcnow", lambda: late)
+
+    decision = await app.engine.decide(rejected.approval.id, False, "cli:shell", "not now")
+    assert decision.approval.status is ApprovalStatus.REJECTED
+    with pytest.raises(InvalidState, match="paused"):
+        await app.engine.decide(paused.approval.id, True, "cli:shell")
+    approval = await app.ledger.get_approval(paused.approval.id)
+    assert approval is not None and approval.is_pending
