@@ -3,8 +3,9 @@
 Every model call's tokens, latency and cost are in the ledger (``graph.models``). A
 daily budget (``STEWARD_BUDGET_DAILY``, US dollars, the operator's day) caps all model
 spend; a process budget (``STEWARD_PROCESS_BUDGETS``, dollars a calendar month) caps one
-process's runs. A call that would go over is not made: the run stops, failed as
-``budget``, and tells the operator; ``/retry`` goes on from that step once there is
+process's runs. Once a budget is spent no call is made (a call's cost is known only
+when it answers, so the call that spends a budget may take it past its limit): the run
+stops, failed as ``budget``, and tells the operator; ``/retry`` goes on from that step once there is
 room (a new day or month, or a raised budget). Nothing is lost.
 """
 
