@@ -75,6 +75,7 @@ from memory.ledger.records import (
     NewAuditEvent,
     OpenWork,
     OwedReply,
+    Place,
     Run,
     RunLine,
     RunStatus,
@@ -1528,19 +1529,42 @@ class Ledger:
 
         await self.db.run(move)
 
-    async def move_cursor_from(self, reader: str, read: int, seq: int, unread: int = 0) -> bool:
-        """Moves ``reader``'s cursor to ``seq`` only if it is still at ``read`` (at
-        ``unread``: never moved), where this reader read it; returns whether it moved.
-        Another process that moved it meanwhile (a rebuild rewound it) keeps its move."""
+    async def place(self, reader: str) -> Place:
+        """Where ``reader``'s cursor stands, with its rewinds (at 0 if it never moved)."""
+        cursors = t.memory_cursors
+        query = select(cursors.c.seq, cursors.c.rewinds).where(cursors.c.store == reader)
+        row = await self.db.run(lambda c: c.execute(query).first(), write=False)
+        return Place(row.seq, row.rewinds) if row is not None else Place(0)
+
+    async def rewind_cursor(self, reader: str) -> None:
+        """Sets ``reader``'s cursor back to 0, to read everything again: at another
+        place than a 0 it stood at, so a move from where another feeder read it fails."""
+        cursors = t.memory_cursors
+
+        def rewind(conn: Connection) -> None:
+            upsert = _insert_into(conn, cursors).values(store=reader, seq=0, rewinds=1)
+            again = {"seq": 0, "rewinds": cursors.c.rewinds + 1}
+            conn.execute(upsert.on_conflict_do_update(index_elements=["store"], set_=again))
+
+        await self.db.run(rewind)
+
+    async def move_cursor_from(self, reader: str, read: Place, seq: int) -> bool:
+        """Moves ``reader``'s cursor to ``seq`` only if it is still where this reader read
+        it (``read``); returns whether it moved. Another process that moved it meanwhile
+        (a rebuild rewound it, another feeder went on) keeps its move."""
         cursors = t.memory_cursors
 
         def move(conn: Connection) -> bool:
             moved = conn.execute(
                 update(cursors)
-                .where(cursors.c.store == reader, cursors.c.seq == read)
+                .where(
+                    cursors.c.store == reader,
+                    cursors.c.seq == read.seq,
+                    cursors.c.rewinds == read.rewinds,
+                )
                 .values(seq=seq)
             )
-            if moved.rowcount == 1 or read != unread:
+            if moved.rowcount == 1 or read != Place(0):
                 return moved.rowcount == 1
             first = (
                 _insert_into(conn, cursors)

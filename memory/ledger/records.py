@@ -175,6 +175,16 @@ class Timer:
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where a reader's cursor stands: read up to ``seq``, after ``rewinds`` rewinds. A
+    cursor rewound to where it stood (0) is at another place: a feeder that read it
+    before the rewind does not move it on as if it had not been rewound."""
+
+    seq: int
+    rewinds: int = 0
+
+
+@dataclass(frozen=True)
 class ModelCall:
     run_id: str | None
     step_id: str | None

@@ -291,4 +291,5 @@ memory_cursors = Table(
     metadata,
     Column("store", String(300), primary_key=True),
     Column("seq", BigInteger, nullable=False),
+    Column("rewinds", Integer, nullable=False, server_default="0"),
 )

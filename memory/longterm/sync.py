@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from memory.embeddings import Embedder, EmbeddingFailed, Vector
-from memory.ledger import AuditEvent, Ledger, LedgerTx
+from memory.ledger import AuditEvent, Ledger, LedgerTx, Place
 from memory.longterm.records import MemoryRecord
 from memory.longterm.store import LongTermMemory, MemoryUnavailable
 
@@ -86,19 +87,19 @@ class MemorySync:
             await self.store.clear()
 
     async def _rewind(self) -> None:
-        await self.ledger.move_cursor(self.cursor_name, 0)
-        await self.ledger.move_cursor(self.audit_cursor_name, 0)
+        await self.ledger.rewind_cursor(self.cursor_name)
+        await self.ledger.rewind_cursor(self.audit_cursor_name)
 
     async def _feed_journal(self) -> int:
         fed = 0
-        cursor = await self.ledger.cursor(self.cursor_name)
-        while entries := await self.ledger.journal_after(cursor, self.batch):
+        place = await self.ledger.place(self.cursor_name)
+        while entries := await self.ledger.journal_after(place.seq, self.batch):
             records = [MemoryRecord.from_dict(body) for _, body in entries]
             await self.store.upsert(records, await self._vectors(records))
             fed += len(records)
-            if not await self._move(self.cursor_name, cursor, entries[-1][0]):
+            if not await self._move(self.cursor_name, place, entries[-1][0]):
                 break
-            cursor = entries[-1][0]
+            place = replace(place, seq=entries[-1][0])
             if self._stopping:
                 break
         return fed
@@ -108,28 +109,28 @@ class MemorySync:
         if convert is None:
             return 0
         fed = 0
-        cursor = await self.ledger.cursor(self.audit_cursor_name)
+        place = await self.ledger.place(self.audit_cursor_name)
 
         def read(tx: LedgerTx) -> tuple[int, list[dict[str, Any]]]:
-            events = tx.audit_after(cursor, self.batch)
+            events = tx.audit_after(place.seq, self.batch)
             made = [record for event in events for record in convert(tx, event)]
-            return (events[-1].seq if events else cursor), made
+            return (events[-1].seq if events else place.seq), made
 
         while True:
             last, made = await self.ledger.read(read)
-            if last == cursor:
+            if last == place.seq:
                 return fed
             if made:
                 records = [MemoryRecord.from_dict(body) for body in made]
                 await self.store.upsert(records, await self._vectors(records))
                 fed += len(records)
-            if not await self._move(self.audit_cursor_name, cursor, last):
+            if not await self._move(self.audit_cursor_name, place, last):
                 return fed
-            cursor = last
+            place = replace(place, seq=last)
             if self._stopping:
                 return fed
 
-    async def _move(self, name: str, read: int, fed: int) -> bool:
+    async def _move(self, name: str, read: Place, fed: int) -> bool:
         """Notes that the store was fed up to ``fed``, unless another feeder of the store
         moved the cursor since this one read it at ``read`` (a rebuild in another process
         rewound it, or a feeder beside this one went on): then its move stands and this

@@ -29,6 +29,7 @@ from memory.ledger import (
     ModelCall,
     NewAuditEvent,
     OwedReply,
+    Place,
     Run,
     RunCancelled,
     RunStatus,
@@ -759,20 +760,25 @@ async def test_model_spend_sums_costs(ledger: Ledger) -> None:
 async def test_a_cursor_moves_from_where_its_reader_read_it_or_not_at_all(
     ledger: Ledger,
 ) -> None:
-    assert await ledger.move_cursor_from("store", 0, 100)  # never moved: at 0
+    assert await ledger.place("store") == Place(0)  # never moved
+    assert await ledger.move_cursor_from("store", Place(0), 100)
     assert await ledger.cursor("store") == 100
-    assert not await ledger.move_cursor_from("other", 5, 100)  # never moved, so not at 5
+    assert not await ledger.move_cursor_from("other", Place(5), 100)  # never moved: not at 5
     assert await ledger.cursor("other", unread=-1) == -1
-    assert await ledger.move_cursor_from("other", -1, 7, unread=-1)
-    assert await ledger.move_cursor_from("store", 100, 200)
-    await ledger.move_cursor("store", 0)  # a rebuild rewinds it
-    assert not await ledger.move_cursor_from("store", 200, 300)  # a stale reader's move
+    assert await ledger.move_cursor_from("store", Place(100), 200)
+    await ledger.rewind_cursor("store")  # a rebuild
+    assert await ledger.place("store") == Place(0, rewinds=1)
+    assert not await ledger.move_cursor_from("store", Place(200), 300)  # a stale reader's move
+    assert not await ledger.move_cursor_from("store", Place(0), 300)  # read before the rewind
     assert await ledger.cursor("store") == 0
-    assert not await ledger.move_cursor_from("store", 100, 150)
     # Two readers of one place at once: one moves it.
-    moved = await asyncio.gather(*(ledger.move_cursor_from("store", 0, n) for n in (10, 20)))
+    read = await ledger.place("store")
+    moved = await asyncio.gather(*(ledger.move_cursor_from("store", read, n) for n in (10, 20)))
     assert sorted(moved) == [False, True]
     assert await ledger.cursor("store") == (10 if moved[0] else 20)
+    await ledger.rewind_cursor("new")  # a rebuild before any feed
+    assert not await ledger.move_cursor_from("new", Place(0), 5)
+    assert await ledger.move_cursor_from("new", Place(0, rewinds=1), 5)
 
 
 async def test_save_definition_keeps_the_first_body_per_version(ledger: Ledger) -> None:

@@ -186,6 +186,46 @@ async def test_a_rebuild_elsewhere_while_the_service_feeds_a_backlog_loses_nothi
     assert await service.catch_up() == 1  # and the service reads on from the rebuild's
 
 
+class Landed(EmbeddedMemory):
+    """Its first write lands, then holds before the feeder notes it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.landed, self.go = asyncio.Event(), asyncio.Event()
+
+    async def upsert(
+        self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]
+    ) -> None:
+        await super().upsert(records, vectors)
+        if not self.landed.is_set():
+            self.landed.set()
+            await self.go.wait()
+
+
+async def test_a_rebuild_elsewhere_during_the_first_feed_loses_nothing(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """The cursor is rewound to where it already was (0): the first feeder's move from
+    0 was taken for one from the rebuild's 0, and what the rebuild emptied stayed fed."""
+    await ledger.journal([journaled(n, f"note {n}") for n in range(30)])
+    store = Landed(tmp_path / "memory.db")
+    serving = asyncio.create_task(MemorySync(ledger, store, None, batch=10).catch_up())
+    await store.landed.wait()  # notes 0-9 are in the store, not yet noted as fed
+
+    shell_store = HeldUp(tmp_path / "memory.db")
+    shell = MemorySync(ledger, shell_store, None, batch=4)
+    rebuilding = asyncio.create_task(shell.rebuild())
+    await shell_store.writing.wait()  # emptied and rewound to 0, feeding notes 0-3
+    store.go.set()
+    await serving
+    shell_store.gate.set()
+    await rebuilding
+    await shell.catch_up()
+    assert await store.count() == 30
+    await shell_store.close()
+    await store.close()
+
+
 async def test_another_embedding_model_feeds_the_store_again(ledger: Ledger, store: Flaky) -> None:
     await ledger.journal([journaled(n, f"note {n}") for n in range(5)])
     await MemorySync(ledger, store, HashingEmbedder("test:a")).catch_up()
