@@ -653,22 +653,31 @@ class ProcessEngine:
             inputs = {**run.inputs, **values}
 
             def record(tx: LedgerTx) -> Run:
-                if _found(tx.lock_run(run_id), run_id).status is RunStatus.RUNNING:
+                locked = _found(tx.lock_run(run_id), run_id)
+                if locked.status is RunStatus.RUNNING:
                     # a decision won the race since the check above: it goes first
                     raise InvalidState(f"run {run_id} is running; replay it once it stops")
                 cancelled = tx.cancel_pending_approvals(run_id, actor)
                 tx.cancel_timers(run_id)
+                detail: dict[str, Any] = {
+                    "from": from_step,
+                    "changes": values,
+                    "approvals": cancelled,
+                }
+                if values:  # what they were, for what the run did before (graph.remembering)
+                    detail["before"] = {name: locked.inputs.get(name) for name in values}
+                    detail["inputs_since"] = locked.inputs_since
+                replayed = tx.audit(NewAuditEvent(actor, "run.replayed", run_id, detail))
                 tx.update_run(
                     run_id,
                     status=RunStatus.RUNNING.value,
                     inputs=inputs,
+                    inputs_since=replayed.seq if values else locked.inputs_since,
                     current_step=from_step,
                     error=None,
                     error_class=None,
                     replaying=from_step,
                 )
-                detail = {"from": from_step, "changes": values, "approvals": cancelled}
-                tx.audit(NewAuditEvent(actor, "run.replayed", run_id, detail))
                 return _found(tx.get_run(run_id), run_id)
 
             replayed = await self.ledger.write(record)

@@ -51,6 +51,8 @@ def records_for_event(tx: LedgerTx, event: AuditEvent) -> list[dict[str, Any]]:
     if found is None:
         return []
     kind, text, run, inputs = found
+    if run is not None and inputs is None:
+        inputs = inputs_then(tx, run, event.seq)
     record = MemoryRecord.create(
         f"audit:{event.seq}",
         kind,
@@ -58,9 +60,26 @@ def records_for_event(tx: LedgerTx, event: AuditEvent) -> list[dict[str, Any]]:
         event.at,
         actor=event.actor,
         run_id=run.id if run else None,
-        entity=entity_of(inputs if inputs is not None else run.inputs) if run else None,
+        entity=entity_of(inputs) if inputs is not None else None,
     )
     return [record.to_dict()]
+
+
+def inputs_then(tx: LedgerTx, run: Run, seq: int) -> dict[str, Any]:
+    """The run's inputs when audit event ``seq`` was written: each replay since that
+    changed them says what they were before it, and which replay gave those."""
+    inputs, since = dict(run.inputs), run.inputs_since
+    while since is not None and since > seq:
+        replay = tx.audit_event(since)
+        if replay is None:
+            break
+        for name, value in replay.data.get("before", {}).items():
+            if value is None:
+                inputs.pop(name, None)
+            else:
+                inputs[name] = value
+        since = replay.data.get("inputs_since")
+    return inputs
 
 
 # What an event makes: its record's kind and text, its run, and the inputs the record is
@@ -86,7 +105,7 @@ def _describe_run(tx: LedgerTx, event: AuditEvent) -> Described | None:
     data = event.data
     if event.kind == "run.started":
         inputs = data.get("inputs")
-        inputs = inputs if isinstance(inputs, dict) else run.inputs
+        inputs = inputs if isinstance(inputs, dict) else inputs_then(tx, run, event.seq)
         text = f"Started {data.get('process', run.process)} (run {run.id}): {_fields(inputs)}"
         return RecordKind.NOTE, text, run, inputs
     changes = data.get("changes")
@@ -108,7 +127,7 @@ def _describe_other(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, R
         ended = ENDED[verb]
         if verb == "cancelled" and why and why.startswith(ENDINGS):
             ended, why = f"was {why}", None  # "was rejected at approve_welcome"
-        text = f"Run {run.id} ({run.process}, {_about(run)}) {ended}"
+        text = f"Run {run.id} ({run.process}, {_about(inputs_then(tx, run, event.seq))}) {ended}"
         if verb != "succeeded" and why:
             text += f": {why}"
         return RecordKind.OUTCOME, text + ".", run
@@ -145,8 +164,8 @@ def _describe_other(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, R
     return None
 
 
-def _about(run: Run) -> str:
-    entity = entity_of(run.inputs)
+def _about(inputs: dict[str, Any]) -> str:
+    entity = entity_of(inputs)
     return entity.replace(":", " ", 1) if entity else "no client"
 
 

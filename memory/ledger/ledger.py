@@ -349,6 +349,10 @@ class LedgerTx:
         _MOVE_HEAD.run(self.conn, {"new_seq": seq, "new_hash": digest})
         return AuditEvent(seq, at, new.actor, new.kind, new.subject, data, head.hash, digest)
 
+    def audit_event(self, seq: int) -> AuditEvent | None:
+        row = self.conn.execute(select(t.audit_events).where(t.audit_events.c.seq == seq)).first()
+        return _audit(row) if row else None
+
     def audit_after(self, seq: int, limit: int) -> list[AuditEvent]:
         query = _AUDIT_AFTER.limit(limit)
         return [_audit(row) for row in self.conn.execute(query, {"after_seq": seq})]
@@ -2014,6 +2018,7 @@ def _run_values(run: Run) -> dict[str, Any]:
         "error": run.error,
         "error_class": run.error_class,
         "replaying": run.replaying,
+        "inputs_since": run.inputs_since,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
     }
@@ -2035,6 +2040,7 @@ def _run(row: Row[Any]) -> Run:
         error=row.error,
         error_class=row.error_class,
         replaying=row.replaying,
+        inputs_since=row.inputs_since,
     )
 
 

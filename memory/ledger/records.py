@@ -48,6 +48,7 @@ class Run:
     error: str | None = None
     error_class: str | None = None
     replaying: str | None = None  # the step a replay goes on from, until it first stops
+    inputs_since: int | None = None  # the audit event of the replay that changed them last
 
 
 @dataclass(frozen=True)

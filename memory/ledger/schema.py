@@ -81,6 +81,8 @@ runs = Table(
     # The step a replay goes on from, from its record until it first stops: recovery
     # replays again from there, and never goes on from the state before the replay.
     Column("replaying", String(100), nullable=True),
+    # The audit event of the replay that gave the run the inputs it has; none: its own.
+    Column("inputs_since", BigInteger, nullable=True),
     Index("ix_runs_status_updated", "status", "updated_at"),
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_status_created", "status", "created_at"),

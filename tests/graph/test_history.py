@@ -265,6 +265,40 @@ async def test_a_run_replayed_with_other_inputs_is_remembered_as_started_and_as_
     assert replayed.entity == "client:Globex" and replayed.actor == "telegram:42"
 
 
+async def test_what_a_run_did_before_a_replay_changed_its_client_stays_that_client_s(
+    app: Steward,
+) -> None:
+    """Records are made as memory is fed, after the replays (a rebuild, or a feed that
+    fell behind): each is about the client the run was for when it happened."""
+    run_id, approval_id = await start(app, "Acme Bakery", "jane@acme.com")
+    for client, email in (("Globex", "ops@globex.io"), ("Initech", "it@initech.com")):
+        await send(app, button=f"reject:{approval_id}")
+        await send(app, "/skip")
+        replayed = await send(app, f"/replay {run_id} draft_welcome client={client} email={email}")
+        [card] = replayed.cards
+        approval_id = card.approval_id
+    await send(app, button=f"approve:{approval_id}")
+    made = [
+        e for e in await remembered(app) if e.run_id == run_id and e.kind is not RecordKind.NOTE
+    ]
+    about = [(e.kind.value, e.entity) for e in sorted(made, key=lambda e: e.at)]
+    acme, globex, initech = "client:Acme Bakery", "client:Globex", "client:Initech"
+    assert about == [
+        ("artifact", acme),  # asked
+        ("decision", acme),  # rejected
+        ("outcome", acme),
+        ("artifact", globex),
+        ("decision", globex),
+        ("outcome", globex),
+        ("artifact", initech),
+        ("decision", initech),  # approved
+        *[("artifact", initech)] * (len(about) - 9),  # what it did
+        ("outcome", initech),
+    ]
+    ended = [e.text for e in made if e.kind is RecordKind.OUTCOME]
+    assert "client Acme Bakery) was rejected" in ended[0] and "client Globex)" in ended[1]
+
+
 async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Steward) -> None:
     await start(app, "Globex", "ops@globex.io")  # makes Globex a known client at once
     noted = await send(app, "Globex prefers calls on Tuesdays")
