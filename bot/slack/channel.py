@@ -16,11 +16,14 @@ A conversation is a channel, or a thread in one: replies go where the message ca
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -253,8 +256,20 @@ class SlackChannel:
     # -- receiving ---------------------------------------------------------------------
 
     async def receive(self, request: web.Request) -> web.Response:
-        """HTTP mode: events, interactivity and slash commands, all on one endpoint."""
-        bolt_request = await to_bolt_request(request)
+        """HTTP mode: events, interactivity and slash commands, all on one endpoint.
+
+        Bolt parses a body before it verifies its signature, and fails on one that is not
+        JSON, or on a signature or timestamp header it cannot read: what it cannot read is
+        refused here, as unsigned (401) unless Slack signed it (400), never a 500."""
+        bolt_request = None
+        if _readable(request.headers):
+            with suppress(ValueError, AttributeError):  # not UTF-8, not JSON, not an object
+                bolt_request = await to_bolt_request(request)
+        if bolt_request is None:
+            if signed_by_slack(self.signing_secret or "", request.headers, await request.read()):
+                return web.Response(status=400, text="not a Slack request")
+            await self._refused(request)
+            return web.json_response({"error": "invalid request"}, status=401)
         await self._ready.wait()  # what a crash left stored goes first
         response = await self.app.async_dispatch(bolt_request)
         if response.status == 401:
@@ -720,6 +735,28 @@ class SlackChannel:
             # about one message a second per channel, as Slack asks; a short burst allowed
             bucket = self._pacing[channel] = Bucket(rate=1.0, burst=3)
         return bucket
+
+
+def signed_by_slack(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """Whether ``body`` carries Slack's signature under ``secret`` (``v0=`` + the
+    HMAC-SHA256 of ``v0:{timestamp}:{body}``), made no more than MAX_AGE ago."""
+    stamp = headers.get("X-Slack-Request-Timestamp", "")
+    given = headers.get("X-Slack-Signature", "")
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not secret:
+        return False
+    if abs(time.time() - int(stamp)) > MAX_AGE:
+        return False
+    signed = b"v0:" + stamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def _readable(headers: Mapping[str, str]) -> bool:
+    """Whether bolt can check the signature headers without failing: a timestamp, if
+    any, of ASCII digits, and a signature of ASCII."""
+    stamp = headers.get("X-Slack-Request-Timestamp")
+    number = stamp is None or (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12)
+    return number and headers.get("X-Slack-Signature", "").isascii()
 
 
 def _sender(user: dict[str, Any]) -> Sender:

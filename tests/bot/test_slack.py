@@ -491,6 +491,36 @@ async def test_a_bad_signature_or_a_stale_timestamp_gets_401_and_an_audit_event(
         assert bot.audit_kinds() == ["request.refused", "request.refused"]
 
 
+async def test_a_body_or_header_bolt_cannot_read_is_refused_not_a_server_error(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Bolt parses a request's body before it checks its signature: a body that is not
+    JSON, or a signature header that is not ASCII, must not be a 500 for anyone."""
+    async with running(tmp_path / "home", slack) as bot, aiohttp.ClientSession() as session:
+        json_type, form_type = "application/json", "application/x-www-form-urlencoded"
+        bodies = [(b"{", json_type), (b"[1]", json_type), (b"\xff", json_type)]
+        bodies += [(b"payload=not-json", form_type)]
+        for body, content_type in bodies:
+            for signed in (False, True):
+                headers = {"Content-Type": content_type}
+                if signed:
+                    headers |= slack.sign(body)
+                async with session.post(bot.url, data=body, headers=headers) as response:
+                    assert response.status == (400 if signed else 401), (body, signed)
+        body = b'{"type": "url_verification", "challenge": "c"}'
+        unreadable = ({"X-Slack-Signature": "v0=\u00e9"}, {"X-Slack-Request-Timestamp": "now"})
+        for wrong in (*unreadable, {"X-Slack-Request-Timestamp": ""}):
+            headers = {"Content-Type": json_type, **slack.sign(body), **wrong}
+            async with session.post(bot.url, data=body, headers=headers) as response:
+                assert response.status == 401
+        async with session.post(
+            bot.url, data=body, headers={"Content-Type": json_type, **slack.sign(body)}
+        ) as response:
+            assert response.status == 200 and "c" in await response.text()
+        assert bot.inbox() == 0
+        assert bot.audit_kinds() == ["request.refused"]  # one a minute from this address
+
+
 async def test_edit_opens_a_modal_holding_the_draft_and_its_text_is_sent(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
