@@ -324,7 +324,10 @@ class TelegramChannel:
     async def receive_webhook(self, request: web.Request) -> web.Response:
         assert self.webhook is not None
         given = request.headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(given.encode(), self.webhook.secret.encode()):
+        # A header's bytes that are not UTF-8 come as surrogates, which encode() refuses.
+        if not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), self.webhook.secret.encode()
+        ):
             log.warning("refused a Telegram webhook call with a wrong or missing secret token")
             return web.Response(status=403, text="forbidden")
         try:

@@ -821,6 +821,24 @@ async def test_an_update_that_cannot_be_stored_is_set_aside_not_polled_forever(
         assert kinds.count("delivery.unstorable") == 1
 
 
+async def test_a_webhook_secret_header_that_is_not_utf8_is_refused_not_a_server_error(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api, webhook=True):
+        assert api.webhook is not None
+        port = int(api.webhook.url.split(":")[2].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /telegram/webhook HTTP/1.1\r\nHost: steward\r\nConnection: close\r\n"
+            b"X-Telegram-Bot-Api-Secret-Token: \xff\xfe\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        assert status_line.split()[1] == b"403"
+
+
 async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
