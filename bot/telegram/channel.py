@@ -329,6 +329,8 @@ class TelegramChannel:
             given.encode("utf-8", "surrogateescape"), self.webhook.secret.encode()
         ):
             log.warning("refused a Telegram webhook call with a wrong or missing secret token")
+            refused = {"path": request.path, "remote": request.remote or ""}
+            await self.door.refuse_unverified(self.name, "wrong or missing secret token", refused)
             return web.Response(status=403, text="forbidden")
         try:
             body = await request.json()

@@ -695,6 +695,8 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
 
         assert await api.deliver_webhook(update, secret="wrong") == 403
         assert await api.deliver_webhook(update, secret=None) == 403
+        kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
+        assert kinds == ["request.refused"]  # one a minute from an address
         for wrong in ([], "update", 7):  # the secret, but no update: not a 500
             assert await api.deliver_webhook(wrong, secret=SECRET) == 400  # type: ignore[arg-type]
         assert await bot.steward.door.stored("telegram") == []  # nothing was even stored
