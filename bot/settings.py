@@ -216,8 +216,13 @@ class Settings(BaseSettings):
     @field_validator("telegram_webhook_secret")
     @classmethod
     def _webhook_secret(cls, value: str | None) -> str | None:
-        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
-            raise ValueError("use 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        # Telegram takes 1 to 256 of these; it is all that proves an update came from
+        # Telegram, so a short one could be guessed, and then any operator forged.
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", value):
+            raise ValueError(
+                "use 16 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's characters; "
+                "a shorter secret could be guessed)"
+            )
         return value or None
 
     @field_validator("slack_bot_token")

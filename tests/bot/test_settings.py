@@ -83,13 +83,20 @@ def test_a_webhook_needs_its_secret() -> None:
 
 
 def test_the_webhook_secret_follows_telegrams_rule() -> None:
-    message = problem(telegram_webhook_secret="has spaces!")
-    assert message.startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET: use 1 to 256 characters")
+    message = problem(telegram_webhook_secret="has spaces, sixteen!")
+    assert message.startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET: use 16 to 256 characters")
+    assert problem(telegram_webhook_secret="short-guessable").startswith(
+        "STEWARD_TELEGRAM_WEBHOOK_SECRET: use 16"
+    )
+    assert load_settings(telegram_webhook_secret="x" * 16).telegram_webhook_secret == "x" * 16
     assert problem(telegram_webhook_secret="x" * 257).startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET")
 
 
 def test_telegram_posts_only_to_https_unless_the_bot_api_is_self_hosted() -> None:
-    plain = {"telegram_webhook_url": "http://bot.example.com/hook", "telegram_webhook_secret": "s"}
+    plain = {
+        "telegram_webhook_url": "http://bot.example.com/hook",
+        "telegram_webhook_secret": "s" * 16,
+    }
     assert problem(**plain).startswith("STEWARD_TELEGRAM_WEBHOOK_URL must be an https:// URL")
     local = load_settings(**plain, telegram_api_url="http://127.0.0.1:8081")
     assert local.telegram_webhook_url == "http://bot.example.com/hook"
