@@ -506,7 +506,8 @@ async def test_a_body_or_header_bolt_cannot_read_is_refused_not_a_server_error(
                 if signed:
                     headers |= slack.sign(body)
                 async with session.post(bot.url, data=body, headers=headers) as response:
-                    assert response.status == (400 if signed else 401), (body, signed)
+                    slack_s = signed and body != b"\xff"  # Slack sends UTF-8 only
+                    assert response.status == (400 if slack_s else 401), (body, signed)
         body = b'{"type": "url_verification", "challenge": "c"}'
         unreadable = ({"X-Slack-Signature": "v0=\u00e9"}, {"X-Slack-Request-Timestamp": "now"})
         for wrong in (*unreadable, {"X-Slack-Request-Timestamp": ""}):
