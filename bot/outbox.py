@@ -6,12 +6,12 @@ Every reply a channel owes is in the ledger before the channel tries to send it 
 429, a chat whose messages fail — holds up no other chat; in a chat, replies go out in
 the order they were made. When the platform cannot take a message (it is unreachable,
 or answers with a server error) the channel raises ``SendLater``; the reply is tried
-again later, from the first step not yet done (see ``Steps``), for up to GIVE_UP_AFTER,
-and only then given up, with an audit event. A stop leaves what is unsent in the ledger
-for the next start. A worker that may have looked gone to the others (frozen past its
-lease) first asks the ledger whether each reply is still its own to send. A message the
-platform may have taken before the connection broke is sent again: a reply arrives at
-least once.
+again later, from the first step not yet done (see ``Steps``), for up to GIVE_UP_AFTER
+(of this process's life: a stop is no try), and only then given up, with an audit
+event. A stop leaves what is unsent in the ledger for the next start. A worker that
+may have looked gone to the others (frozen past its lease) first asks the ledger
+whether each reply is still its own to send. A message the platform may have taken
+before the connection broke is sent again: a reply arrives at least once.
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ class Outbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self.loaded = False  # what this worker owes from before is queued
+        # Tries count from here at the earliest: a reply kept before a long stop is not
+        # given up at its first failed try after the start.
+        self.began = utcnow()
 
     async def load(self, own: bool = True) -> None:
         """Queues what a worker gone left owed and, with ``own``, what this one held when
@@ -171,7 +174,7 @@ class Outbox:
                     await self._note(self.door.sent_part(owed))
                 raise
             except SendLater as exc:
-                if utcnow() - owed.created_at > GIVE_UP_AFTER:
+                if utcnow() - max(owed.created_at, self.began) > GIVE_UP_AFTER:
                     log.error(
                         "giving up a reply to %s chat %s after %d tries: %s",
                         self.channel,

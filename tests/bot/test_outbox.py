@@ -208,6 +208,7 @@ async def test_a_reply_that_cannot_be_sent_is_given_up_on_the_record(steward: St
     platform.broken.add("A")
     platform.down.add("B")
     outbox = Outbox(steward.door, "telegram", platform.send, first_retry=0.05)
+    outbox.began -= GIVE_UP_AFTER + timedelta(hours=1)  # running for over a day
     outbox.put(await owe(steward, "A", "never renders"))
     old = await owe(steward, "B", "a day old")
     old.created_at = utcnow() - GIVE_UP_AFTER - timedelta(minutes=1)
@@ -221,6 +222,24 @@ async def test_a_reply_that_cannot_be_sent_is_given_up_on_the_record(steward: St
         ("telegram:B", "undeli"),
         ("telegram:A", "failed"),
     ]
+
+
+async def test_a_reply_kept_before_a_long_stop_gets_a_day_of_tries_after_the_start(
+    steward: Steward,
+) -> None:
+    """The time steward was stopped is no try: a reply kept over a day before this start
+    is not given up at its first failed try."""
+    platform = Platform()
+    platform.down.add("A")
+    outbox = Outbox(steward.door, "telegram", platform.send, first_retry=0.05)
+    old = await owe(steward, "A", "kept before a long stop")
+    old.created_at = utcnow() - GIVE_UP_AFTER - timedelta(hours=1)
+    outbox.put(old)
+    await platform.until(lambda: platform.tries >= 2)
+    platform.down.clear()  # the platform is back a moment after the start
+    await asyncio.wait_for(outbox.idle(), 5)
+    assert platform.said("A") == ["kept before a long stop"]
+    assert not [e for e in await steward.ledger.audit_events() if e.kind == "reply.dropped"]
 
 
 async def test_a_reply_answering_a_delivery_is_kept_with_its_handling(steward: Steward) -> None:
