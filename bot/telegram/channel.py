@@ -500,6 +500,8 @@ class TelegramChannel:
                 log.info("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
         except NetworkError as exc:  # after _call's tries
             raise SendLater(f"cannot reach Telegram: {self._redact(exc)}") from exc
+        except InvalidToken as exc:  # revoked: made with the new token, after a restart
+            raise SendLater(f"Telegram refused the token: {self._redact(exc)}") from exc
         except TelegramError as exc:
             log.warning("could not edit card %s in chat %s: %s", message_id, chat_id, exc)
 
@@ -545,8 +547,12 @@ class TelegramChannel:
             await self.door.message_refused(self.name, chat_id, refused)
         except NetworkError as exc:  # unreachable, timed out, a server error: again later
             raise SendLater(self._redact(exc)) from exc
+        except InvalidToken as exc:  # revoked: the reply waits for the new token's start
+            raise SendLater(f"Telegram refused the token: {self._redact(exc)}") from exc
         except TelegramError as exc:
-            log.error("could not send a message to Telegram chat %s: %s", chat_id, exc)
+            failed = self._redact(exc)
+            log.error("could not send a message to Telegram chat %s: %s", chat_id, failed)
+            await self.door.message_refused(self.name, chat_id, failed)
         return None
 
     async def _answer_press(self, query_id: str, text: str | None) -> bool:

@@ -425,6 +425,25 @@ async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
         assert len(api.calls_to("sendMessage")) == 3
 
 
+async def test_a_reply_made_while_the_token_is_refused_goes_after_a_start_with_the_new_one(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """The token revoked in BotFather: Telegram answers 401 to every send. The reply
+    waits in the ledger, and steward restarted with the new token sends it."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        api.token = "4242:the-new-token"  # the bot keeps its id
+        await bot.channel.send(str(OPERATOR), Reply().say("the run is done"))
+        await api.wait_for(lambda a: [c for c in a.calls_to("sendMessage") if c.status == 401])
+        await bot.service.stop(drain_seconds=0)
+    assert texts(api) == []
+    async with running(home, api) as bot:
+        await api.wait_for(lambda a: a.sent(OPERATOR))
+        await bot.channel.idle()
+        assert texts(api) == ["the run is done"]
+
+
 async def test_a_stranger_is_refused_once_audited_and_never_decides(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
