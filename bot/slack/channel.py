@@ -85,6 +85,15 @@ NO_ENTRY = {
     "channel_not_found",
     "is_archived",
 }  # post to a DM instead  # message subtypes a person writes
+# Errors Slack may answer in a 200's body when it could not take a request now.
+NOT_NOW = {
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+    "team_added_to_org",
+}
 
 
 class SlackUnavailable(ChannelUnavailable):
@@ -800,7 +809,7 @@ def _bare(address: str) -> str:
 def _server_side(exc: SlackApiError) -> bool:
     """Slack could not take the request now (a 5xx, or still rate limited after the
     client waited), rather than refusing it."""
-    return exc.response.status_code >= 500 or _error(exc) in {"ratelimited", "internal_error"}
+    return exc.response.status_code >= 500 or _error(exc) in NOT_NOW
 
 
 def _unreachable(exc: Exception) -> SendLater:

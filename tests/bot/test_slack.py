@@ -251,6 +251,24 @@ async def test_a_server_error_from_slack_is_tried_again_and_the_reply_arrives(
         assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["No runs in progress."]
 
 
+async def test_a_reply_slack_answers_service_unavailable_to_is_sent_once_it_can(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Slack says it could not take a message now in the body of a 200 too: that is no
+    refusal, and the message is tried again."""
+    async with running(tmp_path / "home", slack) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        slack.fail(
+            "chat.postMessage", 200, times=2
+        )  # {"ok": false, "error": "service_unavailable"}
+        await say(slack, bot, "/runs")
+        await bot.channel.idle()
+        statuses = [call.status for call in slack.calls if call.method == "chat.postMessage"]
+        assert statuses == [200, 200, 200]
+        assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["No runs in progress."]
+        assert "reply.refused" not in bot.audit_kinds()
+
+
 def retry_soon(bot: Running) -> None:
     """What Slack cannot take is tried again by the outbox in 0.1 s, without the
     client's own retries after a server error (which wait)."""
