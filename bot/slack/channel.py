@@ -85,7 +85,8 @@ NO_ENTRY = {
     "channel_not_found",
     "is_archived",
 }  # post to a DM instead  # message subtypes a person writes
-# Errors Slack may answer in a 200's body when it could not take a request now.
+# Errors Slack may answer in a 200's body when it cannot take a request now: the
+# message waits in the ledger.
 NOT_NOW = {
     "ratelimited",
     "internal_error",
@@ -93,6 +94,12 @@ NOT_NOW = {
     "service_unavailable",
     "request_timeout",
     "team_added_to_org",
+    # The token refused (revoked, the app reinstalled): until a start with the new one.
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
 }
 
 
@@ -807,8 +814,8 @@ def _bare(address: str) -> str:
 
 
 def _server_side(exc: SlackApiError) -> bool:
-    """Slack could not take the request now (a 5xx, or still rate limited after the
-    client waited), rather than refusing it."""
+    """Slack could not take the request now (a 5xx, still rate limited after the client
+    waited, ``NOT_NOW``), rather than refusing it."""
     return exc.response.status_code >= 500 or _error(exc) in NOT_NOW
 
 

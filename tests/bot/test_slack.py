@@ -269,6 +269,28 @@ async def test_a_reply_slack_answers_service_unavailable_to_is_sent_once_it_can(
         assert "reply.refused" not in bot.audit_kinds()
 
 
+async def test_a_reply_made_while_the_token_is_refused_goes_after_a_start_with_the_new_one(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """The token revoked (the app reinstalled, say): Slack answers invalid_auth to every
+    call. The reply waits in the ledger, and steward restarted with the new token sends
+    it."""
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        slack.bot_token = "xoxb-the-new-token"
+        await bot.channel.send(OPERATOR, Reply().say("the run is done"))
+        await slack.wait_for(lambda s: s.calls_to("chat.postMessage"))
+        await bot.service.stop(drain_seconds=0)
+    assert bot_texts(slack, dm) == []
+    async with running(home, slack) as bot:
+        await slack.wait_for(lambda s: bot_texts(s, dm))
+        await bot.channel.idle()
+        assert bot_texts(slack, dm) == ["the run is done"]
+        assert "reply.refused" not in bot.audit_kinds()
+
+
 def retry_soon(bot: Running) -> None:
     """What Slack cannot take is tried again by the outbox in 0.1 s, without the
     client's own retries after a server error (which wait)."""
