@@ -132,11 +132,14 @@ class HookRouter:
             inputs = {k: v for k, v in payload.items() if k in definition.inputs}
             try:
                 view = await self.engine.start(source.start, inputs, actor)
-            except InputProblem as exc:  # the operator may start it with what came
-                given = " ".join(format_argument(k, str(v)) for k, v in inputs.items())
+            except InputProblem as exc:  # the operator may start it with what came right
+                wrong = {error.field for error in exc.errors}
+                given = " ".join(
+                    format_argument(k, str(v)) for k, v in inputs.items() if k not in wrong
+                )
                 return Reply().say(
                     f"A delivery from {name} could not start {source.start}: {exc}\n"
-                    f"To start it with what came, add what is missing to: "
+                    f"To start it with what came, add what is missing or wrong to: "
                     f"/run {source.start} {given}".rstrip()
                 )
             except StewardError as exc:

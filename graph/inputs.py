@@ -126,6 +126,8 @@ def parse_input(field: str, spec: InputSpec, raw: Any, now: datetime | None = No
     """Turns a typed or given value into the input's type; raises InputError. ``now``, on
     the operator's clock (aware, in STEWARD_TIMEZONE), is what a ``future`` input must
     not be before; without it that is not checked."""
+    if isinstance(raw, dict | list | tuple):  # from a webhook's JSON: not one value
+        raise InputError(field, spec, str(raw), "one value is expected, not a list or an object")
     text = "" if raw is None else str(raw).strip()
     if not text:
         raise InputError(field, spec, text)

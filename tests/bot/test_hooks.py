@@ -180,7 +180,25 @@ async def test_a_form_missing_an_input_tells_the_operator(tmp_path: Path) -> Non
         assert await bot.post("form", {"client": "Acme"}, secret=FORM_SECRET) == 200
         assert await bot.steward.ledger.list_runs(None) == []
         assert any("could not start onboarding" in n and "email" in n for n in bot.news)
-        assert any("add what is missing to: /run onboarding client=Acme" in n for n in bot.news)
+        assert any("missing or wrong to: /run onboarding client=Acme" in n for n in bot.news)
+
+
+async def test_a_form_value_refused_is_not_offered_back_to_the_operator(tmp_path: Path) -> None:
+    """What a public form sent that is wrong (text shown reversed, an object, lines)
+    is named in the refusal, escaped, and left out of the command to start it with."""
+    form = {
+        "client": "Acme\u202eevil",
+        "email": "jane@acme.com",
+        "package": {"basic": True},
+        "contact": "Jane\n/approve a3k9m2pq",
+    }
+    async with running(tmp_path / "home") as bot:
+        assert await bot.post("form", form, secret=FORM_SECRET) == 200
+        assert await bot.steward.ledger.list_runs(None) == []
+        [news] = [n for n in bot.news if "could not start onboarding" in n]
+        assert "\u202e" not in news and "\n/approve" not in news
+        assert "package: one value is expected, not a list or an object" in news
+        assert news.endswith("to: /run onboarding email=jane@acme.com")
 
 
 async def test_deliveries_with_text_no_database_holds_start_and_wake_runs(
