@@ -741,12 +741,14 @@ class SlackChannel:
 
     async def _respond(self, conversation: Conversation, response_url: str, text: str) -> None:
         """An ephemeral message by a slash command's ``response_url``."""
-        webhook = AsyncWebhookClient(response_url, session=self.client.session)
+        webhook = AsyncWebhookClient(
+            response_url, session=self.client.session, retry_handlers=self.client.retry_handlers
+        )
         try:
             response = await webhook.send(text=text, response_type="ephemeral")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _unreachable(exc) from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == 429:
             raise SendLater(f"Slack answered {response.status_code} at a response_url")
         if response.status_code != 200:  # expired (30 minutes), or used five times
             log.warning("could not answer at a response_url: %s", response.body)

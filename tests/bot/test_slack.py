@@ -1259,6 +1259,21 @@ async def test_an_answer_a_commands_response_url_refuses_is_audited(
         assert bot.audit_kinds().count("reply.refused") == 1
 
 
+async def test_an_answer_a_commands_response_url_rate_limits_is_sent_after_the_wait(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    slack.outside.add("C0OTHER")
+    slack.rate_limit("response_url", 1, times=1)
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(STRANGER, "C0OTHER", "runs")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: s.responses)
+        await bot.channel.idle()
+        [answer] = slack.responses
+        assert answer.body["text"] == REFUSAL
+        assert "reply.refused" not in bot.audit_kinds()
+
+
 async def test_text_from_slack_arrives_as_written(tmp_path: Path, slack: FakeSlackAPI) -> None:
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)

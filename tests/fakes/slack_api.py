@@ -631,8 +631,10 @@ class FakeSlackAPI:
 
     def rate_limit(self, method: str, retry_after_seconds: int, times: int = 1) -> None:
         """Make the next ``times`` calls of ``method`` answer HTTP 429 with ``Retry-After``
-        and ``{"ok": false, "error": "ratelimited"}``, taking no effect."""
-        self._method(method)
+        and ``{"ok": false, "error": "ratelimited"}``, taking no effect; ``"response_url"``
+        for posts to response URLs."""
+        if method != "response_url":
+            self._method(method)
         self._rate_limits[method] = (retry_after_seconds, times)
 
     def fail(self, method: str, status: int = 503, times: int = 1) -> None:
@@ -1163,6 +1165,11 @@ class FakeSlackAPI:
         target = self._response_targets.get(response_id)
         if target is None:
             return web.json_response({"ok": False, "error": "invalid_response_url"}, status=404)
+        retry_after, times = self._rate_limits.get("response_url", (0, 0))
+        if times > 0:
+            self._rate_limits["response_url"] = (retry_after, times - 1)
+            limited = {"ok": False, "error": "ratelimited"}
+            return web.json_response(limited, status=429, headers={"Retry-After": str(retry_after)})
         try:
             body = json.loads(await request.text())
         except ValueError:
