@@ -68,15 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     for chatty in ("httpx", "httpcore"):  # they log each request's URL, which holds tokens
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    if args.command == "demo":
-        from bot.demo import play
-
-        sys.exit(asyncio.run(play()))
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"steward: invalid settings\n{exc}", file=sys.stderr)
         sys.exit(2)
+    if args.command == "demo":
+        from bot.demo import play
+
+        sys.exit(asyncio.run(play()))
     try:
         code = asyncio.run(_with_steward(settings, COMMANDS[args.command], args))
     except LedgerUnavailable as exc:

@@ -18,11 +18,25 @@ SCRIPT = [
     "1",  # Approve the project folder
     "/runs all",
 ]
+# The tour touches nothing of the operator's, whatever the environment says: not their
+# database, model, mail server (it would email jane@acme.com), Redis or Weaviate, nor
+# their own processes and webhooks.
+OFFLINE: dict[str, object] = {
+    "database_url": None,
+    "llm_model": None,
+    "embedding_model": "none",
+    "redis_url": None,
+    "weaviate_url": None,
+    "smtp_url": None,
+    "email_from": None,
+    "processes_dir": None,
+    "hooks_file": None,
+}
 
 
 async def play(pause: float = 0.0) -> int:
     with tempfile.TemporaryDirectory(prefix="steward-demo-") as home:
-        settings = load_settings(home=Path(home), database_url=None, llm_model=None)
+        settings = load_settings(home=Path(home), **OFFLINE)
         async with Steward.open(settings) as steward:
             out = sys.stdout
             console = ConsoleChannel(steward.door, user="demo", out=out)

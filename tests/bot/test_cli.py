@@ -428,6 +428,34 @@ def test_demo_runs_offline_and_the_chain_is_intact(
     assert not home.exists()
 
 
+def test_demo_touches_nothing_of_the_operators(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mail server, Redis, Weaviate and processes of the operator's, set in the
+    environment or .env, stay out of the tour: it would email jane@acme.com."""
+    port = free_port()
+    monkeypatch.setenv("STEWARD_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    monkeypatch.setenv("STEWARD_EMAIL_FROM", "me@example.com")
+    monkeypatch.setenv("STEWARD_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    monkeypatch.setenv("STEWARD_WEAVIATE_URL", f"http://127.0.0.1:{port}")
+    mine = home.parent / "mine"
+    mine.mkdir()
+    (mine / "onboarding.yaml").write_text("not: a process\n")
+    monkeypatch.setenv("STEWARD_PROCESSES_DIR", str(mine))
+    code, out, _ = steward(capsys, "demo")
+    assert code == 0, out
+    assert "2 effect file(s)" in out
+
+
+def test_demo_with_an_invalid_setting_says_which_in_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEWARD_HTTP_PORT", "eighty")
+    code, _, err = steward(capsys, "demo")
+    assert code == 2
+    assert "Traceback" not in err and "STEWARD_HTTP_PORT" in err
+
+
 def test_no_command_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys)
     assert code == 2 and "usage" in err
