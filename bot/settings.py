@@ -240,6 +240,15 @@ class Settings(BaseSettings):
             raise ValueError("use an app-level token (connections:write), which starts with xapp-")
         return value or None
 
+    @field_validator("openai_base_url")
+    @classmethod
+    def _openai_base(cls, value: str | None) -> str | None:
+        """Set empty (``OPENAI_BASE_URL=`` in .env) is unset: the client took "" for its
+        base, and every model call failed."""
+        if value and not re.match(r"https?://[^/]+", value):
+            raise ValueError(f"{value!r} is not a URL like http://localhost:11434/v1")
+        return value or None
+
     @field_validator("slack_api_url")
     @classmethod
     def _slack_api(cls, value: str) -> str:

