@@ -91,6 +91,17 @@ class Settings(BaseSettings):
             raise ValueError("is set but empty: unset it for the default")
         return value
 
+    @field_validator("http_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        """A name the system's resolver cannot even encode (an empty label, "0..0.0.0")
+        ended ``steward run`` in a traceback from getaddrinfo."""
+        try:
+            value.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"{value!r} is not a host name or address") from None
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:

@@ -200,3 +200,12 @@ def test_an_openai_base_url_is_a_url_and_set_empty_is_unset() -> None:
     )
     url = "http://127.0.0.1:11434/v1"
     assert load_settings(openai_base_url=url).openai_base_url == url
+
+
+def test_an_http_host_the_resolver_cannot_encode_is_refused() -> None:
+    for host in ("0..0.0.0", "bot..example.com", "x" * 64):
+        assert (
+            problem(http_host=host) == f"STEWARD_HTTP_HOST: {host!r} is not a host name or address"
+        )
+    for host in ("0.0.0.0", "::", "localhost", "bot.example.com"):
+        assert load_settings(http_host=host).http_host == host
