@@ -105,7 +105,9 @@ async def import_(
         else []  # an export from before the table was there
         for table in tables
     }
-    entries = _read_lines(folder / f"{CHECKPOINTS}.jsonl")
+    # Read whole before anything is written: a broken line refuses the import, where it
+    # left the ledger imported without its checkpoints, and the home no longer empty.
+    checkpoints = _decode_checkpoints(checkpointer, _read_lines(folder / f"{CHECKPOINTS}.jsonl"))
 
     def restore(conn: Connection) -> None:
         for index, table in enumerate(tables):
@@ -128,7 +130,7 @@ async def import_(
         raise ArchiveError(
             f"this database refuses a row of the export ({cause(exc)}); nothing was imported"
         ) from None
-    counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, entries)
+    counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, checkpoints)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
     wrong = {k: (v, expected.get(k)) for k, v in counts.items() if expected.get(k, 0) != v}
     if wrong:
@@ -155,10 +157,18 @@ def _plain(value: Any) -> Any:
 
 def _read(path: Path, table: Table) -> Iterator[dict[str, Any]]:
     times = {c.name for c in table.columns if isinstance(c.type, UTCDateTime)}
-    for row in _read_lines(path):
+    columns = set(table.columns.keys())
+    for number, row in enumerate(_read_lines(path), 1):
+        if not isinstance(row, dict) or not set(row) <= columns:
+            raise ArchiveError(f"{path.name} line {number} is not a row of {table.name}")
         for name in times:
             if row.get(name) is not None:
-                row[name] = datetime.fromisoformat(row[name])
+                try:
+                    row[name] = datetime.fromisoformat(row[name])
+                except (TypeError, ValueError):
+                    raise ArchiveError(
+                        f"{path.name} line {number}: {name} is not a time ({row[name]!r})"
+                    ) from None
         yield row
 
 
@@ -179,11 +189,14 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
         raise ArchiveError(f"{path.name} is missing from the export")
     rows = []
     with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            try:
+        number = 0
+        try:
+            for number, line in enumerate(lines, 1):  # noqa: B007 (the excepts name it)
                 rows.append(json.loads(line))
-            except ValueError:
-                raise ArchiveError(f"{path.name} line {number} is not JSON") from None
+        except UnicodeDecodeError:
+            raise ArchiveError(f"{path.name} is not UTF-8 text") from None
+        except ValueError:
+            raise ArchiveError(f"{path.name} line {number} is not JSON") from None
     return rows
 
 
@@ -238,27 +251,45 @@ async def _export_checkpoints(checkpointer: BaseCheckpointSaver[str]) -> list[di
     ]
 
 
-async def _import_checkpoints(
+# A checkpoint as read from the export: where it goes, itself, its metadata, its channel
+# versions, and its pending writes by task.
+Decoded = tuple[RunnableConfig, Any, Any, Any, dict[str, list[tuple[str, Any]]]]
+
+
+def _decode_checkpoints(
     checkpointer: BaseCheckpointSaver[str], entries: list[dict[str, Any]]
-) -> int:
+) -> list[Decoded]:
     serde = checkpointer.serde
-    for entry in entries:
-        checkpoint = serde.loads_typed(_untyped(entry["checkpoint"]))
-        metadata = serde.loads_typed(_untyped(entry["metadata"]))
-        own = entry["config"]["configurable"]
-        root = {"thread_id": own["thread_id"], "checkpoint_ns": own.get("checkpoint_ns", "")}
-        parent = RunnableConfig(
-            configurable=(entry["parent_config"] or {}).get("configurable", root)
-        )
-        stored = await checkpointer.aput(
-            parent, checkpoint, metadata, checkpoint["channel_versions"]
-        )
-        by_task: dict[str, list[tuple[str, Any]]] = {}
-        for task, channel, value in entry["writes"]:
-            by_task.setdefault(task, []).append((channel, serde.loads_typed(_untyped(value))))
+    decoded: list[Decoded] = []
+    for number, entry in enumerate(entries, 1):
+        try:
+            checkpoint = serde.loads_typed(_untyped(entry["checkpoint"]))
+            metadata = serde.loads_typed(_untyped(entry["metadata"]))
+            own = entry["config"]["configurable"]
+            root = {"thread_id": own["thread_id"], "checkpoint_ns": own.get("checkpoint_ns", "")}
+            parent = RunnableConfig(
+                configurable=(entry["parent_config"] or {}).get("configurable", root)
+            )
+            versions = checkpoint["channel_versions"]
+            by_task: dict[str, list[tuple[str, Any]]] = {}
+            for task, channel, value in entry["writes"]:
+                by_task.setdefault(task, []).append((channel, serde.loads_typed(_untyped(value))))
+        # What the file's text can make the decoding raise: a key or item missing, a
+        # wrong type, bad base64 or msgpack, an unknown serialization type.
+        except (LookupError, TypeError, ValueError, AttributeError, NotImplementedError):
+            raise ArchiveError(f"{CHECKPOINTS}.jsonl line {number} is not a checkpoint") from None
+        decoded.append((parent, checkpoint, metadata, versions, by_task))
+    return decoded
+
+
+async def _import_checkpoints(
+    checkpointer: BaseCheckpointSaver[str], checkpoints: list[Decoded]
+) -> int:
+    for parent, checkpoint, metadata, versions, by_task in checkpoints:
+        stored = await checkpointer.aput(parent, checkpoint, metadata, versions)
         for task, writes in by_task.items():
             await checkpointer.aput_writes(stored, writes, task)
-    return len(entries)
+    return len(checkpoints)
 
 
 def _typed(pair: tuple[str, bytes]) -> list[str]:

@@ -153,3 +153,39 @@ async def test_an_export_postgresql_cannot_hold_is_refused_whole(
             await archive.import_(new.ledger, new.engine.checkpointer, folder)
         assert await new.ledger.list_runs(None) == []
         assert await new.ledger.audit_events() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "said"),
+    [
+        ("checkpoints", "{}", "checkpoints.jsonl line 2 is not a checkpoint"),
+        ("checkpoints", '{"checkpoint": ["msgpack", "!!"]}', "line 2 is not a checkpoint"),
+        ("runs", "42", "runs.jsonl line 5 is not a row of runs"),
+        ("runs", '{"nosuchcolumn": 1}', "runs.jsonl line 5 is not a row of runs"),
+        ("runs", '{"id": "r1", "created_at": "garbage"}', "line 5: created_at is not a time"),
+        ("runs", "\udcff", "runs.jsonl is not UTF-8 text"),
+    ],
+)
+async def test_a_broken_line_refuses_the_import_before_anything_is_written(
+    tmp_path: Path, name: str, line: str, said: str
+) -> None:
+    """A broken checkpoint left the ledger imported without checkpoints (its waiting runs
+    could not go on) and the home no longer empty for the good export; a broken row
+    ended in a traceback."""
+    folder = tmp_path / "export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        await seed(old)
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in folder.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    lines = (folder / f"{name}.jsonl").read_bytes().splitlines(keepends=True)
+    lines.insert(1 if name == "checkpoints" else 4, line.encode(errors="surrogateescape") + b"\n")
+    (broken / f"{name}.jsonl").write_bytes(b"".join(lines))
+    async with Steward.open(load_settings(home=tmp_path / "new")) as new:
+        with pytest.raises(archive.ArchiveError, match=said):
+            await archive.import_(new.ledger, new.engine.checkpointer, broken)
+        assert await new.ledger.list_runs(None) == []
+        summary = await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        assert summary.counts["runs"] == 4
