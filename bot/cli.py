@@ -336,6 +336,9 @@ async def cmd_export(steward: Steward, args: argparse.Namespace) -> int:
     except archive.ArchiveError as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file in the way, no permission, a full disk
+        print(f"steward: cannot write the export to {folder}: {exc.strerror}", file=sys.stderr)
+        return 1
     print(f"exported {summary.total:,} records to {folder}")
     return 0
 
@@ -347,6 +350,12 @@ async def cmd_import(steward: Steward, args: argparse.Namespace) -> int:
         )
     except archive.ArchiveError as exc:
         print(f"steward: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file of it unreadable, or a folder where a file should be
+        print(
+            f"steward: cannot read the export in {args.folder}: {exc.strerror} ({exc.filename})",
+            file=sys.stderr,
+        )
         return 1
     print(f"imported {summary.total:,} records from {args.folder}")
     return 0

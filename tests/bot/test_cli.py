@@ -691,3 +691,24 @@ def test_a_local_embedding_model_not_installed_is_one_line(
     code, _, err = steward(capsys, "runs")
     assert code == 2
     assert "Traceback" not in err and "STEWARD_EMBEDDING_MODEL=local" in err
+
+
+def test_an_export_or_import_the_file_system_refuses_is_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start(capsys)
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    for folder in (in_the_way, in_the_way / "export"):
+        code, _, err = steward(capsys, "export", str(folder))
+        assert code == 1
+        assert err.startswith(f"steward: cannot write the export to {folder}: ")
+        assert len(err.strip().splitlines()) == 1, err
+    assert steward(capsys, "export", str(tmp_path / "export"))[0] == 0
+    (tmp_path / "export" / "runs.jsonl").unlink()
+    (tmp_path / "export" / "runs.jsonl").mkdir()
+    monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "new-home"))
+    code, _, err = steward(capsys, "import", str(tmp_path / "export"))
+    assert code == 1
+    assert err.startswith(f"steward: cannot read the export in {tmp_path / 'export'}: ")
+    assert len(err.strip().splitlines()) == 1, err
