@@ -199,7 +199,7 @@ async def _stdin_line() -> str | None:
         got, error = None, None
         try:
             got = input(PROMPT)
-        except EOFError:
+        except (EOFError, RuntimeError, OSError):  # no stdin (`<&-`), its terminal hung up
             pass
         except Exception as exc:  # stdin closed under it, say: the caller hears of it
             error = exc

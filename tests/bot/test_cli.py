@@ -281,6 +281,25 @@ def test_a_shell_command_in_flight_is_no_steward_beside_the_chat(
     assert code == 0 and "is serving Telegram or Slack" not in err
 
 
+@pytest.mark.parametrize("stdin", [None, "a terminal that hung up"])
+def test_a_chat_without_its_input_ends_as_at_its_end(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stdin: str | None,
+) -> None:
+    """`steward run <&-` ended in a traceback ("input(): lost sys.stdin"), and so did a
+    read that failed (EIO once an ssh session's terminal is gone)."""
+
+    class HungUp(io.StringIO):
+        def readline(self, size: int | None = -1) -> str:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sys, "stdin", None if stdin is None else HungUp())
+    code, _, err = steward(capsys, "chat")
+    assert code == 0 and err == "", err
+
+
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "approve", "azzzzzz")
     assert code == 2 and "no approval 'azzzzzz'; `steward runs` lists the pending ones" in err
