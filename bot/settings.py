@@ -283,6 +283,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _models(self) -> Settings:
+        if self.llm_fast_model and not self.llm_model:
+            raise ValueError(
+                "STEWARD_LLM_FAST_MODEL is set but STEWARD_LLM_MODEL is not: the fast model "
+                "routes beside the one that drafts, and alone it was ignored (set both, or "
+                "STEWARD_LLM_MODEL alone for one model)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _embeddings(self) -> Settings:
         model = self.embedding_model
         endpoint = self.openai_base_url or self.openai_api_key

@@ -209,3 +209,12 @@ def test_an_http_host_the_resolver_cannot_encode_is_refused() -> None:
         )
     for host in ("0.0.0.0", "::", "localhost", "bot.example.com"):
         assert load_settings(http_host=host).http_host == host
+
+
+def test_a_fast_model_alone_is_refused() -> None:
+    """It was ignored: no model was configured, and plain words were routed by rules."""
+    assert problem(llm_fast_model="gpt-4o-mini").startswith(
+        "STEWARD_LLM_FAST_MODEL is set but STEWARD_LLM_MODEL is not"
+    )
+    both = load_settings(llm_model="gpt-4o", llm_fast_model="gpt-4o-mini")
+    assert both.model_configured and both.llm_fast_model == "gpt-4o-mini"
