@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel
 
 from graph.budget import Budgets
+from memory.embeddings import OPENAI_API
 from memory.ledger import Ledger, ModelCall, storable
 
 T = TypeVar("T", bound=BaseModel)
@@ -67,7 +68,7 @@ class LanguageModels:
             return ChatOpenAI(
                 model=name,
                 api_key=api_key or "unused",
-                base_url=base_url,
+                base_url=base_url or OPENAI_API,
                 timeout=60,
                 max_retries=2,
             )

@@ -57,6 +57,12 @@ class Embedder(Protocol):
     async def close(self) -> None: ...
 
 
+# Given to the OpenAI clients when no other is set: left to themselves they read
+# OPENAI_BASE_URL from the environment, and set empty ("docker run -e OPENAI_BASE_URL=")
+# it was the base of every call, which all failed.
+OPENAI_API = "https://api.openai.com/v1"
+
+
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM, LM Studio)."""
 
@@ -70,7 +76,7 @@ class OpenAIEmbedder:
         self._client = OpenAIEmbeddings(
             http_async_client=self._http,
             model=model,
-            openai_api_base=base_url,
+            openai_api_base=base_url or OPENAI_API,
             # Local servers take any key; the client insists on one.
             openai_api_key=SecretStr(api_key or "not-needed"),
             # Counting tokens would fetch tiktoken's tables from the internet; texts are

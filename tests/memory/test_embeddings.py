@@ -13,6 +13,7 @@ import pytest
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
 from graph.messages import Inbound, Sender
+from graph.models import LanguageModels
 from memory.embeddings import (
     EmbeddingFailed,
     LocalEmbedder,
@@ -20,7 +21,7 @@ from memory.embeddings import (
     choose_embedder,
     local_model_installed,
 )
-from memory.ledger import utcnow
+from memory.ledger import Ledger, utcnow
 from memory.longterm import MemoryRecord, Query, RecordKind
 from tests.fakes.embeddings import hashed
 from tests.fakes.openai_api import fake_openai
@@ -36,6 +37,19 @@ async def test_a_named_model_needs_an_endpoint() -> None:
     embedder = choose_embedder("nomic-embed-text", "http://localhost:11434/v1", None)
     assert isinstance(embedder, OpenAIEmbedder) and embedder.name == "openai:nomic-embed-text"
     await embedder.close()
+
+
+async def test_an_empty_openai_base_url_in_the_environment_is_not_the_clients_base(
+    monkeypatch: pytest.MonkeyPatch, ledger: Ledger
+) -> None:
+    """The OpenAI client reads OPENAI_BASE_URL itself when given none: set empty, as
+    ``docker run -e OPENAI_BASE_URL=`` sets it, every call went to ""."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    embedder = OpenAIEmbedder("text-embedding-3-small", None, "sk-test")
+    assert str(embedder._client.async_client._client.base_url) == "https://api.openai.com/v1/"
+    await embedder.close()
+    models = LanguageModels.openai(ledger, "gpt-4o", None, "sk-test", None)
+    assert str(models.strong.root_async_client.base_url) == "https://api.openai.com/v1/"
 
 
 async def test_an_openai_compatible_endpoint_embeds_and_its_failure_is_named() -> None:
