@@ -28,6 +28,11 @@ class DatabaseURL:
                 f"{raw!r} is not a database URL; use sqlite:////path/to/file.db "
                 "or postgresql://user@host/db"
             ) from None
+        if url.host and "@" in url.host:  # never echoed: the rest of a password is after it
+            raise ValueError(
+                "its user or password holds an @: write it as %40, e.g. "
+                "postgresql://steward:p%40ss@db/steward"
+            )
         if url.drivername == "postgres":  # libpq's and most hosts' spelling, too
             url = url.set(drivername="postgresql")
         backend = url.get_backend_name()

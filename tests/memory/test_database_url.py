@@ -60,6 +60,15 @@ def test_postgresql_libpq_keeps_password_and_str_hides_it() -> None:
     assert url.sqlalchemy.drivername == "postgresql+psycopg"
 
 
+def test_a_password_holding_an_at_sign_is_refused_without_showing_any_of_it() -> None:
+    """Read as a password before the first @ and a host after it, the rest of the
+    password showed in the error naming the host it could not reach."""
+    with pytest.raises(ValueError, match="%40") as refused:
+        DatabaseURL.parse("postgresql://steward:p@ss-w0rd@db.example.com/steward")
+    assert "ss-w0rd" not in str(refused.value)
+    assert DatabaseURL.parse("postgresql://steward:p%40ss@db/steward").sqlalchemy.password == "p@ss"
+
+
 @pytest.mark.parametrize(
     "raw",
     ["mysql://user@host/db", "mysql+pymysql://user:pw@host/db", "oracle://u@h/db"],
