@@ -108,6 +108,10 @@ async def import_(
     # Read whole before anything is written: a broken line refuses the import, where it
     # left the ledger imported without its checkpoints, and the home no longer empty.
     checkpoints = _decode_checkpoints(checkpointer, _read_lines(folder / f"{CHECKPOINTS}.jsonl"))
+    read = {name: len(these) for name, these in rows.items()} | {CHECKPOINTS: len(checkpoints)}
+    wrong = {k: (v, expected.get(k)) for k, v in read.items() if expected.get(k, 0) != v}
+    if wrong:  # a file cut short, or one line too many: before anything is written
+        raise ArchiveError(f"rows read do not match the manifest: {wrong}; nothing was imported")
 
     def restore(conn: Connection) -> None:
         for index, table in enumerate(tables):
@@ -132,9 +136,6 @@ async def import_(
         ) from None
     counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, checkpoints)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
-    wrong = {k: (v, expected.get(k)) for k, v in counts.items() if expected.get(k, 0) != v}
-    if wrong:
-        raise ArchiveError(f"rows read do not match the manifest: {wrong}")
     return Summary(counts)
 
 

@@ -189,3 +189,21 @@ async def test_a_broken_line_refuses_the_import_before_anything_is_written(
         assert await new.ledger.list_runs(None) == []
         summary = await archive.import_(new.ledger, new.engine.checkpointer, folder)
         assert summary.counts["runs"] == 4
+
+
+async def test_rows_the_manifest_does_not_count_refuse_the_import_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """A file cut short or added to after the export: the check came after the commit,
+    and left the home imported and no longer empty for the good export."""
+    folder = tmp_path / "export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        await seed(old)
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    runs = (folder / "runs.jsonl").read_text().splitlines(keepends=True)
+    extra = json.loads(runs[0]) | {"id": "rextra0001"}
+    (folder / "runs.jsonl").write_text("".join(runs) + json.dumps(extra) + "\n")
+    async with Steward.open(load_settings(home=tmp_path / "new")) as new:
+        with pytest.raises(archive.ArchiveError, match="do not match the manifest"):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        assert await new.ledger.list_runs(None) == []
