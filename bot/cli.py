@@ -34,6 +34,7 @@ from bot.settings import SettingsError, load_settings
 from graph.coordinator import ACTIVE
 from graph.engine import InputProblem, RunView
 from graph.errors import NotFound, StewardError
+from graph.history import SOURCES
 from graph.messages import Button, Reply, Sender
 from graph.routing import INPUT_NAME
 from graph.timeline import render_timeline, timeline
@@ -489,7 +490,7 @@ async def cmd_history(steward: Steward, args: argparse.Namespace) -> int:
         found = await steward.history.search(question, datetime.now(UTC), args.limit)
         _print_json([{**hit.record.to_dict(), "score": hit.score} for hit in found.hits])
         return 0
-    print(await steward.history.answer(question, datetime.now(UTC)))
+    print(await steward.history.answer(question, datetime.now(UTC), limit=args.limit))
     return 0
 
 
@@ -649,7 +650,9 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="ask about anything that happened, with sources")
     history.add_argument("question", nargs="+")
     history.add_argument("--json", action="store_true", help="the matching records, scored")
-    history.add_argument("--limit", type=_at_least_one, default=8)
+    history.add_argument(
+        "--limit", type=_at_least_one, default=SOURCES, help="the most sources it weighs"
+    )
     memory = sub.add_parser("memory", help="long-term memory: status, or rebuild from the ledger")
     memory.add_argument("action", choices=["status", "rebuild"])
     memory.add_argument("--json", action="store_true")

@@ -439,13 +439,17 @@ class History:
             log.exception("could not feed long-term memory before a search")
 
     async def answer(
-        self, question: str, now: datetime, recent: list[dict[str, Any]] | None = None
+        self,
+        question: str,
+        now: datetime,
+        recent: list[dict[str, Any]] | None = None,
+        limit: int = SOURCES,
     ) -> str:
         question = question.strip()
         if not question:
             return "Ask me about anything that happened, e.g. /history what did we quote Acme?"
         try:
-            found = await self.search(question, now)
+            found = await self.search(question, now, limit)
         except MemoryUnavailable as exc:
             return UNAVAILABLE.format(exc)
         if not found.hits:

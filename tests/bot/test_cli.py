@@ -493,6 +493,8 @@ def test_history_cites_what_happened_and_memory_can_be_rebuilt(
     code, out, _ = steward(capsys, "history", "welcome email", "--json", "--limit", "2")
     hits = json.loads(out)
     assert len(hits) == 2 and all(hit["run_id"] == run_id for hit in hits)
+    code, out, _ = steward(capsys, "history", "welcome email", "--limit", "1")
+    assert code == 0 and "[1] " in out and "[2] " not in out  # the answer weighs one
 
     code, out, _ = steward(capsys, "memory", "status", "--json")
     status = json.loads(out)
