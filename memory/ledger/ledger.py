@@ -152,6 +152,17 @@ _MOVE_HELD_RUN = Prepared(  # a running run, by the worker moving it
         or_(t.runs.c.owner == bindparam("worker"), t.runs.c.owner.is_(None)),
     )
 )
+_THE_CARD = (
+    t.card_messages.c.channel == bindparam("in_channel"),
+    t.card_messages.c.approval_id == bindparam("card"),
+)
+_LOCK_CARD = Prepared(
+    select(t.card_messages.c.messages, t.card_messages.c.outcome)
+    .where(*_THE_CARD)
+    .with_for_update()
+)
+_KEEP_CARD = Prepared(update(t.card_messages).where(*_THE_CARD))
+_DELETE_REPLY = Prepared(delete(t.replies).where(t.replies.c.key == bindparam("key")))
 _INSERT_STEP = Prepared(insert(t.steps))
 _INSERT_APPROVAL = Prepared(insert(t.approvals))
 _GET_APPROVAL = Prepared(select(t.approvals).where(t.approvals.c.id == bindparam("approval_id")))
@@ -299,22 +310,15 @@ def _locked_card(conn: Connection, channel: str, approval_id: str) -> tuple[list
         .values(channel=channel, approval_id=approval_id, messages=[], outcome=None)
         .on_conflict_do_nothing(index_elements=["channel", "approval_id"])
     )
-    row = conn.execute(
-        select(t.card_messages.c.messages, t.card_messages.c.outcome)
-        .where(t.card_messages.c.channel == channel, t.card_messages.c.approval_id == approval_id)
-        .with_for_update()
-    ).one()
+    row = _LOCK_CARD.one(conn, {"in_channel": channel, "card": approval_id})
     return list(row.messages), row.outcome
 
 
 def _keep_card(
     conn: Connection, channel: str, approval_id: str, messages: list[Any], outcome: str | None
 ) -> None:
-    conn.execute(
-        update(t.card_messages)
-        .where(t.card_messages.c.channel == channel, t.card_messages.c.approval_id == approval_id)
-        .values(messages=messages, outcome=outcome)
-    )
+    where = {"in_channel": channel, "card": approval_id}
+    _KEEP_CARD.run(conn, {**where, "messages": messages, "outcome": outcome})
 
 
 class LedgerTx:
@@ -1384,8 +1388,7 @@ class Ledger:
         await self.db.run(lambda conn: conn.execute(query), durable=False)
 
     async def reply_sent(self, key: str) -> None:
-        query = delete(t.replies).where(t.replies.c.key == key)
-        await self.db.run(lambda conn: conn.execute(query), durable=False)
+        await self.db.run(lambda conn: _DELETE_REPLY.run(conn, {"key": key}), durable=False)
 
     async def drop_reply(self, key: str, event: NewAuditEvent) -> None:
         """Forgets a reply that cannot be sent, with an audit event saying why."""
