@@ -56,6 +56,11 @@ REFUSAL_TTL = 24 * 3600
 AHEAD_WAIT = 0.5  # seconds a handling waits, at most, for what it sent ahead to be sent
 UNVERIFIED_TTL = 60
 UNVERIFIED_MOST = 20  # audit events a minute per channel for refused requests, all addresses
+# Deliveries from people not on the allow-list stored (and audited) a day, per sender and
+# from all of them: past these a stranger's flood is dropped unstored, so that it cannot
+# grow the ledger without end. Operators' deliveries are never counted.
+STRANGER_MOST = 100
+STRANGERS_MOST = 2_000
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
 
 
@@ -88,6 +93,8 @@ class FrontDoor:
         platform once ``sync()`` returns.
         """
         channel = inbound.sender.channel
+        if not self.allowlist.allows(inbound.sender) and await self._a_flood(inbound):
+            return None
         try:
             return await self.ledger.accept_inbound(
                 channel, inbound.external_id, inbound.to_payload(), durable
@@ -104,6 +111,22 @@ class FrontDoor:
                 NewAuditEvent(inbound.sender.key[:200], "delivery.unstorable", channel, data)
             )
             return None
+
+    async def _a_flood(self, inbound: Inbound) -> bool:
+        """Whether a stranger's delivery is past what is stored of strangers today; the
+        first one past either most is audited, and the rest only logged."""
+        sender = inbound.sender.key
+        counted = {"this sender": f"stored:{sender}", "all strangers": "stored:strangers"}
+        for whose, most in (("this sender", STRANGER_MOST), ("all strangers", STRANGERS_MOST)):
+            stored = await self.memory.count(counted[whose], REFUSAL_TTL)
+            if stored <= most:
+                continue
+            if stored == most + 1:
+                flood = {"most": most, "of": whose}
+                await self.ledger.audit(NewAuditEvent(sender[:200], "access.flood", sender, flood))
+            log.warning("dropped a delivery from %s unstored: a flood of strangers", sender)
+            return True
+        return False
 
     async def prefix_deliveries(self, channel: str, prefix: str) -> None:
         """The recent deliveries of ``channel`` stored with bare ids, named as a channel

@@ -174,6 +174,27 @@ async def test_a_stranger_is_never_kept_a_word(
     assert owed.reply.texts == [REFUSAL]
 
 
+async def test_a_strangers_flood_is_stored_and_audited_only_up_to_a_days_most(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message a stranger sent was an inbox row and an audit event: a flood, from
+    one sender or many, grew the ledger without end. Operators are never counted."""
+    monkeypatch.setattr(graph.front_door, "STRANGER_MOST", 3)
+    monkeypatch.setattr(graph.front_door, "STRANGERS_MOST", 5)
+    stranger = Sender("telegram", "666")
+    kept = [await app.door.accept(Inbound(stranger, "666", f"u{n}", text="hi")) for n in range(5)]
+    assert [k is not None for k in kept] == [True, True, True, False, False]
+    others = [Sender("telegram", str(n)) for n in (1, 2, 3)]
+    kept = [
+        await app.door.accept(Inbound(s, s.user_id, f"o{s.user_id}", text="hi")) for s in others
+    ]
+    assert [k is not None for k in kept] == [True, True, False]  # 5 of all strangers
+    for n in range(10):
+        assert await app.door.accept(Inbound(OPERATOR, "7", f"op{n}", text="/runs")) is not None
+    floods = [e for e in await app.ledger.audit_events() if e.kind == "access.flood"]
+    assert [e.subject for e in floods] == ["telegram:666", "telegram:3"]
+
+
 async def test_a_word_taken_over_while_its_handling_went_on_keeps_the_reply_apart(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
