@@ -103,6 +103,7 @@ class Steward:
                         settings.openai_base_url,
                         budgets,
                     )
+                    stack.push_async_callback(models.close)
                 elif models is not None and models.budgets is None:
                     models.budgets = budgets
                 engine = ProcessEngine(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from langchain_core.language_models import BaseChatModel
@@ -18,6 +18,9 @@ from pydantic import BaseModel
 from graph.budget import Budgets
 from memory.embeddings import OPENAI_API
 from memory.ledger import Ledger, ModelCall, storable
+
+if TYPE_CHECKING:
+    import httpx
 
 T = TypeVar("T", bound=BaseModel)
 UTC_ZONE = ZoneInfo("UTC")
@@ -45,12 +48,14 @@ class LanguageModels:
         ledger: Ledger,
         names: tuple[str, str],
         budgets: Budgets | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.strong = strong
         self.fast = fast
         self.ledger = ledger
         self.strong_name, self.fast_name = names
         self.budgets = budgets
+        self._http = http  # the clients' connections, ours to close
 
     @classmethod
     def openai(
@@ -62,7 +67,10 @@ class LanguageModels:
         base_url: str | None,
         budgets: Budgets | None = None,
     ) -> LanguageModels:
+        import httpx
         from langchain_openai import ChatOpenAI
+
+        http = httpx.AsyncClient()  # one pool for both, closed by close()
 
         def make(name: str) -> BaseChatModel:
             return ChatOpenAI(
@@ -71,10 +79,15 @@ class LanguageModels:
                 base_url=base_url or OPENAI_API,
                 timeout=60,
                 max_retries=2,
+                http_async_client=http,
             )
 
         fast_name = fast_model or model
-        return cls(make(model), make(fast_name), ledger, (model, fast_name), budgets)
+        return cls(make(model), make(fast_name), ledger, (model, fast_name), budgets, http)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
 
     async def complete(
         self,

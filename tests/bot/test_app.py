@@ -67,3 +67,13 @@ async def test_the_ledger_an_earlier_version_kept_in_the_home_folder_is_pointed_
         async with Steward.open(load_settings(home=tmp_path)):  # it is the home again
             pass
     assert [r for r in caplog.records if r.name == "bot.app"] == []
+
+
+async def test_the_model_clients_connections_close_with_steward(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", llm_model="gpt-4o-mini", openai_api_key="k")
+    async with Steward.open(settings) as app:
+        models = app.coordinator.router.models
+        assert models is not None
+        clients = [chat.http_async_client for chat in (models.strong, models.fast)]  # type: ignore[attr-defined]
+        assert not any(client.is_closed for client in clients)
+    assert all(client.is_closed for client in clients)
