@@ -220,15 +220,23 @@ class Router:
         if definition is None or choice.confidence < 0.5:
             return None
         values: dict[str, Any] = {}
-        for name, raw in choice.inputs.items():
-            spec = definition.inputs.get(name)
+        for given in choice.inputs:
+            spec = definition.inputs.get(given.name)
             if spec is not None:
                 with suppress(InputError):
-                    values[name] = parse_input(name, spec, raw)
+                    values[given.name] = parse_input(given.name, spec, given.value)
         return Route(definition, values, tier=2, confidence=choice.confidence)
 
 
+class _Input(BaseModel):
+    name: str
+    value: str
+
+
 class _ModelRoute(BaseModel):
+    """The model's answer. Inputs are a list of pairs, not an object keyed by name:
+    OpenAI's structured outputs refuse an object whose keys the schema does not name."""
+
     process: str | None = None
-    inputs: dict[str, str] = Field(default_factory=dict)
+    inputs: list[_Input] = Field(default_factory=list)
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -1,5 +1,7 @@
-"""A local server that speaks OpenAI's ``/v1/embeddings`` wire format, for the real
-langchain-openai client; its vectors are the hashing embedder's, and it fails on demand."""
+"""A local server that speaks OpenAI's ``/v1/embeddings`` and ``/v1/chat/completions``
+wire formats, for the real langchain-openai client; its vectors are the hashing
+embedder's, its chat answers are scripted, and it fails on demand. Like OpenAI, it
+refuses a strict ``json_schema`` with an object that may hold keys it does not name."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ class FakeOpenAI:
     url: str = ""
     failing: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)  # chat answers, in turn
+    chats: list[dict[str, Any]] = field(default_factory=list)
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -39,12 +43,50 @@ class FakeOpenAI:
         reply = {"object": "list", "data": data, "model": body["model"], "usage": usage}
         return web.json_response(reply)
 
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.chats.append(body)
+        response_format = body.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            schema = response_format["json_schema"]
+            if schema.get("strict") and (where := _open_object(schema["schema"])) is not None:
+                message = (
+                    f"Invalid schema for response_format '{schema['name']}': In context={where}, "
+                    "'additionalProperties' is required to be supplied and to be false."
+                )
+                error = {"message": message, "type": "invalid_request_error"}
+                return web.json_response({"error": error}, status=400)
+        content = self.answers.pop(0) if self.answers else ""
+        message = {"role": "assistant", "content": content}
+        usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        reply = {"object": "chat.completion", "model": body["model"], "usage": usage}
+        return web.json_response({**reply, "id": "chat-1", "created": 0, "choices": [choice]})
+
+
+def _open_object(schema: Any, where: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Where ``schema`` has an object that does not set ``additionalProperties: false``."""
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            if (found := _open_object(item, (*where, str(index)))) is not None:
+                return found
+        return None
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+        return where
+    for key, value in schema.items():
+        if (found := _open_object(value, (*where, key))) is not None:
+            return found
+    return None
+
 
 @asynccontextmanager
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     fake = FakeOpenAI()
     app = web.Application()
     app.router.add_post("/v1/embeddings", fake.embeddings)
+    app.router.add_post("/v1/chat/completions", fake.chat)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -761,7 +761,11 @@ def _route_answer(process: str | None, inputs: dict[str, str], confidence: float
         tool_calls=[
             {
                 "name": "_ModelRoute",
-                "args": {"process": process, "inputs": inputs, "confidence": confidence},
+                "args": {
+                    "process": process,
+                    "inputs": [{"name": name, "value": value} for name, value in inputs.items()],
+                    "confidence": confidence,
+                },
                 "id": "call-1",
                 "type": "tool_call",
             }

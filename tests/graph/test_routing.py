@@ -1,14 +1,19 @@
-"""What plain words give a process's inputs without a model."""
+"""What plain words give a process's inputs without a model, and what a model gives."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.app import Steward
+from bot.settings import load_settings
 from graph.catalog import Catalog
 from graph.routing import extract_values
 from processes import BUILTIN_DIR
+from tests.fakes.openai_api import fake_openai
 
 ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
 
@@ -52,3 +57,23 @@ def test_a_reminder_greets_the_person_named_before_the_company() -> None:
     text = "chase Tom from Globex about invoice INV-42, $1,200 due 2026-11-01 (tom@globex.io)"
     found = extract_values(followup, text)
     assert (found.get("contact"), found.get("client")) == ("Tom", "Globex")
+
+
+async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path) -> None:
+    """The answer's schema is one OpenAI takes in strict mode: an object whose keys it
+    does not name (inputs by name) was refused, with a 400, for every request."""
+    async with fake_openai() as server:
+        given = [{"name": "client", "value": "Globex"}, {"name": "email", "value": "ops@globex"}]
+        answer = {"process": "onboarding", "inputs": given, "confidence": 0.9}
+        server.answers.append(json.dumps(answer))
+        settings = load_settings(
+            home=tmp_path / "home",
+            llm_model="gpt-4o-mini",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+        )
+        async with Steward.open(settings) as app:
+            route = await app.coordinator.router.by_model("greet Globex, they bought our top tier")
+    assert route is not None and route.process.name == "onboarding"
+    assert route.values == {"client": "Globex"}  # "ops@globex" is no email: dropped
+    assert route.tier == 2
