@@ -33,6 +33,14 @@ ROUTING = "(routing)"  # model calls that belong to no run: choosing a process
 class BudgetExceeded(StewardError):
     kind = "budget"
 
+    def __init__(self, message: str, spent: str | None = None) -> None:
+        super().__init__(message)
+        self.spent = spent or message  # "the daily model budget is spent ($0.01 of $0.01 today)"
+
+    @classmethod
+    def of(cls, spent: str, advice: str) -> BudgetExceeded:
+        return cls(f"{spent}, so no model call was made; {advice}", spent)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -106,19 +114,19 @@ class Budgets:
         if self.daily is not None:
             spent = await self.ledger.model_spend_since(self.day_start(now))
             if spent >= self.daily:
-                raise BudgetExceeded(
+                raise BudgetExceeded.of(
                     f"the daily model budget is spent ({dollars(spent)} of {dollars(self.daily)} "
-                    "today), so no model call was made; raise STEWARD_BUDGET_DAILY, or "
-                    "/retry tomorrow"
+                    "today)",
+                    "raise STEWARD_BUDGET_DAILY, or /retry tomorrow",
                 )
         limit = self.per_process.get(process or "")
         if process is not None and limit is not None:
             spent = await self.ledger.model_spend_since(self.month_start(now), process)
             if spent >= limit:
-                raise BudgetExceeded(
+                raise BudgetExceeded.of(
                     f"{process}'s model budget for the month is spent ({dollars(spent)} of "
-                    f"{dollars(limit)}), so no model call was made; raise it in "
-                    "STEWARD_PROCESS_BUDGETS, or /retry next month"
+                    f"{dollars(limit)})",
+                    "raise it in STEWARD_PROCESS_BUDGETS, or /retry next month",
                 )
 
     def day_start(self, now: datetime) -> datetime:

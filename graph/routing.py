@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import shlex
 from contextlib import suppress
@@ -16,6 +18,12 @@ from graph.definitions import ProcessDefinition
 from graph.errors import StewardError
 from graph.inputs import EMAIL, InputError, InputSpec, InputType, parse_input
 from graph.models import LanguageModels, as_data
+
+log = logging.getLogger(__name__)
+
+# The operator waits for the answer: a model that hangs (its client waits a minute and
+# tries twice more) gives way to a command typed out.
+ROUTE_SECONDS = 20.0
 
 WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 STOPWORDS = frozenset(
@@ -211,11 +219,19 @@ class Router:
             f"Processes:\n{menu}\n\nOperator: {as_data(text)}"
         )
         try:
-            choice = await self.models.extract(_ModelRoute, prompt, purpose="route")
-        except BudgetExceeded:
-            raise  # the operator hears why plain words are not understood today
-        except Exception:
+            choice = await asyncio.wait_for(
+                self.models.extract(_ModelRoute, prompt, purpose="route"), ROUTE_SECONDS
+            )
+        except BudgetExceeded as exc:  # the operator hears why plain words are not understood
+            raise NotRouted(exc.spent) from exc
+        except TimeoutError as exc:
+            raise NotRouted(f"it did not answer within {ROUTE_SECONDS:g} s") from exc
+        except ValueError as exc:  # an answer that does not fit: a model unsure
+            log.warning("the model's route did not fit: %s", exc)
             return None
+        except Exception as exc:  # the model failed: an outage, a refusal, a wrong key
+            log.warning("could not route by model: %s", exc)
+            raise NotRouted(f"it failed: {_short(exc)}") from exc
         definition = self.catalog.get(choice.process or "")
         if definition is None or choice.confidence < 0.5:
             return None
@@ -226,6 +242,22 @@ class Router:
                 with suppress(InputError):
                     values[given.name] = parse_input(given.name, spec, given.value)
         return Route(definition, values, tier=2, confidence=choice.confidence)
+
+
+class NotRouted(StewardError):
+    """The model that reads plain words could not be asked: nothing was started."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"I could not ask the model what you meant ({why}), so nothing was started. "
+            "Say it as a command: /run PROCESS key=value … (/processes lists them)."
+        )
+
+
+def _short(exc: Exception) -> str:
+    """An error's first line, cut: a service's error may carry a whole page."""
+    said = " ".join(str(exc).split()) or type(exc).__name__
+    return said if len(said) <= 200 else said[:199] + "…"
 
 
 class _Input(BaseModel):

@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage
 
 from bot.app import Steward
 from bot.settings import load_settings
+from graph.budget import Budgets
 from graph.catalog import Catalog
 from graph.errors import StewardError
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
@@ -833,6 +834,48 @@ async def test_tier_2_unsure_or_unknown_process_falls_back(app: Steward) -> None
     for _ in range(3):
         assert "not sure" in joined(await send(app, "do the thing"))
     assert await app.ledger.list_runs() == []
+
+
+class _Hanging(_ToolCallingFake):
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(3600)
+
+
+class _Down(_ToolCallingFake):
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("Connection error.")
+
+
+async def test_tier_2_says_when_the_model_fails_or_hangs(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that hangs kept the chat waiting for minutes (its client's timeout, three
+    tries), then said it was "not sure": the operator should hear that it failed, soon."""
+    monkeypatch.setattr("graph.routing.ROUTE_SECONDS", 0.05)
+    models = _models(app, [])
+    app.coordinator.router.models = models
+    for model, why in (
+        (_Hanging(messages=iter([])), "it did not answer within 0.05 s"),
+        (_Down(messages=iter([])), "it failed: Connection error."),
+    ):
+        models.strong = models.fast = model
+        said = joined(await send(app, "please greet Globex, they bought our top tier"))
+        assert f"I could not ask the model what you meant ({why})" in said
+        assert "nothing was started" in said and "/run PROCESS key=value" in said
+        assert "not sure" not in said
+    assert await app.ledger.list_runs() == []
+
+
+async def test_tier_2_over_budget_does_not_offer_a_retry_of_no_run(app: Steward) -> None:
+    models = _models(app, [_route_answer("onboarding", {}, 0.9)])
+    models.budgets = Budgets(app.ledger, ZoneInfo("UTC"), daily=0.0)
+    app.coordinator.router.models = models
+    said = joined(await send(app, "please greet Globex, they bought our top tier"))
+    assert said.startswith(
+        "I could not ask the model what you meant (the daily model budget is spent "
+        "($0.00 of $0.00 today)), so nothing was started."
+    )
+    assert "/retry" not in said
 
 
 @pytest.mark.parametrize(
