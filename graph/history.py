@@ -36,6 +36,10 @@ CATCH_UP_SECONDS = 2.0
 # A question waits no longer for its vector: an embedder that hangs (a remote one retries
 # for up to a minute and a half) leaves the answer to keywords alone.
 EMBED_QUERY_SECONDS = 2.0
+# A model's answer waits no longer, and says no more (it is asked for three sentences):
+# past either, the records answer. Its client waits a minute and tries twice more.
+ANSWER_SECONDS = 30.0
+ANSWER_CHARS = 3000
 UNAVAILABLE = "My long-term memory is not available right now ({}). Try again soon."
 # A model's citation: "[2]", "[1, 3]", "[2-4]".
 # Not "[2026-03-01]", a date: no answer draws on a thousand sources.
@@ -470,11 +474,13 @@ class History:
         note = f"{found.unknown_note} " if found.unknown else ""
         if self.models is not None:
             try:
-                said = await self._compose(question, hits, now, recent or [])
-                _check_citations(said, len(hits))
+                said = await asyncio.wait_for(
+                    self._compose(question, hits, now, recent or []), ANSWER_SECONDS
+                )
+                _check_answer(said, len(hits))
                 return f"{note}{said}\n\nSources:\n{sources}"
             except Exception as exc:  # the records still answer
-                log.warning("answering from records only: %s", exc)
+                log.warning("answering from records only: %s", exc or type(exc).__name__)
         if found.unknown:
             heading = f"{found.unknown_note} The closest records"
         elif found.matched:
@@ -520,9 +526,14 @@ def _block(lines: str) -> str:
     return as_data(f"\n{lines}\n")
 
 
-def _check_citations(answer: str, sources: int) -> None:
-    """Raises ValueError when ``answer`` cites a source that is not among the ``sources``
-    listed: a fact said to come from a record that is not there may come from nowhere."""
+def _check_answer(answer: str, sources: int) -> None:
+    """Raises ValueError when ``answer`` says nothing, runs past ANSWER_CHARS, or cites a
+    source that is not among the ``sources`` listed: a fact said to come from a record
+    that is not there may come from nowhere."""
+    if not answer:
+        raise ValueError("the model answered nothing")
+    if len(answer) > ANSWER_CHARS:
+        raise ValueError(f"the model answered {len(answer):,} characters")
     for citation in _CITATION.finditer(answer):
         cited = [int(n) for n in re.findall(r"\d+", citation.group(1))]
         if any(not 1 <= n <= sources for n in cited):

@@ -441,6 +441,29 @@ async def test_an_answer_citing_a_source_that_is_not_listed_gives_way_to_the_rec
     assert "answering from records only: the answer cites [7], of " in caplog.text
 
 
+class Hanging(GenericFakeChatModel):
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(3600)
+
+
+async def test_an_empty_endless_or_hung_answer_gives_way_to_the_records(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blank answer was shown as a blank line over the sources; one of a thousand
+    sentences whole; one that hung kept the chat waiting for minutes."""
+    monkeypatch.setattr("graph.history.ANSWER_SECONDS", 0.05)
+    await start(app, "Globex", "ops@globex.io")
+    answers = [AIMessage(content=" \n "), AIMessage(content="We sent Globex a welcome [1]. " * 500)]
+    fake = GenericFakeChatModel(messages=iter(answers))
+    app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+    for _ in answers:
+        text = said(await send(app, "/history what did we send Globex?"))
+        assert text.startswith("Best matching records:\n[1] "), text[:200]
+    app.history.models = LanguageModels(Hanging(messages=iter([])), fake, app.ledger, ("h", "f"))
+    text = said(await send(app, "/history what did we send Globex?"))
+    assert text.startswith("Best matching records:\n[1] ")
+
+
 async def test_an_answer_with_a_date_in_brackets_is_no_citation_out_of_range(
     app: Steward,
 ) -> None:
