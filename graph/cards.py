@@ -34,6 +34,8 @@ def approval_card(approval: Approval, spent_usd: float = 0.0, zone: tzinfo = UTC
     fields.append(
         ("Why", f"step {card['step']} of {card['process_title']} (rule: process definition)")
     )
+    if card.get("text_by"):
+        fields.append(("Text by", card["text_by"]))
     if spent_usd:
         fields.append(("Model cost so far", f"${spent_usd:.4f}"))
     on_expiry = (

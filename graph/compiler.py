@@ -57,11 +57,16 @@ def compile_definition(
 
 
 def render_card(
-    definition: ProcessDefinition, gate: ApprovalStep, values: dict[str, Any]
+    definition: ProcessDefinition,
+    gate: ApprovalStep,
+    values: dict[str, Any],
+    drafted: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """What the operator is asked to approve: exactly what the gated actions will do.
-    The values the actions' parameters name are kept with it: the actions render their
-    parameters from them (see ``_as_approved``)."""
+    """What the operator is asked to approve: exactly what the gated actions will do,
+    and who wrote its text (``drafted``: per output of an agent step). The values the
+    actions' parameters name are kept with it: the actions render their parameters from
+    them (see ``_as_approved``)."""
+    writers = [(drafted or {}).get(name) for name in sorted(placeholders(gate.text or ""))]
     actions = definition.actions_behind(gate.id)
     used = {
         name for a in actions for template in a.params.values() for name in placeholders(template)
@@ -75,6 +80,7 @@ def render_card(
         "summary": render(gate.summary, values),
         "fields": {label: render(tmpl, values) for label, tmpl in gate.fields.items()},
         "text": render(gate.text, values) if gate.text else None,
+        "text_by": ", ".join(dict.fromkeys(w for w in writers if w)) or None,
         "risk": gate.risk,
         "editable": gate.editable is not None,
         "actions": [
@@ -148,7 +154,11 @@ def _agent(definition: ProcessDefinition, step: AgentStep, following: str) -> No
         ctx.log.append(_entry(step, visit, "done", source=draft.source, note=draft.note))
         return Command(
             goto=following,
-            update={"data": {step.output: draft.text}, "visits": {step.id: visit}},
+            update={
+                "data": {step.output: draft.text},
+                "visits": {step.id: visit},
+                "drafted": {step.output: draft.written_by},
+            },
         )
 
     return agent
@@ -160,7 +170,8 @@ def _approval(definition: ProcessDefinition, step: ApprovalStep, following: str)
     async def approval(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
         ctx = runtime.context
         visit = _visit(state, step, definition)
-        card = render_card(definition, step, _values(state, ctx, definition))
+        values = _values(state, ctx, definition)
+        card = render_card(definition, step, values, state.get("drafted"))
         decision: dict[str, Any] = interrupt(
             {"type": "approval", "step": step.id, "visit": visit, "card": card}
         )
@@ -188,6 +199,7 @@ def _approval(definition: ProcessDefinition, step: ApprovalStep, following: str)
         if status == "approved":
             if step.editable and decision.get("edited_text") is not None:
                 update["data"] = {step.editable: decision["edited_text"]}
+                update["drafted"] = {step.editable: f"{decision.get('by')}, in an edit"}
             return Command(goto=following, update=update)
         if on_reject == END:
             update["outcome"] = f"{status} at {step.id}"

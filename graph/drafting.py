@@ -21,6 +21,17 @@ class Draft:
     source: str  # "template" or "model:<name>"
     note: str | None = None
 
+    @property
+    def written_by(self) -> str:
+        """Who wrote it, as its approval card says: the model, or the template (and why
+        not the model, when one was asked)."""
+        if self.source.startswith("model:"):
+            return f"the model {self.source.removeprefix('model:')}"
+        if self.note is None:
+            return "the process's template"
+        failed = "the model failed" if self.note.startswith("model failed") else self.note
+        return f"the process's template ({failed})"
+
 
 class Drafter:
     def __init__(self, models: LanguageModels | None) -> None:

@@ -19,6 +19,7 @@ class RunState(TypedDict, total=False):
     visits: Annotated[dict[str, int], merge]  # how often each step ran
     decisions: Annotated[dict[str, dict[str, Any]], merge]  # the latest decision per gate
     spent: Annotated[dict[str, int], merge]  # per action: the gate visit it acted on
+    drafted: Annotated[dict[str, str], merge]  # per agent step's output: who wrote it
     outcome: str  # how the run ended when it did not simply succeed
 
 
