@@ -6,6 +6,7 @@ configured none of this is built, and steward works from templates and rules.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,6 +23,7 @@ from memory.ledger import Ledger, ModelCall, storable
 if TYPE_CHECKING:
     import httpx
 
+log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -56,6 +58,7 @@ class LanguageModels:
         self.strong_name, self.fast_name = names
         self.budgets = budgets
         self._http = http  # the clients' connections, ours to close
+        self._uncounted: set[str] = set()  # models that gave no token counts (warned once)
 
     @classmethod
     def openai(
@@ -104,7 +107,7 @@ class LanguageModels:
             await self.budgets.check(run.process if run else None)
         started = time.perf_counter()
         reply = await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
-        await self._record(reply, name, purpose, run_id, step_id, started)
+        await self._record(reply, prompt, name, purpose, run_id, step_id, started)
         return storable(_text(reply).strip())
 
     async def extract(self, schema: type[T], prompt: str, *, purpose: str) -> T:
@@ -116,7 +119,7 @@ class LanguageModels:
         answer: Any = await runnable.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
         raw = answer.get("raw") if isinstance(answer, dict) else None
         if isinstance(raw, AIMessage):
-            await self._record(raw, self.fast_name, purpose, None, None, started)
+            await self._record(raw, prompt, self.fast_name, purpose, None, None, started)
         parsed = answer.get("parsed") if isinstance(answer, dict) else answer
         if parsed is None:
             raise ValueError(f"the model's answer did not fit: {answer.get('parsing_error')}")
@@ -125,15 +128,26 @@ class LanguageModels:
     async def _record(
         self,
         reply: Any,
+        prompt: str,
         model: str,
         purpose: str,
         run_id: str | None,
         step_id: str | None,
         started: float,
     ) -> None:
-        usage = getattr(reply, "usage_metadata", None) or {}
-        prompt_tokens = int(usage.get("input_tokens", 0))
-        completion_tokens = int(usage.get("output_tokens", 0))
+        usage = getattr(reply, "usage_metadata", None)
+        if usage:
+            prompt_tokens = int(usage.get("input_tokens", 0))
+            completion_tokens = int(usage.get("output_tokens", 0))
+        else:  # some OpenAI-compatible servers count nothing: a call is still not free
+            prompt_tokens = _estimated_tokens(SYSTEM + prompt)
+            answer = _text(reply) + str(getattr(reply, "tool_calls", None) or "")
+            completion_tokens = _estimated_tokens(answer)
+            if model not in self._uncounted:
+                self._uncounted.add(model)
+                log.warning(
+                    "%s gave no token counts: its calls are priced by their text's length", model
+                )
         budgets = self.budgets or Budgets(self.ledger, UTC_ZONE)
         await self.ledger.record_model_call(
             ModelCall(
@@ -147,6 +161,12 @@ class LanguageModels:
                 cost_usd=budgets.cost(model, prompt_tokens, completion_tokens),
             )
         )
+
+
+def _estimated_tokens(text: str) -> int:
+    """About how many tokens ``text`` is: four bytes of UTF-8 each, as English runs
+    (a character of Chinese or Japanese, three bytes, is about one token)."""
+    return -(-len(text.encode(errors="replace")) // 4)  # (a lone surrogate counts too)
 
 
 def _text(message: Any) -> str:

@@ -83,6 +83,31 @@ async def test_over_the_daily_budget_the_run_stops_and_retry_goes_on(
     assert retried.approval is not None and retried.run.status is RunStatus.WAITING
 
 
+async def test_a_model_that_counts_no_tokens_is_priced_by_its_text_and_still_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some OpenAI-compatible servers leave usage out: each call was recorded as free,
+    and no budget ever stopped them."""
+    settings = load_settings(
+        home=tmp_path / "home",
+        llm_model="house-model",
+        model_prices="house-model=2000/10000",  # dollars a million tokens: 1 token, $0.002
+        budget_daily=0.5,
+    )
+    fake = GenericFakeChatModel(messages=iter([AIMessage(content="Dear Acme, " * 10)] * 50))
+    models = LanguageModels(fake, fake, ledger=None, names=("house-model", "house-model"))  # type: ignore[arg-type]
+    async with Steward.open(settings, models=models) as app:
+        models.ledger = app.ledger
+        first = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        spent = await app.ledger.model_spend(first.run.id)
+        assert spent > 0.2  # ~100 bytes of prompt and 110 of answer, a token each four
+        assert "house-model gave no token counts" in caplog.text
+        stopped = None
+        for _ in range(3):
+            stopped = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        assert stopped is not None and stopped.run.error_class == "budget"
+
+
 async def test_a_process_budget_stops_only_that_process(tmp_path: Path) -> None:
     async for app in open_steward(tmp_path, process_budgets="onboarding=0.005"):
         first = await app.engine.start("onboarding", ONBOARD, "cli:shell")
