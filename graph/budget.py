@@ -141,6 +141,7 @@ class Budgets:
         today = self.day_start(now)
         by_day: dict[str, float] = defaultdict(float)
         by_process: dict[str, float] = defaultdict(float)
+        by_process.update(dict.fromkeys(self.per_process, 0.0))  # each budget, spent or not
         for at, process, _, cost in calls:
             by_day[at.astimezone(self.zone).date().isoformat()] += cost
             by_process[process or ROUTING] += cost

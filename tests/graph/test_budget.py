@@ -109,7 +109,8 @@ async def test_a_model_that_counts_no_tokens_is_priced_by_its_text_and_still_sto
 
 
 async def test_a_process_budget_stops_only_that_process(tmp_path: Path) -> None:
-    async for app in open_steward(tmp_path, process_budgets="onboarding=0.005"):
+    budgets = "onboarding=0.005,newsletter_issue=0.5"
+    async for app in open_steward(tmp_path, process_budgets=budgets):
         first = await app.engine.start("onboarding", ONBOARD, "cli:shell")
         assert first.approval is not None
         second = await app.engine.start("onboarding", ONBOARD, "cli:shell")
@@ -126,6 +127,7 @@ async def test_a_process_budget_stops_only_that_process(tmp_path: Path) -> None:
         assert other.approval is not None  # another process's model calls go on
         report = await app.coordinator.budget_report()
         assert "onboarding           0.0070 of 0.0050" in report
+        assert "newsletter_issue     0.0000 of 0.5000" in report  # a budget, nothing spent
         spending = await app.coordinator.spending()
         assert spending.by_process["onboarding"] == (pytest.approx(0.007), 0.005)
         assert spending.to_json()["by_process"][0] == {  # type: ignore[index]
