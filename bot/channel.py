@@ -30,6 +30,14 @@ class ChannelUnavailable(Exception):
     """The platform refused the channel's credentials or could not be reached at start."""
 
 
+class Unusable(ValueError):
+    """A delivery the platform sent (its signature or secret checked) whose shape the
+    channel cannot use: a field it reads missing or of another type. Raised only where a
+    channel reads a delivery, before anything of it is stored; the channel acknowledges
+    it and it is set aside (``FrontDoor.unusable``), so that the platform neither sends it
+    again nor holds back what comes after it."""
+
+
 class Channel(Protocol):
     name: str
     settled_here: Settled | None

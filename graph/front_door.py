@@ -399,6 +399,19 @@ class FrontDoor:
             NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data)
         )
 
+    async def unusable(self, channel: str, delivery: str, reason: str) -> None:
+        """Sets aside a delivery a channel cannot use (``bot.channel.Unusable``): nothing
+        of it was stored, and the platform is told it arrived. One log line each; one
+        audit event a minute per reason, and UNVERIFIED_MOST a minute in all."""
+        delivery, reason = storable(delivery[:200]), storable(reason[:300])
+        log.warning("set aside a %s delivery (%s) it cannot use: %s", channel, delivery, reason)
+        if not await self.memory.add(f"unusable:{channel}:{reason}", {"at": "now"}, UNVERIFIED_TTL):
+            return
+        if await self.memory.count(f"unusable:{channel}", UNVERIFIED_TTL) > UNVERIFIED_MOST:
+            return
+        data = {"delivery": delivery, "reason": reason}
+        await self.ledger.audit(NewAuditEvent(channel, "delivery.unusable", channel, data))
+
     async def _refuse(self, inbound: Inbound) -> Reply:
         sender = inbound.sender
         attempt = await self.memory.count(f"attempts:{sender.key}", REFUSAL_TTL)

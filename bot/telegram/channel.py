@@ -3,7 +3,9 @@
 Every update is in the inbox, on disk, before Telegram may count it delivered. In
 webhook mode that is before the 200. In polling mode steward runs getUpdates itself
 instead of python-telegram-bot's Updater, which confirms a batch before its handlers
-run: here the offset only moves past updates already on disk. Handling happens in
+run: here the offset only moves past updates already on disk, and each update is read
+on its own (an update of a shape steward cannot use is set aside, audited, and confirmed:
+in either mode it never holds up those after it). Handling happens in
 arrival order, on one worker, and may start as soon as an update is stored, while the
 disk catches up; a crash in between is recovered on start, and a delivery Telegram
 repeats is dropped by the inbox.
@@ -18,7 +20,7 @@ import asyncio
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
@@ -54,6 +56,7 @@ from bot.card_messages import CardMessages
 from bot.channel import (
     ChannelUnavailable,
     Settled,
+    Unusable,
     answer,
     news_chats,
     operator_ids,
@@ -93,6 +96,21 @@ SEND_ATTEMPTS = 4
 
 class TelegramUnavailable(ChannelUnavailable):
     """The Bot API refused the token or could not be reached at start."""
+
+
+class StewardBot(ExtBot[None]):
+    """python-telegram-bot's bot, which can hand over getUpdates' answer unread."""
+
+    async def updates_as_sent(
+        self, offset: int | None, wait_seconds: int, allowed_updates: Sequence[str]
+    ) -> list[object]:
+        """The updates getUpdates returns, as Telegram sent them. ``get_updates`` reads
+        the batch whole, and one update it cannot read fails the batch: the offset
+        could never move past it, and every update after it would wait for good."""
+        data = {"offset": offset, "timeout": wait_seconds, "allowed_updates": list(allowed_updates)}
+        read_timeout = (self._request[0].read_timeout or 0) + wait_seconds  # as get_updates
+        result = await self._post("getUpdates", data, read_timeout=read_timeout)
+        return result if isinstance(result, list) else []
 
 
 @dataclass(frozen=True)
@@ -142,7 +160,7 @@ class TelegramChannel:
     def __init__(
         self,
         door: FrontDoor,
-        bot: ExtBot[None],
+        bot: StewardBot,
         *,
         operators: Iterable[str] = (),
         webhook: Webhook | None = None,
@@ -176,7 +194,7 @@ class TelegramChannel:
         if settings.telegram_webhook_url:
             assert settings.telegram_webhook_secret is not None  # settings insist on it
             webhook = Webhook(settings.telegram_webhook_url, settings.telegram_webhook_secret)
-        bot: ExtBot[None] = ExtBot(
+        bot = StewardBot(
             settings.telegram_bot_token,
             base_url=f"{root}/bot{{token}}",
             base_file_url=f"{root}/file/bot{{token}}",
@@ -270,7 +288,7 @@ class TelegramChannel:
         try:
             if self._offset is not None and self.webhook is None:
                 await self.door.sync()  # confirm what is on disk: no resend next start
-                await self.bot.get_updates(offset=self._offset, timeout=0)
+                await self.bot.updates_as_sent(self._offset, 0, ALLOWED_UPDATES)
         except Exception as exc:  # it is resent next start, and the inbox drops it
             log.warning("could not confirm the last updates (%s)", self._redact(exc))
         finally:
@@ -299,14 +317,11 @@ class TelegramChannel:
         while True:
             try:
                 await self.door.sync()  # the offset confirms what is on disk, no more
-                updates = await self.bot.get_updates(
-                    offset=self._offset,
-                    timeout=self.poll_timeout,
-                    allowed_updates=list(ALLOWED_UPDATES),
+                updates = await self.bot.updates_as_sent(
+                    self._offset, self.poll_timeout, ALLOWED_UPDATES
                 )
-                for update in updates:
-                    await self.take(update)
-                    self._offset = update.update_id + 1
+                for data in updates:
+                    await self._take_polled(data)
                 if updates:  # what comes meanwhile waits at Telegram, and after these
                     await catch_up(self.idle())
                 backoff = 1.0
@@ -321,6 +336,20 @@ class TelegramChannel:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    async def _take_polled(self, data: object) -> None:
+        """Takes one update as getUpdates sent it, and moves the offset past it; one
+        steward cannot use is set aside, and confirmed all the same."""
+        update_id = _update_id(data)
+        if update_id is None or not isinstance(data, dict):  # Telegram numbers every update:
+            reason = "an update without an integer update_id"  # confirmed with the next
+            await self.door.unusable(self.name, "getUpdates", reason)
+            return
+        try:
+            await self.take(read_update(data, self.bot))
+        except Unusable as exc:
+            await self.door.unusable(self.name, f"{self.bot.id}:{update_id}", str(exc))
+        self._offset = update_id + 1
+
     async def receive_webhook(self, request: web.Request) -> web.Response:
         assert self.webhook is not None
         given = request.headers.get(SECRET_HEADER, "")
@@ -334,28 +363,34 @@ class TelegramChannel:
             return web.Response(status=403, text="forbidden")
         try:
             body = await request.json()
-            if not isinstance(body, dict):
-                raise TypeError("an update is a JSON object")
-            update = Update.de_json(body, self.bot)
-        except (ValueError, KeyError, TypeError):
+        except ValueError:  # not JSON, not UTF-8
+            body = None
+        update_id = _update_id(body)
+        if update_id is None:
             return web.Response(status=400, text="not a Telegram update")
         await self._ready.wait()  # what a crash left stored goes first
-        await self.take(update)  # a failure here is a 500, and Telegram delivers again
+        try:
+            # A failure other than the update's shape is a 500, and Telegram delivers again.
+            await self.take(read_update(body, self.bot))
+        except Unusable as exc:  # Telegram would deliver it again, the updates after waiting
+            await self.door.unusable(self.name, f"{self.bot.id}:{update_id}", str(exc))
+            return web.Response(text="ok")
         await catch_up(self.idle())
         await self.door.sync()
         return web.Response(text="ok")
 
     async def take(self, update: Update) -> None:
         """Stores one update in the inbox and queues it for handling; Telegram may be
-        told once ``door.sync()`` returns."""
-        query = update.callback_query
-        asks = query is not None and (query.data or "").startswith((ASK, BACK))
-        if query is not None and asks and str(query.from_user.id) in self.operator_chats:
-            await self._ask_first(query)  # a stranger's press is refused, as any press
-            return
+        told once ``door.sync()`` returns. Raises ``Unusable``, before anything is
+        stored, for an update whose fields steward reads are not of their types."""
         inbound = inbound_from(update, self.bot.id)
         if inbound is None or _for_another_bot(inbound.text, self._username):
             return  # in a group: not steward's to read
+        query = update.callback_query
+        asks = (inbound.button or "").startswith((ASK, BACK))
+        if query is not None and asks and inbound.sender.user_id in self.operator_chats:
+            await self._ask_first(query)  # a stranger's press is refused, as any press
+            return
         inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:
             self._enqueue(inbox_id, inbound)
@@ -604,8 +639,25 @@ class TelegramChannel:
             attempt += 1
 
 
+def _update_id(data: object) -> int | None:
+    """An update's ``update_id``, None when it has none: then it is no update at all."""
+    update_id = data.get("update_id") if isinstance(data, dict) else None
+    return update_id if isinstance(update_id, int) and not isinstance(update_id, bool) else None
+
+
+def read_update(data: dict[str, Any], bot: ExtBot[None]) -> Update:
+    """python-telegram-bot's update from Telegram's JSON; ``Unusable`` when it cannot read
+    it. It checks no types, and fails on a field of another shape as it comes to it."""
+    try:
+        return Update.de_json(data, bot)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise Unusable(f"python-telegram-bot cannot read it: {exc!r}") from exc
+
+
 def inbound_from(update: Update, bot_id: int) -> Inbound | None:
     """The neutral form of a text message or a button press; None for anything else.
+    ``Unusable`` when a field it reads is not of its type (python-telegram-bot takes an
+    update's fields as they come).
 
     Its delivery id is the bot's and the update's: update ids count up per bot, so a new
     bot on the same ledger sends ids another one sent before, each a new update."""
@@ -613,19 +665,22 @@ def inbound_from(update: Update, bot_id: int) -> Inbound | None:
     query = update.callback_query
     if query is not None:
         message = query.message
-        where = Conversation(str(query.from_user.id))
-        context: dict[str, Any] = {"callback_query_id": query.id}
+        where = Conversation(str(_of(query.from_user.id, int, "the presser's id")))
+        context: dict[str, Any] = {"callback_query_id": _of(query.id, str, "a press's id")}
         if message is not None:
-            where = Conversation.where(message)
-            context["message_id"] = message.message_id
+            where = _where(message)
+            context["message_id"] = _of(message.message_id, int, "a message's id")
         sender = _sender(query.from_user)
-        return Inbound(sender, where.chat_id, update_id, button=query.data or "", context=context)
+        button = _of(query.data, str | None, "a press's data") or ""
+        return Inbound(sender, where.chat_id, update_id, button=button, context=context)
     message = update.message
     if message is None or message.from_user is None:
         return None
+    _of(message.text, str | None, "a message's text")
+    _of(message.caption, str | None, "a message's caption")
     return Inbound(
         _sender(message.from_user),
-        Conversation.where(message).chat_id,
+        _where(message).chat_id,
         update_id,
         text=message.text or message.caption or "",
         attachment=_attachment(message),
@@ -640,7 +695,7 @@ def _attachment(message: Message) -> str | None:
     if attached is None:
         return None
     if isinstance(attached, Document):
-        return attached.file_name or "a file"
+        return _of(attached.file_name, str | None, "a document's name") or "a file"
     if isinstance(attached, list):
         return "a photo"
     if isinstance(attached, Voice):
@@ -657,7 +712,25 @@ def _for_another_bot(text: str | None, username: str) -> bool:
 
 
 def _sender(user: User) -> Sender:
-    return Sender("telegram", str(user.id), user.full_name)
+    _of(user.first_name, str, "a user's first name")
+    _of(user.last_name, str | None, "a user's last name")
+    return Sender("telegram", str(_of(user.id, int, "a user's id")), user.full_name)
+
+
+def _where(message: MaybeInaccessibleMessage) -> Conversation:
+    _of(message.chat.id, int, "a chat's id")
+    if isinstance(message, Message):
+        _of(message.message_thread_id, int | None, "a message's topic")
+    return Conversation.where(message)
+
+
+def _of(value: T, kind: Any, what: str) -> T:
+    """``value``, when it is of ``kind`` (a type, or a union of types); else ``Unusable``.
+    A bool is none of them (Python's own ``isinstance`` takes it for an int)."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = getattr(kind, "__name__", str(kind))
+        raise Unusable(f"{what} is {type(value).__name__}, not {expected}")
+    return value
 
 
 def _press(inbound: Inbound) -> Press | None:

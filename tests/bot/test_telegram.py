@@ -964,3 +964,65 @@ async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(
         await bot.service.notify(Reply().say("from a shell"), {"channel": "cli", "chat_id": "x"})
     assert texts(api, 77) == ["to the run's chat"]
     assert texts(api, OPERATOR) == texts(api, OPERATOR + 1) == ["from a shell"]
+
+
+def unusable_updates(api: FakeBotAPI) -> list[dict[str, Any]]:
+    """Updates of a shape steward cannot use, from a Bot API that sent them all the same:
+    some ``Update.de_json`` refuses, some it takes and the fields steward reads are of
+    another type; with no ``update_id`` (it gets the fake's next)."""
+    private = {"id": OPERATOR, "type": "private", "first_name": "Olivia"}
+    sender = {"id": OPERATOR, "is_bot": False, "first_name": "Olivia"}
+    message = {"message_id": 1, "from": sender, "chat": private, "date": int(time.time())}
+    card = {**message, "from": {"id": 4242, "is_bot": True, "first_name": "steward"}}
+    query = {"id": "q1", "from": sender, "chat_instance": "1", "message": card}
+    return [
+        {"message": "x"},
+        {"message": {**message, "text": 5}},
+        {"message": {**message, "text": ["/runs"]}},
+        {"message": {**message, "caption": 7}},
+        {"message": {**message, "from": "x", "text": "/runs"}},
+        {"message": {**message, "chat": {"id": "x", "type": "private"}, "text": "/runs"}},
+        {"message": {**message, "text": "/runs", "message_thread_id": "x"}},
+        {"message": {**message, "text": "/runs", "date": "yesterday"}},
+        {"message": {**message, "from": {**sender, "first_name": 5}, "text": "/runs"}},
+        {"callback_query": {**query, "data": 5}},
+        {"callback_query": {**query, "data": "approve:x", "from": {**sender, "id": "x"}}},
+        {"callback_query": "x"},
+    ]
+
+
+async def test_a_webhook_update_of_a_shape_steward_cannot_use_is_answered_200_and_audited(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Not a 500: Telegram would deliver it again and again, the updates after it held
+    back; acknowledged, it is set aside with one log line and an audit event."""
+    async with running(tmp_path / "home", api, webhook=True) as bot:
+        for number, update in enumerate(unusable_updates(api), start=1):
+            status = await api.deliver_webhook({"update_id": number, **update}, secret=SECRET)
+            assert status == 200, update
+        assert await bot.steward.door.stored("telegram") == []
+        kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
+        assert kinds and set(kinds) == {"delivery.unusable"}
+        good = api.send_text(OPERATOR, "/processes")
+        assert await api.deliver_webhook(good, secret=SECRET) == 200
+        await bot.settled(api, 1)
+        assert len(api.sent(OPERATOR)) == 1 and api.calls_to("answerCallbackQuery") == []
+
+
+async def test_a_polled_update_of_a_shape_steward_cannot_use_holds_up_none_after_it(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """One update python-telegram-bot cannot read fails the whole getUpdates batch: read
+    one by one, it is set aside and the offset moves past it."""
+    async with running(tmp_path / "home", api) as bot:
+        for update in unusable_updates(api):
+            api.inject(update)
+        api.send_text(OPERATOR, "/processes")
+        await api.wait_for(lambda a: a.sent(OPERATOR))
+        await bot.settled(api, 1)
+        assert len(api.sent(OPERATOR)) == 1
+        kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
+        assert kinds and set(kinds) == {"delivery.unusable"}
+        api.send_text(OPERATOR, "/help")
+        await api.wait_for(lambda a: len(a.sent(OPERATOR)) == 2)
+    assert api.pending == []  # all confirmed at the stop: none is delivered again
