@@ -8,7 +8,10 @@ by Slack's own id (an event's ``event_id``, an interaction's ``trigger_id``), so
 request is acknowledged only once it is stored on disk, and a retry Slack sends is
 dropped there. The handling — resuming a run, say — happens in arrival order, on one
 worker, and may start while the disk catches up, before the acknowledgement. A crash
-in between is recovered at the next start.
+in between is recovered at the next start. A request steward has no listener for is
+acknowledged and ignored; one whose fields it reads are missing or of another type
+(``bot.slack.payloads``) is acknowledged and set aside, audited: Slack sends again
+anything not answered 2xx, three times more.
 
 A conversation is a channel, or a thread in one: replies go where the message came from.
 """
@@ -16,11 +19,10 @@ A conversation is a channel, or a thread in one: replies go where the message ca
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
@@ -31,18 +33,24 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.card_messages import CardMessages
 from bot.channel import (
     ChannelUnavailable,
     Settled,
+    Unusable,
     answer,
     news_chats,
     operator_ids,
@@ -54,9 +62,20 @@ from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox, SendLater, Steps
 from bot.pacing import Bucket
 from bot.settings import Settings
+from bot.slack.payloads import (
+    Written,
+    delivery_id,
+    edit_form,
+    maybe_part,
+    maybe_text,
+    part,
+    sender,
+    text,
+    unreadable,
+    written,
+)
 from bot.slack.render import (
     EDIT_BLOCK,
-    EDIT_INPUT,
     EDIT_VIEW,
     Outgoing,
     as_typed_in_slack,
@@ -79,12 +98,11 @@ PRESSES = re.compile(f"^({'|'.join(BUTTON_VERBS)})$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
 SERVER_ERROR_RETRIES = 3  # 500s and 503s tried again, with backoff, before giving up
-WRITTEN = {None, "file_share", "thread_broadcast"}
 NO_ENTRY = {
     "not_in_channel",
     "channel_not_found",
     "is_archived",
-}  # post to a DM instead  # message subtypes a person writes
+}  # post to a DM instead
 # Errors Slack may answer in a 200's body when it cannot take a request now: the
 # message waits in the ledger.
 NOT_NOW = {
@@ -150,6 +168,7 @@ class SlackChannel:
             signing_secret=signing_secret or "",
             process_before_response=True,  # stored before acknowledged
             request_verification_enabled=app_token is None,
+            raise_error_for_unhandled_request=True,  # to _failed: acknowledged, not a 404
         )
         # Bolt builds its own client from the token (given one too, it warns when
         # SLACK_BOT_TOKEN is in the environment); every request's client copies this one.
@@ -232,7 +251,7 @@ class SlackChannel:
                     f"Slack refused SLACK_APP_TOKEN ({_error(exc)}); use an app-level token "
                     "with the connections:write scope, from the app's Basic Information page"
                 ) from exc
-            self._socket = AsyncSocketModeHandler(self.app, self.app_token)
+            self._socket = _SocketHandler(self.app, self.app_token, self._set_aside)
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def take_over(self) -> None:
@@ -285,6 +304,12 @@ class SlackChannel:
                 return web.Response(status=400, text="not a Slack request")
             await self._refused(request)
             return web.json_response({"error": "invalid request"}, status=401)
+        if (reason := unreadable(bolt_request.body)) is not None:  # bolt would fail on it
+            if not await self._signed_by_slack(request):
+                await self._refused(request)
+                return web.json_response({"error": "invalid request"}, status=401)
+            await self._set_aside(bolt_request.body, reason)
+            return web.Response(text="")
         await self._ready.wait()  # what a crash left stored goes first
         response = await self.app.async_dispatch(bolt_request)
         if response.status == 401:
@@ -316,7 +341,26 @@ class SlackChannel:
         details = {"path": request.path, "remote": request.remote or ""}
         await self.door.refuse_unverified(self.name, reason, details)
 
+    async def _failed(self, error: Exception, body: dict[str, Any]) -> BoltResponse | None:
+        """Bolt's one error handler. A request no listener is for (an event type or a
+        button steward has no use for) and one whose shape steward cannot use are
+        acknowledged, so that Slack does not send them again; the second is set aside in
+        the audit log. Any other failure stays a 500, with its traceback, and Slack sends
+        the request again."""
+        if isinstance(error, BoltUnhandledRequestError):
+            log.info("ignored a Slack request steward has no use for: %s", delivery_id(body))
+            return BoltResponse(status=200, body="")
+        if isinstance(error, Unusable):
+            await self._set_aside(body, str(error))
+            return BoltResponse(status=200, body="")
+        log.error("could not take a Slack request (%s)", delivery_id(body), exc_info=error)
+        return None
+
+    async def _set_aside(self, body: object, reason: str) -> None:
+        await self.door.unusable(self.name, delivery_id(body), reason)
+
     def _listen(self) -> None:
+        self.app.error(self._failed)
         self.app.event("message")(self._on_message)
         self.app.event("app_mention")(self._on_mention)
         self.app.command(SLASH_COMMAND)(self._on_command)
@@ -327,77 +371,81 @@ class SlackChannel:
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
     ) -> None:
-        if event.get("bot_id") or "user" not in event or event.get("subtype") not in WRITTEN:
+        said = written(body, event)
+        if said is None:
             return  # only what a person writes: not an edit, a deletion, a join
-        said = event.get("text") or ""
         inbound = Inbound(
-            Sender(self.name, event["user"]),
-            Conversation(event["channel"], event.get("thread_ts")).chat_id,
-            body["event_id"],
-            text=from_slack(said).strip(),
-            attachment=_attachment(event),
+            Sender(self.name, said.user),
+            Conversation(said.channel, said.thread_ts).chat_id,
+            said.event_id,
+            text=from_slack(said.text).strip(),
+            attachment=said.attachment,
         )
         bot_user = context.get("bot_user_id") or ""
-        if event.get("channel_type") == "im":  # the answer in the question's thread too
-            await self._take(await self._answering(inbound, event, bot_user) or inbound)
+        if said.channel_type == "im":  # the answer in the question's thread too
+            await self._take(await self._answering(inbound, said, bot_user) or inbound)
             return
-        if _mention(bot_user).search(said):
+        if _mention(bot_user).search(said.text):
             return  # it comes as app_mention too: answered as that
         # In a channel, steward hears only the answer to what it asked there; the rest is
         # not its to read: neither stored nor answered.
-        if (answer := await self._answering(inbound, event, bot_user)) is not None:
+        if (answer := await self._answering(inbound, said, bot_user)) is not None:
             await self._take(answer)
 
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]
     ) -> None:
-        if event.get("bot_id") or "user" not in event or event.get("subtype") not in WRITTEN:
+        said = written(body, event)
+        if said is None:
             return  # only what a person writes
-        if "edited" in event:
+        if said.edited:
             return  # Slack mentions steward again when the message is edited: it was heard
         bot_user = context.get("bot_user_id") or ""
-        text = _mention(bot_user).sub("", event.get("text") or "")
-        text = from_slack(text).strip()
-        thread = event.get("thread_ts")
-        conversation = Conversation(event["channel"], thread or event["ts"])
-        sender = Sender(self.name, event["user"])
+        words = from_slack(_mention(bot_user).sub("", said.text)).strip()
+        conversation = Conversation(said.channel, said.thread_ts or said.ts)
         inbound = Inbound(
-            sender, conversation.chat_id, body["event_id"], text=text, attachment=_attachment(event)
+            Sender(self.name, said.user),
+            conversation.chat_id,
+            said.event_id,
+            text=words,
+            attachment=said.attachment,
         )
         # In a thread, an answer to what steward asked there, mentioning it; else, and at
         # the top of the channel always, a request, answered in the mention's thread.
-        answer = await self._answering(inbound, event, bot_user) if thread else None
+        answer = await self._answering(inbound, said, bot_user) if said.thread_ts else None
         await self._take(answer or inbound)
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
-        sender = Sender(self.name, command["user_id"], command.get("user_name", ""))
+        who = Sender(self.name, text(command, "user_id"), maybe_text(command, "user_name") or "")
         inbound = Inbound(
-            sender,
-            command["channel_id"],
-            f"command:{command['trigger_id']}",
-            text=_as_command(from_slack(command.get("text") or "")),
+            who,
+            text(command, "channel_id"),
+            f"command:{text(command, 'trigger_id')}",
+            text=_as_command(from_slack(maybe_text(command, "text") or "")),
             # The command's own way back, for 30 minutes: where steward is no member of
             # the conversation, the only way to tell its sender anything there.
-            context={"response_url": command.get("response_url") or ""},
+            context={"response_url": maybe_text(command, "response_url") or ""},
         )
         await self._take(inbound, ack)
 
     async def _on_press(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
-        container = body.get("container") or {}
-        message = body.get("message") or {}
-        channel = container.get("channel_id") or body["channel"]["id"]
-        thread = message.get("thread_ts")
-        if thread == message.get("ts"):  # the card starts a thread: it is not in one
+        container = maybe_part(body, "container")
+        message = maybe_part(body, "message")
+        # A press in a modal or on the App Home has no channel: steward puts no buttons there.
+        channel = maybe_text(container, "channel_id") or text(part(body, "channel"), "id")
+        thread = maybe_text(message, "thread_ts")
+        if thread == maybe_text(message, "ts"):  # the card starts a thread: it is not in one
             thread = None
+        trigger = text(body, "trigger_id")
         inbound = Inbound(
-            _sender(body["user"]),
+            sender(part(body, "user")),
             Conversation(channel, thread).chat_id,
-            f"action:{body['trigger_id']}",
-            button=action.get("value") or "",
+            f"action:{trigger}",
+            button=maybe_text(action, "value") or "",
             context={
                 "channel": channel,
-                "ts": container.get("message_ts"),
-                "trigger_id": body["trigger_id"],
+                "ts": maybe_text(container, "message_ts"),
+                "trigger_id": trigger,
             },
         )
         await self._take(inbound, ack)
@@ -405,31 +453,30 @@ class SlackChannel:
     async def _on_edit_submitted(
         self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]
     ) -> None:
-        meta = json.loads(view.get("private_metadata") or "{}")
-        text = view["state"]["values"][EDIT_BLOCK][EDIT_INPUT].get("value") or ""
-        refused = await self.door.edit_refused(meta["approval"])
+        form, who = edit_form(view, submitted=True), sender(part(body, "user"))
+        refused = await self.door.edit_refused(form.approval)
         if refused is not None:  # decided or paused meanwhile: the form stays open, text kept
             error = as_typed_in_slack(refused)
             await ack(response_action="errors", errors={EDIT_BLOCK: error})
             return
         inbound = Inbound(
-            _sender(body["user"]),
-            meta["chat"],
-            f"view:{view['id']}",
-            text=text,
-            button=f"edited:{meta['approval']}",
+            who,
+            form.chat,
+            f"view:{form.view_id}",
+            text=form.new_text,
+            button=f"edited:{form.approval}",
         )
         await self._take(inbound, ack)
 
     async def _on_edit_closed(
         self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]
     ) -> None:
-        meta = json.loads(view.get("private_metadata") or "{}")
+        form = edit_form(view, submitted=False)
         inbound = Inbound(
-            _sender(body["user"]),
-            meta["chat"],
-            f"view-closed:{view['id']}",
-            button=f"keep:{meta['approval']}",
+            sender(part(body, "user")),
+            form.chat,
+            f"view-closed:{form.view_id}",
+            button=f"keep:{form.approval}",
         )
         await self._take(inbound, ack)
 
@@ -677,27 +724,23 @@ class SlackChannel:
                 where = {"ts": posted["ts"]}
                 await self.memory.add(self._asked_key(asked), where, QUESTION_TTL)
 
-    async def _answering(
-        self, inbound: Inbound, event: dict[str, Any], bot_user: str
-    ) -> Inbound | None:
+    async def _answering(self, inbound: Inbound, said: Written, bot_user: str) -> Inbound | None:
         """``inbound`` as the answer to the question steward waits for in one of the
         conversations it may answer (see ``_may_answer``); None when none waits."""
-        for chat_id in await self._may_answer(inbound, event, bot_user):
+        for chat_id in await self._may_answer(inbound, said, bot_user):
             answer = replace(inbound, chat_id=chat_id)
             if await self.door.awaits_answer(answer):
                 return answer
         return None
 
-    async def _may_answer(
-        self, inbound: Inbound, event: dict[str, Any], bot_user: str
-    ) -> list[str]:
+    async def _may_answer(self, inbound: Inbound, said: Written, bot_user: str) -> list[str]:
         """The conversations a message in a channel or a DM may answer a question of
         steward's in: where it was written, and, in the thread of the message that asked
         a question at the top, the top."""
-        channel, thread = event["channel"], event.get("thread_ts")
+        channel, thread = said.channel, said.thread_ts
         chats = [Conversation(channel, thread).chat_id]
         # A thread of steward's (a message event names whose; an app_mention may not).
-        if thread and event.get("parent_user_id", bot_user) == bot_user:
+        if thread and said.parent_user_id in (None, bot_user):
             in_channel = Conversation(channel).chat_id
             asked = await self.door.question_to(replace(inbound, chat_id=in_channel))
             where = await self.memory.get(self._asked_key(asked)) if asked else None
@@ -765,22 +808,33 @@ class SlackChannel:
         return bucket
 
 
+class _SocketHandler(AsyncSocketModeHandler):
+    """Bolt's Socket Mode handler; a request bolt itself would fail on (``unreadable``) is
+    acknowledged and set aside instead, so that Slack does not send it again."""
+
+    def __init__(
+        self,
+        app: AsyncApp,
+        app_token: str,
+        set_aside: Callable[[object, str], Awaitable[None]],
+    ) -> None:
+        super().__init__(app, app_token)
+        self.set_aside = set_aside
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        if (reason := unreadable(req.payload)) is not None:
+            await self.set_aside(req.payload, reason)
+            await client.send_socket_mode_response(SocketModeResponse(req.envelope_id))
+            return
+        await super().handle(client, req)
+
+
 def _readable(headers: Mapping[str, str]) -> bool:
     """Whether bolt can check the signature headers without failing: a timestamp, if
     any, of ASCII digits, and a signature of ASCII."""
     stamp = headers.get("X-Slack-Request-Timestamp")
     number = stamp is None or (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12)
     return number and headers.get("X-Slack-Signature", "").isascii()
-
-
-def _sender(user: dict[str, Any]) -> Sender:
-    return Sender("slack", user["id"], user.get("username") or user.get("name") or "")
-
-
-def _attachment(event: dict[str, Any]) -> str | None:
-    """The files shared with a message, by name; None for a message of text alone."""
-    names = [f.get("name") or f.get("title") or "a file" for f in event.get("files") or []]
-    return ", ".join(names) or None
 
 
 def _as_command(text: str) -> str:

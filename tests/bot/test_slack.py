@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -1367,3 +1368,158 @@ async def test_a_card_decided_in_a_shell_while_steward_was_down_loses_its_button
         await slack.wait_for(lambda s: not actions(s.message(dm, card["ts"])), timeout=5)
     assert "Approved by" in json.dumps(slack.message(dm, card["ts"]))
     assert len([c for c in slack.calls if c.method == "chat.update"]) == 1
+
+
+def unusable_events(slack: FakeSlackAPI) -> dict[str, dict[str, Any]]:
+    """Events, signed, whose fields steward reads are missing or of another type."""
+
+    def changed(envelope: dict[str, Any], change: Any) -> dict[str, Any]:
+        change(envelope)
+        return envelope
+
+    message = partial(slack.message_event, OPERATOR, "/runs")
+    mention = partial(slack.mention_event, OPERATOR, "/runs", "C0GENERAL")
+    return {
+        "no channel": changed(message(), lambda e: e["event"].pop("channel")),
+        "text an object": changed(message(), lambda e: e["event"].update(text={"a": 1})),
+        "files of strings": changed(message(), lambda e: e["event"].update(files=["x"])),
+        "subtype a list": changed(message(), lambda e: e["event"].update(subtype=["x"])),
+        "thread_ts a number": changed(message(), lambda e: e["event"].update(thread_ts=5)),
+        "no event_id": changed(message(), lambda e: e.pop("event_id")),
+        "event a string": changed(message(), lambda e: e.update(event="x")),
+        "mention without ts": changed(mention(), lambda e: e["event"].pop("ts")),
+        "mention without channel": changed(mention(), lambda e: e["event"].pop("channel")),
+    }
+
+
+def ignored_events(slack: FakeSlackAPI) -> list[dict[str, Any]]:
+    """Events Slack sends that steward has no use for: message subtypes that nest the
+    message or carry no user, and event types it does not listen for."""
+    dm = slack.dm_channel(OPERATOR)
+    nested = {"type": "message", "user": OPERATOR, "text": "/runs", "ts": "1.000001"}
+    events = [
+        {"type": "message", "subtype": "message_changed", "hidden": True, "channel": dm,
+         "message": nested, "previous_message": nested, "ts": "2.000001", "event_ts": "2.1"},
+        {"type": "message", "subtype": "message_deleted", "hidden": True, "channel": dm,
+         "deleted_ts": "1.000001", "previous_message": nested, "ts": "2.000002"},
+        {"type": "message", "subtype": "channel_join", "user": OPERATOR, "channel": "C0GENERAL",
+         "text": f"<@{OPERATOR}> has joined the channel", "ts": "2.000003"},
+        {"type": "app_home_opened", "user": OPERATOR, "channel": dm, "tab": "messages",
+         "event_ts": "2.000004"},
+        {"type": "member_joined_channel", "user": OPERATOR, "channel": "C0GENERAL",
+         "channel_type": "C", "team": slack.team_id, "event_ts": "2.000005"},
+        {"type": "message"},
+        {"type": 5},
+    ]  # fmt: skip
+    return [{**slack.message_event(OPERATOR, "x"), "event": event} for event in events]
+
+
+async def test_an_event_of_a_shape_steward_cannot_use_is_answered_200_and_audited_once(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Not a 500, which Slack would deliver three times more: what steward does not use
+    is ignored, and what it would use but cannot read is set aside, in the audit log."""
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        for envelope in ignored_events(slack):
+            assert (await slack.post_event(bot.url, envelope))[0] == 200, envelope["event"]
+        assert bot.audit_kinds() == []
+        for name, envelope in unusable_events(slack).items():
+            assert (await slack.post_event(bot.url, envelope))[0] == 200, name
+        await bot.channel.idle()
+        assert bot.inbox() == 0 and bot_texts(slack, dm) == []
+        kinds = bot.audit_kinds()
+        assert set(kinds) == {"delivery.unusable"}
+        # One a minute for each reason: the two events without a channel make one.
+        assert len(kinds) == len(unusable_events(slack)) - 1
+        await say(slack, bot, "/processes")
+        await slack.wait_for(lambda s: bot_texts(s, dm))
+
+
+async def test_a_press_form_or_command_of_a_shape_steward_cannot_use_is_answered_200(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        await press(slack, bot, card, "edit")
+        await slack.wait_for(lambda s: s.calls_to("views.open"))
+        await bot.channel.idle()
+        view = slack.calls_to("views.open")[0].response["view"]
+        [field] = [b for b in view["blocks"] if b["type"] == "input"]
+        values = {field["block_id"]: {field["element"]["action_id"]: "my new text"}}
+
+        def submitted(change: Any) -> dict[str, Any]:
+            submission = slack.view_submission(OPERATOR, view["id"], values)
+            change(submission)
+            return submission
+
+        def closed(change: Any) -> dict[str, Any]:
+            closing = slack.view_closed(OPERATOR, view["id"])
+            change(closing)
+            return closing
+
+        def pressed(change: Any) -> dict[str, Any]:
+            payload = slack.block_action(OPERATOR, dm, card["ts"], "approve")
+            change(payload)
+            return payload
+
+        approval = value(card, "approve").partition(":")[2]
+        unusable = [
+            submitted(lambda s: s["view"].update(private_metadata="not json")),
+            submitted(lambda s: s["view"].update(private_metadata=json.dumps({"approval": "x"}))),
+            submitted(lambda s: s["view"].update(private_metadata="[1]")),
+            submitted(
+                lambda s: s["view"].update(private_metadata=json.dumps({"approval": 5, "chat": dm}))
+            ),
+            submitted(lambda s: s["view"]["state"].update(values={})),
+            submitted(lambda s: s["view"]["state"]["values"][field["block_id"]].clear()),
+            submitted(lambda s: s.pop("user")),
+            closed(lambda c: c["view"].update(private_metadata="not json")),
+            closed(lambda c: c["view"].pop("id")),
+            pressed(lambda p: (p.pop("container"), p.pop("channel"))),  # in a modal, say
+            pressed(lambda p: p.update(actions=[])),
+            pressed(lambda p: p.pop("trigger_id")),
+            pressed(lambda p: p["user"].update(id=None)),
+            pressed(lambda p: p["actions"][0].update(value=["approve", approval])),
+        ]
+        for payload in unusable:
+            status, said = await slack.post_interaction(bot.url, payload)
+            assert (status, said) == (200, ""), payload
+        ignored = [
+            pressed(lambda p: p["actions"][0].update(action_id="open_link")),
+            {"type": "shortcut", "callback_id": "x", "trigger_id": "1.2", "user": {"id": OPERATOR},
+             "team": {"id": slack.team_id}, "token": slack.verification_token},
+        ]  # fmt: skip
+        for payload in ignored:
+            assert (await slack.post_interaction(bot.url, payload))[0] == 200, payload
+        command = slack.slash_command(OPERATOR, dm, "runs")
+        del command["trigger_id"]
+        assert (await slack.post_command(bot.url, command))[0] == 200
+        other = slack.slash_command(OPERATOR, dm, "runs", command="/other")
+        assert (await slack.post_command(bot.url, other))[0] == 200
+
+        await bot.channel.idle()
+        assert bot.inbox() == 2  # the /run and the Edit press, nothing after
+        assert outbox(bot.home) == [] and actions(slack.message(dm, card["ts"]))
+        assert set(bot.audit_kinds()) == {"run.started", "approval.requested", "delivery.unusable"}
+        status, _ = await slack.post_interaction(
+            bot.url, slack.view_submission(OPERATOR, view["id"], values)
+        )  # the form itself still works
+        assert status == 200
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+
+
+async def test_socket_mode_acks_a_delivery_of_a_shape_steward_cannot_use(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Not acknowledged, Slack would send it again over the socket."""
+    async with running(tmp_path / "home", slack, socket_mode=True) as bot:
+        for envelope in [*unusable_events(slack).values(), *ignored_events(slack)]:
+            assert "envelope_id" in await slack.socket_send("events_api", envelope)
+        command = slack.slash_command(OPERATOR, slack.dm_channel(OPERATOR), "runs")
+        del command["trigger_id"]
+        assert "envelope_id" in await slack.socket_send("slash_commands", command)
+        await bot.channel.idle()
+        assert bot.inbox() == 0
+        assert set(bot.audit_kinds()) == {"delivery.unusable"}

@@ -1,0 +1,156 @@
+"""What steward reads of Slack's payloads, each field checked for its type on the way.
+
+Bolt hands a listener the payload as Slack's JSON, unchecked. A field steward reads that is
+missing or of another type raises ``Unusable`` here, before anything of the delivery is
+stored: the channel acknowledges it and sets it aside, where a ``KeyError`` deep in a
+listener would be a 500, and Slack would deliver it three times more.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.channel import Unusable
+from bot.slack.render import EDIT_BLOCK, EDIT_INPUT
+from graph.messages import Sender
+
+# Message subtypes a person writes; the rest (an edit, a deletion, a join) are not read.
+WRITTEN = {None, "file_share", "thread_broadcast"}
+
+
+def text(payload: Mapping[str, Any], key: str) -> str:
+    """``payload[key]``, a string; ``Unusable`` when it is missing or is none."""
+    value = payload.get(key)
+    if not isinstance(value, str):
+        raise Unusable(f"{key} is {_kind(value)}, not a string")
+    return value
+
+
+def maybe_text(payload: Mapping[str, Any], key: str) -> str | None:
+    """``payload[key]``: a string, or None when it is missing or null."""
+    return None if payload.get(key) is None else text(payload, key)
+
+
+def part(payload: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``payload[key]``, an object; ``Unusable`` when it is missing or is none."""
+    value = payload.get(key)
+    if not isinstance(value, dict):
+        raise Unusable(f"{key} is {_kind(value)}, not an object")
+    return value
+
+
+def maybe_part(payload: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``payload[key]``: an object, empty when it is missing or null."""
+    return {} if payload.get(key) is None else part(payload, key)
+
+
+@dataclass(frozen=True)
+class Written:
+    """A message a person wrote, as a ``message`` or an ``app_mention`` event tells it."""
+
+    event_id: str
+    user: str
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None
+    channel_type: str | None
+    parent_user_id: str | None  # whose thread it is in, where the event says
+    attachment: str | None  # the files shared with it, by name
+    edited: bool
+
+
+def written(body: Mapping[str, Any], event: Mapping[str, Any]) -> Written | None:
+    """The message a person wrote; None for a bot's, and for what is no message of a
+    person's (an edit, a deletion, a join: Slack nests or leaves out the fields then)."""
+    if event.get("bot_id") or "user" not in event or maybe_text(event, "subtype") not in WRITTEN:
+        return None
+    return Written(
+        event_id=text(body, "event_id"),
+        user=text(event, "user"),
+        channel=text(event, "channel"),
+        ts=text(event, "ts"),
+        text=maybe_text(event, "text") or "",
+        thread_ts=maybe_text(event, "thread_ts"),
+        channel_type=maybe_text(event, "channel_type"),
+        parent_user_id=maybe_text(event, "parent_user_id"),
+        attachment=_attachment(event),
+        edited="edited" in event,
+    )
+
+
+def sender(user: Mapping[str, Any]) -> Sender:
+    """Who pressed or submitted: an interaction's ``user``."""
+    name = maybe_text(user, "username") or maybe_text(user, "name") or ""
+    return Sender("slack", text(user, "id"), name)
+
+
+@dataclass(frozen=True)
+class EditForm:
+    """A submitted or closed Edit form: the approval it is for, the conversation it was
+    opened from, and the new text typed in it (on submission)."""
+
+    view_id: str
+    approval: str
+    chat: str
+    new_text: str
+
+
+def edit_form(view: Mapping[str, Any], submitted: bool) -> EditForm:
+    """The Edit form ``view`` (steward's own, by its callback id) as Slack sends it back."""
+    try:
+        meta = json.loads(text(view, "private_metadata"))
+    except ValueError as exc:
+        raise Unusable(f"private_metadata is not JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise Unusable(f"private_metadata is {_kind(meta)}, not an object")
+    new_text = ""
+    if submitted:
+        values = part(part(view, "state"), "values")
+        new_text = maybe_text(part(part(values, EDIT_BLOCK), EDIT_INPUT), "value") or ""
+    return EditForm(text(view, "id"), text(meta, "approval"), text(meta, "chat"), new_text)
+
+
+def unreadable(body: object) -> str | None:
+    """What bolt itself reads of a request to route it, and fails on, when it is not of
+    its shape (an event that is no object, a press with no action); None when bolt can
+    read it."""
+    if not isinstance(body, dict):
+        return f"the request is {_kind(body)}, not an object"
+    kind = body.get("type")
+    if kind == "event_callback" and not isinstance(body.get("event"), dict):
+        return f"event is {_kind(body.get('event'))}, not an object"
+    actions = body.get("actions")
+    if kind == "block_actions" and not (isinstance(actions, list) and actions):
+        return "a press without actions"
+    if kind == "block_actions" and not all(isinstance(a, dict) for a in actions or []):
+        return "a press whose actions are not objects"
+    if str(kind).startswith("view_") and not isinstance(body.get("view"), dict):
+        return f"view is {_kind(body.get('view'))}, not an object"
+    return None
+
+
+def delivery_id(body: object) -> str:
+    """Slack's id of a delivery, as far as it has one: what the audit log names it by."""
+    if not isinstance(body, dict):
+        return "?"
+    for key in ("event_id", "trigger_id"):
+        if isinstance(body.get(key), str):
+            return f"{body.get('type') or 'command'}:{body[key]}"
+    return str(body.get("type") or body.get("command") or "?")[:100]
+
+
+def _attachment(event: Mapping[str, Any]) -> str | None:
+    """The files shared with a message, by name; None for a message of text alone."""
+    files = event.get("files") or []
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise Unusable("files is not a list of objects")
+    names = [maybe_text(f, "name") or maybe_text(f, "title") or "a file" for f in files]
+    return ", ".join(names) or None
+
+
+def _kind(value: object) -> str:
+    return "missing" if value is None else type(value).__name__
