@@ -340,8 +340,9 @@ class ProcessEngine:
         if run is None or run.status is RunStatus.PAUSED:  # its deadline moves at resume
             return None
         expired = self._expire(tx, approval_id)
-        assert isinstance(expired, tuple)  # rejected, not escalated
-        return expired
+        # None: decided while the run's lock was awaited (its timer, say); told as any
+        # decision that came second.
+        return expired if isinstance(expired, tuple) else None
 
     async def expire(self, approval_id: str) -> Decision | None:
         """Applies a pending gate's expiry policy, as its timer does: rejects it, or asks

@@ -16,7 +16,7 @@ from bot.app import Steward
 from bot.scheduler import Scheduler
 from graph.errors import InvalidState
 from graph.messages import CardOutcome, Reply
-from memory.ledger import ApprovalStatus, RunStatus, utcnow
+from memory.ledger import ApprovalStatus, LedgerTx, Run, RunStatus, utcnow
 from tests.graph.test_digest import ESCALATING
 from tests.homes import steward_with
 
@@ -181,3 +181,28 @@ async def test_a_gate_rejected_or_paused_past_its_deadline_is_not_expired_by_the
         await app.engine.decide(paused.approval.id, True, "cli:shell")
     approval = await app.ledger.get_approval(paused.approval.id)
     assert approval is not None and approval.is_pending
+
+
+async def test_a_gate_approved_past_its_deadline_as_its_timer_fires_is_already_expired(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timer (or another answer) decides the gate while the Approve waits for its
+    run's lock (PostgreSQL): the Approve is told so; it raised an AssertionError."""
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    approval_id = view.approval.id
+    late = view.approval.expires_at + timedelta(minutes=1)
+    monkeypatch.setattr(graph.engine, "utcnow", lambda: late)
+    lock_run = LedgerTx.lock_run
+
+    def timer_first(tx: LedgerTx, run_id: str) -> Run | None:
+        monkeypatch.setattr(LedgerTx, "lock_run", lock_run)
+        app.engine._expire(tx, approval_id)  # committed as the lock was awaited
+        return lock_run(tx, run_id)
+
+    monkeypatch.setattr(LedgerTx, "lock_run", timer_first)
+    reply = await app.coordinator.decide(approval_id, True, "telegram:1")
+
+    assert reply.notice is not None and reply.notice.startswith("Already decided")
+    approval = await app.ledger.get_approval(approval_id)
+    assert approval is not None and approval.status is ApprovalStatus.EXPIRED
