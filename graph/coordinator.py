@@ -37,7 +37,7 @@ from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import said_record
 from graph.routing import Router, parse_arguments
 from graph.timeline import render_timeline, timeline
-from memory.ledger import Ledger, Run, RunStatus, utcnow
+from memory.ledger import ApprovalStatus, Ledger, Run, RunStatus, utcnow
 from memory.longterm import MemoryUnavailable, RecordKind
 from memory.working import WorkingMemory
 
@@ -459,7 +459,12 @@ class Coordinator:
         edited_text: str | None = None,
     ) -> Reply:
         decision = await self.engine.decide(approval_id, approve, actor, reason, edited_text)
-        return self.decision_reply(decision)
+        reply = self.decision_reply(decision)
+        approval = decision.approval
+        if approve and decision.decided_now and approval.status is ApprovalStatus.EXPIRED:
+            # It came past the deadline: the gate expired, as its timer would have.
+            reply.notice = f"Too late — {decision_line(approval, self.zone)}. Nothing was approved."
+        return reply
 
     def decision_reply(self, decision: Decision) -> Reply:
         approval = decision.approval

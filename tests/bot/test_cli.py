@@ -16,11 +16,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import graph.engine
 from bot.app import Steward
 from bot.cli import main
 from bot.hooks import signature
@@ -303,6 +305,22 @@ def test_a_chat_without_its_input_ends_as_at_its_end(
 def test_approve_unknown_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "approve", "azzzzzz")
     assert code == 2 and "no approval 'azzzzzz'; `steward runs` lists the pending ones" in err
+
+
+def test_approve_past_the_deadline_exits_1_and_says_nothing_was_approved(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate expires instead (its timer had not fired yet): a script is not told
+    its approval went through, as it is not when the timer fired first."""
+    _, approval_id = start(capsys)
+    late = datetime.now(UTC) + timedelta(days=4)  # past the 72 h default
+    monkeypatch.setattr(graph.engine, "utcnow", lambda: late)
+
+    code, out, _ = steward(capsys, "approve", approval_id)
+
+    assert code == 1
+    assert "Expired by steward" in out and "Too late" in out and "Nothing was approved" in out
+    assert outbox_files(home) == []
 
 
 def test_start_with_a_bad_value_exits_2_and_names_the_field(
