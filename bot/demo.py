@@ -24,6 +24,7 @@ SCRIPT = [
 OFFLINE: dict[str, object] = {
     "database_url": None,
     "llm_model": None,
+    "llm_fast_model": None,  # alone, it is refused
     "embedding_model": "none",
     "redis_url": None,
     "weaviate_url": None,

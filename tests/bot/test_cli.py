@@ -484,6 +484,19 @@ def test_demo_touches_nothing_of_the_operators(
     assert "2 effect file(s)" in out
 
 
+def test_demo_runs_beside_the_operator_s_two_models(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tour sets no model: the operator's fast model was left alone, without the
+    model it goes with, and the settings refused it in a traceback."""
+    monkeypatch.setenv("STEWARD_LLM_MODEL", "gpt-4o")
+    monkeypatch.setenv("STEWARD_LLM_FAST_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    code, out, _ = steward(capsys, "demo")
+    assert code == 0, out
+    assert "2 effect file(s)" in out
+
+
 def test_demo_with_an_invalid_setting_says_which_in_one_line(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
