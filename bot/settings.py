@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(
         default=None, validation_alias=_env("STEWARD_WEBHOOK_SECRET")
     )
-    budget_daily: float | None = Field(
-        default=None, ge=0, validation_alias=_env("STEWARD_BUDGET_DAILY")
+    budget_daily: float | None = Field(  # nan and inf are no sums of money
+        default=None, ge=0, allow_inf_nan=False, validation_alias=_env("STEWARD_BUDGET_DAILY")
     )
     process_budgets: str = Field(default="", validation_alias=_env("STEWARD_PROCESS_BUDGETS"))
     model_prices: str = Field(default="", validation_alias=_env("STEWARD_MODEL_PRICES"))
@@ -325,6 +325,13 @@ class Settings(BaseSettings):
                 "STEWARD_TELEGRAM_WEBHOOK_SECRET must be set when STEWARD_TELEGRAM_WEBHOOK_URL "
                 "is, so that only Telegram can post updates"
             )
+        if self.telegram_webhook_secret and not url:
+            raise ValueError(
+                "STEWARD_TELEGRAM_WEBHOOK_SECRET is set but STEWARD_TELEGRAM_WEBHOOK_URL is "
+                "not: steward polls, and the secret would be ignored (set both for a webhook)"
+            )
+        if url and not re.match(r"https?://[^/\s]+", url):
+            raise ValueError(f"STEWARD_TELEGRAM_WEBHOOK_URL {url!r} names no host")
         official = self.telegram_api_url.rstrip("/") == "https://api.telegram.org"
         if url and official and not url.startswith("https://"):
             raise ValueError(

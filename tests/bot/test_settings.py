@@ -82,13 +82,28 @@ def test_a_webhook_needs_its_secret() -> None:
     assert message.startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET must be set")
 
 
+def test_a_webhook_secret_without_its_url_or_a_url_without_a_host_is_refused() -> None:
+    """Steward polled and ignored the secret, or set a webhook Telegram cannot reach."""
+    message = problem(telegram_webhook_secret="x" * 16)
+    assert "STEWARD_TELEGRAM_WEBHOOK_URL is not" in message
+    message = problem(telegram_webhook_url="https://", telegram_webhook_secret="x" * 16)
+    assert "names no host" in message
+
+
+def test_a_daily_budget_is_a_sum_of_money() -> None:
+    for nonsense in ("nan", "inf"):
+        assert problem(budget_daily=nonsense).startswith("STEWARD_BUDGET_DAILY")
+
+
 def test_the_webhook_secret_follows_telegrams_rule() -> None:
     message = problem(telegram_webhook_secret="has spaces, sixteen!")
     assert message.startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET: use 16 to 256 characters")
     assert problem(telegram_webhook_secret="short-guessable").startswith(
         "STEWARD_TELEGRAM_WEBHOOK_SECRET: use 16"
     )
-    assert load_settings(telegram_webhook_secret="x" * 16).telegram_webhook_secret == "x" * 16
+    hook = "https://bot.example.com/telegram/webhook"
+    settings = load_settings(telegram_webhook_url=hook, telegram_webhook_secret="x" * 16)
+    assert settings.telegram_webhook_secret == "x" * 16
     assert problem(telegram_webhook_secret="x" * 257).startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET")
 
 
