@@ -225,16 +225,19 @@ def _approval_item(approval: Approval, run: Run | None, score: float, context: _
     else:
         deadline = "expired, waiting for its timer"
     parts = [_waiting(context.now - approval.created_at), *_amount(money), deadline]
+    buttons = [
+        Button("Approve", f"approve:{approval.id}", "primary"),
+        Button("Reject", f"reject:{approval.id}", "danger"),
+        Button("Details", f"details:{approval.id}"),
+    ]
+    if left <= timedelta() and approval.on_expiry == "reject":
+        buttons = buttons[1:]  # too late to approve: an Approve would only expire it
     return Item(
         score=score,
         kind="approval",
         title=str(card.get("summary") or card.get("title") or approval.id),
         why=" · ".join(parts) + f" · {approval.id} in run {approval.run_id}",
-        buttons=[
-            Button("Approve", f"approve:{approval.id}", "primary"),
-            Button("Reject", f"reject:{approval.id}", "danger"),
-            Button("Details", f"details:{approval.id}"),
-        ],
+        buttons=buttons,
         key=approval.id,
     )
 

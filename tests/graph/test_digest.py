@@ -123,6 +123,8 @@ async def test_expiry_is_told_by_the_calendar_day(app: Steward) -> None:
 
     async def told_at(at: datetime) -> str:
         [item] = (await daily_list(app.ledger, app.catalog, at, ZoneInfo("UTC"))).items
+        expired = "expired" in item.why
+        assert ("Approve" in [b.label for b in item.buttons]) is not expired  # too late then
         return item.why
 
     assert f"expires tomorrow at {expiry:%H:%M}" in await told_at(midnight - timedelta(minutes=1))
