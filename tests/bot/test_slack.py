@@ -175,6 +175,19 @@ async def edit_asked_in_chat(slack: FakeSlackAPI, bot: Running) -> str:
     return dm
 
 
+async def opened_edit_form(
+    slack: FakeSlackAPI, bot: Running, card: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Presses Edit on ``card``: the modal Slack opened, and its text field."""
+    await press(slack, bot, card, "edit")
+    await slack.wait_for(lambda s: s.calls_to("views.open"))
+    (opened,) = slack.calls_to("views.open")
+    assert opened.ok, opened.error
+    view = opened.response["view"]
+    [field] = [b for b in view["blocks"] if b["type"] == "input"]
+    return view, field
+
+
 def failed(slack: FakeSlackAPI) -> list[str]:
     return [f"{c.method}: {c.error}" for c in slack.calls if not c.ok]
 
@@ -569,12 +582,7 @@ async def test_edit_opens_a_modal_holding_the_draft_and_its_text_is_sent(
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
         card = await onboarding_card(slack, bot)
-        await press(slack, bot, card, "edit")
-        await slack.wait_for(lambda s: s.calls_to("views.open"))
-        (opened,) = slack.calls_to("views.open")
-        assert opened.ok, opened.error
-        view = opened.response["view"]
-        [field] = [b for b in view["blocks"] if b["type"] == "input"]
+        view, field = await opened_edit_form(slack, bot, card)
         assert "Acme" in field["element"]["initial_value"]
 
         new_text = "Dear Jane, <welcome> & *thanks*!"
@@ -596,10 +604,7 @@ async def test_an_edit_form_submitted_after_someone_decided_stays_open_with_its_
 ) -> None:
     async with running(tmp_path / "home", slack) as bot:
         card = await onboarding_card(slack, bot)
-        await press(slack, bot, card, "edit")
-        await slack.wait_for(lambda s: s.calls_to("views.open"))
-        view = slack.calls_to("views.open")[0].response["view"]
-        [field] = [b for b in view["blocks"] if b["type"] == "input"]
+        view, field = await opened_edit_form(slack, bot, card)
         approval_id = value(card, "approve").split(":")[1]
         await bot.steward.engine.decide(approval_id, True, "cli:shell")  # meanwhile
         values = {field["block_id"]: {field["element"]["action_id"]: "my long new text"}}
@@ -621,10 +626,7 @@ async def test_an_edit_form_submitted_while_the_run_is_paused_stays_open_until_i
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
         card = await onboarding_card(slack, bot)
-        await press(slack, bot, card, "edit")
-        await slack.wait_for(lambda s: s.calls_to("views.open"))
-        view = slack.calls_to("views.open")[0].response["view"]
-        [field] = [b for b in view["blocks"] if b["type"] == "input"]
+        view, field = await opened_edit_form(slack, bot, card)
         [run] = await bot.steward.ledger.list_runs(None, limit=5)
         await bot.steward.engine.pause(run.id, "cli:shell")  # meanwhile, from a shell
         values = {field["block_id"]: {field["element"]["action_id"]: new_text}}
@@ -1442,11 +1444,8 @@ async def test_a_press_form_or_command_of_a_shape_steward_cannot_use_is_answered
     async with running(tmp_path / "home", slack) as bot:
         dm = slack.dm_channel(OPERATOR)
         card = await onboarding_card(slack, bot)
-        await press(slack, bot, card, "edit")
-        await slack.wait_for(lambda s: s.calls_to("views.open"))
+        view, field = await opened_edit_form(slack, bot, card)
         await bot.channel.idle()
-        view = slack.calls_to("views.open")[0].response["view"]
-        [field] = [b for b in view["blocks"] if b["type"] == "input"]
         values = {field["block_id"]: {field["element"]["action_id"]: "my new text"}}
 
         def submitted(change: Any) -> dict[str, Any]:
