@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,9 @@ from graph.templating import render
 from memory.ledger import storable
 
 BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # more than one blank line
+# A draft waits no longer for the model (its client waits a minute and tries twice more,
+# three minutes of a run standing still): past it, the template writes the text.
+DRAFT_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -41,12 +45,16 @@ class Drafter:
         if self.models is None or step.prompt is None:
             return Draft(_filled(step.template, values), "template")
         prompt = render(step.prompt, {k: as_data(v) for k, v in values.items()})
+        asked = self.models.complete(
+            prompt, purpose="draft", run_id=run_id, step_id=step.id, fast=step.model == "fast"
+        )
         try:
-            text = await self.models.complete(
-                prompt, purpose="draft", run_id=run_id, step_id=step.id, fast=step.model == "fast"
-            )
+            text = await asyncio.wait_for(asked, DRAFT_SECONDS)
         except BudgetExceeded:  # spent: the run stops and waits for the operator
             raise
+        except TimeoutError:
+            note = f"the model did not answer within {DRAFT_SECONDS:g} s"
+            return Draft(_filled(step.template, values), "template", note)
         except Exception as exc:  # a model outage must not stop the run: fall back
             note = storable(f"model failed: {exc}")  # a service's words may hold anything
             return Draft(_filled(step.template, values), "template", note)

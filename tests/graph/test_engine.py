@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from bot.app import Steward
 from bot.settings import Settings, load_settings
 from connectors import DataError, TransientError
+from graph import drafting
 from graph import engine as engine_module
 from graph.cards import approval_card
 from graph.definitions import AgentStep
@@ -143,6 +145,24 @@ async def test_the_card_says_who_wrote_its_text(app: Steward) -> None:
     await app.engine.decide(drafted.approval.id, True, "cli:shell", edited_text="Hello Jane!")
     again = await app.engine.replay(drafted.run.id, "approve_welcome", {}, "cli:shell")
     assert text_by(again) == "cli:shell, in an edit"
+
+
+async def test_a_model_that_hangs_gives_way_to_the_template(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its client waits a minute and tries twice more: the run stood still for three."""
+
+    class Hung(Recording):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(3600)
+
+    monkeypatch.setattr(drafting, "DRAFT_SECONDS", 0.05)
+    hung = Hung(messages=iter([]))
+    app.engine.drafter = Drafter(LanguageModels(hung, hung, app.ledger, ("gpt-x", "gpt-x")))
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None and "Thank you for choosing" in view.approval.card["text"]
+    by = dict(approval_card(view.approval).fields)["Text by"]
+    assert by == "the process's template (the model did not answer within 0.05 s)"
 
 
 async def test_edit_sends_exactly_the_edited_text(app: Steward) -> None:
