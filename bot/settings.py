@@ -106,8 +106,12 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         """One home has one name, however it is given ("~/.steward", ".", a link): the
-        ledger keeps how far each store was fed under a name made from its path."""
-        return value.expanduser().resolve()
+        ledger keeps how far each store was fed under a name made from its path. A file
+        there is no home."""
+        home = value.expanduser().resolve()
+        if home.exists() and not home.is_dir():
+            raise ValueError(f"{home} is a file, not a folder")
+        return home
 
     @field_validator("processes_dir", mode="after")
     @classmethod

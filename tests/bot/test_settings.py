@@ -90,6 +90,11 @@ def test_a_webhook_secret_without_its_url_or_a_url_without_a_host_is_refused() -
     assert "names no host" in message
 
 
+def test_a_home_that_is_a_file_is_a_bad_setting(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    assert problem(home=tmp_path / "afile").startswith("STEWARD_HOME:")
+
+
 def test_a_daily_budget_is_a_sum_of_money() -> None:
     for nonsense in ("nan", "inf"):
         assert problem(budget_daily=nonsense).startswith("STEWARD_BUDGET_DAILY")
