@@ -659,6 +659,14 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="check the audit log's hash chain")
     audit.add_argument("action", choices=["verify"])
     audit.add_argument("--json", action="store_true")
+    for command in sub.choices.values():  # `steward run -v` as `steward -v run`
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log what happens",
+        )
     return parser
 
 

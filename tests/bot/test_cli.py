@@ -24,7 +24,7 @@ import pytest
 
 import graph.engine
 from bot.app import Steward
-from bot.cli import main
+from bot.cli import _parser, main
 from bot.hooks import signature
 from bot.service import SHELL
 from bot.settings import load_settings
@@ -570,6 +570,20 @@ def test_a_reader_that_goes_away_ends_steward_quietly(
     done = subprocess.run([sys.executable, "-c", gone], capture_output=True, text=True)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["-v", "runs"], True),
+        (["runs", "-v"], True),
+        (["runs", "--verbose"], True),
+        (["runs"], False),
+    ],
+)
+def test_verbose_goes_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
+    """`steward runs -v` was "unrecognized arguments"."""
+    assert _parser().parse_args(argv).verbose is verbose
 
 
 def test_an_empty_history_question_is_bad_input(
