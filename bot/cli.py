@@ -31,6 +31,7 @@ from bot.service import (
     wait_for_signal,
 )
 from bot.settings import SettingsError, load_settings
+from graph.budget import parse_process_budgets
 from graph.coordinator import ACTIVE
 from graph.engine import InputProblem, RunView
 from graph.errors import NotFound, StewardError
@@ -129,11 +130,15 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
 
 
 def _say_skipped(steward: Steward) -> None:
-    """The definitions skipped, and the built-ins a definition of the operator's replaces."""
+    """The definitions skipped, the built-ins a definition of the operator's replaces, and
+    the process budgets of no process."""
     for problem in steward.catalog.problems:
         print(f"steward: skipped {problem}", file=sys.stderr)
     for name, source in steward.catalog.replaced.items():
         print(f"steward: {source} replaces the built-in {name}", file=sys.stderr)
+    for name in sorted(parse_process_budgets(steward.settings.process_budgets)):
+        if steward.catalog.get(name) is None:  # a misspelt name caps nothing
+            print(f"steward: STEWARD_PROCESS_BUDGETS names {name}: no process", file=sys.stderr)
 
 
 async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:

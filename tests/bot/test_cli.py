@@ -160,6 +160,17 @@ def test_a_built_in_replaced_by_the_operators_definition_is_said(
     assert f"steward: {mine} replaces the built-in onboarding" in err
 
 
+def test_a_process_budget_of_no_process_is_said(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt name caps nothing, and nothing said so."""
+    monkeypatch.setenv("STEWARD_PROCESS_BUDGETS", "onboardng=10,onboarding=5")
+    code, _, err = steward(capsys, "processes")
+    assert code == 0
+    assert "STEWARD_PROCESS_BUDGETS names onboardng: no process" in err
+    assert "names onboarding" not in err
+
+
 def test_runs_with_an_id_shows_that_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_id, _ = start(capsys)
     assert steward(capsys, "runs", run_id) == steward(capsys, "runs", "show", run_id)
