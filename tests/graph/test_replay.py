@@ -19,7 +19,7 @@ from connectors.base import DataError
 from graph.engine import InputProblem
 from graph.errors import InvalidState, NotFound
 from memory.database_url import DatabaseURL
-from memory.ledger import ApprovalStatus, RunStatus
+from memory.ledger import ApprovalStatus, Run, RunStatus
 from tests.graph.test_coordinator import app, send  # noqa: F401 - the fixture
 from tests.graph.test_engine_races import INVOICE
 
@@ -144,6 +144,30 @@ async def test_a_failed_action_waits_for_the_new_approval_before_acting(app: Ste
     ]
 
 
+async def replay_killed(
+    app: Steward,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    run: Run,
+    from_step: str,
+    changes: dict[str, str],
+    cut: str,
+) -> None:
+    """Replays ``run`` and kills the process "after its record", or later, where the
+    replay clears what the run stopped at: recovery finds the replay cut short."""
+    graph = (await app.engine._compiled_for(run.version)).graph
+
+    async def dies(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as crash:
+        if cut == "after its record":
+            crash.setattr(graph, "aupdate_state", dies)
+        else:
+            crash.setattr(app.engine, "_advance", dies)
+        with pytest.raises(SystemExit):
+            await app.engine.replay(run.id, from_step, changes, "cli:a")
+
+
 @pytest.mark.parametrize("cut", ["after its record", "after clearing the failed step"])
 async def test_a_replay_cut_short_asks_again_and_never_acts_on_the_old_approval(
     app: Steward,  # noqa: F811
@@ -158,18 +182,8 @@ async def test_a_replay_cut_short_asks_again_and_never_acts_on_the_old_approval(
     assert view.approval is not None
     failed = await app.engine.decide(view.approval.id, True, "cli:a")
     assert failed.view is not None and failed.view.run.status is RunStatus.FAILED
-    graph = (await app.engine._compiled_for(view.run.version)).graph
-
-    async def dies(*args: Any, **kwargs: Any) -> Any:
-        raise SystemExit("killed")
-
-    with monkeypatch.context() as crash:
-        if cut == "after its record":
-            crash.setattr(graph, "aupdate_state", dies)
-        else:
-            crash.setattr(app.engine, "_advance", dies)
-        with pytest.raises(SystemExit):
-            await app.engine.replay(view.run.id, "approve_welcome", {"email": "x@acme.io"}, "cli:a")
+    changes = {"email": "x@acme.io"}
+    await replay_killed(app, monkeypatch, view.run, "approve_welcome", changes, cut)
     [recovered] = await app.engine.recover()  # the process, restarted
     assert sent(app) == []
     assert recovered.run.status is RunStatus.WAITING
@@ -234,19 +248,8 @@ async def test_a_replay_cut_short_by_a_crash_goes_on_after_the_restart(
     dies: str,
 ) -> None:
     view = await app.engine.start("onboarding", ONBOARD, "cli:a")
-    graph = (await app.engine._compiled_for(view.run.version)).graph
-
-    async def process_dies(*args: Any, **kwargs: Any) -> Any:
-        raise SystemExit("killed")
-
-    with monkeypatch.context() as crash:
-        if dies == "after its record":
-            crash.setattr(graph, "aupdate_state", process_dies)
-        else:
-            crash.setattr(app.engine, "_advance", process_dies)
-        with pytest.raises(SystemExit):
-            await app.engine.replay(view.run.id, "draft_welcome", {"email": "x@acme.io"}, "cli:a")
-
+    changes = {"email": "x@acme.io"}
+    await replay_killed(app, monkeypatch, view.run, "draft_welcome", changes, dies)
     [recovered] = await app.engine.recover()  # the restarted process
     assert recovered.run.status is RunStatus.WAITING  # not cancelled, not stuck
     assert recovered.approval is not None and recovered.approval.visit == 2
