@@ -344,10 +344,7 @@ class TelegramChannel:
             reason = "an update without an integer update_id"  # confirmed with the next
             await self.door.unusable(self.name, "getUpdates", reason)
             return
-        try:
-            await self.take(read_update(data, self.bot))
-        except Unusable as exc:
-            await self.door.unusable(self.name, f"{self.bot.id}:{update_id}", str(exc))
+        await self._take_as_sent(data, update_id)
         self._offset = update_id + 1
 
     async def receive_webhook(self, request: web.Request) -> web.Response:
@@ -369,15 +366,23 @@ class TelegramChannel:
         if update_id is None:
             return web.Response(status=400, text="not a Telegram update")
         await self._ready.wait()  # what a crash left stored goes first
-        try:
-            # A failure other than the update's shape is a 500, and Telegram delivers again.
-            await self.take(read_update(body, self.bot))
-        except Unusable as exc:  # Telegram would deliver it again, the updates after waiting
-            await self.door.unusable(self.name, f"{self.bot.id}:{update_id}", str(exc))
+        # A failure other than the update's shape is a 500, and Telegram delivers again.
+        if not await self._take_as_sent(body, update_id):
             return web.Response(text="ok")
         await catch_up(self.idle())
         await self.door.sync()
         return web.Response(text="ok")
+
+    async def _take_as_sent(self, data: dict[str, Any], update_id: int) -> bool:
+        """Takes an update as Telegram sent it; False when steward cannot use it: it is
+        set aside, and Telegram told it arrived all the same (sent again, or left
+        unconfirmed, it would hold back the updates after it)."""
+        try:
+            await self.take(read_update(data, self.bot))
+        except Unusable as exc:
+            await self.door.unusable(self.name, f"{self.bot.id}:{update_id}", str(exc))
+            return False
+        return True
 
     async def take(self, update: Update) -> None:
         """Stores one update in the inbox and queues it for handling; Telegram may be
