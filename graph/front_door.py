@@ -116,9 +116,12 @@ class FrontDoor:
         """Whether a stranger's delivery is past what is stored of strangers today; the
         first one past either most is audited, and the rest only logged."""
         sender = inbound.sender.key
-        counted = {"this sender": f"stored:{sender}", "all strangers": "stored:strangers"}
-        for whose, most in (("this sender", STRANGER_MOST), ("all strangers", STRANGERS_MOST)):
-            stored = await self.memory.count(counted[whose], REFUSAL_TTL)
+        counts = (
+            (f"stored:{sender}", STRANGER_MOST, "this sender"),
+            ("stored:strangers", STRANGERS_MOST, "all strangers"),
+        )
+        for counter, most, whose in counts:
+            stored = await self.memory.count(counter, REFUSAL_TTL)
             if stored <= most:
                 continue
             if stored == most + 1:
