@@ -88,7 +88,7 @@ Described = tuple[RecordKind, str, Run | None, dict[str, Any] | None]
 
 
 def _describe(tx: LedgerTx, event: AuditEvent) -> Described | None:
-    found = _describe_run(tx, event)
+    found = _describe_run(tx, event) or _describe_ended(tx, event)
     if found is not None:
         return found
     described = _describe_other(tx, event)
@@ -116,21 +116,28 @@ def _describe_run(tx: LedgerTx, event: AuditEvent) -> Described | None:
     return RecordKind.NOTE, text + ".", run, changes if entity_of(changes) else None
 
 
+def _describe_ended(tx: LedgerTx, event: AuditEvent) -> Described | None:
+    """A run's outcome, about what the run was about then."""
+    group, _, verb = event.kind.partition(".")
+    if group != "run" or verb not in ENDED:
+        return None
+    run = tx.get_run(event.subject)
+    if run is None:
+        return None
+    why = event.data.get("error") or event.data.get("outcome") or run.error  # as it was then
+    ended = ENDED[verb]
+    if verb == "cancelled" and why and why.startswith(ENDINGS):
+        ended, why = f"was {why}", None  # "was rejected at approve_welcome"
+    inputs = inputs_then(tx, run, event.seq)
+    text = f"Run {run.id} ({run.process}, {_about(inputs)}) {ended}"
+    if verb != "succeeded" and why:
+        text += f": {why}"
+    return RecordKind.OUTCOME, text + ".", run, inputs
+
+
 def _describe_other(tx: LedgerTx, event: AuditEvent) -> tuple[RecordKind, str, Run | None] | None:
     group, _, verb = event.kind.partition(".")
     data = event.data
-    if group == "run" and verb in ENDED:
-        run = tx.get_run(event.subject)
-        if run is None:
-            return None
-        why = data.get("error") or data.get("outcome") or run.error  # as it was then
-        ended = ENDED[verb]
-        if verb == "cancelled" and why and why.startswith(ENDINGS):
-            ended, why = f"was {why}", None  # "was rejected at approve_welcome"
-        text = f"Run {run.id} ({run.process}, {_about(inputs_then(tx, run, event.seq))}) {ended}"
-        if verb != "succeeded" and why:
-            text += f": {why}"
-        return RecordKind.OUTCOME, text + ".", run
     if group == "approval":
         approval = tx.get_approval(event.subject)
         if approval is None:
