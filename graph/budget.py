@@ -5,8 +5,8 @@ daily budget (``STEWARD_BUDGET_DAILY``, US dollars, the operator's day) caps all
 spend; a process budget (``STEWARD_PROCESS_BUDGETS``, dollars a calendar month) caps one
 process's runs. Once a budget is spent no call is made (a call's cost is known only
 when it answers, so the call that spends a budget may take it past its limit): the run
-stops, failed as ``budget``, and tells the operator; ``/retry`` goes on from that step once there is
-room (a new day or month, or a raised budget). Nothing is lost.
+stops, failed as ``budget``, and tells the operator; ``/retry`` goes on from that step
+once there is room (a new day or month, or a raised budget). Nothing is lost.
 """
 
 from __future__ import annotations
