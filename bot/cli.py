@@ -50,6 +50,11 @@ LISTINGS = {
     "approvals": "`steward runs` lists the pending ones",
 }
 Command = Callable[[Steward, argparse.Namespace], Awaitable[int]]
+NOTHING_TO_SERVE = (
+    "steward: no chat platform is set (TELEGRAM_BOT_TOKEN, SLACK_BOT_TOKEN), no webhooks, "
+    "and the terminal's input ended before a line: nothing to serve. Set a platform, "
+    "or give it a terminal (`docker run -it`)."
+)
 RUNS_LISTED = 50  # `steward runs` lists at most this many, newest first, unless told
 # The commands that may move a run on, each a worker while it lasts (see shell_worker).
 MOVES_RUNS = frozenset(
@@ -201,6 +206,9 @@ async def _terminal(steward: Steward, serving: bool) -> int:
             if service.hooks is not None:
                 print(f"steward: serving {service.summary()}", file=sys.stderr)
             ended = await console.run(until=wait_for_signal())
+            if ended == "input" and serving and service.hooks is None and not console.lines_read:
+                print(NOTHING_TO_SERVE, file=sys.stderr)  # a restart would only do it again
+                return 2
             if ended == "input" and serving and service.hooks is not None:
                 print(
                     "steward: no more input; serving the webhooks until SIGTERM or Ctrl-C.",

@@ -112,6 +112,7 @@ class ConsoleChannel:
         self.choices: dict[str, str] = {}
         self._read_line = read_line or _stdin_line
         self._counter = itertools.count(1)
+        self.lines_read = 0
         # Each terminal session is a chat of its own, whoever else talks to the same
         # ledger and working memory: its questions, its turns, its messages' ids.
         self._session = uuid.uuid4().hex[:16]
@@ -175,6 +176,7 @@ class ConsoleChannel:
             line = reading.result()
             if line is None:
                 return "input"
+            self.lines_read += 1
             if line.strip() in ("/quit", "/exit"):
                 return "quit"
             if line.strip():

@@ -701,6 +701,23 @@ def test_a_server_with_webhooks_and_no_terminal_serves_until_stopped(home: Path)
     assert asyncio.run(started()) == ["onboarding"]
 
 
+@pytest.mark.parametrize(("given", "code"), [("", 2), ("/runs\n", 0)])
+def test_a_server_with_nothing_to_serve_stops_saying_what_it_lacks(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    given: str,
+    code: int,
+) -> None:
+    """`docker run -d` without a platform's token: the chat read /dev/null, said "bye."
+    and exited 0, and the container's restart policy did it again, with nothing in its log
+    to say why. Input piped in is still a chat that ends well."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(given))
+    exited, _, err = steward(capsys, "run")
+    assert exited == code
+    assert ("nothing to serve" in err) == (code == 2)
+
+
 def test_a_terminal_beside_another_steward_leaves_the_webhooks_to_it(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
