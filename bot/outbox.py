@@ -46,10 +46,13 @@ class Steps:
     """A reply's sends in the order a channel makes them — a press's answer, each
     message, a card's update — counted as they go into ``Owed.sent``, so that a reply
     tried again skips what went on an earlier try. A skipped step gives what it gave
-    then, if that was in this process (a card's message id), else None."""
+    then, if that was in this process (a card's message id), else None. Before a step
+    after one done, the ledger is told (``note``): a crash mid-reply leaves at most the
+    step under way to send again, not every message before it."""
 
-    def __init__(self, owed: Owed) -> None:
+    def __init__(self, owed: Owed, note: Callable[[Owed], Awaitable[None]]) -> None:
         self._owed = owed
+        self._note = note
         self._at = 0
 
     async def take(self, send: Callable[[], Awaitable[T]]) -> T | None:
@@ -57,6 +60,8 @@ class Steps:
         self._at += 1
         if step < self._owed.sent:
             return cast("T | None", self._owed.results.get(step))
+        if self._owed.sent > self._owed.noted:
+            await self._note(self._owed)
         result = await send()
         self._owed.results[step] = result
         self._owed.sent = self._at
@@ -108,6 +113,10 @@ class Outbox:
             self._idle.clear()
         return done
 
+    def steps(self, owed: Owed) -> Steps:
+        """What a channel sends a reply's steps through, noting them as they go."""
+        return Steps(owed, self._note_progress)
+
     @property
     def owed_here(self) -> int:
         """Replies queued in this process and not yet sent."""
@@ -157,7 +166,6 @@ class Outbox:
     async def _deliver(self, owed: Owed) -> None:
         """Sends one reply, trying again while the platform cannot take it."""
         delay = self.first_retry
-        noted = owed.sent
         for tries in itertools.count(1):
             if not await self.door.holds(owed):
                 log.warning(
@@ -170,8 +178,7 @@ class Outbox:
             try:
                 await self._send(owed)
             except asyncio.CancelledError:  # stopping: the next start sends only the rest
-                if owed.sent != noted:
-                    await self._note(self.door.sent_part(owed))
+                await self._note_progress(owed)
                 raise
             except SendLater as exc:
                 if utcnow() - max(owed.created_at, self.began) > GIVE_UP_AFTER:
@@ -191,9 +198,7 @@ class Outbox:
                     exc,
                     delay,
                 )
-                if owed.sent != noted:
-                    await self._note(self.door.sent_part(owed))
-                    noted = owed.sent
+                await self._note_progress(owed)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY)
             except Exception as exc:
@@ -204,16 +209,24 @@ class Outbox:
                 await self._note(self.door.sent(owed))
                 return
 
+    async def _note_progress(self, owed: Owed) -> None:
+        """Tells the ledger of the steps done since it last heard, if any."""
+        sent = owed.sent
+        if sent > owed.noted and await self._note(self.door.sent_part(owed)):
+            owed.noted = sent
+
     async def _forget(self, owed: Owed, reason: str) -> None:
         await self._note(self.door.give_up(owed, reason))
 
-    async def _note(self, write: Awaitable[None]) -> None:
+    async def _note(self, write: Awaitable[None]) -> bool:
         """A note in the ledger on a reply's way; one that fails is logged, and at worst
         the reply is sent again after a restart."""
         try:
             await write
         except Exception:
             log.exception("could not note a %s reply's progress in the ledger", self.channel)
+            return False
+        return True
 
 
 def _stopped(lane: deque[tuple[Owed, asyncio.Future[None]]]) -> None:

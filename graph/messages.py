@@ -241,6 +241,7 @@ class Owed:
     answering: Inbound | None  # the delivery it answers; None for a run's news
     created_at: datetime
     sent: int = 0  # steps of the reply done so far: messages, edits, a press's answer
+    noted: int = 0  # of those, how many the ledger knows of
     # What each step done in this process gave (a posted message's id, say), by step.
     results: dict[int, Any] = field(default_factory=dict)
     # How many lapses of this worker's lease (``Ledger.lapses``) the reply is known to have
@@ -273,6 +274,7 @@ class Owed:
             Inbound.from_payload(answering) if answering else None,
             created_at,
             sent=sent,
+            noted=sent,
             results={int(step): result for step, result in payload.get("results", {}).items()},
         )
 

@@ -59,7 +59,7 @@ from bot.channel import (
 )
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
-from bot.outbox import Outbox, SendLater, Steps
+from bot.outbox import Outbox, SendLater
 from bot.pacing import Bucket
 from bot.settings import Settings
 from bot.slack.payloads import (
@@ -511,7 +511,7 @@ class SlackChannel:
         conversation = Conversation.of(owed.chat_id)
         reply, answering = owed.reply, owed.answering
         user = answering.sender.user_id if answering is not None else None
-        steps = Steps(owed)
+        steps = self.outbox.steps(owed)
         if reply.private and user is not None:
             answer_by = answering.context.get("response_url") if answering is not None else None
             for text in reply.texts:

@@ -65,7 +65,7 @@ from bot.channel import (
 )
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
-from bot.outbox import Outbox, SendLater, Steps
+from bot.outbox import Outbox, SendLater
 from bot.settings import Settings
 from bot.splitting import fit, length
 from bot.telegram.rate_limit import FloodControl
@@ -452,7 +452,7 @@ class TelegramChannel:
         """Sends what is left of a reply: its steps (see ``Steps``) not done before."""
         reply, chat_id, answering = owed.reply, owed.chat_id, owed.answering
         press = _press(answering) if answering is not None else None
-        steps = Steps(owed)
+        steps = self.outbox.steps(owed)
         answered = False  # not known after a restart: then said again, in a message
         if press is not None:
             toast = (" ".join(reply.texts) or reply.notice) if reply.private else reply.notice

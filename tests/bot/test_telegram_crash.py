@@ -182,6 +182,45 @@ async def test_a_reply_cut_off_by_a_sigkill_is_sent_after_restart(tmp_path: Path
         assert len(outbox(home)) == 1
 
 
+async def test_a_reply_of_many_messages_cut_off_by_a_sigkill_sends_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A reply too long for one message dies after its first went: after the restart the
+    rest goes, and the first not again (it was sent twice)."""
+    home = tmp_path / "home"
+    (home / "processes").mkdir(parents=True)
+    for n in range(30):  # a listing of them runs past Telegram's 4,096 characters
+        (home / "processes" / f"chore_{n}.yaml").write_text(
+            f"name: chore_{n}\ntitle: Chore {n}\n"
+            f"description: {'Something that takes a while to say. ' * 5}\n"
+            "steps:\n  - id: ask\n    kind: approval\n    title: Go ahead?\n"
+            "    summary: Go ahead with the chore\n"
+        )
+    async with FakeBotAPI(token=TOKEN) as api:
+        bot = await start_steward(home, api)
+        try:
+            await api.wait_for(lambda a: a.polls_waiting > 0, timeout=60)
+            api.stall("sendMessage", after=1)
+            api.send_text(OPERATOR, "/processes")
+            await api.wait_for(lambda a: "sendMessage" in a.stalled_calls, timeout=30)
+            assert len(api.sent(OPERATOR)) == 1
+        finally:
+            await kill(bot)
+        await api.wait_for(lambda a: not a.stalled_calls, timeout=10)  # its client is gone
+        api.unstall()
+        assert replies_owed(home) == 1
+
+        bot = await start_steward(home, api)
+        try:
+            await api.wait_for(lambda a: replies_owed(home) == 0, timeout=60)
+            await api.wait_for(lambda a: a.polls_waiting > 0, timeout=30)
+        finally:
+            await stop(bot)
+    said = texts(api)
+    assert len(said) >= 2 and "chore_29" in said[-1]
+    assert sum("chore_0 —" in t for t in said) == 1
+
+
 async def test_a_handling_cut_off_after_its_first_write_says_so_after_restart(
     tmp_path: Path,
 ) -> None:

@@ -705,7 +705,7 @@ class FakeBotAPI:
         # Groups upgraded to supergroups, old id -> new: sending to the old id is 400 with
         # the new id in ``migrate_to_chat_id``, as Telegram answers it.
         self.migrated: dict[int, int] = {}
-        self._stalled: set[str] = set()
+        self._stalled: dict[str, int] = {}  # a method stalled: its calls let through first
         self._unstalled = asyncio.Event()
         self._waiting: list[str] = []
         self._send_times: dict[int, list[float]] = {}
@@ -879,11 +879,12 @@ class FakeBotAPI:
         name, _ = self._method(method)
         self._failures[name] = (status, times, after)
 
-    def stall(self, method: str) -> None:
-        """Calls of ``method`` from now on get no answer until ``unstall()`` (they are
-        recorded as they arrive, and take effect only then)."""
+    def stall(self, method: str, after: int = 0) -> None:
+        """Calls of ``method`` from now on, once ``after`` more have gone through, get no
+        answer until ``unstall()`` (they are recorded as they arrive, and take effect only
+        then)."""
         name, _ = self._method(method)
-        self._stalled.add(name)
+        self._stalled[name] = after
         self._unstalled = asyncio.Event()
 
     def unstall(self) -> None:
@@ -1020,7 +1021,9 @@ class FakeBotAPI:
             params = {key: _decode_param(key, value) for key, value in params.items()}
             if name in _RATED_METHODS:
                 self._note_send(name, params, at)
-            if name in self._stalled:
+            if self._stalled.get(name):
+                self._stalled[name] -= 1
+            elif name in self._stalled:
                 self._waiting.append(name)
                 self._changed()
                 try:
