@@ -579,6 +579,7 @@ class Coordinator:
         lines = []
         for definition in self.catalog:
             inputs = ", ".join(f"{n} ({s.type.value})" for n, s in definition.inputs.items())
+            inputs = inputs or "none"
             lines.append(f"{definition.name} — {definition.description}\n  inputs: {inputs}")
         return "\n".join(lines) or "No processes are defined."
 

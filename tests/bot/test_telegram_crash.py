@@ -219,6 +219,7 @@ async def test_a_reply_of_many_messages_cut_off_by_a_sigkill_sends_only_the_rest
     said = texts(api)
     assert len(said) >= 2 and "chore_29" in said[-1]
     assert sum("chore_0 —" in t for t in said) == 1
+    assert "inputs: none" in said[0]  # where it said "inputs: " and nothing
 
 
 async def test_a_handling_cut_off_after_its_first_write_says_so_after_restart(
