@@ -200,7 +200,7 @@ async def _stdin_line() -> str | None:
     def read() -> None:
         got, error = None, None
         try:
-            got = input(PROMPT)
+            got = _typed_line()
         except (EOFError, RuntimeError, OSError):  # no stdin (`<&-`), its terminal hung up
             pass
         except Exception as exc:  # stdin closed under it, say: the caller hears of it
@@ -210,3 +210,18 @@ async def _stdin_line() -> str | None:
 
     threading.Thread(target=read, name="terminal", daemon=True).start()
     return await line
+
+
+def _typed_line() -> str | None:
+    """Reads a line from stdin below its buffer, which holds a lock while it waits: a
+    thread still waiting there when steward exits made the interpreter abort ("could not
+    acquire lock for <stdin> at interpreter shutdown"). A stand-in stdin (a test's) is
+    read as ``input`` reads it."""
+    raw = getattr(getattr(sys.stdin, "buffer", None), "raw", None)
+    if raw is None:
+        return input(PROMPT)
+    print(PROMPT, end="", flush=True)
+    line: bytes = raw.readline()
+    if not line:
+        return None
+    return line.decode(sys.stdin.encoding or "utf-8", "replace").removesuffix("\n")

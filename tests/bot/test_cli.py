@@ -639,13 +639,16 @@ def _live_workers(home: Path) -> list[str]:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_terminal_chat_as_a_stop_should(home: Path, signum: int) -> None:
     """Ctrl-C left the chat waiting for one more line; SIGTERM killed it where it stood,
-    its worker still on the ledger. Both now stop it: the worker retired, exit 0."""
+    its worker still on the ledger. Both now stop it: the worker retired, exit 0. With
+    stdin a pipe left open (`docker run -i`, a process manager), the exit then aborted
+    the interpreter, its reading thread holding stdin's lock: it no longer holds one."""
     with _steward_process(home, "run") as chat:  # stdin stays open: it waits for a line
         assert chat.stdout is not None
         assert "listening" in chat.stdout.readline()
         _until(lambda: bool(_live_workers(home)))
         chat.send_signal(signum)
-        out, err = chat.communicate(timeout=20)
+        chat.wait(timeout=20)  # stdin still open: the signal, not the input's end, stops it
+        out, err = chat.communicate()
     assert chat.returncode == 0, err
     assert "bye." in out and "Traceback" not in err
     assert _live_workers(home) == []
