@@ -30,10 +30,10 @@ class TimelineRow:
 
 async def timeline(ledger: Ledger, run: Run) -> list[TimelineRow]:
     steps = await ledger.run_steps(run.id)
-    costs = await ledger.step_costs(run.id)
+    costs = _costs_by_visit(steps, await ledger.step_costs(run.id))
     rows = []
     previous = run.created_at
-    for entry in steps:
+    for entry, cost in zip(steps, costs, strict=True):
         inputs, decision, by, confidence = _explain(entry)
         rows.append(
             TimelineRow(
@@ -47,11 +47,31 @@ async def timeline(ledger: Ledger, run: Run) -> list[TimelineRow]:
                 decision=decision,
                 by=by,
                 confidence=confidence,
-                cost_usd=costs.get(entry.step_id, 0.0),
+                cost_usd=cost,
             )
         )
         previous = entry.at
     return rows
+
+
+def _costs_by_visit(
+    steps: list[StepEntry], calls: list[tuple[str, datetime, float]]
+) -> list[float]:
+    """What each entry cost: the calls made for its step since that step's entry before
+    it. A step run again (a loop, a replay) shows its own calls, not all of them; those
+    of an attempt that failed count with the visit that came through."""
+    left: dict[str, list[tuple[datetime, float]]] = {}
+    for step, at, cost in calls:
+        left.setdefault(step, []).append((at, cost))
+    costs = []
+    for entry in steps:
+        mine = left.get(entry.step_id, [])
+        made = 0
+        while made < len(mine) and mine[made][0] <= entry.at:
+            made += 1
+        costs.append(sum(cost for _, cost in mine[:made]))
+        left[entry.step_id] = mine[made:]
+    return costs
 
 
 def render_timeline(run: Run, rows: list[TimelineRow], zone: tzinfo = UTC) -> str:

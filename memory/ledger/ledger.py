@@ -1889,15 +1889,17 @@ class Ledger:
 
         return await self.db.run(read, write=False)
 
-    async def step_costs(self, run_id: str) -> dict[str, float]:
-        """A run's model spend by step."""
+    async def step_costs(self, run_id: str) -> list[tuple[str, datetime, float]]:
+        """A run's model calls made for its steps, oldest first: the step, when, the cost."""
+        calls = t.model_calls.c
         query = (
-            select(t.model_calls.c.step_id, func.sum(t.model_calls.c.cost_usd))
-            .where(t.model_calls.c.run_id == run_id)
-            .group_by(t.model_calls.c.step_id)
+            select(calls.step_id, calls.at, calls.cost_usd)
+            .where(calls.run_id == run_id, calls.step_id.is_not(None))
+            .order_by(calls.at, calls.id)
         )
         return await self.db.run(
-            lambda c: {str(step): float(cost) for step, cost in c.execute(query)}, write=False
+            lambda c: [(str(step), at, float(cost)) for step, at, cost in c.execute(query)],
+            write=False,
         )
 
     async def model_spend(self, run_id: str | None = None) -> float:

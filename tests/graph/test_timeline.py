@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.app import Steward
 from graph.messages import Inbound, Sender
 from graph.timeline import timeline
@@ -39,3 +41,16 @@ async def test_a_runs_timeline_says_who_decided_what_and_what_it_cost(tmp_path: 
         assert "drafted the text — by model house-model" in text and "$0.0070" in text
         missing = await app.coordinator.handle(Inbound(sender, "t", "x-2", text="/runs rnope"))
         assert "No run 'rnope'" in "\n".join(missing.texts)
+
+
+async def test_each_visit_of_a_step_shows_what_that_visit_cost(tmp_path: Path) -> None:
+    """A step run twice (a replay, a loop) drafts twice: each of its rows shows its own
+    draft's cost, not the two drafts' sum, which counted the spend twice."""
+    app: Steward
+    async for app in open_steward(tmp_path):
+        view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        await app.engine.replay(view.run.id, "draft_welcome", {}, "cli:shell")
+        run = await app.ledger.get_run(view.run.id)
+        assert run is not None
+        drafts = [row for row in await timeline(app.ledger, run) if row.step == "draft_welcome"]
+        assert [row.cost_usd for row in drafts] == [pytest.approx(0.007)] * 2
