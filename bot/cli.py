@@ -25,7 +25,6 @@ from bot.console import ConsoleChannel, render
 from bot.service import (
     Service,
     a_service_lives,
-    chat_platforms_configured,
     configured_channels,
     shell_worker,
     wait_for_signal,
@@ -184,16 +183,15 @@ async def _terminal(steward: Steward, serving: bool) -> int:
         console.show(reply)
 
     beside = await a_service_lives(steward.ledger)  # another steward on this ledger
-    # Beside a `steward run` that serves Telegram or Slack, timers and the daily list are
-    # its own: their news is for those chats. Alone, this terminal takes them.
-    schedules = not (beside and chat_platforms_configured(steward.settings))
-    if not schedules:
+    # While a `steward run` serves Telegram or Slack, timers and the daily list are its
+    # own: their news is for those chats. Alone, this terminal takes them.
+    if await steward.ledger.platforms_served():
         print(
             "steward: `steward run` is serving Telegram or Slack, so it sends the daily list "
-            "and fires timers; this terminal does neither.",
+            "and fires timers; this terminal does neither while it does.",
             file=sys.stderr,
         )
-    service = Service(steward, [], fallback=news, schedules=schedules, serves_hooks=not beside)
+    service = Service(steward, [], fallback=news, defers_to_platforms=True, serves_hooks=not beside)
     if beside and service.hook_sources:
         print(
             "steward: the other steward serves the webhooks; this terminal does not.",

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -60,6 +60,7 @@ class Scheduler:
         interval: float = 5.0,
         digest: DigestTime | None = None,
         clock: Callable[[], datetime] = utcnow,
+        defers: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.engine = engine
@@ -68,13 +69,26 @@ class Scheduler:
         self.interval = interval
         self.digest = digest
         self.clock = clock
+        # While it says so, timers, the daily list and missed cards are another
+        # process's, whose chats their news is for (a terminal beside `steward run`).
+        self.defers = defers
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._next_digest: tuple[str, datetime] | None = None  # planned: its key and time
 
     async def tick(self) -> int:
         """Fires every due timer once; returns how many this worker fired. Several fire
         at a time, so that their transactions share commits."""
-        now = self.clock()
+        fired = 0
+        if self.defers is None or not await self.defers():
+            fired = await self._fire_due(self.clock())
+        for view in await self.engine.resume_stalled():  # the ledger failed at their stop
+            try:
+                await self.notify(self.coordinator.describe(view), view.run.reply_to)
+            except Exception:  # its card is announced in time all the same
+                log.exception("could not tell of run %s, resumed", view.run.id)
+        return fired
+
+    async def _fire_due(self, now: datetime) -> int:
         await self._plan_digest(now)
         due = await self.ledger.due_timers(now, limit=BATCH)
         gate = asyncio.Semaphore(IN_FLIGHT)
@@ -84,16 +98,11 @@ class Scheduler:
                 return await self._fire(timer)
 
         results = await asyncio.gather(*(fire(t) for t in due if t.kind != DIGEST))
-        fired = 0
+        fired = sum(results)
         for timer in (t for t in due if t.kind == DIGEST):  # after what was due: a list
             fired += await self._send_digest(timer, now)  # sent late holds no expired gate
         await self._announce_missed(now)
-        for view in await self.engine.resume_stalled():  # the ledger failed at their stop
-            try:
-                await self.notify(self.coordinator.describe(view), view.run.reply_to)
-            except Exception:  # its card is announced in time all the same
-                log.exception("could not tell of run %s, resumed", view.run.id)
-        return fired + sum(results)
+        return fired
 
     async def _announce_missed(self, now: datetime) -> None:
         """Sends the card of every pending approval no channel was handed; the claim

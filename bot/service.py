@@ -111,15 +111,12 @@ class Service:
         channels: list[Channel],
         tick_seconds: float = 5.0,
         fallback: Notify | None = None,
-        schedules: bool = True,
+        defers_to_platforms: bool = False,
         serves_hooks: bool = True,
     ):
         self.steward = steward
         self.channels = channels
         self.fallback = fallback  # where news goes with no channel to take it: the terminal
-        # False: timers and the daily list are another process's (``steward run``), whose
-        # channels their news is for; a terminal beside it must not take them.
-        self.schedules = schedules
         self.tick_seconds = tick_seconds
         self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
         settings = steward.settings
@@ -131,6 +128,9 @@ class Service:
             self.notify,
             tick_seconds,
             digest=digest,
+            # A terminal beside a `steward run` serving Telegram or Slack, while it lives:
+            # timers and the daily list are for its chats; the terminal must not take them.
+            defers=steward.ledger.platforms_served if defers_to_platforms else None,
         )
         self.hook_sources = load_hooks(steward.settings.hooks_path, steward.catalog)
         router = HookRouter(steward.engine, steward.coordinator)
@@ -154,7 +154,7 @@ class Service:
         # Before any channel takes up what is stored or owed: that is this worker's own,
         # and what a worker gone left, never what a live one beside this one holds.
         self._slot = WorkerSlot.claim(self.steward.settings.home)
-        await self.steward.ledger.register_worker(self._slot.worker)
+        await self.steward.ledger.register_worker(self._slot.worker, bool(self.channels))
         self._beating = asyncio.create_task(self._beat(), name="worker heartbeat")
         self._warming = asyncio.create_task(self._warm_up(), name="embedding model")
         if self.hooks is not None or any(channel.needs_http for channel in self.channels):
@@ -174,8 +174,7 @@ class Service:
             await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
         if self.hooks is not None:
             await self.hooks.start()
-        if self.schedules:
-            self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        self._ticking = asyncio.create_task(self.scheduler.run(), name="scheduler")
         if self._started:
             read = await self._decisions_read()
             self._watching = asyncio.create_task(
@@ -213,22 +212,15 @@ class Service:
                         await self.hooks.queue_stored(own=False)
                 except Exception:
                     log.exception("could not take up the work of a worker gone; next beat again")
-            stalled_here = self._ticking is None  # no scheduler resumes them here
-            if (taking_over or stalled_here) and (self._moving is None or self._moving.done()):
+            if taking_over and (self._moving is None or self._moving.done()):
                 self._moving = asyncio.create_task(  # beats go on while runs move
-                    self._move_runs_on(taking_over), name="runs left"
+                    self._move_runs_on(), name="runs left"
                 )
 
-    async def _move_runs_on(self, taking_over: bool) -> None:
-        """Moves on the runs a worker gone left mid-step (``taking_over``), and, where no
-        scheduler does (``steward chat`` beside a ``steward run``), those whose stop the
-        ledger failed to record here; tells of each."""
-        engine = self.steward.engine
+    async def _move_runs_on(self) -> None:
+        """Moves on the runs a worker gone left mid-step; tells of each."""
         try:
-            views = await engine.recover(own=False) if taking_over else []
-            if self._ticking is None:
-                views += await engine.resume_stalled()
-            for view in views:
+            for view in await self.steward.engine.recover(own=False):
                 await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
         except Exception:
             log.exception("could not move runs on; next beat again")

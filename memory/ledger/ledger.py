@@ -734,15 +734,16 @@ def _take_over(
     return list(conn.execute(select(table).where(*scope, held).order_by(key)))
 
 
-def _beat(conn: Connection, worker: str, now: datetime) -> None:
+def _beat(conn: Connection, worker: str, now: datetime, serves_platforms: bool) -> None:
     """Notes ``worker`` alive at ``now``; registers it again if its row is gone."""
     seen = update(t.workers).where(t.workers.c.id == worker).values(seen_at=now)
     if conn.execute(seen).rowcount == 0:
-        _insert_worker(conn, worker, now)
+        _insert_worker(conn, worker, now, serves_platforms)
 
 
-def _insert_worker(conn: Connection, worker: str, now: datetime) -> None:
-    conn.execute(insert(t.workers).values(id=worker, pid=os.getpid(), started_at=now, seen_at=now))
+def _insert_worker(conn: Connection, worker: str, now: datetime, serves_platforms: bool) -> None:
+    row = {"id": worker, "pid": os.getpid(), "started_at": now, "seen_at": now}
+    conn.execute(insert(t.workers).values(**row, serves_platforms=serves_platforms))
 
 
 class Ledger:
@@ -759,6 +760,7 @@ class Ledger:
         # How often it said so only after a lapse: silent long enough that the others may
         # have taken over its work. Work it took up before a lapse is checked before use.
         self.lapses = 0
+        self.serves_platforms = False
         self._soon: list[Deferred] = []  # writes that can wait (see soon())
         self._soon_timer: asyncio.TimerHandle | None = None
         self._soon_writing: set[asyncio.Future[Any]] = set()
@@ -1133,15 +1135,16 @@ class Ledger:
     # never handle one delivery, send one reply or move one run twice, and nothing a dead
     # one held is lost.
 
-    async def register_worker(self, worker: str) -> None:
+    async def register_worker(self, worker: str, serves_platforms: bool = False) -> None:
         """Makes this process ``worker``: what it keeps from now on is its own, and so is
-        what a process of the same id (a crashed one it replaces) left."""
+        what a process of the same id (a crashed one it replaces) left. One that
+        ``serves_platforms`` (Telegram, Slack) is where timers' news goes while it lives."""
         now, unnamed = utcnow(), self.worker
 
         def register(conn: Connection) -> None:
             _one_taker_at_a_time(conn)
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
-            _insert_worker(conn, worker, now)
+            _insert_worker(conn, worker, now, serves_platforms)
             # The runs this process set running before it had a name are still its own.
             conn.execute(
                 update(t.runs)
@@ -1151,13 +1154,15 @@ class Ledger:
 
         await self.db.run(register)
         self.worker = worker
+        self.serves_platforms = serves_platforms
         self._last_beat = (monotonic(), now)
 
     async def heartbeat(self) -> None:
         """Notes this worker alive; registers it again if its row is gone (a process of
         the same name retired it)."""
         worker, now, began, lapsed = self.worker, utcnow(), monotonic(), self.lease_in_doubt()
-        await self.db.run(lambda conn: _beat(conn, worker, now), durable=False)
+        serves_platforms = self.serves_platforms
+        await self.db.run(lambda conn: _beat(conn, worker, now, serves_platforms), durable=False)
         self._beaten(began, now, lapsed)
 
     def lease_in_doubt(self) -> bool:
@@ -1175,10 +1180,11 @@ class Ledger:
         in one transaction, one at a time with take-overs, so that no other worker takes
         the reply after this says it is held (until the lease runs out again)."""
         worker, now, began, lapsed = self.worker, utcnow(), monotonic(), self.lease_in_doubt()
+        serves_platforms = self.serves_platforms
 
         def renew(conn: Connection) -> bool:
             _one_taker_at_a_time(conn)
-            _beat(conn, worker, now)
+            _beat(conn, worker, now, serves_platforms)
             owner = conn.execute(select(t.replies.c.owner).where(t.replies.c.key == key))
             return bool(owner.scalar_one_or_none() == worker)
 
@@ -1200,6 +1206,11 @@ class Ledger:
             conn.execute(delete(t.workers).where(t.workers.c.id == worker))
 
         await self.db.run(forget, durable=False)
+
+    async def platforms_served(self) -> bool:
+        """Whether a worker serving Telegram or Slack lives on this ledger."""
+        query = _alive(utcnow()).where(t.workers.c.serves_platforms.is_(True)).limit(1)
+        return await self.db.run(lambda c: c.execute(query).first() is not None, write=False)
 
     async def live_workers(self) -> list[str]:
         """The workers that said they live within a lease (this one too, once registered)."""

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import false
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -168,6 +170,9 @@ workers = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("seen_at", UTCDateTime, nullable=False),
+    # ``steward run`` with Telegram or Slack: while one lives, timers and the daily list
+    # are for its chats, and a terminal beside it leaves them to it.
+    Column("serves_platforms", Boolean, nullable=False, server_default=false()),
 )
 
 # The messages showing each approval card in a channel (a chat and a message in it, as

@@ -258,12 +258,12 @@ def test_today_names_the_shell_commands_for_each_item_and_has_json(
     assert run_id in item["why"]
 
 
-def another_steward_lives(worker: str = "host:4242") -> None:
+def another_steward_lives(worker: str = "host:4242", serves_platforms: bool = True) -> None:
     """A worker on the ledger of STEWARD_HOME, as a `steward run` beside is."""
 
     async def register() -> None:
         async with Steward.open(load_settings()) as other:
-            await other.ledger.register_worker(worker)
+            await other.ledger.register_worker(worker, serves_platforms)
 
     asyncio.run(register())
 
@@ -288,7 +288,7 @@ def test_a_shell_command_in_flight_is_no_steward_beside_the_chat(
     """A `steward approve` moving a run is a worker while it lasts; a chat started then
     still sends the daily list, fires the timers and serves the webhooks."""
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "4242:steward-test-token")
-    another_steward_lives(f"{SHELL}0123")
+    another_steward_lives(f"{SHELL}0123", serves_platforms=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     code, _, err = steward(capsys, "chat")
     assert code == 0 and "is serving Telegram or Slack" not in err

@@ -79,24 +79,33 @@ async def test_the_embedded_store_holds_its_vectors_bits_once_the_service_runs(
             assert store._hold_bits
 
 
-async def test_a_terminal_beside_the_service_leaves_it_the_timers_and_the_daily_list(
+async def test_a_terminal_leaves_the_timers_and_the_daily_list_to_a_service_while_it_lives(
     tmp_path: Path,
 ) -> None:
-    """``steward chat`` where Telegram or Slack is configured: their news is for the
-    channels of ``steward run``, which fires them; the terminal would keep them."""
+    """``steward chat`` beside a ``steward run`` serving Telegram or Slack: their news is
+    for that one's chats. The terminal decided once, at its start: one started first went
+    on firing them into the terminal, their cards then never announced in the chats."""
     settings = load_settings(home=tmp_path / "home", telegram_bot_token=TOKEN)
-    async with Steward.open(settings) as steward:
-        due = datetime.now(UTC) - timedelta(minutes=1)
-        await steward.ledger.plan_timer("digest:2026-10-24", "digest", due)
+    async with Steward.open(settings) as steward, Steward.open(settings) as beside:
         shown: list[Reply] = []
 
         async def news(reply: Reply, reply_to: object) -> None:
             shown.append(reply)
 
-        for schedules, fired in ((False, False), (True, True)):
-            service = Service(steward, [], tick_seconds=0.05, fallback=news, schedules=schedules)
-            async with service:
-                await asyncio.sleep(0.5)
+        async def fired() -> bool:
             timer = await steward.ledger.get_timer("digest:2026-10-24")
-            assert timer is not None and (timer.status == "fired") is fired
-            assert bool(shown) is fired
+            return timer is not None and timer.status == "fired"
+
+        service = Service(steward, [], tick_seconds=0.05, fallback=news, defers_to_platforms=True)
+        async with service:
+            await beside.ledger.register_worker("host:4242", serves_platforms=True)
+            due = datetime.now(UTC) - timedelta(minutes=1)
+            await steward.ledger.plan_timer("digest:2026-10-24", "digest", due)
+            await asyncio.sleep(0.5)
+            assert not await fired() and not shown
+            await beside.ledger.retire_worker()  # it stops: the terminal is alone
+            for _ in range(100):
+                if await fired():
+                    break
+                await asyncio.sleep(0.05)
+            assert await fired() and shown

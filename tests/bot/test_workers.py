@@ -143,16 +143,18 @@ async def test_a_delivery_taken_over_mid_handling_is_left_to_its_new_worker(
     assert outbox.owed_here == 0
 
 
-async def test_a_service_with_no_scheduler_resumes_a_run_whose_stop_it_failed_to_record(
+async def test_a_terminal_beside_a_service_resumes_a_run_whose_stop_it_failed_to_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`steward chat` beside a `steward run` has no scheduler: its beats resume such a
-    run, which no other worker takes while this one lives."""
-    monkeypatch.setattr(service_module, "BEAT_SECONDS", 0.05)
+    """`steward chat` leaves the timers to a `steward run` serving Telegram or Slack, not
+    such a run, which no other worker takes while this one lives."""
+    settings = load_settings(home=tmp_path / "home")
     async with (
-        Steward.open(load_settings(home=tmp_path / "home")) as steward,
-        Service(steward, [], schedules=False),
+        Steward.open(settings) as steward,
+        Steward.open(settings) as beside,
+        Service(steward, [], tick_seconds=0.05, defers_to_platforms=True),
     ):
+        await beside.ledger.register_worker("host:4242", serves_platforms=True)
         run_id = await stalled_after_its_email(steward, monkeypatch)
         statuses: list[RunStatus] = []
 
