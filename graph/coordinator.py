@@ -34,7 +34,7 @@ from graph.history import (
 from graph.ids import is_approval_id, is_run_id
 from graph.inputs import InputError, InputType, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
-from graph.remembering import said_record
+from graph.remembering import entity_of, said_record
 from graph.routing import Router, parse_arguments
 from graph.timeline import render_timeline, timeline
 from memory.ledger import ApprovalStatus, Ledger, Run, RunStatus, utcnow
@@ -155,7 +155,7 @@ class Coordinator:
                 if answered is not None:
                     return answered
             if text and not asks_history:  # a question memory had nothing on is no news
-                about = await self._remember_said(inbound, text)
+                about = await self._remember_said(inbound, text, pending)
                 remembered = True
             reply = await (
                 self._answer(inbound, pending, text)
@@ -248,16 +248,19 @@ class Coordinator:
         await self._keep_turn(turns, "steward", said, None)
         return Reply().say(said)
 
-    async def _remember_said(self, inbound: Inbound, text: str) -> str | None:
+    async def _remember_said(
+        self, inbound: Inbound, text: str, pending: dict[str, Any] | None
+    ) -> str | None:
         """Journals the operator's words before handling them, so that they ride with
         the handling's first write; returns the client they are about.
 
-        Words that name no client are about the one the chat was just talking about
-        ("send it to Tomasz, he signs off on budget"), if that was recent."""
+        An answer to a card's question (its new text, a reason) is about the card's run;
+        other words that name no client are about the one the chat was just talking
+        about ("send it to Tomasz, he signs off on budget"), if that was recent."""
         now = utcnow()
         turns = self._turns_key(inbound)
-        about = None
-        if self.history is not None:
+        about = await self._asked_about(pending)
+        if about is None and self.history is not None:
             about = (await self.history.entities.known()).named(text)
         if about is None:
             last = await self.memory.recent(turns, 1)
@@ -275,6 +278,14 @@ class Coordinator:
         await self._journal(record)
         await self._keep_turn(turns, "operator", text, about)
         return about
+
+    async def _asked_about(self, pending: dict[str, Any] | None) -> str | None:
+        """What the run a pending question about an approval is for is about."""
+        if pending is None or "approval" not in pending:
+            return None
+        approval = await self.ledger.get_approval(pending["approval"])
+        run = await self.ledger.get_run(approval.run_id) if approval else None
+        return entity_of(run.inputs) if run else None
 
     async def _remember_answer(self, inbound: Inbound, about: str | None, reply: Reply) -> None:
         answer = "\n".join(reply.texts).strip()

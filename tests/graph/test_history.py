@@ -321,6 +321,26 @@ async def test_the_operator_s_words_and_the_answers_land_in_the_journal(app: Ste
     assert answer.text == said(asked) and answer.actor == "steward"
 
 
+async def test_a_new_text_and_a_reason_typed_for_a_card_are_about_its_run_s_client(
+    app: Steward,
+) -> None:
+    """They were about no client (a button press keeps no turn to take one from), and
+    came up, an Initech email's new text among them, when asked about Globex."""
+    _, initech = await start(app, "Initech", "bill@initech.com")
+    _, globex = await start(app, "Globex", "ops@globex.io")
+    await send(app, button=f"edit:{initech}")
+    await send(app, "Hi Bill, welcome aboard: your kickoff is on Thursday")
+    await send(app, "yes")
+    await send(app, button=f"reject:{globex}")
+    await send(app, "wrong package, send it again next week")
+    said_then = {e.text: e.entity for e in await remembered(app) if e.chat}
+    assert said_then["Hi Bill, welcome aboard: your kickoff is on Thursday"] == "client:Initech"
+    assert said_then["wrong package, send it again next week"] == "client:Globex"
+    assert {e for t, e in said_then.items() if t.startswith("The new text")} == {"client:Initech"}
+    text = said(await send(app, "/history what did we send Globex?"))
+    assert "kickoff" not in text, text
+
+
 # -- answers -----------------------------------------------------------------------------
 
 
