@@ -254,12 +254,13 @@ class Coordinator:
         """Journals the operator's words before handling them, so that they ride with
         the handling's first write; returns the client they are about.
 
-        An answer to a card's question (its new text, a reason) is about the card's run;
-        other words that name no client are about the one the chat was just talking
-        about ("send it to Tomasz, he signs off on budget"), if that was recent."""
+        An answer to a card's question (its new text, a reason) is about the card's run,
+        one to a form's about the client the form was given; other words that name no
+        client are about the one the chat was just talking about ("send it to Tomasz,
+        he signs off on budget"), if that was recent."""
         now = utcnow()
         turns = self._turns_key(inbound)
-        about = await self._asked_about(pending)
+        about = await self._asked_about(pending, text)
         if about is None and self.history is not None:
             about = (await self.history.entities.known()).named(text)
         if about is None:
@@ -279,9 +280,14 @@ class Coordinator:
         await self._keep_turn(turns, "operator", text, about)
         return about
 
-    async def _asked_about(self, pending: dict[str, Any] | None) -> str | None:
-        """What the run a pending question about an approval is for is about."""
-        if pending is None or "approval" not in pending:
+    async def _asked_about(self, pending: dict[str, Any] | None, text: str) -> str | None:
+        """What a pending question is about: its approval's run, or its form, this answer
+        included (it may be the client's name)."""
+        if pending is None:
+            return None
+        if pending["type"] == "form":
+            return entity_of({**pending["values"], pending["asking"]: text})
+        if "approval" not in pending:
             return None
         approval = await self.ledger.get_approval(pending["approval"])
         run = await self.ledger.get_run(approval.run_id) if approval else None

@@ -341,6 +341,19 @@ async def test_a_new_text_and_a_reason_typed_for_a_card_are_about_its_run_s_clie
     assert "kickoff" not in text, text
 
 
+async def test_a_form_s_answers_are_about_the_client_it_was_given(app: Steward) -> None:
+    """They were about the client the chat was on before the form: Hooli's contact
+    came up when asked about Globex."""
+    await start(app, "Globex", "ops@globex.io")
+    await send(app, "Globex prefers calls on Tuesdays")
+    await send(app, "/run onboarding")
+    await send(app, "Hooli")
+    await send(app, "gavin@hooli.com")
+    said_then = {e.text: e.entity for e in await remembered(app) if e.chat}
+    assert said_then["Hooli"] == said_then["gavin@hooli.com"] == "client:Hooli"
+    assert "gavin" not in said(await send(app, "/history what did Globex say?"))
+
+
 # -- answers -----------------------------------------------------------------------------
 
 
