@@ -55,7 +55,8 @@ _IN_MONTH = re.compile(
 )
 _IN_YEAR = re.compile(r"\b(?:in|during)\s+((?:19|20)\d\d)\b", re.I)
 _LAST_DAYS = re.compile(r"\b(?:last|past)\s+(\d{1,3})\s+(day|week|month)s?\b", re.I)
-_PAST = re.compile(r"\bpast\s+(24\s+hours|day|week|month|year)\b", re.I)
+# "the past week", "the last 24 hours" (but "last week" is the week before this one)
+_PAST = re.compile(r"\b(?:past|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|month|year)\b", re.I)
 _AGO = re.compile(r"\b(\d{1,3}|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now

@@ -115,6 +115,7 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("anything since yesterday?", "2026-03-17", "2026-03-19"),
         ("what did we send in the past week?", "2026-03-12", "2026-03-19"),
         ("what happened over the past 24 hours?", "2026-03-17", "2026-03-19"),
+        ("what happened in the last 24 hours?", "2026-03-17", "2026-03-19"),
         ("what happened 2 days ago?", "2026-03-16", "2026-03-17"),
         ("who wrote a week ago?", "2026-03-09", "2026-03-16"),
         ("what did we quote in 2025?", "2025-01-01", "2026-01-01"),
