@@ -47,6 +47,9 @@ from memory.database_url import DatabaseURL
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# A PostgreSQL that takes the connection and never answers (hung, or behind a firewall
+# that drops its packets) fails a connect after this long, not never (libpq's default).
+CONNECT_SECONDS = 10
 
 
 class Database(Protocol):
@@ -104,7 +107,11 @@ class Commits:
 def open_database(url: DatabaseURL) -> Database:
     if url.is_sqlite:
         return EmbeddedSqlite(url)
-    return AsyncPostgres(create_async_engine(url.sqlalchemy, pool_size=10, pool_pre_ping=True))
+    waiting = {} if "connect_timeout" in url.url.query else {"connect_timeout": CONNECT_SECONDS}
+    engine = create_async_engine(
+        url.sqlalchemy, pool_size=10, pool_pre_ping=True, connect_args=waiting
+    )
+    return AsyncPostgres(engine)
 
 
 # -- PostgreSQL: SQLAlchemy async with psycopg -------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from memory.database_url import DatabaseURL
-from memory.ledger import Ledger, LedgerUnavailable
+from memory.ledger import Ledger, LedgerUnavailable, database
 
 
 def test_parse_sqlite_absolute_path() -> None:
@@ -144,3 +144,29 @@ def test_postgres_is_postgresql_and_a_database_must_be_named() -> None:
     )
     with pytest.raises(ValueError, match="a PostgreSQL URL names its database"):
         DatabaseURL.parse("postgresql://postgres@localhost:5432/")
+
+
+async def test_a_postgresql_that_never_answers_fails_the_start_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that took the connection and said nothing (hung, or a firewall dropping
+    its packets) kept steward's start waiting without a word, for good."""
+    monkeypatch.setattr(database, "CONNECT_SECONDS", 2)  # libpq's least
+    taken: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken.append(writer)  # never answers
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ledger = Ledger.from_url(DatabaseURL.parse(f"postgresql://steward@127.0.0.1:{port}/steward"))
+    try:
+        with pytest.raises(LedgerUnavailable, match="STEWARD_DATABASE_URL"):
+            await asyncio.wait_for(ledger.setup(), 10)
+    finally:
+        await ledger.close()
+        for writer in taken:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert taken
