@@ -25,7 +25,7 @@ from graph.coordinator import Coordinator
 from graph.digest import next_digest_at
 from graph.engine import Decision, ProcessEngine, RunView
 from graph.messages import Reply
-from memory.ledger import Ledger, RunTakenOver, Timer, utcnow
+from memory.ledger import Ledger, Outage, RunTakenOver, Timer, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +187,13 @@ class Scheduler:
         return self.coordinator.describe(result)
 
     async def run(self) -> None:
+        outage = Outage(log, "scheduler tick")
         while True:
             try:
                 await self.tick()
-            except Exception:
-                log.exception("scheduler tick failed; trying again")
+                outage.worked()
+            except Exception as exc:
+                outage.failed(exc)
             await asyncio.sleep(self.interval)
 
 

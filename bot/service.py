@@ -25,7 +25,7 @@ from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks
 from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
-from memory.ledger import LEASE, Ledger, utcnow
+from memory.ledger import LEASE, Ledger, Outage, utcnow
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # a stop lets the channels finish their work and replies for this long
@@ -242,6 +242,7 @@ class Service:
         those read is settled wherever a channel still shows its card with buttons (one
         settled here shows none). A decision is left two ticks to the chat it was made
         in, which settles its own card, and says so where it was asked."""
+        outage = Outage(log, "settling the cards decided elsewhere")
         while True:
             await asyncio.sleep(self.tick_seconds)
             try:
@@ -252,8 +253,9 @@ class Service:
                 if after != read:
                     await self.steward.ledger.move_cursor(DECISIONS_READER, after)
                 read = after
-            except Exception:  # the ledger is down, say: the next tick looks again
-                log.exception("could not settle the cards decided elsewhere")
+                outage.worked()
+            except Exception as exc:  # the ledger is down, say: the next tick looks again
+                outage.failed(exc)
 
     async def _settle_everywhere(self, approval_id: str) -> None:
         approval = await self.steward.ledger.get_approval(approval_id)

@@ -3,6 +3,7 @@
 from memory.ledger.errors import (
     LedgerError,
     LedgerUnavailable,
+    Outage,
     RunCancelled,
     RunTakenOver,
     TakenOver,
@@ -52,6 +53,7 @@ __all__ = [
     "ModelCall",
     "NewAuditEvent",
     "OpenWork",
+    "Outage",
     "OwedReply",
     "Place",
     "Run",

@@ -1,5 +1,6 @@
 """What can go wrong with the ledger, in words an operator can act on."""
 
+import logging
 import sqlite3
 
 import psycopg
@@ -61,3 +62,26 @@ def ledger_down(exc: BaseException) -> bool:
         OSError,
     )
     return isinstance(exc, down)
+
+
+class Outage:
+    """For a loop that tries again each tick: the ledger going down is logged once, in
+    one line, and its return; any other failure with its traceback, each time. (A
+    traceback a tick from each loop was some fifty lines a second while it was down.)"""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not ledger_down(exc):
+            self.log.error("%s failed; trying again", self.what, exc_info=exc)
+        elif not self.down:
+            self.down = True
+            self.log.warning("%s: the ledger is down, trying again: %s", self.what, cause(exc))
+
+    def worked(self) -> None:
+        if self.down:
+            self.down = False
+            self.log.warning("%s works again", self.what)

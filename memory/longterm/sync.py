@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from memory.embeddings import Embedder, EmbeddingFailed, Vector
-from memory.ledger import AuditEvent, Ledger, LedgerTx, Place
+from memory.ledger import AuditEvent, Ledger, LedgerTx, Outage, Place
 from memory.longterm.records import MemoryRecord
 from memory.longterm.store import LongTermMemory, MemoryUnavailable
 
@@ -176,10 +176,12 @@ class MemorySync:
             self._stopping = False  # a catch_up() after it feeds everything again
 
     async def _feed_until_stopped(self, every_seconds: float, retry_seconds: float) -> None:
+        outage = Outage(log, "feeding long-term memory")
         while not self._stopping:
             pause = every_seconds
             try:
                 await self.catch_up()
+                outage.worked()
                 if self._store_down is not None:
                     log.warning("long-term memory is back (%s); caught up", self.store.name)
                     self._store_down = None
@@ -188,8 +190,8 @@ class MemorySync:
                     log.warning("long-term memory is down, records wait in the ledger: %s", exc)
                 self._store_down = str(exc)
                 pause = retry_seconds
-            except Exception:
-                log.exception("could not feed long-term memory; trying again")
+            except Exception as exc:
+                outage.failed(exc)
                 pause = retry_seconds
             if self._stopping:
                 return

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from memory.ledger import Ledger, NewAuditEvent
 from memory.longterm import Filters, MemoryRecord, MemoryUnavailable, Query, RecordKind
@@ -95,6 +96,37 @@ async def test_the_feeding_loop_logs_an_outage_once_and_its_end(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("is down" in m for m in messages) == 1
     assert sum("is back" in m for m in messages) == 1
+    assert await store.count() == 1
+
+
+async def test_the_feeding_loop_logs_the_ledger_down_once_and_its_return(
+    ledger: Ledger, store: Flaky, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It logged a traceback each round while the database was away."""
+    sync = MemorySync(ledger, store, None)
+    await ledger.journal([journaled(1, "quote sent to Acme")])
+    run = ledger.db.run
+
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(ledger.db, "run", refused)
+    task = asyncio.create_task(sync.run(every_seconds=0.01, retry_seconds=0.01))
+    with caplog.at_level(logging.WARNING, logger="memory.longterm.sync"):
+        await asyncio.sleep(0.2)
+        monkeypatch.setattr(ledger.db, "run", run)
+        for _ in range(250):  # the record lands, then the loop finishes its round
+            if any("works again" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in caplog.records] == [
+        "feeding long-term memory: the ledger is down, trying again: connection refused",
+        "feeding long-term memory works again",
+    ]
     assert await store.count() == 1
 
 
