@@ -160,12 +160,14 @@ class Degrading:
     in Redis before Redis went away: a question asked before an outage and answered
     during it is answered. Redis going away is logged once, and its return; in between
     every call is served in-process (so locks hold within this process only) and Redis
-    is tried again every ``retry_seconds``. Before Redis serves again, each key written
-    meanwhile is written back as in-process memory has it, or deleted there: nothing
-    done during the outage is undone by what Redis still held (a question answered
-    meanwhile does not come back to take the next message as its answer). For those keys
-    this process's writes win over another process's made meanwhile; and what another
-    process kept in Redis is unknown here while Redis is down.
+    is tried again every ``retry_seconds``, by one call at a time: the others go on
+    in-process meanwhile, rather than each wait out a Redis that does not answer. Before
+    Redis serves again, each key written meanwhile is written back as in-process memory
+    has it, or deleted there: nothing done during the outage is undone by what Redis
+    still held (a question answered meanwhile does not come back to take the next
+    message as its answer). For those keys this process's writes win over another
+    process's made meanwhile; and what another process kept in Redis is unknown here
+    while Redis is down.
     """
 
     def __init__(self, redis: RedisWorkingMemory, retry_seconds: float = 5.0) -> None:
@@ -173,6 +175,7 @@ class Degrading:
         self.local = InProcessWorkingMemory()
         self.retry_seconds = retry_seconds
         self._down_since: float | None = None
+        self._trying = False  # a call is trying Redis again
         # Keys written in-process while Redis was down: each one's kind, and which write.
         self._written: dict[str, tuple[str, int]] = {}
         self._writes = 0
@@ -195,20 +198,25 @@ class Degrading:
     def _backend(self) -> WorkingMemory:
         if self._down_since is None:
             return self.redis
-        if time.monotonic() - self._down_since >= self.retry_seconds:
+        if not self._trying and time.monotonic() - self._down_since >= self.retry_seconds:
             return self.redis  # worth another try
         return self.local
 
     async def _call(self, method: str, *args: Any) -> Any:
         if self._backend() is self.redis:
+            trying = self.degraded
+            self._trying |= trying
             try:
-                if await self._written_back():
+                if await self._written_back(trying):
                     result = await getattr(self.redis, method)(*args)
                     self._came_back()
                     await self._mirror(method, args, result)
                     return result
             except (RedisError, OSError) as exc:
                 self._went_down(str(exc))
+            finally:
+                if trying:
+                    self._trying = False
         if kind := _KINDS.get(method):
             self._writes += 1
             self._written[args[0]] = (kind, self._writes)
@@ -227,14 +235,14 @@ class Degrading:
             key, ttl_seconds = args
             local.counted(key, int(result), ttl_seconds)
 
-    async def _written_back(self) -> bool:
+    async def _written_back(self, trying: bool) -> bool:
         """Writes the keys written in-process while Redis was down back to Redis, all in
         one round trip; False when Redis went down again while this call waited for
         another's write-back: it is served in-process, without waiting out a timeout."""
         if not self._written:
             return True
         async with self._writing_back:
-            if self._backend() is not self.redis:
+            if self.degraded and not trying:
                 return False
             written = dict(self._written)
             await self.redis.restore(

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.app import Steward
 from bot.settings import load_settings
@@ -367,4 +368,34 @@ async def test_calls_waiting_on_a_write_back_that_failed_go_on_in_process() -> N
         await asyncio.sleep(0.15)
         answers = await asyncio.gather(*(memory.get("question:42") for _ in range(5)))
         assert answers == [{"v": 1}] * 5
+        assert tries == 1 and memory.degraded
+
+
+@pytest.mark.redis
+async def test_while_one_call_tries_redis_again_the_others_go_on_in_process() -> None:
+    """A Redis that stopped answering (frozen, or its packets dropped) is tried again by
+    one call at a time, which waits out its timeout; every call made meanwhile waited out
+    one of its own, and a turn stalled for seconds at each try."""
+    async with through_a_cable() as (memory, cable):
+        await memory.set("question:42", {"asked": "How much is due?"}, 60)
+        await cable.cut()
+        assert await memory.get("question:42") == {"asked": "How much is due?"}
+        assert memory.degraded
+        await cable.mend()
+        await asyncio.sleep(0.15)
+        tries = 0
+
+        async def unanswered(key: str) -> None:
+            nonlocal tries
+            tries += 1
+            await asyncio.sleep(0.3)
+            raise RedisTimeoutError("Timeout reading from Redis")
+
+        memory.redis.get = unanswered  # type: ignore[method-assign,assignment]
+        trying = asyncio.create_task(memory.get("question:42"))
+        await asyncio.sleep(0)
+        async with asyncio.timeout(0.2):  # none waits for the one trying
+            answers = await asyncio.gather(*(memory.get("question:42") for _ in range(5)))
+        assert answers == [{"asked": "How much is due?"}] * 5
+        assert await trying == {"asked": "How much is due?"}
         assert tries == 1 and memory.degraded
