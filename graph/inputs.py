@@ -67,13 +67,14 @@ class InputSpec(BaseModel):
 
     @model_validator(mode="after")
     def _a_default_of_its_type(self) -> InputSpec:
-        """A default is a value of the input's type, as one typed would be; words may
-        name an input before them (``"{client} team"``), read when a run starts."""
+        """A default is a value of the input's type, kept as one typed would be (``Premium``
+        as ``premium``, ``"no"`` as False, a YAML date as its text); words may name an
+        input before them (``"{client} team"``), read when a run starts."""
         words = self.type in (InputType.STRING, InputType.TEXT)
         if self.default is None or (words and isinstance(self.default, str)):
             return self
         try:
-            parse_input("default", self, self.default)
+            self.default = parse_input("default", self, self.default)
         except InputError as exc:
             raise ValueError(str(exc)) from None
         return self

@@ -7,7 +7,7 @@ plus the small languages definitions use: ``graph.conditions``, ``graph.templati
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -754,6 +754,25 @@ def test_a_default_not_of_its_input_s_type_is_a_problem(spec: dict[str, Any], sa
         InputSpec.model_validate(spec)
     assert InputSpec.model_validate({"type": "integer", "default": 5}).default == 5
     assert InputSpec.model_validate({"type": "string", "default": "{client} team"}).default
+
+
+@pytest.mark.parametrize(
+    ("spec", "kept"),
+    [
+        ({"type": "choice", "choices": ["basic", "premium"], "default": "Premium"}, "premium"),
+        ({"type": "boolean", "default": "no"}, False),
+        ({"type": "number", "default": "1e3"}, 1000.0),
+        ({"type": "money", "default": 100}, "100.00"),
+        ({"type": "email", "default": "Jane@Acme.COM"}, "jane@acme.com"),
+        ({"type": "date", "default": date(2026, 12, 1)}, "2026-12-01"),  # YAML's own date
+        ({"type": "string", "default": 5}, "5"),
+    ],
+)
+def test_a_default_is_kept_as_its_input_would_be_typed(spec: dict[str, Any], kept: Any) -> None:
+    """A default went into the run as written: ``package == 'premium'`` did not hold for
+    ``Premium``, ``"no"`` held as true, and a YAML date stopped the start (not JSON)."""
+    default = InputSpec.model_validate(spec).default
+    assert default == kept and type(default) is type(kept)
 
 
 @pytest.mark.parametrize("wrong", ["{Email}", "{ email }", "{email.name}"])
