@@ -71,7 +71,7 @@ def load_definition(path: Path) -> ProcessDefinition:
     lines: dict[Path_, int] = {}
     try:
         data = _to_python(node, (), lines, [MOST_NODES])
-    except _TooLarge as exc:
+    except _Unreadable as exc:
         raise DefinitionError([DefinitionProblem(path, exc.line, "", str(exc))]) from None
     if not isinstance(data, dict):
         raise DefinitionError([DefinitionProblem(path, 1, "", "a definition must be a mapping")])
@@ -104,7 +104,9 @@ MOST_NODES = 5_000
 DEEPEST = 32
 
 
-class _TooLarge(ValueError):
+class _Unreadable(ValueError):
+    """A value not read, with its line: one too many, too deep, or not a value."""
+
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
         self.line = line
@@ -115,9 +117,9 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], left: list
     lines[path] = line
     left[0] -= 1
     if left[0] < 0:
-        raise _TooLarge(f"the definition holds more than {MOST_NODES} values", line)
+        raise _Unreadable(f"the definition holds more than {MOST_NODES} values", line)
     if len(path) > DEEPEST:
-        raise _TooLarge(f"nested more than {DEEPEST} levels deep", line)
+        raise _Unreadable(f"nested more than {DEEPEST} levels deep", line)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -128,7 +130,11 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], left: list
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*path, i), lines, left) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    try:  # as safe_load would, without writing it out and reading it again: that
+        # refused an empty value (``default:``) as "found '<document end>'", on line 1
+        return yaml.SafeLoader("").construct_object(node)
+    except (yaml.YAMLError, ValueError) as exc:  # a tag it refuses, a date 2026-13-01
+        raise _Unreadable(f"not a value: {getattr(exc, 'problem', None) or exc}", line) from None
 
 
 def _without_tag(loc: tuple[str | int, ...], data: dict[str, Any]) -> Path_:

@@ -164,6 +164,26 @@ def test_empty_file_is_a_problem(tmp_path: Path) -> None:
     assert "empty" in only_problem(path).message
 
 
+@pytest.mark.parametrize(
+    ("wrong", "field", "said"),
+    [
+        ("title:", "title", "Input should be a valid string"),  # left empty
+        ("title: 2026-13-01", "", "not a value: month must be in 1..12"),
+        ("title: !!python/name:os.system", "", "not a value: could not determine a constructor"),
+    ],
+)
+def test_a_value_yaml_cannot_read_is_named_with_its_line(
+    tmp_path: Path, wrong: str, field: str, said: str
+) -> None:
+    """An empty value was "found '<document end>'" on line 1 of nothing the operator
+    wrote, and a date of no calendar had no line at all."""
+    text = GOOD.replace("title: Demo", wrong)
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, wrong), field)
+    assert problem.message.startswith(said)
+
+
 def test_unknown_step_kind(tmp_path: Path) -> None:
     text = GOOD + "  - id: beam\n    kind: teleport\n"
     path = write(tmp_path, text)
