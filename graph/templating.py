@@ -15,7 +15,9 @@ LOOKALIKE = re.compile(r"(?<!\{)\{\s*[A-Za-z_][\w.]*\s*\}(?!\})")
 
 
 def placeholders(template: str) -> set[str]:
-    return set(PLACEHOLDER.findall(template))
+    """The names ``render`` fills in ``template``, read as it reads them: ``{{{ref}}}`` is a
+    brace, ``{ref}`` and a brace."""
+    return {name for name in (m.group(1) for m in TOKEN.finditer(template)) if name}
 
 
 def mistyped(template: str) -> str | None:

@@ -652,6 +652,15 @@ def test_doubled_braces_stay_literal() -> None:
     assert placeholders("{{client}}") == set()
 
 
+@pytest.mark.parametrize("template", ["{{{ref}}}", "{ref}}", "{{{ref}"])
+def test_placeholders_are_the_names_render_fills(template: str) -> None:
+    """``{{{ref}}}`` renders as ``{INV-7}`` but was no placeholder: a definition using an
+    unknown name there loaded, and an action's ``with`` of it sent ``{}`` where its card
+    showed ``{INV-7}`` (the card keeps only the values the actions' placeholders name)."""
+    assert "INV-7" in render(template, {"ref": "INV-7"})
+    assert placeholders(template) == {"ref"}
+
+
 # --- durations --------------------------------------------------------------------------
 
 

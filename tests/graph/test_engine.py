@@ -216,6 +216,43 @@ async def test_an_action_does_what_its_card_showed_whatever_came_between(
     assert sent["params"]["body"] == (edit or "The text the operator approves")
 
 
+BRACED = """
+name: braced
+title: A reference in braces
+description: The subject shows the invoice's reference in braces.
+inputs:
+  email: {type: email}
+  ref: {type: string}
+steps:
+  - id: approve
+    kind: approval
+    summary: Send {{{ref}}} to {email}
+  - id: send
+    kind: action
+    gate: approve
+    connector: email
+    action: send_email
+    with: {to: "{email}", subject: "{{{ref}}}", body: "Invoice {ref}}"}
+"""
+
+
+async def test_an_action_sends_a_placeholder_between_braces_as_its_card_showed(
+    database_url: DatabaseURL, tmp_path: Path
+) -> None:
+    """The card showed "{INV-7}"; the action, whose values are those the card kept for
+    its placeholders, found none in ``{{{ref}}}`` and sent "{}"."""
+    settings = with_process(tmp_path, BRACED, database_url=database_url.setting)
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        inputs = {"email": "jane@acme.com", "ref": "INV-7"}
+        view = await app.engine.start("braced", inputs, "cli:shell")
+        assert view.approval is not None
+        shown = view.approval.card["actions"][0]["params"]
+        assert shown["subject"] == "{INV-7}" and shown["body"] == "Invoice INV-7}"
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+        (sent,) = outbox(app)
+    assert sent["params"]["subject"] == "{INV-7}" and sent["params"]["body"] == "Invoice INV-7}"
+
+
 MONEY_BRANCH = """
 name: big_quote
 title: A big quote asks first
