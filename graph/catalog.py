@@ -124,6 +124,11 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], left: list
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = key_node.value
+            if key in result:  # YAML keeps the last, silently: a step's second `next`
+                first = lines[(*path, key)]
+                named = ".".join(str(part) for part in (*path, key))
+                problem = f"{named} is given twice (first on line {first})"
+                raise _Unreadable(problem, key_node.start_mark.line + 1)
             lines[(*path, key)] = key_node.start_mark.line + 1
             result[key] = _to_python(value_node, (*path, key), lines, left)
             lines[(*path, key)] = key_node.start_mark.line + 1

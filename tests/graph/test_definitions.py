@@ -184,6 +184,18 @@ def test_a_value_yaml_cannot_read_is_named_with_its_line(
     assert problem.message.startswith(said)
 
 
+def test_a_key_given_twice_is_a_problem_not_the_last_one_kept(tmp_path: Path) -> None:
+    """YAML keeps the last of two, silently: a gate's first `on_reject` went unread, and
+    two inputs of one name were one, of the second's type."""
+    first = '    text: "{body}"\n'
+    text = GOOD.replace(first, first + "    text: Hello\n")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "text: Hello"), "")
+    said = f"steps.1.text is given twice (first on line {line_of(text, first.strip())})"
+    assert problem.message == said
+
+
 def test_unknown_step_kind(tmp_path: Path) -> None:
     text = GOOD + "  - id: beam\n    kind: teleport\n"
     path = write(tmp_path, text)
