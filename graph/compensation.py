@@ -44,7 +44,7 @@ def undo_definition(definition: ProcessDefinition, step: ActionStep) -> ProcessD
     """The process that undoes ``step``: its inputs are the values its templates use."""
     compensation = step.compensate
     assert isinstance(compensation, Compensation)
-    used = set().union(*(placeholders(t) for t in compensation.templates()))
+    used = set().union(*(placeholders(t) for t in compensation.templates().values()))
     inputs = {name: {"type": "text", "required": False} for name in sorted(used)}
     fields = {
         name.replace("_", " ").capitalize(): template

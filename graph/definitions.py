@@ -30,6 +30,7 @@ from graph.templating import mistyped, placeholders
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
 END = "end"
 BUILTIN_NAMES = frozenset({"run_id", "process", "today"})
+Where = tuple[str, ...]  # a place in a step, as its file names it: ("with", "body")
 
 
 # The validation context of a definition read from a file (not one the ledger stored):
@@ -56,8 +57,9 @@ class _Step(BaseModel):
     title: str | None = None
     next: str | None = None
 
-    def templates(self) -> list[str]:
-        return []
+    def templates(self) -> dict[Where, str]:
+        """Each template, by where in the step it is written."""
+        return {}
 
     def targets(self) -> list[str]:
         return [self.next] if self.next else []
@@ -76,8 +78,11 @@ class AgentStep(_Step):
     prompt: str | None = None
     model: Literal["fast", "strong"] = "strong"
 
-    def templates(self) -> list[str]:
-        return [self.template] + ([self.prompt] if self.prompt else [])
+    def templates(self) -> dict[Where, str]:
+        written: dict[Where, str] = {("template",): self.template}
+        if self.prompt:
+            written["prompt",] = self.prompt
+        return written
 
 
 class ApprovalStep(_Step):
@@ -105,8 +110,12 @@ class ApprovalStep(_Step):
     def expiry(self) -> timedelta:
         return parse_duration(self.expires_in)
 
-    def templates(self) -> list[str]:
-        return [self.summary, *self.fields.values()] + ([self.text] if self.text else [])
+    def templates(self) -> dict[Where, str]:
+        written: dict[Where, str] = {("summary",): self.summary}
+        written |= {("fields", label): template for label, template in self.fields.items()}
+        if self.text:
+            written["text",] = self.text
+        return written
 
     def targets(self) -> list[str]:
         return [*super().targets(), self.on_reject]
@@ -130,8 +139,12 @@ class Compensation(BaseModel):
     params: dict[str, str] = Field(default_factory=dict, alias="with")
     text: str | None = None
 
-    def templates(self) -> list[str]:
-        return [self.summary, *self.params.values()] + ([self.text] if self.text else [])
+    def templates(self) -> dict[Where, str]:
+        written: dict[Where, str] = {("summary",): self.summary}
+        written |= {("with", name): template for name, template in self.params.items()}
+        if self.text:
+            written["text",] = self.text
+        return written
 
 
 class ActionStep(_Step):
@@ -146,10 +159,11 @@ class ActionStep(_Step):
     # What undoes it: a description only, or an action /undo can run.
     compensate: str | Compensation | None = None
 
-    def templates(self) -> list[str]:
+    def templates(self) -> dict[Where, str]:
+        written: dict[Where, str] = {("with", n): t for n, t in self.params.items()}
         if isinstance(self.compensate, str):
-            return [*self.params.values(), self.compensate]
-        return list(self.params.values())
+            written["compensate",] = self.compensate
+        return written
 
     @property
     def undo_summary(self) -> str | None:
@@ -166,14 +180,19 @@ class WaitStep(_Step):
     event: str | None = Field(default=None, pattern=IDENTIFIER)
     output: str | None = Field(default=None, pattern=IDENTIFIER)
 
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            parse_duration(value)
+            if written(info):
+                refuse_months(value)
+        return value
+
     @model_validator(mode="after")
-    def _something_to_wait_for(self, info: ValidationInfo) -> WaitStep:
+    def _something_to_wait_for(self) -> WaitStep:
         if self.duration is None and self.event is None:
             raise ValueError("a wait step needs `for` (a duration), `event`, or both")
-        if self.duration is not None:
-            parse_duration(self.duration)
-            if written(info):
-                refuse_months(self.duration)
         return self
 
     @property
@@ -294,7 +313,7 @@ class ProcessDefinition(BaseModel):
                     index,
                     _target_field(step, target),
                 )
-        for template in step.templates():
+        for where, template in step.templates().items():
             if wrong := mistyped(template):
                 name = re.sub(r"[^\w]", "", wrong.split(".")[0]).lower()
                 raise ReferenceProblem(
@@ -302,6 +321,7 @@ class ProcessDefinition(BaseModel):
                     f"{{{name}}}, lower case and without spaces, or {{{{ and }}}} for a brace",
                     "steps",
                     index,
+                    *where,
                 )
             missing = placeholders(template) - values
             if missing:
@@ -310,6 +330,7 @@ class ProcessDefinition(BaseModel):
                     "which is not an input or any step's output",
                     "steps",
                     index,
+                    *where,
                 )
         if isinstance(step, BranchStep):
             unknown = Condition(step.condition).names - values
@@ -321,7 +342,7 @@ class ProcessDefinition(BaseModel):
                     "if",
                 )
         if isinstance(step, ActionStep) and isinstance(step.compensate, Compensation):
-            for template in step.compensate.templates():
+            for where, template in step.compensate.templates().items():
                 missing = placeholders(template) - values - {CORRECTION, UNDOES}
                 if missing:
                     raise ReferenceProblem(
@@ -330,6 +351,7 @@ class ProcessDefinition(BaseModel):
                         "steps",
                         index,
                         "compensate",
+                        *where,
                     )
         if isinstance(step, ActionStep):
             if step.gate not in gates:

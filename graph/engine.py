@@ -1195,7 +1195,7 @@ def _drafted_before(
     for step in definition.steps:
         if step.id == step_id:
             return None
-        used = set().union(*(placeholders(t) for t in step.templates()))
+        used = set().union(*(placeholders(t) for t in step.templates().values()))
         if isinstance(step, AgentStep) and used & changed:
             return step
     return None

@@ -249,6 +249,30 @@ def test_action_without_connector_is_rejected(tmp_path: Path) -> None:
     assert "required" in problem.message.lower()
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("summary: Send the note to {email}", "summary: Send it to {emial}", "steps.1.summary"),
+        ('text: "{body}"', 'text: "{Body}"', "steps.1.text"),
+        ('body: "{body}"', 'body: "{bdy}"', "steps.2.with.body"),
+        ("template: Hello {email}", "template: Hello {who}", "steps.0.template"),
+    ],
+)
+def test_a_placeholder_s_mistake_names_its_field_and_line(
+    tmp_path: Path, old: str, new: str, field: str
+) -> None:
+    """It named the step alone, on the step's first line."""
+    text = GOOD.replace(old, new)
+    path = write(tmp_path, text)
+    assert_at(only_problem(path), path, line_of(text, new), field)
+
+
+def test_a_wait_s_duration_mistake_names_its_field_and_line(tmp_path: Path) -> None:
+    text = GOOD + "  - id: later\n    kind: wait\n    for: 3 fortnights\n"
+    path = write(tmp_path, text)
+    assert_at(only_problem(path), path, line_of(text, "for: 3"), "steps.3.for")
+
+
 def test_unparseable_branch_condition(tmp_path: Path) -> None:
     text = GOOD + "  - id: check\n    kind: branch\n    if: \"__import__('os')\"\n    then: end\n"
     path = write(tmp_path, text)
