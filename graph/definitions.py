@@ -260,12 +260,19 @@ class ProcessDefinition(BaseModel):
         return inputs
 
     @model_validator(mode="after")
-    def _references(self) -> ProcessDefinition:
+    def _references(self, info: ValidationInfo) -> ProcessDefinition:
         ids = [s.id for s in self.steps]
         for index, step in enumerate(self.steps):
             if ids.index(step.id) != index:
                 raise ReferenceProblem(
                     f"step ids must be unique: {step.id!r} is used twice", "steps", index, "id"
+                )
+            if step.id == END and written(info):  # `next: end` finishes the run instead
+                raise ReferenceProblem(
+                    f"{END!r} is where a run finishes: name the step otherwise",
+                    "steps",
+                    index,
+                    "id",
                 )
         known_steps = set(ids) | {END}
         for index, step in enumerate(self.steps):

@@ -273,6 +273,18 @@ def test_a_wait_s_duration_mistake_names_its_field_and_line(tmp_path: Path) -> N
     assert_at(only_problem(path), path, line_of(text, "for: 3"), "steps.3.for")
 
 
+def test_a_step_named_end_is_a_problem(tmp_path: Path) -> None:
+    """It ran when the step before fell through to it, and never when a step went to it
+    by name: `next: end` finishes the run."""
+    text = GOOD + "  - id: end\n    kind: agent\n    output: thanks\n    template: Thanks\n"
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "id: end"), "steps.3.id")
+    assert problem.message == "'end' is where a run finishes: name the step otherwise"
+    stored = yaml.safe_load(text)  # a run that began with one goes on as it began
+    assert ProcessDefinition.model_validate(stored).steps[3].id == "end"
+
+
 def test_unparseable_branch_condition(tmp_path: Path) -> None:
     text = GOOD + "  - id: check\n    kind: branch\n    if: \"__import__('os')\"\n    then: end\n"
     path = write(tmp_path, text)
