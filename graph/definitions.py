@@ -244,12 +244,24 @@ class ProcessDefinition(BaseModel):
 
     @field_validator("inputs")
     @classmethod
-    def _input_names(cls, inputs: dict[str, InputSpec]) -> dict[str, InputSpec]:
+    def _input_names(
+        cls, inputs: dict[str, InputSpec], info: ValidationInfo
+    ) -> dict[str, InputSpec]:
         for name in inputs:
             if not re.match(IDENTIFIER, name) or name in BUILTIN_NAMES:
                 raise ValueError(f"input name {name!r} must be lower_snake_case and not reserved")
         before: set[str] = set()
         for name, spec in inputs.items():
+            wrong = mistyped(spec.default) if isinstance(spec.default, str) else None
+            if wrong and written(info):  # as in a step's template: not sent as written
+                meant = re.sub(r"[^\w]", "", wrong.split(".")[0]).lower()
+                raise ReferenceProblem(
+                    f"the default of {name!r} has {wrong}, which is no placeholder: write "
+                    f"{{{meant}}}, lower case and without spaces, or {{{{ and }}}} for a brace",
+                    "inputs",
+                    name,
+                    "default",
+                )
             named = placeholders(spec.default) if isinstance(spec.default, str) else set()
             if unknown := named - before:
                 raise ValueError(

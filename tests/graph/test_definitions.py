@@ -864,6 +864,21 @@ def test_a_placeholder_mistyped_is_a_problem_not_sent_as_written(
     assert braces.steps[1].summary == "{{Email}} {10}"  # type: ignore[union-attr]
 
 
+def test_a_placeholder_mistyped_in_a_default_is_a_problem_not_sent_as_written(
+    tmp_path: Path,
+) -> None:
+    """A default "{Client} team" greeted the client as "Hi {Client} team"."""
+    default = '  contact: {type: string, required: false, default: "{Client} team"}\n'
+    text = GOOD.replace("steps:\n", default + "steps:\n", 1)
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "{Client} team"), "inputs.contact.default")
+    assert problem.message.startswith("the default of 'contact' has {Client}, which is no")
+    assert "write {client}, lower case" in problem.message
+    stored = yaml.safe_load(text)  # a run that began with one goes on as it began
+    assert ProcessDefinition.model_validate(stored).inputs["contact"].default == "{Client} team"
+
+
 def test_a_rejection_that_goes_to_the_action_it_gates_is_a_problem(tmp_path: Path) -> None:
     """The run reached the action, which refused: "reached without approval"."""
     text = GOOD.replace('    text: "{body}"\n', '    text: "{body}"\n    on_reject: send\n')
