@@ -214,6 +214,13 @@ class BranchStep(_Step):
         Condition(value)
         return value
 
+    @field_validator("next")
+    @classmethod
+    def _goes_by_then_and_else(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and written(info):  # it was never read: `else` went on
+            raise ValueError("a branch goes on by `then` and `else`, not `next`")
+        return value
+
     def targets(self) -> list[str]:
         return [self.then, self.otherwise]
 

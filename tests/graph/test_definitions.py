@@ -293,6 +293,18 @@ def test_unparseable_branch_condition(tmp_path: Path) -> None:
     assert "__import__" in problem.message
 
 
+def test_a_branch_s_next_is_a_problem_not_ignored(tmp_path: Path) -> None:
+    """It was never read, even to a step that does not exist: a branch meant to go on to
+    it when its condition failed ended the run there instead."""
+    text = GOOD + "  - id: check\n    kind: branch\n    if: email\n    then: end\n    next: draft\n"
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "next: draft"), "steps.3.next")
+    assert problem.message == "a branch goes on by `then` and `else`, not `next`"
+    stored = yaml.safe_load(text)  # a run that began with one goes on as it began
+    assert ProcessDefinition.model_validate(stored).steps[3].next == "draft"
+
+
 def test_branch_condition_syntax_error(tmp_path: Path) -> None:
     text = GOOD + "  - id: check\n    kind: branch\n    if: email ==\n    then: end\n"
     path = write(tmp_path, text)
