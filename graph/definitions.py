@@ -261,7 +261,7 @@ class ProcessDefinition(BaseModel):
         for name, spec in inputs.items():
             wrong = mistyped(spec.default) if isinstance(spec.default, str) else None
             if wrong and written(info):  # as in a step's template: not sent as written
-                meant = re.sub(r"[^\w]", "", wrong.split(".")[0]).lower()
+                meant = re.findall(r"\w+", wrong)[0].lower()
                 raise ReferenceProblem(
                     f"the default of {name!r} has {wrong}, which is no placeholder: write "
                     f"{{{meant}}}, lower case and without spaces, or {{{{ and }}}} for a brace",
@@ -341,7 +341,7 @@ class ProcessDefinition(BaseModel):
                 )
         for where, template in step.templates().items():
             if wrong := mistyped(template):
-                name = re.sub(r"[^\w]", "", wrong.split(".")[0]).lower()
+                name = re.findall(r"\w+", wrong)[0].lower()
                 raise ReferenceProblem(
                     f"step {step.id!r} has {wrong}, which is no placeholder: write "
                     f"{{{name}}}, lower case and without spaces, or {{{{ and }}}} for a brace",

@@ -10,8 +10,9 @@ PLACEHOLDER = re.compile(r"(?<!\{)\{([a-z_][a-z0-9_]*)\}(?!\})")
 TOKEN = re.compile(r"\{\{|\}\}|\{([a-z_][a-z0-9_]*)\}")
 
 
-# What looks meant as a placeholder and is none: ``{Client}``, ``{ client }``, ``{client.name}``.
-LOOKALIKE = re.compile(r"(?<!\{)\{\s*[A-Za-z_][\w.]*\s*\}(?!\})")
+# What looks meant as a placeholder and is none: ``{Client}``, ``{ client }``, ``{client.name}``,
+# and Python's ``{amount:,.2f}``, ``{email[0]}`` or ``{client!r}``.
+LOOKALIKE = re.compile(r"(?<!\{)\{\s*[A-Za-z_][^{}\s]*\s*\}(?!\})")
 
 
 def placeholders(template: str) -> set[str]:

@@ -864,7 +864,9 @@ def test_a_default_is_kept_as_its_input_would_be_typed(spec: dict[str, Any], kep
     assert default == kept and type(default) is type(kept)
 
 
-@pytest.mark.parametrize("wrong", ["{Email}", "{ email }", "{email.name}"])
+@pytest.mark.parametrize(
+    "wrong", ["{Email}", "{ email }", "{email.name}", "{email:>20}", "{email[0]}", "{email!r}"]
+)
 def test_a_placeholder_mistyped_is_a_problem_not_sent_as_written(
     tmp_path: Path, wrong: str
 ) -> None:
