@@ -40,13 +40,15 @@ class ConditionError(ValueError):
 
 class Condition:
     def __init__(self, source: str) -> None:
-        try:
-            tree = ast.parse(source, mode="eval")
-        except SyntaxError as exc:
-            raise ValueError(f"cannot parse condition {source!r}: {exc.msg}") from None
         self.source = source
         self.names: set[str] = set()
-        self._check(tree.body)
+        try:
+            tree = ast.parse(source, mode="eval")
+            self._check(tree.body)
+        except SyntaxError as exc:
+            raise ValueError(f"cannot parse condition {source!r}: {exc.msg}") from None
+        except RecursionError:  # `not not not …` thousands deep
+            raise ValueError(f"{source[:40]!r}… is nested too deeply") from None
         self._tree = tree.body
 
     def _check(self, node: ast.AST) -> None:

@@ -305,6 +305,16 @@ def test_a_branch_s_next_is_a_problem_not_ignored(tmp_path: Path) -> None:
     assert ProcessDefinition.model_validate(stored).steps[3].next == "draft"
 
 
+def test_a_condition_nested_too_deeply_is_a_problem_on_its_line(tmp_path: Path) -> None:
+    """Python's parser gave up with a RecursionError, reported with no line or field."""
+    deep = "not " * 5000 + "email"
+    text = GOOD + f"  - id: check\n    kind: branch\n    if: {deep}\n    then: end\n"
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "if: not"), "steps.3.if")
+    assert problem.message.endswith("is nested too deeply")
+
+
 def test_branch_condition_syntax_error(tmp_path: Path) -> None:
     text = GOOD + "  - id: check\n    kind: branch\n    if: email ==\n    then: end\n"
     path = write(tmp_path, text)
