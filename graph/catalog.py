@@ -123,6 +123,9 @@ def _to_python(node: yaml.Node, path: Path_, lines: dict[Path_, int], left: list
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]`: no name
+                problem = "a key must be a name, not a list or a mapping"
+                raise _Unreadable(problem, key_node.start_mark.line + 1)
             key = key_node.value
             if key in result:  # YAML keeps the last, silently: a step's second `next`
                 first = lines[(*path, key)]

@@ -196,6 +196,15 @@ def test_a_key_given_twice_is_a_problem_not_the_last_one_kept(tmp_path: Path) ->
     assert problem.message == said
 
 
+def test_a_key_that_is_a_list_is_a_problem_on_its_line(tmp_path: Path) -> None:
+    """It was "could not load it: TypeError: unhashable type: 'list'", with no line."""
+    text = GOOD.replace("inputs:\n", "inputs:\n  ? [a, b]\n  : {type: string}\n")
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "? [a, b]"), "")
+    assert problem.message == "a key must be a name, not a list or a mapping"
+
+
 def test_unknown_step_kind(tmp_path: Path) -> None:
     text = GOOD + "  - id: beam\n    kind: teleport\n"
     path = write(tmp_path, text)
