@@ -20,7 +20,7 @@ class Invitation:
     attendee: str
     title: str
     start: datetime  # aware
-    duration: timedelta
+    duration: timedelta  # elapsed time: across a change of the clocks, not on the wall clock
     description: str = ""
     cancelled: bool = False
 
@@ -40,7 +40,7 @@ class Invitation:
             f"SEQUENCE:{self.sequence}",
             f"DTSTAMP:{stamp}",
             f"DTSTART:{_utc(self.start)}",
-            f"DTEND:{_utc(self.start + self.duration)}",
+            f"DTEND:{_utc(self.start.astimezone(UTC) + self.duration)}",
             f"SUMMARY:{_text(self.title)}",
             f"DESCRIPTION:{_text(self.description)}",
             f"ORGANIZER:mailto:{_address(self.organizer)}",

@@ -388,6 +388,24 @@ def test_an_invitation_is_escaped_folded_and_keeps_its_uid_across_sends() -> Non
 
 
 @pytest.mark.parametrize(
+    ("start", "utc_start", "utc_end"),
+    [  # London's clocks go back at 02:00 BST on 31 October 2027, forward on 28 March
+        ("2027-10-31 01:30", "20271031T003000Z", "20271031T020000Z"),  # it was 2.5 hours
+        ("2027-03-28 00:30", "20270328T003000Z", "20270328T020000Z"),  # it was 30 minutes
+    ],
+)
+def test_a_meeting_across_a_change_of_the_clocks_lasts_its_minutes(
+    start: str, utc_start: str, utc_end: str
+) -> None:
+    connector = EmailConnector(SmtpServer.parse("smtp://x.example"), SENDER, "Europe/London")
+    email = SendInvitation(
+        to="jane@acme.com", subject="s", body="b", title="Kick-off", start=start, minutes=90
+    )
+    ics = connector.invitation(email, "r1:send_kickoff").to_ics()
+    assert f"DTSTART:{utc_start}\r\n" in ics and f"DTEND:{utc_end}\r\n" in ics
+
+
+@pytest.mark.parametrize(
     ("params", "complaint"),
     [
         ({"subject": "Hello\nBcc: everyone@example.com"}, "subject"),
