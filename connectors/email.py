@@ -88,11 +88,20 @@ class SmtpServer:
             raise ValueError(
                 f"{url.split('://')[0]!r} is not smtp://, smtp+starttls:// or smtps://"
             )
+        try:  # its own message would quote what stands as the port: part of a password
+            port, whole = parts.port, not (parts.path.strip("/") or parts.query or parts.fragment)
+        except ValueError:
+            port, whole = None, False
+        if not whole:
+            raise ValueError(
+                "the URL is not smtp://user:password@host:port (a port up to 65535); a "
+                "password holding / ? # or @ writes them percent-encoded (%2F %3F %23 %40)"
+            )
         if not parts.hostname:
             raise ValueError("the URL has no host, e.g. smtp://user:password@mail.example.com")
         return cls(
             host=parts.hostname,
-            port=parts.port or DEFAULT_PORTS[parts.scheme],
+            port=port or DEFAULT_PORTS[parts.scheme],
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=parts.scheme == "smtps",

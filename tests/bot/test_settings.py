@@ -143,6 +143,14 @@ def test_smtp_needs_a_sender_and_a_known_scheme() -> None:
     assert ok.smtp_url is not None
 
 
+@pytest.mark.parametrize("password", ["s3cr#t", "s3cr/t", "s3cr?t", "9017#x"])
+def test_a_password_that_breaks_the_smtp_url_is_refused_and_not_quoted(password: str) -> None:
+    # "s3cr" was quoted as a port that is no number; "9017#x" was host "u", port 9017
+    said = problem(smtp_url=f"smtp://u:{password}@mail.example.com", email_from="a@b.co")
+    assert said.startswith("STEWARD_SMTP_URL:") and "percent-encoded" in said
+    assert password[:4] not in said
+
+
 def test_slack_needs_a_bot_token_and_a_way_in() -> None:
     assert problem(slack_app_token="xapp-1").startswith("SLACK_BOT_TOKEN must be set when")
     assert problem(slack_signing_secret="abc").startswith("SLACK_BOT_TOKEN must be set when")
