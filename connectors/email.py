@@ -69,7 +69,7 @@ class CancelInvitation(SendInvitation):
     """What a ``cancel_invitation`` action takes: the invitation again, and ``of``, the
     idempotency key (``RUN:STEP``) of the step that sent it."""
 
-    of: str = Field(pattern=r"^[A-Za-z0-9_]+:[a-z][a-z0-9_]*(:\d+)?$")
+    of: str = Field(pattern=r"^[A-Za-z0-9_]+:[a-z][a-z0-9_]*(:\d+)?(@\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -169,12 +169,16 @@ class EmailConnector:
         return result
 
     def invitation(self, email: SendInvitation, key: str) -> Invitation:
-        """One UID per run and step; the visit of a step that runs again is its SEQUENCE.
-        A cancellation takes the UID of the invitation it cancels, one SEQUENCE on."""
+        """One UID per run and step. Its SEQUENCE counts the step's visits and its gate's
+        approvals (the key is RUN:STEP:VISIT@APPROVAL): sent on a new approval after an
+        uncertain attempt, it updates the meeting that attempt may have made. A
+        cancellation takes the UID of the invitation it cancels, one SEQUENCE on."""
         cancelled = isinstance(email, CancelInvitation)
-        run_id, step_id, *visit = (email.of if isinstance(email, CancelInvitation) else key).split(
-            ":"
+        sent, _, approval = (email.of if isinstance(email, CancelInvitation) else key).partition(
+            "@"
         )
+        run_id, step_id, *visit = sent.split(":")
+        counts = [int(count) for count in (*visit, approval) if count]
         try:
             start = datetime.fromisoformat(email.start.replace(" ", "T", 1))
         except ValueError:
@@ -185,7 +189,7 @@ class EmailConnector:
             start = start.replace(tzinfo=self.timezone)
         return Invitation(
             uid=f"{run_id}-{step_id}@steward",
-            sequence=(int(visit[0]) - 1 if visit else 0) + (1 if cancelled else 0),
+            sequence=max(counts, default=1) - 1 + (1 if cancelled else 0),
             organizer=self.sender,
             attendee=email.to,
             title=email.title,

@@ -349,6 +349,41 @@ async def test_undoing_the_kickoff_cancels_that_invitation_in_the_calendar(
     assert "SEQUENCE:1" in ics and "METHOD:CANCEL" in ics and "STATUS:CANCELLED" in ics
 
 
+async def test_an_invitation_approved_again_after_an_uncertain_send_updates_that_meeting(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    """It went out under a UID of its own ("RUN-send_kickoff@2@steward"): a second
+    meeting in the calendar beside the one the uncertain attempt delivered, which its
+    undo could not cancel either (its key was no invitation's for cancel_invitation)."""
+    inbox, _ = smtp
+    kickoff = {**ONBOARD, "kickoff": f"{KICKOFF:%Y-%m-%d %H:%M}"}
+    view = await app.engine.start("onboarding", kickoff, "cli:shell")
+    assert view.approval is not None
+    decided = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decided.view is not None and decided.view.approval is not None
+    inbox.drop_after_data = True
+    stopped = await app.engine.decide(decided.view.approval.id, True, "cli:shell")
+    assert stopped.view is not None and stopped.view.run.error_class == "uncertain"
+    inbox.drop_after_data = False
+    again = await app.engine.replay(view.run.id, "approve_kickoff", {}, "cli:shell")
+    assert again.approval is not None
+    await app.engine.decide(again.approval.id, True, "cli:shell")
+    undo = await app.engine.compensate(view.run.id, "send_kickoff", "cli:shell")
+    assert undo.approval is not None
+    done = await app.engine.decide(undo.approval.id, True, "cli:shell")
+    assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
+
+    _, first, second, cancel = inbox.received
+    calendars = []
+    for sent in (first, second, cancel):
+        (attachment,) = list(sent.iter_attachments())
+        ics = attachment.get_content()
+        calendars.append(ics if isinstance(ics, str) else ics.decode())
+    uid = f"UID:{view.run.id}-send_kickoff@steward\r\n"
+    assert all(uid in ics for ics in calendars)  # one meeting, sent, updated, cancelled
+    assert [ics.split("SEQUENCE:")[1].split("\r\n")[0] for ics in calendars] == ["0", "1", "2"]
+
+
 async def test_an_invitation_to_a_meeting_that_has_passed_is_refused_and_not_sent(
     smtp: tuple[Inbox, int],
 ) -> None:
