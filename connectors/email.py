@@ -225,7 +225,7 @@ class EmailConnector:
             hostname=server.host,
             port=server.port,
             use_tls=server.tls,
-            start_tls=server.starttls,
+            start_tls=None,  # when offered: one it insists on is checked in _envelope
             tls_context=self.tls_context,
             timeout=20,
         )
@@ -256,6 +256,11 @@ class EmailConnector:
         server = self.server
         try:
             await client.connect()
+            if server.starttls and client.get_transport_info("ssl_object") is None:
+                raise PermissionDenied(
+                    "the SMTP server offers no STARTTLS, which smtp+starttls:// insists on; "
+                    "use smtps:// if it speaks TLS on another port (465)"
+                )
             if server.username and server.password:
                 if client.get_transport_info("ssl_object") is None:
                     raise PermissionDenied(

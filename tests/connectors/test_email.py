@@ -199,6 +199,25 @@ async def test_an_unreachable_server_is_retried_reported_and_retried_by_the_oper
         assert len(inbox.received) == 1
 
 
+async def test_a_server_without_the_starttls_the_url_insists_on_is_the_operators_to_fix(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    """It was "cannot reach the SMTP server", retried like an outage, and counted
+    toward opening the circuit; the server answered, and only the settings can help."""
+    inbox, port = smtp
+    settings = load_settings(
+        home=tmp_path / "home",
+        smtp_url=f"smtp+starttls://127.0.0.1:{port}",
+        email_from=SENDER,
+    )
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        run = await approve_onboarding(app)
+        assert run.status is RunStatus.FAILED and run.error_class == "permission"
+        assert "offers no STARTTLS, which smtp+starttls:// insists on" in (run.error or "")
+        assert app.engine.effects.breaker("email").failures == 0
+    assert inbox.received == [] and inbox.data_attempts == 0
+
+
 async def test_a_line_dead_after_the_server_took_the_message_stops_as_uncertain(
     app: Steward, smtp: tuple[Inbox, int]
 ) -> None:
