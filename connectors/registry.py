@@ -9,6 +9,7 @@ steward from starting.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from importlib.metadata import entry_points
 
@@ -55,6 +56,10 @@ def load_user_connectors(registry: ConnectorRegistry) -> list[str]:
                     "it returned no connector: one needs name, actions, idempotent, "
                     "schemas and perform"
                 )
+            if not inspect.iscoroutinefunction(connector.perform):
+                # awaited, a plain one acts and then fails the step: its effect unrecorded,
+                # and made again by each /retry
+                raise TypeError("its perform is not a coroutine: write it `async def perform`")
             registry.register(connector)
         except Exception as exc:  # a user's plugin: whatever it raises, steward starts
             problems.append(f"{where}: {exc}")

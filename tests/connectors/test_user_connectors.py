@@ -49,6 +49,20 @@ def broken():
 
 def not_a_connector():
     return object()
+
+
+class SyncConnector(CrmConnector):
+    name = "sync_crm"
+
+    def perform(self, action, params, key):  # acted, then "can't be used in 'await'"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "sync.json").write_text(json.dumps(params))
+        return {}
+
+
+def sync_connector():
+    import os
+    return SyncConnector(os.environ["CRM_FOLDER"])
 """
 
 PROCESS = """
@@ -89,6 +103,7 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             broken = steward_crm_plugin:broken
             odd = steward_crm_plugin:not_a_connector
             missing = steward_crm_plugin:nowhere
+            sync = steward_crm_plugin:sync_connector
             """
         )
     )
@@ -114,6 +129,7 @@ async def test_an_installed_connector_acts_after_approval_once(
         assert "connector 'broken'" in skipped and "CRM_TOKEN is not set" in skipped
         assert "connector 'odd'" in skipped and "returned no connector" in skipped
         assert "connector 'missing'" in skipped
+        assert "connector 'sync'" in skipped and "write it `async def perform`" in skipped
 
         view = await steward.engine.start(
             "crm_sync", {"email": "jane@acme.com", "name": "Jane"}, "cli:shell"
