@@ -10,6 +10,7 @@ exponential backoff and jitter, each call under a timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -177,7 +178,7 @@ class EffectGuard:
                     raise
                 else:
                     breaker.succeeded()
-                    result = storable(result)  # a service's answer may hold what cannot be stored
+                    result = storable(_as_json(result))  # what a ledger cannot hold, as text
                     await self._finish(key, run_id, step_id, connector_name, action, result, None)
                     return result
             if attempt >= self.policy.attempts:
@@ -214,6 +215,12 @@ class EffectGuard:
                 | ({"error": message} if message is not None else {}),
             ),
         )
+
+
+def _as_json(result: dict[str, Any]) -> dict[str, Any]:
+    """A connector's answer as JSON holds it: a datetime, a Decimal or a UUID in it
+    failed its record after the effect, which then looked unfinished."""
+    return json.loads(json.dumps(result, default=str))  # type: ignore[no-any-return]
 
 
 def _where_to_look(connector: Connector, key: str) -> str | None:

@@ -7,7 +7,8 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -431,6 +432,24 @@ async def test_transient_errors_are_retried_then_succeed(app: Steward) -> None:
     use_connector(app, flaky)
     assert (await approved_onboarding(app)).status is RunStatus.SUCCEEDED
     assert flaky.calls == 3
+
+
+class Dated(Flaky):
+    async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        self.calls += 1
+        return {"at": datetime(2026, 12, 1, 9, 30, tzinfo=UTC), "amount": Decimal("9.50")}
+
+
+async def test_an_answer_holding_a_datetime_is_recorded_and_not_made_again(app: Steward) -> None:
+    """Its record failed ("Object of type datetime is not JSON serializable") after the
+    effect: the run failed, and its /retry stopped as uncertain or acted again."""
+    dated = Dated([])
+    use_connector(app, dated)
+    run = await approved_onboarding(app)
+    assert run.status is RunStatus.SUCCEEDED and dated.calls == 1
+    effect = await app.ledger.get_effect(f"{run.id}:send_welcome")
+    assert effect is not None and effect.status == "done"
+    assert effect.result == {"at": "2026-12-01 09:30:00+00:00", "amount": "9.50"}
 
 
 async def test_a_cancel_from_another_process_between_tries_stops_the_next(
