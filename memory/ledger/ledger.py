@@ -1704,24 +1704,35 @@ class Ledger:
         await self.write(finish)
 
     async def release_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
-        """The operator checked: attempts with no recorded outcome did not happen."""
+        """The operator checked: the attempt the run stopped at did not happen."""
         released = {"status": "failed", "error": "released by the operator"}
         return await self._settle_unfinished(run_id, actor, "effect.released", released)
 
     async def confirm_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
-        """The operator checked: attempts with no recorded outcome did happen."""
+        """The operator checked: the attempt the run stopped at did happen."""
         confirmed = {"status": "done", "result": {"confirmed_by": actor}}
         return await self._settle_unfinished(run_id, actor, "effect.confirmed", confirmed)
 
     async def _settle_unfinished(
         self, run_id: str, actor: str, kind: str, outcome: dict[str, Any]
     ) -> list[str]:
+        """Settles the newest attempt with no outcome: the one the run stopped at. An
+        older one is an attempt a replay went past, still unknown: nobody checked it."""
+        i = t.idempotency
+        newest = (
+            select(i.c.key)
+            .where(i.c.run_id == run_id, i.c.status == "started")
+            .order_by(i.c.created_at.desc(), i.c.key.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
         def settle(tx: LedgerTx) -> list[str]:
             rows = tx.conn.execute(
-                update(t.idempotency)
-                .where(t.idempotency.c.run_id == run_id, t.idempotency.c.status == "started")
+                update(i)
+                .where(i.c.key == newest, i.c.status == "started")
                 .values(**outcome, finished_at=utcnow())
-                .returning(t.idempotency.c.key)
+                .returning(i.c.key)
             )
             keys = list(rows.scalars())
             for key in keys:

@@ -252,6 +252,37 @@ async def test_a_text_approved_again_after_an_uncertain_send_goes_out_as_a_new_e
     assert first["Message-ID"] != second["Message-ID"]
 
 
+async def test_retry_and_confirm_settle_the_attempt_checked_not_one_a_replay_went_past(
+    app: Steward, smtp: tuple[Inbox, int]
+) -> None:
+    """A /retry about the invitation said the first welcome email, never checked, had
+    not gone out (a /confirm, that it had): each settled every unknown attempt of the run."""
+    inbox, _ = smtp
+    inbox.drop_after_data = True
+    kickoff = {**ONBOARD, "kickoff": f"{KICKOFF:%Y-%m-%d %H:%M}"}
+    view = await app.engine.start("onboarding", kickoff, "cli:shell")
+    assert view.approval is not None
+    await app.engine.decide(view.approval.id, True, "cli:shell", edited_text="version ONE")
+    inbox.drop_after_data = False
+    again = await app.engine.replay(view.run.id, "approve_welcome", {}, "cli:shell")
+    assert again.approval is not None
+    welcomed = await app.engine.decide(again.approval.id, True, "cli:shell")
+    assert welcomed.view is not None and welcomed.view.approval is not None
+    inbox.drop_after_data = True
+    stopped = await app.engine.decide(welcomed.view.approval.id, True, "cli:shell")
+    assert stopped.view is not None and stopped.view.run.error_class == "uncertain"
+    inbox.drop_after_data = False
+
+    run_id = view.run.id
+    assert (await app.engine.retry(run_id, "cli:shell")).run.status is RunStatus.SUCCEEDED
+    first = await app.ledger.get_effect(f"{run_id}:send_welcome")
+    assert first is not None and first.status == "started"  # still unknown
+    kickoff_sent = await app.ledger.get_effect(f"{run_id}:send_kickoff")
+    assert kickoff_sent is not None and kickoff_sent.status == "done"
+    released = [e.subject for e in await app.ledger.audit_events() if e.kind == "effect.released"]
+    assert released == [f"{run_id}:send_kickoff"]
+
+
 async def test_an_attempt_a_crash_cut_short_names_the_message_id_to_look_for(
     app: Steward, smtp: tuple[Inbox, int]
 ) -> None:
