@@ -285,6 +285,13 @@ class EmailConnector:
         except aiosmtplib.SMTPResponseException as exc:
             raise _refusal("the SMTP server refused the message", exc.code, exc.message) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
+            for cause in (exc, exc.__cause__):  # smtps:// wraps it, STARTTLS does not
+                if isinstance(cause, ssl.SSLCertVerificationError):
+                    raise PermissionDenied(
+                        f"the SMTP server's certificate does not verify ({cause.verify_message}); "
+                        "name the server in STEWARD_SMTP_URL as its certificate does, or "
+                        "trust its CA with SSL_CERT_FILE"
+                    ) from None
             raise TransientError(f"cannot reach the SMTP server: {exc}") from None
 
 

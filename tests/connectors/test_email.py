@@ -9,6 +9,7 @@ the server holds the message stops the run as uncertain instead of sending again
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -216,6 +217,32 @@ async def test_a_server_without_the_starttls_the_url_insists_on_is_the_operators
         assert "offers no STARTTLS, which smtp+starttls:// insists on" in (run.error or "")
         assert app.engine.effects.breaker("email").failures == 0
     assert inbox.received == [] and inbox.data_attempts == 0
+
+
+@pytest.mark.parametrize("scheme", ["smtps", "smtp+starttls"])
+async def test_a_certificate_that_does_not_verify_is_the_operators_to_fix(
+    tmp_path: Path, scheme: str
+) -> None:
+    """It was "cannot reach the SMTP server", retried like an outage and counted toward
+    opening the circuit; no retry makes a certificate verify."""
+    inbox, port = Inbox(), free_port()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(Path(__file__).with_name("self_signed.pem"))
+    tls = {"ssl_context": server_tls} if scheme == "smtps" else {"tls_context": server_tls}
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **tls)
+    controller.start()
+    try:
+        settings = load_settings(
+            home=tmp_path / "home", smtp_url=f"{scheme}://127.0.0.1:{port}", email_from=SENDER
+        )
+        async with Steward.open(settings, retry=FAST_RETRY) as app:
+            run = await approve_onboarding(app)
+            assert run.status is RunStatus.FAILED and run.error_class == "permission"
+            assert "certificate does not verify (self-signed certificate)" in (run.error or "")
+            assert app.engine.effects.breaker("email").failures == 0
+    finally:
+        controller.stop()
+    assert inbox.received == []
 
 
 async def test_a_line_dead_after_the_server_took_the_message_stops_as_uncertain(
