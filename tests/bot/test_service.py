@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot.app import Steward
 from bot.service import Service, configured_channels
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 from graph.messages import Reply
 from memory.longterm import Query
 from memory.longterm.embedded import EmbeddedMemory
@@ -35,17 +35,22 @@ class SlowToLoad(HashingEmbedder):
         self.loaded.set()
 
 
+def telegram_settings(tmp_path: Path, api: FakeBotAPI) -> Settings:
+    """A home whose Telegram channel is the fake Bot API, with one operator."""
+    return load_settings(
+        home=tmp_path / "home",
+        telegram_bot_token=TOKEN,
+        telegram_api_url=api.root,
+        operators="telegram:1001",
+    )
+
+
 @pytest.mark.parametrize("loads", [True, False], ids=["model loads", "model fails to load"])
 async def test_the_embedding_model_is_readied_while_the_channels_start(
     tmp_path: Path, loads: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with FakeBotAPI(token=TOKEN) as api:
-        settings = load_settings(
-            home=tmp_path / "home",
-            telegram_bot_token=TOKEN,
-            telegram_api_url=api.root,
-            operators="telegram:1001",
-        )
+        settings = telegram_settings(tmp_path, api)
         async with Steward.open(settings) as steward:
             embedder = SlowToLoad()
             embedder.failing = not loads
@@ -118,12 +123,7 @@ async def test_the_ledger_going_down_is_logged_once_by_each_loop_and_its_return(
     """The scheduler and the watcher of cards decided elsewhere each logged a traceback
     every tick while the database was away: some fifty lines a second on PostgreSQL."""
     async with FakeBotAPI(token=TOKEN) as api:
-        settings = load_settings(
-            home=tmp_path / "home",
-            telegram_bot_token=TOKEN,
-            telegram_api_url=api.root,
-            operators="telegram:1001",
-        )
+        settings = telegram_settings(tmp_path, api)
         async with Steward.open(settings) as steward:
             db = steward.ledger.db
             run = db.run
