@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.app import Steward
 from bot.channel import ChannelUnavailable
-from bot.console import ConsoleChannel, render
+from bot.console import ConsoleChannel, printable_output, render
 from bot.service import (
     Service,
     a_service_lives,
@@ -62,6 +62,11 @@ MOVES_RUNS = frozenset(
 
 
 def main(argv: list[str] | None = None) -> None:
+    with printable_output():  # what it prints holds others' words: never a terminal's escape
+        _main(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "replay":  # key=value after --from STEP

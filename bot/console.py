@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import sys
 import textwrap
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, Literal, TextIO
 
 from graph.front_door import FrontDoor
@@ -30,6 +31,37 @@ RUN_TAKEN_OVER = (
     "This terminal was stopped for so long that another steward took the run over; it "
     "moves the run on from there. /runs shows where it is."
 )
+
+
+# What a terminal would act on rather than show: C0 controls but tab and newline (an
+# escape sequence, a carriage return that writes over a line), DEL, and C1 controls.
+CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class Printable:
+    """A text stream that shows each control character as U+FFFD: what steward prints
+    holds what others wrote (a webhook's inputs, a client's name), and an escape
+    sequence in it would retitle, rewrite or clear the operator's terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(CONTROLS.sub("\ufffd", text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding …
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def printable_output() -> Iterator[None]:
+    """Standard output and error as ``Printable`` while it lasts."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = Printable(out), Printable(err)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 Press = Callable[[Button], str | None]  # a button as a shell command, None: none does it
@@ -103,12 +135,12 @@ class ConsoleChannel:
         self,
         door: FrontDoor,
         user: str = "operator",
-        out: TextIO = sys.stdout,
+        out: TextIO | None = None,
         read_line: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.door = door
         self.sender = Sender("console", user, user)
-        self.out = out
+        self.out = out if out is not None else sys.stdout
         self.choices: dict[str, str] = {}
         self._read_line = read_line or _stdin_line
         self._counter = itertools.count(1)

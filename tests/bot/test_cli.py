@@ -25,6 +25,7 @@ import pytest
 import graph.engine
 from bot.app import Steward
 from bot.cli import _parser, main
+from bot.console import CONTROLS
 from bot.hooks import signature
 from bot.service import SHELL
 from bot.settings import load_settings
@@ -719,6 +720,19 @@ def test_a_server_with_nothing_to_serve_stops_saying_what_it_lacks(
     exited, _, err = steward(capsys, "run")
     assert exited == code
     assert ("nothing to serve" in err) == (code == 2)
+
+
+def test_what_others_wrote_reaches_the_terminal_without_its_control_characters(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message, a webhook's text: an escape sequence in it, printed as it was, would
+    retitle, rewrite or clear the operator's terminal (here by `steward history`)."""
+    said = "Globex \x1b]0;pwned\x07 prefers calls on Tuesdays\x1b[2J\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(said))
+    assert steward(capsys, "chat")[0] == 0
+    code, out, _ = steward(capsys, "history", "Globex")
+    assert code == 0 and "Globex \ufffd]0;pwned\ufffd prefers calls on Tuesdays\ufffd[2J" in out
+    assert not CONTROLS.search(out.replace("\n", ""))
 
 
 def test_a_terminal_beside_another_steward_leaves_the_webhooks_to_it(
