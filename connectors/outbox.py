@@ -64,7 +64,18 @@ class OutboxConnector:
             pass
         finally:
             temp.unlink(missing_ok=True)
+        _sync_folder(self.folder)  # the file's name too: the ledger is told it is done next
         return {"file": name, "action": action}
 
     def count(self) -> int:
         return len(list(self.folder.glob("*.json"))) if self.folder.exists() else 0
+
+
+def _sync_folder(folder: Path) -> None:
+    """Makes the names in ``folder`` durable: after a power loss, a file made there and
+    its contents synced could still be missing, its entry in the folder never written."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
