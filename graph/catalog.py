@@ -51,6 +51,9 @@ class DefinitionError(Exception):
 def load_definition(path: Path) -> ProcessDefinition:
     """Reads one YAML file; raises DefinitionError naming file, line and field."""
     try:
+        if path.stat().st_size > MOST_BYTES:  # PyYAML took half a minute over 10 MB
+            problem = f"larger than {MOST_BYTES // 1_000_000} MB: no definition is"
+            raise DefinitionError([DefinitionProblem(path, None, "", problem)])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError([DefinitionProblem(path, None, "", f"cannot read: {exc}")]) from None
@@ -101,6 +104,7 @@ def load_definition(path: Path) -> ProcessDefinition:
 # Aliases are counted each time they are used, so that a file of aliases of aliases
 # (a "billion laughs") stops here instead of taking the start with it.
 MOST_NODES = 5_000
+MOST_BYTES = 1_000_000
 DEEPEST = 32
 
 

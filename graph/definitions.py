@@ -249,13 +249,21 @@ class ProcessDefinition(BaseModel):
     steps: list[Step] = Field(min_length=1)
     max_visits: int = Field(default=20, ge=1, le=1000)
 
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_are_words(cls, aliases: list[str], info: ValidationInfo) -> list[str]:
+        for alias in aliases:
+            if not re.search(r"\w", alias) and written(info):  # "" was in every message
+                raise ValueError(f"alias {alias!r} holds no word: a message would be it")
+        return aliases
+
     @field_validator("inputs")
     @classmethod
     def _input_names(
         cls, inputs: dict[str, InputSpec], info: ValidationInfo
     ) -> dict[str, InputSpec]:
         for name in inputs:
-            if not re.match(IDENTIFIER, name) or name in BUILTIN_NAMES:
+            if not re.fullmatch(IDENTIFIER, name) or name in BUILTIN_NAMES:  # "email\n" too
                 raise ValueError(f"input name {name!r} must be lower_snake_case and not reserved")
         before: set[str] = set()
         for name, spec in inputs.items():

@@ -205,6 +205,28 @@ def test_a_key_that_is_a_list_is_a_problem_on_its_line(tmp_path: Path) -> None:
     assert problem.message == "a key must be a name, not a list or a mapping"
 
 
+@pytest.mark.parametrize("alias", ['""', '" "', '"-"'])
+def test_an_alias_without_a_word_is_a_problem(tmp_path: Path, alias: str) -> None:
+    """An empty alias is found in every message: each would route to the process."""
+    text = GOOD.replace("inputs:\n", f"aliases: [note, {alias}]\ninputs:\n", 1)
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert_at(problem, path, line_of(text, "aliases:"), "aliases")
+    assert "holds no word" in problem.message
+
+
+def test_an_input_name_ending_in_a_newline_is_a_problem(tmp_path: Path) -> None:
+    text = GOOD.replace("  email:\n", '  "email\\n":\n', 1)
+    path = write(tmp_path, text)
+    assert "must be lower_snake_case" in only_problem(path).message
+
+
+def test_a_file_over_a_megabyte_is_a_problem_read_no_further(tmp_path: Path) -> None:
+    """PyYAML read a 10 MB definition for up to half a minute, holding up the start."""
+    path = write(tmp_path, GOOD.replace("title: Demo", f"title: {'x' * 1_000_000}"))
+    assert only_problem(path).message == "larger than 1 MB: no definition is"
+
+
 def test_unknown_step_kind(tmp_path: Path) -> None:
     text = GOOD + "  - id: beam\n    kind: teleport\n"
     path = write(tmp_path, text)
