@@ -178,7 +178,7 @@ class EffectGuard:
                     raise
                 else:
                     breaker.succeeded()
-                    result = storable(_as_json(result))  # what a ledger cannot hold, as text
+                    result = _as_json(storable(result))  # what a ledger cannot hold, as text
                     await self._finish(key, run_id, step_id, connector_name, action, result, None)
                     return result
             if attempt >= self.policy.attempts:
