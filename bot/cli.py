@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.app import Steward
 from bot.channel import ChannelUnavailable
-from bot.console import ConsoleChannel, printable_output, render
+from bot.console import ConsoleChannel, Printable, printable_output, render
 from bot.service import (
     Service,
     a_service_lives,
@@ -387,7 +387,10 @@ def _progress(verb: str) -> archive.Progress:
         filled = round(24 * done / of)
         bar = "█" * filled + "·" * (24 - filled)
         end = "\n" if done == of else ""
-        print(f"\r{verb} {bar} {done}/{of} {what:<16}", end=end, file=sys.stderr, flush=True)
+        # Its own carriage return, which draws the bar again: Printable would show it as
+        # U+FFFD, and each bar after the last on one line.
+        shown = sys.stderr.stream if isinstance(sys.stderr, Printable) else sys.stderr
+        print(f"\r{verb} {bar} {done}/{of} {what:<16}", end=end, file=shown, flush=True)
 
     return show
 

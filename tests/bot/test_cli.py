@@ -814,3 +814,24 @@ def test_an_export_or_import_the_file_system_refuses_is_one_line(
     assert code == 1
     assert err.startswith(f"steward: cannot read the export in {tmp_path / 'export'}: ")
     assert len(err.strip().splitlines()) == 1, err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_on_a_terminal_draws_itself_again_in_place(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its carriage return went through the filter of others' control characters: each
+    bar came after the last on one line, each behind a U+FFFD."""
+    start(capsys)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with pytest.raises(SystemExit) as exited:
+        main(["export", str(tmp_path / "export")])
+    assert exited.value.code == 0
+    shown = terminal.getvalue()
+    assert shown.startswith("\rexporting ") and shown.count("\r") > 1
+    assert "\ufffd" not in shown
