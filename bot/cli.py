@@ -209,7 +209,10 @@ async def _terminal(steward: Steward, serving: bool) -> int:
             if service.hooks is not None:
                 print(f"steward: serving {service.summary()}", file=sys.stderr)
             ended = await console.run(until=wait_for_signal())
-            if ended == "input" and serving and service.hooks is None and not console.lines_read:
+            # Input that ended before a line, but at a terminal: there it is the operator's
+            # Ctrl-D, the way out the chat names.
+            unread = ended == "input" and not console.lines_read and not _at_a_terminal()
+            if unread and serving and service.hooks is None:
                 print(NOTHING_TO_SERVE, file=sys.stderr)  # a restart would only do it again
                 return 2
             if ended == "input" and serving and service.hooks is not None:
@@ -376,6 +379,11 @@ async def cmd_import(steward: Steward, args: argparse.Namespace) -> int:
         return 1
     print(f"imported {summary.total:,} records from {args.folder}")
     return 0
+
+
+def _at_a_terminal() -> bool:
+    """Whether stdin is a terminal (an operator types there), not /dev/null or a pipe."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _progress(verb: str) -> archive.Progress:

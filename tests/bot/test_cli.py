@@ -835,3 +835,14 @@ def test_the_progress_bar_on_a_terminal_draws_itself_again_in_place(
     shown = terminal.getvalue()
     assert shown.startswith("\rexporting ") and shown.count("\r") > 1
     assert "\ufffd" not in shown
+
+
+def test_a_server_left_by_ctrl_d_at_its_terminal_ends_well(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat says Ctrl-D leaves: done first thing, it was "nothing to serve … give it a
+    terminal" and exit 2, which a restart policy (`docker run -it --restart on-failure`)
+    took for a failure and started it again."""
+    monkeypatch.setattr(sys, "stdin", _Terminal(""))
+    exited, _, err = steward(capsys, "run")
+    assert exited == 0 and "nothing to serve" not in err
