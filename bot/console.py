@@ -55,9 +55,11 @@ class Printable:
 
 @contextmanager
 def printable_output() -> Iterator[None]:
-    """Standard output and error as ``Printable`` while it lasts."""
+    """Standard output and error as ``Printable`` while it lasts; one closed (``>&-``) stays
+    None, which print() writes nothing to."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = Printable(out), Printable(err)
+    sys.stdout = None if out is None else Printable(out)
+    sys.stderr = None if err is None else Printable(err)
     try:
         yield
     finally:

@@ -846,3 +846,15 @@ def test_a_server_left_by_ctrl_d_at_its_terminal_ends_well(
     monkeypatch.setattr(sys, "stdin", _Terminal(""))
     exited, _, err = steward(capsys, "run")
     assert exited == 0 and "nothing to serve" not in err
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_standard_stream_is_written_nothing_as_print_does(
+    home: Path, monkeypatch: pytest.MonkeyPatch, closed: str
+) -> None:
+    """`steward start … >&-` in a script: Python makes a closed one None, which print()
+    writes nothing to; as a Printable of None it failed with a traceback instead."""
+    monkeypatch.setattr(sys, closed, None)
+    with pytest.raises(SystemExit) as exited:
+        main(list(START))
+    assert exited.value.code == 0
