@@ -461,6 +461,7 @@ def _for_the_shell(reply: Reply) -> str:
 
 
 def _in_shell_words(text: str) -> str:
+    text = CHAT_REPLAY.sub(r"steward replay \1 --from \2", text)  # the shell's STEP is --from
     return CHAT_COMMAND.sub(lambda m: f"steward {m.group(1)}", text)
 
 
@@ -615,6 +616,7 @@ COMMANDS: dict[str, Command] = {
 
 # A chat command in a reply's text — "/resume RUN first" — that the shell has too.
 CHAT_COMMAND = re.compile(r"(?<![\w/.:])/(" + "|".join(COMMANDS) + r")\b")
+CHAT_REPLAY = re.compile(r"(?<![\w/.:])/replay ([\w-]+) ([\w-]+)")
 
 
 def _at_least_one(text: str) -> int:

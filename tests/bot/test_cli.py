@@ -784,6 +784,20 @@ def test_the_shell_names_its_own_commands_not_the_chat_s(
     assert f"Approve: steward approve {approval_id} · Reject: steward reject {approval_id}" in shown
 
 
+def test_a_replay_the_shell_is_told_to_do_is_one_it_takes(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The chat's "/replay RUN STEP" is "steward replay RUN --from STEP" in a shell."""
+    run_id, approval_id = start(capsys)
+    assert steward(capsys, "approve", approval_id)[0] == 0
+    code, _, refused = steward(capsys, "replay", run_id, "--from", "send_welcome")
+    told = f"steward replay {run_id} --from approve_welcome"
+    assert code == 1 and told in refused
+    code, shown, _ = steward(capsys, *told.split()[1:])
+    assert code == 0 and "Send the welcome email to jane@acme.com" in shown
+    assert len(outbox_files(home)) == 1
+
+
 def test_a_local_embedding_model_not_installed_is_one_line(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
