@@ -277,14 +277,21 @@ class ProcessEngine:
         return await self._begin(run, audit, recorded)
 
     async def _begin(
-        self, run: Run, audit: NewAuditEvent, recorded: Awaitable[None] | None = None
+        self,
+        run: Run,
+        audit: NewAuditEvent,
+        recorded: Awaitable[None] | None = None,
+        first: Callable[[LedgerTx], None] | None = None,
     ) -> RunView:
         """Records a new run and its audit event together, then, once ``recorded`` is
-        done, runs it to its first stop."""
+        done, runs it to its first stop. ``first`` checks, in that transaction, that the
+        run may start (raising if not)."""
 
         about = entity_of(run.inputs)
 
         def record_start(tx: LedgerTx) -> None:
+            if first is not None:
+                first(tx)
             tx.insert_run(run)
             tx.audit(audit, at=run.created_at)
             if about is not None:
@@ -554,7 +561,17 @@ class ProcessEngine:
             values[CORRECTION] = render(step.compensate.text, data)
         undo_run = _new_run(undo_id, undo, version, values, actor, reply_to)
         audit = NewAuditEvent(actor, "run.compensating", run_id, {"step": step_id, "run": undo_id})
-        return await self._begin(undo_run, audit)
+
+        def once(tx: LedgerTx) -> None:
+            """An /undo said at once elsewhere (the shell, another chat) started it first."""
+            tx.lock_run(run_id)  # one undo of a step at a time, on PostgreSQL too
+            if (earlier := tx.get_run(undo_id)) is not None:
+                raise InvalidState(
+                    f"step {step_id} of run {run_id} is being undone: run {undo_id} is "
+                    f"{earlier.status.value}"
+                )
+
+        return await self._begin(undo_run, audit, first=once)
 
     async def _by_hand(self, compiled: _Compiled, run: Run, step_id: str, how: str) -> str:
         """How to undo by hand what a step did, with the values of each time it acted."""

@@ -3,6 +3,8 @@ once."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.app import Steward
@@ -74,6 +76,17 @@ async def test_undo_asks_first_then_sends_the_correction_once(app: Steward) -> N
     assert undo_run.inputs["undoes"] == f"{run_id}:send_welcome"
     assert "undone already" in joined(await send(app, f"/undo {run_id} send_welcome"))
     assert len(outbox(app)) == 2
+
+
+async def test_two_undos_said_at_once_start_one_undo_run(app: Steward) -> None:  # noqa: F811
+    """The second, from another chat or the shell, is told the first is under way."""
+    run_id = await sent_welcome(app)
+    said = f"/undo {run_id} send_welcome"
+    first, second = await asyncio.gather(send(app, said), send(app, said))
+    cards = [r for r in (first, second) if any(isinstance(i, Card) for i in r.items)]
+    assert len(cards) == 1
+    other = second if cards[0] is first else first
+    assert f"is being undone: run {undo_run_id(run_id, 'send_welcome')}" in joined(other)
 
 
 async def test_nothing_to_undo_before_the_step_acted(app: Steward) -> None:  # noqa: F811
