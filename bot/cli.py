@@ -26,6 +26,7 @@ from bot.service import (
     Service,
     a_service_lives,
     configured_channels,
+    forget_gone_shells,
     shell_worker,
     wait_for_signal,
 )
@@ -491,6 +492,8 @@ async def cmd_resume(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_retry(steward: Steward, args: argparse.Namespace) -> int:
+    # A run a killed shell command left mid-step is anyone's at once, as at a service's beat.
+    await forget_gone_shells(steward.ledger, steward.settings.home)
     return _print_view(steward, await steward.engine.retry(args.id, CLI.key))
 
 

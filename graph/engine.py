@@ -794,9 +794,16 @@ class ProcessEngine:
             return await self.view(run_id)
 
     async def retry(self, run_id: str, actor: str) -> RunView:
-        """Continues a failed run from its last checkpoint; done effects are not repeated."""
+        """Continues a failed run from its last checkpoint; done effects are not repeated.
+        A run left mid-step by a steward gone (killed, with none beside it to take the run
+        over) goes on here, as the next steward's start would move it on."""
         async with self._locks.hold(run_id):
             failed = await self._run(run_id)
+            if failed.status is RunStatus.RUNNING:
+                for left in await self.ledger.take_over_runs(own=False, run_id=run_id):
+                    await self.ledger.audit(NewAuditEvent(actor, "run.retried", run_id))
+                    with self._stalls_if_the_ledger_fails(left):
+                        return await self._continue(left)
             run = await self._transition(
                 run_id, RunStatus.FAILED, RunStatus.RUNNING, actor, error=None, error_class=None
             )

@@ -1244,15 +1244,18 @@ class Ledger:
         took it over (this one looked gone)."""
         return await self.read(lambda tx: tx.moves(run_id))
 
-    async def take_over_runs(self, own: bool = True) -> list[Run]:
+    async def take_over_runs(self, own: bool = True, run_id: str | None = None) -> list[Run]:
         """Takes the running runs whose worker is gone — it died mid-step, or stopped
         with a run it could not finish — and returns them, with (``own``, at a start)
         those this worker already holds: a crashed process of the same id left them.
         A run with no owner was set running by a steward from before owners, which may
-        be moving it still: only a start takes it, as such a steward's start did."""
+        be moving it still: only a start takes it, as such a steward's start did.
+        With ``run_id``, that run alone, if it is one of them."""
         scope: tuple[ColumnElement[bool], ...] = (t.runs.c.status == RunStatus.RUNNING.value,)
         if not own:
             scope = (*scope, t.runs.c.owner.is_not(None))
+        if run_id is not None:
+            scope = (*scope, t.runs.c.id == run_id)
 
         def take(conn: Connection) -> list[Run]:
             return [_run(row) for row in _take_over(conn, t.runs.c.id, scope, self.worker, own)]

@@ -191,3 +191,37 @@ async def test_a_shell_stopped_past_its_lease_finds_its_run_moved_on_and_says_so
         assert "took its run over; it moves the run on" in said and "Traceback" not in said
         assert await status(steward, view.run.id) is RunStatus.SUCCEEDED
         assert len(partner.keys) == 2
+
+
+async def test_a_run_a_killed_shell_left_mid_step_goes_on_at_a_retry_in_the_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No steward beside it: `steward retry` moves the run on, its effect under the same
+    key, where it said only a failed run can be retried."""
+    home, port = partner_home(tmp_path, monkeypatch)
+    async with partner_at(port) as partner, Steward.open(load_settings(home=home)) as steward:
+        view = await steward.engine.start("notify_partner", {"client": "Acme"}, "cli:shell")
+        assert view.approval is not None
+        shell = await approve_in_a_shell(home, view.approval.id, asyncio.subprocess.DEVNULL)
+        try:
+            await until(lambda: partner.keys or shell.returncode is not None, 60)
+            assert partner.keys
+            shell.send_signal(signal.SIGKILL)
+            assert await shell.wait() == -signal.SIGKILL
+        finally:
+            if shell.returncode is None:
+                shell.kill()
+                await shell.wait()
+        assert await status(steward, view.run.id) is RunStatus.RUNNING
+        retry = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot.cli", "retry", view.run.id),
+            env={**os.environ, "STEWARD_HOME": str(home)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        said, _ = await asyncio.wait_for(retry.communicate(), 60)
+        assert retry.returncode == 0, said.decode()
+        assert f"Run {view.run.id} (notify_partner) is done." in said.decode()
+        assert await status(steward, view.run.id) is RunStatus.SUCCEEDED
+        assert len(partner.keys) == 2 and partner.keys[0] == partner.keys[1]
