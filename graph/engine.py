@@ -755,7 +755,7 @@ class ProcessEngine:
             try:
                 values[name] = parse_input(name, spec, raw, self._now())
             except InputError as exc:
-                raise InvalidState(str(exc)) from None
+                raise InputProblem(definition.name, [], [exc]) from None
         return storable(values)
 
     async def cancel(self, run_id: str, actor: str) -> Run:

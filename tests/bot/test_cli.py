@@ -798,6 +798,14 @@ def test_a_replay_the_shell_is_told_to_do_is_one_it_takes(
     assert len(outbox_files(home)) == 1
 
 
+def test_a_replay_with_a_bad_value_exits_2_and_names_the_field(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id, _ = start(capsys)
+    code, _, err = steward(capsys, "replay", run_id, "--from", "draft_welcome", "email=nope")
+    assert code == 2 and "email" in err
+
+
 def test_a_local_embedding_model_not_installed_is_one_line(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
