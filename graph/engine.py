@@ -663,6 +663,12 @@ class ProcessEngine:
                 )
             if isinstance(step, ActionStep):
                 state = (await compiled.graph.aget_state(_config(run_id))).values
+                decided = state.get("decisions", {}).get(step.gate) or {}
+                if decided.get("status") != "approved":  # never asked, rejected, cancelled
+                    raise InvalidState(
+                        f"{from_step} has no approval to act on: /replay {run_id} {step.gate}, "
+                        "so that it asks"
+                    )
                 if acted_on_its_approval(state, step):
                     raise InvalidState(
                         f"{from_step} acted on its approval already, and each approval "

@@ -393,3 +393,17 @@ async def test_a_replay_that_corrects_the_client_greets_it_by_its_new_name(
     named = await app.engine.start("onboarding", {**ONBOARD, "contact": "Jane"}, "cli:a")
     again = await app.engine.replay(named.run.id, "draft_welcome", {"client": "Globex"}, "cli:a")
     assert again.approval is not None and again.approval.card["text"].startswith("Hi Jane,")
+
+
+async def test_an_action_never_approved_is_not_replayed(app: Steward) -> None:  # noqa: F811
+    """A run cancelled at its gate, replayed from its action: refused before the run is
+    touched, where it was set failed for reaching its action unapproved."""
+    values = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+    view = await app.engine.start("onboarding", values, "cli:shell")
+    run_id = view.run.id
+    await app.engine.cancel(run_id, "cli:shell")
+    with pytest.raises(InvalidState, match=f"no approval to act on: /replay {run_id} approve_"):
+        await app.engine.replay(run_id, "send_welcome", {}, "cli:shell")
+    run = await app.ledger.get_run(run_id)
+    assert run is not None and run.status is RunStatus.CANCELLED
+    assert sent(app) == []
