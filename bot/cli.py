@@ -32,7 +32,7 @@ from bot.service import (
 )
 from bot.settings import SettingsError, load_settings
 from graph.budget import parse_process_budgets
-from graph.coordinator import ACTIVE
+from graph.coordinator import ACTIVE, LEFT_MID_STEP
 from graph.engine import InputProblem, RunView
 from graph.errors import NotFound, StewardError
 from graph.history import SOURCES
@@ -310,11 +310,14 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
         return 0
     if not runs:
         print("no runs in progress" if not args.all else "no runs yet")
+    left = await steward.ledger.left_mid_step(runs)
     for run in runs:
         approvals = ",".join(pending.get(run.id, [])) or "-"
         line = f"{run.id}  {run.process:<18} {run.status.value:<10} approvals: {approvals}"
         if run.status in (RunStatus.CANCELLED, RunStatus.FAILED) and run.error:
             line += f"  ({run.error.splitlines()[0][:120]})"  # "rejected at approve_welcome"
+        elif run.id in left:
+            line += f"  ({_in_shell_words(LEFT_MID_STEP.format(run=run.id))})"
         print(line)
     return 0
 

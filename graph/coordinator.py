@@ -44,6 +44,8 @@ from memory.working import WorkingMemory
 log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
+# A running run whose steward was killed mid-step, with none beside it to take it over.
+LEFT_MID_STEP = "its steward stopped mid-step: /retry {run} moves it on"
 QUESTION_TTL = 24 * 3600
 # A rejection's reason comes right after the press or not at all: a message later is
 # something else ("onboard Beta …"), not a reason to note.
@@ -563,9 +565,12 @@ class Coordinator:
         if not runs:
             empty = "No runs in progress." if not show_all else "No runs yet."
             return Reply().say("\n".join([empty, *circuits]))
+        left = await self.ledger.left_mid_step(runs)
         lines = []
         for run in runs:
             line = f"{run.id} · {run.process} · {run.status.value}"
+            if run.id in left:
+                line += f" · {LEFT_MID_STEP.format(run=run.id)}"
             if run.approval_id is not None:
                 line += f" · approval {run.approval_id}: {run.approval_summary}"
             elif run.status is RunStatus.FAILED:

@@ -1212,6 +1212,22 @@ class Ledger:
         query = _alive(utcnow()).where(t.workers.c.serves_platforms.is_(True)).limit(1)
         return await self.db.run(lambda c: c.execute(query).first() is not None, write=False)
 
+    async def left_mid_step(self, listed: Sequence[Run | RunLine]) -> set[str]:
+        """Of the runs ``listed``, the ids of those left running by a worker gone (killed,
+        or stopped with nobody to take them): no live worker moves them until one takes
+        them over."""
+        running = [run.id for run in listed if run.status is RunStatus.RUNNING]
+        if not running:  # asks nothing: a list of runs holds none running, most often
+            return set()
+        runs = t.runs.c
+        query = select(runs.id).where(
+            runs.id.in_(running),
+            runs.status == RunStatus.RUNNING.value,
+            runs.owner.is_not(None),
+            runs.owner.not_in(_alive(utcnow())),
+        )
+        return await self.db.run(lambda c: set(c.execute(query).scalars()), write=False)
+
     async def live_workers(self) -> list[str]:
         """The workers that said they live within a lease (this one too, once registered)."""
         query = _alive(utcnow())

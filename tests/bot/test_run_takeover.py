@@ -23,7 +23,7 @@ from aiohttp import web
 
 from bot import service as service_module
 from bot.app import Steward
-from bot.service import Service
+from bot.service import Service, forget_gone_shells
 from bot.settings import load_settings
 from memory.ledger import RunStatus
 from memory.ledger import ledger as ledger_module
@@ -124,6 +124,20 @@ async def approve_in_a_shell(home: Path, approval_id: str, stderr: Any) -> Proce
     )
 
 
+async def in_the_shell(home: Path, *argv: str) -> str:
+    """What `steward ARGV` said, out and err; it must exit 0."""
+    command = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bot.cli", *argv),
+        env={**os.environ, "STEWARD_HOME": str(home)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    said, _ = await asyncio.wait_for(command.communicate(), 60)
+    assert command.returncode == 0, said.decode()
+    return said.decode()
+
+
 async def test_a_run_left_mid_step_by_a_dead_worker_goes_on_in_the_live_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -213,15 +227,13 @@ async def test_a_run_a_killed_shell_left_mid_step_goes_on_at_a_retry_in_the_shel
                 shell.kill()
                 await shell.wait()
         assert await status(steward, view.run.id) is RunStatus.RUNNING
-        retry = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "bot.cli", "retry", view.run.id),
-            env={**os.environ, "STEWARD_HOME": str(home)},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        said, _ = await asyncio.wait_for(retry.communicate(), 60)
-        assert retry.returncode == 0, said.decode()
-        assert f"Run {view.run.id} (notify_partner) is done." in said.decode()
+        # The lists said "running" and no more, as of a run that moves.
+        await forget_gone_shells(steward.ledger, home)
+        listed = (await steward.coordinator.runs_reply()).texts[0]
+        assert f"stopped mid-step: /retry {view.run.id} moves it on" in listed
+        said = await in_the_shell(home, "runs")
+        assert f"stopped mid-step: steward retry {view.run.id} moves it on" in said
+        said = await in_the_shell(home, "retry", view.run.id)
+        assert f"Run {view.run.id} (notify_partner) is done." in said
         assert await status(steward, view.run.id) is RunStatus.SUCCEEDED
         assert len(partner.keys) == 2 and partner.keys[0] == partner.keys[1]
