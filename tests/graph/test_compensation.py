@@ -99,6 +99,19 @@ async def test_nothing_to_undo_before_the_step_acted(app: Steward) -> None:  # n
     assert outbox(app) == []
 
 
+async def test_a_step_undone_by_hand_that_never_acted_has_nothing_to_undo(
+    app: Steward,  # noqa: F811
+) -> None:
+    """An issue cancelled at its gate: it said to send a correction to the list by hand,
+    though nothing was published."""
+    start = '/run newsletter_issue topic="Spring" audience=Friends notes="new prices"'
+    card = only_card(await send(app, start))
+    run_id = await run_of(app, card)
+    await send(app, f"/cancel {run_id}")
+    told = joined(await send(app, f"/undo {run_id} publish_issue"))
+    assert "has not acted: nothing to undo" in told and "by hand" not in told
+
+
 async def test_a_step_described_but_not_undoable_says_how_to_undo_by_hand(
     app: Steward,  # noqa: F811
 ) -> None:
