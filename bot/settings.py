@@ -264,6 +264,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a URL like http://localhost:11434/v1")
         return value or None
 
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _telegram_api(cls, value: str) -> str:
+        """A value with no scheme passed, and ``steward run`` stopped on it as a Bot API
+        it could not reach (exit 1), as if the setting were right and the network down."""
+        if not re.match(r"https?://[^/]+", value):
+            raise ValueError(f"{value!r} is not a URL like https://api.telegram.org")
+        return value
+
     @field_validator("slack_api_url")
     @classmethod
     def _slack_api(cls, value: str) -> str:

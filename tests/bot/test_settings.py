@@ -173,6 +173,14 @@ def test_the_slack_api_url_gets_its_trailing_slash() -> None:
     assert problem(slack_api_url="slack.com").startswith("STEWARD_SLACK_API_URL: 'slack.com'")
 
 
+def test_the_telegram_api_url_is_a_url() -> None:
+    assert load_settings(telegram_api_url="http://127.0.0.1:9").telegram_api_url == (
+        "http://127.0.0.1:9"
+    )
+    message = problem(telegram_api_url="api.telegram.org")
+    assert message.startswith("STEWARD_TELEGRAM_API_URL: 'api.telegram.org' is not a URL")
+
+
 def test_a_redis_url_says_which_schemes_it_takes() -> None:
     message = problem(redis_url="notaurl")
     assert message.startswith("STEWARD_REDIS_URL: ") and "redis://" in message
