@@ -545,7 +545,7 @@ class ProcessEngine:
                 f"step {step_id} has no compensating action I can run"
                 + (f"; to undo it by hand: {by_hand}" if by_hand else "")
             )
-        key = await self._to_undo(run_id, step_id)
+        key = await self._to_undo(run, step_id)
         visit = visit_of(key)
         undo_id = undo_run_id(run_id, step_id, visit)
         undo = undo_definition(definition, step)
@@ -587,10 +587,19 @@ class ProcessEngine:
             told.append(render(how, {**run.inputs, **state.get("data", {})}))
         return "; ".join(dict.fromkeys(told))
 
-    async def _to_undo(self, run_id: str, step_id: str) -> str:
+    async def _to_undo(self, run: Run, step_id: str) -> str:
         """The key of the step's effect undone next: the latest that acted, once the
         undo of every later one is done (a replay makes a step act again)."""
-        acted = [e for e in await self.ledger.effects_of(run_id, step_id) if e.status == "done"]
+        run_id = run.id
+        effects = await self.ledger.effects_of(run_id, step_id)
+        acted = [e for e in effects if e.status == "done"]
+        if not acted and any(e.status == "started" for e in effects):  # it may have acted
+            stopped_there = run.status is RunStatus.FAILED and run.error_class == "uncertain"
+            raise InvalidState(
+                f"step {step_id} of run {run_id} may have acted: its attempt's outcome is "
+                "not known"
+                + (f"; if it did, /confirm {run_id}, then undo it" if stopped_there else "")
+            )
         if not acted:
             raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
         undone = None

@@ -515,6 +515,26 @@ async def test_unrecorded_attempt_of_a_plain_connector_stops_as_uncertain(app: S
     assert flaky.calls == 1
 
 
+async def test_undo_of_an_uncertain_step_says_it_may_have_acted(app: Steward) -> None:
+    """It said the step had not acted, nothing to undo: the email may well have gone."""
+    use_connector(app, Flaky([]))
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    await app.ledger.begin_effect(  # what a crash mid-send leaves
+        f"{view.run.id}:send_welcome", view.run.id, "send_welcome", "flaky", {}
+    )
+    await app.engine.decide(view.approval.id, True, "cli:shell")
+    with pytest.raises(InvalidState) as refused:
+        await app.engine.compensate(view.run.id, "send_welcome", "cli:shell")
+    assert str(refused.value) == (
+        f"step send_welcome of run {view.run.id} may have acted: its attempt's outcome is "
+        f"not known; if it did, /confirm {view.run.id}, then undo it"
+    )
+    await app.engine.confirm(view.run.id, "cli:shell")
+    undo = await app.engine.compensate(view.run.id, "send_welcome", "cli:shell")
+    assert undo.approval is not None  # the undo asks first
+
+
 async def test_wait_step_resumes_on_event_and_loops_without_payment(app: Steward) -> None:
     view = await app.engine.start("invoice_followup", INVOICE, "cli:shell")
     assert view.approval is not None
