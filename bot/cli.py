@@ -72,8 +72,8 @@ def _main(argv: list[str] | None) -> None:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "replay":  # key=value after --from STEP
         args.inputs = [*args.inputs, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # told with the command's usage, not the top level's
+        args.own_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -695,6 +695,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("action", choices=["verify"])
     audit.add_argument("--json", action="store_true")
     for command in sub.choices.values():  # `steward run -v` as `steward -v run`
+        command.set_defaults(own_parser=command)
         command.add_argument(
             "-v",
             "--verbose",

@@ -589,6 +589,15 @@ def test_verbose_goes_before_or_after_the_command(argv: list[str], verbose: bool
     assert _parser().parse_args(argv).verbose is verbose
 
 
+def test_an_argument_too_many_is_told_with_the_command_s_usage(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`steward runs show a b` printed the usage of `steward` itself."""
+    code, _, err = steward(capsys, "runs", "show", "a", "b")
+    assert code == 2 and err.startswith("usage: steward runs ")
+    assert "unrecognized arguments: b" in err
+
+
 def test_an_empty_history_question_is_bad_input(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
