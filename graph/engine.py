@@ -65,6 +65,7 @@ from graph.templating import placeholders, render
 from memory.checkpoints import LedgerSqliteSaver
 from memory.ledger import (
     ENDINGS,
+    LEASE,
     NEVER,
     Approval,
     ApprovalStatus,
@@ -821,6 +822,11 @@ class ProcessEngine:
                     await self.ledger.audit(NewAuditEvent(actor, "run.retried", run_id))
                     with self._stalls_if_the_ledger_fails(left):
                         return await self._continue(left)
+                raise InvalidState(  # "only a failed run can be retried" left it at that
+                    f"run {run_id} is running: the steward moving it lives, or was stopped "
+                    f"less than {LEASE.seconds} s ago; once it has been silent that long, "
+                    f"/retry {run_id} takes the run over"
+                )
             run = await self._transition(
                 run_id, RunStatus.FAILED, RunStatus.RUNNING, actor, error=None, error_class=None
             )

@@ -25,6 +25,7 @@ from bot import service as service_module
 from bot.app import Steward
 from bot.service import Service, forget_gone_shells
 from bot.settings import load_settings
+from graph.errors import InvalidState
 from memory.ledger import RunStatus
 from memory.ledger import ledger as ledger_module
 from tests.net import free_port
@@ -227,6 +228,9 @@ async def test_a_run_a_killed_shell_left_mid_step_goes_on_at_a_retry_in_the_shel
                 shell.kill()
                 await shell.wait()
         assert await status(steward, view.run.id) is RunStatus.RUNNING
+        # Within its lease the shell may live: retry said only a failed run can be retried.
+        with pytest.raises(InvalidState, match="lives, or was stopped less than 30 s ago"):
+            await steward.engine.retry(view.run.id, "cli:shell")
         # The lists said "running" and no more, as of a run that moves.
         await forget_gone_shells(steward.ledger, home)
         listed = (await steward.coordinator.runs_reply()).texts[0]
