@@ -19,7 +19,6 @@ from bot.channel import Channel, Notify
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
 from bot.scheduler import DigestTime, Scheduler
-from bot.settings import Settings
 from bot.worker_slot import SHELL, ShellSlot, WorkerSlot, gone_shells
 from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks
@@ -33,11 +32,6 @@ BEAT_SECONDS = 5.0  # how often a worker says it lives, and looks for work a gon
 FEEDING_SECONDS = 2.0  # a stop waits this long for long-term memory's batch
 # The reader of the audit log that settles the cards decided in another process.
 DECISIONS_READER = "cards decided elsewhere"
-
-
-def chat_platforms_configured(settings: Settings) -> bool:
-    """Whether ``steward run`` serves Telegram or Slack, not the terminal."""
-    return bool(settings.telegram_bot_token or settings.slack_bot_token)
 
 
 def configured_channels(steward: Steward) -> list[Channel]:
