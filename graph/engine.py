@@ -538,8 +538,6 @@ class ProcessEngine:
             raise NotFound(f"run {run_id} ({run.process}) has no step {step_id!r}") from None
         if not isinstance(step, ActionStep) or not isinstance(step.compensate, Compensation):
             by_hand = step.undo_summary if isinstance(step, ActionStep) else None
-            if by_hand and not await self.ledger.effects_of(run_id, step_id):
-                raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
             if by_hand:  # "send a correction to the {audience} list": each list it went to
                 by_hand = await self._by_hand(compiled, run, step_id, by_hand)
             raise InvalidState(
@@ -578,7 +576,10 @@ class ProcessEngine:
 
     async def _by_hand(self, compiled: _Compiled, run: Run, step_id: str, how: str) -> str:
         """How to undo by hand what a step did, with the values of each time it acted."""
-        acted = [e for e in await self.ledger.effects_of(run.id, step_id) if e.status == "done"]
+        effects = await self.ledger.effects_of(run.id, step_id)
+        if not effects:
+            raise InvalidState(f"step {step_id} of run {run.id} has not acted: nothing to undo")
+        acted = [e for e in effects if e.status == "done"]
         told = []
         for effect in reversed(acted):  # the first first
             data = await self._data_of_visit(compiled, run.id, step_id, visit_of(effect.key))
