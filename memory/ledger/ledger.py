@@ -742,8 +742,15 @@ def _beat(conn: Connection, worker: str, now: datetime, serves_platforms: bool) 
 
 
 def _insert_worker(conn: Connection, worker: str, now: datetime, serves_platforms: bool) -> None:
-    row = {"id": worker, "pid": os.getpid(), "started_at": now, "seen_at": now}
-    conn.execute(insert(t.workers).values(**row, serves_platforms=serves_platforms))
+    conn.execute(
+        insert(t.workers).values(
+            id=worker,
+            pid=os.getpid(),
+            started_at=now,
+            seen_at=now,
+            serves_platforms=serves_platforms,
+        )
+    )
 
 
 class Ledger:
