@@ -18,6 +18,12 @@ from memory.database_url import DatabaseURL
 from memory.embeddings import local_model_installed
 
 
+def _web_address(value: str, example: str) -> None:
+    """Refuses a value that is no http(s) URL with a host, showing ``example``."""
+    if not re.match(r"https?://[^/]+", value):
+        raise ValueError(f"{value!r} is not a URL like {example}")
+
+
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
@@ -260,8 +266,8 @@ class Settings(BaseSettings):
     def _openai_base(cls, value: str | None) -> str | None:
         """Set empty (``OPENAI_BASE_URL=`` in .env) is unset: the client took "" for its
         base, and every model call failed."""
-        if value and not re.match(r"https?://[^/]+", value):
-            raise ValueError(f"{value!r} is not a URL like http://localhost:11434/v1")
+        if value:
+            _web_address(value, "http://localhost:11434/v1")
         return value or None
 
     @field_validator("telegram_api_url")
@@ -269,15 +275,13 @@ class Settings(BaseSettings):
     def _telegram_api(cls, value: str) -> str:
         """A value with no scheme passed, and ``steward run`` stopped on it as a Bot API
         it could not reach (exit 1), as if the setting were right and the network down."""
-        if not re.match(r"https?://[^/]+", value):
-            raise ValueError(f"{value!r} is not a URL like https://api.telegram.org")
+        _web_address(value, "https://api.telegram.org")
         return value
 
     @field_validator("slack_api_url")
     @classmethod
     def _slack_api(cls, value: str) -> str:
-        if not re.match(r"https?://[^/]+", value):
-            raise ValueError(f"{value!r} is not a URL like https://slack.com/api/")
+        _web_address(value, "https://slack.com/api/")
         return value if value.endswith("/") else value + "/"
 
     @model_validator(mode="after")
