@@ -38,6 +38,16 @@ Where = tuple[str, ...]  # a place in a step, as its file names it: ("with", "bo
 WRITTEN = {"written": True}
 
 
+def _no_placeholder(wrong: str) -> str:
+    """``wrong`` (``{Client}``, ``{amount:,.2f}``), why it is no placeholder, and the one
+    meant."""
+    meant = re.findall(r"\w+", wrong)[0].lower()
+    return (
+        f"{wrong}, which is no placeholder: write {{{meant}}}, lower case and without "
+        "spaces, or {{ and }} for a brace"
+    )
+
+
 def written(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("written"))
 
@@ -269,10 +279,8 @@ class ProcessDefinition(BaseModel):
         for name, spec in inputs.items():
             wrong = mistyped(spec.default) if isinstance(spec.default, str) else None
             if wrong and written(info):  # as in a step's template: not sent as written
-                meant = re.findall(r"\w+", wrong)[0].lower()
                 raise ReferenceProblem(
-                    f"the default of {name!r} has {wrong}, which is no placeholder: write "
-                    f"{{{meant}}}, lower case and without spaces, or {{{{ and }}}} for a brace",
+                    f"the default of {name!r} has {_no_placeholder(wrong)}",
                     "inputs",
                     name,
                     "default",
@@ -352,10 +360,8 @@ class ProcessDefinition(BaseModel):
             # A run's own copy, kept in the ledger, passed the checks of its day: one
             # added since must not strand it (a Python-style placeholder, say).
             if (wrong := mistyped(template)) and from_file:
-                name = re.findall(r"\w+", wrong)[0].lower()
                 raise ReferenceProblem(
-                    f"step {step.id!r} has {wrong}, which is no placeholder: write "
-                    f"{{{name}}}, lower case and without spaces, or {{{{ and }}}} for a brace",
+                    f"step {step.id!r} has {_no_placeholder(wrong)}",
                     "steps",
                     index,
                     *where,
