@@ -133,7 +133,10 @@ class Scheduler:
             return 0
         reply = self._reply(result)
         if reply.items:
-            await self.notify(reply, _reply_to(result))
+            try:
+                await self.notify(reply, _reply_to(result))
+            except Exception:  # the timer fired all the same; the others go on
+                log.exception("timer %s fired; could not tell of it", timer.key)
         return 1
 
     async def _plan_digest(self, now: datetime) -> None:

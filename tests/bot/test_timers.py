@@ -109,6 +109,30 @@ async def test_paused_runs_whose_waits_fell_due_hold_up_no_other_timer(
     assert run is not None and run.status is RunStatus.SUCCEEDED
 
 
+async def test_news_of_a_timer_that_cannot_be_told_holds_up_no_other_timer(
+    app: Steward,
+) -> None:
+    """A failure to hand one fired timer's news to the channels stopped the tick: the
+    others fired, untold, and the daily list and missed cards waited for the next."""
+    naps = [await app.engine.start("nap", {}, "cli:shell") for _ in range(2)]
+    told: list[Reply] = []
+
+    async def notify(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        if not told:
+            told.append(reply)
+            raise RuntimeError("the outbox refused the reply")
+        told.append(reply)
+        return True
+
+    clock = Clock(utcnow() + timedelta(hours=2))
+    ticks = Scheduler(app.ledger, app.engine, app.coordinator, notify, clock=clock)
+    assert await ticks.tick() == 2
+    assert len(told) == 2
+    for nap in naps:
+        run = await app.ledger.get_run(nap.run.id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+
+
 async def test_a_resumed_run_waits_out_the_rest_of_its_wait(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
