@@ -182,8 +182,7 @@ async def open_long_term_memory(settings: Settings) -> LongTermMemory:
 
     try:
         return await connect()
-    except MemoryUnavailable as exc:
-        log.warning("steward starts without long-term memory; records wait in the ledger: %s", exc)
+    except MemoryUnavailable as exc:  # the feeder says so, once, and when it is back
         name = weaviate_store_name(url)
         return Reconnecting(name, connect, exc, embeds_queries=bool(settings.weaviate_vectorizer))
 
