@@ -19,7 +19,6 @@ from redis.exceptions import RedisError
 from memory.working import (
     InProcessWorkingMemory,
     LockTimeout,
-    WorkingMemory,
     WorkingMemoryUnavailable,
 )
 
@@ -159,23 +158,21 @@ class Degrading:
     Every write goes to in-process memory too, so that it knows what this process kept
     in Redis before Redis went away: a question asked before an outage and answered
     during it is answered. Redis going away is logged once, and its return; in between
-    every call is served in-process (so locks hold within this process only) and Redis
-    is tried again every ``retry_seconds``, by one call at a time: the others go on
-    in-process meanwhile, rather than each wait out a Redis that does not answer. Before
-    Redis serves again, each key written meanwhile is written back as in-process memory
-    has it, or deleted there: nothing done during the outage is undone by what Redis
-    still held (a question answered meanwhile does not come back to take the next
-    message as its answer). For those keys this process's writes win over another
-    process's made meanwhile; and what another process kept in Redis is unknown here
-    while Redis is down.
+    every call is served in-process (so locks hold within this process only), and a
+    task of its own tries Redis every ``retry_seconds``: no call waits out a Redis that
+    does not answer, but the one that finds it gone. Before Redis serves again, each key
+    written meanwhile is written back as in-process memory has it, or deleted there:
+    nothing done during the outage is undone by what Redis still held (a question
+    answered meanwhile does not come back to take the next message as its answer). For
+    those keys this process's writes win over another process's made meanwhile; and
+    what another process kept in Redis is unknown here while Redis is down.
     """
 
     def __init__(self, redis: RedisWorkingMemory, retry_seconds: float = 5.0) -> None:
         self.redis = redis
         self.local = InProcessWorkingMemory()
         self.retry_seconds = retry_seconds
-        self._down_since: float | None = None
-        self._trying = False  # a call is trying Redis again
+        self._trying_again: asyncio.Task[None] | None = None  # while Redis is down
         # Keys written in-process while Redis was down: each one's kind, and which write.
         self._written: dict[str, tuple[str, int]] = {}
         self._writes = 0
@@ -193,30 +190,17 @@ class Degrading:
 
     @property
     def degraded(self) -> bool:
-        return self._down_since is not None
-
-    def _backend(self) -> WorkingMemory:
-        if self._down_since is None:
-            return self.redis
-        if not self._trying and time.monotonic() - self._down_since >= self.retry_seconds:
-            return self.redis  # worth another try
-        return self.local
+        return self._trying_again is not None
 
     async def _call(self, method: str, *args: Any) -> Any:
-        if self._backend() is self.redis:
-            trying = self.degraded
-            self._trying |= trying
+        if not self.degraded:
             try:
-                if await self._written_back(trying):
+                if await self._written_back(again=False):
                     result = await getattr(self.redis, method)(*args)
-                    self._came_back()
                     await self._mirror(method, args, result)
                     return result
             except (RedisError, OSError) as exc:
                 self._went_down(str(exc))
-            finally:
-                if trying:
-                    self._trying = False
         if kind := _KINDS.get(method):
             self._writes += 1
             self._written[args[0]] = (kind, self._writes)
@@ -235,14 +219,16 @@ class Degrading:
             key, ttl_seconds = args
             local.counted(key, int(result), ttl_seconds)
 
-    async def _written_back(self, trying: bool) -> bool:
+    async def _written_back(self, again: bool) -> bool:
         """Writes the keys written in-process while Redis was down back to Redis, all in
-        one round trip; False when Redis went down again while this call waited for
-        another's write-back: it is served in-process, without waiting out a timeout."""
+        one round trip: ``again`` as Redis answers again, or a call's after that, for
+        keys written while that write-back ran. False when Redis went down again while
+        this call waited for another's write-back: it is served in-process, without
+        waiting out a timeout."""
         if not self._written:
             return True
         async with self._writing_back:
-            if self.degraded and not trying:
+            if self.degraded and not again:
                 return False
             written = dict(self._written)
             await self.redis.restore(
@@ -254,16 +240,25 @@ class Degrading:
         return True
 
     def _went_down(self, cause: str) -> None:
-        if self._down_since is None:
+        if self._trying_again is None:
             log.warning(
                 "working memory: Redis is down, working in-process until it is back: %s", cause
             )
-        self._down_since = time.monotonic()
+            self._trying_again = asyncio.create_task(self._try_again(), name="redis-try-again")
 
-    def _came_back(self) -> None:
-        if self._down_since is not None:
+    async def _try_again(self) -> None:
+        """Tries Redis every ``retry_seconds`` until it answers and takes back what was
+        written meanwhile; then calls are served by Redis again."""
+        while True:
+            await asyncio.sleep(self.retry_seconds)
+            try:
+                await self.redis.client.ping()
+                await self._written_back(again=True)
+            except (RedisError, OSError):
+                continue
             log.warning("working memory: Redis is back")
-            self._down_since = None
+            self._trying_again = None
+            return
 
     async def get(self, key: str) -> dict[str, Any] | None:
         return await self._call("get", key)  # type: ignore[no-any-return]
@@ -292,15 +287,13 @@ class Degrading:
         took it while Redis was down still keeps out one that comes after it is back."""
         async with self.local.lock(name, hold_seconds):
             held: AbstractAsyncContextManager[None] | None = None
-            if self._backend() is self.redis:
+            if not self.degraded:
                 held = self.redis.lock(name, hold_seconds)
                 try:
                     await held.__aenter__()
                 except (RedisError, OSError) as exc:
                     self._went_down(str(exc))
                     held = None
-                else:
-                    self._came_back()
             try:
                 yield
             finally:
@@ -309,4 +302,8 @@ class Degrading:
                         await held.__aexit__(None, None, None)
 
     async def close(self) -> None:
+        if self._trying_again is not None:
+            self._trying_again.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trying_again
         await self.redis.close()

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.app import Steward
 from bot.settings import load_settings
@@ -248,6 +247,7 @@ class Cable:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.frozen = False  # what is sent is dropped: Redis seems to hang
 
     async def mend(self) -> None:
         self._server = await asyncio.start_server(self._carry, "127.0.0.1", self.port)
@@ -267,8 +267,9 @@ class Cable:
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError):
                 while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
+                    if not self.frozen:
+                        sink.write(data)
+                        await sink.drain()
             sink.close()
 
         await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
@@ -334,24 +335,19 @@ async def test_a_write_made_in_process_while_an_earlier_one_is_written_back_is_n
         restore = memory.redis.restore
 
         async def meanwhile(keys: Any) -> None:
-            await cable.cut()
-            async with memory.lock("card:a1"):  # Redis fails it: in-process from here
-                await memory.set("question:42", {"v": 2}, 60)
-            await cable.mend()
+            await memory.set("question:42", {"v": 2}, 60)  # in-process: Redis is not back yet
             await restore(keys)  # what was taken before: {"v": 1}
 
         memory.redis.restore = meanwhile  # type: ignore[method-assign]
         await asyncio.sleep(0.15)
-        assert await memory.get("question:42") == {"v": 1}  # written back, then read
         memory.redis.restore = restore  # type: ignore[method-assign]
-        await asyncio.sleep(0.15)
+        assert not memory.degraded
         assert await memory.get("question:42") == {"v": 2}  # the later write, not lost
         assert await memory.redis.get("question:42") == {"v": 2}
 
 
 @pytest.mark.redis
-async def test_calls_waiting_on_a_write_back_that_failed_go_on_in_process() -> None:
-    """Each would have tried Redis again, and waited out a timeout of its own."""
+async def test_calls_made_while_a_write_back_fails_go_on_in_process() -> None:
     async with through_a_cable() as (memory, cable):
         await cable.cut()
         await memory.set("question:42", {"v": 1}, 60)
@@ -361,41 +357,47 @@ async def test_calls_waiting_on_a_write_back_that_failed_go_on_in_process() -> N
         async def failing(keys: Any) -> None:
             nonlocal tries
             tries += 1
-            await asyncio.sleep(0.05)  # the others queue behind it
+            await asyncio.sleep(0.05)
             raise ConnectionError("Redis went away again")
 
         memory.redis.restore = failing  # type: ignore[method-assign]
         await asyncio.sleep(0.15)
         answers = await asyncio.gather(*(memory.get("question:42") for _ in range(5)))
         assert answers == [{"v": 1}] * 5
-        assert tries == 1 and memory.degraded
+        assert tries >= 1 and memory.degraded
 
 
 @pytest.mark.redis
-async def test_while_one_call_tries_redis_again_the_others_go_on_in_process() -> None:
-    """A Redis that stopped answering (frozen, or its packets dropped) is tried again by
-    one call at a time, which waits out its timeout; every call made meanwhile waited out
-    one of its own, and a turn stalled for seconds at each try."""
+async def test_no_call_waits_for_a_redis_that_does_not_answer_but_the_one_that_finds_it_so() -> (
+    None
+):
+    """A Redis that stopped answering (frozen, or its packets dropped) is tried again in
+    the background: a call that tried it again waited out its timeout, and a turn stalled
+    for seconds at each try."""
     async with through_a_cable() as (memory, cable):
+        client = memory.redis.client
+        memory.redis.client = Redis.from_url(
+            f"redis://127.0.0.1:{cable.port}/{client.connection_pool.connection_kwargs['db']}",
+            socket_timeout=0.2,
+            socket_connect_timeout=0.2,
+        )
+        await client.aclose()
         await memory.set("question:42", {"asked": "How much is due?"}, 60)
-        await cable.cut()
-        assert await memory.get("question:42") == {"asked": "How much is due?"}
+        cable.frozen = True
+        assert await memory.get("question:42") == {"asked": "How much is due?"}  # after 0.2 s
         assert memory.degraded
-        await cable.mend()
-        await asyncio.sleep(0.15)
-        tries = 0
-
-        async def unanswered(key: str) -> None:
-            nonlocal tries
-            tries += 1
-            await asyncio.sleep(0.3)
-            raise RedisTimeoutError("Timeout reading from Redis")
-
-        memory.redis.get = unanswered  # type: ignore[method-assign,assignment]
-        trying = asyncio.create_task(memory.get("question:42"))
-        await asyncio.sleep(0)
-        async with asyncio.timeout(0.2):  # none waits for the one trying
-            answers = await asyncio.gather(*(memory.get("question:42") for _ in range(5)))
-        assert answers == [{"asked": "How much is due?"}] * 5
-        assert await trying == {"asked": "How much is due?"}
-        assert tries == 1 and memory.degraded
+        slowest = 0.0
+        for _ in range(20):  # Redis is tried again every 0.1 s meanwhile
+            began = asyncio.get_running_loop().time()
+            assert await memory.get("question:42") == {"asked": "How much is due?"}
+            slowest = max(slowest, asyncio.get_running_loop().time() - began)
+            await asyncio.sleep(0.05)
+        assert slowest < 0.15
+        assert memory.degraded
+        cable.frozen = False
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if not memory.degraded:
+                break
+        assert not memory.degraded
+        assert await memory.redis.get("question:42") == {"asked": "How much is due?"}
