@@ -315,7 +315,7 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
         approvals = ",".join(pending.get(run.id, [])) or "-"
         line = f"{run.id}  {run.process:<18} {run.status.value:<10} approvals: {approvals}"
         if run.status in (RunStatus.CANCELLED, RunStatus.FAILED) and run.error:
-            line += f"  ({run.error.splitlines()[0][:120]})"  # "rejected at approve_welcome"
+            line += f"  ({_in_shell_words(run.error.splitlines()[0][:120])})"  # "rejected at …"
         elif run.id in left:
             line += f"  ({_in_shell_words(LEFT_MID_STEP.format(run=run.id))})"
         print(line)
@@ -440,7 +440,7 @@ async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
         return 0
     print(found.heading)
     for rank, item in enumerate(found.items, 1):
-        print(f"{rank}. {item.title}\n   {item.why}")
+        print(_in_shell_words(f"{rank}. {item.title}\n   {item.why}"))
         if commands := _commands_for(item.buttons):
             print("   " + " · ".join(commands))
     if found.more is not None:

@@ -29,6 +29,7 @@ from bot.console import CONTROLS
 from bot.hooks import signature
 from bot.service import SHELL
 from bot.settings import load_settings
+from graph.errors import UncertainEffect
 from processes import BUILTIN_DIR
 from tests.net import free_port
 
@@ -257,6 +258,26 @@ def test_today_names_the_shell_commands_for_each_item_and_has_json(
     assert (listed["total"], item["kind"], item["about"]) == (1, "approval", approval_id)
     assert item["commands"] == [f"steward approve {approval_id}", f"steward reject {approval_id}"]
     assert run_id in item["why"]
+
+
+def test_today_gives_a_runs_advice_in_the_shells_words(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id, _ = start(capsys)
+    uncertain = UncertainEffect(f"{run_id}:send_welcome", "email")
+
+    async def stop_uncertain() -> None:
+        async with Steward.open(load_settings()) as app:
+            await app.ledger.write(
+                lambda tx: tx.update_run(
+                    run_id, status="failed", error_class="uncertain", error=str(uncertain)
+                )
+            )
+
+    asyncio.run(stop_uncertain())
+    code, out, _ = steward(capsys, "today")
+    assert code == 0 and "steward confirm the run if it happened, steward retry" in out
+    assert "/confirm" not in out and "/retry" not in out
 
 
 def another_steward_lives(worker: str = "host:4242", serves_platforms: bool = True) -> None:
