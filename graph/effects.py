@@ -79,9 +79,9 @@ class CircuitBreaker:
 
     def describe(self) -> str:
         if self.state == "open":
-            return (
-                f"{self.name}: circuit open after {self.failures} failures in a row; "
-                f"calls wait {self.retry_in:.0f}s more"
+            wait = self.retry_in
+            return f"{self.name}: circuit open after {self.failures} failures in a row; " + (
+                f"calls wait {wait:.0f}s more" if wait >= 0.5 else "the next call tries it again"
             )
         return f"{self.name}: circuit {self.state}"
 

@@ -38,6 +38,7 @@ def test_opens_after_failures_in_a_row_then_probes_once_and_closes() -> None:
     clock.now += 29
     assert not breaker.allow() and "1s more" in breaker.describe()
     clock.now += 1
+    assert "the next call tries it again" in breaker.describe()
     assert breaker.allow() and breaker.state == "half-open"
     assert not breaker.allow()  # one probe at a time
     breaker.failed()
