@@ -11,6 +11,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A request under way at a stop gets this long to finish: one that is answered stores and
+# answers in milliseconds, and a sender that has not sent its body yet sends it again.
+STOP_SECONDS = 2.0
 
 
 class HttpServer:
@@ -25,7 +28,9 @@ class HttpServer:
         self.app.router.add_post(path, handler)
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=STOP_SECONDS
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -7,6 +7,7 @@ audited; a delivery's text is data and can never approve anything.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ import yaml
 
 from bot.app import Steward
 from bot.hooks import MAX_DEPTH, signature
-from bot.service import Service
+from bot.service import DRAIN_SECONDS, Service
 from bot.settings import load_settings
 from graph.hooks import HookConfigError
 from graph.messages import Reply
@@ -428,3 +429,18 @@ async def test_a_stop_finishes_the_deliveries_taken_before_it(tmp_path: Path) ->
     async with Steward.open(load_settings(home=home)) as steward:
         assert len(await steward.ledger.list_runs(None)) == 20
         assert await steward.ledger.unhandled_inbound() == []
+
+
+async def test_a_sender_that_never_finishes_its_body_does_not_hold_up_a_stop(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        port = int(bot.url.rpartition(":")[2])
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /hooks/form HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the server has taken the request and waits for its body
+        stopping = asyncio.get_running_loop().time()
+    assert asyncio.get_running_loop().time() - stopping < DRAIN_SECONDS
+    writer.close()
