@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -424,6 +425,23 @@ class ProcessDefinition(BaseModel):
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
+
+    def ahead(self, step_ids: Iterable[str]) -> list[Step]:
+        """The steps a run about to take ``step_ids`` may yet take, those included."""
+        following = {s.id: n.id for s, n in zip(self.steps, self.steps[1:], strict=False)}
+        known = {s.id: s for s in self.steps}
+        seen: set[str] = set()
+        waiting = [step_id for step_id in step_ids if step_id in known]
+        while waiting:
+            step = known[waiting.pop()]
+            if step.id in seen:
+                continue
+            seen.add(step.id)
+            targets = step.targets()
+            if step.next is None and not isinstance(step, BranchStep):
+                targets.append(following.get(step.id, END))
+            waiting.extend(target for target in targets if target in known)
+        return [step for step in self.steps if step.id in seen]
 
     def actions_behind(self, gate_id: str) -> list[ActionStep]:
         return [s for s in self.steps if isinstance(s, ActionStep) and s.gate == gate_id]

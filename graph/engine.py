@@ -454,6 +454,19 @@ class ProcessEngine:
                 runs.append(run)
         return runs
 
+    async def waits_behind(self, run: Run, event: str) -> list[str]:
+        """The waits for ``event`` that ``run`` went past, when it comes to none from
+        where it stands; empty when it may (or it stands at no step yet)."""
+        compiled = await self._compiled_for(run.version)
+        at = (await compiled.graph.aget_state(_config(run.id))).next
+        steps = compiled.definition.steps
+        waits = [s for s in steps if isinstance(s, WaitStep) and s.event == event]
+        if not at or not {s.id for s in steps}.issuperset(at):
+            return []
+        if any(step in waits for step in compiled.definition.ahead(at)):
+            return []
+        return [step.id for step in waits]
+
     async def offer_event(
         self, run_id: str, event: str, data: dict[str, Any], actor: str
     ) -> RunView | None:

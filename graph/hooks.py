@@ -174,12 +174,19 @@ class HookRouter:
                 reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
                 reply.items.extend(self.coordinator.describe(woken).items)
                 continue
-            reply.say(
-                f"A {event} delivery from {name} ({described}) came before run {run.id} "
-                f"({run.process}) waits for it: it is kept, and the run takes it when it gets "
-                "there."
-            )
-            if run.status is RunStatus.FAILED:
+            if behind := await self.engine.waits_behind(run, event):
+                reply.say(
+                    f"A {event} delivery from {name} ({described}) came after run {run.id} "
+                    f"({run.process}) went past its wait for it: it is kept, and the run "
+                    f"takes it only if replayed from that wait (/replay {run.id} {behind[0]})."
+                )
+            else:
+                reply.say(
+                    f"A {event} delivery from {name} ({described}) came before run {run.id} "
+                    f"({run.process}) waits for it: it is kept, and the run takes it when it "
+                    "gets there."
+                )
+            if run.status is RunStatus.FAILED and not behind:
                 reply.say(f"Run {run.id} failed: /retry goes on to the steps before its wait.")
             if run.status is not RunStatus.WAITING:
                 continue

@@ -325,6 +325,55 @@ async def test_a_payment_before_the_reminder_is_approved_is_kept_for_the_wait(
         assert (await bot.steward.ledger.verify_audit()).ok
 
 
+ESCALATING = """
+name: pay_or_escalate
+title: Pay or escalate
+description: waits for a payment, and hands the invoice over when none comes
+inputs:
+  invoice: {type: string}
+steps:
+  - id: wait_for_payment
+    kind: wait
+    event: payment
+    for: 1s
+    output: payment
+  - id: paid
+    kind: branch
+    if: payment != None
+    then: end
+    else: escalate
+  - id: escalate
+    kind: approval
+    summary: Hand invoice {invoice} to the collection agency
+"""
+
+
+async def test_a_payment_after_the_run_went_past_its_wait_is_not_promised_to_it(
+    tmp_path: Path,
+) -> None:
+    """No payment in time: the run hands the invoice over. A payment then is kept, but the
+    operator hears that the run takes it only if replayed from its wait, which it does."""
+    home = tmp_path / "home"
+    (home / "processes").mkdir(parents=True)
+    (home / "processes" / "pay_or_escalate.yaml").write_text(ESCALATING)
+    async with running(home) as bot:
+        view = await bot.steward.engine.start("pay_or_escalate", {"invoice": "INV-7"}, "cli:x")
+        await asyncio.sleep(1.1)
+        await bot.service.scheduler.tick()
+        (approval,) = await bot.steward.ledger.pending_approvals([view.run.id])
+        paid = {"invoice": "INV-7", "amount": "1200 EUR"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
+        assert not any("when it gets there" in n for n in bot.news)
+        assert (
+            f"A payment delivery from payments (invoice=INV-7) came after run {view.run.id} "
+            "(pay_or_escalate) went past its wait for it: it is kept, and the run takes it "
+            f"only if replayed from that wait (/replay {view.run.id} wait_for_payment)."
+        ) in bot.news
+        assert any(n.startswith(f"Approval {approval.id} still waits") for n in bot.news)
+        replayed = await bot.steward.engine.replay(view.run.id, "wait_for_payment", {}, "cli:x")
+        assert replayed.run.status is RunStatus.SUCCEEDED
+
+
 async def test_a_payment_kept_before_a_restart_is_taken_after_it(
     tmp_path: Path, database_url: DatabaseURL
 ) -> None:
