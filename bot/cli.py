@@ -55,6 +55,10 @@ NOTHING_TO_SERVE = (
     "and the terminal's input ended before a line: nothing to serve. Set a platform, "
     "or give it a terminal (`docker run -it`)."
 )
+OTHERS_TO_SERVE = (
+    "steward: the other steward on this ledger serves the webhooks and no chat platform is "
+    "set, and the terminal's input ended before a line: nothing to serve here."
+)
 RUNS_LISTED = 50  # `steward runs` lists at most this many, newest first, unless told
 # The commands that may move a run on, each a worker while it lasts (see shell_worker).
 MOVES_RUNS = frozenset(
@@ -213,8 +217,10 @@ async def _terminal(steward: Steward, serving: bool) -> int:
             # Input that ended before a line, but at a terminal: there it is the operator's
             # Ctrl-D, the way out the chat names.
             unread = ended == "input" and not console.lines_read and not _at_a_terminal()
-            if unread and serving and service.hooks is None:
-                print(NOTHING_TO_SERVE, file=sys.stderr)  # a restart would only do it again
+            if unread and serving and service.hooks is None:  # a restart would do it again
+                print(
+                    OTHERS_TO_SERVE if service.hook_sources else NOTHING_TO_SERVE, file=sys.stderr
+                )
                 return 2
             if ended == "input" and serving and service.hooks is not None:
                 print(

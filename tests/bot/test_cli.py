@@ -752,6 +752,24 @@ def test_a_server_with_nothing_to_serve_stops_saying_what_it_lacks(
     assert ("nothing to serve" in err) == (code == 2)
 
 
+def test_a_server_beside_one_serving_the_webhooks_says_it_has_nothing_to_serve_here(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said the other served the webhooks, then that there were no webhooks."""
+    home.mkdir(parents=True)
+    (home / "hooks.yaml").write_text(
+        "form:\n  secret: form-secret-0123456789\n  start: onboarding\n"
+    )
+    another_steward_lives(serves_platforms=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    exited, _, err = steward(capsys, "run")
+    assert exited == 2
+    assert "the other steward serves the webhooks" in err
+    assert (
+        "the other steward on this ledger serves the webhooks" in err and "no webhooks" not in err
+    )
+
+
 def test_what_others_wrote_reaches_the_terminal_without_its_control_characters(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
