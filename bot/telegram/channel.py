@@ -405,23 +405,19 @@ class TelegramChannel:
         place; nothing is decided, so nothing is stored."""
         message = query.message
         approval_id = (query.data or "").rpartition(":")[2]
-        try:
-            decided = await self.door.decided(approval_id)
-            if decided is not None:  # meanwhile: the card is settled, or is being
-                toast = fit(decided, TOAST_LIMIT)
-                await self._call(lambda: self.bot.answer_callback_query(query.id, text=toast))
-                return
-            if isinstance(message, Message) and message.reply_markup is not None:
-                keyboard = asking(message.reply_markup, query.data or "")
+        decided = await self.door.decided(approval_id)  # meanwhile: the card is settled
+        if decided is None and isinstance(message, Message) and message.reply_markup is not None:
+            keyboard = asking(message.reply_markup, query.data or "")
+            try:
                 await self._call(
                     lambda: self.bot.edit_message_reply_markup(
                         message.chat.id, message.message_id, reply_markup=keyboard
                     ),
                     again_if_maybe_sent=True,  # the same keyboard twice changes nothing
                 )
-            await self._call(lambda: self.bot.answer_callback_query(query.id))
-        except TelegramError as exc:  # the operator presses again
-            log.info("could not ask before a press: %s", self._redact(exc))
+            except TelegramError as exc:  # "not modified": a double tap asks once
+                log.info("could not ask before a press: %s", self._redact(exc))
+        await self._answer(query.id, decided)  # a keyboard unchanged too: else the app spins on
 
     def _enqueue(self, inbox_id: int, inbound: Inbound) -> None:
         """Queues a stored update; a press gets its answer within ANSWER_WITHIN, even

@@ -257,6 +257,21 @@ async def test_reject_asks_for_a_reason_and_edit_resumes_with_the_new_text(
         assert "Reason: wrong client" in answer or "wrong client" in answer
 
 
+async def test_a_double_tap_on_reject_asks_once_and_answers_both_presses(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api):
+        card = await onboarding_card(api)
+        api.press(OPERATOR, card, button(card, "Reject"))
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
+        api.press(OPERATOR, card, button(card, "Reject"))  # the second tap of a double tap
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 2, timeout=3)
+        keyboard = api.message(OPERATOR, card["message_id"])["reply_markup"]
+        labels = [key["text"] for row in keyboard["inline_keyboard"] for key in row]
+        assert labels == ["Approve", "Yes, Reject", "Back", "Edit", "Details"]
+        assert all(call.ok for call in api.calls_to("answerCallbackQuery"))
+
+
 async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
