@@ -388,7 +388,7 @@ class TelegramChannel:
         """Stores one update in the inbox and queues it for handling; Telegram may be
         told once ``door.sync()`` returns. Raises ``Unusable``, before anything is
         stored, for an update whose fields steward reads are not of their types."""
-        inbound = inbound_from(update, self.bot.id)
+        inbound = inbound_from(update, self.bot.id, self._username)
         if inbound is None or _for_another_bot(inbound.text, self._username):
             return  # in a group: not steward's to read
         query = update.callback_query
@@ -655,10 +655,11 @@ def read_update(data: dict[str, Any], bot: ExtBot[None]) -> Update:
         raise Unusable(f"python-telegram-bot cannot read it: {exc!r}") from exc
 
 
-def inbound_from(update: Update, bot_id: int) -> Inbound | None:
+def inbound_from(update: Update, bot_id: int, username: str = "") -> Inbound | None:
     """The neutral form of a text message or a button press; None for anything else.
     ``Unusable`` when a field it reads is not of its type (python-telegram-bot takes an
-    update's fields as they come).
+    update's fields as they come). A message that begins by mentioning the bot
+    (``@username``, how a group with privacy mode on reaches it) is read without it.
 
     Its delivery id is the bot's and the update's: update ids count up per bot, so a new
     bot on the same ledger sends ids another one sent before, each a new update."""
@@ -683,7 +684,7 @@ def inbound_from(update: Update, bot_id: int) -> Inbound | None:
         _sender(message.from_user),
         _where(message).chat_id,
         update_id,
-        text=message.text or message.caption or "",
+        text=_to_the_bot(message.text or message.caption or "", username),
         attachment=_attachment(message),
         may_go_on=length(message.text or "") >= PART_OF_A_LONGER_TEXT,
     )
@@ -703,6 +704,14 @@ def _attachment(message: Message) -> str | None:
         return "a voice message"
     kind = re.sub(r"(?<!^)([A-Z])", r" \1", type(attached).__name__).lower()
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _to_the_bot(text: str, username: str) -> str:
+    """``text`` without the mention of the bot it begins with, if it does."""
+    if not username:
+        return text
+    mention = re.match(rf"\s*@{re.escape(username)}\b[\s,:]*", text, flags=re.IGNORECASE)
+    return text[mention.end() :] if mention else text
 
 
 def _for_another_bot(text: str | None, username: str) -> bool:

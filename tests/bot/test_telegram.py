@@ -318,6 +318,25 @@ async def test_in_a_group_a_command_for_another_bot_is_not_steward_s(
         assert not any("dropped" in t for t in texts(api, group))
 
 
+async def test_in_a_group_a_message_mentioning_steward_first_is_read_without_it(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """With privacy mode on (the default), a group's messages reach steward only as
+    commands, replies to it and mentions of it."""
+    group = -100500
+    async with running(tmp_path / "home", api):
+        api.send_text(OPERATOR, "/run onboarding client=Acme", chat_id=group)
+        await api.wait_for(lambda a: any("email" in t for t in texts(a, group)))
+        api.send_text(OPERATOR, f"@{api.username} jane@acme.com", chat_id=group)
+        await api.wait_for(
+            lambda a: any("basic, standard or premium" in t for t in texts(a, group))
+        )
+        api.send_text(OPERATOR, f"@{api.username.upper()}, basic", chat_id=group)
+        await api.wait_for(lambda a: cards(a, group))
+        (card,) = cards(api, group)
+        assert "jane@acme.com" in card["text"]
+
+
 async def test_a_run_started_in_a_forum_topic_asks_and_shows_its_card_in_that_topic(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
