@@ -77,6 +77,7 @@ from bot.telegram.render import (
     asking,
     card_messages,
     outcome_html,
+    prompt_messages,
     text_messages,
 )
 from graph.coordinator import COMMANDS
@@ -467,8 +468,10 @@ class TelegramChannel:
         posts = 0  # a reply buzzes the operator's phone once, however many messages it is
         for item in items:
             if isinstance(item, str | EditPrompt):
-                text = item.as_message if isinstance(item, EditPrompt) else item
-                for outgoing in text_messages(text):
+                messages = (
+                    prompt_messages(item) if isinstance(item, EditPrompt) else text_messages(item)
+                )
+                for outgoing in messages:
                     await steps.take(partial(self._post, chat_id, outgoing, quiet=posts > 0))
                     posts += 1
             elif isinstance(item, Card):

@@ -15,7 +15,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.splitting import fit, length, split_text
 from graph.cards import outcome_parts
-from graph.messages import Card, CardOutcome, Verbatim
+from graph.messages import Card, CardOutcome, EditPrompt, Verbatim
 
 MESSAGE_LIMIT = 4096
 # A text typed or pasted longer than a message reaches steward in parts of about this
@@ -43,6 +43,17 @@ def text_messages(text: str) -> list[Outgoing]:
         caption = f"{whose} is {len(text):,} characters long, so here it is as a file."
         return [Outgoing(escape(caption, quote=False), document=("reply.txt", text))]
     return [Outgoing(escape(part, quote=False)) for part in parts]
+
+
+def prompt_messages(prompt: EditPrompt) -> list[Outgoing]:
+    """An edit prompt with the text it replaces; where that would go as a file, the
+    prompt goes first on its own, so that what steward waits for is read in chat."""
+    whole = text_messages(prompt.as_message)
+    if whole[0].document is None:
+        return whole
+    size = f"The current text is {len(prompt.text):,} characters long, so here it is as a file."
+    current = Outgoing(escape(size, quote=False), document=("current-text.txt", prompt.text))
+    return [*text_messages(prompt.prompt), current]
 
 
 # A danger button (Reject) asks before it acts, as a confirm dialog does in Slack: its

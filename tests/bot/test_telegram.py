@@ -29,7 +29,7 @@ from bot.splitting import split_text
 from bot.telegram import TelegramChannel
 from bot.telegram.channel import SEND_ATTEMPTS, inbound_from
 from graph.coordinator import COMMANDS
-from graph.messages import Button, Card, Reply
+from graph.messages import Button, Card, EditPrompt, Reply
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.bot_api import Call, FakeBotAPI
@@ -735,6 +735,19 @@ async def test_a_long_reply_is_split_at_paragraphs_and_a_huge_one_sent_as_a_file
         finally:
             await channel.bot.shutdown()
         assert failed_sends(api) == []
+
+
+async def test_an_edit_prompt_with_a_huge_draft_asks_in_a_message_not_in_the_file(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    draft = "\n\n".join("line " * 800 for _ in range(8))  # more than four messages
+    prompt = EditPrompt("a1", draft, "Send the new text; yes approves the card with it.")
+    async with running(tmp_path / "home", api) as bot:
+        await bot.channel.send(str(OPERATOR), Reply().add(prompt))
+        await bot.channel.idle()
+        asked, current = api.sent(OPERATOR)
+        assert asked["text"] == prompt.prompt
+        assert api.uploads[current["document"]["file_id"]].content.decode() == draft
 
 
 async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once(

@@ -8,12 +8,14 @@ from bot.splitting import length
 from bot.splitting import split_text as split_at
 from bot.telegram.render import (
     MESSAGE_LIMIT,
+    Outgoing,
     asking,
     card_messages,
     outcome_html,
+    prompt_messages,
     text_messages,
 )
-from graph.messages import Button, Card, CardOutcome, Verbatim
+from graph.messages import Button, Card, CardOutcome, EditPrompt, Verbatim
 
 
 def split_text(text: str) -> list[str]:
@@ -93,6 +95,16 @@ def test_a_persons_own_long_text_goes_as_a_document_of_theirs_as_it_is() -> None
     (message,) = text_messages(text)
     assert message.document == ("reply.txt", text)
     assert "My answer" not in message.html and "The text is" in message.html
+
+
+def test_an_edit_prompt_whose_text_goes_as_a_file_is_asked_in_chat_first() -> None:
+    draft = "\n\n".join("line " * 800 for _ in range(8))
+    prompt = "Send the new text; I show it whole, and yes approves the card with it."
+    asked, current = prompt_messages(EditPrompt("a2b3c4d", draft, prompt))
+    assert asked == Outgoing(prompt) and current.document == ("current-text.txt", draft)
+    assert "32,014 characters" in current.html
+    short = EditPrompt("a2b3c4d", "Hi Jane", prompt)
+    assert prompt_messages(short) == text_messages(short.as_message)
 
 
 def _card(text: str | None) -> Card:
