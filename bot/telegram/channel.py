@@ -488,11 +488,13 @@ class TelegramChannel:
     async def _post_card(
         self, chat_id: str, card: Card, outgoing: Outgoing, quiet: bool = False
     ) -> None:
-        """Posts a message of a card; the one with its buttons is remembered, so that
-        the card's outcome can replace it."""
+        """Posts a message of a card; the one with its buttons is remembered where it went
+        (a group upgraded to a supergroup: the supergroup), so that the card's outcome can
+        replace it."""
         message = await self._post(chat_id, outgoing, quiet)
         if message is not None and outgoing.keyboard is not None:
-            shown = (chat_id, str(message.message_id))
+            where = Conversation(str(message.chat.id), Conversation.of(chat_id).topic)
+            shown = (where.chat_id, str(message.message_id))
             decided = await self.cards.remember(card.approval_id, *shown)
             if decided is not None:  # while it was on its way
                 html = outcome_html(CardOutcome(card.approval_id, decided))

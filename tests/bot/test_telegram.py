@@ -29,7 +29,7 @@ from bot.splitting import split_text
 from bot.telegram import TelegramChannel
 from bot.telegram.channel import SEND_ATTEMPTS, inbound_from
 from graph.coordinator import COMMANDS
-from graph.messages import Button, Card, EditPrompt, Reply
+from graph.messages import Button, Card, CardOutcome, EditPrompt, Reply
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.bot_api import Call, FakeBotAPI
@@ -438,6 +438,22 @@ async def test_news_for_a_group_upgraded_to_a_supergroup_goes_to_the_supergroup(
         assert texts(api, group) == []
         tried_old = [c for c in api.calls if c.params.get("chat_id") in (group, str(group))]
         assert len(tried_old) == 1  # learnt once
+
+
+async def test_a_card_posted_after_its_group_was_upgraded_is_settled_in_the_supergroup(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    group, supergroup = -100500, -1001234500
+    card = Card("a1", "Approve", "Send it", buttons=[Button("Approve", "approve:a1")])
+    async with running(tmp_path / "home", api) as bot:
+        api.migrated[group] = supergroup
+        await bot.channel.send(str(group), Reply([card]))
+        await api.wait_for(lambda a: cards(a, supergroup))
+        (posted,) = cards(api, supergroup)
+        await bot.channel.settle(CardOutcome("a1", "Send it\nApproved by cli:op at 09:00"))
+        await bot.channel.idle()
+        settled = api.message(supergroup, posted["message_id"])
+        assert "reply_markup" not in settled and "Approved by" in settled["text"]
 
 
 async def test_a_message_telegram_refuses_is_audited_and_the_next_goes(
