@@ -181,6 +181,9 @@ class TelegramChannel:
         # Groups upgraded to supergroups, learnt from Telegram's answer: old id -> new.
         self._moved: dict[str, str] = {}
         self.queue: InOrder[tuple[int, Inbound]] = InOrder("telegram", self._handle)
+        # A danger button's first presses, off the listening: a chat held up by flood
+        # control keeps its keyboard waiting, and no update of another chat.
+        self.asking: InOrder[CallbackQuery] = InOrder("telegram-ask", self._ask_first)
         self.outbox = Outbox(door, self.name, self._send_owed)
         self._poller: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -255,6 +258,7 @@ class TelegramChannel:
             await self.door.prefix_deliveries(self.name, f"{self.bot.id}:")
             await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
             self.queue.start()
+            self.asking.start()
             self._ready.set()  # webhook calls waiting for the stored updates to queue go on
             if self.webhook is not None:
                 await self.bot.set_webhook(
@@ -277,6 +281,7 @@ class TelegramChannel:
     async def idle(self) -> None:
         """Returns once every update taken so far is handled and answered."""
         await self.queue.idle()
+        await self.asking.idle()
         await self.outbox.idle()
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
@@ -305,6 +310,7 @@ class TelegramChannel:
     async def _shut(self) -> None:
         await self._stop_polling()
         await self.queue.stop()
+        await self.asking.stop()
         await self.outbox.stop()
         for timer in self._unanswered.values():
             timer.cancel()
@@ -395,7 +401,7 @@ class TelegramChannel:
         query = update.callback_query
         asks = (inbound.button or "").startswith((ASK, BACK))
         if query is not None and asks and inbound.sender.user_id in self.operator_chats:
-            await self._ask_first(query)  # a stranger's press is refused, as any press
+            self.asking.put(query)  # a stranger's press is refused, as any press
             return
         inbox_id = await self.door.accept(inbound, durable=False)
         if inbox_id is not None:

@@ -272,6 +272,23 @@ async def test_a_double_tap_on_reject_asks_once_and_answers_both_presses(
         assert all(call.ok for call in api.calls_to("answerCallbackQuery"))
 
 
+async def test_a_reject_press_whose_keyboard_telegram_is_slow_to_change_holds_up_nothing(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        api.stall("editMessageReplyMarkup")  # a chat held by flood control, say
+        api.press(OPERATOR, card, button(card, "Reject"))
+        await api.wait_for(lambda a: a.stalled_calls)
+        api.send_text(STRANGER, "/runs")  # another chat goes on meanwhile
+        await api.wait_for(lambda a: a.sent(STRANGER), timeout=3)
+        api.unstall()
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
+        await bot.channel.idle()
+        keyboard = api.message(OPERATOR, card["message_id"])["reply_markup"]
+        assert "Yes, Reject" in [key["text"] for row in keyboard["inline_keyboard"] for key in row]
+
+
 async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
