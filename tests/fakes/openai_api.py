@@ -1,6 +1,7 @@
 """A local server that speaks OpenAI's ``/v1/embeddings`` and ``/v1/chat/completions``
 wire formats, for the real langchain-openai client; its vectors are the hashing
-embedder's, its chat answers are scripted, and it fails on demand. Like OpenAI, it
+embedder's, its chat answers are scripted (a word a token, cut at the request's
+``max_completion_tokens`` as a model stops there), and it fails on demand. Like OpenAI, it
 refuses a strict ``json_schema`` with an object that may hold keys it does not name."""
 
 from __future__ import annotations
@@ -57,9 +58,14 @@ class FakeOpenAI:
                 error = {"message": message, "type": "invalid_request_error"}
                 return web.json_response({"error": error}, status=400)
         content = self.answers.pop(0) if self.answers else ""
+        words, most = content.split(" "), body.get("max_completion_tokens")
+        finish_reason = "stop"
+        if most is not None and len(words) > most:
+            content, finish_reason = " ".join(words[:most]), "length"
         message = {"role": "assistant", "content": content}
-        usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        said = min(len(words), most or len(words))
+        usage = {"prompt_tokens": 100, "completion_tokens": said, "total_tokens": 100 + said}
+        choice = {"index": 0, "message": message, "finish_reason": finish_reason}
         reply = {"object": "chat.completion", "model": body["model"], "usage": usage}
         return web.json_response({**reply, "id": "chat-1", "created": 0, "choices": [choice]})
 

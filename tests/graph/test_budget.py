@@ -15,8 +15,10 @@ from langchain_core.messages import AIMessage
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
 from graph.budget import Budgets, parse_prices
-from graph.models import LanguageModels
+from graph.models import ANSWER_TOKENS, LanguageModels
+from graph.timeline import timeline
 from memory.ledger import RunStatus
+from tests.fakes.openai_api import fake_openai
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 
@@ -135,6 +137,32 @@ async def test_a_process_budget_stops_only_that_process(tmp_path: Path) -> None:
             "spent": pytest.approx(0.007),
             "monthly_limit": 0.005,
         }
+
+
+async def test_a_model_that_runs_on_is_cut_at_the_cap_and_its_draft_not_used(
+    tmp_path: Path,
+) -> None:
+    """No answer had a cap: a model that ran on was paid for every token it wrote, past
+    any budget, and its endless text went on the card to be sent."""
+    async with fake_openai() as server:
+        server.answers.append("welcome " * 50_000)
+        settings = load_settings(
+            home=tmp_path / "home",
+            llm_model="gpt-4o",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+        )
+        async with Steward.open(settings) as app:
+            view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+            spent = await app.ledger.model_spend(view.run.id)
+            drafted = (await timeline(app.ledger, view.run))[0].decision
+    assert server.chats[0]["max_completion_tokens"] == ANSWER_TOKENS
+    assert spent == pytest.approx((100 * 2.50 + ANSWER_TOKENS * 10.00) / 1e6)  # paid for
+    assert view.approval is not None
+    card = view.approval.card
+    assert "welcome welcome" not in (card["text"] or "")  # the template's text instead
+    assert card["text_by"] == "the process's template (the model failed)"
+    assert f"its answer ran past {ANSWER_TOKENS:,} tokens and was cut off" in drafted
 
 
 async def test_months_and_days_are_the_operators(tmp_path: Path) -> None:
