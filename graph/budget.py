@@ -4,14 +4,18 @@ Every model call's tokens, latency and cost are in the ledger (``graph.models``)
 daily budget (``STEWARD_BUDGET_DAILY``, US dollars, the operator's day) caps all model
 spend; a process budget (``STEWARD_PROCESS_BUDGETS``, dollars a calendar month) caps one
 process's runs. Once a budget is spent no call is made (a call's cost is known only
-when it answers, so the call that spends a budget may take it past its limit): the run
+when it answers, so the call that spends a budget may take it past its limit; calls
+running at once hold their worst cost meanwhile, so that together they cannot): the run
 stops, failed as ``budget``, and tells the operator; ``/retry`` goes on from that step
 once there is room (a new day or month, or a raised budget). Nothing is lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
@@ -91,6 +95,9 @@ class Budgets:
     daily: float | None = None
     per_process: dict[str, float] = field(default_factory=dict)
     prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PRICES))
+    # The calls under way: each one's process and the most it may cost.
+    _running: list[tuple[str | None, float]] = field(default_factory=list, init=False)
+    _settled: asyncio.Condition = field(default_factory=asyncio.Condition, init=False)
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         price_in, price_out = self.prices.get(model, (0.0, 0.0))
@@ -128,6 +135,42 @@ class Budgets:
                     f"{dollars(limit)})",
                     "raise it in STEWARD_PROCESS_BUDGETS, or /retry next month",
                 )
+
+    @asynccontextmanager
+    async def room(self, process: str | None, worst: float) -> AsyncIterator[None]:
+        """Room for a call that may cost up to ``worst``, held while it runs. Raises
+        BudgetExceeded when a budget that applies is spent; a call that may take one past
+        its limit waits for the calls under way to settle, and then goes alone."""
+        call = (process, worst)
+        async with self._settled:
+            while True:
+                await self.check(process)
+                left = await self._left(process)
+                if not self._running or left is None or worst <= left:
+                    break
+                await self._settled.wait()
+            self._running.append(call)
+        try:
+            yield
+        finally:
+            async with self._settled:
+                self._running.remove(call)
+                self._settled.notify_all()
+
+    async def _left(self, process: str | None) -> float | None:
+        """What the budgets that apply have left, less what the calls under way may
+        cost; None when none applies."""
+        now = utcnow()
+        left = []
+        if self.daily is not None:
+            spent = await self.ledger.model_spend_since(self.day_start(now))
+            left.append(self.daily - spent - sum(worst for _, worst in self._running))
+        limit = self.per_process.get(process or "")
+        if process is not None and limit is not None:
+            spent = await self.ledger.model_spend_since(self.month_start(now), process)
+            running = sum(worst for other, worst in self._running if other == process)
+            left.append(limit - spent - running)
+        return min(left, default=None)
 
     def day_start(self, now: datetime) -> datetime:
         return datetime.combine(now.astimezone(self.zone).date(), time(), self.zone)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -106,12 +107,11 @@ class LanguageModels:
         fast: bool = False,
     ) -> str:
         chat, name = (self.fast, self.fast_name) if fast else (self.strong, self.strong_name)
-        if self.budgets is not None:
-            run = await self.ledger.get_run(run_id) if run_id else None
-            await self.budgets.check(run.process if run else None)
-        started = time.perf_counter()
-        reply = await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
-        said = await self._record(reply, prompt, name, purpose, run_id, step_id, started)
+        run = await self.ledger.get_run(run_id) if run_id and self.budgets else None
+        async with self._room(run.process if run else None, name, prompt):
+            started = time.perf_counter()
+            reply = await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
+            said = await self._record(reply, prompt, name, purpose, run_id, step_id, started)
         metadata = getattr(reply, "response_metadata", None) or {}
         if said > ANSWER_TOKENS or metadata.get("finish_reason") == "length":
             raise AnswerTooLong(f"its answer ran past {ANSWER_TOKENS:,} tokens and was cut off")
@@ -119,18 +119,27 @@ class LanguageModels:
 
     async def extract(self, schema: type[T], prompt: str, *, purpose: str) -> T:
         """A structured answer from the fast model, validated by pydantic."""
-        if self.budgets is not None:
-            await self.budgets.check(None)
-        started = time.perf_counter()
-        runnable = self.fast.with_structured_output(schema, include_raw=True)
-        answer: Any = await runnable.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
-        raw = answer.get("raw") if isinstance(answer, dict) else None
-        if isinstance(raw, AIMessage):
-            await self._record(raw, prompt, self.fast_name, purpose, None, None, started)
+        async with self._room(None, self.fast_name, prompt):
+            started = time.perf_counter()
+            runnable = self.fast.with_structured_output(schema, include_raw=True)
+            answer: Any = await runnable.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
+            raw = answer.get("raw") if isinstance(answer, dict) else None
+            if isinstance(raw, AIMessage):
+                await self._record(raw, prompt, self.fast_name, purpose, None, None, started)
         parsed = answer.get("parsed") if isinstance(answer, dict) else answer
         if parsed is None:
             raise ValueError(f"the model's answer did not fit: {answer.get('parsing_error')}")
         return schema.model_validate(parsed)
+
+    def _room(
+        self, process: str | None, model: str, prompt: str
+    ) -> AbstractAsyncContextManager[None]:
+        """The budgets' room for a call of ``model`` on ``prompt``, at its worst cost: a
+        whole answer of ANSWER_TOKENS."""
+        if self.budgets is None:
+            return nullcontext()
+        asked = _estimated_tokens(SYSTEM + prompt)
+        return self.budgets.room(process, self.budgets.cost(model, asked, ANSWER_TOKENS))
 
     async def _record(
         self,

@@ -3,14 +3,17 @@ and waits for the operator, nothing is lost, and /retry goes on once there is ro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatResult
 
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
@@ -83,6 +86,36 @@ async def test_over_the_daily_budget_the_run_stops_and_retry_goes_on(
     app.coordinator.budgets.daily = 1.0  # type: ignore[union-attr]  # the operator raises it
     retried = await app.engine.retry(third.run.id, "cli:shell")
     assert retried.approval is not None and retried.run.status is RunStatus.WAITING
+
+
+class SlowFakeChatModel(GenericFakeChatModel):
+    """Answers after a while, as a model does: long enough for calls to overlap."""
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        await asyncio.sleep(0.2)
+        return await super()._agenerate(*args, **kwargs)
+
+
+async def test_runs_drafting_at_once_cannot_spend_past_the_budget_together(
+    tmp_path: Path,
+) -> None:
+    """Each call checked the budget as it started: eight runs drafting at once all saw
+    nothing spent, and spent $0.056 of a $0.01 day."""
+    settings = load_settings(
+        home=tmp_path / "home",
+        llm_model="house-model",
+        model_prices="house-model=2.00/10.00",
+        budget_daily=0.01,
+    )
+    fake = SlowFakeChatModel(messages=drafts(50))
+    models = LanguageModels(fake, fake, ledger=None, names=("house-model", "house-model"))  # type: ignore[arg-type]
+    async with Steward.open(settings, models=models) as app:
+        models.ledger = app.ledger
+        starts = (app.engine.start("onboarding", ONBOARD, "cli:shell") for _ in range(8))
+        views = await asyncio.gather(*starts)
+        assert await app.ledger.model_spend() == pytest.approx(0.014)  # as one after another
+    assert sum(view.approval is not None for view in views) == 2
+    assert sum(view.run.error_class == "budget" for view in views) == 6
 
 
 async def test_a_model_that_counts_no_tokens_is_priced_by_its_text_and_still_stopped(
