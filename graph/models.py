@@ -11,13 +11,16 @@ import re
 import time
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel
 
 from graph.budget import Budgets
+from graph.errors import StewardError
 from memory.embeddings import OPENAI_API
 from memory.ledger import Ledger, ModelCall, storable
 
@@ -55,6 +58,7 @@ class LanguageModels:
         names: tuple[str, str],
         budgets: Budgets | None = None,
         http: httpx.AsyncClient | None = None,
+        where: str | None = None,
     ) -> None:
         self.strong = strong
         self.fast = fast
@@ -62,6 +66,7 @@ class LanguageModels:
         self.strong_name, self.fast_name = names
         self.budgets = budgets
         self._http = http  # the clients' connections, ours to close
+        self.where = where  # the OpenAI-compatible endpoint, when the models are behind one
         self._uncounted: set[str] = set()  # models that gave no token counts (warned once)
 
     @classmethod
@@ -91,7 +96,9 @@ class LanguageModels:
             )
 
         fast_name = fast_model or model
-        return cls(make(model), make(fast_name), ledger, (model, fast_name), budgets, http)
+        names = (model, fast_name)
+        where = _shown(base_url or OPENAI_API)
+        return cls(make(model), make(fast_name), ledger, names, budgets, http, where)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -110,7 +117,7 @@ class LanguageModels:
         run = await self.ledger.get_run(run_id) if run_id and self.budgets else None
         async with self._room(run.process if run else None, name, prompt):
             started = time.perf_counter()
-            reply = await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
+            reply = await self._ask(chat, name, [SystemMessage(SYSTEM), HumanMessage(prompt)])
             said = await self._record(reply, prompt, name, purpose, run_id, step_id, started)
         metadata = getattr(reply, "response_metadata", None) or {}
         if said > ANSWER_TOKENS or metadata.get("finish_reason") == "length":
@@ -122,7 +129,8 @@ class LanguageModels:
         async with self._room(None, self.fast_name, prompt):
             started = time.perf_counter()
             runnable = self.fast.with_structured_output(schema, include_raw=True)
-            answer: Any = await runnable.ainvoke([SystemMessage(SYSTEM), HumanMessage(prompt)])
+            asked = [SystemMessage(SYSTEM), HumanMessage(prompt)]
+            answer: Any = await self._ask(runnable, self.fast_name, asked)
             raw = answer.get("raw") if isinstance(answer, dict) else None
             if isinstance(raw, AIMessage):
                 await self._record(raw, prompt, self.fast_name, purpose, None, None, started)
@@ -130,6 +138,31 @@ class LanguageModels:
         if parsed is None:
             raise ValueError(f"the model's answer did not fit: {answer.get('parsing_error')}")
         return schema.model_validate(parsed)
+
+    async def _ask(self, chat: Runnable[Any, Any], model: str, messages: list[Any]) -> Any:
+        """``chat``'s answer to ``messages``; a refusal that a setting causes says which."""
+        try:
+            return await chat.ainvoke(messages)
+        except Exception as exc:
+            if self.where is None or (fix := self._what_to_fix(exc, model)) is None:
+                raise
+            raise ModelUnusable(fix) from exc
+
+    def _what_to_fix(self, exc: Exception, model: str) -> str | None:
+        import openai
+
+        setting = "STEWARD_LLM_MODEL"
+        if model == self.fast_name != self.strong_name:
+            setting = "STEWARD_LLM_FAST_MODEL"
+        if isinstance(exc, openai.APITimeoutError):
+            return None
+        if isinstance(exc, openai.APIConnectionError):
+            return f"could not reach {self.where}: check OPENAI_BASE_URL, and that it is running"
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return f"{self.where} refused the key: check OPENAI_API_KEY"
+        if isinstance(exc, openai.NotFoundError):
+            return f"{self.where} has no model {model}: check {setting} and OPENAI_BASE_URL"
+        return None
 
     def _room(
         self, process: str | None, model: str, prompt: str
@@ -181,9 +214,22 @@ class LanguageModels:
         return completion_tokens
 
 
+class ModelUnusable(StewardError):
+    """The model's endpoint refused a call for a setting's sake: the message names it."""
+
+    kind = "permission"
+
+
 class AnswerTooLong(ValueError):
     """A model's answer was cut at ANSWER_TOKENS (or a server that ignores the cap ran
     past it): an email or an answer that stops mid-sentence is not used."""
+
+
+def _shown(url: str) -> str:
+    """``url`` without what may hold a secret (``user:password@``, a query): it is said
+    in chat."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
 
 
 def _estimated_tokens(text: str) -> int:

@@ -1,8 +1,9 @@
 """A local server that speaks OpenAI's ``/v1/embeddings`` and ``/v1/chat/completions``
 wire formats, for the real langchain-openai client; its vectors are the hashing
 embedder's, its chat answers are scripted (a word a token, cut at the request's
-``max_completion_tokens`` as a model stops there), and it fails on demand. Like OpenAI, it
-refuses a strict ``json_schema`` with an object that may hold keys it does not name."""
+``max_completion_tokens`` as a model stops there), and it fails on demand. Like OpenAI,
+it refuses a wrong key and a model it does not serve (when told them), and a strict
+``json_schema`` with an object that may hold keys it does not name."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class FakeOpenAI:
     requests: list[dict[str, Any]] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)  # chat answers, in turn
     chats: list[dict[str, Any]] = field(default_factory=list)
+    key: str | None = None  # the one API key taken, when set
+    models: list[str] | None = None  # the models it serves, when set
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -45,7 +48,15 @@ class FakeOpenAI:
         return web.json_response(reply)
 
     async def chat(self, request: web.Request) -> web.Response:
+        if self.key is not None and request.headers.get("Authorization") != f"Bearer {self.key}":
+            message = "Incorrect API key provided."
+            error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+            return web.json_response({"error": error}, status=401)
         body = await request.json()
+        if self.models is not None and body["model"] not in self.models:
+            message = f"The model `{body['model']}` does not exist or you do not have access to it."
+            error = {"message": message, "type": "invalid_request_error", "code": "model_not_found"}
+            return web.json_response({"error": error}, status=404)
         self.chats.append(body)
         response_format = body.get("response_format") or {}
         if response_format.get("type") == "json_schema":

@@ -11,7 +11,7 @@ import pytest
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.catalog import Catalog
-from graph.routing import extract_values
+from graph.routing import NotRouted, extract_values
 from processes import BUILTIN_DIR
 from tests.fakes.openai_api import fake_openai
 
@@ -77,3 +77,43 @@ async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path
     assert route is not None and route.process.name == "onboarding"
     assert route.values == {"client": "Globex"}  # "ops@globex" is no email: dropped
     assert route.tier == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "fix"),
+    [
+        ("OPENAI_BASE_URL", "could not reach http://127.0.0.1:9/v1: check OPENAI_BASE_URL"),
+        ("a secret in it", "could not reach http://127.0.0.1:9/v1: check OPENAI_BASE_URL"),
+        ("OPENAI_API_KEY", "refused the key: check OPENAI_API_KEY"),
+        ("STEWARD_LLM_FAST_MODEL", "has no model gpt-4o-mni: check STEWARD_LLM_FAST_MODEL"),
+        ("base path", "has no model gpt-4o-mini: check STEWARD_LLM_MODEL and OPENAI_BASE_URL"),
+    ],
+)
+async def test_a_model_set_up_wrong_says_which_setting_to_fix(
+    tmp_path: Path, setting: str, fix: str
+) -> None:
+    """The operator read "it failed: Connection error." or "Error code: 404 - 404: Not
+    Found", and could not tell which of four settings was wrong."""
+    async with fake_openai() as server:
+        server.key, server.models = "sk-right", ["gpt-4o", "gpt-4o-mini"]
+        given = {
+            "home": tmp_path / "home",
+            "llm_model": "gpt-4o-mini",
+            "openai_base_url": server.url,
+            "openai_api_key": "sk-right",
+        }
+        match setting:
+            case "OPENAI_BASE_URL":
+                given["openai_base_url"] = "http://127.0.0.1:9/v1"  # nothing listens
+            case "a secret in it":  # the error is said in chat
+                given["openai_base_url"] = "http://me:pw@127.0.0.1:9/v1?api-key=k"
+            case "OPENAI_API_KEY":
+                given["openai_api_key"] = "sk-wrong"
+            case "STEWARD_LLM_FAST_MODEL":
+                given |= {"llm_model": "gpt-4o", "llm_fast_model": "gpt-4o-mni"}
+            case "base path":
+                given["openai_base_url"] = server.url.removesuffix("/v1")
+        async with Steward.open(load_settings(**given)) as app:
+            with pytest.raises(NotRouted) as refused:
+                await app.coordinator.router.by_model("greet Globex, they bought our top tier")
+    assert fix in str(refused.value)
