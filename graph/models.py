@@ -6,6 +6,7 @@ configured none of this is built, and steward works from templates and rules.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -117,7 +118,11 @@ class LanguageModels:
         run = await self.ledger.get_run(run_id) if run_id and self.budgets else None
         async with self._room(run.process if run else None, name, prompt):
             started = time.perf_counter()
-            reply = await self._ask(chat, name, [SystemMessage(SYSTEM), HumanMessage(prompt)])
+            try:
+                reply = await self._ask(chat, name, [SystemMessage(SYSTEM), HumanMessage(prompt)])
+            except BaseException as exc:
+                await self._unanswered(exc, prompt, name, purpose, run_id, step_id, started)
+                raise
             said = await self._record(reply, prompt, name, purpose, run_id, step_id, started)
         metadata = getattr(reply, "response_metadata", None) or {}
         if said > ANSWER_TOKENS or metadata.get("finish_reason") == "length":
@@ -130,7 +135,11 @@ class LanguageModels:
             started = time.perf_counter()
             runnable = self.fast.with_structured_output(schema, include_raw=True)
             asked = [SystemMessage(SYSTEM), HumanMessage(prompt)]
-            answer: Any = await self._ask(runnable, self.fast_name, asked)
+            try:
+                answer: Any = await self._ask(runnable, self.fast_name, asked)
+            except BaseException as exc:
+                await self._unanswered(exc, prompt, self.fast_name, purpose, None, None, started)
+                raise
             raw = answer.get("raw") if isinstance(answer, dict) else None
             if isinstance(raw, AIMessage):
                 await self._record(raw, prompt, self.fast_name, purpose, None, None, started)
@@ -173,6 +182,37 @@ class LanguageModels:
             return nullcontext()
         asked = _estimated_tokens(SYSTEM + prompt)
         return self.budgets.room(process, self.budgets.cost(model, asked, ANSWER_TOKENS))
+
+    async def _unanswered(
+        self,
+        exc: BaseException,
+        prompt: str,
+        model: str,
+        purpose: str,
+        run_id: str | None,
+        step_id: str | None,
+        started: float,
+    ) -> None:
+        """Records a call that gave no answer. One given up on while the model may have
+        been at work (its caller stopped waiting) counts its prompt, which the model read
+        and bills; one refused counts nothing."""
+        given_up = isinstance(exc, asyncio.CancelledError | TimeoutError)
+        asked = _estimated_tokens(SYSTEM + prompt) if given_up else 0
+        budgets = self.budgets or Budgets(self.ledger, UTC_ZONE)
+        call = ModelCall(
+            run_id=run_id,
+            step_id=step_id,
+            purpose=purpose,
+            model=model,
+            prompt_tokens=asked,
+            completion_tokens=0,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            cost_usd=budgets.cost(model, asked, 0),
+        )
+        try:
+            await self.ledger.record_model_call(call)
+        except Exception:  # the call's own failure is what the caller hears
+            log.exception("could not record a %s call that gave no answer", model)
 
     async def _record(
         self,

@@ -17,7 +17,9 @@ from langchain_core.outputs import ChatResult
 
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
+from graph import drafting
 from graph.budget import Budgets, parse_prices
+from graph.drafting import Drafter
 from graph.models import ANSWER_TOKENS, LanguageModels
 from graph.timeline import timeline
 from memory.ledger import RunStatus
@@ -116,6 +118,38 @@ async def test_runs_drafting_at_once_cannot_spend_past_the_budget_together(
         assert await app.ledger.model_spend() == pytest.approx(0.014)  # as one after another
     assert sum(view.approval is not None for view in views) == 2
     assert sum(view.run.error_class == "budget" for view in views) == 6
+
+
+async def test_a_call_that_gives_no_answer_is_recorded_and_one_given_up_on_is_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only answered calls were recorded: a model given up on after DRAFT_SECONDS had
+    read (and billed) the prompt, and a failing one was called again and again, with
+    nothing of either in /budget or the run's timeline."""
+
+    class Hung(GenericFakeChatModel):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            await asyncio.sleep(3600)
+            raise AssertionError("not reached")
+
+    class Down(GenericFakeChatModel):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            raise ConnectionError("the model server is down")
+
+    monkeypatch.setattr(drafting, "DRAFT_SECONDS", 0.05)
+    async for app in open_steward(tmp_path):
+        hung, down = Hung(messages=iter([])), Down(messages=iter([]))
+        names = ("house-model", "house-model")
+        models = LanguageModels(hung, down, app.ledger, names, app.coordinator.budgets)
+        app.engine.drafter = Drafter(models)
+        view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        assert view.approval is not None  # the template drafted
+        asked = await app.ledger.model_spend(view.run.id)
+        with pytest.raises(ConnectionError):
+            await models.complete("Hello?", purpose="history", fast=True)
+        spending = await app.coordinator.spending()
+    assert asked > 0.0001  # the prompt read, at $2.00 a million tokens
+    assert spending.calls == 2 and spending.month == pytest.approx(asked)
 
 
 async def test_a_model_that_counts_no_tokens_is_priced_by_its_text_and_still_stopped(
