@@ -45,6 +45,7 @@ BEFORE_COMPANY = re.compile(
 )
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof"})
 PERSONISH = ("contact", "person")
+CHOSEN = frozenset({InputType.CHOICE, InputType.BOOLEAN})  # the model may read them off words
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,9 @@ class Router:
         return score
 
     async def by_model(self, text: str) -> Route | None:
-        """Tier 2: the fast model picks a process and reads inputs; validated like typing."""
+        """Tier 2: the fast model picks a process and reads inputs; validated like typing.
+        An input is kept only when the operator's words hold it, or it is one of a few
+        choices: one the model wrote itself (an address, an amount) is asked for instead."""
         if self.models is None:
             return None
         menu = "\n".join(
@@ -236,9 +239,10 @@ class Router:
         if definition is None or choice.confidence < 0.5:
             return None
         values: dict[str, Any] = {}
+        said = _bare(text)
         for given in choice.inputs:
             spec = definition.inputs.get(given.name)
-            if spec is not None:
+            if spec is not None and (spec.type in CHOSEN or _bare(given.value) in said):
                 with suppress(InputError):
                     values[given.name] = parse_input(given.name, spec, given.value)
         return Route(definition, values, tier=2, confidence=choice.confidence)
@@ -252,6 +256,12 @@ class NotRouted(StewardError):
             f"I could not ask the model what you meant ({why}), so nothing was started. "
             "Say it as a command: /run PROCESS key=value … (/processes lists them)."
         )
+
+
+def _bare(text: str) -> str:
+    """``text`` in lower case, of its letters, digits, ``@`` and ``.`` alone: "$2,500" and
+    "2500", "Acme  Corp" and "acme corp" are the same."""
+    return "".join(c for c in text.lower() if c.isalnum() or c in "@.")
 
 
 def _short(exc: Exception) -> str:

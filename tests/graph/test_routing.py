@@ -79,6 +79,34 @@ async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path
     assert route.tier == 2
 
 
+async def test_a_model_s_route_keeps_only_the_inputs_the_operator_gave(tmp_path: Path) -> None:
+    """The model's inputs were kept whatever they were: asked to chase Globex, it wrote
+    an address, an amount and a date of its own, and the run started with them, its
+    card ready to send a reminder to an address nobody gave."""
+    async with fake_openai() as server:
+        given = {
+            "client": "Globex",
+            "invoice": "inv-42",
+            "amount": "1200",
+            "email": "accounts@globex.com",
+            "due_date": "2026-10-01",
+        }
+        inputs = [{"name": name, "value": value} for name, value in given.items()]
+        answer = {"process": "invoice_followup", "inputs": inputs, "confidence": 0.9}
+        server.answers.append(json.dumps(answer))
+        settings = load_settings(
+            home=tmp_path / "home",
+            llm_model="gpt-4o-mini",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+        )
+        async with Steward.open(settings) as app:
+            text = "get the money Globex owes us on INV-42 ($1,200) back"
+            route = await app.coordinator.router.by_model(text)
+    assert route is not None and route.process.name == "invoice_followup"
+    assert set(route.values) == {"client", "invoice", "amount"}  # the rest is asked
+
+
 @pytest.mark.parametrize(
     ("setting", "fix"),
     [
