@@ -307,6 +307,11 @@ class Settings(BaseSettings):
                 "routes beside the one that drafts, and alone it was ignored (set both, or "
                 "STEWARD_LLM_MODEL alone for one model)"
             )
+        if self.llm_model and not (self.openai_base_url or self.openai_api_key):
+            raise ValueError(
+                f"STEWARD_LLM_MODEL={self.llm_model} needs OPENAI_BASE_URL (a local server, "
+                "e.g. http://localhost:11434/v1) or OPENAI_API_KEY (OpenAI) to say where it runs"
+            )
         return self
 
     @model_validator(mode="after")

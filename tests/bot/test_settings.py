@@ -252,5 +252,16 @@ def test_a_fast_model_alone_is_refused() -> None:
     assert problem(llm_fast_model="gpt-4o-mini").startswith(
         "STEWARD_LLM_FAST_MODEL is set but STEWARD_LLM_MODEL is not"
     )
-    both = load_settings(llm_model="gpt-4o", llm_fast_model="gpt-4o-mini")
+    both = load_settings(llm_model="gpt-4o", llm_fast_model="gpt-4o-mini", openai_api_key="k")
     assert both.model_configured and both.llm_fast_model == "gpt-4o-mini"
+
+
+def test_a_model_with_nowhere_to_run_is_refused() -> None:
+    """Its calls went to OpenAI with no key: every draft fell back to the template, and
+    plain words were not understood, a refusal at a time."""
+    assert problem(llm_model="llama3").startswith(
+        "STEWARD_LLM_MODEL=llama3 needs OPENAI_BASE_URL (a local server, e.g. "
+        "http://localhost:11434/v1) or OPENAI_API_KEY (OpenAI) to say where it runs"
+    )
+    local = load_settings(llm_model="llama3", openai_base_url="http://127.0.0.1:11434/v1")
+    assert local.model_configured

@@ -40,6 +40,7 @@ async def open_steward(tmp_path: Path, **budget: object) -> AsyncIterator[Stewar
     settings = load_settings(
         home=tmp_path / "home",
         llm_model="house-model",
+        openai_base_url="http://127.0.0.1:9/v1",  # never called: the models are fakes
         model_prices="house-model=2.00/10.00",
         **budget,
     )
@@ -106,6 +107,7 @@ async def test_runs_drafting_at_once_cannot_spend_past_the_budget_together(
     settings = load_settings(
         home=tmp_path / "home",
         llm_model="house-model",
+        openai_base_url="http://127.0.0.1:9/v1",  # never called: the models are fakes
         model_prices="house-model=2.00/10.00",
         budget_daily=0.01,
     )
@@ -160,6 +162,7 @@ async def test_a_model_that_counts_no_tokens_is_priced_by_its_text_and_still_sto
     settings = load_settings(
         home=tmp_path / "home",
         llm_model="house-model",
+        openai_base_url="http://127.0.0.1:9/v1",  # never called: the models are fakes
         model_prices="house-model=2000/10000",  # dollars a million tokens: 1 token, $0.002
         budget_daily=0.5,
     )

@@ -34,6 +34,7 @@ async def app(database_url: DatabaseURL, tmp_path: Path) -> AsyncIterator[Stewar
         home=tmp_path / "home",
         database_url=database_url.setting,
         llm_model="house-model",
+        openai_base_url="http://127.0.0.1:9/v1",  # never called: the models are fakes
     )
     drafts = iter([AIMessage(f"Dear Jane,{UNSTORABLE} welcome aboard.")])
     fake = GenericFakeChatModel(messages=drafts)
