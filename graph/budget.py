@@ -140,13 +140,13 @@ class Budgets:
     async def room(self, process: str | None, worst: float) -> AsyncIterator[None]:
         """Room for a call that may cost up to ``worst``, held while it runs. Raises
         BudgetExceeded when a budget that applies is spent; a call that may take one past
-        its limit waits for the calls under way to settle, and then goes alone."""
+        its limit waits for the calls under way against it to settle, and then goes alone."""
         call = (process, worst)
         async with self._settled:
             while True:
                 await self.check(process)
                 left = await self._left(process)
-                if not self._running or left is None or worst <= left:
+                if left is None or worst <= left or not self._sharing(process):
                     break
                 await self._settled.wait()
             self._running.append(call)
@@ -156,6 +156,10 @@ class Budgets:
             async with self._settled:
                 self._running.remove(call)
                 self._settled.notify_all()
+
+    def _sharing(self, process: str | None) -> bool:
+        """Whether a call under way counts against a budget that ``process``'s do."""
+        return any(self.daily is not None or other == process for other, _ in self._running)
 
     async def _left(self, process: str | None) -> float | None:
         """What the budgets that apply have left, less what the calls under way may

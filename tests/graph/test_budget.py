@@ -25,6 +25,7 @@ from graph.timeline import timeline
 from memory.ledger import RunStatus
 from tests.fakes.openai_api import fake_openai
 
+UTC_ZONE = ZoneInfo("UTC")
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 
 
@@ -120,6 +121,24 @@ async def test_runs_drafting_at_once_cannot_spend_past_the_budget_together(
         assert await app.ledger.model_spend() == pytest.approx(0.014)  # as one after another
     assert sum(view.approval is not None for view in views) == 2
     assert sum(view.run.error_class == "budget" for view in views) == 6
+
+
+async def test_a_call_near_its_process_budget_waits_only_for_that_process(
+    tmp_path: Path,
+) -> None:
+    async for app in open_steward(tmp_path):
+        budgets = Budgets(app.ledger, UTC_ZONE, per_process={"onboarding": 0.01})
+        async with budgets.room("invoice_followup", 5.0):  # another process's, under way
+            async with asyncio.timeout(1):
+                async with budgets.room("onboarding", 0.02):  # past its limit: goes alone
+                    pass
+            async with budgets.room("onboarding", 0.02):
+                later = budgets.room("onboarding", 0.02)
+                waiting = asyncio.create_task(later.__aenter__())
+                await asyncio.sleep(0.05)
+                assert not waiting.done()  # behind the onboarding call under way
+            await asyncio.wait_for(waiting, 1)
+            await later.__aexit__(None, None, None)
 
 
 async def test_a_call_that_gives_no_answer_is_recorded_and_one_given_up_on_is_paid(
