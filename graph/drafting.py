@@ -9,7 +9,7 @@ from typing import Any
 
 from graph.budget import BudgetExceeded
 from graph.definitions import AgentStep
-from graph.models import LanguageModels, as_data
+from graph.models import LanguageModels, ModelUnusable, as_data
 from graph.templating import render
 from memory.ledger import storable
 
@@ -52,6 +52,8 @@ class Drafter:
             text = await asyncio.wait_for(asked, DRAFT_SECONDS)
         except BudgetExceeded:  # spent: the run stops and waits for the operator
             raise
+        except ModelUnusable as exc:  # a setting to fix: the card says which
+            return Draft(_filled(step.template, values), "template", str(exc))
         except TimeoutError:
             note = f"the model did not answer within {DRAFT_SECONDS:g} s"
             return Draft(_filled(step.template, values), "template", note)

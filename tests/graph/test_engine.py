@@ -33,6 +33,7 @@ from graph.models import LanguageModels
 from memory.database_url import DatabaseURL
 from memory.ledger import ApprovalStatus, Run, RunStatus
 from memory.ledger import schema as t
+from tests.fakes.openai_api import fake_openai
 from tests.graph.test_history import Recording
 from tests.stalls import stalled_after_its_email
 
@@ -146,6 +147,27 @@ async def test_the_card_says_who_wrote_its_text(app: Steward) -> None:
     await app.engine.decide(drafted.approval.id, True, "cli:shell", edited_text="Hello Jane!")
     again = await app.engine.replay(drafted.run.id, "approve_welcome", {}, "cli:shell")
     assert text_by(again) == "cli:shell, in an edit"
+
+
+async def test_the_card_of_a_draft_a_wrong_setting_kept_from_the_model_names_it(
+    tmp_path: Path,
+) -> None:
+    """It said "the process's template (the model failed)", draft after draft, and only
+    the run's timeline said why."""
+    async with fake_openai() as server:
+        server.key = "sk-right"
+        settings = load_settings(
+            home=tmp_path / "home",
+            llm_model="gpt-4o",
+            openai_base_url=server.url,
+            openai_api_key="sk-wrong",
+        )
+        async with Steward.open(settings) as app:
+            view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    assert dict(approval_card(view.approval).fields)["Text by"] == (
+        f"the process's template ({server.url} refused the key: check OPENAI_API_KEY)"
+    )
 
 
 async def test_a_model_that_hangs_gives_way_to_the_template(
