@@ -18,7 +18,8 @@ from time import monotonic as _monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from graph.models import LanguageModels, as_data
+from graph.budget import BudgetExceeded
+from graph.models import LanguageModels, ModelUnusable, as_data
 from graph.remembering import entity_name
 from memory.embeddings import Embedder, EmbeddingFailed, Vector
 from memory.ledger import Ledger
@@ -473,6 +474,7 @@ class History:
         hits = found.hits
         sources = "\n".join(self.cite(number, hit) for number, hit in enumerate(hits, 1))
         note = f"{found.unknown_note} " if found.unknown else ""
+        unanswered = ""
         if self.models is not None:
             try:
                 said = await asyncio.wait_for(
@@ -480,6 +482,10 @@ class History:
                 )
                 _check_answer(said, len(hits))
                 return f"{note}{said}\n\nSources:\n{sources}"
+            except BudgetExceeded as exc:  # the operator hears why the model did not answer
+                unanswered = f" (no model answer: {exc.spent})"
+            except ModelUnusable as exc:  # and what to fix
+                unanswered = f" (no model answer: {exc})"
             except Exception as exc:  # the records still answer
                 log.warning("answering from records only: %s", exc or type(exc).__name__)
         if found.unknown:
@@ -488,7 +494,7 @@ class History:
             heading = "Best matching records"
         else:
             heading = "The latest records of that time"
-        return f"{heading}:\n{sources}"
+        return f"{heading}{unanswered}:\n{sources}"
 
     async def _compose(
         self, question: str, hits: list[Hit], now: datetime, recent: list[dict[str, Any]]

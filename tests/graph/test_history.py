@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,9 +16,10 @@ from pydantic import Field
 
 import graph.history as history_module
 from bot.app import Steward
+from graph.budget import Budgets
 from graph.history import NOTHING, looks_like_a_question, read_question, search_words
 from graph.messages import Reply
-from graph.models import LanguageModels
+from graph.models import LanguageModels, ModelUnusable
 from graph.remembering import records_for_event
 from memory.ledger import LedgerTx
 from memory.longterm import MemoryRecord, MemoryUnavailable, RecordKind
@@ -459,6 +461,27 @@ async def test_a_failing_model_still_gets_the_records_cited(app: Steward) -> Non
     app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
     text = said(await send(app, "/history welcome email for Acme"))
     assert text.startswith("Best matching records:")
+
+
+async def test_records_given_for_a_spent_budget_or_a_wrong_setting_say_why(
+    app: Steward,
+) -> None:
+    """They came as if no model were set up: the operator never heard that the day's
+    budget was spent, or that the key was refused, question after question."""
+    await start(app, "Acme Bakery", "jane@acme.com")
+    fake = GenericFakeChatModel(messages=iter([]))
+    models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+    models.budgets = Budgets(app.ledger, ZoneInfo("UTC"), daily=0.0)
+    app.history.models = models
+    text = said(await send(app, "/history welcome email for Acme"))
+    assert text.startswith(
+        "Best matching records (no model answer: the daily model budget is spent "
+        "($0.00 of $0.00 today)):\n[1] "
+    )
+    models.budgets = None
+    with patch.object(models, "_ask", side_effect=ModelUnusable("check OPENAI_API_KEY")):
+        text = said(await send(app, "/history welcome email for Acme"))
+    assert text.startswith("Best matching records (no model answer: check OPENAI_API_KEY):")
 
 
 async def test_an_answer_citing_a_source_that_is_not_listed_gives_way_to_the_records(
