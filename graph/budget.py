@@ -13,6 +13,7 @@ once there is room (a new day or month, or a raised budget). Nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1-nano": (0.10, 0.40),
 }
+SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated model names end so
 ROUTING = "(routing)"  # model calls that belong to no run: choosing a process
 
 
@@ -100,8 +102,13 @@ class Budgets:
     _settled: asyncio.Condition = field(default_factory=asyncio.Condition, init=False)
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        price_in, price_out = self.prices.get(model, (0.0, 0.0))
+        price_in, price_out = self.price(model) or (0.0, 0.0)
         return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+
+    def price(self, model: str) -> tuple[float, float] | None:
+        """``model``'s price; a dated snapshot (``gpt-4o-2024-08-06``) is its model's,
+        unless priced itself."""
+        return self.prices.get(model) or self.prices.get(SNAPSHOT.sub("", model))
 
     async def usage(self, now: datetime | None = None) -> list[Usage]:
         """Every budget set, with what is spent against it."""
@@ -202,7 +209,7 @@ class Budgets:
                 for name, cost in sorted(by_process.items(), key=lambda item: -item[1])
             },
             by_day=dict(sorted(by_day.items())),
-            unpriced=sorted({model for _, _, model, _ in calls} - set(self.prices)),
+            unpriced=sorted({model for _, _, model, _ in calls if self.price(model) is None}),
         )
 
     async def report(self, now: datetime | None = None) -> str:

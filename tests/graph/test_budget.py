@@ -262,6 +262,16 @@ async def test_months_and_days_are_the_operators(tmp_path: Path) -> None:
         assert budgets.month_start(late) == datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
 
 
+async def test_a_dated_snapshot_is_priced_as_its_model(tmp_path: Path) -> None:
+    """STEWARD_LLM_MODEL=gpt-4o-2024-08-06 was priced at nothing: no budget ever
+    stopped its calls, and /budget said it had no price."""
+    async for app in open_steward(tmp_path):
+        budgets = Budgets(app.ledger, UTC_ZONE)
+        assert budgets.cost("gpt-4o-2024-08-06", 1000, 100) == budgets.cost("gpt-4o", 1000, 100)
+        assert budgets.cost("gpt-4o-mini-2024-07-18", 1000, 100) == pytest.approx(0.00021)
+        assert budgets.cost("gpt-4o-audio-preview", 1000, 100) == 0  # another model
+
+
 def test_prices_and_budgets_are_checked_in_settings() -> None:
     assert parse_prices("a=1/2, b=0/0") == {"a": (1.0, 2.0), "b": (0.0, 0.0)}
     with pytest.raises(SettingsError, match="STEWARD_MODEL_PRICES: 'gpt-4o=cheap'"):
