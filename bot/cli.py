@@ -144,8 +144,8 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
 
 
 def _say_skipped(steward: Steward) -> None:
-    """The definitions skipped, the built-ins a definition of the operator's replaces, and
-    the process budgets of no process."""
+    """The definitions skipped, the built-ins a definition of the operator's replaces, the
+    process budgets of no process, and a model with no price that budgets are to cap."""
     for problem in steward.catalog.problems:
         print(f"steward: skipped {problem}", file=sys.stderr)
     for name, source in steward.catalog.replaced.items():
@@ -153,6 +153,15 @@ def _say_skipped(steward: Steward) -> None:
     for name in sorted(parse_process_budgets(steward.settings.process_budgets)):
         if steward.catalog.get(name) is None:  # a misspelt name caps nothing
             print(f"steward: STEWARD_PROCESS_BUDGETS names {name}: no process", file=sys.stderr)
+    budgets, settings = steward.coordinator.budgets, steward.settings
+    if budgets is not None and (budgets.daily is not None or budgets.per_process):
+        for model in dict.fromkeys(filter(None, (settings.llm_model, settings.llm_fast_model))):
+            if budgets.price(model) is None:  # its calls count nothing: no budget stops them
+                print(
+                    f"steward: {model} has no price, so the budgets count its calls as free: "
+                    f"set one in STEWARD_MODEL_PRICES, e.g. {model}=2.50/10",
+                    file=sys.stderr,
+                )
 
 
 async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:

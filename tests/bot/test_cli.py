@@ -173,6 +173,22 @@ def test_a_process_budget_of_no_process_is_said(
     assert "names onboarding" not in err
 
 
+def test_a_budget_over_a_model_with_no_price_is_said(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its calls counted $0, and the budget never stopped one, with not a word of it."""
+    monkeypatch.setenv("STEWARD_LLM_MODEL", "gpt-5")
+    monkeypatch.setenv("STEWARD_LLM_FAST_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("STEWARD_BUDGET_DAILY", "5")
+    code, _, err = steward(capsys, "processes")
+    assert code == 0
+    assert "steward: gpt-5 has no price, so the budgets count its calls as free" in err
+    assert "gpt-4o-mini has no price" not in err
+    monkeypatch.delenv("STEWARD_BUDGET_DAILY")
+    assert "has no price" not in steward(capsys, "processes")[2]  # nothing to cap
+
+
 def test_runs_with_an_id_shows_that_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_id, _ = start(capsys)
     assert steward(capsys, "runs", run_id) == steward(capsys, "runs", "show", run_id)
