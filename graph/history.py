@@ -41,6 +41,9 @@ EMBED_QUERY_SECONDS = 2.0
 # past either, the records answer. Its client waits a minute and tries twice more.
 ANSWER_SECONDS = 30.0
 ANSWER_CHARS = 3000
+# A record says no more to the model than this (a draft, an edit, a pasted email may run
+# to pages): eight of them, whole, made each question cost as much as a long draft.
+RECORD_CHARS = 2000
 UNAVAILABLE = "My long-term memory is not available right now ({}). Try again soon."
 # A model's citation: "[2]", "[1, 3]", "[2-4]".
 # Not "[2026-03-01]", a date: no answer draws on a thousand sources.
@@ -504,7 +507,8 @@ class History:
         context = f"The conversation so far:\n{_block(chat)}\n\n" if chat else ""
         numbered = "\n".join(
             f"[{n}] {self._when(hit)} · {hit.record.actor or 'steward'}"
-            f"{' · run ' + hit.record.run_id if hit.record.run_id else ''}: {hit.record.text}"
+            f"{' · run ' + hit.record.run_id if hit.record.run_id else ''}: "
+            f"{_cut(hit.record.text, RECORD_CHARS)}"
             for n, hit in enumerate(hits, 1)
         )
         prompt = (
@@ -526,6 +530,10 @@ class History:
 
     def _when(self, hit: Hit) -> str:
         return f"{hit.record.at.astimezone(self.zone):%Y-%m-%d %H:%M %Z}"
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _block(lines: str) -> str:

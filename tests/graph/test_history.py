@@ -438,6 +438,20 @@ async def test_with_a_model_the_answer_is_short_cites_sources_and_is_costed(
     assert (process, model) == (None, "fake")  # recorded, and counted against the budget
 
 
+async def test_a_long_record_goes_to_the_model_cut(app: Steward) -> None:
+    """Records went whole: a pasted contract or a long newsletter in each of eight made
+    one question cost as much as a long draft, and overflowed a small local model."""
+    pasted = "Acme contract terms: " + "the supplier shall deliver on time. " * 2000
+    await send(app, pasted)
+    fake = Recording(messages=iter([AIMessage(content="Delivery on time [1].")]))
+    app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
+    text = said(await send(app, "/history what are the Acme contract terms?"))
+    assert text.startswith("Delivery on time [1].")
+    [prompt] = fake.prompts
+    assert "Acme contract terms: the supplier shall deliver on time." in prompt
+    assert len(prompt) < 5000 < len(pasted)
+
+
 async def test_text_from_outside_cannot_end_the_data_fence_of_a_history_prompt(
     app: Steward,
 ) -> None:
