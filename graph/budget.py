@@ -160,8 +160,8 @@ class Budgets:
         try:
             yield
         finally:
+            self._running.remove(call)  # at once: a second cancellation may cut what follows
             async with self._settled:
-                self._running.remove(call)
                 self._settled.notify_all()
 
     def _sharing(self, process: str | None) -> bool:

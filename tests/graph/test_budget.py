@@ -141,6 +141,33 @@ async def test_a_call_near_its_process_budget_waits_only_for_that_process(
             await later.__aexit__(None, None, None)
 
 
+async def test_a_call_cancelled_on_its_way_out_gives_its_room_back(tmp_path: Path) -> None:
+    """Cancelled again while it waited to say it was done (steward stopping, say), a
+    call kept its room for good: calls near the limit waited behind it until they gave
+    up."""
+    async for app in open_steward(tmp_path):
+        budgets = Budgets(app.ledger, UTC_ZONE, daily=1.0)
+        entered = asyncio.Event()
+
+        async def call(budgets: Budgets, entered: asyncio.Event) -> None:
+            async with budgets.room(None, 0.9):
+                entered.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(call(budgets, entered))
+        await entered.wait()
+        async with budgets._settled:  # another call holds it: the way out waits
+            task.cancel()
+            await asyncio.sleep(0.01)
+            task.cancel()  # and is cancelled there
+            await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(1):
+            async with budgets.room(None, 0.9):  # not behind a call that is gone
+                pass
+
+
 async def test_a_call_that_gives_no_answer_is_recorded_and_one_given_up_on_is_paid(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
