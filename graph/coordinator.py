@@ -218,8 +218,8 @@ class Coordinator:
         return plainly_a_question(text) or self.router.by_rules(text) is None
 
     async def _history_question(self, inbound: Inbound, text: str) -> Reply | None:
-        """An answer from memory, or None when memory holds nothing about it (the
-        question may be a request: "what about onboarding Jane?") or fails."""
+        """An answer from memory, or None when memory holds nothing about it (a question
+        ending in a question mark may be a request: "onboard Jane?") or fails."""
         assert self.history is not None
         try:
             found = await self.history.search(text, utcnow())
@@ -638,7 +638,9 @@ class Coordinator:
     async def _free_text(self, inbound: Inbound, text: str) -> Reply:
         if not text:
             return Reply().say(HELP)
-        route = self.router.by_rules(text) or await self.router.by_model(text)
+        route = None
+        if not plainly_a_question(text):  # "did we onboard Acme?" asks; it starts nothing
+            route = self.router.by_rules(text) or await self.router.by_model(text)
         if route is None:
             names = ", ".join(d.name for d in self.catalog)
             if self._asks_history(text):  # and memory had nothing on it

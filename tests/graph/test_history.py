@@ -748,3 +748,16 @@ async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_
     assert said(await send(app, "/history what did Initech say last week?")) == (
         "Nothing I have mentions Initech."
     )
+
+
+@pytest.mark.parametrize(
+    "question", ["did we onboard Acme?", "did we onboard Acme", "why was the Acme invoice overdue"]
+)
+async def test_a_question_memory_knows_nothing_about_starts_nothing(
+    app: Steward, question: str
+) -> None:
+    reply = await send(app, question)
+    assert said(reply).startswith(NOTHING)
+    assert "Starting" not in said(reply)
+    assert "not waiting" in said(await send(app, "/skip"))  # no form was opened
+    assert await app.ledger.list_runs() == []
