@@ -25,6 +25,9 @@ CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202d\u202e]")
 LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x85\u2028\u2029]")  # only a text input may hold one
 LARGEST_WHOLE = 10**18  # an integer input stays below it: a run's checkpoint keeps 64 bits
 TIME_OF_DAY = re.compile(r"\d[T ]\d{1,2}:\d{2}")  # "2026-12-20 15:00", "2026-12-20T15:00"
+# A number's commas stand between its thousands ("1,200.50"): "12,50", twelve and a half
+# where a comma is the decimal point, is refused, never read as 1250.
+GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
 
@@ -162,13 +165,13 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
         case InputType.INTEGER:
             if isinstance(raw, bool):
                 return None
-            whole = int(text.replace(",", "").replace("_", ""))
+            whole = int(_ungrouped(text).replace("_", ""))
             return whole if abs(whole) < LARGEST_WHOLE else None  # a run keeps 64 bits
         case InputType.NUMBER:
-            number = float(text.replace(",", ""))
+            number = float(_ungrouped(text))
             return number if math.isfinite(number) else None
         case InputType.MONEY:
-            amount = Decimal(text.replace(",", "").lstrip("$€£"))
+            amount = Decimal(_ungrouped(text.lstrip("$€£").lstrip()))
             if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
                 return None
             return str(amount.quantize(Decimal("0.01")))
@@ -189,3 +192,10 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
             return text if URL.match(text) else None
         case _:
             return text if len(text) <= spec.max_length else None
+
+
+def _ungrouped(text: str) -> str:
+    """``text`` without the commas between its thousands; a comma elsewhere is an error."""
+    if "," in text and not GROUPED.fullmatch(text):
+        raise ValueError(text)
+    return text.replace(",", "")
