@@ -31,8 +31,10 @@ STOPWORDS = frozenset(
     we our you your my me i please can could would should will up new next""".split()
 )
 KEY_VALUE = re.compile(r"(\b[a-z_][a-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)")
+# A whole amount, never part of one: "$1200.555" and "€1.200,50" are no 1200.55 or 1.20.
+AMOUNT = r"(?<![\d.,])\d+(?:,\d{3})*(?:\.\d+)?(?![.,]?\d)"
 MONEY = re.compile(
-    r"(?:[$€£]\s?)(\d[\d,]*(?:\.\d{1,2})?)|(\d[\d,]*(?:\.\d{1,2})?)\s?(?:eur|usd|gbp|euros?|dollars?)\b",
+    rf"(?:[$€£]\s?)({AMOUNT})|({AMOUNT})\s?(?:eur|usd|gbp|euros?|dollars?)\b",
     re.I,
 )
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")

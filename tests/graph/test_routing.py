@@ -145,3 +145,20 @@ async def test_a_model_set_up_wrong_says_which_setting_to_fix(
             with pytest.raises(NotRouted) as refused:
                 await app.coordinator.router.by_model("greet Globex, they bought our top tier")
     assert fix in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [
+        ("chase Acme for $1,200, due 2026-11-01", "1200.00"),
+        ("chase Acme for 1,200.50 EUR", "1200.50"),
+        ("chase Acme for $1200.", "1200.00"),
+        ("chase Acme for $1200.555", None),  # not 1200.55: asked for instead
+        ("chase Acme for €1.200,50", None),  # not 1.20
+        ("chase Acme for 1.200,50 EUR", None),  # not 200,50
+    ],
+)
+def test_an_amount_is_read_whole_or_not_at_all(text: str, amount: str | None) -> None:
+    followup = Catalog.load(BUILTIN_DIR).get("invoice_followup")
+    assert followup is not None
+    assert extract_values(followup, text).get("amount") == amount
