@@ -45,6 +45,13 @@ CLIENTISH = ("client", "company", "customer")
 BEFORE_COMPANY = re.compile(
     r"((?:\b[^\W\d_a-z][^\W\d_]*(?:['\u2019-][^\W\d_]+)*\s+){1,4})(?:from|at|of)\s+[A-Z]"
 )
+# Words that turn a request around: "don't onboard Acme", "cancel the Acme onboarding"
+# (not "don't forget the kick-off").
+AGAINST_A_START = re.compile(
+    r"\b(?:(?:don['\u2019]?t|do not)\b(?!\s+forget)"
+    r"|(?:no need|never|stop|cancel|pause|hold off)\b)",
+    re.I,
+)
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof"})
 PERSONISH = ("contact", "person")
 CHOSEN = frozenset({InputType.CHOICE, InputType.BOOLEAN})  # the model may read them off words
@@ -174,7 +181,10 @@ class Router:
         self.models = models
 
     def by_rules(self, text: str) -> Route | None:
-        """Tier 1: names, aliases and description words. None when no clear winner."""
+        """Tier 1: names, aliases and description words. None when no clear winner, or
+        when the words are against a start."""
+        if AGAINST_A_START.search(text):
+            return None
         lowered = text.lower()
         words = set(WORD.findall(lowered)) - STOPWORDS
         scored = sorted(

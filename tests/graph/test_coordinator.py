@@ -368,6 +368,28 @@ async def test_unroutable_text_says_what_it_can_run(app: Steward) -> None:
     assert await app.ledger.list_runs() == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "don't onboard Acme",
+        "Don\u2019t onboard Jane from Acme on the premium package",
+        "cancel the Acme onboarding",
+        "stop chasing the Acme invoice",
+        "no need to chase the Globex invoice",
+    ],
+)
+async def test_words_against_a_start_open_no_form(app: Steward, text: str) -> None:
+    reply = joined(await send(app, text))
+    assert "not sure" in reply and "Starting" not in reply
+    assert "not waiting" in joined(await send(app, "/skip"))
+    assert await app.ledger.list_runs() == []
+
+
+async def test_a_request_that_says_not_to_forget_something_is_a_request(app: Steward) -> None:
+    reply = await send(app, "onboard Jane from Acme (jane@acme.com), premium; don't forget her")
+    assert only_card(reply).summary == "Send the welcome email to jane@acme.com"
+
+
 # -- duplicate deliveries --------------------------------------------------------------
 
 
