@@ -196,7 +196,7 @@ class Coordinator:
         elif not args:
             shaped = name in COMMAND_NAMES
         elif name == "run":
-            shaped = self.catalog.get(args[0]) is not None
+            shaped = self.catalog.get(args[0].lower()) is not None
         elif name in ("runs", "today") and args == ["all"]:
             shaped = True
         elif name == "history":
@@ -403,11 +403,12 @@ class Coordinator:
                 positional, named = parse_arguments(rest, strict=True)
                 if len(positional) != 2:
                     raise StewardError("Usage: /replay RUN STEP [key=value …]")
-                view = await self.engine.replay(positional[0], positional[1], named, actor)
-                reply = Reply().say(f"Replaying run {view.run.id} from {positional[1]}.")
+                run_id, step = positional[0].lower(), positional[1].lower()
+                view = await self.engine.replay(run_id, step, named, actor)
+                reply = Reply().say(f"Replaying run {view.run.id} from {step}.")
                 return self._describe(view, reply)
             case "undo":
-                parts = rest.split()
+                parts = rest.lower().split()
                 if len(parts) != 2:
                     raise StewardError("Usage: /undo RUN STEP (the card of a step says if it can)")
                 reply_to = {"channel": inbound.sender.channel, "chat_id": inbound.chat_id}
@@ -611,7 +612,7 @@ class Coordinator:
         positional, named = parse_arguments(rest, strict=True)
         if not positional:
             return Reply().say("Which process? " + ", ".join(d.name for d in self.catalog))
-        definition = self.engine.definition(positional[0])
+        definition = self.engine.definition(positional[0].lower())
         if len(positional) > 1:  # client=Acme Corp: "Corp" would be lost
             return Reply().say(
                 f"{positional[1]!r} is not an input: write inputs as key=value, and put a "
@@ -803,4 +804,4 @@ def _one_id(text: str, command: str) -> str:
     parts = text.split()
     if len(parts) != 1:
         raise StewardError(f"Usage: /{command} ID (see /runs for ids)")
-    return parts[0]
+    return parts[0].lower()

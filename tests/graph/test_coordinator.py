@@ -186,6 +186,17 @@ async def test_approve_command_by_id(app: Steward) -> None:
     assert len(outbox(app)) == 1
 
 
+async def test_ids_and_process_names_typed_in_capitals_are_found(app: Steward) -> None:
+    card = await start(app, "/run Onboarding client=Acme email=jane@acme.com package=basic")
+    run_id = (await run_of(app, card)).upper()
+    assert "waiting" in joined(await send(app, f"/runs {run_id}"))
+    assert "Paused" in joined(await send(app, f"/pause {run_id}"))
+    await send(app, f"/resume {run_id}")
+    reply = await send(app, f"Approve {card.approval_id.upper()}")  # Slack, without the slash
+    assert "Approved by telegram:42" in outcomes(reply)[0].text
+    assert len(outbox(app)) == 1
+
+
 # -- slot filling ----------------------------------------------------------------------
 
 
