@@ -67,12 +67,24 @@ _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
 _COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
 _PAST_DAYS = {"24 hours": 2, "day": 2, "week": 7, "month": 30, "year": 365}
 _QUESTION_WORDS = re.compile(
-    r"^(what|what's|when|who|whom|which|why|how|did|didn't|remind me|tell me|show me)\b",
+    r"^(what|what's|when|who|whom|which|why|how|where|whose|did|didn't|remind me|tell me"
+    r"|show me)\b",
     re.I,
+)
+# A yes-or-no question, with its question mark: "has Acme paid?" asks, where "Has a typo
+# in the name", a rejection's reason, says.
+_YES_OR_NO = re.compile(
+    r"^(?:(?:does|is|are|was|were|has)(?:n['\u2019]t)?|(?:do|have)(?:n['\u2019]t)?\s+(?:we|i|you|they))"
+    r"\b.*\?$",
+    re.I | re.S,
 )
 
 
-_REQUEST = re.compile(r"^(?:(?:can|could|would|will)\s+(?:you|we)|please|let's|lets)\b", re.I)
+_REQUEST = re.compile(
+    r"^(?:(?:can|could|would|will)\s+(?:you|we)|please|let's|lets|is it possible to"
+    r"|are you able to)\b",
+    re.I,
+)
 
 
 def looks_like_a_question(text: str) -> bool:
@@ -86,7 +98,10 @@ def looks_like_a_question(text: str) -> bool:
 
 def plainly_a_question(text: str) -> bool:
     """Starts as a question does: not a request, whatever words it uses."""
-    return bool(_QUESTION_WORDS.match(text.strip()))
+    stripped = text.strip()
+    if _REQUEST.match(stripped):
+        return False
+    return bool(_QUESTION_WORDS.match(stripped) or _YES_OR_NO.match(stripped))
 
 
 def read_question(

@@ -478,6 +478,17 @@ async def test_reject_button_asks_why_and_the_next_text_is_the_reason(app: Stewa
     assert "None" not in shown
 
 
+@pytest.mark.parametrize("reason", ["Has a typo in the name", "Was sent to them already"])
+async def test_a_reason_that_starts_as_a_question_would_is_the_reason(
+    app: Steward, reason: str
+) -> None:
+    card = await start(app)
+    await send(app, button=f"reject:{card.approval_id}")
+    assert "Noted" in joined(await send(app, reason))
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.reason == reason
+
+
 async def test_a_request_or_a_question_right_after_a_reject_is_no_reason(app: Steward) -> None:
     """The operator moves on: each was noted as the reason, and nothing else was done."""
     card = await start(app)

@@ -395,6 +395,7 @@ async def test_a_request_phrased_as_a_question_is_carried_out(app: Steward) -> N
     for request in (
         "can you onboard Jane from Globex (jane@globex.io) on the premium package?",
         "onboard Jane from Initech (jane@initech.io) on the premium package?",
+        "is it possible to onboard Jane from Hooli (jane@hooli.io) on the premium package?",
     ):
         reply = await send(app, request)
         assert "Best matching records" not in said(reply)
@@ -751,7 +752,16 @@ async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_
 
 
 @pytest.mark.parametrize(
-    "question", ["did we onboard Acme?", "did we onboard Acme", "why was the Acme invoice overdue"]
+    "question",
+    [
+        "did we onboard Acme?",
+        "did we onboard Acme",
+        "why was the Acme invoice overdue",
+        "has Acme paid the invoice?",
+        "is the Acme onboarding finished?",
+        "do we have an overdue invoice from Acme?",
+        "were the newsletter issues published?",
+    ],
 )
 async def test_a_question_memory_knows_nothing_about_starts_nothing(
     app: Steward, question: str
