@@ -69,6 +69,10 @@ INPUT_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 # What shlex makes of a text without quotes or backslashes: the words between its
 # whitespace (ten times quicker than shlex's own reading, a character at a time).
 SHELL_QUOTING = frozenset("'\"\\")
+# Double quotes as a phone's smart punctuation types them: quotes where no plain one is.
+SMART_DOUBLE = "\u201c\u201d\u201e"
+AS_PLAIN = str.maketrans(dict.fromkeys(SMART_DOUBLE, '"'))
+QUOTED_WHEN_WRITTEN = SHELL_QUOTING | frozenset(SMART_DOUBLE)
 SHELL_SPACE = re.compile(r"[ \t\r\n]+")
 
 
@@ -77,7 +81,10 @@ def parse_arguments(text: str, strict: bool = False) -> tuple[list[str], dict[st
 
     Quotes as a shell takes them; where they do not pair up, an apostrophe is a letter
     (``client=O'Brien``). A double quote left open is an error when ``strict`` (a command:
-    what it would start is not what was meant), else the text splits on spaces."""
+    what it would start is not what was meant), else the text splits on spaces. In a text
+    without a plain double quote, a curly one is one (``client=“Acme Corp”``)."""
+    if '"' not in text:
+        text = text.translate(AS_PLAIN)
     if SHELL_QUOTING.isdisjoint(text):
         tokens = [token for token in SHELL_SPACE.split(text) if token]
     else:
@@ -103,7 +110,7 @@ def parse_arguments(text: str, strict: bool = False) -> tuple[list[str], dict[st
 def format_argument(name: str, value: str) -> str:
     """``name=value`` as ``parse_arguments`` reads it back: in double quotes when it holds
     a space or a quote, with a backslash before each double quote and backslash."""
-    if SHELL_QUOTING.isdisjoint(value) and not any(c.isspace() for c in value):
+    if QUOTED_WHEN_WRITTEN.isdisjoint(value) and not any(c.isspace() for c in value):
         return f"{name}={value}"
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'{name}="{escaped}"'

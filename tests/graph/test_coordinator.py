@@ -945,7 +945,18 @@ def test_arguments_are_read_as_a_shell_reads_them(text: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["Acme", "Acme Ltd", 'Acme "Best" Co', "O'Brien's", "a\\b c", 'say "hi"', "tab\there", ""],
+    [
+        "Acme",
+        "Acme Ltd",
+        'Acme "Best" Co',
+        "O'Brien's",
+        "a\\b c",
+        'say "hi"',
+        "tab\there",
+        "",
+        "\u201cAcme\u201d",
+        "\u201eZeit\u201c Verlag",
+    ],
 )
 def test_an_argument_is_written_as_it_is_read_back(value: str) -> None:
     written = format_argument("client", value)
@@ -962,6 +973,17 @@ def test_an_apostrophe_is_a_letter_and_a_double_quote_left_open_is_an_error() ->
     )
     with pytest.raises(StewardError, match="quote is left open"):
         parse_arguments('onboarding client="Acme email=a@b.co', strict=True)
+
+
+async def test_curly_quotes_as_a_phone_types_them_quote_a_value(app: Steward) -> None:
+    card = await start(
+        app, "/run onboarding client=\u201cAcme Corp\u201d email=jane@acme.com package=basic"
+    )
+    assert ("Client", "Acme Corp") in card.fields
+    assert parse_arguments('x client="Say \u201chi\u201d"') == (
+        ["x"],
+        {"client": "Say \u201chi\u201d"},
+    )
 
 
 async def test_a_run_with_a_quote_left_open_does_not_start(app: Steward) -> None:
