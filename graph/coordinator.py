@@ -604,6 +604,7 @@ class Coordinator:
             inputs = ", ".join(f"{n} ({s.type.value})" for n, s in definition.inputs.items())
             inputs = inputs or "none"
             lines.append(f"{definition.name} — {definition.description}\n  inputs: {inputs}")
+        lines += [f"Skipped at the start: {problem}" for problem in self.catalog.problems]
         return "\n".join(lines) or "No processes are defined."
 
     # -- tier 1 and 2: free text, and questions in flight ------------------------------

@@ -352,6 +352,17 @@ async def test_help_and_processes(app: Steward) -> None:
     assert "onboarding" in text and "email (email)" in text
 
 
+async def test_processes_names_a_definition_skipped_at_the_start(tmp_path: Path) -> None:
+    user = tmp_path / "processes"
+    user.mkdir()
+    (user / "mine.yaml").write_text("name: mine\ntitle: Mine\n", encoding="utf-8")
+    settings = load_settings(home=tmp_path / "home", operators="telegram:42", processes_dir=user)
+    async with Steward.open(settings) as steward:
+        text = joined(await send(steward, "/processes"))
+    assert "onboarding" in text
+    assert f"Skipped at the start: {user / 'mine.yaml'}:1: description: Field required" in text
+
+
 async def test_approve_without_an_id_shows_usage(app: Steward) -> None:
     assert "Usage: /approve ID" in joined(await send(app, "/approve"))
     assert "Usage: /reject ID" in joined(await send(app, "/reject"))
