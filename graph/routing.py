@@ -39,7 +39,9 @@ MONEY = re.compile(
 )
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 ISO_DATE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}\b")
-AFTER_PREPOSITION = re.compile(r"\b(?:from|for|at|with)\s+([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*)")
+# The company after "from", "for" or "at"; not "with", which names a person ("onboard Acme
+# with Jane as the contact") as often as a company.
+AFTER_PREPOSITION = re.compile(r"\b(?:from|for|at)\s+([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*)")
 CLIENTISH = ("client", "company", "customer")
 # The person before the company: "onboard Jane from Acme", "Sarah of Northwind Legal".
 BEFORE_COMPANY = re.compile(

@@ -41,6 +41,7 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
             {"kickoff": "2026-12-20T15:00", "package": "basic"},
         ),
         ("onboard Globex, kick-off on 2026-12-20", {"kickoff": None}),  # no time: not midnight
+        ("onboard Acme on premium with Jane as the contact", {"client": None}),
     ],
 )
 def test_the_person_named_before_the_company_is_the_one_greeted(
