@@ -32,7 +32,7 @@ from graph.history import (
     plainly_a_question,
 )
 from graph.ids import is_approval_id, is_run_id
-from graph.inputs import InputError, InputType, parse_input
+from graph.inputs import InputError, InputSpec, InputType, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import entity_of, said_record
 from graph.routing import Router, parse_arguments
@@ -680,9 +680,9 @@ class Coordinator:
     async def _answer(self, inbound: Inbound, pending: dict[str, Any], text: str) -> Reply:
         actor = inbound.sender.key
         if pending["type"] == "form":
-            definition = self.engine.definition(pending["process"])
-            field = pending["asking"]
-            spec = definition.inputs[field]
+            if (asked := await self._asked_input(inbound, pending)) is None:
+                return Reply().say(_changed_form(pending["process"]))
+            definition, field, spec = asked
             if not spec.required and spec.type in WORDS and text.lower().strip(".!") in NONE:
                 return await self._skip_input(inbound, pending)  # "none", as asked
             try:
@@ -739,15 +739,28 @@ class Coordinator:
         return Reply().say(f"The new text ({size}):").quote(whole).say(ASK_YES)
 
     async def _skip_input(self, inbound: Inbound, pending: dict[str, Any]) -> Reply:
-        definition = self.engine.definition(pending["process"])
-        field = pending["asking"]
-        if definition.inputs[field].required:
+        if (asked := await self._asked_input(inbound, pending)) is None:
+            return Reply().say(_changed_form(pending["process"]))
+        definition, field, spec = asked
+        if spec.required:
             await self._ask(inbound, pending)  # anew: the next message may answer it
             return Reply().say(
                 f"{definition.title} needs the {field.replace('_', ' ')}: answer it, or /cancel."
             )
         skipped = [*pending.get("skipped", []), field]
         return await self._continue_form(inbound, definition, pending["values"], skipped)
+
+    async def _asked_input(
+        self, inbound: Inbound, pending: dict[str, Any]
+    ) -> tuple[ProcessDefinition, str, InputSpec] | None:
+        """The process and the input a form asks for; None, and the form dropped, when a
+        start since read a definition without them (working memory kept the form)."""
+        field = pending["asking"]
+        definition = self.catalog.get(pending["process"])
+        if definition is None or field not in definition.inputs:
+            await self.memory.delete(self._question_key(inbound))
+            return None
+        return definition, field, definition.inputs[field]
 
     async def _cancel_question(self, inbound: Inbound) -> Reply:
         key = self._question_key(inbound)
@@ -799,6 +812,13 @@ def _takes_an_id(name: str, args: list[str]) -> bool:
         return False
     is_id, count = BY_ID[name]
     return is_id(args[0].lower()) and (count is None or len(args) == count)
+
+
+def _changed_form(process: str) -> str:
+    return (
+        f"The {process} process changed since I asked, so I dropped that question: "
+        f"/run {process} to start again."
+    )
 
 
 def _one_id(text: str, command: str) -> str:

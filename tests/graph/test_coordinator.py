@@ -287,6 +287,19 @@ async def test_cancel_during_a_form_drops_it(app: Steward) -> None:
     assert "Nothing to cancel" in joined(nothing)
 
 
+@pytest.mark.parametrize("answer", ["Acme", "/skip"])
+async def test_a_form_its_definition_no_longer_asks_is_dropped(app: Steward, answer: str) -> None:
+    """Working memory (Redis) kept the form across a start that read a changed definition."""
+    await send(app, "/run onboarding")
+    key = "question:telegram:42:chat-1"
+    form = await app.coordinator.memory.get(key)
+    assert form is not None and form["asking"] == "client"
+    await app.coordinator.memory.set(key, {**form, "asking": "company"}, 60)
+    said = joined(await send(app, answer))
+    assert "changed since I asked" in said and "/run onboarding" in said
+    assert await app.coordinator.memory.get(key) is None
+
+
 async def test_forms_are_kept_per_chat(app: Steward) -> None:
     await send(app, "onboard Jane from Acme Corp on the premium package", chat="chat-1")
     other = await send(app, "jane@acme.com", chat="chat-2")
