@@ -331,9 +331,9 @@ class Coordinator:
     # -- tier 0: commands and buttons --------------------------------------------------
 
     async def _command(self, inbound: Inbound, text: str) -> Reply:
-        head, _, rest = text.partition(" ")
+        head, *after = text.split(maxsplit=1)  # "/reject ID" and its reason on a line below
         name = head[1:].split("@", 1)[0].lower()
-        rest = rest.strip()
+        rest = after[0].strip() if after else ""
         actor = inbound.sender.key
         match name:
             case "help" | "start":
@@ -368,10 +368,10 @@ class Coordinator:
                 await self._drop_question(inbound, approval_id)  # a new text asked for it
                 return await self.decide(approval_id, True, actor)
             case "reject":
-                given, _, reason = rest.partition(" ")
+                given, *reason = rest.split(maxsplit=1) or [""]
                 approval_id = _one_id(given, "reject")
                 await self._drop_question(inbound, approval_id)
-                return await self.decide(approval_id, False, actor, reason.strip() or None)
+                return await self.decide(approval_id, False, actor, reason[0] if reason else None)
             case "cancel":
                 if not rest:
                     return await self._cancel_question(inbound)

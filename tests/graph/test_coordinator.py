@@ -572,6 +572,15 @@ async def test_reject_command_with_a_reason(app: Steward) -> None:
     assert approval is not None and approval.reason == "wrong client"
 
 
+async def test_a_reason_on_the_line_below_the_reject_command_is_its_reason(app: Steward) -> None:
+    card = await start(app)
+    reply = await send(app, f"/reject\t{card.approval_id}\nWrong client.\nAnd the price.")
+    assert "Rejected by telegram:42" in outcomes(reply)[0].text
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.reason == "Wrong client.\nAnd the price."
+    assert "ended: rejected" in joined(await send(app, "/runs\nall"))
+
+
 async def test_a_new_text_in_parts_is_shown_whole_and_sent_only_on_yes(app: Steward) -> None:
     async def part(text: str) -> Reply:
         inbound = Inbound(OPERATOR, "chat-1", f"part-{next(_ids)}", text, may_go_on=True)
