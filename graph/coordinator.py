@@ -190,7 +190,7 @@ class Coordinator:
         stay words. While a question waits for its answer, everything is the answer but
         ``cancel`` and ``skip`` on their own."""
         name, *args = text.split() or [""]
-        name = name.lower()
+        name = name.lower() if args else name.lower().rstrip(".!")  # "Cancel." on a phone
         if asked:
             shaped = name in QUESTION_COMMANDS and not args
         elif not args:
@@ -203,7 +203,9 @@ class Coordinator:
             shaped = True  # history and a question
         else:
             shaped = _takes_an_id(name, args)
-        return "/" + text if shaped else None
+        if not shaped:
+            return None
+        return "/" + text if args else "/" + name
 
     def _no_reason(self, text: str) -> bool:
         """Whether ``text``, said when a rejection's reason was asked for, is something

@@ -300,6 +300,12 @@ async def test_a_form_its_definition_no_longer_asks_is_dropped(app: Steward, ans
     assert await app.coordinator.memory.get(key) is None
 
 
+async def test_cancel_typed_as_a_phone_writes_it_drops_a_form(app: Steward) -> None:
+    await send(app, "/run onboarding")
+    assert "dropped" in joined(await send(app, "Cancel."))
+    assert "not waiting" in joined(await send(app, "/skip"))
+
+
 async def test_forms_are_kept_per_chat(app: Steward) -> None:
     await send(app, "onboard Jane from Acme Corp on the premium package", chat="chat-1")
     other = await send(app, "jane@acme.com", chat="chat-2")
@@ -1047,6 +1053,10 @@ async def test_a_run_with_a_quote_left_open_does_not_start(app: Steward) -> None
         ("", False, None),
         ("cancel", True, "/cancel"),
         ("skip", True, "/skip"),
+        ("Cancel.", True, "/cancel"),  # as a phone writes it
+        ("Skip!", True, "/skip"),
+        ("Runs.", False, "/runs"),
+        ("cancel it.", True, None),
         ("runs", True, None),
         ("approve a3k9m2pq", True, None),
         ("Today we are thrilled to welcome you", True, None),
