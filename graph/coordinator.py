@@ -44,6 +44,7 @@ from memory.working import WorkingMemory
 log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
+RUNS_SHOWN = 30  # the newest runs /runs lists
 # A running run whose steward was killed mid-step, with none beside it to take it over.
 LEFT_MID_STEP = "its steward stopped mid-step: /retry {run} moves it on"
 QUESTION_TTL = 24 * 3600
@@ -563,7 +564,9 @@ class Coordinator:
         return await (self.budgets or Budgets(self.ledger, self.zone)).spending()
 
     async def runs_reply(self, show_all: bool = False) -> Reply:
-        runs = await self.ledger.run_lines(None if show_all else ACTIVE, limit=30)
+        runs = await self.ledger.run_lines(None if show_all else ACTIVE, limit=RUNS_SHOWN + 1)
+        older = runs[RUNS_SHOWN:]
+        runs = runs[:RUNS_SHOWN]
         circuits = [f"⚠ {b.describe()}" for b in self.engine.effects.open_circuits()]
         if not runs:
             empty = "No runs in progress." if not show_all else "No runs yet."
@@ -583,6 +586,11 @@ class Coordinator:
             elif run.current_step:
                 line += f" · at {run.current_step}"
             lines.append(line)
+        if older:
+            lines.append(
+                f"… and older ones: these are the newest {RUNS_SHOWN}. In a shell, "
+                "steward runs --limit N lists more; /today ranks what needs you."
+            )
         return Reply().say("\n".join(lines + circuits))
 
     async def _details(self, approval_id: str) -> Reply:

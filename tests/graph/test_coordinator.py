@@ -818,6 +818,18 @@ async def test_runs_lists_active_runs_and_all_includes_finished(app: Steward) ->
     assert "succeeded" in everything
 
 
+async def test_runs_says_when_it_lists_only_the_newest(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("graph.coordinator.RUNS_SHOWN", 2)
+    oldest = await run_of(app, await start(app))
+    await start(app)
+    assert "older ones" not in joined(await send(app, "/runs"))
+    await start(app)
+    listed = joined(await send(app, "/runs"))
+    assert oldest not in listed and "the newest 2" in listed and "--limit" in listed
+
+
 async def test_runs_all_says_how_a_run_ended(app: Steward) -> None:
     rejected = await start(app)
     await send(app, button=f"reject:{rejected.approval_id}")
