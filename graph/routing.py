@@ -102,8 +102,8 @@ def parse_arguments(text: str, strict: bool = False) -> tuple[list[str], dict[st
     positional, named = [], {}
     for token in tokens:
         key, sep, value = token.partition("=")
-        if sep and INPUT_NAME.fullmatch(key):
-            named[key] = value
+        if sep and INPUT_NAME.fullmatch(key.lower()):
+            named[key.lower()] = value
         else:
             positional.append(token)
     return positional, named

@@ -1037,6 +1037,11 @@ async def test_curly_quotes_as_a_phone_types_them_quote_a_value(app: Steward) ->
     )
 
 
+async def test_an_input_named_in_capitals_is_that_input(app: Steward) -> None:
+    card = await start(app, "/run onboarding Client=Acme EMAIL=jane@acme.com Package=Basic")
+    assert ("Client", "Acme") in card.fields and ("Package", "basic") in card.fields
+
+
 async def test_a_run_with_a_quote_left_open_does_not_start(app: Steward) -> None:
     reply = await send(app, '/run onboarding client="Acme email=jane@acme.com package=basic')
     assert "quote is left open" in joined(reply)
