@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import re
 import shlex
@@ -55,6 +56,8 @@ AGAINST_A_START = re.compile(
     re.I,
 )
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof"})
+# Capitalised, and no client or person: "onboard Acme for Monday", "the invoice for March".
+CALENDAR = frozenset(name.lower() for name in [*calendar.month_name, *calendar.day_name] if name)
 PERSONISH = ("contact", "person")
 CHOSEN = frozenset({InputType.CHOICE, InputType.BOOLEAN})  # the model may read them off words
 
@@ -157,7 +160,8 @@ def _read_off(definition: ProcessDefinition, name: str, spec: InputSpec, text: s
     if spec.type is InputType.DATETIME:
         return _the_one(ISO_DATE_TIME.findall(text))
     if spec.type is InputType.STRING and any(w in name for w in CLIENTISH):
-        return _the_one(AFTER_PREPOSITION.findall(text))
+        named = AFTER_PREPOSITION.findall(text)
+        return _the_one([n for n in named if n.split()[0].lower() not in CALENDAR])
     if spec.type is InputType.STRING and any(w in name for w in PERSONISH):
         return _first_name(definition, text)
     return None
@@ -180,7 +184,11 @@ def _first_name(definition: ProcessDefinition, text: str) -> str | None:
     words = [word for word in named.split() if word.lower() not in process_words]
     if len(words) > 1 and words[0].lower().rstrip(".") in TITLES:  # "Dr Smith"
         return f"{words[0]} {words[1]}"
-    names = [word for word in words if not (len(word) > 1 and word.isupper())]  # not ACME
+    names = [
+        word
+        for word in words
+        if not (len(word) > 1 and word.isupper()) and word.lower() not in CALENDAR  # not ACME
+    ]
     return names[0] if names else None
 
 

@@ -42,6 +42,8 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
         ),
         ("onboard Globex, kick-off on 2026-12-20", {"kickoff": None}),  # no time: not midnight
         ("onboard Acme on premium with Jane as the contact", {"client": None}),
+        ("onboard Acme for Monday", {"client": None}),
+        ("onboard March from Acme", {"contact": None, "client": "Acme"}),
     ],
 )
 def test_the_person_named_before_the_company_is_the_one_greeted(
@@ -58,6 +60,8 @@ def test_a_reminder_greets_the_person_named_before_the_company() -> None:
     text = "chase Tom from Globex about invoice INV-42, $1,200 due 2026-11-01 (tom@globex.io)"
     found = extract_values(followup, text)
     assert (found.get("contact"), found.get("client")) == ("Tom", "Globex")
+    later = extract_values(followup, "chase the overdue invoice for March from Globex")
+    assert (later.get("contact"), later.get("client")) == (None, "Globex")
 
 
 async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path) -> None:
