@@ -119,6 +119,8 @@ async def import_(
             if table.name in SEEDED:  # what the new home wrote itself gives way to the export
                 (key,) = table.primary_key.columns
                 conn.execute(delete(table).where(key.in_([row[key.name] for row in these])))
+            elif table is t.timers:  # a home with no runs has planned its daily list alone
+                conn.execute(delete(table))
             for start in range(0, len(these), 500):
                 conn.execute(insert(table), these[start : start + 500])
             counts[table.name] = len(these)

@@ -5,6 +5,7 @@ SQLite, and into PostgreSQL where a server answers."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,27 @@ async def test_rows_the_manifest_does_not_count_refuse_the_import_before_anythin
         with pytest.raises(archive.ArchiveError, match="do not match the manifest"):
             await archive.import_(new.ledger, new.engine.checkpointer, folder)
         assert await new.ledger.list_runs(None) == []
+
+
+async def test_a_home_that_has_planned_its_daily_list_takes_the_import(
+    tmp_path: Path, target: DatabaseURL | None
+) -> None:
+    """A new home that `steward run` had started once held its next daily list's timer,
+    and the import failed on the export's timer of the same id ("the database failed")."""
+    folder = tmp_path / "export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        ids = await seed(old)
+        await old.ledger.plan_timer("digest:2026-12-08", "digest", utcnow())
+        expiries = [t.key for t in await old.ledger.due_timers(utcnow() + timedelta(days=9))]
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    overrides: dict[str, Any] = {"home": tmp_path / "new"}
+    if target is not None:
+        overrides["database_url"] = str(target)
+    async with Steward.open(load_settings(**overrides)) as new:
+        await new.ledger.plan_timer("digest:2026-12-08", "digest", utcnow())
+        await new.ledger.plan_timer("digest:2026-12-09", "digest", utcnow())
+        await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        later = utcnow() + timedelta(days=9)
+        assert [t.key for t in await new.ledger.due_timers(later)] == expiries
+        decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
+        assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
