@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -82,7 +83,8 @@ async def export(
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
     exported_at = datetime.now().astimezone().isoformat()
     manifest = {"format": FORMAT, "exported_at": exported_at, "counts": counts}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    with _private(folder / "manifest.json") as out:
+        out.write(json.dumps(manifest, indent=2) + "\n")
     return Summary(counts)
 
 
@@ -176,15 +178,20 @@ def _read(path: Path, table: Table) -> Iterator[dict[str, Any]]:
 
 
 def _new_folder(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if any(folder.iterdir()):
         raise ArchiveError(f"{folder} is not empty: export into a new folder")
 
 
 def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as out:
+    with _private(path) as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def _private(path: Path) -> TextIO:
+    """A new file only its owner can read: an export holds the clients' emails."""
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8")
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ SQLite, and into PostgreSQL where a server answers."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -232,3 +234,20 @@ async def test_a_home_that_has_planned_its_daily_list_takes_the_import(
         assert [t.key for t in await new.ledger.due_timers(later)] == expiries
         decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
         assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
+
+
+async def test_an_export_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    """It holds the clients' emails and the drafts to them: with the usual umask (022)
+    its folder and files were readable by every user of the machine."""
+    folder = tmp_path / "backups" / "export"
+    umask = os.umask(0o022)
+    try:
+        async with Steward.open(load_settings(home=tmp_path / "home")) as app:
+            await seed(app)
+            await archive.export(app.ledger, app.engine.checkpointer, folder)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert "manifest.json" in modes and "runs.jsonl" in modes
+    assert set(modes.values()) == {0o600}
