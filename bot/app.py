@@ -66,7 +66,7 @@ class Steward:
         models: LanguageModels | None = None,
     ) -> AsyncIterator[Steward]:
         try:
-            settings.home.mkdir(parents=True, exist_ok=True)
+            settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise LedgerUnavailable(
                 f"cannot use {settings.home} as steward's home: {exc.strerror} (check STEWARD_HOME)"

@@ -4,6 +4,8 @@ it, and where the data of an earlier version is."""
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,19 @@ async def test_the_ledger_an_earlier_version_kept_in_the_home_folder_is_pointed_
         async with Steward.open(load_settings(home=tmp_path)):  # it is the home again
             pass
     assert [r for r in caplog.records if r.name == "bot.app"] == []
+
+
+async def test_a_new_home_is_its_owners_alone(tmp_path: Path) -> None:
+    """The ledger, the outbox and long-term memory hold the clients' emails: with the
+    usual umask (022) a home steward made was open to every user of the machine."""
+    home = tmp_path / "data" / "steward"
+    umask = os.umask(0o022)
+    try:
+        async with Steward.open(load_settings(home=home)):
+            pass
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
 
 
 async def test_the_model_clients_connections_close_with_steward(tmp_path: Path) -> None:
