@@ -5,7 +5,8 @@ head, idempotency records, timers, model costs, definitions, and every long-term
 record in the memory journal) to ``<table>.jsonl``, a row a line, and every LangGraph
 checkpoint with its pending writes to ``checkpoints.jsonl``,
 through the checkpointer's own API (so an export from SQLite imports into PostgreSQL
-too). ``manifest.json`` says what is there and how many rows.
+too). ``manifest.json`` says what is there, how many rows, and the revision of the ledger
+it came from: an export of a newer steward is refused, never imported in part.
 
 ``import`` restores a folder into an empty home: rows go back exactly as they were
 (ids, timestamps, the audit chain's hashes), so the chain still verifies and a run that
@@ -30,6 +31,7 @@ from sqlalchemy import Connection, Table, delete, func, insert, select, text
 
 from memory.ledger import Ledger, cannot_store, cause
 from memory.ledger import schema as t
+from memory.ledger.migrate import HEAD, is_known
 from memory.ledger.schema import UTCDateTime
 
 FORMAT = "steward-export/1"
@@ -82,7 +84,7 @@ async def export(
     counts[CHECKPOINTS] = len(checkpoints)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
     exported_at = datetime.now().astimezone().isoformat()
-    manifest = {"format": FORMAT, "exported_at": exported_at, "counts": counts}
+    manifest = {"format": FORMAT, "schema": HEAD, "exported_at": exported_at, "counts": counts}
     with _private(folder / "manifest.json") as out:
         out.write(json.dumps(manifest, indent=2) + "\n")
     return Summary(counts)
@@ -101,6 +103,12 @@ async def import_(
     tables = _tables()
     counts: dict[str, int] = {}
     expected = manifest.get("counts", {})
+    unknown = set(expected) - {table.name for table in tables} - {CHECKPOINTS}
+    if unknown:  # rows of them would be left behind, the import said done
+        raise ArchiveError(
+            f"the export holds {', '.join(sorted(unknown))}, which this steward does not "
+            "know: upgrade it to import an export of a newer one; nothing was imported"
+        )
     rows = {
         table.name: list(_read(folder / f"{table.name}.jsonl", table))
         if table.name in expected or (folder / f"{table.name}.jsonl").exists()
@@ -237,6 +245,12 @@ def _manifest(folder: Path) -> dict[str, Any]:
         ) from None
     if manifest.get("format") != FORMAT:
         raise ArchiveError(f"{folder} is a {manifest.get('format')!r} export, not {FORMAT}")
+    schema = manifest.get("schema", HEAD)
+    if not isinstance(schema, str) or not is_known(schema):
+        raise ArchiveError(
+            f"{folder} was exported by a newer steward (its ledger at revision {schema!r}, "
+            f"this one's at {HEAD}): upgrade this one to import it"
+        )
     return dict(manifest)
 
 

@@ -43,6 +43,18 @@ def upgrade_to_head(connection: Connection) -> None:
         raise UnknownRevision(str(exc)) from exc
 
 
+def is_known(revision: str) -> bool:
+    """Whether this steward has a migration of that revision (or it is a newer one's)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except CommandError:
+        return False
+    return True
+
+
 def revision(connection: Connection) -> str | None:
     """The revision the ledger is at; None for a new one."""
     if not inspect(connection).has_table("alembic_version"):

@@ -20,6 +20,7 @@ from graph.messages import Inbound, Sender
 from memory import archive
 from memory.database_url import DatabaseURL
 from memory.ledger import NewAuditEvent, RunStatus, utcnow
+from memory.ledger.migrate import HEAD
 
 INVOICE = {
     "client": "Acme",
@@ -251,3 +252,30 @@ async def test_an_export_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
     assert "manifest.json" in modes and "runs.jsonl" in modes
     assert set(modes.values()) == {0o600}
+
+
+@pytest.mark.parametrize(
+    ("newer", "said"),
+    [
+        ({"schema": "0099"}, "exported by a newer steward .* upgrade this one"),
+        ({"counts": {"invoices": 1}}, "holds invoices, which this steward does not know"),
+    ],
+)
+async def test_an_export_of_a_newer_steward_is_refused(
+    tmp_path: Path, newer: dict[str, Any], said: str
+) -> None:
+    """A table this steward does not have was left behind, and the import said done."""
+    folder = tmp_path / "export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        await seed(old)
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["schema"] == HEAD
+    manifest["schema"] = newer.get("schema", HEAD)
+    manifest["counts"] |= newer.get("counts", {})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "invoices.jsonl").write_text('{"id": 1, "amount": "1200"}\n')
+    async with Steward.open(load_settings(home=tmp_path / "new")) as new:
+        with pytest.raises(archive.ArchiveError, match=said):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        assert await new.ledger.list_runs(None) == []
