@@ -3,7 +3,7 @@
 ``export`` writes each ledger table (runs, steps, approvals, inbox, audit log and its
 head, idempotency records, timers, model costs, definitions, and every long-term memory
 record in the memory journal) to ``<table>.jsonl``, a row a line, and every LangGraph
-checkpoint with its pending writes to ``checkpoints.jsonl``,
+checkpoint with its pending writes to ``checkpoints.jsonl``, all as of one moment,
 through the checkpointer's own API (so an export from SQLite imports into PostgreSQL
 too). ``manifest.json`` says what is there, how many rows, and the revision of the ledger
 it came from: an export of a newer steward is refused, never imported in part.
@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from sqlalchemy import Connection, Table, delete, func, insert, select, text
 
+from memory.checkpoints import read_at_once
 from memory.ledger import Ledger, cannot_store, cause
 from memory.ledger import schema as t
 from memory.ledger.migrate import HEAD, is_known
@@ -74,12 +75,18 @@ async def export(
     report = progress or (lambda what, done, of: None)
     counts: dict[str, int] = {}
     tables = _tables()
+
+    def read(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+        return {table.name: _rows(conn, table) for table in tables}
+
+    # One moment's: runs that start meanwhile are exported whole, or not at all.
+    ledger_rows, saved = await read_at_once(ledger, checkpointer, read)
     for index, table in enumerate(tables):
-        rows = await ledger.db.run(lambda c, tb=table: _rows(c, tb), write=False)  # type: ignore[misc]
+        rows = ledger_rows[table.name]
         _write_lines(folder / f"{table.name}.jsonl", rows)
         counts[table.name] = len(rows)
         report(table.name, index + 1, len(tables) + 1)
-    checkpoints = await _export_checkpoints(checkpointer)
+    checkpoints = _export_checkpoints(checkpointer, saved)
     _write_lines(folder / f"{CHECKPOINTS}.jsonl", checkpoints)
     counts[CHECKPOINTS] = len(checkpoints)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
@@ -257,9 +264,10 @@ def _manifest(folder: Path) -> dict[str, Any]:
 # -- checkpoints ---------------------------------------------------------------------------
 
 
-async def _export_checkpoints(checkpointer: BaseCheckpointSaver[str]) -> list[dict[str, Any]]:
+def _export_checkpoints(
+    checkpointer: BaseCheckpointSaver[str], saved: list[CheckpointTuple]
+) -> list[dict[str, Any]]:
     serde = checkpointer.serde
-    saved = [tup async for tup in checkpointer.alist(None)]
     return [
         {
             "config": tup.config,

@@ -92,6 +92,10 @@ class LedgerSqliteSaver(SqliteSaver):
         """The thread's latest checkpoint, read in the caller's transaction."""
         return self._on(conn, self.get_tuple, _latest(thread_id))
 
+    def read_all(self, conn: Connection) -> list[CheckpointTuple]:
+        """Every checkpoint, the newest first, read in the caller's transaction."""
+        return self._on(conn, lambda: list(self.list(None)))
+
     @contextmanager
     def resuming(self, thread_id: str, latest: CheckpointTuple | None) -> Iterator[None]:
         """Hands ``latest`` (from ``read_latest``) to the next read of the thread's latest
@@ -169,6 +173,32 @@ class LedgerSqliteSaver(SqliteSaver):
             SqliteSaver(conn).setup()
         finally:
             conn.close()
+
+
+async def read_at_once(
+    ledger: Ledger, saver: BaseCheckpointSaver[str], fn: Callable[[Connection], T]
+) -> tuple[T, list[CheckpointTuple]]:
+    """What ``fn`` reads of the ledger and every checkpoint (the newest first), as of one
+    moment: on SQLite in one transaction; on PostgreSQL in two that share a snapshot."""
+    if isinstance(saver, LedgerSqliteSaver):
+        return await ledger.db.run(lambda conn: (fn(conn), saver.read_all(conn)), write=False)
+    if not isinstance(saver, AsyncPostgresSaver):
+        return await ledger.db.run(fn, write=False), [tup async for tup in saver.alist(None)]
+    pool = saver.conn
+    assert isinstance(pool, AsyncConnectionPool)  # as open_checkpointer made it
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        exported = await (await conn.execute("SELECT pg_export_snapshot() AS id")).fetchone()
+        assert exported is not None
+
+        def in_snapshot(ledger_conn: Connection) -> T:
+            ledger_conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            ledger_conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{exported['id']}'")
+            return fn(ledger_conn)
+
+        result = await ledger.db.run(in_snapshot, write=False)
+        pinned = AsyncPostgresSaver(conn, serde=saver.serde)
+        return result, [tup async for tup in pinned.alist(None)]
 
 
 def _latest(thread_id: str) -> RunnableConfig:

@@ -279,3 +279,46 @@ async def test_an_export_of_a_newer_steward_is_refused(
         with pytest.raises(archive.ArchiveError, match=said):
             await archive.import_(new.ledger, new.engine.checkpointer, folder)
         assert await new.ledger.list_runs(None) == []
+
+
+async def test_an_export_taken_while_runs_start_is_one_moment(
+    tmp_path: Path, target: DatabaseURL | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each table was read in a transaction of its own, the checkpoints after them all:
+    runs that started meanwhile were exported without their approvals, and a run's
+    checkpoints without its row."""
+    folder = tmp_path / "export"
+    overrides: dict[str, Any] = {"home": tmp_path / "old"}
+    if target is not None:
+        overrides["database_url"] = str(target)
+    async with Steward.open(load_settings(**overrides)) as old:
+        await seed(old)
+        read = old.ledger.db.run
+        starting = False
+
+        async def a_run_starts_first(fn: Any, write: bool = True, durable: bool = True) -> Any:
+            nonlocal starting
+            if not write and not starting:  # the export reads: another process starts a run
+                starting = True
+                try:
+                    await old.engine.start("onboarding", onboarding("Busy"), "cli:shell")
+                finally:
+                    starting = False
+            return await read(fn, write, durable)
+
+        monkeypatch.setattr(old.ledger.db, "run", a_run_starts_first)
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+        monkeypatch.undo()
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (folder / f"{name}.jsonl").read_text().splitlines()]
+
+    runs = {row["id"] for row in rows("runs")}
+    waiting = {row["id"] for row in rows("runs") if row["status"] == "waiting"}
+    asked = {row["run_id"] for row in rows("approvals")}
+    started = {row["subject"] for row in rows("audit_events") if row["kind"] == "run.started"}
+    threads = {row["config"]["configurable"]["thread_id"] for row in rows("checkpoints")}
+    assert waiting <= asked <= runs and started == runs and waiting <= threads <= runs
+    async with Steward.open(load_settings(home=tmp_path / "new")) as new:
+        await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        assert (await new.ledger.verify_audit()).ok
