@@ -32,7 +32,7 @@ import sqlite_vec
 
 from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKind
 from memory.longterm.sign_bits import SignBits, sign_bits
-from memory.longterm.store import Vector, fuse, ranking
+from memory.longterm.store import MemoryUnavailable, Vector, fuse, ranking
 
 T = TypeVar("T")
 
@@ -109,17 +109,24 @@ class EmbeddedMemory:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
         self.name = f"embedded:{self.path or ':memory:'}"
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlean.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.enable_load_extension(True)
-        sqlite_vec.load(self._conn)
-        self._conn.enable_load_extension(False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # the ledger can rebuild it all
-        self._conn.executescript(SCHEMA)
-        self._upgrade()
-        self._dims = self._stored_dims()
+        try:  # a full disk, a folder in the way: one line, not a traceback
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlean.connect(str(path), check_same_thread=False, isolation_level=None)
+        except (OSError, sqlean.Error) as exc:
+            raise MemoryUnavailable(f"cannot open long-term memory at {path}: {exc}") from exc
+        try:
+            self._conn.enable_load_extension(True)
+            sqlite_vec.load(self._conn)
+            self._conn.enable_load_extension(False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # the ledger can rebuild it all
+            self._conn.executescript(SCHEMA)
+            self._upgrade()
+            self._dims = self._stored_dims()
+        except sqlean.Error as exc:
+            self._conn.close()
+            raise MemoryUnavailable(f"cannot open long-term memory at {path}: {exc}") from exc
         self._lock = threading.Lock()
         self._signs: SignBits | None = None  # read when a search first needs them
         self._version = self._conn.execute("PRAGMA data_version").fetchone()[0]

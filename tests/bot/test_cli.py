@@ -944,3 +944,16 @@ def test_a_closed_standard_stream_is_written_nothing_as_print_does(
     with pytest.raises(SystemExit) as exited:
         main(list(START))
     assert exited.value.code == 0
+
+
+def test_a_long_term_memory_that_cannot_open_is_one_line_not_a_traceback(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk (SQLite's "disk I/O error") or a folder in the way of memory.db."""
+    (home / "memory.db").mkdir(parents=True)
+    code, _, err = steward(capsys, "runs")
+    assert code == 1
+    assert err.strip() == (
+        f"steward: cannot open long-term memory at {home / 'memory.db'}: "
+        "unable to open database file"
+    )
