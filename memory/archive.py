@@ -141,20 +141,24 @@ async def import_(
             for start in range(0, len(these), 500):
                 conn.execute(insert(table), these[start : start + 500])
             counts[table.name] = len(these)
-            report(table.name, index + 1, len(tables) + 1)
+            report(table.name, index + 2, len(tables) + 1)
         if conn.dialect.name == "postgresql":
             _reset_sequences(conn, tables)
 
+    # The checkpoints first, each stored by its id: a stop before the ledger's commit leaves
+    # the home empty for the import again, where one after it left runs without them.
+    counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, checkpoints)
+    report(CHECKPOINTS, 1, len(tables) + 1)
     try:
         await ledger.db.run(restore)  # one transaction: all of it, or nothing
     except Exception as exc:
         if not cannot_store(exc):
             raise
+        for thread in {parent["configurable"]["thread_id"] for parent, *_ in checkpoints}:
+            await checkpointer.adelete_thread(thread)
         raise ArchiveError(
             f"this database refuses a row of the export ({cause(exc)}); nothing was imported"
         ) from None
-    counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, checkpoints)
-    report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
     return Summary(counts)
 
 

@@ -97,7 +97,7 @@ async def test_a_round_trip_loses_nothing(tmp_path: Path, target: DatabaseURL | 
             folder,
             lambda what, done, of: seen.append(what),
         )
-        assert seen[-1] == "checkpoints" and "runs" in seen
+        assert seen[0] == "checkpoints" and "runs" in seen
         after = await tables(new)
         for name, rows in before.items():
             assert after[name] == rows, name
@@ -157,6 +157,7 @@ async def test_an_export_postgresql_cannot_hold_is_refused_whole(
             await archive.import_(new.ledger, new.engine.checkpointer, folder)
         assert await new.ledger.list_runs(None) == []
         assert await new.ledger.audit_events() == []
+        assert [saved async for saved in new.engine.checkpointer.alist(None)] == []
 
 
 @pytest.mark.parametrize(
@@ -322,3 +323,38 @@ async def test_an_export_taken_while_runs_start_is_one_moment(
     async with Steward.open(load_settings(home=tmp_path / "new")) as new:
         await archive.import_(new.ledger, new.engine.checkpointer, folder)
         assert (await new.ledger.verify_audit()).ok
+
+
+async def test_an_import_stopped_midway_can_be_made_again(
+    tmp_path: Path, target: DatabaseURL | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger was committed before the checkpoints were stored: a stop between the
+    two (Ctrl-C, a lost connection) left waiting runs that could not go on, and the home
+    refused the import again as no longer empty."""
+    folder = tmp_path / "export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        ids = await seed(old)
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    overrides: dict[str, Any] = {"home": tmp_path / "new"}
+    if target is not None:
+        overrides["database_url"] = str(target)
+    async with Steward.open(load_settings(**overrides)) as new:
+        saver = new.engine.checkpointer
+        put = saver.aput
+        stored = 0
+
+        async def stops_midway(*args: Any) -> Any:
+            nonlocal stored
+            stored += 1
+            if stored == 3:
+                raise KeyboardInterrupt
+            return await put(*args)
+
+        monkeypatch.setattr(saver, "aput", stops_midway)
+        with pytest.raises(KeyboardInterrupt):
+            await archive.import_(new.ledger, saver, folder)
+        monkeypatch.undo()
+        summary = await archive.import_(new.ledger, saver, folder)
+        assert summary.counts["runs"] == 4
+        decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
+        assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
