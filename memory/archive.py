@@ -20,6 +20,7 @@ import base64
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -92,8 +93,9 @@ async def export(
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
     exported_at = datetime.now().astimezone().isoformat()
     manifest = {"format": FORMAT, "schema": HEAD, "exported_at": exported_at, "counts": counts}
-    with _private(folder / "manifest.json") as out:
+    with _private(folder / "manifest.json") as out:  # last: what it counts is on disk
         out.write(json.dumps(manifest, indent=2) + "\n")
+    _sync_folder(folder)
     return Summary(counts)
 
 
@@ -208,9 +210,24 @@ def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
             out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
-def _private(path: Path) -> TextIO:
-    """A new file only its owner can read: an export holds the clients' emails."""
-    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8")
+@contextmanager
+def _private(path: Path) -> Iterator[TextIO]:
+    """A new file only its owner can read (an export holds the clients' emails), on disk
+    once the block is done."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    with open(os.open(path, flags, 0o600), "w", encoding="utf-8") as out:
+        yield out
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """Puts the folder's entries for its new files on disk."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

@@ -358,3 +358,26 @@ async def test_an_import_stopped_midway_can_be_made_again(
         assert summary.counts["runs"] == 4
         decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
         assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
+
+
+async def test_an_export_is_on_disk_when_it_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "exported … records" was said with the files in the page cache alone: a power cut
+    then (a machine shut down for the move) could leave an export empty."""
+    folder = tmp_path / "export"
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def noted(descriptor: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")).name)
+        fsync(descriptor)
+
+    async with Steward.open(load_settings(home=tmp_path / "home")) as app:
+        await seed(app)
+        monkeypatch.setattr(os, "fsync", noted)
+        await archive.export(app.ledger, app.engine.checkpointer, folder)
+        monkeypatch.undo()
+    files = sorted(path.name for path in folder.iterdir())
+    assert sorted(synced[:-2]) == sorted(set(files) - {"manifest.json"})
+    assert synced[-2:] == ["manifest.json", "export"]
