@@ -105,12 +105,14 @@ def _main(argv: list[str] | None) -> None:
         print(f"steward: the database failed: {cause(exc)} ({settings.database})", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
-        if args.command not in ("run", "chat"):  # those stop as a stop should
+        if args.command in MOVES_RUNS:
             print(
                 "steward: interrupted. A run it left mid-step goes on, once, in the "
                 "`steward run` or `steward chat` beside it, or when one next starts.",
                 file=sys.stderr,
             )
+        elif args.command not in ("run", "chat"):  # those stop as a stop should
+            print("steward: interrupted.", file=sys.stderr)
         code = 130
     sys.exit(code)
 

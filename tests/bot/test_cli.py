@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import graph.engine
+from bot import cli
 from bot.app import Steward
 from bot.cli import _parser, main
 from bot.console import CONTROLS
@@ -957,3 +958,23 @@ def test_a_long_term_memory_that_cannot_open_is_one_line_not_a_traceback(
         f"steward: cannot open long-term memory at {home / 'memory.db'}: "
         "unable to open database file"
     )
+
+
+@pytest.mark.parametrize(("command", "moves_runs"), [("import", False), ("approve", True)])
+def test_an_interrupted_command_speaks_of_runs_only_where_it_moves_them(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    moves_runs: bool,
+) -> None:
+    """An import cut short by Ctrl-C was told that a run it left mid-step goes on."""
+
+    async def interrupted(*_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+    code, _, err = steward(capsys, command, "somewhere")
+    assert code == 130
+    assert ("A run it left mid-step goes on" in err) is moves_runs
+    assert err.startswith("steward: interrupted.")
