@@ -781,7 +781,7 @@ class Ledger:
         """Creates or migrates the schema. Raises LedgerUnavailable with the cause."""
         try:
             if self.url.is_sqlite:
-                self.url.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+                self.url.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             await self.db.run(_migrate)
         except UnknownRevision as exc:
             raise LedgerUnavailable(

@@ -84,6 +84,21 @@ async def test_a_new_home_is_its_owners_alone(tmp_path: Path) -> None:
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
 
 
+async def test_a_ledger_folder_steward_makes_elsewhere_is_its_owners_alone(
+    tmp_path: Path,
+) -> None:
+    """STEWARD_DATABASE_URL names a SQLite file outside the home, in a folder to make."""
+    ledger = tmp_path / "srv" / "ledgers" / "steward.db"
+    umask = os.umask(0o022)
+    try:
+        settings = load_settings(home=tmp_path / "home", database_url=f"sqlite:///{ledger}")
+        async with Steward.open(settings):
+            pass
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(ledger.parent.stat().st_mode) == 0o700
+
+
 async def test_the_model_clients_connections_close_with_steward(tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path / "home", llm_model="gpt-4o-mini", openai_api_key="k")
     async with Steward.open(settings) as app:
