@@ -385,6 +385,13 @@ async def cmd_export(steward: Steward, args: argparse.Namespace) -> int:
 
 
 async def cmd_import(steward: Steward, args: argparse.Namespace) -> int:
+    if await a_service_lives(steward.ledger):  # it would go on from what it read before
+        print(
+            "steward: a `steward run` or `steward chat` is using this ledger: stop it, then "
+            "import; nothing was imported",
+            file=sys.stderr,
+        )
+        return 1
     try:
         summary = await archive.import_(
             steward.ledger, steward.engine.checkpointer, Path(args.folder), _progress("importing")

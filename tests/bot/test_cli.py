@@ -903,6 +903,21 @@ def test_an_export_or_import_the_file_system_refuses_is_one_line(
     assert len(err.strip().splitlines()) == 1, err
 
 
+def test_an_import_beside_a_live_steward_is_refused(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steward beside went on with what it had read before: the daily list it had
+    planned, the cards it had handed out, its writes colliding with the import's."""
+    start(capsys)
+    assert steward(capsys, "export", str(tmp_path / "export"))[0] == 0
+    monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "new-home"))
+    another_steward_lives()
+    code, _, err = steward(capsys, "import", str(tmp_path / "export"))
+    assert code == 1 and "stop it, then import; nothing was imported" in err
+    code, out, _ = steward(capsys, "runs", "--all")
+    assert code == 0 and "no runs yet" in out
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
