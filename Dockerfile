@@ -14,7 +14,7 @@ COPY connectors ./connectors
 COPY processes ./processes
 RUN uv sync --locked --no-dev
 
-RUN useradd --create-home steward && mkdir -p /data && chown steward /data
+RUN useradd --create-home steward && mkdir -p /data && chown steward /data && chmod 700 /data
 USER steward
 VOLUME ["/data"]
 EXPOSE 8080

@@ -166,8 +166,21 @@ def _say_skipped(steward: Steward) -> None:
                 )
 
 
+def _say_if_shared(steward: Steward) -> None:
+    """A home other users of the machine may read (one made before homes were made
+    private): the clients' emails and drafts are in it."""
+    home = steward.settings.home
+    if home.stat().st_mode & 0o077:
+        print(
+            f"steward: other users of this machine may read {home}, which holds your clients' "
+            f"emails and drafts: `chmod 700 {home}` keeps it yours",
+            file=sys.stderr,
+        )
+
+
 async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
     _say_skipped(steward)
+    _say_if_shared(steward)
     channels = configured_channels(steward)
     if not channels:
         return await _terminal(steward, serving=True)
@@ -191,6 +204,7 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
 
 async def cmd_chat(steward: Steward, args: argparse.Namespace) -> int:
     _say_skipped(steward)
+    _say_if_shared(steward)
     return await _terminal(steward, serving=False)
 
 

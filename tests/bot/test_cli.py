@@ -903,6 +903,20 @@ def test_an_export_or_import_the_file_system_refuses_is_one_line(
     assert len(err.strip().splitlines()) == 1, err
 
 
+def test_a_home_other_users_may_read_is_pointed_out_at_start(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)  # as a steward before 2026-12-07 made it, under the usual umask
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = steward(capsys, "chat")
+    assert code == 0 and f"`chmod 700 {home}` keeps it yours" in err
+    home.chmod(0o700)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = steward(capsys, "chat")
+    assert code == 0 and "chmod" not in err
+
+
 def test_an_import_beside_a_live_steward_is_refused(
     home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
