@@ -446,11 +446,10 @@ def _progress(verb: str) -> archive.Progress:
 
 
 async def cmd_budget(steward: Steward, args: argparse.Namespace) -> int:
-    spending = await steward.coordinator.spending()
     if args.json:
-        _print_json(spending.to_json())
+        _print_json((await steward.coordinator.spending()).to_json())
     else:
-        print(spending.report())
+        print(await steward.coordinator.budget_report())
     return 0
 
 

@@ -44,6 +44,10 @@ from memory.working import WorkingMemory
 log = logging.getLogger(__name__)
 
 ACTIVE = [RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED]
+NO_MODEL = (
+    "No model is set up (STEWARD_LLM_MODEL), so nothing is spent: steward drafts from each "
+    "process's templates and routes plain words by rules."
+)
 RUNS_SHOWN = 30  # the newest runs /runs lists
 # A running run whose steward was killed mid-step, with none beside it to take it over.
 LEFT_MID_STEP = "its steward stopped mid-step: /retry {run} moves it on"
@@ -558,7 +562,10 @@ class Coordinator:
         )
 
     async def budget_report(self) -> str:
-        return (await self.spending()).report()
+        spending = await self.spending()
+        if self.router.models is None and not spending.calls:
+            return NO_MODEL
+        return spending.report()
 
     async def spending(self) -> Spending:
         return await (self.budgets or Budgets(self.ledger, self.zone)).spending()
