@@ -714,10 +714,27 @@ def test_ctrl_c_while_a_command_loads_ends_it_without_a_traceback(home: Path) ->
         text=True,
         cwd=Path(__file__).resolve().parents[2],
     ) as shell:
-        time.sleep(0.5)  # loading still
+        _until_it_catches(shell.pid, signal.SIGINT)  # the interpreter has started
+        time.sleep(0.5)  # loading steward still
         shell.send_signal(signal.SIGINT)
         _, err = shell.communicate(timeout=30)
     assert shell.returncode == 130 and "Traceback" not in err, err
+
+
+def _until_it_catches(pid: int, signum: int) -> None:
+    """Waits until process ``pid`` has a handler for ``signum``: on a loaded machine a
+    new interpreter may not have set its own before half a second is out, and the signal
+    then ends it by the default action, before a line of steward's runs."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        time.sleep(0.5)
+        return
+    for _ in range(1000):
+        caught = next(line for line in status.read_text().splitlines() if line.startswith("SigCgt"))
+        if int(caught.split()[1], 16) & (1 << (signum - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} set no handler for signal {signum} in 10 s")
 
 
 @pytest.mark.slow
