@@ -181,7 +181,7 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
             if not TIME_OF_DAY.search(text):  # a date alone is no time: not midnight
                 return None
             moment = datetime.fromisoformat(text.replace(" ", "T", 1))
-            return None if moment.tzinfo else moment.isoformat(timespec="minutes")
+            return None if moment.tzinfo else moment.isoformat(" ", timespec="minutes")
         case InputType.BOOLEAN:
             lowered = text.lower()
             return True if lowered in TRUE else False if lowered in FALSE else None

@@ -374,7 +374,7 @@ async def test_a_planned_kickoff_sends_an_invitation_after_its_own_approval(
     assert view.approval is not None
     decided = await app.engine.decide(view.approval.id, True, "cli:shell")
     assert decided.view is not None and decided.view.approval is not None
-    assert f"kick-off call on {KICKOFF:%Y-%m-%dT%H:%M}" in decided.view.approval.card["summary"]
+    assert f"kick-off call on {KICKOFF:%Y-%m-%d %H:%M}" in decided.view.approval.card["summary"]
     assert len(inbox.received) == 1  # the welcome email only: the invitation waits
     done = await app.engine.decide(decided.view.approval.id, True, "cli:shell")
     assert done.view is not None and done.view.run.status is RunStatus.SUCCEEDED
@@ -409,7 +409,7 @@ async def test_undoing_the_kickoff_cancels_that_invitation_in_the_calendar(
     undo = await app.engine.compensate(view.run.id, "send_kickoff", "cli:shell")
     assert undo.approval is not None
     assert undo.approval.card["summary"] == (
-        f"Cancel the kick-off call with jane@acme.com on {KICKOFF:%Y-%m-%dT%H:%M}"
+        f"Cancel the kick-off call with jane@acme.com on {KICKOFF:%Y-%m-%d %H:%M}"
     )
     assert len(inbox.received) == 2  # nothing before its approval
     done = await app.engine.decide(undo.approval.id, True, "cli:shell")
@@ -417,7 +417,7 @@ async def test_undoing_the_kickoff_cancels_that_invitation_in_the_calendar(
     cancel = inbox.received[2]
     assert cancel["Subject"] == "Cancelled: kick-off call, Acme"
     body = cancel.get_body().get_content()
-    assert f"our kick-off call on {KICKOFF:%Y-%m-%dT%H:%M} is cancelled" in body
+    assert f"our kick-off call on {KICKOFF:%Y-%m-%d %H:%M} is cancelled" in body
     (attachment,) = list(cancel.iter_attachments())
     assert attachment.get_param("method") == "CANCEL"
     ics = attachment.get_content()

@@ -233,3 +233,19 @@ async def test_by_hand_after_a_replay_names_each_list_the_issue_went_to(
         "to undo it by hand: send a correction to the Friends list; "
         "send a correction to the Customers list"
     )
+
+
+async def test_the_kick_off_time_reads_as_typed_on_its_cards_and_to_the_client(
+    app: Steward,  # noqa: F811
+) -> None:
+    welcome = await start(app, f'{START} contact=Jane kickoff="2099-03-01 15:00"')
+    invite = only_card(await send(app, f"/approve {welcome.approval_id}"))
+    assert invite.summary == "Invite jane@acme.com to the kick-off call on 2099-03-01 15:00"
+    await send(app, f"/approve {invite.approval_id}")
+    [run] = await app.ledger.list_runs()
+    undo = only_card(await send(app, f"/undo {run.id} send_kickoff"))
+    assert undo.text == (
+        "Hi Jane,\n\n"
+        "I'm sorry: our kick-off call on 2099-03-01 15:00 is cancelled. "
+        "I will propose a new time shortly."
+    )

@@ -38,7 +38,7 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
         ("onboard Anne-Marie from Acme", {"contact": "Anne-Marie"}),
         (
             "onboard Acme Corp on the basic package with kickoff 2026-12-20 15:00",
-            {"kickoff": "2026-12-20T15:00", "package": "basic"},
+            {"kickoff": "2026-12-20 15:00", "package": "basic"},
         ),
         ("onboard Globex, kick-off on 2026-12-20", {"kickoff": None}),  # no time: not midnight
         ("onboard Acme on premium with Jane as the contact", {"client": None}),
