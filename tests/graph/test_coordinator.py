@@ -739,6 +739,17 @@ async def test_premium_approves_twice_and_the_folder_step_has_no_edit(app: Stewa
     assert sorted(e["action"] for e in outbox(app)) == ["create_folder", "send_email"]
 
 
+async def test_the_welcome_email_promises_only_what_the_run_does(app: Steward) -> None:
+    """A basic client gets no project folder, and a kick-off planned for March is not
+    "this week": the welcome email promises neither."""
+    card = await start(app, f'{START} kickoff="2099-03-01 15:00"')
+    await send(app, button=f"approve:{card.approval_id}")
+    [welcome] = outbox(app)
+    body = welcome["params"]["body"]
+    assert "folder" not in body and "this week" not in body, body
+    assert "kick-off call" in body
+
+
 async def test_details_button_shows_inputs_and_steps(app: Steward) -> None:
     card = await start(app)
     reply = await send(app, button=f"details:{card.approval_id}")
