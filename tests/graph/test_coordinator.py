@@ -750,6 +750,21 @@ async def test_the_welcome_email_promises_only_what_the_run_does(app: Steward) -
     assert "kick-off call" in body
 
 
+async def test_a_rejected_kick_off_invitation_still_sets_up_the_premium_folder(
+    app: Steward,
+) -> None:
+    kicked_off = START.replace("basic", "premium") + ' kickoff="2099-03-01 15:00"'
+    welcome = await start(app, kicked_off)
+    invite = only_card(await send(app, button=f"approve:{welcome.approval_id}"))
+    assert invite.title == "Approve the kick-off invitation"
+    folder = only_card(await send(app, f"/reject {invite.approval_id} I will call them"))
+    assert folder.summary == "Create a shared project folder for Acme"
+    await send(app, button=f"approve:{folder.approval_id}")
+    assert sorted(e["action"] for e in outbox(app)) == ["create_folder", "send_email"]
+    run = await app.ledger.get_run(await run_of(app, folder))
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+
+
 async def test_details_button_shows_inputs_and_steps(app: Steward) -> None:
     card = await start(app)
     reply = await send(app, button=f"details:{card.approval_id}")
