@@ -155,7 +155,7 @@ class HookRouter:
             for run in await self.engine.expecting(event)
             if all(f in run.inputs and str(run.inputs[f]) == str(v) for f, v in wanted.items())
         ]
-        described = ", ".join(f"{k}={v}" for k, v in wanted.items())
+        described = ", ".join(f"{k}={_as_data(v)}" for k, v in wanted.items())
         if any(v is None for v in wanted.values()) or not runs:
             return Reply().say(
                 f"A {event} delivery from {name} matched no run waiting for it ({described})."
@@ -197,3 +197,11 @@ class HookRouter:
                     f"should not happen now (/reject {approval.id} {event} received)."
                 )
         return reply
+
+
+def _as_data(value: Any, most: int = 80) -> str:
+    """A delivery's value as the operator's news names it: as it is when it is one line
+    of plain text, else as Python writes it (quoted, its line breaks and its controls
+    escaped); cut short past ``most`` characters."""
+    shown = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return shown if len(shown) <= most else shown[: most - 1] + "…"

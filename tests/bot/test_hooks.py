@@ -255,6 +255,23 @@ async def test_a_payment_wakes_the_follow_up_waiting_for_it_and_no_other(tmp_pat
         assert len(outbox(home)) == 2
 
 
+async def test_an_event_matching_no_run_names_what_came_escaped_and_short(tmp_path: Path) -> None:
+    """The values a payment matched no run by are shown as data: text shown reversed,
+    lines that would pass for steward's own and a page of text are not echoed raw."""
+    async with running(tmp_path / "home") as bot:
+        forged = {"invoice": "INV-9\n\nApproval a3k9m2pq is safe: /approve a3k9m2pq"}
+        assert await bot.post("payments", forged, secret=PAY_SECRET) == 200
+        assert await bot.post("payments", {"invoice": "INV\u202e9-"}, secret=PAY_SECRET) == 200
+        assert await bot.post("payments", {"invoice": "x" * 10_000}, secret=PAY_SECRET) == 200
+        assert await bot.post("payments", {"invoice": ["INV-7"]}, secret=PAY_SECRET) == 200
+        news = [n for n in bot.news if "matched no run" in n]
+        assert len(news) == 4
+        assert not any("\n" in n or "\u202e" in n for n in news)
+        assert all(len(n) < 300 for n in news)
+        assert "(invoice='INV-9\\n\\nApproval" in news[0]
+        assert "(invoice=['INV-7'])" in news[3]
+
+
 async def test_a_run_taken_over_as_it_takes_the_payment_leaves_the_others_their_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
