@@ -27,6 +27,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -40,6 +41,10 @@ T = TypeVar("T")
 CHECKPOINT_CONNECTIONS = 10  # as many as the ledger's own pool
 _SETTING_UP = 0x43_48_4B_50  # "CHKP": the advisory lock the saver's setup holds
 CONNECT_SECONDS = 10.0
+# A checkpoint is read as data: it may bring back the types LangGraph keeps itself (its
+# own, dates, decimals…), never call a function it names, as LangGraph's default reading
+# does for a row whoever can write the database wrote, or an export someone handed over.
+SERDE = JsonPlusSerializer(allowed_msgpack_modules=None)
 # A thread's latest checkpoint, read ahead and handed to one task's next read of it
 # (tasks started meanwhile inherit the variable, not the hand-off).
 _handed: ContextVar[tuple[asyncio.Task[Any] | None, str, CheckpointTuple | None] | None] = (
@@ -60,7 +65,8 @@ class LedgerSqliteSaver(SqliteSaver):
 
     def __init__(self, ledger: Ledger, db: EmbeddedSqlite) -> None:
         idle = sqlite3.connect(":memory:", check_same_thread=False)
-        super().__init__(idle)  # replaced by the ledger's connection for each operation
+        # Its connection is replaced by the ledger's for each operation.
+        super().__init__(idle, serde=SERDE)
         idle.close()
         self.ledger = ledger
         self.db = db
@@ -218,7 +224,7 @@ async def open_checkpointer(ledger: Ledger) -> AsyncIterator[BaseCheckpointSaver
             else:
                 pool = await _postgres_pool(ledger.url.libpq)
                 stack.push_async_callback(pool.close)
-                pg_saver = AsyncPostgresSaver(pool)
+                pg_saver = AsyncPostgresSaver(pool, serde=SERDE)
                 await _one_setup_at_a_time(pool, pg_saver.setup)
                 saver = pg_saver
         except (OSError, sqlite3.Error, psycopg.Error, PoolTimeout) as exc:

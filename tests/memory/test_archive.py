@@ -4,6 +4,7 @@ SQLite, and into PostgreSQL where a server answers."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -11,7 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import ormsgpack
 import pytest
+from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_SINGLE_ARG
 from sqlalchemy import Connection
 
 from bot.app import Steward
@@ -194,6 +197,27 @@ async def test_a_broken_line_refuses_the_import_before_anything_is_written(
         assert await new.ledger.list_runs(None) == []
         summary = await archive.import_(new.ledger, new.engine.checkpointer, folder)
         assert summary.counts["runs"] == 4
+
+
+async def test_an_import_runs_no_code_a_checkpoint_names(tmp_path: Path) -> None:
+    """A checkpoint is data: one that names a function to call as it is read (msgpack's
+    constructor extension, which LangGraph's default serializer obeys) is not obeyed."""
+    folder, made = tmp_path / "export", tmp_path / "made-by-the-export"
+    async with Steward.open(load_settings(home=tmp_path / "old")) as old:
+        await seed(old)
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    path = folder / "checkpoints.jsonl"
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    kind, data = entries[0]["metadata"]
+    metadata = ormsgpack.unpackb(base64.b64decode(data))
+    call = ormsgpack.packb(("os", "mkdir", str(made)))
+    metadata["note"] = ormsgpack.Ext(EXT_CONSTRUCTOR_SINGLE_ARG, call)
+    entries[0]["metadata"] = [kind, base64.b64encode(ormsgpack.packb(metadata)).decode()]
+    path.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    async with Steward.open(load_settings(home=tmp_path / "new")) as new:
+        await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        assert not made.exists()
+        assert len(await new.ledger.list_runs(None)) == 4
 
 
 async def test_rows_the_manifest_does_not_count_refuse_the_import_before_anything_is_written(
