@@ -71,7 +71,7 @@ def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise HookConfigError(f"{path}: cannot read it: {exc}") from None
+        raise HookConfigError(f"{path}: cannot read it: {_unquoted(exc)}") from None
     if not isinstance(raw, dict):
         raise HookConfigError(f"{path}: expected sources by name, like `form: {{secret: …}}`")
     sources = {}
@@ -93,6 +93,21 @@ def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
             raise HookConfigError(f"{path}: {name}.{cannot}")
         sources[str(name)] = source
     return sources
+
+
+def _unquoted(exc: OSError | yaml.YAMLError) -> str:
+    """Why the file cannot be read, and where, without the line PyYAML quotes: the
+    secret on it."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return str(exc)
+    said = f"{_at(exc.problem_mark)}: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        said += f" ({exc.context} at {_at(exc.context_mark)})"
+    return said
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 def _what_it_cannot_do(source: HookSource, catalog: Catalog) -> str | None:

@@ -465,6 +465,30 @@ async def test_a_wrong_hooks_file_stops_the_start_with_one_line(
     assert says in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (f'form:\n  secret: "{FORM_SECRET}\n  start: onboarding\n', "line 2, column 11"),
+        (f"form:\n  secret: {FORM_SECRET}: x\n  start: onboarding\n", "line 2, column 33"),
+        (f"form:\n  secret: {FORM_SECRET}\n start: onboarding\n", "line 3, column 2"),
+    ],
+)
+async def test_a_hooks_file_yaml_cannot_read_is_told_without_its_secrets(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    """PyYAML's message quotes the line it stopped at, the secret on it: the start says
+    where it stopped instead, in one line, for logs that others may read."""
+    home = tmp_path / "home"
+    write_hooks(home, text)
+    async with Steward.open(load_settings(home=home)) as steward:
+        with pytest.raises(HookConfigError) as refused:
+            Service(steward, [])
+    said = str(refused.value)
+    assert said.startswith(f"{home / 'hooks.yaml'}: cannot read it: ")
+    assert says in said
+    assert FORM_SECRET not in said and "\n" not in said
+
+
 async def test_a_delivery_stored_before_a_crash_is_handled_once_on_start(tmp_path: Path) -> None:
     home = tmp_path / "home"
     form = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
