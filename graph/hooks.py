@@ -70,7 +70,7 @@ def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
         return {}
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise HookConfigError(f"{path}: cannot read it: {_unquoted(exc)}") from None
     if not isinstance(raw, dict):
         raise HookConfigError(f"{path}: expected sources by name, like `form: {{secret: …}}`")
@@ -95,7 +95,7 @@ def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
     return sources
 
 
-def _unquoted(exc: OSError | yaml.YAMLError) -> str:
+def _unquoted(exc: OSError | UnicodeDecodeError | yaml.YAMLError) -> str:
     """Why the file cannot be read, and where, without the line PyYAML quotes: the
     secret on it."""
     if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:

@@ -489,6 +489,15 @@ async def test_a_hooks_file_yaml_cannot_read_is_told_without_its_secrets(
     assert FORM_SECRET not in said and "\n" not in said
 
 
+async def test_a_hooks_file_that_is_not_utf8_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "hooks.yaml").write_bytes(f"form:\n  secret: {FORM_SECRET}\xff\n".encode("latin-1"))
+    async with Steward.open(load_settings(home=home)) as steward:
+        with pytest.raises(HookConfigError, match="cannot read it: 'utf-8' codec can't decode"):
+            Service(steward, [])
+
+
 async def test_a_delivery_stored_before_a_crash_is_handled_once_on_start(tmp_path: Path) -> None:
     home = tmp_path / "home"
     form = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
