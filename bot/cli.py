@@ -59,6 +59,7 @@ OTHERS_TO_SERVE = (
     "steward: the other steward on this ledger serves the webhooks and no chat platform is "
     "set, and the terminal's input ended before a line: nothing to serve here."
 )
+PRIVATE = 0o077  # the umask bits of every file steward makes: its owner's alone
 RUNS_LISTED = 50  # `steward runs` lists at most this many, newest first, unless told
 # The commands that may move a run on, each a worker while it lasts (see shell_worker).
 MOVES_RUNS = frozenset(
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
+    os.umask(os.umask(PRIVATE) | PRIVATE)  # what steward writes holds its clients' emails
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "replay":  # key=value after --from STEP

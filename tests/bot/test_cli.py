@@ -47,8 +47,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def steward(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     """Runs ``steward ARGV``; returns (exit code, stdout, stderr)."""
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
+    umask = os.umask(0)  # steward sets its own: the tests' process keeps the one it had
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(list(argv))
+    finally:
+        os.umask(umask)
     out, err = capsys.readouterr()
     code = exited.value.code
     return (code if isinstance(code, int) else 1 if code else 0), out, err
@@ -932,6 +936,19 @@ def test_a_home_other_users_may_read_is_pointed_out_at_start(
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     code, _, err = steward(capsys, "chat")
     assert code == 0 and "chmod" not in err
+
+
+def test_what_steward_writes_in_a_home_others_may_read_is_its_owners_alone(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    _, approval_id = start(capsys)
+    assert steward(capsys, "approve", approval_id)[0] == 0
+    written = [home / "steward.db", *outbox_files(home)]
+    assert len(written) > 1
+    for path in written:
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_an_import_beside_a_live_steward_is_refused(
