@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
@@ -118,13 +119,13 @@ class LanguageModels:
         chat, name = (self.fast, self.fast_name) if fast else (self.strong, self.strong_name)
         run = await self.ledger.get_run(run_id) if run_id and self.budgets else None
         async with self._room(run.process if run else None, name, prompt):
-            started = time.perf_counter()
+            call = _Call(prompt, name, purpose, run_id, step_id)
             try:
                 reply = await self._ask(chat, name, [SystemMessage(SYSTEM), HumanMessage(prompt)])
             except BaseException as exc:
-                await self._unanswered(exc, prompt, name, purpose, run_id, step_id, started)
+                await self._unanswered(exc, call)
                 raise
-            said = await self._record(reply, prompt, name, purpose, run_id, step_id, started)
+            said = await self._record(reply, call)
         metadata = getattr(reply, "response_metadata", None) or {}
         if said > ANSWER_TOKENS or metadata.get("finish_reason") == "length":
             raise AnswerTooLong(f"its answer ran past {ANSWER_TOKENS:,} tokens and was cut off")
@@ -133,17 +134,17 @@ class LanguageModels:
     async def extract(self, schema: type[T], prompt: str, *, purpose: str) -> T:
         """A structured answer from the fast model, validated by pydantic."""
         async with self._room(None, self.fast_name, prompt):
-            started = time.perf_counter()
+            call = _Call(prompt, self.fast_name, purpose)
             runnable = self.fast.with_structured_output(schema, include_raw=True)
             asked = [SystemMessage(SYSTEM), HumanMessage(prompt)]
             try:
                 answer: Any = await self._ask(runnable, self.fast_name, asked)
             except BaseException as exc:
-                await self._unanswered(exc, prompt, self.fast_name, purpose, None, None, started)
+                await self._unanswered(exc, call)
                 raise
             raw = answer.get("raw") if isinstance(answer, dict) else None
             if isinstance(raw, AIMessage):
-                await self._record(raw, prompt, self.fast_name, purpose, None, None, started)
+                await self._record(raw, call)
         parsed = answer.get("parsed") if isinstance(answer, dict) else answer
         if parsed is None:
             raise ValueError(f"the model's answer did not fit: {answer.get('parsing_error')}")
@@ -184,75 +185,61 @@ class LanguageModels:
         asked = _estimated_tokens(SYSTEM + prompt)
         return self.budgets.room(process, self.budgets.cost(model, asked, ANSWER_TOKENS))
 
-    async def _unanswered(
-        self,
-        exc: BaseException,
-        prompt: str,
-        model: str,
-        purpose: str,
-        run_id: str | None,
-        step_id: str | None,
-        started: float,
-    ) -> None:
+    async def _unanswered(self, exc: BaseException, call: _Call) -> None:
         """Records a call that gave no answer. One given up on while the model may have
         been at work (its caller stopped waiting) counts its prompt, which the model read
         and bills; one refused counts nothing."""
         given_up = isinstance(exc, asyncio.CancelledError | TimeoutError)
-        asked = _estimated_tokens(SYSTEM + prompt) if given_up else 0
-        budgets = self.budgets or Budgets(self.ledger, UTC_ZONE)
-        call = ModelCall(
-            run_id=run_id,
-            step_id=step_id,
-            purpose=purpose,
-            model=model,
-            prompt_tokens=asked,
-            completion_tokens=0,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            cost_usd=budgets.cost(model, asked, 0),
-        )
         try:
-            await self.ledger.record_model_call(call)
+            await self._keep(call, _estimated_tokens(SYSTEM + call.prompt) if given_up else 0, 0)
         except Exception:  # the call's own failure is what the caller hears
-            log.exception("could not record a %s call that gave no answer", model)
+            log.exception("could not record a %s call that gave no answer", call.model)
 
-    async def _record(
-        self,
-        reply: Any,
-        prompt: str,
-        model: str,
-        purpose: str,
-        run_id: str | None,
-        step_id: str | None,
-        started: float,
-    ) -> int:
+    async def _record(self, reply: Any, call: _Call) -> int:
         """Records the call; returns how many tokens its answer was."""
         usage = getattr(reply, "usage_metadata", None)
         if usage:
             prompt_tokens = int(usage.get("input_tokens", 0))
             completion_tokens = int(usage.get("output_tokens", 0))
         else:  # some OpenAI-compatible servers count nothing: a call is still not free
-            prompt_tokens = _estimated_tokens(SYSTEM + prompt)
+            prompt_tokens = _estimated_tokens(SYSTEM + call.prompt)
             answer = _text(reply) + str(getattr(reply, "tool_calls", None) or "")
             completion_tokens = _estimated_tokens(answer)
-            if model not in self._uncounted:
-                self._uncounted.add(model)
+            if call.model not in self._uncounted:
+                self._uncounted.add(call.model)
                 log.warning(
-                    "%s gave no token counts: its calls are priced by their text's length", model
+                    "%s gave no token counts: its calls are priced by their text's length",
+                    call.model,
                 )
+        await self._keep(call, prompt_tokens, completion_tokens)
+        return completion_tokens
+
+    async def _keep(self, call: _Call, prompt_tokens: int, completion_tokens: int) -> None:
         budgets = self.budgets or Budgets(self.ledger, UTC_ZONE)
         await self.ledger.record_model_call(
             ModelCall(
-                run_id=run_id,
-                step_id=step_id,
-                purpose=purpose,
-                model=model,
+                run_id=call.run_id,
+                step_id=call.step_id,
+                purpose=call.purpose,
+                model=call.model,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                cost_usd=budgets.cost(model, prompt_tokens, completion_tokens),
+                latency_ms=(time.perf_counter() - call.started) * 1000,
+                cost_usd=budgets.cost(call.model, prompt_tokens, completion_tokens),
             )
         )
-        return completion_tokens
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A model call under way, as its record will name it."""
+
+    prompt: str
+    model: str
+    purpose: str
+    run_id: str | None = None
+    step_id: str | None = None
+    started: float = field(default_factory=time.perf_counter)
 
 
 class ModelUnusable(StewardError):
