@@ -11,7 +11,7 @@ import pytest
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.catalog import Catalog
-from graph.routing import NotRouted, extract_values
+from graph.routing import NotRouted, Route, extract_values
 from processes import BUILTIN_DIR
 from tests.fakes.openai_api import fake_openai
 
@@ -64,12 +64,13 @@ def test_a_reminder_greets_the_person_named_before_the_company() -> None:
     assert (later.get("contact"), later.get("client")) == (None, "Globex")
 
 
-async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path) -> None:
-    """The answer's schema is one OpenAI takes in strict mode: an object whose keys it
-    does not name (inputs by name) was refused, with a 400, for every request."""
+async def routed_by_a_model(
+    tmp_path: Path, process: str, given: dict[str, str], text: str
+) -> Route | None:
+    """What tier 2 makes of ``text`` when the model picks ``process`` with ``given``."""
     async with fake_openai() as server:
-        given = [{"name": "client", "value": "Globex"}, {"name": "email", "value": "ops@globex"}]
-        answer = {"process": "onboarding", "inputs": given, "confidence": 0.9}
+        inputs = [{"name": name, "value": value} for name, value in given.items()]
+        answer = {"process": process, "inputs": inputs, "confidence": 0.9}
         server.answers.append(json.dumps(answer))
         settings = load_settings(
             home=tmp_path / "home",
@@ -78,7 +79,15 @@ async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path
             openai_api_key="sk-test",
         )
         async with Steward.open(settings) as app:
-            route = await app.coordinator.router.by_model("greet Globex, they bought our top tier")
+            return await app.coordinator.router.by_model(text)
+
+
+async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path) -> None:
+    """The answer's schema is one OpenAI takes in strict mode: an object whose keys it
+    does not name (inputs by name) was refused, with a 400, for every request."""
+    given = {"client": "Globex", "email": "ops@globex"}
+    text = "greet Globex, they bought our top tier"
+    route = await routed_by_a_model(tmp_path, "onboarding", given, text)
     assert route is not None and route.process.name == "onboarding"
     assert route.values == {"client": "Globex"}  # "ops@globex" is no email: dropped
     assert route.tier == 2
@@ -88,26 +97,15 @@ async def test_a_model_s_route_keeps_only_the_inputs_the_operator_gave(tmp_path:
     """The model's inputs were kept whatever they were: asked to chase Globex, it wrote
     an address, an amount and a date of its own, and the run started with them, its
     card ready to send a reminder to an address nobody gave."""
-    async with fake_openai() as server:
-        given = {
-            "client": "Globex",
-            "invoice": "inv-42",
-            "amount": "1200",
-            "email": "accounts@globex.com",
-            "due_date": "2026-10-01",
-        }
-        inputs = [{"name": name, "value": value} for name, value in given.items()]
-        answer = {"process": "invoice_followup", "inputs": inputs, "confidence": 0.9}
-        server.answers.append(json.dumps(answer))
-        settings = load_settings(
-            home=tmp_path / "home",
-            llm_model="gpt-4o-mini",
-            openai_base_url=server.url,
-            openai_api_key="sk-test",
-        )
-        async with Steward.open(settings) as app:
-            text = "get the money Globex owes us on INV-42 ($1,200) back"
-            route = await app.coordinator.router.by_model(text)
+    given = {
+        "client": "Globex",
+        "invoice": "inv-42",
+        "amount": "1200",
+        "email": "accounts@globex.com",
+        "due_date": "2026-10-01",
+    }
+    text = "get the money Globex owes us on INV-42 ($1,200) back"
+    route = await routed_by_a_model(tmp_path, "invoice_followup", given, text)
     assert route is not None and route.process.name == "invoice_followup"
     assert set(route.values) == {"client", "invoice", "amount"}  # the rest is asked
 
