@@ -56,7 +56,7 @@ AGAINST_A_START = re.compile(
     re.I,
 )
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof"})
-# Capitalised, and no client or person: "onboard Acme for Monday", "the invoice for March".
+# Capitalised, and no client, nor a person alone: "onboard Acme for Monday", "for March".
 CALENDAR = frozenset(name.lower() for name in [*calendar.month_name, *calendar.day_name] if name)
 PERSONISH = ("contact", "person")
 CHOSEN = frozenset({InputType.CHOICE, InputType.BOOLEAN})  # the model may read them off words
@@ -184,11 +184,9 @@ def _first_name(definition: ProcessDefinition, text: str) -> str | None:
     words = [word for word in named.split() if word.lower() not in process_words]
     if len(words) > 1 and words[0].lower().rstrip(".") in TITLES:  # "Dr Smith"
         return f"{words[0]} {words[1]}"
-    names = [
-        word
-        for word in words
-        if not (len(word) > 1 and word.isupper()) and word.lower() not in CALENDAR  # not ACME
-    ]
+    names = [word for word in words if not (len(word) > 1 and word.isupper())]  # not ACME
+    if len(names) == 1 and names[0].lower() in CALENDAR:  # "for March", not "April Smith"
+        return None
     return names[0] if names else None
 
 

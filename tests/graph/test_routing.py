@@ -44,6 +44,8 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
         ("onboard Acme on premium with Jane as the contact", {"client": None}),
         ("onboard Acme for Monday", {"client": None}),
         ("onboard March from Acme", {"contact": None, "client": "Acme"}),
+        ("onboard April Smith from Acme", {"contact": "April", "client": "Acme"}),
+        ("onboard May from Globex on Monday", {"contact": None, "client": "Globex"}),
     ],
 )
 def test_the_person_named_before_the_company_is_the_one_greeted(
