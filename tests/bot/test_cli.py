@@ -126,6 +126,21 @@ def test_start_runs_approve_show_and_audit(home: Path, capsys: pytest.CaptureFix
     assert code == 0 and verified["ok"] and verified["checked"] > 0 and not verified["problems"]
 
 
+def test_ids_and_a_process_typed_in_capitals_are_found(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As in chat: `steward approve A5FZBEYT` said there was no such approval."""
+    code, out, err = steward(capsys, "start", "Onboarding", *START[2:])
+    assert code == 0, err
+    run_id = out.strip()
+    approval_id = err.split("waiting for approval ", 1)[1].split(":", 1)[0]
+    code, out, _ = steward(capsys, "runs", "show", run_id.upper())
+    assert code == 0 and run_id in out
+    code, out, _ = steward(capsys, "approve", approval_id.upper())
+    assert code == 0 and "Approved by cli:shell" in out
+    assert len(outbox_files(home)) == 1
+
+
 def test_runs_as_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = steward(capsys, "runs")
     assert code == 0 and "no runs in progress" in out
