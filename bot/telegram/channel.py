@@ -289,8 +289,13 @@ class TelegramChannel:
         (what is left stays in the ledger for the next start), and closes the connection."""
         await self._stop_polling()
         deadline = asyncio.get_running_loop().time() + drain_seconds
+
+        def left() -> float:
+            return max(0.0, deadline - asyncio.get_running_loop().time())
+
         await self.queue.stop(drain_seconds)
-        await self.outbox.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+        await self.asking.stop(left())  # a press Telegram was told of gets its answer
+        await self.outbox.stop(left())
         try:
             if self._offset is not None and self.webhook is None:
                 await self.door.sync()  # confirm what is on disk: no resend next start

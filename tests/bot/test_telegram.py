@@ -289,6 +289,23 @@ async def test_a_reject_press_whose_keyboard_telegram_is_slow_to_change_holds_up
         assert "Yes, Reject" in [key["text"] for row in keyboard["inline_keyboard"] for key in row]
 
 
+async def test_a_reject_press_under_way_at_a_stop_is_answered(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A stop cut off the press's keyboard change and its answer, after telling Telegram
+    the update had arrived: the operator's app spun on, and nothing came of the press."""
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        api.stall("editMessageReplyMarkup")
+        api.press(OPERATOR, card, button(card, "Reject"))
+        await api.wait_for(lambda a: a.stalled_calls)
+        stopping = asyncio.create_task(bot.service.stop(drain_seconds=5))
+        await asyncio.sleep(0.2)
+        api.unstall()
+        await stopping
+    assert len(api.calls_to("answerCallbackQuery")) == 1
+
+
 async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
