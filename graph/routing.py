@@ -48,8 +48,9 @@ CLIENTISH = ("client", "company", "customer")
 BEFORE_COMPANY = re.compile(
     r"((?:\b[^\W\d_a-z][^\W\d_]*(?:['\u2019-][^\W\d_]+)*\s+){1,4})(?:from|at|of)\s+[A-Z]"
 )
-# Words that turn a request around: "don't onboard Acme", "cancel the Acme onboarding"
-# (not "don't forget the kick-off").
+# Words that turn a request around, before it names the process: "don't onboard Acme",
+# "cancel the Acme onboarding" (not "don't forget the kick-off", nor "onboard Acme, no
+# need for a kick-off call").
 AGAINST_A_START = re.compile(
     r"\b(?:(?:don['\u2019]?t|do not)\b(?!\s+forget)"
     r"|(?:no need|never|stop|cancel|pause|hold off)\b)",
@@ -198,8 +199,6 @@ class Router:
     def by_rules(self, text: str) -> Route | None:
         """Tier 1: names, aliases and description words. None when no clear winner, or
         when the words are against a start."""
-        if AGAINST_A_START.search(text):
-            return None
         lowered = text.lower()
         words = set(WORD.findall(lowered)) - STOPWORDS
         scored = sorted(
@@ -212,6 +211,9 @@ class Router:
         best_score, best = scored[0]
         runner_up = scored[1][0] if len(scored) > 1 else 0.0
         if best_score < 1.5 * runner_up:
+            return None
+        against = AGAINST_A_START.search(text)  # "don't onboard Acme", not "onboard Stop & Shop"
+        if against is not None and against.start() < _first_named(best, lowered):
             return None
         confidence = min(1.0, best_score / 6)
         return Route(best, extract_values(best, text), tier=1, confidence=confidence)
@@ -283,6 +285,14 @@ class NotRouted(StewardError):
             f"I could not ask the model what you meant ({why}), so nothing was started. "
             "Say it as a command: /run PROCESS key=value … (/processes lists them)."
         )
+
+
+def _first_named(definition: ProcessDefinition, lowered: str) -> int:
+    """Where ``lowered`` first names ``definition`` by its name or an alias; its end when
+    it does not."""
+    names = [definition.name.replace("_", " "), definition.name, *definition.aliases]
+    found = (re.search(rf"\b{re.escape(name.lower())}", lowered) for name in names)
+    return min((match.start() for match in found if match), default=len(lowered))
 
 
 def _bare(text: str) -> str:

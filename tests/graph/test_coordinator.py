@@ -426,8 +426,20 @@ async def test_words_against_a_start_open_no_form(app: Steward, text: str) -> No
     assert await app.ledger.list_runs() == []
 
 
-async def test_a_request_that_says_not_to_forget_something_is_a_request(app: Steward) -> None:
-    reply = await send(app, "onboard Jane from Acme (jane@acme.com), premium; don't forget her")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "onboard Jane from Acme (jane@acme.com), premium; don't forget her",
+        "onboard Jane from Acme (jane@acme.com), premium, no need for a kick-off call",
+        "onboard Jane from Stop & Shop (jane@acme.com) on the premium package",
+        "onboard Jane from Acme (jane@acme.com), premium: they never had a shared folder",
+    ],
+)
+async def test_a_request_that_says_no_to_something_else_is_a_request(
+    app: Steward, text: str
+) -> None:
+    """Those words anywhere took the request for one against a start: "I'm not sure"."""
+    reply = await send(app, text)
     assert only_card(reply).summary == "Send the welcome email to jane@acme.com"
 
 
