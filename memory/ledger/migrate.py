@@ -44,15 +44,12 @@ def upgrade_to_head(connection: Connection) -> None:
 
 
 def is_known(revision: str) -> bool:
-    """Whether this steward has a migration of that revision (or it is a newer one's)."""
+    """Whether this steward has a migration of that revision (else a newer one's, or none:
+    "head" and "" name no revision)."""
     from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
 
-    try:
-        ScriptDirectory.from_config(alembic_config()).get_revision(revision)
-    except CommandError:
-        return False
-    return True
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return revision in {script.revision for script in scripts.walk_revisions()}
 
 
 def revision(connection: Connection) -> str | None:

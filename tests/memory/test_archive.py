@@ -283,6 +283,8 @@ async def test_an_export_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
     ("newer", "said"),
     [
         ({"schema": "0099"}, "exported by a newer steward .* upgrade this one"),
+        ({"schema": ""}, "exported by a newer steward"),  # not a traceback
+        ({"schema": "head"}, "exported by a newer steward"),  # no revision: not this one's
         ({"counts": {"invoices": 1}}, "holds invoices, which this steward does not know"),
     ],
 )
