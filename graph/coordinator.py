@@ -698,7 +698,7 @@ class Coordinator:
         actor = inbound.sender.key
         if pending["type"] == "form":
             if (asked := await self._asked_input(inbound, pending)) is None:
-                return Reply().say(_changed_form(pending["process"]))
+                return Reply().say(self._dropped_form(pending["process"]))
             definition, field, spec = asked
             if not spec.required and spec.type in WORDS and text.lower().strip(".!") in NONE:
                 return await self._skip_input(inbound, pending)  # "none", as asked
@@ -757,7 +757,7 @@ class Coordinator:
 
     async def _skip_input(self, inbound: Inbound, pending: dict[str, Any]) -> Reply:
         if (asked := await self._asked_input(inbound, pending)) is None:
-            return Reply().say(_changed_form(pending["process"]))
+            return Reply().say(self._dropped_form(pending["process"]))
         definition, field, spec = asked
         if spec.required:
             await self._ask(inbound, pending)  # anew: the next message may answer it
@@ -778,6 +778,18 @@ class Coordinator:
             await self.memory.delete(self._question_key(inbound))
             return None
         return definition, field, definition.inputs[field]
+
+    def _dropped_form(self, process: str) -> str:
+        if self.catalog.get(process) is None:
+            names = ", ".join(d.name for d in self.catalog)
+            return (
+                f"There is no {process} process any more, so I dropped that question. "
+                f"I can run: {names}."
+            )
+        return (
+            f"The {process} process changed since I asked, so I dropped that question: "
+            f"/run {process} to start again."
+        )
 
     async def _cancel_question(self, inbound: Inbound) -> Reply:
         key = self._question_key(inbound)
@@ -829,13 +841,6 @@ def _takes_an_id(name: str, args: list[str]) -> bool:
         return False
     is_id, count = BY_ID[name]
     return is_id(args[0].lower()) and (count is None or len(args) == count)
-
-
-def _changed_form(process: str) -> str:
-    return (
-        f"The {process} process changed since I asked, so I dropped that question: "
-        f"/run {process} to start again."
-    )
 
 
 def _one_id(text: str, command: str) -> str:

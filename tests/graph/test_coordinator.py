@@ -300,6 +300,20 @@ async def test_a_form_its_definition_no_longer_asks_is_dropped(app: Steward, ans
     assert await app.coordinator.memory.get(key) is None
 
 
+async def test_a_form_of_a_process_no_longer_defined_is_dropped_without_a_run_to_start(
+    app: Steward,
+) -> None:
+    """It said "/run onboarding_v1 to start again", which answered "no process"."""
+    await send(app, "/run onboarding")
+    key = "question:telegram:42:chat-1"
+    form = await app.coordinator.memory.get(key)
+    assert form is not None
+    await app.coordinator.memory.set(key, {**form, "process": "onboarding_v1"}, 60)
+    said = joined(await send(app, "Acme"))
+    assert "no onboarding_v1 process any more" in said and "/run onboarding_v1" not in said
+    assert await app.coordinator.memory.get(key) is None
+
+
 async def test_cancel_typed_as_a_phone_writes_it_drops_a_form(app: Steward) -> None:
     await send(app, "/run onboarding")
     assert "dropped" in joined(await send(app, "Cancel."))
