@@ -594,9 +594,10 @@ class Coordinator:
                 line += f" · at {run.current_step}"
             lines.append(line)
         if older:
+            listing = "steward runs --all" if show_all else "steward runs"
             lines.append(
                 f"… and older ones: these are the newest {RUNS_SHOWN}. In a shell, "
-                "steward runs --limit N lists more; /today ranks what needs you."
+                f"{listing} --limit N lists more; /today ranks what needs you."
             )
         return Reply().say("\n".join(lines + circuits))
 

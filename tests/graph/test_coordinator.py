@@ -880,6 +880,9 @@ async def test_runs_says_when_it_lists_only_the_newest(
     await start(app)
     listed = joined(await send(app, "/runs"))
     assert oldest not in listed and "the newest 2" in listed and "--limit" in listed
+    assert "steward runs --all" not in listed
+    # `steward runs` lists only the runs in progress: more of all of them takes --all
+    assert "steward runs --all --limit N" in joined(await send(app, "/runs all"))
 
 
 async def test_runs_all_says_how_a_run_ended(app: Steward) -> None:
