@@ -35,7 +35,7 @@ from graph.ids import is_approval_id, is_run_id
 from graph.inputs import InputError, InputSpec, InputType, parse_input
 from graph.messages import EditPrompt, Inbound, Reply
 from graph.remembering import entity_of, said_record
-from graph.routing import Router, parse_arguments
+from graph.routing import Router, opens_a_request, parse_arguments
 from graph.timeline import render_timeline, timeline
 from memory.ledger import ApprovalStatus, Ledger, Run, RunStatus, utcnow
 from memory.longterm import MemoryUnavailable, RecordKind
@@ -214,8 +214,13 @@ class Coordinator:
 
     def _no_reason(self, text: str) -> bool:
         """Whether ``text``, said when a rejection's reason was asked for, is something
-        else: a request a rule recognises ("onboard Beta …"), or a question."""
-        return plainly_a_question(text) or self.router.by_rules(text) is not None
+        else: a question, or a request a rule recognises that opens with its process
+        ("onboard Beta from …"); a reason may name a process ("the welcome email is too
+        formal")."""
+        if plainly_a_question(text):
+            return True
+        route = self.router.by_rules(text)
+        return route is not None and opens_a_request(route, text)
 
     def _asks_history(self, text: str) -> bool:
         """A question ("why did we reject the Acme email?"); one that only ends with a

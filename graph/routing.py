@@ -287,6 +287,14 @@ class NotRouted(StewardError):
         )
 
 
+def opens_a_request(route: Route, text: str) -> bool:
+    """Whether ``text``, which ``route`` read, opens by naming its process and gives it
+    inputs, as a request does ("onboard Beta from Beta GmbH (ops@beta.de)"), where a remark
+    about it names it in passing ("The welcome email is too formal")."""
+    lowered = text.lower().lstrip()
+    return bool(route.values) and _first_named(route.process, lowered) == 0
+
+
 def _first_named(definition: ProcessDefinition, lowered: str) -> int:
     """Where ``lowered`` first names ``definition`` by its name or an alias; its end when
     it does not."""

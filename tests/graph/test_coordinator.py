@@ -558,6 +558,25 @@ async def test_a_request_or_a_question_right_after_a_reject_is_no_reason(app: St
         assert approval is not None and approval.reason is None
 
 
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "The welcome email is too formal",
+        "Welcome email is too formal, I'll call her",
+        "wrong package: they want premium, not basic",
+    ],
+)
+async def test_a_reason_that_names_a_process_is_the_reason(app: Steward, reason: str) -> None:
+    """A reason the rules could route was taken for a request: a new onboarding form
+    opened, and the rejection kept no reason."""
+    card = await start(app)
+    await send(app, button=f"reject:{card.approval_id}")
+    reply = joined(await send(app, reason))
+    assert "Noted" in reply and "Starting" not in reply
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.reason == reason
+
+
 async def test_a_message_long_after_a_reject_is_no_reason(app: Steward) -> None:
     """Only a message right after the press is taken as its reason."""
     card = await start(app)
