@@ -212,8 +212,7 @@ class Router:
         runner_up = scored[1][0] if len(scored) > 1 else 0.0
         if best_score < 1.5 * runner_up:
             return None
-        against = AGAINST_A_START.search(text)  # "don't onboard Acme", not "onboard Stop & Shop"
-        if against is not None and against.start() < _first_named(best, lowered):
+        if _against_a_start(best, text):
             return None
         confidence = min(1.0, best_score / 6)
         return Route(best, extract_values(best, text), tier=1, confidence=confidence)
@@ -265,7 +264,7 @@ class Router:
             log.warning("could not route by model: %s", exc)
             raise NotRouted(f"it failed: {_short(exc)}") from exc
         definition = self.catalog.get(choice.process or "")
-        if definition is None or choice.confidence < 0.5:
+        if definition is None or choice.confidence < 0.5 or _against_a_start(definition, text):
             return None
         values: dict[str, Any] = {}
         said = _bare(text)
@@ -293,6 +292,13 @@ def opens_a_request(route: Route, text: str) -> bool:
     about it names it in passing ("The welcome email is too formal")."""
     lowered = text.lower().lstrip()
     return bool(route.values) and _first_named(route.process, lowered) == 0
+
+
+def _against_a_start(definition: ProcessDefinition, text: str) -> bool:
+    """Whether ``text`` turns against starting ``definition`` before it names it: "don't
+    onboard Acme", not "onboard Stop & Shop"."""
+    against = AGAINST_A_START.search(text)
+    return against is not None and against.start() < _first_named(definition, text.lower())
 
 
 def _first_named(definition: ProcessDefinition, lowered: str) -> int:

@@ -95,6 +95,13 @@ async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path
     assert route.tier == 2
 
 
+async def test_a_model_s_route_against_its_words_starts_nothing(tmp_path: Path) -> None:
+    """The rules let "cancel the Acme onboarding" through to the model, which picked
+    onboarding, and a form opened."""
+    text = "cancel the Acme onboarding"
+    assert await routed_by_a_model(tmp_path, "onboarding", {"client": "Acme"}, text) is None
+
+
 async def test_a_model_s_route_keeps_only_the_inputs_the_operator_gave(tmp_path: Path) -> None:
     """The model's inputs were kept whatever they were: asked to chase Globex, it wrote
     an address, an amount and a date of its own, and the run started with them, its
