@@ -355,13 +355,13 @@ class Coordinator:
             case "run":
                 return await self._run_command(inbound, rest)
             case "runs":
-                if rest and rest != "all":
+                if rest and rest.lower() != "all":
                     run = await self.ledger.get_run(_one_id(rest, "runs"))
                     if run is None:
                         return Reply().say(f"No run {rest!r}; {LISTINGS['runs']}.")
                     rows = await timeline(self.ledger, run)
                     return Reply().say(render_timeline(run, rows, self.zone))
-                return await self.runs_reply(show_all=rest == "all")
+                return await self.runs_reply(show_all=rest.lower() == "all")
             case "today":
                 if rest.lower() not in ("", "all"):
                     return Reply().say("Usage: /today, or /today all for every item")

@@ -887,6 +887,7 @@ async def test_runs_lists_active_runs_and_all_includes_finished(app: Steward) ->
     everything = joined(await send(app, "/runs all"))
     assert waiting_run in everything and finished_run in everything
     assert "succeeded" in everything
+    assert joined(await send(app, "/runs ALL")) == everything  # not a run named ALL
 
 
 async def test_runs_says_when_it_lists_only_the_newest(
