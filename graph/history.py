@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from graph.budget import BudgetExceeded
+from graph.messages import cut
 from graph.models import LanguageModels, ModelUnusable, as_data
 from graph.remembering import entity_name
 from memory.embeddings import Embedder, EmbeddingFailed, Vector
@@ -523,7 +524,7 @@ class History:
         numbered = "\n".join(
             f"[{n}] {self._when(hit)} · {hit.record.actor or 'steward'}"
             f"{' · run ' + hit.record.run_id if hit.record.run_id else ''}: "
-            f"{_cut(hit.record.text, RECORD_CHARS)}"
+            f"{cut(hit.record.text, RECORD_CHARS)}"
             for n, hit in enumerate(hits, 1)
         )
         prompt = (
@@ -539,16 +540,11 @@ class History:
         record = hit.record
         where = f"run {record.run_id}" if record.run_id else record.kind.value
         who = record.actor or "steward"
-        text = " ".join(record.text.split())
-        text = text if len(text) <= 220 else text[:219] + "…"
+        text = cut(" ".join(record.text.split()), 220)
         return f"[{number}] {self._when(hit)} · {where} · {who}: {text}"
 
     def _when(self, hit: Hit) -> str:
         return f"{hit.record.at.astimezone(self.zone):%Y-%m-%d %H:%M %Z}"
-
-
-def _cut(text: str, most: int) -> str:
-    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _block(lines: str) -> str:

@@ -33,7 +33,7 @@ from graph.coordinator import Coordinator
 from graph.definitions import WaitStep
 from graph.engine import InputProblem, ProcessEngine
 from graph.errors import StewardError
-from graph.messages import Reply
+from graph.messages import Reply, cut
 from graph.routing import format_argument
 from memory.ledger import RunStatus, RunTakenOver
 
@@ -218,5 +218,4 @@ def _as_data(value: Any, most: int = 80) -> str:
     """A delivery's value as the operator's news names it: as it is when it is one line
     of plain text, else as Python writes it (quoted, its line breaks and its controls
     escaped); cut short past ``most`` characters."""
-    shown = value if isinstance(value, str) and value.isprintable() else repr(value)
-    return shown if len(shown) <= most else shown[: most - 1] + "…"
+    return cut(value if isinstance(value, str) and value.isprintable() else repr(value), most)

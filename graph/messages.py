@@ -214,6 +214,11 @@ SendAhead = Callable[[Reply], Awaitable[None] | None]  # None: not taken
 _sending_ahead: ContextVar[SendAhead | None] = ContextVar("steward_sending_ahead", default=None)
 
 
+def cut(text: str, most: int) -> str:
+    """``text``, or its start and "…" where it runs past ``most`` characters."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 @contextmanager
 def sending_ahead(send: SendAhead) -> Iterator[None]:
     """Within it, ``Reply.send_ahead`` hands what goes ahead to ``send``."""

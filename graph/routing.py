@@ -18,6 +18,7 @@ from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.errors import StewardError
 from graph.inputs import EMAIL, InputError, InputSpec, InputType, parse_input
+from graph.messages import cut
 from graph.models import LanguageModels, as_data
 
 log = logging.getLogger(__name__)
@@ -317,8 +318,7 @@ def _bare(text: str) -> str:
 
 def _short(exc: Exception) -> str:
     """An error's first line, cut: a service's error may carry a whole page."""
-    said = " ".join(str(exc).split()) or type(exc).__name__
-    return said if len(said) <= 200 else said[:199] + "…"
+    return cut(" ".join(str(exc).split()) or type(exc).__name__, 200)
 
 
 class _Input(BaseModel):

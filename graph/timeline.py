@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from graph.messages import cut
 from memory.ledger import Ledger, Run, StepEntry
 
 
@@ -132,8 +133,7 @@ def _explain(entry: StepEntry) -> tuple[str, str, str, str]:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut(str(value).replace("\n", " "), limit)
 
 
 def _took(seconds: float) -> str:
