@@ -716,13 +716,21 @@ class SlackChannel:
         self, conversation: Conversation, answering: Inbound, posted: dict[str, Any] | None
     ) -> None:
         """A reply that asks its sender something at the top of a channel or a DM: its
-        message's thread answers the question too (see ``_may_answer``)."""
-        at_top = conversation.thread_ts is None
-        if at_top and posted is not None and posted["channel"] == conversation.channel:
-            asked = await self.door.question_to(answering)
-            if asked is not None:
-                where = {"ts": posted["ts"]}
-                await self.memory.add(self._asked_key(asked), where, QUESTION_TTL)
+        message's thread answers the question too; one that went to their DM instead
+        (steward may not post in the conversation): that DM answers it (see
+        ``_may_answer``)."""
+        here = posted is not None and posted["channel"] == conversation.channel
+        if posted is None or (here and conversation.thread_ts is not None):
+            return
+        if (asked := await self.door.question_to(answering)) is None:
+            return
+        if not here:
+            user = answering.sender.user_id
+            moved = {"chat": conversation.chat_id, "asked": asked, "ts": posted["ts"]}
+            await self.memory.set(self._moved_key(posted["channel"], user), moved, QUESTION_TTL)
+        else:
+            where = {"ts": posted["ts"]}
+            await self.memory.add(self._asked_key(asked), where, QUESTION_TTL)
 
     async def _answering(self, inbound: Inbound, said: Written, bot_user: str) -> Inbound | None:
         """``inbound`` as the answer to the question steward waits for in one of the
@@ -735,10 +743,16 @@ class SlackChannel:
 
     async def _may_answer(self, inbound: Inbound, said: Written, bot_user: str) -> list[str]:
         """The conversations a message in a channel or a DM may answer a question of
-        steward's in: where it was written, and, in the thread of the message that asked
-        a question at the top, the top."""
-        channel, thread = said.channel, said.thread_ts
+        steward's in: where it was written; in the thread of the message that asked a
+        question at the top, the top; and, in a DM (or the thread) where a question from
+        a conversation steward may not post in was asked instead, that conversation."""
+        channel, thread, dm = said.channel, said.thread_ts, said.channel_type == "im"
         chats = [Conversation(channel, thread).chat_id]
+        moved = await self.memory.get(self._moved_key(channel, said.user)) if dm else None
+        if moved is not None and thread in (None, moved["ts"]):
+            asked = await self.door.question_to(replace(inbound, chat_id=moved["chat"]))
+            if asked == moved["asked"]:
+                chats.append(moved["chat"])
         # A thread of steward's (a message event names whose; an app_mention may not).
         if thread and said.parent_user_id in (None, bot_user):
             in_channel = Conversation(channel).chat_id
@@ -750,6 +764,9 @@ class SlackChannel:
 
     def _asked_key(self, asked: str) -> str:
         return f"{self.name}:asked-in:{asked}"
+
+    def _moved_key(self, dm: str, user: str) -> str:
+        return f"{self.name}:asked-for:{dm}:{user}"
 
     async def _whisper(
         self, conversation: Conversation, user: str, text: str, answer_by: str | None = None

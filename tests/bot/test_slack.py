@@ -1234,6 +1234,26 @@ async def test_a_command_where_steward_may_not_post_is_answered_in_the_dm(
         assert not actions(slack.message(dm, card["ts"]))
 
 
+async def test_a_question_a_command_asked_in_the_dm_instead_is_answered_there(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Steward may not post in the channel: its question went to the DM, where the answer
+    was taken for a new request, and the question waited where it could not be seen."""
+    slack.outside.add("C0OTHER")
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        call = slack.slash_command(OPERATOR, "C0OTHER", "run onboarding client=Acme")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: any("email" in t for t in bot_texts(s, dm)))
+        await say(slack, bot, "jane@acme.com")
+        await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, dm)))
+        [asked] = [m for m in posted(slack, dm) if "basic, standard" in m["text"]]
+        package = slack.message_event(OPERATOR, "basic", thread_ts=asked["ts"])
+        assert (await slack.post_event(bot.url, package))[0] == 200
+        await slack.wait_for(lambda s: cards(s, dm))
+        assert posted(slack, "C0OTHER") == []
+
+
 async def test_a_stranger_is_refused_where_steward_is_no_member_by_the_commands_response_url(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
