@@ -38,6 +38,7 @@ from graph.cards import decision_line
 from graph.coordinator import QUESTION_TTL, Coordinator
 from graph.messages import Inbound, Owed, Reply, sending_ahead
 from memory.ledger import (
+    ApprovalStatus,
     Ledger,
     LedgerTx,
     NewAuditEvent,
@@ -164,13 +165,20 @@ class FrontDoor:
             return None
         return decision_line(approval, self.coordinator.zone)
 
-    async def edit_refused(self, approval_id: str) -> str | None:
+    async def edit_refused(self, approval_id: str, edited: Inbound) -> str | None:
         """Why the new text from an Edit form would not be used now, told in the form,
         which stays open and keeps it: the approval was decided meanwhile, or its run is
-        paused. None when it would be used (or there is no such approval: its handling
-        says so)."""
+        paused. None when it would be used, or was: approved with this very text by this
+        sender (the form sent again when its first submission took too long to
+        acknowledge); None too when there is no such approval: its handling says so."""
         approval = await self.ledger.get_approval(approval_id)
         if approval is None:
+            return None
+        if (
+            approval.status is ApprovalStatus.APPROVED
+            and approval.decided_by == edited.sender.key
+            and approval.edited_text == storable(edited.text)
+        ):
             return None
         if not approval.is_pending:
             decided = decision_line(approval, self.coordinator.zone)

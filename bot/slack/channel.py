@@ -454,11 +454,6 @@ class SlackChannel:
         self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]
     ) -> None:
         form, who = edit_form(view, submitted=True), sender(part(body, "user"))
-        refused = await self.door.edit_refused(form.approval)
-        if refused is not None:  # decided or paused meanwhile: the form stays open, text kept
-            error = as_typed_in_slack(refused)
-            await ack(response_action="errors", errors={EDIT_BLOCK: error})
-            return
         inbound = Inbound(
             who,
             form.chat,
@@ -466,6 +461,11 @@ class SlackChannel:
             text=form.new_text,
             button=f"edited:{form.approval}",
         )
+        refused = await self.door.edit_refused(form.approval, inbound)
+        if refused is not None:  # decided or paused meanwhile: the form stays open, text kept
+            error = as_typed_in_slack(refused)
+            await ack(response_action="errors", errors={EDIT_BLOCK: error})
+            return
         await self._take(inbound, ack)
 
     async def _on_edit_closed(

@@ -619,6 +619,26 @@ async def test_an_edit_form_submitted_after_someone_decided_stays_open_with_its_
         assert "my long new text" not in json.dumps(effect["params"])
 
 
+async def test_an_edit_form_slack_sends_again_is_closed_not_told_its_text_was_not_sent(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Its first submission took too long to acknowledge, and Approve was pressed again:
+    the form said "so this text was not sent", though it was."""
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        view, field = await opened_edit_form(slack, bot, card)
+        values = {field["block_id"]: {field["element"]["action_id"]: "Hi Jane!"}}
+        for _ in range(2):
+            submitted = slack.view_submission(OPERATOR, view["id"], values)
+            assert await slack.post_interaction(bot.url, submitted) == (200, "")
+            await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        await bot.channel.idle()
+        (effect,) = outbox(bot.home)
+        assert effect["params"]["body"] == "Hi Jane!"
+        assert ephemerals(slack, OPERATOR) == []
+
+
 async def test_an_edit_form_submitted_while_the_run_is_paused_stays_open_until_it_resumes(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
