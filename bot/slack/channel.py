@@ -524,8 +524,11 @@ class SlackChannel:
             else:
                 items.append(reply.notice)
         # Where replies go when steward may not post in the conversation (a slash command
-        # in a channel it is not in): the DM of whoever wrote, or of every operator.
+        # in a channel it is not in): the DM of whoever wrote, or of every operator; news
+        # to one operator (each is sent their own) goes to no other.
         fallback = [user] if user is not None else self.operator_users
+        if user is None and conversation.channel in self.operator_users:
+            fallback = []
         posted = None  # the last message posted: where a question asked in a channel is
         for item in items:
             if isinstance(item, str):

@@ -1215,6 +1215,20 @@ async def test_news_goes_to_the_runs_thread_or_else_to_every_operator(
         assert threaded["thread_ts"] == "1700000000.000100"
 
 
+async def test_news_an_operator_cannot_be_sent_is_not_sent_twice_to_the_others(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """An operator steward cannot write to (an id mistyped, a member gone): their copy
+    went to every operator's DM instead, so each other one had every card and news twice."""
+    slack.outside.add(slack.dm_channel("U0GONE"))
+    async with running(tmp_path / "home", slack, operators=f"slack:{OPERATOR},slack:U0GONE") as bot:
+        await bot.service.notify(Reply().say("to everyone"), None)
+        await bot.service.idle()
+        assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["to everyone"]
+        assert [c.error for c in slack.calls_to("chat.postMessage")] == [None, "not_in_channel"]
+        assert bot.audit_kinds().count("reply.refused") == 1
+
+
 async def test_a_refused_token_or_an_unreachable_slack_stops_the_start_clearly(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
