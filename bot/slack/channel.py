@@ -34,6 +34,9 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.middleware.authorization.async_single_team_authorization import (
+    AsyncSingleTeamAuthorization,
+)
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -44,6 +47,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.card_messages import CardMessages
@@ -229,7 +233,7 @@ class SlackChannel:
 
     async def _start(self) -> None:
         try:
-            await self.client.auth_test()
+            self._authorized(await self.client.auth_test())
         except SlackApiError as exc:
             raise SlackUnavailable(
                 f"the Slack Web API at {self.client.base_url} refused SLACK_BOT_TOKEN "
@@ -253,6 +257,16 @@ class SlackChannel:
                 ) from exc
             self._socket = _SocketHandler(self.app, self.app_token, self._set_aside)
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
+
+    def _authorized(self, told: AsyncSlackResponse) -> None:
+        """Tells bolt who steward is, as auth.test told at the start: bolt asks at the
+        first request otherwise, and a Slack slow then held up its acknowledgement, and
+        one failing then lost the request, answered "reinstall this app". (Bolt's
+        ``authorize`` would do it too, but warns at every start that SLACK_BOT_TOKEN in
+        the environment is ignored.)"""
+        for middleware in self.app._async_middleware_list:
+            if isinstance(middleware, AsyncSingleTeamAuthorization):
+                middleware.auth_test_result = told
 
     async def take_over(self) -> None:
         await take_up(self.outbox, self._enqueue, own=False)

@@ -496,6 +496,19 @@ async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: Fak
         assert bot.inbox() == 1
 
 
+async def test_the_first_request_after_the_start_needs_no_web_api_call(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Bolt asked auth.test again at the first request: with the Web API failing then,
+    the message was acknowledged unstored ("reinstall this app"), and lost."""
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        slack.fail("auth.test", 503, times=10)
+        assert await slack.post_event(bot.url, slack.message_event(OPERATOR, "/runs")) == (200, "")
+        await slack.wait_for(lambda s: bot_texts(s, dm) == ["No runs in progress."])
+        assert len(slack.calls_to("auth.test")) == 1 and bot.inbox() == 1
+
+
 async def test_the_reply_goes_first_and_a_long_handling_does_not_hold_the_ack(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
