@@ -59,7 +59,7 @@ class Written:
     thread_ts: str | None
     channel_type: str | None
     parent_user_id: str | None  # whose thread it is in, where the event says
-    attachment: str | None  # the files shared with it, by name
+    attachment: str | None  # the files and messages shared with it, by name
     edited: bool
 
 
@@ -144,11 +144,14 @@ def delivery_id(body: object) -> str:
 
 
 def _attachment(event: Mapping[str, Any]) -> str | None:
-    """The files shared with a message, by name; None for a message of text alone."""
-    files = event.get("files") or []
-    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
-        raise Unusable("files is not a list of objects")
+    """The files and messages shared with a message, by name; None for a message of
+    text alone."""
+    files, attached = event.get("files") or [], event.get("attachments") or []
+    for key, items in (("files", files), ("attachments", attached)):
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise Unusable(f"{key} is not a list of objects")
     names = [maybe_text(f, "name") or maybe_text(f, "title") or "a file" for f in files]
+    names += ["a shared message" for a in attached if a.get("is_share")]
     return ", ".join(names) or None
 
 

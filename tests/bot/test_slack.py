@@ -787,6 +787,23 @@ async def test_a_file_shared_as_the_new_text_is_not_read_for_its_message(
         assert outbox(bot.home) == []
 
 
+async def test_a_message_shared_as_the_new_text_is_not_read_for_its_comment(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Its comment became the draft, as a file's would have, and what was shared was not
+    read at all."""
+    slack.trigger_ttl = 0.0  # no form: the new text is asked for in chat
+    async with running(tmp_path / "home", slack) as bot:
+        dm = await edit_asked_in_chat(slack, bot)
+        shared = slack.message_event(OPERATOR, "use this one")
+        forwarded = {"is_share": True, "text": "Hi Jane, welcome!", "fallback": "[Dec 7] Hi"}
+        shared["event"]["attachments"] = [forwarded]
+        assert (await slack.post_event(bot.url, shared))[0] == 200
+        await slack.wait_for(lambda s: any("not a shared message" in t for t in bot_texts(s, dm)))
+        await bot.channel.idle()
+        assert not any("use this one" in t for t in bot_texts(slack, dm))
+
+
 async def test_a_card_sent_to_every_operator_s_dm_loses_its_buttons_in_each(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
