@@ -69,12 +69,17 @@ def printable_output() -> Iterator[None]:
 Press = Callable[[Button], str | None]  # a button as a shell command, None: none does it
 
 
-def render(reply: Reply, choices: dict[str, str] | None = None, shell: Press | None = None) -> str:
-    """Plain text for a reply; fills ``choices`` with number → button payload. With
-    ``shell`` (the command line, where nothing can be pressed) a card names the command
-    for each of its buttons instead of a number."""
+def render(
+    reply: Reply,
+    choices: dict[str, str] | None = None,
+    shell: Press | None = None,
+    first: int = 1,
+) -> str:
+    """Plain text for a reply; fills ``choices`` with number → button payload, numbering
+    from ``first``. With ``shell`` (the command line, where nothing can be pressed) a card
+    names the command for each of its buttons instead of a number."""
     blocks = []
-    number = itertools.count(1)
+    number = itertools.count(first)
     for item in reply.items:
         if isinstance(item, str):
             blocks.append(item)
@@ -152,10 +157,14 @@ class ConsoleChannel:
         self._session = uuid.uuid4().hex[:16]
         self.chat_id = f"terminal:{self._session}"
 
-    def show(self, reply: Reply) -> None:
-        choices: dict[str, str] = {}
-        text = render(reply, choices)
-        if text:  # numbers press the buttons of what was shown last, and only those
+    def show(self, reply: Reply, answering: bool = False) -> None:
+        """The answer to a turn numbers its buttons from 1, and they alone are pressed
+        then; news shown after it (a card the scheduler announces, a webhook's run)
+        numbers on, so that a number on the screen presses the one button it is beside:
+        two cards each showed [1] Approve, and 1 approved the lower one."""
+        choices: dict[str, str] = {} if answering else dict(self.choices)
+        text = render(reply, choices, first=len(choices) + 1)
+        if text:
             self.choices = choices
             print(f"steward › {text}\n", file=self.out, flush=True)
 
@@ -177,7 +186,7 @@ class ConsoleChannel:
             if not ledger_down(exc):
                 raise
             reply = Reply().say(LEDGER_DOWN.format(cause(exc)))  # the session goes on
-        self.show(reply)
+        self.show(reply, answering=True)
         return reply
 
     async def run(self, until: Awaitable[None] | None = None) -> Ended:

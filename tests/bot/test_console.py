@@ -88,6 +88,23 @@ async def test_a_number_that_answers_a_question_presses_no_button(tmp_path: Path
         assert waiting.card["process"] == "onboarding"
 
 
+async def test_news_numbers_its_buttons_on_from_what_is_on_the_screen(tmp_path: Path) -> None:
+    """Two cards on the screen each showed [1] Approve, the lower one news that came after
+    the operator's turn, and 1 approved the lower one: an email the operator never meant
+    to approve went out."""
+    async with Steward.open(load_settings(home=tmp_path / "home")) as steward:
+        out = io.StringIO()
+        console = ConsoleChannel(steward.door, out=out)
+        await console.say("/run onboarding client=Alpha email=a@alpha.com package=basic")
+        elsewhere = ConsoleChannel(steward.door, out=io.StringIO())
+        news = await elsewhere.say("/run onboarding client=Beta email=b@beta.com package=basic")
+        console.show(news)  # as the scheduler announces a card no chat was shown
+        assert "[1] Approve" in out.getvalue() and "[5] Approve" in out.getvalue()
+        await console.say("1")
+        (waiting,) = await steward.ledger.pending_approvals(None)
+        assert waiting.card["fields"]["Client"] == "Beta"
+
+
 async def test_two_terminals_on_one_working_memory_are_two_conversations(
     tmp_path: Path,
 ) -> None:
