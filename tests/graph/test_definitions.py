@@ -263,6 +263,16 @@ def test_the_readmes_example_process_loads(tmp_path: Path) -> None:
     assert definition.inputs["client"].question == "Which client?"
 
 
+def test_the_readme_names_every_field_a_definition_requires() -> None:
+    """It named no title, and a definition written from its list was skipped for the
+    lack of one."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    listed = readme.split("YAML definitions (", 1)[1].split(")", 1)[0]
+    for name, field in ProcessDefinition.model_fields.items():
+        if field.is_required():
+            assert name in listed
+
+
 def test_action_without_connector_points_at_the_step(tmp_path: Path) -> None:
     text = GOOD.replace("    connector: outbox\n", "")
     path = write(tmp_path, text)
