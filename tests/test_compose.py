@@ -217,3 +217,14 @@ def test_state_lives_in_named_volumes(
         assert path in mounts(name), f"{name} keeps {path} in its container"
         assert mounts(name)[path] in declared, f"{name}'s {path} is not a named volume"
     assert "--appendonly" in services["redis"]["command"]
+
+
+def test_the_readmes_docker_runs_have_something_to_serve() -> None:
+    """Its PostgreSQL example had no channel and no terminal: steward said it had nothing
+    to serve and exited 2."""
+    readme = (COMPOSE.parent / "README.md").read_text()
+    commands = re.findall(r"^docker run (?:.*\\\n)*.*$", readme, flags=re.MULTILINE)
+    assert commands
+    for command in commands:
+        channel = "TELEGRAM_BOT_TOKEN" in command or "SLACK_BOT_TOKEN" in command
+        assert channel or " -it " in command, command
