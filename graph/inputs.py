@@ -28,6 +28,10 @@ TIME_OF_DAY = re.compile(r"\d[T ]\d{1,2}:\d{2}")  # "2026-12-20 15:00", "2026-12
 # A number's commas stand between its thousands ("1,200.50"): "12,50", twelve and a half
 # where a comma is the decimal point, is refused, never read as 1250.
 GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+# The currencies an amount may be written with, as plain words are read ("$2,500",
+# "2500 EUR"): the amount is kept.
+CURRENCY_WORDS = r"eur|usd|gbp|euros?|dollars?"
+CURRENCY = re.compile(rf"^[$€£]\s*|\s*(?:{CURRENCY_WORDS})$", re.IGNORECASE)
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
 
@@ -171,7 +175,7 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
             number = float(_ungrouped(text))
             return number if math.isfinite(number) else None
         case InputType.MONEY:
-            amount = Decimal(_ungrouped(text.lstrip("$€£").lstrip()))
+            amount = Decimal(_ungrouped(CURRENCY.sub("", text)))
             if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
                 return None
             return str(amount.quantize(Decimal("0.01")))

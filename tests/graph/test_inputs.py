@@ -44,6 +44,8 @@ GOOD: list[tuple[InputType, Any, Any]] = [
     (InputType.MONEY, "0.99", "0.99"),
     (InputType.MONEY, "€15.5", "15.50"),
     (InputType.MONEY, "$ 1,234,567.89", "1234567.89"),
+    (InputType.MONEY, "2500 EUR", "2500.00"),  # as plain words are read
+    (InputType.MONEY, "2,500.50 dollars", "2500.50"),
     (InputType.DATE, "2026-03-01", "2026-03-01"),
     (InputType.DATETIME, "2026-03-01 15:30", "2026-03-01 15:30"),
     (InputType.DATETIME, "2026-03-01T09:05", "2026-03-01 09:05"),
@@ -80,6 +82,7 @@ BAD: list[tuple[InputType, Any]] = [
     (InputType.MONEY, "lots"),
     (InputType.MONEY, "NaN"),
     (InputType.MONEY, "12,50"),  # a decimal comma: never 1250.00
+    (InputType.MONEY, "12,50 EUR"),
     (InputType.MONEY, "€1.200,50"),
     (InputType.MONEY, "1,2"),
     (InputType.INTEGER, "12,50"),
