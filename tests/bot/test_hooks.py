@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -106,6 +108,25 @@ async def running(home: Path, database: DatabaseURL | None = None) -> AsyncItera
 
 def outbox(home: Path) -> list[Path]:
     return sorted((home / "outbox").glob("*.json"))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the example signs with openssl")
+def test_the_readmes_curl_example_signs_as_steward_checks() -> None:
+    """The README told how a delivery is signed and showed no way to send one."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Incoming webhooks", 1)[1].split("\n## ", 1)[0]
+    hooks = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    example = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    sent = subprocess.run(  # curl prints what it would send
+        ["bash", "-c", 'curl() { printf "%s\\n" "$@"; }\n' + example],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    url, header, body = sent[sent.index("-X") + 2], sent[sent.index("-H") + 1], sent[-1]
+    source = url.rsplit("/hooks/", 1)[1]
+    assert header == "X-Steward-Signature: " + signature(hooks[source]["secret"], body.encode())
+    assert isinstance(json.loads(body), dict)
 
 
 async def test_a_signed_form_starts_onboarding_and_stops_at_the_gate(tmp_path: Path) -> None:
