@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -45,10 +46,16 @@ async def play(pause: float = 0.0) -> int:
                 print(f"you › {line}", file=out, flush=True)
                 await console.say(line)
                 await asyncio.sleep(pause)
-            effects = sorted(p.name for p in settings.outbox_dir.glob("*.json"))
-            print(f"The outbox now holds {len(effects)} effect file(s):", file=out)
-            for name in effects:
-                print(f"  {settings.outbox_dir / name}", file=out)
+            effects = sorted(settings.outbox_dir.glob("*.json"))
+            print(
+                f"The outbox (effects, without a mail server) now holds {len(effects)}; it goes "
+                "with the tour's home as the tour ends:",
+                file=out,
+            )
+            for path in effects:
+                effect = json.loads(path.read_text(encoding="utf-8"))
+                to = effect["params"].get("to") or effect["params"].get("name", "")
+                print(f"  {effect['connector']} · {effect['action']} · {to}", file=out)
             report = await steward.ledger.verify_audit()
             print(f"Audit log: {report.checked} events, chain intact: {report.ok}", file=out)
             return 0 if len(effects) == 2 and report.ok else 1

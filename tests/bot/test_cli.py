@@ -530,7 +530,7 @@ def test_demo_runs_offline_and_the_chain_is_intact(
     code, out, _ = steward(capsys, "demo")
     assert code == 0
     assert "chain intact: True" in out
-    assert "2 effect file(s)" in out
+    assert "now holds 2;" in out
     assert not home.exists()
 
 
@@ -554,7 +554,7 @@ def test_demo_touches_nothing_of_the_operators(
     monkeypatch.setenv("STEWARD_PROCESSES_DIR", str(mine))
     code, out, _ = steward(capsys, "demo")
     assert code == 0, out
-    assert "2 effect file(s)" in out
+    assert "now holds 2;" in out
 
 
 def test_demo_with_an_invalid_setting_says_which_in_one_line(
