@@ -247,6 +247,18 @@ class Settings(BaseSettings):
             )
         return value or None
 
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _telegram_token(cls, value: str | None) -> str | None:
+        """A value of another shape passed, and ``steward run`` stopped on the Bot API's
+        refusal (exit 1), or on the network, as if the setting were right."""
+        if value and not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", value):
+            raise ValueError(
+                "use the token @BotFather gave, like 123456:ABC-DEF… (the bot's id, a colon, "
+                "its secret)"
+            )
+        return value or None
+
     @field_validator("slack_bot_token")
     @classmethod
     def _slack_bot_token(cls, value: str | None) -> str | None:

@@ -173,6 +173,14 @@ def test_the_slack_api_url_gets_its_trailing_slash() -> None:
     assert problem(slack_api_url="slack.com").startswith("STEWARD_SLACK_API_URL: 'slack.com'")
 
 
+def test_a_telegram_token_has_its_shape_and_is_not_quoted() -> None:
+    assert load_settings(telegram_bot_token="4242:AAE-x_9").telegram_bot_token == "4242:AAE-x_9"
+    for token in ("AAE-secret", "@steward_bot", "4242:AAE secret", "bot4242:AAE"):
+        message = problem(telegram_bot_token=token)
+        assert message.startswith("TELEGRAM_BOT_TOKEN: use the token @BotFather gave")
+        assert "AAE" not in message.replace("ABC-DEF", "")
+
+
 def test_the_telegram_api_url_is_a_url() -> None:
     assert load_settings(telegram_api_url="http://127.0.0.1:9").telegram_api_url == (
         "http://127.0.0.1:9"
