@@ -360,7 +360,10 @@ class Coordinator:
                     if run is None:
                         return Reply().say(f"No run {rest!r}; {LISTINGS['runs']}.")
                     rows = await timeline(self.ledger, run)
-                    return Reply().say(render_timeline(run, rows, self.zone))
+                    shown = render_timeline(run, rows, self.zone)
+                    if waiting := await self.ledger.pending_approvals([run.id]):
+                        shown += f"\n  pending approvals: {', '.join(a.id for a in waiting)}"
+                    return Reply().say(shown)
                 return await self.runs_reply(show_all=rest.lower() == "all")
             case "today":
                 if rest.lower() not in ("", "all"):

@@ -43,6 +43,21 @@ async def test_a_runs_timeline_says_who_decided_what_and_what_it_cost(tmp_path: 
         assert "No run 'rnope'" in "\n".join(missing.texts)
 
 
+async def test_a_waiting_runs_timeline_in_chat_names_its_pending_approval(
+    tmp_path: Path,
+) -> None:
+    """``steward runs RUN`` named it; ``/runs RUN`` showed the run waiting, and not for what."""
+    app: Steward
+    async for app in open_steward(tmp_path):
+        view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        assert view.approval is not None
+        sender = Sender("cli", "shell")
+        reply = await app.coordinator.handle(
+            Inbound(sender, "t", "x-1", text=f"/runs {view.run.id}")
+        )
+        assert f"pending approvals: {view.approval.id}" in "\n".join(reply.texts)
+
+
 async def test_each_visit_of_a_step_shows_what_that_visit_cost(tmp_path: Path) -> None:
     """A step run twice (a replay, a loop) drafts twice: each of its rows shows its own
     draft's cost, not the two drafts' sum, which counted the spend twice."""
