@@ -334,7 +334,10 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
             return 2
         return await _show_run(steward, shown, args.json)
     limit = RUNS_LISTED if args.limit is None else args.limit
-    runs = await steward.ledger.list_runs(None if args.all else ACTIVE, limit=limit)
+    runs = await steward.ledger.list_runs(None if args.all else ACTIVE, limit=limit + 1)
+    if len(runs) > limit:
+        runs = runs[:limit]
+        print(f"steward: the newest {limit} runs; --limit N lists more", file=sys.stderr)
     pending: dict[str, list[str]] = {}
     for approval in await steward.ledger.pending_approvals([r.id for r in runs]):
         pending.setdefault(approval.run_id, []).append(approval.id)

@@ -159,6 +159,17 @@ def test_runs_all_says_how_a_run_ended(home: Path, capsys: pytest.CaptureFixture
     assert "cancelled" in lines[rejected] and "(rejected at approve_welcome)" in lines[rejected]
 
 
+def test_a_listing_cut_at_its_limit_says_so(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Past 50 runs in progress, `steward runs` listed 50 as if they were all."""
+    for _ in range(3):
+        assert steward(capsys, *START)[0] == 0
+    code, out, err = steward(capsys, "runs", "--limit", "2")
+    assert code == 0 and len(out.splitlines()) == 2
+    assert "the newest 2 runs; --limit N lists more" in err
+    code, out, err = steward(capsys, "runs", "--limit", "3", "--json")
+    assert code == 0 and len(json.loads(out)) == 3 and not err
+
+
 def test_runs_show_unknown_or_missing_id(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = steward(capsys, "runs", "show", "rnope")
     assert code == 2 and "no run 'rnope'; `steward runs --all` lists them" in err
