@@ -417,7 +417,8 @@ class LedgerTx:
         if _MOVE_HELD_RUN.run(self.conn, held) == 1:
             self._listed_anew(run_id, values)
             return True
-        if self.run_status(run_id) is RunStatus.RUNNING:
+        row = _RUN_HELD.first(self.conn, {"run_id": run_id})
+        if row is not None and self._another_moved(row.status, row.owner):
             raise RunTakenOver(f"run {run_id} is no longer moved by {self.worker}")
         return False
 
@@ -430,8 +431,13 @@ class LedgerTx:
             return
         if row.status == RunStatus.CANCELLED.value:
             raise RunCancelled(f"run {run_id} was cancelled; {key} was not performed")
-        if row.status == RunStatus.RUNNING.value and row.owner not in (self.worker, None):
+        if self._another_moved(row.status, row.owner):
             raise RunTakenOver(f"run {run_id} is moved by another worker; {key} was not")
+
+    def _another_moved(self, status: str, owner: str | None) -> bool:
+        """Whether a run this worker was moving is another's: running in another worker,
+        or moved on by one (to its next stop, or its end) after it took the run over."""
+        return status != RunStatus.CANCELLED.value and owner not in (self.worker, None)
 
     def moves(self, run_id: str) -> bool:
         """Whether this worker still moves the running run ``run_id``."""

@@ -308,6 +308,29 @@ async def test_a_worker_back_after_its_run_was_taken_over_begins_no_effect(
         assert await b.begin_effect("run1:send", "run1", "send", "email", {}) is None
 
 
+async def test_a_worker_back_after_its_run_was_taken_over_and_ended_leaves_it_as_ended(
+    database_url: DatabaseURL,
+) -> None:
+    """Woken past its lease after "b" took its run over and ended it, "a" tried its
+    effect again, recorded it done a second time, and told the operator the run was done
+    again: a run at another worker's stop (its end, or its next gate) is that worker's."""
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await set_running(a, "run1")
+        await fall_silent(b, "a")
+        assert await runs_of(b, own=False) == ["run1"]
+
+        def end(tx: LedgerTx) -> bool:
+            return tx.update_running_run("run1", status=RunStatus.SUCCEEDED.value)
+
+        assert await b.write(end)
+        with pytest.raises(RunTakenOver):
+            await a.may_still_act("run1", "run1:send")
+        with pytest.raises(RunTakenOver):
+            await a.begin_effect("run1:send", "run1", "send", "email", {})
+        with pytest.raises(RunTakenOver):
+            await a.write(end)
+
+
 async def test_a_process_keeps_the_runs_it_set_running_before_it_registered(
     database_url: DatabaseURL,
 ) -> None:
