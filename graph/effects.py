@@ -21,7 +21,7 @@ from typing import Any, Literal
 from connectors import ConnectorRegistry, OutcomeUnknown, TransientError
 from connectors.base import Connector, ConnectorError, validated
 from graph.errors import UncertainEffect
-from memory.ledger import Ledger, NewAuditEvent, RunCancelled, RunTakenOver, storable
+from memory.ledger import Ledger, NewAuditEvent, RunCancelled, storable
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class EffectGuard:
             await self._sleep(self.policy.delay(attempt))
             try:  # a cancel from another process, or a take-over, landed while it waited
                 await self.ledger.may_still_act(run_id, key)
-            except (RunCancelled, RunTakenOver):
+            except RunCancelled:  # a take-over leaves the record to the worker moving the run
                 await self._finish(key, run_id, step_id, connector_name, action, None, error)
                 raise
 

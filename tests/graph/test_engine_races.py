@@ -16,12 +16,23 @@ from sqlalchemy import create_engine
 
 from bot.app import Steward
 from bot.settings import load_settings
+from connectors import ConnectorRegistry, TransientError
+from graph.effects import EffectGuard, RetryPolicy
 from graph.engine import RunLocks
 from memory.database_url import DatabaseURL
-from memory.ledger import ApprovalStatus, LedgerTx, RunStatus, utcnow
+from memory.ledger import (
+    ApprovalStatus,
+    LedgerTx,
+    NewAuditEvent,
+    RunStatus,
+    RunTakenOver,
+    utcnow,
+)
 from memory.ledger.ledger import decide as record_decision
 from memory.ledger.ledger import expiry_key
+from tests.graph.test_engine import Flaky
 from tests.homes import steward_with
+from tests.memory.test_workers import fall_silent, set_running, worker
 
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 INVOICE = {
@@ -52,6 +63,7 @@ steps:
     if: email != None
     then: send
 """
+DONE = NewAuditEvent("steward", "effect.done", "run1:send", {"run": "run1", "step": "send"})
 
 
 @pytest.fixture
@@ -269,3 +281,36 @@ async def test_a_decision_from_another_worker_and_a_cancel_or_replay_never_deadl
         assert failed == []
         approval = await app.ledger.get_approval(approval_id)
         assert approval is not None and approval.status is ApprovalStatus.APPROVED
+
+
+async def test_a_worker_back_from_a_freeze_leaves_the_effect_record_to_the_one_that_took_over(
+    database_url: DatabaseURL,
+) -> None:
+    """Its try failed while it was frozen past its lease; "b" took the run over and made
+    the effect. Before trying again "a" learnt the run was another's, and recorded the
+    effect failed over "b"'s done, with an audit event of a failure that never was."""
+    async with worker(database_url, "a") as a, worker(database_url, "b") as b:
+        await set_running(a, "run1")
+        connectors = ConnectorRegistry()
+        connectors.register(Flaky([TransientError("the partner answered 503")]))
+        retry = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, timeout=5)
+
+        async def frozen(seconds: float) -> None:
+            await fall_silent(b, "a")
+            [taken] = await b.take_over_runs(own=False)
+            await b.begin_effect("run1:send", taken.id, "send", "flaky", {})
+            await b.finish_effect("run1:send", {"ok": True}, None, DONE)
+
+        guard = EffectGuard(a, connectors, retry, sleep=frozen)
+        with pytest.raises(RunTakenOver):
+            await guard.perform(
+                key="run1:send",
+                run_id="run1",
+                step_id="send",
+                connector_name="flaky",
+                action="send_email",
+                params={},
+            )
+        effect = await a.get_effect("run1:send")
+        assert effect is not None and effect.status == "done" and effect.error is None
+        assert [e.kind for e in await a.audit_events()] == ["effect.done"]
