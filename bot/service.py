@@ -219,15 +219,24 @@ class Service:
         except Exception:
             log.exception("could not move runs on; next beat again")
 
+    def _decisions_reader(self) -> str:
+        """This worker's place in the audit log: another steward on the ledger, serving
+        other chats, reads on while this one is down."""
+        return f"{DECISIONS_READER} by {self.steward.ledger.worker}"
+
     async def _decisions_read(self) -> int:
-        """Where the last watcher stopped reading the audit log, kept in the ledger beside
-        the cards' records: a card decided while steward was down (``steward approve`` in
-        a shell) is settled as it starts. A new ledger's reading starts at its end."""
-        end = await self.steward.ledger.audit_end()
-        read = await self.steward.ledger.cursor(DECISIONS_READER, unread=-1)
+        """Where this worker's last watcher stopped reading the audit log, kept in the
+        ledger beside the cards' records: a card decided while steward was down
+        (``steward approve`` in a shell) is settled as it starts. A new worker reads on
+        from where the stewards before workers had their own place stopped; on a new
+        ledger, from its end."""
+        ledger = self.steward.ledger
+        end = await ledger.audit_end()
+        shared = await ledger.cursor(DECISIONS_READER, unread=-1)
+        read = await ledger.cursor(self._decisions_reader(), unread=shared)
         if not 0 <= read <= end:  # never read (a new ledger), or the log was cut back
             read = end
-            await self.steward.ledger.move_cursor(DECISIONS_READER, read)
+            await ledger.move_cursor(self._decisions_reader(), read)
         return read
 
     async def _settle_decided_elsewhere(self, read: int) -> None:
@@ -245,7 +254,7 @@ class Service:
                 for approval_id in decided:
                     await self._settle_everywhere(approval_id)
                 if after != read:
-                    await self.steward.ledger.move_cursor(DECISIONS_READER, after)
+                    await self.steward.ledger.move_cursor(self._decisions_reader(), after)
                 read = after
                 outage.worked()
             except Exception as exc:  # the ledger is down, say: the next tick looks again

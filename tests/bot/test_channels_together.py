@@ -3,6 +3,7 @@ its buttons on the other."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -220,3 +221,44 @@ async def test_a_card_decided_by_a_reply_owed_from_before_a_start_is_settled_on_
             await service.idle()
         updates = [c for c in slack.calls if c.method == "chat.update"]
         assert len(updates) == 1
+
+
+async def test_a_card_decided_while_its_steward_was_down_is_settled_though_another_read_on(
+    tmp_path: Path, fakes: tuple[FakeBotAPI, FakeSlackAPI]
+) -> None:
+    """A steward serving Slack on the same ledger read the audit log past the decision
+    while the one serving Telegram was down; they shared where reading stopped, so the
+    Telegram one started after the decision, and its card kept its buttons for good."""
+    telegram, slack = fakes
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    settings = load_settings(
+        home=tmp_path / "telegram",
+        database_url=ledger,
+        telegram_bot_token=TELEGRAM_TOKEN,
+        telegram_api_url=telegram.root,
+        operators=f"telegram:{TELEGRAM_OPERATOR}",
+    )
+    beside = load_settings(
+        home=tmp_path / "slack",
+        database_url=ledger,
+        slack_bot_token=slack.bot_token,
+        slack_signing_secret=slack.signing_secret,
+        slack_api_url=slack.base_url,
+        operators=f"slack:{SLACK_OPERATOR}",
+        http_port=free_port(),
+    )
+    async with Steward.open(settings) as steward:
+        async with Service(steward, configured_channels(steward), tick_seconds=0.2) as service:
+            view = await card_everywhere(steward, service)
+        assert view.approval is not None
+        (card,) = [m for m in telegram.sent(TELEGRAM_OPERATOR) if "reply_markup" in m]
+        async with (
+            Steward.open(beside) as other,
+            Service(other, configured_channels(other), tick_seconds=0.2),
+        ):
+            await other.coordinator.decide(view.approval.id, True, "cli:shell")
+            await asyncio.sleep(1.5)  # past the two ticks left to the chat deciding
+        async with Service(steward, configured_channels(steward), tick_seconds=0.2):
+            await telegram.wait_for(
+                lambda a: "reply_markup" not in a.message(TELEGRAM_OPERATOR, card["message_id"])
+            )
