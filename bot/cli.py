@@ -172,7 +172,7 @@ def _say_if_shared(steward: Steward) -> None:
     """A home other users of the machine may read (one made before homes were made
     private): the clients' emails and drafts are in it."""
     home = steward.settings.home
-    if home.stat().st_mode & 0o077:
+    if home.stat().st_mode & PRIVATE:
         print(
             f"steward: other users of this machine may read {home}, which holds your clients' "
             f"emails and drafts: `chmod 700 {home}` keeps it yours",

@@ -94,11 +94,9 @@ def render(
     return "\n\n".join(blocks).replace("\r\n", "\n").translate(VISIBLE)
 
 
-# Control characters as their escapes, but tab and newline: text from outside (a webhook's
-# field, a client's name) cannot clear the terminal or colour what follows.
-VISIBLE = {
-    code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)] if chr(code) not in "\t\n"
-}
+# The controls as their escapes in a reply: text from outside (a webhook's field, a
+# client's name) cannot clear the terminal or colour what follows.
+VISIBLE = {code: f"\\x{code:02x}" for code in range(0xA0) if CONTROLS.match(chr(code))}
 
 
 def _card(
