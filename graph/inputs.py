@@ -30,8 +30,9 @@ TIME_OF_DAY = re.compile(r"\d[T ]\d{1,2}:\d{2}")  # "2026-12-20 15:00", "2026-12
 GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 # The currencies an amount may be written with, as plain words are read ("$2,500",
 # "2500 EUR"): the amount is kept.
+CURRENCY_SIGNS = r"[$€£]"
 CURRENCY_WORDS = r"eur|usd|gbp|euros?|dollars?"
-CURRENCY = re.compile(rf"^[$€£]\s*|\s*(?:{CURRENCY_WORDS})$", re.IGNORECASE)
+CURRENCY = re.compile(rf"^{CURRENCY_SIGNS}\s*|\s*(?:{CURRENCY_WORDS})$", re.IGNORECASE)
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
 

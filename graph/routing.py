@@ -17,7 +17,15 @@ from graph.budget import BudgetExceeded
 from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.errors import StewardError
-from graph.inputs import CURRENCY_WORDS, EMAIL, InputError, InputSpec, InputType, parse_input
+from graph.inputs import (
+    CURRENCY_SIGNS,
+    CURRENCY_WORDS,
+    EMAIL,
+    InputError,
+    InputSpec,
+    InputType,
+    parse_input,
+)
 from graph.messages import cut
 from graph.models import LanguageModels, as_data
 
@@ -36,7 +44,7 @@ KEY_VALUE = re.compile(r"(\b[a-z_][a-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)")
 # A whole amount, never part of one: "$1200.555" and "€1.200,50" are no 1200.55 or 1.20.
 AMOUNT = r"(?<![\d.,])\d+(?:,\d{3})*(?:\.\d+)?(?![.,]?\d)"
 MONEY = re.compile(
-    rf"(?:[$€£]\s?)({AMOUNT})|({AMOUNT})\s?(?:{CURRENCY_WORDS})\b",
+    rf"(?:{CURRENCY_SIGNS}\s?)({AMOUNT})|({AMOUNT})\s?(?:{CURRENCY_WORDS})\b",
     re.I,
 )
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
