@@ -591,7 +591,7 @@ class ProcessEngine:
         """How to undo by hand what a step did, with the values of each time it acted."""
         effects = await self.ledger.effects_of(run.id, step_id)
         if not effects:
-            raise InvalidState(f"step {step_id} of run {run.id} has not acted: nothing to undo")
+            raise _not_acted(run.id, step_id)
         acted = [e for e in effects if e.status == "done"]
         told = []
         for effect in reversed(acted):  # the first first
@@ -616,7 +616,7 @@ class ProcessEngine:
                 + (f"; if it did, /confirm {run_id}, then undo it" if stopped_there else "")
             )
         if not acted:
-            raise InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
+            raise _not_acted(run_id, step_id)
         undone = None
         for effect in acted:
             visit = visit_of(effect.key)
@@ -1246,6 +1246,10 @@ def _defaults_again(
         if remade != inputs.get(name):
             again[name] = new[name] = remade
     return again
+
+
+def _not_acted(run_id: str, step_id: str) -> InvalidState:
+    return InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
 
 
 def _drafted_before(
