@@ -120,11 +120,7 @@ class LanguageModels:
         run = await self.ledger.get_run(run_id) if run_id and self.budgets else None
         async with self._room(run.process if run else None, name, prompt):
             call = _Call(prompt, name, purpose, run_id, step_id)
-            try:
-                reply = await self._ask(chat, name, [SystemMessage(SYSTEM), HumanMessage(prompt)])
-            except BaseException as exc:
-                await self._unanswered(exc, call)
-                raise
+            reply = await self._answer_to(chat, call)
             said = await self._record(reply, call)
         metadata = getattr(reply, "response_metadata", None) or {}
         if said > ANSWER_TOKENS or metadata.get("finish_reason") == "length":
@@ -136,12 +132,7 @@ class LanguageModels:
         async with self._room(None, self.fast_name, prompt):
             call = _Call(prompt, self.fast_name, purpose)
             runnable = self.fast.with_structured_output(schema, include_raw=True)
-            asked = [SystemMessage(SYSTEM), HumanMessage(prompt)]
-            try:
-                answer: Any = await self._ask(runnable, self.fast_name, asked)
-            except BaseException as exc:
-                await self._unanswered(exc, call)
-                raise
+            answer: Any = await self._answer_to(runnable, call)
             raw = answer.get("raw") if isinstance(answer, dict) else None
             if isinstance(raw, AIMessage):
                 await self._record(raw, call)
@@ -150,16 +141,21 @@ class LanguageModels:
             raise ValueError(f"the model's answer did not fit: {answer.get('parsing_error')}")
         return schema.model_validate(parsed)
 
-    async def _ask(self, chat: Runnable[Any, Any], model: str, messages: list[Any]) -> Any:
-        """``chat``'s answer to ``messages``; a refusal that a setting causes says which."""
+    async def _answer_to(self, chat: Runnable[Any, Any], call: _Call) -> Any:
+        """``chat``'s answer to the call's prompt. A call that gives none is recorded all
+        the same, and a refusal that a setting causes says which."""
         try:
-            return await chat.ainvoke(messages)
-        except Exception as exc:
-            if self.where is None or (fix := self._what_to_fix(exc, model)) is None:
+            return await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(call.prompt)])
+        except BaseException as exc:
+            await self._unanswered(exc, call)
+            fix = self._what_to_fix(exc, call.model) if isinstance(exc, Exception) else None
+            if fix is None:
                 raise
             raise ModelUnusable(fix) from exc
 
     def _what_to_fix(self, exc: Exception, model: str) -> str | None:
+        if self.where is None:
+            return None
         import openai
 
         setting = "STEWARD_LLM_MODEL"

@@ -494,7 +494,7 @@ async def test_records_given_for_a_spent_budget_or_a_wrong_setting_say_why(
         "($0.00 of $0.00 today)):\n[1] "
     )
     models.budgets = None
-    with patch.object(models, "_ask", side_effect=ModelUnusable("check OPENAI_API_KEY")):
+    with patch.object(models, "_answer_to", side_effect=ModelUnusable("check OPENAI_API_KEY")):
         text = said(await send(app, "/history welcome email for Acme"))
     assert text.startswith("Best matching records (no model answer: check OPENAI_API_KEY):")
 
