@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Table, delete, func, insert, select, text
 from memory.checkpoints import read_at_once
 from memory.ledger import Ledger, cannot_store, cause
 from memory.ledger import schema as t
+from memory.ledger.database import sync_folder
 from memory.ledger.migrate import HEAD, is_known
 from memory.ledger.schema import UTCDateTime
 
@@ -95,7 +96,7 @@ async def export(
     manifest = {"format": FORMAT, "schema": HEAD, "exported_at": exported_at, "counts": counts}
     with _private(folder / "manifest.json") as out:  # last: what it counts is on disk
         out.write(json.dumps(manifest, indent=2) + "\n")
-    _sync_folder(folder)
+    sync_folder(folder)  # the files' names too
     return Summary(counts)
 
 
@@ -219,15 +220,6 @@ def _private(path: Path) -> Iterator[TextIO]:
         yield out
         out.flush()
         os.fsync(out.fileno())
-
-
-def _sync_folder(folder: Path) -> None:
-    """Puts the folder's entries for its new files on disk."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

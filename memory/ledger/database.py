@@ -354,11 +354,7 @@ class _WalSync:
             os.close(fd)
             return
         with contextlib.suppress(OSError):
-            directory = os.open(database.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            sync_folder(database.parent)
         self.close()
         self._held = fd
 
@@ -366,6 +362,16 @@ class _WalSync:
         if self._held is not None:
             os.close(self._held)
             self._held = None
+
+
+def sync_folder(folder: Path) -> None:
+    """Makes the names in ``folder`` durable: after a power loss, a file made there and
+    its contents synced could still be missing, its entry in the folder never written."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _set_pragma(conn: Connection, name: str, value: object) -> None:
