@@ -48,9 +48,8 @@ def compile_definition(
     builder: StateGraph[RunState, StepContext, RunState, RunState] = StateGraph(
         RunState, context_schema=StepContext
     )
-    for index, step in enumerate(definition.steps):
-        following = definition.steps[index + 1].id if index + 1 < len(definition.steps) else END
-        node = _node(definition, step, _target(step.next) or following)
+    for step in definition.steps:
+        node = _node(definition, step, _target(definition.goes_on_to(step)) or END)
         builder.add_node(step.id, node)  # type: ignore[call-overload]
     builder.add_edge(START, definition.steps[0].id)
     return builder.compile(checkpointer=checkpointer, name=definition.name)

@@ -426,9 +426,16 @@ class ProcessDefinition(BaseModel):
                 return step
         raise KeyError(step_id)
 
+    def goes_on_to(self, step: Step) -> str:
+        """Where ``step`` goes once done (a branch goes by its ``then`` and ``else``): its
+        ``next``, else the step after it, else the end."""
+        if step.next:
+            return step.next
+        index = self.steps.index(step)
+        return self.steps[index + 1].id if index + 1 < len(self.steps) else END
+
     def ahead(self, step_ids: Iterable[str]) -> list[Step]:
         """The steps a run about to take ``step_ids`` may yet take, those included."""
-        following = {s.id: n.id for s, n in zip(self.steps, self.steps[1:], strict=False)}
         known = {s.id: s for s in self.steps}
         seen: set[str] = set()
         waiting = [step_id for step_id in step_ids if step_id in known]
@@ -438,8 +445,8 @@ class ProcessDefinition(BaseModel):
                 continue
             seen.add(step.id)
             targets = step.targets()
-            if step.next is None and not isinstance(step, BranchStep):
-                targets.append(following.get(step.id, END))
+            if not isinstance(step, BranchStep):
+                targets.append(self.goes_on_to(step))
             waiting.extend(target for target in targets if target in known)
         return [step for step in self.steps if step.id in seen]
 
