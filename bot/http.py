@@ -2,25 +2,44 @@
 
 ``steward run`` starts it when something needs it — the Telegram webhook at
 ``/telegram/webhook`` — at STEWARD_HTTP_HOST:STEWARD_HTTP_PORT, with ``/healthz``.
+
+It may face the internet with no reverse proxy in front, so it closes what a proxy
+would: a connection that has not sent a request's headers within HEADERS_SECONDS (of
+its start, or of its last answer), and a request whose body has not all come within
+BODY_SECONDS of its headers (408). Left open, a few hundred such connections use up
+the process's file descriptors.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A request under way at a stop gets this long to finish: one that is answered stores and
 # answers in milliseconds, and a sender that has not sent its body yet sends it again.
 STOP_SECONDS = 2.0
+HEADERS_SECONDS = 10.0  # an idle connection is closed as soon
+BODY_SECONDS = 10.0  # a webhook's body is a few kilobytes, at most a megabyte
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        headers_seconds: float = HEADERS_SECONDS,
+        body_seconds: float = BODY_SECONDS,
+    ) -> None:
         self.host = host
         self.port = port
-        self.app = web.Application()
+        self.headers_seconds = headers_seconds
+        self.body_seconds = body_seconds
+        self.app = web.Application(middlewares=[self._body_in_time])
         self.app.router.add_get("/healthz", _healthz)
         self._runner: web.AppRunner | None = None
 
@@ -29,7 +48,12 @@ class HttpServer:
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=STOP_SECONDS
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=STOP_SECONDS,
+            keepalive_timeout=self.headers_seconds,  # also closes one whose headers stall
+            lingering_time=0,  # what is left unread once answered is a stalled or huge body
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -41,6 +65,20 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _body_in_time(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Reads the body before ``handler`` does (it reads the copy kept), for up to
+        ``body_seconds``."""
+        try:
+            async with asyncio.timeout(self.body_seconds):
+                await request.read()
+        except TimeoutError:
+            log.warning("closed a request to %s whose body did not come in time", request.path)
+            response = web.Response(status=408, text="the body did not come in time")
+            response.force_close()
+            return response
+        return await handler(request)
 
     @property
     def started(self) -> bool:

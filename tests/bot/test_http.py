@@ -1,0 +1,77 @@
+"""The app's HTTP server, over real sockets: a connection that stalls in its headers or
+its body is closed, as a reverse proxy would close it, where it held a file descriptor
+for an hour (headers) or for good (body)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from bot.http import HttpServer
+
+LIMIT = 0.5  # seconds, for the headers and for the body
+
+
+async def _echo(request: web.Request) -> web.Response:
+    return web.Response(body=await request.read())
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[HttpServer]:
+    http = HttpServer("127.0.0.1", 0, headers_seconds=LIMIT, body_seconds=LIMIT)
+    http.add_post("/echo", _echo)
+    await http.start()
+    try:
+        yield http
+    finally:
+        await http.stop()
+
+
+async def _sent(server: HttpServer, data: bytes) -> tuple[bytes, float]:
+    """What the server answers to ``data`` before it closes the connection, and after
+    how many seconds it closed it (at most four times the limit: the test's own)."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    began = loop.time()
+    try:
+        writer.write(data)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 4 * LIMIT)
+        return answer, loop.time() - began
+    finally:
+        writer.close()
+
+
+async def test_a_connection_that_sends_half_its_headers_is_closed(server: HttpServer) -> None:
+    answer, after = await _sent(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le")
+    assert answer == b"" and after < 2 * LIMIT
+
+
+async def test_a_connection_that_sends_nothing_is_closed(server: HttpServer) -> None:
+    answer, after = await _sent(server, b"")
+    assert answer == b"" and after < 2 * LIMIT
+
+
+async def test_a_request_whose_body_stalls_gets_408_and_is_closed(server: HttpServer) -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    answer, after = await _sent(server, head + b'{"client": ')
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer
+    assert after < 2 * LIMIT
+
+
+async def test_a_request_that_comes_in_time_is_answered_and_kept_alive(
+    server: HttpServer,
+) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        for body in (b"one", b"two"):  # on the same connection
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n" + body)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 4 * LIMIT)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert await reader.readexactly(3) == body
+    finally:
+        writer.close()
