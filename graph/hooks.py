@@ -20,6 +20,7 @@ any other, for the operator.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,9 @@ from graph.engine import InputProblem, ProcessEngine
 from graph.errors import StewardError
 from graph.messages import Reply, cut
 from graph.routing import format_argument
-from memory.ledger import RunStatus, RunTakenOver
+from memory.ledger import NewAuditEvent, Run, RunStatus, RunTakenOver, TakenOver, cause
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Steward-Signature"
 # A source's name is a path segment, and with "hook:" before it the ledger's inbox
@@ -178,40 +181,69 @@ class HookRouter:
         reply = Reply()
         for run in runs:
             try:
-                woken = await self.engine.offer_event(run.id, event, payload, actor)
-            except StewardError as exc:  # it ended meanwhile
-                reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
-                continue
+                reply.items.extend((await self._offer(name, event, run, payload, described)).items)
             except RunTakenOver:  # took it, then looked gone: another worker moves it on
                 reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
-                continue
-            if woken is not None:
-                reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
-                reply.items.extend(self.coordinator.describe(woken).items)
-                continue
-            if behind := await self.engine.waits_behind(run, event):
-                reply.say(
-                    f"A {event} delivery from {name} ({described}) came after run {run.id} "
-                    f"({run.process}) went past its wait for it: it is kept, and the run "
-                    f"takes it only if replayed from that wait (/replay {run.id} {behind[0]})."
-                )
-            else:
-                reply.say(
-                    f"A {event} delivery from {name} ({described}) came before run {run.id} "
-                    f"({run.process}) waits for it: it is kept, and the run takes it when it "
-                    "gets there."
-                )
-            if run.status is RunStatus.FAILED and not behind:
-                reply.say(f"Run {run.id} failed: /retry goes on to the steps before its wait.")
-            if run.status is not RunStatus.WAITING:
-                continue
-            for approval in await self.engine.ledger.pending_approvals([run.id]):
-                summary = approval.card.get("summary", approval.step_id)
-                reply.say(
-                    f"Approval {approval.id} still waits ({summary}): reject it if that "
-                    f"should not happen now (/reject {approval.id} {event} received)."
-                )
+            except TakenOver:  # the delivery is another worker's now, for all its runs
+                raise
+            except Exception as exc:  # one run's failure keeps the event from no other
+                reply.say(await self._offer_failed(name, event, run, described, exc))
         return reply
+
+    async def _offer(
+        self, name: str, event: str, run: Run, payload: dict[str, Any], described: str
+    ) -> Reply:
+        """Offers ``run`` the event a delivery from ``name`` brought; what came of it."""
+        reply = Reply()
+        try:
+            woken = await self.engine.offer_event(run.id, event, payload, f"hook:{name}")
+        except StewardError as exc:  # it ended meanwhile
+            return reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
+        if woken is not None:
+            reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
+            reply.items.extend(self.coordinator.describe(woken).items)
+            return reply
+        if behind := await self.engine.waits_behind(run, event):
+            reply.say(
+                f"A {event} delivery from {name} ({described}) came after run {run.id} "
+                f"({run.process}) went past its wait for it: it is kept, and the run "
+                f"takes it only if replayed from that wait (/replay {run.id} {behind[0]})."
+            )
+        else:
+            reply.say(
+                f"A {event} delivery from {name} ({described}) came before run {run.id} "
+                f"({run.process}) waits for it: it is kept, and the run takes it when it "
+                "gets there."
+            )
+        if run.status is RunStatus.FAILED and not behind:
+            reply.say(f"Run {run.id} failed: /retry goes on to the steps before its wait.")
+        if run.status is not RunStatus.WAITING:
+            return reply
+        for approval in await self.engine.ledger.pending_approvals([run.id]):
+            summary = approval.card.get("summary", approval.step_id)
+            reply.say(
+                f"Approval {approval.id} still waits ({summary}): reject it if that "
+                f"should not happen now (/reject {approval.id} {event} received)."
+            )
+        return reply
+
+    async def _offer_failed(
+        self, name: str, event: str, run: Run, described: str, exc: Exception
+    ) -> str:
+        """Logs and audits an offer that failed unexpectedly; what the operator hears."""
+        log.error("offering run %s a %s from %s failed", run.id, event, name, exc_info=exc)
+        error = cut(cause(exc), 200)
+        data = {"event": event, "error": error}
+        failed = NewAuditEvent(f"hook:{name}", "hook.offer_failed", run.id, data)
+        try:
+            await self.engine.ledger.audit(failed)
+        except Exception:
+            log.exception("could not audit it")
+        return (
+            f"Offering run {run.id} ({run.process}) a {event} delivery from {name} "
+            f"({described}) failed: {_as_data(error, 200)}. It is logged, and not offered to "
+            f"this run again; /runs {run.id} shows whether the run took it."
+        )
 
 
 def _as_data(value: Any, most: int = 80) -> str:

@@ -324,6 +324,59 @@ async def test_a_run_taken_over_as_it_takes_the_payment_leaves_the_others_their_
         assert sum("got its payment" in n for n in bot.news) == 2
 
 
+async def test_a_run_whose_offer_fails_keeps_the_payment_from_no_other_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three follow-ups of one invoice wait for its payment; offering it to the first
+    fails unexpectedly. The other two take it all the same, where the delivery failed
+    there and they never got it; the failure is logged, audited and told as it is, and
+    the payment sent again reaches none of them a second time."""
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine = bot.steward.engine
+        for _ in range(3):
+            view = await engine.start("invoice_followup", INVOICE, "cli:x")
+            assert view.approval is not None
+            await engine.decide(view.approval.id, True, "cli:x")
+        offer = engine.offer_event
+        offered: list[str] = []
+
+        async def failing_first(run_id: str, *args: Any) -> Any:
+            offered.append(run_id)
+            if len(offered) == 1:
+                raise RuntimeError("the checkpoint could not be read")
+            return await offer(run_id, *args)
+
+        monkeypatch.setattr(engine, "offer_event", failing_first)
+        paid = {"invoice": INVOICE["invoice"], "amount": "1200 EUR"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
+        failed, *took = offered
+        for run_id in took:
+            run = await bot.steward.ledger.get_run(run_id)
+            assert run is not None and run.status is RunStatus.SUCCEEDED
+            assert any(f"Run {run_id} (invoice_followup) got its payment" in n for n in bot.news)
+        run = await bot.steward.ledger.get_run(failed)
+        assert run is not None and run.status is RunStatus.WAITING
+        assert (
+            f"Offering run {failed} (invoice_followup) a payment delivery from payments "
+            "(invoice=INV-7) failed: the checkpoint could not be read. It is logged, and not "
+            f"offered to this run again; /runs {failed} shows whether the run took it."
+        ) in bot.news
+        events = await bot.steward.ledger.audit_events()
+        (audited,) = [e for e in events if e.kind == "hook.offer_failed"]
+        assert audited.subject == failed and audited.actor == "hook:payments"
+        assert audited.data == {"event": "payment", "error": "the checkpoint could not be read"}
+        assert await bot.steward.ledger.unhandled_inbound() == []
+
+        monkeypatch.setattr(engine, "offer_event", offer)
+        assert await bot.post("payments", paid, secret=PAY_SECRET) == 200  # sent again
+        events = await bot.steward.ledger.audit_events()
+        taken = [e.subject for e in events if e.kind.startswith("run.event")]
+        assert sorted(taken) == sorted(took)
+        run = await bot.steward.ledger.get_run(failed)
+        assert run is not None and run.status is RunStatus.WAITING
+
+
 async def test_a_payment_before_the_reminder_is_approved_is_kept_for_the_wait(
     tmp_path: Path,
 ) -> None:
