@@ -61,6 +61,7 @@ class Scheduler:
         digest: DigestTime | None = None,
         clock: Callable[[], datetime] = utcnow,
         defers: Callable[[], Awaitable[bool]] | None = None,
+        unhandled: Callable[[], Awaitable[dict[str, datetime]]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.engine = engine
@@ -72,6 +73,8 @@ class Scheduler:
         # While it says so, timers, the daily list and missed cards are another
         # process's, whose chats their news is for (a terminal beside `steward run`).
         self.defers = defers
+        # When the oldest delivery of each event not handled yet came (the webhooks').
+        self.unhandled = unhandled
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._next_digest: tuple[str, datetime] | None = None  # planned: its key and time
 
@@ -90,7 +93,7 @@ class Scheduler:
 
     async def _fire_due(self, now: datetime) -> int:
         await self._plan_digest(now)
-        due = await self.ledger.due_timers(now, limit=BATCH)
+        due = await self._after_deliveries(await self.ledger.due_timers(now, limit=BATCH))
         gate = asyncio.Semaphore(IN_FLIGHT)
 
         async def fire(timer: Timer) -> int:
@@ -103,6 +106,19 @@ class Scheduler:
             fired += await self._send_digest(timer, now)  # sent late holds no expired gate
         await self._announce_missed(now)
         return fired
+
+    async def _after_deliveries(self, due: list[Timer]) -> list[Timer]:
+        """Leaves out each wait for an event that a delivery not handled yet may have
+        brought in time, received before the wait was due: its run takes it when it is
+        handled, or the wait's timer fires at a tick after that."""
+        waits = [t for t in due if t.kind == "wait" and t.payload.get("event")]
+        if self.unhandled is None or not waits:
+            return due
+        oldest = await self.unhandled()
+        behind = {
+            t.id for t in waits if (came := oldest.get(t.payload["event"])) and came < t.due_at
+        }
+        return [t for t in due if t.id not in behind]
 
     async def _announce_missed(self, now: datetime) -> None:
         """Sends the card of every pending approval no channel was handed; the claim

@@ -21,7 +21,7 @@ from bot.http import HttpServer
 from bot.scheduler import DigestTime, Scheduler
 from bot.worker_slot import SHELL, ShellSlot, WorkerSlot, gone_shells
 from graph.cards import outcome
-from graph.hooks import HookRouter, load_hooks
+from graph.hooks import HookRouter, load_hooks, unhandled_events
 from graph.messages import CardOutcome, Reply
 from memory.embeddings import EmbeddingFailed
 from memory.ledger import LEASE, Ledger, Outage, utcnow
@@ -115,6 +115,7 @@ class Service:
         self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
         settings = steward.settings
         digest = DigestTime(time.fromisoformat(settings.digest_at), ZoneInfo(settings.timezone))
+        self.hook_sources = load_hooks(steward.settings.hooks_path, steward.catalog)
         self.scheduler = Scheduler(
             steward.ledger,
             steward.engine,
@@ -125,8 +126,8 @@ class Service:
             # A terminal beside a `steward run` serving Telegram or Slack, while it lives:
             # timers and the daily list are for its chats; the terminal must not take them.
             defers=steward.ledger.platforms_served if defers_to_platforms else None,
+            unhandled=functools.partial(unhandled_events, steward.ledger, self.hook_sources),
         )
-        self.hook_sources = load_hooks(steward.settings.hooks_path, steward.catalog)
         router = HookRouter(steward.engine, steward.coordinator)
         # False: another steward on this ledger serves the webhooks, on the same port.
         serving = self.hook_sources and serves_hooks

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from graph.engine import InputProblem, ProcessEngine
 from graph.errors import StewardError
 from graph.messages import Reply, cut
 from graph.routing import format_argument
-from memory.ledger import NewAuditEvent, Run, RunStatus, RunTakenOver, TakenOver, cause
+from memory.ledger import Ledger, NewAuditEvent, Run, RunStatus, RunTakenOver, TakenOver, cause
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,19 @@ def _what_it_cannot_do(source: HookSource, catalog: Catalog) -> str | None:
             names = ", ".join(sorted({n for d in waiting for n in d.inputs}))
             return f"match.{field}: no input of a run waiting for {source.event} ({names})"
     return None
+
+
+async def unhandled_events(ledger: Ledger, sources: dict[str, HookSource]) -> dict[str, datetime]:
+    """When the oldest delivery of each event that is not handled yet was received: a
+    wait for that event due after then may have had it in time (the queue is behind)."""
+    channels = {f"hook:{name}": s.event for name, s in sources.items() if s.event is not None}
+    oldest: dict[str, datetime] = {}
+    if not channels:
+        return oldest
+    for channel, received in (await ledger.oldest_unhandled(list(channels))).items():
+        event = channels[channel]
+        oldest[event] = min(received, oldest.get(event, received))
+    return oldest
 
 
 @dataclass

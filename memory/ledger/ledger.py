@@ -1367,6 +1367,17 @@ class Ledger:
             query = query.where(t.inbox.c.channel == channel)
         return await self.db.run(lambda c: [_inbox_item(r) for r in c.execute(query)], write=False)
 
+    async def oldest_unhandled(self, channels: Sequence[str]) -> dict[str, datetime]:
+        """When the oldest delivery of each of ``channels`` not yet handled was received;
+        a channel with none is left out."""
+        query = (
+            select(t.inbox.c.channel, func.min(t.inbox.c.received_at))
+            .where(t.inbox.c.status == "new", t.inbox.c.channel.in_(channels))
+            .group_by(t.inbox.c.channel)
+        )
+        rows = await self.db.run(lambda c: c.execute(query).all(), write=False)
+        return {channel: received for channel, received in rows}
+
     # -- replies owed ----------------------------------------------------------------------
     # A reply is kept until its channel has sent all of it. Keeping it, and forgetting it
     # once sent, need not wait for the disk: a crash of the process loses neither, and a

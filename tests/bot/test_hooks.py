@@ -67,6 +67,7 @@ class Running:
         secret: str | None = None,
         delivery: str | None = None,
         raw: bytes | None = None,
+        handled: bool = True,
     ) -> int:
         body = raw if raw is not None else json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"}
@@ -80,7 +81,8 @@ class Running:
         ):
             status = response.status
         assert self.service.hooks is not None
-        await self.service.hooks.idle()
+        if handled:
+            await self.service.hooks.idle()
         return status
 
 
@@ -463,6 +465,43 @@ async def test_a_payment_after_the_run_went_past_its_wait_is_not_promised_to_it(
         assert any(n.startswith(f"Approval {approval.id} still waits") for n in bot.news)
         replayed = await bot.steward.engine.replay(view.run.id, "wait_for_payment", {}, "cli:x")
         assert replayed.run.status is RunStatus.SUCCEEDED
+
+
+async def test_a_payment_received_in_time_and_handled_late_is_taken_at_the_wait(
+    tmp_path: Path, database_url: DatabaseURL
+) -> None:
+    """The payment came a second before the wait was due, behind a backlog of forms: the
+    wait's timer fired first, the run handed the invoice over, and the operator heard the
+    payment came too late. Now the timer waits for the deliveries received before it was
+    due, and the run takes the payment; without a payment it fires as before."""
+    home = tmp_path / "home"
+    (home / "processes").mkdir(parents=True)
+    waiting_longer = ESCALATING.replace("for: 1s", "for: 2s")  # time to post six deliveries
+    (home / "processes" / "pay_or_escalate.yaml").write_text(waiting_longer)
+    async with running(home, database_url) as bot:
+        engine, hooks = bot.steward.engine, bot.service.hooks
+        assert hooks is not None
+        paid_in_time = await engine.start("pay_or_escalate", {"invoice": "INV-7"}, "cli:x")
+        unpaid = await engine.start("pay_or_escalate", {"invoice": "INV-8"}, "cli:x")
+        await hooks.stop()  # the queue falls behind: what comes is stored, not handled
+        for i in range(5):
+            form = {"client": f"C{i}", "email": f"c{i}@x.com", "package": "basic"}
+            assert await bot.post("form", form, secret=FORM_SECRET, handled=False) == 200
+        paid = {"invoice": "INV-7", "amount": "1200 EUR"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET, handled=False) == 200
+        await asyncio.sleep(2.1)  # past the waits' time
+        await bot.service.scheduler.tick()
+        assert await bot.steward.ledger.pending_approvals() == []  # neither handed over yet
+
+        await hooks.start()  # the queue catches up: the forms, then the payment
+        await hooks.idle()
+        await bot.service.scheduler.tick()
+        run = await bot.steward.ledger.get_run(paid_in_time.run.id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+        assert f"Run {run.id} (pay_or_escalate) got its payment (invoice=INV-7)." in bot.news
+        assert not any("went past its wait" in n for n in bot.news)
+        (handed_over,) = await bot.steward.ledger.pending_approvals([unpaid.run.id])
+        assert handed_over.step_id == "escalate"
 
 
 async def test_a_payment_kept_before_a_restart_is_taken_after_it(
