@@ -52,6 +52,14 @@ ISO_DATE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}\b")
 # The company after "from", "for" or "at"; not "with", which names a person ("onboard Acme
 # with Jane as the contact") as often as a company.
 AFTER_PREPOSITION = re.compile(r"\b(?:from|for|at)\s+([A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*)")
+# Failing that, the company the request's first word acts on: "chase Globex for …"; not
+# a person of a company ("welcome Dr Smith of Acme").
+VERB_OBJECT = re.compile(
+    r"^\s*(?:[Pp]lease\s+)?[A-Za-z][a-z'-]*\s+(?:the\s+)?"
+    r"((?>[A-Z][\w&.-]*(?:\s+[A-Z][\w&.-]*)*))(?!\s+(?:of|from|at)\s+[A-Z])"
+)
+# A company's name may end in a full stop of its own ("Globex Inc."), not of the sentence.
+ABBREVIATED = frozenset({"inc", "ltd", "corp", "co", "llc", "plc", "bros", "intl"})
 CLIENTISH = ("client", "company", "customer")
 # The person before the company: "onboard Jane from Acme", "Sarah of Northwind Legal".
 BEFORE_COMPANY = re.compile(
@@ -170,11 +178,50 @@ def _read_off(definition: ProcessDefinition, name: str, spec: InputSpec, text: s
     if spec.type is InputType.DATETIME:
         return _the_one(ISO_DATE_TIME.findall(text))
     if spec.type is InputType.STRING and any(w in name for w in CLIENTISH):
-        named = AFTER_PREPOSITION.findall(text)
-        return _the_one([n for n in named if n.split()[0].lower() not in CALENDAR])
+        return _company(text)
     if spec.type is InputType.STRING and any(w in name for w in PERSONISH):
         return _first_name(definition, text)
+    if spec.type is InputType.STRING:
+        return _the_one(_identifiers_after(name, text))
     return None
+
+
+def _company(text: str) -> str | None:
+    """The one company named after "from", "for" or "at"; else the one the request
+    acts on ("chase Globex for invoice INV-7"). Never a month or a day, nor a name
+    with a digit in it (an invoice number)."""
+    for pattern in (AFTER_PREPOSITION, VERB_OBJECT):
+        names = [
+            _without_full_stop(name)
+            for name in pattern.findall(text)
+            if name.split()[0].lower() not in CALENDAR and not any(c.isdigit() for c in name)
+        ]
+        if names:
+            return _the_one(names)
+    return None
+
+
+def _without_full_stop(name: str) -> str:
+    """``Acme.`` at a sentence's end is Acme; ``Globex Inc.`` and ``Acme S.A.`` keep theirs."""
+    last = name.split()[-1]
+    if not last.endswith(".") or last[:-1].lower() in ABBREVIATED or "." in last[:-1]:
+        return name
+    return name[:-1]
+
+
+def _identifiers_after(name: str, text: str) -> list[str]:
+    """What follows an input's name and holds a digit: "invoice INV-7", "invoice #1042",
+    "order no. 88"; not a date, nor an amount ("invoice 1,200 EUR")."""
+    after = re.compile(
+        rf"\b{re.escape(name.replace('_', ' '))}\s+(?:number\s+|no\.?\s*|#\s*)?"
+        rf"#?([A-Za-z0-9][\w/-]*)(?![\w/.,-]?\d)(?!\s?(?:{CURRENCY_WORDS})\b)",
+        re.I,
+    )
+    return [
+        found
+        for found in after.findall(text)
+        if any(c.isdigit() for c in found) and not ISO_DATE.fullmatch(found)
+    ]
 
 
 def _the_one(found: list[str]) -> str | None:

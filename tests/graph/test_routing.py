@@ -28,12 +28,12 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
         ("Onboard Jane Doe from Acme", {"contact": "Jane", "client": "Acme"}),
         ("Kick off Olu at Bramble Books", {"contact": "Olu", "client": "Bramble Books"}),
         ("welcome Émile from Lumen Yoga", {"contact": "Émile", "client": "Lumen Yoga"}),
-        ("onboard Acme Corp on the basic package", {"contact": None, "client": None}),
+        ("onboard Acme Corp on the basic package", {"contact": None, "client": "Acme Corp"}),
         ("onboard the client I met at Acme", {"contact": None, "client": "Acme"}),
         ("Onboard from Acme", {"contact": None, "client": "Acme"}),
         ("onboard Jane from Acme and Sam from Globex", {"contact": None, "client": None}),
         ("Please onboard INV-7 from Acme", {"contact": None}),  # no name has a digit
-        ("Welcome Dr Smith of Acme", {"contact": "Dr Smith"}),
+        ("Welcome Dr Smith of Acme", {"contact": "Dr Smith", "client": None}),
         ("Onboard ACME from Germany", {"contact": None}),  # a company in capitals
         ("onboard Anne-Marie from Acme", {"contact": "Anne-Marie"}),
         (
@@ -41,8 +41,8 @@ ONBOARDING = Catalog.load(BUILTIN_DIR).get("onboarding")
             {"kickoff": "2026-12-20 15:00", "package": "basic"},
         ),
         ("onboard Globex, kick-off on 2026-12-20", {"kickoff": None}),  # no time: not midnight
-        ("onboard Acme on premium with Jane as the contact", {"client": None}),
-        ("onboard Acme for Monday", {"client": None}),
+        ("onboard Acme on premium with Jane as the contact", {"client": "Acme"}),
+        ("onboard Acme for Monday", {"client": "Acme"}),
         ("onboard March from Acme", {"contact": None, "client": "Acme"}),
         ("onboard April Smith from Acme", {"contact": "April", "client": "Acme"}),
         ("onboard May from Globex on Monday", {"contact": None, "client": "Globex"}),
@@ -64,6 +64,39 @@ def test_a_reminder_greets_the_person_named_before_the_company() -> None:
     assert (found.get("contact"), found.get("client")) == ("Tom", "Globex")
     later = extract_values(followup, "chase the overdue invoice for March from Globex")
     assert (later.get("contact"), later.get("client")) == (None, "Globex")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "chase Globex for invoice INV-7 of €2,500 due 2026-11-01 (ap@globex.com)",
+            {"client": "Globex", "invoice": "INV-7", "amount": "2500.00"},
+        ),
+        ("Chase Globex about invoice #1042", {"client": "Globex", "invoice": "1042"}),
+        ("remind Globex of invoice no. 88, 1,200 EUR", {"invoice": "88", "amount": "1200.00"}),
+        ("chase the Globex invoice 1,200 EUR", {"client": "Globex", "invoice": None}),
+        ("chase Acme Ltd. about invoice 2026-11-01", {"client": "Acme Ltd.", "invoice": None}),
+        ("chase Globex for invoice 12 and invoice 13", {"invoice": None}),  # which?
+        ("please chase INV-7", {"client": None}),  # no name has a digit
+    ],
+)
+def test_a_reminder_reads_the_client_it_chases_and_the_invoice_number(
+    text: str, expected: dict[str, Any]
+) -> None:
+    """ "chase Globex for invoice INV-7 of €2,500 …" asked which client and which invoice:
+    only a company after "from", "for" or "at" was read, and no invoice number at all."""
+    followup = Catalog.load(BUILTIN_DIR).get("invoice_followup")
+    assert followup is not None
+    found = extract_values(followup, text)
+    assert {name: found.get(name) for name in expected} == expected
+
+
+def test_a_sentence_s_full_stop_is_not_part_of_the_company() -> None:
+    """ "onboard Jane from Acme." welcomed "Acme." aboard."""
+    assert ONBOARDING is not None
+    assert extract_values(ONBOARDING, "onboard Jane from Acme.")["client"] == "Acme"
+    assert extract_values(ONBOARDING, "onboard Jane from Acme S.A.")["client"] == "Acme S.A."
 
 
 async def routed_by_a_model(
