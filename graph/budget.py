@@ -5,7 +5,8 @@ daily budget (``STEWARD_BUDGET_DAILY``, US dollars, the operator's day) caps all
 spend; a process budget (``STEWARD_PROCESS_BUDGETS``, dollars a calendar month) caps one
 process's runs. Once a budget is spent no call is made (a call's cost is known only
 when it answers, so the call that spends a budget may take it past its limit; calls
-running at once hold their worst cost meanwhile, so that together they cannot): the run
+running at once hold their worst cost meanwhile, so that together they cannot, and
+calls that wait for room take it in the order they asked): the run
 stops, failed as ``budget``, and tells the operator; ``/retry`` goes on from that step
 once there is room (a new day or month, or a raised budget). Nothing is lost.
 """
@@ -90,6 +91,14 @@ def parse_process_budgets(text: str) -> dict[str, float]:
     return budgets
 
 
+@dataclass(eq=False)
+class _Hold:
+    """A call's claim on the budgets: its process, and the most it may cost."""
+
+    process: str | None
+    worst: float
+
+
 @dataclass
 class Budgets:
     ledger: Ledger
@@ -97,8 +106,9 @@ class Budgets:
     daily: float | None = None
     per_process: dict[str, float] = field(default_factory=dict)
     prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PRICES))
-    # The calls under way: each one's process and the most it may cost.
-    _running: list[tuple[str | None, float]] = field(default_factory=list, init=False)
+    # The calls under way, and those waiting for room (first come, first in).
+    _running: list[_Hold] = field(default_factory=list, init=False)
+    _waiting: list[_Hold] = field(default_factory=list, init=False)
     _settled: asyncio.Condition = field(default_factory=asyncio.Condition, init=False)
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -147,15 +157,25 @@ class Budgets:
     async def room(self, process: str | None, worst: float) -> AsyncIterator[None]:
         """Room for a call that may cost up to ``worst``, held while it runs. Raises
         BudgetExceeded when a budget that applies is spent; a call that may take one past
-        its limit waits for the calls under way against it to settle, and then goes alone."""
-        call = (process, worst)
+        its limit waits for the calls under way against it to settle, and then goes alone.
+        A call waiting goes before the calls that share a budget with it and asked later,
+        though they would fit: a steady stream of small calls kept a large one waiting
+        for good."""
+        call = _Hold(process, worst)
         async with self._settled:
-            while True:
-                await self.check(process)
-                left = await self._left(process)
-                if left is None or worst <= left or not self._sharing(process):
-                    break
-                await self._settled.wait()
+            self._waiting.append(call)
+            try:
+                while True:
+                    await self.check(process)
+                    left = await self._left(process)
+                    if left is None:
+                        break
+                    if not self._behind(call) and (worst <= left or not self._sharing(process)):
+                        break
+                    await self._settled.wait()
+            finally:
+                self._waiting.remove(call)
+                self._settled.notify_all()  # the next in line may go
             self._running.append(call)
         try:
             yield
@@ -164,9 +184,18 @@ class Budgets:
             async with self._settled:
                 self._settled.notify_all()
 
+    def _shares(self, process: str | None, other: str | None) -> bool:
+        """Whether ``other``'s calls count against a budget that ``process``'s do."""
+        return self.daily is not None or other == process
+
     def _sharing(self, process: str | None) -> bool:
         """Whether a call under way counts against a budget that ``process``'s do."""
-        return any(self.daily is not None or other == process for other, _ in self._running)
+        return any(self._shares(process, other.process) for other in self._running)
+
+    def _behind(self, call: _Hold) -> bool:
+        """Whether a call that asked before ``call`` waits for room in a budget it shares."""
+        ahead = self._waiting[: self._waiting.index(call)]
+        return any(self._shares(call.process, other.process) for other in ahead)
 
     async def _left(self, process: str | None) -> float | None:
         """What the budgets that apply have left, less what the calls under way may
@@ -175,11 +204,11 @@ class Budgets:
         left = []
         if self.daily is not None:
             spent = await self.ledger.model_spend_since(self.day_start(now))
-            left.append(self.daily - spent - sum(worst for _, worst in self._running))
+            left.append(self.daily - spent - sum(call.worst for call in self._running))
         limit = self.per_process.get(process or "")
         if process is not None and limit is not None:
             spent = await self.ledger.model_spend_since(self.month_start(now), process)
-            running = sum(worst for other, worst in self._running if other == process)
+            running = sum(call.worst for call in self._running if call.process == process)
             left.append(limit - spent - running)
         return min(left, default=None)
 

@@ -141,6 +141,31 @@ async def test_a_call_near_its_process_budget_waits_only_for_that_process(
             await later.__aexit__(None, None, None)
 
 
+async def test_a_large_call_is_not_kept_waiting_by_a_stream_of_small_ones(
+    tmp_path: Path,
+) -> None:
+    """A call that may take the budget past its limit waits for the calls under way to
+    settle; small calls that fit kept going in past it, and as long as one was under way
+    the large call waited."""
+    async for app in open_steward(tmp_path):
+        budgets = Budgets(app.ledger, UTC_ZONE, daily=1.0)
+        went: list[str] = []
+
+        async def call(budgets: Budgets, went: list[str], name: str, worst: float) -> None:
+            async with budgets.room(None, worst):
+                went.append(name)
+                await asyncio.sleep(0.03)
+
+        stream = []
+        for n in range(30):  # a small call every 10 ms, each under way 30 ms
+            stream.append(asyncio.create_task(call(budgets, went, f"small {n}", 0.2)))
+            if n == 1:
+                large = asyncio.create_task(call(budgets, went, "large", 0.9))
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(large, *stream), 5)
+    assert went[:3] == ["small 0", "small 1", "large"]  # in once those before it settled
+
+
 async def test_a_call_cancelled_on_its_way_out_gives_its_room_back(tmp_path: Path) -> None:
     """Cancelled again while it waited to say it was done (steward stopping, say), a
     call kept its room for good: calls near the limit waited behind it until they gave
