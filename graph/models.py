@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from langchain_core.runnables import Runnable
 from pydantic import BaseModel
 
 from graph.budget import Budgets
+from graph.effects import RetryPolicy
 from graph.errors import StewardError
 from memory.embeddings import OPENAI_API
 from memory.ledger import Ledger, ModelCall, storable
@@ -41,6 +42,13 @@ SYSTEM = (
 # shorter, with room for a reasoning model's thinking, which counts among them): a model
 # that runs on costs no more than that, and its cut answer is not used.
 ANSWER_TOKENS = 8192
+# A call is made at most three times, each attempt waited for a minute: one that fails
+# for a passing reason (no answer in time, a lost connection, a 429 or a 5xx) is made
+# again after a while. Each attempt has its own room in the budgets and its own record;
+# the client's own retries were billed and never recorded.
+RETRY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=8.0, timeout=60.0)
+# A Retry-After longer than this is not waited out: the call fails.
+MOST_RETRY_AFTER = 60.0
 # A <data> or </data> tag however it is spaced or cased: text inside the fence may not
 # hold one, or it would close the fence (or open another) and speak as steward.
 _FENCE_TAG = re.compile(r"<(?=\s*/?\s*data\b)", re.IGNORECASE)
@@ -92,8 +100,8 @@ class LanguageModels:
                 model=name,
                 api_key=api_key or "unused",
                 base_url=base_url or OPENAI_API,
-                timeout=60,
-                max_retries=2,
+                timeout=RETRY.timeout,
+                max_retries=0,  # tried again by _answer_to, each attempt on the record
                 max_tokens=ANSWER_TOKENS,
                 http_async_client=http,
             )
@@ -118,10 +126,8 @@ class LanguageModels:
     ) -> str:
         chat, name = (self.fast, self.fast_name) if fast else (self.strong, self.strong_name)
         run = await self.ledger.get_run(run_id) if run_id and self.budgets else None
-        async with self._room(run.process if run else None, name, prompt):
-            call = _Call(prompt, name, purpose, run_id, step_id)
-            reply = await self._answer_to(chat, call)
-            said = await self._record(reply, call)
+        call = _Call(prompt, name, purpose, run_id, step_id)
+        reply, said = await self._answer_to(chat, call, run.process if run else None)
         metadata = getattr(reply, "response_metadata", None) or {}
         if said > ANSWER_TOKENS or metadata.get("finish_reason") == "length":
             raise AnswerTooLong(f"its answer ran past {ANSWER_TOKENS:,} tokens and was cut off")
@@ -129,31 +135,43 @@ class LanguageModels:
 
     async def extract(self, schema: type[T], prompt: str, *, purpose: str) -> T:
         """A structured answer from the fast model, validated by pydantic."""
-        async with self._room(None, self.fast_name, prompt):
-            call = _Call(prompt, self.fast_name, purpose)
-            runnable = self.fast.with_structured_output(schema, include_raw=True)
-            answer: Any = await self._answer_to(runnable, call)
-            raw = answer.get("raw") if isinstance(answer, dict) else None
-            if isinstance(raw, AIMessage):
-                await self._record(raw, call)
+        runnable = self.fast.with_structured_output(schema, include_raw=True)
+        answer, _ = await self._answer_to(runnable, _Call(prompt, self.fast_name, purpose))
         parsed = answer.get("parsed") if isinstance(answer, dict) else answer
         if parsed is None:
             raise ValueError(f"the model's answer did not fit: {answer.get('parsing_error')}")
         return schema.model_validate(parsed)
 
-    async def _answer_to(self, chat: Runnable[Any, Any], call: _Call) -> Any:
-        """``chat``'s answer to the call's prompt. A call that gives none is recorded all
-        the same, and a refusal that a setting causes says which."""
-        try:
-            return await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(call.prompt)])
-        except BaseException as exc:
-            await self._unanswered(exc, call)
-            fix = self._what_to_fix(exc, call.model) if isinstance(exc, Exception) else None
-            if fix is None:
-                raise
-            raise ModelUnusable(fix) from exc
+    async def _answer_to(
+        self, chat: Runnable[Any, Any], call: _Call, process: str | None = None
+    ) -> tuple[Any, int]:
+        """``chat``'s answer to the call's prompt, and how many tokens it said. Each
+        attempt holds its room in the budgets and is recorded, answered or not; one that
+        fails for a passing reason is made again (RETRY). A refusal that a setting causes
+        says which."""
+        attempt = 1
+        while True:
+            async with self._room(process, call.model, call.prompt):
+                made = replace(call, started=time.perf_counter())
+                try:
+                    answer = await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(call.prompt)])
+                except BaseException as exc:
+                    await self._unanswered(exc, made)
+                    pause = _pause(exc, attempt)
+                    if pause is None:
+                        fix = self._what_to_fix(exc, call.model)
+                        if fix is None:
+                            raise
+                        raise ModelUnusable(fix) from exc
+                    log.warning("%s failed, trying it again: %r", call.model, exc)
+                else:
+                    raw = answer.get("raw") if isinstance(answer, dict) else answer
+                    said = await self._record(raw, made) if isinstance(raw, AIMessage) else 0
+                    return answer, said
+            await asyncio.sleep(pause)
+            attempt += 1
 
-    def _what_to_fix(self, exc: Exception, model: str) -> str | None:
+    def _what_to_fix(self, exc: BaseException, model: str) -> str | None:
         if self.where is None:
             return None
         import openai
@@ -185,7 +203,9 @@ class LanguageModels:
         """Records a call that gave no answer. One given up on while the model may have
         been at work (its caller stopped waiting) counts its prompt, which the model read
         and bills; one refused counts nothing."""
-        given_up = isinstance(exc, asyncio.CancelledError | TimeoutError)
+        import openai
+
+        given_up = isinstance(exc, asyncio.CancelledError | TimeoutError | openai.APITimeoutError)
         try:
             await self._keep(call, _estimated_tokens(SYSTEM + call.prompt) if given_up else 0, 0)
         except Exception:  # the call's own failure is what the caller hears
@@ -247,6 +267,28 @@ class ModelUnusable(StewardError):
 class AnswerTooLong(ValueError):
     """A model's answer was cut at ANSWER_TOKENS (or a server that ignores the cap ran
     past it): an email or an answer that stops mid-sentence is not used."""
+
+
+def _pause(exc: BaseException, attempt: int) -> float | None:
+    """How long to wait before the call is made again after ``exc`` on its ``attempt``;
+    None when it is not: the attempts are spent, or ``exc`` will not pass by itself."""
+    import openai
+
+    if attempt >= RETRY.attempts:
+        return None
+    if isinstance(exc, openai.APIConnectionError):  # no answer in time among them
+        return RETRY.delay(attempt)
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    told = exc.response.headers.get("x-should-retry")
+    passing = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    if told == "false" or not (passing or told == "true"):
+        return None
+    try:
+        after = float(exc.response.headers.get("retry-after", ""))
+    except ValueError:
+        return RETRY.delay(attempt)
+    return after if 0 <= after <= MOST_RETRY_AFTER else None
 
 
 def _shown(url: str) -> str:

@@ -1,12 +1,15 @@
 """A local server that speaks OpenAI's ``/v1/embeddings`` and ``/v1/chat/completions``
 wire formats, for the real langchain-openai client; its vectors are the hashing
 embedder's, its chat answers are scripted (a word a token, cut at the request's
-``max_completion_tokens`` as a model stops there), and it fails on demand. Like OpenAI,
+``max_completion_tokens`` as a model stops there), and it fails or dawdles on demand
+(``trouble``: a chat request met with an error status, or answered only after a
+while, as a model busy reading its prompt — and billing it). Like OpenAI,
 it refuses a wrong key and a model it does not serve (when told them), and a strict
 ``json_schema`` with an object that may hold keys it does not name."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 from collections.abc import AsyncIterator
@@ -28,6 +31,9 @@ class FakeOpenAI:
     chats: list[dict[str, Any]] = field(default_factory=list)
     key: str | None = None  # the one API key taken, when set
     models: list[str] | None = None  # the models it serves, when set
+    # What the next chat requests meet, in turn: a status to answer with, or seconds to
+    # wait before answering.
+    trouble: list[int | float] = field(default_factory=list)
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -69,6 +75,15 @@ class FakeOpenAI:
                 error = {"message": message, "type": "invalid_request_error"}
                 return web.json_response({"error": error}, status=400)
         content = self.answers.pop(0) if self.answers else ""
+        trouble = self.trouble.pop(0) if self.trouble else None
+        if isinstance(trouble, int):
+            error = {
+                "message": "The server had an error processing your request.",
+                "type": "server_error",
+            }
+            return web.json_response({"error": error}, status=trouble)
+        if isinstance(trouble, float):
+            await asyncio.sleep(trouble)
         words, most = content.split(" "), body.get("max_completion_tokens")
         finish_reason = "stop"
         if most is not None and len(words) > most:

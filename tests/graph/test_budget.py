@@ -17,9 +17,10 @@ from langchain_core.outputs import ChatResult
 
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
-from graph import drafting
+from graph import drafting, models
 from graph.budget import Budgets, parse_prices
 from graph.drafting import Drafter
+from graph.effects import RetryPolicy
 from graph.models import ANSWER_TOKENS, LanguageModels
 from graph.timeline import timeline
 from memory.ledger import RunStatus
@@ -304,6 +305,36 @@ async def test_a_model_that_runs_on_is_cut_at_the_cap_and_its_draft_not_used(
     assert "welcome welcome" not in (card["text"] or "")  # the template's text instead
     assert card["text_by"] == "the process's template (the model failed)"
     assert f"its answer ran past {ANSWER_TOKENS:,} tokens and was cut off" in drafted
+
+
+@pytest.mark.parametrize("trouble", [500, 0.5], ids=["a 500", "no answer in time"])
+async def test_each_attempt_at_a_call_is_recorded_and_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trouble: float
+) -> None:
+    """The OpenAI client tried a failed call again by itself: the server saw two
+    requests and the ledger one, and a draft whose first attempt was given up on (after
+    the model had read, and billed, its prompt) was paid once."""
+    monkeypatch.setattr(models, "RETRY", RetryPolicy(base_delay=0.01, timeout=0.2))
+    async with fake_openai() as server:
+        server.trouble.append(trouble)
+        server.answers += ["Dear Acme, welcome."] * 2
+        settings = load_settings(
+            home=tmp_path / "home",
+            llm_model="gpt-4o",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+        )
+        async with Steward.open(settings) as app:
+            view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+            spent = await app.ledger.model_spend(view.run.id)
+            spending = await app.coordinator.spending()
+    assert view.approval is not None and view.approval.card["text_by"] == "the model gpt-4o"
+    assert len(server.chats) == 2 and spending.calls == 2
+    answered = (100 * 2.50 + 3 * 10.00) / 1e6
+    if trouble == 500:
+        assert spent == pytest.approx(answered)  # a request refused is not billed
+    else:
+        assert spent > answered + 50 * 2.50 / 1e6  # and the prompt read the first time
 
 
 async def test_months_and_days_are_the_operators(tmp_path: Path) -> None:
