@@ -33,6 +33,9 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1-nano": (0.10, 0.40),
 }
+# How long a call waits for room in the budgets, behind calls under way that might
+# spend it, before it is not made.
+ROOM_SECONDS = 300.0
 SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated model names end so
 ROUTING = "(routing)"  # model calls that belong to no run: choosing a process
 
@@ -47,6 +50,11 @@ class BudgetExceeded(StewardError):
     @classmethod
     def of(cls, spent: str, advice: str) -> BudgetExceeded:
         return cls(f"{spent}, so no model call was made; {advice}", spent)
+
+
+class NoRoom(StewardError):
+    """A call waited its patience for room in the budgets, behind calls under way that
+    might spend it, and was not made."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class Budgets:
     daily: float | None = None
     per_process: dict[str, float] = field(default_factory=dict)
     prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PRICES))
+    patience: float = ROOM_SECONDS
     # The calls under way, and those waiting for room (first come, first in).
     _running: list[_Hold] = field(default_factory=list, init=False)
     _waiting: list[_Hold] = field(default_factory=list, init=False)
@@ -160,19 +169,25 @@ class Budgets:
         its limit waits for the calls under way against it to settle, and then goes alone.
         A call waiting goes before the calls that share a budget with it and asked later,
         though they would fit: a steady stream of small calls kept a large one waiting
-        for good."""
+        for good. NoRoom when it has waited ``patience``."""
         call = _Hold(process, worst)
         async with self._settled:
             self._waiting.append(call)
             try:
-                while True:
-                    await self.check(process)
-                    left = await self._left(process)
-                    if left is None:
-                        break
-                    if not self._behind(call) and (worst <= left or not self._sharing(process)):
-                        break
-                    await self._settled.wait()
+                async with asyncio.timeout(self.patience):
+                    while True:
+                        await self.check(process)
+                        left = await self._left(process)
+                        if left is None:
+                            break
+                        if not self._behind(call) and (worst <= left or not self._sharing(process)):
+                            break
+                        await self._settled.wait()
+            except TimeoutError:
+                raise NoRoom(
+                    f"the model was not asked: for {self.patience:g} s the model calls under "
+                    "way left the budget no room for it"
+                ) from None
             finally:
                 self._waiting.remove(call)
                 self._settled.notify_all()  # the next in line may go

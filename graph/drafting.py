@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from graph.budget import BudgetExceeded
+from graph.budget import BudgetExceeded, NoRoom
 from graph.definitions import AgentStep
 from graph.models import LanguageModels, ModelUnusable, as_data
 from graph.templating import render
 from memory.ledger import storable
 
 BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # more than one blank line
-# A draft waits no longer for the model (its client waits a minute and tries twice more,
-# three minutes of a run standing still): past it, the template writes the text.
+# A draft waits no longer for the model (each attempt may take a minute, and a failed one
+# is made twice more: three minutes of a run standing still): past it, the template
+# writes the text. A wait for room in the budgets is not counted (Budgets.patience).
 DRAFT_SECONDS = 90.0
 
 
@@ -45,14 +45,18 @@ class Drafter:
         if self.models is None or step.prompt is None:
             return Draft(_filled(step.template, values), "template")
         prompt = render(step.prompt, {k: as_data(v) for k, v in values.items()})
-        asked = self.models.complete(
-            prompt, purpose="draft", run_id=run_id, step_id=step.id, fast=step.model == "fast"
-        )
         try:
-            text = await asyncio.wait_for(asked, DRAFT_SECONDS)
+            text = await self.models.complete(
+                prompt,
+                purpose="draft",
+                run_id=run_id,
+                step_id=step.id,
+                fast=step.model == "fast",
+                within=DRAFT_SECONDS,
+            )
         except BudgetExceeded:  # spent: the run stops and waits for the operator
             raise
-        except ModelUnusable as exc:  # a setting to fix: the card says which
+        except (ModelUnusable, NoRoom) as exc:  # a setting to fix, or no room: the card says
             return Draft(_filled(step.template, values), "template", str(exc))
         except TimeoutError:
             note = f"the model did not answer within {DRAFT_SECONDS:g} s"

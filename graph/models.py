@@ -123,11 +123,15 @@ class LanguageModels:
         run_id: str | None = None,
         step_id: str | None = None,
         fast: bool = False,
+        within: float | None = None,
     ) -> str:
+        """The model's answer to ``prompt``. ``within``: the seconds the model has to give
+        it, its attempts and the pauses between them; a wait for room in the budgets is
+        not among them (Budgets.patience bounds that). TimeoutError past them."""
         chat, name = (self.fast, self.fast_name) if fast else (self.strong, self.strong_name)
         run = await self.ledger.get_run(run_id) if run_id and self.budgets else None
         call = _Call(prompt, name, purpose, run_id, step_id)
-        reply, said = await self._answer_to(chat, call, run.process if run else None)
+        reply, said = await self._answer_to(chat, call, run.process if run else None, within)
         metadata = getattr(reply, "response_metadata", None) or {}
         if said > ANSWER_TOKENS or metadata.get("finish_reason") == "length":
             raise AnswerTooLong(f"its answer ran past {ANSWER_TOKENS:,} tokens and was cut off")
@@ -143,21 +147,30 @@ class LanguageModels:
         return schema.model_validate(parsed)
 
     async def _answer_to(
-        self, chat: Runnable[Any, Any], call: _Call, process: str | None = None
+        self,
+        chat: Runnable[Any, Any],
+        call: _Call,
+        process: str | None = None,
+        within: float | None = None,
     ) -> tuple[Any, int]:
         """``chat``'s answer to the call's prompt, and how many tokens it said. Each
         attempt holds its room in the budgets and is recorded, answered or not; one that
-        fails for a passing reason is made again (RETRY). A refusal that a setting causes
-        says which."""
-        attempt = 1
+        fails for a passing reason is made again (RETRY) while ``within`` leaves time. A
+        refusal that a setting causes says which."""
+        attempt, took = 1, 0.0
         while True:
             async with self._room(process, call.model, call.prompt):
                 made = replace(call, started=time.perf_counter())
                 try:
-                    answer = await chat.ainvoke([SystemMessage(SYSTEM), HumanMessage(call.prompt)])
+                    async with asyncio.timeout(None if within is None else within - took):
+                        messages = [SystemMessage(SYSTEM), HumanMessage(call.prompt)]
+                        answer = await chat.ainvoke(messages)
                 except BaseException as exc:
+                    took += time.perf_counter() - made.started
                     await self._unanswered(exc, made)
                     pause = _pause(exc, attempt)
+                    if pause is not None and within is not None and took + pause >= within:
+                        pause = None  # no time left for another attempt
                     if pause is None:
                         fix = self._what_to_fix(exc, call.model)
                         if fix is None:
@@ -169,7 +182,7 @@ class LanguageModels:
                     said = await self._record(raw, made) if isinstance(raw, AIMessage) else 0
                     return answer, said
             await asyncio.sleep(pause)
-            attempt += 1
+            attempt, took = attempt + 1, took + pause
 
     def _what_to_fix(self, exc: BaseException, model: str) -> str | None:
         if self.where is None:

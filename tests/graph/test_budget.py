@@ -167,6 +167,42 @@ async def test_a_large_call_is_not_kept_waiting_by_a_stream_of_small_ones(
     assert went[:3] == ["small 0", "small 1", "large"]  # in once those before it settled
 
 
+async def test_a_draft_waiting_for_room_keeps_its_own_time_for_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for room counted against the draft's DRAFT_SECONDS: a draft queued behind
+    calls under way timed out without the model ever being asked, and the card said the
+    model had not answered in time."""
+    monkeypatch.setattr(drafting, "DRAFT_SECONDS", 0.5)
+    async for app in open_steward(tmp_path, budget_daily=0.1):  # room for one draft alone
+        budgets = app.coordinator.budgets
+        assert budgets is not None
+        async with budgets.room(None, 0.05):  # a call under way
+            drafting_run = asyncio.create_task(app.engine.start("onboarding", ONBOARD, "cli:shell"))
+            await asyncio.sleep(1.0)
+            assert not drafting_run.done()  # waiting for room, not for the model
+        view = await asyncio.wait_for(drafting_run, 5)
+    assert view.approval is not None
+    assert view.approval.card["text_by"] == "the model house-model"
+
+
+async def test_a_draft_that_finds_no_room_in_time_says_so_on_its_card(
+    tmp_path: Path,
+) -> None:
+    async for app in open_steward(tmp_path, budget_daily=0.1):
+        budgets = app.coordinator.budgets
+        assert budgets is not None
+        budgets.patience = 0.2
+        async with budgets.room(None, 0.05):
+            view = await asyncio.wait_for(app.engine.start("onboarding", ONBOARD, "cli:shell"), 5)
+        spent = await app.ledger.model_spend()
+    assert view.approval is not None and spent == 0  # the model was not asked
+    assert view.approval.card["text_by"] == (
+        "the process's template (the model was not asked: for 0.2 s the model calls under "
+        "way left the budget no room for it)"
+    )
+
+
 async def test_a_call_cancelled_on_its_way_out_gives_its_room_back(tmp_path: Path) -> None:
     """Cancelled again while it waited to say it was done (steward stopping, say), a
     call kept its room for good: calls near the limit waited behind it until they gave
