@@ -13,7 +13,6 @@ import time
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from langchain_core.language_models import BaseChatModel
@@ -24,7 +23,7 @@ from pydantic import BaseModel
 from graph.budget import Budgets
 from graph.effects import RetryPolicy
 from graph.errors import StewardError
-from memory.embeddings import OPENAI_API
+from memory.embeddings import OPENAI_API, NotAnApi, api_client, shown_url
 from memory.ledger import Ledger, ModelCall, storable
 
 if TYPE_CHECKING:
@@ -90,10 +89,9 @@ class LanguageModels:
         base_url: str | None,
         budgets: Budgets | None = None,
     ) -> LanguageModels:
-        import httpx
         from langchain_openai import ChatOpenAI
 
-        http = httpx.AsyncClient()  # one pool for both, closed by close()
+        http = api_client(base_url or OPENAI_API)  # one pool for both, closed by close()
 
         def make(name: str) -> BaseChatModel:
             return ChatOpenAI(
@@ -108,7 +106,7 @@ class LanguageModels:
 
         fast_name = fast_model or model
         names = (model, fast_name)
-        where = _shown(base_url or OPENAI_API)
+        where = shown_url(base_url or OPENAI_API)
         return cls(make(model), make(fast_name), ledger, names, budgets, http, where)
 
     async def close(self) -> None:
@@ -185,6 +183,8 @@ class LanguageModels:
             attempt, took = attempt + 1, took + pause
 
     def _what_to_fix(self, exc: BaseException, model: str) -> str | None:
+        if isinstance(exc, NotAnApi):
+            return str(exc)
         if self.where is None:
             return None
         import openai
@@ -302,13 +302,6 @@ def _pause(exc: BaseException, attempt: int) -> float | None:
     except ValueError:
         return RETRY.delay(attempt)
     return after if 0 <= after <= MOST_RETRY_AFTER else None
-
-
-def _shown(url: str) -> str:
-    """``url`` without what may hold a secret (``user:password@``, a query): it is said
-    in chat."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
 
 
 def _estimated_tokens(text: str) -> int:

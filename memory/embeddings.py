@@ -19,9 +19,13 @@ import sys
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from memory.embedding_worker import ANSWER, FAILED, REQUEST
+
+if TYPE_CHECKING:
+    import httpx
 
 Vector = list[float]
 LOCAL = "local"
@@ -63,16 +67,50 @@ class Embedder(Protocol):
 OPENAI_API = "https://api.openai.com/v1"
 
 
+class NotAnApi(Exception):
+    """The endpoint answered, but not as an OpenAI-compatible API (a web page, say)."""
+
+
+def api_client(base_url: str) -> httpx.AsyncClient:
+    """The HTTP client for the OpenAI clients at ``base_url``: an answer that is no JSON
+    raises NotAnApi, naming the endpoint and its setting, where the clients went on with
+    the text and failed with "'str' object has no attribute 'choices'"."""
+    import httpx
+
+    where = shown_url(base_url)
+
+    async def answered_as_api(response: httpx.Response) -> None:
+        if not response.is_success:
+            return  # the clients read an error's status
+        await response.aread()
+        try:
+            json.loads(response.content)
+        except ValueError:
+            sent = "a web page" if "html" in response.headers.get("content-type", "") else "no JSON"
+            raise NotAnApi(
+                f"{where} did not answer as an OpenAI-compatible API (it sent {sent}): "
+                "check OPENAI_BASE_URL"
+            ) from None
+
+    return httpx.AsyncClient(event_hooks={"response": [answered_as_api]})
+
+
+def shown_url(url: str) -> str:
+    """``url`` without what may hold a secret (``user:password@``, a query): it is said
+    in chat."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=""))
+
+
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM, LM Studio)."""
 
     def __init__(self, model: str, base_url: str | None, api_key: str | None) -> None:
-        import httpx
         from langchain_openai import OpenAIEmbeddings
         from pydantic import SecretStr
 
         self.name = f"openai:{model}"
-        self._http = httpx.AsyncClient()  # ours, so that close() can close it
+        self._http = api_client(base_url or OPENAI_API)  # ours, so that close() can close it
         self._client = OpenAIEmbeddings(
             http_async_client=self._http,
             model=model,

@@ -34,6 +34,7 @@ class FakeOpenAI:
     # What the next chat requests meet, in turn: a status to answer with, or seconds to
     # wait before answering.
     trouble: list[int | float] = field(default_factory=list)
+    page: str | None = None  # served to every request instead, as a web server's base URL
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -116,7 +117,15 @@ def _open_object(schema: Any, where: tuple[str, ...] = ()) -> tuple[str, ...] | 
 @asynccontextmanager
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     fake = FakeOpenAI()
-    app = web.Application()
+
+    @web.middleware
+    async def paged(request: web.Request, handler: Any) -> web.StreamResponse:
+        if fake.page is not None:
+            return web.Response(text=fake.page, content_type="text/html")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = web.Application(middlewares=[paged])
     app.router.add_post("/v1/embeddings", fake.embeddings)
     app.router.add_post("/v1/chat/completions", fake.chat)
     runner = web.AppRunner(app)

@@ -170,6 +170,29 @@ async def test_the_card_of_a_draft_a_wrong_setting_kept_from_the_model_names_it(
     )
 
 
+async def test_the_card_of_a_draft_from_a_base_url_that_is_a_web_page_names_it(
+    tmp_path: Path,
+) -> None:
+    """OPENAI_BASE_URL at a web page, not an API: the card said the model failed, its
+    timeline "Unexpected response type", and routing "'str' object has no attribute
+    'choices'"; none of them what to fix."""
+    async with fake_openai() as server:
+        server.page = "<!doctype html><title>Open WebUI</title>"
+        settings = load_settings(
+            home=tmp_path / "home",
+            llm_model="gpt-4o",
+            openai_base_url=server.url.replace("127.0.0.1", "me:secret@127.0.0.1"),
+            openai_api_key="sk-test",
+        )
+        async with Steward.open(settings) as app:
+            view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    assert dict(approval_card(view.approval).fields)["Text by"] == (
+        f"the process's template ({server.url} did not answer as an OpenAI-compatible API "
+        "(it sent a web page): check OPENAI_BASE_URL)"
+    )
+
+
 async def test_a_model_that_hangs_gives_way_to_the_template(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:

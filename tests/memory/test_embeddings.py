@@ -64,7 +64,14 @@ async def test_an_openai_compatible_endpoint_embeds_and_its_failure_is_named() -
         server.failing = True
         with pytest.raises(EmbeddingFailed, match="openai:text-embedding-3-small"):
             await embedder.embed_query("anything")
+        server.page = "<!doctype html><title>Open WebUI</title>"
+        with pytest.raises(EmbeddingFailed) as failed:
+            await embedder.embed_query("anything")
         await embedder.close()
+    assert str(failed.value) == (
+        f"openai:text-embedding-3-small: {server.url} did not answer as an OpenAI-compatible "
+        "API (it sent a web page): check OPENAI_BASE_URL"
+    )
 
 
 async def test_steward_finds_by_meaning_with_an_endpoint_and_catches_up_after_it_fails(
