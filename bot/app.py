@@ -124,7 +124,10 @@ class Steward:
                     None  # Weaviate embeds with its own module
                     if settings.weaviate_url and settings.weaviate_vectorizer
                     else choose_embedder(
-                        settings.embedding_model, settings.openai_base_url, settings.openai_api_key
+                        settings.embedding_model,
+                        settings.openai_base_url,
+                        settings.openai_api_key,
+                        budgets.record_embedding,
                     )
                 )
                 if embedder is not None:

@@ -1,6 +1,7 @@
 """Model spend: the price table, the budgets that stop model calls, the spend report.
 
-Every model call's tokens, latency and cost are in the ledger (``graph.models``). A
+Every model call's tokens, latency and cost are in the ledger (``graph.models``; a
+remote embedding model's calls too, priced by their text's length). A
 daily budget (``STEWARD_BUDGET_DAILY``, US dollars, the operator's day) caps all model
 spend; a process budget (``STEWARD_PROCESS_BUDGETS``, dollars a calendar month) caps one
 process's runs. Once a budget is spent no call is made (a call's cost is known only
@@ -16,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from graph.errors import StewardError
-from memory.ledger import Ledger, utcnow
+from memory.ledger import Ledger, ModelCall, utcnow
 
 # US dollars per million tokens (input, output); unknown models are recorded at zero.
 PRICES: dict[str, tuple[float, float]] = {
@@ -32,12 +33,17 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1": (2.00, 8.00),
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1-nano": (0.10, 0.40),
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+    "text-embedding-ada-002": (0.10, 0.0),
 }
 # How long a call waits for room in the budgets, behind calls under way that might
 # spend it, before it is not made.
 ROOM_SECONDS = 300.0
 SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated model names end so
 ROUTING = "(routing)"  # model calls that belong to no run: choosing a process
+EMBEDDING = "embedding"  # the purpose of a call that embeds texts for long-term memory
+MEMORY = "(memory)"  # where /budget counts those
 
 
 class BudgetExceeded(StewardError):
@@ -63,6 +69,12 @@ class Usage:
     spent: float
     limit: float
     key: str  # the setting, or the process, it belongs to
+
+
+def estimated_tokens(text: str) -> int:
+    """About how many tokens ``text`` is: four bytes of UTF-8 each, as English runs
+    (a character of Chinese or Japanese, three bytes, is about one token)."""
+    return -(-len(text.encode(errors="replace")) // 4)  # (a lone surrogate counts too)
 
 
 def dollars(amount: float) -> str:
@@ -240,11 +252,11 @@ class Budgets:
         by_day: dict[str, float] = defaultdict(float)
         by_process: dict[str, float] = defaultdict(float)
         by_process.update(dict.fromkeys(self.per_process, 0.0))  # each budget, spent or not
-        for at, process, _, cost in calls:
+        for at, process, _, cost, purpose in calls:
             by_day[at.astimezone(self.zone).date().isoformat()] += cost
-            by_process[process or ROUTING] += cost
+            by_process[process or (MEMORY if purpose == EMBEDDING else ROUTING)] += cost
         return Spending(
-            today=sum(cost for at, _, _, cost in calls if at >= today),
+            today=sum(cost for at, _, _, cost, _ in calls if at >= today),
             daily_limit=self.daily,
             month=sum(by_process.values()),
             calls=len(calls),
@@ -253,7 +265,17 @@ class Budgets:
                 for name, cost in sorted(by_process.items(), key=lambda item: -item[1])
             },
             by_day=dict(sorted(by_day.items())),
-            unpriced=sorted({model for _, _, model, _ in calls if self.price(model) is None}),
+            unpriced=sorted({model for _, _, model, _, _ in calls if self.price(model) is None}),
+        )
+
+    async def record_embedding(self, model: str, texts: Sequence[str], seconds: float) -> None:
+        """Records a call that embedded ``texts`` with ``model``, priced by their length:
+        the clients give no token counts for it."""
+        tokens = sum(estimated_tokens(text) for text in texts)
+        await self.ledger.record_model_call(
+            ModelCall(
+                None, None, EMBEDDING, model, tokens, 0, seconds * 1000, self.cost(model, tokens, 0)
+            )
         )
 
     async def report(self, now: datetime | None = None) -> str:

@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel
 
-from graph.budget import Budgets
+from graph.budget import Budgets, estimated_tokens
 from graph.effects import RetryPolicy
 from graph.errors import StewardError
 from memory.embeddings import OPENAI_API, NotAnApi, api_client, shown_url
@@ -209,7 +209,7 @@ class LanguageModels:
         whole answer of ANSWER_TOKENS."""
         if self.budgets is None:
             return nullcontext()
-        asked = _estimated_tokens(SYSTEM + prompt)
+        asked = estimated_tokens(SYSTEM + prompt)
         return self.budgets.room(process, self.budgets.cost(model, asked, ANSWER_TOKENS))
 
     async def _unanswered(self, exc: BaseException, call: _Call) -> None:
@@ -220,7 +220,7 @@ class LanguageModels:
 
         given_up = isinstance(exc, asyncio.CancelledError | TimeoutError | openai.APITimeoutError)
         try:
-            await self._keep(call, _estimated_tokens(SYSTEM + call.prompt) if given_up else 0, 0)
+            await self._keep(call, estimated_tokens(SYSTEM + call.prompt) if given_up else 0, 0)
         except Exception:  # the call's own failure is what the caller hears
             log.exception("could not record a %s call that gave no answer", call.model)
 
@@ -231,9 +231,9 @@ class LanguageModels:
             prompt_tokens = int(usage.get("input_tokens", 0))
             completion_tokens = int(usage.get("output_tokens", 0))
         else:  # some OpenAI-compatible servers count nothing: a call is still not free
-            prompt_tokens = _estimated_tokens(SYSTEM + call.prompt)
+            prompt_tokens = estimated_tokens(SYSTEM + call.prompt)
             answer = _text(reply) + str(getattr(reply, "tool_calls", None) or "")
-            completion_tokens = _estimated_tokens(answer)
+            completion_tokens = estimated_tokens(answer)
             if call.model not in self._uncounted:
                 self._uncounted.add(call.model)
                 log.warning(
@@ -302,12 +302,6 @@ def _pause(exc: BaseException, attempt: int) -> float | None:
     except ValueError:
         return RETRY.delay(attempt)
     return after if 0 <= after <= MOST_RETRY_AFTER else None
-
-
-def _estimated_tokens(text: str) -> int:
-    """About how many tokens ``text`` is: four bytes of UTF-8 each, as English runs
-    (a character of Chinese or Japanese, three bytes, is about one token)."""
-    return -(-len(text.encode(errors="replace")) // 4)  # (a lone surrogate counts too)
 
 
 def _text(message: Any) -> str:

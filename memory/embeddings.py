@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import sys
+import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +29,7 @@ from memory.embedding_worker import ANSWER, FAILED, REQUEST
 if TYPE_CHECKING:
     import httpx
 
+log = logging.getLogger(__name__)
 Vector = list[float]
 LOCAL = "local"
 NONE = "none"
@@ -38,6 +41,10 @@ PROJECT = str(Path(__file__).resolve().parents[1])
 ANSWER_SECONDS = 120.0
 # Longer texts are cut before they are embedded: the start says what a record is about.
 MAX_CHARS = 4000
+
+
+# Records a call to a remote embedding model: the model, the texts, the seconds it took.
+Meter = Callable[[str, Sequence[str], float], Awaitable[None]]
 
 
 class EmbeddingFailed(Exception):
@@ -103,13 +110,18 @@ def shown_url(url: str) -> str:
 
 
 class OpenAIEmbedder:
-    """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM, LM Studio)."""
+    """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM, LM Studio).
+    Each call answered goes to ``meter``, to be counted as model spend."""
 
-    def __init__(self, model: str, base_url: str | None, api_key: str | None) -> None:
+    def __init__(
+        self, model: str, base_url: str | None, api_key: str | None, meter: Meter | None = None
+    ) -> None:
         from langchain_openai import OpenAIEmbeddings
         from pydantic import SecretStr
 
         self.name = f"openai:{model}"
+        self.model = model
+        self.meter = meter
         self._http = api_client(base_url or OPENAI_API)  # ours, so that close() can close it
         self._client = OpenAIEmbeddings(
             http_async_client=self._http,
@@ -125,16 +137,21 @@ class OpenAIEmbedder:
         )
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        cut = [t[:MAX_CHARS] for t in texts]
+        started = time.perf_counter()
         try:
-            return await self._client.aembed_documents([t[:MAX_CHARS] for t in texts])
+            vectors = await self._client.aembed_documents(cut)
         except Exception as exc:
             raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
+        if self.meter is not None and cut:
+            try:
+                await self.meter(self.model, cut, time.perf_counter() - started)
+            except Exception:  # the vectors are had: their records need not wait
+                log.exception("could not record a call to %s", self.name)
+        return vectors
 
     async def embed_query(self, text: str) -> Vector:
-        try:
-            return await self._client.aembed_query(text[:MAX_CHARS])
-        except Exception as exc:
-            raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
+        return (await self.embed([text]))[0]
 
     async def warm_up(self) -> None:
         return None  # a server: nothing to load here
@@ -249,13 +266,14 @@ def local_model_installed() -> bool:
 
 
 def choose_embedder(
-    model: str | None, base_url: str | None, api_key: str | None
+    model: str | None, base_url: str | None, api_key: str | None, meter: Meter | None = None
 ) -> Embedder | None:
-    """The embedder the settings ask for; None for keyword search alone."""
+    """The embedder the settings ask for; None for keyword search alone. A remote model's
+    calls go to ``meter``."""
     if model == NONE:
         return None
     if model and model != LOCAL and (base_url or api_key):
-        return OpenAIEmbedder(model, base_url, api_key)
+        return OpenAIEmbedder(model, base_url, api_key, meter)
     if model == LOCAL or (not model and local_model_installed()):
         if not local_model_installed():
             raise ValueError(

@@ -1865,18 +1865,20 @@ class Ledger:
 
     async def model_calls_since(
         self, start: datetime
-    ) -> list[tuple[datetime, str | None, str, float]]:
+    ) -> list[tuple[datetime, str | None, str, float, str]]:
         """Each model call from ``start`` on: when, its run's process (None: no run), the
-        model, its cost."""
+        model, its cost, its purpose."""
         calls = t.model_calls.c
         query = (
-            select(calls.at, t.runs.c.process, calls.model, calls.cost_usd)
+            select(calls.at, t.runs.c.process, calls.model, calls.cost_usd, calls.purpose)
             .select_from(t.model_calls.outerjoin(t.runs, t.runs.c.id == calls.run_id))
             .where(calls.at >= start)
             .order_by(calls.at)
         )
         return await self.db.run(
-            lambda c: [(r.at, r.process, r.model, float(r.cost_usd)) for r in c.execute(query)],
+            lambda c: [
+                (r.at, r.process, r.model, float(r.cost_usd), r.purpose) for r in c.execute(query)
+            ],
             write=False,
         )
 

@@ -433,7 +433,7 @@ async def test_with_a_model_the_answer_is_short_cites_sources_and_is_costed(
     assert "[1] " in prompt and "premium package" in prompt
     # The chat's recent turns (working memory) come along, for follow-up questions.
     assert "operator: they want the premium package, not basic" in prompt
-    [(_, process, model, _)] = await app.ledger.model_calls_since(
+    [(_, process, model, _, _)] = await app.ledger.model_calls_since(
         datetime.now(UTC) - timedelta(minutes=1)
     )
     assert (process, model) == (None, "fake")  # recorded, and counted against the budget

