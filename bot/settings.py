@@ -210,16 +210,22 @@ class Settings(BaseSettings):
     @field_validator("digest_at")
     @classmethod
     def _clock(cls, value: str) -> str:
+        """HH:MM alone: the ISO forms Python also reads ("0800", "08", "T08:00") were
+        taken, "0800" as eight o'clock, where it reads as well as a typo."""
+        if clock := re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip()):
+            hour, minute = int(clock.group(1)), int(clock.group(2))
+            if hour < 24 and minute < 60:
+                return f"{hour:02}:{minute:02}"
         try:
-            at = time.fromisoformat(value)
+            offset = time.fromisoformat(value).tzinfo is not None
         except ValueError:
-            raise ValueError(f"{value!r} is not a time of day like 08:00") from None
-        if at.tzinfo is not None:  # it would be dropped, and the time read on the zone's clock
+            offset = False
+        if offset:  # it would be dropped, and the time read on the zone's clock
             raise ValueError(
                 f"{value!r} carries an offset; write the time on STEWARD_TIMEZONE's clock, "
                 "like 08:00"
             )
-        return value
+        raise ValueError(f"{value!r} is not a time of day as HH:MM, like 08:00")
 
     @field_validator("smtp_url")
     @classmethod

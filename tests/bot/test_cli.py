@@ -476,15 +476,16 @@ def test_processes_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert onboarding["inputs"]["package"]["choices"] == ["basic", "standard", "premium"]
 
 
+@pytest.mark.parametrize("value", ["25:99", "0800"])
 def test_invalid_digest_time_exits_2_with_one_line_naming_it(
-    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    value: str, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("STEWARD_DIGEST_AT", "25:99")
+    monkeypatch.setenv("STEWARD_DIGEST_AT", value)
     code, out, err = steward(capsys, "runs")
     assert code == 2
     assert out == ""
     named = [line for line in err.splitlines() if "STEWARD_DIGEST_AT" in line]
-    assert len(named) == 1 and "25:99" in named[0]
+    assert len(named) == 1 and repr(value) in named[0] and "HH:MM" in named[0]
     assert "Traceback" not in err
     assert not home.exists()
 

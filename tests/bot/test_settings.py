@@ -129,6 +129,11 @@ def test_the_http_port_is_checked() -> None:
 def test_the_digest_time_is_a_time_of_day_on_the_operators_clock() -> None:
     assert load_settings(digest_at="07:30").digest_at == "07:30"
     assert "not a time of day" in problem(digest_at="8am")
+    assert load_settings(digest_at="7:30").digest_at == "07:30"
+    for typo in ("0800", "08", "T08:00", "08:00:00", "24:00", "08:60"):  # 0800 read as 08:00
+        assert problem(digest_at=typo) == (
+            f"STEWARD_DIGEST_AT: {typo!r} is not a time of day as HH:MM, like 08:00"
+        )
     for offset in ("08:00Z", "08:00+05:00"):  # it was dropped: 08:00 on the zone's clock
         assert "offset" in problem(digest_at=offset)
 
