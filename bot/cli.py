@@ -280,8 +280,9 @@ async def cmd_processes(steward: Steward, args: argparse.Namespace) -> int:
             ]
         )
     else:
+        width = max((len(d.name) for d in definitions), default=0)
         for d in definitions:
-            print(f"{d.name:<20} {d.description}")
+            print(f"{d.name:<{width}}  {d.description}")
     _say_skipped(steward)
     return 0
 
@@ -347,9 +348,10 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
     if not runs:
         print("no runs in progress" if not args.all else "no runs yet")
     left = await steward.ledger.left_mid_step(runs)
+    width = max((len(run.process) for run in runs), default=0)
     for run in runs:
         approvals = ",".join(pending.get(run.id, [])) or "-"
-        line = f"{run.id}  {run.process:<18} {run.status.value:<10} approvals: {approvals}"
+        line = f"{run.id}  {run.process:<{width}}  {run.status.value:<10} approvals: {approvals}"
         if run.status in (RunStatus.CANCELLED, RunStatus.FAILED) and run.error:
             line += f"  ({_in_shell_words(run.error.splitlines()[0][:120])})"  # "rejected at …"
         elif run.id in left:

@@ -150,6 +150,28 @@ def test_runs_as_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_id in out and approval_id in out and "waiting" in out
 
 
+def test_runs_and_processes_keep_their_columns_past_a_long_process_name(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name past 18 characters pushed its run's status and approvals right of the others'."""
+    long = "onboarding_for_enterprise_clients"
+    (home / "processes").mkdir(parents=True)
+    definition = (BUILTIN_DIR / "onboarding.yaml").read_text()
+    (home / "processes" / f"{long}.yaml").write_text(
+        definition.replace("name: onboarding", f"name: {long}", 1)
+    )
+    start(capsys)
+    assert steward(capsys, "start", long, *START[2:])[0] == 0
+    code, out, _ = steward(capsys, "runs")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert len({line.index("waiting") for line in lines}) == 1
+    assert len({line.index("approvals:") for line in lines}) == 1
+    code, out, _ = steward(capsys, "processes")
+    descriptions = [len(line) - len(line.split(maxsplit=1)[1]) for line in out.splitlines()]
+    assert code == 0 and len(descriptions) == 4 and len(set(descriptions)) == 1
+
+
 def test_runs_all_says_how_a_run_ended(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rejected, approval_id = start(capsys)
     assert steward(capsys, "reject", approval_id, "--reason", "wrong")[0] == 0
