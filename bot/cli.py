@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from bot.service import (
     configured_channels,
     forget_gone_shells,
     shell_worker,
+    stop_as_ctrl_c_does,
     wait_for_signal,
 )
 from bot.settings import SettingsError, load_settings
@@ -68,11 +70,18 @@ MOVES_RUNS = frozenset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    with printable_output():  # what it prints holds others' words: never a terminal's escape
-        _main(argv)
+    stop = signal.getsignal(signal.SIGTERM)
+    try:
+        with printable_output():  # what it prints holds others' words: never a terminal's escape
+            _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C or a stop before its work began: nothing to say
+        sys.exit(130)
+    finally:  # the caller's, should it go on (a test)
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _main(argv: list[str] | None) -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a stop while it starts, too
     os.umask(os.umask(PRIVATE) | PRIVATE)  # what steward writes holds its clients' emails
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -94,9 +103,11 @@ def _main(argv: list[str] | None) -> None:
     if args.command == "demo":
         from bot.demo import play
 
-        sys.exit(asyncio.run(play()))
+        work = play()
+    else:
+        work = _with_steward(settings, COMMANDS[args.command], args)
     try:
-        code = asyncio.run(_with_steward(settings, COMMANDS[args.command], args))
+        code = asyncio.run(work)
     except LedgerUnavailable as exc:
         print(f"steward: {exc}", file=sys.stderr)
         code = 1
@@ -120,6 +131,7 @@ def _main(argv: list[str] | None) -> None:
 
 
 async def _with_steward(settings: Any, command: Command, args: argparse.Namespace) -> int:
+    stop_as_ctrl_c_does()  # asyncio.run cancels this task on Ctrl-C
     async with Steward.open(settings) as steward:
         try:
             if args.command in MOVES_RUNS:

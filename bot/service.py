@@ -387,7 +387,7 @@ class Service:
 
 
 async def wait_for_signal() -> None:
-    """Returns on SIGINT or SIGTERM."""
+    """Returns on SIGINT or SIGTERM; after, SIGTERM does what Ctrl-C does."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -397,3 +397,12 @@ async def wait_for_signal() -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        stop_as_ctrl_c_does()
+
+
+def stop_as_ctrl_c_does() -> None:
+    """SIGTERM does what Ctrl-C does now: in ``asyncio.run``, cancels the command's task,
+    so that what it opened closes (its worker retired, the ledger shut); before or after,
+    raises KeyboardInterrupt. Where nothing waits for a stop yet (a start under way), it
+    ended the process by the default action, its worker left on the ledger."""
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))

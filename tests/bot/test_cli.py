@@ -774,6 +774,63 @@ def test_ctrl_c_while_a_command_loads_ends_it_without_a_traceback(home: Path) ->
     assert shell.returncode == 130 and "Traceback" not in err, err
 
 
+@pytest.mark.slow
+def test_a_stop_while_steward_run_loads_ends_it_as_ctrl_c_does(home: Path) -> None:
+    """SIGTERM was caught only once steward run listened: in the seconds of its imports
+    and its start (a process manager restarting it, `docker stop`), the default action
+    ended it where it stood."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"],
+        env={**os.environ, "STEWARD_HOME": str(home)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as server:
+        _until_it_catches(server.pid, signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 130, err
+    assert "listening" not in out and "Traceback" not in err
+
+
+STOPPED_WHILE_STARTING = """
+import asyncio, os, signal
+from bot import service
+from bot.__main__ import main
+
+started = service.Service.start
+
+async def start_slowly(self):
+    await started(self)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(60)
+
+service.Service.start = start_slowly
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_while_the_service_starts_retires_its_worker(home: Path) -> None:
+    """Its worker registered, its start not done: the stop unwinds the start, the worker
+    retired and the ledger closed, where the process ended leaving them to the lease."""
+    with subprocess.Popen(
+        [sys.executable, "-c", STOPPED_WHILE_STARTING, "run"],
+        env={**os.environ, "STEWARD_HOME": str(home)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as server:
+        out, err = server.communicate(timeout=60)
+    assert server.returncode == 130, err
+    assert "listening" not in out and "Traceback" not in err
+    assert _live_workers(home) == []
+
+
 def _until_it_catches(pid: int, signum: int) -> None:
     """Waits until process ``pid`` has a handler for ``signum``: on a loaded machine a
     new interpreter may not have set its own before half a second is out, and the signal
