@@ -243,9 +243,13 @@ class Catalog:
         """Whether every action of ``definition`` is registered; its problems if not."""
         if actions is None:
             return True
+        unknown = list(_unknown_actions(definition, actions))
+        lines = _lines(source) if unknown else {}
         problems = [
-            DefinitionProblem(source, None, where, problem)
-            for where, problem in _unknown_actions(definition, actions)
+            DefinitionProblem(
+                source, lines.get(_known_prefix(where, lines)), ".".join(map(str, where)), problem
+            )
+            for where, problem in unknown
         ]
         self.problems.extend(problems)
         return not problems
@@ -262,25 +266,38 @@ class Catalog:
 
 def _unknown_actions(
     definition: ProcessDefinition, actions: Mapping[str, frozenset[str]]
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[tuple[Path_, str]]:
     """Where and why a step names a connector or an action nobody registered."""
     for index, step in enumerate(definition.steps):
         if not isinstance(step, ActionStep):
             continue
-        calls = [(f"steps.{index}", step.connector, step.action)]
+        calls: list[tuple[Path_, str, str]] = [(("steps", index), step.connector, step.action)]
         if isinstance(step.compensate, Compensation):
             undo = step.compensate
             calls.append(
-                (f"steps.{index}.compensate", undo.connector or step.connector, undo.action)
+                (("steps", index, "compensate"), undo.connector or step.connector, undo.action)
             )
         for where, connector, action in calls:
             known = actions.get(connector)
             if known is None:
                 registered = ", ".join(sorted(actions)) or "none"
-                yield f"{where}.connector", f"no connector {connector!r} (registered: {registered})"
+                problem = f"no connector {connector!r} (registered: {registered})"
+                yield (*where, "connector"), problem
             elif action not in known:
                 have = ", ".join(sorted(known))
-                yield f"{where}.action", f"{connector} has no action {action!r} (it has {have})"
+                yield (*where, "action"), f"{connector} has no action {action!r} (it has {have})"
+
+
+def _lines(path: Path) -> dict[Path_, int]:
+    """The line of each place in the definition in ``path``, read again: a problem found
+    once it loaded needs them; empty should the file have changed meanwhile."""
+    lines: dict[Path_, int] = {}
+    try:
+        if node := yaml.compose(path.read_text(encoding="utf-8")):
+            _to_python(node, (), lines, [MOST_NODES])
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError, _Unreadable):
+        return {}
+    return lines
 
 
 def _yaml_files(folder: Path) -> Iterable[Path]:

@@ -842,9 +842,13 @@ async def test_a_definition_acting_through_what_nobody_registered_is_skipped_at_
     """It loaded, and failed only after its approval; a /retry ran the same version."""
     user = tmp_path / "processes"
     user.mkdir()
-    write(user, GOOD.replace("connector: outbox", "connector: crm"), "crm.yaml")
+    crm = GOOD.replace("connector: outbox", "connector: crm")
+    write(user, crm, "crm.yaml")
     wrong = GOOD.replace("name: demo", "name: wrong").replace("send_email", "delete_everything")
     write(user, wrong, "wrong.yaml")
+    undo = "    compensate:\n      summary: Take back {email}\n      action: unsend\n    with:\n"
+    undoing = GOOD.replace("name: demo", "name: undoing").replace("    with:\n", undo)
+    write(user, undoing, "undoing.yaml")
     fine = GOOD.replace("name: demo", "name: fine")
     write(user, fine, "fine.yaml")
     settings = load_settings(home=tmp_path / "home", processes_dir=user)
@@ -853,10 +857,19 @@ async def test_a_definition_acting_through_what_nobody_registered_is_skipped_at_
         assert catalog.get("demo") is None and catalog.get("wrong") is None
         assert catalog.get("fine") is not None and catalog.get("onboarding") is not None
         said = {(p.file.name, p.field): p.message for p in catalog.problems}
+        lines = {(p.file.name, p.field): p.line for p in catalog.problems}
     assert said[("crm.yaml", "steps.2.connector")].startswith("no connector 'crm' (registered: ")
     assert said[("wrong.yaml", "steps.2.action")].startswith(
         "outbox has no action 'delete_everything' (it has "
     )
+    assert said[("undoing.yaml", "steps.2.compensate.action")].startswith(
+        "outbox has no action 'unsend' (it has "
+    )
+    assert lines == {  # as every other problem of a definition: without it, no line was given
+        ("crm.yaml", "steps.2.connector"): line_of(crm, "connector: crm"),
+        ("wrong.yaml", "steps.2.action"): line_of(wrong, "action: delete_everything"),
+        ("undoing.yaml", "steps.2.compensate.action"): line_of(undoing, "action: unsend"),
+    }
 
 
 def test_a_user_definition_refused_for_its_actions_replaces_nothing_and_blocks_no_other(
