@@ -9,7 +9,7 @@ from typing import Any
 from graph.budget import BudgetExceeded, NoRoom
 from graph.definitions import AgentStep
 from graph.models import LanguageModels, ModelUnusable, as_data
-from graph.templating import render
+from graph.templating import as_text, render
 from memory.ledger import storable
 
 BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # more than one blank line
@@ -44,7 +44,7 @@ class Drafter:
     async def draft(self, step: AgentStep, values: dict[str, Any], run_id: str) -> Draft:
         if self.models is None or step.prompt is None:
             return Draft(_filled(step.template, values), "template")
-        prompt = render(step.prompt, {k: as_data(v) for k, v in values.items()})
+        prompt = render(step.prompt, {k: as_data(as_text(v)) for k, v in values.items()})
         try:
             text = await self.models.complete(
                 prompt,

@@ -31,12 +31,41 @@ def mistyped(template: str) -> str | None:
 
 
 def render(template: str, values: Mapping[str, Any]) -> str:
-    """Replaces each ``{name}``; a missing value renders empty. ``{{``/``}}`` stay literal."""
+    """Replaces each ``{name}`` with its value ``as_text``. ``{{``/``}}`` stay literal."""
 
     def fill(match: re.Match[str]) -> str:
         if match.group(1) is None:  # an escaped brace
             return match.group(0)[0]
-        value = values.get(match.group(1))
-        return "" if value is None else str(value)
+        return as_text(values.get(match.group(1)))
 
     return TOKEN.sub(fill, template)
+
+
+def as_text(value: Any) -> str:
+    """A value as a template shows it: missing, empty; a mapping (a wait's event, an
+    action's result) as its fields, "key: value" a line in the order of their names (a
+    PostgreSQL ledger keeps no other), a nested one indented under its key; a list as its
+    items, comma-separated, or "- " a line when they have fields; anything else as
+    ``str`` writes it. A mapping showed as Python writes a dict."""
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        fields = sorted(value.items(), key=lambda field: str(field[0]))
+        return "\n".join(_field(str(key), item) for key, item in fields)
+    if isinstance(value, list | tuple):
+        if not any(isinstance(item, Mapping | list | tuple) for item in value):
+            return ", ".join(as_text(item) for item in value)
+        return "\n".join(_indented(as_text(item), "- ") for item in value)
+    return str(value)
+
+
+def _field(key: str, value: Any) -> str:
+    text = as_text(value)
+    if "\n" in text or (isinstance(value, Mapping) and text):
+        return f"{key}:\n{_indented(text, '  ')}"
+    return f"{key}: {text}"
+
+
+def _indented(text: str, first: str) -> str:
+    """``text`` with ``first`` before its first line and as many spaces before the rest."""
+    return first + text.replace("\n", "\n" + " " * len(first))

@@ -126,6 +126,15 @@ async def test_an_input_from_outside_cannot_end_the_data_fence_of_a_draft_s_prom
     )
 
 
+async def test_a_wait_s_event_in_a_draft_s_prompt_shows_its_fields(app: Steward) -> None:
+    """As the template shows it, not as Python writes a dict."""
+    fake = Recording(messages=iter([AIMessage(content="Thank you.")]))
+    drafter = Drafter(LanguageModels(fake, fake, app.ledger, ("fake", "fake")))
+    step = AgentStep(id="draft", kind="agent", output="text", template="Hi", prompt="{payment}")
+    await drafter.draft(step, {"payment": {"ref": "tx1", "amount": "2500 EUR"}}, "run-1")
+    assert fake.prompts == ["<data>amount: 2500 EUR\nref: tx1</data>"]
+
+
 async def test_the_card_says_who_wrote_its_text(app: Steward) -> None:
     """A model from outside text, the template (and that the model failed), or the
     operator's edit: the card said "rule: process definition" of each alike."""
@@ -260,6 +269,48 @@ async def test_an_action_does_what_its_card_showed_whatever_came_between(
         await app.engine.decide(view.approval.id, True, "cli:shell", edited_text=edit)
         (sent,) = outbox(app)
     assert sent["params"]["body"] == (edit or "The text the operator approves")
+
+
+PAID_NOTE = """
+name: paid_note
+title: A thank-you for a payment
+description: Thanks a client for the payment a webhook reports.
+inputs:
+  email: {type: email}
+steps:
+  - id: wait_payment
+    kind: wait
+    event: payment
+    output: payment
+  - id: approve
+    kind: approval
+    summary: Thank {email} for the payment
+    text: "Received:\\n{payment}"
+  - id: send
+    kind: action
+    gate: approve
+    connector: email
+    action: send_email
+    with: {to: "{email}", subject: "Thank you", body: "Received:\\n{payment}"}
+"""
+
+
+async def test_a_wait_s_event_in_a_template_shows_its_fields(
+    database_url: DatabaseURL, tmp_path: Path
+) -> None:
+    """The card and the email showed "{'amount': '2500 EUR', 'payer': {...}}", as Python
+    writes a dict."""
+    settings = with_process(tmp_path, PAID_NOTE, database_url=database_url.setting)
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        view = await app.engine.start("paid_note", {"email": "jane@acme.com"}, "cli:shell")
+        event = {"amount": "2500 EUR", "payer": {"name": "Acme", "iban": "DE02"}, "refs": [7, 8]}
+        woken = await app.engine.offer_event(view.run.id, "payment", event, "hook:bank")
+        assert woken is not None and woken.approval is not None
+        shown = "Received:\namount: 2500 EUR\npayer:\n  iban: DE02\n  name: Acme\nrefs: 7, 8"
+        assert woken.approval.card["text"] == shown
+        await app.engine.decide(woken.approval.id, True, "cli:shell")
+        (sent,) = outbox(app)
+    assert sent["params"]["body"] == shown
 
 
 BRACED = """
