@@ -48,7 +48,7 @@ RECORD_CHARS = 2000
 UNAVAILABLE = "My long-term memory is not available right now ({}). Try again soon."
 # A model's citation: "[2]", "[1, 3]", "[2-4]".
 # Not "[2026-03-01]", a date: no answer draws on a thousand sources.
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,–-]\s*\d{1,3})*)\]")
+_CITATION = re.compile(r"\[\s*(\d{1,3}(?:\s*[,–-]\s*\d{1,3})*)\s*\]")
 
 MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 MONTHS |= {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}

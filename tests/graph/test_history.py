@@ -503,13 +503,17 @@ async def test_an_answer_citing_a_source_that_is_not_listed_gives_way_to_the_rec
     app: Steward, caplog: pytest.LogCaptureFixture
 ) -> None:
     await start(app, "Globex", "ops@globex.io")
-    answers = ["Globex paid 1,400 EUR [7].", "We sent Globex a welcome [1, 9]."]
+    answers = [
+        "Globex paid 1,400 EUR [7].",
+        "We sent Globex a welcome [1, 9].",
+        "Globex paid 1,400 EUR [ 9 ].",  # spaced, it was taken for no citation at all
+    ]
     fake = Recording(messages=iter([AIMessage(content=answer) for answer in answers]))
     app.history.models = LanguageModels(fake, fake, app.ledger, ("fake", "fake"))
     for _ in answers:
         text = said(await send(app, "/history what did we send Globex?"))
         assert text.startswith("Best matching records:\n[1] "), text
-        assert "1,400" not in text and "[7]" not in text and "[9]" not in text
+        assert "1,400" not in text and "[7]" not in text and "9 ]" not in text
     assert "answering from records only: the answer cites [7], of " in caplog.text
 
 
