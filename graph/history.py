@@ -58,7 +58,19 @@ _MONTH = "|".join(sorted(MONTHS, key=len, reverse=True))
 _IN_MONTH = re.compile(
     rf"\b(?:in|during)\s+({_MONTH})\b\.?(?:\s+(\d{{4}})|\s+(last|this)\s+year\b)?", re.I
 )
+# "last November": the last November before this month; "since November" (a month's
+# full name: "since Jan called" is about Jan).
+_LAST_MONTH = re.compile(
+    rf"\blast\s+({_MONTH})\b\.?|(?<=\bsince\s)({'|'.join(calendar.month_name[1:])})\b", re.I
+)
 _IN_YEAR = re.compile(r"\b(?:in|during)\s+((?:19|20)\d\d)\b", re.I)
+WEEKDAYS = {name.lower(): number for number, name in enumerate(calendar.day_name)}
+# "on Tuesday", "last Friday", "since Monday": the last such day before today.
+_WEEKDAY = re.compile(
+    rf"(?:\b(?:on|last)\s+|(?<=\bsince\s))({'|'.join(WEEKDAYS)})\b(?!\s+\d)", re.I
+)
+# "on 2026-11-03", "since 2026-10-01".
+_ON_DATE = re.compile(r"(?:\bon\s+|(?<=\bsince\s))(\d{4}-\d{2}-\d{2})\b")
 _LAST_DAYS = re.compile(r"\b(?:last|past)\s+(\d{1,3})\s+(day|week|month)s?\b", re.I)
 # "the past week", "the last 24 hours" (but "last week" is the week before this one)
 _PAST = re.compile(r"\b(?:past|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|month|year)\b", re.I)
@@ -176,9 +188,19 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
         elif match.group(3):
             year = today.year - (match.group(3).lower() == "last")
         else:
-            year = today.year - (month > today.month)  # "in November", asked in March
+            year = _latest(month, today).year  # "in November", asked in March
         start = date(year, month, 1)
         return start, _next_month(start), match.span()
+    if (match := _ON_DATE.search(question)) and (day := _iso_day(match.group(1))):
+        return day, day + timedelta(days=1), match.span()
+    if match := _LAST_MONTH.search(question):
+        month = MONTHS[(match.group(1) or match.group(2)).lower()]
+        start = _latest(month, today, over=bool(match.group(1)))
+        return start, _next_month(start), match.span()
+    if match := _WEEKDAY.search(question):
+        back = (today.weekday() - WEEKDAYS[match.group(1).lower()] - 1) % 7 + 1
+        then = today - timedelta(days=back)
+        return then, then + timedelta(days=1), match.span()
     if match := _IN_YEAR.search(question):
         year = int(match.group(1))
         return date(year, 1, 1), date(year + 1, 1, 1), match.span()
@@ -202,6 +224,19 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
             start, end = periods[phrase]
             return start, end, named[phrase]
     return None, None, (0, 0)
+
+
+def _latest(month: int, today: date, over: bool = False) -> date:
+    """The first day of the latest ``month`` begun by ``today``; ``over``: ended by then
+    ("last March", asked in March, is a year ago)."""
+    return date(today.year - (month > today.month or (over and month == today.month)), month, 1)
+
+
+def _iso_day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # 2026-13-45
+        return None
 
 
 def _next_month(first: date) -> date:

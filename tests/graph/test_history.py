@@ -90,6 +90,8 @@ def local(day: str) -> datetime:
         ("what came in over the last 3 days", "what came in over the"),
         ("why did we reject Acme?", "why did we reject Acme?"),
         ("what came since last week", "what came"),
+        ("what did we send on 2026-03-03?", "what did we send  ?"),
+        ("what did Globex say last Friday", "what did Globex say"),
     ],
 )
 def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
@@ -121,6 +123,16 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what happened 2 days ago?", "2026-03-16", "2026-03-17"),
         ("who wrote a week ago?", "2026-03-09", "2026-03-16"),
         ("what did we quote in 2025?", "2025-01-01", "2026-01-01"),
+        # each of these was read as no time at all
+        ("what did we quote Acme last November?", "2025-11-01", "2025-12-01"),
+        ("what happened last March?", "2025-03-01", "2025-04-01"),  # this March is not over
+        ("who paid since November?", "2025-11-01", "2026-03-19"),
+        ("what happened on Tuesday?", "2026-03-17", "2026-03-18"),
+        ("what did Globex say last Friday", "2026-03-13", "2026-03-14"),
+        ("anything since Monday?", "2026-03-16", "2026-03-19"),
+        ("what happened on Wednesday?", "2026-03-11", "2026-03-12"),  # today is "today"
+        ("what did we send on 2026-03-03?", "2026-03-03", "2026-03-04"),
+        ("what came in since 2026-03-01?", "2026-03-01", "2026-03-19"),
     ],
 )
 def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
@@ -131,7 +143,13 @@ def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
 
 
 @pytest.mark.parametrize(
-    "question", ["what did we quote Globex?", "what did we hear from Jan about the logo?"]
+    "question",
+    [
+        "what did we quote Globex?",
+        "what did we hear from Jan about the logo?",
+        "anything since Jan called?",  # Jan, not January
+        "what did we send on 2026-13-45?",  # no day
+    ],
 )
 def test_a_question_without_a_time_has_no_time_filter(question: str) -> None:
     filters = read_question(question, NOW, BERLIN, ENTITIES)
