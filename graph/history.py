@@ -275,20 +275,22 @@ def _as_said(entity: str) -> str:
 
 
 class KnownEntities:
-    """The entities runs were about, and which one a text names: in full ("Acme
-    Bakery", "INV-7"), or by a first word no other one shares ("Acme"). A bare number
-    or a name under three characters counts only after its kind ("invoice 7")."""
+    """The entities runs were about, and which one a text names: in full, whatever its
+    case and the punctuation between its words ("Acme Bakery", "acme bakery", "INV 7"),
+    or by a first word no other one shares and no other name follows ("Acme", not "Acme
+    Ltd"). A bare number or a name under three characters counts only after its kind
+    ("invoice 7")."""
 
     def __init__(self, entities: list[str]) -> None:
         self.entities = entities
         full: dict[str, str] = {}
         for entity in entities:
-            if name := _as_said(entity).lower():
+            if name := _folded(_as_said(entity)):
                 full.setdefault(name, entity)
         by_first: dict[str, dict[str, str]] = {}  # a first word -> each name it begins
         for entity in entities:
             kind, _, name = entity.partition(":")
-            words = name.lower().split()
+            words = _folded(name).split()
             first = words[0] if len(words) > 1 else ""
             plain = len(first) >= 4 and first.isalpha() and first not in COMMON
             if kind in BY_FIRST_WORD and plain:  # "Acme Corp" and "acme corp" are one name
@@ -298,7 +300,7 @@ class KnownEntities:
             word: next(iter(names.values())) for word, names in by_first.items() if len(names) == 1
         }
         self._full_pattern = _alternation(full)
-        self._first_pattern = _alternation(self._first)
+        self._first_pattern = _alternation(self._first, alone=True)
 
     def spellings(self, entity: str | None) -> tuple[str, ...]:
         """``entity`` each way its name was typed ("client:Acme Corp", "client:acme corp")."""
@@ -309,7 +311,7 @@ class KnownEntities:
     def named(self, text: str) -> str | None:
         """The one entity ``text`` is about: the longest name it gives in full, else the
         one first word it gives; None when it names none, or two by first words only."""
-        found = {m.lower() for m in self._full_pattern.findall(text)} if self._full else set()
+        found = {_folded(m) for m in self._full_pattern.findall(text)} if self._full else set()
         if found:
             return self._full[max(found, key=len)]
         firsts = {m.lower() for m in self._first_pattern.findall(text)} if self._first else set()
@@ -320,7 +322,7 @@ class KnownEntities:
         Globex and Initech?"), in the order it names them."""
         full = list(self._full_pattern.finditer(text)) if self._full else []
         taken = [match.span(1) for match in full]
-        entities = [self._full[match.group(1).lower()] for match in full]
+        entities = [self._full[_folded(match.group(1))] for match in full]
         for match in self._first_pattern.finditer(text) if self._first else []:
             start, end = match.span(1)  # a word of a name given in full names no other
             if not any(start < until and since < end for since, until in taken):
@@ -328,9 +330,26 @@ class KnownEntities:
         return list(dict.fromkeys(entities))
 
 
-def _alternation(names: dict[str, str]) -> re.Pattern[str]:
-    choices = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)({choices or '(?!)'})(?:'s)?(?!\w)", re.I)
+# Company forms that make a first word another company's name ("acme ltd"), whatever
+# their case; a capitalised word does too ("Acme Holdings").
+FORMS = """ltd limited inc incorporated corp corporation llc llp plc gmbh ag co company sa
+    sarl bv nv srl spa oy ab pty""".split()
+_ANOTHER_NAME = (
+    rf"(?![^\S\n]+(?!(?:{_MONTH}|{'|'.join(WEEKDAYS)})\b)(?:(?-i:[A-Z])|(?:{'|'.join(FORMS)})\b))"
+)
+
+
+def _alternation(names: dict[str, str], alone: bool = False) -> re.Pattern[str]:
+    """Finds each of ``names`` (folded) in a text, whatever the punctuation between its
+    words; ``alone``: not followed by another name."""
+    choices = "|".join(_spelled(name) for name in sorted(names, key=len, reverse=True))
+    then = _ANOTHER_NAME if alone else ""
+    return re.compile(rf"(?<!\w)({choices or '(?!)'})(?:'s)?(?!\w){then}", re.I)
+
+
+def _spelled(name: str) -> str:
+    """A pattern of ``name``'s words with any punctuation or space between them."""
+    return r"[\W_]+".join(re.escape(word) for word in _folded(name).split())
 
 
 class Entities:
@@ -386,20 +405,21 @@ def _may_be_about(record: MemoryRecord, entity: str) -> bool:
     tag = record.entity
     if tag is None or tag.partition(":")[0] != entity.partition(":")[0] or _same(tag, entity):
         return True
-    name = _as_said(entity)
-    said = rf"(?<!\w){re.escape(name)}(?!\w)"
+    name = _folded(_as_said(entity))
+    said = rf"(?<!\w){_spelled(name)}(?!\w)"
     return bool(name) and re.search(said, record.text, re.I) is not None
 
 
 def _same(entity: str, other: str) -> bool:
-    """One entity, its name typed two ways: "client:Acme Corp" and "client:acme  corp"."""
+    """One entity, its name typed two ways: "client:Acme Corp" and "client:acme  corp."."""
     kind, _, name = entity.partition(":")
     other_kind, _, other_name = other.partition(":")
     return kind == other_kind and _folded(name) == _folded(other_name)
 
 
 def _folded(name: str) -> str:
-    return " ".join(name.casefold().split())
+    """``name``'s words in lower case, one space between them, whatever was there."""
+    return " ".join(re.findall(r"[^\W_]+", name.casefold()))
 
 
 @dataclass

@@ -17,7 +17,13 @@ from pydantic import Field
 import graph.history as history_module
 from bot.app import Steward
 from graph.budget import Budgets
-from graph.history import NOTHING, looks_like_a_question, read_question, search_words
+from graph.history import (
+    NOTHING,
+    KnownEntities,
+    looks_like_a_question,
+    read_question,
+    search_words,
+)
 from graph.messages import Reply
 from graph.models import LanguageModels, ModelUnusable
 from graph.remembering import records_for_event
@@ -192,6 +198,43 @@ def test_a_client_typed_two_ways_is_still_named_by_its_first_word_and_both_are_a
             "client:Northwind Legal",
             "client:northwind legal",
         )
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "what did we quote Acme?",
+        "did Acme pay in March?",
+        "what did ACME-CORP say",
+        "what did Acme, Corp. say",
+    ],
+)
+def test_a_client_is_named_whatever_its_case_and_the_punctuation_in_its_name(
+    question: str,
+) -> None:
+    """ "Acme Corp" and "acme corp." are one client, named by its first word too."""
+    known = ["client:Acme Corp", "client:acme corp.", "client:Globex"]
+    named = read_question(question, NOW, BERLIN, known).entities
+    assert named == ("client:Acme Corp", "client:acme corp.")
+    assert KnownEntities(known).named(question) == "client:Acme Corp"
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "what did we quote Acme Ltd?",
+        "what did we quote acme ltd?",
+        "what did Acme Holdings say?",
+        "Acme Ltd called. What did we quote them?",
+    ],
+)
+def test_another_company_whose_name_begins_as_a_client_s_is_not_that_client(
+    question: str,
+) -> None:
+    """Each was taken for Acme Corp by its first word."""
+    known = ["client:Acme Corp", "client:Globex"]
+    assert read_question(question, NOW, BERLIN, known).entities == ()
+    assert KnownEntities(known).named(question) is None
 
 
 def test_the_last_zero_days_are_today() -> None:
