@@ -47,6 +47,8 @@ MONEY = re.compile(
     rf"(?:{CURRENCY_SIGNS}\s?)({AMOUNT})|({AMOUNT})\s?(?:{CURRENCY_WORDS})\b",
     re.I,
 )
+# An amount of its own, not a part of an id or a date: "1,200", not the 42 of "INV-42".
+STANDALONE_AMOUNT = re.compile(rf"(?<![\w-]){AMOUNT}(?![\w-])")
 ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 ISO_DATE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{1,2}:\d{2}\b")
 # The company after "from", "for" or "at"; not "with", which names a person ("onboard Acme
@@ -291,8 +293,8 @@ class Router:
 
     async def by_model(self, text: str) -> Route | None:
         """Tier 2: the fast model picks a process and reads inputs; validated like typing.
-        An input is kept only when the operator's words hold it, or it is one of a few
-        choices: one the model wrote itself (an address, an amount) is asked for instead."""
+        An input is kept only when the operator's words hold it (see ``_said``): one the
+        model wrote itself (an address, an amount) is asked for instead."""
         if self.models is None:
             return None
         menu = "\n".join(
@@ -323,12 +325,14 @@ class Router:
         if definition is None or choice.confidence < 0.5 or _against_a_start(definition, text):
             return None
         values: dict[str, Any] = {}
-        said = _bare(text)
         for given in choice.inputs:
             spec = definition.inputs.get(given.name)
-            if spec is not None and (spec.type in CHOSEN or _bare(given.value) in said):
-                with suppress(InputError):
-                    values[given.name] = parse_input(given.name, spec, given.value)
+            if spec is None:
+                continue
+            with suppress(InputError):
+                value = parse_input(given.name, spec, given.value)
+                if _said(spec, given.value, value, text):
+                    values[given.name] = value
         return Route(definition, values, tier=2, confidence=choice.confidence)
 
 
@@ -363,6 +367,30 @@ def _first_named(definition: ProcessDefinition, lowered: str) -> int:
     names = [definition.name.replace("_", " "), definition.name, *definition.aliases]
     found = (re.search(rf"\b{re.escape(name.lower())}", lowered) for name in names)
     return min((match.start() for match in found if match), default=len(lowered))
+
+
+def _said(spec: InputSpec, given: str, value: Any, text: str) -> bool:
+    """Whether the operator's words ``text`` hold ``value``, which the model ``given``:
+    one of a few choices always; an amount when it is one of the amounts they hold, as
+    numbers ("2500.00" is their "$2,500", and no "1200" is their "$12,000"); anything
+    else as written, whatever its case and punctuation."""
+    if spec.type in CHOSEN:
+        return True
+    if spec.type is InputType.MONEY:
+        return value in _amounts(spec, text)
+    return _bare(given) in _bare(text)
+
+
+def _amounts(spec: InputSpec, text: str) -> list[str]:
+    """The amounts ``text`` holds, as ``spec`` reads them: its numbers of their own, and
+    those written with their currency ("2500EUR")."""
+    written = STANDALONE_AMOUNT.findall(text)
+    written += [m.group(1) or m.group(2) for m in MONEY.finditer(text)]
+    amounts = []
+    for amount in written:
+        with suppress(InputError):
+            amounts.append(parse_input("amount", spec, amount))
+    return amounts
 
 
 def _bare(text: str) -> str:

@@ -153,6 +153,28 @@ async def test_a_model_s_route_keeps_only_the_inputs_the_operator_gave(tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("text", "given", "kept"),
+    [
+        ("chase Globex for $2,500 on INV-7", "2500.00", "2500.00"),
+        ("chase Globex for 2500 EUR on INV-7", "2,500", "2500.00"),
+        ("chase Globex for 2500EUR on INV-7", "$2500", "2500.00"),
+        ("chase Globex for $12,000 on INV-7", "1200", None),  # its words hold no 1200
+        ("chase Globex for $2,500 on INV-7", "7", None),  # a part of the invoice number
+        ("chase Globex for $2,500, due 2026-11-01", "11", None),  # a part of a date
+    ],
+)
+async def test_a_model_s_amount_is_kept_when_it_is_one_the_operator_gave(
+    tmp_path: Path, text: str, given: str, kept: str | None
+) -> None:
+    """An amount was kept only when its very characters were in the operator's words:
+    "2500.00" for their "$2,500" was dropped and asked for again, and "1200" was kept
+    for their "$12,000"."""
+    route = await routed_by_a_model(tmp_path, "invoice_followup", {"amount": given}, text)
+    assert route is not None
+    assert route.values.get("amount") == kept
+
+
+@pytest.mark.parametrize(
     ("setting", "fix"),
     [
         ("OPENAI_BASE_URL", "could not reach http://127.0.0.1:9/v1: check OPENAI_BASE_URL"),
