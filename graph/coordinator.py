@@ -214,8 +214,8 @@ class Coordinator:
 
     def _no_reason(self, text: str) -> bool:
         """Whether ``text``, said when a rejection's reason was asked for, is something
-        else: a question, or a request a rule recognises that opens with its process
-        ("onboard Beta from …"); a reason may name a process ("the welcome email is too
+        else: a question, or a request a rule recognises that is plainly one (see
+        ``opens_a_request``); a reason may name a process ("the welcome email is too
         formal")."""
         if plainly_a_question(text):
             return True

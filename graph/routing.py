@@ -347,11 +347,19 @@ class NotRouted(StewardError):
 
 
 def opens_a_request(route: Route, text: str) -> bool:
-    """Whether ``text``, which ``route`` read, opens by naming its process and gives it
-    inputs, as a request does ("onboard Beta from Beta GmbH (ops@beta.de)"), where a remark
-    about it names it in passing ("The welcome email is too formal")."""
+    """Whether ``text``, which ``route`` read, is plainly a request: it opens by calling
+    its process (by its name, an alias, or the verb its description opens with: "chase
+    Globex for invoice INV-7 of $1,200 due 2026-11-01 (ap@globex.com)") and gives it
+    two inputs or more. A remark names it in passing ("The welcome email is too formal");
+    one that gives one input corrects a draft ("Invoice amount should be $1,200")."""
     lowered = text.lower().lstrip()
-    return bool(route.values) and _first_named(route.process, lowered) == 0
+    verb = WORD.match(route.process.description.lower())
+    opens = _first_named(route.process, lowered) == 0 or (
+        verb is not None
+        and verb.group() not in STOPWORDS  # "A weekly report …" opens with no verb
+        and re.match(rf"{re.escape(verb.group())}\b", lowered) is not None
+    )
+    return opens and len(route.values) >= 2
 
 
 def _against_a_start(definition: ProcessDefinition, text: str) -> bool:

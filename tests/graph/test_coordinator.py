@@ -564,6 +564,8 @@ async def test_a_request_or_a_question_right_after_a_reject_is_no_reason(app: St
         "The welcome email is too formal",
         "Welcome email is too formal, I'll call her",
         "wrong package: they want premium, not basic",
+        "Invoice amount should be $1,200",
+        "Invoice should go to ap@globex.com",
     ],
 )
 async def test_a_reason_that_names_a_process_is_the_reason(app: Steward, reason: str) -> None:
@@ -575,6 +577,20 @@ async def test_a_reason_that_names_a_process_is_the_reason(app: Steward, reason:
     assert "Noted" in reply and "Starting" not in reply
     approval = await app.ledger.get_approval(card.approval_id)
     assert approval is not None and approval.reason == reason
+
+
+async def test_a_request_that_opens_with_its_process_s_verb_after_a_reject_is_no_reason(
+    app: Steward,
+) -> None:
+    """It names its process (an alias, "invoice") in passing, after the verb its
+    description opens with: it was noted as the reason, and no run started."""
+    card = await start(app)
+    await send(app, button=f"reject:{card.approval_id}")
+    request = "chase Globex for invoice INV-7 of $1,200 due 2026-11-01 (ap@globex.com)"
+    reply = await send(app, request)
+    assert joined(reply).startswith("Which client is the invoice for?")  # its form
+    approval = await app.ledger.get_approval(card.approval_id)
+    assert approval is not None and approval.reason is None
 
 
 async def test_a_message_long_after_a_reject_is_no_reason(app: Steward) -> None:
