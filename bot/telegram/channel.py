@@ -707,8 +707,11 @@ def inbound_from(update: Update, bot_id: int, username: str = "") -> Inbound | N
 
 
 def _attachment(message: Message) -> str | None:
-    """What a message brings instead of typed text: a document by its name, else its kind
-    ("a photo", "a voice message"); None for text."""
+    """What a message brings instead of typed text: a message forwarded (someone else's
+    words, not the operator's), a document by its name, else its kind ("a photo", "a voice
+    message"); None for text."""
+    if message.forward_origin is not None:
+        return "a forwarded message"
     attached = message.effective_attachment
     if attached is None:
         return None

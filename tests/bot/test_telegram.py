@@ -335,6 +335,27 @@ async def test_a_file_sent_as_the_new_text_is_not_read_for_its_caption(
         assert effect["params"]["body"] == "Dear Jane, welcome!"
 
 
+async def test_a_forwarded_message_is_not_taken_for_the_operator_s_words(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A client's words forwarded were read as the operator's: a request in them opened
+    a form, and an answer in them became the new text, approved with a yes."""
+    client = 7007
+    home = tmp_path / "home"
+    async with running(home, api):
+        request = "onboard Jane from Acme (jane@acme.com) on the basic package"
+        api.send_text(OPERATOR, request, forwarded_from=client)
+        await api.wait_for(lambda a: any("not a forwarded message" in t for t in texts(a)))
+        assert cards(api) == []
+        await edit_pressed(api)
+        api.send_text(OPERATOR, "Dear Jane, welcome aboard!", forwarded_from=client)
+        await api.wait_for(lambda a: "still waiting for your answer" in texts(a)[-1])
+        api.send_text(OPERATOR, "Dear Jane, welcome!")  # the question still waits for it
+        await said_yes_once_shown(api)
+        (effect,) = outbox(home)
+        assert effect["params"]["body"] == "Dear Jane, welcome!"
+
+
 async def test_in_a_group_a_command_for_another_bot_is_not_steward_s(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

@@ -810,10 +810,12 @@ class FakeBotAPI:
         first_name: str = "Op",
         chat_id: int | None = None,
         topic: int | None = None,
+        forwarded_from: int | None = None,
     ) -> JSONDict:
         """A user writes ``text`` (in their private chat unless ``chat_id``, in a forum
-        topic of it with ``topic``); returns the queued ``message`` update. A leading
-        ``/command`` gets a bot_command entity."""
+        topic of it with ``topic``), or forwards what user ``forwarded_from`` wrote;
+        returns the queued ``message`` update. A leading ``/command`` gets a bot_command
+        entity."""
         user = self._user(user_id, first_name)
         chat = user_id if chat_id is None else chat_id
         message: JSONDict = {
@@ -823,6 +825,10 @@ class FakeBotAPI:
             "date": int(time.time()),
             "text": text,
         }
+        if forwarded_from is not None:
+            author = self._user(forwarded_from, None)
+            origin = {"type": "user", "date": int(time.time()) - 60, "sender_user": author}
+            message["forward_origin"] = origin
         if topic is not None:
             message.update(message_thread_id=topic, is_topic_message=True)
         command = text.split(maxsplit=1)[0] if text.startswith("/") else ""
