@@ -11,7 +11,8 @@ disk catches up; a crash in between is recovered on start, and a delivery Telegr
 repeats is dropped by the inbox.
 
 A conversation is a chat, or a topic of a forum supergroup: replies go where the message
-came from, into its topic too.
+came from, into its topic too. In a group steward reads only what is meant for it, even
+with privacy mode off (see ``_for_steward``): the rest is neither stored nor answered.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from telegram import (
     User,
     Voice,
 )
-from telegram.constants import ParseMode
+from telegram.constants import ChatType, ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -403,6 +404,13 @@ class TelegramChannel:
         inbound = inbound_from(update, self.bot.id, self._username)
         if inbound is None or _for_another_bot(inbound.text, self._username):
             return  # in a group: not steward's to read
+        message = update.message
+        if (
+            message is not None
+            and not _for_steward(message, self.bot.id, self._username)
+            and not await self.door.awaits_answer(inbound)
+        ):
+            return  # a group's talk, which steward overhears with privacy mode off
         query = update.callback_query
         asks = (inbound.button or "").startswith((ASK, BACK))
         if query is not None and asks and inbound.sender.user_id in self.operator_chats:
@@ -731,6 +739,27 @@ def _to_the_bot(text: str, username: str) -> str:
         return text
     mention = re.match(rf"\s*@{re.escape(username)}\b[\s,:]*", text, flags=re.IGNORECASE)
     return text[mention.end() :] if mention else text
+
+
+def _for_steward(message: Message, bot_id: int, username: str) -> bool:
+    """Whether ``message`` is meant for steward: anything in its private chat; in a
+    group, a command, a message that mentions its ``@username``, or a reply to one of its
+    messages (not to the opening of a forum topic, which every message there replies to).
+    What a group with privacy mode on would let through, but the answer to a question."""
+    if message.chat.type == ChatType.PRIVATE:
+        return True
+    said = message.text or message.caption or ""
+    if said.startswith("/"):
+        return True
+    if username and re.search(rf"(?<!\w)@{re.escape(username)}\b", said, flags=re.IGNORECASE):
+        return True
+    replied = message.reply_to_message
+    return (
+        replied is not None
+        and replied.from_user is not None
+        and replied.from_user.id == bot_id
+        and replied.forum_topic_created is None
+    )
 
 
 def _for_another_bot(text: str | None, username: str) -> bool:

@@ -392,6 +392,52 @@ async def test_in_a_group_a_message_mentioning_steward_first_is_read_without_it(
         assert "jane@acme.com" in card["text"]
 
 
+def stored(bot: Running) -> int:
+    """How many deliveries the inbox holds."""
+    with sqlite3.connect(bot.steward.settings.home / "steward.db") as db:
+        return int(db.execute("select count(*) from inbox").fetchone()[0])
+
+
+async def test_in_a_group_steward_reads_only_what_is_meant_for_it(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """With privacy mode off, every message in a group reaches steward: each was read
+    as a request (the operator's talk with the group was answered), and each stranger
+    there was refused, in the group, once a day."""
+    group = -100500
+    async with running(tmp_path / "home", api) as bot:
+        api.send_text(OPERATOR, "morning all, the Acme call moved to 3pm", chat_id=group)
+        api.send_text(STRANGER, "thanks, see you there", chat_id=group)
+        api.send_text(OPERATOR, "/runs", chat_id=group)  # a command
+        await api.wait_for(lambda a: len(texts(a, group)) == 1)
+        await bot.channel.idle()
+        assert stored(bot) == 1 and "No runs" in texts(api, group)[0]
+
+        api.send_text(OPERATOR, f"what is waiting, @{api.username}?", chat_id=group)
+        await api.wait_for(lambda a: len(texts(a, group)) == 2)  # a mention
+        api.send_text(OPERATOR, "help", chat_id=group, reply_to=api.sent(group)[-1])
+        await api.wait_for(lambda a: len(texts(a, group)) == 3)  # a reply to steward's
+        assert "/runs" in texts(api, group)[-1]
+        api.send_text(STRANGER, "help", chat_id=group, reply_to=api.sent(group)[-1])
+        await api.wait_for(lambda a: len(texts(a, group)) == 4)
+        assert "only work for the operator" in texts(api, group)[-1]
+
+        api.send_text(OPERATOR, "/run onboarding client=Acme", chat_id=group)
+        await api.wait_for(lambda a: "email" in texts(a, group)[-1], timeout=15)
+        api.send_text(STRANGER, "jane@acme.com", chat_id=group)  # not asked
+        api.send_text(OPERATOR, "jane@acme.com", chat_id=group)  # the answer steward waits for
+        await api.wait_for(lambda a: "premium" in texts(a, group)[-1], timeout=15)
+        api.send_text(OPERATOR, "premium", chat_id=group)
+        await api.wait_for(lambda a: cards(a, group), timeout=15)
+        shown = len(texts(api, group))
+        api.send_text(OPERATOR, "great, that's Acme done", chat_id=group)  # nothing asked
+        api.send_text(OPERATOR, "/runs", chat_id=group)
+        await api.wait_for(lambda a: len(texts(a, group)) == shown + 1, timeout=15)
+        await bot.channel.idle()
+        assert stored(bot) == 8
+        assert "jane@acme.com" in cards(api, group)[0]["text"]
+
+
 async def test_a_run_started_in_a_forum_topic_asks_and_shows_its_card_in_that_topic(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

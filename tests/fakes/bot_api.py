@@ -811,11 +811,12 @@ class FakeBotAPI:
         chat_id: int | None = None,
         topic: int | None = None,
         forwarded_from: int | None = None,
+        reply_to: JSONDict | None = None,
     ) -> JSONDict:
         """A user writes ``text`` (in their private chat unless ``chat_id``, in a forum
-        topic of it with ``topic``), or forwards what user ``forwarded_from`` wrote;
-        returns the queued ``message`` update. A leading ``/command`` gets a bot_command
-        entity."""
+        topic of it with ``topic``), or forwards what user ``forwarded_from`` wrote, as a
+        reply to the message ``reply_to`` if given; returns the queued ``message`` update.
+        A leading ``/command`` gets a bot_command entity."""
         user = self._user(user_id, first_name)
         chat = user_id if chat_id is None else chat_id
         message: JSONDict = {
@@ -829,6 +830,11 @@ class FakeBotAPI:
             author = self._user(forwarded_from, None)
             origin = {"type": "user", "date": int(time.time()) - 60, "sender_user": author}
             message["forward_origin"] = origin
+        if reply_to is not None:
+            replied = self._messages.get((chat, int(reply_to["message_id"])), reply_to)
+            message["reply_to_message"] = {
+                k: v for k, v in copy.deepcopy(replied).items() if k != "reply_to_message"
+            }
         if topic is not None:
             message.update(message_thread_id=topic, is_topic_message=True)
         command = text.split(maxsplit=1)[0] if text.startswith("/") else ""
