@@ -22,7 +22,7 @@ import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -425,19 +425,30 @@ class TelegramChannel:
         place; nothing is decided, so nothing is stored."""
         message = query.message
         approval_id = (query.data or "").rpartition(":")[2]
-        decided = await self.door.decided(approval_id)  # meanwhile: the card is settled
-        if decided is None and isinstance(message, Message) and message.reply_markup is not None:
-            keyboard = asking(message.reply_markup, query.data or "")
-            try:
-                await self._call(
-                    lambda: self.bot.edit_message_reply_markup(
-                        message.chat.id, message.message_id, reply_markup=keyboard
-                    ),
-                    again_if_maybe_sent=True,  # the same keyboard twice changes nothing
-                )
-            except TelegramError as exc:  # "not modified": a double tap asks once
-                log.info("could not ask before a press: %s", self._redact(exc))
+        if not isinstance(message, Message) or message.reply_markup is None:
+            await self._answer(query.id, await self.door.decided(approval_id))
+            return
+        # Decided before the change, the card stays settled; after it, its outcome lands
+        # after it, and takes the buttons away.
+        async with self._editing(str(message.chat.id), message.message_id):
+            decided = await self.door.decided(approval_id)
+            if decided is None:
+                keyboard = asking(message.reply_markup, query.data or "")
+                try:
+                    await self._call(
+                        lambda: self.bot.edit_message_reply_markup(
+                            message.chat.id, message.message_id, reply_markup=keyboard
+                        ),
+                        again_if_maybe_sent=True,  # the same keyboard twice changes nothing
+                    )
+                except TelegramError as exc:  # "not modified": a double tap asks once
+                    log.info("could not ask before a press: %s", self._redact(exc))
         await self._answer(query.id, decided)  # a keyboard unchanged too: else the app spins on
+
+    def _editing(self, chat: str, message_id: int) -> AbstractAsyncContextManager[None]:
+        """Held while a message is edited: its edits land one after the other, in the
+        order they were made."""
+        return self.door.memory.lock(f"{self.name}:editing:{chat}:{message_id}")
 
     def _enqueue(self, inbox_id: int, inbound: Inbound) -> None:
         """Queues a stored update; a press gets its answer within ANSWER_WITHIN, even
@@ -549,12 +560,13 @@ class TelegramChannel:
         Raises ``SendLater`` when Telegram cannot be reached now."""
         chat_id, message_id = Conversation.of(target[0]).chat, int(target[1])
         try:
-            await self._call(
-                lambda: self.bot.edit_message_text(
-                    html, chat_id=chat_id, message_id=message_id, parse_mode=ParseMode.HTML
-                ),
-                again_if_maybe_sent=True,  # the same edit twice changes nothing
-            )
+            async with self._editing(chat_id, message_id):
+                await self._call(
+                    lambda: self.bot.edit_message_text(
+                        html, chat_id=chat_id, message_id=message_id, parse_mode=ParseMode.HTML
+                    ),
+                    again_if_maybe_sent=True,  # the same edit twice changes nothing
+                )
         except BadRequest as exc:  # "not modified": a second press finds it settled already
             if "not modified" not in str(exc):
                 log.info("could not edit card %s in chat %s: %s", message_id, chat_id, exc)

@@ -289,6 +289,29 @@ async def test_a_reject_press_whose_keyboard_telegram_is_slow_to_change_holds_up
         assert "Yes, Reject" in [key["text"] for row in keyboard["inline_keyboard"] for key in row]
 
 
+async def test_a_card_settled_while_reject_changes_its_keyboard_stays_settled(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Approved on another device while Reject's keyboard change was on its way, the card
+    showed its outcome, and then the change landed: Yes, Reject and Back were back on
+    it, and a press of either said only "Already decided"."""
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        api.stall("editMessageReplyMarkup")
+        api.press(OPERATOR, card, button(card, "Reject"))
+        await api.wait_for(lambda a: a.stalled_calls)
+        api.press(OPERATOR, card, button(card, "Approve"))
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
+        with suppress(AssertionError):  # the outcome lands now, unless it waits for the change
+            await api.wait_for(lambda a: a.calls_to("editMessageText"), timeout=3)
+        api.unstall()
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 2)
+        await bot.channel.idle()
+        settled = api.message(OPERATOR, card["message_id"])
+        assert f"Approved by telegram:{OPERATOR}" in settled["text"]
+        assert "reply_markup" not in settled
+
+
 async def test_a_reject_press_under_way_at_a_stop_is_answered(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
