@@ -588,7 +588,7 @@ async def test_a_request_that_opens_with_its_process_s_verb_after_a_reject_is_no
     await send(app, button=f"reject:{card.approval_id}")
     request = "chase Globex for invoice INV-7 of $1,200 due 2026-11-01 (ap@globex.com)"
     reply = await send(app, request)
-    assert joined(reply).startswith("Which client is the invoice for?")  # its form
+    assert joined(reply).startswith("Started invoice_followup")  # every input given
     approval = await app.ledger.get_approval(card.approval_id)
     assert approval is not None and approval.reason is None
 
