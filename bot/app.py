@@ -114,6 +114,7 @@ class Steward:
                     drafter=Drafter(models),
                     durability=durability,
                     zone=ZoneInfo(settings.timezone),
+                    currency=settings.currency,
                 )
                 await engine.setup()
                 memory = await open_working_memory(settings)

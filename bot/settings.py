@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.email import SmtpServer
 from graph.budget import parse_prices, parse_process_budgets
+from graph.inputs import SIGNS, currency_code
 from memory.database_url import DatabaseURL
 from memory.embeddings import local_model_installed
 
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
     process_budgets: str = Field(default="", validation_alias=_env("STEWARD_PROCESS_BUDGETS"))
     model_prices: str = Field(default="", validation_alias=_env("STEWARD_MODEL_PRICES"))
     timezone: str = Field(default="UTC", validation_alias=_env("STEWARD_TIMEZONE"))
+    currency: str | None = Field(default=None, validation_alias=_env("STEWARD_CURRENCY"))
     digest_at: str = Field(default="08:00", validation_alias=_env("STEWARD_DIGEST_AT"))
     processes_dir: Path | None = Field(default=None, validation_alias=_env("STEWARD_PROCESSES_DIR"))
     hooks_file: Path | None = Field(default=None, validation_alias=_env("STEWARD_HOOKS_FILE"))
@@ -206,6 +208,17 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not a time zone name like Europe/Berlin") from None
         return value
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        code = currency_code(value)
+        if code is None:
+            known = ", ".join(f"{code} ({sign})" for code, sign in SIGNS.items())
+            raise ValueError(f"{value!r} is no currency steward writes; one of {known}")
+        return code
 
     @field_validator("digest_at")
     @classmethod

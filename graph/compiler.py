@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -34,7 +33,7 @@ from graph.definitions import (
     WaitStep,
 )
 from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit
-from graph.inputs import InputType
+from graph.inputs import Money
 from graph.state import RunState, StepContext
 from graph.templating import placeholders, render
 
@@ -105,8 +104,18 @@ def _target(step_id: str | None) -> str | None:
 
 
 def _values(state: RunState, ctx: StepContext, definition: ProcessDefinition) -> dict[str, Any]:
+    """What a step's templates are filled from; a money input as a client reads it,
+    "€2,500.00", from a run that kept a bare "2500.00" (before amounts kept their
+    currency) too."""
+    data = state.get("data", {})
+    money = {
+        name: str(Money.read(data[name]))
+        for name in definition.money_inputs
+        if isinstance(data.get(name), str)
+    }
     return {
-        **state.get("data", {}),
+        **data,
+        **money,
         "run_id": ctx.run_id,
         "process": definition.name,
         "today": datetime.now(ctx.zone).date().isoformat(),  # on the operator's clock
@@ -306,7 +315,7 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
 def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
     condition = Condition(step.condition)
     then, otherwise = _target(step.then) or END, _target(step.otherwise) or END
-    money = [name for name, spec in definition.inputs.items() if spec.type is InputType.MONEY]
+    money = definition.money_inputs
 
     async def branch(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
         visit = _visit(state, step, definition)
@@ -321,7 +330,9 @@ def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
 
 
 def _typed(values: dict[str, Any], money: list[str]) -> dict[str, Any]:
-    """``values`` with each money input as a number (kept as text, "5000.00", so that a
-    card shows it as typed), for a condition to compare with ``>= 1000``."""
-    amounts = {name: Decimal(values[name]) for name in money if isinstance(values.get(name), str)}
+    """``values`` with each money input as a number (kept as text, "€5,000.00", so that a
+    card shows it with its currency), for a condition to compare with ``>= 1000``."""
+    amounts = {
+        name: Money.read(values[name]).amount for name in money if isinstance(values.get(name), str)
+    }
     return {**values, **amounts}

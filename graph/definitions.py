@@ -25,7 +25,7 @@ from pydantic import (
 
 from graph.conditions import Condition
 from graph.durations import parse_duration, refuse_months
-from graph.inputs import InputSpec
+from graph.inputs import InputSpec, InputType
 from graph.templating import mistyped, placeholders
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
@@ -449,6 +449,10 @@ class ProcessDefinition(BaseModel):
                 targets.append(self.goes_on_to(step))
             waiting.extend(target for target in targets if target in known)
         return [step for step in self.steps if step.id in seen]
+
+    @property
+    def money_inputs(self) -> list[str]:
+        return [name for name, spec in self.inputs.items() if spec.type is InputType.MONEY]
 
     def actions_behind(self, gate_id: str) -> list[ActionStep]:
         return [s for s in self.steps if isinstance(s, ActionStep) and s.gate == gate_id]

@@ -13,7 +13,7 @@ item gets a score, and the list is sorted by it, highest first:
                                            three days +10, is overdue +30
           + 2 * days waiting               at most 20
 
-and it is explained in one line: "waiting 3 days · 1,200.00 at stake · expires tomorrow
+and it is explained in one line: "waiting 3 days · €1,200.00 at stake · expires tomorrow
 at 09:00".
 """
 
@@ -22,15 +22,16 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from graph.budget import Budgets, dollars
 from graph.catalog import Catalog
-from graph.inputs import InputType
+from graph.inputs import Money
 from graph.messages import Button, Card, Reply
 from memory.ledger import Approval, Ledger, Run, RunStatus, Timer
 
@@ -126,7 +127,7 @@ async def daily_list(
     local = now.astimezone(zone)
     end_of_day = datetime.combine(local.date() + timedelta(days=1), time(), zone)
     fields = _money_fields(catalog)
-    work = await ledger.open_work(end_of_day, fields)
+    work = await ledger.open_work(end_of_day, fields, _worth)
     at = now.timestamp()
     # (-score, kind, key, run id): sorted as they are, highest score first
     candidates: list[tuple[float, str, str, str]] = []
@@ -172,10 +173,10 @@ class _Context:
     now: datetime
     local: datetime
 
-    def money(self, run: Run | None) -> Decimal:
-        """The money a run is about: the sum of its money inputs."""
+    def money(self, run: Run | None) -> list[Money]:
+        """The money a run is about: its money inputs."""
         if run is None:
-            return ZERO
+            return []
         return _money_of(self.money_fields.get(run.process), run.inputs)
 
 
@@ -332,27 +333,30 @@ def _points(risk: float, money: float, left: float | None, waiting: float) -> fl
 
 def _money_fields(catalog: Catalog) -> dict[str, list[str]]:
     """Each process's money inputs, where it has any."""
-    fields = {}
-    for definition in catalog:
-        names = [n for n, spec in definition.inputs.items() if spec.type is InputType.MONEY]
-        if names:
-            fields[definition.name] = names
-    return fields
+    return {d.name: d.money_inputs for d in catalog if d.money_inputs}
 
 
-def _money_of(names: list[str] | None, inputs: dict[str, Any]) -> Decimal:
-    total = ZERO
+def _money_of(names: list[str] | None, inputs: dict[str, Any]) -> list[Money]:
+    amounts = []
     for name in names or ():
         if inputs.get(name) is not None:
-            try:
-                total += Decimal(str(inputs[name]))
-            except InvalidOperation:
-                continue
-    return total
+            with suppress(ValueError):
+                amounts.append(Money.read(str(inputs[name])))
+    return amounts
 
 
-def _amount(money: Decimal) -> list[str]:
-    return [f"{money:,.2f} at stake"] if money else []
+def _worth(stored: str) -> float:
+    """A stored amount as a number, for the score: "€1,200.00" is 1200."""
+    return float(Money.read(stored).amount)
+
+
+def _amount(money: list[Money]) -> list[str]:
+    """The money at stake, summed in each currency: "€1,200.00 at stake"."""
+    totals: dict[str | None, Decimal] = {}
+    for each in money:
+        totals[each.currency] = totals.get(each.currency, ZERO) + each.amount
+    shown = [str(Money(total, currency)) for currency, total in totals.items() if total]
+    return [" + ".join(shown) + " at stake"] if shown else []
 
 
 def _waiting(waited: timedelta) -> str:

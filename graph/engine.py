@@ -197,6 +197,7 @@ class ProcessEngine:
     drafter: Drafter
     durability: Durability = "exit"
     zone: tzinfo = UTC  # STEWARD_TIMEZONE: the clock a ``future`` input is read on
+    currency: str | None = None  # STEWARD_CURRENCY: an amount's when it names none
     _compiled: dict[str, _Compiled] = field(default_factory=dict)
     _locks: RunLocks = field(default_factory=RunLocks)
     _stalled: dict[str, _Stalled] = field(default_factory=dict)  # by run
@@ -238,7 +239,7 @@ class ProcessEngine:
         for name, spec in definition.inputs.items():
             if name in raw:
                 try:
-                    values[name] = parse_input(name, spec, raw[name], self._now())
+                    values[name] = parse_input(name, spec, raw[name], self._now(), self.currency)
                 except InputError as exc:
                     errors.append(exc)
             elif spec.default is not None:
@@ -785,7 +786,7 @@ class ProcessEngine:
             if spec is None:
                 raise InputProblem(definition.name, [], [], name, list(definition.inputs))
             try:
-                values[name] = parse_input(name, spec, raw, self._now())
+                values[name] = parse_input(name, spec, raw, self._now(), self.currency)
             except InputError as exc:
                 raise InputProblem(definition.name, [], [exc]) from None
         return storable(values)

@@ -35,6 +35,7 @@ from graph.coordinator import Coordinator
 from graph.definitions import WaitStep
 from graph.engine import InputProblem, ProcessEngine
 from graph.errors import StewardError
+from graph.inputs import Money
 from graph.messages import Reply, cut
 from graph.routing import format_argument
 from memory.ledger import Ledger, NewAuditEvent, Run, RunStatus, RunTakenOver, TakenOver, cause
@@ -185,7 +186,7 @@ class HookRouter:
         runs = [
             run
             for run in await self.engine.expecting(event)
-            if all(f in run.inputs and str(run.inputs[f]) == str(v) for f, v in wanted.items())
+            if all(self._matches(run, f, v) for f, v in wanted.items())
         ]
         described = ", ".join(f"{k}={_as_data(v)}" for k, v in wanted.items())
         if any(v is None for v in wanted.values()) or not runs:
@@ -258,6 +259,21 @@ class HookRouter:
             f"({described}) failed: {_as_data(error, 200)}. It is logged, and not offered to "
             f"this run again; /runs {run.id} shows whether the run took it."
         )
+
+    def _matches(self, run: Run, field: str, given: Any) -> bool:
+        """Whether ``run``'s input ``field`` is what a delivery gives: a money input is
+        the same amount ("1200" is its "€1,200.00"), in its currency if both name one."""
+        if field not in run.inputs:
+            return False
+        definition = self.engine.catalog.get(run.process)
+        if definition is None or field not in definition.money_inputs:
+            return str(run.inputs[field]) == str(given)
+        try:
+            kept, came = Money.read(str(run.inputs[field])), Money.read(str(given))
+        except ValueError:
+            return False
+        currencies = {kept.currency, came.currency} - {None}
+        return kept.amount == came.amount and len(currencies) <= 1
 
 
 def _as_data(value: Any, most: int = 80) -> str:

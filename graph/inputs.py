@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -29,12 +30,54 @@ TIME_OF_DAY = re.compile(r"\d[T ]\d{1,2}:\d{2}")  # "2026-12-20 15:00", "2026-12
 # where a comma is the decimal point, is refused, never read as 1250.
 GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 # The currencies an amount may be written with, as plain words are read ("$2,500",
-# "2500 EUR"): the amount is kept.
+# "2500 EUR"), by their codes: each is kept with its amount, and shown by its sign.
+SIGNS = {"EUR": "€", "USD": "$", "GBP": "£"}
+WORDS = {"eur": "EUR", "euro": "EUR", "euros": "EUR", "usd": "USD", "dollar": "USD"}
+WORDS |= {"dollars": "USD", "gbp": "GBP"}
+BY_SIGN = {sign: code for code, sign in SIGNS.items()}
 CURRENCY_SIGNS = r"[$€£]"
 CURRENCY_WORDS = r"eur|usd|gbp|euros?|dollars?"
-CURRENCY = re.compile(rf"^{CURRENCY_SIGNS}\s*|\s*(?:{CURRENCY_WORDS})$", re.IGNORECASE)
+SIGNED = re.compile(rf"^({CURRENCY_SIGNS})\s*")
+WORDED = re.compile(rf"\s*({CURRENCY_WORDS})$", re.IGNORECASE)
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
+
+
+def currency_code(text: str) -> str | None:
+    """The code of the currency ``text`` names by its sign, code or word ("€", "eur",
+    "euros"); None when it names none steward writes."""
+    named = text.strip()
+    return BY_SIGN.get(named) or WORDS.get(named.lower())
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount and its currency's code (None when none was given), written as a
+    client reads it, "€2,500.00" or "2,500.00": a run keeps a money input so."""
+
+    amount: Decimal
+    currency: str | None = None
+
+    @classmethod
+    def read(cls, text: str, currency: str | None = None) -> Money:
+        """An amount as written ("€2,500", "2500 EUR", "2,500.00"; a bare number is how
+        runs kept one before they kept its currency), in ``currency`` when it names none;
+        raises ValueError."""
+        sign, word = SIGNED.match(text), WORDED.search(text)
+        named = {currency_code(m.group(1)) for m in (sign, word) if m is not None}
+        if len(named) > 1:
+            raise ValueError(f"{text!r} names two currencies")
+        number = text[sign.end() if sign else 0 : word.start() if word else len(text)]
+        try:
+            amount = Decimal(_ungrouped(number))
+            if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+                raise ValueError(text)
+            return cls(amount.quantize(Decimal("0.01")), named.pop() if named else currency)
+        except InvalidOperation:  # past the 28 digits a Decimal holds
+            raise ValueError(text) from None
+
+    def __str__(self) -> str:
+        return f"{SIGNS.get(self.currency or '', '')}{self.amount:,.2f}"
 
 
 class InputType(StrEnum):
@@ -108,7 +151,7 @@ class InputSpec(BaseModel):
             case InputType.NUMBER:
                 return "a number"
             case InputType.MONEY:
-                return "an amount like 1200 or 1200.50"
+                return "an amount like 1200, 1200.50 or €1,200"
             case InputType.DATE:
                 return "a date as YYYY-MM-DD"
             case InputType.DATETIME:
@@ -131,10 +174,17 @@ class InputError(ValueError):
         super().__init__(f"{field}: {problem or 'expected ' + spec.expected()}, got {shown!r}")
 
 
-def parse_input(field: str, spec: InputSpec, raw: Any, now: datetime | None = None) -> Any:
+def parse_input(
+    field: str,
+    spec: InputSpec,
+    raw: Any,
+    now: datetime | None = None,
+    currency: str | None = None,
+) -> Any:
     """Turns a typed or given value into the input's type; raises InputError. ``now``, on
     the operator's clock (aware, in STEWARD_TIMEZONE), is what a ``future`` input must
-    not be before; without it that is not checked."""
+    not be before; without it that is not checked. ``currency`` (STEWARD_CURRENCY) is an
+    amount's when it names none."""
     if isinstance(raw, dict | list | tuple):  # from a webhook's JSON: not one value
         raise InputError(field, spec, str(raw), "one value is expected, not a list or an object")
     text = "" if raw is None else str(raw).strip()
@@ -145,7 +195,7 @@ def parse_input(field: str, spec: InputSpec, raw: Any, now: datetime | None = No
     if spec.type is not InputType.TEXT and LINE_BREAK.search(text):
         raise InputError(field, spec, text, "one line is expected (a text input takes more)")
     try:
-        value = _parse(spec, raw, text)
+        value = _parse(spec, raw, text, currency)
     except (ValueError, InvalidOperation):
         raise InputError(field, spec, text) from None
     if value is None:
@@ -163,7 +213,7 @@ def _passed(spec: InputSpec, value: str, now: datetime) -> bool:
     return datetime.fromisoformat(value).replace(tzinfo=now.tzinfo) <= now
 
 
-def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
+def _parse(spec: InputSpec, raw: Any, text: str, currency: str | None = None) -> Any:
     match spec.type:
         case InputType.EMAIL:
             return text.lower() if EMAIL.match(text) else None
@@ -176,10 +226,7 @@ def _parse(spec: InputSpec, raw: Any, text: str) -> Any:
             number = float(_ungrouped(text))
             return number if math.isfinite(number) else None
         case InputType.MONEY:
-            amount = Decimal(_ungrouped(CURRENCY.sub("", text)))
-            if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
-                return None
-            return str(amount.quantize(Decimal("0.01")))
+            return str(Money.read(text, currency))
         case InputType.DATE:
             return date.fromisoformat(text).isoformat()
         case InputType.DATETIME:

@@ -174,7 +174,7 @@ def _read_off(definition: ProcessDefinition, name: str, spec: InputSpec, text: s
         choices = spec.choices or []
         return _the_one([c for c in choices if re.search(rf"\b{re.escape(c.lower())}\b", lowered)])
     if spec.type is InputType.MONEY:
-        return _the_one([m.group(1) or m.group(2) for m in MONEY.finditer(text)])
+        return _the_one([m.group(0) for m in MONEY.finditer(text)])
     if spec.type is InputType.DATE:
         return _the_one(ISO_DATE.findall(text))
     if spec.type is InputType.DATETIME:

@@ -1883,14 +1883,17 @@ class Ledger:
         )
 
     async def open_work(
-        self, until: datetime, money: dict[str, list[str]] | None = None
+        self,
+        until: datetime,
+        money: dict[str, list[str]] | None = None,
+        amount_of: Callable[[str], float] = float,
     ) -> OpenWork:
         """What the daily list ranks, lean: every pending approval and every wait due
         before ``until`` of a run not paused, each with its run's money at stake
-        (``money``: each process's money input names), and every failed, running or
-        paused run. Times come as seconds since
-        the epoch, computed by the database, and JSON fields are read there too: one
-        trip, no per-row parsing."""
+        (``money``: each process's money input names; ``amount_of`` reads one as a
+        number, raising ValueError), and every failed, running or paused run. Times come
+        as seconds since the epoch, computed by the database, and JSON fields are read
+        there too: one trip, no per-row parsing."""
         money = money or {}
         names = sorted({name for fields in money.values() for name in fields})
         at_stake = [t.runs.c.process, *(t.runs.c.inputs[name].as_string() for name in names)]
@@ -1932,7 +1935,7 @@ class Ledger:
                 value = row[start + position[name]]
                 if value:
                     with contextlib.suppress(ValueError):
-                        total += float(value)
+                        total += amount_of(value)
             return total
 
         def rows(conn: Connection, query: Any) -> list[Any]:

@@ -92,8 +92,10 @@ def write_hooks(home: Path, text: str = HOOKS) -> None:
 
 
 @asynccontextmanager
-async def running(home: Path, database: DatabaseURL | None = None) -> AsyncIterator[Running]:
-    write_hooks(home)
+async def running(
+    home: Path, database: DatabaseURL | None = None, hooks: str = HOOKS
+) -> AsyncIterator[Running]:
+    write_hooks(home, hooks)
     port = free_port()
     news: list[str] = []
 
@@ -276,6 +278,30 @@ async def test_a_payment_wakes_the_follow_up_waiting_for_it_and_no_other(tmp_pat
         assert await bot.post("payments", {"invoice": "INV-404"}, secret=PAY_SECRET) == 200
         assert any("matched no run waiting for it (invoice=INV-404)" in n for n in bot.news)
         assert len(outbox(home)) == 2
+
+
+async def test_a_payment_matched_by_amount_finds_the_amount_as_the_client_reads_it(
+    tmp_path: Path,
+) -> None:
+    """A run owes "€1,200.00", as its reminder says: a bank that sends the amount as a
+    number, or with the currency's code, matched no run."""
+    by_amount = HOOKS.replace("{invoice: invoice}", "{invoice: ref, amount: amount}")
+    async with running(tmp_path / "home", hooks=by_amount) as bot:
+        engine = bot.steward.engine
+        owed = {**INVOICE, "amount": "€1,200"}
+        for invoice in ("INV-7", "INV-8", "INV-9"):
+            view = await engine.start("invoice_followup", {**owed, "invoice": invoice}, "cli:x")
+            assert view.approval is not None
+            await engine.decide(view.approval.id, True, "cli:x")
+        for ref, amount in [("INV-7", "1200.00"), ("INV-8", "1200 EUR"), ("INV-9", "$1200")]:
+            paid = {"ref": ref, "amount": amount}
+            assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
+        ended = {r.inputs["invoice"]: r.status for r in await bot.steward.ledger.list_runs(None)}
+        assert ended == {
+            "INV-7": RunStatus.SUCCEEDED,
+            "INV-8": RunStatus.SUCCEEDED,
+            "INV-9": RunStatus.WAITING,  # dollars are no euros
+        }
 
 
 async def test_an_event_matching_no_run_names_what_came_escaped_and_short(tmp_path: Path) -> None:

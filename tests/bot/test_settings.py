@@ -23,6 +23,19 @@ def test_defaults_need_nothing() -> None:
     assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
 
 
+@pytest.mark.parametrize(
+    ("given", "code"), [("EUR", "EUR"), ("usd", "USD"), ("£", "GBP"), ("", None)]
+)
+def test_steward_currency_is_kept_as_its_code(given: str, code: str | None) -> None:
+    assert load_settings(currency=given).currency == code
+
+
+def test_a_currency_steward_does_not_write_is_refused_by_name() -> None:
+    assert problem(currency="CHF") == (
+        "STEWARD_CURRENCY: 'CHF' is no currency steward writes; one of EUR (€), USD ($), GBP (£)"
+    )
+
+
 def test_only_steward_s_own_variables_are_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

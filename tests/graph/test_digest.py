@@ -49,7 +49,7 @@ INVOICE = {
     "client": "Acme",
     "email": "billing@acme.com",
     "invoice": "INV-7",
-    "amount": "1200",
+    "amount": "$1200",
     "due_date": "2026-11-01",
 }
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -98,7 +98,7 @@ async def test_items_are_ranked_by_the_documented_score_and_explained(app: Stewa
     expiry = invoice.approval.expires_at  # 12 h after `later`: today or tomorrow by the clock
     day = "today" if expiry.date() == later.date() else "tomorrow"
     assert first.why.startswith(
-        f"waiting 2 days · 1,200.00 at stake · expires {day} at {expiry:%H:%M} · "
+        f"waiting 2 days · $1,200.00 at stake · expires {day} at {expiry:%H:%M} · "
     )
     assert second.why.startswith("waiting 2 days · expires ")
     assert [b.payload for b in first.buttons] == [

@@ -634,7 +634,7 @@ async def test_undo_of_an_uncertain_step_says_it_may_have_acted(app: Steward) ->
 async def test_wait_step_resumes_on_event_and_loops_without_payment(app: Steward) -> None:
     view = await app.engine.start("invoice_followup", INVOICE, "cli:shell")
     assert view.approval is not None
-    assert view.approval.card["fields"]["Amount"] == "1200.00"
+    assert view.approval.card["fields"]["Amount"] == "1,200.00"
     waiting = await app.engine.decide(view.approval.id, True, "cli:shell")
     assert waiting.view is not None and waiting.view.run.status is RunStatus.WAITING
     assert waiting.view.run.current_step == "wait_for_payment"

@@ -38,14 +38,16 @@ GOOD: list[tuple[InputType, Any, Any]] = [
     (InputType.NUMBER, "1.5", 1.5),
     (InputType.NUMBER, "1,200.5", 1200.5),
     (InputType.NUMBER, "-2", -2.0),
-    (InputType.MONEY, "1200", "1200.00"),
-    (InputType.MONEY, "1,200.5", "1200.50"),
-    (InputType.MONEY, "$40", "40.00"),
+    (InputType.MONEY, "1200", "1,200.00"),  # no currency named: none is made up
+    (InputType.MONEY, "1,200.5", "1,200.50"),
+    (InputType.MONEY, "$40", "$40.00"),
     (InputType.MONEY, "0.99", "0.99"),
-    (InputType.MONEY, "€15.5", "15.50"),
-    (InputType.MONEY, "$ 1,234,567.89", "1234567.89"),
-    (InputType.MONEY, "2500 EUR", "2500.00"),  # as plain words are read
-    (InputType.MONEY, "2,500.50 dollars", "2500.50"),
+    (InputType.MONEY, "€15.5", "€15.50"),
+    (InputType.MONEY, "$ 1,234,567.89", "$1,234,567.89"),
+    (InputType.MONEY, "2500 EUR", "€2,500.00"),  # as plain words are read
+    (InputType.MONEY, "2,500.50 dollars", "$2,500.50"),
+    (InputType.MONEY, "£300 GBP", "£300.00"),
+    (InputType.MONEY, "€2,500.00", "€2,500.00"),  # as a run keeps it: read again the same
     (InputType.DATE, "2026-03-01", "2026-03-01"),
     (InputType.DATETIME, "2026-03-01 15:30", "2026-03-01 15:30"),
     (InputType.DATETIME, "2026-03-01T09:05", "2026-03-01 09:05"),
@@ -85,6 +87,7 @@ BAD: list[tuple[InputType, Any]] = [
     (InputType.MONEY, "12,50 EUR"),
     (InputType.MONEY, "€1.200,50"),
     (InputType.MONEY, "1,2"),
+    (InputType.MONEY, "$2,500 EUR"),  # which currency is owed?
     (InputType.INTEGER, "12,50"),
     (InputType.NUMBER, "2,5"),
     (InputType.DATE, "March 1"),

@@ -217,9 +217,9 @@ async def test_a_model_set_up_wrong_says_which_setting_to_fix(
 @pytest.mark.parametrize(
     ("text", "amount"),
     [
-        ("chase Acme for $1,200, due 2026-11-01", "1200.00"),
-        ("chase Acme for 1,200.50 EUR", "1200.50"),
-        ("chase Acme for $1200.", "1200.00"),
+        ("chase Acme for $1,200, due 2026-11-01", "$1,200.00"),
+        ("chase Acme for 1,200.50 EUR", "€1,200.50"),
+        ("chase Acme for $1200.", "$1,200.00"),
         ("chase Acme for $1200.555", None),  # not 1200.55: asked for instead
         ("chase Acme for €1.200,50", None),  # not 1.20
         ("chase Acme for 1.200,50 EUR", None),  # not 200,50

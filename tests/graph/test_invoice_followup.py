@@ -1,0 +1,103 @@
+"""The invoice follow-up as an operator runs it from chat: the amount owed as the client
+reads it, in its currency, on the card, in the email and in the daily list."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Steward
+from bot.settings import load_settings
+from graph.engine import ProcessEngine
+from memory.ledger import RunStatus
+from tests.graph.test_coordinator import only_card, outbox, send
+
+ORDER = "/run invoice_followup client=Acme email=ap@acme.com invoice=INV-7 due_date=2026-11-01"
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Steward]:
+    settings = load_settings(home=tmp_path / "home", operators="telegram:42")
+    async with Steward.open(settings) as steward:
+        yield steward
+
+
+async def reminded(app: Steward, amount: str) -> tuple[str, str]:
+    """Starts a follow-up owed ``amount`` from chat and approves its reminder: the card's
+    text and the email sent."""
+    card = only_card(await send(app, f"{ORDER} amount={amount}"))
+    shown = "\n".join([card.summary, *(f"{k}: {v}" for k, v in card.fields), card.text or ""])
+    await send(app, button=f"approve:{card.approval_id}")
+    (sent,) = outbox(app)
+    return shown, sent["params"]["body"]
+
+
+async def daily(app: Steward) -> str:
+    """The daily list as the operator reads it: its lines and its items' cards."""
+    reply = await app.coordinator.today_reply()
+    return "\n".join([*reply.texts, *(f"{c.title}\n{c.summary}" for c in reply.cards)])
+
+
+@pytest.mark.parametrize("amount", ["€2,500", '"2500 EUR"', "2500euros"])
+async def test_the_client_reads_the_amount_with_its_currency(app: Steward, amount: str) -> None:
+    """ "€2,500" was "2500.00" on the card and in the email, its currency dropped."""
+    shown, body = await reminded(app, amount)
+    assert "invoice INV-7 (€2,500.00) to ap@acme.com" in shown
+    assert "Amount: €2,500.00" in shown
+    assert "invoice INV-7 for €2,500.00 was due" in body
+    assert "2500" not in shown + body
+
+
+async def test_the_daily_list_names_the_currency_at_stake(app: Steward) -> None:
+    await send(app, f"{ORDER} amount=$1200")
+    today = await daily(app)
+    assert "$1,200.00 at stake" in today
+
+
+async def test_an_amount_without_a_currency_is_in_steward_currency(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", operators="telegram:42", currency="eur")
+    async with Steward.open(settings) as app:
+        _, body = await reminded(app, "2500")
+        given = only_card(await send(app, f"{ORDER} invoice=INV-8 amount=$90"))
+    assert "for €2,500.00 was due" in body
+    assert dict(given.fields)["Amount"] == "$90.00"
+
+
+async def test_an_amount_without_a_currency_and_none_set_gets_none_made_up(
+    app: Steward,
+) -> None:
+    shown, body = await reminded(app, "2500")
+    assert "Amount: 2,500.00" in shown and "for 2,500.00 was due" in body
+
+
+async def test_a_run_that_kept_a_bare_amount_reads_on(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started before amounts kept their currency holds "2500.00" in its inputs and
+    its checkpoint: its next reminder, the daily list and a payment's match read it."""
+    kept_bare = ProcessEngine.validate_inputs
+
+    def as_before(engine: ProcessEngine, definition: Any, raw: dict[str, Any]) -> Any:
+        return {**kept_bare(engine, definition, raw), "amount": "2500.00"}
+
+    with monkeypatch.context() as before:
+        before.setattr(ProcessEngine, "validate_inputs", as_before)
+        card = only_card(await send(app, f"{ORDER} amount=2500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    assert (await app.ledger.get_run(run_id)).inputs["amount"] == "2500.00"  # type: ignore[union-attr]
+    await send(app, button=f"approve:{card.approval_id}")
+    timer = await app.ledger.open_wait(run_id)
+    assert timer is not None
+    await app.engine.fire_timer(timer, "test")  # no payment in a week: a second reminder
+    again = await app.engine.view(run_id)
+    assert again.approval is not None
+    assert again.approval.card["fields"]["Amount"] == "2,500.00"
+    today = await daily(app)
+    assert "2,500.00 at stake" in today
+    await send(app, button=f"approve:{again.approval.id}")
+    assert "for 2,500.00 was due" in outbox(app)[-1]["params"]["body"]
+    view = await app.engine.view(run_id)
+    assert view.run.status is RunStatus.WAITING
