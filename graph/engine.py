@@ -43,12 +43,14 @@ from graph.catalog import Catalog
 from graph.compensation import GATE as UNDO_GATE
 from graph.compensation import undo_definition, undo_run_id, visit_of
 from graph.compiler import Graph, acted_on_its_approval, compile_definition
+from graph.conditions import Condition
 from graph.definitions import (
     CORRECTION,
     UNDOES,
     ActionStep,
     AgentStep,
     ApprovalStep,
+    BranchStep,
     Compensation,
     ProcessDefinition,
     WaitStep,
@@ -682,14 +684,18 @@ class ProcessEngine:
                     f"{from_step} would act on inputs its approval never showed: "
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
-            if stale := _drafted_before(definition, from_step, set(values)):
+            state = (await compiled.graph.aget_state(_config(run_id))).values
+            visited = set(state.get("visits", {}))
+            if stale := _drafted_before(definition, from_step, set(values), visited):
                 again = " ".join(format_argument(k, v) for k, v in changes.items())
+                did = "drafted its text with"
+                if isinstance(stale, BranchStep):
+                    did = "chose its draft by"
                 raise InvalidState(
-                    f"{stale.id} drafted its text with the inputs you change, before "
+                    f"{stale.id} {did} the inputs you change, before "
                     f"{from_step}: /replay {run_id} {stale.id} {again}, so that it drafts again"
                 )
             if isinstance(step, ActionStep):
-                state = (await compiled.graph.aget_state(_config(run_id))).values
                 decided = state.get("decisions", {}).get(step.gate) or {}
                 if decided.get("status") != "approved":  # never asked, rejected, cancelled
                     raise InvalidState(
@@ -1254,15 +1260,20 @@ def _not_acted(run_id: str, step_id: str) -> InvalidState:
 
 
 def _drafted_before(
-    definition: ProcessDefinition, step_id: str, changed: set[str]
-) -> AgentStep | None:
-    """The first draft made before ``step_id`` from any of the ``changed`` inputs: a
-    replay from there would show the old draft beside the new values."""
-    for step in definition.steps:
-        if step.id == step_id:
-            return None
+    definition: ProcessDefinition, step_id: str, changed: set[str], visited: set[str]
+) -> AgentStep | BranchStep | None:
+    """The first step the run took before ``step_id`` that drafted from any of the
+    ``changed`` inputs, or chose by them which step drafts (a branch): a replay from
+    there would show the old draft beside the new values. (A draft the run did not
+    take, its branch choosing another, made nothing to show.)"""
+    ids = [step.id for step in definition.steps]
+    taken = [s for s in definition.steps[: ids.index(step_id)] if s.id in visited]
+    for index, step in enumerate(taken):
         used = set().union(*(placeholders(t) for t in step.templates().values()))
         if isinstance(step, AgentStep) and used & changed:
+            return step
+        drafts = any(isinstance(later, AgentStep) for later in taken[index + 1 :])
+        if isinstance(step, BranchStep) and drafts and Condition(step.condition).names & changed:
             return step
     return None
 

@@ -82,7 +82,7 @@ async def test_a_number_that_answers_a_question_presses_no_button(tmp_path: Path
         assert "How much is due?" in "\n".join(asked.texts)
         assert console.choices == {}  # what was shown last has no buttons
         answered = await console.say("1")  # the amount, not [1] Approve
-        assert "When was it due" in "\n".join(answered.texts)
+        assert "When is it due" in "\n".join(answered.texts)
         assert not (home / "outbox").exists() or not list((home / "outbox").iterdir())
         (waiting,) = await steward.ledger.pending_approvals(None)
         assert waiting.card["process"] == "onboarding"

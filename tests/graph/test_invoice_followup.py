@@ -4,6 +4,7 @@ reads it, in its currency, on the card, in the email and in the daily list."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,32 @@ async def test_a_run_that_kept_a_bare_amount_reads_on(
     assert "for 2,500.00 was due" in outbox(app)[-1]["params"]["body"]
     view = await app.engine.view(run_id)
     assert view.run.status is RunStatus.WAITING
+
+
+@pytest.mark.parametrize("days", [0, 10])
+async def test_a_reminder_before_the_due_date_says_it_is_due(app: Steward, days: int) -> None:
+    """A due date still to come was taken, and the client was told the invoice "was due
+    on" it."""
+    due = (datetime.now(UTC).date() + timedelta(days=days)).isoformat()
+    order = ORDER.replace("due_date=2026-11-01", f"due_date={due}")
+    card = only_card(await send(app, f"{order} amount=€2,500"))
+    assert card.text is not None and "was due" not in card.text
+    assert f"invoice INV-7 for €2,500.00 is due on {due}." in card.text
+    await send(app, button=f"approve:{card.approval_id}")
+    (sent,) = outbox(app)
+    assert f"for €2,500.00 is due on {due}." in sent["params"]["body"]
+
+
+async def test_a_due_date_replayed_chooses_the_wording_again(app: Steward) -> None:
+    """Corrected to a date to come, an overdue reminder is drafted again as one coming due:
+    the replay goes back to the step that chose the wording, not to the draft it skipped."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    due = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
+    refused = await send(app, f"/replay {run_id} approve_reminder due_date={due}")
+    assert (
+        "overdue chose its draft by the inputs you change, before approve_reminder: "
+        f"/replay {run_id} overdue due_date={due}, so that it drafts again"
+    ) in "\n".join(refused.texts)
+    again = await send(app, f"/replay {run_id} overdue due_date={due}")
+    assert f"for €2,500.00 is due on {due}." in (only_card(again).text or "")
