@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -33,7 +34,7 @@ from graph.definitions import (
     WaitStep,
 )
 from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit
-from graph.inputs import Money
+from graph.inputs import Money, currency_code
 from graph.state import RunState, StepContext
 from graph.templating import placeholders, render
 
@@ -76,7 +77,11 @@ def render_card(
         "step": gate.id,
         "title": gate.label,
         "summary": render(gate.summary, values),
-        "fields": {label: render(tmpl, values) for label, tmpl in gate.fields.items()},
+        "fields": {
+            label: shown
+            for label, template in gate.fields.items()
+            if (shown := render(template, values))  # a value left out: no empty line
+        },
         "text": render(gate.text, values) if gate.text else None,
         "text_by": ", ".join(dict.fromkeys(w for w in writers if w)) or None,
         "risk": gate.risk,
@@ -303,19 +308,56 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
                 "seconds": delay.total_seconds() if delay else None,
             }
         )
-        ctx.log.append(_entry(step, visit, "done", woken_by=woken.get("by")))
+        data: dict[str, Any] = {step.output: woken.get("data")} if step.output else {}
+        noted: dict[str, str] = {}
+        if step.pays and woken.get("data") is not None:
+            kept = state.get("data", {})
+            paid, owed = _paid(kept[step.pays], kept.get(step.filled[0]), woken["data"])
+            data |= dict(zip(step.filled, (paid, owed), strict=True))
+            noted = {"paid": paid, "owed": owed}
+        ctx.log.append(_entry(step, visit, "done", woken_by=woken.get("by"), **noted))
         update: dict[str, Any] = {"visits": {step.id: visit}}
-        if step.output:
-            update["data"] = {step.output: woken.get("data")}
+        if data:
+            update["data"] = data
         return Command(goto=following, update=update)
 
     return wait
 
 
+def _paid(due: str, before: Any, event: Any) -> tuple[str, str]:
+    """What a payment event makes of the amount ``due``, paid ``before`` (None: nothing
+    yet): the total paid so far and what is left, in its currency. An event that names
+    no amount, or one in another currency, which cannot be set against it, pays it all,
+    as any payment did before amounts were compared."""
+    owed = Money.read(due)
+    total = Money.read(before).amount if isinstance(before, str) else Decimal(0)
+    came = _amount_of(event, owed.currency)
+    total = owed.amount if came is None else total + came
+    left = max(owed.amount - total, Decimal(0))
+    return str(Money(total, owed.currency)), str(Money(left, owed.currency))
+
+
+def _amount_of(event: Any, currency: str | None) -> Decimal | None:
+    """The amount an event's ``amount`` (and ``currency``, if it names it apart: "eur")
+    pays, when it is one in ``currency`` (or names none); else None."""
+    given = event.get("amount") if isinstance(event, dict) else None
+    if not isinstance(given, str | int | float) or isinstance(given, bool):
+        return None
+    named = event.get("currency")
+    code = currency_code(named) if isinstance(named, str) else None
+    try:
+        paid = Money.read(str(given).strip(), code)
+    except ValueError:
+        return None
+    if paid.currency is not None and currency is not None and paid.currency != currency:
+        return None
+    return paid.amount
+
+
 def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
     condition = Condition(step.condition)
     then, otherwise = _target(step.then) or END, _target(step.otherwise) or END
-    money = definition.money_inputs
+    money = definition.amounts
 
     async def branch(state: RunState, runtime: Runtime[StepContext]) -> Command[str]:
         visit = _visit(state, step, definition)
@@ -330,8 +372,9 @@ def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
 
 
 def _typed(values: dict[str, Any], money: list[str]) -> dict[str, Any]:
-    """``values`` with each money input as a number (kept as text, "€5,000.00", so that a
-    card shows it with its currency), for a condition to compare with ``>= 1000``."""
+    """``values`` with each amount (a money input, or what a payment filled) as a number
+    (kept as text, "€5,000.00", so that a card shows it with its currency), for a
+    condition to compare with ``>= 1000``."""
     amounts = {
         name: Money.read(values[name]).amount for name in money if isinstance(values.get(name), str)
     }

@@ -190,6 +190,7 @@ class WaitStep(_Step):
     duration: str | None = Field(default=None, alias="for")
     event: str | None = Field(default=None, pattern=IDENTIFIER)
     output: str | None = Field(default=None, pattern=IDENTIFIER)
+    pays: str | None = Field(default=None, pattern=IDENTIFIER)  # a money input the event pays
 
     @field_validator("duration")
     @classmethod
@@ -204,11 +205,18 @@ class WaitStep(_Step):
     def _something_to_wait_for(self) -> WaitStep:
         if self.duration is None and self.event is None:
             raise ValueError("a wait step needs `for` (a duration), `event`, or both")
+        if self.pays is not None and self.event is None:
+            raise ValueError("`pays` needs the `event` that pays")
         return self
 
     @property
     def delay(self) -> timedelta | None:
         return parse_duration(self.duration) if self.duration else None
+
+    @property
+    def filled(self) -> list[str]:
+        """What an event paying ``pays`` fills: the total paid so far, what is left."""
+        return [f"{self.pays}_paid", f"{self.pays}_owed"] if self.pays else []
 
 
 class BranchStep(_Step):
@@ -312,6 +320,22 @@ class ProcessDefinition(BaseModel):
                 )
         known_steps = set(ids) | {END}
         for index, step in enumerate(self.steps):
+            if isinstance(step, WaitStep) and step.pays and step.pays not in self.money_inputs:
+                raise ReferenceProblem(
+                    f"step {step.id!r} pays {step.pays!r}, which is no money input",
+                    "steps",
+                    index,
+                    "pays",
+                )
+            for filled in step.filled if isinstance(step, WaitStep) else []:
+                if filled in self.inputs:
+                    raise ReferenceProblem(
+                        f"step {step.id!r} fills {filled!r} with what is paid, the name of "
+                        "an input: name the input otherwise",
+                        "steps",
+                        index,
+                        "pays",
+                    )
             output = getattr(step, "output", None)
             if output in self.inputs or output in BUILTIN_NAMES:
                 what = "an input" if output in self.inputs else "one steward fills in"
@@ -324,6 +348,7 @@ class ProcessDefinition(BaseModel):
                 )
         values = set(self.inputs) | BUILTIN_NAMES
         values |= {o for o in (getattr(s, "output", None) for s in self.steps) if o}
+        values |= {name for s in self.steps if isinstance(s, WaitStep) for name in s.filled}
         gates = {s.id for s in self.steps if isinstance(s, ApprovalStep)}
         for index, step in enumerate(self.steps):
             self._check_step(index, step, known_steps, values, gates, ids, written(info))
@@ -453,6 +478,12 @@ class ProcessDefinition(BaseModel):
     @property
     def money_inputs(self) -> list[str]:
         return [name for name, spec in self.inputs.items() if spec.type is InputType.MONEY]
+
+    @property
+    def amounts(self) -> list[str]:
+        """The names that hold money: the money inputs, and what payments fill."""
+        filled = [name for s in self.steps if isinstance(s, WaitStep) for name in s.filled]
+        return self.money_inputs + filled
 
     def actions_behind(self, gate_id: str) -> list[ActionStep]:
         return [s for s in self.steps if isinstance(s, ActionStep) and s.gate == gate_id]

@@ -128,7 +128,8 @@ def _explain(entry: StepEntry) -> tuple[str, str, str, str]:
             held = "" if "held" not in d else " (true)" if d["held"] else " (false)"
             return "", f"went to {target}", f"rule: {d.get('condition')}{held}", "certain"
         case "wait":
-            return "", "woke", str(d.get("woken_by") or "?"), ""
+            paid = f": {d['paid']} paid, {d['owed']} still owed" if d.get("paid") else ""
+            return "", f"woke{paid}", str(d.get("woken_by") or "?"), ""
     return "", entry.status, "?", ""
 
 

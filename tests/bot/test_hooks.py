@@ -28,6 +28,7 @@ from bot.service import DRAIN_SECONDS, Service
 from bot.settings import load_settings
 from graph.hooks import HookConfigError
 from graph.messages import Reply
+from graph.timeline import timeline
 from memory.database_url import DatabaseURL
 from memory.ledger import RunStatus, RunTakenOver
 from tests.net import free_port
@@ -302,6 +303,54 @@ async def test_a_payment_matched_by_amount_finds_the_amount_as_the_client_reads_
             "INV-8": RunStatus.SUCCEEDED,
             "INV-9": RunStatus.WAITING,  # dollars are no euros
         }
+
+
+async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) -> None:
+    """Any payment ended the follow-up: €1,000 of €2,500 paid, the client was chased no
+    more. Now the reminder for the rest waits for approval, saying what came and what is
+    left, and the run ends once the rest is paid."""
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine, ledger = bot.steward.engine, bot.steward.ledger
+        view = await engine.start("invoice_followup", {**INVOICE, "amount": "€2,500"}, "cli:x")
+        assert view.approval is not None
+        assert list(view.approval.card["fields"]) == ["Client", "Invoice", "Amount", "Due"]
+        await engine.decide(view.approval.id, True, "cli:x")
+
+        part = {"invoice": "INV-7", "amount": 1000, "currency": "eur"}
+        assert await bot.post("payments", part, secret=PAY_SECRET) == 200
+        (card,) = await ledger.pending_approvals([view.run.id])
+        assert card.card["fields"]["Paid so far"] == "€1,000.00"
+        assert card.card["fields"]["Still owed"] == "€1,500.00"
+        assert (
+            "payment of €1,000.00 towards invoice INV-7 for €2,500.00. The remaining "
+            "€1,500.00 is still to be paid"
+        ) in card.card["text"]
+        assert any(card.card["summary"] in n for n in bot.news)  # the card, for the operator
+        run = await ledger.get_run(view.run.id)
+        assert run is not None
+        woke = [row.decision for row in await timeline(ledger, run) if row.kind == "wait"]
+        assert woke == ["woke: €1,000.00 paid, €1,500.00 still owed"]
+        await engine.decide(card.id, True, "cli:x")
+        sent = {
+            e["key"]: e["params"]["body"]
+            for e in map(json.loads, map(Path.read_text, outbox(home)))
+        }
+        assert (
+            "The remaining €1,500.00 is still to be paid" in sent[f"{view.run.id}:send_reminder:2"]
+        )
+
+        more = {"invoice": "INV-7", "amount": "500"}
+        assert await bot.post("payments", more, secret=PAY_SECRET) == 200
+        (card,) = await ledger.pending_approvals([view.run.id])
+        assert card.card["fields"]["Paid so far"] == "€1,500.00"
+        assert card.card["fields"]["Still owed"] == "€1,000.00"
+        await engine.decide(card.id, True, "cli:x")
+        rest = {"invoice": "INV-7", "amount": "€1,000.00"}
+        assert await bot.post("payments", rest, secret=PAY_SECRET) == 200
+        run = await ledger.get_run(view.run.id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+        assert len(outbox(home)) == 3
 
 
 async def test_an_event_matching_no_run_names_what_came_escaped_and_short(tmp_path: Path) -> None:

@@ -314,6 +314,31 @@ def test_a_wait_s_duration_mistake_names_its_field_and_line(tmp_path: Path) -> N
     assert_at(only_problem(path), path, line_of(text, "for: 3"), "steps.3.for")
 
 
+@pytest.mark.parametrize(
+    ("wait", "message"),
+    [
+        ("pays: email\n    event: paid", "step 'later' pays 'email', which is no money input"),
+        ("pays: fee\n    for: 3d", "`pays` needs the `event` that pays"),
+    ],
+)
+def test_a_wait_pays_a_money_input_on_an_event(tmp_path: Path, wait: str, message: str) -> None:
+    text = GOOD.replace("inputs:\n", "inputs:\n  fee: {type: money}\n") + (
+        f"  - id: later\n    kind: wait\n    {wait}\n"
+    )
+    path = write(tmp_path, text)
+    problem = only_problem(path)
+    assert message in problem.message
+
+
+def test_what_a_payment_fills_is_known_to_the_steps_after_it(tmp_path: Path) -> None:
+    text = GOOD.replace("inputs:\n", "inputs:\n  fee: {type: money}\n") + (
+        "  - id: later\n    kind: wait\n    event: paid\n    pays: fee\n"
+        "  - id: done\n    kind: branch\n    if: fee_owed == 0 and fee_paid != None\n"
+        "    then: end\n    else: draft\n"
+    )
+    assert load_definition(write(tmp_path, text)).amounts == ["fee", "fee_paid", "fee_owed"]
+
+
 def test_a_step_named_end_is_a_problem(tmp_path: Path) -> None:
     """It ran when the step before fell through to it, and never when a step went to it
     by name: `next: end` finishes the run."""
