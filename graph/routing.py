@@ -24,6 +24,7 @@ from graph.inputs import (
     InputError,
     InputSpec,
     InputType,
+    Money,
     parse_input,
 )
 from graph.messages import cut
@@ -293,7 +294,7 @@ class Router:
 
     async def by_model(self, text: str) -> Route | None:
         """Tier 2: the fast model picks a process and reads inputs; validated like typing.
-        An input is kept only when the operator's words hold it (see ``_said``): one the
+        An input is kept only when the operator's words hold it (see ``_as_said``): one the
         model wrote itself (an address, an amount) is asked for instead."""
         if self.models is None:
             return None
@@ -330,8 +331,10 @@ class Router:
             if spec is None:
                 continue
             with suppress(InputError):
-                value = parse_input(given.name, spec, given.value)
-                if _said(spec, given.value, value, text):
+                value = _as_said(
+                    spec, given.value, parse_input(given.name, spec, given.value), text
+                )
+                if value is not None:
                     values[given.name] = value
         return Route(definition, values, tier=2, confidence=choice.confidence)
 
@@ -377,23 +380,26 @@ def _first_named(definition: ProcessDefinition, lowered: str) -> int:
     return min((match.start() for match in found if match), default=len(lowered))
 
 
-def _said(spec: InputSpec, given: str, value: Any, text: str) -> bool:
-    """Whether the operator's words ``text`` hold ``value``, which the model ``given``:
-    one of a few choices always; an amount when it is one of the amounts they hold, as
-    numbers ("2500.00" is their "$2,500", and no "1200" is their "$12,000"); anything
-    else as written, whatever its case and punctuation."""
+def _as_said(spec: InputSpec, given: str, value: Any, text: str) -> Any:
+    """``value``, which the model ``given``, as the operator's words ``text`` hold it;
+    None when they do not: one of a few choices always; an amount when it is one of the
+    amounts they hold, as numbers, and as they wrote it ("$2,500" for its "2500.00", and
+    no "1200" for their "$12,000"); anything else as written, whatever its case and
+    punctuation."""
     if spec.type in CHOSEN:
-        return True
+        return value
     if spec.type is InputType.MONEY:
-        return value in _amounts(spec, text)
-    return _bare(given) in _bare(text)
+        amount = Money.read(value).amount
+        return next(
+            (said for said in _amounts(spec, text) if Money.read(said).amount == amount), None
+        )
+    return value if _bare(given) in _bare(text) else None
 
 
 def _amounts(spec: InputSpec, text: str) -> list[str]:
-    """The amounts ``text`` holds, as ``spec`` reads them: its numbers of their own, and
-    those written with their currency ("2500EUR")."""
-    written = STANDALONE_AMOUNT.findall(text)
-    written += [m.group(1) or m.group(2) for m in MONEY.finditer(text)]
+    """The amounts ``text`` holds, as ``spec`` reads them: those written with their
+    currency ("2500EUR") first, then its numbers of their own."""
+    written = [m.group(0) for m in MONEY.finditer(text)] + STANDALONE_AMOUNT.findall(text)
     amounts = []
     for amount in written:
         with suppress(InputError):

@@ -71,10 +71,10 @@ def test_a_reminder_greets_the_person_named_before_the_company() -> None:
     [
         (
             "chase Globex for invoice INV-7 of €2,500 due 2026-11-01 (ap@globex.com)",
-            {"client": "Globex", "invoice": "INV-7", "amount": "2500.00"},
+            {"client": "Globex", "invoice": "INV-7", "amount": "€2,500.00"},
         ),
         ("Chase Globex about invoice #1042", {"client": "Globex", "invoice": "1042"}),
-        ("remind Globex of invoice no. 88, 1,200 EUR", {"invoice": "88", "amount": "1200.00"}),
+        ("remind Globex of invoice no. 88, 1,200 EUR", {"invoice": "88", "amount": "€1,200.00"}),
         ("chase the Globex invoice 1,200 EUR", {"client": "Globex", "invoice": None}),
         ("chase Acme Ltd. about invoice 2026-11-01", {"client": "Acme Ltd.", "invoice": None}),
         ("chase Globex for invoice 12 and invoice 13", {"invoice": None}),  # which?
@@ -155,9 +155,10 @@ async def test_a_model_s_route_keeps_only_the_inputs_the_operator_gave(tmp_path:
 @pytest.mark.parametrize(
     ("text", "given", "kept"),
     [
-        ("chase Globex for $2,500 on INV-7", "2500.00", "2500.00"),
-        ("chase Globex for 2500 EUR on INV-7", "2,500", "2500.00"),
-        ("chase Globex for 2500EUR on INV-7", "$2500", "2500.00"),
+        ("chase Globex for $2,500 on INV-7", "2500.00", "$2,500.00"),
+        ("chase Globex for 2500 EUR on INV-7", "2,500", "€2,500.00"),
+        ("chase Globex for 2500EUR on INV-7", "$2500", "€2,500.00"),  # as they wrote it
+        ("chase Globex for 2,500 on INV-7", "2500", "2,500.00"),
         ("chase Globex for $12,000 on INV-7", "1200", None),  # its words hold no 1200
         ("chase Globex for $2,500 on INV-7", "7", None),  # a part of the invoice number
         ("chase Globex for $2,500, due 2026-11-01", "11", None),  # a part of a date
