@@ -320,7 +320,7 @@ class ProcessEngine:
 
         def check(approval: Approval, run: Run) -> None:
             if run.status is RunStatus.PAUSED:
-                raise InvalidState(f"run {run.id} is paused; /resume {run.id} first")
+                raise _paused(run.id)
             if edited_text is not None and not approval.editable:
                 raise InvalidState(f"approval {approval_id} has no text to edit")
 
@@ -669,8 +669,7 @@ class ProcessEngine:
         it replays again, and never goes on from the state before it."""
         async with self._locks.hold(run_id):
             run = await self._run(run_id)
-            if run.status is RunStatus.RUNNING:
-                raise InvalidState(f"run {run_id} is running; replay it once it stops")
+            _may_replay(run)
             compiled = await self._compiled_for(run.version)
             definition = compiled.definition
             if from_step not in {step.id for step in definition.steps}:
@@ -711,9 +710,7 @@ class ProcessEngine:
 
             def record(tx: LedgerTx) -> Run:
                 locked = _found(tx.lock_run(run_id), run_id)
-                if locked.status is RunStatus.RUNNING:
-                    # a decision won the race since the check above: it goes first
-                    raise InvalidState(f"run {run_id} is running; replay it once it stops")
+                _may_replay(locked)  # a decision or a pause since the check above goes first
                 cancelled = tx.cancel_pending_approvals(run_id, actor)
                 tx.cancel_timers(run_id)
                 detail: dict[str, Any] = {
@@ -1253,6 +1250,19 @@ def _defaults_again(
         if remade != inputs.get(name):
             again[name] = new[name] = remade
     return again
+
+
+def _paused(run_id: str) -> InvalidState:
+    return InvalidState(f"run {run_id} is paused; /resume {run_id} first")
+
+
+def _may_replay(run: Run) -> None:
+    """A running run is replayed once it stops; a paused one once it is resumed: a
+    replay runs its steps, which a pause holds back."""
+    if run.status is RunStatus.RUNNING:
+        raise InvalidState(f"run {run.id} is running; replay it once it stops")
+    if run.status is RunStatus.PAUSED:
+        raise _paused(run.id)
 
 
 def _not_acted(run_id: str, step_id: str) -> InvalidState:

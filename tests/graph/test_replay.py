@@ -99,6 +99,27 @@ async def test_bad_replays_say_what_is_wrong(app: Steward) -> None:  # noqa: F81
     assert len(sent(app)) == 1
 
 
+async def test_a_paused_run_is_not_replayed_until_it_is_resumed(app: Steward) -> None:  # noqa: F811
+    """A replay of a paused run ran its steps and left it waiting at a new card: the
+    pause was undone by a command that never said so."""
+    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
+    assert view.approval is not None
+    await app.engine.pause(view.run.id, "cli:shell")
+    reply = await send(app, f"/replay {view.run.id} draft_welcome package=premium")
+    assert f"run {view.run.id} is paused; /resume {view.run.id} first" in reply.texts[0]
+    run = await app.ledger.get_run(view.run.id)
+    assert run is not None and run.status is RunStatus.PAUSED
+    assert run.inputs["package"] == "basic"
+    [pending] = await app.ledger.pending_approvals([view.run.id])
+    assert pending.id == view.approval.id  # its card stands, as it was
+    assert "run.replayed" not in [e.kind for e in await app.ledger.audit_events()]
+
+    await app.engine.resume(view.run.id, "cli:shell")
+    again = await app.engine.replay(view.run.id, "draft_welcome", {"package": "premium"}, "cli")
+    assert again.run.status is RunStatus.WAITING and again.approval is not None
+    assert again.approval.visit == 2
+
+
 async def test_replay_in_chat_shows_the_new_card(app: Steward) -> None:  # noqa: F811
     run_id = await done_run(app)
     reply = await send(app, f'/replay {run_id} draft_welcome client="Acme Corp"')
