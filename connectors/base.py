@@ -23,9 +23,15 @@ ADDRESS = (
 
 
 class ConnectorError(Exception):
-    """An action failed. ``kind`` tells the run what to do about it."""
+    """An action failed. ``kind`` tells the run what to do about it. ``reached`` is
+    False for one found before any call to the service (a template that fails, a bad
+    address): it says nothing of the service, whose circuit breaker leaves it out."""
 
     kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str = "", *, reached: bool = True) -> None:
+        super().__init__(message)
+        self.reached = reached
 
 
 class TransientError(ConnectorError):
@@ -83,4 +89,4 @@ def validated(schema: type[M], action: str, params: dict[str, Any]) -> M:
     except ValidationError as exc:
         problem = exc.errors()[0]
         field = ".".join(str(part) for part in problem["loc"]) or "parameters"
-        raise DataError(f"{action} {field}: {problem['msg']}") from None
+        raise DataError(f"{action} {field}: {problem['msg']}", reached=False) from None

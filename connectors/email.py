@@ -142,20 +142,24 @@ class EmailConnector:
 
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         if action not in self.actions:
-            raise DataError(f"email cannot {action!r}; it can " + ", ".join(sorted(self.actions)))
+            raise DataError(
+                f"email cannot {action!r}; it can " + ", ".join(sorted(self.actions)),
+                reached=False,
+            )
         email = validated(self.schemas[action], action, params)
         assert isinstance(email, SendEmail)
         try:
             message = self.compose(email, key)
         except (ValueError, TypeError) as exc:  # a header email.message will not take
-            raise DataError(f"{action}: cannot compose this email: {exc}") from None
+            raise DataError(f"{action}: cannot compose this email: {exc}", reached=False) from None
         result = {"message_id": message["Message-ID"], "to": email.to}
         if isinstance(email, SendInvitation):
             invitation = self.invitation(email, key)
             if not invitation.cancelled and invitation.start <= datetime.now(UTC):
                 raise DataError(
                     f"send_invitation: the meeting at {email.start} has passed; "
-                    "replay the run from its approval with a new time"
+                    "replay the run from its approval with a new time",
+                    reached=False,
                 )
             message.add_attachment(
                 invitation.to_ics().encode(),
@@ -183,7 +187,7 @@ class EmailConnector:
             start = datetime.fromisoformat(email.start.replace(" ", "T", 1))
         except ValueError:
             raise DataError(
-                f"send_invitation start: {email.start!r} is not YYYY-MM-DD HH:MM"
+                f"send_invitation start: {email.start!r} is not YYYY-MM-DD HH:MM", reached=False
             ) from None
         if start.tzinfo is None:
             start = start.replace(tzinfo=self.timezone)

@@ -43,7 +43,8 @@ class OutboxConnector:
         if action not in self.actions:
             raise DataError(
                 f"the {self.name} outbox cannot {action!r}; it can "
-                + ", ".join(sorted(self.actions))
+                + ", ".join(sorted(self.actions)),
+                reached=False,
             )
         return await asyncio.to_thread(self._write, action, params, key)
 

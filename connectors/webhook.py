@@ -41,7 +41,7 @@ class WebhookConnector:
 
     async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
         if action not in self.actions:
-            raise DataError(f"webhook cannot {action!r}; it can post")
+            raise DataError(f"webhook cannot {action!r}; it can post", reached=False)
         call = validated(PostWebhook, action, params)
         body = json.dumps(call.model_extra or {}, sort_keys=True, default=str).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}

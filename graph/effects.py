@@ -30,7 +30,8 @@ class CircuitBreaker:
     """One per connector: after ``threshold`` transient failures in a row the circuit
     opens and calls fail at once, without reaching the connector; after ``cool_down``
     seconds one call goes through as a probe (half-open): its success closes the
-    circuit, its failure opens it again."""
+    circuit, its failure opens it again. Only a call that reached the service counts:
+    one that ended before (a local error, a bug, a cancel) is no verdict."""
 
     def __init__(
         self,
@@ -60,6 +61,12 @@ class CircuitBreaker:
         if self.state != "closed":
             log.warning("circuit for %s closed: it answers again", self.name)
         self.state, self.failures = "closed", 0
+
+    def released(self) -> None:
+        """A call ended before the service could answer it: the circuit stays as it
+        was, and a probe's turn passes to the next call."""
+        if self.state == "half-open":
+            self.state = "open"  # its cool-down is over: the next call probes
 
     def failed(self) -> None:
         self.failures += 1
@@ -167,14 +174,20 @@ class EffectGuard:
                         raise UncertainEffect(key, connector_name, str(exc)) from None
                     error = TransientError(str(exc))
                 except TransientError as exc:
-                    breaker.failed()
+                    if exc.reached:
+                        breaker.failed()
+                    else:
+                        breaker.released()
                     error = exc
                 except ConnectorError as exc:  # it answered, if only to say no
-                    breaker.succeeded()
+                    if exc.reached:
+                        breaker.succeeded()
+                    else:
+                        breaker.released()
                     await self._finish(key, run_id, step_id, connector_name, action, None, exc)
                     raise
-                except BaseException:  # a bug, or cancelled: a probe never stays half-open
-                    breaker.failed()
+                except BaseException:  # a bug, or cancelled: no verdict (see released)
+                    breaker.released()
                     raise
                 else:
                     breaker.succeeded()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from bot.app import Steward
 from bot.settings import load_settings
@@ -13,7 +15,9 @@ from connectors import DataError, OutcomeUnknown, TransientError
 from graph.effects import CircuitBreaker
 from graph.messages import Inbound, Sender
 from memory.ledger import RunStatus
+from tests.connectors.test_email import Inbox, approve_onboarding, open_steward
 from tests.graph.test_engine import FAST_RETRY, ONBOARD, Flaky, use_connector
+from tests.net import free_port
 
 
 class Clock:
@@ -100,21 +104,70 @@ async def test_a_refusal_is_an_answer_and_never_opens_the_circuit(app: Steward) 
     assert app.engine.effects.breakers["flaky"].state == "closed"
 
 
-async def test_a_probe_that_ends_any_other_way_gets_a_verdict_too(app: Steward) -> None:
+async def test_a_probe_that_ends_any_other_way_is_never_stuck_half_open(app: Steward) -> None:
     clock = Clock()
     breaker = app.engine.effects.breakers["flaky"] = CircuitBreaker("flaky", 1, 30, clock)
     flaky = Flaky([TransientError("503")])
     use_connector(app, flaky)
-    view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
-    assert view.approval is not None
-    await app.engine.decide(view.approval.id, True, "cli:shell")
-    assert breaker.state == "open"
-    for calls, failure in enumerate(
-        (OutcomeUnknown("line dropped after DATA"), RuntimeError("a bug")), start=2
-    ):
-        clock.now += 30
-        flaky.failures = [failure]
+
+    async def approve() -> None:
         view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
         assert view.approval is not None
         await app.engine.decide(view.approval.id, True, "cli:shell")
-        assert flaky.calls == calls and breaker.state == "open"  # not stuck half-open
+
+    await approve()
+    assert breaker.state == "open"
+    clock.now += 30
+    flaky.failures = [OutcomeUnknown("line dropped after DATA")]  # the service's: a verdict
+    await approve()
+    assert flaky.calls == 2 and breaker.state == "open" and breaker.retry_in == 30
+    clock.now += 30
+    flaky.failures = [RuntimeError("a bug")]  # no verdict: the next call probes
+    await approve()
+    assert flaky.calls == 3 and breaker.state == "open" and breaker.retry_in == 0
+    await approve()
+    assert flaky.calls == 4 and breaker.state == "closed"
+
+
+async def test_only_a_call_that_reached_the_smtp_server_closes_or_opens_its_circuit(
+    tmp_path: Path,
+) -> None:
+    """A half-open circuit's probe that failed before any call to the server (a meeting
+    passed, an email that cannot be composed) closed the circuit: the calls after it went
+    to a server still down, three tries each, until it opened again."""
+    clock = Clock()
+    port = free_port()  # nothing listens here yet
+    async for steward in open_steward(tmp_path / "home", port):
+        breaker = CircuitBreaker("email", 3, 30, clock)
+        steward.engine.effects.breakers["email"] = breaker
+        down = await approve_onboarding(steward)
+        assert down.error_class == "transient" and breaker.state == "open"
+
+        clock.now += 30
+        passed = f"{datetime.now(UTC) - timedelta(hours=1):%Y-%m-%d %H:%M}"
+        invitation = {"to": "jane@acme.com", "subject": "s", "body": "b", "title": "Kick-off"}
+        with pytest.raises(DataError, match="has passed"):
+            await steward.engine.effects.perform(
+                key=f"{down.id}:send_kickoff",
+                run_id=down.id,
+                step_id="send_kickoff",
+                connector_name="email",
+                action="send_invitation",
+                params={**invitation, "start": passed},
+            )
+        assert breaker.state == "open" and breaker.failures == 3  # no verdict either way
+        assert "the next call tries it again" in breaker.describe()
+
+        still_down = await approve_onboarding(steward)  # the probe: the server, still down
+        assert "email has failed 4 times in a row" in (still_down.error or "")
+        assert breaker.state == "open" and breaker.retry_in == 30
+
+        clock.now += 30
+        inbox = Inbox()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            assert (await approve_onboarding(steward)).status is RunStatus.SUCCEEDED
+        finally:
+            controller.stop()
+        assert breaker.state == "closed" and len(inbox.received) == 1
