@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from typing import Annotated, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
@@ -272,7 +272,10 @@ class EmailConnector:
                         "password unencrypted; use smtps:// or a server with STARTTLS"
                     )
                 await client.login(server.username, server.password)
-            await client.mail(self.sender)
+            try:
+                await client.mail(self.sender)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                raise _sender_refused(self.sender, exc.code, exc.message) from None
             for recipient in recipients:
                 try:
                     await client.rcpt(recipient)
@@ -306,6 +309,23 @@ async def _close(client: aiosmtplib.SMTP) -> None:
         await client.quit()
     except (aiosmtplib.SMTPException, OSError):
         client.close()
+
+
+def _sender_refused(sender: str, code: int, text: str) -> TransientError | PermissionDenied:
+    """A 5xx at MAIL FROM is the operator's to fix, in the settings: no email of this
+    run, nor of any other, goes from that address (530: not without a login)."""
+    detail = f"{code} {text}".strip()
+    if code < 500:
+        return TransientError(f"the SMTP server put off the sender address: {detail}")
+    if code == 530:
+        return PermissionDenied(
+            f"the SMTP server wants a login before it takes any email ({detail}); put the "
+            "user and password in STEWARD_SMTP_URL"
+        )
+    return PermissionDenied(
+        f"the SMTP server refused the sender address {parseaddr(sender)[1] or sender} "
+        f"({detail}); set STEWARD_EMAIL_FROM to an address this server lets steward send from"
+    )
 
 
 def _refusal(what: str, code: int, text: str) -> TransientError | DataError:

@@ -47,7 +47,16 @@ class Inbox:
         self.data_attempts = 0
         self.refuse_data_every_other = False
         self.refuse_recipient: str | None = None
+        self.refuse_sender: str | None = None  # the answer to MAIL FROM, if not 250
         self.drop_after_data = False
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if self.refuse_sender is not None:
+            return self.refuse_sender
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -160,6 +169,38 @@ async def test_a_refused_recipient_is_the_operators_to_fix_and_nothing_is_sent(
     assert inbox.received == [] and inbox.data_attempts == 0
     kinds = [e.kind for e in await app.ledger.audit_events()]
     assert "effect.failed.data" in kinds
+
+
+@pytest.mark.parametrize(
+    ("answer", "told"),
+    [
+        (
+            "553 5.7.1 Sender address rejected: not owned by user",
+            f"the SMTP server refused the sender address {SENDER} (553 5.7.1 Sender address "
+            "rejected: not owned by user); set STEWARD_EMAIL_FROM to an address this server "
+            "lets steward send from",
+        ),
+        ("530 5.7.0 Authentication required", "put the user and password in STEWARD_SMTP_URL"),
+    ],
+)
+async def test_a_refused_sender_address_names_the_setting_to_fix(
+    app: Steward, smtp: tuple[Inbox, int], answer: str, told: str
+) -> None:
+    """A 5xx at MAIL FROM said "the SMTP server refused the message" and asked the
+    operator about the email (a data error), where no email could go from that address."""
+    inbox, _ = smtp
+    inbox.refuse_sender = answer
+    run = await approve_onboarding(app)
+    assert run.status is RunStatus.FAILED and run.error_class == "permission"
+    assert told in (run.error or "")
+    notice = app.coordinator.describe(await app.engine.view(run.id)).texts[0]
+    assert told in notice and f"/retry {run.id} when it is fixed" in notice
+    assert inbox.received == [] and inbox.data_attempts == 0
+    assert app.engine.effects.breaker("email").failures == 0  # it answered
+
+    inbox.refuse_sender = None  # the setting fixed
+    assert (await app.engine.retry(run.id, "cli:shell")).run.status is RunStatus.SUCCEEDED
+    assert len(inbox.received) == 1
 
 
 async def test_a_refused_send_keeps_its_approval_in_the_timeline_once_through_a_retry(
