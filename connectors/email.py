@@ -140,7 +140,12 @@ class EmailConnector:
         """What an attempt under ``key`` was sent as, for an operator to search for."""
         return f"look in the sent mail for Message-ID {message_id(key, self.sender)}"
 
-    async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+    def result_of(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        """What ``perform`` answers for the email sent under ``key``; all of it is known
+        without the server's word, for an attempt the operator confirms went out."""
+        return self._result(self._email(action, params), key)
+
+    def _email(self, action: str, params: dict[str, Any]) -> SendEmail:
         if action not in self.actions:
             raise DataError(
                 f"email cannot {action!r}; it can " + ", ".join(sorted(self.actions)),
@@ -148,11 +153,21 @@ class EmailConnector:
             )
         email = validated(self.schemas[action], action, params)
         assert isinstance(email, SendEmail)
+        return email
+
+    def _result(self, email: SendEmail, key: str) -> dict[str, Any]:
+        result: dict[str, Any] = {"message_id": message_id(key, self.sender), "to": email.to}
+        if isinstance(email, SendInvitation):
+            invitation = self.invitation(email, key)
+            result |= {"uid": invitation.uid, "sequence": invitation.sequence}
+        return result
+
+    async def perform(self, action: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        email = self._email(action, params)
         try:
             message = self.compose(email, key)
         except (ValueError, TypeError) as exc:  # a header email.message will not take
             raise DataError(f"{action}: cannot compose this email: {exc}", reached=False) from None
-        result = {"message_id": message["Message-ID"], "to": email.to}
         if isinstance(email, SendInvitation):
             invitation = self.invitation(email, key)
             if not invitation.cancelled and invitation.start <= datetime.now(UTC):
@@ -168,9 +183,8 @@ class EmailConnector:
                 filename="invite.ics",
                 params={"method": invitation.method},
             )
-            result |= {"uid": invitation.uid, "sequence": invitation.sequence}
         await self._send(message, [email.to, *email.cc])
-        return result
+        return self._result(email, key)
 
     def invitation(self, email: SendInvitation, key: str) -> Invitation:
         """One UID per run and step. Its SEQUENCE counts the step's visits and its gate's

@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 from connectors import ConnectorRegistry, OutcomeUnknown, TransientError
 from connectors.base import Connector, ConnectorError, validated
+from connectors.registry import UnknownConnector
 from graph.errors import UncertainEffect
-from memory.ledger import Ledger, NewAuditEvent, RunCancelled, storable
+from memory.ledger import IdempotencyRecord, Ledger, NewAuditEvent, RunCancelled, storable
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,19 @@ class EffectGuard:
             except RunCancelled:  # a take-over leaves the record to the worker moving the run
                 await self._finish(key, run_id, step_id, connector_name, action, None, error)
                 raise
+
+    def confirmed(self, record: IdempotencyRecord, action: str, actor: str) -> dict[str, Any]:
+        """What an attempt the operator confirms went out is recorded as answering, for
+        the steps after it to read as a real answer: what its connector knows that answer
+        holds without it (``result_of``: the email's Message-ID), and who confirmed it."""
+        result: dict[str, Any] = {}
+        try:
+            known = getattr(self.connectors.get(record.connector), "result_of", None)
+            if callable(known):
+                result = known(action, record.request, record.key)
+        except (UnknownConnector, ConnectorError) as exc:  # gone, or a request it cannot read
+            log.warning("confirmed %s with nothing of its answer known: %s", record.key, exc)
+        return _as_json(storable({**result, "confirmed_by": actor}))
 
     async def _finish(
         self,

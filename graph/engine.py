@@ -71,6 +71,7 @@ from memory.ledger import (
     NEVER,
     Approval,
     ApprovalStatus,
+    IdempotencyRecord,
     KeptEvent,
     Ledger,
     LedgerTx,
@@ -855,7 +856,9 @@ class ProcessEngine:
 
     async def confirm(self, run_id: str, actor: str) -> RunView:
         """A run stopped as uncertain goes on as if its attempt succeeded: the operator
-        found it happened (the email was in the sent mail), so it is not made again."""
+        found it happened (the email was in the sent mail), so it is not made again. Its
+        output is what a real answer holds, as far as it is known (see
+        ``EffectGuard.confirmed``)."""
         async with self._locks.hold(run_id):
             stopped = await self._run(run_id)
             if stopped.status is not RunStatus.FAILED or stopped.error_class != "uncertain":
@@ -863,7 +866,14 @@ class ProcessEngine:
                     f"run {run_id} did not stop as uncertain: nothing to confirm "
                     f"(it is {stopped.status.value})"
                 )
-            await self.ledger.confirm_unfinished_effects(run_id, actor)
+            definition = (await self._compiled_for(stopped.version)).definition
+
+            def as_answered(record: IdempotencyRecord) -> dict[str, Any]:
+                step = definition.step(record.step_id)
+                assert isinstance(step, ActionStep)
+                return self.effects.confirmed(record, step.action, actor)
+
+            await self.ledger.confirm_unfinished_effects(run_id, actor, as_answered)
             run = await self._transition(
                 run_id, RunStatus.FAILED, RunStatus.RUNNING, actor, error=None, error_class=None
             )

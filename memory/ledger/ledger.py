@@ -1749,38 +1749,54 @@ class Ledger:
     async def release_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
         """The operator checked: the attempt the run stopped at did not happen."""
         released = {"status": "failed", "error": "released by the operator"}
-        return await self._settle_unfinished(run_id, actor, "effect.released", released)
+        return await self._settle_unfinished(run_id, actor, "effect.released", lambda _: released)
 
-    async def confirm_unfinished_effects(self, run_id: str, actor: str) -> list[str]:
-        """The operator checked: the attempt the run stopped at did happen."""
-        confirmed = {"status": "done", "result": {"confirmed_by": actor}}
-        return await self._settle_unfinished(run_id, actor, "effect.confirmed", confirmed)
+    async def confirm_unfinished_effects(
+        self,
+        run_id: str,
+        actor: str,
+        result: Callable[[IdempotencyRecord], dict[str, Any]],
+    ) -> list[str]:
+        """The operator checked: the attempt the run stopped at did happen. ``result``
+        makes, from its record, the answer it is recorded with."""
+        return await self._settle_unfinished(
+            run_id,
+            actor,
+            "effect.confirmed",
+            lambda record: {"status": "done", "result": result(record)},
+        )
 
     async def _settle_unfinished(
-        self, run_id: str, actor: str, kind: str, outcome: dict[str, Any]
+        self,
+        run_id: str,
+        actor: str,
+        kind: str,
+        outcome: Callable[[IdempotencyRecord], dict[str, Any]],
     ) -> list[str]:
         """Settles the newest attempt with no outcome: the one the run stopped at. An
         older one is an attempt a replay went past, still unknown: nobody checked it."""
         i = t.idempotency
         newest = (
-            select(i.c.key)
+            select(i)
             .where(i.c.run_id == run_id, i.c.status == "started")
             .order_by(i.c.created_at.desc(), i.c.key.desc())
             .limit(1)
-            .scalar_subquery()
         )
 
         def settle(tx: LedgerTx) -> list[str]:
-            rows = tx.conn.execute(
+            row = tx.conn.execute(newest).first()
+            if row is None:
+                return []
+            record = _effect(row)
+            settled = tx.conn.execute(
                 update(i)
-                .where(i.c.key == newest, i.c.status == "started")
-                .values(**outcome, finished_at=utcnow())
-                .returning(i.c.key)
+                .where(i.c.key == record.key, i.c.status == "started")
+                .values(**outcome(record), finished_at=utcnow())
             )
-            keys = list(rows.scalars())
-            for key in keys:
-                tx.audit(NewAuditEvent(actor, kind, key, {"run": run_id}))
-            return keys
+            if settled.rowcount != 1:  # settled by another process meanwhile
+                return []
+            tx.audit(NewAuditEvent(actor, kind, record.key, {"run": run_id}))
+            return [record.key]
 
         return await self.write(settle)
 

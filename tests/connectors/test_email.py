@@ -358,7 +358,8 @@ async def test_an_attempt_a_crash_cut_short_names_the_message_id_to_look_for(
     view = await app.engine.start("onboarding", ONBOARD, "cli:shell")
     assert view.approval is not None
     key = f"{view.run.id}:send_welcome"  # begun, then the process died: no outcome
-    await app.ledger.begin_effect(key, view.run.id, "send_welcome", "email", {})
+    welcome = {"to": "jane@acme.com", "subject": "Welcome aboard, Acme", "body": "Hi"}
+    await app.ledger.begin_effect(key, view.run.id, "send_welcome", "email", welcome)
     decided = await app.engine.decide(view.approval.id, True, "cli:shell")
     assert decided.view is not None
     run = decided.view.run
@@ -375,11 +376,87 @@ async def test_an_attempt_a_crash_cut_short_names_the_message_id_to_look_for(
     assert inbox.received == []
     effect = await app.ledger.get_effect(key)
     assert effect is not None and effect.status == "done"
-    assert effect.result == {"confirmed_by": "cli:shell"}
+    assert effect.result == {
+        "message_id": message_id(key, SENDER),
+        "to": "jane@acme.com",
+        "confirmed_by": "cli:shell",
+    }
     kinds = [e.kind for e in await app.ledger.audit_events()]
     assert "effect.confirmed" in kinds
     with pytest.raises(InvalidState, match="did not stop as uncertain"):
         await app.engine.confirm(run.id, "cli:shell")
+
+
+GREETING = """
+name: greeting
+title: Greeting
+description: greets a client, then files where the greeting went
+inputs:
+  email: {type: email}
+steps:
+  - id: approve
+    kind: approval
+    summary: Greet {email}
+  - id: send
+    kind: action
+    gate: approve
+    connector: email
+    action: send_email
+    with: {to: "{email}", subject: Hello, body: Hi there}
+    output: sent
+  - id: approve_filing
+    kind: approval
+    summary: "File the greeting: {sent}"
+  - id: file
+    kind: action
+    gate: approve_filing
+    connector: outbox
+    action: notify
+    with: {text: "{sent}"}
+"""
+
+
+async def greeted(app: Steward) -> tuple[str, dict[str, Any]]:
+    """A greeting approved, confirmed if its send stopped as uncertain: its run's id,
+    and the card of the gate after the send."""
+    view = await app.engine.start("greeting", {"email": "jane@acme.com"}, "cli:shell")
+    assert view.approval is not None
+    decided = await app.engine.decide(view.approval.id, True, "cli:shell")
+    assert decided.view is not None
+    run = decided.view.run
+    if run.error_class == "uncertain":
+        run = (await app.engine.confirm(run.id, "cli:shell")).run
+    [filing] = await app.ledger.pending_approvals([run.id])
+    assert filing.step_id == "approve_filing"
+    return run.id, filing.card
+
+
+async def test_a_confirmed_send_gives_the_steps_after_it_what_a_real_one_does(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    """/confirm made the step's output {"confirmed_by": ...}: the next card and the
+    filing showed who confirmed, not the Message-ID a sent email gives them."""
+    inbox, port = smtp
+    home = tmp_path / "home"
+    (home / "processes").mkdir(parents=True)
+    (home / "processes" / "greeting.yaml").write_text(GREETING)
+    async for app in open_steward(home, port):
+        sent_id, sent_card = await greeted(app)
+        inbox.drop_after_data = True
+        confirmed_id, confirmed_card = await greeted(app)
+        assert len(inbox.received) == 2  # each went out once: the second, unknown to steward
+
+        sent = {"message_id": message_id(f"{sent_id}:send", SENDER), "to": "jane@acme.com"}
+        assert sent_card["summary"] == f"File the greeting: {sent}"
+        confirmed = str(
+            {
+                "message_id": message_id(f"{confirmed_id}:send", SENDER),
+                "to": "jane@acme.com",
+                "confirmed_by": "cli:shell",
+            }
+        )
+        assert confirmed_card["summary"] == f"File the greeting: {confirmed}"
+        assert confirmed_card["actions"][0]["params"]["text"] == confirmed
 
 
 @pytest.mark.parametrize(

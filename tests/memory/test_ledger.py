@@ -24,6 +24,7 @@ from memory.ledger import (
     NEVER,
     Approval,
     ApprovalStatus,
+    IdempotencyRecord,
     Ledger,
     LedgerTx,
     ModelCall,
@@ -612,6 +613,25 @@ async def test_release_unfinished_effects(ledger: Ledger) -> None:
     assert [(e.subject, e.actor) for e in released_events] == [("started-2", "telegram:1")]
     assert await ledger.release_unfinished_effects("run2", "telegram:1") == ["other-run"]
     assert await ledger.release_unfinished_effects("run2", "telegram:1") == []
+
+
+async def test_a_confirmed_effect_is_recorded_with_the_answer_made_from_its_record(
+    ledger: Ledger,
+) -> None:
+    await ledger.begin_effect("older", "run1", "a", "email", {"to": "a"})
+    await ledger.begin_effect("newest", "run1", "b", "email", {"to": "b"})
+
+    def answer(record: IdempotencyRecord) -> dict[str, Any]:
+        return {"to": record.request["to"], "step": record.step_id, "confirmed_by": "cli:me"}
+
+    assert await ledger.confirm_unfinished_effects("run1", "cli:me", answer) == ["newest"]
+    confirmed = await ledger.get_effect("newest")
+    assert confirmed is not None and confirmed.status == "done"
+    assert confirmed.result == {"to": "b", "step": "b", "confirmed_by": "cli:me"}
+    older = await ledger.get_effect("older")
+    assert older is not None and older.status == "started"
+    kinds = [(e.kind, e.subject) for e in await ledger.audit_events()]
+    assert kinds == [("effect.confirmed", "newest")]
 
 
 # -- timers --------------------------------------------------------------------------------
