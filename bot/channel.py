@@ -85,7 +85,7 @@ async def settle_by_outbox(outbox: Outbox, outcome: CardOutcome) -> None:
     quiet = replace(outcome, decided_elsewhere=True)
     chat = f"{SETTLING}:{outcome.approval_id}"
     owed = await outbox.door.owe(outbox.channel, chat, Reply().add(quiet))
-    if outbox.loaded:
+    if owed is not None and outbox.loaded:
         outbox.put(owed)
 
 

@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import TypeVar, cast
 
 from graph.front_door import FrontDoor
-from graph.messages import Owed
+from graph.messages import Inbound, Owed, Reply
 from memory.ledger import utcnow
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,13 @@ class Outbox:
         if own:
             self.loaded = True
         for owed in await self.door.owed(self.channel, own):
+            self.put(owed)
+
+    async def owe(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
+        """Keeps ``reply`` to a chat in the ledger and queues it; one meant once per chat
+        (``Reply.once``) that this chat was owed before is neither."""
+        owed = await self.door.owe(self.channel, chat_id, reply, answering)
+        if owed is not None:
             self.put(owed)
 
     def put(self, owed: Owed) -> asyncio.Future[None]:

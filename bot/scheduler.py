@@ -5,7 +5,8 @@ record, and reports what changed.
 Every timer is in the ledger and is claimed atomically before it fires, so it fires
 once however many schedulers share the database, and a time missed while steward was
 down fires at the next start. The daily list is a timer too: one for each day, due at
-STEWARD_DIGEST_AT on the operator's clock (STEWARD_TIMEZONE, daylight saving included).
+STEWARD_DIGEST_AT on the operator's clock (STEWARD_TIMEZONE, daylight saving included),
+claimed once each chat's list is kept (see ``Scheduler._send_digest``).
 """
 
 from __future__ import annotations
@@ -166,30 +167,30 @@ class Scheduler:
             self._next_digest = (key, due)
 
     async def _send_digest(self, timer: Timer, now: datetime) -> int:
-        """Sends the day's list once, however many schedulers share the ledger; one that
-        could not be handed to the channels is tried again at the next tick, and one a
-        stop cut off at the next start. A list sent late (steward was down) stands for
-        today's own when that is due within LATE_LIST_STANDS: it does not follow an hour
-        later."""
+        """Sends the day's list to each chat once, however many schedulers share the
+        ledger and however often its sending starts again: each chat's reply is kept
+        under the timer's key (``Reply.once``), and the timer is claimed only once the
+        channels have kept it. A crash or a stop between two chats leaves the timer due:
+        at the next start the list goes to the chats it missed, and to no other. One no
+        channel took is tried again at the next tick. A list sent late (steward was down)
+        stands for today's own when that is due within LATE_LIST_STANDS: it does not
+        follow an hour later."""
         try:
             reply = await self.coordinator.today_reply(now=now)
         except Exception:
             log.exception("the daily list for %s failed", timer.key)
             reply = Reply().say("I could not put today's list together; it is logged. /today")
-        if not await self.ledger.claim_timer(timer.id, self.worker):
-            return 0  # another scheduler sent it
+        reply.once = timer.key
         try:
             taken = await self.notify(reply, None)
-        except asyncio.CancelledError:
-            await self.ledger.release_timer(timer.id)
-            raise
         except Exception:
             log.exception("could not send the daily list for %s", timer.key)
             taken = False
-        if taken is False:  # due again: the next tick tries
+        if taken is False:  # still due: the next tick tries
             log.warning("no channel took the daily list for %s; trying again", timer.key)
-            await self.ledger.release_timer(timer.id)
             return 0
+        if not await self.ledger.claim_timer(timer.id, self.worker):
+            return 0  # another scheduler sent it, to the chats this one did not
         today = await self.ledger.get_timer(self._digest_key(now))
         if today is not None and today.id != timer.id and today.due_at - now < LATE_LIST_STANDS:
             await self.ledger.claim_timer(today.id, self.worker)

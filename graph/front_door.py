@@ -287,12 +287,14 @@ class FrontDoor:
 
     async def owe(
         self, channel: str, chat_id: str, reply: Reply, answering: Inbound | None = None
-    ) -> Owed:
+    ) -> Owed | None:
         """Keeps a reply that answers no handling — a run's news, word of a failure —
-        until the channel has sent it."""
+        until the channel has sent it. None for a reply meant once per chat
+        (``Reply.once``) that was owed to this chat before."""
         owed = _owed(channel, chat_id, reply, answering)
         owed.held_through = self.ledger.lapses
-        await self.ledger.owe_reply(_kept(owed), _card_ids(reply))
+        if not await self.ledger.owe_reply(_kept(owed), _card_ids(reply), reply.once):
+            return None
         return owed
 
     async def shown(self, reply: Reply) -> None:

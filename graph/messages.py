@@ -149,6 +149,9 @@ class Reply:
     private: bool = False
     # How many of its first items went out already (``send_ahead``).
     sent_ahead: int = 0
+    # Meant once per chat under this key (the daily list of a day): a chat it was owed
+    # to before is not owed it again, however often its sending starts again.
+    once: str | None = None
 
     def say(self, text: str) -> Reply:
         """Adds a message; made storable, as words from an error or a service may be."""

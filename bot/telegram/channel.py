@@ -473,7 +473,7 @@ class TelegramChannel:
 
     async def send(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
         """Sends ``reply`` to a chat, by way of the ledger: it goes when Telegram takes it."""
-        self.outbox.put(await self.door.owe(self.name, chat_id, reply, answering))
+        await self.outbox.owe(chat_id, reply, answering)
 
     async def _send_owed(self, owed: Owed) -> None:
         """Sends what is left of a reply: its steps (see ``Steps``) not done before."""

@@ -673,6 +673,16 @@ class LedgerTx:
         """Forgets the reply ``owner`` keeps under ``key``, if it still keeps it."""
         _FORGET_REPLY.run(self.conn, {"reply_key": key, "held_by": owner})
 
+    def first_of(self, once: str, channel: str, chat_id: str) -> bool:
+        """Notes a reply under ``once`` owed to a chat; False if one was before."""
+        noted = self.conn.execute(
+            _insert_into(self.conn, t.replies_once)
+            .values(key=once, channel=channel, chat_id=chat_id, at=utcnow())
+            .on_conflict_do_nothing(index_elements=["key", "channel", "chat_id"])
+            .returning(t.replies_once.c.key)
+        )
+        return noted.first() is not None
+
     def owe_reply(self, reply: OwedReply, owner: str) -> None:
         """Keeps a reply for ``owner``, the worker that will send it."""
         _OWE_REPLY.run(
@@ -1383,15 +1393,22 @@ class Ledger:
     # once sent, need not wait for the disk: a crash of the process loses neither, and a
     # crash of the machine at worst sends a reply again, or loses one it had just made.
 
-    async def owe_reply(self, reply: OwedReply, cards: Sequence[str] = ()) -> None:
-        """Keeps a reply, and notes the approvals whose ``cards`` it shows as announced."""
+    async def owe_reply(
+        self, reply: OwedReply, cards: Sequence[str] = (), once: str | None = None
+    ) -> bool:
+        """Keeps a reply, and notes the approvals whose ``cards`` it shows as announced.
+        With ``once``, only if no reply under that key was owed to its chat before:
+        False when one was."""
 
-        def owe(conn: Connection) -> None:
+        def owe(conn: Connection) -> bool:
             tx = LedgerTx(conn, self.worker)
+            if once is not None and not tx.first_of(once, reply.channel, reply.chat_id):
+                return False
             tx.owe_reply(reply, self.worker)
             tx.announce(cards)
+            return True
 
-        await self.db.run(owe, durable=False)
+        return await self.db.run(owe, durable=False)
 
     async def unannounced_approvals(
         self, created_before: datetime, claimed_before: datetime

@@ -187,6 +187,18 @@ card_messages = Table(
     Column("outcome", Text, nullable=True),
 )
 
+# The chats a reply meant once per chat (the daily list of a day: ``digest:2026-10-24``)
+# was owed to, kept in the transaction that owes it: however often its sending starts
+# again (a crash, a stop, two schedulers), each chat is owed it once.
+replies_once = Table(
+    "replies_once",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("chat_id", String(200), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -12,11 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.app import Steward
+from bot.outbox import Outbox
 from bot.scheduler import DigestTime, Scheduler
 from bot.settings import load_settings
 from graph.budget import Budgets
 from graph.digest import daily_list, next_digest_at
-from graph.messages import Card, Inbound, Reply, Sender
+from graph.messages import Card, Inbound, Owed, Reply, Sender
 from memory.ledger import ModelCall, RunStatus, utcnow
 
 FAILING = """
@@ -53,6 +57,7 @@ INVOICE = {
     "due_date": "2026-11-01",
 }
 BERLIN = ZoneInfo("Europe/Berlin")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -260,6 +265,44 @@ async def test_a_list_a_stop_cut_off_goes_out_at_the_next_start(app: Steward) ->
     assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
 
 
+async def test_a_list_a_stop_cut_off_between_two_chats_goes_on_to_the_second_alone(
+    app: Steward,
+) -> None:
+    """Released by the stop, the list went again to every chat at the next start: the
+    first chat, which had it already, had it twice."""
+    sent_to: list[str] = []
+
+    async def send(owed: Owed) -> None:
+        sent_to.append(owed.chat_id)
+
+    outbox = Outbox(app.door, "telegram", send)
+    second_chat_reached = asyncio.Event()
+
+    async def cut_off(reply: Reply, reply_to: object) -> bool:
+        await outbox.owe("1", reply)
+        second_chat_reached.set()
+        await asyncio.sleep(60)  # the stop comes here
+        await outbox.owe("2", reply)
+        return True
+
+    async def deliver(reply: Reply, reply_to: object) -> bool:
+        for chat in ("1", "2"):
+            await outbox.owe(chat, reply)
+        return True
+
+    clock = Clock(datetime(2026, 10, 24, 8, 0, 1, tzinfo=UTC))
+    await app.ledger.plan_timer("digest:2026-10-24", "digest", clock.now - timedelta(seconds=1))
+    ticking = asyncio.create_task(at_clock(app, cut_off, clock).tick())
+    await asyncio.wait_for(second_chat_reached.wait(), 5)
+    ticking.cancel()  # the service stops
+    with pytest.raises(asyncio.CancelledError):
+        await ticking
+    await at_clock(app, deliver, clock).tick()
+    await at_clock(app, deliver, clock).tick()
+    await outbox.idle()
+    assert sorted(sent_to) == ["1", "2"]
+
+
 async def back_after_missing_a_list(
     app: Steward, back: datetime
 ) -> tuple[Scheduler, Clock, list[Reply]]:
@@ -427,3 +470,47 @@ async def test_a_list_that_could_not_be_handed_on_is_sent_at_the_next_tick(
     assert sent == []
     await scheduler.tick()
     assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
+
+
+async def drive_the_list(home: Path, stall: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bot.digest_driver",
+        str(home),
+        stall,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def lists_owed(home: Path) -> list[str]:
+    """The chats the ledger owes a daily list, one entry per list."""
+    with sqlite3.connect(home / "steward.db") as db:
+        rows = db.execute("select chat_id, payload from replies where channel = 'telegram'")
+        return sorted(str(chat) for chat, payload in rows if "Saturday 24 October" in payload)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stall", ["before", "between"])
+async def test_a_list_cut_off_by_a_sigkill_goes_to_each_chat_once_after_the_restart(
+    tmp_path: Path, stall: str
+) -> None:
+    """Claimed before any chat's list was kept, a list a SIGKILL cut off was lost: for
+    every chat (killed before the first), or for those after the first (killed between)."""
+    home = tmp_path / "home"
+    driver = await drive_the_list(home, stall)
+    assert driver.stdout is not None
+    line = await asyncio.wait_for(driver.stdout.readline(), 60)
+    assert line == b"stalled\n", (line, await driver.stderr.read() if driver.stderr else b"")
+    driver.send_signal(signal.SIGKILL)
+    await driver.wait()
+    assert lists_owed(home) == ([] if stall == "before" else ["1"])
+
+    for _ in range(2):  # the restart sends what was missed; the next start, nothing
+        again = await drive_the_list(home, "none")
+        out, err = await asyncio.wait_for(again.communicate(), 60)
+        assert again.returncode == 0 and out == b"done\n", err.decode()
+        assert lists_owed(home) == ["1", "2"]

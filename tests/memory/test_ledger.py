@@ -512,6 +512,24 @@ async def test_replies_are_kept_per_channel_in_order_until_sent(ledger: Ledger) 
     assert [e.kind for e in await ledger.audit_events()] == ["reply.dropped"]
 
 
+async def test_a_reply_meant_once_is_owed_to_each_chat_once_even_after_it_is_sent(
+    ledger: Ledger,
+) -> None:
+    def reply(key: str, chat: str, channel: str = "telegram") -> OwedReply:
+        return OwedReply(key, channel, chat, {"reply": {"items": [key]}}, 0, utcnow())
+
+    once = "digest:2026-10-24"
+    assert await ledger.owe_reply(reply("a", "42"), once=once)
+    await ledger.reply_sent("a")
+    assert not await ledger.owe_reply(reply("b", "42"), once=once)
+    assert await ledger.owe_reply(reply("c", "43"), once=once)  # another chat
+    assert await ledger.owe_reply(reply("d", "42", "slack"), once=once)  # another channel
+    assert await ledger.owe_reply(reply("e", "42"), once="digest:2026-10-25")  # another day
+    assert await ledger.owe_reply(reply("f", "42"))  # news, meant as often as it comes
+    owed = [r.key for r in await ledger.take_over_replies("telegram")]
+    assert owed == ["c", "e", "f"]
+
+
 async def test_unhandled_inbound_until_finished(ledger: Ledger) -> None:
     one = await ledger.accept_inbound("telegram", "u1", {"n": 1})
     two = await ledger.accept_inbound("telegram", "u2", {"n": 2})
