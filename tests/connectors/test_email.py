@@ -30,6 +30,7 @@ from connectors.email import EmailConnector, SendInvitation, SmtpServer, message
 from graph.digest import daily_list
 from graph.effects import RetryPolicy
 from graph.errors import InvalidState
+from graph.templating import as_text
 from memory.ledger import RunStatus, utcnow
 from tests.net import free_port
 
@@ -447,8 +448,8 @@ async def test_a_confirmed_send_gives_the_steps_after_it_what_a_real_one_does(
         assert len(inbox.received) == 2  # each went out once: the second, unknown to steward
 
         sent = {"message_id": message_id(f"{sent_id}:send", SENDER), "to": "jane@acme.com"}
-        assert sent_card["summary"] == f"File the greeting: {sent}"
-        confirmed = str(
+        assert sent_card["summary"] == f"File the greeting: {as_text(sent)}"
+        confirmed = as_text(
             {
                 "message_id": message_id(f"{confirmed_id}:send", SENDER),
                 "to": "jane@acme.com",
