@@ -49,6 +49,10 @@ class ArchiveError(Exception):
     """The folder is not an export, or the home is not empty."""
 
 
+class NotAnExport(ArchiveError):
+    """The folder named is no export at all: not there, a file, or no manifest in it."""
+
+
 @dataclass(frozen=True)
 class Summary:
     counts: dict[str, int]
@@ -257,6 +261,12 @@ def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
+    if not folder.exists():
+        raise NotAnExport(f"there is no folder {folder}")
+    if not folder.is_dir():
+        raise NotAnExport(f"{folder} is a file, not the folder of an export")
+    if not (folder / "manifest.json").exists():
+        raise NotAnExport(f"{folder} holds no steward export (no manifest.json)")
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):

@@ -1030,6 +1030,23 @@ def test_an_export_or_import_the_file_system_refuses_is_one_line(
     assert len(err.strip().splitlines()) == 1, err
 
 
+def test_an_import_of_no_export_is_bad_input(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A folder mistyped was exit 1, as a refusal or a failure is, where a run id mistyped
+    is exit 2: a script could not tell a wrong argument from a broken export."""
+    (tmp_path / "a-file").write_text("not an export")
+    (tmp_path / "empty").mkdir()
+    for named, said in (
+        (tmp_path / "missing", f"there is no folder {tmp_path / 'missing'}"),
+        (tmp_path / "a-file", f"{tmp_path / 'a-file'} is a file, not the folder of an export"),
+        (tmp_path / "empty", f"{tmp_path / 'empty'} holds no steward export (no manifest.json)"),
+    ):
+        code, _, err = steward(capsys, "import", str(named))
+        assert code == 2
+        assert err == f"steward: {said}: name the folder `steward export` wrote\n"
+
+
 def test_a_home_other_users_may_read_is_pointed_out_at_start(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

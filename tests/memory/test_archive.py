@@ -121,8 +121,10 @@ async def test_a_round_trip_loses_nothing(tmp_path: Path, target: DatabaseURL | 
 
 async def test_not_an_export_is_refused_clearly(tmp_path: Path) -> None:
     async with Steward.open(load_settings(home=tmp_path / "home")) as app:
-        with pytest.raises(archive.ArchiveError, match="no steward export"):
+        with pytest.raises(archive.NotAnExport, match="there is no folder"):
             await archive.import_(app.ledger, app.engine.checkpointer, tmp_path / "nothing")
+        with pytest.raises(archive.NotAnExport, match="no steward export"):
+            await archive.import_(app.ledger, app.engine.checkpointer, tmp_path)
         folder = tmp_path / "half"
         folder.mkdir()
         (folder / "manifest.json").write_text('{"format": "steward-export/1", "counts": {}}')
