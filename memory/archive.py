@@ -5,8 +5,10 @@ head, idempotency records, timers, model costs, definitions, and every long-term
 record in the memory journal) to ``<table>.jsonl``, a row a line, and every LangGraph
 checkpoint with its pending writes to ``checkpoints.jsonl``, all as of one moment,
 through the checkpointer's own API (so an export from SQLite imports into PostgreSQL
-too). ``manifest.json`` says what is there, how many rows, and the revision of the ledger
-it came from: an export of a newer steward is refused, never imported in part.
+too). Each row goes to its file as it is read, so an export of a ledger of any size
+holds a batch of rows in memory, not the ledger. ``manifest.json`` says what is there,
+how many rows, and the revision of the ledger it came from: an export of a newer
+steward is refused, never imported in part.
 
 ``import`` restores a folder into an empty home: rows go back exactly as they were
 (ids, timestamps, the audit chain's hashes), so the chain still verifies and a run that
@@ -19,7 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,6 +45,7 @@ CHECKPOINTS = "checkpoints"
 # their rows that the export has too are replaced by the export's.
 SEEDED = {"audit_head", "definitions"}
 Progress = Callable[[str, int, int], None]  # what, done, of
+ROWS_FETCHED = 1000  # an export reads a table this many rows at a time
 
 
 class ArchiveError(Exception):
@@ -82,19 +85,20 @@ async def export(
     counts: dict[str, int] = {}
     tables = _tables()
 
-    def read(conn: Connection) -> dict[str, list[dict[str, Any]]]:
-        return {table.name: _rows(conn, table) for table in tables}
+    def write_tables(conn: Connection) -> None:
+        for index, table in enumerate(tables):
+            counts[table.name] = _write_lines(folder / f"{table.name}.jsonl", _rows(conn, table))
+            report(table.name, index + 1, len(tables) + 1)
 
     # One moment's: runs that start meanwhile are exported whole, or not at all.
-    ledger_rows, saved = await read_at_once(ledger, checkpointer, read)
-    for index, table in enumerate(tables):
-        rows = ledger_rows[table.name]
-        _write_lines(folder / f"{table.name}.jsonl", rows)
-        counts[table.name] = len(rows)
-        report(table.name, index + 1, len(tables) + 1)
-    checkpoints = _export_checkpoints(checkpointer, saved)
-    _write_lines(folder / f"{CHECKPOINTS}.jsonl", checkpoints)
-    counts[CHECKPOINTS] = len(checkpoints)
+    with _private(folder / f"{CHECKPOINTS}.jsonl") as checkpoints:
+
+        def keep(saved: CheckpointTuple) -> None:
+            checkpoints.write(_line(_checkpoint_entry(checkpointer, saved)))
+            counts[CHECKPOINTS] = counts.get(CHECKPOINTS, 0) + 1
+
+        await read_at_once(ledger, checkpointer, write_tables, keep)
+    counts.setdefault(CHECKPOINTS, 0)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
     exported_at = datetime.now().astimezone().isoformat()
     manifest = {"format": FORMAT, "schema": HEAD, "exported_at": exported_at, "counts": counts}
@@ -172,10 +176,12 @@ async def import_(
 # -- ledger rows ---------------------------------------------------------------------------
 
 
-def _rows(conn: Connection, table: Table) -> list[dict[str, Any]]:
+def _rows(conn: Connection, table: Table) -> Iterator[dict[str, Any]]:
+    """The table's rows as plain JSON, fetched from the database a batch at a time."""
     primary = list(table.primary_key.columns)
-    rows = conn.execute(select(table).order_by(*primary)).mappings()
-    return [{key: _plain(value) for key, value in row.items()} for row in rows]
+    query = select(table).order_by(*primary).execution_options(yield_per=ROWS_FETCHED)
+    for row in conn.execute(query).mappings():
+        yield {key: _plain(value) for key, value in row.items()}
 
 
 def _plain(value: Any) -> Any:
@@ -209,10 +215,18 @@ def _new_folder(folder: Path) -> None:
         raise ArchiveError(f"{folder} is not empty: export into a new folder")
 
 
-def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_lines(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Writes ``rows`` a line each; how many it wrote."""
+    written = 0
     with _private(path) as out:
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+            out.write(_line(row))
+            written += 1
+    return written
+
+
+def _line(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 @contextmanager
@@ -287,23 +301,20 @@ def _manifest(folder: Path) -> dict[str, Any]:
 # -- checkpoints ---------------------------------------------------------------------------
 
 
-def _export_checkpoints(
-    checkpointer: BaseCheckpointSaver[str], saved: list[CheckpointTuple]
-) -> list[dict[str, Any]]:
+def _checkpoint_entry(
+    checkpointer: BaseCheckpointSaver[str], saved: CheckpointTuple
+) -> dict[str, Any]:
     serde = checkpointer.serde
-    return [
-        {
-            "config": tup.config,
-            "parent_config": tup.parent_config,
-            "checkpoint": _typed(serde.dumps_typed(tup.checkpoint)),
-            "metadata": _typed(serde.dumps_typed(tup.metadata)),
-            "writes": [
-                [task, channel, _typed(serde.dumps_typed(value))]
-                for task, channel, value in tup.pending_writes or []
-            ],
-        }
-        for tup in reversed(saved)  # oldest first: a parent before its children
-    ]
+    return {
+        "config": saved.config,
+        "parent_config": saved.parent_config,
+        "checkpoint": _typed(serde.dumps_typed(saved.checkpoint)),
+        "metadata": _typed(serde.dumps_typed(saved.metadata)),
+        "writes": [
+            [task, channel, _typed(serde.dumps_typed(value))]
+            for task, channel, value in saved.pending_writes or []
+        ],
+    }
 
 
 # A checkpoint as read from the export: where it goes, itself, its metadata, its channel

@@ -98,9 +98,15 @@ class LedgerSqliteSaver(SqliteSaver):
         """The thread's latest checkpoint, read in the caller's transaction."""
         return self._on(conn, self.get_tuple, _latest(thread_id))
 
-    def read_all(self, conn: Connection) -> list[CheckpointTuple]:
-        """Every checkpoint, the newest first, read in the caller's transaction."""
-        return self._on(conn, lambda: list(self.list(None)))
+    def read_each(self, conn: Connection, keep: Callable[[CheckpointTuple], None]) -> None:
+        """Hands ``keep`` every checkpoint, the newest first, one at a time as read in the
+        caller's transaction."""
+
+        def each() -> None:
+            for saved in self.list(None):
+                keep(saved)
+
+        self._on(conn, each)
 
     @contextmanager
     def resuming(self, thread_id: str, latest: CheckpointTuple | None) -> Iterator[None]:
@@ -182,14 +188,27 @@ class LedgerSqliteSaver(SqliteSaver):
 
 
 async def read_at_once(
-    ledger: Ledger, saver: BaseCheckpointSaver[str], fn: Callable[[Connection], T]
-) -> tuple[T, list[CheckpointTuple]]:
-    """What ``fn`` reads of the ledger and every checkpoint (the newest first), as of one
-    moment: on SQLite in one transaction; on PostgreSQL in two that share a snapshot."""
+    ledger: Ledger,
+    saver: BaseCheckpointSaver[str],
+    fn: Callable[[Connection], T],
+    keep: Callable[[CheckpointTuple], None],
+) -> T:
+    """What ``fn`` reads of the ledger, and every checkpoint handed to ``keep``, as of one
+    moment: on SQLite in one transaction; on PostgreSQL in two that share a snapshot. The
+    checkpoints are handed over as read, a thread's at a time at most, never all at once."""
     if isinstance(saver, LedgerSqliteSaver):
-        return await ledger.db.run(lambda conn: (fn(conn), saver.read_all(conn)), write=False)
+
+        def both(conn: Connection) -> T:
+            read = fn(conn)
+            saver.read_each(conn, keep)
+            return read
+
+        return await ledger.db.run(both, write=False)
     if not isinstance(saver, AsyncPostgresSaver):
-        return await ledger.db.run(fn, write=False), [tup async for tup in saver.alist(None)]
+        read = await ledger.db.run(fn, write=False)
+        async for saved in saver.alist(None):
+            keep(saved)
+        return read
     pool = saver.conn
     assert isinstance(pool, AsyncConnectionPool)  # as open_checkpointer made it
     async with pool.connection() as conn, conn.transaction():
@@ -202,9 +221,14 @@ async def read_at_once(
             ledger_conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{exported['id']}'")
             return fn(ledger_conn)
 
-        result = await ledger.db.run(in_snapshot, write=False)
+        read = await ledger.db.run(in_snapshot, write=False)
         pinned = AsyncPostgresSaver(conn, serde=saver.serde)
-        return result, [tup async for tup in pinned.alist(None)]
+        # The saver's list fetches all it finds at once: a thread's, not every thread's.
+        threads = await conn.execute("SELECT DISTINCT thread_id FROM checkpoints")
+        for thread in [row["thread_id"] async for row in threads]:
+            async for saved in pinned.alist({"configurable": {"thread_id": thread}}):
+                keep(saved)
+        return read
 
 
 def _latest(thread_id: str) -> RunnableConfig:
