@@ -32,8 +32,10 @@ from bot.service import (
     stop_as_ctrl_c_does,
     wait_for_signal,
 )
-from bot.settings import SettingsError, load_settings
+from bot.settings import Settings, SettingsError, load_settings
+from connectors.outbox import EFFECTS
 from graph.budget import parse_process_budgets
+from graph.catalog import SUFFIXES
 from graph.coordinator import ACTIVE, LEFT_MID_STEP
 from graph.engine import InputProblem, RunView
 from graph.errors import NotFound, StewardError
@@ -401,11 +403,30 @@ async def cmd_reject(steward: Steward, args: argparse.Namespace) -> int:
     return _print_decision(await steward.coordinator.decide(args.id, False, CLI.key, args.reason))
 
 
+def _brought_along(settings: Settings) -> dict[str, archive.Along]:
+    """What of the home an export brings along beside the ledger: the outbox (the effects
+    made with no SMTP server), the operator's process definitions, and the webhooks with
+    their secrets. Not the workers: each machine's stewards hold slots of their own."""
+    return {
+        "outbox": archive.Along(settings.outbox_dir, (EFFECTS,)),
+        "processes": archive.Along(settings.user_processes_dir, tuple(f"*{s}" for s in SUFFIXES)),
+        "hooks.yaml": archive.Along(settings.hooks_path),
+    }
+
+
+def _files(summary: archive.Summary) -> str:
+    return f" and {summary.files:,} files" if summary.files else ""
+
+
 async def cmd_export(steward: Steward, args: argparse.Namespace) -> int:
     folder = Path(args.folder or f"steward-export-{datetime.now():%Y%m%d-%H%M%S}")
     try:
         summary = await archive.export(
-            steward.ledger, steward.engine.checkpointer, folder, _progress("exporting")
+            steward.ledger,
+            steward.engine.checkpointer,
+            folder,
+            _progress("exporting"),
+            _brought_along(steward.settings),
         )
     except archive.ArchiveError as exc:
         print(f"steward: {exc}", file=sys.stderr)
@@ -413,7 +434,7 @@ async def cmd_export(steward: Steward, args: argparse.Namespace) -> int:
     except OSError as exc:  # a file in the way, no permission, a full disk
         print(f"steward: cannot write the export to {folder}: {exc.strerror}", file=sys.stderr)
         return 1
-    print(f"exported {summary.total:,} records to {folder}")
+    print(f"exported {summary.total:,} records{_files(summary)} to {folder}")
     return 0
 
 
@@ -427,7 +448,11 @@ async def cmd_import(steward: Steward, args: argparse.Namespace) -> int:
         return 1
     try:
         summary = await archive.import_(
-            steward.ledger, steward.engine.checkpointer, Path(args.folder), _progress("importing")
+            steward.ledger,
+            steward.engine.checkpointer,
+            Path(args.folder),
+            _progress("importing"),
+            _brought_along(steward.settings),
         )
     except archive.NotAnExport as exc:  # bad input, as an unknown run id is
         print(f"steward: {exc}: name the folder `steward export` wrote", file=sys.stderr)
@@ -441,7 +466,7 @@ async def cmd_import(steward: Steward, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"imported {summary.total:,} records from {args.folder}")
+    print(f"imported {summary.total:,} records{_files(summary)} from {args.folder}")
     return 0
 
 

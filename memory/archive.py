@@ -6,27 +6,30 @@ record in the memory journal) to ``<table>.jsonl``, a row a line, and every Lang
 checkpoint with its pending writes to ``checkpoints.jsonl``, all as of one moment,
 through the checkpointer's own API (so an export from SQLite imports into PostgreSQL
 too). Each row goes to its file as it is read, so an export of a ledger of any size
-holds a batch of rows in memory, not the ledger. ``manifest.json`` says what is there,
-how many rows, and the revision of the ledger it came from: an export of a newer
-steward is refused, never imported in part.
+holds a batch of rows in memory, not the ledger. Under ``home/`` it copies the files of
+the home its caller names (``Along``), each with its size and SHA-256 in the manifest.
+``manifest.json`` says what is there, how many rows, and the revision of the ledger it
+came from: an export of a newer steward is refused, never imported in part.
 
 ``import`` restores a folder into an empty home: rows go back exactly as they were
 (ids, timestamps, the audit chain's hashes), so the chain still verifies and a run that
 was waiting at a gate can be approved after the import and goes on from its checkpoint,
-without repeating an effect that was already done.
+without repeating an effect that was already done. The home's files go where the new
+home keeps them, never over a file there that is not the export's.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
@@ -46,6 +49,7 @@ CHECKPOINTS = "checkpoints"
 SEEDED = {"audit_head", "definitions"}
 Progress = Callable[[str, int, int], None]  # what, done, of
 ROWS_FETCHED = 1000  # an export reads a table this many rows at a time
+HOME = "home"  # the export's folder for the files of the home it brings along
 
 
 class ArchiveError(Exception):
@@ -59,10 +63,32 @@ class NotAnExport(ArchiveError):
 @dataclass(frozen=True)
 class Summary:
     counts: dict[str, int]
+    files: int = 0  # of the home, brought along
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class Along:
+    """Files of the home an export brings along under a name: the file at ``path``, or,
+    given ``patterns``, the files in the folder there whose names match one of them."""
+
+    path: Path
+    patterns: tuple[str, ...] = ()
+
+    def files(self) -> list[tuple[str, Path]]:
+        """Each file there now, with its name under this one's ("" for the file itself)."""
+        if not self.patterns:
+            return [("", self.path)] if self.path.is_file() else []
+        if not self.path.is_dir():
+            return []
+        found = {p for pattern in self.patterns for p in self.path.glob(pattern) if p.is_file()}
+        return [(p.name, p) for p in sorted(found)]
+
+    def place(self, name: str) -> Path:
+        return self.path / name if name else self.path
 
 
 # How far a long-term store was fed is the store's, not the data's: a new home's store
@@ -79,6 +105,7 @@ async def export(
     checkpointer: BaseCheckpointSaver[str],
     folder: Path,
     progress: Progress | None = None,
+    along: Mapping[str, Along] | None = None,
 ) -> Summary:
     _new_folder(folder)
     report = progress or (lambda what, done, of: None)
@@ -100,12 +127,21 @@ async def export(
         await read_at_once(ledger, checkpointer, write_tables, keep)
     counts.setdefault(CHECKPOINTS, 0)
     report(CHECKPOINTS, len(tables) + 1, len(tables) + 1)
+    # After the ledger's moment: the outbox holds every effect the ledger says is done (one
+    # made since is there too, and taken as done again by its key, never made twice).
+    files = _export_files(along or {}, folder / HOME)
     exported_at = datetime.now().astimezone().isoformat()
-    manifest = {"format": FORMAT, "schema": HEAD, "exported_at": exported_at, "counts": counts}
+    manifest = {
+        "format": FORMAT,
+        "schema": HEAD,
+        "exported_at": exported_at,
+        "counts": counts,
+        "files": files,
+    }
     with _private(folder / "manifest.json") as out:  # last: what it counts is on disk
         out.write(json.dumps(manifest, indent=2) + "\n")
     sync_folder(folder)  # the files' names too
-    return Summary(counts)
+    return Summary(counts, len(files))
 
 
 async def import_(
@@ -113,6 +149,7 @@ async def import_(
     checkpointer: BaseCheckpointSaver[str],
     folder: Path,
     progress: Progress | None = None,
+    along: Mapping[str, Along] | None = None,
 ) -> Summary:
     manifest = _manifest(folder)
     report = progress or (lambda what, done, of: None)
@@ -140,6 +177,7 @@ async def import_(
     wrong = {k: (v, expected.get(k)) for k, v in read.items() if expected.get(k, 0) != v}
     if wrong:  # a file cut short, or one line too many: before anything is written
         raise ArchiveError(f"rows read do not match the manifest: {wrong}; nothing was imported")
+    files = _files_to_bring(manifest, folder / HOME, along or {})
 
     def restore(conn: Connection) -> None:
         for index, table in enumerate(tables):
@@ -156,8 +194,10 @@ async def import_(
         if conn.dialect.name == "postgresql":
             _reset_sequences(conn, tables)
 
-    # The checkpoints first, each stored by its id: a stop before the ledger's commit leaves
-    # the home empty for the import again, where one after it left runs without them.
+    # The home's files and the checkpoints first, each written whole, once: a stop before
+    # the ledger's commit leaves the home empty for the import again (the same file there
+    # is taken as brought), where one after it left runs without them.
+    brought = _import_files(files)
     counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, checkpoints)
     report(CHECKPOINTS, 1, len(tables) + 1)
     try:
@@ -167,10 +207,12 @@ async def import_(
             raise
         for thread in {parent["configurable"]["thread_id"] for parent, *_ in checkpoints}:
             await checkpointer.adelete_thread(thread)
+        for path in brought:
+            path.unlink(missing_ok=True)
         raise ArchiveError(
             f"this database refuses a row of the export ({cause(exc)}); nothing was imported"
         ) from None
-    return Summary(counts)
+    return Summary(counts, len(files))
 
 
 # -- ledger rows ---------------------------------------------------------------------------
@@ -230,11 +272,12 @@ def _line(row: dict[str, Any]) -> str:
 
 
 @contextmanager
-def _private(path: Path) -> Iterator[TextIO]:
-    """A new file only its owner can read (an export holds the clients' emails), on disk
-    once the block is done."""
+def _private(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A new file only its owner can read (an export holds the clients' emails and the
+    webhooks' secrets), on disk once the block is done."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    with open(os.open(path, flags, 0o600), "w", encoding="utf-8") as out:
+    encoding = None if binary else "utf-8"
+    with open(os.open(path, flags, 0o600), "wb" if binary else "w", encoding=encoding) as out:
         yield out
         out.flush()
         os.fsync(out.fileno())
@@ -296,6 +339,90 @@ def _manifest(folder: Path) -> dict[str, Any]:
             f"this one's at {HEAD}): upgrade this one to import it"
         )
     return dict(manifest)
+
+
+# -- files of the home ---------------------------------------------------------------------
+
+
+def _export_files(along: Mapping[str, Along], folder: Path) -> dict[str, dict[str, Any]]:
+    """Copies each file ``along`` names into ``folder``, by its name there; what the
+    manifest says of each (its size and SHA-256), by that name."""
+    said: dict[str, dict[str, Any]] = {}
+    for name, what in along.items():
+        for inside, path in what.files():
+            kept = f"{name}/{inside}" if inside else name
+            target = folder / kept
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(path, "rb") as source, _private(target, binary=True) as out:
+                said[kept] = _copy(source, out)
+    for made in {folder / name.rpartition("/")[0] for name in said} | {folder}:
+        if made.is_dir():
+            sync_folder(made)
+    return said
+
+
+def _copy(source: IO[bytes], out: IO[bytes] | None) -> dict[str, Any]:
+    """Copies ``source`` to ``out`` (or only reads it); its size and SHA-256."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := source.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+        if out is not None:
+            out.write(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+def _same(path: Path, said: Any) -> bool:
+    with open(path, "rb") as source:
+        return bool(_copy(source, None) == said)
+
+
+def _files_to_bring(
+    manifest: dict[str, Any], folder: Path, along: Mapping[str, Along]
+) -> list[tuple[Path, Path]]:
+    """Each file of the export to bring into this home, and where, all checked before
+    anything is written: the export's is as exported, and nothing else is in its place."""
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise ArchiveError("manifest.json's files are not a list by name")
+    bring = []
+    for kept, said in sorted(files.items()):
+        name, slash, inside = kept.partition("/")
+        what = along.get(name)
+        plain = bool(inside) and inside == Path(inside).name and inside != ".."
+        if what is None or bool(slash) != bool(what.patterns) or (slash and not plain):
+            raise ArchiveError(f"the export holds {kept}, which this steward has no place for")
+        source, target = folder / kept, what.place(inside)
+        if not source.is_file() or not _same(source, said):
+            raise ArchiveError(f"{source} is missing or not as exported; nothing was imported")
+        if target.exists() and not (target.is_file() and _same(target, said)):
+            raise ArchiveError(
+                f"{target} is there already and is not the export's {kept}: move it away, "
+                "then import; nothing was imported"
+            )
+        if not target.exists():
+            bring.append((source, target))
+    return bring
+
+
+def _import_files(files: list[tuple[Path, Path]]) -> list[Path]:
+    """Writes each file whole where it goes, readable by its owner alone; the files
+    written."""
+    brought = []
+    for source, target in files:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.import{os.getpid()}")
+        temporary.unlink(missing_ok=True)
+        with open(source, "rb") as original, _private(temporary, binary=True) as out:
+            _copy(original, out)
+        try:
+            os.link(temporary, target)  # never over a file made meanwhile
+        finally:
+            temporary.unlink()
+        brought.append(target)
+    for folder in {target.parent for target in brought}:
+        sync_folder(folder)
+    return brought
 
 
 # -- checkpoints ---------------------------------------------------------------------------

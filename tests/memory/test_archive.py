@@ -19,13 +19,15 @@ from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_SINGLE_ARG
 from sqlalchemy import Connection, insert
 
 from bot.app import Steward
-from bot.settings import load_settings
+from bot.cli import _brought_along
+from bot.settings import Settings, load_settings
 from graph.messages import Inbound, Sender
 from memory import archive
 from memory.database_url import DatabaseURL
 from memory.ledger import NewAuditEvent, RunStatus, utcnow
 from memory.ledger import schema as t
 from memory.ledger.migrate import HEAD
+from processes import BUILTIN_DIR
 
 INVOICE = {
     "client": "Acme",
@@ -154,14 +156,19 @@ async def test_an_export_postgresql_cannot_hold_is_refused_whole(
     """A home made before text was cleaned as it came in may hold a NUL, which SQLite
     keeps and PostgreSQL refuses: one clear line, and nothing half imported."""
     folder = tmp_path / "export"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "hooks.yaml").write_text(HOOKS)
     async with Steward.open(load_settings(home=tmp_path / "old")) as old:
         await old.engine.start("onboarding", onboarding("Kept"), "cli:shell")
         await old.ledger.audit(NewAuditEvent("hook:form", "run.started", "r1", {"c": "A\x00"}))
-        await archive.export(old.ledger, old.engine.checkpointer, folder)
+        along = _brought_along(old.settings)
+        await archive.export(old.ledger, old.engine.checkpointer, folder, along=along)
     url = postgres_database.setting
     async with Steward.open(load_settings(home=tmp_path / "new", database_url=url)) as new:
+        along = _brought_along(new.settings)
         with pytest.raises(archive.ArchiveError, match=r"refuses a row .* nothing was imported"):
-            await archive.import_(new.ledger, new.engine.checkpointer, folder)
+            await archive.import_(new.ledger, new.engine.checkpointer, folder, along=along)
+        assert not (tmp_path / "new" / "hooks.yaml").exists()
         assert await new.ledger.list_runs(None) == []
         assert await new.ledger.audit_events() == []
         assert [saved async for saved in new.engine.checkpointer.alist(None)] == []
@@ -447,3 +454,98 @@ async def test_an_export_holds_a_batch_of_rows_in_memory_not_the_ledger(
     lines = (tmp_path / "export" / "audit_events.jsonl").read_text().splitlines()
     assert len(lines) > 20_000 and json.loads(lines[-1])["data"] == {"text": note}
     assert peak < 8_000_000  # read whole, the table took 27 MB
+
+
+HOOKS = "form:\n  secret: a-long-random-string\n  start: onboarding\n"
+
+
+def settings_of(home: Path, target: DatabaseURL | None = None) -> Settings:
+    return load_settings(home=home, **({"database_url": str(target)} if target else {}))
+
+
+async def a_home_with_files(home: Path) -> dict[str, str]:
+    """A home whose outbox holds two effects and a run waiting, with a definition of the
+    operator's and the webhooks' file beside the ledger."""
+    (home / "processes").mkdir(parents=True)
+    (home / "processes" / "mine.yaml").write_text(
+        (BUILTIN_DIR / "invoice_followup.yaml").read_text().replace("invoice_followup", "mine")
+    )
+    (home / "hooks.yaml").write_text(HOOKS)
+    async with Steward.open(settings_of(home)) as app:
+        assert app.catalog.get("mine") is not None
+        return await seed(app)
+
+
+async def test_an_export_brings_the_outbox_processes_and_webhooks_along(
+    tmp_path: Path, target: DatabaseURL | None
+) -> None:
+    """They were left behind: on the new machine the outbox no longer showed what had
+    been sent, the operator's processes were gone, and so were the webhooks, whose
+    senders' deliveries were refused. The workers are the old machine's, and stay."""
+    folder, old_home, new_home = tmp_path / "export", tmp_path / "old", tmp_path / "new"
+    ids = await a_home_with_files(old_home)
+    async with Steward.open(settings_of(old_home)) as old:
+        summary = await archive.export(
+            old.ledger, old.engine.checkpointer, folder, along=_brought_along(old.settings)
+        )
+    assert summary.files == 4 and "workers" not in summary.counts
+    assert {p.name for p in (folder / "home").iterdir()} == {"outbox", "processes", "hooks.yaml"}
+    assert stat.S_IMODE((folder / "home" / "hooks.yaml").stat().st_mode) == 0o600
+    async with Steward.open(settings_of(new_home, target)) as new:
+        summary = await archive.import_(
+            new.ledger, new.engine.checkpointer, folder, along=_brought_along(new.settings)
+        )
+        assert summary.files == 4
+        assert outbox(new_home) == outbox(old_home)
+        decided = await new.engine.decide(ids["waiting_approval"], True, "cli:shell")
+        assert decided.view is not None and decided.view.run.status is RunStatus.SUCCEEDED
+    assert len(outbox(new_home)) == len(outbox(old_home)) + 1
+    for kept in ("hooks.yaml", "processes/mine.yaml"):
+        assert (new_home / kept).read_bytes() == (old_home / kept).read_bytes()
+        assert stat.S_IMODE((new_home / kept).stat().st_mode) == 0o600
+    async with Steward.open(settings_of(new_home, target)) as new:
+        assert new.catalog.get("mine") is not None
+
+
+async def test_an_import_overwrites_no_file_of_the_home(tmp_path: Path) -> None:
+    """A file of the home that the export brings too is left as it is, and nothing is
+    imported, unless it is the export's own (an import made again after a stop)."""
+    folder, home = tmp_path / "export", tmp_path / "new"
+    await a_home_with_files(tmp_path / "old")
+    async with Steward.open(settings_of(tmp_path / "old")) as old:
+        await archive.export(
+            old.ledger, old.engine.checkpointer, folder, along=_brought_along(old.settings)
+        )
+    home.mkdir()
+    (home / "hooks.yaml").write_text("other:\n  secret: mine\n  start: onboarding\n")
+    async with Steward.open(settings_of(home)) as new:
+        with pytest.raises(archive.ArchiveError, match=r"hooks\.yaml is there already .* nothing"):
+            await archive.import_(
+                new.ledger, new.engine.checkpointer, folder, along=_brought_along(new.settings)
+            )
+        assert await new.ledger.list_runs(None) == []
+        assert outbox(home) == [] and not (home / "processes").exists()
+        assert "secret: mine" in (home / "hooks.yaml").read_text()
+        (home / "hooks.yaml").write_text(HOOKS)
+        summary = await archive.import_(
+            new.ledger, new.engine.checkpointer, folder, along=_brought_along(new.settings)
+        )
+        assert summary.files == 3 and len(outbox(home)) == 2
+
+
+async def test_a_file_of_the_home_cut_short_refuses_the_import(tmp_path: Path) -> None:
+    folder, home = tmp_path / "export", tmp_path / "new"
+    await a_home_with_files(tmp_path / "old")
+    async with Steward.open(settings_of(tmp_path / "old")) as old:
+        await archive.export(
+            old.ledger, old.engine.checkpointer, folder, along=_brought_along(old.settings)
+        )
+    mine = folder / "home" / "processes" / "mine.yaml"
+    mine.write_bytes(mine.read_bytes()[:100])
+    async with Steward.open(settings_of(home)) as new:
+        with pytest.raises(archive.ArchiveError, match=r"mine\.yaml is missing or not as exported"):
+            await archive.import_(
+                new.ledger, new.engine.checkpointer, folder, along=_brought_along(new.settings)
+            )
+        assert await new.ledger.list_runs(None) == []
+        assert outbox(home) == [] and not (home / "hooks.yaml").exists()
