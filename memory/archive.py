@@ -330,6 +330,8 @@ def _manifest(folder: Path) -> dict[str, Any]:
         raise ArchiveError(
             f"{folder} holds no steward export (no readable manifest.json)"
         ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("counts", {}), dict):
+        raise ArchiveError(f"{folder / 'manifest.json'} is not a steward export's manifest")
     if manifest.get("format") != FORMAT:
         raise ArchiveError(f"{folder} is a {manifest.get('format')!r} export, not {FORMAT}")
     schema = manifest.get("schema", HEAD)

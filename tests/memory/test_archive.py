@@ -136,6 +136,20 @@ async def test_not_an_export_is_refused_clearly(tmp_path: Path) -> None:
             await archive.import_(app.ledger, app.engine.checkpointer, folder)
 
 
+@pytest.mark.parametrize(
+    "text", ["[]", '"steward"', '{"format": "steward-export/1", "counts": []}']
+)
+async def test_a_manifest_of_another_shape_is_refused_clearly(tmp_path: Path, text: str) -> None:
+    """JSON, but no object (or counts that are no object): a traceback."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(text)
+    (folder / "checkpoints.jsonl").write_text("")
+    async with Steward.open(load_settings(home=tmp_path / "home")) as app:
+        with pytest.raises(archive.ArchiveError, match="is not a steward export's manifest"):
+            await archive.import_(app.ledger, app.engine.checkpointer, folder)
+
+
 async def test_an_export_from_before_a_table_was_added_is_imported(tmp_path: Path) -> None:
     """An export of a steward from before card_messages holds no file for it."""
     async with Steward.open(load_settings(home=tmp_path / "old")) as app:
