@@ -14,7 +14,9 @@ came from: an export of a newer steward is refused, never imported in part.
 ``import`` restores a folder into an empty home: rows go back exactly as they were
 (ids, timestamps, the audit chain's hashes), so the chain still verifies and a run that
 was waiting at a gate can be approved after the import and goes on from its checkpoint,
-without repeating an effect that was already done. The home's files go where the new
+without repeating an effect that was already done. Each file is read through once, a
+line at a time, before anything is written, and again as it is written, so an import too
+holds a batch of rows in memory, not the export. The home's files go where the new
 home keeps them, never over a file there that is not the export's.
 """
 
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -164,16 +167,22 @@ async def import_(
             f"the export holds {', '.join(sorted(unknown))}, which this steward does not "
             "know: upgrade it to import an export of a newer one; nothing was imported"
         )
-    rows = {
-        table.name: list(_read(folder / f"{table.name}.jsonl", table))
-        if table.name in expected or (folder / f"{table.name}.jsonl").exists()
-        else []  # an export from before the table was there
-        for table in tables
-    }
-    # Read whole before anything is written: a broken line refuses the import, where it
-    # left the ledger imported without its checkpoints, and the home no longer empty.
-    checkpoints = _decode_checkpoints(checkpointer, _read_lines(folder / f"{CHECKPOINTS}.jsonl"))
-    read = {name: len(these) for name, these in rows.items()} | {CHECKPOINTS: len(checkpoints)}
+
+    def rows_of(table: Table) -> Iterator[dict[str, Any]]:
+        path = folder / f"{table.name}.jsonl"
+        if table.name in expected or path.exists():
+            return _read(path, table)
+        return iter(())  # an export from before the table was there
+
+    def checkpoints() -> Iterator[Decoded]:
+        return _decode_checkpoints(checkpointer, _read_lines(folder / f"{CHECKPOINTS}.jsonl"))
+
+    # Read through before anything is written, a line at a time: a broken line refuses the
+    # import, where it left the ledger imported without its checkpoints, and the home no
+    # longer empty. What is written is read again, so no file is ever held in memory.
+    read = {table.name: sum(1 for _ in rows_of(table)) for table in tables}
+    threads = [parent["configurable"]["thread_id"] for parent, *_ in checkpoints()]
+    read[CHECKPOINTS] = len(threads)
     wrong = {k: (v, expected.get(k)) for k, v in read.items() if expected.get(k, 0) != v}
     if wrong:  # a file cut short, or one line too many: before anything is written
         raise ArchiveError(f"rows read do not match the manifest: {wrong}; nothing was imported")
@@ -181,15 +190,18 @@ async def import_(
 
     def restore(conn: Connection) -> None:
         for index, table in enumerate(tables):
-            these = rows[table.name]
-            if table.name in SEEDED:  # what the new home wrote itself gives way to the export
-                (key,) = table.primary_key.columns
-                conn.execute(delete(table).where(key.in_([row[key.name] for row in these])))
-            elif table is t.timers:  # a home with no runs has planned its daily list alone
+            if table is t.timers:  # a home with no runs has planned its daily list alone
                 conn.execute(delete(table))
-            for start in range(0, len(these), 500):
-                conn.execute(insert(table), these[start : start + 500])
-            counts[table.name] = len(these)
+            counts[table.name] = 0
+            rows = rows_of(table)
+            while these := list(islice(rows, 500)):
+                if table.name in SEEDED:  # what the new home wrote itself gives way
+                    (key,) = table.primary_key.columns
+                    conn.execute(delete(table).where(key.in_([row[key.name] for row in these])))
+                conn.execute(insert(table), these)
+                counts[table.name] += len(these)
+            if counts[table.name] != read[table.name]:  # the file changed since it was read
+                raise ArchiveError(f"{table.name}.jsonl changed during the import")
             report(table.name, index + 2, len(tables) + 1)
         if conn.dialect.name == "postgresql":
             _reset_sequences(conn, tables)
@@ -198,19 +210,21 @@ async def import_(
     # the ledger's commit leaves the home empty for the import again (the same file there
     # is taken as brought), where one after it left runs without them.
     brought = _import_files(files)
-    counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, checkpoints)
+    counts[CHECKPOINTS] = await _import_checkpoints(checkpointer, checkpoints())
     report(CHECKPOINTS, 1, len(tables) + 1)
     try:
         await ledger.db.run(restore)  # one transaction: all of it, or nothing
     except Exception as exc:
-        if not cannot_store(exc):
+        if not (cannot_store(exc) or isinstance(exc, ArchiveError)):
             raise
-        for thread in {parent["configurable"]["thread_id"] for parent, *_ in checkpoints}:
+        for thread in set(threads):
             await checkpointer.adelete_thread(thread)
         for path in brought:
             path.unlink(missing_ok=True)
+        said = str(exc) if isinstance(exc, ArchiveError) else None
         raise ArchiveError(
-            f"this database refuses a row of the export ({cause(exc)}); nothing was imported"
+            f"{said or f'this database refuses a row of the export ({cause(exc)})'}; "
+            "nothing was imported"
         ) from None
     return Summary(counts, len(files))
 
@@ -283,20 +297,19 @@ def _private(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
         os.fsync(out.fileno())
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
+def _read_lines(path: Path) -> Iterator[Any]:
+    """Each line of the file, as the JSON it holds, read as it is asked for."""
     if not path.exists():
         raise ArchiveError(f"{path.name} is missing from the export")
-    rows = []
     with open(path, encoding="utf-8") as lines:
         number = 0
         try:
             for number, line in enumerate(lines, 1):  # noqa: B007 (the excepts name it)
-                rows.append(json.loads(line))
+                yield json.loads(line)
         except UnicodeDecodeError:
             raise ArchiveError(f"{path.name} is not UTF-8 text") from None
         except ValueError:
             raise ArchiveError(f"{path.name} line {number} is not JSON") from None
-    return rows
 
 
 def _empty(conn: Connection) -> bool:
@@ -452,10 +465,9 @@ Decoded = tuple[RunnableConfig, Any, Any, Any, dict[str, list[tuple[str, Any]]]]
 
 
 def _decode_checkpoints(
-    checkpointer: BaseCheckpointSaver[str], entries: list[dict[str, Any]]
-) -> list[Decoded]:
+    checkpointer: BaseCheckpointSaver[str], entries: Iterable[Any]
+) -> Iterator[Decoded]:
     serde = checkpointer.serde
-    decoded: list[Decoded] = []
     for number, entry in enumerate(entries, 1):
         try:
             checkpoint = serde.loads_typed(_untyped(entry["checkpoint"]))
@@ -473,18 +485,19 @@ def _decode_checkpoints(
         # wrong type, bad base64 or msgpack, an unknown serialization type.
         except (LookupError, TypeError, ValueError, AttributeError, NotImplementedError):
             raise ArchiveError(f"{CHECKPOINTS}.jsonl line {number} is not a checkpoint") from None
-        decoded.append((parent, checkpoint, metadata, versions, by_task))
-    return decoded
+        yield parent, checkpoint, metadata, versions, by_task
 
 
 async def _import_checkpoints(
-    checkpointer: BaseCheckpointSaver[str], checkpoints: list[Decoded]
+    checkpointer: BaseCheckpointSaver[str], checkpoints: Iterable[Decoded]
 ) -> int:
+    count = 0
     for parent, checkpoint, metadata, versions, by_task in checkpoints:
         stored = await checkpointer.aput(parent, checkpoint, metadata, versions)
         for task, writes in by_task.items():
             await checkpointer.aput_writes(stored, writes, task)
-    return len(checkpoints)
+        count += 1
+    return count
 
 
 def _typed(pair: tuple[str, bytes]) -> list[str]:

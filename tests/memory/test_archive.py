@@ -16,7 +16,7 @@ from typing import Any
 import ormsgpack
 import pytest
 from langgraph.checkpoint.serde.jsonplus import EXT_CONSTRUCTOR_SINGLE_ARG
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, func, insert, select
 
 from bot.app import Steward
 from bot.cli import _brought_along
@@ -434,27 +434,27 @@ async def test_an_export_is_on_disk_when_it_says_so(
     assert synced[-2:] == ["manifest.json", "export"]
 
 
+NOTE = "Hello Jane, welcome aboard the premium package. " * 4
+
+
+def notes(conn: Connection) -> None:
+    """20,000 audit events, unchained (neither an export nor an import checks the chain)."""
+    at, unchained = utcnow(), "0" * 64
+    for start in range(0, 20_000, 1000):
+        events = [
+            {"at": at, "actor": "cli:shell", "kind": "note", "subject": f"n{start + i}"}
+            | {"data": {"text": NOTE}, "prev_hash": unchained, "hash": unchained}
+            for i in range(1000)
+        ]
+        conn.execute(insert(t.audit_events), events)
+
+
 async def test_an_export_holds_a_batch_of_rows_in_memory_not_the_ledger(
     tmp_path: Path, target: DatabaseURL | None
 ) -> None:
     """Every table was read whole, and only then written: an export of 200,000 audit
     events took 290 MB (SQLite) to 400 MB (PostgreSQL) more than steward itself."""
-    overrides: dict[str, Any] = {"home": tmp_path / "home"}
-    if target is not None:
-        overrides["database_url"] = str(target)
-    note = "Hello Jane, welcome aboard the premium package. " * 4
-
-    def notes(conn: Connection) -> None:
-        at, unchained = utcnow(), "0" * 64
-        for start in range(0, 20_000, 1000):
-            events = [
-                {"at": at, "actor": "cli:shell", "kind": "note", "subject": f"n{start + i}"}
-                | {"data": {"text": note}, "prev_hash": unchained, "hash": unchained}
-                for i in range(1000)
-            ]
-            conn.execute(insert(t.audit_events), events)
-
-    async with Steward.open(load_settings(**overrides)) as app:
+    async with Steward.open(settings_of(tmp_path / "home", target)) as app:
         await seed(app)
         await app.ledger.db.run(notes)
         tracemalloc.start()
@@ -466,8 +466,33 @@ async def test_an_export_holds_a_batch_of_rows_in_memory_not_the_ledger(
         saved = [tup async for tup in app.engine.checkpointer.alist(None)]
     assert summary.counts["checkpoints"] == len(saved) > 0
     lines = (tmp_path / "export" / "audit_events.jsonl").read_text().splitlines()
-    assert len(lines) > 20_000 and json.loads(lines[-1])["data"] == {"text": note}
+    assert len(lines) > 20_000 and json.loads(lines[-1])["data"] == {"text": NOTE}
     assert peak < 8_000_000  # read whole, the table took 27 MB
+
+
+async def test_an_import_holds_a_batch_of_rows_in_memory_not_the_export(
+    tmp_path: Path, target: DatabaseURL | None
+) -> None:
+    """Every file was read whole before any row was written: an import of 200,000 audit
+    events took 490 MB more than steward itself."""
+    async with Steward.open(settings_of(tmp_path / "old")) as old:
+        await seed(old)
+        await old.ledger.db.run(notes)
+        await archive.export(old.ledger, old.engine.checkpointer, tmp_path / "export")
+    async with Steward.open(settings_of(tmp_path / "new", target)) as new:
+        tracemalloc.start()
+        try:
+            summary = await archive.import_(
+                new.ledger, new.engine.checkpointer, tmp_path / "export"
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        imported = await new.ledger.db.run(
+            lambda c: c.execute(select(func.count()).select_from(t.audit_events)).scalar_one()
+        )
+        assert imported == summary.counts["audit_events"] > 20_000
+    assert peak < 8_000_000  # read whole, the files took 41 MB
 
 
 HOOKS = "form:\n  secret: a-long-random-string\n  start: onboarding\n"
@@ -563,3 +588,28 @@ async def test_a_file_of_the_home_cut_short_refuses_the_import(tmp_path: Path) -
             )
         assert await new.ledger.list_runs(None) == []
         assert outbox(home) == [] and not (home / "hooks.yaml").exists()
+
+
+async def test_a_file_changed_during_the_import_leaves_nothing_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows are read again as they are written: one more by then is refused whole."""
+    folder = tmp_path / "export"
+    async with Steward.open(settings_of(tmp_path / "old")) as old:
+        await seed(old)
+        await archive.export(old.ledger, old.engine.checkpointer, folder)
+    store = archive._import_checkpoints
+    runs = folder / "runs.jsonl"
+
+    async def a_run_added_meanwhile(*args: Any) -> int:
+        extra = json.loads(runs.read_text().splitlines()[0]) | {"id": "rextra0001"}
+        with runs.open("a") as lines:
+            lines.write(json.dumps(extra) + "\n")
+        return await store(*args)
+
+    monkeypatch.setattr(archive, "_import_checkpoints", a_run_added_meanwhile)
+    async with Steward.open(settings_of(tmp_path / "new")) as new:
+        with pytest.raises(archive.ArchiveError, match=r"runs\.jsonl changed .* nothing was"):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder)
+        assert await new.ledger.list_runs(None) == []
+        assert [saved async for saved in new.engine.checkpointer.alist(None)] == []
