@@ -4,14 +4,14 @@ Requests come in by Socket Mode (``SLACK_APP_TOKEN``) or on ``/slack/events`` in
 mode (``SLACK_SIGNING_SECRET``; bolt verifies the signature and the timestamp, and a
 refused request is audited). Bolt runs each listener before it acknowledges
 (``process_before_response``): a listener only stores the delivery in the inbox, keyed
-by Slack's own id (an event's ``event_id``, an interaction's ``trigger_id``), so a
-request is acknowledged only once it is stored on disk, and a retry Slack sends is
-dropped there. The handling — resuming a run, say — happens in arrival order, on one
-worker, and may start while the disk catches up, before the acknowledgement. A crash
-in between is recovered at the next start. A request steward has no listener for is
-acknowledged and ignored; one whose fields it reads are missing or of another type
-(``bot.slack.payloads``) is acknowledged and set aside, audited: Slack sends again
-anything not answered 2xx, three times more.
+by Slack's own id (a message's channel and ``ts``, an interaction's ``trigger_id``), so
+a request is acknowledged only once it is stored on disk, and a retry Slack sends, or
+the mention it sends again for an edit, is dropped there. The handling — resuming a
+run, say — happens in arrival order, on one worker, and may start while the disk
+catches up, before the acknowledgement. A crash in between is recovered at the next
+start. A request steward has no listener for is acknowledged and ignored; one whose
+fields it reads are missing or of another type (``bot.slack.payloads``) is acknowledged
+and set aside, audited: Slack sends again anything not answered 2xx, three times more.
 
 A conversation is a channel, or a thread in one: replies go where the message came from.
 """
@@ -391,7 +391,7 @@ class SlackChannel:
         inbound = Inbound(
             Sender(self.name, said.user),
             Conversation(said.channel, said.thread_ts).chat_id,
-            said.event_id,
+            said.message_id,
             text=from_slack(said.text).strip(),
             attachment=said.attachment,
         )
@@ -412,15 +412,15 @@ class SlackChannel:
         said = written(body, event)
         if said is None:
             return  # only what a person writes
-        if said.edited:
-            return  # Slack mentions steward again when the message is edited: it was heard
+        # An edit is mentioned again (or for the first time): the inbox takes a message
+        # once, by its id, so only a message not answered before is answered now.
         bot_user = context.get("bot_user_id") or ""
         words = from_slack(_mention(bot_user).sub("", said.text)).strip()
         conversation = Conversation(said.channel, said.thread_ts or said.ts)
         inbound = Inbound(
             Sender(self.name, said.user),
             conversation.chat_id,
-            said.event_id,
+            said.message_id,
             text=words,
             attachment=said.attachment,
         )

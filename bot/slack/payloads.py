@@ -51,7 +51,6 @@ def maybe_part(payload: Mapping[str, Any], key: str) -> dict[str, Any]:
 class Written:
     """A message a person wrote, as a ``message`` or an ``app_mention`` event tells it."""
 
-    event_id: str
     user: str
     channel: str
     ts: str
@@ -60,7 +59,13 @@ class Written:
     channel_type: str | None
     parent_user_id: str | None  # whose thread it is in, where the event says
     attachment: str | None  # the files and messages shared with it, by name
-    edited: bool
+
+    @property
+    def message_id(self) -> str:
+        """The message's own id, the same in every event about it: an ``app_mention``
+        Slack sends for an edit, a ``message`` and an ``app_mention`` of one message, and
+        a retry are one delivery by it."""
+        return f"message:{self.channel}:{self.ts}"
 
 
 def written(body: Mapping[str, Any], event: Mapping[str, Any]) -> Written | None:
@@ -69,7 +74,6 @@ def written(body: Mapping[str, Any], event: Mapping[str, Any]) -> Written | None
     if event.get("bot_id") or "user" not in event or maybe_text(event, "subtype") not in WRITTEN:
         return None
     return Written(
-        event_id=text(body, "event_id"),
         user=text(event, "user"),
         channel=text(event, "channel"),
         ts=text(event, "ts"),
@@ -78,7 +82,6 @@ def written(body: Mapping[str, Any], event: Mapping[str, Any]) -> Written | None
         channel_type=maybe_text(event, "channel_type"),
         parent_user_id=maybe_text(event, "parent_user_id"),
         attachment=_attachment(event),
-        edited="edited" in event,
     )
 
 

@@ -487,7 +487,8 @@ async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: Fak
         event = slack.message_event(OPERATOR, START)
         disk = DiskWatch(bot.steward.ledger, slow=0.2)
         assert (await slack.post_event(bot.url, event))[0] == 200
-        assert disk.on_disk_by(time.monotonic()) == {event["event_id"]}  # before the ack
+        stored = f"message:{dm}:{event['event']['ts']}"
+        assert disk.on_disk_by(time.monotonic()) == {stored}  # before the ack
         for attempt in (1, 2):
             status, _ = await slack.post_event(bot.url, event, retry_num=attempt)
             assert status == 200
@@ -1135,6 +1136,26 @@ async def test_an_edited_mention_starts_nothing_again(tmp_path: Path, slack: Fak
         assert len(await bot.steward.ledger.list_runs(None)) == 1
 
 
+async def test_a_message_edited_to_mention_steward_is_answered_once(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Slack sends ``app_mention`` for the edit: answered, as the first mention of that
+    message; a later edit of it (another ``app_mention``) is not answered again."""
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        forgot = slack.message_event(OPERATOR, START.removeprefix("/"), channel=channel)
+        assert (await slack.post_event(bot.url, forgot))[0] == 200
+        await bot.channel.idle()
+        assert bot.inbox() == 0  # not steward's to read
+        for edit in ("", " (typo fixed)"):
+            edited = slack.edited_mention(forgot, START.removeprefix("/") + edit)
+            assert (await slack.post_event(bot.url, edited))[0] == 200
+            await bot.channel.idle()
+        thread = forgot["event"]["ts"]
+        assert [c.get("thread_ts") for c in cards(slack, channel)] == [thread]
+        assert len(await bot.steward.ledger.list_runs(None)) == 1
+
+
 async def test_commands_without_their_slash_are_known_by_their_shape(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
@@ -1471,7 +1492,6 @@ def unusable_events(slack: FakeSlackAPI) -> dict[str, dict[str, Any]]:
         "files of strings": changed(message(), lambda e: e["event"].update(files=["x"])),
         "subtype a list": changed(message(), lambda e: e["event"].update(subtype=["x"])),
         "thread_ts a number": changed(message(), lambda e: e["event"].update(thread_ts=5)),
-        "no event_id": changed(message(), lambda e: e.pop("event_id")),
         "event a string": changed(message(), lambda e: e.update(event="x")),
         "mention without ts": changed(mention(), lambda e: e["event"].pop("ts")),
         "mention without channel": changed(mention(), lambda e: e["event"].pop("channel")),

@@ -731,16 +731,22 @@ class FakeSlackAPI:
             event["thread_ts"] = thread_ts
         return self._event_envelope(event)
 
-    def edited_mention(self, mention: JSONDict, text: str) -> JSONDict:
-        """The ``app_mention`` Slack sends again when the message of ``mention`` (an
-        envelope) is edited to ``text``: the same message, marked ``edited``, under an
-        event id of its own."""
-        first = mention["event"]
-        event: JSONDict = {
-            **first,
-            "text": text,
-            "edited": {"user": first["user"], "ts": self._new_ts()},
-        }
+    def edited_mention(self, written: JSONDict, text: str) -> JSONDict:
+        """The ``app_mention`` Slack sends when the message of ``written`` (the envelope
+        of a mention, or of a message event) is edited to ``text``, which mentions the
+        bot (``<@BOT>`` is put in front unless it is there): the same message, marked
+        ``edited``, under an event id of its own. The message is edited in the
+        channel's history too."""
+        first = {k: v for k, v in written["event"].items() if k != "channel_type"}
+        mention = f"<@{self.bot_user_id}>"
+        if mention not in text:
+            text = f"{mention} {text}"
+        stored = self._by_ts.get((first["channel"], first["ts"]))
+        edited = {"user": first["user"], "ts": self._new_ts()}
+        if stored is not None:
+            stored.update(text=text, edited=edited)
+            self._versions[(first["channel"], first["ts"])].append(copy.deepcopy(stored))
+        event: JSONDict = {**first, "type": "app_mention", "text": text, "edited": edited}
         return self._event_envelope(event)
 
     def url_verification(self, challenge: str | None = None) -> JSONDict:
