@@ -98,6 +98,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SLASH_COMMAND = "/steward"
+COMMAND = "command:"  # before the trigger id of a slash command, its id in the inbox
 PRESSES = re.compile(f"^({'|'.join(BUTTON_VERBS)})$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
@@ -434,7 +435,7 @@ class SlackChannel:
         inbound = Inbound(
             who,
             text(command, "channel_id"),
-            f"command:{text(command, 'trigger_id')}",
+            f"{COMMAND}{text(command, 'trigger_id')}",
             text=_as_command(from_slack(maybe_text(command, "text") or "")),
             # The command's own way back, for 30 minutes: where steward is no member of
             # the conversation, the only way to tell its sender anything there.
@@ -532,6 +533,9 @@ class SlackChannel:
                 await steps.take(partial(self._whisper, conversation, user, text, answer_by))
             return
         items = list(reply.items)
+        # A slash command's answer in a channel is its sender's alone (cards are not):
+        # what steward holds of the business is not the channel's to read.
+        privately = user is not None and answering is not None and _command_in_channel(answering)
         if reply.notice:
             if answering is not None and answering.button and user is not None:
                 await steps.take(partial(self._answer_press, conversation, user, reply.notice))
@@ -547,7 +551,10 @@ class SlackChannel:
         for item in items:
             if isinstance(item, str):
                 for outgoing in text_messages(as_typed_in_slack(item)):
-                    post = partial(self._post, conversation, outgoing, fallback)
+                    if privately and user is not None:
+                        post = partial(self._post_privately, conversation, user, outgoing)
+                    else:
+                        post = partial(self._post, conversation, outgoing, fallback)
                     posted = await steps.take(post) or posted
             elif isinstance(item, Card):
                 card = partial(self._post_card, conversation, item, fallback)
@@ -792,29 +799,49 @@ class SlackChannel:
         where steward is no member of it, by the ``response_url`` of the slash command
         being answered (``answer_by``), if any."""
         for outgoing in text_messages(as_typed_in_slack(text)):
-            await self._bucket(conversation.channel).take()
-            try:
-                await self.client.chat_postEphemeral(
-                    channel=conversation.channel,
-                    user=user,
-                    thread_ts=conversation.thread_ts,
-                    text=outgoing.text,
-                )
-            except SlackApiError as exc:
-                if _server_side(exc):
-                    raise _later(exc) from exc
-                if _error(exc) in NO_ENTRY and answer_by:
-                    await self._respond(conversation, answer_by, outgoing.text)
-                    continue
-                log.warning(
-                    "Slack refused a message to %s in %s: %s",
-                    user,
-                    conversation.channel,
-                    _error(exc),
-                )
-                await self.door.message_refused(self.name, conversation.chat_id, _error(exc))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _unreachable(exc) from exc
+            error = await self._ephemeral(conversation, user, outgoing)
+            if error in NO_ENTRY and answer_by:
+                await self._respond(conversation, answer_by, outgoing.text)
+            elif error is not None:
+                await self._refused_to(conversation, user, error)
+
+    async def _post_privately(
+        self, conversation: Conversation, user: str, outgoing: Outgoing
+    ) -> dict[str, Any] | None:
+        """Posts a message only ``user`` sees (ephemeral) in the conversation; where
+        steward is no member of it, in their DM. Where it went when that was the DM."""
+        error = await self._ephemeral(conversation, user, outgoing)
+        if error in NO_ENTRY:
+            log.info("cannot post in %s (%s): to the DM instead", conversation.channel, error)
+            return await self._post(Conversation(user), outgoing)
+        if error is not None:
+            await self._refused_to(conversation, user, error)
+        return None
+
+    async def _ephemeral(
+        self, conversation: Conversation, user: str, outgoing: Outgoing
+    ) -> str | None:
+        """Posts ``outgoing`` for ``user`` alone in the conversation: None once posted,
+        or Slack's refusal; raises ``SendLater`` when Slack cannot take it now."""
+        await self._bucket(conversation.channel).take()
+        try:
+            await self.client.chat_postEphemeral(
+                channel=conversation.channel,
+                user=user,
+                thread_ts=conversation.thread_ts,
+                text=outgoing.text,
+            )
+        except SlackApiError as exc:
+            if _server_side(exc):
+                raise _later(exc) from exc
+            return _error(exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _unreachable(exc) from exc
+        return None
+
+    async def _refused_to(self, conversation: Conversation, user: str, error: str) -> None:
+        log.warning("Slack refused a message to %s in %s: %s", user, conversation.channel, error)
+        await self.door.message_refused(self.name, conversation.chat_id, error)
 
     async def _respond(self, conversation: Conversation, response_url: str, text: str) -> None:
         """An ephemeral message by a slash command's ``response_url``."""
@@ -869,6 +896,13 @@ def _readable(headers: Mapping[str, str]) -> bool:
     stamp = headers.get("X-Slack-Request-Timestamp")
     number = stamp is None or (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12)
     return number and headers.get("X-Slack-Signature", "").isascii()
+
+
+def _command_in_channel(inbound: Inbound) -> bool:
+    """Whether ``inbound`` is a slash command typed in a channel (a conversation of more
+    than steward and its sender: a DM's id starts with D)."""
+    channel = Conversation.of(inbound.chat_id).channel
+    return inbound.external_id.startswith(COMMAND) and not channel.startswith("D")
 
 
 def _as_command(text: str) -> str:

@@ -863,6 +863,8 @@ async def test_reject_confirms_then_asks_for_a_reason(tmp_path: Path, slack: Fak
 async def test_slash_command_and_mentions_reply_where_they_were_said(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
+    """A slash command's answer only its sender sees, a card for the channel; a mention
+    answered in its thread."""
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
         help_call = slack.slash_command(OPERATOR, channel, "")
@@ -870,11 +872,16 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
         run_call = slack.slash_command(OPERATOR, channel, START.removeprefix("/"))
         assert (await slack.post_command(bot.url, run_call))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
-        top_level = [m for m in posted(slack, channel) if not m.get("thread_ts")]
-        [help_text] = [m["text"] for m in top_level if "Commands:" in m.get("text", "")]
+        [help_text] = [t for t in ephemerals(slack, OPERATOR) if "Commands:" in t]
         assert "/steward run PROCESS" in help_text  # as it is typed in Slack
         assert not re.search(r"(?<!steward )/runs\b", help_text)
+        assert any(t.startswith("Started onboarding") for t in ephemerals(slack, OPERATOR))
+        assert [m for m in posted(slack, channel) if not actions(m)] == []
         assert len(cards(slack, channel)) == 1
+        runs_call = slack.slash_command(OPERATOR, channel, "runs")
+        assert (await slack.post_command(bot.url, runs_call))[0] == 200
+        await slack.wait_for(lambda s: any("Acme" in t for t in ephemerals(s, OPERATOR)))
+        assert [m for m in posted(slack, channel) if not actions(m)] == []
 
         mention = slack.mention_event(OPERATOR, f"<@{slack.bot_user_id}> /runs", channel)
         assert (await slack.post_event(bot.url, mention))[0] == 200
@@ -974,29 +981,32 @@ async def test_in_a_thread_only_the_first_message_after_a_question_is_taken(
 
 
 async def steward_says(
-    slack: FakeSlackAPI, bot: Running, channel: str, command: str, says: str
-) -> Any:
-    """``/steward COMMAND`` in ``channel``; the message of steward's that ``says``."""
-    call = slack.slash_command(OPERATOR, channel, command)
-    assert (await slack.post_command(bot.url, call))[0] == 200
-    await slack.wait_for(lambda s: any(says in m["text"] for m in posted(s, channel)))
-    return [m for m in posted(slack, channel) if says in m["text"]][-1]
+    slack: FakeSlackAPI, bot: Running, channel: str, words: str, says: str
+) -> str:
+    """``@steward WORDS`` in ``channel``; the thread of the mention, where steward answered
+    with a message that ``says``."""
+    mention = slack.mention_event(OPERATOR, words, channel)
+    assert (await slack.post_event(bot.url, mention))[0] == 200
+    thread = str(mention["event"]["ts"])
+    await slack.wait_for(lambda s: any(says in t for t in thread_texts(s, channel, thread)))
+    return thread
 
 
-async def test_a_question_asked_in_a_channel_itself_is_answered_there_or_in_its_thread(
+async def test_a_question_a_command_asks_in_a_channel_is_its_senders_and_answered_there(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
-        question = await steward_says(slack, bot, channel, "run onboarding client=Acme", "email")
-        assert not question.get("thread_ts")  # the channel's own
-        in_its_thread = slack.message_event(
-            OPERATOR, "jane@acme.com", channel=channel, thread_ts=question["ts"]
-        )
-        assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
-        await slack.wait_for(lambda s: any("package" in m["text"] for m in posted(s, channel)))
-        in_the_channel = slack.message_event(OPERATOR, "basic", channel=channel)
-        assert (await slack.post_event(bot.url, in_the_channel))[0] == 200
+        call = slack.slash_command(OPERATOR, channel, "run onboarding client=Acme")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: any("email" in t for t in ephemerals(s, OPERATOR)))
+        assert bot_texts(slack, channel) == []
+        # Answered in the channel, where all see the answer: so they see what follows.
+        email = slack.message_event(OPERATOR, "jane@acme.com", channel=channel)
+        assert (await slack.post_event(bot.url, email))[0] == 200
+        await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, channel)))
+        package = slack.message_event(OPERATOR, "basic", channel=channel)
+        assert (await slack.post_event(bot.url, package))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
         assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
 
@@ -1006,18 +1016,10 @@ async def test_a_question_in_a_channel_may_be_answered_mentioning_steward(
 ) -> None:
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
-        question = await steward_says(slack, bot, channel, "run onboarding client=Acme", "email")
-        in_its_thread = slack.mention_event(
-            OPERATOR, "jane@acme.com", channel, thread_ts=question["ts"]
-        )
-        assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
-        await slack.wait_for(lambda s: any("package" in m["text"] for m in posted(s, channel)))
-        package = [m for m in posted(slack, channel) if "package" in m["text"]][-1]
+        thread = await asked_for_the_email_in_a_thread(slack, bot)
         # At the top of the channel a mention is a request, never an answer.
-        at_the_top = slack.mention_event(OPERATOR, "runs", channel)
-        assert (await slack.post_event(bot.url, at_the_top))[0] == 200
-        await slack.wait_for(lambda s: any("in progress" in t for t in bot_texts(s, channel)))
-        in_its_thread = slack.mention_event(OPERATOR, "basic", channel, thread_ts=package["ts"])
+        await steward_says(slack, bot, channel, "runs", "in progress")
+        in_its_thread = slack.mention_event(OPERATOR, "jane@acme.com", channel, thread_ts=thread)
         assert (await slack.post_event(bot.url, in_its_thread))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
         assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
@@ -1072,18 +1074,14 @@ async def test_a_question_in_a_channel_is_answered_in_its_own_thread_and_no_othe
     async with running(tmp_path / "home", slack) as bot:
         older = await steward_says(slack, bot, channel, "help", "Commands:")
         question = await steward_says(slack, bot, channel, "run onboarding client=Acme", "email")
-        later = await steward_says(slack, bot, channel, "runs", "No runs")
+        later = await steward_says(slack, bot, channel, "runs", "in progress")
         stored = bot.inbox()
         for other in (older, later):  # steward's, but not the question's: not its answer
-            chatter = slack.message_event(
-                OPERATOR, "thanks!", channel=channel, thread_ts=other["ts"]
-            )
+            chatter = slack.message_event(OPERATOR, "thanks!", channel=channel, thread_ts=other)
             assert (await slack.post_event(bot.url, chatter))[0] == 200
         await bot.channel.idle()
         assert bot.inbox() == stored
-        answer = slack.message_event(
-            OPERATOR, "jane@acme.com", channel=channel, thread_ts=question["ts"]
-        )
+        answer = slack.message_event(OPERATOR, "jane@acme.com", channel=channel, thread_ts=question)
         assert (await slack.post_event(bot.url, answer))[0] == 200
         await slack.wait_for(lambda s: any("package" in m["text"] for m in posted(s, channel)))
 
