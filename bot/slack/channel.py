@@ -461,6 +461,8 @@ class SlackChannel:
                 "channel": channel,
                 "ts": maybe_text(container, "message_ts"),
                 "trigger_id": trigger,
+                # The press's own way back, as a command's: where steward left the channel.
+                "response_url": maybe_text(body, "response_url") or "",
             },
         )
         await self._take(inbound, ack)
@@ -526,9 +528,9 @@ class SlackChannel:
         conversation = Conversation.of(owed.chat_id)
         reply, answering = owed.reply, owed.answering
         user = answering.sender.user_id if answering is not None else None
+        answer_by = answering.context.get("response_url") if answering is not None else None
         steps = self.outbox.steps(owed)
         if reply.private and user is not None:
-            answer_by = answering.context.get("response_url") if answering is not None else None
             for text in reply.texts:
                 await steps.take(partial(self._whisper, conversation, user, text, answer_by))
             return
@@ -538,7 +540,8 @@ class SlackChannel:
         privately = user is not None and answering is not None and _command_in_channel(answering)
         if reply.notice:
             if answering is not None and answering.button and user is not None:
-                await steps.take(partial(self._answer_press, conversation, user, reply.notice))
+                answer = partial(self._answer_press, conversation, user, reply.notice, answer_by)
+                await steps.take(answer)
             else:
                 items.append(reply.notice)
         # Where replies go when steward may not post in the conversation (a slash command
@@ -578,9 +581,14 @@ class SlackChannel:
         if answering is not None:
             await self._note_where_asked(conversation, answering, posted)
 
-    async def _answer_press(self, conversation: Conversation, user: str, notice: str) -> None:
+    async def _answer_press(
+        self, conversation: Conversation, user: str, notice: str, answer_by: str | None
+    ) -> None:
+        """Tells the presser alone: in the conversation, by the press's ``response_url``
+        where steward is no member of it, and in their DM where that is spent too."""
         try:
-            await self._whisper(conversation, user, notice)
+            for outgoing in await self._whisper(conversation, user, notice, answer_by):
+                await self._post(Conversation(user), outgoing)
         except SendLater as exc:  # the card's update shows the outcome too
             log.warning("could not answer %s's press: %s", user, exc)
 
@@ -794,16 +802,22 @@ class SlackChannel:
 
     async def _whisper(
         self, conversation: Conversation, user: str, text: str, answer_by: str | None = None
-    ) -> None:
+    ) -> list[Outgoing]:
         """A message only ``user`` sees (ephemeral), in the conversation they wrote in;
-        where steward is no member of it, by the ``response_url`` of the slash command
-        being answered (``answer_by``), if any."""
+        where steward is no member of it, by the ``response_url`` of the command or the
+        press being answered (``answer_by``), if any. The messages that could not go."""
+        unsent = []
         for outgoing in text_messages(as_typed_in_slack(text)):
             error = await self._ephemeral(conversation, user, outgoing)
+            if error is None:
+                continue
             if error in NO_ENTRY and answer_by:
-                await self._respond(conversation, answer_by, outgoing.text)
-            elif error is not None:
+                if await self._respond(conversation, answer_by, outgoing.text):
+                    continue
+            else:
                 await self._refused_to(conversation, user, error)
+            unsent.append(outgoing)
+        return unsent
 
     async def _post_privately(
         self, conversation: Conversation, user: str, outgoing: Outgoing
@@ -843,8 +857,9 @@ class SlackChannel:
         log.warning("Slack refused a message to %s in %s: %s", user, conversation.channel, error)
         await self.door.message_refused(self.name, conversation.chat_id, error)
 
-    async def _respond(self, conversation: Conversation, response_url: str, text: str) -> None:
-        """An ephemeral message by a slash command's ``response_url``."""
+    async def _respond(self, conversation: Conversation, response_url: str, text: str) -> bool:
+        """An ephemeral message by a command's or a press's ``response_url``; whether
+        Slack took it."""
         webhook = AsyncWebhookClient(
             response_url, session=self.client.session, retry_handlers=self.client.retry_handlers
         )
@@ -858,6 +873,8 @@ class SlackChannel:
             log.warning("could not answer at a response_url: %s", response.body)
             refused = f"response_url answered {response.status_code}: {response.body}"
             await self.door.message_refused(self.name, conversation.chat_id, refused)
+            return False
+        return True
 
     def _bucket(self, channel: str) -> Bucket:
         bucket = self._pacing.get(channel)

@@ -145,10 +145,16 @@ async def say(slack: FakeSlackAPI, bot: Running, text: str, user: str = OPERATOR
 
 
 async def press(
-    slack: FakeSlackAPI, bot: Running, card: dict[str, Any], action_id: str, user: str = OPERATOR
+    slack: FakeSlackAPI,
+    bot: Running,
+    card: dict[str, Any],
+    action_id: str,
+    user: str = OPERATOR,
+    channel: str | None = None,
 ) -> float:
-    """Presses a button as Slack posts it; the seconds until Slack had its ack."""
-    channel = slack.dm_channel(OPERATOR)
+    """Presses a button (on a card in the operator's DM unless ``channel``) as Slack posts
+    it; the seconds until Slack had its ack."""
+    channel = channel or slack.dm_channel(OPERATOR)
     payload = slack.block_action(user, channel, card["ts"], action_id, value(card, action_id))
     began = time.monotonic()
     status, _ = await slack.post_interaction(bot.url, payload)
@@ -1315,6 +1321,31 @@ async def test_a_command_where_steward_may_not_post_is_answered_in_the_dm(
         await press(slack, bot, card, "approve")
         await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
         assert not actions(slack.message(dm, card["ts"]))
+
+
+async def test_every_press_on_a_card_in_a_channel_steward_has_left_is_answered(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Privately, by the press's own response_url, and in the presser's DM once that is
+    spent; where the second press was answered nowhere."""
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(OPERATOR, channel, START.removeprefix("/"))
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        (card,) = cards(slack, channel)
+        slack.outside.add(channel)
+        dm = slack.dm_channel(OPERATOR)
+        await press(slack, bot, card, "approve", channel=channel)
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        await press(slack, bot, card, "approve", channel=channel)
+        await slack.wait_for(lambda s: any("Already decided" in t for t in ephemerals(s, OPERATOR)))
+        [answered] = slack.responses
+        assert answered.body["response_type"] == "ephemeral"
+        pressed = slack.block_action(OPERATOR, channel, card["ts"], "approve")
+        pressed["response_url"] = pressed["response_url"].rsplit("/", 1)[0] + "/spent"
+        assert (await slack.post_interaction(bot.url, pressed))[0] == 200
+        await slack.wait_for(lambda s: any("Already decided" in t for t in bot_texts(s, dm)))
 
 
 async def test_a_question_a_command_asked_in_the_dm_instead_is_answered_there(

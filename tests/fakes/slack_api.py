@@ -477,8 +477,8 @@ class FakeSlackAPI:
         self.bot_name = bot_name
         self.app_id = app_id
         self.trigger_ttl = TRIGGER_TTL
-        # Channels the bot is not a member of: chat.postMessage and chat.postEphemeral
-        # there are not_in_channel.
+        # Channels the bot is not a member of: chat.postMessage, chat.postEphemeral and
+        # chat.update there are not_in_channel.
         self.outside: set[str] = set()
         """Seconds a trigger_id stays valid (Slack: 3); tests may shorten it."""
         self.user_names: dict[str, str] = {}
@@ -1424,6 +1424,8 @@ class FakeSlackAPI:
         channel = params.get("channel")
         if not isinstance(channel, str) or channel not in self._channels:
             raise SlackAPIError("channel_not_found")
+        if channel in self.outside:  # left since it posted there
+            raise SlackAPIError("not_in_channel")
         key = (channel, str(params.get("ts", "")))
         message = self._by_ts.get(key)
         if message is None:
