@@ -60,7 +60,7 @@ def escape(text: str) -> str:
 
 
 def text_messages(text: str) -> list[Outgoing]:
-    return [Outgoing(escape(part)) for part in split_text(text, MESSAGE_LIMIT)]
+    return [Outgoing(_people(escape(part))) for part in split_text(text, MESSAGE_LIMIT)]
 
 
 def as_typed_in_slack(text: str) -> str:
@@ -120,10 +120,11 @@ def outcome_message(outcome: CardOutcome) -> Outgoing:
     summary, decision = outcome_parts(outcome)
     blocks: list[Block] = [_section(summary)]
     if decision:  # who decided, in bold; a reason after it as it was written
-        line = _people(_escaped_within(decision, SECTION_LIMIT - 2))
+        line = _escaped_within(decision, SECTION_LIMIT - 2)
         who, said, reason = line.partition(": ")
-        blocks.append({"type": "context", "elements": [_mrkdwn(f"*{who}*{said}{reason}")]})
-    return Outgoing(_escaped_within(outcome.text, MESSAGE_LIMIT), blocks)
+        decided = _mrkdwn(f"*{_people(who)}*{said}{reason}")  # none in the reason
+        blocks.append({"type": "context", "elements": [decided]})
+    return Outgoing(_people(_escaped_within(outcome.text, MESSAGE_LIMIT)), blocks)
 
 
 def edit_view(prompt: EditPrompt, chat_id: str) -> dict[str, Any] | None:
@@ -288,10 +289,13 @@ def _mrkdwn(text: str) -> Block:
     return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
-def _people(line: str) -> str:
-    """A decision line, escaped already, with the Slack operator who decided as a mention
-    (and nothing in a reason turned into one)."""
-    return re.sub(r"^(\w+ by )slack:([UW][A-Z0-9]+)\b", r"\1<@\2>", line)
+def _people(text: str) -> str:
+    """Text, escaped already, with each Slack operator steward names as having done
+    something ("Approved by slack:U…") as a mention, which Slack shows by their name."""
+    return _DONE_BY.sub(r"\1<@\2>", text)
+
+
+_DONE_BY = re.compile(r"\b(by )slack:([UW][A-Z0-9]+)\b")
 
 
 def _escaped_within(text: str, limit: int) -> str:

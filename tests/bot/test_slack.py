@@ -229,7 +229,7 @@ async def test_a_double_click_resumes_once_and_says_who_decided(
         await bot.channel.idle()
         assert len(outbox(bot.home)) == 1
         [already] = ephemerals(slack, OPERATOR)
-        assert already.startswith(f"Already decided — Approved by slack:{OPERATOR} at")
+        assert already.startswith(f"Already decided — Approved by <@{OPERATOR}> at")
         assert sum("is done" in t for t in bot_texts(slack, dm)) == 1
         assert failed(slack) == []
 

@@ -190,6 +190,19 @@ def test_an_outcome_has_no_buttons_and_names_who_decided() -> None:
     assert line == "*Rejected by <@U0OPS> at 2026-11-21 10:00 UTC*: not slack:U0EVIL &lt;!here&gt;"
 
 
+def test_an_operator_steward_names_is_a_mention_and_no_one_else_is() -> None:
+    [message] = text_messages(
+        "Run r1: retried by slack:U0OPS at 10:00\n     approved — by slack:W0OPS, 0.9\n"
+        "Approved by telegram:42: told slack:U0EVIL"
+    )
+    assert message.text == (
+        "Run r1: retried by <@U0OPS> at 10:00\n     approved — by <@W0OPS>, 0.9\n"
+        "Approved by telegram:42: told slack:U0EVIL"
+    )
+    settled = outcome_message(CardOutcome("a2b3c4d", "Send it\nApproved by slack:U0OPS at 10:00"))
+    assert settled.text == "Send it\nApproved by <@U0OPS> at 10:00"
+
+
 def test_a_reason_with_marks_of_its_own_leaves_who_decided_in_bold() -> None:
     """Not one bold span around a reason whose ``*`` or line break would end it."""
     text = "Email jane@acme.com\nRejected by slack:U0OPS at 10:00: *wrong* _client_\nsee notes"
