@@ -86,8 +86,11 @@ from bot.slack.render import (
     card_message,
     card_overflow,
     edit_view,
+    ephemeral_message,
     outcome_message,
+    text_message,
     text_messages,
+    text_parts,
 )
 from graph.coordinator import BUTTON_VERBS, COMMAND_NAMES, QUESTION_TTL
 from graph.front_door import FrontDoor
@@ -553,11 +556,11 @@ class SlackChannel:
         posted = None  # the last message posted: where a question asked in a channel is
         for item in items:
             if isinstance(item, str):
-                for outgoing in text_messages(as_typed_in_slack(item)):
+                for text in text_parts(as_typed_in_slack(item)):
                     if privately and user is not None:
-                        post = partial(self._post_privately, conversation, user, outgoing)
+                        post = partial(self._post_privately, conversation, user, text)
                     else:
-                        post = partial(self._post, conversation, outgoing, fallback)
+                        post = partial(self._post, conversation, text_message(text), fallback)
                     posted = await steps.take(post) or posted
             elif isinstance(item, Card):
                 card = partial(self._post_card, conversation, item, fallback)
@@ -587,8 +590,8 @@ class SlackChannel:
         """Tells the presser alone: in the conversation, by the press's ``response_url``
         where steward is no member of it, and in their DM where that is spent too."""
         try:
-            for outgoing in await self._whisper(conversation, user, notice, answer_by):
-                await self._post(Conversation(user), outgoing)
+            for text in await self._whisper(conversation, user, notice, answer_by):
+                await self._post(Conversation(user), text_message(text))
         except SendLater as exc:  # the card's update shows the outcome too
             log.warning("could not answer %s's press: %s", user, exc)
 
@@ -802,12 +805,13 @@ class SlackChannel:
 
     async def _whisper(
         self, conversation: Conversation, user: str, text: str, answer_by: str | None = None
-    ) -> list[Outgoing]:
+    ) -> list[str]:
         """A message only ``user`` sees (ephemeral), in the conversation they wrote in;
         where steward is no member of it, by the ``response_url`` of the command or the
-        press being answered (``answer_by``), if any. The messages that could not go."""
+        press being answered (``answer_by``), if any. The parts that could not go."""
         unsent = []
-        for outgoing in text_messages(as_typed_in_slack(text)):
+        for piece in text_parts(as_typed_in_slack(text)):
+            outgoing = ephemeral_message(piece)
             error = await self._ephemeral(conversation, user, outgoing)
             if error is None:
                 continue
@@ -816,18 +820,18 @@ class SlackChannel:
                     continue
             else:
                 await self._refused_to(conversation, user, error)
-            unsent.append(outgoing)
+            unsent.append(piece)
         return unsent
 
     async def _post_privately(
-        self, conversation: Conversation, user: str, outgoing: Outgoing
+        self, conversation: Conversation, user: str, text: str
     ) -> dict[str, Any] | None:
         """Posts a message only ``user`` sees (ephemeral) in the conversation; where
         steward is no member of it, in their DM. Where it went when that was the DM."""
-        error = await self._ephemeral(conversation, user, outgoing)
+        error = await self._ephemeral(conversation, user, ephemeral_message(text))
         if error in NO_ENTRY:
             log.info("cannot post in %s (%s): to the DM instead", conversation.channel, error)
-            return await self._post(Conversation(user), outgoing)
+            return await self._post(Conversation(user), text_message(text))
         if error is not None:
             await self._refused_to(conversation, user, error)
         return None

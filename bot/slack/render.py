@@ -1,17 +1,20 @@
 """Neutral replies as Slack messages: Block Kit cards, escaped text, split to fit.
 
 Text from a person (a draft, a name, a reason) goes into ``plain_text`` objects, which
-Slack shows as written, or is escaped (``&``, ``<``, ``>``) where it sits in ``mrkdwn``,
-so no text can mention @channel, make a link or break a message. A card holds what will
-happen and why in sections, risk and expiry in a context block, and its buttons; fields
-and a draft too long for the blocks a message may hold are shown shortened, and whole in
-the card's thread.
+Slack shows as written, or into a message sent with ``mrkdwn`` off, escaped (``&``,
+``<``, ``>``); where it sits in ``mrkdwn`` (a card's context, an ephemeral message) its
+marks of formatting are escaped too (``mrkdwn``), so no text can mention @channel, make
+a link, format itself or break a message. A card holds what will happen and why in
+sections, risk and expiry in a context block, and its buttons; fields and a draft too
+long for the blocks a message may hold are shown shortened, and whole in the card's
+thread.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +58,43 @@ class Outgoing:
 
 
 def escape(text: str) -> str:
-    """Text as Slack shows it literally inside ``mrkdwn`` or a message's ``text``."""
+    """Text as Slack shows it literally in a message's ``text`` sent with ``mrkdwn`` off:
+    nothing in it is a link or a mention."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def mrkdwn(text: str) -> str:
+    """Text as Slack shows it literally inside ``mrkdwn`` (a block's, an ephemeral
+    message's): escaped, and no mark in it formats. Slack has no escape for ``*``, ``_``,
+    ``~`` and the backtick: each run of them is the fallback text of a date it cannot
+    format, which it shows as plain text; a ``>`` that starts a line follows a soft
+    hyphen, or it would start a quote."""
+    marked = _MARKS.sub(lambda marks: f"<!date^00000000^{{_}}|{marks.group()}>", escape(text))
+    return _QUOTE.sub("\u00ad&gt;", marked)
+
+
+_MARKS = re.compile(r"[*_~`]+")
+_QUOTE = re.compile(r"^&gt;", re.MULTILINE)
+
+
+def text_parts(text: str) -> list[str]:
+    """``text`` in parts that each fit a message."""
+    return split_text(text, MESSAGE_LIMIT)
+
+
+def text_message(part: str) -> Outgoing:
+    """A part of a text as a message sent with ``mrkdwn`` off."""
+    return Outgoing(_people(escape(part)))
+
+
+def ephemeral_message(part: str) -> Outgoing:
+    """A part of a text as an ephemeral message (or by a ``response_url``), whose text
+    Slack always reads as ``mrkdwn``."""
+    return Outgoing(_people(mrkdwn(part)))
+
+
 def text_messages(text: str) -> list[Outgoing]:
-    return [Outgoing(_people(escape(part))) for part in split_text(text, MESSAGE_LIMIT)]
+    return [text_message(part) for part in text_parts(text)]
 
 
 def as_typed_in_slack(text: str) -> str:
@@ -90,7 +124,7 @@ def card_message(card: Card) -> Outgoing:
     for start in range(0, len(shown.fields), FIELDS_PER_SECTION // 2):
         fields: list[Block] = []
         for label, value in shown.fields[start : start + FIELDS_PER_SECTION // 2]:
-            fields.append(_mrkdwn(f"*{escape(label)}*"))
+            fields.append(_mrkdwn(f"*{mrkdwn(label)}*"))
             fields.append(_plain(value or " "))
         blocks.append({"type": "section", "fields": fields})
     if shown.cut:
@@ -99,9 +133,9 @@ def card_message(card: Card) -> Outgoing:
     if card.text:
         blocks.append({"type": "divider"})
         blocks += _draft(card, shown)
-    context = [_mrkdwn(escape(as_typed_in_slack(card.footer)))] if card.footer else []
+    context = [_mrkdwn(mrkdwn(as_typed_in_slack(card.footer)))] if card.footer else []
     if card.risk:
-        context.insert(0, _mrkdwn(f"*Risk:* {escape(card.risk)}"))
+        context.insert(0, _mrkdwn(f"*Risk:* {mrkdwn(card.risk)}"))
     if context:
         blocks.append({"type": "context", "elements": context})
     if card.buttons:
@@ -120,7 +154,7 @@ def outcome_message(outcome: CardOutcome) -> Outgoing:
     summary, decision = outcome_parts(outcome)
     blocks: list[Block] = [_section(summary)]
     if decision:  # who decided, in bold; a reason after it as it was written
-        line = _escaped_within(decision, SECTION_LIMIT - 2)
+        line = _escaped_within(decision, SECTION_LIMIT - 2, mrkdwn)
         who, said, reason = line.partition(": ")
         decided = _mrkdwn(f"*{_people(who)}*{said}{reason}")  # none in the reason
         blocks.append({"type": "context", "elements": [decided]})
@@ -196,11 +230,11 @@ def _shown(card: Card) -> _Shown:
     ]
     labels = [fit(label.replace("*", ""), LABEL_LIMIT) for label, _ in told[:MOST_FIELDS]]
     fixed = [fit(card.title, HEADER_LIMIT), fit(card.summary, SECTION_LIMIT), card.risk]
-    fixed += [escape(as_typed_in_slack(card.footer)), *(b.label for b in card.buttons)]
+    fixed += [mrkdwn(as_typed_in_slack(card.footer)), *(b.label for b in card.buttons)]
     room = CARD_TEXT_LIMIT - NOTES - sum(map(length, fixed))
-    while labels and sum(length(escape(label)) for label in labels) > room // 2:
+    while labels and sum(length(mrkdwn(label)) for label in labels) > room // 2:
         labels.pop()  # labels that would fill the card: the last fields go to the thread
-    room -= sum(length(escape(label)) for label in labels)
+    room -= sum(length(mrkdwn(label)) for label in labels)
     parts = split_text(card.text, SECTION_LIMIT) if card.text else []
     sizes = [min(length(value), FIELD_LIMIT) for _, value in told[: len(labels)]]
     for_fields = max(room - sum(map(length, parts[:DRAFT_BLOCKS])), room // 2)
@@ -298,17 +332,18 @@ def _people(text: str) -> str:
 _DONE_BY = re.compile(r"\b(by )slack:([UW][A-Z0-9]+)\b")
 
 
-def _escaped_within(text: str, limit: int) -> str:
-    """``text`` escaped, cut short where its escaped form would pass ``limit`` (never
-    inside an escape)."""
-    escaped = escape(text)
+def _escaped_within(text: str, limit: int, escaping: Callable[[str], str] = escape) -> str:
+    """``text`` escaped (by ``escaping``), cut short where its escaped form would pass
+    ``limit``: the longest start of it whose escaped form fits (never cut inside an
+    escape)."""
+    escaped = escaping(text)
     if length(escaped) <= limit:
         return escaped
-    kept, used = [], 0
-    for character in text:
-        piece = escape(character)
-        used += length(piece)
-        if used > limit:
-            break
-        kept.append(piece)
-    return "".join(kept)
+    kept, over = 0, len(text)  # escaped, text[:kept] fits and text[:over] does not
+    while over - kept > 1:
+        middle = (kept + over) // 2
+        if length(escaping(text[:middle])) <= limit:
+            kept = middle
+        else:
+            over = middle
+    return escaping(text[:kept])

@@ -30,7 +30,7 @@ from bot.pacing import Bucket
 from bot.service import Service, configured_channels
 from bot.settings import load_settings
 from bot.slack import SlackChannel, SlackUnavailable
-from bot.slack.render import card_overflow
+from bot.slack.render import card_overflow, mrkdwn
 from graph.cards import approval_card
 from graph.front_door import REFUSAL
 from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
@@ -864,6 +864,26 @@ async def test_reject_confirms_then_asks_for_a_reason(tmp_path: Path, slack: Fak
         await say(slack, bot, "wrong client")
         await slack.wait_for(lambda s: "Noted." in bot_texts(s, dm))
         assert outbox(bot.home) == []
+
+
+async def test_a_reason_s_marks_show_as_written_on_the_card_and_in_a_notice(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Not bold, italic or struck through: Slack reads a card's context and an
+    ephemeral message as mrkdwn."""
+    reason = "*too* _formal_ ~late~ `now` & <b>"
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        card = await onboarding_card(slack, bot)
+        approval = value(card, "reject").partition(":")[2]
+        as_sent = reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        await say(slack, bot, f"reject {approval} {as_sent}")
+        shown = mrkdwn(reason)
+        await slack.wait_for(lambda s: shown in json.dumps(s.message(dm, card["ts"])["blocks"]))
+        await press(slack, bot, card, "approve")
+        await slack.wait_for(lambda s: ephemerals(s, OPERATOR))
+        [already] = ephemerals(slack, OPERATOR)
+        assert already.endswith(f": {shown}. Nothing changed.")
 
 
 async def test_slash_command_and_mentions_reply_where_they_were_said(

@@ -23,7 +23,9 @@ from bot.slack.render import (
     card_message,
     card_overflow,
     edit_view,
+    ephemeral_message,
     escape,
+    mrkdwn,
     outcome_message,
     text_messages,
 )
@@ -203,12 +205,30 @@ def test_an_operator_steward_names_is_a_mention_and_no_one_else_is() -> None:
     assert settled.text == "Send it\nApproved by <@U0OPS> at 10:00"
 
 
-def test_a_reason_with_marks_of_its_own_leaves_who_decided_in_bold() -> None:
-    """Not one bold span around a reason whose ``*`` or line break would end it."""
+def test_a_reason_with_marks_of_its_own_shows_them_and_who_decided_in_bold() -> None:
+    """Not one bold span around a reason whose ``*`` or line break would end it, and no
+    mark of the reason's formats it."""
     text = "Email jane@acme.com\nRejected by slack:U0OPS at 10:00: *wrong* _client_\nsee notes"
     [context] = of_type(outcome_message(CardOutcome("a2b3c4d", text)).blocks or [], "context")
     line = context["elements"][0]["text"]
-    assert line == "*Rejected by <@U0OPS> at 10:00*: *wrong* _client_\nsee notes"
+    assert line == "*Rejected by <@U0OPS> at 10:00*: " + mrkdwn("*wrong* _client_\nsee notes")
+
+
+def test_text_in_mrkdwn_shows_its_marks_and_makes_no_link_mention_or_quote() -> None:
+    literal = "<!date^00000000^{_}|"
+    said = "> *so* _very_ ~late~ `now` & <!here> <https://x.example|y>\n>> a_b"
+    assert mrkdwn(said) == (
+        f"\u00ad&gt; {literal}*>so{literal}*> {literal}_>very{literal}_> {literal}~>late"
+        f"{literal}~> {literal}`>now{literal}`> &amp; &lt;!here&gt; "
+        f"&lt;https://x.example|y&gt;\n\u00ad&gt;&gt; a{literal}_>b"
+    )
+    [whisper] = [ephemeral_message("Already decided — Rejected by slack:U0OPS at 10:00: *no*")]
+    assert (
+        whisper.text == f"Already decided — Rejected by <@U0OPS> at 10:00: {literal}*>no{literal}*>"
+    )
+    marked = replace(card(), fields=[("due_date", "x")], risk="*high*")
+    blocks = json.dumps(card_message(marked).blocks)
+    assert "_date" not in blocks and "*high*" not in blocks
 
 
 def test_an_outcome_with_a_long_reason_and_a_summary_of_lines_is_valid() -> None:
