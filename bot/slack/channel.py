@@ -646,7 +646,9 @@ class SlackChannel:
         where = (pressed["channel"], pressed["ts"]) if pressed.get("ts") else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
         elsewhere = partial(self.settled_here, outcome) if self.settled_here else None
-        update = partial(self._update, settled)
+        answer_by = pressed.get("response_url")
+        by_press = {where: answer_by} if where is not None and answer_by else {}
+        update = partial(self._update, settled, replace_by=by_press)
         await self.cards.settle(outcome.approval_id, targets, update, elsewhere)
         if not targets:
             await self._post(conversation, settled, fallback)
@@ -662,9 +664,16 @@ class SlackChannel:
         taken = await self.cards.take(outcome.approval_id, outcome.text)
         await self.cards.settle(outcome.approval_id, taken, partial(self._update, settled))
 
-    async def _update(self, settled: Outgoing, message: tuple[str, str]) -> None:
-        """Shows ``settled`` in place of a card's message; raises ``SendLater`` when Slack
-        cannot take it now (after the client's own retries)."""
+    async def _update(
+        self,
+        settled: Outgoing,
+        message: tuple[str, str],
+        replace_by: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
+        """Shows ``settled`` in place of a card's message; where steward is no member of
+        its conversation any more, by the ``response_url`` of a press on it
+        (``replace_by``), if any. Raises ``SendLater`` when Slack cannot take it now
+        (after the client's own retries)."""
         channel, ts = message
         try:
             await self.client.chat_update(
@@ -673,6 +682,10 @@ class SlackChannel:
         except SlackApiError as exc:
             if _server_side(exc):
                 raise _later(exc) from exc
+            pressed = (replace_by or {}).get(message)
+            if _error(exc) in NO_ENTRY and pressed:
+                await self._respond(Conversation(channel), pressed, settled, replace=True)
+                return
             log.warning("could not update card %s in %s: %s", ts, channel, _error(exc))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _unreachable(exc) from exc
@@ -816,7 +829,7 @@ class SlackChannel:
             if error is None:
                 continue
             if error in NO_ENTRY and answer_by:
-                if await self._respond(conversation, answer_by, outgoing.text):
+                if await self._respond(conversation, answer_by, outgoing):
                     continue
             else:
                 await self._refused_to(conversation, user, error)
@@ -861,14 +874,25 @@ class SlackChannel:
         log.warning("Slack refused a message to %s in %s: %s", user, conversation.channel, error)
         await self.door.message_refused(self.name, conversation.chat_id, error)
 
-    async def _respond(self, conversation: Conversation, response_url: str, text: str) -> bool:
-        """An ephemeral message by a command's or a press's ``response_url``; whether
-        Slack took it."""
+    async def _respond(
+        self,
+        conversation: Conversation,
+        response_url: str,
+        outgoing: Outgoing,
+        replace: bool = False,
+    ) -> bool:
+        """An ephemeral message by a command's or a press's ``response_url``, or, with
+        ``replace``, the pressed message replaced by ``outgoing``; whether Slack took it."""
         webhook = AsyncWebhookClient(
             response_url, session=self.client.session, retry_handlers=self.client.retry_handlers
         )
         try:
-            response = await webhook.send(text=text, response_type="ephemeral")
+            response = await webhook.send(
+                text=outgoing.text,
+                blocks=outgoing.blocks,
+                response_type=None if replace else "ephemeral",
+                replace_original=replace or None,
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _unreachable(exc) from exc
         if response.status_code >= 500 or response.status_code == 429:

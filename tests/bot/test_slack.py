@@ -1347,7 +1347,8 @@ async def test_every_press_on_a_card_in_a_channel_steward_has_left_is_answered(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     """Privately, by the press's own response_url, and in the presser's DM once that is
-    spent; where the second press was answered nowhere."""
+    spent; where the second press was answered nowhere. The card shows its outcome, by
+    the press's response_url, where it kept its buttons."""
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
         call = slack.slash_command(OPERATOR, channel, START.removeprefix("/"))
@@ -1358,11 +1359,14 @@ async def test_every_press_on_a_card_in_a_channel_steward_has_left_is_answered(
         dm = slack.dm_channel(OPERATOR)
         await press(slack, bot, card, "approve", channel=channel)
         await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
-        await press(slack, bot, card, "approve", channel=channel)
+        settled = slack.message(channel, card["ts"])  # by the press's response_url too
+        assert not actions(settled) and "Approved by" in json.dumps(settled["blocks"])
+        await press(slack, bot, card, "approve", channel=channel)  # on a stale screen
         await slack.wait_for(lambda s: any("Already decided" in t for t in ephemerals(s, OPERATOR)))
-        [answered] = slack.responses
-        assert answered.body["response_type"] == "ephemeral"
-        pressed = slack.block_action(OPERATOR, channel, card["ts"], "approve")
+        answered = [r.body for r in slack.responses if not r.body.get("replace_original")]
+        assert [a["response_type"] for a in answered] == ["ephemeral"]
+        approve = value(card, "approve")
+        pressed = slack.block_action(OPERATOR, channel, card["ts"], "approve", approve)
         pressed["response_url"] = pressed["response_url"].rsplit("/", 1)[0] + "/spent"
         assert (await slack.post_interaction(bot.url, pressed))[0] == 200
         await slack.wait_for(lambda s: any("Already decided" in t for t in bot_texts(s, dm)))
