@@ -350,8 +350,9 @@ class Service:
         wanted = reply_to.get("channel") if reply_to else None
         targets = [c for c in self._started if c.name == wanted] or self._started
         if not targets and self.fallback is not None:
-            await self.fallback(reply, reply_to)
-            await self.steward.door.shown(reply)
+            if await self.steward.door.to_show(reply):
+                await self.fallback(reply, reply_to)
+                await self.steward.door.shown(reply)
             return True
         taken = False
         for channel in targets:

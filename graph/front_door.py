@@ -63,6 +63,9 @@ UNVERIFIED_MOST = 20  # audit events a minute per channel for refused requests, 
 STRANGER_MOST = 100
 STRANGERS_MOST = 2_000
 REFUSAL = "Sorry, I only work for the operator of this account, so I can't help you here."
+# Where the terminal's replies meant once per chat are noted (``to_show``): every terminal
+# on a ledger is one chat, the operator at their machine.
+TERMINAL = ("console", "terminal")
 
 
 @dataclass
@@ -296,6 +299,11 @@ class FrontDoor:
         if not await self.ledger.owe_reply(_kept(owed), _card_ids(reply), reply.once):
             return None
         return owed
+
+    async def to_show(self, reply: Reply) -> bool:
+        """Whether a reply for the terminal is to be shown: one meant once per chat
+        (``Reply.once``) is shown by one terminal of those on the ledger, once."""
+        return reply.once is None or await self.ledger.first_of(reply.once, *TERMINAL)
 
     async def shown(self, reply: Reply) -> None:
         """Notes the cards of a reply shown outside any channel (the terminal), so that

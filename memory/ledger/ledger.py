@@ -1444,6 +1444,11 @@ class Ledger:
         )
         await self.db.run(lambda conn: conn.execute(query))
 
+    async def first_of(self, once: str, channel: str, chat_id: str) -> bool:
+        """Notes a reply under ``once`` shown in a chat that keeps no replies (the
+        terminal); False if one was before."""
+        return await self.write(lambda tx: tx.first_of(once, channel, chat_id))
+
     async def shown(self, approval_ids: Sequence[str]) -> None:
         """Notes cards shown outside the replies kept for channels (the terminal)."""
         await self.db.run(

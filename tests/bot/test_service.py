@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from bot.app import Steward
+from bot.scheduler import DigestTime, Scheduler
 from bot.service import Service, configured_channels
 from bot.settings import Settings, load_settings
 from graph.messages import Reply
@@ -115,6 +118,41 @@ async def test_a_terminal_leaves_the_timers_and_the_daily_list_to_a_service_whil
                     break
                 await asyncio.sleep(0.05)
             assert await fired() and shown
+
+
+async def test_two_terminals_on_one_ledger_show_the_daily_list_once(tmp_path: Path) -> None:
+    """Each terminal alone takes the timers. The day's timer is claimed only once the list
+    is handed over (a crash in between must not lose it), and the terminal showed what it
+    was handed whatever it was: two terminals due at once both showed the list, as a
+    terminal stopped between showing it and the claim showed it again at its next start."""
+    settings = load_settings(home=tmp_path / "home")
+    due = datetime(2026, 10, 24, 8, 0, tzinfo=UTC)
+    async with Steward.open(settings) as one, Steward.open(settings) as other:
+        await one.ledger.plan_timer("digest:2026-10-24", "digest", due)
+        shown: list[Reply] = []
+        both_due = asyncio.Barrier(2)
+
+        async def news(reply: Reply, reply_to: object) -> None:
+            shown.append(reply)
+
+        def terminal(steward: Steward) -> Scheduler:
+            service = Service(steward, [], fallback=news, defers_to_platforms=True)
+
+            async def notify(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+                await both_due.wait()  # neither has claimed the day's timer yet
+                return await service.notify(reply, reply_to)
+
+            return Scheduler(
+                steward.ledger,
+                steward.engine,
+                steward.coordinator,
+                notify,
+                digest=DigestTime(time(8, 0), ZoneInfo("UTC")),
+                clock=lambda: due + timedelta(seconds=1),
+            )
+
+        await asyncio.wait_for(asyncio.gather(terminal(one).tick(), terminal(other).tick()), 10)
+        assert len(shown) == 1 and "Saturday 24 October" in shown[0].texts[0]
 
 
 async def test_the_ledger_going_down_is_logged_once_by_each_loop_and_its_return(
