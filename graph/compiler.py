@@ -339,12 +339,15 @@ def _paid(due: str, before: Any, event: Any) -> tuple[str, str]:
 
 def _amount_of(event: Any, currency: str | None) -> Decimal | None:
     """The amount an event's ``amount`` (and ``currency``, if it names it apart: "eur")
-    pays, when it is one in ``currency`` (or names none); else None."""
+    pays, when it is one in ``currency`` (or names none); else None, for a currency
+    steward does not know too."""
     given = event.get("amount") if isinstance(event, dict) else None
     if not isinstance(given, str | int | float) or isinstance(given, bool):
         return None
     named = event.get("currency")
     code = currency_code(named) if isinstance(named, str) else None
+    if code is None and isinstance(named, str) and named.strip():
+        return None
     try:
         paid = Money.read(str(given).strip(), code)
     except ValueError:

@@ -131,3 +131,20 @@ async def test_a_due_date_replayed_chooses_the_wording_again(app: Steward) -> No
     ) in "\n".join(refused.texts)
     again = await send(app, f"/replay {run_id} overdue due_date={due}")
     assert f"for €2,500.00 is due on {due}." in (only_card(again).text or "")
+
+
+@pytest.mark.parametrize("currency", ["USD", "CHF", "yen"])
+async def test_a_payment_in_another_currency_is_no_part_of_the_amount(
+    app: Steward, currency: str
+) -> None:
+    """A currency steward writes no sign for ("CHF") was taken for none named, and
+    CHF 1,000 was counted as €1,000.00 of €2,500.00 paid: the client was thanked for
+    euros they never sent and asked for a rest. Any other currency ends it as paid."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    payment = {"invoice": "INV-7", "amount": "1000", "currency": currency}
+    await app.engine.offer_event(run_id, "payment", payment, "hook:payments")
+    view = await app.engine.view(run_id)
+    assert view.approval is None
+    assert view.run.status is RunStatus.SUCCEEDED
