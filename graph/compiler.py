@@ -111,16 +111,25 @@ def _target(step_id: str | None) -> str | None:
 def _values(state: RunState, ctx: StepContext, definition: ProcessDefinition) -> dict[str, Any]:
     """What a step's templates are filled from; a money input as a client reads it,
     "€2,500.00", from a run that kept a bare "2500.00" (before amounts kept their
-    currency) too."""
+    currency) too; what is still owed of it, of the amount as it is now (a replay may
+    have corrected it since the last payment)."""
     data = state.get("data", {})
     money = {
         name: str(Money.read(data[name]))
         for name in definition.money_inputs
         if isinstance(data.get(name), str)
     }
+    owed = {
+        left: _left(data[step.pays], data[paid])
+        for step in definition.steps
+        if isinstance(step, WaitStep) and step.pays
+        for paid, left in [step.filled]
+        if isinstance(data.get(step.pays), str) and isinstance(data.get(paid), str)
+    }
     return {
         **data,
         **money,
+        **owed,
         "run_id": ctx.run_id,
         "process": definition.name,
         "today": datetime.now(ctx.zone).date().isoformat(),  # on the operator's clock
@@ -332,9 +341,14 @@ def _paid(due: str, before: Any, event: Any) -> tuple[str, str]:
     owed = Money.read(due)
     total = Money.read(before).amount if isinstance(before, str) else Decimal(0)
     came = _amount_of(event, owed.currency)
-    total = owed.amount if came is None else total + came
-    left = max(owed.amount - total, Decimal(0))
-    return str(Money(total, owed.currency)), str(Money(left, owed.currency))
+    paid = str(Money(owed.amount if came is None else total + came, owed.currency))
+    return paid, _left(due, paid)
+
+
+def _left(due: str, paid: str) -> str:
+    """What is left of the amount ``due`` once ``paid`` is paid, nothing below nothing."""
+    owed = Money.read(due)
+    return str(Money(max(owed.amount - Money.read(paid).amount, Decimal(0)), owed.currency))
 
 
 def _amount_of(event: Any, currency: str | None) -> Decimal | None:

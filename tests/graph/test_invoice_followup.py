@@ -148,3 +148,17 @@ async def test_a_payment_in_another_currency_is_no_part_of_the_amount(
     view = await app.engine.view(run_id)
     assert view.approval is None
     assert view.run.status is RunStatus.SUCCEEDED
+
+
+async def test_what_is_still_owed_follows_an_amount_replayed(app: Steward) -> None:
+    """€1,000 of €2,500 paid, the amount corrected to €3,000: the card said €1,500.00 was
+    still owed, what was left of the amount before, until the next payment."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    part = {"invoice": "INV-7", "amount": "1000"}
+    await app.engine.offer_event(run_id, "payment", part, "hook:payments")
+    again = only_card(await send(app, f"/replay {run_id} overdue amount=€3,000"))
+    assert dict(again.fields)["Amount"] == "€3,000.00"
+    assert dict(again.fields)["Paid so far"] == "€1,000.00"
+    assert dict(again.fields)["Still owed"] == "€2,000.00"
