@@ -314,6 +314,7 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
                 "step": step.id,
                 "visit": visit,
                 "event": step.event,
+                "pays": step.pays is not None,
                 "seconds": delay.total_seconds() if delay else None,
             }
         )
@@ -321,7 +322,8 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
         noted: dict[str, str] = {}
         if step.pays and woken.get("data") is not None:
             kept = state.get("data", {})
-            paid, owed = _paid(kept[step.pays], kept.get(step.filled[0]), woken["data"])
+            payments = woken.get("payments") or [woken["data"]]
+            paid, owed = _paid(kept[step.pays], kept.get(step.filled[0]), payments)
             data |= dict(zip(step.filled, (paid, owed), strict=True))
             noted = {"paid": paid, "owed": owed}
         ctx.log.append(_entry(step, visit, "done", woken_by=woken.get("by"), **noted))
@@ -333,15 +335,20 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
     return wait
 
 
-def _paid(due: str, before: Any, event: Any) -> tuple[str, str]:
-    """What a payment event makes of the amount ``due``, paid ``before`` (None: nothing
+def _paid(due: str, before: Any, events: list[Any]) -> tuple[str, str]:
+    """What payment events make of the amount ``due``, paid ``before`` (None: nothing
     yet): the total paid so far and what is left, in its currency. An event that names
     no amount, or one in another currency, which cannot be set against it, pays it all,
     as any payment did before amounts were compared."""
     owed = Money.read(due)
     total = Money.read(before).amount if isinstance(before, str) else Decimal(0)
-    came = _amount_of(event, owed.currency)
-    paid = str(Money(owed.amount if came is None else total + came, owed.currency))
+    for event in events:
+        came = _amount_of(event, owed.currency)
+        if came is None:
+            total = owed.amount
+            break
+        total += came
+    paid = str(Money(total, owed.currency))
     return paid, _left(due, paid)
 
 

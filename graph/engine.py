@@ -1319,7 +1319,10 @@ def _open_wait(tx: LedgerTx, run: Run, stop: dict[str, Any], now: datetime) -> T
     key = _wait_key(run.id, stop)
     if (opened := tx.timer(key)) is not None:
         return opened
-    tx.add_timer(key, "wait", due, run.id, {"step": stop["step"], "event": stop["event"]})
+    payload = {"step": stop["step"], "event": stop["event"]}
+    if stop.get("pays"):
+        payload["pays"] = True
+    tx.add_timer(key, "wait", due, run.id, payload)
     tx.audit(
         NewAuditEvent(
             "steward", "run.waiting", run.id, {"step": stop["step"], "until": due.isoformat()}
@@ -1334,19 +1337,29 @@ def _take_kept_event(
 ) -> dict[str, Any] | None:
     """Wakes a run that waits for an event delivered before it waited, with the oldest
     such event, in the transaction that opened the wait (or resumed the run): it is
-    running again, and the wake, kept with the timer as any wake is, is returned."""
+    running again, and the wake, kept with the timer as any wake is, is returned. A wait
+    that a payment pays takes every payment kept, each a part of what is owed."""
     event = waiting.payload.get("event")
     if not event or waiting.status != "pending":
         return None
     kept = tx.take_kept_event(run_id, event)
     if kept is None:
         return None
-    woken = {"by": f"event:{event}", "data": kept.data}
+    woken: dict[str, Any] = {"by": f"event:{event}", "data": kept.data}
+    later = []
+    while waiting.payload.get("pays") and (another := tx.take_kept_event(run_id, event)):
+        later.append(another)
+    if later:
+        woken["payments"] = [kept.data, *(each.data for each in later)]
     since = kept.received_at.isoformat()
     audit = NewAuditEvent(kept.by, "run.event", run_id, {"event": event, "kept_since": since})
     if not _claim_wake(tx, run_id, waiting.id, kept.by, woken, audit, now):
         # The take above rolls back with this transaction: the event stays kept.
         raise InvalidState(f"run {run_id}'s wait for {event} was taken meanwhile")
+    for each in later:
+        since = each.received_at.isoformat()
+        detail = {"event": event, "kept_since": since}
+        tx.audit(NewAuditEvent(each.by, "run.event", run_id, detail), at=now)
     return woken
 
 

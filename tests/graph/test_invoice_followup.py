@@ -162,3 +162,32 @@ async def test_what_is_still_owed_follows_an_amount_replayed(app: Steward) -> No
     assert dict(again.fields)["Amount"] == "€3,000.00"
     assert dict(again.fields)["Paid so far"] == "€1,000.00"
     assert dict(again.fields)["Still owed"] == "€2,000.00"
+
+
+async def test_payments_kept_while_the_reminder_waited_are_all_counted(app: Steward) -> None:
+    """€1,000 and then €1,500 came while the reminder waited for approval: the wait took
+    the first alone, and the next card said €1,500.00 was still owed, all of it paid, for
+    a reminder asking the client for it again."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    for amount in ("1000", "1500"):
+        payment = {"invoice": "INV-7", "amount": amount}
+        assert await app.engine.offer_event(run_id, "payment", payment, "hook:payments") is None
+    await send(app, button=f"approve:{card.approval_id}")
+    view = await app.engine.view(run_id)
+    assert view.approval is None
+    assert view.run.status is RunStatus.SUCCEEDED
+    assert len(outbox(app)) == 1
+
+
+async def test_part_payments_kept_while_the_reminder_waited_are_added_up(app: Steward) -> None:
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    for amount in ("1000", "200"):
+        payment = {"invoice": "INV-7", "amount": amount}
+        await app.engine.offer_event(run_id, "payment", payment, "hook:payments")
+    await send(app, button=f"approve:{card.approval_id}")
+    again = (await app.engine.view(run_id)).approval
+    assert again is not None
+    assert again.card["fields"]["Paid so far"] == "€1,200.00"
+    assert again.card["fields"]["Still owed"] == "€1,300.00"
