@@ -685,8 +685,8 @@ class ProcessEngine:
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
             state = (await compiled.graph.aget_state(_config(run_id))).values
-            visited = set(state.get("visits", {}))
-            if stale := _drafted_before(definition, from_step, set(values), visited):
+            taken = [entry.step_id for entry in await self.ledger.run_steps(run_id)]
+            if stale := _drafted_before(definition, from_step, set(values), taken):
                 again = " ".join(format_argument(k, v) for k, v in changes.items())
                 did = "drafted its text with"
                 if isinstance(stale, BranchStep):
@@ -1280,14 +1280,22 @@ def _not_acted(run_id: str, step_id: str) -> InvalidState:
 
 
 def _drafted_before(
-    definition: ProcessDefinition, step_id: str, changed: set[str], visited: set[str]
+    definition: ProcessDefinition, step_id: str, changed: set[str], log: list[str]
 ) -> AgentStep | BranchStep | None:
     """The first step the run took before ``step_id`` that drafted from any of the
     ``changed`` inputs, or chose by them which step drafts (a branch): a replay from
     there would show the old draft beside the new values. (A draft the run did not
-    take, its branch choosing another, made nothing to show.)"""
+    take, its branch choosing another, made nothing to show; nor did one whose output
+    a draft it took later, by its ``log`` of steps, wrote again.)"""
     ids = [step.id for step in definition.steps]
-    taken = [s for s in definition.steps[: ids.index(step_id)] if s.id in visited]
+    last = {taken: seq for seq, taken in enumerate(log)}
+    written = [s for s in definition.steps if isinstance(s, AgentStep) and s.id in last]
+    shown = {d.output: d for d in sorted(written, key=lambda d: last[d.id])}  # wrote it last
+    taken = [
+        s
+        for s in definition.steps[: ids.index(step_id)]
+        if s.id in last and (not isinstance(s, AgentStep) or shown[s.output] is s)
+    ]
     for index, step in enumerate(taken):
         used = set().union(*(placeholders(t) for t in step.templates().values()))
         if isinstance(step, AgentStep) and used & changed:

@@ -191,3 +191,18 @@ async def test_part_payments_kept_while_the_reminder_waited_are_added_up(app: St
     assert again is not None
     assert again.card["fields"]["Paid so far"] == "€1,200.00"
     assert again.card["fields"]["Still owed"] == "€1,300.00"
+
+
+async def test_a_replay_names_the_draft_the_card_shows(app: Steward) -> None:
+    """Drafted as coming due, then replayed overdue, the reminder was the overdue one: a
+    change to the greeting named the first draft the run had taken, whose replay would
+    have told the client the overdue invoice "is due on" its date."""
+    due = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
+    order = ORDER.replace("due_date=2026-11-01", f"due_date={due}")
+    card = only_card(await send(app, f"{order} amount=€2,500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    await send(app, f"/replay {run_id} overdue due_date=2026-11-01")
+    refused = "\n".join((await send(app, f"/replay {run_id} approve_reminder contact=Jo")).texts)
+    assert f"/replay {run_id} draft_reminder contact=Jo, so that it drafts again" in refused
+    again = only_card(await send(app, f"/replay {run_id} draft_reminder contact=Jo"))
+    assert "Hello Jo," in (again.text or "") and "was due on 2026-11-01" in (again.text or "")
