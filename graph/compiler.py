@@ -320,8 +320,8 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
         )
         data: dict[str, Any] = {step.output: woken.get("data")} if step.output else {}
         noted: dict[str, str] = {}
-        if step.pays and woken.get("data") is not None:
-            kept = state.get("data", {})
+        kept = state.get("data", {})
+        if step.pays and isinstance(kept.get(step.pays), str) and woken.get("data") is not None:
             payments = woken.get("payments") or [woken["data"]]
             paid, owed = _paid(kept[step.pays], kept.get(step.filled[0]), payments)
             data |= dict(zip(step.filled, (paid, owed), strict=True))

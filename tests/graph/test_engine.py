@@ -897,3 +897,35 @@ async def test_a_run_keeps_the_version_recorded_when_its_definition_was_loaded(
     assert view.run.version == loaded
     body = await app.ledger.get_definition(loaded)
     assert body == app.catalog.get("onboarding").body()  # type: ignore[union-attr]
+
+
+UNPRICED = """
+name: unpriced
+title: A payment for a fee that may be unknown
+description: Waits for the payment of a fee that may not have been given.
+inputs:
+  fee: {type: money, required: false}
+steps:
+  - id: paid
+    kind: wait
+    event: payment
+    pays: fee
+  - id: settled
+    kind: branch
+    if: fee_owed == 0
+    then: end
+    else: paid
+"""
+
+
+async def test_a_payment_of_a_money_input_left_out_wakes_its_wait(
+    database_url: DatabaseURL, tmp_path: Path
+) -> None:
+    """A wait that pays an optional money input failed the run with a KeyError when a
+    payment came for a run started without it."""
+    settings = with_process(tmp_path, UNPRICED, database_url=database_url.setting)
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        view = await app.engine.start("unpriced", {}, "cli:shell")
+        woken = await app.engine.offer_event(view.run.id, "payment", {"amount": "5"}, "hook:x")
+    assert woken is not None and woken.run.status is RunStatus.WAITING
+    assert woken.run.error is None
