@@ -362,10 +362,14 @@ async def cmd_runs(steward: Steward, args: argparse.Namespace) -> int:
     if not runs:
         print("no runs in progress" if not args.all else "no runs yet")
     left = await steward.ledger.left_mid_step(runs)
+    ids = max((len(run.id) for run in runs), default=0)
     width = max((len(run.process) for run in runs), default=0)
     for run in runs:
         approvals = ",".join(pending.get(run.id, [])) or "-"
-        line = f"{run.id}  {run.process:<{width}}  {run.status.value:<10} approvals: {approvals}"
+        line = (
+            f"{run.id:<{ids}}  {run.process:<{width}}  {run.status.value:<10} "
+            f"approvals: {approvals}"
+        )
         if run.status in (RunStatus.CANCELLED, RunStatus.FAILED) and run.error:
             line += f"  ({_in_shell_words(run.error.splitlines()[0][:120])})"  # "rejected at …"
         elif run.id in left:

@@ -172,6 +172,24 @@ def test_runs_and_processes_keep_their_columns_past_a_long_process_name(
     assert code == 0 and len(descriptions) == 4 and len(set(descriptions)) == 1
 
 
+def test_runs_keep_their_columns_beside_an_undo_run(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An undo run's id is two characters longer than a run's: its line pushed the
+    process, status and approvals right of the others'."""
+    run_id, approval_id = start(capsys)
+    assert steward(capsys, "approve", approval_id)[0] == 0
+    assert steward(capsys, "undo", run_id, "send_welcome")[0] == 0
+    start(capsys)
+    code, out, _ = steward(capsys, "runs")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert len({len(line.split()[0]) for line in lines}) == 2
+    assert len({line.index(line.split()[1]) for line in lines}) == 1, out
+    for column in ("waiting", "approvals:"):
+        assert len({line.index(column) for line in lines}) == 1, out
+
+
 def test_runs_all_says_how_a_run_ended(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rejected, approval_id = start(capsys)
     assert steward(capsys, "reject", approval_id, "--reason", "wrong")[0] == 0
