@@ -40,6 +40,7 @@ from graph.coordinator import ACTIVE, LEFT_MID_STEP
 from graph.engine import InputProblem, RunView
 from graph.errors import NotFound, StewardError
 from graph.history import SOURCES
+from graph.hooks import HookConfigError
 from graph.messages import Button, Reply, Sender
 from graph.routing import INPUT_NAME
 from graph.timeline import render_timeline, timeline
@@ -143,7 +144,7 @@ async def _with_steward(settings: Any, command: Command, args: argparse.Namespac
         except NotFound as exc:  # bad input: no such process, run or approval
             print(f"steward: {exc.told(LISTINGS)}", file=sys.stderr)
             return 2
-        except InputProblem as exc:
+        except (InputProblem, HookConfigError) as exc:  # bad input; bad settings
             print(f"steward: {_in_shell_words(str(exc))}", file=sys.stderr)
             return 2
         except StewardError as exc:

@@ -967,6 +967,19 @@ def test_a_terminal_beside_another_steward_leaves_the_webhooks_to_it(
     assert code == 0 and "the other steward serves the webhooks" in beside
 
 
+@pytest.mark.parametrize("command", ["run", "chat"])
+def test_a_broken_hooks_file_is_a_bad_setting(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """It stopped steward with exit 1, as a refusal or a failure does, where the README's
+    exit codes give bad settings 2."""
+    home.mkdir(parents=True)
+    (home / "hooks.yaml").write_text("form:\n  secret: form-secret-0123456789\n  start: nosuch\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, said = steward(capsys, command)
+    assert code == 2 and "hooks.yaml: form.start: no process 'nosuch'" in said
+
+
 def test_a_skipped_definition_is_told_in_the_chat_and_when_started_by_name(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
