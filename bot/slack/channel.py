@@ -560,7 +560,12 @@ class SlackChannel:
                     if privately and user is not None:
                         post = partial(self._post_privately, conversation, user, text)
                     else:
-                        post = partial(self._post, conversation, text_message(text), fallback)
+                        post = partial(
+                            self._post,
+                            conversation,
+                            text_message(text, self.operator_users),
+                            fallback,
+                        )
                     posted = await steps.take(post) or posted
             elif isinstance(item, Card):
                 card = partial(self._post_card, conversation, item, fallback)
@@ -577,7 +582,9 @@ class SlackChannel:
                     partial(self._open_edit_form, conversation, item, answering)
                 )
                 asked = replace(item, prompt=as_typed_in_slack(item.prompt))
-                for part, outgoing in enumerate(text_messages(asked.as_message)):
+                for part, outgoing in enumerate(
+                    text_messages(asked.as_message, self.operator_users)
+                ):
                     ask = partial(self._ask_in_chat, form, conversation, outgoing, fallback)
                     shown = await steps.take(ask)  # where no form opened
                     posted = shown if part == 0 and shown else posted  # the prompt's part
@@ -591,7 +598,7 @@ class SlackChannel:
         where steward is no member of it, and in their DM where that is spent too."""
         try:
             for text in await self._whisper(conversation, user, notice, answer_by):
-                await self._post(Conversation(user), text_message(text))
+                await self._post(Conversation(user), text_message(text, self.operator_users))
         except SendLater as exc:  # the card's update shows the outcome too
             log.warning("could not answer %s's press: %s", user, exc)
 
@@ -607,7 +614,9 @@ class SlackChannel:
             channel, ts = posted["channel"], posted["ts"]
             decided = await self.cards.remember(card.approval_id, channel, ts)
             if decided is not None:  # while it was on its way
-                settled = outcome_message(CardOutcome(card.approval_id, decided))
+                settled = outcome_message(
+                    CardOutcome(card.approval_id, decided), self.operator_users
+                )
                 try:
                     await self.cards.settle(
                         card.approval_id, [(channel, ts)], partial(self._update, settled)
@@ -641,7 +650,7 @@ class SlackChannel:
     ) -> None:
         """Updates every message showing the card — the pressed one, those in other
         conversations, those on other platforms: the outcome, and no more buttons."""
-        settled = outcome_message(outcome)
+        settled = outcome_message(outcome, self.operator_users)
         pressed = answering.context if answering is not None else {}
         where = (pressed["channel"], pressed["ts"]) if pressed.get("ts") else None
         targets = await self.cards.to_settle(outcome.approval_id, outcome.text, where)
@@ -660,7 +669,7 @@ class SlackChannel:
         return await self.cards.showing(approval_id)
 
     async def _settle_where_shown(self, outcome: CardOutcome) -> None:
-        settled = outcome_message(outcome)
+        settled = outcome_message(outcome, self.operator_users)
         taken = await self.cards.take(outcome.approval_id, outcome.text)
         await self.cards.settle(outcome.approval_id, taken, partial(self._update, settled))
 
@@ -824,7 +833,7 @@ class SlackChannel:
         press being answered (``answer_by``), if any. The parts that could not go."""
         unsent = []
         for piece in text_parts(as_typed_in_slack(text)):
-            outgoing = ephemeral_message(piece)
+            outgoing = ephemeral_message(piece, self.operator_users)
             error = await self._ephemeral(conversation, user, outgoing)
             if error is None:
                 continue
@@ -841,10 +850,12 @@ class SlackChannel:
     ) -> dict[str, Any] | None:
         """Posts a message only ``user`` sees (ephemeral) in the conversation; where
         steward is no member of it, in their DM. Where it went when that was the DM."""
-        error = await self._ephemeral(conversation, user, ephemeral_message(text))
+        error = await self._ephemeral(
+            conversation, user, ephemeral_message(text, self.operator_users)
+        )
         if error in NO_ENTRY:
             log.info("cannot post in %s (%s): to the DM instead", conversation.channel, error)
-            return await self._post(Conversation(user), text_message(text))
+            return await self._post(Conversation(user), text_message(text, self.operator_users))
         if error is not None:
             await self._refused_to(conversation, user, error)
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,19 +82,20 @@ def text_parts(text: str) -> list[str]:
     return split_text(text, MESSAGE_LIMIT)
 
 
-def text_message(part: str) -> Outgoing:
-    """A part of a text as a message sent with ``mrkdwn`` off."""
-    return Outgoing(_people(escape(part)))
+def text_message(part: str, people: Collection[str] = ()) -> Outgoing:
+    """A part of a text as a message sent with ``mrkdwn`` off; ``people`` (the operators'
+    user ids) named as having done something are mentions."""
+    return Outgoing(_people(escape(part), people))
 
 
-def ephemeral_message(part: str) -> Outgoing:
+def ephemeral_message(part: str, people: Collection[str] = ()) -> Outgoing:
     """A part of a text as an ephemeral message (or by a ``response_url``), whose text
-    Slack always reads as ``mrkdwn``."""
-    return Outgoing(_people(mrkdwn(part)))
+    Slack always reads as ``mrkdwn``; ``people`` as ``text_message`` names them."""
+    return Outgoing(_people(mrkdwn(part), people))
 
 
-def text_messages(text: str) -> list[Outgoing]:
-    return [text_message(part) for part in text_parts(text)]
+def text_messages(text: str, people: Collection[str] = ()) -> list[Outgoing]:
+    return [text_message(part, people) for part in text_parts(text)]
 
 
 def as_typed_in_slack(text: str) -> str:
@@ -149,16 +150,17 @@ def card_message(card: Card) -> Outgoing:
     return Outgoing(escape(f"{card.title}: {card.summary}"), blocks)
 
 
-def outcome_message(outcome: CardOutcome) -> Outgoing:
-    """The settled card: what it was about and the decision, with no buttons."""
+def outcome_message(outcome: CardOutcome, people: Collection[str] = ()) -> Outgoing:
+    """The settled card: what it was about and the decision, with no buttons; ``people``
+    as ``text_message`` names them."""
     summary, decision = outcome_parts(outcome)
     blocks: list[Block] = [_section(summary)]
     if decision:  # who decided, in bold; a reason after it as it was written
         line = _escaped_within(decision, SECTION_LIMIT - 2, mrkdwn)
         who, said, reason = line.partition(": ")
-        decided = _mrkdwn(f"*{_people(who)}*{said}{reason}")  # none in the reason
+        decided = _mrkdwn(f"*{_people(who, people)}*{said}{reason}")  # none in the reason
         blocks.append({"type": "context", "elements": [decided]})
-    return Outgoing(_people(_escaped_within(outcome.text, MESSAGE_LIMIT)), blocks)
+    return Outgoing(_people(_escaped_within(outcome.text, MESSAGE_LIMIT), people), blocks)
 
 
 def edit_view(prompt: EditPrompt, chat_id: str) -> dict[str, Any] | None:
@@ -323,10 +325,17 @@ def _mrkdwn(text: str) -> Block:
     return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
-def _people(text: str) -> str:
-    """Text, escaped already, with each Slack operator steward names as having done
-    something ("Approved by slack:U…") as a mention, which Slack shows by their name."""
-    return _DONE_BY.sub(r"\1<@\2>", text)
+def _people(text: str, people: Collection[str]) -> str:
+    """Text, escaped already, with each of ``people`` steward names as having done
+    something ("Approved by slack:U…") as a mention, which Slack shows by their name.
+    Anyone else stays as written: a client's words or a webhook's field naming a member
+    of the workspace so would have notified them."""
+
+    def named(done_by: re.Match[str]) -> str:
+        by, user = done_by.groups()
+        return f"{by}<@{user}>" if user in people else done_by.group()
+
+    return _DONE_BY.sub(named, text)
 
 
 _DONE_BY = re.compile(r"\b(by )slack:([UW][A-Z0-9]+)\b")

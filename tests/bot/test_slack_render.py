@@ -34,6 +34,8 @@ from tests.fakes.slack_api import MAX_BLOCK_TEXT, text_in_blocks, validate_block
 
 DRAFT = "Hi *Jane*,\n\nwelcome <!channel> & <https://evil.example|click here>.\n\n— Olivia"
 
+OPS = ["U0OPS", "W0OPS"]  # the operators steward names as mentions
+
 
 def card(text: str | None = DRAFT) -> Card:
     return Card(
@@ -183,7 +185,8 @@ def test_an_outcome_has_no_buttons_and_names_who_decided() -> None:
             "a2b3c4d",
             "Email jane@acme.com\n"
             "Rejected by slack:U0OPS at 2026-11-21 10:00 UTC: not slack:U0EVIL <!here>",
-        )
+        ),
+        OPS,
     )
     blocks = settled.blocks or []
     assert not of_type(blocks, "actions")
@@ -193,23 +196,28 @@ def test_an_outcome_has_no_buttons_and_names_who_decided() -> None:
 
 
 def test_an_operator_steward_names_is_a_mention_and_no_one_else_is() -> None:
+    """Any "by slack:U…" became a mention: a client's words or a webhook's field naming a
+    member of the workspace so notified them."""
     [message] = text_messages(
         "Run r1: retried by slack:U0OPS at 10:00\n     approved — by slack:W0OPS, 0.9\n"
-        "Approved by telegram:42: told slack:U0EVIL"
+        "Approved by telegram:42: told slack:U0EVIL\nSent by slack:U0CLIENT",
+        OPS,
     )
     assert message.text == (
         "Run r1: retried by <@U0OPS> at 10:00\n     approved — by <@W0OPS>, 0.9\n"
-        "Approved by telegram:42: told slack:U0EVIL"
+        "Approved by telegram:42: told slack:U0EVIL\nSent by slack:U0CLIENT"
     )
-    settled = outcome_message(CardOutcome("a2b3c4d", "Send it\nApproved by slack:U0OPS at 10:00"))
-    assert settled.text == "Send it\nApproved by <@U0OPS> at 10:00"
+    shown = "Send it, as asked by slack:U0CLIENT\nApproved by slack:U0OPS at 10:00"
+    settled = outcome_message(CardOutcome("a2b3c4d", shown), OPS)
+    assert settled.text == "Send it, as asked by slack:U0CLIENT\nApproved by <@U0OPS> at 10:00"
+    assert ephemeral_message("Retried by slack:U0CLIENT", OPS).text == "Retried by slack:U0CLIENT"
 
 
 def test_a_reason_with_marks_of_its_own_shows_them_and_who_decided_in_bold() -> None:
     """Not one bold span around a reason whose ``*`` or line break would end it, and no
     mark of the reason's formats it."""
     text = "Email jane@acme.com\nRejected by slack:U0OPS at 10:00: *wrong* _client_\nsee notes"
-    [context] = of_type(outcome_message(CardOutcome("a2b3c4d", text)).blocks or [], "context")
+    [context] = of_type(outcome_message(CardOutcome("a2b3c4d", text), OPS).blocks or [], "context")
     line = context["elements"][0]["text"]
     assert line == "*Rejected by <@U0OPS> at 10:00*: " + mrkdwn("*wrong* _client_\nsee notes")
 
@@ -222,7 +230,7 @@ def test_text_in_mrkdwn_shows_its_marks_and_makes_no_link_mention_or_quote() -> 
         f"{literal}~> {literal}`>now{literal}`> &amp; &lt;!here&gt; "
         f"&lt;https://x.example|y&gt;\n\u00ad&gt;&gt; a{literal}_>b"
     )
-    [whisper] = [ephemeral_message("Already decided — Rejected by slack:U0OPS at 10:00: *no*")]
+    [whisper] = [ephemeral_message("Already decided — Rejected by slack:U0OPS at 10:00: *no*", OPS)]
     assert (
         whisper.text == f"Already decided — Rejected by <@U0OPS> at 10:00: {literal}*>no{literal}*>"
     )
@@ -235,7 +243,7 @@ def test_an_outcome_with_a_long_reason_and_a_summary_of_lines_is_valid() -> None
     summary = "Send the welcome email\nto jane@acme.com"
     reason = "too pricey & late\n" * 400  # escaped, it would pass a context's 3,000
     settled = outcome_message(
-        CardOutcome("a2b3c4d", f"{summary}\nRejected by slack:U0OPS at 2026-11-21: {reason}")
+        CardOutcome("a2b3c4d", f"{summary}\nRejected by slack:U0OPS at 2026-11-21: {reason}"), OPS
     )
     blocks = settled.blocks or []
     assert validate_blocks(blocks) == []
@@ -254,7 +262,7 @@ def test_an_outcome_whose_reason_is_mostly_escapes_fits_and_ends() -> None:
     try:
         for reason in ("&" * 800, "<>" * 1000, "a&" * 2000):
             text = f"Send it\nRejected by slack:U0OPS at 2026-11-21: {reason}"
-            settled = outcome_message(CardOutcome("a2b3c4d", text))
+            settled = outcome_message(CardOutcome("a2b3c4d", text), OPS)
             assert validate_blocks(settled.blocks or []) == []
             [context] = of_type(settled.blocks or [], "context")
             line = context["elements"][0]["text"]
