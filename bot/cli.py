@@ -529,9 +529,10 @@ async def cmd_today(steward: Steward, args: argparse.Namespace) -> int:
         return 0
     print(found.heading)
     for rank, item in enumerate(found.items, 1):
-        print(_in_shell_words(f"{rank}. {item.title}\n   {item.why}"))
+        under = " " * len(f"{rank}. ")  # under its title, past item 9 too
+        print(_in_shell_words(f"{rank}. {item.title}\n{under}{item.why}"))
         if commands := _commands_for(item.buttons):
-            print("   " + " · ".join(commands))
+            print(under + " · ".join(commands))
     if found.more is not None:
         print(found.more.replace("/today all", "`steward today --all`"))
     return 0

@@ -347,6 +347,22 @@ def test_today_names_the_shell_commands_for_each_item_and_has_json(
     assert run_id in item["why"]
 
 
+def test_today_keeps_each_item_s_lines_under_its_title_past_item_nine(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under "10. …" the lines were indented as under "9. …", a character short."""
+    for _ in range(10):
+        start(capsys)
+    code, out, _ = steward(capsys, "today")
+    assert code == 0
+    lines = out.splitlines()
+    tenth = next(i for i, line in enumerate(lines) if line.startswith("10. "))
+    assert lines[tenth + 1].startswith("    ") and lines[tenth + 1][4] != " "
+    assert lines[tenth + 2].startswith("    steward approve ")
+    ninth = lines.index(next(line for line in lines if line.startswith("9. ")))
+    assert lines[ninth + 1].startswith("   ") and lines[ninth + 1][3] != " "
+
+
 def test_today_gives_a_runs_advice_in_the_shells_words(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
