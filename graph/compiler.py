@@ -33,7 +33,7 @@ from graph.definitions import (
     Step,
     WaitStep,
 )
-from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit
+from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit, UnreadableAmount
 from graph.inputs import Money, currency_code
 from graph.state import RunState, StepContext
 from graph.templating import placeholders, render
@@ -339,11 +339,15 @@ def _paid(due: str, before: Any, events: list[Any]) -> tuple[str, str]:
     """What payment events make of the amount ``due``, paid ``before`` (None: nothing
     yet): the total paid so far and what is left, in its currency. An event that names
     no amount, or one in another currency, which cannot be set against it, pays it all,
-    as any payment did before amounts were compared."""
+    as any payment did before amounts were compared; so does one whose amount cannot be
+    read, kept before such a payment was refused (see ``payment_amount``)."""
     owed = Money.read(due)
     total = Money.read(before).amount if isinstance(before, str) else Decimal(0)
     for event in events:
-        came = _amount_of(event, owed.currency)
+        try:
+            came = payment_amount(event, owed.currency)
+        except UnreadableAmount:
+            came = None
         if came is None:
             total = owed.amount
             break
@@ -358,21 +362,25 @@ def _left(due: str, paid: str) -> str:
     return str(Money(max(owed.amount - Money.read(paid).amount, Decimal(0)), owed.currency))
 
 
-def _amount_of(event: Any, currency: str | None) -> Decimal | None:
+def payment_amount(event: Any, currency: str | None) -> Decimal | None:
     """The amount an event's ``amount`` (and ``currency``, if it names it apart: "eur")
-    pays, when it is one in ``currency`` (or names none); else None, for a currency
-    steward does not know too."""
+    pays, when it is one in ``currency`` (or names none, or ``currency`` is None); None
+    when it names no amount, or one in another currency (one steward does not know too).
+    An amount it names that cannot be read ("1000,00", "-500") raises UnreadableAmount:
+    it is neither a part of what is owed nor all of it."""
     given = event.get("amount") if isinstance(event, dict) else None
-    if not isinstance(given, str | int | float) or isinstance(given, bool):
+    if given is None:
         return None
     named = event.get("currency")
     code = currency_code(named) if isinstance(named, str) else None
     if code is None and isinstance(named, str) and named.strip():
         return None
+    if not isinstance(given, str | int | float) or isinstance(given, bool):
+        raise UnreadableAmount(given)
     try:
         paid = Money.read(str(given).strip(), code)
     except ValueError:
-        return None
+        raise UnreadableAmount(given) from None
     if paid.currency is not None and currency is not None and paid.currency != currency:
         return None
     return paid.amount

@@ -42,7 +42,7 @@ from connectors.base import ConnectorError
 from graph.catalog import Catalog
 from graph.compensation import GATE as UNDO_GATE
 from graph.compensation import undo_definition, undo_run_id, visit_of
-from graph.compiler import Graph, acted_on_its_approval, compile_definition
+from graph.compiler import Graph, acted_on_its_approval, compile_definition, payment_amount
 from graph.conditions import Condition
 from graph.definitions import (
     CORRECTION,
@@ -476,7 +476,12 @@ class ProcessEngine:
     ) -> RunView | None:
         """Wakes a run waiting for ``event``; or, when it does not wait for it yet (its
         reminder waits for approval, say), keeps the event for its wait to take: None.
-        External data never decides anything else."""
+        External data never decides anything else. A payment for a wait that it pays,
+        whose amount cannot be read, is neither: UnreadableAmount, and the run waits on."""
+        version = (await self._run(run_id)).version
+        definition = (await self._compiled_for(version)).definition
+        if any(isinstance(s, WaitStep) and s.event == event and s.pays for s in definition.steps):
+            payment_amount(data, None)
         now = utcnow()
         woken = {"by": f"event:{event}", "data": data}
 

@@ -45,6 +45,14 @@ class UncertainEffect(StewardError):
         )
 
 
+class UnreadableAmount(StewardError):
+    """A payment names an amount steward cannot read: it counts it as nothing paid."""
+
+    def __init__(self, given: object) -> None:
+        super().__init__(f"the payment's amount {given!r} cannot be read")
+        self.given = given
+
+
 class DecisionForAnotherGate(Exception):
     """A decision reached a gate it was not made for: the run moved on meanwhile (another
     process resumed it with the same decision). Nothing of this resume is kept."""

@@ -34,7 +34,7 @@ from graph.catalog import Catalog
 from graph.coordinator import Coordinator
 from graph.definitions import WaitStep
 from graph.engine import InputProblem, ProcessEngine
-from graph.errors import StewardError
+from graph.errors import StewardError, UnreadableAmount
 from graph.inputs import Money
 from graph.messages import Reply, cut
 from graph.routing import format_argument
@@ -212,6 +212,14 @@ class HookRouter:
         reply = Reply()
         try:
             woken = await self.engine.offer_event(run.id, event, payload, f"hook:{name}")
+        except UnreadableAmount as exc:
+            return reply.say(
+                f"A {event} delivery from {name} ({described}) names an amount steward "
+                f"cannot read: {cut(repr(exc.given), 80)}. Run {run.id} ({run.process}) "
+                f"counts none of it and keeps waiting for its {event}. If all it is owed is "
+                f"paid, /cancel {run.id}; else nothing: it chases what was owed before this "
+                "came. Amounts read like 1000.00, 1,000.00 or €1,000."
+            )
         except StewardError as exc:  # it ended meanwhile
             return reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
         if woken is not None:

@@ -353,6 +353,52 @@ async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) ->
         assert len(outbox(home)) == 3
 
 
+async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
+    tmp_path: Path,
+) -> None:
+    """A part payment written "1000,00", a refund of "-500": steward took an amount it
+    could not read for none, and ended the follow-up as paid. Now the run counts none of
+    it and waits on, and the operator hears what came and what to do."""
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine, ledger = bot.steward.engine, bot.steward.ledger
+        view = await engine.start("invoice_followup", {**INVOICE, "amount": "€2,500"}, "cli:x")
+        before = await engine.start("invoice_followup", {**INVOICE, "invoice": "INV-8"}, "cli:x")
+        assert view.approval is not None and before.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+        for invoice, amount, shown in [
+            ("INV-7", "1000,00", "'1000,00'"),
+            ("INV-7", -500, "-500"),
+            ("INV-7", {"value": 1000}, "{'value': 1000}"),
+            ("INV-8", "abc\u202e", "'abc\\u202e'"),
+        ]:
+            bot.news.clear()
+            paid = {"invoice": invoice, "amount": amount}
+            assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
+            run_id = view.run.id if invoice == "INV-7" else before.run.id
+            assert bot.news == [
+                f"A payment delivery from payments (invoice={invoice}) names an amount "
+                f"steward cannot read: {shown}. Run {run_id} (invoice_followup) counts none "
+                f"of it and keeps waiting for its payment. If all it is owed is paid, "
+                f"/cancel {run_id}; else nothing: it chases what was owed before this came. "
+                "Amounts read like 1000.00, 1,000.00 or €1,000."
+            ]
+        run = await ledger.get_run(view.run.id)
+        assert run is not None and run.status is RunStatus.WAITING
+        assert run.current_step == "wait_for_payment"
+
+        part = {"invoice": "INV-7", "amount": "1000.00"}
+        assert await bot.post("payments", part, secret=PAY_SECRET) == 200
+        (card,) = await ledger.pending_approvals([view.run.id])
+        assert card.card["fields"]["Still owed"] == "€1,500.00"
+        decided = await engine.decide(before.approval.id, True, "cli:x")  # nothing kept for it
+        assert decided.view is not None and decided.view.run.current_step == "wait_for_payment"
+
+        assert await bot.post("payments", {"invoice": "INV-8"}, secret=PAY_SECRET) == 200
+        ended = await ledger.get_run(before.run.id)  # no amount at all: paid, as documented
+        assert ended is not None and ended.status is RunStatus.SUCCEEDED
+
+
 async def test_an_event_matching_no_run_names_what_came_escaped_and_short(tmp_path: Path) -> None:
     """The values a payment matched no run by are shown as data: text shown reversed,
     lines that would pass for steward's own and a page of text are not echoed raw."""
