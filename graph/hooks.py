@@ -223,7 +223,8 @@ class HookRouter:
         except StewardError as exc:  # it ended meanwhile
             return reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
         if woken is not None:
-            reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
+            counted = await self._counted(run)
+            reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}){counted}.")
             reply.items.extend(self.coordinator.describe(woken).items)
             return reply
         if behind := await self.engine.waits_behind(run, event):
@@ -249,6 +250,16 @@ class HookRouter:
                 f"should not happen now (/reject {approval.id} {event} received)."
             )
         return reply
+
+    async def _counted(self, run: Run) -> str:
+        """What the payment ``run`` woke with left owed, as its wait noted it, when that
+        is a part of what it is owed; empty for all of it, and for a wait that pays none."""
+        steps = await self.engine.ledger.run_steps(run.id)
+        woke = next((s.detail for s in reversed(steps) if s.kind == "wait"), {})
+        paid, owed = woke.get("paid"), woke.get("owed")
+        if not isinstance(paid, str) or not isinstance(owed, str) or not Money.read(owed).amount:
+            return ""
+        return f": a part, {paid} paid so far and {owed} still owed"
 
     async def _offer_failed(
         self, name: str, event: str, run: Run, described: str, exc: Exception

@@ -308,7 +308,8 @@ async def test_a_payment_matched_by_amount_finds_the_amount_as_the_client_reads_
 async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) -> None:
     """Any payment ended the follow-up: €1,000 of €2,500 paid, the client was chased no
     more. Now the reminder for the rest waits for approval, saying what came and what is
-    left, and the run ends once the rest is paid."""
+    left, and the run ends once the rest is paid. The operator's news of a part said
+    "got its payment", as of all of it."""
     home = tmp_path / "home"
     async with running(home) as bot:
         engine, ledger = bot.steward.engine, bot.steward.ledger
@@ -327,6 +328,10 @@ async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) ->
             "€1,500.00 is still to be paid"
         ) in card.card["text"]
         assert any(card.card["summary"] in n for n in bot.news)  # the card, for the operator
+        assert (
+            f"Run {view.run.id} (invoice_followup) got its payment (invoice=INV-7): a part, "
+            "€1,000.00 paid so far and €1,500.00 still owed."
+        ) in bot.news
         run = await ledger.get_run(view.run.id)
         assert run is not None
         woke = [row.decision for row in await timeline(ledger, run) if row.kind == "wait"]
@@ -346,8 +351,10 @@ async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) ->
         assert card.card["fields"]["Paid so far"] == "€1,500.00"
         assert card.card["fields"]["Still owed"] == "€1,000.00"
         await engine.decide(card.id, True, "cli:x")
+        bot.news.clear()
         rest = {"invoice": "INV-7", "amount": "€1,000.00"}
         assert await bot.post("payments", rest, secret=PAY_SECRET) == 200
+        assert f"Run {view.run.id} (invoice_followup) got its payment (invoice=INV-7)." in bot.news
         run = await ledger.get_run(view.run.id)
         assert run is not None and run.status is RunStatus.SUCCEEDED
         assert len(outbox(home)) == 3
