@@ -119,13 +119,7 @@ def _values(state: RunState, ctx: StepContext, definition: ProcessDefinition) ->
         for name in definition.money_inputs
         if isinstance(data.get(name), str)
     }
-    owed = {
-        left: _left(data[step.pays], data[paid])
-        for step in definition.steps
-        if isinstance(step, WaitStep) and step.pays
-        for paid, left in [step.filled]
-        if isinstance(data.get(step.pays), str) and isinstance(data.get(paid), str)
-    }
+    owed = {step.filled[1]: left for step, left in _owed(definition, data)}
     return {
         **data,
         **money,
@@ -134,6 +128,23 @@ def _values(state: RunState, ctx: StepContext, definition: ProcessDefinition) ->
         "process": definition.name,
         "today": datetime.now(ctx.zone).date().isoformat(),  # on the operator's clock
     }
+
+
+def still_owed(definition: ProcessDefinition, data: Mapping[str, Any]) -> dict[str, str]:
+    """What is still owed of each money input a part of which is paid, by its name."""
+    return {step.pays: left for step, left in _owed(definition, data) if step.pays}
+
+
+def _owed(definition: ProcessDefinition, data: Mapping[str, Any]) -> list[tuple[WaitStep, str]]:
+    """Each wait that pays a money input some of which is paid, and what is left of the
+    amount as it is now (a replay may have corrected it since the last payment)."""
+    owed = []
+    for step in definition.steps:
+        if isinstance(step, WaitStep) and step.pays:
+            due, paid = data.get(step.pays), data.get(step.filled[0])
+            if isinstance(due, str) and isinstance(paid, str):
+                owed.append((step, _left(due, paid)))
+    return owed
 
 
 def _visit(state: RunState, step: Step, definition: ProcessDefinition) -> int:

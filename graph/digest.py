@@ -8,7 +8,8 @@ item gets a score, and the list is sorted by it, highest first:
     score = 10 * risk                      low 1, medium 2, high 3; a failed run 2.5,
                                            a stuck one 2, a follow-up due today or a
                                            paused run 1
-          + 5 * log10(1 + money at stake)  the run's money inputs: 1,200 adds 15
+          + 5 * log10(1 + money at stake)  the run's money inputs (what is still owed of
+                                           one paid in part): 1,200 adds 15
           + urgency                        expires or is due within a day +20, within
                                            three days +10, is overdue +30
           + 2 * days waiting               at most 20
@@ -174,10 +175,10 @@ class _Context:
     local: datetime
 
     def money(self, run: Run | None) -> list[Money]:
-        """The money a run is about: its money inputs."""
+        """The money a run is about: its money inputs, or what is still owed of them."""
         if run is None:
             return []
-        return _money_of(self.money_fields.get(run.process), run.inputs)
+        return _money_of(self.money_fields.get(run.process), {**run.inputs, **(run.owed or {})})
 
 
 async def _written(

@@ -42,7 +42,13 @@ from connectors.base import ConnectorError
 from graph.catalog import Catalog
 from graph.compensation import GATE as UNDO_GATE
 from graph.compensation import undo_definition, undo_run_id, visit_of
-from graph.compiler import Graph, acted_on_its_approval, compile_definition, payment_amount
+from graph.compiler import (
+    Graph,
+    acted_on_its_approval,
+    compile_definition,
+    payment_amount,
+    still_owed,
+)
 from graph.conditions import Condition
 from graph.definitions import (
     CORRECTION,
@@ -1045,9 +1051,11 @@ class ProcessEngine:
             status = RunStatus.WAITING
         else:
             status = RunStatus.CANCELLED if outcome else RunStatus.SUCCEEDED
+        owed = still_owed(compiled.definition, state.get("data", {})) or None
         settled = replace(
             run,
             status=status,
+            owed=owed,
             current_step=stop["step"] if stop else None,
             steps_logged=run.steps_logged + len(entries),
             error=run.error if stop else outcome,
@@ -1063,6 +1071,7 @@ class ProcessEngine:
                 current_step=settled.current_step,
                 steps_logged=settled.steps_logged,
                 error=settled.error,
+                owed=owed,
                 updated_at=now,
                 replaying=None,  # a replay's first stop: from here it goes on as any run
             )

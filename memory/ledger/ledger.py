@@ -1928,13 +1928,18 @@ class Ledger:
     ) -> OpenWork:
         """What the daily list ranks, lean: every pending approval and every wait due
         before ``until`` of a run not paused, each with its run's money at stake
-        (``money``: each process's money input names; ``amount_of`` reads one as a
-        number, raising ValueError), and every failed, running or paused run. Times come
+        (``money``: each process's money input names, each counted as what is still owed
+        of it where a part is paid, else whole; ``amount_of`` reads one as a number,
+        raising ValueError), and every failed, running or paused run. Times come
         as seconds since the epoch, computed by the database, and JSON fields are read
         there too: one trip, no per-row parsing."""
         money = money or {}
         names = sorted({name for fields in money.values() for name in fields})
-        at_stake = [t.runs.c.process, *(t.runs.c.inputs[name].as_string() for name in names)]
+        at_stake = [
+            t.runs.c.process,
+            *(t.runs.c.inputs[name].as_string() for name in names),
+            *(t.runs.c.owed[name].as_string() for name in names),
+        ]
         approvals = (
             select(
                 t.approvals.c.id,
@@ -1967,10 +1972,12 @@ class Ledger:
         position = {name: 1 + index for index, name in enumerate(names)}
 
         def worth(row: Any, start: int) -> float:
-            """The run's money inputs, summed: its process is at ``start``, then inputs."""
+            """The run's money at stake, summed: its process is at ``start``, then its
+            inputs, then what is still owed of them."""
             total = 0.0
             for name in money.get(row[start], ()):
-                value = row[start + position[name]]
+                owed = row[start + len(names) + position[name]]
+                value = owed if owed is not None else row[start + position[name]]
                 if value:
                     with contextlib.suppress(ValueError):
                         total += amount_of(value)
@@ -2132,6 +2139,7 @@ def _run_values(run: Run) -> dict[str, Any]:
         "error_class": run.error_class,
         "replaying": run.replaying,
         "inputs_since": run.inputs_since,
+        "owed": run.owed,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
     }
@@ -2154,6 +2162,7 @@ def _run(row: Row[Any]) -> Run:
         error_class=row.error_class,
         replaying=row.replaying,
         inputs_since=row.inputs_since,
+        owed=dict(row.owed) if row.owed else None,
     )
 
 

@@ -49,6 +49,7 @@ class Run:
     error_class: str | None = None
     replaying: str | None = None  # the step a replay goes on from, until it first stops
     inputs_since: int | None = None  # the audit event of the replay that changed them last
+    owed: dict[str, str] | None = None  # what is left of each money input paid in part
 
 
 @dataclass(frozen=True)

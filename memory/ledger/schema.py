@@ -85,6 +85,9 @@ runs = Table(
     Column("replaying", String(100), nullable=True),
     # The audit event of the replay that gave the run the inputs it has; none: its own.
     Column("inputs_since", BigInteger, nullable=True),
+    # What is still owed of each money input a part of which is paid, as the run last
+    # stopped: the money the daily list shows at stake, where an input holds it all.
+    Column("owed", Json, nullable=True),
     Index("ix_runs_status_updated", "status", "updated_at"),
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_status_created", "status", "created_at"),

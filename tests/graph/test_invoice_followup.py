@@ -206,3 +206,19 @@ async def test_a_replay_names_the_draft_the_card_shows(app: Steward) -> None:
     assert f"/replay {run_id} draft_reminder contact=Jo, so that it drafts again" in refused
     again = only_card(await send(app, f"/replay {run_id} draft_reminder contact=Jo"))
     assert "Hello Jo," in (again.text or "") and "was due on 2026-11-01" in (again.text or "")
+
+
+async def test_the_daily_list_shows_what_is_still_owed_at_stake(app: Steward) -> None:
+    """€1,000 of €2,500 paid, the daily list said "€2,500.00 at stake", the whole
+    invoice, beside a card asking for €1,500.00; a replay that corrects the amount
+    counts what is left of it."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    part = {"invoice": "INV-7", "amount": "1000"}
+    await app.engine.offer_event(run_id, "payment", part, "hook:payments")
+    today = await daily(app)
+    assert "€1,500.00 at stake" in today
+    assert "€2,500.00 at stake" not in today
+    await send(app, f"/replay {run_id} overdue amount=€3,000")
+    assert "€2,000.00 at stake" in await daily(app)

@@ -57,3 +57,21 @@ async def test_open_work_reads_lean_and_right(ledger: Ledger) -> None:
     [(key, timer_run, due, timer_worth)] = work.timers  # the late one is not due today
     assert (key, timer_run, timer_worth) == ("wait:r1", "r1", pytest.approx(1200.50))
     assert due - created == pytest.approx(3600, abs=1e-3)
+
+
+async def test_open_work_counts_what_is_still_owed_of_an_amount_paid_in_part(
+    ledger: Ledger,
+) -> None:
+    """A run paid €1,000 of €2,500 was ranked by the €2,500 it was started with."""
+    owing = run("r1", RunStatus.FAILED, {"amount": "€2,500.00", "fee": "€100.00"})
+    await ledger.write(lambda tx: tx.insert_run(owing))
+    await ledger.write(lambda tx: tx.update_run("r1", owed={"amount": "€1,500.00"}))
+    stored = await ledger.get_run("r1")
+    assert stored is not None and stored.owed == {"amount": "€1,500.00"}
+    money = {"invoice_followup": ["amount", "fee"]}
+    work = await ledger.open_work(CREATED + timedelta(days=1), money, _number)
+    assert [(r[0], r[3]) for r in work.runs] == [("r1", pytest.approx(1600.0))]
+
+
+def _number(stored: str) -> float:
+    return float(stored.lstrip("€").replace(",", ""))
