@@ -30,13 +30,14 @@ TIME_OF_DAY = re.compile(r"\d[T ]\d{1,2}:\d{2}")  # "2026-12-20 15:00", "2026-12
 # where a comma is the decimal point, is refused, never read as 1250.
 GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 # The currencies an amount may be written with, as plain words are read ("$2,500",
-# "2500 EUR"), by their codes: each is kept with its amount, and shown by its sign.
+# "2500 EUR", "2500 pounds"), by their codes: each is kept with its amount, and shown by
+# its sign.
 SIGNS = {"EUR": "€", "USD": "$", "GBP": "£"}
 WORDS = {"eur": "EUR", "euro": "EUR", "euros": "EUR", "usd": "USD", "dollar": "USD"}
-WORDS |= {"dollars": "USD", "gbp": "GBP"}
+WORDS |= {"dollars": "USD", "gbp": "GBP", "pound": "GBP", "pounds": "GBP", "sterling": "GBP"}
 BY_SIGN = {sign: code for code, sign in SIGNS.items()}
-CURRENCY_SIGNS = r"[$€£]"
-CURRENCY_WORDS = r"eur|usd|gbp|euros?|dollars?"
+CURRENCY_SIGNS = "[" + "".join(map(re.escape, BY_SIGN)) + "]"
+CURRENCY_WORDS = "|".join(map(re.escape, sorted(WORDS, key=len, reverse=True)))
 SIGNED = re.compile(rf"^({CURRENCY_SIGNS})\s*")
 WORDED = re.compile(rf"\s*({CURRENCY_WORDS})$", re.IGNORECASE)
 TRUE = {"yes", "y", "true", "1", "on"}

@@ -47,6 +47,9 @@ GOOD: list[tuple[InputType, Any, Any]] = [
     (InputType.MONEY, "2500 EUR", "€2,500.00"),  # as plain words are read
     (InputType.MONEY, "2,500.50 dollars", "$2,500.50"),
     (InputType.MONEY, "£300 GBP", "£300.00"),
+    (InputType.MONEY, "2500 pounds", "£2,500.00"),
+    (InputType.MONEY, "1 pound", "£1.00"),
+    (InputType.MONEY, "300 Sterling", "£300.00"),
     (InputType.MONEY, "€2,500.00", "€2,500.00"),  # as a run keeps it: read again the same
     (InputType.DATE, "2026-03-01", "2026-03-01"),
     (InputType.DATETIME, "2026-03-01 15:30", "2026-03-01 15:30"),
