@@ -23,8 +23,8 @@ from pydantic import BaseModel
 from graph.budget import Budgets, estimated_tokens
 from graph.effects import RetryPolicy
 from graph.errors import StewardError
-from memory.embeddings import OPENAI_API, NotAnApi, api_client, shown_url
 from memory.ledger import Ledger, ModelCall, storable
+from memory.openai_api import OPENAI_API, NotAnApi, api_client, shown_url
 
 if TYPE_CHECKING:
     import httpx
