@@ -29,7 +29,7 @@ from bot.channel import Notify
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from graph.front_door import FrontDoor
-from graph.hooks import HookRouter, HookSource
+from graph.hooks import HookRouter, HookSource, hook_channel
 from graph.messages import Reply
 from memory.ledger import NewAuditEvent, TakenOver, storable
 
@@ -118,7 +118,7 @@ class HookEndpoint:
         """Queues what a crash left stored, and what a worker gone left; at start (with
         ``own``) before the endpoint takes new deliveries, so that none is queued twice."""
         for name in self.sources:
-            for item in await self.ledger.take_over_inbound(f"hook:{name}", own):
+            for item in await self.ledger.take_over_inbound(hook_channel(name), own):
                 self.queue.put((item.id, name, item.payload))
 
     async def start(self) -> None:
@@ -143,7 +143,9 @@ class HookEndpoint:
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             log.warning("hook %s: bad or missing signature", name)
             refused = {"remote": request.remote or ""}
-            await self.door.refuse_unverified(f"hook:{name}", "bad or missing signature", refused)
+            await self.door.refuse_unverified(
+                hook_channel(name), "bad or missing signature", refused
+            )
             return web.Response(status=401, text="bad signature")
         try:
             payload = parse_delivery(body)
@@ -151,7 +153,7 @@ class HookEndpoint:
             await self._audit(name, "hook.invalid", {"reason": str(exc)})
             return web.Response(status=400, text=f"expected a JSON object: {exc}")
         delivery = hashlib.sha256(body).hexdigest()
-        inbox_id = await self.ledger.accept_inbound(f"hook:{name}", delivery, payload)
+        inbox_id = await self.ledger.accept_inbound(hook_channel(name), delivery, payload)
         if inbox_id is not None:
             self.queue.put((inbox_id, name, payload))
         return web.json_response({"ok": True, "duplicate": inbox_id is None})
@@ -175,4 +177,4 @@ class HookEndpoint:
 
     async def _audit(self, name: str, kind: str, data: dict[str, Any]) -> None:
         log.warning("hook %s: %s", name, data["reason"])
-        await self.ledger.audit(NewAuditEvent(f"hook:{name}", kind, name, data))
+        await self.ledger.audit(NewAuditEvent(hook_channel(name), kind, name, data))

@@ -43,9 +43,14 @@ from memory.ledger import Ledger, NewAuditEvent, Run, RunStatus, RunTakenOver, T
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Steward-Signature"
-# A source's name is a path segment, and with "hook:" before it the ledger's inbox
-# channel, 32 characters at most.
+# A source's name is a path segment, and with "hook:" before it (``hook_channel``) the
+# ledger's inbox channel, 32 characters at most.
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,26}")
+
+
+def hook_channel(name: str) -> str:
+    """The inbox channel of the deliveries from source ``name``, and the actor they act as."""
+    return f"hook:{name}"
 
 
 class HookSource(BaseModel):
@@ -142,7 +147,7 @@ def _what_it_cannot_do(source: HookSource, catalog: Catalog) -> str | None:
 async def unhandled_events(ledger: Ledger, sources: dict[str, HookSource]) -> dict[str, datetime]:
     """When the oldest delivery of each event that is not handled yet was received: a
     wait for that event due after then may have had it in time (the queue is behind)."""
-    channels = {f"hook:{name}": s.event for name, s in sources.items() if s.event is not None}
+    channels = {hook_channel(name): s.event for name, s in sources.items() if s.event is not None}
     oldest: dict[str, datetime] = {}
     if not channels:
         return oldest
@@ -159,7 +164,7 @@ class HookRouter:
 
     async def handle(self, name: str, source: HookSource, payload: dict[str, Any]) -> Reply:
         """What a stored delivery does; the reply is news for the operators."""
-        actor = f"hook:{name}"
+        actor = hook_channel(name)
         if source.start is not None:
             definition = self.engine.definition(source.start)
             inputs = {k: v for k, v in payload.items() if k in definition.inputs}
@@ -211,7 +216,7 @@ class HookRouter:
         """Offers ``run`` the event a delivery from ``name`` brought; what came of it."""
         reply = Reply()
         try:
-            woken = await self.engine.offer_event(run.id, event, payload, f"hook:{name}")
+            woken = await self.engine.offer_event(run.id, event, payload, hook_channel(name))
         except UnreadableAmount as exc:
             return reply.say(
                 f"A {event} delivery from {name} ({described}) names an amount steward "
@@ -268,7 +273,7 @@ class HookRouter:
         log.error("offering run %s a %s from %s failed", run.id, event, name, exc_info=exc)
         error = cut(cause(exc), 200)
         data = {"event": event, "error": error}
-        failed = NewAuditEvent(f"hook:{name}", "hook.offer_failed", run.id, data)
+        failed = NewAuditEvent(hook_channel(name), "hook.offer_failed", run.id, data)
         try:
             await self.engine.ledger.audit(failed)
         except Exception:
