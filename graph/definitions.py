@@ -348,7 +348,7 @@ class ProcessDefinition(BaseModel):
                 )
         values = set(self.inputs) | BUILTIN_NAMES
         values |= {o for o in (getattr(s, "output", None) for s in self.steps) if o}
-        values |= {name for s in self.steps if isinstance(s, WaitStep) for name in s.filled}
+        values |= set(self.filled_by_payments)
         gates = {s.id for s in self.steps if isinstance(s, ApprovalStep)}
         for index, step in enumerate(self.steps):
             self._check_step(index, step, known_steps, values, gates, ids, written(info))
@@ -480,10 +480,14 @@ class ProcessDefinition(BaseModel):
         return [name for name, spec in self.inputs.items() if spec.type is InputType.MONEY]
 
     @property
+    def filled_by_payments(self) -> list[str]:
+        """What the events that pay a money input fill (see ``WaitStep.filled``)."""
+        return [name for s in self.steps if isinstance(s, WaitStep) for name in s.filled]
+
+    @property
     def amounts(self) -> list[str]:
         """The names that hold money: the money inputs, and what payments fill."""
-        filled = [name for s in self.steps if isinstance(s, WaitStep) for name in s.filled]
-        return self.money_inputs + filled
+        return self.money_inputs + self.filled_by_payments
 
     def actions_behind(self, gate_id: str) -> list[ActionStep]:
         return [s for s in self.steps if isinstance(s, ActionStep) and s.gate == gate_id]
