@@ -1,7 +1,8 @@
 """The app's one HTTP server (aiohttp): channels mount their endpoints on it.
 
-``steward run`` starts it when something needs it — the Telegram webhook at
-``/telegram/webhook`` — at STEWARD_HTTP_HOST:STEWARD_HTTP_PORT, with ``/healthz``.
+``steward run`` starts it when something needs it — Slack's HTTP mode at
+``/slack/events``, the Telegram webhook at ``/telegram/webhook``, incoming webhooks at
+``/hooks/{source}`` — at STEWARD_HTTP_HOST:STEWARD_HTTP_PORT, with ``/healthz``.
 
 It may face the internet with no reverse proxy in front, so it closes what a proxy
 would: a connection that has not sent a request's headers within HEADERS_SECONDS (of
