@@ -742,10 +742,14 @@ def test_a_limit_below_one_is_bad_input(
 
 
 def _steward_process(
-    home: Path, *argv: str, stdin: int = subprocess.PIPE, **env: str
+    home: Path,
+    *argv: str,
+    entry: tuple[str, ...] = ("-m", "bot.cli"),
+    stdin: int = subprocess.PIPE,
+    **env: str,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", *argv],
+        [sys.executable, *entry, *argv],
         env={**os.environ, "STEWARD_HOME": str(home), **env},
         stdin=stdin,
         stdout=subprocess.PIPE,
@@ -793,14 +797,7 @@ def test_a_signal_stops_the_terminal_chat_as_a_stop_should(home: Path, signum: i
 def test_ctrl_c_while_a_command_loads_ends_it_without_a_traceback(home: Path) -> None:
     """The `steward` script's entry (`python -m bot` is the same): its imports take
     seconds, and Ctrl-C among them printed one."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "bot", "runs"],
-        env={**os.environ, "STEWARD_HOME": str(home)},
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    ) as shell:
+    with _steward_process(home, "runs", entry=("-m", "bot")) as shell:
         _until_it_catches(shell.pid, signal.SIGINT)  # the interpreter has started
         time.sleep(0.5)  # loading steward still
         shell.send_signal(signal.SIGINT)
@@ -813,15 +810,7 @@ def test_a_stop_while_steward_run_loads_ends_it_as_ctrl_c_does(home: Path) -> No
     """SIGTERM was caught only once steward run listened: in the seconds of its imports
     and its start (a process manager restarting it, `docker stop`), the default action
     ended it where it stood."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "bot", "run"],
-        env={**os.environ, "STEWARD_HOME": str(home)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    ) as server:
+    with _steward_process(home, "run", entry=("-m", "bot")) as server:
         _until_it_catches(server.pid, signal.SIGTERM)
         server.send_signal(signal.SIGTERM)
         out, err = server.communicate(timeout=30)
@@ -850,15 +839,7 @@ main()
 def test_a_stop_while_the_service_starts_retires_its_worker(home: Path) -> None:
     """Its worker registered, its start not done: the stop unwinds the start, the worker
     retired and the ledger closed, where the process ended leaving them to the lease."""
-    with subprocess.Popen(
-        [sys.executable, "-c", STOPPED_WHILE_STARTING, "run"],
-        env={**os.environ, "STEWARD_HOME": str(home)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    ) as server:
+    with _steward_process(home, "run", entry=("-c", STOPPED_WHILE_STARTING)) as server:
         out, err = server.communicate(timeout=60)
     assert server.returncode == 130, err
     assert "listening" not in out and "Traceback" not in err
