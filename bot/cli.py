@@ -33,9 +33,9 @@ from bot.service import (
     wait_for_signal,
 )
 from bot.settings import Settings, SettingsError, load_settings
-from connectors.outbox import EFFECTS
+from connectors.outbox import EFFECT_FILES
 from graph.budget import parse_process_budgets
-from graph.catalog import SUFFIXES
+from graph.catalog import DEFINITION_SUFFIXES
 from graph.coordinator import ACTIVE, LEFT_MID_STEP
 from graph.engine import InputProblem, RunView
 from graph.errors import NotFound, StewardError
@@ -413,8 +413,10 @@ def _brought_along(settings: Settings) -> dict[str, archive.Along]:
     made with no SMTP server), the operator's process definitions, and the webhooks with
     their secrets. Not the workers: each machine's stewards hold slots of their own."""
     return {
-        "outbox": archive.Along(settings.outbox_dir, (EFFECTS,)),
-        "processes": archive.Along(settings.user_processes_dir, tuple(f"*{s}" for s in SUFFIXES)),
+        "outbox": archive.Along(settings.outbox_dir, (EFFECT_FILES,)),
+        "processes": archive.Along(
+            settings.user_processes_dir, tuple(f"*{s}" for s in DEFINITION_SUFFIXES)
+        ),
         "hooks.yaml": archive.Along(settings.hooks_path),
     }
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from connectors.base import DataError
 
 ACTIONS = frozenset({"send_email", "publish", "create_folder", "notify"})
-EFFECTS = "*.json"  # the files of the effects in the folder
+EFFECT_FILES = "*.json"
 
 
 class OutboxConnector:
@@ -70,7 +70,7 @@ class OutboxConnector:
         return {"file": name, "action": action}
 
     def count(self) -> int:
-        return len(list(self.folder.glob(EFFECTS))) if self.folder.exists() else 0
+        return len(list(self.folder.glob(EFFECT_FILES))) if self.folder.exists() else 0
 
 
 def _sync_folder(folder: Path) -> None:

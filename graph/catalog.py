@@ -23,7 +23,7 @@ from graph.definitions import (
     ReferenceProblem,
 )
 
-SUFFIXES = (".yaml", ".yml")  # of the files of definitions in a folder
+DEFINITION_SUFFIXES = (".yaml", ".yml")
 log = logging.getLogger(__name__)
 
 Path_ = tuple[str | int, ...]
@@ -304,4 +304,4 @@ def _lines(path: Path) -> dict[Path_, int]:
 def _yaml_files(folder: Path) -> Iterable[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix in DEFINITION_SUFFIXES and p.is_file())

@@ -101,7 +101,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SLASH_COMMAND = "/steward"
-COMMAND = "command:"  # before the trigger id of a slash command, its id in the inbox
+COMMAND_ID_PREFIX = "command:"  # then the command's trigger id
 PRESSES = re.compile(f"^({'|'.join(BUTTON_VERBS)})$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
@@ -438,7 +438,7 @@ class SlackChannel:
         inbound = Inbound(
             who,
             text(command, "channel_id"),
-            f"{COMMAND}{text(command, 'trigger_id')}",
+            f"{COMMAND_ID_PREFIX}{text(command, 'trigger_id')}",
             text=_as_command(from_slack(maybe_text(command, "text") or "")),
             # The command's own way back, for 30 minutes: where steward is no member of
             # the conversation, the only way to tell its sender anything there.
@@ -958,7 +958,7 @@ def _command_in_channel(inbound: Inbound) -> bool:
     """Whether ``inbound`` is a slash command typed in a channel (a conversation of more
     than steward and its sender: a DM's id starts with D)."""
     channel = Conversation.of(inbound.chat_id).channel
-    return inbound.external_id.startswith(COMMAND) and not channel.startswith("D")
+    return inbound.external_id.startswith(COMMAND_ID_PREFIX) and not channel.startswith("D")
 
 
 def _as_command(text: str) -> str:
