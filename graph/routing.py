@@ -45,7 +45,7 @@ KEY_VALUE = re.compile(r"(\b[a-z_][a-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)")
 # A whole amount, never part of one: "$1200.555" and "€1.200,50" are no 1200.55 or 1.20.
 AMOUNT = r"(?<![\d.,])\d+(?:,\d{3})*(?:\.\d+)?(?![.,]?\d)"
 MONEY = re.compile(
-    rf"(?:{CURRENCY_SIGNS}\s?)({AMOUNT})|({AMOUNT})\s?(?:{CURRENCY_WORDS})\b",
+    rf"{CURRENCY_SIGNS}\s?{AMOUNT}|{AMOUNT}\s?(?:{CURRENCY_WORDS})\b",
     re.I,
 )
 # An amount of its own, not a part of an id or a date: "1,200", not the 42 of "INV-42".
