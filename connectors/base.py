@@ -66,6 +66,12 @@ class Connector(Protocol):
     ``idempotent`` is True when calling ``perform`` twice with the same key has the
     effect of calling it once (the target dedups by key). Only then may the guard
     repeat an attempt whose outcome it never recorded.
+
+    Two methods are optional, used where a connector has them: ``where_to_look(key)``,
+    a sentence that tells the operator how to find out whether an attempt whose outcome
+    is unknown happened, and ``result_of(action, params, key)``, what ``perform`` would
+    have answered, as far as it is known without the answer, for an attempt the
+    operator confirms went out.
     """
 
     name: str
