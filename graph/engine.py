@@ -1373,16 +1373,19 @@ def _take_kept_event(
         later.append(another)
     if later:
         woken["payments"] = [kept.data, *(each.data for each in later)]
-    since = kept.received_at.isoformat()
-    audit = NewAuditEvent(kept.by, "run.event", run_id, {"event": event, "kept_since": since})
+    audit = _taken_kept(kept, run_id, event)
     if not _claim_wake(tx, run_id, waiting.id, kept.by, woken, audit, now):
         # The take above rolls back with this transaction: the event stays kept.
         raise InvalidState(f"run {run_id}'s wait for {event} was taken meanwhile")
     for each in later:
-        since = each.received_at.isoformat()
-        detail = {"event": event, "kept_since": since}
-        tx.audit(NewAuditEvent(each.by, "run.event", run_id, detail), at=now)
+        tx.audit(_taken_kept(each, run_id, event), at=now)
     return woken
+
+
+def _taken_kept(kept: KeptEvent, run_id: str, event: str) -> NewAuditEvent:
+    """The audit event of a run taking an event kept for it since it came."""
+    since = kept.received_at.isoformat()
+    return NewAuditEvent(kept.by, "run.event", run_id, {"event": event, "kept_since": since})
 
 
 def _claim_wake(
