@@ -274,7 +274,14 @@ class Budgets:
         tokens = sum(estimated_tokens(text) for text in texts)
         await self.ledger.record_model_call(
             ModelCall(
-                None, None, EMBEDDING, model, tokens, 0, seconds * 1000, self.cost(model, tokens, 0)
+                run_id=None,
+                step_id=None,
+                purpose=EMBEDDING,
+                model=model,
+                prompt_tokens=tokens,
+                completion_tokens=0,
+                latency_ms=seconds * 1000,
+                cost_usd=self.cost(model, tokens, 0),
             )
         )
 
