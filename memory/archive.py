@@ -56,7 +56,10 @@ HOME = "home"  # the export's folder for the files of the home it brings along
 
 
 class ArchiveError(Exception):
-    """The folder is not an export, or the home is not empty."""
+    """An export or an import that cannot be done: the folder to export into is not
+    empty; the export is not one this steward can read whole, or the database refuses
+    a row of it; the home is not empty, or holds a file of its own where one of the
+    export's goes."""
 
 
 class NotAnExport(ArchiveError):
