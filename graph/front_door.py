@@ -303,7 +303,7 @@ class FrontDoor:
     async def to_show(self, reply: Reply) -> bool:
         """Whether a reply for the terminal is to be shown: one meant once per chat
         (``Reply.once``) is shown by one terminal of those on the ledger, once."""
-        return reply.once is None or await self.ledger.first_of(reply.once, *TERMINAL)
+        return reply.once is None or await self.ledger.note_once(reply.once, *TERMINAL)
 
     async def shown(self, reply: Reply) -> None:
         """Notes the cards of a reply shown outside any channel (the terminal), so that

@@ -673,7 +673,7 @@ class LedgerTx:
         """Forgets the reply ``owner`` keeps under ``key``, if it still keeps it."""
         _FORGET_REPLY.run(self.conn, {"reply_key": key, "held_by": owner})
 
-    def first_of(self, once: str, channel: str, chat_id: str) -> bool:
+    def note_once(self, once: str, channel: str, chat_id: str) -> bool:
         """Notes a reply under ``once`` owed to a chat; False if one was before."""
         noted = self.conn.execute(
             _insert_into(self.conn, t.replies_once)
@@ -1402,7 +1402,7 @@ class Ledger:
 
         def owe(conn: Connection) -> bool:
             tx = LedgerTx(conn, self.worker)
-            if once is not None and not tx.first_of(once, reply.channel, reply.chat_id):
+            if once is not None and not tx.note_once(once, reply.channel, reply.chat_id):
                 return False
             tx.owe_reply(reply, self.worker)
             tx.announce(cards)
@@ -1444,10 +1444,10 @@ class Ledger:
         )
         await self.db.run(lambda conn: conn.execute(query))
 
-    async def first_of(self, once: str, channel: str, chat_id: str) -> bool:
+    async def note_once(self, once: str, channel: str, chat_id: str) -> bool:
         """Notes a reply under ``once`` shown in a chat that keeps no replies (the
         terminal); False if one was before."""
-        return await self.write(lambda tx: tx.first_of(once, channel, chat_id))
+        return await self.write(lambda tx: tx.note_once(once, channel, chat_id))
 
     async def shown(self, approval_ids: Sequence[str]) -> None:
         """Notes cards shown outside the replies kept for channels (the terminal)."""
