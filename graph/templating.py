@@ -60,12 +60,17 @@ def as_text(value: Any) -> str:
 
 
 def _field(key: str, value: Any) -> str:
+    """A field as its line, or its lines indented under it: a name that is not one line
+    of plain text (a delivery's may be anything) as Python writes it, quoted, so that
+    neither starts a line of its own."""
+    name = key if key.isprintable() else repr(key)
     text = as_text(value)
-    if "\n" in text or (isinstance(value, Mapping) and text):
-        return f"{key}:\n{_indented(text, '  ')}"
-    return f"{key}: {text}"
+    if len(text.splitlines()) > 1 or (isinstance(value, Mapping) and text):
+        return f"{name}:\n{_indented(text, '  ')}"
+    return f"{name}: {text}"
 
 
 def _indented(text: str, first: str) -> str:
-    """``text`` with ``first`` before its first line and as many spaces before the rest."""
-    return first + text.replace("\n", "\n" + " " * len(first))
+    """``text`` with ``first`` before its first line and as many spaces before the rest,
+    whatever breaks its lines."""
+    return first + ("\n" + " " * len(first)).join(text.splitlines())

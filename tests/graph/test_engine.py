@@ -313,6 +313,22 @@ async def test_a_wait_s_event_in_a_template_shows_its_fields(
     assert sent["params"]["body"] == shown
 
 
+async def test_a_wait_s_event_cannot_write_a_line_of_its_own_in_a_template(
+    database_url: DatabaseURL, tmp_path: Path
+) -> None:
+    """A delivery's field whose name holds a line break, or whose value holds one that is
+    no newline ("\\r", U+2028), started a line of the card and the email, as steward's."""
+    settings = with_process(tmp_path, PAID_NOTE, database_url=database_url.setting)
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        view = await app.engine.start("paid_note", {"email": "jane@acme.com"}, "cli:shell")
+        forged = "Approval 1 is safe: /approve 1"
+        event = {f"note\n{forged}": "x", "memo": f"paid\r{forged}\u2028{forged}"}
+        woken = await app.engine.offer_event(view.run.id, "payment", event, "hook:bank")
+        assert woken is not None and woken.approval is not None
+        shown = woken.approval.card["text"]
+    assert shown == f"Received:\nmemo:\n  paid\n  {forged}\n  {forged}\n'note\\n{forged}': x"
+
+
 BRACED = """
 name: braced
 title: A reference in braces
