@@ -85,12 +85,22 @@ class Along:
     patterns: tuple[str, ...] = ()
 
     def files(self) -> list[tuple[str, Path]]:
-        """Each file there now, with its name under this one's ("" for the file itself)."""
+        """Each file there now, with its name under this one's ("" for the file itself).
+        A file of the folder that is a link to one outside it is refused: whoever could
+        put the link there (a repository of definitions holds links too) would have an
+        export carry out what it points to, a key or a password file."""
         if not self.patterns:
             return [("", self.path)] if self.path.is_file() else []
         if not self.path.is_dir():
             return []
         found = {p for pattern in self.patterns for p in self.path.glob(pattern) if p.is_file()}
+        inside = self.path.resolve()
+        for path in sorted(found):
+            if not path.resolve().is_relative_to(inside):
+                raise ArchiveError(
+                    f"{path} is a link to {path.resolve()}, outside {self.path}: an export "
+                    "copies no file from elsewhere; copy it in, or remove the link"
+                )
         return [(p.name, p) for p in sorted(found)]
 
     def place(self, name: str) -> Path:
@@ -113,6 +123,8 @@ async def export(
     progress: Progress | None = None,
     along: Mapping[str, Along] | None = None,
 ) -> Summary:
+    for what in (along or {}).values():
+        what.files()  # refuses before anything is written
     _new_folder(folder)
     report = progress or (lambda what, done, of: None)
     counts: dict[str, int] = {}

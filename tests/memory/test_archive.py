@@ -546,6 +546,27 @@ async def test_an_export_brings_the_outbox_processes_and_webhooks_along(
         assert new.catalog.get("mine") is not None
 
 
+async def test_an_export_copies_no_file_a_link_in_the_home_points_out_to(tmp_path: Path) -> None:
+    """A definition linked to a file outside the folder (a key, by a repository of
+    definitions that holds the link) was copied into the export as the file's content."""
+    folder, home = tmp_path / "export", tmp_path / "old"
+    await a_home_with_files(home)
+    (tmp_path / "id_ed25519").write_text("PRIVATE KEY")
+    (home / "processes" / "key.yaml").symlink_to(tmp_path / "id_ed25519")
+    async with Steward.open(settings_of(home)) as old:
+        along = _brought_along(old.settings)
+        with pytest.raises(archive.ArchiveError, match=r"key\.yaml is a link to .*id_ed25519"):
+            await archive.export(old.ledger, old.engine.checkpointer, folder, along=along)
+        assert not folder.exists()
+        (home / "processes" / "key.yaml").unlink()
+        (home / "processes" / "linked.yaml").symlink_to(home / "processes" / "mine.yaml")
+        summary = await archive.export(old.ledger, old.engine.checkpointer, folder, along=along)
+    assert summary.files == 5
+    assert (folder / "home" / "processes" / "linked.yaml").read_bytes() == (
+        home / "processes" / "mine.yaml"
+    ).read_bytes()
+
+
 async def test_an_import_overwrites_no_file_of_the_home(tmp_path: Path) -> None:
     """A file of the home that the export brings too is left as it is, and nothing is
     imported, unless it is the export's own (an import made again after a stop)."""
