@@ -409,7 +409,7 @@ def _same(path: Path, said: Any) -> bool:
 
 def _files_to_bring(
     manifest: dict[str, Any], folder: Path, along: Mapping[str, Along]
-) -> list[tuple[Path, Path]]:
+) -> list[tuple[Path, Path, Any]]:
     """Each file of the export to bring into this home, and where, all checked before
     anything is written: the export's is as exported, and nothing else is in its place."""
     files = manifest.get("files", {})
@@ -431,24 +431,29 @@ def _files_to_bring(
                 "then import; nothing was imported"
             )
         if not target.exists():
-            bring.append((source, target))
+            bring.append((source, target, said))
     return bring
 
 
-def _import_files(files: list[tuple[Path, Path]]) -> list[Path]:
-    """Writes each file whole where it goes, readable by its owner alone; the files
-    written."""
-    brought = []
-    for source, target in files:
+def _import_files(files: list[tuple[Path, Path, Any]]) -> list[Path]:
+    """Writes each file whole where it goes, readable by its owner alone, as the manifest
+    says it is (one changed since it was checked is refused, and none is left written);
+    the files written."""
+    brought: list[Path] = []
+    for source, target, said in files:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.import{os.getpid()}")
         temporary.unlink(missing_ok=True)
-        with open(source, "rb") as original, _private(temporary, binary=True) as out:
-            _copy(original, out)
         try:
+            with open(source, "rb") as original, _private(temporary, binary=True) as out:
+                copied = _copy(original, out)
+            if copied != said:
+                for path in brought:
+                    path.unlink()
+                raise ArchiveError(f"{source} changed during the import; nothing was imported")
             os.link(temporary, target)  # never over a file made meanwhile
         finally:
-            temporary.unlink()
+            temporary.unlink(missing_ok=True)
         brought.append(target)
     for folder in {target.parent for target in brought}:
         sync_folder(folder)

@@ -611,6 +611,33 @@ async def test_a_file_of_the_home_cut_short_refuses_the_import(tmp_path: Path) -
         assert outbox(home) == [] and not (home / "hooks.yaml").exists()
 
 
+async def test_a_file_of_the_home_changed_after_its_check_is_not_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was checked against the manifest, then copied as it was by then: a definition
+    changed in between went into the new home's processes unchecked."""
+    folder, home = tmp_path / "export", tmp_path / "new"
+    await a_home_with_files(tmp_path / "old")
+    async with Steward.open(settings_of(tmp_path / "old")) as old:
+        along = _brought_along(old.settings)
+        await archive.export(old.ledger, old.engine.checkpointer, folder, along=along)
+    bring = archive._import_files
+    mine = folder / "home" / "processes" / "mine.yaml"
+
+    def changed_meanwhile(files: Any) -> list[Path]:
+        mine.write_text(mine.read_text().replace("mine", "yours"))
+        return bring(files)
+
+    monkeypatch.setattr(archive, "_import_files", changed_meanwhile)
+    async with Steward.open(settings_of(home)) as new:
+        along = _brought_along(new.settings)
+        with pytest.raises(archive.ArchiveError, match=r"mine\.yaml changed .* nothing was"):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder, along=along)
+        assert await new.ledger.list_runs(None) == []
+    assert not (home / "hooks.yaml").exists() and outbox(home) == []
+    assert list((home / "processes").iterdir()) == []
+
+
 async def test_a_file_changed_during_the_import_leaves_nothing_imported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
