@@ -115,7 +115,9 @@ class Service:
         self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
         settings = steward.settings
         digest = DigestTime(time.fromisoformat(settings.digest_at), ZoneInfo(settings.timezone))
-        self.hook_sources = load_hooks(steward.settings.hooks_path, steward.catalog)
+        self.hook_sources = load_hooks(
+            settings.hooks_path, steward.catalog, settings.webhook_secret
+        )
         self.scheduler = Scheduler(
             steward.ledger,
             steward.engine,

@@ -20,6 +20,7 @@ any other, for the operator.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from dataclasses import dataclass
@@ -75,7 +76,12 @@ class HookConfigError(StewardError):
     """The hooks file is unreadable or wrong: one line naming the file and field."""
 
 
-def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
+def load_hooks(
+    path: Path, catalog: Catalog, signs_outgoing: str | None = None
+) -> dict[str, HookSource]:
+    """The sources ``path`` describes. None may share ``signs_outgoing``
+    (STEWARD_WEBHOOK_SECRET), the secret steward signs its own calls with: a ``post`` to
+    its own hook, a URL filled from an input, would pass for a delivery."""
     if not path.exists():
         return {}
     try:
@@ -101,6 +107,14 @@ def load_hooks(path: Path, catalog: Catalog) -> dict[str, HookSource]:
             )
         if cannot := _what_it_cannot_do(source, catalog):
             raise HookConfigError(f"{path}: {name}.{cannot}")
+        if signs_outgoing is not None and hmac.compare_digest(
+            source.secret.encode(), signs_outgoing.encode()
+        ):
+            raise HookConfigError(
+                f"{path}: {name}.secret: it is STEWARD_WEBHOOK_SECRET, which signs steward's "
+                "own calls, so a call steward makes could pass for a delivery: give the "
+                "source a secret of its own"
+            )
         sources[str(name)] = source
     return sources
 

@@ -977,6 +977,26 @@ def test_a_broken_hooks_file_is_a_bad_setting(
     assert code == 2 and "hooks.yaml: form.start: no process 'nosuch'" in said
 
 
+def test_a_source_signed_with_the_outgoing_secret_is_a_bad_setting(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source whose secret was STEWARD_WEBHOOK_SECRET took a `post` steward signed, to a
+    URL filled from an input, for a delivery: the run could pay its own invoice."""
+    home.mkdir(parents=True)
+    secret = "shared-secret-0123456789"
+    (home / "hooks.yaml").write_text(
+        f"payments:\n  secret: {secret}\n  event: payment\n  match: {{invoice: invoice}}\n"
+    )
+    monkeypatch.setenv("STEWARD_WEBHOOK_SECRET", secret)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, said = steward(capsys, "chat")
+    assert code == 2 and "hooks.yaml: payments.secret: it is STEWARD_WEBHOOK_SECRET" in said
+    assert secret not in said
+    monkeypatch.setenv("STEWARD_WEBHOOK_SECRET", "another-secret-0123456789")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert steward(capsys, "chat")[0] == 0
+
+
 def test_a_skipped_definition_is_told_in_the_chat_and_when_started_by_name(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
