@@ -84,6 +84,7 @@ from bot.telegram.render import (
 from graph.coordinator import COMMANDS
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
+from memory.ledger import Outage, ledger_down
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +95,9 @@ ALLOWED_UPDATES = ("message", "callback_query")
 ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
 TOAST_LIMIT = 200  # characters Telegram shows in a press's answer
 SEND_ATTEMPTS = 4
+# The ledger down, polling tries it again this often, and not later than it is back; its
+# backoff (to 30 s) is for Telegram's own failures.
+LEDGER_AGAIN_SECONDS = 1.0
 
 
 class TelegramUnavailable(ChannelUnavailable):
@@ -327,6 +331,7 @@ class TelegramChannel:
 
     async def _poll(self) -> None:
         backoff = 1.0
+        outage = Outage(log, "Telegram polling")
         while True:
             try:
                 await self.door.sync()  # the offset confirms what is on disk, no more
@@ -338,9 +343,14 @@ class TelegramChannel:
                 if updates:  # what comes meanwhile waits at Telegram, and after these
                     await catch_up(self.idle())
                 backoff = 1.0
+                outage.worked()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if ledger_down(exc):  # tried again each second: no wait once it is back
+                    outage.failed(exc)
+                    await asyncio.sleep(LEDGER_AGAIN_SECONDS)
+                    continue
                 log.warning(
                     "Telegram polling failed (%s); trying again in %.0f s",
                     self._redact(exc),

@@ -155,6 +155,32 @@ async def test_two_terminals_on_one_ledger_show_the_daily_list_once(tmp_path: Pa
         assert len(shown) == 1 and "Saturday 24 October" in shown[0].texts[0]
 
 
+@pytest.mark.slow
+async def test_telegram_takes_updates_again_within_a_second_of_the_ledger_s_return(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polling backed off as for Telegram's own failures, doubling to 30 s: after an
+    outage of the ledger, updates waited at Telegram up to that long once it was back."""
+    async with FakeBotAPI(token=TOKEN) as api:
+        settings = telegram_settings(tmp_path, api)
+        async with Steward.open(settings) as steward:
+            db = steward.ledger.db
+            run = db.run
+
+            async def refused(*args: object, **kwargs: object) -> None:
+                raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+            async with Service(steward, configured_channels(steward)):
+                await api.wait_for(lambda a: a.polls_waiting > 0, timeout=10)
+                monkeypatch.setattr(db, "run", refused)
+                api.send_text(1001, "/help")  # it waits at Telegram meanwhile
+                await asyncio.sleep(3.5)  # backing off 1, 2 and then 4 s, it slept on
+                monkeypatch.setattr(db, "run", run)
+                back = asyncio.get_running_loop().time()
+                await api.wait_for(lambda a: len(a.sent(1001)) > 0, timeout=10)
+                assert asyncio.get_running_loop().time() - back < 2.0
+
+
 async def test_the_ledger_going_down_is_logged_once_by_each_loop_and_its_return(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
