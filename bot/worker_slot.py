@@ -74,9 +74,19 @@ class ShellSlot:
 
     @classmethod
     def claim(cls, home: Path) -> ShellSlot:
-        path = _slots(home) / f"{SHELL_FILE}{uuid.uuid4().hex}.lock"
-        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        """The slot's file is locked under a name ``gone_shells`` passes over, then given
+        its own: found unlocked between its making and its lock, it was taken for a
+        command gone."""
+        name = f"{SHELL_FILE}{uuid.uuid4().hex}.lock"
+        making, path = _slots(home) / f".{name}", _slots(home) / name
+        handle = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            making.rename(path)
+        except BaseException:
+            os.close(handle)
+            making.unlink(missing_ok=True)
+            raise
         return cls(path, handle)
 
     def release(self) -> None:

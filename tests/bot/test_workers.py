@@ -5,6 +5,7 @@ stop goes to the other within a beat."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,14 @@ from typing import Any
 import pytest
 
 from bot import service as service_module
+from bot import worker_slot
 from bot.app import Steward
 from bot.channel import FAILED, answer
 from bot.http import HttpServer
 from bot.outbox import Outbox
 from bot.service import Service
 from bot.settings import load_settings
-from bot.worker_slot import WorkerSlot
+from bot.worker_slot import ShellSlot, WorkerSlot, gone_shells
 from graph.front_door import FrontDoor
 from graph.messages import CardOutcome, Inbound, Reply, Sender
 from memory.ledger import RunStatus, TakenOver
@@ -109,6 +111,29 @@ async def test_a_slot_is_free_again_once_its_process_lets_go(tmp_path: Path) -> 
     assert again.worker == first.worker
     second.release()
     again.release()
+
+
+def test_a_shell_s_slot_is_never_found_unlocked_while_it_is_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its file was made under its own name and locked after: a service looking between
+    the two took the command for one gone, deleted its file and took up its runs."""
+    seen: list[list[str]] = []
+    lock = fcntl.flock
+
+    def looked_at_first(handle: int, how: int) -> None:
+        if not seen:  # the claim's lock: a service looks, in the microseconds before it
+            seen.append([])
+            seen[0] = gone_shells(tmp_path)
+        lock(handle, how)
+
+    monkeypatch.setattr(worker_slot.fcntl, "flock", looked_at_first)
+    slot = ShellSlot.claim(tmp_path)
+    monkeypatch.undo()
+    assert seen == [[]]
+    assert gone_shells(tmp_path) == []  # it lives, its file locked
+    slot.release()
+    assert list((tmp_path / "workers").iterdir()) == []
 
 
 class DoorThatRaises:
