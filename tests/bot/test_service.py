@@ -155,6 +155,11 @@ async def test_two_terminals_on_one_ledger_show_the_daily_list_once(tmp_path: Pa
         assert len(shown) == 1 and "Saturday 24 October" in shown[0].texts[0]
 
 
+async def ledger_refuses(*args: object, **kwargs: object) -> None:
+    """The ledger's database, down: in place of ``db.run``."""
+    raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+
 @pytest.mark.slow
 async def test_telegram_takes_updates_again_within_a_second_of_the_ledger_s_return(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -167,12 +172,9 @@ async def test_telegram_takes_updates_again_within_a_second_of_the_ledger_s_retu
             db = steward.ledger.db
             run = db.run
 
-            async def refused(*args: object, **kwargs: object) -> None:
-                raise OperationalError("SELECT 1", {}, Exception("connection refused"))
-
             async with Service(steward, configured_channels(steward)):
                 await api.wait_for(lambda a: a.polls_waiting > 0, timeout=10)
-                monkeypatch.setattr(db, "run", refused)
+                monkeypatch.setattr(db, "run", ledger_refuses)
                 api.send_text(1001, "/help")  # it waits at Telegram meanwhile
                 await asyncio.sleep(3.5)  # backing off 1, 2 and then 4 s, it slept on
                 monkeypatch.setattr(db, "run", run)
@@ -192,13 +194,10 @@ async def test_the_ledger_going_down_is_logged_once_by_each_loop_and_its_return(
             db = steward.ledger.db
             run = db.run
 
-            async def refused(*args: object, **kwargs: object) -> None:
-                raise OperationalError("SELECT 1", {}, Exception("connection refused"))
-
             async with Service(steward, configured_channels(steward), tick_seconds=0.02):
                 await api.wait_for(lambda a: a.polls_waiting > 0, timeout=10)
                 with caplog.at_level(logging.WARNING):
-                    monkeypatch.setattr(db, "run", refused)
+                    monkeypatch.setattr(db, "run", ledger_refuses)
                     await asyncio.sleep(0.5)  # some twenty ticks
                     monkeypatch.setattr(db, "run", run)
                     await asyncio.sleep(0.3)
