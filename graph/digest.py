@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from graph.budget import Budgets, dollars
 from graph.catalog import Catalog
-from graph.inputs import Money
+from graph.inputs import SIGNS, Money
 from graph.messages import Button, Card, Reply
 from memory.ledger import Approval, Ledger, Run, RunStatus, Timer
 
@@ -44,6 +44,8 @@ ZERO = Decimal(0)
 DAY = 86_400.0
 FAILED = RunStatus.FAILED.value
 PAUSED = RunStatus.PAUSED.value
+
+SIGN_CHARACTERS = "".join(SIGNS.values())
 
 
 @dataclass(frozen=True)
@@ -347,8 +349,14 @@ def _money_of(names: list[str] | None, inputs: dict[str, Any]) -> list[Money]:
 
 
 def _worth(stored: str) -> float:
-    """A stored amount as a number, for the score: "€1,200.00" is 1200."""
-    return float(Money.read(stored).amount)
+    """A stored amount as a number, for the score: "€1,200.00" is 1200. A run keeps it
+    as ``Money`` writes it, a sign and the figures, read here without ``Money.read``:
+    the list reads thousands, and that took a sixth of its time."""
+    with suppress(ValueError):
+        number = float(stored.lstrip(SIGN_CHARACTERS).replace(",", ""))
+        if math.isfinite(number) and number >= 0:
+            return number
+    return float(Money.read(stored).amount)  # written otherwise: it says what is wrong
 
 
 def _amount(money: list[Money]) -> list[str]:
