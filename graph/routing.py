@@ -64,6 +64,7 @@ VERB_OBJECT = re.compile(
 # A company's name may end in a full stop of its own ("Globex Inc."), not of the sentence.
 ABBREVIATED = frozenset({"inc", "ltd", "corp", "co", "llc", "plc", "bros", "intl"})
 CLIENTISH = ("client", "company", "customer")
+IDENTIFYING = frozenset({"number", "id", "reference", "ref", "code"})
 # The person before the company: "onboard Jane from Acme", "Sarah of Northwind Legal".
 BEFORE_COMPANY = re.compile(
     r"((?:\b[^\W\d_a-z][^\W\d_]*(?:['\u2019-][^\W\d_]+)*\s+){1,4})(?:from|at|of)\s+[A-Z]"
@@ -184,9 +185,16 @@ def _read_off(definition: ProcessDefinition, name: str, spec: InputSpec, text: s
         return _company(text)
     if spec.type is InputType.STRING and any(w in name for w in PERSONISH):
         return _first_name(definition, text)
-    if spec.type is InputType.STRING:
+    if spec.type is InputType.STRING and _an_identifier(spec):
         return _the_one(_identifiers_after(name, text))
     return None
+
+
+def _an_identifier(spec: InputSpec) -> bool:
+    """Whether the definition calls the input a number or an id ("the invoice number"):
+    "topic 5 tips for winter" holds no topic "5"."""
+    said = WORD.findall(f"{spec.description} {spec.question or ''}".lower())
+    return not IDENTIFYING.isdisjoint(said)
 
 
 def _company(text: str) -> str | None:

@@ -94,6 +94,18 @@ def test_a_reminder_reads_the_client_it_chases_and_the_invoice_number(
     assert {name: found.get(name) for name in expected} == expected
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["write the newsletter on topic 5 tips for winter", "newsletter to audience 2026 list"],
+)
+def test_only_an_input_its_definition_calls_a_number_is_read_after_its_name(text: str) -> None:
+    """What followed an input's name and held a digit was read for any text input: the
+    newsletter's topic became "5"."""
+    newsletter = Catalog.load(BUILTIN_DIR).get("newsletter_issue")
+    assert newsletter is not None
+    assert extract_values(newsletter, text) == {}
+
+
 def test_a_sentence_s_full_stop_is_not_part_of_the_company() -> None:
     """ "onboard Jane from Acme." welcomed "Acme." aboard."""
     assert ONBOARDING is not None
