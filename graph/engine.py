@@ -695,7 +695,6 @@ class ProcessEngine:
                     f"{from_step} would act on inputs its approval never showed: "
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
-            state = (await compiled.graph.aget_state(_config(run_id))).values
             taken = [entry.step_id for entry in await self.ledger.run_steps(run_id)]
             if stale := _drafted_before(definition, from_step, set(values), taken):
                 again = " ".join(format_argument(k, v) for k, v in changes.items())
@@ -707,6 +706,7 @@ class ProcessEngine:
                     f"{from_step}: /replay {run_id} {stale.id} {again}, so that it drafts again"
                 )
             if isinstance(step, ActionStep):
+                state = (await compiled.graph.aget_state(_config(run_id))).values
                 decided = state.get("decisions", {}).get(step.gate) or {}
                 if decided.get("status") != "approved":  # never asked, rejected, cancelled
                     raise InvalidState(
