@@ -38,8 +38,18 @@ WORDS |= {"dollars": "USD", "gbp": "GBP", "pound": "GBP", "pounds": "GBP", "ster
 BY_SIGN = {sign: code for code, sign in SIGNS.items()}
 CURRENCY_SIGNS = "[" + "".join(map(re.escape, BY_SIGN)) + "]"
 CURRENCY_WORDS = "|".join(map(re.escape, sorted(WORDS, key=len, reverse=True)))
-SIGNED = re.compile(rf"^({CURRENCY_SIGNS})\s*")
-WORDED = re.compile(rf"\s*({CURRENCY_WORDS})$", re.IGNORECASE)
+CURRENCY_CODES = "|".join(SIGNS)
+SIGNED = re.compile(rf"^({CURRENCY_SIGNS}|(?:{CURRENCY_CODES})(?![a-z]))\s*", re.IGNORECASE)
+WORDED = re.compile(rf"\s*((?<![a-z])(?:{CURRENCY_WORDS})|{CURRENCY_SIGNS})$", re.IGNORECASE)
+# An amount's figures as people write them: "1200", "1,200.50", "1 200.50", or, where a
+# comma is the decimal point, "1200,50", "1.200,50" and "1.200.000"; at most cents.
+# "1.200" alone, a thousand and two hundred to some and one point two to others, is
+# refused, as is "1.234".
+GAP = "[ \u00a0\u202f']"  # spaces and the Swiss apostrophe between thousands
+POINT_DECIMAL = re.compile(rf"(?:\d+|\d{{1,3}}(,|{GAP})\d{{3}}(?:\1\d{{3}})*)(?:\.\d{{0,2}})?")
+COMMA_DECIMAL = re.compile(
+    rf"(?:\d+|\d{{1,3}}(\.|{GAP})\d{{3}}(?:\1\d{{3}})*),\d{{1,2}}|\d{{1,3}}(?:\.\d{{3}}){{2,}}"
+)
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
 
@@ -61,21 +71,25 @@ class Money:
 
     @classmethod
     def read(cls, text: str, currency: str | None = None) -> Money:
-        """An amount as written ("€2,500", "2500 EUR", "2,500.00"; a bare number is how
-        runs kept one before they kept its currency), in ``currency`` when it names none;
-        raises ValueError."""
+        """An amount as written ("€2,500", "2500 EUR", "EUR 1.200,50", "2 500 €",
+        "2,500.00"; a bare number is how runs kept one before they kept its currency), in
+        ``currency`` when it names none; raises ValueError."""
         sign, word = SIGNED.match(text), WORDED.search(text)
         named = {currency_code(m.group(1)) for m in (sign, word) if m is not None}
         if len(named) > 1:
             raise ValueError(f"{text!r} names two currencies")
-        number = text[sign.end() if sign else 0 : word.start() if word else len(text)]
+        figures = text[sign.end() if sign else 0 : word.start() if word else len(text)]
+        if POINT_DECIMAL.fullmatch(figures):
+            number = re.sub(rf",|{GAP}", "", figures)
+        elif COMMA_DECIMAL.fullmatch(figures):
+            number = re.sub(rf"\.|{GAP}", "", figures).replace(",", ".")
+        else:
+            raise ValueError(text)
         try:
-            amount = Decimal(_ungrouped(number))
-            if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
-                raise ValueError(text)
-            return cls(amount.quantize(Decimal("0.01")), named.pop() if named else currency)
+            amount = Decimal(number).quantize(Decimal("0.01"))
         except InvalidOperation:  # past the 28 digits a Decimal holds
             raise ValueError(text) from None
+        return cls(amount, named.pop() if named else currency)
 
     def __str__(self) -> str:
         return f"{SIGNS.get(self.currency or '', '')}{self.amount:,.2f}"
@@ -152,7 +166,7 @@ class InputSpec(BaseModel):
             case InputType.NUMBER:
                 return "a number"
             case InputType.MONEY:
-                return "an amount like 1200, 1200.50 or €1,200"
+                return "an amount like 1200, 1,200.50, 1.200,50 or €1,200"
             case InputType.DATE:
                 return "a date as YYYY-MM-DD"
             case InputType.DATETIME:

@@ -18,6 +18,7 @@ from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.errors import StewardError
 from graph.inputs import (
+    CURRENCY_CODES,
     CURRENCY_SIGNS,
     CURRENCY_WORDS,
     EMAIL,
@@ -42,10 +43,14 @@ STOPWORDS = frozenset(
     we our you your my me i please can could would should will up new next""".split()
 )
 KEY_VALUE = re.compile(r"(\b[a-z_][a-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)")
-# A whole amount, never part of one: "$1200.555" and "€1.200,50" are no 1200.55 or 1.20.
+# A whole amount, never part of one: "$1200.555" is no 1200.55.
 AMOUNT = r"(?<![\d.,])\d+(?:,\d{3})*(?:\.\d+)?(?![.,]?\d)"
+# With its currency, an amount's figures are all read, as ``Money`` reads them, whichever
+# its decimal point: "€1.200,50" is 1,200.50, never 1.20 or 200.50.
+FIGURES = r"(?<![\d.,])(?<!\d\s)\d(?:[\d.,]*\d)?(?!\d)"  # "2 500 €": not 500, asked for
 MONEY = re.compile(
-    rf"{CURRENCY_SIGNS}\s?{AMOUNT}|{AMOUNT}\s?(?:{CURRENCY_WORDS})\b",
+    rf"(?:{CURRENCY_SIGNS}|\b(?:{CURRENCY_CODES}))\s?{FIGURES}"
+    rf"|{FIGURES}\s?(?:(?:{CURRENCY_WORDS})\b|{CURRENCY_SIGNS})",
     re.I,
 )
 # An amount of its own, not a part of an id or a date: "1,200", not the 42 of "INV-42".
@@ -222,10 +227,10 @@ def _without_full_stop(name: str) -> str:
 
 def _identifiers_after(name: str, text: str) -> list[str]:
     """What follows an input's name and holds a digit: "invoice INV-7", "invoice #1042",
-    "order no. 88"; not a date, nor an amount ("invoice 1,200 EUR")."""
+    "order no. 88"; not a date, nor an amount ("invoice 1,200 EUR", "invoice 1200 €")."""
     after = re.compile(
         rf"\b{re.escape(name.replace('_', ' '))}\s+(?:number\s+|no\.?\s*|#\s*)?"
-        rf"#?([A-Za-z0-9][\w/-]*)(?![\w/.,-]?\d)(?!\s?(?:{CURRENCY_WORDS})\b)",
+        rf"#?([A-Za-z0-9][\w/-]*)(?![\w/.,-]?\d)(?!\s?(?:(?:{CURRENCY_WORDS})\b|{CURRENCY_SIGNS}))",
         re.I,
     )
     return [

@@ -51,6 +51,17 @@ GOOD: list[tuple[InputType, Any, Any]] = [
     (InputType.MONEY, "1 pound", "£1.00"),
     (InputType.MONEY, "300 Sterling", "£300.00"),
     (InputType.MONEY, "€2,500.00", "€2,500.00"),  # as a run keeps it: read again the same
+    (InputType.MONEY, "EUR 1200", "€1,200.00"),  # a code before it, as invoices print it
+    (InputType.MONEY, "usd40", "$40.00"),
+    (InputType.MONEY, "12,50", "12.50"),  # a decimal comma: never 1250.00
+    (InputType.MONEY, "12,50 EUR", "€12.50"),
+    (InputType.MONEY, "€1.200,50", "€1,200.50"),
+    (InputType.MONEY, "1.200,50 €", "€1,200.50"),  # the sign after it
+    (InputType.MONEY, "1.200.000", "1,200,000.00"),  # points between thousands, no doubt
+    (InputType.MONEY, "1 200,5 €", "€1,200.50"),
+    (InputType.MONEY, "1\u202f200,50", "1,200.50"),  # French, a narrow space between
+    (InputType.MONEY, "1'200.50", "1,200.50"),  # Swiss
+    (InputType.MONEY, "1,2", "1.20"),
     (InputType.DATE, "2026-03-01", "2026-03-01"),
     (InputType.DATETIME, "2026-03-01 15:30", "2026-03-01 15:30"),
     (InputType.DATETIME, "2026-03-01T09:05", "2026-03-01 09:05"),
@@ -86,10 +97,14 @@ BAD: list[tuple[InputType, Any]] = [
     (InputType.MONEY, "1.234"),
     (InputType.MONEY, "lots"),
     (InputType.MONEY, "NaN"),
-    (InputType.MONEY, "12,50"),  # a decimal comma: never 1250.00
-    (InputType.MONEY, "12,50 EUR"),
-    (InputType.MONEY, "€1.200,50"),
-    (InputType.MONEY, "1,2"),
+    (InputType.MONEY, "€1.200"),  # 1,200 to some, 1.20 to others
+    (InputType.MONEY, "2.500 €"),
+    (InputType.MONEY, "1,200,50"),
+    (InputType.MONEY, "1.200.50"),
+    (InputType.MONEY, "1,20.5"),
+    (InputType.MONEY, "1e3"),
+    (InputType.MONEY, "euro1200"),
+    (InputType.MONEY, "1" * 27),  # past the 28 digits a Decimal holds, with its cents
     (InputType.MONEY, "$2,500 EUR"),  # which currency is owed?
     (InputType.INTEGER, "12,50"),
     (InputType.NUMBER, "2,5"),

@@ -236,8 +236,13 @@ async def test_a_model_set_up_wrong_says_which_setting_to_fix(
         ("chase Acme for 1,200.50 EUR", "€1,200.50"),
         ("chase Acme for $1200.", "$1,200.00"),
         ("chase Acme for $1200.555", None),  # not 1200.55: asked for instead
-        ("chase Acme for €1.200,50", None),  # not 1.20
-        ("chase Acme for 1.200,50 EUR", None),  # not 200,50
+        ("chase Acme for €1.200,50", "€1,200.50"),  # not 1.20
+        ("chase Acme for 1.200,50 EUR", "€1,200.50"),  # not 200,50
+        ("chase Acme for EUR 2.500,00, due 2026-11-01", "€2,500.00"),
+        ("chase Acme for 2 500 €", None),  # "2" and "500 €": asked for instead
+        ("chase Acme for 2500 € by Friday", "€2,500.00"),
+        ("chase Acme for €1.200", None),  # 1,200 or 1.20: asked for instead
+        ("chase Acme for $1.200.50", None),
     ],
 )
 def test_an_amount_is_read_whole_or_not_at_all(text: str, amount: str | None) -> None:
