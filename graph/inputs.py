@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -215,11 +215,22 @@ def parse_input(
         raise InputError(field, spec, text) from None
     if value is None:
         raise InputError(field, spec, text)
+    if spec.type is InputType.DATETIME and now is not None and _skipped(value, now):
+        raise InputError(field, spec, text, f"no such time in {now.tzinfo}: the clocks skip it")
     if spec.future and now is not None and _passed(spec, value, now):
         if spec.type is InputType.DATE:
             raise InputError(field, spec, text, f"that has passed (today is {now:%Y-%m-%d})")
         raise InputError(field, spec, text, f"that has passed (it is {now:%Y-%m-%d %H:%M} now)")
     return value
+
+
+def _skipped(value: str, now: datetime) -> bool:
+    """Whether the local time ``value`` is one the clocks jump over on ``now``'s clock:
+    "2027-03-28 02:30" in Berlin never comes, and would be read an hour later."""
+    local = datetime.fromisoformat(value).replace(tzinfo=now.tzinfo)
+    return local.astimezone(UTC).astimezone(now.tzinfo).replace(tzinfo=None) != local.replace(
+        tzinfo=None
+    )
 
 
 def _passed(spec: InputSpec, value: str, now: datetime) -> bool:

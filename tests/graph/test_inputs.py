@@ -235,6 +235,18 @@ def test_a_future_input_is_read_on_the_operators_clock(
     assert parse_input("kickoff", spec(kind), raw, BERLIN_NOON)  # not future: any time
 
 
+@pytest.mark.parametrize("future", [True, False])
+def test_a_local_time_the_clocks_skip_is_refused(future: bool) -> None:
+    kickoff = spec(InputType.DATETIME, future=future)
+    with pytest.raises(
+        InputError, match="kickoff: no such time in Europe/Berlin: the clocks skip it"
+    ):
+        parse_input("kickoff", kickoff, "2027-03-28 02:30", BERLIN_NOON)
+    assert parse_input("kickoff", kickoff, "2027-03-28 03:30", BERLIN_NOON)
+    assert parse_input("kickoff", kickoff, "2027-10-31 02:30", BERLIN_NOON)  # twice: the first
+    assert parse_input("kickoff", kickoff, "2027-03-28 02:30")  # on no clock: not checked
+
+
 def test_only_a_date_or_datetime_may_be_future() -> None:
     with pytest.raises(ValidationError, match="only for inputs of type date or datetime"):
         InputSpec(type=InputType.STRING, future=True)
