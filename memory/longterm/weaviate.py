@@ -406,9 +406,12 @@ def _aware(moment: datetime) -> datetime:
 def _cause(exc: BaseException, secret: str | None = None) -> str:
     """What went wrong, in one short line without the API key: the network error at
     the bottom of the chain when there is one (the client's own wrapper often says
-    only "Connection to Weaviate failed"), else the error's first line."""
+    only "Connection to Weaviate failed"; a timeout there says nothing at all), else the
+    error's first line."""
     shown, link, seen = exc, exc.__cause__ or exc.__context__, {id(exc)}
     while link is not None and id(link) not in seen:
+        if isinstance(link, TimeoutError) and not str(link):
+            return "it took the connection but did not answer in time"
         if isinstance(link, OSError) and str(link):
             shown = link
         seen.add(id(link))

@@ -3,6 +3,7 @@ URLs it accepts, and that an unreachable server fails fast and says where to loo
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from datetime import UTC, datetime
@@ -114,3 +115,21 @@ async def test_connect_to_a_closed_port_fails_fast_without_the_key() -> None:
     assert "127.0.0.1:9" in message
     assert "STEWARD_WEAVIATE_URL" in message
     assert "sekrit-api-key-123" not in message
+
+
+async def test_a_server_that_never_answers_is_said_to_be_silent() -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the request, answers nothing
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    started = time.monotonic()
+    async with server:
+        with pytest.raises(MemoryUnavailable) as raised:
+            await WeaviateMemory.connect(f"http://127.0.0.1:{port}", None)
+
+    assert time.monotonic() - started < 12
+    assert str(raised.value) == (
+        f"cannot reach Weaviate at 127.0.0.1:{port}: it took the connection but did not "
+        "answer in time (check STEWARD_WEAVIATE_URL)"
+    )
