@@ -566,6 +566,8 @@ class ProcessEngine:
             raise NotFound(f"run {run_id} ({run.process}) has no step {step_id!r}") from None
         if not isinstance(step, ActionStep) or not isinstance(step.compensate, Compensation):
             by_hand = step.undo_summary if isinstance(step, ActionStep) else None
+            if isinstance(step, ActionStep) and not await self.ledger.effects_of(run_id, step_id):
+                raise _not_acted(run_id, step_id)
             if by_hand:  # "send a correction to the {audience} list": each list it went to
                 by_hand = await self._by_hand(compiled, run, step_id, by_hand)
             raise InvalidState(

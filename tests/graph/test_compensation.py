@@ -121,6 +121,17 @@ async def test_a_step_described_but_not_undoable_says_how_to_undo_by_hand(
     await send(app, button=f"approve:{folder.approval_id}")
     reply = await send(app, f"/undo {run_id} approve_welcome")
     assert "no compensating action" in joined(reply)
+    assert "no compensating action" in joined(await send(app, f"/undo {run_id} create_folder"))
+
+
+async def test_a_step_that_never_ran_has_nothing_to_undo(app: Steward) -> None:  # noqa: F811
+    """A basic onboarding makes no folder: its undo says so, not that a folder cannot be
+    undone."""
+    first = await start(app, START)
+    run_id = await run_of(app, first)
+    await send(app, button=f"approve:{first.approval_id}")
+    told = joined(await send(app, f"/undo {run_id} create_folder"))
+    assert told == f"step create_folder of run {run_id} has not acted: nothing to undo"
 
 
 def test_the_undo_process_takes_only_what_its_templates_use() -> None:
