@@ -41,9 +41,14 @@ PRICES: dict[str, tuple[float, float]] = {
 # spend it, before it is not made.
 ROOM_SECONDS = 300.0
 SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated model names end so
-ROUTING = "(routing)"  # model calls that belong to no run: choosing a process
-EMBEDDING = "embedding"  # the purpose of a call that embeds texts for long-term memory
-MEMORY = "(memory)"  # where /budget counts those
+# Where /budget counts the model calls that belong to no run, by their purpose: choosing
+# a process, answering a question about history, embedding texts for long-term memory.
+ROUTING = "(routing)"
+HISTORY_PURPOSE = "history"
+HISTORY = "(history)"
+EMBEDDING = "embedding"
+MEMORY = "(memory)"
+NO_RUN = {HISTORY_PURPOSE: HISTORY, EMBEDDING: MEMORY}  # any other purpose is ROUTING's
 
 
 class BudgetExceeded(StewardError):
@@ -254,7 +259,7 @@ class Budgets:
         by_process.update(dict.fromkeys(self.per_process, 0.0))  # each budget, spent or not
         for at, process, _, cost, purpose in calls:
             by_day[at.astimezone(self.zone).date().isoformat()] += cost
-            by_process[process or (MEMORY if purpose == EMBEDDING else ROUTING)] += cost
+            by_process[process or NO_RUN.get(purpose, ROUTING)] += cost
         return Spending(
             today=sum(cost for at, _, _, cost, _ in calls if at >= today),
             daily_limit=self.daily,

@@ -18,7 +18,7 @@ from time import monotonic as _monotonic
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from graph.budget import BudgetExceeded
+from graph.budget import HISTORY_PURPOSE, BudgetExceeded
 from graph.messages import cut
 from graph.models import LanguageModels, ModelUnusable, as_data
 from graph.remembering import entity_name
@@ -589,7 +589,7 @@ class History:
             f"know.\n\nRecords:\n{_block(numbered)}\n\n{context}"
             f"Question: {as_data(question)}"
         )
-        return await self.models.complete(prompt, purpose="history")
+        return await self.models.complete(prompt, purpose=HISTORY_PURPOSE)
 
     def cite(self, number: int, hit: Hit) -> str:
         record = hit.record

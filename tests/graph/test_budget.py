@@ -21,6 +21,7 @@ from graph import drafting, models
 from graph.budget import Budgets, parse_prices
 from graph.drafting import Drafter
 from graph.effects import RetryPolicy
+from graph.messages import Inbound, Sender
 from graph.models import ANSWER_TOKENS, LanguageModels
 from graph.timeline import timeline
 from memory.ledger import RunStatus
@@ -68,6 +69,24 @@ async def test_each_call_is_priced_from_the_table(tmp_path: Path) -> None:
         report = await app.coordinator.budget_report()
         assert "this month  0.0070 in 1 call(s)" in report
         assert "onboarding" in report
+
+
+async def test_history_answers_are_counted_apart_from_routing(tmp_path: Path) -> None:
+    """/budget counted a history answer, which belongs to no run, under "(routing)", as
+    if choosing processes had cost it."""
+    async for app in open_steward(tmp_path, operators="telegram:42"):
+        await app.engine.start("onboarding", ONBOARD, "cli:shell")  # a draft: onboarding's
+        await app.history.sync.catch_up()
+        question = Inbound(Sender("telegram", "42"), "c", "u1", text="/history welcome Acme")
+        assert await app.door.receive(question) is not None
+        assert app.history.models is not None
+        await app.history.models.complete("Which process?", purpose="route")
+        spending = await app.coordinator.spending()
+        report = await app.coordinator.budget_report()
+    assert spending.by_process["onboarding"] == (pytest.approx(0.007), None)
+    assert spending.by_process["(history)"] == (pytest.approx(0.007), None)
+    assert spending.by_process["(routing)"] == (pytest.approx(0.007), None)
+    assert "(history)" in report
 
 
 async def test_over_the_daily_budget_the_run_stops_and_retry_goes_on(
