@@ -39,7 +39,8 @@ CATCH_UP_SECONDS = 2.0
 # for up to a minute and a half) leaves the answer to keywords alone.
 EMBED_QUERY_SECONDS = 2.0
 # A model's answer waits no longer, and says no more (it is asked for three sentences):
-# past either, the records answer. Its client waits a minute and tries twice more.
+# past either, the records answer. Each attempt may take a minute, and a failed one is
+# made twice more. A wait for room in the budgets is not counted (Budgets.patience).
 ANSWER_SECONDS = 30.0
 ANSWER_CHARS = 3000
 # A record says no more to the model than this (a draft, an edit, a pasted email may run
@@ -551,9 +552,7 @@ class History:
         unanswered = ""
         if self.models is not None:
             try:
-                said = await asyncio.wait_for(
-                    self._compose(question, hits, now, recent or []), ANSWER_SECONDS
-                )
+                said = await self._compose(question, hits, now, recent or [])
                 _check_answer(said, len(hits))
                 return f"{note}{said}\n\nSources:\n{sources}"
             except BudgetExceeded as exc:  # the operator hears why the model did not answer
@@ -589,7 +588,7 @@ class History:
             f"know.\n\nRecords:\n{_block(numbered)}\n\n{context}"
             f"Question: {as_data(question)}"
         )
-        return await self.models.complete(prompt, purpose=HISTORY_PURPOSE)
+        return await self.models.complete(prompt, purpose=HISTORY_PURPOSE, within=ANSWER_SECONDS)
 
     def cite(self, number: int, hit: Hit) -> str:
         record = hit.record

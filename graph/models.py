@@ -135,10 +135,14 @@ class LanguageModels:
             raise AnswerTooLong(f"its answer ran past {ANSWER_TOKENS:,} tokens and was cut off")
         return storable(_text(reply).strip())
 
-    async def extract(self, schema: type[T], prompt: str, *, purpose: str) -> T:
-        """A structured answer from the fast model, validated by pydantic."""
+    async def extract(
+        self, schema: type[T], prompt: str, *, purpose: str, within: float | None = None
+    ) -> T:
+        """A structured answer from the fast model, validated by pydantic. ``within`` as
+        for ``complete``."""
         runnable = self.fast.with_structured_output(schema, include_raw=True)
-        answer, _ = await self._answer_to(runnable, _Call(prompt, self.fast_name, purpose))
+        call = _Call(prompt, self.fast_name, purpose)
+        answer, _ = await self._answer_to(runnable, call, within=within)
         parsed = answer.get("parsed") if isinstance(answer, dict) else answer
         if parsed is None:
             raise ValueError(f"the model's answer did not fit: {answer.get('parsing_error')}")

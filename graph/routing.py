@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import logging
 import re
@@ -33,8 +32,9 @@ from graph.models import LanguageModels, as_data
 
 log = logging.getLogger(__name__)
 
-# The operator waits for the answer: a model that hangs (its client waits a minute and
-# tries twice more) gives way to a command typed out.
+# The operator waits for the answer: a model that hangs (each attempt may take a minute,
+# and a failed one is made twice more) gives way to a command typed out. A wait for room
+# in the budgets is not counted (Budgets.patience).
 ROUTE_SECONDS = 20.0
 
 WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
@@ -322,8 +322,8 @@ class Router:
             f"Processes:\n{menu}\n\nOperator: {as_data(text)}"
         )
         try:
-            choice = await asyncio.wait_for(
-                self.models.extract(_ModelRoute, prompt, purpose="route"), ROUTE_SECONDS
+            choice = await self.models.extract(
+                _ModelRoute, prompt, purpose="route", within=ROUTE_SECONDS
             )
         except BudgetExceeded as exc:  # the operator hears why plain words are not understood
             raise NotRouted(exc.spent) from exc

@@ -4,6 +4,7 @@ and waits for the operator, nothing is lost, and /retry goes on once there is ro
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +16,10 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatResult
 
+import graph.history as history_module
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
-from graph import drafting, models
+from graph import drafting, models, routing
 from graph.budget import Budgets, parse_prices
 from graph.drafting import Drafter
 from graph.effects import RetryPolicy
@@ -203,6 +205,57 @@ async def test_a_draft_waiting_for_room_keeps_its_own_time_for_the_model(
         view = await asyncio.wait_for(drafting_run, 5)
     assert view.approval is not None
     assert view.approval.card["text_by"] == "the model house-model"
+
+
+async def test_a_history_answer_waiting_for_room_keeps_its_own_time_for_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for room counted against the answer's ANSWER_SECONDS, as it no longer
+    did a draft's: a question asked behind a draft under way got the records alone,
+    the model never asked."""
+    monkeypatch.setattr(history_module, "ANSWER_SECONDS", 0.5)
+    async for app in open_steward(tmp_path, budget_daily=0.1, operators="telegram:42"):
+        await app.engine.start("onboarding", ONBOARD, "cli:shell")
+        await app.history.sync.catch_up()
+        budgets = app.coordinator.budgets
+        assert budgets is not None
+        question = Inbound(Sender("telegram", "42"), "c", "u1", text="/history welcome Acme")
+        async with budgets.room(None, 0.05):  # a call under way: no room for another
+            asking = asyncio.create_task(app.door.receive(question))
+            await asyncio.sleep(1.0)
+            assert not asking.done()  # waiting for room, not for the model
+        reply = await asyncio.wait_for(asking, 5)
+    assert reply is not None
+    assert reply.texts[0].startswith("Dear Acme, draft 1.\n\nSources:")  # the model's
+
+
+async def test_a_route_waiting_for_room_keeps_its_own_time_for_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for room counted against ROUTE_SECONDS: plain words sent behind a draft
+    under way were "not understood: it did not answer within 20 s", the model never
+    asked."""
+    monkeypatch.setattr(routing, "ROUTE_SECONDS", 0.5)
+    async with fake_openai() as server:
+        answer = {"process": "onboarding", "inputs": [], "confidence": 0.9}
+        server.answers.append(json.dumps(answer))
+        settings = load_settings(
+            home=tmp_path / "home",
+            llm_model="gpt-4o-mini",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+            budget_daily=0.01,  # room for one call of gpt-4o-mini alone
+        )
+        async with Steward.open(settings) as app:
+            budgets = app.coordinator.budgets
+            assert budgets is not None
+            async with budgets.room(None, 0.008):
+                text = "greet Globex, they bought our top tier"
+                routing_words = asyncio.create_task(app.coordinator.router.by_model(text))
+                await asyncio.sleep(1.0)
+                assert not routing_words.done() and not server.chats
+            route = await asyncio.wait_for(routing_words, 5)
+    assert route is not None and route.process.name == "onboarding"
 
 
 async def test_a_draft_that_finds_no_room_in_time_says_so_on_its_card(
