@@ -274,8 +274,8 @@ class Budgets:
         )
 
     async def record_embedding(self, model: str, texts: Sequence[str], seconds: float) -> None:
-        """Records a call that embedded ``texts`` with ``model``, priced by their length:
-        the clients give no token counts for it."""
+        """Records an attempt at a call that embedded ``texts`` with ``model`` (none, when
+        it was refused), priced by their length: the clients give no token counts for it."""
         tokens = sum(estimated_tokens(text) for text in texts)
         await self.ledger.record_model_call(
             ModelCall(

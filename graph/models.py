@@ -21,10 +21,9 @@ from langchain_core.runnables import Runnable
 from pydantic import BaseModel
 
 from graph.budget import Budgets, estimated_tokens
-from graph.effects import RetryPolicy
 from graph.errors import StewardError
 from memory.ledger import Ledger, ModelCall, storable
-from memory.openai_api import OPENAI_API, NotAnApi, api_client, shown_url
+from memory.openai_api import OPENAI_API, NotAnApi, Retry, api_client, given_up, shown_url
 
 if TYPE_CHECKING:
     import httpx
@@ -41,13 +40,9 @@ SYSTEM = (
 # shorter, with room for a reasoning model's thinking, which counts among them): a model
 # that runs on costs no more than that, and its cut answer is not used.
 ANSWER_TOKENS = 8192
-# A call is made at most three times, each attempt waited for a minute: one that fails
-# for a passing reason (no answer in time, a lost connection, a 429 or a 5xx) is made
-# again after a while. Each attempt has its own room in the budgets and its own record;
-# the client's own retries were billed and never recorded.
-RETRY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=8.0, timeout=60.0)
-# A Retry-After longer than this is not waited out: the call fails.
-MOST_RETRY_AFTER = 60.0
+# A call is made at most three times, each attempt waited for a minute (see Retry). Each
+# attempt has its own room in the budgets and its own record.
+RETRY = Retry(timeout=60.0)
 # A <data> or </data> tag however it is spaced or cased: text inside the fence may not
 # hold one, or it would close the fence (or open another) and speak as steward.
 _FENCE_TAG = re.compile(r"<(?=\s*/?\s*data\b)", re.IGNORECASE)
@@ -170,7 +165,7 @@ class LanguageModels:
                 except BaseException as exc:
                     took += time.perf_counter() - made.started
                     await self._unanswered(exc, made)
-                    pause = _pause(exc, attempt)
+                    pause = RETRY.pause(exc, attempt)
                     if pause is not None and within is not None and took + pause >= within:
                         pause = None  # no time left for another attempt
                     if pause is None:
@@ -220,11 +215,9 @@ class LanguageModels:
         """Records a call that gave no answer. One given up on while the model may have
         been at work (its caller stopped waiting) counts its prompt, which the model read
         and bills; one refused counts nothing."""
-        import openai
-
-        given_up = isinstance(exc, asyncio.CancelledError | TimeoutError | openai.APITimeoutError)
         try:
-            await self._keep(call, estimated_tokens(SYSTEM + call.prompt) if given_up else 0, 0)
+            read = estimated_tokens(SYSTEM + call.prompt) if given_up(exc) else 0
+            await self._keep(call, read, 0)
         except Exception:  # the call's own failure is what the caller hears
             log.exception("could not record a %s call that gave no answer", call.model)
 
@@ -284,28 +277,6 @@ class ModelUnusable(StewardError):
 class AnswerTooLong(ValueError):
     """A model's answer was cut at ANSWER_TOKENS (or a server that ignores the cap ran
     past it): an email or an answer that stops mid-sentence is not used."""
-
-
-def _pause(exc: BaseException, attempt: int) -> float | None:
-    """How long to wait before the call is made again after ``exc`` on its ``attempt``;
-    None when it is not: the attempts are spent, or ``exc`` will not pass by itself."""
-    import openai
-
-    if attempt >= RETRY.attempts:
-        return None
-    if isinstance(exc, openai.APIConnectionError):  # no answer in time among them
-        return RETRY.delay(attempt)
-    if not isinstance(exc, openai.APIStatusError):
-        return None
-    told = exc.response.headers.get("x-should-retry")
-    passing = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-    if told == "false" or not (passing or told == "true"):
-        return None
-    try:
-        after = float(exc.response.headers.get("retry-after", ""))
-    except ValueError:
-        return RETRY.delay(attempt)
-    return after if 0 <= after <= MOST_RETRY_AFTER else None
 
 
 def _text(message: Any) -> str:

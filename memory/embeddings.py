@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from memory.embedding_worker import ANSWER, FAILED, REQUEST
-from memory.openai_api import OPENAI_API, api_client
+from memory.openai_api import OPENAI_API, Retry, api_client, given_up
 
 log = logging.getLogger(__name__)
 Vector = list[float]
@@ -38,9 +38,12 @@ PROJECT = str(Path(__file__).resolve().parents[1])
 ANSWER_SECONDS = 120.0
 # Longer texts are cut before they are embedded: the start says what a record is about.
 MAX_CHARS = 4000
+# A call to a remote model is made at most three times, each attempt waited for 30 s.
+RETRY = Retry(timeout=30.0)
 
 
-# Records a call to a remote embedding model: the model, the texts, the seconds it took.
+# Records an attempt at a call to a remote embedding model: the model, the texts it read
+# (none when it refused them), the seconds it took.
 Meter = Callable[[str, Sequence[str], float], Awaitable[None]]
 
 
@@ -67,7 +70,8 @@ class Embedder(Protocol):
 
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM, LM Studio).
-    Each call answered goes to ``meter``, to be counted as model spend."""
+    A call that fails for a passing reason is made again (RETRY); each attempt goes to
+    ``meter``, to be counted as model spend."""
 
     def __init__(
         self, model: str, base_url: str | None, api_key: str | None, meter: Meter | None = None
@@ -88,23 +92,41 @@ class OpenAIEmbedder:
             # Counting tokens would fetch tiktoken's tables from the internet; texts are
             # cut to MAX_CHARS instead.
             check_embedding_ctx_length=False,
-            max_retries=2,
-            request_timeout=30,
+            max_retries=0,  # tried again by embed, each attempt on the record
+            request_timeout=RETRY.timeout,
         )
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
         cut = [t[:MAX_CHARS] for t in texts]
-        started = time.perf_counter()
-        try:
-            vectors = await self._client.aembed_documents(cut)
-        except Exception as exc:
-            raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
-        if self.meter is not None and cut:
+        if not cut:
+            return []
+        attempt = 1
+        while True:
+            started = time.perf_counter()
             try:
-                await self.meter(self.model, cut, time.perf_counter() - started)
-            except Exception:  # the vectors are had: their records need not wait
-                log.exception("could not record a call to %s", self.name)
-        return vectors
+                vectors = await self._client.aembed_documents(cut)
+            except BaseException as exc:
+                await self._metered(cut if given_up(exc) else [], started)
+                pause = RETRY.pause(exc, attempt)
+                if pause is None and isinstance(exc, Exception):
+                    raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
+                if pause is None:
+                    raise
+                log.warning("%s failed, trying it again: %r", self.name, exc)
+            else:
+                await self._metered(cut, started)
+                return vectors
+            await asyncio.sleep(pause)
+            attempt += 1
+
+    async def _metered(self, read: list[str], started: float) -> None:
+        """Records an attempt that read ``read`` (none when it was refused)."""
+        if self.meter is None:
+            return
+        try:
+            await self.meter(self.model, read, time.perf_counter() - started)
+        except Exception:  # the attempt's own outcome is what matters to its caller
+            log.exception("could not record a call to %s", self.name)
 
     async def embed_query(self, text: str) -> Vector:
         return (await self.embed([text]))[0]

@@ -2,8 +2,9 @@
 wire formats, for the real langchain-openai client; its vectors are the hashing
 embedder's, its chat answers are scripted (a word a token, cut at the request's
 ``max_completion_tokens`` as a model stops there), and it fails or dawdles on demand
-(``trouble``: a chat request met with an error status, or answered only after a
-while, as a model busy reading its prompt — and billing it). Like OpenAI,
+(``trouble``, ``embedding_trouble``: a request met with an error status, a 429 with
+``retry_after`` when set, or answered only after a while, as a model busy reading its
+prompt — and billing it). Like OpenAI,
 it refuses a wrong key and a model it does not serve (when told them), and a strict
 ``json_schema`` with an object that may hold keys it does not name."""
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,14 +36,23 @@ class FakeOpenAI:
     # What the next chat requests meet, in turn: a status to answer with, or seconds to
     # wait before answering.
     trouble: list[int | float] = field(default_factory=list)
+    embedding_trouble: list[int | float] = field(default_factory=list)  # and embeddings
+    retry_after: str | None = None  # the Retry-After of a 429
+    embedded_at: list[float] = field(default_factory=list)  # when each embedding request came
     page: str | None = None  # served to every request instead, as a web server's base URL
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(body)
+        self.embedded_at.append(time.monotonic())
         if self.failing:
             error = {"error": {"message": "the model is loading", "type": "server_error"}}
             return web.json_response(error, status=503)
+        trouble = self.embedding_trouble.pop(0) if self.embedding_trouble else None
+        if isinstance(trouble, int):
+            return self._failed(trouble)
+        if isinstance(trouble, float):
+            await asyncio.sleep(trouble)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = []
         for index, text in enumerate(inputs):
@@ -78,11 +89,7 @@ class FakeOpenAI:
         content = self.answers.pop(0) if self.answers else ""
         trouble = self.trouble.pop(0) if self.trouble else None
         if isinstance(trouble, int):
-            error = {
-                "message": "The server had an error processing your request.",
-                "type": "server_error",
-            }
-            return web.json_response({"error": error}, status=trouble)
+            return self._failed(trouble)
         if isinstance(trouble, float):
             await asyncio.sleep(trouble)
         words, most = content.split(" "), body.get("max_completion_tokens")
@@ -95,6 +102,15 @@ class FakeOpenAI:
         choice = {"index": 0, "message": message, "finish_reason": finish_reason}
         reply = {"object": "chat.completion", "model": body["model"], "usage": usage}
         return web.json_response({**reply, "id": "chat-1", "created": 0, "choices": [choice]})
+
+    def _failed(self, status: int) -> web.Response:
+        message = "The server had an error processing your request."
+        error = {"message": message, "type": "server_error"}
+        told = {}
+        if status == 429:
+            error = {"message": "Rate limit reached.", "type": "requests"}
+            told = {"retry-after": self.retry_after} if self.retry_after else {}
+        return web.json_response({"error": error}, status=status, headers=told)
 
 
 def _open_object(schema: Any, where: tuple[str, ...] = ()) -> tuple[str, ...] | None:

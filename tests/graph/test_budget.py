@@ -22,11 +22,11 @@ from bot.settings import SettingsError, load_settings
 from graph import drafting, models, routing
 from graph.budget import Budgets, parse_prices
 from graph.drafting import Drafter
-from graph.effects import RetryPolicy
 from graph.messages import Inbound, Sender
 from graph.models import ANSWER_TOKENS, LanguageModels
 from graph.timeline import timeline
 from memory.ledger import RunStatus
+from memory.openai_api import Retry
 from tests.fakes.openai_api import fake_openai
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -422,7 +422,7 @@ async def test_each_attempt_at_a_call_is_recorded_and_paid(
     """The OpenAI client tried a failed call again by itself: the server saw two
     requests and the ledger one, and a draft whose first attempt was given up on (after
     the model had read, and billed, its prompt) was paid once."""
-    monkeypatch.setattr(models, "RETRY", RetryPolicy(base_delay=0.01, timeout=0.2))
+    monkeypatch.setattr(models, "RETRY", Retry(base_delay=0.01, timeout=0.2))
     async with fake_openai() as server:
         server.trouble.append(trouble)
         server.answers += ["Dear Acme, welcome."] * 2

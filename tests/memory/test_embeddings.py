@@ -14,6 +14,7 @@ from bot.app import Steward
 from bot.settings import SettingsError, load_settings
 from graph.messages import Inbound, Sender
 from graph.models import LanguageModels
+from memory import embeddings
 from memory.embeddings import (
     EmbeddingFailed,
     LocalEmbedder,
@@ -23,6 +24,7 @@ from memory.embeddings import (
 )
 from memory.ledger import Ledger, utcnow
 from memory.longterm import MemoryRecord, Query, RecordKind
+from memory.openai_api import Retry
 from tests.fakes.embeddings import hashed
 from tests.fakes.openai_api import fake_openai
 
@@ -126,6 +128,41 @@ async def test_a_priced_embedding_model_is_counted_as_model_spend(tmp_path: Path
     assert spending.month == pytest.approx(sum(map(len, sent)) / 4 * 0.02 / 1e6, rel=0.01)
     assert spending.by_process["(memory)"] == (pytest.approx(spending.month), None)
     assert "(memory)" in report
+
+
+@pytest.mark.parametrize(
+    ("trouble", "attempts_read"),
+    [([503, 429], 1), ([0.5], 2)],
+    ids=["a 503 then a 429", "no answer in time"],
+)
+async def test_each_attempt_at_an_embedding_is_recorded_and_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trouble: list[int | float], attempts_read: int
+) -> None:
+    """The OpenAI client tried a failed embedding again by itself: the server saw three
+    requests and the ledger one, and one it gave up on (after the model had read, and
+    billed, the texts) was paid once. Retry-After was the client's to keep."""
+    monkeypatch.setattr(embeddings, "RETRY", Retry(timeout=0.2, base_delay=0.01))
+    async with fake_openai() as server:
+        server.embedding_trouble += trouble
+        server.retry_after = "1.5"
+        settings = load_settings(
+            home=tmp_path / "home",
+            embedding_model="text-embedding-3-small",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+        )
+        async with Steward.open(settings) as steward:
+            text = "storefront photos delayed by flu " * 120  # 3,960 bytes: ~990 tokens
+            record = MemoryRecord.create("test:1", RecordKind.NOTE, text, utcnow())
+            await steward.ledger.journal([record.to_dict()])
+            await steward.history.sync.catch_up()
+            assert await steward.history.sync.store.unembedded(5) == []  # embedded at last
+            spending = await steward.coordinator.spending()
+    assert len(server.requests) == spending.calls == len(trouble) + 1
+    once = sum(len(t) for t in server.requests[-1]["input"]) / 4 * 0.02 / 1e6
+    assert spending.month == pytest.approx(once * attempts_read, rel=0.01)
+    if 429 in trouble:  # the wait it asked for, not the 10-20 ms of RETRY's own
+        assert server.embedded_at[2] - server.embedded_at[1] >= 1.5
 
 
 @pytest.mark.skipif(
