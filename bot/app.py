@@ -128,7 +128,7 @@ class Steward:
                         settings.embedding_model,
                         settings.openai_base_url,
                         settings.openai_api_key,
-                        budgets.record_embedding,
+                        budgets,
                     )
                 )
                 if embedder is not None:

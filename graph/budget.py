@@ -9,7 +9,10 @@ when it answers, so the call that spends a budget may take it past its limit; ca
 running at once hold their worst cost meanwhile, so that together they cannot, and
 calls that wait for room take it in the order they asked): the run
 stops, failed as ``budget``, and tells the operator; ``/retry`` goes on from that step
-once there is room (a new day or month, or a raised budget). Nothing is lost.
+once there is room (a new day or month, or a raised budget). Nothing is lost. An
+embedding that finds no room is not made either: long-term memory stores its records for
+keyword search and embeds them once there is room, and a question is searched by
+keywords alone.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import asyncio
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from graph.errors import StewardError
+from memory.embeddings import EmbeddingFailed
 from memory.ledger import Ledger, ModelCall, utcnow
 
 # US dollars per million tokens (input, output); unknown models are recorded at zero.
@@ -180,13 +184,15 @@ class Budgets:
                 )
 
     @asynccontextmanager
-    async def room(self, process: str | None, worst: float) -> AsyncIterator[None]:
+    async def room(
+        self, process: str | None, worst: float, waits: bool = True
+    ) -> AsyncIterator[None]:
         """Room for a call that may cost up to ``worst``, held while it runs. Raises
         BudgetExceeded when a budget that applies is spent; a call that may take one past
         its limit waits for the calls under way against it to settle, and then goes alone.
         A call waiting goes before the calls that share a budget with it and asked later,
         though they would fit: a steady stream of small calls kept a large one waiting
-        for good. NoRoom when it has waited ``patience``."""
+        for good. NoRoom when it has waited ``patience``, or at once if it ``waits`` not."""
         call = _Hold(process, worst)
         async with self._settled:
             self._waiting.append(call)
@@ -199,6 +205,11 @@ class Budgets:
                             break
                         if not self._behind(call) and (worst <= left or not self._sharing(process)):
                             break
+                        if not waits:
+                            raise NoRoom(
+                                "the model was not asked: the model calls under way left the "
+                                "budget no room for it"
+                            )
                         await self._settled.wait()
             except TimeoutError:
                 raise NoRoom(
@@ -272,6 +283,26 @@ class Budgets:
             by_day=dict(sorted(by_day.items())),
             unpriced=sorted({model for _, _, model, _, _ in calls if self.price(model) is None}),
         )
+
+    @asynccontextmanager
+    async def embedding_room(self, model: str, texts: Sequence[str]) -> AsyncIterator[None]:
+        """Room for an attempt at embedding ``texts`` with ``model``, as a call that belongs
+        to no run: held to the daily budget alone, and not waited for (the records are
+        stored for keyword search and embedded later: a feeder or a question waiting
+        behind a draft would hold up the records after them). A model priced at nothing
+        is never stopped: it spends nothing. EmbeddingFailed when there is no room."""
+        worst = self.cost(model, sum(estimated_tokens(text) for text in texts), 0)
+        if worst == 0:
+            yield
+            return
+        async with AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(self.room(None, worst, waits=False))
+            except BudgetExceeded as exc:
+                raise EmbeddingFailed(f"{model} was not asked: {exc.spent}") from exc
+            except NoRoom as exc:
+                raise EmbeddingFailed(f"{model}: {exc}") from exc
+            yield
 
     async def record_embedding(self, model: str, texts: Sequence[str], seconds: float) -> None:
         """Records an attempt at a call that embedded ``texts`` with ``model`` (none, when

@@ -19,7 +19,8 @@ import os
 import sys
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -42,13 +43,22 @@ MAX_CHARS = 4000
 RETRY = Retry(timeout=30.0)
 
 
-# Records an attempt at a call to a remote embedding model: the model, the texts it read
-# (none when it refused them), the seconds it took.
-Meter = Callable[[str, Sequence[str], float], Awaitable[None]]
-
-
 class EmbeddingFailed(Exception):
     """The embedding model did not answer; the records wait to be embedded later."""
+
+
+class Meter(Protocol):
+    """Model spend, which a remote embedding model's calls count in and are held to."""
+
+    def embedding_room(self, model: str, texts: Sequence[str]) -> AbstractAsyncContextManager[None]:
+        """Room for an attempt at embedding ``texts`` with ``model``, held while it is
+        made. EmbeddingFailed when there is none: the model is not asked."""
+        ...
+
+    async def record_embedding(self, model: str, texts: Sequence[str], seconds: float) -> None:
+        """Records an attempt: the texts the model read (none when it refused them), the
+        seconds it took."""
+        ...
 
 
 class Embedder(Protocol):
@@ -70,8 +80,8 @@ class Embedder(Protocol):
 
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM, LM Studio).
-    A call that fails for a passing reason is made again (RETRY); each attempt goes to
-    ``meter``, to be counted as model spend."""
+    A call that fails for a passing reason is made again (RETRY); each attempt is made
+    in ``meter``'s room, and goes to it to be counted as model spend."""
 
     def __init__(
         self, model: str, base_url: str | None, api_key: str | None, meter: Meter | None = None
@@ -102,29 +112,35 @@ class OpenAIEmbedder:
             return []
         attempt = 1
         while True:
-            started = time.perf_counter()
-            try:
-                vectors = await self._client.aembed_documents(cut)
-            except BaseException as exc:
-                await self._metered(cut if given_up(exc) else [], started)
-                pause = RETRY.pause(exc, attempt)
-                if pause is None and isinstance(exc, Exception):
-                    raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
-                if pause is None:
-                    raise
-                log.warning("%s failed, trying it again: %r", self.name, exc)
-            else:
-                await self._metered(cut, started)
-                return vectors
+            async with self._room(cut):
+                started = time.perf_counter()
+                try:
+                    vectors = await self._client.aembed_documents(cut)
+                except BaseException as exc:
+                    await self._metered(cut if given_up(exc) else [], started)
+                    pause = RETRY.pause(exc, attempt)
+                    if pause is None and isinstance(exc, Exception):
+                        raise EmbeddingFailed(f"{self.name}: {_cause(exc)}") from exc
+                    if pause is None:
+                        raise
+                    log.warning("%s failed, trying it again: %r", self.name, exc)
+                else:
+                    await self._metered(cut, started)
+                    return vectors
             await asyncio.sleep(pause)
             attempt += 1
+
+    def _room(self, texts: list[str]) -> AbstractAsyncContextManager[None]:
+        if self.meter is None:
+            return nullcontext()
+        return self.meter.embedding_room(self.model, texts)
 
     async def _metered(self, read: list[str], started: float) -> None:
         """Records an attempt that read ``read`` (none when it was refused)."""
         if self.meter is None:
             return
         try:
-            await self.meter(self.model, read, time.perf_counter() - started)
+            await self.meter.record_embedding(self.model, read, time.perf_counter() - started)
         except Exception:  # the attempt's own outcome is what matters to its caller
             log.exception("could not record a call to %s", self.name)
 
@@ -247,7 +263,7 @@ def choose_embedder(
     model: str | None, base_url: str | None, api_key: str | None, meter: Meter | None = None
 ) -> Embedder | None:
     """The embedder the settings ask for; None for keyword search alone. A remote model's
-    calls go to ``meter``."""
+    calls answer to ``meter``."""
     if model == NONE:
         return None
     if model and model != LOCAL and (base_url or api_key):

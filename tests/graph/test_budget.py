@@ -25,6 +25,7 @@ from graph.drafting import Drafter
 from graph.messages import Inbound, Sender
 from graph.models import ANSWER_TOKENS, LanguageModels
 from graph.timeline import timeline
+from memory.embeddings import EmbeddingFailed
 from memory.ledger import RunStatus
 from memory.openai_api import Retry
 from tests.fakes.openai_api import fake_openai
@@ -443,6 +444,25 @@ async def test_each_attempt_at_a_call_is_recorded_and_paid(
         assert spent == pytest.approx(answered)  # a request refused is not billed
     else:
         assert spent > answered + 50 * 2.50 / 1e6  # and the prompt read the first time
+
+
+async def test_an_embedding_finds_room_at_once_or_not_at_all(tmp_path: Path) -> None:
+    """An embedding is held to the daily budget without waiting for room (its records
+    wait, stored for keyword search), and a model priced at nothing is never stopped."""
+    async for app in open_steward(tmp_path):
+        budgets = Budgets(app.ledger, UTC_ZONE, daily=0.1)
+        texts = ["storefront photos delayed by flu"]
+        async with budgets.room(None, 0.1):  # a draft under way that may spend it all
+            with pytest.raises(EmbeddingFailed, match="left the budget no room for it"):
+                async with asyncio.timeout(1):  # not Budgets.patience's 5 minutes
+                    async with budgets.embedding_room("text-embedding-3-small", texts):
+                        pass
+        await budgets.record_embedding("text-embedding-3-large", ["x" * 4_000_000], 1.0)
+        with pytest.raises(EmbeddingFailed, match=r"daily model budget is spent \(\$0\.13"):
+            async with budgets.embedding_room("text-embedding-3-small", texts):
+                pass
+        async with budgets.embedding_room("nomic-embed-text", texts):  # free: it goes
+            pass
 
 
 async def test_months_and_days_are_the_operators(tmp_path: Path) -> None:

