@@ -6,8 +6,9 @@ daily budget (``STEWARD_BUDGET_DAILY``, US dollars, the operator's day) caps all
 spend; a process budget (``STEWARD_PROCESS_BUDGETS``, dollars a calendar month) caps one
 process's runs. Once a budget is spent no call is made (a call's cost is known only
 when it answers, so the call that spends a budget may take it past its limit; calls
-running at once hold their worst cost meanwhile, so that together they cannot, and
-calls that wait for room take it in the order they asked): the run
+running at once hold their worst cost meanwhile, in the ledger, so that together they
+cannot, whichever of the stewards sharing it makes them, and a steward's calls that wait
+for room take it in the order they asked): the run
 stops, failed as ``budget``, and tells the operator; ``/retry`` goes on from that step
 once there is room (a new day or month, or a raised budget). Nothing is lost. An
 embedding that finds no room is not made either: long-term memory stores its records for
@@ -18,17 +19,22 @@ keywords alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from graph.errors import StewardError
 from memory.embeddings import EmbeddingFailed
-from memory.ledger import Ledger, ModelCall, utcnow
+from memory.ledger import Ledger, ModelCall, ModelHold, SpendLimit, utcnow
+
+log = logging.getLogger(__name__)
 
 # US dollars per million tokens (input, output); unknown models are recorded at zero.
 PRICES: dict[str, tuple[float, float]] = {
@@ -44,6 +50,12 @@ PRICES: dict[str, tuple[float, float]] = {
 # How long a call waits for room in the budgets, behind calls under way that might
 # spend it, before it is not made.
 ROOM_SECONDS = 300.0
+# How long a call's room is held at most: an attempt is waited for a minute at most
+# (graph.models' RETRY). A steward that dies mid-call leaves its hold till then.
+HOLD_SECONDS = 120.0
+# Calls of other stewards on the ledger settle without a word to this one: a call waiting
+# for room looks again this often.
+LOOK_AGAIN_SECONDS = 0.5
 SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # OpenAI's dated model names end so
 # Where /budget counts the model calls that belong to no run, by their purpose: choosing
 # a process, answering a question about history, embedding texts for long-term memory.
@@ -121,11 +133,10 @@ def parse_process_budgets(text: str) -> dict[str, float]:
 
 
 @dataclass(eq=False)
-class _Hold:
-    """A call's claim on the budgets: its process, and the most it may cost."""
+class _Waiting:
+    """A call of this steward's waiting for room in the budgets, of ``process``'s run."""
 
     process: str | None
-    worst: float
 
 
 @dataclass
@@ -136,10 +147,10 @@ class Budgets:
     per_process: dict[str, float] = field(default_factory=dict)
     prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PRICES))
     patience: float = ROOM_SECONDS
-    # The calls under way, and those waiting for room (first come, first in).
-    _running: list[_Hold] = field(default_factory=list, init=False)
-    _waiting: list[_Hold] = field(default_factory=list, init=False)
+    # This steward's calls waiting for room (first come, first in).
+    _waiting: list[_Waiting] = field(default_factory=list, init=False)
     _settled: asyncio.Condition = field(default_factory=asyncio.Condition, init=False)
+    _letting_go: set[asyncio.Future[None]] = field(default_factory=set, init=False)
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         price_in, price_out = self.price(model) or (0.0, 0.0)
@@ -165,52 +176,45 @@ class Budgets:
     async def check(self, process: str | None, now: datetime | None = None) -> None:
         """Raises BudgetExceeded when a budget that applies is spent."""
         now = now or utcnow()
-        if self.daily is not None:
-            spent = await self.ledger.model_spend_since(self.day_start(now))
-            if spent >= self.daily:
-                raise BudgetExceeded.of(
-                    f"the daily model budget is spent ({dollars(spent)} of {dollars(self.daily)} "
-                    "today)",
-                    "raise STEWARD_BUDGET_DAILY, or /retry tomorrow",
-                )
-        limit = self.per_process.get(process or "")
-        if process is not None and limit is not None:
-            spent = await self.ledger.model_spend_since(self.month_start(now), process)
-            if spent >= limit:
-                raise BudgetExceeded.of(
-                    f"{process}'s model budget for the month is spent ({dollars(spent)} of "
-                    f"{dollars(limit)})",
-                    "raise it in STEWARD_PROCESS_BUDGETS, or /retry next month",
-                )
+        for limit in self._limits(process, now):
+            spent = await self.ledger.model_spend_since(limit.since, limit.process)
+            if spent >= limit.limit:
+                raise _exceeded(limit, spent)
 
     @asynccontextmanager
     async def room(
         self, process: str | None, worst: float, waits: bool = True
     ) -> AsyncIterator[None]:
-        """Room for a call that may cost up to ``worst``, held while it runs. Raises
-        BudgetExceeded when a budget that applies is spent; a call that may take one past
-        its limit waits for the calls under way against it to settle, and then goes alone.
-        A call waiting goes before the calls that share a budget with it and asked later,
-        though they would fit: a steady stream of small calls kept a large one waiting
-        for good. NoRoom when it has waited ``patience``, or at once if it ``waits`` not."""
-        call = _Hold(process, worst)
+        """Room for a call that may cost up to ``worst``, held while it runs, in the
+        ledger: the calls of every steward on it count. Raises BudgetExceeded when a
+        budget that applies is spent; a call that may take one past its limit waits for
+        the calls under way against it to settle, and then goes alone. A call waiting
+        goes before the calls of this steward that share a budget with it and asked
+        later, though they would fit: a steady stream of small calls kept a large one
+        waiting for good. NoRoom when it has waited ``patience``, or at once if it
+        ``waits`` not."""
+        if not self._limits(process, utcnow()):
+            yield  # no budget applies: nothing to hold
+            return
+        call = _Waiting(process)
+        hold_id = uuid.uuid4().hex
         async with self._settled:
             self._waiting.append(call)
             try:
                 async with asyncio.timeout(self.patience):
                     while True:
-                        await self.check(process)
-                        left = await self._left(process)
-                        if left is None:
-                            break
-                        if not self._behind(call) and (worst <= left or not self._sharing(process)):
+                        if self._behind(call):
+                            await self.check(process)
+                        elif await self._held(hold_id, process, worst):
                             break
                         if not waits:
                             raise NoRoom(
                                 "the model was not asked: the model calls under way left the "
                                 "budget no room for it"
                             )
-                        await self._settled.wait()
+                        with contextlib.suppress(TimeoutError):  # other stewards' calls
+                            async with asyncio.timeout(LOOK_AGAIN_SECONDS):  # settle unsaid
+                                await self._settled.wait()
             except TimeoutError:
                 raise NoRoom(
                     f"the model was not asked: for {self.patience:g} s the model calls under "
@@ -219,41 +223,51 @@ class Budgets:
             finally:
                 self._waiting.remove(call)
                 self._settled.notify_all()  # the next in line may go
-            self._running.append(call)
         try:
             yield
         finally:
-            self._running.remove(call)  # at once: a second cancellation may cut what follows
+            # Let go at once, on its own: a second cancellation may cut what follows.
+            letting_go = asyncio.ensure_future(self._let_go(hold_id))
+            self._letting_go.add(letting_go)
+            letting_go.add_done_callback(self._letting_go.discard)
+            await asyncio.shield(letting_go)
             async with self._settled:
                 self._settled.notify_all()
+
+    async def _held(self, hold_id: str, process: str | None, worst: float) -> bool:
+        """Takes room for a call in the ledger; False when the calls under way leave it
+        none. BudgetExceeded when a budget is spent."""
+        now = utcnow()
+        hold = ModelHold(hold_id, process, worst, now + timedelta(seconds=HOLD_SECONDS))
+        refused = await self.ledger.hold_model_room(hold, self._limits(process, now), now)
+        if refused is not None and refused.spent_out:
+            raise _exceeded(refused.limit, refused.spent)
+        return refused is None
+
+    async def _let_go(self, hold_id: str) -> None:
+        try:
+            await self.ledger.let_go_model_hold(hold_id, utcnow())
+        except Exception as exc:  # the call is done: its hold lapses by itself
+            log.warning("a model call's room in the budgets lapses in %g s: %s", HOLD_SECONDS, exc)
+
+    def _limits(self, process: str | None, now: datetime) -> list[SpendLimit]:
+        """The budgets that apply to a call of ``process``'s."""
+        limits = []
+        if self.daily is not None:
+            limits.append(SpendLimit(self.day_start(now), self.daily))
+        limit = self.per_process.get(process or "")
+        if process is not None and limit is not None:
+            limits.append(SpendLimit(self.month_start(now), limit, process))
+        return limits
 
     def _shares(self, process: str | None, other: str | None) -> bool:
         """Whether ``other``'s calls count against a budget that ``process``'s do."""
         return self.daily is not None or other == process
 
-    def _sharing(self, process: str | None) -> bool:
-        """Whether a call under way counts against a budget that ``process``'s do."""
-        return any(self._shares(process, other.process) for other in self._running)
-
-    def _behind(self, call: _Hold) -> bool:
+    def _behind(self, call: _Waiting) -> bool:
         """Whether a call that asked before ``call`` waits for room in a budget it shares."""
         ahead = self._waiting[: self._waiting.index(call)]
         return any(self._shares(call.process, other.process) for other in ahead)
-
-    async def _left(self, process: str | None) -> float | None:
-        """What the budgets that apply have left, less what the calls under way may
-        cost; None when none applies."""
-        now = utcnow()
-        left = []
-        if self.daily is not None:
-            spent = await self.ledger.model_spend_since(self.day_start(now))
-            left.append(self.daily - spent - sum(call.worst for call in self._running))
-        limit = self.per_process.get(process or "")
-        if process is not None and limit is not None:
-            spent = await self.ledger.model_spend_since(self.month_start(now), process)
-            running = sum(call.worst for call in self._running if call.process == process)
-            left.append(limit - spent - running)
-        return min(left, default=None)
 
     def day_start(self, now: datetime) -> datetime:
         return datetime.combine(now.astimezone(self.zone).date(), time(), self.zone)
@@ -323,6 +337,19 @@ class Budgets:
 
     async def report(self, now: datetime | None = None) -> str:
         return (await self.spending(now)).report()
+
+
+def _exceeded(limit: SpendLimit, spent: float) -> BudgetExceeded:
+    if limit.process is None:
+        return BudgetExceeded.of(
+            f"the daily model budget is spent ({dollars(spent)} of {dollars(limit.limit)} today)",
+            "raise STEWARD_BUDGET_DAILY, or /retry tomorrow",
+        )
+    return BudgetExceeded.of(
+        f"{limit.process}'s model budget for the month is spent ({dollars(spent)} of "
+        f"{dollars(limit.limit)})",
+        "raise it in STEWARD_PROCESS_BUDGETS, or /retry next month",
+    )
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,9 @@ class Along:
 
 
 # How far a long-term store was fed is the store's, not the data's: a new home's store
-# is fed from the start. The workers serving a ledger are the processes of its place.
-NOT_EXPORTED = {"memory_cursors", "workers"}
+# is fed from the start. The workers serving a ledger, and the room their model calls
+# under way hold in the budgets, are the processes of its place.
+NOT_EXPORTED = {"memory_cursors", "workers", "model_holds"}
 
 
 def _tables() -> list[Table]:

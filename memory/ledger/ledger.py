@@ -72,13 +72,16 @@ from memory.ledger.records import (
     InboxItem,
     KeptEvent,
     ModelCall,
+    ModelHold,
     NewAuditEvent,
+    NoHold,
     OpenWork,
     OwedReply,
     Place,
     Run,
     RunLine,
     RunStatus,
+    SpendLimit,
     StepEntry,
     Timer,
 )
@@ -705,6 +708,21 @@ class LedgerTx:
 # take one row. (SQLite's writes go one at a time anyway.)
 _TAKING_OVER = 0x57_4F_52_4B  # "WORK"
 RETIRED = "retired:"  # a run's owner once its worker stopped: no live worker's name
+
+
+_HOLDING_ROOM = 0x4D_4F_44_4C  # "MODL": holds in the budgets are taken one at a time
+
+
+def _spending_since(start: datetime, process: str | None) -> Select[Any]:
+    """Model spend from ``start`` on: all of it, or one process's runs'."""
+    query = select(func.coalesce(func.sum(t.model_calls.c.cost_usd), 0.0)).where(
+        t.model_calls.c.at >= start
+    )
+    if process is not None:
+        query = query.join(t.runs, t.runs.c.id == t.model_calls.c.run_id).where(
+            t.runs.c.process == process
+        )
+    return query
 
 
 def _one_taker_at_a_time(conn: Connection) -> None:
@@ -1890,15 +1908,49 @@ class Ledger:
         )
         await self.db.run(lambda c: c.execute(statement))
 
+    async def hold_model_room(
+        self, hold: ModelHold, limits: Sequence[SpendLimit], now: datetime
+    ) -> NoHold | None:
+        """Holds room for a model call in every budget of ``limits``, for all the stewards
+        on this ledger, or says why not: a limit is spent, or the calls under way against
+        it (holds not lapsed) leave it less than the call's worst cost. A call with none
+        under way against a limit goes alone, however near the limit (the call that spends
+        a budget may take it past). One hold at a time (an advisory lock on PostgreSQL):
+        two stewards cannot both take the last room."""
+
+        def take(conn: Connection) -> NoHold | None:
+            _one_at_a_time(conn, _HOLDING_ROOM)
+            holds = t.model_holds.c
+            for limit in limits:
+                held = select(func.count(), func.coalesce(func.sum(holds.worst_usd), 0.0))
+                held = held.where(holds.until > now)
+                if limit.process is not None:
+                    held = held.where(holds.process == limit.process)
+                spending = _spending_since(limit.since, limit.process).scalar_subquery()
+                count, worst, recorded = conn.execute(held.add_columns(spending)).one()
+                spent = float(recorded)
+                if spent >= limit.limit:
+                    return NoHold(limit, spent, spent_out=True)
+                if count and spent + float(worst) + hold.worst_usd > limit.limit:
+                    return NoHold(limit, spent, spent_out=False)
+            conn.execute(
+                insert(t.model_holds).values(
+                    id=hold.id, process=hold.process, worst_usd=hold.worst_usd, until=hold.until
+                )
+            )
+            return None
+
+        return await self.db.run(take, durable=False)  # a hold lost in a crash: its call too
+
+    async def let_go_model_hold(self, hold_id: str, now: datetime) -> None:
+        """Lets a call's hold go, and any that lapsed by ``now``."""
+        holds = t.model_holds.c
+        statement = delete(t.model_holds).where(or_(holds.id == hold_id, holds.until <= now))
+        await self.db.run(lambda c: c.execute(statement), durable=False)
+
     async def model_spend_since(self, start: datetime, process: str | None = None) -> float:
         """Model spend from ``start`` on: all of it, or one process's runs'."""
-        query = select(func.coalesce(func.sum(t.model_calls.c.cost_usd), 0.0)).where(
-            t.model_calls.c.at >= start
-        )
-        if process is not None:
-            query = query.join(t.runs, t.runs.c.id == t.model_calls.c.run_id).where(
-                t.runs.c.process == process
-            )
+        query = _spending_since(start, process)
         return float(await self.db.run(lambda c: c.execute(query).scalar_one(), write=False))
 
     async def model_calls_since(

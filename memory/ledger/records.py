@@ -199,6 +199,37 @@ class ModelCall:
 
 
 @dataclass(frozen=True)
+class ModelHold:
+    """Room a model call under way holds in the budgets: the most it may cost, till
+    ``until`` at the latest."""
+
+    id: str
+    process: str | None  # the process of the call's run; None for a call of no run
+    worst_usd: float
+    until: datetime
+
+
+@dataclass(frozen=True)
+class SpendLimit:
+    """A budget: what model calls may spend from ``since`` on (all of them, or the runs of
+    ``process``)."""
+
+    since: datetime
+    limit: float
+    process: str | None = None
+
+
+@dataclass(frozen=True)
+class NoHold:
+    """Why a hold was not taken: ``limit`` is spent (``spent``, recorded, reaches it),
+    or the calls under way hold the room the call needs."""
+
+    limit: SpendLimit
+    spent: float
+    spent_out: bool
+
+
+@dataclass(frozen=True)
 class OpenWork:
     """The open work the daily list ranks, as lean rows, times in seconds since the
     epoch and money at stake summed from the run's inputs: approvals (id, run id,

@@ -270,6 +270,19 @@ kept_events = Table(
     Index("ix_kept_events_run_event", "run_id", "event"),
 )
 
+# Room in the budgets held by a model call under way, by any steward on this ledger, at
+# the call's worst cost: calls made at once, in one steward or several, cannot together
+# spend past a budget. A hold is let go when its call is recorded; one whose steward died
+# with it lapses at ``until``.
+model_holds = Table(
+    "model_holds",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("process", String(100), nullable=True),
+    Column("worst_usd", Float, nullable=False),
+    Column("until", UTCDateTime, nullable=False),
+)
+
 model_calls = Table(
     "model_calls",
     metadata,

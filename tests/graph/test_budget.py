@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,17 +21,19 @@ import graph.history as history_module
 from bot.app import Steward
 from bot.settings import SettingsError, load_settings
 from graph import drafting, models, routing
-from graph.budget import Budgets, parse_prices
+from graph.budget import HOLD_SECONDS, Budgets, parse_prices
 from graph.drafting import Drafter
 from graph.messages import Inbound, Sender
 from graph.models import ANSWER_TOKENS, LanguageModels
 from graph.timeline import timeline
+from memory.database_url import DatabaseURL
 from memory.embeddings import EmbeddingFailed
-from memory.ledger import RunStatus
+from memory.ledger import Ledger, ModelHold, RunStatus, SpendLimit, utcnow
 from memory.openai_api import Retry
 from tests.fakes.openai_api import fake_openai
 
 UTC_ZONE = ZoneInfo("UTC")
+ROOT = Path(__file__).resolve().parents[2]
 ONBOARD = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
 
 
@@ -463,6 +466,61 @@ async def test_an_embedding_finds_room_at_once_or_not_at_all(tmp_path: Path) -> 
                 pass
         async with budgets.embedding_room("nomic-embed-text", texts):  # free: it goes
             pass
+
+
+@pytest.mark.postgres
+async def test_stewards_sharing_a_ledger_cannot_spend_past_its_budget_together(
+    tmp_path: Path, postgres_database: DatabaseURL
+) -> None:
+    """Each steward held its calls' room in its own memory: two on one ledger each ran
+    three calls at once against a day with room for three, and spent $0.06 of $0.035."""
+    async with fake_openai() as server:
+        server.trouble += [0.5] * 8  # each answer takes a while: the calls overlap
+        drivers = []
+        for n in range(2):  # one after the other: each migrates the ledger as it opens
+            driver = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.graph.budget_driver",
+                str(tmp_path / f"home{n}"),
+                postgres_database.url.render_as_string(hide_password=False),
+                server.url,
+                "4",
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert driver.stdout is not None
+            assert await asyncio.wait_for(driver.stdout.readline(), 120) == b"ready\n"
+            drivers.append(driver)
+        for driver in drivers:
+            assert driver.stdin is not None
+            driver.stdin.write(b"go\n")
+            await driver.stdin.drain()
+        said = [await asyncio.wait_for(driver.communicate(), 60) for driver in drivers]
+        assert [driver.returncode for driver in drivers] == [0, 0]
+    answered = sum(int(out.split()[0]) for out, _ in said)
+    ledger = Ledger.from_url(postgres_database)
+    try:
+        spent = await ledger.model_spend()
+    finally:
+        await ledger.close()
+    assert answered == len(server.chats) == 4  # three at once, then one alone
+    assert spent == pytest.approx(0.04)
+
+
+async def test_a_hold_left_by_a_steward_that_died_mid_call_lapses(ledger: Ledger) -> None:
+    """A steward killed while its call was under way never lets its hold go: the room
+    comes back once the hold lapses (HOLD_SECONDS), not never."""
+    now = utcnow()
+    limits = [SpendLimit(now - timedelta(hours=1), 0.015)]
+    until = now + timedelta(seconds=HOLD_SECONDS)
+    assert await ledger.hold_model_room(ModelHold("died", None, 0.01, until), limits, now) is None
+    waiting = ModelHold("waiting", None, 0.01, until)
+    refused = await ledger.hold_model_room(waiting, limits, now)
+    assert refused is not None and not refused.spent_out  # held by the call under way
+    lapsed = now + timedelta(seconds=HOLD_SECONDS + 1)
+    assert await ledger.hold_model_room(waiting, limits, lapsed) is None
 
 
 async def test_months_and_days_are_the_operators(tmp_path: Path) -> None:

@@ -528,6 +528,7 @@ async def test_an_export_brings_the_outbox_processes_and_webhooks_along(
             old.ledger, old.engine.checkpointer, folder, along=_brought_along(old.settings)
         )
     assert summary.files == 4 and "workers" not in summary.counts
+    assert "model_holds" not in summary.counts
     assert {p.name for p in (folder / "home").iterdir()} == {"outbox", "processes", "hooks.yaml"}
     assert stat.S_IMODE((folder / "home" / "hooks.yaml").stat().st_mode) == 0o600
     async with Steward.open(settings_of(new_home, target)) as new:
