@@ -3,11 +3,12 @@
 A delivery must carry ``sha256=<hex>``, the HMAC-SHA256 of its body under the source's
 secret, in the source's signature header; one that does not gets 401 and an audit
 event (one a minute per address, as for a chat platform's unverified requests), and
-nothing else happens. A signed delivery is stored in the ledger's inbox,
-keyed by the hash of its body, before the 200, and handled after it; what it did goes
-to the operators as news. The body is all that is signed, so it is all that tells one
-delivery from another: a retry, or a captured delivery sent again under any header, is
-handled once.
+nothing else happens. A name no source has gets the same 401, after the same work, so
+that a stranger cannot find the names that exist; the log and the audit name it. A
+signed delivery is stored in the ledger's inbox, keyed by the hash of its body, before
+the 200, and handled after it; what it did goes to the operators as news. The body is
+all that is signed, so it is all that tells one delivery from another: a retry, or a
+captured delivery sent again under any header, is handled once.
 
 The body must be a JSON object that a run can keep as it is: numbers finite and whole
 ones within 64 bits, nested no deeper than MAX_DEPTH; anything else gets 400 and an
@@ -21,6 +22,7 @@ import hmac
 import json
 import logging
 import math
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -29,13 +31,16 @@ from bot.channel import Notify
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from graph.front_door import FrontDoor
-from graph.hooks import HookRouter, HookSource, hook_channel
+from graph.hooks import SIGNATURE_HEADER, HookRouter, HookSource, hook_channel
 from graph.messages import Reply
 from memory.ledger import NewAuditEvent, TakenOver, storable
 
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 32  # levels of objects and lists in a delivery; a form or a payment has 3 or 4
+# The channel a request to a hook nobody configured is refused on, in the audit log; not
+# the name it gave, which a stranger may vary to flood it.
+NO_SUCH_HOOK = "hooks"
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -109,6 +114,7 @@ class HookEndpoint:
         self.router = router
         self.sources = sources
         self.notify = notify
+        self.nobodys_secret = secrets.token_hex(32)  # what a name no source has is checked by
         self.queue: InOrder[tuple[int, str, dict[str, Any]]] = InOrder("hooks", self._handle)
 
     def mount(self, http: HttpServer) -> None:
@@ -135,18 +141,15 @@ class HookEndpoint:
     async def receive(self, request: web.Request) -> web.Response:
         name = request.match_info["source"]
         source = self.sources.get(name)
-        if source is None:
-            return web.Response(status=404, text="no such hook")
         body = await request.read()
-        given = request.headers.get(source.signature_header, "")
-        expected = signature(source.secret, body)
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
-            log.warning("hook %s: bad or missing signature", name)
-            refused = {"remote": request.remote or ""}
-            await self.door.refuse_unverified(
-                hook_channel(name), "bad or missing signature", refused
-            )
-            return web.Response(status=401, text="bad signature")
+        # A name no source has is checked as a source's signature is, against a secret
+        # nobody holds, and refused alike: a stranger cannot tell which names exist.
+        header = source.signature_header if source is not None else SIGNATURE_HEADER
+        given = request.headers.get(header, "")
+        expected = signature(source.secret if source is not None else self.nobodys_secret, body)
+        signed = hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+        if source is None or not signed:
+            return await self._refuse_unsigned(name, source is not None, request.remote or "")
         try:
             payload = parse_delivery(body)
         except Unfit as exc:
@@ -157,6 +160,22 @@ class HookEndpoint:
         if inbox_id is not None:
             self.queue.put((inbox_id, name, payload))
         return web.json_response({"ok": True, "duplicate": inbox_id is None})
+
+    async def _refuse_unsigned(self, name: str, known: bool, remote: str) -> web.Response:
+        """The one answer to a delivery without a source's signature, whether the source
+        exists or not; the log and the audit say which."""
+        if known:
+            log.warning("hook %s: bad or missing signature", name)
+            await self.door.refuse_unverified(
+                hook_channel(name), "bad or missing signature", {"remote": remote}
+            )
+        else:
+            shown = storable(repr(name[:40]))
+            log.warning("hook %s: no such hook", shown)
+            await self.door.refuse_unverified(
+                NO_SUCH_HOOK, "no such hook", {"remote": remote, "hook": shown}
+            )
+        return web.Response(status=401, text="bad signature")
 
     async def _handle(self, item: tuple[int, str, dict[str, Any]]) -> None:
         inbox_id, name, payload = item

@@ -170,13 +170,38 @@ async def test_unsigned_or_malformed_deliveries_change_nothing_and_are_audited(
         for number in (b"NaN", b"-Infinity", b"1e999", b"100000000000000000000000000000"):
             raw = b'{"client": "Acme", "amount": ' + number + b"}"
             assert await bot.post("form", None, secret=FORM_SECRET, raw=raw) == 400
-        assert await bot.post("nosuch", form, secret=FORM_SECRET) == 404
         assert await bot.steward.ledger.list_runs(None) == []
         kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
         # the second unsigned one from this address within a minute: logged, not audited
         assert kinds.count("request.refused") == 1 and kinds.count("hook.invalid") == 8
         nested = b'{"a": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
         assert await bot.post("form", None, secret=FORM_SECRET, raw=nested) == 200  # just fits
+
+
+async def test_a_hook_nobody_has_answers_as_a_bad_signature_and_is_audited_as_unknown(
+    tmp_path: Path,
+) -> None:
+    """A name no source has answered 404 where a source's with a bad signature answered
+    401: a stranger could find the names that exist. Now both get the same answer; the
+    audit tells the operator which it was."""
+    body = json.dumps({"client": "Acme"}).encode()
+    headers = {"X-Steward-Signature": signature("not-the-secret-at-all", body)}
+    async with running(tmp_path / "home") as bot, aiohttp.ClientSession() as session:
+        answers = []
+        for name in ("form", "nosuch"):
+            async with session.post(f"{bot.url}/hooks/{name}", data=body, headers=headers) as r:
+                seen = {k: v for k, v in r.headers.items() if k not in ("Date",)}
+                answers.append((r.status, seen, await r.read()))
+        assert answers[0] == answers[1]
+        assert answers[0][0] == 401
+        events = await bot.steward.ledger.audit_events()
+        refused = [e for e in events if e.kind == "request.refused"]
+        assert [(e.subject, e.data["reason"]) for e in refused] == [
+            ("hook:form", "bad or missing signature"),
+            ("hooks", "no such hook"),
+        ]
+        assert refused[1].data["hook"] == "'nosuch'"
+        assert await bot.steward.ledger.list_runs(None) == []
 
 
 async def test_a_delivery_sent_again_under_another_delivery_id_is_handled_once(
