@@ -8,7 +8,9 @@ It may face the internet with no reverse proxy in front, so it closes what a pro
 would: a connection that has not sent a request's headers within HEADERS_SECONDS (of
 its start, or of its last answer), and a request whose body has not all come within
 BODY_SECONDS of its headers (408). Left open, a few hundred such connections use up
-the process's file descriptors.
+the process's file descriptors. And it holds at most MOST_CONNECTIONS at once: one more
+is answered 503 and closed as it comes, so that a flood of slow connections, each held
+for those seconds, cannot use them up either.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STOP_SECONDS = 2.0
 HEADERS_SECONDS = 10.0  # an idle connection is closed as soon
 BODY_SECONDS = 10.0  # a webhook's body is a few kilobytes, at most a megabyte
+# Connections open at once. A one-person company's platforms and hooks use a handful; the
+# process's other files (the ledger, Redis, the chat platforms' clients) keep the rest of
+# the usual 1,024 file descriptors.
+MOST_CONNECTIONS = 256
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+BUSY_LOGGED_EVERY = 60.0  # seconds: a flood is logged once a minute, not per connection
 
 
 class HttpServer:
@@ -35,11 +46,13 @@ class HttpServer:
         port: int,
         headers_seconds: float = HEADERS_SECONDS,
         body_seconds: float = BODY_SECONDS,
+        most_connections: int = MOST_CONNECTIONS,
     ) -> None:
         self.host = host
         self.port = port
         self.headers_seconds = headers_seconds
         self.body_seconds = body_seconds
+        self.most_connections = most_connections
         self.app = web.Application(middlewares=[self._body_in_time])
         self.app.router.add_get("/healthz", _healthz)
         self._runner: web.AppRunner | None = None
@@ -57,7 +70,7 @@ class HttpServer:
             lingering_time=0,  # what is left unread once answered is a stalled or huge body
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = _CappedSite(self._runner, self.host, self.port, self.most_connections)
         await site.start()
         if self.port == 0:  # a free port was asked for: remember which one
             self.port = self._runner.addresses[0][1]
@@ -92,3 +105,46 @@ class HttpServer:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
+
+
+class _CappedSite(web.BaseSite):
+    """A TCP site that hands at most ``most`` connections at once to the app's server;
+    one more is answered 503 and closed."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, most: int) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._most = most
+        self._busy_logged_at = -BUSY_LOGGED_EVERY
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._connection, self._host, self._port, reuse_address=True
+        )
+
+    def _connection(self) -> asyncio.BaseProtocol:
+        server = self._runner.server
+        assert server is not None
+        if len(server.connections) < self._most:
+            return server()
+        now = asyncio.get_running_loop().time()
+        if now - self._busy_logged_at >= BUSY_LOGGED_EVERY:
+            self._busy_logged_at = now
+            log.warning("%d connections are open, the most taken: answering 503", self._most)
+        return _Busy()
+
+
+class _Busy(asyncio.Protocol):
+    """A connection over the most: answered 503 and closed, its request unread."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(BUSY)
+        transport.close()

@@ -75,3 +75,29 @@ async def test_a_request_that_comes_in_time_is_answered_and_kept_alive(
             assert await reader.readexactly(3) == body
     finally:
         writer.close()
+
+
+async def test_a_connection_over_the_most_is_answered_503_and_closed_at_once() -> None:
+    """Each slow connection was held for up to the limit, and nothing bounded how many:
+    a flood of them used up the file descriptors. Over the most, one is refused at
+    once; once one of those held closes, a new one is served."""
+    held_for = 10.0  # the server's own limits, longer than the test
+    http = HttpServer("127.0.0.1", 0, held_for, held_for, most_connections=3)
+    http.add_post("/echo", _echo)
+    await http.start()
+    held = [await asyncio.open_connection(http.host, http.port) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.05)  # each taken by the server, sending nothing
+        for _ in range(5):  # refused for as long as the three are open
+            answer, after = await _sent(http, b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 10" in answer
+            assert after < LIMIT
+        held.pop()[1].close()
+        await asyncio.sleep(0.05)
+        head = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n"
+        answer, _ = await _sent(http, head + b"\r\nhi")
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"hi")
+    finally:
+        for _, writer in held:
+            writer.close()
+        await http.stop()
