@@ -94,7 +94,11 @@ class Scheduler:
 
     async def _fire_due(self, now: datetime) -> int:
         await self._plan_digest(now)
-        due = await self._after_deliveries(await self.ledger.due_timers(now, limit=BATCH))
+        # A wait for an event that a delivery not handled yet may have brought in time,
+        # received before the wait was due, is left out: its run takes the event when it
+        # is handled, or the wait's timer fires at a tick after that.
+        held = await self.unhandled() if self.unhandled is not None else None
+        due = await self.ledger.due_timers(now, limit=BATCH, held=held)
         gate = asyncio.Semaphore(IN_FLIGHT)
 
         async def fire(timer: Timer) -> int:
@@ -107,19 +111,6 @@ class Scheduler:
             fired += await self._send_digest(timer, now)  # sent late holds no expired gate
         await self._announce_missed(now)
         return fired
-
-    async def _after_deliveries(self, due: list[Timer]) -> list[Timer]:
-        """Leaves out each wait for an event that a delivery not handled yet may have
-        brought in time, received before the wait was due: its run takes it when it is
-        handled, or the wait's timer fires at a tick after that."""
-        waits = [t for t in due if t.kind == "wait" and t.payload.get("event")]
-        if self.unhandled is None or not waits:
-            return due
-        oldest = await self.unhandled()
-        behind = {
-            t.id for t in waits if (came := oldest.get(t.payload["event"])) and came < t.due_at
-        }
-        return [t for t in due if t.id not in behind]
 
     async def _announce_missed(self, now: datetime) -> None:
         """Sends the card of every pending approval no channel was handed; the claim

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,14 @@ import yaml
 
 from bot.app import Steward
 from bot.hooks import MAX_DEPTH, signature
+from bot.scheduler import BATCH
 from bot.service import DRAIN_SECONDS, Service
 from bot.settings import load_settings
 from graph.hooks import HookConfigError
 from graph.messages import Reply
 from graph.timeline import timeline
 from memory.database_url import DatabaseURL
-from memory.ledger import RunStatus, RunTakenOver
+from memory.ledger import LedgerTx, RunStatus, RunTakenOver, utcnow
 from tests.net import free_port
 
 FORM_SECRET = "form-secret-0123456789"
@@ -655,6 +657,48 @@ async def test_a_payment_received_in_time_and_handled_late_is_taken_at_the_wait(
         assert not any("went past its wait" in n for n in bot.news)
         (handed_over,) = await bot.steward.ledger.pending_approvals([unpaid.run.id])
         assert handed_over.step_id == "escalate"
+
+
+NAP = """
+name: nap
+title: Nap
+description: waits a second
+steps:
+  - id: nap
+    kind: wait
+    for: 1s
+"""
+
+
+async def test_waits_held_behind_a_delivery_hold_up_no_other_timer(
+    tmp_path: Path, database_url: DatabaseURL
+) -> None:
+    """More waits for a payment than the scheduler takes at a tick (BATCH) are held
+    behind a payment not handled yet. A nap due after them fired only once the backlog
+    cleared: each tick took the oldest due, held them all, and fired nothing."""
+    home = tmp_path / "home"
+    (home / "processes").mkdir(parents=True)
+    (home / "processes" / "nap.yaml").write_text(NAP)
+    async with running(home, database_url) as bot:
+        hooks = bot.service.hooks
+        assert hooks is not None
+        await hooks.stop()  # the payment is stored, not handled
+        paid = {"invoice": "INV-7", "amount": "1200 EUR"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET, handled=False) == 200
+        soon = utcnow() + timedelta(seconds=0.5)  # due after the payment came, before the nap
+
+        def backlog(tx: LedgerTx) -> None:
+            for i in range(BATCH + 1):
+                tx.add_timer(f"wait:held-{i}", "wait", soon, None, {"event": "payment"})
+
+        await bot.steward.ledger.write(backlog)
+        nap = await bot.steward.engine.start("nap", {}, "cli:x")
+        await asyncio.sleep(1.1)  # past all their times
+        await bot.service.scheduler.tick()
+        run = await bot.steward.ledger.get_run(nap.run.id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+        held = await bot.steward.ledger.due_timers(utcnow(), limit=None)
+        assert len(held) == BATCH + 1 and {t.payload["event"] for t in held} == {"payment"}
 
 
 async def test_a_payment_kept_before_a_restart_is_taken_after_it(

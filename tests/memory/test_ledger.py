@@ -693,6 +693,29 @@ async def test_due_timers_returns_only_due_pending_ones(ledger: Ledger) -> None:
     assert status == "fired"
 
 
+async def test_due_timers_leave_out_the_waits_held_behind_an_event_before_the_limit(
+    ledger: Ledger,
+) -> None:
+    """Waits for an event due after it came (not handled yet) are left out before the
+    limit is applied: the timers after them are due all the same."""
+    came, paid = T0 - timedelta(hours=1), {"event": "paid"}
+
+    def add_timers(tx: LedgerTx) -> None:
+        for i in range(3):
+            tx.add_timer(f"held{i}", "wait", came + timedelta(minutes=i + 1), None, paid)
+        tx.add_timer("before", "wait", came - timedelta(minutes=1), None, paid)
+        tx.add_timer("other", "wait", T0 - timedelta(minutes=3), None, {"event": "signed"})
+        tx.add_timer("plain", "wait", T0 - timedelta(minutes=2), None, {})
+        tx.add_timer("expiry", "approval_expiry", T0 - timedelta(minutes=1), None, paid)
+
+    await ledger.write(add_timers)
+    everything = [t.key for t in await ledger.due_timers(T0, limit=None)]
+    assert everything == ["before", "held0", "held1", "held2", "other", "plain", "expiry"]
+    left = await ledger.due_timers(T0, limit=3, held={"paid": came})
+    assert [t.key for t in left] == ["before", "other", "plain"]
+    assert [t.key for t in await ledger.due_timers(T0, held={})] == everything
+
+
 async def test_a_paused_runs_deadlines_are_not_due_and_move_by_the_pause(ledger: Ledger) -> None:
     """While paused, none of its timers is due; resumed, its waits and the gates whose
     expiry has not fired move by the time it was paused."""
