@@ -8,7 +8,10 @@ that a stranger cannot find the names that exist; the log and the audit name it.
 signed delivery is stored in the ledger's inbox, keyed by the hash of its body, before
 the 200, and handled after it; what it did goes to the operators as news. The body is
 all that is signed, so it is all that tells one delivery from another: a retry, or a
-captured delivery sent again under any header, is handled once.
+captured delivery sent again under any header, is handled once. An event is offered to
+each run it matches once (``HookRouter.handle``): a delivery some of whose runs could
+not take it stays stored and is handled again after RETRY_SECONDS, or at the next start
+after a crash, reaching those runs alone; past the last try, its body sent again does.
 
 The body must be a JSON object that a run can keep as it is: numbers finite and whole
 ones within 64 bits, nested no deeper than MAX_DEPTH; anything else gets 400 and an
@@ -17,13 +20,14 @@ audit event.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import math
 import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -31,12 +35,16 @@ from bot.channel import Notify
 from bot.http import HttpServer
 from bot.in_order import InOrder
 from graph.front_door import FrontDoor
-from graph.hooks import SIGNATURE_HEADER, HookRouter, HookSource, hook_channel
-from graph.messages import Reply
+from graph.hooks import SIGNATURE_HEADER, Handled, HookRouter, HookSource, hook_channel
+from graph.messages import Reply, cut
 from memory.ledger import NewAuditEvent, TakenOver, storable
 
 log = logging.getLogger(__name__)
 
+# A delivery some of whose runs could not take its event is offered to them again after
+# each of these seconds in turn: a moment's failure (the database restarting, a lock)
+# passes within the first, an outage within the last. Then it is set aside as failed.
+RETRY_SECONDS = (1.0, 5.0, 30.0, 120.0, 600.0)
 MAX_DEPTH = 32  # levels of objects and lists in a delivery; a form or a payment has 3 or 4
 # The channel a request to a hook nobody configured is refused on, in the audit log; not
 # the name it gave, which a stranger may vary to flood it.
@@ -101,6 +109,15 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+class Queued(NamedTuple):
+    """A stored delivery waiting for its turn, and how often it was tried before."""
+
+    inbox_id: int
+    name: str
+    payload: dict[str, Any]
+    tries: int = 0
+
+
 class HookEndpoint:
     def __init__(
         self,
@@ -115,7 +132,8 @@ class HookEndpoint:
         self.sources = sources
         self.notify = notify
         self.nobodys_secret = secrets.token_hex(32)  # what a name no source has is checked by
-        self.queue: InOrder[tuple[int, str, dict[str, Any]]] = InOrder("hooks", self._handle)
+        self.queue: InOrder[Queued] = InOrder("hooks", self._handle)
+        self._retries: dict[int, asyncio.TimerHandle] = {}  # by inbox id
 
     def mount(self, http: HttpServer) -> None:
         http.add_post("/hooks/{source}", self.receive)
@@ -125,7 +143,8 @@ class HookEndpoint:
         ``own``) before the endpoint takes new deliveries, so that none is queued twice."""
         for name in self.sources:
             for item in await self.ledger.take_over_inbound(hook_channel(name), own):
-                self.queue.put((item.id, name, item.payload))
+                if item.id not in self._retries:  # already to be tried again
+                    self.queue.put(Queued(item.id, name, item.payload))
 
     async def start(self) -> None:
         """Handles deliveries, the stored ones first, as they come."""
@@ -133,6 +152,9 @@ class HookEndpoint:
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
         """Handles what is queued for up to ``drain_seconds``; the rest stays stored."""
+        for handle in self._retries.values():  # stored: tried at the next start
+            handle.cancel()
+        self._retries.clear()
         await self.queue.stop(drain_seconds)
 
     async def idle(self) -> None:
@@ -157,8 +179,10 @@ class HookEndpoint:
             return web.Response(status=400, text=f"expected a JSON object: {exc}")
         delivery = hashlib.sha256(body).hexdigest()
         inbox_id = await self.ledger.accept_inbound(hook_channel(name), delivery, payload)
+        if inbox_id is None and source.event is not None:  # offered in vain before?
+            inbox_id = await self.ledger.take_up_failed_inbound(hook_channel(name), delivery)
         if inbox_id is not None:
-            self.queue.put((inbox_id, name, payload))
+            self.queue.put(Queued(inbox_id, name, payload))
         return web.json_response({"ok": True, "duplicate": inbox_id is None})
 
     async def _refuse_unsigned(self, name: str, known: bool, remote: str) -> web.Response:
@@ -177,22 +201,92 @@ class HookEndpoint:
             )
         return web.Response(status=401, text="bad signature")
 
-    async def _handle(self, item: tuple[int, str, dict[str, Any]]) -> None:
-        inbox_id, name, payload = item
+    async def _handle(self, item: Queued) -> None:
+        source = self.sources[item.name]
+        if source.start is not None:
+            await self._start(item)
+        else:
+            await self._offer(item)
+
+    async def _start(self, item: Queued) -> None:
+        """A delivery that starts a process: done with the run's start, in its first
+        write; one whose handling failed is set aside, and the operator told."""
         try:
-            async with self.ledger.handling(inbox_id):
-                reply = await self.router.handle(name, self.sources[name], payload)
-            await self.notify(reply, None)
+            async with self.ledger.handling(item.inbox_id):
+                handled = await self.router.handle(item.name, self.sources[item.name], item.payload)
+            await self.notify(handled.reply, None)
         except TakenOver as exc:
             log.warning("%s: the worker that took it over handles it", exc)
         except Exception as exc:
-            log.exception("handling a delivery from hook %s failed", name)
+            log.exception("handling a delivery from hook %s failed", item.name)
             failure = (
-                f"A delivery from {name} failed: {exc}. It is not tried again (the same "
-                f"body sent again is taken for it); its data is item {inbox_id} of the "
+                f"A delivery from {item.name} failed: {exc}. It is not tried again (the same "
+                f"body sent again is taken for it); its data is item {item.inbox_id} of the "
                 "ledger's inbox."
             )
             await self.notify(Reply().say(failure), None)
+
+    async def _offer(self, item: Queued) -> None:
+        """A delivery that brings an event: done once every run it matches was offered
+        it, each in the offer's own transaction. Until then it stays stored, and is
+        handled again after RETRY_SECONDS, reaching the runs it missed and no other (a
+        crash leaves it stored too); past the last try it is set aside as failed, and
+        the same body sent again takes it up again."""
+        last = item.tries >= len(RETRY_SECONDS)
+        try:
+            handled = await self.router.handle(
+                item.name, self.sources[item.name], item.payload, item.inbox_id
+            )
+        except TakenOver as exc:
+            log.warning("%s: the worker that took it over handles it", exc)
+            return
+        except Exception as exc:
+            log.exception("handling a delivery from hook %s failed", item.name)
+            failed = f"A delivery from {item.name} failed: {cut(str(exc), 200)}."
+            handled = Handled(Reply(), (failed,))
+        reply = handled.reply
+        if handled.missed and (item.tries == 0 or last):
+            for line in handled.missed:
+                reply.say(line)
+            reply.say(self._next_for(item, last))
+        try:
+            if not handled.missed:
+                await self.ledger.finish_held_inbound(item.inbox_id)
+            elif last:
+                await self.ledger.finish_held_inbound(item.inbox_id, "failed")
+            else:
+                self._retry_later(item._replace(tries=item.tries + 1))
+        except TakenOver as exc:
+            log.warning("%s: the worker that took it over handles the rest", exc)
+        except Exception:  # the ledger away: a later try offers nothing twice, and ends it
+            log.exception("could not note delivery %s from hook %s", item.inbox_id, item.name)
+            if not last:
+                self._retry_later(item._replace(tries=item.tries + 1))
+        if reply.items:
+            await self.notify(reply, None)
+
+    def _next_for(self, item: Queued, last: bool) -> str:
+        """What happens to a delivery not all of whose runs could take it."""
+        if last:
+            tried = "once" if item.tries == 0 else f"{item.tries + 1} times"
+            return (
+                f"Tried {tried}, it is tried no more; its data is item "
+                f"{item.inbox_id} of the ledger's inbox. The same body sent again (a retry by "
+                "its sender) offers it to the runs that did not take it, and to no other."
+            )
+        return (
+            f"It is logged; steward offers it again in {RETRY_SECONDS[item.tries]:g} s, "
+            "to the runs that did not take it, and to no other."
+        )
+
+    def _retry_later(self, item: Queued) -> None:
+        delay = RETRY_SECONDS[item.tries - 1]
+        handle = asyncio.get_running_loop().call_later(delay, self._retry_now, item)
+        self._retries[item.inbox_id] = handle
+
+    def _retry_now(self, item: Queued) -> None:
+        del self._retries[item.inbox_id]
+        self.queue.put(item)
 
     async def _audit(self, name: str, kind: str, data: dict[str, Any]) -> None:
         log.warning("hook %s: %s", name, data["reason"])

@@ -63,7 +63,13 @@ from graph.definitions import (
 )
 from graph.drafting import Drafter
 from graph.effects import EffectGuard
-from graph.errors import DecisionForAnotherGate, InvalidState, NotFound, StewardError
+from graph.errors import (
+    DecisionForAnotherGate,
+    InvalidState,
+    NotFound,
+    OfferedBefore,
+    StewardError,
+)
 from graph.ids import new_approval_id, new_run_id
 from graph.inputs import InputError, parse_input
 from graph.remembering import entity_of
@@ -478,12 +484,19 @@ class ProcessEngine:
         return [step.id for step in waits]
 
     async def offer_event(
-        self, run_id: str, event: str, data: dict[str, Any], actor: str
+        self,
+        run_id: str,
+        event: str,
+        data: dict[str, Any],
+        actor: str,
+        delivery: int | None = None,
     ) -> RunView | None:
         """Wakes a run waiting for ``event``; or, when it does not wait for it yet (its
         reminder waits for approval, say), keeps the event for its wait to take: None.
         External data never decides anything else. A payment for a wait that it pays,
-        whose amount cannot be read, is neither: UnreadableAmount, and the run waits on."""
+        whose amount cannot be read, is neither: UnreadableAmount, and the run waits on.
+        The ``delivery`` (an inbox item) that brought it is noted offered to the run in
+        the same transaction, and is never offered to it again: OfferedBefore."""
         version = (await self._run(run_id)).version
         definition = (await self._compiled_for(version)).definition
         if any(isinstance(s, WaitStep) and s.event == event and s.pays for s in definition.steps):
@@ -495,6 +508,8 @@ class ProcessEngine:
             run = tx.lock_run(run_id)
             if run is None or run.status not in EXPECTING:
                 raise InvalidState(f"run {run_id} has ended: it waits for nothing")
+            if delivery is not None and not tx.note_offer(delivery, run_id):
+                raise OfferedBefore(f"run {run_id} was offered delivery {delivery} before")
             waiting = tx.open_wait(run_id)
             audit = NewAuditEvent(actor, "run.event", run_id, {"event": event})
             if (

@@ -26,6 +26,10 @@ class InvalidState(StewardError):
     """The request does not fit the run's or approval's current state."""
 
 
+class OfferedBefore(InvalidState):
+    """The run was offered this delivery's event before: it took it, or kept it, then."""
+
+
 class UncertainEffect(StewardError):
     """An earlier attempt at an effect has no recorded outcome; acting again could repeat it."""
 

@@ -35,7 +35,7 @@ from graph.catalog import Catalog
 from graph.coordinator import Coordinator
 from graph.definitions import WaitStep
 from graph.engine import InputProblem, ProcessEngine
-from graph.errors import StewardError, UnreadableAmount
+from graph.errors import OfferedBefore, StewardError, UnreadableAmount
 from graph.inputs import Money
 from graph.messages import Reply, cut
 from graph.routing import format_argument
@@ -172,33 +172,56 @@ async def unhandled_events(ledger: Ledger, sources: dict[str, HookSource]) -> di
 
 
 @dataclass
+class Handled:
+    """What a delivery did: news for the operators, and a line for each run it could
+    not be offered to (the offer failed unexpectedly), which may take it later."""
+
+    reply: Reply
+    missed: tuple[str, ...] = ()
+
+
+@dataclass
 class HookRouter:
     engine: ProcessEngine
     coordinator: Coordinator
 
-    async def handle(self, name: str, source: HookSource, payload: dict[str, Any]) -> Reply:
-        """What a stored delivery does; the reply is news for the operators."""
-        actor = hook_channel(name)
+    async def handle(
+        self, name: str, source: HookSource, payload: dict[str, Any], delivery: int | None = None
+    ) -> Handled:
+        """What a stored delivery does. An event is offered to each run it matches that
+        ``delivery`` (its inbox item) was not offered to before: handled again, it
+        reaches the runs it missed, and no other."""
         if source.start is not None:
-            definition = self.engine.definition(source.start)
-            inputs = {k: v for k, v in payload.items() if k in definition.inputs}
-            try:
-                view = await self.engine.start(source.start, inputs, actor)
-            except InputProblem as exc:  # the operator may start it with what came right
-                wrong = {error.field for error in exc.errors}
-                given = " ".join(
-                    format_argument(k, str(v)) for k, v in inputs.items() if k not in wrong
-                )
-                return Reply().say(
-                    f"A delivery from {name} could not start {source.start}: {exc}\n"
-                    f"To start it with what came, add what is missing or wrong to: "
-                    f"/run {source.start} {given}".rstrip()
-                )
-            except StewardError as exc:
-                return Reply().say(f"A delivery from {name} could not start {source.start}: {exc}")
-            reply = Reply().say(f"A delivery from {name} started {source.start}.")
-            reply.items.extend(self.coordinator.describe(view).items)
-            return reply
+            return Handled(await self._start(name, source, payload))
+        return await self._offer_all(name, source, payload, delivery)
+
+    async def _start(self, name: str, source: HookSource, payload: dict[str, Any]) -> Reply:
+        actor = hook_channel(name)
+        process = source.start
+        assert process is not None
+        definition = self.engine.definition(process)
+        inputs = {k: v for k, v in payload.items() if k in definition.inputs}
+        try:
+            view = await self.engine.start(process, inputs, actor)
+        except InputProblem as exc:  # the operator may start it with what came right
+            wrong = {error.field for error in exc.errors}
+            given = " ".join(
+                format_argument(k, str(v)) for k, v in inputs.items() if k not in wrong
+            )
+            return Reply().say(
+                f"A delivery from {name} could not start {process}: {exc}\n"
+                f"To start it with what came, add what is missing or wrong to: "
+                f"/run {process} {given}".rstrip()
+            )
+        except StewardError as exc:
+            return Reply().say(f"A delivery from {name} could not start {process}: {exc}")
+        reply = Reply().say(f"A delivery from {name} started {process}.")
+        reply.items.extend(self.coordinator.describe(view).items)
+        return reply
+
+    async def _offer_all(
+        self, name: str, source: HookSource, payload: dict[str, Any], delivery: int | None
+    ) -> Handled:
         event = source.event
         assert event is not None
         wanted = {field: payload.get(key) for field, key in source.match.items()}
@@ -208,29 +231,43 @@ class HookRouter:
             if all(self._matches(run, f, v) for f, v in wanted.items())
         ]
         described = ", ".join(f"{k}={_as_data(v)}" for k, v in wanted.items())
-        if any(v is None for v in wanted.values()) or not runs:
-            return Reply().say(
-                f"A {event} delivery from {name} matched no run waiting for it ({described})."
+        offered = await self.engine.ledger.offered(delivery) if delivery is not None else set()
+        if any(v is None for v in wanted.values()) or not (runs or offered):
+            return Handled(
+                Reply().say(
+                    f"A {event} delivery from {name} matched no run waiting for it ({described})."
+                )
             )
-        reply = Reply()
-        for run in runs:
+        reply, missed = Reply(), []
+        for run in (run for run in runs if run.id not in offered):
             try:
-                reply.items.extend((await self._offer(name, event, run, payload, described)).items)
+                offer = await self._offer(name, event, run, payload, described, delivery)
+                reply.items.extend(offer.items)
+            except OfferedBefore:  # by another worker, which tells of it
+                continue
             except RunTakenOver:  # took it, then looked gone: another worker moves it on
                 reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}).")
             except TakenOver:  # the delivery is another worker's now, for all its runs
                 raise
             except Exception as exc:  # one run's failure keeps the event from no other
-                reply.say(await self._offer_failed(name, event, run, described, exc))
-        return reply
+                missed.append(await self._offer_failed(name, event, run, described, exc))
+        return Handled(reply, tuple(missed))
 
     async def _offer(
-        self, name: str, event: str, run: Run, payload: dict[str, Any], described: str
+        self,
+        name: str,
+        event: str,
+        run: Run,
+        payload: dict[str, Any],
+        described: str,
+        delivery: int | None,
     ) -> Reply:
         """Offers ``run`` the event a delivery from ``name`` brought; what came of it."""
         reply = Reply()
         try:
-            woken = await self.engine.offer_event(run.id, event, payload, hook_channel(name))
+            woken = await self.engine.offer_event(
+                run.id, event, payload, hook_channel(name), delivery
+            )
         except UnreadableAmount as exc:
             return reply.say(
                 f"A {event} delivery from {name} ({described}) names an amount steward "
@@ -239,6 +276,8 @@ class HookRouter:
                 f"paid, /cancel {run.id}; else nothing: it chases what was owed before this "
                 "came. Amounts read like 1000.00, 1,000.00 or €1,000."
             )
+        except OfferedBefore:
+            raise
         except StewardError as exc:  # it ended meanwhile
             return reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
         if woken is not None:
@@ -283,7 +322,8 @@ class HookRouter:
     async def _offer_failed(
         self, name: str, event: str, run: Run, described: str, exc: Exception
     ) -> str:
-        """Logs and audits an offer that failed unexpectedly; what the operator hears."""
+        """Logs and audits an offer that failed unexpectedly; what the operator hears of
+        it, the failure alone (whether it is tried again is the caller's)."""
         log.error("offering run %s a %s from %s failed", run.id, event, name, exc_info=exc)
         error = cut(cause(exc), 200)
         data = {"event": event, "error": error}
@@ -294,8 +334,7 @@ class HookRouter:
             log.exception("could not audit it")
         return (
             f"Offering run {run.id} ({run.process}) a {event} delivery from {name} "
-            f"({described}) failed: {_as_data(error, 200)}. It is logged, and not offered to "
-            f"this run again; /runs {run.id} shows whether the run took it."
+            f"({described}) failed: {_as_data(error, 200)}."
         )
 
     def _matches(self, run: Run, field: str, given: Any) -> bool:

@@ -686,6 +686,16 @@ class LedgerTx:
         )
         return noted.first() is not None
 
+    def note_offer(self, inbox_id: int, run_id: str) -> bool:
+        """Notes delivery ``inbox_id`` offered to ``run_id``; False if it was before."""
+        noted = self.conn.execute(
+            _insert_into(self.conn, t.offers)
+            .values(inbox_id=inbox_id, run_id=run_id, at=utcnow())
+            .on_conflict_do_nothing(index_elements=["inbox_id", "run_id"])
+            .returning(t.offers.c.run_id)
+        )
+        return noted.first() is not None
+
     def owe_reply(self, reply: OwedReply, owner: str) -> None:
         """Keeps a reply for ``owner``, the worker that will send it."""
         _OWE_REPLY.run(
@@ -1367,6 +1377,32 @@ class Ledger:
             return await self.db.run(accept, durable=durable)
         except IntegrityError:
             return None
+
+    async def take_up_failed_inbound(self, channel: str, external_id: str) -> int | None:
+        """Takes up again a delivery stored before whose handling failed, as new, for
+        this worker: its id; None when it was not stored, or did not fail."""
+        inbox = t.inbox
+        again = (
+            update(inbox)
+            .where(
+                inbox.c.channel == channel,
+                inbox.c.external_id == external_id,
+                inbox.c.status == "failed",
+            )
+            .values(status="new", owner=self.worker, handled_at=None)
+            .returning(inbox.c.id)
+        )
+        return await self.db.run(lambda conn: conn.execute(again).scalar())
+
+    async def offered(self, inbox_id: int) -> set[str]:
+        """The runs delivery ``inbox_id`` was offered to (``LedgerTx.note_offer``)."""
+        query = select(t.offers.c.run_id).where(t.offers.c.inbox_id == inbox_id)
+        return await self.db.run(lambda c: set(c.execute(query).scalars()), write=False)
+
+    async def finish_held_inbound(self, inbox_id: int, status: str = "done") -> None:
+        """Marks a delivery this worker holds handled; ``TakenOver`` when another worker
+        took it meanwhile."""
+        await self.write(lambda tx: tx.finish_held_inbox(inbox_id, status, self.worker))
 
     async def prefix_deliveries(self, channel: str, prefix: str, newest: int = 1000) -> int:
         """Puts ``prefix`` before the ids of ``channel``'s ``newest`` deliveries that have

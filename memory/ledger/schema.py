@@ -283,6 +283,17 @@ model_holds = Table(
     Column("until", UTCDateTime, nullable=False),
 )
 
+# The runs each delivery was offered to (an event a webhook brought), noted in the
+# transaction of the offer: a delivery handled again, after an offer failed or a crash
+# cut its handling short, is offered to the runs it did not reach, and never twice to one.
+offers = Table(
+    "offers",
+    metadata,
+    Column("inbox_id", BigInteger, primary_key=True),
+    Column("run_id", String(32), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+)
+
 model_calls = Table(
     "model_calls",
     metadata,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ import aiohttp
 import pytest
 import yaml
 
+from bot import hooks as bot_hooks
+from bot import service as service_module
 from bot.app import Steward
 from bot.hooks import MAX_DEPTH, signature
 from bot.scheduler import BATCH
@@ -33,6 +38,9 @@ from graph.messages import Reply
 from graph.timeline import timeline
 from memory.database_url import DatabaseURL
 from memory.ledger import LedgerTx, RunStatus, RunTakenOver, utcnow
+from memory.ledger import database as database_module
+from memory.ledger import ledger as ledger_module
+from tests.bot.test_run_takeover import LEASE, ROOT, partner_at, until
 from tests.net import free_port
 
 FORM_SECRET = "form-secret-0123456789"
@@ -87,6 +95,11 @@ class Running:
         if handled:
             await self.service.hooks.idle()
         return status
+
+
+async def succeeded(steward: Steward, run_id: str) -> bool:
+    run = await steward.ledger.get_run(run_id)
+    return run is not None and run.status is RunStatus.SUCCEEDED
 
 
 def write_hooks(home: Path, text: str = HOOKS) -> None:
@@ -485,9 +498,11 @@ async def test_a_run_whose_offer_fails_keeps_the_payment_from_no_other_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three follow-ups of one invoice wait for its payment; offering it to the first
-    fails unexpectedly. The other two take it all the same, where the delivery failed
-    there and they never got it; the failure is logged, audited and told as it is, and
-    the payment sent again reaches none of them a second time."""
+    fails unexpectedly, and steward is to try no more. The other two take it all the
+    same; the failure is logged, audited and told as it is. The payment sent again by
+    its sender, which was dropped as a duplicate and left the first run without it for
+    good, now reaches that run alone: none of the others takes it twice."""
+    monkeypatch.setattr(bot_hooks, "RETRY_SECONDS", ())
     home = tmp_path / "home"
     async with running(home) as bot:
         engine = bot.steward.engine
@@ -497,11 +512,12 @@ async def test_a_run_whose_offer_fails_keeps_the_payment_from_no_other_run(
             await engine.decide(view.approval.id, True, "cli:x")
         offer = engine.offer_event
         offered: list[str] = []
+        failures = [RuntimeError("the checkpoint could not be read")]
 
         async def failing_first(run_id: str, *args: Any) -> Any:
             offered.append(run_id)
-            if len(offered) == 1:
-                raise RuntimeError("the checkpoint could not be read")
+            if failures:
+                raise failures.pop()
             return await offer(run_id, *args)
 
         monkeypatch.setattr(engine, "offer_event", failing_first)
@@ -516,22 +532,81 @@ async def test_a_run_whose_offer_fails_keeps_the_payment_from_no_other_run(
         assert run is not None and run.status is RunStatus.WAITING
         assert (
             f"Offering run {failed} (invoice_followup) a payment delivery from payments "
-            "(invoice=INV-7) failed: the checkpoint could not be read. It is logged, and not "
-            f"offered to this run again; /runs {failed} shows whether the run took it."
+            "(invoice=INV-7) failed: the checkpoint could not be read."
         ) in bot.news
+        assert any(
+            n.startswith("Tried once, it is tried no more; its data is item") for n in bot.news
+        )
         events = await bot.steward.ledger.audit_events()
         (audited,) = [e for e in events if e.kind == "hook.offer_failed"]
         assert audited.subject == failed and audited.actor == "hook:payments"
         assert audited.data == {"event": "payment", "error": "the checkpoint could not be read"}
         assert await bot.steward.ledger.unhandled_inbound() == []
 
-        monkeypatch.setattr(engine, "offer_event", offer)
+        offered.clear()
         assert await bot.post("payments", paid, secret=PAY_SECRET) == 200  # sent again
+        assert offered == [failed]
+        run = await bot.steward.ledger.get_run(failed)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
         events = await bot.steward.ledger.audit_events()
         taken = [e.subject for e in events if e.kind.startswith("run.event")]
-        assert sorted(taken) == sorted(took)
-        run = await bot.steward.ledger.get_run(failed)
-        assert run is not None and run.status is RunStatus.WAITING
+        assert sorted(taken) == sorted([failed, *took])
+        assert await bot.post("payments", paid, secret=PAY_SECRET) == 200  # and again
+        assert offered == [failed]
+        assert await bot.steward.ledger.unhandled_inbound() == []
+
+
+async def test_a_payment_the_ledger_refused_to_offer_is_offered_again_by_steward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the ledger's write lock as the payment is handled: every
+    offer fails ("database is locked"). The delivery was marked done all the same, and
+    the runs never got the payment; now steward offers it again a second later, once
+    the lock is let go, and each run takes it once."""
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine, hooks = bot.steward.engine, bot.service.hooks
+        assert hooks is not None
+        runs = []
+        for _ in range(2):
+            view = await engine.start("invoice_followup", INVOICE, "cli:x")
+            assert view.approval is not None
+            await engine.decide(view.approval.id, True, "cli:x")
+            runs.append(view.run.id)
+        await hooks.stop()  # stored, and handled once the lock is held
+        paid = {"invoice": INVOICE["invoice"], "amount": "1200 EUR"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET, handled=False) == 200
+        database = bot.steward.ledger.db.engine.url.database
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            f"db = sqlite3.connect({database!r}, isolation_level=None)\n"
+            "db.execute('BEGIN EXCLUSIVE')\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.readline()\n",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+            await hooks.start()
+            await hooks.idle()
+            assert (
+                "It is logged; steward offers it again in 1 s, to the runs that did not "
+                "take it, and to no other." in bot.news
+            )
+        finally:
+            holder.stdin.write(b"let go\n")
+            await holder.wait()
+        for run_id in runs:
+            await until(lambda run_id=run_id: succeeded(bot.steward, run_id), 10)
+        events = await bot.steward.ledger.audit_events()
+        assert sorted(e.subject for e in events if e.kind.startswith("run.event")) == sorted(runs)
+        assert sum("got its payment" in n for n in bot.news) == 2
+        assert await bot.steward.ledger.unhandled_inbound() == []
 
 
 async def test_a_payment_before_the_reminder_is_approved_is_kept_for_the_wait(
@@ -657,6 +732,99 @@ async def test_a_payment_received_in_time_and_handled_late_is_taken_at_the_wait(
         assert not any("went past its wait" in n for n in bot.news)
         (handed_over,) = await bot.steward.ledger.pending_approvals([unpaid.run.id])
         assert handed_over.step_id == "escalate"
+
+
+PAID_THEN_TELL = """
+name: paid_then_tell
+title: Tell the partner once paid
+description: waits for an invoice's payment, then tells the partner
+inputs:
+  invoice: {{type: string}}
+steps:
+  - id: approve
+    kind: approval
+    summary: Tell the partner when {{invoice}} is paid
+  - id: wait_for_payment
+    kind: wait
+    event: payment
+    for: 1h
+  - id: post
+    kind: action
+    gate: approve
+    connector: webhook
+    action: post
+    with: {{url: "{url}", invoice: "{{invoice}}"}}
+"""
+
+
+@pytest.mark.slow
+async def test_a_payment_a_crash_cut_short_reaches_the_runs_it_had_not_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs wait for one invoice's payment. `steward run` takes it: the first run
+    wakes and is mid-call to the partner when the process is SIGKILLed. The delivery
+    was done with the first run's wake, and the second never got the payment; now the
+    live service takes the delivery over and offers it to the second alone, and the
+    first goes on from its own wake: each takes the payment once."""
+    monkeypatch.setattr(service_module, "BEAT_SECONDS", 0.1)
+    monkeypatch.setattr(service_module, "LEASE", LEASE)
+    monkeypatch.setattr(ledger_module, "LEASE", LEASE)
+    home, partner_port, http_port = tmp_path / "home", free_port(), free_port()
+    (home / "processes").mkdir(parents=True)
+    url = f"http://127.0.0.1:{partner_port}/hook"
+    (home / "processes" / "paid_then_tell.yaml").write_text(PAID_THEN_TELL.format(url=url))
+    write_hooks(home)
+    paid = json.dumps({"invoice": "INV-7", "amount": "1200 EUR"}).encode()
+    async with (
+        partner_at(partner_port) as partner,
+        Steward.open(load_settings(home=home)) as steward,
+    ):
+        runs = []
+        for _ in range(2):
+            view = await steward.engine.start("paid_then_tell", {"invoice": "INV-7"}, "cli:x")
+            assert view.approval is not None
+            await steward.engine.decide(view.approval.id, True, "cli:x")
+            runs.append(view.run.id)
+        said = tmp_path / "steward.err"
+        with said.open("w") as stderr:
+            served = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "bot.cli", "run"),
+                env={**os.environ, "STEWARD_HOME": str(home), "STEWARD_HTTP_PORT": str(http_port)},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=ROOT,
+            )
+        try:
+            async with aiohttp.ClientSession() as session:
+                await until(lambda: _answers(session, f"http://127.0.0.1:{http_port}/healthz"), 60)
+                headers = {"X-Steward-Signature": signature(PAY_SECRET, paid)}
+                hook = f"http://127.0.0.1:{http_port}/hooks/payments"
+                async with session.post(hook, data=paid, headers=headers) as response:
+                    assert response.status == 200
+            await until(lambda: partner.keys or served.returncode is not None, 60)
+            assert len(partner.keys) == 1, said.read_text()  # the first run, mid-call
+            served.send_signal(signal.SIGKILL)
+            assert await served.wait() == -signal.SIGKILL
+        finally:
+            if served.returncode is None:
+                served.kill()
+                await served.wait()
+        async with Service(steward, []):  # takes over what the dead worker held
+            for run_id in runs:
+                await until(lambda run_id=run_id: succeeded(steward, run_id), 4 * LEASE.seconds)
+        events = await steward.ledger.audit_events()
+        assert sorted(e.subject for e in events if e.kind.startswith("run.event")) == sorted(runs)
+        assert len(partner.keys) == 3 and len(set(partner.keys)) == 2  # the first's again
+        assert await steward.ledger.unhandled_inbound() == []
+
+
+async def _answers(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
 
 
 NAP = """
