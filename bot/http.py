@@ -116,6 +116,7 @@ class _CappedSite(web.BaseSite):
         self._host = host
         self._port = port
         self._most = most
+        self._open = 0  # connections handed to the app's server and not lost yet
         self._busy_logged_at = -BUSY_LOGGED_EVERY
 
     @property
@@ -130,15 +131,48 @@ class _CappedSite(web.BaseSite):
         )
 
     def _connection(self) -> asyncio.BaseProtocol:
+        # Counted here, not by the server's own list: the connections accepted at one
+        # moment (up to the listen backlog) are all made before any of them joins it.
         server = self._runner.server
         assert server is not None
-        if len(server.connections) < self._most:
-            return server()
+        if self._open < self._most:
+            self._open += 1
+            return _Counted(server(), self._lost)
         now = asyncio.get_running_loop().time()
         if now - self._busy_logged_at >= BUSY_LOGGED_EVERY:
             self._busy_logged_at = now
             log.warning("%d connections are open, the most taken: answering 503", self._most)
         return _Busy()
+
+    def _lost(self) -> None:
+        self._open -= 1
+
+
+class _Counted(asyncio.Protocol):
+    """The app server's protocol for one connection, counted open until it is lost."""
+
+    def __init__(self, inner: asyncio.Protocol, lost: Callable[[], None]) -> None:
+        self._inner = inner
+        self._lost = lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost()
+        self._inner.connection_lost(exc)
 
 
 class _Busy(asyncio.Protocol):

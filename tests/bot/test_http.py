@@ -101,3 +101,27 @@ async def test_a_connection_over_the_most_is_answered_503_and_closed_at_once() -
         for _, writer in held:
             writer.close()
         await http.stop()
+
+
+async def test_connections_that_come_at_once_are_held_no_more_than_the_most() -> None:
+    """Those accepted at one moment were all handed to the server before any was counted
+    in its list: 50 at once against a most of 3 held 50."""
+    held_for = 10.0
+    http = HttpServer("127.0.0.1", 0, held_for, held_for, most_connections=3)
+    await http.start()
+    opened = [(http.host, http.port)] * 50
+    connections = await asyncio.gather(*(asyncio.open_connection(*at) for at in opened))
+    try:
+
+        async def refused(reader: asyncio.StreamReader) -> bool:
+            try:
+                return (await asyncio.wait_for(reader.read(), LIMIT)).startswith(b"HTTP/1.1 503 ")
+            except TimeoutError:
+                return False
+
+        answers = await asyncio.gather(*(refused(reader) for reader, _ in connections))
+        assert answers.count(False) == 3
+    finally:
+        for _, writer in connections:
+            writer.close()
+        await http.stop()
