@@ -69,6 +69,7 @@ from graph.errors import (
     NotFound,
     OfferedBefore,
     StewardError,
+    UnreadableAmount,
 )
 from graph.ids import new_approval_id, new_run_id
 from graph.inputs import InputError, parse_input
@@ -500,7 +501,16 @@ class ProcessEngine:
         version = (await self._run(run_id)).version
         definition = (await self._compiled_for(version)).definition
         if any(isinstance(s, WaitStep) and s.event == event and s.pays for s in definition.steps):
-            payment_amount(data, None)
+            try:
+                payment_amount(data, None)
+            except UnreadableAmount:  # what it comes to for this run: told once
+                if delivery is not None and not await self.ledger.write(
+                    lambda tx: tx.note_offer(delivery, run_id)
+                ):
+                    raise OfferedBefore(
+                        f"run {run_id} was offered delivery {delivery} before"
+                    ) from None
+                raise
         now = utcnow()
         woken = {"by": f"event:{event}", "data": data}
 

@@ -556,6 +556,40 @@ async def test_a_run_whose_offer_fails_keeps_the_payment_from_no_other_run(
         assert await bot.steward.ledger.unhandled_inbound() == []
 
 
+async def test_a_payment_offered_again_tells_no_run_s_outcome_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A payment whose amount cannot be read, for a follow-up and for a run that waits
+    for any payment; offering it to the second fails once. Offered again, it reached
+    the follow-up again, and the operator heard twice that its amount cannot be read."""
+    home = tmp_path / "home"
+    (home / "processes").mkdir(parents=True)
+    waiting = ESCALATING.replace("for: 1s", "for: 1h")
+    (home / "processes" / "pay_or_escalate.yaml").write_text(waiting)
+    async with running(home) as bot:
+        engine = bot.steward.engine
+        view = await engine.start("invoice_followup", INVOICE, "cli:x")
+        assert view.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+        other = await engine.start("pay_or_escalate", {"invoice": "INV-7"}, "cli:x")
+        offer = engine.offer_event
+        failures = [RuntimeError("the checkpoint could not be read")]
+
+        async def failing_once(run_id: str, *args: Any) -> Any:
+            if run_id == other.run.id and failures:
+                raise failures.pop()
+            return await offer(run_id, *args)
+
+        monkeypatch.setattr(engine, "offer_event", failing_once)
+        paid = {"invoice": "INV-7", "amount": "1000,00"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
+        await until(lambda: succeeded(bot.steward, other.run.id), 10)
+        assert sum("names an amount steward cannot read" in n for n in bot.news) == 1
+        run = await bot.steward.ledger.get_run(view.run.id)
+        assert run is not None and run.status is RunStatus.WAITING
+        assert await bot.steward.ledger.unhandled_inbound() == []
+
+
 async def test_a_payment_the_ledger_refused_to_offer_is_offered_again_by_steward(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
