@@ -78,6 +78,23 @@ _PAST = re.compile(r"\b(?:past|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|mon
 _AGO = re.compile(r"\b(\d{1,3}|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
+# An end of a time range: a day ("2026-10-01", "3 November", "Nov 3rd 2025"; "3" to start
+# one, taking the month of its end), a month ("September", "Sep 2025"), a weekday,
+# "today", "yesterday".
+_NTH = r"(?:st|nd|rd|th)?"
+_DAY_OF_MONTH = rf"(\d{{1,2}}){_NTH}(?:\s+(?:of\s+)?({_MONTH})\.?)?(?:,?\s+(\d{{4}}))?"
+_MONTH_DAY = rf"({_MONTH})\.?(?:\s+(\d{{1,2}}){_NTH}(?!\d))?(?:,?\s+(\d{{4}}))?"
+_END = (
+    rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|{_DAY_OF_MONTH}|{_MONTH_DAY}|{'|'.join(WEEKDAYS)}"
+    r"|today|yesterday)"
+)
+# "from 3 to 10 November", "between Monday and Wednesday", "from 2026-10-01 until
+# 2026-10-15", "from September through November": both ends included.
+_RANGE = re.compile(
+    rf"\b(?P<opener>from|between)\s+(?P<start>{_END})\s+(?P<to>to|until|till|through|and)\s+"
+    rf"(?P<end>{_END})(?!\w)",
+    re.I,
+)
 _COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
 _PAST_DAYS = {"24 hours": 2, "day": 2, "week": 7, "month": 30, "year": 365}
 _QUESTION_WORDS = re.compile(
@@ -167,6 +184,8 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, Span]
 
 def _named_period(question: str, today: date) -> tuple[date | None, date | None, Span]:
     tomorrow = today + timedelta(days=1)
+    if ranged := _range_in(question, today):
+        return ranged
     if match := _LAST_DAYS.search(question):
         count, unit = max(1, int(match.group(1))), match.group(2).lower()
         days = count * {"day": 1, "week": 7, "month": 30}[unit]
@@ -225,6 +244,103 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
             start, end = periods[phrase]
             return start, end, named[phrase]
     return None, None, (0, 0)
+
+
+@dataclass(frozen=True)
+class _End:
+    """An end of a time range as it was said: a day (of a month, of a year or not), a
+    month, a weekday, or one day known already ("2026-10-01", "today")."""
+
+    day: int | None = None
+    month: int | None = None
+    year: int | None = None
+    weekday: int | None = None
+    exact: date | None = None
+
+    @classmethod
+    def read(cls, said: str, today: date) -> _End | None:
+        said = " ".join(said.lower().split())
+        if said in ("today", "yesterday"):
+            return cls(exact=today - timedelta(days=said == "yesterday"))
+        if said in WEEKDAYS:
+            return cls(weekday=WEEKDAYS[said])
+        if said[:1].isdigit() and "-" in said:
+            return cls(exact=exact) if (exact := _iso_day(said)) else None
+        if match := re.fullmatch(_DAY_OF_MONTH, said):
+            day, month, year = match.groups()
+        elif match := re.fullmatch(_MONTH_DAY, said):
+            month, day, year = match.groups()
+        else:
+            return None
+        return cls(
+            int(day) if day else None,
+            MONTHS[month] if month else None,
+            int(year) if year else None,
+        )
+
+    def in_year(self, year: int) -> tuple[date, date]:
+        """Its first day and the day after its last, in ``year`` unless it names one."""
+        if self.exact is not None:
+            return self.exact, self.exact + timedelta(days=1)
+        assert self.month is not None
+        year = self.year or year
+        if self.day is None:
+            return date(year, self.month, 1), _next_month(date(year, self.month, 1))
+        day = date(year, self.month, self.day)
+        return day, day + timedelta(days=1)
+
+    @property
+    def year_said(self) -> int | None:
+        return self.exact.year if self.exact is not None else self.year
+
+
+def _range_in(question: str, today: date) -> tuple[date, date, Span] | None:
+    """The first range of days ``question`` names, and where."""
+    for match in _RANGE.finditer(question):
+        if (match.group("opener").lower() == "between") != (match.group("to").lower() == "and"):
+            continue  # "from Monday and …", "between May to …": no range
+        if days := _range(match.group("start"), match.group("end"), today):
+            return *days, match.span()
+    return None
+
+
+def _range(start_said: str, end_said: str, today: date) -> tuple[date, date] | None:
+    """The days from ``start_said`` to ``end_said``, both included, as the days after
+    "since" are read: a weekday is the last one before today, a day or a month of no
+    year the latest begun by today, and the end the first such after the start. None
+    when the two make no range ("between 3 and 10": a day needs its month)."""
+    start, end = _End.read(start_said, today), _End.read(end_said, today)
+    if start is None or end is None:
+        return None
+    if start.weekday is not None:
+        first = today - timedelta(days=(today.weekday() - start.weekday - 1) % 7 + 1)
+        if end.weekday is not None:
+            last = first + timedelta(days=(end.weekday - start.weekday) % 7)
+            return first, last + timedelta(days=1)
+        return (first, end.exact + timedelta(days=1)) if end.exact and end.exact >= first else None
+    if end.weekday is not None:
+        return None
+    if end.month is None and end.exact is None:  # "to 10 clients": no day of a month
+        return None
+    if start.month is None and start.exact is None:  # "between 3 and 10 November"
+        if end.month is None:
+            return None
+        start = replace(start, month=end.month, year=start.year or end.year)
+    try:
+        if start.year_said is not None:
+            year = start.year_said
+        elif end.year_said is not None:  # "from December to 2 January 2026": 2025's
+            year = end.year_said
+            year -= start.in_year(year)[0] > end.in_year(year)[0]
+        else:
+            year = today.year - (start.in_year(today.year)[0] > today)
+        first, after = start.in_year(year)
+        end_first, end_after = end.in_year(year)
+        if end.year_said is None and end_first < first:  # "from November to February"
+            end_first, end_after = end.in_year(year + 1)
+    except ValueError:  # 30 February
+        return None
+    return min(first, end_first), max(after, end_after)
 
 
 def _latest(month: int, today: date, over: bool = False) -> date:

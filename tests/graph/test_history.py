@@ -98,6 +98,8 @@ def local(day: str) -> datetime:
         ("what came since last week", "what came"),
         ("what did we send on 2026-03-03?", "what did we send  ?"),
         ("what did Globex say last Friday", "what did Globex say"),
+        ("what did Globex say between 3 and 10 November?", "what did Globex say  ?"),
+        ("what came from Monday to Wednesday", "what came"),
     ],
 )
 def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
@@ -139,6 +141,18 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what happened on Wednesday?", "2026-03-11", "2026-03-12"),  # today is "today"
         ("what did we send on 2026-03-03?", "2026-03-03", "2026-03-04"),
         ("what came in since 2026-03-01?", "2026-03-01", "2026-03-19"),
+        # each of these ranges was read as no time at all
+        ("what did we send between 3 and 10 November?", "2025-11-03", "2025-11-11"),
+        ("what did we send from 3 to 10 Nov 2024?", "2024-11-03", "2024-11-11"),
+        ("what happened from Monday to Wednesday?", "2026-03-16", "2026-03-19"),
+        ("who wrote between Friday and Monday?", "2026-03-13", "2026-03-17"),
+        ("what came from 2026-02-01 to 2026-02-15?", "2026-02-01", "2026-02-16"),
+        ("what did we quote from September to November?", "2025-09-01", "2025-12-01"),
+        ("who paid from November through February?", "2025-11-01", "2026-03-01"),
+        ("what did we do between 28 Feb and March 3rd?", "2026-02-28", "2026-03-04"),
+        ("anything from December to 2 January 2025?", "2024-12-01", "2025-01-03"),
+        ("what came in from March 2 until today?", "2026-03-02", "2026-03-19"),
+        ("what did we quote between 2026-03-10 and 2026-03-01?", "2026-03-01", "2026-03-11"),
     ],
 )
 def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
@@ -155,6 +169,11 @@ def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
         "what did we hear from Jan about the logo?",
         "anything since Jan called?",  # Jan, not January
         "what did we send on 2026-13-45?",  # no day
+        "did we order between 3 and 10 chairs?",  # a number of days needs its month
+        "what did we send from 3 November to 10 clients?",
+        "what did Jan send from May to Jane?",
+        "what did we move from Monday and Tuesday?",
+        "what did we send from 30 February to 3 March?",
     ],
 )
 def test_a_question_without_a_time_has_no_time_filter(question: str) -> None:
@@ -669,6 +688,10 @@ async def test_a_time_in_the_question_keeps_older_records_out(app: Steward) -> N
     )
     text = said(await send(app, "/history what did we quote Globex this week?"))
     assert "1,400 EUR" in text and "900 EUR" not in text
+    # a range: its words ("from", the dates) were searched for, and both quotes came
+    days = f"from {old:%Y-%m-%d} to {old + timedelta(days=1):%Y-%m-%d}"
+    text = said(await send(app, f"/history what did we quote Globex {days}?"))
+    assert "900 EUR" in text and "1,400 EUR" not in text
 
 
 async def journal(app: Steward, *records: tuple[str, datetime, str | None]) -> None:
