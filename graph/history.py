@@ -375,11 +375,9 @@ COMMON = frozenset(
 )
 # Entity kinds a name's first word alone may stand for ("Acme" for "Acme Bakery").
 BY_FIRST_WORD = ("client", "project")
-# A name: a capitalised word of letters (not an acronym, "NDA", nor "Q3") inside a
-# sentence, not at its start ("Globex called. What did we quote them?").
-_NAME = re.compile(r"(?<=\s)(?<![.!?:;]\s)(?<![.!?:;]\s\s)([A-Z][a-z][A-Za-z&-]*[a-z])(?:'s)?\b")
 NOT_NAMES = frozenset(calendar.day_name) | frozenset(calendar.day_abbr)
 NAMES_LOOKED_UP = 3  # at most, a question
+MENTIONS_LOOKED_AT = 10  # the records found by a name's words that are read for it whole
 
 
 def _as_said(entity: str) -> str:
@@ -434,6 +432,17 @@ class KnownEntities:
         firsts = {m.lower() for m in self._first_pattern.findall(text)} if self._first else set()
         return self._first[firsts.pop()] if len(firsts) == 1 else None
 
+    def alike(self, name: str) -> list[str]:
+        """The names of the clients and projects whose first word is ``name``'s ("Acme
+        Corp", for "Acme Ltd"), each once however it was typed."""
+        first = _folded(name).split()[:1]
+        alike: dict[str, str] = {}
+        for entity in self.entities:
+            kind, _, named = entity.partition(":")
+            if kind in BY_FIRST_WORD and _folded(named).split()[:1] == first:
+                alike.setdefault(_folded(named), named.strip())
+        return [said for folded, said in alike.items() if folded != _folded(name)]
+
     def all_named(self, text: str) -> list[str]:
         """Every entity ``text`` names, in full or by its first word ("what did we quote
         Globex and Initech?"), in the order it names them."""
@@ -454,6 +463,22 @@ FORMS = """ltd limited inc incorporated corp corporation llc llp plc gmbh ag co 
 _ANOTHER_NAME = (
     rf"(?![^\S\n]+(?!(?:{_MONTH}|{'|'.join(WEEKDAYS)})\b)(?:(?-i:[A-Z])|(?:{'|'.join(FORMS)})\b))"
 )
+_CAPITALISED = r"[A-Z][a-z][A-Za-z&-]*[a-z]"  # not an acronym ("NDA"), nor "Q3"
+# A name: capitalised words, and the company form after them ("Acme Ltd", "Acme ltd.",
+# "Northwind Legal"); one word alone only inside a sentence, not at its start ("Globex
+# called. What did we quote them?").
+_NAME = re.compile(
+    rf"(?<![\w&-])({_CAPITALISED}(?:[^\S\n]+(?:{_CAPITALISED}|(?i:{'|'.join(FORMS)})\b\.?))*)"
+    r"(?:'s)?(?![\w&-])"
+)
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;])\s*$")
+# Capitalised at a sentence's start as any word is: no part of a name after it.
+_STARTERS = frozenset(
+    """what whats when who whom which why how where whose did didn does doesn do don is
+    isn are aren was wasn were weren has hasn have haven had can could would will should
+    tell show remind please and but so anything any nothing i we our my the a an this
+    that""".split()
+)
 
 
 def _alternation(names: dict[str, str], alone: bool = False) -> re.Pattern[str]:
@@ -467,6 +492,26 @@ def _alternation(names: dict[str, str], alone: bool = False) -> re.Pattern[str]:
 def _spelled(name: str) -> str:
     """A pattern of ``name``'s words with any punctuation or space between them."""
     return r"[\W_]+".join(re.escape(word) for word in _folded(name).split())
+
+
+def names_in(question: str) -> list[str]:
+    """The names ``question`` gives (``_NAME``), but the months and days in them."""
+    names = []
+    for match in _NAME.finditer(question):
+        words = match.group(1).split()
+        if _SENTENCE_START.search(question[: match.start()]):
+            if words[0].lower() in _STARTERS:  # "Did Acme Ltd pay?"
+                words = words[1:]
+            elif len(words) == 1:  # "Globex called."
+                continue
+        name: list[str] = []
+        for word in [*words, ""]:
+            if word and word.lower() not in MONTHS and word not in NOT_NAMES:
+                name.append(word)
+            elif name:
+                names.append(" ".join(name).rstrip("."))
+                name = []
+    return list(dict.fromkeys(names))
 
 
 class Entities:
@@ -494,13 +539,18 @@ class Found:
     hits: list[Hit]
     # False: no word of the question was found; these are the latest of the time it names.
     matched: bool = True
-    # Names the question gives that nothing remembered mentions ("Hooli"): whatever was
-    # found is about something else.
+    # Names the question gives that nothing remembered mentions ("Hooli", "Acme Ltd"):
+    # whatever was found is about something else.
     unknown: tuple[str, ...] = ()
+    # Known clients whose names begin as one of those does ("Acme Corp", for "Acme Ltd").
+    alike: tuple[str, ...] = ()
 
     @property
     def unknown_note(self) -> str:
-        return f"Nothing I have mentions {' or '.join(self.unknown)}." if self.unknown else ""
+        if not self.unknown:
+            return ""
+        alike = f" (I know of {' and '.join(self.alike)})" if self.alike else ""
+        return f"Nothing I have mentions {' or '.join(self.unknown)}{alike}."
 
 
 # Words that ask what happened and name nothing to look for ("what happened today?").
@@ -558,7 +608,8 @@ class History:
         nothing in the time it names ("what happened yesterday?") gets that time's
         latest records."""
         await self._catch_up()
-        filters = read_question(question, now, self.zone, await self.entities.known())
+        known = await self.entities.known()
+        filters = read_question(question, now, self.zone, known)
         vector = await self._vector(question)
         meaning = vector is not None or self.store.embeds_queries
         alpha = ALPHA if meaning else 0.0
@@ -575,13 +626,14 @@ class History:
                 and any(_may_be_about(hit.record, about) for about in filters.entities)
             ]
         unknown = await self._unknown_names(question, filters)
+        alike = tuple(dict.fromkeys(name for said in unknown for name in known.alike(said)))
         timed = filters.since or filters.until
         if timed and not filters.entities and _of_a_time_alone(words):
             hits = []  # meaning finds the nearest records, however far: not what was asked
         if not hits and timed:
             latest = await self.store.latest(filters, limit)
-            return Found([Hit(record, 0.0) for record in latest], False, unknown)
-        return Found(hits[:limit], unknown=unknown)
+            return Found([Hit(record, 0.0) for record in latest], False, unknown, alike)
+        return Found(hits[:limit], unknown=unknown, alike=alike)
 
     async def _vector(self, question: str) -> Vector | None:
         """The question's vector; None, for keywords alone, when the embedder fails or
@@ -609,19 +661,30 @@ class History:
         self._keywords_only = True
 
     async def _unknown_names(self, question: str, filters: Filters) -> tuple[str, ...]:
-        """The names in ``question`` (capitalised words after its first, not a known
-        client's, a month's or a day's) that no record mentions."""
-        named = {name.casefold() for e in filters.entities for name in entity_name(e).split()}
-        names = [
-            word
-            for word in dict.fromkeys(_NAME.findall(question))
-            if word.casefold() not in named and word.lower() not in MONTHS and word not in NOT_NAMES
-        ]
-        unknown = []
-        for word in names[:NAMES_LOOKED_UP]:
-            if not await self.store.search(Query(word, None, Filters(), 1, 0.0)):
-                unknown.append(word)
+        """The names in ``question`` (``names_in``), not a known client's it names, that
+        no record mentions."""
+        named = {word for e in filters.entities for word in _folded(entity_name(e)).split()}
+        unknown: list[str] = []
+        for name in names_in(question):
+            if set(_folded(name).split()) <= named:
+                continue
+            if len(unknown) == NAMES_LOOKED_UP:
+                break
+            if not await self._mentioned(name):
+                unknown.append(name)
         return tuple(unknown)
+
+    async def _mentioned(self, name: str) -> bool:
+        """Whether a record mentions ``name``: a word of it found, or, for a name of more
+        words ("Acme Ltd"), all of them as one name, not "Acme" of "Acme Corp" alone."""
+        hits = await self.store.search(Query(name, None, Filters(), MENTIONS_LOOKED_AT, 0.0))
+        if len(name.split()) == 1:
+            return bool(hits)
+        said = re.compile(rf"(?<!\w){_spelled(name)}(?!\w)", re.I)
+        return any(
+            said.search(hit.record.text) or said.search(entity_name(hit.record.entity or ""))
+            for hit in hits
+        )
 
     async def _catch_up(self) -> None:
         """Feeds the store what is new before a search, for a while at most: an answer

@@ -839,6 +839,31 @@ async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_
     )
 
 
+async def test_another_company_named_as_a_client_begins_is_said_to_be_unknown_by_its_name(
+    app: Steward,
+) -> None:
+    """The answer said "Nothing I have mentions Ltd.", of Acme Corp's records."""
+    await start(app, "Acme Corp", "ops@acme.com")
+    await start(app, "Acme Legal", "ops@acmelegal.com")
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        ("the quote for Acme Corp is 1,400 EUR", now, "client:Acme Corp"),
+        ("Ltd or GmbH: the new entity is still open", now, None),
+    )
+    for question in ("what did we quote Acme Ltd?", "Acme Ltd called. What did we quote them?"):
+        text = said(await send(app, f"/history {question}"))
+        assert text.startswith(
+            "Nothing I have mentions Acme Ltd (I know of Acme Corp and Acme Legal). "
+            "The closest records:\n[1] "
+        ), text
+    asked = MemoryRecord.create("test:asked", RecordKind.NOTE, "Acme Ltd asked for a quote", now)
+    await app.ledger.journal([asked.to_dict()])
+    assert "Nothing I have mentions" not in said(await send(app, "/history what did Acme Ltd ask?"))
+    text = said(await send(app, "/history what did Acme Corp say about Hooli Inc?"))
+    assert text.startswith("Nothing I have mentions Hooli Inc. The closest records:\n"), text
+
+
 @pytest.mark.parametrize(
     "question",
     [
