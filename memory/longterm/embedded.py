@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ import sqlite_vec
 from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKind
 from memory.longterm.sign_bits import SignBits, sign_bits
 from memory.longterm.store import MemoryUnavailable, Vector, fuse, ranking
+from memory.longterm.unspaced import MARKS, WORD, in_pairs, unspaced
 
 T = TypeVar("T")
 
@@ -42,7 +42,16 @@ CANDIDATES = 30
 PER_RESULT = 3
 OVERSAMPLE = 3
 
-SCHEMA = """
+# Words are kept as unicode61 reads them, with the marks of letters of the scripts
+# written without spaces (``unspaced``), whose runs of letters are indexed as pairs.
+KEYWORD_INDEX = f"""
+CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5 (
+    text, entity, content='records', content_rowid='rowid',
+    tokenize="porter unicode61 remove_diacritics 2 tokenchars '{MARKS}'"
+);
+"""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS records (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -61,16 +70,14 @@ CREATE INDEX IF NOT EXISTS records_entity ON records (entity, at);
 CREATE INDEX IF NOT EXISTS records_run ON records (run_id, at);
 CREATE INDEX IF NOT EXISTS records_unembedded ON records (at) WHERE embedded = 0;
 CREATE TABLE IF NOT EXISTS floats (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
-CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5 (
-    text, entity, content='records', content_rowid='rowid',
-    tokenize='porter unicode61 remove_diacritics 2'
-);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vector_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     rowid_changed INTEGER NOT NULL
 );
 """
+    + KEYWORD_INDEX
+)
 # How many vector changes the log keeps for other processes to catch up with; one that
 # fell further behind reads all the bits again.
 CHANGES_KEPT = 50_000
@@ -81,8 +88,10 @@ VEC0_MAX_K = 4_096  # the most neighbours sqlite-vec's vec0 gives in one query
 # A record's words count fully, the name of what it is about (its client, say) by half.
 BM25 = "bm25(records_fts, 1.0, 0.5)"
 # Bumped when the tables change: a store of another version is emptied and, being empty,
-# fed again from the ledger's journal.
-VERSION = "3"
+# fed again from the ledger's journal; one of KEYWORDS_CHANGED has its keyword index made
+# again from its records, in place.
+VERSION = "4"
+KEYWORDS_CHANGED = ("3",)  # version 3 kept a run of Chinese, Japanese or Thai as one word
 
 # Words too common to help a keyword search find anything.
 STOPWORDS = frozenset(
@@ -92,13 +101,17 @@ STOPWORDS = frozenset(
     up us was we were what when where which while who whom why will with would you your
     didn don""".split()
 )
-_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def keyword_query(text: str) -> str | None:
     """An FTS5 query that finds records with any of the text's words (each one quoted,
-    so user text can never be read as FTS5 syntax); None when no word is left."""
-    words = [w for w in _WORDS.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS]
+    so user text can never be read as FTS5 syntax), a run of a script written without
+    spaces as its pairs of letters; None when no word is left."""
+    words = [
+        w
+        for w in WORD.findall(in_pairs(text).lower())
+        if (len(w) > 1 or unspaced(w)) and w not in STOPWORDS
+    ]
     unique = list(dict.fromkeys(words))
     return " OR ".join(f'"{word}"' for word in unique) or None
 
@@ -312,11 +325,7 @@ class EmbeddedMemory:
                     old = known.get(record.id)
                     if old is not None:
                         rowid, old_text, old_entity = old
-                        conn.execute(
-                            "INSERT INTO records_fts (records_fts, rowid, text, entity) "
-                            "VALUES ('delete', ?, ?, ?)",
-                            (rowid, old_text, _name(old_entity)),
-                        )
+                        self._unindex(rowid, old_text, old_entity)
                         conn.execute(
                             "UPDATE records SET kind=?, text=?, at=?, actor=?, run_id=?, "
                             "entity=?, chat=?, source=?, embedded=? WHERE rowid=?",
@@ -331,12 +340,22 @@ class EmbeddedMemory:
                             (record.id, *_values(record), blob is not None),
                         ).lastrowid
                         known[record.id] = (rowid, record.text, record.entity)
-                    conn.execute(
-                        "INSERT INTO records_fts (rowid, text, entity) VALUES (?, ?, ?)",
-                        (rowid, record.text, _name(record.entity)),
-                    )
+                    self._index(rowid, record.text, record.entity)
                     if vector is not None and blob is not None:
                         self._keep_vector(rowid, vector, blob)
+
+    def _index(self, rowid: int, text: str, entity: str | None) -> None:
+        self._conn.execute(
+            "INSERT INTO records_fts (rowid, text, entity) VALUES (?, ?, ?)",
+            (rowid, *_keywords(text, entity)),
+        )
+
+    def _unindex(self, rowid: int, text: str, entity: str | None) -> None:
+        """Takes a record's words out of the keyword index, as ``_index`` put them in."""
+        self._conn.execute(
+            "INSERT INTO records_fts (records_fts, rowid, text, entity) VALUES ('delete', ?, ?, ?)",
+            (rowid, *_keywords(text, entity)),
+        )
 
     def _keep_vector(self, rowid: int, vector: Vector, blob: bytes) -> None:
         bits = sign_bits(vector)
@@ -393,6 +412,9 @@ class EmbeddedMemory:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
         if row is not None and row[0] == VERSION:
             return
+        if row is not None and row[0] in KEYWORDS_CHANGED:
+            self._index_again()
+            return
         empty = self._conn.execute("SELECT count(*) FROM records").fetchone()[0] == 0
         if row is not None or not empty:  # an older layout: start again
             for table in ("records_fts", "bits", "floats", "records", "meta"):
@@ -401,6 +423,27 @@ class EmbeddedMemory:
         self._conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('version', ?)", (VERSION,)
         )
+
+    def _index_again(self) -> None:
+        """Makes the keyword index again from the records, which stay as they are, their
+        vectors too (nothing is embedded again); once, whatever other process opens the
+        store at the same time."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            if row[0] in KEYWORDS_CHANGED:
+                self._conn.execute("DROP TABLE records_fts")
+                self._conn.execute(KEYWORD_INDEX)
+                rows = self._conn.execute("SELECT rowid, text, entity FROM records")
+                self._conn.executemany(
+                    "INSERT INTO records_fts (rowid, text, entity) VALUES (?, ?, ?)",
+                    ((rowid, *_keywords(text, entity)) for rowid, text, entity in rows),
+                )
+                self._conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (VERSION,))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def _stored_dims(self) -> int | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'dims'").fetchone()
@@ -427,11 +470,7 @@ class EmbeddedMemory:
                     f"SELECT rowid, text, entity FROM records WHERE id IN ({marks})", chunk
                 ).fetchall()
                 for rowid, text, entity in rows:
-                    self._conn.execute(
-                        "INSERT INTO records_fts (records_fts, rowid, text, entity) "
-                        "VALUES ('delete', ?, ?, ?)",
-                        (rowid, text, _name(entity)),
-                    )
+                    self._unindex(rowid, text, entity)
                     self._forget_vector(rowid)
                 self._conn.execute(f"DELETE FROM records WHERE id IN ({marks})", chunk)
                 removed += len(rows)
@@ -574,9 +613,11 @@ class _Transaction:
 _COLUMNS = "r.id, r.kind, r.text, r.at, r.actor, r.run_id, r.entity, r.chat, r.source"
 
 
-def _name(entity: str | None) -> str | None:
-    """What the keyword index keeps of an entity: its name, not its kind ("client:")."""
-    return entity.partition(":")[2] if entity else None
+def _keywords(text: str, entity: str | None) -> tuple[str, str | None]:
+    """What the keyword index keeps of a record: its text, and of the entity it is about
+    its name, not its kind ("client:"); each with runs of a script written without
+    spaces in pairs."""
+    return in_pairs(text), in_pairs(entity.partition(":")[2]) if entity else None
 
 
 def _values(record: MemoryRecord) -> tuple[Any, ...]:

@@ -3,7 +3,10 @@ weaviate-client v4 async API; the only module that imports ``weaviate``.
 
 One collection holds the records, one object per record, its uuid the record's id, so
 a record written again replaces itself (a batch write over an existing uuid replaces
-the object). Vectors are ours (``Configure.Vectors.self_provided``) unless a Weaviate
+the object). A record in a script written without spaces (Chinese, Japanese, Thai: see
+``unspaced``) keeps its words, runs of such letters in pairs, in ``words`` too, which a
+question in such a script searches with ``text``; other questions search ``text`` alone,
+as before ``words`` was. Vectors are ours (``Configure.Vectors.self_provided``) unless a Weaviate
 vectorizer module is named, in which case Weaviate embeds ``text`` itself and this
 backend never sends a vector.
 """
@@ -23,13 +26,21 @@ from weaviate import WeaviateAsyncClient
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import Auth
-from weaviate.classes.query import Filter, FilterReturn, HybridFusion, MetadataQuery, Sort
+from weaviate.classes.query import (
+    Filter,
+    FilterReturn,
+    HybridFusion,
+    HybridVector,
+    MetadataQuery,
+    Sort,
+)
 from weaviate.collections import CollectionAsync
 from weaviate.collections.classes.config_vectors import _VectorConfigCreate
 from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateBaseError
 
 from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKind
 from memory.longterm.store import MemoryUnavailable, Vector, ranking
+from memory.longterm.unspaced import WORD, in_pairs
 
 DEFAULT_COLLECTION = "StewardMemory"
 DEFAULT_GRPC_PORT = 50051
@@ -168,12 +179,25 @@ class WeaviateMemory:
         """Creates the collection unless it exists."""
         with self._answering("create its collection"):
             if await self._client.collections.exists(self._collection_name):
+                await self._add_words()
                 return
             await self._client.collections.create(
                 self._collection_name,
                 properties=_properties(),
                 vector_config=_vector_config(self._vectorizer),
             )
+
+    async def _add_words(self) -> None:
+        """Gives a collection made before ``words`` was the property, and its records in
+        a script written without spaces their words (their text, vectors and all else
+        stay as they are)."""
+        config = await self._collection.config.get()
+        if any(prop.name == "words" for prop in config.properties):
+            return
+        await self._collection.config.add_property(_words_property())
+        async for found in self._collection.iterator(return_properties=["text"]):
+            if words := _words(str(found.properties.get("text") or "")):
+                await self._collection.data.update(uuid=found.uuid, properties={"words": words})
 
     async def upsert(
         self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]
@@ -202,12 +226,16 @@ class WeaviateMemory:
         # the text itself (there is no module to do it): keywords only.
         own_vectors = self._vectorizer is None
         alpha = 0.0 if own_vectors and query.vector is None else query.alpha
+        words = _words(query.text)
+        vector: Any = query.vector if own_vectors else None
+        if words and not own_vectors:  # Weaviate embeds the question, not its pairs
+            vector = HybridVector.near_text(query.text)
         with self._answering("search"):
             response = await self._collection.query.hybrid(
-                query=query.text,
-                vector=query.vector if own_vectors else None,
+                query=words or query.text,
+                vector=vector,
                 alpha=alpha,
-                query_properties=["text"],
+                query_properties=["text", "words"] if words else ["text"],
                 fusion_type=HybridFusion.RELATIVE_SCORE,
                 filters=to_weaviate_filter(query.filters),
                 limit=query.limit,
@@ -344,10 +372,30 @@ def _properties() -> list[Property]:
     ]
     return [
         Property(name="text", data_type=DataType.TEXT, vectorize_property_name=False),
+        _words_property(),
         Property(name="at", data_type=DataType.DATE, skip_vectorization=True),
         Property(name="embedded", data_type=DataType.BOOL, skip_vectorization=True),
         *fields,
     ]
+
+
+def _words_property() -> Property:
+    """The words of a text in a script written without spaces, spaced, in lower case."""
+    return Property(
+        name="words",
+        data_type=DataType.TEXT,
+        tokenization=Tokenization.WHITESPACE,
+        index_filterable=False,
+        skip_vectorization=True,
+        vectorize_property_name=False,
+    )
+
+
+def _words(text: str) -> str:
+    """``text``'s words for ``words``, runs of a script written without spaces in pairs;
+    empty for a text of no such run."""
+    paired = in_pairs(text)
+    return " ".join(WORD.findall(paired.lower())) if paired is not text else ""
 
 
 def _vector_config(vectorizer: str | None) -> _VectorConfigCreate:
@@ -372,6 +420,7 @@ def _properties_of(record: MemoryRecord) -> dict[str, Any]:
         "record_id": record.id,
         "kind": record.kind.value,
         "text": record.text,
+        "words": _words(record.text) or None,
         "at": _aware(record.at),
         "actor": record.actor,
         "run_id": record.run_id,

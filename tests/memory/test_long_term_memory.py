@@ -99,6 +99,36 @@ async def test_keywords_find_words_in_other_forms_and_user_text_is_never_syntax(
     assert await store.search(Query("the of and", limit=5)) == []
 
 
+UNSPACED = [
+    "我们给Acme公司的报价是三千欧元",  # Chinese: our quote to Acme is 3,000 EUR
+    "見積書を山田様に送りました",  # Japanese: sent the quotation to Mr Yamada
+    "ลูกค้าชำระเงินค่าใบแจ้งหนี้แล้ว",  # Thai: the client paid the invoice
+    "the logo for Globex is ready",
+]
+
+
+@pytest.mark.parametrize(
+    ("question", "found"),
+    [
+        ("Acme的报价是多少\uff1f", UNSPACED[0]),  # what is Acme's quote? (a full-width "?")
+        ("报价", UNSPACED[0]),  # quote
+        ("見積書はいつ送りましたか", UNSPACED[1]),  # when was the quotation sent?
+        ("山田", UNSPACED[1]),
+        ("ใบแจ้งหนี้", UNSPACED[2]),  # invoice
+        ("ลูกค้าชำระเงินหรือยัง", UNSPACED[2]),  # has the client paid?
+        ("acme", UNSPACED[0]),  # a Latin word in a Chinese sentence
+        ("Globex logo", UNSPACED[3]),
+    ],
+)
+async def test_keywords_find_words_of_scripts_written_without_spaces(
+    store: LongTermMemory, question: str, found: str
+) -> None:
+    """Each sentence in Chinese, Japanese or Thai was one word to the keyword index,
+    and a question found nothing in it."""
+    await put(store, *(record(n, text) for n, text in enumerate(UNSPACED)), vectors=False)
+    assert texts(await store.search(Query(question, limit=5)))[:1] == [found]
+
+
 async def test_vectors_find_a_record_that_shares_no_word_with_the_question(
     store: LongTermMemory,
 ) -> None:
@@ -342,6 +372,39 @@ async def test_a_store_of_an_older_layout_starts_empty(tmp_path: Path) -> None:
         assert await again.count() == 0
         await put(again, record(1, "quote for Acme"))
         assert await again.count() == 1
+    finally:
+        await again.close()
+
+
+async def test_a_store_whose_keyword_index_split_no_chinese_is_indexed_again_in_place(
+    tmp_path: Path,
+) -> None:
+    """A store of version 3, whose index kept a Chinese sentence as one word, keeps its
+    records and vectors (nothing is embedded again) and finds the words in them."""
+    memory = EmbeddedMemory(tmp_path / "memory.db")
+    quote, latin = record(1, UNSPACED[0]), record(2, "the logo for Globex is ready")
+    await put(memory, quote, latin)
+    conn = memory._conn  # as version 3 made it: the text indexed as it is, no marks kept
+    conn.execute("DROP TABLE records_fts")
+    conn.execute(
+        "CREATE VIRTUAL TABLE records_fts USING fts5 (text, entity, content='records', "
+        "content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2')"
+    )
+    conn.execute(
+        "INSERT INTO records_fts (rowid, text, entity) SELECT rowid, text, entity FROM records"
+    )
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'version'")
+    assert await memory.search(Query("报价")) == []
+    await memory.close()
+    again = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        assert await again.count() == 2
+        assert await again.unembedded(10) == []
+        assert texts(await again.search(Query("报价"))) == [quote.text]
+        assert texts(await again.search(Query("Globex logo"))) == [latin.text]
+        await again.delete([quote.id])  # its words come out of the index as they went in
+        assert await again.search(Query("报价")) == []
+        assert texts(await again.search(Query("x", hashed(latin.text), alpha=1))) == [latin.text]
     finally:
         await again.close()
 

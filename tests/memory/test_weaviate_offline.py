@@ -10,11 +10,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from weaviate.classes.config import Tokenization
 from weaviate.collections.filters import _FilterToGRPC, _FilterToREST
 
-from memory.longterm.records import Filters, RecordKind
+from memory.longterm.records import Filters, MemoryRecord, RecordKind
 from memory.longterm.store import MemoryUnavailable
-from memory.longterm.weaviate import WeaviateAddress, WeaviateMemory, to_weaviate_filter
+from memory.longterm.weaviate import (
+    WeaviateAddress,
+    WeaviateMemory,
+    _properties,
+    _properties_of,
+    to_weaviate_filter,
+)
 
 SINCE = datetime(2025, 3, 1, tzinfo=UTC)
 UNTIL = datetime(2025, 4, 1)  # naive: taken as UTC
@@ -133,3 +140,17 @@ async def test_a_server_that_never_answers_is_said_to_be_silent() -> None:
         f"cannot reach Weaviate at 127.0.0.1:{port}: it took the connection but did not "
         "answer in time (check STEWARD_WEAVIATE_URL)"
     )
+
+
+def test_a_record_in_a_script_written_without_spaces_keeps_its_words_in_pairs() -> None:
+    """Weaviate's word tokenizer kept "我们给Acme的报价" as one word; the words it is
+    searched by are its pairs (and its Latin words), in a property of their own that
+    nothing embeds. A record of no such script has none."""
+    chinese = MemoryRecord.create("test:1", RecordKind.NOTE, "我们给Acme的报价", SINCE)
+    latin = MemoryRecord.create("test:2", RecordKind.NOTE, "the quote for Acme", SINCE)
+
+    assert _properties_of(chinese)["words"] == "我们 们给 acme 的报 报价"
+    assert "words" not in _properties_of(latin)
+    [words] = [prop for prop in _properties() if prop.name == "words"]
+    assert words.tokenization == Tokenization.WHITESPACE
+    assert words.skip_vectorization
