@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, Literal, TextIO
 
 from graph.front_door import FrontDoor
-from graph.messages import Button, Card, CardOutcome, EditPrompt, Inbound, Reply, Sender
+from graph.messages import Button, Card, CardOutcome, EditPrompt, Inbound, Reply, Sender, shown
 from memory.ledger import RunTakenOver, TakenOver, cause, ledger_down
 
 PROMPT = "you › "
@@ -41,13 +41,14 @@ CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 class Printable:
     """A text stream that shows each control character as U+FFFD: what steward prints
     holds what others wrote (a webhook's inputs, a client's name), and an escape
-    sequence in it would retitle, rewrite or clear the operator's terminal."""
+    sequence in it would retitle, rewrite or clear the operator's terminal; a bidi
+    control (``shown``) would reorder it in a terminal that shows text both ways."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        return self.stream.write(CONTROLS.sub("\ufffd", text))
+        return self.stream.write(shown(CONTROLS.sub("\ufffd", text)))
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding …
         return getattr(self.stream, name)

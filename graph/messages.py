@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from memory.ledger.storable import storable
 
@@ -136,10 +137,42 @@ class Verbatim(str):
 
 
 ReplyItem = str | Card | CardOutcome | EditPrompt
+T = TypeVar("T")
+
+# Unicode's embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069): in a
+# client's words or a webhook's field they reorder how what follows them shows, an
+# amount or an IBAN read backwards ("\u202e00.005,1€" shows as "€1,500.00").
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: T) -> T:
+    """``value`` as the operator is shown it: U+FFFD for each bidi control
+    (``BIDI_CONTROLS``) in its strings, within lists, tuples and dataclasses (a card, its
+    fields and buttons); the very same object when it holds none."""
+    if isinstance(value, str):
+        if BIDI_CONTROLS.search(value) is None:
+            return value
+        cleaned = BIDI_CONTROLS.sub("\ufffd", value)
+        return Verbatim(cleaned) if isinstance(value, Verbatim) else cleaned  # type: ignore[return-value]
+    if isinstance(value, list | tuple):
+        items = [shown(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: shown(getattr(value, f.name)) for f in fields(value) if f.init}
+        if all(new is getattr(value, name) for name, new in changes.items()):
+            return value
+        return replace(value, **changes)
+    return value
 
 
 @dataclass
 class Reply:
+    """What steward answers: messages, cards, a card's outcome, an edit's form. All it
+    shows is ``shown``, however it was given: the text of a reply is steward's, and
+    others' words within it (a client's name, a webhook's amount) cannot reorder it."""
+
     items: list[ReplyItem] = field(default_factory=list)
     # One short line answering a button press ("Approved", "Already approved by …"):
     # a toast where the platform has one, a line of text where it has not.
@@ -153,18 +186,23 @@ class Reply:
     # to before is not owed it again, however often its sending starts again.
     once: str | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("items", "notice"):  # as made, or a notice set after
+            value = shown(value)
+        super().__setattr__(name, value)
+
     def say(self, text: str) -> Reply:
         """Adds a message; made storable, as words from an error or a service may be."""
-        self.items.append(storable(text))
+        self.items.append(shown(storable(text)))
         return self
 
     def quote(self, text: str) -> Reply:
         """Adds a person's own words as a message, ``Verbatim``; made storable too."""
-        self.items.append(Verbatim(storable(text)))
+        self.items.append(shown(Verbatim(storable(text))))
         return self
 
     def add(self, item: ReplyItem) -> Reply:
-        self.items.append(item)
+        self.items.append(shown(item))
         return self
 
     def send_ahead(self) -> Awaitable[None]:
