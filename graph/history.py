@@ -416,6 +416,10 @@ class KnownEntities:
         }
         self._full_pattern = _alternation(full)
         self._first_pattern = _alternation(self._first, alone=True)
+        firsts = "|".join(re.escape(word) for word in sorted(by_first, key=len, reverse=True))
+        self._formed_pattern = re.compile(
+            rf"(?<!\w)((?:{firsts or '(?!)'})[^\S\n]+(?:{'|'.join(FORMS)}))\b", re.I
+        )
 
     def spellings(self, entity: str | None) -> tuple[str, ...]:
         """``entity`` each way its name was typed ("client:Acme Corp", "client:acme corp")."""
@@ -431,6 +435,11 @@ class KnownEntities:
             return self._full[max(found, key=len)]
         firsts = {m.lower() for m in self._first_pattern.findall(text)} if self._first else set()
         return self._first[firsts.pop()] if len(firsts) == 1 else None
+
+    def formed(self, text: str) -> list[str]:
+        """Company names ``text`` gives in any case as a client's first word and a form
+        ("acme ltd", beside Acme Corp): another company, whatever its case."""
+        return [match.group(1) for match in self._formed_pattern.finditer(text)]
 
     def alike(self, name: str) -> list[str]:
         """The names of the clients and projects whose first word is ``name``'s ("Acme
@@ -625,7 +634,7 @@ class History:
                 if hit.record.id not in seen
                 and any(_may_be_about(hit.record, about) for about in filters.entities)
             ]
-        unknown = await self._unknown_names(question, filters)
+        unknown = await self._unknown_names(question, filters, known)
         alike = tuple(dict.fromkeys(name for said in unknown for name in known.alike(said)))
         timed = filters.since or filters.until
         if timed and not filters.entities and _of_a_time_alone(words):
@@ -660,12 +669,16 @@ class History:
             log.warning("searching by keywords only: %s", reason)
         self._keywords_only = True
 
-    async def _unknown_names(self, question: str, filters: Filters) -> tuple[str, ...]:
-        """The names in ``question`` (``names_in``), not a known client's it names, that
-        no record mentions."""
+    async def _unknown_names(
+        self, question: str, filters: Filters, known: KnownEntities
+    ) -> tuple[str, ...]:
+        """The names in ``question`` (``names_in``, and another company's named as a
+        client's begins, ``formed``), not a known client's it names, that no record
+        mentions."""
         named = {word for e in filters.entities for word in _folded(entity_name(e)).split()}
+        names = {_folded(name): name for name in [*names_in(question), *known.formed(question)]}
         unknown: list[str] = []
-        for name in names_in(question):
+        for name in names.values():
             if set(_folded(name).split()) <= named:
                 continue
             if len(unknown) == NAMES_LOOKED_UP:

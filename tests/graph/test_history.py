@@ -851,10 +851,14 @@ async def test_another_company_named_as_a_client_begins_is_said_to_be_unknown_by
         ("the quote for Acme Corp is 1,400 EUR", now, "client:Acme Corp"),
         ("Ltd or GmbH: the new entity is still open", now, None),
     )
-    for question in ("what did we quote Acme Ltd?", "Acme Ltd called. What did we quote them?"):
+    for question, name in (
+        ("what did we quote Acme Ltd?", "Acme Ltd"),
+        ("Acme Ltd called. What did we quote them?", "Acme Ltd"),
+        ("what did we quote acme ltd?", "acme ltd"),  # a client's first word, then a form
+    ):
         text = said(await send(app, f"/history {question}"))
         assert text.startswith(
-            "Nothing I have mentions Acme Ltd (I know of Acme Corp and Acme Legal). "
+            f"Nothing I have mentions {name} (I know of Acme Corp and Acme Legal). "
             "The closest records:\n[1] "
         ), text
     asked = MemoryRecord.create("test:asked", RecordKind.NOTE, "Acme Ltd asked for a quote", now)
