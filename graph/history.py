@@ -474,10 +474,11 @@ _ANOTHER_NAME = (
 )
 _CAPITALISED = r"[A-Z][a-z][A-Za-z&-]*[a-z]"  # not an acronym ("NDA"), nor "Q3"
 # A name: capitalised words, and the company form after them ("Acme Ltd", "Acme ltd.",
-# "Northwind Legal"); one word alone only inside a sentence, not at its start ("Globex
-# called. What did we quote them?").
+# "Northwind Legal"), after a space, a bracket or a quote (not "jane@Globex.io"); one
+# word alone only inside a sentence, not at its start ("Globex called. What did we
+# quote them?").
 _NAME = re.compile(
-    rf"(?<![\w&-])({_CAPITALISED}(?:[^\S\n]+(?:{_CAPITALISED}|(?i:{'|'.join(FORMS)})\b\.?))*)"
+    rf"(?<![^\s(\"'\u201c\u2018])({_CAPITALISED}(?:[^\S\n]+(?:{_CAPITALISED}|(?i:{'|'.join(FORMS)})\b\.?))*)"
     r"(?:'s)?(?![\w&-])"
 )
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;])\s*$")

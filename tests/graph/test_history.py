@@ -866,6 +866,8 @@ async def test_another_company_named_as_a_client_begins_is_said_to_be_unknown_by
     assert "Nothing I have mentions" not in said(await send(app, "/history what did Acme Ltd ask?"))
     text = said(await send(app, "/history what did Acme Corp say about Hooli Inc?"))
     assert text.startswith("Nothing I have mentions Hooli Inc. The closest records:\n"), text
+    text = said(await send(app, "/history what did we send to ops@Hooli.io?"))  # no name
+    assert "Nothing I have mentions" not in text, text
 
 
 @pytest.mark.parametrize(
