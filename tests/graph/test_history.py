@@ -839,6 +839,25 @@ async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_
     )
 
 
+async def test_a_question_in_chinese_or_japanese_is_answered_from_records_in_it(
+    app: Steward,
+) -> None:
+    """Each found nothing: the keyword index kept each sentence as one word."""
+    now = datetime.now(UTC)
+    await journal(
+        app,
+        ("我们给Acme公司的报价是三千欧元", now, None),  # our quote to Acme is 3,000 EUR
+        ("見積書を山田様に送りました", now, None),  # sent the quotation to Mr Yamada
+        ("the logo for Globex is ready", now, None),
+    )
+    text = said(await send(app, "/history Acme的报价是多少"))  # Acme's quote?
+    assert text == f"Best matching records:\n[1] {now:%Y-%m-%d %H:%M} UTC · note · steward: " + (
+        "我们给Acme公司的报价是三千欧元"
+    )
+    text = said(await send(app, "/history 見積書はいつ送りましたか"))  # when did it go?
+    assert text.startswith("Best matching records:\n[1] ") and "見積書を山田様に" in text, text
+
+
 async def test_another_company_named_as_a_client_begins_is_said_to_be_unknown_by_its_name(
     app: Steward,
 ) -> None:
