@@ -118,13 +118,17 @@ _REQUEST = re.compile(
 )
 
 
+# Question marks: Latin, full-width (Chinese, Japanese), Arabic.
+QUESTION_MARKS = ("?", "\uff1f", "\u061f")
+
+
 def looks_like_a_question(text: str) -> bool:
     """Asked about what happened: it starts as a question does ("what", "when did",
     "remind me"), or ends with a question mark and is not a request ("can you …?")."""
     stripped = text.strip()
     if _REQUEST.match(stripped):
         return False
-    return stripped.endswith("?") or bool(_QUESTION_WORDS.match(stripped))
+    return stripped.endswith(QUESTION_MARKS) or bool(_QUESTION_WORDS.match(stripped))
 
 
 def plainly_a_question(text: str) -> bool:
