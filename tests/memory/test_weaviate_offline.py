@@ -125,8 +125,10 @@ async def test_connect_to_a_closed_port_fails_fast_without_the_key() -> None:
 
 
 async def test_a_server_that_never_answers_is_said_to_be_silent() -> None:
+    held: list[asyncio.StreamWriter] = []
+
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # takes the request, answers nothing
+        held.append(writer)  # takes the connection, answers nothing
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -134,6 +136,9 @@ async def test_a_server_that_never_answers_is_said_to_be_silent() -> None:
     async with server:
         with pytest.raises(MemoryUnavailable) as raised:
             await WeaviateMemory.connect(f"http://127.0.0.1:{port}", None)
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()
 
     assert time.monotonic() - started < 12
     assert str(raised.value) == (
