@@ -33,8 +33,16 @@ from graph.definitions import (
     Step,
     WaitStep,
 )
-from graph.errors import DecisionForAnotherGate, GateNotApproved, LoopLimit, UnreadableAmount
+from graph.errors import (
+    DecisionForAnotherGate,
+    GateNotApproved,
+    LoopLimit,
+    PaymentInAnotherCurrency,
+    UncountedPayment,
+    UnreadableAmount,
+)
 from graph.inputs import Money, currency_code
+from graph.messages import cut
 from graph.state import RunState, StepContext
 from graph.templating import placeholders, render
 
@@ -349,15 +357,15 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
 def _paid(due: str, before: Any, events: list[Any]) -> tuple[str, str]:
     """What payment events make of the amount ``due``, paid ``before`` (None: nothing
     yet): the total paid so far and what is left, in its currency. An event that names
-    no amount, or one in another currency, which cannot be set against it, pays it all,
-    as any payment did before amounts were compared; so does one whose amount cannot be
-    read, kept before such a payment was refused (see ``payment_amount``)."""
+    no amount pays it all, as any payment did before amounts were compared; so does one
+    that cannot be set against it (see ``payment_amount``), kept before such a payment
+    was refused."""
     owed = Money.read(due)
     total = Money.read(before).amount if isinstance(before, str) else Decimal(0)
     for event in events:
         try:
             came = payment_amount(event, owed.currency)
-        except UnreadableAmount:
+        except UncountedPayment:
             came = None
         if came is None:
             total = owed.amount
@@ -375,25 +383,27 @@ def _left(due: str, paid: str) -> str:
 
 def payment_amount(event: Any, currency: str | None) -> Decimal | None:
     """The amount an event's ``amount`` (and ``currency``, if it names it apart: "eur")
-    pays, when it is one in ``currency`` (or names none, or ``currency`` is None); None
-    when it names no amount, or one in another currency (one steward does not know too).
-    An amount it names that cannot be read ("1000,00", "-500") raises UnreadableAmount:
-    it is neither a part of what is owed nor all of it."""
+    pays of one owed in ``currency`` (in any, when None); None when it names no amount.
+    One steward cannot set against what is owed raises UncountedPayment, being neither
+    a part of it nor all of it: an amount it cannot read ("1000,00", "-500";
+    UnreadableAmount), or one in another currency, steward converting none
+    (PaymentInAnotherCurrency)."""
     given = event.get("amount") if isinstance(event, dict) else None
     if given is None:
         return None
-    named = event.get("currency")
-    code = currency_code(named) if isinstance(named, str) else None
-    if code is None and isinstance(named, str) and named.strip():
-        return None
     if not isinstance(given, str | int | float) or isinstance(given, bool):
         raise UnreadableAmount(given)
+    named = event.get("currency")
+    code = currency_code(named) if isinstance(named, str) else None
     try:
         paid = Money.read(str(given).strip(), code)
     except ValueError:
         raise UnreadableAmount(given) from None
-    if paid.currency is not None and currency is not None and paid.currency != currency:
-        return None
+    paid_in = paid.currency
+    if paid_in is None and isinstance(named, str) and named.strip():  # "CHF": none steward writes
+        paid_in = named.strip() if named.strip().isprintable() else repr(named)
+    if currency is not None and paid_in is not None and paid_in != currency:
+        raise PaymentInAnotherCurrency(given, cut(paid_in, 20), currency)
     return paid.amount
 
 

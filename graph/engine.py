@@ -69,10 +69,10 @@ from graph.errors import (
     NotFound,
     OfferedBefore,
     StewardError,
-    UnreadableAmount,
+    UncountedPayment,
 )
 from graph.ids import new_approval_id, new_run_id
-from graph.inputs import InputError, parse_input
+from graph.inputs import InputError, Money, parse_input
 from graph.remembering import entity_of
 from graph.routing import format_argument
 from graph.state import RunState, StepContext
@@ -495,22 +495,31 @@ class ProcessEngine:
         """Wakes a run waiting for ``event``; or, when it does not wait for it yet (its
         reminder waits for approval, say), keeps the event for its wait to take: None.
         External data never decides anything else. A payment for a wait that it pays,
-        whose amount cannot be read, is neither: UnreadableAmount, and the run waits on.
-        The ``delivery`` (an inbox item) that brought it is noted offered to the run in
-        the same transaction, and is never offered to it again: OfferedBefore."""
-        version = (await self._run(run_id)).version
-        definition = (await self._compiled_for(version)).definition
-        if any(isinstance(s, WaitStep) and s.event == event and s.pays for s in definition.steps):
-            try:
-                payment_amount(data, None)
-            except UnreadableAmount:  # what it comes to for this run: told once
-                if delivery is not None and not await self.ledger.write(
-                    lambda tx: tx.note_offer(delivery, run_id)
-                ):
-                    raise OfferedBefore(
-                        f"run {run_id} was offered delivery {delivery} before"
-                    ) from None
-                raise
+        which steward cannot set against what is owed (an amount it cannot read, one in
+        another currency), is neither: it is audited, and UncountedPayment says why; the
+        run waits on. The ``delivery`` (an inbox item) that brought it is noted offered to
+        the run in the same transaction, and is never offered to it again: OfferedBefore."""
+        owing = await self._run(run_id)
+        inputs, definition = owing.inputs, (await self._compiled_for(owing.version)).definition
+        try:
+            for step in definition.steps:
+                if isinstance(step, WaitStep) and step.event == event and step.pays:
+                    payment_amount(data, _currency_of(inputs.get(step.pays)))
+        except UncountedPayment as exc:  # what it comes to for this run: told once
+            said = {"event": event, "said": exc.said}
+            uncounted = NewAuditEvent(actor, "run.payment_uncounted", run_id, said)
+
+            def told_once(tx: LedgerTx) -> bool:
+                if delivery is not None and not tx.note_offer(delivery, run_id):
+                    return False
+                tx.audit(uncounted)
+                return True
+
+            if not await self.ledger.write(told_once):
+                raise OfferedBefore(
+                    f"run {run_id} was offered delivery {delivery} before"
+                ) from None
+            raise
         now = utcnow()
         woken = {"by": f"event:{event}", "data": data}
 
@@ -1318,6 +1327,15 @@ def _may_replay(run: Run) -> None:
 
 def _not_acted(run_id: str, step_id: str) -> InvalidState:
     return InvalidState(f"step {step_id} of run {run_id} has not acted: nothing to undo")
+
+
+def _currency_of(amount: Any) -> str | None:
+    """The currency of an amount as a run keeps it ("€2,500.00"); None when it names none
+    (a run started before amounts kept theirs, "2500.00")."""
+    try:
+        return Money.read(amount).currency if isinstance(amount, str) else None
+    except ValueError:
+        return None
 
 
 def _drafted_before(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from graph.messages import cut
+
 
 class StewardError(Exception):
     """Base for errors the operator should see as a clear sentence."""
@@ -49,12 +51,33 @@ class UncertainEffect(StewardError):
         )
 
 
-class UnreadableAmount(StewardError):
-    """A payment names an amount steward cannot read: it counts it as nothing paid."""
+class UncountedPayment(StewardError):
+    """A payment steward cannot set against what is owed: it counts it as nothing paid,
+    and the run waits on. ``said`` is what the payment says that keeps it from counting,
+    its values as Python writes them where they may be any text."""
+
+    def __init__(self, given: object, said: str) -> None:
+        super().__init__(f"the payment {said}")
+        self.given = given
+        self.said = said
+
+
+class UnreadableAmount(UncountedPayment):
+    """A payment names an amount steward cannot read ("1.000", "-500")."""
 
     def __init__(self, given: object) -> None:
-        super().__init__(f"the payment's amount {given!r} cannot be read")
-        self.given = given
+        super().__init__(given, f"names an amount steward cannot read: {cut(repr(given), 80)}")
+
+
+class PaymentInAnotherCurrency(UncountedPayment):
+    """A payment in a currency other than the one owed: steward converts none."""
+
+    def __init__(self, given: object, currency: str, owed_in: str) -> None:
+        super().__init__(
+            given, f"pays in {currency} ({given}), where {owed_in} is owed: steward converts none"
+        )
+        self.currency = currency
+        self.owed_in = owed_in
 
 
 class DecisionForAnotherGate(Exception):

@@ -35,7 +35,7 @@ from graph.catalog import Catalog
 from graph.coordinator import Coordinator
 from graph.definitions import WaitStep
 from graph.engine import InputProblem, ProcessEngine
-from graph.errors import OfferedBefore, StewardError, UnreadableAmount
+from graph.errors import OfferedBefore, StewardError, UncountedPayment, UnreadableAmount
 from graph.inputs import Money
 from graph.messages import Reply, cut
 from graph.routing import format_argument
@@ -268,14 +268,16 @@ class HookRouter:
             woken = await self.engine.offer_event(
                 run.id, event, payload, hook_channel(name), delivery
             )
-        except UnreadableAmount as exc:
-            return reply.say(
-                f"A {event} delivery from {name} ({described}) names an amount steward "
-                f"cannot read: {cut(repr(exc.given), 80)}. Run {run.id} ({run.process}) "
-                f"counts none of it and keeps waiting for its {event}. If all it is owed is "
-                f"paid, /cancel {run.id}; else nothing: it chases what was owed before this "
-                "came. Amounts read like 1000.00, 1,000.00 or €1,000."
+        except UncountedPayment as exc:
+            told = (
+                f"A {event} delivery from {name} ({described}) {exc.said}. Run {run.id} "
+                f"({run.process}) counts none of it and keeps waiting for its {event}. If all "
+                f"it is owed is paid, /cancel {run.id}; else nothing: it chases what was owed "
+                "before this came."
             )
+            if isinstance(exc, UnreadableAmount):
+                told += " Amounts read like 1000.00, 1,000.00 or €1,000."
+            return reply.say(told)
         except OfferedBefore:
             raise
         except StewardError as exc:  # it ended meanwhile

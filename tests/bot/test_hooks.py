@@ -446,6 +446,35 @@ async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
         assert ended is not None and ended.status is RunStatus.SUCCEEDED
 
 
+async def test_a_payment_in_another_currency_keeps_the_chase_going(tmp_path: Path) -> None:
+    """A $1,000 payment of a €2,500 invoice ended the follow-up as paid, with no word of
+    the currency. Now the run counts none of it and waits on, the operator is told why
+    and what to do, and it is audited."""
+    home = tmp_path / "home"
+    async with running(home) as bot:
+        engine, ledger = bot.steward.engine, bot.steward.ledger
+        view = await engine.start("invoice_followup", {**INVOICE, "amount": "€2,500"}, "cli:x")
+        assert view.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+        paid = {"invoice": "INV-7", "amount": "1000", "currency": "USD"}
+        assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
+        assert bot.news == [
+            "A payment delivery from payments (invoice=INV-7) pays in USD (1000), where EUR "
+            f"is owed: steward converts none. Run {view.run.id} (invoice_followup) counts none "
+            f"of it and keeps waiting for its payment. If all it is owed is paid, /cancel "
+            f"{view.run.id}; else nothing: it chases what was owed before this came."
+        ]
+        run = await ledger.get_run(view.run.id)
+        assert run is not None and run.status is RunStatus.WAITING
+        (audited,) = [e for e in await ledger.audit_events() if e.kind == "run.payment_uncounted"]
+        assert audited.actor == "hook:payments" and audited.subject == view.run.id
+
+        bot.news.clear()
+        assert await bot.post("payments", {**paid, "currency": "EUR"}, secret=PAY_SECRET) == 200
+        (card,) = await ledger.pending_approvals([view.run.id])
+        assert card.card["fields"]["Still owed"] == "€1,500.00"
+
+
 async def test_an_event_matching_no_run_names_what_came_escaped_and_short(tmp_path: Path) -> None:
     """The values a payment matched no run by are shown as data: text shown reversed,
     lines that would pass for steward's own and a page of text are not echoed raw."""

@@ -3,6 +3,7 @@ reads it, in its currency, on the card, in the email and in the daily list."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.engine import ProcessEngine
+from graph.errors import PaymentInAnotherCurrency
 from memory.ledger import RunStatus
 from tests.graph.test_coordinator import only_card, outbox, send
 
@@ -133,21 +135,33 @@ async def test_a_due_date_replayed_chooses_the_wording_again(app: Steward) -> No
     assert f"for €2,500.00 is due on {due}." in (only_card(again).text or "")
 
 
-@pytest.mark.parametrize("currency", ["USD", "CHF", "yen"])
-async def test_a_payment_in_another_currency_is_no_part_of_the_amount(
-    app: Steward, currency: str
+@pytest.mark.parametrize(
+    ("payment", "said"),
+    [
+        ({"amount": "1000", "currency": "USD"}, "pays in USD (1000), where EUR is owed"),
+        ({"amount": "$1,000"}, "pays in USD ($1,000), where EUR is owed"),
+        ({"amount": 1000, "currency": "CHF"}, "pays in CHF (1000), where EUR is owed"),
+        ({"amount": "1000", "currency": "yen\u202e"}, "pays in 'yen\\u202e' (1000), where EUR"),
+    ],
+)
+async def test_a_payment_in_another_currency_counts_for_nothing(
+    app: Steward, payment: dict[str, Any], said: str
 ) -> None:
-    """A currency steward writes no sign for ("CHF") was taken for none named, and
-    CHF 1,000 was counted as €1,000.00 of €2,500.00 paid: the client was thanked for
-    euros they never sent and asked for a rest. Any other currency ends it as paid."""
+    """$1,000 of a €2,500 invoice ended the follow-up as paid, nothing converted and the
+    operator told nothing. Now it counts for nothing, the run waits on, and the refusal
+    is audited with what the payment said."""
     card = only_card(await send(app, f"{ORDER} amount=€2,500"))
     await send(app, button=f"approve:{card.approval_id}")
     run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
-    payment = {"invoice": "INV-7", "amount": "1000", "currency": currency}
-    await app.engine.offer_event(run_id, "payment", payment, "hook:payments")
+    with pytest.raises(PaymentInAnotherCurrency, match=re.escape(said)):
+        await app.engine.offer_event(run_id, "payment", {"invoice": "INV-7", **payment}, "hook:p")
     view = await app.engine.view(run_id)
-    assert view.approval is None
-    assert view.run.status is RunStatus.SUCCEEDED
+    assert view.run.status is RunStatus.WAITING
+    assert view.run.current_step == "wait_for_payment"
+    (audited,) = [e for e in await app.ledger.audit_events() if e.kind == "run.payment_uncounted"]
+    assert (audited.actor, audited.subject) == ("hook:p", run_id)
+    assert said in audited.data["said"]
+    assert (await app.ledger.verify_audit()).ok
 
 
 async def test_what_is_still_owed_follows_an_amount_replayed(app: Steward) -> None:
