@@ -38,6 +38,7 @@ from graph.errors import (
     GateNotApproved,
     LoopLimit,
     PaymentInAnotherCurrency,
+    PaymentInTwoCurrencies,
     UncountedPayment,
     UnreadableAmount,
 )
@@ -386,8 +387,9 @@ def payment_amount(event: Any, currency: str | None) -> Decimal | None:
     pays of one owed in ``currency`` (in any, when None); None when it names no amount.
     One steward cannot set against what is owed raises UncountedPayment, being neither
     a part of it nor all of it: an amount it cannot read ("1000,00", "-500";
-    UnreadableAmount), or one in another currency, steward converting none
-    (PaymentInAnotherCurrency)."""
+    UnreadableAmount), one in another currency, steward converting none
+    (PaymentInAnotherCurrency), or one whose amount names a currency and its
+    ``currency`` another ("€1,000" and "USD"; PaymentInTwoCurrencies)."""
     given = event.get("amount") if isinstance(event, dict) else None
     if given is None:
         return None
@@ -399,9 +401,12 @@ def payment_amount(event: Any, currency: str | None) -> Decimal | None:
         paid = Money.read(str(given).strip(), code)
     except ValueError:
         raise UnreadableAmount(given) from None
+    apart = named.strip() if isinstance(named, str) and named.strip() else None
+    if apart is not None and paid.currency is not None and paid.currency != code:
+        raise PaymentInTwoCurrencies(given, named)
     paid_in = paid.currency
-    if paid_in is None and isinstance(named, str) and named.strip():  # "CHF": none steward writes
-        paid_in = named.strip() if named.strip().isprintable() else repr(named)
+    if paid_in is None and apart is not None:  # "CHF": none steward writes a sign for
+        paid_in = apart if apart.isprintable() else repr(named)
     if currency is not None and paid_in is not None and paid_in != currency:
         raise PaymentInAnotherCurrency(given, cut(paid_in, 20), currency)
     return paid.amount

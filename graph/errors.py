@@ -80,6 +80,18 @@ class PaymentInAnotherCurrency(UncountedPayment):
         self.owed_in = owed_in
 
 
+class PaymentInTwoCurrencies(UncountedPayment):
+    """A payment whose amount names one currency and its ``currency`` another
+    (``"amount": "€1,000", "currency": "USD"``): steward cannot tell which was paid."""
+
+    def __init__(self, given: object, currency: object) -> None:
+        super().__init__(
+            given,
+            f"names two currencies, its amount {cut(repr(given), 40)} and its currency "
+            f"{cut(repr(currency), 20)}: steward cannot tell which was paid",
+        )
+
+
 class DecisionForAnotherGate(Exception):
     """A decision reached a gate it was not made for: the run moved on meanwhile (another
     process resumed it with the same decision). Nothing of this resume is kept."""

@@ -446,10 +446,13 @@ async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
         assert ended is not None and ended.status is RunStatus.SUCCEEDED
 
 
-async def test_a_payment_in_another_currency_keeps_the_chase_going(tmp_path: Path) -> None:
+async def test_a_payment_in_another_currency_or_in_two_keeps_the_chase_going(
+    tmp_path: Path,
+) -> None:
     """A $1,000 payment of a €2,500 invoice ended the follow-up as paid, with no word of
-    the currency. Now the run counts none of it and waits on, the operator is told why
-    and what to do, and it is audited."""
+    the currency, and "€1,000" with "currency": "USD" counted as €1,000.00. Now the run
+    counts none of either and waits on, the operator is told why and what to do, and it
+    is audited."""
     home = tmp_path / "home"
     async with running(home) as bot:
         engine, ledger = bot.steward.engine, bot.steward.ledger
@@ -468,6 +471,18 @@ async def test_a_payment_in_another_currency_keeps_the_chase_going(tmp_path: Pat
         assert run is not None and run.status is RunStatus.WAITING
         (audited,) = [e for e in await ledger.audit_events() if e.kind == "run.payment_uncounted"]
         assert audited.actor == "hook:payments" and audited.subject == view.run.id
+
+        bot.news.clear()
+        both = {"invoice": "INV-7", "amount": "€1,000", "currency": "USD"}
+        assert await bot.post("payments", both, secret=PAY_SECRET) == 200
+        assert bot.news == [
+            "A payment delivery from payments (invoice=INV-7) names two currencies, its "
+            "amount '€1,000' and its currency 'USD': steward cannot tell which was paid. "
+            f"Run {view.run.id} (invoice_followup) counts none of it and keeps waiting for "
+            f"its payment. If all it is owed is paid, /cancel {view.run.id}; else nothing: "
+            "it chases what was owed before this came."
+        ]
+        assert (await ledger.get_run(view.run.id)).status is RunStatus.WAITING  # type: ignore[union-attr]
 
         bot.news.clear()
         assert await bot.post("payments", {**paid, "currency": "EUR"}, secret=PAY_SECRET) == 200

@@ -14,7 +14,7 @@ import pytest
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.engine import ProcessEngine
-from graph.errors import PaymentInAnotherCurrency
+from graph.errors import PaymentInAnotherCurrency, PaymentInTwoCurrencies
 from memory.ledger import RunStatus
 from tests.graph.test_coordinator import only_card, outbox, send
 
@@ -162,6 +162,34 @@ async def test_a_payment_in_another_currency_counts_for_nothing(
     assert (audited.actor, audited.subject) == ("hook:p", run_id)
     assert said in audited.data["said"]
     assert (await app.ledger.verify_audit()).ok
+
+
+@pytest.mark.parametrize(
+    ("payment", "said"),
+    [
+        ({"amount": "€1,000", "currency": "USD"}, "its amount '€1,000' and its currency 'USD'"),
+        ({"amount": "1000 EUR", "currency": "$"}, "its amount '1000 EUR' and its currency '$'"),
+        ({"amount": "€1,000", "currency": "CHF"}, "its amount '€1,000' and its currency 'CHF'"),
+    ],
+)
+async def test_a_payment_naming_two_currencies_counts_for_nothing(
+    app: Steward, payment: dict[str, Any], said: str
+) -> None:
+    """ "€1,000" with "currency": "USD" counted as €1,000.00 of €2,500.00 paid, the
+    amount's sign taken over the currency named beside it, without a word."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    with pytest.raises(PaymentInTwoCurrencies, match=re.escape(said)):
+        await app.engine.offer_event(run_id, "payment", {"invoice": "INV-7", **payment}, "hook:p")
+    view = await app.engine.view(run_id)
+    assert view.run.status is RunStatus.WAITING and view.approval is None
+    (audited,) = [e for e in await app.ledger.audit_events() if e.kind == "run.payment_uncounted"]
+    assert said in audited.data["said"]
+    agreeing = {"invoice": "INV-7", "amount": "€1,000", "currency": "eur"}
+    await app.engine.offer_event(run_id, "payment", agreeing, "hook:p")
+    again = (await app.engine.view(run_id)).approval
+    assert again is not None and again.card["fields"]["Still owed"] == "€1,500.00"
 
 
 async def test_what_is_still_owed_follows_an_amount_replayed(app: Steward) -> None:
