@@ -412,6 +412,18 @@ def payment_amount(event: Any, currency: str | None) -> Decimal | None:
     return paid.amount
 
 
+def in_major_units(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with its ``amount``, given in minor units (250000), as steward reads an
+    amount ("2,500.00"); UnreadableAmount when it is no whole number of them."""
+    given = event.get("amount")
+    if given is None:
+        return event
+    try:
+        return {**event, "amount": str(Money.of_minor_units(given))}
+    except ValueError:
+        raise UnreadableAmount(given) from None
+
+
 def _branch(definition: ProcessDefinition, step: BranchStep) -> Node:
     condition = Condition(step.condition)
     then, otherwise = _target(step.then) or END, _target(step.otherwise) or END

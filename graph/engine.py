@@ -46,6 +46,7 @@ from graph.compiler import (
     Graph,
     acted_on_its_approval,
     compile_definition,
+    in_major_units,
     payment_amount,
     still_owed,
 )
@@ -491,20 +492,28 @@ class ProcessEngine:
         data: dict[str, Any],
         actor: str,
         delivery: int | None = None,
+        minor_units: bool = False,
     ) -> RunView | None:
         """Wakes a run waiting for ``event``; or, when it does not wait for it yet (its
         reminder waits for approval, say), keeps the event for its wait to take: None.
-        External data never decides anything else. A payment for a wait that it pays,
+        External data never decides anything else. A payment for a wait that it pays
+        (its ``amount`` in ``minor_units``, 250000 for 2,500.00, when the source says so),
         which steward cannot set against what is owed (an amount it cannot read, one in
         another currency), is neither: it is audited, and UncountedPayment says why; the
         run waits on. The ``delivery`` (an inbox item) that brought it is noted offered to
         the run in the same transaction, and is never offered to it again: OfferedBefore."""
         owing = await self._run(run_id)
         inputs, definition = owing.inputs, (await self._compiled_for(owing.version)).definition
+        paid = [
+            step.pays
+            for step in definition.steps
+            if isinstance(step, WaitStep) and step.event == event and step.pays
+        ]
         try:
-            for step in definition.steps:
-                if isinstance(step, WaitStep) and step.event == event and step.pays:
-                    payment_amount(data, _currency_of(inputs.get(step.pays)))
+            if paid and minor_units:
+                data = in_major_units(data)
+            for name in paid:
+                payment_amount(data, _currency_of(inputs.get(name)))
         except UncountedPayment as exc:  # what it comes to for this run: told once
             said = {"event": event, "said": exc.said}
             uncounted = NewAuditEvent(actor, "run.payment_uncounted", run_id, said)

@@ -11,6 +11,7 @@ Sources are configured in a YAML file (``STEWARD_HOOKS_FILE``, default
       event: payment             # each delivery wakes the run waiting for `payment` …
       match: {invoice: invoice}  # … whose input `invoice` equals the delivery's `invoice`
                                  # (a run that does not wait for it yet keeps it for then)
+      minor_units: true          # optional: its amounts are in cents, 250000 is 2,500.00
 
 A delivery's content is data, never instructions: its fields are checked as the
 process's typed inputs, or handed to the woken run as the event's data. It cannot
@@ -61,6 +62,7 @@ class HookSource(BaseModel):
     start: str | None = None
     event: str | None = None
     match: dict[str, str] = Field(default_factory=dict)
+    minor_units: bool = False  # its amounts are in hundredths: 250000 is 2,500.00
     signature_header: str = SIGNATURE_HEADER
 
     @model_validator(mode="after")
@@ -69,6 +71,8 @@ class HookSource(BaseModel):
             raise ValueError("a source either starts a process (`start`) or wakes runs (`event`)")
         if self.event is not None and not self.match:
             raise ValueError("an `event` source needs `match` to find its run")
+        if self.minor_units and self.event is None:
+            raise ValueError("`minor_units` is for an `event` source: the payments it brings")
         return self
 
 
@@ -228,7 +232,7 @@ class HookRouter:
         runs = [
             run
             for run in await self.engine.expecting(event)
-            if all(self._matches(run, f, v) for f, v in wanted.items())
+            if all(self._matches(run, f, v, source.minor_units) for f, v in wanted.items())
         ]
         described = ", ".join(f"{k}={_as_data(v)}" for k, v in wanted.items())
         offered = await self.engine.ledger.offered(delivery) if delivery is not None else set()
@@ -241,7 +245,7 @@ class HookRouter:
         reply, missed = Reply(), []
         for run in (run for run in runs if run.id not in offered):
             try:
-                offer = await self._offer(name, event, run, payload, described, delivery)
+                offer = await self._offer(name, source, run, payload, described, delivery)
                 reply.items.extend(offer.items)
             except OfferedBefore:  # by another worker, which tells of it
                 continue
@@ -256,17 +260,23 @@ class HookRouter:
     async def _offer(
         self,
         name: str,
-        event: str,
+        source: HookSource,
         run: Run,
         payload: dict[str, Any],
         described: str,
         delivery: int | None,
     ) -> Reply:
         """Offers ``run`` the event a delivery from ``name`` brought; what came of it."""
-        reply = Reply()
+        reply, event = Reply(), source.event
+        assert event is not None
         try:
             woken = await self.engine.offer_event(
-                run.id, event, payload, hook_channel(name), delivery
+                run.id,
+                event,
+                payload,
+                hook_channel(name),
+                delivery,
+                minor_units=source.minor_units,
             )
         except UncountedPayment as exc:
             told = (
@@ -275,7 +285,9 @@ class HookRouter:
                 f"it is owed is paid, /cancel {run.id}; else nothing: it chases what was owed "
                 "before this came."
             )
-            if isinstance(exc, UnreadableAmount):
+            if isinstance(exc, UnreadableAmount) and source.minor_units:
+                told += f" {name} sends amounts in minor units: 250000 is 2,500.00."
+            elif isinstance(exc, UnreadableAmount):
                 told += " Amounts read like 1000.00, 1,000.00 or €1,000."
             return reply.say(told)
         except OfferedBefore:
@@ -339,16 +351,18 @@ class HookRouter:
             f"({described}) failed: {_as_data(error, 200)}."
         )
 
-    def _matches(self, run: Run, field: str, given: Any) -> bool:
+    def _matches(self, run: Run, field: str, given: Any, minor_units: bool) -> bool:
         """Whether ``run``'s input ``field`` is what a delivery gives: a money input is
-        the same amount ("1200" is its "€1,200.00"), in its currency if both name one."""
+        the same amount ("1200", or 120000 in ``minor_units``, is its "€1,200.00"), in
+        its currency if both name one."""
         if field not in run.inputs:
             return False
         definition = self.engine.catalog.get(run.process)
         if definition is None or field not in definition.money_inputs:
             return str(run.inputs[field]) == str(given)
         try:
-            kept, came = Money.read(str(run.inputs[field])), Money.read(str(given))
+            kept = Money.read(str(run.inputs[field]))
+            came = Money.of_minor_units(given) if minor_units else Money.read(str(given))
         except ValueError:
             return False
         currencies = {kept.currency, came.currency} - {None}

@@ -91,6 +91,19 @@ class Money:
             raise ValueError(text) from None
         return cls(amount, named.pop() if named else currency)
 
+    @classmethod
+    def of_minor_units(cls, given: object) -> Money:
+        """An amount given in hundredths, as a payment provider sends it (250000, or
+        "250000", is 2,500.00), in no currency; raises ValueError for anything but a
+        whole number of them."""
+        text = str(given).strip() if isinstance(given, int | str) else ""
+        if isinstance(given, bool) or not text.isascii() or not text.isdigit():
+            raise ValueError(f"{given!r} is no whole number of minor units")
+        try:
+            return cls(Decimal(text).scaleb(-2).quantize(Decimal("0.01")))
+        except InvalidOperation:  # past the 28 digits a Decimal holds
+            raise ValueError(f"{given!r} is too large an amount") from None
+
     def __str__(self) -> str:
         return f"{SIGNS.get(self.currency or '', '')}{self.amount:,.2f}"
 

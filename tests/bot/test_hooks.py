@@ -490,6 +490,69 @@ async def test_a_payment_in_another_currency_or_in_two_keeps_the_chase_going(
         assert card.card["fields"]["Still owed"] == "€1,500.00"
 
 
+STRIPE_SECRET = "stripe-secret-0123456789"
+IN_CENTS = f"""{HOOKS}
+stripe:
+  secret: {STRIPE_SECRET}
+  event: payment
+  match: {{invoice: invoice}}
+  minor_units: true
+"""
+
+
+async def test_a_source_in_minor_units_pays_in_hundredths(tmp_path: Path) -> None:
+    """A provider that sends cents (Stripe's "amount": 250000) was read as €250,000.00
+    paid of a €2,500.00 invoice, and ended the chase. A source that says `minor_units`
+    pays 250000 as €2,500.00; another source's amounts read as before."""
+    home = tmp_path / "home"
+    async with running(home, hooks=IN_CENTS) as bot:
+        engine, ledger = bot.steward.engine, bot.steward.ledger
+        view = await engine.start("invoice_followup", {**INVOICE, "amount": "€2,500"}, "cli:x")
+        assert view.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+
+        part = {"invoice": "INV-7", "amount": 100000, "currency": "eur"}
+        assert await bot.post("stripe", part, secret=STRIPE_SECRET) == 200
+        (card,) = await ledger.pending_approvals([view.run.id])
+        assert card.card["fields"]["Paid so far"] == "€1,000.00"
+        assert card.card["fields"]["Still owed"] == "€1,500.00"
+        await engine.decide(card.id, True, "cli:x")
+
+        bot.news.clear()
+        for unreadable in ("1,500.00", 1500.5, "€1500"):
+            uncounted = {"invoice": "INV-7", "amount": unreadable, "currency": "eur"}
+            assert await bot.post("stripe", uncounted, secret=STRIPE_SECRET) == 200
+        told = "stripe sends amounts in minor units: 250000 is 2,500.00."
+        assert len(bot.news) == 3 and all(n.endswith(told) for n in bot.news)
+        assert "names an amount steward cannot read: '1,500.00'" in bot.news[0]
+
+        other = {"invoice": "INV-7", "amount": "500"}  # the other source's: €500.00
+        assert await bot.post("payments", other, secret=PAY_SECRET) == 200
+        (card,) = await ledger.pending_approvals([view.run.id])
+        assert card.card["fields"]["Still owed"] == "€1,000.00"
+        await engine.decide(card.id, True, "cli:x")
+        rest = {"invoice": "INV-7", "amount": "100000", "currency": "eur"}
+        assert await bot.post("stripe", rest, secret=STRIPE_SECRET) == 200
+        run = await ledger.get_run(view.run.id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+
+
+async def test_a_source_in_minor_units_matches_an_amount_in_hundredths(tmp_path: Path) -> None:
+    by_amount = IN_CENTS.replace("invoice}\n  minor", "ref, amount: amount}\n  minor")
+    async with running(tmp_path / "home", hooks=by_amount) as bot:
+        engine = bot.steward.engine
+        for invoice in ("INV-7", "INV-8"):
+            owed = {**INVOICE, "invoice": invoice, "amount": "€1,200"}
+            view = await engine.start("invoice_followup", owed, "cli:x")
+            assert view.approval is not None
+            await engine.decide(view.approval.id, True, "cli:x")
+        for ref, amount in [("INV-7", 120000), ("INV-8", 1200)]:
+            paid = {"ref": ref, "amount": amount, "currency": "eur"}
+            assert await bot.post("stripe", paid, secret=STRIPE_SECRET) == 200
+        ended = {r.inputs["invoice"]: r.status for r in await bot.steward.ledger.list_runs(None)}
+        assert ended == {"INV-7": RunStatus.SUCCEEDED, "INV-8": RunStatus.WAITING}
+
+
 async def test_an_event_matching_no_run_names_what_came_escaped_and_short(tmp_path: Path) -> None:
     """The values a payment matched no run by are shown as data: text shown reversed,
     lines that would pass for steward's own and a page of text are not echoed raw."""
@@ -1004,6 +1067,10 @@ async def test_a_payment_for_an_ended_run_is_kept_for_none(tmp_path: Path) -> No
         (
             {"payments": {"secret": PAY_SECRET, "event": "payment", "match": {"invoce": "id"}}},
             "payments.match.invoce: no input of a run waiting for payment (",
+        ),
+        (
+            {"form": {"secret": FORM_SECRET, "start": "onboarding", "minor_units": True}},
+            "form: `minor_units` is for an `event` source: the payments it brings",
         ),
     ],
 )
