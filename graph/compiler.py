@@ -339,13 +339,17 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
             }
         )
         data: dict[str, Any] = {step.output: woken.get("data")} if step.output else {}
-        noted: dict[str, str] = {}
+        noted: dict[str, Any] = {}
         kept = state.get("data", {})
         if step.pays and isinstance(kept.get(step.pays), str) and woken.get("data") is not None:
             payments = woken.get("payments") or [woken["data"]]
-            paid, owed = _paid(kept[step.pays], kept.get(step.filled[0]), payments)
-            data |= dict(zip(step.filled, (paid, owed), strict=True))
-            noted = {"paid": paid, "owed": owed}
+            paid, uncounted = _paid(kept[step.pays], kept.get(step.filled[0]), payments)
+            if paid is not None:
+                owed = _left(kept[step.pays], paid)
+                data |= dict(zip(step.filled, (paid, owed), strict=True))
+                noted = {"paid": paid, "owed": owed}
+            if uncounted:
+                noted["uncounted"] = uncounted
         ctx.log.append(_entry(step, visit, "done", woken_by=woken.get("by"), **noted))
         update: dict[str, Any] = {"visits": {step.id: visit}}
         if data:
@@ -355,25 +359,26 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
     return wait
 
 
-def _paid(due: str, before: Any, events: list[Any]) -> tuple[str, str]:
+def _paid(due: str, before: Any, events: list[Any]) -> tuple[str | None, list[str]]:
     """What payment events make of the amount ``due``, paid ``before`` (None: nothing
-    yet): the total paid so far and what is left, in its currency. An event that names
-    no amount pays it all, as any payment did before amounts were compared; so does one
-    that cannot be set against it (see ``payment_amount``), kept before such a payment
-    was refused."""
+    yet): the total paid so far, in its currency (None while nothing is), and what each
+    event that counts for nothing says (see ``payment_amount``: one kept before such a
+    payment was refused). An event that names no amount pays it all, as any payment did
+    before amounts were compared."""
     owed = Money.read(due)
-    total = Money.read(before).amount if isinstance(before, str) else Decimal(0)
+    total = Money.read(before).amount if isinstance(before, str) else None
+    uncounted = []
     for event in events:
         try:
             came = payment_amount(event, owed.currency)
-        except UncountedPayment:
-            came = None
+        except UncountedPayment as exc:
+            uncounted.append(exc.said)
+            continue
         if came is None:
             total = owed.amount
             break
-        total += came
-    paid = str(Money(total, owed.currency))
-    return paid, _left(due, paid)
+        total = (total or Decimal(0)) + came
+    return (None if total is None else str(Money(total, owed.currency))), uncounted
 
 
 def _left(due: str, paid: str) -> str:

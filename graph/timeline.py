@@ -129,6 +129,8 @@ def _explain(entry: StepEntry) -> tuple[str, str, str, str]:
             return "", f"went to {target}", f"rule: {d.get('condition')}{held}", "certain"
         case "wait":
             paid = f": {d['paid']} paid, {d['owed']} still owed" if d.get("paid") else ""
+            for said in d.get("uncounted") or []:  # a payment kept before it was refused
+                paid += f"; a payment that counted for nothing {said}"
             return "", f"woke{paid}", str(d.get("woken_by") or "?"), ""
     return "", entry.status, "?", ""
 

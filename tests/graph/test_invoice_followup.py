@@ -15,7 +15,8 @@ from bot.app import Steward
 from bot.settings import load_settings
 from graph.engine import ProcessEngine
 from graph.errors import PaymentInAnotherCurrency, PaymentInTwoCurrencies
-from memory.ledger import RunStatus
+from graph.timeline import timeline
+from memory.ledger import KeptEvent, RunStatus, utcnow
 from tests.graph.test_coordinator import only_card, outbox, send
 
 ORDER = "/run invoice_followup client=Acme email=ap@acme.com invoice=INV-7 due_date=2026-11-01"
@@ -190,6 +191,36 @@ async def test_a_payment_naming_two_currencies_counts_for_nothing(
     await app.engine.offer_event(run_id, "payment", agreeing, "hook:p")
     again = (await app.engine.view(run_id)).approval
     assert again is not None and again.card["fields"]["Still owed"] == "€1,500.00"
+
+
+@pytest.mark.parametrize(
+    ("kept", "paid_so_far"),
+    [
+        ([{"amount": "1000,00"}], None),
+        ([{"amount": "1000", "currency": "USD"}], None),
+        ([{"amount": "1000"}, {"amount": "-500"}], "€1,000.00"),
+    ],
+)
+async def test_a_payment_kept_before_it_would_be_refused_counts_for_nothing(
+    app: Steward, kept: list[dict[str, Any]], paid_so_far: str | None
+) -> None:
+    """A payment kept for a run before steward refused those it cannot count (an amount
+    it cannot read, another currency) was taken, as the run came to its wait, for all of
+    it paid: the follow-up ended. Now it counts for nothing, the run chases what is owed
+    with a reminder for approval, and its timeline says what did not count."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    for payment in kept:  # kept as a steward before this change kept it, unchecked
+        as_kept = KeptEvent("payment", {"invoice": "INV-7", **payment}, "hook:p", utcnow())
+        await app.ledger.write(lambda tx, event=as_kept: tx.keep_event(run_id, event))
+    await send(app, button=f"approve:{card.approval_id}")
+    view = await app.engine.view(run_id)
+    assert view.run.status is RunStatus.WAITING
+    assert view.approval is not None and view.approval.step_id == "approve_reminder"
+    assert view.approval.card["fields"].get("Paid so far") == paid_so_far
+    (woke,) = [row.decision for row in await timeline(app.ledger, view.run) if row.kind == "wait"]
+    assert "a payment that counted for nothing" in woke
+    assert len(outbox(app)) == 1
 
 
 async def test_what_is_still_owed_follows_an_amount_replayed(app: Steward) -> None:
