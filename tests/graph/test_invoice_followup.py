@@ -266,6 +266,27 @@ async def test_part_payments_kept_while_the_reminder_waited_are_added_up(app: St
     assert again.card["fields"]["Still owed"] == "€1,300.00"
 
 
+async def test_a_due_date_replayed_after_a_part_payment_keeps_the_reminder_of_the_rest(
+    app: Steward,
+) -> None:
+    """€1,000 of €2,500 paid, the due date corrected: the replay was sent back to
+    overdue, which chose the first reminder by the due date, and it drafted the overdue
+    one, asking the client for all €2,500.00 again. The reminder of what is still owed
+    names no due date, and no branch on it chose that draft: the card asks again with the
+    due date corrected and the same reminder."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    part = {"invoice": "INV-7", "amount": "1000"}
+    await app.engine.offer_event(run_id, "payment", part, "hook:payments")
+    again = only_card(await send(app, f"/replay {run_id} approve_reminder due_date=2026-11-15"))
+    assert dict(again.fields)["Due"] == "2026-11-15"
+    assert dict(again.fields)["Still owed"] == "€1,500.00"
+    assert "The remaining €1,500.00 is still to be paid" in (again.text or "")
+    await send(app, button=f"approve:{again.approval_id}")
+    assert "The remaining €1,500.00" in outbox(app)[-1]["params"]["body"]
+
+
 async def test_a_replay_names_the_draft_the_card_shows(app: Steward) -> None:
     """Drafted as coming due, then replayed overdue, the reminder was the overdue one: a
     change to the greeting named the first draft the run had taken, whose replay would
