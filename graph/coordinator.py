@@ -23,7 +23,7 @@ from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.digest import DailyList, daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
-from graph.errors import NotFound, StewardError
+from graph.errors import NotFound, StewardError, UncountedPayment, UnreadableAmount
 from graph.history import (
     NOTHING,
     UNAVAILABLE,
@@ -83,6 +83,7 @@ COMMANDS = (
     ("retry", "retry a failed run: /retry RUN"),
     ("confirm", "an uncertain step did happen: go on without it again: /confirm RUN"),
     ("replay", "run a run again from a step: /replay RUN STEP [key=value …]"),
+    ("paid", "record a payment that came another way: /paid RUN [AMOUNT] (none: all of it)"),
     ("undo", "undo a step that acted, after approval: /undo RUN STEP"),
     ("today", "what needs you today, ranked: /today [all]"),
     ("budget", "model spend by day, month and process, against the budgets"),
@@ -120,6 +121,7 @@ Commands:
 /pause RUN · /resume RUN · /retry RUN
 /confirm RUN             an uncertain step did happen: go on without it again
 /replay RUN STEP [k=v …] run it again from a step; gates ask again
+/paid RUN [AMOUNT]       a payment that came another way (a cheque); no amount: all of it
 /undo RUN STEP           undo a step that acted, after approval
 /today [all] · /budget   what needs you today · model spend
 /history QUESTION        what happened, with sources ("what did we quote Acme in March?")
@@ -422,6 +424,8 @@ class Coordinator:
                 view = await self.engine.replay(run_id, step, named, actor)
                 reply = Reply().say(f"Replaying run {view.run.id} from {step}.")
                 return self._describe(view, reply)
+            case "paid":
+                return await self._paid(rest, actor)
             case "undo":
                 parts = rest.lower().split()
                 if len(parts) != 2:
@@ -431,6 +435,27 @@ class Coordinator:
                 return self.describe(view)
             case _:
                 return Reply().say(f"I don't know /{name}.\n\n{HELP}")
+
+    async def _paid(self, rest: str, actor: str) -> Reply:
+        """Records a payment the operator says came another way, as a webhook's is."""
+        run_id, _, amount = rest.partition(" ")
+        run_id, amount = run_id.lower(), amount.strip()
+        if not is_run_id(run_id):
+            raise StewardError("Usage: /paid RUN [AMOUNT] (no amount: all it is owed)")
+        try:
+            view = await self.engine.record_payment(run_id, amount or None, actor)
+        except UncountedPayment as exc:
+            told = f"Run {run_id} counts none of it: the payment {exc.said}. Nothing changed."
+            if isinstance(exc, UnreadableAmount):
+                told += " Amounts read like 1000.00, 1,000.00 or €1,000."
+            return Reply().say(told)
+        if view is None:
+            return Reply().say(
+                f"Recorded the payment for run {run_id}: it does not wait for one yet, and "
+                "counts it when it gets there."
+            )
+        what = f"{amount} paid" if amount else "all of it paid"
+        return self._describe(view, Reply().say(f"Recorded for run {view.run.id}: {what}."))
 
     async def _button(self, inbound: Inbound, payload: str) -> Reply:
         verb, _, approval_id = payload.partition(":")

@@ -557,6 +557,21 @@ class ProcessEngine:
                 return None
             return await self._advance(run, Command(resume=woken))
 
+    async def record_payment(self, run_id: str, amount: str | None, actor: str) -> RunView | None:
+        """A payment the operator records by hand (a cheque, a transfer they saw): offered
+        to the run as the event its wait that pays a money input waits for, ``amount`` as
+        such an event's (None: all that is owed), and so counted, kept or refused
+        (UncountedPayment, audited) as a webhook's payment is."""
+        run = await self._run(run_id)
+        definition = (await self._compiled_for(run.version)).definition
+        events = [s.event for s in definition.steps if isinstance(s, WaitStep) and s.pays]
+        if not events or events[0] is None:
+            raise InvalidState(f"run {run_id} ({run.process}) waits for no payment")
+        data: dict[str, Any] = {"recorded_by": actor}
+        if amount is not None:
+            data["amount"] = amount
+        return await self.offer_event(run_id, events[0], data, actor)
+
     async def _wake(
         self,
         run_id: str,

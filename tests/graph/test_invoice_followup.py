@@ -316,3 +316,43 @@ async def test_the_daily_list_shows_what_is_still_owed_at_stake(app: Steward) ->
     assert "€2,500.00 at stake" not in today
     await send(app, f"/replay {run_id} overdue amount=€3,000")
     assert "€2,000.00 at stake" in await daily(app)
+
+
+async def test_a_payment_that_came_another_way_is_recorded_as_a_webhooks_is(app: Steward) -> None:
+    """A client who paid by cheque had no way into the run but /cancel: nothing told it
+    what was paid, nor chased the rest. /paid counts it as a webhook's payment is: kept
+    until the run waits for it, a part adding up, another currency refused, audited."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    kept = await send(app, f"/paid {run_id} 1000")
+    assert kept.texts == [
+        f"Recorded the payment for run {run_id}: it does not wait for one yet, and counts it "
+        "when it gets there."
+    ]
+    await send(app, button=f"approve:{card.approval_id}")
+    balance = (await app.engine.view(run_id)).approval
+    assert balance is not None and balance.card["fields"]["Still owed"] == "€1,500.00"
+    await send(app, button=f"approve:{balance.id}")
+
+    refused = await send(app, f"/paid {run_id} $500")
+    assert refused.texts == [
+        f"Run {run_id} counts none of it: the payment pays in USD ($500), where EUR is owed: "
+        "steward converts none. Nothing changed."
+    ]
+    part = await send(app, f"/paid {run_id} €500")
+    assert part.texts[0] == f"Recorded for run {run_id}: €500 paid."
+    assert dict(only_card(part).fields)["Still owed"] == "€1,000.00"
+    await send(app, button=f"approve:{only_card(part).approval_id}")
+    rest = await send(app, f"/paid {run_id}")
+    assert rest.texts == [
+        f"Recorded for run {run_id}: all of it paid.",
+        f"Run {run_id} (invoice_followup) is done.",
+    ]
+    events = [e for e in await app.ledger.audit_events() if e.subject == run_id]
+    by_operator = [(e.kind, e.actor) for e in events if e.kind.startswith("run.")]
+    assert ("run.event_kept", "telegram:42") in by_operator
+    assert ("run.payment_uncounted", "telegram:42") in by_operator
+    assert by_operator.count(("run.event", "telegram:42")) == 3  # the kept one taken, two more
+    assert len(outbox(app)) == 3
+    ended = await send(app, f"/paid {run_id} 5")
+    assert "has ended" in ended.texts[0]
