@@ -68,7 +68,7 @@ PRIVATE = 0o077  # the umask bits of every file steward makes: its owner's alone
 RUNS_LISTED = 50  # `steward runs` lists at most this many, newest first, unless told
 # The commands that may move a run on, each a worker while it lasts (see shell_worker).
 MOVES_RUNS = frozenset(
-    ("start", "approve", "reject", "replay", "resume", "retry", "confirm", "undo")
+    ("start", "approve", "reject", "replay", "resume", "retry", "confirm", "undo", "paid")
 )
 
 
@@ -596,6 +596,19 @@ async def cmd_confirm(steward: Steward, args: argparse.Namespace) -> int:
     return _print_view(steward, await steward.engine.confirm(args.id, CLI.key))
 
 
+async def cmd_paid(steward: Steward, args: argparse.Namespace) -> int:
+    amount = " ".join(args.amount) or None
+    view = await steward.engine.record_payment(args.id, amount, CLI.key)
+    if view is None:
+        print(
+            f"Recorded the payment for run {args.id}: it does not wait for one yet, and "
+            "counts it when it gets there."
+        )
+        return 0
+    print(f"Recorded for run {view.run.id}: {amount or 'all of it'} paid.")
+    return _print_view(steward, view)
+
+
 def _print_view(steward: Steward, view: RunView) -> int:
     """The run where it stopped; 1 when it stopped failed."""
     print(_for_the_shell(steward.coordinator.describe(view)))
@@ -699,6 +712,7 @@ COMMANDS: dict[str, Command] = {
     "resume": cmd_resume,
     "retry": cmd_retry,
     "confirm": cmd_confirm,
+    "paid": cmd_paid,
     "undo": cmd_undo,
     "replay": cmd_replay,
     "today": cmd_today,
@@ -758,6 +772,9 @@ def _parser() -> argparse.ArgumentParser:
         ("confirm", "an uncertain run's attempt did happen: go on without acting again"),
     ):
         sub.add_parser(name, help=what).add_argument("id", type=str.lower, metavar="RUN")
+    paid = sub.add_parser("paid", help="record a payment that came another way (a cheque)")
+    paid.add_argument("id", type=str.lower, metavar="RUN")
+    paid.add_argument("amount", nargs="*", metavar="AMOUNT", help="none: all that is owed")
     budget = sub.add_parser("budget", help="model spend by day, month and process")
     budget.add_argument("--json", action="store_true")
     export = sub.add_parser("export", help="everything, as JSON Lines in a new folder")

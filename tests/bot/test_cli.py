@@ -519,6 +519,37 @@ def test_start_keeps_each_value_as_the_shell_gave_it(
     assert json.loads(out)["inputs"]["client"] == kept
 
 
+def test_paid_records_a_payment_as_a_webhooks_is(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A client who paid by cheque: the shell had no way to tell the run."""
+    invoice = ["invoice=INV-7", "amount=€2,500", "due_date=2026-11-01"]
+    code, out, err = steward(
+        capsys, "start", "invoice_followup", "client=Acme", "email=ap@acme.com", *invoice
+    )
+    assert code == 0, err
+    run_id = out.strip()
+    approval_id = err.split("waiting for approval ", 1)[1].split(":", 1)[0]
+    assert steward(capsys, "approve", approval_id)[0] == 0
+
+    code, out, err = steward(capsys, "paid", run_id, "500", "USD")
+    assert code == 1 and out == ""
+    assert err == (
+        "steward: the payment pays in USD (500 USD), where EUR is owed: steward converts none\n"
+    )
+    code, out, _ = steward(capsys, "paid", run_id, "1,000", "EUR")
+    assert code == 0
+    assert out.startswith(f"Recorded for run {run_id}: 1,000 EUR paid.\n")
+    assert "Still owed: €1,500.00" in out
+    code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
+    [approval_id] = json.loads(out)["pending_approvals"]
+    assert steward(capsys, "approve", approval_id)[0] == 0
+    code, out, _ = steward(capsys, "paid", run_id)
+    assert code == 0 and out.startswith(f"Recorded for run {run_id}: all of it paid.\n")
+    code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
+    assert json.loads(out)["status"] == "succeeded"
+
+
 def test_processes_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = steward(capsys, "processes", "--json")
     assert code == 0
