@@ -1366,13 +1366,13 @@ def _drafted_before(
     definition: ProcessDefinition, step_id: str, changed: set[str], log: list[str]
 ) -> AgentStep | BranchStep | None:
     """The first step the run took before ``step_id`` that drafted from any of the
-    ``changed`` inputs, or chose by them which step drafts (a branch the run went through
-    straight to a draft it shows): a replay from there would show the old draft beside
-    the new values. (A draft the run did not take, its branch choosing another, made
-    nothing to show; nor did one whose output a draft it took later, by its ``log`` of
-    steps, wrote again; nor did a branch that chose another way to a draft since written
-    again: the invoice follow-up's ``overdue``, once a part payment has the reminder of
-    what is still owed drafted.)"""
+    ``changed`` inputs, or chose by them which step drafts (a branch that, the last time
+    the run took it, went straight on to a draft it shows): a replay from there would
+    show the old draft beside the new values. (A draft the run did not take, its branch
+    choosing another, made nothing to show; nor did one whose output a draft it took
+    later, by its ``log`` of steps, wrote again; nor did a branch whose draft another,
+    chosen since by other branches, wrote again: the invoice follow-up's ``overdue``,
+    once a part payment has the reminder of what is still owed drafted.)"""
     ids = [step.id for step in definition.steps]
     last = {taken: seq for seq, taken in enumerate(log)}
     written = [s for s in definition.steps if isinstance(s, AgentStep) and s.id in last]
@@ -1383,12 +1383,14 @@ def _drafted_before(
         if s.id in last and (not isinstance(s, AgentStep) or shown[s.output] is s)
     ]
     branches = {s.id for s in definition.steps if isinstance(s, BranchStep)}
-    chose = set()
-    for draft in (s for s in taken if isinstance(s, AgentStep)):
-        seq = last[draft.id]
-        while seq > 0 and log[seq - 1] in branches:
-            seq -= 1
-            chose.add(log[seq])
+    showing = {d.id for d in shown.values()}
+    chose = set()  # the branches that, the last time they were taken, led to a draft shown
+    for branch in branches & last.keys():
+        seq = last[branch] + 1
+        while seq < len(log) and log[seq] in branches:
+            seq += 1
+        if seq < len(log) and log[seq] in showing:
+            chose.add(branch)
     for step in taken:
         used = set().union(*(placeholders(t) for t in step.templates().values()))
         if isinstance(step, AgentStep) and used & changed:

@@ -284,7 +284,22 @@ async def test_a_due_date_replayed_after_a_part_payment_keeps_the_reminder_of_th
     assert dict(again.fields)["Still owed"] == "€1,500.00"
     assert "The remaining €1,500.00 is still to be paid" in (again.text or "")
     await send(app, button=f"approve:{again.approval_id}")
-    assert "The remaining €1,500.00" in outbox(app)[-1]["params"]["body"]
+    sent = [email["params"]["body"] for email in outbox(app)]
+    assert len(sent) == 2 and sum("The remaining €1,500.00" in body for body in sent) == 1
+
+
+async def test_a_draft_replayed_alone_is_still_the_one_its_branch_chose(app: Steward) -> None:
+    """The reminder of a payment coming due, replayed from its draft for a new greeting,
+    is still the one overdue chose by the due date: a due date corrected to one passed
+    replays overdue, so that the overdue reminder is drafted."""
+    due = (datetime.now(UTC).date() + timedelta(days=10)).isoformat()
+    order = ORDER.replace("due_date=2026-11-01", f"due_date={due}")
+    card = only_card(await send(app, f"{order} amount=€2,500"))
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    await send(app, f"/replay {run_id} draft_upcoming contact=Jo")
+    replayed = await send(app, f"/replay {run_id} approve_reminder due_date=2026-11-01")
+    refused = "\n".join(replayed.texts)
+    assert f"/replay {run_id} overdue due_date=2026-11-01, so that it drafts again" in refused
 
 
 async def test_a_replay_names_the_draft_the_card_shows(app: Steward) -> None:
