@@ -503,6 +503,8 @@ class ProcessEngine:
         run waits on. The ``delivery`` (an inbox item) that brought it is noted offered to
         the run in the same transaction, and is never offered to it again: OfferedBefore."""
         owing = await self._run(run_id)
+        if owing.status not in EXPECTING:  # checked again as it is offered: it may end meanwhile
+            raise InvalidState(f"run {run_id} has ended: it waits for nothing")
         inputs, definition = owing.inputs, (await self._compiled_for(owing.version)).definition
         paid = [
             step.pays
