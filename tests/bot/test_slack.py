@@ -886,6 +886,28 @@ async def test_a_reason_s_marks_show_as_written_on_the_card_and_in_a_notice(
         assert already.endswith(f": {shown}. Nothing changed.")
 
 
+async def test_a_payment_recorded_by_hand_in_slack_is_counted(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """/steward paid RUN AMOUNT reaches the coordinator as any command: the run counts the
+    part paid and asks to approve the reminder of the rest."""
+    channel = "C0TEAM"
+    invoice = {"client": "Acme", "email": "ap@acme.com", "invoice": "INV-7"}
+    invoice |= {"amount": "€2,500", "due_date": "2026-11-01"}
+    async with running(tmp_path / "home", slack) as bot:
+        view = await bot.steward.engine.start("invoice_followup", invoice, "cli:shell")
+        assert view.approval is not None
+        await bot.steward.engine.decide(view.approval.id, True, "cli:shell")
+        paid = slack.slash_command(OPERATOR, channel, f"paid {view.run.id} €1,000")
+        assert (await slack.post_command(bot.url, paid))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        assert f"Recorded for run {view.run.id}: €1,000 paid." in ephemerals(slack, OPERATOR)
+        (card,) = await bot.steward.ledger.pending_approvals([view.run.id])
+        assert card.card["fields"]["Still owed"] == "€1,500.00"
+        events = await bot.steward.ledger.audit_events()
+        assert any(e.kind == "run.event" and e.actor == f"slack:{OPERATOR}" for e in events)
+
+
 async def test_slash_command_and_mentions_reply_where_they_were_said(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
