@@ -295,7 +295,7 @@ class HookRouter:
         except StewardError as exc:  # it ended meanwhile
             return reply.say(f"Run {run.id} ({run.process}) did not take its {event}: {exc}")
         if woken is not None:
-            counted = await self._counted(run)
+            counted = await self._counted(run, payload.get("amount") is None)
             reply.say(f"Run {run.id} ({run.process}) got its {event} ({described}){counted}.")
             reply.items.extend(self.coordinator.describe(woken).items)
             return reply
@@ -323,15 +323,18 @@ class HookRouter:
             )
         return reply
 
-    async def _counted(self, run: Run) -> str:
+    async def _counted(self, run: Run, no_amount: bool) -> str:
         """What the payment ``run`` woke with left owed, as its wait noted it, when that
-        is a part of what it is owed; empty for all of it, and for a wait that pays none."""
+        is a part of what it is owed, or that it was taken for all of it as it names
+        ``no_amount``; empty for all of it named, and for a wait that pays none."""
         steps = await self.engine.ledger.run_steps(run.id)
         woke = next((s.detail for s in reversed(steps) if s.kind == "wait"), {})
         paid, owed = woke.get("paid"), woke.get("owed")
-        if not isinstance(paid, str) or not isinstance(owed, str) or not Money.read(owed).amount:
+        if not isinstance(paid, str) or not isinstance(owed, str):
             return ""
-        return f": a part, {paid} paid so far and {owed} still owed"
+        if Money.read(owed).amount:
+            return f": a part, {paid} paid so far and {owed} still owed"
+        return ": it names no amount, so it is taken for all of it paid" if no_amount else ""
 
     async def _offer_failed(
         self, name: str, event: str, run: Run, described: str, exc: Exception

@@ -441,9 +441,14 @@ async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
         decided = await engine.decide(before.approval.id, True, "cli:x")  # nothing kept for it
         assert decided.view is not None and decided.view.run.current_step == "wait_for_payment"
 
+        bot.news.clear()
         assert await bot.post("payments", {"invoice": "INV-8"}, secret=PAY_SECRET) == 200
         ended = await ledger.get_run(before.run.id)  # no amount at all: paid, as documented
         assert ended is not None and ended.status is RunStatus.SUCCEEDED
+        assert (  # said so, where "got its payment" alone read as for an amount all paid
+            f"Run {before.run.id} (invoice_followup) got its payment (invoice=INV-8): it names "
+            "no amount, so it is taken for all of it paid."
+        ) in bot.news
 
 
 async def test_a_payment_in_another_currency_or_in_two_keeps_the_chase_going(
