@@ -391,7 +391,7 @@ def payment_amount(event: Any, currency: str | None) -> Decimal | None:
     """The amount an event's ``amount`` (and ``currency``, if it names it apart: "eur")
     pays of one owed in ``currency`` (in any, when None); None when it names no amount.
     One steward cannot set against what is owed raises UncountedPayment, being neither
-    a part of it nor all of it: an amount it cannot read ("1000,00", "-500";
+    a part of it nor all of it: an amount it cannot read ("1.000", "-500";
     UnreadableAmount), one in another currency, steward converting none
     (PaymentInAnotherCurrency), or one whose amount names a currency and its
     ``currency`` another ("€1,000" and "USD"; PaymentInTwoCurrencies)."""

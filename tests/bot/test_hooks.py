@@ -403,7 +403,7 @@ async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) ->
 async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
     tmp_path: Path,
 ) -> None:
-    """A part payment written "1000,00", a refund of "-500": steward took an amount it
+    """A part payment written "1.000", a refund of "-500": steward took an amount it
     could not read for none, and ended the follow-up as paid. Now the run counts none of
     it and waits on, and the operator hears what came and what to do."""
     home = tmp_path / "home"
@@ -414,7 +414,7 @@ async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
         assert view.approval is not None and before.approval is not None
         await engine.decide(view.approval.id, True, "cli:x")
         for invoice, amount, shown in [
-            ("INV-7", "1000,00", "'1000,00'"),
+            ("INV-7", "1.000", "'1.000'"),
             ("INV-7", -500, "-500"),
             ("INV-7", {"value": 1000}, "{'value': 1000}"),
             ("INV-8", "abc\u202e", "'abc\\u202e'"),
@@ -592,8 +592,8 @@ async def test_a_run_taken_over_as_it_takes_the_payment_leaves_the_others_their_
             runs.append(view.run.id)
         offer = engine.offer_event
 
-        async def taken_over_after_the_first(run_id: str, *args: Any) -> Any:
-            woken = await offer(run_id, *args)
+        async def taken_over_after_the_first(run_id: str, *args: Any, **named: Any) -> Any:
+            woken = await offer(run_id, *args, **named)
             if run_id == runs[0]:
                 raise RunTakenOver(f"run {run_id} is no longer moved by this worker")
             return woken
@@ -626,11 +626,11 @@ async def test_a_run_whose_offer_fails_keeps_the_payment_from_no_other_run(
         offered: list[str] = []
         failures = [RuntimeError("the checkpoint could not be read")]
 
-        async def failing_first(run_id: str, *args: Any) -> Any:
+        async def failing_first(run_id: str, *args: Any, **named: Any) -> Any:
             offered.append(run_id)
             if failures:
                 raise failures.pop()
-            return await offer(run_id, *args)
+            return await offer(run_id, *args, **named)
 
         monkeypatch.setattr(engine, "offer_event", failing_first)
         paid = {"invoice": INVOICE["invoice"], "amount": "1200 EUR"}
@@ -687,13 +687,13 @@ async def test_a_payment_offered_again_tells_no_run_s_outcome_twice(
         offer = engine.offer_event
         failures = [RuntimeError("the checkpoint could not be read")]
 
-        async def failing_once(run_id: str, *args: Any) -> Any:
+        async def failing_once(run_id: str, *args: Any, **named: Any) -> Any:
             if run_id == other.run.id and failures:
                 raise failures.pop()
-            return await offer(run_id, *args)
+            return await offer(run_id, *args, **named)
 
         monkeypatch.setattr(engine, "offer_event", failing_once)
-        paid = {"invoice": "INV-7", "amount": "1000,00"}
+        paid = {"invoice": "INV-7", "amount": "1.000"}
         assert await bot.post("payments", paid, secret=PAY_SECRET) == 200
         await until(lambda: succeeded(bot.steward, other.run.id), 10)
         assert sum("names an amount steward cannot read" in n for n in bot.news) == 1
