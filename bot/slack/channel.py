@@ -1,8 +1,8 @@
 """The Slack channel: translates between slack-bolt and the neutral message model.
 
 Requests come in by Socket Mode (``SLACK_APP_TOKEN``) or on ``/slack/events`` in HTTP
-mode (``SLACK_SIGNING_SECRET``; bolt verifies the signature and the timestamp, and a
-refused request is audited). Bolt runs each listener before it acknowledges
+mode (``SLACK_SIGNING_SECRET``; the signature and the timestamp are checked before bolt
+reads the request, and a refused request is audited). Bolt runs each listener before it acknowledges
 (``process_before_response``): a listener only stores the delivery in the inbox, keyed
 by Slack's own id (a message's channel and ``ts``, an interaction's ``trigger_id``), so
 a request is acknowledged only once it is stored on disk, and a retry Slack sends, or
@@ -23,7 +23,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -37,6 +36,7 @@ from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.middleware.authorization.async_single_team_authorization import (
     AsyncSingleTeamAuthorization,
 )
+from slack_bolt.request.internals import parse_body
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -175,7 +175,7 @@ class SlackChannel:
             token=token,
             signing_secret=signing_secret or "",
             process_before_response=True,  # stored before acknowledged
-            request_verification_enabled=app_token is None,
+            request_verification_enabled=False,  # checked before bolt reads (receive)
             raise_error_for_unhandled_request=True,  # to _failed: acknowledged, not a 404
         )
         # Bolt builds its own client from the token (given one too, it warns when
@@ -310,33 +310,27 @@ class SlackChannel:
     async def receive(self, request: web.Request) -> web.Response:
         """HTTP mode: events, interactivity and slash commands, all on one endpoint.
 
-        Bolt parses a body before it verifies its signature, and fails on one that is not
-        JSON, or on a signature or timestamp header it cannot read: what it cannot read is
-        refused here, as unsigned (401) unless Slack signed it (400), never a 500."""
-        bolt_request = None
-        if _readable(request.headers):
-            with suppress(ValueError, AttributeError):  # not UTF-8, not JSON, not an object
-                bolt_request = await to_bolt_request(request)
-        if bolt_request is None:
-            if await self._signed_by_slack(request):
-                return web.Response(status=400, text="not a Slack request")
+        The signature is checked before bolt reads anything of the request: bolt parses
+        a body, and takes ids from it, before it checks, and fails on one not of Slack's
+        shape. A request Slack did not sign is refused (401, audited); one it signed that
+        is no JSON object is a 400, and one bolt would fail on is acknowledged and set
+        aside (``unreadable``), never a 500."""
+        if not await self._signed_by_slack(request):
             await self._refused(request)
             return web.json_response({"error": "invalid request"}, status=401)
-        if (reason := unreadable(bolt_request.body)) is not None:  # bolt would fail on it
-            if not await self._signed_by_slack(request):
-                await self._refused(request)
-                return web.json_response({"error": "invalid request"}, status=401)
-            await self._set_aside(bolt_request.body, reason)
+        body = _parsed(await request.text(), request.content_type)
+        if body is None:
+            return web.Response(status=400, text="not a Slack request")
+        if (reason := unreadable(body)) is not None:
+            await self._set_aside(body, reason)
             return web.Response(text="")
         await self._ready.wait()  # what a crash left stored goes first
-        response = await self.app.async_dispatch(bolt_request)
-        if response.status == 401:
-            await self._refused(request)
+        response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
     async def _signed_by_slack(self, request: web.Request) -> bool:
-        """Whether Slack signed a request bolt cannot read. Slack sends UTF-8 only: a
-        body that is not is no request of Slack's."""
+        """Whether Slack signed the request, less than 5 minutes ago. Slack sends UTF-8
+        only: a body that is not is no request of Slack's."""
         if not self.signing_secret or not _readable(request.headers):
             return False
         try:
@@ -382,7 +376,7 @@ class SlackChannel:
         self.app.event("message")(self._on_message)
         self.app.event("app_mention")(self._on_mention)
         self.app.command(SLASH_COMMAND)(self._on_command)
-        self.app.action(PRESSES)(self._on_press)
+        self.app.block_action(PRESSES)(self._on_press)
         self.app.view_submission(EDIT_VIEW)(self._on_edit_submitted)
         self.app.view_closed(EDIT_VIEW)(self._on_edit_closed)
 
@@ -952,6 +946,16 @@ def _readable(headers: Mapping[str, str]) -> bool:
     stamp = headers.get("X-Slack-Request-Timestamp")
     number = stamp is None or (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12)
     return number and headers.get("X-Slack-Signature", "").isascii()
+
+
+def _parsed(body: str, content_type: str) -> dict[str, Any] | None:
+    """A request's body as bolt reads it (JSON, a form, or a form's JSON ``payload``);
+    None when it is not an object."""
+    try:
+        parsed = parse_body(body, content_type)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _command_in_channel(inbound: Inbound) -> bool:

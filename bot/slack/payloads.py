@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from slack_bolt.request.async_request import AsyncBoltRequest
+
 from bot.channel import Unusable
 from bot.slack.render import EDIT_BLOCK, EDIT_INPUT
 from graph.messages import Sender
@@ -118,21 +120,40 @@ def edit_form(view: Mapping[str, Any], submitted: bool) -> EditForm:
 
 
 def unreadable(body: object) -> str | None:
-    """What bolt itself reads of a request to route it, and fails on, when it is not of
-    its shape (an event that is no object, a press with no action); None when bolt can
-    read it."""
+    """What bolt itself reads of a request, and fails on, when it is not of its shape:
+    the ids it takes for every request (a ``user`` or a ``channel`` that is a number,
+    ``authorizations`` that are no list of objects), and what it routes a request by (an
+    event that is no object, a press with no action or no ``action_id``, a view without
+    its ``type`` or ``callback_id``); None when bolt can read it."""
     if not isinstance(body, dict):
         return f"the request is {_kind(body)}, not an object"
+    try:
+        AsyncBoltRequest(body=body, mode="socket_mode")  # what bolt makes of every request
+    except (LookupError, TypeError, AttributeError, ValueError) as exc:
+        return f"bolt cannot read its ids ({type(exc).__name__}: {exc})"
     kind = body.get("type")
     if kind == "event_callback" and not isinstance(body.get("event"), dict):
         return f"event is {_kind(body.get('event'))}, not an object"
-    actions = body.get("actions")
-    if kind == "block_actions" and not (isinstance(actions, list) and actions):
+    if kind == "block_actions":
+        return _unreadable_press(body.get("actions"))
+    if str(kind).startswith("view_"):
+        view = body.get("view")
+        if not isinstance(view, dict):
+            return f"view is {_kind(view)}, not an object"
+        if not all(isinstance(view.get(key), str) for key in ("type", "callback_id")):
+            return "a view without its type or callback_id"
+    return None
+
+
+def _unreadable_press(actions: object) -> str | None:
+    """What bolt fails on in a press's ``actions``: it routes a press by the first's
+    ``action_id``."""
+    if not (isinstance(actions, list) and actions):
         return "a press without actions"
-    if kind == "block_actions" and not all(isinstance(a, dict) for a in actions or []):
+    if not all(isinstance(a, dict) for a in actions):
         return "a press whose actions are not objects"
-    if str(kind).startswith("view_") and not isinstance(body.get("view"), dict):
-        return f"view is {_kind(body.get('view'))}, not an object"
+    if not isinstance(actions[0].get("action_id"), str):
+        return f"a press whose action_id is {_kind(actions[0].get('action_id'))}"
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -594,6 +595,82 @@ async def test_a_body_or_header_bolt_cannot_read_is_refused_not_a_server_error(
             assert response.status == 200 and "c" in await response.text()
         assert bot.inbox() == 0
         assert bot.audit_kinds() == ["request.refused"]  # one a minute from this address
+
+
+def bolt_fails_on(slack: FakeSlackAPI) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Requests whose ids or routing fields slack-bolt itself fails on (a TypeError or a
+    KeyError inside bolt, before any listener of steward's): how each is sent, by name."""
+    dm = slack.dm_channel(OPERATOR)
+
+    def event(change: Any) -> tuple[str, dict[str, Any]]:
+        envelope = slack.message_event(OPERATOR, "/runs")
+        change(envelope)
+        return "event", envelope
+
+    def interaction(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "interaction", {"team": {"id": slack.team_id}, "trigger_id": "1.2", **payload}
+
+    press = {"type": "block_actions", "user": {"id": OPERATOR}, "channel": {"id": dm}}
+    button = {"action_id": "approve", "value": "approve:x", "type": "button"}
+    view = {"id": "V1", "callback_id": "steward_edit", "private_metadata": "{}", "state": {}}
+    changed = {
+        "type": "message",
+        "subtype": "message_changed",
+        "channel": dm,
+        "message": {"user": 5, "text": "x", "ts": "1.1"},
+        "ts": "2.1",
+    }
+    return {
+        "an event's user a number": event(lambda e: e["event"].update(user=5)),
+        "an event's channel a number": event(lambda e: e["event"].update(channel=5)),
+        "authorizations a number": event(lambda e: e.update(authorizations=5)),
+        "a changed message's user a number": event(lambda e: e.update(event=changed)),
+        "a press's user a number": interaction({**press, "user": 5, "actions": [button]}),
+        "a press's team a number": interaction({**press, "team": 5, "actions": [button]}),
+        "a press's action without action_id": interaction(
+            {**press, "actions": [{"value": "approve:x"}]}
+        ),
+        "a view_submission's view without type": interaction(
+            {"type": "view_submission", "user": {"id": OPERATOR}, "view": view}
+        ),
+    }  # fmt: skip
+
+
+async def send(
+    slack: FakeSlackAPI, url: str, how: str, payload: dict[str, Any], signed: bool = True
+) -> tuple[int, str]:
+    signature = None if signed else "v0=" + "0" * 64
+    if how == "event":
+        return await slack.post_event(url, payload, signature=signature)
+    return await slack.post_interaction(url, payload, signature=signature)
+
+
+async def test_a_request_bolt_itself_would_fail_on_is_answered_cleanly_and_audited(
+    tmp_path: Path, slack: FakeSlackAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unsigned, a stranger's: 401 and audited, as any unsigned request, where bolt read
+    it before checking its signature and answered 500 with a traceback in the log.
+    Signed: 200 and set aside, audited, where it was a 500 that Slack sends three times
+    more. Buttons of old attachments and dialogs are no press of steward's: ignored."""
+    async with running(tmp_path / "home", slack) as bot:
+        for name, (how, payload) in bolt_fails_on(slack).items():
+            assert (await send(slack, bot.url, how, payload, signed=False))[0] == 401, name
+        assert bot.audit_kinds() == ["request.refused"]  # one a minute from this address
+        for name, (how, payload) in bolt_fails_on(slack).items():
+            assert await send(slack, bot.url, how, payload) == (200, ""), name
+        legacy = [
+            {"type": kind, "callback_id": 5, "actions": [{"name": "a"}], "user": {"id": OPERATOR}}
+            for kind in ("interactive_message", "dialog_submission")
+        ]
+        for payload in legacy:
+            assert await send(slack, bot.url, "interaction", payload) == (200, ""), payload
+        await bot.channel.idle()
+        assert bot.inbox() == 0
+        assert set(bot.audit_kinds()) == {"request.refused", "delivery.unusable"}
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        dm = slack.dm_channel(OPERATOR)
+        await say(slack, bot, "/processes")
+        await slack.wait_for(lambda s: bot_texts(s, dm))
 
 
 async def test_edit_opens_a_modal_holding_the_draft_and_its_text_is_sent(
@@ -1693,7 +1770,8 @@ async def test_socket_mode_acks_a_delivery_of_a_shape_steward_cannot_use(
 ) -> None:
     """Not acknowledged, Slack would send it again over the socket."""
     async with running(tmp_path / "home", slack, socket_mode=True) as bot:
-        for envelope in [*unusable_events(slack).values(), *ignored_events(slack)]:
+        failing = [p for how, p in bolt_fails_on(slack).values() if how == "event"]
+        for envelope in [*unusable_events(slack).values(), *ignored_events(slack), *failing]:
             assert "envelope_id" in await slack.socket_send("events_api", envelope)
         command = slack.slash_command(OPERATOR, slack.dm_channel(OPERATOR), "runs")
         del command["trigger_id"]
