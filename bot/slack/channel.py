@@ -532,9 +532,13 @@ class SlackChannel:
                 await steps.take(partial(self._whisper, conversation, user, text, answer_by))
             return
         items = list(reply.items)
-        # A slash command's answer in a channel is its sender's alone (cards are not):
-        # what steward holds of the business is not the channel's to read.
-        privately = user is not None and answering is not None and _command_in_channel(answering)
+        # A slash command's answer in a channel is its sender's alone: what steward holds
+        # of the business is not the channel's to read. Its texts are ephemeral there; its
+        # cards, which an ephemeral message could not show decided, go to the sender's DM.
+        dm = None
+        if user is not None and answering is not None and _command_in_channel(answering):
+            dm = Conversation(user)
+        cards_to_dm = sum(isinstance(item, Card) for item in items) if dm is not None else 0
         if reply.notice:
             if answering is not None and answering.button and user is not None:
                 answer = partial(self._answer_press, conversation, user, reply.notice, answer_by)
@@ -549,9 +553,17 @@ class SlackChannel:
             fallback = []
         posted = None  # the last message posted: where a question asked in a channel is
         for item in items:
-            if isinstance(item, str):
+            if isinstance(item, Card) and dm is not None and user is not None:
+                if cards_to_dm:  # where the first goes, the sender is told where they are
+                    said = _in_your_dm(cards_to_dm)
+                    await steps.take(partial(self._post_privately, conversation, user, said))
+                    cards_to_dm = 0
+                shown = await steps.take(partial(self._post_card, dm, item, []))
+                for outgoing in card_overflow(item):
+                    await steps.take(partial(self._post_overflow, dm, shown, outgoing))
+            elif isinstance(item, str):
                 for text in text_parts(as_typed_in_slack(item)):
-                    if privately and user is not None:
+                    if dm is not None and user is not None:
                         post = partial(self._post_privately, conversation, user, text)
                     else:
                         post = partial(
@@ -568,8 +580,9 @@ class SlackChannel:
                     await steps.take(partial(self._post_overflow, conversation, posted, outgoing))
             elif isinstance(item, CardOutcome) and item.decided_elsewhere:
                 await steps.take(partial(self._settle_where_shown, item))
-            elif isinstance(item, CardOutcome):
-                settle = partial(self._settle, conversation, item, answering, fallback)
+            elif isinstance(item, CardOutcome):  # shown where the card is, or else here
+                here = dm or conversation
+                settle = partial(self._settle, here, item, answering, fallback)
                 await steps.take(settle)
             elif isinstance(item, EditPrompt):
                 form = await steps.take(
@@ -956,6 +969,11 @@ def _parsed(body: str, content_type: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+def _in_your_dm(cards: int) -> str:
+    """Tells the sender of a command in a channel where its cards went."""
+    return f"{'The card is' if cards == 1 else f'The {cards} cards are'} in your DM with steward."
 
 
 def _command_in_channel(inbound: Inbound) -> bool:

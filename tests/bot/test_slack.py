@@ -988,25 +988,26 @@ async def test_a_payment_recorded_by_hand_in_slack_is_counted(
 async def test_slash_command_and_mentions_reply_where_they_were_said(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
-    """A slash command's answer only its sender sees, a card for the channel; a mention
+    """A slash command's answer only its sender sees, its card in their DM; a mention
     answered in its thread."""
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
         help_call = slack.slash_command(OPERATOR, channel, "")
         assert (await slack.post_command(bot.url, help_call))[0] == 200
         run_call = slack.slash_command(OPERATOR, channel, START.removeprefix("/"))
         assert (await slack.post_command(bot.url, run_call))[0] == 200
-        await slack.wait_for(lambda s: cards(s, channel))
+        await slack.wait_for(lambda s: cards(s, dm))
         [help_text] = [t for t in ephemerals(slack, OPERATOR) if "Commands:" in t]
         assert "/steward run PROCESS" in help_text  # as it is typed in Slack
         assert not re.search(r"(?<!steward )/runs\b", help_text)
         assert any(t.startswith("Started onboarding") for t in ephemerals(slack, OPERATOR))
-        assert [m for m in posted(slack, channel) if not actions(m)] == []
-        assert len(cards(slack, channel)) == 1
+        assert "The card is in your DM with steward." in ephemerals(slack, OPERATOR)
+        assert posted(slack, channel) == []
         runs_call = slack.slash_command(OPERATOR, channel, "runs")
         assert (await slack.post_command(bot.url, runs_call))[0] == 200
         await slack.wait_for(lambda s: any("Acme" in t for t in ephemerals(s, OPERATOR)))
-        assert [m for m in posted(slack, channel) if not actions(m)] == []
+        assert posted(slack, channel) == []
 
         mention = slack.mention_event(OPERATOR, f"<@{slack.bot_user_id}> /runs", channel)
         assert (await slack.post_event(bot.url, mention))[0] == 200
@@ -1020,6 +1021,51 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
             m for m in posted(slack, channel) if m.get("thread_ts") == thread and m.get("bot_id")
         ]
         assert "onboarding" in answer["text"]
+
+
+async def test_the_daily_list_asked_for_in_a_channel_shows_its_cards_in_the_senders_dm(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """``/steward today`` in a channel: its lines only its sender sees, its cards in their
+    DM, where a press updates them in place, where the cards were posted in the channel
+    for everyone (an ephemeral card could not be updated). The channel sees nothing."""
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        await onboarding_card(slack, bot)
+        today = slack.slash_command(OPERATOR, channel, "today")
+        assert (await slack.post_command(bot.url, today))[0] == 200
+        await slack.wait_for(lambda s: len(cards(s, dm)) == 2)
+        await bot.channel.idle()
+        assert posted(slack, channel) == []
+        whispered = ephemerals(slack, OPERATOR)
+        assert any("1 thing needs you" in t for t in whispered)
+        assert "The card is in your DM with steward." in whispered
+        listed = cards(slack, dm)[-1]
+        await press(slack, bot, listed, "approve")
+        await slack.wait_for(lambda s: not actions(s.message(dm, listed["ts"])))
+        assert "Approved by" in json.dumps(slack.message(dm, listed["ts"])["blocks"])
+        assert posted(slack, channel) == []
+
+
+async def test_a_decision_typed_in_a_channel_on_a_card_slack_never_showed_is_told_in_the_dm(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """The outcome of ``/steward approve`` on a card shown on no Slack message (its run
+    came from another platform) goes to its sender's DM, where it was posted in the
+    channel, title, client and all."""
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        reply_to = {"channel": "telegram", "chat_id": "1"}
+        inputs = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+        view = await bot.steward.engine.start("onboarding", inputs, "telegram:1", reply_to)
+        assert view.approval is not None
+        approve = slack.slash_command(OPERATOR, channel, f"approve {view.approval.id}")
+        assert (await slack.post_command(bot.url, approve))[0] == 200
+        await slack.wait_for(lambda s: any("Approved by" in t for t in bot_texts(s, dm)))
+        await bot.channel.idle()
+        assert posted(slack, channel) == []
 
 
 async def test_an_escalated_card_is_asked_again_in_the_thread_its_run_was_started_in(
@@ -1450,8 +1496,8 @@ async def test_every_press_on_a_card_in_a_channel_steward_has_left_is_answered(
     the press's response_url, where it kept its buttons."""
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
-        call = slack.slash_command(OPERATOR, channel, START.removeprefix("/"))
-        assert (await slack.post_command(bot.url, call))[0] == 200
+        mention = slack.mention_event(OPERATOR, START.removeprefix("/"), channel)
+        assert (await slack.post_event(bot.url, mention))[0] == 200
         await slack.wait_for(lambda s: cards(s, channel))
         (card,) = cards(slack, channel)
         slack.outside.add(channel)
