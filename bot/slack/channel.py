@@ -193,6 +193,9 @@ class SlackChannel:
         self._ready = asyncio.Event()
         self._pacing: dict[str, Bucket] = {}
         self._socket: AsyncSocketModeHandler | None = None
+        # When the last message a steward from before messages were kept by their ts
+        # stored came: one not written after may be stored under its event's id.
+        self._by_event_id_until: float | None = None
 
     @classmethod
     def from_settings(
@@ -248,6 +251,8 @@ class SlackChannel:
                 f"cannot reach the Slack Web API at {self.client.base_url} "
                 f"(check STEWARD_SLACK_API_URL): {exc}"
             ) from exc
+        if stored_by_event := await self.door.ledger.newest_bare_delivery(self.name):
+            self._by_event_id_until = stored_by_event.timestamp()
         await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
         self.queue.start()
         self._ready.set()  # requests waiting for the stored deliveries to queue go on
@@ -386,6 +391,8 @@ class SlackChannel:
         said = written(body, event)
         if said is None:
             return  # only what a person writes: not an edit, a deletion, a join
+        if self._heard_before_upgrade(said):
+            return
         inbound = Inbound(
             Sender(self.name, said.user),
             Conversation(said.channel, said.thread_ts).chat_id,
@@ -410,6 +417,8 @@ class SlackChannel:
         said = written(body, event)
         if said is None:
             return  # only what a person writes
+        if self._heard_before_upgrade(said):
+            return
         # An edit is mentioned again (or for the first time): the inbox takes a message
         # once, by its id, so only a message not answered before is answered now.
         bot_user = context.get("bot_user_id") or ""
@@ -426,6 +435,18 @@ class SlackChannel:
         # the top of the channel always, a request, answered in the mention's thread.
         answer = await self._answering(inbound, said, bot_user) if said.thread_ts else None
         await self._take(answer or inbound)
+
+    def _heard_before_upgrade(self, said: Written) -> bool:
+        """Whether ``said`` was written before the last message a steward from before
+        messages were kept by their ts stored: it may be stored under the id of the event
+        that brought it, where its own id finds nothing, and the mention Slack sends for
+        its edit, or a retry, would be answered again. It is not (as that steward
+        answered no edit)."""
+        until, at = self._by_event_id_until, said.written_at
+        if until is None or at is None or at > until:
+            return False
+        log.info("not answered again: %s, from before the upgrade", said.message_id)
+        return True
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         who = Sender(self.name, text(command, "user_id"), maybe_text(command, "user_name") or "")

@@ -69,6 +69,15 @@ class Written:
         a retry are one delivery by it."""
         return f"message:{self.channel}:{self.ts}"
 
+    @property
+    def written_at(self) -> float | None:
+        """When it was written, by its ``ts`` (seconds since 1970); None for a ``ts`` that
+        is no number."""
+        try:
+            return float(self.ts)
+        except ValueError:
+            return None
+
 
 def written(body: Mapping[str, Any], event: Mapping[str, Any]) -> Written | None:
     """The message a person wrote; None for a bot's, and for what is no message of a

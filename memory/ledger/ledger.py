@@ -1422,6 +1422,14 @@ class Ledger:
         )
         return await self.db.run(lambda conn: conn.execute(named).rowcount)
 
+    async def newest_bare_delivery(self, channel: str) -> datetime | None:
+        """When the newest of ``channel``'s deliveries stored under an id without ``:``
+        came (as they were stored before their ids had one); None when none was."""
+        newest = select(func.max(t.inbox.c.received_at)).where(
+            t.inbox.c.channel == channel, ~t.inbox.c.external_id.contains(":")
+        )
+        return await self.db.run(lambda conn: conn.execute(newest).scalar(), write=False)
+
     async def finish_inbound(self, inbox_id: int, status: str = "done") -> None:
         await self.db.run(lambda conn: LedgerTx(conn, self.worker).finish_inbox(inbox_id, status))
 

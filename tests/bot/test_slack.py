@@ -1325,6 +1325,41 @@ async def test_a_message_edited_to_mention_steward_is_answered_once(
         assert len(await bot.steward.ledger.list_runs(None)) == 1
 
 
+async def test_a_message_a_steward_from_before_stored_by_its_event_id_is_not_answered_again(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """A steward from before messages were kept by their ts stored each under the id of
+    the event that brought it. After the upgrade, the mention Slack sends for an edit of
+    such a message, or a retry of it, finds nothing under the message's id: it was
+    answered again, starting the run a second time. A message written since is answered,
+    once."""
+    channel, home = "C0TEAM", tmp_path / "home"
+    answered = slack.mention_event(OPERATOR, START.removeprefix("/"), channel)
+    async with running(home, slack) as bot:  # as the steward from before stored it
+        said = Inbound(
+            Sender("slack", OPERATOR),
+            f"{channel}/{answered['event']['ts']}",
+            answered["event_id"],
+            text=START,
+        )
+        ledger = bot.steward.ledger
+        inbox_id = await ledger.accept_inbound("slack", said.external_id, said.to_payload())
+        assert inbox_id is not None
+        await ledger.finish_inbound(inbox_id)
+    async with running(home, slack) as bot:
+        fixed = START.removeprefix("/").replace("basic", "premium")
+        edited = slack.edited_mention(answered, fixed)
+        assert (await slack.post_event(bot.url, edited))[0] == 200
+        assert (await slack.post_event(bot.url, answered, retry_num=1))[0] == 200
+        await bot.channel.idle()
+        assert bot_texts(slack, channel) == [] and ephemerals(slack, OPERATOR) == []
+        assert await bot.steward.ledger.list_runs(None) == []
+        since = slack.mention_event(OPERATOR, START.removeprefix("/"), channel)
+        assert (await slack.post_event(bot.url, since))[0] == 200
+        await slack.wait_for(lambda s: cards(s, channel))
+        assert len(await bot.steward.ledger.list_runs(None)) == 1
+
+
 async def test_commands_without_their_slash_are_known_by_their_shape(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:

@@ -1100,3 +1100,16 @@ async def test_bare_delivery_ids_are_prefixed_among_the_newest_only(ledger: Ledg
     ]
     assert await ledger.prefix_deliveries("telegram", "4242:") == 1
     assert await ledger.prefix_deliveries("telegram", "4242:") == 0
+
+
+async def test_the_newest_bare_delivery_is_when_the_last_stored_under_an_id_without_a_colon_came(
+    ledger: Ledger,
+) -> None:
+    assert await ledger.newest_bare_delivery("slack") is None
+    before = utcnow()
+    assert await ledger.accept_inbound("slack", "Ev1", {}) is not None
+    bare = await ledger.newest_bare_delivery("slack")
+    assert await ledger.accept_inbound("slack", "message:C1:1.000001", {}) is not None
+    assert await ledger.accept_inbound("telegram", "2", {}) is not None
+    assert bare is not None and before <= bare <= utcnow()
+    assert await ledger.newest_bare_delivery("slack") == bare
