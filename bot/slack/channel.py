@@ -67,15 +67,18 @@ from bot.outbox import Outbox, SendLater
 from bot.pacing import Bucket
 from bot.settings import Settings
 from bot.slack.payloads import (
+    BOLT_FAILS,
     Written,
     delivery_id,
     edit_form,
+    ids_unreadable,
     maybe_part,
     maybe_text,
     part,
     sender,
     text,
     unreadable,
+    unroutable,
     written,
 )
 from bot.slack.render import (
@@ -323,14 +326,19 @@ class SlackChannel:
         if not await self._signed_by_slack(request):
             await self._refused(request)
             return web.json_response({"error": "invalid request"}, status=401)
-        body = _parsed(await request.text(), request.content_type)
-        if body is None:
-            return web.Response(status=400, text="not a Slack request")
-        if (reason := unreadable(body)) is not None:
-            await self._set_aside(body, reason)
+        try:
+            bolt_request = await to_bolt_request(request)
+        except BOLT_FAILS as exc:
+            body = _parsed(await request.text(), request.content_type)
+            if body is None:
+                return web.Response(status=400, text="not a Slack request")
+            await self._set_aside(body, ids_unreadable(exc))
+            return web.Response(text="")
+        if (reason := unroutable(bolt_request.body)) is not None:
+            await self._set_aside(bolt_request.body, reason)
             return web.Response(text="")
         await self._ready.wait()  # what a crash left stored goes first
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     async def _signed_by_slack(self, request: web.Request) -> bool:

@@ -128,18 +128,33 @@ def edit_form(view: Mapping[str, Any], submitted: bool) -> EditForm:
     return EditForm(text(view, "id"), text(meta, "approval"), text(meta, "chat"), new_text)
 
 
+# What bolt raises making its request of a body whose ids are not of Slack's shape.
+BOLT_FAILS = (LookupError, TypeError, AttributeError, ValueError)
+
+
 def unreadable(body: object) -> str | None:
     """What bolt itself reads of a request, and fails on, when it is not of its shape:
     the ids it takes for every request (a ``user`` or a ``channel`` that is a number,
-    ``authorizations`` that are no list of objects), and what it routes a request by (an
-    event that is no object, a press with no action or no ``action_id``, a view without
-    its ``type`` or ``callback_id``); None when bolt can read it."""
+    ``authorizations`` that are no list of objects), and what it routes a request by
+    (``unroutable``); None when bolt can read it."""
     if not isinstance(body, dict):
         return f"the request is {_kind(body)}, not an object"
     try:
         AsyncBoltRequest(body=body, mode="socket_mode")  # what bolt makes of every request
-    except (LookupError, TypeError, AttributeError, ValueError) as exc:
-        return f"bolt cannot read its ids ({type(exc).__name__}: {exc})"
+    except BOLT_FAILS as exc:
+        return ids_unreadable(exc)
+    return unroutable(body)
+
+
+def ids_unreadable(error: Exception) -> str:
+    """Why bolt could not make its request of a body, as ``error`` says."""
+    return f"bolt cannot read its ids ({type(error).__name__}: {error})"
+
+
+def unroutable(body: Mapping[str, Any]) -> str | None:
+    """What bolt routes a request by, and fails on, when it is not of its shape: an
+    event that is no object, a press with no action or no ``action_id``, a view without
+    its ``type`` or ``callback_id``; None when bolt can route it."""
     kind = body.get("type")
     if kind == "event_callback" and not isinstance(body.get("event"), dict):
         return f"event is {_kind(body.get('event'))}, not an object"
