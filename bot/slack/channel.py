@@ -983,8 +983,8 @@ class _SocketHandler(AsyncSocketModeHandler):
 
 
 def _readable(headers: Mapping[str, str]) -> bool:
-    """Whether bolt can check the signature headers without failing: a timestamp, if
-    any, of ASCII digits, and a signature of ASCII."""
+    """Whether slack_sdk's SignatureVerifier can check the signature headers without
+    failing: a timestamp, if any, of ASCII digits, and a signature of ASCII."""
     stamp = headers.get("X-Slack-Request-Timestamp")
     number = stamp is None or (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12)
     return number and headers.get("X-Slack-Signature", "").isascii()
