@@ -322,7 +322,7 @@ class SlackChannel:
         a body, and takes ids from it, before it checks, and fails on one not of Slack's
         shape. A request Slack did not sign is refused (401, audited); one it signed that
         is no JSON object is a 400, and one bolt would fail on is acknowledged and set
-        aside (``unreadable``), never a 500."""
+        aside (``ids_unreadable``, ``unroutable``), never a 500."""
         if not await self._signed_by_slack(request):
             await self._refused(request)
             return web.json_response({"error": "invalid request"}, status=401)
