@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 # Told of every card a channel settles, so that the other channels settle it too.
 Settled = Callable[[CardOutcome], Awaitable[None]]
 # Hands a run's news to the channels: the reply, and the chat the run was started from
-# (None for a run started from the CLI): {"channel": "telegram", "chat_id": "12345"}.
+# (None for a run started from the CLI): {"channel": "telegram", "chat_id": "12345"};
+# or a channel alone, whose operators it is for (``to_operators_of``).
 # False when none of them took it (None: not known).
 Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[bool | None]]
 # What the sender hears when handling their message or press failed.
@@ -123,9 +124,21 @@ def operator_ids(channel: str, operators: Iterable[str]) -> list[str]:
     return [entry.removeprefix(prefix) for entry in operators if entry.startswith(prefix)]
 
 
+def to_operators_of(channel: str) -> dict[str, Any]:
+    """Where news for every operator of ``channel``, and for nobody elsewhere, goes: the
+    day's list, which each channel is sent under a timer of its own."""
+    return {"channel": channel}
+
+
+def for_operators_of_one_channel(reply_to: dict[str, Any] | None) -> bool:
+    """Whether news goes to one channel's operators alone (``to_operators_of``)."""
+    return reply_to is not None and "chat_id" not in reply_to
+
+
 def news_chats(channel: str, reply_to: dict[str, Any] | None, operators: list[str]) -> list[str]:
     """Where a run's news goes in ``channel``: the chat the run came from, or, for a run
-    started elsewhere, every operator's (a user id is their chat with steward)."""
-    if reply_to and reply_to.get("channel") == channel:
+    started elsewhere or news for the channel's operators, every operator's (a user id
+    is their chat with steward)."""
+    if reply_to and reply_to.get("channel") == channel and "chat_id" in reply_to:
         return [str(reply_to["chat_id"])]
     return operators

@@ -4,9 +4,12 @@ record, and reports what changed.
 
 Every timer is in the ledger and is claimed atomically before it fires, so it fires
 once however many schedulers share the database, and a time missed while steward was
-down fires at the next start. The daily list is a timer too: one for each day, due at
-STEWARD_DIGEST_AT on the operator's clock (STEWARD_TIMEZONE, daylight saving included),
-claimed once each chat's list is kept (see ``Scheduler._send_digest``).
+down fires at the next start. The daily list is a timer too: one for each day and
+channel, due at STEWARD_DIGEST_AT on the operator's clock (STEWARD_TIMEZONE, daylight
+saving included), fired by a scheduler that serves the channel and claimed once each of
+its chats' list is kept (see ``Scheduler._send_digest``): stewards serving other
+platforms on one ledger each send their own operators the list, and a channel whose
+steward is down when it is due has it when that steward is back.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.channel import Notify
+from bot.channel import Notify, to_operators_of
 from graph.coordinator import Coordinator
 from graph.digest import next_digest_at
 from graph.engine import Decision, ProcessEngine, RunView
@@ -63,6 +66,7 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         defers: Callable[[], Awaitable[bool]] | None = None,
         unhandled: Callable[[], Awaitable[dict[str, datetime]]] | None = None,
+        channels: Sequence[str] = (),
     ) -> None:
         self.ledger = ledger
         self.engine = engine
@@ -76,8 +80,11 @@ class Scheduler:
         self.defers = defers
         # When the oldest delivery of each event not handled yet came (the webhooks').
         self.unhandled = unhandled
+        # The channels whose daily list this scheduler sends, each under a timer of its
+        # own; none (the terminal): one timer, for whatever ``notify`` reaches.
+        self.channels = tuple(channels)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._next_digest: tuple[str, datetime] | None = None  # planned: its key and time
+        self._next_digest: tuple[list[str], datetime] | None = None  # planned: keys, time
 
     async def tick(self) -> int:
         """Fires every due timer once; returns how many this worker fired. Several fire
@@ -107,8 +114,11 @@ class Scheduler:
 
         results = await asyncio.gather(*(fire(t) for t in due if t.kind != DIGEST))
         fired = sum(results)
-        for timer in (t for t in due if t.kind == DIGEST):  # after what was due: a list
-            fired += await self._send_digest(timer, now)  # sent late holds no expired gate
+        # After what was due: a list sent late holds no expired gate. Another channel's
+        # list is left to a scheduler that serves that channel.
+        for timer in (t for t in due if t.kind == DIGEST):
+            if _channel_of(timer.key) in (None, *self.channels):
+                fired += await self._send_digest(timer, now)
         await self._announce_missed(now)
         return fired
 
@@ -152,28 +162,31 @@ class Scheduler:
         if self.digest is None:
             return
         due = next_digest_at(now, self.digest.zone, self.digest.at)
-        key = self._digest_key(due)
-        if (key, due) != self._next_digest:  # a new day, or STEWARD_DIGEST_AT changed
-            await self.ledger.plan_timer(key, DIGEST, due)
-            self._next_digest = (key, due)
+        keys = self._digest_keys(due)
+        if (keys, due) != self._next_digest:  # a new day, or STEWARD_DIGEST_AT changed
+            for key in keys:
+                await self.ledger.plan_timer(key, DIGEST, due)
+            self._next_digest = (keys, due)
 
     async def _send_digest(self, timer: Timer, now: datetime) -> int:
-        """Sends the day's list to each chat once, however many schedulers share the
-        ledger and however often its sending starts again: each chat's reply is kept
-        under the timer's key (``Reply.once``), and the timer is claimed only once the
-        channels have kept it. A crash or a stop between two chats leaves the timer due:
-        at the next start the list goes to the chats it missed, and to no other. One no
-        channel took is tried again at the next tick. A list sent late (steward was down)
-        stands for today's own when that is due within LATE_LIST_STANDS: it does not
-        follow an hour later."""
+        """Sends the day's list to each chat of the timer's channel (of every channel
+        ``notify`` reaches, for a timer naming none) once, however many schedulers share
+        the ledger and however often its sending starts again: each chat's reply is kept
+        under the day's key (``Reply.once``), and the timer is claimed only once the
+        channel has kept it. A crash or a stop between two chats leaves the timer due: at
+        the next start the list goes to the chats it missed, and to no other. One the
+        channel did not take is tried again at the next tick. A list sent late (steward
+        was down) stands for today's own when that is due within LATE_LIST_STANDS: it
+        does not follow an hour later."""
+        channel = _channel_of(timer.key)
         try:
             reply = await self.coordinator.today_reply(now=now)
         except Exception:
             log.exception("the daily list for %s failed", timer.key)
             reply = Reply().say("I could not put today's list together; it is logged. /today")
-        reply.once = timer.key
+        reply.once = _day_of(timer.key)
         try:
-            taken = await self.notify(reply, None)
+            taken = await self.notify(reply, to_operators_of(channel) if channel else None)
         except Exception:
             log.exception("could not send the daily list for %s", timer.key)
             taken = False
@@ -182,15 +195,24 @@ class Scheduler:
             return 0
         if not await self.ledger.claim_timer(timer.id, self.worker):
             return 0  # another scheduler sent it, to the chats this one did not
-        today = await self.ledger.get_timer(self._digest_key(now))
-        if today is not None and today.id != timer.id and today.due_at - now < LATE_LIST_STANDS:
-            await self.ledger.claim_timer(today.id, self.worker)
+        todays = self._digest_keys(now) if channel is None else [self._digest_key(now, channel)]
+        for key in todays:
+            today = await self.ledger.get_timer(key)
+            if today is not None and today.id != timer.id and today.due_at - now < LATE_LIST_STANDS:
+                await self.ledger.claim_timer(today.id, self.worker)
         return 1
 
-    def _digest_key(self, at: datetime) -> str:
-        """The key of the list of the day ``at`` falls on, on the operator's clock."""
+    def _digest_keys(self, at: datetime) -> list[str]:
+        """The keys of the timers of the list of the day ``at`` falls on: one for each
+        channel this scheduler serves, or one naming none."""
+        return [self._digest_key(at, channel) for channel in self.channels or [None]]
+
+    def _digest_key(self, at: datetime, channel: str | None) -> str:
+        """The key of ``channel``'s list of the day ``at`` falls on, on the operator's
+        clock: "digest:2026-10-24:slack", or "digest:2026-10-24" naming no channel."""
         assert self.digest is not None
-        return f"{DIGEST}:{at.astimezone(self.digest.zone).date().isoformat()}"
+        day = f"{DIGEST}:{at.astimezone(self.digest.zone).date().isoformat()}"
+        return f"{day}:{channel}" if channel else day
 
     def _reply(self, result: RunView | Decision) -> Reply:
         if isinstance(result, Decision):
@@ -206,6 +228,19 @@ class Scheduler:
             except Exception as exc:
                 outage.failed(exc)
             await asyncio.sleep(self.interval)
+
+
+def _day_of(key: str) -> str:
+    """The day of a daily list's timer, "digest:2026-10-24": what each chat's list is
+    kept under, whichever channel's timer sent it."""
+    return ":".join(key.split(":", 2)[:2])
+
+
+def _channel_of(key: str) -> str | None:
+    """The channel a daily list's timer is for ("digest:2026-10-24:slack"); None for one
+    naming none (the terminal's, or planned by a steward from before channels had one)."""
+    parts = key.split(":", 2)
+    return parts[2] if len(parts) == 3 else None
 
 
 def _reply_to(result: RunView | Decision) -> dict[str, Any] | None:

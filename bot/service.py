@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.app import Steward
-from bot.channel import Channel, Notify
+from bot.channel import Channel, Notify, for_operators_of_one_channel
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
 from bot.scheduler import DigestTime, Scheduler
@@ -129,6 +129,7 @@ class Service:
             # timers and the daily list are for its chats; the terminal must not take them.
             defers=steward.ledger.platforms_served if defers_to_platforms else None,
             unhandled=functools.partial(unhandled_events, steward.ledger, self.hook_sources),
+            channels=[channel.name for channel in channels],
         )
         router = HookRouter(steward.engine, steward.coordinator)
         # False: another steward on this ledger serves the webhooks, on the same port.
@@ -347,10 +348,14 @@ class Service:
 
     async def notify(self, reply: Reply, reply_to: dict[str, Any] | None) -> bool:
         """A run's news goes to the channel it came from; news of a run started
-        elsewhere goes to every channel's operators. False when no channel took it (a
-        channel that could not is logged; the others go on)."""
+        elsewhere goes to every channel's operators, and news for one channel's operators
+        (the day's list) to that channel alone. False when no channel took it (a channel
+        that could not is logged; the others go on)."""
         wanted = reply_to.get("channel") if reply_to else None
-        targets = [c for c in self._started if c.name == wanted] or self._started
+        targets = [c for c in self._started if c.name == wanted]
+        if not targets and for_operators_of_one_channel(reply_to):
+            return False  # that channel is not served here
+        targets = targets or self._started
         if not targets and self.fallback is not None:
             if await self.steward.door.to_show(reply):
                 await self.fallback(reply, reply_to)

@@ -472,6 +472,41 @@ async def test_a_list_that_could_not_be_handed_on_is_sent_at_the_next_tick(
     assert len(sent) == 1 and "Saturday 24 October" in sent[0].texts[0]
 
 
+async def test_a_channel_that_could_not_take_the_list_gets_it_at_the_next_tick_alone(
+    app: Steward,
+) -> None:
+    """Telegram and Slack in one steward: the day's list was one timer, claimed once any
+    channel took it, so a channel that could not then had no list that day."""
+    sent: list[str] = []
+    down = {"slack"}
+
+    async def notify(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        assert reply_to is not None and "chat_id" not in reply_to  # its operators, alone
+        if reply_to["channel"] in down:
+            down.clear()
+            raise RuntimeError("the ledger refused the reply")
+        sent.append(reply_to["channel"])
+        return True
+
+    clock = Clock(datetime(2026, 10, 23, 9, 0, tzinfo=UTC))
+    scheduler = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(time(8, 0), UTC_ZONE),
+        clock=clock,
+        channels=("telegram", "slack"),
+    )
+    await scheduler.tick()  # plans the 24th's lists
+    clock.now = datetime(2026, 10, 24, 8, 0, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert sent == ["telegram"]
+    for _ in range(2):
+        await scheduler.tick()
+        assert sent == ["telegram", "slack"]
+
+
 async def drive_the_list(home: Path, stall: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
