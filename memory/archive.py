@@ -9,7 +9,9 @@ too). Each row goes to its file as it is read, so an export of a ledger of any s
 holds a batch of rows in memory, not the ledger. Under ``home/`` it copies the files of
 the home its caller names (``Along``), each with its size and SHA-256 in the manifest.
 ``manifest.json`` says what is there, how many rows, and the revision of the ledger it
-came from: an export of a newer steward is refused, never imported in part.
+came from, and its format names the kinds of content it holds, so that a steward that
+does not know one refuses the export: an export of a newer steward is refused, never
+imported in part.
 
 ``import`` restores a folder into an empty home: rows go back exactly as they were
 (ids, timestamps, the audit chain's hashes), so the chain still verifies and a run that
@@ -45,7 +47,13 @@ from memory.ledger.database import sync_folder
 from memory.ledger.migrate import HEAD, is_known
 from memory.ledger.schema import UTCDateTime
 
-FORMAT = "steward-export/1"
+# An export is of the first format that holds what it holds: a steward refuses a format
+# it does not read, so one from before a kind of content refuses an export that holds
+# it, where it would leave that content behind and say done. The ledger's rows and the
+# checkpoints are the first; the home's files (under home/) came with the second.
+LEDGER_ONLY = "steward-export/1"
+WITH_HOME_FILES = "steward-export/2"
+FORMATS = (LEDGER_ONLY, WITH_HOME_FILES)
 CHECKPOINTS = "checkpoints"
 # Tables a new home fills at its start (the audit chain's head, the built-in definitions):
 # their rows that the export has too are replaced by the export's.
@@ -151,7 +159,7 @@ async def export(
     files = _export_files(along or {}, folder / HOME)
     exported_at = datetime.now().astimezone().isoformat()
     manifest = {
-        "format": FORMAT,
+        "format": WITH_HOME_FILES if files else LEDGER_ONLY,
         "schema": HEAD,
         "exported_at": exported_at,
         "counts": counts,
@@ -361,8 +369,11 @@ def _manifest(folder: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("counts", {}), dict):
         raise ArchiveError(f"{folder / 'manifest.json'} is not a steward export's manifest")
-    if manifest.get("format") != FORMAT:
-        raise ArchiveError(f"{folder} is a {manifest.get('format')!r} export, not {FORMAT}")
+    if manifest.get("format") not in FORMATS:
+        raise ArchiveError(
+            f"{folder} is a {manifest.get('format')!r} export, and this steward reads "
+            f"{' and '.join(FORMATS)}: upgrade it to import an export of a newer one"
+        )
     schema = manifest.get("schema", HEAD)
     if not isinstance(schema, str) or not is_known(schema):
         raise ArchiveError(

@@ -547,6 +547,41 @@ async def test_an_export_brings_the_outbox_processes_and_webhooks_along(
         assert new.catalog.get("mine") is not None
 
 
+def manifest_of(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / "manifest.json").read_text()))
+
+
+@pytest.mark.parametrize("made", ["now", "before its format named the files"])
+async def test_an_export_that_brings_files_says_so_by_its_format(tmp_path: Path, made: str) -> None:
+    """It said steward-export/1, as one of the ledger alone does: a steward from before
+    the files, which reads that format and knows no files, imported the ledger, left the
+    outbox, the processes and hooks.yaml behind, and said done. It refuses a format it
+    does not read, as this one does; an export of the ledger alone stays one it reads,
+    and so does one made before, files and all."""
+    folder, alone, old_home = tmp_path / "export", tmp_path / "alone", tmp_path / "old"
+    await a_home_with_files(old_home)
+    async with Steward.open(settings_of(old_home)) as old:
+        along = _brought_along(old.settings)
+        await archive.export(old.ledger, old.engine.checkpointer, folder, along=along)
+        await archive.export(old.ledger, old.engine.checkpointer, alone)
+    assert manifest_of(folder)["format"] == "steward-export/2"
+    assert manifest_of(alone)["format"] == "steward-export/1"
+    manifest = manifest_of(folder)
+    if made != "now":
+        manifest["format"] = "steward-export/1"
+    (folder / "manifest.json").write_text(json.dumps(manifest | {"format": "steward-export/3"}))
+    async with Steward.open(settings_of(tmp_path / "new")) as new:
+        along = _brought_along(new.settings)
+        with pytest.raises(archive.ArchiveError, match=r"'steward-export/3' export.*upgrade"):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder, along=along)
+        assert await new.ledger.list_runs(None) == []
+        assert not (tmp_path / "new" / "hooks.yaml").exists()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        summary = await archive.import_(new.ledger, new.engine.checkpointer, folder, along=along)
+        assert summary.files == 4 and summary.counts["runs"] == 4
+    assert (tmp_path / "new" / "hooks.yaml").read_bytes() == (old_home / "hooks.yaml").read_bytes()
+
+
 async def test_an_export_copies_no_file_a_link_in_the_home_points_out_to(tmp_path: Path) -> None:
     """A definition linked to a file outside the folder (a key, by a repository of
     definitions that holds the link) was copied into the export as the file's content."""
