@@ -464,6 +464,9 @@ async def cmd_import(steward: Steward, args: argparse.Namespace) -> int:
     except archive.NotAnExport as exc:  # bad input, as an unknown run id is
         print(f"steward: {exc}: name the folder `steward export` wrote", file=sys.stderr)
         return 2
+    except archive.DanglingLink as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        return 2
     except archive.ArchiveError as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 1

@@ -74,6 +74,12 @@ class NotAnExport(ArchiveError):
     """The folder named is no export at all: not there, a file, or no manifest in it."""
 
 
+class DanglingLink(ArchiveError):
+    """Where the import puts a file of the home, the file or a folder of its path is a
+    link to nothing: bad input, as a folder that is no export is. Nothing is written
+    through it."""
+
+
 @dataclass(frozen=True)
 class Summary:
     counts: dict[str, int]
@@ -435,6 +441,11 @@ def _files_to_bring(
         if what is None or bool(slash) != bool(what.patterns) or (slash and not plain):
             raise ArchiveError(f"the export holds {kept}, which this steward has no place for")
         source, target = folder / kept, what.place(inside)
+        if link := _dangling(target):
+            raise DanglingLink(
+                f"{link} is a link to {os.readlink(link)}, which is not there: the import "
+                "writes no file through a link; remove it, then import; nothing was imported"
+            )
         if not source.is_file() or not _same(source, said):
             raise ArchiveError(f"{source} is missing or not as exported; nothing was imported")
         if target.exists() and not (target.is_file() and _same(target, said)):
@@ -445,6 +456,11 @@ def _files_to_bring(
         if not target.exists():
             bring.append((source, target, said))
     return bring
+
+
+def _dangling(path: Path) -> Path | None:
+    """The first of ``path`` and the folders above it that is a link to nothing, if any."""
+    return next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
 
 
 def _import_files(files: list[tuple[Path, Path, Any]]) -> list[Path]:

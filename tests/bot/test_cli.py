@@ -1126,6 +1126,41 @@ def test_an_import_of_no_export_is_bad_input(
         assert err == f"steward: {said}: name the folder `steward export` wrote\n"
 
 
+@pytest.mark.parametrize("link", ["the file", "its folder"])
+def test_an_import_over_a_link_to_nothing_is_bad_input(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    link: str,
+) -> None:
+    """Where the import puts a file of the outbox, a link to nothing: it stopped with
+    exit 1, saying it could not read the export, and named a file of its own making
+    ("File exists (…/.20261207-….json.import4242)")."""
+    _, approval_id = start(capsys)
+    assert steward(capsys, "approve", approval_id)[0] == 0
+    (effect,) = outbox_files(home)
+    assert steward(capsys, "export", str(tmp_path / "export"))[0] == 0
+    new_home, nowhere = tmp_path / "new-home", tmp_path / "nowhere"
+    (new_home / "outbox").parent.mkdir(mode=0o700)
+    if link == "the file":
+        (new_home / "outbox").mkdir(mode=0o700)
+        dangling = new_home / "outbox" / effect.name
+    else:
+        dangling = new_home / "outbox"
+    dangling.symlink_to(nowhere)
+    monkeypatch.setenv("STEWARD_HOME", str(new_home))
+    code, _, err = steward(capsys, "import", str(tmp_path / "export"))
+    assert code == 2
+    assert err == (
+        f"steward: {dangling} is a link to {nowhere}, which is not there: the import writes "
+        "no file through a link; remove it, then import; nothing was imported\n"
+    )
+    assert not nowhere.exists()
+    code, out, _ = steward(capsys, "runs", "--all")
+    assert code == 0 and "no runs yet" in out
+
+
 def test_a_home_other_users_may_read_is_pointed_out_at_start(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
