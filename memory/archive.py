@@ -465,24 +465,33 @@ def _dangling(path: Path) -> Path | None:
 
 def _import_files(files: list[tuple[Path, Path, Any]]) -> list[Path]:
     """Writes each file whole where it goes, readable by its owner alone, as the manifest
-    says it is (one changed since it was checked is refused, and none is left written);
-    the files written."""
+    says it is, never over a file: one changed since it was checked, or one whose place
+    was taken meanwhile, is refused, and none is left written; the files written."""
     brought: list[Path] = []
-    for source, target, said in files:
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.import{os.getpid()}")
-        temporary.unlink(missing_ok=True)
-        try:
-            with open(source, "rb") as original, _private(temporary, binary=True) as out:
-                copied = _copy(original, out)
-            if copied != said:
-                for path in brought:
-                    path.unlink()
-                raise ArchiveError(f"{source} changed during the import; nothing was imported")
-            os.link(temporary, target)  # never over a file made meanwhile
-        finally:
+    try:
+        for source, target, said in files:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.import{os.getpid()}")
             temporary.unlink(missing_ok=True)
-        brought.append(target)
+            try:
+                with open(source, "rb") as original, _private(temporary, binary=True) as out:
+                    copied = _copy(original, out)
+                if copied != said:
+                    raise ArchiveError(f"{source} changed during the import; nothing was imported")
+                try:
+                    os.link(temporary, target)  # never over a file made meanwhile
+                except FileExistsError:
+                    raise ArchiveError(
+                        f"{target} was made during the import: move it away, then import; "
+                        "nothing was imported"
+                    ) from None
+            finally:
+                temporary.unlink(missing_ok=True)
+            brought.append(target)
+    except BaseException:
+        for path in brought:
+            path.unlink(missing_ok=True)
+        raise
     for folder in {target.parent for target in brought}:
         sync_folder(folder)
     return brought

@@ -674,6 +674,36 @@ async def test_a_file_of_the_home_changed_after_its_check_is_not_imported(
     assert list((home / "processes").iterdir()) == []
 
 
+async def test_a_file_of_the_home_made_during_the_import_is_left_and_nothing_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made where the export's goes after the check: the import stopped as an export it
+    could not read, naming its own temporary file, and left the files it had written
+    before that one (hooks.yaml, the outbox) in the home."""
+    folder, home = tmp_path / "export", tmp_path / "new"
+    await a_home_with_files(tmp_path / "old")
+    async with Steward.open(settings_of(tmp_path / "old")) as old:
+        along = _brought_along(old.settings)
+        await archive.export(old.ledger, old.engine.checkpointer, folder, along=along)
+    bring = archive._import_files
+    mine = home / "processes" / "mine.yaml"
+
+    def made_meanwhile(files: Any) -> list[Path]:
+        mine.parent.mkdir(exist_ok=True)
+        mine.write_text("the operator's own")
+        return bring(files)
+
+    monkeypatch.setattr(archive, "_import_files", made_meanwhile)
+    async with Steward.open(settings_of(home)) as new:
+        along = _brought_along(new.settings)
+        with pytest.raises(archive.ArchiveError, match=r"mine\.yaml was made during the import"):
+            await archive.import_(new.ledger, new.engine.checkpointer, folder, along=along)
+        assert await new.ledger.list_runs(None) == []
+    assert not (home / "hooks.yaml").exists() and outbox(home) == []
+    assert mine.read_text() == "the operator's own"
+    assert [p.name for p in (home / "processes").iterdir()] == ["mine.yaml"]
+
+
 async def test_a_file_changed_during_the_import_leaves_nothing_imported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
