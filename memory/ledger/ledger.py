@@ -64,6 +64,7 @@ from memory.ledger.migrate import UnknownRevision, upgrade_to_head
 from memory.ledger.prepared import Prepared
 from memory.ledger.records import (
     NEVER,
+    RUN_STATUSES,
     Approval,
     ApprovalStatus,
     AuditEvent,
@@ -1091,7 +1092,7 @@ class Ledger:
                 lines[row.id] = RunLine(
                     row.id,
                     row.process,
-                    RunStatus(row.status),
+                    RUN_STATUSES[row.status],
                     row.current_step,
                     row.error,
                     row.error_class,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 # How a cancelled run's error begins when it tells how the run ended, not what failed.
 ENDINGS = ("cancelled by ", "rejected at ")
@@ -22,6 +22,11 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+# Each status by its stored value: a dict lookup, where RunStatus(value) goes through
+# the enum's own lookup (ten times the time, for each row of a list).
+RUN_STATUSES = {status.value: status for status in RunStatus}
 
 
 class ApprovalStatus(StrEnum):
@@ -52,9 +57,9 @@ class Run:
     owed: dict[str, str] | None = None  # what is left of each money input paid in part
 
 
-@dataclass(frozen=True)
-class RunLine:
-    """What a list of runs shows of one: no inputs, no card, but its pending approval."""
+class RunLine(NamedTuple):
+    """What a list of runs shows of one: no inputs, no card, but its pending approval. (A
+    named tuple, made in a fraction of a frozen dataclass's time: /runs makes 31.)"""
 
     id: str
     process: str
