@@ -232,22 +232,25 @@ _ANNOUNCE = Prepared(
 )
 
 
-def _newest_runs(statuses: tuple[RunStatus, ...], limit: int | None) -> Subquery:
+def _newest_runs(statuses: tuple[RunStatus, ...], limit: int | None, limit_each: bool) -> Subquery:
     """The ids and times of the newest runs in these statuses (any, if none). Each
     status's newest come from its own index range, so the cost stays that of the
     ``limit`` rows however many runs there are (equalities, not IN: an IN list is
-    rendered at every execution)."""
+    rendered at every execution).
+
+    ``limit_each`` (PostgreSQL): each range has its own ORDER BY and LIMIT, which it
+    merges in order (Merge Append) and stops at ``limit``; without them it reads and
+    sorts every run in the statuses. SQLite merges the bare ranges in index order and
+    stops at ``limit``; a LIMIT in each would have it sort each range, then the whole
+    (five sorts of 31 rows: ~20 µs of /runs' ~110 µs in SQLite)."""
     r = t.runs
     if statuses:
-        each = [
-            select(r.c.id, r.c.created_at)
-            .where(r.c.status == status.value)
-            .order_by(r.c.created_at.desc())
-            .limit(limit)
-            .subquery()
-            for status in statuses
-        ]
-        union = union_all(*(select(s.c.id, s.c.created_at) for s in each)).subquery()
+        each = [select(r.c.id, r.c.created_at).where(r.c.status == s.value) for s in statuses]
+        if limit_each:
+            each = [
+                select(*e.order_by(r.c.created_at.desc()).limit(limit).subquery().c) for e in each
+            ]
+        union = union_all(*each).subquery()
         runs = select(union.c.id, union.c.created_at).order_by(union.c.created_at.desc())
     else:
         runs = select(r.c.id, r.c.created_at).order_by(r.c.created_at.desc())
@@ -255,10 +258,12 @@ def _newest_runs(statuses: tuple[RunStatus, ...], limit: int | None) -> Subquery
 
 
 @cache
-def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Prepared:
+def _runs_newest_first(
+    statuses: tuple[RunStatus, ...], limit: int | None, limit_each: bool
+) -> Prepared:
     """Runs in these statuses (any, if none), newest first: one prepared statement for
     each of the few combinations asked for (/runs, /runs all, recovery)."""
-    newest = _newest_runs(statuses, limit)
+    newest = _newest_runs(statuses, limit, limit_each)
     query = (
         select(t.runs)
         .select_from(newest.join(t.runs, t.runs.c.id == newest.c.id))
@@ -268,11 +273,11 @@ def _runs_newest_first(statuses: tuple[RunStatus, ...], limit: int | None) -> Pr
 
 
 @cache
-def _run_lines(statuses: tuple[RunStatus, ...], limit: int) -> Prepared:
+def _run_lines(statuses: tuple[RunStatus, ...], limit: int, limit_each: bool) -> Prepared:
     """The newest runs in these statuses (any, if none), each with its pending approval's
     id and summary: the columns a list shows, no JSON but the summary, taken out by SQL."""
     r, a = t.runs, t.approvals
-    newest = _newest_runs(statuses, limit)
+    newest = _newest_runs(statuses, limit, limit_each)
     pending = and_(a.c.run_id == r.c.id, a.c.status == ApprovalStatus.PENDING.value)
     query = (
         select(
@@ -1076,7 +1081,8 @@ class Ledger:
     async def list_runs(
         self, statuses: Sequence[RunStatus] | None = None, limit: int | None = 50
     ) -> list[Run]:
-        query = _runs_newest_first(tuple(dict.fromkeys(statuses or ())), limit)
+        statuses = tuple(dict.fromkeys(statuses or ()))
+        query = _runs_newest_first(statuses, limit, not self.url.is_sqlite)
         return await self.db.run(lambda c: [_run(r) for r in query.rows(c)], write=False)
 
     async def run_lines(
@@ -1084,7 +1090,7 @@ class Ledger:
     ) -> list[RunLine]:
         """The newest runs as a list shows them, in one read: each with the approval it
         waits for (the newest, should it wait for more than one)."""
-        query = _run_lines(tuple(dict.fromkeys(statuses or ())), limit)
+        query = _run_lines(tuple(dict.fromkeys(statuses or ())), limit, not self.url.is_sqlite)
 
         def read(conn: Connection) -> list[RunLine]:
             lines: dict[str, RunLine] = {}
