@@ -286,15 +286,15 @@ class EmbeddedSqlite:
         if write:
             _set_pragma(self._conn, "synchronous", "FULL" if durable else "NORMAL")
         self._conn.info["write"] = write
-        self._conn.begin()
+        _begin(_driver(self._conn), write)
         return self._conn
 
     def _close(self, conn: Connection, commit: bool) -> None:
         try:
-            if commit:
-                conn.commit()
+            if conn.get_transaction() is not None:  # begun by a statement of SQLAlchemy's
+                conn.commit() if commit else conn.rollback()
             else:
-                conn.rollback()
+                _end(_driver(conn), commit)
         except BaseException:
             conn.close()  # a connection whose transaction ended badly is not reused
             self._conn = None
@@ -408,10 +408,33 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        begin = "BEGIN IMMEDIATE" if conn.info.get("write", True) else "BEGIN"
-        driver = conn.connection.driver_connection  # a BEGIN needs nothing SQLAlchemy adds
-        assert driver is not None
-        try:
-            driver.execute(begin)
-        except sqlite3.Error as exc:  # as SQLAlchemy would raise it: "locked" is recognised
-            raise DBAPIError.instance(begin, None, exc, sqlite3.Error) from exc
+        driver = _driver(conn)
+        if not driver.in_transaction:  # else begun by _open, as a statement of fn's runs
+            _begin(driver, conn.info.get("write", True))
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
+def _begin(driver: sqlite3.Connection, write: bool) -> None:
+    """Begins a transaction on the driver itself: SQLAlchemy's own begin and commit (its
+    transaction objects and events) cost more than SQLite's BEGIN and COMMIT, for every
+    transaction. A statement run through SQLAlchemy inside it joins it (``_on_begin``)."""
+    _on_driver(driver.execute, "BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _end(driver: sqlite3.Connection, commit: bool) -> None:
+    _on_driver(driver.commit if commit else driver.rollback)
+
+
+def _on_driver(call: Callable[..., Any], *args: str) -> None:
+    """Calls the driver; its error raised as SQLAlchemy would raise it ("locked" and disk
+    failures are recognised by their SQLAlchemy types)."""
+    try:
+        call(*args)
+    except sqlite3.Error as exc:
+        statement = args[0] if args else call.__name__.upper()
+        raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
