@@ -967,7 +967,7 @@ async def test_a_payment_recorded_by_hand_in_slack_is_counted(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
     """/steward paid RUN AMOUNT reaches the coordinator as any command: the run counts the
-    part paid and asks to approve the reminder of the rest."""
+    part paid and asks, in the sender's DM, to approve the reminder of the rest."""
     channel = "C0TEAM"
     invoice = {"client": "Acme", "email": "ap@acme.com", "invoice": "INV-7"}
     invoice |= {"amount": "€2,500", "due_date": "2026-11-01"}
@@ -977,8 +977,9 @@ async def test_a_payment_recorded_by_hand_in_slack_is_counted(
         await bot.steward.engine.decide(view.approval.id, True, "cli:shell")
         paid = slack.slash_command(OPERATOR, channel, f"paid {view.run.id} €1,000")
         assert (await slack.post_command(bot.url, paid))[0] == 200
-        await slack.wait_for(lambda s: cards(s, channel))
+        await slack.wait_for(lambda s: cards(s, slack.dm_channel(OPERATOR)))
         assert f"Recorded for run {view.run.id}: €1,000 paid." in ephemerals(slack, OPERATOR)
+        assert posted(slack, channel) == []  # the card of a slash command: in the DM
         (card,) = await bot.steward.ledger.pending_approvals([view.run.id])
         assert card.card["fields"]["Still owed"] == "€1,500.00"
         events = await bot.steward.ledger.audit_events()
