@@ -1,7 +1,8 @@
 """Telegram's flood limits, kept without dropping a message.
 
 About one message a second per chat (a short burst allowed), twenty a minute in a group,
-and 30 a second overall.
+and 30 a second overall: no more than 30 in any second, so the overall bucket saves up no
+burst (a full one of 30 let 30 go at once and 30 more within that second).
 A 429 with ``retry_after`` holds the chat — or everything, for calls without a chat —
 for that long, then the same request is sent again; a message is never given up on
 because of flood control.
@@ -36,7 +37,7 @@ class FloodControl(BaseRateLimiter[None]):
         self.per_chat = per_chat
         self.per_group = per_group
         self.chat_burst = chat_burst
-        self.overall = Bucket(overall, overall)
+        self.overall = Bucket(overall, burst=1)
         self._chats: dict[str, Bucket] = {}
 
     async def initialize(self) -> None:

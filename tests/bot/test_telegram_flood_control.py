@@ -1,12 +1,15 @@
-"""Flood control's token bucket: a burst, then the rate; a 429's hold, then no burst."""
+"""Flood control: the token bucket (a burst, then the rate; a 429's hold, then no
+burst), and Telegram's limits kept by the rate limiter python-telegram-bot calls."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
+from typing import Any
 
 from bot.pacing import Bucket
+from bot.telegram.rate_limit import FloodControl
 
 
 async def takes(bucket: Bucket, count: int) -> list[float]:
@@ -43,3 +46,23 @@ async def test_takers_queue_in_order() -> None:
 
     await asyncio.gather(*(one(i) for i in range(5)))
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_no_more_than_thirty_messages_go_in_any_second_over_all_chats() -> None:
+    """Telegram takes about 30 messages a second over all chats; a full bucket of 30
+    let 30 go at once and 30 more by the end of that second."""
+    limiter = FloodControl()
+    started = time.monotonic()
+    stamps: list[float] = []
+
+    async def send() -> bool:
+        stamps.append(time.monotonic() - started)
+        return True
+
+    async def to(chat: int) -> None:
+        data: dict[str, Any] = {"chat_id": chat, "text": "news"}
+        await limiter.process_request(send, (), {}, "sendMessage", data, None)
+
+    await asyncio.gather(*(to(chat) for chat in range(1, 46)))
+    assert len(stamps) == 45
+    assert max(sum(1 for t in stamps if at <= t < at + 0.999) for at in stamps) <= 30
