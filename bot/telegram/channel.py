@@ -738,10 +738,13 @@ def inbound_from(update: Update, bot_id: int, username: str = "") -> Inbound | N
 
 def _attachment(message: Message) -> str | None:
     """What a message brings instead of typed text: a message forwarded (someone else's
-    words, not the operator's), a document by its name, else its kind ("a photo", "a voice
-    message"); None for text."""
+    words, not the operator's), one sent through an inline bot (that bot's words), a
+    document by its name, else its kind ("a photo", "a voice message"); None for text."""
     if message.forward_origin is not None:
         return "a forwarded message"
+    if message.via_bot is not None:
+        inline_bot = _of(message.via_bot.username, str | None, "an inline bot's username")
+        return f"a message sent through @{inline_bot}" if inline_bot else "a bot's message"
     attached = message.effective_attachment
     if attached is None:
         return None

@@ -379,6 +379,28 @@ async def test_a_forwarded_message_is_not_taken_for_the_operator_s_words(
         assert effect["params"]["body"] == "Dear Jane, welcome!"
 
 
+async def test_a_message_sent_through_an_inline_bot_is_not_taken_for_the_operator_s_words(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """What another bot made, sent with it inline (``@some_bot …``, a result chosen), was
+    read as the operator's typed words: a command in it ran, and its text became the new
+    text of a draft, approved with a yes."""
+    home = tmp_path / "home"
+    async with running(home, api):
+        api.send_text(OPERATOR, START, via_bot="quotes_bot")
+        await api.wait_for(
+            lambda a: any("not a message sent through @quotes_bot" in t for t in texts(a))
+        )
+        assert cards(api) == []
+        await edit_pressed(api)
+        api.send_text(OPERATOR, "Dear Jane, welcome aboard!", via_bot="quotes_bot")
+        await api.wait_for(lambda a: "still waiting for your answer" in texts(a)[-1])
+        api.send_text(OPERATOR, "Dear Jane, welcome!")  # the question still waits for it
+        await said_yes_once_shown(api)
+        (effect,) = outbox(home)
+        assert effect["params"]["body"] == "Dear Jane, welcome!"
+
+
 async def test_in_a_group_a_command_for_another_bot_is_not_steward_s(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:

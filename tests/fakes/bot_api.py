@@ -812,11 +812,13 @@ class FakeBotAPI:
         topic: int | None = None,
         forwarded_from: int | None = None,
         reply_to: JSONDict | None = None,
+        via_bot: str | None = None,
     ) -> JSONDict:
         """A user writes ``text`` (in their private chat unless ``chat_id``, in a forum
-        topic of it with ``topic``), or forwards what user ``forwarded_from`` wrote, as a
-        reply to the message ``reply_to`` if given; returns the queued ``message`` update.
-        A leading ``/command`` gets a bot_command entity."""
+        topic of it with ``topic``), or forwards what user ``forwarded_from`` wrote, or
+        sends what the inline bot named ``via_bot`` made (``@via_bot query``, then a result
+        chosen), as a reply to the message ``reply_to`` if given; returns the queued
+        ``message`` update. A leading ``/command`` gets a bot_command entity."""
         user = self._user(user_id, first_name)
         chat = user_id if chat_id is None else chat_id
         message: JSONDict = {
@@ -830,6 +832,9 @@ class FakeBotAPI:
             author = self._user(forwarded_from, None)
             origin = {"type": "user", "date": int(time.time()) - 60, "sender_user": author}
             message["forward_origin"] = origin
+        if via_bot is not None:
+            inline_bot = {"id": 7_000_000 + len(via_bot), "is_bot": True, "first_name": via_bot}
+            message["via_bot"] = inline_bot | {"username": via_bot}
         if reply_to is not None:
             replied = self._messages.get((chat, int(reply_to["message_id"])), reply_to)
             message["reply_to_message"] = {
