@@ -4,6 +4,10 @@ A card can show in several chats (every operator's, a thread and the Details vie
 the press that decides it may come from any of them: each channel notes every message
 showing the card in the ledger (shared by every steward process on it, and kept across
 restarts), and edits them all when it is decided.
+
+A channel's messages are those one account of it can edit: a Telegram bot's are noted
+under ``telegram:`` and its id, since each bot counts its message ids on its own (a card
+another bot on the same ledger showed is no message of this one's to edit).
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ class CardMessages:
     def __init__(self, ledger: Ledger, channel: str) -> None:
         self.ledger = ledger
         self.channel = channel
+
+    async def take_unnamed(self, channel: str) -> None:
+        """Notes as this account's the cards noted under its channel's name alone, as
+        they were before accounts were told apart."""
+        await self.ledger.rename_card_messages(channel, self.channel)
 
     async def remember(self, approval_id: str, chat_id: str, message_id: str) -> str | None:
         """Notes a message showing the card. When the card was decided while the message

@@ -174,7 +174,6 @@ class TelegramChannel:
         api_root: str = "https://api.telegram.org",
     ) -> None:
         self.door = door
-        self.cards = CardMessages(door.ledger, self.name)
         self.settled_here: Settled | None = None
         self.bot = bot
         self.webhook = webhook
@@ -194,6 +193,13 @@ class TelegramChannel:
         self._ready = asyncio.Event()
         self._unanswered: dict[str, asyncio.TimerHandle] = {}  # press id → its late answer
         self._answering: set[asyncio.Task[None]] = set()
+
+    @property
+    def cards(self) -> CardMessages:
+        """Where this bot showed each card: its own messages, told apart from another
+        bot's on the same ledger by its id (message ids count per bot). Known once the
+        bot has started."""
+        return CardMessages(self.door.ledger, f"{self.name}:{self.bot.id}")
 
     @classmethod
     def from_settings(cls, settings: Settings, door: FrontDoor) -> TelegramChannel:
@@ -261,6 +267,7 @@ class TelegramChannel:
             # Stored by a steward from before bot ids began delivery ids: Telegram may
             # send one of those again, which must be known for what it is.
             await self.door.prefix_deliveries(self.name, f"{self.bot.id}:")
+            await self.cards.take_unnamed(self.name)  # noted before bots were told apart
             await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
             self.queue.start()
             self.asking.start()

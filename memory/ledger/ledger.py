@@ -1563,6 +1563,19 @@ class Ledger:
 
         return await self.db.run(remember, durable=False)
 
+    async def rename_card_messages(self, channel: str, named: str) -> int:
+        """Keeps the cards noted under ``channel`` under ``named``, for a channel that has
+        since noted them more narrowly (a Telegram bot's, by its id); a card noted under
+        both keeps ``named``'s. How many were renamed."""
+        cards = t.card_messages.c
+        theirs = select(cards.approval_id).where(cards.channel == named)
+        rename = (
+            update(t.card_messages)
+            .where(cards.channel == channel, cards.approval_id.not_in(theirs))
+            .values(channel=named)
+        )
+        return await self.db.run(lambda conn: conn.execute(rename).rowcount)
+
     async def card_shown(self, channel: str, approval_id: str) -> bool:
         """Whether a message of ``channel`` shows the card with its buttons."""
         query = select(t.card_messages.c.messages, t.card_messages.c.outcome).where(

@@ -178,9 +178,10 @@ workers = Table(
     Column("serves_platforms", Boolean, nullable=False, server_default=false()),
 )
 
-# The messages showing each approval card in a channel (a chat and a message in it, as
-# the platform names them), so that its outcome replaces them in place — however long it
-# waits, and across restarts; ``outcome`` once it has (a message posted later shows it).
+# The messages showing each approval card in a channel — for Telegram one bot's,
+# ``telegram:`` and its id — (a chat and a message in it, as the platform names them), so
+# that its outcome replaces them in place — however long it waits, and across restarts;
+# ``outcome`` once it has (a message posted later shows it).
 card_messages = Table(
     "card_messages",
     metadata,

@@ -47,3 +47,17 @@ async def test_a_message_noted_while_the_card_is_taken_is_settled_either_way(
     told = [message for message in noted if message is not None]
     assert sorted(told + taken) == sorted(messages)
     assert not await cards.showing("a1")
+
+
+async def test_cards_noted_under_the_channel_s_name_alone_become_the_bot_s(ledger: Ledger) -> None:
+    """Cards a steward noted before Telegram's bots were told apart still settle after
+    the upgrade; a card the bot noted since keeps its own messages."""
+    unnamed = CardMessages(ledger, "telegram")
+    await unnamed.remember("a1", "42", "7")
+    await unnamed.remember("a2", "42", "8")
+    bot = CardMessages(ledger, "telegram:4242")
+    await bot.remember("a2", "42", "9")
+    await bot.take_unnamed("telegram")
+    assert await bot.take("a1", "Approved") == [("42", "7")]
+    assert await bot.take("a2", "Approved") == [("42", "9")]
+    assert not await CardMessages(ledger, "telegram:777").showing("a1")

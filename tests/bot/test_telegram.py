@@ -1145,6 +1145,28 @@ async def test_a_new_bot_on_the_same_ledger_is_heard_from_its_first_update(
         assert any("onboarding — " in text for text in texts(new_api))
 
 
+async def test_a_card_another_bot_posted_is_not_settled_on_this_bot_s_messages(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Message ids count per bot: where the old bot showed a card, the new bot on the same
+    ledger showed one of its own under the same id, which a decision of the old card from
+    a shell replaced with that card's outcome, and so took its buttons."""
+    home = tmp_path / "home"
+    async with running(home, api):
+        card = await onboarding_card(api)
+    approval_id = button(card, "Approve").partition(":")[2]
+    async with FakeBotAPI(token="777:new-bot") as new_api, running(home, new_api) as bot:
+        own = await onboarding_card(new_api)
+        assert own["message_id"] == card["message_id"]
+        assert not await bot.channel.shows(approval_id)
+        async with Steward.open(load_settings(home=home)) as shell:  # `steward approve ID`
+            await shell.coordinator.decide(approval_id, True, "cli:shell")
+        await asyncio.sleep(1.0)  # the service's ticks read the decision meanwhile
+        await bot.channel.idle()
+        assert new_api.calls_to("editMessageText") == []
+        assert new_api.message(OPERATOR, own["message_id"]) == own
+
+
 async def test_an_update_stored_before_the_upgrade_and_sent_again_is_handled_once(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
