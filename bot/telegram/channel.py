@@ -425,9 +425,12 @@ class TelegramChannel:
         if (
             message is not None
             and not _for_steward(message, self.bot.id, self._username)
-            and not await self.door.awaits_answer(inbound)
+            and (inbound.attachment is not None or not await self.door.awaits_answer(inbound))
         ):
-            return  # a group's talk, which steward overhears with privacy mode off
+            # A group's talk, which steward overhears with privacy mode off: the asker's
+            # next typed message answers a question, not a file or someone else's words
+            # they share there (which would take its place, and then the answer's).
+            return
         query = update.callback_query
         asks = (inbound.button or "").startswith((ASK, BACK))
         if query is not None and asks and inbound.sender.user_id in self.operator_chats:

@@ -483,6 +483,31 @@ async def test_in_a_group_steward_reads_only_what_is_meant_for_it(
         assert "jane@acme.com" in cards(api, group)[0]["text"]
 
 
+async def test_in_a_group_only_the_asker_s_typed_words_answer_a_question(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A question waits for the asker's next message in the group; a client's message
+    the asker forwarded there for the others, or one sent through an inline bot, took
+    that place: steward told the group it reads only typed text, and the typed answer
+    after it was overheard talk, dropped."""
+    group, client, colleague = -100500, 7007, 1002
+    async with running(
+        tmp_path / "home", api, operators=f"telegram:{OPERATOR},telegram:{colleague}"
+    ) as bot:
+        api.send_text(OPERATOR, "/run onboarding client=Acme", chat_id=group)
+        await api.wait_for(lambda a: any("email" in t for t in texts(a, group)), timeout=15)
+        api.send_text(colleague, "jo@acme.com", chat_id=group)  # an operator, not asked
+        api.send_text(OPERATOR, "Jane wrote this:", chat_id=group, forwarded_from=client)
+        api.send_text(OPERATOR, "ha", chat_id=group, via_bot="gif_bot")
+        api.send_text(OPERATOR, "jane@acme.com", chat_id=group)  # the answer steward waits for
+        await api.wait_for(lambda a: "premium" in texts(a, group)[-1], timeout=15)
+        api.send_text(OPERATOR, "premium", chat_id=group)
+        await api.wait_for(lambda a: cards(a, group), timeout=15)
+        await bot.channel.idle()
+        assert not any("typed text" in t for t in texts(api, group))
+        assert "jane@acme.com" in cards(api, group)[0]["text"]
+
+
 async def test_a_run_started_in_a_forum_topic_asks_and_shows_its_card_in_that_topic(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
