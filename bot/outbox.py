@@ -8,7 +8,10 @@ the order they were made. When the platform cannot take a message (it is unreach
 or answers with a server error) the channel raises ``SendLater``; the reply is tried
 again later, from the first step not yet done (see ``Steps``), for up to GIVE_UP_AFTER
 (of this process's life: a stop is no try), and only then given up, with an audit
-event. A stop leaves what is unsent in the ledger for the next start. A worker that
+event. When the ledger is down mid-reply (a note of how far it went, where a card was
+posted), the reply waits for it, tried again each ``first_retry``, and goes on from the
+step it stopped at once the ledger is back: nothing of it is given up, and no message
+sent twice. A stop leaves what is unsent in the ledger for the next start. A worker that
 may have looked gone to the others (frozen past its lease) first asks the ledger
 whether each reply is still its own to send. A message the platform may have taken
 before the connection broke is sent again: a reply arrives at least once.
@@ -28,7 +31,7 @@ from typing import TypeVar, cast
 
 from graph.front_door import FrontDoor
 from graph.messages import Inbound, Owed, Reply
-from memory.ledger import utcnow
+from memory.ledger import Outage, ledger_down, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +51,8 @@ class Steps:
     tried again skips what went on an earlier try. A skipped step gives what it gave
     then, if that was in this process (a card's message id), else None. Before a step
     after one done, the ledger is told (``note``): a crash mid-reply leaves at most the
-    step under way to send again, not every message before it."""
+    step under way to send again, not every message before it. The ledger down, the
+    note raises, and the reply is tried again from that step (see ``Outbox``)."""
 
     def __init__(self, owed: Owed, note: Callable[[Owed], Awaitable[None]]) -> None:
         self._owed = owed
@@ -122,7 +126,7 @@ class Outbox:
 
     def steps(self, owed: Owed) -> Steps:
         """What a channel sends a reply's steps through, noting them as they go."""
-        return Steps(owed, self._note_progress)
+        return Steps(owed, self._note_before_a_step)
 
     @property
     def owed_here(self) -> int:
@@ -171,8 +175,10 @@ class Outbox:
                     self._idle.set()
 
     async def _deliver(self, owed: Owed) -> None:
-        """Sends one reply, trying again while the platform cannot take it."""
+        """Sends one reply, trying again while the platform cannot take it, or the ledger
+        cannot take what is noted on its way."""
         delay = self.first_retry
+        outage = Outage(log, f"sending a {self.channel} reply to chat {owed.chat_id}")
         for tries in itertools.count(1):
             if not await self.door.holds(owed):
                 log.warning(
@@ -209,11 +215,16 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY)
             except Exception as exc:
+                if ledger_down(exc):  # what went is known here: the rest waits for the ledger
+                    outage.failed(exc)
+                    await asyncio.sleep(self.first_retry)
+                    continue
                 log.exception("sending a reply to %s chat %s failed", self.channel, owed.chat_id)
                 await self._forget(owed, f"failed: {exc!r}")
                 return
             else:
-                await self._note(self.door.sent(owed))
+                outage.worked()
+                await once_the_ledger_takes(lambda: self.door.sent(owed), outage, self.first_retry)
                 return
 
     async def _note_progress(self, owed: Owed) -> None:
@@ -221,6 +232,19 @@ class Outbox:
         sent = owed.sent
         if sent > owed.noted and await self._note(self.door.sent_part(owed)):
             owed.noted = sent
+
+    async def _note_before_a_step(self, owed: Owed) -> None:
+        """Tells the ledger of the steps done before the next goes; raises when the ledger
+        is down, so that none goes before it knows. Another failure is logged, and at
+        worst those steps are sent again after a restart."""
+        try:
+            await self.door.sent_part(owed)
+        except Exception as exc:
+            if ledger_down(exc):
+                raise
+            log.exception("could not note a %s reply's progress in the ledger", self.channel)
+            return
+        owed.noted = owed.sent
 
     async def _forget(self, owed: Owed, reason: str) -> None:
         await self._note(self.door.give_up(owed, reason))
@@ -234,6 +258,26 @@ class Outbox:
             log.exception("could not note a %s reply's progress in the ledger", self.channel)
             return False
         return True
+
+
+async def once_the_ledger_takes(
+    write: Callable[[], Awaitable[T]], outage: Outage, again_after: float
+) -> T | None:
+    """``write``'s result, tried again every ``again_after`` seconds while the ledger is
+    down (a note of a message sent, which must not be sent again); None, logged, when it
+    fails otherwise."""
+    while True:
+        try:
+            result = await write()
+        except Exception as exc:
+            if not ledger_down(exc):
+                log.exception("could not note a reply's way in the ledger")
+                return None
+            outage.failed(exc)
+            await asyncio.sleep(again_after)
+            continue
+        outage.worked()
+        return result
 
 
 def _stopped(lane: deque[tuple[Owed, asyncio.Future[None]]]) -> None:

@@ -66,7 +66,7 @@ from bot.channel import (
 )
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
-from bot.outbox import Outbox, SendLater
+from bot.outbox import Outbox, SendLater, once_the_ledger_takes
 from bot.settings import Settings
 from bot.splitting import fit, length
 from bot.telegram.rate_limit import FloodControl
@@ -95,8 +95,8 @@ ALLOWED_UPDATES = ("message", "callback_query")
 ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
 TOAST_LIMIT = 200  # characters Telegram shows in a press's answer
 SEND_ATTEMPTS = 4
-# The ledger down, polling tries it again this often, and not later than it is back; its
-# backoff (to 30 s) is for Telegram's own failures.
+# The ledger down, polling (and a card's note of where it shows) tries it again this
+# often, and not later than it is back; its backoff (to 30 s) is for Telegram's own failures.
 LEDGER_AGAIN_SECONDS = 1.0
 
 
@@ -540,12 +540,17 @@ class TelegramChannel:
     ) -> None:
         """Posts a message of a card; the one with its buttons is remembered where it went
         (a group upgraded to a supergroup: the supergroup), so that the card's outcome can
-        replace it."""
+        replace it. The ledger down, that waits for it: the card is not posted again."""
         message = await self._post(chat_id, outgoing, quiet)
         if message is not None and outgoing.keyboard is not None:
             where = Conversation(str(message.chat.id), Conversation.of(chat_id).topic)
             shown = (where.chat_id, str(message.message_id))
-            decided = await self.cards.remember(card.approval_id, *shown)
+            outage = Outage(log, f"noting where card {card.approval_id} shows")
+            decided = await once_the_ledger_takes(
+                lambda: self.cards.remember(card.approval_id, *shown),
+                outage,
+                LEDGER_AGAIN_SECONDS,
+            )
             if decided is not None:  # while it was on its way
                 html = outcome_html(CardOutcome(card.approval_id, decided))
                 try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -30,6 +32,7 @@ from bot.telegram import TelegramChannel
 from bot.telegram.channel import SEND_ATTEMPTS, inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Button, Card, CardOutcome, EditPrompt, Reply
+from memory.ledger.database import SQLITE_BUSY_TIMEOUT_MS
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.bot_api import Call, FakeBotAPI
@@ -831,6 +834,93 @@ async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message
         await bot.channel.idle()
         assert len([m for m in api.sent(OPERATOR) if "document" in m]) == 1
         assert len(cards(api)) == 1
+
+
+@asynccontextmanager
+async def locked(database: Path) -> AsyncIterator[None]:
+    """The ledger's SQLite database, its write lock held by another process (a backup, a
+    shell's long transaction) until the block ends: a write waits the busy timeout out,
+    then fails with "database is locked"."""
+    hold = (
+        "import sqlite3, sys\n"
+        f"db = sqlite3.connect({str(database)!r}, isolation_level=None)\n"
+        "db.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "db.execute('COMMIT')\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", hold, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert await asyncio.wait_for(process.stdout.readline(), 10) == b"locked\n"
+        yield
+    finally:
+        process.stdin.write(b"\n")
+        await process.stdin.drain()
+        await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.mark.slow
+async def test_a_reply_cut_short_by_the_ledger_going_down_goes_on_once_it_is_back(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A card of the daily list was posted, and noting where it shows failed: the ledger
+    was down (its database locked past waiting). The rest of the list was given up: its
+    second card never came. It goes once the ledger is back, and nothing goes twice."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        bot.channel.outbox.first_retry = 0.2
+        for client in ("Acme", "Beta"):
+            api.send_text(OPERATOR, START.replace("Acme", client))
+            await api.wait_for(lambda a, c=client: any(c in m["text"] for m in cards(a)))
+        await bot.channel.idle()
+        before, calls = len(api.sent(OPERATOR)), len(api.calls_to("sendMessage"))
+        api.stall("sendMessage", after=1)  # the list's heading goes; its first card waits
+        api.send_text(OPERATOR, "/today")
+        await api.wait_for(lambda a: a.stalled_calls == ["sendMessage"], timeout=10)
+        async with locked(home / "steward.db"):
+            api.unstall()
+            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+        await api.wait_for(lambda a: len(a.sent(OPERATOR)) == before + 3, timeout=20)
+        await bot.channel.idle()
+        listed = texts(api)[before:]
+        assert "2 things need you" in listed[0]
+        assert listed[1].startswith("1. ") and listed[2].startswith("2. ")
+        assert len(api.calls_to("sendMessage")) == calls + 3  # none twice
+        assert await bot.steward.door.owed("telegram") == []
+        shown = cards(api)[-2:]
+        assert all([await bot.channel.shows(button(c, "Details").partition(":")[2]) for c in shown])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parts", [2, 3])
+async def test_no_message_of_a_reply_goes_twice_for_the_ledger_going_down(
+    tmp_path: Path, api: FakeBotAPI, parts: int
+) -> None:
+    """The ledger down mid-reply, the note of the messages sent before the next failed,
+    and the next went all the same (three parts); the note that the last had gone failed,
+    and was not made again (two): after a restart the ledger still owed what had gone,
+    and it went twice. Now nothing goes until the ledger knows what went before it, and
+    the last note is made once the ledger is back."""
+    home = tmp_path / "home"
+    reply = Reply([f"part {n}" for n in range(1, parts + 1)])
+    async with running(home, api) as bot:
+        bot.channel.outbox.first_retry = 0.2
+        api.stall("sendMessage", after=1)  # the first part goes; the second waits
+        await bot.channel.send(str(OPERATOR), reply)
+        await api.wait_for(lambda a: a.stalled_calls == ["sendMessage"], timeout=10)
+        async with locked(home / "steward.db"):
+            api.unstall()
+            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+            assert texts(api) == ["part 1", "part 2"]
+        await api.wait_for(lambda a: len(texts(a)) == parts, timeout=10)
+        await bot.channel.idle()
+    async with running(home, api) as bot:
+        await bot.channel.idle()
+        assert texts(api) == reply.texts
+        assert await bot.steward.door.owed("telegram") == []
 
 
 async def test_a_reply_cut_short_before_a_restart_keeps_its_late_answer(
