@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar, cast
 
 from graph.front_door import FrontDoor
@@ -103,8 +104,15 @@ class Outbox:
 
     async def owe(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
         """Keeps ``reply`` to a chat in the ledger and queues it; one meant once per chat
-        (``Reply.once``) that this chat was owed before is neither."""
-        owed = await self.door.owe(self.channel, chat_id, reply, answering)
+        (``Reply.once``) that this chat was owed before is neither. The ledger down, it
+        waits for it: news owed to several chats (every operator's) is owed to each once,
+        and none is left out."""
+        outage = Outage(log, f"keeping a {self.channel} reply to chat {chat_id}")
+        owed = await once_the_ledger_takes(
+            lambda: self.door.owe(self.channel, chat_id, reply, answering),
+            outage,
+            self.first_retry,
+        )
         if owed is not None:
             self.put(owed)
 
@@ -224,7 +232,8 @@ class Outbox:
                 return
             else:
                 outage.worked()
-                await once_the_ledger_takes(lambda: self.door.sent(owed), outage, self.first_retry)
+                sent = partial(self.door.sent, owed)
+                await self._note(once_the_ledger_takes(sent, outage, self.first_retry))
                 return
 
     async def _note_progress(self, owed: Owed) -> None:
@@ -262,17 +271,16 @@ class Outbox:
 
 async def once_the_ledger_takes(
     write: Callable[[], Awaitable[T]], outage: Outage, again_after: float
-) -> T | None:
+) -> T:
     """``write``'s result, tried again every ``again_after`` seconds while the ledger is
-    down (a note of a message sent, which must not be sent again); None, logged, when it
-    fails otherwise."""
+    down (a note of a message sent, which must not be sent again); another failure is
+    raised."""
     while True:
         try:
             result = await write()
         except Exception as exc:
             if not ledger_down(exc):
-                log.exception("could not note a reply's way in the ledger")
-                return None
+                raise
             outage.failed(exc)
             await asyncio.sleep(again_after)
             continue

@@ -1312,6 +1312,24 @@ async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(
     assert texts(api, OPERATOR) == texts(api, OPERATOR + 1) == ["from a shell"]
 
 
+@pytest.mark.slow
+async def test_news_told_while_the_ledger_is_down_reaches_every_operator_once_it_is_back(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """News is kept for each operator's chat before it goes; the ledger down, keeping it
+    failed, and the news went to nobody (or to those before the chat it failed at)."""
+    operators = f"telegram:{OPERATOR},telegram:{OPERATOR + 1}"
+    home = tmp_path / "home"
+    async with running(home, api, operators=operators) as bot:
+        bot.channel.outbox.first_retry = 0.2
+        async with locked(home / "steward.db"):
+            told = asyncio.create_task(bot.service.notify(Reply().say("Run r1 is done"), None))
+            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+        assert await asyncio.wait_for(told, 10)
+        await bot.channel.idle()
+    assert texts(api, OPERATOR) == texts(api, OPERATOR + 1) == ["Run r1 is done"]
+
+
 def unusable_updates(api: FakeBotAPI) -> list[dict[str, Any]]:
     """Updates of a shape steward cannot use, from a Bot API that sent them all the same:
     some ``Update.de_json`` refuses, some it takes and the fields steward reads are of
