@@ -2,7 +2,8 @@
 
 About one message a second per chat (a short burst allowed), twenty a minute in a group,
 and 30 a second overall: no more than 30 in any second, so the overall bucket saves up no
-burst (a full one of 30 let 30 go at once and 30 more within that second).
+burst (a full one of 30 let 30 go at once and 30 more within that second), and no more
+than twenty in any minute in a group, its burst of three among them.
 A 429 with ``retry_after`` holds the chat — or everything, for calls without a chat —
 for that long, then the same request is sent again; a message is never given up on
 because of flood control.
@@ -31,11 +32,13 @@ class FloodControl(BaseRateLimiter[None]):
         self,
         per_chat: float = 1.0,
         chat_burst: float = 3.0,
-        per_group: float = 20 / 60,
+        group_most: int = 20,
+        group_window: float = 60.0,
         overall: float = 30.0,
     ) -> None:
         self.per_chat = per_chat
-        self.per_group = per_group
+        # A group's burst counts against its window: no more than group_most in any.
+        self.per_group = (group_most - chat_burst) / group_window
         self.chat_burst = chat_burst
         self.overall = Bucket(overall, burst=1)
         self._chats: dict[str, Bucket] = {}

@@ -66,3 +66,21 @@ async def test_no_more_than_thirty_messages_go_in_any_second_over_all_chats() ->
     await asyncio.gather(*(to(chat) for chat in range(1, 46)))
     assert len(stamps) == 45
     assert max(sum(1 for t in stamps if at <= t < at + 0.999) for at in stamps) <= 30
+
+
+async def test_a_group_gets_no_more_than_its_most_in_any_window_its_burst_among_them() -> None:
+    """Telegram takes twenty messages a minute in a group: its burst of three, then one
+    every three seconds, let 23 go in the first minute. Here a window of a second, for
+    five."""
+    limiter = FloodControl(group_most=5, group_window=1.0)
+    started = time.monotonic()
+    stamps: list[float] = []
+
+    async def send() -> bool:
+        stamps.append(time.monotonic() - started)
+        return True
+
+    data: dict[str, Any] = {"chat_id": -100500, "text": "news"}
+    for _ in range(8):
+        await limiter.process_request(send, (), {}, "sendMessage", data, None)
+    assert max(sum(1 for t in stamps if at <= t < at + 0.999) for at in stamps) <= 5
