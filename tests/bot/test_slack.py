@@ -36,8 +36,10 @@ from graph.cards import approval_card
 from graph.front_door import REFUSAL
 from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
 from memory.ledger import RunStatus
+from memory.ledger.database import SQLITE_BUSY_TIMEOUT_MS
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
+from tests.bot.test_telegram import locked
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.graph.test_escalation import PING
 from tests.homes import home_with
@@ -411,6 +413,28 @@ async def test_a_private_reply_slack_cannot_take_is_sent_again(
         await bot.channel.send(dm, Reply(private=True).say("Still wrong"), press)
         await bot.channel.idle()
         assert ephemerals(slack, OPERATOR) == ["Something went wrong", "Still wrong"]
+
+
+@pytest.mark.slow
+async def test_a_card_posted_while_the_ledger_is_down_is_posted_once_and_the_rest_goes(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Noting where a card went failed, the ledger down (its database locked past
+    waiting): the whole reply was tried again once the ledger was back, and the card
+    was posted a second time."""
+    home = tmp_path / "home"
+    async with running(home, slack) as bot:
+        bot.channel.outbox.first_retry = 0.2
+        dm = slack.dm_channel(OPERATOR)
+        card = Card("a1", "Approve", "Send it", buttons=[Button("OK", "ok:a1")])
+        owed = await bot.steward.door.owe("slack", dm, Reply([card, "after the card"]))
+        async with locked(home / "steward.db"):
+            bot.channel.outbox.put(owed)
+            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+        await slack.wait_for(lambda s: "after the card" in bot_texts(s, dm), timeout=10)
+        await bot.channel.idle()
+        assert len(cards(slack, dm)) == 1 and bot_texts(slack, dm).count("after the card") == 1
+        assert await bot.channel.shows("a1")
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["tried again", "after a restart"])
