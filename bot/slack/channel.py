@@ -415,8 +415,11 @@ class SlackChannel:
             return
         if _mention(bot_user).search(said.text):
             return  # it comes as app_mention too: answered as that
-        # In a channel, steward hears only the answer to what it asked there; the rest is
-        # not its to read: neither stored nor answered.
+        # In a channel, steward hears only the answer to what it asked there, typed; the
+        # rest (a file or a message the asker shares there too) is not its to read:
+        # neither stored nor answered, nor taking the answer's place.
+        if inbound.attachment is not None:
+            return
         if (answer := await self._answering(inbound, said, bot_user)) is not None:
             await self._take(answer)
 

@@ -1207,6 +1207,33 @@ async def test_a_question_a_command_asks_in_a_channel_is_its_senders_and_answere
         assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
 
 
+async def test_what_the_asker_shares_in_a_channel_does_not_take_the_answers_place(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """A file, then a message, the asker shares in the channel while steward waits for an
+    email address: neither is the answer (steward read it as one, said it reads only
+    typed text, and the typed answer after it was dropped); the address typed after is."""
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        call = slack.slash_command(OPERATOR, channel, "run onboarding client=Acme")
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: any("email" in t for t in ephemerals(s, OPERATOR)))
+        shared_file = slack.message_event(OPERATOR, "the contract", channel=channel)
+        shared_file["event"] |= {"subtype": "file_share", "files": [{"id": "F1", "name": "c.pdf"}]}
+        shared_message = slack.message_event(OPERATOR, "see this", channel=channel)
+        shared_message["event"]["attachments"] = [{"is_share": True, "text": "x@y.com"}]
+        for shared in (shared_file, shared_message):
+            assert (await slack.post_event(bot.url, shared))[0] == 200
+        await bot.channel.idle()
+        assert bot_texts(slack, channel) == []
+        email = slack.message_event(OPERATOR, "jane@acme.com", channel=channel)
+        assert (await slack.post_event(bot.url, email))[0] == 200
+        await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, channel)))
+        assert not any(
+            "typed" in t for t in bot_texts(slack, channel) + ephemerals(slack, OPERATOR)
+        )
+
+
 async def test_a_question_in_a_channel_may_be_answered_mentioning_steward(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
