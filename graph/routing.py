@@ -48,9 +48,15 @@ AMOUNT = r"(?<![\d.,])\d+(?:,\d{3})*(?:\.\d+)?(?![.,]?\d)"
 # With its currency, an amount's figures are all read, as ``Money`` reads them, whichever
 # its decimal point: "€1.200,50" is 1,200.50, never 1.20 or 200.50.
 FIGURES = r"(?<![\d.,])(?<!\d\s)\d(?:[\d.,]*\d)?(?!\d)"  # "2 500 €": not 500, asked for
+# A sign or a code just before figures is theirs, never the currency of the figures before
+# it: "invoice 1042 €2,500" is €2,500, no €1,042, nor is "due 2026-11-01 €500" €1. Nor
+# are figures that end an id or a date ("INV-7 $", "11-01 €") an amount.
+AFTER_FIGURES = (
+    rf"(?:(?!(?:{CURRENCY_CODES})\b\s?\d)(?:{CURRENCY_WORDS})\b|{CURRENCY_SIGNS}(?!\s?\d))"
+)
 MONEY = re.compile(
     rf"(?:{CURRENCY_SIGNS}|\b(?:{CURRENCY_CODES}))\s?{FIGURES}"
-    rf"|{FIGURES}\s?(?:(?:{CURRENCY_WORDS})\b|{CURRENCY_SIGNS})",
+    rf"|(?<![A-Za-z/-]){FIGURES}\s?{AFTER_FIGURES}",
     re.I,
 )
 # An amount of its own, not a part of an id or a date: "1,200", not the 42 of "INV-42".

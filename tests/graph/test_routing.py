@@ -243,6 +243,11 @@ async def test_a_model_set_up_wrong_says_which_setting_to_fix(
         ("chase Acme for 2500 € by Friday", "€2,500.00"),
         ("chase Acme for €1.200", None),  # 1,200 or 1.20: asked for instead
         ("chase Acme for $1.200.50", None),
+        ("chase Acme for invoice 1042 €2,500", "€2,500.00"),  # not €1,042
+        ("chase Acme for invoice INV-7 $500", "$500.00"),  # not $7
+        ("chase Acme, due 2026-11-01 €500", "€500.00"),  # not €1
+        ("chase Acme for invoice 1042 EUR 2500", "€2,500.00"),  # not €1,042
+        ("chase Acme for 报价2500€", "€2,500.00"),  # after a letter written without spaces
     ],
 )
 def test_an_amount_is_read_whole_or_not_at_all(text: str, amount: str | None) -> None:
