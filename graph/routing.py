@@ -233,10 +233,11 @@ def _without_full_stop(name: str) -> str:
 
 def _identifiers_after(name: str, text: str) -> list[str]:
     """What follows an input's name and holds a digit: "invoice INV-7", "invoice #1042",
-    "order no. 88"; not a date, nor an amount ("invoice 1,200 EUR", "invoice 1200 €")."""
+    "order no. 88", "invoice 1042 €2,500"; not a date, nor an amount ("invoice 1,200 EUR",
+    "invoice 1200 €")."""
     after = re.compile(
         rf"\b{re.escape(name.replace('_', ' '))}\s+(?:number\s+|no\.?\s*|#\s*)?"
-        rf"#?([A-Za-z0-9][\w/-]*)(?![\w/.,-]?\d)(?!\s?(?:(?:{CURRENCY_WORDS})\b|{CURRENCY_SIGNS}))",
+        rf"#?([A-Za-z0-9][\w/-]*)(?![\w/.,-]?\d)(?!\s?{AFTER_FIGURES})",
         re.I,
     )
     return [

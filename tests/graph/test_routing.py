@@ -78,6 +78,8 @@ def test_a_reminder_greets_the_person_named_before_the_company() -> None:
         ("remind Globex of invoice 88, 2500 pounds", {"invoice": "88", "amount": "£2,500.00"}),
         ("chase Globex for invoice 88: £2,500", {"invoice": "88", "amount": "£2,500.00"}),
         ("chase the Globex invoice 1,200 EUR", {"client": "Globex", "invoice": None}),
+        ("chase the Globex invoice 1200 €", {"invoice": None, "amount": "€1,200.00"}),
+        ("chase Globex for invoice 1042 €2,500", {"invoice": "1042", "amount": "€2,500.00"}),
         ("chase Acme Ltd. about invoice 2026-11-01", {"client": "Acme Ltd.", "invoice": None}),
         ("chase Globex for invoice 12 and invoice 13", {"invoice": None}),  # which?
         ("please chase INV-7", {"client": None}),  # no name has a digit
