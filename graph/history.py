@@ -379,7 +379,12 @@ COMMON = frozenset(
 )
 # Entity kinds a name's first word alone may stand for ("Acme" for "Acme Bakery").
 BY_FIRST_WORD = ("client", "project")
-NOT_NAMES = frozenset(calendar.day_name) | frozenset(calendar.day_abbr)
+# A day's name is a time, as "Today" is ("between Monday and Today"), never a name.
+NOT_NAMES = (
+    frozenset(calendar.day_name)
+    | frozenset(calendar.day_abbr)
+    | frozenset(("Today", "Yesterday", "Tomorrow"))
+)
 NAMES_LOOKED_UP = 3  # at most, a question
 MENTIONS_LOOKED_AT = 10  # the records found by a name's words that are read for it whole
 
@@ -491,7 +496,7 @@ _STARTERS = frozenset(
     """what whats when who whom which why how where whose did didn does doesn do don is
     isn are aren was wasn were weren has hasn have haven had can could would will should
     tell show remind please and but so anything any nothing i we our my the a an this
-    that""".split()
+    that from between since until till after before during last past""".split()
 )
 
 

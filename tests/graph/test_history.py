@@ -841,6 +841,23 @@ async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_
     )
 
 
+async def test_a_time_range_that_opens_a_question_names_nobody(app: Steward) -> None:
+    """ "From Monday to today, …" was "Nothing I have mentions From.", before the records
+    of the range, and "… say Today?" named a "Today" nothing mentions."""
+    await start(app, "Globex", "ops@globex.io")
+    now = datetime.now(UTC)
+    await journal(app, ("the quote for Globex is 1,400 EUR", now, "client:Globex"))
+    for question in (
+        "/history From Monday to today, what did we quote Globex?",
+        "/history Between Monday and Today what did we quote Globex?",
+        "/history Since Monday, what did we quote Globex?",
+        "/history what did Globex say Today?",
+    ):
+        text = said(await send(app, question))
+        assert "Nothing I have mentions" not in text, (question, text)
+        assert "1,400 EUR" in text, (question, text)
+
+
 async def test_a_question_in_chinese_or_japanese_is_answered_from_records_in_it(
     app: Steward,
 ) -> None:
