@@ -296,7 +296,18 @@ class EmbeddedSqlite:
             else:
                 _end(_driver(conn), commit)
         except BaseException:
-            conn.close()  # a connection whose transaction ended badly is not reused
+            # A connection whose transaction ended badly is not reused as it is: the pool
+            # (of one, reset by nobody) would hand it back still in that transaction (a
+            # COMMIT refused leaves it open), holding the write lock, and every BEGIN
+            # after would fail. What is left of it is rolled back; one that cannot be
+            # is dropped, and the pool connects again.
+            try:
+                if _driver(conn).in_transaction:
+                    _driver(conn).rollback()
+            except Exception:
+                with contextlib.suppress(Exception):  # closed already: nothing to drop
+                    conn.invalidate()
+            conn.close()
             self._conn = None
             raise
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from memory.database_url import DatabaseURL
 from memory.ledger import Ledger, database
@@ -123,6 +123,48 @@ async def test_a_lock_met_while_rerunning_a_failed_batch_runs_each_caller_once(
     assert not isinstance(results[2], BaseException)
     rows = await db.run(lambda conn: conn.execute(text("select v from t order by v")).all())
     assert [r[0] for r in rows] == ["a", "c"]
+    await db.close()
+
+
+@pytest.mark.parametrize("through", ["driver", "sqlalchemy"])
+async def test_a_commit_refused_leaves_no_transaction_open_for_the_next(
+    tmp_path: Path, through: str
+) -> None:
+    """SQLite refuses a COMMIT that breaks a deferred constraint and keeps the
+    transaction open. The connection went back to the pool of one as it was, holding
+    the write lock, and every later BEGIN failed: "cannot start a transaction within a
+    transaction", the batch's other caller too."""
+    db = EmbeddedSqlite(DatabaseURL.for_sqlite_file(tmp_path / "x.db"))
+    await db.run(lambda conn: conn.execute(text("create table parent (id integer primary key)")))
+    await db.run(
+        lambda conn: conn.execute(
+            text(
+                "create table child (parent integer references parent (id) "
+                "deferrable initially deferred)"
+            )
+        )
+    )
+    assert db._conn is not None  # between transactions: a pragma takes
+    database._driver(db._conn).execute("PRAGMA foreign_keys=ON")
+
+    def orphan(conn: Connection) -> None:
+        if through == "driver":  # as the checkpointer writes
+            conn.connection.driver_connection.execute("insert into child values (1)")  # type: ignore[union-attr]
+        else:
+            conn.execute(text("insert into child values (1)"))
+
+    def parent(conn: Connection) -> None:
+        conn.execute(text("insert into parent values (2)"))
+
+    with pytest.raises(IntegrityError):
+        await db.run(orphan)
+    failed, wrote = await asyncio.gather(db.run(orphan), db.run(parent), return_exceptions=True)
+    assert isinstance(failed, IntegrityError) and wrote is None, (failed, wrote)
+    counts = "select (select count(*) from child), (select count(*) from parent)"
+    assert tuple(await db.run(lambda conn: conn.execute(text(counts)).one(), write=False)) == (
+        0,
+        1,
+    )
     await db.close()
 
 
