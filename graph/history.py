@@ -329,6 +329,8 @@ def _range(start_said: str, end_said: str, today: date) -> tuple[date, date] | N
     if start.month is None and start.exact is None:  # "between 3 and 10 November"
         if end.month is None:
             return None
+        if start.day is not None and end.day is not None and start.day > end.day:
+            start, end = replace(start, day=end.day), replace(end, day=start.day)  # "10 and 3"
         start = replace(start, month=end.month, year=start.year or end.year)
     try:
         if start.year_said is not None:

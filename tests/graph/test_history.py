@@ -153,6 +153,8 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("anything from December to 2 January 2025?", "2024-12-01", "2025-01-03"),
         ("what came in from March 2 until today?", "2026-03-02", "2026-03-19"),
         ("what did we quote between 2026-03-10 and 2026-03-01?", "2026-03-01", "2026-03-11"),
+        # the days of a month given once, in either order: not a year from the first
+        ("what did we send between 10 and 3 November?", "2025-11-03", "2025-11-11"),
     ],
 )
 def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
