@@ -46,9 +46,11 @@ WORDED = re.compile(rf"\s*((?<![a-z])(?:{CURRENCY_WORDS})|{CURRENCY_SIGNS})$", r
 # "1.200" alone, a thousand and two hundred to some and one point two to others, is
 # refused, as is "1.234".
 GAP = "[ \u00a0\u202f']"  # spaces and the Swiss apostrophe between thousands
-POINT_DECIMAL = re.compile(rf"(?:\d+|\d{{1,3}}(,|{GAP})\d{{3}}(?:\1\d{{3}})*)(?:\.\d{{0,2}})?")
+# No thousands follow a 0: "0,500" is half of one written with three decimals, not 500.
+THOUSANDS = r"[1-9]\d{0,2}"
+POINT_DECIMAL = re.compile(rf"(?:\d+|{THOUSANDS}(,|{GAP})\d{{3}}(?:\1\d{{3}})*)(?:\.\d{{0,2}})?")
 COMMA_DECIMAL = re.compile(
-    rf"(?:\d+|\d{{1,3}}(\.|{GAP})\d{{3}}(?:\1\d{{3}})*),\d{{1,2}}|\d{{1,3}}(?:\.\d{{3}}){{2,}}"
+    rf"(?:\d+|{THOUSANDS}(\.|{GAP})\d{{3}}(?:\1\d{{3}})*),\d{{1,2}}|{THOUSANDS}(?:\.\d{{3}}){{2,}}"
 )
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}

@@ -100,6 +100,9 @@ BAD: list[tuple[InputType, Any]] = [
     (InputType.MONEY, "€1.200"),  # 1,200 to some, 1.20 to others
     (InputType.MONEY, "2.500 €"),
     (InputType.MONEY, "1,200,50"),
+    (InputType.MONEY, "0,500"),  # half of one, in three decimals: never 500
+    (InputType.MONEY, "0 500 €"),
+    (InputType.MONEY, "0.200.000"),
     (InputType.MONEY, "1.200.50"),
     (InputType.MONEY, "1,20.5"),
     (InputType.MONEY, "1e3"),
