@@ -21,6 +21,7 @@ from graph.inputs import (
     CURRENCY_SIGNS,
     CURRENCY_WORDS,
     EMAIL,
+    GAP,
     InputError,
     InputSpec,
     InputType,
@@ -47,7 +48,8 @@ KEY_VALUE = re.compile(r"(\b[a-z_][a-z0-9_]*)=(\"[^\"]*\"|'[^']*'|\S+)")
 AMOUNT = r"(?<![\d.,])\d+(?:,\d{3})*(?:\.\d+)?(?![.,]?\d)"
 # With its currency, an amount's figures are all read, as ``Money`` reads them, whichever
 # its decimal point: "€1.200,50" is 1,200.50, never 1.20 or 200.50.
-FIGURES = r"(?<![\d.,])(?<!\d\s)\d(?:[\d.,]*\d)?(?!\d)"  # "2 500 €": not 500, asked for
+# "2 500 €" and "€2 500" (thousands after a space) are asked for: not 500, nor 2.
+FIGURES = rf"(?<![\d.,])(?<!\d\s)\d(?:[\d.,]*\d)?(?!\d)(?!{GAP}\d{{3}}(?!\d))"
 # A sign or a code just before figures is theirs, never the currency of the figures before
 # it: "invoice 1042 €2,500" is €2,500, no €1,042, nor is "due 2026-11-01 €500" €1. Nor
 # are figures that end an id or a date ("INV-7 $", "11-01 €") an amount.

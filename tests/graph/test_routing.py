@@ -242,6 +242,10 @@ async def test_a_model_set_up_wrong_says_which_setting_to_fix(
         ("chase Acme for 1.200,50 EUR", "€1,200.50"),  # not 200,50
         ("chase Acme for EUR 2.500,00, due 2026-11-01", "€2,500.00"),
         ("chase Acme for 2 500 €", None),  # "2" and "500 €": asked for instead
+        ("chase Acme for €2 500", None),  # not €2: asked for instead
+        ("chase Acme for EUR 2\u00a0500 by Friday", None),
+        ("chase Acme for $1 200.50", None),
+        ("chase Acme for €2,500 3 weeks late", "€2,500.00"),
         ("chase Acme for 2500 € by Friday", "€2,500.00"),
         ("chase Acme for €1.200", None),  # 1,200 or 1.20: asked for instead
         ("chase Acme for $1.200.50", None),
