@@ -26,6 +26,7 @@ from graph.inputs import (
     InputSpec,
     InputType,
     Money,
+    currency_code,
     parse_input,
 )
 from graph.messages import cut
@@ -213,12 +214,14 @@ def _an_identifier(spec: InputSpec) -> bool:
 def _company(text: str) -> str | None:
     """The one company named after "from", "for" or "at"; else the one the request
     acts on ("chase Globex for invoice INV-7"). Never a month or a day, nor a name
-    with a digit in it (an invoice number)."""
+    with a digit in it (an invoice number), nor a currency ("for EUR 2.500,00")."""
     for pattern in (AFTER_PREPOSITION, VERB_OBJECT):
         names = [
             _without_full_stop(name)
             for name in pattern.findall(text)
-            if name.split()[0].lower() not in CALENDAR and not any(c.isdigit() for c in name)
+            if name.split()[0].lower() not in CALENDAR
+            and currency_code(name) is None
+            and not any(c.isdigit() for c in name)
         ]
         if names:
             return _the_one(names)

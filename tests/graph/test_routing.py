@@ -260,3 +260,17 @@ def test_an_amount_is_read_whole_or_not_at_all(text: str, amount: str | None) ->
     followup = Catalog.load(BUILTIN_DIR).get("invoice_followup")
     assert followup is not None
     assert extract_values(followup, text).get("amount") == amount
+
+
+@pytest.mark.parametrize(
+    ("text", "client"),
+    [
+        ("chase Acme for EUR 2.500,00", "Acme"),  # not EUR
+        ("chase Acme for USD 400", "Acme"),
+        ("chase Euro Cars for €400", "Euro Cars"),
+    ],
+)
+def test_a_currency_is_no_client(text: str, client: str) -> None:
+    followup = Catalog.load(BUILTIN_DIR).get("invoice_followup")
+    assert followup is not None
+    assert extract_values(followup, text).get("client") == client
