@@ -37,6 +37,7 @@ from graph.errors import (
     DecisionForAnotherGate,
     GateNotApproved,
     LoopLimit,
+    NothingPaid,
     PaymentInAnotherCurrency,
     PaymentInTwoCurrencies,
     UncountedPayment,
@@ -392,8 +393,8 @@ def payment_amount(event: Any, currency: str | None) -> Decimal | None:
     pays of one owed in ``currency`` (in any, when None); None when it names no amount.
     One steward cannot set against what is owed raises UncountedPayment, being neither
     a part of it nor all of it: an amount it cannot read ("1.000", "-500";
-    UnreadableAmount), one in another currency, steward converting none
-    (PaymentInAnotherCurrency), or one whose amount names a currency and its
+    UnreadableAmount), one of nothing ("0"; NothingPaid), one in another currency,
+    steward converting none (PaymentInAnotherCurrency), or one whose amount names a currency and its
     ``currency`` another ("€1,000" and "USD"; PaymentInTwoCurrencies)."""
     given = event.get("amount") if isinstance(event, dict) else None
     if given is None:
@@ -414,6 +415,8 @@ def payment_amount(event: Any, currency: str | None) -> Decimal | None:
         paid_in = apart if apart.isprintable() else repr(named)
     if currency is not None and paid_in is not None and paid_in != currency:
         raise PaymentInAnotherCurrency(given, cut(paid_in, 20), currency)
+    if paid.amount == 0:
+        raise NothingPaid(given)
     return paid.amount
 
 

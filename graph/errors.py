@@ -69,6 +69,14 @@ class UnreadableAmount(UncountedPayment):
         super().__init__(given, f"names an amount steward cannot read: {cut(repr(given), 80)}")
 
 
+class NothingPaid(UncountedPayment):
+    """A payment of nothing ("0", "€0.00"): no part of what is owed, and nothing to
+    thank the client for."""
+
+    def __init__(self, given: object) -> None:
+        super().__init__(given, f"pays nothing: its amount is {cut(repr(given), 40)}")
+
+
 class PaymentInAnotherCurrency(UncountedPayment):
     """A payment in a currency other than the one owed: steward converts none."""
 

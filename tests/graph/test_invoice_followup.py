@@ -14,7 +14,7 @@ import pytest
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.engine import ProcessEngine
-from graph.errors import PaymentInAnotherCurrency, PaymentInTwoCurrencies
+from graph.errors import NothingPaid, PaymentInAnotherCurrency, PaymentInTwoCurrencies
 from graph.timeline import timeline
 from memory.ledger import KeptEvent, RunStatus, utcnow
 from tests.graph.test_coordinator import only_card, outbox, send
@@ -163,6 +163,25 @@ async def test_a_payment_in_another_currency_counts_for_nothing(
     assert (audited.actor, audited.subject) == ("hook:p", run_id)
     assert said in audited.data["said"]
     assert (await app.ledger.verify_audit()).ok
+
+
+@pytest.mark.parametrize("amount", ["0", 0, "€0.00", "0,00 EUR"])
+async def test_a_payment_of_nothing_counts_for_nothing(app: Steward, amount: object) -> None:
+    """A payment of 0 was a part paid: the run drafted a reminder thanking the client
+    "for your payment of €0.00" and asking for all €2,500.00 again."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    payment = {"invoice": "INV-7", "amount": amount}
+    with pytest.raises(NothingPaid, match="pays nothing"):
+        await app.engine.offer_event(run_id, "payment", payment, "hook:p")
+    view = await app.engine.view(run_id)
+    assert view.run.status is RunStatus.WAITING and view.approval is None
+    (audited,) = [e for e in await app.ledger.audit_events() if e.kind == "run.payment_uncounted"]
+    assert "pays nothing" in audited.data["said"]
+    told = "\n".join((await send(app, f"/paid {run_id} 0")).texts)
+    assert f"Run {run_id} counts none of it: the payment pays nothing" in told
+    assert (await app.engine.view(run_id)).approval is None
 
 
 @pytest.mark.parametrize(
