@@ -38,7 +38,7 @@ from graph.budget import parse_process_budgets
 from graph.catalog import DEFINITION_SUFFIXES
 from graph.coordinator import ACTIVE, LEFT_MID_STEP
 from graph.engine import InputProblem, RunView
-from graph.errors import NotFound, StewardError
+from graph.errors import AMOUNTS_READ, NotFound, StewardError, UnreadableAmount
 from graph.history import SOURCES
 from graph.hooks import HookConfigError
 from graph.messages import Button, Reply, Sender
@@ -601,7 +601,11 @@ async def cmd_confirm(steward: Steward, args: argparse.Namespace) -> int:
 
 async def cmd_paid(steward: Steward, args: argparse.Namespace) -> int:
     amount = " ".join(args.amount) or None
-    view = await steward.engine.record_payment(args.id, amount, CLI.key)
+    try:
+        view = await steward.engine.record_payment(args.id, amount, CLI.key)
+    except UnreadableAmount as exc:
+        print(f"steward: {_in_shell_words(str(exc))}. {AMOUNTS_READ}", file=sys.stderr)
+        return 1
     if view is None:
         print(
             f"Recorded the payment for run {args.id}: it does not wait for one yet, and "

@@ -23,7 +23,13 @@ from graph.catalog import Catalog
 from graph.definitions import ProcessDefinition
 from graph.digest import DailyList, daily_list
 from graph.engine import Decision, InputProblem, ProcessEngine, RunView
-from graph.errors import NotFound, StewardError, UncountedPayment, UnreadableAmount
+from graph.errors import (
+    AMOUNTS_READ,
+    NotFound,
+    StewardError,
+    UncountedPayment,
+    UnreadableAmount,
+)
 from graph.history import (
     NOTHING,
     UNAVAILABLE,
@@ -447,7 +453,7 @@ class Coordinator:
         except UncountedPayment as exc:
             told = f"Run {run_id} counts none of it: the payment {exc.said}. Nothing changed."
             if isinstance(exc, UnreadableAmount):
-                told += " Amounts read like 1000.00, 1,000.00 or €1,000."
+                told += f" {AMOUNTS_READ}"
             return Reply().say(told)
         if view is None:
             return Reply().say(

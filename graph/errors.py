@@ -62,6 +62,14 @@ class UncountedPayment(StewardError):
         self.said = said
 
 
+# What the operator is told beside a payment's amount steward cannot read: the forms it
+# reads, a decimal comma's among them, and why "1.000" is none of them.
+AMOUNTS_READ = (
+    "Amounts read like 1000.00, 1,000.00, 1.000,00 or €1,000; 1.000 alone is 1,000 to some "
+    "and 1.00 to others: write 1000 or 1,00."
+)
+
+
 class UnreadableAmount(UncountedPayment):
     """A payment names an amount steward cannot read ("1.000", "-500")."""
 

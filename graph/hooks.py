@@ -36,7 +36,13 @@ from graph.catalog import Catalog
 from graph.coordinator import Coordinator
 from graph.definitions import WaitStep
 from graph.engine import InputProblem, ProcessEngine
-from graph.errors import OfferedBefore, StewardError, UncountedPayment, UnreadableAmount
+from graph.errors import (
+    AMOUNTS_READ,
+    OfferedBefore,
+    StewardError,
+    UncountedPayment,
+    UnreadableAmount,
+)
 from graph.inputs import Money
 from graph.messages import Reply, cut
 from graph.routing import format_argument
@@ -288,7 +294,7 @@ class HookRouter:
             if isinstance(exc, UnreadableAmount) and source.minor_units:
                 told += f" {name} sends amounts in minor units: 250000 is 2,500.00."
             elif isinstance(exc, UnreadableAmount):
-                told += " Amounts read like 1000.00, 1,000.00 or €1,000."
+                told += f" {AMOUNTS_READ}"
             return reply.say(told)
         except OfferedBefore:
             raise

@@ -537,6 +537,13 @@ def test_paid_records_a_payment_as_a_webhooks_is(
     assert err == (
         "steward: the payment pays in USD (500 USD), where EUR is owed: steward converts none\n"
     )
+    code, out, err = steward(capsys, "paid", run_id, "1.000")
+    assert code == 1 and out == ""
+    assert err == (
+        "steward: the payment names an amount steward cannot read: '1.000'. Amounts read "
+        "like 1000.00, 1,000.00, 1.000,00 or €1,000; 1.000 alone is 1,000 to some and 1.00 "
+        "to others: write 1000 or 1,00.\n"
+    )
     code, out, _ = steward(capsys, "paid", run_id, "1,000", "EUR")
     assert code == 0
     assert out.startswith(f"Recorded for run {run_id}: 1,000 EUR paid.\n")

@@ -428,7 +428,8 @@ async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
                 f"steward cannot read: {shown}. Run {run_id} (invoice_followup) counts none "
                 f"of it and keeps waiting for its payment. If all it is owed is paid, "
                 f"/cancel {run_id}; else nothing: it chases what was owed before this came. "
-                "Amounts read like 1000.00, 1,000.00 or €1,000."
+                "Amounts read like 1000.00, 1,000.00, 1.000,00 or €1,000; 1.000 alone is 1,000 "
+                "to some and 1.00 to others: write 1000 or 1,00."
             ]
         run = await ledger.get_run(view.run.id)
         assert run is not None and run.status is RunStatus.WAITING

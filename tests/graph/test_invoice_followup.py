@@ -165,6 +165,19 @@ async def test_a_payment_in_another_currency_counts_for_nothing(
     assert (await app.ledger.verify_audit()).ok
 
 
+async def test_paid_with_an_amount_it_cannot_read_says_how_to_write_one(app: Steward) -> None:
+    """ "/paid RUN 1.000" was told amounts read like "1000.00, 1,000.00 or €1,000": not
+    that a decimal comma reads, nor why 1.000 does not."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    told = "\n".join((await send(app, f"/paid {run_id} 1.000")).texts)
+    assert "1.000,00" in told
+    assert "1.000 alone is 1,000 to some and 1.00 to others: write 1000 or 1,00." in told
+    told = "\n".join((await send(app, f"/paid {run_id} 1,00")).texts)
+    assert f"Recorded for run {run_id}: 1,00 paid." in told
+
+
 @pytest.mark.parametrize("amount", ["0", 0, "€0.00", "0,00 EUR"])
 async def test_a_payment_of_nothing_counts_for_nothing(app: Steward, amount: object) -> None:
     """A payment of 0 was a part paid: the run drafted a reminder thanking the client
