@@ -52,6 +52,8 @@ POINT_DECIMAL = re.compile(rf"(?:\d+|{THOUSANDS}(,|{GAP})\d{{3}}(?:\1\d{{3}})*)(
 COMMA_DECIMAL = re.compile(
     rf"(?:\d+|{THOUSANDS}(\.|{GAP})\d{{3}}(?:\1\d{{3}})*),\d{{1,2}}|{THOUSANDS}(?:\.\d{{3}}){{2,}}"
 )
+# "1.200": a point between thousands to some, the decimal point to others.
+POINT_OR_THOUSANDS = re.compile(r"\d{1,3}\.\d{3}")
 TRUE = {"yes", "y", "true", "1", "on"}
 FALSE = {"no", "n", "false", "0", "off"}
 
@@ -61,6 +63,21 @@ def currency_code(text: str) -> str | None:
     "euros"); None when it names none steward writes."""
     named = text.strip()
     return BY_SIGN.get(named) or WORDS.get(named.lower())
+
+
+class AmbiguousAmount(ValueError):
+    """An amount whose one point may stand between thousands or before cents ("1.200":
+    1,200 to some, 1.20 to others): steward asks rather than guess."""
+
+    def __init__(self, figures: str) -> None:
+        whole, point = figures.replace(".", ""), Decimal(figures)
+        if point == point.quantize(Decimal("0.01")):
+            cents = f"{point:.2f}"
+            told = f"write {whole} or {cents.replace('.', ',')}"
+            said = f"{figures} is {int(whole):,} to some and {cents} to others: {told}"
+        else:
+            said = f"{figures} is {int(whole):,} to some and {point} to others: write {whole}"
+        super().__init__(said)
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,8 @@ class Money:
             number = re.sub(rf",|{GAP}", "", figures)
         elif COMMA_DECIMAL.fullmatch(figures):
             number = re.sub(rf"\.|{GAP}", "", figures).replace(",", ".")
+        elif POINT_OR_THOUSANDS.fullmatch(figures):
+            raise AmbiguousAmount(figures)
         else:
             raise ValueError(text)
         try:
@@ -226,6 +245,8 @@ def parse_input(
         raise InputError(field, spec, text, "one line is expected (a text input takes more)")
     try:
         value = _parse(spec, raw, text, currency)
+    except AmbiguousAmount as exc:
+        raise InputError(field, spec, text, f"expected {spec.expected()}; {exc}") from None
     except (ValueError, InvalidOperation):
         raise InputError(field, spec, text) from None
     if value is None:

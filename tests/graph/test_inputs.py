@@ -300,3 +300,20 @@ def test_right_to_left_text_with_its_embeddings_and_isolates_is_taken() -> None:
     assert parse_input("notes", spec(InputType.TEXT), "Dear Jane,\r\nthanks") == (
         "Dear Jane,\r\nthanks"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        ("1.200", "1.200 is 1,200 to some and 1.20 to others: write 1200 or 1,20"),
+        ("€12.500", "12.500 is 12,500 to some and 12.50 to others: write 12500 or 12,50"),
+        ("1.234 EUR", "1.234 is 1,234 to some and 1.234 to others: write 1234"),
+    ],
+)
+def test_an_amount_of_thousands_or_cents_says_which_to_write(raw: str, said: str) -> None:
+    """ "1.200" was refused as "expected an amount like 1200, 1,200.50, 1.200,50 or
+    €1,200", which names a point between thousands as read: not why this one is not."""
+    with pytest.raises(InputError) as refused:
+        parse_input("amount", InputSpec(type=InputType.MONEY), raw)
+    expected = InputSpec(type=InputType.MONEY).expected()
+    assert str(refused.value) == f"amount: expected {expected}; {said}, got {raw!r}"
