@@ -1,9 +1,10 @@
 """Telegram's flood limits, kept without dropping a message.
 
 About one message a second per chat (a short burst allowed), twenty a minute in a group,
-and 30 a second overall: no more than 30 in any second, so the overall bucket saves up no
-burst (a full one of 30 let 30 go at once and 30 more within that second), and no more
-than twenty in any minute in a group, its burst of three among them.
+and 30 a second overall: no more than 30 in any second (a window: a bucket full of 30 let
+30 go at once and 30 more within that second; one holding none spaced every message
+33 ms after the last, a card 33 ms after the line before it), and no more than twenty in
+any minute in a group, its burst of three among them.
 A 429 with ``retry_after`` holds the chat — or everything, for calls without a chat —
 for that long, then the same request is sent again; a message is never given up on
 because of flood control.
@@ -20,7 +21,7 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
-from bot.pacing import Bucket
+from bot.pacing import Bucket, Window
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class FloodControl(BaseRateLimiter[None]):
         # A group's burst counts against its window: no more than group_most in any.
         self.per_group = (group_most - chat_burst) / group_window
         self.chat_burst = chat_burst
-        self.overall = Bucket(overall, burst=1)
+        self.overall = Window(int(overall), 1.0)
         self._chats: dict[str, Bucket] = {}
 
     async def initialize(self) -> None:

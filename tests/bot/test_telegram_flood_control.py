@@ -68,6 +68,24 @@ async def test_no_more_than_thirty_messages_go_in_any_second_over_all_chats() ->
     assert max(sum(1 for t in stamps if at <= t < at + 0.999) for at in stamps) <= 30
 
 
+async def test_a_reply_of_a_few_messages_goes_at_once() -> None:
+    """A line and its card (or a reply in parts) to one chat, or news to a few chats:
+    within the overall limit, none waits for another (an overall bucket holding no burst
+    spaced them 33 ms apart, every card of a reply 33 ms late)."""
+    limiter = FloodControl()
+    started = time.monotonic()
+    stamps: list[float] = []
+
+    async def send() -> bool:
+        stamps.append(time.monotonic() - started)
+        return True
+
+    for chat in (7, 7, 8, 9):
+        data: dict[str, Any] = {"chat_id": chat, "text": "news"}
+        await limiter.process_request(send, (), {}, "sendMessage", data, None)
+    assert stamps[-1] < 0.02
+
+
 async def test_a_group_gets_no_more_than_its_most_in_any_window_its_burst_among_them() -> None:
     """Telegram takes twenty messages a minute in a group: its burst of three, then one
     every three seconds, let 23 go in the first minute. Here a window of a second, for
