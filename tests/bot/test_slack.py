@@ -36,10 +36,9 @@ from graph.cards import approval_card
 from graph.front_door import REFUSAL
 from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
 from memory.ledger import RunStatus
-from memory.ledger.database import SQLITE_BUSY_TIMEOUT_MS
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
-from tests.bot.test_telegram import locked
+from tests.bot.test_telegram import locked, locked_long_enough  # noqa: F401
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.graph.test_escalation import PING
 from tests.homes import home_with
@@ -417,7 +416,9 @@ async def test_a_private_reply_slack_cannot_take_is_sent_again(
 
 @pytest.mark.slow
 async def test_a_card_posted_while_the_ledger_is_down_is_posted_once_and_the_rest_goes(
-    tmp_path: Path, slack: FakeSlackAPI
+    tmp_path: Path,
+    slack: FakeSlackAPI,
+    locked_long_enough: float,  # noqa: F811
 ) -> None:
     """Noting where a card went failed, the ledger down (its database locked past
     waiting): the whole reply was tried again once the ledger was back, and the card
@@ -430,7 +431,7 @@ async def test_a_card_posted_while_the_ledger_is_down_is_posted_once_and_the_res
         owed = await bot.steward.door.owe("slack", dm, Reply([card, "after the card"]))
         async with locked(home / "steward.db"):
             bot.channel.outbox.put(owed)
-            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+            await asyncio.sleep(locked_long_enough)  # writes fail meanwhile
         await slack.wait_for(lambda s: "after the card" in bot_texts(s, dm), timeout=10)
         await bot.channel.idle()
         assert len(cards(slack, dm)) == 1 and bot_texts(slack, dm).count("after the card") == 1

@@ -32,7 +32,7 @@ from bot.telegram import TelegramChannel
 from bot.telegram.channel import SEND_ATTEMPTS, inbound_from
 from graph.coordinator import COMMANDS
 from graph.messages import Button, Card, CardOutcome, EditPrompt, Reply
-from memory.ledger.database import SQLITE_BUSY_TIMEOUT_MS
+from memory.ledger import database
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
 from tests.fakes.bot_api import Call, FakeBotAPI
@@ -836,14 +836,22 @@ async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message
         assert len(cards(api)) == 1
 
 
+@pytest.fixture
+def locked_long_enough(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The seconds to hold the ledger ``locked`` for its writes to fail meanwhile: its
+    busy timeout, shortened here to a second, and two more."""
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 1000)
+    return database.SQLITE_BUSY_TIMEOUT_MS / 1000 + 2
+
+
 @asynccontextmanager
-async def locked(database: Path) -> AsyncIterator[None]:
+async def locked(path: Path) -> AsyncIterator[None]:
     """The ledger's SQLite database, its write lock held by another process (a backup, a
     shell's long transaction) until the block ends: a write waits the busy timeout out,
     then fails with "database is locked"."""
     hold = (
         "import sqlite3, sys\n"
-        f"db = sqlite3.connect({str(database)!r}, isolation_level=None)\n"
+        f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
         "db.execute('BEGIN EXCLUSIVE')\n"
         "print('locked', flush=True)\n"
         "sys.stdin.readline()\n"
@@ -864,7 +872,7 @@ async def locked(database: Path) -> AsyncIterator[None]:
 
 @pytest.mark.slow
 async def test_a_reply_cut_short_by_the_ledger_going_down_goes_on_once_it_is_back(
-    tmp_path: Path, api: FakeBotAPI
+    tmp_path: Path, api: FakeBotAPI, locked_long_enough: float
 ) -> None:
     """A card of the daily list was posted, and noting where it shows failed: the ledger
     was down (its database locked past waiting). The rest of the list was given up: its
@@ -882,7 +890,7 @@ async def test_a_reply_cut_short_by_the_ledger_going_down_goes_on_once_it_is_bac
         await api.wait_for(lambda a: a.stalled_calls == ["sendMessage"], timeout=10)
         async with locked(home / "steward.db"):
             api.unstall()
-            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+            await asyncio.sleep(locked_long_enough)  # writes fail meanwhile
         await api.wait_for(lambda a: len(a.sent(OPERATOR)) == before + 3, timeout=20)
         await bot.channel.idle()
         listed = texts(api)[before:]
@@ -897,7 +905,7 @@ async def test_a_reply_cut_short_by_the_ledger_going_down_goes_on_once_it_is_bac
 @pytest.mark.slow
 @pytest.mark.parametrize("parts", [2, 3])
 async def test_no_message_of_a_reply_goes_twice_for_the_ledger_going_down(
-    tmp_path: Path, api: FakeBotAPI, parts: int
+    tmp_path: Path, api: FakeBotAPI, parts: int, locked_long_enough: float
 ) -> None:
     """The ledger down mid-reply, the note of the messages sent before the next failed,
     and the next went all the same (three parts); the note that the last had gone failed,
@@ -913,7 +921,7 @@ async def test_no_message_of_a_reply_goes_twice_for_the_ledger_going_down(
         await api.wait_for(lambda a: a.stalled_calls == ["sendMessage"], timeout=10)
         async with locked(home / "steward.db"):
             api.unstall()
-            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+            await asyncio.sleep(locked_long_enough)  # writes fail meanwhile
             assert texts(api) == ["part 1", "part 2"]
         await api.wait_for(lambda a: len(texts(a)) == parts, timeout=10)
         await bot.channel.idle()
@@ -1314,7 +1322,7 @@ async def test_news_goes_to_the_runs_chat_or_else_to_every_operator(
 
 @pytest.mark.slow
 async def test_news_told_while_the_ledger_is_down_reaches_every_operator_once_it_is_back(
-    tmp_path: Path, api: FakeBotAPI
+    tmp_path: Path, api: FakeBotAPI, locked_long_enough: float
 ) -> None:
     """News is kept for each operator's chat before it goes; the ledger down, keeping it
     failed, and the news went to nobody (or to those before the chat it failed at)."""
@@ -1324,7 +1332,7 @@ async def test_news_told_while_the_ledger_is_down_reaches_every_operator_once_it
         bot.channel.outbox.first_retry = 0.2
         async with locked(home / "steward.db"):
             told = asyncio.create_task(bot.service.notify(Reply().say("Run r1 is done"), None))
-            await asyncio.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 2)  # writes fail meanwhile
+            await asyncio.sleep(locked_long_enough)  # writes fail meanwhile
         assert await asyncio.wait_for(told, 10)
         await bot.channel.idle()
     assert texts(api, OPERATOR) == texts(api, OPERATOR + 1) == ["Run r1 is done"]
