@@ -456,12 +456,24 @@ class Coordinator:
                 told += f" {AMOUNTS_READ}"
             return Reply().say(told)
         if view is None:
-            return Reply().say(
+            reply = Reply().say(
                 f"Recorded the payment for run {run_id}: it does not wait for one yet, and "
                 "counts it when it gets there."
             )
+            return await self.tell_still_waiting(reply, run_id, "paid")
         what = f"{amount} paid" if amount else "all of it paid"
         return self._describe(view, Reply().say(f"Recorded for run {view.run.id}: {what}."))
+
+    async def tell_still_waiting(self, reply: Reply, run_id: str, because: str) -> Reply:
+        """``reply`` with each approval of the run that still waits, and how to reject it
+        if what came (a payment) means it should not happen now."""
+        for approval in await self.ledger.pending_approvals([run_id]):
+            summary = approval.card.get("summary", approval.step_id)
+            reply.say(
+                f"Approval {approval.id} still waits ({summary}): reject it if that "
+                f"should not happen now (/reject {approval.id} {because})."
+            )
+        return reply
 
     async def _button(self, inbound: Inbound, payload: str) -> Reply:
         verb, _, approval_id = payload.partition(":")

@@ -321,13 +321,7 @@ class HookRouter:
             reply.say(f"Run {run.id} failed: /retry goes on to the steps before its wait.")
         if run.status is not RunStatus.WAITING:
             return reply
-        for approval in await self.engine.ledger.pending_approvals([run.id]):
-            summary = approval.card.get("summary", approval.step_id)
-            reply.say(
-                f"Approval {approval.id} still waits ({summary}): reject it if that "
-                f"should not happen now (/reject {approval.id} {event} received)."
-            )
-        return reply
+        return await self.coordinator.tell_still_waiting(reply, run.id, f"{event} received")
 
     async def _counted(self, run: Run, no_amount: bool) -> str:
         """What the payment ``run`` woke with left owed, as its wait noted it, when that

@@ -374,7 +374,10 @@ async def test_a_payment_that_came_another_way_is_recorded_as_a_webhooks_is(app:
     kept = await send(app, f"/paid {run_id} 1000")
     assert kept.texts == [
         f"Recorded the payment for run {run_id}: it does not wait for one yet, and counts it "
-        "when it gets there."
+        "when it gets there.",
+        f"Approval {card.approval_id} still waits (Send a payment reminder for invoice INV-7 "
+        f"(€2,500.00) to ap@acme.com): reject it if that should not happen now (/reject "
+        f"{card.approval_id} paid).",
     ]
     await send(app, button=f"approve:{card.approval_id}")
     balance = (await app.engine.view(run_id)).approval
