@@ -22,21 +22,23 @@ class Reconnecting:
         first_error: MemoryUnavailable,
         retry_seconds: float = 10.0,
         embeds_queries: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.embeds_queries = embeds_queries
         self._connect = connect
         self._error = first_error
-        self._tried_at = time.monotonic()
+        self._clock = clock
+        self._tried_at = clock()
         self._retry_seconds = retry_seconds
         self._store: LongTermMemory | None = None
 
     async def _connected(self) -> LongTermMemory:
         if self._store is not None:
             return self._store
-        if time.monotonic() - self._tried_at < self._retry_seconds:
+        if self._clock() - self._tried_at < self._retry_seconds:
             raise self._error
-        self._tried_at = time.monotonic()
+        self._tried_at = self._clock()
         try:
             self._store = await self._connect()
         except MemoryUnavailable as exc:

@@ -301,8 +301,10 @@ async def test_steward_starts_while_weaviate_is_down_and_records_wait_in_the_led
 
 
 async def test_a_store_that_comes_back_gets_what_waited(ledger: Ledger, tmp_path: Path) -> None:
+    """The retry pause is read from a clock the test moves, so a slow ledger cannot pass it."""
     from memory.longterm.reconnecting import Reconnecting
 
+    now = 1000.0
     attempts = 0
     real = EmbeddedMemory(tmp_path / "memory.db")
 
@@ -314,17 +316,23 @@ async def test_a_store_that_comes_back_gets_what_waited(ledger: Ledger, tmp_path
         return real
 
     store = Reconnecting(
-        "weaviate:weaviate:8080/StewardMemory", connect, MemoryUnavailable("down"), 0.05
+        "weaviate:weaviate:8080/StewardMemory",
+        connect,
+        MemoryUnavailable("down"),
+        10.0,
+        clock=lambda: now,
     )
     sync = MemorySync(ledger, store, None)
     await ledger.journal([journaled(n, f"note {n}") for n in range(3)])
+    now += 9.9
     with pytest.raises(MemoryUnavailable):
         await sync.catch_up()  # within the retry pause: not even tried
     assert attempts == 0
-    await asyncio.sleep(0.06)
+    now += 0.2
     with pytest.raises(MemoryUnavailable):
         await sync.catch_up()
-    await asyncio.sleep(0.06)
+    assert attempts == 1
+    now += 10.1
     assert await sync.catch_up() == 3
     assert attempts == 2 and await real.count() == 3
     await store.close()
