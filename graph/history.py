@@ -120,15 +120,24 @@ _REQUEST = re.compile(
 
 # Question marks: Latin, full-width (Chinese, Japanese), Arabic.
 QUESTION_MARKS = ("?", "\uff1f", "\u061f")
+# What ends a question as its mark does, where the mark is often left out: Japanese か
+# ("送りましたか", "ですか。"), Chinese 吗 or 嗎 ("付款了吗"), Korean 까 ("보냈습니까"),
+# a full stop or none after.
+_QUESTION_PARTICLE = re.compile(r"[\u304b\u5417\u55ce\uae4c][\u3002\uff0e.]?$")
 
 
 def looks_like_a_question(text: str) -> bool:
     """Asked about what happened: it starts as a question does ("what", "when did",
-    "remind me"), or ends with a question mark and is not a request ("can you …?")."""
+    "remind me"), or ends with a question mark or a particle that asks (か, 吗, 까)
+    and is not a request ("can you …?")."""
     stripped = text.strip()
     if _REQUEST.match(stripped):
         return False
-    return stripped.endswith(QUESTION_MARKS) or bool(_QUESTION_WORDS.match(stripped))
+    return (
+        stripped.endswith(QUESTION_MARKS)
+        or _QUESTION_PARTICLE.search(stripped) is not None
+        or bool(_QUESTION_WORDS.match(stripped))
+    )
 
 
 def plainly_a_question(text: str) -> bool:

@@ -272,6 +272,14 @@ def test_the_last_zero_days_are_today() -> None:
         ("Acme paid?", True),
         ("Acme\u7684\u62a5\u4ef7\u662f\u591a\u5c11\uff1f", True),  # full-width "?"
         ("\u0647\u0644 \u062f\u0641\u0639\u062a Acme\u061f", True),  # has Acme paid? (Arabic)
+        # a particle that asks, where the mark is left out: each was taken for no question
+        ("見積書はいつ送りましたか", True),  # when did the quote go?
+        ("Acmeは払いましたか。", True),  # has Acme paid? (with 。)
+        ("Acme付款了吗", True),  # has Acme paid? (Chinese)
+        ("Acme付款了嗎", True),  # (traditional)
+        ("견적서를 보냈습니까", True),  # did we send the quote? (Korean)
+        ("見積書を送ってください", False),  # please send the quote
+        ("Acme付款了", False),  # Acme has paid
         ("onboard Jane from Acme on the premium package", False),
         ("can you onboard Jane from Acme?", False),
         ("please onboard Jane?", False),
@@ -879,6 +887,8 @@ async def test_a_question_in_chinese_or_japanese_is_answered_from_records_in_it(
     assert text.startswith("Best matching records:\n[1] ") and "見積書を山田様に" in text, text
     text = said(await send(app, "Acme的报价是多少\uff1f"))  # asked in plain words
     assert "我们给Acme公司的报价是三千欧元" in text, text
+    text = said(await send(app, "見積書はいつ送りましたか"))  # its mark left out, as is usual
+    assert "見積書を山田様に" in text, text
 
 
 async def test_another_company_named_as_a_client_begins_is_said_to_be_unknown_by_its_name(
