@@ -320,8 +320,10 @@ def _range_in(question: str, today: date) -> tuple[date, date, Span] | None:
 def _range(start_said: str, end_said: str, today: date) -> tuple[date, date] | None:
     """The days from ``start_said`` to ``end_said``, both included, as the days after
     "since" are read: a weekday is the last one before today, a day or a month of no
-    year the latest begun by today, and the end the first such after the start. None
-    when the two make no range ("between 3 and 10": a day needs its month)."""
+    year the latest begun by today, and the end the first such after the start; days of
+    one month given the wrong way round are read the right way ("between 10 and 3
+    November", "from 10 Nov to 3 Nov"). None when the two make no range ("between 3 and
+    10": a day needs its month)."""
     start, end = _End.read(start_said, today), _End.read(end_said, today)
     if start is None or end is None:
         return None
@@ -338,9 +340,17 @@ def _range(start_said: str, end_said: str, today: date) -> tuple[date, date] | N
     if start.month is None and start.exact is None:  # "between 3 and 10 November"
         if end.month is None:
             return None
-        if start.day is not None and end.day is not None and start.day > end.day:
-            start, end = replace(start, day=end.day), replace(end, day=start.day)  # "10 and 3"
-        start = replace(start, month=end.month, year=start.year or end.year)
+        start = replace(start, month=end.month)
+    if (
+        start.month is not None
+        and start.month == end.month
+        and (start.year is None or end.year is None or start.year == end.year)
+        and start.day is not None
+        and end.day is not None
+        and start.day > end.day
+    ):  # "between 10 and 3 November", "from 10 Nov to 3 Nov": one month's days, reversed
+        year = start.year or end.year
+        start, end = replace(start, day=end.day, year=year), replace(end, day=start.day, year=year)
     try:
         if start.year_said is not None:
             year = start.year_said

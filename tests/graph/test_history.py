@@ -155,6 +155,11 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what did we quote between 2026-03-10 and 2026-03-01?", "2026-03-01", "2026-03-11"),
         # the days of a month given once, in either order: not a year from the first
         ("what did we send between 10 and 3 November?", "2025-11-03", "2025-11-11"),
+        # its month given twice: each was a year from the first day (this one, from 10
+        # March 2026 to 1 March 2027)
+        ("what did we send between March 10 and March 1?", "2026-03-01", "2026-03-11"),
+        ("what did we send between 10 November and 3 November?", "2025-11-03", "2025-11-11"),
+        ("what did we send from 10 Nov to 3 Nov 2024?", "2024-11-03", "2024-11-11"),
     ],
 )
 def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
