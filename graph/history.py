@@ -407,7 +407,7 @@ NOT_NAMES = (
     | frozenset(("Today", "Yesterday", "Tomorrow"))
 )
 NAMES_LOOKED_UP = 3  # at most, a question
-MENTIONS_LOOKED_AT = 10  # the records found by a name's words that are read for it whole
+MENTIONS_LOOKED_AT = 10  # the records holding each word of a name that are read for it whole
 
 
 def _as_said(entity: str) -> str:
@@ -719,9 +719,11 @@ class History:
         return tuple(unknown)
 
     async def _mentioned(self, name: str) -> bool:
-        """Whether a record mentions ``name``: a word of it found, or, for a name of more
-        words ("Acme Ltd"), all of them as one name, not "Acme" of "Acme Corp" alone."""
-        hits = await self.store.search(Query(name, None, Filters(), MENTIONS_LOOKED_AT, 0.0))
+        """Whether a record mentions ``name``: its word found, or, for a name of more
+        words ("Acme Ltd"), all of them as one name, not "Acme" of "Acme Corp" alone, in
+        a record holding each of them (of those holding any, many may hold one)."""
+        query = Query(name, None, Filters(), MENTIONS_LOOKED_AT, 0.0, every_word=True)
+        hits = await self.store.search(query)
         if len(name.split()) == 1:
             return bool(hits)
         said = re.compile(rf"(?<!\w){_spelled(name)}(?!\w)", re.I)

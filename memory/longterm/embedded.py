@@ -103,17 +103,18 @@ STOPWORDS = frozenset(
 )
 
 
-def keyword_query(text: str) -> str | None:
-    """An FTS5 query that finds records with any of the text's words (each one quoted,
-    so user text can never be read as FTS5 syntax), a run of a script written without
-    spaces as its pairs of letters; None when no word is left."""
+def keyword_query(text: str, every_word: bool = False) -> str | None:
+    """An FTS5 query that finds records with any of the text's words (``every_word``:
+    with all of them), each one quoted, so user text can never be read as FTS5 syntax, a
+    run of a script written without spaces as its pairs of letters; None when no word
+    is left."""
     words = [
         w
         for w in WORD.findall(in_pairs(text).lower())
         if (len(w) > 1 or unspaced(w)) and w not in STOPWORDS
     ]
     unique = list(dict.fromkeys(words))
-    return " OR ".join(f'"{word}"' for word in unique) or None
+    return (" AND " if every_word else " OR ").join(f'"{word}"' for word in unique) or None
 
 
 class EmbeddedMemory:
@@ -509,7 +510,7 @@ class EmbeddedMemory:
     def _keyword(self, query: Query, wanted: int) -> list[tuple[str, float]]:
         """The best ``wanted`` by keywords; of those scored alike, the newest (records
         are stored in the order they happened), which the fusion keeps first."""
-        match = keyword_query(query.text)
+        match = keyword_query(query.text, query.every_word)
         if match is None:
             return []
         if query.filters.empty:  # the index alone answers

@@ -104,6 +104,10 @@ class Query:
     filters: Filters = field(default_factory=Filters)
     limit: int = 10
     alpha: float = 0.5
+    # Keywords find only the records holding every word of ``text``, not any of them:
+    # whether a name of two words is mentioned, where the records holding one of its
+    # words would outnumber, and outrank, those holding both.
+    every_word: bool = False
 
     def keywords_only(self) -> Query:
         return replace(self, vector=None, alpha=0.0)

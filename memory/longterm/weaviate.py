@@ -27,6 +27,7 @@ from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.data import DataObject
 from weaviate.classes.init import Auth
 from weaviate.classes.query import (
+    BM25Operator,
     Filter,
     FilterReturn,
     HybridFusion,
@@ -237,6 +238,7 @@ class WeaviateMemory:
                 alpha=alpha,
                 query_properties=["text", "words"] if words else ["text"],
                 fusion_type=HybridFusion.RELATIVE_SCORE,
+                bm25_operator=BM25Operator.and_() if query.every_word else None,
                 filters=to_weaviate_filter(query.filters),
                 limit=query.limit,
                 return_metadata=MetadataQuery(score=True),

@@ -927,6 +927,27 @@ async def test_another_company_named_as_a_client_begins_is_said_to_be_unknown_by
     assert "Nothing I have mentions" not in text, text
 
 
+async def test_a_name_mentioned_past_the_first_records_its_words_find_is_known(
+    app: Steward,
+) -> None:
+    """Of the records "Acme" or "Ltd" found, only the first ten were read for "Acme Ltd":
+    an email naming it once, below short notes on Acme Corp and Initech Ltd, and the
+    answer said "Nothing I have mentions Acme Ltd"."""
+    await start(app, "Acme Corp", "ops@acme.com")
+    now = datetime.now(UTC)
+    filler = " ".join(["we went over the schedule, the budget and the open points again"] * 8)
+    await journal(
+        app,
+        *[(f"Acme Corp: quote {n} for Acme Corp", now, "client:Acme Corp") for n in range(12)],
+        *[(f"Initech Ltd: invoice {n} for Initech Ltd", now, None) for n in range(12)],
+        (f"Email from Jane: {filler}. Acme Ltd would like the same quote. {filler}", now, None),
+    )
+    text = said(await send(app, "/history what did we quote Acme Ltd?"))
+    assert "Nothing I have mentions" not in text, text
+    text = said(await send(app, "/history what did we quote Acme Holdings?"))
+    assert text.startswith("Nothing I have mentions Acme Holdings (I know of Acme Corp)."), text
+
+
 @pytest.mark.parametrize(
     "question",
     [

@@ -99,6 +99,22 @@ async def test_keywords_find_words_in_other_forms_and_user_text_is_never_syntax(
     assert await store.search(Query("the of and", limit=5)) == []
 
 
+async def test_keywords_may_find_only_the_records_holding_every_word(
+    store: LongTermMemory,
+) -> None:
+    """Whether "Acme Ltd" is mentioned: the records holding "acme" or "ltd" alone may be
+    many and short, and rank above the one long email that names it."""
+    many = [
+        record(n, f"Acme Corp quote {n}" if n % 2 else f"Initech Ltd invoice {n}")
+        for n in range(12)
+    ]
+    email = record(99, f"{'we went over the schedule again ' * 20}Acme Ltd wrote back")
+    await put(store, *many, email, vectors=False)
+    found = await store.search(Query("Acme Ltd", limit=10, alpha=0.0, every_word=True))
+    assert texts(found) == [email.text]
+    assert await store.search(Query("acme hooli", limit=10, alpha=0.0, every_word=True)) == []
+
+
 UNSPACED = [
     "我们给Acme公司的报价是三千欧元",  # Chinese: our quote to Acme is 3,000 EUR
     "見積書を山田様に送りました",  # Japanese: sent the quotation to Mr Yamada

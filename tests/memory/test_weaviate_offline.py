@@ -7,13 +7,15 @@ import asyncio
 import itertools
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from weaviate.classes.config import Tokenization
+from weaviate.collections.classes.grpc import BM25OperatorAnd
 from weaviate.collections.filters import _FilterToGRPC, _FilterToREST
 
-from memory.longterm.records import Filters, MemoryRecord, RecordKind
+from memory.longterm.records import Filters, MemoryRecord, Query, RecordKind
 from memory.longterm.store import MemoryUnavailable
 from memory.longterm.weaviate import (
     WeaviateAddress,
@@ -159,3 +161,21 @@ def test_a_record_in_a_script_written_without_spaces_keeps_its_words_in_pairs() 
     [words] = [prop for prop in _properties() if prop.name == "words"]
     assert words.tokenization == Tokenization.WHITESPACE
     assert words.skip_vectorization
+
+
+async def test_a_search_for_every_word_asks_weaviate_for_every_word() -> None:
+    """Whether "Acme Ltd" is mentioned asks for the records holding both words (BM25's
+    and-operator); any other search, for those holding any."""
+    asked: list[dict[str, Any]] = []
+
+    async def hybrid(**kwargs: Any) -> Any:
+        asked.append(kwargs)
+        return SimpleNamespace(objects=[])
+
+    collection = SimpleNamespace(query=SimpleNamespace(hybrid=hybrid))
+    client = SimpleNamespace(collections=SimpleNamespace(use=lambda name: collection))
+    memory = WeaviateMemory(client)  # type: ignore[arg-type]
+    await memory.search(Query("Acme Ltd", limit=10, alpha=0.0, every_word=True))
+    await memory.search(Query("Acme Ltd", limit=10, alpha=0.0))
+    assert isinstance(asked[0]["bm25_operator"], BM25OperatorAnd)
+    assert asked[1]["bm25_operator"] is None
