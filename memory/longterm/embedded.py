@@ -90,8 +90,10 @@ BM25 = "bm25(records_fts, 1.0, 0.5)"
 # Bumped when the tables change: a store of another version is emptied and, being empty,
 # fed again from the ledger's journal; one of KEYWORDS_CHANGED has its keyword index made
 # again from its records, in place.
-VERSION = "4"
-KEYWORDS_CHANGED = ("3",)  # version 3 kept a run of Chinese, Japanese or Thai as one word
+VERSION = "5"
+# Version 3 kept a run of Chinese, Japanese or Thai as one word; 4, a Korean word with
+# what is joined to it ("아크미에게").
+KEYWORDS_CHANGED = ("3", "4")
 
 # Words too common to help a keyword search find anything.
 STOPWORDS = frozenset(

@@ -1,11 +1,14 @@
 """Keywords of the scripts written without spaces between words — Chinese, Japanese,
 Thai, Lao, Khmer, Myanmar — which a keyword index would otherwise keep as one word per
-sentence, so that a question finds nothing.
+sentence, so that a question finds nothing; and of Korean, written with spaces but with
+its particles and endings joined to its words ("아크미에게", to Acme), so that a word
+("아크미") is rarely a word of the index as it stands in a record.
 
 Each run of letters of these scripts is read as its overlapping pairs of letters
-("見積書" → "見積 積書"), as Lucene's CJK analyzer reads Chinese and Japanese: a word
-of two letters or more is found wherever it stands, and a record sharing more pairs
-with the question ranks higher. A letter keeps its marks (Thai vowels and tone marks:
+("見積書" → "見積 積書"; "아크미에게" → "아크 크미 미에 에게"), as Lucene's CJK analyzer
+reads Chinese, Japanese and Korean: a word of two letters (syllables, in Korean) or
+more is found wherever it stands, whatever is joined to it, and a record sharing more
+pairs with the question ranks higher. A letter keeps its marks (Thai vowels and tone marks:
 "ที่"). Text of no such run is left exactly as it is, so a search in other scripts
 finds what it found before.
 """
@@ -26,9 +29,12 @@ SMALL_BLOCKS = (
     (0xFF66, 0xFF9F),  # halfwidth Katakana
 )
 # Blocks of letters alone: the Han ideographs, and the iteration and closing marks and
-# the ideographic zero (U+3005 to U+3007).
+# the ideographic zero (U+3005 to U+3007); Korean's syllables and its letters alone
+# ("ㅋㅋ").
 HAN_BLOCKS = (
     (0x3005, 0x3007),
+    (0x3131, 0x318E),
+    (0xAC00, 0xD7A3),
     (0x3400, 0x4DBF),
     (0x4E00, 0x9FFF),
     (0xF900, 0xFAFF),

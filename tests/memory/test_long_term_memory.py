@@ -120,6 +120,7 @@ UNSPACED = [
     "見積書を山田様に送りました",  # Japanese: sent the quotation to Mr Yamada
     "ลูกค้าชำระเงินค่าใบแจ้งหนี้แล้ว",  # Thai: the client paid the invoice
     "the logo for Globex is ready",
+    "아크미에게 견적서를 보냈습니다",  # Korean: sent the quotation to Acme (아크미에게: to Acme)
 ]
 
 
@@ -134,6 +135,9 @@ UNSPACED = [
         ("ลูกค้าชำระเงินหรือยัง", UNSPACED[2]),  # has the client paid?
         ("acme", UNSPACED[0]),  # a Latin word in a Chinese sentence
         ("Globex logo", UNSPACED[3]),
+        # a Korean word, what is joined to it in the record aside: each found nothing
+        ("아크미", UNSPACED[4]),  # Acme
+        ("아크미 견적은 언제 보냈나요?", UNSPACED[4]),  # when did we send Acme the quote?
     ],
 )
 async def test_keywords_find_words_of_scripts_written_without_spaces(
@@ -421,6 +425,30 @@ async def test_a_store_whose_keyword_index_split_no_chinese_is_indexed_again_in_
         await again.delete([quote.id])  # its words come out of the index as they went in
         assert await again.search(Query("报价")) == []
         assert texts(await again.search(Query("x", hashed(latin.text), alpha=1))) == [latin.text]
+    finally:
+        await again.close()
+
+
+async def test_a_store_whose_keyword_index_kept_korean_words_whole_is_indexed_again(
+    tmp_path: Path,
+) -> None:
+    """A store of version 4 kept "아크미에게" (to Acme) as one word, and "아크미" found
+    nothing in it; opened again, its index is made again in place."""
+    memory = EmbeddedMemory(tmp_path / "memory.db")
+    quote = record(1, UNSPACED[4])
+    await put(memory, quote)
+    conn = memory._conn  # as version 4 indexed it: a Korean text as it is
+    conn.execute("INSERT INTO records_fts (records_fts) VALUES ('delete-all')")
+    conn.execute(
+        "INSERT INTO records_fts (rowid, text, entity) SELECT rowid, text, entity FROM records"
+    )
+    conn.execute("UPDATE meta SET value = '4' WHERE key = 'version'")
+    assert await memory.search(Query("아크미")) == []
+    await memory.close()
+    again = EmbeddedMemory(tmp_path / "memory.db")
+    try:
+        assert await again.unembedded(10) == []
+        assert texts(await again.search(Query("아크미"))) == [quote.text]
     finally:
         await again.close()
 

@@ -157,6 +157,8 @@ def test_a_record_in_a_script_written_without_spaces_keeps_its_words_in_pairs() 
     latin = MemoryRecord.create("test:2", RecordKind.NOTE, "the quote for Acme", SINCE)
 
     assert _properties_of(chinese)["words"] == "我们 们给 acme 的报 报价"
+    korean = MemoryRecord.create("test:3", RecordKind.NOTE, "아크미에게 견적서를", SINCE)  # to Acme
+    assert _properties_of(korean)["words"] == "아크 크미 미에 에게 견적 적서 서를"
     assert "words" not in _properties_of(latin)
     [words] = [prop for prop in _properties() if prop.name == "words"]
     assert words.tokenization == Tokenization.WHITESPACE
