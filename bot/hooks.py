@@ -136,7 +136,7 @@ class HookEndpoint:
         self._retries: dict[int, asyncio.TimerHandle] = {}  # by inbox id
 
     def mount(self, http: HttpServer) -> None:
-        http.add_post("/hooks/{source}", self.receive)
+        http.add_post("/hooks/{source}", self.receive, NO_SUCH_HOOK)
 
     async def queue_stored(self, own: bool = True) -> None:
         """Queues what a crash left stored, and what a worker gone left; at start (with

@@ -11,6 +11,10 @@ BODY_SECONDS of its headers (408). Left open, a few hundred such connections use
 the process's file descriptors. And it holds at most MOST_CONNECTIONS at once: one more
 is answered 503 and closed as it comes, so that a flood of slow connections, each held
 for those seconds, cannot use them up either.
+
+A body over MOST_BYTES is answered 413 before any handler sees it, and the refusal is
+audited (``refused``) under the endpoint's owner, as a request whose signature fails is:
+nothing of it was read, so nobody can say who sent it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from memory.ledger import storable
+
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Audits a request refused before it was read: its endpoint's owner (a channel), the
+# reason, and where it came from (``FrontDoor.refuse_unverified``).
+Refused = Callable[[str, str, dict[str, str]], Awaitable[None]]
 # A request under way at a stop gets this long to finish: one that is answered stores and
 # answers in milliseconds, and a sender that has not sent its body yet sends it again.
 STOP_SECONDS = 2.0
@@ -37,6 +46,8 @@ BUSY = (
     b"Connection: close\r\n\r\n"
 )
 BUSY_LOGGED_EVERY = 60.0  # seconds: a flood is logged once a minute, not per connection
+MOST_BYTES = 1024**2  # of a request's body: aiohttp's own limit; a webhook's is kilobytes
+TOO_LARGE = f"request body over {MOST_BYTES // 1024**2} MiB"
 
 
 class HttpServer:
@@ -47,18 +58,24 @@ class HttpServer:
         headers_seconds: float = HEADERS_SECONDS,
         body_seconds: float = BODY_SECONDS,
         most_connections: int = MOST_CONNECTIONS,
+        refused: Refused | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.headers_seconds = headers_seconds
         self.body_seconds = body_seconds
         self.most_connections = most_connections
-        self.app = web.Application(middlewares=[self._body_in_time])
+        self.refused = refused
+        self.app = web.Application(middlewares=[self._body_in_time], client_max_size=MOST_BYTES)
         self.app.router.add_get("/healthz", _healthz)
+        self._owners: dict[str, str] = {}  # a route's path: whose endpoint it is
         self._runner: web.AppRunner | None = None
 
-    def add_post(self, path: str, handler: Handler) -> None:
+    def add_post(self, path: str, handler: Handler, owner: str) -> None:
+        """Serves ``path`` with ``handler``; ``owner`` (a channel's name) is whose the
+        requests refused there are, in the audit log."""
         self.app.router.add_post(path, handler)
+        self._owners[path] = owner
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
@@ -91,6 +108,16 @@ class HttpServer:
             log.warning("closed a request to %s whose body did not come in time", request.path)
             response = web.Response(status=408, text="the body did not come in time")
             response.force_close()
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            log.warning("refused a request to %s: %s", request.path, TOO_LARGE)
+            resource = request.match_info.route.resource
+            owner = self._owners.get(resource.canonical if resource else "", "http")
+            if self.refused is not None:
+                path = storable(request.path[:200])  # a stranger's: a hook's name, say
+                await self.refused(owner, TOO_LARGE, {"path": path, "remote": request.remote or ""})
+            response = web.Response(status=413, text=TOO_LARGE)
+            response.force_close()  # what is left of the body is not read
             return response
         return await handler(request)
 

@@ -112,7 +112,11 @@ class Service:
         self.channels = channels
         self.fallback = fallback  # where news goes with no channel to take it: the terminal
         self.tick_seconds = tick_seconds
-        self.http = HttpServer(steward.settings.http_host, steward.settings.http_port)
+        self.http = HttpServer(
+            steward.settings.http_host,
+            steward.settings.http_port,
+            refused=steward.door.refuse_unverified,
+        )
         settings = steward.settings
         digest = DigestTime(time.fromisoformat(settings.digest_at), ZoneInfo(settings.timezone))
         self.hook_sources = load_hooks(

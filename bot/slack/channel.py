@@ -228,7 +228,7 @@ class SlackChannel:
 
     def mount(self, http: HttpServer) -> None:
         if not self.socket_mode:
-            http.add_post(EVENTS_PATH, self.receive)
+            http.add_post(EVENTS_PATH, self.receive, self.name)
 
     def describe(self) -> str:
         return "Slack (Socket Mode)" if self.socket_mode else f"Slack (HTTP at {EVENTS_PATH})"

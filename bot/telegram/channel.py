@@ -229,7 +229,7 @@ class TelegramChannel:
 
     def mount(self, http: HttpServer) -> None:
         if self.webhook is not None:
-            http.add_post(WEBHOOK_PATH, self.receive_webhook)
+            http.add_post(WEBHOOK_PATH, self.receive_webhook, self.name)
 
     @property
     def needs_http(self) -> bool:

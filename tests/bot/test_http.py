@@ -22,7 +22,7 @@ async def _echo(request: web.Request) -> web.Response:
 @pytest.fixture
 async def server() -> AsyncIterator[HttpServer]:
     http = HttpServer("127.0.0.1", 0, headers_seconds=LIMIT, body_seconds=LIMIT)
-    http.add_post("/echo", _echo)
+    http.add_post("/echo", _echo, "echo")
     await http.start()
     try:
         yield http
@@ -83,7 +83,7 @@ async def test_a_connection_over_the_most_is_answered_503_and_closed_at_once() -
     once; once one of those held closes, a new one is served."""
     held_for = 10.0  # the server's own limits, longer than the test
     http = HttpServer("127.0.0.1", 0, held_for, held_for, most_connections=3)
-    http.add_post("/echo", _echo)
+    http.add_post("/echo", _echo, "echo")
     await http.start()
     held = [await asyncio.open_connection(http.host, http.port) for _ in range(3)]
     try:

@@ -9,6 +9,7 @@ Slack signs them over HTTP, or sent over Socket Mode.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
@@ -589,6 +590,25 @@ async def test_a_bad_signature_or_a_stale_timestamp_gets_401_and_an_audit_event(
         for _ in range(5):  # a flood from one address: one event a minute
             await slack.post_event(bot.url, event, signature="v0=" + "1" * 64)
         assert bot.audit_kinds() == ["request.refused", "request.refused"]
+
+
+async def test_a_request_too_large_to_read_gets_413_and_an_audit_event(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """A body over a megabyte is refused unread, where nothing was in the audit log: a
+    flood of them went unseen. One event a minute per address, as a bad signature's."""
+    async with running(tmp_path / "home", slack) as bot, aiohttp.ClientSession() as session:
+        body = json.dumps(slack.message_event(OPERATOR, "x" * 1024**2)).encode()
+        headers = {**slack.sign(body), "Content-Type": "application/json"}
+        for _ in range(3):  # signed as Slack signs, though nothing can tell it read unread
+            async with session.post(bot.url, data=io.BytesIO(body), headers=headers) as sent:
+                assert sent.status == 413
+        await bot.channel.idle()
+        assert bot.inbox() == 0
+        assert bot.audit_kinds() == ["request.refused"]
+        with sqlite3.connect(bot.home / "steward.db") as db:
+            [(subject, data)] = db.execute("select subject, data from audit_events").fetchall()
+        assert subject == "slack" and json.loads(data)["reason"] == "request body over 1 MiB"
 
 
 async def test_a_body_or_header_bolt_cannot_read_is_refused_not_a_server_error(
