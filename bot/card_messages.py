@@ -6,8 +6,9 @@ showing the card in the ledger (shared by every steward process on it, and kept 
 restarts), and edits them all when it is decided.
 
 A channel's messages are those one account of it can edit: a Telegram bot's are noted
-under ``telegram:`` and its id, since each bot counts its message ids on its own (a card
-another bot on the same ledger showed is no message of this one's to edit).
+under ``telegram:`` and its id, since each bot counts its message ids on its own, and a
+Slack app's under ``slack:`` and its bot id (one app in one workspace): a card another
+bot or app on the same ledger showed is no message of this one's to edit.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ class SlackChannel:
         self.signing_secret = signing_secret
         self.app_token = app_token
         self.memory = memory
-        self.cards = CardMessages(door.ledger, self.name)
+        self._bot_id: str | None = None  # who steward is in Slack, as auth.test told
         self.settled_here: Settled | None = None
         self.operator_users = operator_ids(self.name, operators)
         self.app = AsyncApp(
@@ -216,6 +216,15 @@ class SlackChannel:
             operators=settings.operator_ids,
         )
 
+    @property
+    def cards(self) -> CardMessages:
+        """Where this app showed each card: its own messages, told apart from another
+        app's (or another workspace's) on the same ledger by its bot id, which names one
+        app in one workspace (a message of another's is none of this one's to update).
+        Known once the channel has started."""
+        assert self._bot_id is not None, "the Slack channel has not started"
+        return CardMessages(self.door.ledger, f"{self.name}:{self._bot_id}")
+
     # -- life cycle --------------------------------------------------------------------
 
     @property
@@ -255,6 +264,7 @@ class SlackChannel:
                 f"cannot reach the Slack Web API at {self.client.base_url} "
                 f"(check STEWARD_SLACK_API_URL): {exc}"
             ) from exc
+        await self.cards.take_unnamed(self.name)  # noted before apps were told apart
         if stored_by_event := await self.door.ledger.newest_bare_delivery(self.name):
             self._by_event_id_until = stored_by_event.timestamp()
         await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
@@ -280,6 +290,7 @@ class SlackChannel:
         for middleware in self.app._async_middleware_list:
             if isinstance(middleware, AsyncSingleTeamAuthorization):
                 middleware.auth_test_result = told
+        self._bot_id = str(told.get("bot_id") or told["user_id"])
 
     async def take_over(self) -> None:
         await take_up(self.outbox, self._enqueue, own=False)

@@ -179,9 +179,10 @@ workers = Table(
 )
 
 # The messages showing each approval card in a channel — for Telegram one bot's,
-# ``telegram:`` and its id — (a chat and a message in it, as the platform names them), so
-# that its outcome replaces them in place — however long it waits, and across restarts;
-# ``outcome`` once it has (a message posted later shows it).
+# ``telegram:`` and its id; for Slack one app's, ``slack:`` and its bot id — (a chat and
+# a message in it, as the platform names them), so that its outcome replaces them in
+# place — however long it waits, and across restarts; ``outcome`` once it has (a message
+# posted later shows it).
 card_messages = Table(
     "card_messages",
     metadata,

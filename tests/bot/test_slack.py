@@ -1783,6 +1783,45 @@ async def test_a_card_decided_in_a_shell_while_steward_was_down_loses_its_button
     assert len([c for c in slack.calls if c.method == "chat.update"]) == 1
 
 
+async def test_a_card_another_slack_app_on_the_same_ledger_showed_is_its_to_settle(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Two Slack apps (two workspaces, say) in turn on one ledger: a card the first showed
+    is decided with the second, whose Slack has no such message. The first updates its
+    own card at its next start, where the second took the first's messages as its own,
+    tried to update them in its workspace and left the card's buttons live for good."""
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        card = await onboarding_card(slack, bot)
+    other = FakeSlackAPI(bot_token="xoxb-other", team_id="T0002", bot_id="B0OTHER")
+    async with other, running(home, other) as bot:
+        await say(other, bot, "approve " + value(card, "approve").split(":")[1])
+        await other.wait_for(lambda s: any("Approved by" in t for t in bot_texts(s, dm)))
+        await bot.service.idle()
+        assert other.calls_to("chat.update") == []  # none of its messages shows the card
+    async with running(home, slack):
+        await slack.wait_for(lambda s: not actions(s.message(dm, card["ts"])), timeout=5)
+    assert "Approved by" in json.dumps(slack.message(dm, card["ts"]))
+
+
+async def test_a_card_noted_before_slack_apps_were_told_apart_is_updated_in_place(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Where a steward from before noted a card (under ``slack`` alone), the app takes it
+    as its own at start."""
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        card = await onboarding_card(slack, bot)
+        await bot.channel.idle()
+        assert await bot.steward.ledger.rename_card_messages(f"slack:{slack.bot_id}", "slack")
+    async with running(home, slack) as bot:
+        await say(slack, bot, "approve " + value(card, "approve").split(":")[1])
+        await slack.wait_for(lambda s: any("is done" in t for t in bot_texts(s, dm)))
+        assert not actions(slack.message(dm, card["ts"]))
+
+
 def unusable_events(slack: FakeSlackAPI) -> dict[str, dict[str, Any]]:
     """Events, signed, whose fields steward reads are missing or of another type."""
 
