@@ -436,8 +436,7 @@ class Coordinator:
                 parts = rest.lower().split()
                 if len(parts) != 2:
                     raise StewardError("Usage: /undo RUN STEP (the card of a step says if it can)")
-                reply_to = {"channel": inbound.sender.channel, "chat_id": inbound.chat_id}
-                view = await self.engine.compensate(parts[0], parts[1], actor, reply_to)
+                view = await self.engine.compensate(parts[0], parts[1], actor, inbound.news_address)
                 return self.describe(view)
             case _:
                 return Reply().say(f"I don't know /{name}.\n\n{HELP}")
@@ -574,7 +573,7 @@ class Coordinator:
             process,
             values,
             inbound.sender.key,
-            reply_to={"channel": inbound.sender.channel, "chat_id": inbound.chat_id},
+            reply_to=inbound.news_address,
             recording=say_started,
         )
         if self.history is not None:

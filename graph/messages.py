@@ -57,9 +57,22 @@ class Inbound:
     # The channel's own note on how to answer this delivery (which message holds the
     # pressed button, the press's id); stored with it, never read by the coordinator.
     context: dict[str, Any] = field(default_factory=dict)
+    # Where the later news of a run this starts goes, when not this chat: the sender's
+    # own chat with steward, for a request only they saw (Slack's ``/steward`` in a
+    # channel), whose run is theirs alone too.
+    news_to: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("sender", "chat_id", "external_id", "text", "button", "attachment", "context"):
+        for name in (
+            "sender",
+            "chat_id",
+            "external_id",
+            "text",
+            "button",
+            "attachment",
+            "context",
+            "news_to",
+        ):
             value = getattr(self, name)
             if (cleaned := storable(value)) is not value:
                 object.__setattr__(self, name, cleaned)
@@ -75,11 +88,17 @@ class Inbound:
             "attachment": self.attachment,
             "may_go_on": self.may_go_on,
             "context": copy.deepcopy(self.context),
+            "news_to": self.news_to,
         }
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Inbound:
         return cls(**{**payload, "sender": Sender(**payload["sender"])})
+
+    @property
+    def news_address(self) -> dict[str, Any]:
+        """Where the later news of a run this starts goes (a run's ``reply_to``)."""
+        return {"channel": self.sender.channel, "chat_id": self.news_to or self.chat_id}
 
 
 @dataclass(frozen=True)

@@ -473,14 +473,18 @@ class SlackChannel:
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         who = Sender(self.name, text(command, "user_id"), maybe_text(command, "user_name") or "")
+        channel = text(command, "channel_id")
         inbound = Inbound(
             who,
-            text(command, "channel_id"),
+            channel,
             f"{COMMAND_ID_PREFIX}{text(command, 'trigger_id')}",
             text=_as_command(from_slack(maybe_text(command, "text") or "")),
             # The command's own way back, for 30 minutes: where steward is no member of
             # the conversation, the only way to tell its sender anything there.
             context={"response_url": maybe_text(command, "response_url") or ""},
+            # Typed in a channel, it is its sender's alone, and so is the run it starts:
+            # its later news follows its card to their DM (a user id is their DM).
+            news_to=None if _is_dm(channel) else who.user_id,
         )
         await self._take(inbound, ack)
 
@@ -1028,9 +1032,14 @@ def _in_your_dm(cards: int) -> str:
 
 def _command_in_channel(inbound: Inbound) -> bool:
     """Whether ``inbound`` is a slash command typed in a channel (a conversation of more
-    than steward and its sender: a DM's id starts with D)."""
+    than steward and its sender)."""
     channel = Conversation.of(inbound.chat_id).channel
-    return inbound.external_id.startswith(COMMAND_ID_PREFIX) and not channel.startswith("D")
+    return inbound.external_id.startswith(COMMAND_ID_PREFIX) and not _is_dm(channel)
+
+
+def _is_dm(channel: str) -> bool:
+    """Whether ``channel`` is a DM (its id starts with D)."""
+    return channel.startswith("D")
 
 
 def _as_command(text: str) -> str:

@@ -1069,6 +1069,25 @@ async def test_slash_command_and_mentions_reply_where_they_were_said(
         assert "onboarding" in answer["text"]
 
 
+async def test_a_run_started_by_a_command_in_a_channel_sends_its_news_to_the_senders_dm(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """``/steward run …`` in a channel: its card goes to the sender's DM, and so does its
+    run's later news (a card after a wait, its end: the client's name and all), where it
+    was posted in the channel for everyone."""
+    channel = "C0TEAM"
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        call = slack.slash_command(OPERATOR, channel, START.removeprefix("/"))
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: cards(s, dm))
+        [run] = await bot.steward.ledger.list_runs(None, limit=5)
+        await bot.service.notify(Reply().say("Jane at Acme replied."), run.reply_to)
+        await slack.wait_for(lambda s: "Jane at Acme replied." in bot_texts(s, dm))
+        await bot.service.idle()
+        assert posted(slack, channel) == []
+
+
 async def test_the_daily_list_asked_for_in_a_channel_shows_its_cards_in_the_senders_dm(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
