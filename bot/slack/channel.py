@@ -106,6 +106,7 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 SLASH_COMMAND = "/steward"
 COMMAND_ID_PREFIX = "command:"  # then the command's trigger id
+PRIVATE = "private"  # in an answer's context: its sender's alone, as the question was
 PRESSES = re.compile(f"^({'|'.join(BUTTON_VERBS)})$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
 RATE_LIMIT_RETRIES = 30  # 429s waited out (Retry-After) before a message is given up
@@ -583,8 +584,9 @@ class SlackChannel:
         # A slash command's answer in a channel is its sender's alone: what steward holds
         # of the business is not the channel's to read. Its texts are ephemeral there; its
         # cards, which an ephemeral message could not show decided, go to the sender's DM.
+        # So is the answer to the answer to a question it asked (``_kept_private``).
         dm = None
-        if user is not None and answering is not None and _command_in_channel(answering):
+        if user is not None and answering is not None and _private_in_channel(answering):
             dm = Conversation(user)
         cards_to_dm = sum(isinstance(item, Card) for item in items) if dm is not None else 0
         if reply.notice:
@@ -645,6 +647,8 @@ class SlackChannel:
                     posted = shown if part == 0 and shown else posted  # the prompt's part
         if answering is not None:
             await self._note_where_asked(conversation, answering, posted)
+            if dm is not None:
+                await self._note_asked_privately(answering)
 
     async def _answer_press(
         self, conversation: Conversation, user: str, notice: str, answer_by: str | None
@@ -856,8 +860,25 @@ class SlackChannel:
         for chat_id in await self._may_answer(inbound, said, bot_user):
             answer = replace(inbound, chat_id=chat_id)
             if await self.door.awaits_answer(answer):
-                return answer
+                return await self._kept_private(answer)
         return None
+
+    async def _note_asked_privately(self, answering: Inbound) -> None:
+        """A reply only its sender saw that asks them something (a ``/steward`` command's
+        in a channel): the answer they type there is theirs alone too (``_kept_private``)."""
+        if (asked := await self.door.question_to(answering)) is not None:
+            await self.memory.set(self._private_key(asked), {"asked": asked}, QUESTION_TTL)
+
+    async def _kept_private(self, answer: Inbound) -> Inbound:
+        """``answer``, to a question steward asked its sender privately in a channel: as
+        private as the request that asked it. What follows only its sender sees, its
+        cards go to their DM, and so does the later news of a run it starts; the channel
+        sees no more than the words they typed."""
+        asked = await self.door.question_to(answer)
+        if asked is None or await self.memory.get(self._private_key(asked)) is None:
+            return answer
+        context = {**answer.context, PRIVATE: True}
+        return replace(answer, context=context, news_to=answer.sender.user_id)
 
     async def _may_answer(self, inbound: Inbound, said: Written, bot_user: str) -> list[str]:
         """The conversations a message in a channel or a DM may answer a question of
@@ -885,6 +906,9 @@ class SlackChannel:
 
     def _moved_key(self, dm: str, user: str) -> str:
         return f"{self.name}:asked-for:{dm}:{user}"
+
+    def _private_key(self, asked: str) -> str:
+        return f"{self.name}:asked-privately:{asked}"
 
     async def _whisper(
         self, conversation: Conversation, user: str, text: str, answer_by: str | None = None
@@ -1030,11 +1054,13 @@ def _in_your_dm(cards: int) -> str:
     return f"{'The card is' if cards == 1 else f'The {cards} cards are'} in your DM with steward."
 
 
-def _command_in_channel(inbound: Inbound) -> bool:
-    """Whether ``inbound`` is a slash command typed in a channel (a conversation of more
-    than steward and its sender)."""
+def _private_in_channel(inbound: Inbound) -> bool:
+    """Whether ``inbound`` is its sender's alone in a channel (a conversation of more than
+    steward and its sender): a slash command typed there, or the answer to a question one
+    asked (``SlackChannel._kept_private``)."""
     channel = Conversation.of(inbound.chat_id).channel
-    return inbound.external_id.startswith(COMMAND_ID_PREFIX) and not _is_dm(channel)
+    command = inbound.external_id.startswith(COMMAND_ID_PREFIX)
+    return (command or bool(inbound.context.get(PRIVATE))) and not _is_dm(channel)
 
 
 def _is_dm(channel: str) -> bool:

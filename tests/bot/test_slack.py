@@ -1231,20 +1231,30 @@ async def steward_says(
 async def test_a_question_a_command_asks_in_a_channel_is_its_senders_and_answered_there(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
+    """The answers typed in the channel to what ``/steward`` asked there privately are
+    answered as privately: the next question only the sender sees, the card in their DM,
+    and the run's later news too, as a command's own. The channel sees the words typed
+    and nothing of steward's, where steward posted the rest of the form and the card
+    there for all to read."""
     channel = "C0TEAM"
     async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
         call = slack.slash_command(OPERATOR, channel, "run onboarding client=Acme")
         assert (await slack.post_command(bot.url, call))[0] == 200
         await slack.wait_for(lambda s: any("email" in t for t in ephemerals(s, OPERATOR)))
-        assert bot_texts(slack, channel) == []
-        # Answered in the channel, where all see the answer: so they see what follows.
         email = slack.message_event(OPERATOR, "jane@acme.com", channel=channel)
         assert (await slack.post_event(bot.url, email))[0] == 200
-        await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, channel)))
+        await slack.wait_for(lambda s: any("basic, standard" in t for t in ephemerals(s, OPERATOR)))
         package = slack.message_event(OPERATOR, "basic", channel=channel)
         assert (await slack.post_event(bot.url, package))[0] == 200
-        await slack.wait_for(lambda s: cards(s, channel))
-        assert "jane@acme.com" in json.dumps(cards(slack, channel)[0]["blocks"])
+        await slack.wait_for(lambda s: cards(s, dm))
+        assert "jane@acme.com" in json.dumps(cards(slack, dm)[0]["blocks"])
+        assert "The card is in your DM with steward." in ephemerals(slack, OPERATOR)
+        [run] = await bot.steward.ledger.list_runs(None, limit=5)
+        await bot.service.notify(Reply().say("Jane at Acme replied."), run.reply_to)
+        await slack.wait_for(lambda s: "Jane at Acme replied." in bot_texts(s, dm))
+        await bot.service.idle()
+        assert bot_texts(slack, channel) == []
 
 
 async def test_what_the_asker_shares_in_a_channel_does_not_take_the_answers_place(
@@ -1268,7 +1278,7 @@ async def test_what_the_asker_shares_in_a_channel_does_not_take_the_answers_plac
         assert bot_texts(slack, channel) == []
         email = slack.message_event(OPERATOR, "jane@acme.com", channel=channel)
         assert (await slack.post_event(bot.url, email))[0] == 200
-        await slack.wait_for(lambda s: any("basic, standard" in t for t in bot_texts(s, channel)))
+        await slack.wait_for(lambda s: any("basic, standard" in t for t in ephemerals(s, OPERATOR)))
         assert not any(
             "typed" in t for t in bot_texts(slack, channel) + ephemerals(slack, OPERATOR)
         )
