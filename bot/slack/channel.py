@@ -578,7 +578,9 @@ class SlackChannel:
         steps = self.outbox.steps(owed)
         if reply.private and user is not None:
             for text in reply.texts:
-                await steps.take(partial(self._whisper, conversation, user, text, answer_by))
+                for piece in text_parts(as_typed_in_slack(text)):
+                    tell = partial(self._tell_privately, conversation, user, piece, answer_by)
+                    await steps.take(tell)
             return
         items = list(reply.items)
         # A slash command's answer in a channel is its sender's alone: what steward holds
@@ -606,15 +608,17 @@ class SlackChannel:
             if isinstance(item, Card) and dm is not None and user is not None:
                 if cards_to_dm:  # where the first goes, the sender is told where they are
                     said = _in_your_dm(cards_to_dm)
-                    await steps.take(partial(self._post_privately, conversation, user, said))
+                    tell = partial(self._tell_privately, conversation, user, said, None, True)
+                    await steps.take(tell)
                     cards_to_dm = 0
                 shown = await steps.take(partial(self._post_card, dm, item, []))
                 for outgoing in card_overflow(item):
                     await steps.take(partial(self._post_overflow, dm, shown, outgoing))
             elif isinstance(item, str):
                 for text in text_parts(as_typed_in_slack(item)):
-                    if dm is not None and user is not None:
-                        post = partial(self._post_privately, conversation, user, text)
+                    if dm is not None and user is not None:  # in the DM if not there:
+                        # where it asks something, the answer can come there
+                        post = partial(self._tell_privately, conversation, user, text, None, True)
                     else:
                         post = partial(
                             self._post,
@@ -656,8 +660,8 @@ class SlackChannel:
         """Tells the presser alone: in the conversation, by the press's ``response_url``
         where steward is no member of it, and in their DM where that is spent too."""
         try:
-            for text in await self._whisper(conversation, user, notice, answer_by):
-                await self._post(Conversation(user), text_message(text, self.operator_users))
+            for text in text_parts(as_typed_in_slack(notice)):
+                await self._tell_privately(conversation, user, text, answer_by, dm_instead=True)
         except SendLater as exc:  # the card's update shows the outcome too
             log.warning("could not answer %s's press: %s", user, exc)
 
@@ -910,40 +914,34 @@ class SlackChannel:
     def _private_key(self, asked: str) -> str:
         return f"{self.name}:asked-privately:{asked}"
 
-    async def _whisper(
-        self, conversation: Conversation, user: str, text: str, answer_by: str | None = None
-    ) -> list[str]:
-        """A message only ``user`` sees (ephemeral), in the conversation they wrote in;
-        where steward is no member of it, by the ``response_url`` of the command or the
-        press being answered (``answer_by``), if any. The parts that could not go."""
-        unsent = []
-        for piece in text_parts(as_typed_in_slack(text)):
-            outgoing = ephemeral_message(piece, self.operator_users)
-            error = await self._ephemeral(conversation, user, outgoing)
-            if error is None:
-                continue
-            if error in NO_ENTRY and answer_by:
-                if await self._respond(conversation, answer_by, outgoing):
-                    continue
-            else:
-                await self._refused_to(conversation, user, error)
-            unsent.append(piece)
-        return unsent
-
-    async def _post_privately(
-        self, conversation: Conversation, user: str, text: str
+    async def _tell_privately(
+        self,
+        conversation: Conversation,
+        user: str,
+        text: str,
+        answer_by: str | None = None,
+        dm_instead: bool = False,
     ) -> dict[str, Any] | None:
-        """Posts a message only ``user`` sees (ephemeral) in the conversation; where
-        steward is no member of it, in their DM. Where it went when that was the DM."""
+        """Posts a part of a text (``text_parts``) that only ``user`` sees (ephemeral) in
+        the conversation. Where steward is no member of it: by the ``response_url`` of
+        the command or the press being answered (``answer_by``), if it still takes it;
+        else, ``dm_instead``, in the user's DM (where they can answer a question steward
+        could not ask where they wrote). Where it went when that was the DM."""
         error = await self._ephemeral(
             conversation, user, ephemeral_message(text, self.operator_users)
         )
-        if error in NO_ENTRY:
-            log.info("cannot post in %s (%s): to the DM instead", conversation.channel, error)
-            return await self._post(Conversation(user), text_message(text, self.operator_users))
-        if error is not None:
+        if error is None:
+            return None
+        if error in NO_ENTRY and answer_by:
+            outgoing = ephemeral_message(text, self.operator_users)
+            if await self._respond(conversation, answer_by, outgoing):
+                return None
+        elif error not in NO_ENTRY or not dm_instead:
             await self._refused_to(conversation, user, error)
-        return None
+        if not dm_instead:
+            return None
+        log.info("cannot tell %s in %s (%s): in the DM instead", user, conversation.channel, error)
+        return await self._post(Conversation(user), text_message(text, self.operator_users))
 
     async def _ephemeral(
         self, conversation: Conversation, user: str, outgoing: Outgoing
