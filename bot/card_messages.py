@@ -13,16 +13,25 @@ bot or app on the same ledger showed is no message of this one's to edit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bot.outbox import SendLater
-from memory.ledger import CardMessage, Ledger
+from bot.outbox import SendLater, once_the_ledger_takes
+from memory.ledger import CardMessage, Ledger, Outage
+
+log = logging.getLogger(__name__)
+
+# The ledger down, a card's messages taken are given back this often until it is back.
+LEDGER_AGAIN_SECONDS = 1.0
 
 
 class CardMessages:
-    def __init__(self, ledger: Ledger, channel: str) -> None:
+    def __init__(
+        self, ledger: Ledger, channel: str, again_after: float = LEDGER_AGAIN_SECONDS
+    ) -> None:
         self.ledger = ledger
         self.channel = channel
+        self.again_after = again_after
 
     async def take_unnamed(self, channel: str) -> None:
         """Notes as this account's the cards noted under its channel's name alone, as
@@ -66,8 +75,10 @@ class CardMessages:
         """Shows the outcome on each of ``messages`` (taken by ``take``) with ``update``.
         Those the platform cannot take now (``update`` raises ``SendLater``) are given
         back, to be taken on the next try, and ``SendLater`` is raised after the rest:
-        a card whose update failed keeps no live buttons for good. ``elsewhere``, which
-        settles the card on the other platforms, runs either way: none waits for this one.
+        a card whose update failed keeps no live buttons for good. The ledger down then,
+        the giving back waits for it (taken and not given back, those messages would be
+        handed out to nobody again). ``elsewhere``, which settles the card on the other
+        platforms, runs either way: none waits for this one.
         """
         later: list[CardMessage] = []
         failure: SendLater | None = None
@@ -78,7 +89,12 @@ class CardMessages:
                 later.append(message)
                 failure = exc
         if failure is not None:
-            await self.ledger.give_back_card_messages(self.channel, approval_id, later)
+            outage = Outage(log, f"giving back the messages of card {approval_id}")
+            await once_the_ledger_takes(
+                lambda: self.ledger.give_back_card_messages(self.channel, approval_id, later),
+                outage,
+                self.again_after,
+            )
         if elsewhere is not None:
             await elsewhere()
         if failure is not None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from telegram import Update
 
 from bot.app import Steward
@@ -814,6 +814,54 @@ async def test_a_card_edit_telegram_cannot_take_for_a_while_is_made_once_it_can(
         assert "reply_markup" not in api.message(OPERATOR, card["message_id"])
         assert not any("Approved by" in t for t in texts(api)[2:])  # no outcome beside it
         assert await bot.steward.door.owed("telegram") == []
+
+
+async def test_a_card_whose_edit_and_ledger_both_failed_loses_its_buttons_once_both_are_back(
+    tmp_path: Path, api: FakeBotAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A card decided from a shell while Telegram could not take its edit: its message
+    was to be given back for the next try, but the ledger failed at that moment too, and
+    the message was forgotten: the card kept its buttons for good. Now the giving back
+    waits for the ledger, and the card loses its buttons once both are back. A press on
+    it from a device still showing them is answered with who decided, and changes
+    nothing."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        card = await onboarding_card(api)
+        await bot.channel.idle()
+        ledger = bot.steward.door.ledger
+        give_back = ledger.give_back_card_messages
+        failed = asyncio.Event()
+
+        async def down_once(*args: Any) -> None:
+            if not failed.is_set():
+                failed.set()
+                locked = sqlite3.OperationalError("database is locked")
+                raise OperationalError("UPDATE card_messages", {}, locked)
+            await give_back(*args)
+
+        monkeypatch.setattr(ledger, "give_back_card_messages", down_once)
+        api.fail("editMessageText", status=502, times=SEND_ATTEMPTS)  # all of one try
+        approval_id = button(card, "Approve").partition(":")[2]
+        async with Steward.open(load_settings(home=home)) as shell:  # `steward approve ID`
+            await shell.coordinator.decide(approval_id, True, "cli:shell")
+        await api.wait_for(
+            lambda a: "reply_markup" not in a.message(OPERATOR, card["message_id"]), timeout=20
+        )
+        assert failed.is_set()
+        assert "Approved by cli:shell" in api.message(OPERATOR, card["message_id"])["text"]
+        await bot.channel.idle()
+        assert await bot.steward.door.owed("telegram") == []
+        sent_before = len(api.sent(OPERATOR))
+
+        api.press(OPERATOR, card, button(card, "Approve"))  # another device's stale card
+        await api.wait_for(lambda a: len(a.calls_to("answerCallbackQuery")) == 1)
+        (answer,) = api.calls_to("answerCallbackQuery")
+        assert answer.ok and "Already decided — Approved by cli:shell" in answer.params["text"]
+        await bot.settled(api, 2)
+        assert len(api.sent(OPERATOR)) == sent_before  # no new messages, only the toast
+        assert len(outbox(home)) == 1  # the run's email went once
 
 
 async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message(
