@@ -39,7 +39,7 @@ from graph.history import (
 )
 from graph.ids import is_approval_id, is_run_id
 from graph.inputs import InputError, InputSpec, InputType, parse_input
-from graph.messages import EditPrompt, Inbound, Reply
+from graph.messages import EditPrompt, Inbound, Reply, as_shown
 from graph.remembering import entity_of, said_record
 from graph.routing import Router, opens_a_request, parse_arguments
 from graph.timeline import render_timeline, timeline
@@ -535,6 +535,8 @@ class Coordinator:
         reason: str | None = None,
         edited_text: str | None = None,
     ) -> Reply:
+        if edited_text is not None:
+            edited_text = await self._as_drafted(approval_id, edited_text)
         decision = await self.engine.decide(approval_id, approve, actor, reason, edited_text)
         reply = self.decision_reply(decision)
         approval = decision.approval
@@ -542,6 +544,14 @@ class Coordinator:
             # It came past the deadline: the gate expired, as its timer would have.
             reply.notice = f"Too late — {decision_line(approval, self.zone)}. Nothing was approved."
         return reply
+
+    async def _as_drafted(self, approval_id: str, edited_text: str) -> str:
+        """The new text from an Edit; the draft itself when it is the draft as the Edit
+        showed it, unchanged (its bidi controls shown as marks, which the run would send
+        in their place)."""
+        approval = await self.ledger.get_approval(approval_id)
+        draft = approval.card.get("text") if approval is not None else None
+        return draft if isinstance(draft, str) and as_shown(edited_text, draft) else edited_text
 
     def decision_reply(self, decision: Decision) -> Reply:
         approval = decision.approval

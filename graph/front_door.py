@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from graph.access import Allowlist
 from graph.cards import decision_line
 from graph.coordinator import QUESTION_TTL, Coordinator
-from graph.messages import Inbound, Owed, Reply, sending_ahead
+from graph.messages import Inbound, Owed, Reply, as_shown, sending_ahead
 from memory.ledger import (
     ApprovalStatus,
     Ledger,
@@ -180,7 +180,8 @@ class FrontDoor:
         if (
             approval.status is ApprovalStatus.APPROVED
             and approval.decided_by == edited.sender.key
-            and approval.edited_text == storable(edited.text)
+            and approval.edited_text is not None
+            and as_shown(storable(edited.text or ""), approval.edited_text)
         ):
             return None
         if not approval.is_pending:

@@ -186,6 +186,13 @@ def shown(value: T) -> T:
     return value
 
 
+def as_shown(submitted: str, draft: str) -> bool:
+    """Whether ``submitted`` (the new text from an Edit) is ``draft`` as the operator was
+    shown it (``shown``: a mark for each bidi control), sent back unchanged; then it means
+    the draft as it is, and no text of marks."""
+    return submitted == draft or submitted == shown(draft)
+
+
 @dataclass
 class Reply:
     """What steward answers: messages, cards, a card's outcome, an edit's form. All it
