@@ -85,7 +85,7 @@ async def settle_by_outbox(outbox: Outbox, outcome: CardOutcome) -> None:
     may be queued twice: the second finds the card settled.)"""
     quiet = replace(outcome, decided_elsewhere=True)
     chat = f"{SETTLING}:{outcome.approval_id}"
-    owed = await outbox.door.owe(outbox.channel, chat, Reply().add(quiet))
+    owed = await outbox.door.owe(outbox.account, chat, Reply().add(quiet))
     if owed is not None and outbox.loaded:
         outbox.put(owed)
 
@@ -107,7 +107,7 @@ async def answer(
     failed. One another worker took over meanwhile is that worker's to answer."""
     inbox_id, inbound = item
     try:
-        owed = await outbox.door.answer(inbox_id, inbound, ahead=outbox.put)
+        owed = await outbox.door.answer(inbox_id, inbound, ahead=outbox.put, account=outbox.account)
     except TakenOver as exc:
         log.warning("%s: the worker that took it over answers it", exc)
         return

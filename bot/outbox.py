@@ -83,6 +83,10 @@ class Outbox:
     ) -> None:
         self.door = door
         self.channel = channel
+        # What the replies are kept under in the ledger: the channel's name, or one
+        # account of it (a Telegram bot's, ``telegram:`` and its id), where another
+        # account could not send them (see ``TelegramChannel.start``).
+        self.account = channel
         self._send = send
         self.first_retry = first_retry
         self._lanes: dict[str, deque[tuple[Owed, asyncio.Future[None]]]] = {}
@@ -99,7 +103,7 @@ class Outbox:
         its process last stopped."""
         if own:
             self.loaded = True
-        for owed in await self.door.owed(self.channel, own):
+        for owed in await self.door.owed(self.account, own):
             self.put(owed)
 
     async def owe(self, chat_id: str, reply: Reply, answering: Inbound | None = None) -> None:
@@ -109,7 +113,7 @@ class Outbox:
         and none is left out."""
         outage = Outage(log, f"keeping a {self.channel} reply to chat {chat_id}")
         owed = await once_the_ledger_takes(
-            lambda: self.door.owe(self.channel, chat_id, reply, answering),
+            lambda: self.door.owe(self.account, chat_id, reply, answering),
             outage,
             self.first_retry,
         )

@@ -219,6 +219,7 @@ class FrontDoor:
         inbox_id: int,
         inbound: Inbound,
         ahead: Callable[[Owed], asyncio.Future[None]] | None = None,
+        account: str | None = None,
     ) -> Owed:
         """Handles a stored delivery and keeps its reply until the channel has sent it;
         the approvals whose cards it shows are noted as announced in the same write.
@@ -230,8 +231,9 @@ class FrontDoor:
         ``ahead``, which says when it is sent. The reply kept at the end is the rest. The
         first write need not wait for the disk for it: it holds the delivery's done mark
         too, so a power cut that undid it would have the delivery handled again (see the
-        module's docstring)."""
-        channel, chat_id = inbound.sender.channel, inbound.chat_id
+        module's docstring). The reply is kept under ``account``, the channel's account
+        that sends it (a Telegram bot's), else under the delivery's channel."""
+        channel, chat_id = account or inbound.sender.channel, inbound.chat_id
         cut_off = _owed(channel, chat_id, Reply(private=True).say(cut_off_text(inbound)), inbound)
         cut_off.held_through = self.ledger.lapses  # counted before anything is kept
         worker = self.ledger.worker
@@ -311,6 +313,13 @@ class FrontDoor:
         the scheduler does not announce them again."""
         if cards := _card_ids(reply):
             await self.ledger.shown(cards)
+
+    async def name_replies(self, channel: str, account: str) -> None:
+        """Keeps the replies ``channel`` owes under ``account``, one account of it that
+        now keeps its replies under its own name (a Telegram bot's): as they were kept
+        before accounts were told apart."""
+        if named := await self.ledger.rename_replies(channel, account):
+            log.info("%d %s replies owed are now %s's", named, channel, account)
 
     async def owed(self, channel: str, own: bool = True) -> list[Owed]:
         """What ``channel`` still owes — a crash or a stop came first — oldest first:

@@ -199,7 +199,13 @@ class TelegramChannel:
         """Where this bot showed each card: its own messages, told apart from another
         bot's on the same ledger by its id (message ids count per bot). Known once the
         bot has started."""
-        return CardMessages(self.door.ledger, f"{self.name}:{self.bot.id}")
+        return CardMessages(self.door.ledger, self.account)
+
+    @property
+    def account(self) -> str:
+        """This bot, among those on the same ledger: ``telegram:`` and its id. Known once
+        the bot has started."""
+        return f"{self.name}:{self.bot.id}"
 
     @classmethod
     def from_settings(cls, settings: Settings, door: FrontDoor) -> TelegramChannel:
@@ -268,6 +274,10 @@ class TelegramChannel:
             # send one of those again, which must be known for what it is.
             await self.door.prefix_deliveries(self.name, f"{self.bot.id}:")
             await self.cards.take_unnamed(self.name)  # noted before bots were told apart
+            # A reply is this bot's to send, not another's on the same ledger: a chat with
+            # one bot is none with another, and a press is answered by its own bot.
+            self.outbox.account = self.account
+            await self.door.name_replies(self.name, self.account)  # kept before, as cards
             await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
             self.queue.start()
             self.asking.start()

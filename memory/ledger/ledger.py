@@ -1347,6 +1347,11 @@ class Ledger:
 
         return await self.db.run(take)
 
+    async def rename_replies(self, channel: str, named: str) -> int:
+        """Keeps the replies owed under ``channel`` under ``named``; how many."""
+        rename = update(t.replies).where(t.replies.c.channel == channel).values(channel=named)
+        return await self.db.run(lambda conn: conn.execute(rename).rowcount)
+
     async def take_over_replies(self, channel: str, own: bool = True) -> list[OwedReply]:
         """Takes the replies ``channel`` owes whose worker is gone, and returns them, with
         (``own``) those this worker already holds; oldest first."""

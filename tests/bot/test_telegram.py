@@ -783,7 +783,7 @@ async def test_a_reply_telegram_cannot_take_is_sent_once_it_can(
         statuses = [c.status for c in api.calls_to("sendMessage")]
         assert statuses[:3] == [502, 502, 502] and statuses.count(502) == 3
         assert len(cards(api)) == 1 and sum(t.startswith("Started") for t in texts(api)) == 1
-        assert await bot.steward.door.owed("telegram") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
         api.press(OPERATOR, card, button(card, "Approve"))
         await api.wait_for(lambda a: outbox(bot.steward.settings.home), timeout=10)
 
@@ -813,7 +813,7 @@ async def test_a_card_edit_telegram_cannot_take_for_a_while_is_made_once_it_can(
         assert statuses == [502] * (SEND_ATTEMPTS + 1) + [200]
         assert "reply_markup" not in api.message(OPERATOR, card["message_id"])
         assert not any("Approved by" in t for t in texts(api)[2:])  # no outcome beside it
-        assert await bot.steward.door.owed("telegram") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
 
 
 async def test_a_card_whose_edit_and_ledger_both_failed_loses_its_buttons_once_both_are_back(
@@ -852,7 +852,7 @@ async def test_a_card_whose_edit_and_ledger_both_failed_loses_its_buttons_once_b
         assert failed.is_set()
         assert "Approved by cli:shell" in api.message(OPERATOR, card["message_id"])["text"]
         await bot.channel.idle()
-        assert await bot.steward.door.owed("telegram") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
         sent_before = len(api.sent(OPERATOR))
 
         api.press(OPERATOR, card, button(card, "Approve"))  # another device's stale card
@@ -945,7 +945,7 @@ async def test_a_reply_cut_short_by_the_ledger_going_down_goes_on_once_it_is_bac
         assert "2 things need you" in listed[0]
         assert listed[1].startswith("1. ") and listed[2].startswith("2. ")
         assert len(api.calls_to("sendMessage")) == calls + 3  # none twice
-        assert await bot.steward.door.owed("telegram") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
         shown = cards(api)[-2:]
         assert all([await bot.channel.shows(button(c, "Details").partition(":")[2]) for c in shown])
 
@@ -976,7 +976,7 @@ async def test_no_message_of_a_reply_goes_twice_for_the_ledger_going_down(
     async with running(home, api) as bot:
         await bot.channel.idle()
         assert texts(api) == reply.texts
-        assert await bot.steward.door.owed("telegram") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
 
 
 async def test_a_reply_cut_short_before_a_restart_keeps_its_late_answer(
@@ -997,7 +997,7 @@ async def test_a_reply_cut_short_before_a_restart_keeps_its_late_answer(
     async with running(home, api) as bot:
         await bot.channel.idle()
         assert texts(api)[-1] == "Something went wrong; it is logged."
-        assert await bot.steward.door.owed("telegram") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
 
 
 async def test_ten_thousand_characters_of_markdown_arrive_whole_and_unbroken(
@@ -1336,6 +1336,31 @@ async def test_a_card_another_bot_posted_is_not_settled_on_this_bot_s_messages(
         await bot.channel.idle()
         assert new_api.calls_to("editMessageText") == []
         assert new_api.message(OPERATOR, own["message_id"]) == own
+
+
+async def test_a_reply_another_bot_on_the_same_ledger_owes_is_sent_by_that_bot_alone(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A bot stopped while Telegram could not take its reply; another bot started on the
+    same ledger took the reply up and sent it to the chat as its own (a chat the operator
+    may never have opened with it, a press it cannot answer). Now each bot sends only the
+    replies it owes: the first sends it once it is back."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        api.fail("sendMessage", status=502, times=10_000)
+        await bot.channel.send(str(OPERATOR), Reply(["a word from the first bot"]))
+        await api.wait_for(lambda a: len(a.calls_to("sendMessage")) >= SEND_ATTEMPTS)
+        await bot.service.stop(drain_seconds=0)
+    api.fail("sendMessage", status=502, times=0)
+    async with FakeBotAPI(token="777:new-bot") as new_api, running(home, new_api) as bot:
+        await bot.channel.send(str(OPERATOR), Reply(["a word from the second bot"]))
+        await bot.channel.idle()
+        assert texts(new_api) == ["a word from the second bot"]
+    async with running(home, api) as bot:
+        await api.wait_for(lambda a: texts(a) == ["a word from the first bot"])
+        await bot.channel.idle()
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
 
 
 async def test_an_update_stored_before_the_upgrade_and_sent_again_is_handled_once(
