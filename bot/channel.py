@@ -90,11 +90,14 @@ async def settle_by_outbox(outbox: Outbox, outcome: CardOutcome) -> None:
         outbox.put(owed)
 
 
-async def take_up(outbox: Outbox, enqueue: Callable[[int, Inbound], None], own: bool) -> None:
+async def take_up(
+    outbox: Outbox, enqueue: Callable[[int, Inbound], None], own: bool, sent_to: str = ""
+) -> None:
     """Queues the replies a worker gone owed in the outbox's channel and hands its stored
-    deliveries to ``enqueue``; with ``own`` (at start) this worker's too."""
+    deliveries to ``enqueue``; with ``own`` (at start) this worker's too. With
+    ``sent_to``, only the deliveries whose ids begin with it (a Telegram bot's)."""
     await outbox.load(own)
-    for inbox_id, inbound in await outbox.door.stored(outbox.channel, own):
+    for inbox_id, inbound in await outbox.door.stored(outbox.channel, own, sent_to):
         enqueue(inbox_id, inbound)
 
 

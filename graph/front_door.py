@@ -378,10 +378,13 @@ class FrontDoor:
         next message in the chat is not the new text."""
         await self.coordinator.form_opened(inbound, approval_id)
 
-    async def stored(self, channel: str, own: bool = True) -> list[tuple[int, Inbound]]:
+    async def stored(
+        self, channel: str, own: bool = True, prefix: str = ""
+    ) -> list[tuple[int, Inbound]]:
         """Deliveries stored but not handled — a crash came between — oldest first: what
-        a worker gone left, taken over, and with ``own`` what this one holds."""
-        items = await self.ledger.take_over_inbound(channel, own)
+        a worker gone left, taken over, and with ``own`` what this one holds. With
+        ``prefix``, only those whose delivery ids begin with it (sent to one bot)."""
+        items = await self.ledger.take_over_inbound(channel, own, prefix)
         return [(item.id, Inbound.from_payload(item.payload)) for item in items]
 
     async def recover_inbox(self, channel: str) -> list[tuple[Inbound, Reply]]:

@@ -202,6 +202,11 @@ class TelegramChannel:
         return CardMessages(self.door.ledger, self.account)
 
     @property
+    def _delivered_to(self) -> str:
+        """How this bot's delivery ids begin (see ``inbound_from``)."""
+        return f"{self.bot.id}:"
+
+    @property
     def account(self) -> str:
         """This bot, among those on the same ledger: ``telegram:`` and its id. Known once
         the bot has started."""
@@ -272,13 +277,14 @@ class TelegramChannel:
             await self.bot.set_my_commands([BotCommand(n, about) for n, about in COMMANDS])
             # Stored by a steward from before bot ids began delivery ids: Telegram may
             # send one of those again, which must be known for what it is.
-            await self.door.prefix_deliveries(self.name, f"{self.bot.id}:")
+            await self.door.prefix_deliveries(self.name, self._delivered_to)
             await self.cards.take_unnamed(self.name)  # noted before bots were told apart
             # A reply is this bot's to send, not another's on the same ledger: a chat with
             # one bot is none with another, and a press is answered by its own bot.
             self.outbox.account = self.account
             await self.door.name_replies(self.name, self.account)  # kept before, as cards
-            await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
+            # What a stop or a crash left of this bot's: another bot's is that bot's.
+            await take_up(self.outbox, self._enqueue, own=True, sent_to=self._delivered_to)
             self.queue.start()
             self.asking.start()
             self._ready.set()  # webhook calls waiting for the stored updates to queue go on
@@ -298,7 +304,7 @@ class TelegramChannel:
             ) from exc
 
     async def take_over(self) -> None:
-        await take_up(self.outbox, self._enqueue, own=False)
+        await take_up(self.outbox, self._enqueue, own=False, sent_to=self._delivered_to)
 
     async def idle(self) -> None:
         """Returns once every update taken so far is handled and answered."""

@@ -1336,10 +1336,17 @@ class Ledger:
 
         return await self.db.run(take)
 
-    async def take_over_inbound(self, channel: str, own: bool = True) -> list[InboxItem]:
+    async def take_over_inbound(
+        self, channel: str, own: bool = True, prefix: str = ""
+    ) -> list[InboxItem]:
         """Takes the deliveries of ``channel`` stored but not handled whose worker is gone,
-        and returns them, with (``own``) those this worker already holds; oldest first."""
-        scope = (t.inbox.c.status == "new", t.inbox.c.channel == channel)
+        and returns them, with (``own``) those this worker already holds; oldest first.
+        With ``prefix``, only those whose ids begin with it (a Telegram bot's)."""
+        scope = (
+            t.inbox.c.status == "new",
+            t.inbox.c.channel == channel,
+            t.inbox.c.external_id.startswith(prefix, autoescape=True),
+        )
 
         def take(conn: Connection) -> list[InboxItem]:
             rows = _take_over(conn, t.inbox.c.id, scope, self.worker, own)

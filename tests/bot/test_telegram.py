@@ -1281,10 +1281,10 @@ async def test_webhook_updates_that_arrive_while_starting_are_handled_once(
     async with Steward.open(settings) as steward:
         real_stored = steward.door.stored
 
-        async def stored_once_telegram_has_posted(channel: str, own: bool = True) -> Any:
+        async def stored_once_telegram_has_posted(*args: Any) -> Any:
             with suppress(TimeoutError):  # the post lands first, unless it is held
                 await asyncio.wait_for(asyncio.shield(posting), 1.0)
-            return await real_stored(channel, own)
+            return await real_stored(*args)
 
         steward.door.stored = stored_once_telegram_has_posted  # type: ignore[method-assign]
         (channel,) = configured_channels(steward)
@@ -1361,6 +1361,25 @@ async def test_a_reply_another_bot_on_the_same_ledger_owes_is_sent_by_that_bot_a
         await api.wait_for(lambda a: texts(a) == ["a word from the first bot"])
         await bot.channel.idle()
         assert await bot.steward.door.owed(bot.channel.outbox.account) == []
+
+
+async def test_an_update_another_bot_stored_is_handled_by_that_bot_alone(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A bot stopped with a message stored and not yet handled; another bot started on
+    the same ledger handled it, and answered it from itself, in a chat the operator
+    wrote to the first. Now each bot takes up only what was sent to it."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        slow_down(bot.steward, 60)
+        api.send_text(OPERATOR, "/processes")
+        await api.wait_for(lambda a: a.pending == [])  # stored: its offset is confirmed
+        await bot.service.stop(drain_seconds=0)
+    async with FakeBotAPI(token="777:new-bot") as new_api, running(home, new_api) as bot:
+        await bot.channel.idle()
+        assert texts(new_api) == []
+    async with running(home, api) as bot:
+        await api.wait_for(lambda a: any("onboarding — " in t for t in texts(a)))
 
 
 async def test_an_update_stored_before_the_upgrade_and_sent_again_is_handled_once(
