@@ -21,7 +21,8 @@ from memory.ledger import CardMessage, Ledger, Outage
 
 log = logging.getLogger(__name__)
 
-# The ledger down, a card's messages taken are given back this often until it is back.
+# The ledger down, a card's messages taken are given back (and Telegram's polling tries
+# it again) this often until it is back; polling's backoff, to 30 s, is for Telegram's own.
 LEDGER_AGAIN_SECONDS = 1.0
 
 

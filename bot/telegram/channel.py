@@ -53,7 +53,7 @@ from telegram.error import (
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
-from bot.card_messages import CardMessages
+from bot.card_messages import LEDGER_AGAIN_SECONDS, CardMessages
 from bot.channel import (
     ChannelUnavailable,
     Settled,
@@ -95,9 +95,6 @@ ALLOWED_UPDATES = ("message", "callback_query")
 ANSWER_WITHIN = 1.0  # seconds: a press is answered by then, even while its run goes on
 TOAST_LIMIT = 200  # characters Telegram shows in a press's answer
 SEND_ATTEMPTS = 4
-# The ledger down, polling (and a card's note of where it shows) tries it again this
-# often, and not later than it is back; its backoff (to 30 s) is for Telegram's own failures.
-LEDGER_AGAIN_SECONDS = 1.0
 
 
 class TelegramUnavailable(ChannelUnavailable):
