@@ -435,6 +435,9 @@ async def cmd_export(steward: Steward, args: argparse.Namespace) -> int:
             _progress("exporting"),
             _brought_along(steward.settings),
         )
+    except archive.NoSuchFolder as exc:  # bad input, as a mistyped run id is
+        print(f"steward: {exc}", file=sys.stderr)
+        return 2
     except archive.ArchiveError as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 1

@@ -74,6 +74,11 @@ class NotAnExport(ArchiveError):
     """The folder named is no export at all: not there, a file, or no manifest in it."""
 
 
+class NoSuchFolder(ArchiveError):
+    """The folder an export is to be made in is not there: bad input (a typo in its
+    path), told as such, never made up, as ``cp`` and ``tar`` do not make one."""
+
+
 class DanglingLink(ArchiveError):
     """Where the import puts a file of the home, the file or a folder of its path is a
     link to nothing: bad input, as a folder that is no export is. Nothing is written
@@ -296,7 +301,14 @@ def _read(path: Path, table: Table) -> Iterator[dict[str, Any]]:
 
 
 def _new_folder(folder: Path) -> None:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """The export's own folder, made here; the folder it goes in must be there already."""
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except FileNotFoundError:
+        raise NoSuchFolder(
+            f"there is no folder {folder.parent} to export into: make it first, or name "
+            "another; nothing was exported"
+        ) from None
     if any(folder.iterdir()):
         raise ArchiveError(f"{folder} is not empty: export into a new folder")
 

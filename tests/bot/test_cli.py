@@ -1116,6 +1116,24 @@ def test_an_export_or_import_the_file_system_refuses_is_one_line(
     assert len(err.strip().splitlines()) == 1, err
 
 
+def test_an_export_into_a_folder_that_is_not_there_is_bad_input(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A typo in the path made every folder it named, and the export went there, said
+    done: the operator looked for it where they meant it to go."""
+    start(capsys)
+    mistyped = tmp_path / "bakcups" / "monday"
+    code, out, err = steward(capsys, "export", str(mistyped / "export"))
+    assert code == 2 and out == ""
+    assert err == (
+        f"steward: there is no folder {mistyped} to export into: make it first, or name "
+        "another; nothing was exported\n"
+    )
+    assert not (tmp_path / "bakcups").exists()
+    (tmp_path / "backups").mkdir()
+    assert steward(capsys, "export", str(tmp_path / "backups" / "export"))[0] == 0
+
+
 def test_an_import_of_no_export_is_bad_input(
     home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -291,6 +291,7 @@ async def test_an_export_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
     """It holds the clients' emails and the drafts to them: with the usual umask (022)
     its folder and files were readable by every user of the machine."""
     folder = tmp_path / "backups" / "export"
+    folder.parent.mkdir()
     umask = os.umask(0o022)
     try:
         async with Steward.open(load_settings(home=tmp_path / "home")) as app:
