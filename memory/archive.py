@@ -51,8 +51,9 @@ from memory.ledger.schema import UTCDateTime
 # it does not read, so one from before a kind of content refuses an export that holds
 # it, where it would leave that content behind and say done. The ledger's rows and the
 # checkpoints are the first; the home's files (under home/) came with the second.
-LEDGER_ONLY = "steward-export/1"
-WITH_HOME_FILES = "steward-export/2"
+FORMAT = "steward-export/"
+LEDGER_ONLY = f"{FORMAT}1"
+WITH_HOME_FILES = f"{FORMAT}2"
 FORMATS = (LEDGER_ONLY, WITH_HOME_FILES)
 CHECKPOINTS = "checkpoints"
 # Tables a new home fills at its start (the audit chain's head, the built-in definitions):
@@ -387,10 +388,16 @@ def _manifest(folder: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("counts", {}), dict):
         raise ArchiveError(f"{folder / 'manifest.json'} is not a steward export's manifest")
-    if manifest.get("format") not in FORMATS:
+    made = manifest.get("format")
+    if made not in FORMATS:
+        if not _newer(made):
+            raise ArchiveError(
+                f"{folder / 'manifest.json'} is not a steward export's manifest "
+                f"(its format is {made!r})"
+            )
         raise ArchiveError(
-            f"{folder} is a {manifest.get('format')!r} export, and this steward reads "
-            f"{' and '.join(FORMATS)}: upgrade it to import an export of a newer one"
+            f"{folder} was exported by a newer steward (its format is {made}, this one reads "
+            f"{' and '.join(FORMATS)}): upgrade this one to import it; nothing was imported"
         )
     schema = manifest.get("schema", HEAD)
     if not isinstance(schema, str) or not is_known(schema):
@@ -399,6 +406,13 @@ def _manifest(folder: Path) -> dict[str, Any]:
             f"this one's at {HEAD}): upgrade this one to import it"
         )
     return dict(manifest)
+
+
+def _newer(made: Any) -> bool:
+    """Whether ``made`` names a format past those this steward reads: steward-export/3."""
+    number = made.removeprefix(FORMAT) if isinstance(made, str) else ""
+    known = max(int(known.removeprefix(FORMAT)) for known in FORMATS)
+    return number.isascii() and number.isdigit() and int(number) > known
 
 
 # -- files of the home ---------------------------------------------------------------------

@@ -1134,6 +1134,45 @@ def test_an_export_into_a_folder_that_is_not_there_is_bad_input(
     assert steward(capsys, "export", str(tmp_path / "backups" / "export"))[0] == 0
 
 
+@pytest.mark.parametrize(
+    ("made", "said"),
+    [
+        (
+            "steward-export/3",
+            "{folder} was exported by a newer steward (its format is steward-export/3, this one "
+            "reads steward-export/1 and steward-export/2): upgrade this one to import it; "
+            "nothing was imported",
+        ),
+        (
+            "stewart-export/1",
+            "{folder}/manifest.json is not a steward export's manifest "
+            "(its format is 'stewart-export/1')",
+        ),
+    ],
+)
+def test_an_import_of_an_export_in_a_format_this_steward_does_not_read_is_refused(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    made: str,
+    said: str,
+) -> None:
+    """An export of a newer steward was "a 'steward-export/3' export … upgrade it": it
+    said neither that the export came from a newer steward nor which one to upgrade."""
+    start(capsys)
+    folder = tmp_path / "export"
+    assert steward(capsys, "export", str(folder))[0] == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps(manifest | {"format": made}))
+    monkeypatch.setenv("STEWARD_HOME", str(tmp_path / "new-home"))
+    code, out, err = steward(capsys, "import", str(folder))
+    assert (code, out) == (1, "")  # refused, as the README's exit codes say
+    assert err == f"steward: {said.format(folder=folder)}\n"
+    code, out, _ = steward(capsys, "runs", "--all")
+    assert code == 0 and "no runs yet" in out
+
+
 def test_an_import_of_no_export_is_bad_input(
     home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
