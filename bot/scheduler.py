@@ -9,7 +9,8 @@ channel, due at STEWARD_DIGEST_AT on the operator's clock (STEWARD_TIMEZONE, day
 saving included), fired by a scheduler that serves the channel and claimed once each of
 its chats' list is kept (see ``Scheduler._send_digest``): stewards serving other
 platforms on one ledger each send their own operators the list, and a channel whose
-steward is down when it is due has it when that steward is back.
+steward is down when it is due has it when that steward is back, within a week; after
+that any scheduler drops it (the channel was taken out of the settings, say).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ ANNOUNCE_AFTER = timedelta(seconds=30)
 ANNOUNCE_CLAIM = timedelta(minutes=5)
 # A list sent late (steward was down) stands for the day's own list due this soon after.
 LATE_LIST_STANDS = timedelta(hours=3)
+# A channel's list that no steward serving the channel has sent this long after it was due
+# is dropped by any scheduler: its channel was taken out of the settings, most likely, and
+# its steward, if it comes back, plans the next list of its own.
+UNSERVED_LIST_LAPSES = timedelta(days=7)
 BATCH = 500  # timers taken per tick
 IN_FLIGHT = 16  # fired at once: their ledger writes share commits
 
@@ -115,10 +120,12 @@ class Scheduler:
         results = await asyncio.gather(*(fire(t) for t in due if t.kind != DIGEST))
         fired = sum(results)
         # After what was due: a list sent late holds no expired gate. Another channel's
-        # list is left to a scheduler that serves that channel.
+        # list is left to a scheduler that serves that channel, for a while.
         for timer in (t for t in due if t.kind == DIGEST):
             if _channel_of(timer.key) in (None, *self.channels):
                 fired += await self._send_digest(timer, now)
+            elif now - timer.due_at > UNSERVED_LIST_LAPSES:
+                await self._drop_unserved(timer)
         await self._announce_missed(now)
         return fired
 
@@ -201,6 +208,20 @@ class Scheduler:
             if today is not None and today.id != timer.id and today.due_at - now < LATE_LIST_STANDS:
                 await self.ledger.claim_timer(today.id, self.worker)
         return 1
+
+    async def _drop_unserved(self, timer: Timer) -> None:
+        """Ends a channel's list that no steward serving the channel sent in time, where it
+        stayed due for ever, and says so once."""
+        if await self.ledger.cancel_timer(timer.id):
+            channel = _channel_of(timer.key)
+            log.warning(
+                "dropped the daily list %s: no steward serving %s sent it in the %d days "
+                "since it was due (is %s still in the settings?)",
+                timer.key,
+                channel,
+                UNSERVED_LIST_LAPSES.days,
+                channel,
+            )
 
     def _digest_keys(self, at: datetime) -> list[str]:
         """The keys of the timers of the list of the day ``at`` falls on: one for each

@@ -1969,6 +1969,16 @@ class Ledger:
         """Atomically takes a due timer; exactly one claimant gets True."""
         return await self.write(lambda tx: tx.claim_timer(timer_id, worker, None))
 
+    async def cancel_timer(self, timer_id: int) -> bool:
+        """A pending timer that is to fire no more: cancelled. True for the one caller
+        that cancels it; False when it fired or was cancelled meanwhile."""
+        statement = (
+            update(t.timers)
+            .where(t.timers.c.id == timer_id, t.timers.c.status == "pending")
+            .values(status="cancelled")
+        )
+        return await self.write(lambda tx: tx.conn.execute(statement).rowcount == 1)
+
     async def release_timer(self, timer_id: int) -> None:
         """A timer claimed whose work could not be done: due again, for anyone."""
         statement = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sqlite3
 import sys
@@ -505,6 +506,47 @@ async def test_a_channel_that_could_not_take_the_list_gets_it_at_the_next_tick_a
     for _ in range(2):
         await scheduler.tick()
         assert sent == ["telegram", "slack"]
+
+
+async def test_the_list_of_a_channel_taken_out_of_the_settings_ends_after_a_week(
+    app: Steward, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack taken out of the settings: the list its steward had planned stayed due for
+    ever, fetched at every tick by a steward that never sends it, and said nowhere."""
+    sent: list[str] = []
+
+    async def notify(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        sent.append(reply_to["channel"] if reply_to else "every channel")
+        return True
+
+    due = datetime(2026, 10, 24, 8, 0, tzinfo=UTC)
+    await app.ledger.plan_timer("digest:2026-10-24:slack", "digest", due)
+    clock = Clock(due + timedelta(days=7))
+    telegram = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(time(9, 0), UTC_ZONE),
+        clock=clock,
+        channels=("telegram",),
+    )
+    await telegram.tick()  # within the week: Slack's steward may be down, and come back
+    slack_list = await app.ledger.get_timer("digest:2026-10-24:slack")
+    assert slack_list is not None and slack_list.status == "pending"
+    clock.now = due + timedelta(days=7, seconds=1)
+    with caplog.at_level(logging.WARNING, logger="bot.scheduler"):
+        for _ in range(3):
+            await telegram.tick()
+    slack_list = await app.ledger.get_timer("digest:2026-10-24:slack")
+    assert slack_list is not None and slack_list.status == "cancelled"
+    assert await app.ledger.due_timers(clock.now) == []
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [
+        "dropped the daily list digest:2026-10-24:slack: no steward serving slack sent it "
+        "in the 7 days since it was due (is slack still in the settings?)"
+    ]
+    assert sent == []  # telegram's own list is not due before 09:00
 
 
 async def drive_the_list(home: Path, stall: str) -> asyncio.subprocess.Process:
