@@ -10,7 +10,9 @@ saving included), fired by a scheduler that serves the channel and claimed once 
 its chats' list is kept (see ``Scheduler._send_digest``): stewards serving other
 platforms on one ledger each send their own operators the list, and a channel whose
 steward is down when it is due has it when that steward is back, within a week; after
-that any scheduler drops it (the channel was taken out of the settings, say).
+that any scheduler drops it (the channel was taken out of the settings, say). A terminal
+with no such steward beside it shows the day's list of a channel's timer due, once, and
+leaves the timer to the channel's steward.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Scheduler:
         self.channels = tuple(channels)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._next_digest: tuple[list[str], datetime] | None = None  # planned: keys, time
+        self._shown_here: set[str] = set()  # the days whose list this scheduler handed on
 
     async def tick(self) -> int:
         """Fires every due timer once; returns how many this worker fired. Several fire
@@ -126,6 +129,8 @@ class Scheduler:
                 fired += await self._send_digest(timer, now)
             elif now - timer.due_at > UNSERVED_LIST_LAPSES:
                 await self._drop_unserved(timer)
+            elif not self.channels:  # the terminal, with no steward of the channel beside it
+                await self._show_here(timer, now)
         await self._announce_missed(now)
         return fired
 
@@ -186,6 +191,30 @@ class Scheduler:
         was down) stands for today's own when that is due within LATE_LIST_STANDS: it
         does not follow an hour later."""
         channel = _channel_of(timer.key)
+        if not await self._hand_on(timer, now, to_operators_of(channel) if channel else None):
+            log.warning("no channel took the daily list for %s; trying again", timer.key)
+            return 0  # still due: the next tick tries
+        self._shown_here.add(_day_of(timer.key))
+        if not await self.ledger.claim_timer(timer.id, self.worker):
+            return 0  # another scheduler sent it, to the chats this one did not
+        todays = self._digest_keys(now) if channel is None else [self._digest_key(now, channel)]
+        await self._stand_for(todays, timer, now)
+        return 1
+
+    async def _show_here(self, timer: Timer, now: datetime) -> None:
+        """Shows the day's list in the terminal, for a channel whose steward is not
+        running, once (``Reply.once``), and leaves the channel's timer due: the channel's
+        chats have their list when its steward is back."""
+        day = _day_of(timer.key)
+        if day in self._shown_here:
+            return
+        if await self._hand_on(timer, now, None):
+            self._shown_here.add(day)
+            await self._stand_for(self._digest_keys(now), timer, now)
+
+    async def _hand_on(self, timer: Timer, now: datetime, to: dict[str, Any] | None) -> bool:
+        """Hands the day's list of ``timer`` to ``notify``, meant once for each chat;
+        whether it was taken."""
         try:
             reply = await self.coordinator.today_reply(now=now)
         except Exception:
@@ -193,21 +222,18 @@ class Scheduler:
             reply = Reply().say("I could not put today's list together; it is logged. /today")
         reply.once = _day_of(timer.key)
         try:
-            taken = await self.notify(reply, to_operators_of(channel) if channel else None)
+            return await self.notify(reply, to) is not False
         except Exception:
             log.exception("could not send the daily list for %s", timer.key)
-            taken = False
-        if taken is False:  # still due: the next tick tries
-            log.warning("no channel took the daily list for %s; trying again", timer.key)
-            return 0
-        if not await self.ledger.claim_timer(timer.id, self.worker):
-            return 0  # another scheduler sent it, to the chats this one did not
-        todays = self._digest_keys(now) if channel is None else [self._digest_key(now, channel)]
+            return False
+
+    async def _stand_for(self, todays: list[str], timer: Timer, now: datetime) -> None:
+        """A list sent late stands for the day's own of ``todays`` due within
+        LATE_LIST_STANDS: that one does not follow an hour later."""
         for key in todays:
             today = await self.ledger.get_timer(key)
             if today is not None and today.id != timer.id and today.due_at - now < LATE_LIST_STANDS:
                 await self.ledger.claim_timer(today.id, self.worker)
-        return 1
 
     async def _drop_unserved(self, timer: Timer) -> None:
         """Ends a channel's list that no steward serving the channel sent in time, where it

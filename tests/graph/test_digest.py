@@ -549,6 +549,49 @@ async def test_the_list_of_a_channel_taken_out_of_the_settings_ends_after_a_week
     assert sent == []  # telegram's own list is not due before 09:00
 
 
+async def test_a_terminal_alone_shows_the_list_a_channel_s_steward_was_down_for(
+    app: Steward,
+) -> None:
+    """`steward chat` alone, Telegram's `steward run` stopped over 08:00: the terminal
+    showed no list that day, the day's timer being Telegram's steward's alone."""
+    shown: list[Reply] = []
+    sent: list[str] = []
+
+    async def terminal(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        assert reply_to is None  # shown here, not meant for Telegram's chats
+        if await app.door.to_show(reply):  # as the terminal's Service shows it
+            shown.append(reply)
+        return True
+
+    async def telegram(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        assert reply_to is not None
+        sent.append(f"{reply_to['channel']} {reply.once}")
+        return True
+
+    due = datetime(2026, 10, 24, 8, 0, tzinfo=UTC)
+    await app.ledger.plan_timer("digest:2026-10-24:telegram", "digest", due)
+    clock = Clock(due + timedelta(hours=1))
+    alone = at_clock(app, terminal, clock)
+    for _ in range(3):
+        await alone.tick()
+    await at_clock(app, terminal, clock).tick()  # another terminal, or this one again
+    assert len(shown) == 1 and "Saturday 24 October" in shown[0].texts[0]
+    telegram_list = await app.ledger.get_timer("digest:2026-10-24:telegram")
+    assert telegram_list is not None and telegram_list.status == "pending"
+    back = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        telegram,
+        digest=DigestTime(time(8, 0), UTC_ZONE),
+        clock=clock,
+        channels=("telegram",),
+    )
+    await back.tick()  # Telegram's steward back: its chats have the day's list too
+    await back.tick()
+    assert sent == ["telegram digest:2026-10-24"]
+
+
 async def drive_the_list(home: Path, stall: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
