@@ -382,16 +382,14 @@ def _manifest(folder: Path) -> dict[str, Any]:
         raise NotAnExport(f"{folder} holds no steward export (no manifest.json)")
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
-        raise ArchiveError(
-            f"{folder} holds no steward export (no readable manifest.json)"
-        ) from None
+    except ValueError:  # a file of that name, of something else
+        raise NotAnExport(f"{folder} holds no steward export (no readable manifest.json)") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("counts", {}), dict):
-        raise ArchiveError(f"{folder / 'manifest.json'} is not a steward export's manifest")
+        raise NotAnExport(f"{folder / 'manifest.json'} is not a steward export's manifest")
     made = manifest.get("format")
     if made not in FORMATS:
         if not _newer(made):
-            raise ArchiveError(
+            raise NotAnExport(
                 f"{folder / 'manifest.json'} is not a steward export's manifest "
                 f"(its format is {made!r})"
             )

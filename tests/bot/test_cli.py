@@ -1143,11 +1143,6 @@ def test_an_export_into_a_folder_that_is_not_there_is_bad_input(
             "reads steward-export/1 and steward-export/2): upgrade this one to import it; "
             "nothing was imported",
         ),
-        (
-            "stewart-export/1",
-            "{folder}/manifest.json is not a steward export's manifest "
-            "(its format is 'stewart-export/1')",
-        ),
     ],
 )
 def test_an_import_of_an_export_in_a_format_this_steward_does_not_read_is_refused(
@@ -1177,13 +1172,35 @@ def test_an_import_of_no_export_is_bad_input(
     home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """A folder mistyped was exit 1, as a refusal or a failure is, where a run id mistyped
-    is exit 2: a script could not tell a wrong argument from a broken export."""
+    is exit 2: a script could not tell a wrong argument from a broken export. So it was
+    still for a folder whose manifest.json is none of steward's, "holds no steward
+    export" and exit 1."""
     (tmp_path / "a-file").write_text("not an export")
     (tmp_path / "empty").mkdir()
+    for folder, manifest in (
+        ("not-json", "{'format': 'steward-export/2'"),
+        ("a-list", "[]"),
+        ("another-format", '{"format": "stewart-export/1", "counts": {}}'),
+    ):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "manifest.json").write_text(manifest)
     for named, said in (
         (tmp_path / "missing", f"there is no folder {tmp_path / 'missing'}"),
         (tmp_path / "a-file", f"{tmp_path / 'a-file'} is a file, not the folder of an export"),
         (tmp_path / "empty", f"{tmp_path / 'empty'} holds no steward export (no manifest.json)"),
+        (
+            tmp_path / "not-json",
+            f"{tmp_path / 'not-json'} holds no steward export (no readable manifest.json)",
+        ),
+        (
+            tmp_path / "a-list",
+            f"{tmp_path / 'a-list' / 'manifest.json'} is not a steward export's manifest",
+        ),
+        (
+            tmp_path / "another-format",
+            f"{tmp_path / 'another-format' / 'manifest.json'} is not a steward export's "
+            "manifest (its format is 'stewart-export/1')",
+        ),
     ):
         code, _, err = steward(capsys, "import", str(named))
         assert code == 2
