@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import sys
@@ -38,7 +39,7 @@ from graph.budget import parse_process_budgets
 from graph.catalog import DEFINITION_SUFFIXES
 from graph.coordinator import ACTIVE, LEFT_MID_STEP
 from graph.engine import InputProblem, RunView
-from graph.errors import AMOUNTS_READ, NotFound, StewardError, UnreadableAmount
+from graph.errors import NotFound, StewardError
 from graph.history import SOURCES
 from graph.hooks import HookConfigError
 from graph.messages import Button, Reply, Sender
@@ -564,6 +565,9 @@ def _for_the_shell(reply: Reply) -> str:
 
 def _in_shell_words(text: str) -> str:
     text = CHAT_REPLAY.sub(r"steward replay \1 --from \2", text)  # the shell's STEP is --from
+    text = CHAT_REJECT.sub(  # and a reason is --reason
+        lambda m: f"steward reject {m[1]} --reason {shlex.quote(m[2])}", text
+    )
     return CHAT_COMMAND.sub(lambda m: f"steward {m.group(1)}", text)
 
 
@@ -604,19 +608,9 @@ async def cmd_confirm(steward: Steward, args: argparse.Namespace) -> int:
 
 async def cmd_paid(steward: Steward, args: argparse.Namespace) -> int:
     amount = " ".join(args.amount) or None
-    try:
-        view = await steward.engine.record_payment(args.id, amount, CLI.key)
-    except UnreadableAmount as exc:
-        print(f"steward: {_in_shell_words(str(exc))}. {AMOUNTS_READ}", file=sys.stderr)
-        return 1
-    if view is None:
-        print(
-            f"Recorded the payment for run {args.id}: it does not wait for one yet, and "
-            "counts it when it gets there."
-        )
-        return 0
-    print(f"Recorded for run {view.run.id}: {amount or 'all of it'} paid.")
-    return _print_view(steward, view)
+    reply, view = await steward.coordinator.record_payment(args.id, amount, CLI.key)
+    print(_for_the_shell(reply))
+    return 1 if view is not None and view.run.status is RunStatus.FAILED else 0
 
 
 def _print_view(steward: Steward, view: RunView) -> int:
@@ -739,6 +733,8 @@ COMMANDS: dict[str, Command] = {
 # A chat command in a reply's text — "/resume RUN first" — that the shell has too.
 CHAT_COMMAND = re.compile(r"(?<![\w/.:])/(" + "|".join(COMMANDS) + r")\b")
 CHAT_REPLAY = re.compile(r"(?<![\w/.:])/replay ([\w-]+) ([\w-]+)")
+# A rejection with its reason, which the text ends with a bracket: "(/reject ID paid)".
+CHAT_REJECT = re.compile(r"(?<![\w/.:])/reject ([\w-]+) ([^()\n]+)(?=\))")
 
 
 def _at_least_one(text: str) -> int:

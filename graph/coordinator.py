@@ -442,26 +442,34 @@ class Coordinator:
                 return Reply().say(f"I don't know /{name}.\n\n{HELP}")
 
     async def _paid(self, rest: str, actor: str) -> Reply:
-        """Records a payment the operator says came another way, as a webhook's is."""
         run_id, _, amount = rest.partition(" ")
         run_id, amount = run_id.lower(), amount.strip()
         if not is_run_id(run_id):
             raise StewardError("Usage: /paid RUN [AMOUNT] (no amount: all it is owed)")
+        return (await self.record_payment(run_id, amount or None, actor))[0]
+
+    async def record_payment(
+        self, run_id: str, amount: str | None, actor: str
+    ) -> tuple[Reply, RunView | None]:
+        """A payment the operator says came another way (/paid, `steward paid`), recorded
+        as a webhook's is: what to tell them, and the run where it stopped (None: it
+        keeps the payment for when it waits for it). One it counts none of raises
+        StewardError, saying why."""
         try:
-            view = await self.engine.record_payment(run_id, amount or None, actor)
+            view = await self.engine.record_payment(run_id, amount, actor)
         except UncountedPayment as exc:
             told = f"Run {run_id} counts none of it: the payment {exc.said}. Nothing changed."
             if isinstance(exc, UnreadableAmount):
                 told += f" {AMOUNTS_READ}"
-            return Reply().say(told)
+            raise StewardError(told) from None
         if view is None:
             reply = Reply().say(
                 f"Recorded the payment for run {run_id}: it does not wait for one yet, and "
                 "counts it when it gets there."
             )
-            return await self.tell_still_waiting(reply, run_id, "paid")
+            return await self.tell_still_waiting(reply, run_id, "paid"), None
         what = f"{amount} paid" if amount else "all of it paid"
-        return self._describe(view, Reply().say(f"Recorded for run {view.run.id}: {what}."))
+        return self._describe(view, Reply().say(f"Recorded for run {view.run.id}: {what}.")), view
 
     async def tell_still_waiting(self, reply: Reply, run_id: str, because: str) -> Reply:
         """``reply`` with each approval of the run that still waits, and how to reject it

@@ -535,12 +535,14 @@ def test_paid_records_a_payment_as_a_webhooks_is(
     code, out, err = steward(capsys, "paid", run_id, "500", "USD")
     assert code == 1 and out == ""
     assert err == (
-        "steward: the payment pays in USD (500 USD), where EUR is owed: steward converts none\n"
+        f"steward: Run {run_id} counts none of it: the payment pays in USD (500 USD), where "
+        "EUR is owed: steward converts none. Nothing changed.\n"
     )
     code, out, err = steward(capsys, "paid", run_id, "1.000")
     assert code == 1 and out == ""
     assert err == (
-        "steward: the payment names an amount steward cannot read: '1.000'. Amounts read "
+        f"steward: Run {run_id} counts none of it: the payment names an amount steward "
+        "cannot read: '1.000'. Nothing changed. Amounts read "
         "like 1000.00, 1,000.00, 1.000,00 or €1,000; 1.000 alone is 1,000 to some and 1.00 "
         "to others: write 1000 or 1,00.\n"
     )
@@ -555,6 +557,37 @@ def test_paid_records_a_payment_as_a_webhooks_is(
     assert code == 0 and out.startswith(f"Recorded for run {run_id}: all of it paid.\n")
     code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
     assert json.loads(out)["status"] == "succeeded"
+
+
+def test_paid_while_the_reminder_waits_names_that_approval_and_how_to_reject_it(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`steward paid` while the reminder waited for approval said only that the payment
+    was kept, where /paid in chat names the approval and how to reject it: approved
+    later, the reminder asking for all of it went to a client who had paid. It says so
+    as /paid does, with the shell's own command, which rejects the card."""
+    invoice = ["invoice=INV-7", "amount=€2,500", "due_date=2026-11-01"]
+    code, out, err = steward(
+        capsys, "start", "invoice_followup", "client=Acme", "email=ap@acme.com", *invoice
+    )
+    assert code == 0, err
+    run_id = out.strip()
+    approval_id = err.split("waiting for approval ", 1)[1].split(":", 1)[0]
+
+    code, out, err = steward(capsys, "paid", run_id)
+    assert (code, err) == (0, "")
+    assert out == (
+        f"Recorded the payment for run {run_id}: it does not wait for one yet, and counts it "
+        "when it gets there.\n\n"
+        f"Approval {approval_id} still waits (Send a payment reminder for invoice INV-7 "
+        "(€2,500.00) to ap@acme.com): reject it if that should not happen now "
+        f"(steward reject {approval_id} --reason paid).\n"
+    )
+    code, out, err = steward(capsys, "reject", approval_id, "--reason", "paid")
+    assert code == 0, err
+    code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
+    assert json.loads(out)["pending_approvals"] == []
+    assert outbox_files(home) == []
 
 
 def test_processes_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
