@@ -320,6 +320,35 @@ async def test_a_due_date_replayed_after_a_part_payment_keeps_the_reminder_of_th
     assert len(sent) == 2 and sum("The remaining €1,500.00" in body for body in sent) == 1
 
 
+@pytest.mark.parametrize("days", [-30, 10])  # overdue, or coming due
+async def test_overdue_replayed_after_a_part_payment_drafts_the_reminder_of_the_rest(
+    app: Steward, days: int
+) -> None:
+    """€1,000 of €2,500 paid, the run replayed from overdue: it drafted the first
+    reminder again, asking the client for all €2,500.00 ("was due on …", or "is due
+    on …"), under a card that said €1,500.00 was still owed. The branch counts what is
+    paid: the reminder thanks the client for it and asks for the rest."""
+    due = (datetime.now(UTC).date() + timedelta(days=days)).isoformat()
+    order = ORDER.replace("due_date=2026-11-01", f"due_date={due}")
+    card = only_card(await send(app, f"{order} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    part = {"invoice": "INV-7", "amount": "1000"}
+    await app.engine.offer_event(run_id, "payment", part, "hook:payments")
+    again = only_card(await send(app, f"/replay {run_id} overdue"))
+    assert dict(again.fields)["Still owed"] == "€1,500.00"
+    assert "Thank you for your payment of €1,000.00" in (again.text or "")
+    assert "The remaining €1,500.00 is still to be paid" in (again.text or "")
+    assert "€2,500.00 was due" not in (again.text or "")
+    assert "€2,500.00 is due" not in (again.text or "")
+    corrected = only_card(await send(app, f"/replay {run_id} overdue amount=€3,000"))
+    assert "The remaining €2,000.00 is still to be paid" in (corrected.text or "")
+    await send(app, button=f"approve:{corrected.approval_id}")
+    await app.engine.offer_event(run_id, "payment", {"invoice": "INV-7"}, "hook:payments")
+    done = await send(app, f"/replay {run_id} overdue")  # all of it paid: nothing to remind of
+    assert done.cards == [] and done.texts[-1] == f"Run {run_id} (invoice_followup) is done."
+
+
 async def test_a_draft_replayed_alone_is_still_the_one_its_branch_chose(app: Steward) -> None:
     """The reminder of a payment coming due, replayed from its draft for a new greeting,
     is still the one overdue chose by the due date: a due date corrected to one passed
