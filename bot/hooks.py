@@ -12,6 +12,8 @@ captured delivery sent again under any header, is handled once. An event is offe
 each run it matches once (``HookRouter.handle``): a delivery some of whose runs could
 not take it stays stored and is handled again after RETRY_SECONDS, or at the next start
 after a crash, reaching those runs alone; past the last try, its body sent again does.
+A delivery that starts a process and whose start failed before it was recorded is tried
+again alike, and started once.
 
 The body must be a JSON object that a run can keep as it is: numbers finite and whole
 ones within 64 bits, nested no deeper than MAX_DEPTH; anything else gets 400 and an
@@ -37,7 +39,7 @@ from bot.in_order import InOrder
 from graph.front_door import FrontDoor
 from graph.hooks import SIGNATURE_HEADER, Handled, HookRouter, HookSource, hook_channel
 from graph.messages import Reply, cut
-from memory.ledger import NewAuditEvent, TakenOver, storable
+from memory.ledger import Handling, NewAuditEvent, TakenOver, cause, storable
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ class HookEndpoint:
             return web.Response(status=400, text=f"expected a JSON object: {exc}")
         delivery = hashlib.sha256(body).hexdigest()
         inbox_id = await self.ledger.accept_inbound(hook_channel(name), delivery, payload)
-        if inbox_id is None and source.event is not None:  # offered in vain before?
+        if inbox_id is None:  # offered, or started, in vain before?
             inbox_id = await self.ledger.take_up_failed_inbound(hook_channel(name), delivery)
         if inbox_id is not None:
             self.queue.put(Queued(inbox_id, name, payload))
@@ -210,20 +212,38 @@ class HookEndpoint:
 
     async def _start(self, item: Queued) -> None:
         """A delivery that starts a process: done with the run's start, in its first
-        write; one whose handling failed is set aside, and the operator told."""
+        write. One whose start failed before it was recorded (the ledger locked or away)
+        stays stored, and is handled again after RETRY_SECONDS (a crash leaves it stored
+        too); past the last try it is set aside as failed, and the same body sent again
+        takes it up again."""
+        last = item.tries >= len(RETRY_SECONDS)
+        handling = Handling()
         try:
-            async with self.ledger.handling(item.inbox_id):
+            async with self.ledger.handling(item.inbox_id, "failed" if last else None) as handling:
                 handled = await self.router.handle(item.name, self.sources[item.name], item.payload)
             await self.notify(handled.reply, None)
         except TakenOver as exc:
             log.warning("%s: the worker that took it over handles it", exc)
         except Exception as exc:
             log.exception("handling a delivery from hook %s failed", item.name)
-            failure = (
-                f"A delivery from {item.name} failed: {exc}. It is not tried again (the same "
-                f"body sent again is taken for it); its data is item {item.inbox_id} of the "
-                "ledger's inbox."
-            )
+            failure = f"A delivery from {item.name} failed: {cut(cause(exc), 200)}."
+            if handling.marked == "done":  # after the run's start: it goes on as runs do
+                failure += f" Its data is item {item.inbox_id} of the ledger's inbox."
+            elif not last:
+                self._retry_later(item._replace(tries=item.tries + 1))
+                if item.tries:  # told at the first try, and at the last
+                    return
+                failure += (
+                    f" It is logged; steward tries to start it again in {RETRY_SECONDS[0]:g} s."
+                )
+            else:
+                tried = "once" if item.tries == 0 else f"{item.tries + 1} times"
+                failure += f" Tried {tried}, it is tried no more"
+                failure += (
+                    "; the same body sent again (a retry by its sender) starts it."
+                    if handling.marked == "failed"
+                    else ": it stays stored, and is tried again when steward next starts."
+                )
             await self.notify(Reply().say(failure), None)
 
     async def _offer(self, item: Queued) -> None:

@@ -11,7 +11,7 @@ from memory.ledger.errors import (
     cause,
     ledger_down,
 )
-from memory.ledger.ledger import LEASE, Ledger, LedgerTx, utcnow
+from memory.ledger.ledger import LEASE, Handling, Ledger, LedgerTx, utcnow
 from memory.ledger.records import (
     ENDINGS,
     NEVER,
@@ -46,6 +46,7 @@ __all__ = [
     "ApprovalStatus",
     "AuditEvent",
     "CardMessage",
+    "Handling",
     "IdempotencyRecord",
     "InboxItem",
     "KeptEvent",

@@ -104,6 +104,14 @@ class _Rider:
     then: Callable[[], None] | None = None  # called once it has committed
 
 
+@dataclass
+class Handling:
+    """What ``Ledger.handling`` marked its inbox item: "done" (with the handling's first
+    write, or at its end), "failed" (set aside), or None while it is not marked."""
+
+    marked: str | None = None
+
+
 def _committed(riders: list[_Rider]) -> None:
     for rider in riders:
         if rider.then is not None:
@@ -1012,7 +1020,9 @@ class Ledger:
             _committed(flushed)
 
     @asynccontextmanager
-    async def handling(self, inbox_id: int) -> AsyncIterator[None]:
+    async def handling(
+        self, inbox_id: int, failed: str | None = "failed"
+    ) -> AsyncIterator[Handling]:
         """An inbound is done when its first durable consequence commits.
 
         The first ``write`` inside this block marks the inbox item done in the same
@@ -1022,29 +1032,40 @@ class Ledger:
         disk: only a crash of the machine can lose that mark, and then the item is
         handled again, which repeats an answer that changed nothing. (A durable commit
         made meanwhile, such as a model call's cost, makes the mark wait too.) If its
-        handler raises, the item is set aside as failed, never replayed in a loop.
+        handler raises before it wrote, the item is set aside as ``failed``, never
+        replayed in a loop; with ``failed`` None it stays this worker's, new, for the
+        caller to handle again (``Handling.marked`` says which it is).
 
         The item must be this worker's: if another worker took it over meanwhile (this
         one looked gone), the transaction that would mark it raises ``TakenOver`` and
         commits nothing of this handling, and the other worker's handling stands alone.
         """
-        outcome = {"status": "done"}
+        outcome: dict[str, str | None] = {"status": "done"}
         durable_before = self.db.commits.durable
+        handling = Handling()
 
         def wrote_meanwhile() -> bool:
             return self.db.commits.durable != durable_before
 
         worker = self.worker
 
+        def mark(tx: LedgerTx) -> None:
+            if (status := outcome["status"]) is not None:
+                tx.finish_held_inbox(inbox_id, status, worker)
+
+        def marked() -> None:
+            handling.marked = outcome["status"]
+
         async with self.batching():
-            self.defer(
-                lambda tx: tx.finish_held_inbox(inbox_id, outcome["status"], worker),
-                durable=wrote_meanwhile,
-            )
+            self.defer(mark, durable=wrote_meanwhile, then=marked)
             try:
-                yield
+                yield handling
             except Exception:
-                outcome["status"] = "failed"
+                outcome["status"] = failed
+                if failed is None:  # nothing to write: no transaction for it
+                    pending = _deferred.get()
+                    if pending:
+                        pending[:] = [rider for rider in pending if rider.write is not mark]
                 raise
 
     async def read(self, fn: Callable[[LedgerTx], T]) -> T:

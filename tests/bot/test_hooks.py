@@ -130,6 +130,30 @@ def outbox(home: Path) -> list[Path]:
     return sorted((home / "outbox").glob("*.json"))
 
 
+@asynccontextmanager
+async def ledger_locked(steward: Steward) -> AsyncIterator[None]:
+    """Another process holds the SQLite ledger's write lock while the block runs."""
+    database = steward.ledger.db.engine.url.database
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sqlite3, sys\n"
+        f"db = sqlite3.connect({database!r}, isolation_level=None)\n"
+        "db.execute('BEGIN EXCLUSIVE')\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.readline()\n",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        yield
+    finally:
+        holder.stdin.write(b"let go\n")
+        await holder.wait()
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the example signs with openssl")
 def test_the_readmes_curl_example_signs_as_steward_checks() -> None:
     """The README told how a delivery is signed and showed no way to send one."""
@@ -239,6 +263,68 @@ async def test_a_retried_delivery_is_handled_once(tmp_path: Path) -> None:
     async with running(tmp_path / "home") as bot:
         for _ in range(3):
             assert await bot.post("form", form, secret=FORM_SECRET, delivery="d-1") == 200
+        assert len(await bot.steward.ledger.list_runs(None)) == 1
+
+
+async def test_a_form_the_ledger_refused_to_start_is_started_again_by_steward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the ledger's write lock as a form is handled: its start
+    fails ("database is locked"). The delivery was told failed and never tried again,
+    and its sender's retry was dropped as a duplicate: the client's form was lost. Now
+    steward starts it again a second later, once the lock is let go, once."""
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    form = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+    async with running(tmp_path / "home") as bot:
+        hooks = bot.service.hooks
+        assert hooks is not None
+        await hooks.stop()  # stored, and handled once the lock is held
+        assert await bot.post("form", form, secret=FORM_SECRET, handled=False) == 200
+        async with ledger_locked(bot.steward):
+            await hooks.start()
+            await hooks.idle()
+            told = [n for n in bot.news if n.startswith("A delivery from form failed")]
+            assert len(told) == 1 and "database is locked" in told[0]
+            assert told[0].endswith("It is logged; steward tries to start it again in 1 s.")
+        assert await bot.post("form", form, secret=FORM_SECRET, handled=False) == 200  # retried
+        await until(lambda: bot.steward.ledger.list_runs(None), 10)
+        await hooks.idle()
+        (run,) = await bot.steward.ledger.list_runs(None)
+        assert run.process == "onboarding" and run.status is RunStatus.WAITING
+        assert "A delivery from form started onboarding." in bot.news
+        assert await bot.steward.ledger.unhandled_inbound() == []
+
+
+async def test_a_form_whose_start_failed_for_good_is_started_by_its_sender_s_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A form whose start failed, steward to try no more: the same body sent again by
+    its sender was dropped as a duplicate, and the form was lost. Now it starts the run,
+    once."""
+    monkeypatch.setattr(bot_hooks, "RETRY_SECONDS", ())
+    form = {"client": "Acme", "email": "jane@acme.com", "package": "basic"}
+    async with running(tmp_path / "home") as bot:
+        engine = bot.steward.engine
+        start = engine.start
+        failures = [RuntimeError("the definition could not be read")]
+
+        async def failing_once(*args: Any, **named: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return await start(*args, **named)
+
+        monkeypatch.setattr(engine, "start", failing_once)
+        assert await bot.post("form", form, secret=FORM_SECRET) == 200
+        assert bot.news == [
+            "A delivery from form failed: the definition could not be read. Tried once, it "
+            "is tried no more; the same body sent again (a retry by its sender) starts it."
+        ]
+        assert await bot.steward.ledger.list_runs(None) == []
+        assert await bot.steward.ledger.unhandled_inbound() == []
+        assert await bot.post("form", form, secret=FORM_SECRET) == 200  # sent again
+        (run,) = await bot.steward.ledger.list_runs(None)
+        assert run.process == "onboarding" and run.status is RunStatus.WAITING
+        assert await bot.post("form", form, secret=FORM_SECRET) == 200  # and again
         assert len(await bot.steward.ledger.list_runs(None)) == 1
 
 
@@ -724,30 +810,13 @@ async def test_a_payment_the_ledger_refused_to_offer_is_offered_again_by_steward
         await hooks.stop()  # stored, and handled once the lock is held
         paid = {"invoice": INVOICE["invoice"], "amount": "1200 EUR"}
         assert await bot.post("payments", paid, secret=PAY_SECRET, handled=False) == 200
-        database = bot.steward.ledger.db.engine.url.database
-        holder = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            "import sqlite3, sys\n"
-            f"db = sqlite3.connect({database!r}, isolation_level=None)\n"
-            "db.execute('BEGIN EXCLUSIVE')\n"
-            "print('held', flush=True)\n"
-            "sys.stdin.readline()\n",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert holder.stdin is not None and holder.stdout is not None
-        try:
-            assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        async with ledger_locked(bot.steward):
             await hooks.start()
             await hooks.idle()
             assert (
                 "It is logged; steward offers it again in 1 s, to the runs that did not "
                 "take it, and to no other." in bot.news
             )
-        finally:
-            holder.stdin.write(b"let go\n")
-            await holder.wait()
         for run_id in runs:
             await until(lambda run_id=run_id: succeeded(bot.steward, run_id), 10)
         events = await bot.steward.ledger.audit_events()

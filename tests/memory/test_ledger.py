@@ -898,6 +898,26 @@ async def test_a_handler_that_raises_sets_the_item_aside(ledger: Ledger) -> None
     assert await ledger.unhandled_inbound() == []
 
 
+async def test_a_handler_that_raises_may_leave_the_item_to_be_handled_again(
+    ledger: Ledger,
+) -> None:
+    """A webhook's start that failed before it wrote stays stored, to be tried again;
+    one that failed after its first write was done with it."""
+    inbox_id = await ledger.accept_inbound("hook:form", "m5", {"client": "Acme"})
+    assert inbox_id is not None
+    with pytest.raises(ValueError):
+        async with ledger.handling(inbox_id, failed=None) as handling:
+            raise ValueError("the ledger was locked")
+    assert handling.marked is None
+    assert [i.id for i in await ledger.unhandled_inbound()] == [inbox_id]
+    with pytest.raises(ValueError):
+        async with ledger.handling(inbox_id, failed=None) as handling:
+            await ledger.write(lambda tx: tx.insert_run(make_run()))
+            raise ValueError("after the start")
+    assert handling.marked == "done"
+    assert await ledger.unhandled_inbound() == []
+
+
 async def test_a_running_only_update_leaves_a_cancelled_run_alone(ledger: Ledger) -> None:
     await insert_runs(ledger, make_run())
     assert await ledger.write(lambda tx: tx.update_running_run("run1", current_step="x"))
