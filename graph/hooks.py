@@ -357,19 +357,30 @@ class HookRouter:
     def _matches(self, run: Run, field: str, given: Any, minor_units: bool) -> bool:
         """Whether ``run``'s input ``field`` is what a delivery gives: a money input is
         the same amount ("1200", or 120000 in ``minor_units``, is its "€1,200.00"), in
-        its currency if both name one."""
+        its currency if both name one, or what is still owed of it once a part is paid
+        (the rest its reminder asks for)."""
         if field not in run.inputs:
             return False
         definition = self.engine.catalog.get(run.process)
         if definition is None or field not in definition.money_inputs:
             return str(run.inputs[field]) == str(given)
         try:
-            kept = Money.read(str(run.inputs[field]))
             came = Money.of_minor_units(given) if minor_units else Money.read(str(given))
         except ValueError:
             return False
-        currencies = {kept.currency, came.currency} - {None}
-        return kept.amount == came.amount and len(currencies) <= 1
+        left = (run.owed or {}).get(field)
+        return any(_same_amount(came, amount) for amount in (run.inputs[field], left) if amount)
+
+
+def _same_amount(came: Money, amount: Any) -> bool:
+    """Whether ``came`` is ``amount`` as a run keeps it ("€1,200.00"), in its currency
+    if both name one."""
+    try:
+        kept = Money.read(str(amount))
+    except ValueError:
+        return False
+    currencies = {kept.currency, came.currency} - {None}
+    return kept.amount == came.amount and len(currencies) <= 1
 
 
 def _as_data(value: Any, most: int = 80) -> str:

@@ -431,6 +431,32 @@ async def test_a_payment_matched_by_amount_finds_the_amount_as_the_client_reads_
         }
 
 
+async def test_a_payment_matched_by_amount_finds_what_is_still_owed_after_a_part(
+    tmp_path: Path,
+) -> None:
+    """€1,000 of €2,500 paid by cheque (/paid), the reminder asked for the remaining
+    €1,500.00, and the client paid it: a source matching by amount matched no run, and
+    the client was chased on for what they had paid. The rest matches, as the whole
+    does; a part of it names no run by its amount, and the operator is told so."""
+    by_amount = HOOKS.replace("{invoice: invoice}", "{invoice: ref, amount: amount}")
+    async with running(tmp_path / "home", hooks=by_amount) as bot:
+        engine = bot.steward.engine
+        owed = {**INVOICE, "amount": "€2,500"}
+        view = await engine.start("invoice_followup", owed, "cli:x")
+        assert view.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+        balance = await engine.record_payment(view.run.id, "1000", "cli:x")
+        assert balance is not None and balance.approval is not None
+        await engine.decide(balance.approval.id, True, "cli:x")
+        part = {"ref": "INV-7", "amount": "500"}
+        assert await bot.post("payments", part, secret=PAY_SECRET) == 200
+        assert bot.news[-1].startswith("A payment delivery from payments matched no run")
+        rest = {"ref": "INV-7", "amount": "1500 EUR"}
+        assert await bot.post("payments", rest, secret=PAY_SECRET) == 200
+        assert await succeeded(bot.steward, view.run.id)
+        assert f"Run {view.run.id} (invoice_followup) is done." in bot.news
+
+
 async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) -> None:
     """Any payment ended the follow-up: €1,000 of €2,500 paid, the client was chased no
     more. Now the reminder for the rest waits for approval, saying what came and what is
