@@ -444,8 +444,10 @@ class Coordinator:
     async def _paid(self, rest: str, actor: str) -> Reply:
         run_id, _, amount = rest.partition(" ")
         run_id, amount = run_id.lower(), amount.strip()
-        if not is_run_id(run_id):
+        if not run_id:
             raise StewardError("Usage: /paid RUN [AMOUNT] (no amount: all it is owed)")
+        if not is_run_id(run_id):
+            raise NotFound(f"no run {run_id!r}", "runs")
         return (await self.record_payment(run_id, amount or None, actor))[0]
 
     async def record_payment(
