@@ -26,16 +26,24 @@ TOKEN = "4242:steward-test-token"
 
 
 class SlowToLoad(HashingEmbedder):
+    """A model that loads until the test lets it: however slow the machine, it is still
+    loading when the test looks."""
+
     def __init__(self) -> None:
         super().__init__()
         self.loading = asyncio.Event()
+        self.may_load = asyncio.Event()
         self.loaded = asyncio.Event()
+        self.tried = asyncio.Event()
 
     async def warm_up(self) -> None:
         self.loading.set()
-        await asyncio.sleep(0.3)
-        await super().warm_up()
-        self.loaded.set()
+        try:
+            await self.may_load.wait()
+            await super().warm_up()
+            self.loaded.set()
+        finally:
+            self.tried.set()
 
 
 def telegram_settings(tmp_path: Path, api: FakeBotAPI) -> Settings:
@@ -62,7 +70,8 @@ async def test_the_embedding_model_is_readied_while_the_channels_start(
                 async with Service(steward, configured_channels(steward)):
                     await api.wait_for(lambda a: a.polls_waiting > 0, timeout=10)
                     assert embedder.loading.is_set() and not embedder.loaded.is_set()
-                    await asyncio.sleep(0.5)  # polling went on meanwhile
+                    embedder.may_load.set()  # polling went on meanwhile
+                    await asyncio.wait_for(embedder.tried.wait(), 10)
     assert embedder.loaded.is_set() is loads
     if loads:
         assert "not ready" not in caplog.text
