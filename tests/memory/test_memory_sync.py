@@ -18,6 +18,7 @@ from memory.longterm.embedded import EmbeddedMemory
 from memory.longterm.store import Vector
 from memory.longterm.sync import MemorySync
 from tests.fakes.embeddings import HashingEmbedder, hashed
+from tests.waiting import until
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 
@@ -26,11 +27,13 @@ class Flaky(EmbeddedMemory):
     """The embedded store, made to be down on demand like a Weaviate that went away."""
 
     down = False
+    refused = 0
 
     async def upsert(
         self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]
     ) -> None:
         if self.down:
+            self.refused += 1
             raise MemoryUnavailable("cannot reach the store: connection refused")
         await super().upsert(records, vectors)
 
@@ -84,7 +87,7 @@ async def test_the_feeding_loop_logs_an_outage_once_and_its_end(
     await ledger.journal([journaled(1, "quote sent to Acme")])
     task = asyncio.create_task(sync.run(every_seconds=0.01, retry_seconds=0.01))
     with caplog.at_level(logging.WARNING, logger="memory.longterm.sync"):
-        await asyncio.sleep(0.2)
+        await until(lambda: store.refused >= 5)  # tried again, however slow the ledger
         store.down = False
         for _ in range(250):  # the record lands, then the loop finishes its round
             if any("is back" in r.getMessage() for r in caplog.records):
@@ -106,14 +109,17 @@ async def test_the_feeding_loop_logs_the_ledger_down_once_and_its_return(
     sync = MemorySync(ledger, store, None)
     await ledger.journal([journaled(1, "quote sent to Acme")])
     run = ledger.db.run
+    tries = 0
 
     async def refused(*args: object, **kwargs: object) -> None:
+        nonlocal tries
+        tries += 1
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     monkeypatch.setattr(ledger.db, "run", refused)
     task = asyncio.create_task(sync.run(every_seconds=0.01, retry_seconds=0.01))
     with caplog.at_level(logging.WARNING, logger="memory.longterm.sync"):
-        await asyncio.sleep(0.2)
+        await until(lambda: tries >= 5)  # tried again, however slow the machine
         monkeypatch.setattr(ledger.db, "run", run)
         for _ in range(250):  # the record lands, then the loop finishes its round
             if any("works again" in r.getMessage() for r in caplog.records):

@@ -10,7 +10,7 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from bot.settings import load_settings
 from graph.messages import Inbound, Sender
 from memory.working import InProcessWorkingMemory, WorkingMemory
 from memory.working.redis import Degrading, RedisWorkingMemory
+from tests.waiting import until
 
 REDIS_URL = os.environ.get("STEWARD_TEST_REDIS_URL", "redis://localhost:6379/15")
 
@@ -37,15 +38,6 @@ async def _redis_reason() -> str | None:
     finally:
         await client.aclose()
     return None
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Returns once ``condition`` holds: what a background task does in its own time, on
-    however slow a machine, within a generous deadline."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "not within 30 s"
-        await asyncio.sleep(0.01)
 
 
 class Clock:
