@@ -21,6 +21,7 @@ from memory.longterm import Query
 from memory.longterm.embedded import EmbeddedMemory
 from tests.fakes.bot_api import FakeBotAPI
 from tests.fakes.embeddings import HashingEmbedder
+from tests.waiting import until
 
 TOKEN = "4242:steward-test-token"
 
@@ -164,6 +165,11 @@ async def test_two_terminals_on_one_ledger_show_the_daily_list_once(tmp_path: Pa
         assert len(shown) == 1 and "Saturday 24 October" in shown[0].texts[0]
 
 
+def loops_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """What the scheduler's and the service's loops logged."""
+    return [r for r in caplog.records if r.name in ("bot.scheduler", "bot.service")]
+
+
 async def ledger_refuses(*args: object, **kwargs: object) -> None:
     """The ledger's database, down: in place of ``db.run``."""
     raise OperationalError("SELECT 1", {}, Exception("connection refused"))
@@ -203,14 +209,25 @@ async def test_the_ledger_going_down_is_logged_once_by_each_loop_and_its_return(
             db = steward.ledger.db
             run = db.run
 
+            refused = 0
+
+            async def refuses(*args: object, **kwargs: object) -> None:
+                nonlocal refused
+                refused += 1
+                await ledger_refuses(*args, **kwargs)
+
+            def logged(words: str) -> int:
+                return sum(words in r.getMessage() for r in loops_of(caplog))
+
             async with Service(steward, configured_channels(steward), tick_seconds=0.02):
                 await api.wait_for(lambda a: a.polls_waiting > 0, timeout=10)
                 with caplog.at_level(logging.WARNING):
-                    monkeypatch.setattr(db, "run", ledger_refuses)
-                    await asyncio.sleep(0.5)  # some twenty ticks
+                    monkeypatch.setattr(db, "run", refuses)
+                    # Some twenty ticks, however long the machine takes for them.
+                    await until(lambda: refused >= 20 and logged("the ledger is down") >= 2)
                     monkeypatch.setattr(db, "run", run)
-                    await asyncio.sleep(0.3)
-    loops = [r for r in caplog.records if r.name in ("bot.scheduler", "bot.service")]
+                    await until(lambda: logged("works again") >= 2)
+    loops = loops_of(caplog)
     assert not [r for r in loops if r.exc_info]
     down = [r.getMessage() for r in loops if "the ledger is down" in r.getMessage()]
     assert sorted(down) == [
