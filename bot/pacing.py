@@ -6,16 +6,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class Bucket:
-    """A token bucket: ``rate`` tokens a second, holding at most ``burst``."""
+    """A token bucket: ``rate`` tokens a second, holding at most ``burst``; it reads the
+    time from ``clock`` and waits with ``sleep``, which a test may give it together."""
 
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ):
         self.rate = rate
         self.burst = burst
         self._clock = clock
+        self._sleep = sleep
         self._tokens = burst
         self._stamp = clock()
         self._held_until = 0.0
@@ -32,7 +42,7 @@ class Bucket:
                 if wait <= 0:
                     self._tokens -= 1
                     return
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
 
     def hold(self, seconds: float) -> None:
         """Nothing goes out before ``seconds`` from now (a 429's retry_after)."""

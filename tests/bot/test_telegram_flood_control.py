@@ -4,7 +4,6 @@ burst), and Telegram's limits kept by the rate limiter python-telegram-bot calls
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from typing import Any
 
@@ -12,28 +11,41 @@ from bot.pacing import Bucket
 from bot.telegram.rate_limit import FloodControl
 
 
-async def takes(bucket: Bucket, count: int) -> list[float]:
-    started = time.monotonic()
+class Clock:
+    """Time that passes only while the bucket sleeps: what it paces, to the microsecond,
+    however slow the machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 1e-6)  # as a real clock, it moves: a tick at the least
+        await asyncio.sleep(0)
+
+
+async def takes(bucket: Bucket, clock: Clock, count: int) -> list[float]:
+    started = clock()
     stamps = []
     for _ in range(count):
         await bucket.take()
-        stamps.append(time.monotonic() - started)
+        stamps.append(round(clock() - started, 4))
     return stamps
 
 
 async def test_a_burst_goes_at_once_then_the_rate_holds() -> None:
-    stamps = await takes(Bucket(rate=20, burst=3), 6)
-    assert stamps[2] < 0.03  # the burst
-    gaps = [b - a for a, b in itertools.pairwise(stamps[2:])]
-    assert all(gap >= 0.045 for gap in gaps)  # then one per 50 ms
+    clock = Clock()
+    stamps = await takes(Bucket(rate=20, burst=3, clock=clock, sleep=clock.sleep), clock, 6)
+    assert stamps == [0, 0, 0, 0.05, 0.1, 0.15]  # the burst, then one per 50 ms
 
 
 async def test_after_a_hold_one_goes_at_its_end_and_no_burst_was_saved() -> None:
-    bucket = Bucket(rate=20, burst=3)
+    clock = Clock()
+    bucket = Bucket(rate=20, burst=3, clock=clock, sleep=clock.sleep)
     bucket.hold(0.2)
-    stamps = await takes(bucket, 3)
-    assert 0.19 <= stamps[0] < 0.26
-    assert stamps[1] - stamps[0] >= 0.045 and stamps[2] - stamps[1] >= 0.045
+    assert await takes(bucket, clock, 3) == [0.2, 0.25, 0.3]
 
 
 async def test_takers_queue_in_order() -> None:
