@@ -43,7 +43,7 @@ from graph.errors import NotFound, StewardError
 from graph.history import SOURCES
 from graph.hooks import HookConfigError
 from graph.messages import Button, Reply, Sender
-from graph.routing import INPUT_NAME
+from graph.routing import add_named, keyed
 from graph.timeline import render_timeline, timeline
 from memory import archive
 from memory.ledger import LedgerUnavailable, RunStatus, RunTakenOver, cause
@@ -308,11 +308,14 @@ def _named(inputs: list[str]) -> dict[str, str] | None:
     stderr, for anything else."""
     named: dict[str, str] = {}
     for argument in inputs:
-        key, sep, value = argument.partition("=")
-        if not sep or not INPUT_NAME.fullmatch(key):
+        if (pair := keyed(argument)) is None:
             print(f"steward: expected key=value, got {argument!r}", file=sys.stderr)
             return None
-        named[key] = value
+        try:
+            add_named(named, *pair)
+        except StewardError as exc:
+            print(f"steward: {exc}", file=sys.stderr)
+            return None
     return named
 
 

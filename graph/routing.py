@@ -138,14 +138,34 @@ def parse_arguments(text: str, strict: bool = False) -> tuple[list[str], dict[st
                 if strict:
                     raise StewardError(f"A quote is left open in: {text}") from None
                 tokens = text.split()
-    positional, named = [], {}
+    positional: list[str] = []
+    named: dict[str, str] = {}
     for token in tokens:
-        key, sep, value = token.partition("=")
-        if sep and INPUT_NAME.fullmatch(key.lower()):
-            named[key.lower()] = value
-        else:
+        if (pair := keyed(token)) is None:
             positional.append(token)
+        elif strict:
+            add_named(named, *pair)
+        else:
+            named[pair[0]] = pair[1]
     return positional, named
+
+
+def keyed(token: str) -> tuple[str, str] | None:
+    """``key=value`` as (the input's name, in lower case, and its value); None for a
+    token that is none."""
+    key, sep, value = token.partition("=")
+    return (key.lower(), value) if sep and INPUT_NAME.fullmatch(key.lower()) else None
+
+
+def add_named(named: dict[str, str], key: str, value: str) -> None:
+    """Adds an input given in a command; one given twice, two ways (``client=A client=B``),
+    is refused: which one was meant is not for steward to pick."""
+    if key in named and named[key] != value:
+        raise StewardError(
+            f"{key} is given twice, {format_argument(key, named[key])} and "
+            f"{format_argument(key, value)}: give it once"
+        )
+    named[key] = value
 
 
 def format_argument(name: str, value: str) -> str:

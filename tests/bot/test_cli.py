@@ -500,6 +500,26 @@ def test_start_with_missing_inputs_exits_2_and_lists_them(
     assert "missing email, package" in err
 
 
+def test_start_with_an_input_given_twice_two_ways_exits_2(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = steward(
+        capsys,
+        "start",
+        "onboarding",
+        "client=Acme",
+        "email=j@acme.com",
+        "package=basic",
+        "Client=Acme Corp",
+    )
+    assert code == 2 and out == ""
+    assert err == (
+        'steward: client is given twice, client=Acme and client="Acme Corp": give it once\n'
+    )
+    code, out, _ = steward(capsys, "runs", "--all", "--json")
+    assert json.loads(out) == []
+
+
 @pytest.mark.parametrize(
     ("given", "kept"),
     [

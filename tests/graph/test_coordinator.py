@@ -1139,6 +1139,19 @@ async def test_a_run_with_a_quote_left_open_does_not_start(app: Steward) -> None
     assert await app.ledger.list_runs() == []
 
 
+async def test_an_input_given_twice_two_ways_starts_nothing(app: Steward) -> None:
+    """client=A client=B started the run for B, the client typed last, without a word."""
+    reply = await send(
+        app, "/run onboarding client=Acme email=jane@acme.com package=basic client=Globex"
+    )
+    assert "client is given twice, client=Acme and client=Globex: give it once" in joined(reply)
+    assert await app.ledger.list_runs() == []
+    card = await start(
+        app, "/run onboarding client=Acme client=Acme email=j@acme.com package=basic"
+    )
+    assert ("Client", "Acme") in card.fields
+
+
 @pytest.mark.parametrize(
     ("text", "asked", "command"),
     [

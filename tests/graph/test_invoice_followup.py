@@ -65,7 +65,7 @@ async def test_an_amount_without_a_currency_is_in_steward_currency(tmp_path: Pat
     settings = load_settings(home=tmp_path / "home", operators="telegram:42", currency="eur")
     async with Steward.open(settings) as app:
         _, body = await reminded(app, "2500")
-        given = only_card(await send(app, f"{ORDER} invoice=INV-8 amount=$90"))
+        given = only_card(await send(app, ORDER.replace("INV-7", "INV-8") + " amount=$90"))
     assert "for €2,500.00 was due" in body
     assert dict(given.fields)["Amount"] == "$90.00"
 
