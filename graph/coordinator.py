@@ -38,7 +38,7 @@ from graph.history import (
     plainly_a_question,
 )
 from graph.ids import is_approval_id, is_run_id
-from graph.inputs import InputError, InputSpec, InputType, parse_input
+from graph.inputs import InputError, InputSpec, InputType
 from graph.messages import EditPrompt, Inbound, Reply, as_shown
 from graph.remembering import entity_of, said_record
 from graph.routing import Router, opens_a_request, parse_arguments
@@ -716,9 +716,7 @@ class Coordinator:
             )
         for key, raw in named.items():
             try:
-                values[key] = parse_input(
-                    key, definition.inputs[key], raw, utcnow().astimezone(self.zone)
-                )
+                values[key] = self.engine.read_input(definition, key, raw)
             except InputError as exc:
                 errors.append(str(exc))
         if errors:
@@ -774,7 +772,7 @@ class Coordinator:
             if not spec.required and spec.type in WORDS and text.lower().strip(".!") in NONE:
                 return await self._skip_input(inbound, pending)  # "none", as asked
             try:
-                value = parse_input(field, spec, text, utcnow().astimezone(self.zone))
+                value = self.engine.read_input(definition, field, text)
             except InputError as exc:
                 await self._ask(inbound, pending)  # anew: the next message may answer it
                 return Reply().say(f"{exc}. Try again, or /cancel.")

@@ -116,6 +116,16 @@ STALLED_FIRST_RETRY = 5.0  # seconds; doubled after every failed resume of a sta
 STALLED_LAST_RETRY = 300.0
 
 
+def _owed_of_something(definition: ProcessDefinition, name: str, value: Any, raw: Any) -> None:
+    """A money input a wait's payments pay (the invoice follow-up's ``amount``) is what is
+    owed: of nothing, there is nothing to chase, and its reminder would ask for €0.00."""
+    if not any(isinstance(s, WaitStep) and s.pays == name for s in definition.steps):
+        return
+    if Money.read(str(value)).amount == 0:  # parse_input kept it so: it reads
+        spec = definition.inputs[name]
+        raise InputError(name, spec, str(raw), "an amount owed of nothing has nothing to chase")
+
+
 class InputProblem(StewardError):
     def __init__(
         self,
@@ -247,6 +257,12 @@ class ProcessEngine:
             raise NotFound(f"no process named {name!r}; try one of: {known}")
         return definition
 
+    def read_input(self, definition: ProcessDefinition, name: str, raw: Any) -> Any:
+        """One input of ``definition`` as a run takes it; raises InputError."""
+        value = parse_input(name, definition.inputs[name], raw, self._now(), self.currency)
+        _owed_of_something(definition, name, value, raw)
+        return value
+
     def validate_inputs(self, definition: ProcessDefinition, raw: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         errors: list[InputError] = []
@@ -256,7 +272,7 @@ class ProcessEngine:
         for name, spec in definition.inputs.items():
             if name in raw:
                 try:
-                    values[name] = parse_input(name, spec, raw[name], self._now(), self.currency)
+                    values[name] = self.read_input(definition, name, raw[name])
                 except InputError as exc:
                     errors.append(exc)
             elif spec.default is not None:
@@ -863,7 +879,7 @@ class ProcessEngine:
             if spec is None:
                 raise InputProblem(definition.name, [], [], name, list(definition.inputs))
             try:
-                values[name] = parse_input(name, spec, raw, self._now(), self.currency)
+                values[name] = self.read_input(definition, name, raw)
             except InputError as exc:
                 raise InputProblem(definition.name, [], [exc]) from None
         return storable(values)

@@ -13,7 +13,7 @@ import pytest
 
 from bot.app import Steward
 from bot.settings import load_settings
-from graph.engine import ProcessEngine
+from graph.engine import InputProblem, ProcessEngine
 from graph.errors import NothingPaid, PaymentInAnotherCurrency, PaymentInTwoCurrencies
 from graph.timeline import timeline
 from memory.ledger import KeptEvent, RunStatus, utcnow
@@ -53,6 +53,25 @@ async def test_the_client_reads_the_amount_with_its_currency(app: Steward, amoun
     assert "Amount: €2,500.00" in shown
     assert "invoice INV-7 for €2,500.00 was due" in body
     assert "2500" not in shown + body
+
+
+@pytest.mark.parametrize("amount", ["0", "€0.00", "0,00EUR"])
+async def test_an_invoice_of_nothing_is_not_chased(app: Steward, amount: str) -> None:
+    """An invoice of 0 started a follow-up whose reminder asked the client to pay 0.00."""
+    reply = "\n".join((await send(app, f"{ORDER} amount={amount}")).texts)
+    assert "amount: an amount owed of nothing has nothing to chase" in reply
+    assert await app.ledger.list_runs() == []
+    only_card(await send(app, f"{ORDER} amount=2500"))
+    [run] = await app.ledger.list_runs()
+    with pytest.raises(InputProblem, match="an amount owed of nothing has nothing to chase"):
+        await app.engine.replay(run.id, "overdue", {"amount": amount}, "telegram:42")
+
+
+async def test_an_invoice_of_nothing_given_as_an_answer_is_asked_for_again(app: Steward) -> None:
+    assert "How much is due?" in "\n".join((await send(app, ORDER)).texts)
+    reply = "\n".join((await send(app, "0")).texts)
+    assert "an amount owed of nothing has nothing to chase, got '0'. Try again" in reply
+    only_card(await send(app, "2500"))
 
 
 async def test_the_daily_list_names_the_currency_at_stake(app: Steward) -> None:
