@@ -143,7 +143,8 @@ class InputProblem(StewardError):
         parts += [str(e) for e in errors]
         if missing:
             parts.append("missing " + ", ".join(missing))
-        super().__init__(f"{process}: " + "; ".join(parts))
+        self.problems = "; ".join(parts)  # without the process's name
+        super().__init__(f"{process}: {self.problems}")
 
 
 @dataclass(frozen=True)

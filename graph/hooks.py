@@ -219,7 +219,7 @@ class HookRouter:
                 format_argument(k, str(v)) for k, v in inputs.items() if k not in wrong
             )
             return Reply().say(
-                f"A delivery from {name} could not start {process}: {exc}\n"
+                f"A delivery from {name} could not start {process}: {exc.problems}\n"
                 f"To start it with what came, add what is missing or wrong to: "
                 f"/run {process} {given}".rstrip()
             )

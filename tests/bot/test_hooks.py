@@ -332,7 +332,8 @@ async def test_a_form_missing_an_input_tells_the_operator(tmp_path: Path) -> Non
     async with running(tmp_path / "home") as bot:
         assert await bot.post("form", {"client": "Acme"}, secret=FORM_SECRET) == 200
         assert await bot.steward.ledger.list_runs(None) == []
-        assert any("could not start onboarding" in n and "email" in n for n in bot.news)
+        # The process named once: it read "could not start onboarding: onboarding: missing …"
+        assert any("could not start onboarding: missing email, package\n" in n for n in bot.news)
         assert any("missing or wrong to: /run onboarding client=Acme" in n for n in bot.news)
 
 
