@@ -140,7 +140,9 @@ class DoorThatRaises:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    async def answer(self, inbox_id: int, inbound: Inbound, ahead: object) -> Any:
+    async def answer(
+        self, inbox_id: int, inbound: Inbound, ahead: object, account: str | None = None
+    ) -> Any:
         raise self.error
 
 
