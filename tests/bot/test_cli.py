@@ -884,13 +884,36 @@ def test_a_signal_stops_the_terminal_chat_as_a_stop_should(home: Path, signum: i
     assert _live_workers(home) == []
 
 
+LOADING_HELD = """
+import importlib.abc, os, pathlib, sys, time
+
+class Held(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "bot.cli":  # steward's imports are under way: say so, and take long
+            pathlib.Path(os.environ["LOADING_MARK"]).touch()
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, Held())
+"""
+
+
 @pytest.mark.slow
-def test_ctrl_c_while_a_command_loads_ends_it_without_a_traceback(home: Path) -> None:
+def test_ctrl_c_while_a_command_loads_ends_it_without_a_traceback(
+    home: Path, tmp_path: Path
+) -> None:
     """The `steward` script's entry (`python -m bot` is the same): its imports take
-    seconds, and Ctrl-C among them printed one."""
-    with _steward_process(home, "runs", entry=("-m", "bot")) as shell:
-        _until_it_catches(shell.pid, signal.SIGINT)  # the interpreter has started
-        time.sleep(0.5)  # loading steward still
+    seconds, and Ctrl-C among them printed one. The import of bot.cli is held (a
+    sitecustomize the interpreter runs first) so the signal comes among the imports,
+    where half a second's sleep let a fast run finish and a slow one not begin."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(LOADING_HELD)
+    mark = tmp_path / "loading"
+    with _steward_process(
+        home, "runs", entry=("-m", "bot"), PYTHONPATH=str(hook), LOADING_MARK=str(mark)
+    ) as shell:
+        _until(mark.exists, seconds=60)
         shell.send_signal(signal.SIGINT)
         _, err = shell.communicate(timeout=30)
     assert shell.returncode == 130 and "Traceback" not in err, err
