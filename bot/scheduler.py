@@ -10,7 +10,8 @@ saving included), fired by a scheduler that serves the channel and claimed once 
 its chats' list is kept (see ``Scheduler._send_digest``): stewards serving other
 platforms on one ledger each send their own operators the list, and a channel whose
 steward is down when it is due has it when that steward is back, within a week; after
-that any scheduler drops it (the channel was taken out of the settings, say). A terminal
+that a scheduler whose settings do not name the channel drops it (the channel was taken
+out of the settings, say). A terminal
 with no such steward beside it shows the day's list of a channel's timer due, once, and
 leaves the timer to the channel's steward.
 """
@@ -46,8 +47,8 @@ ANNOUNCE_CLAIM = timedelta(minutes=5)
 # A list sent late (steward was down) stands for the day's own list due this soon after.
 LATE_LIST_STANDS = timedelta(hours=3)
 # A channel's list that no steward serving the channel has sent this long after it was due
-# is dropped by any scheduler: its channel was taken out of the settings, most likely, and
-# its steward, if it comes back, plans the next list of its own.
+# is dropped by a scheduler whose settings do not name the channel: it was taken out of
+# the settings, most likely, and its steward, if it comes back, plans its next list.
 UNSERVED_LIST_LAPSES = timedelta(days=7)
 BATCH = 500  # timers taken per tick
 IN_FLIGHT = 16  # fired at once: their ledger writes share commits
@@ -74,6 +75,7 @@ class Scheduler:
         defers: Callable[[], Awaitable[bool]] | None = None,
         unhandled: Callable[[], Awaitable[dict[str, datetime]]] | None = None,
         channels: Sequence[str] = (),
+        configured: Sequence[str] = (),
     ) -> None:
         self.ledger = ledger
         self.engine = engine
@@ -90,6 +92,9 @@ class Scheduler:
         # The channels whose daily list this scheduler sends, each under a timer of its
         # own; none (the terminal): one timer, for whatever ``notify`` reaches.
         self.channels = tuple(channels)
+        # The channels this steward's settings name, served here or not (the terminal's
+        # steward run may be merely stopped): their list is never dropped here as unserved.
+        self.configured = frozenset((*channels, *configured))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._next_digest: tuple[list[str], datetime] | None = None  # planned: keys, time
         self._shown_here: set[str] = set()  # the days whose list this scheduler handed on
@@ -127,7 +132,10 @@ class Scheduler:
         for timer in (t for t in due if t.kind == DIGEST):
             if _channel_of(timer.key) in (None, *self.channels):
                 fired += await self._send_digest(timer, now)
-            elif now - timer.due_at > UNSERVED_LIST_LAPSES:
+            elif (
+                now - timer.due_at > UNSERVED_LIST_LAPSES
+                and _channel_of(timer.key) not in self.configured
+            ):
                 await self._drop_unserved(timer)
             elif not self.channels:  # the terminal, with no steward of the channel beside it
                 await self._show_here(timer, now)

@@ -19,6 +19,7 @@ from bot.channel import Channel, Notify, for_operators_of_one_channel
 from bot.hooks import HookEndpoint
 from bot.http import HttpServer
 from bot.scheduler import DigestTime, Scheduler
+from bot.settings import Settings
 from bot.worker_slot import SHELL, ShellSlot, WorkerSlot, gone_shells
 from graph.cards import outcome
 from graph.hooks import HookRouter, load_hooks, unhandled_events
@@ -34,15 +35,22 @@ FEEDING_SECONDS = 2.0  # a stop waits this long for long-term memory's batch
 DECISIONS_READER = "cards decided elsewhere"
 
 
+def configured_names(settings: Settings) -> list[str]:
+    """The names of the chat platforms the settings configure, none of their SDKs imported."""
+    tokens = (("telegram", settings.telegram_bot_token), ("slack", settings.slack_bot_token))
+    return [name for name, token in tokens if token]
+
+
 def configured_channels(steward: Steward) -> list[Channel]:
     """The chat platforms configured; each one's SDK is imported only where it is."""
     settings, memory = steward.settings, steward.coordinator.memory
     channels: list[Channel] = []
-    if settings.telegram_bot_token:
+    names = configured_names(settings)
+    if "telegram" in names:
         from bot.telegram import TelegramChannel
 
         channels.append(TelegramChannel.from_settings(settings, steward.door))
-    if settings.slack_bot_token:
+    if "slack" in names:
         from bot.slack import SlackChannel
 
         channels.append(SlackChannel.from_settings(settings, steward.door, memory))
@@ -134,6 +142,8 @@ class Service:
             defers=steward.ledger.platforms_served if defers_to_platforms else None,
             unhandled=functools.partial(unhandled_events, steward.ledger, self.hook_sources),
             channels=[channel.name for channel in channels],
+            # Its list is never dropped as unserved: a `steward run` merely stopped serves it.
+            configured=configured_names(settings),
         )
         router = HookRouter(steward.engine, steward.coordinator)
         # False: another steward on this ledger serves the webhooks, on the same port.

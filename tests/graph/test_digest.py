@@ -592,6 +592,66 @@ async def test_a_terminal_alone_shows_the_list_a_channel_s_steward_was_down_for(
     assert sent == ["telegram digest:2026-10-24"]
 
 
+async def test_a_terminal_keeps_the_list_of_a_channel_in_its_settings_past_a_week(
+    app: Steward, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Telegram's `steward run` stopped for ten days (a holiday), then `steward chat`
+    opened first: the terminal dropped Telegram's list as if Telegram had been taken out
+    of the settings that name it ("is telegram still in the settings?"), and showed none;
+    `steward run`, back, then sent none that day. A terminal drops only the list of a
+    channel its settings do not name."""
+    shown: list[Reply] = []
+    sent: list[str] = []
+
+    async def terminal(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        assert reply_to is None
+        if await app.door.to_show(reply):
+            shown.append(reply)
+        return True
+
+    async def telegram(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        assert reply_to is not None
+        sent.append(f"{reply_to['channel']} {reply.once}")
+        return True
+
+    due = datetime(2026, 10, 24, 8, 0, tzinfo=UTC)
+    await app.ledger.plan_timer("digest:2026-10-24:telegram", "digest", due)
+    await app.ledger.plan_timer("digest:2026-10-24:slack", "digest", due)  # taken out
+    clock = Clock(due + timedelta(days=10, hours=1))
+    alone = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        terminal,
+        digest=DigestTime(time(8, 0), UTC_ZONE),
+        clock=clock,
+        configured=("telegram",),
+    )
+    with caplog.at_level(logging.WARNING, logger="bot.scheduler"):
+        await alone.tick()
+        await alone.tick()
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [
+        "dropped the daily list digest:2026-10-24:slack: no steward serving slack sent it "
+        "in the 7 days since it was due (is slack still in the settings?)"
+    ]
+    assert len(shown) == 1
+    telegram_list = await app.ledger.get_timer("digest:2026-10-24:telegram")
+    assert telegram_list is not None and telegram_list.status == "pending"
+    back = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        telegram,
+        digest=DigestTime(time(8, 0), UTC_ZONE),
+        clock=clock,
+        channels=("telegram",),
+        configured=("telegram",),
+    )
+    await back.tick()
+    assert sent == ["telegram digest:2026-10-24"]
+
+
 async def drive_the_list(home: Path, stall: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
