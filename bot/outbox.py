@@ -84,8 +84,9 @@ class Outbox:
         self.door = door
         self.channel = channel
         # What the replies are kept under in the ledger: the channel's name, or one
-        # account of it (a Telegram bot's, ``telegram:`` and its id), where another
-        # account could not send them (see ``TelegramChannel.start``).
+        # account of it (a Telegram bot's, ``telegram:`` and its id; a Slack app's,
+        # ``slack:`` and its bot id), where another account could not send them (see
+        # ``TelegramChannel.start``).
         self.account = channel
         self._send = send
         self.first_retry = first_retry

@@ -232,7 +232,7 @@ class FrontDoor:
         first write need not wait for the disk for it: it holds the delivery's done mark
         too, so a power cut that undid it would have the delivery handled again (see the
         module's docstring). The reply is kept under ``account``, the channel's account
-        that sends it (a Telegram bot's), else under the delivery's channel."""
+        that sends it (a Telegram bot's, a Slack app's), else under the delivery's channel."""
         channel, chat_id = account or inbound.sender.channel, inbound.chat_id
         cut_off = _owed(channel, chat_id, Reply(private=True).say(cut_off_text(inbound)), inbound)
         cut_off.held_through = self.ledger.lapses  # counted before anything is kept
@@ -316,8 +316,8 @@ class FrontDoor:
 
     async def name_replies(self, channel: str, account: str) -> None:
         """Keeps the replies ``channel`` owes under ``account``, one account of it that
-        now keeps its replies under its own name (a Telegram bot's): as they were kept
-        before accounts were told apart."""
+        now keeps its replies under its own name (a Telegram bot's, a Slack app's): as
+        they were kept before accounts were told apart."""
         if named := await self.ledger.rename_replies(channel, account):
             log.info("%d %s replies owed are now %s's", named, channel, account)
 

@@ -223,8 +223,14 @@ class SlackChannel:
         app's (or another workspace's) on the same ledger by its bot id, which names one
         app in one workspace (a message of another's is none of this one's to update).
         Known once the channel has started."""
+        return CardMessages(self.door.ledger, self.account)
+
+    @property
+    def account(self) -> str:
+        """This app in its workspace, among those on the same ledger: ``slack:`` and its
+        bot id. Known once the channel has started."""
         assert self._bot_id is not None, "the Slack channel has not started"
-        return CardMessages(self.door.ledger, f"{self.name}:{self._bot_id}")
+        return f"{self.name}:{self._bot_id}"
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -266,6 +272,10 @@ class SlackChannel:
                 f"(check STEWARD_SLACK_API_URL): {exc}"
             ) from exc
         await self.cards.take_unnamed(self.name)  # noted before apps were told apart
+        # A reply is this app's to send, not another's on the same ledger: another
+        # workspace has none of its conversations, and a press is answered by its app.
+        self.outbox.account = self.account
+        await self.door.name_replies(self.name, self.account)  # kept before, as cards
         if stored_by_event := await self.door.ledger.newest_bare_delivery(self.name):
             self._by_event_id_until = stored_by_event.timestamp()
         await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left

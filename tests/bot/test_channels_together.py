@@ -183,7 +183,7 @@ async def test_a_card_slack_could_not_update_before_a_stop_is_settled_after_it(
     assert "Approved by" not in json.dumps(slack.message(dm, slack_card["ts"]))
     with sqlite3.connect(home / "steward.db") as db:  # what Slack still owes is kept
         kept = db.execute("select channel, chat_id from replies").fetchall()
-    assert kept == [("slack", f"{SETTLING}:{card_id}")]
+    assert kept == [(f"slack:{slack.bot_id}", f"{SETTLING}:{card_id}")]  # the app's own
 
     slack.fail("chat.update", 503, times=0)  # up again
     settings = both_configured(home, telegram, slack, free_port())

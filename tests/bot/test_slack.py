@@ -338,7 +338,7 @@ async def test_a_reply_slack_cannot_take_for_a_while_is_sent_once_it_can(
         dm = slack.dm_channel(OPERATOR)
         assert len(cards(slack, dm)) == 1
         assert sum(t.startswith("Started onboarding") for t in bot_texts(slack, dm)) == 1
-        assert await bot.steward.door.owed("slack") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
 
 
 async def test_a_card_update_slack_cannot_take_for_a_while_is_made_once_it_can(
@@ -358,7 +358,7 @@ async def test_a_card_update_slack_cannot_take_for_a_while_is_made_once_it_can(
         assert not actions(settled)
         assert f"Approved by <@{OPERATOR}> at" in json.dumps(settled["blocks"])
         assert len(bot_texts(slack, dm)) == 3  # started, the card, done: no outcome beside it
-        assert await bot.steward.door.owed("slack") == []
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
 
 
 def unpace(bot: Running, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1832,6 +1832,53 @@ async def test_a_card_another_slack_app_on_the_same_ledger_showed_is_its_to_sett
     async with running(home, slack):
         await slack.wait_for(lambda s: not actions(s.message(dm, card["ts"])), timeout=5)
     assert "Approved by" in json.dumps(slack.message(dm, card["ts"]))
+
+
+async def test_a_reply_another_slack_app_on_the_same_ledger_owes_is_sent_by_that_app_alone(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """An app stopped while Slack could not take its reply; another app (another
+    workspace) started on the same ledger took the reply up and posted it in its own
+    workspace, where that conversation is none (channel_not_found: dropped). Now each app
+    sends only the replies it owes: the first sends it once it is back."""
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        retry_soon(bot)
+        slack.fail("chat.postMessage", 503, times=10_000)
+        await bot.channel.send(dm, Reply(["a word from the first app"]))
+        await slack.wait_for(lambda s: len(s.calls_to("chat.postMessage")) >= 2)
+        await bot.service.stop(drain_seconds=0)
+    slack.fail("chat.postMessage", 503, times=0)
+    other = FakeSlackAPI(bot_token="xoxb-other", team_id="T0002", bot_id="B0OTHER")
+    async with other, running(home, other) as bot:
+        await bot.channel.idle()
+        assert other.calls_to("chat.postMessage") == []
+    async with running(home, slack) as bot:
+        await slack.wait_for(lambda s: "a word from the first app" in bot_texts(s, dm))
+        await bot.channel.idle()
+        assert await bot.steward.door.owed(bot.channel.outbox.account) == []
+
+
+async def test_a_reply_kept_before_slack_apps_were_told_apart_is_the_app_s_to_send(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Where a steward from before kept a reply (under ``slack`` alone), the app takes it
+    as its own at start, and sends it."""
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        retry_soon(bot)
+        slack.fail("chat.postMessage", 503, times=10_000)
+        await bot.channel.send(dm, Reply(["kept before the upgrade"]))
+        await slack.wait_for(lambda s: len(s.calls_to("chat.postMessage")) >= 2)
+        await bot.service.stop(drain_seconds=0)
+        assert await bot.steward.ledger.rename_replies(f"slack:{slack.bot_id}", "slack") == 1
+    slack.fail("chat.postMessage", 503, times=0)
+    async with running(home, slack) as bot:
+        await slack.wait_for(lambda s: "kept before the upgrade" in bot_texts(s, dm))
+        await bot.channel.idle()
+        assert await bot.steward.door.owed("slack") == []
 
 
 async def test_a_card_noted_before_slack_apps_were_told_apart_is_updated_in_place(
