@@ -14,6 +14,7 @@ backend never sends a vector.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from memory.longterm.records import Filters, Hit, MemoryRecord, Query, RecordKin
 from memory.longterm.store import MemoryUnavailable, Vector, ranking
 from memory.longterm.unspaced import WORD, in_pairs
 
+log = logging.getLogger(__name__)
+
 DEFAULT_COLLECTION = "StewardMemory"
 DEFAULT_GRPC_PORT = 50051
 CONNECT_TIMEOUT = 10.0  # seconds for connect, readiness and schema, all together
@@ -50,6 +53,12 @@ BATCH_SIZE = 100  # objects per insert_many / ids per delete_many
 
 # Weaviate vectorizer modules this backend can configure, by module name.
 VECTORIZERS = ("text2vec-openai", "text2vec-transformers", "text2vec-ollama")
+
+# The collection's description, once its records' ``words`` are read as ``unspaced`` reads
+# them now; changed when that reads another script in pairs (Korean, in version 2), so that
+# the records stored before get their words at setup, as the embedded store's keyword
+# index is made again (``KEYWORDS_CHANGED``).
+WORDS_READ = "steward's long-term memory (words: version 2)"
 
 # Properties only filtered on: matched whole, never searched by keywords, never embedded.
 _FIELDS = ("record_id", "kind", "actor", "run_id", "entity", "chat", "source")
@@ -184,21 +193,33 @@ class WeaviateMemory:
                 return
             await self._client.collections.create(
                 self._collection_name,
+                description=WORDS_READ,
                 properties=_properties(),
                 vector_config=_vector_config(self._vectorizer),
             )
 
     async def _add_words(self) -> None:
-        """Gives a collection made before ``words`` was the property, and its records in
-        a script written without spaces their words (their text, vectors and all else
-        stay as they are)."""
+        """Gives a collection made before ``words`` was the property, or before its words
+        were read as they are now (``WORDS_READ``), and its records in a script written
+        without spaces their words (their text, vectors and all else stay as they are):
+        a record in Korean stored before was found by none of its words' pairs."""
         config = await self._collection.config.get()
-        if any(prop.name == "words" for prop in config.properties):
+        if config.description == WORDS_READ:
             return
-        await self._collection.config.add_property(_words_property())
-        async for found in self._collection.iterator(return_properties=["text"]):
-            if words := _words(str(found.properties.get("text") or "")):
+        if not any(prop.name == "words" for prop in config.properties):
+            await self._collection.config.add_property(_words_property())
+        given = 0
+        async for found in self._collection.iterator(return_properties=["text", "words"]):
+            words = _words(str(found.properties.get("text") or ""))
+            if words and words != found.properties.get("words"):
                 await self._collection.data.update(uuid=found.uuid, properties={"words": words})
+                given += 1
+        try:
+            await self._collection.config.update(description=WORDS_READ)
+        except WeaviateBaseError as exc:  # the words are given; the next start reads them again
+            log.warning("%s could not note its words read: %s", self._where, _cause(exc))
+        if given:
+            log.info("%s: gave %d records their words as they are read now", self._where, given)
 
     async def upsert(
         self, records: Sequence[MemoryRecord], vectors: Sequence[Vector | None]

@@ -14,6 +14,7 @@ import pytest
 from weaviate.classes.config import Tokenization
 from weaviate.collections.classes.grpc import BM25OperatorAnd
 from weaviate.collections.filters import _FilterToGRPC, _FilterToREST
+from weaviate.exceptions import WeaviateBaseError
 
 from memory.longterm.records import Filters, MemoryRecord, Query, RecordKind
 from memory.longterm.store import MemoryUnavailable
@@ -181,3 +182,78 @@ async def test_a_search_for_every_word_asks_weaviate_for_every_word() -> None:
     await memory.search(Query("Acme Ltd", limit=10, alpha=0.0))
     assert isinstance(asked[0]["bm25_operator"], BM25OperatorAnd)
     assert asked[1]["bm25_operator"] is None
+
+
+class _UpgradedCollection:
+    """A collection made before Korean was read in pairs: its ``words`` property there,
+    a Korean record stored then without words, a Chinese one with its pairs."""
+
+    def __init__(self, description: str | None) -> None:
+        self.description = description
+        self.objects = {
+            "ko": {"text": "아크미에게 견적서를 보냈습니다", "words": None},
+            "zh": {"text": "我们给Acme的报价", "words": "我们 们给 acme 的报 报价"},
+            "en": {"text": "Quoted Acme 1,200", "words": None},
+        }
+        self.updated: list[str] = []
+        self.config = SimpleNamespace(get=self._get, update=self._update)
+        self.data = SimpleNamespace(update=self._update_object)
+
+    async def _get(self) -> Any:
+        words = SimpleNamespace(name="words", description=None)
+        return SimpleNamespace(description=self.description, properties=[words])
+
+    async def _update(self, *, description: str) -> None:
+        self.description = description
+
+    async def _update_object(self, uuid: str, properties: dict[str, Any]) -> None:
+        self.updated.append(uuid)
+        self.objects[uuid].update(properties)
+
+    async def iterator(self, return_properties: list[str]) -> Any:
+        for uuid, found in list(self.objects.items()):
+            properties = {name: found[name] for name in return_properties}
+            yield SimpleNamespace(uuid=uuid, properties=properties)
+
+
+async def test_a_collection_from_before_korean_was_read_in_pairs_gets_its_words() -> None:
+    """Upgraded, a Korean record stored before kept no words, and a Korean question was
+    asked by its pairs alone: "아크미" found no record Weaviate held from before, where it
+    found one naming 아크미 as a word of its own until then. Its words are given at setup,
+    once."""
+    collection = _UpgradedCollection(description=None)
+
+    async def exists(name: str) -> bool:
+        return True
+
+    client = SimpleNamespace(
+        collections=SimpleNamespace(use=lambda name: collection, exists=exists)
+    )
+    memory = WeaviateMemory(client)  # type: ignore[arg-type]
+    await memory.setup()
+    assert collection.updated == ["ko"]
+    words = collection.objects["ko"]["words"]
+    assert words == "아크 크미 미에 에게 견적 적서 서를 보냈 냈습 습니 니다"
+    await memory.setup()  # the next start reads nothing again
+    assert collection.updated == ["ko"]
+
+
+async def test_a_server_that_cannot_note_the_words_read_still_serves() -> None:
+    """A server refusing the collection's new description: the words are given all the
+    same, and memory works; the next start gives them again."""
+    collection = _UpgradedCollection(description=None)
+
+    async def refuse(*, description: str) -> None:
+        raise WeaviateBaseError("refused")
+
+    async def exists(name: str) -> bool:
+        return True
+
+    collection.config.update = refuse
+    client = SimpleNamespace(
+        collections=SimpleNamespace(use=lambda name: collection, exists=exists)
+    )
+    memory = WeaviateMemory(client)  # type: ignore[arg-type]
+    await memory.setup()
+    await memory.setup()
+    assert collection.updated == ["ko"]  # the second time, it already had them
