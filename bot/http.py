@@ -30,7 +30,8 @@ from memory.ledger import storable
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Audits a request refused before it was read: its endpoint's owner (a channel), the
-# reason, and where it came from (``FrontDoor.refuse_unverified``).
+# reason, and where it came from (``FrontDoor.refuse_unverified``). It never raises: a
+# refusal is answered 413 whatever its audit does.
 Refused = Callable[[str, str, dict[str, str]], Awaitable[None]]
 # A request under way at a stop gets this long to finish: one that is answered stores and
 # answers in milliseconds, and a sender that has not sent its body yet sends it again.

@@ -419,19 +419,29 @@ class FrontDoor:
         """Audits a request a channel refused because it could not prove where it came
         from (a bad signature, a stale timestamp): nothing of it was stored. One event a
         minute per address and reason, and UNVERIFIED_MOST a minute in all, so that a
-        flood, from however many addresses, cannot grow the log; the rest is logged."""
+        flood, from however many addresses, cannot grow the log; the rest is logged.
+
+        Never raises: the request is refused whatever its audit does (the ledger or the
+        memory away), and the channel answers it as refused, not as its own failure."""
         seen = f"unverified:{channel}:{details.get('remote', '')}:{reason}"
-        if not await self.memory.add(seen, {"at": "now"}, UNVERIFIED_TTL):
-            return
-        if await self.memory.count(f"unverified:{channel}", UNVERIFIED_TTL) > UNVERIFIED_MOST:
-            log.warning(
-                "refused an unverified %s request (%s): not audited, a flood", channel, reason
-            )
-            return
-        data = {"reason": reason, **details}
-        await self.ledger.audit(
-            NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data)
-        )
+        try:
+            if not await self.memory.add(seen, {"at": "now"}, UNVERIFIED_TTL):
+                return
+            if await self.memory.count(f"unverified:{channel}", UNVERIFIED_TTL) > UNVERIFIED_MOST:
+                log.warning(
+                    "refused an unverified %s request (%s): not audited, a flood", channel, reason
+                )
+                return
+            data = {"reason": reason, **details}
+            try:
+                await self.ledger.audit(
+                    NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data)
+                )
+            except Exception:
+                await self.memory.delete(seen)  # the next refusal is audited instead
+                raise
+        except Exception:
+            log.exception("could not audit an unverified %s request refused (%s)", channel, reason)
 
     async def unusable(self, channel: str, delivery: str, reason: str) -> None:
         """Sets aside a delivery a channel cannot use (``bot.channel.Unusable``): nothing

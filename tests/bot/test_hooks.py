@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ from memory.ledger import LedgerTx, RunStatus, RunTakenOver, utcnow
 from memory.ledger import database as database_module
 from memory.ledger import ledger as ledger_module
 from tests.bot.test_run_takeover import LEASE, ROOT, partner_at, until
+from tests.bot.test_service import ledger_refuses
 from tests.net import free_port
 
 FORM_SECRET = "form-secret-0123456789"
@@ -241,6 +243,27 @@ async def test_a_hook_nobody_has_answers_as_a_bad_signature_and_is_audited_as_un
         ]
         assert refused[1].data["hook"] == "'nosuch'"
         assert await bot.steward.ledger.list_runs(None) == []
+
+
+async def test_a_refusal_is_answered_as_such_while_the_ledger_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The refusal's audit event raised with the ledger away, and the sender of a body
+    over a megabyte, or of a bad signature, got a 500 for it: a sender retries a 500.
+    The refusal is answered as one whatever its audit does; the failure is logged."""
+    body = json.dumps({"client": "Acme"}).encode()
+    huge = json.dumps({"client": "x" * 1024**2}).encode()
+    async with running(tmp_path / "home") as bot, aiohttp.ClientSession() as session:
+        with monkeypatch.context() as down:
+            down.setattr(bot.steward.ledger.db, "run", ledger_refuses)
+            answers = []
+            for name, data in (("form", io.BytesIO(huge)), ("form", body), ("nosuch", body)):
+                headers = {"X-Steward-Signature": signature("not-the-secret", body)}
+                async with session.post(f"{bot.url}/hooks/{name}", data=data, headers=headers) as r:
+                    answers.append(r.status)
+        assert answers == [413, 401, 401]
+    failed = [r for r in caplog.records if "could not audit" in r.getMessage()]
+    assert len(failed) == 3
 
 
 async def test_a_delivery_sent_again_under_another_delivery_id_is_handled_once(
