@@ -401,19 +401,12 @@ class FrontDoor:
         day per chat and reason: a chat that blocked steward does not grow the log with
         every message meant for it."""
         data = {"reason": storable(reason[:500])}
-        try:
-            seen = f"refused-message:{channel}:{chat_id}:{reason[:200]}"
-            if not await self.memory.add(seen, {"at": "now"}, REFUSAL_TTL):
-                return
-            try:
-                await self.ledger.audit(
-                    NewAuditEvent(channel, "reply.refused", f"{channel}:{chat_id}"[:200], data)
-                )
-            except Exception:
-                await self.memory.delete(seen)  # the next refusal is told instead
-                raise
-        except Exception:
-            log.exception("could not note in the audit log that %s refused a message", channel)
+        await self._audit_seldom(
+            NewAuditEvent(channel, "reply.refused", f"{channel}:{chat_id}"[:200], data),
+            f"refused-message:{channel}:{chat_id}:{reason[:200]}",
+            REFUSAL_TTL,
+            f"a message {channel} refused",
+        )
 
     async def refuse_unverified(self, channel: str, reason: str, details: dict[str, str]) -> None:
         """Audits a request a channel refused because it could not prove where it came
@@ -423,25 +416,35 @@ class FrontDoor:
 
         Never raises: the request is refused whatever its audit does (the ledger or the
         memory away), and the channel answers it as refused, not as its own failure."""
-        seen = f"unverified:{channel}:{details.get('remote', '')}:{reason}"
+        data = {"reason": reason, **details}
+        await self._audit_seldom(
+            NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data),
+            f"unverified:{channel}:{details.get('remote', '')}:{reason}",
+            UNVERIFIED_TTL,
+            f"an unverified {channel} request refused ({reason})",
+            flood=f"unverified:{channel}",
+        )
+
+    async def _audit_seldom(
+        self, event: NewAuditEvent, seen: str, ttl: float, what: str, flood: str | None = None
+    ) -> None:
+        """Audits ``event`` unless ``seen`` was within ``ttl`` seconds, and, given
+        ``flood``, unless UNVERIFIED_MOST events under it were (logged instead). Never
+        raises: a failure is logged, and ``seen`` forgotten, so that the next one is
+        audited in its place."""
         try:
-            if not await self.memory.add(seen, {"at": "now"}, UNVERIFIED_TTL):
+            if not await self.memory.add(seen, {"at": "now"}, ttl):
                 return
-            if await self.memory.count(f"unverified:{channel}", UNVERIFIED_TTL) > UNVERIFIED_MOST:
-                log.warning(
-                    "refused an unverified %s request (%s): not audited, a flood", channel, reason
-                )
+            if flood is not None and await self.memory.count(flood, ttl) > UNVERIFIED_MOST:
+                log.warning("%s: not audited, a flood", what)
                 return
-            data = {"reason": reason, **details}
             try:
-                await self.ledger.audit(
-                    NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data)
-                )
+                await self.ledger.audit(event)
             except Exception:
-                await self.memory.delete(seen)  # the next refusal is audited instead
+                await self.memory.delete(seen)
                 raise
         except Exception:
-            log.exception("could not audit an unverified %s request refused (%s)", channel, reason)
+            log.exception("could not audit %s", what)
 
     async def unusable(self, channel: str, delivery: str, reason: str) -> None:
         """Sets aside a delivery a channel cannot use (``bot.channel.Unusable``): nothing
