@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,7 +25,7 @@ from pydantic import (
 
 from graph.conditions import Condition
 from graph.durations import parse_duration, refuse_months
-from graph.inputs import InputSpec, InputType
+from graph.inputs import InputError, InputSpec, InputType, Money, parse_input
 from graph.templating import mistyped, placeholders
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,62}$"
@@ -474,6 +474,21 @@ class ProcessDefinition(BaseModel):
                 targets.append(self.goes_on_to(step))
             waiting.extend(target for target in targets if target in known)
         return [step for step in self.steps if step.id in seen]
+
+    def read_input(
+        self, name: str, raw: Any, now: datetime | None = None, currency: str | None = None
+    ) -> Any:
+        """Input ``name`` as a run takes it (``parse_input``; ``now`` and ``currency`` as
+        there), whoever reads it: a command, a form's answer, plain words. A money input
+        a wait's payments pay (the invoice follow-up's ``amount``) is what is owed: of
+        nothing, there is nothing to chase, and its reminder would ask for €0.00. Raises
+        InputError."""
+        spec = self.inputs[name]
+        value = parse_input(name, spec, raw, now, currency)
+        paid_by_a_wait = any(isinstance(s, WaitStep) and s.pays == name for s in self.steps)
+        if paid_by_a_wait and Money.read(str(value)).amount == 0:  # parse_input kept it so
+            raise InputError(name, spec, str(raw), "an amount owed of nothing has nothing to chase")
+        return value
 
     @property
     def money_inputs(self) -> list[str]:

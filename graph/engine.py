@@ -73,7 +73,7 @@ from graph.errors import (
     UncountedPayment,
 )
 from graph.ids import new_approval_id, new_run_id
-from graph.inputs import InputError, Money, parse_input
+from graph.inputs import InputError, Money
 from graph.remembering import entity_of
 from graph.routing import format_argument
 from graph.state import RunState, StepContext
@@ -114,16 +114,6 @@ log = logging.getLogger(__name__)
 RECURSION_LIMIT = 200
 STALLED_FIRST_RETRY = 5.0  # seconds; doubled after every failed resume of a stalled run
 STALLED_LAST_RETRY = 300.0
-
-
-def _owed_of_something(definition: ProcessDefinition, name: str, value: Any, raw: Any) -> None:
-    """A money input a wait's payments pay (the invoice follow-up's ``amount``) is what is
-    owed: of nothing, there is nothing to chase, and its reminder would ask for €0.00."""
-    if not any(isinstance(s, WaitStep) and s.pays == name for s in definition.steps):
-        return
-    if Money.read(str(value)).amount == 0:  # parse_input kept it so: it reads
-        spec = definition.inputs[name]
-        raise InputError(name, spec, str(raw), "an amount owed of nothing has nothing to chase")
 
 
 class InputProblem(StewardError):
@@ -259,10 +249,9 @@ class ProcessEngine:
         return definition
 
     def read_input(self, definition: ProcessDefinition, name: str, raw: Any) -> Any:
-        """One input of ``definition`` as a run takes it; raises InputError."""
-        value = parse_input(name, definition.inputs[name], raw, self._now(), self.currency)
-        _owed_of_something(definition, name, value, raw)
-        return value
+        """One input of ``definition`` as a run takes it, on the operator's clock and in
+        STEWARD_CURRENCY; raises InputError."""
+        return definition.read_input(name, raw, self._now(), self.currency)
 
     def validate_inputs(self, definition: ProcessDefinition, raw: dict[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}

@@ -196,7 +196,7 @@ def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
             candidate = _read_off(definition, name, spec, text)
         if candidate is not None:
             with suppress(InputError):
-                found[name] = parse_input(name, spec, candidate)
+                found[name] = definition.read_input(name, candidate)
     return found
 
 
@@ -377,7 +377,7 @@ class Router:
                 continue
             with suppress(InputError):
                 value = _as_said(
-                    spec, given.value, parse_input(given.name, spec, given.value), text
+                    spec, given.value, definition.read_input(given.name, given.value), text
                 )
                 if value is not None:
                     values[given.name] = value

@@ -74,6 +74,17 @@ async def test_an_invoice_of_nothing_given_as_an_answer_is_asked_for_again(app: 
     only_card(await send(app, "2500"))
 
 
+async def test_an_invoice_of_nothing_said_in_words_is_asked_for(app: Steward) -> None:
+    """Said in plain words, an amount of nothing was taken as read and the start then
+    refused it: the whole request was dropped, its client and email with it. It is a
+    wrong guess, as an unreadable amount is: the form asks for it."""
+    said = "chase unpaid invoice INV-9 for Acme (ap@acme.com) of €0 due 2026-11-01"
+    reply = "\n".join((await send(app, said)).texts)
+    assert "How much is due?" in reply and "nothing to chase" not in reply
+    card = only_card(await send(app, "2500"))
+    assert dict(card.fields)["Invoice"] == "INV-9" and dict(card.fields)["Client"] == "Acme"
+
+
 async def test_the_daily_list_names_the_currency_at_stake(app: Steward) -> None:
     await send(app, f"{ORDER} amount=$1200")
     today = await daily(app)
