@@ -70,7 +70,7 @@ class AmbiguousAmount(ValueError):
     1,200 to some, 1.20 to others): steward asks rather than guess."""
 
     def __init__(self, figures: str) -> None:
-        whole, point = figures.replace(".", ""), Decimal(figures)
+        whole, point = str(int(figures.replace(".", ""))), Decimal(figures)  # 0.500: 500
         if point == point.quantize(Decimal("0.01")):
             cents = f"{point:.2f}"
             told = f"write {whole} or {cents.replace('.', ',')}"

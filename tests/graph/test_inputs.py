@@ -308,6 +308,9 @@ def test_right_to_left_text_with_its_embeddings_and_isolates_is_taken() -> None:
         ("1.200", "1.200 is 1,200 to some and 1.20 to others: write 1200 or 1,20"),
         ("€12.500", "12.500 is 12,500 to some and 12.50 to others: write 12500 or 12,50"),
         ("1.234 EUR", "1.234 is 1,234 to some and 1.234 to others: write 1234"),
+        # its whole as written without the point: "write 0500", "write 0001", were odd
+        ("0.500", "0.500 is 500 to some and 0.50 to others: write 500 or 0,50"),
+        ("0.001", "0.001 is 1 to some and 0.001 to others: write 1"),
     ],
 )
 def test_an_amount_of_thousands_or_cents_says_which_to_write(raw: str, said: str) -> None:
