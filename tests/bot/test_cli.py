@@ -911,7 +911,11 @@ def test_ctrl_c_while_a_command_loads_ends_it_without_a_traceback(
     (hook / "sitecustomize.py").write_text(LOADING_HELD)
     mark = tmp_path / "loading"
     with _steward_process(
-        home, "runs", entry=("-m", "bot"), PYTHONPATH=str(hook), LOADING_MARK=str(mark)
+        home,
+        "runs",
+        entry=("-m", "bot"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+        LOADING_MARK=str(mark),
     ) as shell:
         _until(mark.exists, seconds=60)
         shell.send_signal(signal.SIGINT)
