@@ -99,6 +99,13 @@ class Settings(BaseSettings):
             raise ValueError("is set but empty: unset it for the default")
         return value
 
+    @field_validator("timezone", "currency", "digest_at", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        """A space around a name or a time (left by an editor, a shell's quotes) is
+        nobody's meaning: each of these reads the same with it as without it."""
+        return value.strip() if isinstance(value, str) else value
+
     @field_validator("http_host")
     @classmethod
     def _host(cls, value: str) -> str:

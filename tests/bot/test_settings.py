@@ -151,6 +151,16 @@ def test_the_digest_time_is_a_time_of_day_on_the_operators_clock() -> None:
         assert "offset" in problem(digest_at=offset)
 
 
+def test_a_space_around_a_zone_a_currency_or_a_time_is_read_past() -> None:
+    # " Europe/Berlin " was refused while " 08:00 " was taken
+    spaced = load_settings(timezone=" Europe/Berlin ", currency=" eur ", digest_at=" 7:30 ")
+    assert (spaced.timezone, spaced.currency, spaced.digest_at) == ("Europe/Berlin", "EUR", "07:30")
+    assert "offset" in problem(digest_at="08:00Z ")
+    assert problem(timezone="Mars/Olympus ") == (
+        "STEWARD_TIMEZONE: 'Mars/Olympus' is not a time zone name like Europe/Berlin"
+    )
+
+
 def test_smtp_needs_a_sender_and_a_known_scheme() -> None:
     assert problem(smtp_url="smtp://mail.example.com").startswith("STEWARD_EMAIL_FROM must be set")
     assert problem(smtp_url="http://mail.example.com", email_from="a@b.co").startswith(
