@@ -72,10 +72,10 @@ _WEEKDAY = re.compile(
 )
 # "on 2026-11-03", "since 2026-10-01".
 _ON_DATE = re.compile(r"(?:\bon\s+|(?<=\bsince\s))(\d{4}-\d{2}-\d{2})\b")
-_LAST_DAYS = re.compile(r"\b(?:last|past)\s+(\d{1,3})\s+(day|week|month)s?\b", re.I)
+_LAST_DAYS = re.compile(r"\b(?:last|past)\s+(\d+)\s+(day|week|month)s?\b", re.I)
 # "the past week", "the last 24 hours" (but "last week" is the week before this one)
 _PAST = re.compile(r"\b(?:past|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|month|year)\b", re.I)
-_AGO = re.compile(r"\b(\d{1,3}|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re.I)
+_AGO = re.compile(r"\b(\d+|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
 # An end of a time range: a day ("2026-10-01", "3 November", "Nov 3rd 2025"; "3" to start
@@ -95,6 +95,9 @@ _RANGE = re.compile(
     rf"(?P<end>{_END})(?!\w)",
     re.I,
 )
+# The furthest back a count of days reaches ("the last 99999 days" asks for all there is):
+# a hundred years, well before any record and well after the first day a date can name.
+_FURTHEST = 36525
 _COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
 _PAST_DAYS = {"24 hours": 2, "day": 2, "week": 7, "month": 30, "year": 365}
 _QUESTION_WORDS = re.compile(
@@ -195,20 +198,28 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, Span]
     return start, end, (at, to)
 
 
+def _number(digits: str) -> int:
+    """The count ``digits`` say, or one beyond the furthest back when there are too many
+    of them to read (Python refuses to read more than 4300)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(_FURTHEST)) else _FURTHEST + 1
+
+
 def _named_period(question: str, today: date) -> tuple[date | None, date | None, Span]:
     tomorrow = today + timedelta(days=1)
     if ranged := _range_in(question, today):
         return ranged
     if match := _LAST_DAYS.search(question):
-        count, unit = max(1, int(match.group(1))), match.group(2).lower()
-        days = count * {"day": 1, "week": 7, "month": 30}[unit]
+        count, unit = max(1, _number(match.group(1))), match.group(2).lower()
+        days = min(count * {"day": 1, "week": 7, "month": 30}[unit], _FURTHEST)
         return today - timedelta(days=days - 1), tomorrow, match.span()
     if match := _PAST.search(question):  # "the past week": the seven days up to today
         days = _PAST_DAYS[" ".join(match.group(1).lower().split())]
         return today - timedelta(days=days - 1), tomorrow, match.span()
     if match := _AGO.search(question):  # "2 days ago": that day; "a week ago": that week
         number = match.group(1).lower()
-        count = int(number) if number.isdigit() else _COUNTS[number]
+        count = _number(number) if number.isdigit() else _COUNTS[number]
+        count = min(count, _FURTHEST // {"day": 1, "week": 7}[match.group(2).lower()])
         if match.group(2).lower() == "day":
             then = today - timedelta(days=count)
             return then, then + timedelta(days=1), match.span()
