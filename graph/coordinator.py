@@ -364,9 +364,9 @@ class Coordinator:
                 return await self._run_command(inbound, rest)
             case "runs":
                 if rest and rest.lower() != "all":
-                    run = await self.ledger.get_run(_one_id(rest, "runs"))
-                    if run is None:
-                        return Reply().say(f"No run {rest!r}; {LISTINGS['runs']}.")
+                    run_id = _one_id(rest, "runs")
+                    if (run := await self.ledger.get_run(run_id)) is None:
+                        raise NotFound(f"no run {run_id!r}", "runs")
                     rows = await timeline(self.ledger, run)
                     shown = render_timeline(run, rows, self.zone)
                     if waiting := await self.ledger.pending_approvals([run.id]):
@@ -674,10 +674,10 @@ class Coordinator:
     async def _details(self, approval_id: str) -> Reply:
         approval = await self.ledger.get_approval(approval_id)
         if approval is None:
-            return Reply().say(f"No approval {approval_id}.")
+            raise NotFound(f"no approval {approval_id!r}", "approvals")
         run = await self.ledger.get_run(approval.run_id)
         if run is None:
-            return Reply().say(f"No run {approval.run_id}.")
+            raise NotFound(f"no run {approval.run_id!r}", "runs")
         reply = Reply().say(render_timeline(run, await timeline(self.ledger, run), self.zone))
         if approval.is_pending:
             spent = await self.ledger.model_spend(approval.run_id)

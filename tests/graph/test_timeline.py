@@ -40,7 +40,8 @@ async def test_a_runs_timeline_says_who_decided_what_and_what_it_cost(tmp_path: 
         assert f"Run {run.id} · onboarding · succeeded" in text
         assert "drafted the text — by model house-model" in text and "$0.0070" in text
         missing = await app.coordinator.handle(Inbound(sender, "t", "x-2", text="/runs rnope"))
-        assert "No run 'rnope'" in "\n".join(missing.texts)
+        # it said "No run 'rnope'; /runs all lists them." where others say it as below
+        assert missing.texts == ["no run 'rnope'; /runs all lists them"]
 
 
 async def test_a_waiting_runs_timeline_in_chat_names_its_pending_approval(
