@@ -761,7 +761,11 @@ def _parser() -> argparse.ArgumentParser:
     processes.add_argument("--json", action="store_true")
     start = sub.add_parser("start", help="start a run; prints its id")
     start.add_argument("process", type=str.lower)
-    start.add_argument("inputs", nargs="*", metavar="key=value")
+    # A default keeps argparse from calling a "*" argument required ("the following
+    # arguments are required: process, key=value" when none may be needed).
+    start.add_argument(
+        "inputs", nargs="*", default=[], metavar="key=value", help="its inputs, if it has any"
+    )
     runs = sub.add_parser("runs", help="runs in progress (or `runs [show] ID`: one run)")
     runs.add_argument("action", nargs="?", type=str.lower, metavar="[show] ID")
     runs.add_argument("id", nargs="?", type=str.lower, help=argparse.SUPPRESS)
@@ -783,7 +787,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=what).add_argument("id", type=str.lower, metavar="RUN")
     paid = sub.add_parser("paid", help="record a payment that came another way (a cheque)")
     paid.add_argument("id", type=str.lower, metavar="RUN")
-    paid.add_argument("amount", nargs="*", metavar="AMOUNT", help="none: all that is owed")
+    paid.add_argument(
+        "amount", nargs="*", default=[], metavar="AMOUNT", help="none: all that is owed"
+    )
     budget = sub.add_parser("budget", help="model spend by day, month and process")
     budget.add_argument("--json", action="store_true")
     export = sub.add_parser("export", help="everything, as JSON Lines in a new folder")
@@ -796,7 +802,7 @@ def _parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="run a run again from a step, inputs changed")
     replay.add_argument("id", type=str.lower)
     replay.add_argument("--from", dest="from_step", type=str.lower, required=True, metavar="STEP")
-    replay.add_argument("inputs", nargs="*", metavar="key=value")
+    replay.add_argument("inputs", nargs="*", default=[], metavar="key=value")
     undo = sub.add_parser("undo", help="undo a step that acted; prints the undo run's id")
     undo.add_argument("run", type=str.lower)
     undo.add_argument("step", type=str.lower)

@@ -730,6 +730,19 @@ def test_no_command_is_a_usage_error(home: Path, capsys: pytest.CaptureFixture[s
     assert code == 2 and "usage" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "needed"),
+    [(("start",), "process"), (("paid",), "RUN"), (("replay",), "id, --from")],
+)
+def test_what_a_command_lacks_is_named_without_what_it_may_go_without(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], needed: str
+) -> None:
+    """`steward start` said "required: process, key=value", though a process may need no
+    inputs; `steward paid` called the amount required, which, left out, is all owed."""
+    code, _, err = steward(capsys, *argv)
+    assert code == 2 and err.endswith(f"error: the following arguments are required: {needed}\n")
+
+
 def test_history_cites_what_happened_and_memory_can_be_rebuilt(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
