@@ -344,11 +344,12 @@ def _wait(definition: ProcessDefinition, step: WaitStep, following: str) -> Node
         kept = state.get("data", {})
         if step.pays and isinstance(kept.get(step.pays), str) and woken.get("data") is not None:
             payments = woken.get("payments") or [woken["data"]]
-            paid, uncounted = _paid(kept[step.pays], kept.get(step.filled[0]), payments)
+            before = kept.get(step.filled[0])
+            paid, uncounted = _paid(kept[step.pays], before, payments)
             if paid is not None:
                 owed = _left(kept[step.pays], paid)
                 data |= dict(zip(step.filled, (paid, owed), strict=True))
-                noted = {"paid": paid, "owed": owed}
+                noted = {"paid": paid, "owed": owed, **_came(kept[step.pays], before, paid)}
             if uncounted:
                 noted["uncounted"] = uncounted
         ctx.log.append(_entry(step, visit, "done", woken_by=woken.get("by"), **noted))
@@ -380,6 +381,14 @@ def _paid(due: str, before: Any, events: list[Any]) -> tuple[str | None, list[st
             break
         total = (total or Decimal(0)) + came
     return (None if total is None else str(Money(total, owed.currency))), uncounted
+
+
+def _came(due: str, before: Any, paid: str) -> dict[str, str]:
+    """What a wake paid of the amount ``due``, paid ``before``, to come to ``paid`` in
+    all ("came"), in its currency: as read, where the operator typed "1,00"."""
+    owed, total = Money.read(due), Money.read(paid).amount
+    earlier = Money.read(before).amount if isinstance(before, str) else Decimal(0)
+    return {"came": str(Money(total - earlier, owed.currency))}
 
 
 def _left(due: str, paid: str) -> str:

@@ -470,8 +470,23 @@ class Coordinator:
                 "counts it when it gets there."
             )
             return await self.tell_still_waiting(reply, run_id, "paid"), None
-        what = f"{amount} paid" if amount else "all of it paid"
-        return self._describe(view, Reply().say(f"Recorded for run {view.run.id}: {what}.")), view
+        noted = await self.payment_counted(view.run.id)
+        # as read, in the run's currency: "1,00" of €2,500.00 is €1.00, not "1,00"
+        what = f"{noted.get('came', amount)} paid" if amount else "all of it paid"
+        told = f"Recorded for run {view.run.id}: {what}."
+        return self._describe(view, Reply().say(told)), view
+
+    async def payment_counted(self, run_id: str) -> dict[str, str]:
+        """What the payment that last woke ``run_id`` came to, as its wait noted it:
+        "came" (what it paid), "paid" (so far) and "owed" (still), each as noted; empty
+        for a wait that pays no money input."""
+        steps = await self.ledger.run_steps(run_id)
+        woke = next((s.detail for s in reversed(steps) if s.kind == "wait"), {})
+        return {
+            key: value
+            for key in ("came", "paid", "owed")
+            if isinstance(value := woke.get(key), str)
+        }
 
     async def tell_still_waiting(self, reply: Reply, run_id: str, because: str) -> Reply:
         """``reply`` with each approval of the run that still waits, and how to reject it

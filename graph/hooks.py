@@ -327,10 +327,9 @@ class HookRouter:
         """What the payment ``run`` woke with left owed, as its wait noted it, when that
         is a part of what it is owed, or that it was taken for all of it as it names
         ``no_amount``; empty for all of it named, and for a wait that pays none."""
-        steps = await self.engine.ledger.run_steps(run.id)
-        woke = next((s.detail for s in reversed(steps) if s.kind == "wait"), {})
-        paid, owed = woke.get("paid"), woke.get("owed")
-        if not isinstance(paid, str) or not isinstance(owed, str):
+        counted = await self.coordinator.payment_counted(run.id)
+        paid, owed = counted.get("paid"), counted.get("owed")
+        if paid is None or owed is None:
             return ""
         if Money.read(owed).amount:
             return f": a part, {paid} paid so far and {owed} still owed"

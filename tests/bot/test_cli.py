@@ -568,7 +568,7 @@ def test_paid_records_a_payment_as_a_webhooks_is(
     )
     code, out, _ = steward(capsys, "paid", run_id, "1,000", "EUR")
     assert code == 0
-    assert out.startswith(f"Recorded for run {run_id}: 1,000 EUR paid.\n")
+    assert out.startswith(f"Recorded for run {run_id}: €1,000.00 paid.\n")
     assert "Still owed: €1,500.00" in out
     code, out, _ = steward(capsys, "runs", "show", run_id, "--json")
     [approval_id] = json.loads(out)["pending_approvals"]

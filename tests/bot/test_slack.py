@@ -1023,7 +1023,7 @@ async def test_a_payment_recorded_by_hand_in_slack_is_counted(
         paid = slack.slash_command(OPERATOR, channel, f"paid {view.run.id} €1,000")
         assert (await slack.post_command(bot.url, paid))[0] == 200
         await slack.wait_for(lambda s: cards(s, slack.dm_channel(OPERATOR)))
-        assert f"Recorded for run {view.run.id}: €1,000 paid." in ephemerals(slack, OPERATOR)
+        assert f"Recorded for run {view.run.id}: €1,000.00 paid." in ephemerals(slack, OPERATOR)
         assert posted(slack, channel) == []  # the card of a slash command: in the DM
         (card,) = await bot.steward.ledger.pending_approvals([view.run.id])
         assert card.card["fields"]["Still owed"] == "€1,500.00"

@@ -205,7 +205,7 @@ async def test_paid_with_an_amount_it_cannot_read_says_how_to_write_one(app: Ste
     assert "1.000,00" in told
     assert "1.000 alone is 1,000 to some and 1.00 to others: write 1000 or 1,00." in told
     told = "\n".join((await send(app, f"/paid {run_id} 1,00")).texts)
-    assert f"Recorded for run {run_id}: 1,00 paid." in told
+    assert f"Recorded for run {run_id}: €1.00 paid." in told  # as read, not as typed
 
 
 @pytest.mark.parametrize("amount", ["0", 0, "€0.00", "0,00 EUR"])
@@ -449,7 +449,7 @@ async def test_a_payment_that_came_another_way_is_recorded_as_a_webhooks_is(app:
         "steward converts none. Nothing changed."
     ]
     part = await send(app, f"/paid {run_id} €500")
-    assert part.texts[0] == f"Recorded for run {run_id}: €500 paid."
+    assert part.texts[0] == f"Recorded for run {run_id}: €500.00 paid."
     assert dict(only_card(part).fields)["Still owed"] == "€1,000.00"
     await send(app, button=f"approve:{only_card(part).approval_id}")
     rest = await send(app, f"/paid {run_id}")
