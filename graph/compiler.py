@@ -385,10 +385,14 @@ def _paid(due: str, before: Any, events: list[Any]) -> tuple[str | None, list[st
 
 def _came(due: str, before: Any, paid: str) -> dict[str, str]:
     """What a wake paid of the amount ``due``, paid ``before``, to come to ``paid`` in
-    all ("came"), in its currency: as read, where the operator typed "1,00"."""
+    all ("came"), and how much more than it was owed that is ("over"), when it is: a
+    mistyped 25000 of 2,500 still ends the run as paid, and is said."""
     owed, total = Money.read(due), Money.read(paid).amount
     earlier = Money.read(before).amount if isinstance(before, str) else Decimal(0)
-    return {"came": str(Money(total - earlier, owed.currency))}
+    noted = {"came": str(Money(total - earlier, owed.currency))}
+    if total > owed.amount:
+        noted["over"] = str(Money(total - owed.amount, owed.currency))
+    return noted
 
 
 def _left(due: str, paid: str) -> str:

@@ -42,7 +42,7 @@ from graph.inputs import InputError, InputSpec, InputType
 from graph.messages import EditPrompt, Inbound, Reply, as_shown
 from graph.remembering import entity_of, said_record
 from graph.routing import Router, opens_a_request, parse_arguments
-from graph.timeline import render_timeline, timeline
+from graph.timeline import more_than_owed, render_timeline, timeline
 from memory.ledger import ApprovalStatus, Ledger, Run, RunStatus, utcnow
 from memory.longterm import MemoryUnavailable, RecordKind
 from memory.working import WorkingMemory
@@ -473,18 +473,18 @@ class Coordinator:
         noted = await self.payment_counted(view.run.id)
         # as read, in the run's currency: "1,00" of €2,500.00 is €1.00, not "1,00"
         what = f"{noted.get('came', amount)} paid" if amount else "all of it paid"
-        told = f"Recorded for run {view.run.id}: {what}."
+        told = f"Recorded for run {view.run.id}: {what}{more_than_owed(noted)}."
         return self._describe(view, Reply().say(told)), view
 
     async def payment_counted(self, run_id: str) -> dict[str, str]:
         """What the payment that last woke ``run_id`` came to, as its wait noted it:
-        "came" (what it paid), "paid" (so far) and "owed" (still), each as noted; empty
-        for a wait that pays no money input."""
+        "came" (what it paid), "paid" (so far), "owed" (still) and "over" (more than
+        was owed), each as noted; empty for a wait that pays no money input."""
         steps = await self.ledger.run_steps(run_id)
         woke = next((s.detail for s in reversed(steps) if s.kind == "wait"), {})
         return {
             key: value
-            for key in ("came", "paid", "owed")
+            for key in ("came", "paid", "owed", "over")
             if isinstance(value := woke.get(key), str)
         }
 

@@ -1133,6 +1133,10 @@ class ProcessEngine:
 
         def record(tx: LedgerTx) -> tuple[Approval | None, Run | None]:
             tx.append_steps(run.id, entries)
+            for entry in log:  # a payment of more than was owed: the ledger says so
+                if over := entry.get("detail", {}).get("over"):
+                    paid = {"step": entry["step"], "paid": entry["detail"]["paid"], "over": over}
+                    tx.audit(NewAuditEvent("steward", "run.overpaid", run.id, paid), at=now)
             moved = tx.update_running_run(
                 run.id,
                 status=status.value,

@@ -46,6 +46,7 @@ from graph.errors import (
 from graph.inputs import Money
 from graph.messages import Reply, cut
 from graph.routing import format_argument
+from graph.timeline import more_than_owed
 from memory.ledger import Ledger, NewAuditEvent, Run, RunStatus, RunTakenOver, TakenOver, cause
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,8 @@ class HookRouter:
             return ""
         if Money.read(owed).amount:
             return f": a part, {paid} paid so far and {owed} still owed"
+        if "over" in counted:
+            return f": {counted['came']} paid{more_than_owed(counted)}"
         return ": it names no amount, so it is taken for all of it paid" if no_amount else ""
 
     async def _offer_failed(

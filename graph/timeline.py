@@ -129,6 +129,7 @@ def _explain(entry: StepEntry) -> tuple[str, str, str, str]:
             return "", f"went to {target}", f"rule: {d.get('condition')}{held}", "certain"
         case "wait":
             paid = f": {d['paid']} paid, {d['owed']} still owed" if d.get("paid") else ""
+            paid += more_than_owed(d)
             for said in d.get("uncounted") or []:  # a payment kept before it was refused
                 paid += f"; a payment that counted for nothing {said}"
             return "", f"woke{paid}", str(d.get("woken_by") or "?"), ""
@@ -147,3 +148,9 @@ def _took(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def more_than_owed(counted: dict[str, Any]) -> str:
+    """How much more than was owed a payment paid, as its wait noted it, to follow what
+    it paid; empty when it paid no more: a mistyped zero is never silent."""
+    return f", {counted['over']} more than was owed" if counted.get("over") else ""

@@ -588,6 +588,25 @@ async def test_a_payment_whose_amount_cannot_be_read_keeps_the_chase_going(
         ) in bot.news
 
 
+async def test_a_webhook_payment_of_more_than_was_owed_says_how_much_more(
+    tmp_path: Path,
+) -> None:
+    """25000 of €2,500.00 (a zero too many at the provider) ended the run with "got its
+    payment" alone: the €22,500.00 too many went unsaid. It still ends the run as paid."""
+    async with running(tmp_path / "home") as bot:
+        engine = bot.steward.engine
+        view = await engine.start("invoice_followup", {**INVOICE, "amount": "€2,500"}, "cli:x")
+        assert view.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+        over = {"invoice": "INV-7", "amount": "25000", "currency": "EUR"}
+        assert await bot.post("payments", over, secret=PAY_SECRET) == 200
+        assert await succeeded(bot.steward, view.run.id)
+        assert (
+            f"Run {view.run.id} (invoice_followup) got its payment (invoice=INV-7): "
+            "€25,000.00 paid, €22,500.00 more than was owed."
+        ) in bot.news
+
+
 async def test_a_payment_in_another_currency_or_in_two_keeps_the_chase_going(
     tmp_path: Path,
 ) -> None:

@@ -424,6 +424,35 @@ async def test_the_daily_list_shows_what_is_still_owed_at_stake(app: Steward) ->
     assert "€2,000.00 at stake" in await daily(app)
 
 
+async def test_a_payment_of_more_than_was_owed_ends_the_run_and_says_how_much_more(
+    app: Steward,
+) -> None:
+    """/paid RUN 25000 of €2,500.00 owed (a zero too many) ended the run as paid and said
+    "25000 paid": nothing told of the €22,500.00 more than was owed. It still ends as
+    paid; the answer, the run's timeline and an audit event say how much more came."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    await send(app, f"/paid {run_id} 1000")
+    balance = (await app.engine.view(run_id)).approval
+    assert balance is not None
+    await send(app, button=f"approve:{balance.id}")
+    over = await send(app, f"/paid {run_id} 25000")
+    assert over.texts == [
+        f"Recorded for run {run_id}: €25,000.00 paid, €23,500.00 more than was owed.",
+        f"Run {run_id} (invoice_followup) is done.",
+    ]
+    run = await app.ledger.get_run(run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    woke = [row.decision for row in await timeline(app.ledger, run) if row.kind == "wait"]
+    assert woke[-1] == "woke: €26,000.00 paid, €0.00 still owed, €23,500.00 more than was owed"
+    (audited,) = [e for e in await app.ledger.audit_events() if e.kind == "run.overpaid"]
+    assert (audited.subject, audited.data) == (
+        run_id,
+        {"step": "wait_for_payment", "paid": "€26,000.00", "over": "€23,500.00"},
+    )
+
+
 async def test_a_payment_that_came_another_way_is_recorded_as_a_webhooks_is(app: Steward) -> None:
     """A client who paid by cheque had no way into the run but /cancel: nothing told it
     what was paid, nor chased the rest. /paid counts it as a webhook's payment is: kept
