@@ -41,9 +41,14 @@ class CardMessages:
 
     async def remember(self, approval_id: str, chat_id: str, message_id: str) -> str | None:
         """Notes a message showing the card. When the card was decided while the message
-        was on its way, returns the outcome text to show on it at once."""
-        return await self.ledger.remember_card_message(
-            self.channel, approval_id, (chat_id, message_id)
+        was on its way, returns the outcome text to show on it at once. The ledger down,
+        the note waits for it: the card, posted, is not posted again."""
+        return await once_the_ledger_takes(
+            lambda: self.ledger.remember_card_message(
+                self.channel, approval_id, (chat_id, message_id)
+            ),
+            Outage(log, f"noting where card {approval_id} shows"),
+            self.again_after,
         )
 
     async def showing(self, approval_id: str) -> bool:

@@ -63,7 +63,7 @@ from bot.channel import (
 )
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
-from bot.outbox import Outbox, SendLater, once_the_ledger_takes
+from bot.outbox import Outbox, SendLater
 from bot.pacing import Bucket
 from bot.settings import Settings
 from bot.slack.payloads import (
@@ -98,7 +98,6 @@ from bot.slack.render import (
 from graph.coordinator import BUTTON_VERBS, COMMAND_NAMES, QUESTION_TTL
 from graph.front_door import FrontDoor
 from graph.messages import Card, CardOutcome, EditPrompt, Inbound, Owed, Reply, Sender
-from memory.ledger import Outage
 from memory.working import WorkingMemory
 
 log = logging.getLogger(__name__)
@@ -686,12 +685,7 @@ class SlackChannel:
         copies = []
         for posted in await self._post_copies(conversation, card_message(card), fallback):
             channel, ts = posted["channel"], posted["ts"]
-            outage = Outage(log, f"noting where card {card.approval_id} shows")
-            decided = await once_the_ledger_takes(
-                partial(self.cards.remember, card.approval_id, channel, ts),
-                outage,
-                self.outbox.first_retry,
-            )
+            decided = await self.cards.remember(card.approval_id, channel, ts)
             if decided is not None:  # while it was on its way
                 settled = outcome_message(
                     CardOutcome(card.approval_id, decided), self.operator_users

@@ -66,7 +66,7 @@ from bot.channel import (
 )
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
-from bot.outbox import Outbox, SendLater, once_the_ledger_takes
+from bot.outbox import Outbox, SendLater
 from bot.settings import Settings
 from bot.splitting import fit, length
 from bot.telegram.rate_limit import FloodControl
@@ -558,12 +558,7 @@ class TelegramChannel:
         if message is not None and outgoing.keyboard is not None:
             where = Conversation(str(message.chat.id), Conversation.of(chat_id).topic)
             shown = (where.chat_id, str(message.message_id))
-            outage = Outage(log, f"noting where card {card.approval_id} shows")
-            decided = await once_the_ledger_takes(
-                lambda: self.cards.remember(card.approval_id, *shown),
-                outage,
-                LEDGER_AGAIN_SECONDS,
-            )
+            decided = await self.cards.remember(card.approval_id, *shown)
             if decided is not None:  # while it was on its way
                 html = outcome_html(CardOutcome(card.approval_id, decided))
                 try:
