@@ -497,8 +497,9 @@ async def test_a_payment_that_came_another_way_is_recorded_as_a_webhooks_is(app:
         assert ended.texts == [f"run {run_id} has ended: it waits for nothing"]
     uncounted = [e for e in await app.ledger.audit_events() if e.kind == "run.payment_uncounted"]
     assert len(uncounted) == 1
-    mistyped = await send(app, f"/paid {run_id[:-1]}x 5")  # no run of that shape: which one?
-    assert mistyped.texts == [f"no run '{run_id[:-1]}x'; /runs all lists them"]
+    typo = run_id[:-1] + ("y" if run_id.endswith("x") else "x")  # a run's shape, no run's id
+    mistyped = await send(app, f"/paid {typo} 5")
+    assert mistyped.texts == [f"no run '{typo}'; /runs all lists them"]
     mistyped = await send(app, "/paid invoice42 5")
     assert mistyped.texts == ["no run 'invoice42'; /runs all lists them"]
     assert (await send(app, "/paid")).texts == [
