@@ -35,6 +35,7 @@ import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -44,8 +45,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory.database_url import DatabaseURL
+from memory.ledger.errors import WroteWhileReading
 
 T = TypeVar("T")
+# Set while a handling that is to write nothing runs (see ``Ledger.reading_only``).
+reading_only: ContextVar[bool] = ContextVar("steward_reading_only", default=False)
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 # A PostgreSQL that takes the connection and never answers (hung, or behind a firewall
 # that drops its packets) fails a connect after this long, not never (libpq's default).
@@ -125,6 +129,7 @@ class AsyncPostgres:
     async def run(
         self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
     ) -> T:
+        may_write(write)
         async with self.engine.begin() as conn:
             result = await conn.run_sync(fn if durable else _without_waiting_for_disk(fn))
         if write:
@@ -132,6 +137,7 @@ class AsyncPostgres:
         return result
 
     def run_soon(self, fn: Callable[[Connection], Any]) -> asyncio.Future[Any]:
+        may_write(True)
         return asyncio.ensure_future(self.run(fn, durable=False))
 
     async def sync(self, everyone: bool = False) -> None:
@@ -147,6 +153,12 @@ class AsyncPostgres:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def may_write(write: bool) -> None:
+    """Raises ``WroteWhileReading`` for a write where only reading is allowed."""
+    if write and reading_only.get():
+        raise WroteWhileReading("a write where the handling was to write nothing")
 
 
 def _without_waiting_for_disk(fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
@@ -208,6 +220,7 @@ class EmbeddedSqlite:
     async def run(
         self, fn: Callable[[Connection], T], write: bool = True, durable: bool = True
     ) -> T:
+        may_write(write)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Queued(fn, write, write and durable, done))
@@ -217,6 +230,7 @@ class EmbeddedSqlite:
         return await done  # type: ignore[no-any-return]
 
     def run_soon(self, fn: Callable[[Connection], Any]) -> asyncio.Future[Any]:
+        may_write(True)
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(fn, True, False, done))
         return done

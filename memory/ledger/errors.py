@@ -30,6 +30,12 @@ class RunTakenOver(TakenOver):
     delivery that led to it (a decision, an event for several runs) stays handled."""
 
 
+class WroteWhileReading(LedgerError):
+    """Something tried to write to the ledger while a handling that was to write nothing
+    ran (``Ledger.reading_only``): nothing was written, and the caller handles the
+    delivery the usual way, stored first."""
+
+
 class RunCancelled(LedgerError):
     """An effect was about to start for a run that the operator has cancelled."""
 

@@ -51,7 +51,7 @@ from sqlalchemy.sql.selectable import Subquery
 from memory.database_url import DatabaseURL
 from memory.ledger import schema as t
 from memory.ledger.audit import GENESIS, ChainReport, as_stored, event_hash, verify_chain
-from memory.ledger.database import Database, open_database
+from memory.ledger.database import Database, may_write, open_database, reading_only
 from memory.ledger.errors import (
     LedgerError,
     LedgerUnavailable,
@@ -188,6 +188,13 @@ _GATE_APPROVAL = Prepared(
 _INSERT_TIMER = Prepared(insert(t.timers))
 _GET_TIMER = Prepared(select(t.timers).where(t.timers.c.key == bindparam("timer_key")))
 _INSERT_INBOX = Prepared(insert(t.inbox).returning(t.inbox.c.id))
+_INSERT_ANSWERED = Prepared(insert(t.inbox))
+_STORED_INBOX = Prepared(
+    select(t.inbox.c.id).where(
+        t.inbox.c.channel == bindparam("channel"),
+        t.inbox.c.external_id == bindparam("external_id"),
+    )
+)
 _GET_EFFECT = Prepared(select(t.idempotency).where(t.idempotency.c.key == bindparam("effect_key")))
 _INSERT_EFFECT = Prepared(insert(t.idempotency))
 _UPDATE_EFFECT = Prepared(
@@ -901,6 +908,7 @@ class Ledger:
         that fails is dropped, and logged."""
         if self._closing:
             return
+        may_write(True)
         self._soon.append(write)
         if self._soon_timer is None:
             self._soon_timer = asyncio.get_running_loop().call_later(
@@ -1417,6 +1425,51 @@ class Ledger:
             return await self.db.run(accept, durable=durable)
         except IntegrityError:
             return None
+
+    async def stored_inbound(self, channel: str, external_id: str) -> bool:
+        """Whether a delivery is stored, handled or not."""
+        key = {"channel": channel, "external_id": external_id}
+        return (
+            await self.db.run(lambda conn: _STORED_INBOX.first(conn, key), write=False) is not None
+        )
+
+    async def answered_inbound(
+        self,
+        channel: str,
+        external_id: str,
+        payload: dict[str, Any],
+        reply: OwedReply | None = None,
+    ) -> None:
+        """Stores a delivery answered before it was stored (see ``reading_only``) as
+        handled, and with ``reply`` what is left to send of its answer, kept for this
+        worker. One stored meanwhile (by another steward) stays as it is. Not durable:
+        the caller syncs before its platform is told the delivery arrived."""
+        key = {"channel": channel, "external_id": external_id}
+
+        def answered(conn: Connection) -> None:
+            if _STORED_INBOX.first(conn, key) is None:
+                now = utcnow()
+                row = {**key, "payload": payload, "status": "done", "owner": self.worker}
+                _INSERT_ANSWERED.run(conn, {**row, "received_at": now, "handled_at": now})
+            if reply is not None:
+                LedgerTx(conn, self.worker).owe_reply(reply, self.worker)
+
+        try:
+            await self.db.run(answered, durable=False)
+        except IntegrityError:  # stored by another steward between the look and the insert
+            await self.db.run(answered, durable=False)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def reading_only() -> Iterator[None]:
+        """A block that is to write nothing: a ledger write in it (made by this task, or
+        by one it starts) raises ``WroteWhileReading`` and writes nothing. A command that
+        only shows something is answered in one before its delivery is stored."""
+        token = reading_only.set(True)
+        try:
+            yield
+        finally:
+            reading_only.reset(token)
 
     async def take_up_failed_inbound(self, channel: str, external_id: str) -> int | None:
         """Takes up again a delivery stored before whose handling failed, as new, for
