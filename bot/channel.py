@@ -3,13 +3,15 @@ platform and the neutral message model, started and stopped with the service."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextlib import suppress
 from dataclasses import replace
 from typing import Any, Protocol
 
 from bot.http import HttpServer
+from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox
 from graph.messages import CardOutcome, Inbound, Reply
 from memory.ledger import TakenOver
@@ -23,6 +25,9 @@ Settled = Callable[[CardOutcome], Awaitable[None]]
 # or a channel alone, whose operators it is for (``to_operators_of``).
 # False when none of them took it (None: not known).
 Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[bool | None]]
+# Seconds a command that only shows something may take to answer before it is stored:
+# past them it is stored and handled as any other (see ``answered_first``).
+ANSWER_FIRST_WITHIN = 0.25
 # What the sender hears when handling their message or press failed.
 FAILED = "Something went wrong; it is logged."
 
@@ -99,6 +104,40 @@ async def take_up(
     await outbox.load(own)
     for inbox_id, inbound in await outbox.door.stored(outbox.channel, own, sent_to):
         enqueue(inbox_id, inbound)
+
+
+async def answered_first(
+    outbox: Outbox,
+    queue: InOrder[Any],
+    idle: Callable[[], Coroutine[Any, Any, None]],
+    inbound: Inbound,
+) -> bool:
+    """Answers a command that only shows something (``FrontDoor.only_reads``) before its
+    delivery is stored, where nothing waits to be handled before it: the answer goes,
+    then is stored with the delivery (``FrontDoor.claim_unstored``). Whatever of it has
+    not gone once the channel's worker had its moment (``catch_up``; the channel's
+    ``idle``) is kept in the ledger then, before the channel tells its platform the
+    delivery arrived. True when it is answered so, or is a duplicate; False where the
+    channel stores it and queues it as any other: one whose answer takes longer than
+    ANSWER_FIRST_WITHIN is, so that the platform is not kept waiting for its "arrived"
+    (the answer is made again, after; it wrote nothing)."""
+    door = outbox.door
+    async with queue.ahead() as first:
+        if not first or not await door.only_reads(inbound):
+            return False
+        if not await door.claim_unstored(inbound):
+            return True  # delivered before
+        try:
+            answering = door.answer_unstored(inbound, outbox.account)
+            owed = await asyncio.wait_for(answering, ANSWER_FIRST_WITHIN)
+        except TimeoutError:
+            owed = None
+        if owed is None:
+            return False
+        outbox.put(owed)
+    await catch_up(idle())
+    await outbox.keep(owed)
+    return True
 
 
 async def answer(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,23 @@ class InOrder(Generic[T]):
         self._handle = handle
         self._queue: asyncio.Queue[T] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._unhandled = 0  # put and not yet handled
+        self._turn = asyncio.Lock()  # the worker's, or a delivery's answered ahead of it
 
     def put(self, item: T) -> None:
+        self._unhandled += 1
         self._queue.put_nowait(item)
+
+    @asynccontextmanager
+    async def ahead(self) -> AsyncIterator[bool]:
+        """Where nothing is queued or being handled, holds the worker back while a
+        delivery is answered outside the queue, so that what is put meanwhile is handled
+        after it: yields True. Yields False, holding nothing, where something is."""
+        if self._unhandled or self._turn.locked():
+            yield False
+            return
+        async with self._turn:
+            yield True
 
     def start(self) -> None:
         if self._worker is None:
@@ -54,10 +68,12 @@ class InOrder(Generic[T]):
         while True:
             item = await self._queue.get()
             try:
-                await self._handle(item)
+                async with self._turn:
+                    await self._handle(item)
             except Exception:
                 log.exception("handling a %s delivery failed", self.name)
             finally:
+                self._unhandled -= 1
                 self._queue.task_done()
 
 

@@ -94,6 +94,9 @@ class Outbox:
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # An answer made before its delivery was stored is stored once: after it is
+        # sent, or kept before, where it cannot all go at once (see ``keep``).
+        self._storing = asyncio.Lock()
         self.loaded = False  # what this worker owes from before is queued
         # Tries count from here at the earliest: a reply kept before a long stop is not
         # given up at its first failed try after the start.
@@ -136,6 +139,15 @@ class Outbox:
             )
             self._idle.clear()
         return done
+
+    async def keep(self, owed: Owed) -> None:
+        """Keeps an answer made before its delivery was stored (``Owed.kept`` False) in
+        the ledger, with the delivery: before the answer's second message, before it is
+        tried again, when the lane stops, and when the channel is to tell its platform
+        the delivery arrived. A kept one, or one sent already, is left as it is."""
+        async with self._storing:
+            if not owed.kept:
+                await self.door.keep_unstored(owed)
 
     def steps(self, owed: Owed) -> Steps:
         """What a channel sends a reply's steps through, noting them as they go."""
@@ -193,7 +205,7 @@ class Outbox:
         delay = self.first_retry
         outage = Outage(log, f"sending a {self.channel} reply to chat {owed.chat_id}")
         for tries in itertools.count(1):
-            if not await self.door.holds(owed):
+            if owed.kept and not await self.door.holds(owed):
                 log.warning(
                     "a %s reply to chat %s was taken over while this worker looked gone; "
                     "the worker that took it sends it",
@@ -237,12 +249,21 @@ class Outbox:
                 return
             else:
                 outage.worked()
+                if not owed.kept:
+                    async with self._storing:
+                        if not owed.kept:  # else kept meanwhile, as the rest are
+                            await self._note(self.door.answered_unstored(owed))
+                            return
                 sent = partial(self.door.sent, owed)
                 await self._note(once_the_ledger_takes(sent, outage, self.first_retry))
                 return
 
     async def _note_progress(self, owed: Owed) -> None:
-        """Tells the ledger of the steps done since it last heard, if any."""
+        """Tells the ledger of the steps done since it last heard, if any; an answer made
+        before its delivery was stored is kept, with what of it went."""
+        if not owed.kept:
+            await self._note(self.keep(owed))
+            return
         sent = owed.sent
         if sent > owed.noted and await self._note(self.door.sent_part(owed)):
             owed.noted = sent
@@ -252,7 +273,7 @@ class Outbox:
         is down, so that none goes before it knows. Another failure is logged, and at
         worst those steps are sent again after a restart."""
         try:
-            await self.door.sent_part(owed)
+            await (self.door.sent_part(owed) if owed.kept else self.keep(owed))
         except Exception as exc:
             if ledger_down(exc):
                 raise
@@ -261,6 +282,8 @@ class Outbox:
         owed.noted = owed.sent
 
     async def _forget(self, owed: Owed, reason: str) -> None:
+        if not owed.kept and not await self._note(self.keep(owed)):
+            return
         await self._note(self.door.give_up(owed, reason))
 
     async def _note(self, write: Awaitable[None]) -> bool:

@@ -102,6 +102,9 @@ COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "start"}
 # What a button press says it is for (``verb:id``): the buttons of cards and of the
 # daily list. "edited" and "keep" come from the Edit form, not from a button.
 BUTTON_VERBS = ("approve", "reject", "edit", "details", "retry", "confirm", "resume")
+# The commands that only show what is there, and so write nothing: answered before their
+# delivery is stored (see ``FrontDoor.claim_unstored``).
+SHOWING = frozenset({"help", "start", "processes", "runs", "today", "budget"})
 QUESTION_COMMANDS = {"cancel", "skip"}  # a question waiting for its answer: said instead
 # The commands whose first argument is an id, and how many arguments they take: None
 # for any number (a reason, a step and its inputs).
@@ -184,6 +187,20 @@ class Coordinator:
         if remembered:
             await self._remember_answer(inbound, about, reply)
         return reply
+
+    async def only_shows(self, inbound: Inbound) -> bool:
+        """Whether ``inbound`` is a command that only shows something (``/runs``,
+        ``today``, ``/help``): answering it writes nothing. Typed without its slash, it is
+        one only while no question waits for its sender's answer."""
+        if inbound.button or inbound.attachment is not None:
+            return False
+        text = (inbound.text or "").strip()
+        if not text.startswith("/"):
+            if not text or await self.memory.get(self._question_key(inbound)) is not None:
+                return False
+            text = self._unslashed(text, asked=False) or ""
+        head = text.split(maxsplit=1)[0] if text else ""
+        return head[1:].split("@", 1)[0].lower() in SHOWING
 
     async def _attached(self, inbound: Inbound) -> Reply:
         """A file is neither an answer nor a request: its caption would be taken for its

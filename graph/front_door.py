@@ -31,7 +31,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from graph.access import Allowlist
 from graph.cards import decision_line
@@ -44,6 +44,7 @@ from memory.ledger import (
     NewAuditEvent,
     OwedReply,
     RunStatus,
+    WroteWhileReading,
     cannot_store,
     cause,
     storable,
@@ -74,6 +75,9 @@ class FrontDoor:
     allowlist: Allowlist
     memory: WorkingMemory
     coordinator: Coordinator
+    # Deliveries being answered before they are stored (``claim_unstored``), by channel
+    # and id: one delivered again meanwhile is a duplicate, as a stored one is.
+    _unstored: set[tuple[str, str]] = field(default_factory=set, init=False)
 
     async def receive(self, inbound: Inbound) -> Reply | None:
         """Stores the delivery, then handles it. None for a duplicate delivery.
@@ -205,6 +209,91 @@ class FrontDoor:
     async def sync(self) -> None:
         """Returns once every delivery accepted so far is on disk."""
         await self.ledger.sync()
+
+    async def only_reads(self, inbound: Inbound) -> bool:
+        """Whether ``inbound`` is an operator's command that only shows something
+        (``/runs``, ``/help``): it may be answered before it is stored."""
+        allowed = self.allowlist.allows(inbound.sender)
+        return allowed and await self.coordinator.only_shows(inbound)
+
+    async def claim_unstored(self, inbound: Inbound) -> bool:
+        """Takes a delivery that ``only_reads`` to answer before it is stored
+        (``answer_unstored``); False for a duplicate: stored before, or being answered so.
+
+        Nothing is written before its answer goes, which is what a command that only
+        shows needs no write for: a crash before the answer is stored (with the
+        delivery, once sent) leaves its platform told nothing, and the platform's next
+        try is answered; at worst the answer comes twice, as any reply a crash cut off
+        after it went (see ``bot.outbox``)."""
+        key = (inbound.sender.channel, inbound.external_id)
+        if key in self._unstored:
+            return False
+        self._unstored.add(key)
+        try:
+            stored = await self.ledger.stored_inbound(*key)
+        except BaseException:
+            self._unstored.discard(key)
+            raise
+        if stored:
+            self._unstored.discard(key)
+        return not stored
+
+    async def answer_unstored(self, inbound: Inbound, account: str | None = None) -> Owed | None:
+        """The answer to a delivery ``claim_unstored`` took, made while nothing may be
+        written (``Ledger.reading_only``), for the channel to send before anything is
+        stored; sent, it is stored with the delivery (``answered_unstored``), and the
+        channel keeps it first where it cannot all go at once (``keep_unstored``). None
+        when the handling failed, or would write after all: nothing of it was written,
+        and the channel stores the delivery and handles it as any other (as it does one
+        it cancels, taking too long)."""
+        try:
+            with self.ledger.reading_only():
+                reply = await self._handle(inbound)
+        except BaseException as exc:
+            self._release(inbound)
+            if isinstance(exc, WroteWhileReading):  # only_shows is wrong about it
+                log.error("%r wrote to the ledger; it was handled again, stored", inbound.text)
+            if isinstance(exc, Exception):
+                return None
+            raise  # cancelled: taking too long, say
+        if reply.cards or reply.once is not None:  # none that only shows has them
+            self._release(inbound)
+            return None
+        owed = _owed(account or inbound.sender.channel, inbound.chat_id, reply, inbound)
+        owed.held_through = self.ledger.lapses
+        owed.kept = False
+        return owed
+
+    async def answered_unstored(self, owed: Owed) -> None:
+        """The answer ``answer_unstored`` made is sent: its delivery is stored, handled."""
+        answering = owed.answering
+        assert answering is not None and not owed.kept
+        try:
+            payload = answering.to_payload()
+            await self.ledger.answered_inbound(
+                answering.sender.channel, answering.external_id, payload
+            )
+        finally:
+            owed.kept = True  # nothing of it is left to keep
+            self._release(answering)
+
+    async def keep_unstored(self, owed: Owed) -> None:
+        """Keeps what is left to send of an answer ``answer_unstored`` made, with its
+        delivery, stored as handled: the answer could not all go at once (a platform
+        that failed, a second message), or its platform is to be told the delivery
+        arrived. From here on it is a reply like any kept one."""
+        answering = owed.answering
+        assert answering is not None and not owed.kept
+        payload = answering.to_payload()
+        await self.ledger.answered_inbound(
+            answering.sender.channel, answering.external_id, payload, _kept(owed)
+        )
+        owed.kept = True
+        owed.noted = owed.sent
+        self._release(answering)
+
+    def _release(self, inbound: Inbound) -> None:
+        self._unstored.discard((inbound.sender.channel, inbound.external_id))
 
     async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
         """Handles a stored delivery; the caller shows the reply at once (a terminal)."""

@@ -319,6 +319,10 @@ class Owed:
     # How many lapses of this worker's lease (``Ledger.lapses``) the reply is known to have
     # stayed this worker's through; after another, the ledger is asked before it is sent.
     held_through: int = 0
+    # False for the answer to a command that only shows something, made before its
+    # delivery was stored (``FrontDoor.answer_unstored``): neither is in the ledger
+    # until the answer is sent, or is kept with the delivery where it cannot go at once.
+    kept: bool = True
 
     def to_payload(self) -> dict[str, Any]:
         """The reply, the delivery it answers, and what its steps done gave, where that

@@ -56,6 +56,7 @@ from bot.channel import (
     Settled,
     Unusable,
     answer,
+    answered_first,
     news_chats,
     operator_ids,
     settle_by_outbox,
@@ -554,11 +555,13 @@ class SlackChannel:
 
     async def _take(self, inbound: Inbound, ack: AsyncAck | None = None) -> None:
         """Stores the delivery and queues its handling, then lets bolt acknowledge it
-        once it is on disk; the handling goes first."""
-        inbox_id = await self.door.accept(inbound, durable=False)
-        if inbox_id is not None:
-            self._enqueue(inbox_id, inbound)
-            await catch_up(self.idle())
+        once it is on disk; the handling goes first. A command that only shows
+        something is answered first, and stored after (``answered_first``)."""
+        if not await answered_first(self.outbox, self.queue, self.idle, inbound):
+            inbox_id = await self.door.accept(inbound, durable=False)
+            if inbox_id is not None:
+                self._enqueue(inbox_id, inbound)
+                await catch_up(self.idle())
         await self.door.sync()
         if ack is not None:
             await ack()

@@ -10,7 +10,8 @@ from memory.ledger import Ledger
 
 
 class DiskWatch:
-    """Records when each delivery was stored and when each ``sync`` began and ended.
+    """Records when each delivery was stored (before its handling, or after its answer
+    went: ``FrontDoor.claim_unstored``) and when each ``sync`` began and ended.
 
     ``slow`` seconds are added to every sync, so that a platform told "delivered"
     before the sync ended hears it measurably before."""
@@ -18,13 +19,19 @@ class DiskWatch:
     def __init__(self, ledger: Ledger, slow: float = 0.0) -> None:
         self.stored: dict[str, float] = {}
         self.syncs: list[tuple[float, float]] = []
-        accept, sync = ledger.accept_inbound, ledger.db.sync
+        accept, answered, sync = ledger.accept_inbound, ledger.answered_inbound, ledger.db.sync
 
         async def accept_inbound(channel: str, external_id: str, *args: Any) -> Any:
             try:
                 return await accept(channel, external_id, *args)
             finally:
                 self.stored[external_id] = time.monotonic()
+
+        async def answered_inbound(channel: str, external_id: str, *args: Any) -> None:
+            try:
+                await answered(channel, external_id, *args)
+            finally:
+                self.stored.setdefault(external_id, time.monotonic())
 
         async def recorded_sync(everyone: bool = False) -> None:
             began = time.monotonic()
@@ -33,6 +40,7 @@ class DiskWatch:
             self.syncs.append((began, time.monotonic()))
 
         ledger.accept_inbound = accept_inbound  # type: ignore[method-assign]
+        ledger.answered_inbound = answered_inbound  # type: ignore[method-assign]
         ledger.db.sync = recorded_sync  # type: ignore[method-assign]
 
     def on_disk_by(self, moment: float) -> set[str]:

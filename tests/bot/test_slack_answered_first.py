@@ -1,0 +1,145 @@
+"""A command that only shows something (``/runs``) is answered before its delivery is
+stored, and stored after (``FrontDoor.claim_unstored``): what Slack sends again is still
+answered once, what cannot go at once is kept before Slack hears "delivered", and a
+command that would write after all is stored first, as any other."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from graph.messages import Inbound
+from tests.bot.disk import DiskWatch
+from tests.bot.test_slack import (
+    OPERATOR,
+    START,
+    bot_texts,
+    running,
+    sent_steps,
+    slack,  # noqa: F401
+)
+from tests.fakes.slack_api import FakeSlackAPI
+
+NO_RUNS = "No runs in progress."
+
+
+def inbox(home: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(home / "steward.db") as db:
+        rows = db.execute("select external_id, status from inbox order by id").fetchall()
+    return [(str(e), str(s)) for e, s in rows]
+
+
+async def test_runs_is_answered_before_it_is_stored_and_on_disk_before_slack_hears(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        disk = DiskWatch(bot.steward.ledger, slow=0.2)
+        event = slack.message_event(OPERATOR, "/runs")
+        assert (await slack.post_event(bot.url, event))[0] == 200
+        acked = time.monotonic()
+        delivery = f"message:{dm}:{event['event']['ts']}"
+        (answer,) = slack.calls_to("chat.postMessage")
+        assert answer.at < disk.stored[delivery]  # answered first
+        assert disk.on_disk_by(acked) == {delivery}  # stored before Slack heard
+        assert inbox(bot.home) == [(delivery, "done")] and sent_steps(bot.home) == []
+        for attempt in (1, 2):  # Slack sends it again: not answered again
+            assert (await slack.post_event(bot.url, event, retry_num=attempt))[0] == 200
+        await bot.channel.idle()
+        assert bot_texts(slack, dm) == [NO_RUNS] and len(inbox(bot.home)) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["/runs", "/runs all", "runs", "/help", "help", "/processes", "/today", "/today all", "/budget"],
+)
+async def test_every_command_that_only_shows_is_answered_first(
+    tmp_path: Path, slack: FakeSlackAPI, command: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        answered: list[bool] = []
+        answer_unstored = bot.steward.door.answer_unstored
+
+        async def watched(inbound: Inbound, account: str | None = None) -> object:
+            owed = await answer_unstored(inbound, account)
+            answered.append(owed is not None)
+            return owed
+
+        bot.steward.door.answer_unstored = watched  # type: ignore[method-assign]
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, command)))[0]
+        await bot.channel.idle()
+        assert answered == [True]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(bot_texts(slack, slack.dm_channel(OPERATOR))) == 1
+        assert [status for _, status in inbox(bot.home)] == ["done"]
+
+
+async def test_runs_of_one_run_is_answered_first_too(tmp_path: Path, slack: FakeSlackAPI) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, START)))[0]
+        await bot.channel.idle()
+        (run,) = await bot.steward.ledger.list_runs()
+        before = len(bot_texts(slack, dm))
+        disk = DiskWatch(bot.steward.ledger)
+        event = slack.message_event(OPERATOR, f"/runs {run.id}")
+        assert (await slack.post_event(bot.url, event))[0] == 200
+        await bot.channel.idle()
+        timeline = slack.calls_to("chat.postMessage")[-1]
+        assert timeline.at < disk.stored[f"message:{dm}:{event['event']['ts']}"]
+        assert len(bot_texts(slack, dm)) == before + 1
+
+
+async def test_an_answer_slack_cannot_take_at_once_is_kept_before_slack_hears_and_sent_once(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        slack.fail("chat.postMessage", 503, times=2)  # slack_sdk tries again meanwhile
+        event = slack.message_event(OPERATOR, "/runs")
+        assert (await slack.post_event(bot.url, event))[0] == 200
+        assert sent_steps(bot.home) == [0]  # kept, unsent, before the ack
+        # Sent again while the answer still waits for Slack: a duplicate, not answered.
+        assert (await slack.post_event(bot.url, event, retry_num=1))[0] == 200
+        await slack.wait_for(lambda s: bot_texts(s, dm) == [NO_RUNS], timeout=30)
+        await bot.channel.idle()
+        assert bot_texts(slack, dm) == [NO_RUNS]
+        assert sent_steps(bot.home) == [] and [s for _, s in inbox(bot.home)] == ["done"]
+
+
+async def test_a_command_said_to_only_show_that_writes_is_stored_first_and_handled_once(
+    tmp_path: Path, slack: FakeSlackAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+
+        async def everything_shows(inbound: Inbound) -> bool:
+            return True
+
+        bot.steward.coordinator.only_shows = everything_shows  # type: ignore[method-assign]
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, START)))[0]
+        await slack.wait_for(lambda s: any("Started" in t for t in bot_texts(s, dm)))
+        await bot.channel.idle()
+        assert len(await bot.steward.ledger.list_runs()) == 1
+        assert len([t for t in bot_texts(slack, dm) if "Started" in t]) == 1
+        assert [s for _, s in inbox(bot.home)] == ["done"]
+        assert any("wrote to the ledger" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_command_that_only_shows_waits_for_what_came_before_it(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, START)))[0]
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, "/runs")))[0]
+        await slack.wait_for(lambda s: len(bot_texts(s, dm)) >= 2)
+        await bot.channel.idle()
+        texts = bot_texts(slack, dm)
+        started = next(i for i, t in enumerate(texts) if "Started" in t)
+        listed = next(i for i, t in enumerate(texts) if "onboarding" in t and i != started)
+        assert started < listed and NO_RUNS not in texts
