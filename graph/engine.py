@@ -1133,10 +1133,7 @@ class ProcessEngine:
 
         def record(tx: LedgerTx) -> tuple[Approval | None, Run | None]:
             tx.append_steps(run.id, entries)
-            for entry in log:  # a payment of more than was owed: the ledger says so
-                if over := entry.get("detail", {}).get("over"):
-                    paid = {"step": entry["step"], "paid": entry["detail"]["paid"], "over": over}
-                    tx.audit(NewAuditEvent("steward", "run.overpaid", run.id, paid), at=now)
+            _audit_overpaid(tx, run.id, log, now)
             moved = tx.update_running_run(
                 run.id,
                 status=status.value,
@@ -1182,6 +1179,7 @@ class ProcessEngine:
                 run.id, status=failed, error=message, error_class=kind, steps_logged=logged
             ):
                 tx.append_steps(run.id, entries)
+                _audit_overpaid(tx, run.id, log)
                 tx.audit(
                     NewAuditEvent(
                         "steward", "run.failed", run.id, {"class": kind, "error": message}
@@ -1412,6 +1410,17 @@ def _drafted_before(
         if Condition(step.condition).names & changed:
             return step
     return None
+
+
+def _audit_overpaid(
+    tx: LedgerTx, run_id: str, log: Sequence[dict[str, Any]], now: datetime | None = None
+) -> None:
+    """A payment of more than was owed, among the steps ``log`` holds: the ledger says
+    so, whether the run stops or fails after it."""
+    for entry in log:
+        if over := entry.get("detail", {}).get("over"):
+            paid = {"step": entry["step"], "paid": entry["detail"]["paid"], "over": over}
+            tx.audit(NewAuditEvent("steward", "run.overpaid", run_id, paid), at=now)
 
 
 def _step_entries(run: Run, log: Sequence[dict[str, Any]]) -> list[StepEntry]:

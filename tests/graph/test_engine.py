@@ -945,3 +945,52 @@ async def test_a_payment_of_a_money_input_left_out_wakes_its_wait(
         woken = await app.engine.offer_event(view.run.id, "payment", {"amount": "5"}, "hook:x")
     assert woken is not None and woken.run.status is RunStatus.WAITING
     assert woken.run.error is None
+
+
+THANKED_ONCE_PAID = """
+name: thanked_once_paid
+title: A thank-you once the fee is paid
+description: Thanks a client once the fee is paid.
+inputs:
+  email: {type: email}
+  fee: {type: money}
+steps:
+  - id: approve
+    kind: approval
+    summary: Thank {email} once the fee is paid
+    text: "Thank you for paying {fee}."
+  - id: paid
+    kind: wait
+    event: payment
+    pays: fee
+  - id: thank
+    kind: action
+    gate: approve
+    connector: email
+    action: send_email
+    with: {to: "{email}", subject: "Thank you", body: "Thank you for paying {fee}."}
+"""
+
+
+async def test_a_payment_of_more_than_was_owed_is_audited_when_the_run_fails_after_it(
+    database_url: DatabaseURL, tmp_path: Path
+) -> None:
+    """€500 paid of €100 owed, and the thank-you after it failed: the run's timeline
+    noted the €400.00 more than was owed, the audit log (run.overpaid) did not, and a
+    retry goes on past the wait, so it never did."""
+    settings = with_process(tmp_path, THANKED_ONCE_PAID, database_url=database_url.setting)
+    async with Steward.open(settings, retry=FAST_RETRY) as app:
+        flaky = Flaky([DataError("mailbox does not exist")])
+        use_connector(app, flaky)
+        inputs = {"email": "jane@acme.com", "fee": "€100"}
+        view = await app.engine.start("thanked_once_paid", inputs, "cli:shell")
+        assert view.approval is not None
+        await app.engine.decide(view.approval.id, True, "cli:shell")
+        failed = await app.engine.offer_event(view.run.id, "payment", {"amount": "€500"}, "hook:x")
+        assert failed is not None and failed.run.status is RunStatus.FAILED
+        retried = await app.engine.retry(view.run.id, "cli:shell")
+        assert retried.run.status is RunStatus.SUCCEEDED
+        overpaid = [e for e in await app.ledger.audit_events() if e.kind == "run.overpaid"]
+    assert [(e.subject, e.data) for e in overpaid] == [
+        (view.run.id, {"step": "paid", "paid": "€500.00", "over": "€400.00"})
+    ]
