@@ -764,6 +764,15 @@ class ProcessEngine:
                     f"/replay {run_id} {step.gate} with the changes, so that it asks again"
                 )
             taken = [entry.step_id for entry in await self.ledger.run_steps(run_id)]
+            if isinstance(step, AgentStep) and (shown := _shown_instead(definition, step, taken)):
+                again = " ".join(format_argument(k, v) for k, v in changes.items())
+                stale = _drafted_before(definition, shown.id, set(values), taken)
+                raise InvalidState(
+                    f"{from_step} is not the draft run {run_id} shows (its {step.output} is "
+                    f"{shown.id}'s, as its steps chose): "
+                    f"/replay {run_id} {(stale or shown).id} {again}".rstrip()
+                    + ", so that it drafts again"
+                )
             if stale := _drafted_before(definition, from_step, set(values), taken):
                 again = " ".join(format_argument(k, v) for k, v in changes.items())
                 did = "drafted its text with"
@@ -1410,6 +1419,24 @@ def _drafted_before(
         if Condition(step.condition).names & changed:
             return step
     return None
+
+
+def _shown_instead(
+    definition: ProcessDefinition, draft: AgentStep, log: list[str]
+) -> AgentStep | None:
+    """The draft that wrote ``draft``'s output last, by the run's ``log`` of steps, when
+    it is another: the text the run shows, which its branches chose (the invoice
+    follow-up's reminder of what is still owed, once a part is paid, where ``draft`` is
+    the first reminder, asking for all of it). None when ``draft`` wrote it last, or no
+    draft did."""
+    last = {taken: seq for seq, taken in enumerate(log)}
+    writers = [
+        s
+        for s in definition.steps
+        if isinstance(s, AgentStep) and s.output == draft.output and s.id in last
+    ]
+    shown = max(writers, key=lambda s: last[s.id], default=None)
+    return None if shown is None or shown is draft else shown
 
 
 def _audit_overpaid(

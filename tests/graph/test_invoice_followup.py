@@ -379,6 +379,37 @@ async def test_overdue_replayed_after_a_part_payment_drafts_the_reminder_of_the_
     assert done.cards == [] and done.texts[-1] == f"Run {run_id} (invoice_followup) is done."
 
 
+async def test_the_first_reminder_replayed_after_a_part_payment_says_how_to_draft_the_rest(
+    app: Steward,
+) -> None:
+    """€1,000 of €2,500 paid, the card asked for the €1,500.00 still owed: /replay RUN
+    draft_reminder drafted the first reminder again, asking the client for all €2,500.00
+    under a card that said €1,500.00 was still owed. It is not the draft the run shows:
+    the replay is refused, naming the draft it shows, the reminder of the rest."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    balance = only_card(await send(app, f"/paid {run_id} 1000"))
+    refused = await send(app, f"/replay {run_id} draft_reminder")
+    assert refused.texts == [
+        f"draft_reminder is not the draft run {run_id} shows (its reminder_text is "
+        f"draft_balance's, as its steps chose): /replay {run_id} draft_balance, so that it "
+        "drafts again"
+    ]
+    refused = await send(app, f"/replay {run_id} draft_reminder contact=Jo")
+    assert refused.texts == [
+        f"draft_reminder is not the draft run {run_id} shows (its reminder_text is "
+        f"draft_balance's, as its steps chose): /replay {run_id} draft_balance contact=Jo, "
+        "so that it drafts again"
+    ]
+    pending = (await app.engine.view(run_id)).approval
+    assert pending is not None and pending.id == balance.approval_id
+    again = only_card(await send(app, f"/replay {run_id} draft_balance contact=Jo"))
+    assert dict(again.fields)["Still owed"] == "€1,500.00"
+    assert (again.text or "").startswith("Hello Jo,\n\nThank you for your payment of €1,000.00")
+    assert "The remaining €1,500.00 is still to be paid" in (again.text or "")
+
+
 async def test_a_draft_replayed_alone_is_still_the_one_its_branch_chose(app: Steward) -> None:
     """The reminder of a payment coming due, replayed from its draft for a new greeting,
     is still the one overdue chose by the due date: a due date corrected to one passed
