@@ -43,7 +43,7 @@ from graph.errors import (
     UncountedPayment,
     UnreadableAmount,
 )
-from graph.inputs import Money
+from graph.inputs import Money, currency_code
 from graph.messages import Reply, cut
 from graph.routing import format_argument
 from graph.timeline import more_than_owed
@@ -52,6 +52,8 @@ from memory.ledger import Ledger, NewAuditEvent, Run, RunStatus, RunTakenOver, T
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Steward-Signature"
+# The runs a payment matched by all but its amount that its news names, each with /paid.
+MOST_NAMED = 3
 # A source's name is a path segment, and with "hook:" before it (``hook_channel``) the
 # ledger's inbox channel, 32 characters at most.
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,26}")
@@ -244,11 +246,11 @@ class HookRouter:
         described = ", ".join(f"{k}={_as_data(v)}" for k, v in wanted.items())
         offered = await self.engine.ledger.offered(delivery) if delivery is not None else set()
         if any(v is None for v in wanted.values()) or not (runs or offered):
-            return Handled(
-                Reply().say(
-                    f"A {event} delivery from {name} matched no run waiting for it ({described})."
-                )
-            )
+            said = f"A {event} delivery from {name} matched no run waiting for it ({described})."
+            if all(v is not None for v in wanted.values()):
+                expecting = await self.engine.expecting(event)
+                said += self._if_a_part(expecting, wanted, source, payload)
+            return Handled(Reply().say(said))
         reply, missed = Reply(), []
         for run in (run for run in runs if run.id not in offered):
             try:
@@ -356,6 +358,50 @@ class HookRouter:
             f"({described}) failed: {_as_data(error, 200)}."
         )
 
+    def _if_a_part(
+        self, expecting: list[Run], wanted: dict[str, Any], source: HookSource, payload: Any
+    ) -> str:
+        """How to count a payment that matched no run by its amount, which may pay a part
+        of what one is owed (a part names no run): with /paid, for the runs it matches
+        but for its amount, or any run when it matches none so; empty when the source
+        matches by no amount."""
+        money = [
+            (run, [f for f in wanted if f in definition.money_inputs])
+            for run in expecting
+            if (definition := self.engine.catalog.get(run.process)) is not None
+        ]
+        if not any(fields for _, fields in money):
+            return ""
+        by_amount = {f for _, fields in money for f in fields}
+        paid = _paid_argument(
+            next(wanted[f] for f in wanted if f in by_amount), source.minor_units, payload
+        )
+        if by_amount.issuperset(wanted):  # by the amount alone: any run may be the one
+            return f" If it pays a part of what a run is owed, /paid RUN {paid} counts it."
+        but_the_amount = [
+            run
+            for run, fields in money
+            if any(f in run.inputs for f in fields)  # an optional amount may be left out
+            and all(
+                self._matches(run, f, v, source.minor_units)
+                for f, v in wanted.items()
+                if f not in fields
+            )
+        ]
+        if not but_the_amount:
+            return f" If it pays a part of what a run is owed, /paid RUN {paid} counts it."
+        told = []
+        for run in but_the_amount[:MOST_NAMED]:
+            field = next(f for f in wanted if f in by_amount and f in run.inputs)
+            owed = (run.owed or {}).get(field) or run.inputs[field]
+            told.append(
+                f" Run {run.id} ({run.process}) matches it but for its {field}: it is owed "
+                f"{owed}. If this pays a part of it, /paid {run.id} {paid} counts it."
+            )
+        if len(but_the_amount) > MOST_NAMED:
+            told.append(f" ({len(but_the_amount) - MOST_NAMED} more such runs: /runs lists them.)")
+        return "".join(told)
+
     def _matches(self, run: Run, field: str, given: Any, minor_units: bool) -> bool:
         """Whether ``run``'s input ``field`` is what a delivery gives: a money input is
         the same amount ("1200", or 120000 in ``minor_units``, is its "€1,200.00"), in
@@ -372,6 +418,18 @@ class HookRouter:
             return False
         left = (run.owed or {}).get(field)
         return any(_same_amount(came, amount) for amount in (run.inputs[field], left) if amount)
+
+
+def _paid_argument(given: Any, minor_units: bool, payload: Any) -> str:
+    """The amount a delivery paid as /paid takes it ("€500.00"), with the currency its
+    ``currency`` names apart; AMOUNT when it cannot be read."""
+    named = payload.get("currency") if isinstance(payload, dict) else None
+    code = currency_code(named) if isinstance(named, str) else None
+    try:
+        came = Money.of_minor_units(given) if minor_units else Money.read(str(given), code)
+    except ValueError:
+        return "AMOUNT"
+    return str(Money(came.amount, came.currency or code))
 
 
 def _same_amount(came: Money, amount: Any) -> bool:

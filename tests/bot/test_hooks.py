@@ -481,6 +481,44 @@ async def test_a_payment_matched_by_amount_finds_what_is_still_owed_after_a_part
         assert f"Run {view.run.id} (invoice_followup) is done." in bot.news
 
 
+async def test_a_part_payment_matched_by_amount_to_no_run_says_how_to_count_it(
+    tmp_path: Path,
+) -> None:
+    """€500 of the €1,500.00 still owed, from a source that matches by amount: the news
+    said the payment "matched no run" and no more, and the operator had no way to learn
+    which run it was for, nor how to count it. It names the run that matches but for its
+    amount, and the /paid that counts the part; a payment that matches none so, /paid
+    with a run's id."""
+    by_amount = HOOKS.replace(
+        "{invoice: invoice}", "{invoice: ref, amount: amount}\n  minor_units: true"
+    )
+    async with running(tmp_path / "home", hooks=by_amount) as bot:
+        engine = bot.steward.engine
+        view = await engine.start("invoice_followup", {**INVOICE, "amount": "€2,500"}, "cli:x")
+        assert view.approval is not None
+        await engine.decide(view.approval.id, True, "cli:x")
+        balance = await engine.record_payment(view.run.id, "1000", "cli:x")
+        assert balance is not None and balance.approval is not None
+        await engine.decide(balance.approval.id, True, "cli:x")
+        part = {"ref": "INV-7", "amount": 50000, "currency": "eur"}
+        assert await bot.post("payments", part, secret=PAY_SECRET) == 200
+        assert bot.news[-1] == (
+            "A payment delivery from payments matched no run waiting for it (invoice=INV-7, "
+            f"amount=50000). Run {view.run.id} (invoice_followup) matches it but for its "
+            f"amount: it is owed €1,500.00. If this pays a part of it, /paid {view.run.id} "
+            "€500.00 counts it."
+        )
+        other = {"ref": "INV-8", "amount": 50000}
+        assert await bot.post("payments", other, secret=PAY_SECRET) == 200
+        assert bot.news[-1] == (
+            "A payment delivery from payments matched no run waiting for it (invoice=INV-8, "
+            "amount=50000). If it pays a part of what a run is owed, /paid RUN 500.00 counts it."
+        )
+        counted = await engine.record_payment(view.run.id, "€500.00", "cli:x")
+        assert counted is not None and counted.approval is not None
+        assert counted.approval.card["fields"]["Still owed"] == "€1,000.00"
+
+
 async def test_a_part_payment_is_noted_and_the_rest_is_chased(tmp_path: Path) -> None:
     """Any payment ended the follow-up: €1,000 of €2,500 paid, the client was chased no
     more. Now the reminder for the rest waits for approval, saying what came and what is
