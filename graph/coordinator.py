@@ -149,6 +149,10 @@ class Coordinator:
     budgets: Budgets | None = None
     history: History | None = None
 
+    def _now(self) -> datetime:
+        """Now on the operator's clock."""
+        return utcnow().astimezone(self.zone)
+
     async def handle(self, inbound: Inbound) -> Reply:
         """Answers an operator's message; the front door has stored it and checked who
         sent it."""
@@ -760,7 +764,8 @@ class Coordinator:
             return Reply().say(HELP)
         route = None
         if not plainly_a_question(text):  # "did we onboard Acme?" asks; it starts nothing
-            route = self.router.by_rules(text) or await self.router.by_model(text)
+            now = self._now()
+            route = self.router.by_rules(text, now) or await self.router.by_model(text, now)
         if route is None:
             names = ", ".join(d.name for d in self.catalog)
             if self._asks_history(text):  # and memory had nothing on it
@@ -771,7 +776,10 @@ class Coordinator:
                 f"{opening}{NOT_SURE} I can run: {names}.\n"
                 "Say e.g. /run onboarding, or /help for everything I can do."
             )
-        return await self._continue_form(inbound, route.process, route.values)
+        told = "".join(f"{problem}.\n" for problem in route.refused.values())
+        return await self._continue_form(
+            inbound, route.process, route.values, again=list(route.refused), told=told
+        )
 
     async def _continue_form(
         self,
@@ -779,16 +787,22 @@ class Coordinator:
         definition: ProcessDefinition,
         values: dict[str, Any],
         skipped: list[str] | None = None,
+        again: list[str] | None = None,
+        told: str = "",
     ) -> Reply:
-        skipped = skipped or []
+        """Asks for the next input the run needs, or starts it. An input in ``again``,
+        given wrong (a date that has passed), is asked for even where a start without it
+        would not ask (an optional one): the operator meant to give it."""
+        skipped, again = skipped or [], again or []
         for name, spec in definition.inputs.items():  # a default fills in when it starts
-            if name not in values and name not in skipped and spec.asked:
+            if name not in values and name not in skipped and (spec.asked or name in again):
                 form = {"process": definition.name, "values": values, "skipped": skipped}
-                await self._ask(inbound, {"type": "form", **form, "asking": name})
+                asking = {"type": "form", **form, "again": again, "asking": name}
+                await self._ask(inbound, asking)
                 question = spec.question or f"What is the {name.replace('_', ' ')}?"
-                intro = "" if values or skipped else f"Starting {definition.title}. "
+                intro = "" if values or skipped or told else f"Starting {definition.title}. "
                 way_out = "/cancel to stop" if spec.required else "/skip if none, /cancel to stop"
-                return Reply().say(f"{intro}{question} ({way_out})")
+                return Reply().say(f"{told}{intro}{question} ({way_out})")
         await self.memory.delete(self._question_key(inbound))
         try:
             return await self.start_run(inbound, definition.name, values)
@@ -810,7 +824,7 @@ class Coordinator:
                 return Reply().say(f"{exc}. Try again, or /cancel.")
             values = {**pending["values"], field: value}
             return await self._continue_form(
-                inbound, definition, values, pending.get("skipped", [])
+                inbound, definition, values, pending.get("skipped", []), pending.get("again")
             )
         if pending["type"] == "edit" and not text:
             await self._ask(inbound, pending)  # anew: the next message may answer it
@@ -866,7 +880,9 @@ class Coordinator:
                 f"{definition.title} needs the {field.replace('_', ' ')}: answer it, or /cancel."
             )
         skipped = [*pending.get("skipped", []), field]
-        return await self._continue_form(inbound, definition, pending["values"], skipped)
+        return await self._continue_form(
+            inbound, definition, pending["values"], skipped, pending.get("again")
+        )
 
     async def _asked_input(
         self, inbound: Inbound, pending: dict[str, Any]

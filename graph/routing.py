@@ -8,6 +8,7 @@ import re
 import shlex
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -104,6 +105,9 @@ class Route:
     values: dict[str, Any] = field(default_factory=dict)
     tier: int = 1
     confidence: float = 0.0
+    # What is wrong with each input the words give that the clock refuses, by name: the
+    # operator is told, and asked for it again.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 INPUT_NAME = re.compile(r"[a-z_][a-z0-9_]*")
@@ -188,16 +192,43 @@ def _split_on_double_quotes(text: str) -> list[str]:
 
 def extract_values(definition: ProcessDefinition, text: str) -> dict[str, Any]:
     """Inputs that can be read off plain text without a model; wrong guesses are dropped."""
+    return _read_values(definition, text, None)[0]
+
+
+def _read_values(
+    definition: ProcessDefinition, text: str, now: datetime | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The inputs ``text`` holds, read on the clock ``now`` (see ``parse_input``), and
+    what is wrong with each it holds that the clock refuses (a kick-off that has passed),
+    by name; other wrong guesses are dropped."""
     found: dict[str, Any] = {}
+    refused: dict[str, str] = {}
     _, named = parse_arguments(text) if "=" in text else ([], {})
     for name, spec in definition.inputs.items():
         candidate: str | None = named.get(name)
         if candidate is None:
             candidate = _read_off(definition, name, spec, text)
-        if candidate is not None:
-            with suppress(InputError):
-                found[name] = definition.read_input(name, candidate)
-    return found
+        if candidate is None:
+            continue
+        try:
+            found[name] = definition.read_input(name, candidate, now)
+        except InputError as exc:
+            if _read_but_for_the_clock(definition, name, candidate, now) is not None:
+                refused[name] = str(exc)
+    return found, refused
+
+
+def _read_but_for_the_clock(
+    definition: ProcessDefinition, name: str, raw: str, now: datetime | None
+) -> Any:
+    """Input ``name`` as ``raw`` gives it, read on no clock, when it is the clock ``now``
+    alone that refuses it (it has passed); None otherwise."""
+    if now is None:
+        return None
+    try:
+        return definition.read_input(name, raw)
+    except InputError:
+        return None
 
 
 def _read_off(definition: ProcessDefinition, name: str, spec: InputSpec, text: str) -> str | None:
@@ -300,9 +331,10 @@ class Router:
         self.catalog = catalog
         self.models = models
 
-    def by_rules(self, text: str) -> Route | None:
+    def by_rules(self, text: str, now: datetime | None = None) -> Route | None:
         """Tier 1: names, aliases and description words. None when no clear winner, or
-        when the words are against a start."""
+        when the words are against a start. Inputs are read on the clock ``now`` (the
+        operator's), when given: a date that must be to come and has passed is refused."""
         lowered = text.lower()
         words = set(WORD.findall(lowered)) - STOPWORDS
         scored = sorted(
@@ -319,7 +351,8 @@ class Router:
         if _against_a_start(best, text):
             return None
         confidence = min(1.0, best_score / 6)
-        return Route(best, extract_values(best, text), tier=1, confidence=confidence)
+        values, refused = _read_values(best, text, now)
+        return Route(best, values, tier=1, confidence=confidence, refused=refused)
 
     @staticmethod
     def _score(definition: ProcessDefinition, lowered: str, words: set[str]) -> float:
@@ -337,10 +370,11 @@ class Router:
         score += 0.5 * len(words & described)
         return score
 
-    async def by_model(self, text: str) -> Route | None:
-        """Tier 2: the fast model picks a process and reads inputs; validated like typing.
-        An input is kept only when the operator's words hold it (see ``_as_said``): one the
-        model wrote itself (an address, an amount) is asked for instead."""
+    async def by_model(self, text: str, now: datetime | None = None) -> Route | None:
+        """Tier 2: the fast model picks a process and reads inputs; validated like typing,
+        on the clock ``now`` as ``by_rules`` reads them. An input is kept only when the
+        operator's words hold it (see ``_as_said``): one the model wrote itself (an
+        address, an amount) is asked for instead."""
         if self.models is None:
             return None
         menu = "\n".join(
@@ -371,17 +405,23 @@ class Router:
         if definition is None or choice.confidence < 0.5 or _against_a_start(definition, text):
             return None
         values: dict[str, Any] = {}
+        refused: dict[str, str] = {}
         for given in choice.inputs:
             spec = definition.inputs.get(given.name)
             if spec is None:
                 continue
-            with suppress(InputError):
+            try:
                 value = _as_said(
-                    spec, given.value, definition.read_input(given.name, given.value), text
+                    spec, given.value, definition.read_input(given.name, given.value, now), text
                 )
-                if value is not None:
-                    values[given.name] = value
-        return Route(definition, values, tier=2, confidence=choice.confidence)
+            except InputError as exc:
+                passed = _read_but_for_the_clock(definition, given.name, given.value, now)
+                if passed is not None and _as_said(spec, given.value, passed, text) is not None:
+                    refused[given.name] = str(exc)
+                continue
+            if value is not None:
+                values[given.name] = value
+        return Route(definition, values, tier=2, confidence=choice.confidence, refused=refused)
 
 
 class NotRouted(StewardError):

@@ -12,6 +12,7 @@ import itertools
 import json
 import shlex
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +21,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
+import graph.coordinator
+import graph.engine
 from bot.app import Steward
 from bot.settings import load_settings
 from graph.budget import Budgets
@@ -352,6 +355,35 @@ async def test_a_kickoff_that_has_passed_does_not_start_a_run(app: Steward) -> N
     refused = await send(app, f'{START} kickoff="2020-01-06 15:00"')
     assert "kickoff: that has passed (it is " in joined(refused)
     assert await app.ledger.list_runs() == []
+
+
+async def test_a_kickoff_that_has_passed_said_in_words_is_asked_for_again(
+    app: Steward, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Said in plain words, a kick-off that had passed was read off them as any other
+    input (routing had no clock), and the start refused it: the whole request was
+    dropped, its client, email and package with it. It is told as passed, on the
+    operator's clock, and asked for again; the rest is kept."""
+    now = datetime(2030, 6, 1, 9, 0, tzinfo=UTC)
+    monkeypatch.setattr(graph.coordinator, "utcnow", lambda: now)
+    monkeypatch.setattr(graph.engine, "utcnow", lambda: now)
+    asked = await send(
+        app, "onboard Jane from Acme (jane@acme.com) premium kickoff 2030-05-20 10:00"
+    )
+    assert asked.texts == [
+        "kickoff: that has passed (it is 2030-06-01 09:00 now), got '2030-05-20 10:00'.\n"
+        "What is the kickoff? (/skip if none, /cancel to stop)"
+    ]
+    assert await app.ledger.list_runs() == []
+    only_card(await send(app, "2030-06-10 10:00"))
+    (run,) = await app.ledger.list_runs()
+    assert run.inputs == {
+        "client": "Acme",
+        "email": "jane@acme.com",
+        "package": "premium",
+        "contact": "Jane",
+        "kickoff": "2030-06-10 10:00",
+    }
 
 
 async def test_run_with_an_unknown_input_says_there_is_no_such_input(app: Steward) -> None:

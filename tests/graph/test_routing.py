@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def test_a_sentence_s_full_stop_is_not_part_of_the_company() -> None:
 
 
 async def routed_by_a_model(
-    tmp_path: Path, process: str, given: dict[str, str], text: str
+    tmp_path: Path, process: str, given: dict[str, str], text: str, now: datetime | None = None
 ) -> Route | None:
     """What tier 2 makes of ``text`` when the model picks ``process`` with ``given``."""
     async with fake_openai() as server:
@@ -130,7 +131,7 @@ async def routed_by_a_model(
             openai_api_key="sk-test",
         )
         async with Steward.open(settings) as app:
-            return await app.coordinator.router.by_model(text)
+            return await app.coordinator.router.by_model(text, now)
 
 
 async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path) -> None:
@@ -142,6 +143,19 @@ async def test_a_model_behind_openais_api_routes_and_reads_inputs(tmp_path: Path
     assert route is not None and route.process.name == "onboarding"
     assert route.values == {"client": "Globex"}  # "ops@globex" is no email: dropped
     assert route.tier == 2
+
+
+async def test_a_model_s_input_that_has_passed_on_the_clock_is_told(tmp_path: Path) -> None:
+    """A kick-off the operator gave, which the model read and the clock refuses, is
+    told (and asked for again), not dropped as a guess; one they did not give is dropped."""
+    given = {"client": "Globex", "kickoff": "2030-05-20 10:00", "email": "ops@globex.com"}
+    text = "greet Globex, they bought our top tier; kick-off 2030-05-20 10:00"
+    now = datetime(2030, 6, 1, 9, 0, tzinfo=UTC)
+    route = await routed_by_a_model(tmp_path, "onboarding", given, text, now)
+    assert route is not None and route.values == {"client": "Globex"}
+    assert route.refused == {
+        "kickoff": "kickoff: that has passed (it is 2030-06-01 09:00 now), got '2030-05-20 10:00'"
+    }
 
 
 async def test_a_model_s_route_against_its_words_starts_nothing(tmp_path: Path) -> None:
