@@ -757,6 +757,9 @@ class ProcessEngine:
                 raise NotFound(f"{run.process} has no step {from_step!r}; its steps: {known}")
             values = self._changed_inputs(definition, changes)
             values |= _defaults_again(definition, run.inputs, values)
+            if any(s.pays in values for s in definition.steps if isinstance(s, WaitStep)):
+                state = (await compiled.graph.aget_state(_config(run_id))).values
+                _paid_in_its_currency(definition, state.get("data", {}), values, run_id)
             step = definition.step(from_step)
             if values and isinstance(step, ActionStep):
                 raise InvalidState(
@@ -1419,6 +1422,26 @@ def _drafted_before(
         if Condition(step.condition).names & changed:
             return step
     return None
+
+
+def _paid_in_its_currency(
+    definition: ProcessDefinition, data: dict[str, Any], values: dict[str, Any], run_id: str
+) -> None:
+    """Refuses an amount a replay gives in another currency than what is paid of it
+    (€1,000.00 paid of €2,500, corrected to $3,000): steward converts none, and what is
+    still owed would be dollars less euros."""
+    for step in definition.steps:
+        if not isinstance(step, WaitStep) or step.pays not in values:
+            continue
+        paid = data.get(step.filled[0])
+        if not isinstance(paid, str) or not isinstance(values[step.pays], str):
+            continue
+        was, given = Money.read(paid).currency, Money.read(values[step.pays]).currency
+        if was is not None and given is not None and was != given:
+            raise InvalidState(
+                f"{step.pays} cannot be {values[step.pays]}: {paid} of it is paid, in {was}, "
+                f"and steward converts no currency. Give it in {was}, or /cancel {run_id}"
+            )
 
 
 def _shown_instead(

@@ -299,6 +299,28 @@ async def test_what_is_still_owed_follows_an_amount_replayed(app: Steward) -> No
     assert dict(again.fields)["Still owed"] == "€2,000.00"
 
 
+async def test_an_amount_replayed_in_another_currency_than_paid_is_refused(app: Steward) -> None:
+    """€1,000 of €2,500 paid, the amount corrected to $3,000: the card said $2,000.00
+    was still owed (dollars less euros, steward converting none), its reminder asked
+    the client for it, and $2,000 paid ended the run as paid in full. The replay is
+    refused, and nothing changes; in euros it goes on."""
+    card = only_card(await send(app, f"{ORDER} amount=€2,500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    balance = only_card(await send(app, f"/paid {run_id} €1000"))
+    refused = await send(app, f"/replay {run_id} overdue amount=$3,000")
+    assert refused.texts == [
+        "amount cannot be $3,000.00: €1,000.00 of it is paid, in EUR, and steward converts "
+        f"no currency. Give it in EUR, or /cancel {run_id}"
+    ]
+    run = await app.ledger.get_run(run_id)
+    assert run is not None and run.inputs["amount"] == "€2,500.00"
+    pending = (await app.engine.view(run_id)).approval
+    assert pending is not None and pending.id == balance.approval_id
+    again = only_card(await send(app, f"/replay {run_id} overdue amount=3000EUR"))
+    assert dict(again.fields)["Still owed"] == "€2,000.00"
+
+
 async def test_payments_kept_while_the_reminder_waited_are_all_counted(app: Steward) -> None:
     """€1,000 and then €1,500 came while the reminder waited for approval: the wait took
     the first alone, and the next card said €1,500.00 was still owed, all of it paid, for
