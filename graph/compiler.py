@@ -368,37 +368,54 @@ def _paid(due: str, before: Any, events: list[Any]) -> tuple[str | None, list[st
     payment was refused). An event that names no amount pays it all, as any payment did
     before amounts were compared."""
     owed = Money.read(due)
-    total = Money.read(before).amount if isinstance(before, str) else None
+    kept = Money.read(before) if isinstance(before, str) else None
+    total = kept.amount if kept is not None else None
+    # An amount owed in no currency is paid in the one its first payment names, if any:
+    # $1,000 and then €1,000 are no 2,000.00.
+    currency = owed.currency or (kept.currency if kept is not None else None)
     uncounted = []
     for event in events:
         try:
-            came = payment_amount(event, owed.currency)
+            came = payment_amount(event, currency)
         except UncountedPayment as exc:
             uncounted.append(exc.said)
             continue
         if came is None:
             total = owed.amount
             break
+        currency = currency or _currency_named(event)
         total = (total or Decimal(0)) + came
-    return (None if total is None else str(Money(total, owed.currency))), uncounted
+    return (None if total is None else str(Money(total, currency))), uncounted
+
+
+def _currency_named(event: Any) -> str | None:
+    """The currency a payment ``payment_amount`` counted names, when steward writes it."""
+    named = event.get("currency")
+    code = currency_code(named) if isinstance(named, str) else None
+    try:
+        return Money.read(str(event.get("amount")).strip(), code).currency
+    except ValueError:
+        return None
 
 
 def _came(due: str, before: Any, paid: str) -> dict[str, str]:
     """What a wake paid of the amount ``due``, paid ``before``, to come to ``paid`` in
     all ("came"), and how much more than it was owed that is ("over"), when it is: a
     mistyped 25000 of 2,500 still ends the run as paid, and is said."""
-    owed, total = Money.read(due), Money.read(paid).amount
+    owed, total = Money.read(due), Money.read(paid)
+    currency = owed.currency or total.currency
     earlier = Money.read(before).amount if isinstance(before, str) else Decimal(0)
-    noted = {"came": str(Money(total - earlier, owed.currency))}
-    if total > owed.amount:
-        noted["over"] = str(Money(total - owed.amount, owed.currency))
+    noted = {"came": str(Money(total.amount - earlier, currency))}
+    if total.amount > owed.amount:
+        noted["over"] = str(Money(total.amount - owed.amount, currency))
     return noted
 
 
 def _left(due: str, paid: str) -> str:
     """What is left of the amount ``due`` once ``paid`` is paid, nothing below nothing."""
-    owed = Money.read(due)
-    return str(Money(max(owed.amount - Money.read(paid).amount, Decimal(0)), owed.currency))
+    owed, total = Money.read(due), Money.read(paid)
+    left = max(owed.amount - total.amount, Decimal(0))
+    return str(Money(left, owed.currency or total.currency))  # as paid, when owed in none
 
 
 def payment_amount(event: Any, currency: str | None) -> Decimal | None:

@@ -521,7 +521,8 @@ class ProcessEngine:
             if paid and minor_units:
                 data = in_major_units(data)
             for name in paid:
-                payment_amount(data, _currency_of(inputs.get(name)))
+                owed = (owing.owed or {}).get(name)  # in its first payment's currency
+                payment_amount(data, _currency_of(inputs.get(name)) or _currency_of(owed))
         except UncountedPayment as exc:  # what it comes to for this run: told once
             said = {"event": event, "said": exc.said}
             uncounted = NewAuditEvent(actor, "run.payment_uncounted", run_id, said)

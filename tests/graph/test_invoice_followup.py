@@ -107,6 +107,34 @@ async def test_an_amount_without_a_currency_and_none_set_gets_none_made_up(
     assert "Amount: 2,500.00" in shown and "for 2,500.00 was due" in body
 
 
+async def test_an_amount_in_no_currency_is_paid_in_the_currency_of_its_first_payment(
+    app: Steward,
+) -> None:
+    """2,500 owed in no currency (STEWARD_CURRENCY unset), $1,000 paid, then €1,000: the
+    two were added up, "2,000.00" paid and "500.00" still owed, dollars and euros as
+    one. The first payment's currency is the rest's: $1,500.00 is still owed, and euros
+    count for nothing."""
+    card = only_card(await send(app, f"{ORDER} amount=2500"))
+    await send(app, button=f"approve:{card.approval_id}")
+    run_id = (await app.ledger.get_approval(card.approval_id)).run_id  # type: ignore[union-attr]
+    part = await send(app, f"/paid {run_id} $1000")
+    assert part.texts[0] == f"Recorded for run {run_id}: $1,000.00 paid."
+    balance = only_card(part)
+    assert dict(balance.fields)["Paid so far"] == "$1,000.00"
+    assert dict(balance.fields)["Still owed"] == "$1,500.00"
+    await send(app, button=f"approve:{balance.approval_id}")
+    refused = await send(app, f"/paid {run_id} €1000")
+    assert refused.texts == [
+        f"Run {run_id} counts none of it: the payment pays in EUR (€1000), where USD is "
+        "owed: steward converts none. Nothing changed."
+    ]
+    rest = await send(app, f"/paid {run_id} 1500")
+    assert rest.texts == [
+        f"Recorded for run {run_id}: $1,500.00 paid.",
+        f"Run {run_id} (invoice_followup) is done.",
+    ]
+
+
 async def test_a_run_that_kept_a_bare_amount_reads_on(
     app: Steward, monkeypatch: pytest.MonkeyPatch
 ) -> None:
