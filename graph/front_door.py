@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -139,10 +139,12 @@ class FrontDoor:
             return True
         return False
 
-    async def prefix_deliveries(self, channel: str, prefix: str) -> None:
+    async def prefix_deliveries(
+        self, channel: str, prefix: str, newest: int | None = 1000, kinds: Sequence[str] = ()
+    ) -> None:
         """The recent deliveries of ``channel`` stored with bare ids, named as a channel
         that has since put ``prefix`` before its ids (see ``Ledger.prefix_deliveries``)."""
-        if named := await self.ledger.prefix_deliveries(channel, prefix):
+        if named := await self.ledger.prefix_deliveries(channel, prefix, newest, kinds):
             log.info("named %d %s deliveries stored before their ids had a prefix", named, channel)
 
     async def awaits_answer(self, inbound: Inbound) -> bool:

@@ -4,7 +4,8 @@ Requests come in by Socket Mode (``SLACK_APP_TOKEN``) or on ``/slack/events`` in
 mode (``SLACK_SIGNING_SECRET``; the signature and the timestamp are checked before bolt
 reads the request, and a refused request is audited). Bolt runs each listener before it acknowledges
 (``process_before_response``): a listener only stores the delivery in the inbox, keyed
-by Slack's own id (a message's channel and ``ts``, an interaction's ``trigger_id``), so
+by the app's bot id and Slack's own id (a message's channel and ``ts``, an interaction's
+``trigger_id``; the app's own, as another app on the same ledger takes up its own), so
 a request is acknowledged only once it is stored on disk, and a retry Slack sends, or
 the mention it sends again for an edit, is dropped there. The handling — resuming a
 run, say — happens in arrival order, on one worker, and may start while the disk
@@ -69,6 +70,7 @@ from bot.pacing import Bucket
 from bot.settings import Settings
 from bot.slack.payloads import (
     BOLT_FAILS,
+    MESSAGE_ID_PREFIX,
     Written,
     delivery_id,
     edit_form,
@@ -105,7 +107,19 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SLASH_COMMAND = "/steward"
+# What a delivery is, by how its id goes on after the app's bot id and ``:`` (a steward
+# from before apps were told apart stored ids that began so).
 COMMAND_ID_PREFIX = "command:"  # then the command's trigger id
+PRESS_ID_PREFIX = "action:"  # then the press's trigger id
+FORM_ID_PREFIX = "view:"  # then the submitted Edit form's view id
+FORM_CLOSED_ID_PREFIX = "view-closed:"  # then the closed Edit form's view id
+DELIVERY_KINDS = (
+    MESSAGE_ID_PREFIX,
+    COMMAND_ID_PREFIX,
+    PRESS_ID_PREFIX,
+    FORM_ID_PREFIX,
+    FORM_CLOSED_ID_PREFIX,
+)
 PRIVATE = "private"  # in an answer's context: its sender's alone, as the question was
 PRESSES = re.compile(f"^({'|'.join(BUTTON_VERBS)})$")
 MAX_AGE = 5 * 60  # seconds: an older request timestamp is refused (a replay)
@@ -232,6 +246,14 @@ class SlackChannel:
         assert self._bot_id is not None, "the Slack channel has not started"
         return f"{self.name}:{self._bot_id}"
 
+    @property
+    def _delivered_to(self) -> str:
+        """How this app's delivery ids begin: its bot id. Another app's (another
+        workspace's) stored deliveries are that app's to take up: its conversations are
+        none of this one's. Known once the channel has started."""
+        assert self._bot_id is not None, "the Slack channel has not started"
+        return f"{self._bot_id}:"
+
     # -- life cycle --------------------------------------------------------------------
 
     @property
@@ -276,9 +298,15 @@ class SlackChannel:
         # workspace has none of its conversations, and a press is answered by its app.
         self.outbox.account = self.account
         await self.door.name_replies(self.name, self.account)  # kept before, as cards
+        # Deliveries stored before their ids named the app are this app's, as cards and
+        # replies: all of them, since Slack sends the mention for an edit of a message
+        # of any age, which must be known for what it is.
+        prefix, kinds = self._delivered_to, DELIVERY_KINDS
+        await self.door.prefix_deliveries(self.name, prefix, newest=None, kinds=kinds)
         if stored_by_event := await self.door.ledger.newest_bare_delivery(self.name):
             self._by_event_id_until = stored_by_event.timestamp()
-        await take_up(self.outbox, self._enqueue, own=True)  # a stop or a crash left
+        # What a stop or a crash left of this app's: another app's is that app's.
+        await take_up(self.outbox, self._enqueue, own=True, sent_to=prefix)
         self.queue.start()
         self._ready.set()  # requests waiting for the stored deliveries to queue go on
         if self.app_token is not None:
@@ -304,7 +332,7 @@ class SlackChannel:
         self._bot_id = str(told.get("bot_id") or told["user_id"])
 
     async def take_over(self) -> None:
-        await take_up(self.outbox, self._enqueue, own=False)
+        await take_up(self.outbox, self._enqueue, own=False, sent_to=self._delivered_to)
 
     def _enqueue(self, inbox_id: int, inbound: Inbound) -> None:
         self.queue.put((inbox_id, inbound))
@@ -427,7 +455,7 @@ class SlackChannel:
         inbound = Inbound(
             Sender(self.name, said.user),
             Conversation(said.channel, said.thread_ts).chat_id,
-            said.message_id,
+            self._delivered_to + said.message_id,
             text=from_slack(said.text).strip(),
             attachment=said.attachment,
         )
@@ -461,7 +489,7 @@ class SlackChannel:
         inbound = Inbound(
             Sender(self.name, said.user),
             conversation.chat_id,
-            said.message_id,
+            self._delivered_to + said.message_id,
             text=words,
             attachment=said.attachment,
         )
@@ -488,7 +516,7 @@ class SlackChannel:
         inbound = Inbound(
             who,
             channel,
-            f"{COMMAND_ID_PREFIX}{text(command, 'trigger_id')}",
+            f"{self._delivered_to}{COMMAND_ID_PREFIX}{text(command, 'trigger_id')}",
             text=_as_command(from_slack(maybe_text(command, "text") or "")),
             # The command's own way back, for 30 minutes: where steward is no member of
             # the conversation, the only way to tell its sender anything there.
@@ -511,7 +539,7 @@ class SlackChannel:
         inbound = Inbound(
             sender(part(body, "user")),
             Conversation(channel, thread).chat_id,
-            f"action:{trigger}",
+            f"{self._delivered_to}{PRESS_ID_PREFIX}{trigger}",
             button=maybe_text(action, "value") or "",
             context={
                 "channel": channel,
@@ -530,7 +558,7 @@ class SlackChannel:
         inbound = Inbound(
             who,
             form.chat,
-            f"view:{form.view_id}",
+            f"{self._delivered_to}{FORM_ID_PREFIX}{form.view_id}",
             text=form.new_text,
             button=f"edited:{form.approval}",
         )
@@ -548,7 +576,7 @@ class SlackChannel:
         inbound = Inbound(
             sender(part(body, "user")),
             form.chat,
-            f"view-closed:{form.view_id}",
+            f"{self._delivered_to}{FORM_CLOSED_ID_PREFIX}{form.view_id}",
             button=f"keep:{form.approval}",
         )
         await self._take(inbound, ack)
@@ -1064,8 +1092,15 @@ def _private_in_channel(inbound: Inbound) -> bool:
     steward and its sender): a slash command typed there, or the answer to a question one
     asked (``SlackChannel._kept_private``)."""
     channel = Conversation.of(inbound.chat_id).channel
-    command = inbound.external_id.startswith(COMMAND_ID_PREFIX)
+    command = _kind(inbound.external_id) == COMMAND_ID_PREFIX
     return (command or bool(inbound.context.get(PRIVATE))) and not _is_dm(channel)
+
+
+def _kind(delivery: str) -> str:
+    """What a delivery is, by its id: one of ``DELIVERY_KINDS``, after the app's bot id
+    (a delivery stored before apps were told apart has none)."""
+    first, _, rest = delivery.partition(":")
+    return f"{first}:" if f"{first}:" in DELIVERY_KINDS else rest.partition(":")[0] + ":"
 
 
 def _is_dm(channel: str) -> bool:

@@ -21,6 +21,7 @@ from graph.messages import Sender
 
 # Message subtypes a person writes; the rest (an edit, a deletion, a join) are not read.
 WRITTEN = {None, "file_share", "thread_broadcast"}
+MESSAGE_ID_PREFIX = "message:"  # then the message's channel and ts
 
 
 def text(payload: Mapping[str, Any], key: str) -> str:
@@ -67,7 +68,7 @@ class Written:
         """The message's own id, the same in every event about it: an ``app_mention``
         Slack sends for an edit, a ``message`` and an ``app_mention`` of one message, and
         a retry are one delivery by it."""
-        return f"message:{self.channel}:{self.ts}"
+        return f"{MESSAGE_ID_PREFIX}{self.channel}:{self.ts}"
 
     @property
     def written_at(self) -> float | None:

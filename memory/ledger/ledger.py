@@ -1497,22 +1497,35 @@ class Ledger:
         took it meanwhile."""
         await self.write(lambda tx: tx.finish_held_inbox(inbox_id, status, self.worker))
 
-    async def prefix_deliveries(self, channel: str, prefix: str, newest: int = 1000) -> int:
-        """Puts ``prefix`` before the ids of ``channel``'s ``newest`` deliveries that have
-        none (no ``:`` in them), as they were stored before their ids had one; how many.
-        A delivery its platform sends again is then known under its new id."""
-        recent = (
-            select(t.inbox.c.id)
-            .where(t.inbox.c.channel == channel)
-            .order_by(t.inbox.c.id.desc())
-            .limit(newest)
-            .scalar_subquery()
+    async def prefix_deliveries(
+        self, channel: str, prefix: str, newest: int | None = 1000, kinds: Sequence[str] = ()
+    ) -> int:
+        """Puts ``prefix`` before the ids of ``channel``'s ``newest`` deliveries (None:
+        all of them) stored before their ids had one; how many. Those are the ids without
+        ``:`` or, given the ``kinds`` an id began with then (Slack's ``message:``, say),
+        those beginning with one of them. A delivery its platform sends again is then
+        known under its new id. One stored under its new id too (by a steward of each
+        kind on the ledger at once) keeps its old one: the one delivery is handled once."""
+        if kinds:
+            bare = or_(*(t.inbox.c.external_id.startswith(k, autoescape=True) for k in kinds))
+        else:
+            bare = ~t.inbox.c.external_id.contains(":")
+        named_too = t.inbox.alias("named_too")
+        renamed = literal(prefix) + t.inbox.c.external_id
+        twin = select(named_too.c.id).where(
+            named_too.c.channel == channel, named_too.c.external_id == renamed
         )
-        named = (
-            update(t.inbox)
-            .where(t.inbox.c.id.in_(recent), ~t.inbox.c.external_id.contains(":"))
-            .values(external_id=literal(prefix) + t.inbox.c.external_id)
-        )
+        scope = t.inbox.c.channel == channel
+        if newest is not None:
+            recent = (
+                select(t.inbox.c.id)
+                .where(t.inbox.c.channel == channel)
+                .order_by(t.inbox.c.id.desc())
+                .limit(newest)
+                .scalar_subquery()
+            )
+            scope = t.inbox.c.id.in_(recent)
+        named = update(t.inbox).where(scope, bare, ~twin.exists()).values(external_id=renamed)
         return await self.db.run(lambda conn: conn.execute(named).rowcount)
 
     async def newest_bare_delivery(self, channel: str) -> datetime | None:

@@ -520,7 +520,7 @@ async def test_an_event_slack_retries_is_handled_once(tmp_path: Path, slack: Fak
         event = slack.message_event(OPERATOR, START)
         disk = DiskWatch(bot.steward.ledger, slow=0.2)
         assert (await slack.post_event(bot.url, event))[0] == 200
-        stored = f"message:{dm}:{event['event']['ts']}"
+        stored = f"{slack.bot_id}:message:{dm}:{event['event']['ts']}"
         assert disk.on_disk_by(time.monotonic()) == {stored}  # before the ack
         for attempt in (1, 2):
             status, _ = await slack.post_event(bot.url, event, retry_num=attempt)
@@ -1858,6 +1858,54 @@ async def test_a_reply_another_slack_app_on_the_same_ledger_owes_is_sent_by_that
         await slack.wait_for(lambda s: "a word from the first app" in bot_texts(s, dm))
         await bot.channel.idle()
         assert await bot.steward.door.owed(bot.channel.outbox.account) == []
+
+
+async def test_a_message_another_slack_app_stored_is_handled_by_that_app_alone(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """An app stopped with a message stored and not yet handled; another app (another
+    workspace) started on the same ledger took it up and answered it in its own
+    workspace, where that conversation is none. Now each app takes up only what was sent
+    to it: the first answers it once it is back."""
+    home = tmp_path / "home"
+    dm = slack.dm_channel(OPERATOR)
+    async with running(home, slack) as bot:
+        slow_down(bot.steward, 60)
+        await say(slack, bot, "/processes")  # acknowledged: stored
+        await bot.service.stop(drain_seconds=0)
+    other = FakeSlackAPI(bot_token="xoxb-other", team_id="T0002", bot_id="B0OTHER")
+    async with other, running(home, other) as bot:
+        await bot.channel.idle()
+        assert other.calls_to("chat.postMessage") == []
+    async with running(home, slack) as bot:
+        await slack.wait_for(lambda s: any("onboarding — " in t for t in bot_texts(s, dm)))
+        await bot.channel.idle()
+        assert await bot.steward.ledger.unhandled_inbound("slack") == []
+
+
+async def test_a_delivery_stored_before_slack_apps_were_told_apart_is_the_app_s_to_handle(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Where a steward from before stored a message (its id naming no app) and stopped
+    before handling it, the app takes it as its own at start and answers it, once: the
+    mention Slack sends when it is edited, or a retry, is known for it."""
+    home, channel = tmp_path / "home", "C0TEAM"
+    mention = slack.mention_event(OPERATOR, "processes", channel)
+    async with running(home, slack) as bot:
+        slow_down(bot.steward, 60)
+        assert (await slack.post_event(bot.url, mention))[0] == 200
+        await bot.service.stop(drain_seconds=0)
+    bare = f"message:{channel}:{mention['event']['ts']}"
+    with sqlite3.connect(home / "steward.db") as db:  # as the older steward kept it
+        db.execute("update inbox set external_id = ?", (bare,))
+    async with running(home, slack) as bot:
+        await slack.wait_for(lambda s: any("onboarding — " in t for t in bot_texts(s, channel)))
+        assert (await slack.post_event(bot.url, mention, retry_num=1))[0] == 200
+        edited = slack.edited_mention(mention, "processes please")
+        assert (await slack.post_event(bot.url, edited))[0] == 200
+        await bot.channel.idle()
+        assert len(bot_texts(slack, channel)) == 1
+        assert await bot.steward.ledger.unhandled_inbound("slack") == []
 
 
 async def test_a_reply_kept_before_slack_apps_were_told_apart_is_the_app_s_to_send(

@@ -1122,6 +1122,29 @@ async def test_bare_delivery_ids_are_prefixed_among_the_newest_only(ledger: Ledg
     assert await ledger.prefix_deliveries("telegram", "4242:") == 0
 
 
+async def test_delivery_ids_of_the_kinds_named_are_prefixed_all_of_them(ledger: Ledger) -> None:
+    kinds = ("message:", "view:")
+    ids = ("message:C1:1.0", "view:V1", "B1:message:C1:2.0", "Ev1", "view-closed:V")
+    for external_id in (*ids, "message:C1:2.0"):  # stored under its new id too, above
+        assert await ledger.accept_inbound("slack", external_id, {}) is not None
+    assert await ledger.accept_inbound("telegram", "message:1", {}) is not None
+    assert await ledger.prefix_deliveries("slack", "B1:", newest=None, kinds=kinds) == 2
+    stored = await ledger.db.run(
+        lambda c: sorted(c.execute(select(t.inbox.c.channel, t.inbox.c.external_id)).all()),
+        write=False,
+    )
+    assert [tuple(row) for row in stored] == [
+        ("slack", "B1:message:C1:1.0"),
+        ("slack", "B1:message:C1:2.0"),
+        ("slack", "B1:view:V1"),
+        ("slack", "Ev1"),  # of no kind named: left
+        ("slack", "message:C1:2.0"),  # stored under its new id too: left
+        ("slack", "view-closed:V"),
+        ("telegram", "message:1"),
+    ]
+    assert await ledger.prefix_deliveries("slack", "B1:", newest=None, kinds=kinds) == 0
+
+
 async def test_the_newest_bare_delivery_is_when_the_last_stored_under_an_id_without_a_colon_came(
     ledger: Ledger,
 ) -> None:
