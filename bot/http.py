@@ -12,9 +12,9 @@ the process's file descriptors. And it holds at most MOST_CONNECTIONS at once: o
 is answered 503 and closed as it comes, so that a flood of slow connections, each held
 for those seconds, cannot use them up either.
 
-A body over MOST_BYTES is answered 413 before any handler sees it, and the refusal is
-audited (``refused``) under the endpoint's owner, as a request whose signature fails is:
-nothing of it was read, so nobody can say who sent it.
+A body over MOST_BYTES is answered 413 before any handler sees it, and that refusal, as
+a 408's, is audited (``refused``) under the endpoint's owner, as a request whose
+signature fails is: nothing of it was read, so nobody can say who sent it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Audits a request refused before it was read: its endpoint's owner (a channel), the
 # reason, and where it came from (``FrontDoor.refuse_unverified``). It never raises: a
-# refusal is answered 413 whatever its audit does.
+# refusal is answered 408 or 413 whatever its audit does.
 Refused = Callable[[str, str, dict[str, str]], Awaitable[None]]
 # A request under way at a stop gets this long to finish: one that is answered stores and
 # answers in milliseconds, and a sender that has not sent its body yet sends it again.
@@ -106,21 +106,25 @@ class HttpServer:
             async with asyncio.timeout(self.body_seconds):
                 await request.read()
         except TimeoutError:
-            log.warning("closed a request to %s whose body did not come in time", request.path)
-            response = web.Response(status=408, text="the body did not come in time")
-            response.force_close()
-            return response
+            late = f"request body not all sent within {self.body_seconds:g} s"
+            return await self._refuse(request, 408, late)
         except web.HTTPRequestEntityTooLarge:
-            log.warning("refused a request to %s: %s", request.path, TOO_LARGE)
-            resource = request.match_info.route.resource
-            owner = self._owners.get(resource.canonical if resource else "", "http")
-            if self.refused is not None:
-                path = storable(request.path[:200])  # a stranger's: a hook's name, say
-                await self.refused(owner, TOO_LARGE, {"path": path, "remote": request.remote or ""})
-            response = web.Response(status=413, text=TOO_LARGE)
-            response.force_close()  # what is left of the body is not read
-            return response
+            return await self._refuse(request, 413, TOO_LARGE)
         return await handler(request)
+
+    async def _refuse(self, request: web.Request, status: int, reason: str) -> web.Response:
+        """Answers a request refused before it was read, and closes its connection (what
+        is left of its body is not read); the refusal is audited under the endpoint's
+        owner."""
+        log.warning("refused a request to %s: %s", request.path, reason)
+        resource = request.match_info.route.resource
+        owner = self._owners.get(resource.canonical if resource else "", "http")
+        if self.refused is not None:
+            path = storable(request.path[:200])  # a stranger's: a hook's name, say
+            await self.refused(owner, reason, {"path": path, "remote": request.remote or ""})
+        response = web.Response(status=status, text=reason)
+        response.force_close()
+        return response
 
     @property
     def started(self) -> bool:

@@ -62,6 +62,28 @@ async def test_a_request_whose_body_stalls_gets_408_and_is_closed(server: HttpSe
     assert after < 2 * LIMIT
 
 
+async def test_a_request_whose_body_stalls_is_audited_as_refused() -> None:
+    """A 408 was logged only, where a body too large (413) is audited under the
+    endpoint's owner: a flood of stalled bodies went unseen in the audit log."""
+    refusals: list[tuple[str, str, dict[str, str]]] = []
+
+    async def refused(owner: str, reason: str, details: dict[str, str]) -> None:
+        refusals.append((owner, reason, details))
+
+    http = HttpServer("127.0.0.1", 0, body_seconds=LIMIT, refused=refused)
+    http.add_post("/echo", _echo, "echo")
+    await http.start()
+    try:
+        head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        answer, _ = await _sent(http, head + b'{"client": ')
+    finally:
+        await http.stop()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert refusals == [
+        ("echo", "request body not all sent within 0.5 s", {"path": "/echo", "remote": "127.0.0.1"})
+    ]
+
+
 async def test_a_request_that_comes_in_time_is_answered_and_kept_alive(
     server: HttpServer,
 ) -> None:
