@@ -452,15 +452,18 @@ class SlackChannel:
             return  # only what a person writes: not an edit, a deletion, a join
         if self._heard_before_upgrade(said):
             return
+        bot_user = context.get("bot_user_id") or ""
+        dm = said.channel_type == "im"
         inbound = Inbound(
             Sender(self.name, said.user),
             Conversation(said.channel, said.thread_ts).chat_id,
             self._delivered_to + said.message_id,
-            text=from_slack(said.text).strip(),
+            # In a DM a mention of steward comes as this message alone (Slack sends no
+            # app_mention there): read as a mention is.
+            text=_to_steward(said.text, bot_user) if dm else from_slack(said.text).strip(),
             attachment=said.attachment,
         )
-        bot_user = context.get("bot_user_id") or ""
-        if said.channel_type == "im":  # the answer in the question's thread too
+        if dm:  # the answer in the question's thread too
             await self._take(await self._answering(inbound, said, bot_user) or inbound)
             return
         if _mention(bot_user).search(said.text):
@@ -484,7 +487,7 @@ class SlackChannel:
         # An edit is mentioned again (or for the first time): the inbox takes a message
         # once, by its id, so only a message not answered before is answered now.
         bot_user = context.get("bot_user_id") or ""
-        words = from_slack(_mention(bot_user).sub("", said.text)).strip()
+        words = _to_steward(said.text, bot_user)
         conversation = Conversation(said.channel, said.thread_ts or said.ts)
         inbound = Inbound(
             Sender(self.name, said.user),
@@ -1154,6 +1157,12 @@ def _unreachable(exc: Exception) -> SendLater:
 def _later(exc: SlackApiError) -> SendLater:
     """What a request Slack could not take now (``_server_side``) is: one to try later."""
     return SendLater(f"Slack answered {exc.response.status_code}: {_error(exc)}")
+
+
+def _to_steward(text: str, bot_user: str) -> str:
+    """What a message that mentions steward (``bot_user``) says to it: its text as
+    written, without the mentions."""
+    return from_slack(_mention(bot_user).sub("", text)).strip()
 
 
 def _mention(user: str) -> re.Pattern[str]:

@@ -1487,6 +1487,27 @@ async def test_commands_without_their_slash_are_known_by_their_shape(
         await slack.wait_for(lambda s: "No runs in progress." in bot_texts(s, dm)[-1])
 
 
+async def test_a_message_in_the_dm_that_mentions_steward_is_read_without_the_mention(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """Slack sends no app_mention for a DM, only the message: "@steward runs" there was
+    read with the mention, as "@U… runs", words steward was not sure about ("Noted; …"),
+    and an answer written so held the mention. Now it is read as a mention is."""
+    dm, mention = slack.dm_channel(OPERATOR), f"<@{slack.bot_user_id}>"
+    async with running(tmp_path / "home", slack) as bot:
+        await say(slack, bot, f"{mention} runs")
+        await slack.wait_for(lambda s: "No runs in progress." in bot_texts(s, dm))
+        await say(slack, bot, "help me onboard Jane from Acme")
+        await slack.wait_for(lambda s: "email address?" in bot_texts(s, dm)[-1])
+        await say(slack, bot, f"{mention} jane@acme.com")
+        await slack.wait_for(lambda s: "package" in bot_texts(s, dm)[-1])
+        await say(slack, bot, f"{mention} premium")
+        await slack.wait_for(lambda s: cards(s, dm))
+        (card,) = cards(slack, dm)
+        assert "@" + slack.bot_user_id not in json.dumps(card)
+        assert "premium" in json.dumps(card)
+
+
 async def test_a_429_is_waited_out_and_nothing_is_dropped(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
