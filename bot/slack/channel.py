@@ -525,8 +525,9 @@ class SlackChannel:
             # the conversation, the only way to tell its sender anything there.
             context={"response_url": maybe_text(command, "response_url") or ""},
             # Typed in a channel, it is its sender's alone, and so is the run it starts:
-            # its later news follows its card to their DM (a user id is their DM).
-            news_to=None if _is_dm(channel) else who.user_id,
+            # its later news follows its card to their DM (a user id is their DM). So in
+            # a DM: it may be one with someone else, which steward cannot post in.
+            news_to=who.user_id,
         )
         await self._take(inbound, ack)
 

@@ -1088,6 +1088,29 @@ async def test_a_run_started_by_a_command_in_a_channel_sends_its_news_to_the_sen
         assert posted(slack, channel) == []
 
 
+async def test_a_run_started_by_a_command_in_a_dm_with_someone_else_sends_its_news_to_the_sender(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    """``/steward run …`` typed in a DM between two people (steward is no member): its
+    answers and card went to the sender's DM, but its run's later news went to the DM it
+    was typed in, which steward cannot post in, and so to every operator's DM: another
+    operator read the client's name and all. Now it goes to the sender alone, as a
+    command's in a channel does."""
+    other, between = "U0PAL", "D0BETWEEN"
+    slack.outside.add(between)
+    operators = f"slack:{OPERATOR},slack:{other}"
+    async with running(tmp_path / "home", slack, operators=operators) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        call = slack.slash_command(OPERATOR, between, START.removeprefix("/"))
+        assert (await slack.post_command(bot.url, call))[0] == 200
+        await slack.wait_for(lambda s: cards(s, dm))
+        [run] = await bot.steward.ledger.list_runs(None, limit=5)
+        await bot.service.notify(Reply().say("Jane at Acme replied."), run.reply_to)
+        await slack.wait_for(lambda s: "Jane at Acme replied." in bot_texts(s, dm))
+        await bot.service.idle()
+        assert bot_texts(slack, slack.dm_channel(other)) == []
+
+
 async def test_the_daily_list_asked_for_in_a_channel_shows_its_cards_in_the_senders_dm(
     tmp_path: Path, slack: FakeSlackAPI
 ) -> None:
