@@ -42,7 +42,7 @@ async def test_runs_is_answered_before_it_is_stored_and_on_disk_before_slack_hea
         event = slack.message_event(OPERATOR, "/runs")
         assert (await slack.post_event(bot.url, event))[0] == 200
         acked = time.monotonic()
-        delivery = f"message:{dm}:{event['event']['ts']}"
+        delivery = f"{slack.bot_id}:message:{dm}:{event['event']['ts']}"
         (answer,) = slack.calls_to("chat.postMessage")
         assert answer.at < disk.stored[delivery]  # answered first
         assert disk.on_disk_by(acked) == {delivery}  # stored before Slack heard
@@ -90,7 +90,7 @@ async def test_runs_of_one_run_is_answered_first_too(tmp_path: Path, slack: Fake
         assert (await slack.post_event(bot.url, event))[0] == 200
         await bot.channel.idle()
         timeline = slack.calls_to("chat.postMessage")[-1]
-        assert timeline.at < disk.stored[f"message:{dm}:{event['event']['ts']}"]
+        assert timeline.at < disk.stored[f"{slack.bot_id}:message:{dm}:{event['event']['ts']}"]
         assert len(bot_texts(slack, dm)) == before + 1
 
 

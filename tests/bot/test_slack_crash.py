@@ -124,7 +124,7 @@ async def test_killed_as_its_answer_reaches_slack_the_event_sent_again_is_answer
             assert (await slack.post_event(url, event, retry_num=1))[0] == 200
             await slack.wait_for(lambda s: len(bot_texts(s, dm)) == 2, timeout=30)
             # At least once, as any reply a crash cut off after it went: stored once.
-            delivery = f"message:{dm}:{event['event']['ts']}"
+            delivery = f"{slack.bot_id}:message:{dm}:{event['event']['ts']}"
             assert inbox(home) == [(delivery, "done")]
             assert (await slack.post_event(url, event, retry_num=2))[0] == 200
             await stop(bot)
@@ -147,7 +147,7 @@ async def test_killed_while_slack_cannot_take_its_answer_it_goes_after_the_resta
             event = slack.message_event(OPERATOR, "/runs")
             assert (await slack.post_event(url, event))[0] == 200  # told "delivered"
             await kill(bot)
-            delivery = f"message:{dm}:{event['event']['ts']}"
+            delivery = f"{slack.bot_id}:message:{dm}:{event['event']['ts']}"
             assert inbox(home) == [(delivery, "done")] and sent_steps(home) == [0]
 
             slack.fail("chat.postMessage", 503, times=0)
