@@ -21,8 +21,9 @@ from memory.ledger import CardMessage, Ledger, Outage
 
 log = logging.getLogger(__name__)
 
-# The ledger down, a card's messages taken are given back (and Telegram's polling tries
-# it again) this often until it is back; polling's backoff, to 30 s, is for Telegram's own.
+# The ledger down, where a card shows (or shows its outcome) is noted (and Telegram's
+# polling tries it again) this often until it is back; polling's backoff, to 30 s, is
+# for Telegram's own.
 LEDGER_AGAIN_SECONDS = 1.0
 
 
@@ -56,8 +57,9 @@ class CardMessages:
         return await self.ledger.card_shown(self.channel, approval_id)
 
     async def take(self, approval_id: str, outcome: str) -> list[CardMessage]:
-        """Every message showing the card, handed out once; a message posted later is
-        told ``outcome`` by ``remember``."""
+        """Every message showing the card, handed out until ``settle`` says it shows
+        ``outcome``: a stop before that leaves it to the next try. A message posted later
+        is told ``outcome`` by ``remember``."""
         return await self.ledger.take_card_messages(self.channel, approval_id, outcome)
 
     async def to_settle(
@@ -78,13 +80,15 @@ class CardMessages:
         update: Callable[[CardMessage], Awaitable[None]],
         elsewhere: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Shows the outcome on each of ``messages`` (taken by ``take``) with ``update``.
-        Those the platform cannot take now (``update`` raises ``SendLater``) are given
-        back, to be taken on the next try, and ``SendLater`` is raised after the rest:
-        a card whose update failed keeps no live buttons for good. The ledger down then,
-        the giving back waits for it (taken and not given back, those messages would be
-        handed out to nobody again). ``elsewhere``, which settles the card on the other
-        platforms, runs either way: none waits for this one.
+        """Shows the outcome on each of ``messages`` (taken by ``take``) with ``update``,
+        and then tells the ledger which show it: those are handed out no more. Those the
+        platform cannot take now (``update`` raises ``SendLater``) stay to be taken on the
+        next try (one not noted before is noted), and ``SendLater`` is raised after the
+        rest: a card whose update failed keeps no live buttons for good. The ledger down,
+        telling it waits for it; a stop meanwhile leaves every message taken to the next
+        try, which shows the outcome again where it shows already (that changes nothing).
+        ``elsewhere``, which settles the card on the other platforms, runs either way:
+        none waits for this one.
         """
         later: list[CardMessage] = []
         failure: SendLater | None = None
@@ -94,10 +98,11 @@ class CardMessages:
             except SendLater as exc:
                 later.append(message)
                 failure = exc
-        if failure is not None:
-            outage = Outage(log, f"giving back the messages of card {approval_id}")
+        if messages:
+            settled = [message for message in messages if message not in later]
+            outage = Outage(log, f"noting where card {approval_id} shows its outcome")
             await once_the_ledger_takes(
-                lambda: self.ledger.give_back_card_messages(self.channel, approval_id, later),
+                lambda: self.ledger.settle_card_messages(self.channel, approval_id, settled, later),
                 outage,
                 self.again_after,
             )

@@ -1686,28 +1686,36 @@ class Ledger:
     async def take_card_messages(
         self, channel: str, approval_id: str, outcome: str
     ) -> list[CardMessage]:
-        """Every message of ``channel`` showing the card, handed out once; one noted
-        later learns ``outcome`` (see ``remember_card_message``)."""
+        """Every message of ``channel`` showing the card and not yet showing ``outcome``
+        (see ``settle_card_messages``); one noted later learns ``outcome`` (see
+        ``remember_card_message``)."""
 
         def take(conn: Connection) -> list[CardMessage]:
             messages, _ = _locked_card(conn, channel, approval_id)
-            _keep_card(conn, channel, approval_id, [], outcome)
+            _keep_card(conn, channel, approval_id, messages, outcome)
             return [(str(chat), str(message)) for chat, message in messages]
 
         return await self.db.run(take, durable=False)
 
-    async def give_back_card_messages(
-        self, channel: str, approval_id: str, given: Sequence[CardMessage]
+    async def settle_card_messages(
+        self,
+        channel: str,
+        approval_id: str,
+        settled: Sequence[CardMessage],
+        unsettled: Sequence[CardMessage] = (),
     ) -> None:
-        """Messages taken whose update the platform could not take now: the next
-        ``take_card_messages`` hands them out again."""
+        """Messages taken that show the card's outcome now (``settled``): the next
+        ``take_card_messages`` hands them out no more; and those whose update the
+        platform could not take now (``unsettled``): it hands them out (again)."""
 
-        def give_back(conn: Connection) -> None:
+        def settle(conn: Connection) -> None:
             messages, outcome = _locked_card(conn, channel, approval_id)
-            messages += [list(each) for each in given if list(each) not in messages]
+            done = [list(each) for each in settled]
+            messages = [each for each in messages if each not in done]
+            messages += [list(each) for each in unsettled if list(each) not in messages]
             _keep_card(conn, channel, approval_id, messages, outcome)
 
-        await self.db.run(give_back)
+        await self.db.run(settle)
 
     # -- long-term memory's journal --------------------------------------------------------
 

@@ -1,19 +1,33 @@
-"""Where cards were posted: every message is handed out once, and one posted after the
-decision learns the outcome at once."""
+"""Where cards were posted: every message is handed out until it shows the outcome, and
+one posted after the decision learns the outcome at once."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.card_messages import CardMessages
+from bot.outbox import SendLater
 from memory.ledger import Ledger
 
 
-async def test_messages_are_handed_out_once_and_late_ones_get_the_outcome(ledger: Ledger) -> None:
+async def test_messages_are_handed_out_until_settled_and_late_ones_get_the_outcome(
+    ledger: Ledger,
+) -> None:
     cards = CardMessages(ledger, "slack")
     await asyncio.gather(*(cards.remember("a1", f"D{n}", f"{n}.0") for n in range(20)))
     shown = await cards.take("a1", "Approved by slack:U1")
     assert sorted(shown) == sorted((f"D{n}", f"{n}.0") for n in range(20))
+
+    async def update(message: tuple[str, str]) -> None:
+        if message == ("D7", "7.0"):
+            raise SendLater("the platform is away")
+
+    with pytest.raises(SendLater):
+        await cards.settle("a1", shown, update)
+    assert await cards.take("a1", "Approved by slack:U1") == [("D7", "7.0")]
+    await cards.settle("a1", [("D7", "7.0")], update=lambda message: asyncio.sleep(0))
     assert await cards.take("a1", "Approved by slack:U1") == []
     assert await cards.remember("a1", "D99", "99.0") == "Approved by slack:U1"
     assert await cards.remember("a2", "D1", "1.0") is None

@@ -821,8 +821,8 @@ async def test_a_card_whose_edit_and_ledger_both_failed_loses_its_buttons_once_b
 ) -> None:
     """A card decided from a shell while Telegram could not take its edit: its message
     was to be given back for the next try, but the ledger failed at that moment too, and
-    the message was forgotten: the card kept its buttons for good. Now the giving back
-    waits for the ledger, and the card loses its buttons once both are back. A press on
+    the message was forgotten: the card kept its buttons for good. Now noting it waits
+    for the ledger, and the card loses its buttons once both are back. A press on
     it from a device still showing them is answered with who decided, and changes
     nothing."""
     home = tmp_path / "home"
@@ -831,7 +831,7 @@ async def test_a_card_whose_edit_and_ledger_both_failed_loses_its_buttons_once_b
         card = await onboarding_card(api)
         await bot.channel.idle()
         ledger = bot.steward.door.ledger
-        give_back = ledger.give_back_card_messages
+        settle = ledger.settle_card_messages
         failed = asyncio.Event()
 
         async def down_once(*args: Any) -> None:
@@ -839,9 +839,9 @@ async def test_a_card_whose_edit_and_ledger_both_failed_loses_its_buttons_once_b
                 failed.set()
                 locked = sqlite3.OperationalError("database is locked")
                 raise OperationalError("UPDATE card_messages", {}, locked)
-            await give_back(*args)
+            await settle(*args)
 
-        monkeypatch.setattr(ledger, "give_back_card_messages", down_once)
+        monkeypatch.setattr(ledger, "settle_card_messages", down_once)
         api.fail("editMessageText", status=502, times=SEND_ATTEMPTS)  # all of one try
         approval_id = button(card, "Approve").partition(":")[2]
         async with Steward.open(load_settings(home=home)) as shell:  # `steward approve ID`
@@ -862,6 +862,38 @@ async def test_a_card_whose_edit_and_ledger_both_failed_loses_its_buttons_once_b
         await bot.settled(api, 2)
         assert len(api.sent(OPERATOR)) == sent_before  # no new messages, only the toast
         assert len(outbox(home)) == 1  # the run's email went once
+
+
+@pytest.mark.slow
+async def test_a_card_whose_edit_failed_while_the_ledger_was_down_at_a_stop_settles_next_start(
+    tmp_path: Path, api: FakeBotAPI, locked_long_enough: float
+) -> None:
+    """A card decided from a shell while Telegram could not take its edit, and steward
+    stopped while the ledger was down (its database locked): its message, taken to be
+    edited, was given back to nobody, and the card kept its buttons after the next start.
+    Now a message stays noted until its edit went, and the next start edits it."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        bot.channel.outbox.first_retry = 0.1
+        card = await onboarding_card(api)
+        await bot.channel.idle()
+        api.fail("editMessageText", status=502, times=10_000)
+        approval_id = button(card, "Approve").partition(":")[2]
+        async with Steward.open(load_settings(home=home)) as shell:  # `steward approve ID`
+            await shell.coordinator.decide(approval_id, True, "cli:shell")
+        await api.wait_for(lambda a: len(a.calls_to("editMessageText")) >= 1, timeout=20)
+        async with locked(home / "steward.db"):
+            await api.wait_for(
+                lambda a: len(a.calls_to("editMessageText")) >= SEND_ATTEMPTS, timeout=20
+            )
+            await asyncio.sleep(locked_long_enough)  # what the settling writes fails meanwhile
+            await bot.service.stop(drain_seconds=0)
+    api.fail("editMessageText", status=502, times=0)
+    async with running(home, api):
+        await api.wait_for(
+            lambda a: "reply_markup" not in a.message(OPERATOR, card["message_id"]), timeout=20
+        )
+        assert "Approved by cli:shell" in api.message(OPERATOR, card["message_id"])["text"]
 
 
 async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message(
