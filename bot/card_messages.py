@@ -13,6 +13,7 @@ bot or app on the same ledger showed is no message of this one's to edit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -40,17 +41,31 @@ class CardMessages:
         they were before accounts were told apart."""
         await self.ledger.rename_card_messages(channel, self.channel)
 
-    async def remember(self, approval_id: str, chat_id: str, message_id: str) -> str | None:
+    async def remember(
+        self,
+        approval_id: str,
+        chat_id: str,
+        message_id: str,
+        unshow: Callable[[], Awaitable[None]] | None = None,
+    ) -> str | None:
         """Notes a message showing the card. When the card was decided while the message
         was on its way, returns the outcome text to show on it at once. The ledger down,
-        the note waits for it: the card, posted, is not posted again."""
-        return await once_the_ledger_takes(
-            lambda: self.ledger.remember_card_message(
-                self.channel, approval_id, (chat_id, message_id)
-            ),
-            Outage(log, f"noting where card {approval_id} shows"),
-            self.again_after,
-        )
+        the note waits for it: the card, posted, is not posted again. A stop before the
+        note is made leaves the card to be posted again at the next start (its reply's
+        step is not done); ``unshow`` then takes the buttons off this message, which no
+        outcome would ever replace."""
+        try:
+            return await once_the_ledger_takes(
+                lambda: self.ledger.remember_card_message(
+                    self.channel, approval_id, (chat_id, message_id)
+                ),
+                Outage(log, f"noting where card {approval_id} shows"),
+                self.again_after,
+            )
+        except asyncio.CancelledError:
+            if unshow is not None:
+                await unshow()
+            raise
 
     async def showing(self, approval_id: str) -> bool:
         """Whether a message of this channel shows the card with its buttons."""

@@ -558,13 +558,25 @@ class TelegramChannel:
         if message is not None and outgoing.keyboard is not None:
             where = Conversation(str(message.chat.id), Conversation.of(chat_id).topic)
             shown = (where.chat_id, str(message.message_id))
-            decided = await self.cards.remember(card.approval_id, *shown)
+            unshow = partial(self._unshow, where.chat, message.message_id)
+            decided = await self.cards.remember(card.approval_id, *shown, unshow=unshow)
             if decided is not None:  # while it was on its way
                 html = outcome_html(CardOutcome(card.approval_id, decided))
                 try:
                     await self.cards.settle(card.approval_id, [shown], partial(self._edit, html))
                 except SendLater as exc:  # posting the card again would not help: it is posted
                     log.warning("could not show card %s its outcome: %s", card.approval_id, exc)
+
+    async def _unshow(self, chat: str, message_id: int) -> None:
+        """Takes a card's buttons off a message the ledger does not know shows it (see
+        ``CardMessages.remember``); Telegram refusing, the buttons stay."""
+        try:
+            await self._call(
+                lambda: self.bot.edit_message_reply_markup(chat, message_id, reply_markup=None),
+                again_if_maybe_sent=True,  # the same edit twice changes nothing
+            )
+        except TelegramError as exc:
+            log.warning("could not take the buttons off card message %s: %s", message_id, exc)
 
     async def _settle_card(self, chat_id: str, outcome: CardOutcome, pressed: int | None) -> None:
         """Edits every message showing the card — the pressed one, those in other chats,

@@ -896,6 +896,37 @@ async def test_a_card_whose_edit_failed_while_the_ledger_was_down_at_a_stop_sett
         assert "Approved by cli:shell" in api.message(OPERATOR, card["message_id"])["text"]
 
 
+@pytest.mark.slow
+async def test_a_card_posted_while_the_ledger_was_down_at_a_stop_keeps_no_live_buttons(
+    tmp_path: Path, api: FakeBotAPI, locked_long_enough: float
+) -> None:
+    """A card was posted, and noting where it shows waited for the ledger (its database
+    locked) when steward stopped: the card went again at the next start, and once it was
+    decided there the first message kept its buttons. Now a message the ledger was not
+    told of by the stop loses its buttons then: the copy posted again is the card."""
+    home = tmp_path / "home"
+    async with running(home, api) as bot:
+        api.stall("sendMessage", after=1)  # "Started" goes; the card waits
+        api.send_text(OPERATOR, START)
+        await api.wait_for(lambda a: a.stalled_calls == ["sendMessage"], timeout=10)
+        async with locked(home / "steward.db"):
+            api.unstall()
+            await api.wait_for(lambda a: cards(a), timeout=10)
+            (first,) = cards(api)
+            await asyncio.sleep(locked_long_enough)  # noting where it shows fails meanwhile
+            await bot.service.stop(drain_seconds=0)
+    assert "reply_markup" not in api.message(OPERATOR, first["message_id"])
+    async with running(home, api) as bot:
+        await api.wait_for(lambda a: len(a.sent(OPERATOR)) == 3, timeout=10)
+        again = api.sent(OPERATOR)[-1]
+        assert again["text"] == first["text"] and "reply_markup" in again
+        api.press(OPERATOR, again, button(again, "Approve"))
+        await api.wait_for(lambda a: any("is done" in t for t in texts(a)), timeout=10)
+        await bot.channel.idle()
+        assert cards(api) == []  # no message of the card keeps its buttons
+        assert len(outbox(home)) == 1
+
+
 async def test_a_reply_cut_short_by_telegram_goes_on_without_repeating_a_message(
     tmp_path: Path, api: FakeBotAPI
 ) -> None:
