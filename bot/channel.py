@@ -49,6 +49,11 @@ class Channel(Protocol):
     settled_here: Settled | None
 
     @property
+    def account(self) -> str:
+        """This channel among those of its platform on the same ledger (a Telegram bot's,
+        ``telegram:`` and its id); known once it started."""
+
+    @property
     def needs_http(self) -> bool: ...
 
     def mount(self, http: HttpServer) -> None: ...
@@ -167,8 +172,9 @@ def operator_ids(channel: str, operators: Iterable[str]) -> list[str]:
 
 
 def to_operators_of(channel: str) -> dict[str, Any]:
-    """Where news for every operator of ``channel``, and for nobody elsewhere, goes: the
-    day's list, which each channel is sent under a timer of its own."""
+    """Where news for every operator of ``channel`` (or of one account of it, a bot's),
+    and for nobody elsewhere, goes: the day's list, which each channel's account is sent
+    under a timer of its own."""
     return {"channel": channel}
 
 

@@ -6,14 +6,16 @@ Every timer is in the ledger and is claimed atomically before it fires, so it fi
 once however many schedulers share the database, and a time missed while steward was
 down fires at the next start. The daily list is a timer too: one for each day and
 channel, due at STEWARD_DIGEST_AT on the operator's clock (STEWARD_TIMEZONE, daylight
-saving included), fired by a scheduler that serves the channel and claimed once each of
-its chats' list is kept (see ``Scheduler._send_digest``): stewards serving other
+saving included), fired by a scheduler that serves the channel (one for each of its
+bots or apps: two Telegram bots on one ledger each send their own list) and claimed once
+each of its chats' list is kept (see ``Scheduler._send_digest``): stewards serving other
 platforms on one ledger each send their own operators the list, and a channel whose
 steward is down when it is due has it when that steward is back, within a week; after
 that a scheduler whose settings do not name the channel drops it (the channel was taken
-out of the settings, say). A terminal
-with no such steward beside it shows the day's list of a channel's timer due, once, and
-leaves the timer to the channel's steward.
+out of the settings, say), as does one serving the platform through another bot or app
+(that one's token was replaced, say). A terminal with no such steward beside it shows
+the day's list of a channel's timer due, once, and leaves the timer to the channel's
+steward.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class Scheduler:
         # When the oldest delivery of each event not handled yet came (the webhooks').
         self.unhandled = unhandled
         # The channels whose daily list this scheduler sends, each under a timer of its
-        # own; none (the terminal): one timer, for whatever ``notify`` reaches.
+        # own; none (the terminal): one timer, for whatever ``notify`` reaches. Once they
+        # started, each one account of its platform (see ``serve``).
         self.channels = tuple(channels)
         # The channels this steward's settings name, served here or not (the terminal's
         # steward run may be merely stopped): their list is never dropped here as unserved.
@@ -98,6 +101,19 @@ class Scheduler:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._next_digest: tuple[list[str], datetime] | None = None  # planned: keys, time
         self._shown_here: set[str] = set()  # the days whose list this scheduler handed on
+
+    def serve(self, accounts: Sequence[str]) -> None:
+        """Sends the daily list of each of ``accounts`` (a Telegram bot's, ``telegram:``
+        and its id; a Slack app's), the channels started here, under a timer of its own:
+        two bots of one platform on one ledger (two stewards) each send their own
+        operators the list. A timer naming the platform alone (planned before accounts
+        were told apart) is sent by the first steward of the platform to fire it. Another
+        account of a platform served here is another steward's, and its list unsent a
+        week is dropped here (its bot's token was replaced, say)."""
+        platforms = {_platform(account) for account in accounts}
+        others = (name for name in self.configured if _platform(name) not in platforms)
+        self.channels = tuple(accounts)
+        self.configured = frozenset((*accounts, *others))
 
     async def tick(self) -> int:
         """Fires every due timer once; returns how many this worker fired. Several fire
@@ -129,12 +145,13 @@ class Scheduler:
         fired = sum(results)
         # After what was due: a list sent late holds no expired gate. Another channel's
         # list is left to a scheduler that serves that channel, for a while.
+        platforms = {_platform(channel) for channel in self.channels}
         for timer in (t for t in due if t.kind == DIGEST):
-            if _channel_of(timer.key) in (None, *self.channels):
+            channel = _channel_of(timer.key)
+            if channel is None or channel in self.channels or channel in platforms:
                 fired += await self._send_digest(timer, now)
-            elif (
-                now - timer.due_at > UNSERVED_LIST_LAPSES
-                and _channel_of(timer.key) not in self.configured
+            elif now - timer.due_at > UNSERVED_LIST_LAPSES and not (
+                {channel, _platform(channel)} & self.configured
             ):
                 await self._drop_unserved(timer)
             elif not self.channels:  # the terminal, with no steward of the channel beside it
@@ -247,14 +264,20 @@ class Scheduler:
         """Ends a channel's list that no steward serving the channel sent in time, where it
         stayed due for ever, and says so once."""
         if await self.ledger.cancel_timer(timer.id):
-            channel = _channel_of(timer.key)
+            channel = _channel_of(timer.key) or ""
+            platform = _platform(channel)
+            asked = (
+                f"is {channel} still in the settings?"
+                if channel == platform
+                else f"was that {platform} account replaced in a steward's settings?"
+            )
             log.warning(
                 "dropped the daily list %s: no steward serving %s sent it in the %d days "
-                "since it was due (is %s still in the settings?)",
+                "since it was due (%s)",
                 timer.key,
                 channel,
                 UNSERVED_LIST_LAPSES.days,
-                channel,
+                asked,
             )
 
     def _digest_keys(self, at: datetime) -> list[str]:
@@ -296,6 +319,11 @@ def _channel_of(key: str) -> str | None:
     naming none (the terminal's, or planned by a steward from before channels had one)."""
     parts = key.split(":", 2)
     return parts[2] if len(parts) == 3 else None
+
+
+def _platform(channel: str) -> str:
+    """The platform of a channel or one account of it: "telegram" of "telegram:4242"."""
+    return channel.partition(":")[0]
 
 
 def _reply_to(result: RunView | Decision) -> dict[str, Any] | None:

@@ -181,6 +181,7 @@ class Service:
             await channel.start()
             self._started.append(channel)
             log.info("%s channel started", channel.name)
+        self.scheduler.serve([channel.account for channel in self._started])
         await forget_gone_shells(self.steward.ledger, self.steward.settings.home)
         for view in await self.steward.engine.recover():  # runs a crash left mid-step
             await self.notify(self.steward.coordinator.describe(view), view.run.reply_to)
@@ -363,10 +364,11 @@ class Service:
     async def notify(self, reply: Reply, reply_to: dict[str, Any] | None) -> bool:
         """A run's news goes to the channel it came from; news of a run started
         elsewhere goes to every channel's operators, and news for one channel's operators
-        (the day's list) to that channel alone. False when no channel took it (a channel
-        that could not is logged; the others go on)."""
+        (the day's list) to that channel alone, or that one account of it (a bot's).
+        False when no channel took it (a channel that could not is logged; the others go
+        on)."""
         wanted = reply_to.get("channel") if reply_to else None
-        targets = [c for c in self._started if c.name == wanted]
+        targets = [c for c in self._started if wanted in (c.name, c.account)]
         if not targets and for_operators_of_one_channel(reply_to):
             return False  # that channel is not served here
         targets = targets or self._started

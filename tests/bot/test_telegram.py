@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -1553,3 +1554,41 @@ async def test_a_polled_update_of_a_shape_steward_cannot_use_holds_up_none_after
         api.send_text(OPERATOR, "/help")
         await api.wait_for(lambda a: len(a.sent(OPERATOR)) == 2)
     assert api.pending == []  # all confirmed at the stop: none is delivered again
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_two_bots_on_one_ledger_each_send_their_operators_the_day_s_list(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Two bots (two stewards, one ledger): the day's list was one timer for Telegram,
+    which the first steward to fire it claimed once its own bot had sent it: the other
+    bot's operators had no list that day. Now each bot has a list of its own."""
+    home = tmp_path / "home"
+    clock = Clock(datetime(2026, 10, 24, 7, 59, tzinfo=UTC))
+    async with (
+        FakeBotAPI(token="777:other-bot") as other_api,
+        running(home, api) as bot,
+        running(home, other_api) as other,
+    ):
+        for each in (bot, other):
+            each.service.scheduler.clock = clock
+        await bot.service.scheduler.tick()  # both plan the 24th's list
+        await other.service.scheduler.tick()
+        clock.now = datetime(2026, 10, 24, 8, 0, 1, tzinfo=UTC)
+
+        def listed(on: FakeBotAPI) -> int:
+            return sum("Saturday 24 October" in text for text in texts(on))
+
+        await api.wait_for(lambda a: listed(a) >= 1, timeout=10)
+        await other_api.wait_for(lambda a: listed(a) >= 1, timeout=10)
+        for each in (bot, other):
+            await each.service.scheduler.tick()
+            await each.channel.idle()
+        assert listed(api) == listed(other_api) == 1

@@ -694,3 +694,58 @@ async def test_a_list_cut_off_by_a_sigkill_goes_to_each_chat_once_after_the_rest
         out, err = await asyncio.wait_for(again.communicate(), 60)
         assert again.returncode == 0 and out == b"done\n", err.decode()
         assert lists_owed(home) == ["1", "2"]
+
+
+async def test_a_list_of_a_bot_gone_ends_after_a_week_and_one_planned_for_the_platform_goes(
+    app: Steward, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each bot has a list of its own: one planned for a bot whose steward never came back
+    (its token replaced) ends after a week, where a terminal keeps it; one planned for
+    Telegram alone, before bots were told apart, is sent by the bot that fires it."""
+    sent: list[str] = []
+
+    async def notify(reply: Reply, reply_to: dict[str, Any] | None) -> bool:
+        sent.append(reply_to["channel"] if reply_to else "every channel")
+        return True
+
+    due = datetime(2026, 10, 24, 8, 0, tzinfo=UTC)
+    await app.ledger.plan_timer("digest:2026-10-24:telegram:777", "digest", due)
+    await app.ledger.plan_timer("digest:2026-10-24:telegram", "digest", due)
+    clock = Clock(due + timedelta(days=7, seconds=1))
+    terminal = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(time(9, 0), UTC_ZONE),
+        clock=clock,
+        configured=("telegram",),
+    )
+    bot = Scheduler(
+        app.ledger,
+        app.engine,
+        app.coordinator,
+        notify,
+        digest=DigestTime(time(9, 0), UTC_ZONE),
+        clock=clock,
+        channels=("telegram",),
+        configured=("telegram",),
+    )
+    bot.serve(["telegram:4242"])
+    await terminal.tick()
+    gone = await app.ledger.get_timer("digest:2026-10-24:telegram:777")
+    assert gone is not None and gone.status == "pending"
+    sent.clear()  # the terminal showed the day's list
+    with caplog.at_level(logging.WARNING, logger="bot.scheduler"):
+        for _ in range(2):
+            await bot.tick()
+    gone = await app.ledger.get_timer("digest:2026-10-24:telegram:777")
+    assert gone is not None and gone.status == "cancelled"
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [
+        "dropped the daily list digest:2026-10-24:telegram:777: no steward serving "
+        "telegram:777 sent it in the 7 days since it was due (was that telegram account "
+        "replaced in a steward's settings?)"
+    ]
+    assert sent == ["telegram"]
+    assert await app.ledger.due_timers(clock.now) == []
