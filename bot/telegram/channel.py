@@ -189,7 +189,7 @@ class TelegramChannel:
         self._poller: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._unanswered: dict[str, asyncio.TimerHandle] = {}  # press id → its late answer
-        self._answering: set[asyncio.Task[None]] = set()
+        self._answering: set[asyncio.Task[bool]] = set()
 
     @property
     def cards(self) -> CardMessages:
@@ -521,12 +521,12 @@ class TelegramChannel:
             if answered:
                 return
             if answering is None or chat_id != answering.sender.user_id:  # a shared chat
-                log.info("a press in chat %s was answered before its reply was ready", chat_id)
+                log.info("a press in chat %s was answered without its private reply", chat_id)
                 return
-            # The press was answered already (it took over ANSWER_WITHIN): in the
-            # presser's own chat a message is for their eyes too.
+            # The press was answered already (it took over ANSWER_WITHIN), or Telegram
+            # failed its answer: in the presser's own chat a message is for their eyes too.
         items = list(reply.items)
-        if reply.notice and not answered:  # no press, or its spinner was stopped already
+        if reply.notice and not answered:  # no press, its spinner stopped already, or failed
             items.append(reply.notice)
         posts = 0  # a reply buzzes the operator's phone once, however many messages it is
         for item in items:
@@ -673,13 +673,13 @@ class TelegramChannel:
         return None
 
     async def _answer_press(self, query_id: str, text: str | None) -> bool:
-        """Answers a press, once; False when it was answered already."""
+        """Answers a press, once; False when it was answered already, or Telegram did not
+        take the answer (then its text goes as a message)."""
         timer = self._unanswered.pop(query_id, None)
         if timer is None:
             return False
         timer.cancel()
-        await self._answer(query_id, text)
-        return True
+        return await self._answer(query_id, text)
 
     def _answer_late(self, query_id: str) -> None:
         """The press has waited ANSWER_WITHIN: stop its spinner now, without a text."""
@@ -688,12 +688,15 @@ class TelegramChannel:
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
 
-    async def _answer(self, query_id: str, text: str | None) -> None:
+    async def _answer(self, query_id: str, text: str | None) -> bool:
+        """Answers a press; whether Telegram took the answer."""
         toast = fit(text, TOAST_LIMIT) if text else None
         try:
             await self._call(lambda: self.bot.answer_callback_query(query_id, text=toast))
         except TelegramError as exc:  # too old after a restart: the card edit still shows it
             log.info("could not answer a button press: %s", self._redact(exc))
+            return False
+        return True
 
     def _redact(self, exc: BaseException) -> str:
         """An error's text without the bot token, which some of them hold."""

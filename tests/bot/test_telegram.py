@@ -1592,3 +1592,25 @@ async def test_two_bots_on_one_ledger_each_send_their_operators_the_day_s_list(
             await each.service.scheduler.tick()
             await each.channel.idle()
         assert listed(api) == listed(other_api) == 1
+
+
+async def test_a_press_whose_answer_telegram_fails_hears_it_in_a_message(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """A press on a card decided already, whose answer Telegram failed (a 502): the
+    answer ("Already decided — …") was taken for shown, and the operator heard nothing.
+    Now it goes as a message, as for a press answered before its reply was ready."""
+    async with running(tmp_path / "home", api) as bot:
+        card = await onboarding_card(api)
+        approve = button(card, "Approve")
+        api.press(OPERATOR, card, approve)
+        await api.wait_for(lambda a: any("is done" in t for t in texts(a)))
+        await bot.settled(api, 2)
+        sent_before = len(api.sent(OPERATOR))
+        api.fail("answerCallbackQuery", status=502, times=1)
+        api.press(OPERATOR, card, approve)  # another device still showing the buttons
+        await bot.settled(api, 3)
+        (failed, *_) = api.calls_to("answerCallbackQuery")[1:]
+        assert failed.status == 502
+        (told,) = texts(api)[sent_before:]
+        assert told.startswith(f"Already decided — Approved by telegram:{OPERATOR} at")
