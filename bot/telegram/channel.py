@@ -740,7 +740,8 @@ def read_update(data: dict[str, Any], bot: ExtBot[None]) -> Update:
 
 
 def inbound_from(update: Update, bot_id: int, username: str = "") -> Inbound | None:
-    """The neutral form of a text message or a button press; None for anything else.
+    """The neutral form of a message or a button press; None for anything else (a note
+    of what someone did in the chat: a member added, a message pinned, a topic opened).
     ``Unusable`` when a field it reads is not of its type (python-telegram-bot takes an
     update's fields as they come). A message that begins by mentioning the bot
     (``@username``, how a group with privacy mode on reaches it) is read without it.
@@ -764,12 +765,16 @@ def inbound_from(update: Update, bot_id: int, username: str = "") -> Inbound | N
         return None
     _of(message.text, str | None, "a message's text")
     _of(message.caption, str | None, "a message's caption")
+    said = message.text or message.caption
+    attachment = _attachment(message)
+    if not said and attachment is None:  # Telegram's note of an act: a member added, a pin
+        return None
     return Inbound(
         _sender(message.from_user),
         _where(message).chat_id,
         update_id,
-        text=_to_the_bot(message.text or message.caption or "", username),
-        attachment=_attachment(message),
+        text=_to_the_bot(said or "", username),
+        attachment=attachment,
         may_go_on=length(message.text or "") >= PART_OF_A_LONGER_TEXT,
     )
 

@@ -1614,3 +1614,46 @@ async def test_a_press_whose_answer_telegram_fails_hears_it_in_a_message(
         assert failed.status == 502
         (told,) = texts(api)[sent_before:]
         assert told.startswith(f"Already decided — Approved by telegram:{OPERATOR} at")
+
+
+def service_message(api: FakeBotAPI, chat: dict[str, Any], **what: Any) -> None:
+    """What Telegram tells of an operator's act in a chat (a member added, a message
+    pinned): a message from them with no text, caption or attachment."""
+    user = {"id": OPERATOR, "is_bot": False, "first_name": "Op"}
+    message_id = 900 + len(api.calls)
+    api.inject(
+        {
+            "message": {
+                "message_id": message_id,
+                "from": user,
+                "chat": chat,
+                "date": int(time.time()),
+                **what,
+            }
+        }
+    )
+
+
+async def test_an_operator_s_act_in_a_chat_is_not_taken_for_an_answer(
+    tmp_path: Path, api: FakeBotAPI
+) -> None:
+    """Asked for an email, the operator added a member to the group, or pinned a message
+    in their chat with steward: Telegram's note of it, a message from them with no text,
+    was read as an empty answer ("email: expected an email address …, got ''")."""
+    group = {"id": -100500, "type": "supergroup", "title": "Ops"}
+    private = {"id": OPERATOR, "type": "private", "first_name": "Op"}
+    async with running(tmp_path / "home", api) as bot:
+        api.send_text(OPERATOR, "/run onboarding client=Acme", chat_id=group["id"])
+        await api.wait_for(lambda a: any("email" in t for t in texts(a, group["id"])))
+        newcomer = {"id": 5555, "is_bot": False, "first_name": "New"}
+        service_message(api, group, new_chat_members=[newcomer])
+        api.send_text(OPERATOR, "/run onboarding client=Beta")
+        await api.wait_for(lambda a: any("email" in t for t in texts(a)))
+        pinned = {"message_id": 1, "chat": private, "date": 0}
+        service_message(api, private, pinned_message=pinned)
+        await bot.settled(api, 2)  # the two runs; the acts are not stored
+        api.send_text(OPERATOR, "jane@acme.com", chat_id=group["id"])
+        api.send_text(OPERATOR, "jo@beta.com")
+        await api.wait_for(lambda a: "premium" in texts(a, group["id"])[-1])
+        await api.wait_for(lambda a: "premium" in texts(a)[-1])
+        assert not any("got ''" in t for t in texts(api, group["id"]) + texts(api))
