@@ -5,6 +5,11 @@ then checks who sent it. Operators on the allow-list go on to the coordinator; a
 else gets one polite refusal a day, every attempt goes into the audit log, and nothing
 of theirs reaches the coordinator.
 
+A command that only shows something (``/runs``) writes nothing, so a channel may answer
+it first and store it after (``claim_unstored``): the delivery is stored, handled, once
+its answer went, and in any case before its platform hears it arrived, with what of the
+answer could not go yet. A duplicate meanwhile is dropped as a stored one is.
+
 Replies go out the same way: what a channel owes a chat is kept in the ledger until
 the channel has sent all of it, so a stop or an outage of the platform delays a reply,
 and the channel sends it when it can. The reply to a delivery is kept once the handling
