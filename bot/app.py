@@ -148,6 +148,7 @@ class Steward:
                     history=history,
                 )
                 door = FrontDoor(ledger, Allowlist(settings.operator_ids), memory, coordinator)
+                stack.push_async_callback(door.audited)  # before the memory closes
                 yield cls(settings, ledger, catalog, connectors, engine, coordinator, door, history)
         finally:
             await ledger.close()

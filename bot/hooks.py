@@ -173,7 +173,7 @@ class HookEndpoint:
         expected = signature(source.secret if source is not None else self.nobodys_secret, body)
         signed = hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
         if source is None or not signed:
-            return await self._refuse_unsigned(name, source is not None, request.remote or "")
+            return self._refuse_unsigned(name, source is not None, request.remote or "")
         try:
             payload = parse_delivery(body)
         except Unfit as exc:
@@ -187,18 +187,18 @@ class HookEndpoint:
             self.queue.put(Queued(inbox_id, name, payload))
         return web.json_response({"ok": True, "duplicate": inbox_id is None})
 
-    async def _refuse_unsigned(self, name: str, known: bool, remote: str) -> web.Response:
+    def _refuse_unsigned(self, name: str, known: bool, remote: str) -> web.Response:
         """The one answer to a delivery without a source's signature, whether the source
         exists or not; the log and the audit say which."""
         if known:
             log.warning("hook %s: bad or missing signature", name)
-            await self.door.refuse_unverified(
+            self.door.refuse_unverified(
                 hook_channel(name), "bad or missing signature", {"remote": remote}
             )
         else:
             shown = storable(repr(name[:40]))
             log.warning("hook %s: no such hook", shown)
-            await self.door.refuse_unverified(
+            self.door.refuse_unverified(
                 NO_SUCH_HOOK, "no such hook", {"remote": remote, "hook": shown}
             )
         return web.Response(status=401, text="bad signature")

@@ -30,9 +30,9 @@ from memory.ledger import storable
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Audits a request refused before it was read: its endpoint's owner (a channel), the
-# reason, and where it came from (``FrontDoor.refuse_unverified``). It never raises: a
-# refusal is answered 408 or 413 whatever its audit does.
-Refused = Callable[[str, str, dict[str, str]], Awaitable[None]]
+# reason, and where it came from (``FrontDoor.refuse_unverified``). It neither waits for
+# the audit nor raises: a refusal is answered 408 or 413 at once, whatever its audit does.
+Refused = Callable[[str, str, dict[str, str]], None]
 # A request under way at a stop gets this long to finish: one that is answered stores and
 # answers in milliseconds, and a sender that has not sent its body yet sends it again.
 STOP_SECONDS = 2.0
@@ -121,7 +121,7 @@ class HttpServer:
         owner = self._owners.get(resource.canonical if resource else "", "http")
         if self.refused is not None:
             path = storable(request.path[:200])  # a stranger's: a hook's name, say
-            await self.refused(owner, reason, {"path": path, "remote": request.remote or ""})
+            self.refused(owner, reason, {"path": path, "remote": request.remote or ""})
         response = web.Response(status=status, text=reason)
         response.force_close()
         return response

@@ -32,9 +32,10 @@ that replaced it; nothing acts twice.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -83,6 +84,8 @@ class FrontDoor:
     # Deliveries being answered before they are stored (``claim_unstored``), by channel
     # and id: one delivered again meanwhile is a duplicate, as a stored one is.
     _unstored: set[tuple[str, str]] = field(default_factory=set, init=False)
+    # Audits of requests refused, under way: their answers did not wait for them.
+    _auditing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     async def receive(self, inbound: Inbound) -> Reply | None:
         """Stores the delivery, then handles it. None for a duplicate delivery.
@@ -504,22 +507,39 @@ class FrontDoor:
             f"a message {channel} refused",
         )
 
-    async def refuse_unverified(self, channel: str, reason: str, details: dict[str, str]) -> None:
+    def refuse_unverified(self, channel: str, reason: str, details: dict[str, str]) -> None:
         """Audits a request a channel refused because it could not prove where it came
         from (a bad signature, a stale timestamp): nothing of it was stored. One event a
         minute per address and reason, and UNVERIFIED_MOST a minute in all, so that a
         flood, from however many addresses, cannot grow the log; the rest is logged.
 
-        Never raises: the request is refused whatever its audit does (the ledger or the
-        memory away), and the channel answers it as refused, not as its own failure."""
+        The audit goes on in the background (``audited`` waits for it): the channel
+        answers the request as refused at once, not once the ledger has taken the event
+        — another process holding its write lock keeps it waiting up to the busy
+        timeout, a PostgreSQL out of reach up to the connect timeout — nor as its own
+        failure when the ledger or the memory is away: that is logged."""
         data = {"reason": reason, **details}
-        await self._audit_seldom(
-            NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data),
-            f"unverified:{channel}:{details.get('remote', '')}:{reason}",
-            UNVERIFIED_TTL,
-            f"an unverified {channel} request refused ({reason})",
-            flood=f"unverified:{channel}",
+        self._audit_later(
+            self._audit_seldom(
+                NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data),
+                f"unverified:{channel}:{details.get('remote', '')}:{reason}",
+                UNVERIFIED_TTL,
+                f"an unverified {channel} request refused ({reason})",
+                flood=f"unverified:{channel}",
+            )
         )
+
+    def _audit_later(self, audit: Coroutine[None, None, None]) -> None:
+        """Runs ``audit`` (which never raises) on a task of its own, in a context of its
+        own: it takes no part in a handling's ledger writes (see ``Ledger.batching``)."""
+        task = asyncio.create_task(audit, context=contextvars.Context())
+        self._auditing.add(task)
+        task.add_done_callback(self._auditing.discard)
+
+    async def audited(self) -> None:
+        """Returns once the audits started so far are written, or given up (logged)."""
+        while self._auditing:
+            await asyncio.wait(list(self._auditing))
 
     async def _audit_seldom(
         self, event: NewAuditEvent, seen: str, ttl: float, what: str, flood: str | None = None

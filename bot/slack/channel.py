@@ -375,7 +375,7 @@ class SlackChannel:
         is no JSON object is a 400, and one bolt would fail on is acknowledged and set
         aside (``ids_unreadable``, ``unroutable``), never a 500."""
         if not await self._signed_by_slack(request):
-            await self._refused(request)
+            self._refused(request)
             return web.json_response({"error": "invalid request"}, status=401)
         try:
             bolt_request = await to_bolt_request(request)
@@ -403,7 +403,7 @@ class SlackChannel:
             return False
         return SignatureVerifier(self.signing_secret).is_valid_request(body, request.headers)
 
-    async def _refused(self, request: web.Request) -> None:
+    def _refused(self, request: web.Request) -> None:
         stamp = request.headers.get("X-Slack-Request-Timestamp", "")
         try:
             age = abs(time.time() - int(stamp))
@@ -415,7 +415,7 @@ class SlackChannel:
             reason = "bad or missing signature"
         log.warning("refused a Slack request from %s: %s", request.remote, reason)
         details = {"path": request.path, "remote": request.remote or ""}
-        await self.door.refuse_unverified(self.name, reason, details)
+        self.door.refuse_unverified(self.name, reason, details)
 
     async def _failed(self, error: Exception, body: dict[str, Any]) -> BoltResponse | None:
         """Bolt's one error handler. A request no listener is for (an event type or a

@@ -399,7 +399,7 @@ class TelegramChannel:
         ):
             log.warning("refused a Telegram webhook call with a wrong or missing secret token")
             refused = {"path": request.path, "remote": request.remote or ""}
-            await self.door.refuse_unverified(self.name, "wrong or missing secret token", refused)
+            self.door.refuse_unverified(self.name, "wrong or missing secret token", refused)
             return web.Response(status=403, text="forbidden")
         try:
             body = await request.json()

@@ -44,6 +44,7 @@ from memory.ledger import ledger as ledger_module
 from tests.bot.test_run_takeover import LEASE, ROOT, partner_at, until
 from tests.bot.test_service import ledger_refuses
 from tests.net import free_port
+from tests.waiting import DEADLINE_SECONDS
 
 FORM_SECRET = "form-secret-0123456789"
 PAY_SECRET = "payments-secret-0123456789"
@@ -212,6 +213,7 @@ async def test_unsigned_or_malformed_deliveries_change_nothing_and_are_audited(
             raw = b'{"client": "Acme", "amount": ' + number + b"}"
             assert await bot.post("form", None, secret=FORM_SECRET, raw=raw) == 400
         assert await bot.steward.ledger.list_runs(None) == []
+        await bot.steward.door.audited()
         kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
         # the second unsigned one from this address within a minute: logged, not audited
         assert kinds.count("request.refused") == 1 and kinds.count("hook.invalid") == 8
@@ -235,6 +237,7 @@ async def test_a_hook_nobody_has_answers_as_a_bad_signature_and_is_audited_as_un
                 answers.append((r.status, seen, await r.read()))
         assert answers[0] == answers[1]
         assert answers[0][0] == 401
+        await bot.steward.door.audited()
         events = await bot.steward.ledger.audit_events()
         refused = [e for e in events if e.kind == "request.refused"]
         assert [(e.subject, e.data["reason"]) for e in refused] == [
@@ -261,9 +264,41 @@ async def test_a_refusal_is_answered_as_such_while_the_ledger_is_down(
                 headers = {"X-Steward-Signature": signature("not-the-secret", body)}
                 async with session.post(f"{bot.url}/hooks/{name}", data=data, headers=headers) as r:
                     answers.append(r.status)
+            await bot.steward.door.audited()
         assert answers == [413, 401, 401]
     failed = [r for r in caplog.records if "could not audit" in r.getMessage()]
     assert len(failed) == 3
+
+
+async def test_a_refusal_is_answered_at_once_while_another_process_holds_the_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (a ``steward approve`` in a shell) holds the ledger's write lock:
+    a refusal's audit waits for it up to SQLite's busy timeout (15 s), and the sender of a
+    bad signature or of a body over a megabyte waited as long for its 401 or 413. The
+    answer now goes at once; the audit follows once the lock is let go."""
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_TIMEOUT_MS", 120_000)  # past the test
+    body = json.dumps({"client": "Acme"}).encode()
+    huge = json.dumps({"client": "x" * 1024**2}).encode()
+    headers = {"X-Steward-Signature": signature("not-the-secret", body)}
+    async with running(tmp_path / "home") as bot, aiohttp.ClientSession() as session:
+        async with ledger_locked(bot.steward):
+            answers = []
+            for name, data in (("form", io.BytesIO(huge)), ("form", body), ("nosuch", body)):
+                async with (
+                    asyncio.timeout(DEADLINE_SECONDS),  # the lock is held all the while
+                    session.post(f"{bot.url}/hooks/{name}", data=data, headers=headers) as r,
+                ):
+                    answers.append(r.status)
+            assert answers == [413, 401, 401]
+        await bot.steward.door.audited()  # once the lock is let go
+        events = await bot.steward.ledger.audit_events()
+        refused = {(e.subject, e.data["reason"]) for e in events if e.kind == "request.refused"}
+        assert refused == {
+            ("hooks", "request body over 1 MiB"),
+            ("hook:form", "bad or missing signature"),
+            ("hooks", "no such hook"),
+        }
 
 
 async def test_a_delivery_sent_again_under_another_delivery_id_is_handled_once(

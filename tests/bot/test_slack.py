@@ -71,7 +71,9 @@ class Running:
         with sqlite3.connect(self.home / "steward.db") as db:
             return int(db.execute("select count(*) from inbox").fetchone()[0])
 
-    def audit_kinds(self) -> list[str]:
+    async def audit_kinds(self) -> list[str]:
+        """The audit log's kinds, once the audits under way (of refusals) are written."""
+        await self.steward.door.audited()
         with sqlite3.connect(self.home / "steward.db") as db:
             return [row[0] for row in db.execute("select kind from audit_events order by seq")]
 
@@ -246,7 +248,7 @@ async def test_a_stranger_gets_an_ephemeral_refusal_and_an_audit_event(
         await press(slack, bot, card, "approve", user=STRANGER)
         await bot.channel.idle()
         assert ephemerals(slack, STRANGER) == [REFUSAL]  # once a day, however often they try
-        assert bot.audit_kinds().count("access.denied") == 2
+        assert (await bot.audit_kinds()).count("access.denied") == 2
         assert bot_texts(slack, slack.dm_channel(STRANGER)) == []
         assert outbox(bot.home) == []
         assert actions(slack.message(slack.dm_channel(OPERATOR), card["ts"]))  # still open
@@ -289,7 +291,7 @@ async def test_a_reply_slack_answers_service_unavailable_to_is_sent_once_it_can(
         statuses = [call.status for call in slack.calls if call.method == "chat.postMessage"]
         assert statuses == [200, 200, 200]
         assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["No runs in progress."]
-        assert "reply.refused" not in bot.audit_kinds()
+        assert "reply.refused" not in await bot.audit_kinds()
 
 
 async def test_a_reply_made_while_the_token_is_refused_goes_after_a_start_with_the_new_one(
@@ -311,7 +313,7 @@ async def test_a_reply_made_while_the_token_is_refused_goes_after_a_start_with_t
         await slack.wait_for(lambda s: bot_texts(s, dm))
         await bot.channel.idle()
         assert bot_texts(slack, dm) == ["the run is done"]
-        assert "reply.refused" not in bot.audit_kinds()
+        assert "reply.refused" not in await bot.audit_kinds()
 
 
 def retry_soon(bot: Running) -> None:
@@ -579,7 +581,7 @@ async def test_a_bad_signature_or_a_stale_timestamp_gets_401_and_an_audit_event(
         await bot.channel.idle()
         assert bot.inbox() == 0
         assert bot_texts(slack, slack.dm_channel(OPERATOR)) == []
-        assert bot.audit_kinds() == ["request.refused", "request.refused"]
+        assert await bot.audit_kinds() == ["request.refused", "request.refused"]
         with sqlite3.connect(bot.home / "steward.db") as db:
             reasons = [
                 json.loads(r[0])["reason"]
@@ -589,7 +591,7 @@ async def test_a_bad_signature_or_a_stale_timestamp_gets_401_and_an_audit_event(
         assert "more than 5 minutes" in reasons[1]
         for _ in range(5):  # a flood from one address: one event a minute
             await slack.post_event(bot.url, event, signature="v0=" + "1" * 64)
-        assert bot.audit_kinds() == ["request.refused", "request.refused"]
+        assert await bot.audit_kinds() == ["request.refused", "request.refused"]
 
 
 async def test_a_request_too_large_to_read_gets_413_and_an_audit_event(
@@ -605,7 +607,7 @@ async def test_a_request_too_large_to_read_gets_413_and_an_audit_event(
                 assert sent.status == 413
         await bot.channel.idle()
         assert bot.inbox() == 0
-        assert bot.audit_kinds() == ["request.refused"]
+        assert await bot.audit_kinds() == ["request.refused"]
         with sqlite3.connect(bot.home / "steward.db") as db:
             [(subject, data)] = db.execute("select subject, data from audit_events").fetchall()
         assert subject == "slack" and json.loads(data)["reason"] == "request body over 1 MiB"
@@ -639,7 +641,7 @@ async def test_a_body_or_header_bolt_cannot_read_is_refused_not_a_server_error(
         ) as response:
             assert response.status == 200 and "c" in await response.text()
         assert bot.inbox() == 0
-        assert bot.audit_kinds() == ["request.refused"]  # one a minute from this address
+        assert await bot.audit_kinds() == ["request.refused"]  # one a minute from this address
 
 
 def bolt_fails_on(slack: FakeSlackAPI) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -700,7 +702,7 @@ async def test_a_request_bolt_itself_would_fail_on_is_answered_cleanly_and_audit
     async with running(tmp_path / "home", slack) as bot:
         for name, (how, payload) in bolt_fails_on(slack).items():
             assert (await send(slack, bot.url, how, payload, signed=False))[0] == 401, name
-        assert bot.audit_kinds() == ["request.refused"]  # one a minute from this address
+        assert await bot.audit_kinds() == ["request.refused"]  # one a minute from this address
         for name, (how, payload) in bolt_fails_on(slack).items():
             assert await send(slack, bot.url, how, payload) == (200, ""), name
         legacy = [
@@ -711,7 +713,7 @@ async def test_a_request_bolt_itself_would_fail_on_is_answered_cleanly_and_audit
             assert await send(slack, bot.url, "interaction", payload) == (200, ""), payload
         await bot.channel.idle()
         assert bot.inbox() == 0
-        assert set(bot.audit_kinds()) == {"request.refused", "delivery.unusable"}
+        assert set(await bot.audit_kinds()) == {"request.refused", "delivery.unusable"}
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         dm = slack.dm_channel(OPERATOR)
         await say(slack, bot, "/processes")
@@ -1219,7 +1221,7 @@ async def test_steward_hears_the_answer_to_its_question_in_a_channel_thread_and_
         assert (await slack.post_event(bot.url, chatter))[0] == 200
         await bot.channel.idle()
         assert bot.inbox() == stored + 1
-        assert "access.denied" not in bot.audit_kinds()
+        assert "access.denied" not in await bot.audit_kinds()
 
 
 async def test_in_a_thread_only_the_first_message_after_a_question_is_taken(
@@ -1627,7 +1629,7 @@ async def test_news_an_operator_cannot_be_sent_is_not_sent_twice_to_the_others(
         await bot.service.idle()
         assert bot_texts(slack, slack.dm_channel(OPERATOR)) == ["to everyone"]
         assert [c.error for c in slack.calls_to("chat.postMessage")] == [None, "not_in_channel"]
-        assert bot.audit_kinds().count("reply.refused") == 1
+        assert (await bot.audit_kinds()).count("reply.refused") == 1
 
 
 async def test_a_refused_token_or_an_unreachable_slack_stops_the_start_clearly(
@@ -1729,7 +1731,7 @@ async def test_a_stranger_is_refused_where_steward_is_no_member_by_the_commands_
         assert ephemerals(slack, STRANGER) == [REFUSAL]
         [answer] = slack.responses
         assert answer.body["response_type"] == "ephemeral"
-        assert bot.audit_kinds().count("access.denied") == 1
+        assert (await bot.audit_kinds()).count("access.denied") == 1
 
 
 async def test_an_answer_a_commands_response_url_refuses_is_audited(
@@ -1743,7 +1745,7 @@ async def test_an_answer_a_commands_response_url_refuses_is_audited(
         assert (await slack.post_command(bot.url, call))[0] == 200
         await bot.channel.idle()
         assert slack.responses == []
-        assert bot.audit_kinds().count("reply.refused") == 1
+        assert (await bot.audit_kinds()).count("reply.refused") == 1
 
 
 async def test_an_answer_a_commands_response_url_rate_limits_is_sent_after_the_wait(
@@ -1758,7 +1760,7 @@ async def test_an_answer_a_commands_response_url_rate_limits_is_sent_after_the_w
         await bot.channel.idle()
         [answer] = slack.responses
         assert answer.body["text"] == REFUSAL
-        assert "reply.refused" not in bot.audit_kinds()
+        assert "reply.refused" not in await bot.audit_kinds()
 
 
 async def test_text_from_slack_arrives_as_written(tmp_path: Path, slack: FakeSlackAPI) -> None:
@@ -2042,12 +2044,12 @@ async def test_an_event_of_a_shape_steward_cannot_use_is_answered_200_and_audite
         dm = slack.dm_channel(OPERATOR)
         for envelope in ignored_events(slack):
             assert (await slack.post_event(bot.url, envelope))[0] == 200, envelope["event"]
-        assert bot.audit_kinds() == []
+        assert await bot.audit_kinds() == []
         for name, envelope in unusable_events(slack).items():
             assert (await slack.post_event(bot.url, envelope))[0] == 200, name
         await bot.channel.idle()
         assert bot.inbox() == 0 and bot_texts(slack, dm) == []
-        kinds = bot.audit_kinds()
+        kinds = await bot.audit_kinds()
         assert set(kinds) == {"delivery.unusable"}
         # One a minute for each reason: the two events without a channel make one.
         assert len(kinds) == len(unusable_events(slack)) - 1
@@ -2118,7 +2120,8 @@ async def test_a_press_form_or_command_of_a_shape_steward_cannot_use_is_answered
         await bot.channel.idle()
         assert bot.inbox() == 2  # the /run and the Edit press, nothing after
         assert outbox(bot.home) == [] and actions(slack.message(dm, card["ts"]))
-        assert set(bot.audit_kinds()) == {"run.started", "approval.requested", "delivery.unusable"}
+        kinds = {"run.started", "approval.requested", "delivery.unusable"}
+        assert set(await bot.audit_kinds()) == kinds
         status, _ = await slack.post_interaction(
             bot.url, slack.view_submission(OPERATOR, view["id"], values)
         )  # the form itself still works
@@ -2139,4 +2142,4 @@ async def test_socket_mode_acks_a_delivery_of_a_shape_steward_cannot_use(
         assert "envelope_id" in await slack.socket_send("slash_commands", command)
         await bot.channel.idle()
         assert bot.inbox() == 0
-        assert set(bot.audit_kinds()) == {"delivery.unusable"}
+        assert set(await bot.audit_kinds()) == {"delivery.unusable"}

@@ -1158,6 +1158,7 @@ async def test_webhook_checks_the_secret_and_a_repeated_delivery_is_handled_once
 
         assert await api.deliver_webhook(update, secret="wrong") == 403
         assert await api.deliver_webhook(update, secret=None) == 403
+        await bot.steward.door.audited()
         kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
         assert kinds == ["request.refused"]  # one a minute from an address
         for wrong in ([], "update", 7):  # the secret, but no update: not a 500
