@@ -562,18 +562,29 @@ class FrontDoor:
         except Exception:
             log.exception("could not audit %s", what)
 
-    async def unusable(self, channel: str, delivery: str, reason: str) -> None:
+    def unusable(self, channel: str, delivery: str, reason: str) -> None:
         """Sets aside a delivery a channel cannot use (``bot.channel.Unusable``): nothing
         of it was stored, and the platform is told it arrived. One log line each; one
-        audit event a minute per reason, and UNVERIFIED_MOST a minute in all."""
+        audit event a minute per reason, and UNVERIFIED_MOST a minute in all.
+
+        As a refusal's, the audit goes on in the background and never raises: steward
+        could never use the delivery, so the platform is told it arrived at once, not
+        once the ledger has taken the event, nor told to send it again (a 500, which
+        Telegram would repeat, holding back the updates after it) when the ledger or the
+        memory is away: the log line keeps what the event would, and the next one is
+        audited in its place."""
         delivery, reason = storable(delivery[:200]), storable(reason[:300])
         log.warning("set aside a %s delivery (%s) it cannot use: %s", channel, delivery, reason)
-        if not await self.memory.add(f"unusable:{channel}:{reason}", {"at": "now"}, UNVERIFIED_TTL):
-            return
-        if await self.memory.count(f"unusable:{channel}", UNVERIFIED_TTL) > UNVERIFIED_MOST:
-            return
         data = {"delivery": delivery, "reason": reason}
-        await self.ledger.audit(NewAuditEvent(channel, "delivery.unusable", channel, data))
+        self._audit_later(
+            self._audit_seldom(
+                NewAuditEvent(channel, "delivery.unusable", channel, data),
+                f"unusable:{channel}:{reason}",
+                UNVERIFIED_TTL,
+                f"a {channel} delivery set aside ({delivery})",
+                flood=f"unusable:{channel}",
+            )
+        )
 
     async def _refuse(self, inbound: Inbound) -> Reply:
         sender = inbound.sender

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -383,10 +383,10 @@ class SlackChannel:
             body = _parsed(await request.text(), request.content_type)
             if body is None:
                 return web.Response(status=400, text="not a Slack request")
-            await self._set_aside(body, ids_unreadable(exc))
+            self._set_aside(body, ids_unreadable(exc))
             return web.Response(text="")
         if (reason := unroutable(bolt_request.body)) is not None:
-            await self._set_aside(bolt_request.body, reason)
+            self._set_aside(bolt_request.body, reason)
             return web.Response(text="")
         await self._ready.wait()  # what a crash left stored goes first
         response = await self.app.async_dispatch(bolt_request)
@@ -427,13 +427,13 @@ class SlackChannel:
             log.info("ignored a Slack request steward has no use for: %s", delivery_id(body))
             return BoltResponse(status=200, body="")
         if isinstance(error, Unusable):
-            await self._set_aside(body, str(error))
+            self._set_aside(body, str(error))
             return BoltResponse(status=200, body="")
         log.error("could not take a Slack request (%s)", delivery_id(body), exc_info=error)
         return None
 
-    async def _set_aside(self, body: object, reason: str) -> None:
-        await self.door.unusable(self.name, delivery_id(body), reason)
+    def _set_aside(self, body: object, reason: str) -> None:
+        self.door.unusable(self.name, delivery_id(body), reason)
 
     def _listen(self) -> None:
         self.app.error(self._failed)
@@ -1055,14 +1055,14 @@ class _SocketHandler(AsyncSocketModeHandler):
         self,
         app: AsyncApp,
         app_token: str,
-        set_aside: Callable[[object, str], Awaitable[None]],
+        set_aside: Callable[[object, str], None],
     ) -> None:
         super().__init__(app, app_token)
         self.set_aside = set_aside
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
         if (reason := unreadable(req.payload)) is not None:
-            await self.set_aside(req.payload, reason)
+            self.set_aside(req.payload, reason)
             await client.send_socket_mode_response(SocketModeResponse(req.envelope_id))
             return
         await super().handle(client, req)

@@ -385,7 +385,7 @@ class TelegramChannel:
         update_id = _update_id(data)
         if update_id is None or not isinstance(data, dict):  # Telegram numbers every update:
             reason = "an update without an integer update_id"  # confirmed with the next
-            await self.door.unusable(self.name, "getUpdates", reason)
+            self.door.unusable(self.name, "getUpdates", reason)
             return
         await self._take_as_sent(data, update_id)
         self._offset = update_id + 1
@@ -423,7 +423,7 @@ class TelegramChannel:
         try:
             await self.take(read_update(data, self.bot))
         except Unusable as exc:
-            await self.door.unusable(self.name, f"{self.bot.id}:{update_id}", str(exc))
+            self.door.unusable(self.name, f"{self.bot.id}:{update_id}", str(exc))
             return False
         return True
 

@@ -39,6 +39,7 @@ from graph.messages import Button, Card, EditPrompt, Inbound, Reply, Sender
 from memory.ledger import RunStatus
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
+from tests.bot.test_service import ledger_refuses
 from tests.bot.test_telegram import locked, locked_long_enough  # noqa: F401
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.graph.test_escalation import PING
@@ -718,6 +719,21 @@ async def test_a_request_bolt_itself_would_fail_on_is_answered_cleanly_and_audit
         dm = slack.dm_channel(OPERATOR)
         await say(slack, bot, "/processes")
         await slack.wait_for(lambda s: bot_texts(s, dm))
+
+
+async def test_a_request_set_aside_is_answered_200_while_the_ledger_is_down(
+    tmp_path: Path, slack: FakeSlackAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its audit event raised with the ledger away, and a signed request steward cannot
+    use was answered 500, which Slack sends again, though it could never be used. It is
+    answered as when the ledger is up; the audit's failure is logged."""
+    async with running(tmp_path / "home", slack) as bot:
+        with monkeypatch.context() as down:
+            down.setattr(bot.steward.ledger.db, "run", ledger_refuses)
+            for name, (how, payload) in bolt_fails_on(slack).items():
+                assert await send(slack, bot.url, how, payload) == (200, ""), name
+            await bot.steward.door.audited()
+        assert await bot.audit_kinds() == []
 
 
 async def test_edit_opens_a_modal_holding_the_draft_and_its_text_is_sent(

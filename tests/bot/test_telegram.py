@@ -36,6 +36,7 @@ from graph.messages import Button, Card, CardOutcome, EditPrompt, Reply
 from memory.ledger import database
 from tests.bot.disk import DiskWatch
 from tests.bot.handling import break_down, slow_down
+from tests.bot.test_service import ledger_refuses
 from tests.fakes.bot_api import Call, FakeBotAPI
 from tests.net import free_port
 
@@ -1530,12 +1531,38 @@ async def test_a_webhook_update_of_a_shape_steward_cannot_use_is_answered_200_an
             status = await api.deliver_webhook({"update_id": number, **update}, secret=SECRET)
             assert status == 200, update
         assert await bot.steward.door.stored("telegram") == []
+        await bot.steward.door.audited()
         kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
         assert kinds and set(kinds) == {"delivery.unusable"}
         good = api.send_text(OPERATOR, "/processes")
         assert await api.deliver_webhook(good, secret=SECRET) == 200
         await bot.settled(api, 1)
         assert len(api.sent(OPERATOR)) == 1 and api.calls_to("answerCallbackQuery") == []
+
+
+async def test_an_update_steward_cannot_use_is_answered_200_while_the_ledger_is_down(
+    tmp_path: Path,
+    api: FakeBotAPI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its audit event raised with the ledger away, and the update was answered 500:
+    Telegram delivers it again and again, the updates after it held back, though steward
+    could never use it. It is answered 200 whatever its audit does; the failure is
+    logged, and the next one is audited in its place."""
+    update = {"message": "x"}  # no message python-telegram-bot can read
+    async with running(tmp_path / "home", api, webhook=True) as bot:
+        with monkeypatch.context() as down:
+            down.setattr(bot.steward.ledger.db, "run", ledger_refuses)
+            assert await api.deliver_webhook({"update_id": 1, **update}, secret=SECRET) == 200
+            await bot.steward.door.audited()
+        assert [r for r in caplog.records if "could not audit" in r.getMessage()]
+        assert await api.deliver_webhook({"update_id": 2, **update}, secret=SECRET) == 200
+        await bot.steward.door.audited()
+        events = await bot.steward.ledger.audit_events()
+        assert [(e.kind, e.data["delivery"]) for e in events] == [
+            ("delivery.unusable", f"{api.bot_id}:2")
+        ]
 
 
 async def test_a_polled_update_of_a_shape_steward_cannot_use_holds_up_none_after_it(
@@ -1550,6 +1577,7 @@ async def test_a_polled_update_of_a_shape_steward_cannot_use_holds_up_none_after
         await api.wait_for(lambda a: a.sent(OPERATOR))
         await bot.settled(api, 1)
         assert len(api.sent(OPERATOR)) == 1
+        await bot.steward.door.audited()
         kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
         assert kinds and set(kinds) == {"delivery.unusable"}
         api.send_text(OPERATOR, "/help")
