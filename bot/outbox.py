@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -204,20 +203,24 @@ class Outbox:
         cannot take what is noted on its way."""
         delay = self.first_retry
         outage = Outage(log, f"sending a {self.channel} reply to chat {owed.chat_id}")
-        for tries in itertools.count(1):
+        tries = 0
+
+        async def send() -> bool:
+            """Whether it went: False when another worker took it over."""
+            nonlocal tries
             if owed.kept and not await self.door.holds(owed):
-                log.warning(
-                    "a %s reply to chat %s was taken over while this worker looked gone; "
-                    "the worker that took it sends it",
-                    self.channel,
-                    owed.chat_id,
-                )
-                return
+                return False
+            tries += 1
             try:
                 await self._send(owed)
             except asyncio.CancelledError:  # stopping: the next start sends only the rest
                 await self._note_progress(owed)
                 raise
+            return True
+
+        while True:
+            try:  # what went is known here: the rest waits for the ledger
+                went = await once_the_ledger_takes(send, outage, self.first_retry)
             except SendLater as exc:
                 if utcnow() - max(owed.created_at, self.began) > GIVE_UP_AFTER:
                     log.error(
@@ -239,24 +242,27 @@ class Outbox:
                 await self._note_progress(owed)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY)
+                continue
             except Exception as exc:
-                if ledger_down(exc):  # what went is known here: the rest waits for the ledger
-                    outage.failed(exc)
-                    await asyncio.sleep(self.first_retry)
-                    continue
                 log.exception("sending a reply to %s chat %s failed", self.channel, owed.chat_id)
                 await self._forget(owed, f"failed: {exc!r}")
                 return
-            else:
-                outage.worked()
-                if not owed.kept:
-                    async with self._storing:
-                        if not owed.kept:  # else kept meanwhile, as the rest are
-                            await self._note(self.door.answered_unstored(owed))
-                            return
-                sent = partial(self.door.sent, owed)
-                await self._note(once_the_ledger_takes(sent, outage, self.first_retry))
+            if not went:
+                log.warning(
+                    "a %s reply to chat %s was taken over while this worker looked gone; "
+                    "the worker that took it sends it",
+                    self.channel,
+                    owed.chat_id,
+                )
                 return
+            if not owed.kept:
+                async with self._storing:
+                    if not owed.kept:  # else kept meanwhile, as the rest are
+                        await self._note(self.door.answered_unstored(owed))
+                        return
+            sent = partial(self.door.sent, owed)
+            await self._note(once_the_ledger_takes(sent, outage, self.first_retry))
+            return
 
     async def _note_progress(self, owed: Owed) -> None:
         """Tells the ledger of the steps done since it last heard, if any; an answer made
