@@ -1070,7 +1070,10 @@ class Ledger:
                 yield handling
             except Exception:
                 outcome["status"] = failed
-                if failed is None:  # nothing to write: no transaction for it
+                if failed is None:
+                    # Nothing to write, so no transaction for the mark: one of nothing
+                    # would wait for the lock that may be what failed the handling (the
+                    # busy timeout over again), and raise in its error's place.
                     pending = _deferred.get()
                     if pending:
                         pending[:] = [rider for rider in pending if rider.write is not mark]

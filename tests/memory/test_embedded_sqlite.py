@@ -330,3 +330,31 @@ async def test_a_disk_error_in_sqlites_own_commit_fails_every_later_sync(tmp_pat
         await db.sync()
     with contextlib.suppress(OSError):
         await db.close()
+
+
+async def test_a_handling_left_to_be_handled_again_writes_nothing_while_the_lock_is_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handling that failed (the ledger locked, say) and leaves its delivery to be
+    handled again (``failed=None``) has nothing to write: its error comes out as it is,
+    not after a transaction of nothing waited out the lock again and failed in its place."""
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 500)
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.from_url(DatabaseURL.for_sqlite_file(path))
+    await ledger.setup()
+    try:
+        inbox_id = await ledger.accept_inbound("hook:form", "1", {"client": "Acme"})
+        assert inbox_id is not None
+        holder = sqlite3.connect(path, isolation_level=None)  # another connection's lock
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(ValueError, match="the start failed"):
+                async with ledger.handling(inbox_id, failed=None) as handling:
+                    raise ValueError("the start failed")
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert handling.marked is None
+        assert [i.id for i in await ledger.unhandled_inbound()] == [inbox_id]
+    finally:
+        await ledger.close()
