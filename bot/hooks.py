@@ -177,7 +177,7 @@ class HookEndpoint:
         try:
             payload = parse_delivery(body)
         except Unfit as exc:
-            await self._audit(name, "hook.invalid", {"reason": str(exc)})
+            self._audit(name, "hook.invalid", {"reason": str(exc)})
             return web.Response(status=400, text=f"expected a JSON object: {exc}")
         delivery = hashlib.sha256(body).hexdigest()
         inbox_id = await self.ledger.accept_inbound(hook_channel(name), delivery, payload)
@@ -308,6 +308,9 @@ class HookEndpoint:
         del self._retries[item.inbox_id]
         self.queue.put(item)
 
-    async def _audit(self, name: str, kind: str, data: dict[str, Any]) -> None:
+    def _audit(self, name: str, kind: str, data: dict[str, Any]) -> None:
+        """Logs a delivery refused, and audits it without waiting (never raising): its
+        sender is answered at once, whatever the ledger does."""
         log.warning("hook %s: %s", name, data["reason"])
-        await self.ledger.audit(NewAuditEvent(hook_channel(name), kind, name, data))
+        event = NewAuditEvent(hook_channel(name), kind, name, data)
+        self.door.audit_later(event, f"a delivery from hook {name} refused ({kind})")

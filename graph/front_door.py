@@ -519,7 +519,7 @@ class FrontDoor:
         timeout, a PostgreSQL out of reach up to the connect timeout — nor as its own
         failure when the ledger or the memory is away: that is logged."""
         data = {"reason": reason, **details}
-        self._audit_later(
+        self._in_background(
             self._audit_seldom(
                 NewAuditEvent(f"{channel}:unverified", "request.refused", channel, data),
                 f"unverified:{channel}:{details.get('remote', '')}:{reason}",
@@ -529,7 +529,13 @@ class FrontDoor:
             )
         )
 
-    def _audit_later(self, audit: Coroutine[None, None, None]) -> None:
+    def audit_later(self, event: NewAuditEvent, what: str) -> None:
+        """Audits ``event`` as a refusal is, in the background and never raising (a
+        failure is logged as ``what``), for a request answered at once whatever its
+        audit does: a webhook's body no run can keep, answered 400."""
+        self._in_background(self._audit_seldom(event, None, 0, what))
+
+    def _in_background(self, audit: Coroutine[None, None, None]) -> None:
         """Runs ``audit`` (which never raises) on a task of its own, in a context of its
         own: it takes no part in a handling's ledger writes (see ``Ledger.batching``)."""
         task = asyncio.create_task(audit, context=contextvars.Context())
@@ -542,14 +548,19 @@ class FrontDoor:
             await asyncio.wait(list(self._auditing))
 
     async def _audit_seldom(
-        self, event: NewAuditEvent, seen: str, ttl: float, what: str, flood: str | None = None
+        self,
+        event: NewAuditEvent,
+        seen: str | None,
+        ttl: float,
+        what: str,
+        flood: str | None = None,
     ) -> None:
-        """Audits ``event`` unless ``seen`` was within ``ttl`` seconds, and, given
+        """Audits ``event`` unless ``seen`` (given) was within ``ttl`` seconds, and, given
         ``flood``, unless UNVERIFIED_MOST events under it were (logged instead). Never
         raises: a failure is logged, and ``seen`` forgotten, so that the next one is
         audited in its place."""
         try:
-            if not await self.memory.add(seen, {"at": "now"}, ttl):
+            if seen is not None and not await self.memory.add(seen, {"at": "now"}, ttl):
                 return
             if flood is not None and await self.memory.count(flood, ttl) > UNVERIFIED_MOST:
                 log.warning("%s: not audited, a flood", what)
@@ -557,7 +568,8 @@ class FrontDoor:
             try:
                 await self.ledger.audit(event)
             except Exception:
-                await self.memory.delete(seen)
+                if seen is not None:
+                    await self.memory.delete(seen)
                 raise
         except Exception:
             log.exception("could not audit %s", what)
@@ -576,7 +588,7 @@ class FrontDoor:
         delivery, reason = storable(delivery[:200]), storable(reason[:300])
         log.warning("set aside a %s delivery (%s) it cannot use: %s", channel, delivery, reason)
         data = {"delivery": delivery, "reason": reason}
-        self._audit_later(
+        self._in_background(
             self._audit_seldom(
                 NewAuditEvent(channel, "delivery.unusable", channel, data),
                 f"unusable:{channel}:{reason}",

@@ -270,6 +270,24 @@ async def test_a_refusal_is_answered_as_such_while_the_ledger_is_down(
     assert len(failed) == 3
 
 
+async def test_a_signed_body_that_is_no_json_object_is_answered_400_while_the_ledger_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its audit event raised with the ledger away, and the sender got a 500, which it
+    retries, for a body that can never be used. It gets its 400 whatever its audit does;
+    the failure is logged."""
+    async with running(tmp_path / "home") as bot:
+        with monkeypatch.context() as down:
+            down.setattr(bot.steward.ledger.db, "run", ledger_refuses)
+            assert await bot.post("form", ["a", "list"], secret=FORM_SECRET) == 400
+            await bot.steward.door.audited()
+        assert [r for r in caplog.records if "could not audit" in r.getMessage()]
+        assert await bot.post("form", ["a", "list"], secret=FORM_SECRET) == 400
+        await bot.steward.door.audited()
+        kinds = [e.kind for e in await bot.steward.ledger.audit_events()]
+        assert kinds == ["hook.invalid"]
+
+
 async def test_a_refusal_is_answered_at_once_while_another_process_holds_the_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
