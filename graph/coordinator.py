@@ -199,12 +199,11 @@ class Coordinator:
         if inbound.button or inbound.attachment is not None:
             return False
         text = (inbound.text or "").strip()
-        if not text.startswith("/"):
-            if not text or await self.memory.get(self._question_key(inbound)) is not None:
-                return False
-            text = self._unslashed(text, asked=False) or ""
-        head = text.split(maxsplit=1)[0] if text else ""
-        return head[1:].split("@", 1)[0].lower() in SHOWING
+        typed = text if text.startswith("/") else self._unslashed(text, asked=False)
+        head = typed.split(maxsplit=1)[0] if typed else ""
+        if head[1:].split("@", 1)[0].lower() not in SHOWING:
+            return False
+        return typed == text or await self.memory.get(self._question_key(inbound)) is None
 
     async def _attached(self, inbound: Inbound) -> Reply:
         """A file is neither an answer nor a request: its caption would be taken for its

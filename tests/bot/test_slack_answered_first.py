@@ -55,7 +55,17 @@ async def test_runs_is_answered_before_it_is_stored_and_on_disk_before_slack_hea
 
 @pytest.mark.parametrize(
     "command",
-    ["/runs", "/runs all", "runs", "/help", "help", "/processes", "/today", "/today all", "/budget"],
+    [
+        "/runs",
+        "/runs all",
+        "runs",
+        "/help",
+        "help",
+        "/processes",
+        "/today",
+        "/today all",
+        "/budget",
+    ],
 )
 async def test_every_command_that_only_shows_is_answered_first(
     tmp_path: Path, slack: FakeSlackAPI, command: str, caplog: pytest.LogCaptureFixture
@@ -143,3 +153,31 @@ async def test_a_command_that_only_shows_waits_for_what_came_before_it(
         started = next(i for i, t in enumerate(texts) if "Started" in t)
         listed = next(i for i, t in enumerate(texts) if "onboarding" in t and i != started)
         assert started < listed and NO_RUNS not in texts
+
+
+async def test_runs_typed_while_a_question_waits_is_its_answer_stored_first(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        shows: list[bool] = []
+        only_shows = bot.steward.coordinator.only_shows
+
+        async def watched(inbound: Inbound) -> bool:
+            shows.append(await only_shows(inbound))
+            return shows[-1]
+
+        bot.steward.coordinator.only_shows = watched  # type: ignore[method-assign]
+        assert (
+            await slack.post_event(
+                bot.url, slack.message_event(OPERATOR, "help me onboard Jane from Acme")
+            )
+        )[0]
+        await slack.wait_for(lambda s: "email address?" in bot_texts(s, dm)[-1])
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, "runs")))[0]
+        await slack.wait_for(lambda s: "got 'runs'" in bot_texts(s, dm)[-1])
+        assert shows == [False, False]  # words, then the answer: neither only shows
+        command = slack.slash_command(OPERATOR, dm, "runs")  # with its slash: a command
+        assert (await slack.post_command(bot.url, command))[0] == 200
+        await slack.wait_for(lambda s: "No runs in progress." in bot_texts(s, dm)[-1])
+        assert shows == [False, False, True]
