@@ -67,7 +67,7 @@ async def test_a_request_whose_body_stalls_is_audited_as_refused() -> None:
     endpoint's owner: a flood of stalled bodies went unseen in the audit log."""
     refusals: list[tuple[str, str, dict[str, str]]] = []
 
-    async def refused(owner: str, reason: str, details: dict[str, str]) -> None:
+    def refused(owner: str, reason: str, details: dict[str, str]) -> None:
         refusals.append((owner, reason, details))
 
     http = HttpServer("127.0.0.1", 0, body_seconds=LIMIT, refused=refused)
