@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from bot.http import HttpServer
 from bot.in_order import InOrder, catch_up
 from bot.outbox import Outbox
-from graph.messages import CardOutcome, Inbound, Reply
+from graph.messages import CardOutcome, Inbound, Owed, Reply
 from memory.ledger import TakenOver
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ Settled = Callable[[CardOutcome], Awaitable[None]]
 # False when none of them took it (None: not known).
 Notify = Callable[[Reply, dict[str, Any] | None], Awaitable[bool | None]]
 # Seconds a command that only shows something may take to answer before it is stored:
-# past them it is stored and handled as any other (see ``answered_first``).
+# past them it is stored and handled as any other (see ``take``).
 ANSWER_FIRST_WITHIN = 0.25
 # What the sender hears when handling their message or press failed.
 FAILED = "Something went wrong; it is logged."
@@ -111,38 +111,45 @@ async def take_up(
         enqueue(inbox_id, inbound)
 
 
-async def answered_first(
+async def take(
     outbox: Outbox,
-    queue: InOrder[Any],
+    queue: InOrder[tuple[int, Inbound]],
     idle: Callable[[], Coroutine[Any, Any, None]],
     inbound: Inbound,
-) -> bool:
-    """Answers a command that only shows something (``FrontDoor.only_reads``) before its
-    delivery is stored, where nothing waits to be handled before it: the answer goes,
-    then is stored with the delivery (``FrontDoor.claim_unstored``). Whatever of it has
-    not gone once the channel's worker had its moment (``catch_up``; the channel's
-    ``idle``) is kept in the ledger then, before the channel tells its platform the
-    delivery arrived. True when it is answered so, or is a duplicate; False where the
-    channel stores it and queues it as any other: one whose answer takes longer than
-    ANSWER_FIRST_WITHIN is, so that the platform is not kept waiting for its "arrived"
-    (the answer is made again, after; it wrote nothing)."""
+) -> None:
+    """Stores a delivery and queues its handling, then gives the channel's worker its
+    moment (``catch_up``; the channel's ``idle``) before the channel tells its platform
+    the delivery arrived.
+
+    A command that only shows something (``FrontDoor.only_reads``) is answered first,
+    where nothing came before it that is still to be handled (``InOrder.ahead``): its
+    answer goes, then it is stored (``FrontDoor.claim_unstored``), and whatever of the
+    answer has not gone once the worker had its moment is kept with it then. One whose
+    answer takes longer than ANSWER_FIRST_WITHIN, or would write after all, is stored
+    and handled as any other, before what came after it (its answer is made again; it
+    wrote nothing)."""
     door = outbox.door
+    answer: Owed | None = None
     async with queue.ahead() as first:
-        if not first or not await door.only_reads(inbound):
-            return False
-        if not await door.claim_unstored(inbound):
-            return True  # delivered before
-        try:
-            answering = door.answer_unstored(inbound, outbox.account)
-            owed = await asyncio.wait_for(answering, ANSWER_FIRST_WITHIN)
-        except TimeoutError:
-            owed = None
-        if owed is None:
-            return False
-        outbox.put(owed)
+        if first and not door.claimed(inbound) and await door.only_reads(inbound):
+            if not await door.claim_unstored(inbound):
+                return  # stored before: a duplicate
+            try:
+                answering = door.answer_unstored(inbound, outbox.account)
+                answer = await asyncio.wait_for(answering, ANSWER_FIRST_WITHIN)
+            except TimeoutError:
+                answer = None
+            if answer is not None:
+                outbox.put(answer)
+        if answer is None:
+            with queue.arriving():
+                inbox_id = await door.accept(inbound, durable=False)
+                if inbox_id is None:
+                    return  # a duplicate
+                (queue.put_first if first else queue.put)((inbox_id, inbound))
     await catch_up(idle())
-    await outbox.keep(owed)
-    return True
+    if answer is not None:
+        await outbox.keep(answer)
 
 
 async def answer(

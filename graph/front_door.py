@@ -82,8 +82,10 @@ class FrontDoor:
     memory: WorkingMemory
     coordinator: Coordinator
     # Deliveries being answered before they are stored (``claim_unstored``), by channel
-    # and id: one delivered again meanwhile is a duplicate, as a stored one is.
-    _unstored: set[tuple[str, str]] = field(default_factory=set, init=False)
+    # and id; each future is done once the delivery is stored, or will not be so.
+    _unstored: dict[tuple[str, str], asyncio.Future[None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
     # Audits of requests refused, under way: their answers did not wait for them.
     _auditing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
@@ -106,9 +108,13 @@ class FrontDoor:
         A channel whose platform must be told "delivered" calls this first, tells the
         platform, then calls ``handle_stored``; a crash in between is recovered on restart.
         With ``durable=False`` the channel may start handling at once, and tells its
-        platform once ``sync()`` returns.
+        platform once ``sync()`` returns. A delivery being answered before it is stored
+        (``claim_unstored``) is stored once that is over: it is a duplicate then, unless
+        its answer could not be stored.
         """
         channel = inbound.sender.channel
+        if (claim := self._unstored.get((channel, inbound.external_id))) is not None:
+            await asyncio.shield(claim)  # answered before it is stored: delivered again
         if not self.allowlist.allows(inbound.sender) and await self._a_flood(inbound):
             return None
         try:
@@ -226,9 +232,14 @@ class FrontDoor:
         allowed = self.allowlist.allows(inbound.sender)
         return allowed and await self.coordinator.only_shows(inbound)
 
+    def claimed(self, inbound: Inbound) -> bool:
+        """Whether ``inbound`` is being answered before it is stored: delivered again,
+        it is stored (``accept``) once that is over, as any duplicate."""
+        return (inbound.sender.channel, inbound.external_id) in self._unstored
+
     async def claim_unstored(self, inbound: Inbound) -> bool:
-        """Takes a delivery that ``only_reads`` to answer before it is stored
-        (``answer_unstored``); False for a duplicate: stored before, or being answered so.
+        """Takes a delivery that ``only_reads``, and no other ``claimed``, to answer
+        before it is stored (``answer_unstored``); False for a duplicate, stored before.
 
         Nothing is written before its answer goes, which is what a command that only
         shows needs no write for: a crash before the answer is stored (with the
@@ -236,16 +247,15 @@ class FrontDoor:
         try is answered; at worst the answer comes twice, as any reply a crash cut off
         after it went (see ``bot.outbox``)."""
         key = (inbound.sender.channel, inbound.external_id)
-        if key in self._unstored:
-            return False
-        self._unstored.add(key)
+        assert key not in self._unstored, "claimed twice"
+        self._unstored[key] = asyncio.get_running_loop().create_future()
         try:
             stored = await self.ledger.stored_inbound(*key)
         except BaseException:
-            self._unstored.discard(key)
+            self._release(inbound)
             raise
         if stored:
-            self._unstored.discard(key)
+            self._release(inbound)
         return not stored
 
     async def answer_unstored(self, inbound: Inbound, account: str | None = None) -> Owed | None:
@@ -275,7 +285,9 @@ class FrontDoor:
         return owed
 
     async def answered_unstored(self, owed: Owed) -> None:
-        """The answer ``answer_unstored`` made is sent: its delivery is stored, handled."""
+        """The answer ``answer_unstored`` made is sent: its delivery is stored, handled.
+        Where that fails (the ledger down), nothing is left to keep either: the answer
+        went, and the platform may be told the delivery arrived."""
         answering = owed.answering
         assert answering is not None and not owed.kept
         try:
@@ -294,16 +306,20 @@ class FrontDoor:
         arrived. From here on it is a reply like any kept one."""
         answering = owed.answering
         assert answering is not None and not owed.kept
-        payload = answering.to_payload()
-        await self.ledger.answered_inbound(
-            answering.sender.channel, answering.external_id, payload, _kept(owed)
-        )
+        payload, sent = answering.to_payload(), owed.sent  # kept as it stands now
+        try:
+            await self.ledger.answered_inbound(
+                answering.sender.channel, answering.external_id, payload, _kept(owed)
+            )
+        finally:
+            self._release(answering)  # a duplicate then stores it, or fails as this did
         owed.kept = True
-        owed.noted = owed.sent
-        self._release(answering)
+        owed.noted = sent
 
     def _release(self, inbound: Inbound) -> None:
-        self._unstored.discard((inbound.sender.channel, inbound.external_id))
+        claim = self._unstored.pop((inbound.sender.channel, inbound.external_id), None)
+        if claim is not None and not claim.done():
+            claim.set_result(None)
 
     async def handle_stored(self, inbox_id: int, inbound: Inbound) -> Reply:
         """Handles a stored delivery; the caller shows the reply at once (a terminal)."""

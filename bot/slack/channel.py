@@ -57,14 +57,14 @@ from bot.channel import (
     Settled,
     Unusable,
     answer,
-    answered_first,
     news_chats,
     operator_ids,
     settle_by_outbox,
+    take,
     take_up,
 )
 from bot.http import HttpServer
-from bot.in_order import InOrder, catch_up
+from bot.in_order import InOrder
 from bot.outbox import Outbox, SendLater
 from bot.pacing import Bucket
 from bot.settings import Settings
@@ -588,12 +588,8 @@ class SlackChannel:
     async def _take(self, inbound: Inbound, ack: AsyncAck | None = None) -> None:
         """Stores the delivery and queues its handling, then lets bolt acknowledge it
         once it is on disk; the handling goes first. A command that only shows
-        something is answered first, and stored after (``answered_first``)."""
-        if not await answered_first(self.outbox, self.queue, self.idle, inbound):
-            inbox_id = await self.door.accept(inbound, durable=False)
-            if inbox_id is not None:
-                self._enqueue(inbox_id, inbound)
-                await catch_up(self.idle())
+        something is answered first, and stored after (see ``take``)."""
+        await take(self.outbox, self.queue, self.idle, inbound)
         await self.door.sync()
         if ack is not None:
             await ack()

@@ -51,12 +51,6 @@ STRANGER = "U0EVIL"
 START = "/run onboarding client=Acme email=jane@acme.com package=basic"
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlackAPI]:
-    async with FakeSlackAPI(bot_token="xoxb-test", app_token="xapp-test") as fake:
-        yield fake
-
-
 @dataclass
 class Running:
     steward: Steward

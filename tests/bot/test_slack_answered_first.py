@@ -5,6 +5,7 @@ command that would write after all is stored first, as any other."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from graph.messages import Inbound
+from bot.channel import ANSWER_FIRST_WITHIN
+from graph.messages import Inbound, Reply
+from memory.ledger import LedgerUnavailable
 from tests.bot.disk import DiskWatch
 from tests.bot.test_slack import (
     OPERATOR,
@@ -20,7 +23,6 @@ from tests.bot.test_slack import (
     bot_texts,
     running,
     sent_steps,
-    slack,  # noqa: F401
 )
 from tests.fakes.slack_api import FakeSlackAPI
 
@@ -181,3 +183,104 @@ async def test_runs_typed_while_a_question_waits_is_its_answer_stored_first(
         assert (await slack.post_command(bot.url, command))[0] == 200
         await slack.wait_for(lambda s: "No runs in progress." in bot_texts(s, dm)[-1])
         assert shows == [False, False, True]
+
+
+async def test_slack_s_retry_while_the_first_is_still_being_answered_is_answered_once(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        ledger = bot.steward.ledger
+        stored_inbound = ledger.stored_inbound
+
+        async def slow(channel: str, external_id: str) -> bool:
+            stored = await stored_inbound(channel, external_id)
+            await asyncio.sleep(0.5)  # a ledger slow to answer: Slack tries again
+            return stored
+
+        ledger.stored_inbound = slow  # type: ignore[method-assign]
+        event = slack.message_event(OPERATOR, "/runs")
+        first = asyncio.create_task(slack.post_event(bot.url, event))
+        await asyncio.sleep(0.2)
+        assert (await slack.post_event(bot.url, event, retry_num=1))[0] == 200
+        assert (await first)[0] == 200
+        await bot.channel.idle()
+        assert bot_texts(slack, dm) == [NO_RUNS] and len(inbox(bot.home)) == 1
+
+
+def _order(texts: list[str]) -> tuple[int, int]:
+    """Where the run's start was told, and where the runs were listed."""
+    started = next(i for i, t in enumerate(texts) if "Started" in t)
+    listed = next(i for i, t in enumerate(texts) if t == NO_RUNS or "onboarding ·" in t)
+    return started, listed
+
+
+async def test_runs_too_slow_to_answer_first_is_still_answered_before_what_came_after_it(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        coordinator = bot.steward.coordinator
+        runs_reply, slow_once = coordinator.runs_reply, [True]
+
+        async def slow(show_all: bool = False) -> Reply:
+            if slow_once:
+                slow_once.clear()
+                await asyncio.sleep(ANSWER_FIRST_WITHIN + 0.15)  # stored and handled again
+            return await runs_reply(show_all)
+
+        coordinator.runs_reply = slow  # type: ignore[method-assign]
+        runs = asyncio.create_task(
+            slack.post_event(bot.url, slack.message_event(OPERATOR, "/runs"))
+        )
+        await asyncio.sleep(0.1)
+        assert (await slack.post_event(bot.url, slack.message_event(OPERATOR, START)))[0] == 200
+        assert (await runs)[0] == 200
+        await slack.wait_for(lambda s: len(bot_texts(s, dm)) >= 2, timeout=30)
+        await bot.channel.idle()
+        started, listed = _order(bot_texts(slack, dm))
+        assert listed < started and bot_texts(slack, dm)[listed] == NO_RUNS
+
+
+async def test_runs_after_a_run_whose_store_waits_for_another_process_is_answered_after_it(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    async with running(tmp_path / "home", slack) as bot:
+        dm = slack.dm_channel(OPERATOR)
+        other = sqlite3.connect(bot.home / "steward.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # a shell's `steward approve`, say
+        start = asyncio.create_task(slack.post_event(bot.url, slack.message_event(OPERATOR, START)))
+        await asyncio.sleep(0.2)  # the run's delivery waits to be stored
+        runs = asyncio.create_task(
+            slack.post_event(bot.url, slack.message_event(OPERATOR, "/runs"))
+        )
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+        other.close()
+        assert [(await start)[0], (await runs)[0]] == [200, 200]
+        await slack.wait_for(lambda s: len(bot_texts(s, dm)) >= 3, timeout=30)
+        await bot.channel.idle()
+        started, listed = _order(bot_texts(slack, dm))
+        assert started < listed
+
+
+async def test_an_answer_that_cannot_be_kept_leaves_slack_sending_it_again_until_it_is(
+    tmp_path: Path, slack: FakeSlackAPI
+) -> None:
+    home, dm = tmp_path / "home", slack.dm_channel(OPERATOR)
+    event = slack.message_event(OPERATOR, "/runs")
+    async with running(home, slack) as bot:
+        slack.fail("chat.postMessage", 503, times=10_000)  # the answer cannot go …
+
+        async def down(*args: object, **kwargs: object) -> None:
+            raise LedgerUnavailable("the ledger is down")  # … nor be kept
+
+        bot.steward.ledger.answered_inbound = down  # type: ignore[method-assign]
+        assert (await slack.post_event(bot.url, event))[0] == 500
+        assert (await slack.post_event(bot.url, event, retry_num=1))[0] == 500
+        assert inbox(home) == []
+    slack.fail("chat.postMessage", 503, times=0)
+    async with running(home, slack) as bot:  # Slack's last try reaches the next start
+        assert (await slack.post_event(bot.url, event, retry_num=2))[0] == 200
+        await bot.channel.idle()
+        assert bot_texts(slack, dm) == [NO_RUNS] and [s for _, s in inbox(home)] == ["done"]
