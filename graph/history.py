@@ -331,7 +331,8 @@ def _range_in(question: str, today: date) -> tuple[date, date, Span] | None:
 def _range(start_said: str, end_said: str, today: date) -> tuple[date, date] | None:
     """The days from ``start_said`` to ``end_said``, both included, as the days after
     "since" are read: a weekday is the last one before today, a day or a month of no
-    year the latest begun by today, and the end the first such after the start; days of
+    year the latest begun by today, and the end the first such after the start, in a
+    month begun by today (else the range is a year earlier: history is past); days of
     one month given the wrong way round are read the right way ("between 10 and 3
     November", "from 10 Nov to 3 Nov"). None when the two make no range ("between 3 and
     10": a day needs its month)."""
@@ -370,13 +371,22 @@ def _range(start_said: str, end_said: str, today: date) -> tuple[date, date] | N
             year -= start.in_year(year)[0] > end.in_year(year)[0]
         else:
             year = today.year - (start.in_year(today.year)[0] > today)
-        first, after = start.in_year(year)
-        end_first, end_after = end.in_year(year)
-        if end.year_said is None and end_first < first:  # "from November to February"
-            end_first, end_after = end.in_year(year + 1)
+        first, after, end_first, end_after = _days_from(start, end, year)
+        if start.year_said is None and end.year_said is None and end_first.replace(day=1) > today:
+            # "from November to September", asked in December: the last that ended
+            first, after, end_first, end_after = _days_from(start, end, year - 1)
     except ValueError:  # 30 February
         return None
     return min(first, end_first), max(after, end_after)
+
+
+def _days_from(start: _End, end: _End, year: int) -> tuple[date, date, date, date]:
+    """Each end's first day and the day after its last, from ``start`` in ``year``."""
+    first, after = start.in_year(year)
+    end_first, end_after = end.in_year(year)
+    if end.year_said is None and end_first < first:  # "from November to February"
+        end_first, end_after = end.in_year(year + 1)
+    return first, after, end_first, end_after
 
 
 def _latest(month: int, today: date, over: bool = False) -> date:

@@ -270,6 +270,44 @@ def test_another_company_whose_name_begins_as_a_client_s_is_not_that_client(
     assert KnownEntities(known).named(question) is None
 
 
+DECEMBER = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.mark.parametrize(
+    ("question", "since", "until"),
+    [
+        # each ran on into the months to come (November 2026 to September 2027)
+        ("what did we quote from November to September?", "2025-11-01", "2026-10-01"),
+        ("who paid from November through February?", "2025-11-01", "2026-03-01"),
+        ("what came between 20 November and 3 September?", "2025-11-20", "2026-09-04"),
+        ("what came from 5 December to 3 January?", "2025-12-05", "2026-01-04"),
+        # a range ending in a month begun is this year's, as before
+        ("what did we send between 10 December and 1 December?", "2026-12-01", "2026-12-11"),
+        ("what did we send from 3 November to 10 December?", "2026-11-03", "2026-12-11"),
+        ("what did we send from September to November?", "2026-09-01", "2026-12-01"),
+        ("what did we send from 10 to 20 December?", "2025-12-10", "2025-12-21"),  # not begun
+        # a year said is the year meant
+        ("what came from November to September 2027?", "2026-11-01", "2027-10-01"),
+        ("what came from November 2026 to September?", "2026-11-01", "2027-10-01"),
+    ],
+)
+def test_a_range_of_no_year_is_the_latest_whose_end_s_month_has_begun(
+    question: str, since: str, until: str
+) -> None:
+    filters = read_question(question, DECEMBER, BERLIN, ENTITIES)
+    assert (filters.since, filters.until) == (local(since), local(until))
+
+
+def test_a_range_running_into_a_new_year_asked_in_its_first_days_is_the_one_under_way() -> None:
+    early_january = datetime(2027, 1, 3, 12, 0, tzinfo=UTC)
+    for question, since, until in [
+        ("what came from 10 December to 5 January?", "2026-12-10", "2027-01-06"),
+        ("what did we quote from November to September?", "2025-11-01", "2026-10-01"),
+    ]:
+        filters = read_question(question, early_january, BERLIN, ENTITIES)
+        assert (filters.since, filters.until) == (local(since), local(until)), question
+
+
 def test_the_last_zero_days_are_today() -> None:
     filters = read_question("what came in over the last 0 days", NOW, BERLIN, [])
     assert (filters.since, filters.until) == (local("2026-03-18"), local("2026-03-19"))
