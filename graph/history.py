@@ -123,15 +123,23 @@ _REQUEST = re.compile(
 
 # Question marks: Latin, full-width (Chinese, Japanese), Arabic.
 QUESTION_MARKS = ("?", "\uff1f", "\u061f")
+# Korean syllables ending in ㅆ or ㅄ, as a verb's past does ("보냈", "했", "었") and
+# "있", "없" do: a plain 니 after one asks ("보냈니"), where after another it often ends a
+# word ("어머니", mother; "언니").
+_SS_FINAL = "".join(
+    chr(0xAC00 + 28 * opening + final) for opening in range(19 * 21) for final in (18, 20)
+)
 # What ends a question as its mark does, where the mark is often left out: Japanese か
 # ("送りましたか", "ですか。"), Chinese 吗 or 嗎 ("付款了吗"), Korean 까 ("보냈습니까"),
-# a full stop or none after.
-_QUESTION_PARTICLE = re.compile(r"[\u304b\u5417\u55ce\uae4c][\u3002\uff0e.]?$")
+# 나요 ("보냈나요") or that 니 ("보냈니"), a full stop or none after.
+_QUESTION_PARTICLE = re.compile(
+    rf"(?:[\u304b\u5417\u55ce\uae4c]|\ub098\uc694|[{_SS_FINAL}]\ub2c8)[\u3002\uff0e.]?$"
+)
 
 
 def looks_like_a_question(text: str) -> bool:
     """Asked about what happened: it starts as a question does ("what", "when did",
-    "remind me"), or ends with a question mark or a particle that asks (か, 吗, 까)
+    "remind me"), or ends with a question mark or a particle that asks (か, 吗, 까, 나요)
     and is not a request ("can you …?")."""
     stripped = text.strip()
     if _REQUEST.match(stripped):

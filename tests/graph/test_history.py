@@ -328,6 +328,15 @@ def test_the_last_zero_days_are_today() -> None:
         ("Acme付款了吗", True),  # has Acme paid? (Chinese)
         ("Acme付款了嗎", True),  # (traditional)
         ("견적서를 보냈습니까", True),  # did we send the quote? (Korean)
+        # Korean's polite 나요 and plain 니 ask too: each was taken for no question
+        ("Acme에 견적서를 보냈나요", True),  # did we send Acme the quote?
+        ("Acme가 돈을 냈나요.", True),  # has Acme paid? (with a full stop)
+        ("견적서 보냈니", True),  # sent the quote? (plain)
+        ("계약서 있니", True),  # is there a contract?
+        ("Acme 미팅 없었니", True),  # was there no Acme meeting?
+        ("견적서를 보냈어요", False),  # we sent the quote
+        ("어머니", False),  # mother: a word ending in 니 that asks nothing
+        ("견적서는 언니에게 보냈다", False),  # sent the quote to my sister
         ("見積書を送ってください", False),  # please send the quote
         ("Acme付款了", False),  # Acme has paid
         ("onboard Jane from Acme on the premium package", False),
