@@ -95,6 +95,7 @@ def local(day: str) -> datetime:
         ("who paid in November 2025?", "who paid  ?"),
         ("what came in over the last 3 days", "what came in over the"),
         ("what came in over the last 1000 days", "what came in over the"),
+        ("what came in over the last 1,000 days", "what came in over the"),
         ("why did we reject Acme?", "why did we reject Acme?"),
         ("what came since last week", "what came"),
         ("what did we send on 2026-03-03?", "what did we send  ?"),
@@ -133,6 +134,10 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         # a count of four figures or more was no time, and a word to search for
         ("what came in over the last 1000 days", "2023-06-23", "2026-03-19"),
         ("what happened 1500 days ago?", "2022-02-07", "2022-02-08"),
+        # with a thousands comma, each was no time, and words to search for
+        ("what came in over the last 1,000 days", "2023-06-23", "2026-03-19"),
+        ("what happened 1,500 days ago?", "2022-02-07", "2022-02-08"),
+        ("what came in over the past 1,000,000 weeks", "1926-03-19", "2026-03-19"),
         # beyond a hundred years: a hundred years, not an overflow
         ("what came in over the last 99999999999 weeks", "1926-03-19", "2026-03-19"),
         ("what happened 9" + "9" * 5000 + " days ago?", "1926-03-18", "1926-03-19"),
