@@ -75,8 +75,12 @@ _ON_DATE = re.compile(r"(?:\bon\s+|(?<=\bsince\s))(\d{4}-\d{2}-\d{2})\b")
 # A count, its thousands set apart by commas or not ("1,000", "1000").
 _COUNT = r"\d{1,3}(?:,\d{3})+(?!\d)|\d+"
 _LAST_DAYS = re.compile(rf"\b(?:last|past)\s+({_COUNT})\s+(day|week|month)s?\b", re.I)
-# "the past week", "the last 24 hours" (but "last week" is the week before this one)
-_PAST = re.compile(r"\b(?:past|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|month|year)\b", re.I)
+# "the past week", "the last week", "the last 24 hours" (but "last week" is the week
+# before this one)
+_PAST = re.compile(
+    r"\b(?:past|(?<=\bthe\s)last|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|month|year)\b",
+    re.I,
+)
 _AGO = re.compile(rf"\b({_COUNT}|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now

@@ -128,6 +128,11 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what happened since last week?", "2026-03-09", "2026-03-19"),
         ("anything since yesterday?", "2026-03-17", "2026-03-19"),
         ("what did we send in the past week?", "2026-03-12", "2026-03-19"),
+        # "the last" week, month or year is the past one, as "the last 24 hours" is: each
+        # was the calendar's week, month or year before this one
+        ("what did we send in the last week?", "2026-03-12", "2026-03-19"),
+        ("what did Globex say over the last month?", "2026-02-17", "2026-03-19"),
+        ("what did we quote in the last year?", "2025-03-19", "2026-03-19"),
         ("what happened over the past 24 hours?", "2026-03-17", "2026-03-19"),
         ("what happened in the last 24 hours?", "2026-03-17", "2026-03-19"),
         ("what happened 2 days ago?", "2026-03-16", "2026-03-17"),
