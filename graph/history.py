@@ -85,13 +85,13 @@ _AGO = re.compile(rf"\b({_COUNT}|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
 # An end of a time range: a day ("2026-10-01", "3 November", "Nov 3rd 2025"; "3" to start
-# one, taking the month of its end), a month ("September", "Sep 2025"), a weekday,
-# "today", "yesterday".
+# one, taking the month of its end), a month ("September", "Sep 2025"), a weekday ("last"
+# or not), "today", "yesterday".
 _NTH = r"(?:st|nd|rd|th)?"
 _DAY_OF_MONTH = rf"(\d{{1,2}}){_NTH}(?:\s+(?:of\s+)?({_MONTH})\.?)?(?:,?\s+(\d{{4}}))?"
 _MONTH_DAY = rf"({_MONTH})\.?(?:\s+(\d{{1,2}}){_NTH}(?!\d))?(?:,?\s+(\d{{4}}))?"
 _END = (
-    rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|{_DAY_OF_MONTH}|{_MONTH_DAY}|{'|'.join(WEEKDAYS)}"
+    rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|{_DAY_OF_MONTH}|{_MONTH_DAY}|(?:last\s+)?(?:{'|'.join(WEEKDAYS)})"
     r"|today|yesterday)"
 )
 # "from 3 to 10 November", "between Monday and Wednesday", "from 2026-10-01 until
@@ -300,8 +300,8 @@ class _End:
         said = " ".join(said.lower().split())
         if said in ("today", "yesterday"):
             return cls(exact=today - timedelta(days=said == "yesterday"))
-        if said in WEEKDAYS:
-            return cls(weekday=WEEKDAYS[said])
+        if (weekday := said.removeprefix("last ")) in WEEKDAYS:  # "last Monday" is "Monday"
+            return cls(weekday=WEEKDAYS[weekday])
         if said[:1].isdigit() and "-" in said:
             return cls(exact=exact) if (exact := _iso_day(said)) else None
         if match := re.fullmatch(_DAY_OF_MONTH, said):

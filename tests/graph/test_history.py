@@ -102,6 +102,7 @@ def local(day: str) -> datetime:
         ("what did Globex say last Friday", "what did Globex say"),
         ("what did Globex say between 3 and 10 November?", "what did Globex say  ?"),
         ("what came from Monday to Wednesday", "what came"),
+        ("what came from last Monday to today", "what came"),
     ],
 )
 def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
@@ -163,6 +164,9 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what did we send from 3 to 10 Nov 2024?", "2024-11-03", "2024-11-11"),
         ("what happened from Monday to Wednesday?", "2026-03-16", "2026-03-19"),
         ("who wrote between Friday and Monday?", "2026-03-13", "2026-03-17"),
+        # "last" before its weekday: each was that one day
+        ("what happened from last Monday to today?", "2026-03-16", "2026-03-19"),
+        ("who wrote between last Friday and Monday?", "2026-03-13", "2026-03-17"),
         ("what came from 2026-02-01 to 2026-02-15?", "2026-02-01", "2026-02-16"),
         ("what did we quote from September to November?", "2025-09-01", "2025-12-01"),
         ("who paid from November through February?", "2025-11-01", "2026-03-01"),
