@@ -94,6 +94,12 @@ _END = (
     rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|{_DAY_OF_MONTH}|{_MONTH_DAY}|(?:last\s+)?(?:{'|'.join(WEEKDAYS)})"
     r"|today|yesterday)"
 )
+# "on 3 November", "on the 3rd of Nov 2025", "since November 3rd": a day of a month.
+_ON_DAY = re.compile(
+    rf"(?:\bon\s+|(?<=\bsince\s))(?:the\s+)?(?P<day>\d{{1,2}}{_NTH}\s+(?:of\s+)?(?:{_MONTH})\b\.?"
+    rf"(?:,?\s+\d{{4}})?|(?:{_MONTH})\.?\s+\d{{1,2}}{_NTH}(?!\d)(?:,?\s+\d{{4}})?)(?!\w)",
+    re.I,
+)
 # "from 3 to 10 November", "between Monday and Wednesday", "from 2026-10-01 until
 # 2026-10-15", "from September through November": both ends included.
 _RANGE = re.compile(
@@ -239,6 +245,8 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
             return then, then + timedelta(days=1), match.span()
         monday = today - timedelta(days=today.weekday() + 7 * count)
         return monday, monday + timedelta(days=7), match.span()
+    if (match := _ON_DAY.search(question)) and (day := _day_said(match.group("day"), today)):
+        return day, day + timedelta(days=1), match.span()
     if match := _IN_MONTH.search(question):
         month = MONTHS[match.group(1).lower()]
         if match.group(2):
@@ -401,6 +409,21 @@ def _days_from(start: _End, end: _End, year: int) -> tuple[date, date, date, dat
     if end.year_said is None and end_first < first:  # "from November to February"
         end_first, end_after = end.in_year(year + 1)
     return first, after, end_first, end_after
+
+
+def _day_said(said: str, today: date) -> date | None:
+    """The day ``said`` names ("3 November", "Nov 3rd 2025"): in the year it names, else
+    the latest by today; None for no such day (30 February)."""
+    end = _End.read(said, today)
+    if end is None or end.month is None or end.day is None:
+        return None
+    try:
+        if end.year is not None:
+            return date(end.year, end.month, end.day)
+        day = date(today.year, end.month, end.day)
+        return day if day <= today else date(today.year - 1, end.month, end.day)
+    except ValueError:
+        return None
 
 
 def _latest(month: int, today: date, over: bool = False) -> date:

@@ -99,6 +99,8 @@ def local(day: str) -> datetime:
         ("why did we reject Acme?", "why did we reject Acme?"),
         ("what came since last week", "what came"),
         ("what did we send on 2026-03-03?", "what did we send  ?"),
+        ("what did we send on 3 March?", "what did we send  ?"),
+        ("what came in since February 15th?", "what came in  ?"),
         ("what did Globex say last Friday", "what did Globex say"),
         ("what did Globex say between 3 and 10 November?", "what did Globex say  ?"),
         ("what came from Monday to Wednesday", "what came"),
@@ -159,6 +161,13 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what happened on Wednesday?", "2026-03-11", "2026-03-12"),  # today is "today"
         ("what did we send on 2026-03-03?", "2026-03-03", "2026-03-04"),
         ("what came in since 2026-03-01?", "2026-03-01", "2026-03-19"),
+        # a day of a month: each was no time, but the last, which was since 1 February
+        ("what did we send on 3 March?", "2026-03-03", "2026-03-04"),
+        ("what did we send on March 3rd?", "2026-03-03", "2026-03-04"),
+        ("what did we send on the 3rd of March 2025?", "2025-03-03", "2025-03-04"),
+        ("what did we send on 20 March?", "2025-03-20", "2025-03-21"),  # the latest 20 March
+        ("what came in since 1 March?", "2026-03-01", "2026-03-19"),
+        ("what came in since February 15th?", "2026-02-15", "2026-03-19"),
         # each of these ranges was read as no time at all
         ("what did we send between 3 and 10 November?", "2025-11-03", "2025-11-11"),
         ("what did we send from 3 to 10 Nov 2024?", "2024-11-03", "2024-11-11"),
