@@ -72,8 +72,10 @@ _WEEKDAY = re.compile(
 )
 # "on 2026-11-03", "since 2026-10-01".
 _ON_DATE = re.compile(r"(?:\bon\s+|(?<=\bsince\s))(\d{4}-\d{2}-\d{2})\b")
-# A count, its thousands set apart by commas or not ("1,000", "1000").
-_COUNT = r"\d{1,3}(?:,\d{3})+(?!\d)|\d+"
+# A count, its thousands set apart by commas or not ("1,000", "1000"), or in words.
+_WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
+_COUNTS = {"a": 1, "an": 1} | {word: number for number, word in enumerate(_WORDS, 1)}
+_COUNT = rf"\d{{1,3}}(?:,\d{{3}})+(?!\d)|\d+|{'|'.join(_WORDS)}"
 _LAST_DAYS = re.compile(rf"\b(?:last|past)\s+({_COUNT})\s+(day|week|month)s?\b", re.I)
 # "the past week", "the last week", "the last 24 hours" (but "last week" is the week
 # before this one)
@@ -81,7 +83,7 @@ _PAST = re.compile(
     r"\b(?:past|(?<=\bthe\s)last|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|month|year)\b",
     re.I,
 )
-_AGO = re.compile(rf"\b({_COUNT}|a|an|one|two|three)\s+(day|week)s?\s+ago\b", re.I)
+_AGO = re.compile(rf"\b({_COUNT}|a|an)\s+(day|week)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
 # An end of a time range: a day ("2026-10-01", "3 November", "Nov 3rd 2025"; "3" to start
@@ -110,7 +112,6 @@ _RANGE = re.compile(
 # The furthest back a count of days reaches ("the last 99999 days" asks for all there is):
 # a hundred years, well before any record and well after the first day a date can name.
 _FURTHEST = 36525
-_COUNTS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
 _PAST_DAYS = {"24 hours": 2, "day": 2, "week": 7, "month": 30, "year": 365}
 _QUESTION_WORDS = re.compile(
     r"^(what|what's|when|who|whom|which|why|how|where|whose|did|didn't|remind me|tell me"
@@ -219,8 +220,10 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, Span]
 
 
 def _number(digits: str) -> int:
-    """The count ``digits`` say ("1,000" too), or one beyond the furthest back when there
-    are too many of them to read (Python refuses to read more than 4300)."""
+    """The count ``digits`` say ("1,000", "two" too), or one beyond the furthest back
+    when there are too many of them to read (Python refuses to read more than 4300)."""
+    if digits.lower() in _COUNTS:
+        return _COUNTS[digits.lower()]
     digits = digits.replace(",", "").lstrip("0") or "0"
     return int(digits) if len(digits) <= len(str(_FURTHEST)) else _FURTHEST + 1
 
@@ -238,7 +241,7 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
         return today - timedelta(days=days - 1), tomorrow, match.span()
     if match := _AGO.search(question):  # "2 days ago": that day; "a week ago": that week
         number = match.group(1).lower()
-        count = _COUNTS[number] if number in _COUNTS else _number(number)
+        count = _number(number)
         count = min(count, _FURTHEST // {"day": 1, "week": 7}[match.group(2).lower()])
         if match.group(2).lower() == "day":
             then = today - timedelta(days=count)

@@ -150,6 +150,11 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what came in over the last 99999999999 weeks", "1926-03-19", "2026-03-19"),
         ("what happened 9" + "9" * 5000 + " days ago?", "1926-03-18", "1926-03-19"),
         ("who wrote a week ago?", "2026-03-09", "2026-03-16"),
+        # a count in words: each was no time (the first two), or another
+        ("what did we quote in the last two weeks?", "2026-03-05", "2026-03-19"),
+        ("what came in over the past three days?", "2026-03-16", "2026-03-19"),
+        ("what did Globex say in the last six months?", "2025-09-20", "2026-03-19"),
+        ("who wrote five days ago?", "2026-03-13", "2026-03-14"),
         ("what did we quote in 2025?", "2025-01-01", "2026-01-01"),
         # each of these was read as no time at all
         ("what did we quote Acme last November?", "2025-11-01", "2025-12-01"),
