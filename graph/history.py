@@ -76,7 +76,8 @@ _ON_DATE = re.compile(r"(?:\bon\s+|(?<=\bsince\s))(\d{4}-\d{2}-\d{2})\b")
 _WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 _COUNTS = {"a": 1, "an": 1} | {word: number for number, word in enumerate(_WORDS, 1)}
 _COUNT = rf"\d{{1,3}}(?:,\d{{3}})+(?!\d)|\d+|{'|'.join(_WORDS)}"
-_LAST_DAYS = re.compile(rf"\b(?:last|past)\s+({_COUNT})\s+(day|week|month)s?\b", re.I)
+_LAST_DAYS = re.compile(rf"\b(?:last|past)\s+({_COUNT})\s+(hour|day|week|month|year)s?\b", re.I)
+_UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 # "the past week", "the last week", "the last 24 hours" (but "last week" is the week
 # before this one)
 _PAST = re.compile(
@@ -220,12 +221,12 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, Span]
 
 
 def _number(digits: str) -> int:
-    """The count ``digits`` say ("1,000", "two" too), or one beyond the furthest back
-    when there are too many of them to read (Python refuses to read more than 4300)."""
+    """The count ``digits`` say ("1,000", "two" too), or one beyond the furthest back in
+    hours when there are too many of them to read (Python refuses to read more than 4300)."""
     if digits.lower() in _COUNTS:
         return _COUNTS[digits.lower()]
     digits = digits.replace(",", "").lstrip("0") or "0"
-    return int(digits) if len(digits) <= len(str(_FURTHEST)) else _FURTHEST + 1
+    return int(digits) if len(digits) <= len(str(_FURTHEST * 24)) else _FURTHEST * 24 + 1
 
 
 def _named_period(question: str, today: date) -> tuple[date | None, date | None, Span]:
@@ -233,8 +234,11 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
     if ranged := _range_in(question, today):
         return ranged
     if match := _LAST_DAYS.search(question):
-        count, unit = max(1, _number(match.group(1))), match.group(2).lower()
-        days = min(count * {"day": 1, "week": 7, "month": 30}[unit], _FURTHEST)
+        count, unit = _number(match.group(1)), match.group(2).lower()
+        if unit == "hour":  # "the last 12 hours": today and yesterday, as 24 are
+            days = min(-(-count // 24) + 1, _FURTHEST)
+        else:
+            days = min(max(1, count) * _UNIT_DAYS[unit], _FURTHEST)
         return today - timedelta(days=days - 1), tomorrow, match.span()
     if match := _PAST.search(question):  # "the past week": the seven days up to today
         days = _PAST_DAYS[" ".join(match.group(1).lower().split())]

@@ -155,6 +155,11 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what came in over the past three days?", "2026-03-16", "2026-03-19"),
         ("what did Globex say in the last six months?", "2025-09-20", "2026-03-19"),
         ("who wrote five days ago?", "2026-03-13", "2026-03-14"),
+        # hours and years counted: each was no time
+        ("what happened in the past 48 hours?", "2026-03-16", "2026-03-19"),
+        ("what happened in the last 12 hours?", "2026-03-17", "2026-03-19"),
+        ("what did we quote Globex in the last 2 years?", "2024-03-19", "2026-03-19"),
+        ("what happened in the last 9999999999 hours?", "1926-03-19", "2026-03-19"),
         ("what did we quote in 2025?", "2025-01-01", "2026-01-01"),
         # each of these was read as no time at all
         ("what did we quote Acme last November?", "2025-11-01", "2025-12-01"),
