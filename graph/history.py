@@ -84,7 +84,7 @@ _PAST = re.compile(
     r"\b(?:past|(?<=\bthe\s)last|last(?=\s+24\s+hours))\s+(24\s+hours|day|week|month|year)\b",
     re.I,
 )
-_AGO = re.compile(rf"\b({_COUNT}|a|an)\s+(day|week)s?\s+ago\b", re.I)
+_AGO = re.compile(rf"\b({_COUNT}|a|an)\s+(day|week|month|year)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
 # An end of a time range: a day ("2026-10-01", "3 November", "Nov 3rd 2025"; "3" to start
@@ -244,14 +244,19 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
         days = _PAST_DAYS[" ".join(match.group(1).lower().split())]
         return today - timedelta(days=days - 1), tomorrow, match.span()
     if match := _AGO.search(question):  # "2 days ago": that day; "a week ago": that week
-        number = match.group(1).lower()
-        count = _number(number)
-        count = min(count, _FURTHEST // {"day": 1, "week": 7}[match.group(2).lower()])
-        if match.group(2).lower() == "day":
+        unit = match.group(2).lower()
+        count = min(_number(match.group(1)), _FURTHEST // _UNIT_DAYS[unit])
+        if unit == "day":
             then = today - timedelta(days=count)
             return then, then + timedelta(days=1), match.span()
-        monday = today - timedelta(days=today.weekday() + 7 * count)
-        return monday, monday + timedelta(days=7), match.span()
+        if unit == "week":
+            monday = today - timedelta(days=today.weekday() + 7 * count)
+            return monday, monday + timedelta(days=7), match.span()
+        if unit == "month":  # "a month ago": that month
+            months = today.year * 12 + today.month - 1 - count
+            first = date(months // 12, months % 12 + 1, 1)
+            return first, _next_month(first), match.span()
+        return date(today.year - count, 1, 1), date(today.year - count + 1, 1, 1), match.span()
     if (match := _ON_DAY.search(question)) and (day := _day_said(match.group("day"), today)):
         return day, day + timedelta(days=1), match.span()
     if match := _IN_MONTH.search(question):

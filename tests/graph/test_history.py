@@ -155,6 +155,11 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what came in over the past three days?", "2026-03-16", "2026-03-19"),
         ("what did Globex say in the last six months?", "2025-09-20", "2026-03-19"),
         ("who wrote five days ago?", "2026-03-13", "2026-03-14"),
+        # months and years ago, that month and that year: each was no time
+        ("what did we quote a month ago?", "2026-02-01", "2026-03-01"),
+        ("what happened 3 months ago?", "2025-12-01", "2026-01-01"),
+        ("who paid a year ago?", "2025-01-01", "2026-01-01"),
+        ("what happened 99999999 years ago?", "1926-01-01", "1927-01-01"),
         # hours and years counted: each was no time
         ("what happened in the past 48 hours?", "2026-03-16", "2026-03-19"),
         ("what happened in the last 12 hours?", "2026-03-17", "2026-03-19"),
