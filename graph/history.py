@@ -54,10 +54,12 @@ _CITATION = re.compile(r"\[\s*(\d{1,3}(?:\s*[,–-]\s*\d{1,3})*)\s*\]")
 MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
 MONTHS |= {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
 _MONTH = "|".join(sorted(MONTHS, key=len, reverse=True))
-# "in March", "during Sep 2025", "in March last year" — not "from May", which is more
-# often a name.
+# "in March", "during Sep 2025", "in March last year", "in March of 2025" — not "from
+# May", which is more often a name.
 _IN_MONTH = re.compile(
-    rf"\b(?:in|during)\s+({_MONTH})\b\.?(?:\s+(\d{{4}})|\s+(last|this)\s+year\b)?", re.I
+    rf"\b(?:in|during)\s+({_MONTH})\b\.?"
+    r"(?:,?\s+(?:of\s+)?(\d{4})\b|\s+(?:of\s+)?(last|this)\s+year\b)?",
+    re.I,
 )
 # "last November": the last November before this month; "since November" (a month's
 # full name: "since Jan called" is about Jan).

@@ -93,6 +93,7 @@ def local(day: str) -> datetime:
         ("what quote did we send Globex this week?", "what quote did we send Globex  ?"),
         ("What happened Today", "What happened"),
         ("who paid in November 2025?", "who paid  ?"),
+        ("who paid in November of last year?", "who paid  ?"),
         ("what came in over the last 3 days", "what came in over the"),
         ("what came in over the last 1000 days", "what came in over the"),
         ("what came in over the last 1,000 days", "what came in over the"),
@@ -127,6 +128,10 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         # each of these was read as another time (the first as this year's March), or
         # as none
         ("what did we quote in March last year?", "2025-03-01", "2025-04-01"),
+        # its year after "of" or a comma: each was this year's March (none yet)
+        ("what did we quote in March of last year?", "2025-03-01", "2025-04-01"),
+        ("what did we quote in March of 2025?", "2025-03-01", "2025-04-01"),
+        ("what did we quote in March, 2025?", "2025-03-01", "2025-04-01"),
         ("what happened the day before yesterday?", "2026-03-16", "2026-03-17"),
         ("what happened since last week?", "2026-03-09", "2026-03-19"),
         ("anything since yesterday?", "2026-03-17", "2026-03-19"),
