@@ -89,6 +89,7 @@ _PAST = re.compile(
 _AGO = re.compile(rf"\b({_COUNT}|a|an)\s+(day|week|month|year)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
+_JOINED = re.compile(r"\s*,?\s*(?:and|or|&)\s*", re.I)  # between two times: both
 # An end of a time range: a day ("2026-10-01", "3 November", "Nov 3rd 2025"; "3" to start
 # one, taking the month of its end), a month ("September", "Sep 2025"), a weekday ("last"
 # or not), "today", "yesterday".
@@ -215,11 +216,22 @@ Span = tuple[int, int]
 
 def _period(question: str, today: date) -> tuple[date | None, date | None, Span]:
     """The days a question asks about, from and until (exclusive), and where it says so;
-    after "since", from then until today."""
+    after "since", from then until today; two times joined ("yesterday and today", "in
+    January or in February"), from the first's start to the second's end."""
     start, end, (at, to) = _named_period(question, today)
     if start is not None and (since := _SINCE.search(question[:at])):
         return start, today + timedelta(days=1), (since.start(), to)
-    return start, end, (at, to)
+    if start is None or end is None:
+        return start, end, (at, to)
+    other, other_end, (other_at, other_to) = _named_period(
+        question[:at] + " " * (to - at) + question[to:], today
+    )
+    if other is None or other_end is None:
+        return start, end, (at, to)
+    between = question[to:other_at] if to <= other_at else question[other_to:at]
+    if not _JOINED.fullmatch(between):
+        return start, end, (at, to)
+    return min(start, other), max(end, other_end), (min(at, other_at), max(to, other_to))
 
 
 def _number(digits: str) -> int:

@@ -94,6 +94,7 @@ def local(day: str) -> datetime:
         ("What happened Today", "What happened"),
         ("who paid in November 2025?", "who paid  ?"),
         ("who paid in November of last year?", "who paid  ?"),
+        ("what happened yesterday and today?", "what happened  ?"),
         ("what came in over the last 3 days", "what came in over the"),
         ("what came in over the last 1000 days", "what came in over the"),
         ("what came in over the last 1,000 days", "what came in over the"),
@@ -155,6 +156,12 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what came in over the last 99999999999 weeks", "1926-03-19", "2026-03-19"),
         ("what happened 9" + "9" * 5000 + " days ago?", "1926-03-18", "1926-03-19"),
         ("who wrote a week ago?", "2026-03-09", "2026-03-16"),
+        # two times joined: each was the one read first alone
+        ("what happened yesterday and today?", "2026-03-17", "2026-03-19"),
+        ("what happened today or yesterday?", "2026-03-17", "2026-03-19"),
+        ("what did we send last week and this week?", "2026-03-09", "2026-03-19"),
+        ("did Acme pay in January or in February?", "2026-01-01", "2026-03-01"),
+        ("who paid in 2024, or in 2025?", "2024-01-01", "2026-01-01"),
         # a count in words: each was no time (the first two), or another
         ("what did we quote in the last two weeks?", "2026-03-05", "2026-03-19"),
         ("what came in over the past three days?", "2026-03-16", "2026-03-19"),
