@@ -223,15 +223,33 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, Span]
         return start, today + timedelta(days=1), (since.start(), to)
     if start is None or end is None:
         return start, end, (at, to)
-    other, other_end, (other_at, other_to) = _named_period(
-        question[:at] + " " * (to - at) + question[to:], today
-    )
-    if other is None or other_end is None:
+    joined = _joined(question, today, (at, to))
+    if joined is None:
         return start, end, (at, to)
-    between = question[to:other_at] if to <= other_at else question[other_to:at]
-    if not _JOINED.fullmatch(between):
-        return start, end, (at, to)
+    other, other_end, (other_at, other_to) = joined
     return min(start, other), max(end, other_end), (min(at, other_at), max(to, other_to))
+
+
+def _joined(question: str, today: date, span: Span) -> tuple[date, date, Span] | None:
+    """The time joined to the one ``question`` names at ``span`` by "and" or "or", before
+    or after it, whole ("today or yesterday", "in May and in June") or after the first's
+    "in" or "on" ("in May or June", "on Monday and Tuesday")."""
+    at, to = span
+    blanked = question[:at] + " " * (to - at) + question[to:]
+    other, other_end, (other_at, other_to) = _named_period(blanked, today)
+    if other is not None and other_end is not None:
+        between = question[to:other_at] if to <= other_at else question[other_to:at]
+        if _JOINED.fullmatch(between):
+            return other, other_end, (other_at, other_to)
+    opener = re.match(r"(?:in|during|on)\s", question[at:to], re.I)
+    if opener is None or (joined := _JOINED.match(question, to)) is None:
+        return None
+    other, other_end, (other_at, other_to) = _named_period(
+        opener.group(0) + question[joined.end() :], today
+    )
+    if other is None or other_end is None or other_at != 0:
+        return None
+    return other, other_end, (to, joined.end() + other_to - len(opener.group(0)))
 
 
 def _number(digits: str) -> int:

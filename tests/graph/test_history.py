@@ -95,6 +95,7 @@ def local(day: str) -> datetime:
         ("who paid in November 2025?", "who paid  ?"),
         ("who paid in November of last year?", "who paid  ?"),
         ("what happened yesterday and today?", "what happened  ?"),
+        ("did Acme pay in January or February?", "did Acme pay  ?"),
         ("what came in over the last 3 days", "what came in over the"),
         ("what came in over the last 1000 days", "what came in over the"),
         ("what came in over the last 1,000 days", "what came in over the"),
@@ -162,6 +163,11 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what did we send last week and this week?", "2026-03-09", "2026-03-19"),
         ("did Acme pay in January or in February?", "2026-01-01", "2026-03-01"),
         ("who paid in 2024, or in 2025?", "2024-01-01", "2026-01-01"),
+        # the second without its "in" or "on": each was the first alone
+        ("did Acme pay in January or February?", "2026-01-01", "2026-03-01"),
+        ("did Acme pay in December and January?", "2025-12-01", "2026-02-01"),
+        ("what did we send on Monday and Tuesday?", "2026-03-16", "2026-03-18"),
+        ("who paid in 2024 and 2025?", "2024-01-01", "2026-01-01"),
         # a count in words: each was no time (the first two), or another
         ("what did we quote in the last two weeks?", "2026-03-05", "2026-03-19"),
         ("what came in over the past three days?", "2026-03-16", "2026-03-19"),
