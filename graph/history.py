@@ -61,19 +61,22 @@ _IN_MONTH = re.compile(
     r"(?:,?\s+(?:of\s+)?(\d{4})\b|\s+(?:of\s+)?(last|this)\s+year\b)?",
     re.I,
 )
+# Right after a word that bounds a time ("since November", "before Monday"): a month's or
+# a weekday's name, or a date, is a time there as it is after "in" or "on".
+_BOUNDED = "(?:{})".format(
+    "|".join(rf"(?<=\b{word}\s)" for word in ("since", "before", "until", "till", "after"))
+)
 # "last November": the last November before this month; "since November" (a month's
 # full name: "since Jan called" is about Jan).
 _LAST_MONTH = re.compile(
-    rf"\blast\s+({_MONTH})\b\.?|(?<=\bsince\s)({'|'.join(calendar.month_name[1:])})\b", re.I
+    rf"\blast\s+({_MONTH})\b\.?|{_BOUNDED}({'|'.join(calendar.month_name[1:])})\b", re.I
 )
 _IN_YEAR = re.compile(r"\b(?:in|during)\s+((?:19|20)\d\d)\b", re.I)
 WEEKDAYS = {name.lower(): number for number, name in enumerate(calendar.day_name)}
 # "on Tuesday", "last Friday", "since Monday": the last such day before today.
-_WEEKDAY = re.compile(
-    rf"(?:\b(?:on|last)\s+|(?<=\bsince\s))({'|'.join(WEEKDAYS)})\b(?!\s+\d)", re.I
-)
+_WEEKDAY = re.compile(rf"(?:\b(?:on|last)\s+|{_BOUNDED})({'|'.join(WEEKDAYS)})\b(?!\s+\d)", re.I)
 # "on 2026-11-03", "since 2026-10-01".
-_ON_DATE = re.compile(r"(?:\bon\s+|(?<=\bsince\s))(\d{4}-\d{2}-\d{2})\b")
+_ON_DATE = re.compile(rf"(?:\bon\s+|{_BOUNDED})(\d{{4}}-\d{{2}}-\d{{2}})\b")
 # A count, its thousands set apart by commas or not ("1,000", "1000"), or in words.
 _WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 _COUNTS = {"a": 1, "an": 1} | {word: number for number, word in enumerate(_WORDS, 1)}
@@ -89,6 +92,13 @@ _PAST = re.compile(
 _AGO = re.compile(rf"\b({_COUNT}|a|an)\s+(day|week|month|year)s?\s+ago\b", re.I)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
+# Before a time: all before it, all up to its end, or all after it until now (not "the
+# week before last week", "the day after Monday").
+_BOUND = re.compile(
+    r"(?<!day\s)(?<!week\s)(?<!month\s)(?<!year\s)"
+    r"\b(?:(before|prior\s+to)|(until|till|up\s+to)|(after))\s*$",
+    re.I,
+)
 _JOINED = re.compile(r"\s*,?\s*(?:and|or|&)\s*", re.I)  # between two times: both
 # An end of a time range: a day ("2026-10-01", "3 November", "Nov 3rd 2025"; "3" to start
 # one, taking the month of its end), a month ("September", "Sep 2025"), a weekday ("last"
@@ -102,7 +112,7 @@ _END = (
 )
 # "on 3 November", "on the 3rd of Nov 2025", "since November 3rd": a day of a month.
 _ON_DAY = re.compile(
-    rf"(?:\bon\s+|(?<=\bsince\s))(?:the\s+)?(?P<day>\d{{1,2}}{_NTH}\s+(?:of\s+)?(?:{_MONTH})\b\.?"
+    rf"(?:\bon\s+|{_BOUNDED})(?:the\s+)?(?P<day>\d{{1,2}}{_NTH}\s+(?:of\s+)?(?:{_MONTH})\b\.?"
     rf"(?:,?\s+\d{{4}})?|(?:{_MONTH})\.?\s+\d{{1,2}}{_NTH}(?!\d)(?:,?\s+\d{{4}})?)(?!\w)",
     re.I,
 )
@@ -221,6 +231,11 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, Span]
     start, end, (at, to) = _named_period(question, today)
     if start is not None and (since := _SINCE.search(question[:at])):
         return start, today + timedelta(days=1), (since.start(), to)
+    if start is not None and end is not None and (bound := _BOUND.search(question[:at])):
+        before, until, _ = bound.groups()
+        if before or until:  # "before Monday", "until yesterday"
+            return None, start if before else end, (bound.start(), to)
+        return end, today + timedelta(days=1), (bound.start(), to)  # "after 1 March"
     if start is None or end is None:
         return start, end, (at, to)
     joined = _joined(question, today, (at, to))

@@ -364,6 +364,29 @@ def test_a_range_running_into_a_new_year_asked_in_its_first_days_is_the_one_unde
         assert (filters.since, filters.until) == (local(since), local(until)), question
 
 
+@pytest.mark.parametrize(
+    ("question", "since", "until"),
+    [
+        ("what did we send before yesterday?", None, "2026-03-17"),  # was yesterday alone
+        ("what did we send until yesterday?", None, "2026-03-18"),  # was yesterday alone
+        ("what did we send up to last week?", None, "2026-03-16"),  # was last week alone
+        ("what did we send before Monday?", None, "2026-03-16"),
+        ("who paid before November?", None, "2025-11-01"),
+        ("what did we send till 2026-03-01?", None, "2026-03-02"),
+        ("what came in after 1 March?", "2026-03-02", "2026-03-19"),
+        ("what came in after last week?", "2026-03-16", "2026-03-19"),
+        ("what happened the day before yesterday?", "2026-03-16", "2026-03-17"),  # as before
+    ],
+)
+def test_a_time_after_before_until_or_after_is_all_before_or_after_it(
+    question: str, since: str | None, until: str
+) -> None:
+    filters = read_question(question, NOW, BERLIN, ENTITIES)
+    assert filters.since == (local(since) if since else None)
+    assert filters.until == local(until)
+    assert "yesterday" not in search_words(question) and "1 March" not in search_words(question)
+
+
 def test_the_last_zero_days_are_today() -> None:
     filters = read_question("what came in over the last 0 days", NOW, BERLIN, [])
     assert (filters.since, filters.until) == (local("2026-03-18"), local("2026-03-19"))
