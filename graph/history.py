@@ -210,10 +210,23 @@ def search_words(question: str) -> str:
 
 
 PHRASES = (
+    "this morning",
+    "this afternoon",
+    "this evening",
+    "tonight",
+    "last night",  # and its small hours, today
     "today",
     "yesterday",
+    "last weekend",
+    "this weekend",  # the one under way, else the last
+    "over the weekend",  # not "the weekend rate"
+    "at the weekend",
+    "on the weekend",
+    "during the weekend",
+    "the week before last",
     "this week",
     "last week",
+    "the month before last",
     "this month",
     "last month",
     "this year",
@@ -333,11 +346,26 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
         return today - timedelta(days=2), today - timedelta(days=1), match.span()
     monday = today - timedelta(days=today.weekday())
     first = today.replace(day=1)
+    saturday = monday + timedelta(days=5)
+    weekend = (saturday, tomorrow) if today >= saturday else (monday - timedelta(days=2), monday)
     periods: dict[str, tuple[date, date]] = {
+        "this morning": (today, tomorrow),
+        "this afternoon": (today, tomorrow),
+        "this evening": (today, tomorrow),
+        "tonight": (today, tomorrow),
+        "last night": (today - timedelta(days=1), tomorrow),
         "today": (today, tomorrow),
         "yesterday": (today - timedelta(days=1), today),
+        "last weekend": (monday - timedelta(days=2), monday),
+        "this weekend": weekend,
+        "over the weekend": weekend,
+        "at the weekend": weekend,
+        "on the weekend": weekend,
+        "during the weekend": weekend,
+        "the week before last": (monday - timedelta(days=14), monday - timedelta(days=7)),
         "this week": (monday, tomorrow),
         "last week": (monday - timedelta(days=7), monday),
+        "the month before last": (_previous_month(_previous_month(first)), _previous_month(first)),
         "this month": (first, tomorrow),
         "last month": (_previous_month(first), first),
         "this year": (date(today.year, 1, 1), tomorrow),

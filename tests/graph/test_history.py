@@ -157,6 +157,13 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what came in over the last 99999999999 weeks", "1926-03-19", "2026-03-19"),
         ("what happened 9" + "9" * 5000 + " days ago?", "1926-03-18", "1926-03-19"),
         ("who wrote a week ago?", "2026-03-09", "2026-03-16"),
+        # a part of a day, a weekend, the week or month before last: each was no time
+        ("what came in this morning?", "2026-03-18", "2026-03-19"),
+        ("what came in last night?", "2026-03-17", "2026-03-19"),
+        ("who wrote over the weekend?", "2026-03-14", "2026-03-16"),
+        ("who wrote last weekend?", "2026-03-14", "2026-03-16"),
+        ("what did we send the week before last?", "2026-03-02", "2026-03-09"),
+        ("what did we quote the month before last?", "2026-01-01", "2026-02-01"),
         # two times joined: each was the one read first alone
         ("what happened yesterday and today?", "2026-03-17", "2026-03-19"),
         ("what happened today or yesterday?", "2026-03-17", "2026-03-19"),
@@ -244,6 +251,7 @@ def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
         "what did Jan send from May to Jane?",
         "what did we move from Monday and Tuesday?",
         "what did we send from 30 February to 3 March?",
+        "what did we quote for the weekend workshop?",  # a weekend, no time
     ],
 )
 def test_a_question_without_a_time_has_no_time_filter(question: str) -> None:
@@ -385,6 +393,17 @@ def test_a_time_after_before_until_or_after_is_all_before_or_after_it(
     assert filters.since == (local(since) if since else None)
     assert filters.until == local(until)
     assert "yesterday" not in search_words(question) and "1 March" not in search_words(question)
+
+
+def test_on_a_weekend_its_weekend_is_the_one_under_way() -> None:
+    sunday = datetime(2026, 3, 22, 12, 0, tzinfo=UTC)
+    for question, since, until in [
+        ("who wrote over the weekend?", "2026-03-21", "2026-03-23"),
+        ("who wrote this weekend?", "2026-03-21", "2026-03-23"),
+        ("who wrote last weekend?", "2026-03-14", "2026-03-16"),
+    ]:
+        filters = read_question(question, sunday, BERLIN, ENTITIES)
+        assert (filters.since, filters.until) == (local(since), local(until)), question
 
 
 def test_the_last_zero_days_are_today() -> None:
