@@ -647,7 +647,8 @@ FORMS = """ltd limited inc incorporated corp corporation llc llp plc gmbh ag co 
 _ANOTHER_NAME = (
     rf"(?![^\S\n]+(?!(?:{_MONTH}|{'|'.join(WEEKDAYS)})\b)(?:(?-i:[A-Z])|(?:{'|'.join(FORMS)})\b))"
 )
-_CAPITALISED = r"[A-Z][a-z][A-Za-z&-]*[a-z]"  # not an acronym ("NDA"), nor "Q3"
+# Not an acronym ("NDA"), nor "Q3"; "O'Reilly", "D'Angelo" whole.
+_CAPITALISED = r"(?:[DO]['\u2019])?[A-Z][a-z][A-Za-z&-]*[a-z]"
 # A name: capitalised words, and the company form after them ("Acme Ltd", "Acme ltd.",
 # "Northwind Legal"), after a space, a bracket or a quote (not "jane@Globex.io"); one
 # word alone only inside a sentence, not at its start ("Globex called. What did we

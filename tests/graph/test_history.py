@@ -1006,6 +1006,16 @@ async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_
     assert said(await send(app, "/history what did Initech say last week?")) == (
         "Nothing I have mentions Initech."
     )
+    # was "Nothing I have mentions Reilly Media."
+    assert said(await send(app, "/history what did O'Reilly Media say last week?")) == (
+        "Nothing I have mentions O'Reilly Media."
+    )
+    note = MemoryRecord.create(
+        "test:oreilly", RecordKind.NOTE, "O\u2019Reilly Media asked for a discount", now
+    )
+    await app.ledger.journal([note.to_dict()])
+    text = said(await send(app, "/history what did O'Reilly Media ask?"))
+    assert "Nothing I have mentions" not in text and "discount" in text, text
 
 
 async def test_a_time_range_that_opens_a_question_names_nobody(app: Steward) -> None:
