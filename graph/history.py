@@ -75,8 +75,8 @@ _IN_YEAR = re.compile(r"\b(?:in|during)\s+((?:19|20)\d\d)\b", re.I)
 WEEKDAYS = {name.lower(): number for number, name in enumerate(calendar.day_name)}
 # "on Tuesday", "last Friday", "since Monday": the last such day before today.
 _WEEKDAY = re.compile(rf"(?:\b(?:on|last)\s+|{_BOUNDED})({'|'.join(WEEKDAYS)})\b(?!\s+\d)", re.I)
-# "on 2026-11-03", "since 2026-10-01".
-_ON_DATE = re.compile(rf"(?:\bon\s+|{_BOUNDED})(\d{{4}}-\d{{2}}-\d{{2}})\b")
+# "on 2026-11-03", "since 2026-10-01", "2026-11-03" (not "INV-2026-11-03").
+_ON_DATE = re.compile(rf"(?:\bon\s+|{_BOUNDED}|(?<![\w-]))(\d{{4}}-\d{{2}}-\d{{2}})(?![\w-])")
 # A count, its thousands set apart by commas or not ("1,000", "1000"), or in words.
 _WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 _COUNTS = {"a": 1, "an": 1} | {word: number for number, word in enumerate(_WORDS, 1)}

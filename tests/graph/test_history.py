@@ -201,6 +201,8 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("what happened on Wednesday?", "2026-03-11", "2026-03-12"),  # today is "today"
         ("what did we send on 2026-03-03?", "2026-03-03", "2026-03-04"),
         ("what came in since 2026-03-01?", "2026-03-01", "2026-03-19"),
+        ("what did we send 2026-03-03?", "2026-03-03", "2026-03-04"),  # was no time
+        ("2026-03-03: what did Globex say?", "2026-03-03", "2026-03-04"),
         # a day of a month: each was no time, but the last, which was since 1 February
         ("what did we send on 3 March?", "2026-03-03", "2026-03-04"),
         ("what did we send on March 3rd?", "2026-03-03", "2026-03-04"),
@@ -246,6 +248,7 @@ def test_a_question_s_time_becomes_a_filter_on_the_operator_s_clock(
         "what did we hear from Jan about the logo?",
         "anything since Jan called?",  # Jan, not January
         "what did we send on 2026-13-45?",  # no day
+        "what did we send for INV-2026-03-03?",  # an invoice's number
         "did we order between 3 and 10 chairs?",  # a number of days needs its month
         "what did we send from 3 November to 10 clients?",
         "what did Jan send from May to Jane?",
