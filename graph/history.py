@@ -166,8 +166,8 @@ _QUESTION_PARTICLE = re.compile(
 
 def looks_like_a_question(text: str) -> bool:
     """Asked about what happened: it starts as a question does ("what", "when did",
-    "remind me"), or ends with a question mark or a particle that asks (か, 吗, 까, 나요)
-    and is not a request ("can you …?")."""
+    "remind me"), or ends with a question mark or a particle that asks (か, 吗, 까, 나요,
+    보냈니) and is not a request ("can you …?")."""
     stripped = text.strip()
     if _REQUEST.match(stripped):
         return False
@@ -238,9 +238,10 @@ Span = tuple[int, int]
 
 
 def _period(question: str, today: date) -> tuple[date | None, date | None, Span]:
-    """The days a question asks about, from and until (exclusive), and where it says so;
-    after "since", from then until today; two times joined ("yesterday and today", "in
-    January or in February"), from the first's start to the second's end."""
+    """The days a question asks about, from and until (exclusive; None: no bound), and
+    where it says so; after "since", from then until today; after "before", "until" or
+    "after", all before it, up to its end or after it; two times joined ("yesterday and
+    today", "in January or in February"), from the first's start to the second's end."""
     start, end, (at, to) = _named_period(question, today)
     if start is not None and (since := _SINCE.search(question[:at])):
         return start, today + timedelta(days=1), (since.start(), to)
