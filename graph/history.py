@@ -90,6 +90,10 @@ _PAST = re.compile(
     re.I,
 )
 _AGO = re.compile(rf"\b({_COUNT}|a|an)\s+(day|week|month|year)s?\s+ago\b", re.I)
+# "the last week of November", "the first week of March 2025": its last or first 7 days.
+_WEEK_OF = re.compile(
+    rf"\b(?:the\s+)?(first|last)\s+week\s+of\s+({_MONTH})\b\.?(?:,?\s+(\d{{4}})\b)?", re.I
+)
 _DAY_BEFORE = re.compile(r"\b(?:the\s+)?day\s+before\s+yesterday\b", re.I)
 _SINCE = re.compile(r"\bsince\s*$", re.I)  # before a time: from it until now
 # Before a time: all before it, all up to its end, or all after it until now (not "the
@@ -294,6 +298,13 @@ def _named_period(question: str, today: date) -> tuple[date | None, date | None,
     tomorrow = today + timedelta(days=1)
     if ranged := _range_in(question, today):
         return ranged
+    if match := _WEEK_OF.search(question):
+        month = MONTHS[match.group(2).lower()]
+        year = int(match.group(3)) if match.group(3) else _latest(month, today).year
+        start = date(year, month, 1)
+        if match.group(1).lower() == "last":
+            start = _next_month(start) - timedelta(days=7)
+        return start, start + timedelta(days=7), match.span()
     if match := _LAST_DAYS.search(question):
         count, unit = _number(match.group(1)), match.group(2).lower()
         if unit == "hour":  # "the last 12 hours": today and yesterday, as 24 are

@@ -164,6 +164,10 @@ def test_the_time_a_question_names_is_a_filter_and_no_word_to_find(
         ("who wrote last weekend?", "2026-03-14", "2026-03-16"),
         ("what did we send the week before last?", "2026-03-02", "2026-03-09"),
         ("what did we quote the month before last?", "2026-01-01", "2026-02-01"),
+        # the first or last week of a month: each was another week
+        ("what did we invoice in the last week of February?", "2026-02-22", "2026-03-01"),
+        ("what did we invoice the first week of March?", "2026-03-01", "2026-03-08"),
+        ("what did we send in the last week of November 2024?", "2024-11-24", "2024-12-01"),
         # two times joined: each was the one read first alone
         ("what happened yesterday and today?", "2026-03-17", "2026-03-19"),
         ("what happened today or yesterday?", "2026-03-17", "2026-03-19"),
