@@ -246,7 +246,10 @@ def _period(question: str, today: date) -> tuple[date | None, date | None, Span]
     where it says so; after "since", from then until today; after "before", "until" or
     "after", all before it, up to its end or after it; two times joined ("yesterday and
     today", "in January or in February"), from the first's start to the second's end."""
-    start, end, (at, to) = _named_period(question, today)
+    try:
+        start, end, (at, to) = _named_period(question, today)
+    except (ValueError, OverflowError):  # "in December 9999": no day follows its last
+        return None, None, (0, 0)
     if start is not None and (since := _SINCE.search(question[:at])):
         return start, today + timedelta(days=1), (since.start(), to)
     if start is not None and end is not None and (bound := _BOUND.search(question[:at])):

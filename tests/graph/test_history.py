@@ -1025,6 +1025,23 @@ async def test_a_name_nothing_remembered_mentions_is_said_so_before_the_closest_
     assert "Nothing I have mentions" not in text and "discount" in text, text
 
 
+async def test_a_time_at_the_ends_of_the_calendar_is_answered(app: Steward) -> None:
+    """Each raised an OverflowError or a ValueError out of the history question (in the
+    shell, a traceback): the day after it, or its first day, is none a date can name."""
+    await start(app, "Globex", "ops@globex.io")
+    app.history.zone = ZoneInfo("Asia/Tokyo")  # its first day begins in year 0, in UTC
+    for question in (
+        "what happened in December 9999?",
+        "what happened the last week of December 9999?",
+        "what happened on 9999-12-31?",
+        "what happened in March 0000?",
+        "what happened on 0001-01-01?",
+        "what happened in January 0001?",
+    ):
+        reply = await app.history.answer(question, datetime.now(UTC))
+        assert reply == NOTHING or reply.startswith("The latest records"), (question, reply)
+
+
 async def test_a_time_range_that_opens_a_question_names_nobody(app: Steward) -> None:
     """ "From Monday to today, …" was "Nothing I have mentions From.", before the records
     of the range, and "… say Today?" named a "Today" nothing mentions."""
