@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 
 from tests.bot.test_slack import OPERATOR, bot_texts, sent_steps
+from tests.bot.test_telegram_crash import inbox, stop
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
 
@@ -73,18 +73,6 @@ async def kill(bot: asyncio.subprocess.Process) -> None:
         bot.send_signal(signal.SIGKILL)
     await bot.wait()
     assert bot.returncode == -signal.SIGKILL
-
-
-async def stop(bot: asyncio.subprocess.Process) -> None:
-    bot.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(bot.wait(), 30)
-    assert bot.returncode == 0
-
-
-def inbox(home: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(home / "steward.db") as db:
-        rows = db.execute("select external_id, status from inbox order by id").fetchall()
-    return [(str(e), str(s)) for e, s in rows]
 
 
 def killing_at_the_first_post(slack: FakeSlackAPI, bot: Callable[[], Any]) -> None:
