@@ -72,7 +72,8 @@ async def kill(bot: asyncio.subprocess.Process) -> None:
     if bot.returncode is None:
         bot.send_signal(signal.SIGKILL)
     await bot.wait()
-    assert bot.returncode == -signal.SIGKILL
+    # 255 where asyncio's child watcher lost the status of a child killed meanwhile
+    assert bot.returncode in (-signal.SIGKILL, 255), bot.returncode
 
 
 def killing_at_the_first_post(slack: FakeSlackAPI, bot: Callable[[], Any]) -> None:
