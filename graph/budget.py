@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import uuid
 from collections import defaultdict
@@ -113,7 +114,7 @@ def parse_prices(text: str) -> dict[str, tuple[float, float]]:
             prices[name.strip()] = (float(given), float(taken))
         except ValueError:
             raise ValueError(f"{entry!r} should look like gpt-4o=2.50/10.00") from None
-        if not name.strip() or min(prices[name.strip()]) < 0:
+        if not name.strip() or not all(_a_sum(price) for price in prices[name.strip()]):
             raise ValueError(f"{entry!r} should look like gpt-4o=2.50/10.00")
     return prices
 
@@ -127,9 +128,15 @@ def parse_process_budgets(text: str) -> dict[str, float]:
             budgets[name.strip()] = float(amount)
         except ValueError:
             raise ValueError(f"{entry!r} should look like onboarding=10.00") from None
-        if not name.strip() or budgets[name.strip()] < 0:
+        if not name.strip() or not _a_sum(budgets[name.strip()]):
             raise ValueError(f"{entry!r} should look like onboarding=10.00")
     return budgets
+
+
+def _a_sum(amount: float) -> bool:
+    """Whether ``amount`` is a sum of money: float() also reads nan and inf, and a budget of
+    nan is never reached, a price of nan makes every cost nan."""
+    return math.isfinite(amount) and amount >= 0
 
 
 @dataclass(eq=False)

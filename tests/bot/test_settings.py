@@ -113,6 +113,21 @@ def test_a_daily_budget_is_a_sum_of_money() -> None:
         assert problem(budget_daily=nonsense).startswith("STEWARD_BUDGET_DAILY")
 
 
+def test_process_budgets_and_prices_are_sums_of_money() -> None:
+    """float() reads nan and inf too: a process budget of nan was taken and never reached,
+    and a price of nan made every call's cost nan."""
+    for nonsense in ("nan", "inf", "-inf", "NaN"):
+        assert problem(process_budgets=f"onboarding={nonsense}").startswith(
+            f"STEWARD_PROCESS_BUDGETS: 'onboarding={nonsense}'"
+        )
+        assert problem(model_prices=f"gpt-4o={nonsense}/10").startswith(
+            f"STEWARD_MODEL_PRICES: 'gpt-4o={nonsense}/10'"
+        )
+        assert problem(model_prices=f"gpt-4o=2.50/{nonsense}").startswith("STEWARD_MODEL_PRICES")
+    settings = load_settings(process_budgets="onboarding=10", model_prices="llama3=0/0")
+    assert (settings.process_budgets, settings.model_prices) == ("onboarding=10", "llama3=0/0")
+
+
 def test_the_webhook_secret_follows_telegrams_rule() -> None:
     message = problem(telegram_webhook_secret="has spaces, sixteen!")
     assert message.startswith("STEWARD_TELEGRAM_WEBHOOK_SECRET: use 16 to 256 characters")
