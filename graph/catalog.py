@@ -51,6 +51,9 @@ class DefinitionError(Exception):
 
 def load_definition(path: Path) -> ProcessDefinition:
     """Reads one YAML file; raises DefinitionError naming file, line and field."""
+    if path.is_symlink() and not path.exists():
+        problem = f"a link to {path.readlink()}, which is not there"
+        raise DefinitionError([DefinitionProblem(path, None, "", problem)])
     try:
         if path.stat().st_size > MOST_BYTES:  # PyYAML took half a minute over 10 MB
             problem = f"larger than {MOST_BYTES // 1_000_000} MB: no definition is"
@@ -302,6 +305,13 @@ def _lines(path: Path) -> dict[Path_, int]:
 
 
 def _yaml_files(folder: Path) -> Iterable[Path]:
+    """The definition files in ``folder``, and a link among them to nothing (a folder of
+    definitions moved away), which then cannot be read and is reported: it was passed
+    over in silence, and its process was gone with no word of why."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix in DEFINITION_SUFFIXES and p.is_file())
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in DEFINITION_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))
+    )

@@ -613,6 +613,23 @@ def test_catalog_skips_a_broken_user_definition(tmp_path: Path) -> None:
     assert catalog.get("demo") is None
 
 
+def test_a_link_to_no_definition_is_reported(tmp_path: Path) -> None:
+    """A definition linked from a folder that moved was passed over in silence: its process
+    was gone from /processes with no word of why."""
+    user = tmp_path / "processes"
+    user.mkdir()
+    moved, gone = user / "quote.yaml", tmp_path / "elsewhere" / "quote.yaml"
+    moved.symlink_to(gone)
+    (user / "drafts.yaml").mkdir()  # a folder named so is no definition, nor a problem
+
+    catalog = Catalog.load(BUILTIN_DIR, user)
+
+    (problem,) = catalog.problems
+    assert problem.file == moved
+    assert problem.message == f"a link to {gone}, which is not there"
+    assert len(catalog) == len(BUILTIN_FILES)
+
+
 def test_user_definition_overrides_a_builtin(tmp_path: Path) -> None:
     user = tmp_path / "processes"
     user.mkdir()
