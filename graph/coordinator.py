@@ -749,14 +749,17 @@ class Coordinator:
                 f"{definition.name} has no input {unknown[0]!r}; its inputs are "
                 + ", ".join(definition.inputs)
             )
+        skipped = [key for key, raw in named.items() if definition.left_out(key, raw)]
         for key, raw in named.items():
+            if key in skipped:  # given empty: not asked for either
+                continue
             try:
                 values[key] = self.engine.read_input(definition, key, raw)
             except InputError as exc:
                 errors.append(str(exc))
         if errors:
             return Reply().say("\n".join(errors))
-        return await self._continue_form(inbound, definition, values)
+        return await self._continue_form(inbound, definition, values, skipped)
 
     async def _free_text(self, inbound: Inbound, text: str) -> Reply:
         if not text:

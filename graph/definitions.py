@@ -490,6 +490,15 @@ class ProcessDefinition(BaseModel):
             raise InputError(name, spec, str(raw), "an amount owed of nothing has nothing to chase")
         return value
 
+    def left_out(self, name: str, raw: Any) -> bool:
+        """Whether ``raw``, given for input ``name``, leaves it out: an optional input given
+        empty (``kickoff=`` in a script, a web form's blank field, JSON's null) is one not
+        given, its default applying, where it was refused as no date and time, and the
+        whole start with it. A required input given empty is still wrong."""
+        spec = self.inputs.get(name)
+        empty = raw is None or (isinstance(raw, str) and not raw.strip())
+        return spec is not None and not spec.required and empty
+
     @property
     def money_inputs(self) -> list[str]:
         return [name for name, spec in self.inputs.items() if spec.type is InputType.MONEY]

@@ -259,6 +259,7 @@ class ProcessEngine:
         unknown = sorted(set(raw) - set(definition.inputs))
         if unknown:
             raise InputProblem(definition.name, [], [], unknown[0], list(definition.inputs))
+        raw = {name: value for name, value in raw.items() if not definition.left_out(name, value)}
         for name, spec in definition.inputs.items():
             if name in raw:
                 try:

@@ -272,6 +272,20 @@ async def test_an_optional_question_answered_fills_in_the_draft(app: Steward) ->
     assert "This issue is about Spring prices.\n\nNew rates from March.\n\n" in card.text
 
 
+async def test_an_optional_input_given_empty_is_left_out(app: Steward) -> None:
+    """/run onboarding … contact= kickoff= was refused ("kickoff: expected a date and time
+    as YYYY-MM-DD HH:MM, got ''"), the whole start with it; notes= is not asked for."""
+    card = only_card(await send(app, f"{START} contact= kickoff="))
+    assert card.text is not None and card.text.startswith("Hi Acme team,")
+    card = only_card(await send(app, "/run newsletter_issue topic=Prices audience=Friends notes="))
+    assert "This issue is about Prices.\n\nThanks for reading" in (card.text or "")
+    [news, onboarding] = await app.ledger.list_runs()
+    assert "notes" not in news.inputs
+    assert "kickoff" not in onboarding.inputs and onboarding.inputs["contact"] == "Acme team"
+    refused = await send(app, "/run onboarding client= email=jane@acme.com package=basic")
+    assert "client: expected text" in joined(refused)  # a needed one is no less needed
+
+
 async def test_a_needed_input_cannot_be_skipped(app: Steward) -> None:
     await send(app, "/run onboarding client=Acme")
     refused = await send(app, "/skip")

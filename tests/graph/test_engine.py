@@ -474,6 +474,18 @@ async def test_inputs_are_validated_with_field_and_expectation(app: Steward) -> 
     assert await app.ledger.list_runs() == []
 
 
+async def test_an_optional_input_given_empty_is_left_out(app: Steward) -> None:
+    """A web form's blank optional field ("kickoff": "", or null) refused the delivery's
+    whole start, as `steward start … kickoff=` was: no date and time."""
+    blank = {**ONBOARD, "contact": " ", "kickoff": ""}
+    view = await app.engine.start("onboarding", blank, "hook:form")
+    assert view.run.inputs == {**ONBOARD, "contact": "Acme team"}
+    view = await app.engine.start("onboarding", {**ONBOARD, "kickoff": None}, "hook:form")
+    assert "kickoff" not in view.run.inputs
+    with pytest.raises(InputProblem, match="client: expected text"):  # needed: still wrong
+        await app.engine.start("onboarding", {**ONBOARD, "client": ""}, "hook:form")
+
+
 async def test_unknown_approval_is_reported(app: Steward) -> None:
     with pytest.raises(NotFound, match="no approval 'azzzzzz'"):
         await app.engine.decide("azzzzzz", True, "cli:shell")
