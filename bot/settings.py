@@ -7,7 +7,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -210,10 +210,16 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
+        """A zone's name, written as the time zone database writes it: "utc" or
+        "europe/berlin" was refused as no time zone here (its files' names are read with
+        their case), and taken on a Mac, whose disk reads names without it."""
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not a time zone name like Europe/Berlin") from None
+            named = {name.lower(): name for name in available_timezones()}.get(value.lower())
+            if named is None:
+                raise ValueError(f"{value!r} is not a time zone name like Europe/Berlin") from None
+            return named
         return value
 
     @field_validator("currency")

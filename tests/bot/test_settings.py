@@ -166,6 +166,16 @@ def test_the_digest_time_is_a_time_of_day_on_the_operators_clock() -> None:
         assert "offset" in problem(digest_at=offset)
 
 
+def test_a_zone_is_named_whatever_its_case() -> None:
+    """STEWARD_TIMEZONE=utc, the default in lower case, was refused as no time zone."""
+    names = {"utc": "UTC", "europe/berlin": "Europe/Berlin", "EST5EDT": "EST5EDT"}
+    for given, named in names.items():
+        assert load_settings(timezone=given).timezone == named
+    assert problem(timezone="europe/atlantis") == (
+        "STEWARD_TIMEZONE: 'europe/atlantis' is not a time zone name like Europe/Berlin"
+    )
+
+
 def test_a_space_around_a_zone_a_currency_or_a_time_is_read_past() -> None:
     # " Europe/Berlin " was refused while " 08:00 " was taken
     spaced = load_settings(timezone=" Europe/Berlin ", currency=" eur ", digest_at=" 7:30 ")
