@@ -442,6 +442,12 @@ def load_settings(**overrides: object) -> Settings:
     """The settings from the environment; ``overrides`` by field name (``home=…``) win."""
     try:
         return Settings(**{_variable(name): value for name, value in overrides.items()})  # type: ignore[arg-type]
+    except UnicodeDecodeError as exc:  # the .env file, which is read as UTF-8 alone
+        env_file = Path(str(Settings.model_config.get("env_file"))).absolute()
+        raise SettingsError(
+            f"{env_file}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8 "
+            "(an editor's or a shell's UTF-16 is not read)"
+        ) from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -299,6 +299,18 @@ def test_an_openai_base_url_is_a_url_and_set_empty_is_unset() -> None:
     assert load_settings(openai_base_url=url).openai_base_url == url
 
 
+def test_a_dot_env_file_that_is_not_utf_8_is_a_bad_setting(tmp_path: Path) -> None:
+    """A .env saved as UTF-16 (PowerShell's `>` writes it so) ended every command in a
+    UnicodeDecodeError traceback, exit 1."""
+    (tmp_path / ".env").write_text("STEWARD_TIMEZONE=Europe/Berlin\n", encoding="utf-16")
+    assert problem() == (
+        f"{tmp_path / '.env'}: not UTF-8 text (invalid start byte at byte 0): save it as "
+        "UTF-8 (an editor's or a shell's UTF-16 is not read)"
+    )
+    (tmp_path / ".env").write_text("STEWARD_TIMEZONE=Europe/Berlin\n", encoding="utf-8")
+    assert load_settings().timezone == "Europe/Berlin"
+
+
 def test_an_http_host_the_resolver_cannot_encode_is_refused() -> None:
     for host in ("0..0.0.0", "bot..example.com", "x" * 64):
         assert (
