@@ -740,6 +740,9 @@ CHAT_REPLAY = re.compile(r"(?<![\w/.:])/replay ([\w-]+) ([\w-]+)")
 CHAT_REJECT = re.compile(r"(?<![\w/.:])/reject ([\w-]+) ([^()\n]+)(?=\))")
 
 
+MOST_LIMIT = 1_000_000  # a --limit past what a database takes ended in a traceback
+
+
 def _at_least_one(text: str) -> int:
     try:
         number = int(text)
@@ -747,6 +750,8 @@ def _at_least_one(text: str) -> int:
         number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    if number > MOST_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MOST_LIMIT:,}")
     return number
 
 

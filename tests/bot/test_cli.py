@@ -845,6 +845,19 @@ def test_a_limit_below_one_is_bad_input(
     assert "is not a whole number of at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["runs", "history"])
+def test_a_limit_past_a_million_is_bad_input(
+    home: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """--limit 99999999999999999999 ended in an OverflowError traceback on SQLite (on
+    PostgreSQL: "the database failed: bigint out of range", exit 1)."""
+    question = ["Acme"] if command == "history" else []
+    code, _, err = steward(capsys, command, *question, "--limit", "99999999999999999999")
+    assert code == 2 and "'99999999999999999999' is more than 1,000,000" in err
+    code, _, _ = steward(capsys, command, *question, "--limit", "1000000")
+    assert code == 0
+
+
 def _steward_process(
     home: Path,
     *argv: str,
