@@ -25,7 +25,7 @@ import math
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Container, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -106,10 +106,11 @@ def dollars(amount: float) -> str:
 
 def parse_prices(text: str) -> dict[str, tuple[float, float]]:
     """``model=IN/OUT,…`` in dollars per million tokens, e.g. ``llama3=0/0``."""
-    prices = {}
+    prices: dict[str, tuple[float, float]] = {}
     for entry in filter(None, (e.strip() for e in text.split(","))):
         name, _, pair = entry.partition("=")
         given, _, taken = pair.partition("/")
+        _once(name.strip(), prices)
         try:
             prices[name.strip()] = (float(given), float(taken))
         except ValueError:
@@ -121,9 +122,10 @@ def parse_prices(text: str) -> dict[str, tuple[float, float]]:
 
 def parse_process_budgets(text: str) -> dict[str, float]:
     """``process=DOLLARS,…``: each process's model spend a month."""
-    budgets = {}
+    budgets: dict[str, float] = {}
     for entry in filter(None, (e.strip() for e in text.split(","))):
         name, _, amount = entry.partition("=")
+        _once(name.strip(), budgets)
         try:
             budgets[name.strip()] = float(amount)
         except ValueError:
@@ -131,6 +133,13 @@ def parse_process_budgets(text: str) -> dict[str, float]:
         if not name.strip() or not _a_sum(budgets[name.strip()]):
             raise ValueError(f"{entry!r} should look like onboarding=10.00")
     return budgets
+
+
+def _once(name: str, named: Container[str]) -> None:
+    """A name given twice (onboarding=10,onboarding=5) is refused, naming it: the one
+    written last was taken in silence, whichever was meant."""
+    if name in named:
+        raise ValueError(f"{name!r} is given twice: give each once")
 
 
 def _a_sum(amount: float) -> bool:

@@ -299,6 +299,16 @@ def test_an_openai_base_url_is_a_url_and_set_empty_is_unset() -> None:
     assert load_settings(openai_base_url=url).openai_base_url == url
 
 
+def test_a_process_budget_or_a_price_given_twice_is_refused() -> None:
+    """onboarding=10,onboarding=5 capped onboarding at 5, the one written last, in silence."""
+    assert problem(process_budgets="onboarding=10, onboarding=5") == (
+        "STEWARD_PROCESS_BUDGETS: 'onboarding' is given twice: give each once"
+    )
+    assert problem(model_prices="llama3=0/0,gpt-4o=2.50/10,llama3=1/1") == (
+        "STEWARD_MODEL_PRICES: 'llama3' is given twice: give each once"
+    )
+
+
 def test_a_dot_env_file_that_is_not_utf_8_is_a_bad_setting(tmp_path: Path) -> None:
     """A .env saved as UTF-16 (PowerShell's `>` writes it so) ended every command in a
     UnicodeDecodeError traceback, exit 1."""
