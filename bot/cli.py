@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from bot.app import Steward
 from bot.channel import ChannelUnavailable
 from bot.console import ConsoleChannel, Printable, printable_output, render
+from bot.http import CannotServe
 from bot.service import (
     Service,
     a_service_lives,
@@ -118,6 +120,14 @@ def _main(argv: list[str] | None) -> None:
     except BrokenPipeError:  # the reader went away (`steward runs | head -1`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
         code = 1
+    except OSError as exc:  # a full disk under what it writes: its output, the outbox
+        print(
+            f"steward: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}",
+            file=sys.stderr,
+        )
+        with suppress(OSError, ValueError):  # what it could not print is not printed at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     except (DBAPIError, sqlite3.Error) as exc:  # read-only, full, gone meanwhile
         print(f"steward: the database failed: {cause(exc)} ({settings.database})", file=sys.stderr)
         code = 1
@@ -210,11 +220,8 @@ async def cmd_run(steward: Steward, args: argparse.Namespace) -> int:
             gc.freeze()
             print(f"steward is running: {service.summary()}. Ctrl-C stops it.", file=sys.stderr)
             await wait_for_signal()
-    except ChannelUnavailable as exc:
+    except (ChannelUnavailable, CannotServe) as exc:  # the HTTP port is taken, say
         print(f"steward: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # the HTTP port is taken, say
-        print(f"steward: cannot serve HTTP on {service.http.url}: {exc.strerror}", file=sys.stderr)
         return 1
     print("steward stopped.", file=sys.stderr)
     return 0
@@ -271,8 +278,8 @@ async def _terminal(steward: Steward, serving: bool) -> int:
                     file=sys.stderr,
                 )
                 await wait_for_signal()
-    except OSError as exc:  # the HTTP port is taken, say
-        print(f"steward: cannot serve HTTP on {service.http.url}: {exc.strerror}", file=sys.stderr)
+    except CannotServe as exc:  # the HTTP port is taken, say
+        print(f"steward: {exc}", file=sys.stderr)
         return 1
     return 0
 

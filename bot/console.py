@@ -191,13 +191,13 @@ class ConsoleChannel:
     async def run(self, until: Awaitable[None] | None = None) -> Ended:
         """Answers each line until the input ends, /quit, or ``until`` returns (a
         signal); a turn under way is finished first."""
-        print(
-            "steward is listening. /help lists commands; Ctrl-D or /quit leaves.\n",
-            file=self.out,
-            flush=True,
-        )
         stop = asyncio.ensure_future(until) if until is not None else None
-        try:
+        try:  # the stop is awaited or cancelled, should even this fail (a full disk)
+            print(
+                "steward is listening. /help lists commands; Ctrl-D or /quit leaves.\n",
+                file=self.out,
+                flush=True,
+            )
             return await self._converse(stop)
         finally:
             print("bye.", file=self.out, flush=True)

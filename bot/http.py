@@ -51,6 +51,10 @@ MOST_BYTES = 1024**2  # of a request's body: aiohttp's own limit; a webhook's is
 TOO_LARGE = f"request body over {MOST_BYTES // 1024**2} MiB"
 
 
+class CannotServe(Exception):
+    """The HTTP server could not start: its port taken, say, or its host not this machine's."""
+
+
 class HttpServer:
     def __init__(
         self,
@@ -89,7 +93,10 @@ class HttpServer:
         )
         await self._runner.setup()
         site = _CappedSite(self._runner, self.host, self.port, self.most_connections)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # told as the server's, and no other failure is
+            raise CannotServe(f"cannot serve HTTP on {self.url}: {exc.strerror or exc}") from exc
         if self.port == 0:  # a free port was asked for: remember which one
             self.port = self._runner.addresses[0][1]
 

@@ -858,6 +858,26 @@ def test_a_limit_past_a_million_is_bad_input(
     assert code == 0
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_output_on_a_full_disk_is_told_as_that(home: Path) -> None:
+    """The chat's output on a full disk was told as "cannot serve HTTP on
+    http://127.0.0.1:8080: No space left on device" (and a coroutine never awaited):
+    every OSError under the service was taken for its port."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "chat"],
+            env={**os.environ, "STEWARD_HOME": str(home)},
+            input="/help\n",
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert done.stderr == "steward: No space left on device\n"
+
+
 def _steward_process(
     home: Path,
     *argv: str,
