@@ -329,6 +329,19 @@ class Settings(BaseSettings):
         return value if value.endswith("/") else value + "/"
 
     @model_validator(mode="after")
+    def _together(self) -> Settings:
+        """The rules across variables, each broken one told, a line each: the first was
+        told alone, and the next only once that was fixed."""
+        problems = []
+        for rule in (self._slack, self._models, self._embeddings, self._email, self._webhook):
+            try:
+                rule()
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     def _slack(self) -> Settings:
         modes = bool(self.slack_app_token or self.slack_signing_secret)
         if modes and not self.slack_bot_token:
@@ -343,7 +356,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
     def _models(self) -> Settings:
         if self.llm_fast_model and not self.llm_model:
             raise ValueError(
@@ -358,7 +370,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
     def _embeddings(self) -> Settings:
         model = self.embedding_model
         endpoint = self.openai_base_url or self.openai_api_key
@@ -374,7 +385,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
     def _email(self) -> Settings:
         if self.smtp_url and not self.email_from:
             raise ValueError(
@@ -383,7 +393,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
     def _webhook(self) -> Settings:
         url = self.telegram_webhook_url
         if url and not self.telegram_webhook_secret:

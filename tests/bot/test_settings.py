@@ -299,6 +299,17 @@ def test_an_openai_base_url_is_a_url_and_set_empty_is_unset() -> None:
     assert load_settings(openai_base_url=url).openai_base_url == url
 
 
+def test_every_rule_across_variables_that_is_broken_is_told() -> None:
+    """An SMTP server with no From address beside a Slack app token with no bot token told
+    of Slack alone; the missing address only once Slack was fixed."""
+    assert problem(smtp_url="smtp://mail.example.com:587", slack_app_token="xapp-1") == (
+        "SLACK_BOT_TOKEN must be set when SLACK_APP_TOKEN or SLACK_SIGNING_SECRET is: "
+        "steward posts with it\n"
+        "STEWARD_EMAIL_FROM must be set when STEWARD_SMTP_URL is: the address steward's "
+        "emails come from"
+    )
+
+
 def test_a_process_budget_or_a_price_given_twice_is_refused() -> None:
     """onboarding=10,onboarding=5 capped onboarding at 5, the one written last, in silence."""
     assert problem(process_budgets="onboarding=10, onboarding=5") == (
