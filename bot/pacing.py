@@ -54,12 +54,20 @@ class Bucket:
 class Window:
     """At most ``most`` takes in any ``seconds``: up to ``most`` go at once, and the next
     when the first of them is ``seconds`` old. A bucket refilling at that rate saves up
-    a burst of ``most`` on top of the rate; one holding none spaces every take."""
+    a burst of ``most`` on top of the rate; one holding none spaces every take. It reads
+    the time from ``clock`` and waits with ``sleep``, as a bucket does."""
 
-    def __init__(self, most: int, seconds: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        most: int,
+        seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ):
         self.most = most
         self.seconds = seconds
         self._clock = clock
+        self._sleep = sleep
         self._taken: deque[float] = deque()
         self._held_until = 0.0
         self._lock = asyncio.Lock()
@@ -76,7 +84,7 @@ class Window:
                 if wait <= 0:
                     self._taken.append(now)
                     return
-                await asyncio.sleep(max(wait, 0.001))
+                await self._sleep(max(wait, 0.001))
 
     def hold(self, seconds: float) -> None:
         """Nothing goes out before ``seconds`` from now (a 429's retry_after), and then

@@ -12,7 +12,9 @@ because of flood control.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import warnings
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -21,7 +23,7 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
-from bot.pacing import Bucket, Window
+from bot.pacing import Bucket, Sleep, Window
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,16 @@ class FloodControl(BaseRateLimiter[None]):
         group_most: int = 20,
         group_window: float = 60.0,
         overall: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.per_chat = per_chat
         # A group's burst counts against its window: no more than group_most in any.
         self.per_group = (group_most - chat_burst) / group_window
         self.chat_burst = chat_burst
-        self.overall = Window(int(overall), 1.0)
+        self._clock = clock  # the time its pacing reads, and how it waits: a test's own
+        self._sleep = sleep
+        self.overall = Window(int(overall), 1.0, clock, sleep)
         self._chats: dict[str, Bucket] = {}
 
     async def initialize(self) -> None:
@@ -87,7 +93,7 @@ class FloodControl(BaseRateLimiter[None]):
                 self._chats.clear()  # idle buckets are full anyway; a fresh one is the same
             group = chat_id.startswith("-")  # groups and channels have negative ids
             rate = self.per_group if group else self.per_chat
-            bucket = self._chats[chat_id] = Bucket(rate, self.chat_burst)
+            bucket = self._chats[chat_id] = Bucket(rate, self.chat_burst, self._clock, self._sleep)
         return bucket
 
 

@@ -1,18 +1,19 @@
 """Flood control: the token bucket (a burst, then the rate; a 429's hold, then no
-burst), and Telegram's limits kept by the rate limiter python-telegram-bot calls."""
+burst), the window (so many in any second), and Telegram's limits kept by the rate
+limiter python-telegram-bot calls, each on a clock that moves only as they wait."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from bot.pacing import Bucket
+from bot.pacing import Bucket, Window
 from bot.telegram.rate_limit import FloodControl
+from tests.waiting import DEADLINE_SECONDS
 
 
 class Clock:
-    """Time that passes only while the bucket sleeps: what it paces, to the microsecond,
+    """Time that passes only while the pacing sleeps: what it paces, to the microsecond,
     however slow the machine."""
 
     def __init__(self) -> None:
@@ -26,12 +27,13 @@ class Clock:
         await asyncio.sleep(0)
 
 
-async def takes(bucket: Bucket, clock: Clock, count: int) -> list[float]:
+async def takes(pacing: Bucket | Window, clock: Clock, count: int) -> list[float]:
     started = clock()
     stamps = []
-    for _ in range(count):
-        await bucket.take()
-        stamps.append(round(clock() - started, 4))
+    async with asyncio.timeout(DEADLINE_SECONDS):  # a pacing that slept in real time
+        for _ in range(count):
+            await pacing.take()
+            stamps.append(round(clock() - started, 4))
     return stamps
 
 
@@ -60,57 +62,72 @@ async def test_takers_queue_in_order() -> None:
     assert order == [0, 1, 2, 3, 4]
 
 
-async def test_no_more_than_thirty_messages_go_in_any_second_over_all_chats() -> None:
-    """Telegram takes about 30 messages a second over all chats; a full bucket of 30
-    let 30 go at once and 30 more by the end of that second."""
-    limiter = FloodControl()
-    started = time.monotonic()
+async def test_a_window_lets_its_most_go_at_once_then_one_as_each_is_old_enough() -> None:
+    clock = Clock()
+    window = Window(3, 1.0, clock=clock, sleep=clock.sleep)
+    assert await takes(window, clock, 7) == [0, 0, 0, 1, 1, 1, 2]
+
+
+async def test_after_a_window_s_hold_one_goes_alone_at_its_end() -> None:
+    """A 429's hold: one goes when it ends, and the window is full until a second
+    after that one."""
+    clock = Clock()
+    window = Window(3, 1.0, clock=clock, sleep=clock.sleep)
+    window.hold(0.5)
+    assert await takes(window, clock, 5) == [0.5, 1.5, 1.5, 1.5, 2.5]
+
+
+def limiter_with(clock: Clock, **limits: Any) -> FloodControl:
+    return FloodControl(**limits, clock=clock, sleep=clock.sleep)
+
+
+async def sent_at(
+    limiter: FloodControl, clock: Clock, chats: list[int], together: bool
+) -> list[float]:
+    """When a message to each of ``chats`` went out, all sent at once or one after
+    another."""
+    started = clock()
     stamps: list[float] = []
 
     async def send() -> bool:
-        stamps.append(time.monotonic() - started)
+        stamps.append(round(clock() - started, 4))
         return True
 
     async def to(chat: int) -> None:
         data: dict[str, Any] = {"chat_id": chat, "text": "news"}
         await limiter.process_request(send, (), {}, "sendMessage", data, None)
 
-    await asyncio.gather(*(to(chat) for chat in range(1, 46)))
-    assert len(stamps) == 45
-    assert max(sum(1 for t in stamps if at <= t < at + 0.999) for at in stamps) <= 30
+    async with asyncio.timeout(DEADLINE_SECONDS):
+        if together:
+            await asyncio.gather(*(to(chat) for chat in chats))
+        else:
+            for chat in chats:
+                await to(chat)
+    return stamps
+
+
+async def test_no_more_than_thirty_messages_go_in_any_second_over_all_chats() -> None:
+    """Telegram takes about 30 messages a second over all chats; a full bucket of 30
+    let 30 go at once and 30 more by the end of that second."""
+    clock = Clock()
+    stamps = await sent_at(limiter_with(clock), clock, list(range(1, 46)), together=True)
+    assert stamps == [0] * 30 + [1] * 15
 
 
 async def test_a_reply_of_a_few_messages_goes_at_once() -> None:
     """A line and its card (or a reply in parts) to one chat, or news to a few chats:
     within the overall limit, none waits for another (an overall bucket holding no burst
     spaced them 33 ms apart, every card of a reply 33 ms late)."""
-    limiter = FloodControl()
-    started = time.monotonic()
-    stamps: list[float] = []
-
-    async def send() -> bool:
-        stamps.append(time.monotonic() - started)
-        return True
-
-    for chat in (7, 7, 8, 9):
-        data: dict[str, Any] = {"chat_id": chat, "text": "news"}
-        await limiter.process_request(send, (), {}, "sendMessage", data, None)
-    assert stamps[-1] < 0.02
+    clock = Clock()
+    assert await sent_at(limiter_with(clock), clock, [7, 7, 8, 9], together=False) == [0] * 4
 
 
 async def test_a_group_gets_no_more_than_its_most_in_any_window_its_burst_among_them() -> None:
     """Telegram takes twenty messages a minute in a group: its burst of three, then one
     every three seconds, let 23 go in the first minute. Here a window of a second, for
-    five."""
-    limiter = FloodControl(group_most=5, group_window=1.0)
-    started = time.monotonic()
-    stamps: list[float] = []
-
-    async def send() -> bool:
-        stamps.append(time.monotonic() - started)
-        return True
-
-    data: dict[str, Any] = {"chat_id": -100500, "text": "news"}
-    for _ in range(8):
-        await limiter.process_request(send, (), {}, "sendMessage", data, None)
-    assert max(sum(1 for t in stamps if at <= t < at + 0.999) for at in stamps) <= 5
+    five: the burst of three, then one every half second."""
+    clock = Clock()
+    limiter = limiter_with(clock, group_most=5, group_window=1.0)
+    stamps = await sent_at(limiter, clock, [-100500] * 8, together=False)
+    assert stamps == [0, 0, 0, 0.5, 1, 1.5, 2, 2.5]
+    assert max(sum(1 for t in stamps if at <= t < at + 1) for at in stamps) <= 5
