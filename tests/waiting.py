@@ -9,9 +9,9 @@ from collections.abc import Callable
 DEADLINE_SECONDS = 30.0
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Returns once ``condition`` holds; fails after DEADLINE_SECONDS."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE_SECONDS
+async def until(condition: Callable[[], bool], seconds: float = DEADLINE_SECONDS) -> None:
+    """Returns once ``condition`` holds; fails after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
     while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"not within {DEADLINE_SECONDS} s"
+        assert asyncio.get_running_loop().time() < deadline, f"not within {seconds} s"
         await asyncio.sleep(0.01)
