@@ -1,6 +1,7 @@
-"""A steward scheduler process for the timer tests: ticks for a while, then exits.
+"""A steward scheduler process for the timer tests: ticks until its stdin is closed,
+then exits.
 
-python -m tests.bot.scheduler_driver HOME SECONDS
+python -m tests.bot.scheduler_driver HOME
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from bot.settings import load_settings
 from graph.messages import Reply
 
 
-async def tick_for(home: Path, seconds: float) -> None:
+async def tick_until_told(home: Path) -> None:
     async def quiet(reply: Reply, reply_to: object) -> None:
         return None
 
@@ -24,9 +25,9 @@ async def tick_for(home: Path, seconds: float) -> None:
         scheduler = Scheduler(steward.ledger, steward.engine, steward.coordinator, quiet, 0.1)
         print("ready", flush=True)
         ticking = asyncio.create_task(scheduler.run())
-        await asyncio.sleep(seconds)
+        await asyncio.to_thread(sys.stdin.read)  # until the test closes it
         ticking.cancel()
 
 
 if __name__ == "__main__":
-    asyncio.run(tick_for(Path(sys.argv[1]), float(sys.argv[2])))
+    asyncio.run(tick_until_told(Path(sys.argv[1])))

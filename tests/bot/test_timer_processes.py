@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from bot.app import Steward
 from bot.settings import load_settings
 from tests.homes import home_with
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,21 +37,30 @@ async def test_two_scheduler_processes_fire_each_timer_once(tmp_path: Path) -> N
             "-m",
             "tests.bot.scheduler_driver",
             str(home),
-            "6",
             cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         for _ in range(2)
     ]
-    for driver in drivers:  # both are ticking before the timers come due
-        assert driver.stdout is not None
-        assert await asyncio.wait_for(driver.stdout.readline(), 120) == b"ready\n"
-    settings = load_settings(home=home, processes_dir=home / "processes")
-    async with Steward.open(settings) as steward:
-        for _ in range(RUNS):
-            await steward.engine.start("waiter", {}, "test")
-    for driver in drivers:
-        assert await asyncio.wait_for(driver.wait(), 120) == 0
+    try:
+        for driver in drivers:  # both are ticking before the timers come due
+            assert driver.stdout is not None
+            assert await asyncio.wait_for(driver.stdout.readline(), 120) == b"ready\n"
+        settings = load_settings(home=home, processes_dir=home / "processes")
+        async with Steward.open(settings) as steward:
+            for _ in range(RUNS):
+                await steward.engine.start("waiter", {}, "test")
+        await until(lambda: succeeded(home) == RUNS, 120)  # however long the starts took
+        for driver in drivers:  # told to stop once every run is done
+            assert driver.stdin is not None
+            driver.stdin.close()
+            assert await asyncio.wait_for(driver.wait(), 120) == 0
+    finally:
+        for driver in drivers:
+            if driver.returncode is None:
+                driver.kill()
+                await driver.wait()
 
     with sqlite3.connect(home / "steward.db") as db:
         fired = db.execute(
@@ -59,7 +70,11 @@ async def test_two_scheduler_processes_fire_each_timer_once(tmp_path: Path) -> N
         woken = db.execute(
             "select run_id, count(*) from steps where step_id = 'pause' group by run_id"
         ).fetchall()
-        done = db.execute("select count(*) from runs where status = 'succeeded'").fetchone()[0]
     assert sum(count for _, count in fired) == RUNS  # whichever process claimed it
     assert len(woken) == RUNS and all(count == 1 for _, count in woken)
-    assert done == RUNS
+    assert succeeded(home) == RUNS
+
+
+def succeeded(home: Path) -> int:
+    with contextlib.closing(sqlite3.connect(home / "steward.db")) as db:
+        return int(db.execute("select count(*) from runs where status = 'succeeded'").fetchone()[0])
