@@ -30,7 +30,7 @@ from tests.stalls import stalled_after_its_email
 class Keeper:
     """A channel that keeps the keys of the replies it takes up, and sends nothing."""
 
-    name = "telegram"
+    name = account = "telegram"
     settled_here = None
     needs_http = False
 
