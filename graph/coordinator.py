@@ -104,7 +104,7 @@ COMMAND_NAMES = {name for name, _ in COMMANDS} | {"skip", "start"}
 BUTTON_VERBS = ("approve", "reject", "edit", "details", "retry", "confirm", "resume")
 # The commands that only show what is there, and so write nothing: answered before their
 # delivery is stored (see ``FrontDoor.claim_unstored``).
-SHOWING = frozenset({"help", "start", "processes", "runs", "today", "budget"})
+SHOWING = frozenset({"help", "start", "processes", "runs", "budget"})
 QUESTION_COMMANDS = {"cancel", "skip"}  # a question waiting for its answer: said instead
 # The commands whose first argument is an id, and how many arguments they take: None
 # for any number (a reason, a step and its inputs).
@@ -194,7 +194,7 @@ class Coordinator:
 
     async def only_shows(self, inbound: Inbound) -> bool:
         """Whether ``inbound`` is a command that only shows something (``/runs``,
-        ``today``, ``/help``): answering it writes nothing. Typed without its slash, it is
+        ``/budget``, ``/help``): answering it writes nothing. Typed without its slash, it is
         one only while no question waits for its sender's answer."""
         if inbound.button or inbound.attachment is not None:
             return False
