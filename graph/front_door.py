@@ -288,33 +288,33 @@ class FrontDoor:
         """The answer ``answer_unstored`` made is sent: its delivery is stored, handled.
         Where that fails (the ledger down), nothing is left to keep either: the answer
         went, and the platform may be told the delivery arrived."""
-        answering = owed.answering
-        assert answering is not None and not owed.kept
         try:
-            payload = answering.to_payload()
-            await self.ledger.answered_inbound(
-                answering.sender.channel, answering.external_id, payload
-            )
+            await self._store_answered(owed, None)
         finally:
             owed.kept = True  # nothing of it is left to keep
-            self._release(answering)
 
     async def keep_unstored(self, owed: Owed) -> None:
         """Keeps what is left to send of an answer ``answer_unstored`` made, with its
         delivery, stored as handled: the answer could not all go at once (a platform
         that failed, a second message), or its platform is to be told the delivery
         arrived. From here on it is a reply like any kept one."""
-        answering = owed.answering
-        assert answering is not None and not owed.kept
-        payload, sent = answering.to_payload(), owed.sent  # kept as it stands now
-        try:
-            await self.ledger.answered_inbound(
-                answering.sender.channel, answering.external_id, payload, _kept(owed)
-            )
-        finally:
-            self._release(answering)  # a duplicate then stores it, or fails as this did
+        sent = owed.sent  # kept as it stands now
+        await self._store_answered(owed, _kept(owed))
         owed.kept = True
         owed.noted = sent
+
+    async def _store_answered(self, owed: Owed, rest: OwedReply | None) -> None:
+        """Stores the delivery an unstored answer answers, as handled, with ``rest`` of
+        the answer to send; its claim is over either way: a duplicate then stores it, or
+        fails as this did."""
+        answering = owed.answering
+        assert answering is not None and not owed.kept
+        try:
+            await self.ledger.answered_inbound(
+                answering.sender.channel, answering.external_id, answering.to_payload(), rest
+            )
+        finally:
+            self._release(answering)
 
     def _release(self, inbound: Inbound) -> None:
         claim = self._unstored.pop((inbound.sender.channel, inbound.external_id), None)
