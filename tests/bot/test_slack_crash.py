@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ import aiohttp
 import pytest
 
 from tests.bot.test_slack import OPERATOR, bot_texts, sent_steps
-from tests.bot.test_telegram_crash import inbox, stop
+from tests.bot.test_telegram_crash import inbox, steward_run, stop
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.net import free_port
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 NO_RUNS = "No runs in progress."
 
 
@@ -41,17 +39,7 @@ async def start_steward(home: Path, slack: FakeSlackAPI, port: int) -> asyncio.s
         "STEWARD_OPERATORS": f"slack:{OPERATOR}",
         "STEWARD_HTTP_PORT": str(port),
     }
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        env=env,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    bot = await steward_run(env)
     await listening(port)
     return bot
 

@@ -65,6 +65,11 @@ async def start_steward(home: Path, api: FakeBotAPI, **extra: str) -> asyncio.su
         "STEWARD_OPERATORS": f"telegram:{OPERATOR}",
         **extra,
     }
+    return await steward_run(env)
+
+
+async def steward_run(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``steward run`` in a process of its own, with ``env``, no terminal and no output."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
